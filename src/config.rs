@@ -1,0 +1,612 @@
+//! Configuration in layers: built-in defaults → `coffre.toml` (or `--config
+//! FILE`) → `COFFRE_*` environment variables.
+//!
+//! Every key has one name (`listen`) in the file and one in the environment
+//! (`COFFRE_LISTEN`). Unknown keys and malformed values are refused with one
+//! line naming the key and where it came from. Secrets are wrapped so that
+//! `Debug` and logs never show them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use secrecy::SecretString;
+
+/// Environment variables with this prefix belong to the test harness, not to
+/// the service; they are ignored rather than refused.
+const TEST_ENV_PREFIX: &str = "COFFRE_TEST_";
+
+/// Every configuration key, its default and a one-line description (used by
+/// `--help` and the README table).
+pub const KEYS: &[(&str, Option<&str>, &str)] = &[
+    (
+        "database_url",
+        Some("sqlite://data/coffre.db"),
+        "sqlite://PATH (embedded, default) or postgres://… (multi-instance)",
+    ),
+    (
+        "listen",
+        Some("127.0.0.1:8080"),
+        "address:port to listen on",
+    ),
+    (
+        "keys_dir",
+        Some("keys"),
+        "folder of the age-encrypted key files",
+    ),
+    (
+        "unlock_identity_file",
+        None,
+        "age identity (age-keygen format) that decrypts the key files; default KEYS_DIR/unlock.key",
+    ),
+    (
+        "public_url",
+        None,
+        "URL users reach the service at; default http://LISTEN",
+    ),
+    (
+        "audit_log_name",
+        None,
+        "origin line of audit checkpoints; default HOST/coffre/audit from the public URL",
+    ),
+    ("oidc_issuer", None, "residents' OpenID Connect issuer URL"),
+    (
+        "oidc_client_id",
+        None,
+        "residents' OpenID Connect client id",
+    ),
+    (
+        "oidc_client_secret",
+        None,
+        "residents' OpenID Connect client secret (secret)",
+    ),
+    (
+        "agent_oidc_issuer",
+        None,
+        "agents' OpenID Connect issuer URL",
+    ),
+    (
+        "agent_oidc_client_id",
+        None,
+        "agents' OpenID Connect client id",
+    ),
+    (
+        "agent_oidc_client_secret",
+        None,
+        "agents' OpenID Connect client secret (secret)",
+    ),
+    ("log_format", Some("human"), "human or json"),
+    (
+        "log_filter",
+        Some("info"),
+        "tracing filter, e.g. info,coffre=debug",
+    ),
+    (
+        "max_body_bytes",
+        Some("1048576"),
+        "largest accepted request body in bytes",
+    ),
+    (
+        "shutdown_timeout_secs",
+        Some("10"),
+        "how long in-flight requests may drain at shutdown",
+    ),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {path}: {message}")]
+    File { path: String, message: String },
+    #[error("unknown configuration key `{key}` in {origin}")]
+    UnknownKey { key: String, origin: String },
+    #[error("configuration key `{key}` (from {origin}): {message}")]
+    Invalid {
+        key: &'static str,
+        origin: String,
+        message: String,
+    },
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// A SQLite file; the file and its folder are created when missing.
+    Sqlite { path: PathBuf },
+    /// A PostgreSQL URL; it may carry a password, so it is never printed.
+    Postgres { url: String },
+}
+
+impl DatabaseUrl {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        if let Some(rest) = raw
+            .strip_prefix("sqlite://")
+            .or_else(|| raw.strip_prefix("sqlite:"))
+        {
+            let path = rest.split('?').next().unwrap_or_default();
+            if path.is_empty() || path == ":memory:" {
+                return Err("a SQLite URL must name a file, e.g. sqlite://data/coffre.db".into());
+            }
+            return Ok(Self::Sqlite {
+                path: PathBuf::from(path),
+            });
+        }
+        if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+            let parsed = url::Url::parse(raw).map_err(|e| format!("malformed URL ({e})"))?;
+            if parsed.host_str().is_none_or(str::is_empty) {
+                return Err("a PostgreSQL URL needs a host".into());
+            }
+            return Ok(Self::Postgres { url: raw.into() });
+        }
+        Err("expected sqlite://PATH or postgres://…".into())
+    }
+
+    /// A form safe to log: the password is masked.
+    pub fn redacted(&self) -> String {
+        match self {
+            Self::Sqlite { path } => format!("sqlite://{}", path.display()),
+            Self::Postgres { url } => match url::Url::parse(url) {
+                Ok(mut u) => {
+                    if u.password().is_some() {
+                        let _ = u.set_password(Some("***"));
+                    }
+                    u.to_string()
+                }
+                Err(_) => "postgres://***".into(),
+            },
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// One OpenID Connect client registration (residents' or agents').
+#[derive(Clone)]
+pub struct OidcClient {
+    pub issuer: url::Url,
+    pub client_id: String,
+    pub client_secret: SecretString,
+}
+
+impl fmt::Debug for OidcClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OidcClient")
+            .field("issuer", &self.issuer.as_str())
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"[redacted]")
+            .finish()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub database_url: DatabaseUrl,
+    pub listen: SocketAddr,
+    pub keys_dir: PathBuf,
+    pub unlock_identity_file: PathBuf,
+    pub public_url: url::Url,
+    pub audit_log_name: String,
+    pub resident_oidc: Option<OidcClient>,
+    pub agent_oidc: Option<OidcClient>,
+    pub log_format: LogFormat,
+    pub log_filter: String,
+    pub max_body_bytes: usize,
+    pub shutdown_timeout_secs: u64,
+}
+
+/// A raw value and where it came from, so errors can say which layer to fix.
+struct RawValue {
+    value: String,
+    source: String,
+}
+
+impl Config {
+    /// Loads the configuration the way `coffre` does at start: defaults, then
+    /// the file (explicit `--config`, else `coffre.toml` when present), then
+    /// the process environment.
+    pub fn load(explicit_file: Option<&Path>) -> Result<Self, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_from(explicit_file, &env)
+    }
+
+    /// Same as [`Config::load`] with the environment passed in (tests).
+    pub fn load_from(
+        explicit_file: Option<&Path>,
+        env: &[(String, String)],
+    ) -> Result<Self, ConfigError> {
+        let mut raw: BTreeMap<&'static str, RawValue> = BTreeMap::new();
+        for (key, default, _) in KEYS {
+            if let Some(d) = default {
+                raw.insert(
+                    key,
+                    RawValue {
+                        value: (*d).to_string(),
+                        source: "built-in default".into(),
+                    },
+                );
+            }
+        }
+
+        let file = match explicit_file {
+            Some(p) => Some(p.to_path_buf()),
+            None => {
+                let default = PathBuf::from("coffre.toml");
+                default.exists().then_some(default)
+            }
+        };
+        if let Some(path) = file {
+            layer_file(&path, &mut raw)?;
+        }
+        layer_env(env, &mut raw)?;
+        Self::from_raw(&raw)
+    }
+
+    fn from_raw(raw: &BTreeMap<&'static str, RawValue>) -> Result<Self, ConfigError> {
+        let get = |key: &'static str| raw.get(key).map(|v| (v.value.as_str(), v.source.as_str()));
+        let invalid = |key: &'static str, message: String| ConfigError::Invalid {
+            key,
+            origin: raw
+                .get(key)
+                .map(|v| v.source.clone())
+                .unwrap_or_else(|| "built-in default".into()),
+            message,
+        };
+
+        let database_url = match get("database_url") {
+            Some((v, _)) => DatabaseUrl::parse(v).map_err(|m| invalid("database_url", m))?,
+            None => return Err(invalid("database_url", "missing".into())),
+        };
+        let listen: SocketAddr = match get("listen") {
+            Some((v, _)) => v.parse().map_err(|_| {
+                invalid(
+                    "listen",
+                    "expected ADDRESS:PORT, e.g. 127.0.0.1:8080".into(),
+                )
+            })?,
+            None => return Err(invalid("listen", "missing".into())),
+        };
+        let keys_dir = PathBuf::from(get("keys_dir").map(|(v, _)| v).unwrap_or("keys"));
+        let unlock_identity_file = get("unlock_identity_file")
+            .map(|(v, _)| PathBuf::from(v))
+            .unwrap_or_else(|| keys_dir.join("unlock.key"));
+
+        let public_url = match get("public_url") {
+            Some((v, _)) => parse_http_url(v).map_err(|m| invalid("public_url", m))?,
+            None => {
+                parse_http_url(&format!("http://{listen}")).map_err(|m| invalid("listen", m))?
+            }
+        };
+        let audit_log_name = match get("audit_log_name") {
+            Some((v, _)) => {
+                if v.is_empty() || v.contains('\n') || v.contains('+') || v.contains(' ') {
+                    return Err(invalid(
+                        "audit_log_name",
+                        "must be one non-empty line without spaces or '+'".into(),
+                    ));
+                }
+                v.to_string()
+            }
+            None => default_log_name(&public_url),
+        };
+
+        let resident_oidc = oidc_client(
+            raw,
+            ("oidc_issuer", "oidc_client_id", "oidc_client_secret"),
+            &invalid,
+        )?;
+        let agent_oidc = oidc_client(
+            raw,
+            (
+                "agent_oidc_issuer",
+                "agent_oidc_client_id",
+                "agent_oidc_client_secret",
+            ),
+            &invalid,
+        )?;
+
+        let log_format = match get("log_format").map(|(v, _)| v) {
+            Some("human") | None => LogFormat::Human,
+            Some("json") => LogFormat::Json,
+            Some(_) => return Err(invalid("log_format", "expected `human` or `json`".into())),
+        };
+        let log_filter = get("log_filter")
+            .map(|(v, _)| v)
+            .unwrap_or("info")
+            .to_string();
+        tracing_subscriber::EnvFilter::try_new(&log_filter)
+            .map_err(|e| invalid("log_filter", format!("invalid filter ({e})")))?;
+
+        let max_body_bytes: usize = parse_number(get("max_body_bytes"), 1_048_576)
+            .map_err(|m| invalid("max_body_bytes", m))?;
+        if max_body_bytes < 1024 {
+            return Err(invalid("max_body_bytes", "must be at least 1024".into()));
+        }
+        let shutdown_timeout_secs: u64 = parse_number(get("shutdown_timeout_secs"), 10)
+            .map_err(|m| invalid("shutdown_timeout_secs", m))?;
+
+        Ok(Self {
+            database_url,
+            listen,
+            keys_dir,
+            unlock_identity_file,
+            public_url,
+            audit_log_name,
+            resident_oidc,
+            agent_oidc,
+            log_format,
+            log_filter,
+            max_body_bytes,
+            shutdown_timeout_secs,
+        })
+    }
+
+    /// A configuration for tests and benchmarks: the defaults with the given
+    /// database and keys folder; nothing is read from the process.
+    pub fn for_tests(database_url: &str, keys_dir: &Path) -> Result<Self, ConfigError> {
+        let env = [
+            ("COFFRE_DATABASE_URL".to_string(), database_url.to_string()),
+            (
+                "COFFRE_KEYS_DIR".to_string(),
+                keys_dir.display().to_string(),
+            ),
+        ];
+        let mut raw = BTreeMap::new();
+        for (key, default, _) in KEYS {
+            if let Some(d) = default {
+                raw.insert(
+                    *key,
+                    RawValue {
+                        value: (*d).to_string(),
+                        source: "built-in default".into(),
+                    },
+                );
+            }
+        }
+        layer_env(&env, &mut raw)?;
+        Self::from_raw(&raw)
+    }
+
+    pub fn is_https(&self) -> bool {
+        self.public_url.scheme() == "https"
+    }
+}
+
+fn default_log_name(public_url: &url::Url) -> String {
+    let host = public_url.host_str().unwrap_or("localhost");
+    let path = public_url.path().trim_matches('/');
+    if path.is_empty() {
+        format!("{host}/coffre/audit")
+    } else {
+        format!("{host}/{path}/audit")
+    }
+}
+
+fn parse_http_url(v: &str) -> Result<url::Url, String> {
+    let u = url::Url::parse(v).map_err(|e| format!("malformed URL ({e})"))?;
+    if u.scheme() != "http" && u.scheme() != "https" {
+        return Err("expected an http:// or https:// URL".into());
+    }
+    if u.host_str().is_none() {
+        return Err("the URL needs a host".into());
+    }
+    Ok(u)
+}
+
+fn parse_number<T: std::str::FromStr>(v: Option<(&str, &str)>, default: T) -> Result<T, String> {
+    match v {
+        Some((s, _)) => s
+            .trim()
+            .parse()
+            .map_err(|_| format!("expected a whole number, got {s:?}")),
+        None => Ok(default),
+    }
+}
+
+type InvalidFn<'a> = dyn Fn(&'static str, String) -> ConfigError + 'a;
+
+fn oidc_client(
+    raw: &BTreeMap<&'static str, RawValue>,
+    (issuer_key, id_key, secret_key): (&'static str, &'static str, &'static str),
+    invalid: &InvalidFn<'_>,
+) -> Result<Option<OidcClient>, ConfigError> {
+    let issuer = raw.get(issuer_key).map(|v| v.value.clone());
+    let id = raw.get(id_key).map(|v| v.value.clone());
+    let secret = raw.get(secret_key).map(|v| v.value.clone());
+    match (issuer, id) {
+        (None, None) => Ok(None),
+        (Some(issuer), Some(client_id)) => {
+            let issuer = parse_http_url(&issuer).map_err(|m| invalid(issuer_key, m))?;
+            if client_id.is_empty() {
+                return Err(invalid(id_key, "must not be empty".into()));
+            }
+            Ok(Some(OidcClient {
+                issuer,
+                client_id,
+                client_secret: SecretString::from(secret.unwrap_or_default()),
+            }))
+        }
+        (Some(_), None) => Err(invalid(
+            id_key,
+            format!("required when {issuer_key} is set"),
+        )),
+        (None, Some(_)) => Err(invalid(
+            issuer_key,
+            format!("required when {id_key} is set"),
+        )),
+    }
+}
+
+fn known_key(key: &str) -> Option<&'static str> {
+    KEYS.iter().map(|(k, _, _)| *k).find(|k| *k == key)
+}
+
+fn layer_file(path: &Path, raw: &mut BTreeMap<&'static str, RawValue>) -> Result<(), ConfigError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+        path: shown.clone(),
+        message: format!("cannot read ({})", e.kind()),
+    })?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::File {
+            path: shown.clone(),
+            message: e.message().to_string(),
+        })?;
+    for (key, value) in table {
+        let Some(known) = known_key(&key) else {
+            return Err(ConfigError::UnknownKey {
+                key,
+                origin: shown.clone(),
+            });
+        };
+        let value = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            _ => {
+                return Err(ConfigError::Invalid {
+                    key: known,
+                    origin: shown.clone(),
+                    message: "expected a string or a number".into(),
+                });
+            }
+        };
+        raw.insert(
+            known,
+            RawValue {
+                value,
+                source: shown.clone(),
+            },
+        );
+    }
+    Ok(())
+}
+
+fn layer_env(
+    env: &[(String, String)],
+    raw: &mut BTreeMap<&'static str, RawValue>,
+) -> Result<(), ConfigError> {
+    for (name, value) in env {
+        let Some(suffix) = name.strip_prefix("COFFRE_") else {
+            continue;
+        };
+        if name.starts_with(TEST_ENV_PREFIX) {
+            continue;
+        }
+        let lowered = suffix.to_ascii_lowercase();
+        let Some(known) = known_key(&lowered) else {
+            return Err(ConfigError::UnknownKey {
+                key: name.clone(),
+                origin: "the environment".into(),
+            });
+        };
+        raw.insert(
+            known,
+            RawValue {
+                value: value.clone(),
+                source: format!("environment variable {name}"),
+            },
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = Config::load_from(Some(Path::new("/nonexistent-ok")), &[]);
+        assert!(c.is_err(), "an explicit missing file is an error");
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("coffre.toml");
+        std::fs::write(&f, "").unwrap();
+        let c = Config::load_from(Some(&f), &[]).unwrap();
+        assert_eq!(
+            c.database_url,
+            DatabaseUrl::Sqlite {
+                path: "data/coffre.db".into()
+            }
+        );
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.audit_log_name, "127.0.0.1/coffre/audit");
+    }
+
+    #[test]
+    fn env_overrides_file_and_unknown_keys_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "listen = \"127.0.0.1:9000\"\n").unwrap();
+        let c = Config::load_from(Some(&f), &env(&[("COFFRE_LISTEN", "127.0.0.1:9001")])).unwrap();
+        assert_eq!(c.listen.port(), 9001);
+
+        std::fs::write(&f, "lisen = \"x\"\n").unwrap();
+        let e = Config::load_from(Some(&f), &[]).unwrap_err().to_string();
+        assert!(e.contains("`lisen`"), "{e}");
+
+        std::fs::write(&f, "").unwrap();
+        let e = Config::load_from(Some(&f), &env(&[("COFFRE_LISTN", "x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("COFFRE_LISTN"), "{e}");
+        // The test harness's own variables are not the service's business.
+        Config::load_from(Some(&f), &env(&[("COFFRE_TEST_POSTGRES_URL", "x")])).unwrap();
+    }
+
+    #[test]
+    fn malformed_values_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "").unwrap();
+        for (k, v, key) in [
+            ("COFFRE_DATABASE_URL", "mysql://x", "database_url"),
+            ("COFFRE_DATABASE_URL", "postgres://", "database_url"),
+            ("COFFRE_LISTEN", "nowhere", "listen"),
+            ("COFFRE_PUBLIC_URL", "ftp://x", "public_url"),
+            ("COFFRE_MAX_BODY_BYTES", "lots", "max_body_bytes"),
+            ("COFFRE_OIDC_ISSUER", "https://id.example", "oidc_client_id"),
+        ] {
+            let e = Config::load_from(Some(&f), &env(&[(k, v)]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("`{key}`")), "{k}={v}: {e}");
+        }
+    }
+
+    #[test]
+    fn secrets_and_passwords_are_redacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "").unwrap();
+        let c = Config::load_from(
+            Some(&f),
+            &env(&[
+                ("COFFRE_OIDC_ISSUER", "https://id.example"),
+                ("COFFRE_OIDC_CLIENT_ID", "coffre"),
+                ("COFFRE_OIDC_CLIENT_SECRET", "hunter2-very-secret"),
+                ("COFFRE_DATABASE_URL", "postgres://u:pw-secret@db/coffre"),
+            ]),
+        )
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("pw-secret"), "{shown}");
+    }
+}

@@ -1,0 +1,200 @@
+//! The demo territory that `coffre serve --demo` seeds into an empty
+//! database, and the personas of the development login.
+//!
+//! Everyone here is fictional. Demo mode is refused on non-loopback
+//! addresses, so the well-known demo partner secrets below never guard
+//! anything real.
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::domain::{Demarche, Role, Timestamp};
+use crate::storage::{AgentRow, PartnerRow, StorageResult, Store, StructureRow};
+
+#[derive(Clone, Copy, Debug)]
+pub struct Persona {
+    pub id: &'static str,
+    pub role: Role,
+    pub name: &'static str,
+}
+
+pub const RESIDENTS: [Persona; 3] = [
+    Persona {
+        id: "0b9a3c1e-5d6f-4a7b-8c9d-000000000001",
+        role: Role::Resident,
+        name: "Awa Diallo (usagère)",
+    },
+    Persona {
+        id: "0b9a3c1e-5d6f-4a7b-8c9d-000000000002",
+        role: Role::Resident,
+        name: "Jean-Pierre Martin (usager)",
+    },
+    Persona {
+        id: "0b9a3c1e-5d6f-4a7b-8c9d-000000000003",
+        role: Role::Resident,
+        name: "Lucie Bernard (usagère)",
+    },
+];
+
+pub const STRUCTURE_CCAS: &str = "5e1f0000-0000-4000-8000-00000000cca5";
+
+pub const AGENTS: [Persona; 5] = [
+    Persona {
+        id: "a1d00000-0000-4000-8000-000000000001",
+        role: Role::Aidant,
+        name: "Camille Roux (aidante, CCAS)",
+    },
+    Persona {
+        id: "a1d00000-0000-4000-8000-000000000002",
+        role: Role::Aidant,
+        name: "Karim Benali (aidant, CCAS)",
+    },
+    Persona {
+        id: "a1d00000-0000-4000-8000-000000000003",
+        role: Role::Referent,
+        name: "Sophie Lambert (référente, CCAS)",
+    },
+    Persona {
+        id: "a1d00000-0000-4000-8000-000000000004",
+        role: Role::Dpo,
+        name: "Claire Fontaine (déléguée à la protection des données)",
+    },
+    Persona {
+        id: "a1d00000-0000-4000-8000-000000000005",
+        role: Role::Auditor,
+        name: "Auditeur citoyen",
+    },
+];
+
+/// A demo partner: an OAuth2 client whose (demo-only) secret is printed at
+/// start so a newcomer can ask for a token.
+#[derive(Clone, Copy, Debug)]
+pub struct DemoPartner {
+    pub id: &'static str,
+    pub name: &'static str,
+    pub client_id: &'static str,
+    pub client_secret: &'static str,
+}
+
+pub const PARTNERS: [DemoPartner; 2] = [
+    DemoPartner {
+        id: "labo-mobilite",
+        name: "Laboratoire d'études de la mobilité (université)",
+        client_id: "demo-labo-mobilite",
+        client_secret: "demo-secret-labo-mobilite-not-for-production",
+    },
+    DemoPartner {
+        id: "renov-energie",
+        name: "Guichet rénovation énergétique",
+        client_id: "demo-renov-energie",
+        client_secret: "demo-secret-renov-energie-not-for-production",
+    },
+];
+
+/// One entry of `GET /dev/personas`.
+#[derive(Serialize, ToSchema)]
+pub struct PersonaView {
+    pub id: String,
+    pub role: Role,
+    pub name: String,
+    /// Partners only: the OAuth2 client credentials of the demo.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+}
+
+pub fn personas() -> Vec<PersonaView> {
+    let people = RESIDENTS.iter().chain(AGENTS.iter()).map(|p| PersonaView {
+        id: p.id.into(),
+        role: p.role,
+        name: p.name.into(),
+        client_id: None,
+        client_secret: None,
+    });
+    let partners = PARTNERS.iter().map(|p| PersonaView {
+        id: p.id.into(),
+        role: Role::Partner,
+        name: p.name.into(),
+        client_id: Some(p.client_id.into()),
+        client_secret: Some(p.client_secret.into()),
+    });
+    people.chain(partners).collect()
+}
+
+/// A person one can log in as through `POST /dev/login` (partners use
+/// their client credentials instead).
+pub fn find_login_persona(id: &str) -> Option<Persona> {
+    RESIDENTS
+        .iter()
+        .chain(AGENTS.iter())
+        .find(|p| p.id == id)
+        .copied()
+}
+
+/// Digest under which a partner's client secret is stored. Secrets are
+/// generated with 256 bits of entropy, so a plain SHA-256 suffices (no
+/// password stretching needed); demo secrets are public anyway.
+pub fn client_secret_digest(secret: &str) -> String {
+    hex::encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        secret.as_bytes(),
+    ))
+}
+
+/// Seeds the demo territory when the database holds no resident and no
+/// structure. Returns whether anything was seeded.
+pub async fn seed_if_empty(store: &dyn Store, now: Timestamp) -> StorageResult<bool> {
+    if store.count_residents().await? > 0 || !store.list_structures().await?.is_empty() {
+        return Ok(false);
+    }
+    let allowed: Vec<&str> = Demarche::ALL.iter().map(|d| d.as_str()).collect();
+    store
+        .insert_structure(
+            &StructureRow {
+                id: STRUCTURE_CCAS.into(),
+                siret: "26340001200013".into(),
+                name: "CCAS de l'Agglo (démo)".into(),
+                allowed_demarches: allowed.join(","),
+                active: true,
+            },
+            now,
+        )
+        .await?;
+    for p in RESIDENTS {
+        store.insert_resident(p.id, now).await?;
+    }
+    for p in AGENTS {
+        let structure_id =
+            matches!(p.role, Role::Aidant | Role::Referent).then(|| STRUCTURE_CCAS.to_string());
+        store
+            .insert_agent(
+                &AgentRow {
+                    id: p.id.into(),
+                    role: p.role.as_str().into(),
+                    display_name: p.name.into(),
+                    structure_id,
+                    active: true,
+                },
+                None,
+                now,
+            )
+            .await?;
+    }
+    for p in PARTNERS {
+        store
+            .insert_partner(
+                &PartnerRow {
+                    id: p.id.into(),
+                    name: p.name.into(),
+                    client_id: p.client_id.into(),
+                    client_secret_hash: client_secret_digest(p.client_secret),
+                    age_recipient: None,
+                    active: true,
+                },
+                now,
+            )
+            .await?;
+    }
+    Ok(true)
+}

@@ -1,0 +1,50 @@
+//! The logged-in user's own view of themselves.
+
+use axum::Json;
+use axum::extract::State;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::domain::Role;
+use crate::error::AppResult;
+use crate::http::session::CurrentUser;
+
+#[derive(Serialize, ToSchema)]
+pub struct Me {
+    /// Internal identifier (pseudonymous).
+    pub id: String,
+    pub role: Role,
+    /// How to greet the user, when known.
+    pub display_name: Option<String>,
+    /// Send back as `X-CSRF-Token` on every state-changing request made with
+    /// this session cookie.
+    pub csrf_token: String,
+}
+
+/// Who is logged in, and the session's CSRF token.
+#[utoipa::path(get, path = "/api/v1/me", tag = "resident",
+    responses((status = 200, body = Me), (status = 401, body = crate::error::ErrorBody)))]
+pub async fn me(State(state): State<AppState>, user: CurrentUser) -> AppResult<Json<Me>> {
+    let display_name = display_name(&state, &user).await?;
+    Ok(Json(Me {
+        id: user.actor_id,
+        role: user.role,
+        display_name,
+        csrf_token: user.csrf_token,
+    }))
+}
+
+async fn display_name(state: &AppState, user: &CurrentUser) -> AppResult<Option<String>> {
+    if user.role.is_agent() {
+        return Ok(state
+            .store
+            .find_agent(&user.actor_id)
+            .await?
+            .map(|a| a.display_name));
+    }
+    if state.demo {
+        return Ok(crate::demo::find_login_persona(&user.actor_id).map(|p| p.name.to_string()));
+    }
+    Ok(None)
+}

@@ -1,0 +1,132 @@
+//! Cross-cutting HTTP behaviour: security headers on every response, and the
+//! guarantee that no error leaves as plain text (the framework's own 404,
+//! 405, 413, timeouts and panics are rewritten into our JSON error model).
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::header::{self, HeaderValue};
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+
+use crate::error::error_response;
+
+/// Whether the public URL is https: then browsers are told to stay on https.
+#[derive(Clone, Copy)]
+pub struct Hsts(pub bool);
+
+pub async fn security_headers(State(hsts): State<Hsts>, req: Request, next: Next) -> Response {
+    let is_api = req.uri().path().starts_with("/api/");
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'",
+        ),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        "permissions-policy",
+        HeaderValue::from_static("camera=(), microphone=(), geolocation=(), interest-cohort=()"),
+    );
+    h.insert(
+        "cross-origin-opener-policy",
+        HeaderValue::from_static("same-origin"),
+    );
+    if hsts.0 {
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+        );
+    }
+    // API answers may carry personal data: never cache them anywhere.
+    if is_api && !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    res
+}
+
+/// Rewrites any error response that is not already JSON (or an HTML page)
+/// into `{"error":{"code","message"}}`, keeping its status and headers such
+/// as `Allow`.
+pub async fn json_errors(req: Request, next: Next) -> Response {
+    let is_head = req.method() == Method::HEAD;
+    let res = next.run(req).await;
+    let status = res.status();
+    if !(status.is_client_error() || status.is_server_error()) || is_head {
+        return res;
+    }
+    let content_type = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if content_type.starts_with("application/json") || content_type.starts_with("text/html") {
+        return res;
+    }
+    let (code, message) = describe_status(status);
+    let (parts, _) = res.into_parts();
+    let mut rebuilt = error_response(status, code, message.to_string());
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            rebuilt.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    rebuilt
+}
+
+fn describe_status(status: StatusCode) -> (&'static str, &'static str) {
+    match status {
+        StatusCode::NOT_FOUND => ("not_found", "Ressource introuvable. / No such resource."),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            "Méthode non autorisée pour cette ressource. / Method not allowed on this resource.",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            "payload_too_large",
+            "Le corps de la requête est trop volumineux. / Request body too large.",
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "unsupported_media_type",
+            "Type de contenu non pris en charge. / Unsupported content type.",
+        ),
+        StatusCode::REQUEST_TIMEOUT => (
+            "request_timeout",
+            "La requête a pris trop de temps. / The request took too long.",
+        ),
+        StatusCode::UNAUTHORIZED => (
+            "unauthenticated",
+            "Connexion requise. / Authentication required.",
+        ),
+        StatusCode::FORBIDDEN => ("forbidden", "Accès refusé. / Access denied."),
+        StatusCode::UNPROCESSABLE_ENTITY => {
+            ("unprocessable", "Requête invalide. / Invalid request.")
+        }
+        StatusCode::SERVICE_UNAVAILABLE => (
+            "unavailable",
+            "Service momentanément indisponible. / Service temporarily unavailable.",
+        ),
+        s if s.is_server_error() => ("internal_error", "Erreur interne. / Internal error."),
+        _ => ("bad_request", "Requête invalide. / Bad request."),
+    }
+}
+
+/// Turns a panic inside a handler into our JSON 500 (the panic itself is
+/// logged by the layer; nothing of it reaches the client).
+pub fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
+    tracing::error!("handler panicked");
+    error_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal_error",
+        "Erreur interne. / Internal error.".into(),
+    )
+}

@@ -1,0 +1,113 @@
+//! HTTP surface: routers per area, extractors, middleware, and the OpenAPI
+//! document generated from the handlers themselves.
+//!
+//! Handlers translate HTTP to domain calls and back; they never decide
+//! policy themselves.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, StatusCode};
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::routing::get;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::AppState;
+use crate::error::AppError;
+
+pub mod dev;
+pub mod health;
+pub mod json;
+pub mod me;
+pub mod middleware;
+pub mod pages;
+pub mod session;
+
+pub use json::ApiJson;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "coffre",
+        description = "Registre des consentements et coffre-fort de données personnelles — consent registry and encrypted personal-data vault. Errors are always `{\"error\":{\"code\",\"message\"}}`.",
+        license(name = "EUPL-1.2")
+    ),
+    components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail)),
+    tags(
+        (name = "ops", description = "Liveness, readiness, this document"),
+        (name = "resident", description = "A resident's own space"),
+        (name = "demo", description = "Development login (demo mode only)")
+    )
+)]
+struct ApiDoc;
+
+/// The whole application router. Tests call this with a state of their own.
+pub fn app(state: AppState) -> Router {
+    let mut api = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(me::me))
+        .routes(routes!(session::logout));
+    if state.demo {
+        api = api
+            .routes(routes!(dev::personas))
+            .routes(routes!(dev::login));
+    }
+    let (router, openapi) = api.split_for_parts();
+    let openapi_json = std::sync::Arc::new(openapi);
+
+    let max_body = state.config.max_body_bytes;
+    let hsts = middleware::Hsts(state.config.is_https());
+
+    router
+        .route(
+            "/api/openapi.json",
+            get(move || {
+                let doc = openapi_json.clone();
+                async move { axum::Json(doc.as_ref().clone()) }
+            }),
+        )
+        .route("/", get(pages::home))
+        .fallback(|| async { AppError::NotFound })
+        .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(max_body))
+        // Layers below wrap those above: the last one added sees requests first.
+        .layer(RequestBodyLimitLayer::new(max_body))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(30),
+        ))
+        .layer(from_fn(middleware::json_errors))
+        .layer(from_fn_with_state(hsts, middleware::security_headers))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+                let request_id = req
+                    .headers()
+                    .get(REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-");
+                // The path may hold identifiers but never personal values;
+                // query strings are left out on purpose.
+                tracing::info_span!(
+                    "request",
+                    method = %req.method(),
+                    path = %req.uri().path(),
+                    request_id = %request_id,
+                )
+            }),
+        )
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(CatchPanicLayer::custom(middleware::panic_response))
+}

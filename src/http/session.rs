@@ -1,0 +1,206 @@
+//! Browser sessions: an opaque random cookie whose SHA-256 is stored in the
+//! database (shared by every process), and the CSRF token that every
+//! state-changing request under a cookie session must carry.
+
+use axum::extract::{FromRequestParts, State};
+use axum::http::header::{self, HeaderMap, HeaderValue};
+use axum::http::request::Parts;
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ring::rand::{SecureRandom, SystemRandom};
+
+use crate::AppState;
+use crate::domain::Role;
+use crate::error::{AppError, AppResult};
+use crate::storage::NewSession;
+
+pub const COOKIE_NAME: &str = "coffre_session";
+/// Sessions end after 8 hours, a working day, whatever the activity.
+pub const SESSION_LIFETIME_SECS: i64 = 8 * 3600;
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// Someone logged in through a browser session.
+#[derive(Clone, Debug)]
+pub struct CurrentUser {
+    pub actor_id: String,
+    pub role: Role,
+    pub csrf_token: String,
+    token_hash: String,
+}
+
+fn random_token() -> AppResult<String> {
+    let mut bytes = [0u8; 32];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| AppError::internal("system random generator failed"))?;
+    Ok(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+fn digest(token: &str) -> String {
+    hex::encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        token.as_bytes(),
+    ))
+}
+
+fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// Compares digests rather than the tokens, so response timing says nothing
+/// about how many leading bytes of a guessed token were right.
+fn same(a: &str, b: &str) -> bool {
+    !a.is_empty() && digest(a) == digest(b)
+}
+
+/// Opens a session for `actor_id` and returns the `Set-Cookie` value.
+pub async fn open_session(state: &AppState, actor_id: &str, role: Role) -> AppResult<HeaderValue> {
+    let token = random_token()?;
+    let csrf = random_token()?;
+    let now = state.clock.now();
+    let token_hash = digest(&token);
+    state
+        .store
+        .create_session(&NewSession {
+            token_hash: &token_hash,
+            actor_id,
+            role,
+            csrf_token: &csrf,
+            now,
+            expires_at: now + SESSION_LIFETIME_SECS,
+        })
+        .await?;
+    let secure = if state.config.is_https() {
+        "; Secure"
+    } else {
+        ""
+    };
+    HeaderValue::from_str(&format!(
+        "{COOKIE_NAME}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={SESSION_LIFETIME_SECS}{secure}"
+    ))
+    .map_err(|_| AppError::internal("cookie header"))
+}
+
+fn clearing_cookie() -> HeaderValue {
+    HeaderValue::from_static("coffre_session=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0")
+}
+
+async fn load(parts: &Parts, state: &AppState) -> AppResult<Option<CurrentUser>> {
+    let Some(token) = cookie_value(&parts.headers, COOKIE_NAME) else {
+        return Ok(None);
+    };
+    let token_hash = digest(token);
+    let Some(row) = state
+        .store
+        .find_session(&token_hash, state.clock.now())
+        .await?
+    else {
+        return Ok(None);
+    };
+    let role =
+        Role::parse(&row.role).ok_or_else(|| AppError::internal("unknown role in session"))?;
+    Ok(Some(CurrentUser {
+        actor_id: row.actor_id,
+        role,
+        csrf_token: row.csrf_token,
+        token_hash,
+    }))
+}
+
+fn is_safe(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+impl FromRequestParts<AppState> for CurrentUser {
+    type Rejection = AppError;
+
+    /// A logged-in user; on a state-changing method the `X-CSRF-Token` header
+    /// must match the session's token.
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> AppResult<Self> {
+        let user = load(parts, state).await?.ok_or(AppError::Unauthenticated)?;
+        if !is_safe(&parts.method) {
+            let sent = parts
+                .headers
+                .get(CSRF_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            if !same(sent, &user.csrf_token) {
+                return Err(AppError::forbidden(
+                    "csrf_token_invalid",
+                    "Jeton anti-falsification absent ou invalide. / Missing or invalid X-CSRF-Token.",
+                ));
+            }
+        }
+        Ok(user)
+    }
+}
+
+/// A session if there is one, without the CSRF check (for pages and logout,
+/// which check the token themselves).
+pub struct MaybeUser(pub Option<CurrentUser>);
+
+impl FromRequestParts<AppState> for MaybeUser {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> AppResult<Self> {
+        Ok(MaybeUser(load(parts, state).await?))
+    }
+}
+
+#[derive(serde::Deserialize, Default, utoipa::ToSchema)]
+pub struct LogoutForm {
+    pub csrf_token: Option<String>,
+}
+
+/// Ends the browser session. The CSRF token comes in the `X-CSRF-Token`
+/// header or, from an HTML form, in the `csrf_token` field.
+#[utoipa::path(post, path = "/auth/logout", tag = "resident",
+    request_body(content = LogoutForm, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 303, description = "session ended; redirect to the home page"),
+              (status = 401, body = crate::error::ErrorBody),
+              (status = 403, description = "`csrf_token_invalid`", body = crate::error::ErrorBody)))]
+pub async fn logout(
+    State(state): State<AppState>,
+    MaybeUser(user): MaybeUser,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> AppResult<Response> {
+    let user = user.ok_or(AppError::Unauthenticated)?;
+    let form: LogoutForm = serde_urlencoded_form(&body);
+    let sent = headers
+        .get(CSRF_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or(form.csrf_token)
+        .unwrap_or_default();
+    if !same(&sent, &user.csrf_token) {
+        return Err(AppError::forbidden(
+            "csrf_token_invalid",
+            "Jeton anti-falsification absent ou invalide. / Missing or invalid CSRF token.",
+        ));
+    }
+    state.store.delete_session(&user.token_hash).await?;
+    let mut res = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
+    res.headers_mut()
+        .insert(header::SET_COOKIE, clearing_cookie());
+    Ok(res)
+}
+
+/// Reads an `application/x-www-form-urlencoded` body leniently (unknown
+/// fields ignored, bad bodies → defaults).
+pub fn serde_urlencoded_form<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> T {
+    let pairs = url::form_urlencoded::parse(body);
+    let map: serde_json::Map<String, serde_json::Value> = pairs
+        .map(|(k, v)| (k.into_owned(), serde_json::Value::String(v.into_owned())))
+        .collect();
+    serde_json::from_value(serde_json::Value::Object(map)).unwrap_or_default()
+}

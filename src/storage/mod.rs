@@ -1,0 +1,392 @@
+//! Persistence: one [`Store`] trait, implemented for SQLite (embedded
+//! default) and PostgreSQL (several stateless processes sharing one database).
+//!
+//! Storage stores and fetches; it never decides who may do what. Both
+//! implementations share their SQL through the `shared_queries!` macro (the
+//! SQL here is written in the dialect common to SQLite ≥ 3.35 and PostgreSQL);
+//! only connection set-up and locking differ.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::config::DatabaseUrl;
+use crate::domain::{Role, Timestamp};
+
+mod postgres;
+mod sqlite;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("constraint violated: {0}")]
+    Conflict(String),
+    #[error("not found")]
+    NotFound,
+    #[error("integrity check failed: {0}")]
+    Integrity(String),
+    #[error("migration failed: {0}")]
+    Migration(String),
+    #[error("cannot open database: {0}")]
+    Open(String),
+    #[error("database error: {0}")]
+    Other(String),
+}
+
+impl From<sqlx::Error> for StorageError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::RowNotFound => StorageError::NotFound,
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                StorageError::Unavailable(e.to_string())
+            }
+            sqlx::Error::Database(db)
+                if db.is_unique_violation() || db.is_foreign_key_violation() =>
+            {
+                // The constraint name is safe to log; the offending values are not kept.
+                StorageError::Conflict(db.constraint().unwrap_or("unique").to_string())
+            }
+            _ => StorageError::Other(e.to_string()),
+        }
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StorageError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        StorageError::Migration(e.to_string())
+    }
+}
+
+pub type StorageResult<T> = Result<T, StorageError>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct StructureRow {
+    pub id: String,
+    pub siret: String,
+    pub name: String,
+    /// Comma-separated démarche codes.
+    pub allowed_demarches: String,
+    pub active: bool,
+}
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct AgentRow {
+    pub id: String,
+    pub role: String,
+    pub display_name: String,
+    pub structure_id: Option<String>,
+    pub active: bool,
+}
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct PartnerRow {
+    pub id: String,
+    pub name: String,
+    pub client_id: String,
+    pub client_secret_hash: String,
+    pub age_recipient: Option<String>,
+    pub active: bool,
+}
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct SessionRow {
+    pub actor_id: String,
+    pub role: String,
+    pub csrf_token: String,
+    pub expires_at: i64,
+}
+
+#[derive(Clone, Debug)]
+pub struct NewSession<'a> {
+    pub token_hash: &'a str,
+    pub actor_id: &'a str,
+    pub role: Role,
+    pub csrf_token: &'a str,
+    pub now: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+/// The one storage interface. Every method is a short transaction of its own
+/// unless its name says otherwise.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+
+    /// Applies pending migrations (idempotent; safe from several processes).
+    async fn migrate(&self) -> StorageResult<()>;
+
+    /// A cheap round trip, for `/readyz`.
+    async fn ping(&self) -> StorageResult<()>;
+
+    /// Closes the pool, waiting for connections to return.
+    async fn close(&self);
+
+    async fn count_residents(&self) -> StorageResult<i64>;
+    async fn insert_resident(&self, id: &str, now: Timestamp) -> StorageResult<()>;
+    async fn resident_exists(&self, id: &str) -> StorageResult<bool>;
+
+    async fn insert_structure(&self, s: &StructureRow, now: Timestamp) -> StorageResult<()>;
+    async fn list_structures(&self) -> StorageResult<Vec<StructureRow>>;
+
+    async fn insert_agent(
+        &self,
+        a: &AgentRow,
+        email_digest: Option<&str>,
+        now: Timestamp,
+    ) -> StorageResult<()>;
+    async fn find_agent(&self, id: &str) -> StorageResult<Option<AgentRow>>;
+
+    async fn insert_partner(&self, p: &PartnerRow, now: Timestamp) -> StorageResult<()>;
+    async fn find_partner_by_client_id(&self, client_id: &str)
+    -> StorageResult<Option<PartnerRow>>;
+
+    async fn create_session(&self, s: &NewSession<'_>) -> StorageResult<()>;
+    /// The live session with this token digest, if it has not expired at `now`.
+    async fn find_session(
+        &self,
+        token_hash: &str,
+        now: Timestamp,
+    ) -> StorageResult<Option<SessionRow>>;
+    async fn delete_session(&self, token_hash: &str) -> StorageResult<()>;
+    async fn purge_expired_sessions(&self, now: Timestamp) -> StorageResult<u64>;
+}
+
+pub type DynStore = Arc<dyn Store>;
+
+/// Opens the store named by the URL scheme and applies migrations.
+pub async fn open(url: &DatabaseUrl) -> StorageResult<DynStore> {
+    let store: DynStore = match url {
+        DatabaseUrl::Sqlite { path } => Arc::new(SqliteStore::open(path).await?),
+        DatabaseUrl::Postgres { url } => Arc::new(PgStore::open(url).await?),
+    };
+    Ok(store)
+}
+
+/// The `impl Store` both backends share, with their few differences passed
+/// in. The SQL is written with `$n` placeholders, which SQLite and PostgreSQL
+/// both accept. (A macro rather than generics over `sqlx::Database`, whose
+/// trait bounds grow without end.)
+macro_rules! impl_store {
+    ($store:ty, $backend:expr, $migrations:literal) => {
+    #[async_trait::async_trait]
+    impl $crate::storage::Store for $store {
+        fn backend(&self) -> $crate::storage::Backend {
+            $backend
+        }
+
+        async fn migrate(&self) -> $crate::storage::StorageResult<()> {
+            sqlx::migrate!($migrations).run(&self.pool).await?;
+            Ok(())
+        }
+
+        async fn ping(&self) -> $crate::storage::StorageResult<()> {
+            sqlx::query("SELECT 1").execute(&self.pool).await?;
+            Ok(())
+        }
+
+        async fn close(&self) {
+            self.pool.close().await;
+        }
+
+        async fn count_residents(&self) -> $crate::storage::StorageResult<i64> {
+            let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM residents WHERE status = 'active'")
+                .fetch_one(&self.pool)
+                .await?;
+            Ok(n)
+        }
+
+        async fn insert_resident(
+            &self,
+            id: &str,
+            now: $crate::domain::Timestamp,
+        ) -> $crate::storage::StorageResult<()> {
+            sqlx::query("INSERT INTO residents (id, status, created_at) VALUES ($1, 'active', $2)")
+                .bind(id)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        }
+
+        async fn resident_exists(&self, id: &str) -> $crate::storage::StorageResult<bool> {
+            let row: Option<(String,)> =
+                sqlx::query_as("SELECT id FROM residents WHERE id = $1 AND status = 'active'")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            Ok(row.is_some())
+        }
+
+        async fn insert_structure(
+            &self,
+            s: &$crate::storage::StructureRow,
+            now: $crate::domain::Timestamp,
+        ) -> $crate::storage::StorageResult<()> {
+            sqlx::query(
+                "INSERT INTO structures (id, siret, name, allowed_demarches, active, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&s.id)
+            .bind(&s.siret)
+            .bind(&s.name)
+            .bind(&s.allowed_demarches)
+            .bind(s.active)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        }
+
+        async fn list_structures(
+            &self,
+        ) -> $crate::storage::StorageResult<Vec<$crate::storage::StructureRow>> {
+            Ok(sqlx::query_as(
+                "SELECT id, siret, name, allowed_demarches, active FROM structures ORDER BY name",
+            )
+            .fetch_all(&self.pool)
+            .await?)
+        }
+
+        async fn insert_agent(
+            &self,
+            a: &$crate::storage::AgentRow,
+            email_digest: Option<&str>,
+            now: $crate::domain::Timestamp,
+        ) -> $crate::storage::StorageResult<()> {
+            sqlx::query(
+                "INSERT INTO agents (id, role, display_name, email_digest, structure_id, active, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&a.id)
+            .bind(&a.role)
+            .bind(&a.display_name)
+            .bind(email_digest)
+            .bind(&a.structure_id)
+            .bind(a.active)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        }
+
+        async fn find_agent(
+            &self,
+            id: &str,
+        ) -> $crate::storage::StorageResult<Option<$crate::storage::AgentRow>> {
+            Ok(sqlx::query_as(
+                "SELECT id, role, display_name, structure_id, active FROM agents WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+        }
+
+        async fn insert_partner(
+            &self,
+            p: &$crate::storage::PartnerRow,
+            now: $crate::domain::Timestamp,
+        ) -> $crate::storage::StorageResult<()> {
+            sqlx::query(
+                "INSERT INTO partners (id, name, client_id, client_secret_hash, age_recipient, active, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&p.id)
+            .bind(&p.name)
+            .bind(&p.client_id)
+            .bind(&p.client_secret_hash)
+            .bind(&p.age_recipient)
+            .bind(p.active)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        }
+
+        async fn find_partner_by_client_id(
+            &self,
+            client_id: &str,
+        ) -> $crate::storage::StorageResult<Option<$crate::storage::PartnerRow>> {
+            Ok(sqlx::query_as(
+                "SELECT id, name, client_id, client_secret_hash, age_recipient, active \
+                 FROM partners WHERE client_id = $1",
+            )
+            .bind(client_id)
+            .fetch_optional(&self.pool)
+            .await?)
+        }
+
+        async fn create_session(
+            &self,
+            s: &$crate::storage::NewSession<'_>,
+        ) -> $crate::storage::StorageResult<()> {
+            sqlx::query(
+                "INSERT INTO sessions (token_hash, actor_id, role, csrf_token, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(s.token_hash)
+            .bind(s.actor_id)
+            .bind(s.role.as_str())
+            .bind(s.csrf_token)
+            .bind(s.now)
+            .bind(s.expires_at)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        }
+
+        async fn find_session(
+            &self,
+            token_hash: &str,
+            now: $crate::domain::Timestamp,
+        ) -> $crate::storage::StorageResult<Option<$crate::storage::SessionRow>> {
+            Ok(sqlx::query_as(
+                "SELECT actor_id, role, csrf_token, expires_at FROM sessions \
+                 WHERE token_hash = $1 AND expires_at > $2",
+            )
+            .bind(token_hash)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?)
+        }
+
+        async fn delete_session(&self, token_hash: &str) -> $crate::storage::StorageResult<()> {
+            sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+                .bind(token_hash)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        }
+
+        async fn purge_expired_sessions(
+            &self,
+            now: $crate::domain::Timestamp,
+        ) -> $crate::storage::StorageResult<u64> {
+            let done = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+            Ok(done.rows_affected())
+        }
+    }
+    };
+}
+pub(crate) use impl_store;

@@ -1,0 +1,31 @@
+//! PostgreSQL backend: for deployments where several stateless `coffre`
+//! processes share one database. Nothing here is per-process: sessions,
+//! sequences and locks all live in the database.
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgPool, PgPoolOptions};
+
+use super::{StorageError, StorageResult, Store};
+
+pub struct PgStore {
+    pub(crate) pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects and migrates. sqlx takes an advisory lock while migrating, so
+    /// several processes starting together apply each migration once.
+    pub async fn open(url: &str) -> StorageResult<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(10)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await
+            .map_err(|e| StorageError::Open(format!("PostgreSQL ({e})")))?;
+        let store = Self { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+}
+
+super::impl_store!(PgStore, super::Backend::Postgres, "migrations/postgres");

@@ -1,0 +1,50 @@
+//! SQLite backend: the embedded default. WAL journal, `synchronous=FULL` so
+//! an acknowledged write survives power loss, foreign keys on, busy timeout.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use super::{StorageError, StorageResult, Store};
+
+pub struct SqliteStore {
+    pub(crate) pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating the file and its folder when missing) and migrates.
+    pub async fn open(path: &Path) -> StorageResult<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StorageError::Open(format!(
+                    "cannot create folder {} ({})",
+                    dir.display(),
+                    e.kind()
+                ))
+            })?;
+        }
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(|e| StorageError::Open(e.to_string()))?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .map_err(|e| StorageError::Open(format!("{} ({e})", path.display())))?;
+        let store = Self { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+}
+
+super::impl_store!(SqliteStore, super::Backend::Sqlite, "migrations/sqlite");
