@@ -1,1 +1,11 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+//! The one integration-test binary: drives the real router (and, where the
+//! process matters, the real binary) on SQLite and PostgreSQL.
+
+#[allow(dead_code)]
+mod support;
+
+mod cli;
+mod ops;
+mod session;

@@ -1,0 +1,271 @@
+//! Test harness: builds the real router over a fresh database on each
+//! backend. SQLite always; PostgreSQL when `COFFRE_TEST_POSTGRES_URL` is set
+//! (each test in its own database, dropped afterwards), and a loud notice on
+//! stderr when it is not.
+
+use std::future::Future;
+use std::io::Write;
+use std::sync::Once;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use coffre::storage::{self, DynStore};
+use coffre::{AppState, Clock, Config};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+pub const PG_ENV: &str = "COFFRE_TEST_POSTGRES_URL";
+/// 2026-11-28T12:00:00Z: tests run at a fixed, known time.
+pub const T0: i64 = 1_795_867_200;
+
+pub struct TestApp {
+    pub router: Router,
+    pub state: AppState,
+    pub store: DynStore,
+    pub clock: Clock,
+    pub backend: &'static str,
+    pub dir: tempfile::TempDir,
+}
+
+pub struct TestResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl TestResponse {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): status {} body {:?}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts the JSON error model with this status and code.
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.text());
+        assert!(
+            self.header("content-type")
+                .unwrap_or_default()
+                .starts_with("application/json"),
+            "error is not JSON: {:?}",
+            self.headers
+        );
+        let v = self.json();
+        assert_eq!(v["error"]["code"], code, "body: {v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    }
+}
+
+impl TestApp {
+    pub async fn request(&self, req: Request<Body>) -> TestResponse {
+        let res = self.router.clone().oneshot(req).await.unwrap();
+        let status = res.status();
+        let headers = res.headers().clone();
+        let body = res.into_body().collect().await.unwrap().to_bytes().to_vec();
+        TestResponse {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> TestResponse {
+        self.request(Request::get(path).body(Body::empty()).unwrap())
+            .await
+    }
+
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Body>,
+    ) -> TestResponse {
+        let mut b = Request::builder().method(method).uri(path);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        self.request(b.body(body.into()).unwrap()).await
+    }
+
+    /// Logs in through the demo login and returns (cookie header, csrf token).
+    pub async fn login(&self, persona: &str) -> Session {
+        let res = self
+            .send(
+                Method::POST,
+                "/dev/login",
+                &[("content-type", "application/x-www-form-urlencoded")],
+                format!("persona={persona}"),
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.text());
+        let set_cookie = res.header("set-cookie").unwrap();
+        let cookie = set_cookie.split(';').next().unwrap().to_string();
+        let me = self
+            .send(
+                Method::GET,
+                "/api/v1/me",
+                &[("cookie", &cookie)],
+                Body::empty(),
+            )
+            .await;
+        assert_eq!(me.status, StatusCode::OK, "{}", me.text());
+        let csrf = me.json()["csrf_token"].as_str().unwrap().to_string();
+        Session { cookie, csrf }
+    }
+
+    /// A request under a session, with the CSRF header.
+    pub async fn as_user(
+        &self,
+        s: &Session,
+        method: Method,
+        path: &str,
+        json: Option<serde_json::Value>,
+    ) -> TestResponse {
+        let mut headers = vec![
+            ("cookie", s.cookie.as_str()),
+            ("x-csrf-token", s.csrf.as_str()),
+        ];
+        let body = match json {
+            Some(v) => {
+                headers.push(("content-type", "application/json"));
+                Body::from(v.to_string())
+            }
+            None => Body::empty(),
+        };
+        self.send(method, path, &headers, body).await
+    }
+}
+
+pub struct Session {
+    pub cookie: String,
+    pub csrf: String,
+}
+
+fn notice_once(msg: &str) {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // Written to the process's stderr directly, not through `eprintln!`,
+        // so the test harness's output capture cannot hide it.
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n!!! {msg}\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
+        );
+    });
+}
+
+/// A fresh PostgreSQL database for one test, dropped by [`PgDatabase::drop_now`].
+pub struct PgDatabase {
+    admin_url: String,
+    pub name: String,
+    pub url: String,
+}
+
+impl PgDatabase {
+    pub async fn create() -> Option<PgDatabase> {
+        let Ok(admin_url) = std::env::var(PG_ENV) else {
+            notice_once(
+                "SKIPPED: PostgreSQL variants of the storage tests (COFFRE_TEST_POSTGRES_URL is not set; .ci/run sets it)",
+            );
+            return None;
+        };
+        let name = format!("coffre_t_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = sqlx_connect(&admin_url).await;
+        sqlx::Executor::execute(&mut admin, format!("CREATE DATABASE {name}").as_str())
+            .await
+            .unwrap_or_else(|e| panic!("cannot create test database on {PG_ENV}: {e}"));
+        let mut url = url::Url::parse(&admin_url).unwrap();
+        url.set_path(&format!("/{name}"));
+        Some(PgDatabase {
+            admin_url,
+            name,
+            url: url.to_string(),
+        })
+    }
+
+    pub async fn drop_now(self) {
+        let mut admin = sqlx_connect(&self.admin_url).await;
+        let _ = sqlx::Executor::execute(
+            &mut admin,
+            format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name).as_str(),
+        )
+        .await;
+    }
+}
+
+async fn sqlx_connect(url: &str) -> sqlx::PgConnection {
+    use sqlx::Connection;
+    sqlx::PgConnection::connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("{PG_ENV} is set but PostgreSQL is unreachable: {e}"))
+}
+
+pub async fn build_app(database_url: &str, backend: &'static str, demo: bool) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::for_tests(database_url, &dir.path().join("keys")).unwrap();
+    let store = storage::open(&config.database_url).await.unwrap();
+    let clock = Clock::fixed(T0);
+    if demo {
+        coffre::demo::seed_if_empty(store.as_ref(), T0)
+            .await
+            .unwrap();
+    }
+    let state = AppState::new(config, store.clone(), clock.clone(), demo);
+    TestApp {
+        router: coffre::app(state.clone()),
+        state,
+        store,
+        clock,
+        backend,
+        dir,
+    }
+}
+
+/// Runs `test` against a fresh demo app on SQLite, then on PostgreSQL when
+/// configured. A panic inside `test` still drops the PostgreSQL database.
+pub async fn each_backend<F, Fut>(test: F)
+where
+    F: Fn(TestApp) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    each_backend_with(true, test).await;
+}
+
+pub async fn each_backend_with<F, Fut>(demo: bool, test: F)
+where
+    F: Fn(TestApp) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let sqlite_dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", sqlite_dir.path().join("coffre.db").display());
+    let app = build_app(&url, "sqlite", demo).await;
+    test(app).await;
+
+    if let Some(db) = PgDatabase::create().await {
+        let app = build_app(&db.url, "postgres", demo).await;
+        let store = app.store.clone();
+        let outcome = tokio::spawn(test(app)).await;
+        store.close().await;
+        db.drop_now().await;
+        if let Err(e) = outcome {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
+}
