@@ -4,9 +4,11 @@
 //! The binary (`src/main.rs`) only parses the command line; everything else
 //! lives here so tests drive the real router through [`app`].
 
+pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod crypto;
 pub mod demo;
 pub mod domain;
 pub mod error;
