@@ -8,7 +8,12 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use std::sync::Arc;
+
 use crate::config::{Config, LogFormat};
+use crate::crypto::{
+    KeyError, KeySet, LiveKeys, UnlockIdentity, generate_unlock_identity, read_unlock_identity,
+};
 use crate::{AppState, Clock};
 
 #[derive(Parser, Debug)]
@@ -41,6 +46,41 @@ pub enum Command {
     Migrate,
     /// Print the version and exit.
     Version,
+    /// Manage the key set (KEK ring, signing key, pseudonymisation key).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Act on one resident (DPO operations).
+    #[command(subcommand)]
+    Resident(ResidentCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Generate a new key set in COFFRE_KEYS_DIR, encrypted to the unlock identity.
+    Init {
+        /// Also create the unlock identity (age-keygen format) when it does not
+        /// exist. In production, provision it yourself on a secret mount.
+        #[arg(long)]
+        generate_unlock_identity: bool,
+    },
+    /// Print only public parts: the JWKS and the audit log's signed-note verifier key.
+    Show,
+    /// Add a KEK version and re-wrap every data key under it (online,
+    /// resumable; data is not re-encrypted), then retire unused versions.
+    Rotate {
+        /// Data keys re-wrapped per transaction.
+        #[arg(long, default_value_t = 1000)]
+        batch: i64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ResidentCommand {
+    /// Erase a resident: destroy their data key and delete their data (crypto-shredding).
+    Erase {
+        /// The resident's internal id.
+        id: String,
+    },
 }
 
 /// A failure that ends the process with one line.
@@ -119,6 +159,203 @@ pub async fn run(cli: Cli) -> Result<(), Fatal> {
             Ok(())
         }
         Command::Version => Ok(()),
+        Command::Keys(k) => keys_command(&config, k).await,
+        Command::Resident(ResidentCommand::Erase { id }) => {
+            let store = open_store(&config).await?;
+            let keys = load_keys(&config)?;
+            let state = build_state(config, store.clone(), Clock::system(), false, Ok(keys))?;
+            let erased = state
+                .vault()
+                .map_err(|e| Fatal::runtime(e.to_string()))?
+                .erase(&id, state.clock.now())
+                .await
+                .map_err(|e| Fatal::runtime(e.to_string()))?;
+            store.close().await;
+            if erased {
+                println!("resident {id} erased: data key destroyed, records deleted");
+                Ok(())
+            } else {
+                Err(Fatal::runtime(format!("no active resident {id}")))
+            }
+        }
+    }
+}
+
+async fn open_store(config: &Config) -> Result<crate::storage::DynStore, Fatal> {
+    crate::storage::open(&config.database_url)
+        .await
+        .map_err(|e| Fatal::runtime(e.to_string()))
+}
+
+fn build_state(
+    config: Config,
+    store: crate::storage::DynStore,
+    clock: Clock,
+    demo: bool,
+    keys: Result<Arc<LiveKeys>, String>,
+) -> Result<AppState, Fatal> {
+    AppState::new(config, store, clock, demo, keys).map_err(Fatal::config)
+}
+
+fn load_keys(config: &Config) -> Result<Arc<LiveKeys>, Fatal> {
+    LiveKeys::load(config.keys_dir.clone(), config.unlock_identity_file.clone())
+        .map(Arc::new)
+        .map_err(|e| Fatal::runtime(format!("keys: {e}")))
+}
+
+fn read_unlock(config: &Config) -> Result<UnlockIdentity, Fatal> {
+    read_unlock_identity(&config.unlock_identity_file)
+        .map_err(|e| Fatal::runtime(format!("unlock identity: {e}")))
+}
+
+/// Makes sure the keys folder exists with owner-only access.
+fn private_dir(dir: &std::path::Path) -> Result<(), Fatal> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| {
+                Fatal::runtime(format!("cannot create {} ({})", dir.display(), e.kind()))
+            })?;
+    } else if !KeySet::is_initialised(dir) {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
+            Fatal::runtime(format!("cannot restrict {} ({})", dir.display(), e.kind()))
+        })?;
+    }
+    Ok(())
+}
+
+async fn keys_command(config: &Config, command: KeysCommand) -> Result<(), Fatal> {
+    match command {
+        KeysCommand::Init {
+            generate_unlock_identity: generate,
+        } => {
+            private_dir(&config.keys_dir)?;
+            let unlock = if generate && !config.unlock_identity_file.exists() {
+                let id = generate_unlock_identity(&config.unlock_identity_file)
+                    .map_err(|e| Fatal::runtime(format!("unlock identity: {e}")))?;
+                println!(
+                    "created unlock identity {} (public key {}); move it to a secret mount and keep a copy offline",
+                    config.unlock_identity_file.display(),
+                    id.recipient()
+                );
+                id
+            } else if !config.unlock_identity_file.exists() {
+                return Err(Fatal::runtime(format!(
+                    "no unlock identity at {}: create one with `age-keygen -o {}` (or pass --generate-unlock-identity)",
+                    config.unlock_identity_file.display(),
+                    config.unlock_identity_file.display()
+                )));
+            } else {
+                read_unlock(config)?
+            };
+            let set = KeySet::init(&config.keys_dir, &unlock)
+                .map_err(|e| Fatal::runtime(format!("keys init: {e}")))?;
+            println!(
+                "key set created in {} (KEK version {}); public parts: coffre keys show",
+                config.keys_dir.display(),
+                set.current_kek_version()
+            );
+            Ok(())
+        }
+        KeysCommand::Show => {
+            let keys = load_keys(config)?;
+            let set = keys.current();
+            let jwks = crate::crypto::jwks(&set);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&jwks).unwrap_or_default()
+            );
+            let signer = crate::audit::note::NoteSigner::from_seed(
+                &config.audit_log_name,
+                set.signing_seed(),
+            )
+            .map_err(|e| Fatal::runtime(format!("signing key: {e}")))?;
+            println!(
+                "audit log verifier key (signed note): {}",
+                signer.verifier_key()
+            );
+            println!(
+                "KEK versions: {:?} (current {})",
+                set.kek_versions(),
+                set.current_kek_version()
+            );
+            Ok(())
+        }
+        KeysCommand::Rotate { batch } => {
+            if batch < 1 {
+                return Err(Fatal::config("--batch must be at least 1"));
+            }
+            let unlock = read_unlock(config)?;
+            let mut set = KeySet::load(&config.keys_dir, &unlock)
+                .map_err(|e| Fatal::runtime(format!("keys: {e}")))?;
+            let store = open_store(config).await?;
+            let clock = Clock::system();
+            let report = crate::vault::rotate(
+                &store,
+                &mut set,
+                &config.keys_dir,
+                &unlock,
+                batch,
+                clock.now(),
+                |done, total| {
+                    if total > 0 {
+                        println!("re-wrapped {done} / {total} data keys");
+                    }
+                },
+            )
+            .await
+            .map_err(|e| Fatal::runtime(format!("rotation stopped (run again to resume): {e}")))?;
+            store.close().await;
+            println!(
+                "rotation complete: current KEK version {}{}; {} data keys re-wrapped; retired {:?}",
+                report.target_version,
+                if report.added_version {
+                    " (new)"
+                } else {
+                    " (resumed)"
+                },
+                report.rewrapped,
+                report.retired
+            );
+            Ok(())
+        }
+    }
+}
+
+/// At `serve`: loads the key set, initialising it first in demo mode.
+/// Insecure permissions stop the start; any other failure leaves the
+/// service up but failing closed (readyz 503, `keys_unavailable`).
+fn prepare_keys(config: &Config, demo: bool) -> Result<Result<Arc<LiveKeys>, String>, Fatal> {
+    let dir = &config.keys_dir;
+    if demo && !KeySet::is_initialised(dir) {
+        private_dir(dir)?;
+        let unlock = if config.unlock_identity_file.exists() {
+            read_unlock(config)?
+        } else {
+            let id = generate_unlock_identity(&config.unlock_identity_file)
+                .map_err(|e| Fatal::runtime(format!("unlock identity: {e}")))?;
+            tracing::warn!(
+                path = %config.unlock_identity_file.display(),
+                "DEMO: generated an unlock identity BESIDE the keys it protects. Never do this in production: the unlock identity belongs on a separate secret mount."
+            );
+            id
+        };
+        KeySet::init(dir, &unlock).map_err(|e| Fatal::runtime(format!("keys init: {e}")))?;
+        tracing::warn!(dir = %dir.display(), "DEMO: key set generated");
+    }
+    match LiveKeys::load(dir.clone(), config.unlock_identity_file.clone()) {
+        Ok(keys) => Ok(Ok(Arc::new(keys))),
+        Err(e @ KeyError::InsecurePermissions { .. }) => Err(Fatal::config(format!("keys: {e}"))),
+        Err(e) => {
+            let reason = format!("keys unavailable: {e}");
+            tracing::error!(
+                "{reason}; serving with every data route closed (readyz 503) until fixed — see `coffre keys init`"
+            );
+            Ok(Err(reason))
+        }
     }
 }
 
@@ -131,27 +368,35 @@ async fn serve(config: Config, demo: bool) -> Result<(), Fatal> {
     }
     let started = std::time::Instant::now();
     let clock = Clock::system();
-    let store = crate::storage::open(&config.database_url)
-        .await
-        .map_err(|e| Fatal::runtime(e.to_string()))?;
+    let keys = prepare_keys(&config, demo)?;
+    let store = open_store(&config).await?;
+    let listen = config.listen;
+    let drain = Duration::from_secs(config.shutdown_timeout_secs);
+    let database = config.database_url.redacted();
+    let state = build_state(config, store.clone(), clock, demo, keys)?;
+    if let Ok(vault) = state.vault() {
+        vault
+            .register_kek_versions(state.clock.now())
+            .await
+            .map_err(|e| Fatal::runtime(e.to_string()))?;
+    }
     if demo {
-        let seeded = crate::demo::seed_if_empty(store.as_ref(), clock.now())
+        let seeded = crate::demo::seed_if_empty(&state)
             .await
             .map_err(|e| Fatal::runtime(format!("demo seeding failed: {e}")))?;
         if seeded {
             tracing::info!("demo territory seeded");
         }
     }
-    let listener = tokio::net::TcpListener::bind(config.listen)
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(|e| Fatal::runtime(format!("cannot listen on {} ({e})", config.listen)))?;
+        .map_err(|e| Fatal::runtime(format!("cannot listen on {listen} ({e})")))?;
     let local = listener
         .local_addr()
         .map_err(|e| Fatal::runtime(e.to_string()))?;
-    let drain = Duration::from_secs(config.shutdown_timeout_secs);
     tracing::info!(
         address = %local,
-        database = %config.database_url.redacted(),
+        database = %database,
         startup_ms = started.elapsed().as_millis() as u64,
         demo,
         "listening"
@@ -159,7 +404,6 @@ async fn serve(config: Config, demo: bool) -> Result<(), Fatal> {
     if demo {
         print_demo_banner(&local);
     }
-    let state = AppState::new(config, store.clone(), clock, demo);
     let router = crate::app(state);
     let result = crate::serve(listener, router, crate::shutdown_signal(), drain).await;
     store.close().await;

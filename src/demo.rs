@@ -8,7 +8,11 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use serde_json::json;
+
+use crate::AppState;
 use crate::domain::{Demarche, Role, Timestamp};
+use crate::error::AppResult;
 use crate::storage::{AgentRow, PartnerRow, StorageResult, Store, StructureRow};
 
 #[derive(Clone, Copy, Debug)]
@@ -142,9 +146,55 @@ pub fn client_secret_digest(secret: &str) -> String {
     ))
 }
 
-/// Seeds the demo territory when the database holds no resident and no
-/// structure. Returns whether anything was seeded.
-pub async fn seed_if_empty(store: &dyn Store, now: Timestamp) -> StorageResult<bool> {
+/// Seeds the demo territory into an empty database, with the residents' data
+/// sealed in the vault when the keys are loaded.
+pub async fn seed_if_empty(state: &AppState) -> AppResult<bool> {
+    let now = state.clock.now();
+    if !seed_directory(state.store.as_ref(), now).await? {
+        return Ok(false);
+    }
+    let Ok(vault) = state.vault() else {
+        return Ok(true);
+    };
+    let data = [
+        (
+            RESIDENTS[0].id,
+            json!({"given_name": "Awa", "family_name": "Diallo", "birthdate": "1987-04-12", "gender": "female", "birthcountry": "99100"}),
+            json!({"email": "awa.diallo@example.org", "phone": "0612345678", "postal_address": "12 rue des Platanes, 34200 Sète", "commune_insee": "34301"}),
+            json!({"tenure": "social_tenant", "dwelling_type": "flat", "surface_m2": 64, "construction_year": 1972, "commune_insee": "34301", "postal_code": "34200"}),
+        ),
+        (
+            RESIDENTS[1].id,
+            json!({"given_name": "Jean-Pierre", "family_name": "Martin", "birthdate": "1946-11-02", "gender": "male", "birthcountry": "99100"}),
+            json!({"phone": "0467000000", "postal_address": "3 chemin du Mas, 34110 Frontignan", "commune_insee": "34108", "preferred_channel": "post"}),
+            json!({"tenure": "owner", "dwelling_type": "house", "surface_m2": 95, "construction_year": 1958, "commune_insee": "34108", "postal_code": "34110"}),
+        ),
+        (
+            RESIDENTS[2].id,
+            json!({"given_name": "Lucie", "family_name": "Bernard", "birthdate": "1999-06-30", "gender": "female", "birthcountry": "99100"}),
+            json!({"email": "lucie.bernard@example.org", "postal_address": "8 quai de Bosc, 34200 Sète", "commune_insee": "34301"}),
+            json!({"tenure": "tenant", "dwelling_type": "flat", "surface_m2": 38, "construction_year": 2004, "commune_insee": "34301", "postal_code": "34200"}),
+        ),
+    ];
+    for (id, identity, contact, housing) in data {
+        for (category, record) in [
+            ("identity", identity),
+            ("contact", contact),
+            ("housing", housing),
+        ] {
+            let c = vault
+                .categories()
+                .category(category)
+                .map_err(crate::vault::VaultError::from)?;
+            vault.write(id, &c, &record, now).await?;
+        }
+    }
+    Ok(true)
+}
+
+/// Seeds people and organisations when the database holds no resident and
+/// no structure. Returns whether anything was seeded.
+pub async fn seed_directory(store: &dyn Store, now: Timestamp) -> StorageResult<bool> {
     if store.count_residents().await? > 0 || !store.list_structures().await?.is_empty() {
         return Ok(false);
     }

@@ -54,6 +54,30 @@ pub enum AppError {
     Storage(#[from] crate::storage::StorageError),
     #[error("internal error")]
     Internal(String),
+    #[error("stored data failed its integrity check")]
+    Integrity,
+}
+
+impl From<crate::vault::VaultError> for AppError {
+    fn from(e: crate::vault::VaultError) -> Self {
+        use crate::crypto::CryptoError;
+        use crate::vault::VaultError as V;
+        match e {
+            V::Storage(s) => AppError::Storage(s),
+            V::Crypto(CryptoError::Integrity) => AppError::Integrity,
+            V::Crypto(CryptoError::UnknownKekVersion { .. }) | V::Keys(_) => AppError::unavailable(
+                "keys_unavailable",
+                "Une clé de chiffrement nécessaire n'est pas chargée. / A needed encryption key is not loaded.",
+            ),
+            V::Crypto(other) => AppError::internal(other.to_string()),
+            V::Record(r) => AppError::unprocessable(r.code(), r.to_string()),
+            V::NoSuchResident => AppError::NotFound,
+            V::ConcurrentUpdate => AppError::Conflict {
+                code: "concurrent_update",
+                message: "Une autre modification est en cours ; réessayez. / A concurrent update happened; retry.".into(),
+            },
+        }
+    }
 }
 
 impl AppError {
@@ -114,6 +138,7 @@ impl AppError {
             Self::Storage(S::Integrity(_)) => {
                 ("integrity_error", StatusCode::INTERNAL_SERVER_ERROR)
             }
+            Self::Integrity => ("integrity_error", StatusCode::INTERNAL_SERVER_ERROR),
             Self::Storage(_) | Self::Internal(_) => {
                 ("internal_error", StatusCode::INTERNAL_SERVER_ERROR)
             }
@@ -132,7 +157,7 @@ impl AppError {
             Self::Storage(crate::storage::StorageError::NotFound) => {
                 "Ressource introuvable. / No such resource.".into()
             }
-            Self::Storage(crate::storage::StorageError::Integrity(_)) => {
+            Self::Integrity | Self::Storage(crate::storage::StorageError::Integrity(_)) => {
                 "Une donnée chiffrée n'a pas passé le contrôle d'intégrité. / Stored data failed its integrity check.".into()
             }
             Self::Storage(_) | Self::Internal(_) => {

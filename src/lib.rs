@@ -14,6 +14,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod storage;
+pub mod vault;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,8 +25,11 @@ use tokio::net::TcpListener;
 
 pub use clock::Clock;
 pub use config::Config;
+use crypto::LiveKeys;
+use domain::category::Categories;
 pub use http::app;
 use storage::DynStore;
+use vault::Vault;
 
 /// Everything a request handler may need, shared by all requests of one
 /// process. Nothing in here is per-process state that would break several
@@ -41,18 +45,50 @@ pub struct AppInner {
     pub clock: Clock,
     /// Demo mode: the development login is enabled (loopback only).
     pub demo: bool,
+    pub categories: Arc<Categories>,
+    /// The vault, or why it is unavailable (keys missing or undecryptable):
+    /// then every route that needs it fails closed with `keys_unavailable`.
+    vault: Result<Arc<Vault>, String>,
 }
 
 impl AppState {
-    pub fn new(config: Config, store: DynStore, clock: Clock, demo: bool) -> Self {
-        Self {
+    /// `keys` is the loaded key set, or the one-line reason it could not be
+    /// loaded.
+    pub fn new(
+        config: Config,
+        store: DynStore,
+        clock: Clock,
+        demo: bool,
+        keys: Result<Arc<LiveKeys>, String>,
+    ) -> Result<Self, String> {
+        let categories =
+            Arc::new(Categories::builtin().map_err(|e| format!("policies/categories.toml {e}"))?);
+        let vault = keys.map(|k| Arc::new(Vault::new(store.clone(), k, categories.clone())));
+        Ok(Self {
             inner: Arc::new(AppInner {
                 config,
                 store,
                 clock,
                 demo,
+                categories,
+                vault,
             }),
-        }
+        })
+    }
+
+    /// The vault, or 503 `keys_unavailable`.
+    pub fn vault(&self) -> Result<&Vault, error::AppError> {
+        self.inner.vault.as_deref().map_err(|_| {
+            error::AppError::unavailable(
+                "keys_unavailable",
+                "Les clés de chiffrement ne sont pas chargées. / Encryption keys are not loaded.",
+            )
+        })
+    }
+
+    /// Why the keys are unavailable, if they are.
+    pub fn keys_problem(&self) -> Option<&str> {
+        self.inner.vault.as_ref().err().map(String::as_str)
     }
 }
 

@@ -243,7 +243,17 @@ impl KeySet {
         resident_id: &str,
         dk: &DataKey,
     ) -> Result<WrappedDataKey, CryptoError> {
-        let version = self.current_kek_version();
+        self.wrap_data_key_at(resident_id, dk, self.current_kek_version())
+    }
+
+    /// Wraps `dk` under KEK `version` (the version the database says is
+    /// current, which may be newer than this process's idea of it).
+    pub fn wrap_data_key_at(
+        &self,
+        resident_id: &str,
+        dk: &DataKey,
+        version: u32,
+    ) -> Result<WrappedDataKey, CryptoError> {
         let kek = self
             .kek(version)
             .ok_or(CryptoError::UnknownKekVersion { version })?;

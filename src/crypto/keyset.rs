@@ -37,7 +37,7 @@ use std::fmt;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::iter;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use ring::rand::{SecureRandom, SystemRandom};
@@ -171,6 +171,12 @@ impl KeySet {
             if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
                 sync_dir(parent)?;
             }
+        }
+        if !Self::is_initialised(dir) {
+            // A folder that holds no key yet (e.g. `keys/` of a fresh checkout,
+            // which git creates 0755) is ours to tighten before keys go in.
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+                .map_err(|e| KeyError::io(dir, e))?;
         }
         ensure_private_dir(dir)?;
         if Self::is_initialised(dir) {
@@ -474,7 +480,6 @@ mod tests {
     use super::*;
     use crate::crypto::{CryptoError, DataKey, SealContext, generate_unlock_identity, open, seal};
     use base64::Engine;
-    use std::os::unix::fs::PermissionsExt;
 
     struct Fixture {
         _tmp: tempfile::TempDir,

@@ -19,11 +19,15 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod envelope;
+pub mod jwks;
 pub mod keyset;
+pub mod live;
 pub mod pseudonym;
 
 pub use envelope::{DataKey, SealContext, Sealer, WrappedDataKey, open, seal};
+pub use jwks::jwks;
 pub use keyset::KeySet;
+pub use live::LiveKeys;
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};

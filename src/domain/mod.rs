@@ -2,6 +2,8 @@
 //!
 //! Types here can only be built valid; the rest of the code never re-checks.
 
+pub mod category;
+
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 

@@ -45,6 +45,13 @@ pub async fn readyz(State(state): State<AppState>) -> AppResult<Json<Readiness>>
             "La base de données ne répond pas. / The database does not answer.",
         )
     })?;
+    if let Some(reason) = state.keys_problem() {
+        tracing::warn!(reason, "readiness: keys unavailable");
+        return Err(AppError::unavailable(
+            "keys_unavailable",
+            "Les clés de chiffrement ne sont pas chargées. / Encryption keys are not loaded.",
+        ));
+    }
     Ok(Json(Readiness {
         status: "ready",
         database: state.store.backend().as_str(),

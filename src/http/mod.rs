@@ -23,6 +23,7 @@ use utoipa_axum::routes;
 use crate::AppState;
 use crate::error::AppError;
 
+pub mod data;
 pub mod dev;
 pub mod health;
 pub mod json;
@@ -45,6 +46,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
     components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail)),
     tags(
         (name = "ops", description = "Liveness, readiness, this document"),
+        (name = "public", description = "Public information: categories, keys"),
         (name = "resident", description = "A resident's own space"),
         (name = "demo", description = "Development login (demo mode only)")
     )
@@ -57,7 +59,12 @@ pub fn app(state: AppState) -> Router {
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(me::me))
-        .routes(routes!(session::logout));
+        .routes(routes!(session::logout))
+        .routes(routes!(data::my_data))
+        .routes(routes!(data::my_category, data::put_my_category))
+        .routes(routes!(data::erase_me))
+        .routes(routes!(data::categories))
+        .routes(routes!(data::jwks));
     if state.demo {
         api = api
             .routes(routes!(dev::personas))

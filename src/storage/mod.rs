@@ -115,6 +115,24 @@ pub struct SessionRow {
     pub expires_at: i64,
 }
 
+/// One sealed version of one record of the vault.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct RecordRow {
+    pub id: String,
+    pub category: String,
+    pub version: i64,
+    pub sealed: Vec<u8>,
+    pub created_at: i64,
+}
+
+/// A data key as stored: wrapped by the KEK of `kek_version`.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct DataKeyRow {
+    pub resident_id: String,
+    pub kek_version: i64,
+    pub wrapped: Vec<u8>,
+}
+
 #[derive(Clone, Debug)]
 pub struct NewSession<'a> {
     pub token_hash: &'a str,
@@ -168,6 +186,42 @@ pub trait Store: Send + Sync + 'static {
     ) -> StorageResult<Option<SessionRow>>;
     async fn delete_session(&self, token_hash: &str) -> StorageResult<()>;
     async fn purge_expired_sessions(&self, now: Timestamp) -> StorageResult<u64>;
+    async fn delete_sessions_of(&self, actor_id: &str) -> StorageResult<()>;
+
+    // --- vault ---
+    /// The highest registered KEK version: the one new data keys use.
+    async fn current_kek_version(&self) -> StorageResult<Option<i64>>;
+    async fn register_kek_version(&self, version: i64, now: Timestamp) -> StorageResult<()>;
+    /// Removes a KEK version from the database; `false` while a data key
+    /// still uses it (the foreign key refuses).
+    async fn unregister_kek_version(&self, version: i64) -> StorageResult<bool>;
+    async fn find_data_key(&self, resident_id: &str) -> StorageResult<Option<DataKeyRow>>;
+    /// Stores a resident's first data key; `false` if one exists already
+    /// (another request won the race: use that one).
+    async fn insert_data_key(&self, key: &DataKeyRow, now: Timestamp) -> StorageResult<bool>;
+    async fn insert_record(&self, resident_id: &str, record: &RecordRow) -> StorageResult<()>;
+    async fn latest_record_version(&self, resident_id: &str, category: &str) -> StorageResult<i64>;
+    /// The latest version of each category the resident has.
+    async fn current_records(&self, resident_id: &str) -> StorageResult<Vec<RecordRow>>;
+    /// Every version of one category, newest first.
+    async fn record_history(
+        &self,
+        resident_id: &str,
+        category: &str,
+    ) -> StorageResult<Vec<RecordRow>>;
+    /// Erasure: deletes the data key and every record, ends sessions and
+    /// marks the resident erased, in one transaction. `false` if unknown.
+    async fn erase_resident(&self, resident_id: &str, now: Timestamp) -> StorageResult<bool>;
+    /// Data keys not yet wrapped by `version`, in resident order.
+    async fn data_keys_not_at(&self, version: i64, limit: i64) -> StorageResult<Vec<DataKeyRow>>;
+    async fn count_data_keys_not_at(&self, version: i64) -> StorageResult<i64>;
+    /// Replaces wrapped keys in one transaction, each only if still at its
+    /// old version (`rows[i].kek_version` is the new one). Returns how many.
+    async fn rewrap_data_keys(
+        &self,
+        rows: &[(DataKeyRow, i64)],
+        now: Timestamp,
+    ) -> StorageResult<u64>;
 }
 
 pub type DynStore = Arc<dyn Store>;
@@ -385,6 +439,225 @@ macro_rules! impl_store {
                 .execute(&self.pool)
                 .await?;
             Ok(done.rows_affected())
+        }
+
+        async fn delete_sessions_of(&self, actor_id: &str) -> $crate::storage::StorageResult<()> {
+            sqlx::query("DELETE FROM sessions WHERE actor_id = $1")
+                .bind(actor_id)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        }
+
+        async fn current_kek_version(&self) -> $crate::storage::StorageResult<Option<i64>> {
+            let (v,): (Option<i64>,) = sqlx::query_as("SELECT MAX(version) FROM kek_versions")
+                .fetch_one(&self.pool)
+                .await?;
+            Ok(v)
+        }
+
+        async fn register_kek_version(
+            &self,
+            version: i64,
+            now: $crate::domain::Timestamp,
+        ) -> $crate::storage::StorageResult<()> {
+            sqlx::query(
+                "INSERT INTO kek_versions (version, created_at) VALUES ($1, $2) \
+                 ON CONFLICT (version) DO NOTHING",
+            )
+            .bind(version)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        }
+
+        async fn unregister_kek_version(&self, version: i64) -> $crate::storage::StorageResult<bool> {
+            match sqlx::query("DELETE FROM kek_versions WHERE version = $1")
+                .bind(version)
+                .execute(&self.pool)
+                .await
+            {
+                Ok(_) => Ok(true),
+                Err(e) => match $crate::storage::StorageError::from(e) {
+                    $crate::storage::StorageError::Conflict(_) => Ok(false),
+                    other => Err(other),
+                },
+            }
+        }
+
+        async fn find_data_key(
+            &self,
+            resident_id: &str,
+        ) -> $crate::storage::StorageResult<Option<$crate::storage::DataKeyRow>> {
+            Ok(sqlx::query_as(
+                "SELECT resident_id, kek_version, wrapped FROM data_keys WHERE resident_id = $1",
+            )
+            .bind(resident_id)
+            .fetch_optional(&self.pool)
+            .await?)
+        }
+
+        async fn insert_data_key(
+            &self,
+            key: &$crate::storage::DataKeyRow,
+            now: $crate::domain::Timestamp,
+        ) -> $crate::storage::StorageResult<bool> {
+            let done = sqlx::query(
+                "INSERT INTO data_keys (resident_id, kek_version, wrapped, created_at) \
+                 SELECT $1, $2, $3, $4 WHERE EXISTS \
+                   (SELECT 1 FROM residents WHERE id = $1 AND status = 'active') \
+                 ON CONFLICT (resident_id) DO NOTHING",
+            )
+            .bind(&key.resident_id)
+            .bind(key.kek_version)
+            .bind(&key.wrapped)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+            Ok(done.rows_affected() == 1)
+        }
+
+        async fn insert_record(
+            &self,
+            resident_id: &str,
+            r: &$crate::storage::RecordRow,
+        ) -> $crate::storage::StorageResult<()> {
+            sqlx::query(
+                "INSERT INTO personal_records (id, resident_id, category, version, sealed, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&r.id)
+            .bind(resident_id)
+            .bind(&r.category)
+            .bind(r.version)
+            .bind(&r.sealed)
+            .bind(r.created_at)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        }
+
+        async fn latest_record_version(
+            &self,
+            resident_id: &str,
+            category: &str,
+        ) -> $crate::storage::StorageResult<i64> {
+            let (v,): (Option<i64>,) = sqlx::query_as(
+                "SELECT MAX(version) FROM personal_records WHERE resident_id = $1 AND category = $2",
+            )
+            .bind(resident_id)
+            .bind(category)
+            .fetch_one(&self.pool)
+            .await?;
+            Ok(v.unwrap_or(0))
+        }
+
+        async fn current_records(
+            &self,
+            resident_id: &str,
+        ) -> $crate::storage::StorageResult<Vec<$crate::storage::RecordRow>> {
+            Ok(sqlx::query_as(
+                "SELECT r.id, r.category, r.version, r.sealed, r.created_at FROM personal_records r \
+                 WHERE r.resident_id = $1 AND r.version = \
+                   (SELECT MAX(l.version) FROM personal_records l \
+                    WHERE l.resident_id = r.resident_id AND l.category = r.category) \
+                 ORDER BY r.category",
+            )
+            .bind(resident_id)
+            .fetch_all(&self.pool)
+            .await?)
+        }
+
+        async fn record_history(
+            &self,
+            resident_id: &str,
+            category: &str,
+        ) -> $crate::storage::StorageResult<Vec<$crate::storage::RecordRow>> {
+            Ok(sqlx::query_as(
+                "SELECT id, category, version, sealed, created_at FROM personal_records \
+                 WHERE resident_id = $1 AND category = $2 ORDER BY version DESC",
+            )
+            .bind(resident_id)
+            .bind(category)
+            .fetch_all(&self.pool)
+            .await?)
+        }
+
+        async fn erase_resident(
+            &self,
+            resident_id: &str,
+            _now: $crate::domain::Timestamp,
+        ) -> $crate::storage::StorageResult<bool> {
+            let mut tx = self.pool.begin().await?;
+            let done = sqlx::query(
+                "UPDATE residents SET status = 'erased' WHERE id = $1 AND status = 'active'",
+            )
+            .bind(resident_id)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() == 0 {
+                return Ok(false);
+            }
+            for sql in [
+                "DELETE FROM data_keys WHERE resident_id = $1",
+                "DELETE FROM personal_records WHERE resident_id = $1",
+                "DELETE FROM sessions WHERE actor_id = $1",
+            ] {
+                sqlx::query(sql).bind(resident_id).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            self.scrub_deleted().await?;
+            Ok(true)
+        }
+
+        async fn data_keys_not_at(
+            &self,
+            version: i64,
+            limit: i64,
+        ) -> $crate::storage::StorageResult<Vec<$crate::storage::DataKeyRow>> {
+            Ok(sqlx::query_as(
+                "SELECT resident_id, kek_version, wrapped FROM data_keys \
+                 WHERE kek_version <> $1 ORDER BY resident_id LIMIT $2",
+            )
+            .bind(version)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
+        }
+
+        async fn count_data_keys_not_at(&self, version: i64) -> $crate::storage::StorageResult<i64> {
+            let (n,): (i64,) =
+                sqlx::query_as("SELECT COUNT(*) FROM data_keys WHERE kek_version <> $1")
+                    .bind(version)
+                    .fetch_one(&self.pool)
+                    .await?;
+            Ok(n)
+        }
+
+        async fn rewrap_data_keys(
+            &self,
+            rows: &[($crate::storage::DataKeyRow, i64)],
+            now: $crate::domain::Timestamp,
+        ) -> $crate::storage::StorageResult<u64> {
+            let mut tx = self.pool.begin().await?;
+            let mut n = 0;
+            for (row, old_version) in rows {
+                let done = sqlx::query(
+                    "UPDATE data_keys SET kek_version = $1, wrapped = $2, rewrapped_at = $3 \
+                     WHERE resident_id = $4 AND kek_version = $5",
+                )
+                .bind(row.kek_version)
+                .bind(&row.wrapped)
+                .bind(now)
+                .bind(&row.resident_id)
+                .bind(old_version)
+                .execute(&mut *tx)
+                .await?;
+                n += done.rows_affected();
+            }
+            tx.commit().await?;
+            Ok(n)
         }
     }
     };

@@ -28,4 +28,14 @@ impl PgStore {
     }
 }
 
+impl PgStore {
+    /// After an erasure: let VACUUM prune the dead tuple of the deleted data
+    /// key. (PostgreSQL does not guarantee the bytes are zeroed; SECURITY.md
+    /// explains why KEK rotation is what makes such remnants useless.)
+    async fn scrub_deleted(&self) -> StorageResult<()> {
+        sqlx::query("VACUUM data_keys").execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
 super::impl_store!(PgStore, super::Backend::Postgres, "migrations/postgres");

@@ -10,6 +10,9 @@ use std::sync::Once;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
+use std::sync::Arc;
+
+use coffre::crypto::{KeySet, LiveKeys};
 use coffre::storage::{self, DynStore};
 use coffre::{AppState, Clock, Config};
 use http_body_util::BodyExt;
@@ -26,6 +29,8 @@ pub struct TestApp {
     pub clock: Clock,
     pub backend: &'static str,
     pub dir: tempfile::TempDir,
+    pub database_url: String,
+    pub keys: Arc<LiveKeys>,
 }
 
 pub struct TestResponse {
@@ -222,12 +227,18 @@ pub async fn build_app(database_url: &str, backend: &'static str, demo: bool) ->
     let config = Config::for_tests(database_url, &dir.path().join("keys")).unwrap();
     let store = storage::open(&config.database_url).await.unwrap();
     let clock = Clock::fixed(T0);
+    let keys = Arc::new(LiveKeys::in_memory(KeySet::generate_in_memory().unwrap()));
+    let state =
+        AppState::new(config, store.clone(), clock.clone(), demo, Ok(keys.clone())).unwrap();
+    state
+        .vault()
+        .unwrap()
+        .register_kek_versions(T0)
+        .await
+        .unwrap();
     if demo {
-        coffre::demo::seed_if_empty(store.as_ref(), T0)
-            .await
-            .unwrap();
+        coffre::demo::seed_if_empty(&state).await.unwrap();
     }
-    let state = AppState::new(config, store.clone(), clock.clone(), demo);
     TestApp {
         router: coffre::app(state.clone()),
         state,
@@ -235,6 +246,8 @@ pub async fn build_app(database_url: &str, backend: &'static str, demo: bool) ->
         clock,
         backend,
         dir,
+        database_url: database_url.to_string(),
+        keys,
     }
 }
 

@@ -1,0 +1,349 @@
+//! The encrypted personal-data vault: envelope encryption per resident on
+//! top of the store, rectification history, crypto-shredding erasure and
+//! online KEK rotation.
+//!
+//! Plaintext exists only in memory, inside `Zeroizing` buffers, between
+//! `open` and the response; it is never logged. Access decisions and audit
+//! happen before these functions are called; the vault does not decide who
+//! may read.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use zeroize::Zeroizing;
+
+use crate::crypto::{
+    CryptoError, DataKey, KeyError, KeySet, LiveKeys, SealContext, UnlockIdentity, WrappedDataKey,
+};
+use crate::domain::Timestamp;
+use crate::domain::category::{Categories, Category, RecordError};
+use crate::storage::{DataKeyRow, DynStore, RecordRow, StorageError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("{0}")]
+    Crypto(#[from] CryptoError),
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error("no active resident with this id")]
+    NoSuchResident,
+    #[error("another update of this category happened at the same time")]
+    ConcurrentUpdate,
+}
+
+/// One version of one record, opened.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct RecordView {
+    pub category: String,
+    pub version: i64,
+    /// When this version was written (seconds since the Unix epoch).
+    pub created_at: i64,
+    #[schema(value_type = Object)]
+    pub fields: Map<String, Value>,
+}
+
+pub struct Vault {
+    store: DynStore,
+    keys: Arc<LiveKeys>,
+    categories: Arc<Categories>,
+}
+
+impl Vault {
+    pub fn new(store: DynStore, keys: Arc<LiveKeys>, categories: Arc<Categories>) -> Self {
+        Self {
+            store,
+            keys,
+            categories,
+        }
+    }
+
+    pub fn categories(&self) -> &Categories {
+        &self.categories
+    }
+
+    pub fn keys(&self) -> &LiveKeys {
+        &self.keys
+    }
+
+    /// Makes sure every KEK version this process holds is registered, so a
+    /// data key can reference it.
+    pub async fn register_kek_versions(&self, now: Timestamp) -> Result<(), VaultError> {
+        for v in self.keys.current().kek_versions() {
+            self.store.register_kek_version(i64::from(v), now).await?;
+        }
+        Ok(())
+    }
+
+    async fn data_key(
+        &self,
+        resident_id: &str,
+        create: bool,
+        now: Timestamp,
+    ) -> Result<Option<DataKey>, VaultError> {
+        if let Some(row) = self.store.find_data_key(resident_id).await? {
+            return Ok(Some(self.unwrap(resident_id, &row)?));
+        }
+        if !create {
+            return Ok(None);
+        }
+        let version = self
+            .store
+            .current_kek_version()
+            .await?
+            .and_then(|v| u32::try_from(v).ok())
+            .unwrap_or_else(|| self.keys.current().current_kek_version());
+        let dk = DataKey::generate()?;
+        let wrapped =
+            self.keys
+                .with_version(version)?
+                .wrap_data_key_at(resident_id, &dk, version)?;
+        let row = DataKeyRow {
+            resident_id: resident_id.to_string(),
+            kek_version: i64::from(wrapped.kek_version),
+            wrapped: wrapped.bytes,
+        };
+        if self.store.insert_data_key(&row, now).await? {
+            return Ok(Some(dk));
+        }
+        // Lost a race with a concurrent first write, or the resident is gone.
+        match self.store.find_data_key(resident_id).await? {
+            Some(row) => Ok(Some(self.unwrap(resident_id, &row)?)),
+            None => Err(VaultError::NoSuchResident),
+        }
+    }
+
+    fn unwrap(&self, resident_id: &str, row: &DataKeyRow) -> Result<DataKey, VaultError> {
+        let kek_version = u32::try_from(row.kek_version).map_err(|_| CryptoError::Integrity)?;
+        let wrapped = WrappedDataKey {
+            kek_version,
+            bytes: row.wrapped.clone(),
+        };
+        self.keys
+            .unwrap_data_key(resident_id, &wrapped)
+            .map_err(|e| log_crypto(e, resident_id, "data key"))
+    }
+
+    /// Validates and stores a new version of one category's record.
+    pub async fn write(
+        &self,
+        resident_id: &str,
+        category: &Category,
+        submitted: &Value,
+        now: Timestamp,
+    ) -> Result<RecordView, VaultError> {
+        let fields = self.categories.validate(category, submitted)?;
+        if !self.store.resident_exists(resident_id).await? {
+            return Err(VaultError::NoSuchResident);
+        }
+        let dk = self
+            .data_key(resident_id, true, now)
+            .await?
+            .ok_or(VaultError::NoSuchResident)?;
+        let version = self
+            .store
+            .latest_record_version(resident_id, category.as_str())
+            .await?
+            + 1;
+        let record_id = uuid::Uuid::new_v4().to_string();
+        let plaintext =
+            Zeroizing::new(serde_json::to_vec(&fields).map_err(|_| CryptoError::Internal)?);
+        let sealed = dk.sealer()?.seal(
+            &SealContext {
+                resident_id,
+                category: category.as_str(),
+                record_id: &record_id,
+                version,
+            },
+            &plaintext,
+        )?;
+        let row = RecordRow {
+            id: record_id,
+            category: category.as_str().to_string(),
+            version,
+            sealed,
+            created_at: now,
+        };
+        match self.store.insert_record(resident_id, &row).await {
+            Ok(()) => {}
+            Err(StorageError::Conflict(_)) => return Err(VaultError::ConcurrentUpdate),
+            Err(e) => return Err(e.into()),
+        }
+        Ok(RecordView {
+            category: row.category,
+            version,
+            created_at: now,
+            fields,
+        })
+    }
+
+    fn open_rows(
+        &self,
+        resident_id: &str,
+        dk: &DataKey,
+        rows: Vec<RecordRow>,
+    ) -> Result<Vec<RecordView>, VaultError> {
+        let sealer = dk.sealer()?;
+        rows.into_iter()
+            .map(|row| {
+                let plaintext = Zeroizing::new(
+                    sealer
+                        .open(
+                            &SealContext {
+                                resident_id,
+                                category: &row.category,
+                                record_id: &row.id,
+                                version: row.version,
+                            },
+                            &row.sealed,
+                        )
+                        .map_err(|e| log_crypto(e, resident_id, &row.category))?,
+                );
+                let fields: Map<String, Value> = serde_json::from_slice(&plaintext)
+                    .map_err(|_| log_crypto(CryptoError::Integrity, resident_id, &row.category))?;
+                Ok(RecordView {
+                    category: row.category,
+                    version: row.version,
+                    created_at: row.created_at,
+                    fields,
+                })
+            })
+            .collect()
+    }
+
+    /// The latest version of every category the resident has.
+    pub async fn read_current(&self, resident_id: &str) -> Result<Vec<RecordView>, VaultError> {
+        let Some(dk) = self.data_key(resident_id, false, 0).await? else {
+            return Ok(Vec::new());
+        };
+        let rows = self.store.current_records(resident_id).await?;
+        self.open_rows(resident_id, &dk, rows)
+    }
+
+    /// Every version of one category, newest first (empty when none).
+    pub async fn read_history(
+        &self,
+        resident_id: &str,
+        category: &Category,
+    ) -> Result<Vec<RecordView>, VaultError> {
+        let Some(dk) = self.data_key(resident_id, false, 0).await? else {
+            return Ok(Vec::new());
+        };
+        let rows = self
+            .store
+            .record_history(resident_id, category.as_str())
+            .await?;
+        self.open_rows(resident_id, &dk, rows)
+    }
+
+    /// Crypto-shredding erasure: the data key and every record go in one
+    /// transaction. `false` if there was no active resident.
+    pub async fn erase(&self, resident_id: &str, now: Timestamp) -> Result<bool, VaultError> {
+        Ok(self.store.erase_resident(resident_id, now).await?)
+    }
+}
+
+/// Integrity failures are logged with identifiers only, then reported with
+/// the stable code `integrity_error`.
+fn log_crypto(e: CryptoError, resident_id: &str, what: &str) -> VaultError {
+    tracing::error!(code = "integrity_error", resident = resident_id, what, error = %e, "vault integrity failure");
+    VaultError::Crypto(e)
+}
+
+/// What a rotation did.
+#[derive(Debug, Default)]
+pub struct RotationReport {
+    pub target_version: u32,
+    pub added_version: bool,
+    pub rewrapped: u64,
+    pub retired: Vec<u32>,
+}
+
+/// `coffre keys rotate`: adds a KEK version (unless an earlier rotation is
+/// unfinished, which is then resumed), re-wraps every data key under it in
+/// batches, then retires versions nothing uses any more. Data is never
+/// re-encrypted. Safe to interrupt and run again; safe while servers run
+/// (they follow through [`LiveKeys`] and the `kek_versions` table).
+pub async fn rotate(
+    store: &DynStore,
+    set: &mut KeySet,
+    dir: &Path,
+    unlock: &UnlockIdentity,
+    batch: i64,
+    now: Timestamp,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<RotationReport, VaultError> {
+    let mut report = RotationReport::default();
+    for v in set.kek_versions() {
+        store.register_kek_version(i64::from(v), now).await?;
+    }
+    let unfinished = set.kek_versions().len() > 1;
+    if !unfinished {
+        let v = set.add_kek_version(dir, unlock)?;
+        store.register_kek_version(i64::from(v), now).await?;
+        report.added_version = true;
+    }
+    let target = set.current_kek_version();
+    report.target_version = target;
+    let target_i = i64::from(target);
+
+    // Servers may still wrap a few new keys under an old version until they
+    // notice the new one; the retire step below refuses while any remain, so
+    // loop until it succeeds.
+    for _round in 0..10 {
+        let total = u64::try_from(store.count_data_keys_not_at(target_i).await?).unwrap_or(0);
+        let mut done = 0u64;
+        progress(done, total);
+        loop {
+            let rows = store.data_keys_not_at(target_i, batch).await?;
+            if rows.is_empty() {
+                break;
+            }
+            let mut rewrapped = Vec::with_capacity(rows.len());
+            for row in rows {
+                let old = u32::try_from(row.kek_version).map_err(|_| CryptoError::Integrity)?;
+                let dk = set.unwrap_data_key(
+                    &row.resident_id,
+                    &WrappedDataKey {
+                        kek_version: old,
+                        bytes: row.wrapped,
+                    },
+                )?;
+                let fresh = set.wrap_data_key_at(&row.resident_id, &dk, target)?;
+                rewrapped.push((
+                    DataKeyRow {
+                        resident_id: row.resident_id,
+                        kek_version: target_i,
+                        wrapped: fresh.bytes,
+                    },
+                    row.kek_version,
+                ));
+            }
+            done += store.rewrap_data_keys(&rewrapped, now).await?;
+            report.rewrapped += rewrapped.len() as u64;
+            progress(done, total.max(done));
+        }
+        let mut all_retired = true;
+        for v in set.kek_versions() {
+            if v == target {
+                continue;
+            }
+            if store.unregister_kek_version(i64::from(v)).await? {
+                set.retire_kek_version(dir, v)?;
+                report.retired.push(v);
+            } else {
+                all_retired = false;
+            }
+        }
+        if all_retired {
+            return Ok(report);
+        }
+    }
+    Err(VaultError::Storage(StorageError::Other(
+        "data keys keep appearing under an old KEK version; are servers running with an old keys folder?".into(),
+    )))
+}
