@@ -8,4 +8,6 @@ mod support;
 
 mod cli;
 mod ops;
+mod rotation;
 mod session;
+mod vault;
