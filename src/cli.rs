@@ -346,6 +346,12 @@ fn prepare_keys(config: &Config, demo: bool) -> Result<Result<Arc<LiveKeys>, Str
         KeySet::init(dir, &unlock).map_err(|e| Fatal::runtime(format!("keys init: {e}")))?;
         tracing::warn!(dir = %dir.display(), "DEMO: key set generated");
     }
+    if !demo && config.unlock_identity_file.starts_with(dir) {
+        tracing::warn!(
+            path = %config.unlock_identity_file.display(),
+            "the unlock identity is inside the keys folder: whoever copies the folder can decrypt every key. Set COFFRE_UNLOCK_IDENTITY_FILE to a separate secret mount."
+        );
+    }
     match LiveKeys::load(dir.clone(), config.unlock_identity_file.clone()) {
         Ok(keys) => Ok(Ok(Arc::new(keys))),
         Err(e @ KeyError::InsecurePermissions { .. }) => Err(Fatal::config(format!("keys: {e}"))),
@@ -404,10 +410,27 @@ async fn serve(config: Config, demo: bool) -> Result<(), Fatal> {
     if demo {
         print_demo_banner(&local);
     }
+    spawn_session_purge(state.clone());
     let router = crate::app(state);
     let result = crate::serve(listener, router, crate::shutdown_signal(), drain).await;
     store.close().await;
     result.map_err(|e| Fatal::runtime(format!("server error: {e}")))
+}
+
+/// Deletes expired sessions every ten minutes (any process may do it; the
+/// delete is idempotent, so several processes sharing PostgreSQL are fine).
+fn spawn_session_purge(state: AppState) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(600));
+        loop {
+            tick.tick().await;
+            match state.store.purge_expired_sessions(state.clock.now()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(n, "expired sessions purged"),
+                Err(e) => tracing::warn!(error = %e, "session purge failed"),
+            }
+        }
+    });
 }
 
 fn print_demo_banner(local: &std::net::SocketAddr) {

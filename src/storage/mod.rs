@@ -607,7 +607,7 @@ macro_rules! impl_store {
                 sqlx::query(sql).bind(resident_id).execute(&mut *tx).await?;
             }
             tx.commit().await?;
-            self.scrub_deleted().await?;
+            self.scrub_deleted().await;
             Ok(true)
         }
 
