@@ -65,7 +65,8 @@ async fn fill(app: &TestApp, set: &KeySet) {
 /// Opens every record with the key set as it is on disk now.
 async fn assert_all_readable(app: &TestApp, set: &KeySet, expected_version: i64) {
     let pool = sqlx::AnyPool::connect(&app.database_url).await.unwrap();
-    let rows: Vec<(String, i64, Vec<u8>, String, Vec<u8>)> = sqlx::query_as(
+    type Row = (String, i64, Vec<u8>, String, Vec<u8>);
+    let rows: Vec<Row> = sqlx::query_as(
         "SELECT k.resident_id, k.kek_version, k.wrapped, r.id, r.sealed FROM data_keys k \
          JOIN personal_records r ON r.resident_id = k.resident_id AND r.category = 'contact' \
          WHERE k.resident_id LIKE 'r-%'",
