@@ -49,6 +49,9 @@ pub enum Command {
     /// Manage the key set (KEK ring, signing key, pseudonymisation key).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// The audit log: verify it, print its checkpoint or verifier key.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Act on one resident (DPO operations).
     #[command(subcommand)]
     Resident(ResidentCommand),
@@ -72,6 +75,25 @@ pub enum KeysCommand {
         #[arg(long, default_value_t = 1000)]
         batch: i64,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Recompute the Merkle tree from the stored entries and check every
+    /// checkpoint; exit 1 naming the first bad index.
+    Verify {
+        /// Also check against a checkpoint kept outside the database.
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<PathBuf>,
+        /// Verifier key (`name+hexid+base64`) to trust instead of the local
+        /// key set, e.g. for an auditor without the keys folder.
+        #[arg(long, value_name = "VKEY")]
+        key: Option<String>,
+    },
+    /// Print the latest signed checkpoint (signing a new one if the log grew).
+    Checkpoint,
+    /// Print the checkpoint verifier key in signed-note form.
+    Key,
 }
 
 #[derive(Subcommand, Debug)]
@@ -160,6 +182,7 @@ pub async fn run(cli: Cli) -> Result<(), Fatal> {
         }
         Command::Version => Ok(()),
         Command::Keys(k) => keys_command(&config, k).await,
+        Command::Audit(a) => audit_command(config, a).await,
         Command::Resident(ResidentCommand::Erase { id }) => {
             let store = open_store(&config).await?;
             let keys = load_keys(&config)?;
@@ -325,6 +348,83 @@ async fn keys_command(config: &Config, command: KeysCommand) -> Result<(), Fatal
     }
 }
 
+async fn audit_command(config: Config, command: AuditCommand) -> Result<(), Fatal> {
+    match command {
+        AuditCommand::Verify { checkpoint, key } => {
+            let store = open_store(&config).await?;
+            let verifier_key = match key {
+                Some(k) => k,
+                None => {
+                    let keys = load_keys(&config)?;
+                    crate::audit::note::NoteSigner::from_seed(
+                        &config.audit_log_name,
+                        keys.current().signing_seed(),
+                    )
+                    .map_err(|e| Fatal::runtime(format!("signing key: {e}")))?
+                    .verifier_key()
+                }
+            };
+            let verifier = crate::audit::note::NoteVerifier::parse(&verifier_key)
+                .map_err(|e| Fatal::config(format!("--key: {e}")))?;
+            let external = match checkpoint {
+                Some(path) => Some(std::fs::read_to_string(&path).map_err(|e| {
+                    Fatal::config(format!("cannot read {} ({})", path.display(), e.kind()))
+                })?),
+                None => None,
+            };
+            let outcome = crate::audit::verify::verify(
+                &store,
+                &verifier,
+                &config.audit_log_name,
+                external.as_deref(),
+            )
+            .await;
+            store.close().await;
+            match outcome {
+                Ok(r) => {
+                    use base64::Engine;
+                    println!(
+                        "audit log OK: {} entries, root {}, {} signed checkpoints verified and consistent",
+                        r.size,
+                        base64::engine::general_purpose::STANDARD.encode(r.root),
+                        r.checkpoints
+                    );
+                    Ok(())
+                }
+                Err(e) => Err(Fatal::runtime(format!(
+                    "audit log verification FAILED: {e}"
+                ))),
+            }
+        }
+        AuditCommand::Checkpoint => {
+            let store = open_store(&config).await?;
+            let keys = load_keys(&config)?;
+            let state = build_state(config, store.clone(), Clock::system(), false, Ok(keys))?;
+            let signer = state
+                .checkpoint_signer()
+                .map_err(|e| Fatal::runtime(e.to_string()))?;
+            let row = state
+                .audit
+                .checkpoint(&signer, state.clock.now())
+                .await
+                .map_err(|e| Fatal::runtime(e.to_string()))?;
+            store.close().await;
+            print!("{}", row.note);
+            Ok(())
+        }
+        AuditCommand::Key => {
+            let keys = load_keys(&config)?;
+            let signer = crate::audit::note::NoteSigner::from_seed(
+                &config.audit_log_name,
+                keys.current().signing_seed(),
+            )
+            .map_err(|e| Fatal::runtime(format!("signing key: {e}")))?;
+            println!("{}", signer.verifier_key());
+            Ok(())
+        }
+    }
+}
+
 /// At `serve`: loads the key set, initialising it first in demo mode.
 /// Insecure permissions stop the start; any other failure leaves the
 /// service up but failing closed (readyz 503, `keys_unavailable`).
@@ -411,6 +511,7 @@ async fn serve(config: Config, demo: bool) -> Result<(), Fatal> {
         print_demo_banner(&local);
     }
     spawn_session_purge(state.clone());
+    spawn_checkpointer(state.clone());
     let router = crate::app(state);
     let result = crate::serve(listener, router, crate::shutdown_signal(), drain).await;
     store.close().await;
@@ -428,6 +529,25 @@ fn spawn_session_purge(state: AppState) {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(n, "expired sessions purged"),
                 Err(e) => tracing::warn!(error = %e, "session purge failed"),
+            }
+        }
+    });
+}
+
+/// Signs a new checkpoint each second the log grew (any process may; the
+/// same tree size always yields the same signed note, Ed25519 being
+/// deterministic, so concurrent processes agree).
+fn spawn_checkpointer(state: AppState) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            let Ok(signer) = state.checkpoint_signer() else {
+                continue;
+            };
+            if let Err(e) = state.audit.checkpoint(&signer, state.clock.now()).await {
+                tracing::warn!(error = %e, "checkpoint failed");
             }
         }
     });

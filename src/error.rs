@@ -58,6 +58,26 @@ pub enum AppError {
     Integrity,
 }
 
+impl From<crate::audit::AuditError> for AppError {
+    fn from(e: crate::audit::AuditError) -> Self {
+        use crate::audit::AuditError as A;
+        match e {
+            A::Unavailable(detail) => {
+                tracing::error!(detail, "audit log unavailable; request failed closed");
+                AppError::unavailable(
+                    "audit_unavailable",
+                    "Le journal d'audit est indisponible : rien n'a été communiqué. / The audit log is unavailable: nothing was disclosed.",
+                )
+            }
+            A::BadRequest { code, message } => AppError::unprocessable(code, message),
+            A::Integrity(detail) => {
+                tracing::error!(detail, "audit log integrity failure");
+                AppError::Integrity
+            }
+        }
+    }
+}
+
 impl From<crate::vault::VaultError> for AppError {
     fn from(e: crate::vault::VaultError) -> Self {
         use crate::crypto::CryptoError;

@@ -23,6 +23,7 @@ use std::time::Duration;
 use axum::Router;
 use tokio::net::TcpListener;
 
+use audit::AuditLog;
 pub use clock::Clock;
 pub use config::Config;
 use crypto::LiveKeys;
@@ -46,6 +47,8 @@ pub struct AppInner {
     /// Demo mode: the development login is enabled (loopback only).
     pub demo: bool,
     pub categories: Arc<Categories>,
+    /// This process's audit log writer (group commit).
+    pub audit: Arc<AuditLog>,
     /// The vault, or why it is unavailable (keys missing or undecryptable):
     /// then every route that needs it fails closed with `keys_unavailable`.
     vault: Result<Arc<Vault>, String>,
@@ -64,6 +67,7 @@ impl AppState {
         let categories =
             Arc::new(Categories::builtin().map_err(|e| format!("policies/categories.toml {e}"))?);
         let vault = keys.map(|k| Arc::new(Vault::new(store.clone(), k, categories.clone())));
+        let audit = AuditLog::start(store.clone(), config.audit_log_name.clone());
         Ok(Self {
             inner: Arc::new(AppInner {
                 config,
@@ -71,6 +75,7 @@ impl AppState {
                 clock,
                 demo,
                 categories,
+                audit,
                 vault,
             }),
         })
@@ -84,6 +89,14 @@ impl AppState {
                 "Les clés de chiffrement ne sont pas chargées. / Encryption keys are not loaded.",
             )
         })
+    }
+
+    /// The signer of audit checkpoints (the vault's Ed25519 key, named after
+    /// the log), or 503 `keys_unavailable`.
+    pub fn checkpoint_signer(&self) -> Result<audit::note::NoteSigner, error::AppError> {
+        let set = self.vault()?.keys().current();
+        audit::note::NoteSigner::from_seed(&self.config.audit_log_name, set.signing_seed())
+            .map_err(|e| error::AppError::internal(format!("checkpoint signer: {e}")))
     }
 
     /// Why the keys are unavailable, if they are.

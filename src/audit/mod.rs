@@ -1,5 +1,11 @@
 //! The tamper-evident audit log: RFC 9162 Merkle tree, C2SP signed
 //! checkpoints, inclusion and consistency proofs.
 
+pub mod entry;
+pub mod log;
 pub mod merkle;
 pub mod note;
+pub mod verify;
+
+pub use entry::{AuditEntry, AuditRecord, Decision};
+pub use log::{AuditError, AuditLog};

@@ -10,19 +10,36 @@ use utoipa::ToSchema;
 use crate::AppState;
 use crate::domain::Role;
 use crate::error::{AppError, AppResult};
+use axum::response::Response;
+
 use crate::http::ApiJson;
+use crate::http::audit::{RequestId, deny, record_for, with_entry};
 use crate::http::session::CurrentUser;
 use crate::vault::RecordView;
 
-fn resident_only(user: &CurrentUser) -> AppResult<&str> {
-    if user.role == Role::Resident {
-        Ok(&user.actor_id)
-    } else {
-        Err(AppError::forbidden(
+/// Records the decision about a resident acting on their own data, before
+/// anything is read or changed. Anyone else is refused (and that is recorded
+/// too). Returns the audit entry's index.
+async fn own_data(
+    state: &AppState,
+    user: &CurrentUser,
+    rid: &RequestId,
+    action: &str,
+    category: Option<&str>,
+) -> AppResult<u64> {
+    let mut rec = record_for(state, user, action, rid);
+    rec.category = category.map(str::to_string);
+    if user.role != Role::Resident {
+        let refusal = AppError::forbidden(
             "resident_only",
             "Réservé à l'usager lui-même. / Only the resident themself may do this.",
-        ))
+        );
+        return Err(deny(state, rec, refusal).await);
     }
+    rec.resident_id = Some(user.actor_id.clone());
+    rec.allowed = true;
+    rec.reason = "own_data".into();
+    Ok(state.audit.record(rec).await?)
 }
 
 #[derive(Serialize, ToSchema)]
@@ -37,10 +54,15 @@ pub struct MyData {
               (status = 401, body = crate::error::ErrorBody),
               (status = 403, description = "`resident_only`", body = crate::error::ErrorBody),
               (status = 503, description = "`keys_unavailable`", body = crate::error::ErrorBody)))]
-pub async fn my_data(State(state): State<AppState>, user: CurrentUser) -> AppResult<Json<MyData>> {
-    let resident = resident_only(&user)?;
-    let records = state.vault()?.read_current(resident).await?;
-    Ok(Json(MyData { records }))
+pub async fn my_data(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    rid: RequestId,
+) -> AppResult<Response> {
+    let vault = state.vault()?;
+    let entry = own_data(&state, &user, &rid, "data.read", None).await?;
+    let records = vault.read_current(&user.actor_id).await?;
+    Ok(with_entry(entry, Json(MyData { records })))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -60,20 +82,24 @@ pub struct MyCategory {
 pub async fn my_category(
     State(state): State<AppState>,
     user: CurrentUser,
+    rid: RequestId,
     Path(category): Path<String>,
-) -> AppResult<Json<MyCategory>> {
-    let resident = resident_only(&user)?;
+) -> AppResult<Response> {
     let vault = state.vault()?;
     let category = vault
         .categories()
         .category(&category)
         .map_err(crate::vault::VaultError::from)?;
-    let history = vault.read_history(resident, &category).await?;
-    Ok(Json(MyCategory {
-        category: category.as_str().to_string(),
-        current: history.first().cloned(),
-        history,
-    }))
+    let entry = own_data(&state, &user, &rid, "data.read", Some(category.as_str())).await?;
+    let history = vault.read_history(&user.actor_id, &category).await?;
+    Ok(with_entry(
+        entry,
+        Json(MyCategory {
+            category: category.as_str().to_string(),
+            current: history.first().cloned(),
+            history,
+        }),
+    ))
 }
 
 /// Stores a new version of one category (the body is the object of its
@@ -90,25 +116,26 @@ pub async fn my_category(
 pub async fn put_my_category(
     State(state): State<AppState>,
     user: CurrentUser,
+    rid: RequestId,
     Path(category): Path<String>,
     ApiJson(body): ApiJson<Value>,
-) -> AppResult<Json<RecordView>> {
-    let resident = resident_only(&user)?;
+) -> AppResult<Response> {
     let vault = state.vault()?;
     let category = vault
         .categories()
         .category(&category)
         .map_err(crate::vault::VaultError::from)?;
+    // Bad input is refused before anything, including the audit log, changes.
+    vault
+        .categories()
+        .validate(&category, &body)
+        .map_err(crate::vault::VaultError::from)?;
+    let entry = own_data(&state, &user, &rid, "data.write", Some(category.as_str())).await?;
     let record = vault
-        .write(resident, &category, &body, state.clock.now())
+        .write(&user.actor_id, &category, &body, state.clock.now())
         .await?;
-    tracing::info!(
-        resident,
-        category = category.as_str(),
-        version = record.version,
-        "record rectified"
-    );
-    Ok(Json(record))
+    tracing::info!(resident = %user.actor_id, category = category.as_str(), version = record.version, "record rectified");
+    Ok(with_entry(entry, Json(record)))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -122,11 +149,16 @@ pub struct Erased {
 #[utoipa::path(post, path = "/api/v1/me/erasure", tag = "resident",
     responses((status = 200, body = Erased),
               (status = 403, description = "`csrf_token_invalid`, `resident_only`", body = crate::error::ErrorBody)))]
-pub async fn erase_me(State(state): State<AppState>, user: CurrentUser) -> AppResult<Json<Erased>> {
-    let resident = resident_only(&user)?;
-    let erased = state.vault()?.erase(resident, state.clock.now()).await?;
-    tracing::info!(resident, erased, "erasure");
-    Ok(Json(Erased { erased }))
+pub async fn erase_me(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    rid: RequestId,
+) -> AppResult<Response> {
+    let vault = state.vault()?;
+    let entry = own_data(&state, &user, &rid, "erasure", None).await?;
+    let erased = vault.erase(&user.actor_id, state.clock.now()).await?;
+    tracing::info!(resident = %user.actor_id, erased, "erasure");
+    Ok(with_entry(entry, Json(Erased { erased })))
 }
 
 #[derive(Serialize, ToSchema)]

@@ -32,7 +32,11 @@ pub struct DevLoginForm {
     request_body(content = DevLoginForm, content_type = "application/x-www-form-urlencoded"),
     responses((status = 303, description = "logged in; session cookie set"),
               (status = 422, description = "`unknown_persona`", body = crate::error::ErrorBody)))]
-pub async fn login(State(state): State<AppState>, body: axum::body::Bytes) -> AppResult<Response> {
+pub async fn login(
+    State(state): State<AppState>,
+    rid: crate::http::audit::RequestId,
+    body: axum::body::Bytes,
+) -> AppResult<Response> {
     let form: DevLoginForm = serde_urlencoded_form(&body);
     let id = form.persona.unwrap_or_default();
     let persona = demo::find_login_persona(&id).ok_or_else(|| {
@@ -41,6 +45,19 @@ pub async fn login(State(state): State<AppState>, body: axum::body::Bytes) -> Ap
             "Ce profil de démonstration n'existe pas. / No such demo persona.",
         )
     })?;
+    state
+        .audit
+        .record(crate::audit::AuditRecord {
+            timestamp: state.clock.now(),
+            actor_id: persona.id.to_string(),
+            actor_role: persona.role.as_str().to_string(),
+            action: "login".into(),
+            allowed: true,
+            reason: "demo_login".into(),
+            request_id: rid.0,
+            ..Default::default()
+        })
+        .await?;
     let cookie = open_session(&state, persona.id, persona.role).await?;
     tracing::info!(
         actor = persona.id,

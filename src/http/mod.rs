@@ -23,6 +23,7 @@ use utoipa_axum::routes;
 use crate::AppState;
 use crate::error::AppError;
 
+pub mod audit;
 pub mod data;
 pub mod dev;
 pub mod health;
@@ -48,6 +49,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
         (name = "ops", description = "Liveness, readiness, this document"),
         (name = "public", description = "Public information: categories, keys"),
         (name = "resident", description = "A resident's own space"),
+        (name = "audit", description = "The tamper-evident audit log: checkpoints, proofs, entries"),
         (name = "demo", description = "Development login (demo mode only)")
     )
 )]
@@ -64,7 +66,13 @@ pub fn app(state: AppState) -> Router {
         .routes(routes!(data::my_category, data::put_my_category))
         .routes(routes!(data::erase_me))
         .routes(routes!(data::categories))
-        .routes(routes!(data::jwks));
+        .routes(routes!(data::jwks))
+        .routes(routes!(audit::checkpoint))
+        .routes(routes!(audit::key))
+        .routes(routes!(audit::inclusion))
+        .routes(routes!(audit::consistency))
+        .routes(routes!(audit::entries))
+        .routes(routes!(audit::my_accesses));
     if state.demo {
         api = api
             .routes(routes!(dev::personas))

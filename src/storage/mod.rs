@@ -133,6 +133,31 @@ pub struct DataKeyRow {
     pub wrapped: Vec<u8>,
 }
 
+/// What one group commit writes: entries, the perfect-subtree nodes they
+/// complete, and the new tree size.
+#[derive(Clone, Debug, Default)]
+pub struct AuditAppend {
+    /// (index, leaf bytes, resident concerned, created_at)
+    pub entries: Vec<(i64, Vec<u8>, Option<String>, i64)>,
+    /// (level, index, hash)
+    pub nodes: Vec<(i64, i64, Vec<u8>)>,
+    pub new_size: i64,
+}
+
+/// Plans a group commit from the current tree size and the frontier hashes
+/// (those of `audit::merkle::root_coords(size)`, in order). Called inside the
+/// transaction that holds the log's lock.
+pub type AuditPlanner<'a> =
+    &'a (dyn Fn(u64, Vec<[u8; 32]>) -> Result<AuditAppend, String> + Send + Sync);
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct CheckpointRow {
+    pub tree_size: i64,
+    pub root: Vec<u8>,
+    pub note: String,
+    pub created_at: i64,
+}
+
 #[derive(Clone, Debug)]
 pub struct NewSession<'a> {
     pub token_hash: &'a str,
@@ -222,6 +247,32 @@ pub trait Store: Send + Sync + 'static {
         rows: &[(DataKeyRow, i64)],
         now: Timestamp,
     ) -> StorageResult<u64>;
+
+    // --- audit log ---
+    /// One durable transaction: locks the log (serialising every process),
+    /// reads size and frontier, lets `planner` build the batch, writes it.
+    async fn audit_append(
+        &self,
+        now: Timestamp,
+        planner: AuditPlanner<'_>,
+    ) -> StorageResult<AuditAppend>;
+    async fn audit_size(&self) -> StorageResult<u64>;
+    /// Stored node hashes for these (level, index) coordinates, one query.
+    async fn audit_nodes(&self, coords: &[(u8, u64)]) -> StorageResult<Vec<(u8, u64, [u8; 32])>>;
+    /// Entries with index in [from, to), in order: (index, leaf).
+    async fn audit_entries(&self, from: u64, to: u64) -> StorageResult<Vec<(i64, Vec<u8>)>>;
+    /// Level-0 nodes (leaf hashes) with index in [from, to), in order.
+    async fn audit_leaf_hashes(&self, from: u64, to: u64) -> StorageResult<Vec<(i64, Vec<u8>)>>;
+    /// Entries concerning one resident, newest first, below `before`.
+    async fn audit_entries_of(
+        &self,
+        resident_id: &str,
+        before: u64,
+        limit: i64,
+    ) -> StorageResult<Vec<(i64, Vec<u8>)>>;
+    async fn audit_insert_checkpoint(&self, row: &CheckpointRow) -> StorageResult<()>;
+    async fn audit_latest_checkpoint(&self) -> StorageResult<Option<CheckpointRow>>;
+    async fn audit_checkpoints(&self) -> StorageResult<Vec<CheckpointRow>>;
 }
 
 pub type DynStore = Arc<dyn Store>;
@@ -240,7 +291,7 @@ pub async fn open(url: &DatabaseUrl) -> StorageResult<DynStore> {
 /// both accept. (A macro rather than generics over `sqlx::Database`, whose
 /// trait bounds grow without end.)
 macro_rules! impl_store {
-    ($store:ty, $backend:expr, $migrations:literal) => {
+    ($store:ty, $db:ty, $backend:expr, $migrations:literal) => {
     #[async_trait::async_trait]
     impl $crate::storage::Store for $store {
         fn backend(&self) -> $crate::storage::Backend {
@@ -658,6 +709,189 @@ macro_rules! impl_store {
             }
             tx.commit().await?;
             Ok(n)
+        }
+
+        async fn audit_append(
+            &self,
+            now: $crate::domain::Timestamp,
+            planner: $crate::storage::AuditPlanner<'_>,
+        ) -> $crate::storage::StorageResult<$crate::storage::AuditAppend> {
+            let mut tx = self.pool.begin().await?;
+            // Taking the head row's write lock first serialises appends from
+            // every process (a row lock on PostgreSQL, the write lock on SQLite).
+            let (size,): (i64,) = sqlx::query_as(
+                "UPDATE audit_head SET updated_at = $1 WHERE id = 1 RETURNING size",
+            )
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            let size = u64::try_from(size)
+                .map_err(|_| $crate::storage::StorageError::Integrity("negative tree size".into()))?;
+            let coords = $crate::audit::merkle::root_coords(size);
+            let mut frontier = Vec::with_capacity(coords.len());
+            for (level, idx) in &coords {
+                let row: Option<(Vec<u8>,)> =
+                    sqlx::query_as("SELECT hash FROM audit_nodes WHERE level = $1 AND idx = $2")
+                        .bind(i64::from(*level))
+                        .bind(*idx as i64)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let hash: [u8; 32] = row
+                    .and_then(|(h,)| h.try_into().ok())
+                    .ok_or_else(|| {
+                        $crate::storage::StorageError::Integrity(format!(
+                            "audit node ({level}, {idx}) missing or malformed"
+                        ))
+                    })?;
+                frontier.push(hash);
+            }
+            let plan = planner(size, frontier).map_err($crate::storage::StorageError::Integrity)?;
+            if plan.entries.is_empty() {
+                return Ok(plan);
+            }
+            let mut q = sqlx::QueryBuilder::<$db>::new(
+                "INSERT INTO audit_entries (idx, leaf, resident_id, created_at) ",
+            );
+            q.push_values(&plan.entries, |mut b, (idx, leaf, resident, at)| {
+                b.push_bind(*idx)
+                    .push_bind(leaf.clone())
+                    .push_bind(resident.clone())
+                    .push_bind(*at);
+            });
+            q.build().execute(&mut *tx).await?;
+            for chunk in plan.nodes.chunks(1000) {
+                let mut q = sqlx::QueryBuilder::<$db>::new("INSERT INTO audit_nodes (level, idx, hash) ");
+                q.push_values(chunk, |mut b, (level, idx, hash)| {
+                    b.push_bind(*level).push_bind(*idx).push_bind(hash.clone());
+                });
+                q.build().execute(&mut *tx).await?;
+            }
+            sqlx::query("UPDATE audit_head SET size = $1 WHERE id = 1")
+                .bind(plan.new_size)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(plan)
+        }
+
+        async fn audit_size(&self) -> $crate::storage::StorageResult<u64> {
+            let (size,): (i64,) = sqlx::query_as("SELECT size FROM audit_head WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?;
+            u64::try_from(size)
+                .map_err(|_| $crate::storage::StorageError::Integrity("negative tree size".into()))
+        }
+
+        async fn audit_nodes(
+            &self,
+            coords: &[(u8, u64)],
+        ) -> $crate::storage::StorageResult<Vec<(u8, u64, [u8; 32])>> {
+            if coords.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut sql = String::from("SELECT level, idx, hash FROM audit_nodes WHERE ");
+            for i in 0..coords.len() {
+                if i > 0 {
+                    sql.push_str(" OR ");
+                }
+                sql.push_str(&format!("(level = ${} AND idx = ${})", 2 * i + 1, 2 * i + 2));
+            }
+            let mut q = sqlx::query_as::<_, (i64, i64, Vec<u8>)>(&sql);
+            for (level, idx) in coords {
+                q = q.bind(i64::from(*level)).bind(*idx as i64);
+            }
+            let rows = q.fetch_all(&self.pool).await?;
+            rows.into_iter()
+                .map(|(level, idx, hash)| {
+                    let hash: [u8; 32] = hash.try_into().map_err(|_| {
+                        $crate::storage::StorageError::Integrity("malformed audit node".into())
+                    })?;
+                    Ok((level as u8, idx as u64, hash))
+                })
+                .collect()
+        }
+
+        async fn audit_entries(
+            &self,
+            from: u64,
+            to: u64,
+        ) -> $crate::storage::StorageResult<Vec<(i64, Vec<u8>)>> {
+            Ok(sqlx::query_as(
+                "SELECT idx, leaf FROM audit_entries WHERE idx >= $1 AND idx < $2 ORDER BY idx",
+            )
+            .bind(from as i64)
+            .bind(to as i64)
+            .fetch_all(&self.pool)
+            .await?)
+        }
+
+        async fn audit_leaf_hashes(
+            &self,
+            from: u64,
+            to: u64,
+        ) -> $crate::storage::StorageResult<Vec<(i64, Vec<u8>)>> {
+            Ok(sqlx::query_as(
+                "SELECT idx, hash FROM audit_nodes WHERE level = 0 AND idx >= $1 AND idx < $2 ORDER BY idx",
+            )
+            .bind(from as i64)
+            .bind(to as i64)
+            .fetch_all(&self.pool)
+            .await?)
+        }
+
+        async fn audit_entries_of(
+            &self,
+            resident_id: &str,
+            before: u64,
+            limit: i64,
+        ) -> $crate::storage::StorageResult<Vec<(i64, Vec<u8>)>> {
+            Ok(sqlx::query_as(
+                "SELECT idx, leaf FROM audit_entries WHERE resident_id = $1 AND idx < $2 \
+                 ORDER BY idx DESC LIMIT $3",
+            )
+            .bind(resident_id)
+            .bind(i64::try_from(before).unwrap_or(i64::MAX))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
+        }
+
+        async fn audit_insert_checkpoint(
+            &self,
+            row: &$crate::storage::CheckpointRow,
+        ) -> $crate::storage::StorageResult<()> {
+            sqlx::query(
+                "INSERT INTO audit_checkpoints (tree_size, root, note, created_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (tree_size) DO NOTHING",
+            )
+            .bind(row.tree_size)
+            .bind(&row.root)
+            .bind(&row.note)
+            .bind(row.created_at)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        }
+
+        async fn audit_latest_checkpoint(
+            &self,
+        ) -> $crate::storage::StorageResult<Option<$crate::storage::CheckpointRow>> {
+            Ok(sqlx::query_as(
+                "SELECT tree_size, root, note, created_at FROM audit_checkpoints \
+                 ORDER BY tree_size DESC LIMIT 1",
+            )
+            .fetch_optional(&self.pool)
+            .await?)
+        }
+
+        async fn audit_checkpoints(
+            &self,
+        ) -> $crate::storage::StorageResult<Vec<$crate::storage::CheckpointRow>> {
+            Ok(sqlx::query_as(
+                "SELECT tree_size, root, note, created_at FROM audit_checkpoints ORDER BY tree_size",
+            )
+            .fetch_all(&self.pool)
+            .await?)
         }
     }
     };

@@ -40,4 +40,9 @@ impl PgStore {
     }
 }
 
-super::impl_store!(PgStore, super::Backend::Postgres, "migrations/postgres");
+super::impl_store!(
+    PgStore,
+    sqlx::Postgres,
+    super::Backend::Postgres,
+    "migrations/postgres"
+);

@@ -68,4 +68,9 @@ impl SqliteStore {
     }
 }
 
-super::impl_store!(SqliteStore, super::Backend::Sqlite, "migrations/sqlite");
+super::impl_store!(
+    SqliteStore,
+    sqlx::Sqlite,
+    super::Backend::Sqlite,
+    "migrations/sqlite"
+);

@@ -1,0 +1,238 @@
+//! One audit entry and its canonical byte encoding (the Merkle leaf).
+//!
+//! An entry names who did what to whose data, why, and what was decided —
+//! with identifiers, categories and codes only, never a personal value.
+//!
+//! Encoding, version 1 (all integers big-endian):
+//! `0x01 ‖ u64 index ‖ i64 timestamp ‖ u8 decision (0 deny, 1 allow)` then,
+//! in this order, each text field as `u8 present ‖ u16 length ‖ UTF-8`:
+//! actor_id, actor_role, on_behalf_of, structure_id, action, resident_id,
+//! category, purpose, legal_basis, reason, request_id. Decoding refuses
+//! trailing bytes, so one entry has exactly one encoding.
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::domain::Timestamp;
+
+pub const ENCODING_VERSION: u8 = 1;
+const MAX_FIELD: usize = 512;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Allow,
+    Deny,
+}
+
+/// What a caller asks to record; the log assigns the index.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub timestamp: Timestamp,
+    /// Internal id of whoever acted (resident, agent, partner, `system`).
+    pub actor_id: String,
+    pub actor_role: String,
+    /// The resident an aidant acted for, under a mandate.
+    pub on_behalf_of: Option<String>,
+    pub structure_id: Option<String>,
+    /// Stable action code, e.g. `data.read`, `data.write`, `erasure`.
+    pub action: String,
+    /// The resident whose data is concerned.
+    pub resident_id: Option<String>,
+    pub category: Option<String>,
+    pub purpose: Option<String>,
+    pub legal_basis: Option<String>,
+    pub allowed: bool,
+    /// Stable reason code of the decision, e.g. `own_data`, `resident_only`.
+    pub reason: String,
+    pub request_id: Option<String>,
+}
+
+/// An entry as stored: its index in the log and its decoded fields.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct AuditEntry {
+    pub index: u64,
+    pub timestamp: Timestamp,
+    pub actor_id: String,
+    pub actor_role: String,
+    pub on_behalf_of: Option<String>,
+    pub structure_id: Option<String>,
+    pub action: String,
+    pub resident_id: Option<String>,
+    pub category: Option<String>,
+    pub purpose: Option<String>,
+    pub legal_basis: Option<String>,
+    pub decision: Decision,
+    pub reason: String,
+    pub request_id: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EntryError {
+    #[error("unknown leaf encoding version {0}")]
+    UnknownVersion(u8),
+    #[error("truncated or malformed leaf")]
+    Malformed,
+    #[error("a field is longer than {MAX_FIELD} bytes")]
+    FieldTooLong,
+}
+
+fn put(buf: &mut Vec<u8>, field: Option<&str>) -> Result<(), EntryError> {
+    match field {
+        None => buf.push(0),
+        Some(s) => {
+            let len = u16::try_from(s.len()).map_err(|_| EntryError::FieldTooLong)?;
+            if s.len() > MAX_FIELD {
+                return Err(EntryError::FieldTooLong);
+            }
+            buf.push(1);
+            buf.extend_from_slice(&len.to_be_bytes());
+            buf.extend_from_slice(s.as_bytes());
+        }
+    }
+    Ok(())
+}
+
+impl AuditRecord {
+    /// The canonical leaf bytes of this record at `index`.
+    pub fn encode(&self, index: u64) -> Result<Vec<u8>, EntryError> {
+        let mut b = Vec::with_capacity(128);
+        b.push(ENCODING_VERSION);
+        b.extend_from_slice(&index.to_be_bytes());
+        b.extend_from_slice(&self.timestamp.to_be_bytes());
+        b.push(u8::from(self.allowed));
+        put(&mut b, Some(&self.actor_id))?;
+        put(&mut b, Some(&self.actor_role))?;
+        put(&mut b, self.on_behalf_of.as_deref())?;
+        put(&mut b, self.structure_id.as_deref())?;
+        put(&mut b, Some(&self.action))?;
+        put(&mut b, self.resident_id.as_deref())?;
+        put(&mut b, self.category.as_deref())?;
+        put(&mut b, self.purpose.as_deref())?;
+        put(&mut b, self.legal_basis.as_deref())?;
+        put(&mut b, Some(&self.reason))?;
+        put(&mut b, self.request_id.as_deref())?;
+        Ok(b)
+    }
+}
+
+struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], EntryError> {
+        if self.rest.len() < n {
+            return Err(EntryError::Malformed);
+        }
+        let (head, tail) = self.rest.split_at(n);
+        self.rest = tail;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<u8, EntryError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn eight(&mut self) -> Result<[u8; 8], EntryError> {
+        self.take(8)?.try_into().map_err(|_| EntryError::Malformed)
+    }
+
+    fn field(&mut self) -> Result<Option<String>, EntryError> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => {
+                let len: [u8; 2] = self
+                    .take(2)?
+                    .try_into()
+                    .map_err(|_| EntryError::Malformed)?;
+                let bytes = self.take(usize::from(u16::from_be_bytes(len)))?;
+                String::from_utf8(bytes.to_vec())
+                    .map(Some)
+                    .map_err(|_| EntryError::Malformed)
+            }
+            _ => Err(EntryError::Malformed),
+        }
+    }
+
+    fn required(&mut self) -> Result<String, EntryError> {
+        self.field()?.ok_or(EntryError::Malformed)
+    }
+}
+
+impl AuditEntry {
+    pub fn decode(leaf: &[u8]) -> Result<AuditEntry, EntryError> {
+        let mut r = Reader { rest: leaf };
+        let version = r.u8()?;
+        if version != ENCODING_VERSION {
+            return Err(EntryError::UnknownVersion(version));
+        }
+        let index = u64::from_be_bytes(r.eight()?);
+        let timestamp = i64::from_be_bytes(r.eight()?);
+        let decision = match r.u8()? {
+            0 => Decision::Deny,
+            1 => Decision::Allow,
+            _ => return Err(EntryError::Malformed),
+        };
+        let entry = AuditEntry {
+            index,
+            timestamp,
+            decision,
+            actor_id: r.required()?,
+            actor_role: r.required()?,
+            on_behalf_of: r.field()?,
+            structure_id: r.field()?,
+            action: r.required()?,
+            resident_id: r.field()?,
+            category: r.field()?,
+            purpose: r.field()?,
+            legal_basis: r.field()?,
+            reason: r.required()?,
+            request_id: r.field()?,
+        };
+        if !r.rest.is_empty() {
+            return Err(EntryError::Malformed);
+        }
+        Ok(entry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> AuditRecord {
+        AuditRecord {
+            timestamp: 1_795_867_200,
+            actor_id: "a1d0".into(),
+            actor_role: "aidant".into(),
+            on_behalf_of: Some("r-1".into()),
+            structure_id: Some("s-1".into()),
+            action: "data.read".into(),
+            resident_id: Some("r-1".into()),
+            category: Some("contact".into()),
+            purpose: None,
+            legal_basis: Some("public_task".into()),
+            allowed: true,
+            reason: "mandate".into(),
+            request_id: Some("req-9".into()),
+        }
+    }
+
+    #[test]
+    fn round_trip_and_canonical() {
+        let leaf = sample().encode(42).unwrap();
+        let e = AuditEntry::decode(&leaf).unwrap();
+        assert_eq!(e.index, 42);
+        assert_eq!(e.decision, Decision::Allow);
+        assert_eq!(e.on_behalf_of.as_deref(), Some("r-1"));
+        assert_eq!(e.purpose, None);
+        let mut longer = leaf.clone();
+        longer.push(0);
+        assert_eq!(AuditEntry::decode(&longer), Err(EntryError::Malformed));
+        assert_eq!(
+            AuditEntry::decode(&leaf[..leaf.len() - 1]),
+            Err(EntryError::Malformed)
+        );
+    }
+}

@@ -1,0 +1,238 @@
+//! The audit log service: one group-commit writer per process, signed
+//! checkpoints, and proofs.
+//!
+//! `record(entry).await` returns the entry's index only after the batch it
+//! rode in is committed durably. Callers disclose nothing before that; if the
+//! store fails, they fail closed with `audit_unavailable`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::entry::AuditRecord;
+use super::merkle::{self, CompactRange, Hash};
+use super::note::{Checkpoint, NoteSigner};
+use crate::domain::Timestamp;
+use crate::storage::{AuditAppend, CheckpointRow, DynStore, StorageError};
+
+/// Largest batch one commit carries (bounded so one transaction stays short).
+const MAX_BATCH: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("audit log unavailable: {0}")]
+    Unavailable(String),
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    #[error("audit log integrity: {0}")]
+    Integrity(String),
+}
+
+impl From<StorageError> for AuditError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::Integrity(m) => AuditError::Integrity(m),
+            other => AuditError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+struct Pending {
+    record: AuditRecord,
+    reply: oneshot::Sender<Result<u64, AuditError>>,
+}
+
+pub struct AuditLog {
+    queue: mpsc::Sender<Pending>,
+    store: DynStore,
+    origin: String,
+}
+
+impl AuditLog {
+    /// Starts this process's writer task. `origin` is the checkpoint's
+    /// origin line (the log's name).
+    pub fn start(store: DynStore, origin: String) -> Arc<Self> {
+        let (queue, rx) = mpsc::channel(4 * MAX_BATCH);
+        tokio::spawn(writer(store.clone(), rx));
+        Arc::new(Self {
+            queue,
+            store,
+            origin,
+        })
+    }
+
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// Appends one entry; resolves to its index once it is durable.
+    pub async fn record(&self, record: AuditRecord) -> Result<u64, AuditError> {
+        // Refuse an unencodable entry here, so it cannot fail a whole batch.
+        record
+            .encode(0)
+            .map_err(|e| AuditError::Unavailable(format!("unencodable entry: {e}")))?;
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Pending { record, reply })
+            .await
+            .map_err(|_| AuditError::Unavailable("writer stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| AuditError::Unavailable("writer stopped".into()))?
+    }
+
+    pub async fn size(&self) -> Result<u64, AuditError> {
+        Ok(self.store.audit_size().await?)
+    }
+
+    async fn lookup(&self, coords: &[(u8, u64)]) -> Result<HashMap<(u8, u64), Hash>, AuditError> {
+        Ok(self
+            .store
+            .audit_nodes(coords)
+            .await?
+            .into_iter()
+            .map(|(l, i, h)| ((l, i), h))
+            .collect())
+    }
+
+    /// The root hash of the tree at `size` (≤ the current size).
+    pub async fn root(&self, size: u64) -> Result<Hash, AuditError> {
+        let nodes = self.lookup(&merkle::root_coords(size)).await?;
+        merkle::root_hash(size, |l, i| nodes.get(&(l, i)).copied()).ok_or_else(|| {
+            AuditError::Integrity(format!("nodes missing for the root of size {size}"))
+        })
+    }
+
+    async fn check_size(&self, tree_size: u64) -> Result<(), AuditError> {
+        let current = self.size().await?;
+        if tree_size > current {
+            return Err(AuditError::BadRequest {
+                code: "tree_size_too_large",
+                message: format!("the log holds {current} entries"),
+            });
+        }
+        Ok(())
+    }
+
+    /// RFC 9162 inclusion proof of `leaf_index` in the tree of `tree_size`.
+    pub async fn inclusion_proof(
+        &self,
+        leaf_index: u64,
+        tree_size: u64,
+    ) -> Result<Vec<Hash>, AuditError> {
+        if leaf_index >= tree_size {
+            return Err(AuditError::BadRequest {
+                code: "leaf_index_out_of_range",
+                message: "leaf_index must be below tree_size".into(),
+            });
+        }
+        self.check_size(tree_size).await?;
+        let coords = merkle::inclusion_proof_coords(leaf_index, tree_size)
+            .map_err(|e| AuditError::Integrity(e.to_string()))?;
+        let nodes = self.lookup(&coords).await?;
+        merkle::inclusion_proof(leaf_index, tree_size, |l, i| nodes.get(&(l, i)).copied())
+            .map_err(|e| AuditError::Integrity(e.to_string()))
+    }
+
+    /// RFC 9162 consistency proof between the trees of sizes `from` and `to`.
+    pub async fn consistency_proof(&self, from: u64, to: u64) -> Result<Vec<Hash>, AuditError> {
+        if from > to {
+            return Err(AuditError::BadRequest {
+                code: "invalid_range",
+                message: "from must not exceed to".into(),
+            });
+        }
+        self.check_size(to).await?;
+        let coords = merkle::consistency_proof_coords(from, to)
+            .map_err(|e| AuditError::Integrity(e.to_string()))?;
+        let nodes = self.lookup(&coords).await?;
+        merkle::consistency_proof(from, to, |l, i| nodes.get(&(l, i)).copied())
+            .map_err(|e| AuditError::Integrity(e.to_string()))
+    }
+
+    /// The latest signed checkpoint, signing a new one if the tree grew —
+    /// at most one per second, so a checkpoint of the same second is reused.
+    pub async fn checkpoint(
+        &self,
+        signer: &NoteSigner,
+        now: Timestamp,
+    ) -> Result<CheckpointRow, AuditError> {
+        let size = self.size().await?;
+        let latest = self.store.audit_latest_checkpoint().await?;
+        if let Some(latest) = &latest
+            && (latest.tree_size as u64 == size || latest.created_at >= now)
+        {
+            return Ok(latest.clone());
+        }
+        let root = self.root(size).await?;
+        let text = Checkpoint {
+            origin: self.origin.clone(),
+            size,
+            root,
+        }
+        .to_text();
+        let note = signer
+            .sign(&text)
+            .map_err(|e| AuditError::Integrity(format!("signing checkpoint: {e}")))?;
+        let row = CheckpointRow {
+            tree_size: i64::try_from(size).map_err(|_| AuditError::Integrity("size".into()))?,
+            root: root.to_vec(),
+            note,
+            created_at: now,
+        };
+        self.store.audit_insert_checkpoint(&row).await?;
+        Ok(row)
+    }
+}
+
+/// The group-commit writer: takes everything queued, commits it in one
+/// transaction, then answers every caller.
+async fn writer(store: DynStore, mut rx: mpsc::Receiver<Pending>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let records: Vec<&AuditRecord> = batch.iter().map(|p| &p.record).collect();
+        let now = records.iter().map(|r| r.timestamp).max().unwrap_or(0);
+        let planner = |size: u64, frontier: Vec<Hash>| plan(size, frontier, &records);
+        let outcome = store.audit_append(now, &planner).await;
+        match outcome {
+            Ok(done) => {
+                for (p, (idx, ..)) in batch.into_iter().zip(done.entries.iter()) {
+                    let _ = p.reply.send(Ok(*idx as u64));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, entries = batch.len(), "audit append failed; failing closed");
+                for p in batch {
+                    let _ = p.reply.send(Err(AuditError::Unavailable(e.to_string())));
+                }
+            }
+        }
+    }
+}
+
+fn plan(size: u64, frontier: Vec<Hash>, records: &[&AuditRecord]) -> Result<AuditAppend, String> {
+    let mut range = CompactRange::from_parts(size, frontier).map_err(|e| e.to_string())?;
+    let mut out = AuditAppend::default();
+    for (i, r) in records.iter().enumerate() {
+        let idx = size + i as u64;
+        let leaf = r.encode(idx).map_err(|e| e.to_string())?;
+        let new_nodes = range
+            .append(merkle::leaf_hash(&leaf))
+            .map_err(|e| e.to_string())?;
+        for ((level, index), hash) in new_nodes {
+            out.nodes
+                .push((i64::from(level), index as i64, hash.to_vec()));
+        }
+        out.entries
+            .push((idx as i64, leaf, r.resident_id.clone(), r.timestamp));
+    }
+    out.new_size = range.size() as i64;
+    Ok(out)
+}

@@ -1,0 +1,202 @@
+//! `coffre audit verify`: recomputes the tree from the stored entries and
+//! checks every stored checkpoint's signature and root against it. Any
+//! altered, deleted, reordered or inserted entry is reported at the first
+//! bad index.
+
+use super::entry::AuditEntry;
+use super::merkle::{self, CompactRange};
+use super::note::{Checkpoint, NoteVerifier};
+use crate::storage::DynStore;
+
+const BATCH: u64 = 10_000;
+
+#[derive(Debug)]
+pub struct VerifyReport {
+    pub size: u64,
+    pub root: [u8; 32],
+    pub checkpoints: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyFailure {
+    #[error("entry {index}: {reason}")]
+    Entry { index: u64, reason: String },
+    #[error("checkpoint of size {size}: {reason}")]
+    Checkpoint { size: u64, reason: String },
+    #[error("stored tree: {0}")]
+    Tree(String),
+    #[error("cannot read the log: {0}")]
+    Storage(String),
+}
+
+impl VerifyFailure {
+    /// The first bad entry index, when the failure points at one.
+    pub fn index(&self) -> Option<u64> {
+        match self {
+            VerifyFailure::Entry { index, .. } => Some(*index),
+            _ => None,
+        }
+    }
+}
+
+fn parse_signed(verifier: &NoteVerifier, note: &str, origin: &str) -> Result<Checkpoint, String> {
+    let text = verifier
+        .verify(note)
+        .map_err(|e| format!("signature: {e}"))?;
+    let cp = Checkpoint::parse(&text).map_err(|e| format!("malformed: {e}"))?;
+    if cp.origin != origin {
+        return Err(format!(
+            "origin {:?} is not this log's {origin:?}",
+            cp.origin
+        ));
+    }
+    Ok(cp)
+}
+
+/// Verifies the whole log. `external` is a checkpoint kept outside the
+/// database (its note text), checked like the stored ones.
+pub async fn verify(
+    store: &DynStore,
+    verifier: &NoteVerifier,
+    origin: &str,
+    external: Option<&str>,
+) -> Result<VerifyReport, VerifyFailure> {
+    let storage = |e: crate::storage::StorageError| VerifyFailure::Storage(e.to_string());
+    let size = store.audit_size().await.map_err(storage)?;
+
+    let mut checkpoints: Vec<Checkpoint> = Vec::new();
+    for row in store.audit_checkpoints().await.map_err(storage)? {
+        let claimed = u64::try_from(row.tree_size).unwrap_or(u64::MAX);
+        let cp = parse_signed(verifier, &row.note, origin).map_err(|reason| {
+            VerifyFailure::Checkpoint {
+                size: claimed,
+                reason,
+            }
+        })?;
+        if cp.size != claimed {
+            return Err(VerifyFailure::Checkpoint {
+                size: claimed,
+                reason: format!("stored under size {claimed} but signs size {}", cp.size),
+            });
+        }
+        checkpoints.push(cp);
+    }
+    if let Some(note) = external {
+        let cp =
+            parse_signed(verifier, note, origin).map_err(|reason| VerifyFailure::Checkpoint {
+                size: 0,
+                reason: format!("external checkpoint: {reason}"),
+            })?;
+        checkpoints.push(cp);
+    }
+    checkpoints.sort_by_key(|c| c.size);
+    if let Some(last) = checkpoints.last()
+        && last.size > size
+    {
+        return Err(VerifyFailure::Checkpoint {
+            size: last.size,
+            reason: format!(
+                "signed for {} entries but the log holds {size}: entries were deleted",
+                last.size
+            ),
+        });
+    }
+
+    let mut range = CompactRange::new();
+    let mut next_checkpoint = checkpoints.iter().peekable();
+    let check_roots =
+        |range: &CompactRange, cps: &mut std::iter::Peekable<std::slice::Iter<'_, Checkpoint>>| {
+            while let Some(cp) = cps.peek() {
+                if cp.size != range.size() {
+                    break;
+                }
+                if cp.root != range.root() {
+                    return Err(VerifyFailure::Checkpoint {
+                    size: cp.size,
+                    reason: "its signed root does not match the entries (an entry before it was rewritten)".into(),
+                });
+                }
+                cps.next();
+            }
+            Ok(())
+        };
+    check_roots(&range, &mut next_checkpoint)?;
+
+    let mut expected = 0u64;
+    while expected < size {
+        let to = (expected + BATCH).min(size);
+        let rows = store.audit_entries(expected, to).await.map_err(storage)?;
+        let stored_hashes = store
+            .audit_leaf_hashes(expected, to)
+            .await
+            .map_err(storage)?;
+        let stored: std::collections::HashMap<i64, Vec<u8>> = stored_hashes.into_iter().collect();
+        for (idx, leaf) in rows {
+            let idx = u64::try_from(idx).unwrap_or(u64::MAX);
+            if idx != expected {
+                return Err(VerifyFailure::Entry {
+                    index: expected,
+                    reason: "missing (deleted)".into(),
+                });
+            }
+            let entry = AuditEntry::decode(&leaf).map_err(|e| VerifyFailure::Entry {
+                index: idx,
+                reason: format!("undecodable leaf ({e})"),
+            })?;
+            if entry.index != idx {
+                return Err(VerifyFailure::Entry {
+                    index: idx,
+                    reason: format!("holds entry {} (reordered or inserted)", entry.index),
+                });
+            }
+            let hash = merkle::leaf_hash(&leaf);
+            if stored.get(&(idx as i64)).map(Vec::as_slice) != Some(&hash[..]) {
+                return Err(VerifyFailure::Entry {
+                    index: idx,
+                    reason: "its content does not match the tree (altered)".into(),
+                });
+            }
+            range
+                .append(hash)
+                .map_err(|e| VerifyFailure::Tree(e.to_string()))?;
+            check_roots(&range, &mut next_checkpoint)?;
+            expected += 1;
+        }
+        if expected < to {
+            return Err(VerifyFailure::Entry {
+                index: expected,
+                reason: "missing (deleted)".into(),
+            });
+        }
+    }
+    let extra = store
+        .audit_entries(size, u64::MAX >> 1)
+        .await
+        .map_err(storage)?;
+    if let Some((idx, _)) = extra.first() {
+        return Err(VerifyFailure::Entry {
+            index: u64::try_from(*idx).unwrap_or(size),
+            reason: format!("beyond the log's size {size} (inserted)"),
+        });
+    }
+    // The stored interior nodes serve proofs: they must agree too.
+    let coords = merkle::root_coords(size);
+    let nodes: std::collections::HashMap<(u8, u64), [u8; 32]> = store
+        .audit_nodes(&coords)
+        .await
+        .map_err(storage)?
+        .into_iter()
+        .map(|(l, i, h)| ((l, i), h))
+        .collect();
+    let stored_root = merkle::root_hash(size, |l, i| nodes.get(&(l, i)).copied());
+    if stored_root != Some(range.root()) {
+        return Err(VerifyFailure::Tree(
+            "stored node hashes do not match the entries; proofs would be wrong".into(),
+        ));
+    }
+    Ok(VerifyReport {
+        size,
+        root: range.root(),
+        checkpoints: checkpoints.len(),
+    })
+}
