@@ -6,7 +6,9 @@
 #[allow(dead_code)]
 mod support;
 
+mod audit;
 mod cli;
+mod independent;
 mod ops;
 mod rotation;
 mod session;

@@ -1,0 +1,390 @@
+//! The audit log: every decision recorded before disclosure, fail-closed
+//! when the log cannot be written, tamper detection by `coffre audit
+//! verify`, several writers on one database, and a crash mid-burst.
+
+use std::process::Command;
+use std::sync::Arc;
+
+use axum::http::Method;
+use coffre::audit::AuditRecord;
+use coffre::audit::note::NoteSigner;
+
+use crate::support::{TestApp, build_app, each_backend};
+use crate::vault::{AWA, JP};
+
+const AUDITOR: &str = "a1d00000-0000-4000-8000-000000000005";
+
+fn verifier_key(app: &TestApp) -> String {
+    let set = app.keys.current();
+    NoteSigner::from_seed(&app.state.config.audit_log_name, set.signing_seed())
+        .unwrap()
+        .verifier_key()
+}
+
+/// Runs the real `coffre audit verify` against the test database, trusting
+/// the published verifier key (no keys folder needed, as for an auditor).
+fn audit_verify(app: &TestApp, extra: &[&str]) -> (bool, String) {
+    let vkey = verifier_key(app);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_coffre"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("COFFRE_") {
+            cmd.env_remove(k);
+        }
+    }
+    let out = cmd
+        .current_dir(app.dir.path())
+        .env("COFFRE_DATABASE_URL", &app.database_url)
+        .env("COFFRE_AUDIT_LOG_NAME", &app.state.config.audit_log_name)
+        .args(["audit", "verify", "--key", &vkey])
+        .args(extra)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Twenty-odd entries with checkpoints along the way.
+async fn busy_log(app: &TestApp) {
+    let awa = app.login(AWA).await;
+    let jp = app.login(JP).await;
+    for i in 0..6 {
+        let s = if i % 2 == 0 { &awa } else { &jp };
+        assert_eq!(
+            app.as_user(s, Method::GET, "/api/v1/me/data", None)
+                .await
+                .status,
+            200
+        );
+        app.clock.advance(1);
+        assert_eq!(app.get("/api/v1/audit/checkpoint").await.status, 200);
+    }
+    for _ in 0..12 {
+        app.as_user(&awa, Method::GET, "/api/v1/me/data/contact", None)
+            .await;
+    }
+    app.clock.advance(1);
+    assert_eq!(app.get("/api/v1/audit/checkpoint").await.status, 200);
+}
+
+async fn pool(app: &TestApp) -> sqlx::AnyPool {
+    sqlx::any::install_default_drivers();
+    sqlx::AnyPool::connect(&app.database_url).await.unwrap()
+}
+
+async fn leaf(pool: &sqlx::AnyPool, idx: i64) -> Vec<u8> {
+    let (leaf,): (Vec<u8>,) = sqlx::query_as("SELECT leaf FROM audit_entries WHERE idx = $1")
+        .bind(idx)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    leaf
+}
+
+async fn set_leaf(pool: &sqlx::AnyPool, idx: i64, leaf: Vec<u8>) {
+    sqlx::query("UPDATE audit_entries SET leaf = $1 WHERE idx = $2")
+        .bind(leaf)
+        .bind(idx)
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+fn assert_fails_at(app: &TestApp, index: u64) {
+    let (ok, text) = audit_verify(app, &[]);
+    assert!(!ok, "verify should fail: {text}");
+    assert!(
+        text.contains(&format!("entry {index}:")),
+        "expected first bad index {index}: {text}"
+    );
+    assert!(!text.contains("panicked"), "{text}");
+}
+
+#[tokio::test]
+async fn untouched_log_verifies() {
+    each_backend(|app| async move {
+        busy_log(&app).await;
+        let (ok, text) = audit_verify(&app, &[]);
+        assert!(ok, "{text}");
+        assert!(text.contains("audit log OK"), "{text}");
+        // Against a checkpoint kept outside the database too.
+        let cp = app.get("/api/v1/audit/checkpoint").await.text();
+        let file = app.dir.path().join("kept.checkpoint");
+        std::fs::write(&file, &cp).unwrap();
+        let (ok, text) = audit_verify(&app, &["--checkpoint", file.to_str().unwrap()]);
+        assert!(ok, "{text}");
+        // A forged outside checkpoint is refused.
+        let forged = cp.replacen(char::is_numeric, "9", 1);
+        std::fs::write(&file, forged).unwrap();
+        let (ok, text) = audit_verify(&app, &["--checkpoint", file.to_str().unwrap()]);
+        assert!(!ok, "{text}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn altered_entry_is_found() {
+    each_backend(|app| async move {
+        busy_log(&app).await;
+        let p = pool(&app).await;
+        let mut l = leaf(&p, 7).await;
+        l[22] ^= 0x01; // a character of the actor id
+        set_leaf(&p, 7, l).await;
+        p.close().await;
+        assert_fails_at(&app, 7);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn deleted_entry_is_found() {
+    each_backend(|app| async move {
+        busy_log(&app).await;
+        let p = pool(&app).await;
+        sqlx::query("DELETE FROM audit_entries WHERE idx = 5")
+            .execute(&p)
+            .await
+            .unwrap();
+        p.close().await;
+        assert_fails_at(&app, 5);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn reordered_entries_are_found() {
+    each_backend(|app| async move {
+        busy_log(&app).await;
+        let p = pool(&app).await;
+        let (a, b) = (leaf(&p, 3).await, leaf(&p, 4).await);
+        set_leaf(&p, 3, b).await;
+        set_leaf(&p, 4, a).await;
+        p.close().await;
+        assert_fails_at(&app, 3);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn inserted_entries_are_found() {
+    each_backend(|app| async move {
+        busy_log(&app).await;
+        let p = pool(&app).await;
+        // Shift entries 6.. up by one and slip a forged entry in at 6.
+        sqlx::query("UPDATE audit_entries SET idx = idx + 1000000 WHERE idx >= 6").execute(&p).await.unwrap();
+        sqlx::query("UPDATE audit_entries SET idx = idx - 999999 WHERE idx >= 1000000").execute(&p).await.unwrap();
+        let forged = AuditRecord {
+            timestamp: 0,
+            actor_id: "forger".into(),
+            actor_role: "admin".into(),
+            action: "data.read".into(),
+            allowed: true,
+            reason: "forged".into(),
+            ..Default::default()
+        }
+        .encode(6)
+        .unwrap();
+        sqlx::query("INSERT INTO audit_entries (idx, leaf, resident_id, created_at) VALUES (6, $1, NULL, 0)")
+            .bind(forged)
+            .execute(&p)
+            .await
+            .unwrap();
+        p.close().await;
+        assert_fails_at(&app, 6);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn entry_appended_behind_the_log_is_found() {
+    each_backend(|app| async move {
+        busy_log(&app).await;
+        let size = app.state.audit.size().await.unwrap();
+        let p = pool(&app).await;
+        let forged = leaf(&p, 0).await;
+        sqlx::query("INSERT INTO audit_entries (idx, leaf, resident_id, created_at) VALUES ($1, $2, NULL, 0)")
+            .bind(size as i64)
+            .bind(forged)
+            .execute(&p)
+            .await
+            .unwrap();
+        p.close().await;
+        assert_fails_at(&app, size);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn nothing_is_disclosed_when_the_log_cannot_be_written() {
+    each_backend(|app| async move {
+        let s = app.login(AWA).await;
+        let p = pool(&app).await;
+        sqlx::query("DROP TABLE audit_nodes")
+            .execute(&p)
+            .await
+            .unwrap();
+        p.close().await;
+        let res = app.as_user(&s, Method::GET, "/api/v1/me/data", None).await;
+        res.assert_error(503, "audit_unavailable");
+        assert!(
+            !res.text().contains("Diallo") && !res.text().contains("awa.diallo"),
+            "{}",
+            res.text()
+        );
+        let res = app
+            .as_user(
+                &s,
+                Method::PUT,
+                "/api/v1/me/data/contact",
+                Some(serde_json::json!({"phone": "0611111111"})),
+            )
+            .await;
+        res.assert_error(503, "audit_unavailable");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn every_access_is_recorded_and_visible_to_the_resident_with_proofs() {
+    each_backend(|app| async move {
+        let s = app.login(AWA).await;
+        let res = app
+            .as_user(&s, Method::GET, "/api/v1/me/data/contact", None)
+            .await;
+        let index: u64 = res.header("x-audit-entry").unwrap().parse().unwrap();
+        // A refused attempt is recorded too.
+        let dpo = app.login("a1d00000-0000-4000-8000-000000000004").await;
+        app.as_user(&dpo, Method::GET, "/api/v1/me/data", None)
+            .await
+            .assert_error(403, "resident_only");
+
+        app.clock.advance(1);
+        let mine = app
+            .as_user(&s, Method::GET, "/api/v1/me/accesses", None)
+            .await
+            .json();
+        let accesses = mine["accesses"].as_array().unwrap();
+        let read = accesses.iter().find(|a| a["index"] == index).unwrap();
+        assert_eq!(read["action"], "data.read");
+        assert_eq!(read["category"], "contact");
+        assert_eq!(read["decision"], "allow");
+        assert_eq!(read["actor_id"], AWA);
+        assert!(read["proof"].is_array());
+        assert!(
+            mine["checkpoint"]
+                .as_str()
+                .unwrap()
+                .contains("\n\n\u{2014} ")
+        );
+        // Other residents' entries are not shown.
+        assert!(accesses.iter().all(|a| a["resident_id"] == AWA));
+
+        // Only auditors (and the DPO) read the whole log.
+        let auditor = app.login(AUDITOR).await;
+        let all = app
+            .as_user(
+                &auditor,
+                Method::GET,
+                "/api/v1/audit/entries?from=0&to=1000",
+                None,
+            )
+            .await;
+        assert_eq!(all.status, 200, "{}", all.text());
+        let entries = all.json()["entries"].as_array().unwrap().clone();
+        assert!(
+            entries
+                .iter()
+                .any(|e| e["reason"] == "resident_only" && e["decision"] == "deny")
+        );
+        app.as_user(&s, Method::GET, "/api/v1/audit/entries?from=0&to=10", None)
+            .await
+            .assert_error(403, "auditor_only");
+        // No personal value in any entry.
+        let text = all.text();
+        for value in ["Diallo", "awa.diallo", "0612345678"] {
+            assert!(!text.contains(value), "{value} in the audit log");
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn proof_routes_refuse_bad_parameters() {
+    each_backend(|app| async move {
+        app.login(AWA).await;
+        let size = app.state.audit.size().await.unwrap();
+        app.get("/api/v1/audit/proofs/inclusion?leaf_index=0")
+            .await
+            .assert_error(400, "missing_parameter");
+        app.get("/api/v1/audit/proofs/inclusion?leaf_index=x&tree_size=1")
+            .await
+            .assert_error(400, "invalid_parameter");
+        app.get(&format!(
+            "/api/v1/audit/proofs/inclusion?leaf_index={size}&tree_size={size}"
+        ))
+        .await
+        .assert_error(422, "leaf_index_out_of_range");
+        app.get(&format!(
+            "/api/v1/audit/proofs/inclusion?leaf_index=0&tree_size={}",
+            size + 1
+        ))
+        .await
+        .assert_error(422, "tree_size_too_large");
+        app.get("/api/v1/audit/proofs/consistency?from=2&to=1")
+            .await
+            .assert_error(422, "invalid_range");
+        let ok = app
+            .get(&format!(
+                "/api/v1/audit/proofs/consistency?from=1&to={size}"
+            ))
+            .await;
+        assert_eq!(ok.status, 200, "{}", ok.text());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn two_servers_writing_at_once_keep_one_consistent_tree() {
+    each_backend(|app| async move {
+        // A second server: its own pool and its own group-commit writer.
+        let other = build_app(&app.database_url, app.backend, false).await;
+        let mut tasks = Vec::new();
+        for (n, state) in [app.state.clone(), other.state.clone()]
+            .into_iter()
+            .enumerate()
+        {
+            for i in 0..100 {
+                let state = state.clone();
+                tasks.push(tokio::spawn(async move {
+                    state
+                        .audit
+                        .record(AuditRecord {
+                            timestamp: 1,
+                            actor_id: format!("server-{n}"),
+                            actor_role: "admin".into(),
+                            action: "test.write".into(),
+                            allowed: true,
+                            reason: format!("n{i}"),
+                            ..Default::default()
+                        })
+                        .await
+                        .unwrap()
+                }));
+            }
+        }
+        let mut indices = Vec::new();
+        for t in tasks {
+            indices.push(t.await.unwrap());
+        }
+        indices.sort_unstable();
+        indices.dedup();
+        assert_eq!(indices.len(), 200, "two entries got the same index");
+        let (ok, text) = audit_verify(&app, &[]);
+        assert!(ok, "{text}");
+        let _ = Arc::new(other);
+    })
+    .await;
+}
