@@ -165,3 +165,181 @@ fn demo_server_answers_when_it_says_it_listens_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// One HTTP/1.1 request on a fresh connection: (status, headers, body).
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Option<(u16, String, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    Some((status, head.to_string(), body.to_string()))
+}
+
+/// A response header's value (names compared case-insensitively).
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+fn start_demo(dir: &Path, port: u16) -> std::process::Child {
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = coffre(dir, &["serve", "--demo"], &[("COFFRE_LISTEN", &listen)])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    loop {
+        let line = lines
+            .next()
+            .expect("server exited before listening")
+            .unwrap();
+        if line.contains("listening") {
+            break;
+        }
+    }
+    // Keep draining stderr so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    child
+}
+
+#[test]
+fn kill_9_during_a_write_burst_loses_no_acknowledged_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = start_demo(dir.path(), port);
+    let persona = "persona=0b9a3c1e-5d6f-4a7b-8c9d-000000000001";
+    let (_, head, _) = http(
+        port,
+        "POST",
+        "/dev/login",
+        &[("content-type", "application/x-www-form-urlencoded")],
+        persona,
+    )
+    .unwrap();
+    let cookie = header(&head, "set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let (_, _, me) = http(port, "GET", "/api/v1/me", &[("cookie", &cookie)], "").unwrap();
+    let csrf: serde_json::Value = serde_json::from_str(&me).unwrap();
+    let csrf = csrf["csrf_token"].as_str().unwrap().to_string();
+
+    // Eight clients write (each write is audited) until the server dies.
+    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
+    let mut clients = Vec::new();
+    for c in 0..8 {
+        let (cookie, csrf, acknowledged) = (cookie.clone(), csrf.clone(), acknowledged.clone());
+        clients.push(std::thread::spawn(move || {
+            for i in 0.. {
+                let body = format!("{{\"phone\":\"06{:08}\"}}", c * 1_000_000 + i);
+                let headers = [
+                    ("cookie", cookie.as_str()),
+                    ("x-csrf-token", csrf.as_str()),
+                    ("content-type", "application/json"),
+                ];
+                match http(port, "PUT", "/api/v1/me/data/contact", &headers, &body) {
+                    Some((200, head, _)) => {
+                        let idx = header(&head, "x-audit-entry").unwrap().parse().unwrap();
+                        acknowledged.lock().unwrap().push(idx);
+                    }
+                    Some((409, ..)) => {} // two writers raced on one category: refused, nothing acknowledged
+                    _ => return,
+                }
+            }
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    Command::new("kill")
+        .args(["-KILL", &child.id().to_string()])
+        .status()
+        .unwrap();
+    child.wait().unwrap();
+    for c in clients {
+        c.join().unwrap();
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(
+        acknowledged.len() > 10,
+        "too few writes before the kill: {}",
+        acknowledged.len()
+    );
+
+    let out = coffre(dir.path(), &["audit", "verify"], &[])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    let size: u64 = text
+        .split("audit log OK: ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no size in {text}"));
+    let max = *acknowledged.iter().max().unwrap();
+    assert!(
+        max < size,
+        "acknowledged entry {max} missing from a log of {size}"
+    );
+
+    // After a restart every acknowledged entry reads back as a write.
+    let port = free_port();
+    let mut child = start_demo(dir.path(), port);
+    let (_, head, _) = http(
+        port,
+        "POST",
+        "/dev/login",
+        &[("content-type", "application/x-www-form-urlencoded")],
+        "persona=a1d00000-0000-4000-8000-000000000005",
+    )
+    .unwrap();
+    let auditor = header(&head, "set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let (status, _, body) = http(
+        port,
+        "GET",
+        &format!("/api/v1/audit/entries?from=0&to={}", size.min(1000)),
+        &[("cookie", &auditor)],
+        "",
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let entries: serde_json::Value = serde_json::from_str(&body).unwrap();
+    for idx in acknowledged.iter().filter(|i| **i < 1000) {
+        let e = &entries["entries"][*idx as usize];
+        assert_eq!(e["action"], "data.write", "entry {idx}: {e}");
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    child.wait().unwrap();
+}

@@ -54,6 +54,22 @@ mod verifier {
         sha256(&[&[0x01], left, right])
     }
 
+    /// RFC 9162 §2.1.1: the Merkle Tree Hash of a list of leaves, by its
+    /// recursive definition (k = the largest power of two smaller than n).
+    pub fn tree_hash(leaves: &[Vec<u8>]) -> Hash {
+        match leaves.len() {
+            0 => sha256(&[]),
+            1 => leaf_hash(&leaves[0]),
+            n => {
+                let mut k = 1;
+                while k * 2 < n {
+                    k *= 2;
+                }
+                node_hash(&tree_hash(&leaves[..k]), &tree_hash(&leaves[k..]))
+            }
+        }
+    }
+
     pub fn decode_hash(b64: &str) -> Result<Hash, String> {
         let raw = STANDARD
             .decode(b64)
@@ -434,7 +450,7 @@ async fn activity(app: &TestApp, reads: usize) {
 #[tokio::test]
 async fn independent_verifier_checks_checkpoint_and_proofs() {
     each_backend(|app| async move {
-        activity(&app, 6).await;
+        activity(&app, 8).await;
         let awa = app.login(AWA).await;
         let res = app
             .as_user(
@@ -485,6 +501,14 @@ async fn independent_verifier_checks_checkpoint_and_proofs() {
             })
             .collect();
 
+        // The roots are the Merkle Tree Hashes of the entries as served.
+        assert_eq!(verifier::tree_hash(&leaves), b.root, "root of B");
+        assert_eq!(
+            verifier::tree_hash(&leaves[..m as usize]),
+            a.root,
+            "root of A"
+        );
+
         // Inclusion of every entry in B's tree.
         for (i, leaf) in leaves.iter().enumerate() {
             let i = i as u64;
@@ -504,6 +528,27 @@ async fn independent_verifier_checks_checkpoint_and_proofs() {
         let cproof = consistency(&app, m, n).await;
         verifier::verify_consistency(m, n, &a.root, &b.root, &cproof)
             .unwrap_or_else(|e| panic!("consistency {m} → {n}: {e}"));
+
+        // Every smaller tree too, against roots computed here from the
+        // leaves: inclusion of each of its entries, consistency with each
+        // larger tree up to n.
+        let roots: Vec<Hash> = (0..=n as usize)
+            .map(|s| verifier::tree_hash(&leaves[..s]))
+            .collect();
+        for size in 1..n {
+            for i in 0..size {
+                let proof = inclusion(&app, i, size).await;
+                let leaf = verifier::leaf_hash(&leaves[i as usize]);
+                verifier::verify_inclusion(i, size, &leaf, &proof, &roots[size as usize])
+                    .unwrap_or_else(|e| panic!("inclusion of {i} in {size}: {e}"));
+            }
+            for to in size..=n {
+                let proof = consistency(&app, size, to).await;
+                let (r1, r2) = (&roots[size as usize], &roots[to as usize]);
+                verifier::verify_consistency(size, to, r1, r2, &proof)
+                    .unwrap_or_else(|e| panic!("consistency {size} → {to}: {e}"));
+            }
+        }
 
         // Negative: a flipped bit in any hash of a proof.
         let i = m / 2;
