@@ -53,8 +53,15 @@ impl AuditLog {
     /// Starts this process's writer task. `origin` is the checkpoint's
     /// origin line (the log's name).
     pub fn start(store: DynStore, origin: String) -> Arc<Self> {
+        Self::start_with_batch(store, origin, MAX_BATCH)
+    }
+
+    /// As [`AuditLog::start`] with another batch limit; `1` gives one
+    /// transaction per entry (the benchmark's baseline).
+    pub fn start_with_batch(store: DynStore, origin: String, max_batch: usize) -> Arc<Self> {
+        let max_batch = max_batch.clamp(1, MAX_BATCH);
         let (queue, rx) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(writer(store.clone(), rx));
+        tokio::spawn(writer(store.clone(), rx, max_batch));
         Arc::new(Self {
             queue,
             store,
@@ -188,10 +195,10 @@ impl AuditLog {
 
 /// The group-commit writer: takes everything queued, commits it in one
 /// transaction, then answers every caller.
-async fn writer(store: DynStore, mut rx: mpsc::Receiver<Pending>) {
+async fn writer(store: DynStore, mut rx: mpsc::Receiver<Pending>, max_batch: usize) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+        while batch.len() < max_batch {
             match rx.try_recv() {
                 Ok(p) => batch.push(p),
                 Err(_) => break,

@@ -1,0 +1,197 @@
+//! Audit log benchmarks, each a ratio against a baseline measured in the
+//! same run (BRIEF §5):
+//!
+//! - `group-commit`: durable appends per second on SQLite (`synchronous=FULL`)
+//!   through the group-commit writer with 64 concurrent writers, against the
+//!   same writer limited to one transaction per entry. Goal: ≥ 50×.
+//! - `proofs`: inclusion and consistency proof generation in a tree of
+//!   10 million entries (stored node hashes). Goal: < 1 ms each.
+//!
+//! Run: `cargo bench --bench audit` (both) or `cargo bench --bench audit -- proofs`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use coffre::audit::merkle::CompactRange;
+use coffre::audit::{AuditLog, AuditRecord};
+use coffre::storage::{DynStore, SqliteStore};
+
+const WRITERS: usize = 64;
+
+fn record(i: usize) -> AuditRecord {
+    AuditRecord {
+        timestamp: 1_795_867_200,
+        actor_id: format!("0b9a3c1e-5d6f-4a7b-8c9d-{i:012}"),
+        actor_role: "resident".into(),
+        action: "data.read".into(),
+        resident_id: Some(format!("0b9a3c1e-5d6f-4a7b-8c9d-{i:012}")),
+        category: Some("contact".into()),
+        allowed: true,
+        reason: "own_data".into(),
+        request_id: Some(format!("{i:032}")),
+        ..Default::default()
+    }
+}
+
+/// 64 tasks append for `dur`; returns entries per second.
+async fn appends_per_second(log: Arc<AuditLog>, dur: Duration) -> f64 {
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0usize;
+            while start.elapsed() < dur {
+                log.record(record(w * 1_000_000 + n)).await.unwrap();
+                n += 1;
+            }
+            n
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    total as f64 / start.elapsed().as_secs_f64()
+}
+
+async fn group_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = |name: &str| {
+        let path = dir.path().join(name);
+        async move { Arc::new(SqliteStore::open(&path).await.unwrap()) as DynStore }
+    };
+    let dur = Duration::from_secs(5);
+    let baseline = appends_per_second(
+        AuditLog::start_with_batch(open("one.db").await, "bench/audit".into(), 1),
+        dur,
+    )
+    .await;
+    let grouped = appends_per_second(
+        AuditLog::start(open("group.db").await, "bench/audit".into()),
+        dur,
+    )
+    .await;
+    println!(
+        "audit appends, SQLite synchronous=FULL, {WRITERS} concurrent writers, {}s each:",
+        dur.as_secs()
+    );
+    println!("  one transaction per entry (baseline): {baseline:>10.0} entries/s");
+    println!("  group commit:                         {grouped:>10.0} entries/s");
+    let ratio = grouped / baseline;
+    println!(
+        "  ratio: {ratio:.1}x (goal >= 50x: {})",
+        if ratio >= 50.0 { "MET" } else { "NOT MET" }
+    );
+}
+
+async fn proofs() {
+    const N: u64 = 10_000_000;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tree.db");
+    let store: DynStore = Arc::new(SqliteStore::open(&path).await.unwrap());
+    // Bulk-load the node table of a 10M-leaf tree (entries themselves are not
+    // read by proofs). Setup only: a plain connection with relaxed syncing.
+    let started = Instant::now();
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    sqlx::query("PRAGMA synchronous=OFF")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let mut range = CompactRange::new();
+    let mut pending: Vec<(i64, i64, Vec<u8>)> = Vec::with_capacity(200_000);
+    for i in 0..N {
+        let leaf = ring::digest::digest(&ring::digest::SHA256, &i.to_be_bytes());
+        let mut h = [0u8; 32];
+        h.copy_from_slice(leaf.as_ref());
+        for ((level, idx), hash) in range.append(h).unwrap() {
+            pending.push((i64::from(level), idx as i64, hash.to_vec()));
+        }
+        if pending.len() >= 100_000 || i + 1 == N {
+            let mut tx = pool.begin().await.unwrap();
+            for chunk in pending.chunks(5000) {
+                let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                    "INSERT INTO audit_nodes (level, idx, hash) ",
+                );
+                q.push_values(chunk, |mut b, (l, i, h)| {
+                    b.push_bind(*l).push_bind(*i).push_bind(h.clone());
+                });
+                q.build().execute(&mut *tx).await.unwrap();
+            }
+            tx.commit().await.unwrap();
+            pending.clear();
+        }
+    }
+    sqlx::query("UPDATE audit_head SET size = $1")
+        .bind(N as i64)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    println!(
+        "proofs: built a {N}-leaf tree in {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let log = AuditLog::start(store, "bench/audit".into());
+    let root = log.root(N).await.unwrap();
+    assert_eq!(
+        root,
+        range.root(),
+        "stored tree disagrees with the in-memory one"
+    );
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for (name, kind) in [("inclusion", 0), ("consistency", 1)] {
+        let mut times = Vec::new();
+        for _ in 0..2000 {
+            let a = next() % N;
+            let t = Instant::now();
+            if kind == 0 {
+                log.inclusion_proof(a, N).await.unwrap();
+            } else {
+                log.consistency_proof(a.max(1), N).await.unwrap();
+            }
+            times.push(t.elapsed());
+        }
+        times.sort();
+        let mean = times.iter().sum::<Duration>() / times.len() as u32;
+        let p99 = times[times.len() * 99 / 100];
+        println!(
+            "  {name} proof at {N} entries: mean {:.3} ms, p99 {:.3} ms (goal < 1 ms: {})",
+            mean.as_secs_f64() * 1e3,
+            p99.as_secs_f64() * 1e3,
+            if mean < Duration::from_millis(1) {
+                "MET"
+            } else {
+                "NOT MET"
+            }
+        );
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let want = |name: &str| {
+        !args.iter().skip(1).any(|a| !a.starts_with('-')) || args.iter().any(|a| a == name)
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    if want("group-commit") {
+        rt.block_on(group_commit());
+    }
+    if want("proofs") {
+        rt.block_on(proofs());
+    }
+}
