@@ -20,6 +20,7 @@
 
 pub mod envelope;
 pub mod jwks;
+pub mod jws;
 pub mod keyset;
 pub mod live;
 pub mod pseudonym;

@@ -3,6 +3,8 @@
 //! Types here can only be built valid; the rest of the code never re-checks.
 
 pub mod category;
+pub mod consent;
+pub mod purpose;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

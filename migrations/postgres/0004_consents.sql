@@ -1,0 +1,38 @@
+-- The consent registry. `consent_events` is the append-only history (each
+-- event with its signed receipt); `consents` holds the current recorded
+-- state of each (resident, purpose), updated in the same transaction as the
+-- event it derives from, so the access decision's question is one indexed
+-- lookup.
+
+CREATE TABLE consents (
+    id              TEXT PRIMARY KEY NOT NULL,
+    resident_id     TEXT NOT NULL REFERENCES residents (id),
+    purpose         TEXT NOT NULL,
+    state           TEXT NOT NULL CHECK (state IN ('given', 'refused', 'withdrawn')),
+    categories      TEXT NOT NULL,
+    valid_until     BIGINT,
+    notice_version  TEXT NOT NULL,
+    updated_at      BIGINT NOT NULL,
+    UNIQUE (resident_id, purpose)
+);
+-- Cohorts: everyone with a given consent for a purpose.
+CREATE INDEX consents_by_purpose ON consents (purpose, state, valid_until);
+
+CREATE TABLE consent_events (
+    id              TEXT PRIMARY KEY NOT NULL,
+    consent_id      TEXT NOT NULL REFERENCES consents (id),
+    resident_id     TEXT NOT NULL REFERENCES residents (id),
+    purpose         TEXT NOT NULL,
+    state           TEXT NOT NULL CHECK (state IN ('given', 'refused', 'withdrawn')),
+    categories      TEXT NOT NULL,
+    valid_until     BIGINT,
+    notice_version  TEXT NOT NULL,
+    -- Who recorded it: the resident, or an aidant under mandate (with structure).
+    actor_id        TEXT NOT NULL,
+    actor_role      TEXT NOT NULL,
+    structure_id    TEXT,
+    audit_index     BIGINT NOT NULL,
+    receipt         TEXT NOT NULL,
+    created_at      BIGINT NOT NULL
+);
+CREATE INDEX consent_events_by_consent ON consent_events (consent_id, created_at);
