@@ -20,7 +20,8 @@ CREATE TABLE audit_entries (
     resident_id  TEXT,
     created_at   BIGINT NOT NULL
 );
-CREATE INDEX audit_entries_by_resident ON audit_entries (resident_id, idx);
+CREATE INDEX audit_entries_by_resident ON audit_entries (resident_id, idx)
+    WHERE resident_id IS NOT NULL;
 
 CREATE TABLE audit_nodes (
     level  BIGINT NOT NULL,

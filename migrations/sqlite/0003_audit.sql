@@ -20,14 +20,15 @@ CREATE TABLE audit_entries (
     resident_id  TEXT,
     created_at   INTEGER NOT NULL
 );
-CREATE INDEX audit_entries_by_resident ON audit_entries (resident_id, idx);
+CREATE INDEX audit_entries_by_resident ON audit_entries (resident_id, idx)
+    WHERE resident_id IS NOT NULL;
 
 CREATE TABLE audit_nodes (
     level  INTEGER NOT NULL,
     idx    INTEGER NOT NULL,
     hash   BLOB NOT NULL,
     PRIMARY KEY (level, idx)
-);
+) WITHOUT ROWID;
 
 -- Every signed checkpoint ever issued (C2SP tlog-checkpoint, signed note).
 CREATE TABLE audit_checkpoints (

@@ -193,31 +193,77 @@ impl AuditLog {
     }
 }
 
-/// The group-commit writer: takes everything queued, commits it in one
-/// transaction, then answers every caller.
+/// The group-commit writer. While one batch is being committed, everything
+/// that arrives is queued into the next one; when the commit ends, every
+/// caller of the batch is answered and the next batch starts at once. So the
+/// durable commit, the real cost, is paid once per batch, not per entry.
 async fn writer(store: DynStore, mut rx: mpsc::Receiver<Pending>, max_batch: usize) {
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < max_batch {
-            match rx.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(_) => break,
-            }
+    type Commit = std::pin::Pin<
+        Box<dyn std::future::Future<Output = (Vec<Pending>, Result<AuditAppend, StorageError>)> + Send>,
+    >;
+    let mut next: Vec<Pending> = Vec::new();
+    let mut inflight: Option<Commit> = None;
+    let mut frontier: Option<(u64, Vec<Hash>)> = None;
+    let mut open = true;
+    loop {
+        if inflight.is_none() && !next.is_empty() {
+            let take = next.len().min(max_batch);
+            let batch: Vec<Pending> = next.drain(..take).collect();
+            let store = store.clone();
+            let cached = frontier.take();
+            inflight = Some(Box::pin(async move {
+                let records: Vec<&AuditRecord> = batch.iter().map(|p| &p.record).collect();
+                let now = records.iter().map(|r| r.timestamp).max().unwrap_or(0);
+                let planner = |size: u64, f: Vec<Hash>| plan(size, f, &records);
+                let outcome = store.audit_append(now, cached.as_ref(), &planner).await;
+                drop(records);
+                (batch, outcome)
+            }));
         }
-        let records: Vec<&AuditRecord> = batch.iter().map(|p| &p.record).collect();
-        let now = records.iter().map(|r| r.timestamp).max().unwrap_or(0);
-        let planner = |size: u64, frontier: Vec<Hash>| plan(size, frontier, &records);
-        let outcome = store.audit_append(now, &planner).await;
-        match outcome {
-            Ok(done) => {
-                for (p, (idx, ..)) in batch.into_iter().zip(done.entries.iter()) {
-                    let _ = p.reply.send(Ok(*idx as u64));
+        if !open && inflight.is_none() && next.is_empty() {
+            return;
+        }
+        tokio::select! {
+            received = rx.recv(), if open && next.len() < 4 * max_batch => match received {
+                Some(p) => next.push(p),
+                None => open = false,
+            },
+            (batch, outcome) = async {
+                match inflight.as_mut() {
+                    Some(commit) => commit.await,
+                    None => std::future::pending().await,
                 }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, entries = batch.len(), "audit append failed; failing closed");
-                for p in batch {
-                    let _ = p.reply.send(Err(AuditError::Unavailable(e.to_string())));
+            }, if inflight.is_some() => {
+                inflight = None;
+                match outcome {
+                    Ok(done) => {
+                        frontier = Some((done.new_size as u64, done.frontier.clone()));
+                        let released = batch.len();
+                        for (p, (idx, ..)) in batch.into_iter().zip(done.entries.iter()) {
+                            let _ = p.reply.send(Ok(*idx as u64));
+                        }
+                        // Callers just answered usually append again at once:
+                        // give them a moment so they ride the next commit
+                        // instead of waiting for the one after.
+                        for _ in 0..8 {
+                            while next.len() < max_batch {
+                                match rx.try_recv() {
+                                    Ok(p) => next.push(p),
+                                    Err(_) => break,
+                                }
+                            }
+                            if next.len() >= released.min(max_batch) {
+                                break;
+                            }
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, entries = batch.len(), "audit append failed; failing closed");
+                        for p in batch {
+                            let _ = p.reply.send(Err(AuditError::Unavailable(e.to_string())));
+                        }
+                    }
                 }
             }
         }
@@ -241,5 +287,6 @@ fn plan(size: u64, frontier: Vec<Hash>, records: &[&AuditRecord]) -> Result<Audi
             .push((idx as i64, leaf, r.resident_id.clone(), r.timestamp));
     }
     out.new_size = range.size() as i64;
+    out.frontier = range.hashes().to_vec();
     Ok(out)
 }

@@ -142,6 +142,9 @@ pub struct AuditAppend {
     /// (level, index, hash)
     pub nodes: Vec<(i64, i64, Vec<u8>)>,
     pub new_size: i64,
+    /// The frontier after the append (see `audit::merkle::root_coords`),
+    /// kept by the writer so the next batch need not read it back.
+    pub frontier: Vec<[u8; 32]>,
 }
 
 /// Plans a group commit from the current tree size and the frontier hashes
@@ -251,9 +254,12 @@ pub trait Store: Send + Sync + 'static {
     // --- audit log ---
     /// One durable transaction: locks the log (serialising every process),
     /// reads size and frontier, lets `planner` build the batch, writes it.
+    /// `cached` is the writer's idea of (size, frontier); it is used only if
+    /// the size in the database still matches (no other process appended).
     async fn audit_append(
         &self,
         now: Timestamp,
+        cached: Option<&(u64, Vec<[u8; 32]>)>,
         planner: AuditPlanner<'_>,
     ) -> StorageResult<AuditAppend>;
     async fn audit_size(&self) -> StorageResult<u64>;
@@ -714,6 +720,7 @@ macro_rules! impl_store {
         async fn audit_append(
             &self,
             now: $crate::domain::Timestamp,
+            cached: Option<&(u64, Vec<[u8; 32]>)>,
             planner: $crate::storage::AuditPlanner<'_>,
         ) -> $crate::storage::StorageResult<$crate::storage::AuditAppend> {
             let mut tx = self.pool.begin().await?;
@@ -727,8 +734,14 @@ macro_rules! impl_store {
             .await?;
             let size = u64::try_from(size)
                 .map_err(|_| $crate::storage::StorageError::Integrity("negative tree size".into()))?;
-            let coords = $crate::audit::merkle::root_coords(size);
-            let mut frontier = Vec::with_capacity(coords.len());
+            let coords = match cached {
+                Some((cached_size, _)) if *cached_size == size => Vec::new(),
+                _ => $crate::audit::merkle::root_coords(size),
+            };
+            let mut frontier = match cached {
+                Some((cached_size, f)) if *cached_size == size => f.clone(),
+                _ => Vec::with_capacity(coords.len()),
+            };
             for (level, idx) in &coords {
                 let row: Option<(Vec<u8>,)> =
                     sqlx::query_as("SELECT hash FROM audit_nodes WHERE level = $1 AND idx = $2")
