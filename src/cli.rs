@@ -187,6 +187,7 @@ pub async fn run(cli: Cli) -> Result<(), Fatal> {
             let store = open_store(&config).await?;
             let keys = load_keys(&config)?;
             let state = build_state(config, store.clone(), Clock::system(), false, Ok(keys))?;
+            record_operator_act(&state, "erasure", Some(&id)).await?;
             let erased = state
                 .vault()
                 .map_err(|e| Fatal::runtime(e.to_string()))?
@@ -202,6 +203,33 @@ pub async fn run(cli: Cli) -> Result<(), Fatal> {
             }
         }
     }
+}
+
+/// An operator's act from the command line. The CLI does not know who runs
+/// it, so the actor is `cli` (the host's own logs say which account ran it).
+fn operator_record(action: &str, resident: Option<&str>, now: i64) -> crate::audit::AuditRecord {
+    crate::audit::AuditRecord {
+        timestamp: now,
+        actor_id: "cli".into(),
+        actor_role: "admin".into(),
+        action: action.into(),
+        resident_id: resident.map(str::to_string),
+        allowed: true,
+        reason: "operator".into(),
+        ..Default::default()
+    }
+}
+
+async fn record_operator_act(
+    state: &AppState,
+    action: &str,
+    resident: Option<&str>,
+) -> Result<u64, Fatal> {
+    state
+        .audit
+        .record(operator_record(action, resident, state.clock.now()))
+        .await
+        .map_err(|e| Fatal::runtime(format!("refusing to act unaudited: {e}")))
 }
 
 async fn open_store(config: &Config) -> Result<crate::storage::DynStore, Fatal> {
@@ -316,6 +344,11 @@ async fn keys_command(config: &Config, command: KeysCommand) -> Result<(), Fatal
                 .map_err(|e| Fatal::runtime(format!("keys: {e}")))?;
             let store = open_store(config).await?;
             let clock = Clock::system();
+            let audit = crate::audit::AuditLog::start(store.clone(), config.audit_log_name.clone());
+            audit
+                .record(operator_record("keys.rotate", None, clock.now()))
+                .await
+                .map_err(|e| Fatal::runtime(format!("refusing to rotate unaudited: {e}")))?;
             let report = crate::vault::rotate(
                 &store,
                 &mut set,

@@ -47,6 +47,10 @@ pub struct AuditLog {
     queue: mpsc::Sender<Pending>,
     store: DynStore,
     origin: String,
+    /// The last checkpoint this process signed or checked (size, root):
+    /// before signing a new one, the new tree must extend it, so a log
+    /// rewritten in the database behind a running server is not re-signed.
+    last_signed: std::sync::Mutex<Option<(u64, Hash)>>,
 }
 
 impl AuditLog {
@@ -66,6 +70,7 @@ impl AuditLog {
             queue,
             store,
             origin,
+            last_signed: std::sync::Mutex::new(None),
         })
     }
 
@@ -173,6 +178,21 @@ impl AuditLog {
             return Ok(latest.clone());
         }
         let root = self.root(size).await?;
+        let previous = match &latest {
+            Some(l) => Some((
+                l.tree_size as u64,
+                <[u8; 32]>::try_from(l.root.as_slice())
+                    .map_err(|_| AuditError::Integrity("stored checkpoint root".into()))?,
+            )),
+            None => None,
+        };
+        let remembered = match self.last_signed.lock() {
+            Ok(g) => *g,
+            Err(p) => *p.into_inner(),
+        };
+        for (old_size, old_root) in [remembered, previous].into_iter().flatten() {
+            self.check_extends(old_size, &old_root, size, &root).await?;
+        }
         let text = Checkpoint {
             origin: self.origin.clone(),
             size,
@@ -189,7 +209,48 @@ impl AuditLog {
             created_at: now,
         };
         self.store.audit_insert_checkpoint(&row).await?;
+        match self.last_signed.lock() {
+            Ok(mut g) => *g = Some((size, root)),
+            Err(p) => *p.into_inner() = Some((size, root)),
+        }
         Ok(row)
+    }
+
+    /// Refuses to sign a tree that does not extend an earlier signed one.
+    async fn check_extends(
+        &self,
+        old_size: u64,
+        old_root: &Hash,
+        size: u64,
+        root: &Hash,
+    ) -> Result<(), AuditError> {
+        let rewritten = |why: &str| {
+            tracing::error!(
+                old_size,
+                size,
+                why,
+                "audit log no longer extends a signed checkpoint; refusing to sign"
+            );
+            AuditError::Integrity(format!(
+                "the log does not extend the checkpoint of size {old_size}: {why}"
+            ))
+        };
+        if size < old_size {
+            return Err(rewritten("it shrank"));
+        }
+        if old_size == 0 {
+            return Ok(());
+        }
+        if old_size == size {
+            return if old_root == root {
+                Ok(())
+            } else {
+                Err(rewritten("same size, other root"))
+            };
+        }
+        let proof = self.consistency_proof(old_size, size).await?;
+        merkle::verify_consistency(old_size, size, old_root, root, &proof)
+            .map_err(|_| rewritten("inconsistent"))
     }
 }
 
@@ -199,7 +260,10 @@ impl AuditLog {
 /// durable commit, the real cost, is paid once per batch, not per entry.
 async fn writer(store: DynStore, mut rx: mpsc::Receiver<Pending>, max_batch: usize) {
     type Commit = std::pin::Pin<
-        Box<dyn std::future::Future<Output = (Vec<Pending>, Result<AuditAppend, StorageError>)> + Send>,
+        Box<
+            dyn std::future::Future<Output = (Vec<Pending>, Result<AuditAppend, StorageError>)>
+                + Send,
+        >,
     >;
     let mut next: Vec<Pending> = Vec::new();
     let mut inflight: Option<Commit> = None;

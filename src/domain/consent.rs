@@ -73,7 +73,9 @@ impl Recorded {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConsentError {
-    #[error("this purpose does not rest on consent (legal basis {0}); there is nothing to give or refuse")]
+    #[error(
+        "this purpose does not rest on consent (legal basis {0}); there is nothing to give or refuse"
+    )]
     NotApplicable(&'static str),
     #[error("category `{0}` is not used by this purpose")]
     CategoryOutsidePurpose(String),
@@ -81,7 +83,9 @@ pub enum ConsentError {
     DurationAboveMaximum(u32),
     #[error("the end of the consent must be in the future")]
     InvalidUntil,
-    #[error("this purpose uses special-category data (GDPR art. 9): set \"explicit\": true to consent explicitly")]
+    #[error(
+        "this purpose uses special-category data (GDPR art. 9): set \"explicit\": true to consent explicitly"
+    )]
     ExplicitRequired,
     #[error("a consent is already given for this purpose; withdraw it first")]
     AlreadyGiven,
@@ -128,7 +132,11 @@ fn consent_based(purpose: &Purpose) -> Result<(), ConsentError> {
 }
 
 /// Giving (or renewing, or giving again after a withdrawal or expiry).
-pub fn give(purpose: &Purpose, req: &GiveRequest, now: Timestamp) -> Result<Recorded, ConsentError> {
+pub fn give(
+    purpose: &Purpose,
+    req: &GiveRequest,
+    now: Timestamp,
+) -> Result<Recorded, ConsentError> {
     consent_based(purpose)?;
     if purpose.special_category && !req.explicit {
         return Err(ConsentError::ExplicitRequired);
@@ -141,7 +149,9 @@ pub fn give(purpose: &Purpose, req: &GiveRequest, now: Timestamp) -> Result<Reco
             }
             for c in list {
                 if !purpose.covers_category(c) {
-                    return Err(ConsentError::CategoryOutsidePurpose(c.chars().take(40).collect()));
+                    return Err(ConsentError::CategoryOutsidePurpose(
+                        c.chars().take(40).collect(),
+                    ));
                 }
             }
             let mut list = list.clone();
@@ -166,7 +176,11 @@ pub fn give(purpose: &Purpose, req: &GiveRequest, now: Timestamp) -> Result<Reco
 }
 
 /// Refusing: allowed unless a consent is currently given (withdraw instead).
-pub fn refuse(purpose: &Purpose, current: Option<&Recorded>, now: Timestamp) -> Result<Recorded, ConsentError> {
+pub fn refuse(
+    purpose: &Purpose,
+    current: Option<&Recorded>,
+    now: Timestamp,
+) -> Result<Recorded, ConsentError> {
     consent_based(purpose)?;
     if current.is_some_and(|c| c.effective(now) == ConsentState::Given) {
         return Err(ConsentError::AlreadyGiven);
@@ -245,11 +259,17 @@ mod tests {
         assert_eq!(given.effective(NOW + 365 * DAY), ConsentState::Expired);
         let withdrawn = withdraw(Some(&given), NOW + 10).unwrap();
         assert_eq!(withdrawn.effective(NOW + 10), ConsentState::Withdrawn);
-        assert_eq!(withdraw(Some(&withdrawn), NOW + 11), Err(ConsentError::NotGiven));
+        assert_eq!(
+            withdraw(Some(&withdrawn), NOW + 11),
+            Err(ConsentError::NotGiven)
+        );
         let again = give(p, &GiveRequest::default(), NOW + 20).unwrap();
         assert_eq!(again.effective(NOW + 20), ConsentState::Given);
         // An expired consent cannot be withdrawn; it can be given again.
-        assert_eq!(withdraw(Some(&given), NOW + 400 * DAY), Err(ConsentError::NotGiven));
+        assert_eq!(
+            withdraw(Some(&given), NOW + 400 * DAY),
+            Err(ConsentError::NotGiven)
+        );
     }
 
     #[test]
@@ -259,13 +279,19 @@ mod tests {
         let public = r.get("renovation-energetique").unwrap();
         let health = r.get("sante-territoriale").unwrap();
         let code = |e: Result<Recorded, ConsentError>| e.unwrap_err().code();
-        assert_eq!(code(give(public, &GiveRequest::default(), NOW)), "consent_not_applicable");
+        assert_eq!(
+            code(give(public, &GiveRequest::default(), NOW)),
+            "consent_not_applicable"
+        );
         assert_eq!(code(refuse(public, None, NOW)), "consent_not_applicable");
         let outside = GiveRequest {
             categories: Some(vec!["health".into()]),
             ..Default::default()
         };
-        assert_eq!(code(give(mobility, &outside, NOW)), "categories_outside_purpose");
+        assert_eq!(
+            code(give(mobility, &outside, NOW)),
+            "categories_outside_purpose"
+        );
         let long = GiveRequest {
             until: Some(NOW + 366 * DAY),
             ..Default::default()
@@ -276,7 +302,10 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(code(give(mobility, &past, NOW)), "invalid_until");
-        assert_eq!(code(give(health, &GiveRequest::default(), NOW)), "explicit_consent_required");
+        assert_eq!(
+            code(give(health, &GiveRequest::default(), NOW)),
+            "explicit_consent_required"
+        );
         let explicit = GiveRequest {
             explicit: true,
             ..Default::default()
@@ -289,7 +318,10 @@ mod tests {
     #[test]
     fn dates_parse_to_the_end_of_the_day() {
         assert_eq!(parse_until(&serde_json::json!("1970-01-01")), Some(DAY - 1));
-        assert_eq!(parse_until(&serde_json::json!("2026-11-28")), Some(1_795_910_399));
+        assert_eq!(
+            parse_until(&serde_json::json!("2026-11-28")),
+            Some(1_795_910_399)
+        );
         assert_eq!(parse_until(&serde_json::json!("2026-13-01")), None);
         assert_eq!(parse_until(&serde_json::json!(42)), Some(42));
     }

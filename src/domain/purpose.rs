@@ -172,16 +172,22 @@ impl Register {
                     .unwrap_or(false)
             });
             if special && !p.special_category {
-                return Err(fail("uses a special category but special_category = false".into()));
+                return Err(fail(
+                    "uses a special category but special_category = false".into(),
+                ));
             }
             if p.special_category && p.legal_basis == LegalBasis::Consent {
-                return Err(fail("special categories need explicit_consent, not consent".into()));
+                return Err(fail(
+                    "special categories need explicit_consent, not consent".into(),
+                ));
             }
             if p.legal_basis.needs_consent() && p.max_consent_days == 0 {
                 return Err(fail("a consent purpose needs max_consent_days > 0".into()));
             }
             if !p.legal_basis.needs_consent() && p.max_consent_days != 0 {
-                return Err(fail("max_consent_days must be 0 when the basis is not consent".into()));
+                return Err(fail(
+                    "max_consent_days must be 0 when the basis is not consent".into(),
+                ));
             }
             if p.retention_days == 0 {
                 return Err(fail("retention_days must be positive".into()));
@@ -189,9 +195,16 @@ impl Register {
             if !p.dpv_purpose.starts_with("https://w3id.org/dpv") {
                 return Err(fail("dpv_purpose must be a W3C DPV IRI".into()));
             }
-            for text in [&p.title_fr, &p.title_en, &p.description_fr, &p.description_en] {
+            for text in [
+                &p.title_fr,
+                &p.title_en,
+                &p.description_fr,
+                &p.description_en,
+            ] {
                 if text.trim().is_empty() {
-                    return Err(fail("titles and descriptions are required in French and English".into()));
+                    return Err(fail(
+                        "titles and descriptions are required in French and English".into(),
+                    ));
                 }
             }
             p.notice_version = p.compute_notice_version();
@@ -219,8 +232,13 @@ impl Register {
     }
 
     /// The purposes naming this partner as a recipient.
-    pub fn purposes_of_partner<'a>(&'a self, partner_id: &'a str) -> impl Iterator<Item = &'a Purpose> + 'a {
-        self.purposes.values().filter(move |p| p.names_recipient(partner_id))
+    pub fn purposes_of_partner<'a>(
+        &'a self,
+        partner_id: &'a str,
+    ) -> impl Iterator<Item = &'a Purpose> + 'a {
+        self.purposes
+            .values()
+            .filter(move |p| p.names_recipient(partner_id))
     }
 }
 
@@ -246,7 +264,11 @@ mod tests {
     #[test]
     fn changing_the_text_changes_the_notice_version() {
         let a = Register::builtin(&cats()).unwrap();
-        let edited = BUILTIN_PURPOSES.replacen("Un laboratoire de recherche", "Un laboratoire universitaire", 1);
+        let edited = BUILTIN_PURPOSES.replacen(
+            "Un laboratoire de recherche",
+            "Un laboratoire universitaire",
+            1,
+        );
         let b = Register::parse(&edited, &cats()).unwrap();
         assert_ne!(
             a.get("etude-mobilite").unwrap().notice_version,
@@ -260,12 +282,24 @@ mod tests {
 
     #[test]
     fn a_bad_register_names_the_line() {
-        let bad = BUILTIN_PURPOSES.replacen("categories = [\"mobility\"", "categories = [\"teleportation\"", 1);
+        let bad = BUILTIN_PURPOSES.replacen(
+            "categories = [\"mobility\"",
+            "categories = [\"teleportation\"",
+            1,
+        );
         let e = Register::parse(&bad, &cats()).unwrap_err();
         assert!(e.starts_with("line ") && e.contains("teleportation"), "{e}");
         let e = Register::parse("[[purpose]]\nid = 3\n", &cats()).unwrap_err();
         assert!(e.starts_with("line 2"), "{e}");
-        let bad = BUILTIN_PURPOSES.replacen("legal_basis = \"explicit_consent\"", "legal_basis = \"consent\"", 1);
-        assert!(Register::parse(&bad, &cats()).unwrap_err().contains("explicit_consent"));
+        let bad = BUILTIN_PURPOSES.replacen(
+            "legal_basis = \"explicit_consent\"",
+            "legal_basis = \"consent\"",
+            1,
+        );
+        assert!(
+            Register::parse(&bad, &cats())
+                .unwrap_err()
+                .contains("explicit_consent")
+        );
     }
 }

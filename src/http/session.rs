@@ -188,6 +188,22 @@ pub async fn logout(
             "Jeton anti-falsification absent ou invalide. / Missing or invalid CSRF token.",
         ));
     }
+    state
+        .audit
+        .record(crate::audit::AuditRecord {
+            timestamp: state.clock.now(),
+            actor_id: user.actor_id.clone(),
+            actor_role: user.role.as_str().to_string(),
+            action: "logout".into(),
+            allowed: true,
+            reason: "own_session".into(),
+            request_id: headers
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+            ..Default::default()
+        })
+        .await?;
     state.store.delete_session(&user.token_hash).await?;
     let mut res = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
     res.headers_mut()

@@ -388,3 +388,41 @@ async fn two_servers_writing_at_once_keep_one_consistent_tree() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_running_server_refuses_to_sign_a_rewritten_log() {
+    each_backend(|app| async move {
+        busy_log(&app).await;
+        let size = app.state.audit.size().await.unwrap();
+        // A DBA truncates the tail, deletes every stored checkpoint to hide
+        // it, and the log grows again.
+        let p = pool(&app).await;
+        sqlx::query("DELETE FROM audit_checkpoints")
+            .execute(&p)
+            .await
+            .unwrap();
+        sqlx::query("DELETE FROM audit_entries WHERE idx >= $1")
+            .bind((size - 5) as i64)
+            .execute(&p)
+            .await
+            .unwrap();
+        sqlx::query("DELETE FROM audit_nodes WHERE ((idx + 1) << CAST(level AS INTEGER)) > $1")
+            .bind((size - 5) as i64)
+            .execute(&p)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE audit_head SET size = $1")
+            .bind((size - 5) as i64)
+            .execute(&p)
+            .await
+            .unwrap();
+        p.close().await;
+        let s = app.login(AWA).await;
+        app.as_user(&s, Method::GET, "/api/v1/me/data", None).await;
+        app.clock.advance(1);
+        app.get("/api/v1/audit/checkpoint")
+            .await
+            .assert_error(500, "integrity_error");
+    })
+    .await;
+}

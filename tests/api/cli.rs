@@ -355,8 +355,14 @@ fn keys_lifecycle_through_the_binary() {
     // No unlock identity yet: init explains how to make one.
     let out = coffre(d, &["keys", "init"], &env).output().unwrap();
     assert_one_clear_line(&out, "age-keygen");
-    let out = coffre(d, &["keys", "init", "--generate-unlock-identity"], &env).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = coffre(d, &["keys", "init", "--generate-unlock-identity"], &env)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A second init refuses to overwrite key material.
     let out = coffre(d, &["keys", "init"], &env).output().unwrap();
     assert_one_clear_line(&out, "already initialised");
@@ -364,16 +370,27 @@ fn keys_lifecycle_through_the_binary() {
     let out = coffre(d, &["keys", "show"], &env).output().unwrap();
     let shown = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{shown}");
-    assert!(shown.contains("\"kty\": \"OKP\"") && shown.contains("verifier key"), "{shown}");
+    assert!(
+        shown.contains("\"kty\": \"OKP\"") && shown.contains("verifier key"),
+        "{shown}"
+    );
     assert!(!shown.contains("AGE-SECRET-KEY"), "secret printed: {shown}");
 
     let out = coffre(d, &["keys", "rotate"], &env).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("current KEK version 2"));
 
     // Group-readable key files stop the start with one line.
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(d.join("keys/signing.age"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::fs::set_permissions(
+        d.join("keys/signing.age"),
+        std::fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
     let out = coffre(d, &["serve"], &env).output().unwrap();
     assert_one_clear_line(&out, "group or others");
 }
@@ -384,14 +401,25 @@ fn undecryptable_keys_leave_the_service_up_but_closed() {
     let d = dir.path();
     let unlock = d.join("unlock.key");
     let env = [("COFFRE_UNLOCK_IDENTITY_FILE", unlock.to_str().unwrap())];
-    let out = coffre(d, &["keys", "init", "--generate-unlock-identity"], &env).output().unwrap();
+    let out = coffre(d, &["keys", "init", "--generate-unlock-identity"], &env)
+        .output()
+        .unwrap();
     assert!(out.status.success());
     // Replace the unlock identity by another one: the key files no longer open.
     std::fs::remove_file(&unlock).unwrap();
     let other = d.join("other");
     std::fs::create_dir_all(&other).unwrap();
-    let env2 = [("COFFRE_UNLOCK_IDENTITY_FILE", unlock.to_str().unwrap()), ("COFFRE_KEYS_DIR", other.to_str().unwrap())];
-    assert!(coffre(d, &["keys", "init", "--generate-unlock-identity"], &env2).output().unwrap().status.success());
+    let env2 = [
+        ("COFFRE_UNLOCK_IDENTITY_FILE", unlock.to_str().unwrap()),
+        ("COFFRE_KEYS_DIR", other.to_str().unwrap()),
+    ];
+    assert!(
+        coffre(d, &["keys", "init", "--generate-unlock-identity"], &env2)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
 
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
@@ -414,11 +442,17 @@ fn undecryptable_keys_leave_the_service_up_but_closed() {
     assert!(keys_line.is_some_and(|l| l.contains("cannot be decrypted")));
     std::thread::spawn(move || for _ in lines {});
     let res = http_get(port, "/readyz").unwrap();
-    assert!(res.starts_with("HTTP/1.1 503") && res.contains("keys_unavailable"), "{res}");
+    assert!(
+        res.starts_with("HTTP/1.1 503") && res.contains("keys_unavailable"),
+        "{res}"
+    );
     let res = http_get(port, "/healthz").unwrap();
     assert!(res.starts_with("HTTP/1.1 200"), "{res}");
     let res = http_get(port, "/.well-known/jwks.json").unwrap();
     assert!(res.contains("keys_unavailable"), "{res}");
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     child.wait().unwrap();
 }

@@ -129,11 +129,28 @@ async fn hsts_when_the_public_url_is_https() {
     let mut config = coffre::Config::for_tests(&url, &dir.path().join("keys")).unwrap();
     config.public_url = url::Url::parse("https://coffre.example.org/").unwrap();
     let store = coffre::storage::open(&config.database_url).await.unwrap();
-    let state = coffre::AppState::new(config, store, coffre::Clock::fixed(crate::support::T0), false, Err("no keys".into())).unwrap();
+    let state = coffre::AppState::new(
+        config,
+        store,
+        coffre::Clock::fixed(crate::support::T0),
+        false,
+        Err("no keys".into()),
+    )
+    .unwrap();
     let app = coffre::app(state);
-    let res = tower::ServiceExt::oneshot(app, axum::http::Request::get("/healthz").body(axum::body::Body::empty()).unwrap())
-        .await
+    let res = tower::ServiceExt::oneshot(
+        app,
+        axum::http::Request::get("/healthz")
+            .body(axum::body::Body::empty())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let hsts = res
+        .headers()
+        .get("strict-transport-security")
+        .unwrap()
+        .to_str()
         .unwrap();
-    let hsts = res.headers().get("strict-transport-security").unwrap().to_str().unwrap();
     assert!(hsts.contains("max-age="));
 }
