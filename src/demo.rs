@@ -189,7 +189,41 @@ pub async fn seed_if_empty(state: &AppState) -> AppResult<bool> {
             vault.write(id, &c, &record, now).await?;
         }
     }
+    seed_consents(state).await?;
     Ok(true)
+}
+
+/// Given, refused and withdrawn consents, as the residents themselves did.
+async fn seed_consents(state: &AppState) -> AppResult<()> {
+    use crate::consents::{Actor, Decision, decide};
+    use crate::domain::consent::GiveRequest;
+    let give = || Decision::Give(GiveRequest::default());
+    let script = [
+        (RESIDENTS[0].id, "etude-mobilite", give()),
+        (RESIDENTS[0].id, "agenda-culturel", give()),
+        (RESIDENTS[1].id, "etude-mobilite", give()),
+        (RESIDENTS[1].id, "etude-mobilite", Decision::Withdraw),
+        (RESIDENTS[1].id, "inventaire-arbres-patrimoine", give()),
+        (RESIDENTS[2].id, "agenda-culturel", Decision::Refuse),
+        (
+            RESIDENTS[2].id,
+            "sante-territoriale",
+            Decision::Give(GiveRequest {
+                explicit: true,
+                ..GiveRequest::default()
+            }),
+        ),
+    ];
+    for (resident, purpose, decision) in script {
+        let actor = Actor {
+            id: resident.to_string(),
+            role: Role::Resident,
+            structure_id: None,
+            request_id: None,
+        };
+        decide(state, &actor, resident, purpose, decision).await?;
+    }
+    Ok(())
 }
 
 /// Seeds people and organisations when the database holds no resident and

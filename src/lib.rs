@@ -8,6 +8,7 @@ pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod consents;
 pub mod crypto;
 pub mod demo;
 pub mod domain;
@@ -28,6 +29,7 @@ pub use clock::Clock;
 pub use config::Config;
 use crypto::LiveKeys;
 use domain::category::Categories;
+use domain::purpose::Register;
 pub use http::app;
 use storage::DynStore;
 use vault::Vault;
@@ -47,6 +49,8 @@ pub struct AppInner {
     /// Demo mode: the development login is enabled (loopback only).
     pub demo: bool,
     pub categories: Arc<Categories>,
+    /// The register of processing (`policies/purposes.toml`).
+    pub register: Arc<Register>,
     /// This process's audit log writer (group commit).
     pub audit: Arc<AuditLog>,
     /// The vault, or why it is unavailable (keys missing or undecryptable):
@@ -66,6 +70,9 @@ impl AppState {
     ) -> Result<Self, String> {
         let categories =
             Arc::new(Categories::builtin().map_err(|e| format!("policies/categories.toml {e}"))?);
+        let register = Arc::new(
+            Register::builtin(&categories).map_err(|e| format!("policies/purposes.toml {e}"))?,
+        );
         let vault = keys.map(|k| Arc::new(Vault::new(store.clone(), k, categories.clone())));
         let audit = AuditLog::start(store.clone(), config.audit_log_name.clone());
         Ok(Self {
@@ -75,6 +82,7 @@ impl AppState {
                 clock,
                 demo,
                 categories,
+                register,
                 audit,
                 vault,
             }),

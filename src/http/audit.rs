@@ -66,6 +66,31 @@ pub async fn deny(state: &AppState, mut record: AuditRecord, refusal: AppError) 
     }
 }
 
+/// Records the decision about a resident acting on their own data, before
+/// anything is read or changed. Anyone else is refused (and that is recorded
+/// too). Returns the audit entry's index.
+pub async fn own_data(
+    state: &AppState,
+    user: &CurrentUser,
+    rid: &RequestId,
+    action: &str,
+    category: Option<&str>,
+) -> AppResult<u64> {
+    let mut rec = record_for(state, user, action, rid);
+    rec.category = category.map(str::to_string);
+    if user.role != Role::Resident {
+        let refusal = AppError::forbidden(
+            "resident_only",
+            "Réservé à l'usager lui-même. / Only the resident themself may do this.",
+        );
+        return Err(deny(state, rec, refusal).await);
+    }
+    rec.resident_id = Some(user.actor_id.clone());
+    rec.allowed = true;
+    rec.reason = "own_data".into();
+    Ok(state.audit.record(rec).await?)
+}
+
 /// The `X-Audit-Entry` header: the index of the entry that recorded this
 /// request's decision, so a client can ask for its inclusion proof.
 pub fn with_entry(index: u64, body: impl IntoResponse) -> Response {

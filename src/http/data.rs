@@ -8,39 +8,13 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::domain::Role;
-use crate::error::{AppError, AppResult};
+use crate::error::AppResult;
 use axum::response::Response;
 
 use crate::http::ApiJson;
-use crate::http::audit::{RequestId, deny, record_for, with_entry};
+use crate::http::audit::{RequestId, own_data, with_entry};
 use crate::http::session::CurrentUser;
 use crate::vault::RecordView;
-
-/// Records the decision about a resident acting on their own data, before
-/// anything is read or changed. Anyone else is refused (and that is recorded
-/// too). Returns the audit entry's index.
-async fn own_data(
-    state: &AppState,
-    user: &CurrentUser,
-    rid: &RequestId,
-    action: &str,
-    category: Option<&str>,
-) -> AppResult<u64> {
-    let mut rec = record_for(state, user, action, rid);
-    rec.category = category.map(str::to_string);
-    if user.role != Role::Resident {
-        let refusal = AppError::forbidden(
-            "resident_only",
-            "Réservé à l'usager lui-même. / Only the resident themself may do this.",
-        );
-        return Err(deny(state, rec, refusal).await);
-    }
-    rec.resident_id = Some(user.actor_id.clone());
-    rec.allowed = true;
-    rec.reason = "own_data".into();
-    Ok(state.audit.record(rec).await?)
-}
 
 #[derive(Serialize, ToSchema)]
 pub struct MyData {

@@ -24,6 +24,7 @@ use crate::AppState;
 use crate::error::AppError;
 
 pub mod audit;
+pub mod consents;
 pub mod data;
 pub mod dev;
 pub mod health;
@@ -72,7 +73,11 @@ pub fn app(state: AppState) -> Router {
         .routes(routes!(audit::inclusion))
         .routes(routes!(audit::consistency))
         .routes(routes!(audit::entries))
-        .routes(routes!(audit::my_accesses));
+        .routes(routes!(audit::my_accesses))
+        .routes(routes!(consents::purposes))
+        .routes(routes!(consents::my_consents, consents::decide))
+        .routes(routes!(consents::withdraw))
+        .routes(routes!(consents::receipts));
     if state.demo {
         api = api
             .routes(routes!(dev::personas))

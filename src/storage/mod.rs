@@ -161,6 +161,39 @@ pub struct CheckpointRow {
     pub created_at: i64,
 }
 
+/// The current recorded state of one (resident, purpose) consent.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct ConsentRow {
+    pub id: String,
+    pub resident_id: String,
+    pub purpose: String,
+    /// `given`, `refused` or `withdrawn` (expiry is derived from the clock).
+    pub state: String,
+    /// Comma-separated data categories.
+    pub categories: String,
+    pub valid_until: Option<i64>,
+    pub notice_version: String,
+    pub updated_at: i64,
+}
+
+/// One event of a consent's append-only history, with its receipt.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct ConsentEventRow {
+    pub id: String,
+    pub consent_id: String,
+    pub purpose: String,
+    pub state: String,
+    pub categories: String,
+    pub valid_until: Option<i64>,
+    pub notice_version: String,
+    pub actor_id: String,
+    pub actor_role: String,
+    pub structure_id: Option<String>,
+    pub audit_index: i64,
+    pub receipt: String,
+    pub created_at: i64,
+}
+
 #[derive(Clone, Debug)]
 pub struct NewSession<'a> {
     pub token_hash: &'a str,
@@ -250,6 +283,24 @@ pub trait Store: Send + Sync + 'static {
         rows: &[(DataKeyRow, i64)],
         now: Timestamp,
     ) -> StorageResult<u64>;
+
+    // --- consents ---
+    /// The consent of a resident for a purpose: one indexed lookup.
+    async fn find_consent(
+        &self,
+        resident_id: &str,
+        purpose: &str,
+    ) -> StorageResult<Option<ConsentRow>>;
+    async fn find_consent_by_id(&self, id: &str) -> StorageResult<Option<ConsentRow>>;
+    async fn consents_of(&self, resident_id: &str) -> StorageResult<Vec<ConsentRow>>;
+    /// A consent's history, oldest first.
+    async fn consent_events(&self, consent_id: &str) -> StorageResult<Vec<ConsentEventRow>>;
+    /// Appends an event and sets the current state, in one transaction.
+    async fn record_consent_event(
+        &self,
+        current: &ConsentRow,
+        event: &ConsentEventRow,
+    ) -> StorageResult<()>;
 
     // --- audit log ---
     /// One durable transaction: locks the log (serialising every process),
@@ -715,6 +766,108 @@ macro_rules! impl_store {
             }
             tx.commit().await?;
             Ok(n)
+        }
+
+        async fn find_consent(
+            &self,
+            resident_id: &str,
+            purpose: &str,
+        ) -> $crate::storage::StorageResult<Option<$crate::storage::ConsentRow>> {
+            Ok(sqlx::query_as(
+                "SELECT id, resident_id, purpose, state, categories, valid_until, notice_version, updated_at \
+                 FROM consents WHERE resident_id = $1 AND purpose = $2",
+            )
+            .bind(resident_id)
+            .bind(purpose)
+            .fetch_optional(&self.pool)
+            .await?)
+        }
+
+        async fn find_consent_by_id(
+            &self,
+            id: &str,
+        ) -> $crate::storage::StorageResult<Option<$crate::storage::ConsentRow>> {
+            Ok(sqlx::query_as(
+                "SELECT id, resident_id, purpose, state, categories, valid_until, notice_version, updated_at \
+                 FROM consents WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+        }
+
+        async fn consents_of(
+            &self,
+            resident_id: &str,
+        ) -> $crate::storage::StorageResult<Vec<$crate::storage::ConsentRow>> {
+            Ok(sqlx::query_as(
+                "SELECT id, resident_id, purpose, state, categories, valid_until, notice_version, updated_at \
+                 FROM consents WHERE resident_id = $1 ORDER BY purpose",
+            )
+            .bind(resident_id)
+            .fetch_all(&self.pool)
+            .await?)
+        }
+
+        async fn consent_events(
+            &self,
+            consent_id: &str,
+        ) -> $crate::storage::StorageResult<Vec<$crate::storage::ConsentEventRow>> {
+            Ok(sqlx::query_as(
+                "SELECT id, consent_id, purpose, state, categories, valid_until, notice_version, \
+                 actor_id, actor_role, structure_id, audit_index, receipt, created_at \
+                 FROM consent_events WHERE consent_id = $1 ORDER BY created_at, audit_index",
+            )
+            .bind(consent_id)
+            .fetch_all(&self.pool)
+            .await?)
+        }
+
+        async fn record_consent_event(
+            &self,
+            c: &$crate::storage::ConsentRow,
+            e: &$crate::storage::ConsentEventRow,
+        ) -> $crate::storage::StorageResult<()> {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO consents (id, resident_id, purpose, state, categories, valid_until, notice_version, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT (resident_id, purpose) DO UPDATE SET state = $4, categories = $5, \
+                 valid_until = $6, notice_version = $7, updated_at = $8",
+            )
+            .bind(&c.id)
+            .bind(&c.resident_id)
+            .bind(&c.purpose)
+            .bind(&c.state)
+            .bind(&c.categories)
+            .bind(c.valid_until)
+            .bind(&c.notice_version)
+            .bind(c.updated_at)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO consent_events (id, consent_id, resident_id, purpose, state, categories, valid_until, \
+                 notice_version, actor_id, actor_role, structure_id, audit_index, receipt, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            )
+            .bind(&e.id)
+            .bind(&e.consent_id)
+            .bind(&c.resident_id)
+            .bind(&e.purpose)
+            .bind(&e.state)
+            .bind(&e.categories)
+            .bind(e.valid_until)
+            .bind(&e.notice_version)
+            .bind(&e.actor_id)
+            .bind(&e.actor_role)
+            .bind(&e.structure_id)
+            .bind(e.audit_index)
+            .bind(&e.receipt)
+            .bind(e.created_at)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(())
         }
 
         async fn audit_append(

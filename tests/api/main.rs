@@ -8,6 +8,7 @@ mod support;
 
 mod audit;
 mod cli;
+mod consents;
 mod independent;
 mod ops;
 mod rotation;

@@ -1,0 +1,298 @@
+//! Consent decisions: the rules of `domain::consent` applied to the stored
+//! state, recorded in the audit log, answered with a signed receipt.
+//!
+//! Order matters: the decision is audited first (its leaf index goes into
+//! the receipt), then the receipt is signed, then event and current state
+//! are stored in one transaction. Nothing is answered before all three.
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::audit::AuditRecord;
+use crate::domain::consent::{self, ConsentState, GiveRequest, Recorded};
+use crate::domain::purpose::Purpose;
+use crate::domain::{Role, Timestamp};
+use crate::error::{AppError, AppResult};
+use crate::storage::{ConsentEventRow, ConsentRow};
+
+/// Who records a decision: the resident, or an aidant under a mandate.
+#[derive(Clone, Debug)]
+pub struct Actor {
+    pub id: String,
+    pub role: Role,
+    /// The aidant's structure, when an aidant acts under a mandate.
+    pub structure_id: Option<String>,
+    pub request_id: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub enum Decision {
+    Give(GiveRequest),
+    Refuse,
+    Withdraw,
+}
+
+impl Decision {
+    fn action(&self) -> &'static str {
+        match self {
+            Decision::Give(_) => "consent.give",
+            Decision::Refuse => "consent.refuse",
+            Decision::Withdraw => "consent.withdraw",
+        }
+    }
+}
+
+/// A consent as the resident sees it.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ConsentView {
+    pub id: String,
+    pub purpose: String,
+    /// Effective state at the time of the answer (`expired` is derived).
+    pub state: ConsentState,
+    pub categories: Vec<String>,
+    /// End of validity (seconds since the Unix epoch), if any.
+    pub valid_until: Option<i64>,
+    /// Version (hash) of the purpose's notice the decision was made under.
+    pub notice_version: String,
+    pub updated_at: i64,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ConsentOutcome {
+    pub consent: ConsentView,
+    /// Compact JWS (EdDSA) carrying the Kantara consent-receipt fields.
+    pub receipt: String,
+}
+
+pub fn split_categories(s: &str) -> Vec<String> {
+    s.split(',')
+        .filter(|c| !c.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+pub fn recorded(row: &ConsentRow) -> AppResult<Recorded> {
+    Ok(Recorded {
+        state: ConsentState::parse(&row.state)
+            .ok_or_else(|| AppError::internal(format!("consent {}: unknown state", row.id)))?,
+        categories: split_categories(&row.categories),
+        valid_until: row.valid_until,
+    })
+}
+
+pub fn view(row: &ConsentRow, now: Timestamp) -> AppResult<ConsentView> {
+    let r = recorded(row)?;
+    Ok(ConsentView {
+        id: row.id.clone(),
+        purpose: row.purpose.clone(),
+        state: r.effective(now),
+        categories: r.categories,
+        valid_until: row.valid_until,
+        notice_version: row.notice_version.clone(),
+        updated_at: row.updated_at,
+    })
+}
+
+fn consent_error(e: consent::ConsentError) -> AppError {
+    if e.is_conflict() {
+        AppError::Conflict {
+            code: e.code(),
+            message: e.to_string(),
+        }
+    } else {
+        AppError::unprocessable(e.code(), e.to_string())
+    }
+}
+
+pub fn purpose<'a>(state: &'a AppState, id: &str) -> AppResult<&'a Purpose> {
+    state.register.get(id).ok_or_else(|| {
+        AppError::unprocessable(
+            "unknown_purpose",
+            format!(
+                "no purpose `{}` in the register",
+                id.chars().take(60).collect::<String>()
+            ),
+        )
+    })
+}
+
+/// Applies one decision of (or for) `resident_id` about `purpose_id`.
+pub async fn decide(
+    state: &AppState,
+    actor: &Actor,
+    resident_id: &str,
+    purpose_id: &str,
+    decision: Decision,
+) -> AppResult<ConsentOutcome> {
+    let now = state.clock.now();
+    let purpose = purpose(state, purpose_id)?;
+    let keys = state.vault()?.keys().current();
+    let current_row = state.store.find_consent(resident_id, &purpose.id).await?;
+    let current = current_row.as_ref().map(recorded).transpose()?;
+    let next = match &decision {
+        Decision::Give(req) => consent::give(purpose, req, now),
+        Decision::Refuse => consent::refuse(purpose, current.as_ref(), now),
+        Decision::Withdraw => consent::withdraw(current.as_ref(), now),
+    }
+    .map_err(consent_error)?;
+
+    let on_behalf = actor.id != resident_id;
+    let audit_index = state
+        .audit
+        .record(AuditRecord {
+            timestamp: now,
+            actor_id: actor.id.clone(),
+            actor_role: actor.role.as_str().to_string(),
+            on_behalf_of: on_behalf.then(|| resident_id.to_string()),
+            structure_id: actor.structure_id.clone(),
+            action: decision.action().to_string(),
+            resident_id: Some(resident_id.to_string()),
+            purpose: Some(purpose.id.clone()),
+            legal_basis: Some(purpose.legal_basis.as_str().to_string()),
+            allowed: true,
+            reason: if on_behalf {
+                "mandate"
+            } else {
+                "resident_decision"
+            }
+            .to_string(),
+            request_id: actor.request_id.clone(),
+            ..Default::default()
+        })
+        .await?;
+
+    let consent_id = current_row
+        .as_ref()
+        .map(|c| c.id.clone())
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let event_id = uuid::Uuid::new_v4().to_string();
+    let claims = receipt_claims(
+        state,
+        purpose,
+        &keys,
+        resident_id,
+        &consent_id,
+        &event_id,
+        &next,
+        audit_index,
+        actor,
+        now,
+    );
+    let receipt = crate::crypto::jws::sign(&keys, &claims)
+        .map_err(|e| AppError::internal(format!("receipt signing: {e}")))?;
+
+    let row = ConsentRow {
+        id: consent_id.clone(),
+        resident_id: resident_id.to_string(),
+        purpose: purpose.id.clone(),
+        state: next.state.as_str().to_string(),
+        categories: next.categories.join(","),
+        valid_until: next.valid_until,
+        notice_version: purpose.notice_version.clone(),
+        updated_at: now,
+    };
+    let event = ConsentEventRow {
+        id: event_id,
+        consent_id,
+        purpose: purpose.id.clone(),
+        state: row.state.clone(),
+        categories: row.categories.clone(),
+        valid_until: row.valid_until,
+        notice_version: row.notice_version.clone(),
+        actor_id: actor.id.clone(),
+        actor_role: actor.role.as_str().to_string(),
+        structure_id: actor.structure_id.clone(),
+        audit_index: audit_index as i64,
+        receipt: receipt.clone(),
+        created_at: now,
+    };
+    state.store.record_consent_event(&row, &event).await?;
+    Ok(ConsentOutcome {
+        consent: view(&row, now)?,
+        receipt,
+    })
+}
+
+/// The Kantara Initiative Consent Receipt v1.1 fields, plus the DPV state,
+/// the notice version and the audit leaf index.
+#[allow(clippy::too_many_arguments)]
+fn receipt_claims(
+    state: &AppState,
+    purpose: &Purpose,
+    keys: &crate::crypto::KeySet,
+    resident_id: &str,
+    consent_id: &str,
+    event_id: &str,
+    next: &Recorded,
+    audit_index: u64,
+    actor: &Actor,
+    now: Timestamp,
+) -> Value {
+    let public = state.config.public_url.as_str().trim_end_matches('/');
+    let special: Vec<&String> = if purpose.special_category {
+        next.categories
+            .iter()
+            .filter(|c| {
+                state
+                    .categories
+                    .category(c)
+                    .ok()
+                    .and_then(|c| state.categories.def(&c).map(|d| d.special))
+                    .unwrap_or(false)
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let termination = match (next.state, next.valid_until) {
+        (ConsentState::Given, Some(until)) => {
+            format!("valid until {until} (Unix time) or until withdrawn, whichever comes first")
+        }
+        (ConsentState::Withdrawn, _) => "withdrawn; no processing from now on".to_string(),
+        _ => "no consent".to_string(),
+    };
+    json!({
+        "version": "KI-CR-v1.1.0",
+        "jurisdiction": "FR",
+        "consentTimestamp": now,
+        "collectionMethod": if actor.id == resident_id { "resident's own space (coffre)" } else { "aidant under a mandate, resident present (coffre)" },
+        "consentReceiptID": event_id,
+        "language": "fr",
+        "piiPrincipalId": keys.pseudonym("consent-receipt", resident_id.as_bytes()),
+        "piiControllers": [{
+            "piiController": purpose.controller,
+            "onBehalf": false,
+            "contact": "Délégué à la protection des données",
+            "address": public,
+            "email": "dpo@coffre.example",
+            "phone": "",
+        }],
+        "policyUrl": format!("{public}/api/v1/purposes#{}", purpose.id),
+        "services": [{
+            "service": purpose.title_fr,
+            "purposes": [{
+                "purpose": purpose.title_fr,
+                "purposeCategory": [purpose.dpv_purpose],
+                "consentType": if purpose.special_category { "EXPLICIT" } else { "EXPRESSED" },
+                "piiCategory": next.categories,
+                "primaryPurpose": true,
+                "termination": termination,
+                "thirdPartyDisclosure": !purpose.recipients.is_empty(),
+                "thirdPartyName": purpose.recipients.join(", "),
+            }],
+        }],
+        "sensitive": purpose.special_category,
+        "spiCat": special,
+        "iss": public,
+        "iat": now,
+        "consent_id": consent_id,
+        "purpose_id": purpose.id,
+        "state": next.state.as_str(),
+        "dpv_state": next.state.dpv_iri(),
+        "notice_version": purpose.notice_version,
+        "audit_leaf_index": audit_index,
+        "recorded_by": actor.role.as_str(),
+    })
+}
