@@ -192,6 +192,7 @@ pub struct Config {
     pub database_url: DatabaseUrl,
     pub listen: SocketAddr,
     pub keys_dir: PathBuf,
+    pub policies_dir: PathBuf,
     pub unlock_identity_file: PathBuf,
     pub public_url: url::Url,
     pub audit_log_name: String,
@@ -275,6 +276,7 @@ impl Config {
             None => return Err(invalid("listen", "missing".into())),
         };
         let keys_dir = PathBuf::from(get("keys_dir").map(|(v, _)| v).unwrap_or("keys"));
+        let policies_dir = PathBuf::from(get("policies_dir").map(|(v, _)| v).unwrap_or("policies"));
         let unlock_identity_file = get("unlock_identity_file")
             .map(|(v, _)| PathBuf::from(v))
             .unwrap_or_else(|| keys_dir.join("unlock.key"));
@@ -337,6 +339,7 @@ impl Config {
             database_url,
             listen,
             keys_dir,
+            policies_dir,
             unlock_identity_file,
             public_url,
             audit_log_name,

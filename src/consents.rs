@@ -66,6 +66,32 @@ pub struct ConsentOutcome {
     pub receipt: String,
 }
 
+/// The question every access decision asks: is there a valid consent of
+/// `resident_id` for `purpose` covering `category` and, when a partner asks,
+/// naming it as recipient, at `now`? One lookup on the unique
+/// (resident, purpose) index. Returns the consent id.
+pub async fn valid_consent(
+    store: &dyn crate::storage::Store,
+    purpose: &Purpose,
+    resident_id: &str,
+    category: &str,
+    recipient: Option<&str>,
+    now: Timestamp,
+) -> AppResult<Option<String>> {
+    if !purpose.legal_basis.needs_consent() || !purpose.covers_category(category) {
+        return Ok(None);
+    }
+    if let Some(partner) = recipient
+        && !purpose.names_recipient(partner)
+    {
+        return Ok(None);
+    }
+    let Some(row) = store.find_consent(resident_id, &purpose.id).await? else {
+        return Ok(None);
+    };
+    Ok(recorded(&row)?.covers(category, now).then_some(row.id))
+}
+
 pub fn split_categories(s: &str) -> Vec<String> {
     s.split(',')
         .filter(|c| !c.is_empty())

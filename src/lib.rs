@@ -68,10 +68,22 @@ impl AppState {
         demo: bool,
         keys: Result<Arc<LiveKeys>, String>,
     ) -> Result<Self, String> {
-        let categories =
-            Arc::new(Categories::builtin().map_err(|e| format!("policies/categories.toml {e}"))?);
+        let (categories_text, categories_file) = policy_text(
+            &config.policies_dir,
+            "categories.toml",
+            domain::category::BUILTIN_CATEGORIES,
+        )?;
+        let categories = Arc::new(
+            Categories::parse(&categories_text).map_err(|e| format!("{categories_file} {e}"))?,
+        );
+        let (purposes_text, purposes_file) = policy_text(
+            &config.policies_dir,
+            "purposes.toml",
+            domain::purpose::BUILTIN_PURPOSES,
+        )?;
         let register = Arc::new(
-            Register::builtin(&categories).map_err(|e| format!("policies/purposes.toml {e}"))?,
+            Register::parse(&purposes_text, &categories)
+                .map_err(|e| format!("{purposes_file} {e}"))?,
         );
         let vault = keys.map(|k| Arc::new(Vault::new(store.clone(), k, categories.clone())));
         let audit = AuditLog::start(store.clone(), config.audit_log_name.clone());
@@ -117,6 +129,23 @@ impl std::ops::Deref for AppState {
     type Target = AppInner;
     fn deref(&self) -> &AppInner {
         &self.inner
+    }
+}
+
+/// A reviewed policy file: from the policies folder when it is there (a
+/// deployment's reviewed copy), else the copy built into the binary.
+fn policy_text(
+    dir: &std::path::Path,
+    name: &str,
+    builtin: &str,
+) -> Result<(String, String), String> {
+    let path = dir.join(name);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok((text, path.display().to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Ok((builtin.to_string(), format!("{name} (built in)")))
+        }
+        Err(e) => Err(format!("{}: cannot read ({})", path.display(), e.kind())),
     }
 }
 

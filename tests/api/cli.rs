@@ -456,3 +456,19 @@ fn undecryptable_keys_leave_the_service_up_but_closed() {
         .unwrap();
     child.wait().unwrap();
 }
+
+#[test]
+fn a_bad_purposes_register_stops_the_start_naming_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("policies")).unwrap();
+    let good = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/policies/purposes.toml"
+    ))
+    .unwrap();
+    let bad = good.replacen("legal_basis = \"consent\"", "legal_basis = \"whim\"", 1);
+    std::fs::write(d.join("policies/purposes.toml"), bad).unwrap();
+    let out = coffre(d, &["serve"], &[]).output().unwrap();
+    assert_one_clear_line(&out, "purposes.toml line ");
+}

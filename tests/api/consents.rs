@@ -303,3 +303,72 @@ async fn an_aidant_under_mandate_is_recorded_with_the_structure() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_validity_question_is_answered_per_category_recipient_and_time() {
+    each_backend(|app| async move {
+        let reg = &app.state.register;
+        let mobility = reg.get("etude-mobilite").unwrap();
+        let public = reg.get("renovation-energetique").unwrap();
+        let store = app.store.as_ref();
+        let ask = |purpose, resident, category, recipient, now| {
+            coffre::consents::valid_consent(store, purpose, resident, category, recipient, now)
+        };
+        // Awa gave the mobility study (demo); Jean-Pierre withdrew it.
+        assert!(
+            ask(mobility, AWA, "mobility", Some("labo-mobilite"), T0)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            ask(mobility, AWA, "mobility", None, T0)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            ask(mobility, AWA, "health", Some("labo-mobilite"), T0)
+                .await
+                .unwrap()
+                .is_none(),
+            "category outside the purpose"
+        );
+        assert!(
+            ask(mobility, AWA, "mobility", Some("renov-energie"), T0)
+                .await
+                .unwrap()
+                .is_none(),
+            "not a recipient"
+        );
+        assert!(
+            ask(mobility, AWA, "mobility", None, T0 + 366 * DAY)
+                .await
+                .unwrap()
+                .is_none(),
+            "expired"
+        );
+        assert!(
+            ask(mobility, JP, "mobility", None, T0)
+                .await
+                .unwrap()
+                .is_none(),
+            "withdrawn"
+        );
+        assert!(
+            ask(mobility, LUCIE, "mobility", None, T0)
+                .await
+                .unwrap()
+                .is_none(),
+            "never given"
+        );
+        // A public-task purpose is not a consent question at all.
+        assert!(
+            ask(public, AWA, "housing", None, T0)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    })
+    .await;
+}
