@@ -191,7 +191,7 @@ async fn decisions() {
             };
             let mut n = 0u64;
             while started.elapsed() < dur {
-                let d = if n % 2 == 0 {
+                let d = if n.is_multiple_of(2) {
                     Decision::Give(GiveRequest::default())
                 } else {
                     Decision::Withdraw
