@@ -67,7 +67,7 @@ async fn validity() {
         .unwrap();
     for chunk in (0..N).collect::<Vec<_>>().chunks(50_000) {
         let mut tx = pool.begin().await.unwrap();
-        for rows in chunk.chunks(2000) {
+        for rows in chunk.chunks(1000) {
             let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
                 "INSERT INTO residents (id, status, created_at) ",
             );
