@@ -85,7 +85,11 @@ async fn validity() {
                     b.push_bind(format!("{}-{purpose}", resident(i)))
                         .push_bind(resident(i))
                         .push_bind(*purpose)
-                        .push_bind(if i.is_multiple_of(5) { "withdrawn" } else { "given" })
+                        .push_bind(if i.is_multiple_of(5) {
+                            "withdrawn"
+                        } else {
+                            "given"
+                        })
                         .push_bind(*cats)
                         .push_bind(NOW + 30 * 86_400)
                         .push_bind("v1")

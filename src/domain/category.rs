@@ -83,14 +83,7 @@ impl RecordError {
 impl Categories {
     /// Parses and checks a categories file; the error names the line.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let defs: BTreeMap<String, CategoryDef> =
-            toml::from_str(text).map_err(|e: toml::de::Error| {
-                let line = e
-                    .span()
-                    .map(|s| text[..s.start.min(text.len())].lines().count().max(1))
-                    .unwrap_or(0);
-                format!("line {line}: {}", e.message())
-            })?;
+        let defs: BTreeMap<String, CategoryDef> = super::parse_policy(text)?;
         for (name, def) in &defs {
             if !is_identifier(name) {
                 return Err(format!(
@@ -120,6 +113,7 @@ impl Categories {
         Self::parse(BUILTIN_CATEGORIES)
     }
 
+    /// A category by name, or `unknown_category`.
     pub fn category(&self, name: &str) -> Result<Category, RecordError> {
         if self.defs.contains_key(name) {
             Ok(Category(name.to_string()))

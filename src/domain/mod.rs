@@ -9,6 +9,17 @@ pub mod purpose;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+/// Parses a reviewed TOML policy file; a failure names the line.
+pub fn parse_policy<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    toml::from_str(text).map_err(|e: toml::de::Error| {
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].lines().count().max(1))
+            .unwrap_or(0);
+        format!("line {line}: {}", e.message())
+    })
+}
+
 /// Seconds since the Unix epoch. Domain functions take `now: Timestamp` as an
 /// argument so tests control time.
 pub type Timestamp = i64;

@@ -137,13 +137,7 @@ fn line_of(text: &str, needle: &str) -> usize {
 impl Register {
     /// Parses and validates a register against the data categories.
     pub fn parse(text: &str, categories: &Categories) -> Result<Self, String> {
-        let file: RegisterFile = toml::from_str(text).map_err(|e: toml::de::Error| {
-            let line = e
-                .span()
-                .map(|s| text[..s.start.min(text.len())].lines().count().max(1))
-                .unwrap_or(0);
-            format!("line {line}: {}", e.message())
-        })?;
+        let file: RegisterFile = super::parse_policy(text)?;
         let mut purposes = BTreeMap::new();
         for mut p in file.purpose {
             let at = line_of(text, &format!("id = \"{}\"", p.id));

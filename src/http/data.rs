@@ -16,6 +16,16 @@ use crate::http::audit::{RequestId, own_data, with_entry};
 use crate::http::session::CurrentUser;
 use crate::vault::RecordView;
 
+fn known_category(
+    vault: &crate::vault::Vault,
+    name: &str,
+) -> AppResult<crate::domain::category::Category> {
+    Ok(vault
+        .categories()
+        .category(name)
+        .map_err(crate::vault::VaultError::from)?)
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct MyData {
     /// The latest version of each category held.
@@ -60,10 +70,7 @@ pub async fn my_category(
     Path(category): Path<String>,
 ) -> AppResult<Response> {
     let vault = state.vault()?;
-    let category = vault
-        .categories()
-        .category(&category)
-        .map_err(crate::vault::VaultError::from)?;
+    let category = known_category(vault, &category)?;
     let entry = own_data(&state, &user, &rid, "data.read", Some(category.as_str())).await?;
     let history = vault.read_history(&user.actor_id, &category).await?;
     Ok(with_entry(
@@ -95,10 +102,7 @@ pub async fn put_my_category(
     ApiJson(body): ApiJson<Value>,
 ) -> AppResult<Response> {
     let vault = state.vault()?;
-    let category = vault
-        .categories()
-        .category(&category)
-        .map_err(crate::vault::VaultError::from)?;
+    let category = known_category(vault, &category)?;
     // Bad input is refused before anything, including the audit log, changes.
     vault
         .categories()

@@ -37,8 +37,15 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(5))
             // Deleted content is overwritten with zeros, so an erased
             // resident's wrapped data key does not linger in free pages.
-            .pragma("secure_delete", "ON");
+            .pragma("secure_delete", "ON")
+            // Hot index pages stay in memory (grows only as used, so idle
+            // memory is unaffected); reads of cold pages go through mmap.
+            .pragma("cache_size", "-32768")
+            .pragma("mmap_size", "268435456");
         let pool = SqlitePoolOptions::new()
+            // An embedded database's connections cannot go stale: skip the
+            // ping sqlx otherwise sends before handing one out.
+            .test_before_acquire(false)
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
