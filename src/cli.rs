@@ -129,6 +129,16 @@ impl Fatal {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    // A panic's message can quote data (a value being parsed, say): log
+    // where it happened, never what it said.
+    std::panic::set_hook(Box::new(|info| {
+        let at = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!("coffre: internal error (panic at {at}); details withheld");
+        tracing::error!(at, "panic");
+    }));
     let cli = Cli::parse();
     if let Command::Version = cli.command {
         println!("coffre {}", env!("CARGO_PKG_VERSION"));
@@ -416,6 +426,11 @@ async fn audit_command(config: Config, command: AuditCommand) -> Result<(), Fata
             match outcome {
                 Ok(r) => {
                     use base64::Engine;
+                    if external.is_none() {
+                        println!(
+                            "note: without --checkpoint FILE (a checkpoint kept outside this database), a log cut after its last stored checkpoint cannot be detected"
+                        );
+                    }
                     println!(
                         "audit log OK: {} entries, root {}, {} signed checkpoints verified and consistent",
                         r.size,

@@ -149,6 +149,21 @@ impl DatabaseUrl {
                     if u.password().is_some() {
                         let _ = u.set_password(Some("***"));
                     }
+                    // libpq also takes the password as a query parameter.
+                    let pairs: Vec<(String, String)> = u
+                        .query_pairs()
+                        .map(|(k, v)| {
+                            let v = if k.eq_ignore_ascii_case("password") {
+                                "***".into()
+                            } else {
+                                v.into_owned()
+                            };
+                            (k.into_owned(), v)
+                        })
+                        .collect();
+                    if !pairs.is_empty() {
+                        u.query_pairs_mut().clear().extend_pairs(pairs);
+                    }
                     u.to_string()
                 }
                 Err(_) => "postgres://***".into(),
@@ -604,12 +619,18 @@ mod tests {
                 ("COFFRE_OIDC_ISSUER", "https://id.example"),
                 ("COFFRE_OIDC_CLIENT_ID", "coffre"),
                 ("COFFRE_OIDC_CLIENT_SECRET", "hunter2-very-secret"),
-                ("COFFRE_DATABASE_URL", "postgres://u:pw-secret@db/coffre"),
+                (
+                    "COFFRE_DATABASE_URL",
+                    "postgres://u:pw-secret@db/coffre?sslmode=require&password=qs-secret",
+                ),
             ]),
         )
         .unwrap();
         let shown = format!("{c:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
-        assert!(!shown.contains("pw-secret"), "{shown}");
+        assert!(
+            !shown.contains("pw-secret") && !shown.contains("qs-secret"),
+            "{shown}"
+        );
     }
 }

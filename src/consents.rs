@@ -89,6 +89,11 @@ pub async fn valid_consent(
     let Some(row) = store.find_consent(resident_id, &purpose.id).await? else {
         return Ok(None);
     };
+    // A consent covers the notice it was given under: when the register's
+    // text of the purpose changes (new recipients, say), it must be given again.
+    if row.notice_version != purpose.notice_version {
+        return Ok(None);
+    }
     Ok(recorded(&row)?.covers(category, now).then_some(row.id))
 }
 
@@ -218,6 +223,7 @@ pub async fn decide(
         valid_until: next.valid_until,
         notice_version: purpose.notice_version.clone(),
         updated_at: now,
+        seq: current_row.as_ref().map_or(1, |c| c.seq + 1),
     };
     let event = ConsentEventRow {
         id: event_id,
@@ -234,7 +240,38 @@ pub async fn decide(
         receipt: receipt.clone(),
         created_at: now,
     };
-    state.store.record_consent_event(&row, &event).await?;
+    let expected = current_row.as_ref().map(|c| c.seq);
+    match state
+        .store
+        .record_consent_event(&row, expected, &event)
+        .await
+    {
+        Ok(()) => {}
+        Err(crate::storage::StorageError::Conflict(_)) => {
+            // Another decision about this consent landed first: this one is
+            // void, and the log says so next to its "allow".
+            state
+                .audit
+                .record(AuditRecord {
+                    timestamp: now,
+                    actor_id: actor.id.clone(),
+                    actor_role: actor.role.as_str().to_string(),
+                    action: decision.action().to_string(),
+                    resident_id: Some(resident_id.to_string()),
+                    purpose: Some(purpose.id.clone()),
+                    allowed: false,
+                    reason: "concurrent_update".into(),
+                    request_id: actor.request_id.clone(),
+                    ..Default::default()
+                })
+                .await?;
+            return Err(AppError::Conflict {
+                code: "concurrent_update",
+                message: "Une autre décision sur ce consentement vient d'être enregistrée ; réessayez. / Another decision on this consent was just recorded; retry.".into(),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    }
     Ok(ConsentOutcome {
         consent: view(&row, now)?,
         receipt,

@@ -171,6 +171,7 @@ impl Vault {
         match self.store.insert_record(resident_id, &row).await {
             Ok(()) => {}
             Err(StorageError::Conflict(_)) => return Err(VaultError::ConcurrentUpdate),
+            Err(StorageError::NotFound) => return Err(VaultError::NoSuchResident),
             Err(e) => return Err(e.into()),
         }
         Ok(RecordView {

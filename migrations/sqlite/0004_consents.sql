@@ -13,6 +13,10 @@ CREATE TABLE consents (
     valid_until     INTEGER,
     notice_version  TEXT NOT NULL,
     updated_at      INTEGER NOT NULL,
+    -- Number of events so far; each decision updates the row only if it is
+    -- still at the count it read (compare-and-set), so concurrent decisions
+    -- cannot overwrite each other.
+    seq             INTEGER NOT NULL,
     UNIQUE (resident_id, purpose)
 );
 -- Cohorts: everyone with a given consent for a purpose.

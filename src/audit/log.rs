@@ -170,8 +170,14 @@ impl AuditLog {
         signer: &NoteSigner,
         now: Timestamp,
     ) -> Result<CheckpointRow, AuditError> {
-        let size = self.size().await?;
+        // What was signed before is read before the size: the log only grows,
+        // so a concurrent signer can never make the size look smaller.
+        let remembered = match self.last_signed.lock() {
+            Ok(g) => *g,
+            Err(p) => *p.into_inner(),
+        };
         let latest = self.store.audit_latest_checkpoint().await?;
+        let size = self.size().await?;
         if let Some(latest) = &latest
             && (latest.tree_size as u64 == size || latest.created_at >= now)
         {
@@ -185,10 +191,6 @@ impl AuditLog {
                     .map_err(|_| AuditError::Integrity("stored checkpoint root".into()))?,
             )),
             None => None,
-        };
-        let remembered = match self.last_signed.lock() {
-            Ok(g) => *g,
-            Err(p) => *p.into_inner(),
         };
         for (old_size, old_root) in [remembered, previous].into_iter().flatten() {
             self.check_extends(old_size, &old_root, size, &root).await?;

@@ -274,7 +274,7 @@ fn check(ty: &FieldType, v: &Value) -> Result<Value, String> {
             let s = text()?;
             let b = s.as_bytes();
             let ok = b.len() == 5
-                && (b[..2].iter().all(u8::is_ascii_digit) || &s[..2] == "2A" || &s[..2] == "2B")
+                && (b[..2].iter().all(u8::is_ascii_digit) || &b[..2] == b"2A" || &b[..2] == b"2B")
                 && b[2..].iter().all(u8::is_ascii_digit);
             if !ok {
                 return Err("expected a 5-character INSEE code".into());
@@ -381,6 +381,15 @@ mod tests {
                 .is_err()
         );
         assert!(c.validate(&id, &json!({"birthdate": "2024-02-29"})).is_ok());
+        // Multi-byte input where ASCII is expected is refused, never a panic.
+        assert!(
+            c.validate(&contact, &json!({"commune_insee": "€12"}))
+                .is_err()
+        );
+        assert!(
+            c.validate(&contact, &json!({"commune_insee": "2A004"}))
+                .is_ok()
+        );
     }
 
     #[test]

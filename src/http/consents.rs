@@ -231,7 +231,7 @@ pub async fn withdraw(
 
 #[derive(Serialize, ToSchema)]
 pub struct Receipts {
-    /// Every receipt of this consent, oldest first (compact JWS, EdDSA; verify
+    /// Every receipt of this consent, newest first (compact JWS, EdDSA; verify
     /// with `/.well-known/jwks.json`).
     pub receipts: Vec<String>,
 }

@@ -200,7 +200,7 @@ pub async fn logout(
             request_id: headers
                 .get("x-request-id")
                 .and_then(|v| v.to_str().ok())
-                .map(str::to_string),
+                .map(|s| s.chars().take(64).collect()),
             ..Default::default()
         })
         .await?;

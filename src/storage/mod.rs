@@ -174,6 +174,8 @@ pub struct ConsentRow {
     pub valid_until: Option<i64>,
     pub notice_version: String,
     pub updated_at: i64,
+    /// Number of events so far: the compare-and-set guard of the next one.
+    pub seq: i64,
 }
 
 /// One event of a consent's append-only history, with its receipt.
@@ -295,10 +297,14 @@ pub trait Store: Send + Sync + 'static {
     async fn consents_of(&self, resident_id: &str) -> StorageResult<Vec<ConsentRow>>;
     /// A consent's history, oldest first.
     async fn consent_events(&self, consent_id: &str) -> StorageResult<Vec<ConsentEventRow>>;
-    /// Appends an event and sets the current state, in one transaction.
+    /// Appends an event and sets the current state, in one transaction, only
+    /// if the current state is still the one the decision was made on
+    /// (`expected_seq`: `None` when there was no consent yet). Otherwise
+    /// `Conflict`: a concurrent decision won.
     async fn record_consent_event(
         &self,
         current: &ConsentRow,
+        expected_seq: Option<i64>,
         event: &ConsentEventRow,
     ) -> StorageResult<()>;
 
@@ -343,12 +349,28 @@ pub async fn open(url: &DatabaseUrl) -> StorageResult<DynStore> {
     Ok(store)
 }
 
+/// Splits `rows` into chunks of 64, 32, 16, 8, 4, 2 and 1 rows (largest
+/// first), so multi-row statements come in at most seven shapes.
+pub(crate) fn pow2_chunks<T>(mut rows: &[T]) -> Vec<&[T]> {
+    let mut out = Vec::new();
+    let mut size = 64;
+    while !rows.is_empty() {
+        while size > rows.len() {
+            size /= 2;
+        }
+        let (head, tail) = rows.split_at(size);
+        out.push(head);
+        rows = tail;
+    }
+    out
+}
+
 /// The `impl Store` both backends share, with their few differences passed
 /// in. The SQL is written with `$n` placeholders, which SQLite and PostgreSQL
 /// both accept. (A macro rather than generics over `sqlx::Database`, whose
 /// trait bounds grow without end.)
 macro_rules! impl_store {
-    ($store:ty, $db:ty, $backend:expr, $migrations:literal) => {
+    ($store:ty, $db:ty, $backend:expr, $migrations:literal, $for_share:literal) => {
     #[async_trait::async_trait]
     impl $crate::storage::Store for $store {
         fn backend(&self) -> $crate::storage::Backend {
@@ -611,12 +633,12 @@ macro_rules! impl_store {
             key: &$crate::storage::DataKeyRow,
             now: $crate::domain::Timestamp,
         ) -> $crate::storage::StorageResult<bool> {
-            let done = sqlx::query(
+            let done = sqlx::query(concat!(
                 "INSERT INTO data_keys (resident_id, kek_version, wrapped, created_at) \
                  SELECT $1, $2, $3, $4 WHERE EXISTS \
-                   (SELECT 1 FROM residents WHERE id = $1 AND status = 'active') \
+                   (SELECT 1 FROM residents WHERE id = $1 AND status = 'active'", $for_share, ") \
                  ON CONFLICT (resident_id) DO NOTHING",
-            )
+            ))
             .bind(&key.resident_id)
             .bind(key.kek_version)
             .bind(&key.wrapped)
@@ -631,10 +653,14 @@ macro_rules! impl_store {
             resident_id: &str,
             r: &$crate::storage::RecordRow,
         ) -> $crate::storage::StorageResult<()> {
-            sqlx::query(
+            // The resident row is share-locked (PostgreSQL) or checked in the
+            // same statement (SQLite), so a concurrent erasure either waits for
+            // this insert or makes it insert nothing: no record outlives it.
+            let done = sqlx::query(concat!(
                 "INSERT INTO personal_records (id, resident_id, category, version, sealed, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
+                 SELECT $1, $2, $3, $4, $5, $6 WHERE EXISTS \
+                   (SELECT 1 FROM residents WHERE id = $2 AND status = 'active'", $for_share, ")",
+            ))
             .bind(&r.id)
             .bind(resident_id)
             .bind(&r.category)
@@ -643,6 +669,9 @@ macro_rules! impl_store {
             .bind(r.created_at)
             .execute(&self.pool)
             .await?;
+            if done.rows_affected() == 0 {
+                return Err($crate::storage::StorageError::NotFound);
+            }
             Ok(())
         }
 
@@ -684,7 +713,7 @@ macro_rules! impl_store {
         ) -> $crate::storage::StorageResult<Vec<$crate::storage::RecordRow>> {
             Ok(sqlx::query_as(
                 "SELECT id, category, version, sealed, created_at FROM personal_records \
-                 WHERE resident_id = $1 AND category = $2 ORDER BY version DESC",
+                 WHERE resident_id = $1 AND category = $2 ORDER BY version DESC LIMIT 100",
             )
             .bind(resident_id)
             .bind(category)
@@ -707,6 +736,16 @@ macro_rules! impl_store {
             if done.rows_affected() == 0 {
                 return Ok(false);
             }
+            // Consents stay as proof of past lawful processing, but none of
+            // them can be used any more.
+            sqlx::query(
+                "UPDATE consents SET state = 'withdrawn', valid_until = $2, updated_at = $2, seq = seq + 1 \
+                 WHERE resident_id = $1 AND state = 'given'",
+            )
+            .bind(resident_id)
+            .bind(_now)
+            .execute(&mut *tx)
+            .await?;
             for sql in [
                 "DELETE FROM data_keys WHERE resident_id = $1",
                 "DELETE FROM personal_records WHERE resident_id = $1",
@@ -774,7 +813,7 @@ macro_rules! impl_store {
             purpose: &str,
         ) -> $crate::storage::StorageResult<Option<$crate::storage::ConsentRow>> {
             Ok(sqlx::query_as(
-                "SELECT id, resident_id, purpose, state, categories, valid_until, notice_version, updated_at \
+                "SELECT id, resident_id, purpose, state, categories, valid_until, notice_version, updated_at, seq \
                  FROM consents WHERE resident_id = $1 AND purpose = $2",
             )
             .bind(resident_id)
@@ -788,7 +827,7 @@ macro_rules! impl_store {
             id: &str,
         ) -> $crate::storage::StorageResult<Option<$crate::storage::ConsentRow>> {
             Ok(sqlx::query_as(
-                "SELECT id, resident_id, purpose, state, categories, valid_until, notice_version, updated_at \
+                "SELECT id, resident_id, purpose, state, categories, valid_until, notice_version, updated_at, seq \
                  FROM consents WHERE id = $1",
             )
             .bind(id)
@@ -801,7 +840,7 @@ macro_rules! impl_store {
             resident_id: &str,
         ) -> $crate::storage::StorageResult<Vec<$crate::storage::ConsentRow>> {
             Ok(sqlx::query_as(
-                "SELECT id, resident_id, purpose, state, categories, valid_until, notice_version, updated_at \
+                "SELECT id, resident_id, purpose, state, categories, valid_until, notice_version, updated_at, seq \
                  FROM consents WHERE resident_id = $1 ORDER BY purpose",
             )
             .bind(resident_id)
@@ -816,7 +855,7 @@ macro_rules! impl_store {
             Ok(sqlx::query_as(
                 "SELECT id, consent_id, purpose, state, categories, valid_until, notice_version, \
                  actor_id, actor_role, structure_id, audit_index, receipt, created_at \
-                 FROM consent_events WHERE consent_id = $1 ORDER BY created_at, audit_index",
+                 FROM consent_events WHERE consent_id = $1 ORDER BY audit_index DESC LIMIT 500",
             )
             .bind(consent_id)
             .fetch_all(&self.pool)
@@ -826,25 +865,46 @@ macro_rules! impl_store {
         async fn record_consent_event(
             &self,
             c: &$crate::storage::ConsentRow,
+            expected_seq: Option<i64>,
             e: &$crate::storage::ConsentEventRow,
         ) -> $crate::storage::StorageResult<()> {
             let mut tx = self.pool.begin().await?;
-            sqlx::query(
-                "INSERT INTO consents (id, resident_id, purpose, state, categories, valid_until, notice_version, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-                 ON CONFLICT (resident_id, purpose) DO UPDATE SET state = $4, categories = $5, \
-                 valid_until = $6, notice_version = $7, updated_at = $8",
-            )
-            .bind(&c.id)
-            .bind(&c.resident_id)
-            .bind(&c.purpose)
-            .bind(&c.state)
-            .bind(&c.categories)
-            .bind(c.valid_until)
-            .bind(&c.notice_version)
-            .bind(c.updated_at)
-            .execute(&mut *tx)
-            .await?;
+            let done = match expected_seq {
+                None => {
+                    sqlx::query(
+                        "INSERT INTO consents (id, resident_id, purpose, state, categories, valid_until, notice_version, updated_at, seq) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1) ON CONFLICT (resident_id, purpose) DO NOTHING",
+                    )
+                    .bind(&c.id)
+                    .bind(&c.resident_id)
+                    .bind(&c.purpose)
+                    .bind(&c.state)
+                    .bind(&c.categories)
+                    .bind(c.valid_until)
+                    .bind(&c.notice_version)
+                    .bind(c.updated_at)
+                    .execute(&mut *tx)
+                    .await?
+                }
+                Some(seq) => {
+                    sqlx::query(
+                        "UPDATE consents SET state = $1, categories = $2, valid_until = $3, notice_version = $4, \
+                         updated_at = $5, seq = seq + 1 WHERE id = $6 AND seq = $7",
+                    )
+                    .bind(&c.state)
+                    .bind(&c.categories)
+                    .bind(c.valid_until)
+                    .bind(&c.notice_version)
+                    .bind(c.updated_at)
+                    .bind(&c.id)
+                    .bind(seq)
+                    .execute(&mut *tx)
+                    .await?
+                }
+            };
+            if done.rows_affected() != 1 {
+                return Err($crate::storage::StorageError::Conflict("concurrent consent decision".into()));
+            }
             sqlx::query(
                 "INSERT INTO consent_events (id, consent_id, resident_id, purpose, state, categories, valid_until, \
                  notice_version, actor_id, actor_role, structure_id, audit_index, receipt, created_at) \
@@ -895,37 +955,56 @@ macro_rules! impl_store {
                 Some((cached_size, f)) if *cached_size == size => f.clone(),
                 _ => Vec::with_capacity(coords.len()),
             };
-            for (level, idx) in &coords {
-                let row: Option<(Vec<u8>,)> =
-                    sqlx::query_as("SELECT hash FROM audit_nodes WHERE level = $1 AND idx = $2")
-                        .bind(i64::from(*level))
-                        .bind(*idx as i64)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                let hash: [u8; 32] = row
-                    .and_then(|(h,)| h.try_into().ok())
-                    .ok_or_else(|| {
-                        $crate::storage::StorageError::Integrity(format!(
-                            "audit node ({level}, {idx}) missing or malformed"
-                        ))
-                    })?;
-                frontier.push(hash);
+            if !coords.is_empty() {
+                let mut sql = String::from("SELECT level, idx, hash FROM audit_nodes WHERE ");
+                for i in 0..coords.len() {
+                    if i > 0 {
+                        sql.push_str(" OR ");
+                    }
+                    sql.push_str(&format!("(level = ${} AND idx = ${})", 2 * i + 1, 2 * i + 2));
+                }
+                let mut q = sqlx::query_as::<_, (i64, i64, Vec<u8>)>(&sql);
+                for (level, idx) in &coords {
+                    q = q.bind(i64::from(*level)).bind(*idx as i64);
+                }
+                let found: std::collections::HashMap<(i64, i64), Vec<u8>> = q
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .into_iter()
+                    .map(|(l, i, h)| ((l, i), h))
+                    .collect();
+                for (level, idx) in &coords {
+                    let hash: [u8; 32] = found
+                        .get(&(i64::from(*level), *idx as i64))
+                        .and_then(|h| h.as_slice().try_into().ok())
+                        .ok_or_else(|| {
+                            $crate::storage::StorageError::Integrity(format!(
+                                "audit node ({level}, {idx}) missing or malformed"
+                            ))
+                        })?;
+                    frontier.push(hash);
+                }
             }
             let plan = planner(size, frontier).map_err($crate::storage::StorageError::Integrity)?;
             if plan.entries.is_empty() {
                 return Ok(plan);
             }
-            let mut q = sqlx::QueryBuilder::<$db>::new(
-                "INSERT INTO audit_entries (idx, leaf, resident_id, created_at) ",
-            );
-            q.push_values(&plan.entries, |mut b, (idx, leaf, resident, at)| {
-                b.push_bind(*idx)
-                    .push_bind(leaf.clone())
-                    .push_bind(resident.clone())
-                    .push_bind(*at);
-            });
-            q.build().execute(&mut *tx).await?;
-            for chunk in plan.nodes.chunks(1000) {
+            // Multi-row inserts in power-of-two sizes only: a handful of
+            // statement shapes that stay in sqlx's prepared-statement cache,
+            // instead of preparing a new, large statement for every batch.
+            for chunk in $crate::storage::pow2_chunks(&plan.entries) {
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO audit_entries (idx, leaf, resident_id, created_at) ",
+                );
+                q.push_values(chunk, |mut b, (idx, leaf, resident, at)| {
+                    b.push_bind(*idx)
+                        .push_bind(leaf.clone())
+                        .push_bind(resident.clone())
+                        .push_bind(*at);
+                });
+                q.build().execute(&mut *tx).await?;
+            }
+            for chunk in $crate::storage::pow2_chunks(&plan.nodes) {
                 let mut q = sqlx::QueryBuilder::<$db>::new("INSERT INTO audit_nodes (level, idx, hash) ");
                 q.push_values(chunk, |mut b, (level, idx, hash)| {
                     b.push_bind(*level).push_bind(*idx).push_bind(hash.clone());

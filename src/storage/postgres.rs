@@ -44,5 +44,6 @@ super::impl_store!(
     PgStore,
     sqlx::Postgres,
     super::Backend::Postgres,
-    "migrations/postgres"
+    "migrations/postgres",
+    " FOR SHARE"
 );

@@ -79,5 +79,6 @@ super::impl_store!(
     SqliteStore,
     sqlx::Sqlite,
     super::Backend::Sqlite,
-    "migrations/sqlite"
+    "migrations/sqlite",
+    ""
 );

@@ -372,3 +372,49 @@ async fn the_validity_question_is_answered_per_category_recipient_and_time() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn concurrent_decisions_never_overwrite_each_other() {
+    each_backend(|app| async move {
+        let actor = coffre::consents::Actor {
+            id: AWA.into(),
+            role: coffre::domain::Role::Resident,
+            structure_id: None,
+            request_id: None,
+        };
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let (state, actor) = (app.state.clone(), actor.clone());
+            tasks.push(tokio::spawn(async move {
+                let d = if i % 2 == 0 {
+                    coffre::consents::Decision::Withdraw
+                } else {
+                    coffre::consents::Decision::Give(Default::default())
+                };
+                coffre::consents::decide(&state, &actor, AWA, "etude-mobilite", d).await
+            }));
+        }
+        for t in tasks {
+            if let Err(e) = t.await.unwrap() {
+                let (code, status) = e.code_and_status();
+                assert!(
+                    matches!(code, "concurrent_update" | "not_given" | "already_given"),
+                    "unexpected {code} ({status})"
+                );
+            }
+        }
+        // The current state is the last event of the history.
+        let s = app.login(AWA).await;
+        let mine = consents_of(&app, &s).await;
+        let c = mine["consents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["purpose"] == "etude-mobilite")
+            .unwrap()
+            .clone();
+        let newest = &c["history"][0];
+        assert_eq!(c["state"], newest["state"], "{c}");
+    })
+    .await;
+}
