@@ -52,6 +52,9 @@ pub enum Command {
     /// The audit log: verify it, print its checkpoint or verifier key.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Register partners (OAuth2 clients).
+    #[command(subcommand)]
+    Partner(PartnerCommand),
     /// Act on one resident (DPO operations).
     #[command(subcommand)]
     Resident(ResidentCommand),
@@ -94,6 +97,26 @@ pub enum AuditCommand {
     Checkpoint,
     /// Print the checkpoint verifier key in signed-note form.
     Key,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PartnerCommand {
+    /// Register a partner and print its client id and secret, once. Its
+    /// purposes are those of policies/purposes.toml that name it as recipient.
+    Add {
+        /// Partner id as the register's `recipients` name it, e.g. labo-mobilite.
+        #[arg(long)]
+        id: String,
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// age X25519 recipient (age1…) that extracts will be encrypted to.
+        #[arg(long)]
+        age_recipient: Option<String>,
+        /// Print `{"client_id", "client_secret"}` as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -193,6 +216,12 @@ pub async fn run(cli: Cli) -> Result<(), Fatal> {
         Command::Version => Ok(()),
         Command::Keys(k) => keys_command(&config, k).await,
         Command::Audit(a) => audit_command(config, a).await,
+        Command::Partner(PartnerCommand::Add {
+            id,
+            name,
+            age_recipient,
+            json,
+        }) => partner_add(&config, &id, &name, age_recipient.as_deref(), json).await,
         Command::Resident(ResidentCommand::Erase { id }) => {
             let store = open_store(&config).await?;
             let keys = load_keys(&config)?;
@@ -213,6 +242,80 @@ pub async fn run(cli: Cli) -> Result<(), Fatal> {
             }
         }
     }
+}
+
+async fn partner_add(
+    config: &Config,
+    id: &str,
+    name: &str,
+    age_recipient: Option<&str>,
+    json: bool,
+) -> Result<(), Fatal> {
+    use std::str::FromStr;
+    if id.is_empty()
+        || id.len() > 64
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(Fatal::config(
+            "--id: lower-case letters, digits and '-' only",
+        ));
+    }
+    if name.trim().is_empty() || name.len() > 200 {
+        return Err(Fatal::config("--name: 1 to 200 characters"));
+    }
+    if let Some(r) = age_recipient {
+        age::x25519::Recipient::from_str(r)
+            .map_err(|_| Fatal::config("--age-recipient: not an age X25519 recipient (age1…)"))?;
+    }
+    let mut secret = [0u8; 32];
+    let mut suffix = [0u8; 4];
+    let rng = ring::rand::SystemRandom::new();
+    ring::rand::SecureRandom::fill(&rng, &mut secret)
+        .and_then(|()| ring::rand::SecureRandom::fill(&rng, &mut suffix))
+        .map_err(|_| Fatal::runtime("system random generator failed"))?;
+    use base64::Engine;
+    let client_secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
+    let client_id = format!("{id}-{}", hex::encode(suffix));
+    let store = open_store(config).await?;
+    let row = crate::storage::PartnerRow {
+        id: id.to_string(),
+        name: name.trim().to_string(),
+        client_id: client_id.clone(),
+        client_secret_hash: crate::demo::client_secret_digest(&client_secret),
+        age_recipient: age_recipient.map(str::to_string),
+        active: true,
+    };
+    let clock = Clock::system();
+    let audit = crate::audit::AuditLog::start(store.clone(), config.audit_log_name.clone());
+    audit
+        .record(operator_record("partner.add", None, clock.now()))
+        .await
+        .map_err(|e| Fatal::runtime(format!("refusing to act unaudited: {e}")))?;
+    store
+        .insert_partner(&row, clock.now())
+        .await
+        .map_err(|e| match e {
+            crate::storage::StorageError::Conflict(_) => {
+                Fatal::runtime(format!("partner `{id}` already exists"))
+            }
+            other => Fatal::runtime(other.to_string()),
+        })?;
+    store.close().await;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"client_id": client_id, "client_secret": client_secret})
+        );
+    } else {
+        println!(
+            "partner {id} registered. Keep the secret now: it is not stored and cannot be shown again."
+        );
+        println!("client_id={client_id}");
+        println!("client_secret={client_secret}");
+    }
+    Ok(())
 }
 
 /// An operator's act from the command line. The CLI does not know who runs

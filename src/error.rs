@@ -45,6 +45,8 @@ pub enum AppError {
     #[error("authentication required")]
     Unauthenticated,
     #[error("{message}")]
+    Unauthorized { code: &'static str, message: String },
+    #[error("{message}")]
     Forbidden { code: &'static str, message: String },
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
@@ -147,6 +149,7 @@ impl AppError {
             Self::BadRequest { code, .. } => (code, StatusCode::BAD_REQUEST),
             Self::Unprocessable { code, .. } => (code, StatusCode::UNPROCESSABLE_ENTITY),
             Self::Unauthenticated => ("unauthenticated", StatusCode::UNAUTHORIZED),
+            Self::Unauthorized { code, .. } => (code, StatusCode::UNAUTHORIZED),
             Self::Forbidden { code, .. } => (code, StatusCode::FORBIDDEN),
             Self::Conflict { code, .. } => (code, StatusCode::CONFLICT),
             Self::Unavailable { code, .. } => (code, StatusCode::SERVICE_UNAVAILABLE),

@@ -32,6 +32,7 @@ pub mod json;
 pub mod me;
 pub mod middleware;
 pub mod pages;
+pub mod partner;
 pub mod session;
 
 pub use json::ApiJson;
@@ -50,6 +51,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
         (name = "ops", description = "Liveness, readiness, this document"),
         (name = "public", description = "Public information: categories, keys"),
         (name = "resident", description = "A resident's own space"),
+        (name = "partner", description = "Partners: OAuth2 client credentials and purpose-limited access"),
         (name = "audit", description = "The tamper-evident audit log: checkpoints, proofs, entries"),
         (name = "demo", description = "Development login (demo mode only)")
     )
@@ -77,7 +79,9 @@ pub fn app(state: AppState) -> Router {
         .routes(routes!(consents::purposes))
         .routes(routes!(consents::my_consents, consents::decide))
         .routes(routes!(consents::withdraw))
-        .routes(routes!(consents::receipts));
+        .routes(routes!(consents::receipts))
+        .routes(routes!(partner::token))
+        .routes(routes!(partner::me));
     if state.demo {
         api = api
             .routes(routes!(dev::personas))

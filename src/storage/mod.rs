@@ -239,6 +239,7 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_partner(&self, p: &PartnerRow, now: Timestamp) -> StorageResult<()>;
     async fn find_partner_by_client_id(&self, client_id: &str)
     -> StorageResult<Option<PartnerRow>>;
+    async fn find_partner(&self, id: &str) -> StorageResult<Option<PartnerRow>>;
 
     async fn create_session(&self, s: &NewSession<'_>) -> StorageResult<()>;
     /// The live session with this token digest, if it has not expired at `now`.
@@ -514,6 +515,19 @@ macro_rules! impl_store {
                  FROM partners WHERE client_id = $1",
             )
             .bind(client_id)
+            .fetch_optional(&self.pool)
+            .await?)
+        }
+
+        async fn find_partner(
+            &self,
+            id: &str,
+        ) -> $crate::storage::StorageResult<Option<$crate::storage::PartnerRow>> {
+            Ok(sqlx::query_as(
+                "SELECT id, name, client_id, client_secret_hash, age_recipient, active \
+                 FROM partners WHERE id = $1",
+            )
+            .bind(id)
             .fetch_optional(&self.pool)
             .await?)
         }

@@ -472,3 +472,73 @@ fn a_bad_purposes_register_stops_the_start_naming_the_line() {
     let out = coffre(d, &["serve"], &[]).output().unwrap();
     assert_one_clear_line(&out, "purposes.toml line ");
 }
+
+#[test]
+fn partner_add_prints_credentials_once_and_refuses_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = coffre(
+        d,
+        &[
+            "partner",
+            "add",
+            "--id",
+            "observatoire-sante",
+            "--name",
+            "Observatoire régional de santé",
+            "--json",
+        ],
+        &[],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let creds: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        creds["client_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("observatoire-sante-")
+    );
+    assert!(creds["client_secret"].as_str().unwrap().len() >= 43);
+    let out = coffre(
+        d,
+        &[
+            "partner",
+            "add",
+            "--id",
+            "observatoire-sante",
+            "--name",
+            "Twice",
+        ],
+        &[],
+    )
+    .output()
+    .unwrap();
+    assert_one_clear_line(&out, "already exists");
+    let out = coffre(d, &["partner", "add", "--id", "Bad Id", "--name", "x"], &[])
+        .output()
+        .unwrap();
+    assert_one_clear_line(&out, "--id");
+    let out = coffre(
+        d,
+        &[
+            "partner",
+            "add",
+            "--id",
+            "ok",
+            "--name",
+            "x",
+            "--age-recipient",
+            "age1nope",
+        ],
+        &[],
+    )
+    .output()
+    .unwrap();
+    assert_one_clear_line(&out, "--age-recipient");
+}

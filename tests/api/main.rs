@@ -11,6 +11,7 @@ mod cli;
 mod consents;
 mod independent;
 mod ops;
+mod partner;
 mod rotation;
 mod session;
 mod vault;

@@ -1,0 +1,223 @@
+//! Partners as OAuth2 clients: `POST /oauth/token` (client credentials,
+//! `client_secret_basic`) issues a short-lived EdDSA JWT; the `Partner`
+//! extractor verifies it on every request (algorithm pinned, issuer,
+//! audience, expiry and not-before checked against the service clock).
+//!
+//! A partner's purposes are those of the register that name it as a
+//! recipient: the register is the one source of truth the DPO reviews.
+
+use axum::Json;
+use axum::extract::{FromRequestParts, State};
+use axum::http::HeaderMap;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::error::{AppError, AppResult};
+use crate::http::session::serde_urlencoded_form;
+
+/// Access tokens live at most this long.
+pub const TOKEN_LIFETIME_SECS: i64 = 300;
+/// The `aud` of every access token coffre issues.
+pub const AUDIENCE: &str = "coffre";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct AccessClaims {
+    iss: String,
+    sub: String,
+    aud: String,
+    iat: i64,
+    nbf: i64,
+    exp: i64,
+    jti: String,
+    /// The purposes whose recipients name this partner, at issue time.
+    purposes: Vec<String>,
+}
+
+#[derive(Deserialize, Default, ToSchema)]
+pub struct TokenRequest {
+    /// Must be `client_credentials`.
+    pub grant_type: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TokenResponse {
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds (at most 300).
+    pub expires_in: i64,
+    /// Space-separated purpose ids the token carries.
+    pub scope: String,
+}
+
+fn invalid_client() -> AppError {
+    AppError::Unauthorized {
+        code: "invalid_client",
+        message: "Identifiants du partenaire invalides. / Invalid client credentials.".into(),
+    }
+}
+
+fn invalid_token(why: &str) -> AppError {
+    tracing::info!(why, "partner token refused");
+    AppError::Unauthorized {
+        code: "invalid_token",
+        message: "Jeton d'accès invalide ou expiré. / Invalid or expired access token.".into(),
+    }
+}
+
+/// `client_secret_basic`: `Authorization: Basic base64(client_id:secret)`.
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let encoded = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))?;
+    let decoded = String::from_utf8(STANDARD.decode(encoded.trim()).ok()?).ok()?;
+    let (id, secret) = decoded.split_once(':')?;
+    // RFC 6749 §2.3.1: both parts are form-urlencoded before base64.
+    let unescape = |s: &str| {
+        url::form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+    };
+    Some((unescape(id)?, unescape(secret)?))
+}
+
+/// Issues an access token to a registered partner (client credentials with
+/// `client_secret_basic`).
+#[utoipa::path(post, path = "/oauth/token", tag = "partner",
+    request_body(content = TokenRequest, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, body = TokenResponse),
+              (status = 400, description = "`unsupported_grant_type`", body = crate::error::ErrorBody),
+              (status = 401, description = "`invalid_client`", body = crate::error::ErrorBody)))]
+pub async fn token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> AppResult<Json<TokenResponse>> {
+    let form: TokenRequest = serde_urlencoded_form(&body);
+    if form.grant_type.as_deref() != Some("client_credentials") {
+        return Err(AppError::bad_request(
+            "unsupported_grant_type",
+            "grant_type must be client_credentials",
+        ));
+    }
+    let (client_id, secret) = basic_credentials(&headers).ok_or_else(invalid_client)?;
+    let partner = state
+        .store
+        .find_partner_by_client_id(&client_id)
+        .await?
+        .filter(|p| p.active)
+        .ok_or_else(invalid_client)?;
+    // Digests are compared, so timing says nothing about the secret.
+    if crate::demo::client_secret_digest(&secret) != partner.client_secret_hash {
+        return Err(invalid_client());
+    }
+    let keys = state.vault()?.keys().current();
+    let now = state.clock.now();
+    let purposes: Vec<String> = state
+        .register
+        .purposes_of_partner(&partner.id)
+        .map(|p| p.id.clone())
+        .collect();
+    let claims = AccessClaims {
+        iss: state
+            .config
+            .public_url
+            .as_str()
+            .trim_end_matches('/')
+            .to_string(),
+        sub: partner.id.clone(),
+        aud: AUDIENCE.into(),
+        iat: now,
+        nbf: now,
+        exp: now + TOKEN_LIFETIME_SECS,
+        jti: uuid::Uuid::new_v4().to_string(),
+        purposes: purposes.clone(),
+    };
+    let access_token = crate::crypto::jws::sign(&keys, &claims)
+        .map_err(|e| AppError::internal(format!("token signing: {e}")))?;
+    tracing::info!(partner = %partner.id, "access token issued");
+    Ok(Json(TokenResponse {
+        access_token,
+        token_type: "Bearer",
+        expires_in: TOKEN_LIFETIME_SECS,
+        scope: purposes.join(" "),
+    }))
+}
+
+/// A partner authenticated by a valid access token.
+#[derive(Clone, Debug)]
+pub struct Partner {
+    pub id: String,
+    pub purposes: Vec<String>,
+}
+
+impl FromRequestParts<AppState> for Partner {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> AppResult<Self> {
+        let token = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or(AppError::Unauthenticated)?;
+        let keys = state.vault()?.keys().current();
+        let x = URL_SAFE_NO_PAD.encode(keys.signing_public_key());
+        let key =
+            DecodingKey::from_ed_components(&x).map_err(|_| AppError::internal("decoding key"))?;
+        // The algorithm is pinned: `none`, HS256 with the public key as a
+        // secret, and every other algorithm are refused by the library.
+        let mut v = Validation::new(Algorithm::EdDSA);
+        v.set_issuer(&[state.config.public_url.as_str().trim_end_matches('/')]);
+        v.set_audience(&[AUDIENCE]);
+        v.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        // Time is checked below against the service clock, not the library's.
+        v.validate_exp = false;
+        v.validate_nbf = false;
+        let data = jsonwebtoken::decode::<AccessClaims>(token, &key, &v)
+            .map_err(|e| invalid_token(&format!("{:?}", e.kind())))?;
+        let c = data.claims;
+        let now = state.clock.now();
+        if c.exp <= now || c.nbf > now || c.exp - c.iat > TOKEN_LIFETIME_SECS {
+            return Err(invalid_token("expired or not yet valid"));
+        }
+        // A partner deactivated since the token was issued is refused at once.
+        let active = state
+            .store
+            .find_partner(&c.sub)
+            .await?
+            .is_some_and(|p| p.active);
+        if !active {
+            return Err(invalid_token("partner inactive"));
+        }
+        Ok(Partner {
+            id: c.sub,
+            purposes: c.purposes,
+        })
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PartnerInfo {
+    pub id: String,
+    /// Purposes this partner is a recipient of (from its token).
+    pub purposes: Vec<String>,
+}
+
+/// Who the token belongs to, and the purposes it carries.
+#[utoipa::path(get, path = "/api/v1/partner/me", tag = "partner",
+    responses((status = 200, body = PartnerInfo),
+              (status = 401, description = "`unauthenticated`, `invalid_token`", body = crate::error::ErrorBody)))]
+pub async fn me(partner: Partner) -> Json<PartnerInfo> {
+    Json(PartnerInfo {
+        id: partner.id,
+        purposes: partner.purposes,
+    })
+}
