@@ -34,7 +34,9 @@ async fn state(dir: &std::path::Path) -> (AppState, DynStore) {
     let config = Config::for_tests(&url, &dir.join("keys")).unwrap();
     let store: DynStore = Arc::new(SqliteStore::open(&dir.join("c.db")).await.unwrap());
     let keys = Arc::new(LiveKeys::in_memory(KeySet::generate_in_memory().unwrap()));
-    let state = AppState::new(config, store.clone(), Clock::fixed(NOW), false, Ok(keys)).unwrap();
+    let state = AppState::new(config, store.clone(), Clock::fixed(NOW), false, Ok(keys))
+        .await
+        .unwrap();
     state
         .vault()
         .unwrap()

@@ -225,7 +225,8 @@ pub async fn run(cli: Cli) -> Result<(), Fatal> {
         Command::Resident(ResidentCommand::Erase { id }) => {
             let store = open_store(&config).await?;
             let keys = load_keys(&config)?;
-            let state = build_state(config, store.clone(), Clock::system(), false, Ok(keys))?;
+            let state =
+                build_state(config, store.clone(), Clock::system(), false, Ok(keys)).await?;
             record_operator_act(&state, "erasure", Some(&id)).await?;
             let erased = state
                 .vault()
@@ -351,14 +352,16 @@ async fn open_store(config: &Config) -> Result<crate::storage::DynStore, Fatal> 
         .map_err(|e| Fatal::runtime(e.to_string()))
 }
 
-fn build_state(
+async fn build_state(
     config: Config,
     store: crate::storage::DynStore,
     clock: Clock,
     demo: bool,
     keys: Result<Arc<LiveKeys>, String>,
 ) -> Result<AppState, Fatal> {
-    AppState::new(config, store, clock, demo, keys).map_err(Fatal::config)
+    AppState::new(config, store, clock, demo, keys)
+        .await
+        .map_err(Fatal::config)
 }
 
 fn load_keys(config: &Config) -> Result<Arc<LiveKeys>, Fatal> {
@@ -550,7 +553,8 @@ async fn audit_command(config: Config, command: AuditCommand) -> Result<(), Fata
         AuditCommand::Checkpoint => {
             let store = open_store(&config).await?;
             let keys = load_keys(&config)?;
-            let state = build_state(config, store.clone(), Clock::system(), false, Ok(keys))?;
+            let state =
+                build_state(config, store.clone(), Clock::system(), false, Ok(keys)).await?;
             let signer = state
                 .checkpoint_signer()
                 .map_err(|e| Fatal::runtime(e.to_string()))?;
@@ -630,7 +634,7 @@ async fn serve(config: Config, demo: bool) -> Result<(), Fatal> {
     let listen = config.listen;
     let drain = Duration::from_secs(config.shutdown_timeout_secs);
     let database = config.database_url.redacted();
-    let state = build_state(config, store.clone(), clock, demo, keys)?;
+    let state = build_state(config, store.clone(), clock, demo, keys).await?;
     if let Ok(vault) = state.vault() {
         vault
             .register_kek_versions(state.clock.now())

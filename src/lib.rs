@@ -4,6 +4,7 @@
 //! The binary (`src/main.rs`) only parses the command line; everything else
 //! lives here so tests drive the real router through [`app`].
 
+pub mod access;
 pub mod audit;
 pub mod cli;
 pub mod clock;
@@ -51,6 +52,8 @@ pub struct AppInner {
     pub categories: Arc<Categories>,
     /// The register of processing (`policies/purposes.toml`).
     pub register: Arc<Register>,
+    /// The casbin policy (roles × actions, `policies/model.conf` + `policy.csv`).
+    pub policy: Arc<casbin::Enforcer>,
     /// This process's audit log writer (group commit).
     pub audit: Arc<AuditLog>,
     /// The vault, or why it is unavailable (keys missing or undecryptable):
@@ -61,7 +64,7 @@ pub struct AppInner {
 impl AppState {
     /// `keys` is the loaded key set, or the one-line reason it could not be
     /// loaded.
-    pub fn new(
+    pub async fn new(
         config: Config,
         store: DynStore,
         clock: Clock,
@@ -85,6 +88,15 @@ impl AppState {
             Register::parse(&purposes_text, &categories)
                 .map_err(|e| format!("{purposes_file} {e}"))?,
         );
+        let (model_text, model_file) =
+            policy_text(&config.policies_dir, "model.conf", access::BUILTIN_MODEL)?;
+        let (policy_csv, policy_file) =
+            policy_text(&config.policies_dir, "policy.csv", access::BUILTIN_POLICY)?;
+        let policy = Arc::new(
+            access::load_policy(&model_text, &policy_csv)
+                .await
+                .map_err(|e| format!("{model_file} / {policy_file}: {e}"))?,
+        );
         let vault = keys.map(|k| Arc::new(Vault::new(store.clone(), k, categories.clone())));
         let audit = AuditLog::start(store.clone(), config.audit_log_name.clone());
         Ok(Self {
@@ -95,6 +107,7 @@ impl AppState {
                 demo,
                 categories,
                 register,
+                policy,
                 audit,
                 vault,
             }),

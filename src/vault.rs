@@ -225,6 +225,25 @@ impl Vault {
         self.open_rows(resident_id, &dk, rows)
     }
 
+    /// The latest version of one category, if the resident has it.
+    pub async fn read_current_category(
+        &self,
+        resident_id: &str,
+        category: &Category,
+    ) -> Result<Option<RecordView>, VaultError> {
+        let Some(dk) = self.data_key(resident_id, false, 0).await? else {
+            return Ok(None);
+        };
+        let rows: Vec<RecordRow> = self
+            .store
+            .current_records(resident_id)
+            .await?
+            .into_iter()
+            .filter(|r| r.category == category.as_str())
+            .collect();
+        Ok(self.open_rows(resident_id, &dk, rows)?.into_iter().next())
+    }
+
     /// Every version of one category, newest first (empty when none).
     pub async fn read_history(
         &self,

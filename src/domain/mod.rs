@@ -2,6 +2,7 @@
 //!
 //! Types here can only be built valid; the rest of the code never re-checks.
 
+pub mod access;
 pub mod category;
 pub mod consent;
 pub mod purpose;

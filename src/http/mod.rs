@@ -81,7 +81,9 @@ pub fn app(state: AppState) -> Router {
         .routes(routes!(consents::withdraw))
         .routes(routes!(consents::receipts))
         .routes(routes!(partner::token))
-        .routes(routes!(partner::me));
+        .routes(routes!(partner::me))
+        .routes(routes!(partner::residents))
+        .routes(routes!(partner::resident_data));
     if state.demo {
         api = api
             .routes(routes!(dev::personas))

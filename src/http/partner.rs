@@ -221,3 +221,196 @@ pub async fn me(partner: Partner) -> Json<PartnerInfo> {
         purposes: partner.purposes,
     })
 }
+
+#[derive(Serialize, ToSchema)]
+pub struct ReachableResidents {
+    pub purpose: String,
+    /// This partner's pseudonyms of the residents it may read for the purpose.
+    pub residents: Vec<String>,
+    /// Pass as `offset` for the next page; absent on the last page.
+    pub next_offset: Option<i64>,
+}
+
+fn query_value<'a>(
+    q: &'a std::collections::HashMap<String, String>,
+    name: &'static str,
+) -> AppResult<&'a str> {
+    q.get(name).map(String::as_str).ok_or_else(|| {
+        AppError::bad_request(
+            "missing_parameter",
+            format!("query parameter `{name}` is required"),
+        )
+    })
+}
+
+fn small_number(
+    q: &std::collections::HashMap<String, String>,
+    name: &'static str,
+    default: i64,
+    max: i64,
+) -> AppResult<i64> {
+    match q.get(name) {
+        None => Ok(default),
+        Some(raw) => raw
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (0..=max).contains(n))
+            .ok_or_else(|| {
+                AppError::bad_request(
+                    "invalid_parameter",
+                    format!("`{name}` must be a whole number from 0 to {max}"),
+                )
+            }),
+    }
+}
+
+/// The residents this partner may read for `purpose` (paginated), under
+/// this partner's own pseudonyms. The listing itself is audited.
+#[utoipa::path(get, path = "/api/v1/partner/residents", tag = "partner",
+    params(("purpose" = String, Query,), ("offset" = Option<i64>, Query,), ("limit" = Option<i64>, Query, description = "at most 1000, default 100")),
+    responses((status = 200, body = ReachableResidents),
+              (status = 401, body = crate::error::ErrorBody),
+              (status = 403, description = "`not_a_recipient`, `extracts_only`, `unknown_purpose`", body = crate::error::ErrorBody)))]
+pub async fn residents(
+    State(state): State<AppState>,
+    partner: Partner,
+    rid: crate::http::audit::RequestId,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> AppResult<axum::response::Response> {
+    let purpose_id = query_value(&q, "purpose")?;
+    let offset = small_number(&q, "offset", 0, i64::MAX / 2)?;
+    let limit = small_number(&q, "limit", 100, 1000)?;
+    let now = state.clock.now();
+    let purpose = state.register.get(purpose_id);
+    let reason = match purpose {
+        _ if !crate::access::role_may(&state, "partner", "residents.list") => {
+            Some("role_not_allowed")
+        }
+        None => Some("unknown_purpose"),
+        Some(p) if !p.names_recipient(&partner.id) => Some("not_a_recipient"),
+        Some(p) if p.access == crate::domain::purpose::PartnerAccess::ExtractsOnly => {
+            Some("extracts_only")
+        }
+        Some(_) => None,
+    };
+    let index = state
+        .audit
+        .record(crate::audit::AuditRecord {
+            timestamp: now,
+            actor_id: partner.id.clone(),
+            actor_role: "partner".into(),
+            action: "residents.list".into(),
+            purpose: Some(purpose_id.chars().take(60).collect()),
+            legal_basis: purpose.map(|p| p.legal_basis.as_str().to_string()),
+            allowed: reason.is_none(),
+            reason: reason.unwrap_or("recipient").to_string(),
+            request_id: rid.0,
+            ..Default::default()
+        })
+        .await?;
+    let (Some(purpose), None) = (purpose, reason) else {
+        let reason = reason.unwrap_or("unknown_purpose");
+        return Err(AppError::forbidden(
+            reason,
+            format!("Accès refusé ({reason}). / Access denied ({reason})."),
+        ));
+    };
+    let keys = state.vault()?.keys().current();
+    let ids = state
+        .store
+        .reachable_residents(
+            &purpose.id,
+            purpose.legal_basis.needs_consent(),
+            &purpose.notice_version,
+            now,
+            offset,
+            limit + 1,
+        )
+        .await?;
+    let more = ids.len() as i64 > limit;
+    let pairs: Vec<(String, String)> = ids
+        .into_iter()
+        .take(limit as usize)
+        .map(|r| {
+            (
+                keys.pseudonym(&format!("partner:{}", partner.id), r.as_bytes()),
+                r,
+            )
+        })
+        .collect();
+    state.store.remember_pseudonyms(&partner.id, &pairs).await?;
+    Ok(crate::http::audit::with_entry(
+        index,
+        Json(ReachableResidents {
+            purpose: purpose.id.clone(),
+            next_offset: more.then_some(offset + limit),
+            residents: pairs.into_iter().map(|(p, _)| p).collect(),
+        }),
+    ))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PartnerRecord {
+    pub pseudonym: String,
+    pub category: String,
+    pub version: i64,
+    #[schema(value_type = Object)]
+    pub fields: serde_json::Map<String, serde_json::Value>,
+}
+
+/// One category of one resident, for a purpose: decided (policy, register,
+/// consent or legal basis), audited, then opened.
+#[utoipa::path(get, path = "/api/v1/partner/residents/{pseudonym}/data/{category}", tag = "partner",
+    params(("pseudonym" = String, Path,), ("category" = String, Path,), ("purpose" = String, Query,)),
+    responses((status = 200, body = PartnerRecord),
+              (status = 403, description = "`no_valid_consent`, `not_a_recipient`, `category_outside_purpose`, `extracts_only`, `unknown_purpose`", body = crate::error::ErrorBody),
+              (status = 404, description = "the resident has no data in this category", body = crate::error::ErrorBody),
+              (status = 422, description = "`unknown_pseudonym`", body = crate::error::ErrorBody)))]
+pub async fn resident_data(
+    State(state): State<AppState>,
+    partner: Partner,
+    rid: crate::http::audit::RequestId,
+    axum::extract::Path((pseudonym, category)): axum::extract::Path<(String, String)>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> AppResult<axum::response::Response> {
+    let purpose_id = query_value(&q, "purpose")?;
+    let vault = state.vault()?;
+    let Some(resident) = state
+        .store
+        .resolve_pseudonym(&partner.id, &pseudonym)
+        .await?
+    else {
+        return Err(AppError::Unprocessable {
+            code: "unknown_pseudonym",
+            message: "Pseudonyme inconnu pour ce partenaire. / Unknown pseudonym for this partner."
+                .into(),
+        });
+    };
+    let index = crate::access::partner_read_decision(
+        &state,
+        &partner.id,
+        &resident,
+        &category,
+        purpose_id,
+        rid.0,
+    )
+    .await?;
+    // The decision checked the category against the purpose, so it exists.
+    let category = vault
+        .categories()
+        .category(&category)
+        .map_err(crate::vault::VaultError::from)?;
+    let record = vault
+        .read_current_category(&resident, &category)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    Ok(crate::http::audit::with_entry(
+        index,
+        Json(PartnerRecord {
+            pseudonym,
+            category: record.category,
+            version: record.version,
+            fields: record.fields,
+        }),
+    ))
+}

@@ -309,6 +309,30 @@ pub trait Store: Send + Sync + 'static {
         event: &ConsentEventRow,
     ) -> StorageResult<()>;
 
+    // --- partners ---
+    /// Residents a partner may be shown for a purpose, in a stable order:
+    /// those with a given, unexpired consent under the current notice when
+    /// the purpose rests on consent, every active resident otherwise.
+    async fn reachable_residents(
+        &self,
+        purpose: &str,
+        consent_based: bool,
+        notice_version: &str,
+        now: Timestamp,
+        offset: i64,
+        limit: i64,
+    ) -> StorageResult<Vec<String>>;
+    async fn remember_pseudonyms(
+        &self,
+        partner_id: &str,
+        pairs: &[(String, String)],
+    ) -> StorageResult<()>;
+    async fn resolve_pseudonym(
+        &self,
+        partner_id: &str,
+        pseudonym: &str,
+    ) -> StorageResult<Option<String>>;
+
     // --- audit log ---
     /// One durable transaction: locks the log (serialising every process),
     /// reads size and frontier, lets `planner` build the batch, writes it.
@@ -942,6 +966,76 @@ macro_rules! impl_store {
             .await?;
             tx.commit().await?;
             Ok(())
+        }
+
+        async fn reachable_residents(
+            &self,
+            purpose: &str,
+            consent_based: bool,
+            notice_version: &str,
+            now: $crate::domain::Timestamp,
+            offset: i64,
+            limit: i64,
+        ) -> $crate::storage::StorageResult<Vec<String>> {
+            let rows: Vec<(String,)> = if consent_based {
+                sqlx::query_as(
+                    "SELECT c.resident_id FROM consents c JOIN residents r ON r.id = c.resident_id \
+                     WHERE c.purpose = $1 AND c.state = 'given' AND c.valid_until > $2 \
+                     AND c.notice_version = $3 AND r.status = 'active' \
+                     ORDER BY c.resident_id LIMIT $4 OFFSET $5",
+                )
+                .bind(purpose)
+                .bind(now)
+                .bind(notice_version)
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(&self.pool)
+                .await?
+            } else {
+                sqlx::query_as(
+                    "SELECT id FROM residents WHERE status = 'active' ORDER BY id LIMIT $1 OFFSET $2",
+                )
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(&self.pool)
+                .await?
+            };
+            Ok(rows.into_iter().map(|(id,)| id).collect())
+        }
+
+        async fn remember_pseudonyms(
+            &self,
+            partner_id: &str,
+            pairs: &[(String, String)],
+        ) -> $crate::storage::StorageResult<()> {
+            for chunk in pairs.chunks(500) {
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO partner_pseudonyms (partner_id, pseudonym, resident_id) ",
+                );
+                q.push_values(chunk, |mut b, (pseudonym, resident)| {
+                    b.push_bind(partner_id.to_string())
+                        .push_bind(pseudonym.clone())
+                        .push_bind(resident.clone());
+                });
+                q.push(" ON CONFLICT (partner_id, pseudonym) DO NOTHING");
+                q.build().execute(&self.pool).await?;
+            }
+            Ok(())
+        }
+
+        async fn resolve_pseudonym(
+            &self,
+            partner_id: &str,
+            pseudonym: &str,
+        ) -> $crate::storage::StorageResult<Option<String>> {
+            let row: Option<(String,)> = sqlx::query_as(
+                "SELECT resident_id FROM partner_pseudonyms WHERE partner_id = $1 AND pseudonym = $2",
+            )
+            .bind(partner_id)
+            .bind(pseudonym)
+            .fetch_optional(&self.pool)
+            .await?;
+            Ok(row.map(|(r,)| r))
         }
 
         async fn audit_append(

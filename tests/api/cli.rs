@@ -291,8 +291,11 @@ fn kill_9_during_a_write_burst_loses_no_acknowledged_entry() {
     let out = coffre(dir.path(), &["audit", "verify"], &[])
         .output()
         .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "{text}");
     let size: u64 = text
         .split("audit log OK: ")

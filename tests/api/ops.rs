@@ -136,6 +136,7 @@ async fn hsts_when_the_public_url_is_https() {
         false,
         Err("no keys".into()),
     )
+    .await
     .unwrap();
     let app = coffre::app(state);
     let res = tower::ServiceExt::oneshot(

@@ -160,3 +160,88 @@ async fn forged_tokens_are_refused() {
     })
     .await;
 }
+
+async fn bearer(app: &TestApp, id: &str, secret: &str) -> String {
+    token(app, id, secret).await.json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+async fn get_as(app: &TestApp, bearer: &str, path: &str) -> crate::support::TestResponse {
+    app.send(
+        Method::GET,
+        path,
+        &[("authorization", &format!("Bearer {bearer}"))],
+        "",
+    )
+    .await
+}
+
+#[tokio::test]
+async fn partners_read_only_with_consent_or_legal_basis_for_their_purposes() {
+    each_backend(|app| async move {
+        let labo = bearer(&app, LABO_ID, LABO_SECRET).await;
+        let renov = bearer(&app, "demo-renov-energie", "demo-secret-renov-energie-not-for-production").await;
+
+        // The mobility study rests on consent: only Awa gave it (Jean-Pierre withdrew).
+        let list = get_as(&app, &labo, "/api/v1/partner/residents?purpose=etude-mobilite").await;
+        assert_eq!(list.status, 200, "{}", list.text());
+        let who = list.json()["residents"].as_array().unwrap().clone();
+        assert_eq!(who.len(), 1);
+        let awa_for_labo = who[0].as_str().unwrap().to_string();
+        assert!(!awa_for_labo.contains("0b9a3c1e"), "an internal id leaked");
+
+        let read = get_as(&app, &labo, &format!("/api/v1/partner/residents/{awa_for_labo}/data/housing?purpose=etude-mobilite")).await;
+        assert_eq!(read.status, 200, "{}", read.text());
+        assert_eq!(read.json()["fields"]["tenure"], "social_tenant");
+        assert!(read.header("x-audit-entry").is_some());
+        get_as(&app, &labo, &format!("/api/v1/partner/residents/{awa_for_labo}/data/health?purpose=etude-mobilite"))
+            .await
+            .assert_error(403, "category_outside_purpose");
+        get_as(&app, &labo, &format!("/api/v1/partner/residents/{awa_for_labo}/data/housing?purpose=renovation-energetique"))
+            .await
+            .assert_error(403, "not_a_recipient");
+        get_as(&app, &labo, "/api/v1/partner/residents?purpose=aide-decision-publique")
+            .await
+            .assert_error(403, "extracts_only");
+        get_as(&app, &labo, "/api/v1/partner/residents?purpose=sante-territoriale")
+            .await
+            .assert_error(403, "not_a_recipient");
+        get_as(&app, &labo, "/api/v1/partner/residents/not-a-pseudonym/data/housing?purpose=etude-mobilite")
+            .await
+            .assert_error(422, "unknown_pseudonym");
+
+        // A public-task purpose: every active resident, under other pseudonyms.
+        let list = get_as(&app, &renov, "/api/v1/partner/residents?purpose=renovation-energetique").await.json();
+        let renov_ids: Vec<String> = list["residents"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+        assert_eq!(renov_ids.len(), 3);
+        assert!(!renov_ids.contains(&awa_for_labo), "two partners share a pseudonym");
+        // A pseudonym is only valid for the partner it was made for.
+        get_as(&app, &renov, &format!("/api/v1/partner/residents/{awa_for_labo}/data/housing?purpose=renovation-energetique"))
+            .await
+            .assert_error(422, "unknown_pseudonym");
+        let read = get_as(&app, &renov, &format!("/api/v1/partner/residents/{}/data/housing?purpose=renovation-energetique", renov_ids[0])).await;
+        assert_eq!(read.status, 200, "{}", read.text());
+
+        // Awa withdraws: the laboratory is refused at once, and the refusal is recorded.
+        let s = app.login(crate::vault::AWA).await;
+        let mine = app.as_user(&s, Method::GET, "/api/v1/me/consents", None).await.json();
+        let id = mine["consents"].as_array().unwrap().iter().find(|c| c["purpose"] == "etude-mobilite").unwrap()["id"].as_str().unwrap().to_string();
+        app.as_user(&s, Method::POST, &format!("/api/v1/me/consents/{id}/withdraw"), None).await;
+        get_as(&app, &labo, &format!("/api/v1/partner/residents/{awa_for_labo}/data/housing?purpose=etude-mobilite"))
+            .await
+            .assert_error(403, "no_valid_consent");
+        app.clock.advance(1);
+        let accesses = app.as_user(&s, Method::GET, "/api/v1/me/accesses", None).await.json();
+        let partner_reads: Vec<&serde_json::Value> = accesses["accesses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["actor_role"] == "partner")
+            .collect();
+        assert!(partner_reads.iter().any(|a| a["decision"] == "deny" && a["reason"] == "no_valid_consent"));
+        assert!(partner_reads.iter().any(|a| a["decision"] == "allow" && a["reason"] == "consent" && a["actor_id"] == "labo-mobilite"));
+    })
+    .await;
+}

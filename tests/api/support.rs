@@ -228,8 +228,9 @@ pub async fn build_app(database_url: &str, backend: &'static str, demo: bool) ->
     let store = storage::open(&config.database_url).await.unwrap();
     let clock = Clock::fixed(T0);
     let keys = Arc::new(LiveKeys::in_memory(KeySet::generate_in_memory().unwrap()));
-    let state =
-        AppState::new(config, store.clone(), clock.clone(), demo, Ok(keys.clone())).unwrap();
+    let state = AppState::new(config, store.clone(), clock.clone(), demo, Ok(keys.clone()))
+        .await
+        .unwrap();
     state
         .vault()
         .unwrap()
