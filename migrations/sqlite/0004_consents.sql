@@ -5,7 +5,7 @@
 -- lookup.
 
 CREATE TABLE consents (
-    id              TEXT PRIMARY KEY NOT NULL,
+    id              TEXT NOT NULL UNIQUE,
     resident_id     TEXT NOT NULL REFERENCES residents (id),
     purpose         TEXT NOT NULL,
     state           TEXT NOT NULL CHECK (state IN ('given', 'refused', 'withdrawn')),
@@ -17,8 +17,10 @@ CREATE TABLE consents (
     -- still at the count it read (compare-and-set), so concurrent decisions
     -- cannot overwrite each other.
     seq             INTEGER NOT NULL,
-    UNIQUE (resident_id, purpose)
-);
+    -- Clustered on (resident, purpose): the access decision's lookup is a
+    -- single B-tree descent.
+    PRIMARY KEY (resident_id, purpose)
+) WITHOUT ROWID;
 -- Cohorts: everyone with a given consent for a purpose.
 CREATE INDEX consents_by_purpose ON consents (purpose, state, valid_until);
 
