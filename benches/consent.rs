@@ -78,7 +78,7 @@ async fn validity() {
             });
             q.build().execute(&mut *tx).await.unwrap();
             let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "INSERT INTO consents (id, resident_id, purpose, state, categories, valid_until, notice_version, updated_at) ",
+                "INSERT INTO consents (id, resident_id, purpose, state, categories, valid_until, notice_version, updated_at, seq) ",
             );
             q.push_values(
                 rows.iter()
@@ -94,8 +94,9 @@ async fn validity() {
                         })
                         .push_bind(*cats)
                         .push_bind(NOW + 30 * 86_400)
-                        .push_bind("v1")
-                        .push_bind(NOW);
+                        .push_bind(state.register.get(purpose).unwrap().notice_version.clone())
+                        .push_bind(NOW)
+                        .push_bind(1i64);
                 },
             );
             q.build().execute(&mut *tx).await.unwrap();
