@@ -17,6 +17,18 @@ use crate::error::{AppError, AppResult};
 use crate::storage::NewSession;
 
 pub const COOKIE_NAME: &str = "coffre_session";
+/// Under https the cookie carries the `__Host-` prefix, which makes browsers
+/// refuse it unless it is Secure, host-only and for the whole site. (On plain
+/// http, e.g. the loopback demo, browsers refuse `__Host-`, hence two names.)
+pub const HOST_COOKIE_NAME: &str = "__Host-coffre_session";
+
+fn cookie_name(state: &AppState) -> &'static str {
+    if state.config.is_https() {
+        HOST_COOKIE_NAME
+    } else {
+        COOKIE_NAME
+    }
+}
 /// Sessions end after 8 hours, a working day, whatever the activity.
 pub const SESSION_LIFETIME_SECS: i64 = 8 * 3600;
 pub const CSRF_HEADER: &str = "x-csrf-token";
@@ -85,17 +97,24 @@ pub async fn open_session(state: &AppState, actor_id: &str, role: Role) -> AppRe
         ""
     };
     HeaderValue::from_str(&format!(
-        "{COOKIE_NAME}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={SESSION_LIFETIME_SECS}{secure}"
+        "{}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={SESSION_LIFETIME_SECS}{secure}",
+        cookie_name(state)
     ))
     .map_err(|_| AppError::internal("cookie header"))
 }
 
-fn clearing_cookie() -> HeaderValue {
-    HeaderValue::from_static("coffre_session=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0")
+fn clearing_cookie(state: &AppState) -> HeaderValue {
+    if state.config.is_https() {
+        HeaderValue::from_static(
+            "__Host-coffre_session=; Path=/; HttpOnly; SameSite=Lax; Secure; Max-Age=0",
+        )
+    } else {
+        HeaderValue::from_static("coffre_session=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0")
+    }
 }
 
 async fn load(parts: &Parts, state: &AppState) -> AppResult<Option<CurrentUser>> {
-    let Some(token) = cookie_value(&parts.headers, COOKIE_NAME) else {
+    let Some(token) = cookie_value(&parts.headers, cookie_name(state)) else {
         return Ok(None);
     };
     let token_hash = digest(token);
@@ -207,7 +226,7 @@ pub async fn logout(
     state.store.delete_session(&user.token_hash).await?;
     let mut res = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
     res.headers_mut()
-        .insert(header::SET_COOKIE, clearing_cookie());
+        .insert(header::SET_COOKIE, clearing_cookie(&state));
     Ok(res)
 }
 

@@ -155,3 +155,68 @@ async fn hsts_when_the_public_url_is_https() {
         .unwrap();
     assert!(hsts.contains("max-age="));
 }
+
+#[tokio::test]
+async fn the_session_cookie_is_host_prefixed_and_secure_under_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("c.db").display());
+    let mut config = coffre::Config::for_tests(&url, &dir.path().join("keys")).unwrap();
+    config.public_url = url::Url::parse("https://coffre.example.org/").unwrap();
+    let store = coffre::storage::open(&config.database_url).await.unwrap();
+    let keys = std::sync::Arc::new(coffre::crypto::LiveKeys::in_memory(
+        coffre::crypto::KeySet::generate_in_memory().unwrap(),
+    ));
+    let state = coffre::AppState::new(
+        config,
+        store,
+        coffre::Clock::fixed(crate::support::T0),
+        true,
+        Ok(keys),
+    )
+    .await
+    .unwrap();
+    state
+        .vault()
+        .unwrap()
+        .register_kek_versions(crate::support::T0)
+        .await
+        .unwrap();
+    coffre::demo::seed_if_empty(&state).await.unwrap();
+    let app = coffre::app(state);
+    let res = tower::ServiceExt::oneshot(
+        app.clone(),
+        axum::http::Request::post("/dev/login")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(axum::body::Body::from(
+                "persona=0b9a3c1e-5d6f-4a7b-8c9d-000000000001",
+            ))
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let cookie = res
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        cookie.starts_with("__Host-coffre_session=")
+            && cookie.contains("; Secure")
+            && cookie.contains("Path=/"),
+        "{cookie}"
+    );
+    assert!(!cookie.contains("Domain"), "{cookie}");
+    let pair = cookie.split(';').next().unwrap().to_string();
+    let me = tower::ServiceExt::oneshot(
+        app,
+        axum::http::Request::get("/api/v1/me")
+            .header("cookie", pair)
+            .body(axum::body::Body::empty())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(me.status(), 200);
+}
