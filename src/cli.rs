@@ -284,7 +284,7 @@ async fn partner_add(
         id: id.to_string(),
         name: name.trim().to_string(),
         client_id: client_id.clone(),
-        client_secret_hash: crate::demo::client_secret_digest(&client_secret),
+        client_secret_hash: crate::crypto::sha256_hex(&client_secret),
         age_recipient: age_recipient.map(str::to_string),
         active: true,
     };

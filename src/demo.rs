@@ -136,16 +136,6 @@ pub fn find_login_persona(id: &str) -> Option<Persona> {
         .copied()
 }
 
-/// Digest under which a partner's client secret is stored. Secrets are
-/// generated with 256 bits of entropy, so a plain SHA-256 suffices (no
-/// password stretching needed); demo secrets are public anyway.
-pub fn client_secret_digest(secret: &str) -> String {
-    hex::encode(ring::digest::digest(
-        &ring::digest::SHA256,
-        secret.as_bytes(),
-    ))
-}
-
 /// Seeds the demo territory into an empty database, with the residents' data
 /// sealed in the vault when the keys are loaded.
 pub async fn seed_if_empty(state: &AppState) -> AppResult<bool> {
@@ -272,7 +262,7 @@ pub async fn seed_directory(store: &dyn Store, now: Timestamp) -> StorageResult<
                     id: p.id.into(),
                     name: p.name.into(),
                     client_id: p.client_id.into(),
-                    client_secret_hash: client_secret_digest(p.client_secret),
+                    client_secret_hash: crate::crypto::sha256_hex(p.client_secret),
                     age_recipient: None,
                     active: true,
                 },

@@ -817,19 +817,7 @@ mod tests {
     // Published probes from transparency-dev/merkle (Apache-2.0).
 
     fn vectors_dir() -> PathBuf {
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let candidates = [
-            std::env::var_os("COFFRE_TESTVECTORS").map(PathBuf::from),
-            Some(manifest.join("tests/vectors")),
-            Some(manifest.join("../shared/testvectors")),
-            Some(manifest.join("../../shared/testvectors")),
-            Some(PathBuf::from("/work/shared/testvectors")),
-        ];
-        candidates
-            .into_iter()
-            .flatten()
-            .find(|p| p.join("transparency-dev-merkle").is_dir())
-            .expect("test vectors not found; set COFFRE_TESTVECTORS")
+        crate::audit::test_vectors_dir()
     }
 
     fn json_files(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -9,3 +9,9 @@ pub mod verify;
 
 pub use entry::{AuditEntry, AuditRecord, Decision};
 pub use log::{AuditError, AuditLog};
+
+/// The published test vectors, copied into the repository with their licence.
+#[cfg(test)]
+pub(crate) fn test_vectors_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors")
+}

@@ -376,23 +376,10 @@ mod tests {
     }
 
     use super::*;
-    use std::path::{Path, PathBuf};
+    use std::path::PathBuf;
 
     fn example_dir() -> PathBuf {
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let candidates = [
-            std::env::var_os("COFFRE_TESTVECTORS").map(PathBuf::from),
-            Some(manifest.join("tests/vectors")),
-            Some(manifest.join("../shared/testvectors")),
-            Some(manifest.join("../../shared/testvectors")),
-            Some(PathBuf::from("/work/shared/testvectors")),
-        ];
-        candidates
-            .into_iter()
-            .flatten()
-            .map(|p| p.join("signed-note"))
-            .find(|p| p.join("note.txt").is_file())
-            .expect("signed-note example not found; set COFFRE_TESTVECTORS")
+        crate::audit::test_vectors_dir().join("signed-note")
     }
 
     fn example() -> (String, String) {

@@ -27,6 +27,17 @@ pub mod pseudonym;
 
 pub use envelope::{DataKey, SealContext, Sealer, WrappedDataKey, open, seal};
 pub use jwks::jwks;
+
+/// Lower-case hex SHA-256: how high-entropy secrets (session tokens, partner
+/// client secrets) are stored. They carry 256 random bits, so no password
+/// stretching is needed; comparing digests keeps timing independent of how
+/// many leading bytes of a guess were right.
+pub fn sha256_hex(secret: &str) -> String {
+    hex::encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        secret.as_bytes(),
+    ))
+}
 pub use keyset::KeySet;
 pub use live::LiveKeys;
 

@@ -115,7 +115,7 @@ pub async fn token(
         .filter(|p| p.active)
         .ok_or_else(invalid_client)?;
     // Digests are compared, so timing says nothing about the secret.
-    if crate::demo::client_secret_digest(&secret) != partner.client_secret_hash {
+    if crate::crypto::sha256_hex(&secret) != partner.client_secret_hash {
         return Err(invalid_client());
     }
     let keys = state.vault()?.keys().current();

@@ -89,6 +89,15 @@ fn help_lists_the_subcommands() {
     }
 }
 
+/// SIGTERM, then wait for the exit.
+fn stop(mut child: std::process::Child) {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    child.wait().unwrap();
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -311,7 +320,7 @@ fn kill_9_during_a_write_burst_loses_no_acknowledged_entry() {
 
     // After a restart every acknowledged entry reads back as a write.
     let port = free_port();
-    let mut child = start_demo(dir.path(), port);
+    let child = start_demo(dir.path(), port);
     let (_, head, _) = http(
         port,
         "POST",
@@ -340,11 +349,7 @@ fn kill_9_during_a_write_burst_loses_no_acknowledged_entry() {
         let e = &entries["entries"][*idx as usize];
         assert_eq!(e["action"], "data.write", "entry {idx}: {e}");
     }
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    child.wait().unwrap();
+    stop(child);
 }
 
 #[test]
@@ -453,11 +458,7 @@ fn undecryptable_keys_leave_the_service_up_but_closed() {
     assert!(res.starts_with("HTTP/1.1 200"), "{res}");
     let res = http_get(port, "/.well-known/jwks.json").unwrap();
     assert!(res.contains("keys_unavailable"), "{res}");
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    child.wait().unwrap();
+    stop(child);
 }
 
 #[test]
