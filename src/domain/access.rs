@@ -50,20 +50,32 @@ pub struct PartnerRead<'a> {
     pub valid_consent: Option<String>,
 }
 
-/// The decision for a partner reading one resident's category.
-pub fn partner_read(q: &PartnerRead<'_>) -> Verdict {
-    if !q.role_allows {
+/// The decision for a partner listing the residents it may read for a
+/// purpose (the listing itself discloses only its own pseudonyms).
+pub fn partner_list(partner_id: &str, role_allows: bool, purpose: Option<&Purpose>) -> Verdict {
+    if !role_allows {
         return Verdict::Deny("role_not_allowed");
     }
-    let Some(purpose) = q.purpose else {
+    let Some(purpose) = purpose else {
         return Verdict::Deny("unknown_purpose");
     };
-    if !purpose.names_recipient(q.partner_id) {
+    if !purpose.names_recipient(partner_id) {
         return Verdict::Deny("not_a_recipient");
     }
     if purpose.access == PartnerAccess::ExtractsOnly {
         return Verdict::Deny("extracts_only");
     }
+    Verdict::Allow(Basis::LegalBasis(purpose.legal_basis))
+}
+
+/// The decision for a partner reading one resident's category.
+pub fn partner_read(q: &PartnerRead<'_>) -> Verdict {
+    if let Verdict::Deny(reason) = partner_list(q.partner_id, q.role_allows, q.purpose) {
+        return Verdict::Deny(reason);
+    }
+    let Some(purpose) = q.purpose else {
+        return Verdict::Deny("unknown_purpose");
+    };
     if !purpose.covers_category(q.category) {
         return Verdict::Deny("category_outside_purpose");
     }

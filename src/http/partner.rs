@@ -282,16 +282,14 @@ pub async fn residents(
     let limit = small_number(&q, "limit", 100, 1000)?;
     let now = state.clock.now();
     let purpose = state.register.get(purpose_id);
-    let reason = match purpose {
-        _ if !crate::access::role_may(&state, "partner", "residents.list") => {
-            Some("role_not_allowed")
-        }
-        None => Some("unknown_purpose"),
-        Some(p) if !p.names_recipient(&partner.id) => Some("not_a_recipient"),
-        Some(p) if p.access == crate::domain::purpose::PartnerAccess::ExtractsOnly => {
-            Some("extracts_only")
-        }
-        Some(_) => None,
+    let verdict = crate::domain::access::partner_list(
+        &partner.id,
+        crate::access::role_may(&state, "partner", "residents.list"),
+        purpose,
+    );
+    let reason = match verdict {
+        crate::domain::access::Verdict::Allow(_) => None,
+        crate::domain::access::Verdict::Deny(reason) => Some(reason),
     };
     let index = state
         .audit
