@@ -58,6 +58,33 @@ pub enum Command {
     /// Act on one resident (DPO operations).
     #[command(subcommand)]
     Resident(ResidentCommand),
+    /// Register agents (aidants, référents, DPO, auditors, admins).
+    #[command(subcommand)]
+    Agent(AgentCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AgentCommand {
+    /// Register an agent who will log in through the agents' OpenID
+    /// provider with this e-mail. The role is coffre's, never the
+    /// provider's. The e-mail is kept only as a keyed digest.
+    Add {
+        /// The e-mail the agents' provider will vouch for.
+        #[arg(long)]
+        email: String,
+        /// aidant, referent, dpo, auditor or admin.
+        #[arg(long)]
+        role: String,
+        /// How to greet the agent (shown to residents as the aidant's name).
+        #[arg(long)]
+        name: String,
+        /// The structure (id or SIRET) an aidant or référent works for.
+        #[arg(long)]
+        structure: Option<String>,
+        /// Print `{"id"}` as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -222,6 +249,13 @@ pub async fn run(cli: Cli) -> Result<(), Fatal> {
             age_recipient,
             json,
         }) => partner_add(&config, &id, &name, age_recipient.as_deref(), json).await,
+        Command::Agent(AgentCommand::Add {
+            email,
+            role,
+            name,
+            structure,
+            json,
+        }) => agent_add(config, &email, &role, &name, structure.as_deref(), json).await,
         Command::Resident(ResidentCommand::Erase { id }) => {
             let store = open_store(&config).await?;
             let keys = load_keys(&config)?;
@@ -243,6 +277,83 @@ pub async fn run(cli: Cli) -> Result<(), Fatal> {
             }
         }
     }
+}
+
+async fn agent_add(
+    config: Config,
+    email: &str,
+    role: &str,
+    name: &str,
+    structure: Option<&str>,
+    json: bool,
+) -> Result<(), Fatal> {
+    use crate::domain::Role;
+    let email = email.trim();
+    let valid_email = email.len() <= 254
+        && email
+            .split_once('@')
+            .is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.contains('@'))
+        && !email.chars().any(char::is_whitespace);
+    if !valid_email {
+        return Err(Fatal::config("--email: not an e-mail address"));
+    }
+    let role = Role::parse(role)
+        .filter(|r| r.is_agent())
+        .ok_or_else(|| Fatal::config("--role: aidant, referent, dpo, auditor or admin"))?;
+    if name.trim().is_empty() || name.len() > 100 {
+        return Err(Fatal::config("--name: 1 to 100 characters"));
+    }
+    let store = open_store(&config).await?;
+    let structure_id = match structure {
+        None if matches!(role, Role::Aidant | Role::Referent) => {
+            return Err(Fatal::config(
+                "--structure: required for an aidant or a référent",
+            ));
+        }
+        None => None,
+        Some(s) => {
+            let found = store
+                .list_structures()
+                .await
+                .map_err(|e| Fatal::runtime(e.to_string()))?
+                .into_iter()
+                .find(|r| r.id == s || r.siret == s)
+                .ok_or_else(|| Fatal::config(format!("--structure: no structure `{s}`")))?;
+            Some(found.id)
+        }
+    };
+    let keys = load_keys(&config)?;
+    let state = build_state(config, store.clone(), Clock::system(), false, Ok(keys)).await?;
+    let digest = crate::http::login::agent_email_digest(&state, email)
+        .map_err(|e| Fatal::runtime(e.to_string()))?;
+    let id = uuid::Uuid::new_v4().to_string();
+    record_operator_act(&state, "agent.add", None).await?;
+    store
+        .insert_agent(
+            &crate::storage::AgentRow {
+                id: id.clone(),
+                role: role.as_str().to_string(),
+                display_name: name.trim().to_string(),
+                structure_id,
+                active: true,
+            },
+            Some(&digest),
+            state.clock.now(),
+        )
+        .await
+        .map_err(|e| match e {
+            crate::storage::StorageError::Conflict(_) => {
+                Fatal::runtime("an agent with this e-mail already exists")
+            }
+            other => Fatal::runtime(other.to_string()),
+        })?;
+    store.close().await;
+    if json {
+        println!("{}", serde_json::json!({"id": id, "role": role.as_str()}));
+    } else {
+        println!("agent {id} registered as {}", role.as_str());
+    }
+    Ok(())
 }
 
 async fn partner_add(
@@ -680,7 +791,14 @@ fn spawn_session_purge(state: AppState) {
         let mut tick = tokio::time::interval(Duration::from_secs(600));
         loop {
             tick.tick().await;
-            match state.store.purge_expired_sessions(state.clock.now()).await {
+            match state
+                .store
+                .purge_expired_sessions(
+                    state.clock.now(),
+                    state.clock.now() - crate::http::session::SESSION_IDLE_SECS,
+                )
+                .await
+            {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(n, "expired sessions purged"),
                 Err(e) => tracing::warn!(error = %e, "session purge failed"),

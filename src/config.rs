@@ -62,6 +62,16 @@ pub const KEYS: &[(&str, Option<&str>, &str)] = &[
         "residents' OpenID Connect client secret (secret)",
     ),
     (
+        "oidc_scopes",
+        Some("openid given_name family_name birthdate gender birthplace birthcountry email"),
+        "scopes asked of the residents' provider (FranceConnect's identity pivot)",
+    ),
+    (
+        "oidc_acr_values",
+        Some("eidas1"),
+        "acr_values asked of the residents' provider and required of its ID tokens; empty for none",
+    ),
+    (
         "agent_oidc_issuer",
         None,
         "agents' OpenID Connect issuer URL",
@@ -75,6 +85,16 @@ pub const KEYS: &[(&str, Option<&str>, &str)] = &[
         "agent_oidc_client_secret",
         None,
         "agents' OpenID Connect client secret (secret)",
+    ),
+    (
+        "agent_oidc_scopes",
+        Some("openid email given_name family_name"),
+        "scopes asked of the agents' provider",
+    ),
+    (
+        "agent_oidc_acr_values",
+        None,
+        "acr_values asked of the agents' provider; unset for none",
     ),
     ("log_format", Some("human"), "human or json"),
     (
@@ -184,6 +204,10 @@ pub struct OidcClient {
     pub issuer: url::Url,
     pub client_id: String,
     pub client_secret: SecretString,
+    /// Scopes asked for, `openid` first.
+    pub scopes: Vec<String>,
+    /// `acr_values` sent with the request and required of the ID token.
+    pub acr_values: Option<String>,
 }
 
 impl fmt::Debug for OidcClient {
@@ -317,7 +341,13 @@ impl Config {
 
         let resident_oidc = oidc_client(
             raw,
-            ("oidc_issuer", "oidc_client_id", "oidc_client_secret"),
+            (
+                "oidc_issuer",
+                "oidc_client_id",
+                "oidc_client_secret",
+                "oidc_scopes",
+                "oidc_acr_values",
+            ),
             &invalid,
         )?;
         let agent_oidc = oidc_client(
@@ -326,6 +356,8 @@ impl Config {
                 "agent_oidc_issuer",
                 "agent_oidc_client_id",
                 "agent_oidc_client_secret",
+                "agent_oidc_scopes",
+                "agent_oidc_acr_values",
             ),
             &invalid,
         )?;
@@ -433,9 +465,29 @@ type InvalidFn<'a> = dyn Fn(&'static str, String) -> ConfigError + 'a;
 
 fn oidc_client(
     raw: &BTreeMap<&'static str, RawValue>,
-    (issuer_key, id_key, secret_key): (&'static str, &'static str, &'static str),
+    (issuer_key, id_key, secret_key, scopes_key, acr_key): (
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+    ),
     invalid: &InvalidFn<'_>,
 ) -> Result<Option<OidcClient>, ConfigError> {
+    let scopes: Vec<String> = raw
+        .get(scopes_key)
+        .map(|v| v.value.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default();
+    if scopes.first().map(String::as_str) != Some("openid") {
+        return Err(invalid(
+            scopes_key,
+            "must start with `openid` (space-separated scopes)".into(),
+        ));
+    }
+    let acr_values = raw
+        .get(acr_key)
+        .map(|v| v.value.trim().to_string())
+        .filter(|v| !v.is_empty());
     let issuer = raw.get(issuer_key).map(|v| v.value.clone());
     let id = raw.get(id_key).map(|v| v.value.clone());
     let secret = raw.get(secret_key).map(|v| v.value.clone());
@@ -450,6 +502,8 @@ fn oidc_client(
                 issuer,
                 client_id,
                 client_secret: SecretString::from(secret.unwrap_or_default()),
+                scopes,
+                acr_values,
             }))
         }
         (Some(_), None) => Err(invalid(

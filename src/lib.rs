@@ -15,6 +15,7 @@ pub mod demo;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod oidc;
 pub mod storage;
 pub mod vault;
 
@@ -59,6 +60,10 @@ pub struct AppInner {
     /// The vault, or why it is unavailable (keys missing or undecryptable):
     /// then every route that needs it fails closed with `keys_unavailable`.
     vault: Result<Arc<Vault>, String>,
+    /// The residents' OpenID provider, when configured.
+    pub resident_login: Option<Arc<oidc::IdentityProvider>>,
+    /// The agents' OpenID provider, when configured.
+    pub agent_login: Option<Arc<oidc::IdentityProvider>>,
 }
 
 impl AppState {
@@ -99,6 +104,17 @@ impl AppState {
         );
         let vault = keys.map(|k| Arc::new(Vault::new(store.clone(), k, categories.clone())));
         let audit = AuditLog::start(store.clone(), config.audit_log_name.clone());
+        let http = oidc::http_client()?;
+        let provider = |kind, c: &Option<config::OidcClient>| {
+            c.as_ref()
+                .map(|c| {
+                    oidc::IdentityProvider::new(kind, c, &config.public_url, http.clone())
+                        .map(Arc::new)
+                })
+                .transpose()
+        };
+        let resident_login = provider(oidc::LoginKind::Resident, &config.resident_oidc)?;
+        let agent_login = provider(oidc::LoginKind::Agent, &config.agent_oidc)?;
         Ok(Self {
             inner: Arc::new(AppInner {
                 config,
@@ -110,6 +126,8 @@ impl AppState {
                 policy,
                 audit,
                 vault,
+                resident_login,
+                agent_login,
             }),
         })
     }

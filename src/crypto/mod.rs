@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod bearer_seal;
 pub mod envelope;
 pub mod jwks;
 pub mod jws;
@@ -25,6 +26,7 @@ pub mod keyset;
 pub mod live;
 pub mod pseudonym;
 
+pub use bearer_seal::{open_for_bearer, seal_for_bearer};
 pub use envelope::{DataKey, SealContext, Sealer, WrappedDataKey, open, seal};
 pub use jwks::jwks;
 

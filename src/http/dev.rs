@@ -58,7 +58,7 @@ pub async fn login(
             ..Default::default()
         })
         .await?;
-    let cookie = open_session(&state, persona.id, persona.role).await?;
+    let cookie = open_session(&state, persona.id, persona.role, "demo", None).await?;
     tracing::info!(
         actor = persona.id,
         role = persona.role.as_str(),

@@ -29,6 +29,7 @@ pub mod data;
 pub mod dev;
 pub mod health;
 pub mod json;
+pub mod login;
 pub mod me;
 pub mod middleware;
 pub mod pages;
@@ -51,6 +52,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
         (name = "ops", description = "Liveness, readiness, this document"),
         (name = "public", description = "Public information: categories, keys"),
         (name = "resident", description = "A resident's own space"),
+        (name = "agent", description = "Agents: aidants, référents, DPO, auditors, admins"),
         (name = "partner", description = "Partners: OAuth2 client credentials and purpose-limited access"),
         (name = "audit", description = "The tamper-evident audit log: checkpoints, proofs, entries"),
         (name = "demo", description = "Development login (demo mode only)")
@@ -65,6 +67,10 @@ pub fn app(state: AppState) -> Router {
         .routes(routes!(health::readyz))
         .routes(routes!(me::me))
         .routes(routes!(session::logout))
+        .routes(routes!(login::resident_login))
+        .routes(routes!(login::resident_callback))
+        .routes(routes!(login::agent_login))
+        .routes(routes!(login::agent_callback))
         .routes(routes!(data::my_data))
         .routes(routes!(data::my_category, data::put_my_category))
         .routes(routes!(data::erase_me))

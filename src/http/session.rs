@@ -31,6 +31,14 @@ fn cookie_name(state: &AppState) -> &'static str {
 }
 /// Sessions end after 8 hours, a working day, whatever the activity.
 pub const SESSION_LIFETIME_SECS: i64 = 8 * 3600;
+/// ... and after 30 minutes without a request (ANSSI's recommendation for
+/// sensitive services; a shared computer at a France Services desk is the
+/// case to protect).
+pub const SESSION_IDLE_SECS: i64 = 30 * 60;
+/// Activity is written at most once a minute per session, not per request.
+const TOUCH_EVERY_SECS: i64 = 60;
+/// Purpose bound into the sealing of the ID token kept for logout.
+const ID_TOKEN_SEAL: &str = "session-id-token";
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
 /// Someone logged in through a browser session.
@@ -39,10 +47,24 @@ pub struct CurrentUser {
     pub actor_id: String,
     pub role: Role,
     pub csrf_token: String,
+    /// `demo`, `resident` or `agent`: who vouched for the login.
+    pub provider: String,
     token_hash: String,
+    /// The cookie value itself, to open what was sealed for this session.
+    bearer: String,
+    id_token_sealed: Option<String>,
 }
 
-fn random_token() -> AppResult<String> {
+impl CurrentUser {
+    /// The provider's ID token, kept sealed for `id_token_hint` at logout.
+    pub fn id_token(&self) -> Option<String> {
+        let sealed = self.id_token_sealed.as_deref()?;
+        let bytes = crate::crypto::open_for_bearer(&self.bearer, ID_TOKEN_SEAL, sealed)?;
+        String::from_utf8(bytes).ok()
+    }
+}
+
+pub(crate) fn random_token() -> AppResult<String> {
     let mut bytes = [0u8; 32];
     SystemRandom::new()
         .fill(&mut bytes)
@@ -75,11 +97,23 @@ fn same(a: &str, b: &str) -> bool {
 }
 
 /// Opens a session for `actor_id` and returns the `Set-Cookie` value.
-pub async fn open_session(state: &AppState, actor_id: &str, role: Role) -> AppResult<HeaderValue> {
+/// `provider` says who vouched for the login (`demo`, `resident`, `agent`);
+/// the provider's ID token, if any, is kept sealed for logout.
+pub async fn open_session(
+    state: &AppState,
+    actor_id: &str,
+    role: Role,
+    provider: &str,
+    id_token: Option<&str>,
+) -> AppResult<HeaderValue> {
     let token = random_token()?;
     let csrf = random_token()?;
     let now = state.clock.now();
     let token_hash = digest(&token);
+    let id_token_sealed = id_token
+        .map(|t| crate::crypto::seal_for_bearer(&token, ID_TOKEN_SEAL, t.as_bytes()))
+        .transpose()
+        .map_err(|_| AppError::internal("sealing the ID token"))?;
     state
         .store
         .create_session(&NewSession {
@@ -89,6 +123,8 @@ pub async fn open_session(state: &AppState, actor_id: &str, role: Role) -> AppRe
             csrf_token: &csrf,
             now,
             expires_at: now + SESSION_LIFETIME_SECS,
+            provider,
+            id_token_sealed: id_token_sealed.as_deref(),
         })
         .await?;
     let secure = if state.config.is_https() {
@@ -118,20 +154,27 @@ async fn load(parts: &Parts, state: &AppState) -> AppResult<Option<CurrentUser>>
         return Ok(None);
     };
     let token_hash = digest(token);
+    let now = state.clock.now();
     let Some(row) = state
         .store
-        .find_session(&token_hash, state.clock.now())
+        .find_session(&token_hash, now, now - SESSION_IDLE_SECS)
         .await?
     else {
         return Ok(None);
     };
     let role =
         Role::parse(&row.role).ok_or_else(|| AppError::internal("unknown role in session"))?;
+    if now - row.last_seen_at >= TOUCH_EVERY_SECS {
+        state.store.touch_session(&token_hash, now).await?;
+    }
     Ok(Some(CurrentUser {
         actor_id: row.actor_id,
         role,
         csrf_token: row.csrf_token,
+        provider: row.provider,
         token_hash,
+        bearer: token.to_string(),
+        id_token_sealed: row.id_token_sealed,
     }))
 }
 
@@ -224,7 +267,25 @@ pub async fn logout(
         })
         .await?;
     state.store.delete_session(&user.token_hash).await?;
-    let mut res = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
+    // Ends the provider's session too (RP-initiated logout with
+    // `id_token_hint`), so the next person at a shared computer does not
+    // find the previous one still logged in at FranceConnect.
+    let provider = match user.provider.as_str() {
+        "resident" => state.resident_login.clone(),
+        "agent" => state.agent_login.clone(),
+        _ => None,
+    };
+    let mut location = "/".to_string();
+    if let (Some(provider), Some(id_token)) = (provider, user.id_token())
+        && let Some(url) = provider
+            .end_session_url(&id_token, &state.config.public_url)
+            .await
+    {
+        location = url.to_string();
+    }
+    let location =
+        HeaderValue::from_str(&location).map_err(|_| AppError::internal("logout location"))?;
+    let mut res = (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response();
     res.headers_mut()
         .insert(header::SET_COOKIE, clearing_cookie(&state));
     Ok(res)

@@ -113,6 +113,21 @@ pub struct SessionRow {
     pub role: String,
     pub csrf_token: String,
     pub expires_at: i64,
+    pub last_seen_at: i64,
+    pub provider: String,
+    pub id_token_sealed: Option<String>,
+}
+
+/// A login under way between the redirect to an OpenID provider and its
+/// callback (see migration 0006).
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct LoginAttemptRow {
+    pub state_digest: String,
+    pub browser_digest: String,
+    pub provider: String,
+    pub sealed: String,
+    pub created_at: i64,
+    pub expires_at: i64,
 }
 
 /// One sealed version of one record of the vault.
@@ -204,6 +219,9 @@ pub struct NewSession<'a> {
     pub csrf_token: &'a str,
     pub now: Timestamp,
     pub expires_at: Timestamp,
+    /// `demo`, `resident` or `agent`: who vouched for the login.
+    pub provider: &'a str,
+    pub id_token_sealed: Option<&'a str>,
 }
 
 /// The one storage interface. Every method is a short transaction of its own
@@ -235,6 +253,7 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> StorageResult<()>;
     async fn find_agent(&self, id: &str) -> StorageResult<Option<AgentRow>>;
+    async fn find_agent_by_email_digest(&self, digest: &str) -> StorageResult<Option<AgentRow>>;
 
     async fn insert_partner(&self, p: &PartnerRow, now: Timestamp) -> StorageResult<()>;
     async fn find_partner_by_client_id(&self, client_id: &str)
@@ -242,14 +261,40 @@ pub trait Store: Send + Sync + 'static {
     async fn find_partner(&self, id: &str) -> StorageResult<Option<PartnerRow>>;
 
     async fn create_session(&self, s: &NewSession<'_>) -> StorageResult<()>;
-    /// The live session with this token digest, if it has not expired at `now`.
+    /// The live session with this token digest: not expired at `now` and
+    /// used since `idle_cutoff`.
     async fn find_session(
         &self,
         token_hash: &str,
         now: Timestamp,
+        idle_cutoff: Timestamp,
     ) -> StorageResult<Option<SessionRow>>;
+    /// Records activity on a session (for the idle timeout).
+    async fn touch_session(&self, token_hash: &str, now: Timestamp) -> StorageResult<()>;
     async fn delete_session(&self, token_hash: &str) -> StorageResult<()>;
-    async fn purge_expired_sessions(&self, now: Timestamp) -> StorageResult<u64>;
+    /// Deletes sessions past their absolute expiry or idle since `idle_cutoff`.
+    async fn purge_expired_sessions(
+        &self,
+        now: Timestamp,
+        idle_cutoff: Timestamp,
+    ) -> StorageResult<u64>;
+
+    // --- OpenID Connect logins ---
+    /// Stores a login under way, and drops the attempts that expired.
+    async fn insert_login_attempt(&self, row: &LoginAttemptRow) -> StorageResult<()>;
+    /// Consumes the attempt with this state digest: a state works once.
+    async fn take_login_attempt(
+        &self,
+        state_digest: &str,
+    ) -> StorageResult<Option<LoginAttemptRow>>;
+    /// The resident whose provider account has this subject digest, created
+    /// with `new_resident_id` on the first login. Returns (id, created).
+    async fn resident_for_login(
+        &self,
+        subject_digest: &str,
+        new_resident_id: &str,
+        now: Timestamp,
+    ) -> StorageResult<(String, bool)>;
     async fn delete_sessions_of(&self, actor_id: &str) -> StorageResult<()>;
 
     // --- vault ---
@@ -509,6 +554,18 @@ macro_rules! impl_store {
             .await?)
         }
 
+        async fn find_agent_by_email_digest(
+            &self,
+            digest: &str,
+        ) -> $crate::storage::StorageResult<Option<$crate::storage::AgentRow>> {
+            Ok(sqlx::query_as(
+                "SELECT id, role, display_name, structure_id, active FROM agents WHERE email_digest = $1",
+            )
+            .bind(digest)
+            .fetch_optional(&self.pool)
+            .await?)
+        }
+
         async fn insert_partner(
             &self,
             p: &$crate::storage::PartnerRow,
@@ -561,8 +618,8 @@ macro_rules! impl_store {
             s: &$crate::storage::NewSession<'_>,
         ) -> $crate::storage::StorageResult<()> {
             sqlx::query(
-                "INSERT INTO sessions (token_hash, actor_id, role, csrf_token, created_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO sessions (token_hash, actor_id, role, csrf_token, created_at, expires_at, \
+                 last_seen_at, provider, id_token_sealed) VALUES ($1, $2, $3, $4, $5, $6, $5, $7, $8)",
             )
             .bind(s.token_hash)
             .bind(s.actor_id)
@@ -570,6 +627,8 @@ macro_rules! impl_store {
             .bind(s.csrf_token)
             .bind(s.now)
             .bind(s.expires_at)
+            .bind(s.provider)
+            .bind(s.id_token_sealed)
             .execute(&self.pool)
             .await?;
             Ok(())
@@ -579,15 +638,30 @@ macro_rules! impl_store {
             &self,
             token_hash: &str,
             now: $crate::domain::Timestamp,
+            idle_cutoff: $crate::domain::Timestamp,
         ) -> $crate::storage::StorageResult<Option<$crate::storage::SessionRow>> {
             Ok(sqlx::query_as(
-                "SELECT actor_id, role, csrf_token, expires_at FROM sessions \
-                 WHERE token_hash = $1 AND expires_at > $2",
+                "SELECT actor_id, role, csrf_token, expires_at, last_seen_at, provider, id_token_sealed \
+                 FROM sessions WHERE token_hash = $1 AND expires_at > $2 AND last_seen_at > $3",
             )
             .bind(token_hash)
             .bind(now)
+            .bind(idle_cutoff)
             .fetch_optional(&self.pool)
             .await?)
+        }
+
+        async fn touch_session(
+            &self,
+            token_hash: &str,
+            now: $crate::domain::Timestamp,
+        ) -> $crate::storage::StorageResult<()> {
+            sqlx::query("UPDATE sessions SET last_seen_at = $2 WHERE token_hash = $1")
+                .bind(token_hash)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
         }
 
         async fn delete_session(&self, token_hash: &str) -> $crate::storage::StorageResult<()> {
@@ -601,12 +675,99 @@ macro_rules! impl_store {
         async fn purge_expired_sessions(
             &self,
             now: $crate::domain::Timestamp,
+            idle_cutoff: $crate::domain::Timestamp,
         ) -> $crate::storage::StorageResult<u64> {
-            let done = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
-                .bind(now)
-                .execute(&self.pool)
-                .await?;
+            let done =
+                sqlx::query("DELETE FROM sessions WHERE expires_at <= $1 OR last_seen_at <= $2")
+                    .bind(now)
+                    .bind(idle_cutoff)
+                    .execute(&self.pool)
+                    .await?;
             Ok(done.rows_affected())
+        }
+
+        async fn insert_login_attempt(
+            &self,
+            row: &$crate::storage::LoginAttemptRow,
+        ) -> $crate::storage::StorageResult<()> {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("DELETE FROM login_attempts WHERE expires_at <= $1")
+                .bind(row.created_at)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO login_attempts (state_digest, browser_digest, provider, sealed, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&row.state_digest)
+            .bind(&row.browser_digest)
+            .bind(&row.provider)
+            .bind(&row.sealed)
+            .bind(row.created_at)
+            .bind(row.expires_at)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        }
+
+        async fn take_login_attempt(
+            &self,
+            state_digest: &str,
+        ) -> $crate::storage::StorageResult<Option<$crate::storage::LoginAttemptRow>> {
+            Ok(sqlx::query_as(
+                "DELETE FROM login_attempts WHERE state_digest = $1 \
+                 RETURNING state_digest, browser_digest, provider, sealed, created_at, expires_at",
+            )
+            .bind(state_digest)
+            .fetch_optional(&self.pool)
+            .await?)
+        }
+
+        async fn resident_for_login(
+            &self,
+            subject_digest: &str,
+            new_resident_id: &str,
+            now: $crate::domain::Timestamp,
+        ) -> $crate::storage::StorageResult<(String, bool)> {
+            // Two tries: a concurrent first login of the same account may win
+            // the insert, and then this one finds its resident.
+            for _ in 0..2 {
+                let found: Option<(String,)> = sqlx::query_as(
+                    "UPDATE resident_logins SET last_login_at = $2 WHERE subject_digest = $1 \
+                     RETURNING resident_id",
+                )
+                .bind(subject_digest)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
+                if let Some((id,)) = found {
+                    return Ok((id, false));
+                }
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("INSERT INTO residents (id, status, created_at) VALUES ($1, 'active', $2)")
+                    .bind(new_resident_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                let linked = sqlx::query(
+                    "INSERT INTO resident_logins (subject_digest, resident_id, created_at, last_login_at) \
+                     VALUES ($1, $2, $3, $3) ON CONFLICT (subject_digest) DO NOTHING",
+                )
+                .bind(subject_digest)
+                .bind(new_resident_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                if linked.rows_affected() == 1 {
+                    tx.commit().await?;
+                    return Ok((new_resident_id.to_string(), true));
+                }
+                tx.rollback().await?;
+            }
+            Err($crate::storage::StorageError::Conflict(
+                "resident login raced twice".into(),
+            ))
         }
 
         async fn delete_sessions_of(&self, actor_id: &str) -> $crate::storage::StorageResult<()> {
@@ -788,6 +949,8 @@ macro_rules! impl_store {
                 "DELETE FROM data_keys WHERE resident_id = $1",
                 "DELETE FROM personal_records WHERE resident_id = $1",
                 "DELETE FROM sessions WHERE actor_id = $1",
+                // The next login with the same provider account starts afresh.
+                "DELETE FROM resident_logins WHERE resident_id = $1",
             ] {
                 sqlx::query(sql).bind(resident_id).execute(&mut *tx).await?;
             }

@@ -97,6 +97,37 @@ async fn sessions_expire_with_the_clock() {
 }
 
 #[tokio::test]
+async fn sessions_end_after_thirty_idle_minutes_and_eight_busy_hours() {
+    each_backend(|app| async move {
+        let me = |s: &crate::support::Session| {
+            let cookie = s.cookie.clone();
+            let app = &app;
+            async move {
+                app.send(Method::GET, "/api/v1/me", &[("cookie", &cookie)], "")
+                    .await
+            }
+        };
+        // Idle: 30 minutes without a request ends it.
+        let idle = app.login(AWA).await;
+        app.clock.advance(29 * 60);
+        assert_eq!(me(&idle).await.status, 200);
+        app.clock.advance(29 * 60);
+        assert_eq!(me(&idle).await.status, 200, "activity keeps it alive");
+        app.clock.advance(30 * 60 + 1);
+        me(&idle).await.assert_error(401, "unauthenticated");
+
+        // Busy: a request every 20 minutes, still over after 8 hours.
+        let busy = app.login(AWA).await;
+        for _ in 0..(8 * 3) {
+            assert_eq!(me(&busy).await.status, 200);
+            app.clock.advance(20 * 60);
+        }
+        me(&busy).await.assert_error(401, "unauthenticated");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn dev_login_does_not_exist_outside_demo_mode() {
     each_backend_with(false, |app| async move {
         app.get("/dev/personas")

@@ -31,6 +31,22 @@ pub struct TestApp {
     pub dir: tempfile::TempDir,
     pub database_url: String,
     pub keys: Arc<LiveKeys>,
+    /// For apps built with [`Setup::live`]: the bound listener, until
+    /// [`TestApp::serve`] takes it.
+    listener: std::sync::Mutex<Option<std::net::TcpListener>>,
+}
+
+/// A change to the configuration of a test app.
+pub type Configure = Arc<dyn Fn(&mut Config) + Send + Sync>;
+
+/// How to build a test app beyond the defaults.
+#[derive(Clone, Default)]
+pub struct Setup {
+    pub demo: bool,
+    /// Bind a loopback listener first, and make it the public URL.
+    pub live: bool,
+    /// Changes to the configuration (after the public URL is set).
+    pub configure: Option<Configure>,
 }
 
 pub struct TestResponse {
@@ -166,14 +182,17 @@ pub struct Session {
 
 fn notice_once(msg: &str) {
     static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // Written to the process's stderr directly, not through `eprintln!`,
-        // so the test harness's output capture cannot hide it.
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n!!! {msg}\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
-        );
-    });
+    ONCE.call_once(|| notice(msg));
+}
+
+/// A loud notice on the process's stderr (a skipped peer, for instance).
+pub fn notice(msg: &str) {
+    // Written to the process's stderr directly, not through `eprintln!`,
+    // so the test harness's output capture cannot hide it.
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n!!! {msg}\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
+    );
 }
 
 /// A fresh PostgreSQL database for one test, dropped by [`PgDatabase::drop_now`].
@@ -223,8 +242,32 @@ async fn sqlx_connect(url: &str) -> sqlx::PgConnection {
 }
 
 pub async fn build_app(database_url: &str, backend: &'static str, demo: bool) -> TestApp {
+    build_app_with(
+        database_url,
+        backend,
+        &Setup {
+            demo,
+            ..Setup::default()
+        },
+    )
+    .await
+}
+
+pub async fn build_app_with(database_url: &str, backend: &'static str, setup: &Setup) -> TestApp {
+    let demo = setup.demo;
     let dir = tempfile::tempdir().unwrap();
-    let config = Config::for_tests(database_url, &dir.path().join("keys")).unwrap();
+    let mut config = Config::for_tests(database_url, &dir.path().join("keys")).unwrap();
+    let listener = if setup.live {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        config.public_url =
+            url::Url::parse(&format!("http://{}", l.local_addr().unwrap())).unwrap();
+        Some(l)
+    } else {
+        None
+    };
+    if let Some(configure) = &setup.configure {
+        configure(&mut config);
+    }
     let store = storage::open(&config.database_url).await.unwrap();
     let clock = Clock::fixed(T0);
     let keys = Arc::new(LiveKeys::in_memory(KeySet::generate_in_memory().unwrap()));
@@ -249,6 +292,28 @@ pub async fn build_app(database_url: &str, backend: &'static str, demo: bool) ->
         dir,
         database_url: database_url.to_string(),
         keys,
+        listener: std::sync::Mutex::new(listener),
+    }
+}
+
+impl TestApp {
+    /// Serves the app on its listener (built with [`Setup::live`]) and
+    /// returns its base URL, e.g. `http://127.0.0.1:41234`.
+    pub fn serve(&self) -> String {
+        let listener = self
+            .listener
+            .lock()
+            .unwrap()
+            .take()
+            .expect("built with Setup { live: true, .. } and served once");
+        listener.set_nonblocking(true).unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        let router = self.router.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        base
     }
 }
 
@@ -267,13 +332,28 @@ where
     F: Fn(TestApp) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    each_backend_setup(
+        Setup {
+            demo,
+            ..Setup::default()
+        },
+        test,
+    )
+    .await;
+}
+
+pub async fn each_backend_setup<F, Fut>(setup: Setup, test: F)
+where
+    F: Fn(TestApp) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let sqlite_dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", sqlite_dir.path().join("coffre.db").display());
-    let app = build_app(&url, "sqlite", demo).await;
+    let app = build_app_with(&url, "sqlite", &setup).await;
     test(app).await;
 
     if let Some(db) = PgDatabase::create().await {
-        let app = build_app(&db.url, "postgres", demo).await;
+        let app = build_app_with(&db.url, "postgres", &setup).await;
         let store = app.store.clone();
         let outcome = tokio::spawn(test(app)).await;
         store.close().await;
