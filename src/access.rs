@@ -6,7 +6,8 @@ use casbin::{CoreApi, DefaultModel, Enforcer, StringAdapter};
 
 use crate::AppState;
 use crate::audit::AuditRecord;
-use crate::domain::access::{PartnerRead, Verdict, partner_read};
+use crate::domain::Role;
+use crate::domain::access::{AccessQuery, Verdict, decide as domain_decide};
 use crate::error::{AppError, AppResult};
 
 pub const BUILTIN_MODEL: &str = include_str!("../policies/model.conf");
@@ -28,69 +29,181 @@ pub fn role_may(state: &AppState, role: &str, action: &str) -> bool {
     state.policy.enforce((role, action)).unwrap_or(false)
 }
 
-/// Decides, records and returns the verdict of a partner reading one
-/// category of one resident for a purpose. `Ok(audit index)` only when
-/// allowed; a refusal comes back as 403 with its reason code, after it too
-/// has been recorded.
-pub async fn partner_read_decision(
-    state: &AppState,
-    partner_id: &str,
-    resident_id: &str,
-    category: &str,
-    purpose_id: &str,
-    request_id: Option<String>,
-) -> AppResult<u64> {
+/// One request for access, as the HTTP layer states it.
+#[derive(Clone, Debug)]
+pub struct AccessRequest<'a> {
+    pub actor_id: &'a str,
+    pub role: Role,
+    /// The action as the audit log names it, e.g. `data.read`.
+    pub action: &'a str,
+    /// The actor acts on their own data (the `/api/v1/me` routes): the
+    /// policy is asked about `{action}:own`.
+    pub own: bool,
+    /// Whose data, when a resident's data is concerned.
+    pub resident_id: Option<&'a str>,
+    pub category: Option<&'a str>,
+    pub purpose_id: Option<&'a str>,
+    pub structure_id: Option<&'a str>,
+    pub request_id: Option<String>,
+}
+
+impl<'a> AccessRequest<'a> {
+    pub fn new(actor_id: &'a str, role: Role, action: &'a str) -> Self {
+        Self {
+            actor_id,
+            role,
+            action,
+            own: false,
+            resident_id: None,
+            category: None,
+            purpose_id: None,
+            structure_id: None,
+            request_id: None,
+        }
+    }
+}
+
+/// The one access decision with its facts: the casbin policy (roles ×
+/// actions), the register (purpose, legal basis, recipients), the resident's
+/// consents and active mandates (indexed queries), at the state's clock.
+/// The verdict, allow or deny, is recorded in the audit log before anything
+/// is disclosed: `Ok(audit index)` when allowed; a refusal comes back as 403
+/// with its reason code, after it too has been recorded (or 503 if it could
+/// not be: nothing happens unaudited).
+pub async fn decide(state: &AppState, req: AccessRequest<'_>) -> AppResult<u64> {
+    let (verdict, facts) = evaluate(state, &req).await?;
+    record(state, req, &verdict, &facts).await
+}
+
+/// The facts gathered for one decision.
+pub struct Facts<'r> {
+    purpose: Option<&'r crate::domain::purpose::Purpose>,
+    resident_active: bool,
+    now: crate::domain::Timestamp,
+}
+
+/// The verdict without recording it, for callers whose allowed action is
+/// itself the audited event (a consent given is recorded as `consent.give`
+/// by the consent registry); they record refusals with [`record`].
+pub async fn evaluate<'r>(
+    state: &'r AppState,
+    req: &AccessRequest<'_>,
+) -> AppResult<(Verdict, Facts<'r>)> {
     let now = state.clock.now();
-    let purpose = state.register.get(purpose_id);
-    let resident_active = state.store.resident_exists(resident_id).await?;
-    let valid_consent = match purpose {
-        Some(p) if resident_active => {
+    let policy_action = if req.own {
+        format!("{}:own", req.action)
+    } else {
+        req.action.to_string()
+    };
+    let role_allows = role_may(state, req.role.as_str(), &policy_action);
+    let purpose = req.purpose_id.and_then(|p| state.register.get(p));
+    let resident_active = match req.resident_id {
+        // A resident's own session proves the account exists.
+        Some(_) if req.role == Role::Resident => true,
+        Some(r) if role_allows => state.store.resident_exists(r).await?,
+        _ => false,
+    };
+    // Consents matter only to a partner's read for a consent-based purpose.
+    let valid_consent = match (req.role, purpose, req.resident_id, req.category) {
+        (Role::Partner, Some(p), Some(r), Some(c))
+            if resident_active && p.legal_basis.needs_consent() =>
+        {
             crate::consents::valid_consent(
                 state.store.as_ref(),
                 p,
-                resident_id,
-                category,
-                Some(partner_id),
+                r,
+                c,
+                Some(req.actor_id),
                 now,
             )
             .await?
         }
         _ => None,
     };
-    let verdict = partner_read(&PartnerRead {
-        partner_id,
-        role_allows: role_may(state, "partner", "data.read"),
-        purpose,
-        category,
+    // Mandates arrive with the aidants' issue: until an aidant holds an
+    // active mandate recorded by coffre, none is found and the decision
+    // denies (`no_active_mandate`).
+    let active_mandate: Option<String> = None;
+    let verdict = domain_decide(&AccessQuery {
+        actor_id: req.actor_id,
+        role: req.role,
+        action: &policy_action,
+        role_allows,
+        resident_id: req.resident_id,
         resident_active,
+        category: req.category,
+        purpose,
+        purpose_asked: req.purpose_id.is_some(),
         valid_consent,
+        active_mandate,
     });
-    let (allowed, reason) = match &verdict {
+    Ok((
+        verdict,
+        Facts {
+            purpose,
+            resident_active,
+            now,
+        },
+    ))
+}
+
+/// Records a verdict in the audit log; `Ok(index)` when it allows, the
+/// refusal (403 with its reason code) when it denies.
+pub async fn record(
+    state: &AppState,
+    req: AccessRequest<'_>,
+    verdict: &Verdict,
+    facts: &Facts<'_>,
+) -> AppResult<u64> {
+    let Facts {
+        purpose,
+        resident_active,
+        now,
+    } = *facts;
+    let (allowed, reason) = match verdict {
         Verdict::Allow(basis) => (true, basis.reason()),
         Verdict::Deny(reason) => (false, *reason),
     };
+    let on_behalf_of = matches!(req.role, Role::Aidant | Role::Referent)
+        .then(|| req.resident_id.map(str::to_string))
+        .flatten();
     let index = state
         .audit
         .record(AuditRecord {
             timestamp: now,
-            actor_id: partner_id.to_string(),
-            actor_role: "partner".into(),
-            action: "data.read".into(),
-            resident_id: resident_active.then(|| resident_id.to_string()),
-            category: Some(category.chars().take(40).collect()),
-            purpose: Some(purpose_id.chars().take(60).collect()),
+            actor_id: req.actor_id.to_string(),
+            actor_role: req.role.as_str().into(),
+            on_behalf_of,
+            structure_id: req.structure_id.map(str::to_string),
+            action: req.action.into(),
+            // Only a resident who exists is named; a probe for an unknown
+            // id leaves no trace of that id.
+            resident_id: req
+                .resident_id
+                .filter(|_| resident_active || req.role == Role::Resident)
+                .map(str::to_string),
+            category: req.category.map(|c| c.chars().take(40).collect()),
+            purpose: req.purpose_id.map(|p| p.chars().take(60).collect()),
             legal_basis: purpose.map(|p| p.legal_basis.as_str().to_string()),
             allowed,
             reason: reason.to_string(),
-            request_id,
-            ..Default::default()
+            request_id: req.request_id,
         })
         .await?;
-    match verdict {
+    match *verdict {
         Verdict::Allow(_) => Ok(index),
-        Verdict::Deny(reason) => Err(AppError::forbidden(
-            reason,
-            format!("Accès refusé ({reason}). / Access denied ({reason})."),
-        )),
+        Verdict::Deny(reason) => Err(AppError::forbidden(reason, refusal_message(reason))),
+    }
+}
+
+fn refusal_message(reason: &str) -> String {
+    match reason {
+        "resident_only" => {
+            "Réservé à l'usager lui-même. / Only the resident themself may do this.".into()
+        }
+        "auditor_only" => "Réservé aux auditeurs et au DPO. / Auditors and the DPO only.".into(),
+        "no_active_mandate" => "Aucun mandat actif ne couvre cette démarche. / No active mandate covers this.".into(),
+        "no_valid_consent" => "Aucun consentement valide pour cette finalité. / No valid consent for this purpose.".into(),
+        _ => format!("Accès refusé ({reason}). / Access denied ({reason})."),
     }
 }

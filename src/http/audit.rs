@@ -16,7 +16,6 @@ use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::audit::{AuditEntry, AuditRecord};
-use crate::domain::Role;
 use crate::error::{AppError, AppResult};
 use crate::http::session::CurrentUser;
 
@@ -66,9 +65,11 @@ pub async fn deny(state: &AppState, mut record: AuditRecord, refusal: AppError) 
     }
 }
 
-/// Records the decision about a resident acting on their own data, before
-/// anything is read or changed. Anyone else is refused (and that is recorded
-/// too). Returns the audit entry's index.
+/// Decides, through the one access decision, about the logged-in person
+/// acting on their own data (the `/api/v1/me` routes), and records it
+/// before anything is read or changed. Only residents hold `…:own` actions;
+/// anyone else is refused `resident_only` (recorded too). Returns the audit
+/// entry's index.
 pub async fn own_data(
     state: &AppState,
     user: &CurrentUser,
@@ -76,19 +77,17 @@ pub async fn own_data(
     action: &str,
     category: Option<&str>,
 ) -> AppResult<u64> {
-    let mut rec = record_for(state, user, action, rid);
-    rec.category = category.map(str::to_string);
-    if user.role != Role::Resident {
-        let refusal = AppError::forbidden(
-            "resident_only",
-            "Réservé à l'usager lui-même. / Only the resident themself may do this.",
-        );
-        return Err(deny(state, rec, refusal).await);
-    }
-    rec.resident_id = Some(user.actor_id.clone());
-    rec.allowed = true;
-    rec.reason = "own_data".into();
-    Ok(state.audit.record(rec).await?)
+    crate::access::decide(
+        state,
+        crate::access::AccessRequest {
+            own: true,
+            resident_id: Some(&user.actor_id),
+            category,
+            request_id: rid.0.clone(),
+            ..crate::access::AccessRequest::new(&user.actor_id, user.role, action)
+        },
+    )
+    .await
 }
 
 /// The `X-Audit-Entry` header: the index of the entry that recorded this
@@ -226,14 +225,6 @@ pub async fn entries(
     rid: RequestId,
     Query(q): Query<HashMap<String, String>>,
 ) -> AppResult<Response> {
-    let rec = record_for(&state, &user, "audit.read", &rid);
-    if !matches!(user.role, Role::Auditor | Role::Dpo) {
-        let refusal = AppError::forbidden(
-            "auditor_only",
-            "Réservé aux auditeurs et au DPO. / Auditors and the DPO only.",
-        );
-        return Err(deny(&state, rec, refusal).await);
-    }
     let from = number(&q, "from")?;
     let to = number(&q, "to")?;
     if from > to || to - from > MAX_ENTRIES {
@@ -242,14 +233,14 @@ pub async fn entries(
             format!("from ≤ to and at most {MAX_ENTRIES} entries per request"),
         ));
     }
-    let index = state
-        .audit
-        .record(AuditRecord {
-            allowed: true,
-            reason: "auditor".into(),
-            ..rec
-        })
-        .await?;
+    let index = crate::access::decide(
+        &state,
+        crate::access::AccessRequest {
+            request_id: rid.0.clone(),
+            ..crate::access::AccessRequest::new(&user.actor_id, user.role, "audit.read")
+        },
+    )
+    .await?;
     let rows = state.store.audit_entries(from, to).await?;
     let entries = rows
         .into_iter()
@@ -295,27 +286,11 @@ pub async fn my_accesses(
     rid: RequestId,
     Query(q): Query<HashMap<String, String>>,
 ) -> AppResult<Response> {
-    let rec = record_for(&state, &user, "audit.read_own", &rid);
-    if user.role != Role::Resident {
-        let refusal = AppError::forbidden(
-            "resident_only",
-            "Réservé à l'usager lui-même. / Only the resident themself may do this.",
-        );
-        return Err(deny(&state, rec, refusal).await);
-    }
     let before = match q.get("before") {
         Some(_) => number(&q, "before")?,
         None => u64::MAX,
     };
-    let index = state
-        .audit
-        .record(AuditRecord {
-            allowed: true,
-            resident_id: Some(user.actor_id.clone()),
-            reason: "own_data".into(),
-            ..rec
-        })
-        .await?;
+    let index = own_data(&state, &user, &rid, "audit.read", None).await?;
     let signer = state.checkpoint_signer()?;
     let cp = state.audit.checkpoint(&signer, state.clock.now()).await?;
     let tree_size = cp.tree_size as u64;

@@ -13,7 +13,7 @@ use crate::domain::consent::{GiveRequest, parse_until};
 use crate::domain::purpose::Purpose;
 use crate::error::{AppError, AppResult};
 use crate::http::ApiJson;
-use crate::http::audit::{RequestId, deny, own_data, record_for, with_entry};
+use crate::http::audit::{RequestId, own_data, with_entry};
 use crate::http::session::CurrentUser;
 
 #[derive(Serialize, ToSchema)]
@@ -138,14 +138,20 @@ async fn resident_only(
     rid: &RequestId,
     action: &str,
 ) -> AppResult<()> {
-    if user.role == crate::domain::Role::Resident {
-        return Ok(());
+    let req = crate::access::AccessRequest {
+        own: true,
+        resident_id: Some(&user.actor_id),
+        request_id: rid.0.clone(),
+        ..crate::access::AccessRequest::new(&user.actor_id, user.role, action)
+    };
+    let (verdict, facts) = crate::access::evaluate(state, &req).await?;
+    match verdict {
+        // The consent registry records the decision itself as this action.
+        crate::domain::access::Verdict::Allow(_) => Ok(()),
+        deny => crate::access::record(state, req, &deny, &facts)
+            .await
+            .map(|_| ()),
     }
-    let refusal = AppError::forbidden(
-        "resident_only",
-        "Réservé à l'usager lui-même. / Only the resident themself may do this.",
-    );
-    Err(deny(state, record_for(state, user, action, rid), refusal).await)
 }
 
 /// Gives or refuses consent to a purpose; answers the consent and its

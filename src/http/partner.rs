@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::AppState;
+use crate::domain::Role;
 use crate::error::{AppError, AppResult};
 use crate::http::session::serde_urlencoded_form;
 
@@ -281,38 +282,20 @@ pub async fn residents(
     let offset = small_number(&q, "offset", 0, i64::MAX / 2)?;
     let limit = small_number(&q, "limit", 100, 1000)?;
     let now = state.clock.now();
-    let purpose = state.register.get(purpose_id);
-    let verdict = crate::domain::access::partner_list(
-        &partner.id,
-        crate::access::role_may(&state, "partner", "residents.list"),
-        purpose,
-    );
-    let reason = match verdict {
-        crate::domain::access::Verdict::Allow(_) => None,
-        crate::domain::access::Verdict::Deny(reason) => Some(reason),
-    };
-    let index = state
-        .audit
-        .record(crate::audit::AuditRecord {
-            timestamp: now,
-            actor_id: partner.id.clone(),
-            actor_role: "partner".into(),
-            action: "residents.list".into(),
-            purpose: Some(purpose_id.chars().take(60).collect()),
-            legal_basis: purpose.map(|p| p.legal_basis.as_str().to_string()),
-            allowed: reason.is_none(),
-            reason: reason.unwrap_or("recipient").to_string(),
+    let index = crate::access::decide(
+        &state,
+        crate::access::AccessRequest {
+            purpose_id: Some(purpose_id),
             request_id: rid.0,
-            ..Default::default()
-        })
-        .await?;
-    let (Some(purpose), None) = (purpose, reason) else {
-        let reason = reason.unwrap_or("unknown_purpose");
-        return Err(AppError::forbidden(
-            reason,
-            format!("Accès refusé ({reason}). / Access denied ({reason})."),
-        ));
-    };
+            ..crate::access::AccessRequest::new(&partner.id, Role::Partner, "residents.list")
+        },
+    )
+    .await?;
+    // The decision allowed only a purpose of the register.
+    let purpose = state
+        .register
+        .get(purpose_id)
+        .ok_or_else(|| AppError::internal("allowed purpose missing"))?;
     let keys = state.vault()?.keys().current();
     let ids = state
         .store
@@ -384,13 +367,15 @@ pub async fn resident_data(
                 .into(),
         });
     };
-    let index = crate::access::partner_read_decision(
+    let index = crate::access::decide(
         &state,
-        &partner.id,
-        &resident,
-        &category,
-        purpose_id,
-        rid.0,
+        crate::access::AccessRequest {
+            resident_id: Some(&resident),
+            category: Some(&category),
+            purpose_id: Some(purpose_id),
+            request_id: rid.0,
+            ..crate::access::AccessRequest::new(&partner.id, Role::Partner, "data.read")
+        },
     )
     .await?;
     // The decision checked the category against the purpose, so it exists.
