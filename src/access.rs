@@ -108,15 +108,8 @@ pub async fn evaluate<'r>(
         (Role::Partner, Some(p), Some(r), Some(c))
             if resident_active && p.legal_basis.needs_consent() =>
         {
-            crate::consents::valid_consent(
-                state.store.as_ref(),
-                p,
-                r,
-                c,
-                Some(req.actor_id),
-                now,
-            )
-            .await?
+            crate::consents::valid_consent(state.store.as_ref(), p, r, c, Some(req.actor_id), now)
+                .await?
         }
         _ => None,
     };
@@ -202,8 +195,13 @@ fn refusal_message(reason: &str) -> String {
             "Réservé à l'usager lui-même. / Only the resident themself may do this.".into()
         }
         "auditor_only" => "Réservé aux auditeurs et au DPO. / Auditors and the DPO only.".into(),
-        "no_active_mandate" => "Aucun mandat actif ne couvre cette démarche. / No active mandate covers this.".into(),
-        "no_valid_consent" => "Aucun consentement valide pour cette finalité. / No valid consent for this purpose.".into(),
+        "no_active_mandate" => {
+            "Aucun mandat actif ne couvre cette démarche. / No active mandate covers this.".into()
+        }
+        "no_valid_consent" => {
+            "Aucun consentement valide pour cette finalité. / No valid consent for this purpose."
+                .into()
+        }
         _ => format!("Accès refusé ({reason}). / Access denied ({reason})."),
     }
 }
