@@ -140,6 +140,10 @@ pub enum PartnerCommand {
         /// age X25519 recipient (age1…) that extracts will be encrypted to.
         #[arg(long)]
         age_recipient: Option<String>,
+        /// A JWKS file with the partner's public keys: the partner then
+        /// authenticates with `private_key_jwt` and gets no client secret.
+        #[arg(long, value_name = "FILE")]
+        jwks_file: Option<PathBuf>,
         /// Print `{"client_id", "client_secret"}` as JSON.
         #[arg(long)]
         json: bool,
@@ -247,8 +251,19 @@ pub async fn run(cli: Cli) -> Result<(), Fatal> {
             id,
             name,
             age_recipient,
+            jwks_file,
             json,
-        }) => partner_add(&config, &id, &name, age_recipient.as_deref(), json).await,
+        }) => {
+            partner_add(
+                &config,
+                &id,
+                &name,
+                age_recipient.as_deref(),
+                jwks_file.as_deref(),
+                json,
+            )
+            .await
+        }
         Command::Agent(AgentCommand::Add {
             email,
             role,
@@ -356,14 +371,53 @@ async fn agent_add(
     Ok(())
 }
 
+/// Reads and checks a partner's JWKS: public asymmetric keys only, each
+/// usable for signature verification.
+fn read_client_jwks(path: &std::path::Path) -> Result<String, Fatal> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Fatal::config(format!("--jwks-file {}: {e}", path.display())))?;
+    let set: jsonwebtoken::jwk::JwkSet = serde_json::from_str(&text)
+        .map_err(|e| Fatal::config(format!("--jwks-file {}: not a JWKS ({e})", path.display())))?;
+    if set.keys.is_empty() {
+        return Err(Fatal::config("--jwks-file: no key in the set"));
+    }
+    for key in &set.keys {
+        let decoding = jsonwebtoken::DecodingKey::from_jwk(key)
+            .map_err(|_| Fatal::config("--jwks-file: a key cannot verify signatures"))?;
+        if decoding.family() == jsonwebtoken::AlgorithmFamily::Hmac {
+            return Err(Fatal::config(
+                "--jwks-file: symmetric (oct) keys are refused; register public keys",
+            ));
+        }
+    }
+    let raw: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Fatal::config(format!("--jwks-file: {e}")))?;
+    for key in raw["keys"].as_array().into_iter().flatten() {
+        if ["d", "p", "q", "dp", "dq", "qi"]
+            .iter()
+            .any(|f| key.get(f).is_some())
+        {
+            return Err(Fatal::config(
+                "--jwks-file: the file holds a private key; register the public part only",
+            ));
+        }
+    }
+    serde_json::to_string(&set).map_err(|e| Fatal::runtime(e.to_string()))
+}
+
 async fn partner_add(
     config: &Config,
     id: &str,
     name: &str,
     age_recipient: Option<&str>,
+    jwks_file: Option<&std::path::Path>,
     json: bool,
 ) -> Result<(), Fatal> {
     use std::str::FromStr;
+    let client_jwks = match jwks_file {
+        None => None,
+        Some(path) => Some(read_client_jwks(path)?),
+    };
     if id.is_empty()
         || id.len() > 64
         || !id
@@ -395,9 +449,15 @@ async fn partner_add(
         id: id.to_string(),
         name: name.trim().to_string(),
         client_id: client_id.clone(),
-        client_secret_hash: crate::crypto::sha256_hex(&client_secret),
+        // With keys, no secret works: no digest equals "!".
+        client_secret_hash: if client_jwks.is_some() {
+            "!".to_string()
+        } else {
+            crate::crypto::sha256_hex(&client_secret)
+        },
         age_recipient: age_recipient.map(str::to_string),
         active: true,
+        client_jwks: client_jwks.clone(),
     };
     let clock = Clock::system();
     let audit = crate::audit::AuditLog::start(store.clone(), config.audit_log_name.clone());
@@ -415,7 +475,14 @@ async fn partner_add(
             other => Fatal::runtime(other.to_string()),
         })?;
     store.close().await;
-    if json {
+    if client_jwks.is_some() {
+        if json {
+            println!("{}", serde_json::json!({"client_id": client_id}));
+        } else {
+            println!("partner {id} registered for private_key_jwt (no secret).");
+            println!("client_id={client_id}");
+        }
+    } else if json {
         println!(
             "{}",
             serde_json::json!({"client_id": client_id, "client_secret": client_secret})

@@ -265,6 +265,7 @@ pub async fn seed_directory(store: &dyn Store, now: Timestamp) -> StorageResult<
                     client_secret_hash: crate::crypto::sha256_hex(p.client_secret),
                     age_recipient: None,
                     active: true,
+                    client_jwks: None,
                 },
                 now,
             )

@@ -1,5 +1,6 @@
 //! Partners as OAuth2 clients: `POST /oauth/token` (client credentials,
-//! `client_secret_basic`) issues a short-lived EdDSA JWT; the `Partner`
+//! authenticated with `client_secret_basic` or `private_key_jwt`, RFC 7523)
+//! issues a short-lived EdDSA JWT; the `Partner`
 //! extractor verifies it on every request (algorithm pinned, issuer,
 //! audience, expiry and not-before checked against the service clock).
 //!
@@ -44,6 +45,124 @@ struct AccessClaims {
 pub struct TokenRequest {
     /// Must be `client_credentials`.
     pub grant_type: Option<String>,
+    /// `private_key_jwt`: `urn:ietf:params:oauth:client-assertion-type:jwt-bearer`.
+    pub client_assertion_type: Option<String>,
+    /// `private_key_jwt`: a JWT signed with one of the partner's registered
+    /// keys; `iss` = `sub` = client id, `aud` = this token endpoint's URL,
+    /// a `jti` used once, living at most 5 minutes.
+    pub client_assertion: Option<String>,
+    pub client_id: Option<String>,
+}
+
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+/// A client assertion may live at most this long (RFC 7523 §3: short).
+const ASSERTION_MAX_LIFETIME_SECS: i64 = 300;
+/// Tolerated clock skew with partners.
+const CLOCK_SKEW_SECS: i64 = 60;
+
+#[derive(Deserialize)]
+struct AssertionClaims {
+    exp: i64,
+    #[serde(default)]
+    iat: Option<i64>,
+    #[serde(default)]
+    nbf: Option<i64>,
+    jti: String,
+}
+
+/// Verifies a `private_key_jwt` client assertion (RFC 7523) at `now` and
+/// returns the partner it authenticates. Every failure is `invalid_client`;
+/// the log says which check failed, never the assertion.
+async fn partner_from_assertion(
+    state: &AppState,
+    form: &TokenRequest,
+) -> AppResult<crate::storage::PartnerRow> {
+    use jsonwebtoken::jwk::JwkSet;
+    let refuse = |why: &str| {
+        tracing::info!(why, "client assertion refused");
+        invalid_client()
+    };
+    let assertion = form
+        .client_assertion
+        .as_deref()
+        .filter(|a| a.len() <= 8192)
+        .ok_or_else(|| refuse("no assertion"))?;
+    let header = jsonwebtoken::decode_header(assertion).map_err(|_| refuse("bad header"))?;
+    // Who claims to be signing: looked up first, verified below.
+    let unverified: serde_json::Value = assertion
+        .split('.')
+        .nth(1)
+        .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| refuse("bad payload"))?;
+    let client_id = unverified["sub"]
+        .as_str()
+        .ok_or_else(|| refuse("no sub"))?
+        .to_string();
+    if form.client_id.as_deref().is_some_and(|c| c != client_id) {
+        return Err(refuse("client_id differs from sub"));
+    }
+    let partner = state
+        .store
+        .find_partner_by_client_id(&client_id)
+        .await?
+        .filter(|p| p.active)
+        .ok_or_else(|| refuse("unknown client"))?;
+    let jwks: JwkSet = partner
+        .client_jwks
+        .as_deref()
+        .and_then(|j| serde_json::from_str(j).ok())
+        .ok_or_else(|| refuse("no keys registered"))?;
+    let jwk = match (&header.kid, jwks.keys.as_slice()) {
+        (Some(kid), _) => jwks.find(kid),
+        (None, [only]) => Some(only),
+        (None, _) => None,
+    }
+    .ok_or_else(|| refuse("no matching key"))?;
+    let key = DecodingKey::from_jwk(jwk).map_err(|_| refuse("unusable key"))?;
+    // Asymmetric keys only, and the algorithm must be the key's own family.
+    if key.family() == jsonwebtoken::AlgorithmFamily::Hmac || key.family() != header.alg.family() {
+        return Err(refuse("algorithm does not fit the key"));
+    }
+    let public = state.config.public_url.as_str().trim_end_matches('/');
+    let mut v = Validation::new(header.alg);
+    v.set_audience(&[format!("{public}/oauth/token"), public.to_string()]);
+    v.set_issuer(&[client_id.as_str()]);
+    v.sub = Some(client_id.clone());
+    // Time is checked below against the service clock.
+    v.validate_exp = false;
+    v.validate_nbf = false;
+    v.required_spec_claims = ["exp", "iss", "sub", "aud", "jti"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    let claims = jsonwebtoken::decode::<AssertionClaims>(assertion, &key, &v)
+        .map_err(|e| refuse(&format!("signature or claims: {:?}", e.kind())))?
+        .claims;
+    let now = state.clock.now();
+    if claims.exp <= now - CLOCK_SKEW_SECS {
+        return Err(refuse("expired"));
+    }
+    let issued = claims.iat.or(claims.nbf).unwrap_or(now);
+    if claims.exp - issued > ASSERTION_MAX_LIFETIME_SECS
+        || claims.exp > now + ASSERTION_MAX_LIFETIME_SECS + CLOCK_SKEW_SECS
+        || claims.nbf.is_some_and(|n| n > now + CLOCK_SKEW_SECS)
+        || claims.iat.is_some_and(|i| i > now + CLOCK_SKEW_SECS)
+    {
+        return Err(refuse("lifetime"));
+    }
+    if claims.jti.is_empty() || claims.jti.len() > 256 {
+        return Err(refuse("jti"));
+    }
+    let jti_digest = crate::crypto::sha256_hex(&format!("{client_id}\n{}", claims.jti));
+    if !state
+        .store
+        .use_assertion_jti(&jti_digest, claims.exp + CLOCK_SKEW_SECS, now)
+        .await?
+    {
+        return Err(refuse("replayed jti"));
+    }
+    Ok(partner)
 }
 
 #[derive(Serialize, ToSchema)]
@@ -89,8 +208,8 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     Some((unescape(id)?, unescape(secret)?))
 }
 
-/// Issues an access token to a registered partner (client credentials with
-/// `client_secret_basic`).
+/// Issues an access token to a registered partner (client credentials,
+/// authenticated with `client_secret_basic` or `private_key_jwt`).
 #[utoipa::path(post, path = "/oauth/token", tag = "partner",
     request_body(content = TokenRequest, content_type = "application/x-www-form-urlencoded"),
     responses((status = 200, body = TokenResponse),
@@ -108,17 +227,25 @@ pub async fn token(
             "grant_type must be client_credentials",
         ));
     }
-    let (client_id, secret) = basic_credentials(&headers).ok_or_else(invalid_client)?;
-    let partner = state
-        .store
-        .find_partner_by_client_id(&client_id)
-        .await?
-        .filter(|p| p.active)
-        .ok_or_else(invalid_client)?;
-    // Digests are compared, so timing says nothing about the secret.
-    if crate::crypto::sha256_hex(&secret) != partner.client_secret_hash {
-        return Err(invalid_client());
-    }
+    let partner = if form.client_assertion_type.is_some() || form.client_assertion.is_some() {
+        if form.client_assertion_type.as_deref() != Some(JWT_BEARER) {
+            return Err(invalid_client());
+        }
+        partner_from_assertion(&state, &form).await?
+    } else {
+        let (client_id, secret) = basic_credentials(&headers).ok_or_else(invalid_client)?;
+        let partner = state
+            .store
+            .find_partner_by_client_id(&client_id)
+            .await?
+            .filter(|p| p.active)
+            .ok_or_else(invalid_client)?;
+        // Digests are compared, so timing says nothing about the secret.
+        if crate::crypto::sha256_hex(&secret) != partner.client_secret_hash {
+            return Err(invalid_client());
+        }
+        partner
+    };
     let keys = state.vault()?.keys().current();
     let now = state.clock.now();
     let purposes: Vec<String> = state

@@ -105,6 +105,8 @@ pub struct PartnerRow {
     pub client_secret_hash: String,
     pub age_recipient: Option<String>,
     pub active: bool,
+    /// Public keys (JWKS JSON) for `private_key_jwt`, when registered.
+    pub client_jwks: Option<String>,
 }
 
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -259,6 +261,14 @@ pub trait Store: Send + Sync + 'static {
     async fn find_partner_by_client_id(&self, client_id: &str)
     -> StorageResult<Option<PartnerRow>>;
     async fn find_partner(&self, id: &str) -> StorageResult<Option<PartnerRow>>;
+    /// Records a client assertion's jti until `expires_at`; false when it
+    /// was already used (a replay). Forgets the expired ones.
+    async fn use_assertion_jti(
+        &self,
+        jti_digest: &str,
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> StorageResult<bool>;
 
     async fn create_session(&self, s: &NewSession<'_>) -> StorageResult<()>;
     /// The live session with this token digest: not expired at `now` and
@@ -572,8 +582,8 @@ macro_rules! impl_store {
             now: $crate::domain::Timestamp,
         ) -> $crate::storage::StorageResult<()> {
             sqlx::query(
-                "INSERT INTO partners (id, name, client_id, client_secret_hash, age_recipient, active, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "INSERT INTO partners (id, name, client_id, client_secret_hash, age_recipient, active, created_at, client_jwks) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
             .bind(&p.id)
             .bind(&p.name)
@@ -582,6 +592,7 @@ macro_rules! impl_store {
             .bind(&p.age_recipient)
             .bind(p.active)
             .bind(now)
+            .bind(&p.client_jwks)
             .execute(&self.pool)
             .await?;
             Ok(())
@@ -592,7 +603,7 @@ macro_rules! impl_store {
             client_id: &str,
         ) -> $crate::storage::StorageResult<Option<$crate::storage::PartnerRow>> {
             Ok(sqlx::query_as(
-                "SELECT id, name, client_id, client_secret_hash, age_recipient, active \
+                "SELECT id, name, client_id, client_secret_hash, age_recipient, active, client_jwks \
                  FROM partners WHERE client_id = $1",
             )
             .bind(client_id)
@@ -605,12 +616,35 @@ macro_rules! impl_store {
             id: &str,
         ) -> $crate::storage::StorageResult<Option<$crate::storage::PartnerRow>> {
             Ok(sqlx::query_as(
-                "SELECT id, name, client_id, client_secret_hash, age_recipient, active \
+                "SELECT id, name, client_id, client_secret_hash, age_recipient, active, client_jwks \
                  FROM partners WHERE id = $1",
             )
             .bind(id)
             .fetch_optional(&self.pool)
             .await?)
+        }
+
+        async fn use_assertion_jti(
+            &self,
+            jti_digest: &str,
+            expires_at: $crate::domain::Timestamp,
+            now: $crate::domain::Timestamp,
+        ) -> $crate::storage::StorageResult<bool> {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("DELETE FROM client_assertion_jtis WHERE expires_at <= $1")
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            let fresh = sqlx::query(
+                "INSERT INTO client_assertion_jtis (jti_digest, expires_at) VALUES ($1, $2) \
+                 ON CONFLICT (jti_digest) DO NOTHING",
+            )
+            .bind(jti_digest)
+            .bind(expires_at)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(fresh.rows_affected() == 1)
         }
 
         async fn create_session(

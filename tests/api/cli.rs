@@ -546,3 +546,117 @@ fn partner_add_prints_credentials_once_and_refuses_bad_input() {
     .unwrap();
     assert_one_clear_line(&out, "--age-recipient");
 }
+
+#[test]
+fn agent_add_bootstraps_agents_by_email_digest_and_refuses_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let init = coffre(d, &["keys", "init", "--generate-unlock-identity"], &[])
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let add = |args: &[&str]| {
+        let mut all = vec!["agent", "add"];
+        all.extend_from_slice(args);
+        coffre(d, &all, &[]).output().unwrap()
+    };
+    let out = add(&[
+        "--email",
+        "dpo@agglo.example.fr",
+        "--role",
+        "dpo",
+        "--name",
+        "Claire",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(created["role"], "dpo");
+    // The e-mail is matched case-insensitively, and never stored in clear.
+    assert_one_clear_line(
+        &add(&[
+            "--email",
+            "DPO@agglo.example.fr",
+            "--role",
+            "auditor",
+            "--name",
+            "Twice",
+        ]),
+        "already exists",
+    );
+    let db = std::fs::read(d.join("data/coffre.db")).unwrap();
+    let wal = std::fs::read(d.join("data/coffre.db-wal")).unwrap_or_default();
+    for bytes in [db, wal] {
+        assert!(
+            !bytes.windows(15).any(|w| w == b"dpo@agglo.examp"),
+            "e-mail stored in clear"
+        );
+    }
+    assert_one_clear_line(
+        &add(&["--email", "x@y.fr", "--role", "resident", "--name", "x"]),
+        "--role",
+    );
+    assert_one_clear_line(
+        &add(&["--email", "not-an-email", "--role", "dpo", "--name", "x"]),
+        "--email",
+    );
+    assert_one_clear_line(
+        &add(&["--email", "a@ccas.fr", "--role", "aidant", "--name", "x"]),
+        "--structure",
+    );
+}
+
+#[test]
+fn partner_add_with_public_keys_gives_no_secret_and_refuses_private_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let public = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"k1","alg":"EdDSA"}]}"#;
+    let private = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","d":"nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A","kid":"k1"}]}"#;
+    let symmetric = r#"{"keys":[{"kty":"oct","k":"c2VjcmV0","kid":"k1","alg":"HS256"}]}"#;
+    for (name, text) in [
+        ("public.json", public),
+        ("private.json", private),
+        ("oct.json", symmetric),
+    ] {
+        std::fs::write(d.join(name), text).unwrap();
+    }
+    let add = |id: &str, file: &str| {
+        coffre(
+            d,
+            &[
+                "partner",
+                "add",
+                "--id",
+                id,
+                "--name",
+                "Labo",
+                "--jwks-file",
+                file,
+                "--json",
+            ],
+            &[],
+        )
+        .output()
+        .unwrap()
+    };
+    let out = add("labo-a", "public.json");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let creds: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(creds["client_id"].as_str().unwrap().starts_with("labo-a-"));
+    assert!(creds.get("client_secret").is_none());
+    assert_one_clear_line(&add("labo-b", "private.json"), "private key");
+    assert_one_clear_line(&add("labo-c", "oct.json"), "symmetric");
+    assert_one_clear_line(&add("labo-d", "missing.json"), "--jwks-file");
+}

@@ -245,3 +245,115 @@ async fn partners_read_only_with_consent_or_legal_basis_for_their_purposes() {
     })
     .await;
 }
+
+/// A partner's own Ed25519 key, as it would hold it: the signing half, and
+/// the public JWK it registers with coffre.
+struct PartnerKey {
+    encoding: jsonwebtoken::EncodingKey,
+    jwk: serde_json::Value,
+}
+
+fn partner_key(kid: &str) -> PartnerKey {
+    use ring::signature::KeyPair;
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+    let pair = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+    let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
+    PartnerKey {
+        encoding: jsonwebtoken::EncodingKey::from_ed_der(pkcs8.as_ref()),
+        jwk: serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": "EdDSA", "use": "sig"}),
+    }
+}
+
+fn assertion(key: &PartnerKey, kid: &str, claims: serde_json::Value) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.kid = Some(kid.into());
+    jsonwebtoken::encode(&header, &claims, &key.encoding).unwrap()
+}
+
+async fn token_with_assertion(app: &TestApp, assertion: &str) -> crate::support::TestResponse {
+    app.send(
+        Method::POST,
+        "/oauth/token",
+        &[("content-type", "application/x-www-form-urlencoded")],
+        format!(
+            "grant_type=client_credentials&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion={assertion}"
+        ),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn private_key_jwt_authenticates_a_partner_once_per_assertion() {
+    crate::support::each_backend_with(false, |app| async move {
+        let key = partner_key("k1");
+        let jwks = serde_json::json!({"keys": [key.jwk]}).to_string();
+        app.store
+            .insert_partner(
+                &coffre::storage::PartnerRow {
+                    id: "labo-mobilite".into(),
+                    name: "Labo".into(),
+                    client_id: "labo-mobilite-1234".into(),
+                    client_secret_hash: "!".into(),
+                    age_recipient: None,
+                    active: true,
+                    client_jwks: Some(jwks),
+                },
+                app.clock.now(),
+            )
+            .await
+            .unwrap();
+        let now = app.clock.now();
+        let aud = format!("{}/oauth/token", app.state.config.public_url.as_str().trim_end_matches('/'));
+        let claims = |jti: &str| {
+            serde_json::json!({"iss": "labo-mobilite-1234", "sub": "labo-mobilite-1234", "aud": aud, "iat": now, "exp": now + 120, "jti": jti})
+        };
+
+        let good = assertion(&key, "k1", claims("a-1"));
+        let res = token_with_assertion(&app, &good).await;
+        assert_eq!(res.status, 200, "{}", res.text());
+        let bearer = res.json()["access_token"].as_str().unwrap().to_string();
+        assert_eq!(as_partner(&app, &bearer).await.json()["id"], "labo-mobilite");
+
+        // The same assertion again: a replay.
+        token_with_assertion(&app, &good).await.assert_error(401, "invalid_client");
+
+        // Another audience, expired, too long-lived, another key, unknown kid.
+        let mut wrong_aud = claims("a-2");
+        wrong_aud["aud"] = "https://elsewhere.example/oauth/token".into();
+        let mut expired = claims("a-3");
+        expired["exp"] = (now - 3600).into();
+        expired["iat"] = (now - 3700).into();
+        let mut long = claims("a-4");
+        long["exp"] = (now + 86_400).into();
+        let mut other_sub = claims("a-5");
+        other_sub["sub"] = "demo-renov-energie".into();
+        let stranger = partner_key("k1");
+        for (why, jwt) in [
+            ("audience", assertion(&key, "k1", wrong_aud)),
+            ("expired", assertion(&key, "k1", expired)),
+            ("lifetime", assertion(&key, "k1", long)),
+            ("sub", assertion(&key, "k1", other_sub)),
+            ("another key", assertion(&stranger, "k1", claims("a-6"))),
+            ("unknown kid", assertion(&key, "k9", claims("a-7"))),
+            ("alg none", {
+                let b64 = |v: serde_json::Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+                format!("{}.{}.", b64(serde_json::json!({"alg": "none", "kid": "k1"})), b64(claims("a-8")))
+            }),
+        ] {
+            let res = token_with_assertion(&app, &jwt).await;
+            assert_eq!((res.status.as_u16(), res.json()["error"]["code"].clone()), (401, "invalid_client".into()), "{why}");
+        }
+        // A partner registered with keys has no secret that works.
+        let basic = STANDARD.encode("labo-mobilite-1234:!");
+        app.send(
+            Method::POST,
+            "/oauth/token",
+            &[("authorization", &format!("Basic {basic}")), ("content-type", "application/x-www-form-urlencoded")],
+            "grant_type=client_credentials",
+        )
+        .await
+        .assert_error(401, "invalid_client");
+    })
+    .await;
+}
