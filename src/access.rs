@@ -44,6 +44,8 @@ pub struct AccessRequest<'a> {
     pub category: Option<&'a str>,
     pub purpose_id: Option<&'a str>,
     pub structure_id: Option<&'a str>,
+    /// The démarche an aidant acts within (mandates).
+    pub demarche: Option<crate::domain::Demarche>,
     pub request_id: Option<String>,
 }
 
@@ -58,6 +60,7 @@ impl<'a> AccessRequest<'a> {
             category: None,
             purpose_id: None,
             structure_id: None,
+            demarche: None,
             request_id: None,
         }
     }
@@ -113,10 +116,25 @@ pub async fn evaluate<'r>(
         }
         _ => None,
     };
-    // Mandates arrive with the aidants' issue: until an aidant holds an
-    // active mandate recorded by coffre, none is found and the decision
-    // denies (`no_active_mandate`).
-    let active_mandate: Option<String> = None;
+    // An aidant acts within one démarche of a live mandate of their
+    // current structure; the démarche must reach the category.
+    let demarche_covers_category = match (req.demarche, req.category) {
+        (Some(d), Some(c)) => state.demarches.covers(d, c),
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    let active_mandate = match (req.role, req.resident_id, req.structure_id, req.demarche) {
+        (Role::Aidant | Role::Referent, Some(r), Some(s), Some(d))
+            if resident_active && demarche_covers_category =>
+        {
+            state
+                .store
+                .live_authorisation(r, s, d.as_str(), now)
+                .await?
+                .map(|a| a.mandate_id)
+        }
+        _ => None,
+    };
     let verdict = domain_decide(&AccessQuery {
         actor_id: req.actor_id,
         role: req.role,
@@ -129,6 +147,7 @@ pub async fn evaluate<'r>(
         purpose_asked: req.purpose_id.is_some(),
         valid_consent,
         active_mandate,
+        demarche_covers_category,
     });
     Ok((
         verdict,
@@ -176,7 +195,11 @@ pub async fn record(
                 .filter(|_| resident_active || req.role == Role::Resident)
                 .map(str::to_string),
             category: req.category.map(|c| c.chars().take(40).collect()),
-            purpose: req.purpose_id.map(|p| p.chars().take(60).collect()),
+            // An aidant's act names the démarche where a purpose would be.
+            purpose: req
+                .purpose_id
+                .map(|p| p.chars().take(60).collect())
+                .or_else(|| req.demarche.map(|d| format!("demarche:{}", d.as_str()))),
             legal_basis: purpose.map(|p| p.legal_basis.as_str().to_string()),
             allowed,
             reason: reason.to_string(),

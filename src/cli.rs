@@ -61,6 +61,9 @@ pub enum Command {
     /// Register agents (aidants, référents, DPO, auditors, admins).
     #[command(subcommand)]
     Agent(AgentCommand),
+    /// Register structures habilitées.
+    #[command(subcommand)]
+    Structure(StructureCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -81,6 +84,37 @@ pub enum AgentCommand {
         /// The structure (id or SIRET) an aidant or référent works for.
         #[arg(long)]
         structure: Option<String>,
+        /// Print `{"id"}` as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Give an agent a new TOTP secret (their step-up for mandates) and
+    /// print its `otpauth://` URI once, for an authenticator or a card.
+    Totp {
+        #[arg(long)]
+        email: String,
+    },
+    /// Deactivate an agent: their sessions end and every act is refused.
+    Deactivate {
+        #[arg(long)]
+        email: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StructureCommand {
+    /// Register a structure habilitée (CCAS, France Services…).
+    Add {
+        /// 14 digits, valid check digit.
+        #[arg(long)]
+        siret: String,
+        #[arg(long)]
+        name: String,
+        /// Comma-separated démarches the structure's aidants may take on
+        /// (papiers, famille, social, travail, logement, transports, argent,
+        /// justice, etranger, loisirs).
+        #[arg(long)]
+        demarches: String,
         /// Print `{"id"}` as JSON.
         #[arg(long)]
         json: bool,
@@ -271,6 +305,16 @@ pub async fn run(cli: Cli) -> Result<(), Fatal> {
             structure,
             json,
         }) => agent_add(config, &email, &role, &name, structure.as_deref(), json).await,
+        Command::Agent(AgentCommand::Totp { email }) => agent_totp(config, &email).await,
+        Command::Agent(AgentCommand::Deactivate { email }) => {
+            agent_deactivate(config, &email).await
+        }
+        Command::Structure(StructureCommand::Add {
+            siret,
+            name,
+            demarches,
+            json,
+        }) => structure_add(&config, &siret, &name, &demarches, json).await,
         Command::Resident(ResidentCommand::Erase { id }) => {
             let store = open_store(&config).await?;
             let keys = load_keys(&config)?;
@@ -351,6 +395,7 @@ async fn agent_add(
                 display_name: name.trim().to_string(),
                 structure_id,
                 active: true,
+                can_create_mandates: true,
             },
             Some(&digest),
             state.clock.now(),
@@ -403,6 +448,104 @@ fn read_client_jwks(path: &std::path::Path) -> Result<String, Fatal> {
         }
     }
     serde_json::to_string(&set).map_err(|e| Fatal::runtime(e.to_string()))
+}
+
+/// The agent with this e-mail, with a state ready to act for the CLI.
+async fn agent_by_email(
+    config: Config,
+    email: &str,
+) -> Result<(AppState, crate::storage::AgentRow), Fatal> {
+    let store = open_store(&config).await?;
+    let keys = load_keys(&config)?;
+    let state = build_state(config, store, Clock::system(), false, Ok(keys)).await?;
+    let digest = crate::http::login::agent_email_digest(&state, email)
+        .map_err(|e| Fatal::runtime(e.to_string()))?;
+    let agent = state
+        .store
+        .find_agent_by_email_digest(&digest)
+        .await
+        .map_err(|e| Fatal::runtime(e.to_string()))?
+        .ok_or_else(|| Fatal::runtime("no agent with this e-mail"))?;
+    Ok((state, agent))
+}
+
+async fn agent_totp(config: Config, email: &str) -> Result<(), Fatal> {
+    let (state, agent) = agent_by_email(config, email).await?;
+    record_operator_act(&state, "agent.totp", None).await?;
+    let secret = crate::mandates::enroll_totp(&state, &agent.id, state.clock.now())
+        .await
+        .map_err(|e| Fatal::runtime(e.to_string()))?;
+    state.store.close().await;
+    println!(
+        "{}",
+        crate::mandates::otpauth_uri("coffre", &agent.display_name, &secret)
+    );
+    Ok(())
+}
+
+async fn agent_deactivate(config: Config, email: &str) -> Result<(), Fatal> {
+    let (state, agent) = agent_by_email(config, email).await?;
+    record_operator_act(&state, "agent.deactivate", None).await?;
+    state
+        .store
+        .set_agent_active(&agent.id, false, state.clock.now())
+        .await
+        .map_err(|e| Fatal::runtime(e.to_string()))?;
+    state.store.close().await;
+    println!("agent {} deactivated; their sessions ended", agent.id);
+    Ok(())
+}
+
+async fn structure_add(
+    config: &Config,
+    siret: &str,
+    name: &str,
+    demarches: &str,
+    json: bool,
+) -> Result<(), Fatal> {
+    let siret = crate::domain::Siret::parse(siret.trim())
+        .map_err(|m| Fatal::config(format!("--siret: {m}")))?;
+    if name.trim().is_empty() || name.len() > 200 {
+        return Err(Fatal::config("--name: 1 to 200 characters"));
+    }
+    let ds = crate::domain::mandate::parse_demarches(demarches.split(','))
+        .map_err(|m| Fatal::config(format!("--demarches: {m}")))?;
+    if ds.is_empty() {
+        return Err(Fatal::config("--demarches: at least one"));
+    }
+    let store = open_store(config).await?;
+    let clock = Clock::system();
+    let audit = crate::audit::AuditLog::start(store.clone(), config.audit_log_name.clone());
+    audit
+        .record(operator_record("structure.add", None, clock.now()))
+        .await
+        .map_err(|e| Fatal::runtime(format!("refusing to act unaudited: {e}")))?;
+    let id = uuid::Uuid::new_v4().to_string();
+    store
+        .insert_structure(
+            &crate::storage::StructureRow {
+                id: id.clone(),
+                siret: siret.as_str().to_string(),
+                name: name.trim().to_string(),
+                allowed_demarches: ds.iter().map(|d| d.as_str()).collect::<Vec<_>>().join(","),
+                active: true,
+            },
+            clock.now(),
+        )
+        .await
+        .map_err(|e| match e {
+            crate::storage::StorageError::Conflict(_) => {
+                Fatal::runtime("a structure with this SIRET already exists")
+            }
+            other => Fatal::runtime(other.to_string()),
+        })?;
+    store.close().await;
+    if json {
+        println!("{}", serde_json::json!({"id": id}));
+    } else {
+        println!("structure {id} registered");
+    }
+    Ok(())
 }
 
 async fn partner_add(

@@ -249,6 +249,7 @@ pub async fn seed_directory(store: &dyn Store, now: Timestamp) -> StorageResult<
                     display_name: p.name.into(),
                     structure_id,
                     active: true,
+                    can_create_mandates: true,
                 },
                 None,
                 now,

@@ -15,6 +15,7 @@ pub mod demo;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod mandates;
 pub mod oidc;
 pub mod storage;
 pub mod vault;
@@ -53,6 +54,9 @@ pub struct AppInner {
     pub categories: Arc<Categories>,
     /// The register of processing (`policies/purposes.toml`).
     pub register: Arc<Register>,
+    /// The démarches of mandates and the categories each reaches
+    /// (`policies/demarches.toml`).
+    pub demarches: Arc<domain::mandate::Demarches>,
     /// The casbin policy (roles × actions, `policies/model.conf` + `policy.csv`).
     pub policy: Arc<casbin::Enforcer>,
     /// This process's audit log writer (group commit).
@@ -93,6 +97,15 @@ impl AppState {
             Register::parse(&purposes_text, &categories)
                 .map_err(|e| format!("{purposes_file} {e}"))?,
         );
+        let (demarches_text, demarches_file) = policy_text(
+            &config.policies_dir,
+            "demarches.toml",
+            domain::mandate::BUILTIN_DEMARCHES,
+        )?;
+        let demarches = Arc::new(
+            domain::mandate::Demarches::parse(&demarches_text, &categories)
+                .map_err(|e| format!("{demarches_file} {e}"))?,
+        );
         let (model_text, model_file) =
             policy_text(&config.policies_dir, "model.conf", access::BUILTIN_MODEL)?;
         let (policy_csv, policy_file) =
@@ -123,6 +136,7 @@ impl AppState {
                 demo,
                 categories,
                 register,
+                demarches,
                 policy,
                 audit,
                 vault,

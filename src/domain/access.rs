@@ -63,9 +63,11 @@ pub struct AccessQuery<'a> {
     pub purpose_asked: bool,
     /// A consent valid now for (resident, purpose, category, this partner).
     pub valid_consent: Option<String>,
-    /// A mandate active now that lets this aidant act for the resident on
-    /// this category.
+    /// A mandate active now that lets this aidant act for the resident
+    /// within the démarche asked for.
     pub active_mandate: Option<String>,
+    /// The démarche asked for reaches the category (`policies/demarches.toml`).
+    pub demarche_covers_category: bool,
 }
 
 /// The reason code when the policy does not let a role do an action.
@@ -95,6 +97,7 @@ pub fn decide(q: &AccessQuery<'_>) -> Verdict {
         Role::Aidant | Role::Referent => match q.resident_id {
             None => Verdict::Allow(Basis::Role),
             Some(_) if !q.resident_active => Verdict::Deny("resident_not_found"),
+            Some(_) if !q.demarche_covers_category => Verdict::Deny("outside_demarche"),
             Some(_) => match &q.active_mandate {
                 Some(id) => Verdict::Allow(Basis::Mandate(id.clone())),
                 None => Verdict::Deny("no_active_mandate"),
@@ -160,6 +163,7 @@ mod tests {
             purpose_asked: true,
             valid_consent: Some("c1".into()),
             active_mandate: None,
+            demarche_covers_category: true,
         }
     }
 
@@ -276,6 +280,12 @@ mod tests {
             ..q
         };
         assert_eq!(decide(&q), Verdict::Deny("resident_not_found"));
+        let q = AccessQuery {
+            resident_active: true,
+            demarche_covers_category: false,
+            ..q
+        };
+        assert_eq!(decide(&q), Verdict::Deny("outside_demarche"));
     }
 
     #[test]

@@ -126,6 +126,11 @@ impl Categories {
         self.defs.get(&c.0)
     }
 
+    /// Whether `name` is a GDPR art. 9 special category (false if unknown).
+    pub fn is_special(&self, name: &str) -> bool {
+        self.defs.get(name).is_some_and(|d| d.special)
+    }
+
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.defs.keys().map(String::as_str)
     }

@@ -29,7 +29,7 @@ use crate::crypto::{open_for_bearer, seal_for_bearer, sha256_hex};
 use crate::domain::Role;
 use crate::error::{AppError, AppResult};
 use crate::http::audit::RequestId;
-use crate::http::session::{open_session, random_token};
+use crate::http::session::{MaybeUser, open_session, random_token};
 use crate::oidc::{IdentityClaims, IdentityProvider, LoginKind, OidcError, VerifiedLogin};
 use crate::storage::LoginAttemptRow;
 
@@ -111,11 +111,47 @@ fn state_invalid() -> AppError {
 }
 
 /// Starts a resident's login at the residents' provider.
-#[utoipa::path(get, path = "/auth/login", tag = "resident",
+#[utoipa::path(get, path = "/auth/login", tag = "resident", params(LoginQuery),
     responses((status = 303, description = "redirect to the identity provider"),
               (status = 503, description = "`login_not_configured`, `identity_provider_unavailable`", body = crate::error::ErrorBody)))]
-pub async fn resident_login(State(state): State<AppState>) -> AppResult<Response> {
-    start(&state, LoginKind::Resident).await
+pub async fn resident_login(
+    State(state): State<AppState>,
+    MaybeUser(user): MaybeUser,
+    Query(q): Query<LoginQuery>,
+) -> AppResult<Response> {
+    let draft = match q.mandate_draft {
+        None => None,
+        Some(id) => Some(mandate_draft_of(&state, user.as_ref(), &id).await?.id),
+    };
+    start(&state, LoginKind::Resident, draft).await
+}
+
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+pub struct LoginQuery {
+    /// A mandate draft the resident logs in to confirm, in the aidant's
+    /// browser session: the login then opens no resident session.
+    pub mandate_draft: Option<String>,
+}
+
+/// The live draft `id` of the aidant logged in in this browser.
+async fn mandate_draft_of(
+    state: &AppState,
+    user: Option<&crate::http::session::CurrentUser>,
+    id: &str,
+) -> AppResult<crate::storage::MandateDraftRow> {
+    let refused = || {
+        AppError::forbidden(
+            "mandate_draft_invalid",
+            "Ce projet de mandat n'existe pas, a expiré, ou n'est pas celui de l'aidant connecté. / Unknown or expired mandate draft, or not the logged-in aidant's.",
+        )
+    };
+    let user = user.ok_or_else(refused)?;
+    state
+        .store
+        .find_mandate_draft(id)
+        .await?
+        .filter(|d| d.aidant_id == user.actor_id && d.expires_at > state.clock.now())
+        .ok_or_else(refused)
 }
 
 /// Starts an agent's login at the agents' provider.
@@ -123,10 +159,14 @@ pub async fn resident_login(State(state): State<AppState>) -> AppResult<Response
     responses((status = 303, description = "redirect to the agents' identity provider"),
               (status = 503, description = "`agent_login_not_configured`, `identity_provider_unavailable`", body = crate::error::ErrorBody)))]
 pub async fn agent_login(State(state): State<AppState>) -> AppResult<Response> {
-    start(&state, LoginKind::Agent).await
+    start(&state, LoginKind::Agent, None).await
 }
 
-async fn start(state: &AppState, kind: LoginKind) -> AppResult<Response> {
+async fn start(
+    state: &AppState,
+    kind: LoginKind,
+    mandate_draft: Option<String>,
+) -> AppResult<Response> {
     let idp = provider(state, kind)?;
     let auth = idp.authorize().await.map_err(|e| refusal(&e))?;
     let browser = random_token()?;
@@ -143,6 +183,7 @@ async fn start(state: &AppState, kind: LoginKind) -> AppResult<Response> {
             sealed,
             created_at: now,
             expires_at: now + LOGIN_ATTEMPT_SECS,
+            mandate_draft,
         })
         .await?;
     let location = HeaderValue::from_str(auth.url.as_str())
@@ -172,10 +213,11 @@ pub struct CallbackQuery {
 pub async fn resident_callback(
     State(state): State<AppState>,
     rid: RequestId,
+    MaybeUser(user): MaybeUser,
     headers: HeaderMap,
     Query(q): Query<CallbackQuery>,
 ) -> AppResult<Response> {
-    callback(&state, LoginKind::Resident, rid, &headers, q).await
+    callback(&state, LoginKind::Resident, rid, user.as_ref(), &headers, q).await
 }
 
 /// The agents' provider sends the browser back here.
@@ -191,7 +233,7 @@ pub async fn agent_callback(
     headers: HeaderMap,
     Query(q): Query<CallbackQuery>,
 ) -> AppResult<Response> {
-    callback(&state, LoginKind::Agent, rid, &headers, q).await
+    callback(&state, LoginKind::Agent, rid, None, &headers, q).await
 }
 
 fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -215,6 +257,7 @@ async fn callback(
     state: &AppState,
     kind: LoginKind,
     rid: RequestId,
+    user: Option<&crate::http::session::CurrentUser>,
     headers: &HeaderMap,
     q: CallbackQuery,
 ) -> AppResult<Response> {
@@ -281,6 +324,9 @@ async fn callback(
             return Err(crate::http::audit::deny(state, audit, refusal(&e)).await);
         }
     };
+    if let Some(draft_id) = &attempt.mandate_draft {
+        return mandate_login(state, idp, &login, draft_id, user, &rid, audit, now).await;
+    }
     let (actor_id, role) = match kind {
         LoginKind::Resident => (
             resident_from_login(state, idp, &login, &rid, now).await?,
@@ -303,6 +349,68 @@ async fn callback(
     tracing::info!(actor = %actor_id, role = role.as_str(), acr = ?login.acr, "login");
     let mut res = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
     res.headers_mut().append(header::SET_COOKIE, cookie);
+    res.headers_mut()
+        .append(header::SET_COOKIE, login_cookie(state, "", 0)?);
+    Ok(res)
+}
+
+/// A resident's login to confirm an aidant's mandate draft, in the aidant's
+/// browser: the resident is attached to the draft and no resident session
+/// is opened (the aidant's goes on). A renewal must be confirmed by the
+/// mandate's own resident.
+#[allow(clippy::too_many_arguments)]
+async fn mandate_login(
+    state: &AppState,
+    idp: &IdentityProvider,
+    login: &VerifiedLogin,
+    draft_id: &str,
+    user: Option<&crate::http::session::CurrentUser>,
+    rid: &RequestId,
+    audit: AuditRecord,
+    now: i64,
+) -> AppResult<Response> {
+    let draft = match mandate_draft_of(state, user, draft_id).await {
+        Ok(d) => d,
+        Err(e) => return Err(crate::http::audit::deny(state, audit, e).await),
+    };
+    let resident_id = resident_from_login(state, idp, login, rid, now).await?;
+    let audit = AuditRecord {
+        actor_id: resident_id.clone(),
+        actor_role: Role::Resident.as_str().into(),
+        resident_id: Some(resident_id.clone()),
+        structure_id: Some(draft.structure_id.clone()),
+        action: "mandate.resident_login".into(),
+        ..audit
+    };
+    if let Some(renewed) = &draft.renews {
+        let same = state
+            .store
+            .find_mandate(renewed)
+            .await?
+            .is_some_and(|m| m.resident_id == resident_id);
+        if !same {
+            let refused = AppError::forbidden(
+                "renewal_other_resident",
+                "Le renouvellement doit être confirmé par la personne du mandat. / A renewal must be confirmed by the mandate's own resident.",
+            );
+            return Err(crate::http::audit::deny(state, audit, refused).await);
+        }
+    }
+    state
+        .store
+        .set_draft_resident(&draft.id, &resident_id)
+        .await?;
+    state
+        .audit
+        .record(AuditRecord {
+            allowed: true,
+            reason: "mandate_draft".into(),
+            ..audit
+        })
+        .await?;
+    let location = HeaderValue::from_str(&format!("/api/v1/mandates/drafts/{}", draft.id))
+        .map_err(|_| AppError::internal("draft location"))?;
+    let mut res = (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response();
     res.headers_mut()
         .append(header::SET_COOKIE, login_cookie(state, "", 0)?);
     Ok(res)

@@ -30,6 +30,7 @@ pub mod dev;
 pub mod health;
 pub mod json;
 pub mod login;
+pub mod mandates;
 pub mod me;
 pub mod middleware;
 pub mod pages;
@@ -89,7 +90,20 @@ pub fn app(state: AppState) -> Router {
         .routes(routes!(partner::token))
         .routes(routes!(partner::me))
         .routes(routes!(partner::residents))
-        .routes(routes!(partner::resident_data));
+        .routes(routes!(partner::resident_data))
+        .routes(routes!(mandates::demarches))
+        .routes(routes!(mandates::create_draft))
+        .routes(routes!(mandates::get_draft))
+        .routes(routes!(mandates::confirm_draft))
+        .routes(routes!(mandates::renew))
+        .routes(routes!(mandates::agent_revoke))
+        .routes(routes!(mandates::resident_revoke))
+        .routes(routes!(mandates::my_mandates))
+        .routes(routes!(mandates::mandated_residents))
+        .routes(routes!(mandates::expiring))
+        .routes(routes!(mandates::get_mandate))
+        .routes(routes!(mandates::read_on_behalf, mandates::write_on_behalf))
+        .routes(routes!(mandates::verify));
     if state.demo {
         api = api
             .routes(routes!(dev::personas))
@@ -110,6 +124,7 @@ pub fn app(state: AppState) -> Router {
             }),
         )
         .route("/", get(pages::home))
+        .route("/mandates/{id}/attestation", get(mandates::printable))
         .fallback(|| async { AppError::NotFound })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .with_state(state)

@@ -93,8 +93,10 @@ pub struct AgentRow {
     pub id: String,
     pub role: String,
     pub display_name: String,
+    /// The current structure (aidants and référents).
     pub structure_id: Option<String>,
     pub active: bool,
+    pub can_create_mandates: bool,
 }
 
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -128,6 +130,61 @@ pub struct LoginAttemptRow {
     pub browser_digest: String,
     pub provider: String,
     pub sealed: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    /// The mandate draft this resident login confirms, if any (the login
+    /// then opens no resident session: the aidant's session goes on).
+    pub mandate_draft: Option<String>,
+}
+
+/// An agent's TOTP device: the secret sealed under its own wrapped data key.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct TotpRow {
+    pub agent_id: String,
+    pub kek_version: i64,
+    pub wrapped_key: Vec<u8>,
+    pub sealed_secret: Vec<u8>,
+    pub last_step: i64,
+    pub failures: i64,
+    pub locked_until: i64,
+    pub created_at: i64,
+}
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct MandateRow {
+    pub id: String,
+    pub resident_id: String,
+    pub structure_id: String,
+    pub aidant_id: String,
+    pub duration_days: i64,
+    pub template_version: String,
+    pub renews: Option<String>,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// One démarche of one mandate.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct AuthorisationRow {
+    pub mandate_id: String,
+    pub resident_id: String,
+    pub structure_id: String,
+    pub demarche: String,
+    pub expires_at: i64,
+    pub revoked_at: Option<i64>,
+    pub revoked_by: Option<String>,
+}
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct MandateDraftRow {
+    pub id: String,
+    pub aidant_id: String,
+    pub structure_id: String,
+    /// Comma-separated démarche codes.
+    pub demarches: String,
+    pub duration_days: i64,
+    pub renews: Option<String>,
+    pub resident_id: Option<String>,
     pub created_at: i64,
     pub expires_at: i64,
 }
@@ -288,6 +345,78 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
         idle_cutoff: Timestamp,
     ) -> StorageResult<u64>;
+
+    // --- mandates ---
+    async fn find_structure(&self, id: &str) -> StorageResult<Option<StructureRow>>;
+    async fn agent_structures(&self, agent_id: &str) -> StorageResult<Vec<String>>;
+    async fn set_agent_active(
+        &self,
+        agent_id: &str,
+        active: bool,
+        now: Timestamp,
+    ) -> StorageResult<bool>;
+    async fn set_structure_demarches(
+        &self,
+        structure_id: &str,
+        demarches: &str,
+    ) -> StorageResult<()>;
+    async fn upsert_totp(&self, row: &TotpRow) -> StorageResult<()>;
+    async fn find_totp(&self, agent_id: &str) -> StorageResult<Option<TotpRow>>;
+    /// Accepts time step `step` for the agent if it is newer than the last
+    /// one accepted (no replay); resets the failure count.
+    async fn totp_accept(&self, agent_id: &str, step: i64) -> StorageResult<bool>;
+    /// Counts a failed code; locks the device until `lock_until` when the
+    /// count reaches `max_failures`.
+    async fn totp_fail(
+        &self,
+        agent_id: &str,
+        max_failures: i64,
+        lock_until: Timestamp,
+    ) -> StorageResult<()>;
+    async fn insert_mandate_draft(&self, d: &MandateDraftRow) -> StorageResult<()>;
+    async fn find_mandate_draft(&self, id: &str) -> StorageResult<Option<MandateDraftRow>>;
+    async fn set_draft_resident(&self, id: &str, resident_id: &str) -> StorageResult<()>;
+    async fn delete_mandate_draft(&self, id: &str) -> StorageResult<()>;
+    /// Creates a mandate with one authorisation per démarche, revoking (as
+    /// `superseded`) the live ones of the same (resident, structure,
+    /// démarche), in one transaction.
+    async fn create_mandate(
+        &self,
+        m: &MandateRow,
+        demarches: &[String],
+        now: Timestamp,
+    ) -> StorageResult<()>;
+    async fn find_mandate(&self, id: &str) -> StorageResult<Option<MandateRow>>;
+    async fn mandate_authorisations(
+        &self,
+        mandate_id: &str,
+    ) -> StorageResult<Vec<AuthorisationRow>>;
+    async fn mandates_of_resident(&self, resident_id: &str) -> StorageResult<Vec<MandateRow>>;
+    /// Revokes the live authorisations of a mandate (one démarche, or all);
+    /// returns how many.
+    async fn revoke_authorisations(
+        &self,
+        mandate_id: &str,
+        demarche: Option<&str>,
+        by: &str,
+        now: Timestamp,
+    ) -> StorageResult<u64>;
+    /// The live, unexpired authorisation of (resident, structure, démarche).
+    async fn live_authorisation(
+        &self,
+        resident_id: &str,
+        structure_id: &str,
+        demarche: &str,
+        now: Timestamp,
+    ) -> StorageResult<Option<AuthorisationRow>>;
+    /// Live, unexpired authorisations of a structure expiring before
+    /// `until` (all of them with `until` = i64::MAX).
+    async fn structure_authorisations(
+        &self,
+        structure_id: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> StorageResult<Vec<AuthorisationRow>>;
 
     // --- OpenID Connect logins ---
     /// Stores a login under way, and drops the attempts that expired.
@@ -537,8 +666,8 @@ macro_rules! impl_store {
             now: $crate::domain::Timestamp,
         ) -> $crate::storage::StorageResult<()> {
             sqlx::query(
-                "INSERT INTO agents (id, role, display_name, email_digest, structure_id, active, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "INSERT INTO agents (id, role, display_name, email_digest, structure_id, active, created_at, \
+                 can_create_mandates, habilitated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $7)",
             )
             .bind(&a.id)
             .bind(&a.role)
@@ -547,8 +676,19 @@ macro_rules! impl_store {
             .bind(&a.structure_id)
             .bind(a.active)
             .bind(now)
+            .bind(a.can_create_mandates)
             .execute(&self.pool)
             .await?;
+            if let Some(structure) = &a.structure_id {
+                sqlx::query(
+                    "INSERT INTO agent_structures (agent_id, structure_id) VALUES ($1, $2) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(&a.id)
+                .bind(structure)
+                .execute(&self.pool)
+                .await?;
+            }
             Ok(())
         }
 
@@ -557,7 +697,7 @@ macro_rules! impl_store {
             id: &str,
         ) -> $crate::storage::StorageResult<Option<$crate::storage::AgentRow>> {
             Ok(sqlx::query_as(
-                "SELECT id, role, display_name, structure_id, active FROM agents WHERE id = $1",
+                "SELECT id, role, display_name, structure_id, active, can_create_mandates FROM agents WHERE id = $1",
             )
             .bind(id)
             .fetch_optional(&self.pool)
@@ -569,7 +709,7 @@ macro_rules! impl_store {
             digest: &str,
         ) -> $crate::storage::StorageResult<Option<$crate::storage::AgentRow>> {
             Ok(sqlx::query_as(
-                "SELECT id, role, display_name, structure_id, active FROM agents WHERE email_digest = $1",
+                "SELECT id, role, display_name, structure_id, active, can_create_mandates FROM agents WHERE email_digest = $1",
             )
             .bind(digest)
             .fetch_optional(&self.pool)
@@ -720,6 +860,326 @@ macro_rules! impl_store {
             Ok(done.rows_affected())
         }
 
+        async fn find_structure(
+            &self,
+            id: &str,
+        ) -> $crate::storage::StorageResult<Option<$crate::storage::StructureRow>> {
+            Ok(sqlx::query_as(
+                "SELECT id, siret, name, allowed_demarches, active FROM structures WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+        }
+
+        async fn agent_structures(&self, agent_id: &str) -> $crate::storage::StorageResult<Vec<String>> {
+            let rows: Vec<(String,)> = sqlx::query_as(
+                "SELECT structure_id FROM agent_structures WHERE agent_id = $1 ORDER BY structure_id",
+            )
+            .bind(agent_id)
+            .fetch_all(&self.pool)
+            .await?;
+            Ok(rows.into_iter().map(|(s,)| s).collect())
+        }
+
+        async fn set_agent_active(
+            &self,
+            agent_id: &str,
+            active: bool,
+            now: $crate::domain::Timestamp,
+        ) -> $crate::storage::StorageResult<bool> {
+            let done = sqlx::query(
+                "UPDATE agents SET active = $2, deactivated_at = CASE WHEN $2 THEN NULL ELSE $3 END \
+                 WHERE id = $1",
+            )
+            .bind(agent_id)
+            .bind(active)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+            if !active {
+                sqlx::query("DELETE FROM sessions WHERE actor_id = $1")
+                    .bind(agent_id)
+                    .execute(&self.pool)
+                    .await?;
+            }
+            Ok(done.rows_affected() == 1)
+        }
+
+        async fn set_structure_demarches(
+            &self,
+            structure_id: &str,
+            demarches: &str,
+        ) -> $crate::storage::StorageResult<()> {
+            sqlx::query("UPDATE structures SET allowed_demarches = $2 WHERE id = $1")
+                .bind(structure_id)
+                .bind(demarches)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        }
+
+        async fn upsert_totp(&self, r: &$crate::storage::TotpRow) -> $crate::storage::StorageResult<()> {
+            sqlx::query(
+                "INSERT INTO totp_devices (agent_id, kek_version, wrapped_key, sealed_secret, last_step, failures, locked_until, created_at) \
+                 VALUES ($1, $2, $3, $4, 0, 0, 0, $5) \
+                 ON CONFLICT (agent_id) DO UPDATE SET kek_version = $2, wrapped_key = $3, sealed_secret = $4, \
+                 last_step = 0, failures = 0, locked_until = 0, created_at = $5",
+            )
+            .bind(&r.agent_id)
+            .bind(r.kek_version)
+            .bind(&r.wrapped_key)
+            .bind(&r.sealed_secret)
+            .bind(r.created_at)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        }
+
+        async fn find_totp(
+            &self,
+            agent_id: &str,
+        ) -> $crate::storage::StorageResult<Option<$crate::storage::TotpRow>> {
+            Ok(sqlx::query_as(
+                "SELECT agent_id, kek_version, wrapped_key, sealed_secret, last_step, failures, locked_until, created_at \
+                 FROM totp_devices WHERE agent_id = $1",
+            )
+            .bind(agent_id)
+            .fetch_optional(&self.pool)
+            .await?)
+        }
+
+        async fn totp_accept(&self, agent_id: &str, step: i64) -> $crate::storage::StorageResult<bool> {
+            let done = sqlx::query(
+                "UPDATE totp_devices SET last_step = $2, failures = 0 WHERE agent_id = $1 AND last_step < $2",
+            )
+            .bind(agent_id)
+            .bind(step)
+            .execute(&self.pool)
+            .await?;
+            Ok(done.rows_affected() == 1)
+        }
+
+        async fn totp_fail(
+            &self,
+            agent_id: &str,
+            max_failures: i64,
+            lock_until: $crate::domain::Timestamp,
+        ) -> $crate::storage::StorageResult<()> {
+            sqlx::query(
+                "UPDATE totp_devices SET failures = failures + 1, \
+                 locked_until = CASE WHEN failures + 1 >= $2 THEN $3 ELSE locked_until END \
+                 WHERE agent_id = $1",
+            )
+            .bind(agent_id)
+            .bind(max_failures)
+            .bind(lock_until)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        }
+
+        async fn insert_mandate_draft(
+            &self,
+            d: &$crate::storage::MandateDraftRow,
+        ) -> $crate::storage::StorageResult<()> {
+            sqlx::query(
+                "INSERT INTO mandate_drafts (id, aidant_id, structure_id, demarches, duration_days, renews, resident_id, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(&d.id)
+            .bind(&d.aidant_id)
+            .bind(&d.structure_id)
+            .bind(&d.demarches)
+            .bind(d.duration_days)
+            .bind(&d.renews)
+            .bind(&d.resident_id)
+            .bind(d.created_at)
+            .bind(d.expires_at)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        }
+
+        async fn find_mandate_draft(
+            &self,
+            id: &str,
+        ) -> $crate::storage::StorageResult<Option<$crate::storage::MandateDraftRow>> {
+            Ok(sqlx::query_as(
+                "SELECT id, aidant_id, structure_id, demarches, duration_days, renews, resident_id, created_at, expires_at \
+                 FROM mandate_drafts WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+        }
+
+        async fn set_draft_resident(&self, id: &str, resident_id: &str) -> $crate::storage::StorageResult<()> {
+            sqlx::query("UPDATE mandate_drafts SET resident_id = $2 WHERE id = $1")
+                .bind(id)
+                .bind(resident_id)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        }
+
+        async fn delete_mandate_draft(&self, id: &str) -> $crate::storage::StorageResult<()> {
+            sqlx::query("DELETE FROM mandate_drafts WHERE id = $1")
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        }
+
+        async fn create_mandate(
+            &self,
+            m: &$crate::storage::MandateRow,
+            demarches: &[String],
+            now: $crate::domain::Timestamp,
+        ) -> $crate::storage::StorageResult<()> {
+            let mut tx = self.pool.begin().await?;
+            for d in demarches {
+                sqlx::query(
+                    "UPDATE mandate_authorisations SET revoked_at = $4, revoked_by = 'superseded' \
+                     WHERE resident_id = $1 AND structure_id = $2 AND demarche = $3 AND revoked_at IS NULL",
+                )
+                .bind(&m.resident_id)
+                .bind(&m.structure_id)
+                .bind(d)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            sqlx::query(
+                "INSERT INTO mandates (id, resident_id, structure_id, aidant_id, duration_days, template_version, renews, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(&m.id)
+            .bind(&m.resident_id)
+            .bind(&m.structure_id)
+            .bind(&m.aidant_id)
+            .bind(m.duration_days)
+            .bind(&m.template_version)
+            .bind(&m.renews)
+            .bind(m.created_at)
+            .bind(m.expires_at)
+            .execute(&mut *tx)
+            .await?;
+            for d in demarches {
+                sqlx::query(
+                    "INSERT INTO mandate_authorisations (mandate_id, resident_id, structure_id, demarche, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&m.id)
+                .bind(&m.resident_id)
+                .bind(&m.structure_id)
+                .bind(d)
+                .bind(m.expires_at)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        }
+
+        async fn find_mandate(
+            &self,
+            id: &str,
+        ) -> $crate::storage::StorageResult<Option<$crate::storage::MandateRow>> {
+            Ok(sqlx::query_as(
+                "SELECT id, resident_id, structure_id, aidant_id, duration_days, template_version, renews, created_at, expires_at \
+                 FROM mandates WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+        }
+
+        async fn mandate_authorisations(
+            &self,
+            mandate_id: &str,
+        ) -> $crate::storage::StorageResult<Vec<$crate::storage::AuthorisationRow>> {
+            Ok(sqlx::query_as(
+                "SELECT mandate_id, resident_id, structure_id, demarche, expires_at, revoked_at, revoked_by \
+                 FROM mandate_authorisations WHERE mandate_id = $1 ORDER BY demarche",
+            )
+            .bind(mandate_id)
+            .fetch_all(&self.pool)
+            .await?)
+        }
+
+        async fn mandates_of_resident(
+            &self,
+            resident_id: &str,
+        ) -> $crate::storage::StorageResult<Vec<$crate::storage::MandateRow>> {
+            Ok(sqlx::query_as(
+                "SELECT id, resident_id, structure_id, aidant_id, duration_days, template_version, renews, created_at, expires_at \
+                 FROM mandates WHERE resident_id = $1 ORDER BY created_at DESC, id",
+            )
+            .bind(resident_id)
+            .fetch_all(&self.pool)
+            .await?)
+        }
+
+        async fn revoke_authorisations(
+            &self,
+            mandate_id: &str,
+            demarche: Option<&str>,
+            by: &str,
+            now: $crate::domain::Timestamp,
+        ) -> $crate::storage::StorageResult<u64> {
+            let done = sqlx::query(
+                "UPDATE mandate_authorisations SET revoked_at = $3, revoked_by = $4 \
+                 WHERE mandate_id = $1 AND ($2 IS NULL OR demarche = $2) AND revoked_at IS NULL",
+            )
+            .bind(mandate_id)
+            .bind(demarche)
+            .bind(now)
+            .bind(by)
+            .execute(&self.pool)
+            .await?;
+            Ok(done.rows_affected())
+        }
+
+        async fn live_authorisation(
+            &self,
+            resident_id: &str,
+            structure_id: &str,
+            demarche: &str,
+            now: $crate::domain::Timestamp,
+        ) -> $crate::storage::StorageResult<Option<$crate::storage::AuthorisationRow>> {
+            Ok(sqlx::query_as(
+                "SELECT mandate_id, resident_id, structure_id, demarche, expires_at, revoked_at, revoked_by \
+                 FROM mandate_authorisations \
+                 WHERE resident_id = $1 AND structure_id = $2 AND demarche = $3 AND revoked_at IS NULL AND expires_at > $4",
+            )
+            .bind(resident_id)
+            .bind(structure_id)
+            .bind(demarche)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?)
+        }
+
+        async fn structure_authorisations(
+            &self,
+            structure_id: &str,
+            now: $crate::domain::Timestamp,
+            until: $crate::domain::Timestamp,
+        ) -> $crate::storage::StorageResult<Vec<$crate::storage::AuthorisationRow>> {
+            Ok(sqlx::query_as(
+                "SELECT mandate_id, resident_id, structure_id, demarche, expires_at, revoked_at, revoked_by \
+                 FROM mandate_authorisations \
+                 WHERE structure_id = $1 AND revoked_at IS NULL AND expires_at > $2 AND expires_at <= $3 \
+                 ORDER BY expires_at, resident_id, demarche",
+            )
+            .bind(structure_id)
+            .bind(now)
+            .bind(until)
+            .fetch_all(&self.pool)
+            .await?)
+        }
+
         async fn insert_login_attempt(
             &self,
             row: &$crate::storage::LoginAttemptRow,
@@ -730,8 +1190,8 @@ macro_rules! impl_store {
                 .execute(&mut *tx)
                 .await?;
             sqlx::query(
-                "INSERT INTO login_attempts (state_digest, browser_digest, provider, sealed, created_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO login_attempts (state_digest, browser_digest, provider, sealed, created_at, expires_at, mandate_draft) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(&row.state_digest)
             .bind(&row.browser_digest)
@@ -739,6 +1199,7 @@ macro_rules! impl_store {
             .bind(&row.sealed)
             .bind(row.created_at)
             .bind(row.expires_at)
+            .bind(&row.mandate_draft)
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
@@ -751,7 +1212,7 @@ macro_rules! impl_store {
         ) -> $crate::storage::StorageResult<Option<$crate::storage::LoginAttemptRow>> {
             Ok(sqlx::query_as(
                 "DELETE FROM login_attempts WHERE state_digest = $1 \
-                 RETURNING state_digest, browser_digest, provider, sealed, created_at, expires_at",
+                 RETURNING state_digest, browser_digest, provider, sealed, created_at, expires_at, mandate_draft",
             )
             .bind(state_digest)
             .fetch_optional(&self.pool)

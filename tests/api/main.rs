@@ -10,6 +10,7 @@ mod audit;
 mod cli;
 mod consents;
 mod independent;
+mod mandates;
 mod matrix;
 mod oidc;
 mod ops;

@@ -82,6 +82,7 @@ async fn callers(app: &TestApp) -> Vec<(&'static str, Caller)> {
                 display_name: "Admin".into(),
                 structure_id: None,
                 active: true,
+                can_create_mandates: true,
             },
             None,
             app.clock.now(),
@@ -251,7 +252,17 @@ async fn the_decision_never_crosses_residents_mandates_or_consents() {
         assert_eq!(refused(decide(&app.state, other).await), "not_own_data");
         // An aidant without an active mandate.
         assert_eq!(
-            refused(decide(&app.state, ask(AIDANT, Role::Aidant, "data.read", AWA)).await),
+            refused(
+                decide(
+                    &app.state,
+                    AccessRequest {
+                        structure_id: Some(coffre::demo::STRUCTURE_CCAS),
+                        demarche: Some(coffre::domain::Demarche::Logement),
+                        ..ask(AIDANT, Role::Aidant, "data.read", AWA)
+                    }
+                )
+                .await
+            ),
             "no_active_mandate"
         );
         // The DPO and auditors never read a resident's data.

@@ -575,6 +575,7 @@ async fn agents_log_in_with_the_role_coffre_gives_them_and_strangers_are_refused
                     display_name: "Claire".into(),
                     structure_id: None,
                     active: true,
+                    can_create_mandates: true,
                 },
                 Some(&digest),
                 app.clock.now(),

@@ -1,0 +1,525 @@
+//! Mandates (mandats) for aidants: creation with the resident's login and
+//! the aidant's TOTP step-up, signed attestations, revocation with signed
+//! receipts, and the aidant context every agent route starts from.
+//!
+//! The uniqueness of live authorisations per (resident, structure, démarche)
+//! is the database's (a partial unique index); this module never relies on
+//! having checked first.
+
+use std::sync::Arc;
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::crypto::{DataKey, SealContext, WrappedDataKey};
+use crate::domain::mandate::{AuthorisationState, TEMPLATE_VERSION, authorisation_state, totp};
+use crate::domain::{Demarche, Role, Timestamp};
+use crate::error::{AppError, AppResult};
+use crate::storage::{AgentRow, MandateRow, StorageError, StructureRow, TotpRow};
+
+const DAY: i64 = 86_400;
+
+/// An agent acting now: their row and their current structure.
+#[derive(Clone, Debug)]
+pub struct AgentContext {
+    pub agent: AgentRow,
+    pub role: Role,
+    pub structure: StructureRow,
+}
+
+impl AgentContext {
+    pub fn allowed_demarches(&self) -> Vec<Demarche> {
+        crate::domain::mandate::parse_demarches(self.structure.allowed_demarches.split(','))
+            .unwrap_or_default()
+    }
+}
+
+/// Loads the agent behind a session, refusing deactivated agents and agents
+/// without an active structure.
+pub async fn agent_context(
+    state: &AppState,
+    agent_id: &str,
+    role: Role,
+) -> AppResult<AgentContext> {
+    if !matches!(role, Role::Aidant | Role::Referent) {
+        return Err(AppError::forbidden(
+            "aidant_only",
+            "Réservé aux aidants et référents habilités. / Aidants and référents only.",
+        ));
+    }
+    let agent = state.store.find_agent(agent_id).await?.ok_or_else(|| {
+        AppError::forbidden("agent_unknown", "Compte agent inconnu. / Unknown agent.")
+    })?;
+    if !agent.active {
+        return Err(AppError::forbidden(
+            "agent_inactive",
+            "Ce compte agent est désactivé. / This agent account is deactivated.",
+        ));
+    }
+    let structure = match &agent.structure_id {
+        Some(id) => state.store.find_structure(id).await?,
+        None => None,
+    }
+    .filter(|s| s.active)
+    .ok_or_else(|| {
+        AppError::forbidden(
+            "structure_inactive",
+            "Aucune structure habilitée active pour ce compte. / No active structure for this agent.",
+        )
+    })?;
+    Ok(AgentContext {
+        agent,
+        role,
+        structure,
+    })
+}
+
+// --- TOTP step-up ---------------------------------------------------------
+
+fn totp_context(agent_id: &str) -> SealContext<'_> {
+    SealContext {
+        resident_id: agent_id,
+        category: "totp",
+        record_id: agent_id,
+        version: 1,
+    }
+}
+
+/// Gives an agent a new TOTP secret (replacing any), sealed under a data key
+/// of its own wrapped by the current KEK. Returns the secret, to be shown
+/// once (as an `otpauth://` URI) and never again.
+pub async fn enroll_totp(state: &AppState, agent_id: &str, now: Timestamp) -> AppResult<Vec<u8>> {
+    let vault = state.vault()?;
+    let keys = vault.keys().current();
+    let mut secret = vec![0u8; 20];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
+        .map_err(|_| AppError::internal("system random generator failed"))?;
+    let dk = DataKey::generate().map_err(|_| AppError::internal("data key"))?;
+    let wrapped = keys
+        .wrap_data_key(&format!("agent:{agent_id}"), &dk)
+        .map_err(|_| AppError::internal("wrapping the TOTP key"))?;
+    let sealed = crate::crypto::seal(&dk, &totp_context(agent_id), &secret)
+        .map_err(|_| AppError::internal("sealing the TOTP secret"))?;
+    state
+        .store
+        .upsert_totp(&TotpRow {
+            agent_id: agent_id.to_string(),
+            kek_version: i64::from(wrapped.kek_version),
+            wrapped_key: wrapped.bytes,
+            sealed_secret: sealed,
+            last_step: 0,
+            failures: 0,
+            locked_until: 0,
+            created_at: now,
+        })
+        .await?;
+    Ok(secret)
+}
+
+/// The `otpauth://` URI an authenticator app (or a TOTP card's enrolment)
+/// takes.
+pub fn otpauth_uri(issuer: &str, account: &str, secret: &[u8]) -> String {
+    let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    format!(
+        "otpauth://totp/{}:{}?secret={}&issuer={}&algorithm=SHA1&digits=6&period=30",
+        enc(issuer),
+        enc(account),
+        totp::base32(secret),
+        enc(issuer)
+    )
+}
+
+/// Checks an agent's TOTP code at `now`: one step either side, never a code
+/// already used, at most five failures then a 15-minute lock.
+pub async fn check_totp(
+    state: &AppState,
+    agent_id: &str,
+    code: Option<&str>,
+    now: Timestamp,
+) -> AppResult<()> {
+    let Some(device) = state.store.find_totp(agent_id).await? else {
+        return Err(AppError::forbidden(
+            "totp_not_enrolled",
+            "Aucune carte TOTP n'est associée à ce compte. / No TOTP device enrolled (`coffre agent totp`).",
+        ));
+    };
+    if device.locked_until > now {
+        return Err(AppError::forbidden(
+            "totp_locked",
+            "Trop de codes erronés : réessayez dans quelques minutes. / Too many wrong codes; try again later.",
+        ));
+    }
+    let vault = state.vault()?;
+    let version =
+        u32::try_from(device.kek_version).map_err(|_| AppError::internal("kek version"))?;
+    let dk = vault
+        .keys()
+        .unwrap_data_key(
+            &format!("agent:{agent_id}"),
+            &WrappedDataKey {
+                kek_version: version,
+                bytes: device.wrapped_key.clone(),
+            },
+        )
+        .map_err(|_| {
+            AppError::unavailable(
+                "keys_unavailable",
+                "La clé de la carte TOTP est illisible. / The TOTP key cannot be read.",
+            )
+        })?;
+    let secret = zeroize::Zeroizing::new(
+        crate::crypto::open(&dk, &totp_context(agent_id), &device.sealed_secret)
+            .map_err(|_| AppError::Integrity)?,
+    );
+    let invalid = || {
+        AppError::forbidden(
+            "totp_invalid",
+            "Code TOTP erroné ou déjà utilisé. / Wrong or already used TOTP code.",
+        )
+    };
+    let step = code.and_then(|c| totp::matching_step(&secret, c, now, device.last_step));
+    match step {
+        Some(step) if state.store.totp_accept(agent_id, step).await? => Ok(()),
+        _ => {
+            state
+                .store
+                .totp_fail(agent_id, totp::MAX_FAILURES, now + totp::LOCK_SECS)
+                .await?;
+            Err(invalid())
+        }
+    }
+}
+
+// --- mandates ---------------------------------------------------------------
+
+/// A signed attestation's claims (JWS, EdDSA, the vault's key).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct AttestationClaims {
+    pub iss: String,
+    /// The mandate id.
+    pub sub: String,
+    /// Always `coffre-mandate`.
+    pub typ: String,
+    pub resident: String,
+    pub structure: String,
+    pub structure_siret: String,
+    pub structure_name: String,
+    pub aidant: String,
+    pub demarches: Vec<String>,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+    pub template: String,
+    pub renews: Option<String>,
+}
+
+/// A signed revocation receipt's claims.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct RevocationClaims {
+    pub iss: String,
+    /// The mandate id.
+    pub sub: String,
+    /// Always `coffre-mandate-revocation`.
+    pub typ: String,
+    pub demarches: Vec<String>,
+    pub revoked_at: i64,
+    /// `resident`, `aidant` or `referent`.
+    pub revoked_by: String,
+    pub actor: String,
+    pub iat: i64,
+}
+
+fn issuer(state: &AppState) -> String {
+    state
+        .config
+        .public_url
+        .as_str()
+        .trim_end_matches('/')
+        .to_string()
+}
+
+fn sign<T: Serialize>(state: &AppState, claims: &T) -> AppResult<String> {
+    let keys = state.vault()?.keys().current();
+    crate::crypto::jws::sign(&keys, claims).map_err(|_| AppError::internal("signing"))
+}
+
+pub struct NewMandate<'a> {
+    pub aidant_id: &'a str,
+    pub structure: &'a StructureRow,
+    pub resident_id: &'a str,
+    pub demarches: &'a [Demarche],
+    pub duration_days: i64,
+    pub renews: Option<&'a str>,
+}
+
+/// Creates a mandate and its authorisations (the newer mandate takes over
+/// the same démarches of the same structure), and signs its attestation.
+/// A concurrent creation for the same triple is retried once, so the later
+/// one supersedes the earlier: never two live ones.
+pub async fn create(
+    state: &AppState,
+    m: NewMandate<'_>,
+    now: Timestamp,
+) -> AppResult<(MandateRow, String)> {
+    if !crate::domain::mandate::DURATIONS.contains(&m.duration_days) {
+        return Err(AppError::unprocessable(
+            "invalid_duration",
+            "Durée : 1, 31, 182 ou 365 jours. / Duration must be 1, 31, 182 or 365 days.",
+        ));
+    }
+    let row = MandateRow {
+        id: uuid::Uuid::new_v4().to_string(),
+        resident_id: m.resident_id.to_string(),
+        structure_id: m.structure.id.clone(),
+        aidant_id: m.aidant_id.to_string(),
+        duration_days: m.duration_days,
+        template_version: TEMPLATE_VERSION.to_string(),
+        renews: m.renews.map(str::to_string),
+        created_at: now,
+        expires_at: now + m.duration_days * DAY,
+    };
+    let codes: Vec<String> = m.demarches.iter().map(|d| d.as_str().to_string()).collect();
+    let mut tries = 0;
+    loop {
+        match state.store.create_mandate(&row, &codes, now).await {
+            Ok(()) => break,
+            Err(StorageError::Conflict(_)) if tries == 0 => tries += 1,
+            Err(StorageError::Conflict(_)) => {
+                return Err(AppError::Conflict {
+                    code: "mandate_conflict",
+                    message: "Un autre mandat vient d'être créé pour ces démarches ; réessayez. / Another mandate was just created for these démarches; try again.".into(),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let attestation = attestation(state, &row, m.structure, &codes)?;
+    Ok((row, attestation))
+}
+
+pub fn attestation(
+    state: &AppState,
+    m: &MandateRow,
+    s: &StructureRow,
+    demarches: &[String],
+) -> AppResult<String> {
+    sign(
+        state,
+        &AttestationClaims {
+            iss: issuer(state),
+            sub: m.id.clone(),
+            typ: "coffre-mandate".into(),
+            resident: m.resident_id.clone(),
+            structure: s.id.clone(),
+            structure_siret: s.siret.clone(),
+            structure_name: s.name.clone(),
+            aidant: m.aidant_id.clone(),
+            demarches: demarches.to_vec(),
+            iat: m.created_at,
+            nbf: m.created_at,
+            exp: m.expires_at,
+            template: m.template_version.clone(),
+            renews: m.renews.clone(),
+        },
+    )
+}
+
+/// One démarche of a mandate, as shown.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct AuthorisationView {
+    pub demarche: String,
+    pub label_fr: String,
+    pub state: AuthorisationState,
+    pub revoked_at: Option<i64>,
+    /// `resident`, `aidant`, `referent` or `superseded` (by a newer mandate).
+    pub revoked_by: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct MandateView {
+    pub id: String,
+    pub resident_id: String,
+    pub structure_id: String,
+    pub structure_name: String,
+    pub aidant_id: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub duration_days: i64,
+    /// `active` while one démarche is; `revoked` when all were revoked;
+    /// else `expired`.
+    pub state: AuthorisationState,
+    pub demarches: Vec<AuthorisationView>,
+    pub renews: Option<String>,
+    /// The signed attestation (JWS); verify it with `/.well-known/jwks.json`
+    /// or at `/api/v1/mandates/verify`.
+    pub attestation: String,
+    pub verify_url: String,
+}
+
+pub async fn view(state: &AppState, m: &MandateRow, now: Timestamp) -> AppResult<MandateView> {
+    let structure = state
+        .store
+        .find_structure(&m.structure_id)
+        .await?
+        .ok_or_else(|| AppError::internal("mandate without structure"))?;
+    let auths = state.store.mandate_authorisations(&m.id).await?;
+    let demarches: Vec<AuthorisationView> = auths
+        .iter()
+        .map(|a| AuthorisationView {
+            demarche: a.demarche.clone(),
+            label_fr: Demarche::parse(&a.demarche)
+                .and_then(|d| state.demarches.get(d))
+                .map(|d| d.label_fr.clone())
+                .unwrap_or_default(),
+            state: authorisation_state(a.expires_at, a.revoked_at, now),
+            revoked_at: a.revoked_at,
+            revoked_by: a.revoked_by.clone(),
+        })
+        .collect();
+    let codes: Vec<String> = auths.iter().map(|a| a.demarche.clone()).collect();
+    let attestation = attestation(state, m, &structure, &codes)?;
+    let verify_url = format!(
+        "{}/api/v1/mandates/verify?attestation={attestation}",
+        issuer(state)
+    );
+    Ok(MandateView {
+        id: m.id.clone(),
+        resident_id: m.resident_id.clone(),
+        structure_id: m.structure_id.clone(),
+        structure_name: structure.name,
+        aidant_id: m.aidant_id.clone(),
+        created_at: m.created_at,
+        expires_at: m.expires_at,
+        duration_days: m.duration_days,
+        state: overall_state(&demarches),
+        demarches,
+        renews: m.renews.clone(),
+        attestation,
+        verify_url,
+    })
+}
+
+fn overall_state(d: &[AuthorisationView]) -> AuthorisationState {
+    if d.iter().any(|a| a.state == AuthorisationState::Active) {
+        AuthorisationState::Active
+    } else if !d.is_empty() && d.iter().all(|a| a.state == AuthorisationState::Revoked) {
+        AuthorisationState::Revoked
+    } else {
+        AuthorisationState::Expired
+    }
+}
+
+/// Revokes a mandate (or one démarche of it) and returns the signed receipt.
+/// Nothing live to revoke: 409 `nothing_to_revoke`.
+pub async fn revoke(
+    state: &AppState,
+    m: &MandateRow,
+    demarche: Option<Demarche>,
+    by: Role,
+    actor: &str,
+    now: Timestamp,
+) -> AppResult<String> {
+    let live: Vec<String> = state
+        .store
+        .mandate_authorisations(&m.id)
+        .await?
+        .into_iter()
+        .filter(|a| {
+            authorisation_state(a.expires_at, a.revoked_at, now) == AuthorisationState::Active
+        })
+        .filter(|a| demarche.is_none_or(|d| a.demarche == d.as_str()))
+        .map(|a| a.demarche)
+        .collect();
+    if live.is_empty() {
+        return Err(AppError::Conflict {
+            code: "nothing_to_revoke",
+            message: "Rien d'actif à révoquer dans ce mandat. / Nothing active to revoke in this mandate.".into(),
+        });
+    }
+    state
+        .store
+        .revoke_authorisations(&m.id, demarche.map(|d| d.as_str()), by.as_str(), now)
+        .await?;
+    sign(
+        state,
+        &RevocationClaims {
+            iss: issuer(state),
+            sub: m.id.clone(),
+            typ: "coffre-mandate-revocation".into(),
+            demarches: live,
+            revoked_at: now,
+            revoked_by: by.as_str().into(),
+            actor: actor.to_string(),
+            iat: now,
+        },
+    )
+}
+
+/// The status of an attestation, as the verify route answers it.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AttestationStatus {
+    Valid,
+    Revoked,
+    Expired,
+}
+
+/// Verifies an attestation's signature with the service's public key and
+/// reads the mandate's state at `now`. A bad signature or a mandate coffre
+/// does not know: 422 `attestation_invalid`.
+pub async fn verify(
+    state: &AppState,
+    jws: &str,
+    now: Timestamp,
+) -> AppResult<(AttestationStatus, AttestationClaims)> {
+    let invalid = || {
+        AppError::unprocessable(
+            "attestation_invalid",
+            "Cette attestation n'a pas été délivrée par ce service, ou a été modifiée. / Not an attestation signed by this service.",
+        )
+    };
+    let keys: Arc<crate::crypto::KeySet> = state.vault()?.keys().current();
+    let x = base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        keys.signing_public_key(),
+    );
+    let key =
+        DecodingKey::from_ed_components(&x).map_err(|_| AppError::internal("decoding key"))?;
+    let mut v = Validation::new(Algorithm::EdDSA);
+    // Expiry is a status here, not an error; time is the service clock.
+    v.validate_exp = false;
+    v.validate_nbf = false;
+    v.validate_aud = false;
+    v.set_issuer(&[issuer(state)]);
+    v.required_spec_claims = ["iss", "sub", "exp"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    let claims = jsonwebtoken::decode::<AttestationClaims>(jws, &key, &v)
+        .map_err(|_| invalid())?
+        .claims;
+    if claims.typ != "coffre-mandate" {
+        return Err(invalid());
+    }
+    let mandate = state
+        .store
+        .find_mandate(&claims.sub)
+        .await?
+        .ok_or_else(invalid)?;
+    let auths = state.store.mandate_authorisations(&mandate.id).await?;
+    let states: Vec<AuthorisationState> = auths
+        .iter()
+        .filter(|a| claims.demarches.contains(&a.demarche))
+        .map(|a| authorisation_state(a.expires_at, a.revoked_at, now))
+        .collect();
+    let status = if states.contains(&AuthorisationState::Active) {
+        AttestationStatus::Valid
+    } else if !states.is_empty() && states.iter().all(|s| *s == AuthorisationState::Revoked) {
+        AttestationStatus::Revoked
+    } else {
+        AttestationStatus::Expired
+    };
+    Ok((status, claims))
+}
