@@ -216,8 +216,11 @@ impl IdentityProvider {
         Ok(fresh)
     }
 
-    /// Starts a login: a fresh state, nonce and PKCE S256 pair.
-    pub async fn authorize(&self) -> Result<Authorization, OidcError> {
+    /// Starts a login: a fresh state, nonce and PKCE S256 pair. With
+    /// `fresh`, the person must authenticate again even if the provider
+    /// still has a session for them (`prompt=login`, `max_age=0`): a mandate
+    /// is confirmed by whoever is at the desk now.
+    pub async fn authorize(&self, fresh: bool) -> Result<Authorization, OidcError> {
         let metadata = self.metadata(false).await?;
         let client = CoreClient::from_provider_metadata(
             (*metadata).clone(),
@@ -239,6 +242,11 @@ impl IdentityProvider {
         if let Some(acr) = &self.acr_values {
             request = request.add_auth_context_value(AuthenticationContextClass::new(acr.clone()));
         }
+        if fresh {
+            request = request
+                .add_prompt(openidconnect::core::CoreAuthPrompt::Login)
+                .set_max_age(Duration::from_secs(0));
+        }
         let (url, state, nonce) = request.url();
         Ok(Authorization {
             url,
@@ -249,13 +257,15 @@ impl IdentityProvider {
     }
 
     /// Finishes a login: exchanges the code, verifies the ID token at `now`,
-    /// and reads userinfo.
+    /// and reads userinfo. With `fresh_since`, the ID token's `auth_time`
+    /// must be at or after that time (a minute's clock skew allowed).
     pub async fn finish(
         &self,
         code: &str,
         pkce_verifier: &str,
         nonce: &str,
         now: Timestamp,
+        fresh_since: Option<Timestamp>,
     ) -> Result<VerifiedLogin, OidcError> {
         let metadata = self.metadata(false).await?;
         let client = CoreClient::from_provider_metadata(
@@ -299,6 +309,14 @@ impl IdentityProvider {
             }
             Err(e) => return Err(OidcError::IdTokenInvalid(e.to_string())),
         };
+        if let Some(since) = fresh_since {
+            let auth_time = claims.auth_time().map(|t| t.timestamp());
+            if !auth_time.is_some_and(|t| t >= since - 60) {
+                return Err(OidcError::IdTokenInvalid(format!(
+                    "not a fresh authentication (auth_time {auth_time:?})"
+                )));
+            }
+        }
         let acr = claims.auth_context_ref().map(|a| a.as_str().to_string());
         if let Some(wanted) = &self.acr_values {
             match &acr {

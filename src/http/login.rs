@@ -168,7 +168,10 @@ async fn start(
     mandate_draft: Option<String>,
 ) -> AppResult<Response> {
     let idp = provider(state, kind)?;
-    let auth = idp.authorize().await.map_err(|e| refusal(&e))?;
+    let auth = idp
+        .authorize(mandate_draft.is_some())
+        .await
+        .map_err(|e| refusal(&e))?;
     let browser = random_token()?;
     let secrets = serde_json::json!({"nonce": auth.nonce, "pkce_verifier": auth.pkce_verifier});
     let sealed = seal_for_bearer(&browser, ATTEMPT_SEAL, secrets.to_string().as_bytes())
@@ -315,7 +318,13 @@ async fn callback(
         return Err(crate::http::audit::deny(state, audit, state_invalid()).await);
     };
     let login = match idp
-        .finish(code, &secrets.pkce_verifier, &secrets.nonce, now)
+        .finish(
+            code,
+            &secrets.pkce_verifier,
+            &secrets.nonce,
+            now,
+            attempt.mandate_draft.as_ref().map(|_| attempt.created_at),
+        )
         .await
     {
         Ok(login) => login,

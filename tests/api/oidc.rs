@@ -68,6 +68,15 @@ pub fn peer() -> Option<&'static Peer> {
     .as_ref()
 }
 
+/// The provider's test switches (forged tokens, code lifetime) are global:
+/// the tests that use the provider take turns.
+pub async fn turn() -> tokio::sync::MutexGuard<'static, ()> {
+    static TURN: OnceLock<tokio::sync::Mutex<()>> = OnceLock::new();
+    TURN.get_or_init(|| tokio::sync::Mutex::new(()))
+        .lock()
+        .await
+}
+
 /// A live coffre configured against the provider, at the real current time
 /// (the provider's tokens carry real timestamps).
 pub fn setup(peer: &'static Peer) -> Setup {
@@ -117,18 +126,27 @@ fn real_now() -> i64 {
 pub struct Browser {
     pub http: reqwest::Client,
     pub base: String,
+    pub jar: Arc<reqwest::cookie::Jar>,
 }
 
 impl Browser {
     pub fn new(base: &str) -> Self {
+        let jar = Arc::new(reqwest::cookie::Jar::default());
         Self {
             http: reqwest::Client::builder()
-                .cookie_store(true)
+                .cookie_provider(jar.clone())
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap(),
             base: base.to_string(),
+            jar,
         }
+    }
+
+    /// Puts a `Set-Cookie` value in the jar, as if coffre had sent it.
+    pub fn set_cookie(&self, set_cookie: &str) {
+        self.jar
+            .add_cookie_str(set_cookie, &url::Url::parse(&self.base).unwrap());
     }
 
     pub async fn get(&self, url: &str) -> reqwest::Response {
@@ -158,7 +176,16 @@ impl Browser {
             if url.path().starts_with("/interaction/") {
                 url.query_pairs_mut().append_pair("sub", sub);
             }
-            let res = self.get(url.as_str()).await;
+            let mut res = self.get(url.as_str()).await;
+            if res.status() == StatusCode::OK {
+                // The provider's self-submitting form (ending the previous
+                // person's provider session before another logs in): submit
+                // it as the browser's script would.
+                let html = res.text().await.unwrap();
+                let (action, fields) = auto_form(&html)
+                    .unwrap_or_else(|| panic!("provider answered 200 at {url}: {html}"));
+                res = self.http.post(action).form(&fields).send().await.unwrap();
+            }
             assert!(
                 res.status().is_redirection(),
                 "provider answered {} at {url}: {}",
@@ -183,9 +210,27 @@ impl Browser {
     }
 }
 
+/// The action and hidden fields of a self-submitting HTML form.
+fn auto_form(html: &str) -> Option<(String, Vec<(String, String)>)> {
+    let attr = |tag: &str, name: &str| {
+        let start = tag.find(&format!("{name}=\""))? + name.len() + 2;
+        Some(tag[start..start + tag[start..].find('"')?].to_string())
+    };
+    let form = &html[html.find("<form")?..];
+    let action = attr(&form[..form.find('>')?], "action")?;
+    let fields = form
+        .split("<input")
+        .skip(1)
+        .filter_map(|i| Some((attr(i, "name")?, attr(i, "value")?)))
+        .collect();
+    Some((action, fields))
+}
+
 async fn assert_error(res: reqwest::Response, status: u16, code: &str) {
     let got = res.status().as_u16();
-    let body: serde_json::Value = res.json().await.unwrap();
+    let text = res.text().await.unwrap();
+    let body: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|_| panic!("status {got}, body not JSON: {text:?}"));
     assert_eq!(
         (got, body["error"]["code"].as_str()),
         (status, Some(code)),
@@ -229,6 +274,7 @@ async fn all_entries(app: &TestApp) -> Vec<coffre::audit::AuditEntry> {
 #[tokio::test]
 async fn a_resident_logs_in_is_created_once_gets_their_identity_and_logs_out() {
     let Some(peer) = peer() else { return };
+    let _turn = turn().await;
     support::each_backend_setup(setup(peer), |app| async move {
         app.clock.set(real_now());
         let base = app.serve();
@@ -360,6 +406,7 @@ async fn a_resident_logs_in_is_created_once_gets_their_identity_and_logs_out() {
 #[tokio::test]
 async fn forged_state_replayed_callbacks_and_codes_are_refused() {
     let Some(peer) = peer() else { return };
+    let _turn = turn().await;
     let app = support::build_app_with(
         &format!(
             "sqlite://{}",
@@ -476,6 +523,7 @@ async fn forged_state_replayed_callbacks_and_codes_are_refused() {
 #[tokio::test]
 async fn forged_id_tokens_are_refused_and_a_faithful_one_accepted() {
     let Some(peer) = peer() else { return };
+    let _turn = turn().await;
     let app = support::build_app_with(
         &format!(
             "sqlite://{}",
@@ -541,6 +589,7 @@ async fn forged_id_tokens_are_refused_and_a_faithful_one_accepted() {
 #[tokio::test]
 async fn an_issuer_that_is_not_the_configured_one_is_refused_at_discovery() {
     let Some(peer) = peer() else { return };
+    let _turn = turn().await;
     // Same provider, reached under another name: its discovery document
     // names a different issuer.
     let other_name = peer.resident.replace("127.0.0.1", "localhost");
@@ -561,6 +610,7 @@ async fn an_issuer_that_is_not_the_configured_one_is_refused_at_discovery() {
 #[tokio::test]
 async fn agents_log_in_with_the_role_coffre_gives_them_and_strangers_are_refused() {
     let Some(peer) = peer() else { return };
+    let _turn = turn().await;
     support::each_backend_setup(setup(peer), |app| async move {
         app.clock.set(real_now());
         let base = app.serve();
@@ -644,6 +694,238 @@ async fn without_configuration_the_login_routes_say_so_and_the_rest_runs() {
             .await
             .assert_error(503, "login_not_configured");
         assert_eq!(app.get("/healthz").await.status, 200);
+    })
+    .await;
+}
+
+/// The creation flow of BRIEF C6: the aidant drafts, the resident logs in
+/// with OpenID Connect in the aidant's browser (no resident session opens),
+/// the recap names them, the aidant confirms with TOTP. Renewal needs the
+/// same resident's fresh login.
+#[tokio::test]
+async fn a_mandate_is_made_with_the_residents_login_in_the_aidants_browser() {
+    let Some(peer) = peer() else { return };
+    let _turn = turn().await;
+    support::each_backend_setup(setup(peer), |app| async move {
+        app.clock.set(real_now());
+        let base = app.serve();
+        let now = app.clock.now();
+        app.store
+            .insert_structure(
+                &coffre::storage::StructureRow {
+                    id: "ccas".into(),
+                    siret: "26340001200013".into(),
+                    name: "CCAS de test".into(),
+                    allowed_demarches: "logement,papiers".into(),
+                    active: true,
+                },
+                now,
+            )
+            .await
+            .unwrap();
+        app.store
+            .insert_agent(
+                &coffre::storage::AgentRow {
+                    id: "aidant-1".into(),
+                    role: "aidant".into(),
+                    display_name: "Camille".into(),
+                    structure_id: Some("ccas".into()),
+                    active: true,
+                    can_create_mandates: true,
+                },
+                None,
+                now,
+            )
+            .await
+            .unwrap();
+        let secret = coffre::mandates::enroll_totp(&app.state, "aidant-1", now)
+            .await
+            .unwrap();
+        let totp = |offset: i64| {
+            let t = real_now();
+            format!(
+                "{:06}",
+                coffre::domain::mandate::totp::code(
+                    &secret,
+                    coffre::domain::mandate::totp::step_at(t) + offset
+                )
+            )
+        };
+        let cookie = coffre::http::session::open_session(
+            &app.state,
+            "aidant-1",
+            coffre::domain::Role::Aidant,
+            "agent",
+            None,
+        )
+        .await
+        .unwrap();
+        let desk = Browser::new(&base);
+        desk.set_cookie(cookie.to_str().unwrap());
+        let me: serde_json::Value = desk.me().await.json().await.unwrap();
+        let csrf = me["csrf_token"].as_str().unwrap().to_string();
+        let post = |path: String, body: serde_json::Value| {
+            let desk = &desk;
+            let csrf = csrf.clone();
+            async move {
+                desk.http
+                    .post(format!("{}{path}", desk.base))
+                    .header("x-csrf-token", csrf)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap()
+            }
+        };
+
+        // Outside the structure's démarches: refused.
+        let res = post(
+            "/api/v1/mandates/drafts".into(),
+            serde_json::json!({"demarches": ["argent"], "duration_days": 31}),
+        )
+        .await;
+        assert_error(res, 422, "demarche_not_allowed").await;
+        let res = post(
+            "/api/v1/mandates/drafts".into(),
+            serde_json::json!({"demarches": ["logement"], "duration_days": 30}),
+        )
+        .await;
+        assert_error(res, 422, "invalid_duration").await;
+
+        let res = post(
+            "/api/v1/mandates/drafts".into(),
+            serde_json::json!({"demarches": ["logement", "papiers"], "duration_days": 182}),
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::CREATED);
+        let draft: serde_json::Value = res.json().await.unwrap();
+        let draft_id = draft["id"].as_str().unwrap().to_string();
+        // Confirming before the resident logged in: refused.
+        let res = post(
+            format!("/api/v1/mandates/drafts/{draft_id}/confirm"),
+            serde_json::json!({"resident_confirmed": true, "totp": totp(0)}),
+        )
+        .await;
+        assert_error(res, 409, "resident_login_required").await;
+
+        // The resident logs in, in the aidant's browser.
+        let login = desk.start(draft["resident_login"].as_str().unwrap()).await;
+        let callback = desk.authorize(&login, "alice").await;
+        let res = desk.get(callback.as_str()).await;
+        assert_eq!(
+            res.status(),
+            StatusCode::SEE_OTHER,
+            "{}",
+            res.text().await.unwrap()
+        );
+        assert_eq!(
+            res.headers()[LOCATION],
+            format!("/api/v1/mandates/drafts/{draft_id}").as_str()
+        );
+        // The desk is still the aidant's session.
+        let me: serde_json::Value = desk.me().await.json().await.unwrap();
+        assert_eq!(me["id"], "aidant-1");
+        let recap: serde_json::Value = desk
+            .get(&format!("{base}/api/v1/mandates/drafts/{draft_id}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(recap["resident_name"], "Alice Martin");
+        assert!(recap["recap_fr"].as_str().unwrap().contains("CCAS de test"));
+        let alice = recap["resident_id"].as_str().unwrap().to_string();
+
+        // Another browser cannot attach a resident to this draft.
+        let stranger = Browser::new(&base);
+        let res = stranger
+            .get(&format!("{base}/auth/login?mandate_draft={draft_id}"))
+            .await;
+        assert_error(res, 403, "mandate_draft_invalid").await;
+
+        // The resident must tick the recap; the aidant's code must be right.
+        let res = post(
+            format!("/api/v1/mandates/drafts/{draft_id}/confirm"),
+            serde_json::json!({"resident_confirmed": false, "totp": totp(0)}),
+        )
+        .await;
+        assert_error(res, 422, "resident_confirmation_required").await;
+        let res = post(
+            format!("/api/v1/mandates/drafts/{draft_id}/confirm"),
+            serde_json::json!({"resident_confirmed": true, "totp": "000000"}),
+        )
+        .await;
+        assert_error(res, 403, "totp_invalid").await;
+        let res = post(
+            format!("/api/v1/mandates/drafts/{draft_id}/confirm"),
+            serde_json::json!({"resident_confirmed": true, "totp": totp(0)}),
+        )
+        .await;
+        assert_eq!(
+            res.status(),
+            StatusCode::CREATED,
+            "{}",
+            res.text().await.unwrap()
+        );
+        let mandate: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(mandate["resident_id"], alice.as_str());
+        assert_eq!(mandate["state"], "active");
+        assert_eq!(mandate["duration_days"], 182);
+        let mandate_id = mandate["id"].as_str().unwrap().to_string();
+
+        // Renewal: a fresh login, and only by the same person.
+        let res = post(
+            format!("/api/v1/mandates/{mandate_id}/renew"),
+            serde_json::json!({}),
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::CREATED);
+        let renewal: serde_json::Value = res.json().await.unwrap();
+        let renewal_id = renewal["id"].as_str().unwrap().to_string();
+        let login = desk
+            .start(renewal["resident_login"].as_str().unwrap())
+            .await;
+        let callback = desk.authorize(&login, "bob").await;
+        assert_error(
+            desk.get(callback.as_str()).await,
+            403,
+            "renewal_other_resident",
+        )
+        .await;
+        let login = desk
+            .start(renewal["resident_login"].as_str().unwrap())
+            .await;
+        let callback = desk.authorize(&login, "alice").await;
+        assert_eq!(
+            desk.get(callback.as_str()).await.status(),
+            StatusCode::SEE_OTHER
+        );
+        let res = post(
+            format!("/api/v1/mandates/drafts/{renewal_id}/confirm"),
+            serde_json::json!({"resident_confirmed": true, "totp": totp(1)}),
+        )
+        .await;
+        assert_eq!(
+            res.status(),
+            StatusCode::CREATED,
+            "{}",
+            res.text().await.unwrap()
+        );
+        let renewed: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(renewed["renews"], mandate_id.as_str());
+        let old: serde_json::Value = desk
+            .get(&format!("{base}/api/v1/mandates/{mandate_id}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(old["state"], "revoked");
+        assert!(
+            old["demarches"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|d| d["revoked_by"] == "superseded")
+        );
     })
     .await;
 }
