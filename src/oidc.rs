@@ -311,7 +311,7 @@ impl IdentityProvider {
         };
         if let Some(since) = fresh_since {
             let auth_time = claims.auth_time().map(|t| t.timestamp());
-            if !auth_time.is_some_and(|t| t >= since - 60) {
+            if auth_time.is_none_or(|t| t < since - 60) {
                 return Err(OidcError::IdTokenInvalid(format!(
                     "not a fresh authentication (auth_time {auth_time:?})"
                 )));
