@@ -472,6 +472,14 @@ async fn agent_by_email(
 async fn agent_totp(config: Config, email: &str) -> Result<(), Fatal> {
     let (state, agent) = agent_by_email(config, email).await?;
     record_operator_act(&state, "agent.totp", None).await?;
+    // The TOTP key is wrapped under the current KEK, which must be known
+    // to the database (as `serve` does at start).
+    state
+        .vault()
+        .map_err(|e| Fatal::runtime(e.to_string()))?
+        .register_kek_versions(state.clock.now())
+        .await
+        .map_err(|e| Fatal::runtime(e.to_string()))?;
     let secret = crate::mandates::enroll_totp(&state, &agent.id, state.clock.now())
         .await
         .map_err(|e| Fatal::runtime(e.to_string()))?;

@@ -347,6 +347,25 @@ pub async fn rotate(
             report.rewrapped += rewrapped.len() as u64;
             progress(done, total.max(done));
         }
+        // Agents' TOTP keys are wrapped like residents' data keys.
+        for row in store.totp_not_at(target_i).await? {
+            let old = u32::try_from(row.kek_version).map_err(|_| CryptoError::Integrity)?;
+            let subject = format!("agent:{}", row.agent_id);
+            let dk = set.unwrap_data_key(
+                &subject,
+                &WrappedDataKey {
+                    kek_version: old,
+                    bytes: row.wrapped_key,
+                },
+            )?;
+            let fresh = set.wrap_data_key_at(&subject, &dk, target)?;
+            if store
+                .rewrap_totp(&row.agent_id, row.kek_version, target_i, &fresh.bytes)
+                .await?
+            {
+                report.rewrapped += 1;
+            }
+        }
         let mut all_retired = true;
         for v in set.kek_versions() {
             if v == target {

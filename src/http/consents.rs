@@ -154,6 +154,29 @@ async fn resident_only(
     }
 }
 
+/// The consent decision a request asks for.
+pub fn decision_of(req: &ConsentRequest) -> AppResult<Decision> {
+    Ok(match req.decision {
+        DecisionKind::Refused => Decision::Refuse,
+        DecisionKind::Given => {
+            let until = match &req.until {
+                None => None,
+                Some(v) => Some(parse_until(v).ok_or_else(|| {
+                    AppError::unprocessable(
+                        "invalid_until",
+                        "`until` is a date YYYY-MM-DD or seconds since the Unix epoch",
+                    )
+                })?),
+            };
+            Decision::Give(GiveRequest {
+                categories: req.categories.clone(),
+                until,
+                explicit: req.explicit,
+            })
+        }
+    })
+}
+
 /// Gives or refuses consent to a purpose; answers the consent and its
 /// signed receipt.
 #[utoipa::path(post, path = "/api/v1/me/consents", tag = "resident",
@@ -168,25 +191,7 @@ pub async fn decide(
     ApiJson(req): ApiJson<ConsentRequest>,
 ) -> AppResult<Json<ConsentOutcome>> {
     resident_only(&state, &user, &rid, "consent.give").await?;
-    let decision = match req.decision {
-        DecisionKind::Refused => Decision::Refuse,
-        DecisionKind::Given => {
-            let until = match &req.until {
-                None => None,
-                Some(v) => Some(parse_until(v).ok_or_else(|| {
-                    AppError::unprocessable(
-                        "invalid_until",
-                        "`until` is a date YYYY-MM-DD or seconds since the Unix epoch",
-                    )
-                })?),
-            };
-            Decision::Give(GiveRequest {
-                categories: req.categories,
-                until,
-                explicit: req.explicit,
-            })
-        }
-    };
+    let decision = decision_of(&req)?;
     let outcome = consents::decide(
         &state,
         &actor(&user, &rid),

@@ -897,3 +897,253 @@ pub async fn printable(
     );
     Ok(Html(html).into_response())
 }
+
+/// An aidant gives, refuses or withdraws a consent for a resident, within a
+/// démarche of an active mandate whose categories cover the purpose's; the
+/// consent is recorded as given on the resident's behalf, with the aidant
+/// and the structure.
+#[utoipa::path(post, path = "/api/v1/aidant/residents/{resident}/consents", tag = "agent",
+    params(("demarche" = String, Query,)),
+    request_body = crate::http::consents::ConsentRequest,
+    responses((status = 200, body = crate::consents::ConsentOutcome),
+              (status = 403, description = "`no_active_mandate`, `outside_demarche`", body = crate::error::ErrorBody)))]
+pub async fn consent_on_behalf(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    rid: RequestId,
+    Path(resident): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    ApiJson(req): ApiJson<crate::http::consents::ConsentRequest>,
+) -> AppResult<Json<crate::consents::ConsentOutcome>> {
+    let demarche = demarche_param(&q)?;
+    let ctx = agent(&state, &user, "consent.give", &rid).await?;
+    let purpose = state.register.get(&req.purpose).ok_or_else(|| {
+        AppError::unprocessable("unknown_purpose", "Finalité inconnue. / Unknown purpose.")
+    })?;
+    let access = AccessRequest {
+        resident_id: Some(&resident),
+        structure_id: Some(&ctx.structure.id),
+        demarche: Some(demarche),
+        purpose_id: Some(&purpose.id),
+        request_id: rid.0.clone(),
+        ..AccessRequest::new(&user.actor_id, user.role, "consent.give")
+    };
+    // The démarche must reach every category the consent would cover.
+    let asked: Vec<String> = req
+        .categories
+        .clone()
+        .unwrap_or_else(|| purpose.categories.clone());
+    let covered = asked.iter().all(|c| state.demarches.covers(demarche, c));
+    let (verdict, facts) = crate::access::evaluate(&state, &access).await?;
+    let verdict = match verdict {
+        crate::domain::access::Verdict::Allow(_) if !covered => {
+            crate::domain::access::Verdict::Deny("outside_demarche")
+        }
+        v => v,
+    };
+    if let crate::domain::access::Verdict::Deny(_) = verdict {
+        crate::access::record(&state, access, &verdict, &facts).await?;
+        return Err(AppError::internal(
+            "unreachable: a denial is returned by record",
+        ));
+    }
+    let decision = crate::http::consents::decision_of(&req)?;
+    let actor = crate::consents::Actor {
+        id: user.actor_id.clone(),
+        role: user.role,
+        structure_id: Some(ctx.structure.id.clone()),
+        request_id: rid.0.clone(),
+    };
+    Ok(Json(
+        crate::consents::decide(&state, &actor, &resident, &purpose.id, decision).await?,
+    ))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct StructureAgent {
+    pub id: String,
+    pub role: String,
+    pub display_name: String,
+    pub active: bool,
+    pub can_create_mandates: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct StructureView {
+    pub id: String,
+    pub siret: String,
+    pub name: String,
+    pub allowed_demarches: Vec<String>,
+    pub agents: Vec<StructureAgent>,
+}
+
+async fn referent(
+    state: &AppState,
+    user: &CurrentUser,
+    action: &str,
+    rid: &RequestId,
+) -> AppResult<AgentContext> {
+    let ctx = agent(state, user, action, rid).await?;
+    if ctx.role != Role::Referent {
+        let e = AppError::forbidden("referent_only", "Réservé aux référents. / Référents only.");
+        return Err(crate::http::audit::deny(
+            state,
+            record(state, user, Some(&ctx), action, rid),
+            e,
+        )
+        .await);
+    }
+    Ok(ctx)
+}
+
+async fn structure_view(state: &AppState, ctx: &AgentContext) -> AppResult<StructureView> {
+    let s = state
+        .store
+        .find_structure(&ctx.structure.id)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    let agents = state
+        .store
+        .agents_of_structure(&s.id)
+        .await?
+        .into_iter()
+        .map(|a| StructureAgent {
+            id: a.id,
+            role: a.role,
+            display_name: a.display_name,
+            active: a.active,
+            can_create_mandates: a.can_create_mandates,
+        })
+        .collect();
+    Ok(StructureView {
+        id: s.id,
+        siret: s.siret,
+        name: s.name,
+        allowed_demarches: s
+            .allowed_demarches
+            .split(',')
+            .filter(|d| !d.is_empty())
+            .map(str::to_string)
+            .collect(),
+        agents,
+    })
+}
+
+/// The référent's structure: its allowed démarches and its agents.
+#[utoipa::path(get, path = "/api/v1/referent/structure", tag = "agent",
+    responses((status = 200, body = StructureView), (status = 403, description = "`referent_only`", body = crate::error::ErrorBody)))]
+pub async fn referent_structure(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    rid: RequestId,
+) -> AppResult<Json<StructureView>> {
+    let ctx = referent(&state, &user, "structure.read", &rid).await?;
+    Ok(Json(structure_view(&state, &ctx).await?))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DemarchesRequest {
+    pub demarches: Vec<String>,
+}
+
+/// The référent sets the démarches the structure's aidants may take on
+/// (new mandates only: live ones keep theirs until they end or are revoked).
+#[utoipa::path(put, path = "/api/v1/referent/structure/demarches", tag = "agent", request_body = DemarchesRequest,
+    responses((status = 200, body = StructureView), (status = 403, description = "`referent_only`", body = crate::error::ErrorBody)))]
+pub async fn set_demarches(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    rid: RequestId,
+    ApiJson(body): ApiJson<DemarchesRequest>,
+) -> AppResult<Response> {
+    let ds = parse_demarches(body.demarches.iter().map(String::as_str))
+        .map_err(|m| AppError::unprocessable("unknown_demarche", m))?;
+    if ds.is_empty() {
+        return Err(AppError::unprocessable(
+            "demarches_required",
+            "Au moins une démarche. / At least one démarche.",
+        ));
+    }
+    let ctx = referent(&state, &user, "structure.manage", &rid).await?;
+    let entry = state
+        .audit
+        .record(record(&state, &user, Some(&ctx), "structure.manage", &rid))
+        .await?;
+    let codes = ds.iter().map(|d| d.as_str()).collect::<Vec<_>>().join(",");
+    state
+        .store
+        .set_structure_demarches(&ctx.structure.id, &codes)
+        .await?;
+    Ok(with_entry(entry, Json(structure_view(&state, &ctx).await?)))
+}
+
+/// The référent deactivates (or reactivates) an aidant of the structure.
+#[utoipa::path(post, path = "/api/v1/referent/aidants/{id}/{action}", tag = "agent",
+    params(("id" = String, Path,), ("action" = String, Path, description = "`deactivate` or `activate`")),
+    responses((status = 200, body = StructureView), (status = 403, description = "`referent_only`", body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn set_aidant_active(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    rid: RequestId,
+    Path((id, action)): Path<(String, String)>,
+) -> AppResult<Response> {
+    let active = match action.as_str() {
+        "deactivate" => false,
+        "activate" => true,
+        _ => return Err(AppError::NotFound),
+    };
+    let ctx = referent(&state, &user, "structure.manage", &rid).await?;
+    let member = state
+        .store
+        .agents_of_structure(&ctx.structure.id)
+        .await?
+        .into_iter()
+        .any(|a| a.id == id && a.role == Role::Aidant.as_str());
+    if !member {
+        return Err(AppError::NotFound);
+    }
+    let entry = state
+        .audit
+        .record(AuditRecord {
+            category: Some(format!("agent:{action}")),
+            ..record(&state, &user, Some(&ctx), "structure.manage", &rid)
+        })
+        .await?;
+    state
+        .store
+        .set_agent_active(&id, active, state.clock.now())
+        .await?;
+    Ok(with_entry(entry, Json(structure_view(&state, &ctx).await?)))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CurrentStructureRequest {
+    pub structure_id: String,
+}
+
+/// An aidant who works for several structures picks the current one; their
+/// mandates and acts are those of the current structure.
+#[utoipa::path(put, path = "/api/v1/aidant/structure", tag = "agent", request_body = CurrentStructureRequest,
+    responses((status = 204, description = "switched"), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn switch_structure(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    rid: RequestId,
+    ApiJson(body): ApiJson<CurrentStructureRequest>,
+) -> AppResult<Response> {
+    let ctx = agent(&state, &user, "structure.switch", &rid).await?;
+    if !state
+        .store
+        .set_current_structure(&user.actor_id, &body.structure_id)
+        .await?
+    {
+        return Err(AppError::NotFound);
+    }
+    state
+        .audit
+        .record(record(&state, &user, Some(&ctx), "structure.switch", &rid))
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -103,7 +103,12 @@ pub fn app(state: AppState) -> Router {
         .routes(routes!(mandates::expiring))
         .routes(routes!(mandates::get_mandate))
         .routes(routes!(mandates::read_on_behalf, mandates::write_on_behalf))
-        .routes(routes!(mandates::verify));
+        .routes(routes!(mandates::verify))
+        .routes(routes!(mandates::consent_on_behalf))
+        .routes(routes!(mandates::referent_structure))
+        .routes(routes!(mandates::set_demarches))
+        .routes(routes!(mandates::set_aidant_active))
+        .routes(routes!(mandates::switch_structure));
     if state.demo {
         api = api
             .routes(routes!(dev::personas))

@@ -349,6 +349,16 @@ pub trait Store: Send + Sync + 'static {
     // --- mandates ---
     async fn find_structure(&self, id: &str) -> StorageResult<Option<StructureRow>>;
     async fn agent_structures(&self, agent_id: &str) -> StorageResult<Vec<String>>;
+    /// Adds a structure to an agent's (idempotent).
+    async fn add_agent_structure(&self, agent_id: &str, structure_id: &str) -> StorageResult<()>;
+    /// Makes one of the agent's structures the current one.
+    async fn set_current_structure(
+        &self,
+        agent_id: &str,
+        structure_id: &str,
+    ) -> StorageResult<bool>;
+    /// The agents who belong to a structure.
+    async fn agents_of_structure(&self, structure_id: &str) -> StorageResult<Vec<AgentRow>>;
     async fn set_agent_active(
         &self,
         agent_id: &str,
@@ -362,6 +372,16 @@ pub trait Store: Send + Sync + 'static {
     ) -> StorageResult<()>;
     async fn upsert_totp(&self, row: &TotpRow) -> StorageResult<()>;
     async fn find_totp(&self, agent_id: &str) -> StorageResult<Option<TotpRow>>;
+    /// TOTP devices whose key is wrapped under another KEK version.
+    async fn totp_not_at(&self, version: i64) -> StorageResult<Vec<TotpRow>>;
+    /// Re-wraps a TOTP device's key if it is still under `old_version`.
+    async fn rewrap_totp(
+        &self,
+        agent_id: &str,
+        old_version: i64,
+        version: i64,
+        wrapped: &[u8],
+    ) -> StorageResult<bool>;
     /// Accepts time step `step` for the agent if it is newer than the last
     /// one accepted (no replay); resets the failure count.
     async fn totp_accept(&self, agent_id: &str, step: i64) -> StorageResult<bool>;
@@ -882,6 +902,51 @@ macro_rules! impl_store {
             Ok(rows.into_iter().map(|(s,)| s).collect())
         }
 
+        async fn add_agent_structure(
+            &self,
+            agent_id: &str,
+            structure_id: &str,
+        ) -> $crate::storage::StorageResult<()> {
+            sqlx::query(
+                "INSERT INTO agent_structures (agent_id, structure_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )
+            .bind(agent_id)
+            .bind(structure_id)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        }
+
+        async fn set_current_structure(
+            &self,
+            agent_id: &str,
+            structure_id: &str,
+        ) -> $crate::storage::StorageResult<bool> {
+            let done = sqlx::query(
+                "UPDATE agents SET structure_id = $2 WHERE id = $1 AND EXISTS \
+                 (SELECT 1 FROM agent_structures WHERE agent_id = $1 AND structure_id = $2)",
+            )
+            .bind(agent_id)
+            .bind(structure_id)
+            .execute(&self.pool)
+            .await?;
+            Ok(done.rows_affected() == 1)
+        }
+
+        async fn agents_of_structure(
+            &self,
+            structure_id: &str,
+        ) -> $crate::storage::StorageResult<Vec<$crate::storage::AgentRow>> {
+            Ok(sqlx::query_as(
+                "SELECT a.id, a.role, a.display_name, a.structure_id, a.active, a.can_create_mandates \
+                 FROM agents a JOIN agent_structures s ON s.agent_id = a.id \
+                 WHERE s.structure_id = $1 ORDER BY a.display_name, a.id",
+            )
+            .bind(structure_id)
+            .fetch_all(&self.pool)
+            .await?)
+        }
+
         async fn set_agent_active(
             &self,
             agent_id: &str,
@@ -947,6 +1012,38 @@ macro_rules! impl_store {
             .bind(agent_id)
             .fetch_optional(&self.pool)
             .await?)
+        }
+
+        async fn totp_not_at(
+            &self,
+            version: i64,
+        ) -> $crate::storage::StorageResult<Vec<$crate::storage::TotpRow>> {
+            Ok(sqlx::query_as(
+                "SELECT agent_id, kek_version, wrapped_key, sealed_secret, last_step, failures, locked_until, created_at \
+                 FROM totp_devices WHERE kek_version <> $1",
+            )
+            .bind(version)
+            .fetch_all(&self.pool)
+            .await?)
+        }
+
+        async fn rewrap_totp(
+            &self,
+            agent_id: &str,
+            old_version: i64,
+            version: i64,
+            wrapped: &[u8],
+        ) -> $crate::storage::StorageResult<bool> {
+            let done = sqlx::query(
+                "UPDATE totp_devices SET kek_version = $3, wrapped_key = $4 WHERE agent_id = $1 AND kek_version = $2",
+            )
+            .bind(agent_id)
+            .bind(old_version)
+            .bind(version)
+            .bind(wrapped)
+            .execute(&self.pool)
+            .await?;
+            Ok(done.rows_affected() == 1)
         }
 
         async fn totp_accept(&self, agent_id: &str, step: i64) -> $crate::storage::StorageResult<bool> {

@@ -660,3 +660,92 @@ fn partner_add_with_public_keys_gives_no_secret_and_refuses_private_keys() {
     assert_one_clear_line(&add("labo-c", "oct.json"), "symmetric");
     assert_one_clear_line(&add("labo-d", "missing.json"), "--jwks-file");
 }
+
+#[test]
+fn structures_aidants_and_totp_cards_are_bootstrapped_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let run = |args: &[&str]| coffre(d, args, &[]).output().unwrap();
+    let ok = |out: &Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    ok(&run(&["keys", "init", "--generate-unlock-identity"]));
+    assert_one_clear_line(
+        &run(&[
+            "structure",
+            "add",
+            "--siret",
+            "26340001200012",
+            "--name",
+            "CCAS",
+            "--demarches",
+            "logement",
+        ]),
+        "--siret",
+    );
+    assert_one_clear_line(
+        &run(&[
+            "structure",
+            "add",
+            "--siret",
+            "26340001200013",
+            "--name",
+            "CCAS",
+            "--demarches",
+            "logement,nope",
+        ]),
+        "--demarches",
+    );
+    let out = ok(&run(&[
+        "structure",
+        "add",
+        "--siret",
+        "26340001200013",
+        "--name",
+        "CCAS",
+        "--demarches",
+        "logement,papiers",
+        "--json",
+    ]));
+    let structure: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let id = structure["id"].as_str().unwrap();
+    ok(&run(&[
+        "agent",
+        "add",
+        "--email",
+        "camille@ccas.example.fr",
+        "--role",
+        "aidant",
+        "--name",
+        "Camille",
+        "--structure",
+        "26340001200013",
+    ]));
+    let uri = ok(&run(&[
+        "agent",
+        "totp",
+        "--email",
+        "camille@ccas.example.fr",
+    ]));
+    assert!(
+        uri.starts_with("otpauth://totp/coffre:Camille?secret="),
+        "{uri}"
+    );
+    assert!(uri.contains("&digits=6&period=30"));
+    ok(&run(&[
+        "agent",
+        "deactivate",
+        "--email",
+        "camille@ccas.example.fr",
+    ]));
+    assert_one_clear_line(
+        &run(&["agent", "totp", "--email", "nobody@ccas.example.fr"]),
+        "no agent",
+    );
+    assert!(!id.is_empty());
+}

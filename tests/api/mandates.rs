@@ -716,3 +716,208 @@ async fn mandates_expiring_within_thirty_days_are_listed_for_the_structure() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_aidant_records_a_consent_on_behalf_only_within_the_mandate() {
+    each_backend(|app| async move {
+        mandate(&app, AWA, &[Demarche::Famille], 31).await;
+        let aidant = app.login(AIDANT).await;
+        let give = serde_json::json!({"purpose": "cantine-scolaire", "decision": "given"});
+        let path = |d: &str| format!("/api/v1/aidant/residents/{AWA}/consents?demarche={d}");
+        // The school canteen's categories (school, household, contact) are
+        // all within "famille".
+        let res = as_(
+            &app,
+            &aidant,
+            Method::POST,
+            &path("famille"),
+            Some(give.clone()),
+        )
+        .await;
+        assert_eq!(res.status, 200, "{}", res.text());
+        let awa = app.login(AWA).await;
+        let mine = as_(&app, &awa, Method::GET, "/api/v1/me/consents", None)
+            .await
+            .json();
+        let c = mine["consents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["purpose"] == "cantine-scolaire")
+            .unwrap()
+            .clone();
+        assert_eq!(c["history"][0]["recorded_by"], "aidant");
+        assert_eq!(c["history"][0]["structure_id"], CCAS);
+        // Outside: another démarche with no mandate; a purpose whose
+        // categories the démarche does not reach; another resident.
+        as_(
+            &app,
+            &aidant,
+            Method::POST,
+            &path("logement"),
+            Some(give.clone()),
+        )
+        .await
+        .assert_error(403, "no_active_mandate");
+        let culture = serde_json::json!({"purpose": "agenda-culturel", "decision": "given"});
+        as_(&app, &aidant, Method::POST, &path("famille"), Some(culture))
+            .await
+            .assert_error(403, "outside_demarche");
+        as_(
+            &app,
+            &aidant,
+            Method::POST,
+            &format!("/api/v1/aidant/residents/{JP}/consents?demarche=famille"),
+            Some(give),
+        )
+        .await
+        .assert_error(403, "no_active_mandate");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_referent_manages_the_structures_demarches_and_aidants() {
+    each_backend(|app| async move {
+        let referent = app.login(REFERENT).await;
+        let aidant = app.login(AIDANT).await;
+        let view = as_(
+            &app,
+            &referent,
+            Method::GET,
+            "/api/v1/referent/structure",
+            None,
+        )
+        .await;
+        assert_eq!(view.status, 200, "{}", view.text());
+        assert_eq!(
+            view.json()["allowed_demarches"].as_array().unwrap().len(),
+            10
+        );
+        as_(
+            &app,
+            &aidant,
+            Method::GET,
+            "/api/v1/referent/structure",
+            None,
+        )
+        .await
+        .assert_error(403, "referent_only");
+
+        // Narrow the démarches: new drafts outside them are refused.
+        let res = as_(
+            &app,
+            &referent,
+            Method::PUT,
+            "/api/v1/referent/structure/demarches",
+            Some(serde_json::json!({"demarches": ["logement", "papiers"]})),
+        )
+        .await;
+        assert_eq!(res.status, 200, "{}", res.text());
+        as_(
+            &app,
+            &aidant,
+            Method::POST,
+            "/api/v1/mandates/drafts",
+            Some(serde_json::json!({"demarches": ["argent"], "duration_days": 31})),
+        )
+        .await
+        .assert_error(422, "demarche_not_allowed");
+        let ok = as_(
+            &app,
+            &aidant,
+            Method::POST,
+            "/api/v1/mandates/drafts",
+            Some(serde_json::json!({"demarches": ["logement"], "duration_days": 31})),
+        )
+        .await;
+        assert_eq!(ok.status, 201, "{}", ok.text());
+
+        // Deactivate the aidant: their session ends.
+        let res = as_(
+            &app,
+            &referent,
+            Method::POST,
+            &format!("/api/v1/referent/aidants/{AIDANT}/deactivate"),
+            None,
+        )
+        .await;
+        assert_eq!(res.status, 200, "{}", res.text());
+        as_(&app, &aidant, Method::GET, "/api/v1/aidant/residents", None)
+            .await
+            .assert_error(401, "unauthenticated");
+        // Not a member of the structure, or not an aidant: not found.
+        as_(
+            &app,
+            &referent,
+            Method::POST,
+            "/api/v1/referent/aidants/a1d00000-0000-4000-8000-000000000004/deactivate",
+            None,
+        )
+        .await
+        .assert_error(404, "not_found");
+        let res = as_(
+            &app,
+            &referent,
+            Method::POST,
+            &format!("/api/v1/referent/aidants/{AIDANT}/activate"),
+            None,
+        )
+        .await;
+        assert_eq!(res.status, 200);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_aidant_of_two_structures_acts_for_the_current_one() {
+    each_backend(|app| async move {
+        app.store
+            .insert_structure(
+                &coffre::storage::StructureRow {
+                    id: "france-services".into(),
+                    siret: "73282932000074".into(),
+                    name: "France Services".into(),
+                    allowed_demarches: "logement".into(),
+                    active: true,
+                },
+                app.clock.now(),
+            )
+            .await
+            .unwrap();
+        app.store
+            .add_agent_structure(AIDANT, "france-services")
+            .await
+            .unwrap();
+        mandate(&app, AWA, &[Demarche::Logement], 31).await; // a CCAS mandate
+        let aidant = app.login(AIDANT).await;
+        let path = format!("/api/v1/aidant/residents/{AWA}/data/housing?demarche=logement");
+        assert_eq!(
+            as_(&app, &aidant, Method::GET, &path, None).await.status,
+            200
+        );
+        let res = as_(
+            &app,
+            &aidant,
+            Method::PUT,
+            "/api/v1/aidant/structure",
+            Some(serde_json::json!({"structure_id": "france-services"})),
+        )
+        .await;
+        assert_eq!(res.status, 204, "{}", res.text());
+        as_(&app, &aidant, Method::GET, &path, None)
+            .await
+            .assert_error(403, "no_active_mandate");
+        // Not one of theirs.
+        as_(
+            &app,
+            &aidant,
+            Method::PUT,
+            "/api/v1/aidant/structure",
+            Some(serde_json::json!({"structure_id": "elsewhere"})),
+        )
+        .await
+        .assert_error(404, "not_found");
+    })
+    .await;
+}

@@ -176,3 +176,71 @@ async fn rotation_over_ten_thousand_residents_resumes_after_interruption() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn rotation_rewraps_the_agents_totp_keys_too() {
+    each_backend_with(false, |app| async move {
+        let dir = app.dir.path().join("disk-keys");
+        let unlock = generate_unlock_identity(&app.dir.path().join("unlock.key")).unwrap();
+        let mut set = KeySet::init(&dir, &unlock).unwrap();
+        let store: DynStore = app.store.clone();
+        store.register_kek_version(1, T0).await.unwrap();
+        store
+            .insert_agent(
+                &coffre::storage::AgentRow {
+                    id: "aidant-1".into(),
+                    role: "dpo".into(),
+                    display_name: "A".into(),
+                    structure_id: None,
+                    active: true,
+                    can_create_mandates: true,
+                },
+                None,
+                T0,
+            )
+            .await
+            .unwrap();
+        let ctx = coffre::crypto::SealContext {
+            resident_id: "aidant-1",
+            category: "totp",
+            record_id: "aidant-1",
+            version: 1,
+        };
+        let dk = coffre::crypto::DataKey::generate().unwrap();
+        let wrapped = set.wrap_data_key("agent:aidant-1", &dk).unwrap();
+        store
+            .upsert_totp(&coffre::storage::TotpRow {
+                agent_id: "aidant-1".into(),
+                kek_version: 1,
+                wrapped_key: wrapped.bytes,
+                sealed_secret: coffre::crypto::seal(&dk, &ctx, b"12345678901234567890").unwrap(),
+                last_step: 0,
+                failures: 0,
+                locked_until: 0,
+                created_at: T0,
+            })
+            .await
+            .unwrap();
+        let report = coffre::vault::rotate(&store, &mut set, &dir, &unlock, 100, T0, |_, _| {})
+            .await
+            .unwrap();
+        assert_eq!(report.retired, vec![1]);
+        let row = store.find_totp("aidant-1").await.unwrap().unwrap();
+        assert_eq!(row.kek_version, 2);
+        let fresh = KeySet::load(&dir, &unlock).unwrap();
+        let dk = fresh
+            .unwrap_data_key(
+                "agent:aidant-1",
+                &coffre::crypto::WrappedDataKey {
+                    kek_version: 2,
+                    bytes: row.wrapped_key,
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            coffre::crypto::open(&dk, &ctx, &row.sealed_secret).unwrap(),
+            b"12345678901234567890"
+        );
+    })
+    .await;
+}
