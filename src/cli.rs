@@ -1057,6 +1057,10 @@ fn print_demo_banner(local: &std::net::SocketAddr) {
         crate::demo::RESIDENTS[0].id
     ));
     out.push_str(&format!("  API       http://{local}/api/openapi.json\n"));
+    out.push_str(&format!(
+        "  Aidants' TOTP (any authenticator app): {}\n",
+        crate::mandates::otpauth_uri("coffre-demo", "aidants", crate::demo::DEMO_TOTP_SECRET)
+    ));
     out.push_str("  Demo partners (OAuth2 client credentials):\n");
     for p in crate::demo::PARTNERS {
         out.push_str(&format!(

@@ -180,7 +180,42 @@ pub async fn seed_if_empty(state: &AppState) -> AppResult<bool> {
         }
     }
     seed_consents(state).await?;
+    seed_mandates(state, now).await?;
     Ok(true)
+}
+
+/// The demo agents' TOTP secret (published: demo only). Any authenticator
+/// app takes the URI the demo banner prints.
+pub const DEMO_TOTP_SECRET: &[u8] = b"coffre-demo-totp-not-for-production";
+
+/// TOTP devices for the demo's aidants and référente, and one mandate: Awa
+/// asked the CCAS for help with housing and papers, for a year.
+async fn seed_mandates(state: &AppState, now: Timestamp) -> AppResult<()> {
+    for agent in AGENTS
+        .iter()
+        .filter(|a| matches!(a.role, Role::Aidant | Role::Referent))
+    {
+        crate::mandates::enroll_totp_secret(state, agent.id, DEMO_TOTP_SECRET, now).await?;
+    }
+    let structure = state
+        .store
+        .find_structure(STRUCTURE_CCAS)
+        .await?
+        .ok_or_else(|| crate::error::AppError::internal("demo structure missing"))?;
+    crate::mandates::create(
+        state,
+        crate::mandates::NewMandate {
+            aidant_id: AGENTS[0].id,
+            structure: &structure,
+            resident_id: RESIDENTS[0].id,
+            demarches: &[Demarche::Logement, Demarche::Papiers],
+            duration_days: 365,
+            renews: None,
+        },
+        now,
+    )
+    .await?;
+    Ok(())
 }
 
 /// Given, refused and withdrawn consents, as the residents themselves did.

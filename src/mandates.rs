@@ -91,16 +91,28 @@ fn totp_context(agent_id: &str) -> SealContext<'_> {
 /// of its own wrapped by the current KEK. Returns the secret, to be shown
 /// once (as an `otpauth://` URI) and never again.
 pub async fn enroll_totp(state: &AppState, agent_id: &str, now: Timestamp) -> AppResult<Vec<u8>> {
-    let vault = state.vault()?;
-    let keys = vault.keys().current();
     let mut secret = vec![0u8; 20];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
         .map_err(|_| AppError::internal("system random generator failed"))?;
+    enroll_totp_secret(state, agent_id, &secret, now).await?;
+    Ok(secret)
+}
+
+/// Stores a given TOTP secret for an agent (the demo's published one; a
+/// card's factory secret).
+pub async fn enroll_totp_secret(
+    state: &AppState,
+    agent_id: &str,
+    secret: &[u8],
+    now: Timestamp,
+) -> AppResult<()> {
+    let vault = state.vault()?;
+    let keys = vault.keys().current();
     let dk = DataKey::generate().map_err(|_| AppError::internal("data key"))?;
     let wrapped = keys
         .wrap_data_key(&format!("agent:{agent_id}"), &dk)
         .map_err(|_| AppError::internal("wrapping the TOTP key"))?;
-    let sealed = crate::crypto::seal(&dk, &totp_context(agent_id), &secret)
+    let sealed = crate::crypto::seal(&dk, &totp_context(agent_id), secret)
         .map_err(|_| AppError::internal("sealing the TOTP secret"))?;
     state
         .store
@@ -115,7 +127,7 @@ pub async fn enroll_totp(state: &AppState, agent_id: &str, now: Timestamp) -> Ap
             created_at: now,
         })
         .await?;
-    Ok(secret)
+    Ok(())
 }
 
 /// The `otpauth://` URI an authenticator app (or a TOTP card's enrolment)

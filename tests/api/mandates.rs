@@ -12,10 +12,12 @@ use coffre::mandates::{NewMandate, create};
 
 use crate::support::{Session, TestApp, TestResponse, each_backend};
 
-const AWA: &str = "0b9a3c1e-5d6f-4a7b-8c9d-000000000001";
+/// Lucie: no mandate in the demo (Awa has one, with the CCAS).
+const LUCIE: &str = "0b9a3c1e-5d6f-4a7b-8c9d-000000000003";
 const JP: &str = "0b9a3c1e-5d6f-4a7b-8c9d-000000000002";
 const AIDANT: &str = "a1d00000-0000-4000-8000-000000000001";
 const REFERENT: &str = "a1d00000-0000-4000-8000-000000000003";
+const DPO: &str = "a1d00000-0000-4000-8000-000000000004";
 const CCAS: &str = coffre::demo::STRUCTURE_CCAS;
 
 async fn mandate(app: &TestApp, resident: &str, ds: &[Demarche], days: i64) -> String {
@@ -66,7 +68,7 @@ async fn last_entry(app: &TestApp) -> coffre::audit::AuditEntry {
 #[tokio::test]
 async fn an_aidant_acts_only_within_a_live_mandate_of_their_structure() {
     each_backend(|app| async move {
-        mandate(&app, AWA, &[Demarche::Logement], 31).await;
+        mandate(&app, LUCIE, &[Demarche::Logement], 31).await;
         let aidant = app.login(AIDANT).await;
         let data = |r: &str, c: &str, d: &str| {
             format!("/api/v1/aidant/residents/{r}/data/{c}?demarche={d}")
@@ -74,21 +76,28 @@ async fn an_aidant_acts_only_within_a_live_mandate_of_their_structure() {
 
         let list = as_(&app, &aidant, Method::GET, "/api/v1/aidant/residents", None).await;
         assert_eq!(list.status, 200, "{}", list.text());
-        let rows = list.json()["authorisations"].as_array().unwrap().clone();
+        // The demo's own mandate (Awa's) is listed too; Lucie's is ours.
+        let rows: Vec<_> = list.json()["authorisations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["resident_id"] == LUCIE)
+            .cloned()
+            .collect();
         assert_eq!(rows.len(), 1);
         assert_eq!(
             (
                 rows[0]["resident_id"].as_str(),
                 rows[0]["demarche"].as_str()
             ),
-            (Some(AWA), Some("logement"))
+            (Some(LUCIE), Some("logement"))
         );
 
         let read = as_(
             &app,
             &aidant,
             Method::GET,
-            &data(AWA, "housing", "logement"),
+            &data(LUCIE, "housing", "logement"),
             None,
         )
         .await;
@@ -105,7 +114,7 @@ async fn an_aidant_acts_only_within_a_live_mandate_of_their_structure() {
             ),
             (
                 AIDANT,
-                Some(AWA),
+                Some(LUCIE),
                 Some(CCAS),
                 Some("demarche:logement"),
                 "mandate"
@@ -115,7 +124,7 @@ async fn an_aidant_acts_only_within_a_live_mandate_of_their_structure() {
             &app,
             &aidant,
             Method::PUT,
-            &data(AWA, "housing", "logement"),
+            &data(LUCIE, "housing", "logement"),
             Some(serde_json::json!({"tenure": "social_tenant"})),
         )
         .await;
@@ -126,7 +135,7 @@ async fn an_aidant_acts_only_within_a_live_mandate_of_their_structure() {
             &app,
             &aidant,
             Method::GET,
-            &data(AWA, "health", "logement"),
+            &data(LUCIE, "health", "logement"),
             None,
         )
         .await
@@ -135,7 +144,7 @@ async fn an_aidant_acts_only_within_a_live_mandate_of_their_structure() {
             &app,
             &aidant,
             Method::GET,
-            &data(AWA, "housing", "transports"),
+            &data(LUCIE, "housing", "transports"),
             None,
         )
         .await
@@ -144,7 +153,7 @@ async fn an_aidant_acts_only_within_a_live_mandate_of_their_structure() {
             &app,
             &aidant,
             Method::GET,
-            &data(AWA, "identity", "papiers"),
+            &data(LUCIE, "identity", "papiers"),
             None,
         )
         .await
@@ -162,7 +171,7 @@ async fn an_aidant_acts_only_within_a_live_mandate_of_their_structure() {
             &app,
             &aidant,
             Method::GET,
-            &data(AWA, "housing", "nowhere"),
+            &data(LUCIE, "housing", "nowhere"),
             None,
         )
         .await
@@ -226,19 +235,19 @@ async fn an_aidant_acts_only_within_a_live_mandate_of_their_structure() {
             &app,
             &elsewhere,
             Method::GET,
-            &data(AWA, "housing", "logement"),
+            &data(LUCIE, "housing", "logement"),
             None,
         )
         .await
         .assert_error(403, "no_active_mandate");
 
         // Residents, DPOs and partners have no aidant routes.
-        let awa = app.login(AWA).await;
+        let awa = app.login(LUCIE).await;
         as_(
             &app,
             &awa,
             Method::GET,
-            &data(AWA, "housing", "logement"),
+            &data(LUCIE, "housing", "logement"),
             None,
         )
         .await
@@ -251,13 +260,19 @@ async fn an_aidant_acts_only_within_a_live_mandate_of_their_structure() {
             &app,
             &aidant,
             Method::GET,
-            &data(AWA, "housing", "logement"),
+            &data(LUCIE, "housing", "logement"),
             None,
         )
         .await
         .assert_error(403, "no_active_mandate");
         let list = as_(&app, &aidant, Method::GET, "/api/v1/aidant/residents", None).await;
-        assert!(list.json()["authorisations"].as_array().unwrap().is_empty());
+        assert!(
+            !list.json()["authorisations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["resident_id"] == LUCIE)
+        );
     })
     .await;
 }
@@ -271,12 +286,12 @@ async fn residents_aidants_and_referents_revoke_with_signed_receipts() {
             .unwrap();
         let id = mandate(
             &app,
-            AWA,
+            LUCIE,
             &[Demarche::Famille, Demarche::Logement, Demarche::Papiers],
             365,
         )
         .await;
-        let awa = app.login(AWA).await;
+        let awa = app.login(LUCIE).await;
         let aidant = app.login(AIDANT).await;
         let referent = app.login(REFERENT).await;
 
@@ -305,7 +320,7 @@ async fn residents_aidants_and_referents_revoke_with_signed_receipts() {
             &app,
             &aidant,
             Method::GET,
-            &format!("/api/v1/aidant/residents/{AWA}/data/household?demarche=famille"),
+            &format!("/api/v1/aidant/residents/{LUCIE}/data/household?demarche=famille"),
             None,
         )
         .await
@@ -439,7 +454,7 @@ async fn the_totp_step_up_is_rate_limited_and_never_replayed() {
         app.clock.advance(15 * 60);
         assert_eq!(check(Some(code(&secret, app.clock.now(), 0))).await, "ok");
         // An agent without a device.
-        let none = coffre::mandates::check_totp(&app.state, REFERENT, Some("123456"), now)
+        let none = coffre::mandates::check_totp(&app.state, DPO, Some("123456"), now)
             .await
             .unwrap_err();
         assert_eq!(none.code_and_status().0, "totp_not_enrolled");
@@ -457,9 +472,9 @@ async fn the_totp_step_up_is_rate_limited_and_never_replayed() {
 #[tokio::test]
 async fn a_deactivated_aidant_is_refused_everything() {
     each_backend(|app| async move {
-        mandate(&app, AWA, &[Demarche::Logement], 31).await;
+        mandate(&app, LUCIE, &[Demarche::Logement], 31).await;
         let aidant = app.login(AIDANT).await;
-        let path = format!("/api/v1/aidant/residents/{AWA}/data/housing?demarche=logement");
+        let path = format!("/api/v1/aidant/residents/{LUCIE}/data/housing?demarche=logement");
         assert_eq!(
             as_(&app, &aidant, Method::GET, &path, None).await.status,
             200
@@ -513,8 +528,8 @@ async fn a_deactivated_aidant_is_refused_everything() {
 #[tokio::test]
 async fn attestations_verify_offline_and_say_valid_revoked_or_expired() {
     each_backend(|app| async move {
-        let id = mandate(&app, AWA, &[Demarche::Logement, Demarche::Papiers], 31).await;
-        let awa = app.login(AWA).await;
+        let id = mandate(&app, LUCIE, &[Demarche::Logement, Demarche::Papiers], 31).await;
+        let awa = app.login(LUCIE).await;
         let mine = as_(&app, &awa, Method::GET, "/api/v1/me/mandates", None)
             .await
             .json();
@@ -584,7 +599,7 @@ async fn attestations_verify_offline_and_say_valid_revoked_or_expired() {
         )
         .await;
         assert_eq!(status(attestation).await.json()["status"], "revoked");
-        mandate(&app, AWA, &[Demarche::Argent], 1).await;
+        mandate(&app, LUCIE, &[Demarche::Argent], 1).await;
         let mine = as_(&app, &awa, Method::GET, "/api/v1/me/mandates", None)
             .await
             .json();
@@ -606,14 +621,14 @@ async fn attestations_verify_offline_and_say_valid_revoked_or_expired() {
 #[tokio::test]
 async fn one_live_authorisation_per_demarche_even_when_created_at_once() {
     each_backend(|app| async move {
-        let first = mandate(&app, AWA, &[Demarche::Logement, Demarche::Famille], 31).await;
+        let first = mandate(&app, LUCIE, &[Demarche::Logement, Demarche::Famille], 31).await;
         // A newer mandate takes the démarche over; the old one keeps the rest.
-        let second = mandate(&app, AWA, &[Demarche::Logement], 365).await;
+        let second = mandate(&app, LUCIE, &[Demarche::Logement], 365).await;
         let old = app.store.mandate_authorisations(&first).await.unwrap();
         let logement = old.iter().find(|a| a.demarche == "logement").unwrap();
         assert_eq!(logement.revoked_by.as_deref(), Some("superseded"));
         assert!(old.iter().find(|a| a.demarche == "famille").unwrap().revoked_at.is_none());
-        let live = app.store.live_authorisation(AWA, CCAS, "logement", app.clock.now()).await.unwrap().unwrap();
+        let live = app.store.live_authorisation(LUCIE, CCAS, "logement", app.clock.now()).await.unwrap().unwrap();
         assert_eq!(live.mandate_id, second);
 
         // Eight creations at once for the same démarche.
@@ -682,7 +697,7 @@ async fn one_live_authorisation_per_demarche_even_when_created_at_once() {
 #[tokio::test]
 async fn mandates_expiring_within_thirty_days_are_listed_for_the_structure() {
     each_backend(|app| async move {
-        mandate(&app, AWA, &[Demarche::Logement], 31).await;
+        mandate(&app, LUCIE, &[Demarche::Logement], 31).await;
         mandate(&app, JP, &[Demarche::Papiers], 365).await;
         let aidant = app.login(AIDANT).await;
         let soon = as_(
@@ -708,11 +723,12 @@ async fn mandates_expiring_within_thirty_days_are_listed_for_the_structure() {
         .json();
         let rows = soon["authorisations"].as_array().unwrap();
         assert_eq!(rows.len(), 1);
-        assert_eq!(rows[0]["resident_id"], AWA);
+        assert_eq!(rows[0]["resident_id"], LUCIE);
         let all = as_(&app, &aidant, Method::GET, "/api/v1/aidant/residents", None)
             .await
             .json();
-        assert_eq!(all["authorisations"].as_array().unwrap().len(), 2);
+        // Ours, and the demo's two (Awa: logement, papiers).
+        assert_eq!(all["authorisations"].as_array().unwrap().len(), 4);
     })
     .await;
 }
@@ -720,10 +736,10 @@ async fn mandates_expiring_within_thirty_days_are_listed_for_the_structure() {
 #[tokio::test]
 async fn an_aidant_records_a_consent_on_behalf_only_within_the_mandate() {
     each_backend(|app| async move {
-        mandate(&app, AWA, &[Demarche::Famille], 31).await;
+        mandate(&app, LUCIE, &[Demarche::Famille], 31).await;
         let aidant = app.login(AIDANT).await;
         let give = serde_json::json!({"purpose": "cantine-scolaire", "decision": "given"});
-        let path = |d: &str| format!("/api/v1/aidant/residents/{AWA}/consents?demarche={d}");
+        let path = |d: &str| format!("/api/v1/aidant/residents/{LUCIE}/consents?demarche={d}");
         // The school canteen's categories (school, household, contact) are
         // all within "famille".
         let res = as_(
@@ -735,7 +751,7 @@ async fn an_aidant_records_a_consent_on_behalf_only_within_the_mandate() {
         )
         .await;
         assert_eq!(res.status, 200, "{}", res.text());
-        let awa = app.login(AWA).await;
+        let awa = app.login(LUCIE).await;
         let mine = as_(&app, &awa, Method::GET, "/api/v1/me/consents", None)
             .await
             .json();
@@ -889,9 +905,9 @@ async fn an_aidant_of_two_structures_acts_for_the_current_one() {
             .add_agent_structure(AIDANT, "france-services")
             .await
             .unwrap();
-        mandate(&app, AWA, &[Demarche::Logement], 31).await; // a CCAS mandate
+        mandate(&app, LUCIE, &[Demarche::Logement], 31).await; // a CCAS mandate
         let aidant = app.login(AIDANT).await;
-        let path = format!("/api/v1/aidant/residents/{AWA}/data/housing?demarche=logement");
+        let path = format!("/api/v1/aidant/residents/{LUCIE}/data/housing?demarche=logement");
         assert_eq!(
             as_(&app, &aidant, Method::GET, &path, None).await.status,
             200

@@ -162,6 +162,8 @@ async fn every_role_on_every_route_gets_what_the_policy_says() {
         let unauth = E(401, "unauthenticated");
         let resident_only = E(403, "resident_only");
         let auditor_only = E(403, "auditor_only");
+        let aidant_only = E(403, "aidant_only");
+        let no_mandate = E(403, "no_active_mandate");
         let public = [A; 8];
         // One session role only (the resident), everyone else refused.
         let own = [unauth, A, resident_only, resident_only, resident_only, resident_only, resident_only, unauth];
@@ -197,6 +199,39 @@ async fn every_role_on_every_route_gets_what_the_policy_says() {
                 format!("/api/v1/partner/residents/{pseudonym}/data/housing?purpose=renovation-energetique"),
                 None,
                 partner_only,
+            ),
+            (Method::GET, "/api/v1/demarches".into(), None, public),
+            (Method::GET, "/api/v1/me/mandates".into(), None, own),
+            (
+                Method::GET,
+                "/api/v1/aidant/residents".into(),
+                None,
+                [unauth, aidant_only, A, A, aidant_only, aidant_only, aidant_only, unauth],
+            ),
+            (
+                Method::GET,
+                "/api/v1/aidant/mandates/expiring".into(),
+                None,
+                [unauth, aidant_only, A, A, aidant_only, aidant_only, aidant_only, unauth],
+            ),
+            // Awa gave the CCAS a mandate for housing (demo); Jean-Pierre did not.
+            (
+                Method::GET,
+                format!("/api/v1/aidant/residents/{AWA}/data/housing?demarche=logement"),
+                None,
+                [unauth, aidant_only, A, A, aidant_only, aidant_only, aidant_only, unauth],
+            ),
+            (
+                Method::GET,
+                format!("/api/v1/aidant/residents/{JP}/data/housing?demarche=logement"),
+                None,
+                [unauth, aidant_only, no_mandate, no_mandate, aidant_only, aidant_only, aidant_only, unauth],
+            ),
+            (
+                Method::GET,
+                "/api/v1/referent/structure".into(),
+                None,
+                [unauth, aidant_only, E(403, "referent_only"), A, aidant_only, aidant_only, aidant_only, unauth],
             ),
             // Last: withdrawal and erasure change what the rows above see.
             (Method::POST, format!("/api/v1/me/consents/{consent_id}/withdraw"), None, own),
@@ -258,7 +293,7 @@ async fn the_decision_never_crosses_residents_mandates_or_consents() {
                     AccessRequest {
                         structure_id: Some(coffre::demo::STRUCTURE_CCAS),
                         demarche: Some(coffre::domain::Demarche::Logement),
-                        ..ask(AIDANT, Role::Aidant, "data.read", AWA)
+                        ..ask(AIDANT, Role::Aidant, "data.read", JP)
                     }
                 )
                 .await
