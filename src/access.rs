@@ -135,6 +135,13 @@ pub async fn evaluate<'r>(
         }
         _ => None,
     };
+    // Restriction and objection matter to partners' use of the data.
+    let (restricted, objected) = match (req.role, req.resident_id) {
+        (Role::Partner, Some(r)) if resident_active => {
+            state.store.rights_state(r, req.purpose_id).await?
+        }
+        _ => (false, false),
+    };
     let verdict = domain_decide(&AccessQuery {
         actor_id: req.actor_id,
         role: req.role,
@@ -148,6 +155,8 @@ pub async fn evaluate<'r>(
         valid_consent,
         active_mandate,
         demarche_covers_category,
+        restricted,
+        objected,
     });
     Ok((
         verdict,

@@ -64,6 +64,9 @@ pub enum Command {
     /// Register structures habilitées.
     #[command(subcommand)]
     Structure(StructureCommand),
+    /// Retention: delete what its retention period no longer justifies.
+    #[command(subcommand)]
+    Retention(RetentionCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -98,6 +101,17 @@ pub enum AgentCommand {
     Deactivate {
         #[arg(long)]
         email: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RetentionCommand {
+    /// Run the purge once (`serve` also runs it every hour) and print what
+    /// was deleted, as counts.
+    Run {
+        /// Run as of this time (seconds since the Unix epoch) instead of now.
+        #[arg(long, value_name = "UNIX_SECONDS")]
+        at: Option<i64>,
     },
 }
 
@@ -315,6 +329,22 @@ pub async fn run(cli: Cli) -> Result<(), Fatal> {
             demarches,
             json,
         }) => structure_add(&config, &siret, &name, &demarches, json).await,
+        Command::Retention(RetentionCommand::Run { at }) => {
+            let store = open_store(&config).await?;
+            let keys = load_keys(&config)?;
+            let clock = Clock::system();
+            let state = build_state(config, store.clone(), clock.clone(), false, Ok(keys)).await?;
+            let now = at.unwrap_or_else(|| clock.now());
+            let report = crate::rights::run_retention(&state, now)
+                .await
+                .map_err(|e| Fatal::runtime(format!("retention: {e}")))?;
+            store.close().await;
+            println!(
+                "{}",
+                serde_json::to_string(&report).map_err(|e| Fatal::runtime(e.to_string()))?
+            );
+            Ok(())
+        }
         Command::Resident(ResidentCommand::Erase { id }) => {
             let store = open_store(&config).await?;
             let keys = load_keys(&config)?;
@@ -1007,8 +1037,18 @@ async fn serve(config: Config, demo: bool) -> Result<(), Fatal> {
 fn spawn_session_purge(state: AppState) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(600));
+        let mut round: u64 = 0;
         loop {
             tick.tick().await;
+            round += 1;
+            // The whole retention job at start and then every hour;
+            // expired sessions every ten minutes.
+            if round % 6 == 1 {
+                if let Err(e) = crate::rights::run_retention(&state, state.clock.now()).await {
+                    tracing::warn!(error = %e, "retention run failed");
+                }
+                continue;
+            }
             match state
                 .store
                 .purge_expired_sessions(

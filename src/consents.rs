@@ -272,6 +272,10 @@ pub async fn decide(
         }
         Err(e) => return Err(e.into()),
     }
+    // A purpose whose withdrawal erases: what it alone held goes now.
+    if matches!(decision, Decision::Withdraw) {
+        crate::rights::erase_after_withdrawal(state, resident_id, &purpose.id, now).await?;
+    }
     Ok(ConsentOutcome {
         consent: view(&row, now)?,
         receipt,

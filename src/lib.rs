@@ -17,6 +17,7 @@ pub mod error;
 pub mod http;
 pub mod mandates;
 pub mod oidc;
+pub mod rights;
 pub mod storage;
 pub mod vault;
 

@@ -68,6 +68,10 @@ pub struct AccessQuery<'a> {
     pub active_mandate: Option<String>,
     /// The démarche asked for reaches the category (`policies/demarches.toml`).
     pub demarche_covers_category: bool,
+    /// The resident restricted processing (art. 18).
+    pub restricted: bool,
+    /// The resident objected to this purpose (art. 21).
+    pub objected: bool,
 }
 
 /// The reason code when the policy does not let a role do an action.
@@ -135,6 +139,14 @@ fn partner_decision(q: &AccessQuery<'_>) -> Verdict {
     if !q.resident_active {
         return Verdict::Deny("resident_not_found");
     }
+    // Restriction: the data is kept but not used; objection: not for this
+    // purpose. Both take effect at once.
+    if q.restricted {
+        return Verdict::Deny("processing_restricted");
+    }
+    if q.objected {
+        return Verdict::Deny("objection");
+    }
     if purpose.legal_basis.needs_consent() {
         return match &q.valid_consent {
             Some(id) => Verdict::Allow(Basis::Consent(id.clone())),
@@ -164,6 +176,8 @@ mod tests {
             valid_consent: Some("c1".into()),
             active_mandate: None,
             demarche_covers_category: true,
+            restricted: false,
+            objected: false,
         }
     }
 
@@ -215,6 +229,17 @@ mod tests {
             ..base("etude-mobilite", "mobility")
         };
         assert_eq!(decide(&q), Verdict::Deny("resident_not_found"));
+        let q = AccessQuery {
+            restricted: true,
+            ..base("etude-mobilite", "mobility")
+        };
+        assert_eq!(decide(&q), Verdict::Deny("processing_restricted"));
+        let q = AccessQuery {
+            actor_id: "renov-energie",
+            objected: true,
+            ..base("renovation-energetique", "housing")
+        };
+        assert_eq!(decide(&q), Verdict::Deny("objection"));
         let renov = AccessQuery {
             actor_id: "renov-energie",
             valid_consent: None,

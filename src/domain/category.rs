@@ -34,7 +34,15 @@ pub struct CategoryDef {
     pub label_en: String,
     /// GDPR art. 9 special category.
     pub special: bool,
+    /// How long a superseded version is kept after the rectification that
+    /// replaced it (the retention job deletes it then).
+    #[serde(default = "default_history_days")]
+    pub history_days: u32,
     pub fields: BTreeMap<String, FieldType>,
+}
+
+fn default_history_days() -> u32 {
+    365
 }
 
 /// A validated category name: only names present in the register exist.
@@ -124,6 +132,13 @@ impl Categories {
 
     pub fn def(&self, c: &Category) -> Option<&CategoryDef> {
         self.defs.get(&c.0)
+    }
+
+    /// How long superseded versions of `name` are kept, in days.
+    pub fn history_days(&self, name: &str) -> u32 {
+        self.defs
+            .get(name)
+            .map_or_else(default_history_days, |d| d.history_days)
     }
 
     /// Whether `name` is a GDPR art. 9 special category (false if unknown).

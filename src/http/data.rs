@@ -109,10 +109,18 @@ pub async fn put_my_category(
         .validate(&category, &body)
         .map_err(crate::vault::VaultError::from)?;
     let entry = own_data(&state, &user, &rid, "data.write", Some(category.as_str())).await?;
-    let record = vault
-        .write(&user.actor_id, &category, &body, state.clock.now())
-        .await?;
+    let now = state.clock.now();
+    let record = vault.write(&user.actor_id, &category, &body, now).await?;
     tracing::info!(resident = %user.actor_id, category = category.as_str(), version = record.version, "record rectified");
+    // Art. 19: partners that read this category are told.
+    crate::rights::notify_recipients(
+        &state,
+        &user.actor_id,
+        "rectification",
+        Some(category.as_str()),
+        now,
+    )
+    .await?;
     Ok(with_entry(entry, Json(record)))
 }
 
@@ -134,8 +142,12 @@ pub async fn erase_me(
 ) -> AppResult<Response> {
     let vault = state.vault()?;
     let entry = own_data(&state, &user, &rid, "erasure", None).await?;
-    let erased = vault.erase(&user.actor_id, state.clock.now()).await?;
+    let now = state.clock.now();
+    let erased = vault.erase(&user.actor_id, now).await?;
     tracing::info!(resident = %user.actor_id, erased, "erasure");
+    if erased {
+        crate::rights::notify_recipients(&state, &user.actor_id, "erasure", None, now).await?;
+    }
     Ok(with_entry(entry, Json(Erased { erased })))
 }
 

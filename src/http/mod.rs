@@ -35,6 +35,7 @@ pub mod me;
 pub mod middleware;
 pub mod pages;
 pub mod partner;
+pub mod rights;
 pub mod session;
 
 pub use json::ApiJson;
@@ -108,7 +109,18 @@ pub fn app(state: AppState) -> Router {
         .routes(routes!(mandates::referent_structure))
         .routes(routes!(mandates::set_demarches))
         .routes(routes!(mandates::set_aidant_active))
-        .routes(routes!(mandates::switch_structure));
+        .routes(routes!(mandates::switch_structure))
+        .routes(routes!(rights::my_rights))
+        .routes(routes!(rights::restriction))
+        .routes(routes!(rights::object))
+        .routes(routes!(rights::lift_objection))
+        .routes(routes!(rights::new_request, rights::my_requests))
+        .routes(routes!(rights::dpo_requests))
+        .routes(routes!(rights::extend))
+        .routes(routes!(rights::close))
+        .routes(routes!(rights::register))
+        .routes(routes!(rights::partner_notifications))
+        .routes(routes!(rights::export));
     if state.demo {
         api = api
             .routes(routes!(dev::personas))

@@ -15,6 +15,7 @@ mod matrix;
 mod oidc;
 mod ops;
 mod partner;
+mod rights;
 mod rotation;
 mod session;
 mod vault;

@@ -1,0 +1,256 @@
+//! Residents' rights beyond reading and correcting: requests that need the
+//! DPO (with their legal deadlines), erasure of what a withdrawn consent
+//! alone justified, telling recipients (art. 19), and the retention job.
+//!
+//! Time is a parameter everywhere: the job and the deadlines take `now`.
+
+use std::collections::BTreeSet;
+
+use crate::AppState;
+use crate::audit::AuditRecord;
+use crate::domain::Timestamp;
+use crate::error::AppResult;
+use crate::storage::NotificationRow;
+
+/// `ts` plus `months` calendar months (the day clamped to the month's
+/// end), in UTC: "one month" in GDPR art. 12(3) is a calendar month.
+pub fn add_months(ts: Timestamp, months: u32) -> Timestamp {
+    use chrono::Months;
+    let Some(t) = chrono::DateTime::from_timestamp(ts, 0) else {
+        return ts + i64::from(months) * 31 * 86_400;
+    };
+    // checked_add_months clamps the day to the month's end, keeps the time.
+    t.checked_add_months(Months::new(months))
+        .map_or(ts + i64::from(months) * 31 * 86_400, |d| d.timestamp())
+}
+
+/// A request is late when still open after its due date.
+pub fn is_late(state: &str, due_at: Timestamp, now: Timestamp) -> bool {
+    matches!(state, "received" | "extended") && now > due_at
+}
+
+fn purge_record(now: Timestamp, what: &str, count: u64) -> AuditRecord {
+    AuditRecord {
+        timestamp: now,
+        actor_id: "retention".into(),
+        actor_role: "system".into(),
+        action: "retention.purge".into(),
+        // What was purged and how many: never which values.
+        category: Some(what.into()),
+        allowed: true,
+        reason: format!("count:{count}"),
+        ..Default::default()
+    }
+}
+
+/// What one run of the retention job deleted.
+#[derive(Clone, Debug, Default, serde::Serialize, utoipa::ToSchema)]
+pub struct RetentionReport {
+    pub superseded_versions: u64,
+    pub records_without_consent: u64,
+    pub sessions: u64,
+    pub logins_and_drafts: u64,
+    pub ended_mandates: u64,
+}
+
+/// After a consent ended, its data stays this long (time to renew it)
+/// before the job deletes what no other basis holds.
+pub const CONSENT_GRACE_DAYS: i64 = 30;
+/// Ended mandates are archived this long (Aidants Connect keeps them for
+/// the period a resident may contest an act), then deleted.
+pub const MANDATE_ARCHIVE_DAYS: i64 = 5 * 365;
+
+/// The retention job at `now`: superseded versions past their category's
+/// history period, data held only under consents that ended more than the
+/// grace period ago, expired sessions, logins and drafts, and mandates past
+/// their archive period. Each kind of purge is audited with its count.
+pub async fn run_retention(state: &AppState, now: Timestamp) -> AppResult<RetentionReport> {
+    let mut report = RetentionReport::default();
+    let categories: Vec<String> = state.categories.names().map(str::to_string).collect();
+    for c in &categories {
+        let days = i64::from(state.categories.history_days(c));
+        report.superseded_versions += state.store.purge_superseded(c, now - days * 86_400).await?;
+    }
+    for c in &categories {
+        let covering: Vec<&crate::domain::purpose::Purpose> = state
+            .register
+            .all()
+            .filter(|p| p.categories.iter().any(|x| x == c))
+            .collect();
+        // A category some purpose holds on another basis than consent is
+        // kept whatever the consents say.
+        if covering.is_empty() || covering.iter().any(|p| !p.legal_basis.needs_consent()) {
+            continue;
+        }
+        let ids: Vec<String> = covering.iter().map(|p| p.id.clone()).collect();
+        let ended_before = now - CONSENT_GRACE_DAYS * 86_400;
+        for resident in state
+            .store
+            .consent_orphaned_records(&ids, c, now, ended_before)
+            .await?
+        {
+            report.records_without_consent += state.store.delete_category(&resident, c).await?;
+        }
+    }
+    report.sessions = state
+        .store
+        .purge_expired_sessions(now, now - crate::http::session::SESSION_IDLE_SECS)
+        .await?;
+    report.logins_and_drafts = state.store.purge_expired_logins_and_drafts(now).await?;
+    report.ended_mandates = state
+        .store
+        .purge_ended_mandates(now - MANDATE_ARCHIVE_DAYS * 86_400)
+        .await?;
+    for (what, count) in [
+        ("superseded_versions", report.superseded_versions),
+        ("records_without_consent", report.records_without_consent),
+        ("sessions", report.sessions),
+        ("logins_and_drafts", report.logins_and_drafts),
+        ("ended_mandates", report.ended_mandates),
+    ] {
+        if count > 0 {
+            state.audit.record(purge_record(now, what, count)).await?;
+        }
+    }
+    tracing::info!(?report, "retention run");
+    Ok(report)
+}
+
+/// After a consent to `purpose_id` was withdrawn, erases the categories
+/// that purpose alone held (when the register says its withdrawal erases):
+/// not those another purpose holds on another basis, or under a consent
+/// still valid. Returns the categories erased.
+pub async fn erase_after_withdrawal(
+    state: &AppState,
+    resident_id: &str,
+    purpose_id: &str,
+    now: Timestamp,
+) -> AppResult<Vec<String>> {
+    let Some(purpose) = state.register.get(purpose_id) else {
+        return Ok(Vec::new());
+    };
+    if !purpose.withdrawal_erases {
+        return Ok(Vec::new());
+    }
+    let mut erased = Vec::new();
+    for c in &purpose.categories {
+        let mut held_elsewhere = false;
+        for other in state.register.all().filter(|p| p.id != purpose.id) {
+            if !other.categories.iter().any(|x| x == c) {
+                continue;
+            }
+            if !other.legal_basis.needs_consent()
+                || crate::consents::valid_consent(
+                    state.store.as_ref(),
+                    other,
+                    resident_id,
+                    c,
+                    None,
+                    now,
+                )
+                .await?
+                .is_some()
+            {
+                held_elsewhere = true;
+                break;
+            }
+        }
+        if !held_elsewhere && state.store.delete_category(resident_id, c).await? > 0 {
+            erased.push(c.clone());
+        }
+    }
+    if !erased.is_empty() {
+        state
+            .audit
+            .record(AuditRecord {
+                timestamp: now,
+                actor_id: resident_id.to_string(),
+                actor_role: "resident".into(),
+                action: "erasure.purpose".into(),
+                resident_id: Some(resident_id.to_string()),
+                category: Some(erased.join(",")),
+                purpose: Some(purpose.id.clone()),
+                allowed: true,
+                reason: "withdrawal_erases".into(),
+                ..Default::default()
+            })
+            .await?;
+    }
+    Ok(erased)
+}
+
+/// Art. 19: the partners that read this resident's data (from the audit
+/// log) get a notification under their own pseudonym of the resident.
+/// Returns the partner ids, for the resident to see.
+pub async fn notify_recipients(
+    state: &AppState,
+    resident_id: &str,
+    kind: &str,
+    category: Option<&str>,
+    now: Timestamp,
+) -> AppResult<Vec<String>> {
+    let mut partners = BTreeSet::new();
+    let mut before = u64::MAX;
+    loop {
+        let rows = state
+            .store
+            .audit_entries_of(resident_id, before, 500)
+            .await?;
+        let Some((last, _)) = rows.last() else { break };
+        before = u64::try_from(*last).unwrap_or(0);
+        for (_, leaf) in &rows {
+            let Ok(e) = crate::audit::AuditEntry::decode(leaf) else {
+                continue;
+            };
+            let read = e.actor_role == "partner"
+                && e.action == "data.read"
+                && e.decision == crate::audit::Decision::Allow
+                && category.is_none_or(|c| e.category.as_deref() == Some(c));
+            if read {
+                partners.insert(e.actor_id);
+            }
+        }
+        if rows.len() < 500 {
+            break;
+        }
+    }
+    if partners.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys = state.vault()?.keys().current();
+    let rows: Vec<NotificationRow> = partners
+        .iter()
+        .map(|p| NotificationRow {
+            id: uuid::Uuid::new_v4().to_string(),
+            partner_id: p.clone(),
+            pseudonym: keys.pseudonym(&format!("partner:{p}"), resident_id.as_bytes()),
+            kind: kind.to_string(),
+            category: category.map(str::to_string),
+            created_at: now,
+            fetched_at: None,
+        })
+        .collect();
+    state.store.insert_notifications(&rows).await?;
+    Ok(partners.into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_month_is_a_calendar_month() {
+        // 2026-01-31 → 2026-02-28; 2026-11-28 12:00 → 2026-12-28 12:00.
+        assert_eq!(add_months(1_769_817_600, 1), 1_772_236_800);
+        assert_eq!(add_months(1_795_867_200, 1), 1_798_459_200);
+        assert_eq!(add_months(1_795_867_200, 3), 1_803_816_000);
+    }
+
+    #[test]
+    fn only_open_requests_are_late() {
+        assert!(is_late("received", 100, 101));
+        assert!(is_late("extended", 100, 101));
+        assert!(!is_late("received", 100, 100));
+        assert!(!is_late("granted", 100, 101));
+    }
+}
