@@ -142,6 +142,7 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/", get(pages::home))
         .route("/mandates/{id}/attestation", get(mandates::printable))
+        .route("/registre", get(pages::register))
         .fallback(|| async { AppError::NotFound })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .with_state(state)

@@ -749,3 +749,35 @@ fn structures_aidants_and_totp_cards_are_bootstrapped_from_the_cli() {
     );
     assert!(!id.is_empty());
 }
+
+#[test]
+fn retention_run_prints_what_it_deleted_as_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = coffre(d, &["keys", "init", "--generate-unlock-identity"], &[])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = coffre(d, &["retention", "run", "--at", "1900000000"], &[])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for k in [
+        "superseded_versions",
+        "records_without_consent",
+        "sessions",
+        "logins_and_drafts",
+        "ended_mandates",
+    ] {
+        assert_eq!(report[k], 0, "{k}");
+    }
+}

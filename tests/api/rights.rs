@@ -603,6 +603,11 @@ async fn the_dpo_reads_the_register_of_processing() {
         let reg = as_(&app, &dpo, Method::GET, "/api/v1/dpo/register", None).await;
         assert_eq!(reg.status, 200, "{}", reg.text());
         assert_eq!(reg.json()["purposes"].as_array().unwrap().len(), 8);
+        // The printable page is public.
+        let page = app.get("/registre").await;
+        assert_eq!(page.status, 200);
+        assert!(page.text().contains("Registre des activités de traitement"));
+        assert!(page.text().contains("mission de service public"));
         let awa = app.login(AWA).await;
         as_(&app, &awa, Method::GET, "/api/v1/dpo/register", None)
             .await
