@@ -31,6 +31,11 @@ pub const KEYS: &[(&str, Option<&str>, &str)] = &[
         "address:port to listen on",
     ),
     (
+        "extracts_dir",
+        Some("data/extracts"),
+        "folder of the encrypted extract files (age, for partners)",
+    ),
+    (
         "keys_dir",
         Some("keys"),
         "folder of the age-encrypted key files",
@@ -232,6 +237,7 @@ pub struct Config {
     pub listen: SocketAddr,
     pub keys_dir: PathBuf,
     pub policies_dir: PathBuf,
+    pub extracts_dir: PathBuf,
     pub unlock_identity_file: PathBuf,
     pub public_url: url::Url,
     pub audit_log_name: String,
@@ -316,6 +322,11 @@ impl Config {
         };
         let keys_dir = PathBuf::from(get("keys_dir").map(|(v, _)| v).unwrap_or("keys"));
         let policies_dir = PathBuf::from(get("policies_dir").map(|(v, _)| v).unwrap_or("policies"));
+        let extracts_dir = PathBuf::from(
+            get("extracts_dir")
+                .map(|(v, _)| v)
+                .unwrap_or("data/extracts"),
+        );
         let unlock_identity_file = get("unlock_identity_file")
             .map(|(v, _)| PathBuf::from(v))
             .unwrap_or_else(|| keys_dir.join("unlock.key"));
@@ -387,6 +398,7 @@ impl Config {
             listen,
             keys_dir,
             policies_dir,
+            extracts_dir,
             unlock_identity_file,
             public_url,
             audit_log_name,
@@ -407,6 +419,15 @@ impl Config {
             (
                 "COFFRE_KEYS_DIR".to_string(),
                 keys_dir.display().to_string(),
+            ),
+            (
+                "COFFRE_EXTRACTS_DIR".to_string(),
+                keys_dir
+                    .parent()
+                    .unwrap_or(keys_dir)
+                    .join("extracts")
+                    .display()
+                    .to_string(),
             ),
         ];
         let mut raw = BTreeMap::new();

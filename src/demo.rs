@@ -78,6 +78,10 @@ pub struct DemoPartner {
     pub name: &'static str,
     pub client_id: &'static str,
     pub client_secret: &'static str,
+    /// The partner's age identity (published: demo only), so a newcomer can
+    /// decrypt an extract; its recipient is registered with the partner.
+    pub age_identity: &'static str,
+    pub age_recipient: &'static str,
 }
 
 pub const PARTNERS: [DemoPartner; 2] = [
@@ -86,12 +90,16 @@ pub const PARTNERS: [DemoPartner; 2] = [
         name: "Laboratoire d'études de la mobilité (université)",
         client_id: "demo-labo-mobilite",
         client_secret: "demo-secret-labo-mobilite-not-for-production",
+        age_identity: "AGE-SECRET-KEY-1GQLPJM5Q9LEJ5UE56CHRNRUFCC4Z6HP6GVQ8ZKDLHULFV2J66Y9QYDUKW7",
+        age_recipient: "age196qmptqqmzxszlc2s5h9jdq8a0fzlyg8a86gkythyt08jtnlrfasmrztrn",
     },
     DemoPartner {
         id: "renov-energie",
         name: "Guichet rénovation énergétique",
         client_id: "demo-renov-energie",
         client_secret: "demo-secret-renov-energie-not-for-production",
+        age_identity: "AGE-SECRET-KEY-1DJVHAERE0YQ88E09H5KL4GPFX9HVGKDRA9SDCAPYVH58HJ3TFZCS28RD5T",
+        age_recipient: "age1aa5hcahrcyn7lyjg7hzy6gjzf54uut5l3u6wycxwtyvkughqqf3skqta67",
     },
 ];
 
@@ -106,6 +114,9 @@ pub struct PersonaView {
     pub client_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_secret: Option<String>,
+    /// Partners only: the age identity that decrypts their extracts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub age_identity: Option<String>,
 }
 
 pub fn personas() -> Vec<PersonaView> {
@@ -115,6 +126,7 @@ pub fn personas() -> Vec<PersonaView> {
         name: p.name.into(),
         client_id: None,
         client_secret: None,
+        age_identity: None,
     });
     let partners = PARTNERS.iter().map(|p| PersonaView {
         id: p.id.into(),
@@ -122,6 +134,7 @@ pub fn personas() -> Vec<PersonaView> {
         name: p.name.into(),
         client_id: Some(p.client_id.into()),
         client_secret: Some(p.client_secret.into()),
+        age_identity: Some(p.age_identity.into()),
     });
     people.chain(partners).collect()
 }
@@ -299,7 +312,7 @@ pub async fn seed_directory(store: &dyn Store, now: Timestamp) -> StorageResult<
                     name: p.name.into(),
                     client_id: p.client_id.into(),
                     client_secret_hash: crate::crypto::sha256_hex(p.client_secret),
-                    age_recipient: None,
+                    age_recipient: Some(p.age_recipient.into()),
                     active: true,
                     client_jwks: None,
                 },

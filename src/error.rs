@@ -50,6 +50,9 @@ pub enum AppError {
     Forbidden { code: &'static str, message: String },
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    /// The resource existed and is gone for good (410).
+    #[error("{message}")]
+    Gone { code: &'static str, message: String },
     #[error("{message}")]
     Unavailable { code: &'static str, message: String },
     #[error("storage error")]
@@ -152,6 +155,7 @@ impl AppError {
             Self::Unauthorized { code, .. } => (code, StatusCode::UNAUTHORIZED),
             Self::Forbidden { code, .. } => (code, StatusCode::FORBIDDEN),
             Self::Conflict { code, .. } => (code, StatusCode::CONFLICT),
+            Self::Gone { code, .. } => (code, StatusCode::GONE),
             Self::Unavailable { code, .. } => (code, StatusCode::SERVICE_UNAVAILABLE),
             Self::Storage(S::Unavailable(_)) => {
                 ("database_unavailable", StatusCode::SERVICE_UNAVAILABLE)

@@ -14,6 +14,7 @@ pub mod crypto;
 pub mod demo;
 pub mod domain;
 pub mod error;
+pub mod extracts;
 pub mod http;
 pub mod mandates;
 pub mod oidc;

@@ -51,6 +51,7 @@ pub struct RetentionReport {
     pub sessions: u64,
     pub logins_and_drafts: u64,
     pub ended_mandates: u64,
+    pub extract_files: u64,
 }
 
 /// After a consent ended, its data stays this long (time to renew it)
@@ -101,7 +102,9 @@ pub async fn run_retention(state: &AppState, now: Timestamp) -> AppResult<Retent
         .store
         .purge_ended_mandates(now - MANDATE_ARCHIVE_DAYS * 86_400)
         .await?;
+    report.extract_files = crate::extracts::expire_due(state, now).await?;
     for (what, count) in [
+        ("extract_files", report.extract_files),
         ("superseded_versions", report.superseded_versions),
         ("records_without_consent", report.records_without_consent),
         ("sessions", report.sessions),

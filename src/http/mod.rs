@@ -27,6 +27,7 @@ pub mod audit;
 pub mod consents;
 pub mod data;
 pub mod dev;
+pub mod extracts;
 pub mod health;
 pub mod json;
 pub mod login;
@@ -120,7 +121,13 @@ pub fn app(state: AppState) -> Router {
         .routes(routes!(rights::close))
         .routes(routes!(rights::register))
         .routes(routes!(rights::partner_notifications))
-        .routes(routes!(rights::export));
+        .routes(routes!(rights::export))
+        .routes(routes!(extracts::request, extracts::list))
+        .routes(routes!(extracts::get))
+        .routes(routes!(extracts::file))
+        .routes(routes!(extracts::dpo_list))
+        .routes(routes!(extracts::approve))
+        .routes(routes!(extracts::reject));
     if state.demo {
         api = api
             .routes(routes!(dev::personas))

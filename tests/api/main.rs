@@ -9,6 +9,7 @@ mod support;
 mod audit;
 mod cli;
 mod consents;
+mod extracts;
 mod independent;
 mod mandates;
 mod matrix;

@@ -163,6 +163,8 @@ async fn every_role_on_every_route_gets_what_the_policy_says() {
         let resident_only = E(403, "resident_only");
         let auditor_only = E(403, "auditor_only");
         let aidant_only = E(403, "aidant_only");
+        let denied = E(403, "role_not_allowed");
+        let dpo_only = [unauth, denied, denied, denied, A, denied, denied, unauth];
         let no_mandate = E(403, "no_active_mandate");
         let public = [A; 8];
         // One session role only (the resident), everyone else refused.
@@ -233,6 +235,15 @@ async fn every_role_on_every_route_gets_what_the_policy_says() {
                 None,
                 [unauth, aidant_only, E(403, "referent_only"), A, aidant_only, aidant_only, aidant_only, unauth],
             ),
+            (Method::GET, "/registre".into(), None, public),
+            (Method::GET, "/api/v1/me/rights".into(), None, own),
+            (Method::GET, "/api/v1/me/requests".into(), None, own),
+            (Method::GET, "/api/v1/me/export".into(), None, own),
+            (Method::GET, "/api/v1/dpo/requests".into(), None, dpo_only),
+            (Method::GET, "/api/v1/dpo/register".into(), None, [unauth, denied, denied, denied, A, denied, A, unauth]),
+            (Method::GET, "/api/v1/dpo/extracts".into(), None, dpo_only),
+            (Method::GET, "/api/v1/partner/extracts".into(), None, partner_only),
+            (Method::GET, "/api/v1/partner/notifications".into(), None, partner_only),
             // Last: withdrawal and erasure change what the rows above see.
             (Method::POST, format!("/api/v1/me/consents/{consent_id}/withdraw"), None, own),
             (Method::POST, "/api/v1/me/erasure".into(), None, own),

@@ -1,0 +1,307 @@
+//! Partner extracts end to end: request, DPO approval, build, download,
+//! decryption with the standard `age` tool, the signed manifest, the
+//! residents' view, cohorts, suppression and expiry — on both backends.
+
+use std::time::Duration;
+
+use axum::http::Method;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
+use crate::support::{TestApp, TestResponse, each_backend};
+
+const AWA: &str = "0b9a3c1e-5d6f-4a7b-8c9d-000000000001";
+const LUCIE: &str = "0b9a3c1e-5d6f-4a7b-8c9d-000000000003";
+const DPO: &str = "a1d00000-0000-4000-8000-000000000004";
+
+async fn bearer(app: &TestApp, client: &str, secret: &str) -> String {
+    let basic = STANDARD.encode(format!("{client}:{secret}"));
+    app.send(
+        Method::POST,
+        "/oauth/token",
+        &[
+            ("authorization", &format!("Basic {basic}")),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ],
+        "grant_type=client_credentials",
+    )
+    .await
+    .json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+async fn labo(app: &TestApp) -> String {
+    bearer(
+        app,
+        "demo-labo-mobilite",
+        "demo-secret-labo-mobilite-not-for-production",
+    )
+    .await
+}
+
+async fn renov(app: &TestApp) -> String {
+    bearer(
+        app,
+        "demo-renov-energie",
+        "demo-secret-renov-energie-not-for-production",
+    )
+    .await
+}
+
+async fn partner(
+    app: &TestApp,
+    token: &str,
+    method: Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> TestResponse {
+    let auth = format!("Bearer {token}");
+    let mut headers = vec![("authorization", auth.as_str())];
+    if body.is_some() {
+        headers.push(("content-type", "application/json"));
+    }
+    app.send(
+        method,
+        path,
+        &headers,
+        body.map(|b| b.to_string()).unwrap_or_default(),
+    )
+    .await
+}
+
+/// Requests, has the DPO approve, and waits for the build to end.
+async fn built(app: &TestApp, token: &str, request: serde_json::Value) -> serde_json::Value {
+    let res = partner(
+        app,
+        token,
+        Method::POST,
+        "/api/v1/partner/extracts",
+        Some(request),
+    )
+    .await;
+    assert_eq!(res.status, 201, "{}", res.text());
+    let id = res.json()["id"].as_str().unwrap().to_string();
+    let dpo = app.login(DPO).await;
+    let res = app
+        .as_user(
+            &dpo,
+            Method::POST,
+            &format!("/api/v1/dpo/extracts/{id}/approve"),
+            None,
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    for _ in 0..200 {
+        let v = partner(
+            app,
+            token,
+            Method::GET,
+            &format!("/api/v1/partner/extracts/{id}"),
+            None,
+        )
+        .await
+        .json();
+        if !matches!(v["state"].as_str(), Some("approved" | "building")) {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("extract {id} never finished building");
+}
+
+/// Decrypts with the `age` command-line tool (Debian's), as a partner would.
+fn age_decrypt(app: &TestApp, identity: &str, ciphertext: &[u8]) -> Option<String> {
+    let dir = app.dir.path();
+    let key = dir.join("partner.key");
+    std::fs::write(&key, format!("{identity}\n")).unwrap();
+    let file = dir.join("extract.csv.age");
+    std::fs::write(&file, ciphertext).unwrap();
+    let out = match std::process::Command::new("age")
+        .arg("-d")
+        .arg("-i")
+        .arg(&key)
+        .arg(&file)
+        .output()
+    {
+        Ok(o) => o,
+        Err(_) => {
+            crate::support::notice(
+                "SKIPPED: decrypting with the `age` command (not installed; .ci/run installs it)",
+            );
+            return None;
+        }
+    };
+    assert!(
+        out.status.success(),
+        "age -d failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8(out.stdout).unwrap())
+}
+
+#[tokio::test]
+async fn a_records_extract_is_approved_built_downloaded_and_decrypts_with_age() {
+    each_backend(|app| async move {
+        let token = labo(&app).await;
+        // Not ready yet: no file.
+        let res = partner(&app, &token, Method::POST, "/api/v1/partner/extracts", Some(serde_json::json!({"purpose": "etude-mobilite", "kind": "records", "categories": ["housing"]}))).await;
+        let pending = res.json()["id"].as_str().unwrap().to_string();
+        partner(&app, &token, Method::GET, &format!("/api/v1/partner/extracts/{pending}/file"), None)
+            .await
+            .assert_error(409, "extract_not_ready");
+
+        let v = built(&app, &token, serde_json::json!({"purpose": "etude-mobilite", "kind": "records", "categories": ["housing"]})).await;
+        assert_eq!(v["state"], "ready", "{v}");
+        let id = v["id"].as_str().unwrap().to_string();
+        let manifest = v["manifest"].clone();
+        // Awa gave the mobility study her consent; Jean-Pierre withdrew his.
+        assert_eq!(manifest["cohort_size"], 1);
+        assert_eq!(manifest["legal_basis"], "consent");
+        assert_eq!(v["progress"]["rows_done"], v["progress"]["rows_total"]);
+
+        let res = partner(&app, &token, Method::GET, &format!("/api/v1/partner/extracts/{id}/file"), None).await;
+        assert_eq!(res.status, 200);
+        assert_eq!(res.header("content-type"), Some("application/age"));
+        let identity = coffre::demo::PARTNERS[0].age_identity;
+        let Some(csv) = age_decrypt(&app, identity, &res.body) else { return };
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines.len(), 2, "{csv}");
+        assert!(lines[0].starts_with("pseudonym,housing."));
+        let pseudonym = app.keys.current().pseudonym("partner:labo-mobilite", AWA.as_bytes());
+        assert!(lines[1].starts_with(&pseudonym), "{csv}");
+        assert!(!csv.contains(AWA), "an internal id leaked");
+        // The manifest: the plaintext's digest, and signed.
+        let sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, csv.as_bytes()));
+        assert_eq!(manifest["plaintext_sha256"], sha.as_str());
+        let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_slice(&app.get("/.well-known/jwks.json").await.body).unwrap();
+        let jws = v["manifest_jws"].as_str().unwrap();
+        let kid = jsonwebtoken::decode_header(jws).unwrap().kid.unwrap();
+        let key = jsonwebtoken::DecodingKey::from_jwk(jwks.find(&kid).unwrap()).unwrap();
+        let mut val = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+        val.required_spec_claims.clear();
+        val.validate_exp = false;
+        let claims = jsonwebtoken::decode::<serde_json::Value>(jws, &key, &val).unwrap().claims;
+        assert_eq!(claims, manifest);
+        assert_eq!(
+            partner(&app, &token, Method::GET, &format!("/api/v1/partner/extracts/{id}"), None).await.json()["state"],
+            "downloaded"
+        );
+
+        // Awa sees it among her accesses.
+        let awa = app.login(AWA).await;
+        let accesses = app.as_user(&awa, Method::GET, "/api/v1/me/accesses", None).await.json();
+        assert!(accesses["accesses"].as_array().unwrap().iter().any(|a| a["action"] == "extract.include"
+            && a["actor_id"] == "labo-mobilite"
+            && a["purpose"] == "etude-mobilite"));
+
+        // Seven days later the file is gone.
+        app.clock.advance(7 * 86_400);
+        let report = coffre::rights::run_retention(&app.state, app.clock.now()).await.unwrap();
+        assert_eq!(report.extract_files, 1);
+        let token = labo(&app).await;
+        partner(&app, &token, Method::GET, &format!("/api/v1/partner/extracts/{id}/file"), None)
+            .await
+            .assert_error(410, "extract_expired");
+        assert!(!coffre::extracts::file_path(&app.state, &id).exists());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn requests_are_checked_and_the_dpo_decides() {
+    each_backend(|app| async move {
+        let token = labo(&app).await;
+        let ask = |body: serde_json::Value| {
+            let app = &app;
+            let token = token.clone();
+            async move { partner(app, &token, Method::POST, "/api/v1/partner/extracts", Some(body)).await }
+        };
+        ask(serde_json::json!({"purpose": "renovation-energetique", "kind": "records", "categories": ["housing"]})).await.assert_error(403, "not_a_recipient");
+        ask(serde_json::json!({"purpose": "etude-mobilite", "kind": "records", "categories": ["health"]})).await.assert_error(422, "categories_outside_purpose");
+        ask(serde_json::json!({"purpose": "etude-mobilite", "kind": "records", "categories": ["housing"], "fields": ["housing.nope"]})).await.assert_error(422, "unknown_field");
+        ask(serde_json::json!({"purpose": "etude-mobilite", "kind": "aggregate", "categories": ["housing"]})).await.assert_error(422, "group_by_required");
+        ask(serde_json::json!({"purpose": "etude-mobilite", "kind": "aggregate", "categories": ["housing"], "group_by": ["housing.tenure"], "epsilon": 9})).await.assert_error(422, "invalid_epsilon");
+
+        let res = ask(serde_json::json!({"purpose": "etude-mobilite", "kind": "records", "categories": ["housing"]})).await;
+        let id = res.json()["id"].as_str().unwrap().to_string();
+        // Only the DPO decides.
+        let awa = app.login(AWA).await;
+        app.as_user(&awa, Method::POST, &format!("/api/v1/dpo/extracts/{id}/approve"), None).await.assert_error(403, "role_not_allowed");
+        let dpo = app.login(DPO).await;
+        let list = app.as_user(&dpo, Method::GET, "/api/v1/dpo/extracts", None).await.json();
+        assert_eq!(list["extracts"][0]["state"], "requested");
+        let res = app.as_user(&dpo, Method::POST, &format!("/api/v1/dpo/extracts/{id}/reject"), Some(serde_json::json!({"reason": "trop large"}))).await;
+        assert_eq!(res.status, 200, "{}", res.text());
+        let v = partner(&app, &token, Method::GET, &format!("/api/v1/partner/extracts/{id}"), None).await.json();
+        assert_eq!((v["state"].as_str(), v["reason"].as_str()), (Some("rejected"), Some("trop large")));
+        app.as_user(&dpo, Method::POST, &format!("/api/v1/dpo/extracts/{id}/approve"), None).await.assert_error(409, "invalid_transition");
+
+        // A partner without an age recipient cannot ask: nothing could be encrypted for it.
+        app.store
+            .insert_partner(
+                &coffre::storage::PartnerRow {
+                    id: "observatoire".into(),
+                    name: "Observatoire".into(),
+                    client_id: "observatoire-1".into(),
+                    client_secret_hash: coffre::crypto::sha256_hex("s3cret-s3cret-s3cret"),
+                    age_recipient: None,
+                    active: true,
+                    client_jwks: None,
+                },
+                app.clock.now(),
+            )
+            .await
+            .unwrap();
+        let _ = LUCIE;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn aggregates_hide_small_cells_and_residents_without_a_covering_consent_stay_out() {
+    each_backend(|app| async move {
+        // Twelve social tenants and two owners more, on a public-task purpose.
+        let vault = app.state.vault().unwrap();
+        let housing = vault.categories().category("housing").unwrap();
+        for i in 0..14 {
+            let id = format!("00000000-0000-4000-8000-{i:012}");
+            app.store.insert_resident(&id, app.clock.now()).await.unwrap();
+            let tenure = if i < 12 { "social_tenant" } else { "owner" };
+            vault.write(&id, &housing, &serde_json::json!({"tenure": tenure, "surface_m2": 50 + i}), app.clock.now()).await.unwrap();
+        }
+        let token = renov(&app).await;
+        let v = built(&app, &token, serde_json::json!({"purpose": "renovation-energetique", "kind": "aggregate", "categories": ["housing"], "group_by": ["housing.tenure"], "fields": ["housing.surface_m2"]})).await;
+        assert_eq!(v["state"], "ready", "{v}");
+        assert_eq!(v["manifest"]["cohort_size"], 17);
+        assert_eq!(v["manifest"]["suppression"]["suppressed"], true);
+        let res = partner(&app, &token, Method::GET, &format!("/api/v1/partner/extracts/{}/file", v["id"].as_str().unwrap()), None).await;
+        let Some(csv) = age_decrypt(&app, coffre::demo::PARTNERS[1].age_identity, &res.body) else { return };
+        let rows: Vec<Vec<String>> = csv.lines().skip(1).map(|l| l.split(',').map(str::to_string).collect()).collect();
+        // Social tenants: 12 new + Awa = 13, published; owners (2 + JP = 3)
+        // and tenants (Lucie) are hidden, and neither alone.
+        assert_eq!(rows.len(), 1, "{csv}");
+        assert_eq!(rows[0][0], "social_tenant");
+        assert_eq!(rows[0][1], "13");
+        for r in &rows {
+            assert!(r[1].parse::<u64>().unwrap() >= 11);
+        }
+
+        // Too small a cohort: refused, nothing published.
+        let token = labo(&app).await;
+        let v = built(&app, &token, serde_json::json!({"purpose": "etude-mobilite", "kind": "aggregate", "categories": ["housing"], "group_by": ["housing.tenure"]})).await;
+        assert_eq!(v["state"], "failed");
+        assert!(v["reason"].as_str().unwrap().starts_with("cohort_too_small"));
+
+        // A consent that does not cover the category asked: out of the cohort.
+        let lucie = app.login(LUCIE).await;
+        let res = app.as_user(&lucie, Method::POST, "/api/v1/me/consents", Some(serde_json::json!({"purpose": "etude-mobilite", "decision": "given", "categories": ["mobility"]}))).await;
+        assert_eq!(res.status, 200, "{}", res.text());
+        let v = built(&app, &token, serde_json::json!({"purpose": "etude-mobilite", "kind": "records", "categories": ["housing"]})).await;
+        assert_eq!(v["manifest"]["cohort_size"], 1, "only Awa's consent covers housing");
+        let v = built(&app, &token, serde_json::json!({"purpose": "etude-mobilite", "kind": "records", "categories": ["mobility"]})).await;
+        assert_eq!(v["manifest"]["cohort_size"], 2, "Awa and Lucie both cover mobility");
+    })
+    .await;
+}
