@@ -1107,6 +1107,10 @@ fn print_demo_banner(local: &std::net::SocketAddr) {
             "    {:<16} client_id={} client_secret={}\n",
             p.id, p.client_id, p.client_secret
         ));
+        out.push_str(&format!(
+            "    {:<16} age identity (decrypts its extracts): {}\n",
+            "", p.age_identity
+        ));
     }
     println!("{out}");
 }

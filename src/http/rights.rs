@@ -835,6 +835,8 @@ async fn write_export(
         .await?;
     let mut before = u64::MAX;
     let mut first = true;
+    // The extracts I was included in, gathered on the way (one per extract).
+    let mut extracts: Vec<Value> = Vec::new();
     loop {
         let rows = state
             .store
@@ -845,6 +847,16 @@ async fn write_export(
             let idx = *idx as u64;
             let fields =
                 AuditEntry::decode(leaf).map_err(|e| std::io::Error::other(e.to_string()))?;
+            if fields.action == "extract.include" {
+                extracts.push(json!({
+                    "extract": fields.reason.strip_prefix("extract:").unwrap_or(&fields.reason),
+                    "partner": fields.actor_id,
+                    "purpose": fields.purpose,
+                    "categories": fields.category,
+                    "at": fields.timestamp,
+                    "audit_index": idx,
+                }));
+            }
             let proof = if idx < tree_size {
                 let p = state
                     .audit
@@ -867,7 +879,8 @@ async fn write_export(
             _ => break,
         }
     }
-    // Extracts arrive with the partners' extracts; none can include anyone yet.
-    out.put(b"]},\"extracts\":[]}").await?;
+    out.put(b"]},\"extracts\":").await?;
+    out.json(&extracts).await?;
+    out.put(b"}").await?;
     out.finish().await
 }

@@ -196,6 +196,11 @@ async fn a_records_extract_is_approved_built_downloaded_and_decrypts_with_age() 
             && a["actor_id"] == "labo-mobilite"
             && a["purpose"] == "etude-mobilite"));
 
+        // And in her export.
+        let export = app.as_user(&awa, Method::GET, "/api/v1/me/export", None).await.json();
+        assert_eq!(export["extracts"][0]["extract"], id.as_str());
+        assert_eq!(export["extracts"][0]["partner"], "labo-mobilite");
+
         // Seven days later the file is gone.
         app.clock.advance(7 * 86_400);
         let report = coffre::rights::run_retention(&app.state, app.clock.now()).await.unwrap();
