@@ -777,7 +777,15 @@ fn retention_run_prints_what_it_deleted_as_counts() {
         "sessions",
         "logins_and_drafts",
         "ended_mandates",
+        "extract_files",
     ] {
         assert_eq!(report[k], 0, "{k}");
     }
+    // The log still verifies after a retention run.
+    let out = coffre(d, &["audit", "verify"], &[]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
