@@ -67,6 +67,15 @@ pub enum Command {
     /// Retention: delete what its retention period no longer justifies.
     #[command(subcommand)]
     Retention(RetentionCommand),
+    /// Seed a deterministic synthetic territory into an empty database.
+    Seed {
+        /// How many residents.
+        #[arg(long)]
+        residents: u64,
+        /// The same seed gives the same territory.
+        #[arg(long, default_value_t = 2026)]
+        seed: u64,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -329,6 +338,33 @@ pub async fn run(cli: Cli) -> Result<(), Fatal> {
             demarches,
             json,
         }) => structure_add(&config, &siret, &name, &demarches, json).await,
+        Command::Seed { residents, seed } => {
+            let store = open_store(&config).await?;
+            let keys = load_keys(&config)?;
+            let clock = Clock::system();
+            let state = build_state(config, store.clone(), clock.clone(), false, Ok(keys)).await?;
+            let started = std::time::Instant::now();
+            let report = crate::seed::seed(&state, residents, seed, clock.now(), |done, total| {
+                // A progress bar on stderr, one line redrawn.
+                let width = 40u64;
+                let filled = (done * width).checked_div(total).unwrap_or(width);
+                let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);
+                eprint!(
+                    "\r[{}{}] {done}/{total} residents, {rate:.0}/s",
+                    "#".repeat(filled as usize),
+                    " ".repeat((width - filled) as usize)
+                );
+            })
+            .await
+            .map_err(|e| Fatal::runtime(format!("seed: {e}")))?;
+            eprintln!();
+            store.close().await;
+            println!(
+                "{}",
+                serde_json::to_string(&report).map_err(|e| Fatal::runtime(e.to_string()))?
+            );
+            Ok(())
+        }
         Command::Retention(RetentionCommand::Run { at }) => {
             let store = open_store(&config).await?;
             let keys = load_keys(&config)?;

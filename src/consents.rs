@@ -285,7 +285,7 @@ pub async fn decide(
 /// The Kantara Initiative Consent Receipt v1.1 fields, plus the DPV state,
 /// the notice version and the audit leaf index.
 #[allow(clippy::too_many_arguments)]
-fn receipt_claims(
+pub(crate) fn receipt_claims(
     state: &AppState,
     purpose: &Purpose,
     keys: &crate::crypto::KeySet,

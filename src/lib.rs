@@ -19,6 +19,7 @@ pub mod http;
 pub mod mandates;
 pub mod oidc;
 pub mod rights;
+pub mod seed;
 pub mod storage;
 pub mod vault;
 

@@ -18,5 +18,6 @@ mod ops;
 mod partner;
 mod rights;
 mod rotation;
+mod seed;
 mod session;
 mod vault;
