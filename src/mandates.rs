@@ -257,6 +257,18 @@ fn sign<T: Serialize>(state: &AppState, claims: &T) -> AppResult<String> {
     crate::crypto::jws::sign(&keys, claims).map_err(|_| AppError::internal("signing"))
 }
 
+/// A mandate lasts 1, 31, 182 or 365 days (Aidants Connect's choices).
+pub fn check_duration(days: i64) -> AppResult<()> {
+    if crate::domain::mandate::DURATIONS.contains(&days) {
+        Ok(())
+    } else {
+        Err(AppError::unprocessable(
+            "invalid_duration",
+            "Durée : 1, 31, 182 ou 365 jours. / Duration must be 1, 31, 182 or 365 days.",
+        ))
+    }
+}
+
 pub struct NewMandate<'a> {
     pub aidant_id: &'a str,
     pub structure: &'a StructureRow,
@@ -275,12 +287,7 @@ pub async fn create(
     m: NewMandate<'_>,
     now: Timestamp,
 ) -> AppResult<(MandateRow, String)> {
-    if !crate::domain::mandate::DURATIONS.contains(&m.duration_days) {
-        return Err(AppError::unprocessable(
-            "invalid_duration",
-            "Durée : 1, 31, 182 ou 365 jours. / Duration must be 1, 31, 182 or 365 days.",
-        ));
-    }
+    check_duration(m.duration_days)?;
     let row = MandateRow {
         id: uuid::Uuid::new_v4().to_string(),
         resident_id: m.resident_id.to_string(),

@@ -164,27 +164,34 @@ pub async fn create_draft(
         .await);
     }
     let ds = validated_demarches(&ctx, &body.demarches)?;
-    if !crate::domain::mandate::DURATIONS.contains(&body.duration_days) {
-        return Err(AppError::unprocessable(
-            "invalid_duration",
-            "Durée : 1, 31, 182 ou 365 jours. / Duration must be 1, 31, 182 or 365 days.",
-        ));
-    }
-    let now = state.clock.now();
-    let draft = MandateDraftRow {
-        id: uuid::Uuid::new_v4().to_string(),
-        aidant_id: user.actor_id.clone(),
-        structure_id: ctx.structure.id.clone(),
-        demarches: ds.iter().map(|d| d.as_str()).collect::<Vec<_>>().join(","),
-        duration_days: body.duration_days,
-        renews: None,
-        resident_id: None,
-        created_at: now,
-        expires_at: now + DRAFT_SECS,
-    };
+    crate::mandates::check_duration(body.duration_days)?;
+    let draft = new_draft(&state, &ctx, &ds, body.duration_days, None);
     state.store.insert_mandate_draft(&draft).await?;
     let view = draft_view(&state, &ctx, &draft).await?;
     Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+/// A draft by the agent of `ctx`, for their current structure, waiting
+/// `DRAFT_SECS` for the resident's login and the confirmation.
+fn new_draft(
+    state: &AppState,
+    ctx: &AgentContext,
+    ds: &[Demarche],
+    duration_days: i64,
+    renews: Option<String>,
+) -> MandateDraftRow {
+    let now = state.clock.now();
+    MandateDraftRow {
+        id: uuid::Uuid::new_v4().to_string(),
+        aidant_id: ctx.agent.id.clone(),
+        structure_id: ctx.structure.id.clone(),
+        demarches: ds.iter().map(|d| d.as_str()).collect::<Vec<_>>().join(","),
+        duration_days,
+        renews,
+        resident_id: None,
+        created_at: now,
+        expires_at: now + DRAFT_SECS,
+    }
 }
 
 async fn draft_view(
@@ -409,24 +416,8 @@ pub async fn renew(
     };
     let ds = validated_demarches(&ctx, &codes)?;
     let duration_days = body.duration_days.unwrap_or(mandate.duration_days);
-    if !crate::domain::mandate::DURATIONS.contains(&duration_days) {
-        return Err(AppError::unprocessable(
-            "invalid_duration",
-            "Durée : 1, 31, 182 ou 365 jours. / Duration must be 1, 31, 182 or 365 days.",
-        ));
-    }
-    let now = state.clock.now();
-    let draft = MandateDraftRow {
-        id: uuid::Uuid::new_v4().to_string(),
-        aidant_id: user.actor_id.clone(),
-        structure_id: ctx.structure.id.clone(),
-        demarches: ds.iter().map(|d| d.as_str()).collect::<Vec<_>>().join(","),
-        duration_days,
-        renews: Some(mandate.id.clone()),
-        resident_id: None,
-        created_at: now,
-        expires_at: now + DRAFT_SECS,
-    };
+    crate::mandates::check_duration(duration_days)?;
+    let draft = new_draft(&state, &ctx, &ds, duration_days, Some(mandate.id.clone()));
     state.store.insert_mandate_draft(&draft).await?;
     Ok((
         StatusCode::CREATED,
