@@ -96,9 +96,20 @@ pub enum AgentCommand {
         /// The structure (id or SIRET) an aidant or référent works for.
         #[arg(long)]
         structure: Option<String>,
+        /// The aidant may act under mandates but not create them.
+        #[arg(long)]
+        no_mandates: bool,
         /// Print `{"id"}` as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Add a structure (id or SIRET) to an aidant's or référent's; they
+    /// pick their current one at `PUT /api/v1/aidant/structure`.
+    Join {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        structure: String,
     },
     /// Give an agent a new TOTP secret (their step-up for mandates) and
     /// print its `otpauth://` URI once, for an authenticator or a card.
@@ -326,8 +337,23 @@ pub async fn run(cli: Cli) -> Result<(), Fatal> {
             role,
             name,
             structure,
+            no_mandates,
             json,
-        }) => agent_add(config, &email, &role, &name, structure.as_deref(), json).await,
+        }) => {
+            agent_add(
+                config,
+                &email,
+                &role,
+                &name,
+                structure.as_deref(),
+                !no_mandates,
+                json,
+            )
+            .await
+        }
+        Command::Agent(AgentCommand::Join { email, structure }) => {
+            agent_join(config, &email, &structure).await
+        }
         Command::Agent(AgentCommand::Totp { email }) => agent_totp(config, &email).await,
         Command::Agent(AgentCommand::Deactivate { email }) => {
             agent_deactivate(config, &email).await
@@ -410,6 +436,7 @@ async fn agent_add(
     role: &str,
     name: &str,
     structure: Option<&str>,
+    can_create_mandates: bool,
     json: bool,
 ) -> Result<(), Fatal> {
     use crate::domain::Role;
@@ -461,7 +488,7 @@ async fn agent_add(
                 display_name: name.trim().to_string(),
                 structure_id,
                 active: true,
-                can_create_mandates: true,
+                can_create_mandates,
             },
             Some(&digest),
             state.clock.now(),
@@ -533,6 +560,27 @@ async fn agent_by_email(
         .map_err(|e| Fatal::runtime(e.to_string()))?
         .ok_or_else(|| Fatal::runtime("no agent with this e-mail"))?;
     Ok((state, agent))
+}
+
+async fn agent_join(config: Config, email: &str, structure: &str) -> Result<(), Fatal> {
+    let (state, agent) = agent_by_email(config, email).await?;
+    let found = state
+        .store
+        .list_structures()
+        .await
+        .map_err(|e| Fatal::runtime(e.to_string()))?
+        .into_iter()
+        .find(|s| s.id == structure || s.siret == structure)
+        .ok_or_else(|| Fatal::config(format!("--structure: no structure `{structure}`")))?;
+    record_operator_act(&state, "agent.join", None).await?;
+    state
+        .store
+        .add_agent_structure(&agent.id, &found.id)
+        .await
+        .map_err(|e| Fatal::runtime(e.to_string()))?;
+    state.store.close().await;
+    println!("agent {} now also works for {}", agent.id, found.id);
+    Ok(())
 }
 
 async fn agent_totp(config: Config, email: &str) -> Result<(), Fatal> {

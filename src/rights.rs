@@ -182,16 +182,14 @@ pub async fn erase_after_withdrawal(
     Ok(erased)
 }
 
-/// Art. 19: the partners that read this resident's data (from the audit
-/// log) get a notification under their own pseudonym of the resident.
-/// Returns the partner ids, for the resident to see.
-pub async fn notify_recipients(
+/// The partners that received this resident's data (a read allowed, or an
+/// extract that included them), from the audit log; with `category`, only
+/// those that received that category.
+pub async fn recipients_of(
     state: &AppState,
     resident_id: &str,
-    kind: &str,
     category: Option<&str>,
-    now: Timestamp,
-) -> AppResult<Vec<String>> {
+) -> AppResult<BTreeSet<String>> {
     let mut partners = BTreeSet::new();
     let mut before = u64::MAX;
     loop {
@@ -205,11 +203,14 @@ pub async fn notify_recipients(
             let Ok(e) = crate::audit::AuditEntry::decode(leaf) else {
                 continue;
             };
-            let read = e.actor_role == "partner"
-                && e.action == "data.read"
+            let covers = |cats: Option<&str>| {
+                category.is_none_or(|c| cats.is_some_and(|list| list.split(',').any(|x| x == c)))
+            };
+            let received = e.actor_role == "partner"
                 && e.decision == crate::audit::Decision::Allow
-                && category.is_none_or(|c| e.category.as_deref() == Some(c));
-            if read {
+                && matches!(e.action.as_str(), "data.read" | "extract.include")
+                && covers(e.category.as_deref());
+            if received {
                 partners.insert(e.actor_id);
             }
         }
@@ -217,6 +218,20 @@ pub async fn notify_recipients(
             break;
         }
     }
+    Ok(partners)
+}
+
+/// Art. 19: the partners that received this resident's data get a
+/// notification under their own pseudonym of the resident. Returns the
+/// partner ids, for the resident to see.
+pub async fn notify_recipients(
+    state: &AppState,
+    resident_id: &str,
+    kind: &str,
+    category: Option<&str>,
+    now: Timestamp,
+) -> AppResult<Vec<String>> {
+    let partners = recipients_of(state, resident_id, category).await?;
     if partners.is_empty() {
         return Ok(Vec::new());
     }

@@ -112,8 +112,9 @@ pub async fn put_my_category(
     let now = state.clock.now();
     let record = vault.write(&user.actor_id, &category, &body, now).await?;
     tracing::info!(resident = %user.actor_id, category = category.as_str(), version = record.version, "record rectified");
-    // Art. 19: partners that read this category are told.
-    crate::rights::notify_recipients(
+    // Art. 19: partners that received this category are told, and named to
+    // the resident in `X-Notified-Partners`.
+    let notified = crate::rights::notify_recipients(
         &state,
         &user.actor_id,
         "rectification",
@@ -121,12 +122,20 @@ pub async fn put_my_category(
         now,
     )
     .await?;
-    Ok(with_entry(entry, Json(record)))
+    let mut res = with_entry(entry, Json(record));
+    if !notified.is_empty()
+        && let Ok(v) = axum::http::HeaderValue::from_str(&notified.join(","))
+    {
+        res.headers_mut().insert("x-notified-partners", v);
+    }
+    Ok(res)
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct Erased {
     pub erased: bool,
+    /// Partners that had received my data and were told (art. 19).
+    pub notified_partners: Vec<String>,
 }
 
 /// Erases all my data now: my data key is destroyed (crypto-shredding), my
@@ -145,10 +154,18 @@ pub async fn erase_me(
     let now = state.clock.now();
     let erased = vault.erase(&user.actor_id, now).await?;
     tracing::info!(resident = %user.actor_id, erased, "erasure");
-    if erased {
-        crate::rights::notify_recipients(&state, &user.actor_id, "erasure", None, now).await?;
-    }
-    Ok(with_entry(entry, Json(Erased { erased })))
+    let notified_partners = if erased {
+        crate::rights::notify_recipients(&state, &user.actor_id, "erasure", None, now).await?
+    } else {
+        Vec::new()
+    };
+    Ok(with_entry(
+        entry,
+        Json(Erased {
+            erased,
+            notified_partners,
+        }),
+    ))
 }
 
 #[derive(Serialize, ToSchema)]

@@ -112,6 +112,7 @@ pub fn app(state: AppState) -> Router {
         .routes(routes!(mandates::set_aidant_active))
         .routes(routes!(mandates::switch_structure))
         .routes(routes!(rights::my_rights))
+        .routes(routes!(rights::my_recipients))
         .routes(routes!(rights::restriction))
         .routes(routes!(rights::object))
         .routes(routes!(rights::lift_objection))

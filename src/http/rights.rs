@@ -47,6 +47,31 @@ pub struct RightsView {
 }
 
 #[derive(Serialize, ToSchema)]
+pub struct Recipients {
+    /// Partners that received my data: a read, or an extract I was in.
+    pub partners: Vec<String>,
+}
+
+/// Who received my data (art. 19: the partners a rectification, erasure or
+/// restriction is told to).
+#[utoipa::path(get, path = "/api/v1/me/recipients", tag = "resident",
+    responses((status = 200, body = Recipients), (status = 403, body = crate::error::ErrorBody)))]
+pub async fn my_recipients(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    rid: RequestId,
+) -> AppResult<Response> {
+    let entry = own_data(&state, &user, &rid, "rights.read", None).await?;
+    let partners = crate::rights::recipients_of(&state, &user.actor_id, None).await?;
+    Ok(with_entry(
+        entry,
+        Json(Recipients {
+            partners: partners.into_iter().collect(),
+        }),
+    ))
+}
+
+#[derive(Serialize, ToSchema)]
 pub struct Objection {
     pub purpose: String,
     pub since: i64,

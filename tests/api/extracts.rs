@@ -196,6 +196,9 @@ async fn a_records_extract_is_approved_built_downloaded_and_decrypts_with_age() 
             && a["actor_id"] == "labo-mobilite"
             && a["purpose"] == "etude-mobilite"));
 
+        // And among the partners that received her data.
+        let recipients = app.as_user(&awa, Method::GET, "/api/v1/me/recipients", None).await.json();
+        assert!(recipients["partners"].as_array().unwrap().iter().any(|p| p == "labo-mobilite"));
         // And in her export.
         let export = app.as_user(&awa, Method::GET, "/api/v1/me/export", None).await.json();
         assert_eq!(export["extracts"][0]["extract"], id.as_str());

@@ -284,6 +284,11 @@ async fn restriction_and_objection_stop_partners_at_once_and_partners_are_told()
         )
         .await;
         assert_eq!(res.status, 200);
+        assert_eq!(res.header("x-notified-partners"), Some("renov-energie"));
+        let recipients = as_(&app, &awa, Method::GET, "/api/v1/me/recipients", None)
+            .await
+            .json();
+        assert_eq!(recipients["partners"], serde_json::json!(["renov-energie"]));
         let notes = as_partner(&app, &bearer, "/api/v1/partner/notifications")
             .await
             .json();
