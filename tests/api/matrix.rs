@@ -237,6 +237,7 @@ async fn every_role_on_every_route_gets_what_the_policy_says() {
             ),
             (Method::GET, "/registre".into(), None, public),
             (Method::GET, "/api/v1/me/rights".into(), None, own),
+            (Method::GET, "/api/v1/me/recipients".into(), None, own),
             (Method::GET, "/api/v1/me/requests".into(), None, own),
             (Method::GET, "/api/v1/me/export".into(), None, own),
             (Method::GET, "/api/v1/dpo/requests".into(), None, dpo_only),
