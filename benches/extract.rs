@@ -30,20 +30,27 @@ fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
         })
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
 fn main() {
     let Ok(dir) = std::env::var("COFFRE_BENCH_SEEDED_DIR") else {
-        eprintln!("extract: set COFFRE_BENCH_SEEDED_DIR to a folder where `coffre seed` ran (see the header of benches/extract.rs)");
+        eprintln!(
+            "extract: set COFFRE_BENCH_SEEDED_DIR to a folder where `coffre seed` ran (see the header of benches/extract.rs)"
+        );
         return;
     };
     let dir = PathBuf::from(dir);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let url = format!("sqlite://{}", dir.join("data/coffre.db").display());
         let config = Config::for_tests(&url, &dir.join("keys")).unwrap();

@@ -481,6 +481,7 @@ async fn build_inner(
     let mut cohort: i64 = 0;
     let mut seen: i64 = 0;
     let mut after = String::new();
+    let mut includes: Vec<AuditRecord> = Vec::new();
     loop {
         let page = state
             .store
@@ -556,25 +557,31 @@ async fn build_inner(
                     }
                 }
             }
-            // Each resident sees this among their accesses.
-            state
-                .audit
-                .record(AuditRecord {
-                    timestamp: now,
-                    actor_id: partner.id.clone(),
-                    actor_role: "partner".into(),
-                    action: "extract.include".into(),
-                    resident_id: Some(resident.clone()),
-                    category: Some(spec.categories.join(",")),
-                    purpose: Some(purpose.id.clone()),
-                    legal_basis: Some(purpose.legal_basis.as_str().into()),
-                    allowed: true,
-                    reason: format!("extract:{}", row.id),
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| e.to_string())?;
+            // Each resident sees this among their accesses (recorded with
+            // the page, below: a few group commits for many entries).
+            includes.push(AuditRecord {
+                timestamp: now,
+                actor_id: partner.id.clone(),
+                actor_role: "partner".into(),
+                action: "extract.include".into(),
+                resident_id: Some(resident.clone()),
+                category: Some(spec.categories.join(",")),
+                purpose: Some(purpose.id.clone()),
+                legal_basis: Some(purpose.legal_basis.as_str().into()),
+                allowed: true,
+                reason: format!("extract:{}", row.id),
+                ..Default::default()
+            });
         }
+        // All of the page's entries at once: the audit writer commits them
+        // in a few group commits instead of one durable commit each.
+        futures_util::future::try_join_all(
+            std::mem::take(&mut includes)
+                .into_iter()
+                .map(|r| state.audit.record(r)),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         state
             .store
             .extract_progress(id, seen, total.max(seen))
