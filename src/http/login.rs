@@ -29,7 +29,7 @@ use crate::crypto::{open_for_bearer, seal_for_bearer, sha256_hex};
 use crate::domain::Role;
 use crate::error::{AppError, AppResult};
 use crate::http::audit::RequestId;
-use crate::http::session::{MaybeUser, open_session, random_token};
+use crate::http::session::{MaybeUser, cookie_value, open_session, random_token};
 use crate::oidc::{IdentityClaims, IdentityProvider, LoginKind, OidcError, VerifiedLogin};
 use crate::storage::LoginAttemptRow;
 
@@ -237,17 +237,6 @@ pub async fn agent_callback(
     Query(q): Query<CallbackQuery>,
 ) -> AppResult<Response> {
     callback(&state, LoginKind::Agent, rid, None, &headers, q).await
-}
-
-fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
 }
 
 #[derive(Deserialize)]

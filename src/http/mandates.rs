@@ -22,6 +22,7 @@ use crate::domain::{Demarche, Role};
 use crate::error::{AppError, AppResult};
 use crate::http::ApiJson;
 use crate::http::audit::{RequestId, with_entry};
+use crate::http::pages::escape;
 use crate::http::session::CurrentUser;
 use crate::mandates::{AgentContext, MandateView, agent_context};
 use crate::storage::{MandateDraftRow, MandateRow};
@@ -815,13 +816,6 @@ pub async fn verify(
     })?;
     let (status, mandate) = crate::mandates::verify(&state, jws, state.clock.now()).await?;
     Ok(Json(Verification { status, mandate }))
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 /// The printable attestation: the mandate's text and its verification link

@@ -7,7 +7,8 @@ use axum::response::Html;
 use crate::AppState;
 use crate::http::session::MaybeUser;
 
-fn escape(s: &str) -> String {
+/// HTML-escapes text for the server-rendered pages.
+pub(crate) fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
