@@ -5,8 +5,6 @@
 use std::time::Duration;
 
 use axum::http::Method;
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 
 use crate::support::{TestApp, TestResponse, each_backend};
 
@@ -15,21 +13,7 @@ const LUCIE: &str = "0b9a3c1e-5d6f-4a7b-8c9d-000000000003";
 const DPO: &str = "a1d00000-0000-4000-8000-000000000004";
 
 async fn bearer(app: &TestApp, client: &str, secret: &str) -> String {
-    let basic = STANDARD.encode(format!("{client}:{secret}"));
-    app.send(
-        Method::POST,
-        "/oauth/token",
-        &[
-            ("authorization", &format!("Basic {basic}")),
-            ("content-type", "application/x-www-form-urlencoded"),
-        ],
-        "grant_type=client_credentials",
-    )
-    .await
-    .json()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    app.partner_token(client, secret).await
 }
 
 async fn labo(app: &TestApp) -> String {

@@ -5,8 +5,6 @@
 //! without consent or legal basis, an aidant never outside a mandate.
 
 use axum::http::Method;
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 
 use coffre::access::{AccessRequest, decide};
 use coffre::domain::Role;
@@ -119,22 +117,12 @@ async fn callers(app: &TestApp) -> Vec<(&'static str, Caller)> {
         cookie: s.cookie,
         csrf: s.csrf,
     };
-    let basic = STANDARD.encode("demo-renov-energie:demo-secret-renov-energie-not-for-production");
     let token = app
-        .send(
-            Method::POST,
-            "/oauth/token",
-            &[
-                ("authorization", &format!("Basic {basic}")),
-                ("content-type", "application/x-www-form-urlencoded"),
-            ],
-            "grant_type=client_credentials",
+        .partner_token(
+            "demo-renov-energie",
+            "demo-secret-renov-energie-not-for-production",
         )
-        .await
-        .json()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+        .await;
     vec![
         ("anonymous", Caller::Anonymous),
         ("resident", session(app.login(AWA).await)),

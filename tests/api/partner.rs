@@ -162,10 +162,7 @@ async fn forged_tokens_are_refused() {
 }
 
 async fn bearer(app: &TestApp, id: &str, secret: &str) -> String {
-    token(app, id, secret).await.json()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    app.partner_token(id, secret).await
 }
 
 async fn get_as(app: &TestApp, bearer: &str, path: &str) -> crate::support::TestResponse {

@@ -5,8 +5,6 @@
 //! audit log still verifies — on both backends.
 
 use axum::http::Method;
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 
 use crate::support::{Session, T0, TestApp, TestResponse, each_backend};
 
@@ -28,21 +26,11 @@ async fn as_(
 }
 
 async fn renov_bearer(app: &TestApp) -> String {
-    let basic = STANDARD.encode("demo-renov-energie:demo-secret-renov-energie-not-for-production");
-    app.send(
-        Method::POST,
-        "/oauth/token",
-        &[
-            ("authorization", &format!("Basic {basic}")),
-            ("content-type", "application/x-www-form-urlencoded"),
-        ],
-        "grant_type=client_credentials",
+    app.partner_token(
+        "demo-renov-energie",
+        "demo-secret-renov-energie-not-for-production",
     )
     .await
-    .json()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string()
 }
 
 async fn as_partner(app: &TestApp, bearer: &str, path: &str) -> TestResponse {

@@ -152,6 +152,26 @@ impl TestApp {
         Session { cookie, csrf }
     }
 
+    /// A partner's access token (client credentials, `client_secret_basic`).
+    pub async fn partner_token(&self, client_id: &str, secret: &str) -> String {
+        use base64::Engine;
+        let basic =
+            base64::engine::general_purpose::STANDARD.encode(format!("{client_id}:{secret}"));
+        let res = self
+            .send(
+                Method::POST,
+                "/oauth/token",
+                &[
+                    ("authorization", &format!("Basic {basic}")),
+                    ("content-type", "application/x-www-form-urlencoded"),
+                ],
+                "grant_type=client_credentials",
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+        res.json()["access_token"].as_str().unwrap().to_string()
+    }
+
     /// A request under a session, with the CSRF header.
     pub async fn as_user(
         &self,
