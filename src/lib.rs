@@ -22,6 +22,7 @@ pub mod rights;
 pub mod seed;
 pub mod storage;
 pub mod vault;
+pub mod web;
 
 use std::future::Future;
 use std::sync::Arc;

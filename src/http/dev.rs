@@ -68,3 +68,94 @@ pub async fn login(
     res.headers_mut().insert(header::SET_COOKIE, cookie);
     Ok(res)
 }
+
+#[derive(serde::Deserialize, Default, utoipa::ToSchema)]
+pub struct DevMandateLoginForm {
+    /// The aidant's live mandate draft.
+    pub draft: Option<String>,
+    /// A demo resident persona, standing in for their FranceConnect login.
+    pub persona: Option<String>,
+    pub csrf_token: Option<String>,
+}
+
+/// Demo mode's stand-in for the resident's FranceConnect login during the
+/// mandate journey: attaches a demo resident to the logged-in aidant's
+/// draft, exactly as `/auth/callback` does after a real login, and goes back
+/// to the draft page.
+#[utoipa::path(post, path = "/dev/mandate-login", tag = "demo",
+    request_body(content = DevMandateLoginForm, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 303, description = "resident attached; back to the draft page"),
+              (status = 403, description = "`csrf_token_invalid`, `mandate_draft_invalid`, `renewal_other_resident`", body = crate::error::ErrorBody),
+              (status = 422, description = "`unknown_persona`", body = crate::error::ErrorBody)))]
+pub async fn mandate_login(
+    State(state): State<AppState>,
+    crate::http::session::MaybeUser(user): crate::http::session::MaybeUser,
+    rid: crate::http::audit::RequestId,
+    body: axum::body::Bytes,
+) -> AppResult<Response> {
+    let form: DevMandateLoginForm = serde_urlencoded_form(&body);
+    let user = user.ok_or(AppError::Unauthenticated)?;
+    if !crate::http::session::same(form.csrf_token.as_deref().unwrap_or(""), &user.csrf_token) {
+        return Err(AppError::forbidden(
+            "csrf_token_invalid",
+            "Jeton anti-falsification absent ou invalide. / Missing or invalid CSRF token.",
+        ));
+    }
+    let persona = form
+        .persona
+        .as_deref()
+        .and_then(|id| demo::RESIDENTS.iter().find(|p| p.id == id))
+        .ok_or_else(|| {
+            AppError::unprocessable(
+                "unknown_persona",
+                "Ce profil de démonstration n'existe pas. / No such demo persona.",
+            )
+        })?;
+    let now = state.clock.now();
+    let draft = state
+        .store
+        .find_mandate_draft(form.draft.as_deref().unwrap_or(""))
+        .await?
+        .filter(|d| d.aidant_id == user.actor_id && d.expires_at > now)
+        .ok_or_else(|| {
+            AppError::forbidden(
+                "mandate_draft_invalid",
+                "Ce projet de mandat n'existe pas, a expiré, ou n'est pas celui de l'aidant connecté. / Unknown or expired mandate draft, or not the logged-in aidant's.",
+            )
+        })?;
+    if let Some(renewed) = &draft.renews {
+        let same = state
+            .store
+            .find_mandate(renewed)
+            .await?
+            .is_some_and(|m| m.resident_id == persona.id);
+        if !same {
+            return Err(AppError::forbidden(
+                "renewal_other_resident",
+                "Le renouvellement doit être confirmé par la personne du mandat. / A renewal must be confirmed by the mandate's own resident.",
+            ));
+        }
+    }
+    state
+        .store
+        .set_draft_resident(&draft.id, persona.id)
+        .await?;
+    state
+        .audit
+        .record(crate::audit::AuditRecord {
+            timestamp: now,
+            actor_id: persona.id.to_string(),
+            actor_role: crate::domain::Role::Resident.as_str().into(),
+            resident_id: Some(persona.id.to_string()),
+            structure_id: Some(draft.structure_id.clone()),
+            action: "mandate.resident_login".into(),
+            allowed: true,
+            reason: "demo_login".into(),
+            request_id: rid.0,
+            ..Default::default()
+        })
+        .await?;
+    let location = header::HeaderValue::from_str(&format!("/aidant/brouillons/{}", draft.id))
+        .map_err(|_| AppError::internal("draft location"))?;
+    Ok((StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response())
+}

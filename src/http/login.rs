@@ -406,7 +406,7 @@ async fn mandate_login(
             ..audit
         })
         .await?;
-    let location = HeaderValue::from_str(&format!("/api/v1/mandates/drafts/{}", draft.id))
+    let location = HeaderValue::from_str(&format!("/aidant/brouillons/{}", draft.id))
         .map_err(|_| AppError::internal("draft location"))?;
     let mut res = (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response();
     res.headers_mut()

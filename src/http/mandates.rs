@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -17,12 +17,11 @@ use utoipa::ToSchema;
 use crate::AppState;
 use crate::access::{AccessRequest, decide};
 use crate::audit::AuditRecord;
-use crate::domain::mandate::{AuthorisationState, DemarcheDef, parse_demarches};
+use crate::domain::mandate::{DemarcheDef, parse_demarches};
 use crate::domain::{Demarche, Role};
 use crate::error::{AppError, AppResult};
 use crate::http::ApiJson;
 use crate::http::audit::{RequestId, with_entry};
-use crate::http::pages::escape;
 use crate::http::session::CurrentUser;
 use crate::mandates::{AgentContext, MandateView, agent_context};
 use crate::storage::{MandateDraftRow, MandateRow};
@@ -816,71 +815,6 @@ pub async fn verify(
     })?;
     let (status, mandate) = crate::mandates::verify(&state, jws, state.clock.now()).await?;
     Ok(Json(Verification { status, mandate }))
-}
-
-/// The printable attestation: the mandate's text and its verification link
-/// (for the resident, or an agent of the structure).
-pub async fn printable(
-    State(state): State<AppState>,
-    user: CurrentUser,
-    Path(id): Path<String>,
-) -> AppResult<Response> {
-    let mandate = state
-        .store
-        .find_mandate(&id)
-        .await?
-        .ok_or(AppError::NotFound)?;
-    let allowed = if user.role == Role::Resident {
-        mandate.resident_id == user.actor_id
-    } else {
-        agent_context(&state, &user.actor_id, user.role)
-            .await
-            .is_ok_and(|c| c.structure.id == mandate.structure_id)
-    };
-    if !allowed {
-        return Err(AppError::NotFound);
-    }
-    let now = state.clock.now();
-    let v = crate::mandates::view(&state, &mandate, now).await?;
-    let date = |t: i64| {
-        chrono::DateTime::from_timestamp(t, 0)
-            .map(|d| d.format("%d/%m/%Y").to_string())
-            .unwrap_or_default()
-    };
-    let items: String = v
-        .demarches
-        .iter()
-        .map(|d| {
-            let st = match d.state {
-                AuthorisationState::Active => "en cours",
-                AuthorisationState::Expired => "expirée",
-                AuthorisationState::Revoked => "révoquée",
-            };
-            format!("<li>{} ({st})</li>", escape(&d.label_fr))
-        })
-        .collect();
-    let html = format!(
-        "<!DOCTYPE html><html lang=\"fr\"><head><meta charset=\"utf-8\"><title>Attestation de mandat</title>\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"></head><body>\
-         <main><h1>Attestation de mandat</h1>\
-         <p>Mandat n° <code>{id}</code>, conclu le {created} avec <strong>{structure}</strong>, valable jusqu'au {expires}.</p>\
-         <p>La personne autorise les aidants habilités de cette structure à réaliser à sa place les démarches suivantes :</p>\
-         <ul>{items}</ul>\
-         <p>Modèle de mandat : {template}. Chaque action faite au titre de ce mandat est enregistrée dans un journal vérifiable.</p>\
-         <p>Vérifier cette attestation : <a href=\"{url}\">{url_short}</a></p>\
-         </main></body></html>",
-        id = escape(&v.id),
-        created = date(v.created_at),
-        structure = escape(&v.structure_name),
-        expires = date(v.expires_at),
-        template = escape(&mandate.template_version),
-        url = escape(&v.verify_url),
-        url_short = escape(&format!(
-            "{}/api/v1/mandates/verify",
-            state.config.public_url.as_str().trim_end_matches('/')
-        )),
-    );
-    Ok(Html(html).into_response())
 }
 
 /// An aidant gives, refuses or withdraws a consent for a resident, within a

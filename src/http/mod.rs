@@ -34,7 +34,6 @@ pub mod login;
 pub mod mandates;
 pub mod me;
 pub mod middleware;
-pub mod pages;
 pub mod partner;
 pub mod rights;
 pub mod session;
@@ -132,7 +131,8 @@ pub fn app(state: AppState) -> Router {
     if state.demo {
         api = api
             .routes(routes!(dev::personas))
-            .routes(routes!(dev::login));
+            .routes(routes!(dev::login))
+            .routes(routes!(dev::mandate_login));
     }
     let (router, openapi) = api.split_for_parts();
     let openapi_json = std::sync::Arc::new(openapi);
@@ -148,9 +148,7 @@ pub fn app(state: AppState) -> Router {
                 async move { axum::Json(doc.as_ref().clone()) }
             }),
         )
-        .route("/", get(pages::home))
-        .route("/mandates/{id}/attestation", get(mandates::printable))
-        .route("/registre", get(pages::register))
+        .merge(crate::web::routes())
         .fallback(|| async { AppError::NotFound })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .with_state(state)

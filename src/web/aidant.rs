@@ -1,0 +1,466 @@
+//! The aidant's space: residents under active mandate, the mandate journey
+//! (démarches and duration → the resident logs in → recap and TOTP →
+//! printable attestation), renew, revoke, and acting within a démarche.
+
+use std::collections::{BTreeMap, HashMap};
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query};
+use axum::response::Response;
+use maud::html;
+use serde_json::{Value, json};
+
+use super::public::category_label;
+use super::resident::{category_fields, category_record, state_badge};
+use super::{
+    Ctx, Form, PageError, PageResult, api_json, csrf, date, json_of, list, n, s, state_of,
+};
+use crate::domain::Demarche;
+use crate::domain::Role;
+use crate::domain::mandate::DURATIONS;
+use crate::error::AppError;
+use crate::http::session::CurrentUser;
+
+const AIDANTS: &[Role] = &[Role::Aidant, Role::Referent];
+
+fn short(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}
+
+pub async fn overview(ctx: Ctx) -> PageResult {
+    let user = ctx.user_in(AIDANTS)?;
+    let l = ctx.lang;
+    let agent = crate::mandates::agent_context(&ctx.state, &user.actor_id, user.role)
+        .await
+        .map_err(|e| ctx.fail(e))?;
+    let all = json_of(
+        crate::http::mandates::mandated_residents(state_of(&ctx), user.clone(), ctx.request_id())
+            .await,
+    )
+    .await
+    .map_err(|e| ctx.fail(e))?;
+    // One line per mandate: its résident and its live démarches.
+    let mut mandates: BTreeMap<String, (String, Vec<String>, i64)> = BTreeMap::new();
+    for a in list(&all, "authorisations") {
+        let e = mandates
+            .entry(s(a, "mandate_id").to_string())
+            .or_insert_with(|| (s(a, "resident_id").to_string(), Vec::new(), i64::MAX));
+        e.1.push(s(a, "demarche").to_string());
+        e.2 = e.2.min(n(a, "expires_at"));
+    }
+    let soon = ctx.state.clock.now() + 30 * 86_400;
+    let body = html! {
+        h1 { (l.t("Mes usagers", "My residents")) }
+        p { (l.t("Structure : ", "Structure: ")) strong { (agent.structure.name) } }
+        p { a.button href="/aidant/mandats/nouveau" { (l.t("Créer un mandat", "Create a mandate")) } }
+        h2 { (l.t("Personnes sous mandat actif", "People under an active mandate")) }
+        @if mandates.is_empty() { p { (l.t("Aucun mandat actif dans votre structure.", "No active mandate in your structure.")) } }
+        ul.plain {
+            @for (mandate, (resident, demarches, expires)) in &mandates {
+                li.card {
+                    h3 { a href={ "/aidant/mandats/" (mandate) } { (l.t("Mandat ", "Mandate ")) (short(mandate)) } }
+                    p { (l.t("Usager·ère n° ", "Resident #")) code { (short(resident)) } " · "
+                        (l.t("jusqu'au ", "until ")) (date(*expires))
+                        @if *expires < soon { " " strong { (l.t("(expire bientôt)", "(expires soon)")) } } }
+                    p { (l.t("Démarches : ", "Démarches: "))
+                        @for (i, d) in demarches.iter().enumerate() {
+                            @if i > 0 { ", " }
+                            a href={ "/aidant/usagers/" (resident) "?demarche=" (d) } { (demarche_label(&ctx, d)) }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    Ok(ctx.page(l.t("Mes usagers", "My residents"), body))
+}
+
+fn demarche_label(ctx: &Ctx, code: &str) -> String {
+    Demarche::parse(code)
+        .and_then(|d| ctx.state.demarches.get(d))
+        .map(|d| ctx.t(&d.label_fr, &d.label_en).to_string())
+        .unwrap_or_else(|| code.to_string())
+}
+
+pub async fn new_mandate(ctx: Ctx) -> PageResult {
+    let user = ctx.user_in(AIDANTS)?;
+    let l = ctx.lang;
+    let agent = crate::mandates::agent_context(&ctx.state, &user.actor_id, user.role)
+        .await
+        .map_err(|e| ctx.fail(e))?;
+    let allowed = agent.allowed_demarches();
+    let body = html! {
+        h1 { (l.t("Créer un mandat", "Create a mandate")) }
+        ol.small {
+            li aria-current="step" { strong { (l.t("Les démarches et la durée", "Démarches and duration")) } }
+            li { (l.t("La personne se connecte", "The resident logs in")) }
+            li { (l.t("Récapitulatif, accord de la personne et votre code", "Recap, the resident's agreement and your code")) }
+        }
+        form method="post" action="/aidant/mandats/nouveau" {
+            (csrf(&user))
+            fieldset {
+                legend { (l.t("Démarches que la personne vous confie", "Démarches the resident entrusts to you")) }
+                @for (code, def) in ctx.state.demarches.all() {
+                    @if Demarche::parse(code).is_some_and(|d| allowed.contains(&d)) {
+                        div.choice {
+                            input type="checkbox" id={ "d-" (code) } name="demarches" value=(code);
+                            label for={ "d-" (code) } { (l.t(&def.label_fr, &def.label_en)) span.hint { (def.description_fr) } }
+                        }
+                    }
+                }
+            }
+            fieldset {
+                legend { (l.t("Durée du mandat", "Mandate duration")) }
+                @for d in DURATIONS {
+                    div.choice {
+                        input type="radio" id={ "t-" (d) } name="duration_days" value=(d) required;
+                        label for={ "t-" (d) } { (duration_label(&ctx, d)) }
+                    }
+                }
+            }
+            p { button { (l.t("Continuer", "Continue")) } }
+        }
+    };
+    Ok(ctx.page(l.t("Créer un mandat", "Create a mandate"), body))
+}
+
+fn duration_label(ctx: &Ctx, days: i64) -> String {
+    match days {
+        1 => ctx
+            .t(
+                "1 jour (une démarche ponctuelle)",
+                "1 day (a one-off démarche)",
+            )
+            .to_string(),
+        31 => ctx.t("1 mois", "1 month").to_string(),
+        182 => ctx.t("6 mois", "6 months").to_string(),
+        365 => ctx.t("12 mois", "12 months").to_string(),
+        d => format!("{d} {}", ctx.t("jours", "days")),
+    }
+}
+
+pub async fn create_draft(ctx: Ctx, body: Bytes) -> PageResult {
+    let form = Form::parse(&body);
+    let user = ctx.form_user(AIDANTS, &form)?;
+    let duration: i64 = form
+        .get("duration_days")
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(0);
+    let req = api_json(json!({ "demarches": form.all("demarches"), "duration_days": duration }))
+        .map_err(|e| ctx.fail(e))?;
+    let draft = json_of(
+        crate::http::mandates::create_draft(state_of(&ctx), user, ctx.request_id(), req).await,
+    )
+    .await
+    .map_err(|e| ctx.fail(e))?;
+    Ok(ctx.done(
+        &format!("/aidant/brouillons/{}", s(&draft, "id")),
+        "brouillon",
+    ))
+}
+
+pub async fn draft(ctx: Ctx, Path(id): Path<String>) -> PageResult {
+    let user = ctx.user_in(AIDANTS)?;
+    let l = ctx.lang;
+    let d = json_of(
+        crate::http::mandates::get_draft(
+            state_of(&ctx),
+            user.clone(),
+            ctx.request_id(),
+            Path(id.clone()),
+        )
+        .await,
+    )
+    .await
+    .map_err(|e| ctx.fail(e))?;
+    let logged_in = d.get("resident_id").is_some_and(|r| !r.is_null());
+    let body = html! {
+        h1 { (l.t("Créer un mandat", "Create a mandate")) }
+        ol.small {
+            li { (l.t("Les démarches et la durée", "Démarches and duration")) " ✓" }
+            @if logged_in {
+                li { (l.t("La personne se connecte", "The resident logs in")) " ✓" }
+                li aria-current="step" { strong { (l.t("Récapitulatif, accord de la personne et votre code", "Recap, the resident's agreement and your code")) } }
+            } @else {
+                li aria-current="step" { strong { (l.t("La personne se connecte", "The resident logs in")) } }
+                li { (l.t("Récapitulatif, accord de la personne et votre code", "Recap, the resident's agreement and your code")) }
+            }
+        }
+        @if !logged_in {
+            h2 { (l.t("La personne se connecte", "The resident logs in")) }
+            p { (l.t("Sur cet écran, la personne se connecte elle-même avec FranceConnect : c'est ce qui prouve son identité. Sa connexion n'ouvre pas de session pour elle ; la vôtre continue.",
+                      "On this screen, the resident logs in themself with FranceConnect: that proves who they are. Their login opens no session for them; yours goes on.")) }
+            @if ctx.state.resident_login.is_some() {
+                p { a.button href=(s(&d, "resident_login")) { (l.t("Connexion de la personne avec FranceConnect", "Resident's login with FranceConnect")) } }
+            }
+            @if ctx.state.demo {
+                form method="post" action="/dev/mandate-login" {
+                    (csrf(&user))
+                    input type="hidden" name="draft" value=(id);
+                    label for="persona" { (l.t("Démonstration : la personne qui se connecte", "Demo: the resident who logs in")) }
+                    select #persona name="persona" {
+                        @for p in crate::demo::RESIDENTS { option value=(p.id) { (p.name) } }
+                    }
+                    p { button.secondary { (l.t("Connexion de démonstration", "Demo login")) } }
+                }
+            }
+            p { a href={ "/aidant/brouillons/" (id) } { (l.t("La personne s'est connectée : actualiser", "The resident has logged in: refresh")) } }
+        } @else {
+            h2 { (l.t("Récapitulatif à lire avec la personne", "Recap to read with the resident")) }
+            @if let Some(name) = d.get("resident_name").and_then(Value::as_str) {
+                p { (l.t("Personne : ", "Resident: ")) strong { (name) } }
+            }
+            blockquote.note lang="fr" { p { (s(&d, "recap_fr")) } }
+            form method="post" action={ "/aidant/brouillons/" (id) "/confirmation" } {
+                (csrf(&user))
+                div.choice {
+                    input type="checkbox" id="resident_confirmed" name="resident_confirmed" value="true" required;
+                    label for="resident_confirmed" { (l.t("La personne a lu le récapitulatif et donne son accord (case cochée par elle).", "The resident read the recap and agrees (ticked by them).")) }
+                }
+                label for="totp" { (l.t("Votre code à usage unique (application d'authentification)", "Your one-time code (authenticator app)")) }
+                input #totp type="text" name="totp" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9]{6}" maxlength="6" required;
+                p { button { (l.t("Créer le mandat", "Create the mandate")) } }
+            }
+        }
+    };
+    Ok(ctx.page(l.t("Créer un mandat", "Create a mandate"), body))
+}
+
+pub async fn confirm(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> PageResult {
+    let form = Form::parse(&body);
+    let user = ctx.form_user(AIDANTS, &form)?;
+    let req = api_json(json!({
+        "resident_confirmed": form.get("resident_confirmed") == Some("true"),
+        "totp": form.get("totp").unwrap_or_default().trim(),
+    }))
+    .map_err(|e| ctx.fail(e))?;
+    let m = json_of(
+        crate::http::mandates::confirm_draft(state_of(&ctx), user, ctx.request_id(), Path(id), req)
+            .await,
+    )
+    .await
+    .map_err(|e| ctx.fail(e))?;
+    Ok(ctx.done(&format!("/aidant/mandats/{}", s(&m, "id")), "mandat"))
+}
+
+pub async fn mandate(ctx: Ctx, Path(id): Path<String>) -> PageResult {
+    let user = ctx.user_in(AIDANTS)?;
+    let l = ctx.lang;
+    let m = json_of(
+        crate::http::mandates::get_mandate(
+            state_of(&ctx),
+            user.clone(),
+            ctx.request_id(),
+            Path(id.clone()),
+        )
+        .await,
+    )
+    .await
+    .map_err(|e| ctx.fail(e))?;
+    let active = s(&m, "state") == "active";
+    let body = html! {
+        h1 { (l.t("Mandat ", "Mandate ")) (short(&id)) " " (state_badge(s(&m, "state"), l)) }
+        p { (s(&m, "structure_name")) " · " (l.t("conclu le ", "made on ")) (date(n(&m, "created_at"))) " · " (l.t("jusqu'au ", "until ")) (date(n(&m, "expires_at"))) }
+        p { a href={ "/mandates/" (id) "/attestation" } { (l.t("Attestation imprimable", "Printable attestation")) } }
+        h2 { (l.t("Démarches", "Démarches")) }
+        ul {
+            @for d in list(&m, "demarches") {
+                li {
+                    (s(d, "label_fr")) " " (state_badge(s(d, "state"), l))
+                    @if s(d, "state") == "active" {
+                        " — " a href={ "/aidant/usagers/" (s(&m, "resident_id")) "?demarche=" (s(d, "demarche")) } { (l.t("agir dans cette démarche", "act within this démarche")) }
+                    }
+                }
+            }
+        }
+        h2 { (l.t("Renouveler", "Renew")) }
+        form method="post" action={ "/aidant/mandats/" (id) "/renouvellement" } {
+            (csrf(&user))
+            p { (l.t("Un renouvellement crée un nouveau projet de mandat que la même personne confirme en se connectant.", "A renewal makes a new draft that the same resident confirms by logging in.")) }
+            button.secondary { (l.t("Renouveler ce mandat", "Renew this mandate")) }
+        }
+        @if active {
+            h2 { (l.t("Révoquer", "Revoke")) }
+            form method="post" action={ "/aidant/mandats/" (id) "/revocation" } {
+                (csrf(&user))
+                @if user.role == Role::Aidant {
+                    label for="totp-revoke" { (l.t("Votre code à usage unique", "Your one-time code")) }
+                    input #totp-revoke type="text" name="totp" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9]{6}" maxlength="6" required;
+                }
+                p { button.danger { (l.t("Révoquer tout le mandat", "Revoke the whole mandate")) } }
+            }
+        }
+    };
+    Ok(ctx.page(l.t("Mandat", "Mandate"), body))
+}
+
+pub async fn renew(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> PageResult {
+    let form = Form::parse(&body);
+    let user = ctx.form_user(AIDANTS, &form)?;
+    let d = json_of(
+        crate::http::mandates::renew(
+            state_of(&ctx),
+            user,
+            ctx.request_id(),
+            Path(id),
+            crate::http::ApiJson(Default::default()),
+        )
+        .await,
+    )
+    .await
+    .map_err(|e| ctx.fail(e))?;
+    Ok(ctx.done(&format!("/aidant/brouillons/{}", s(&d, "id")), "brouillon"))
+}
+
+pub async fn revoke(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> PageResult {
+    let form = Form::parse(&body);
+    let user = ctx.form_user(AIDANTS, &form)?;
+    let req = match form.text("totp") {
+        Some(code) => json!({ "totp": code }),
+        None => json!({}),
+    };
+    crate::http::mandates::agent_revoke(
+        state_of(&ctx),
+        user,
+        ctx.request_id(),
+        Path(id.clone()),
+        Bytes::from(req.to_string()),
+    )
+    .await
+    .map_err(|e| ctx.fail(e))?;
+    Ok(ctx.done(&format!("/aidant/mandats/{id}"), "revoque_aidant"))
+}
+
+fn demarche_of(ctx: &Ctx) -> Result<(Demarche, String), PageError> {
+    let code = ctx.query.get("demarche").cloned().unwrap_or_default();
+    Demarche::parse(&code).map(|d| (d, code)).ok_or_else(|| {
+        ctx.fail(AppError::unprocessable(
+            "unknown_demarche",
+            "Démarche inconnue. / Unknown démarche.",
+        ))
+    })
+}
+
+/// Acting within one démarche: the resident's categories it reaches, each
+/// read (and audited) through the same route as the API.
+pub async fn resident(ctx: Ctx, Path(resident): Path<String>) -> PageResult {
+    let user = ctx.user_in(AIDANTS)?;
+    let l = ctx.lang;
+    let (demarche, code) = demarche_of(&ctx)?;
+    let def = ctx
+        .state
+        .demarches
+        .get(demarche)
+        .ok_or_else(|| ctx.fail(AppError::NotFound))?;
+    let mut sections = Vec::new();
+    for c in &def.categories {
+        let q = Query(HashMap::from([("demarche".to_string(), code.clone())]));
+        let read = crate::http::mandates::read_on_behalf(
+            state_of(&ctx),
+            user.clone(),
+            ctx.request_id(),
+            Path((resident.clone(), c.clone())),
+            q,
+        )
+        .await;
+        let record = match read {
+            Ok(res) => Some(
+                json_of::<Response>(Ok(res))
+                    .await
+                    .map_err(|e| ctx.fail(e))?,
+            ),
+            Err(AppError::NotFound) => None,
+            Err(e) => return Err(ctx.fail(e)),
+        };
+        sections.push((c.clone(), record));
+    }
+    let body = html! {
+        h1 { (l.t(&def.label_fr, &def.label_en)) }
+        p { (l.t("Usager·ère n° ", "Resident #")) code { (short(&resident)) } ". "
+            (l.t("Chaque lecture et chaque modification est inscrite au journal, au nom de votre structure ; la personne la voit dans son espace.",
+                 "Every read and change is logged under your structure's name; the resident sees it in their space.")) }
+        @for (c, record) in &sections {
+            @let fields = record.as_ref().and_then(|r| r.get("fields")).and_then(Value::as_object);
+            section.card aria-labelledby={ "c-" (c) } {
+                h2 #{ "c-" (c) } { (category_label(&ctx, c)) }
+                form method="post" action={ "/aidant/usagers/" (resident) "/" (c) "?demarche=" (code) } {
+                    (csrf(&user))
+                    (category_fields(&ctx, c, fields))
+                    p { button { (l.t("Enregistrer pour la personne", "Save for the resident")) } }
+                }
+            }
+        }
+    };
+    Ok(ctx.page(l.t(&def.label_fr, &def.label_en), body))
+}
+
+pub async fn save_category(
+    ctx: Ctx,
+    Path((resident, category)): Path<(String, String)>,
+    body: Bytes,
+) -> PageResult {
+    let form = Form::parse(&body);
+    let user = ctx.form_user(AIDANTS, &form)?;
+    let (_, code) = demarche_of(&ctx)?;
+    let record = category_record(&ctx, &category, &form).map_err(|e| ctx.fail(e))?;
+    crate::http::mandates::write_on_behalf(
+        state_of(&ctx),
+        user,
+        ctx.request_id(),
+        Path((resident.clone(), category)),
+        Query(HashMap::from([("demarche".to_string(), code.clone())])),
+        crate::http::ApiJson(record),
+    )
+    .await
+    .map_err(|e| ctx.fail(e))?;
+    Ok(ctx.done(
+        &format!("/aidant/usagers/{resident}?demarche={code}"),
+        "donnees",
+    ))
+}
+
+/// The printable attestation of a mandate, for the resident (their own) or
+/// an agent of the mandate's structure.
+pub async fn attestation(ctx: Ctx, Path(id): Path<String>) -> PageResult {
+    let l = ctx.lang;
+    let user: CurrentUser = ctx.user_in(&[Role::Resident, Role::Aidant, Role::Referent])?;
+    let state = &ctx.state;
+    let mandate = state
+        .store
+        .find_mandate(&id)
+        .await
+        .map_err(|e| ctx.fail(e.into()))?
+        .ok_or_else(|| ctx.fail(AppError::NotFound))?;
+    let allowed = if user.role == Role::Resident {
+        mandate.resident_id == user.actor_id
+    } else {
+        crate::mandates::agent_context(state, &user.actor_id, user.role)
+            .await
+            .is_ok_and(|c| c.structure.id == mandate.structure_id)
+    };
+    if !allowed {
+        return Err(ctx.fail(AppError::NotFound));
+    }
+    let v = crate::mandates::view(state, &mandate, state.clock.now())
+        .await
+        .map_err(|e| ctx.fail(e))?;
+    let verify = format!(
+        "{}/api/v1/mandates/verify",
+        state.config.public_url.as_str().trim_end_matches('/')
+    );
+    let title = l.t("Attestation de mandat", "Mandate attestation");
+    let body = html! {
+        h1 { (title) }
+        p { (l.t("Mandat n° ", "Mandate no. ")) code { (v.id) } (l.t(", conclu le ", ", made on ")) (date(v.created_at)) (l.t(" avec ", " with ")) strong { (v.structure_name) } (l.t(", valable jusqu'au ", ", valid until ")) (date(v.expires_at)) "." }
+        p { (l.t("La personne autorise les aidants habilités de cette structure à réaliser à sa place les démarches suivantes :", "The resident authorises this structure's aidants to do the following démarches for them:")) }
+        ul {
+            @for d in &v.demarches {
+                li { (d.label_fr) " " (state_badge(&serde_json::to_value(d.state).ok().and_then(|s| s.as_str().map(str::to_string)).unwrap_or_default(), l)) }
+            }
+        }
+        p { (l.t("Modèle de mandat : ", "Mandate template: ")) (mandate.template_version) ". "
+            (l.t("Chaque action faite au titre de ce mandat est enregistrée dans un journal vérifiable.", "Every action under this mandate is written to a verifiable log.")) }
+        p { (l.t("Vérifier cette attestation : ", "Verify this attestation: ")) a href=(v.verify_url) { (verify) } }
+    };
+    Ok(ctx.page(title, body))
+}

@@ -1,0 +1,199 @@
+//! The DPO's space: extract requests to approve or reject, rights requests
+//! to extend or close, and the register of processing.
+
+use axum::body::Bytes;
+use axum::extract::Path;
+use maud::html;
+use serde_json::{Value, json};
+
+use super::public::{category_label, purpose_title};
+use super::{Ctx, Form, PageResult, api_json, csrf, date, json_of, list, n, s, state_of};
+use crate::domain::Role;
+use crate::error::AppError;
+
+const DPO: &[Role] = &[Role::Dpo];
+
+fn extract_state(state: &str, l: super::Lang) -> &'static str {
+    match state {
+        "requested" => l.t("à examiner", "to review"),
+        "approved" => l.t("approuvée", "approved"),
+        "rejected" => l.t("rejetée", "rejected"),
+        "building" => l.t("en construction", "building"),
+        "ready" => l.t("prête", "ready"),
+        "downloaded" => l.t("téléchargée", "downloaded"),
+        "expired" => l.t("expirée", "expired"),
+        "failed" => l.t("échouée", "failed"),
+        _ => l.t("autre", "other"),
+    }
+}
+
+fn request_kind(kind: &str, l: super::Lang) -> &'static str {
+    match kind {
+        "erasure" => l.t("effacement", "erasure"),
+        "objection" => l.t("opposition", "objection"),
+        "rectification" => l.t("rectification", "rectification"),
+        "restriction" => l.t("limitation", "restriction"),
+        "access" => l.t("accès", "access"),
+        "portability" => l.t("portabilité", "portability"),
+        _ => l.t("autre", "other"),
+    }
+}
+
+pub async fn overview(ctx: Ctx) -> PageResult {
+    let user = ctx.user_in(DPO)?;
+    let l = ctx.lang;
+    let extracts = json_of(
+        crate::http::extracts::dpo_list(state_of(&ctx), user.clone(), ctx.request_id()).await,
+    )
+    .await
+    .map_err(|e| ctx.fail(e))?;
+    let requests = json_of(
+        crate::http::rights::dpo_requests(state_of(&ctx), user.clone(), ctx.request_id()).await,
+    )
+    .await
+    .map_err(|e| ctx.fail(e))?;
+    let (pending, decided): (Vec<&Value>, Vec<&Value>) = list(&extracts, "extracts")
+        .iter()
+        .partition(|x| s(x, "state") == "requested");
+    let body = html! {
+        h1 { (l.t("Espace du délégué à la protection des données", "Data protection officer's space")) }
+        p { a href="/registre" { (l.t("Le registre des traitements (article 30)", "The register of processing (article 30)")) } }
+        h2 { (l.t("Extractions à examiner", "Extracts to review")) }
+        @if pending.is_empty() { p { (l.t("Aucune demande en attente.", "No pending request.")) } }
+        @for x in &pending {
+            @let id = s(x, "id");
+            @let spec = x.get("spec").cloned().unwrap_or(Value::Null);
+            section.card aria-labelledby={ "x-" (id) } {
+                h3 #{ "x-" (id) } { (l.t("Demande de ", "Request from ")) (s(x, "partner_id")) }
+                dl {
+                    dt { (l.t("Finalité", "Purpose")) }
+                    dd { @if let Some(p) = ctx.state.register.get(s(x, "purpose")) { (purpose_title(p, l)) } @else { (s(x, "purpose")) } }
+                    dt { (l.t("Type", "Kind")) }
+                    dd { (if s(x, "kind") == "aggregate" { l.t("agrégats (aucune case sous 11 personnes)", "aggregates (no cell under 11 people)") } else { l.t("lignes pseudonymisées", "pseudonymised rows") }) }
+                    dt { (l.t("Catégories", "Categories")) }
+                    dd { (list(&spec, "categories").iter().filter_map(Value::as_str).map(|c| category_label(&ctx, c)).collect::<Vec<_>>().join(", ")) }
+                    dt { (l.t("Champs", "Fields")) }
+                    dd { (list(&spec, "fields").iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")) }
+                    @if !list(&spec, "group_by").is_empty() {
+                        dt { (l.t("Regroupé par", "Grouped by")) }
+                        dd { (list(&spec, "group_by").iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")) }
+                    }
+                    dt { (l.t("Demandée le", "Requested on")) }
+                    dd { (date(n(x, "created_at"))) }
+                }
+                form method="post" action={ "/dpo/extractions/" (id) } {
+                    (csrf(&user))
+                    label for={ "reason-" (id) } { (l.t("Motif (obligatoire pour un rejet)", "Reason (required to reject)")) }
+                    input type="text" id={ "reason-" (id) } name="reason" maxlength="500";
+                    p {
+                        button name="decision" value="approve" { (l.t("Approuver", "Approve")) }
+                        " "
+                        button.danger name="decision" value="reject" { (l.t("Rejeter", "Reject")) }
+                    }
+                }
+            }
+        }
+        @if !decided.is_empty() {
+            h2 { (l.t("Extractions déjà examinées", "Extracts already reviewed")) }
+            ul {
+                @for x in decided.iter().take(50) {
+                    li { (s(x, "partner_id")) " — " (s(x, "purpose")) " — " (extract_state(s(x, "state"), l))
+                        @if let Some(p) = x.get("progress") { " (" (n(p, "rows_done")) "/" (n(p, "rows_total")) ")" }
+                        " — " (date(n(x, "created_at"))) }
+                }
+            }
+        }
+        h2 { (l.t("Demandes d'exercice des droits", "Rights requests")) }
+        @if list(&requests, "requests").is_empty() { p { (l.t("Aucune demande.", "No request.")) } }
+        @for r in list(&requests, "requests") {
+            @let id = s(r, "id");
+            @let open = !matches!(s(r, "state"), "granted" | "refused" | "closed");
+            section.card aria-labelledby={ "r-" (id) } {
+                h3 #{ "r-" (id) } { (request_kind(s(r, "kind"), l)) " — " (l.t("usager·ère n° ", "resident #")) code { (s(r, "resident_id").get(..8).unwrap_or("")) } }
+                p { (l.t("Reçue le ", "Received on ")) (date(n(r, "created_at"))) " · " (l.t("à traiter avant le ", "due by ")) (date(n(r, "due_at"))) " · " (l.t("état : ", "state: ")) (s(r, "state"))
+                    @if r.get("late").and_then(Value::as_bool) == Some(true) { " " strong { (l.t("EN RETARD", "LATE")) } } }
+                @if open {
+                    form method="post" action={ "/dpo/demandes/" (id) } {
+                        (csrf(&user))
+                        p {
+                            button name="action" value="granted" { (l.t("Accepter et clore", "Grant and close")) }
+                            " "
+                            button.secondary name="action" value="refused" { (l.t("Refuser et clore", "Refuse and close")) }
+                            " "
+                            button.secondary name="action" value="extend" { (l.t("Prolonger de deux mois (complexité)", "Extend by two months (complexity)")) }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    Ok(ctx.page(l.t("Espace DPO", "DPO space"), body))
+}
+
+pub async fn decide_extract(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> PageResult {
+    let form = Form::parse(&body);
+    let user = ctx.form_user(DPO, &form)?;
+    match form.get("decision") {
+        Some("approve") => {
+            json_of(
+                crate::http::extracts::approve(state_of(&ctx), user, ctx.request_id(), Path(id))
+                    .await,
+            )
+            .await
+            .map_err(|e| ctx.fail(e))?;
+            Ok(ctx.done("/dpo", "approuve"))
+        }
+        Some("reject") => {
+            let req = api_json(json!({ "reason": form.get("reason").unwrap_or_default() }))
+                .map_err(|e| ctx.fail(e))?;
+            json_of(
+                crate::http::extracts::reject(
+                    state_of(&ctx),
+                    user,
+                    ctx.request_id(),
+                    Path(id),
+                    req,
+                )
+                .await,
+            )
+            .await
+            .map_err(|e| ctx.fail(e))?;
+            Ok(ctx.done("/dpo", "rejete"))
+        }
+        _ => Err(ctx.fail(AppError::unprocessable(
+            "invalid_decision",
+            "Choisissez approuver ou rejeter. / Choose approve or reject.",
+        ))),
+    }
+}
+
+pub async fn handle_request(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> PageResult {
+    let form = Form::parse(&body);
+    let user = ctx.form_user(DPO, &form)?;
+    match form.get("action") {
+        Some("extend") => {
+            let req = api_json(json!({ "reason": "complexity" })).map_err(|e| ctx.fail(e))?;
+            json_of(
+                crate::http::rights::extend(state_of(&ctx), user, ctx.request_id(), Path(id), req)
+                    .await,
+            )
+            .await
+            .map_err(|e| ctx.fail(e))?;
+            Ok(ctx.done("/dpo", "prolonge"))
+        }
+        Some(outcome @ ("granted" | "refused")) => {
+            let req = api_json(json!({ "outcome": outcome })).map_err(|e| ctx.fail(e))?;
+            json_of(
+                crate::http::rights::close(state_of(&ctx), user, ctx.request_id(), Path(id), req)
+                    .await,
+            )
+            .await
+            .map_err(|e| ctx.fail(e))?;
+            Ok(ctx.done("/dpo", "cloture"))
+        }
+        _ => Err(ctx.fail(AppError::unprocessable(
+            "invalid_action",
+            "Action inconnue. / Unknown action.",
+        ))),
+    }
+}
