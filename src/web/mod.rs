@@ -575,19 +575,41 @@ pub fn csrf_header(user: &CurrentUser) -> HeaderMap {
     h
 }
 
-/// A date (UTC) as the French write it.
+/// Paris time (EU rules: summer time from the last Sunday of March to the
+/// last Sunday of October, switching at 01:00 UTC), without a time-zone
+/// database.
+pub fn paris(ts: i64) -> Option<chrono::NaiveDateTime> {
+    use chrono::{Datelike, NaiveDate, TimeDelta, Weekday};
+    let utc = chrono::DateTime::from_timestamp(ts, 0)?.naive_utc();
+    let last_sunday = |month: u32| -> Option<chrono::NaiveDateTime> {
+        let first_next = if month == 12 {
+            NaiveDate::from_ymd_opt(utc.year() + 1, 1, 1)?
+        } else {
+            NaiveDate::from_ymd_opt(utc.year(), month + 1, 1)?
+        };
+        let mut d = first_next.pred_opt()?;
+        while d.weekday() != Weekday::Sun {
+            d = d.pred_opt()?;
+        }
+        d.and_hms_opt(1, 0, 0)
+    };
+    let summer = utc >= last_sunday(3)? && utc < last_sunday(10)?;
+    Some(utc + TimeDelta::hours(if summer { 2 } else { 1 }))
+}
+
+/// A date (Paris time) as the French write it.
 pub fn date(ts: i64) -> String {
-    chrono::DateTime::from_timestamp(ts, 0)
+    paris(ts)
         .map(|d| d.format("%d/%m/%Y").to_string())
         .unwrap_or_default()
 }
 
-/// A date and time (UTC).
+/// A date and time (Paris time).
 pub fn date_time(ts: i64, l: Lang) -> String {
-    chrono::DateTime::from_timestamp(ts, 0)
+    paris(ts)
         .map(|d| match l {
-            Lang::Fr => d.format("%d/%m/%Y à %H:%M UTC").to_string(),
-            Lang::En => d.format("%Y-%m-%d %H:%M UTC").to_string(),
+            Lang::Fr => d.format("%d/%m/%Y à %H:%M").to_string(),
+            Lang::En => d.format("%Y-%m-%d %H:%M (Paris time)").to_string(),
         })
         .unwrap_or_default()
 }
@@ -615,4 +637,24 @@ pub fn trusted(s: &'static str) -> PreEscaped<&'static str> {
 
 pub(crate) fn state_of(ctx: &Ctx) -> State<AppState> {
     State(ctx.state.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::paris;
+
+    fn at(ts: i64) -> String {
+        paris(ts).unwrap().format("%Y-%m-%d %H:%M").to_string()
+    }
+
+    #[test]
+    fn paris_time_follows_the_eu_summer_time_rules() {
+        // 2026-03-29 00:59:59 UTC is still winter (+1); 01:00 UTC is summer (+2).
+        assert_eq!(at(1_774_745_999), "2026-03-29 01:59");
+        assert_eq!(at(1_774_746_000), "2026-03-29 03:00");
+        // 2026-10-25 00:59:59 UTC is summer; 01:00 UTC is winter again.
+        assert_eq!(at(1_792_889_999), "2026-10-25 02:59");
+        assert_eq!(at(1_792_890_000), "2026-10-25 02:00");
+        assert_eq!(at(1_795_867_200), "2026-11-28 13:00");
+    }
 }

@@ -16,6 +16,7 @@ mod mandates;
 mod matrix;
 mod oidc;
 mod ops;
+mod pages;
 mod partner;
 mod rights;
 mod rotation;

@@ -26,6 +26,7 @@ if (SHOTS) mkdirSync(SHOTS, { recursive: true });
 
 const RESIDENT = '0b9a3c1e-5d6f-4a7b-8c9d-000000000001'; // Awa, who has a mandate
 const RESIDENT_2 = '0b9a3c1e-5d6f-4a7b-8c9d-000000000002';
+const RESIDENT_3 = '0b9a3c1e-5d6f-4a7b-8c9d-000000000003';
 const AIDANT = 'a1d00000-0000-4000-8000-000000000001';
 const DPO = 'a1d00000-0000-4000-8000-000000000004';
 const MAX_REQUESTS = 3;
@@ -200,6 +201,23 @@ async function api(page, method, path, body) {
     const res = await page.request.get(`${BASE}${href}`);
     check(res.headers()['content-type'] === 'application/jose', res.headers()['content-type']);
     check((await res.text()).split('.').length === 3, 'not a compact JWS');
+  });
+  await context.close();
+}
+
+// ---------------------------------------------------------------- without JavaScript
+{
+  const context = await browser.newContext({ javaScriptEnabled: false });
+  const page = await context.newPage();
+  await r.step('no JavaScript: log in, give and withdraw a consent', async () => {
+    await page.goto(`${BASE}/`);
+    await page.locator(`form[action="/dev/login"]:has(input[value="${RESIDENT_3}"]) button`).click();
+    await page.goto(`${BASE}/moi/consentements`);
+    await page.locator('#cat-inventaire-arbres-patrimoine-environment').check();
+    await page.locator('form:has(input[value="inventaire-arbres-patrimoine"]) button[value="given"]').click();
+    check(await page.locator('#f-inventaire-arbres-patrimoine ~ p .state-given').count() === 1, 'not given');
+    await page.locator('#f-inventaire-arbres-patrimoine ~ form[action$="/retrait"] button').click();
+    check(new URL(page.url()).pathname === '/moi/consentements/retire', `on ${page.url()}`);
   });
   await context.close();
 }

@@ -1,0 +1,232 @@
+//! The web pages' own guarantees, without a browser: forms need the
+//! session's CSRF token, each space is its own role's, refusals are HTML
+//! pages with the stable code, language links never leave the site, and a
+//! form does exactly what the JSON route does.
+
+use axum::http::Method;
+
+use crate::support::{Session, TestApp, each_backend};
+
+const AWA: &str = "0b9a3c1e-5d6f-4a7b-8c9d-000000000001";
+const AIDANT: &str = "a1d00000-0000-4000-8000-000000000001";
+
+async fn post_form(
+    app: &TestApp,
+    s: &Session,
+    path: &str,
+    form: &str,
+) -> crate::support::TestResponse {
+    app.send(
+        Method::POST,
+        path,
+        &[
+            ("cookie", s.cookie.as_str()),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ],
+        form.to_string(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_form_without_the_session_csrf_token_is_refused_and_changes_nothing() {
+    each_backend(|app| async move {
+        let s = app.login(AWA).await;
+        let before = app
+            .as_user(&s, Method::GET, "/api/v1/me/consents", None)
+            .await
+            .json();
+        let form = "purpose=inventaire-arbres-patrimoine&decision=given&categories=environment";
+        let res = post_form(&app, &s, "/moi/consentements", form).await;
+        assert_eq!(res.status.as_u16(), 403);
+        assert!(res.header("content-type").unwrap().starts_with("text/html"));
+        assert!(res.text().contains("csrf_token_invalid"), "{}", res.text());
+        let forged = post_form(
+            &app,
+            &s,
+            "/moi/consentements",
+            &format!("csrf_token=forged&{form}"),
+        )
+        .await;
+        assert_eq!(forged.status.as_u16(), 403);
+        let after = app
+            .as_user(&s, Method::GET, "/api/v1/me/consents", None)
+            .await
+            .json();
+        assert_eq!(before, after);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_consent_form_does_what_the_json_route_does() {
+    each_backend(|app| async move {
+        let s = app.login(AWA).await;
+        let csrf = format!("csrf_token={}", s.csrf);
+        // No category ticked: nothing is given, and the page says why.
+        let none = post_form(
+            &app,
+            &s,
+            "/moi/consentements",
+            &format!("{csrf}&purpose=agenda-culturel&decision=given"),
+        )
+        .await;
+        assert_eq!(none.status.as_u16(), 422);
+        assert!(none.text().contains("categories_required"));
+        let res = post_form(
+            &app,
+            &s,
+            "/moi/consentements",
+            &format!("{csrf}&purpose=agenda-culturel&decision=given&categories=culture"),
+        )
+        .await;
+        assert_eq!(res.status.as_u16(), 303, "{}", res.text());
+        assert_eq!(
+            res.header("location"),
+            Some("/moi/consentements?fait=donne")
+        );
+        let mine = app
+            .as_user(&s, Method::GET, "/api/v1/me/consents", None)
+            .await
+            .json();
+        let c = mine["consents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["purpose"] == "agenda-culturel")
+            .unwrap()
+            .clone();
+        assert_eq!(c["state"], "given");
+        assert_eq!(c["categories"], serde_json::json!(["culture"]));
+        // Withdrawing leads to the page that says how to give it again.
+        let id = c["id"].as_str().unwrap();
+        let w = post_form(&app, &s, &format!("/moi/consentements/{id}/retrait"), &csrf).await;
+        assert_eq!(w.status.as_u16(), 303);
+        assert_eq!(
+            w.header("location"),
+            Some("/moi/consentements/retire?finalite=agenda-culturel")
+        );
+        let page = app
+            .send(
+                Method::GET,
+                w.header("location").unwrap(),
+                &[("cookie", s.cookie.as_str())],
+                axum::body::Body::empty(),
+            )
+            .await;
+        assert!(page.text().contains("redonner votre consentement"));
+        // The special-category purpose needs the explicit box.
+        let health = post_form(
+            &app,
+            &s,
+            "/moi/consentements",
+            &format!("{csrf}&purpose=sante-territoriale&decision=given&categories=health"),
+        )
+        .await;
+        assert_eq!(health.status.as_u16(), 422);
+        assert!(
+            health.text().contains("explicit_consent_required"),
+            "{}",
+            health.text()
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn each_space_belongs_to_its_role() {
+    each_backend(|app| async move {
+        let anonymous = app.get("/moi/donnees").await;
+        assert_eq!(anonymous.status.as_u16(), 401);
+        assert!(
+            anonymous.text().contains("/dev/login"),
+            "the page offers a way in"
+        );
+        let aidant = app.login(AIDANT).await;
+        let res = app
+            .send(
+                Method::GET,
+                "/moi/donnees",
+                &[("cookie", aidant.cookie.as_str())],
+                axum::body::Body::empty(),
+            )
+            .await;
+        assert_eq!(res.status.as_u16(), 403);
+        assert!(res.text().contains("role_not_allowed"));
+        let awa = app.login(AWA).await;
+        for path in ["/aidant", "/dpo", "/aidant/mandats/nouveau"] {
+            let res = app
+                .send(
+                    Method::GET,
+                    path,
+                    &[("cookie", awa.cookie.as_str())],
+                    axum::body::Body::empty(),
+                )
+                .await;
+            assert_eq!(res.status.as_u16(), 403, "{path}");
+        }
+        let mine = app
+            .send(
+                Method::GET,
+                "/moi/donnees",
+                &[("cookie", awa.cookie.as_str())],
+                axum::body::Body::empty(),
+            )
+            .await;
+        assert_eq!(mine.status.as_u16(), 200);
+        assert_eq!(mine.header("cache-control"), Some("no-store"));
+        assert!(
+            mine.header("content-security-policy")
+                .unwrap()
+                .contains("default-src 'self'")
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_language_switch_never_leaves_the_site() {
+    each_backend(|app| async move {
+        for (back, expected) in [
+            ("%2Fregistre", "/registre"),
+            ("%2F%2Fevil.example%2F", "/"),
+            ("https%3A%2F%2Fevil.example%2F", "/"),
+            ("%2F%5Cevil.example", "/"),
+        ] {
+            let res = app.get(&format!("/langue/en?retour={back}")).await;
+            assert_eq!(res.status.as_u16(), 303);
+            assert_eq!(res.header("location"), Some(expected), "{back}");
+            assert!(
+                res.header("set-cookie")
+                    .unwrap()
+                    .starts_with("coffre_lang=en")
+            );
+        }
+        let en = app
+            .send(
+                Method::GET,
+                "/registre",
+                &[("cookie", "coffre_lang=en")],
+                axum::body::Body::empty(),
+            )
+            .await;
+        assert!(en.text().contains("<html lang=\"en\""));
+        let fr = app.get("/registre").await;
+        assert!(fr.text().contains("<html lang=\"fr\""));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_stylesheet_is_small_and_cached_and_pages_are_not() {
+    each_backend(|app| async move {
+        let css = app.get("/static/coffre.css").await;
+        assert_eq!(css.status.as_u16(), 200);
+        assert!(css.body.len() < 8 * 1024, "{} bytes", css.body.len());
+        assert!(css.header("cache-control").unwrap().contains("max-age"));
+        let home = app.get("/").await;
+        assert!(home.body.len() < 20 * 1024);
+        assert_eq!(home.header("cache-control"), Some("no-store"));
+    })
+    .await;
+}
