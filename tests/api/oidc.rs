@@ -818,9 +818,10 @@ async fn a_mandate_is_made_with_the_residents_login_in_the_aidants_browser() {
             "{}",
             res.text().await.unwrap()
         );
+        // Back to the draft's page, where the recap is read together.
         assert_eq!(
             res.headers()[LOCATION],
-            format!("/api/v1/mandates/drafts/{draft_id}").as_str()
+            format!("/aidant/brouillons/{draft_id}").as_str()
         );
         // The desk is still the aidant's session.
         let me: serde_json::Value = desk.me().await.json().await.unwrap();
