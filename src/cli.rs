@@ -1089,7 +1089,24 @@ async fn serve(config: Config, demo: bool) -> Result<(), Fatal> {
             .await
             .map_err(|e| Fatal::runtime(format!("demo seeding failed: {e}")))?;
         if seeded {
-            tracing::info!("demo territory seeded");
+            let now = state.clock.now();
+            let report = crate::seed::seed_territory(
+                &state,
+                crate::demo::TERRITORY_RESIDENTS,
+                2026,
+                now,
+                |_, _| {},
+            )
+            .await
+            .map_err(|e| Fatal::runtime(format!("demo seeding failed: {e}")))?;
+            crate::demo::request_pending_extract(&state, now)
+                .await
+                .map_err(|e| Fatal::runtime(format!("demo seeding failed: {e}")))?;
+            tracing::info!(
+                residents = report.residents,
+                mandates = report.mandates,
+                "demo territory seeded"
+            );
         }
     }
     let listener = tokio::net::TcpListener::bind(listen)

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::AppState;
 use crate::domain::{Demarche, Role, Timestamp};
-use crate::error::AppResult;
+use crate::error::{AppError, AppResult};
 use crate::storage::{AgentRow, PartnerRow, StorageResult, Store, StructureRow};
 
 #[derive(Clone, Copy, Debug)]
@@ -321,4 +321,22 @@ pub async fn seed_directory(store: &dyn Store, now: Timestamp) -> StorageResult<
             .await?;
     }
     Ok(true)
+}
+
+/// Residents of the demo's synthetic territory, seeded beside the personas
+/// by `coffre serve --demo` (the same generator as `coffre seed`).
+pub const TERRITORY_RESIDENTS: u64 = 300;
+
+/// An extract request waiting for the DPO: the mobility lab asks how many
+/// residents commute each way, by commune (aggregated, no cell under 11).
+pub async fn request_pending_extract(state: &AppState, now: Timestamp) -> AppResult<()> {
+    let req: crate::extracts::ExtractRequest = serde_json::from_value(json!({
+        "purpose": "etude-mobilite",
+        "kind": "aggregate",
+        "categories": ["mobility", "housing"],
+        "group_by": ["housing.commune_insee", "mobility.commute_mode"],
+    }))
+    .map_err(|e| AppError::internal(format!("demo extract: {e}")))?;
+    crate::extracts::request(state, PARTNERS[0].id, req, now).await?;
+    Ok(())
 }

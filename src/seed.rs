@@ -14,10 +14,14 @@ use crate::AppState;
 use crate::audit::AuditRecord;
 use crate::consents::Actor;
 use crate::crypto::{DataKey, SealContext};
+use crate::domain::Demarche;
 use crate::domain::consent::{ConsentState, Recorded};
 use crate::domain::{Role, Timestamp};
 use crate::error::{AppError, AppResult};
-use crate::storage::{ConsentEventRow, ConsentRow, DataKeyRow, RecordRow, SeedBatch};
+use crate::storage::{
+    AgentRow, ConsentEventRow, ConsentRow, DataKeyRow, MandateRow, PartnerRow, RecordRow,
+    SeedBatch, StructureRow,
+};
 use serde_json::{Value, json};
 
 /// SplitMix64: small, fast, deterministic; not for secrets.
@@ -171,7 +175,130 @@ pub struct SeedReport {
     pub residents: u64,
     pub records: u64,
     pub consents: u64,
+    pub structures: u64,
+    pub agents: u64,
+    pub mandates: u64,
+    /// Partners the register names that did not exist yet, with their
+    /// client credentials (shown once, as `coffre partner add` does).
+    pub partners: Vec<SeededPartner>,
     pub seconds: f64,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SeededPartner {
+    pub id: String,
+    pub client_id: String,
+    pub client_secret: String,
+}
+
+/// The CCAS of a commune of the territory.
+pub fn structure_id(insee: &str) -> String {
+    format!("seed-ccas-{insee}")
+}
+
+/// Agent `k` of a commune's CCAS: 0 is its référent, 1 and 2 its aidants.
+pub fn agent_id(insee: &str, k: u64) -> String {
+    format!("seed-agent-{insee}-{k}")
+}
+
+/// The démarches a CCAS handles for the people it helps.
+const CCAS_DEMARCHES: [&str; 4] = ["social", "logement", "papiers", "argent"];
+
+/// The territory's services: one CCAS per commune, each with a référent and
+/// two aidants, and the partners the register names as recipients. Only
+/// what is missing is created.
+async fn seed_directory(
+    state: &AppState,
+    communes: &[(String, String, u64)],
+    rng: &mut Rng,
+    now: Timestamp,
+    report: &mut SeedReport,
+) -> AppResult<()> {
+    let allowed: Vec<&str> = Demarche::ALL.iter().map(|d| d.as_str()).collect();
+    for (n, (insee, _, _)) in communes.iter().enumerate() {
+        let sid = structure_id(insee);
+        if state.store.find_structure(&sid).await?.is_none() {
+            state
+                .store
+                .insert_structure(
+                    &StructureRow {
+                        id: sid.clone(),
+                        // INSEE-format but synthetic: no real SIRET starts 2631900.
+                        siret: format!("2631900{n:02}00019"),
+                        name: format!("CCAS de la commune {insee} (synthétique)"),
+                        allowed_demarches: allowed.join(","),
+                        active: true,
+                    },
+                    now,
+                )
+                .await?;
+            report.structures += 1;
+        }
+        for k in 0..3 {
+            let id = agent_id(insee, k);
+            let given = if rng.chance(50) {
+                rng.pick(GIVEN_F)
+            } else {
+                rng.pick(GIVEN_M)
+            };
+            let name = format!("{given} {}", rng.pick(FAMILY));
+            if state.store.find_agent(&id).await?.is_some() {
+                continue;
+            }
+            let role = if k == 0 { Role::Referent } else { Role::Aidant };
+            state
+                .store
+                .insert_agent(
+                    &AgentRow {
+                        id,
+                        role: role.as_str().into(),
+                        display_name: name,
+                        structure_id: Some(sid.clone()),
+                        active: true,
+                        can_create_mandates: true,
+                    },
+                    None,
+                    now,
+                )
+                .await?;
+            report.agents += 1;
+        }
+    }
+    let mut recipients: Vec<&str> = state
+        .register
+        .all()
+        .flat_map(|p| p.recipients.iter().map(String::as_str))
+        .collect();
+    recipients.sort_unstable();
+    recipients.dedup();
+    for id in recipients {
+        if state.store.find_partner(id).await?.is_some() {
+            continue;
+        }
+        let secret = crate::http::session::random_token()?;
+        let client_id = format!("seed-{id}");
+        state
+            .store
+            .insert_partner(
+                &PartnerRow {
+                    id: id.into(),
+                    name: id.into(),
+                    client_id: client_id.clone(),
+                    client_secret_hash: crate::crypto::sha256_hex(&secret),
+                    age_recipient: None,
+                    active: true,
+                    client_jwks: None,
+                },
+                now,
+            )
+            .await?;
+        report.partners.push(SeededPartner {
+            id: id.into(),
+            client_id,
+            client_secret: secret,
+        });
+    }
+    Ok(())
 }
 
 /// Residents per transaction.
@@ -196,15 +323,27 @@ pub async fn seed(
     n: u64,
     seed: u64,
     now: Timestamp,
-    mut progress: impl FnMut(u64, u64),
+    progress: impl FnMut(u64, u64),
 ) -> AppResult<SeedReport> {
-    let started = std::time::Instant::now();
     if state.store.count_residents().await? > 0 {
         return Err(AppError::Conflict {
             code: "not_empty",
             message: "The database already has residents: seed an empty one.".into(),
         });
     }
+    seed_territory(state, n, seed, now, progress).await
+}
+
+/// Seeds `n` residents (and the services around them) beside whatever the
+/// database holds: the demo's small territory next to its personas.
+pub async fn seed_territory(
+    state: &AppState,
+    n: u64,
+    seed: u64,
+    now: Timestamp,
+    mut progress: impl FnMut(u64, u64),
+) -> AppResult<SeedReport> {
+    let started = std::time::Instant::now();
     let vault = state.vault()?;
     vault.register_kek_versions(now).await?;
     let keys = vault.keys().current();
@@ -221,6 +360,7 @@ pub async fn seed(
     ];
     let mut report = SeedReport::default();
     let mut rng = Rng(seed);
+    seed_directory(state, &communes, &mut Rng(seed ^ 0x5eed), now, &mut report).await?;
     let mut household_left = 0u64;
     let mut household = (1u64, 1u64, 0u64, 0usize); // size, adults, children, commune
     let mut i = 0u64;
@@ -230,6 +370,8 @@ pub async fn seed(
             ..SeedBatch::default()
         };
         let end = (i + BATCH).min(n);
+        // Mandates of this batch, made once its residents exist.
+        let mut mandates: Vec<(String, usize, Vec<String>, u64)> = Vec::new();
         for k in i..end {
             if household_left == 0 {
                 let size = 1 + rng.weighted(&[36, 33, 14, 12, 5]) as u64;
@@ -422,11 +564,42 @@ pub async fn seed(
                     });
                 }
             }
+            // Older people are the ones most often helped under a mandate.
+            let mandated = if age >= 75 {
+                rng.chance(15)
+            } else {
+                age >= 18 && rng.chance(1)
+            };
+            if mandated {
+                let first = rng.below(CCAS_DEMARCHES.len() as u64) as usize;
+                let mut ds = vec![CCAS_DEMARCHES[first].to_string()];
+                if rng.chance(50) {
+                    ds.push(CCAS_DEMARCHES[(first + 1) % CCAS_DEMARCHES.len()].to_string());
+                }
+                mandates.push((id.clone(), commune, ds, 1 + rng.below(2)));
+            }
             batch.residents.push(id);
         }
         report.records += batch.records.len() as u64;
         report.consents += batch.consents.len() as u64;
         state.store.seed_batch(&batch).await?;
+        for (resident, commune, demarches, aidant) in mandates {
+            let insee = &communes[commune].0;
+            let days = if demarches.len() > 1 { 365 } else { 182 };
+            let row = MandateRow {
+                id: format!("{resident}-mandate"),
+                resident_id: resident,
+                structure_id: structure_id(insee),
+                aidant_id: agent_id(insee, aidant),
+                duration_days: days,
+                template_version: crate::domain::mandate::TEMPLATE_VERSION.to_string(),
+                renews: None,
+                created_at: now,
+                expires_at: now + days * 86_400,
+            };
+            state.store.create_mandate(&row, &demarches, now).await?;
+            report.mandates += 1;
+        }
         report.residents = end;
         progress(end, n);
         i = end;

@@ -77,6 +77,31 @@ async fn a_seeded_territory_is_deterministic_and_works_end_to_end() {
         let consent = app.store.consents_of(&consenting[0]).await.unwrap();
         let events = app.store.consent_events(&consent[0].id).await.unwrap();
         assert_eq!(events[0].receipt.split('.').count(), 3);
+
+        // The services around them: a CCAS per commune with a référent and
+        // two aidants, mandates that work, and the register's partners with
+        // credentials that work.
+        assert_eq!(report.structures, 36);
+        assert_eq!(report.agents, 108);
+        assert!(report.mandates > 0, "{report:?}");
+        let mut mandated = 0;
+        for s in app.store.list_structures().await.unwrap() {
+            mandated += app
+                .store
+                .structure_authorisations(&s.id, T0, i64::MAX)
+                .await
+                .unwrap()
+                .len();
+        }
+        assert!(mandated as u64 >= report.mandates, "{mandated}");
+        let ids: Vec<&str> = report.partners.iter().map(|p| p.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["labo-mobilite", "observatoire-sante", "renov-energie"]
+        );
+        let lab = &report.partners[0];
+        let token = app.partner_token(&lab.client_id, &lab.client_secret).await;
+        assert!(!token.is_empty());
     })
     .await;
 }
