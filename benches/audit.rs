@@ -8,6 +8,8 @@
 //!   10 million entries (stored node hashes). Goal: < 1 ms each.
 //!
 //! Run: `cargo bench --bench audit` (both) or `cargo bench --bench audit -- proofs`.
+//! `COFFRE_BENCH_DATABASE_URL=postgres://…/empty_db` runs `group-commit` on
+//! PostgreSQL (both logs, one after the other, in that database).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -59,9 +61,28 @@ async fn appends_per_second(log: Arc<AuditLog>, dur: Duration) -> f64 {
 
 async fn group_commit() {
     let dir = tempfile::tempdir().unwrap();
+    let pg = std::env::var("COFFRE_BENCH_DATABASE_URL").ok();
+    let backend = if pg.is_some() {
+        "PostgreSQL (synchronous_commit on)"
+    } else {
+        "SQLite synchronous=FULL"
+    };
     let open = |name: &str| {
         let path = dir.path().join(name);
-        async move { Arc::new(SqliteStore::open(&path).await.unwrap()) as DynStore }
+        let pg = pg.clone();
+        async move {
+            match pg {
+                // One database: the baseline's entries, then the group's,
+                // in one log (appends are sequential, so each run measures
+                // only its own writer).
+                Some(url) => {
+                    coffre::storage::open(&coffre::config::DatabaseUrl::parse(&url).unwrap())
+                        .await
+                        .unwrap()
+                }
+                None => Arc::new(SqliteStore::open(&path).await.unwrap()) as DynStore,
+            }
+        }
     };
     let dur = Duration::from_secs(5);
     let baseline = appends_per_second(
@@ -75,7 +96,7 @@ async fn group_commit() {
     )
     .await;
     println!(
-        "audit appends, SQLite synchronous=FULL, {WRITERS} concurrent writers, {}s each:",
+        "audit appends, {backend}, {WRITERS} concurrent writers, {}s each:",
         dur.as_secs()
     );
     println!("  one transaction per entry (baseline): {baseline:>10.0} entries/s");

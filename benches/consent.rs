@@ -9,6 +9,7 @@
 //!   alone.
 //!
 //! Run: `cargo bench --bench consent` or `cargo bench --bench consent -- validity`.
+//! `COFFRE_BENCH_DATABASE_URL=postgres://…/empty_db` runs them on PostgreSQL.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -29,10 +30,17 @@ const PURPOSES: [(&str, &str); 3] = [
     ("cantine-scolaire", "school,household,contact"),
 ];
 
+fn postgres_url() -> Option<String> {
+    std::env::var("COFFRE_BENCH_DATABASE_URL").ok()
+}
+
 async fn state(dir: &std::path::Path) -> (AppState, DynStore) {
-    let url = format!("sqlite://{}", dir.join("c.db").display());
+    let url = postgres_url().unwrap_or_else(|| format!("sqlite://{}", dir.join("c.db").display()));
     let config = Config::for_tests(&url, &dir.join("keys")).unwrap();
-    let store: DynStore = Arc::new(SqliteStore::open(&dir.join("c.db")).await.unwrap());
+    let store: DynStore = match postgres_url() {
+        Some(_) => coffre::storage::open(&config.database_url).await.unwrap(),
+        None => Arc::new(SqliteStore::open(&dir.join("c.db")).await.unwrap()),
+    };
     let keys = Arc::new(LiveKeys::in_memory(KeySet::generate_in_memory().unwrap()));
     let state = AppState::new(config, store.clone(), Clock::fixed(NOW), false, Ok(keys))
         .await
@@ -59,25 +67,19 @@ async fn validity() {
     let dir = tempfile::tempdir().unwrap();
     let (state, store) = state(dir.path()).await;
     let started = Instant::now();
-    let pool =
-        sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.path().join("c.db").display()))
-            .await
-            .unwrap();
-    sqlx::query("PRAGMA synchronous=OFF")
-        .execute(&pool)
-        .await
-        .unwrap();
+    macro_rules! insert_all {
+        ($db:ty, $pool:expr) => {
     for chunk in (0..N).collect::<Vec<_>>().chunks(50_000) {
-        let mut tx = pool.begin().await.unwrap();
+        let mut tx = $pool.begin().await.unwrap();
         for rows in chunk.chunks(1000) {
-            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            let mut q = sqlx::QueryBuilder::<$db>::new(
                 "INSERT INTO residents (id, status, created_at) ",
             );
             q.push_values(rows, |mut b, i| {
                 b.push_bind(resident(*i)).push_bind("active").push_bind(NOW);
             });
             q.build().execute(&mut *tx).await.unwrap();
-            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            let mut q = sqlx::QueryBuilder::<$db>::new(
                 "INSERT INTO consents (id, resident_id, purpose, state, categories, valid_until, notice_version, updated_at, seq) ",
             );
             q.push_values(
@@ -103,7 +105,29 @@ async fn validity() {
         }
         tx.commit().await.unwrap();
     }
-    pool.close().await;
+        };
+    }
+    match postgres_url() {
+        Some(url) => {
+            let pool = sqlx::PgPool::connect(&url).await.unwrap();
+            insert_all!(sqlx::Postgres, pool);
+            pool.close().await;
+        }
+        None => {
+            let pool = sqlx::SqlitePool::connect(&format!(
+                "sqlite://{}",
+                dir.path().join("c.db").display()
+            ))
+            .await
+            .unwrap();
+            sqlx::query("PRAGMA synchronous=OFF")
+                .execute(&pool)
+                .await
+                .unwrap();
+            insert_all!(sqlx::Sqlite, pool);
+            pool.close().await;
+        }
+    }
     println!(
         "validity: seeded {N} residents x 3 consents in {:.0}s",
         started.elapsed().as_secs_f64()

@@ -14,6 +14,11 @@
 //! Knobs: `COFFRE_BENCH_SECS` (default 5), `COFFRE_BENCH_CONCURRENCY`
 //! (default 32), `COFFRE_BENCH_DATABASE_URL` (default a fresh SQLite file;
 //! a `postgres://` URL of an empty database for PostgreSQL).
+//!
+//! `COFFRE_BENCH_PROCESSES=2` (with a PostgreSQL URL): the reads go to two
+//! real `coffre serve` processes (the release binary) sharing the database
+//! and the keys, alternately, as behind a load balancer; the bare baseline
+//! stays in this process.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -26,6 +31,18 @@ use axum::routing::get;
 use base64::Engine;
 use coffre::crypto::{KeySet, LiveKeys};
 use coffre::{AppState, Clock, Config};
+
+/// Child servers, stopped even when the benchmark panics.
+struct Children(Vec<std::process::Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -45,7 +62,12 @@ async fn serve(router: axum::Router) -> String {
 
 /// Closed-loop load: `concurrency` tasks for `secs` seconds; returns
 /// (requests per second, p50 ms, p99 ms). Every answer must be 200.
-async fn load(url: &str, bearer: Option<&str>, concurrency: u64, secs: u64) -> (f64, f64, f64) {
+async fn load(
+    urls: &[String],
+    bearer: Option<&str>,
+    concurrency: u64,
+    secs: u64,
+) -> (f64, f64, f64) {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency as usize)
         .build()
@@ -53,9 +75,9 @@ async fn load(url: &str, bearer: Option<&str>, concurrency: u64, secs: u64) -> (
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
-    for _ in 0..concurrency {
+    for task in 0..concurrency {
         let (client, stop, done) = (client.clone(), stop.clone(), done.clone());
-        let url = url.to_string();
+        let url = urls[task as usize % urls.len()].clone();
         let bearer = bearer.map(str::to_string);
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
@@ -125,8 +147,71 @@ fn main() {
         } else {
             "SQLite"
         };
-        let state = coffre_app(&database_url, dir.path()).await;
-        let coffre_base = serve(coffre::app(state.clone())).await;
+        let processes = env_u64("COFFRE_BENCH_PROCESSES", 1);
+        let mut children = Children(Vec::new());
+        let (state, coffre_bases): (AppState, Vec<String>) = if processes > 1 {
+            assert!(backend == "PostgreSQL", "several processes need PostgreSQL");
+            // The processes need the keys on disk: the first one generates
+            // them (demo mode) in a fresh folder, then the others load them.
+            let run = dir.path().join("run");
+            std::fs::create_dir_all(&run).unwrap();
+            let mut bases = Vec::new();
+            for _ in 0..processes {
+                let port = std::net::TcpListener::bind("127.0.0.1:0")
+                    .unwrap()
+                    .local_addr()
+                    .unwrap()
+                    .port();
+                let base = format!("http://127.0.0.1:{port}");
+                let child = std::process::Command::new(env!("CARGO_BIN_EXE_coffre"))
+                    .args(["serve", "--demo"])
+                    .current_dir(&run)
+                    // coffre refuses unknown COFFRE_* variables, such as
+                    // this benchmark's own knobs.
+                    .env_clear()
+                    .env("COFFRE_DATABASE_URL", &database_url)
+                    .env("COFFRE_LISTEN", format!("127.0.0.1:{port}"))
+                    // One public URL for all, as behind a load balancer:
+                    // it is the tokens' issuer.
+                    .env("COFFRE_PUBLIC_URL", bases.first().unwrap_or(&base))
+                    .env("COFFRE_KEYS_DIR", run.join("keys"))
+                    .env("RUST_LOG", "warn")
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::fs::File::create(run.join(format!("coffre-{port}.log"))).unwrap())
+                    .spawn()
+                    .unwrap();
+                children.0.push(child);
+                let http = reqwest::Client::new();
+                let mut ready = false;
+                for _ in 0..1200 {
+                    if http.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status() == 200) {
+                        ready = true;
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                assert!(
+                    ready,
+                    "coffre did not start: {}",
+                    std::fs::read_to_string(run.join(format!("coffre-{port}.log"))).unwrap_or_default()
+                );
+                bases.push(base);
+            }
+            // This process only watches the audit log grow: no keys of its
+            // own are registered, nothing is seeded by it.
+            let config = Config::for_tests(&database_url, &dir.path().join("keys")).unwrap();
+            let store = coffre::storage::open(&config.database_url).await.unwrap();
+            let keys = Arc::new(LiveKeys::in_memory(KeySet::generate_in_memory().unwrap()));
+            let observer = AppState::new(config, store, Clock::system(), false, Ok(keys))
+                .await
+                .unwrap();
+            (observer, bases)
+        } else {
+            let state = coffre_app(&database_url, dir.path()).await;
+            let base = serve(coffre::app(state.clone())).await;
+            (state, vec![base])
+        };
+        let coffre_base = coffre_bases[0].clone();
 
         // The baseline: a bare axum handler answering a JSON body of the
         // same shape and size as a partner read.
@@ -171,21 +256,28 @@ fn main() {
             .await
             .unwrap();
         let pseudonym = list["residents"][0].as_str().unwrap().to_string();
-        let read_url = format!(
-            "{coffre_base}/api/v1/partner/residents/{pseudonym}/data/housing?purpose=renovation-energetique"
-        );
+        let read_urls: Vec<String> = coffre_bases
+            .iter()
+            .map(|b| format!("{b}/api/v1/partner/residents/{pseudonym}/data/housing?purpose=renovation-energetique"))
+            .collect();
 
-        println!(
-            "http: {backend}, {concurrency} concurrent keep-alive clients, {secs} s per run, this process serves both"
-        );
+        if processes > 1 {
+            println!(
+                "http: {backend}, {concurrency} concurrent keep-alive clients, {secs} s per run, reads spread over {processes} coffre processes sharing the database"
+            );
+        } else {
+            println!(
+                "http: {backend}, {concurrency} concurrent keep-alive clients, {secs} s per run, this process serves both"
+            );
+        }
         let audit_before = state.audit.size().await.unwrap();
         let (bare_rps, bare_p50, bare_p99) =
-            load(&format!("{bare_base}/record"), None, concurrency, secs).await;
+            load(&[format!("{bare_base}/record")], None, concurrency, secs).await;
         println!(
             "  bare axum JSON handler     {bare_rps:>9.0} req/s  p50 {bare_p50:.2} ms  p99 {bare_p99:.2} ms"
         );
         let (read_rps, read_p50, read_p99) =
-            load(&read_url, Some(&bearer), concurrency, secs).await;
+            load(&read_urls, Some(&bearer), concurrency, secs).await;
         println!(
             "  audited partner read      {read_rps:>9.0} req/s  p50 {read_p50:.2} ms  p99 {read_p99:.2} ms"
         );
@@ -196,6 +288,7 @@ fn main() {
             read_rps / bare_rps,
             if read_rps / bare_rps >= 0.40 { "met" } else { "NOT met" }
         );
+        drop(children);
         state.store.close().await;
     });
 }

@@ -497,19 +497,27 @@ async fn build_inner(
             .map_err(s)?;
         let Some((last, _)) = page.last() else { break };
         after = last.clone();
-        for (resident, consented) in &page {
-            seen += 1;
-            // The consent must cover every category asked for.
-            if let Some(cats) = consented {
-                let cats = crate::consents::split_categories(cats);
-                if !spec.categories.iter().all(|c| cats.contains(c)) {
-                    continue;
+        seen += page.len() as i64;
+        // The consent must cover every category asked for.
+        let eligible: Vec<String> = page
+            .iter()
+            .filter(|(_, consented)| match consented {
+                Some(cats) => {
+                    let cats = crate::consents::split_categories(cats);
+                    spec.categories.iter().all(|c| cats.contains(c))
                 }
-            }
-            let current = vault
-                .read_current(resident)
-                .await
-                .map_err(|e| e.to_string())?;
+                None => true,
+            })
+            .map(|(resident, _)| resident.clone())
+            .collect();
+        // The page's keys and records in one query, only the categories asked.
+        let opened = vault
+            .read_page(&eligible, &spec.categories)
+            .await
+            .map_err(|e| e.to_string())?;
+        for resident in &eligible {
+            let current: &[crate::vault::RecordView] =
+                opened.get(resident).map(Vec::as_slice).unwrap_or(&[]);
             let value = |name: &str| -> Option<Value> {
                 let (c, f) = name.split_once('.')?;
                 current

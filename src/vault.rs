@@ -225,6 +225,41 @@ impl Vault {
         self.open_rows(resident_id, &dk, rows)
     }
 
+    /// The current records of `categories` for a page of residents, read in
+    /// one query and opened with each resident's own key (extracts). A
+    /// resident without records in those categories is absent.
+    pub async fn read_page(
+        &self,
+        residents: &[String],
+        categories: &[String],
+    ) -> Result<std::collections::HashMap<String, Vec<RecordView>>, VaultError> {
+        let rows = self
+            .store
+            .current_records_of_page(residents, categories)
+            .await?;
+        let mut out: std::collections::HashMap<String, Vec<RecordView>> =
+            std::collections::HashMap::with_capacity(residents.len());
+        let mut rows = rows.into_iter().peekable();
+        while let Some(first) = rows.next() {
+            let resident = first.resident_id.clone();
+            let dk = self.unwrap(
+                &resident,
+                &DataKeyRow {
+                    resident_id: resident.clone(),
+                    kek_version: first.kek_version,
+                    wrapped: first.wrapped.clone(),
+                },
+            )?;
+            let mut own = vec![record_row(first)];
+            while let Some(next) = rows.next_if(|r| r.resident_id == resident) {
+                own.push(record_row(next));
+            }
+            let opened = self.open_rows(&resident, &dk, own)?;
+            out.insert(resident, opened);
+        }
+        Ok(out)
+    }
+
     /// The latest version of one category, if the resident has it.
     pub async fn read_current_category(
         &self,
@@ -385,4 +420,14 @@ pub async fn rotate(
     Err(VaultError::Storage(StorageError::Other(
         "data keys keep appearing under an old KEK version; are servers running with an old keys folder?".into(),
     )))
+}
+
+fn record_row(r: crate::storage::PageRecordRow) -> RecordRow {
+    RecordRow {
+        id: r.id,
+        category: r.category,
+        version: r.version,
+        sealed: r.sealed,
+        created_at: r.created_at,
+    }
 }

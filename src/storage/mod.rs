@@ -265,6 +265,20 @@ pub struct RecordRow {
     pub created_at: i64,
 }
 
+/// One current record of a resident of a page, with the resident's
+/// wrapped data key (an extract reads a page of residents in one query).
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct PageRecordRow {
+    pub resident_id: String,
+    pub kek_version: i64,
+    pub wrapped: Vec<u8>,
+    pub id: String,
+    pub category: String,
+    pub version: i64,
+    pub sealed: Vec<u8>,
+    pub created_at: i64,
+}
+
 /// A data key as stored: wrapped by the KEK of `kek_version`.
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct DataKeyRow {
@@ -657,6 +671,14 @@ pub trait Store: Send + Sync + 'static {
     async fn latest_record_version(&self, resident_id: &str, category: &str) -> StorageResult<i64>;
     /// The latest version of each category the resident has.
     async fn current_records(&self, resident_id: &str) -> StorageResult<Vec<RecordRow>>;
+    /// The latest version of each of `categories` for every resident of
+    /// `residents`, each with the resident's wrapped data key, ordered by
+    /// resident: one query for a page of an extract.
+    async fn current_records_of_page(
+        &self,
+        residents: &[String],
+        categories: &[String],
+    ) -> StorageResult<Vec<PageRecordRow>>;
     /// Every version of one category, newest first.
     async fn record_history(
         &self,
@@ -2309,6 +2331,41 @@ macro_rules! impl_store {
             .bind(resident_id)
             .fetch_all(&self.pool)
             .await?)
+        }
+
+        async fn current_records_of_page(
+            &self,
+            residents: &[String],
+            categories: &[String],
+        ) -> $crate::storage::StorageResult<Vec<$crate::storage::PageRecordRow>> {
+            if residents.is_empty() || categories.is_empty() {
+                return Ok(Vec::new());
+            }
+            // Placeholders only: every value is bound.
+            let list = |from: usize, n: usize| {
+                (from..from + n)
+                    .map(|i| format!("${i}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            let sql = format!(
+                "SELECT r.resident_id, k.kek_version, k.wrapped, r.id, r.category, r.version, r.sealed, r.created_at \
+                 FROM personal_records r JOIN data_keys k ON k.resident_id = r.resident_id \
+                 WHERE r.resident_id IN ({}) AND r.category IN ({}) AND r.version = \
+                   (SELECT MAX(l.version) FROM personal_records l \
+                    WHERE l.resident_id = r.resident_id AND l.category = r.category) \
+                 ORDER BY r.resident_id, r.category",
+                list(1, residents.len()),
+                list(1 + residents.len(), categories.len())
+            );
+            let mut q = sqlx::query_as(&sql);
+            for r in residents {
+                q = q.bind(r);
+            }
+            for c in categories {
+                q = q.bind(c);
+            }
+            Ok(q.fetch_all(&self.pool).await?)
         }
 
         async fn record_history(
