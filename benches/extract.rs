@@ -9,9 +9,12 @@
 //! wrapped data keys in one scan, unwraps and opens them (AES-256-GCM), and
 //! writes the same CSV through age: no audit, no per-resident queries.
 //!
-//! Run on a seeded database (it adds a partner and one extract to it):
+//! Run on a seeded database (it gives the partner an age recipient and adds
+//! one extract to it):
 //!   coffre keys init --generate-unlock-identity && coffre seed --residents 1000000
 //!   COFFRE_BENCH_SEEDED_DIR=/that/folder cargo bench --bench extract
+//! On PostgreSQL, seed with `COFFRE_DATABASE_URL=postgres://…` in that folder
+//! and pass the same URL as `COFFRE_BENCH_DATABASE_URL`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -52,13 +55,22 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let url = format!("sqlite://{}", dir.join("data/coffre.db").display());
+        let url = std::env::var("COFFRE_BENCH_DATABASE_URL")
+            .unwrap_or_else(|_| format!("sqlite://{}", dir.join("data/coffre.db").display()));
         let config = Config::for_tests(&url, &dir.join("keys")).unwrap();
         let store = coffre::storage::open(&config.database_url).await.unwrap();
         let keys = Arc::new(LiveKeys::load(dir.join("keys"), dir.join("keys/unlock.key")).unwrap());
         let clock = Clock::system();
         let state = AppState::new(config, store.clone(), clock.clone(), false, Ok(keys.clone())).await.unwrap();
         let n = store.count_residents().await.unwrap();
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+        // `coffre seed` registers the partner without an age recipient.
+        sqlx::query("UPDATE partners SET age_recipient = $1 WHERE id = 'renov-energie'")
+            .bind(AGE_RECIPIENT)
+            .execute(&pool)
+            .await
+            .unwrap();
         if store.find_partner("renov-energie").await.unwrap().is_none() {
             store
                 .insert_partner(
@@ -80,7 +92,6 @@ fn main() {
 
         // Baseline: one scan, AEAD, the same CSV through age.
         let t = Instant::now();
-        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
         let recipient: age::x25519::Recipient = AGE_RECIPIENT.parse().unwrap();
         let file = std::fs::File::create(out_dir.path().join("baseline.age")).unwrap();
         let mut w = age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
@@ -94,7 +105,7 @@ fn main() {
             let page = sqlx::query(
                 "SELECT r.resident_id, r.id, r.version, r.sealed, k.kek_version, k.wrapped FROM personal_records r \
                  JOIN data_keys k ON k.resident_id = r.resident_id \
-                 WHERE r.category = 'housing' AND r.resident_id > ?1 ORDER BY r.resident_id LIMIT 5000",
+                 WHERE r.category = 'housing' AND r.resident_id > $1 ORDER BY r.resident_id LIMIT 5000",
             )
             .bind(&after)
             .fetch_all(&pool)

@@ -59,7 +59,7 @@ pub async fn overview(ctx: Ctx) -> PageResult {
             @for (mandate, (resident, demarches, expires)) in &mandates {
                 li.card {
                     h3 { a href={ "/aidant/mandats/" (mandate) } { (l.t("Mandat ", "Mandate ")) (short(mandate)) } }
-                    p { (l.t("Usager·ère n° ", "Resident #")) code { (short(resident)) } " · "
+                    p { (l.t("Personne n° ", "Resident #")) code { (short(resident)) } " · "
                         (l.t("jusqu'au ", "until ")) (date(*expires))
                         @if *expires < soon { " " strong { (l.t("(expire bientôt)", "(expires soon)")) } } }
                     p { (l.t("Démarches : ", "Démarches: "))
@@ -99,18 +99,18 @@ pub async fn new_mandate(ctx: Ctx) -> PageResult {
         form method="post" action="/aidant/mandats/nouveau" {
             (csrf(&user))
             fieldset {
-                legend { (l.t("Démarches que la personne vous confie", "Démarches the resident entrusts to you")) }
+                legend { (l.t("Démarches que la personne vous confie (au moins une)", "Démarches the resident entrusts to you (at least one)")) }
                 @for (code, def) in ctx.state.demarches.all() {
                     @if Demarche::parse(code).is_some_and(|d| allowed.contains(&d)) {
                         div.choice {
                             input type="checkbox" id={ "d-" (code) } name="demarches" value=(code);
-                            label for={ "d-" (code) } { (l.t(&def.label_fr, &def.label_en)) span.hint { (def.description_fr) } }
+                            label for={ "d-" (code) } { (l.t(&def.label_fr, &def.label_en)) span.hint lang="fr" { (def.description_fr) } }
                         }
                     }
                 }
             }
             fieldset {
-                legend { (l.t("Durée du mandat", "Mandate duration")) }
+                legend { (l.t("Durée du mandat (obligatoire)", "Mandate duration (required)")) }
                 @for d in DURATIONS {
                     div.choice {
                         input type="radio" id={ "t-" (d) } name="duration_days" value=(d) required;
@@ -121,7 +121,13 @@ pub async fn new_mandate(ctx: Ctx) -> PageResult {
             p { button { (l.t("Continuer", "Continue")) } }
         }
     };
-    Ok(ctx.page(l.t("Créer un mandat", "Create a mandate"), body))
+    Ok(ctx.page(
+        l.t(
+            "Étape 1 sur 3 : démarches et durée — Créer un mandat",
+            "Step 1 of 3: démarches and duration — Create a mandate",
+        ),
+        body,
+    ))
 }
 
 fn duration_label(ctx: &Ctx, days: i64) -> String {
@@ -186,10 +192,11 @@ pub async fn draft(ctx: Ctx, Path(id): Path<String>) -> PageResult {
                 li { (l.t("Récapitulatif, accord de la personne et votre code", "Recap, the resident's agreement and your code")) }
             }
         }
+        p.note { (l.t("Ce projet de mandat expire le ", "This draft expires on ")) (super::date_time(n(&d, "expires_at"), l)) "." }
         @if !logged_in {
             h2 { (l.t("La personne se connecte", "The resident logs in")) }
             p { (l.t("Sur cet écran, la personne se connecte elle-même avec FranceConnect : c'est ce qui prouve son identité. Sa connexion n'ouvre pas de session pour elle ; la vôtre continue.",
-                      "On this screen, the resident logs in themself with FranceConnect: that proves who they are. Their login opens no session for them; yours goes on.")) }
+                      "On this screen, the resident logs in themselves with FranceConnect: that proves who they are. Their login opens no session for them; yours goes on.")) }
             @if ctx.state.resident_login.is_some() {
                 p { a.button href=(s(&d, "resident_login")) { (l.t("Connexion de la personne avec FranceConnect", "Resident's login with FranceConnect")) } }
             }
@@ -217,13 +224,24 @@ pub async fn draft(ctx: Ctx, Path(id): Path<String>) -> PageResult {
                     input type="checkbox" id="resident_confirmed" name="resident_confirmed" value="true" required;
                     label for="resident_confirmed" { (l.t("La personne a lu le récapitulatif et donne son accord (case cochée par elle).", "The resident read the recap and agrees (ticked by them).")) }
                 }
-                label for="totp" { (l.t("Votre code à usage unique (application d'authentification)", "Your one-time code (authenticator app)")) }
-                input #totp type="text" name="totp" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9]{6}" maxlength="6" required;
+                label for="totp" { (l.t("Votre code à usage unique (application d'authentification)", "Your one-time code (authenticator app)")) span.hint #totp-aide { (l.t("6 chiffres, obligatoire", "6 digits, required")) } }
+                input #totp type="text" name="totp" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9]{6}" maxlength="6" required aria-describedby="totp-aide";
                 p { button { (l.t("Créer le mandat", "Create the mandate")) } }
             }
         }
     };
-    Ok(ctx.page(l.t("Créer un mandat", "Create a mandate"), body))
+    let title = if logged_in {
+        l.t(
+            "Étape 3 sur 3 : récapitulatif et code — Créer un mandat",
+            "Step 3 of 3: recap and code — Create a mandate",
+        )
+    } else {
+        l.t(
+            "Étape 2 sur 3 : la personne se connecte — Créer un mandat",
+            "Step 2 of 3: the resident logs in — Create a mandate",
+        )
+    };
+    Ok(ctx.page(title, body))
 }
 
 pub async fn confirm(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> PageResult {
@@ -260,13 +278,13 @@ pub async fn mandate(ctx: Ctx, Path(id): Path<String>) -> PageResult {
     let active = s(&m, "state") == "active";
     let body = html! {
         h1 { (l.t("Mandat ", "Mandate ")) (short(&id)) " " (state_badge(s(&m, "state"), l)) }
-        p { (s(&m, "structure_name")) " · " (l.t("conclu le ", "made on ")) (date(n(&m, "created_at"))) " · " (l.t("jusqu'au ", "until ")) (date(n(&m, "expires_at"))) }
+        p { (s(&m, "structure_name")) " · " (l.t("conclu le ", "agreed on ")) (date(n(&m, "created_at"))) " · " (l.t("jusqu'au ", "until ")) (date(n(&m, "expires_at"))) }
         p { a href={ "/mandates/" (id) "/attestation" } { (l.t("Attestation imprimable", "Printable attestation")) } }
         h2 { (l.t("Démarches", "Démarches")) }
         ul {
             @for d in list(&m, "demarches") {
                 li {
-                    (s(d, "label_fr")) " " (state_badge(s(d, "state"), l))
+                    span lang="fr" { (s(d, "label_fr")) } " " (state_badge(s(d, "state"), l))
                     @if s(d, "state") == "active" {
                         " — " a href={ "/aidant/usagers/" (s(&m, "resident_id")) "?demarche=" (s(d, "demarche")) } { (l.t("agir dans cette démarche", "act within this démarche")) }
                     }
@@ -291,7 +309,10 @@ pub async fn mandate(ctx: Ctx, Path(id): Path<String>) -> PageResult {
             }
         }
     };
-    Ok(ctx.page(l.t("Mandat", "Mandate"), body))
+    Ok(ctx.page(
+        &format!("{} {}", l.t("Mandat", "Mandate"), short(&id)),
+        body,
+    ))
 }
 
 pub async fn renew(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> PageResult {
@@ -327,7 +348,7 @@ pub async fn revoke(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> PageResult
         Bytes::from(req.to_string()),
     )
     .await
-    .map_err(|e| ctx.fail(e))?;
+    .map_err(|e| ctx.fail_at(e, &format!("/aidant/mandats/{id}")))?;
     Ok(ctx.done(&format!("/aidant/mandats/{id}"), "revoque_aidant"))
 }
 
@@ -376,7 +397,7 @@ pub async fn resident(ctx: Ctx, Path(resident): Path<String>) -> PageResult {
     }
     let body = html! {
         h1 { (l.t(&def.label_fr, &def.label_en)) }
-        p { (l.t("Usager·ère n° ", "Resident #")) code { (short(&resident)) } ". "
+        p { (l.t("Personne n° ", "Resident #")) code { (short(&resident)) } ". "
             (l.t("Chaque lecture et chaque modification est inscrite au journal, au nom de votre structure ; la personne la voit dans son espace.",
                  "Every read and change is logged under your structure's name; the resident sees it in their space.")) }
         @for (c, record) in &sections {
@@ -385,13 +406,21 @@ pub async fn resident(ctx: Ctx, Path(resident): Path<String>) -> PageResult {
                 h2 #{ "c-" (c) } { (category_label(&ctx, c)) }
                 form method="post" action={ "/aidant/usagers/" (resident) "/" (c) "?demarche=" (code) } {
                     (csrf(&user))
-                    (category_fields(&ctx, c, fields))
+                    (category_fields(&ctx, c, fields, false))
                     p { button { (l.t("Enregistrer pour la personne", "Save for the resident")) } }
                 }
             }
         }
     };
-    Ok(ctx.page(l.t(&def.label_fr, &def.label_en), body))
+    Ok(ctx.page(
+        &format!(
+            "{} — {} {}",
+            l.t(&def.label_fr, &def.label_en),
+            l.t("personne n°", "resident #"),
+            short(&resident)
+        ),
+        body,
+    ))
 }
 
 pub async fn save_category(
@@ -402,7 +431,9 @@ pub async fn save_category(
     let form = Form::parse(&body);
     let user = ctx.form_user(AIDANTS, &form)?;
     let (_, code) = demarche_of(&ctx)?;
-    let record = category_record(&ctx, &category, &form).map_err(|e| ctx.fail(e))?;
+    let back = format!("/aidant/usagers/{resident}?demarche={code}");
+    let record = category_record(&ctx, &category, &form).map_err(|e| ctx.fail_at(e, &back))?;
+    super::resident::check_record(&ctx, &category, &record).map_err(|e| ctx.fail_at(e, &back))?;
     crate::http::mandates::write_on_behalf(
         state_of(&ctx),
         user,
@@ -455,7 +486,7 @@ pub async fn attestation(ctx: Ctx, Path(id): Path<String>) -> PageResult {
         p { (l.t("La personne autorise les aidants habilités de cette structure à réaliser à sa place les démarches suivantes :", "The resident authorises this structure's aidants to do the following démarches for them:")) }
         ul {
             @for d in &v.demarches {
-                li { (d.label_fr) " " (state_badge(&serde_json::to_value(d.state).ok().and_then(|s| s.as_str().map(str::to_string)).unwrap_or_default(), l)) }
+                li { span lang="fr" { (d.label_fr) } " " (state_badge(&serde_json::to_value(d.state).ok().and_then(|s| s.as_str().map(str::to_string)).unwrap_or_default(), l)) }
             }
         }
         p { (l.t("Modèle de mandat : ", "Mandate template: ")) (mandate.template_version) ". "

@@ -39,6 +39,18 @@ fn request_kind(kind: &str, l: super::Lang) -> &'static str {
     }
 }
 
+fn request_state(state: &str, l: super::Lang) -> &'static str {
+    match state {
+        "received" => l.t("reçue", "received"),
+        "in_progress" => l.t("en cours", "in progress"),
+        "extended" => l.t("délai prolongé", "extended"),
+        "granted" => l.t("acceptée", "granted"),
+        "refused" => l.t("refusée", "refused"),
+        "closed" => l.t("close", "closed"),
+        _ => l.t("autre", "other"),
+    }
+}
+
 pub async fn overview(ctx: Ctx) -> PageResult {
     let user = ctx.user_in(DPO)?;
     let l = ctx.lang;
@@ -97,7 +109,7 @@ pub async fn overview(ctx: Ctx) -> PageResult {
             h2 { (l.t("Extractions déjà examinées", "Extracts already reviewed")) }
             ul {
                 @for x in decided.iter().take(50) {
-                    li { (s(x, "partner_id")) " — " (s(x, "purpose")) " — " (extract_state(s(x, "state"), l))
+                    li { (s(x, "partner_id")) " — " (ctx.state.register.get(s(x, "purpose")).map(|p| purpose_title(p, l).to_string()).unwrap_or_else(|| s(x, "purpose").to_string())) " — " (extract_state(s(x, "state"), l))
                         @if let Some(p) = x.get("progress") { " (" (n(p, "rows_done")) "/" (n(p, "rows_total")) ")" }
                         " — " (date(n(x, "created_at"))) }
                 }
@@ -109,8 +121,8 @@ pub async fn overview(ctx: Ctx) -> PageResult {
             @let id = s(r, "id");
             @let open = !matches!(s(r, "state"), "granted" | "refused" | "closed");
             section.card aria-labelledby={ "r-" (id) } {
-                h3 #{ "r-" (id) } { (request_kind(s(r, "kind"), l)) " — " (l.t("usager·ère n° ", "resident #")) code { (s(r, "resident_id").get(..8).unwrap_or("")) } }
-                p { (l.t("Reçue le ", "Received on ")) (date(n(r, "created_at"))) " · " (l.t("à traiter avant le ", "due by ")) (date(n(r, "due_at"))) " · " (l.t("état : ", "state: ")) (s(r, "state"))
+                h3 #{ "r-" (id) } { (request_kind(s(r, "kind"), l)) " — " (l.t("personne n° ", "resident #")) code { (s(r, "resident_id").get(..8).unwrap_or("")) } }
+                p { (l.t("Reçue le ", "Received on ")) (date(n(r, "created_at"))) " · " (l.t("à traiter avant le ", "due by ")) (date(n(r, "due_at"))) " · " (l.t("état : ", "state: ")) (request_state(s(r, "state"), l))
                     @if r.get("late").and_then(Value::as_bool) == Some(true) { " " strong { (l.t("EN RETARD", "LATE")) } } }
                 @if open {
                     form method="post" action={ "/dpo/demandes/" (id) } {
@@ -140,12 +152,12 @@ pub async fn decide_extract(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> Pa
                     .await,
             )
             .await
-            .map_err(|e| ctx.fail(e))?;
+            .map_err(|e| ctx.fail_at(e, "/dpo"))?;
             Ok(ctx.done("/dpo", "approuve"))
         }
         Some("reject") => {
             let req = api_json(json!({ "reason": form.get("reason").unwrap_or_default() }))
-                .map_err(|e| ctx.fail(e))?;
+                .map_err(|e| ctx.fail_at(e, "/dpo"))?;
             json_of(
                 crate::http::extracts::reject(
                     state_of(&ctx),
@@ -157,13 +169,16 @@ pub async fn decide_extract(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> Pa
                 .await,
             )
             .await
-            .map_err(|e| ctx.fail(e))?;
+            .map_err(|e| ctx.fail_at(e, "/dpo"))?;
             Ok(ctx.done("/dpo", "rejete"))
         }
-        _ => Err(ctx.fail(AppError::unprocessable(
-            "invalid_decision",
-            "Choisissez approuver ou rejeter. / Choose approve or reject.",
-        ))),
+        _ => Err(ctx.fail_at(
+            AppError::unprocessable(
+                "invalid_decision",
+                "Choisissez approuver ou rejeter. / Choose approve or reject.",
+            ),
+            "/dpo",
+        )),
     }
 }
 
@@ -172,23 +187,25 @@ pub async fn handle_request(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> Pa
     let user = ctx.form_user(DPO, &form)?;
     match form.get("action") {
         Some("extend") => {
-            let req = api_json(json!({ "reason": "complexity" })).map_err(|e| ctx.fail(e))?;
+            let req =
+                api_json(json!({ "reason": "complexity" })).map_err(|e| ctx.fail_at(e, "/dpo"))?;
             json_of(
                 crate::http::rights::extend(state_of(&ctx), user, ctx.request_id(), Path(id), req)
                     .await,
             )
             .await
-            .map_err(|e| ctx.fail(e))?;
+            .map_err(|e| ctx.fail_at(e, "/dpo"))?;
             Ok(ctx.done("/dpo", "prolonge"))
         }
         Some(outcome @ ("granted" | "refused")) => {
-            let req = api_json(json!({ "outcome": outcome })).map_err(|e| ctx.fail(e))?;
+            let req =
+                api_json(json!({ "outcome": outcome })).map_err(|e| ctx.fail_at(e, "/dpo"))?;
             json_of(
                 crate::http::rights::close(state_of(&ctx), user, ctx.request_id(), Path(id), req)
                     .await,
             )
             .await
-            .map_err(|e| ctx.fail(e))?;
+            .map_err(|e| ctx.fail_at(e, "/dpo"))?;
             Ok(ctx.done("/dpo", "cloture"))
         }
         _ => Err(ctx.fail(AppError::unprocessable(

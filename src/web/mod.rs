@@ -21,7 +21,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use maud::{DOCTYPE, Markup, PreEscaped, html};
+use maud::{DOCTYPE, Markup, html};
 use serde_json::Value;
 
 use crate::AppState;
@@ -74,7 +74,7 @@ pub fn routes() -> Router<AppState> {
             get(resident::consents).post(resident::decide),
         )
         .route("/moi/consentements/{id}/retrait", post(resident::withdraw))
-        .route("/moi/consentements/retire", get(resident::withdrawn))
+        .route("/moi/consentements/{id}/retire", get(resident::withdrawn))
         .route("/moi/acces", get(resident::accesses))
         .route("/moi/mandats", get(resident::mandates))
         .route("/moi/mandats/{id}/revocation", post(resident::revoke))
@@ -292,6 +292,18 @@ impl Ctx {
     /// The page for a refusal or failure: its message in the page's
     /// language, its stable code, and a way back.
     pub fn fail(&self, e: AppError) -> PageError {
+        let back = self
+            .query
+            .get("retour")
+            .map(String::as_str)
+            .filter(|p| local_path(p))
+            .unwrap_or("/")
+            .to_string();
+        self.fail_at(e, &back)
+    }
+
+    /// As [`Ctx::fail`], with the way back to the page whose form failed.
+    pub fn fail_at(&self, e: AppError, back: &str) -> PageError {
         let (code, status) = e.code_and_status();
         if status.is_server_error() {
             tracing::warn!(code, error = %e, "page failed");
@@ -310,24 +322,22 @@ impl Ctx {
             other => in_lang(&other.to_string(), self.lang),
         };
         let title = if status == StatusCode::NOT_FOUND {
-            self.t("Page introuvable", "Page not found")
+            self.t("Erreur : page introuvable", "Error: page not found")
         } else if status.is_server_error() {
-            self.t("Service indisponible", "Service unavailable")
+            self.t(
+                "Erreur : service indisponible",
+                "Error: service unavailable",
+            )
         } else {
-            self.t("Action refusée", "Action refused")
+            self.t("Erreur : action refusée", "Error: action refused")
         };
-        let back = self
-            .query
-            .get("retour")
-            .map(String::as_str)
-            .filter(|p| local_path(p));
         let body = html! {
             h1 { (title) }
             div.alert role="alert" {
                 p { (message) }
                 p.small { (self.t("Code de l'erreur : ", "Error code: ")) code { (code) } }
             }
-            p { a href=(back.unwrap_or("/")) { (self.t("Revenir", "Go back")) } }
+            p { a href=(back) { (self.t("Revenir à la page précédente", "Back to the previous page")) } }
         };
         self.page_with(status, title, body).into()
     }
@@ -352,8 +362,22 @@ impl Ctx {
             Lang::Fr => ("en", "English", "en"),
             Lang::En => ("fr", "Français", "fr"),
         };
-        let back_here =
-            url::form_urlencoded::byte_serialize(self.path.as_bytes()).collect::<String>();
+        // Back to this very page (its query too, but not the message of the
+        // previous action); an error page answers a POST, so its language
+        // switch leads home instead.
+        let here = if status.is_success() {
+            let query: String = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(self.query.iter().filter(|(k, _)| k.as_str() != "fait"))
+                .finish();
+            if query.is_empty() {
+                self.path.clone()
+            } else {
+                format!("{}?{query}", self.path)
+            }
+        } else {
+            "/".to_string()
+        };
+        let back_here = url::form_urlencoded::byte_serialize(here.as_bytes()).collect::<String>();
         let flash = self.query.get("fait").and_then(|c| flash_text(c, lang));
         let markup = html! {
             (DOCTYPE)
@@ -361,7 +385,7 @@ impl Ctx {
                 head {
                     meta charset="utf-8";
                     meta name="viewport" content="width=device-width, initial-scale=1";
-                    title { (title) " — coffre" }
+                    title { @if let Some(text) = flash { (text) " — " } (title) " — coffre" }
                     link rel="stylesheet" href="/static/coffre.css";
                     link rel="icon" href="/static/icone.svg" type="image/svg+xml";
                 }
@@ -384,7 +408,7 @@ impl Ctx {
                         ul {
                             li { a href="/registre" { (lang.t("Registre des traitements", "Register of processing")) } }
                             li { a href="/journal" { (lang.t("Journal vérifiable", "Verifiable log")) } }
-                            li { a href="/accessibilite" { (lang.t("Accessibilité : partiellement conforme", "Accessibility: partially compliant")) } }
+                            li { a href="/accessibilite" { (lang.t("Accessibilité : non conforme", "Accessibility: not compliant")) } }
                             li { a href="/mentions-legales" { (lang.t("Mentions légales", "Legal notice")) } }
                         }
                     }
@@ -483,7 +507,13 @@ pub fn redirect(location: &str) -> Response {
 
 /// A path on this site (never `//host` or a scheme), safe to redirect to.
 pub fn local_path(p: &str) -> bool {
-    p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') && !p.contains("://")
+    // Printable ASCII only: browsers drop tabs and newlines from URLs, so
+    // `/\t/evil.example` would become `//evil.example`.
+    p.starts_with('/')
+        && !p.starts_with("//")
+        && p.bytes().all(|b| b.is_ascii_graphic())
+        && !p.contains('\\')
+        && !p.contains("://")
 }
 
 /// Our error messages are "français / English": the half in `lang`.
@@ -510,7 +540,7 @@ fn flash_text(code: &str, l: Lang) -> Option<&'static str> {
         ),
         "refuse" => l.t(
             "Votre refus est enregistré. Il ne change rien aux services publics.",
-            "Your refusal is recorded. It changes nothing to public services.",
+            "Your refusal is recorded. It does not affect public services.",
         ),
         "revoque" => l.t(
             "Le mandat est révoqué : plus personne ne peut agir pour vous à ce titre.",
@@ -628,11 +658,6 @@ pub fn list<'a>(v: &'a Value, key: &str) -> &'a [Value] {
         .and_then(Value::as_array)
         .map(Vec::as_slice)
         .unwrap_or(&[])
-}
-
-/// Markup that is already safe HTML (our own constants only).
-pub fn trusted(s: &'static str) -> PreEscaped<&'static str> {
-    PreEscaped(s)
 }
 
 pub(crate) fn state_of(ctx: &Ctx) -> State<AppState> {

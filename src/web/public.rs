@@ -77,7 +77,7 @@ pub fn login_choices(ctx: &Ctx) -> Markup {
             p { a.button href="/auth/login" { (l.t("Me connecter avec FranceConnect", "Log in with FranceConnect")) } }
         }
         @if ctx.state.agent_login.is_some() {
-            p { a href="/auth/agent/login" { (l.t("Connexion des agents et aidants", "Agents' and aidants' login")) } }
+            p { a href="/auth/agent/login" { (l.t("Connexion des agents et aidants", "Staff and aidant login")) } }
         }
         @if ctx.state.resident_login.is_none() && ctx.state.agent_login.is_none() && !ctx.state.demo {
             p { (l.t("La connexion n'est pas encore configurée sur ce serveur.", "Login is not configured on this server yet.")) }
@@ -91,7 +91,7 @@ pub fn login_choices(ctx: &Ctx) -> Markup {
                         li {
                             form method="post" action="/dev/login" {
                                 input type="hidden" name="persona" value=(p.id);
-                                button { (l.t("Entrer comme ", "Enter as ")) (p.name) }
+                                button { (l.t("Se connecter en tant que ", "Log in as ")) (p.name) }
                             }
                         }
                     }
@@ -212,7 +212,7 @@ pub async fn register(ctx: Ctx) -> PageResult {
                     dt { (l.t("Conservation", "Retention")) }
                     dd { (p.retention_days) (l.t(" jours", " days")) }
                     @if p.legal_basis.needs_consent() {
-                        dt { (l.t("Durée maximale du consentement", "Longest consent")) }
+                        dt { (l.t("Durée maximale du consentement", "Maximum consent period")) }
                         dd { (p.max_consent_days) (l.t(" jours", " days")) }
                     }
                     dt { (l.t("Données sensibles (art. 9)", "Special category (art. 9)")) }
@@ -278,8 +278,9 @@ pub async fn accessibility(ctx: Ctx) -> PageResult {
             "The local authority is committed to making its digital services accessible, under article 47 of French law 2005-102 of 11 February 2005. This statement covers the coffre service.")) }
         h2 { (l.t("État de conformité", "Compliance status")) }
         p { (l.t(
-            "Le service est partiellement conforme avec le référentiel général d'amélioration de l'accessibilité (RGAA), version 4.1 : aucun audit complet par un organisme indépendant n'a encore été réalisé.",
-            "The service is partially compliant with the French accessibility framework (RGAA) version 4.1: no full audit by an independent body has been done yet.")) }
+            "Le service est non conforme avec le référentiel général d'amélioration de l'accessibilité (RGAA), version 4.1 : aucun audit de conformité n'a encore été réalisé. Sans audit, la loi impose cette mention, même si les contrôles ci-dessous passent.",
+            "The service is not compliant with the French accessibility framework (RGAA) version 4.1: no compliance audit has been done yet. Without an audit, the law requires this wording, even though the checks below pass.")) }
+        p { (l.t("Déclaration établie le 28 novembre 2026.", "Statement made on 28 November 2026.")) }
         h2 { (l.t("Ce qui est vérifié", "What is checked")) }
         ul {
             li { (l.t("chaque page est contrôlée automatiquement à chaque modification, dans un vrai navigateur, avec axe-core (règles RGAA 4 et WCAG 2 niveau AA) ;",
@@ -288,12 +289,22 @@ pub async fn accessibility(ctx: Ctx) -> PageResult {
             li { (l.t("les pages s'affichent sans défilement horizontal sur un écran de 320 pixels de large ;", "pages show without horizontal scrolling on a 320-pixel-wide screen;")) }
             li { (l.t("chaque page tient en 3 requêtes et moins de 30 Ko, et fonctionne sans JavaScript.", "each page takes at most 3 requests and under 30 KB, and works without JavaScript.")) }
         }
+        h2 { (l.t("Contenus non accessibles connus", "Known inaccessible content")) }
+        ul {
+            li { (l.t("après une erreur de saisie, le formulaire n'est pas réaffiché avec vos valeurs : il faut revenir à la page et saisir de nouveau (RGAA 11.10) ;",
+                       "after an input error, the form is not shown again with your values: you go back to the page and type again (RGAA 11.10);")) }
+            li { (l.t("les libellés des démarches ne sont qu'en français ;", "démarche labels are in French only;")) }
+            li { (l.t("la session se ferme après 30 minutes sans activité, sans avertissement préalable (RGAA 13.1).", "the session closes after 30 idle minutes, without warning (RGAA 13.1).")) }
+        }
+        h2 { (l.t("Environnement de test", "Test environment")) }
+        p { (l.t("Chromium 156 (paquet Debian), sans lecteur d'écran ; axe-core 4.14 ; navigation au clavier automatisée (Playwright).",
+                  "Chromium 156 (Debian package), without a screen reader; axe-core 4.14; automated keyboard navigation (Playwright).")) }
         h2 { (l.t("Technologies utilisées", "Technologies used")) }
         p { "HTML5, CSS." }
         h2 { (l.t("Retour d'information et contact", "Feedback and contact")) }
         p { (l.t(
-            "Si vous n'arrivez pas à accéder à un contenu ou à un service, contactez le délégué à la protection des données de la collectivité, ou rendez-vous dans une structure d'aide (CCAS, France services) : un aidant peut faire la démarche avec vous.",
-            "If you cannot reach some content or service, contact the local authority's data protection officer, or visit a help desk (CCAS, France services): an aidant can do it with you.")) }
+            "Si vous n'arrivez pas à accéder à un contenu ou à un service, écrivez au délégué à la protection des données de la collectivité (son adresse figure dans le registre des traitements), ou rendez-vous dans une structure d'aide (CCAS, France services) : un aidant peut faire la démarche avec vous.",
+            "If you cannot reach some content or service, write to the local authority's data protection officer (their address is in the register of processing), or visit a help desk (CCAS, France services): an aidant can do it with you.")) }
         h2 { (l.t("Voies de recours", "Remedies")) }
         p { (l.t(
             "Si vous nous avez signalé un défaut d'accessibilité sans obtenir de réponse satisfaisante, vous pouvez écrire au Défenseur des droits (formulaire en ligne, délégué dans votre région, ou courrier gratuit : Défenseur des droits, Libre réponse 71120, 75342 Paris CEDEX 07).",

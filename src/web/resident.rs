@@ -97,7 +97,7 @@ pub fn field_label(name: &str, l: Lang) -> String {
             "Birthplace (INSEE code)",
         ),
         "birthcountry" => ("Pays de naissance (code)", "Country of birth (code)"),
-        "preferred_username" => ("Nom d'usage", "Preferred name"),
+        "preferred_username" => ("Nom d'usage", "Name in use (e.g. married name)"),
         "email" => ("Adresse électronique", "E-mail address"),
         "phone" => ("Téléphone", "Phone"),
         "postal_address" => ("Adresse postale", "Postal address"),
@@ -107,7 +107,7 @@ pub fn field_label(name: &str, l: Lang) -> String {
         "adults" => ("Adultes", "Adults"),
         "children" => ("Enfants", "Children"),
         "single_parent" => ("Famille monoparentale", "Single-parent family"),
-        "tenure" => ("Statut d'occupation", "Tenure"),
+        "tenure" => ("Statut d'occupation", "Housing status"),
         "dwelling_type" => ("Type de logement", "Dwelling type"),
         "surface_m2" => ("Surface (m²)", "Floor area (m²)"),
         "construction_year" => ("Année de construction", "Year built"),
@@ -115,7 +115,7 @@ pub fn field_label(name: &str, l: Lang) -> String {
         "heating" => ("Chauffage", "Heating"),
         "annual_kwh" => ("Consommation annuelle (kWh)", "Annual use (kWh)"),
         "energy_label" => ("Étiquette énergie", "Energy label"),
-        "renovation_interest" => ("Intéressé·e par une rénovation", "Interested in renovation"),
+        "renovation_interest" => ("Intérêt pour une rénovation", "Interested in renovation"),
         "commute_mode" => ("Mode de déplacement domicile-travail", "Commute mode"),
         "commute_km" => ("Distance domicile-travail (km)", "Commute distance (km)"),
         "has_car" => ("Voiture au foyer", "Car in the household"),
@@ -143,7 +143,30 @@ pub fn field_label(name: &str, l: Lang) -> String {
 }
 
 /// The form controls of one category, filled with `current`.
-pub fn category_fields(ctx: &Ctx, category: &str, current: Option<&Map<String, Value>>) -> Markup {
+/// The `autocomplete` token of a field of the resident's own data (WCAG
+/// 1.3.5), so browsers fill in what they know about the person.
+fn autocomplete(name: &str) -> &'static str {
+    match name {
+        "given_name" => "given-name",
+        "family_name" => "family-name",
+        "birthdate" => "bday",
+        "gender" => "sex",
+        "email" => "email",
+        "phone" => "tel",
+        "postal_address" => "street-address",
+        "postal_code" => "postal-code",
+        _ => "off",
+    }
+}
+
+/// `own`: the form is the person's own data (an aidant filling a
+/// resident's form must not be offered their own e-mail or phone).
+pub fn category_fields(
+    ctx: &Ctx,
+    category: &str,
+    current: Option<&Map<String, Value>>,
+    own: bool,
+) -> Markup {
     let l = ctx.lang;
     let Some(def) = ctx
         .state
@@ -157,6 +180,7 @@ pub fn category_fields(ctx: &Ctx, category: &str, current: Option<&Map<String, V
     html! {
         @for (name, ty) in &def.fields {
             @let id = format!("{category}-{name}");
+            @let ac = if own { autocomplete(name) } else { "off" };
             @let value = current.and_then(|c| c.get(name.as_str()));
             @let text = match value {
                 Some(Value::String(v)) => v.clone(),
@@ -175,10 +199,10 @@ pub fn category_fields(ctx: &Ctx, category: &str, current: Option<&Map<String, V
                 }
                 FieldType::Enum { values } => {
                     label for=(id) { (field_label(name, l)) }
-                    select id=(id) name=(name) {
+                    select id=(id) name=(name) autocomplete=(ac) {
                         option value="" selected[text.is_empty()] { (l.t("— non renseigné", "— not given")) }
                         @for v in values {
-                            option value=(v) selected[*v == text] { (v.replace('_', " ")) }
+                            option value=(v) selected[*v == text] { (enum_label(v, l)) }
                         }
                     }
                 }
@@ -187,8 +211,8 @@ pub fn category_fields(ctx: &Ctx, category: &str, current: Option<&Map<String, V
                     input type="text" id=(id) name=(name) value=(text);
                 }
                 FieldType::Date => {
-                    label for=(id) { (field_label(name, l)) span.hint { (l.t("Format : AAAA-MM-JJ", "Format: YYYY-MM-DD")) } }
-                    input type="date" id=(id) name=(name) value=(text);
+                    label for=(id) { (field_label(name, l)) }
+                    input type="date" id=(id) name=(name) value=(text) autocomplete=(ac);
                 }
                 FieldType::Integer { min, max } => {
                     label for=(id) { (field_label(name, l)) }
@@ -196,22 +220,87 @@ pub fn category_fields(ctx: &Ctx, category: &str, current: Option<&Map<String, V
                 }
                 FieldType::Email => {
                     label for=(id) { (field_label(name, l)) }
-                    input type="email" id=(id) name=(name) value=(text) autocomplete="email";
+                    input type="email" id=(id) name=(name) value=(text) autocomplete=(ac);
                 }
                 FieldType::Phone => {
                     label for=(id) { (field_label(name, l)) }
-                    input type="tel" id=(id) name=(name) value=(text) autocomplete="tel";
+                    input type="tel" id=(id) name=(name) value=(text) autocomplete=(ac);
                 }
-                FieldType::PostalCode | FieldType::InseeCode => {
+                FieldType::PostalCode => {
                     label for=(id) { (field_label(name, l)) }
-                    input type="text" id=(id) name=(name) value=(text) inputmode="numeric" maxlength="5";
+                    input type="text" id=(id) name=(name) value=(text) inputmode="numeric" maxlength="5" autocomplete=(ac);
+                }
+                FieldType::InseeCode => {
+                    // Corsican codes hold letters (2A004): no numeric keypad.
+                    label for=(id) { (field_label(name, l)) span.hint { (l.t("5 caractères, par exemple 31555 ou 2A004", "5 characters, e.g. 31555 or 2A004")) } }
+                    input type="text" id=(id) name=(name) value=(text) maxlength="5" autocomplete="off";
                 }
                 FieldType::String { max_len } => {
                     label for=(id) { (field_label(name, l)) }
-                    input type="text" id=(id) name=(name) value=(text) maxlength=(max_len);
+                    input type="text" id=(id) name=(name) value=(text) maxlength=(max_len) autocomplete=(ac);
                 }
             }
         }
+    }
+}
+
+/// The words for a choice of the register (codes stay in the data).
+pub fn enum_label(v: &str, l: Lang) -> String {
+    let (fr, en) = match v {
+        "female" => ("femme", "woman"),
+        "male" => ("homme", "man"),
+        "other" => ("autre", "other"),
+        "unspecified" => ("ne souhaite pas le dire", "prefer not to say"),
+        "email" => ("courriel", "e-mail"),
+        "phone" => ("téléphone", "phone"),
+        "post" => ("courrier", "post"),
+        "owner" => ("propriétaire", "owner"),
+        "tenant" => ("locataire", "tenant"),
+        "social_tenant" => ("locataire d'un logement social", "social-housing tenant"),
+        "hosted" => ("hébergé gratuitement", "hosted free of charge"),
+        "house" => ("maison", "house"),
+        "flat" => ("appartement", "flat"),
+        "electric" => ("électricité", "electricity"),
+        "gas" => ("gaz", "gas"),
+        "oil" => ("fioul", "heating oil"),
+        "wood" => ("bois", "wood"),
+        "heat_pump" => ("pompe à chaleur", "heat pump"),
+        "district" => ("réseau de chaleur", "district heating"),
+        "walk" => ("à pied", "on foot"),
+        "bike" => ("vélo", "bike"),
+        "bus" => ("bus", "bus"),
+        "train" => ("train", "train"),
+        "car" => ("voiture", "car"),
+        "carpool" => ("covoiturage", "car sharing"),
+        "none" => ("aucun", "none"),
+        "standard" => ("standard", "standard"),
+        "vegetarian" => ("végétarien", "vegetarian"),
+        "no_pork" => ("sans porc", "no pork"),
+        other => return other.replace('_', " "),
+    };
+    l.t(fr, en).to_string()
+}
+
+/// Checks a posted category as the vault will, with a message naming the
+/// field in words, in both languages (the vault's own message names the
+/// field by its code).
+pub fn check_record(ctx: &Ctx, category: &str, record: &Value) -> Result<(), AppError> {
+    let Ok(cat) = ctx.state.categories.category(category) else {
+        return Err(AppError::unprocessable(
+            "unknown_category",
+            "Catégorie inconnue. / Unknown category.",
+        ));
+    };
+    match ctx.state.categories.validate(&cat, record) {
+        Ok(_) => Ok(()),
+        Err(crate::domain::category::RecordError::InvalidField { field, .. }) => {
+            Err(invalid_field(ctx, &field))
+        }
+        Err(crate::domain::category::RecordError::NotAnObject) => Err(AppError::unprocessable(
+            "invalid_record",
+            "Remplissez au moins un champ. / Fill in at least one field.",
+        )),
+        Err(e) => Err(AppError::unprocessable(e.code(), e.to_string())),
     }
 }
 
@@ -305,7 +394,7 @@ pub async fn data(ctx: Ctx) -> PageResult {
                     summary { (if record.is_some() { l.t("Voir et corriger", "See and correct") } else { l.t("Ajouter", "Add") }) }
                     form method="post" action={ "/moi/donnees/" (name) } {
                         (csrf(&user))
-                        (category_fields(&ctx, name, record))
+                        (category_fields(&ctx, name, record, true))
                         p { button { (l.t("Enregistrer", "Save")) } }
                     }
                 }
@@ -318,7 +407,9 @@ pub async fn data(ctx: Ctx) -> PageResult {
 pub async fn save_category(ctx: Ctx, Path(category): Path<String>, body: Bytes) -> PageResult {
     let form = Form::parse(&body);
     let user = ctx.form_user(RESIDENT, &form)?;
-    let record = category_record(&ctx, &category, &form).map_err(|e| ctx.fail(e))?;
+    let back = "/moi/donnees";
+    let record = category_record(&ctx, &category, &form).map_err(|e| ctx.fail_at(e, back))?;
+    check_record(&ctx, &category, &record).map_err(|e| ctx.fail_at(e, back))?;
     crate::http::data::put_my_category(
         state_of(&ctx),
         user,
@@ -327,8 +418,8 @@ pub async fn save_category(ctx: Ctx, Path(category): Path<String>, body: Bytes) 
         crate::http::ApiJson(record),
     )
     .await
-    .map_err(|e| ctx.fail(e))?;
-    Ok(ctx.done("/moi/donnees", "donnees"))
+    .map_err(|e| ctx.fail_at(e, back))?;
+    Ok(ctx.done(back, "donnees"))
 }
 
 fn state_label(state: &str, l: Lang) -> &'static str {
@@ -445,10 +536,10 @@ pub async fn decide(ctx: Ctx, body: Bytes) -> PageResult {
     let decision = form.get("decision").unwrap_or_default().to_string();
     let categories = form.all("categories");
     if decision == "given" && categories.is_empty() {
-        return Err(ctx.fail(AppError::unprocessable(
+        return Err(ctx.fail_at(AppError::unprocessable(
             "categories_required",
             "Cochez au moins une catégorie de données avant de donner votre consentement. / Tick at least one data category before giving your consent.",
-        )));
+        ), "/moi/consentements"));
     }
     let mut req = json!({
         "purpose": form.get("purpose").unwrap_or_default(),
@@ -458,7 +549,8 @@ pub async fn decide(ctx: Ctx, body: Bytes) -> PageResult {
     if decision == "given" {
         req["categories"] = json!(categories);
     }
-    let api = super::api_json(req).map_err(|e| ctx.fail(e))?;
+    let back = "/moi/consentements";
+    let api = super::api_json(req).map_err(|e| ctx.fail_at(e, back))?;
     let _receipt = crate::http::consents::decide(state_of(&ctx), user, ctx.request_id(), api)
         .await
         .map_err(|e| ctx.fail(e))?;
@@ -475,24 +567,30 @@ pub async fn decide(ctx: Ctx, body: Bytes) -> PageResult {
 pub async fn withdraw(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> PageResult {
     let form = Form::parse(&body);
     let user = ctx.form_user(RESIDENT, &form)?;
-    let out = crate::http::consents::withdraw(state_of(&ctx), user, ctx.request_id(), Path(id))
-        .await
-        .map_err(|e| ctx.fail(e))?;
-    let purpose = out.0.consent.purpose.clone();
-    Ok(super::redirect(&format!(
-        "/moi/consentements/retire?finalite={}",
-        url::form_urlencoded::byte_serialize(purpose.as_bytes()).collect::<String>()
-    )))
+    let back = "/moi/consentements";
+    let _receipt =
+        crate::http::consents::withdraw(state_of(&ctx), user, ctx.request_id(), Path(id.clone()))
+            .await
+            .map_err(|e| ctx.fail_at(e, back))?;
+    // The consent's id, not its purpose, goes in the address: a purpose
+    // (health, say) says something about the person.
+    Ok(super::redirect(&format!("/moi/consentements/{id}/retire")))
 }
 
 /// After a withdrawal: what it means, and how to give consent again.
-pub async fn withdrawn(ctx: Ctx) -> PageResult {
-    let _user = ctx.user_in(RESIDENT)?;
+pub async fn withdrawn(ctx: Ctx, Path(id): Path<String>) -> PageResult {
+    let user = ctx.user_in(RESIDENT)?;
     let l = ctx.lang;
-    let purpose = ctx
-        .query
-        .get("finalite")
-        .and_then(|id| ctx.state.register.get(id));
+    // Only the person's own consent, and only once withdrawn.
+    let consent = ctx
+        .state
+        .store
+        .find_consent_by_id(&id)
+        .await
+        .map_err(|e| ctx.fail(e.into()))?
+        .filter(|c| c.resident_id == user.actor_id && c.state == "withdrawn")
+        .ok_or_else(|| ctx.fail(AppError::NotFound))?;
+    let purpose = ctx.state.register.get(&consent.purpose);
     let title = l.t("Consentement retiré", "Consent withdrawn");
     let body = html! {
         h1 { (title) }
@@ -515,6 +613,28 @@ pub async fn withdrawn(ctx: Ctx) -> PageResult {
     Ok(ctx.page(title, body))
 }
 
+/// "Vous avez consulté" for my own acts, "Awa Diallo a consulté" for others.
+fn sentence(who: &str, action: &str, l: Lang) -> String {
+    if who != l.t("Vous", "You") {
+        return format!("{who} {action}");
+    }
+    match l {
+        Lang::Fr => {
+            let own = if let Some(rest) = action.strip_prefix("a ") {
+                format!("avez {rest}")
+            } else if let Some(rest) = action.strip_prefix("s'est ") {
+                format!("vous êtes {rest}")
+            } else if let Some(rest) = action.strip_prefix("vous a ") {
+                format!("avez été {rest}")
+            } else {
+                action.to_string()
+            };
+            format!("Vous {own}")
+        }
+        Lang::En => format!("You {action}"),
+    }
+}
+
 /// Who did something about me, in words: me, a named aidant of a named
 /// structure, a named partner, or the service itself.
 async fn who(ctx: &Ctx, me: &str, e: &Value) -> String {
@@ -535,14 +655,14 @@ async fn who(ctx: &Ctx, me: &str, e: &Value) -> String {
                 _ => actor.to_string(),
             };
             let what = match role {
-                "aidant" => l.t("l'aidant·e", "aidant"),
-                "referent" => l.t("le·la référent·e", "referent"),
+                "aidant" => l.t("aidant", "aidant"),
+                "referent" => l.t("référent", "referent"),
                 "dpo" => l.t(
                     "le délégué à la protection des données",
                     "the data protection officer",
                 ),
-                "auditor" => l.t("l'auditeur·rice", "auditor"),
-                _ => l.t("l'administrateur·rice", "administrator"),
+                "auditor" => l.t("auditeur", "auditor"),
+                _ => l.t("administrateur", "administrator"),
             };
             let structure = match e.get("structure_id").and_then(Value::as_str) {
                 Some(sid) => match ctx.state.store.find_structure(sid).await {
@@ -576,7 +696,7 @@ fn action_text(action: &str, l: Lang) -> &'static str {
         "consent.read" => l.t("a consulté les reçus", "read the receipts"),
         "audit.read" => l.t("a consulté le journal des accès", "read the access log"),
         "extract.include" => l.t(
-            "vous a inclus·e dans une extraction",
+            "vous a inclus dans une extraction",
             "included you in an extract",
         ),
         "mandate.create" => l.t("a créé un mandat", "created a mandate"),
@@ -586,12 +706,10 @@ fn action_text(action: &str, l: Lang) -> &'static str {
             "a affiché le récapitulatif du mandat",
             "showed the mandate recap",
         ),
-        "mandate.resident_login" => {
-            l.t("s'est connecté·e pour un mandat", "logged in for a mandate")
-        }
+        "mandate.resident_login" => l.t("s'est connecté pour un mandat", "logged in for a mandate"),
         "mandate.read" => l.t("a consulté un mandat", "read a mandate"),
-        "login" => l.t("s'est connecté·e", "logged in"),
-        "logout" => l.t("s'est déconnecté·e", "logged out"),
+        "login" => l.t("s'est connecté", "logged in"),
+        "logout" => l.t("s'est déconnecté", "logged out"),
         "retention.purge" => l.t(
             "a effacé des données arrivées au terme de leur conservation",
             "erased data at the end of its retention",
@@ -660,13 +778,12 @@ pub async fn accesses(ctx: Ctx) -> PageResult {
             @for (index, f, who, proved) in &rows {
                 @let allowed = s(f, "decision") == "allow";
                 li.card {
-                    h2 { (date_time(n(f, "timestamp"), l)) }
-                    p {
-                        strong { (who) } " " (action_text(s(f, "action"), l))
-                        @if let Some(c) = f.get("category").and_then(Value::as_str) { " — " (category_label(&ctx, c)) }
-                        @if !allowed { " " strong { (l.t("(refusé)", "(refused)")) } }
-                        "."
+                    h2 {
+                        (sentence(who, action_text(s(f, "action"), l), l))
+                        @if let Some(c) = f.get("category").and_then(Value::as_str).filter(|c| !c.starts_with("extract:")) { " — " (category_label(&ctx, c)) }
+                        @if !allowed { " " (l.t("(refusé)", "(refused)")) }
                     }
+                    p { (date_time(n(f, "timestamp"), l)) }
                     @if let Some(p) = f.get("purpose").and_then(Value::as_str) {
                         p { (l.t("Finalité : ", "Purpose: "))
                             @if let Some(def) = ctx.state.register.get(p) { (purpose_title(def, l)) } @else { (p) } }
@@ -706,16 +823,20 @@ pub async fn mandates(ctx: Ctx) -> PageResult {
             @let state = s(m, "state");
             section.card {
                 h2 { (s(m, "structure_name")) " " (state_badge(state, l)) }
-                p { (l.t("Conclu le ", "Made on ")) (date(n(m, "created_at"))) (l.t(", valable jusqu'au ", ", valid until ")) (date(n(m, "expires_at"))) "." }
+                p { (l.t("Conclu le ", "Agreed on ")) (date(n(m, "created_at"))) (l.t(", valable jusqu'au ", ", valid until ")) (date(n(m, "expires_at"))) "." }
                 ul {
                     @for d in list(m, "demarches") {
-                        li { (s(d, "label_fr")) " " (state_badge(s(d, "state"), l)) }
+                        li { span lang="fr" { (s(d, "label_fr")) } " " (state_badge(s(d, "state"), l)) }
                     }
                 }
                 p { a href={ "/mandates/" (s(m, "id")) "/attestation" } { (l.t("Voir l'attestation", "See the attestation")) } }
                 @if state == "active" {
                     form method="post" action={ "/moi/mandats/" (s(m, "id")) "/revocation" } {
                         (csrf(&user))
+                        div.choice {
+                            input type="checkbox" id={ "confirm-" (s(m, "id")) } name="confirm" value="yes" required;
+                            label for={ "confirm-" (s(m, "id")) } { (l.t("Je veux que ces aidants ne puissent plus agir pour moi.", "I want these aidants to no longer act for me.")) }
+                        }
                         button.danger { (l.t("Révoquer ce mandat", "Revoke this mandate")) }
                     }
                 }
@@ -728,6 +849,15 @@ pub async fn mandates(ctx: Ctx) -> PageResult {
 pub async fn revoke(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> PageResult {
     let form = Form::parse(&body);
     let user = ctx.form_user(RESIDENT, &form)?;
+    if form.get("confirm") != Some("yes") {
+        return Err(ctx.fail_at(
+            AppError::unprocessable(
+                "confirmation_required",
+                "Cochez la case pour confirmer la révocation. / Tick the box to confirm the revocation.",
+            ),
+            "/moi/mandats",
+        ));
+    }
     crate::http::mandates::resident_revoke(
         state_of(&ctx),
         user,
@@ -736,7 +866,7 @@ pub async fn revoke(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> PageResult
         Bytes::new(),
     )
     .await
-    .map_err(|e| ctx.fail(e))?;
+    .map_err(|e| ctx.fail_at(e, "/moi/mandats"))?;
     Ok(ctx.done("/moi/mandats", "revoque"))
 }
 
@@ -785,7 +915,7 @@ pub async fn receipts(ctx: Ctx) -> PageResult {
                 ol {
                     @for (i, h) in list(c, "history").iter().enumerate().take(*count) {
                         li { a href={ "/moi/recus/" (s(c, "id")) "/" (i + 1) } download {
-                            (l.t("Reçu : ", "Receipt: ")) (state_label(s(h, "state"), l)) (l.t(" le ", " on ")) (date(n(h, "at"))) } }
+                            (l.t("Reçu : ", "Receipt: ")) (state_label(s(h, "state"), l)) (l.t(" le ", " on ")) (date(n(h, "at"))) (l.t(" (fichier JWS)", " (JWS file)")) } }
                     }
                 }
             }
@@ -843,13 +973,13 @@ pub async fn erase(ctx: Ctx, body: Bytes) -> PageResult {
     let form = Form::parse(&body);
     let user = ctx.form_user(RESIDENT, &form)?;
     if form.get("confirm") != Some("yes") {
-        return Err(ctx.fail(AppError::unprocessable(
+        return Err(ctx.fail_at(AppError::unprocessable(
             "confirmation_required",
             "Cochez la case pour confirmer l'effacement. / Tick the box to confirm the erasure.",
-        )));
+        ), "/moi/effacement"));
     }
     crate::http::data::erase_me(state_of(&ctx), user, ctx.request_id())
         .await
-        .map_err(|e| ctx.fail(e))?;
+        .map_err(|e| ctx.fail_at(e, "/moi/effacement"))?;
     Ok(ctx.done("/", "efface"))
 }
