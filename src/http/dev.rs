@@ -111,50 +111,18 @@ pub async fn mandate_login(
                 "Ce profil de démonstration n'existe pas. / No such demo persona.",
             )
         })?;
-    let now = state.clock.now();
-    let draft = state
-        .store
-        .find_mandate_draft(form.draft.as_deref().unwrap_or(""))
-        .await?
-        .filter(|d| d.aidant_id == user.actor_id && d.expires_at > now)
-        .ok_or_else(|| {
-            AppError::forbidden(
-                "mandate_draft_invalid",
-                "Ce projet de mandat n'existe pas, a expiré, ou n'est pas celui de l'aidant connecté. / Unknown or expired mandate draft, or not the logged-in aidant's.",
-            )
-        })?;
-    if let Some(renewed) = &draft.renews {
-        let same = state
-            .store
-            .find_mandate(renewed)
-            .await?
-            .is_some_and(|m| m.resident_id == persona.id);
-        if !same {
-            return Err(AppError::forbidden(
-                "renewal_other_resident",
-                "Le renouvellement doit être confirmé par la personne du mandat. / A renewal must be confirmed by the mandate's own resident.",
-            ));
-        }
-    }
-    state
-        .store
-        .set_draft_resident(&draft.id, persona.id)
-        .await?;
-    state
-        .audit
-        .record(crate::audit::AuditRecord {
-            timestamp: now,
-            actor_id: persona.id.to_string(),
-            actor_role: crate::domain::Role::Resident.as_str().into(),
-            resident_id: Some(persona.id.to_string()),
-            structure_id: Some(draft.structure_id.clone()),
-            action: "mandate.resident_login".into(),
-            allowed: true,
-            reason: "demo_login".into(),
-            request_id: rid.0,
-            ..Default::default()
-        })
-        .await?;
+    let draft = crate::http::login::mandate_draft_of(
+        &state,
+        Some(&user),
+        form.draft.as_deref().unwrap_or(""),
+    )
+    .await?;
+    let audit = crate::audit::AuditRecord {
+        timestamp: state.clock.now(),
+        request_id: rid.0,
+        ..Default::default()
+    };
+    crate::http::login::attach_resident(&state, &draft, persona.id, audit, "demo_login").await?;
     let location = header::HeaderValue::from_str(&format!("/aidant/brouillons/{}", draft.id))
         .map_err(|_| AppError::internal("draft location"))?;
     Ok((StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response())

@@ -134,7 +134,7 @@ pub struct LoginQuery {
 }
 
 /// The live draft `id` of the aidant logged in in this browser.
-async fn mandate_draft_of(
+pub(crate) async fn mandate_draft_of(
     state: &AppState,
     user: Option<&crate::http::session::CurrentUser>,
     id: &str,
@@ -372,10 +372,29 @@ async fn mandate_login(
         Err(e) => return Err(crate::http::audit::deny(state, audit, e).await),
     };
     let resident_id = resident_from_login(state, idp, login, rid, now).await?;
+    attach_resident(state, &draft, &resident_id, audit, "mandate_draft").await?;
+    let location = HeaderValue::from_str(&format!("/aidant/brouillons/{}", draft.id))
+        .map_err(|_| AppError::internal("draft location"))?;
+    let mut res = (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response();
+    res.headers_mut()
+        .append(header::SET_COOKIE, login_cookie(state, "", 0)?);
+    Ok(res)
+}
+
+/// Attaches the resident who just logged in (for real, or in demo mode) to
+/// an aidant's draft: a renewal only by the mandate's own resident. The
+/// login is recorded, allowed (`reason`) or refused.
+pub(crate) async fn attach_resident(
+    state: &AppState,
+    draft: &crate::storage::MandateDraftRow,
+    resident_id: &str,
+    audit: AuditRecord,
+    reason: &str,
+) -> AppResult<()> {
     let audit = AuditRecord {
-        actor_id: resident_id.clone(),
+        actor_id: resident_id.to_string(),
         actor_role: Role::Resident.as_str().into(),
-        resident_id: Some(resident_id.clone()),
+        resident_id: Some(resident_id.to_string()),
         structure_id: Some(draft.structure_id.clone()),
         action: "mandate.resident_login".into(),
         ..audit
@@ -396,22 +415,17 @@ async fn mandate_login(
     }
     state
         .store
-        .set_draft_resident(&draft.id, &resident_id)
+        .set_draft_resident(&draft.id, resident_id)
         .await?;
     state
         .audit
         .record(AuditRecord {
             allowed: true,
-            reason: "mandate_draft".into(),
+            reason: reason.into(),
             ..audit
         })
         .await?;
-    let location = HeaderValue::from_str(&format!("/aidant/brouillons/{}", draft.id))
-        .map_err(|_| AppError::internal("draft location"))?;
-    let mut res = (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response();
-    res.headers_mut()
-        .append(header::SET_COOKIE, login_cookie(state, "", 0)?);
-    Ok(res)
+    Ok(())
 }
 
 /// Finds or creates the resident behind a verified login, and refreshes the
