@@ -406,7 +406,7 @@ pub async fn resident(ctx: Ctx, Path(resident): Path<String>) -> PageResult {
                 h2 #{ "c-" (c) } { (category_label(&ctx, c)) }
                 form method="post" action={ "/aidant/usagers/" (resident) "/" (c) "?demarche=" (code) } {
                     (csrf(&user))
-                    (category_fields(&ctx, c, fields, false))
+                    (category_fields(&ctx, c, fields, false, None))
                     p { button { (l.t("Enregistrer pour la personne", "Save for the resident")) } }
                 }
             }

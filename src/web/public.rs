@@ -291,8 +291,8 @@ pub async fn accessibility(ctx: Ctx) -> PageResult {
         }
         h2 { (l.t("Contenus non accessibles connus", "Known inaccessible content")) }
         ul {
-            li { (l.t("après une erreur de saisie, le formulaire n'est pas réaffiché avec vos valeurs : il faut revenir à la page et saisir de nouveau (RGAA 11.10) ;",
-                       "after an input error, the form is not shown again with your values: you go back to the page and type again (RGAA 11.10);")) }
+            li { (l.t("« Mes données » réaffiche une saisie refusée avec vos valeurs et le champ en cause ; les autres formulaires (consentements, mandats, espace de l'aidant) mènent à une page d'erreur avec un lien de retour, où il faut saisir de nouveau (RGAA 11.10) ;",
+                       "\"My data\" shows a refused form again with your values and the field at fault; the other forms (consents, mandates, the aidant's space) lead to an error page with a link back, where you type again (RGAA 11.10);")) }
             li { (l.t("les libellés des démarches ne sont qu'en français ;", "démarche labels are in French only;")) }
             li { (l.t("la session se ferme après 30 minutes sans activité, sans avertissement préalable (RGAA 13.1).", "the session closes after 30 idle minutes, without warning (RGAA 13.1).")) }
         }

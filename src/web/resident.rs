@@ -161,11 +161,13 @@ fn autocomplete(name: &str) -> &'static str {
 
 /// `own`: the form is the person's own data (an aidant filling a
 /// resident's form must not be offered their own e-mail or phone).
+/// `problem`: the field a refused form failed on, and why, shown next to it.
 pub fn category_fields(
     ctx: &Ctx,
     category: &str,
     current: Option<&Map<String, Value>>,
     own: bool,
+    problem: Option<(&str, &str)>,
 ) -> Markup {
     let l = ctx.lang;
     let Some(def) = ctx
@@ -181,6 +183,9 @@ pub fn category_fields(
         @for (name, ty) in &def.fields {
             @let id = format!("{category}-{name}");
             @let ac = if own { autocomplete(name) } else { "off" };
+            @let bad = problem.filter(|(f, _)| *f == name.as_str()).map(|(_, m)| m);
+            @let invalid = bad.map(|_| "true");
+            @let described = bad.map(|_| format!("{id}-erreur"));
             @let value = current.and_then(|c| c.get(name.as_str()));
             @let text = match value {
                 Some(Value::String(v)) => v.clone(),
@@ -191,7 +196,8 @@ pub fn category_fields(
             @match ty {
                 FieldType::Boolean => {
                     label for=(id) { (field_label(name, l)) }
-                    select id=(id) name=(name) {
+                    @if let Some(m) = bad { p.field-error #{ (id) "-erreur" } { (m) } }
+                    select id=(id) name=(name) aria-invalid=[invalid] aria-describedby=[described.as_deref()] {
                         option value="" selected[value.is_none()] { (l.t("— non renseigné", "— not given")) }
                         option value="true" selected[value == Some(&Value::Bool(true))] { (l.t("oui", "yes")) }
                         option value="false" selected[value == Some(&Value::Bool(false))] { (l.t("non", "no")) }
@@ -199,7 +205,8 @@ pub fn category_fields(
                 }
                 FieldType::Enum { values } => {
                     label for=(id) { (field_label(name, l)) }
-                    select id=(id) name=(name) autocomplete=(ac) {
+                    @if let Some(m) = bad { p.field-error #{ (id) "-erreur" } { (m) } }
+                    select id=(id) name=(name) aria-invalid=[invalid] aria-describedby=[described.as_deref()] autocomplete=(ac) {
                         option value="" selected[text.is_empty()] { (l.t("— non renseigné", "— not given")) }
                         @for v in values {
                             option value=(v) selected[*v == text] { (enum_label(v, l)) }
@@ -208,36 +215,44 @@ pub fn category_fields(
                 }
                 FieldType::StringList { .. } => {
                     label for=(id) { (field_label(name, l)) span.hint { (l.t("Séparez les éléments par des virgules.", "Separate items with commas.")) } }
-                    input type="text" id=(id) name=(name) value=(text);
+                    @if let Some(m) = bad { p.field-error #{ (id) "-erreur" } { (m) } }
+                    input type="text" id=(id) name=(name) aria-invalid=[invalid] aria-describedby=[described.as_deref()] value=(text);
                 }
                 FieldType::Date => {
                     label for=(id) { (field_label(name, l)) }
-                    input type="date" id=(id) name=(name) value=(text) autocomplete=(ac);
+                    @if let Some(m) = bad { p.field-error #{ (id) "-erreur" } { (m) } }
+                    input type="date" id=(id) name=(name) aria-invalid=[invalid] aria-describedby=[described.as_deref()] value=(text) autocomplete=(ac);
                 }
                 FieldType::Integer { min, max } => {
                     label for=(id) { (field_label(name, l)) }
-                    input type="number" id=(id) name=(name) value=(text) min=(min) max=(max) inputmode="numeric";
+                    @if let Some(m) = bad { p.field-error #{ (id) "-erreur" } { (m) } }
+                    input type="number" id=(id) name=(name) aria-invalid=[invalid] aria-describedby=[described.as_deref()] value=(text) min=(min) max=(max) inputmode="numeric";
                 }
                 FieldType::Email => {
                     label for=(id) { (field_label(name, l)) }
-                    input type="email" id=(id) name=(name) value=(text) autocomplete=(ac);
+                    @if let Some(m) = bad { p.field-error #{ (id) "-erreur" } { (m) } }
+                    input type="email" id=(id) name=(name) aria-invalid=[invalid] aria-describedby=[described.as_deref()] value=(text) autocomplete=(ac);
                 }
                 FieldType::Phone => {
                     label for=(id) { (field_label(name, l)) }
-                    input type="tel" id=(id) name=(name) value=(text) autocomplete=(ac);
+                    @if let Some(m) = bad { p.field-error #{ (id) "-erreur" } { (m) } }
+                    input type="tel" id=(id) name=(name) aria-invalid=[invalid] aria-describedby=[described.as_deref()] value=(text) autocomplete=(ac);
                 }
                 FieldType::PostalCode => {
                     label for=(id) { (field_label(name, l)) }
-                    input type="text" id=(id) name=(name) value=(text) inputmode="numeric" maxlength="5" autocomplete=(ac);
+                    @if let Some(m) = bad { p.field-error #{ (id) "-erreur" } { (m) } }
+                    input type="text" id=(id) name=(name) aria-invalid=[invalid] aria-describedby=[described.as_deref()] value=(text) inputmode="numeric" maxlength="5" autocomplete=(ac);
                 }
                 FieldType::InseeCode => {
                     // Corsican codes hold letters (2A004): no numeric keypad.
                     label for=(id) { (field_label(name, l)) span.hint { (l.t("5 caractères, par exemple 31555 ou 2A004", "5 characters, e.g. 31555 or 2A004")) } }
-                    input type="text" id=(id) name=(name) value=(text) maxlength="5" autocomplete="off";
+                    @if let Some(m) = bad { p.field-error #{ (id) "-erreur" } { (m) } }
+                    input type="text" id=(id) name=(name) aria-invalid=[invalid] aria-describedby=[described.as_deref()] value=(text) maxlength="5" autocomplete="off";
                 }
                 FieldType::String { max_len } => {
                     label for=(id) { (field_label(name, l)) }
-                    input type="text" id=(id) name=(name) value=(text) maxlength=(max_len) autocomplete=(ac);
+                    @if let Some(m) = bad { p.field-error #{ (id) "-erreur" } { (m) } }
+                    input type="text" id=(id) name=(name) aria-invalid=[invalid] aria-describedby=[described.as_deref()] value=(text) maxlength=(max_len) autocomplete=(ac);
                 }
             }
         }
@@ -349,6 +364,79 @@ pub fn category_record(ctx: &Ctx, category: &str, form: &Form) -> Result<Value, 
     Ok(Value::Object(record))
 }
 
+/// What a refused form typed, to show it again (raw text; yes/no as
+/// booleans so the select keeps its choice).
+pub fn posted_values(ctx: &Ctx, category: &str, form: &Form) -> Map<String, Value> {
+    let mut out = Map::new();
+    if let Some((_, def)) = ctx.state.categories.iter().find(|(n, _)| *n == category) {
+        for (name, ty) in &def.fields {
+            let Some(text) = form.text(name) else {
+                continue;
+            };
+            let v = match (ty, text.as_str()) {
+                (FieldType::Boolean, "true") => Value::Bool(true),
+                (FieldType::Boolean, "false") => Value::Bool(false),
+                _ => Value::String(text),
+            };
+            out.insert(name.clone(), v);
+        }
+    }
+    out
+}
+
+/// The record a category form posted, checked as the vault will; on
+/// refusal, the field at fault (when there is one) and the error.
+pub fn posted_record(
+    ctx: &Ctx,
+    category: &str,
+    form: &Form,
+) -> Result<Value, (Option<String>, AppError)> {
+    let record = category_record(ctx, category, form).map_err(|e| {
+        // category_record refuses only a field it cannot read: find which.
+        let field = ctx
+            .state
+            .categories
+            .iter()
+            .find(|(n, _)| *n == category)
+            .and_then(|(_, def)| {
+                def.fields.iter().find_map(|(name, ty)| {
+                    let text = form.text(name)?;
+                    let bad = match ty {
+                        FieldType::Boolean => text != "true" && text != "false",
+                        FieldType::Integer { .. } => text.parse::<i64>().is_err(),
+                        _ => false,
+                    };
+                    bad.then(|| name.clone())
+                })
+            });
+        (field, e)
+    })?;
+    let Ok(cat) = ctx.state.categories.category(category) else {
+        return Err((
+            None,
+            AppError::unprocessable(
+                "unknown_category",
+                "Catégorie inconnue. / Unknown category.",
+            ),
+        ));
+    };
+    match ctx.state.categories.validate(&cat, &record) {
+        Ok(_) => Ok(record),
+        Err(crate::domain::category::RecordError::InvalidField { field, .. }) => {
+            let e = invalid_field(ctx, &field);
+            Err((Some(field), e))
+        }
+        Err(crate::domain::category::RecordError::NotAnObject) => Err((
+            None,
+            AppError::unprocessable(
+                "invalid_record",
+                "Remplissez au moins un champ. / Fill in at least one field.",
+            ),
+        )),
+        Err(e) => Err((None, AppError::unprocessable(e.code(), e.to_string()))),
+    }
+}
+
 fn invalid_field(ctx: &Ctx, name: &str) -> AppError {
     let fr = field_label(name, Lang::Fr);
     let en = field_label(name, Lang::En);
@@ -363,9 +451,22 @@ fn invalid_field(ctx: &Ctx, name: &str) -> AppError {
 
 pub async fn data(ctx: Ctx) -> PageResult {
     let user = ctx.user_in(RESIDENT)?;
+    render_data(&ctx, &user, None).await
+}
+
+/// A form the vault refused: its category, what was typed, the field at
+/// fault and the message.
+struct Refused<'a> {
+    category: &'a str,
+    typed: Map<String, Value>,
+    field: Option<String>,
+    error: AppError,
+}
+
+async fn render_data(ctx: &Ctx, user: &CurrentUser, refused: Option<Refused<'_>>) -> PageResult {
     let l = ctx.lang;
     let mine =
-        json_of(crate::http::data::my_data(state_of(&ctx), user.clone(), ctx.request_id()).await)
+        json_of(crate::http::data::my_data(state_of(ctx), user.clone(), ctx.request_id()).await)
             .await
             .map_err(|e| ctx.fail(e))?;
     let records = list(&mine, "records");
@@ -376,40 +477,83 @@ pub async fn data(ctx: Ctx) -> PageResult {
             .and_then(|r| r.get("fields"))
             .and_then(Value::as_object)
     };
+    let message = refused
+        .as_ref()
+        .map(|r| super::in_lang(&r.error.to_string(), l));
     let body = html! {
         h1 { (l.t("Mes données", "My data")) }
+        @if let (Some(r), Some(m)) = (&refused, &message) {
+            div.alert role="alert" {
+                p { strong { (l.t("Rien n'a été enregistré. ", "Nothing was saved. ")) } (m) }
+                @if let Some(f) = &r.field {
+                    p { a href={ "#" (r.category) "-" (f) } { (l.t("Aller au champ à corriger", "Go to the field to correct")) } }
+                }
+                p.small { (l.t("Code de l'erreur : ", "Error code: ")) code { (r.error.code_and_status().0) } }
+            }
+        }
         p { (l.t("Voici ce que la collectivité garde pour vous, chiffré avec une clé qui vous est propre. Corrigez ce qui est faux : l'ancienne version est gardée dans l'historique, et les partenaires qui l'avaient reçue en sont informés.",
                   "Here is what the authority keeps for you, encrypted with a key of your own. Correct what is wrong: the previous version stays in the history, and partners who had received it are told.")) }
         @for (name, def) in ctx.state.categories.iter() {
-            @let record = current(name);
+            @let this = refused.as_ref().filter(|r| r.category == name);
+            @let record = match this { Some(r) => Some(&r.typed), None => current(name) };
+            @let problem = this.and_then(|r| r.field.as_deref().zip(message.as_deref()));
             section.card aria-labelledby={ "c-" (name) } {
                 h2 #{ "c-" (name) } { (l.t(&def.label_fr, &def.label_en)) }
                 @if def.special {
                     p.note { (l.t("Donnée de santé : elle n'est utilisée qu'avec votre consentement explicite.", "Health data: used only with your explicit consent.")) }
                 }
-                @if record.is_none() {
+                @if current(name).is_none() {
                     p { (l.t("Rien n'est enregistré.", "Nothing is stored.")) }
                 }
-                details {
-                    summary { (if record.is_some() { l.t("Voir et corriger", "See and correct") } else { l.t("Ajouter", "Add") }) }
+                details open[this.is_some()] {
+                    summary { (if current(name).is_some() { l.t("Voir et corriger", "See and correct") } else { l.t("Ajouter", "Add") }) }
                     form method="post" action={ "/moi/donnees/" (name) } {
-                        (csrf(&user))
-                        (category_fields(&ctx, name, record, true))
+                        (csrf(user))
+                        (category_fields(ctx, name, record, true, problem))
                         p { button { (l.t("Enregistrer", "Save")) } }
                     }
                 }
             }
         }
     };
-    Ok(ctx.page(l.t("Mes données", "My data"), body))
+    let title = if refused.is_some() {
+        l.t(
+            "Erreur : rien n'a été enregistré — Mes données",
+            "Error: nothing was saved — My data",
+        )
+    } else {
+        l.t("Mes données", "My data")
+    };
+    let status = if refused.is_some() {
+        axum::http::StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        axum::http::StatusCode::OK
+    };
+    Ok(ctx.page_with(status, title, body))
 }
 
 pub async fn save_category(ctx: Ctx, Path(category): Path<String>, body: Bytes) -> PageResult {
     let form = Form::parse(&body);
     let user = ctx.form_user(RESIDENT, &form)?;
     let back = "/moi/donnees";
-    let record = category_record(&ctx, &category, &form).map_err(|e| ctx.fail_at(e, back))?;
-    check_record(&ctx, &category, &record).map_err(|e| ctx.fail_at(e, back))?;
+    let record = match posted_record(&ctx, &category, &form) {
+        Ok(r) => r,
+        Err((field, error)) => {
+            // The same page again, with what was typed and the field at fault.
+            let typed = posted_values(&ctx, &category, &form);
+            return render_data(
+                &ctx,
+                &user,
+                Some(Refused {
+                    category: &category,
+                    typed,
+                    field,
+                    error,
+                }),
+            )
+            .await;
+        }
+    };
     crate::http::data::put_my_category(
         state_of(&ctx),
         user,

@@ -232,3 +232,31 @@ async fn the_stylesheet_is_small_and_cached_and_pages_are_not() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_refused_data_form_comes_back_with_what_was_typed_and_the_field_at_fault() {
+    each_backend(|app| async move {
+        let s = app.login(AWA).await;
+        let before = app.as_user(&s, Method::GET, "/api/v1/me/data/contact", None).await.json();
+        let form = format!(
+            "csrf_token={}&email=awa%40example.org&phone=pas+un+num%C3%A9ro&postal_address=3+rue+Neuve",
+            s.csrf
+        );
+        let res = post_form(&app, &s, "/moi/donnees/contact", &form).await;
+        assert_eq!(res.status.as_u16(), 422, "{}", res.text());
+        let page = res.text();
+        assert!(page.contains("role=\"alert\""));
+        assert!(page.contains("invalid_field"));
+        assert!(page.contains("« Téléphone »"), "the field is named in words");
+        // What was typed is there to correct, and the field is marked.
+        assert!(page.contains("value=\"pas un numéro\""));
+        assert!(page.contains("value=\"3 rue Neuve\""));
+        assert!(page.contains(
+            "id=\"contact-phone\" name=\"phone\" aria-invalid=\"true\" aria-describedby=\"contact-phone-erreur\""
+        ));
+        assert!(page.contains("href=\"#contact-phone\""));
+        let after = app.as_user(&s, Method::GET, "/api/v1/me/data/contact", None).await.json();
+        assert_eq!(before["current"], after["current"], "nothing was stored");
+    })
+    .await;
+}
