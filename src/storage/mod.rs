@@ -1751,11 +1751,14 @@ macro_rules! impl_store {
             category: &str,
             cutoff: $crate::domain::Timestamp,
         ) -> $crate::storage::StorageResult<u64> {
+            // Driven from the newer versions (the partial index of
+            // rectified rows), never by scanning every record of the
+            // category under the write lock.
             let done = sqlx::query(
-                "DELETE FROM personal_records WHERE category = $1 AND EXISTS (\
-                 SELECT 1 FROM personal_records n WHERE n.resident_id = personal_records.resident_id \
-                 AND n.category = personal_records.category AND n.version > personal_records.version \
-                 AND n.created_at <= $2)",
+                "DELETE FROM personal_records WHERE id IN (\
+                 SELECT o.id FROM personal_records n JOIN personal_records o \
+                 ON o.resident_id = n.resident_id AND o.category = n.category AND o.version < n.version \
+                 WHERE n.category = $1 AND n.version > 1 AND n.created_at <= $2)",
             )
             .bind(category)
             .bind(cutoff)
