@@ -87,7 +87,7 @@ pub async fn run_retention(state: &AppState, now: Timestamp) -> AppResult<Retent
         let ended_before = now - CONSENT_GRACE_DAYS * 86_400;
         for resident in state
             .store
-            .consent_orphaned_records(&ids, c, now, ended_before)
+            .consent_orphaned_records(&ids, c, ended_before)
             .await?
         {
             report.records_without_consent += state.store.delete_category(&resident, c).await?;

@@ -572,15 +572,14 @@ pub trait Store: Send + Sync + 'static {
     /// Mandates whose every authorisation ended (expired or revoked) at or
     /// before `cutoff`, with their authorisations.
     async fn purge_ended_mandates(&self, cutoff: Timestamp) -> StorageResult<u64>;
-    /// (resident, category) pairs of current records whose categories are
-    /// in `categories` and that no valid consent for `purposes` covers
-    /// (given, valid at `now`), while some consent of the resident for them
-    /// ended at or before `ended_before`.
+    /// Residents holding records of `category` under `purposes` whose
+    /// consents all ended (withdrawn or refused, or expired) at or before
+    /// `ended_before`, the end of the grace period: none was decided since,
+    /// none is given and valid, none ended within the grace period.
     async fn consent_orphaned_records(
         &self,
         purposes: &[String],
         category: &str,
-        now: Timestamp,
         ended_before: Timestamp,
     ) -> StorageResult<Vec<String>>;
 
@@ -1815,35 +1814,48 @@ macro_rules! impl_store {
             &self,
             purposes: &[String],
             category: &str,
-            now: $crate::domain::Timestamp,
             ended_before: $crate::domain::Timestamp,
         ) -> $crate::storage::StorageResult<Vec<String>> {
             if purposes.is_empty() {
                 return Ok(Vec::new());
             }
-            let mut q = sqlx::QueryBuilder::<$db>::new(
-                "SELECT DISTINCT p.resident_id FROM personal_records p WHERE p.category = ",
-            );
-            q.push_bind(category.to_string());
-            q.push(" AND EXISTS (SELECT 1 FROM consents c WHERE c.resident_id = p.resident_id AND c.purpose IN (");
-            let mut sep = q.separated(", ");
-            for purpose in purposes {
-                sep.push_bind(purpose.clone());
+            // Driven from the consents that ended more than the grace
+            // period ago (two partial indexes: withdrawn or refused, by the
+            // date of that decision; given but expired, by the end of
+            // validity), so the job reads what changed, not every record.
+            // A consent decided since, or given and valid (or ended within
+            // the grace period), keeps the data.
+            let mut residents = std::collections::BTreeSet::new();
+            for ended in [
+                "c.state <> 'given' AND c.updated_at <= ",
+                "c.state = 'given' AND c.valid_until <= ",
+            ] {
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "SELECT DISTINCT c.resident_id FROM consents c WHERE c.purpose IN (",
+                );
+                let mut sep = q.separated(", ");
+                for purpose in purposes {
+                    sep.push_bind(purpose.clone());
+                }
+                q.push(") AND ");
+                q.push(ended);
+                q.push_bind(ended_before);
+                q.push(" AND EXISTS (SELECT 1 FROM personal_records p WHERE p.resident_id = c.resident_id AND p.category = ");
+                q.push_bind(category.to_string());
+                q.push(") AND NOT EXISTS (SELECT 1 FROM consents v WHERE v.resident_id = c.resident_id AND v.purpose IN (");
+                let mut sep = q.separated(", ");
+                for purpose in purposes {
+                    sep.push_bind(purpose.clone());
+                }
+                q.push(") AND (v.updated_at > ");
+                q.push_bind(ended_before);
+                q.push(" OR (v.state = 'given' AND (v.valid_until IS NULL OR v.valid_until > ");
+                q.push_bind(ended_before);
+                q.push("))))");
+                let rows: Vec<(String,)> = q.build_query_as().fetch_all(&self.pool).await?;
+                residents.extend(rows.into_iter().map(|(r,)| r));
             }
-            q.push(") AND c.updated_at <= ");
-            q.push_bind(ended_before);
-            q.push(") AND NOT EXISTS (SELECT 1 FROM consents c WHERE c.resident_id = p.resident_id AND c.purpose IN (");
-            let mut sep = q.separated(", ");
-            for purpose in purposes {
-                sep.push_bind(purpose.clone());
-            }
-            q.push(") AND (c.state = 'given' AND c.valid_until > ");
-            q.push_bind(now);
-            q.push(" OR c.updated_at > ");
-            q.push_bind(ended_before);
-            q.push("))");
-            let rows: Vec<(String,)> = q.build_query_as().fetch_all(&self.pool).await?;
-            Ok(rows.into_iter().map(|(r,)| r).collect())
+            Ok(residents.into_iter().collect())
         }
 
         async fn count_cohort(

@@ -507,6 +507,20 @@ async fn the_retention_job_deletes_exactly_what_is_due_and_the_log_still_verifie
         assert_eq!(r.superseded_versions, 1);
         assert_eq!(history_len(&app, AWA, "housing").await, 1);
 
+        // Awa's consent to the cultural agenda expires (it was given for at
+        // most the purpose's 365 days): her culture data goes once the grace
+        // period after the end of validity is over, not before.
+        let r = coffre::rights::run_retention(&app.state, T0 + 370 * DAY)
+            .await
+            .unwrap();
+        assert_eq!(r.records_without_consent, 0);
+        assert_eq!(history_len(&app, AWA, "culture").await, 1);
+        let r = coffre::rights::run_retention(&app.state, T0 + 400 * DAY)
+            .await
+            .unwrap();
+        assert_eq!(r.records_without_consent, 1);
+        assert_eq!(history_len(&app, AWA, "culture").await, 0);
+
         // Every purge is in the log, as counts; and the log verifies.
         let size = app.state.audit.size().await.unwrap();
         let entries: Vec<_> = app
