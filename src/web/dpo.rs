@@ -39,6 +39,36 @@ fn request_kind(kind: &str, l: super::Lang) -> &'static str {
     }
 }
 
+fn refusal_label(reason: &str, l: super::Lang) -> &'static str {
+    match reason {
+        "manifestly_unfounded" => l.t(
+            "demande manifestement infondée (art. 12-5)",
+            "manifestly unfounded (art. 12(5))",
+        ),
+        "excessive" => l.t(
+            "demande excessive, notamment répétitive (art. 12-5)",
+            "excessive, notably repetitive (art. 12(5))",
+        ),
+        "identity_not_established" => l.t(
+            "identité non établie (art. 12-6)",
+            "identity not established (art. 12(6))",
+        ),
+        "legal_obligation" => l.t(
+            "obligation légale de conserver (art. 17-3-b)",
+            "legal obligation to keep (art. 17(3)(b))",
+        ),
+        "legal_claims" => l.t(
+            "constatation, exercice ou défense de droits en justice (art. 17-3-e)",
+            "legal claims (art. 17(3)(e))",
+        ),
+        "compelling_legitimate_grounds" => l.t(
+            "motifs légitimes et impérieux (art. 21-1)",
+            "compelling legitimate grounds (art. 21(1))",
+        ),
+        _ => l.t("autre", "other"),
+    }
+}
+
 fn request_state(state: &str, l: super::Lang) -> &'static str {
     match state {
         "received" => l.t("reçue", "received"),
@@ -127,6 +157,13 @@ pub async fn overview(ctx: Ctx) -> PageResult {
                 @if open {
                     form method="post" action={ "/dpo/demandes/" (id) } {
                         (csrf(&user))
+                        label for={ "refus-" (id) } { (l.t("Raison d'un refus (dite à la personne, avec son droit de saisir la CNIL)", "Reason for a refusal (told to the resident, with their right to complain to the CNIL)")) }
+                        select id={ "refus-" (id) } name="reason" {
+                            option value="" { (l.t("— choisir pour refuser", "— choose to refuse")) }
+                            @for r in crate::http::rights::REFUSAL_REASONS {
+                                option value=(r) { (refusal_label(r, l)) }
+                            }
+                        }
                         p {
                             button name="action" value="granted" { (l.t("Accepter et clore", "Grant and close")) }
                             " "
@@ -198,8 +235,13 @@ pub async fn handle_request(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> Pa
             Ok(ctx.done("/dpo", "prolonge"))
         }
         Some(outcome @ ("granted" | "refused")) => {
-            let req =
-                api_json(json!({ "outcome": outcome })).map_err(|e| ctx.fail_at(e, "/dpo"))?;
+            let mut body = json!({ "outcome": outcome });
+            if outcome == "refused"
+                && let Some(reason) = form.text("reason")
+            {
+                body["reason"] = json!(reason);
+            }
+            let req = api_json(body).map_err(|e| ctx.fail_at(e, "/dpo"))?;
             json_of(
                 crate::http::rights::close(state_of(&ctx), user, ctx.request_id(), Path(id), req)
                     .await,

@@ -260,3 +260,62 @@ async fn a_refused_data_form_comes_back_with_what_was_typed_and_the_field_at_fau
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_dpo_refuses_a_request_only_with_its_reason() {
+    each_backend(|app| async move {
+        let awa = app.login(AWA).await;
+        let asked = app
+            .as_user(
+                &awa,
+                Method::POST,
+                "/api/v1/me/requests",
+                Some(serde_json::json!({"kind": "erasure"})),
+            )
+            .await;
+        assert_eq!(asked.status.as_u16(), 201, "{}", asked.text());
+        let id = asked.json()["id"].as_str().unwrap().to_string();
+        let dpo = app.login("a1d00000-0000-4000-8000-000000000004").await;
+        let page = app
+            .send(
+                Method::GET,
+                "/dpo",
+                &[("cookie", dpo.cookie.as_str())],
+                axum::body::Body::empty(),
+            )
+            .await
+            .text();
+        assert!(
+            page.contains("name=\"reason\""),
+            "the DPO page asks for the reason"
+        );
+        let path = format!("/dpo/demandes/{id}");
+        let csrf = format!("csrf_token={}", dpo.csrf);
+        let without = post_form(&app, &dpo, &path, &format!("{csrf}&action=refused&reason=")).await;
+        assert_eq!(without.status.as_u16(), 422);
+        assert!(without.text().contains("refusal_reason_required"));
+        assert!(
+            without.text().contains("href=\"/dpo\""),
+            "the way back to the form"
+        );
+        let with = post_form(
+            &app,
+            &dpo,
+            &path,
+            &format!("{csrf}&action=refused&reason=legal_obligation"),
+        )
+        .await;
+        assert_eq!(with.status.as_u16(), 303, "{}", with.text());
+        let mine = app
+            .as_user(&awa, Method::GET, "/api/v1/me/requests", None)
+            .await
+            .json();
+        let r = &mine["requests"][0];
+        assert_eq!(r["state"], "refused");
+        assert_eq!(
+            r["history"].as_array().unwrap().last().unwrap()["reason"],
+            "legal_obligation"
+        );
+    })
+    .await;
+}

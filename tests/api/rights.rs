@@ -387,6 +387,24 @@ async fn requests_keep_their_deadlines_and_show_late_ones() {
             Some(serde_json::json!({"outcome": "refused"})),
         )
         .await
+        .assert_error(422, "refusal_reason_required");
+        as_(
+            &app,
+            &dpo,
+            Method::POST,
+            &format!("/api/v1/dpo/requests/{id1}/close"),
+            Some(serde_json::json!({"outcome": "refused", "reason": "because"})),
+        )
+        .await
+        .assert_error(422, "unknown_refusal_reason");
+        as_(
+            &app,
+            &dpo,
+            Method::POST,
+            &format!("/api/v1/dpo/requests/{id1}/close"),
+            Some(serde_json::json!({"outcome": "refused", "reason": "excessive"})),
+        )
+        .await
         .assert_error(409, "invalid_transition");
 
         // The resident sees every change, with the extension's reason.
