@@ -294,7 +294,7 @@ pub async fn accessibility(ctx: Ctx) -> PageResult {
             li { (l.t("« Mes données » réaffiche une saisie refusée avec vos valeurs et le champ en cause ; les autres formulaires (consentements, mandats, espace de l'aidant) mènent à une page d'erreur avec un lien de retour, où il faut saisir de nouveau (RGAA 11.10) ;",
                        "\"My data\" shows a refused form again with your values and the field at fault; the other forms (consents, mandates, the aidant's space) lead to an error page with a link back, where you type again (RGAA 11.10);")) }
             li { (l.t("les libellés des démarches ne sont qu'en français ;", "démarche labels are in French only;")) }
-            li { (l.t("la session se ferme après 30 minutes sans activité, sans avertissement préalable (RGAA 13.1).", "the session closes after 30 idle minutes, without warning (RGAA 13.1).")) }
+            li { (l.t("la session se ferme après 30 minutes sans activité, pour la sécurité de vos données ; la page « Mes données » l'annonce, mais le délai ne peut pas être prolongé (RGAA 13.1).", "the session closes after 30 idle minutes, for the safety of your data; the \"My data\" page says so, but the limit cannot be extended (RGAA 13.1).")) }
         }
         h2 { (l.t("Environnement de test", "Test environment")) }
         p { (l.t("Chromium 156 (paquet Debian), sans lecteur d'écran ; axe-core 4.14 ; navigation au clavier automatisée (Playwright).",

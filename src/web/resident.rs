@@ -493,6 +493,8 @@ async fn render_data(ctx: &Ctx, user: &CurrentUser, refused: Option<Refused<'_>>
         }
         p { (l.t("Voici ce que la collectivité garde pour vous, chiffré avec une clé qui vous est propre. Corrigez ce qui est faux : l'ancienne version est gardée dans l'historique, et les partenaires qui l'avaient reçue en sont informés.",
                   "Here is what the authority keeps for you, encrypted with a key of your own. Correct what is wrong: the previous version stays in the history, and partners who had received it are told.")) }
+        p.small { (l.t("Pour votre sécurité, la session se ferme après 30 minutes sans activité : enregistrez une catégorie à la fois.",
+                        "For your safety, the session closes after 30 idle minutes: save one category at a time.")) }
         @for (name, def) in ctx.state.categories.iter() {
             @let this = refused.as_ref().filter(|r| r.category == name);
             @let record = match this { Some(r) => Some(&r.typed), None => current(name) };
