@@ -163,20 +163,20 @@ pub async fn seed_if_empty(state: &AppState) -> AppResult<bool> {
         (
             RESIDENTS[0].id,
             json!({"given_name": "Awa", "family_name": "Diallo", "birthdate": "1987-04-12", "gender": "female", "birthcountry": "99100"}),
-            json!({"email": "awa.diallo@example.org", "phone": "0612345678", "postal_address": "12 rue des Platanes, 34200 Sète", "commune_insee": "34301"}),
-            json!({"tenure": "social_tenant", "dwelling_type": "flat", "surface_m2": 64, "construction_year": 1972, "commune_insee": "34301", "postal_code": "34200"}),
+            json!({"email": "awa.diallo@example.org", "phone": "0612345678", "postal_address": "12 rue des Platanes, 31310 commune 31901", "commune_insee": "31901"}),
+            json!({"tenure": "social_tenant", "dwelling_type": "flat", "surface_m2": 64, "construction_year": 1972, "commune_insee": "31901", "postal_code": "31310"}),
         ),
         (
             RESIDENTS[1].id,
             json!({"given_name": "Jean-Pierre", "family_name": "Martin", "birthdate": "1946-11-02", "gender": "male", "birthcountry": "99100"}),
-            json!({"phone": "0467000000", "postal_address": "3 chemin du Mas, 34110 Frontignan", "commune_insee": "34108", "preferred_channel": "post"}),
-            json!({"tenure": "owner", "dwelling_type": "house", "surface_m2": 95, "construction_year": 1958, "commune_insee": "34108", "postal_code": "34110"}),
+            json!({"phone": "0561000000", "postal_address": "3 chemin du Mas, 31390 commune 31909", "commune_insee": "31909", "preferred_channel": "post"}),
+            json!({"tenure": "owner", "dwelling_type": "house", "surface_m2": 95, "construction_year": 1958, "commune_insee": "31909", "postal_code": "31390"}),
         ),
         (
             RESIDENTS[2].id,
             json!({"given_name": "Lucie", "family_name": "Bernard", "birthdate": "1999-06-30", "gender": "female", "birthcountry": "99100"}),
-            json!({"email": "lucie.bernard@example.org", "postal_address": "8 quai de Bosc, 34200 Sète", "commune_insee": "34301"}),
-            json!({"tenure": "tenant", "dwelling_type": "flat", "surface_m2": 38, "construction_year": 2004, "commune_insee": "34301", "postal_code": "34200"}),
+            json!({"email": "lucie.bernard@example.org", "postal_address": "8 allée des Tilleuls, 31310 commune 31901", "commune_insee": "31901"}),
+            json!({"tenure": "tenant", "dwelling_type": "flat", "surface_m2": 38, "construction_year": 2004, "commune_insee": "31901", "postal_code": "31310"}),
         ),
     ];
     for (id, identity, contact, housing) in data {
