@@ -700,14 +700,11 @@ async fn partner_add(
         age::x25519::Recipient::from_str(r)
             .map_err(|_| Fatal::config("--age-recipient: not an age X25519 recipient (age1…)"))?;
     }
-    let mut secret = [0u8; 32];
     let mut suffix = [0u8; 4];
-    let rng = ring::rand::SystemRandom::new();
-    ring::rand::SecureRandom::fill(&rng, &mut secret)
-        .and_then(|()| ring::rand::SecureRandom::fill(&rng, &mut suffix))
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut suffix)
         .map_err(|_| Fatal::runtime("system random generator failed"))?;
-    use base64::Engine;
-    let client_secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
+    let client_secret = crate::crypto::random_token()
+        .map_err(|_| Fatal::runtime("system random generator failed"))?;
     let client_id = format!("{id}-{}", hex::encode(suffix));
     let store = open_store(config).await?;
     let row = crate::storage::PartnerRow {

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use crate::AppState;
 use crate::audit::AuditRecord;
 use crate::domain::Timestamp;
-use crate::error::AppResult;
+use crate::error::{AppError, AppResult};
 use crate::storage::NotificationRow;
 
 /// `ts` plus `months` calendar months (the day clamped to the month's
@@ -60,6 +60,39 @@ pub const CONSENT_GRACE_DAYS: i64 = 30;
 /// Ended mandates are archived this long (Aidants Connect keeps them for
 /// the period a resident may contest an act), then deleted.
 pub const MANDATE_ARCHIVE_DAYS: i64 = 5 * 365;
+
+/// Why a request may be refused: manifestly unfounded or excessive (art.
+/// 12(5)), identity not established (art. 12(6)), erasure prevented by a
+/// legal obligation, a public task or legal claims (art. 17(3)), objection
+/// overridden by compelling legitimate grounds (art. 21(1)).
+pub const REFUSAL_REASONS: [&str; 6] = [
+    "manifestly_unfounded",
+    "excessive",
+    "identity_not_established",
+    "legal_obligation",
+    "legal_claims",
+    "compelling_legitimate_grounds",
+];
+
+/// The reason recorded when a request is closed: a refusal must give one of
+/// [`REFUSAL_REASONS`] (GDPR art. 12(4): the resident is told why); a grant
+/// records none.
+pub fn closing_reason(outcome: &str, reason: Option<String>) -> AppResult<Option<String>> {
+    match (outcome, reason) {
+        ("refused", None) => Err(AppError::unprocessable(
+            "refusal_reason_required",
+            "Un refus doit donner sa raison à la personne (RGPD art. 12-4). / A refusal must give the resident its reason (GDPR art. 12(4)).",
+        )),
+        ("refused", Some(r)) if !REFUSAL_REASONS.contains(&r.as_str()) => {
+            Err(AppError::unprocessable(
+                "unknown_refusal_reason",
+                format!("reason: one of {}", REFUSAL_REASONS.join(", ")),
+            ))
+        }
+        ("refused", Some(r)) => Ok(Some(r)),
+        _ => Ok(None),
+    }
+}
 
 /// The retention job at `now`: superseded versions past their category's
 /// history period, data held only under consents that ended more than the

@@ -275,7 +275,8 @@ async fn seed_directory(
         if state.store.find_partner(id).await?.is_some() {
             continue;
         }
-        let secret = crate::http::session::random_token()?;
+        let secret = crate::crypto::random_token()
+            .map_err(|_| AppError::internal("system random generator failed"))?;
         let client_id = format!("seed-{id}");
         state
             .store

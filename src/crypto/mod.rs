@@ -40,6 +40,19 @@ pub fn sha256_hex(secret: &str) -> String {
         secret.as_bytes(),
     ))
 }
+
+/// 256 random bits, base64url: session tokens, CSRF tokens, login browser
+/// cookies and client secrets (stored only as [`sha256_hex`]).
+pub fn random_token() -> Result<String, CryptoError> {
+    use base64::Engine;
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| CryptoError::Random)?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
 pub use keyset::KeySet;
 pub use live::LiveKeys;
 

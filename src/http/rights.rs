@@ -396,24 +396,11 @@ pub struct CloseRequest {
     /// `granted` or `refused`.
     pub outcome: String,
     /// Required to refuse (GDPR art. 12(4): the resident is told why, and
-    /// that they may complain to the CNIL): one of [`REFUSAL_REASONS`]. A
+    /// that they may complain to the CNIL): one of [`crate::rights::REFUSAL_REASONS`]. A
     /// code, never free text, so no personal detail lands in the record.
     #[serde(default)]
     pub reason: Option<String>,
 }
-
-/// Why a request may be refused: manifestly unfounded or excessive (art.
-/// 12(5)), identity not established (art. 12(6)), erasure prevented by a
-/// legal obligation, a public task or legal claims (art. 17(3)), objection
-/// overridden by compelling legitimate grounds (art. 21(1)).
-pub const REFUSAL_REASONS: [&str; 6] = [
-    "manifestly_unfounded",
-    "excessive",
-    "identity_not_established",
-    "legal_obligation",
-    "legal_claims",
-    "compelling_legitimate_grounds",
-];
 
 async fn transition(
     state: &AppState,
@@ -523,22 +510,7 @@ pub async fn close(
             "outcome: `granted` or `refused`",
         ));
     }
-    let reason = match (body.outcome.as_str(), body.reason) {
-        ("refused", None) => {
-            return Err(AppError::unprocessable(
-                "refusal_reason_required",
-                "Un refus doit donner sa raison à la personne (RGPD art. 12-4). / A refusal must give the resident its reason (GDPR art. 12(4)).",
-            ));
-        }
-        ("refused", Some(r)) if !REFUSAL_REASONS.contains(&r.as_str()) => {
-            return Err(AppError::unprocessable(
-                "unknown_refusal_reason",
-                format!("reason: one of {}", REFUSAL_REASONS.join(", ")),
-            ));
-        }
-        ("refused", Some(r)) => Some(r),
-        _ => None,
-    };
+    let reason = crate::rights::closing_reason(&body.outcome, body.reason)?;
     transition(&state, &user, &rid, &id, &body.outcome, reason).await
 }
 

@@ -7,9 +7,6 @@ use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::AppState;
 use crate::domain::Role;
@@ -65,11 +62,7 @@ impl CurrentUser {
 }
 
 pub(crate) fn random_token() -> AppResult<String> {
-    let mut bytes = [0u8; 32];
-    SystemRandom::new()
-        .fill(&mut bytes)
-        .map_err(|_| AppError::internal("system random generator failed"))?;
-    Ok(URL_SAFE_NO_PAD.encode(bytes))
+    crate::crypto::random_token().map_err(|_| AppError::internal("system random generator failed"))
 }
 
 fn digest(token: &str) -> String {

@@ -28,7 +28,7 @@ use crate::AppState;
 use crate::domain::Role;
 use crate::error::AppError;
 use crate::http::audit::RequestId;
-use crate::http::session::{CSRF_HEADER, CurrentUser, MaybeUser};
+use crate::http::session::{CurrentUser, MaybeUser};
 
 pub mod aidant;
 pub mod dpo;
@@ -231,10 +231,6 @@ impl Form {
             .filter(|(k, _)| k == name)
             .map(|(_, v)| v.clone())
             .collect()
-    }
-
-    pub fn pairs(&self) -> &[(String, String)] {
-        &self.0
     }
 }
 
@@ -593,16 +589,6 @@ pub fn api_json<T: serde::de::DeserializeOwned>(
     serde_json::from_value(v)
         .map(crate::http::ApiJson)
         .map_err(|e| AppError::unprocessable("invalid_form", e.to_string()))
-}
-
-/// The request headers an API handler reads (the CSRF header is checked by
-/// the page itself).
-pub fn csrf_header(user: &CurrentUser) -> HeaderMap {
-    let mut h = HeaderMap::new();
-    if let Ok(v) = HeaderValue::from_str(&user.csrf_token) {
-        h.insert(CSRF_HEADER, v);
-    }
-    h
 }
 
 /// Paris time (EU rules: summer time from the last Sunday of March to the

@@ -7,7 +7,7 @@ use axum::http::header::{self, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 
-use super::{Ctx, Lang, PageResult, csrf, redirect};
+use super::{Ctx, Lang, PageResult, redirect};
 use crate::domain::Role;
 use crate::domain::purpose::{LegalBasis, Purpose};
 
@@ -334,14 +334,4 @@ pub async fn legal(ctx: Ctx) -> PageResult {
         p { (l.t("Logiciel libre sous licence EUPL-1.2.", "Free software under the EUPL-1.2 licence.")) }
     };
     Ok(ctx.page(l.t("Mentions légales", "Legal notice"), body))
-}
-
-/// A logout form (used where a page wants its own).
-pub fn logout_form(ctx: &Ctx) -> Markup {
-    match &ctx.user {
-        Some(u) => html! {
-            form method="post" action="/auth/logout" { (csrf(u)) button { (ctx.t("Se déconnecter", "Log out")) } }
-        },
-        None => html! {},
-    }
 }
