@@ -130,6 +130,11 @@ impl Categories {
         }
     }
 
+    /// The definition of the category named `name`, if the register has it.
+    pub fn def_named(&self, name: &str) -> Option<&CategoryDef> {
+        self.defs.get(name)
+    }
+
     pub fn def(&self, c: &Category) -> Option<&CategoryDef> {
         self.defs.get(&c.0)
     }

@@ -11,7 +11,7 @@ use maud::html;
 use serde_json::{Value, json};
 
 use super::public::category_label;
-use super::resident::{category_fields, category_record, state_badge};
+use super::resident::{category_fields, posted_record, state_badge};
 use super::{
     Ctx, Form, PageError, PageResult, api_json, csrf, date, json_of, list, n, s, state_of,
 };
@@ -432,8 +432,7 @@ pub async fn save_category(
     let user = ctx.form_user(AIDANTS, &form)?;
     let (_, code) = demarche_of(&ctx)?;
     let back = format!("/aidant/usagers/{resident}?demarche={code}");
-    let record = category_record(&ctx, &category, &form).map_err(|e| ctx.fail_at(e, &back))?;
-    super::resident::check_record(&ctx, &category, &record).map_err(|e| ctx.fail_at(e, &back))?;
+    let record = posted_record(&ctx, &category, &form).map_err(|(_, e)| ctx.fail_at(e, &back))?;
     crate::http::mandates::write_on_behalf(
         state_of(&ctx),
         user,

@@ -157,11 +157,6 @@ impl FromRequestParts<AppState> for Ctx {
     type Rejection = PageError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, PageError> {
-        let lang = Lang::of(&parts.headers);
-        let MaybeUser(user) = match MaybeUser::from_request_parts(parts, state).await {
-            Ok(u) => u,
-            Err(e) => MaybeUser(None).fail_with(state, lang, e)?,
-        };
         let query = parts
             .uri
             .query()
@@ -175,29 +170,20 @@ impl FromRequestParts<AppState> for Ctx {
             Ok(r) => r,
             Err(never) => match never {},
         };
-        Ok(Ctx {
+        let mut ctx = Ctx {
             state: state.clone(),
-            lang,
-            user,
+            lang: Lang::of(&parts.headers),
+            user: None,
             path: parts.uri.path().to_string(),
             query,
             rid,
-        })
-    }
-}
-
-impl MaybeUser {
-    /// A session that cannot be read (storage down) is an error page.
-    fn fail_with(self, state: &AppState, lang: Lang, e: AppError) -> Result<MaybeUser, PageError> {
-        let ctx = Ctx {
-            state: state.clone(),
-            lang,
-            user: None,
-            path: "/".into(),
-            query: HashMap::new(),
-            rid: None,
         };
-        Err(ctx.fail(e))
+        // A session that cannot be read (storage down) is an error page.
+        ctx.user = match MaybeUser::from_request_parts(parts, state).await {
+            Ok(MaybeUser(user)) => user,
+            Err(e) => return Err(ctx.fail(e)),
+        };
+        Ok(ctx)
     }
 }
 

@@ -173,9 +173,8 @@ pub fn purpose_title(p: &Purpose, l: Lang) -> &str {
 pub fn category_label(ctx: &Ctx, name: &str) -> String {
     ctx.state
         .categories
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, d)| ctx.t(&d.label_fr, &d.label_en).to_string())
+        .def_named(name)
+        .map(|d| ctx.t(&d.label_fr, &d.label_en).to_string())
         .unwrap_or_else(|| name.to_string())
 }
 

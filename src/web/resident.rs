@@ -170,13 +170,7 @@ pub fn category_fields(
     problem: Option<(&str, &str)>,
 ) -> Markup {
     let l = ctx.lang;
-    let Some(def) = ctx
-        .state
-        .categories
-        .iter()
-        .find(|(n, _)| *n == category)
-        .map(|(_, d)| d)
-    else {
+    let Some(def) = ctx.state.categories.def_named(category) else {
         return html! {};
     };
     html! {
@@ -296,79 +290,11 @@ pub fn enum_label(v: &str, l: Lang) -> String {
     l.t(fr, en).to_string()
 }
 
-/// Checks a posted category as the vault will, with a message naming the
-/// field in words, in both languages (the vault's own message names the
-/// field by its code).
-pub fn check_record(ctx: &Ctx, category: &str, record: &Value) -> Result<(), AppError> {
-    let Ok(cat) = ctx.state.categories.category(category) else {
-        return Err(AppError::unprocessable(
-            "unknown_category",
-            "Catégorie inconnue. / Unknown category.",
-        ));
-    };
-    match ctx.state.categories.validate(&cat, record) {
-        Ok(_) => Ok(()),
-        Err(crate::domain::category::RecordError::InvalidField { field, .. }) => {
-            Err(invalid_field(ctx, &field))
-        }
-        Err(crate::domain::category::RecordError::NotAnObject) => Err(AppError::unprocessable(
-            "invalid_record",
-            "Remplissez au moins un champ. / Fill in at least one field.",
-        )),
-        Err(e) => Err(AppError::unprocessable(e.code(), e.to_string())),
-    }
-}
-
-/// The JSON object of a category from its posted form: blank fields are
-/// left out, numbers and yes/no become JSON numbers and booleans, lists are
-/// split on commas. The vault then validates it like any API write.
-pub fn category_record(ctx: &Ctx, category: &str, form: &Form) -> Result<Value, AppError> {
-    let def = ctx
-        .state
-        .categories
-        .iter()
-        .find(|(n, _)| *n == category)
-        .map(|(_, d)| d)
-        .ok_or_else(|| {
-            AppError::unprocessable(
-                "unknown_category",
-                "Catégorie inconnue. / Unknown category.",
-            )
-        })?;
-    let mut record = Map::new();
-    for (name, ty) in &def.fields {
-        let Some(text) = form.text(name) else {
-            continue;
-        };
-        let value = match ty {
-            FieldType::Boolean => match text.as_str() {
-                "true" => Value::Bool(true),
-                "false" => Value::Bool(false),
-                _ => return Err(invalid_field(ctx, name)),
-            },
-            FieldType::Integer { .. } => match text.parse::<i64>() {
-                Ok(v) => json!(v),
-                Err(_) => return Err(invalid_field(ctx, name)),
-            },
-            FieldType::StringList { .. } => Value::Array(
-                text.split(',')
-                    .map(str::trim)
-                    .filter(|x| !x.is_empty())
-                    .map(|x| Value::String(x.to_string()))
-                    .collect(),
-            ),
-            _ => Value::String(text),
-        };
-        record.insert(name.clone(), value);
-    }
-    Ok(Value::Object(record))
-}
-
 /// What a refused form typed, to show it again (raw text; yes/no as
 /// booleans so the select keeps its choice).
 pub fn posted_values(ctx: &Ctx, category: &str, form: &Form) -> Map<String, Value> {
     let mut out = Map::new();
-    if let Some((_, def)) = ctx.state.categories.iter().find(|(n, _)| *n == category) {
+    if let Some(def) = ctx.state.categories.def_named(category) {
         for (name, ty) in &def.fields {
             let Some(text) = form.text(name) else {
                 continue;
@@ -384,46 +310,66 @@ pub fn posted_values(ctx: &Ctx, category: &str, form: &Form) -> Map<String, Valu
     out
 }
 
-/// The record a category form posted, checked as the vault will; on
-/// refusal, the field at fault (when there is one) and the error.
-pub fn posted_record(
-    ctx: &Ctx,
-    category: &str,
-    form: &Form,
-) -> Result<Value, (Option<String>, AppError)> {
-    let record = category_record(ctx, category, form).map_err(|e| {
-        // category_record refuses only a field it cannot read: find which.
-        let field = ctx
-            .state
-            .categories
-            .iter()
-            .find(|(n, _)| *n == category)
-            .and_then(|(_, def)| {
-                def.fields.iter().find_map(|(name, ty)| {
-                    let text = form.text(name)?;
-                    let bad = match ty {
-                        FieldType::Boolean => text != "true" && text != "false",
-                        FieldType::Integer { .. } => text.parse::<i64>().is_err(),
-                        _ => false,
-                    };
-                    bad.then(|| name.clone())
-                })
-            });
-        (field, e)
-    })?;
-    let Ok(cat) = ctx.state.categories.category(category) else {
-        return Err((
+/// A refused category form: the field at fault, when there is one, and why.
+pub type FormError = (Option<String>, AppError);
+
+/// The JSON object of a category from its posted form, checked as the vault
+/// will check it: blank fields are left out, numbers and yes/no become JSON
+/// numbers and booleans, lists are split on commas. A refusal names the
+/// field in words, in both languages (the vault's own message names it by
+/// its code).
+pub fn posted_record(ctx: &Ctx, category: &str, form: &Form) -> Result<Value, FormError> {
+    let unknown = || {
+        (
             None,
             AppError::unprocessable(
                 "unknown_category",
                 "Catégorie inconnue. / Unknown category.",
             ),
-        ));
+        )
     };
+    let def = ctx
+        .state
+        .categories
+        .def_named(category)
+        .ok_or_else(unknown)?;
+    let mut record = Map::new();
+    for (name, ty) in &def.fields {
+        let Some(text) = form.text(name) else {
+            continue;
+        };
+        let unreadable = || (Some(name.clone()), invalid_field(name));
+        let value = match ty {
+            FieldType::Boolean => match text.as_str() {
+                "true" => Value::Bool(true),
+                "false" => Value::Bool(false),
+                _ => return Err(unreadable()),
+            },
+            FieldType::Integer { .. } => match text.parse::<i64>() {
+                Ok(v) => json!(v),
+                Err(_) => return Err(unreadable()),
+            },
+            FieldType::StringList { .. } => Value::Array(
+                text.split(',')
+                    .map(str::trim)
+                    .filter(|x| !x.is_empty())
+                    .map(|x| Value::String(x.to_string()))
+                    .collect(),
+            ),
+            _ => Value::String(text),
+        };
+        record.insert(name.clone(), value);
+    }
+    let record = Value::Object(record);
+    let cat = ctx
+        .state
+        .categories
+        .category(category)
+        .map_err(|_| unknown())?;
     match ctx.state.categories.validate(&cat, &record) {
         Ok(_) => Ok(record),
         Err(crate::domain::category::RecordError::InvalidField { field, .. }) => {
-            let e = invalid_field(ctx, &field);
+            let e = invalid_field(&field);
             Err((Some(field), e))
         }
         Err(crate::domain::category::RecordError::NotAnObject) => Err((
@@ -437,10 +383,9 @@ pub fn posted_record(
     }
 }
 
-fn invalid_field(ctx: &Ctx, name: &str) -> AppError {
+fn invalid_field(name: &str) -> AppError {
     let fr = field_label(name, Lang::Fr);
     let en = field_label(name, Lang::En);
-    let _ = ctx;
     AppError::unprocessable(
         "invalid_field",
         format!(
@@ -782,8 +727,30 @@ fn sentence(who: &str, action: &str, l: Lang) -> String {
 }
 
 /// Who did something about me, in words: me, a named aidant of a named
-/// structure, a named partner, or the service itself.
-async fn who(ctx: &Ctx, me: &str, e: &Value) -> String {
+/// structure, a named partner, or the service itself. `seen` keeps the
+/// names already looked up for this page: a page of 100 entries names the
+/// same few actors again and again.
+async fn who(
+    ctx: &Ctx,
+    me: &str,
+    e: &Value,
+    seen: &mut std::collections::HashMap<(String, Option<String>), String>,
+) -> String {
+    let key = (
+        s(e, "actor_id").to_string(),
+        e.get("structure_id")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+    );
+    if let Some(name) = seen.get(&key) {
+        return name.clone();
+    }
+    let name = who_uncached(ctx, me, e).await;
+    seen.insert(key, name.clone());
+    name
+}
+
+async fn who_uncached(ctx: &Ctx, me: &str, e: &Value) -> String {
     let l = ctx.lang;
     let actor = s(e, "actor_id");
     let role = s(e, "actor_role");
@@ -894,6 +861,7 @@ pub async fn accesses(ctx: Ctx) -> PageResult {
     .map_err(|e| ctx.fail(e))?;
     let mut rows = Vec::new();
     let all = list(&mine, "accesses");
+    let mut seen = std::collections::HashMap::new();
     for f in all {
         // My own look at my own space is not news to me.
         let own_read = s(f, "actor_id") == user.actor_id
@@ -904,7 +872,7 @@ pub async fn accesses(ctx: Ctx) -> PageResult {
         if own_read {
             continue;
         }
-        let who = who(&ctx, &user.actor_id, f).await;
+        let who = who(&ctx, &user.actor_id, f, &mut seen).await;
         rows.push((
             n(f, "index"),
             f.clone(),
@@ -1042,24 +1010,22 @@ async fn receipts_of(
 pub async fn receipts(ctx: Ctx) -> PageResult {
     let user = ctx.user_in(RESIDENT)?;
     let l = ctx.lang;
+    // One receipt per event of the history, in the same order: the page
+    // needs no second read (each would be another audited access).
     let mine = my_consents(&ctx, &user).await?;
-    let mut items = Vec::new();
-    for c in list(&mine, "consents") {
-        let rs = receipts_of(&ctx, &user, s(c, "id")).await?;
-        items.push((c.clone(), rs.len()));
-    }
+    let items = list(&mine, "consents");
     let body = html! {
         h1 { (l.t("Mes reçus", "My receipts")) }
         p { (l.t("Chaque fois que vous donnez, refusez ou retirez un consentement, vous recevez un reçu signé par la collectivité (format « Consent Receipt » de Kantara, signé en JWS). Gardez-le : il prouve votre choix, même sans nous.",
                   "Each time you give, refuse or withdraw a consent, you get a receipt signed by the authority (Kantara Consent Receipt, signed as JWS). Keep it: it proves your choice, even without us.")) }
         p.small { (l.t("La clé qui vérifie les signatures : ", "The key that checks the signatures: ")) a href="/.well-known/jwks.json" { "/.well-known/jwks.json" } }
         @if items.is_empty() { p { (l.t("Aucun reçu pour l'instant.", "No receipt yet.")) } }
-        @for (c, count) in &items {
+        @for c in items {
             @let purpose = ctx.state.register.get(s(c, "purpose"));
             section.card {
                 h2 { @if let Some(p) = purpose { (purpose_title(p, l)) } @else { (s(c, "purpose")) } }
                 ol {
-                    @for (i, h) in list(c, "history").iter().enumerate().take(*count) {
+                    @for (i, h) in list(c, "history").iter().enumerate() {
                         li { a href={ "/moi/recus/" (s(c, "id")) "/" (i + 1) } download {
                             (l.t("Reçu : ", "Receipt: ")) (state_label(s(h, "state"), l)) (l.t(" le ", " on ")) (date(n(h, "at"))) (l.t(" (fichier JWS)", " (JWS file)")) } }
                     }
