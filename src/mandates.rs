@@ -377,6 +377,17 @@ pub struct MandateView {
     pub verify_url: String,
 }
 
+/// Who may see a mandate and its attestation: its own resident, or an
+/// active agent of the mandate's structure (their current one).
+pub async fn may_see(state: &AppState, actor_id: &str, role: Role, m: &MandateRow) -> bool {
+    if role == Role::Resident {
+        return m.resident_id == actor_id;
+    }
+    agent_context(state, actor_id, role)
+        .await
+        .is_ok_and(|c| c.structure.id == m.structure_id)
+}
+
 pub async fn view(state: &AppState, m: &MandateRow, now: Timestamp) -> AppResult<MandateView> {
     let structure = state
         .store

@@ -461,14 +461,7 @@ pub async fn attestation(ctx: Ctx, Path(id): Path<String>) -> PageResult {
         .await
         .map_err(|e| ctx.fail(e.into()))?
         .ok_or_else(|| ctx.fail(AppError::NotFound))?;
-    let allowed = if user.role == Role::Resident {
-        mandate.resident_id == user.actor_id
-    } else {
-        crate::mandates::agent_context(state, &user.actor_id, user.role)
-            .await
-            .is_ok_and(|c| c.structure.id == mandate.structure_id)
-    };
-    if !allowed {
+    if !crate::mandates::may_see(state, &user.actor_id, user.role, &mandate).await {
         return Err(ctx.fail(AppError::NotFound));
     }
     let v = crate::mandates::view(state, &mandate, state.clock.now())
