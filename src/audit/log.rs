@@ -19,6 +19,15 @@ use crate::storage::{AuditAppend, CheckpointRow, DynStore, StorageError};
 /// Largest batch one commit carries (bounded so one transaction stays short).
 const MAX_BATCH: usize = 1024;
 
+/// The resident index (`audit_by_resident`) is brought up to date after this
+/// many appended entries, and whenever the writer is idle. In bulk, entries
+/// of one resident share index pages; in every commit, each entry dirtied a
+/// page of its own inside the durable transaction.
+const INDEX_EVERY: u64 = 4096;
+
+/// Most entries one indexing transaction covers.
+const INDEX_STEP: u64 = 65_536;
+
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
     #[error("audit log unavailable: {0}")]
@@ -271,7 +280,26 @@ async fn writer(store: DynStore, mut rx: mpsc::Receiver<Pending>, max_batch: usi
     let mut inflight: Option<Commit> = None;
     let mut frontier: Option<(u64, Vec<Hash>)> = None;
     let mut open = true;
+    // Unknown at start (a crash may have left entries unindexed): index
+    // once, as soon as the writer is idle.
+    let mut unindexed: u64 = 1;
     loop {
+        if inflight.is_none() && unindexed > 0 {
+            let idle = next.is_empty() && rx.is_empty();
+            if idle || unindexed >= INDEX_EVERY {
+                unindexed = match store.audit_index_residents(INDEX_STEP).await {
+                    Ok(covered) if covered == INDEX_STEP => unindexed.max(1),
+                    Ok(_) => 0,
+                    Err(e) => {
+                        // Derived data: readers scan what is not indexed, so
+                        // this slows them down but hides nothing. Retried
+                        // after the next INDEX_EVERY entries.
+                        tracing::warn!(error = %e, "audit resident index not updated");
+                        0
+                    }
+                };
+            }
+        }
         if inflight.is_none() && !next.is_empty() {
             let take = next.len().min(max_batch);
             let batch: Vec<Pending> = next.drain(..take).collect();
@@ -305,6 +333,7 @@ async fn writer(store: DynStore, mut rx: mpsc::Receiver<Pending>, max_batch: usi
                     Ok(done) => {
                         frontier = Some((done.new_size as u64, done.frontier.clone()));
                         let released = batch.len();
+                        unindexed = unindexed.saturating_add(released as u64);
                         for (p, (idx, ..)) in batch.into_iter().zip(done.entries.iter()) {
                             let _ = p.reply.send(Ok(*idx as u64));
                         }

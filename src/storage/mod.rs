@@ -755,6 +755,9 @@ pub trait Store: Send + Sync + 'static {
         cached: Option<&(u64, Vec<[u8; 32]>)>,
         planner: AuditPlanner<'_>,
     ) -> StorageResult<AuditAppend>;
+    /// Adds at most `limit` entries past the resident index's end to it, in
+    /// one transaction; returns how many were covered (0: up to date).
+    async fn audit_index_residents(&self, limit: u64) -> StorageResult<u64>;
     async fn audit_size(&self) -> StorageResult<u64>;
     /// Stored node hashes for these (level, index) coordinates, one query.
     async fn audit_nodes(&self, coords: &[(u8, u64)]) -> StorageResult<Vec<(u8, u64, [u8; 32])>>;
@@ -785,20 +788,68 @@ pub async fn open(url: &DatabaseUrl) -> StorageResult<DynStore> {
     Ok(store)
 }
 
-/// Splits `rows` into chunks of 64, 32, 16, 8, 4, 2 and 1 rows (largest
-/// first), so multi-row statements come in at most seven shapes.
-pub(crate) fn pow2_chunks<T>(mut rows: &[T]) -> Vec<&[T]> {
-    let mut out = Vec::new();
-    let mut size = 64;
-    while !rows.is_empty() {
-        while size > rows.len() {
-            size /= 2;
+/// One group commit's rows as JSON documents and blobs, so each table gets
+/// one INSERT whatever the batch size: every statement is a round trip to
+/// the database (through sqlx's worker thread on SQLite), and a multi-row
+/// VALUES list would need one statement shape per batch size.
+pub(crate) struct AuditRows {
+    /// `[[index, offset in leaves, length, resident or null, created_at], …]`
+    entries: String,
+    leaves: Vec<u8>,
+    /// `[[level, index], …]`, the hashes in the same order in `hashes`.
+    nodes: String,
+    hashes: Vec<u8>,
+}
+
+impl AuditRows {
+    pub(crate) fn of(plan: &AuditAppend) -> StorageResult<Self> {
+        let mut leaves = Vec::with_capacity(plan.entries.iter().map(|e| e.1.len()).sum());
+        let mut entries = Vec::with_capacity(plan.entries.len());
+        for (idx, leaf, resident, at) in &plan.entries {
+            entries.push((*idx, leaves.len(), leaf.len(), resident.as_deref(), *at));
+            leaves.extend_from_slice(leaf);
         }
-        let (head, tail) = rows.split_at(size);
-        out.push(head);
-        rows = tail;
+        let mut hashes = Vec::with_capacity(32 * plan.nodes.len());
+        let mut nodes = Vec::with_capacity(plan.nodes.len());
+        for (level, idx, hash) in &plan.nodes {
+            if hash.len() != 32 {
+                return Err(StorageError::Integrity(
+                    "audit node hash of the wrong size".into(),
+                ));
+            }
+            nodes.push((*level, *idx));
+            hashes.extend_from_slice(hash);
+        }
+        let json = |e: serde_json::Error| StorageError::Integrity(format!("audit batch: {e}"));
+        Ok(Self {
+            entries: serde_json::to_string(&entries).map_err(json)?,
+            leaves,
+            nodes: serde_json::to_string(&nodes).map_err(json)?,
+            hashes,
+        })
     }
-    out
+
+    /// The two INSERTs (entries, nodes) of `backend`'s dialect: `$1` is the
+    /// blob, `$2` the JSON document.
+    pub(crate) fn statements(backend: Backend) -> (&'static str, &'static str) {
+        match backend {
+            Backend::Sqlite => (
+                "INSERT INTO audit_entries (idx, leaf, resident_id, created_at) \
+                 SELECT value ->> 0, substr($1, (value ->> 1) + 1, value ->> 2), value ->> 3, value ->> 4 \
+                 FROM json_each($2)",
+                "INSERT INTO audit_nodes (level, idx, hash) \
+                 SELECT value ->> 0, value ->> 1, substr($1, key * 32 + 1, 32) FROM json_each($2)",
+            ),
+            Backend::Postgres => (
+                "INSERT INTO audit_entries (idx, leaf, resident_id, created_at) \
+                 SELECT (e ->> 0)::bigint, substring($1 FROM (e ->> 1)::int + 1 FOR (e ->> 2)::int), \
+                 e ->> 3, (e ->> 4)::bigint FROM jsonb_array_elements($2::jsonb) AS e",
+                "INSERT INTO audit_nodes (level, idx, hash) \
+                 SELECT (t.e ->> 0)::bigint, (t.e ->> 1)::bigint, substring($1 FROM (t.n::int - 1) * 32 + 1 FOR 32) \
+                 FROM jsonb_array_elements($2::jsonb) WITH ORDINALITY AS t(e, n)",
+            ),
+        }
+    }
 }
 
 /// The `impl Store` both backends share, with their few differences passed
@@ -807,6 +858,29 @@ pub(crate) fn pow2_chunks<T>(mut rows: &[T]) -> Vec<&[T]> {
 /// trait bounds grow without end.)
 macro_rules! impl_store {
     ($store:ty, $db:ty, $backend:expr, $migrations:literal, $for_share:literal) => {
+    impl $store {
+        /// Writes a planned batch: one statement for the entries, one for
+        /// the nodes (see `AuditRows`).
+        async fn insert_audit_rows(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            plan: &$crate::storage::AuditAppend,
+        ) -> $crate::storage::StorageResult<()> {
+            let rows = $crate::storage::AuditRows::of(plan)?;
+            let (entries, nodes) = $crate::storage::AuditRows::statements($backend);
+            sqlx::query(entries)
+                .bind(rows.leaves)
+                .bind(rows.entries)
+                .execute(&mut **tx)
+                .await?;
+            sqlx::query(nodes)
+                .bind(rows.hashes)
+                .bind(rows.nodes)
+                .execute(&mut **tx)
+                .await?;
+            Ok(())
+        }
+    }
+
     #[async_trait::async_trait]
     impl $crate::storage::Store for $store {
         fn backend(&self) -> $crate::storage::Backend {
@@ -2690,25 +2764,44 @@ macro_rules! impl_store {
             cached: Option<&(u64, Vec<[u8; 32]>)>,
             planner: $crate::storage::AuditPlanner<'_>,
         ) -> $crate::storage::StorageResult<$crate::storage::AuditAppend> {
+            let integrity = $crate::storage::StorageError::Integrity;
+            // Planned before the transaction from the writer's own idea of
+            // the tree, so the lock is held only for the writes.
+            let speculative = match cached {
+                Some((size, frontier)) => Some(planner(*size, frontier.clone()).map_err(integrity)?),
+                None => None,
+            };
             let mut tx = self.pool.begin().await?;
-            // Taking the head row's write lock first serialises appends from
-            // every process (a row lock on PostgreSQL, the write lock on SQLite).
+            if let (Some(plan), Some((size, _))) = (speculative, cached) {
+                // Taking the head row's write lock serialises appends from
+                // every process; the size condition proves that no other
+                // process appended since this one's last batch.
+                let moved = sqlx::query(
+                    "UPDATE audit_head SET size = $1, updated_at = $2 WHERE id = 1 AND size = $3",
+                )
+                .bind(plan.new_size)
+                .bind(now)
+                .bind(i64::try_from(*size).map_err(|_| integrity("tree size".into()))?)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if moved == 1 {
+                    Self::insert_audit_rows(&mut tx, &plan).await?;
+                    tx.commit().await?;
+                    return Ok(plan);
+                }
+            }
+            // Another process appended (or this writer just started): read
+            // the size under the lock and the frontier from the stored nodes.
             let (size,): (i64,) = sqlx::query_as(
                 "UPDATE audit_head SET updated_at = $1 WHERE id = 1 RETURNING size",
             )
             .bind(now)
             .fetch_one(&mut *tx)
             .await?;
-            let size = u64::try_from(size)
-                .map_err(|_| $crate::storage::StorageError::Integrity("negative tree size".into()))?;
-            let coords = match cached {
-                Some((cached_size, _)) if *cached_size == size => Vec::new(),
-                _ => $crate::audit::merkle::root_coords(size),
-            };
-            let mut frontier = match cached {
-                Some((cached_size, f)) if *cached_size == size => f.clone(),
-                _ => Vec::with_capacity(coords.len()),
-            };
+            let size = u64::try_from(size).map_err(|_| integrity("negative tree size".into()))?;
+            let coords = $crate::audit::merkle::root_coords(size);
+            let mut frontier = Vec::with_capacity(coords.len());
             if !coords.is_empty() {
                 let mut sql = String::from("SELECT level, idx, hash FROM audit_nodes WHERE ");
                 for i in 0..coords.len() {
@@ -2732,45 +2825,54 @@ macro_rules! impl_store {
                         .get(&(i64::from(*level), *idx as i64))
                         .and_then(|h| h.as_slice().try_into().ok())
                         .ok_or_else(|| {
-                            $crate::storage::StorageError::Integrity(format!(
-                                "audit node ({level}, {idx}) missing or malformed"
-                            ))
+                            integrity(format!("audit node ({level}, {idx}) missing or malformed"))
                         })?;
                     frontier.push(hash);
                 }
             }
-            let plan = planner(size, frontier).map_err($crate::storage::StorageError::Integrity)?;
+            let plan = planner(size, frontier).map_err(integrity)?;
             if plan.entries.is_empty() {
                 return Ok(plan);
             }
-            // Multi-row inserts in power-of-two sizes only: a handful of
-            // statement shapes that stay in sqlx's prepared-statement cache,
-            // instead of preparing a new, large statement for every batch.
-            for chunk in $crate::storage::pow2_chunks(&plan.entries) {
-                let mut q = sqlx::QueryBuilder::<$db>::new(
-                    "INSERT INTO audit_entries (idx, leaf, resident_id, created_at) ",
-                );
-                q.push_values(chunk, |mut b, (idx, leaf, resident, at)| {
-                    b.push_bind(*idx)
-                        .push_bind(leaf.clone())
-                        .push_bind(resident.clone())
-                        .push_bind(*at);
-                });
-                q.build().execute(&mut *tx).await?;
-            }
-            for chunk in $crate::storage::pow2_chunks(&plan.nodes) {
-                let mut q = sqlx::QueryBuilder::<$db>::new("INSERT INTO audit_nodes (level, idx, hash) ");
-                q.push_values(chunk, |mut b, (level, idx, hash)| {
-                    b.push_bind(*level).push_bind(*idx).push_bind(hash.clone());
-                });
-                q.build().execute(&mut *tx).await?;
-            }
+            Self::insert_audit_rows(&mut tx, &plan).await?;
             sqlx::query("UPDATE audit_head SET size = $1 WHERE id = 1")
                 .bind(plan.new_size)
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
             Ok(plan)
+        }
+
+        async fn audit_index_residents(&self, limit: u64) -> $crate::storage::StorageResult<u64> {
+            let mut tx = self.pool.begin().await?;
+            // The head row's lock again: one indexer at a time, and no
+            // append of another process slips between the two reads.
+            let (upto, size): (i64, i64) = sqlx::query_as(
+                "UPDATE audit_head SET indexed_upto = indexed_upto WHERE id = 1 \
+                 RETURNING indexed_upto, size",
+            )
+            .fetch_one(&mut *tx)
+            .await?;
+            let to = size.min(upto.saturating_add(i64::try_from(limit).unwrap_or(i64::MAX)));
+            if to <= upto {
+                return Ok(0);
+            }
+            sqlx::query(
+                "INSERT INTO audit_by_resident (resident_id, idx) \
+                 SELECT resident_id, idx FROM audit_entries \
+                 WHERE idx >= $1 AND idx < $2 AND resident_id IS NOT NULL \
+                 ORDER BY resident_id, idx ON CONFLICT DO NOTHING",
+            )
+            .bind(upto)
+            .bind(to)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("UPDATE audit_head SET indexed_upto = $1 WHERE id = 1")
+                .bind(to)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(u64::try_from(to - upto).unwrap_or(0))
         }
 
         async fn audit_size(&self) -> $crate::storage::StorageResult<u64> {
@@ -2844,8 +2946,15 @@ macro_rules! impl_store {
             before: u64,
             limit: i64,
         ) -> $crate::storage::StorageResult<Vec<(i64, Vec<u8>)>> {
+            // The indexed part through `audit_by_resident`, the part the
+            // writer has not indexed yet by a scan of its (short) index range.
             Ok(sqlx::query_as(
-                "SELECT idx, leaf FROM audit_entries WHERE resident_id = $1 AND idx < $2 \
+                "SELECT idx, leaf FROM audit_entries WHERE idx IN ( \
+                     SELECT idx FROM (SELECT idx FROM audit_by_resident \
+                         WHERE resident_id = $1 AND idx < $2 ORDER BY idx DESC LIMIT $3) AS indexed \
+                     UNION \
+                     SELECT idx FROM audit_entries WHERE resident_id = $1 AND idx < $2 \
+                         AND idx >= (SELECT indexed_upto FROM audit_head WHERE id = 1)) \
                  ORDER BY idx DESC LIMIT $3",
             )
             .bind(resident_id)

@@ -17,6 +17,19 @@ impl PgStore {
     /// several processes starting together apply each migration once.
     pub async fn open(url: &str) -> StorageResult<Self> {
         let pool = PgPoolOptions::new()
+            // sqlx pings a connection before every use by default: a second
+            // network round trip for every query. A connection in steady use
+            // is known to be alive; only one idle for a while is checked (a
+            // restarted server or a dropped link is found there).
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > Duration::from_secs(10) {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .max_connections(10)
             .acquire_timeout(Duration::from_secs(5))
             .connect(url)
