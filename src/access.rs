@@ -100,19 +100,31 @@ pub async fn evaluate<'r>(
     };
     let role_allows = role_may(state, req.role.as_str(), &policy_action);
     let purpose = req.purpose_id.and_then(|p| state.register.get(p));
-    let resident_active = match req.resident_id {
+    // A partner's read, the busiest path, gathers what it needs of the
+    // resident (status, consent, restriction, objection) in one query.
+    let partner_facts = match (req.role, req.resident_id) {
+        (Role::Partner, Some(r)) if role_allows => Some(
+            state
+                .store
+                .partner_read_facts(r, req.purpose_id.unwrap_or(""))
+                .await?,
+        ),
+        _ => None,
+    };
+    let resident_active = match (req.resident_id, &partner_facts) {
+        (Some(_), Some(facts)) => facts.resident_active,
         // A resident's own session proves the account exists.
-        Some(_) if req.role == Role::Resident => true,
-        Some(r) if role_allows => state.store.resident_exists(r).await?,
+        (Some(_), None) if req.role == Role::Resident => true,
+        (Some(r), None) if role_allows => state.store.resident_exists(r).await?,
         _ => false,
     };
     // Consents matter only to a partner's read for a consent-based purpose.
-    let valid_consent = match (req.role, purpose, req.resident_id, req.category) {
-        (Role::Partner, Some(p), Some(r), Some(c))
-            if resident_active && p.legal_basis.needs_consent() =>
+    let valid_consent = match (purpose, req.category, &partner_facts) {
+        (Some(p), Some(c), Some(facts))
+            if resident_active
+                && crate::consents::consent_could_cover(p, c, Some(req.actor_id)) =>
         {
-            crate::consents::valid_consent(state.store.as_ref(), p, r, c, Some(req.actor_id), now)
-                .await?
+            crate::consents::covering_consent(p, facts.consent.clone(), c, now)?
         }
         _ => None,
     };
@@ -136,10 +148,8 @@ pub async fn evaluate<'r>(
         _ => None,
     };
     // Restriction and objection matter to partners' use of the data.
-    let (restricted, objected) = match (req.role, req.resident_id) {
-        (Role::Partner, Some(r)) if resident_active => {
-            state.store.rights_state(r, req.purpose_id).await?
-        }
+    let (restricted, objected) = match &partner_facts {
+        Some(facts) if resident_active => (facts.restricted, facts.objected),
         _ => (false, false),
     };
     let verdict = domain_decide(&AccessQuery {

@@ -15,7 +15,7 @@ use crate::domain::consent::{self, ConsentState, GiveRequest, Recorded};
 use crate::domain::purpose::Purpose;
 use crate::domain::{Role, Timestamp};
 use crate::error::{AppError, AppResult};
-use crate::storage::{ConsentEventRow, ConsentRow};
+use crate::storage::{ConsentEventRow, ConsentForDecision, ConsentRow};
 
 /// Who records a decision: the resident, or an aidant under a mandate.
 #[derive(Clone, Debug)]
@@ -78,15 +78,30 @@ pub async fn valid_consent(
     recipient: Option<&str>,
     now: Timestamp,
 ) -> AppResult<Option<String>> {
-    if !purpose.legal_basis.needs_consent() || !purpose.covers_category(category) {
+    if !consent_could_cover(purpose, category, recipient) {
         return Ok(None);
     }
-    if let Some(partner) = recipient
-        && !purpose.names_recipient(partner)
-    {
-        return Ok(None);
-    }
-    let Some(row) = store.find_consent(resident_id, &purpose.id).await? else {
+    let row = store.consent_for_decision(resident_id, &purpose.id).await?;
+    covering_consent(purpose, row, category, now)
+}
+
+/// Whether a consent could allow this use at all: the purpose rests on
+/// consent, uses the category and, when a partner asks, names it.
+pub fn consent_could_cover(purpose: &Purpose, category: &str, recipient: Option<&str>) -> bool {
+    purpose.legal_basis.needs_consent()
+        && purpose.covers_category(category)
+        && recipient.is_none_or(|partner| purpose.names_recipient(partner))
+}
+
+/// The consent's id if the recorded (resident, purpose) consent `row`
+/// covers `category` at `now` (given, not expired, under the current notice).
+pub fn covering_consent(
+    purpose: &Purpose,
+    row: Option<ConsentForDecision>,
+    category: &str,
+    now: Timestamp,
+) -> AppResult<Option<String>> {
+    let Some(row) = row else {
         return Ok(None);
     };
     // A consent covers the notice it was given under: when the register's
@@ -94,7 +109,8 @@ pub async fn valid_consent(
     if row.notice_version != purpose.notice_version {
         return Ok(None);
     }
-    Ok(recorded(&row)?.covers(category, now).then_some(row.id))
+    let consent = recorded_parts(&row.id, &row.state, &row.categories, row.valid_until)?;
+    Ok(consent.covers(category, now).then_some(row.id))
 }
 
 pub fn split_categories(s: &str) -> Vec<String> {
@@ -105,11 +121,20 @@ pub fn split_categories(s: &str) -> Vec<String> {
 }
 
 pub fn recorded(row: &ConsentRow) -> AppResult<Recorded> {
+    recorded_parts(&row.id, &row.state, &row.categories, row.valid_until)
+}
+
+fn recorded_parts(
+    id: &str,
+    state: &str,
+    categories: &str,
+    valid_until: Option<Timestamp>,
+) -> AppResult<Recorded> {
     Ok(Recorded {
-        state: ConsentState::parse(&row.state)
-            .ok_or_else(|| AppError::internal(format!("consent {}: unknown state", row.id)))?,
-        categories: split_categories(&row.categories),
-        valid_until: row.valid_until,
+        state: ConsentState::parse(state)
+            .ok_or_else(|| AppError::internal(format!("consent {id}: unknown state")))?,
+        categories: split_categories(categories),
+        valid_until,
     })
 }
 

@@ -72,6 +72,9 @@ pub struct AppInner {
     pub resident_login: Option<Arc<oidc::IdentityProvider>>,
     /// The agents' OpenID provider, when configured.
     pub agent_login: Option<Arc<oidc::IdentityProvider>>,
+    /// Partner access tokens this process has verified (a cache of
+    /// signature checks only; see `VerifiedTokens`).
+    pub partner_tokens: http::partner::VerifiedTokens,
 }
 
 impl AppState {
@@ -146,6 +149,7 @@ impl AppState {
                 vault,
                 resident_login,
                 agent_login,
+                partner_tokens: Default::default(),
             }),
         })
     }

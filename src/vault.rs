@@ -266,17 +266,13 @@ impl Vault {
         resident_id: &str,
         category: &Category,
     ) -> Result<Option<RecordView>, VaultError> {
-        let Some(dk) = self.data_key(resident_id, false, 0).await? else {
-            return Ok(None);
-        };
-        let rows: Vec<RecordRow> = self
-            .store
-            .current_records(resident_id)
-            .await?
-            .into_iter()
-            .filter(|r| r.category == category.as_str())
-            .collect();
-        Ok(self.open_rows(resident_id, &dk, rows)?.into_iter().next())
+        // The record with its wrapped data key, in one query.
+        let mut page = self
+            .read_page(&[resident_id.to_string()], &[category.as_str().to_string()])
+            .await?;
+        Ok(page
+            .remove(resident_id)
+            .and_then(|records| records.into_iter().next()))
     }
 
     /// Every version of one category, newest first (empty when none).

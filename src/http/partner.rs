@@ -28,7 +28,7 @@ pub const TOKEN_LIFETIME_SECS: i64 = 300;
 /// The `aud` of every access token coffre issues.
 pub const AUDIENCE: &str = "coffre";
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct AccessClaims {
     iss: String,
     sub: String,
@@ -297,21 +297,17 @@ impl FromRequestParts<AppState> for Partner {
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or(AppError::Unauthenticated)?;
         let keys = state.vault()?.keys().current();
-        let x = URL_SAFE_NO_PAD.encode(keys.signing_public_key());
-        let key =
-            DecodingKey::from_ed_components(&x).map_err(|_| AppError::internal("decoding key"))?;
-        // The algorithm is pinned: `none`, HS256 with the public key as a
-        // secret, and every other algorithm are refused by the library.
-        let mut v = Validation::new(Algorithm::EdDSA);
-        v.set_issuer(&[state.config.public_url.as_str().trim_end_matches('/')]);
-        v.set_audience(&[AUDIENCE]);
-        v.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
-        // Time is checked below against the service clock, not the library's.
-        v.validate_exp = false;
-        v.validate_nbf = false;
-        let data = jsonwebtoken::decode::<AccessClaims>(token, &key, &v)
-            .map_err(|e| invalid_token(&format!("{:?}", e.kind())))?;
-        let c = data.claims;
+        let signing_key = keys.signing_public_key();
+        let c = match state.partner_tokens.get(token, &signing_key) {
+            Some(claims) => claims,
+            None => {
+                let claims = verify_access_token(state, token, &signing_key)?;
+                state
+                    .partner_tokens
+                    .insert(token, &signing_key, &claims, state.clock.now());
+                claims
+            }
+        };
         let now = state.clock.now();
         if c.exp <= now || c.nbf > now || c.exp - c.iat > TOKEN_LIFETIME_SECS {
             return Err(invalid_token("expired or not yet valid"));
@@ -329,6 +325,90 @@ impl FromRequestParts<AppState> for Partner {
             id: c.sub,
             purposes: c.purposes,
         })
+    }
+}
+
+/// Checks an access token's signature (EdDSA with `signing_key`, the
+/// algorithm pinned), issuer, audience and required claims. Time is checked
+/// by the caller, against the service clock, on every request.
+fn verify_access_token(
+    state: &AppState,
+    token: &str,
+    signing_key: &[u8; 32],
+) -> AppResult<AccessClaims> {
+    let x = URL_SAFE_NO_PAD.encode(signing_key);
+    let key =
+        DecodingKey::from_ed_components(&x).map_err(|_| AppError::internal("decoding key"))?;
+    // The algorithm is pinned: `none`, HS256 with the public key as a
+    // secret, and every other algorithm are refused by the library.
+    let mut v = Validation::new(Algorithm::EdDSA);
+    v.set_issuer(&[state.config.public_url.as_str().trim_end_matches('/')]);
+    v.set_audience(&[AUDIENCE]);
+    v.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+    v.validate_exp = false;
+    v.validate_nbf = false;
+    jsonwebtoken::decode::<AccessClaims>(token, &key, &v)
+        .map(|data| data.claims)
+        .map_err(|e| invalid_token(&format!("{:?}", e.kind())))
+}
+
+/// Most tokens [`VerifiedTokens`] remembers; past that, expired ones are
+/// dropped, and if none had expired, all of them.
+const MAX_VERIFIED_TOKENS: usize = 4096;
+
+/// Partner access tokens this process has already verified, by SHA-256 of
+/// the token. The Ed25519 verification is the largest CPU cost of a partner
+/// read, and a partner sends the same token for up to 5 minutes. What is
+/// remembered is only the outcome of [`verify_access_token`], and only
+/// under the signing key that verified it (a rotated key verifies afresh);
+/// the time window and whether the partner is still active are checked on
+/// every request. Pure per-process memoisation: several processes sharing a
+/// database each keep their own, and none can disagree.
+#[derive(Default)]
+pub struct VerifiedTokens {
+    by_digest: std::sync::Mutex<std::collections::HashMap<[u8; 32], ([u8; 32], AccessClaims)>>,
+}
+
+impl VerifiedTokens {
+    fn digest(token: &str) -> [u8; 32] {
+        let d = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(d.as_ref());
+        out
+    }
+
+    fn map(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<[u8; 32], ([u8; 32], AccessClaims)>>
+    {
+        self.by_digest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn get(&self, token: &str, signing_key: &[u8; 32]) -> Option<AccessClaims> {
+        let digest = Self::digest(token);
+        self.map()
+            .get(&digest)
+            .filter(|(key, _)| key == signing_key)
+            .map(|(_, claims)| claims.clone())
+    }
+
+    fn insert(
+        &self,
+        token: &str,
+        signing_key: &[u8; 32],
+        claims: &AccessClaims,
+        now: crate::domain::Timestamp,
+    ) {
+        let mut map = self.map();
+        if map.len() >= MAX_VERIFIED_TOKENS {
+            map.retain(|_, (_, c)| c.exp > now);
+            if map.len() >= MAX_VERIFIED_TOKENS {
+                map.clear();
+            }
+        }
+        map.insert(Self::digest(token), (*signing_key, claims.clone()));
     }
 }
 

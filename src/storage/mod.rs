@@ -315,6 +315,27 @@ pub struct CheckpointRow {
     pub created_at: i64,
 }
 
+/// See [`Store::partner_read_facts`]. All false / none for an unknown resident.
+#[derive(Clone, Debug, Default)]
+pub struct PartnerReadFacts {
+    pub resident_active: bool,
+    pub consent: Option<ConsentForDecision>,
+    pub restricted: bool,
+    pub objected: bool,
+}
+
+/// The columns of a consent the access decision reads.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct ConsentForDecision {
+    pub id: String,
+    /// `given`, `refused` or `withdrawn`.
+    pub state: String,
+    /// Comma-separated data categories.
+    pub categories: String,
+    pub valid_until: Option<i64>,
+    pub notice_version: String,
+}
+
 /// The current recorded state of one (resident, purpose) consent.
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct ConsentRow {
@@ -525,6 +546,14 @@ pub trait Store: Send + Sync + 'static {
         resident_id: &str,
         purpose: Option<&str>,
     ) -> StorageResult<(bool, bool)>;
+    /// Everything a partner's read for `purpose` must know of a resident, in
+    /// one query (it runs on every partner read): whether the resident is
+    /// active, the consent for the purpose, restriction and objection.
+    async fn partner_read_facts(
+        &self,
+        resident_id: &str,
+        purpose: &str,
+    ) -> StorageResult<PartnerReadFacts>;
     async fn set_restricted(&self, resident_id: &str, at: Option<Timestamp>) -> StorageResult<()>;
     async fn restricted_since(&self, resident_id: &str) -> StorageResult<Option<Timestamp>>;
     async fn add_objection(
@@ -705,6 +734,13 @@ pub trait Store: Send + Sync + 'static {
         resident_id: &str,
         purpose: &str,
     ) -> StorageResult<Option<ConsentRow>>;
+    /// What the access decision needs of a (resident, purpose) consent, and
+    /// nothing more: it is asked on every consent-based read.
+    async fn consent_for_decision(
+        &self,
+        resident_id: &str,
+        purpose: &str,
+    ) -> StorageResult<Option<ConsentForDecision>>;
     async fn find_consent_by_id(&self, id: &str) -> StorageResult<Option<ConsentRow>>;
     async fn consents_of(&self, resident_id: &str) -> StorageResult<Vec<ConsentRow>>;
     /// A consent's history, oldest first.
@@ -1572,6 +1608,56 @@ macro_rules! impl_store {
             .fetch_optional(&self.pool)
             .await?;
             Ok(row.map(|(r, o)| (r.is_some(), o > 0)).unwrap_or((false, false)))
+        }
+
+        async fn partner_read_facts(
+            &self,
+            resident_id: &str,
+            purpose: &str,
+        ) -> $crate::storage::StorageResult<$crate::storage::PartnerReadFacts> {
+            type Row = (
+                String,
+                Option<i64>,
+                i64,
+                Option<String>,
+                Option<String>,
+                Option<String>,
+                Option<i64>,
+                Option<String>,
+            );
+            let row: Option<Row> = sqlx::query_as(
+                "SELECT r.status, r.restricted_at, \
+                   (SELECT COUNT(*) FROM objections o WHERE o.resident_id = r.id AND o.purpose = $2), \
+                   c.id, c.state, c.categories, c.valid_until, c.notice_version \
+                 FROM residents r LEFT JOIN consents c ON c.resident_id = r.id AND c.purpose = $2 \
+                 WHERE r.id = $1",
+            )
+            .bind(resident_id)
+            .bind(purpose)
+            .fetch_optional(&self.pool)
+            .await?;
+            let Some((status, restricted_at, objections, id, state, categories, valid_until, notice_version)) = row
+            else {
+                return Ok($crate::storage::PartnerReadFacts::default());
+            };
+            let consent = match (id, state, categories, notice_version) {
+                (Some(id), Some(state), Some(categories), Some(notice_version)) => {
+                    Some($crate::storage::ConsentForDecision {
+                        id,
+                        state,
+                        categories,
+                        valid_until,
+                        notice_version,
+                    })
+                }
+                _ => None,
+            };
+            Ok($crate::storage::PartnerReadFacts {
+                resident_active: status == "active",
+                consent,
+                restricted: restricted_at.is_some(),
+                objected: objections > 0,
+            })
         }
 
         async fn set_restricted(
@@ -2567,6 +2653,21 @@ macro_rules! impl_store {
         ) -> $crate::storage::StorageResult<Option<$crate::storage::ConsentRow>> {
             Ok(sqlx::query_as(
                 "SELECT id, resident_id, purpose, state, categories, valid_until, notice_version, updated_at, seq \
+                 FROM consents WHERE resident_id = $1 AND purpose = $2",
+            )
+            .bind(resident_id)
+            .bind(purpose)
+            .fetch_optional(&self.pool)
+            .await?)
+        }
+
+        async fn consent_for_decision(
+            &self,
+            resident_id: &str,
+            purpose: &str,
+        ) -> $crate::storage::StorageResult<Option<$crate::storage::ConsentForDecision>> {
+            Ok(sqlx::query_as(
+                "SELECT id, state, categories, valid_until, notice_version \
                  FROM consents WHERE resident_id = $1 AND purpose = $2",
             )
             .bind(resident_id)
