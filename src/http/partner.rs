@@ -366,8 +366,11 @@ const MAX_VERIFIED_TOKENS: usize = 4096;
 /// database each keep their own, and none can disagree.
 #[derive(Default)]
 pub struct VerifiedTokens {
-    by_digest: std::sync::Mutex<std::collections::HashMap<[u8; 32], ([u8; 32], AccessClaims)>>,
+    by_digest: std::sync::Mutex<TokenMap>,
 }
+
+/// SHA-256 of the token → (the signing key that verified it, its claims).
+type TokenMap = std::collections::HashMap<[u8; 32], ([u8; 32], AccessClaims)>;
 
 impl VerifiedTokens {
     fn digest(token: &str) -> [u8; 32] {
@@ -377,10 +380,7 @@ impl VerifiedTokens {
         out
     }
 
-    fn map(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<[u8; 32], ([u8; 32], AccessClaims)>>
-    {
+    fn map(&self) -> std::sync::MutexGuard<'_, TokenMap> {
         self.by_digest
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
