@@ -192,6 +192,9 @@ pub enum AuditCommand {
     Checkpoint,
     /// Print the checkpoint verifier key in signed-note form.
     Key,
+    /// Rebuild the index of each resident's entries (`audit_by_resident`,
+    /// derived data outside the tree) from the entries themselves.
+    Reindex,
 }
 
 #[derive(Subcommand, Debug)]
@@ -989,6 +992,26 @@ async fn audit_command(config: Config, command: AuditCommand) -> Result<(), Fata
                     "audit log verification FAILED: {e}"
                 ))),
             }
+        }
+        AuditCommand::Reindex => {
+            let store = open_store(&config).await?;
+            let outcome = async {
+                store.audit_reset_resident_index().await?;
+                let mut covered = 0u64;
+                loop {
+                    match store.audit_index_residents(100_000).await? {
+                        0 => return Ok(covered),
+                        n => covered += n,
+                    }
+                }
+            }
+            .await;
+            store.close().await;
+            let covered = outcome.map_err(|e: crate::storage::StorageError| {
+                Fatal::runtime(format!("reindexing the audit log: {e}"))
+            })?;
+            println!("audit log: the resident index covers {covered} entries again");
+            Ok(())
         }
         AuditCommand::Checkpoint => {
             let store = open_store(&config).await?;

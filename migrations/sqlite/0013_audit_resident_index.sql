@@ -6,7 +6,7 @@
 -- commit saves. `indexed_upto` says how far the table is complete; readers
 -- scan the entries above it directly (a short range of the primary key).
 -- The table is derived data: `coffre audit verify` does not rely on it, and
--- it is rebuilt from the entries if lost.
+-- `coffre audit reindex` rebuilds it from the entries.
 CREATE TABLE audit_by_resident (
     resident_id TEXT    NOT NULL,
     idx         INTEGER NOT NULL,

@@ -20,13 +20,19 @@ use crate::storage::{AuditAppend, CheckpointRow, DynStore, StorageError};
 const MAX_BATCH: usize = 1024;
 
 /// The resident index (`audit_by_resident`) is brought up to date after this
-/// many appended entries, and whenever the writer is idle. In bulk, entries
-/// of one resident share index pages; in every commit, each entry dirtied a
-/// page of its own inside the durable transaction.
+/// many appended entries, and once the writer has been idle for
+/// [`INDEX_WHEN_IDLE_FOR`]. In bulk, entries of one resident share index
+/// pages; in every commit, each entry dirtied a page of its own inside the
+/// durable transaction.
 const INDEX_EVERY: u64 = 4096;
 
-/// Most entries one indexing transaction covers.
-const INDEX_STEP: u64 = 65_536;
+/// How long the writer waits without anything to append before indexing
+/// (so a lightly loaded server does not pay a second commit per append).
+const INDEX_WHEN_IDLE_FOR: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Most entries one indexing transaction covers (it holds SQLite's write
+/// lock for its length).
+const INDEX_STEP: u64 = 16_384;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
@@ -280,25 +286,13 @@ async fn writer(store: DynStore, mut rx: mpsc::Receiver<Pending>, max_batch: usi
     let mut inflight: Option<Commit> = None;
     let mut frontier: Option<(u64, Vec<Hash>)> = None;
     let mut open = true;
-    // Unknown at start (a crash may have left entries unindexed): index
-    // once, as soon as the writer is idle.
+    // Unknown at start (a crash, or `coffre audit reindex`, may have left
+    // entries unindexed): index once the writer is first idle.
     let mut unindexed: u64 = 1;
     loop {
-        if inflight.is_none() && unindexed > 0 {
-            let idle = next.is_empty() && rx.is_empty();
-            if idle || unindexed >= INDEX_EVERY {
-                unindexed = match store.audit_index_residents(INDEX_STEP).await {
-                    Ok(covered) if covered == INDEX_STEP => unindexed.max(1),
-                    Ok(_) => 0,
-                    Err(e) => {
-                        // Derived data: readers scan what is not indexed, so
-                        // this slows them down but hides nothing. Retried
-                        // after the next INDEX_EVERY entries.
-                        tracing::warn!(error = %e, "audit resident index not updated");
-                        0
-                    }
-                };
-            }
+        // Under load, between two batches.
+        if inflight.is_none() && unindexed >= INDEX_EVERY {
+            unindexed = index_residents(&store, unindexed).await;
         }
         if inflight.is_none() && !next.is_empty() {
             let take = next.len().min(max_batch);
@@ -318,6 +312,11 @@ async fn writer(store: DynStore, mut rx: mpsc::Receiver<Pending>, max_batch: usi
             return;
         }
         tokio::select! {
+            _ = tokio::time::sleep(INDEX_WHEN_IDLE_FOR),
+                if inflight.is_none() && next.is_empty() && unindexed > 0 =>
+            {
+                unindexed = index_residents(&store, unindexed).await;
+            }
             received = rx.recv(), if open && next.len() < 4 * max_batch => match received {
                 Some(p) => next.push(p),
                 None => open = false,
@@ -361,6 +360,22 @@ async fn writer(store: DynStore, mut rx: mpsc::Receiver<Pending>, max_batch: usi
                     }
                 }
             }
+        }
+    }
+}
+
+/// One indexing step; returns what is left to index as the writer counts it
+/// (at least 1 while the step was full, so the next one follows).
+async fn index_residents(store: &DynStore, unindexed: u64) -> u64 {
+    match store.audit_index_residents(INDEX_STEP).await {
+        Ok(covered) if covered == INDEX_STEP => unindexed.max(1),
+        Ok(_) => 0,
+        Err(e) => {
+            // Derived data: readers scan what is not indexed, so this slows
+            // them down but hides nothing. Retried at the next idle moment
+            // after an append, or after INDEX_EVERY more entries.
+            tracing::warn!(error = %e, "audit resident index not updated");
+            0
         }
     }
 }

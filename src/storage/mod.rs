@@ -794,6 +794,9 @@ pub trait Store: Send + Sync + 'static {
     /// Adds at most `limit` entries past the resident index's end to it, in
     /// one transaction; returns how many were covered (0: up to date).
     async fn audit_index_residents(&self, limit: u64) -> StorageResult<u64>;
+    /// Empties the resident index; the writer (or `coffre audit reindex`)
+    /// then rebuilds it from the entries. Readers meanwhile scan the log.
+    async fn audit_reset_resident_index(&self) -> StorageResult<()>;
     async fn audit_size(&self) -> StorageResult<u64>;
     /// Stored node hashes for these (level, index) coordinates, one query.
     async fn audit_nodes(&self, coords: &[(u8, u64)]) -> StorageResult<Vec<(u8, u64, [u8; 32])>>;
@@ -2946,12 +2949,21 @@ macro_rules! impl_store {
 
         async fn audit_index_residents(&self, limit: u64) -> $crate::storage::StorageResult<u64> {
             let mut tx = self.pool.begin().await?;
-            // The head row's lock again: one indexer at a time, and no
-            // append of another process slips between the two reads.
-            let (upto, size): (i64, i64) = sqlx::query_as(
-                "UPDATE audit_head SET indexed_upto = indexed_upto WHERE id = 1 \
-                 RETURNING indexed_upto, size",
-            )
+            // Entries below `size` are committed (the size moves in their
+            // transaction). On SQLite the write lock is taken first, as any
+            // writer must (a read snapshot cannot be upgraded once another
+            // commit happened); on PostgreSQL the head row is not locked,
+            // so appends of other processes go on while this one inserts,
+            // and concurrent indexers only ever move the mark forward.
+            let (upto, size): (i64, i64) = sqlx::query_as(match $backend {
+                $crate::storage::Backend::Sqlite => {
+                    "UPDATE audit_head SET indexed_upto = indexed_upto WHERE id = 1 \
+                     RETURNING indexed_upto, size"
+                }
+                $crate::storage::Backend::Postgres => {
+                    "SELECT indexed_upto, size FROM audit_head WHERE id = 1"
+                }
+            })
             .fetch_one(&mut *tx)
             .await?;
             let to = size.min(upto.saturating_add(i64::try_from(limit).unwrap_or(i64::MAX)));
@@ -2968,12 +2980,24 @@ macro_rules! impl_store {
             .bind(to)
             .execute(&mut *tx)
             .await?;
-            sqlx::query("UPDATE audit_head SET indexed_upto = $1 WHERE id = 1")
+            sqlx::query("UPDATE audit_head SET indexed_upto = $1 WHERE id = 1 AND indexed_upto < $1")
                 .bind(to)
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
             Ok(u64::try_from(to - upto).unwrap_or(0))
+        }
+
+        async fn audit_reset_resident_index(&self) -> $crate::storage::StorageResult<()> {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("UPDATE audit_head SET indexed_upto = 0 WHERE id = 1")
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM audit_by_resident")
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(())
         }
 
         async fn audit_size(&self) -> $crate::storage::StorageResult<u64> {

@@ -18,9 +18,12 @@ impl PgStore {
     pub async fn open(url: &str) -> StorageResult<Self> {
         let pool = PgPoolOptions::new()
             // sqlx pings a connection before every use by default: a second
-            // network round trip for every query. A connection in steady use
-            // is known to be alive; only one idle for a while is checked (a
-            // restarted server or a dropped link is found there).
+            // network round trip on the path of every query. A connection in
+            // steady use is known to be alive; only one idle for a while is
+            // checked here. (sqlx still checks each connection as it goes
+            // back to the pool, off the request's path.) A server restarted
+            // within those 10 s fails the next query on a stale connection,
+            // which then fails closed like any database error.
             .test_before_acquire(false)
             .before_acquire(|conn, meta| {
                 Box::pin(async move {

@@ -25,6 +25,13 @@ fn verifier_key(app: &TestApp) -> String {
 /// the published verifier key (no keys folder needed, as for an auditor).
 fn audit_verify(app: &TestApp, extra: &[&str]) -> (bool, String) {
     let vkey = verifier_key(app);
+    let mut args = vec!["audit", "verify", "--key", &vkey];
+    args.extend_from_slice(extra);
+    coffre_cli(app, &args)
+}
+
+/// Runs the real `coffre` binary with `args` on the test database.
+fn coffre_cli(app: &TestApp, args: &[&str]) -> (bool, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_coffre"));
     for (k, _) in std::env::vars() {
         if k.starts_with("COFFRE_") {
@@ -35,8 +42,7 @@ fn audit_verify(app: &TestApp, extra: &[&str]) -> (bool, String) {
         .current_dir(app.dir.path())
         .env("COFFRE_DATABASE_URL", &app.database_url)
         .env("COFFRE_AUDIT_LOG_NAME", &app.state.config.audit_log_name)
-        .args(["audit", "verify", "--key", &vkey])
-        .args(extra)
+        .args(args)
         .output()
         .unwrap();
     let text = format!(
@@ -497,6 +503,24 @@ async fn a_residents_entries_are_found_indexed_or_not() {
             .collect();
         assert_eq!(page, want[1..3].to_vec());
         assert!(want.len() >= 4);
+        // Lost or emptied, the index hides nothing (the log is scanned),
+        // and `coffre audit reindex` rebuilds it.
+        store.audit_reset_resident_index().await.unwrap();
+        let entries_of = || async {
+            store
+                .audit_entries_of(AWA, size, 100)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(idx, _)| idx)
+                .collect::<Vec<i64>>()
+        };
+        assert_eq!(entries_of().await, want);
+        let (ok, out) = coffre_cli(&app, &["audit", "reindex"]);
+        assert!(ok, "{out}");
+        // (The test server's own writer may index part of it meanwhile.)
+        assert!(out.contains("the resident index covers"), "{out}");
+        assert_eq!(entries_of().await, want);
     })
     .await;
 }
