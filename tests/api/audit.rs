@@ -439,6 +439,19 @@ async fn a_running_server_refuses_to_sign_a_rewritten_log() {
 async fn a_residents_entries_are_found_indexed_or_not() {
     each_backend(|app| async move {
         let store = app.state.store.clone();
+        // Indexes of Awa's entries below `before`, newest first.
+        let entries_of = |before: u64, limit: i64| {
+            let store = store.clone();
+            async move {
+                store
+                    .audit_entries_of(AWA, before, limit)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|(idx, _)| idx)
+                    .collect::<Vec<i64>>()
+            }
+        };
         let entry = |resident: &str| AuditRecord {
             timestamp: 0,
             actor_id: "tester".into(),
@@ -450,15 +463,7 @@ async fn a_residents_entries_are_found_indexed_or_not() {
             ..Default::default()
         };
         // Entries the fixtures wrote for her count too.
-        let start = app.state.audit.size().await.unwrap();
-        let mut mine: Vec<i64> = store
-            .audit_entries_of(AWA, start, 100)
-            .await
-            .unwrap()
-            .into_iter()
-            .rev()
-            .map(|(idx, _)| idx)
-            .collect();
+        let mut want = entries_of(app.state.audit.size().await.unwrap(), 100).await;
         for i in 0..10 {
             let idx = app
                 .state
@@ -467,60 +472,29 @@ async fn a_residents_entries_are_found_indexed_or_not() {
                 .await
                 .unwrap();
             if i % 3 == 0 {
-                mine.push(idx as i64);
+                want.insert(0, idx as i64);
             }
             if i == 5 {
                 // Index what is there so far; the rest stays in the tail.
                 while store.audit_index_residents(u64::MAX).await.unwrap() > 0 {}
             }
         }
+        assert!(want.len() >= 4);
         let size = app.state.audit.size().await.unwrap();
-        let found: Vec<i64> = store
-            .audit_entries_of(AWA, size, 100)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|(idx, _)| idx)
-            .collect();
-        let want: Vec<i64> = mine.iter().rev().copied().collect();
-        assert_eq!(found, want);
+        assert_eq!(entries_of(size, 100).await, want);
         // Fully indexed, the answer is the same; `before` and `limit` hold.
         while store.audit_index_residents(3).await.unwrap() > 0 {}
-        let found: Vec<i64> = store
-            .audit_entries_of(AWA, size, 100)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|(idx, _)| idx)
-            .collect();
-        assert_eq!(found, want);
-        let page: Vec<i64> = store
-            .audit_entries_of(AWA, want[0] as u64, 2)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|(idx, _)| idx)
-            .collect();
-        assert_eq!(page, want[1..3].to_vec());
-        assert!(want.len() >= 4);
+        assert_eq!(entries_of(size, 100).await, want);
+        assert_eq!(entries_of(want[0] as u64, 2).await, want[1..3].to_vec());
         // Lost or emptied, the index hides nothing (the log is scanned),
         // and `coffre audit reindex` rebuilds it.
         store.audit_reset_resident_index().await.unwrap();
-        let entries_of = || async {
-            store
-                .audit_entries_of(AWA, size, 100)
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|(idx, _)| idx)
-                .collect::<Vec<i64>>()
-        };
-        assert_eq!(entries_of().await, want);
+        assert_eq!(entries_of(size, 100).await, want);
         let (ok, out) = coffre_cli(&app, &["audit", "reindex"]);
         assert!(ok, "{out}");
         // (The test server's own writer may index part of it meanwhile.)
         assert!(out.contains("the resident index covers"), "{out}");
-        assert_eq!(entries_of().await, want);
+        assert_eq!(entries_of(size, 100).await, want);
     })
     .await;
 }
