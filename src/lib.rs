@@ -17,6 +17,7 @@ pub mod error;
 pub mod extracts;
 pub mod http;
 pub mod mandates;
+pub mod memo;
 pub mod oidc;
 pub mod rights;
 pub mod seed;
@@ -75,6 +76,9 @@ pub struct AppInner {
     /// Partner access tokens this process has verified (a cache of
     /// signature checks only; see `VerifiedTokens`).
     pub partner_tokens: http::partner::VerifiedTokens,
+    /// (partner, pseudonym) → resident, as this process has resolved them:
+    /// a pseudonym stands for one resident forever (see `partner_pseudonyms`).
+    pub pseudonyms: memo::Memo<(String, String), String>,
 }
 
 impl AppState {
@@ -150,6 +154,7 @@ impl AppState {
                 resident_login,
                 agent_login,
                 partner_tokens: Default::default(),
+                pseudonyms: memo::Memo::new(http::partner::MAX_REMEMBERED_PSEUDONYMS),
             }),
         })
     }

@@ -362,15 +362,19 @@ const MAX_VERIFIED_TOKENS: usize = 4096;
 /// remembered is only the outcome of [`verify_access_token`], and only
 /// under the signing key that verified it (a rotated key verifies afresh);
 /// the time window and whether the partner is still active are checked on
-/// every request. Pure per-process memoisation: several processes sharing a
-/// database each keep their own, and none can disagree.
-#[derive(Default)]
+/// every request.
 pub struct VerifiedTokens {
-    by_digest: std::sync::Mutex<TokenMap>,
+    /// SHA-256 of the token → (the signing key that verified it, its claims).
+    by_digest: crate::memo::Memo<[u8; 32], ([u8; 32], AccessClaims)>,
 }
 
-/// SHA-256 of the token → (the signing key that verified it, its claims).
-type TokenMap = std::collections::HashMap<[u8; 32], ([u8; 32], AccessClaims)>;
+impl Default for VerifiedTokens {
+    fn default() -> Self {
+        Self {
+            by_digest: crate::memo::Memo::new(MAX_VERIFIED_TOKENS),
+        }
+    }
+}
 
 impl VerifiedTokens {
     fn digest(token: &str) -> [u8; 32] {
@@ -380,18 +384,11 @@ impl VerifiedTokens {
         out
     }
 
-    fn map(&self) -> std::sync::MutexGuard<'_, TokenMap> {
-        self.by_digest
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     fn get(&self, token: &str, signing_key: &[u8; 32]) -> Option<AccessClaims> {
-        let digest = Self::digest(token);
-        self.map()
-            .get(&digest)
+        self.by_digest
+            .get(&Self::digest(token))
             .filter(|(key, _)| key == signing_key)
-            .map(|(_, claims)| claims.clone())
+            .map(|(_, claims)| claims)
     }
 
     fn insert(
@@ -401,15 +398,35 @@ impl VerifiedTokens {
         claims: &AccessClaims,
         now: crate::domain::Timestamp,
     ) {
-        let mut map = self.map();
-        if map.len() >= MAX_VERIFIED_TOKENS {
-            map.retain(|_, (_, c)| c.exp > now);
-            if map.len() >= MAX_VERIFIED_TOKENS {
-                map.clear();
-            }
-        }
-        map.insert(Self::digest(token), (*signing_key, claims.clone()));
+        self.by_digest.insert(
+            Self::digest(token),
+            (*signing_key, claims.clone()),
+            |(_, c)| c.exp > now,
+        );
     }
+}
+
+/// Most (partner, pseudonym) pairs a process remembers the resident of.
+pub const MAX_REMEMBERED_PSEUDONYMS: usize = 16_384;
+
+/// The resident `pseudonym` stands for, for `partner`, if the partner has
+/// been shown it. A pair, once stored, never changes (the table's key is
+/// the pair, rows are never updated or deleted), so a resolved one is
+/// remembered; an unknown one is asked again next time.
+async fn resident_of(
+    state: &AppState,
+    partner: &str,
+    pseudonym: &str,
+) -> AppResult<Option<String>> {
+    let key = (partner.to_string(), pseudonym.to_string());
+    if let Some(resident) = state.pseudonyms.get(&key) {
+        return Ok(Some(resident));
+    }
+    let resident = state.store.resolve_pseudonym(partner, pseudonym).await?;
+    if let Some(r) = &resident {
+        state.pseudonyms.insert(key, r.clone(), |_| false);
+    }
+    Ok(resident)
 }
 
 #[derive(Serialize, ToSchema)]
@@ -563,11 +580,7 @@ pub async fn resident_data(
 ) -> AppResult<axum::response::Response> {
     let purpose_id = query_value(&q, "purpose")?;
     let vault = state.vault()?;
-    let Some(resident) = state
-        .store
-        .resolve_pseudonym(&partner.id, &pseudonym)
-        .await?
-    else {
+    let Some(resident) = resident_of(&state, &partner.id, &pseudonym).await? else {
         return Err(AppError::Unprocessable {
             code: "unknown_pseudonym",
             message: "Pseudonyme inconnu pour ce partenaire. / Unknown pseudonym for this partner."
