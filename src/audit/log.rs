@@ -390,8 +390,7 @@ fn plan(size: u64, frontier: Vec<Hash>, records: &[&AuditRecord]) -> Result<Audi
             .append(merkle::leaf_hash(&leaf))
             .map_err(|e| e.to_string())?;
         for ((level, index), hash) in new_nodes {
-            out.nodes
-                .push((i64::from(level), index as i64, hash.to_vec()));
+            out.nodes.push((i64::from(level), index as i64, hash));
         }
         out.entries
             .push((idx as i64, leaf, r.resident_id.clone(), r.timestamp));

@@ -298,17 +298,17 @@ impl FromRequestParts<AppState> for Partner {
             .ok_or(AppError::Unauthenticated)?;
         let keys = state.vault()?.keys().current();
         let signing_key = keys.signing_public_key();
+        let now = state.clock.now();
         let c = match state.partner_tokens.get(token, &signing_key) {
             Some(claims) => claims,
             None => {
                 let claims = verify_access_token(state, token, &signing_key)?;
                 state
                     .partner_tokens
-                    .insert(token, &signing_key, &claims, state.clock.now());
+                    .insert(token, &signing_key, &claims, now);
                 claims
             }
         };
-        let now = state.clock.now();
         if c.exp <= now || c.nbf > now || c.exp - c.iat > TOKEN_LIFETIME_SECS {
             return Err(invalid_token("expired or not yet valid"));
         }

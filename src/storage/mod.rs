@@ -294,7 +294,7 @@ pub struct AuditAppend {
     /// (index, leaf bytes, resident concerned, created_at)
     pub entries: Vec<(i64, Vec<u8>, Option<String>, i64)>,
     /// (level, index, hash)
-    pub nodes: Vec<(i64, i64, Vec<u8>)>,
+    pub nodes: Vec<(i64, i64, [u8; 32])>,
     pub new_size: i64,
     /// The frontier after the append (see `audit::merkle::root_coords`),
     /// kept by the writer so the next batch need not read it back.
@@ -851,11 +851,6 @@ impl AuditRows {
         let mut hashes = Vec::with_capacity(32 * plan.nodes.len());
         let mut nodes = Vec::with_capacity(plan.nodes.len());
         for (level, idx, hash) in &plan.nodes {
-            if hash.len() != 32 {
-                return Err(StorageError::Integrity(
-                    "audit node hash of the wrong size".into(),
-                ));
-            }
             nodes.push((*level, *idx));
             hashes.extend_from_slice(hash);
         }
