@@ -127,6 +127,16 @@ async fn validity() {
         Some(url) => {
             let pool = sqlx::PgPool::connect(&url).await.unwrap();
             insert_all!(sqlx::Postgres, pool);
+            // Statistics, as autovacuum would gather them a little later:
+            // without them the planner guesses a bitmap scan.
+            sqlx::query("ANALYZE residents")
+                .execute(&pool)
+                .await
+                .unwrap();
+            sqlx::query("ANALYZE consents")
+                .execute(&pool)
+                .await
+                .unwrap();
             pool.close().await;
         }
         None => {

@@ -267,7 +267,7 @@ async fn seed_consents(state: &AppState) -> AppResult<()> {
 /// Seeds people and organisations when the database holds no resident and
 /// no structure. Returns whether anything was seeded.
 pub async fn seed_directory(store: &dyn Store, now: Timestamp) -> StorageResult<bool> {
-    if store.count_residents().await? > 0 || !store.list_structures().await?.is_empty() {
+    if store.has_residents().await? || !store.list_structures().await?.is_empty() {
         return Ok(false);
     }
     let allowed: Vec<&str> = Demarche::ALL.iter().map(|d| d.as_str()).collect();

@@ -326,7 +326,7 @@ pub async fn seed(
     now: Timestamp,
     progress: impl FnMut(u64, u64),
 ) -> AppResult<SeedReport> {
-    if state.store.count_residents().await? > 0 {
+    if state.store.has_residents().await? {
         return Err(AppError::Conflict {
             code: "not_empty",
             message: "The database already has residents: seed an empty one.".into(),

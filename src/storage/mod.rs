@@ -400,6 +400,9 @@ pub trait Store: Send + Sync + 'static {
     async fn close(&self);
 
     async fn count_residents(&self) -> StorageResult<i64>;
+    /// Whether any resident exists, whatever the status: one index probe,
+    /// where counting would read every resident (start-up asks this).
+    async fn has_residents(&self) -> StorageResult<bool>;
     async fn insert_resident(&self, id: &str, now: Timestamp) -> StorageResult<()>;
     async fn resident_exists(&self, id: &str) -> StorageResult<bool>;
 
@@ -940,6 +943,13 @@ macro_rules! impl_store {
                 .fetch_one(&self.pool)
                 .await?;
             Ok(n)
+        }
+
+        async fn has_residents(&self) -> $crate::storage::StorageResult<bool> {
+            Ok(sqlx::query_scalar::<_, i64>("SELECT 1 FROM residents LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await?
+                .is_some())
         }
 
         async fn insert_resident(
