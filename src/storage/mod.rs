@@ -946,7 +946,7 @@ macro_rules! impl_store {
         }
 
         async fn has_residents(&self) -> $crate::storage::StorageResult<bool> {
-            Ok(sqlx::query_scalar::<_, i64>("SELECT 1 FROM residents LIMIT 1")
+            Ok(sqlx::query_scalar::<_, String>("SELECT id FROM residents LIMIT 1")
                 .fetch_optional(&self.pool)
                 .await?
                 .is_some())
