@@ -215,17 +215,55 @@ fn main() {
 
         // The baseline: a bare axum handler answering a JSON body of the
         // same shape and size as a partner read.
-        let bare = axum::Router::new().route(
-            "/record",
-            get(|| async {
-                Json(serde_json::json!({
-                    "pseudonym": "3f1c0e7a5b9d2c4e6f8a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e",
-                    "category": "housing",
-                    "version": 1,
-                    "fields": {"tenure": "social_tenant", "dwelling_type": "apartment", "surface_m2": 62, "commune_insee": "16015"}
-                }))
-            }),
-        );
+        fn record_json() -> Json<serde_json::Value> {
+            Json(serde_json::json!({
+                "pseudonym": "3f1c0e7a5b9d2c4e6f8a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e",
+                "category": "housing",
+                "version": 1,
+                "fields": {"tenure": "social_tenant", "dwelling_type": "apartment", "surface_m2": 62, "commune_insee": "16015"}
+            }))
+        }
+        // Two floors on the same server, for the analysis: the same bare
+        // handler plus only one of the two things an audited read cannot do
+        // without, one statement through the store's pool, or one durable
+        // append through the audit log's group-commit writer.
+        let (floor_store, floor_audit) = (state.store.clone(), state.audit.clone());
+        let next_floor_entry = Arc::new(AtomicU64::new(0));
+        let bare = axum::Router::new()
+            .route("/record", get(|| async { record_json() }))
+            .route(
+                "/one-statement",
+                get(move || {
+                    let store = floor_store.clone();
+                    async move {
+                        store.ping().await.unwrap();
+                        record_json()
+                    }
+                }),
+            )
+            .route(
+                "/one-audit-append",
+                get(move || {
+                    let (audit, next) = (floor_audit.clone(), next_floor_entry.clone());
+                    async move {
+                        let n = next.fetch_add(1, Ordering::Relaxed);
+                        audit
+                            .record(coffre::audit::AuditRecord {
+                                timestamp: 1_795_867_200,
+                                actor_id: "demo-renov-energie".into(),
+                                actor_role: "partner".into(),
+                                action: "bench.floor".into(),
+                                allowed: true,
+                                reason: "bench".into(),
+                                request_id: Some(format!("{n:032}")),
+                                ..Default::default()
+                            })
+                            .await
+                            .unwrap();
+                        record_json()
+                    }
+                }),
+            );
         let bare_base = serve(bare).await;
 
         // A partner token and one resident's pseudonym for it.
@@ -288,6 +326,20 @@ fn main() {
             read_rps / bare_rps,
             if read_rps / bare_rps >= 0.40 { "met" } else { "NOT met" }
         );
+        if processes == 1 {
+            println!("  floors (the bare handler plus one thing an audited read must do):");
+            for (path, what) in [
+                ("one-statement", "+ one SELECT through the store's pool"),
+                ("one-audit-append", "+ one durable audit append"),
+            ] {
+                let (rps, p50, p99) =
+                    load(&[format!("{bare_base}/{path}")], None, concurrency, secs).await;
+                println!(
+                    "    {what:<40} {rps:>9.0} req/s  p50 {p50:.2} ms  p99 {p99:.2} ms  ratio {:.3}",
+                    rps / bare_rps
+                );
+            }
+        }
         drop(children);
         state.store.close().await;
     });

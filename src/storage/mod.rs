@@ -935,6 +935,7 @@ macro_rules! impl_store {
         }
 
         async fn close(&self) {
+            self.audit_writer.close().await;
             self.pool.close().await;
         }
 
@@ -2880,7 +2881,7 @@ macro_rules! impl_store {
                 Some((size, frontier)) => Some(planner(*size, frontier.clone()).map_err(integrity)?),
                 None => None,
             };
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.audit_writer.begin().await?;
             if let (Some(plan), Some((size, _))) = (speculative, cached) {
                 // Taking the head row's write lock serialises appends from
                 // every process; the size condition proves that no other
@@ -2953,7 +2954,7 @@ macro_rules! impl_store {
         }
 
         async fn audit_index_residents(&self, limit: u64) -> $crate::storage::StorageResult<u64> {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.audit_writer.begin().await?;
             // Entries below `size` are committed (the size moves in their
             // transaction). On SQLite the write lock is taken first, as any
             // writer must (a read snapshot cannot be upgraded once another

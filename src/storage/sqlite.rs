@@ -13,6 +13,12 @@ use super::{StorageError, StorageResult, Store};
 
 pub struct SqliteStore {
     pub(crate) pool: SqlitePool,
+    /// The audit log's writer has a connection of its own. sqlx hands out
+    /// idle connections first in, first out, so through the shared pool each
+    /// group commit ran on another connection than the last, whose page
+    /// cache the other connections' commits had made stale: every batch
+    /// re-read the pages it appends to. It also never waits behind readers.
+    pub(crate) audit_writer: SqlitePool,
 }
 
 impl SqliteStore {
@@ -42,16 +48,21 @@ impl SqliteStore {
             // memory is unaffected); reads of cold pages go through mmap.
             .pragma("cache_size", "-32768")
             .pragma("mmap_size", "268435456");
-        let pool = SqlitePoolOptions::new()
-            // An embedded database's connections cannot go stale: skip the
-            // ping sqlx otherwise sends before handing one out.
-            .test_before_acquire(false)
-            .max_connections(4)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
+        let pool_of = |connections: u32| {
+            SqlitePoolOptions::new()
+                // An embedded database's connections cannot go stale: skip
+                // the ping sqlx otherwise sends before handing one out.
+                .test_before_acquire(false)
+                .max_connections(connections)
+                .acquire_timeout(Duration::from_secs(5))
+        };
+        let pool = pool_of(4)
+            .connect_with(options.clone())
             .await
             .map_err(|e| StorageError::Open(format!("{} ({e})", path.display())))?;
-        let store = Self { pool };
+        // Opened at its first use, after the migrations.
+        let audit_writer = pool_of(1).connect_lazy_with(options);
+        let store = Self { pool, audit_writer };
         store.migrate().await?;
         Ok(store)
     }
