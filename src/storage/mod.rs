@@ -2954,7 +2954,10 @@ macro_rules! impl_store {
         }
 
         async fn audit_index_residents(&self, limit: u64) -> $crate::storage::StorageResult<u64> {
-            let mut tx = self.audit_writer.begin().await?;
+            // On the shared pool: the writer indexes once idle after start,
+            // and its own connection is opened only by a first append, so an
+            // idle server keeps one SQLite connection fewer.
+            let mut tx = self.pool.begin().await?;
             // Entries below `size` are committed (the size moves in their
             // transaction). On SQLite the write lock is taken first, as any
             // writer must (a read snapshot cannot be upgraded once another
