@@ -1135,6 +1135,8 @@ async fn serve(config: Config, demo: bool) -> Result<(), Fatal> {
     let local = listener
         .local_addr()
         .map_err(|e| Fatal::runtime(e.to_string()))?;
+    let shutdown = crate::shutdown_signal()
+        .map_err(|e| Fatal::runtime(format!("cannot install the SIGTERM handler ({e})")))?;
     tracing::info!(
         address = %local,
         database = %database,
@@ -1148,7 +1150,7 @@ async fn serve(config: Config, demo: bool) -> Result<(), Fatal> {
     spawn_session_purge(state.clone());
     spawn_checkpointer(state.clone());
     let router = crate::app(state);
-    let result = crate::serve(listener, router, crate::shutdown_signal(), drain).await;
+    let result = crate::serve(listener, router, shutdown, drain).await;
     store.close().await;
     result.map_err(|e| Fatal::runtime(format!("server error: {e}")))
 }

@@ -240,27 +240,34 @@ pub async fn serve(
     }
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
+/// Installs the SIGTERM and Ctrl-C handlers now and returns a future that
+/// resolves on either.
+///
+/// The handlers are registered before the caller announces that it listens:
+/// a handler installed lazily, on the future's first poll, leaves a window in
+/// which a supervisor's SIGTERM kills the process with the default action
+/// instead of draining it.
+pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
+    #[cfg(unix)]
+    let wait = {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        async move {
+            tokio::select! {
+                _ = terminate.recv() => {},
+                _ = interrupt.recv() => {},
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let wait = async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
         }
     };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
-    tracing::info!("shutdown requested; draining in-flight requests");
+    Ok(async move {
+        wait.await;
+        tracing::info!("shutdown requested; draining in-flight requests");
+    })
 }

@@ -175,6 +175,54 @@ fn demo_server_answers_when_it_says_it_listens_and_stops_on_sigterm() {
     }
 }
 
+/// A supervisor may send SIGTERM the instant the server says it listens: the
+/// handler must already be installed then (a lazily installed one left a
+/// window in which SIGTERM killed the process instead of draining it).
+#[test]
+fn sigterm_right_after_listening_drains_and_exits_cleanly() {
+    for _ in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut child = coffre(dir.path(), &["serve"], &[("COFFRE_LISTEN", &listen)])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        loop {
+            let line = lines
+                .next()
+                .expect("server exited before listening")
+                .unwrap();
+            if line.contains("listening") {
+                break;
+            }
+        }
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        // Keep reading stderr so the child never blocks on a full pipe.
+        let drained = std::thread::spawn(move || lines.map_while(Result::ok).count());
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(status.success(), "exit status after SIGTERM: {status}");
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drained.join().unwrap();
+    }
+}
+
 /// One HTTP/1.1 request on a fresh connection: (status, headers, body).
 fn http(
     port: u16,
