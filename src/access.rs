@@ -47,6 +47,10 @@ pub struct AccessRequest<'a> {
     /// The démarche an aidant acts within (mandates).
     pub demarche: Option<crate::domain::Demarche>,
     pub request_id: Option<String>,
+    /// A partner's read may gather the decision's facts in the same query
+    /// as the record ([`crate::storage::Store::partner_read`]); otherwise
+    /// the decision asks for them.
+    pub partner_facts: Option<crate::storage::PartnerReadFacts>,
 }
 
 impl<'a> AccessRequest<'a> {
@@ -62,6 +66,7 @@ impl<'a> AccessRequest<'a> {
             structure_id: None,
             demarche: None,
             request_id: None,
+            partner_facts: None,
         }
     }
 }
@@ -102,8 +107,9 @@ pub async fn evaluate<'r>(
     let purpose = req.purpose_id.and_then(|p| state.register.get(p));
     // A partner's read, the busiest path, gathers what it needs of the
     // resident (status, consent, restriction, objection) in one query.
-    let partner_facts = match (req.role, req.resident_id) {
-        (Role::Partner, Some(r)) if role_allows => Some(
+    let partner_facts = match (req.role, req.resident_id, &req.partner_facts) {
+        (Role::Partner, Some(_), Some(facts)) if role_allows => Some(facts.clone()),
+        (Role::Partner, Some(r), None) if role_allows => Some(
             state
                 .store
                 .partner_read_facts(r, req.purpose_id.unwrap_or(""))

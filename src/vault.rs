@@ -260,6 +260,26 @@ impl Vault {
         Ok(out)
     }
 
+    /// Opens one sealed record read with its wrapped data key (a partner's
+    /// read, [`crate::storage::Store::partner_read`]).
+    pub fn open_record(
+        &self,
+        row: crate::storage::PageRecordRow,
+    ) -> Result<RecordView, VaultError> {
+        let resident = row.resident_id.clone();
+        let dk = self.unwrap(
+            &resident,
+            &DataKeyRow {
+                resident_id: resident.clone(),
+                kek_version: row.kek_version,
+                wrapped: row.wrapped.clone(),
+            },
+        )?;
+        self.open_rows(&resident, &dk, vec![record_row(row)])?
+            .pop()
+            .ok_or_else(|| VaultError::from(CryptoError::Integrity))
+    }
+
     /// The latest version of one category, if the resident has it.
     pub async fn read_current_category(
         &self,

@@ -279,14 +279,23 @@ pub async fn token(
     }))
 }
 
-/// A partner authenticated by a valid access token.
+/// A partner authenticated by a valid access token, and still active.
 #[derive(Clone, Debug)]
 pub struct Partner {
     pub id: String,
     pub purposes: Vec<String>,
 }
 
-impl FromRequestParts<AppState> for Partner {
+/// A valid access token, before the database says whether its partner is
+/// still active: a route that reads the database anyway checks that in the
+/// same query ([`resident_data`]); every other route takes [`Partner`].
+#[derive(Clone, Debug)]
+pub struct PartnerToken {
+    pub id: String,
+    pub purposes: Vec<String>,
+}
+
+impl FromRequestParts<AppState> for PartnerToken {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> AppResult<Self> {
@@ -312,19 +321,43 @@ impl FromRequestParts<AppState> for Partner {
         if c.exp <= now || c.nbf > now || c.exp - c.iat > TOKEN_LIFETIME_SECS {
             return Err(invalid_token("expired or not yet valid"));
         }
-        // A partner deactivated since the token was issued is refused at once.
-        let active = state
-            .store
-            .find_partner(&c.sub)
-            .await?
-            .is_some_and(|p| p.active);
-        if !active {
-            return Err(invalid_token("partner inactive"));
-        }
-        Ok(Partner {
+        Ok(PartnerToken {
             id: c.sub,
             purposes: c.purposes,
         })
+    }
+}
+
+/// The refusal of a token whose partner was deactivated since it was issued.
+fn partner_inactive() -> AppError {
+    invalid_token("partner inactive")
+}
+
+impl Partner {
+    /// The token's partner, if it is still active: a partner deactivated
+    /// since the token was issued is refused at once.
+    async fn from_token(state: &AppState, token: PartnerToken) -> AppResult<Self> {
+        let active = state
+            .store
+            .find_partner(&token.id)
+            .await?
+            .is_some_and(|p| p.active);
+        if !active {
+            return Err(partner_inactive());
+        }
+        Ok(Partner {
+            id: token.id,
+            purposes: token.purposes,
+        })
+    }
+}
+
+impl FromRequestParts<AppState> for Partner {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> AppResult<Self> {
+        let token = PartnerToken::from_request_parts(parts, state).await?;
+        Partner::from_token(state, token).await
     }
 }
 
@@ -573,7 +606,7 @@ pub struct PartnerRecord {
               (status = 422, description = "`unknown_pseudonym`", body = crate::error::ErrorBody)))]
 pub async fn resident_data(
     State(state): State<AppState>,
-    partner: Partner,
+    partner: PartnerToken,
     rid: crate::http::audit::RequestId,
     axum::extract::Path((pseudonym, category)): axum::extract::Path<(String, String)>,
     axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
@@ -581,12 +614,25 @@ pub async fn resident_data(
     let purpose_id = query_value(&q, "purpose")?;
     let vault = state.vault()?;
     let Some(resident) = resident_of(&state, &partner.id, &pseudonym).await? else {
+        // An inactive partner learns nothing, not even that a pseudonym is
+        // unknown.
+        Partner::from_token(&state, partner).await?;
         return Err(AppError::Unprocessable {
             code: "unknown_pseudonym",
             message: "Pseudonyme inconnu pour ce partenaire. / Unknown pseudonym for this partner."
                 .into(),
         });
     };
+    // Whether the partner is still active, the decision's facts and the
+    // sealed record: one query. The record stays sealed until the decision
+    // allowed the read and the audit log recorded it.
+    let read = state
+        .store
+        .partner_read(&partner.id, &resident, purpose_id, &category)
+        .await?;
+    if !read.partner_active {
+        return Err(partner_inactive());
+    }
     let index = crate::access::decide(
         &state,
         crate::access::AccessRequest {
@@ -594,19 +640,12 @@ pub async fn resident_data(
             category: Some(&category),
             purpose_id: Some(purpose_id),
             request_id: rid.0,
+            partner_facts: Some(read.facts),
             ..crate::access::AccessRequest::new(&partner.id, Role::Partner, "data.read")
         },
     )
     .await?;
-    // The decision checked the category against the purpose, so it exists.
-    let category = vault
-        .categories()
-        .category(&category)
-        .map_err(crate::vault::VaultError::from)?;
-    let record = vault
-        .read_current_category(&resident, &category)
-        .await?
-        .ok_or(AppError::NotFound)?;
+    let record = vault.open_record(read.record.ok_or(AppError::NotFound)?)?;
     Ok(crate::http::audit::with_entry(
         index,
         Json(PartnerRecord {

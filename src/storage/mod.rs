@@ -324,6 +324,108 @@ pub struct PartnerReadFacts {
     pub objected: bool,
 }
 
+/// Everything a partner's read of one category needs from the database,
+/// read in one statement ([`Store::partner_read`]): the busiest route pays
+/// one round trip to the database instead of three.
+#[derive(Clone, Debug, Default)]
+pub struct PartnerRead {
+    /// The partner exists and is active (checked on every request).
+    pub partner_active: bool,
+    pub facts: PartnerReadFacts,
+    /// The current version of the category, still sealed, with the
+    /// resident's wrapped data key. It is opened only after the decision
+    /// allowed the read and was recorded.
+    pub record: Option<PageRecordRow>,
+}
+
+/// The row of [`Store::partner_read`]'s statement.
+#[derive(sqlx::FromRow)]
+pub(crate) struct PartnerReadRow {
+    pub(crate) partner_active: bool,
+    pub(crate) status: Option<String>,
+    pub(crate) restricted_at: Option<i64>,
+    pub(crate) objections: Option<i64>,
+    pub(crate) consent_id: Option<String>,
+    pub(crate) consent_state: Option<String>,
+    pub(crate) consent_categories: Option<String>,
+    pub(crate) consent_valid_until: Option<i64>,
+    pub(crate) consent_notice_version: Option<String>,
+    pub(crate) kek_version: Option<i64>,
+    pub(crate) wrapped: Option<Vec<u8>>,
+    pub(crate) record_id: Option<String>,
+    pub(crate) record_category: Option<String>,
+    pub(crate) record_version: Option<i64>,
+    pub(crate) sealed: Option<Vec<u8>>,
+    pub(crate) record_created_at: Option<i64>,
+}
+
+impl PartnerReadRow {
+    pub(crate) fn into_read(self, resident_id: &str) -> PartnerRead {
+        let Some(status) = self.status else {
+            return PartnerRead {
+                partner_active: self.partner_active,
+                ..PartnerRead::default()
+            };
+        };
+        let consent = match (
+            self.consent_id,
+            self.consent_state,
+            self.consent_categories,
+            self.consent_notice_version,
+        ) {
+            (Some(id), Some(state), Some(categories), Some(notice_version)) => {
+                Some(ConsentForDecision {
+                    id,
+                    state,
+                    categories,
+                    valid_until: self.consent_valid_until,
+                    notice_version,
+                })
+            }
+            _ => None,
+        };
+        let record = match (
+            self.kek_version,
+            self.wrapped,
+            self.record_id,
+            self.record_category,
+            self.record_version,
+            self.sealed,
+            self.record_created_at,
+        ) {
+            (
+                Some(kek_version),
+                Some(wrapped),
+                Some(id),
+                Some(category),
+                Some(version),
+                Some(sealed),
+                Some(created_at),
+            ) => Some(PageRecordRow {
+                resident_id: resident_id.to_string(),
+                kek_version,
+                wrapped,
+                id,
+                category,
+                version,
+                sealed,
+                created_at,
+            }),
+            _ => None,
+        };
+        PartnerRead {
+            partner_active: self.partner_active,
+            facts: PartnerReadFacts {
+                resident_active: status == "active",
+                consent,
+                restricted: self.restricted_at.is_some(),
+                objected: self.objections.unwrap_or(0) > 0,
+            },
+            record,
+        }
+    }
+}
+
 /// The columns of a consent the access decision reads.
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct ConsentForDecision {
@@ -557,6 +659,16 @@ pub trait Store: Send + Sync + 'static {
         resident_id: &str,
         purpose: &str,
     ) -> StorageResult<PartnerReadFacts>;
+    /// A partner's read of one category of one resident, in one statement:
+    /// whether the partner is active, [`Store::partner_read_facts`], and the
+    /// current sealed record with its wrapped key. Absent partner: all false.
+    async fn partner_read(
+        &self,
+        partner_id: &str,
+        resident_id: &str,
+        purpose: &str,
+        category: &str,
+    ) -> StorageResult<PartnerRead>;
     async fn set_restricted(&self, resident_id: &str, at: Option<Timestamp>) -> StorageResult<()>;
     async fn restricted_since(&self, resident_id: &str) -> StorageResult<Option<Timestamp>>;
     async fn add_objection(
@@ -1667,6 +1779,43 @@ macro_rules! impl_store {
                 restricted: restricted_at.is_some(),
                 objected: objections > 0,
             })
+        }
+
+        async fn partner_read(
+            &self,
+            partner_id: &str,
+            resident_id: &str,
+            purpose: &str,
+            category: &str,
+        ) -> $crate::storage::StorageResult<$crate::storage::PartnerRead> {
+            // Every join is on a primary key or an index: the partner, the
+            // resident, the (resident, purpose) consent, the data key, and
+            // the latest version of (resident, category).
+            let row: Option<$crate::storage::PartnerReadRow> = sqlx::query_as(
+                "SELECT p.active AS partner_active, r.status, r.restricted_at, \
+                   (SELECT COUNT(*) FROM objections o WHERE o.resident_id = r.id AND o.purpose = $3) AS objections, \
+                   c.id AS consent_id, c.state AS consent_state, c.categories AS consent_categories, \
+                   c.valid_until AS consent_valid_until, c.notice_version AS consent_notice_version, \
+                   k.kek_version, k.wrapped, pr.id AS record_id, pr.category AS record_category, \
+                   pr.version AS record_version, pr.sealed, pr.created_at AS record_created_at \
+                 FROM partners p \
+                 LEFT JOIN residents r ON r.id = $2 \
+                 LEFT JOIN consents c ON c.resident_id = r.id AND c.purpose = $3 \
+                 LEFT JOIN data_keys k ON k.resident_id = r.id \
+                 LEFT JOIN personal_records pr ON pr.resident_id = r.id AND pr.category = $4 \
+                   AND pr.version = (SELECT MAX(l.version) FROM personal_records l \
+                                     WHERE l.resident_id = r.id AND l.category = $4) \
+                 WHERE p.id = $1",
+            )
+            .bind(partner_id)
+            .bind(resident_id)
+            .bind(purpose)
+            .bind(category)
+            .fetch_optional(&self.pool)
+            .await?;
+            Ok(row
+                .map(|row| row.into_read(resident_id))
+                .unwrap_or_default())
         }
 
         async fn set_restricted(

@@ -362,3 +362,63 @@ async fn private_key_jwt_authenticates_a_partner_once_per_assertion() {
     })
     .await;
 }
+
+/// A partner deactivated after its token was issued is refused at once, by
+/// the read that checks it in the same query as the record as by every
+/// other partner route; nothing is disclosed or decided for it.
+#[tokio::test]
+async fn a_partner_deactivated_after_its_token_was_issued_is_refused_at_once() {
+    each_backend(|app| async move {
+        let renov = bearer(
+            &app,
+            "demo-renov-energie",
+            "demo-secret-renov-energie-not-for-production",
+        )
+        .await;
+        let list = get_as(
+            &app,
+            &renov,
+            "/api/v1/partner/residents?purpose=renovation-energetique",
+        )
+        .await;
+        assert_eq!(list.status, 200, "{}", list.text());
+        let someone = list.json()["residents"][0].as_str().unwrap().to_string();
+        let read_path = format!(
+            "/api/v1/partner/residents/{someone}/data/housing?purpose=renovation-energetique"
+        );
+        assert_eq!(get_as(&app, &renov, &read_path).await.status, 200);
+
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&app.database_url).await.unwrap();
+        let deactivate = if app.backend == "postgres" {
+            "UPDATE partners SET active = false WHERE id = $1"
+        } else {
+            "UPDATE partners SET active = 0 WHERE id = $1"
+        };
+        let changed = sqlx::query(deactivate)
+            .bind("renov-energie")
+            .execute(&pool)
+            .await
+            .unwrap();
+        assert_eq!(changed.rows_affected(), 1);
+        pool.close().await;
+
+        let size = app.state.audit.size().await.unwrap();
+        for path in [
+            read_path.as_str(),
+            "/api/v1/partner/residents/not-a-pseudonym/data/housing?purpose=renovation-energetique",
+            "/api/v1/partner/residents?purpose=renovation-energetique",
+            "/api/v1/partner/me",
+        ] {
+            get_as(&app, &renov, path)
+                .await
+                .assert_error(401, "invalid_token");
+        }
+        assert_eq!(
+            app.state.audit.size().await.unwrap(),
+            size,
+            "nothing decided for it"
+        );
+    })
+    .await;
+}
