@@ -219,6 +219,18 @@ pub enum PartnerCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Deactivate a partner (contract ended, credentials leaked): its
+    /// tokens, even unexpired ones, and its extract downloads are refused
+    /// from the next request on, in every process.
+    Deactivate {
+        #[arg(long)]
+        id: String,
+    },
+    /// Reactivate a deactivated partner, with the credentials it had.
+    Activate {
+        #[arg(long)]
+        id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -334,6 +346,12 @@ pub async fn run(cli: Cli) -> Result<(), Fatal> {
                 json,
             )
             .await
+        }
+        Command::Partner(PartnerCommand::Deactivate { id }) => {
+            partner_set_active(config, &id, false).await
+        }
+        Command::Partner(PartnerCommand::Activate { id }) => {
+            partner_set_active(config, &id, true).await
         }
         Command::Agent(AgentCommand::Add {
             email,
@@ -759,6 +777,50 @@ async fn partner_add(
         println!("client_id={client_id}");
         println!("client_secret={client_secret}");
     }
+    Ok(())
+}
+
+async fn partner_set_active(config: Config, id: &str, active: bool) -> Result<(), Fatal> {
+    let store = open_store(&config).await?;
+    let result = partner_set_active_in(&config, &store, id, active).await;
+    store.close().await;
+    result?;
+    if active {
+        println!("partner {id} activated");
+    } else {
+        println!("partner {id} deactivated; its tokens and downloads are refused from now on");
+    }
+    Ok(())
+}
+
+async fn partner_set_active_in(
+    config: &Config,
+    store: &crate::storage::DynStore,
+    id: &str,
+    active: bool,
+) -> Result<(), Fatal> {
+    let known = store
+        .find_partner(id)
+        .await
+        .map_err(|e| Fatal::runtime(e.to_string()))?
+        .is_some();
+    if !known {
+        return Err(Fatal::runtime(format!("no partner `{id}`")));
+    }
+    let action = if active {
+        "partner.activate"
+    } else {
+        "partner.deactivate"
+    };
+    let audit = crate::audit::AuditLog::start(store.clone(), config.audit_log_name.clone());
+    audit
+        .record(operator_record(action, None, Clock::system().now()))
+        .await
+        .map_err(|e| Fatal::runtime(format!("refusing to act unaudited: {e}")))?;
+    store
+        .set_partner_active(id, active)
+        .await
+        .map_err(|e| Fatal::runtime(e.to_string()))?;
     Ok(())
 }
 

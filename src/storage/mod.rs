@@ -524,6 +524,8 @@ pub trait Store: Send + Sync + 'static {
     async fn find_partner_by_client_id(&self, client_id: &str)
     -> StorageResult<Option<PartnerRow>>;
     async fn find_partner(&self, id: &str) -> StorageResult<Option<PartnerRow>>;
+    /// Activates or deactivates a partner; `false` if there is no such partner.
+    async fn set_partner_active(&self, id: &str, active: bool) -> StorageResult<bool>;
     /// Records a client assertion's jti until `expires_at`; false when it
     /// was already used (a replay). Forgets the expired ones.
     async fn use_assertion_jti(
@@ -1220,6 +1222,19 @@ macro_rules! impl_store {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?)
+        }
+
+        async fn set_partner_active(
+            &self,
+            id: &str,
+            active: bool,
+        ) -> $crate::storage::StorageResult<bool> {
+            let done = sqlx::query("UPDATE partners SET active = $2 WHERE id = $1")
+                .bind(id)
+                .bind(active)
+                .execute(&self.pool)
+                .await?;
+            Ok(done.rows_affected() == 1)
         }
 
         async fn use_assertion_jti(

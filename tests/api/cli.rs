@@ -593,6 +593,26 @@ fn partner_add_prints_credentials_once_and_refuses_bad_input() {
     .output()
     .unwrap();
     assert_one_clear_line(&out, "--age-recipient");
+
+    // Deactivation and reactivation, each audited; an unknown id is refused.
+    for (verb, says) in [
+        ("deactivate", "partner observatoire-sante deactivated"),
+        ("activate", "partner observatoire-sante activated"),
+    ] {
+        let out = coffre(d, &["partner", verb, "--id", "observatoire-sante"], &[])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains(says));
+    }
+    let out = coffre(d, &["partner", "deactivate", "--id", "nobody"], &[])
+        .output()
+        .unwrap();
+    assert_one_clear_line(&out, "no partner `nobody`");
 }
 
 #[test]

@@ -365,7 +365,8 @@ async fn private_key_jwt_authenticates_a_partner_once_per_assertion() {
 
 /// A partner deactivated after its token was issued is refused at once, by
 /// the read that checks it in the same query as the record as by every
-/// other partner route; nothing is disclosed or decided for it.
+/// other partner route; nothing is disclosed or decided for it, and it gets
+/// no new token until it is reactivated.
 #[tokio::test]
 async fn a_partner_deactivated_after_its_token_was_issued_is_refused_at_once() {
     each_backend(|app| async move {
@@ -388,20 +389,19 @@ async fn a_partner_deactivated_after_its_token_was_issued_is_refused_at_once() {
         );
         assert_eq!(get_as(&app, &renov, &read_path).await.status, 200);
 
-        sqlx::any::install_default_drivers();
-        let pool = sqlx::AnyPool::connect(&app.database_url).await.unwrap();
-        let deactivate = if app.backend == "postgres" {
-            "UPDATE partners SET active = false WHERE id = $1"
-        } else {
-            "UPDATE partners SET active = 0 WHERE id = $1"
-        };
-        let changed = sqlx::query(deactivate)
-            .bind("renov-energie")
-            .execute(&pool)
-            .await
-            .unwrap();
-        assert_eq!(changed.rows_affected(), 1);
-        pool.close().await;
+        // What `coffre partner deactivate` does, from another process.
+        assert!(
+            app.store
+                .set_partner_active("renov-energie", false)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !app.store
+                .set_partner_active("no-such-partner", false)
+                .await
+                .unwrap()
+        );
 
         let size = app.state.audit.size().await.unwrap();
         for path in [
