@@ -158,8 +158,7 @@ async fn validity() {
     if postgres_url().is_none() {
         // A bulk load leaves a WAL of the size of the database: move it into
         // the database file, as the server's checkpoints do in steady state,
-        // so that reads go to the database file (and its memory map), not
-        // through the WAL index.
+        // so that reads go to the database file, not through the WAL index.
         let pool = sqlx::SqlitePool::connect(&sqlite_url).await.unwrap();
         let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
             .fetch_one(&pool)

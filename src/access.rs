@@ -107,9 +107,14 @@ pub async fn evaluate<'r>(
     let purpose = req.purpose_id.and_then(|p| state.register.get(p));
     // A partner's read, the busiest path, gathers what it needs of the
     // resident (status, consent, restriction, objection) in one query.
-    let partner_facts = match (req.role, req.resident_id, &req.partner_facts) {
+    // Facts handed in are used only if they were read for this very
+    // (resident, purpose); otherwise they are read here.
+    let handed_in = req.partner_facts.as_ref().filter(|f| {
+        Some(f.resident_id.as_str()) == req.resident_id && f.purpose == req.purpose_id.unwrap_or("")
+    });
+    let partner_facts = match (req.role, req.resident_id, handed_in) {
         (Role::Partner, Some(_), Some(facts)) if role_allows => Some(facts.clone()),
-        (Role::Partner, Some(r), None) if role_allows => Some(
+        (Role::Partner, Some(r), _) if role_allows => Some(
             state
                 .store
                 .partner_read_facts(r, req.purpose_id.unwrap_or(""))

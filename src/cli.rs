@@ -742,10 +742,21 @@ async fn partner_add(
         active: true,
         client_jwks: client_jwks.clone(),
     };
+    // Refused before it is recorded: the log keeps acts, not failed tries
+    // (a concurrent add still fails on the key, below).
+    let exists = store
+        .find_partner(id)
+        .await
+        .map_err(|e| Fatal::runtime(e.to_string()))?
+        .is_some();
+    if exists {
+        store.close().await;
+        return Err(Fatal::runtime(format!("partner `{id}` already exists")));
+    }
     let clock = Clock::system();
     let audit = crate::audit::AuditLog::start(store.clone(), config.audit_log_name.clone());
     audit
-        .record(operator_record("partner.add", None, clock.now()))
+        .record(partner_act("partner.add", id, clock.now()))
         .await
         .map_err(|e| Fatal::runtime(format!("refusing to act unaudited: {e}")))?;
     store
@@ -814,13 +825,16 @@ async fn partner_set_active_in(
     };
     let audit = crate::audit::AuditLog::start(store.clone(), config.audit_log_name.clone());
     audit
-        .record(operator_record(action, None, Clock::system().now()))
+        .record(partner_act(action, id, Clock::system().now()))
         .await
         .map_err(|e| Fatal::runtime(format!("refusing to act unaudited: {e}")))?;
-    store
+    let changed = store
         .set_partner_active(id, active)
         .await
         .map_err(|e| Fatal::runtime(e.to_string()))?;
+    if !changed {
+        return Err(Fatal::runtime(format!("no partner `{id}`")));
+    }
     Ok(())
 }
 
@@ -836,6 +850,16 @@ fn operator_record(action: &str, resident: Option<&str>, now: i64) -> crate::aud
         allowed: true,
         reason: "operator".into(),
         ..Default::default()
+    }
+}
+
+/// An operator's act on a partner, which the entry names as its resource
+/// (`partner:{id}`, as an extract is `extract:{id}`): a partner id is not
+/// personal data.
+fn partner_act(action: &str, partner_id: &str, now: i64) -> crate::audit::AuditRecord {
+    crate::audit::AuditRecord {
+        category: Some(format!("partner:{partner_id}")),
+        ..operator_record(action, None, now)
     }
 }
 

@@ -286,11 +286,12 @@ pub struct Partner {
     pub purposes: Vec<String>,
 }
 
-/// A valid access token, before the database says whether its partner is
-/// still active: a route that reads the database anyway checks that in the
-/// same query ([`resident_data`]); every other route takes [`Partner`].
+/// A valid access token, **not yet checked** against the database: its
+/// partner may have been deactivated since. A route taking it must check
+/// `partners.active` itself before anything else, as [`resident_data`] does
+/// in the same query as the record; every other route takes [`Partner`].
 #[derive(Clone, Debug)]
-pub struct PartnerToken {
+pub(crate) struct PartnerToken {
     pub id: String,
     pub purposes: Vec<String>,
 }
@@ -604,19 +605,18 @@ pub struct PartnerRecord {
               (status = 403, description = "`no_valid_consent`, `not_a_recipient`, `category_outside_purpose`, `extracts_only`, `unknown_purpose`", body = crate::error::ErrorBody),
               (status = 404, description = "the resident has no data in this category", body = crate::error::ErrorBody),
               (status = 422, description = "`unknown_pseudonym`", body = crate::error::ErrorBody)))]
-pub async fn resident_data(
+pub(crate) async fn resident_data(
     State(state): State<AppState>,
     partner: PartnerToken,
     rid: crate::http::audit::RequestId,
     axum::extract::Path((pseudonym, category)): axum::extract::Path<(String, String)>,
     axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
 ) -> AppResult<axum::response::Response> {
-    let purpose_id = query_value(&q, "purpose")?;
-    let vault = state.vault()?;
     let Some(resident) = resident_of(&state, &partner.id, &pseudonym).await? else {
         // An inactive partner learns nothing, not even that a pseudonym is
         // unknown.
         Partner::from_token(&state, partner).await?;
+        query_value(&q, "purpose")?;
         return Err(AppError::Unprocessable {
             code: "unknown_pseudonym",
             message: "Pseudonyme inconnu pour ce partenaire. / Unknown pseudonym for this partner."
@@ -625,14 +625,19 @@ pub async fn resident_data(
     };
     // Whether the partner is still active, the decision's facts and the
     // sealed record: one query. The record stays sealed until the decision
-    // allowed the read and the audit log recorded it.
+    // allowed the read and the audit log recorded it. An inactive partner
+    // is refused before anything else is said (a missing purpose, a locked
+    // vault), as on every other partner route.
+    let asked_purpose = q.get("purpose").map(String::as_str).unwrap_or_default();
     let read = state
         .store
-        .partner_read(&partner.id, &resident, purpose_id, &category)
+        .partner_read(&partner.id, &resident, asked_purpose, &category)
         .await?;
     if !read.partner_active {
         return Err(partner_inactive());
     }
+    let purpose_id = query_value(&q, "purpose")?;
+    let vault = state.vault()?;
     let index = crate::access::decide(
         &state,
         crate::access::AccessRequest {

@@ -318,10 +318,25 @@ pub struct CheckpointRow {
 /// See [`Store::partner_read_facts`]. All false / none for an unknown resident.
 #[derive(Clone, Debug, Default)]
 pub struct PartnerReadFacts {
+    /// The (resident, purpose) these facts were read for: a decision uses
+    /// facts handed to it only for the same pair.
+    pub resident_id: String,
+    pub purpose: String,
     pub resident_active: bool,
     pub consent: Option<ConsentForDecision>,
     pub restricted: bool,
     pub objected: bool,
+}
+
+impl PartnerReadFacts {
+    /// The facts of a resident who does not exist: nothing is allowed.
+    pub fn unknown_resident(resident_id: &str, purpose: &str) -> Self {
+        Self {
+            resident_id: resident_id.to_string(),
+            purpose: purpose.to_string(),
+            ..Self::default()
+        }
+    }
 }
 
 /// Everything a partner's read of one category needs from the database,
@@ -360,11 +375,12 @@ pub(crate) struct PartnerReadRow {
 }
 
 impl PartnerReadRow {
-    pub(crate) fn into_read(self, resident_id: &str) -> PartnerRead {
+    pub(crate) fn into_read(self, resident_id: &str, purpose: &str) -> PartnerRead {
         let Some(status) = self.status else {
             return PartnerRead {
                 partner_active: self.partner_active,
-                ..PartnerRead::default()
+                facts: PartnerReadFacts::unknown_resident(resident_id, purpose),
+                record: None,
             };
         };
         let consent = match (
@@ -416,6 +432,8 @@ impl PartnerReadRow {
         PartnerRead {
             partner_active: self.partner_active,
             facts: PartnerReadFacts {
+                resident_id: resident_id.to_string(),
+                purpose: purpose.to_string(),
                 resident_active: status == "active",
                 consent,
                 restricted: self.restricted_at.is_some(),
@@ -1774,7 +1792,7 @@ macro_rules! impl_store {
             .await?;
             let Some((status, restricted_at, objections, id, state, categories, valid_until, notice_version)) = row
             else {
-                return Ok($crate::storage::PartnerReadFacts::default());
+                return Ok($crate::storage::PartnerReadFacts::unknown_resident(resident_id, purpose));
             };
             let consent = match (id, state, categories, notice_version) {
                 (Some(id), Some(state), Some(categories), Some(notice_version)) => {
@@ -1789,6 +1807,8 @@ macro_rules! impl_store {
                 _ => None,
             };
             Ok($crate::storage::PartnerReadFacts {
+                resident_id: resident_id.to_string(),
+                purpose: purpose.to_string(),
                 resident_active: status == "active",
                 consent,
                 restricted: restricted_at.is_some(),
@@ -1828,9 +1848,15 @@ macro_rules! impl_store {
             .bind(category)
             .fetch_optional(&self.pool)
             .await?;
-            Ok(row
-                .map(|row| row.into_read(resident_id))
-                .unwrap_or_default())
+            Ok(match row {
+                Some(row) => row.into_read(resident_id, purpose),
+                // No such partner: it reads nothing.
+                None => $crate::storage::PartnerRead {
+                    partner_active: false,
+                    facts: $crate::storage::PartnerReadFacts::unknown_resident(resident_id, purpose),
+                    record: None,
+                },
+            })
         }
 
         async fn set_restricted(

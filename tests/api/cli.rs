@@ -613,6 +613,33 @@ fn partner_add_prints_credentials_once_and_refuses_bad_input() {
         .output()
         .unwrap();
     assert_one_clear_line(&out, "no partner `nobody`");
+    // The log names the partner each act concerned, and nothing else.
+    let acts: Vec<(String, Option<String>)> =
+        tokio::runtime::Runtime::new().unwrap().block_on(async {
+            let url = format!("sqlite://{}", d.join("data/coffre.db").display());
+            let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+            let leaves: Vec<(Vec<u8>,)> =
+                sqlx::query_as("SELECT leaf FROM audit_entries ORDER BY idx")
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap();
+            pool.close().await;
+            leaves
+                .iter()
+                .map(|(leaf,)| coffre::audit::AuditEntry::decode(leaf).unwrap())
+                .filter(|e| e.action.starts_with("partner."))
+                .map(|e| (e.action, e.category))
+                .collect()
+        });
+    let partner = Some("partner:observatoire-sante".to_string());
+    assert_eq!(
+        acts,
+        vec![
+            ("partner.add".to_string(), partner.clone()),
+            ("partner.deactivate".to_string(), partner.clone()),
+            ("partner.activate".to_string(), partner),
+        ]
+    );
 }
 
 #[test]

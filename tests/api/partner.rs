@@ -388,6 +388,28 @@ async fn a_partner_deactivated_after_its_token_was_issued_is_refused_at_once() {
             "/api/v1/partner/residents/{someone}/data/housing?purpose=renovation-energetique"
         );
         assert_eq!(get_as(&app, &renov, &read_path).await.status, 200);
+        // Allowed, but the resident has no record in this category: the
+        // allow is recorded, then 404.
+        let size = app.state.audit.size().await.unwrap();
+        get_as(
+            &app,
+            &renov,
+            &format!(
+                "/api/v1/partner/residents/{someone}/data/energy?purpose=renovation-energetique"
+            ),
+        )
+        .await
+        .assert_error(404, "not_found");
+        let entries = app.store.audit_entries(size, size + 1).await.unwrap();
+        let entry = coffre::audit::AuditEntry::decode(&entries[0].1).unwrap();
+        assert_eq!(
+            (
+                entry.action.as_str(),
+                entry.decision,
+                entry.category.as_deref()
+            ),
+            ("data.read", coffre::audit::Decision::Allow, Some("energy"))
+        );
 
         // What `coffre partner deactivate` does, from another process.
         assert!(
@@ -406,6 +428,8 @@ async fn a_partner_deactivated_after_its_token_was_issued_is_refused_at_once() {
         let size = app.state.audit.size().await.unwrap();
         for path in [
             read_path.as_str(),
+            // Refused as inactive before being told the purpose is missing.
+            read_path.split('?').next().unwrap(),
             "/api/v1/partner/residents/not-a-pseudonym/data/housing?purpose=renovation-energetique",
             "/api/v1/partner/residents?purpose=renovation-energetique",
             "/api/v1/partner/me",
