@@ -432,6 +432,10 @@ async fn build_inner(
         .await
         .map_err(s)?
         .ok_or("partner gone")?;
+    // A partner cut off after the approval gets no file made for it.
+    if !partner.active {
+        return Err("partner deactivated".into());
+    }
     let recipient: age::x25519::Recipient = partner
         .age_recipient
         .as_deref()

@@ -297,3 +297,32 @@ async fn aggregates_hide_small_cells_and_residents_without_a_covering_consent_st
     })
     .await;
 }
+
+/// A partner deactivated after it asked for an extract gets no file made for
+/// it, even once the DPO approves.
+#[tokio::test]
+async fn no_extract_is_built_for_a_partner_deactivated_after_asking() {
+    each_backend(|app| async move {
+        let token = renov(&app).await;
+        let res = partner(&app, &token, Method::POST, "/api/v1/partner/extracts", Some(serde_json::json!({"purpose": "renovation-energetique", "kind": "records", "categories": ["housing"]}))).await;
+        assert_eq!(res.status, 201, "{}", res.text());
+        let id = res.json()["id"].as_str().unwrap().to_string();
+        assert!(app.store.set_partner_active("renov-energie", false).await.unwrap());
+        let dpo = app.login(DPO).await;
+        let res = app.as_user(&dpo, Method::POST, &format!("/api/v1/dpo/extracts/{id}/approve"), None).await;
+        assert_eq!(res.status, 200, "{}", res.text());
+        for _ in 0..200 {
+            let row = app.store.find_extract(&id).await.unwrap().unwrap();
+            if !matches!(row.state.as_str(), "approved" | "building") {
+                assert_eq!((row.state.as_str(), row.reason.as_deref()), ("failed", Some("partner deactivated")));
+                for name in [format!("{id}.csv.age"), format!("{id}.csv.age.part")] {
+                    assert!(!app.state.config.extracts_dir.join(name).exists());
+                }
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("extract {id} never finished building");
+    })
+    .await;
+}
