@@ -242,14 +242,7 @@ impl Vault {
         let mut rows = rows.into_iter().peekable();
         while let Some(first) = rows.next() {
             let resident = first.resident_id.clone();
-            let dk = self.unwrap(
-                &resident,
-                &DataKeyRow {
-                    resident_id: resident.clone(),
-                    kek_version: first.kek_version,
-                    wrapped: first.wrapped.clone(),
-                },
-            )?;
+            let dk = self.unwrap_page_key(&first)?;
             let mut own = vec![record_row(first)];
             while let Some(next) = rows.next_if(|r| r.resident_id == resident) {
                 own.push(record_row(next));
@@ -260,6 +253,18 @@ impl Vault {
         Ok(out)
     }
 
+    /// The data key read beside a record (one row carries both).
+    fn unwrap_page_key(&self, row: &crate::storage::PageRecordRow) -> Result<DataKey, VaultError> {
+        self.unwrap(
+            &row.resident_id,
+            &DataKeyRow {
+                resident_id: row.resident_id.clone(),
+                kek_version: row.kek_version,
+                wrapped: row.wrapped.clone(),
+            },
+        )
+    }
+
     /// Opens one sealed record read with its wrapped data key (a partner's
     /// read, [`crate::storage::Store::partner_read`]).
     pub fn open_record(
@@ -267,14 +272,7 @@ impl Vault {
         row: crate::storage::PageRecordRow,
     ) -> Result<RecordView, VaultError> {
         let resident = row.resident_id.clone();
-        let dk = self.unwrap(
-            &resident,
-            &DataKeyRow {
-                resident_id: resident.clone(),
-                kek_version: row.kek_version,
-                wrapped: row.wrapped.clone(),
-            },
-        )?;
+        let dk = self.unwrap_page_key(&row)?;
         self.open_rows(&resident, &dk, vec![record_row(row)])?
             .pop()
             .ok_or_else(|| VaultError::from(CryptoError::Integrity))

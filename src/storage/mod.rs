@@ -353,10 +353,11 @@ pub struct PartnerRead {
     pub record: Option<PageRecordRow>,
 }
 
-/// The row of [`Store::partner_read`]'s statement.
+/// The columns of [`PartnerReadFacts`] as both [`Store::partner_read_facts`]
+/// and [`Store::partner_read`] select them (same aliases). All null when the
+/// resident does not exist.
 #[derive(sqlx::FromRow)]
-pub(crate) struct PartnerReadRow {
-    pub(crate) partner_active: bool,
+pub(crate) struct FactColumns {
     pub(crate) status: Option<String>,
     pub(crate) restricted_at: Option<i64>,
     pub(crate) objections: Option<i64>,
@@ -365,23 +366,12 @@ pub(crate) struct PartnerReadRow {
     pub(crate) consent_categories: Option<String>,
     pub(crate) consent_valid_until: Option<i64>,
     pub(crate) consent_notice_version: Option<String>,
-    pub(crate) kek_version: Option<i64>,
-    pub(crate) wrapped: Option<Vec<u8>>,
-    pub(crate) record_id: Option<String>,
-    pub(crate) record_category: Option<String>,
-    pub(crate) record_version: Option<i64>,
-    pub(crate) sealed: Option<Vec<u8>>,
-    pub(crate) record_created_at: Option<i64>,
 }
 
-impl PartnerReadRow {
-    pub(crate) fn into_read(self, resident_id: &str, purpose: &str) -> PartnerRead {
+impl FactColumns {
+    pub(crate) fn into_facts(self, resident_id: &str, purpose: &str) -> PartnerReadFacts {
         let Some(status) = self.status else {
-            return PartnerRead {
-                partner_active: self.partner_active,
-                facts: PartnerReadFacts::unknown_resident(resident_id, purpose),
-                record: None,
-            };
+            return PartnerReadFacts::unknown_resident(resident_id, purpose);
         };
         let consent = match (
             self.consent_id,
@@ -400,6 +390,34 @@ impl PartnerReadRow {
             }
             _ => None,
         };
+        PartnerReadFacts {
+            resident_id: resident_id.to_string(),
+            purpose: purpose.to_string(),
+            resident_active: status == "active",
+            consent,
+            restricted: self.restricted_at.is_some(),
+            objected: self.objections.unwrap_or(0) > 0,
+        }
+    }
+}
+
+/// The row of [`Store::partner_read`]'s statement.
+#[derive(sqlx::FromRow)]
+pub(crate) struct PartnerReadRow {
+    pub(crate) partner_active: bool,
+    #[sqlx(flatten)]
+    pub(crate) facts: FactColumns,
+    pub(crate) kek_version: Option<i64>,
+    pub(crate) wrapped: Option<Vec<u8>>,
+    pub(crate) record_id: Option<String>,
+    pub(crate) record_category: Option<String>,
+    pub(crate) record_version: Option<i64>,
+    pub(crate) sealed: Option<Vec<u8>>,
+    pub(crate) record_created_at: Option<i64>,
+}
+
+impl PartnerReadRow {
+    pub(crate) fn into_read(self, resident_id: &str, purpose: &str) -> PartnerRead {
         let record = match (
             self.kek_version,
             self.wrapped,
@@ -431,14 +449,7 @@ impl PartnerReadRow {
         };
         PartnerRead {
             partner_active: self.partner_active,
-            facts: PartnerReadFacts {
-                resident_id: resident_id.to_string(),
-                purpose: purpose.to_string(),
-                resident_active: status == "active",
-                consent,
-                restricted: self.restricted_at.is_some(),
-                objected: self.objections.unwrap_or(0) > 0,
-            },
+            facts: self.facts.into_facts(resident_id, purpose),
             record,
         }
     }
@@ -1769,20 +1780,11 @@ macro_rules! impl_store {
             resident_id: &str,
             purpose: &str,
         ) -> $crate::storage::StorageResult<$crate::storage::PartnerReadFacts> {
-            type Row = (
-                String,
-                Option<i64>,
-                i64,
-                Option<String>,
-                Option<String>,
-                Option<String>,
-                Option<i64>,
-                Option<String>,
-            );
-            let row: Option<Row> = sqlx::query_as(
+            let row: Option<$crate::storage::FactColumns> = sqlx::query_as(
                 "SELECT r.status, r.restricted_at, \
-                   (SELECT COUNT(*) FROM objections o WHERE o.resident_id = r.id AND o.purpose = $2), \
-                   c.id, c.state, c.categories, c.valid_until, c.notice_version \
+                   (SELECT COUNT(*) FROM objections o WHERE o.resident_id = r.id AND o.purpose = $2) AS objections, \
+                   c.id AS consent_id, c.state AS consent_state, c.categories AS consent_categories, \
+                   c.valid_until AS consent_valid_until, c.notice_version AS consent_notice_version \
                  FROM residents r LEFT JOIN consents c ON c.resident_id = r.id AND c.purpose = $2 \
                  WHERE r.id = $1",
             )
@@ -1790,29 +1792,9 @@ macro_rules! impl_store {
             .bind(purpose)
             .fetch_optional(&self.pool)
             .await?;
-            let Some((status, restricted_at, objections, id, state, categories, valid_until, notice_version)) = row
-            else {
-                return Ok($crate::storage::PartnerReadFacts::unknown_resident(resident_id, purpose));
-            };
-            let consent = match (id, state, categories, notice_version) {
-                (Some(id), Some(state), Some(categories), Some(notice_version)) => {
-                    Some($crate::storage::ConsentForDecision {
-                        id,
-                        state,
-                        categories,
-                        valid_until,
-                        notice_version,
-                    })
-                }
-                _ => None,
-            };
-            Ok($crate::storage::PartnerReadFacts {
-                resident_id: resident_id.to_string(),
-                purpose: purpose.to_string(),
-                resident_active: status == "active",
-                consent,
-                restricted: restricted_at.is_some(),
-                objected: objections > 0,
+            Ok(match row {
+                Some(row) => row.into_facts(resident_id, purpose),
+                None => $crate::storage::PartnerReadFacts::unknown_resident(resident_id, purpose),
             })
         }
 

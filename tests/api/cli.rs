@@ -119,22 +119,26 @@ fn http_get(port: u16, path: &str) -> Option<String> {
     Some(out)
 }
 
-#[test]
-fn demo_server_answers_when_it_says_it_listens_and_stops_on_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
+/// Starts `coffre` with `args` on a free loopback port and returns once it
+/// logged "listening": (the process, its port, the rest of its stderr).
+// The caller waits for the process (`assert_stops_cleanly_on_sigterm`).
+#[allow(clippy::zombie_processes)]
+fn serve_until_listening(
+    dir: &Path,
+    args: &[&str],
+) -> (
+    std::process::Child,
+    u16,
+    std::io::Lines<BufReader<std::process::ChildStderr>>,
+) {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let mut child = coffre(
-        dir.path(),
-        &["serve", "--demo"],
-        &[("COFFRE_LISTEN", &listen)],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
+    let mut child = coffre(dir, args, &[("COFFRE_LISTEN", &listen)])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let line = lines
@@ -142,25 +146,24 @@ fn demo_server_answers_when_it_says_it_listens_and_stops_on_sigterm() {
             .expect("server exited before listening")
             .unwrap();
         if line.contains("listening") {
-            break;
+            return (child, port, lines);
         }
         assert!(Instant::now() < deadline, "no 'listening' line");
     }
-    // Right after the log line, not after a retry loop.
-    let res = http_get(port, "/healthz").expect("healthz unreachable right after 'listening'");
-    assert!(res.starts_with("HTTP/1.1 200"), "{res}");
-    let res = http_get(port, "/dev/personas").unwrap();
-    assert!(res.contains("\"role\":\"dpo\""), "{res}");
-    assert!(
-        dir.path().join("data/coffre.db").exists(),
-        "SQLite file and folder created"
-    );
+}
 
+/// Sends SIGTERM and expects a clean exit (drained, status 0) within 15 s.
+fn assert_stops_cleanly_on_sigterm(
+    mut child: std::process::Child,
+    stderr: std::io::Lines<BufReader<std::process::ChildStderr>>,
+) {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
+    // Keep reading stderr so the child never blocks on a full pipe.
+    let drained = std::thread::spawn(move || stderr.map_while(Result::ok).count());
     let started = Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -171,8 +174,25 @@ fn demo_server_answers_when_it_says_it_listens_and_stops_on_sigterm() {
             started.elapsed() < Duration::from_secs(15),
             "did not stop on SIGTERM"
         );
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
+    drained.join().unwrap();
+}
+
+#[test]
+fn demo_server_answers_when_it_says_it_listens_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, port, stderr) = serve_until_listening(dir.path(), &["serve", "--demo"]);
+    // Right after the log line, not after a retry loop.
+    let res = http_get(port, "/healthz").expect("healthz unreachable right after 'listening'");
+    assert!(res.starts_with("HTTP/1.1 200"), "{res}");
+    let res = http_get(port, "/dev/personas").unwrap();
+    assert!(res.contains("\"role\":\"dpo\""), "{res}");
+    assert!(
+        dir.path().join("data/coffre.db").exists(),
+        "SQLite file and folder created"
+    );
+    assert_stops_cleanly_on_sigterm(child, stderr);
 }
 
 /// A supervisor may send SIGTERM the instant the server says it listens: the
@@ -182,44 +202,8 @@ fn demo_server_answers_when_it_says_it_listens_and_stops_on_sigterm() {
 fn sigterm_right_after_listening_drains_and_exits_cleanly() {
     for _ in 0..3 {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let mut child = coffre(dir.path(), &["serve"], &[("COFFRE_LISTEN", &listen)])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let mut lines = BufReader::new(stderr).lines();
-        loop {
-            let line = lines
-                .next()
-                .expect("server exited before listening")
-                .unwrap();
-            if line.contains("listening") {
-                break;
-            }
-        }
-        let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        // Keep reading stderr so the child never blocks on a full pipe.
-        let drained = std::thread::spawn(move || lines.map_while(Result::ok).count());
-        let started = Instant::now();
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                assert!(status.success(), "exit status after SIGTERM: {status}");
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(15),
-                "did not stop on SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        drained.join().unwrap();
+        let (child, _, stderr) = serve_until_listening(dir.path(), &["serve"]);
+        assert_stops_cleanly_on_sigterm(child, stderr);
     }
 }
 
