@@ -22,6 +22,16 @@ fn coffre(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
     cmd
 }
 
+/// The command succeeded (else its stderr is the failure message); its stdout.
+fn succeeded(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
 fn assert_one_clear_line(out: &Output, needle: &str) {
     assert!(!out.status.success(), "should have failed");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -398,11 +408,7 @@ fn keys_lifecycle_through_the_binary() {
     let out = coffre(d, &["keys", "init", "--generate-unlock-identity"], &env)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     // A second init refuses to overwrite key material.
     let out = coffre(d, &["keys", "init"], &env).output().unwrap();
     assert_one_clear_line(&out, "already initialised");
@@ -417,11 +423,7 @@ fn keys_lifecycle_through_the_binary() {
     assert!(!shown.contains("AGE-SECRET-KEY"), "secret printed: {shown}");
 
     let out = coffre(d, &["keys", "rotate"], &env).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     assert!(String::from_utf8_lossy(&out.stdout).contains("current KEK version 2"));
 
     // Group-readable key files stop the start with one line.
@@ -528,11 +530,7 @@ fn partner_add_prints_credentials_once_and_refuses_bad_input() {
     )
     .output()
     .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let creds: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(
         creds["client_id"]
@@ -586,12 +584,7 @@ fn partner_add_prints_credentials_once_and_refuses_bad_input() {
         let out = coffre(d, &["partner", verb, "--id", "observatoire-sante"], &[])
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(String::from_utf8_lossy(&out.stdout).contains(says));
+        assert!(succeeded(&out).contains(says));
     }
     let out = coffre(d, &["partner", "deactivate", "--id", "nobody"], &[])
         .output()
@@ -633,11 +626,7 @@ fn agent_add_bootstraps_agents_by_email_digest_and_refuses_bad_input() {
     let init = coffre(d, &["keys", "init", "--generate-unlock-identity"], &[])
         .output()
         .unwrap();
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
+    succeeded(&init);
     let add = |args: &[&str]| {
         let mut all = vec!["agent", "add"];
         all.extend_from_slice(args);
@@ -652,11 +641,7 @@ fn agent_add_bootstraps_agents_by_email_digest_and_refuses_bad_input() {
         "Claire",
         "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(created["role"], "dpo");
     // The e-mail is matched case-insensitively, and never stored in clear.
@@ -727,11 +712,7 @@ fn partner_add_with_public_keys_gives_no_secret_and_refuses_private_keys() {
         .unwrap()
     };
     let out = add("labo-a", "public.json");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let creds: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(creds["client_id"].as_str().unwrap().starts_with("labo-a-"));
     assert!(creds.get("client_secret").is_none());
@@ -745,15 +726,7 @@ fn structures_aidants_and_totp_cards_are_bootstrapped_from_the_cli() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let run = |args: &[&str]| coffre(d, args, &[]).output().unwrap();
-    let ok = |out: &Output| {
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).to_string()
-    };
-    ok(&run(&["keys", "init", "--generate-unlock-identity"]));
+    succeeded(&run(&["keys", "init", "--generate-unlock-identity"]));
     assert_one_clear_line(
         &run(&[
             "structure",
@@ -780,7 +753,7 @@ fn structures_aidants_and_totp_cards_are_bootstrapped_from_the_cli() {
         ]),
         "--demarches",
     );
-    let out = ok(&run(&[
+    let out = succeeded(&run(&[
         "structure",
         "add",
         "--siret",
@@ -793,7 +766,7 @@ fn structures_aidants_and_totp_cards_are_bootstrapped_from_the_cli() {
     ]));
     let structure: serde_json::Value = serde_json::from_str(&out).unwrap();
     let id = structure["id"].as_str().unwrap();
-    ok(&run(&[
+    succeeded(&run(&[
         "agent",
         "add",
         "--email",
@@ -805,7 +778,7 @@ fn structures_aidants_and_totp_cards_are_bootstrapped_from_the_cli() {
         "--structure",
         "26340001200013",
     ]));
-    let uri = ok(&run(&[
+    let uri = succeeded(&run(&[
         "agent",
         "totp",
         "--email",
@@ -816,7 +789,7 @@ fn structures_aidants_and_totp_cards_are_bootstrapped_from_the_cli() {
         "{uri}"
     );
     assert!(uri.contains("&digits=6&period=30"));
-    ok(&run(&[
+    succeeded(&run(&[
         "agent",
         "deactivate",
         "--email",
@@ -836,19 +809,11 @@ fn retention_run_prints_what_it_deleted_as_counts() {
     let out = coffre(d, &["keys", "init", "--generate-unlock-identity"], &[])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let out = coffre(d, &["retention", "run", "--at", "1900000000"], &[])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     for k in [
         "superseded_versions",
@@ -862,9 +827,5 @@ fn retention_run_prints_what_it_deleted_as_counts() {
     }
     // The log still verifies after a retention run.
     let out = coffre(d, &["audit", "verify"], &[]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
 }
