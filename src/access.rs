@@ -255,6 +255,8 @@ fn refusal_message(reason: &str) -> String {
             "Aucun consentement valide pour cette finalité. / No valid consent for this purpose."
                 .into()
         }
+        "explicit_consent_resident_only" => "Un consentement explicite (données sensibles) ne peut être donné que par l'usager lui-même. / Explicit consent (special-category data) is given by the resident only.".into(),
+        "outside_demarche" => "La finalité dépasse les démarches du mandat. / The purpose reaches beyond the mandate's démarches.".into(),
         _ => format!("Accès refusé ({reason}). / Access denied ({reason})."),
     }
 }

@@ -2,6 +2,7 @@
 //! and runs one subcommand. Every failure ends as one clear line on stderr
 //! and a non-zero exit code, never a panic or a backtrace.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -273,7 +274,13 @@ pub fn main() -> ExitCode {
             .location()
             .map(|l| format!("{}:{}", l.file(), l.line()))
             .unwrap_or_default();
-        eprintln!("coffre: internal error (panic at {at}); details withheld");
+        // Never `eprintln!` here: it panics when stderr cannot be written
+        // (a full disk under a redirected log), and a panic inside the panic
+        // hook aborts the process.
+        let _ = writeln!(
+            std::io::stderr(),
+            "coffre: internal error (panic at {at}); details withheld"
+        );
         tracing::error!(at, "panic");
     }));
     let cli = Cli::parse();
@@ -306,7 +313,11 @@ fn init_tracing(config: &Config) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // On a write error (the log's disk full) tracing-subscriber would
+        // report it with `eprintln!`, which panics on the same full stderr:
+        // a lost log line must not take the service down.
+        .log_internal_errors(false);
     // A second init (tests) is harmless: try_init reports and we ignore it.
     let _ = match config.log_format {
         LogFormat::Json => builder.json().try_init(),
@@ -1179,7 +1190,13 @@ async fn serve(config: Config, demo: bool) -> Result<(), Fatal> {
     let started = std::time::Instant::now();
     let clock = Clock::system();
     let keys = prepare_keys(&config, demo)?;
+    if demo {
+        refuse_demo_public_url(&config)?;
+    }
     let store = open_store(&config).await?;
+    if demo {
+        refuse_foreign_database_in_demo(&store).await?;
+    }
     let listen = config.listen;
     let drain = Duration::from_secs(config.shutdown_timeout_secs);
     let database = config.database_url.redacted();
@@ -1239,6 +1256,42 @@ async fn serve(config: Config, demo: bool) -> Result<(), Fatal> {
     let result = crate::serve(listener, router, shutdown, drain).await;
     store.close().await;
     result.map_err(|e| Fatal::runtime(format!("server error: {e}")))
+}
+
+/// Demo mode's password-less logins must only ever reach a browser on this
+/// machine: a public URL elsewhere (or behind a TLS front) means a real
+/// deployment.
+fn refuse_demo_public_url(config: &Config) -> Result<(), Fatal> {
+    let loopback = match config.public_url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    if loopback {
+        return Ok(());
+    }
+    Err(Fatal::config(format!(
+        "--demo is refused with the public URL {}: demo mode enables password-less logins and serves this machine only (use http://127.0.0.1:PORT)",
+        config.public_url
+    )))
+}
+
+/// Demo mode on a database it did not seed would open that database's
+/// DPO and auditor views to anyone: refused.
+async fn refuse_foreign_database_in_demo(store: &crate::storage::DynStore) -> Result<(), Fatal> {
+    let runtime = |e: crate::storage::StorageError| Fatal::runtime(e.to_string());
+    if store
+        .has_instance_mark(crate::demo::DEMO_MARK)
+        .await
+        .map_err(runtime)?
+        || store.is_blank().await.map_err(runtime)?
+    {
+        return Ok(());
+    }
+    Err(Fatal::config(
+        "--demo is refused on this database: it was not seeded by the demo (demo mode enables password-less logins). Use an empty database, or serve without --demo",
+    ))
 }
 
 /// Deletes expired sessions every ten minutes (any process may do it; the
@@ -1321,5 +1374,7 @@ fn print_demo_banner(local: &std::net::SocketAddr) {
             "", p.age_identity
         ));
     }
-    println!("{out}");
+    // The banner is a courtesy: a stdout that cannot be written (closed,
+    // or on a full disk) must not stop the server.
+    let _ = writeln!(std::io::stdout(), "{out}");
 }

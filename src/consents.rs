@@ -187,6 +187,19 @@ pub async fn decide(
     let keys = state.vault()?.keys().current();
     let current_row = state.store.find_consent(resident_id, &purpose.id).await?;
     let current = current_row.as_ref().map(recorded).transpose()?;
+    let on_behalf = actor.id != resident_id;
+    if on_behalf {
+        refuse_beyond_mandate(
+            state,
+            actor,
+            resident_id,
+            purpose,
+            &decision,
+            current_row.as_ref(),
+            now,
+        )
+        .await?;
+    }
     let next = match &decision {
         Decision::Give(req) => consent::give(purpose, req, now),
         Decision::Refuse => consent::refuse(purpose, current.as_ref(), now),
@@ -194,7 +207,6 @@ pub async fn decide(
     }
     .map_err(consent_error)?;
 
-    let on_behalf = actor.id != resident_id;
     let audit_index = state
         .audit
         .record(AuditRecord {
@@ -304,6 +316,69 @@ pub async fn decide(
     Ok(ConsentOutcome {
         consent: view(&row, now)?,
         receipt,
+    })
+}
+
+/// What an aidant may never do for a resident, whatever the route: give
+/// explicit consent to a special-category purpose (the resident's own act),
+/// or replace a decision the resident took themself by another give or
+/// refusal (a withdrawal stays possible: withdrawing must be as easy as
+/// giving, art. 7(3)). Refusals are audited before they are returned.
+async fn refuse_beyond_mandate(
+    state: &AppState,
+    actor: &Actor,
+    resident_id: &str,
+    purpose: &Purpose,
+    decision: &Decision,
+    current: Option<&ConsentRow>,
+    now: Timestamp,
+) -> AppResult<()> {
+    let reason = if purpose.special_category && !matches!(decision, Decision::Withdraw) {
+        Some("explicit_consent_resident_only")
+    } else if matches!(decision, Decision::Withdraw) {
+        None
+    } else {
+        match current {
+            Some(row) => {
+                let events = state.store.consent_events(&row.id).await?;
+                events
+                    .first()
+                    .filter(|e| e.actor_role == Role::Resident.as_str())
+                    .map(|_| "resident_decision_stands")
+            }
+            None => None,
+        }
+    };
+    let Some(reason) = reason else {
+        return Ok(());
+    };
+    state
+        .audit
+        .record(AuditRecord {
+            timestamp: now,
+            actor_id: actor.id.clone(),
+            actor_role: actor.role.as_str().to_string(),
+            on_behalf_of: Some(resident_id.to_string()),
+            structure_id: actor.structure_id.clone(),
+            action: decision.action().to_string(),
+            resident_id: Some(resident_id.to_string()),
+            purpose: Some(purpose.id.clone()),
+            legal_basis: Some(purpose.legal_basis.as_str().to_string()),
+            allowed: false,
+            reason: reason.to_string(),
+            request_id: actor.request_id.clone(),
+            ..Default::default()
+        })
+        .await?;
+    Err(match reason {
+        "resident_decision_stands" => AppError::Conflict {
+            code: "resident_decision_stands",
+            message: "L'usager a pris lui-même cette décision ; seul l'usager peut la changer (un retrait reste possible). / The resident took this decision themself; only they can change it (withdrawal stays possible).".into(),
+        },
+        _ => AppError::forbidden(
+            "explicit_consent_resident_only",
+            "Un consentement explicite (données sensibles) ne peut être donné que par l'usager lui-même. / Explicit consent (special-category data) is given by the resident only.",
+        ),
     })
 }
 

@@ -40,6 +40,9 @@ pub const RESIDENTS: [Persona; 3] = [
     },
 ];
 
+/// The instance mark of a database seeded by the demo.
+pub const DEMO_MARK: &str = "demo";
+
 pub const STRUCTURE_CCAS: &str = "5e1f0000-0000-4000-8000-00000000cca5";
 
 pub const AGENTS: [Persona; 5] = [
@@ -270,6 +273,8 @@ pub async fn seed_directory(store: &dyn Store, now: Timestamp) -> StorageResult<
     if store.has_residents().await? || !store.list_structures().await?.is_empty() {
         return Ok(false);
     }
+    // Marked first: `serve --demo` later accepts this database as its own.
+    store.set_instance_mark(DEMO_MARK, now).await?;
     let allowed: Vec<&str> = Demarche::ALL.iter().map(|d| d.as_str()).collect();
     store
         .insert_structure(

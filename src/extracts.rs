@@ -322,32 +322,63 @@ pub async fn decide(
         .find_extract(id)
         .await?
         .ok_or(AppError::NotFound)?;
-    if approve
-        && let Some(e) = row.epsilon
-        && state.store.epsilon_spent(&row.partner_id).await? + e > PARTNER_EPSILON_BUDGET
-    {
-        return Err(AppError::Conflict {
-            code: "epsilon_budget_exhausted",
-            message: format!(
-                "Budget ε du partenaire épuisé ({PARTNER_EPSILON_BUDGET}). / The partner's ε budget is spent."
-            ),
-        });
-    }
     let to = if approve { "approved" } else { "rejected" };
     let action = if approve {
         "extract.approve"
     } else {
         "extract.reject"
     };
+    let over_budget = || AppError::Conflict {
+        code: "epsilon_budget_exhausted",
+        message: format!(
+            "Budget ε du partenaire épuisé ({PARTNER_EPSILON_BUDGET}). / The partner's ε budget is spent."
+        ),
+    };
+    let refused = |reason: &str| AuditRecord {
+        allowed: false,
+        reason: reason.to_string(),
+        ..audit(dpo_id, "dpo", action, &row, now, "dpo")
+    };
+    // A first look spares the log an "allow" that the atomic check below
+    // would only take back.
+    if approve
+        && let Some(e) = row.epsilon
+        && state.store.epsilon_spent(&row.partner_id).await? + e > PARTNER_EPSILON_BUDGET
+    {
+        state
+            .audit
+            .record(refused("epsilon_budget_exhausted"))
+            .await?;
+        return Err(over_budget());
+    }
     state
         .audit
         .record(audit(dpo_id, "dpo", action, &row, now, "dpo"))
         .await?;
-    if !state
-        .store
-        .extract_transition(id, "requested", to, reason, now)
-        .await?
-    {
+    let moved = if approve {
+        // Check and spend in one serialised unit (concurrent approvals).
+        match state
+            .store
+            .extract_approve(id, PARTNER_EPSILON_BUDGET, now)
+            .await?
+        {
+            crate::storage::ApproveOutcome::Approved => true,
+            crate::storage::ApproveOutcome::NotRequested => false,
+            crate::storage::ApproveOutcome::BudgetExhausted => {
+                state
+                    .audit
+                    .record(refused("epsilon_budget_exhausted"))
+                    .await?;
+                return Err(over_budget());
+            }
+        }
+    } else {
+        state
+            .store
+            .extract_transition(id, "requested", to, reason, now)
+            .await?
+    };
+    if !moved {
         return Err(AppError::Conflict {
             code: "invalid_transition",
             message: format!("{} → {to}", row.state),

@@ -69,6 +69,17 @@ pub async fn agent_context(
             "Aucune structure habilitée active pour ce compte. / No active structure for this agent.",
         )
     })?;
+    // A référent may have removed the agent from this structure.
+    if !state
+        .store
+        .membership_active(&agent.id, &structure.id)
+        .await?
+    {
+        return Err(AppError::forbidden(
+            "structure_inactive",
+            "Aucune structure habilitée active pour ce compte. / No active structure for this agent.",
+        ));
+    }
     Ok(AgentContext {
         agent,
         role,
@@ -157,7 +168,13 @@ pub async fn check_totp(
             "Aucune carte TOTP n'est associée à ce compte. / No TOTP device enrolled (`coffre agent totp`).",
         ));
     };
-    if device.locked_until > now {
+    // The attempt is counted before the code is looked at: parallel wrong
+    // codes each take a slot, and none is evaluated once the lock is set.
+    if !state
+        .store
+        .totp_claim_attempt(agent_id, totp::MAX_FAILURES, now + totp::LOCK_SECS, now)
+        .await?
+    {
         return Err(AppError::forbidden(
             "totp_locked",
             "Trop de codes erronés : réessayez dans quelques minutes. / Too many wrong codes; try again later.",
@@ -193,14 +210,10 @@ pub async fn check_totp(
     };
     let step = code.and_then(|c| totp::matching_step(&secret, c, now, device.last_step));
     match step {
+        // Accepting clears the attempt counted above.
         Some(step) if state.store.totp_accept(agent_id, step).await? => Ok(()),
-        _ => {
-            state
-                .store
-                .totp_fail(agent_id, totp::MAX_FAILURES, now + totp::LOCK_SECS)
-                .await?;
-            Err(invalid())
-        }
+        // Already counted as a failure by the claim.
+        _ => Err(invalid()),
     }
 }
 

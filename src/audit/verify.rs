@@ -126,11 +126,25 @@ pub async fn verify(
     while expected < size {
         let to = (expected + BATCH).min(size);
         let rows = store.audit_entries(expected, to).await.map_err(storage)?;
-        let stored_hashes = store
-            .audit_leaf_hashes(expected, to)
-            .await
-            .map_err(storage)?;
-        let stored: std::collections::HashMap<i64, Vec<u8>> = stored_hashes.into_iter().collect();
+        // Every node this batch completes, at every level: the stored
+        // interior nodes serve proofs, so each one is checked, not only the
+        // frontier (a zeroed or deleted inner node would pass a root check
+        // and yet make the proofs served from it fail).
+        let mut stored: std::collections::HashMap<(u8, u64), Vec<u8>> =
+            std::collections::HashMap::new();
+        for level in 0..64u8 {
+            let (lo, hi) = (expected >> level, to >> level);
+            if hi <= lo && level > 0 {
+                break;
+            }
+            for (idx, hash) in store
+                .audit_level_hashes(level, lo, hi.max(lo + 1))
+                .await
+                .map_err(storage)?
+            {
+                stored.insert((level, u64::try_from(idx).unwrap_or(u64::MAX)), hash);
+            }
+        }
         for (idx, leaf) in rows {
             let idx = u64::try_from(idx).unwrap_or(u64::MAX);
             if idx != expected {
@@ -150,15 +164,31 @@ pub async fn verify(
                 });
             }
             let hash = merkle::leaf_hash(&leaf);
-            if stored.get(&(idx as i64)).map(Vec::as_slice) != Some(&hash[..]) {
+            if stored.get(&(0, idx)).map(Vec::as_slice) != Some(&hash[..]) {
                 return Err(VerifyFailure::Entry {
                     index: idx,
                     reason: "its content does not match the tree (altered)".into(),
                 });
             }
-            range
+            let completed = range
                 .append(hash)
                 .map_err(|e| VerifyFailure::Tree(e.to_string()))?;
+            for ((level, at), node) in completed.into_iter().filter(|((l, _), _)| *l > 0) {
+                match stored.get(&(level, at)) {
+                    Some(h) if h.as_slice() == node.as_slice() => {}
+                    found => {
+                        let first = at << level;
+                        return Err(VerifyFailure::Tree(format!(
+                            "stored node ({level}, {at}) over entries {first}..={idx} is {}; proofs served from it would be wrong",
+                            if found.is_some() {
+                                "altered"
+                            } else {
+                                "missing"
+                            }
+                        )));
+                    }
+                }
+            }
             check_roots(&range, &mut next_checkpoint)?;
             expected += 1;
         }

@@ -151,24 +151,39 @@ pub async fn create_draft(
     ApiJson(body): ApiJson<DraftRequest>,
 ) -> AppResult<Response> {
     let ctx = agent(&state, &user, "mandate.draft", &rid).await?;
-    if !ctx.agent.can_create_mandates {
-        let e = AppError::forbidden(
-            "cannot_create_mandates",
-            "Ce compte ne peut pas créer de mandat. / This account may not create mandates.",
-        );
-        return Err(crate::http::audit::deny(
-            &state,
-            record(&state, &user, Some(&ctx), "mandate.draft", &rid),
-            e,
-        )
-        .await);
-    }
+    may_create_mandates(&state, &user, &ctx, "mandate.draft", &rid).await?;
     let ds = validated_demarches(&ctx, &body.demarches)?;
     crate::mandates::check_duration(body.duration_days)?;
     let draft = new_draft(&state, &ctx, &ds, body.duration_days, None);
+    let entry = state
+        .audit
+        .record(record(&state, &user, Some(&ctx), "mandate.draft", &rid))
+        .await?;
     state.store.insert_mandate_draft(&draft).await?;
     let view = draft_view(&state, &ctx, &draft).await?;
-    Ok((StatusCode::CREATED, Json(view)).into_response())
+    let mut res = with_entry(entry, Json(view));
+    *res.status_mut() = StatusCode::CREATED;
+    Ok(res)
+}
+
+/// The agent's right to create mandates, checked at every step that creates
+/// or widens one (a draft, a renewal, the confirmation): a right withdrawn
+/// between two steps stops the next one. A refusal is audited.
+async fn may_create_mandates(
+    state: &AppState,
+    user: &CurrentUser,
+    ctx: &AgentContext,
+    action: &str,
+    rid: &RequestId,
+) -> AppResult<()> {
+    if ctx.agent.can_create_mandates {
+        return Ok(());
+    }
+    let e = AppError::forbidden(
+        "cannot_create_mandates",
+        "Ce compte ne peut pas créer de mandat. / This account may not create mandates.",
+    );
+    Err(crate::http::audit::deny(state, record(state, user, Some(ctx), action, rid), e).await)
 }
 
 /// A draft by the agent of `ctx`, for their current structure, waiting
@@ -320,6 +335,7 @@ pub async fn confirm_draft(
     ApiJson(body): ApiJson<ConfirmRequest>,
 ) -> AppResult<Response> {
     let ctx = agent(&state, &user, "mandate.create", &rid).await?;
+    may_create_mandates(&state, &user, &ctx, "mandate.create", &rid).await?;
     let draft = own_draft(&state, &ctx, &id).await?;
     let Some(resident_id) = draft.resident_id.clone() else {
         return Err(AppError::Conflict {
@@ -402,6 +418,7 @@ pub async fn renew(
     ApiJson(body): ApiJson<RenewRequest>,
 ) -> AppResult<Response> {
     let ctx = agent(&state, &user, "mandate.renew", &rid).await?;
+    may_create_mandates(&state, &user, &ctx, "mandate.renew", &rid).await?;
     let mandate = structure_mandate(&state, &ctx, &id).await?;
     let codes = match body.demarches {
         Some(c) => c,
@@ -418,12 +435,18 @@ pub async fn renew(
     let duration_days = body.duration_days.unwrap_or(mandate.duration_days);
     crate::mandates::check_duration(duration_days)?;
     let draft = new_draft(&state, &ctx, &ds, duration_days, Some(mandate.id.clone()));
+    let entry = state
+        .audit
+        .record(AuditRecord {
+            on_behalf_of: Some(mandate.resident_id.clone()),
+            resident_id: Some(mandate.resident_id.clone()),
+            ..record(&state, &user, Some(&ctx), "mandate.renew", &rid)
+        })
+        .await?;
     state.store.insert_mandate_draft(&draft).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(draft_view(&state, &ctx, &draft).await?),
-    )
-        .into_response())
+    let mut res = with_entry(entry, Json(draft_view(&state, &ctx, &draft).await?));
+    *res.status_mut() = StatusCode::CREATED;
+    Ok(res)
 }
 
 /// A mandate of the agent's current structure.
@@ -667,11 +690,21 @@ pub async fn get_mandate(
     user: CurrentUser,
     rid: RequestId,
     Path(id): Path<String>,
-) -> AppResult<Json<MandateView>> {
+) -> AppResult<Response> {
     let ctx = agent(&state, &user, "mandate.read", &rid).await?;
     let mandate = structure_mandate(&state, &ctx, &id).await?;
-    Ok(Json(
-        crate::mandates::view(&state, &mandate, state.clock.now()).await?,
+    // Who a structure acts for, and for what, is the resident's data.
+    let entry = state
+        .audit
+        .record(AuditRecord {
+            on_behalf_of: Some(mandate.resident_id.clone()),
+            resident_id: Some(mandate.resident_id.clone()),
+            ..record(&state, &user, Some(&ctx), "mandate.read", &rid)
+        })
+        .await?;
+    Ok(with_entry(
+        entry,
+        Json(crate::mandates::view(&state, &mandate, state.clock.now()).await?),
     ))
 }
 
@@ -847,14 +880,20 @@ pub async fn consent_on_behalf(
         request_id: rid.0.clone(),
         ..AccessRequest::new(&user.actor_id, user.role, "consent.give")
     };
-    // The démarche must reach every category the consent would cover.
-    let asked: Vec<String> = req
+    // A consent recorded on someone's behalf stays within the mandate: the
+    // démarche must reach every category of the purpose (a consent is given
+    // to the purpose, whatever subset is asked), and explicit consent to a
+    // special-category purpose (art. 9(2)(a)) is the resident's own act.
+    let covered = purpose
         .categories
-        .clone()
-        .unwrap_or_else(|| purpose.categories.clone());
-    let covered = asked.iter().all(|c| state.demarches.covers(demarche, c));
+        .iter()
+        .chain(req.categories.iter().flatten())
+        .all(|c| state.demarches.covers(demarche, c));
     let (verdict, facts) = crate::access::evaluate(&state, &access).await?;
     let verdict = match verdict {
+        crate::domain::access::Verdict::Allow(_) if purpose.special_category => {
+            crate::domain::access::Verdict::Deny("explicit_consent_resident_only")
+        }
         crate::domain::access::Verdict::Allow(_) if !covered => {
             crate::domain::access::Verdict::Deny("outside_demarche")
         }
@@ -997,7 +1036,9 @@ pub async fn set_demarches(
     Ok(with_entry(entry, Json(structure_view(&state, &ctx).await?)))
 }
 
-/// The référent deactivates (or reactivates) an aidant of the structure.
+/// The référent removes an aidant from the structure (or takes them back).
+/// The agent's account is untouched: an aidant of several structures keeps
+/// working for the others, and an administrator's deactivation stands.
 #[utoipa::path(post, path = "/api/v1/referent/aidants/{id}/{action}", tag = "agent",
     params(("id" = String, Path,), ("action" = String, Path, description = "`deactivate` or `activate`")),
     responses((status = 200, body = StructureView), (status = 403, description = "`referent_only`", body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
@@ -1029,9 +1070,12 @@ pub async fn set_aidant_active(
             ..record(&state, &user, Some(&ctx), "structure.manage", &rid)
         })
         .await?;
+    // The référent acts on their structure only: the aidant leaves (or
+    // rejoins) it; the account, which other structures and an
+    // administrator's decision depend on, is not theirs to change.
     state
         .store
-        .set_agent_active(&id, active, state.clock.now())
+        .set_membership_active(&id, &ctx.structure.id, active)
         .await?;
     Ok(with_entry(entry, Json(structure_view(&state, &ctx).await?)))
 }
@@ -1052,7 +1096,35 @@ pub async fn switch_structure(
     rid: RequestId,
     ApiJson(body): ApiJson<CurrentStructureRequest>,
 ) -> AppResult<Response> {
-    let ctx = agent(&state, &user, "structure.switch", &rid).await?;
+    // An aidant removed from their current structure may still switch to
+    // another of theirs: only that refusal is let through here.
+    let ctx = match agent(&state, &user, "structure.switch", &rid).await {
+        Ok(ctx) => Some(ctx),
+        Err(AppError::Forbidden {
+            code: "structure_inactive",
+            ..
+        }) => None,
+        Err(e) => return Err(e),
+    };
+    let member = state
+        .store
+        .agent_structures(&user.actor_id)
+        .await?
+        .contains(&body.structure_id);
+    if !member {
+        return Err(AppError::NotFound);
+    }
+    // Audited before the change; the change itself re-checks membership.
+    let entry = state
+        .audit
+        .record(AuditRecord {
+            category: Some(format!(
+                "structure:{}",
+                body.structure_id.chars().take(40).collect::<String>()
+            )),
+            ..record(&state, &user, ctx.as_ref(), "structure.switch", &rid)
+        })
+        .await?;
     if !state
         .store
         .set_current_structure(&user.actor_id, &body.structure_id)
@@ -1060,9 +1132,5 @@ pub async fn switch_structure(
     {
         return Err(AppError::NotFound);
     }
-    state
-        .audit
-        .record(record(&state, &user, Some(&ctx), "structure.switch", &rid))
-        .await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(with_entry(entry, StatusCode::NO_CONTENT))
 }

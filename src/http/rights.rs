@@ -18,7 +18,8 @@ use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::access::{AccessRequest, decide};
-use crate::audit::AuditEntry;
+use crate::audit::{AuditEntry, AuditRecord};
+use crate::domain::Role;
 use crate::error::{AppError, AppResult};
 use crate::http::ApiJson;
 use crate::http::audit::{RequestId, own_data, with_entry};
@@ -559,23 +560,40 @@ pub struct NotificationView {
 pub async fn partner_notifications(
     State(state): State<AppState>,
     partner: Partner,
-) -> AppResult<Json<Notifications>> {
-    let rows = state
-        .store
-        .take_notifications(&partner.id, state.clock.now())
+    rid: RequestId,
+) -> AppResult<Response> {
+    // Taking the notifications tells the partner which of its pseudonyms
+    // were rectified, erased or restricted: audited before, fail closed.
+    let now = state.clock.now();
+    let entry = state
+        .audit
+        .record(AuditRecord {
+            timestamp: now,
+            actor_id: partner.id.clone(),
+            actor_role: Role::Partner.as_str().into(),
+            action: "notifications.read".into(),
+            allowed: true,
+            reason: "art19_notice".into(),
+            request_id: rid.0.clone(),
+            ..Default::default()
+        })
         .await?;
-    Ok(Json(Notifications {
-        notifications: rows
-            .into_iter()
-            .map(|n| NotificationView {
-                id: n.id,
-                pseudonym: n.pseudonym,
-                kind: n.kind,
-                category: n.category,
-                created_at: n.created_at,
-            })
-            .collect(),
-    }))
+    let rows = state.store.take_notifications(&partner.id, now).await?;
+    Ok(crate::http::audit::with_entry(
+        entry,
+        Json(Notifications {
+            notifications: rows
+                .into_iter()
+                .map(|n| NotificationView {
+                    id: n.id,
+                    pseudonym: n.pseudonym,
+                    kind: n.kind,
+                    category: n.category,
+                    created_at: n.created_at,
+                })
+                .collect(),
+        }),
+    ))
 }
 
 // --- export ----------------------------------------------------------------

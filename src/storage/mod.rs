@@ -535,6 +535,12 @@ pub trait Store: Send + Sync + 'static {
     /// where counting would read every resident (start-up asks this).
     async fn has_residents(&self) -> StorageResult<bool>;
     async fn insert_resident(&self, id: &str, now: Timestamp) -> StorageResult<()>;
+    /// Whether nobody was ever registered: no resident, agent, partner or
+    /// structure.
+    async fn is_blank(&self) -> StorageResult<bool>;
+    /// Whether the instance carries the mark `name` (e.g. `demo`).
+    async fn has_instance_mark(&self, name: &str) -> StorageResult<bool>;
+    async fn set_instance_mark(&self, name: &str, now: Timestamp) -> StorageResult<()>;
     async fn resident_exists(&self, id: &str) -> StorageResult<bool>;
 
     async fn insert_structure(&self, s: &StructureRow, now: Timestamp) -> StorageResult<()>;
@@ -594,8 +600,20 @@ pub trait Store: Send + Sync + 'static {
         agent_id: &str,
         structure_id: &str,
     ) -> StorageResult<bool>;
-    /// The agents who belong to a structure.
+    /// The agents who belong to a structure; `active` is false when either
+    /// the account or the membership is.
     async fn agents_of_structure(&self, structure_id: &str) -> StorageResult<Vec<AgentRow>>;
+    /// Ends or restores one agent's membership of one structure (a
+    /// référent's act); the account itself is untouched. False when the
+    /// agent does not belong to the structure.
+    async fn set_membership_active(
+        &self,
+        agent_id: &str,
+        structure_id: &str,
+        active: bool,
+    ) -> StorageResult<bool>;
+    /// Whether the agent belongs, actively, to the structure.
+    async fn membership_active(&self, agent_id: &str, structure_id: &str) -> StorageResult<bool>;
     async fn set_agent_active(
         &self,
         agent_id: &str,
@@ -622,14 +640,18 @@ pub trait Store: Send + Sync + 'static {
     /// Accepts time step `step` for the agent if it is newer than the last
     /// one accepted (no replay); resets the failure count.
     async fn totp_accept(&self, agent_id: &str, step: i64) -> StorageResult<bool>;
-    /// Counts a failed code; locks the device until `lock_until` when the
-    /// count reaches `max_failures`.
-    async fn totp_fail(
+    /// Claims one attempt before a code is evaluated, counting it as a
+    /// failure until [`Store::totp_accept`] clears the count: false while the
+    /// device is locked at `now`; the claim that reaches `max_failures` locks
+    /// it until `lock_until`. One statement, so parallel wrong codes cannot
+    /// all be evaluated before the lock.
+    async fn totp_claim_attempt(
         &self,
         agent_id: &str,
         max_failures: i64,
         lock_until: Timestamp,
-    ) -> StorageResult<()>;
+        now: Timestamp,
+    ) -> StorageResult<bool>;
     async fn insert_mandate_draft(&self, d: &MandateDraftRow) -> StorageResult<()>;
     async fn find_mandate_draft(&self, id: &str) -> StorageResult<Option<MandateDraftRow>>;
     async fn set_draft_resident(&self, id: &str, resident_id: &str) -> StorageResult<()>;
@@ -767,6 +789,16 @@ pub trait Store: Send + Sync + 'static {
     async fn find_extract(&self, id: &str) -> StorageResult<Option<ExtractRow>>;
     async fn extracts_of_partner(&self, partner_id: &str) -> StorageResult<Vec<ExtractRow>>;
     async fn all_extracts(&self, limit: i64) -> StorageResult<Vec<ExtractRow>>;
+    /// Approves a requested extract if the partner's ε budget still holds
+    /// its ε, atomically: concurrent approvals for one partner are
+    /// serialised on the partner's row, so check and spend cannot
+    /// interleave (both backends).
+    async fn extract_approve(
+        &self,
+        id: &str,
+        budget: f64,
+        now: Timestamp,
+    ) -> StorageResult<ApproveOutcome>;
     /// Moves an extract from `from` to `to` (with a reason); false when it
     /// was not in `from`.
     async fn extract_transition(
@@ -949,7 +981,13 @@ pub trait Store: Send + Sync + 'static {
     /// Entries with index in [from, to), in order: (index, leaf).
     async fn audit_entries(&self, from: u64, to: u64) -> StorageResult<Vec<(i64, Vec<u8>)>>;
     /// Level-0 nodes (leaf hashes) with index in [from, to), in order.
-    async fn audit_leaf_hashes(&self, from: u64, to: u64) -> StorageResult<Vec<(i64, Vec<u8>)>>;
+    /// Stored node hashes of one tree level, `from <= idx < to`, by index.
+    async fn audit_level_hashes(
+        &self,
+        level: u8,
+        from: u64,
+        to: u64,
+    ) -> StorageResult<Vec<(i64, Vec<u8>)>>;
     /// Entries concerning one resident, newest first, below `before`.
     async fn audit_entries_of(
         &self,
@@ -963,6 +1001,16 @@ pub trait Store: Send + Sync + 'static {
 }
 
 pub type DynStore = Arc<dyn Store>;
+
+/// What [`Store::extract_approve`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApproveOutcome {
+    Approved,
+    /// Still requested: its ε would take the partner over budget.
+    BudgetExhausted,
+    /// Not (or no longer) a request.
+    NotRequested,
+}
 
 /// Opens the store named by the URL scheme and applies migrations.
 pub async fn open(url: &DatabaseUrl) -> StorageResult<DynStore> {
@@ -1059,6 +1107,98 @@ macro_rules! impl_store {
                 .await?;
             Ok(())
         }
+
+        async fn audit_append_on(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            now: $crate::domain::Timestamp,
+            cached: Option<&(u64, Vec<[u8; 32]>)>,
+            planner: $crate::storage::AuditPlanner<'_>,
+        ) -> $crate::storage::StorageResult<$crate::storage::AuditAppend> {
+            let integrity = $crate::storage::StorageError::Integrity;
+            // Planned before the transaction from the writer's own idea of
+            // the tree, so the lock is held only for the writes.
+            let speculative = match cached {
+                Some((size, frontier)) => Some(planner(*size, frontier.clone()).map_err(integrity)?),
+                None => None,
+            };
+            // An explicit BEGIN (IMMEDIATE on SQLite: the write lock at once)
+            // is refused by sqlx inside a transaction instead of becoming a
+            // savepoint of it.
+            let begin = match $backend {
+                $crate::storage::Backend::Sqlite => "BEGIN IMMEDIATE",
+                $crate::storage::Backend::Postgres => "BEGIN",
+            };
+            let mut tx = sqlx::Connection::begin_with(conn, begin).await?;
+            if let (Some(plan), Some((size, _))) = (speculative, cached) {
+                // Taking the head row's write lock serialises appends from
+                // every process; the size condition proves that no other
+                // process appended since this one's last batch.
+                let moved = sqlx::query(
+                    "UPDATE audit_head SET size = $1, updated_at = $2 WHERE id = 1 AND size = $3",
+                )
+                .bind(plan.new_size)
+                .bind(now)
+                .bind(i64::try_from(*size).map_err(|_| integrity("tree size".into()))?)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if moved == 1 {
+                    Self::insert_audit_rows(&mut tx, &plan).await?;
+                    tx.commit().await?;
+                    return Ok(plan);
+                }
+            }
+            // Another process appended (or this writer just started): read
+            // the size under the lock and the frontier from the stored nodes.
+            let (size,): (i64,) = sqlx::query_as(
+                "UPDATE audit_head SET updated_at = $1 WHERE id = 1 RETURNING size",
+            )
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            let size = u64::try_from(size).map_err(|_| integrity("negative tree size".into()))?;
+            let coords = $crate::audit::merkle::root_coords(size);
+            let mut frontier = Vec::with_capacity(coords.len());
+            if !coords.is_empty() {
+                let mut sql = String::from("SELECT level, idx, hash FROM audit_nodes WHERE ");
+                for i in 0..coords.len() {
+                    if i > 0 {
+                        sql.push_str(" OR ");
+                    }
+                    sql.push_str(&format!("(level = ${} AND idx = ${})", 2 * i + 1, 2 * i + 2));
+                }
+                let mut q = sqlx::query_as::<_, (i64, i64, Vec<u8>)>(&sql);
+                for (level, idx) in &coords {
+                    q = q.bind(i64::from(*level)).bind(*idx as i64);
+                }
+                let found: std::collections::HashMap<(i64, i64), Vec<u8>> = q
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .into_iter()
+                    .map(|(l, i, h)| ((l, i), h))
+                    .collect();
+                for (level, idx) in &coords {
+                    let hash: [u8; 32] = found
+                        .get(&(i64::from(*level), *idx as i64))
+                        .and_then(|h| h.as_slice().try_into().ok())
+                        .ok_or_else(|| {
+                            integrity(format!("audit node ({level}, {idx}) missing or malformed"))
+                        })?;
+                    frontier.push(hash);
+                }
+            }
+            let plan = planner(size, frontier).map_err(integrity)?;
+            if plan.entries.is_empty() {
+                return Ok(plan);
+            }
+            Self::insert_audit_rows(&mut tx, &plan).await?;
+            sqlx::query("UPDATE audit_head SET size = $1 WHERE id = 1")
+                .bind(plan.new_size)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(plan)
+        }
     }
 
     #[async_trait::async_trait]
@@ -1094,6 +1234,40 @@ macro_rules! impl_store {
                 .fetch_optional(&self.pool)
                 .await?
                 .is_some())
+        }
+
+        async fn is_blank(&self) -> $crate::storage::StorageResult<bool> {
+            let found: Option<String> = sqlx::query_scalar(
+                "SELECT id FROM residents UNION ALL SELECT id FROM agents \
+                 UNION ALL SELECT id FROM partners UNION ALL SELECT id FROM structures LIMIT 1",
+            )
+            .fetch_optional(&self.pool)
+            .await?;
+            Ok(found.is_none())
+        }
+
+        async fn has_instance_mark(&self, name: &str) -> $crate::storage::StorageResult<bool> {
+            let found: Option<String> =
+                sqlx::query_scalar("SELECT name FROM instance_marks WHERE name = $1")
+                    .bind(name)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            Ok(found.is_some())
+        }
+
+        async fn set_instance_mark(
+            &self,
+            name: &str,
+            now: $crate::domain::Timestamp,
+        ) -> $crate::storage::StorageResult<()> {
+            sqlx::query(
+                "INSERT INTO instance_marks (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(name)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
         }
 
         async fn insert_resident(
@@ -1376,7 +1550,7 @@ macro_rules! impl_store {
 
         async fn agent_structures(&self, agent_id: &str) -> $crate::storage::StorageResult<Vec<String>> {
             let rows: Vec<(String,)> = sqlx::query_as(
-                "SELECT structure_id FROM agent_structures WHERE agent_id = $1 ORDER BY structure_id",
+                "SELECT structure_id FROM agent_structures WHERE agent_id = $1 AND active ORDER BY structure_id",
             )
             .bind(agent_id)
             .fetch_all(&self.pool)
@@ -1390,7 +1564,8 @@ macro_rules! impl_store {
             structure_id: &str,
         ) -> $crate::storage::StorageResult<()> {
             sqlx::query(
-                "INSERT INTO agent_structures (agent_id, structure_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                "INSERT INTO agent_structures (agent_id, structure_id) VALUES ($1, $2) \
+                 ON CONFLICT (agent_id, structure_id) DO UPDATE SET active = TRUE",
             )
             .bind(agent_id)
             .bind(structure_id)
@@ -1406,7 +1581,7 @@ macro_rules! impl_store {
         ) -> $crate::storage::StorageResult<bool> {
             let done = sqlx::query(
                 "UPDATE agents SET structure_id = $2 WHERE id = $1 AND EXISTS \
-                 (SELECT 1 FROM agent_structures WHERE agent_id = $1 AND structure_id = $2)",
+                 (SELECT 1 FROM agent_structures WHERE agent_id = $1 AND structure_id = $2 AND active)",
             )
             .bind(agent_id)
             .bind(structure_id)
@@ -1420,13 +1595,46 @@ macro_rules! impl_store {
             structure_id: &str,
         ) -> $crate::storage::StorageResult<Vec<$crate::storage::AgentRow>> {
             Ok(sqlx::query_as(
-                "SELECT a.id, a.role, a.display_name, a.structure_id, a.active, a.can_create_mandates \
+                "SELECT a.id, a.role, a.display_name, a.structure_id, \
+                 (a.active AND s.active) AS active, a.can_create_mandates \
                  FROM agents a JOIN agent_structures s ON s.agent_id = a.id \
                  WHERE s.structure_id = $1 ORDER BY a.display_name, a.id",
             )
             .bind(structure_id)
             .fetch_all(&self.pool)
             .await?)
+        }
+
+        async fn set_membership_active(
+            &self,
+            agent_id: &str,
+            structure_id: &str,
+            active: bool,
+        ) -> $crate::storage::StorageResult<bool> {
+            let done = sqlx::query(
+                "UPDATE agent_structures SET active = $3 WHERE agent_id = $1 AND structure_id = $2",
+            )
+            .bind(agent_id)
+            .bind(structure_id)
+            .bind(active)
+            .execute(&self.pool)
+            .await?;
+            Ok(done.rows_affected() == 1)
+        }
+
+        async fn membership_active(
+            &self,
+            agent_id: &str,
+            structure_id: &str,
+        ) -> $crate::storage::StorageResult<bool> {
+            let row: Option<(bool,)> = sqlx::query_as(
+                "SELECT active FROM agent_structures WHERE agent_id = $1 AND structure_id = $2",
+            )
+            .bind(agent_id)
+            .bind(structure_id)
+            .fetch_optional(&self.pool)
+            .await?;
+            Ok(row.is_some_and(|(a,)| a))
         }
 
         async fn set_agent_active(
@@ -1530,7 +1738,8 @@ macro_rules! impl_store {
 
         async fn totp_accept(&self, agent_id: &str, step: i64) -> $crate::storage::StorageResult<bool> {
             let done = sqlx::query(
-                "UPDATE totp_devices SET last_step = $2, failures = 0 WHERE agent_id = $1 AND last_step < $2",
+                "UPDATE totp_devices SET last_step = $2, failures = 0, locked_until = 0 \
+                 WHERE agent_id = $1 AND last_step < $2",
             )
             .bind(agent_id)
             .bind(step)
@@ -1539,23 +1748,25 @@ macro_rules! impl_store {
             Ok(done.rows_affected() == 1)
         }
 
-        async fn totp_fail(
+        async fn totp_claim_attempt(
             &self,
             agent_id: &str,
             max_failures: i64,
             lock_until: $crate::domain::Timestamp,
-        ) -> $crate::storage::StorageResult<()> {
-            sqlx::query(
+            now: $crate::domain::Timestamp,
+        ) -> $crate::storage::StorageResult<bool> {
+            let done = sqlx::query(
                 "UPDATE totp_devices SET failures = failures + 1, \
                  locked_until = CASE WHEN failures + 1 >= $2 THEN $3 ELSE locked_until END \
-                 WHERE agent_id = $1",
+                 WHERE agent_id = $1 AND locked_until <= $4",
             )
             .bind(agent_id)
             .bind(max_failures)
             .bind(lock_until)
+            .bind(now)
             .execute(&self.pool)
             .await?;
-            Ok(())
+            Ok(done.rows_affected() == 1)
         }
 
         async fn insert_mandate_draft(
@@ -2357,6 +2568,56 @@ macro_rules! impl_store {
             .await?)
         }
 
+        async fn extract_approve(
+            &self,
+            id: &str,
+            budget: f64,
+            now: $crate::domain::Timestamp,
+        ) -> $crate::storage::StorageResult<$crate::storage::ApproveOutcome> {
+            let mut tx = self.pool.begin().await?;
+            // A write on the partner's row first: PostgreSQL holds its row
+            // lock, SQLite its write lock, until the commit, so a second
+            // approval for the same partner waits and then sees this one's
+            // spend (the UPDATE below reads a fresh snapshot).
+            let partner: Option<(String,)> = sqlx::query_as(
+                "UPDATE partners SET id = id WHERE id = (SELECT partner_id FROM extracts WHERE id = $1) \
+                 RETURNING id",
+            )
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if partner.is_none() {
+                return Ok($crate::storage::ApproveOutcome::NotRequested);
+            }
+            let done = sqlx::query(
+                "UPDATE extracts SET state = 'approved', updated_at = $3 \
+                 WHERE id = $1 AND state = 'requested' AND (epsilon IS NULL OR epsilon + \
+                   (SELECT COALESCE(SUM(s.epsilon), 0) FROM extracts s \
+                    WHERE s.partner_id = extracts.partner_id AND s.epsilon IS NOT NULL \
+                    AND s.state IN ('approved', 'building', 'ready', 'downloaded', 'expired')) <= $2)",
+            )
+            .bind(id)
+            .bind(budget)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            let outcome = if done.rows_affected() == 1 {
+                $crate::storage::ApproveOutcome::Approved
+            } else {
+                let (state,): (String,) = sqlx::query_as("SELECT state FROM extracts WHERE id = $1")
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if state == "requested" {
+                    $crate::storage::ApproveOutcome::BudgetExhausted
+                } else {
+                    $crate::storage::ApproveOutcome::NotRequested
+                }
+            };
+            tx.commit().await?;
+            Ok(outcome)
+        }
+
         async fn extract_transition(
             &self,
             id: &str,
@@ -3046,83 +3307,18 @@ macro_rules! impl_store {
             cached: Option<&(u64, Vec<[u8; 32]>)>,
             planner: $crate::storage::AuditPlanner<'_>,
         ) -> $crate::storage::StorageResult<$crate::storage::AuditAppend> {
-            let integrity = $crate::storage::StorageError::Integrity;
-            // Planned before the transaction from the writer's own idea of
-            // the tree, so the lock is held only for the writes.
-            let speculative = match cached {
-                Some((size, frontier)) => Some(planner(*size, frontier.clone()).map_err(integrity)?),
-                None => None,
-            };
-            let mut tx = self.audit_writer.begin().await?;
-            if let (Some(plan), Some((size, _))) = (speculative, cached) {
-                // Taking the head row's write lock serialises appends from
-                // every process; the size condition proves that no other
-                // process appended since this one's last batch.
-                let moved = sqlx::query(
-                    "UPDATE audit_head SET size = $1, updated_at = $2 WHERE id = 1 AND size = $3",
-                )
-                .bind(plan.new_size)
-                .bind(now)
-                .bind(i64::try_from(*size).map_err(|_| integrity("tree size".into()))?)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if moved == 1 {
-                    Self::insert_audit_rows(&mut tx, &plan).await?;
-                    tx.commit().await?;
-                    return Ok(plan);
-                }
+            let mut conn = self.audit_writer.acquire().await?;
+            let outcome = Self::audit_append_on(&mut conn, now, cached, planner).await;
+            if outcome.is_err() {
+                // Never reuse a connection an append failed on: a COMMIT that
+                // failed (SQLITE_FULL, an I/O error, a lost server) can leave
+                // it inside a transaction that neither side will end, and every
+                // later BEGIN/COMMIT would then be a savepoint of it, answered
+                // as committed while nothing reaches the disk. The next append
+                // opens a fresh connection and re-reads the committed head.
+                conn.close_on_drop();
             }
-            // Another process appended (or this writer just started): read
-            // the size under the lock and the frontier from the stored nodes.
-            let (size,): (i64,) = sqlx::query_as(
-                "UPDATE audit_head SET updated_at = $1 WHERE id = 1 RETURNING size",
-            )
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await?;
-            let size = u64::try_from(size).map_err(|_| integrity("negative tree size".into()))?;
-            let coords = $crate::audit::merkle::root_coords(size);
-            let mut frontier = Vec::with_capacity(coords.len());
-            if !coords.is_empty() {
-                let mut sql = String::from("SELECT level, idx, hash FROM audit_nodes WHERE ");
-                for i in 0..coords.len() {
-                    if i > 0 {
-                        sql.push_str(" OR ");
-                    }
-                    sql.push_str(&format!("(level = ${} AND idx = ${})", 2 * i + 1, 2 * i + 2));
-                }
-                let mut q = sqlx::query_as::<_, (i64, i64, Vec<u8>)>(&sql);
-                for (level, idx) in &coords {
-                    q = q.bind(i64::from(*level)).bind(*idx as i64);
-                }
-                let found: std::collections::HashMap<(i64, i64), Vec<u8>> = q
-                    .fetch_all(&mut *tx)
-                    .await?
-                    .into_iter()
-                    .map(|(l, i, h)| ((l, i), h))
-                    .collect();
-                for (level, idx) in &coords {
-                    let hash: [u8; 32] = found
-                        .get(&(i64::from(*level), *idx as i64))
-                        .and_then(|h| h.as_slice().try_into().ok())
-                        .ok_or_else(|| {
-                            integrity(format!("audit node ({level}, {idx}) missing or malformed"))
-                        })?;
-                    frontier.push(hash);
-                }
-            }
-            let plan = planner(size, frontier).map_err(integrity)?;
-            if plan.entries.is_empty() {
-                return Ok(plan);
-            }
-            Self::insert_audit_rows(&mut tx, &plan).await?;
-            sqlx::query("UPDATE audit_head SET size = $1 WHERE id = 1")
-                .bind(plan.new_size)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(plan)
+            outcome
         }
 
         async fn audit_index_residents(&self, limit: u64) -> $crate::storage::StorageResult<u64> {
@@ -3232,16 +3428,18 @@ macro_rules! impl_store {
             .await?)
         }
 
-        async fn audit_leaf_hashes(
+        async fn audit_level_hashes(
             &self,
+            level: u8,
             from: u64,
             to: u64,
         ) -> $crate::storage::StorageResult<Vec<(i64, Vec<u8>)>> {
             Ok(sqlx::query_as(
-                "SELECT idx, hash FROM audit_nodes WHERE level = 0 AND idx >= $1 AND idx < $2 ORDER BY idx",
+                "SELECT idx, hash FROM audit_nodes WHERE level = $3 AND idx >= $1 AND idx < $2 ORDER BY idx",
             )
             .bind(from as i64)
             .bind(to as i64)
+            .bind(i64::from(level))
             .fetch_all(&self.pool)
             .await?)
         }

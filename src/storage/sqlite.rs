@@ -25,7 +25,7 @@ impl SqliteStore {
     /// Opens (creating the file and its folder when missing) and migrates.
     pub async fn open(path: &Path) -> StorageResult<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
+            create_private_dir(dir).map_err(|e| {
                 StorageError::Open(format!(
                     "cannot create folder {} ({})",
                     dir.display(),
@@ -33,6 +33,9 @@ impl SqliteStore {
                 ))
             })?;
         }
+        create_private_file(path).map_err(|e| {
+            StorageError::Open(format!("cannot create {} ({})", path.display(), e.kind()))
+        })?;
         let options = SqliteConnectOptions::from_str("sqlite://")
             .map_err(|e| StorageError::Open(e.to_string()))?
             .filename(path)
@@ -61,6 +64,21 @@ impl SqliteStore {
                 .test_before_acquire(false)
                 .max_connections(connections)
                 .acquire_timeout(Duration::from_secs(5))
+                // A COMMIT that failed (SQLITE_FULL, an I/O error) leaves
+                // sqlx counting an open transaction; when SQLite already
+                // rolled it back, the ROLLBACK sqlx sends on drop fails too and
+                // the count stays. Such a connection would turn every later
+                // BEGIN into a SAVEPOINT: it is closed, never reused.
+                .after_release(|conn, _| {
+                    Box::pin(async move {
+                        if !sqlx::Connection::is_in_transaction(conn) {
+                            return Ok(true);
+                        }
+                        // Let a queued rollback run, then look again.
+                        sqlx::Connection::ping(conn).await?;
+                        Ok(!sqlx::Connection::is_in_transaction(conn))
+                    })
+                })
         };
         let pool = pool_of(4)
             .connect_with(options.clone())
@@ -72,6 +90,47 @@ impl SqliteStore {
         store.migrate().await?;
         Ok(store)
     }
+}
+
+/// The database's folder, created 0700 when missing. An existing folder is
+/// left as the operator made it (it may be shared, e.g. `/var/lib`).
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// The database file, created 0600 before SQLite opens it (and narrowed to
+/// 0600 if it exists wider): it holds audit metadata, agents' names and
+/// sessions' CSRF tokens. SQLite gives its WAL and shared-memory files the
+/// database file's permissions.
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    let mode = file.metadata()?.permissions().mode();
+    if mode & 0o077 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    for suffix in ["-wal", "-shm"] {
+        let mut side = path.as_os_str().to_owned();
+        side.push(suffix);
+        let side = std::path::PathBuf::from(side);
+        if let Ok(meta) = std::fs::metadata(&side)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            std::fs::set_permissions(&side, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(())
 }
 
 impl SqliteStore {

@@ -498,3 +498,78 @@ async fn a_residents_entries_are_found_indexed_or_not() {
     })
     .await;
 }
+
+/// Issue 19 §5: every stored interior node is checked, not only those on
+/// the frontier: a zeroed or deleted inner node (which would make proofs
+/// fail against the signed checkpoint) is named by `audit verify`.
+#[tokio::test]
+async fn altered_or_deleted_interior_nodes_are_found() {
+    each_backend(|app| async move {
+        busy_log(&app).await;
+        busy_log(&app).await;
+        let size = app.state.audit.size().await.unwrap();
+        assert!(size >= 32, "log too short for the test: {size}");
+        let (ok, text) = audit_verify(&app, &[]);
+        assert!(ok, "{text}");
+        let p = pool(&app).await;
+        let node = |level: i64, idx: i64| {
+            let p = p.clone();
+            async move {
+                let (h,): (Vec<u8>,) =
+                    sqlx::query_as("SELECT hash FROM audit_nodes WHERE level = $1 AND idx = $2")
+                        .bind(level)
+                        .bind(idx)
+                        .fetch_one(&p)
+                        .await
+                        .unwrap();
+                h
+            }
+        };
+        let set_node = |level: i64, idx: i64, hash: Vec<u8>| {
+            let p = p.clone();
+            async move {
+                sqlx::query("UPDATE audit_nodes SET hash = $1 WHERE level = $2 AND idx = $3")
+                    .bind(hash)
+                    .bind(level)
+                    .bind(idx)
+                    .execute(&p)
+                    .await
+                    .unwrap();
+            }
+        };
+        // Zeroed (1, 0).
+        let kept = node(1, 0).await;
+        set_node(1, 0, vec![0u8; 32]).await;
+        let (ok, text) = audit_verify(&app, &[]);
+        assert!(!ok && text.contains("stored node (1, 0)"), "{text}");
+        assert!(text.contains("altered"), "{text}");
+        set_node(1, 0, kept).await;
+        // Deleted (3, 2), then (2, 5).
+        for (level, idx) in [(3i64, 2i64), (2, 5)] {
+            let kept = node(level, idx).await;
+            sqlx::query("DELETE FROM audit_nodes WHERE level = $1 AND idx = $2")
+                .bind(level)
+                .bind(idx)
+                .execute(&p)
+                .await
+                .unwrap();
+            let (ok, text) = audit_verify(&app, &[]);
+            assert!(
+                !ok && text.contains(&format!("stored node ({level}, {idx})")),
+                "{text}"
+            );
+            assert!(text.contains("missing"), "{text}");
+            sqlx::query("INSERT INTO audit_nodes (level, idx, hash) VALUES ($1, $2, $3)")
+                .bind(level)
+                .bind(idx)
+                .bind(kept)
+                .execute(&p)
+                .await
+                .unwrap();
+        }
+        p.close().await;
+        let (ok, text) = audit_verify(&app, &[]);
+        assert!(ok, "restored: {text}");
+    })
+    .await;
+}

@@ -22,4 +22,5 @@ mod rights;
 mod rotation;
 mod seed;
 mod session;
+mod trust;
 mod vault;

@@ -849,7 +849,8 @@ async fn a_referent_manages_the_structures_demarches_and_aidants() {
         .await;
         assert_eq!(ok.status, 201, "{}", ok.text());
 
-        // Deactivate the aidant: their session ends.
+        // Remove the aidant from the structure: they act for it no more
+        // (their account, an administrator's, stands: see trust.rs).
         let res = as_(
             &app,
             &referent,
@@ -861,7 +862,7 @@ async fn a_referent_manages_the_structures_demarches_and_aidants() {
         assert_eq!(res.status, 200, "{}", res.text());
         as_(&app, &aidant, Method::GET, "/api/v1/aidant/residents", None)
             .await
-            .assert_error(401, "unauthenticated");
+            .assert_error(403, "structure_inactive");
         // Not a member of the structure, or not an aidant: not found.
         as_(
             &app,

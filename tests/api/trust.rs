@@ -1,0 +1,581 @@
+//! Issue 19, the trust defects found when the service was tried as an
+//! attacker would: each finding has a test here that failed on the main
+//! it was found on (on both backends where storage is involved). The full
+//! disk and the crashing log are process-level, in `faults.rs`.
+
+use axum::http::Method;
+use coffre::domain::Demarche;
+use coffre::domain::mandate::totp;
+use coffre::mandates::{NewMandate, create};
+
+use crate::support::{TestApp, each_backend};
+
+const AWA: &str = "0b9a3c1e-5d6f-4a7b-8c9d-000000000001";
+const LUCIE: &str = "0b9a3c1e-5d6f-4a7b-8c9d-000000000003";
+const AIDANT: &str = "a1d00000-0000-4000-8000-000000000001";
+const REFERENT: &str = "a1d00000-0000-4000-8000-000000000003";
+const DPO: &str = "a1d00000-0000-4000-8000-000000000004";
+const CCAS: &str = coffre::demo::STRUCTURE_CCAS;
+
+async fn mandate(app: &TestApp, resident: &str, ds: &[Demarche]) -> String {
+    let structure = app.store.find_structure(CCAS).await.unwrap().unwrap();
+    let (m, _) = create(
+        &app.state,
+        NewMandate {
+            aidant_id: AIDANT,
+            structure: &structure,
+            resident_id: resident,
+            demarches: ds,
+            duration_days: 31,
+            renews: None,
+        },
+        app.clock.now(),
+    )
+    .await
+    .unwrap();
+    m.id
+}
+
+async fn last_entry(app: &TestApp) -> coffre::audit::AuditEntry {
+    let size = app.state.audit.size().await.unwrap();
+    let (_, leaf) = app
+        .store
+        .audit_entries(size - 1, size)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    coffre::audit::AuditEntry::decode(&leaf).unwrap()
+}
+
+async fn audit_down(app: &TestApp) {
+    sqlx::any::install_default_drivers();
+    let p = sqlx::AnyPool::connect(&app.database_url).await.unwrap();
+    sqlx::query("DROP TABLE audit_nodes")
+        .execute(&p)
+        .await
+        .unwrap();
+    p.close().await;
+}
+
+/// §2: under a logement mandate, an aidant gave explicit consent to the
+/// health purpose by asking for a subset of its categories that logement
+/// reaches; and could overwrite the resident's own decision.
+#[tokio::test]
+async fn an_aidant_never_consents_beyond_the_mandate_nor_over_the_residents_decision() {
+    each_backend(|app| async move {
+        mandate(&app, LUCIE, &[Demarche::Logement, Demarche::Famille]).await;
+        let before: Vec<_> = app
+            .store
+            .consents_of(LUCIE)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.purpose, c.seq))
+            .collect();
+        let aidant = app.login(AIDANT).await;
+        let path = |d: &str| format!("/api/v1/aidant/residents/{LUCIE}/consents?demarche={d}");
+        let give = |purpose: &str, cats: &[&str]| {
+            serde_json::json!({"purpose": purpose, "decision": "given", "categories": cats})
+        };
+        // Explicit (art. 9) consent is the resident's own act, whatever
+        // subset is asked for.
+        let res = app
+            .as_user(
+                &aidant,
+                Method::POST,
+                &path("logement"),
+                Some(serde_json::json!({"purpose": "sante-territoriale", "decision": "given", "categories": ["household"], "explicit": true})),
+            )
+            .await;
+        res.assert_error(403, "explicit_consent_resident_only");
+        let e = last_entry(&app).await;
+        assert_eq!(
+            (e.decision, e.reason.as_str()),
+            (
+                coffre::audit::Decision::Deny,
+                "explicit_consent_resident_only"
+            )
+        );
+        // A purpose whose categories reach beyond the démarche (mobility),
+        // even when only categories inside it are asked for.
+        app.as_user(
+            &aidant,
+            Method::POST,
+            &path("logement"),
+            Some(give("etude-mobilite", &["household", "housing"])),
+        )
+        .await
+        .assert_error(403, "outside_demarche");
+        // Nothing was recorded for Lucie.
+        let after: Vec<_> = app
+            .store
+            .consents_of(LUCIE)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.purpose, c.seq))
+            .collect();
+        assert_eq!(after, before);
+
+        // The resident's own decision stands against the aidant…
+        let lucie = app.login(LUCIE).await;
+        let mine = app
+            .as_user(
+                &lucie,
+                Method::POST,
+                "/api/v1/me/consents",
+                Some(give("cantine-scolaire", &["school"])),
+            )
+            .await;
+        assert_eq!(mine.status, 200, "{}", mine.text());
+        let res = app
+            .as_user(
+                &aidant,
+                Method::POST,
+                &path("famille"),
+                Some(give(
+                    "cantine-scolaire",
+                    &["school", "household", "contact"],
+                )),
+            )
+            .await;
+        res.assert_error(409, "resident_decision_stands");
+        let refuse = serde_json::json!({"purpose": "cantine-scolaire", "decision": "refused"});
+        app.as_user(&aidant, Method::POST, &path("famille"), Some(refuse))
+            .await
+            .assert_error(409, "resident_decision_stands");
+        let c = app
+            .store
+            .find_consent(LUCIE, "cantine-scolaire")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((c.state.as_str(), c.categories.as_str()), ("given", "school"));
+    })
+    .await;
+}
+
+/// §3: an aidant without the right to create mandates created and widened
+/// them through renew → confirm.
+#[tokio::test]
+async fn the_right_to_create_mandates_is_checked_at_every_step() {
+    each_backend(|app| async move {
+        let id = mandate(&app, LUCIE, &[Demarche::Logement]).await;
+        let aidant = app.login(AIDANT).await;
+        // A draft made while the right was held…
+        let draft = app
+            .as_user(
+                &aidant,
+                Method::POST,
+                "/api/v1/mandates/drafts",
+                Some(serde_json::json!({"demarches": ["logement"], "duration_days": 31})),
+            )
+            .await;
+        assert_eq!(draft.status, 201, "{}", draft.text());
+        assert!(draft.header("x-audit-entry").is_some(), "draft audited");
+        let draft_id = draft.json()["id"].as_str().unwrap().to_string();
+        set_can_create(&app, false).await;
+        for (path, body) in [
+            (
+                "/api/v1/mandates/drafts".to_string(),
+                serde_json::json!({"demarches": ["logement"], "duration_days": 31}),
+            ),
+            (
+                format!("/api/v1/mandates/{id}/renew"),
+                serde_json::json!({"demarches": ["logement", "argent", "famille", "papiers", "social"], "duration_days": 365}),
+            ),
+            (
+                format!("/api/v1/mandates/drafts/{draft_id}/confirm"),
+                serde_json::json!({"resident_confirmed": true, "totp": "123456"}),
+            ),
+        ] {
+            let res = app
+                .as_user(&aidant, Method::POST, &path, Some(body))
+                .await;
+            res.assert_error(403, "cannot_create_mandates");
+            let e = last_entry(&app).await;
+            assert_eq!(
+                (e.decision, e.reason.as_str()),
+                (coffre::audit::Decision::Deny, "cannot_create_mandates"),
+                "{path}"
+            );
+        }
+        // With the right back, a renewal is a new, audited draft.
+        set_can_create(&app, true).await;
+        let res = app
+            .as_user(
+                &aidant,
+                Method::POST,
+                &format!("/api/v1/mandates/{id}/renew"),
+                Some(serde_json::json!({})),
+            )
+            .await;
+        assert_eq!(res.status, 201, "{}", res.text());
+        let e = last_entry(&app).await;
+        assert_eq!(
+            (e.action.as_str(), e.resident_id.as_deref()),
+            ("mandate.renew", Some(LUCIE))
+        );
+    })
+    .await;
+}
+
+async fn set_can_create(app: &TestApp, allowed: bool) {
+    sqlx::any::install_default_drivers();
+    let p = sqlx::AnyPool::connect(&app.database_url).await.unwrap();
+    sqlx::query("UPDATE agents SET can_create_mandates = $1 WHERE id = $2")
+        .bind(allowed)
+        .bind(AIDANT)
+        .execute(&p)
+        .await
+        .unwrap();
+    p.close().await;
+}
+
+/// §4: a référent deactivated an aidant working for another structure too,
+/// and reactivated an agent an administrator had deactivated.
+#[tokio::test]
+async fn a_referent_acts_on_their_structure_only() {
+    each_backend(|app| async move {
+        app.store
+            .insert_structure(
+                &coffre::storage::StructureRow {
+                    id: "france-services".into(),
+                    siret: "73282932000074".into(),
+                    name: "France Services".into(),
+                    allowed_demarches: "logement".into(),
+                    active: true,
+                },
+                app.clock.now(),
+            )
+            .await
+            .unwrap();
+        app.store
+            .add_agent_structure(AIDANT, "france-services")
+            .await
+            .unwrap();
+        let referent = app.login(REFERENT).await;
+        let aidant = app.login(AIDANT).await;
+        let res = app
+            .as_user(
+                &referent,
+                Method::POST,
+                &format!("/api/v1/referent/aidants/{AIDANT}/deactivate"),
+                None,
+            )
+            .await;
+        assert_eq!(res.status, 200, "{}", res.text());
+        let listed = res.json()["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["id"] == AIDANT)
+            .unwrap()
+            .clone();
+        assert_eq!(listed["active"], false);
+        // The account stands: out of the CCAS only.
+        assert!(app.store.find_agent(AIDANT).await.unwrap().unwrap().active);
+        app.as_user(&aidant, Method::GET, "/api/v1/aidant/residents", None)
+            .await
+            .assert_error(403, "structure_inactive");
+        // They cannot switch back to the CCAS; France Services works.
+        app.as_user(
+            &aidant,
+            Method::PUT,
+            "/api/v1/aidant/structure",
+            Some(serde_json::json!({"structure_id": CCAS})),
+        )
+        .await
+        .assert_error(404, "not_found");
+        let res = app
+            .as_user(
+                &aidant,
+                Method::PUT,
+                "/api/v1/aidant/structure",
+                Some(serde_json::json!({"structure_id": "france-services"})),
+            )
+            .await;
+        assert_eq!(res.status, 204, "{}", res.text());
+        assert!(res.header("x-audit-entry").is_some());
+        let res = app
+            .as_user(&aidant, Method::GET, "/api/v1/aidant/residents", None)
+            .await;
+        assert_eq!(res.status, 200, "{}", res.text());
+
+        // An administrator's deactivation is not undone by the référent.
+        assert!(
+            app.store
+                .set_agent_active(AIDANT, false, app.clock.now())
+                .await
+                .unwrap()
+        );
+        let res = app
+            .as_user(
+                &referent,
+                Method::POST,
+                &format!("/api/v1/referent/aidants/{AIDANT}/activate"),
+                None,
+            )
+            .await;
+        assert_eq!(res.status, 200, "{}", res.text());
+        assert!(!app.store.find_agent(AIDANT).await.unwrap().unwrap().active);
+    })
+    .await;
+}
+
+/// §6: concurrent DPO approvals of noisy aggregates spent 6 and 8 of a
+/// budget of 5.
+#[tokio::test]
+async fn concurrent_approvals_never_overspend_the_epsilon_budget() {
+    each_backend(|app| async move {
+        let token = app
+            .partner_token(
+                "demo-labo-mobilite",
+                "demo-secret-labo-mobilite-not-for-production",
+            )
+            .await;
+        let auth = format!("Bearer {token}");
+        let mut ids = Vec::new();
+        for _ in 0..8 {
+            let res = app
+                .send(
+                    Method::POST,
+                    "/api/v1/partner/extracts",
+                    &[
+                        ("authorization", auth.as_str()),
+                        ("content-type", "application/json"),
+                    ],
+                    serde_json::json!({"purpose": "etude-mobilite", "kind": "aggregate", "categories": ["housing"], "group_by": ["housing.tenure"], "epsilon": 2})
+                        .to_string(),
+                )
+                .await;
+            assert_eq!(res.status, 201, "{}", res.text());
+            ids.push(res.json()["id"].as_str().unwrap().to_string());
+        }
+        // The check-and-spend itself, raced: exactly two of eight fit.
+        let now = app.clock.now();
+        let outcomes = futures_util::future::join_all(ids.iter().map(|id| {
+            let store = app.store.clone();
+            let id = id.clone();
+            tokio::spawn(async move { store.extract_approve(&id, 5.0, now).await.unwrap() })
+        }))
+        .await;
+        let approved = outcomes
+            .iter()
+            .filter(|o| matches!(o, Ok(coffre::storage::ApproveOutcome::Approved)))
+            .count();
+        assert_eq!(approved, 2, "ε = 2 each against a budget of 5: {outcomes:?}");
+        assert!(outcomes.iter().all(|o| matches!(
+            o,
+            Ok(coffre::storage::ApproveOutcome::Approved
+                | coffre::storage::ApproveOutcome::BudgetExhausted)
+        )));
+        let spent = app.store.epsilon_spent("labo-mobilite").await.unwrap();
+        assert!((spent - 4.0).abs() < 1e-9, "spent {spent}");
+        // Through the DPO's route, the refusal is audited with its reason.
+        let dpo = app.login(DPO).await;
+        let rest = ids
+            .iter()
+            .find(|id| {
+                !outcomes.iter().zip(ids.iter()).any(|(o, i)| {
+                    i == *id && matches!(o, Ok(coffre::storage::ApproveOutcome::Approved))
+                })
+            })
+            .unwrap();
+        app.as_user(&dpo, Method::POST, &format!("/api/v1/dpo/extracts/{rest}/approve"), None)
+            .await
+            .assert_error(409, "epsilon_budget_exhausted");
+        let e = last_entry(&app).await;
+        assert_eq!(
+            (e.decision, e.reason.as_str()),
+            (coffre::audit::Decision::Deny, "epsilon_budget_exhausted")
+        );
+    })
+    .await;
+}
+
+/// §10: 64 parallel wrong codes got 5 to 8 evaluated before the lock.
+#[tokio::test]
+async fn parallel_wrong_totp_codes_get_at_most_five_tries() {
+    each_backend(|app| async move {
+        let now = app.clock.now();
+        let secret = coffre::mandates::enroll_totp(&app.state, AIDANT, now)
+            .await
+            .unwrap();
+        let right = format!("{:06}", totp::code(&secret, totp::step_at(now)));
+        let wrong = if right == "000000" {
+            "111111"
+        } else {
+            "000000"
+        };
+        let outcomes = futures_util::future::join_all((0..64).map(|_| {
+            let state = app.state.clone();
+            tokio::spawn(async move {
+                match coffre::mandates::check_totp(&state, AIDANT, Some(wrong), now).await {
+                    Ok(()) => "ok".to_string(),
+                    Err(e) => e.code_and_status().0.to_string(),
+                }
+            })
+        }))
+        .await;
+        let evaluated = outcomes
+            .iter()
+            .filter(|o| o.as_deref().ok() == Some("totp_invalid"))
+            .count();
+        let locked = outcomes
+            .iter()
+            .filter(|o| o.as_deref().ok() == Some("totp_locked"))
+            .count();
+        assert_eq!((evaluated, locked), (5, 59), "{outcomes:?}");
+        // Locked even against the right code.
+        let e = coffre::mandates::check_totp(&app.state, AIDANT, Some(&right), now)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code_and_status().0, "totp_locked");
+    })
+    .await;
+}
+
+/// §7: a mandate, its attestation page and a partner's notifications were
+/// disclosed without an entry, and answered 200 while the log was down.
+#[tokio::test]
+async fn mandate_reads_and_partner_notifications_are_audited_and_fail_closed() {
+    each_backend(|app| async move {
+        let id = mandate(&app, LUCIE, &[Demarche::Logement]).await;
+        let aidant = app.login(AIDANT).await;
+        let lucie = app.login(LUCIE).await;
+        let res = app
+            .as_user(
+                &aidant,
+                Method::GET,
+                &format!("/api/v1/mandates/{id}"),
+                None,
+            )
+            .await;
+        assert_eq!(res.status, 200, "{}", res.text());
+        assert!(res.header("x-audit-entry").is_some());
+        let e = last_entry(&app).await;
+        assert_eq!(
+            (e.action.as_str(), e.resident_id.as_deref()),
+            ("mandate.read", Some(LUCIE))
+        );
+        let page = app
+            .as_user(
+                &lucie,
+                Method::GET,
+                &format!("/mandates/{id}/attestation"),
+                None,
+            )
+            .await;
+        assert_eq!(page.status, 200, "{}", page.text());
+        let e = last_entry(&app).await;
+        assert_eq!(
+            (e.action.as_str(), e.actor_id.as_str()),
+            ("mandate.read", LUCIE)
+        );
+        let token = app
+            .partner_token(
+                "demo-labo-mobilite",
+                "demo-secret-labo-mobilite-not-for-production",
+            )
+            .await;
+        let auth = format!("Bearer {token}");
+        let res = app
+            .send(
+                Method::GET,
+                "/api/v1/partner/notifications",
+                &[("authorization", auth.as_str())],
+                "",
+            )
+            .await;
+        assert_eq!(res.status, 200, "{}", res.text());
+        assert!(res.header("x-audit-entry").is_some());
+
+        audit_down(&app).await;
+        app.as_user(
+            &aidant,
+            Method::GET,
+            &format!("/api/v1/mandates/{id}"),
+            None,
+        )
+        .await
+        .assert_error(503, "audit_unavailable");
+        let page = app
+            .as_user(
+                &lucie,
+                Method::GET,
+                &format!("/mandates/{id}/attestation"),
+                None,
+            )
+            .await;
+        assert_eq!(page.status, 503, "{}", page.text());
+        assert!(!page.text().contains("CCAS de l"), "{}", page.text());
+        app.send(
+            Method::GET,
+            "/api/v1/partner/notifications",
+            &[("authorization", auth.as_str())],
+            "",
+        )
+        .await
+        .assert_error(503, "audit_unavailable");
+        // A switch of structure is refused before it happens.
+        app.as_user(
+            &aidant,
+            Method::PUT,
+            "/api/v1/aidant/structure",
+            Some(serde_json::json!({"structure_id": CCAS})),
+        )
+        .await
+        .assert_error(503, "audit_unavailable");
+        // Creating a draft too.
+        app.as_user(
+            &aidant,
+            Method::POST,
+            "/api/v1/mandates/drafts",
+            Some(serde_json::json!({"demarches": ["logement"], "duration_days": 31})),
+        )
+        .await
+        .assert_error(503, "audit_unavailable");
+        let _ = AWA;
+    })
+    .await;
+}
+
+/// §11: the SQLite database, its WAL and shared-memory files were 0644.
+#[tokio::test]
+async fn sqlite_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("data");
+    let url = format!("sqlite://{}", folder.join("coffre.db").display());
+    let app = crate::support::build_app(&url, "sqlite", true).await;
+    let s = app.login(AWA).await;
+    assert_eq!(
+        app.as_user(&s, Method::GET, "/api/v1/me/data", None)
+            .await
+            .status,
+        200
+    );
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&folder), 0o700, "folder");
+    for f in ["coffre.db", "coffre.db-wal", "coffre.db-shm"] {
+        let p = folder.join(f);
+        assert!(p.exists(), "{f} exists");
+        assert_eq!(mode(&p), 0o600, "{f}");
+    }
+    app.store.close().await;
+    // An existing database made wider is narrowed at the next open.
+    std::fs::set_permissions(
+        folder.join("coffre.db"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let store = coffre::storage::open(&coffre::config::DatabaseUrl::Sqlite {
+        path: folder.join("coffre.db"),
+    })
+    .await
+    .unwrap();
+    assert_eq!(mode(&folder.join("coffre.db")), 0o600);
+    store.close().await;
+}
