@@ -44,15 +44,34 @@ impl From<sqlx::Error> for StorageError {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
                 StorageError::Unavailable(e.to_string())
             }
+            sqlx::Error::WorkerCrashed => StorageError::Unavailable(e.to_string()),
             sqlx::Error::Database(db)
                 if db.is_unique_violation() || db.is_foreign_key_violation() =>
             {
                 // The constraint name is safe to log; the offending values are not kept.
                 StorageError::Conflict(db.constraint().unwrap_or("unique").to_string())
             }
+            sqlx::Error::Database(db) if db.code().is_some_and(|c| unavailable_code(&c)) => {
+                StorageError::Unavailable(e.to_string())
+            }
             _ => StorageError::Other(e.to_string()),
         }
     }
+}
+
+/// Database errors that say the database cannot serve now (a full disk, an
+/// I/O error, a lock held too long, a server shutting down) rather than that
+/// the request was wrong: answered 503, and the service recovers when they
+/// clear. SQLite reports its numeric (extended) result code; PostgreSQL its
+/// SQLSTATE.
+fn unavailable_code(code: &str) -> bool {
+    if let Ok(n) = code.parse::<i32>() {
+        // SQLITE_BUSY, _LOCKED, _IOERR, _FULL, _CANTOPEN (primary codes).
+        return matches!(n & 0xff, 5 | 6 | 10 | 13 | 14);
+    }
+    // Connection exception, insufficient resources (disk full), operator
+    // intervention (shutdown), system error.
+    code.len() == 5 && matches!(&code[..2], "08" | "53" | "57" | "58")
 }
 
 impl From<sqlx::migrate::MigrateError> for StorageError {

@@ -11,6 +11,7 @@ mod browser;
 mod cli;
 mod consents;
 mod extracts;
+mod faults;
 mod independent;
 mod mandates;
 mod matrix;
