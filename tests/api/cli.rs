@@ -829,3 +829,59 @@ fn retention_run_prints_what_it_deleted_as_counts() {
     let out = coffre(d, &["audit", "verify"], &[]).output().unwrap();
     succeeded(&out);
 }
+
+/// Issue 19 §9: `serve --demo` on a database it did not seed enabled
+/// password-less DPO and auditor logins on it; an https public URL was
+/// accepted too.
+#[test]
+fn demo_mode_refuses_a_database_it_did_not_seed_and_a_public_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    succeeded(
+        &coffre(d, &["keys", "init", "--generate-unlock-identity"], &[])
+            .output()
+            .unwrap(),
+    );
+    succeeded(
+        &coffre(
+            d,
+            &[
+                "agent",
+                "add",
+                "--email",
+                "dpo@agglo.example.fr",
+                "--role",
+                "dpo",
+                "--name",
+                "Claire",
+            ],
+            &[],
+        )
+        .output()
+        .unwrap(),
+    );
+    let port = free_port().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let out = coffre(d, &["serve", "--demo"], &[("COFFRE_LISTEN", &listen)])
+        .output()
+        .unwrap();
+    assert_one_clear_line(&out, "not seeded by the demo");
+    assert_eq!(out.status.code(), Some(2));
+
+    // A fresh demo is refused a public URL off this machine.
+    let fresh = tempfile::tempdir().unwrap();
+    for url in ["https://coffre.agglo.example.fr", "http://192.0.2.10:8080"] {
+        let out = coffre(
+            fresh.path(),
+            &["serve", "--demo"],
+            &[("COFFRE_LISTEN", &listen), ("COFFRE_PUBLIC_URL", url)],
+        )
+        .output()
+        .unwrap();
+        assert_one_clear_line(&out, "public URL");
+    }
+    assert!(
+        !fresh.path().join("data/coffre.db").exists(),
+        "refused before anything was created"
+    );
+}
