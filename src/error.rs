@@ -34,6 +34,10 @@ pub enum AppError {
     MethodNotAllowed,
     #[error("request body too large")]
     PayloadTooLarge,
+    /// Too many attempts from one client or address (429, with
+    /// `Retry-After`).
+    #[error("too many requests")]
+    TooManyRequests,
     #[error("content type must be application/json")]
     UnsupportedMediaType,
     #[error("malformed JSON: {0}")]
@@ -145,6 +149,7 @@ impl AppError {
             Self::NotFound => ("not_found", StatusCode::NOT_FOUND),
             Self::MethodNotAllowed => ("method_not_allowed", StatusCode::METHOD_NOT_ALLOWED),
             Self::PayloadTooLarge => ("payload_too_large", StatusCode::PAYLOAD_TOO_LARGE),
+            Self::TooManyRequests => ("rate_limited", StatusCode::TOO_MANY_REQUESTS),
             Self::UnsupportedMediaType => {
                 ("unsupported_media_type", StatusCode::UNSUPPORTED_MEDIA_TYPE)
             }
@@ -193,6 +198,9 @@ impl AppError {
             Self::NotFound => "Ressource introuvable. / No such resource.".into(),
             Self::MethodNotAllowed => {
                 "Méthode non autorisée pour cette ressource. / Method not allowed on this resource.".into()
+            }
+            Self::TooManyRequests => {
+                "Trop de tentatives : réessayez plus tard. / Too many attempts; retry later.".into()
             }
             Self::PayloadTooLarge => {
                 "Le corps de la requête est trop volumineux. / Request body too large.".into()

@@ -700,7 +700,10 @@ async fn build_inner(
         "group_by": spec.group_by,
         "filters": spec.filters,
         "generalised": spec.generalise,
-        "cohort_size": cohort,
+        // An aggregate's exact cohort would undo its protection: with the
+        // published cells it gives the total of the suppressed ones, and
+        // it is a noiseless count beside noisy ones. Records show it anyway.
+        "cohort_size": if records { json!(cohort) } else { json!(null) },
         "suppression": suppression,
         "noise": noise,
         "audit_leaf_index": built,

@@ -216,7 +216,9 @@ pub async fn serve(
     drain: Duration,
 ) -> std::io::Result<()> {
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
-    let graceful = axum::serve(listener, router).with_graceful_shutdown(async move {
+    // The peer's address reaches the rate limiter (`http::ratelimit`).
+    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let graceful = axum::serve(listener, service).with_graceful_shutdown(async move {
         shutdown.await;
         let _ = drain_tx.send(());
     });

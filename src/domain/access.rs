@@ -98,10 +98,14 @@ pub fn decide(q: &AccessQuery<'_>) -> Verdict {
             Some(r) if r != q.actor_id => Verdict::Deny("not_own_data"),
             _ => Verdict::Allow(Basis::OwnData),
         },
+        // An aidant learns nothing of whether an id they hold no mandate
+        // for is a resident: an unknown id gets the answer of a known one
+        // (the démarche's reach, which does not depend on the resident,
+        // is judged first).
         Role::Aidant | Role::Referent => match q.resident_id {
             None => Verdict::Allow(Basis::Role),
-            Some(_) if !q.resident_active => Verdict::Deny("resident_not_found"),
             Some(_) if !q.demarche_covers_category => Verdict::Deny("outside_demarche"),
+            Some(_) if !q.resident_active => Verdict::Deny("no_active_mandate"),
             Some(_) => match &q.active_mandate {
                 Some(id) => Verdict::Allow(Basis::Mandate(id.clone())),
                 None => Verdict::Deny("no_active_mandate"),
@@ -304,7 +308,7 @@ mod tests {
             resident_active: false,
             ..q
         };
-        assert_eq!(decide(&q), Verdict::Deny("resident_not_found"));
+        assert_eq!(decide(&q), Verdict::Deny("no_active_mandate"));
         let q = AccessQuery {
             resident_active: true,
             demarche_covers_category: false,

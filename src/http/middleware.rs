@@ -130,3 +130,24 @@ pub fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response<Bo
         "Erreur interne. / Internal error.".into(),
     )
 }
+
+/// A client's `X-Request-Id` is kept (it ties its logs to ours) only when it
+/// looks like an identifier: at most 64 characters of `[A-Za-z0-9._:-]`.
+/// Anything else (free text, a value that could be personal, control
+/// characters) is dropped, and coffre gives the request its own id: the
+/// audit log and the logs never record it verbatim.
+pub async fn sanitize_request_id(mut req: Request, next: Next) -> Response {
+    let acceptable = |v: &HeaderValue| {
+        let b = v.as_bytes();
+        !b.is_empty()
+            && b.len() <= 64
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b':' | b'-'))
+    };
+    let ids = req.headers().get_all(crate::http::REQUEST_ID);
+    let keep = ids.iter().count() == 1 && ids.iter().all(acceptable);
+    if !keep {
+        req.headers_mut().remove(crate::http::REQUEST_ID);
+    }
+    next.run(req).await
+}

@@ -35,12 +35,13 @@ pub mod mandates;
 pub mod me;
 pub mod middleware;
 pub mod partner;
+pub mod ratelimit;
 pub mod rights;
 pub mod session;
 
 pub use json::ApiJson;
 
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 #[derive(OpenApi)]
 #[openapi(
@@ -138,6 +139,7 @@ pub fn app(state: AppState) -> Router {
     let openapi_json = std::sync::Arc::new(openapi);
 
     let max_body = state.config.max_body_bytes;
+    let state_clock = state.clock.clone();
     let hsts = middleware::Hsts(state.config.is_https());
 
     router
@@ -158,6 +160,13 @@ pub fn app(state: AppState) -> Router {
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(30),
+        ))
+        .layer(from_fn_with_state(
+            (
+                std::sync::Arc::new(ratelimit::Limiter::default()),
+                state_clock,
+            ),
+            ratelimit::limit,
         ))
         .layer(from_fn(middleware::json_errors))
         .layer(from_fn_with_state(hsts, middleware::security_headers))
@@ -180,5 +189,6 @@ pub fn app(state: AppState) -> Router {
             }),
         )
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(from_fn(middleware::sanitize_request_id))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
 }

@@ -579,3 +579,244 @@ async fn sqlite_files_are_private() {
     assert_eq!(mode(&folder.join("coffre.db")), 0o600);
     store.close().await;
 }
+
+/// §12: an aidant told a real resident id from a random one
+/// (`resident_not_found` against `no_active_mandate`).
+#[tokio::test]
+async fn an_aidant_cannot_tell_a_resident_from_a_random_id() {
+    each_backend(|app| async move {
+        let aidant = app.login(AIDANT).await;
+        let random = "0b9a3c1e-0000-4000-8000-00000000abcd";
+        for d in ["logement", "famille"] {
+            let real = app
+                .as_user(
+                    &aidant,
+                    Method::GET,
+                    &format!("/api/v1/aidant/residents/{LUCIE}/data/housing?demarche={d}"),
+                    None,
+                )
+                .await;
+            let fake = app
+                .as_user(
+                    &aidant,
+                    Method::GET,
+                    &format!("/api/v1/aidant/residents/{random}/data/housing?demarche={d}"),
+                    None,
+                )
+                .await;
+            assert_eq!(real.status, fake.status, "{d}");
+            assert_eq!(real.json()["error"], fake.json()["error"], "{d}");
+        }
+    })
+    .await;
+}
+
+/// §12: the client's `X-Request-Id` went verbatim into audit entries.
+#[tokio::test]
+async fn a_clients_request_id_is_kept_only_when_it_looks_like_an_id() {
+    each_backend(|app| async move {
+        let s = app.login(AWA).await;
+        for (sent, kept) in [
+            ("trace-42.a:b_c", true),
+            ("awa.diallo@example.org", false),
+            ("Awa Diallo 0612345678", false),
+            (&"x".repeat(65) as &str, false),
+        ] {
+            let res = app
+                .send(
+                    Method::GET,
+                    "/api/v1/me/data/contact",
+                    &[("cookie", s.cookie.as_str()), ("x-request-id", sent)],
+                    "",
+                )
+                .await;
+            assert_eq!(res.status, 200, "{}", res.text());
+            let e = last_entry(&app).await;
+            let recorded = e.request_id.clone().unwrap_or_default();
+            assert_eq!(recorded == sent, kept, "{sent:?} → {recorded:?}");
+            assert_eq!(res.header("x-request-id"), Some(recorded.as_str()));
+            if !kept {
+                assert!(uuid::Uuid::parse_str(&recorded).is_ok(), "{recorded}");
+            }
+        }
+    })
+    .await;
+}
+
+/// §12: `unknown_category` echoed input of any length.
+#[tokio::test]
+async fn unknown_names_are_never_echoed_at_length() {
+    each_backend(|app| async move {
+        let s = app.login(AWA).await;
+        let long = "a".repeat(3000);
+        for path in [
+            format!("/api/v1/me/data/{long}"),
+            format!("/moi/donnees/{long}"),
+        ] {
+            let method = if path.starts_with("/moi") {
+                Method::POST
+            } else {
+                Method::GET
+            };
+            let res = app.as_user(&s, method, &path, None).await;
+            assert!(res.status.is_client_error(), "{path}: {}", res.status);
+            assert!(
+                !res.text().contains(&"a".repeat(100)),
+                "{}: echoed {} bytes",
+                res.status,
+                res.body.len()
+            );
+        }
+        let consent = app
+            .as_user(
+                &s,
+                Method::POST,
+                "/api/v1/me/consents",
+                Some(serde_json::json!({"purpose": "agenda-culturel", "decision": "given", "categories": [long]})),
+            )
+            .await;
+        assert!(!consent.text().contains(&"a".repeat(100)), "{}", consent.text());
+        let aidant = app.login(AIDANT).await;
+        let res = app
+            .as_user(
+                &aidant,
+                Method::GET,
+                &format!("/api/v1/aidant/residents/{LUCIE}/data/{long}?demarche=logement"),
+                None,
+            )
+            .await;
+        assert!(!res.text().contains(&"a".repeat(100)), "{}", res.text());
+        let token = app
+            .partner_token(
+                "demo-labo-mobilite",
+                "demo-secret-labo-mobilite-not-for-production",
+            )
+            .await;
+        let auth = format!("Bearer {token}");
+        for (method, path, body) in [
+            (
+                Method::POST,
+                "/api/v1/partner/extracts".to_string(),
+                serde_json::json!({"purpose": "etude-mobilite", "kind": "records", "categories": [long]}).to_string(),
+            ),
+            (
+                Method::POST,
+                "/api/v1/partner/extracts".to_string(),
+                serde_json::json!({"purpose": long, "kind": "records", "categories": ["housing"]}).to_string(),
+            ),
+            (
+                Method::GET,
+                format!("/api/v1/partner/residents/{long}/data/{long}?purpose=etude-mobilite"),
+                String::new(),
+            ),
+        ] {
+            let res = app
+                .send(
+                    method,
+                    &path,
+                    &[
+                        ("authorization", auth.as_str()),
+                        ("content-type", "application/json"),
+                    ],
+                    body,
+                )
+                .await;
+            assert!(
+                !res.text().contains(&"a".repeat(100)),
+                "{path}: {}",
+                res.text()
+            );
+        }
+    })
+    .await;
+}
+
+/// §12: the token endpoint, logins and TOTP step-ups had no rate limit.
+#[tokio::test]
+async fn guessing_routes_are_rate_limited_with_retry_after() {
+    use base64::Engine;
+    each_backend(|app| async move {
+        // The token endpoint, per client: wrong secrets are cut off…
+        let basic = |secret: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD
+                    .encode(format!("demo-labo-mobilite:{secret}"))
+            )
+        };
+        let token = |auth: String| {
+            let app = &app;
+            async move {
+                app.send(
+                    Method::POST,
+                    "/oauth/token",
+                    &[
+                        ("authorization", auth.as_str()),
+                        ("content-type", "application/x-www-form-urlencoded"),
+                    ],
+                    "grant_type=client_credentials",
+                )
+                .await
+            }
+        };
+        let mut limited = None;
+        for i in 0..100 {
+            let res = token(basic(&format!("guess-{i}"))).await;
+            if res.status == 429 {
+                limited = Some((i, res));
+                break;
+            }
+            assert_eq!(res.status, 401, "{}", res.text());
+        }
+        let (after, res) = limited.expect("never limited");
+        assert_eq!(after, 30, "the client's burst");
+        res.assert_error(429, "rate_limited");
+        let wait: u64 = res.header("retry-after").unwrap().parse().unwrap();
+        assert!((1..=60).contains(&wait), "{wait}");
+        // …the right secret too, until the bucket refills.
+        token(basic("demo-secret-labo-mobilite-not-for-production"))
+            .await
+            .assert_error(429, "rate_limited");
+        app.clock.advance(wait as i64);
+        assert_eq!(
+            token(basic("demo-secret-labo-mobilite-not-for-production"))
+                .await
+                .status,
+            200
+        );
+        // Logins, per address.
+        let mut statuses = Vec::new();
+        for _ in 0..70 {
+            let res = app
+                .send(
+                    Method::POST,
+                    "/dev/login",
+                    &[("content-type", "application/x-www-form-urlencoded")],
+                    format!("persona={AWA}"),
+                )
+                .await;
+            statuses.push(res.status.as_u16());
+        }
+        assert!(statuses[..60].iter().all(|s| *s == 303), "{statuses:?}");
+        assert!(statuses[60..].iter().all(|s| *s == 429), "{statuses:?}");
+        // TOTP step-ups, per address.
+        app.clock.advance(3600);
+        let aidant = app.login(AIDANT).await;
+        let id = mandate(&app, LUCIE, &[Demarche::Logement]).await;
+        let mut statuses = Vec::new();
+        for _ in 0..25 {
+            let res = app
+                .as_user(
+                    &aidant,
+                    Method::POST,
+                    &format!("/api/v1/mandates/{id}/revoke"),
+                    Some(serde_json::json!({"totp": "000000"})),
+                )
+                .await;
+            statuses.push(res.status.as_u16());
+        }
+        assert!(statuses[..20].iter().all(|s| *s == 403), "{statuses:?}");
+        assert!(statuses[20..].iter().all(|s| *s == 429), "{statuses:?}");
+    })
+    .await;
+}
