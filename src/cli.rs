@@ -445,10 +445,15 @@ pub async fn run(cli: Cli) -> Result<(), Fatal> {
             let state =
                 build_state(config, store.clone(), Clock::system(), false, Ok(keys)).await?;
             record_operator_act(&state, "erasure", Some(&id)).await?;
+            let now = state.clock.now();
+            // The recipients are told (art. 19), in the erasure's transaction.
+            let (notices, _) = crate::rights::recipient_notices(&state, &id, "erasure", None, now)
+                .await
+                .map_err(|e| Fatal::runtime(e.to_string()))?;
             let erased = state
                 .vault()
                 .map_err(|e| Fatal::runtime(e.to_string()))?
-                .erase(&id, state.clock.now())
+                .erase(&id, now, &notices)
                 .await
                 .map_err(|e| Fatal::runtime(e.to_string()))?;
             store.close().await;
@@ -1097,17 +1102,21 @@ async fn audit_command(config: Config, command: AuditCommand) -> Result<(), Fata
                 let mut covered = 0u64;
                 loop {
                     match store.audit_index_residents(100_000).await? {
-                        0 => return Ok(covered),
+                        0 => break,
                         n => covered += n,
                     }
                 }
+                while crate::audit::log::index_recipients(&store, 100_000).await? > 0 {}
+                Ok(covered)
             }
             .await;
             store.close().await;
             let covered = outcome.map_err(|e: crate::storage::StorageError| {
                 Fatal::runtime(format!("reindexing the audit log: {e}"))
             })?;
-            println!("audit log: the resident index covers {covered} entries again");
+            println!(
+                "audit log: the resident and recipients indexes cover {covered} entries again"
+            );
             Ok(())
         }
         AuditCommand::Checkpoint => {

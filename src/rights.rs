@@ -217,34 +217,40 @@ pub async fn erase_after_withdrawal(
 
 /// The partners that received this resident's data (a read allowed, or an
 /// extract that included them), from the audit log; with `category`, only
-/// those that received that category.
+/// those that received that category. The recipients index answers for
+/// what the log's writer has indexed; the short tail after it is read from
+/// the resident's own entries.
 pub async fn recipients_of(
     state: &AppState,
     resident_id: &str,
     category: Option<&str>,
 ) -> AppResult<BTreeSet<String>> {
-    let mut partners = BTreeSet::new();
+    let covers = |c: &str| category.is_none_or(|wanted| wanted == c);
+    let (indexed, upto) = state.store.audit_recipients_of(resident_id).await?;
+    let mut partners: BTreeSet<String> = indexed
+        .into_iter()
+        .filter(|(_, c)| covers(c))
+        .map(|(p, _)| p)
+        .collect();
     let mut before = u64::MAX;
-    loop {
+    'tail: loop {
         let rows = state
             .store
             .audit_entries_of(resident_id, before, 500)
             .await?;
         let Some((last, _)) = rows.last() else { break };
         before = u64::try_from(*last).unwrap_or(0);
-        for (_, leaf) in &rows {
+        for (idx, leaf) in &rows {
+            if u64::try_from(*idx).unwrap_or(0) < upto {
+                break 'tail;
+            }
             let Ok(e) = crate::audit::AuditEntry::decode(leaf) else {
                 continue;
             };
-            let covers = |cats: Option<&str>| {
-                category.is_none_or(|c| cats.is_some_and(|list| list.split(',').any(|x| x == c)))
-            };
-            let received = e.actor_role == "partner"
-                && e.decision == crate::audit::Decision::Allow
-                && matches!(e.action.as_str(), "data.read" | "extract.include")
-                && covers(e.category.as_deref());
-            if received {
-                partners.insert(e.actor_id);
+            if let Some((_, partner, categories)) = crate::audit::log::received(&e)
+                && (category.is_none() || categories.iter().any(|c| covers(c)))
+            {
+                partners.insert(partner.to_string());
             }
         }
         if rows.len() < 500 {
@@ -254,19 +260,20 @@ pub async fn recipients_of(
     Ok(partners)
 }
 
-/// Art. 19: the partners that received this resident's data get a
-/// notification under their own pseudonym of the resident. Returns the
-/// partner ids, for the resident to see.
-pub async fn notify_recipients(
+/// Art. 19: the notices for the partners that received this resident's
+/// data (under their own pseudonym of the resident), to be written in the
+/// same transaction as the change they report; and the partner ids, for the
+/// resident to see. Computed before the change, from the recipients index.
+pub async fn recipient_notices(
     state: &AppState,
     resident_id: &str,
     kind: &str,
     category: Option<&str>,
     now: Timestamp,
-) -> AppResult<Vec<String>> {
+) -> AppResult<(Vec<NotificationRow>, Vec<String>)> {
     let partners = recipients_of(state, resident_id, category).await?;
     if partners.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
     let keys = state.vault()?.keys().current();
     let rows: Vec<NotificationRow> = partners
@@ -281,8 +288,7 @@ pub async fn notify_recipients(
             fetched_at: None,
         })
         .collect();
-    state.store.insert_notifications(&rows).await?;
-    Ok(partners.into_iter().collect())
+    Ok((rows, partners.into_iter().collect()))
 }
 
 #[cfg(test)]

@@ -136,6 +136,20 @@ impl Vault {
         submitted: &Value,
         now: Timestamp,
     ) -> Result<RecordView, VaultError> {
+        self.write_with_notices(resident_id, category, submitted, now, &[])
+            .await
+    }
+
+    /// As [`Vault::write`], with the art. 19 notices of this rectification
+    /// written in the same transaction as the new version.
+    pub async fn write_with_notices(
+        &self,
+        resident_id: &str,
+        category: &Category,
+        submitted: &Value,
+        now: Timestamp,
+        notices: &[crate::storage::NotificationRow],
+    ) -> Result<RecordView, VaultError> {
         let fields = self.categories.validate(category, submitted)?;
         if !self.store.resident_exists(resident_id).await? {
             return Err(VaultError::NoSuchResident);
@@ -168,7 +182,7 @@ impl Vault {
             sealed,
             created_at: now,
         };
-        match self.store.insert_record(resident_id, &row).await {
+        match self.store.insert_record(resident_id, &row, notices).await {
             Ok(()) => {}
             Err(StorageError::Conflict(_)) => return Err(VaultError::ConcurrentUpdate),
             Err(StorageError::NotFound) => return Err(VaultError::NoSuchResident),
@@ -311,8 +325,15 @@ impl Vault {
 
     /// Crypto-shredding erasure: the data key and every record go in one
     /// transaction. `false` if there was no active resident.
-    pub async fn erase(&self, resident_id: &str, now: Timestamp) -> Result<bool, VaultError> {
-        Ok(self.store.erase_resident(resident_id, now).await?)
+    /// `notices`: the art. 19 notices to the recipients, in the same
+    /// transaction.
+    pub async fn erase(
+        &self,
+        resident_id: &str,
+        now: Timestamp,
+        notices: &[crate::storage::NotificationRow],
+    ) -> Result<bool, VaultError> {
+        Ok(self.store.erase_resident(resident_id, now, notices).await?)
     }
 }
 

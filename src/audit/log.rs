@@ -364,20 +364,82 @@ async fn writer(store: DynStore, mut rx: mpsc::Receiver<Pending>, max_batch: usi
     }
 }
 
-/// One indexing step; returns what is left to index as the writer counts it
-/// (at least 1 while the step was full, so the next one follows).
+/// One indexing step of both derived indexes (residents, recipients);
+/// returns what is left to index as the writer counts it (at least 1 while
+/// a step was full, so the next one follows).
 async fn index_residents(store: &DynStore, unindexed: u64) -> u64 {
-    match store.audit_index_residents(INDEX_STEP).await {
-        Ok(covered) if covered == INDEX_STEP => unindexed.max(1),
-        Ok(_) => 0,
+    let residents = match store.audit_index_residents(INDEX_STEP).await {
+        Ok(covered) => covered == INDEX_STEP,
         Err(e) => {
             // Derived data: readers scan what is not indexed, so this slows
             // them down but hides nothing. Retried at the next idle moment
             // after an append, or after INDEX_EVERY more entries.
             tracing::warn!(error = %e, "audit resident index not updated");
-            0
+            false
+        }
+    };
+    let recipients = match index_recipients(store, INDEX_STEP).await {
+        Ok(covered) => covered == INDEX_STEP,
+        Err(e) => {
+            tracing::warn!(error = %e, "audit recipients index not updated");
+            false
+        }
+    };
+    if residents || recipients {
+        unindexed.max(1)
+    } else {
+        0
+    }
+}
+
+/// Whether an entry tells that a partner received a resident's data, and
+/// which categories: an allowed read, or an inclusion in an extract.
+pub fn received(entry: &super::AuditEntry) -> Option<(&str, &str, Vec<&str>)> {
+    let resident = entry.resident_id.as_deref()?;
+    let disclosed = entry.actor_role == "partner"
+        && entry.decision == super::Decision::Allow
+        && matches!(entry.action.as_str(), "data.read" | "extract.include");
+    disclosed.then(|| {
+        let categories = entry
+            .category
+            .as_deref()
+            .map(|c| c.split(',').filter(|c| !c.is_empty()).collect())
+            .unwrap_or_default();
+        (resident, entry.actor_id.as_str(), categories)
+    })
+}
+
+/// Reads up to `limit` committed entries past the recipients cursor into
+/// the recipients index. Returns how many entries it covered.
+pub async fn index_recipients(store: &DynStore, limit: u64) -> Result<u64, StorageError> {
+    let (from, size) = store.audit_recipients_cursor().await?;
+    let to = size.min(from.saturating_add(limit));
+    if to <= from {
+        return Ok(0);
+    }
+    let mut rows = Vec::new();
+    for (idx, leaf) in store.audit_entries(from, to).await? {
+        let Ok(entry) = super::AuditEntry::decode(&leaf) else {
+            // `audit verify` reports it; the index must not stop on it.
+            continue;
+        };
+        if let Some((resident, partner, mut categories)) = received(&entry) {
+            // Without a category it still counts for whole-resident notices.
+            if categories.is_empty() {
+                categories.push("");
+            }
+            for c in categories {
+                rows.push((
+                    resident.to_string(),
+                    partner.to_string(),
+                    c.to_string(),
+                    idx,
+                ));
+            }
         }
     }
+    store.audit_add_recipients(from, to, &rows).await?;
+    Ok(to - from)
 }
 
 fn plan(size: u64, frontier: Vec<Hash>, records: &[&AuditRecord]) -> Result<AuditAppend, String> {

@@ -110,11 +110,10 @@ pub async fn put_my_category(
         .map_err(crate::vault::VaultError::from)?;
     let entry = own_data(&state, &user, &rid, "data.write", Some(category.as_str())).await?;
     let now = state.clock.now();
-    let record = vault.write(&user.actor_id, &category, &body, now).await?;
-    tracing::info!(resident = %user.actor_id, category = category.as_str(), version = record.version, "record rectified");
-    // Art. 19: partners that received this category are told, and named to
-    // the resident in `X-Notified-Partners`.
-    let notified = crate::rights::notify_recipients(
+    // Art. 19: partners that received this category are told (the notice
+    // is written with the new version, or neither is), and named to the
+    // resident in `X-Notified-Partners`.
+    let (notices, notified) = crate::rights::recipient_notices(
         &state,
         &user.actor_id,
         "rectification",
@@ -122,6 +121,10 @@ pub async fn put_my_category(
         now,
     )
     .await?;
+    let record = vault
+        .write_with_notices(&user.actor_id, &category, &body, now, &notices)
+        .await?;
+    tracing::info!(resident = %user.actor_id, category = category.as_str(), version = record.version, "record rectified");
     let mut res = with_entry(entry, Json(record));
     if !notified.is_empty()
         && let Ok(v) = axum::http::HeaderValue::from_str(&notified.join(","))
@@ -152,13 +155,11 @@ pub async fn erase_me(
     let vault = state.vault()?;
     let entry = own_data(&state, &user, &rid, "erasure", None).await?;
     let now = state.clock.now();
-    let erased = vault.erase(&user.actor_id, now).await?;
+    let (notices, notified) =
+        crate::rights::recipient_notices(&state, &user.actor_id, "erasure", None, now).await?;
+    let erased = vault.erase(&user.actor_id, now, &notices).await?;
     tracing::info!(resident = %user.actor_id, erased, "erasure");
-    let notified_partners = if erased {
-        crate::rights::notify_recipients(&state, &user.actor_id, "erasure", None, now).await?
-    } else {
-        Vec::new()
-    };
+    let notified_partners = if erased { notified } else { Vec::new() };
     Ok(with_entry(
         entry,
         Json(Erased {

@@ -124,15 +124,15 @@ pub async fn restriction(
 ) -> AppResult<Response> {
     let entry = own_data(&state, &user, &rid, "restriction", None).await?;
     let now = state.clock.now();
+    let (notices, notified) = if body.restricted {
+        crate::rights::recipient_notices(&state, &user.actor_id, "restriction", None, now).await?
+    } else {
+        (Vec::new(), Vec::new())
+    };
     state
         .store
-        .set_restricted(&user.actor_id, body.restricted.then_some(now))
+        .set_restricted(&user.actor_id, body.restricted.then_some(now), &notices)
         .await?;
-    let notified = if body.restricted {
-        crate::rights::notify_recipients(&state, &user.actor_id, "restriction", None, now).await?
-    } else {
-        Vec::new()
-    };
     Ok(with_entry(
         entry,
         Json(rights_view(&state, &user.actor_id, notified).await?),

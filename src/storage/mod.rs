@@ -741,7 +741,13 @@ pub trait Store: Send + Sync + 'static {
         purpose: &str,
         category: &str,
     ) -> StorageResult<PartnerRead>;
-    async fn set_restricted(&self, resident_id: &str, at: Option<Timestamp>) -> StorageResult<()>;
+    /// With the art. 19 notices a restriction causes, in one transaction.
+    async fn set_restricted(
+        &self,
+        resident_id: &str,
+        at: Option<Timestamp>,
+        notices: &[NotificationRow],
+    ) -> StorageResult<()>;
     async fn restricted_since(&self, resident_id: &str) -> StorageResult<Option<Timestamp>>;
     async fn add_objection(
         &self,
@@ -892,7 +898,14 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a resident's first data key; `false` if one exists already
     /// (another request won the race: use that one).
     async fn insert_data_key(&self, key: &DataKeyRow, now: Timestamp) -> StorageResult<bool>;
-    async fn insert_record(&self, resident_id: &str, record: &RecordRow) -> StorageResult<()>;
+    /// Inserts a record version and, in the same transaction, the art. 19
+    /// notices it causes (none: one statement).
+    async fn insert_record(
+        &self,
+        resident_id: &str,
+        record: &RecordRow,
+        notices: &[NotificationRow],
+    ) -> StorageResult<()>;
     async fn latest_record_version(&self, resident_id: &str, category: &str) -> StorageResult<i64>;
     /// The latest version of each category the resident has.
     async fn current_records(&self, resident_id: &str) -> StorageResult<Vec<RecordRow>>;
@@ -912,7 +925,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> StorageResult<Vec<RecordRow>>;
     /// Erasure: deletes the data key and every record, ends sessions and
     /// marks the resident erased, in one transaction. `false` if unknown.
-    async fn erase_resident(&self, resident_id: &str, now: Timestamp) -> StorageResult<bool>;
+    /// With the art. 19 notices to the recipients, in the same transaction.
+    async fn erase_resident(
+        &self,
+        resident_id: &str,
+        now: Timestamp,
+        notices: &[NotificationRow],
+    ) -> StorageResult<bool>;
     /// Data keys not yet wrapped by `version`, in resident order.
     async fn data_keys_not_at(&self, version: i64, limit: i64) -> StorageResult<Vec<DataKeyRow>>;
     async fn count_data_keys_not_at(&self, version: i64) -> StorageResult<i64>;
@@ -991,9 +1010,28 @@ pub trait Store: Send + Sync + 'static {
     /// Adds at most `limit` entries past the resident index's end to it, in
     /// one transaction; returns how many were covered (0: up to date).
     async fn audit_index_residents(&self, limit: u64) -> StorageResult<u64>;
-    /// Empties the resident index; the writer (or `coffre audit reindex`)
+    /// Empties the resident and recipients indexes; the writer (or `coffre audit reindex`)
     /// then rebuilds it from the entries. Readers meanwhile scan the log.
     async fn audit_reset_resident_index(&self) -> StorageResult<()>;
+    /// How far the recipients index reaches, and the log's size: entries
+    /// `upto..size` are committed and not indexed yet.
+    async fn audit_recipients_cursor(&self) -> StorageResult<(u64, u64)>;
+    /// Adds (resident, partner, category, index) rows read from entries
+    /// `from..to` and moves the cursor from `from` to `to`, in one
+    /// transaction; false (nothing written) if another process moved it.
+    async fn audit_add_recipients(
+        &self,
+        from: u64,
+        to: u64,
+        rows: &[(String, String, String, i64)],
+    ) -> StorageResult<bool>;
+    /// The indexed (partner, category) pairs that received the resident's
+    /// data, and how far the index reaches (entries from there on are read
+    /// from the log by the caller).
+    async fn audit_recipients_of(
+        &self,
+        resident_id: &str,
+    ) -> StorageResult<(Vec<(String, String)>, u64)>;
     async fn audit_size(&self) -> StorageResult<u64>;
     /// Stored node hashes for these (level, index) coordinates, one query.
     async fn audit_nodes(&self, coords: &[(u8, u64)]) -> StorageResult<Vec<(u8, u64, [u8; 32])>>;
@@ -1124,6 +1162,27 @@ macro_rules! impl_store {
                 .bind(rows.nodes)
                 .execute(&mut **tx)
                 .await?;
+            Ok(())
+        }
+
+        async fn insert_notifications_on(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            rows: &[$crate::storage::NotificationRow],
+        ) -> $crate::storage::StorageResult<()> {
+            for n in rows {
+                sqlx::query(
+                    "INSERT INTO recipient_notifications (id, partner_id, pseudonym, kind, category, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&n.id)
+                .bind(&n.partner_id)
+                .bind(&n.pseudonym)
+                .bind(&n.kind)
+                .bind(&n.category)
+                .bind(n.created_at)
+                .execute(&mut **tx)
+                .await?;
+            }
             Ok(())
         }
 
@@ -2075,12 +2134,16 @@ macro_rules! impl_store {
             &self,
             resident_id: &str,
             at: Option<$crate::domain::Timestamp>,
+            notices: &[$crate::storage::NotificationRow],
         ) -> $crate::storage::StorageResult<()> {
+            let mut tx = self.pool.begin().await?;
             sqlx::query("UPDATE residents SET restricted_at = $2 WHERE id = $1")
                 .bind(resident_id)
                 .bind(at)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
+            Self::insert_notifications_on(&mut tx, notices).await?;
+            tx.commit().await?;
             Ok(())
         }
 
@@ -2269,20 +2332,9 @@ macro_rules! impl_store {
             &self,
             rows: &[$crate::storage::NotificationRow],
         ) -> $crate::storage::StorageResult<()> {
-            for n in rows {
-                sqlx::query(
-                    "INSERT INTO recipient_notifications (id, partner_id, pseudonym, kind, category, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(&n.id)
-                .bind(&n.partner_id)
-                .bind(&n.pseudonym)
-                .bind(&n.kind)
-                .bind(&n.category)
-                .bind(n.created_at)
-                .execute(&self.pool)
-                .await?;
-            }
+            let mut tx = self.pool.begin().await?;
+            Self::insert_notifications_on(&mut tx, rows).await?;
+            tx.commit().await?;
             Ok(())
         }
 
@@ -2915,11 +2967,12 @@ macro_rules! impl_store {
             &self,
             resident_id: &str,
             r: &$crate::storage::RecordRow,
+            notices: &[$crate::storage::NotificationRow],
         ) -> $crate::storage::StorageResult<()> {
             // The resident row is share-locked (PostgreSQL) or checked in the
             // same statement (SQLite), so a concurrent erasure either waits for
             // this insert or makes it insert nothing: no record outlives it.
-            let done = sqlx::query(concat!(
+            let insert = sqlx::query(concat!(
                 "INSERT INTO personal_records (id, resident_id, category, version, sealed, created_at) \
                  SELECT $1, $2, $3, $4, $5, $6 WHERE EXISTS \
                    (SELECT 1 FROM residents WHERE id = $2 AND status = 'active'", $for_share, ")",
@@ -2929,12 +2982,21 @@ macro_rules! impl_store {
             .bind(&r.category)
             .bind(r.version)
             .bind(&r.sealed)
-            .bind(r.created_at)
-            .execute(&self.pool)
-            .await?;
+            .bind(r.created_at);
+            if notices.is_empty() {
+                let done = insert.execute(&self.pool).await?;
+                if done.rows_affected() == 0 {
+                    return Err($crate::storage::StorageError::NotFound);
+                }
+                return Ok(());
+            }
+            let mut tx = self.pool.begin().await?;
+            let done = insert.execute(&mut *tx).await?;
             if done.rows_affected() == 0 {
                 return Err($crate::storage::StorageError::NotFound);
             }
+            Self::insert_notifications_on(&mut tx, notices).await?;
+            tx.commit().await?;
             Ok(())
         }
 
@@ -3023,6 +3085,7 @@ macro_rules! impl_store {
             &self,
             resident_id: &str,
             _now: $crate::domain::Timestamp,
+            notices: &[$crate::storage::NotificationRow],
         ) -> $crate::storage::StorageResult<bool> {
             let mut tx = self.pool.begin().await?;
             let done = sqlx::query(
@@ -3053,6 +3116,7 @@ macro_rules! impl_store {
             ] {
                 sqlx::query(sql).bind(resident_id).execute(&mut *tx).await?;
             }
+            Self::insert_notifications_on(&mut tx, notices).await?;
             tx.commit().await?;
             self.scrub_deleted().await;
             Ok(true)
@@ -3384,12 +3448,95 @@ macro_rules! impl_store {
             Ok(u64::try_from(to - upto).unwrap_or(0))
         }
 
+        async fn audit_recipients_cursor(&self) -> $crate::storage::StorageResult<(u64, u64)> {
+            let (upto, size): (i64, i64) = sqlx::query_as(
+                "SELECT c.upto, h.size FROM audit_recipients_cursor c, audit_head h \
+                 WHERE c.id = 1 AND h.id = 1",
+            )
+            .fetch_one(&self.pool)
+            .await?;
+            Ok((
+                u64::try_from(upto).unwrap_or(0),
+                u64::try_from(size).unwrap_or(0),
+            ))
+        }
+
+        async fn audit_add_recipients(
+            &self,
+            from: u64,
+            to: u64,
+            rows: &[(String, String, String, i64)],
+        ) -> $crate::storage::StorageResult<bool> {
+            let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            let mut tx = self.pool.begin().await?;
+            // The cursor first: SQLite's write lock is taken at once, and a
+            // concurrent indexer (another process) makes this one a no-op.
+            let moved = sqlx::query(
+                "UPDATE audit_recipients_cursor SET upto = $2 WHERE id = 1 AND upto = $1",
+            )
+            .bind(as_i64(from))
+            .bind(as_i64(to))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if moved != 1 {
+                return Ok(false);
+            }
+            if !rows.is_empty() {
+                let json = serde_json::to_string(rows)
+                    .map_err(|e| $crate::storage::StorageError::Other(e.to_string()))?;
+                sqlx::query(match $backend {
+                    $crate::storage::Backend::Sqlite => {
+                        "INSERT INTO audit_recipients (resident_id, partner_id, category, first_idx) \
+                         SELECT value->>0, value->>1, value->>2, value->>3 FROM json_each($1) WHERE true \
+                         ON CONFLICT DO NOTHING"
+                    }
+                    $crate::storage::Backend::Postgres => {
+                        "INSERT INTO audit_recipients (resident_id, partner_id, category, first_idx) \
+                         SELECT r->>0, r->>1, r->>2, (r->>3)::BIGINT FROM jsonb_array_elements($1::jsonb) AS r \
+                         ON CONFLICT DO NOTHING"
+                    }
+                })
+                .bind(json)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(true)
+        }
+
+        async fn audit_recipients_of(
+            &self,
+            resident_id: &str,
+        ) -> $crate::storage::StorageResult<(Vec<(String, String)>, u64)> {
+            // One snapshot for both (a transaction), so no entry falls
+            // between the rows read and the cursor.
+            let mut tx = self.pool.begin().await?;
+            let rows: Vec<(String, String)> = sqlx::query_as(
+                "SELECT partner_id, category FROM audit_recipients WHERE resident_id = $1",
+            )
+            .bind(resident_id)
+            .fetch_all(&mut *tx)
+            .await?;
+            let (upto,): (i64,) = sqlx::query_as("SELECT upto FROM audit_recipients_cursor WHERE id = 1")
+                .fetch_one(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok((rows, u64::try_from(upto).unwrap_or(0)))
+        }
+
         async fn audit_reset_resident_index(&self) -> $crate::storage::StorageResult<()> {
             let mut tx = self.pool.begin().await?;
             sqlx::query("UPDATE audit_head SET indexed_upto = 0 WHERE id = 1")
                 .execute(&mut *tx)
                 .await?;
             sqlx::query("DELETE FROM audit_by_resident")
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("UPDATE audit_recipients_cursor SET upto = 0 WHERE id = 1")
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM audit_recipients")
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;

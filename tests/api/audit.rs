@@ -493,7 +493,10 @@ async fn a_residents_entries_are_found_indexed_or_not() {
         let (ok, out) = coffre_cli(&app, &["audit", "reindex"]);
         assert!(ok, "{out}");
         // (The test server's own writer may index part of it meanwhile.)
-        assert!(out.contains("the resident index covers"), "{out}");
+        assert!(
+            out.contains("the resident and recipients indexes cover"),
+            "{out}"
+        );
         assert_eq!(entries_of(size, 100).await, want);
     })
     .await;

@@ -820,3 +820,146 @@ async fn guessing_routes_are_rate_limited_with_retry_after() {
     })
     .await;
 }
+
+/// §8: rectification, restriction and erasure found the partners to tell
+/// by decoding the resident's whole audit history, after the write had
+/// committed; a notice lost past the timeout left the write standing. Now:
+/// an index the log's writer fills (plus the short tail), and the notice
+/// is written in the change's own transaction.
+#[tokio::test]
+async fn art19_notices_come_from_the_recipients_index_and_commit_with_the_change() {
+    each_backend(|app| async move {
+        let bearer = app
+            .partner_token(
+                "demo-renov-energie",
+                "demo-secret-renov-energie-not-for-production",
+            )
+            .await;
+        let auth = format!("Bearer {bearer}");
+        let keys = app.keys.current();
+        let awa_p = keys.pseudonym("partner:renov-energie", AWA.as_bytes());
+        let read = format!(
+            "/api/v1/partner/residents/{awa_p}/data/housing?purpose=renovation-energetique"
+        );
+        // The partner learns its pseudonyms by listing, then reads.
+        let list = app
+            .send(
+                Method::GET,
+                "/api/v1/partner/residents?purpose=renovation-energetique",
+                &[("authorization", auth.as_str())],
+                "",
+            )
+            .await;
+        assert_eq!(list.status, 200, "{}", list.text());
+        let res = app
+            .send(Method::GET, &read, &[("authorization", auth.as_str())], "")
+            .await;
+        assert_eq!(res.status, 200, "{}", res.text());
+        // Not indexed yet: found in the tail.
+        let tail = coffre::rights::recipients_of(&app.state, AWA, Some("housing"))
+            .await
+            .unwrap();
+        assert_eq!(tail.into_iter().collect::<Vec<_>>(), ["renov-energie"]);
+        // Indexed: found in the index, and only for what was received.
+        while coffre::audit::log::index_recipients(&app.store, 7)
+            .await
+            .unwrap()
+            > 0
+        {}
+        let (indexed, upto) = app.store.audit_recipients_of(AWA).await.unwrap();
+        assert_eq!(upto, app.state.audit.size().await.unwrap());
+        assert_eq!(
+            indexed,
+            [("renov-energie".to_string(), "housing".to_string())]
+        );
+        for (category, want) in [
+            (Some("housing"), vec!["renov-energie"]),
+            (Some("contact"), vec![]),
+            (None, vec!["renov-energie"]),
+        ] {
+            let got = coffre::rights::recipients_of(&app.state, AWA, category)
+                .await
+                .unwrap();
+            assert_eq!(got.into_iter().collect::<Vec<_>>(), want, "{category:?}");
+        }
+        // Another resident, who nobody read: nobody to tell.
+        assert!(
+            coffre::rights::recipients_of(&app.state, LUCIE, None)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        // The notice cannot be written: the rectification does not stand.
+        let awa = app.login(AWA).await;
+        let before = app
+            .store
+            .latest_record_version(AWA, "housing")
+            .await
+            .unwrap();
+        sqlx::any::install_default_drivers();
+        let p = sqlx::AnyPool::connect(&app.database_url).await.unwrap();
+        sqlx::query("ALTER TABLE recipient_notifications RENAME TO recipient_notifications_away")
+            .execute(&p)
+            .await
+            .unwrap();
+        let res = app
+            .as_user(
+                &awa,
+                Method::PUT,
+                "/api/v1/me/data/housing",
+                Some(serde_json::json!({"tenure": "owner"})),
+            )
+            .await;
+        assert!(res.status.is_server_error(), "{}", res.text());
+        assert_eq!(
+            app.store
+                .latest_record_version(AWA, "housing")
+                .await
+                .unwrap(),
+            before
+        );
+        let res = app
+            .as_user(
+                &awa,
+                Method::POST,
+                "/api/v1/me/restriction",
+                Some(serde_json::json!({"restricted": true})),
+            )
+            .await;
+        assert!(res.status.is_server_error(), "{}", res.text());
+        assert_eq!(app.store.restricted_since(AWA).await.unwrap(), None);
+        sqlx::query("ALTER TABLE recipient_notifications_away RENAME TO recipient_notifications")
+            .execute(&p)
+            .await
+            .unwrap();
+        p.close().await;
+        // With the table back, change and notice go together.
+        let res = app
+            .as_user(
+                &awa,
+                Method::PUT,
+                "/api/v1/me/data/housing",
+                Some(serde_json::json!({"tenure": "owner"})),
+            )
+            .await;
+        assert_eq!(res.status, 200, "{}", res.text());
+        assert_eq!(res.header("x-notified-partners"), Some("renov-energie"));
+        let notes = app
+            .send(
+                Method::GET,
+                "/api/v1/partner/notifications",
+                &[("authorization", auth.as_str())],
+                "",
+            )
+            .await
+            .json();
+        assert_eq!(
+            notes["notifications"].as_array().unwrap().len(),
+            1,
+            "{notes}"
+        );
+        assert_eq!(notes["notifications"][0]["pseudonym"], awa_p.as_str());
+    })
+    .await;
+}
