@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -290,7 +290,7 @@ pub async fn get_draft(
     let draft = own_draft(&state, &ctx, &id).await?;
     let entry = match &draft.resident_id {
         // Showing the resident's name is reading their identity: recorded.
-        Some(r) => Some(
+        Some(r) => {
             state
                 .audit
                 .record(AuditRecord {
@@ -299,15 +299,27 @@ pub async fn get_draft(
                     category: Some("identity".into()),
                     ..record(&state, &user, Some(&ctx), "mandate.recap", &rid)
                 })
-                .await?,
-        ),
-        None => None,
+                .await?
+        }
+        // A draft before the resident's login is the aidant's own; read
+        // on the record all the same (fail closed, one rule for drafts).
+        None => {
+            state
+                .audit
+                .record(record(
+                    &state,
+                    &user,
+                    Some(&ctx),
+                    "mandate.draft.read",
+                    &rid,
+                ))
+                .await?
+        }
     };
-    let view = Json(draft_view(&state, &ctx, &draft).await?);
-    Ok(match entry {
-        Some(e) => with_entry(e, view),
-        None => view.into_response(),
-    })
+    Ok(with_entry(
+        entry,
+        Json(draft_view(&state, &ctx, &draft).await?),
+    ))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -994,9 +1006,14 @@ pub async fn referent_structure(
     State(state): State<AppState>,
     user: CurrentUser,
     rid: RequestId,
-) -> AppResult<Json<StructureView>> {
+) -> AppResult<Response> {
     let ctx = referent(&state, &user, "structure.read", &rid).await?;
-    Ok(Json(structure_view(&state, &ctx).await?))
+    // The agents' names and rights are theirs: read on the record.
+    let entry = state
+        .audit
+        .record(record(&state, &user, Some(&ctx), "structure.read", &rid))
+        .await?;
+    Ok(with_entry(entry, Json(structure_view(&state, &ctx).await?)))
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -10,6 +10,7 @@ mod audit;
 mod browser;
 mod cli;
 mod consents;
+mod disclosure;
 mod extracts;
 mod faults;
 mod independent;
