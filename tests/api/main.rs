@@ -16,6 +16,7 @@ mod faults;
 mod independent;
 mod mandates;
 mod matrix;
+mod model;
 mod oidc;
 mod ops;
 mod pages;
