@@ -142,7 +142,6 @@ struct Case {
     category_from_purpose: bool,
     partner_from_purpose: bool,
     consent_covers: bool,
-    same_demarche: bool,
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -221,7 +220,6 @@ fn case() -> impl Strategy<Value = Case> {
                 category_from_purpose,
                 partner_from_purpose,
                 consent_covers,
-                same_demarche,
             },
         )
 }
