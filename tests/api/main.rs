@@ -21,6 +21,7 @@ mod oidc;
 mod ops;
 mod pages;
 mod partner;
+mod races;
 mod rights;
 mod rotation;
 mod seed;
