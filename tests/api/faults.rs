@@ -373,3 +373,312 @@ fn a_full_disk_under_the_log_does_not_stop_the_service() {
     let status = stop(child);
     assert!(status.success(), "exit after SIGTERM: {status}");
 }
+
+/// A PostgreSQL cluster of the test's own (so stopping it disturbs no other
+/// test), run by the `postgres` system user; stopped on drop.
+struct PrivatePostgres {
+    bin: PathBuf,
+    data: PathBuf,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl PrivatePostgres {
+    fn start() -> Result<PrivatePostgres, String> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .map_err(|e| format!("no /usr/lib/postgresql ({e})"))?
+            .filter_map(Result::ok)
+            .map(|e| e.path().join("bin"))
+            .find(|b| b.join("pg_ctl").exists())
+            .ok_or("no pg_ctl")?;
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let data = dir.path().join("pg");
+        std::fs::create_dir(&data).map_err(|e| e.to_string())?;
+        let run = |args: &[&str]| -> Result<(), String> {
+            let out = Command::new("chmod")
+                .args(["755", dir.path().to_str().unwrap_or("")])
+                .output()
+                .map_err(|e| e.to_string())?;
+            if !out.status.success() {
+                return Err("chmod".into());
+            }
+            let out = Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .args(args)
+                .output()
+                .map_err(|e| e.to_string())?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{args:?}: {}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ))
+            }
+        };
+        let chown = Command::new("chown")
+            .args(["postgres", data.to_str().unwrap_or("")])
+            .status()
+            .map_err(|e| e.to_string())?;
+        if !chown.success() {
+            return Err("chown (not root?)".into());
+        }
+        let initdb = bin.join("initdb");
+        run(&[
+            initdb.to_str().unwrap_or(""),
+            "-D",
+            data.to_str().unwrap_or(""),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+        ])?;
+        let pg = PrivatePostgres {
+            bin,
+            data,
+            port: free_port(),
+            _dir: dir,
+        };
+        pg.ctl("start")?;
+        Ok(pg)
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn ctl(&self, action: &str) -> Result<(), String> {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.data.display()
+        );
+        let log = self.data.join("server.log");
+        let mut args = vec![
+            self.bin.join("pg_ctl").display().to_string(),
+            "-D".into(),
+            self.data.display().to_string(),
+            "-w".into(),
+        ];
+        if action == "start" {
+            args.extend(["-o".into(), opts, "-l".into(), log.display().to_string()]);
+        } else {
+            args.extend(["-m".into(), "fast".into()]);
+        }
+        args.push(action.into());
+        let out = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .args(&args)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "pg_ctl {action}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = self.ctl("stop");
+    }
+}
+
+/// PostgreSQL stopped and restarted under load (issue 19): nothing answered
+/// 200 without its entry committed, every acknowledged entry present after,
+/// `audit verify` passes, and the service recovers without a restart.
+#[test]
+fn a_postgres_restart_under_load_acknowledges_nothing_uncommitted_and_recovers() {
+    if std::env::var(crate::support::PG_ENV).is_err() {
+        notice(
+            "SKIPPED: faults::a_postgres_restart_under_load… (COFFRE_TEST_POSTGRES_URL is not set; .ci/run sets it)",
+        );
+        return;
+    }
+    let pg = PrivatePostgres::start().unwrap_or_else(|e| {
+        panic!("COFFRE_TEST_POSTGRES_URL is set but a private PostgreSQL cannot start: {e}")
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = pg.url();
+    let mut child = coffre(dir.path(), &["serve", "--demo"])
+        .env("COFFRE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("COFFRE_DATABASE_URL", &url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        loop {
+            let line = lines
+                .next()
+                .expect("server exited before listening")
+                .unwrap();
+            if line.contains("listening") {
+                break;
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+    }
+    let (cookie, csrf) = login(port, AWA);
+
+    let acknowledged = Arc::new(Mutex::new(Vec::<(u64, &'static str)>::new()));
+    let down = Arc::new(AtomicBool::new(false));
+    let back = Arc::new(AtomicBool::new(false));
+    let refused = Arc::new(Mutex::new(0u64));
+    let recovered = Arc::new(Mutex::new(0u64));
+    let mut clients = Vec::new();
+    for c in 0..6u64 {
+        let (cookie, csrf) = (cookie.clone(), csrf.clone());
+        let (acknowledged, down, back, refused, recovered) = (
+            acknowledged.clone(),
+            down.clone(),
+            back.clone(),
+            refused.clone(),
+            recovered.clone(),
+        );
+        clients.push(std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(90);
+            let mut served_after = 0;
+            for i in 0u64.. {
+                if Instant::now() > deadline || served_after >= 5 {
+                    break;
+                }
+                let headers = [
+                    ("cookie", cookie.as_str()),
+                    ("x-csrf-token", csrf.as_str()),
+                    ("content-type", "application/json"),
+                ];
+                let (res, action) = if c % 2 == 0 {
+                    let body = format!("{{\"phone\":\"06{:08}\"}}", c * 10_000_000 + i);
+                    (
+                        http(port, "PUT", "/api/v1/me/data/contact", &headers, &body),
+                        "data.write",
+                    )
+                } else {
+                    (
+                        http(port, "GET", "/api/v1/me/data/identity", &headers, ""),
+                        "data.read",
+                    )
+                };
+                match res {
+                    Some((200, head, _)) => {
+                        let idx = header(&head, "x-audit-entry")
+                            .unwrap_or_else(|| panic!("200 without an entry: {head}"))
+                            .parse()
+                            .unwrap();
+                        acknowledged.lock().unwrap().push((idx, action));
+                        if back.load(Ordering::SeqCst) {
+                            served_after += 1;
+                        }
+                    }
+                    Some((409, ..)) => {}
+                    Some((status, _, body)) => {
+                        assert_eq!(status, 503, "{body}");
+                        assert!(!body.contains("Diallo"), "{body}");
+                        if down.load(Ordering::SeqCst) {
+                            *refused.lock().unwrap() += 1;
+                        }
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    None => panic!("the server stopped answering"),
+                }
+            }
+            if served_after >= 5 {
+                *recovered.lock().unwrap() += 1;
+            }
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    down.store(true, Ordering::SeqCst);
+    pg.ctl("stop").unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    pg.ctl("start").unwrap();
+    back.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.join().unwrap();
+    }
+    assert!(
+        *refused.lock().unwrap() > 0,
+        "no request was refused while PostgreSQL was down"
+    );
+    assert_eq!(
+        *recovered.lock().unwrap(),
+        6,
+        "every client is served again after the restart, without restarting coffre"
+    );
+    assert!(stop(child).success());
+
+    let out = coffre(dir.path(), &["audit", "verify"])
+        .env("COFFRE_DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    let size: u64 = text
+        .split("audit log OK: ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no size in {text}"));
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(acknowledged.len() > 10, "{}", acknowledged.len());
+    // Read the acknowledged entries back through a fresh server.
+    let port = free_port();
+    let mut child = coffre(dir.path(), &["serve", "--demo"])
+        .env("COFFRE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("COFFRE_DATABASE_URL", &url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        loop {
+            let line = lines.next().expect("no listening").unwrap();
+            if line.contains("listening") {
+                break;
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+    }
+    let (auditor, _) = login(port, "a1d00000-0000-4000-8000-000000000005");
+    let mut by_index = std::collections::HashMap::new();
+    let mut from = 0;
+    while from < size {
+        let to = (from + 1000).min(size);
+        let (status, _, body) = http(
+            port,
+            "GET",
+            &format!("/api/v1/audit/entries?from={from}&to={to}"),
+            &[("cookie", &auditor)],
+            "",
+        )
+        .unwrap();
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        for e in v["entries"].as_array().unwrap() {
+            by_index.insert(e["index"].as_u64().unwrap(), e["action"].clone());
+        }
+        from = to;
+    }
+    for (idx, action) in &acknowledged {
+        assert_eq!(
+            by_index.get(idx).and_then(|a| a.as_str()),
+            Some(*action),
+            "acknowledged entry {idx} (log of {size})"
+        );
+    }
+    assert!(stop(child).success());
+}
