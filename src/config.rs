@@ -41,6 +41,11 @@ pub const KEYS: &[(&str, Option<&str>, &str)] = &[
         "folder of the age-encrypted key files",
     ),
     (
+        "policies_dir",
+        None,
+        "folder of the reviewed register (purposes.toml, categories.toml, demarches.toml, model.conf, policy.csv); default ./policies if present, else the built-in copies; when set, the folder must hold purposes.toml",
+    ),
+    (
         "unlock_identity_file",
         None,
         "age identity (age-keygen format) that decrypts the key files; default KEYS_DIR/unlock.key",
@@ -237,6 +242,8 @@ pub struct Config {
     pub listen: SocketAddr,
     pub keys_dir: PathBuf,
     pub policies_dir: PathBuf,
+    /// `policies_dir` was configured (not the default).
+    pub policies_dir_explicit: bool,
     pub extracts_dir: PathBuf,
     pub unlock_identity_file: PathBuf,
     pub public_url: url::Url,
@@ -321,7 +328,17 @@ impl Config {
             None => return Err(invalid("listen", "missing".into())),
         };
         let keys_dir = PathBuf::from(get("keys_dir").map(|(v, _)| v).unwrap_or("keys"));
+        // Set explicitly, the folder must be there (a reviewed register that
+        // silently fell back to the built-in one would be a different
+        // processing than the one reviewed).
+        let policies_dir_explicit = get("policies_dir").is_some();
         let policies_dir = PathBuf::from(get("policies_dir").map(|(v, _)| v).unwrap_or("policies"));
+        if policies_dir_explicit && !policies_dir.join("purposes.toml").is_file() {
+            return Err(invalid(
+                "policies_dir",
+                format!("{} holds no purposes.toml", policies_dir.display()),
+            ));
+        }
         let extracts_dir = PathBuf::from(
             get("extracts_dir")
                 .map(|(v, _)| v)
@@ -398,6 +415,7 @@ impl Config {
             listen,
             keys_dir,
             policies_dir,
+            policies_dir_explicit,
             extracts_dir,
             unlock_identity_file,
             public_url,

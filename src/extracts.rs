@@ -83,6 +83,10 @@ pub struct ExtractView {
     pub manifest_jws: Option<String>,
     pub created_at: i64,
     pub expires_at: Option<i64>,
+    /// Why the extract cannot go further as the register stands now
+    /// (`not_a_recipient`: the partner is no longer a recipient of the
+    /// purpose): approval, build and download are refused.
+    pub blocked: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, ToSchema)]
@@ -91,7 +95,28 @@ pub struct Progress {
     pub rows_total: i64,
 }
 
-pub fn view(row: &ExtractRow) -> AppResult<ExtractView> {
+/// The partner's right to the purpose as the register stands now: checked
+/// at every step of an extract (request, approval, build, download), not
+/// only at the request.
+pub fn still_recipient(
+    state: &AppState,
+    partner_id: &str,
+    purpose_id: &str,
+) -> Result<(), &'static str> {
+    match state.register.get(purpose_id) {
+        Some(p) if p.names_recipient(partner_id) => Ok(()),
+        _ => Err("not_a_recipient"),
+    }
+}
+
+fn not_a_recipient() -> AppError {
+    AppError::forbidden(
+        "not_a_recipient",
+        "Le partenaire n'est plus destinataire de cette finalité dans le registre. / The partner is no longer a recipient of this purpose in the register.",
+    )
+}
+
+pub fn view(state: &AppState, row: &ExtractRow) -> AppResult<ExtractView> {
     let spec: ExtractSpec =
         serde_json::from_str(&row.spec).map_err(|_| AppError::internal("stored extract spec"))?;
     Ok(ExtractView {
@@ -113,6 +138,13 @@ pub fn view(row: &ExtractRow) -> AppResult<ExtractView> {
         manifest_jws: row.manifest_jws.clone(),
         created_at: row.created_at,
         expires_at: row.expires_at,
+        blocked: matches!(
+            row.state.as_str(),
+            "requested" | "approved" | "building" | "ready" | "downloaded"
+        )
+        .then(|| still_recipient(state, &row.partner_id, &row.purpose).err())
+        .flatten()
+        .map(str::to_string),
     })
 }
 
@@ -339,6 +371,11 @@ pub async fn decide(
         reason: reason.to_string(),
         ..audit(dpo_id, "dpo", action, &row, now, "dpo")
     };
+    // The register may have changed since the request.
+    if approve && let Err(reason) = still_recipient(state, &row.partner_id, &row.purpose) {
+        state.audit.record(refused(reason)).await?;
+        return Err(not_a_recipient());
+    }
     // A first look spares the log an "allow" that the atomic check below
     // would only take back.
     if approve
@@ -463,10 +500,13 @@ async fn build_inner(
         .await
         .map_err(s)?
         .ok_or("partner gone")?;
-    // A partner cut off after the approval gets no file made for it.
+    // A partner cut off after the approval, or taken off the purpose's
+    // recipients, gets no file made for it.
     if !partner.active {
         return Err("partner deactivated".into());
     }
+    still_recipient(state, &partner.id, &purpose.id)
+        .map_err(|code| format!("{code}: the partner is no longer a recipient of the purpose"))?;
     let recipient: age::x25519::Recipient = partner
         .age_recipient
         .as_deref()

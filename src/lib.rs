@@ -59,6 +59,8 @@ pub struct AppInner {
     pub categories: Arc<Categories>,
     /// The register of processing (`policies/purposes.toml`).
     pub register: Arc<Register>,
+    /// Where the register was read and the hash of its files.
+    pub register_source: RegisterSource,
     /// The démarches of mandates and the categories each reaches
     /// (`policies/demarches.toml`).
     pub demarches: Arc<domain::mandate::Demarches>,
@@ -126,6 +128,45 @@ impl AppState {
                 .await
                 .map_err(|e| format!("{model_file} / {policy_file}: {e}"))?,
         );
+        // Which register this process applies, for the operator (log), the
+        // DPO (their page) and monitoring (`/readyz`): where it was read
+        // and a hash of all five files as read.
+        let register_source = {
+            let mut h = ring::digest::Context::new(&ring::digest::SHA256);
+            for text in [
+                &purposes_text,
+                &categories_text,
+                &demarches_text,
+                &model_text,
+                &policy_csv,
+            ] {
+                h.update(&(text.len() as u64).to_be_bytes());
+                h.update(text.as_bytes());
+            }
+            RegisterSource {
+                location: if purposes_file.ends_with("(built in)") {
+                    "built in".to_string()
+                } else {
+                    std::fs::canonicalize(&config.policies_dir)
+                        .unwrap_or_else(|_| config.policies_dir.clone())
+                        .display()
+                        .to_string()
+                },
+                sha256: hex::encode(h.finish().as_ref()),
+            }
+        };
+        if register_source.location == "built in" {
+            tracing::warn!(
+                sha256 = %register_source.sha256,
+                "register of processing: the built-in copy (no policies folder); set COFFRE_POLICIES_DIR to a reviewed one"
+            );
+        } else {
+            tracing::info!(
+                location = %register_source.location,
+                sha256 = %register_source.sha256,
+                "register of processing loaded"
+            );
+        }
         let vault = keys.map(|k| Arc::new(Vault::new(store.clone(), k, categories.clone())));
         let audit = AuditLog::start(store.clone(), config.audit_log_name.clone());
         let http = oidc::http_client()?;
@@ -147,6 +188,7 @@ impl AppState {
                 demo,
                 categories,
                 register,
+                register_source,
                 demarches,
                 policy,
                 audit,
@@ -188,6 +230,14 @@ impl std::ops::Deref for AppState {
     fn deref(&self) -> &AppInner {
         &self.inner
     }
+}
+
+/// Where the register of processing (and the other policy files) came
+/// from: a folder, or `built in`; and the SHA-256 of the five files as read.
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct RegisterSource {
+    pub location: String,
+    pub sha256: String,
 }
 
 /// A reviewed policy file: from the policies folder when it is there (a

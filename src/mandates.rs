@@ -516,7 +516,7 @@ pub async fn verify(
     state: &AppState,
     jws: &str,
     now: Timestamp,
-) -> AppResult<(AttestationStatus, AttestationClaims)> {
+) -> AppResult<(AttestationStatus, Option<String>, AttestationClaims)> {
     let invalid = || {
         AppError::unprocessable(
             "attestation_invalid",
@@ -564,5 +564,18 @@ pub async fn verify(
     } else {
         AttestationStatus::Expired
     };
-    Ok((status, claims))
+    // Why it was revoked, when every démarche ended the same way (by the
+    // resident, an aidant, a référent, a newer mandate, the erasure).
+    let reason = match status {
+        AttestationStatus::Revoked => {
+            let mut by = auths
+                .iter()
+                .filter(|a| claims.demarches.contains(&a.demarche))
+                .filter_map(|a| a.revoked_by.clone());
+            let first = by.next();
+            first.filter(|f| by.all(|b| &b == f))
+        }
+        _ => None,
+    };
+    Ok((status, reason, claims))
 }

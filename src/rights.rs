@@ -24,6 +24,33 @@ pub fn add_months(ts: Timestamp, months: u32) -> Timestamp {
         .map_or(ts + i64::from(months) * 31 * 86_400, |d| d.timestamp())
 }
 
+/// The legal deadline of a request received at `received`: `months`
+/// calendar months counted on the Paris calendar date of receipt (the day
+/// clamped to the month's end), to the end of that day, Paris time (GDPR
+/// art. 12(3); French law counts deadlines in calendar days and a deadline
+/// runs to the end of its last day).
+pub fn legal_deadline(received: Timestamp, months: u32) -> Timestamp {
+    use chrono::{Months, TimeZone};
+    use chrono_tz::Europe::Paris;
+    let fallback = received + i64::from(months) * 31 * 86_400;
+    let Some(at) = chrono::DateTime::from_timestamp(received, 0) else {
+        return fallback;
+    };
+    let day = at.with_timezone(&Paris).date_naive();
+    let Some(last_day) = day.checked_add_months(Months::new(months)) else {
+        return fallback;
+    };
+    // The first instant of the next day, Paris time, minus one second (a
+    // day's end exists whatever the summer-time switch).
+    let Some(next) = last_day.succ_opt().and_then(|d| d.and_hms_opt(0, 0, 0)) else {
+        return fallback;
+    };
+    Paris
+        .from_local_datetime(&next)
+        .earliest()
+        .map_or(fallback, |t| t.timestamp() - 1)
+}
+
 /// A request is late when still open after its due date.
 pub fn is_late(state: &str, due_at: Timestamp, now: Timestamp) -> bool {
     matches!(state, "received" | "extended") && now > due_at
@@ -294,6 +321,53 @@ pub async fn recipient_notices(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deadlines_run_to_the_end_of_the_paris_calendar_day() {
+        use chrono::TimeZone;
+        use chrono_tz::Europe::Paris;
+        let at = |y, m, d, h, mi, s| {
+            Paris
+                .with_ymd_and_hms(y, m, d, h, mi, s)
+                .single()
+                .unwrap()
+                .timestamp()
+        };
+        // Received on 31 January (Paris), at any hour: due at the end of
+        // 28 February (29 in a leap year).
+        assert_eq!(
+            legal_deadline(at(2027, 1, 31, 9, 0, 0), 1),
+            at(2027, 2, 28, 23, 59, 59)
+        );
+        assert_eq!(
+            legal_deadline(at(2028, 1, 31, 23, 30, 0), 1),
+            at(2028, 2, 29, 23, 59, 59)
+        );
+        // 23:30 in Paris on 30 April is 21:30 UTC: the Paris date counts,
+        // not the UTC one.
+        assert_eq!(
+            legal_deadline(at(2027, 4, 30, 23, 30, 0), 1),
+            at(2027, 5, 30, 23, 59, 59)
+        );
+        // 00:30 in Paris on 1 March is still 28 February in UTC.
+        assert_eq!(
+            legal_deadline(at(2027, 3, 1, 0, 30, 0), 1),
+            at(2027, 4, 1, 23, 59, 59)
+        );
+        // Across the summer-time change (28 March 2027): the deadline is a
+        // local day's end, 23:59:59 Paris, which is 21:59:59 UTC in summer
+        // and 22:59:59 UTC in winter.
+        let due = legal_deadline(at(2027, 3, 10, 12, 0, 0), 1);
+        assert_eq!(due, at(2027, 4, 10, 23, 59, 59));
+        assert_eq!(due % 86_400, 21 * 3600 + 59 * 60 + 59);
+        let due = legal_deadline(at(2027, 10, 15, 12, 0, 0), 1);
+        assert_eq!(due % 86_400, 22 * 3600 + 59 * 60 + 59);
+        // Three months for an extension.
+        assert_eq!(
+            legal_deadline(at(2027, 11, 30, 8, 0, 0), 3),
+            at(2028, 2, 29, 23, 59, 59)
+        );
+    }
 
     #[test]
     fn one_month_is_a_calendar_month() {

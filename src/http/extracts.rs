@@ -29,7 +29,7 @@ pub async fn request(
     ApiJson(body): ApiJson<ExtractRequest>,
 ) -> AppResult<Response> {
     let row = crate::extracts::request(&state, &partner.id, body, state.clock.now()).await?;
-    Ok((StatusCode::CREATED, Json(view(&row)?)).into_response())
+    Ok((StatusCode::CREATED, Json(view(&state, &row)?)).into_response())
 }
 
 #[derive(Serialize, ToSchema)]
@@ -43,7 +43,10 @@ pub struct ExtractList {
 pub async fn list(State(state): State<AppState>, partner: Partner) -> AppResult<Json<ExtractList>> {
     let rows = state.store.extracts_of_partner(&partner.id).await?;
     Ok(Json(ExtractList {
-        extracts: rows.iter().map(view).collect::<AppResult<_>>()?,
+        extracts: rows
+            .iter()
+            .map(|r| view(&state, r))
+            .collect::<AppResult<_>>()?,
     }))
 }
 
@@ -68,7 +71,7 @@ pub async fn get(
     partner: Partner,
     Path(id): Path<String>,
 ) -> AppResult<Json<ExtractView>> {
-    Ok(Json(view(&own(&state, &partner, &id).await?)?))
+    Ok(Json(view(&state, &own(&state, &partner, &id).await?)?))
 }
 
 /// The extract's file: CSV encrypted with age to your recipient
@@ -84,6 +87,38 @@ pub async fn file(
     Path(id): Path<String>,
 ) -> AppResult<Response> {
     let row = own(&state, &partner, &id).await?;
+    let now = state.clock.now();
+    let refusal = |reason: &str| crate::audit::AuditRecord {
+        timestamp: now,
+        actor_id: partner.id.clone(),
+        actor_role: "partner".into(),
+        action: "extract.download".into(),
+        purpose: Some(row.purpose.clone()),
+        category: Some(format!("extract:{}", row.id)),
+        allowed: false,
+        reason: reason.into(),
+        request_id: rid.0.clone(),
+        ..Default::default()
+    };
+    // The partner's right as the register stands now, not as it stood at
+    // the request.
+    if let Err(reason) = crate::extracts::still_recipient(&state, &partner.id, &row.purpose) {
+        state.audit.record(refusal(reason)).await?;
+        return Err(AppError::forbidden(
+            "not_a_recipient",
+            "Vous n'êtes plus destinataire de cette finalité. / You are no longer a recipient of this purpose.",
+        ));
+    }
+    // Expired by its date even before the hourly purge removed the file.
+    if matches!(row.state.as_str(), "ready" | "downloaded")
+        && row.expires_at.is_some_and(|at| at <= now)
+    {
+        state.audit.record(refusal("extract_expired")).await?;
+        return Err(AppError::Gone {
+            code: "extract_expired",
+            message: "Ce fichier a atteint la fin de sa durée de conservation. / The file reached the end of its retention.".into(),
+        });
+    }
     match row.state.as_str() {
         "ready" | "downloaded" => {}
         "expired" => {
@@ -99,7 +134,6 @@ pub async fn file(
             });
         }
     }
-    let now = state.clock.now();
     let entry = state
         .audit
         .record(crate::audit::AuditRecord {
@@ -168,7 +202,10 @@ pub async fn dpo_list(
     Ok(with_entry(
         entry,
         Json(ExtractList {
-            extracts: rows.iter().map(view).collect::<AppResult<_>>()?,
+            extracts: rows
+                .iter()
+                .map(|r| view(&state, r))
+                .collect::<AppResult<_>>()?,
         }),
     ))
 }
@@ -205,7 +242,7 @@ async fn dpo_decide(
         state.clock.now(),
     )
     .await?;
-    Ok(with_entry(entry, Json(view(&row)?)))
+    Ok(with_entry(entry, Json(view(&state, &row)?)))
 }
 
 /// Approves an extract: it is built in the background.

@@ -30,6 +30,8 @@ pub struct Readiness {
     pub status: &'static str,
     /// `sqlite` or `postgres`.
     pub database: &'static str,
+    /// The register of processing this process applies.
+    pub register: crate::RegisterSource,
 }
 
 /// The service can do its work: the database answers and the keys are loaded.
@@ -55,5 +57,6 @@ pub async fn readyz(State(state): State<AppState>) -> AppResult<Json<Readiness>>
     Ok(Json(Readiness {
         status: "ready",
         database: state.store.backend().as_str(),
+        register: state.register_source.clone(),
     }))
 }

@@ -839,6 +839,9 @@ pub async fn write_on_behalf(
 pub struct Verification {
     /// `valid`, `revoked` or `expired`.
     pub status: crate::mandates::AttestationStatus,
+    /// When revoked: by whom or why (`resident`, `aidant`, `referent`,
+    /// `superseded`, `resident_erased`), if every démarche ended alike.
+    pub reason: Option<String>,
     pub mandate: crate::mandates::AttestationClaims,
 }
 
@@ -858,8 +861,12 @@ pub async fn verify(
             "query parameter `attestation` is required",
         )
     })?;
-    let (status, mandate) = crate::mandates::verify(&state, jws, state.clock.now()).await?;
-    Ok(Json(Verification { status, mandate }))
+    let (status, reason, mandate) = crate::mandates::verify(&state, jws, state.clock.now()).await?;
+    Ok(Json(Verification {
+        status,
+        reason,
+        mandate,
+    }))
 }
 
 /// An aidant gives, refuses or withdraws a consent for a resident, within a

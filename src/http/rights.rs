@@ -25,7 +25,7 @@ use crate::http::ApiJson;
 use crate::http::audit::{RequestId, own_data, with_entry};
 use crate::http::partner::Partner;
 use crate::http::session::CurrentUser;
-use crate::rights::{add_months, is_late};
+use crate::rights::{is_late, legal_deadline};
 use crate::storage::{RightsEventRow, RightsRequestRow};
 
 // --- restriction and objection -------------------------------------------
@@ -309,7 +309,7 @@ pub async fn new_request(
         purpose: body.purpose,
         state: "received".into(),
         created_at: now,
-        due_at: add_months(now, 1),
+        due_at: legal_deadline(now, 1),
         updated_at: now,
     };
     let event = RightsEventRow {
@@ -420,7 +420,9 @@ async fn transition(
         .ok_or(AppError::NotFound)?;
     let (from, due) = match (r.state.as_str(), to) {
         // An extension is given within the first month, once.
-        ("received", "extended") if now <= r.due_at => ("received", add_months(r.created_at, 3)),
+        ("received", "extended") if now <= r.due_at => {
+            ("received", legal_deadline(r.created_at, 3))
+        }
         ("received", "extended") => {
             return Err(AppError::Conflict {
                 code: "extension_too_late",

@@ -794,10 +794,11 @@ pub trait Store: Send + Sync + 'static {
     /// Mandates whose every authorisation ended (expired or revoked) at or
     /// before `cutoff`, with their authorisations.
     async fn purge_ended_mandates(&self, cutoff: Timestamp) -> StorageResult<u64>;
-    /// Residents holding records of `category` under `purposes` whose
-    /// consents all ended (withdrawn or refused, or expired) at or before
-    /// `ended_before`, the end of the grace period: none was decided since,
-    /// none is given and valid, none ended within the grace period.
+    /// Residents holding records of `category`, a category only the
+    /// consent-based `purposes` hold, that no consent covers: counted from
+    /// the data (a resident who never consented is found too), keeping
+    /// data written, and consents decided or valid, within the grace
+    /// period that ends at `ended_before`.
     async fn consent_orphaned_records(
         &self,
         purposes: &[String],
@@ -2442,42 +2443,35 @@ macro_rules! impl_store {
             if purposes.is_empty() {
                 return Ok(Vec::new());
             }
-            // Driven from the consents that ended more than the grace
-            // period ago (two partial indexes: withdrawn or refused, by the
-            // date of that decision; given but expired, by the end of
-            // validity), so the job reads what changed, not every record.
-            // A consent decided since, or given and valid (or ended within
-            // the grace period), keeps the data.
-            let mut residents = std::collections::BTreeSet::new();
-            for ended in [
-                "c.state <> 'given' AND c.updated_at <= ",
-                "c.state = 'given' AND c.valid_until <= ",
-            ] {
-                let mut q = sqlx::QueryBuilder::<$db>::new(
-                    "SELECT DISTINCT c.resident_id FROM consents c WHERE c.purpose IN (",
-                );
-                let mut sep = q.separated(", ");
-                for purpose in purposes {
-                    sep.push_bind(purpose.clone());
-                }
-                q.push(") AND ");
-                q.push(ended);
-                q.push_bind(ended_before);
-                q.push(" AND EXISTS (SELECT 1 FROM personal_records p WHERE p.resident_id = c.resident_id AND p.category = ");
-                q.push_bind(category.to_string());
-                q.push(") AND NOT EXISTS (SELECT 1 FROM consents v WHERE v.resident_id = c.resident_id AND v.purpose IN (");
-                let mut sep = q.separated(", ");
-                for purpose in purposes {
-                    sep.push_bind(purpose.clone());
-                }
-                q.push(") AND (v.updated_at > ");
-                q.push_bind(ended_before);
-                q.push(" OR (v.state = 'given' AND (v.valid_until IS NULL OR v.valid_until > ");
-                q.push_bind(ended_before);
-                q.push("))))");
-                let rows: Vec<(String,)> = q.build_query_as().fetch_all(&self.pool).await?;
-                residents.extend(rows.into_iter().map(|(r,)| r));
+            // From the data: every resident with records of the category,
+            // unless a version was written within the grace period, or a
+            // consent to one of the purposes was decided within it or is
+            // given and valid past it. (The old query started from ended
+            // consents and missed data no consent ever covered.)
+            let mut q = sqlx::QueryBuilder::<$db>::new(
+                "SELECT DISTINCT p.resident_id FROM personal_records p WHERE p.category = ",
+            );
+            q.push_bind(category.to_string());
+            q.push(" AND NOT EXISTS (SELECT 1 FROM personal_records n WHERE n.resident_id = p.resident_id AND n.category = ");
+            q.push_bind(category.to_string());
+            q.push(" AND n.created_at > ");
+            q.push_bind(ended_before);
+            q.push(") AND NOT EXISTS (SELECT 1 FROM consents v WHERE v.resident_id = p.resident_id AND v.purpose IN (");
+            let mut sep = q.separated(", ");
+            for purpose in purposes {
+                sep.push_bind(purpose.clone());
             }
+            q.push(") AND (v.updated_at > ");
+            q.push_bind(ended_before);
+            // A given consent keeps the category only if it covers it.
+            q.push(" OR (v.state = 'given' AND (',' || v.categories || ',') LIKE ('%,' || ");
+            q.push_bind(category.to_string());
+            q.push(" || ',%') AND (v.valid_until IS NULL OR v.valid_until > ");
+            q.push_bind(ended_before);
+            q.push("))))");
+            let rows: Vec<(String,)> = q.build_query_as().fetch_all(&self.pool).await?;
+            let residents: std::collections::BTreeSet<String> =
+                rows.into_iter().map(|(r,)| r).collect();
             Ok(residents.into_iter().collect())
         }
 
@@ -3102,6 +3096,16 @@ macro_rules! impl_store {
             sqlx::query(
                 "UPDATE consents SET state = 'withdrawn', valid_until = $2, updated_at = $2, seq = seq + 1 \
                  WHERE resident_id = $1 AND state = 'given'",
+            )
+            .bind(resident_id)
+            .bind(_now)
+            .execute(&mut *tx)
+            .await?;
+            // Nobody acts for an erased resident: every mandate ends with
+            // the erasure (the verify route says so).
+            sqlx::query(
+                "UPDATE mandate_authorisations SET revoked_at = $2, revoked_by = 'resident_erased' \
+                 WHERE resident_id = $1 AND revoked_at IS NULL",
             )
             .bind(resident_id)
             .bind(_now)

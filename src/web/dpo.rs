@@ -100,6 +100,7 @@ pub async fn overview(ctx: Ctx) -> PageResult {
     let body = html! {
         h1 { (l.t("Espace du délégué à la protection des données", "Data protection officer's space")) }
         p { a href="/registre" { (l.t("Le registre des traitements (article 30)", "The register of processing (article 30)")) } }
+        p { (l.t("Registre appliqué : ", "Register in force: ")) code { (ctx.state.register_source.location) } " — SHA-256 " code { (ctx.state.register_source.sha256) } }
         h2 { (l.t("Extractions à examiner", "Extracts to review")) }
         @if pending.is_empty() { p { (l.t("Aucune demande en attente.", "No pending request.")) } }
         @for x in &pending {
@@ -107,6 +108,9 @@ pub async fn overview(ctx: Ctx) -> PageResult {
             @let spec = x.get("spec").cloned().unwrap_or(Value::Null);
             section.card aria-labelledby={ "x-" (id) } {
                 h3 #{ "x-" (id) } { (l.t("Demande de ", "Request from ")) (s(x, "partner_id")) }
+                @if x.get("blocked").and_then(Value::as_str) == Some("not_a_recipient") {
+                    p role="status" { strong { (l.t("Bloquée : ", "Blocked: ")) } (l.t("ce partenaire n'est plus destinataire de la finalité dans le registre ; l'approbation sera refusée.", "this partner is no longer a recipient of the purpose in the register; approval will be refused.")) }
+                }
                 dl {
                     dt { (l.t("Finalité", "Purpose")) }
                     dd { @if let Some(p) = ctx.state.register.get(s(x, "purpose")) { (purpose_title(p, l)) } @else { (s(x, "purpose")) } }
@@ -141,6 +145,7 @@ pub async fn overview(ctx: Ctx) -> PageResult {
                 @for x in decided.iter().take(50) {
                     li { (s(x, "partner_id")) " — " (ctx.state.register.get(s(x, "purpose")).map(|p| purpose_title(p, l).to_string()).unwrap_or_else(|| s(x, "purpose").to_string())) " — " (extract_state(s(x, "state"), l))
                         @if let Some(p) = x.get("progress") { " (" (n(p, "rows_done")) "/" (n(p, "rows_total")) ")" }
+                        @if x.get("blocked").and_then(Value::as_str) == Some("not_a_recipient") { " — " strong { (l.t("bloquée : plus destinataire", "blocked: no longer a recipient")) } }
                         " — " (date(n(x, "created_at"))) }
                 }
             }

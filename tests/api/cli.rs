@@ -885,3 +885,76 @@ fn demo_mode_refuses_a_database_it_did_not_seed_and_a_public_url() {
         "refused before anything was created"
     );
 }
+
+/// Issue 27 §5: the documented `policies_dir` / `COFFRE_POLICIES_DIR` was
+/// refused as an unknown key, and without `./policies` the built-in
+/// register was used silently.
+#[test]
+fn the_policies_folder_is_accepted_and_the_register_in_force_is_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let reviewed = d.join("reviewed-register");
+    std::fs::create_dir(&reviewed).unwrap();
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    for f in std::fs::read_dir(&repo).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, reviewed.join(f.file_name().unwrap())).unwrap();
+    }
+    let canonical = std::fs::canonicalize(&reviewed).unwrap();
+    // From the environment, and from coffre.toml.
+    for how in ["env", "file"] {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut env = vec![("COFFRE_LISTEN", listen.as_str())];
+        let reviewed_str = reviewed.to_str().unwrap().to_string();
+        if how == "env" {
+            env.push(("COFFRE_POLICIES_DIR", reviewed_str.as_str()));
+            let _ = std::fs::remove_file(d.join("coffre.toml"));
+        } else {
+            std::fs::write(
+                d.join("coffre.toml"),
+                format!("policies_dir = {reviewed_str:?}\n"),
+            )
+            .unwrap();
+        }
+        let mut child = coffre(d, &["serve", "--demo"], &env)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut logged = false;
+        loop {
+            let line = lines.next().expect("exited before listening").unwrap();
+            if line.contains("register of processing loaded")
+                && line.contains(canonical.to_str().unwrap())
+            {
+                logged = true;
+            }
+            if line.contains("listening") {
+                break;
+            }
+        }
+        assert!(logged, "the start logs the register's folder ({how})");
+        let res = http_get(port, "/readyz").unwrap();
+        let body = res.split("\r\n\r\n").nth(1).unwrap_or("");
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            v["register"]["location"],
+            canonical.to_str().unwrap(),
+            "{how}: {v}"
+        );
+        assert_eq!(v["register"]["sha256"].as_str().unwrap().len(), 64);
+        assert_stops_cleanly_on_sigterm(child, lines);
+    }
+    let _ = std::fs::remove_file(d.join("coffre.toml"));
+    // Set to a folder without a register: refused, naming the key.
+    let out = coffre(
+        d,
+        &["serve"],
+        &[("COFFRE_POLICIES_DIR", d.join("nowhere").to_str().unwrap())],
+    )
+    .output()
+    .unwrap();
+    assert_one_clear_line(&out, "policies_dir");
+}

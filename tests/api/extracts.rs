@@ -25,7 +25,7 @@ async fn labo(app: &TestApp) -> String {
     .await
 }
 
-async fn renov(app: &TestApp) -> String {
+pub async fn renov(app: &TestApp) -> String {
     bearer(
         app,
         "demo-renov-energie",
@@ -34,7 +34,7 @@ async fn renov(app: &TestApp) -> String {
     .await
 }
 
-async fn partner(
+pub async fn partner(
     app: &TestApp,
     token: &str,
     method: Method,
@@ -56,7 +56,7 @@ async fn partner(
 }
 
 /// Requests, has the DPO approve, and waits for the build to end.
-async fn built(app: &TestApp, token: &str, request: serde_json::Value) -> serde_json::Value {
+pub async fn built(app: &TestApp, token: &str, request: serde_json::Value) -> serde_json::Value {
     let res = partner(
         app,
         token,

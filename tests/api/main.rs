@@ -22,6 +22,7 @@ mod ops;
 mod pages;
 mod partner;
 mod races;
+mod review;
 mod rights;
 mod rotation;
 mod seed;

@@ -305,7 +305,7 @@ async fn requests_keep_their_deadlines_and_show_late_ones() {
         .await;
         assert_eq!(res.status, 201, "{}", res.text());
         let first = res.json();
-        assert_eq!(first["due_at"], coffre::rights::add_months(T0, 1));
+        assert_eq!(first["due_at"], coffre::rights::legal_deadline(T0, 1));
         assert_eq!(first["late"], false);
         as_(
             &app,
@@ -344,10 +344,10 @@ async fn requests_keep_their_deadlines_and_show_late_ones() {
         )
         .await;
         assert_eq!(res.status, 200, "{}", res.text());
-        assert_eq!(res.json()["due_at"], coffre::rights::add_months(T0, 3));
+        assert_eq!(res.json()["due_at"], coffre::rights::legal_deadline(T0, 3));
 
         // Past the first one's due date: late, and too late to extend.
-        app.clock.set(coffre::rights::add_months(T0, 1) + 1);
+        app.clock.set(coffre::rights::legal_deadline(T0, 1) + 1);
         let dpo = app.login(DPO).await;
         let all = as_(&app, &dpo, Method::GET, "/api/v1/dpo/requests", None)
             .await
@@ -497,15 +497,22 @@ async fn the_retention_job_deletes_exactly_what_is_due_and_the_log_still_verifie
         write(AWA, "culture", serde_json::json!({"interests": ["cinéma"]})).await;
         assert_eq!(history_len(&app, AWA, "housing").await, 2);
 
-        // Day 20: nothing is due yet (Lucie's grace period runs to day 30).
+        // Day 20: nothing is due yet.
         let r = coffre::rights::run_retention(&app.state, T0 + 20 * DAY)
             .await
             .unwrap();
         assert_eq!((r.superseded_versions, r.records_without_consent), (0, 0));
         assert_eq!(history_len(&app, LUCIE, "culture").await, 1);
 
-        // Day 31: Lucie's culture data goes (no consent, grace over); Awa's stays.
+        // Day 31: the grace period runs from the later of her refusal
+        // (day 0) and her last write (day 10): still kept.
         let r = coffre::rights::run_retention(&app.state, T0 + 31 * DAY)
+            .await
+            .unwrap();
+        assert_eq!((r.superseded_versions, r.records_without_consent), (0, 0));
+        assert_eq!(history_len(&app, LUCIE, "culture").await, 1);
+        // Day 41: Lucie's culture data goes (no consent, grace over); Awa's stays.
+        let r = coffre::rights::run_retention(&app.state, T0 + 41 * DAY)
             .await
             .unwrap();
         assert_eq!((r.superseded_versions, r.records_without_consent), (0, 1));

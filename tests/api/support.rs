@@ -317,6 +317,33 @@ pub async fn build_app_with(database_url: &str, backend: &'static str, setup: &S
 }
 
 impl TestApp {
+    /// The same database, keys and clock under another configuration: a
+    /// restart of the service (e.g. with another register).
+    pub async fn restart_with(&self, configure: impl Fn(&mut Config)) -> TestApp {
+        let mut config = self.state.config.clone();
+        configure(&mut config);
+        let state = AppState::new(
+            config,
+            self.store.clone(),
+            self.clock.clone(),
+            self.state.demo,
+            Ok(self.keys.clone()),
+        )
+        .await
+        .unwrap();
+        TestApp {
+            router: coffre::app(state.clone()),
+            state,
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+            backend: self.backend,
+            dir: tempfile::tempdir().unwrap(),
+            database_url: self.database_url.clone(),
+            keys: self.keys.clone(),
+            listener: std::sync::Mutex::new(None),
+        }
+    }
+
     /// Serves the app on its listener (built with [`Setup::live`]) and
     /// returns its base URL, e.g. `http://127.0.0.1:41234`.
     pub fn serve(&self) -> String {
