@@ -242,7 +242,7 @@ async fn dpo_decide(
         state.clock.now(),
     )
     .await?;
-    Ok(with_entry(entry, Json(view(&state, &row)?)))
+    Ok(with_entry(entry, Json(view(state, &row)?)))
 }
 
 /// Approves an extract: it is built in the background.
