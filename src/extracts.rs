@@ -553,6 +553,36 @@ async fn build_inner(
         write(csv_line(&header).as_bytes())?;
     }
     let mut cells: BTreeMap<Vec<String>, Cell> = BTreeMap::new();
+    // Differencing (issue 27): the partner's earlier aggregates of this
+    // purpose are tabulated jointly with this one over the same residents,
+    // so that no pair of releases isolates fewer than 11 people.
+    let earlier: Vec<(String, ExtractSpec)> = if records {
+        Vec::new()
+    } else {
+        state
+            .store
+            .extracts_of_partner(&partner.id)
+            .await
+            .map_err(s)?
+            .into_iter()
+            .filter(|e| {
+                e.id != row.id
+                    && e.purpose == row.purpose
+                    && e.kind == "aggregate"
+                    && matches!(e.state.as_str(), "ready" | "downloaded" | "expired")
+            })
+            .filter_map(|e| Some((e.id.clone(), serde_json::from_str(&e.spec).ok()?)))
+            .collect()
+    };
+    let mut joints: Vec<crate::domain::extract::Joint> = vec![Default::default(); earlier.len()];
+    let mut read_categories = spec.categories.clone();
+    for (_, e) in &earlier {
+        for c in &e.categories {
+            if !read_categories.contains(c) {
+                read_categories.push(c.clone());
+            }
+        }
+    }
     let mut cohort: i64 = 0;
     let mut seen: i64 = 0;
     let mut after = String::new();
@@ -587,7 +617,7 @@ async fn build_inner(
             .collect();
         // The page's keys and records in one query, only the categories asked.
         let opened = vault
-            .read_page(&eligible, &spec.categories)
+            .read_page(&eligible, &read_categories)
             .await
             .map_err(|e| e.to_string())?;
         for resident in &eligible {
@@ -632,6 +662,25 @@ async fn build_inner(
                             .unwrap_or_default()
                     })
                     .collect();
+                for ((_, e), joint) in earlier.iter().zip(joints.iter_mut()) {
+                    if !e
+                        .filters
+                        .iter()
+                        .all(|(k, v)| value(k).map(|x| text_of(&x)) == Some(v.clone()))
+                    {
+                        continue;
+                    }
+                    let earlier_key: Vec<String> = e
+                        .group_by
+                        .iter()
+                        .map(|d| {
+                            value(d)
+                                .map(|v| generalise(d, &text_of(&v)))
+                                .unwrap_or_default()
+                        })
+                        .collect();
+                    *joint.entry((earlier_key, key.clone())).or_default() += 1;
+                }
                 let cell = cells.entry(key).or_default();
                 cell.count += 1;
                 for f in &spec.fields {
@@ -678,6 +727,30 @@ async fn build_inner(
             return Err(format!("cohort_too_small: fewer than {MIN_CELL} residents"));
         }
         let hidden = suppress(&cells);
+        let new_size: BTreeMap<Vec<String>, u64> =
+            cells.iter().map(|(k, c)| (k.clone(), c.count)).collect();
+        for ((earlier_id, _), joint) in earlier.iter().zip(joints.iter()) {
+            let mut earlier_cells: BTreeMap<Vec<String>, Cell> = BTreeMap::new();
+            for ((e, _), n) in joint {
+                earlier_cells.entry(e.clone()).or_default().count += n;
+            }
+            let earlier_hidden = suppress(&earlier_cells);
+            // The reason the partner reads names no cell: which
+            // combination is small is itself something to keep.
+            if crate::domain::extract::differencing_risk(
+                joint,
+                &earlier_hidden,
+                &new_size,
+                &hidden,
+                MIN_CELL,
+            )
+            .is_some()
+            {
+                return Err(format!(
+                    "differencing_risk: combined with extract {earlier_id}, its cells would isolate fewer than {MIN_CELL} residents"
+                ));
+            }
+        }
         let rng = ring::rand::SystemRandom::new();
         let mut header = spec.group_by.clone();
         header.push("count".into());

@@ -327,3 +327,72 @@ async fn no_extract_is_built_for_a_partner_deactivated_after_asking() {
     })
     .await;
 }
+
+/// Issue 27 §2, the review's exact attack: as `labo-mobilite` on
+/// `etude-mobilite`, aggregate A by household size and B by size × single
+/// parent, both with the sums of commute and surface. A's size-4 row minus
+/// B's only published size-4 row left one person, with their exact commute
+/// (34 km) and surface (142 m²). B must not be published beside A.
+#[tokio::test]
+async fn two_overlapping_aggregates_never_subtract_to_a_few_people() {
+    each_backend(|app| async move {
+        let vault = app.state.vault().unwrap();
+        let cat = |c: &str| vault.categories().category(c).unwrap();
+        let now = app.clock.now();
+        // Size 4: eleven single parents and one other person (the target);
+        // size 3: twelve and eleven.
+        let mut people = Vec::new();
+        for i in 0..12 {
+            people.push((4, i < 11, if i < 11 { 10 + i } else { 34 }, if i < 11 { 60 + i } else { 142 }));
+        }
+        for i in 0..23 {
+            people.push((3, i < 12, 5 + i, 40 + i));
+        }
+        // (Eleven more, so that A's secondary suppression, which hides a
+        // cell beside the demo residents' own, takes size 5, not size 4.)
+        for i in 0..11 {
+            people.push((5, true, 7 + i, 80 + i));
+        }
+        for (n, (size, single, km, m2)) in people.into_iter().enumerate() {
+            let id = format!("00000000-0000-4000-8000-{:012}", 900 + n);
+            app.store.insert_resident(&id, now).await.unwrap();
+            vault.write(&id, &cat("household"), &serde_json::json!({"size": size, "single_parent": single}), now).await.unwrap();
+            vault.write(&id, &cat("mobility"), &serde_json::json!({"commute_km": km}), now).await.unwrap();
+            vault.write(&id, &cat("housing"), &serde_json::json!({"surface_m2": m2}), now).await.unwrap();
+            coffre::consents::decide(
+                &app.state,
+                &coffre::consents::Actor {
+                    id: id.clone(),
+                    role: coffre::domain::Role::Resident,
+                    structure_id: None,
+                    request_id: None,
+                },
+                &id,
+                "etude-mobilite",
+                coffre::consents::Decision::Give(Default::default()),
+            )
+            .await
+            .unwrap();
+        }
+        let token = labo(&app).await;
+        let fields = ["mobility.commute_km", "housing.surface_m2"];
+        let a = built(&app, &token, serde_json::json!({"purpose": "etude-mobilite", "kind": "aggregate", "categories": ["household", "mobility", "housing"], "group_by": ["household.size"], "fields": fields})).await;
+        assert_eq!(a["state"], "ready", "{a}");
+        let b = built(&app, &token, serde_json::json!({"purpose": "etude-mobilite", "kind": "aggregate", "categories": ["household", "mobility", "housing"], "group_by": ["household.size", "household.single_parent"], "fields": fields})).await;
+        assert_eq!(b["state"], "failed", "B published beside A: {b}");
+        let reason = b["reason"].as_str().unwrap();
+        assert!(reason.starts_with("differencing_risk"), "{reason}");
+        // The reason names no cell (which combination is small is itself
+        // to keep).
+        assert!(!reason.contains("true") && !reason.contains("[\""), "{reason}");
+        // Nothing of B was left to download.
+        partner(&app, &token, Method::GET, &format!("/api/v1/partner/extracts/{}/file", b["id"].as_str().unwrap()), None)
+            .await
+            .assert_error(409, "extract_not_ready");
+        // A table that adds no small group is still published: the same
+        // grouping as A again.
+        let again = built(&app, &token, serde_json::json!({"purpose": "etude-mobilite", "kind": "aggregate", "categories": ["household", "mobility", "housing"], "group_by": ["household.size"], "fields": fields})).await;
+        assert_eq!(again["state"], "ready", "{again}");
+    })
+    .await;
+}
