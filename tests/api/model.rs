@@ -527,3 +527,58 @@ async fn the_decision_agrees_with_a_reference_model_of_the_rules() {
     )
     .await;
 }
+
+/// Facts read with a partner's record are used by the decision only for
+/// the very (resident, purpose) they were read for: favourable facts of
+/// another resident, or of another purpose, never decide (kills the
+/// mutants cargo-mutants left on that filter).
+#[tokio::test]
+async fn facts_handed_in_for_another_resident_or_purpose_are_not_used() {
+    crate::support::each_backend(|app| async move {
+        let now = app.clock.now();
+        let resident = "0c0c0000-0000-4000-8000-aaaaaaaaaaaa";
+        app.store.insert_resident(resident, now).await.unwrap();
+        let purpose = app.state.register.get("etude-mobilite").unwrap();
+        // Everything a read would need, for someone else, or for another
+        // purpose of the same resident.
+        let favourable = |r: &str, p: &str| coffre::storage::PartnerReadFacts {
+            resident_id: r.to_string(),
+            purpose: p.to_string(),
+            resident_active: true,
+            consent: Some(coffre::storage::ConsentForDecision {
+                id: "forged".into(),
+                state: "given".into(),
+                categories: "mobility,household,housing".into(),
+                valid_until: Some(now + 86_400),
+                notice_version: purpose.notice_version.clone(),
+            }),
+            restricted: false,
+            objected: false,
+        };
+        for facts in [
+            favourable("0c0c0000-0000-4000-8000-bbbbbbbbbbbb", "etude-mobilite"),
+            favourable(resident, "agenda-culturel"),
+        ] {
+            let req = AccessRequest {
+                resident_id: Some(resident),
+                category: Some("mobility"),
+                purpose_id: Some("etude-mobilite"),
+                partner_facts: Some(facts),
+                ..AccessRequest::new("labo-mobilite", Role::Partner, "data.read")
+            };
+            let (verdict, _) = evaluate(&app.state, &req).await.unwrap();
+            assert_eq!(verdict, Verdict::Deny("no_valid_consent"));
+        }
+        // The same facts for the very pair asked are used.
+        let req = AccessRequest {
+            resident_id: Some(resident),
+            category: Some("mobility"),
+            purpose_id: Some("etude-mobilite"),
+            partner_facts: Some(favourable(resident, "etude-mobilite")),
+            ..AccessRequest::new("labo-mobilite", Role::Partner, "data.read")
+        };
+        let (verdict, _) = evaluate(&app.state, &req).await.unwrap();
+        assert!(matches!(verdict, Verdict::Allow(_)), "{verdict:?}");
+    })
+    .await;
+}
