@@ -81,6 +81,7 @@ impl AuditLog {
         let max_batch = max_batch.clamp(1, MAX_BATCH);
         let (queue, rx) = mpsc::channel(4 * MAX_BATCH);
         tokio::spawn(writer(store.clone(), rx, max_batch));
+        tokio::spawn(recipients_indexer(store.clone(), queue.downgrade()));
         Arc::new(Self {
             queue,
             store,
@@ -364,31 +365,72 @@ async fn writer(store: DynStore, mut rx: mpsc::Receiver<Pending>, max_batch: usi
     }
 }
 
-/// One indexing step of both derived indexes (residents, recipients);
-/// returns what is left to index as the writer counts it (at least 1 while
-/// a step was full, so the next one follows).
+/// One indexing step; returns what is left to index as the writer counts it
+/// (at least 1 while the step was full, so the next one follows).
 async fn index_residents(store: &DynStore, unindexed: u64) -> u64 {
-    let residents = match store.audit_index_residents(INDEX_STEP).await {
-        Ok(covered) => covered == INDEX_STEP,
+    match store.audit_index_residents(INDEX_STEP).await {
+        Ok(covered) if covered == INDEX_STEP => unindexed.max(1),
+        Ok(_) => 0,
         Err(e) => {
             // Derived data: readers scan what is not indexed, so this slows
             // them down but hides nothing. Retried at the next idle moment
             // after an append, or after INDEX_EVERY more entries.
             tracing::warn!(error = %e, "audit resident index not updated");
-            false
+            0
         }
-    };
-    let recipients = match index_recipients(store, INDEX_STEP).await {
-        Ok(covered) => covered == INDEX_STEP,
-        Err(e) => {
-            tracing::warn!(error = %e, "audit recipients index not updated");
-            false
+    }
+}
+
+/// How often the recipients index catches up with the log.
+const RECIPIENTS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Past this many unindexed entries the recipients index catches up even
+/// under load (readers scan only a resident's own entries past the index,
+/// through the resident index, so a lag costs them little).
+const RECIPIENTS_MAX_LAG: u64 = 100_000;
+
+/// Keeps the recipients index (art. 19) up to date beside the writer rather
+/// than inside it, and when the log is quiet: the step decodes every entry
+/// it reads, and inside the writer's loop, or under a burst, that work held
+/// appends back (measured: audited partner reads 15 % slower inside the
+/// writer, 8 % beside it every second). Stops with the log.
+async fn recipients_indexer(store: DynStore, log: mpsc::WeakSender<Pending>) {
+    let mut tick = tokio::time::interval(RECIPIENTS_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    let mut last_size = None;
+    loop {
+        tick.tick().await;
+        if log.upgrade().is_none() {
+            return;
         }
-    };
-    if residents || recipients {
-        unindexed.max(1)
-    } else {
-        0
+        let Ok((upto, size)) = store.audit_recipients_cursor().await else {
+            continue;
+        };
+        let quiet = last_size == Some(size);
+        last_size = Some(size);
+        if upto >= size || !(quiet || size - upto > RECIPIENTS_MAX_LAG) {
+            continue;
+        }
+        loop {
+            match index_recipients(&store, INDEX_STEP).await {
+                Ok(covered) => {
+                    failing = false;
+                    if covered < INDEX_STEP {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    // Derived data: `recipients_of` scans what is not
+                    // indexed. Said once per run of failures.
+                    if !failing {
+                        tracing::warn!(error = %e, "audit recipients index not updated");
+                    }
+                    failing = true;
+                    break;
+                }
+            }
+        }
     }
 }
 

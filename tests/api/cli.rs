@@ -7,20 +7,9 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn coffre(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_coffre"));
-    cmd.current_dir(dir).args(args);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("COFFRE_") || k == "RUST_BACKTRACE" {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env("RUST_BACKTRACE", "1");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd
-}
+use crate::binary::{
+    assert_acknowledged_entries_are_in_the_log, coffre, free_port, header, http, start_demo, stop,
+};
 
 /// The command succeeded (else its stderr is the failure message); its stdout.
 fn succeeded(out: &Output) -> String {
@@ -97,23 +86,6 @@ fn help_lists_the_subcommands() {
     for sub in ["serve", "migrate", "version"] {
         assert!(text.contains(sub), "{text}");
     }
-}
-
-/// SIGTERM, then wait for the exit.
-fn stop(mut child: std::process::Child) {
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    child.wait().unwrap();
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn http_get(port: u16, path: &str) -> Option<String> {
@@ -217,69 +189,11 @@ fn sigterm_right_after_listening_drains_and_exits_cleanly() {
     }
 }
 
-/// One HTTP/1.1 request on a fresh connection: (status, headers, body).
-fn http(
-    port: u16,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> Option<(u16, String, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let (head, body) = out.split_once("\r\n\r\n")?;
-    let status = head.split(' ').nth(1)?.parse().ok()?;
-    Some((status, head.to_string(), body.to_string()))
-}
-
-/// A response header's value (names compared case-insensitively).
-fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.eq_ignore_ascii_case(name).then(|| v.trim())
-    })
-}
-
-fn start_demo(dir: &Path, port: u16) -> std::process::Child {
-    let listen = format!("127.0.0.1:{port}");
-    let mut child = coffre(dir, &["serve", "--demo"], &[("COFFRE_LISTEN", &listen)])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    loop {
-        let line = lines
-            .next()
-            .expect("server exited before listening")
-            .unwrap();
-        if line.contains("listening") {
-            break;
-        }
-    }
-    // Keep draining stderr so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    child
-}
-
 #[test]
 fn kill_9_during_a_write_burst_loses_no_acknowledged_entry() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut child = start_demo(dir.path(), port);
+    let mut child = start_demo(dir.path(), port, &[]);
     let persona = "persona=0b9a3c1e-5d6f-4a7b-8c9d-000000000001";
     let (_, head, _) = http(
         port,
@@ -339,59 +253,11 @@ fn kill_9_during_a_write_burst_loses_no_acknowledged_entry() {
         acknowledged.len()
     );
 
-    let out = coffre(dir.path(), &["audit", "verify"], &[])
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
-    let size: u64 = text
-        .split("audit log OK: ")
-        .nth(1)
-        .and_then(|t| t.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no size in {text}"));
-    let max = *acknowledged.iter().max().unwrap();
-    assert!(
-        max < size,
-        "acknowledged entry {max} missing from a log of {size}"
-    );
-
-    // After a restart every acknowledged entry reads back as a write.
-    let port = free_port();
-    let child = start_demo(dir.path(), port);
-    let (_, head, _) = http(
-        port,
-        "POST",
-        "/dev/login",
-        &[("content-type", "application/x-www-form-urlencoded")],
-        "persona=a1d00000-0000-4000-8000-000000000005",
-    )
-    .unwrap();
-    let auditor = header(&head, "set-cookie")
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    let (status, _, body) = http(
-        port,
-        "GET",
-        &format!("/api/v1/audit/entries?from=0&to={}", size.min(1000)),
-        &[("cookie", &auditor)],
-        "",
-    )
-    .unwrap();
-    assert_eq!(status, 200, "{body}");
-    let entries: serde_json::Value = serde_json::from_str(&body).unwrap();
-    for idx in acknowledged.iter().filter(|i| **i < 1000) {
-        let e = &entries["entries"][*idx as usize];
-        assert_eq!(e["action"], "data.write", "entry {idx}: {e}");
-    }
-    stop(child);
+    let acknowledged: Vec<(u64, &str)> = acknowledged
+        .iter()
+        .map(|idx| (*idx, "data.write"))
+        .collect();
+    assert_acknowledged_entries_are_in_the_log(dir.path(), &[], &acknowledged);
 }
 
 #[test]

@@ -11,7 +11,7 @@ use axum::http::Method;
 use coffre::domain::Demarche;
 use coffre::mandates::{NewMandate, create};
 
-use crate::support::{TestApp, each_backend};
+use crate::support::each_backend;
 
 const AWA: &str = "0b9a3c1e-5d6f-4a7b-8c9d-000000000001";
 const AIDANT: &str = "a1d00000-0000-4000-8000-000000000001";
@@ -95,16 +95,6 @@ fn page_routes() -> Vec<String> {
     }
     assert!(out.len() > 15, "pages not found in src/web/mod.rs: {out:?}");
     out
-}
-
-async fn audit_down(app: &TestApp) {
-    sqlx::any::install_default_drivers();
-    let p = sqlx::AnyPool::connect(&app.database_url).await.unwrap();
-    sqlx::query("DROP TABLE audit_nodes")
-        .execute(&p)
-        .await
-        .unwrap();
-    p.close().await;
 }
 
 #[tokio::test]
@@ -241,7 +231,7 @@ async fn nothing_personal_is_disclosed_while_the_log_cannot_be_written() {
         templates.retain(|t| !t.starts_with("/auth/") && t != "/langue/{lang}");
 
         let whitelisted: BTreeSet<&str> = DISCLOSE_NOTHING.iter().map(|(p, _)| *p).collect();
-        audit_down(&app).await;
+        app.audit_down().await;
         let mut leaks = Vec::new();
         let mut swept = 0;
         for template in &templates {

@@ -7,6 +7,7 @@
 mod support;
 
 mod audit;
+mod binary;
 mod browser;
 mod cli;
 mod consents;

@@ -20,25 +20,6 @@ const REFERENT: &str = "a1d00000-0000-4000-8000-000000000003";
 const DPO: &str = "a1d00000-0000-4000-8000-000000000004";
 const CCAS: &str = coffre::demo::STRUCTURE_CCAS;
 
-async fn mandate(app: &TestApp, resident: &str, ds: &[Demarche], days: i64) -> String {
-    let structure = app.store.find_structure(CCAS).await.unwrap().unwrap();
-    let (m, _) = create(
-        &app.state,
-        NewMandate {
-            aidant_id: AIDANT,
-            structure: &structure,
-            resident_id: resident,
-            demarches: ds,
-            duration_days: days,
-            renews: None,
-        },
-        app.clock.now(),
-    )
-    .await
-    .unwrap();
-    m.id
-}
-
 async fn as_(
     app: &TestApp,
     s: &Session,
@@ -53,22 +34,10 @@ fn code(secret: &[u8], now: i64, offset: i64) -> String {
     format!("{:06}", totp::code(secret, totp::step_at(now) + offset))
 }
 
-async fn last_entry(app: &TestApp) -> coffre::audit::AuditEntry {
-    let size = app.state.audit.size().await.unwrap();
-    let (_, leaf) = app
-        .store
-        .audit_entries(size - 1, size)
-        .await
-        .unwrap()
-        .pop()
-        .unwrap();
-    coffre::audit::AuditEntry::decode(&leaf).unwrap()
-}
-
 #[tokio::test]
 async fn an_aidant_acts_only_within_a_live_mandate_of_their_structure() {
     each_backend(|app| async move {
-        mandate(&app, LUCIE, &[Demarche::Logement], 31).await;
+        app.mandate(LUCIE, &[Demarche::Logement], 31).await;
         let aidant = app.login(AIDANT).await;
         let data = |r: &str, c: &str, d: &str| {
             format!("/api/v1/aidant/residents/{r}/data/{c}?demarche={d}")
@@ -103,7 +72,7 @@ async fn an_aidant_acts_only_within_a_live_mandate_of_their_structure() {
         .await;
         assert_eq!(read.status, 200, "{}", read.text());
         assert!(read.header("x-audit-entry").is_some());
-        let e = last_entry(&app).await;
+        let e = app.last_entry().await;
         assert_eq!(
             (
                 e.actor_id.as_str(),
@@ -176,7 +145,7 @@ async fn an_aidant_acts_only_within_a_live_mandate_of_their_structure() {
         )
         .await
         .assert_error(422, "unknown_demarche");
-        let e = last_entry(&app).await;
+        let e = app.last_entry().await;
         assert_eq!(
             (e.decision, e.reason.as_str()),
             (coffre::audit::Decision::Deny, "no_active_mandate")
@@ -284,13 +253,13 @@ async fn residents_aidants_and_referents_revoke_with_signed_receipts() {
         let secret = coffre::mandates::enroll_totp(&app.state, AIDANT, now)
             .await
             .unwrap();
-        let id = mandate(
-            &app,
-            LUCIE,
-            &[Demarche::Famille, Demarche::Logement, Demarche::Papiers],
-            365,
-        )
-        .await;
+        let id = app
+            .mandate(
+                LUCIE,
+                &[Demarche::Famille, Demarche::Logement, Demarche::Papiers],
+                365,
+            )
+            .await;
         let awa = app.login(LUCIE).await;
         let aidant = app.login(AIDANT).await;
         let referent = app.login(REFERENT).await;
@@ -472,7 +441,7 @@ async fn the_totp_step_up_is_rate_limited_and_never_replayed() {
 #[tokio::test]
 async fn a_deactivated_aidant_is_refused_everything() {
     each_backend(|app| async move {
-        mandate(&app, LUCIE, &[Demarche::Logement], 31).await;
+        app.mandate(LUCIE, &[Demarche::Logement], 31).await;
         let aidant = app.login(AIDANT).await;
         let path = format!("/api/v1/aidant/residents/{LUCIE}/data/housing?demarche=logement");
         assert_eq!(
@@ -516,7 +485,7 @@ async fn a_deactivated_aidant_is_refused_everything() {
         as_(&app, &zombie, Method::GET, "/api/v1/aidant/residents", None)
             .await
             .assert_error(403, "agent_inactive");
-        let e = last_entry(&app).await;
+        let e = app.last_entry().await;
         assert_eq!(
             (e.decision, e.reason.as_str()),
             (coffre::audit::Decision::Deny, "agent_inactive")
@@ -528,7 +497,9 @@ async fn a_deactivated_aidant_is_refused_everything() {
 #[tokio::test]
 async fn attestations_verify_offline_and_say_valid_revoked_or_expired() {
     each_backend(|app| async move {
-        let id = mandate(&app, LUCIE, &[Demarche::Logement, Demarche::Papiers], 31).await;
+        let id = app
+            .mandate(LUCIE, &[Demarche::Logement, Demarche::Papiers], 31)
+            .await;
         let awa = app.login(LUCIE).await;
         let mine = as_(&app, &awa, Method::GET, "/api/v1/me/mandates", None)
             .await
@@ -599,7 +570,7 @@ async fn attestations_verify_offline_and_say_valid_revoked_or_expired() {
         )
         .await;
         assert_eq!(status(attestation).await.json()["status"], "revoked");
-        mandate(&app, LUCIE, &[Demarche::Argent], 1).await;
+        app.mandate(LUCIE, &[Demarche::Argent], 1).await;
         let mine = as_(&app, &awa, Method::GET, "/api/v1/me/mandates", None)
             .await
             .json();
@@ -621,9 +592,9 @@ async fn attestations_verify_offline_and_say_valid_revoked_or_expired() {
 #[tokio::test]
 async fn one_live_authorisation_per_demarche_even_when_created_at_once() {
     each_backend(|app| async move {
-        let first = mandate(&app, LUCIE, &[Demarche::Logement, Demarche::Famille], 31).await;
+        let first = app.mandate(LUCIE, &[Demarche::Logement, Demarche::Famille], 31).await;
         // A newer mandate takes the démarche over; the old one keeps the rest.
-        let second = mandate(&app, LUCIE, &[Demarche::Logement], 365).await;
+        let second = app.mandate(LUCIE, &[Demarche::Logement], 365).await;
         let old = app.store.mandate_authorisations(&first).await.unwrap();
         let logement = old.iter().find(|a| a.demarche == "logement").unwrap();
         assert_eq!(logement.revoked_by.as_deref(), Some("superseded"));
@@ -697,8 +668,8 @@ async fn one_live_authorisation_per_demarche_even_when_created_at_once() {
 #[tokio::test]
 async fn mandates_expiring_within_thirty_days_are_listed_for_the_structure() {
     each_backend(|app| async move {
-        mandate(&app, LUCIE, &[Demarche::Logement], 31).await;
-        mandate(&app, JP, &[Demarche::Papiers], 365).await;
+        app.mandate(LUCIE, &[Demarche::Logement], 31).await;
+        app.mandate(JP, &[Demarche::Papiers], 365).await;
         let aidant = app.login(AIDANT).await;
         let soon = as_(
             &app,
@@ -736,7 +707,7 @@ async fn mandates_expiring_within_thirty_days_are_listed_for_the_structure() {
 #[tokio::test]
 async fn an_aidant_records_a_consent_on_behalf_only_within_the_mandate() {
     each_backend(|app| async move {
-        mandate(&app, LUCIE, &[Demarche::Famille], 31).await;
+        app.mandate(LUCIE, &[Demarche::Famille], 31).await;
         let aidant = app.login(AIDANT).await;
         let give = serde_json::json!({"purpose": "cantine-scolaire", "decision": "given"});
         let path = |d: &str| format!("/api/v1/aidant/residents/{LUCIE}/consents?demarche={d}");
@@ -906,7 +877,7 @@ async fn an_aidant_of_two_structures_acts_for_the_current_one() {
             .add_agent_structure(AIDANT, "france-services")
             .await
             .unwrap();
-        mandate(&app, LUCIE, &[Demarche::Logement], 31).await; // a CCAS mandate
+        app.mandate(LUCIE, &[Demarche::Logement], 31).await; // a CCAS mandate
         let aidant = app.login(AIDANT).await;
         let path = format!("/api/v1/aidant/residents/{LUCIE}/data/housing?demarche=logement");
         assert_eq!(

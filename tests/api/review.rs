@@ -8,7 +8,7 @@ use axum::http::Method;
 use coffre::domain::Demarche;
 
 use crate::extracts::{built, partner, renov};
-use crate::support::{TestApp, each_backend};
+use crate::support::each_backend;
 
 const AWA: &str = "0b9a3c1e-5d6f-4a7b-8c9d-000000000001";
 const LUCIE: &str = "0b9a3c1e-5d6f-4a7b-8c9d-000000000003";
@@ -213,7 +213,7 @@ async fn retention_removes_data_that_no_consent_ever_covered() {
                 .is_empty()
         );
         // No resident keeps culture data without a consent covering it.
-        let p = pool(&app).await;
+        let p = app.raw_pool().await;
         let (left,): (i64,) = sqlx::query_as(
             "SELECT COUNT(*) FROM personal_records p WHERE p.category = 'culture' AND NOT EXISTS \
              (SELECT 1 FROM consents c WHERE c.resident_id = p.resident_id AND c.state = 'given' \
@@ -227,11 +227,6 @@ async fn retention_removes_data_that_no_consent_ever_covered() {
         assert_eq!(left, 0);
     })
     .await;
-}
-
-async fn pool(app: &TestApp) -> sqlx::AnyPool {
-    sqlx::any::install_default_drivers();
-    sqlx::AnyPool::connect(&app.database_url).await.unwrap()
 }
 
 /// §4: after an erasure, the resident's attestation still verified as

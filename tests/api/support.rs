@@ -410,3 +410,66 @@ where
         }
     }
 }
+
+impl TestApp {
+    /// A pool of the test database's own, for what the service would never
+    /// do (tamper with the log, drop a table, flip a flag).
+    pub async fn raw_pool(&self) -> sqlx::AnyPool {
+        sqlx::any::install_default_drivers();
+        sqlx::AnyPool::connect(&self.database_url).await.unwrap()
+    }
+
+    /// The audit log can no longer commit (its node table is gone).
+    pub async fn audit_down(&self) {
+        let p = self.raw_pool().await;
+        sqlx::query("DROP TABLE audit_nodes")
+            .execute(&p)
+            .await
+            .unwrap();
+        p.close().await;
+    }
+
+    /// The last entry of the audit log, decoded.
+    pub async fn last_entry(&self) -> coffre::audit::AuditEntry {
+        let size = self.state.audit.size().await.unwrap();
+        let (_, leaf) = self
+            .store
+            .audit_entries(size - 1, size)
+            .await
+            .unwrap()
+            .pop()
+            .unwrap();
+        coffre::audit::AuditEntry::decode(&leaf).unwrap()
+    }
+
+    /// A mandate of the demo's CCAS, made by its first aidant, at the
+    /// app's clock: its id.
+    pub async fn mandate(
+        &self,
+        resident: &str,
+        demarches: &[coffre::domain::Demarche],
+        days: i64,
+    ) -> String {
+        let structure = self
+            .store
+            .find_structure(coffre::demo::STRUCTURE_CCAS)
+            .await
+            .unwrap()
+            .unwrap();
+        let (m, _) = coffre::mandates::create(
+            &self.state,
+            coffre::mandates::NewMandate {
+                aidant_id: "a1d00000-0000-4000-8000-000000000001",
+                structure: &structure,
+                resident_id: resident,
+                demarches,
+                duration_days: days,
+                renews: None,
+            },
+            self.clock.now(),
+        )
+        .await
+        .unwrap();
+        m.id
+    }
+}

@@ -6,7 +6,6 @@
 use axum::http::Method;
 use coffre::domain::Demarche;
 use coffre::domain::mandate::totp;
-use coffre::mandates::{NewMandate, create};
 
 use crate::support::{TestApp, each_backend};
 
@@ -17,54 +16,13 @@ const REFERENT: &str = "a1d00000-0000-4000-8000-000000000003";
 const DPO: &str = "a1d00000-0000-4000-8000-000000000004";
 const CCAS: &str = coffre::demo::STRUCTURE_CCAS;
 
-async fn mandate(app: &TestApp, resident: &str, ds: &[Demarche]) -> String {
-    let structure = app.store.find_structure(CCAS).await.unwrap().unwrap();
-    let (m, _) = create(
-        &app.state,
-        NewMandate {
-            aidant_id: AIDANT,
-            structure: &structure,
-            resident_id: resident,
-            demarches: ds,
-            duration_days: 31,
-            renews: None,
-        },
-        app.clock.now(),
-    )
-    .await
-    .unwrap();
-    m.id
-}
-
-async fn last_entry(app: &TestApp) -> coffre::audit::AuditEntry {
-    let size = app.state.audit.size().await.unwrap();
-    let (_, leaf) = app
-        .store
-        .audit_entries(size - 1, size)
-        .await
-        .unwrap()
-        .pop()
-        .unwrap();
-    coffre::audit::AuditEntry::decode(&leaf).unwrap()
-}
-
-async fn audit_down(app: &TestApp) {
-    sqlx::any::install_default_drivers();
-    let p = sqlx::AnyPool::connect(&app.database_url).await.unwrap();
-    sqlx::query("DROP TABLE audit_nodes")
-        .execute(&p)
-        .await
-        .unwrap();
-    p.close().await;
-}
-
 /// §2: under a logement mandate, an aidant gave explicit consent to the
 /// health purpose by asking for a subset of its categories that logement
 /// reaches; and could overwrite the resident's own decision.
 #[tokio::test]
 async fn an_aidant_never_consents_beyond_the_mandate_nor_over_the_residents_decision() {
     each_backend(|app| async move {
-        mandate(&app, LUCIE, &[Demarche::Logement, Demarche::Famille]).await;
+        app.mandate(LUCIE, &[Demarche::Logement, Demarche::Famille], 31).await;
         let before: Vec<_> = app
             .store
             .consents_of(LUCIE)
@@ -89,7 +47,7 @@ async fn an_aidant_never_consents_beyond_the_mandate_nor_over_the_residents_deci
             )
             .await;
         res.assert_error(403, "explicit_consent_resident_only");
-        let e = last_entry(&app).await;
+        let e = app.last_entry().await;
         assert_eq!(
             (e.decision, e.reason.as_str()),
             (
@@ -161,7 +119,7 @@ async fn an_aidant_never_consents_beyond_the_mandate_nor_over_the_residents_deci
 #[tokio::test]
 async fn the_right_to_create_mandates_is_checked_at_every_step() {
     each_backend(|app| async move {
-        let id = mandate(&app, LUCIE, &[Demarche::Logement]).await;
+        let id = app.mandate(LUCIE, &[Demarche::Logement], 31).await;
         let aidant = app.login(AIDANT).await;
         // A draft made while the right was held…
         let draft = app
@@ -194,7 +152,7 @@ async fn the_right_to_create_mandates_is_checked_at_every_step() {
                 .as_user(&aidant, Method::POST, &path, Some(body))
                 .await;
             res.assert_error(403, "cannot_create_mandates");
-            let e = last_entry(&app).await;
+            let e = app.last_entry().await;
             assert_eq!(
                 (e.decision, e.reason.as_str()),
                 (coffre::audit::Decision::Deny, "cannot_create_mandates"),
@@ -212,7 +170,7 @@ async fn the_right_to_create_mandates_is_checked_at_every_step() {
             )
             .await;
         assert_eq!(res.status, 201, "{}", res.text());
-        let e = last_entry(&app).await;
+        let e = app.last_entry().await;
         assert_eq!(
             (e.action.as_str(), e.resident_id.as_deref()),
             ("mandate.renew", Some(LUCIE))
@@ -222,8 +180,7 @@ async fn the_right_to_create_mandates_is_checked_at_every_step() {
 }
 
 async fn set_can_create(app: &TestApp, allowed: bool) {
-    sqlx::any::install_default_drivers();
-    let p = sqlx::AnyPool::connect(&app.database_url).await.unwrap();
+    let p = app.raw_pool().await;
     sqlx::query("UPDATE agents SET can_create_mandates = $1 WHERE id = $2")
         .bind(allowed)
         .bind(AIDANT)
@@ -386,7 +343,7 @@ async fn concurrent_approvals_never_overspend_the_epsilon_budget() {
         app.as_user(&dpo, Method::POST, &format!("/api/v1/dpo/extracts/{rest}/approve"), None)
             .await
             .assert_error(409, "epsilon_budget_exhausted");
-        let e = last_entry(&app).await;
+        let e = app.last_entry().await;
         assert_eq!(
             (e.decision, e.reason.as_str()),
             (coffre::audit::Decision::Deny, "epsilon_budget_exhausted")
@@ -442,7 +399,7 @@ async fn parallel_wrong_totp_codes_get_at_most_five_tries() {
 #[tokio::test]
 async fn mandate_reads_and_partner_notifications_are_audited_and_fail_closed() {
     each_backend(|app| async move {
-        let id = mandate(&app, LUCIE, &[Demarche::Logement]).await;
+        let id = app.mandate(LUCIE, &[Demarche::Logement], 31).await;
         let aidant = app.login(AIDANT).await;
         let lucie = app.login(LUCIE).await;
         let res = app
@@ -455,7 +412,7 @@ async fn mandate_reads_and_partner_notifications_are_audited_and_fail_closed() {
             .await;
         assert_eq!(res.status, 200, "{}", res.text());
         assert!(res.header("x-audit-entry").is_some());
-        let e = last_entry(&app).await;
+        let e = app.last_entry().await;
         assert_eq!(
             (e.action.as_str(), e.resident_id.as_deref()),
             ("mandate.read", Some(LUCIE))
@@ -469,7 +426,7 @@ async fn mandate_reads_and_partner_notifications_are_audited_and_fail_closed() {
             )
             .await;
         assert_eq!(page.status, 200, "{}", page.text());
-        let e = last_entry(&app).await;
+        let e = app.last_entry().await;
         assert_eq!(
             (e.action.as_str(), e.actor_id.as_str()),
             ("mandate.read", LUCIE)
@@ -492,7 +449,7 @@ async fn mandate_reads_and_partner_notifications_are_audited_and_fail_closed() {
         assert_eq!(res.status, 200, "{}", res.text());
         assert!(res.header("x-audit-entry").is_some());
 
-        audit_down(&app).await;
+        app.audit_down().await;
         app.as_user(
             &aidant,
             Method::GET,
@@ -631,7 +588,7 @@ async fn a_clients_request_id_is_kept_only_when_it_looks_like_an_id() {
                 )
                 .await;
             assert_eq!(res.status, 200, "{}", res.text());
-            let e = last_entry(&app).await;
+            let e = app.last_entry().await;
             let recorded = e.request_id.clone().unwrap_or_default();
             assert_eq!(recorded == sent, kept, "{sent:?} → {recorded:?}");
             assert_eq!(res.header("x-request-id"), Some(recorded.as_str()));
@@ -802,7 +759,7 @@ async fn guessing_routes_are_rate_limited_with_retry_after() {
         // TOTP step-ups, per address.
         app.clock.advance(3600);
         let aidant = app.login(AIDANT).await;
-        let id = mandate(&app, LUCIE, &[Demarche::Logement]).await;
+        let id = app.mandate(LUCIE, &[Demarche::Logement], 31).await;
         let mut statuses = Vec::new();
         for _ in 0..25 {
             let res = app
@@ -897,8 +854,7 @@ async fn art19_notices_come_from_the_recipients_index_and_commit_with_the_change
             .latest_record_version(AWA, "housing")
             .await
             .unwrap();
-        sqlx::any::install_default_drivers();
-        let p = sqlx::AnyPool::connect(&app.database_url).await.unwrap();
+        let p = app.raw_pool().await;
         sqlx::query("ALTER TABLE recipient_notifications RENAME TO recipient_notifications_away")
             .execute(&p)
             .await
