@@ -577,26 +577,11 @@ pub fn api_json<T: serde::de::DeserializeOwned>(
         .map_err(|e| AppError::unprocessable("invalid_form", e.to_string()))
 }
 
-/// Paris time (EU rules: summer time from the last Sunday of March to the
-/// last Sunday of October, switching at 01:00 UTC), without a time-zone
-/// database.
+/// Paris time, from the IANA time-zone database (`chrono-tz`), the same
+/// calendar the legal deadlines are counted on (`rights::legal_deadline`).
 pub fn paris(ts: i64) -> Option<chrono::NaiveDateTime> {
-    use chrono::{Datelike, NaiveDate, TimeDelta, Weekday};
-    let utc = chrono::DateTime::from_timestamp(ts, 0)?.naive_utc();
-    let last_sunday = |month: u32| -> Option<chrono::NaiveDateTime> {
-        let first_next = if month == 12 {
-            NaiveDate::from_ymd_opt(utc.year() + 1, 1, 1)?
-        } else {
-            NaiveDate::from_ymd_opt(utc.year(), month + 1, 1)?
-        };
-        let mut d = first_next.pred_opt()?;
-        while d.weekday() != Weekday::Sun {
-            d = d.pred_opt()?;
-        }
-        d.and_hms_opt(1, 0, 0)
-    };
-    let summer = utc >= last_sunday(3)? && utc < last_sunday(10)?;
-    Some(utc + TimeDelta::hours(if summer { 2 } else { 1 }))
+    let utc = chrono::DateTime::from_timestamp(ts, 0)?;
+    Some(utc.with_timezone(&chrono_tz::Europe::Paris).naive_local())
 }
 
 /// A date (Paris time) as the French write it.
