@@ -13,6 +13,15 @@ use std::path::{Path, PathBuf};
 
 use secrecy::SecretString;
 
+/// The files of a policies folder (the register and its companions).
+pub const POLICY_FILES: [&str; 5] = [
+    "purposes.toml",
+    "categories.toml",
+    "demarches.toml",
+    "model.conf",
+    "policy.csv",
+];
+
 /// Environment variables with this prefix belong to the test harness, not to
 /// the service; they are ignored rather than refused.
 const TEST_ENV_PREFIX: &str = "COFFRE_TEST_";
@@ -43,7 +52,7 @@ pub const KEYS: &[(&str, Option<&str>, &str)] = &[
     (
         "policies_dir",
         None,
-        "folder of the reviewed register (purposes.toml, categories.toml, demarches.toml, model.conf, policy.csv); default ./policies if present, else the built-in copies; when set, the folder must hold purposes.toml",
+        "folder of the reviewed register (purposes.toml, categories.toml, demarches.toml, model.conf, policy.csv); default ./policies if present, else the built-in copies; when set, the folder must hold all five",
     ),
     (
         "unlock_identity_file",
@@ -333,11 +342,17 @@ impl Config {
         // processing than the one reviewed).
         let policies_dir_explicit = get("policies_dir").is_some();
         let policies_dir = PathBuf::from(get("policies_dir").map(|(v, _)| v).unwrap_or("policies"));
-        if policies_dir_explicit && !policies_dir.join("purposes.toml").is_file() {
-            return Err(invalid(
-                "policies_dir",
-                format!("{} holds no purposes.toml", policies_dir.display()),
-            ));
+        if policies_dir_explicit {
+            // All of it: a missing file would fall back to its built-in
+            // copy while the register's location named the folder.
+            for file in POLICY_FILES {
+                if !policies_dir.join(file).is_file() {
+                    return Err(invalid(
+                        "policies_dir",
+                        format!("{} holds no {file}", policies_dir.display()),
+                    ));
+                }
+            }
         }
         let extracts_dir = PathBuf::from(
             get("extracts_dir")

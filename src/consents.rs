@@ -333,18 +333,26 @@ async fn refuse_beyond_mandate(
     current: Option<&ConsentRow>,
     now: Timestamp,
 ) -> AppResult<()> {
-    let reason = if purpose.special_category && !matches!(decision, Decision::Withdraw) {
+    let explicit = purpose.special_category
+        || purpose.legal_basis == crate::domain::purpose::LegalBasis::ExplicitConsent;
+    let reason = if explicit && !matches!(decision, Decision::Withdraw) {
         Some("explicit_consent_resident_only")
     } else if matches!(decision, Decision::Withdraw) {
         None
     } else {
         match current {
             Some(row) => {
+                // Any give or refusal the resident made themself stands
+                // against an aidant (not only the latest event: a later
+                // aidant's act must not open the way).
                 let events = state.store.consent_events(&row.id).await?;
                 events
-                    .first()
-                    .filter(|e| e.actor_role == Role::Resident.as_str())
-                    .map(|_| "resident_decision_stands")
+                    .iter()
+                    .any(|e| {
+                        e.actor_role == Role::Resident.as_str()
+                            && matches!(e.state.as_str(), "given" | "refused")
+                    })
+                    .then_some("resident_decision_stands")
             }
             None => None,
         }

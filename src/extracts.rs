@@ -569,7 +569,12 @@ async fn build_inner(
                 e.id != row.id
                     && e.purpose == row.purpose
                     && e.kind == "aggregate"
-                    && matches!(e.state.as_str(), "ready" | "downloaded" | "expired")
+                    // Those being built too: two approved close together
+                    // would otherwise each miss the other.
+                    && matches!(
+                        e.state.as_str(),
+                        "approved" | "building" | "ready" | "downloaded" | "expired"
+                    )
             })
             .filter_map(|e| Some((e.id.clone(), serde_json::from_str(&e.spec).ok()?)))
             .collect()
@@ -695,7 +700,17 @@ async fn build_inner(
                 timestamp: now,
                 actor_id: partner.id.clone(),
                 actor_role: "partner".into(),
-                action: "extract.include".into(),
+                // A records extract discloses the resident's values (under
+                // a pseudonym); an aggregate only counts them: the latter is
+                // not a disclosure that art. 19 notices follow, and a
+                // partner's pseudonym of each counted resident must not
+                // reach it through such notices.
+                action: if records {
+                    "extract.include"
+                } else {
+                    "extract.aggregate"
+                }
+                .into(),
                 resident_id: Some(resident.clone()),
                 category: Some(spec.categories.join(",")),
                 purpose: Some(purpose.id.clone()),

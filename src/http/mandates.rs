@@ -829,10 +829,27 @@ pub async fn write_on_behalf(
         "data.write",
     )
     .await?;
+    // A rectification on the resident's behalf is told to the recipients
+    // (art. 19) as the resident's own is, in the same transaction.
+    let now = state.clock.now();
+    let (notices, notified) = crate::rights::recipient_notices(
+        &state,
+        &resident,
+        "rectification",
+        Some(cat.as_str()),
+        now,
+    )
+    .await?;
     let record = vault
-        .write(&resident, &cat, &body, state.clock.now())
+        .write_with_notices(&resident, &cat, &body, now, &notices)
         .await?;
-    Ok(with_entry(entry, Json(record)))
+    let mut res = with_entry(entry, Json(record));
+    if !notified.is_empty()
+        && let Ok(v) = axum::http::HeaderValue::from_str(&notified.join(","))
+    {
+        res.headers_mut().insert("x-notified-partners", v);
+    }
+    Ok(res)
 }
 
 #[derive(Serialize, ToSchema)]
@@ -910,7 +927,10 @@ pub async fn consent_on_behalf(
         .all(|c| state.demarches.covers(demarche, c));
     let (verdict, facts) = crate::access::evaluate(&state, &access).await?;
     let verdict = match verdict {
-        crate::domain::access::Verdict::Allow(_) if purpose.special_category => {
+        crate::domain::access::Verdict::Allow(_)
+            if purpose.special_category
+                || purpose.legal_basis == crate::domain::purpose::LegalBasis::ExplicitConsent =>
+        {
             crate::domain::access::Verdict::Deny("explicit_consent_resident_only")
         }
         crate::domain::access::Verdict::Allow(_) if !covered => {

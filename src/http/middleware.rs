@@ -131,11 +131,16 @@ pub fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response<Bo
     )
 }
 
-/// A client's `X-Request-Id` is kept (it ties its logs to ours) only when it
-/// looks like an identifier: at most 64 characters of `[A-Za-z0-9._:-]`.
-/// Anything else (free text, a value that could be personal, control
-/// characters) is dropped, and coffre gives the request its own id: the
-/// audit log and the logs never record it verbatim.
+/// The header under which a client's own request id is kept, for the
+/// logs only.
+pub const CLIENT_REQUEST_ID: &str = "x-client-request-id";
+
+/// Every request gets coffre's own id (`X-Request-Id`, a UUID, the one the
+/// audit log records): a client's id never enters the log, which cannot be
+/// erased, even when it looks like an identifier (digits may be a social
+/// security number). A client's id that looks like one (at most 64
+/// characters of `[A-Za-z0-9._:-]`) is kept beside it for the request's log
+/// line, so a client can still correlate; anything else is dropped.
 pub async fn sanitize_request_id(mut req: Request, next: Next) -> Response {
     let acceptable = |v: &HeaderValue| {
         let b = v.as_bytes();
@@ -144,10 +149,18 @@ pub async fn sanitize_request_id(mut req: Request, next: Next) -> Response {
             && b.iter()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b':' | b'-'))
     };
-    let ids = req.headers().get_all(crate::http::REQUEST_ID);
-    let keep = ids.iter().count() == 1 && ids.iter().all(acceptable);
-    if !keep {
-        req.headers_mut().remove(crate::http::REQUEST_ID);
+    let ids: Vec<HeaderValue> = req
+        .headers()
+        .get_all(crate::http::REQUEST_ID)
+        .iter()
+        .cloned()
+        .collect();
+    req.headers_mut().remove(crate::http::REQUEST_ID);
+    req.headers_mut().remove(CLIENT_REQUEST_ID);
+    if let [id] = ids.as_slice()
+        && acceptable(id)
+    {
+        req.headers_mut().insert(CLIENT_REQUEST_ID, id.clone());
     }
     next.run(req).await
 }

@@ -178,6 +178,11 @@ pub fn app(state: AppState) -> Router {
                     .get(REQUEST_ID)
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("-");
+                let client_request_id = req
+                    .headers()
+                    .get(middleware::CLIENT_REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-");
                 // The path may hold identifiers but never personal values;
                 // query strings are left out on purpose.
                 tracing::info_span!(
@@ -185,6 +190,7 @@ pub fn app(state: AppState) -> Router {
                     method = %req.method(),
                     path = %req.uri().path(),
                     request_id = %request_id,
+                    client_request_id = %client_request_id,
                 )
             }),
         )

@@ -192,7 +192,7 @@ fn invalid_token(why: &str) -> AppError {
 }
 
 /// `client_secret_basic`: `Authorization: Basic base64(client_id:secret)`.
-fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+pub(crate) fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let encoded = value
         .strip_prefix("Basic ")

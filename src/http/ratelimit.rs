@@ -1,7 +1,11 @@
-//! Rate limits on the routes that guess secrets: the token endpoint (per
-//! client and per address), logins and TOTP step-ups (per address). A
+//! Rate limits on the routes that guess secrets: the token endpoint (every
+//! request per address; failed ones per client and address), logins (per
+//! address) and TOTP step-ups (per session, or per address without one). A
 //! refusal is 429 `rate_limited` with `Retry-After`, before the handler runs,
-//! so it costs no database work.
+//! so it costs no database work. Failures only count against a client (a
+//! partner whose id is known cannot be locked out by someone else's wrong
+//! secrets from another address), and IPv6 addresses count per /64 (one
+//! host holds a whole /64).
 //!
 //! Token buckets per key, refilled at the state's clock (time is a
 //! parameter, so tests control it), in one bounded map per process. Several
@@ -17,7 +21,6 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
 
 use crate::Clock;
 use crate::domain::Timestamp;
@@ -30,11 +33,6 @@ pub struct Rule {
     pub refill_secs: u32,
 }
 
-/// Per OAuth client, at the token endpoint.
-pub const TOKEN_PER_CLIENT: Rule = Rule {
-    burst: 30,
-    refill_secs: 2,
-};
 /// Per address, at the token endpoint.
 pub const TOKEN_PER_ADDRESS: Rule = Rule {
     burst: 120,
@@ -49,6 +47,12 @@ pub const LOGIN_PER_ADDRESS: Rule = Rule {
 pub const TOTP_PER_ADDRESS: Rule = Rule {
     burst: 20,
     refill_secs: 3,
+};
+
+/// Per (OAuth client, address), failed token requests only.
+pub const TOKEN_FAILURES_PER_CLIENT: Rule = Rule {
+    burst: 30,
+    refill_secs: 2,
 };
 
 /// Most keys kept; past it, full buckets (idle keys) are forgotten first.
@@ -67,6 +71,24 @@ pub struct Limiter {
 }
 
 impl Limiter {
+    /// Whether `key`'s bucket holds a token at `now` (taking none);
+    /// `Err(seconds)` until the next one.
+    pub fn check(&self, key: &str, rule: Rule, now: Timestamp) -> Result<(), u32> {
+        let map = match self.buckets.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let Some(b) = map.get(key) else {
+            return Ok(());
+        };
+        let refill = (now - b.at).max(0) / i64::from(rule.refill_secs.max(1));
+        if b.tokens > 0 || refill > 0 {
+            return Ok(());
+        }
+        let wait = b.at + i64::from(rule.refill_secs) - now;
+        Err(u32::try_from(wait.max(1)).unwrap_or(u32::MAX))
+    }
+
     /// Takes one token from `key`'s bucket at `now`; `Err(seconds)` until
     /// the next token when the bucket is empty.
     pub fn take(&self, key: &str, rule: Rule, now: Timestamp) -> Result<(), u32> {
@@ -104,31 +126,78 @@ impl Limiter {
 }
 
 /// Forgets idle keys (a bucket untouched for ten minutes is full under
-/// every rule); if that is not enough, forgets them all.
+/// every rule); if that is not enough, the older half.
 fn prune(map: &mut HashMap<String, Bucket>, now: Timestamp) {
     map.retain(|_, b| now - b.at < 600);
     if map.len() >= MAX_KEYS {
         tracing::warn!(
             keys = map.len(),
-            "rate limiter full of live keys; starting afresh"
+            "rate limiter full of live keys; forgetting the older half"
         );
-        map.clear();
+        let mut ats: Vec<Timestamp> = map.values().map(|b| b.at).collect();
+        ats.sort_unstable();
+        let cutoff = ats[ats.len() / 2];
+        map.retain(|_, b| b.at > cutoff);
     }
 }
 
-/// What a request is limited by: (key, rule) pairs; empty when unlimited.
-fn keys_of(req: &Request) -> Vec<(String, Rule)> {
-    let path = req.uri().path();
-    let address = req
+/// When a key is charged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Charge {
+    /// Every request.
+    Always,
+    /// Only a request the handler refused (4xx but 429): checked before,
+    /// taken after.
+    OnFailure,
+}
+
+/// The peer's address as a key: IPv4 whole, IPv6 by its /64.
+fn address_key(req: &Request) -> String {
+    match req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
-        .unwrap_or_else(|| "local".into());
+        .map(|c| c.0.ip())
+    {
+        Some(std::net::IpAddr::V4(ip)) => ip.to_string(),
+        Some(std::net::IpAddr::V6(ip)) => {
+            let s = ip.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        None => "local".into(),
+    }
+}
+
+/// A short stable digest of the session cookie (a key, never logged).
+fn session_key(req: &Request) -> Option<String> {
+    let cookie = req.headers().get(header::COOKIE)?.to_str().ok()?;
+    let session = cookie.split(';').map(str::trim).find(|c| {
+        c.starts_with(crate::http::session::COOKIE_NAME)
+            || c.starts_with(crate::http::session::HOST_COOKIE_NAME)
+    })?;
+    let digest = ring::digest::digest(&ring::digest::SHA256, session.as_bytes());
+    Some(hex::encode(&digest.as_ref()[..12]))
+}
+
+/// What a request is limited by: (key, rule, when charged); empty when
+/// unlimited.
+fn keys_of(req: &Request) -> Vec<(String, Rule, Charge)> {
+    let path = req.uri().path();
     let post = req.method() == Method::POST;
     if post && path == "/oauth/token" {
-        let mut keys = vec![(format!("token:addr:{address}"), TOKEN_PER_ADDRESS)];
-        if let Some(client) = basic_client_id(req) {
-            keys.push((format!("token:client:{client}"), TOKEN_PER_CLIENT));
+        let address = address_key(req);
+        let mut keys = vec![(
+            format!("token:addr:{address}"),
+            TOKEN_PER_ADDRESS,
+            Charge::Always,
+        )];
+        // The client id as the handler reads it (case, form-encoding).
+        if let Some((client, _)) = crate::http::partner::basic_credentials(req.headers()) {
+            let client: String = client.chars().take(80).collect();
+            keys.push((
+                format!("token:client:{client}:{address}"),
+                TOKEN_FAILURES_PER_CLIENT,
+                Charge::OnFailure,
+            ));
         }
         return keys;
     }
@@ -142,7 +211,11 @@ fn keys_of(req: &Request) -> Vec<(String, Rule)> {
             | "/dev/mandate-login"
     );
     if login {
-        return vec![(format!("login:addr:{address}"), LOGIN_PER_ADDRESS)];
+        return vec![(
+            format!("login:addr:{}", address_key(req)),
+            LOGIN_PER_ADDRESS,
+            Charge::Always,
+        )];
     }
     let totp = post
         && ((path.starts_with("/api/v1/mandates/")
@@ -150,22 +223,16 @@ fn keys_of(req: &Request) -> Vec<(String, Rule)> {
             || (path.starts_with("/aidant/")
                 && (path.ends_with("/confirmation") || path.ends_with("/revocation"))));
     if totp {
-        return vec![(format!("totp:addr:{address}"), TOTP_PER_ADDRESS)];
+        // Per session: an anonymous flood (refused 401 anyway) does not
+        // spend an aidant's attempts; the device's own lockout (in the
+        // database) stays the global bound per agent.
+        let key = match session_key(req) {
+            Some(s) => format!("totp:session:{s}"),
+            None => format!("totp:addr:{}", address_key(req)),
+        };
+        return vec![(key, TOTP_PER_ADDRESS, Charge::Always)];
     }
     Vec::new()
-}
-
-/// The client id of HTTP Basic client authentication, bounded (a key, not
-/// a value to trust).
-fn basic_client_id(req: &Request) -> Option<String> {
-    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
-    let encoded = value.strip_prefix("Basic ")?;
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()?;
-    let text = String::from_utf8(decoded).ok()?;
-    let (client, _) = text.split_once(':')?;
-    Some(client.chars().take(80).collect())
 }
 
 /// The middleware.
@@ -175,8 +242,13 @@ pub async fn limit(
     next: Next,
 ) -> Response {
     let now = clock.now();
-    for (key, rule) in keys_of(&req) {
-        if let Err(wait) = limiter.take(&key, rule, now) {
+    let keys = keys_of(&req);
+    for (key, rule, charge) in &keys {
+        let outcome = match charge {
+            Charge::Always => limiter.take(key, *rule, now),
+            Charge::OnFailure => limiter.check(key, *rule, now),
+        };
+        if let Err(wait) = outcome {
             let kind = key.split(':').next().unwrap_or("");
             tracing::warn!(kind, wait, "rate limited");
             let mut res = AppError::TooManyRequests.into_response();
@@ -186,7 +258,16 @@ pub async fn limit(
             return res;
         }
     }
-    next.run(req).await
+    let res = next.run(req).await;
+    let failed = res.status().is_client_error() && res.status().as_u16() != 429;
+    if failed {
+        for (key, rule, charge) in &keys {
+            if *charge == Charge::OnFailure {
+                let _ = limiter.take(key, *rule, now);
+            }
+        }
+    }
+    res
 }
 
 #[cfg(test)]

@@ -898,7 +898,10 @@ async fn write_export(
             let idx = *idx as u64;
             let fields =
                 AuditEntry::decode(leaf).map_err(|e| std::io::Error::other(e.to_string()))?;
-            if fields.action == "extract.include" {
+            if matches!(
+                fields.action.as_str(),
+                "extract.include" | "extract.aggregate"
+            ) {
                 extracts.push(json!({
                     "extract": fields.reason.strip_prefix("extract:").unwrap_or(&fields.reason),
                     "partner": fields.actor_id,

@@ -1919,10 +1919,14 @@ macro_rules! impl_store {
                 .execute(&mut *tx)
                 .await?;
             }
-            sqlx::query(
+            // Only for a resident still active, checked in the statement
+            // (share-locked on PostgreSQL; SQLite's write lock is held
+            // already): a resident erased meanwhile gets no mandate.
+            let made = sqlx::query(concat!(
                 "INSERT INTO mandates (id, resident_id, structure_id, aidant_id, duration_days, template_version, renews, created_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 WHERE EXISTS \
+                   (SELECT 1 FROM residents WHERE id = $2 AND status = 'active'", $for_share, ")",
+            ))
             .bind(&m.id)
             .bind(&m.resident_id)
             .bind(&m.structure_id)
@@ -1934,6 +1938,9 @@ macro_rules! impl_store {
             .bind(m.expires_at)
             .execute(&mut *tx)
             .await?;
+            if made.rows_affected() == 0 {
+                return Err($crate::storage::StorageError::NotFound);
+            }
             for d in demarches {
                 sqlx::query(
                     "INSERT INTO mandate_authorisations (mandate_id, resident_id, structure_id, demarche, expires_at) \
@@ -3115,6 +3122,9 @@ macro_rules! impl_store {
                 "DELETE FROM data_keys WHERE resident_id = $1",
                 "DELETE FROM personal_records WHERE resident_id = $1",
                 "DELETE FROM sessions WHERE actor_id = $1",
+                // A draft the resident logged in to would otherwise still
+                // be confirmable into a mandate.
+                "DELETE FROM mandate_drafts WHERE resident_id = $1",
                 // The next login with the same provider account starts afresh.
                 "DELETE FROM resident_logins WHERE resident_id = $1",
             ] {
@@ -3513,18 +3523,20 @@ macro_rules! impl_store {
             &self,
             resident_id: &str,
         ) -> $crate::storage::StorageResult<(Vec<(String, String)>, u64)> {
-            // One snapshot for both (a transaction), so no entry falls
-            // between the rows read and the cursor.
+            // The cursor first: under READ COMMITTED (PostgreSQL) each
+            // statement sees its own snapshot, and an indexer committing in
+            // between then only adds rows the tail scan would find anyway;
+            // read the other way round, its entries would be in neither.
             let mut tx = self.pool.begin().await?;
+            let (upto,): (i64,) = sqlx::query_as("SELECT upto FROM audit_recipients_cursor WHERE id = 1")
+                .fetch_one(&mut *tx)
+                .await?;
             let rows: Vec<(String, String)> = sqlx::query_as(
                 "SELECT partner_id, category FROM audit_recipients WHERE resident_id = $1",
             )
             .bind(resident_id)
             .fetch_all(&mut *tx)
             .await?;
-            let (upto,): (i64,) = sqlx::query_as("SELECT upto FROM audit_recipients_cursor WHERE id = 1")
-                .fetch_one(&mut *tx)
-                .await?;
             tx.commit().await?;
             Ok((rows, u64::try_from(upto).unwrap_or(0)))
         }

@@ -812,6 +812,10 @@ fn action_text(action: &str, l: Lang) -> &'static str {
             "vous a inclus dans une extraction",
             "included you in an extract",
         ),
+        "extract.aggregate" => l.t(
+            "vous a compté dans des statistiques agrégées",
+            "counted you in aggregate statistics",
+        ),
         "mandate.create" => l.t("a créé un mandat", "created a mandate"),
         "mandate.revoke" => l.t("a révoqué un mandat", "revoked a mandate"),
         "mandate.renew" => l.t("a renouvelé un mandat", "renewed a mandate"),

@@ -267,6 +267,21 @@ async fn an_erasure_ends_every_mandate_of_the_resident() {
             (Some("revoked"), Some("resident_erased")),
             "{v}"
         );
+        // No new mandate either (a draft she logged in to is gone with her).
+        let again = coffre::mandates::create(
+            &app.state,
+            coffre::mandates::NewMandate {
+                aidant_id: AIDANT,
+                structure: &structure,
+                resident_id: LUCIE,
+                demarches: &[Demarche::Logement],
+                duration_days: 31,
+                renews: None,
+            },
+            app.clock.now(),
+        )
+        .await;
+        assert!(again.is_err(), "a mandate for an erased resident");
         let aidant = app.login(AIDANT).await;
         let live = app
             .store
