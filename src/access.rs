@@ -206,8 +206,10 @@ pub async fn record(
         Verdict::Allow(basis) => (true, basis.reason()),
         Verdict::Deny(reason) => (false, *reason),
     };
+    // Only a resident who exists is named, here as below: a probe for an
+    // unknown id leaves no trace of that id.
     let on_behalf_of = matches!(req.role, Role::Aidant | Role::Referent)
-        .then(|| req.resident_id.map(str::to_string))
+        .then(|| req.resident_id.filter(|_| resident_active).map(str::to_string))
         .flatten();
     let index = state
         .audit

@@ -157,10 +157,17 @@ pub async fn sanitize_request_id(mut req: Request, next: Next) -> Response {
         .collect();
     req.headers_mut().remove(crate::http::REQUEST_ID);
     req.headers_mut().remove(CLIENT_REQUEST_ID);
-    if let [id] = ids.as_slice()
-        && acceptable(id)
-    {
+    let client = match ids.as_slice() {
+        [id] if acceptable(id) => Some(id.clone()),
+        _ => None,
+    };
+    if let Some(id) = &client {
         req.headers_mut().insert(CLIENT_REQUEST_ID, id.clone());
     }
-    next.run(req).await
+    let mut res = next.run(req).await;
+    // Echoed, so the client ties its id to coffre's (`X-Request-Id`).
+    if let Some(id) = client {
+        res.headers_mut().insert(CLIENT_REQUEST_ID, id);
+    }
+    res
 }

@@ -582,3 +582,30 @@ async fn facts_handed_in_for_another_resident_or_purpose_are_not_used() {
     })
     .await;
 }
+
+/// The decision's record names a resident only when one exists (a probe for
+/// an unknown id leaves no trace of it), and a refusal says why in words.
+#[tokio::test]
+async fn a_refusal_names_no_unknown_resident_and_says_why() {
+    crate::support::each_backend(|app| async move {
+        let known = "0b9a3c1e-5d6f-4a7b-8c9d-000000000003";
+        let unknown = "0c0c0000-0000-4000-8000-cccccccccccc";
+        for (resident, named) in [(unknown, false), (known, true)] {
+            let req = AccessRequest {
+                resident_id: Some(resident),
+                category: Some("housing"),
+                structure_id: Some(coffre::demo::STRUCTURE_CCAS),
+                demarche: Some(Demarche::Logement),
+                ..AccessRequest::new(AIDANT, Role::Aidant, "data.read")
+            };
+            let e = coffre::access::decide(&app.state, req).await.unwrap_err();
+            let (code, status) = e.code_and_status();
+            assert_eq!((code, status.as_u16()), ("no_active_mandate", 403));
+            assert!(e.to_string().contains("mandat"), "{e}");
+            let entry = app.last_entry().await;
+            assert_eq!(entry.resident_id.as_deref(), named.then_some(resident));
+            assert_eq!(entry.on_behalf_of.as_deref(), named.then_some(resident));
+        }
+    })
+    .await;
+}

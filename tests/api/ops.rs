@@ -75,10 +75,24 @@ async fn security_headers_on_every_response() {
 #[tokio::test]
 async fn request_id_is_propagated() {
     each_backend(|app| async move {
+        // coffre's own id is the request's (the one the audit log records);
+        // the client's comes back beside it, for correlation.
         let res = app
             .send(Method::GET, "/healthz", &[("x-request-id", "abc-123")], "")
             .await;
-        assert_eq!(res.header("x-request-id"), Some("abc-123"));
+        let own = res.header("x-request-id").unwrap();
+        assert!(uuid::Uuid::parse_str(own).is_ok(), "{own}");
+        assert_eq!(res.header("x-client-request-id"), Some("abc-123"));
+        // Free text is not echoed.
+        let res = app
+            .send(
+                Method::GET,
+                "/healthz",
+                &[("x-request-id", "Awa Diallo")],
+                "",
+            )
+            .await;
+        assert!(res.header("x-client-request-id").is_none());
     })
     .await;
 }
