@@ -209,7 +209,11 @@ pub async fn record(
     // Only a resident who exists is named, here as below: a probe for an
     // unknown id leaves no trace of that id.
     let on_behalf_of = matches!(req.role, Role::Aidant | Role::Referent)
-        .then(|| req.resident_id.filter(|_| resident_active).map(str::to_string))
+        .then(|| {
+            req.resident_id
+                .filter(|_| resident_active)
+                .map(str::to_string)
+        })
         .flatten();
     let index = state
         .audit
