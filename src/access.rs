@@ -266,3 +266,27 @@ fn refusal_message(reason: &str) -> String {
         _ => format!("Accès refusé ({reason}). / Access denied ({reason})."),
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::refusal_message;
+
+    #[test]
+    fn each_known_refusal_says_why_in_both_languages() {
+        for (reason, words) in [
+            ("resident_only", "usager"),
+            ("auditor_only", "auditeurs"),
+            ("no_active_mandate", "mandat"),
+            ("no_valid_consent", "consentement"),
+            ("explicit_consent_resident_only", "explicite"),
+            ("outside_demarche", "démarches"),
+        ] {
+            let m = refusal_message(reason);
+            assert!(m.contains(words) && m.contains(" / "), "{reason}: {m}");
+            assert!(!m.contains(reason), "{reason} has its own wording: {m}");
+        }
+        let other = refusal_message("objection");
+        assert!(other.contains("(objection)"), "{other}");
+    }
+}

@@ -29,16 +29,6 @@ pub enum VerifyFailure {
     Storage(String),
 }
 
-impl VerifyFailure {
-    /// The first bad entry index, when the failure points at one.
-    pub fn index(&self) -> Option<u64> {
-        match self {
-            VerifyFailure::Entry { index, .. } => Some(*index),
-            _ => None,
-        }
-    }
-}
-
 fn parse_signed(verifier: &NoteVerifier, note: &str, origin: &str) -> Result<Checkpoint, String> {
     let text = verifier
         .verify(note)
