@@ -318,6 +318,76 @@ pub async fn recipient_notices(
     Ok((rows, partners.into_iter().collect()))
 }
 
+/// After the change committed: a partner that received the resident's data
+/// between the notices' computation (when the log held `since` entries)
+/// and the commit got the value before the change, and is told too, in a
+/// second write (best effort: a failure is logged, the change stands and
+/// its own notices with it). Returns the partners added.
+pub async fn notify_late_recipients(
+    state: &AppState,
+    resident_id: &str,
+    kind: &str,
+    category: Option<&str>,
+    since: u64,
+    told: &[String],
+    now: Timestamp,
+) -> Vec<String> {
+    let late = async {
+        let mut partners = BTreeSet::new();
+        let mut before = u64::MAX;
+        'scan: loop {
+            let rows = state
+                .store
+                .audit_entries_of(resident_id, before, 500)
+                .await?;
+            let Some((last, _)) = rows.last() else { break };
+            before = u64::try_from(*last).unwrap_or(0);
+            for (idx, leaf) in &rows {
+                if u64::try_from(*idx).unwrap_or(0) < since {
+                    break 'scan;
+                }
+                let Ok(e) = crate::audit::AuditEntry::decode(leaf) else {
+                    continue;
+                };
+                if let Some((_, partner, categories)) = crate::audit::log::received(&e)
+                    && category.is_none_or(|c| categories.contains(&c))
+                    && !told.iter().any(|t| t == partner)
+                {
+                    partners.insert(partner.to_string());
+                }
+            }
+            if rows.len() < 500 {
+                break;
+            }
+        }
+        if partners.is_empty() {
+            return Ok::<_, AppError>(Vec::new());
+        }
+        let keys = state.vault()?.keys().current();
+        let rows: Vec<NotificationRow> = partners
+            .iter()
+            .map(|p| NotificationRow {
+                id: uuid::Uuid::new_v4().to_string(),
+                partner_id: p.clone(),
+                pseudonym: keys.pseudonym(&format!("partner:{p}"), resident_id.as_bytes()),
+                kind: kind.to_string(),
+                category: category.map(str::to_string),
+                created_at: now,
+                fetched_at: None,
+            })
+            .collect();
+        state.store.insert_notifications(&rows).await?;
+        Ok(partners.into_iter().collect())
+    };
+    match late.await {
+        Ok(added) => added,
+        Err(e) => {
+            tracing::warn!(resident = resident_id, error = %e, "late art. 19 notices not written");
+            Vec::new()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -110,10 +110,11 @@ pub async fn put_my_category(
         .map_err(crate::vault::VaultError::from)?;
     let entry = own_data(&state, &user, &rid, "data.write", Some(category.as_str())).await?;
     let now = state.clock.now();
+    let since = state.audit.size().await?;
     // Art. 19: partners that received this category are told (the notice
     // is written with the new version, or neither is), and named to the
     // resident in `X-Notified-Partners`.
-    let (notices, notified) = crate::rights::recipient_notices(
+    let (notices, mut notified) = crate::rights::recipient_notices(
         &state,
         &user.actor_id,
         "rectification",
@@ -125,6 +126,18 @@ pub async fn put_my_category(
         .write_with_notices(&user.actor_id, &category, &body, now, &notices)
         .await?;
     tracing::info!(resident = %user.actor_id, category = category.as_str(), version = record.version, "record rectified");
+    notified.extend(
+        crate::rights::notify_late_recipients(
+            &state,
+            &user.actor_id,
+            "rectification",
+            Some(category.as_str()),
+            since,
+            &notified,
+            now,
+        )
+        .await,
+    );
     let mut res = with_entry(entry, Json(record));
     if !notified.is_empty()
         && let Ok(v) = axum::http::HeaderValue::from_str(&notified.join(","))
@@ -155,10 +168,24 @@ pub async fn erase_me(
     let vault = state.vault()?;
     let entry = own_data(&state, &user, &rid, "erasure", None).await?;
     let now = state.clock.now();
-    let (notices, notified) =
+    let since = state.audit.size().await?;
+    let (notices, mut notified) =
         crate::rights::recipient_notices(&state, &user.actor_id, "erasure", None, now).await?;
     let erased = vault.erase(&user.actor_id, now, &notices).await?;
     tracing::info!(resident = %user.actor_id, erased, "erasure");
+    if erased {
+        let late = crate::rights::notify_late_recipients(
+            &state,
+            &user.actor_id,
+            "erasure",
+            None,
+            since,
+            &notified,
+            now,
+        )
+        .await;
+        notified.extend(late);
+    }
     let notified_partners = if erased { notified } else { Vec::new() };
     Ok(with_entry(
         entry,

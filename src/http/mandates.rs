@@ -832,7 +832,8 @@ pub async fn write_on_behalf(
     // A rectification on the resident's behalf is told to the recipients
     // (art. 19) as the resident's own is, in the same transaction.
     let now = state.clock.now();
-    let (notices, notified) = crate::rights::recipient_notices(
+    let since = state.audit.size().await?;
+    let (notices, mut notified) = crate::rights::recipient_notices(
         &state,
         &resident,
         "rectification",
@@ -843,6 +844,17 @@ pub async fn write_on_behalf(
     let record = vault
         .write_with_notices(&resident, &cat, &body, now, &notices)
         .await?;
+    let late = crate::rights::notify_late_recipients(
+        &state,
+        &resident,
+        "rectification",
+        Some(cat.as_str()),
+        since,
+        &notified,
+        now,
+    )
+    .await;
+    notified.extend(late);
     let mut res = with_entry(entry, Json(record));
     if !notified.is_empty()
         && let Ok(v) = axum::http::HeaderValue::from_str(&notified.join(","))

@@ -933,3 +933,99 @@ async fn art19_notices_come_from_the_recipients_index_and_commit_with_the_change
     })
     .await;
 }
+
+/// §8, the window the review found: a partner read landing between the
+/// notices' computation and the change's commit got the old value; it is
+/// told too, once, after the commit.
+#[tokio::test]
+async fn a_read_racing_a_rectification_is_told_too() {
+    each_backend(|app| async move {
+        let bearer = app
+            .partner_token(
+                "demo-renov-energie",
+                "demo-secret-renov-energie-not-for-production",
+            )
+            .await;
+        let auth = format!("Bearer {bearer}");
+        let list = app
+            .send(
+                Method::GET,
+                "/api/v1/partner/residents?purpose=renovation-energetique",
+                &[("authorization", auth.as_str())],
+                "",
+            )
+            .await;
+        assert_eq!(list.status, 200);
+        let awa_p = app
+            .keys
+            .current()
+            .pseudonym("partner:renov-energie", AWA.as_bytes());
+        // The notices were computed here (nobody to tell)…
+        let since = app.state.audit.size().await.unwrap();
+        let (notices, told) = coffre::rights::recipient_notices(
+            &app.state,
+            AWA,
+            "rectification",
+            Some("housing"),
+            app.clock.now(),
+        )
+        .await
+        .unwrap();
+        assert!(notices.is_empty() && told.is_empty());
+        // …then the partner reads, before the change commits.
+        let res = app
+            .send(
+                Method::GET,
+                &format!(
+                    "/api/v1/partner/residents/{awa_p}/data/housing?purpose=renovation-energetique"
+                ),
+                &[("authorization", auth.as_str())],
+                "",
+            )
+            .await;
+        assert_eq!(res.status, 200, "{}", res.text());
+        let late = coffre::rights::notify_late_recipients(
+            &app.state,
+            AWA,
+            "rectification",
+            Some("housing"),
+            since,
+            &told,
+            app.clock.now(),
+        )
+        .await;
+        assert_eq!(late, ["renov-energie"]);
+        // Already told: not twice; another category: not at all.
+        for (category, told) in [
+            (Some("housing"), late.clone()),
+            (Some("contact"), Vec::new()),
+        ] {
+            let again = coffre::rights::notify_late_recipients(
+                &app.state,
+                AWA,
+                "rectification",
+                category,
+                since,
+                &told,
+                app.clock.now(),
+            )
+            .await;
+            assert!(again.is_empty(), "{category:?}: {again:?}");
+        }
+        let notes = app
+            .send(
+                Method::GET,
+                "/api/v1/partner/notifications",
+                &[("authorization", auth.as_str())],
+                "",
+            )
+            .await
+            .json();
+        assert_eq!(
+            notes["notifications"].as_array().unwrap().len(),
+            1,
+            "{notes}"
+        );
+    })
+    .await;
+}
