@@ -792,6 +792,32 @@ async fn guessing_routes_are_rate_limited_with_retry_after() {
     .await;
 }
 
+/// `renov-energie`'s bearer header, having listed the residents (so that
+/// it knows its pseudonyms), and its pseudonym of Awa.
+async fn renov_knowing_awa(app: &TestApp) -> (String, String) {
+    let bearer = app
+        .partner_token(
+            "demo-renov-energie",
+            "demo-secret-renov-energie-not-for-production",
+        )
+        .await;
+    let auth = format!("Bearer {bearer}");
+    let list = app
+        .send(
+            Method::GET,
+            "/api/v1/partner/residents?purpose=renovation-energetique",
+            &[("authorization", auth.as_str())],
+            "",
+        )
+        .await;
+    assert_eq!(list.status, 200, "{}", list.text());
+    let awa_p = app
+        .keys
+        .current()
+        .pseudonym("partner:renov-energie", AWA.as_bytes());
+    (auth, awa_p)
+}
+
 /// §8: rectification, restriction and erasure found the partners to tell
 /// by decoding the resident's whole audit history, after the write had
 /// committed; a notice lost past the timeout left the write standing. Now:
@@ -800,28 +826,10 @@ async fn guessing_routes_are_rate_limited_with_retry_after() {
 #[tokio::test]
 async fn art19_notices_come_from_the_recipients_index_and_commit_with_the_change() {
     each_backend(|app| async move {
-        let bearer = app
-            .partner_token(
-                "demo-renov-energie",
-                "demo-secret-renov-energie-not-for-production",
-            )
-            .await;
-        let auth = format!("Bearer {bearer}");
-        let keys = app.keys.current();
-        let awa_p = keys.pseudonym("partner:renov-energie", AWA.as_bytes());
+        let (auth, awa_p) = renov_knowing_awa(&app).await;
         let read = format!(
             "/api/v1/partner/residents/{awa_p}/data/housing?purpose=renovation-energetique"
         );
-        // The partner learns its pseudonyms by listing, then reads.
-        let list = app
-            .send(
-                Method::GET,
-                "/api/v1/partner/residents?purpose=renovation-energetique",
-                &[("authorization", auth.as_str())],
-                "",
-            )
-            .await;
-        assert_eq!(list.status, 200, "{}", list.text());
         let res = app
             .send(Method::GET, &read, &[("authorization", auth.as_str())], "")
             .await;
@@ -940,26 +948,7 @@ async fn art19_notices_come_from_the_recipients_index_and_commit_with_the_change
 #[tokio::test]
 async fn a_read_racing_a_rectification_is_told_too() {
     each_backend(|app| async move {
-        let bearer = app
-            .partner_token(
-                "demo-renov-energie",
-                "demo-secret-renov-energie-not-for-production",
-            )
-            .await;
-        let auth = format!("Bearer {bearer}");
-        let list = app
-            .send(
-                Method::GET,
-                "/api/v1/partner/residents?purpose=renovation-energetique",
-                &[("authorization", auth.as_str())],
-                "",
-            )
-            .await;
-        assert_eq!(list.status, 200);
-        let awa_p = app
-            .keys
-            .current()
-            .pseudonym("partner:renov-energie", AWA.as_bytes());
+        let (auth, awa_p) = renov_knowing_awa(&app).await;
         // The notices were computed here (nobody to tell)…
         let since = app.state.audit.size().await.unwrap();
         let (notices, told) = coffre::rights::recipient_notices(
