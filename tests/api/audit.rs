@@ -622,3 +622,23 @@ async fn a_tail_cut_below_a_signed_checkpoint_is_found() {
     })
     .await;
 }
+
+/// The last entry deleted, the head's size left as it was: found at its
+/// index (found missing by cargo-mutants: only a middle deletion was
+/// tested, and the end-of-batch check could be inverted unseen).
+#[tokio::test]
+async fn the_last_entry_deleted_is_found() {
+    each_backend(|app| async move {
+        busy_log(&app).await;
+        let size = app.state.audit.size().await.unwrap();
+        let p = pool(&app).await;
+        sqlx::query("DELETE FROM audit_entries WHERE idx = $1")
+            .bind((size - 1) as i64)
+            .execute(&p)
+            .await
+            .unwrap();
+        p.close().await;
+        assert_fails_at(&app, size - 1);
+    })
+    .await;
+}
