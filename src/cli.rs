@@ -445,17 +445,16 @@ pub async fn run(cli: Cli) -> Result<(), Fatal> {
             let state =
                 build_state(config, store.clone(), Clock::system(), false, Ok(keys)).await?;
             record_operator_act(&state, "erasure", Some(&id)).await?;
-            let now = state.clock.now();
             // The recipients are told (art. 19), in the erasure's transaction.
-            let (notices, _) = crate::rights::recipient_notices(&state, &id, "erasure", None, now)
-                .await
-                .map_err(|e| Fatal::runtime(e.to_string()))?;
-            let erased = state
-                .vault()
-                .map_err(|e| Fatal::runtime(e.to_string()))?
-                .erase(&id, now, &notices)
-                .await
-                .map_err(|e| Fatal::runtime(e.to_string()))?;
+            let erased = crate::rights::apply_with_notices(
+                &state,
+                &id,
+                crate::rights::Change::Erasure,
+                state.clock.now(),
+            )
+            .await
+            .map_err(|e| Fatal::runtime(e.to_string()))?
+            .erased;
             store.close().await;
             if erased {
                 println!("resident {id} erased: data key destroyed, records deleted");

@@ -12,18 +12,6 @@ use crate::domain::Timestamp;
 use crate::error::{AppError, AppResult};
 use crate::storage::NotificationRow;
 
-/// `ts` plus `months` calendar months (the day clamped to the month's
-/// end), in UTC: "one month" in GDPR art. 12(3) is a calendar month.
-pub fn add_months(ts: Timestamp, months: u32) -> Timestamp {
-    use chrono::Months;
-    let Some(t) = chrono::DateTime::from_timestamp(ts, 0) else {
-        return ts + i64::from(months) * 31 * 86_400;
-    };
-    // checked_add_months clamps the day to the month's end, keeps the time.
-    t.checked_add_months(Months::new(months))
-        .map_or(ts + i64::from(months) * 31 * 86_400, |d| d.timestamp())
-}
-
 /// The legal deadline of a request received at `received`: `months`
 /// calendar months counted on the Paris calendar date of receipt (the day
 /// clamped to the month's end), to the end of that day, Paris time (GDPR
@@ -252,15 +240,28 @@ pub async fn recipients_of(
     resident_id: &str,
     category: Option<&str>,
 ) -> AppResult<BTreeSet<String>> {
-    let covers = |c: &str| category.is_none_or(|wanted| wanted == c);
     let (indexed, upto) = state.store.audit_recipients_of(resident_id).await?;
     let mut partners: BTreeSet<String> = indexed
         .into_iter()
-        .filter(|(_, c)| covers(c))
+        .filter(|(_, c)| category.is_none_or(|wanted| wanted == c))
         .map(|(p, _)| p)
         .collect();
+    partners.extend(recipients_since(state, resident_id, category, upto).await?);
+    Ok(partners)
+}
+
+/// The partners that received this resident's data (of `category`, when
+/// given) in the log's entries from index `since` on: a scan of the
+/// resident's own entries, newest first, down to `since`.
+async fn recipients_since(
+    state: &AppState,
+    resident_id: &str,
+    category: Option<&str>,
+    since: u64,
+) -> AppResult<BTreeSet<String>> {
+    let mut partners = BTreeSet::new();
     let mut before = u64::MAX;
-    'tail: loop {
+    loop {
         let rows = state
             .store
             .audit_entries_of(resident_id, before, 500)
@@ -268,14 +269,14 @@ pub async fn recipients_of(
         let Some((last, _)) = rows.last() else { break };
         before = u64::try_from(*last).unwrap_or(0);
         for (idx, leaf) in &rows {
-            if u64::try_from(*idx).unwrap_or(0) < upto {
-                break 'tail;
+            if u64::try_from(*idx).unwrap_or(0) < since {
+                return Ok(partners);
             }
             let Ok(e) = crate::audit::AuditEntry::decode(leaf) else {
                 continue;
             };
             if let Some((_, partner, categories)) = crate::audit::log::received(&e)
-                && (category.is_none() || categories.iter().any(|c| covers(c)))
+                && category.is_none_or(|c| categories.contains(&c))
             {
                 partners.insert(partner.to_string());
             }
@@ -287,23 +288,21 @@ pub async fn recipients_of(
     Ok(partners)
 }
 
-/// Art. 19: the notices for the partners that received this resident's
-/// data (under their own pseudonym of the resident), to be written in the
-/// same transaction as the change they report; and the partner ids, for the
-/// resident to see. Computed before the change, from the recipients index.
-pub async fn recipient_notices(
+/// The art. 19 notices to `partners`, each under its own pseudonym of the
+/// resident.
+fn notices_to(
     state: &AppState,
+    partners: &BTreeSet<String>,
     resident_id: &str,
     kind: &str,
     category: Option<&str>,
     now: Timestamp,
-) -> AppResult<(Vec<NotificationRow>, Vec<String>)> {
-    let partners = recipients_of(state, resident_id, category).await?;
+) -> AppResult<Vec<NotificationRow>> {
     if partners.is_empty() {
-        return Ok((Vec::new(), Vec::new()));
+        return Ok(Vec::new());
     }
     let keys = state.vault()?.keys().current();
-    let rows: Vec<NotificationRow> = partners
+    Ok(partners
         .iter()
         .map(|p| NotificationRow {
             id: uuid::Uuid::new_v4().to_string(),
@@ -314,8 +313,110 @@ pub async fn recipient_notices(
             created_at: now,
             fetched_at: None,
         })
-        .collect();
-    Ok((rows, partners.into_iter().collect()))
+        .collect())
+}
+
+/// One change that art. 19 makes the recipients hear of.
+pub enum Change<'a> {
+    /// A new version of one category (by the resident or on their behalf).
+    Rectification {
+        category: &'a crate::domain::category::Category,
+        record: &'a serde_json::Value,
+    },
+    Erasure,
+    /// Restricting (`true`) or lifting it (`false`: nobody is told).
+    Restriction(bool),
+}
+
+/// What a change did: the new version for a rectification, whether there
+/// was anyone to erase, and the partners told (for the resident to see).
+pub struct Applied {
+    pub record: Option<crate::vault::RecordView>,
+    pub erased: bool,
+    pub notified: Vec<String>,
+}
+
+/// Applies a rectification, an erasure or a restriction with its art. 19
+/// notices: the partners that received the data are found before the
+/// change (recipients index plus tail), their notices are written in the
+/// change's own transaction, and a partner whose read landed between that
+/// look and the commit (it got the old value) is told after the commit, a
+/// second write, best effort. The caller has recorded the decision.
+pub async fn apply_with_notices(
+    state: &AppState,
+    resident_id: &str,
+    change: Change<'_>,
+    now: Timestamp,
+) -> AppResult<Applied> {
+    let (kind, category) = match &change {
+        Change::Rectification { category, .. } => ("rectification", Some(category.as_str())),
+        Change::Erasure => ("erasure", None),
+        Change::Restriction(_) => ("restriction", None),
+    };
+    let tells = !matches!(change, Change::Restriction(false));
+    let since = state.audit.size().await?;
+    let told = if tells {
+        recipients_of(state, resident_id, category).await?
+    } else {
+        BTreeSet::new()
+    };
+    let notices = notices_to(state, &told, resident_id, kind, category, now)?;
+    let mut applied = Applied {
+        record: None,
+        erased: false,
+        notified: told.iter().cloned().collect(),
+    };
+    match change {
+        Change::Rectification { category, record } => {
+            applied.record = Some(
+                state
+                    .vault()?
+                    .write_with_notices(resident_id, category, record, now, &notices)
+                    .await?,
+            );
+        }
+        Change::Erasure => {
+            applied.erased = state.vault()?.erase(resident_id, now, &notices).await?;
+            if !applied.erased {
+                applied.notified.clear();
+                return Ok(applied);
+            }
+        }
+        Change::Restriction(restricted) => {
+            state
+                .store
+                .set_restricted(resident_id, restricted.then_some(now), &notices)
+                .await?;
+        }
+    }
+    if tells {
+        let late =
+            notify_late_recipients(state, resident_id, kind, category, since, &told, now).await;
+        applied.notified.extend(late);
+    }
+    Ok(applied)
+}
+
+/// A rectification with its art. 19 notices ([`apply_with_notices`]): the
+/// new version and the partners told.
+pub async fn rectify(
+    state: &AppState,
+    resident_id: &str,
+    category: &crate::domain::category::Category,
+    record: &serde_json::Value,
+    now: Timestamp,
+) -> AppResult<(crate::vault::RecordView, Vec<String>)> {
+    let applied = apply_with_notices(
+        state,
+        resident_id,
+        Change::Rectification { category, record },
+        now,
+    )
+    .await?;
+    let written = applied
+        .record
+        .ok_or_else(|| AppError::internal("rectification without a record"))?;
+    Ok((written, applied.notified))
 }
 
 /// After the change committed: a partner that received the resident's data
@@ -329,55 +430,17 @@ pub async fn notify_late_recipients(
     kind: &str,
     category: Option<&str>,
     since: u64,
-    told: &[String],
+    told: &BTreeSet<String>,
     now: Timestamp,
 ) -> Vec<String> {
     let late = async {
-        let mut partners = BTreeSet::new();
-        let mut before = u64::MAX;
-        'scan: loop {
-            let rows = state
-                .store
-                .audit_entries_of(resident_id, before, 500)
-                .await?;
-            let Some((last, _)) = rows.last() else { break };
-            before = u64::try_from(*last).unwrap_or(0);
-            for (idx, leaf) in &rows {
-                if u64::try_from(*idx).unwrap_or(0) < since {
-                    break 'scan;
-                }
-                let Ok(e) = crate::audit::AuditEntry::decode(leaf) else {
-                    continue;
-                };
-                if let Some((_, partner, categories)) = crate::audit::log::received(&e)
-                    && category.is_none_or(|c| categories.contains(&c))
-                    && !told.iter().any(|t| t == partner)
-                {
-                    partners.insert(partner.to_string());
-                }
-            }
-            if rows.len() < 500 {
-                break;
-            }
+        let mut partners = recipients_since(state, resident_id, category, since).await?;
+        partners.retain(|p| !told.contains(p));
+        let rows = notices_to(state, &partners, resident_id, kind, category, now)?;
+        if !rows.is_empty() {
+            state.store.insert_notifications(&rows).await?;
         }
-        if partners.is_empty() {
-            return Ok::<_, AppError>(Vec::new());
-        }
-        let keys = state.vault()?.keys().current();
-        let rows: Vec<NotificationRow> = partners
-            .iter()
-            .map(|p| NotificationRow {
-                id: uuid::Uuid::new_v4().to_string(),
-                partner_id: p.clone(),
-                pseudonym: keys.pseudonym(&format!("partner:{p}"), resident_id.as_bytes()),
-                kind: kind.to_string(),
-                category: category.map(str::to_string),
-                created_at: now,
-                fetched_at: None,
-            })
-            .collect();
-        state.store.insert_notifications(&rows).await?;
-        Ok(partners.into_iter().collect())
+        Ok::<_, AppError>(partners.into_iter().collect())
     };
     match late.await {
         Ok(added) => added,
@@ -437,14 +500,6 @@ mod tests {
             legal_deadline(at(2027, 11, 30, 8, 0, 0), 3),
             at(2028, 2, 29, 23, 59, 59)
         );
-    }
-
-    #[test]
-    fn one_month_is_a_calendar_month() {
-        // 2026-01-31 → 2026-02-28; 2026-11-28 12:00 → 2026-12-28 12:00.
-        assert_eq!(add_months(1_769_817_600, 1), 1_772_236_800);
-        assert_eq!(add_months(1_795_867_200, 1), 1_798_459_200);
-        assert_eq!(add_months(1_795_867_200, 3), 1_803_816_000);
     }
 
     #[test]

@@ -109,42 +109,24 @@ pub async fn put_my_category(
         .validate(&category, &body)
         .map_err(crate::vault::VaultError::from)?;
     let entry = own_data(&state, &user, &rid, "data.write", Some(category.as_str())).await?;
-    let now = state.clock.now();
-    let since = state.audit.size().await?;
     // Art. 19: partners that received this category are told (the notice
     // is written with the new version, or neither is), and named to the
     // resident in `X-Notified-Partners`.
-    let (notices, mut notified) = crate::rights::recipient_notices(
-        &state,
-        &user.actor_id,
-        "rectification",
-        Some(category.as_str()),
-        now,
-    )
-    .await?;
-    let record = vault
-        .write_with_notices(&user.actor_id, &category, &body, now, &notices)
-        .await?;
+    let (record, notified) =
+        crate::rights::rectify(&state, &user.actor_id, &category, &body, state.clock.now()).await?;
     tracing::info!(resident = %user.actor_id, category = category.as_str(), version = record.version, "record rectified");
-    notified.extend(
-        crate::rights::notify_late_recipients(
-            &state,
-            &user.actor_id,
-            "rectification",
-            Some(category.as_str()),
-            since,
-            &notified,
-            now,
-        )
-        .await,
-    );
-    let mut res = with_entry(entry, Json(record));
+    Ok(with_notified(with_entry(entry, Json(record)), &notified))
+}
+
+/// Names the partners told of a rectification (art. 19) to the resident,
+/// in `X-Notified-Partners`.
+pub fn with_notified(mut res: Response, notified: &[String]) -> Response {
     if !notified.is_empty()
         && let Ok(v) = axum::http::HeaderValue::from_str(&notified.join(","))
     {
         res.headers_mut().insert("x-notified-partners", v);
     }
-    Ok(res)
+    res
 }
 
 #[derive(Serialize, ToSchema)]
@@ -165,28 +147,18 @@ pub async fn erase_me(
     user: CurrentUser,
     rid: RequestId,
 ) -> AppResult<Response> {
-    let vault = state.vault()?;
+    // Keys unavailable: refused before anything is recorded or changed.
+    state.vault()?;
     let entry = own_data(&state, &user, &rid, "erasure", None).await?;
-    let now = state.clock.now();
-    let since = state.audit.size().await?;
-    let (notices, mut notified) =
-        crate::rights::recipient_notices(&state, &user.actor_id, "erasure", None, now).await?;
-    let erased = vault.erase(&user.actor_id, now, &notices).await?;
+    let applied = crate::rights::apply_with_notices(
+        &state,
+        &user.actor_id,
+        crate::rights::Change::Erasure,
+        state.clock.now(),
+    )
+    .await?;
+    let (erased, notified_partners) = (applied.erased, applied.notified);
     tracing::info!(resident = %user.actor_id, erased, "erasure");
-    if erased {
-        let late = crate::rights::notify_late_recipients(
-            &state,
-            &user.actor_id,
-            "erasure",
-            None,
-            since,
-            &notified,
-            now,
-        )
-        .await;
-        notified.extend(late);
-    }
-    let notified_partners = if erased { notified } else { Vec::new() };
     Ok(with_entry(
         entry,
         Json(Erased {

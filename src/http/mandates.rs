@@ -831,37 +831,12 @@ pub async fn write_on_behalf(
     .await?;
     // A rectification on the resident's behalf is told to the recipients
     // (art. 19) as the resident's own is, in the same transaction.
-    let now = state.clock.now();
-    let since = state.audit.size().await?;
-    let (notices, mut notified) = crate::rights::recipient_notices(
-        &state,
-        &resident,
-        "rectification",
-        Some(cat.as_str()),
-        now,
-    )
-    .await?;
-    let record = vault
-        .write_with_notices(&resident, &cat, &body, now, &notices)
-        .await?;
-    let late = crate::rights::notify_late_recipients(
-        &state,
-        &resident,
-        "rectification",
-        Some(cat.as_str()),
-        since,
+    let (record, notified) =
+        crate::rights::rectify(&state, &resident, &cat, &body, state.clock.now()).await?;
+    Ok(crate::http::data::with_notified(
+        with_entry(entry, Json(record)),
         &notified,
-        now,
-    )
-    .await;
-    notified.extend(late);
-    let mut res = with_entry(entry, Json(record));
-    if !notified.is_empty()
-        && let Ok(v) = axum::http::HeaderValue::from_str(&notified.join(","))
-    {
-        res.headers_mut().insert("x-notified-partners", v);
-    }
-    Ok(res)
+    ))
 }
 
 #[derive(Serialize, ToSchema)]

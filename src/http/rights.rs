@@ -124,29 +124,14 @@ pub async fn restriction(
 ) -> AppResult<Response> {
     let entry = own_data(&state, &user, &rid, "restriction", None).await?;
     let now = state.clock.now();
-    let since = state.audit.size().await?;
-    let (notices, mut notified) = if body.restricted {
-        crate::rights::recipient_notices(&state, &user.actor_id, "restriction", None, now).await?
-    } else {
-        (Vec::new(), Vec::new())
-    };
-    state
-        .store
-        .set_restricted(&user.actor_id, body.restricted.then_some(now), &notices)
-        .await?;
-    if body.restricted {
-        let late = crate::rights::notify_late_recipients(
-            &state,
-            &user.actor_id,
-            "restriction",
-            None,
-            since,
-            &notified,
-            now,
-        )
-        .await;
-        notified.extend(late);
-    }
+    let notified = crate::rights::apply_with_notices(
+        &state,
+        &user.actor_id,
+        crate::rights::Change::Restriction(body.restricted),
+        now,
+    )
+    .await?
+    .notified;
     Ok(with_entry(
         entry,
         Json(rights_view(&state, &user.actor_id, notified).await?),

@@ -951,16 +951,10 @@ async fn a_read_racing_a_rectification_is_told_too() {
         let (auth, awa_p) = renov_knowing_awa(&app).await;
         // The notices were computed here (nobody to tell)…
         let since = app.state.audit.size().await.unwrap();
-        let (notices, told) = coffre::rights::recipient_notices(
-            &app.state,
-            AWA,
-            "rectification",
-            Some("housing"),
-            app.clock.now(),
-        )
-        .await
-        .unwrap();
-        assert!(notices.is_empty() && told.is_empty());
+        let told = coffre::rights::recipients_of(&app.state, AWA, Some("housing"))
+            .await
+            .unwrap();
+        assert!(told.is_empty());
         // …then the partner reads, before the change commits.
         let res = app
             .send(
@@ -986,8 +980,8 @@ async fn a_read_racing_a_rectification_is_told_too() {
         assert_eq!(late, ["renov-energie"]);
         // Already told: not twice; another category: not at all.
         for (category, told) in [
-            (Some("housing"), late.clone()),
-            (Some("contact"), Vec::new()),
+            (Some("housing"), late.iter().cloned().collect()),
+            (Some("contact"), std::collections::BTreeSet::new()),
         ] {
             let again = coffre::rights::notify_late_recipients(
                 &app.state,
