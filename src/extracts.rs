@@ -148,6 +148,26 @@ pub fn view(state: &AppState, row: &ExtractRow) -> AppResult<ExtractView> {
     })
 }
 
+/// Whether a resident's values pass a spec's filters.
+fn passes_filters(spec: &ExtractSpec, value: &impl Fn(&str) -> Option<Value>) -> bool {
+    spec.filters
+        .iter()
+        .all(|(k, v)| value(k).map(|x| text_of(&x)) == Some(v.clone()))
+}
+
+/// A resident's cell in an aggregate of `spec`: its group-by values,
+/// generalised.
+fn group_key(spec: &ExtractSpec, value: &impl Fn(&str) -> Option<Value>) -> Vec<String> {
+    spec.group_by
+        .iter()
+        .map(|d| {
+            value(d)
+                .map(|v| generalise(d, &text_of(&v)))
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
 fn refuse(code: &'static str, message: impl Into<String>) -> AppError {
     AppError::unprocessable(code, message)
 }
@@ -438,6 +458,54 @@ pub async fn decide(
         .ok_or(AppError::NotFound)
 }
 
+/// A partner's download of its extract's file, decided and recorded before
+/// a byte leaves: its right to the purpose as the register stands now, the
+/// file's retention by date (even before the hourly purge), and its state.
+/// Returns the audit entry of the allowed download.
+pub async fn authorise_download(
+    state: &AppState,
+    partner_id: &str,
+    row: &ExtractRow,
+    request_id: Option<String>,
+    now: Timestamp,
+) -> AppResult<u64> {
+    let entry = |allowed: bool, reason: &str| AuditRecord {
+        timestamp: now,
+        actor_id: partner_id.to_string(),
+        actor_role: "partner".into(),
+        action: "extract.download".into(),
+        purpose: Some(row.purpose.clone()),
+        category: Some(format!("extract:{}", row.id)),
+        allowed,
+        reason: reason.into(),
+        request_id: request_id.clone(),
+        ..Default::default()
+    };
+    if let Err(reason) = still_recipient(state, partner_id, &row.purpose) {
+        state.audit.record(entry(false, reason)).await?;
+        return Err(not_a_recipient());
+    }
+    let live = matches!(row.state.as_str(), "ready" | "downloaded");
+    if live && row.expires_at.is_some_and(|at| at <= now) {
+        state.audit.record(entry(false, "extract_expired")).await?;
+        return Err(AppError::Gone {
+            code: "extract_expired",
+            message: "Ce fichier a atteint la fin de sa durée de conservation. / The file reached the end of its retention.".into(),
+        });
+    }
+    match row.state.as_str() {
+        "ready" | "downloaded" => Ok(state.audit.record(entry(true, "recipient")).await?),
+        "expired" => Err(AppError::Gone {
+            code: "extract_expired",
+            message: "Ce fichier a été supprimé à la fin de sa durée de conservation. / The file was deleted when its retention ended.".into(),
+        }),
+        _ => Err(AppError::Conflict {
+            code: "extract_not_ready",
+            message: format!("État : {}. / State: {}.", row.state, row.state),
+        }),
+    }
+}
+
 pub fn file_path(state: &AppState, id: &str) -> PathBuf {
     state.config.extracts_dir.join(format!("{id}.csv.age"))
 }
@@ -637,11 +705,7 @@ async fn build_inner(
                     .get(f)
                     .cloned()
             };
-            if !spec
-                .filters
-                .iter()
-                .all(|(k, v)| value(k).map(|x| text_of(&x)) == Some(v.clone()))
-            {
+            if !passes_filters(&spec, &value) {
                 continue;
             }
             cohort += 1;
@@ -658,33 +722,13 @@ async fn build_inner(
                 }
                 write(csv_line(&line).as_bytes())?;
             } else {
-                let key: Vec<String> = spec
-                    .group_by
-                    .iter()
-                    .map(|d| {
-                        value(d)
-                            .map(|v| generalise(d, &text_of(&v)))
-                            .unwrap_or_default()
-                    })
-                    .collect();
+                let key = group_key(&spec, &value);
                 for ((_, e), joint) in earlier.iter().zip(joints.iter_mut()) {
-                    if !e
-                        .filters
-                        .iter()
-                        .all(|(k, v)| value(k).map(|x| text_of(&x)) == Some(v.clone()))
-                    {
-                        continue;
+                    if passes_filters(e, &value) {
+                        *joint
+                            .entry((group_key(e, &value), key.clone()))
+                            .or_default() += 1;
                     }
-                    let earlier_key: Vec<String> = e
-                        .group_by
-                        .iter()
-                        .map(|d| {
-                            value(d)
-                                .map(|v| generalise(d, &text_of(&v)))
-                                .unwrap_or_default()
-                        })
-                        .collect();
-                    *joint.entry((earlier_key, key.clone())).or_default() += 1;
                 }
                 let cell = cells.entry(key).or_default();
                 cell.count += 1;

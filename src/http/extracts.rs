@@ -88,67 +88,7 @@ pub async fn file(
 ) -> AppResult<Response> {
     let row = own(&state, &partner, &id).await?;
     let now = state.clock.now();
-    let refusal = |reason: &str| crate::audit::AuditRecord {
-        timestamp: now,
-        actor_id: partner.id.clone(),
-        actor_role: "partner".into(),
-        action: "extract.download".into(),
-        purpose: Some(row.purpose.clone()),
-        category: Some(format!("extract:{}", row.id)),
-        allowed: false,
-        reason: reason.into(),
-        request_id: rid.0.clone(),
-        ..Default::default()
-    };
-    // The partner's right as the register stands now, not as it stood at
-    // the request.
-    if let Err(reason) = crate::extracts::still_recipient(&state, &partner.id, &row.purpose) {
-        state.audit.record(refusal(reason)).await?;
-        return Err(AppError::forbidden(
-            "not_a_recipient",
-            "Vous n'êtes plus destinataire de cette finalité. / You are no longer a recipient of this purpose.",
-        ));
-    }
-    // Expired by its date even before the hourly purge removed the file.
-    if matches!(row.state.as_str(), "ready" | "downloaded")
-        && row.expires_at.is_some_and(|at| at <= now)
-    {
-        state.audit.record(refusal("extract_expired")).await?;
-        return Err(AppError::Gone {
-            code: "extract_expired",
-            message: "Ce fichier a atteint la fin de sa durée de conservation. / The file reached the end of its retention.".into(),
-        });
-    }
-    match row.state.as_str() {
-        "ready" | "downloaded" => {}
-        "expired" => {
-            return Err(AppError::Gone {
-                code: "extract_expired",
-                message: "Ce fichier a été supprimé à la fin de sa durée de conservation. / The file was deleted when its retention ended.".into(),
-            });
-        }
-        _ => {
-            return Err(AppError::Conflict {
-                code: "extract_not_ready",
-                message: format!("État : {}. / State: {}.", row.state, row.state),
-            });
-        }
-    }
-    let entry = state
-        .audit
-        .record(crate::audit::AuditRecord {
-            timestamp: now,
-            actor_id: partner.id.clone(),
-            actor_role: "partner".into(),
-            action: "extract.download".into(),
-            purpose: Some(row.purpose.clone()),
-            category: Some(format!("extract:{}", row.id)),
-            allowed: true,
-            reason: "recipient".into(),
-            request_id: rid.0,
-            ..Default::default()
-        })
-        .await?;
+    let entry = crate::extracts::authorise_download(&state, &partner.id, &row, rid.0, now).await?;
     let file = tokio::fs::File::open(crate::extracts::file_path(&state, &id))
         .await
         .map_err(|_| AppError::internal("extract file missing"))?;
