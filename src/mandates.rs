@@ -58,28 +58,18 @@ pub async fn agent_context(
             "Ce compte agent est désactivé. / This agent account is deactivated.",
         ));
     }
+    // The current structure, if it is active and the agent still belongs
+    // to it (a référent may have removed them): one query.
     let structure = match &agent.structure_id {
-        Some(id) => state.store.find_structure(id).await?,
+        Some(id) => state.store.active_structure_of(&agent.id, id).await?,
         None => None,
     }
-    .filter(|s| s.active)
     .ok_or_else(|| {
         AppError::forbidden(
             "structure_inactive",
             "Aucune structure habilitée active pour ce compte. / No active structure for this agent.",
         )
     })?;
-    // A référent may have removed the agent from this structure.
-    if !state
-        .store
-        .membership_active(&agent.id, &structure.id)
-        .await?
-    {
-        return Err(AppError::forbidden(
-            "structure_inactive",
-            "Aucune structure habilitée active pour ce compte. / No active structure for this agent.",
-        ));
-    }
     Ok(AgentContext {
         agent,
         role,

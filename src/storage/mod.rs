@@ -631,8 +631,12 @@ pub trait Store: Send + Sync + 'static {
         structure_id: &str,
         active: bool,
     ) -> StorageResult<bool>;
-    /// Whether the agent belongs, actively, to the structure.
-    async fn membership_active(&self, agent_id: &str, structure_id: &str) -> StorageResult<bool>;
+    /// The structure, if it is active and the agent belongs to it actively.
+    async fn active_structure_of(
+        &self,
+        agent_id: &str,
+        structure_id: &str,
+    ) -> StorageResult<Option<StructureRow>>;
     async fn set_agent_active(
         &self,
         agent_id: &str,
@@ -1701,19 +1705,20 @@ macro_rules! impl_store {
             Ok(done.rows_affected() == 1)
         }
 
-        async fn membership_active(
+        async fn active_structure_of(
             &self,
             agent_id: &str,
             structure_id: &str,
-        ) -> $crate::storage::StorageResult<bool> {
-            let row: Option<(bool,)> = sqlx::query_as(
-                "SELECT active FROM agent_structures WHERE agent_id = $1 AND structure_id = $2",
+        ) -> $crate::storage::StorageResult<Option<$crate::storage::StructureRow>> {
+            Ok(sqlx::query_as(
+                "SELECT s.id, s.siret, s.name, s.allowed_demarches, s.active FROM structures s \
+                 JOIN agent_structures m ON m.structure_id = s.id \
+                 WHERE s.id = $2 AND m.agent_id = $1 AND m.active AND s.active",
             )
             .bind(agent_id)
             .bind(structure_id)
             .fetch_optional(&self.pool)
-            .await?;
-            Ok(row.is_some_and(|(a,)| a))
+            .await?)
         }
 
         async fn set_agent_active(
