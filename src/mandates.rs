@@ -380,6 +380,36 @@ pub struct MandateView {
     pub verify_url: String,
 }
 
+/// Records, before anything of it is shown, that `actor_id` reads the
+/// mandate `m` (its resident, structure and démarches are the resident's
+/// data): as the resident's own read, or an agent's on their behalf.
+/// Returns the entry's index.
+pub async fn record_read(
+    state: &AppState,
+    actor_id: &str,
+    role: Role,
+    m: &MandateRow,
+    request_id: Option<String>,
+) -> AppResult<u64> {
+    let agent = role != Role::Resident;
+    Ok(state
+        .audit
+        .record(crate::audit::AuditRecord {
+            timestamp: state.clock.now(),
+            actor_id: actor_id.to_string(),
+            actor_role: role.as_str().into(),
+            on_behalf_of: agent.then(|| m.resident_id.clone()),
+            structure_id: agent.then(|| m.structure_id.clone()),
+            action: "mandate.read".into(),
+            resident_id: Some(m.resident_id.clone()),
+            allowed: true,
+            reason: if agent { "mandate" } else { "own_data" }.into(),
+            request_id,
+            ..Default::default()
+        })
+        .await?)
+}
+
 /// Who may see a mandate and its attestation: its own resident, or an
 /// active agent of the mandate's structure (their current one).
 pub async fn may_see(state: &AppState, actor_id: &str, role: Role, m: &MandateRow) -> bool {

@@ -706,14 +706,9 @@ pub async fn get_mandate(
     let ctx = agent(&state, &user, "mandate.read", &rid).await?;
     let mandate = structure_mandate(&state, &ctx, &id).await?;
     // Who a structure acts for, and for what, is the resident's data.
-    let entry = state
-        .audit
-        .record(AuditRecord {
-            on_behalf_of: Some(mandate.resident_id.clone()),
-            resident_id: Some(mandate.resident_id.clone()),
-            ..record(&state, &user, Some(&ctx), "mandate.read", &rid)
-        })
-        .await?;
+    let entry =
+        crate::mandates::record_read(&state, &user.actor_id, user.role, &mandate, rid.0.clone())
+            .await?;
     Ok(with_entry(
         entry,
         Json(crate::mandates::view(&state, &mandate, state.clock.now()).await?),

@@ -466,28 +466,15 @@ pub async fn attestation(ctx: Ctx, Path(id): Path<String>) -> PageResult {
     }
     // The attestation names the resident's structure and démarches: shown
     // only once its reading is in the log.
-    state
-        .audit
-        .record(crate::audit::AuditRecord {
-            timestamp: state.clock.now(),
-            actor_id: user.actor_id.clone(),
-            actor_role: user.role.as_str().into(),
-            on_behalf_of: (user.role != Role::Resident).then(|| mandate.resident_id.clone()),
-            structure_id: (user.role != Role::Resident).then(|| mandate.structure_id.clone()),
-            action: "mandate.read".into(),
-            resident_id: Some(mandate.resident_id.clone()),
-            allowed: true,
-            reason: if user.role == Role::Resident {
-                "own_data"
-            } else {
-                "mandate"
-            }
-            .into(),
-            request_id: ctx.request_id().0,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| ctx.fail(e.into()))?;
+    crate::mandates::record_read(
+        state,
+        &user.actor_id,
+        user.role,
+        &mandate,
+        ctx.request_id().0,
+    )
+    .await
+    .map_err(|e| ctx.fail(e))?;
     let v = crate::mandates::view(state, &mandate, state.clock.now())
         .await
         .map_err(|e| ctx.fail(e))?;
