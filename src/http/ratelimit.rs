@@ -64,6 +64,30 @@ struct Bucket {
     at: Timestamp,
 }
 
+impl Bucket {
+    /// The bucket with the tokens that came back since `at`, up to the
+    /// burst (a full bucket starts counting afresh from `now`).
+    fn refilled(self, rule: Rule, now: Timestamp) -> Bucket {
+        let refill = u32::try_from((now - self.at).max(0) / i64::from(rule.refill_secs.max(1)))
+            .unwrap_or(u32::MAX);
+        if refill == 0 {
+            return self;
+        }
+        let tokens = self.tokens.saturating_add(refill).min(rule.burst);
+        let at = if tokens == rule.burst {
+            now
+        } else {
+            self.at + i64::from(refill) * i64::from(rule.refill_secs)
+        };
+        Bucket { tokens, at }
+    }
+
+    /// Seconds until the next token of an empty bucket.
+    fn wait(self, rule: Rule, now: Timestamp) -> u32 {
+        u32::try_from((self.at + i64::from(rule.refill_secs) - now).max(1)).unwrap_or(u32::MAX)
+    }
+}
+
 /// The buckets of one process.
 #[derive(Default)]
 pub struct Limiter {
@@ -78,15 +102,10 @@ impl Limiter {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        let Some(b) = map.get(key) else {
-            return Ok(());
-        };
-        let refill = (now - b.at).max(0) / i64::from(rule.refill_secs.max(1));
-        if b.tokens > 0 || refill > 0 {
-            return Ok(());
+        match map.get(key).map(|b| b.refilled(rule, now)) {
+            Some(b) if b.tokens == 0 => Err(b.wait(rule, now)),
+            _ => Ok(()),
         }
-        let wait = b.at + i64::from(rule.refill_secs) - now;
-        Err(u32::try_from(wait.max(1)).unwrap_or(u32::MAX))
     }
 
     /// Takes one token from `key`'s bucket at `now`; `Err(seconds)` until
@@ -103,19 +122,9 @@ impl Limiter {
             tokens: rule.burst,
             at: now,
         });
-        let refill = u32::try_from((now - b.at).max(0) / i64::from(rule.refill_secs.max(1)))
-            .unwrap_or(u32::MAX);
-        if refill > 0 {
-            b.tokens = b.tokens.saturating_add(refill).min(rule.burst);
-            b.at = if b.tokens == rule.burst {
-                now
-            } else {
-                b.at + i64::from(refill) * i64::from(rule.refill_secs)
-            };
-        }
+        *b = b.refilled(rule, now);
         if b.tokens == 0 {
-            let wait = b.at + i64::from(rule.refill_secs) - now;
-            return Err(u32::try_from(wait.max(1)).unwrap_or(u32::MAX));
+            return Err(b.wait(rule, now));
         }
         if b.tokens == rule.burst {
             b.at = now;
