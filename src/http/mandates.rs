@@ -161,9 +161,7 @@ pub async fn create_draft(
         .await?;
     state.store.insert_mandate_draft(&draft).await?;
     let view = draft_view(&state, &ctx, &draft).await?;
-    let mut res = with_entry(entry, Json(view));
-    *res.status_mut() = StatusCode::CREATED;
-    Ok(res)
+    Ok(with_entry(entry, (StatusCode::CREATED, Json(view))))
 }
 
 /// The agent's right to create mandates, checked at every step that creates
@@ -404,9 +402,7 @@ pub async fn confirm_draft(
     state.store.delete_mandate_draft(&draft.id).await?;
     tracing::info!(mandate = %mandate.id, resident = %resident_id, structure = %ctx.structure.id, "mandate created");
     let view = crate::mandates::view(&state, &mandate, now).await?;
-    let mut res = with_entry(entry, Json(view));
-    *res.status_mut() = StatusCode::CREATED;
-    Ok(res)
+    Ok(with_entry(entry, (StatusCode::CREATED, Json(view))))
 }
 
 #[derive(Deserialize, ToSchema, Default)]
@@ -456,9 +452,13 @@ pub async fn renew(
         })
         .await?;
     state.store.insert_mandate_draft(&draft).await?;
-    let mut res = with_entry(entry, Json(draft_view(&state, &ctx, &draft).await?));
-    *res.status_mut() = StatusCode::CREATED;
-    Ok(res)
+    Ok(with_entry(
+        entry,
+        (
+            StatusCode::CREATED,
+            Json(draft_view(&state, &ctx, &draft).await?),
+        ),
+    ))
 }
 
 /// A mandate of the agent's current structure.

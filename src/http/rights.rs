@@ -321,9 +321,13 @@ pub async fn new_request(
         at: now,
     };
     state.store.insert_rights_request(&row, &event).await?;
-    let mut res = with_entry(entry, Json(request_view(&state, row, now).await?));
-    *res.status_mut() = StatusCode::CREATED;
-    Ok(res)
+    Ok(with_entry(
+        entry,
+        (
+            StatusCode::CREATED,
+            Json(request_view(&state, row, now).await?),
+        ),
+    ))
 }
 
 #[derive(Serialize, ToSchema)]
