@@ -19,10 +19,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use coffre::consents::{Actor, Decision, decide, valid_consent};
 use coffre::crypto::{KeySet, LiveKeys};
 use coffre::domain::Role;
 use coffre::domain::consent::GiveRequest;
+use coffre::service::consents::{Actor, Decision, decide, valid_consent};
 use coffre::storage::{DynStore, SqliteStore};
 use coffre::{AppState, Clock, Config};
 

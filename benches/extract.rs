@@ -144,7 +144,7 @@ fn main() {
         println!("extract: {n} residents; baseline (scan + AEAD + age, {rows} rows): {baseline:.1} s");
 
         // The product's extract.
-        let row = coffre::extracts::request(
+        let row = coffre::service::extracts::request(
             &state,
             "renov-energie",
             serde_json::from_value(serde_json::json!({"purpose": "renovation-energetique", "kind": "records", "categories": ["housing"]})).unwrap(),
@@ -154,7 +154,7 @@ fn main() {
         .unwrap();
         store.extract_transition(&row.id, "requested", "approved", None, clock.now()).await.unwrap();
         let t = Instant::now();
-        coffre::extracts::build(&state, &row.id, clock.now()).await.unwrap();
+        coffre::service::extracts::build(&state, &row.id, clock.now()).await.unwrap();
         let built = t.elapsed().as_secs_f64();
         let done = store.find_extract(&row.id).await.unwrap().unwrap();
         let manifest: serde_json::Value = serde_json::from_str(done.manifest.as_deref().unwrap()).unwrap();
@@ -165,7 +165,7 @@ fn main() {
             if built / baseline <= 3.0 { "MET" } else { "NOT MET" },
             peak_rss_mb()
         );
-        let _ = std::fs::remove_file(coffre::extracts::file_path(&state, &row.id));
+        let _ = std::fs::remove_file(coffre::service::extracts::file_path(&state, &row.id));
         store.close().await;
     });
 }

@@ -429,7 +429,7 @@ pub async fn run(cli: Cli) -> Result<(), Fatal> {
             let clock = Clock::system();
             let state = build_state(config, store.clone(), clock.clone(), false, Ok(keys)).await?;
             let now = at.unwrap_or_else(|| clock.now());
-            let report = crate::rights::run_retention(&state, now)
+            let report = crate::service::rights::run_retention(&state, now)
                 .await
                 .map_err(|e| Fatal::runtime(format!("retention: {e}")))?;
             store.close().await;
@@ -446,10 +446,10 @@ pub async fn run(cli: Cli) -> Result<(), Fatal> {
                 build_state(config, store.clone(), Clock::system(), false, Ok(keys)).await?;
             record_operator_act(&state, "erasure", Some(&id)).await?;
             // The recipients are told (art. 19), in the erasure's transaction.
-            let erased = crate::rights::apply_with_notices(
+            let erased = crate::service::rights::apply_with_notices(
                 &state,
                 &id,
-                crate::rights::Change::Erasure,
+                crate::service::rights::Change::Erasure,
                 state.clock.now(),
             )
             .await
@@ -630,13 +630,13 @@ async fn agent_totp(config: Config, email: &str) -> Result<(), Fatal> {
         .register_kek_versions(state.clock.now())
         .await
         .map_err(|e| Fatal::runtime(e.to_string()))?;
-    let secret = crate::mandates::enroll_totp(&state, &agent.id, state.clock.now())
+    let secret = crate::service::mandates::enroll_totp(&state, &agent.id, state.clock.now())
         .await
         .map_err(|e| Fatal::runtime(e.to_string()))?;
     state.store.close().await;
     println!(
         "{}",
-        crate::mandates::otpauth_uri("coffre", &agent.display_name, &secret)
+        crate::service::mandates::otpauth_uri("coffre", &agent.display_name, &secret)
     );
     Ok(())
 }
@@ -1009,7 +1009,7 @@ async fn keys_command(config: &Config, command: KeysCommand) -> Result<(), Fatal
                 .record(operator_record("keys.rotate", None, clock.now()))
                 .await
                 .map_err(|e| Fatal::runtime(format!("refusing to rotate unaudited: {e}")))?;
-            let report = crate::vault::rotate(
+            let report = crate::service::vault::rotate(
                 &store,
                 &mut set,
                 &config.keys_dir,
@@ -1314,7 +1314,9 @@ fn spawn_session_purge(state: AppState) {
             // The whole retention job at start and then every hour;
             // expired sessions every ten minutes.
             if round % 6 == 1 {
-                if let Err(e) = crate::rights::run_retention(&state, state.clock.now()).await {
+                if let Err(e) =
+                    crate::service::rights::run_retention(&state, state.clock.now()).await
+                {
                     tracing::warn!(error = %e, "retention run failed");
                 }
                 continue;
@@ -1369,7 +1371,11 @@ fn print_demo_banner(local: &std::net::SocketAddr) {
     out.push_str(&format!("  API       http://{local}/api/openapi.json\n"));
     out.push_str(&format!(
         "  Aidants' TOTP (any authenticator app): {}\n",
-        crate::mandates::otpauth_uri("coffre-demo", "aidants", crate::demo::DEMO_TOTP_SECRET)
+        crate::service::mandates::otpauth_uri(
+            "coffre-demo",
+            "aidants",
+            crate::demo::DEMO_TOTP_SECRET
+        )
     ));
     out.push_str("  Demo partners (OAuth2 client credentials):\n");
     for p in crate::demo::PARTNERS {

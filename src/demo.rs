@@ -191,7 +191,7 @@ pub async fn seed_if_empty(state: &AppState) -> AppResult<bool> {
             let c = vault
                 .categories()
                 .category(category)
-                .map_err(crate::vault::VaultError::from)?;
+                .map_err(crate::service::vault::VaultError::from)?;
             vault.write(id, &c, &record, now).await?;
         }
     }
@@ -211,16 +211,17 @@ async fn seed_mandates(state: &AppState, now: Timestamp) -> AppResult<()> {
         .iter()
         .filter(|a| matches!(a.role, Role::Aidant | Role::Referent))
     {
-        crate::mandates::enroll_totp_secret(state, agent.id, DEMO_TOTP_SECRET, now).await?;
+        crate::service::mandates::enroll_totp_secret(state, agent.id, DEMO_TOTP_SECRET, now)
+            .await?;
     }
     let structure = state
         .store
         .find_structure(STRUCTURE_CCAS)
         .await?
         .ok_or_else(|| crate::error::AppError::internal("demo structure missing"))?;
-    crate::mandates::create(
+    crate::service::mandates::create(
         state,
-        crate::mandates::NewMandate {
+        crate::service::mandates::NewMandate {
             aidant_id: AGENTS[0].id,
             structure: &structure,
             resident_id: RESIDENTS[0].id,
@@ -236,8 +237,8 @@ async fn seed_mandates(state: &AppState, now: Timestamp) -> AppResult<()> {
 
 /// Given, refused and withdrawn consents, as the residents themselves did.
 async fn seed_consents(state: &AppState) -> AppResult<()> {
-    use crate::consents::{Actor, Decision, decide};
     use crate::domain::consent::GiveRequest;
+    use crate::service::consents::{Actor, Decision, decide};
     let give = || Decision::Give(GiveRequest::default());
     let script = [
         (RESIDENTS[0].id, "etude-mobilite", give()),
@@ -335,13 +336,13 @@ pub const TERRITORY_RESIDENTS: u64 = 300;
 /// An extract request waiting for the DPO: the mobility lab asks how many
 /// residents commute each way, by commune (aggregated, no cell under 11).
 pub async fn request_pending_extract(state: &AppState, now: Timestamp) -> AppResult<()> {
-    let req: crate::extracts::ExtractRequest = serde_json::from_value(json!({
+    let req: crate::service::extracts::ExtractRequest = serde_json::from_value(json!({
         "purpose": "etude-mobilite",
         "kind": "aggregate",
         "categories": ["mobility", "housing"],
         "group_by": ["housing.commune_insee", "mobility.commute_mode"],
     }))
     .map_err(|e| AppError::internal(format!("demo extract: {e}")))?;
-    crate::extracts::request(state, PARTNERS[0].id, req, now).await?;
+    crate::service::extracts::request(state, PARTNERS[0].id, req, now).await?;
     Ok(())
 }

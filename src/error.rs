@@ -87,10 +87,10 @@ impl From<crate::audit::AuditError> for AppError {
     }
 }
 
-impl From<crate::vault::VaultError> for AppError {
-    fn from(e: crate::vault::VaultError) -> Self {
+impl From<crate::service::vault::VaultError> for AppError {
+    fn from(e: crate::service::vault::VaultError) -> Self {
         use crate::crypto::CryptoError;
-        use crate::vault::VaultError as V;
+        use crate::service::vault::VaultError as V;
         match e {
             V::Storage(s) => AppError::Storage(s),
             V::Crypto(CryptoError::Integrity) => AppError::Integrity,

@@ -4,25 +4,20 @@
 //! The binary (`src/main.rs`) only parses the command line; everything else
 //! lives here so tests drive the real router through [`app`].
 
-pub mod access;
 pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod config;
-pub mod consents;
 pub mod crypto;
 pub mod demo;
 pub mod domain;
 pub mod error;
-pub mod extracts;
 pub mod http;
-pub mod mandates;
 pub mod memo;
 pub mod oidc;
-pub mod rights;
 pub mod seed;
+pub mod service;
 pub mod storage;
-pub mod vault;
 pub mod web;
 
 use std::future::Future;
@@ -39,8 +34,8 @@ use crypto::LiveKeys;
 use domain::category::Categories;
 use domain::purpose::Register;
 pub use http::app;
+use service::vault::Vault;
 use storage::DynStore;
-use vault::Vault;
 
 /// Everything a request handler may need, shared by all requests of one
 /// process. Nothing in here is per-process state that would break several
@@ -119,12 +114,18 @@ impl AppState {
             domain::mandate::Demarches::parse(&demarches_text, &categories)
                 .map_err(|e| format!("{demarches_file} {e}"))?,
         );
-        let (model_text, model_file) =
-            policy_text(&config.policies_dir, "model.conf", access::BUILTIN_MODEL)?;
-        let (policy_csv, policy_file) =
-            policy_text(&config.policies_dir, "policy.csv", access::BUILTIN_POLICY)?;
+        let (model_text, model_file) = policy_text(
+            &config.policies_dir,
+            "model.conf",
+            service::access::BUILTIN_MODEL,
+        )?;
+        let (policy_csv, policy_file) = policy_text(
+            &config.policies_dir,
+            "policy.csv",
+            service::access::BUILTIN_POLICY,
+        )?;
         let policy = Arc::new(
-            access::load_policy(&model_text, &policy_csv)
+            service::access::load_policy(&model_text, &policy_csv)
                 .await
                 .map_err(|e| format!("{model_file} / {policy_file}: {e}"))?,
         );

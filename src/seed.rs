@@ -12,12 +12,12 @@
 
 use crate::AppState;
 use crate::audit::AuditRecord;
-use crate::consents::Actor;
 use crate::crypto::{DataKey, SealContext};
 use crate::domain::Demarche;
 use crate::domain::consent::{ConsentState, Recorded};
 use crate::domain::{Role, Timestamp};
 use crate::error::{AppError, AppResult};
+use crate::service::consents::Actor;
 use crate::storage::{
     AgentRow, ConsentEventRow, ConsentRow, DataKeyRow, MandateRow, PartnerRow, RecordRow,
     SeedBatch, StructureRow,
@@ -522,7 +522,7 @@ pub async fn seed_territory(
                         structure_id: None,
                         request_id: None,
                     };
-                    let claims = crate::consents::receipt_claims(
+                    let claims = crate::service::consents::receipt_claims(
                         state,
                         purpose,
                         &keys,

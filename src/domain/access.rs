@@ -1,5 +1,5 @@
 //! The one access decision, as a pure function: facts in (gathered by
-//! `crate::access` with indexed queries), verdict out, with its basis or
+//! `crate::service::access` with indexed queries), verdict out, with its basis or
 //! its stable reason code. No I/O, time passed in through the facts.
 
 use serde::Serialize;
@@ -44,7 +44,7 @@ pub enum Verdict {
 }
 
 /// Everything the decision needs, gathered beforehand with indexed queries
-/// (`crate::access`): who asks, to do what, on whose data, for which
+/// (`crate::service::access`): who asks, to do what, on whose data, for which
 /// purpose, and the facts that may allow it.
 pub struct AccessQuery<'a> {
     pub actor_id: &'a str,

@@ -77,14 +77,14 @@ pub async fn own_data(
     action: &str,
     category: Option<&str>,
 ) -> AppResult<u64> {
-    crate::access::decide(
+    crate::service::access::decide(
         state,
-        crate::access::AccessRequest {
+        crate::service::access::AccessRequest {
             own: true,
             resident_id: Some(&user.actor_id),
             category,
             request_id: rid.0.clone(),
-            ..crate::access::AccessRequest::new(&user.actor_id, user.role, action)
+            ..crate::service::access::AccessRequest::new(&user.actor_id, user.role, action)
         },
     )
     .await
@@ -233,11 +233,11 @@ pub async fn entries(
             format!("from ≤ to and at most {MAX_ENTRIES} entries per request"),
         ));
     }
-    let index = crate::access::decide(
+    let index = crate::service::access::decide(
         &state,
-        crate::access::AccessRequest {
+        crate::service::access::AccessRequest {
             request_id: rid.0.clone(),
-            ..crate::access::AccessRequest::new(&user.actor_id, user.role, "audit.read")
+            ..crate::service::access::AccessRequest::new(&user.actor_id, user.role, "audit.read")
         },
     )
     .await?;

@@ -8,13 +8,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::consents::{self, Actor, ConsentOutcome, ConsentView, Decision};
 use crate::domain::consent::{GiveRequest, parse_until};
 use crate::domain::purpose::Purpose;
 use crate::error::{AppError, AppResult};
 use crate::http::ApiJson;
 use crate::http::audit::{RequestId, own_data, with_entry};
 use crate::http::session::CurrentUser;
+use crate::service::consents::{self, Actor, ConsentOutcome, ConsentView, Decision};
 
 #[derive(Serialize, ToSchema)]
 pub struct PurposesRegister {
@@ -138,17 +138,17 @@ async fn resident_only(
     rid: &RequestId,
     action: &str,
 ) -> AppResult<()> {
-    let req = crate::access::AccessRequest {
+    let req = crate::service::access::AccessRequest {
         own: true,
         resident_id: Some(&user.actor_id),
         request_id: rid.0.clone(),
-        ..crate::access::AccessRequest::new(&user.actor_id, user.role, action)
+        ..crate::service::access::AccessRequest::new(&user.actor_id, user.role, action)
     };
-    let (verdict, facts) = crate::access::evaluate(state, &req).await?;
+    let (verdict, facts) = crate::service::access::evaluate(state, &req).await?;
     match verdict {
         // The consent registry records the decision itself as this action.
         crate::domain::access::Verdict::Allow(_) => Ok(()),
-        deny => crate::access::record(state, req, &deny, &facts)
+        deny => crate::service::access::record(state, req, &deny, &facts)
             .await
             .map(|_| ()),
     }

@@ -14,16 +14,16 @@ use axum::response::Response;
 use crate::http::ApiJson;
 use crate::http::audit::{RequestId, own_data, with_entry};
 use crate::http::session::CurrentUser;
-use crate::vault::RecordView;
+use crate::service::vault::RecordView;
 
 fn known_category(
-    vault: &crate::vault::Vault,
+    vault: &crate::service::vault::Vault,
     name: &str,
 ) -> AppResult<crate::domain::category::Category> {
     Ok(vault
         .categories()
         .category(name)
-        .map_err(crate::vault::VaultError::from)?)
+        .map_err(crate::service::vault::VaultError::from)?)
 }
 
 #[derive(Serialize, ToSchema)]
@@ -107,13 +107,19 @@ pub async fn put_my_category(
     vault
         .categories()
         .validate(&category, &body)
-        .map_err(crate::vault::VaultError::from)?;
+        .map_err(crate::service::vault::VaultError::from)?;
     let entry = own_data(&state, &user, &rid, "data.write", Some(category.as_str())).await?;
     // Art. 19: partners that received this category are told (the notice
     // is written with the new version, or neither is), and named to the
     // resident in `X-Notified-Partners`.
-    let (record, notified) =
-        crate::rights::rectify(&state, &user.actor_id, &category, &body, state.clock.now()).await?;
+    let (record, notified) = crate::service::rights::rectify(
+        &state,
+        &user.actor_id,
+        &category,
+        &body,
+        state.clock.now(),
+    )
+    .await?;
     tracing::info!(resident = %user.actor_id, category = category.as_str(), version = record.version, "record rectified");
     Ok(with_notified(with_entry(entry, Json(record)), &notified))
 }
@@ -150,10 +156,10 @@ pub async fn erase_me(
     // Keys unavailable: refused before anything is recorded or changed.
     state.vault()?;
     let entry = own_data(&state, &user, &rid, "erasure", None).await?;
-    let applied = crate::rights::apply_with_notices(
+    let applied = crate::service::rights::apply_with_notices(
         &state,
         &user.actor_id,
-        crate::rights::Change::Erasure,
+        crate::service::rights::Change::Erasure,
         state.clock.now(),
     )
     .await?;

@@ -10,13 +10,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::access::{AccessRequest, decide};
 use crate::error::{AppError, AppResult};
-use crate::extracts::{ExtractRequest, ExtractView, view};
 use crate::http::ApiJson;
 use crate::http::audit::{RequestId, with_entry};
 use crate::http::partner::Partner;
 use crate::http::session::CurrentUser;
+use crate::service::access::{AccessRequest, decide};
+use crate::service::extracts::{ExtractRequest, ExtractView, view};
 
 /// Asks for an extract (it waits for the DPO's approval).
 #[utoipa::path(post, path = "/api/v1/partner/extracts", tag = "partner", request_body = ExtractRequest,
@@ -28,7 +28,8 @@ pub async fn request(
     partner: Partner,
     ApiJson(body): ApiJson<ExtractRequest>,
 ) -> AppResult<Response> {
-    let row = crate::extracts::request(&state, &partner.id, body, state.clock.now()).await?;
+    let row =
+        crate::service::extracts::request(&state, &partner.id, body, state.clock.now()).await?;
     Ok((StatusCode::CREATED, Json(view(&state, &row)?)).into_response())
 }
 
@@ -88,8 +89,9 @@ pub async fn file(
 ) -> AppResult<Response> {
     let row = own(&state, &partner, &id).await?;
     let now = state.clock.now();
-    let entry = crate::extracts::authorise_download(&state, &partner.id, &row, rid.0, now).await?;
-    let file = tokio::fs::File::open(crate::extracts::file_path(&state, &id))
+    let entry =
+        crate::service::extracts::authorise_download(&state, &partner.id, &row, rid.0, now).await?;
+    let file = tokio::fs::File::open(crate::service::extracts::file_path(&state, &id))
         .await
         .map_err(|_| AppError::internal("extract file missing"))?;
     state
@@ -173,7 +175,7 @@ async fn dpo_decide(
         },
     )
     .await?;
-    let row = crate::extracts::decide(
+    let row = crate::service::extracts::decide(
         state,
         &user.actor_id,
         id,

@@ -512,7 +512,7 @@ async fn refresh_category(
     let category = vault
         .categories()
         .category(category)
-        .map_err(crate::vault::VaultError::from)?;
+        .map_err(crate::service::vault::VaultError::from)?;
     let current = vault
         .read_current_category(resident_id, &category)
         .await?

@@ -15,7 +15,6 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::access::{AccessRequest, decide};
 use crate::audit::AuditRecord;
 use crate::domain::mandate::{DemarcheDef, parse_demarches};
 use crate::domain::{Demarche, Role};
@@ -23,7 +22,8 @@ use crate::error::{AppError, AppResult};
 use crate::http::ApiJson;
 use crate::http::audit::{RequestId, with_entry};
 use crate::http::session::CurrentUser;
-use crate::mandates::{AgentContext, MandateView, agent_context};
+use crate::service::access::{AccessRequest, decide};
+use crate::service::mandates::{AgentContext, MandateView, agent_context};
 use crate::storage::{MandateDraftRow, MandateRow};
 
 /// A draft waits this long for the resident's login and the confirmation.
@@ -153,7 +153,7 @@ pub async fn create_draft(
     let ctx = agent(&state, &user, "mandate.draft", &rid).await?;
     may_create_mandates(&state, &user, &ctx, "mandate.draft", &rid).await?;
     let ds = validated_demarches(&ctx, &body.demarches)?;
-    crate::mandates::check_duration(body.duration_days)?;
+    crate::service::mandates::check_duration(body.duration_days)?;
     let draft = new_draft(&state, &ctx, &ds, body.duration_days, None);
     let entry = state
         .audit
@@ -248,7 +248,7 @@ async fn resident_name(state: &AppState, resident_id: &str) -> AppResult<Option<
     let category = vault
         .categories()
         .category("identity")
-        .map_err(crate::vault::VaultError::from)?;
+        .map_err(crate::service::vault::VaultError::from)?;
     let Some(record) = vault.read_current_category(resident_id, &category).await? else {
         return Ok(None);
     };
@@ -365,7 +365,8 @@ pub async fn confirm_draft(
         resident_id: Some(resident_id.clone()),
         ..record(&state, &user, Some(&ctx), "mandate.create", &rid)
     };
-    if let Err(e) = crate::mandates::check_totp(&state, &user.actor_id, Some(&body.totp), now).await
+    if let Err(e) =
+        crate::service::mandates::check_totp(&state, &user.actor_id, Some(&body.totp), now).await
     {
         return Err(crate::http::audit::deny(&state, base, e).await);
     }
@@ -379,9 +380,9 @@ pub async fn confirm_draft(
             .collect::<Vec<_>>(),
     )?;
     let entry = state.audit.record(base).await?;
-    let (mandate, _) = crate::mandates::create(
+    let (mandate, _) = crate::service::mandates::create(
         &state,
-        crate::mandates::NewMandate {
+        crate::service::mandates::NewMandate {
             aidant_id: &user.actor_id,
             structure: &ctx.structure,
             resident_id: &resident_id,
@@ -401,7 +402,7 @@ pub async fn confirm_draft(
     }
     state.store.delete_mandate_draft(&draft.id).await?;
     tracing::info!(mandate = %mandate.id, resident = %resident_id, structure = %ctx.structure.id, "mandate created");
-    let view = crate::mandates::view(&state, &mandate, now).await?;
+    let view = crate::service::mandates::view(&state, &mandate, now).await?;
     Ok(with_entry(entry, (StatusCode::CREATED, Json(view))))
 }
 
@@ -441,7 +442,7 @@ pub async fn renew(
     };
     let ds = validated_demarches(&ctx, &codes)?;
     let duration_days = body.duration_days.unwrap_or(mandate.duration_days);
-    crate::mandates::check_duration(duration_days)?;
+    crate::service::mandates::check_duration(duration_days)?;
     let draft = new_draft(&state, &ctx, &ds, duration_days, Some(mandate.id.clone()));
     let entry = state
         .audit
@@ -541,14 +542,22 @@ pub async fn agent_revoke(
     // structure's mandates without one.
     if user.role == Role::Aidant
         && let Err(e) =
-            crate::mandates::check_totp(&state, &user.actor_id, body.totp.as_deref(), now).await
+            crate::service::mandates::check_totp(&state, &user.actor_id, body.totp.as_deref(), now)
+                .await
     {
         return Err(crate::http::audit::deny(&state, base, e).await);
     }
     let entry = state.audit.record(base).await?;
-    let receipt =
-        crate::mandates::revoke(&state, &mandate, demarche, user.role, &user.actor_id, now).await?;
-    let view = crate::mandates::view(&state, &mandate, now).await?;
+    let receipt = crate::service::mandates::revoke(
+        &state,
+        &mandate,
+        demarche,
+        user.role,
+        &user.actor_id,
+        now,
+    )
+    .await?;
+    let view = crate::service::mandates::view(&state, &mandate, now).await?;
     Ok(with_entry(
         entry,
         Json(RevocationReceipt {
@@ -580,7 +589,7 @@ pub async fn resident_revoke(
         .filter(|m| m.resident_id == user.actor_id)
         .ok_or(AppError::NotFound)?;
     let now = state.clock.now();
-    let receipt = crate::mandates::revoke(
+    let receipt = crate::service::mandates::revoke(
         &state,
         &mandate,
         demarche,
@@ -589,7 +598,7 @@ pub async fn resident_revoke(
         now,
     )
     .await?;
-    let view = crate::mandates::view(&state, &mandate, now).await?;
+    let view = crate::service::mandates::view(&state, &mandate, now).await?;
     tracing::info!(mandate = %mandate.id, "mandate revoked by the resident");
     Ok(with_entry(
         entry,
@@ -617,7 +626,7 @@ pub async fn my_mandates(
     let now = state.clock.now();
     let mut mandates = Vec::new();
     for m in state.store.mandates_of_resident(&user.actor_id).await? {
-        mandates.push(crate::mandates::view(&state, &m, now).await?);
+        mandates.push(crate::service::mandates::view(&state, &m, now).await?);
     }
     Ok(with_entry(entry, Json(MyMandates { mandates })))
 }
@@ -706,12 +715,17 @@ pub async fn get_mandate(
     let ctx = agent(&state, &user, "mandate.read", &rid).await?;
     let mandate = structure_mandate(&state, &ctx, &id).await?;
     // Who a structure acts for, and for what, is the resident's data.
-    let entry =
-        crate::mandates::record_read(&state, &user.actor_id, user.role, &mandate, rid.0.clone())
-            .await?;
+    let entry = crate::service::mandates::record_read(
+        &state,
+        &user.actor_id,
+        user.role,
+        &mandate,
+        rid.0.clone(),
+    )
+    .await?;
     Ok(with_entry(
         entry,
-        Json(crate::mandates::view(&state, &mandate, state.clock.now()).await?),
+        Json(crate::service::mandates::view(&state, &mandate, state.clock.now()).await?),
     ))
 }
 
@@ -741,7 +755,7 @@ async fn on_behalf(
     let cat = vault
         .categories()
         .category(category)
-        .map_err(crate::vault::VaultError::from)?;
+        .map_err(crate::service::vault::VaultError::from)?;
     let entry = decide(
         state,
         AccessRequest {
@@ -760,7 +774,7 @@ async fn on_behalf(
 /// Reads a resident's category within a démarche of an active mandate.
 #[utoipa::path(get, path = "/api/v1/aidant/residents/{resident}/data/{category}", tag = "agent",
     params(("demarche" = String, Query,)),
-    responses((status = 200, body = crate::vault::RecordView),
+    responses((status = 200, body = crate::service::vault::RecordView),
               (status = 403, description = "`no_active_mandate`, `outside_demarche`, `agent_inactive`", body = crate::error::ErrorBody),
               (status = 404, body = crate::error::ErrorBody)))]
 pub async fn read_on_behalf(
@@ -793,7 +807,7 @@ pub async fn read_on_behalf(
 /// active mandate.
 #[utoipa::path(put, path = "/api/v1/aidant/residents/{resident}/data/{category}", tag = "agent",
     params(("demarche" = String, Query,)),
-    responses((status = 200, body = crate::vault::RecordView),
+    responses((status = 200, body = crate::service::vault::RecordView),
               (status = 403, description = "`no_active_mandate`, `outside_demarche`", body = crate::error::ErrorBody)))]
 pub async fn write_on_behalf(
     State(state): State<AppState>,
@@ -809,11 +823,11 @@ pub async fn write_on_behalf(
     let cat = vault
         .categories()
         .category(&category)
-        .map_err(crate::vault::VaultError::from)?;
+        .map_err(crate::service::vault::VaultError::from)?;
     vault
         .categories()
         .validate(&cat, &body)
-        .map_err(crate::vault::VaultError::from)?;
+        .map_err(crate::service::vault::VaultError::from)?;
     let (entry, cat) = on_behalf(
         &state,
         &user,
@@ -827,7 +841,7 @@ pub async fn write_on_behalf(
     // A rectification on the resident's behalf is told to the recipients
     // (art. 19) as the resident's own is, in the same transaction.
     let (record, notified) =
-        crate::rights::rectify(&state, &resident, &cat, &body, state.clock.now()).await?;
+        crate::service::rights::rectify(&state, &resident, &cat, &body, state.clock.now()).await?;
     Ok(crate::http::data::with_notified(
         with_entry(entry, Json(record)),
         &notified,
@@ -837,11 +851,11 @@ pub async fn write_on_behalf(
 #[derive(Serialize, ToSchema)]
 pub struct Verification {
     /// `valid`, `revoked` or `expired`.
-    pub status: crate::mandates::AttestationStatus,
+    pub status: crate::service::mandates::AttestationStatus,
     /// When revoked: by whom or why (`resident`, `aidant`, `referent`,
     /// `superseded`, `resident_erased`), if every démarche ended alike.
     pub reason: Option<String>,
-    pub mandate: crate::mandates::AttestationClaims,
+    pub mandate: crate::service::mandates::AttestationClaims,
 }
 
 /// Checks an attestation: signed by this service, and the mandate's state
@@ -860,7 +874,8 @@ pub async fn verify(
             "query parameter `attestation` is required",
         )
     })?;
-    let (status, reason, mandate) = crate::mandates::verify(&state, jws, state.clock.now()).await?;
+    let (status, reason, mandate) =
+        crate::service::mandates::verify(&state, jws, state.clock.now()).await?;
     Ok(Json(Verification {
         status,
         reason,
@@ -875,7 +890,7 @@ pub async fn verify(
 #[utoipa::path(post, path = "/api/v1/aidant/residents/{resident}/consents", tag = "agent",
     params(("demarche" = String, Query,)),
     request_body = crate::http::consents::ConsentRequest,
-    responses((status = 200, body = crate::consents::ConsentOutcome),
+    responses((status = 200, body = crate::service::consents::ConsentOutcome),
               (status = 403, description = "`no_active_mandate`, `outside_demarche`", body = crate::error::ErrorBody)))]
 pub async fn consent_on_behalf(
     State(state): State<AppState>,
@@ -884,7 +899,7 @@ pub async fn consent_on_behalf(
     Path(resident): Path<String>,
     Query(q): Query<HashMap<String, String>>,
     ApiJson(req): ApiJson<crate::http::consents::ConsentRequest>,
-) -> AppResult<Json<crate::consents::ConsentOutcome>> {
+) -> AppResult<Json<crate::service::consents::ConsentOutcome>> {
     let demarche = demarche_param(&q)?;
     let ctx = agent(&state, &user, "consent.give", &rid).await?;
     let purpose = state.register.get(&req.purpose).ok_or_else(|| {
@@ -907,7 +922,7 @@ pub async fn consent_on_behalf(
         .iter()
         .chain(req.categories.iter().flatten())
         .all(|c| state.demarches.covers(demarche, c));
-    let (verdict, facts) = crate::access::evaluate(&state, &access).await?;
+    let (verdict, facts) = crate::service::access::evaluate(&state, &access).await?;
     let verdict = match verdict {
         crate::domain::access::Verdict::Allow(_)
             if purpose.special_category
@@ -921,20 +936,20 @@ pub async fn consent_on_behalf(
         v => v,
     };
     if let crate::domain::access::Verdict::Deny(_) = verdict {
-        crate::access::record(&state, access, &verdict, &facts).await?;
+        crate::service::access::record(&state, access, &verdict, &facts).await?;
         return Err(AppError::internal(
             "unreachable: a denial is returned by record",
         ));
     }
     let decision = crate::http::consents::decision_of(&req)?;
-    let actor = crate::consents::Actor {
+    let actor = crate::service::consents::Actor {
         id: user.actor_id.clone(),
         role: user.role,
         structure_id: Some(ctx.structure.id.clone()),
         request_id: rid.0.clone(),
     };
     Ok(Json(
-        crate::consents::decide(&state, &actor, &resident, &purpose.id, decision).await?,
+        crate::service::consents::decide(&state, &actor, &resident, &purpose.id, decision).await?,
     ))
 }
 

@@ -540,12 +540,16 @@ pub async fn residents(
     let offset = small_number(&q, "offset", 0, i64::MAX / 2)?;
     let limit = small_number(&q, "limit", 100, 1000)?;
     let now = state.clock.now();
-    let index = crate::access::decide(
+    let index = crate::service::access::decide(
         &state,
-        crate::access::AccessRequest {
+        crate::service::access::AccessRequest {
             purpose_id: Some(purpose_id),
             request_id: rid.0,
-            ..crate::access::AccessRequest::new(&partner.id, Role::Partner, "residents.list")
+            ..crate::service::access::AccessRequest::new(
+                &partner.id,
+                Role::Partner,
+                "residents.list",
+            )
         },
     )
     .await?;
@@ -638,15 +642,15 @@ pub(crate) async fn resident_data(
     }
     let purpose_id = query_value(&q, "purpose")?;
     let vault = state.vault()?;
-    let index = crate::access::decide(
+    let index = crate::service::access::decide(
         &state,
-        crate::access::AccessRequest {
+        crate::service::access::AccessRequest {
             resident_id: Some(&resident),
             category: Some(&category),
             purpose_id: Some(purpose_id),
             request_id: rid.0,
             partner_facts: Some(read.facts),
-            ..crate::access::AccessRequest::new(&partner.id, Role::Partner, "data.read")
+            ..crate::service::access::AccessRequest::new(&partner.id, Role::Partner, "data.read")
         },
     )
     .await?;

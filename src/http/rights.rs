@@ -17,7 +17,6 @@ use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::access::{AccessRequest, decide};
 use crate::audit::{AuditEntry, AuditRecord};
 use crate::domain::Role;
 use crate::error::{AppError, AppResult};
@@ -25,7 +24,8 @@ use crate::http::ApiJson;
 use crate::http::audit::{RequestId, own_data, with_entry};
 use crate::http::partner::Partner;
 use crate::http::session::CurrentUser;
-use crate::rights::{is_late, legal_deadline};
+use crate::service::access::{AccessRequest, decide};
+use crate::service::rights::{is_late, legal_deadline};
 use crate::storage::{RightsEventRow, RightsRequestRow};
 
 // --- restriction and objection -------------------------------------------
@@ -63,7 +63,7 @@ pub async fn my_recipients(
     rid: RequestId,
 ) -> AppResult<Response> {
     let entry = own_data(&state, &user, &rid, "rights.read", None).await?;
-    let partners = crate::rights::recipients_of(&state, &user.actor_id, None).await?;
+    let partners = crate::service::rights::recipients_of(&state, &user.actor_id, None).await?;
     Ok(with_entry(
         entry,
         Json(Recipients {
@@ -124,10 +124,10 @@ pub async fn restriction(
 ) -> AppResult<Response> {
     let entry = own_data(&state, &user, &rid, "restriction", None).await?;
     let now = state.clock.now();
-    let notified = crate::rights::apply_with_notices(
+    let notified = crate::service::rights::apply_with_notices(
         &state,
         &user.actor_id,
-        crate::rights::Change::Restriction(body.restricted),
+        crate::service::rights::Change::Restriction(body.restricted),
         now,
     )
     .await?
@@ -400,7 +400,7 @@ pub struct CloseRequest {
     /// `granted` or `refused`.
     pub outcome: String,
     /// Required to refuse (GDPR art. 12(4): the resident is told why, and
-    /// that they may complain to the CNIL): one of [`crate::rights::REFUSAL_REASONS`]. A
+    /// that they may complain to the CNIL): one of [`crate::service::rights::REFUSAL_REASONS`]. A
     /// code, never free text, so no personal detail lands in the record.
     #[serde(default)]
     pub reason: Option<String>,
@@ -516,7 +516,7 @@ pub async fn close(
             "outcome: `granted` or `refused`",
         ));
     }
-    let reason = crate::rights::closing_reason(&body.outcome, body.reason)?;
+    let reason = crate::service::rights::closing_reason(&body.outcome, body.reason)?;
     transition(&state, &user, &rid, &id, &body.outcome, reason).await
 }
 
@@ -816,11 +816,11 @@ async fn write_export(
             .consent_events(&row.id)
             .await
             .map_err(|e| io(e.into()))?;
-        let view = crate::consents::view(row, now).map_err(io)?;
+        let view = crate::service::consents::view(row, now).map_err(io)?;
         let history: Vec<Value> = events
             .into_iter()
             .map(|e| {
-                json!({"state": e.state, "categories": crate::consents::split_categories(&e.categories),
+                json!({"state": e.state, "categories": crate::service::consents::split_categories(&e.categories),
                        "valid_until": e.valid_until, "notice_version": e.notice_version,
                        "recorded_by": e.actor_role, "structure_id": e.structure_id,
                        "audit_index": e.audit_index, "at": e.created_at, "receipt": e.receipt})
@@ -839,8 +839,12 @@ async fn write_export(
         if i > 0 {
             out.put(b",").await?;
         }
-        out.json(&crate::mandates::view(state, m, now).await.map_err(io)?)
-            .await?;
+        out.json(
+            &crate::service::mandates::view(state, m, now)
+                .await
+                .map_err(io)?,
+        )
+        .await?;
     }
     let (restricted, _) = state
         .store

@@ -30,7 +30,7 @@ fn short(id: &str) -> &str {
 pub async fn overview(ctx: Ctx) -> PageResult {
     let user = ctx.user_in(AIDANTS)?;
     let l = ctx.lang;
-    let agent = crate::mandates::agent_context(&ctx.state, &user.actor_id, user.role)
+    let agent = crate::service::mandates::agent_context(&ctx.state, &user.actor_id, user.role)
         .await
         .map_err(|e| ctx.fail(e))?;
     let all = json_of(
@@ -85,7 +85,7 @@ fn demarche_label(ctx: &Ctx, code: &str) -> String {
 pub async fn new_mandate(ctx: Ctx) -> PageResult {
     let user = ctx.user_in(AIDANTS)?;
     let l = ctx.lang;
-    let agent = crate::mandates::agent_context(&ctx.state, &user.actor_id, user.role)
+    let agent = crate::service::mandates::agent_context(&ctx.state, &user.actor_id, user.role)
         .await
         .map_err(|e| ctx.fail(e))?;
     let allowed = agent.allowed_demarches();
@@ -461,12 +461,12 @@ pub async fn attestation(ctx: Ctx, Path(id): Path<String>) -> PageResult {
         .await
         .map_err(|e| ctx.fail(e.into()))?
         .ok_or_else(|| ctx.fail(AppError::NotFound))?;
-    if !crate::mandates::may_see(state, &user.actor_id, user.role, &mandate).await {
+    if !crate::service::mandates::may_see(state, &user.actor_id, user.role, &mandate).await {
         return Err(ctx.fail(AppError::NotFound));
     }
     // The attestation names the resident's structure and démarches: shown
     // only once its reading is in the log.
-    crate::mandates::record_read(
+    crate::service::mandates::record_read(
         state,
         &user.actor_id,
         user.role,
@@ -475,7 +475,7 @@ pub async fn attestation(ctx: Ctx, Path(id): Path<String>) -> PageResult {
     )
     .await
     .map_err(|e| ctx.fail(e))?;
-    let v = crate::mandates::view(state, &mandate, state.clock.now())
+    let v = crate::service::mandates::view(state, &mandate, state.clock.now())
         .await
         .map_err(|e| ctx.fail(e))?;
     let verify = format!(

@@ -165,7 +165,7 @@ pub async fn overview(ctx: Ctx) -> PageResult {
                         label for={ "refus-" (id) } { (l.t("Raison d'un refus (dite à la personne, avec son droit de saisir la CNIL)", "Reason for a refusal (told to the resident, with their right to complain to the CNIL)")) }
                         select id={ "refus-" (id) } name="reason" {
                             option value="" { (l.t("— choisir pour refuser", "— choose to refuse")) }
-                            @for r in crate::rights::REFUSAL_REASONS {
+                            @for r in crate::service::rights::REFUSAL_REASONS {
                                 option value=(r) { (refusal_label(r, l)) }
                             }
                         }

@@ -260,18 +260,18 @@ async fn consents_expire_with_time_and_can_be_given_again() {
 #[tokio::test]
 async fn an_aidant_under_mandate_is_recorded_with_the_structure() {
     each_backend(|app| async move {
-        let actor = coffre::consents::Actor {
+        let actor = coffre::service::consents::Actor {
             id: "a1d00000-0000-4000-8000-000000000001".into(),
             role: coffre::domain::Role::Aidant,
             structure_id: Some(coffre::demo::STRUCTURE_CCAS.into()),
             request_id: None,
         };
-        let out = coffre::consents::decide(
+        let out = coffre::service::consents::decide(
             &app.state,
             &actor,
             JP,
             "cantine-scolaire",
-            coffre::consents::Decision::Give(Default::default()),
+            coffre::service::consents::Decision::Give(Default::default()),
         )
         .await
         .unwrap();
@@ -312,7 +312,9 @@ async fn the_validity_question_is_answered_per_category_recipient_and_time() {
         let public = reg.get("renovation-energetique").unwrap();
         let store = app.store.as_ref();
         let ask = |purpose, resident, category, recipient, now| {
-            coffre::consents::valid_consent(store, purpose, resident, category, recipient, now)
+            coffre::service::consents::valid_consent(
+                store, purpose, resident, category, recipient, now,
+            )
         };
         // Awa gave the mobility study (demo); Jean-Pierre withdrew it.
         assert!(
@@ -376,7 +378,7 @@ async fn the_validity_question_is_answered_per_category_recipient_and_time() {
 #[tokio::test]
 async fn concurrent_decisions_never_overwrite_each_other() {
     each_backend(|app| async move {
-        let actor = coffre::consents::Actor {
+        let actor = coffre::service::consents::Actor {
             id: AWA.into(),
             role: coffre::domain::Role::Resident,
             structure_id: None,
@@ -387,11 +389,11 @@ async fn concurrent_decisions_never_overwrite_each_other() {
             let (state, actor) = (app.state.clone(), actor.clone());
             tasks.push(tokio::spawn(async move {
                 let d = if i % 2 == 0 {
-                    coffre::consents::Decision::Withdraw
+                    coffre::service::consents::Decision::Withdraw
                 } else {
-                    coffre::consents::Decision::Give(Default::default())
+                    coffre::service::consents::Decision::Give(Default::default())
                 };
-                coffre::consents::decide(&state, &actor, AWA, "etude-mobilite", d).await
+                coffre::service::consents::decide(&state, &actor, AWA, "etude-mobilite", d).await
             }));
         }
         for t in tasks {

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use axum::http::Method;
 use coffre::domain::Demarche;
-use coffre::mandates::{NewMandate, create};
+use coffre::service::mandates::{NewMandate, create};
 
 use crate::support::each_backend;
 

@@ -190,13 +190,13 @@ async fn a_records_extract_is_approved_built_downloaded_and_decrypts_with_age() 
 
         // Seven days later the file is gone.
         app.clock.advance(7 * 86_400);
-        let report = coffre::rights::run_retention(&app.state, app.clock.now()).await.unwrap();
+        let report = coffre::service::rights::run_retention(&app.state, app.clock.now()).await.unwrap();
         assert_eq!(report.extract_files, 1);
         let token = labo(&app).await;
         partner(&app, &token, Method::GET, &format!("/api/v1/partner/extracts/{id}/file"), None)
             .await
             .assert_error(410, "extract_expired");
-        assert!(!coffre::extracts::file_path(&app.state, &id).exists());
+        assert!(!coffre::service::extracts::file_path(&app.state, &id).exists());
     })
     .await;
 }
@@ -359,9 +359,9 @@ async fn two_overlapping_aggregates_never_subtract_to_a_few_people() {
             vault.write(&id, &cat("household"), &serde_json::json!({"size": size, "single_parent": single}), now).await.unwrap();
             vault.write(&id, &cat("mobility"), &serde_json::json!({"commute_km": km}), now).await.unwrap();
             vault.write(&id, &cat("housing"), &serde_json::json!({"surface_m2": m2}), now).await.unwrap();
-            coffre::consents::decide(
+            coffre::service::consents::decide(
                 &app.state,
-                &coffre::consents::Actor {
+                &coffre::service::consents::Actor {
                     id: id.clone(),
                     role: coffre::domain::Role::Resident,
                     structure_id: None,
@@ -369,7 +369,7 @@ async fn two_overlapping_aggregates_never_subtract_to_a_few_people() {
                 },
                 &id,
                 "etude-mobilite",
-                coffre::consents::Decision::Give(Default::default()),
+                coffre::service::consents::Decision::Give(Default::default()),
             )
             .await
             .unwrap();

@@ -8,7 +8,7 @@ use axum::http::Method;
 use base64::Engine;
 use coffre::domain::Demarche;
 use coffre::domain::mandate::totp;
-use coffre::mandates::{NewMandate, create};
+use coffre::service::mandates::{NewMandate, create};
 
 use crate::support::{Session, TestApp, TestResponse, each_backend};
 
@@ -250,7 +250,7 @@ async fn an_aidant_acts_only_within_a_live_mandate_of_their_structure() {
 async fn residents_aidants_and_referents_revoke_with_signed_receipts() {
     each_backend(|app| async move {
         let now = app.clock.now();
-        let secret = coffre::mandates::enroll_totp(&app.state, AIDANT, now)
+        let secret = coffre::service::mandates::enroll_totp(&app.state, AIDANT, now)
             .await
             .unwrap();
         let id = app
@@ -386,13 +386,13 @@ async fn verify_offline(app: &TestApp, jws: &str) -> serde_json::Value {
 async fn the_totp_step_up_is_rate_limited_and_never_replayed() {
     each_backend(|app| async move {
         let now = app.clock.now();
-        let secret = coffre::mandates::enroll_totp(&app.state, AIDANT, now)
+        let secret = coffre::service::mandates::enroll_totp(&app.state, AIDANT, now)
             .await
             .unwrap();
         let check = |c: Option<String>| {
             let app = &app;
             async move {
-                match coffre::mandates::check_totp(
+                match coffre::service::mandates::check_totp(
                     &app.state,
                     AIDANT,
                     c.as_deref(),
@@ -423,7 +423,7 @@ async fn the_totp_step_up_is_rate_limited_and_never_replayed() {
         app.clock.advance(15 * 60);
         assert_eq!(check(Some(code(&secret, app.clock.now(), 0))).await, "ok");
         // An agent without a device.
-        let none = coffre::mandates::check_totp(&app.state, DPO, Some("123456"), now)
+        let none = coffre::service::mandates::check_totp(&app.state, DPO, Some("123456"), now)
             .await
             .unwrap_err();
         assert_eq!(none.code_and_status().0, "totp_not_enrolled");

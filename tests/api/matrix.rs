@@ -6,8 +6,8 @@
 
 use axum::http::Method;
 
-use coffre::access::{AccessRequest, decide};
 use coffre::domain::Role;
+use coffre::service::access::{AccessRequest, decide};
 
 use crate::support::{TestApp, TestResponse, each_backend};
 

@@ -4,15 +4,15 @@
 //! older notice, expired, refused, withdrawn), a restriction, an objection
 //! and a mandate (none, live, revoked, expired, another démarche, another
 //! structure), stores that state through the real store, and asks
-//! `coffre::access::evaluate` — the function every route goes through. The
+//! `coffre::service::access::evaluate` — the function every route goes through. The
 //! model below is written from BRIEF's rules and the register's text
 //! (`policies/*.toml`), not from the code.
 
 use std::collections::BTreeMap;
 
-use coffre::access::{AccessRequest, evaluate};
 use coffre::domain::access::Verdict;
 use coffre::domain::{Demarche, Role};
+use coffre::service::access::{AccessRequest, evaluate};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
@@ -411,9 +411,9 @@ async fn run_case(
             } else {
                 now
             };
-            let (m, _) = coffre::mandates::create(
+            let (m, _) = coffre::service::mandates::create(
                 &app.state,
-                coffre::mandates::NewMandate {
+                coffre::service::mandates::NewMandate {
                     aidant_id: AIDANT,
                     structure: &structure,
                     resident_id: &resident,
@@ -598,7 +598,9 @@ async fn a_refusal_names_no_unknown_resident_and_says_why() {
                 demarche: Some(Demarche::Logement),
                 ..AccessRequest::new(AIDANT, Role::Aidant, "data.read")
             };
-            let e = coffre::access::decide(&app.state, req).await.unwrap_err();
+            let e = coffre::service::access::decide(&app.state, req)
+                .await
+                .unwrap_err();
             let (code, status) = e.code_and_status();
             assert_eq!((code, status.as_u16()), ("no_active_mandate", 403));
             assert!(e.to_string().contains("mandat"), "{e}");

@@ -738,7 +738,7 @@ async fn a_mandate_is_made_with_the_residents_login_in_the_aidants_browser() {
             )
             .await
             .unwrap();
-        let secret = coffre::mandates::enroll_totp(&app.state, "aidant-1", now)
+        let secret = coffre::service::mandates::enroll_totp(&app.state, "aidant-1", now)
             .await
             .unwrap();
         let totp = |offset: i64| {

@@ -128,7 +128,7 @@ async fn a_partner_taken_off_a_purpose_gets_no_extract_of_it() {
             })
             .await
             .unwrap();
-        let err = coffre::extracts::build(&app.state, &id, app.clock.now())
+        let err = coffre::service::extracts::build(&app.state, &id, app.clock.now())
             .await
             .unwrap_err();
         assert!(err.starts_with("not_a_recipient"), "{err}");
@@ -193,7 +193,7 @@ async fn retention_removes_data_that_no_consent_ever_covered() {
         // A resident of the demo's synthetic territory, seeded without a
         // consent, with data of a consent-only category, if any.
         let year_2100 = 4_102_444_800;
-        let r = coffre::rights::run_retention(&app.state, year_2100)
+        let r = coffre::service::rights::run_retention(&app.state, year_2100)
             .await
             .unwrap();
         assert!(r.records_without_consent >= 1, "{r:?}");
@@ -240,9 +240,9 @@ async fn an_erasure_ends_every_mandate_of_the_resident() {
             .await
             .unwrap()
             .unwrap();
-        let (_, attestation) = coffre::mandates::create(
+        let (_, attestation) = coffre::service::mandates::create(
             &app.state,
-            coffre::mandates::NewMandate {
+            coffre::service::mandates::NewMandate {
                 aidant_id: AIDANT,
                 structure: &structure,
                 resident_id: LUCIE,
@@ -268,9 +268,9 @@ async fn an_erasure_ends_every_mandate_of_the_resident() {
             "{v}"
         );
         // No new mandate either (a draft she logged in to is gone with her).
-        let again = coffre::mandates::create(
+        let again = coffre::service::mandates::create(
             &app.state,
-            coffre::mandates::NewMandate {
+            coffre::service::mandates::NewMandate {
                 aidant_id: AIDANT,
                 structure: &structure,
                 resident_id: LUCIE,

@@ -305,7 +305,10 @@ async fn requests_keep_their_deadlines_and_show_late_ones() {
         .await;
         assert_eq!(res.status, 201, "{}", res.text());
         let first = res.json();
-        assert_eq!(first["due_at"], coffre::rights::legal_deadline(T0, 1));
+        assert_eq!(
+            first["due_at"],
+            coffre::service::rights::legal_deadline(T0, 1)
+        );
         assert_eq!(first["late"], false);
         as_(
             &app,
@@ -344,10 +347,14 @@ async fn requests_keep_their_deadlines_and_show_late_ones() {
         )
         .await;
         assert_eq!(res.status, 200, "{}", res.text());
-        assert_eq!(res.json()["due_at"], coffre::rights::legal_deadline(T0, 3));
+        assert_eq!(
+            res.json()["due_at"],
+            coffre::service::rights::legal_deadline(T0, 3)
+        );
 
         // Past the first one's due date: late, and too late to extend.
-        app.clock.set(coffre::rights::legal_deadline(T0, 1) + 1);
+        app.clock
+            .set(coffre::service::rights::legal_deadline(T0, 1) + 1);
         let dpo = app.login(DPO).await;
         let all = as_(&app, &dpo, Method::GET, "/api/v1/dpo/requests", None)
             .await
@@ -498,7 +505,7 @@ async fn the_retention_job_deletes_exactly_what_is_due_and_the_log_still_verifie
         assert_eq!(history_len(&app, AWA, "housing").await, 2);
 
         // Day 20: nothing is due yet.
-        let r = coffre::rights::run_retention(&app.state, T0 + 20 * DAY)
+        let r = coffre::service::rights::run_retention(&app.state, T0 + 20 * DAY)
             .await
             .unwrap();
         assert_eq!((r.superseded_versions, r.records_without_consent), (0, 0));
@@ -506,13 +513,13 @@ async fn the_retention_job_deletes_exactly_what_is_due_and_the_log_still_verifie
 
         // Day 31: the grace period runs from the later of her refusal
         // (day 0) and her last write (day 10): still kept.
-        let r = coffre::rights::run_retention(&app.state, T0 + 31 * DAY)
+        let r = coffre::service::rights::run_retention(&app.state, T0 + 31 * DAY)
             .await
             .unwrap();
         assert_eq!((r.superseded_versions, r.records_without_consent), (0, 0));
         assert_eq!(history_len(&app, LUCIE, "culture").await, 1);
         // Day 41: Lucie's culture data goes (no consent, grace over); Awa's stays.
-        let r = coffre::rights::run_retention(&app.state, T0 + 41 * DAY)
+        let r = coffre::service::rights::run_retention(&app.state, T0 + 41 * DAY)
             .await
             .unwrap();
         assert_eq!((r.superseded_versions, r.records_without_consent), (0, 1));
@@ -522,11 +529,11 @@ async fn the_retention_job_deletes_exactly_what_is_due_and_the_log_still_verifie
         assert_eq!(history_len(&app, LUCIE, "contact").await, 1);
 
         // Housing keeps superseded versions 365 days after their replacement.
-        let r = coffre::rights::run_retention(&app.state, T0 + 10 * DAY + 364 * DAY)
+        let r = coffre::service::rights::run_retention(&app.state, T0 + 10 * DAY + 364 * DAY)
             .await
             .unwrap();
         assert_eq!(r.superseded_versions, 0);
-        let r = coffre::rights::run_retention(&app.state, T0 + 10 * DAY + 365 * DAY)
+        let r = coffre::service::rights::run_retention(&app.state, T0 + 10 * DAY + 365 * DAY)
             .await
             .unwrap();
         assert_eq!(r.superseded_versions, 1);
@@ -535,12 +542,12 @@ async fn the_retention_job_deletes_exactly_what_is_due_and_the_log_still_verifie
         // Awa's consent to the cultural agenda expires (it was given for at
         // most the purpose's 365 days): her culture data goes once the grace
         // period after the end of validity is over, not before.
-        let r = coffre::rights::run_retention(&app.state, T0 + 370 * DAY)
+        let r = coffre::service::rights::run_retention(&app.state, T0 + 370 * DAY)
             .await
             .unwrap();
         assert_eq!(r.records_without_consent, 0);
         assert_eq!(history_len(&app, AWA, "culture").await, 1);
-        let r = coffre::rights::run_retention(&app.state, T0 + 400 * DAY)
+        let r = coffre::service::rights::run_retention(&app.state, T0 + 400 * DAY)
             .await
             .unwrap();
         assert_eq!(r.records_without_consent, 1);

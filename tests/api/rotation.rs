@@ -126,9 +126,17 @@ async fn rotation_over_ten_thousand_residents_resumes_after_interruption() {
             tokio::spawn(async move {
                 let unlock = read_unlock_identity(&unlock_path).unwrap();
                 let mut set = KeySet::load(&dir, &unlock).unwrap();
-                coffre::vault::rotate(&store, &mut set, &dir, &unlock, 1000, T0, |done, _| {
-                    assert!(done < 2000, "simulated crash");
-                })
+                coffre::service::vault::rotate(
+                    &store,
+                    &mut set,
+                    &dir,
+                    &unlock,
+                    1000,
+                    T0,
+                    |done, _| {
+                        assert!(done < 2000, "simulated crash");
+                    },
+                )
                 .await
             })
             .await
@@ -149,9 +157,10 @@ async fn rotation_over_ten_thousand_residents_resumes_after_interruption() {
 
         // Second run resumes: no third version, everything at version 2, v1 retired.
         set = KeySet::load(&dir, &unlock).unwrap();
-        let report = coffre::vault::rotate(&store, &mut set, &dir, &unlock, 1000, T0, |_, _| {})
-            .await
-            .unwrap();
+        let report =
+            coffre::service::vault::rotate(&store, &mut set, &dir, &unlock, 1000, T0, |_, _| {})
+                .await
+                .unwrap();
         assert!(!report.added_version);
         assert_eq!(report.target_version, 2);
         assert_eq!(report.retired, vec![1]);
@@ -164,9 +173,10 @@ async fn rotation_over_ten_thousand_residents_resumes_after_interruption() {
         assert_all_readable(&app, &fresh, 2).await;
 
         // The next rotation starts a new version.
-        let report = coffre::vault::rotate(&store, &mut set, &dir, &unlock, 5000, T0, |_, _| {})
-            .await
-            .unwrap();
+        let report =
+            coffre::service::vault::rotate(&store, &mut set, &dir, &unlock, 5000, T0, |_, _| {})
+                .await
+                .unwrap();
         assert!(report.added_version);
         assert_eq!(report.target_version, 3);
         assert_eq!(report.rewrapped, RESIDENTS as u64);
@@ -221,9 +231,10 @@ async fn rotation_rewraps_the_agents_totp_keys_too() {
             })
             .await
             .unwrap();
-        let report = coffre::vault::rotate(&store, &mut set, &dir, &unlock, 100, T0, |_, _| {})
-            .await
-            .unwrap();
+        let report =
+            coffre::service::vault::rotate(&store, &mut set, &dir, &unlock, 100, T0, |_, _| {})
+                .await
+                .unwrap();
         assert_eq!(report.retired, vec![1]);
         let row = store.find_totp("aidant-1").await.unwrap().unwrap();
         assert_eq!(row.kek_version, 2);

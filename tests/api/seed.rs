@@ -63,7 +63,7 @@ async fn a_seeded_territory_is_deterministic_and_works_end_to_end() {
             .await
             .unwrap();
         assert!(!consenting.is_empty() && consenting.len() < 600);
-        let c = coffre::consents::valid_consent(
+        let c = coffre::service::consents::valid_consent(
             app.store.as_ref(),
             purpose,
             &consenting[0],

@@ -456,9 +456,9 @@ impl TestApp {
             .await
             .unwrap()
             .unwrap();
-        let (m, _) = coffre::mandates::create(
+        let (m, _) = coffre::service::mandates::create(
             &self.state,
-            coffre::mandates::NewMandate {
+            coffre::service::mandates::NewMandate {
                 aidant_id: "a1d00000-0000-4000-8000-000000000001",
                 structure: &structure,
                 resident_id: resident,

@@ -357,7 +357,7 @@ async fn concurrent_approvals_never_overspend_the_epsilon_budget() {
 async fn parallel_wrong_totp_codes_get_at_most_five_tries() {
     each_backend(|app| async move {
         let now = app.clock.now();
-        let secret = coffre::mandates::enroll_totp(&app.state, AIDANT, now)
+        let secret = coffre::service::mandates::enroll_totp(&app.state, AIDANT, now)
             .await
             .unwrap();
         let right = format!("{:06}", totp::code(&secret, totp::step_at(now)));
@@ -369,7 +369,8 @@ async fn parallel_wrong_totp_codes_get_at_most_five_tries() {
         let outcomes = futures_util::future::join_all((0..64).map(|_| {
             let state = app.state.clone();
             tokio::spawn(async move {
-                match coffre::mandates::check_totp(&state, AIDANT, Some(wrong), now).await {
+                match coffre::service::mandates::check_totp(&state, AIDANT, Some(wrong), now).await
+                {
                     Ok(()) => "ok".to_string(),
                     Err(e) => e.code_and_status().0.to_string(),
                 }
@@ -386,7 +387,7 @@ async fn parallel_wrong_totp_codes_get_at_most_five_tries() {
             .count();
         assert_eq!((evaluated, locked), (5, 59), "{outcomes:?}");
         // Locked even against the right code.
-        let e = coffre::mandates::check_totp(&app.state, AIDANT, Some(&right), now)
+        let e = coffre::service::mandates::check_totp(&app.state, AIDANT, Some(&right), now)
             .await
             .unwrap_err();
         assert_eq!(e.code_and_status().0, "totp_locked");
@@ -835,7 +836,7 @@ async fn art19_notices_come_from_the_recipients_index_and_commit_with_the_change
             .await;
         assert_eq!(res.status, 200, "{}", res.text());
         // Not indexed yet: found in the tail.
-        let tail = coffre::rights::recipients_of(&app.state, AWA, Some("housing"))
+        let tail = coffre::service::rights::recipients_of(&app.state, AWA, Some("housing"))
             .await
             .unwrap();
         assert_eq!(tail.into_iter().collect::<Vec<_>>(), ["renov-energie"]);
@@ -856,14 +857,14 @@ async fn art19_notices_come_from_the_recipients_index_and_commit_with_the_change
             (Some("contact"), vec![]),
             (None, vec!["renov-energie"]),
         ] {
-            let got = coffre::rights::recipients_of(&app.state, AWA, category)
+            let got = coffre::service::rights::recipients_of(&app.state, AWA, category)
                 .await
                 .unwrap();
             assert_eq!(got.into_iter().collect::<Vec<_>>(), want, "{category:?}");
         }
         // Another resident, who nobody read: nobody to tell.
         assert!(
-            coffre::rights::recipients_of(&app.state, LUCIE, None)
+            coffre::service::rights::recipients_of(&app.state, LUCIE, None)
                 .await
                 .unwrap()
                 .is_empty()
@@ -951,7 +952,7 @@ async fn a_read_racing_a_rectification_is_told_too() {
         let (auth, awa_p) = renov_knowing_awa(&app).await;
         // The notices were computed here (nobody to tell)…
         let since = app.state.audit.size().await.unwrap();
-        let told = coffre::rights::recipients_of(&app.state, AWA, Some("housing"))
+        let told = coffre::service::rights::recipients_of(&app.state, AWA, Some("housing"))
             .await
             .unwrap();
         assert!(told.is_empty());
@@ -967,7 +968,7 @@ async fn a_read_racing_a_rectification_is_told_too() {
             )
             .await;
         assert_eq!(res.status, 200, "{}", res.text());
-        let late = coffre::rights::notify_late_recipients(
+        let late = coffre::service::rights::notify_late_recipients(
             &app.state,
             AWA,
             "rectification",
@@ -983,7 +984,7 @@ async fn a_read_racing_a_rectification_is_told_too() {
             (Some("housing"), late.iter().cloned().collect()),
             (Some("contact"), std::collections::BTreeSet::new()),
         ] {
-            let again = coffre::rights::notify_late_recipients(
+            let again = coffre::service::rights::notify_late_recipients(
                 &app.state,
                 AWA,
                 "rectification",

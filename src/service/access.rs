@@ -10,8 +10,8 @@ use crate::domain::Role;
 use crate::domain::access::{AccessQuery, Verdict, decide as domain_decide};
 use crate::error::{AppError, AppResult};
 
-pub const BUILTIN_MODEL: &str = include_str!("../policies/model.conf");
-pub const BUILTIN_POLICY: &str = include_str!("../policies/policy.csv");
+pub const BUILTIN_MODEL: &str = include_str!("../../policies/model.conf");
+pub const BUILTIN_POLICY: &str = include_str!("../../policies/policy.csv");
 
 /// Loads the casbin model and policy; an invalid one stops the start.
 pub async fn load_policy(model: &str, policy: &str) -> Result<Enforcer, String> {
@@ -133,9 +133,9 @@ pub async fn evaluate<'r>(
     let valid_consent = match (purpose, req.category, &partner_facts) {
         (Some(p), Some(c), Some(facts))
             if resident_active
-                && crate::consents::consent_could_cover(p, c, Some(req.actor_id)) =>
+                && crate::service::consents::consent_could_cover(p, c, Some(req.actor_id)) =>
         {
-            crate::consents::covering_consent(p, facts.consent.clone(), c, now)?
+            crate::service::consents::covering_consent(p, facts.consent.clone(), c, now)?
         }
         _ => None,
     };

@@ -150,7 +150,7 @@ pub async fn run_retention(state: &AppState, now: Timestamp) -> AppResult<Retent
         .store
         .purge_ended_mandates(now - MANDATE_ARCHIVE_DAYS * 86_400)
         .await?;
-    report.extract_files = crate::extracts::expire_due(state, now).await?;
+    report.extract_files = crate::service::extracts::expire_due(state, now).await?;
     for (what, count) in [
         ("extract_files", report.extract_files),
         ("superseded_versions", report.superseded_versions),
@@ -191,7 +191,7 @@ pub async fn erase_after_withdrawal(
                 continue;
             }
             if !other.legal_basis.needs_consent()
-                || crate::consents::valid_consent(
+                || crate::service::consents::valid_consent(
                     state.store.as_ref(),
                     other,
                     resident_id,
@@ -331,7 +331,7 @@ pub enum Change<'a> {
 /// What a change did: the new version for a rectification, whether there
 /// was anyone to erase, and the partners told (for the resident to see).
 pub struct Applied {
-    pub record: Option<crate::vault::RecordView>,
+    pub record: Option<crate::service::vault::RecordView>,
     pub erased: bool,
     pub notified: Vec<String>,
 }
@@ -405,7 +405,7 @@ pub async fn rectify(
     category: &crate::domain::category::Category,
     record: &serde_json::Value,
     now: Timestamp,
-) -> AppResult<(crate::vault::RecordView, Vec<String>)> {
+) -> AppResult<(crate::service::vault::RecordView, Vec<String>)> {
     let applied = apply_with_notices(
         state,
         resident_id,

@@ -311,7 +311,8 @@ pub async fn decide(
     }
     // A purpose whose withdrawal erases: what it alone held goes now.
     if matches!(decision, Decision::Withdraw) {
-        crate::rights::erase_after_withdrawal(state, resident_id, &purpose.id, now).await?;
+        crate::service::rights::erase_after_withdrawal(state, resident_id, &purpose.id, now)
+            .await?;
     }
     Ok(ConsentOutcome {
         consent: view(&row, now)?,

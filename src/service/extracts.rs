@@ -681,7 +681,7 @@ async fn build_inner(
             .iter()
             .filter(|(_, consented)| match consented {
                 Some(cats) => {
-                    let cats = crate::consents::split_categories(cats);
+                    let cats = crate::service::consents::split_categories(cats);
                     spec.categories.iter().all(|c| cats.contains(c))
                 }
                 None => true,
@@ -694,7 +694,7 @@ async fn build_inner(
             .await
             .map_err(|e| e.to_string())?;
         for resident in &eligible {
-            let current: &[crate::vault::RecordView] =
+            let current: &[crate::service::vault::RecordView] =
                 opened.get(resident).map(Vec::as_slice).unwrap_or(&[]);
             let value = |name: &str| -> Option<Value> {
                 let (c, f) = name.split_once('.')?;
