@@ -154,7 +154,7 @@ fn main() {
         .unwrap();
         store.extract_transition(&row.id, "requested", "approved", None, clock.now()).await.unwrap();
         let t = Instant::now();
-        coffre::service::extracts::build(&state, &row.id, clock.now()).await.unwrap();
+        coffre::service::extract_build::build(&state, &row.id, clock.now()).await.unwrap();
         let built = t.elapsed().as_secs_f64();
         let done = store.find_extract(&row.id).await.unwrap().unwrap();
         let manifest: serde_json::Value = serde_json::from_str(done.manifest.as_deref().unwrap()).unwrap();

@@ -93,6 +93,98 @@ fn put(buf: &mut Vec<u8>, field: Option<&str>) -> Result<(), EntryError> {
     Ok(())
 }
 
+/// A text field of a record, however the caller holds it.
+pub trait Field {
+    fn field(self) -> Option<String>;
+}
+impl Field for &str {
+    fn field(self) -> Option<String> {
+        Some(self.to_string())
+    }
+}
+impl Field for String {
+    fn field(self) -> Option<String> {
+        Some(self)
+    }
+}
+impl Field for &String {
+    fn field(self) -> Option<String> {
+        Some(self.clone())
+    }
+}
+impl Field for Option<&str> {
+    fn field(self) -> Option<String> {
+        self.map(str::to_string)
+    }
+}
+impl Field for Option<String> {
+    fn field(self) -> Option<String> {
+        self
+    }
+}
+impl Field for &Option<String> {
+    fn field(self) -> Option<String> {
+        self.clone()
+    }
+}
+
+/// The one builder of audit records: who acted, what they did and when,
+/// then the optional fields. A record starts as a refusal with no reason:
+/// it says "allowed" only where [`AuditRecord::allow`] says so.
+impl AuditRecord {
+    pub fn new(actor_id: &str, actor_role: &str, action: &str, timestamp: Timestamp) -> Self {
+        Self {
+            timestamp,
+            actor_id: actor_id.to_string(),
+            actor_role: actor_role.to_string(),
+            action: action.to_string(),
+            ..Self::default()
+        }
+    }
+    /// Allowed, for this stable reason.
+    pub fn allow(mut self, reason: &str) -> Self {
+        self.allowed = true;
+        self.reason = reason.to_string();
+        self
+    }
+    /// Refused, for this stable reason.
+    pub fn deny(mut self, reason: &str) -> Self {
+        self.allowed = false;
+        self.reason = reason.to_string();
+        self
+    }
+    /// The resident whose data is concerned.
+    pub fn resident(mut self, id: impl Field) -> Self {
+        self.resident_id = id.field();
+        self
+    }
+    /// The resident an aidant acted for, under a mandate.
+    pub fn on_behalf_of(mut self, id: impl Field) -> Self {
+        self.on_behalf_of = id.field();
+        self
+    }
+    pub fn structure(mut self, id: impl Field) -> Self {
+        self.structure_id = id.field();
+        self
+    }
+    pub fn category(mut self, c: impl Field) -> Self {
+        self.category = c.field();
+        self
+    }
+    pub fn purpose(mut self, p: impl Field) -> Self {
+        self.purpose = p.field();
+        self
+    }
+    pub fn legal_basis(mut self, b: impl Field) -> Self {
+        self.legal_basis = b.field();
+        self
+    }
+    pub fn request(mut self, id: impl Field) -> Self {
+        self.request_id = id.field();
+        self
+    }
+}
+
 impl AuditRecord {
     /// The canonical leaf bytes of this record at `index`.
     pub fn encode(&self, index: u64) -> Result<Vec<u8>, EntryError> {

@@ -12,9 +12,9 @@ use crate::domain::consent::{GiveRequest, parse_until};
 use crate::domain::purpose::Purpose;
 use crate::error::{AppError, AppResult};
 use crate::http::ApiJson;
-use crate::http::audit::{RequestId, own_data, with_entry};
+use crate::http::audit::{RequestId, audited_json};
 use crate::http::session::CurrentUser;
-use crate::service::consents::{self, Actor, ConsentOutcome, ConsentView, Decision};
+use crate::service::consents::{self, ConsentOutcome, Decision, MyConsents, Receipts};
 
 #[derive(Serialize, ToSchema)]
 pub struct PurposesRegister {
@@ -36,31 +36,6 @@ pub async fn purposes(State(state): State<AppState>) -> Json<PurposesRegister> {
     })
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct HistoryEvent {
-    pub state: String,
-    pub categories: Vec<String>,
-    pub valid_until: Option<i64>,
-    pub notice_version: String,
-    /// `resident`, or `aidant` when recorded under a mandate.
-    pub recorded_by: String,
-    pub structure_id: Option<String>,
-    pub audit_index: i64,
-    pub at: i64,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ConsentWithHistory {
-    #[serde(flatten)]
-    pub consent: ConsentView,
-    pub history: Vec<HistoryEvent>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct MyConsents {
-    pub consents: Vec<ConsentWithHistory>,
-}
-
 /// My consents: current state of each, and the full history.
 #[utoipa::path(get, path = "/api/v1/me/consents", tag = "resident",
     responses((status = 200, body = MyConsents), (status = 403, body = crate::error::ErrorBody)))]
@@ -69,32 +44,10 @@ pub async fn my_consents(
     user: CurrentUser,
     rid: RequestId,
 ) -> AppResult<Response> {
-    let entry = own_data(&state, &user, &rid, "consent.read", None).await?;
     let now = state.clock.now();
-    let mut out = Vec::new();
-    for row in state.store.consents_of(&user.actor_id).await? {
-        let history = state
-            .store
-            .consent_events(&row.id)
-            .await?
-            .into_iter()
-            .map(|e| HistoryEvent {
-                state: e.state,
-                categories: consents::split_categories(&e.categories),
-                valid_until: e.valid_until,
-                notice_version: e.notice_version,
-                recorded_by: e.actor_role,
-                structure_id: e.structure_id,
-                audit_index: e.audit_index,
-                at: e.created_at,
-            })
-            .collect();
-        out.push(ConsentWithHistory {
-            consent: consents::view(&row, now)?,
-            history,
-        });
-    }
-    Ok(with_entry(entry, Json(MyConsents { consents: out })))
+    Ok(audited_json(
+        consents::my_consents(&state, &user.caller(&rid), now).await?,
+    ))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -119,39 +72,6 @@ pub struct ConsentRequest {
     /// Required (true) for special-category purposes (GDPR art. 9).
     #[serde(default)]
     pub explicit: bool,
-}
-
-fn actor(user: &CurrentUser, rid: &RequestId) -> Actor {
-    Actor {
-        id: user.actor_id.clone(),
-        role: user.role,
-        structure_id: None,
-        request_id: rid.0.clone(),
-    }
-}
-
-/// Only the resident decides in their own space (aidants act through
-/// mandates); a refusal is recorded like any other decision.
-async fn resident_only(
-    state: &AppState,
-    user: &CurrentUser,
-    rid: &RequestId,
-    action: &str,
-) -> AppResult<()> {
-    let req = crate::service::access::AccessRequest {
-        own: true,
-        resident_id: Some(&user.actor_id),
-        request_id: rid.0.clone(),
-        ..crate::service::access::AccessRequest::new(&user.actor_id, user.role, action)
-    };
-    let (verdict, facts) = crate::service::access::evaluate(state, &req).await?;
-    match verdict {
-        // The consent registry records the decision itself as this action.
-        crate::domain::access::Verdict::Allow(_) => Ok(()),
-        deny => crate::service::access::record(state, req, &deny, &facts)
-            .await
-            .map(|_| ()),
-    }
 }
 
 /// The consent decision a request asks for.
@@ -190,29 +110,11 @@ pub async fn decide(
     rid: RequestId,
     ApiJson(req): ApiJson<ConsentRequest>,
 ) -> AppResult<Json<ConsentOutcome>> {
-    resident_only(&state, &user, &rid, "consent.give").await?;
-    let decision = decision_of(&req)?;
-    let outcome = consents::decide(
-        &state,
-        &actor(&user, &rid),
-        &user.actor_id,
-        &req.purpose,
-        decision,
-    )
+    let outcome = consents::decide_own(&state, &user.caller(&rid), &req.purpose, || {
+        decision_of(&req)
+    })
     .await?;
     Ok(Json(outcome))
-}
-
-async fn own_consent(
-    state: &AppState,
-    user: &CurrentUser,
-    id: &str,
-) -> AppResult<crate::storage::ConsentRow> {
-    match state.store.find_consent_by_id(id).await? {
-        Some(row) if row.resident_id == user.actor_id => Ok(row),
-        // Someone else's consent is indistinguishable from none.
-        _ => Err(AppError::NotFound),
-    }
 }
 
 /// Withdraws a consent: effective at once, never retroactive.
@@ -227,24 +129,9 @@ pub async fn withdraw(
     rid: RequestId,
     Path(id): Path<String>,
 ) -> AppResult<Json<ConsentOutcome>> {
-    resident_only(&state, &user, &rid, "consent.withdraw").await?;
-    let row = own_consent(&state, &user, &id).await?;
-    let outcome = consents::decide(
-        &state,
-        &actor(&user, &rid),
-        &user.actor_id,
-        &row.purpose,
-        Decision::Withdraw,
-    )
-    .await?;
-    Ok(Json(outcome))
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Receipts {
-    /// Every receipt of this consent, newest first (compact JWS, EdDSA; verify
-    /// with `/.well-known/jwks.json`).
-    pub receipts: Vec<String>,
+    Ok(Json(
+        consents::withdraw_own(&state, &user.caller(&rid), &id).await?,
+    ))
 }
 
 /// The signed receipts of one of my consents.
@@ -257,14 +144,7 @@ pub async fn receipts(
     rid: RequestId,
     Path(id): Path<String>,
 ) -> AppResult<Response> {
-    let entry = own_data(&state, &user, &rid, "consent.read", None).await?;
-    let row = own_consent(&state, &user, &id).await?;
-    let receipts = state
-        .store
-        .consent_events(&row.id)
-        .await?
-        .into_iter()
-        .map(|e| e.receipt)
-        .collect();
-    Ok(with_entry(entry, Json(Receipts { receipts })))
+    Ok(audited_json(
+        consents::receipts(&state, &user.caller(&rid), &id).await?,
+    ))
 }

@@ -12,25 +12,10 @@ use crate::error::AppResult;
 use axum::response::Response;
 
 use crate::http::ApiJson;
-use crate::http::audit::{RequestId, own_data, with_entry};
+use crate::http::audit::{RequestId, audited_json, with_entry};
 use crate::http::session::CurrentUser;
+use crate::service::data::{self, Erased, MyCategory, MyData};
 use crate::service::vault::RecordView;
-
-fn known_category(
-    vault: &crate::service::vault::Vault,
-    name: &str,
-) -> AppResult<crate::domain::category::Category> {
-    Ok(vault
-        .categories()
-        .category(name)
-        .map_err(crate::service::vault::VaultError::from)?)
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct MyData {
-    /// The latest version of each category held.
-    pub records: Vec<RecordView>,
-}
 
 /// Everything the vault holds about me (latest version of each category).
 #[utoipa::path(get, path = "/api/v1/me/data", tag = "resident",
@@ -43,19 +28,9 @@ pub async fn my_data(
     user: CurrentUser,
     rid: RequestId,
 ) -> AppResult<Response> {
-    let vault = state.vault()?;
-    let entry = own_data(&state, &user, &rid, "data.read", None).await?;
-    let records = vault.read_current(&user.actor_id).await?;
-    Ok(with_entry(entry, Json(MyData { records })))
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct MyCategory {
-    pub category: String,
-    /// The latest version, if any.
-    pub current: Option<RecordView>,
-    /// Every version, newest first (rectification history, GDPR art. 16).
-    pub history: Vec<RecordView>,
+    Ok(audited_json(
+        data::my_data(&state, &user.caller(&rid)).await?,
+    ))
 }
 
 /// One category of my data, with its history of corrections.
@@ -69,22 +44,15 @@ pub async fn my_category(
     rid: RequestId,
     Path(category): Path<String>,
 ) -> AppResult<Response> {
-    let vault = state.vault()?;
-    let category = known_category(vault, &category)?;
-    let entry = own_data(&state, &user, &rid, "data.read", Some(category.as_str())).await?;
-    let history = vault.read_history(&user.actor_id, &category).await?;
-    Ok(with_entry(
-        entry,
-        Json(MyCategory {
-            category: category.as_str().to_string(),
-            current: history.first().cloned(),
-            history,
-        }),
+    Ok(audited_json(
+        data::my_category(&state, &user.caller(&rid), &category).await?,
     ))
 }
 
 /// Stores a new version of one category (the body is the object of its
 /// fields). Earlier versions are kept. Refused values change nothing.
+/// Partners that received this category are told (art. 19) and named to
+/// the resident in `X-Notified-Partners`.
 #[utoipa::path(put, path = "/api/v1/me/data/{category}", tag = "resident",
     params(("category" = String, Path, description = "a data category, e.g. `contact`")),
     request_body(content = Object, description = "the category's fields, e.g. {\"email\": \"…\", \"phone\": \"…\"}"),
@@ -101,27 +69,12 @@ pub async fn put_my_category(
     Path(category): Path<String>,
     ApiJson(body): ApiJson<Value>,
 ) -> AppResult<Response> {
-    let vault = state.vault()?;
-    let category = known_category(vault, &category)?;
-    // Bad input is refused before anything, including the audit log, changes.
-    vault
-        .categories()
-        .validate(&category, &body)
-        .map_err(crate::service::vault::VaultError::from)?;
-    let entry = own_data(&state, &user, &rid, "data.write", Some(category.as_str())).await?;
-    // Art. 19: partners that received this category are told (the notice
-    // is written with the new version, or neither is), and named to the
-    // resident in `X-Notified-Partners`.
-    let (record, notified) = crate::service::rights::rectify(
-        &state,
-        &user.actor_id,
-        &category,
-        &body,
-        state.clock.now(),
-    )
-    .await?;
-    tracing::info!(resident = %user.actor_id, category = category.as_str(), version = record.version, "record rectified");
-    Ok(with_notified(with_entry(entry, Json(record)), &notified))
+    let now = state.clock.now();
+    let done = data::rectify_own(&state, &user.caller(&rid), &category, &body, now).await?;
+    Ok(with_notified(
+        with_entry(done.entry, Json(done.value.record)),
+        &done.value.notified,
+    ))
 }
 
 /// Names the partners told of a rectification (art. 19) to the resident,
@@ -135,13 +88,6 @@ pub fn with_notified(mut res: Response, notified: &[String]) -> Response {
     res
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct Erased {
-    pub erased: bool,
-    /// Partners that had received my data and were told (art. 19).
-    pub notified_partners: Vec<String>,
-}
-
 /// Erases all my data now: my data key is destroyed (crypto-shredding), my
 /// records deleted and my sessions ended. The audit log keeps only
 /// identifiers.
@@ -153,24 +99,9 @@ pub async fn erase_me(
     user: CurrentUser,
     rid: RequestId,
 ) -> AppResult<Response> {
-    // Keys unavailable: refused before anything is recorded or changed.
-    state.vault()?;
-    let entry = own_data(&state, &user, &rid, "erasure", None).await?;
-    let applied = crate::service::rights::apply_with_notices(
-        &state,
-        &user.actor_id,
-        crate::service::rights::Change::Erasure,
-        state.clock.now(),
-    )
-    .await?;
-    let (erased, notified_partners) = (applied.erased, applied.notified);
-    tracing::info!(resident = %user.actor_id, erased, "erasure");
-    Ok(with_entry(
-        entry,
-        Json(Erased {
-            erased,
-            notified_partners,
-        }),
+    let now = state.clock.now();
+    Ok(audited_json(
+        data::erase_own(&state, &user.caller(&rid), now).await?,
     ))
 }
 

@@ -6,17 +6,16 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::error::{AppError, AppResult};
+use crate::error::AppResult;
 use crate::http::ApiJson;
-use crate::http::audit::{RequestId, with_entry};
+use crate::http::audit::{RequestId, audited_json, with_entry};
 use crate::http::partner::Partner;
 use crate::http::session::CurrentUser;
-use crate::service::access::{AccessRequest, decide};
-use crate::service::extracts::{ExtractRequest, ExtractView, view};
+use crate::service::extracts::{self, ExtractList, ExtractRequest, ExtractView};
 
 /// Asks for an extract (it waits for the DPO's approval).
 #[utoipa::path(post, path = "/api/v1/partner/extracts", tag = "partner", request_body = ExtractRequest,
@@ -26,42 +25,25 @@ use crate::service::extracts::{ExtractRequest, ExtractView, view};
 pub async fn request(
     State(state): State<AppState>,
     partner: Partner,
+    rid: RequestId,
     ApiJson(body): ApiJson<ExtractRequest>,
 ) -> AppResult<Response> {
-    let row =
-        crate::service::extracts::request(&state, &partner.id, body, state.clock.now()).await?;
-    Ok((StatusCode::CREATED, Json(view(&state, &row)?)).into_response())
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ExtractList {
-    pub extracts: Vec<ExtractView>,
+    let now = state.clock.now();
+    let view = extracts::partner_request(&state, &partner.caller(&rid), body, now).await?;
+    Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
 /// My extracts.
 #[utoipa::path(get, path = "/api/v1/partner/extracts", tag = "partner",
     responses((status = 200, body = ExtractList)))]
-pub async fn list(State(state): State<AppState>, partner: Partner) -> AppResult<Json<ExtractList>> {
-    let rows = state.store.extracts_of_partner(&partner.id).await?;
-    Ok(Json(ExtractList {
-        extracts: rows
-            .iter()
-            .map(|r| view(&state, r))
-            .collect::<AppResult<_>>()?,
-    }))
-}
-
-async fn own(
-    state: &AppState,
-    partner: &Partner,
-    id: &str,
-) -> AppResult<crate::storage::ExtractRow> {
-    state
-        .store
-        .find_extract(id)
-        .await?
-        .filter(|e| e.partner_id == partner.id)
-        .ok_or(AppError::NotFound)
+pub async fn list(
+    State(state): State<AppState>,
+    partner: Partner,
+    rid: RequestId,
+) -> AppResult<Json<ExtractList>> {
+    Ok(Json(
+        extracts::partner_list(&state, &partner.caller(&rid)).await?,
+    ))
 }
 
 /// One extract: its state, progress and, once built, its signed manifest.
@@ -70,9 +52,12 @@ async fn own(
 pub async fn get(
     State(state): State<AppState>,
     partner: Partner,
+    rid: RequestId,
     Path(id): Path<String>,
 ) -> AppResult<Json<ExtractView>> {
-    Ok(Json(view(&state, &own(&state, &partner, &id).await?)?))
+    Ok(Json(
+        extracts::partner_get(&state, &partner.caller(&rid), &id).await?,
+    ))
 }
 
 /// The extract's file: CSV encrypted with age to your recipient
@@ -87,19 +72,10 @@ pub async fn file(
     rid: RequestId,
     Path(id): Path<String>,
 ) -> AppResult<Response> {
-    let row = own(&state, &partner, &id).await?;
     let now = state.clock.now();
-    let entry =
-        crate::service::extracts::authorise_download(&state, &partner.id, &row, rid.0, now).await?;
-    let file = tokio::fs::File::open(crate::service::extracts::file_path(&state, &id))
-        .await
-        .map_err(|_| AppError::internal("extract file missing"))?;
-    state
-        .store
-        .extract_transition(&id, "ready", "downloaded", None, now)
-        .await?;
+    let done = extracts::download(&state, &partner.caller(&rid), &id, now).await?;
     // 64 KiB at a time: memory does not grow with the file.
-    let stream = futures_util::stream::unfold(file, |mut file| async move {
+    let stream = futures_util::stream::unfold(done.value, |mut file| async move {
         use tokio::io::AsyncReadExt;
         let mut buf = vec![0u8; 64 * 1024];
         match file.read(&mut buf).await {
@@ -111,7 +87,7 @@ pub async fn file(
             Err(e) => Some((Err(e), file)),
         }
     });
-    let mut res = with_entry(entry, Body::from_stream(stream));
+    let mut res = with_entry(done.entry, Body::from_stream(stream));
     res.headers_mut().insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/age"),
@@ -132,23 +108,8 @@ pub async fn dpo_list(
     user: CurrentUser,
     rid: RequestId,
 ) -> AppResult<Response> {
-    let entry = decide(
-        &state,
-        AccessRequest {
-            request_id: rid.0,
-            ..AccessRequest::new(&user.actor_id, user.role, "extract.approve")
-        },
-    )
-    .await?;
-    let rows = state.store.all_extracts(500).await?;
-    Ok(with_entry(
-        entry,
-        Json(ExtractList {
-            extracts: rows
-                .iter()
-                .map(|r| view(&state, r))
-                .collect::<AppResult<_>>()?,
-        }),
+    Ok(audited_json(
+        extracts::dpo_list(&state, &user.caller(&rid)).await?,
     ))
 }
 
@@ -157,34 +118,6 @@ pub async fn dpo_list(
 pub struct RejectRequest {
     /// Given to the partner.
     pub reason: String,
-}
-
-async fn dpo_decide(
-    state: &AppState,
-    user: &CurrentUser,
-    rid: RequestId,
-    id: &str,
-    approve: bool,
-    reason: Option<&str>,
-) -> AppResult<Response> {
-    let entry = decide(
-        state,
-        AccessRequest {
-            request_id: rid.0,
-            ..AccessRequest::new(&user.actor_id, user.role, "extract.approve")
-        },
-    )
-    .await?;
-    let row = crate::service::extracts::decide(
-        state,
-        &user.actor_id,
-        id,
-        approve,
-        reason,
-        state.clock.now(),
-    )
-    .await?;
-    Ok(with_entry(entry, Json(view(state, &row)?)))
 }
 
 /// Approves an extract: it is built in the background.
@@ -196,7 +129,10 @@ pub async fn approve(
     rid: RequestId,
     Path(id): Path<String>,
 ) -> AppResult<Response> {
-    dpo_decide(&state, &user, rid, &id, true, None).await
+    let now = state.clock.now();
+    Ok(audited_json(
+        extracts::dpo_approve(&state, &user.caller(&rid), &id, now).await?,
+    ))
 }
 
 /// Rejects an extract, with a reason the partner sees.
@@ -209,11 +145,8 @@ pub async fn reject(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<RejectRequest>,
 ) -> AppResult<Response> {
-    if body.reason.trim().is_empty() || body.reason.len() > 500 {
-        return Err(AppError::unprocessable(
-            "invalid_reason",
-            "a reason of 1 to 500 characters",
-        ));
-    }
-    dpo_decide(&state, &user, rid, &id, false, Some(body.reason.trim())).await
+    let now = state.clock.now();
+    Ok(audited_json(
+        extracts::dpo_reject(&state, &user.caller(&rid), &id, &body.reason, now).await?,
+    ))
 }

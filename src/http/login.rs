@@ -290,21 +290,21 @@ async fn callback(
         None
     };
     let Some(secrets) = secrets else {
-        return Err(crate::http::audit::deny(state, audit, state_invalid()).await);
+        return Err(crate::service::access::deny(state, audit, state_invalid()).await);
     };
     if q.error.is_some() {
         let refused = AppError::Unauthorized {
             code: "oidc_login_refused",
             message: "La connexion a été annulée ou refusée chez le fournisseur d'identité. / The login was cancelled or refused at the identity provider.".into(),
         };
-        return Err(crate::http::audit::deny(state, audit, refused).await);
+        return Err(crate::service::access::deny(state, audit, refused).await);
     }
     let Some(code) = q
         .code
         .as_deref()
         .filter(|c| !c.is_empty() && c.len() <= 2048)
     else {
-        return Err(crate::http::audit::deny(state, audit, state_invalid()).await);
+        return Err(crate::service::access::deny(state, audit, state_invalid()).await);
     };
     let login = match idp
         .finish(
@@ -319,7 +319,7 @@ async fn callback(
         Ok(login) => login,
         Err(e) => {
             tracing::warn!(provider = kind.as_str(), error = %e, "login refused");
-            return Err(crate::http::audit::deny(state, audit, refusal(&e)).await);
+            return Err(crate::service::access::deny(state, audit, refusal(&e)).await);
         }
     };
     if let Some(draft_id) = &attempt.mandate_draft {
@@ -369,7 +369,7 @@ async fn mandate_login(
 ) -> AppResult<Response> {
     let draft = match mandate_draft_of(state, user, draft_id).await {
         Ok(d) => d,
-        Err(e) => return Err(crate::http::audit::deny(state, audit, e).await),
+        Err(e) => return Err(crate::service::access::deny(state, audit, e).await),
     };
     let resident_id = resident_from_login(state, idp, login, rid, now).await?;
     attach_resident(state, &draft, &resident_id, audit, "mandate_draft").await?;
@@ -410,7 +410,7 @@ pub(crate) async fn attach_resident(
                 "renewal_other_resident",
                 "Le renouvellement doit être confirmé par la personne du mandat. / A renewal must be confirmed by the mandate's own resident.",
             );
-            return Err(crate::http::audit::deny(state, audit, refused).await);
+            return Err(crate::service::access::deny(state, audit, refused).await);
         }
     }
     state
@@ -564,14 +564,14 @@ async fn agent_from_login(
             "agent_email_missing",
             "Le fournisseur d'identité n'a pas transmis d'adresse électronique. / The agents' provider sent no e-mail.",
         );
-        return Err(crate::http::audit::deny(state, audit, refused).await);
+        return Err(crate::service::access::deny(state, audit, refused).await);
     };
     if login.claims.email_verified == Some(false) {
         let refused = AppError::forbidden(
             "agent_email_unverified",
             "Adresse électronique non vérifiée. / The e-mail is not verified by the provider.",
         );
-        return Err(crate::http::audit::deny(state, audit, refused).await);
+        return Err(crate::service::access::deny(state, audit, refused).await);
     }
     let digest = agent_email_digest(state, email)?;
     let Some(agent) = state.store.find_agent_by_email_digest(&digest).await? else {
@@ -579,7 +579,7 @@ async fn agent_from_login(
             "agent_unknown",
             "Aucun compte agent ne correspond à cette adresse ; demandez à votre référent. / No agent account for this e-mail; ask your administrator (`coffre agent add`).",
         );
-        return Err(crate::http::audit::deny(state, audit, refused).await);
+        return Err(crate::service::access::deny(state, audit, refused).await);
     };
     let role = Role::parse(&agent.role).ok_or_else(|| AppError::internal("unknown agent role"))?;
     let audit = AuditRecord {
@@ -593,7 +593,7 @@ async fn agent_from_login(
             "agent_inactive",
             "Ce compte agent est désactivé. / This agent account is deactivated.",
         );
-        return Err(crate::http::audit::deny(state, audit, refused).await);
+        return Err(crate::service::access::deny(state, audit, refused).await);
     }
     Ok((agent.id, role))
 }

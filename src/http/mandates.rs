@@ -61,7 +61,10 @@ async fn agent(
     match agent_context(state, &user.actor_id, user.role).await {
         Ok(ctx) => Ok(ctx),
         Err(e) => {
-            Err(crate::http::audit::deny(state, record(state, user, None, action, rid), e).await)
+            Err(
+                crate::service::access::deny(state, record(state, user, None, action, rid), e)
+                    .await,
+            )
         }
     }
 }
@@ -181,7 +184,7 @@ async fn may_create_mandates(
         "cannot_create_mandates",
         "Ce compte ne peut pas créer de mandat. / This account may not create mandates.",
     );
-    Err(crate::http::audit::deny(state, record(state, user, Some(ctx), action, rid), e).await)
+    Err(crate::service::access::deny(state, record(state, user, Some(ctx), action, rid), e).await)
 }
 
 /// A draft by the agent of `ctx`, for their current structure, waiting
@@ -368,7 +371,7 @@ pub async fn confirm_draft(
     if let Err(e) =
         crate::service::mandates::check_totp(&state, &user.actor_id, Some(&body.totp), now).await
     {
-        return Err(crate::http::audit::deny(&state, base, e).await);
+        return Err(crate::service::access::deny(&state, base, e).await);
     }
     // The structure may have narrowed its démarches since the draft.
     let ds = validated_demarches(
@@ -545,7 +548,7 @@ pub async fn agent_revoke(
             crate::service::mandates::check_totp(&state, &user.actor_id, body.totp.as_deref(), now)
                 .await
     {
-        return Err(crate::http::audit::deny(&state, base, e).await);
+        return Err(crate::service::access::deny(&state, base, e).await);
     }
     let entry = state.audit.record(base).await?;
     let receipt = crate::service::mandates::revoke(
@@ -980,7 +983,7 @@ async fn referent(
     let ctx = agent(state, user, action, rid).await?;
     if ctx.role != Role::Referent {
         let e = AppError::forbidden("referent_only", "Réservé aux référents. / Référents only.");
-        return Err(crate::http::audit::deny(
+        return Err(crate::service::access::deny(
             state,
             record(state, user, Some(&ctx), action, rid),
             e,

@@ -286,6 +286,13 @@ pub struct Partner {
     pub purposes: Vec<String>,
 }
 
+impl Partner {
+    /// The caller a use case receives.
+    pub fn caller(&self, rid: &crate::http::audit::RequestId) -> crate::service::Caller {
+        crate::service::Caller::new(&self.id, Role::Partner, rid.0.clone())
+    }
+}
+
 /// A valid access token, **not yet checked** against the database: its
 /// partner may have been deactivated since. A route taking it must check
 /// `partners.active` itself before anything else, as [`resident_data`] does

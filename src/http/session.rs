@@ -53,6 +53,11 @@ pub struct CurrentUser {
 }
 
 impl CurrentUser {
+    /// The caller a use case receives.
+    pub fn caller(&self, rid: &crate::http::audit::RequestId) -> crate::service::Caller {
+        crate::service::Caller::new(&self.actor_id, self.role, rid.0.clone())
+    }
+
     /// The provider's ID token, kept sealed for `id_token_hint` at logout.
     pub fn id_token(&self) -> Option<String> {
         let sealed = self.id_token_sealed.as_deref()?;

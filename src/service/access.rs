@@ -248,6 +248,53 @@ pub async fn record(
     }
 }
 
+/// Decides, through the one access decision, about the logged-in person
+/// acting on their own data (the `/api/v1/me` routes and the resident's
+/// pages), and records it before anything is read or changed. Only
+/// residents hold `…:own` actions; anyone else is refused `resident_only`
+/// (recorded too). Returns the audit entry's index.
+pub async fn own_data(
+    state: &AppState,
+    caller: &super::Caller,
+    action: &str,
+    category: Option<&str>,
+) -> AppResult<u64> {
+    decide(
+        state,
+        AccessRequest {
+            own: true,
+            resident_id: Some(&caller.actor_id),
+            category,
+            request_id: caller.request_id.clone(),
+            ..AccessRequest::new(&caller.actor_id, caller.role, action)
+        },
+    )
+    .await
+}
+
+/// Decides about an action on no one's data in particular (the DPO's,
+/// auditor's and operator's routes: the policy alone answers), recorded.
+pub async fn role_action(state: &AppState, caller: &super::Caller, action: &str) -> AppResult<u64> {
+    decide(
+        state,
+        AccessRequest {
+            request_id: caller.request_id.clone(),
+            ..AccessRequest::new(&caller.actor_id, caller.role, action)
+        },
+    )
+    .await
+}
+
+/// Records a refusal, then returns the refusal itself (or 503 if even the
+/// refusal could not be recorded: nothing happens unaudited).
+pub async fn deny(state: &AppState, record: AuditRecord, refusal: AppError) -> AppError {
+    let (code, _) = refusal.code_and_status();
+    match state.audit.record(record.deny(code)).await {
+        Ok(_) => refusal,
+        Err(e) => e.into(),
+    }
+}
+
 fn refusal_message(reason: &str) -> String {
     match reason {
         "resident_only" => {

@@ -15,6 +15,8 @@ use crate::domain::consent::{self, ConsentState, GiveRequest, Recorded};
 use crate::domain::purpose::Purpose;
 use crate::domain::{Role, Timestamp};
 use crate::error::{AppError, AppResult};
+use crate::service::access::own_data;
+use crate::service::{Audited, Caller};
 use crate::storage::{ConsentEventRow, ConsentForDecision, ConsentRow};
 
 /// Who records a decision: the resident, or an aidant under a mandate.
@@ -471,4 +473,173 @@ pub(crate) fn receipt_claims(
         "audit_leaf_index": audit_index,
         "recorded_by": actor.role.as_str(),
     })
+}
+
+// --- the resident's own consents ---------------------------------------------
+
+#[derive(Serialize, ToSchema)]
+pub struct HistoryEvent {
+    pub state: String,
+    pub categories: Vec<String>,
+    pub valid_until: Option<i64>,
+    pub notice_version: String,
+    /// `resident`, or `aidant` when recorded under a mandate.
+    pub recorded_by: String,
+    pub structure_id: Option<String>,
+    pub audit_index: i64,
+    pub at: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ConsentWithHistory {
+    #[serde(flatten)]
+    pub consent: ConsentView,
+    pub history: Vec<HistoryEvent>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MyConsents {
+    pub consents: Vec<ConsentWithHistory>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Receipts {
+    /// Every receipt of this consent, newest first (compact JWS, EdDSA; verify
+    /// with `/.well-known/jwks.json`).
+    pub receipts: Vec<String>,
+}
+
+/// My consents: the current state of each, and the full history.
+pub async fn my_consents(
+    state: &AppState,
+    caller: &Caller,
+    now: Timestamp,
+) -> AppResult<Audited<MyConsents>> {
+    let entry = own_data(state, caller, "consent.read", None).await?;
+    let mut out = Vec::new();
+    for row in state.store.consents_of(&caller.actor_id).await? {
+        let history = state
+            .store
+            .consent_events(&row.id)
+            .await?
+            .into_iter()
+            .map(|e| HistoryEvent {
+                state: e.state,
+                categories: split_categories(&e.categories),
+                valid_until: e.valid_until,
+                notice_version: e.notice_version,
+                recorded_by: e.actor_role,
+                structure_id: e.structure_id,
+                audit_index: e.audit_index,
+                at: e.created_at,
+            })
+            .collect();
+        out.push(ConsentWithHistory {
+            consent: view(&row, now)?,
+            history,
+        });
+    }
+    Ok(Audited::new(entry, MyConsents { consents: out }))
+}
+
+/// Only the resident decides in their own space (aidants act through
+/// mandates); a refusal is recorded like any other decision, an allowed
+/// one is recorded by the consent registry as the decision itself.
+async fn resident_only(state: &AppState, caller: &Caller, action: &str) -> AppResult<()> {
+    let req = crate::service::access::AccessRequest {
+        own: true,
+        resident_id: Some(&caller.actor_id),
+        request_id: caller.request_id.clone(),
+        ..crate::service::access::AccessRequest::new(&caller.actor_id, caller.role, action)
+    };
+    let (verdict, facts) = crate::service::access::evaluate(state, &req).await?;
+    match verdict {
+        crate::domain::access::Verdict::Allow(_) => Ok(()),
+        deny => crate::service::access::record(state, req, &deny, &facts)
+            .await
+            .map(|_| ()),
+    }
+}
+
+fn own_actor(caller: &Caller) -> Actor {
+    Actor {
+        id: caller.actor_id.clone(),
+        role: caller.role,
+        structure_id: None,
+        request_id: caller.request_id.clone(),
+    }
+}
+
+/// The resident gives or refuses consent to a purpose; answers the consent
+/// and its signed receipt. `decision` is built by the caller from its
+/// input only after the resident's right to decide was checked: pass it
+/// as a closure so a malformed request by someone else is refused first.
+pub async fn decide_own(
+    state: &AppState,
+    caller: &Caller,
+    purpose_id: &str,
+    decision: impl FnOnce() -> AppResult<Decision>,
+) -> AppResult<ConsentOutcome> {
+    resident_only(state, caller, "consent.give").await?;
+    let decision = decision()?;
+    decide(
+        state,
+        &own_actor(caller),
+        &caller.actor_id,
+        purpose_id,
+        decision,
+    )
+    .await
+}
+
+/// One of the caller's own consents; someone else's is indistinguishable
+/// from none.
+async fn own_consent(state: &AppState, caller: &Caller, id: &str) -> AppResult<ConsentRow> {
+    match state.store.find_consent_by_id(id).await? {
+        Some(row) if row.resident_id == caller.actor_id => Ok(row),
+        _ => Err(AppError::NotFound),
+    }
+}
+
+/// The resident withdraws a consent: effective at once, never retroactive.
+pub async fn withdraw_own(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> AppResult<ConsentOutcome> {
+    resident_only(state, caller, "consent.withdraw").await?;
+    let row = own_consent(state, caller, id).await?;
+    decide(
+        state,
+        &own_actor(caller),
+        &caller.actor_id,
+        &row.purpose,
+        Decision::Withdraw,
+    )
+    .await
+}
+
+/// One of the caller's own consents once withdrawn (the page that says
+/// what a withdrawal means); anything else is `not_found`.
+pub async fn own_withdrawn(state: &AppState, caller: &Caller, id: &str) -> AppResult<ConsentRow> {
+    let row = own_consent(state, caller, id).await?;
+    if row.state == "withdrawn" {
+        Ok(row)
+    } else {
+        Err(AppError::NotFound)
+    }
+}
+
+/// The signed receipts of one of the caller's consents.
+pub async fn receipts(state: &AppState, caller: &Caller, id: &str) -> AppResult<Audited<Receipts>> {
+    let entry = own_data(state, caller, "consent.read", None).await?;
+    let row = own_consent(state, caller, id).await?;
+    let receipts = state
+        .store
+        .consent_events(&row.id)
+        .await?
+        .into_iter()
+        .map(|e| e.receipt)
+        .collect();
+    Ok(Audited::new(entry, Receipts { receipts }))
 }

@@ -9,7 +9,56 @@
 
 pub mod access;
 pub mod consents;
+pub mod data;
+pub mod export;
+pub mod extract_build;
 pub mod extracts;
+pub mod journal;
 pub mod mandates;
+pub mod requests;
 pub mod rights;
 pub mod vault;
+
+use crate::audit::AuditRecord;
+use crate::domain::{Role, Timestamp};
+
+/// Who is acting, as every use case receives it: a logged-in person, a
+/// partner, or the operator. Built by `http/`/`web/` from the session or
+/// token, and by `cli/` for operator commands.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub actor_id: String,
+    pub role: Role,
+    /// The request id, to tie audit entries to the service's logs.
+    pub request_id: Option<String>,
+}
+
+impl Caller {
+    pub fn new(actor_id: impl Into<String>, role: Role, request_id: Option<String>) -> Self {
+        Self {
+            actor_id: actor_id.into(),
+            role,
+            request_id,
+        }
+    }
+
+    /// An audit record of this caller doing `action` at `now`.
+    pub fn record(&self, action: &str, now: Timestamp) -> AuditRecord {
+        AuditRecord::new(&self.actor_id, self.role.as_str(), action, now).request(&self.request_id)
+    }
+}
+
+/// A use case's answer and the index of the audit entry that recorded the
+/// decision behind it (sent as `X-Audit-Entry`, so a client can ask for its
+/// inclusion proof).
+#[derive(Debug)]
+pub struct Audited<T> {
+    pub entry: u64,
+    pub value: T,
+}
+
+impl<T> Audited<T> {
+    pub fn new(entry: u64, value: T) -> Self {
+        Self { entry, value }
+    }
+}

@@ -10,6 +10,8 @@ use crate::AppState;
 use crate::audit::AuditRecord;
 use crate::domain::Timestamp;
 use crate::error::{AppError, AppResult};
+use crate::service::access::own_data;
+use crate::service::{Audited, Caller};
 use crate::storage::NotificationRow;
 
 /// The legal deadline of a request received at `received`: `months`
@@ -449,6 +451,142 @@ pub async fn notify_late_recipients(
             Vec::new()
         }
     }
+}
+
+// --- restriction (art. 18), objection (art. 21), recipients (art. 19) -------
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct RightsView {
+    /// Processing restricted (art. 18) since this time, if it is.
+    pub restricted_since: Option<i64>,
+    /// Purposes objected to (art. 21), with the time of the objection.
+    pub objections: Vec<Objection>,
+    /// Partners told about the change (art. 19), when there was one.
+    pub notified_partners: Vec<String>,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Objection {
+    pub purpose: String,
+    pub since: i64,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Recipients {
+    /// Partners that received my data: a read, or an extract I was in.
+    pub partners: Vec<String>,
+}
+
+async fn rights_view(
+    state: &AppState,
+    resident: &str,
+    notified: Vec<String>,
+) -> AppResult<RightsView> {
+    Ok(RightsView {
+        restricted_since: state.store.restricted_since(resident).await?,
+        objections: state
+            .store
+            .objections_of(resident)
+            .await?
+            .into_iter()
+            .map(|(purpose, since)| Objection { purpose, since })
+            .collect(),
+        notified_partners: notified,
+    })
+}
+
+/// Who received my data (art. 19: the partners a rectification, erasure or
+/// restriction is told to).
+pub async fn my_recipients(state: &AppState, caller: &Caller) -> AppResult<Audited<Recipients>> {
+    let entry = own_data(state, caller, "rights.read", None).await?;
+    let partners = recipients_of(state, &caller.actor_id, None).await?;
+    Ok(Audited::new(
+        entry,
+        Recipients {
+            partners: partners.into_iter().collect(),
+        },
+    ))
+}
+
+/// My restriction and objections.
+pub async fn my_rights(state: &AppState, caller: &Caller) -> AppResult<Audited<RightsView>> {
+    let entry = own_data(state, caller, "rights.read", None).await?;
+    Ok(Audited::new(
+        entry,
+        rights_view(state, &caller.actor_id, Vec::new()).await?,
+    ))
+}
+
+/// Restricts processing of my data (art. 18), or lifts the restriction. At
+/// once: partners are refused `processing_restricted`; partners that read
+/// my data are told (art. 19).
+pub async fn restrict(
+    state: &AppState,
+    caller: &Caller,
+    restricted: bool,
+    now: Timestamp,
+) -> AppResult<Audited<RightsView>> {
+    let entry = own_data(state, caller, "restriction", None).await?;
+    let notified = apply_with_notices(
+        state,
+        &caller.actor_id,
+        Change::Restriction(restricted),
+        now,
+    )
+    .await?
+    .notified;
+    Ok(Audited::new(
+        entry,
+        rights_view(state, &caller.actor_id, notified).await?,
+    ))
+}
+
+/// Objects to a purpose processed on another basis than consent (art. 21).
+/// At once: partners of that purpose are refused `objection`.
+pub async fn object(
+    state: &AppState,
+    caller: &Caller,
+    purpose: &str,
+    now: Timestamp,
+) -> AppResult<Audited<RightsView>> {
+    let purpose = state.register.get(purpose).ok_or_else(|| {
+        AppError::unprocessable("unknown_purpose", "Finalité inconnue. / Unknown purpose.")
+    })?;
+    if purpose.legal_basis.needs_consent() {
+        return Err(AppError::unprocessable(
+            "objection_not_applicable",
+            "Cette finalité repose sur votre consentement : retirez-le plutôt. / This purpose rests on your consent: withdraw it instead.",
+        ));
+    }
+    let entry = own_data(state, caller, "objection", None).await?;
+    state
+        .store
+        .add_objection(&caller.actor_id, &purpose.id, now)
+        .await?;
+    Ok(Audited::new(
+        entry,
+        rights_view(state, &caller.actor_id, Vec::new()).await?,
+    ))
+}
+
+/// Lifts an objection.
+pub async fn lift_objection(
+    state: &AppState,
+    caller: &Caller,
+    purpose: &str,
+) -> AppResult<Audited<RightsView>> {
+    let entry = own_data(state, caller, "objection", None).await?;
+    if !state
+        .store
+        .remove_objection(&caller.actor_id, purpose)
+        .await?
+    {
+        return Err(AppError::NotFound);
+    }
+    Ok(Audited::new(
+        entry,
+        rights_view(state, &caller.actor_id, Vec::new()).await?,
+    ))
 }
 
 #[cfg(test)]

@@ -1,15 +1,14 @@
 //! The DPO's space: extract requests to approve or reject, rights requests
 //! to extend or close, and the register of processing.
 
+use super::public::{category_label, purpose_title};
+use super::{Ctx, Form, PageResult, csrf, date};
+use crate::domain::Role;
+use crate::error::AppError;
+use crate::service::extracts::ExtractView;
 use axum::body::Bytes;
 use axum::extract::Path;
 use maud::html;
-use serde_json::{Value, json};
-
-use super::public::{category_label, purpose_title};
-use super::{Ctx, Form, PageResult, api_json, csrf, date, json_of, list, n, s, state_of};
-use crate::domain::Role;
-use crate::error::AppError;
 
 const DPO: &[Role] = &[Role::Dpo];
 
@@ -84,19 +83,20 @@ fn request_state(state: &str, l: super::Lang) -> &'static str {
 pub async fn overview(ctx: Ctx) -> PageResult {
     let user = ctx.user_in(DPO)?;
     let l = ctx.lang;
-    let extracts = json_of(
-        crate::http::extracts::dpo_list(state_of(&ctx), user.clone(), ctx.request_id()).await,
-    )
-    .await
-    .map_err(|e| ctx.fail(e))?;
-    let requests = json_of(
-        crate::http::rights::dpo_requests(state_of(&ctx), user.clone(), ctx.request_id()).await,
-    )
-    .await
-    .map_err(|e| ctx.fail(e))?;
-    let (pending, decided): (Vec<&Value>, Vec<&Value>) = list(&extracts, "extracts")
-        .iter()
-        .partition(|x| s(x, "state") == "requested");
+    let caller = ctx.caller(&user);
+    let now = ctx.state.clock.now();
+    let extracts = crate::service::extracts::dpo_list(&ctx.state, &caller)
+        .await
+        .map_err(|e| ctx.fail(e))?
+        .value
+        .extracts;
+    let requests = crate::service::requests::all_requests(&ctx.state, &caller, now)
+        .await
+        .map_err(|e| ctx.fail(e))?
+        .value
+        .requests;
+    let (pending, decided): (Vec<&ExtractView>, Vec<&ExtractView>) =
+        extracts.iter().partition(|x| x.state == "requested");
     let body = html! {
         h1 { (l.t("Espace du délégué à la protection des données", "Data protection officer's space")) }
         p { a href="/registre" { (l.t("Le registre des traitements (article 30)", "The register of processing (article 30)")) } }
@@ -104,28 +104,28 @@ pub async fn overview(ctx: Ctx) -> PageResult {
         h2 { (l.t("Extractions à examiner", "Extracts to review")) }
         @if pending.is_empty() { p { (l.t("Aucune demande en attente.", "No pending request.")) } }
         @for x in &pending {
-            @let id = s(x, "id");
-            @let spec = x.get("spec").cloned().unwrap_or(Value::Null);
+            @let id = &x.id;
+            @let spec = &x.spec;
             section.card aria-labelledby={ "x-" (id) } {
-                h3 #{ "x-" (id) } { (l.t("Demande de ", "Request from ")) (s(x, "partner_id")) }
-                @if x.get("blocked").and_then(Value::as_str) == Some("not_a_recipient") {
+                h3 #{ "x-" (id) } { (l.t("Demande de ", "Request from ")) (x.partner_id) }
+                @if x.blocked.as_deref() == Some("not_a_recipient") {
                     p role="status" { strong { (l.t("Bloquée : ", "Blocked: ")) } (l.t("ce partenaire n'est plus destinataire de la finalité dans le registre ; l'approbation sera refusée.", "this partner is no longer a recipient of the purpose in the register; approval will be refused.")) }
                 }
                 dl {
                     dt { (l.t("Finalité", "Purpose")) }
-                    dd { @if let Some(p) = ctx.state.register.get(s(x, "purpose")) { (purpose_title(p, l)) } @else { (s(x, "purpose")) } }
+                    dd { @if let Some(p) = ctx.state.register.get(&x.purpose) { (purpose_title(p, l)) } @else { (x.purpose) } }
                     dt { (l.t("Type", "Kind")) }
-                    dd { (if s(x, "kind") == "aggregate" { l.t("agrégats (aucune case sous 11 personnes)", "aggregates (no cell under 11 people)") } else { l.t("lignes pseudonymisées", "pseudonymised rows") }) }
+                    dd { (if x.kind == "aggregate" { l.t("agrégats (aucune case sous 11 personnes)", "aggregates (no cell under 11 people)") } else { l.t("lignes pseudonymisées", "pseudonymised rows") }) }
                     dt { (l.t("Catégories", "Categories")) }
-                    dd { (list(&spec, "categories").iter().filter_map(Value::as_str).map(|c| category_label(&ctx, c)).collect::<Vec<_>>().join(", ")) }
+                    dd { (spec.categories.iter().map(|c| category_label(&ctx, c)).collect::<Vec<_>>().join(", ")) }
                     dt { (l.t("Champs", "Fields")) }
-                    dd { (list(&spec, "fields").iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")) }
-                    @if !list(&spec, "group_by").is_empty() {
+                    dd { (spec.fields.join(", ")) }
+                    @if !spec.group_by.is_empty() {
                         dt { (l.t("Regroupé par", "Grouped by")) }
-                        dd { (list(&spec, "group_by").iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")) }
+                        dd { (spec.group_by.join(", ")) }
                     }
                     dt { (l.t("Demandée le", "Requested on")) }
-                    dd { (date(n(x, "created_at"))) }
+                    dd { (date(x.created_at)) }
                 }
                 form method="post" action={ "/dpo/extractions/" (id) } {
                     (csrf(&user))
@@ -143,22 +143,22 @@ pub async fn overview(ctx: Ctx) -> PageResult {
             h2 { (l.t("Extractions déjà examinées", "Extracts already reviewed")) }
             ul {
                 @for x in decided.iter().take(50) {
-                    li { (s(x, "partner_id")) " — " (ctx.state.register.get(s(x, "purpose")).map(|p| purpose_title(p, l).to_string()).unwrap_or_else(|| s(x, "purpose").to_string())) " — " (extract_state(s(x, "state"), l))
-                        @if let Some(p) = x.get("progress") { " (" (n(p, "rows_done")) "/" (n(p, "rows_total")) ")" }
-                        @if x.get("blocked").and_then(Value::as_str) == Some("not_a_recipient") { " — " strong { (l.t("bloquée : plus destinataire", "blocked: no longer a recipient")) } }
-                        " — " (date(n(x, "created_at"))) }
+                    li { (x.partner_id) " — " (ctx.state.register.get(&x.purpose).map(|p| purpose_title(p, l).to_string()).unwrap_or_else(|| x.purpose.clone())) " — " (extract_state(&x.state, l))
+                        " (" (x.progress.rows_done) "/" (x.progress.rows_total) ")"
+                        @if x.blocked.as_deref() == Some("not_a_recipient") { " — " strong { (l.t("bloquée : plus destinataire", "blocked: no longer a recipient")) } }
+                        " — " (date(x.created_at)) }
                 }
             }
         }
         h2 { (l.t("Demandes d'exercice des droits", "Rights requests")) }
-        @if list(&requests, "requests").is_empty() { p { (l.t("Aucune demande.", "No request.")) } }
-        @for r in list(&requests, "requests") {
-            @let id = s(r, "id");
-            @let open = !matches!(s(r, "state"), "granted" | "refused" | "closed");
+        @if requests.is_empty() { p { (l.t("Aucune demande.", "No request.")) } }
+        @for r in &requests {
+            @let id = &r.id;
+            @let open = !matches!(r.state.as_str(), "granted" | "refused" | "closed");
             section.card aria-labelledby={ "r-" (id) } {
-                h3 #{ "r-" (id) } { (request_kind(s(r, "kind"), l)) " — " (l.t("personne n° ", "resident #")) code { (s(r, "resident_id").get(..8).unwrap_or("")) } }
-                p { (l.t("Reçue le ", "Received on ")) (date(n(r, "created_at"))) " · " (l.t("à traiter avant le ", "due by ")) (date(n(r, "due_at"))) " · " (l.t("état : ", "state: ")) (request_state(s(r, "state"), l))
-                    @if r.get("late").and_then(Value::as_bool) == Some(true) { " " strong { (l.t("EN RETARD", "LATE")) } } }
+                h3 #{ "r-" (id) } { (request_kind(&r.kind, l)) " — " (l.t("personne n° ", "resident #")) code { (r.resident_id.get(..8).unwrap_or("")) } }
+                p { (l.t("Reçue le ", "Received on ")) (date(r.created_at)) " · " (l.t("à traiter avant le ", "due by ")) (date(r.due_at)) " · " (l.t("état : ", "state: ")) (request_state(&r.state, l))
+                    @if r.late { " " strong { (l.t("EN RETARD", "LATE")) } } }
                 @if open {
                     form method="post" action={ "/dpo/demandes/" (id) } {
                         (csrf(&user))
@@ -187,31 +187,20 @@ pub async fn overview(ctx: Ctx) -> PageResult {
 pub async fn decide_extract(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> PageResult {
     let form = Form::parse(&body);
     let user = ctx.form_user(DPO, &form)?;
+    let caller = ctx.caller(&user);
+    let now = ctx.state.clock.now();
     match form.get("decision") {
         Some("approve") => {
-            json_of(
-                crate::http::extracts::approve(state_of(&ctx), user, ctx.request_id(), Path(id))
-                    .await,
-            )
-            .await
-            .map_err(|e| ctx.fail_at(e, "/dpo"))?;
+            crate::service::extracts::dpo_approve(&ctx.state, &caller, &id, now)
+                .await
+                .map_err(|e| ctx.fail_at(e, "/dpo"))?;
             Ok(ctx.done("/dpo", "approuve"))
         }
         Some("reject") => {
-            let req = api_json(json!({ "reason": form.get("reason").unwrap_or_default() }))
+            let reason = form.get("reason").unwrap_or_default();
+            crate::service::extracts::dpo_reject(&ctx.state, &caller, &id, reason, now)
+                .await
                 .map_err(|e| ctx.fail_at(e, "/dpo"))?;
-            json_of(
-                crate::http::extracts::reject(
-                    state_of(&ctx),
-                    user,
-                    ctx.request_id(),
-                    Path(id),
-                    req,
-                )
-                .await,
-            )
-            .await
-            .map_err(|e| ctx.fail_at(e, "/dpo"))?;
             Ok(ctx.done("/dpo", "rejete"))
         }
         _ => Err(ctx.fail_at(
@@ -227,32 +216,24 @@ pub async fn decide_extract(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> Pa
 pub async fn handle_request(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> PageResult {
     let form = Form::parse(&body);
     let user = ctx.form_user(DPO, &form)?;
+    let caller = ctx.caller(&user);
+    let now = ctx.state.clock.now();
     match form.get("action") {
         Some("extend") => {
-            let req =
-                api_json(json!({ "reason": "complexity" })).map_err(|e| ctx.fail_at(e, "/dpo"))?;
-            json_of(
-                crate::http::rights::extend(state_of(&ctx), user, ctx.request_id(), Path(id), req)
-                    .await,
-            )
-            .await
-            .map_err(|e| ctx.fail_at(e, "/dpo"))?;
+            crate::service::requests::extend(&ctx.state, &caller, &id, "complexity".into(), now)
+                .await
+                .map_err(|e| ctx.fail_at(e, "/dpo"))?;
             Ok(ctx.done("/dpo", "prolonge"))
         }
         Some(outcome @ ("granted" | "refused")) => {
-            let mut body = json!({ "outcome": outcome });
-            if outcome == "refused"
-                && let Some(reason) = form.text("reason")
-            {
-                body["reason"] = json!(reason);
-            }
-            let req = api_json(body).map_err(|e| ctx.fail_at(e, "/dpo"))?;
-            json_of(
-                crate::http::rights::close(state_of(&ctx), user, ctx.request_id(), Path(id), req)
-                    .await,
-            )
-            .await
-            .map_err(|e| ctx.fail_at(e, "/dpo"))?;
+            let reason = if outcome == "refused" {
+                form.text("reason")
+            } else {
+                None
+            };
+            crate::service::requests::close(&ctx.state, &caller, &id, outcome.into(), reason, now)
+                .await
+                .map_err(|e| ctx.fail_at(e, "/dpo"))?;
             Ok(ctx.done("/dpo", "cloture"))
         }
         _ => Err(ctx.fail(AppError::unprocessable(

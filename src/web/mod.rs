@@ -229,6 +229,11 @@ impl Ctx {
         RequestId(self.rid.clone())
     }
 
+    /// `user` as the caller a use case receives, with this page's request id.
+    pub fn caller(&self, user: &CurrentUser) -> crate::service::Caller {
+        crate::service::Caller::new(&user.actor_id, user.role, self.rid.clone())
+    }
+
     /// The logged-in user if they hold one of `roles`; otherwise the page
     /// that asks them to log in (401) or says the space is not theirs (403).
     pub fn user_in(&self, roles: &[Role]) -> Result<CurrentUser, PageError> {

@@ -13,10 +13,13 @@ use super::public::{basis_text, category_label, purpose_title};
 use super::{
     Ctx, Form, Lang, PageError, PageResult, csrf, date, date_time, json_of, list, n, s, state_of,
 };
+use crate::audit::AuditEntry;
 use crate::domain::Role;
 use crate::domain::category::FieldType;
+use crate::domain::consent::GiveRequest;
 use crate::error::AppError;
 use crate::http::session::CurrentUser;
+use crate::service::consents::Decision;
 
 const RESIDENT: &[Role] = &[Role::Resident];
 
@@ -410,18 +413,12 @@ struct Refused<'a> {
 
 async fn render_data(ctx: &Ctx, user: &CurrentUser, refused: Option<Refused<'_>>) -> PageResult {
     let l = ctx.lang;
-    let mine =
-        json_of(crate::http::data::my_data(state_of(ctx), user.clone(), ctx.request_id()).await)
-            .await
-            .map_err(|e| ctx.fail(e))?;
-    let records = list(&mine, "records");
-    let current = |c: &str| {
-        records
-            .iter()
-            .find(|r| s(r, "category") == c)
-            .and_then(|r| r.get("fields"))
-            .and_then(Value::as_object)
-    };
+    let records = crate::service::data::my_data(&ctx.state, &ctx.caller(user))
+        .await
+        .map_err(|e| ctx.fail(e))?
+        .value
+        .records;
+    let current = |c: &str| records.iter().find(|r| r.category == c).map(|r| &r.fields);
     let message = refused
         .as_ref()
         .map(|r| super::in_lang(&r.error.to_string(), l));
@@ -501,15 +498,10 @@ pub async fn save_category(ctx: Ctx, Path(category): Path<String>, body: Bytes) 
             .await;
         }
     };
-    crate::http::data::put_my_category(
-        state_of(&ctx),
-        user,
-        ctx.request_id(),
-        Path(category),
-        crate::http::ApiJson(record),
-    )
-    .await
-    .map_err(|e| ctx.fail_at(e, back))?;
+    let now = ctx.state.clock.now();
+    crate::service::data::rectify_own(&ctx.state, &ctx.caller(&user), &category, &record, now)
+        .await
+        .map_err(|e| ctx.fail_at(e, back))?;
     Ok(ctx.done(back, "donnees"))
 }
 
@@ -529,18 +521,27 @@ pub fn state_badge(state: &str, l: Lang) -> Markup {
     html! { span class={ "state state-" (state) } { (state_label(state, l)) } }
 }
 
-async fn my_consents(ctx: &Ctx, user: &CurrentUser) -> Result<Value, PageError> {
-    json_of(crate::http::consents::my_consents(state_of(ctx), user.clone(), ctx.request_id()).await)
+async fn my_consents(
+    ctx: &Ctx,
+    user: &CurrentUser,
+) -> Result<Vec<crate::service::consents::ConsentWithHistory>, PageError> {
+    let now = ctx.state.clock.now();
+    crate::service::consents::my_consents(&ctx.state, &ctx.caller(user), now)
         .await
+        .map(|done| done.value.consents)
         .map_err(|e| ctx.fail(e))
 }
 
 pub async fn consents(ctx: Ctx) -> PageResult {
     let user = ctx.user_in(RESIDENT)?;
     let l = ctx.lang;
-    let mine = my_consents(&ctx, &user).await?;
-    let consents = list(&mine, "consents");
-    let of = |purpose: &str| consents.iter().find(|c| s(c, "purpose") == purpose);
+    let consents = my_consents(&ctx, &user).await?;
+    let of = |purpose: &str| {
+        consents
+            .iter()
+            .map(|c| &c.consent)
+            .find(|c| c.purpose == purpose)
+    };
     let (asked, public): (Vec<_>, Vec<_>) = ctx
         .state
         .register
@@ -552,7 +553,7 @@ pub async fn consents(ctx: Ctx) -> PageResult {
                   "For each purpose below, you choose. Nothing is ticked in advance. You can withdraw your consent at any time, in one click; the withdrawal applies from then on.")) }
         @for p in &asked {
             @let current = of(&p.id);
-            @let state = current.map(|c| s(c, "state")).unwrap_or("");
+            @let state = current.map(|c| c.state.as_str()).unwrap_or("");
             section.card aria-labelledby={ "f-" (p.id) } {
                 h2 #{ "f-" (p.id) } { (purpose_title(p, l)) }
                 p { (l.t(&p.description_fr, &p.description_en)) }
@@ -567,8 +568,8 @@ pub async fn consents(ctx: Ctx) -> PageResult {
                     @if let Some(c) = current {
                         (state_badge(state, l))
                         @if state == "given" {
-                            " " (l.t("jusqu'au ", "until ")) (date(n(c, "valid_until")))
-                            " — " (list(c, "categories").iter().filter_map(Value::as_str).map(|c| category_label(&ctx, c)).collect::<Vec<_>>().join(", "))
+                            " " (l.t("jusqu'au ", "until ")) (date(c.valid_until.unwrap_or(0)))
+                            " — " (c.categories.iter().map(|c| category_label(&ctx, c)).collect::<Vec<_>>().join(", "))
                         }
                     } @else {
                         (l.t("aucun", "none"))
@@ -576,7 +577,7 @@ pub async fn consents(ctx: Ctx) -> PageResult {
                 }
                 @if state == "given" {
                     @if let Some(c) = current {
-                        form method="post" action={ "/moi/consentements/" (s(c, "id")) "/retrait" } {
+                        form method="post" action={ "/moi/consentements/" (c.id) "/retrait" } {
                             (csrf(&user))
                             button.danger { (l.t("Retirer mon consentement", "Withdraw my consent")) }
                         }
@@ -632,17 +633,27 @@ pub async fn decide(ctx: Ctx, body: Bytes) -> PageResult {
             "Cochez au moins une catégorie de données avant de donner votre consentement. / Tick at least one data category before giving your consent.",
         ), "/moi/consentements"));
     }
-    let mut req = json!({
-        "purpose": form.get("purpose").unwrap_or_default(),
-        "decision": decision,
-        "explicit": form.get("explicit") == Some("true"),
-    });
-    if decision == "given" {
-        req["categories"] = json!(categories);
-    }
     let back = "/moi/consentements";
-    let api = super::api_json(req).map_err(|e| ctx.fail_at(e, back))?;
-    let _receipt = crate::http::consents::decide(state_of(&ctx), user, ctx.request_id(), api)
+    let explicit = form.get("explicit") == Some("true");
+    let chosen = match decision.as_str() {
+        "given" => Decision::Give(GiveRequest {
+            categories: Some(categories),
+            until: None,
+            explicit,
+        }),
+        "refused" => Decision::Refuse,
+        _ => {
+            return Err(ctx.fail_at(
+                AppError::unprocessable("invalid_form", "decision: `given` or `refused`"),
+                back,
+            ));
+        }
+    };
+    let purpose = form.get("purpose").unwrap_or_default();
+    let _receipt =
+        crate::service::consents::decide_own(&ctx.state, &ctx.caller(&user), purpose, || {
+            Ok(chosen)
+        })
         .await
         .map_err(|e| ctx.fail(e))?;
     Ok(ctx.done(
@@ -659,10 +670,9 @@ pub async fn withdraw(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> PageResu
     let form = Form::parse(&body);
     let user = ctx.form_user(RESIDENT, &form)?;
     let back = "/moi/consentements";
-    let _receipt =
-        crate::http::consents::withdraw(state_of(&ctx), user, ctx.request_id(), Path(id.clone()))
-            .await
-            .map_err(|e| ctx.fail_at(e, back))?;
+    let _receipt = crate::service::consents::withdraw_own(&ctx.state, &ctx.caller(&user), &id)
+        .await
+        .map_err(|e| ctx.fail_at(e, back))?;
     // The consent's id, not its purpose, goes in the address: a purpose
     // (health, say) says something about the person.
     Ok(super::redirect(&format!("/moi/consentements/{id}/retire")))
@@ -673,14 +683,9 @@ pub async fn withdrawn(ctx: Ctx, Path(id): Path<String>) -> PageResult {
     let user = ctx.user_in(RESIDENT)?;
     let l = ctx.lang;
     // Only the person's own consent, and only once withdrawn.
-    let consent = ctx
-        .state
-        .store
-        .find_consent_by_id(&id)
+    let consent = crate::service::consents::own_withdrawn(&ctx.state, &ctx.caller(&user), &id)
         .await
-        .map_err(|e| ctx.fail(e.into()))?
-        .filter(|c| c.resident_id == user.actor_id && c.state == "withdrawn")
-        .ok_or_else(|| ctx.fail(AppError::NotFound))?;
+        .map_err(|e| ctx.fail(e))?;
     let purpose = ctx.state.register.get(&consent.purpose);
     let title = l.t("Consentement retiré", "Consent withdrawn");
     let body = html! {
@@ -733,15 +738,10 @@ fn sentence(who: &str, action: &str, l: Lang) -> String {
 async fn who(
     ctx: &Ctx,
     me: &str,
-    e: &Value,
+    e: &AuditEntry,
     seen: &mut std::collections::HashMap<(String, Option<String>), String>,
 ) -> String {
-    let key = (
-        s(e, "actor_id").to_string(),
-        e.get("structure_id")
-            .and_then(Value::as_str)
-            .map(str::to_string),
-    );
+    let key = (e.actor_id.clone(), e.structure_id.clone());
     if let Some(name) = seen.get(&key) {
         return name.clone();
     }
@@ -750,23 +750,32 @@ async fn who(
     name
 }
 
-async fn who_uncached(ctx: &Ctx, me: &str, e: &Value) -> String {
+async fn who_uncached(ctx: &Ctx, me: &str, e: &AuditEntry) -> String {
     let l = ctx.lang;
-    let actor = s(e, "actor_id");
-    let role = s(e, "actor_role");
+    let actor = e.actor_id.as_str();
+    let role = e.actor_role.as_str();
     if actor == me {
         return l.t("Vous", "You").to_string();
     }
     match role {
-        "partner" => match ctx.state.store.find_partner(actor).await {
-            Ok(Some(p)) => format!("{} {}", l.t("Le partenaire", "Partner"), p.name),
-            _ => l.t("Un partenaire", "A partner").to_string(),
-        },
+        "partner" => {
+            match crate::service::journal::actor_name(&ctx.state, actor, role, None)
+                .await
+                .name
+            {
+                Some(name) => format!("{} {}", l.t("Le partenaire", "Partner"), name),
+                None => l.t("Un partenaire", "A partner").to_string(),
+            }
+        }
         "aidant" | "referent" | "dpo" | "auditor" | "admin" => {
-            let name = match ctx.state.store.find_agent(actor).await {
-                Ok(Some(a)) => a.display_name,
-                _ => actor.to_string(),
-            };
+            let named = crate::service::journal::actor_name(
+                &ctx.state,
+                actor,
+                role,
+                e.structure_id.as_deref(),
+            )
+            .await;
+            let name = named.name.unwrap_or_else(|| actor.to_string());
             let what = match role {
                 "aidant" => l.t("aidant", "aidant"),
                 "referent" => l.t("référent", "referent"),
@@ -777,13 +786,10 @@ async fn who_uncached(ctx: &Ctx, me: &str, e: &Value) -> String {
                 "auditor" => l.t("auditeur", "auditor"),
                 _ => l.t("administrateur", "administrator"),
             };
-            let structure = match e.get("structure_id").and_then(Value::as_str) {
-                Some(sid) => match ctx.state.store.find_structure(sid).await {
-                    Ok(Some(st)) => format!(" ({})", st.name),
-                    _ => String::new(),
-                },
-                None => String::new(),
-            };
+            let structure = named
+                .structure
+                .map(|st| format!(" ({st})"))
+                .unwrap_or_default();
             format!("{name}, {what}{structure}")
         }
         "system" | "service" => l
@@ -848,43 +854,38 @@ fn action_text(action: &str, l: Lang) -> &'static str {
 pub async fn accesses(ctx: Ctx) -> PageResult {
     let user = ctx.user_in(RESIDENT)?;
     let l = ctx.lang;
-    let mut q = std::collections::HashMap::new();
-    if let Some(b) = ctx.query.get("avant") {
-        q.insert("before".to_string(), b.clone());
-    }
-    let mine = json_of(
-        crate::http::audit::my_accesses(
-            state_of(&ctx),
-            user.clone(),
-            ctx.request_id(),
-            axum::extract::Query(q),
-        )
-        .await,
-    )
-    .await
-    .map_err(|e| ctx.fail(e))?;
+    let before = match ctx.query.get("avant") {
+        Some(b) => b.parse::<u64>().map_err(|_| {
+            ctx.fail(AppError::bad_request(
+                "invalid_parameter",
+                "query parameter `before` must be a whole number",
+            ))
+        })?,
+        None => u64::MAX,
+    };
+    let now = ctx.state.clock.now();
+    let all = crate::service::journal::my_accesses(&ctx.state, &ctx.caller(&user), before, now)
+        .await
+        .map_err(|e| ctx.fail(e))?
+        .value
+        .accesses;
     let mut rows = Vec::new();
-    let all = list(&mine, "accesses");
     let mut seen = std::collections::HashMap::new();
-    for f in all {
+    for a in &all {
+        let f = &a.entry.fields;
         // My own look at my own space is not news to me.
-        let own_read = s(f, "actor_id") == user.actor_id
+        let own_read = f.actor_id == user.actor_id
             && matches!(
-                s(f, "action"),
+                f.action.as_str(),
                 "data.read" | "audit.read" | "consent.read" | "mandate.read" | "rights.read"
             );
         if own_read {
             continue;
         }
         let who = who(&ctx, &user.actor_id, f, &mut seen).await;
-        rows.push((
-            n(f, "index"),
-            f.clone(),
-            who,
-            f.get("proof").is_some_and(|p| !p.is_null()),
-        ));
+        rows.push((a.entry.index, f, who, a.proof.is_some()));
     }
-    let oldest = all.last().map(|f| n(f, "index"));
+    let oldest = all.last().map(|a| a.entry.index);
     let body = html! {
         h1 { (l.t("Qui a vu mes données", "Who saw my data")) }
         p { (l.t("Chaque consultation, modification ou refus d'accès vous concernant est inscrit dans le journal vérifiable, avec la raison. Les plus récents d'abord ; vos propres consultations de votre espace ne sont pas répétées ici.",
@@ -894,23 +895,23 @@ pub async fn accesses(ctx: Ctx) -> PageResult {
         }
         ol.plain {
             @for (index, f, who, proved) in &rows {
-                @let allowed = s(f, "decision") == "allow";
+                @let allowed = f.decision == crate::audit::Decision::Allow;
                 li.card {
                     h2 {
-                        (sentence(who, action_text(s(f, "action"), l), l))
-                        @if let Some(c) = f.get("category").and_then(Value::as_str).filter(|c| !c.starts_with("extract:")) { " — " (category_label(&ctx, c)) }
+                        (sentence(who, action_text(&f.action, l), l))
+                        @if let Some(c) = f.category.as_deref().filter(|c| !c.starts_with("extract:")) { " — " (category_label(&ctx, c)) }
                         @if !allowed { " " (l.t("(refusé)", "(refused)")) }
                     }
-                    p { (date_time(n(f, "timestamp"), l)) }
-                    @if let Some(p) = f.get("purpose").and_then(Value::as_str) {
+                    p { (date_time(f.timestamp, l)) }
+                    @if let Some(p) = f.purpose.as_deref() {
                         p { (l.t("Finalité : ", "Purpose: "))
                             @if let Some(def) = ctx.state.register.get(p) { (purpose_title(def, l)) } @else { (p) } }
                     }
-                    @if let Some(b) = f.get("on_behalf_of").and_then(Value::as_str).filter(|b| *b == user.actor_id && s(f, "actor_id") != user.actor_id) {
+                    @if let Some(b) = f.on_behalf_of.as_deref().filter(|b| *b == user.actor_id && f.actor_id != user.actor_id) {
                         @let _ = b;
                         p { (l.t("Au titre de votre mandat.", "Under your mandate.")) }
                     }
-                    p.small { (l.t("Raison : ", "Reason: ")) code { (s(f, "reason")) } " · " (l.t("entrée n° ", "entry #")) (index)
+                    p.small { (l.t("Raison : ", "Reason: ")) code { (f.reason) } " · " (l.t("entrée n° ", "entry #")) (index)
                         @if *proved { " · " (l.t("preuve d'inclusion disponible", "inclusion proof available")) } }
                 }
             }
@@ -993,22 +994,10 @@ async fn receipts_of(
     user: &CurrentUser,
     consent: &str,
 ) -> Result<Vec<String>, PageError> {
-    let r = json_of(
-        crate::http::consents::receipts(
-            state_of(ctx),
-            user.clone(),
-            ctx.request_id(),
-            Path(consent.to_string()),
-        )
-        .await,
-    )
-    .await
-    .map_err(|e| ctx.fail(e))?;
-    Ok(list(&r, "receipts")
-        .iter()
-        .filter_map(Value::as_str)
-        .map(str::to_string)
-        .collect())
+    crate::service::consents::receipts(&ctx.state, &ctx.caller(user), consent)
+        .await
+        .map(|done| done.value.receipts)
+        .map_err(|e| ctx.fail(e))
 }
 
 pub async fn receipts(ctx: Ctx) -> PageResult {
@@ -1016,22 +1005,21 @@ pub async fn receipts(ctx: Ctx) -> PageResult {
     let l = ctx.lang;
     // One receipt per event of the history, in the same order: the page
     // needs no second read (each would be another audited access).
-    let mine = my_consents(&ctx, &user).await?;
-    let items = list(&mine, "consents");
+    let items = my_consents(&ctx, &user).await?;
     let body = html! {
         h1 { (l.t("Mes reçus", "My receipts")) }
         p { (l.t("Chaque fois que vous donnez, refusez ou retirez un consentement, vous recevez un reçu signé par la collectivité (format « Consent Receipt » de Kantara, signé en JWS). Gardez-le : il prouve votre choix, même sans nous.",
                   "Each time you give, refuse or withdraw a consent, you get a receipt signed by the authority (Kantara Consent Receipt, signed as JWS). Keep it: it proves your choice, even without us.")) }
         p.small { (l.t("La clé qui vérifie les signatures : ", "The key that checks the signatures: ")) a href="/.well-known/jwks.json" { "/.well-known/jwks.json" } }
         @if items.is_empty() { p { (l.t("Aucun reçu pour l'instant.", "No receipt yet.")) } }
-        @for c in items {
-            @let purpose = ctx.state.register.get(s(c, "purpose"));
+        @for c in &items {
+            @let purpose = ctx.state.register.get(&c.consent.purpose);
             section.card {
-                h2 { @if let Some(p) = purpose { (purpose_title(p, l)) } @else { (s(c, "purpose")) } }
+                h2 { @if let Some(p) = purpose { (purpose_title(p, l)) } @else { (c.consent.purpose) } }
                 ol {
-                    @for (i, h) in list(c, "history").iter().enumerate() {
-                        li { a href={ "/moi/recus/" (s(c, "id")) "/" (i + 1) } download {
-                            (l.t("Reçu : ", "Receipt: ")) (state_label(s(h, "state"), l)) (l.t(" le ", " on ")) (date(n(h, "at"))) (l.t(" (fichier JWS)", " (JWS file)")) } }
+                    @for (i, h) in c.history.iter().enumerate() {
+                        li { a href={ "/moi/recus/" (c.consent.id) "/" (i + 1) } download {
+                            (l.t("Reçu : ", "Receipt: ")) (state_label(&h.state, l)) (l.t(" le ", " on ")) (date(h.at)) (l.t(" (fichier JWS)", " (JWS file)")) } }
                     }
                 }
             }
@@ -1094,7 +1082,8 @@ pub async fn erase(ctx: Ctx, body: Bytes) -> PageResult {
             "Cochez la case pour confirmer l'effacement. / Tick the box to confirm the erasure.",
         ), "/moi/effacement"));
     }
-    crate::http::data::erase_me(state_of(&ctx), user, ctx.request_id())
+    let now = ctx.state.clock.now();
+    crate::service::data::erase_own(&ctx.state, &ctx.caller(&user), now)
         .await
         .map_err(|e| ctx.fail_at(e, "/moi/effacement"))?;
     Ok(ctx.done("/", "efface"))

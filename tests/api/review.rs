@@ -128,7 +128,7 @@ async fn a_partner_taken_off_a_purpose_gets_no_extract_of_it() {
             })
             .await
             .unwrap();
-        let err = coffre::service::extracts::build(&app.state, &id, app.clock.now())
+        let err = coffre::service::extract_build::build(&app.state, &id, app.clock.now())
             .await
             .unwrap_err();
         assert!(err.starts_with("not_a_recipient"), "{err}");

@@ -1,0 +1,410 @@
+//! Building an approved extract, in the background: the cohort read in
+//! pages of 500, each resident's record opened and written out (records)
+//! or counted into its cell (aggregates, whose memory grows with the number
+//! of cells only), the CSV encrypted with age to the partner's recipient as
+//! it is written, a signed manifest, and every resident included recorded
+//! in the audit log.
+
+use std::collections::BTreeMap;
+use std::io::{BufWriter, Write};
+
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::audit::AuditRecord;
+use crate::domain::Timestamp;
+use crate::domain::category::FieldType;
+use crate::domain::extract::{Cell, MIN_CELL, csv_line, generalise, laplace, suppress, text_of};
+use crate::service::extracts::{
+    ExtractSpec, FILE_RETENTION_SECS, PAGE, PARTNER_EPSILON_BUDGET, audit, field_type, file_path,
+    group_key, passes_filters, still_recipient,
+};
+
+fn uniform(rng: &ring::rand::SystemRandom) -> Result<f64, String> {
+    let mut b = [0u8; 8];
+    ring::rand::SecureRandom::fill(rng, &mut b)
+        .map_err(|_| "random generator failed".to_string())?;
+    // 53 random bits in [0, 1), shifted to [-0.5, 0.5).
+    Ok((u64::from_be_bytes(b) >> 11) as f64 / (1u64 << 53) as f64 - 0.5)
+}
+
+/// Builds an approved extract at `now`. On failure the extract is marked
+/// `failed` with the reason and no file is left.
+pub async fn build(state: &AppState, id: &str, now: Timestamp) -> Result<(), String> {
+    let tmp = state.config.extracts_dir.join(format!("{id}.csv.age.part"));
+    match build_inner(state, id, now, &tmp).await {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            let _ = state
+                .store
+                .extract_transition(id, "building", "failed", Some(&e), now)
+                .await;
+            Err(e)
+        }
+    }
+}
+
+async fn build_inner(
+    state: &AppState,
+    id: &str,
+    now: Timestamp,
+    tmp: &std::path::Path,
+) -> Result<(), String> {
+    let s = |e: crate::storage::StorageError| e.to_string();
+    let row = state
+        .store
+        .find_extract(id)
+        .await
+        .map_err(s)?
+        .ok_or("no such extract")?;
+    if !state
+        .store
+        .extract_transition(id, "approved", "building", None, now)
+        .await
+        .map_err(s)?
+    {
+        return Err(format!("not approved (state {})", row.state));
+    }
+    let spec: ExtractSpec = serde_json::from_str(&row.spec).map_err(|e| e.to_string())?;
+    let purpose = state
+        .register
+        .get(&row.purpose)
+        .ok_or("purpose left the register")?
+        .clone();
+    let partner = state
+        .store
+        .find_partner(&row.partner_id)
+        .await
+        .map_err(s)?
+        .ok_or("partner gone")?;
+    // A partner cut off after the approval, or taken off the purpose's
+    // recipients, gets no file made for it.
+    if !partner.active {
+        return Err("partner deactivated".into());
+    }
+    still_recipient(state, &partner.id, &purpose.id)
+        .map_err(|code| format!("{code}: the partner is no longer a recipient of the purpose"))?;
+    let recipient: age::x25519::Recipient = partner
+        .age_recipient
+        .as_deref()
+        .ok_or("no age recipient")?
+        .parse()
+        .map_err(|_| "the partner's age recipient does not parse".to_string())?;
+    let vault = state
+        .vault()
+        .map_err(|e| format!("{:?}", e.code_and_status().0))?;
+    let keys = vault.keys().current();
+    std::fs::create_dir_all(&state.config.extracts_dir).map_err(|e| e.to_string())?;
+    let file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(tmp)
+            .map_err(|e| e.to_string())?
+    };
+    let encryptor =
+        age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
+            .map_err(|e| e.to_string())?;
+    let mut out = encryptor
+        .wrap_output(BufWriter::new(file))
+        .map_err(|e| e.to_string())?;
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut write = |bytes: &[u8]| -> Result<(), String> {
+        digest.update(bytes);
+        out.write_all(bytes).map_err(|e| e.to_string())
+    };
+
+    let consent_based = purpose.legal_basis.needs_consent();
+    let total = state
+        .store
+        .count_cohort(&purpose.id, consent_based, &purpose.notice_version, now)
+        .await
+        .map_err(s)?;
+    let records = row.kind == "records";
+    if records {
+        let mut header = vec!["pseudonym".to_string()];
+        header.extend(spec.fields.iter().cloned());
+        write(csv_line(&header).as_bytes())?;
+    }
+    let mut cells: BTreeMap<Vec<String>, Cell> = BTreeMap::new();
+    // Differencing (issue 27): the partner's earlier aggregates of this
+    // purpose are tabulated jointly with this one over the same residents,
+    // so that no pair of releases isolates fewer than 11 people.
+    let earlier: Vec<(String, ExtractSpec)> = if records {
+        Vec::new()
+    } else {
+        state
+            .store
+            .extracts_of_partner(&partner.id)
+            .await
+            .map_err(s)?
+            .into_iter()
+            .filter(|e| {
+                e.id != row.id
+                    && e.purpose == row.purpose
+                    && e.kind == "aggregate"
+                    // Those being built too: two approved close together
+                    // would otherwise each miss the other.
+                    && matches!(
+                        e.state.as_str(),
+                        "approved" | "building" | "ready" | "downloaded" | "expired"
+                    )
+            })
+            .filter_map(|e| Some((e.id.clone(), serde_json::from_str(&e.spec).ok()?)))
+            .collect()
+    };
+    let mut joints: Vec<crate::domain::extract::Joint> = vec![Default::default(); earlier.len()];
+    let mut read_categories = spec.categories.clone();
+    for (_, e) in &earlier {
+        for c in &e.categories {
+            if !read_categories.contains(c) {
+                read_categories.push(c.clone());
+            }
+        }
+    }
+    let mut cohort: i64 = 0;
+    let mut seen: i64 = 0;
+    let mut after = String::new();
+    let mut includes: Vec<AuditRecord> = Vec::new();
+    loop {
+        let page = state
+            .store
+            .cohort_page(
+                &purpose.id,
+                consent_based,
+                &purpose.notice_version,
+                now,
+                &after,
+                PAGE,
+            )
+            .await
+            .map_err(s)?;
+        let Some((last, _)) = page.last() else { break };
+        after = last.clone();
+        seen += page.len() as i64;
+        // The consent must cover every category asked for.
+        let eligible: Vec<String> = page
+            .iter()
+            .filter(|(_, consented)| match consented {
+                Some(cats) => {
+                    let cats = crate::service::consents::split_categories(cats);
+                    spec.categories.iter().all(|c| cats.contains(c))
+                }
+                None => true,
+            })
+            .map(|(resident, _)| resident.clone())
+            .collect();
+        // The page's keys and records in one query, only the categories asked.
+        let opened = vault
+            .read_page(&eligible, &read_categories)
+            .await
+            .map_err(|e| e.to_string())?;
+        for resident in &eligible {
+            let current: &[crate::service::vault::RecordView] =
+                opened.get(resident).map(Vec::as_slice).unwrap_or(&[]);
+            let value = |name: &str| -> Option<Value> {
+                let (c, f) = name.split_once('.')?;
+                current
+                    .iter()
+                    .find(|r| r.category == c)?
+                    .fields
+                    .get(f)
+                    .cloned()
+            };
+            if !passes_filters(&spec, &value) {
+                continue;
+            }
+            cohort += 1;
+            if records {
+                let mut line =
+                    vec![keys.pseudonym(&format!("partner:{}", partner.id), resident.as_bytes())];
+                for f in &spec.fields {
+                    let text = value(f).map(|v| text_of(&v)).unwrap_or_default();
+                    line.push(if spec.generalise {
+                        generalise(f, &text)
+                    } else {
+                        text
+                    });
+                }
+                write(csv_line(&line).as_bytes())?;
+            } else {
+                let key = group_key(&spec, &value);
+                for ((_, e), joint) in earlier.iter().zip(joints.iter_mut()) {
+                    if passes_filters(e, &value) {
+                        *joint
+                            .entry((group_key(e, &value), key.clone()))
+                            .or_default() += 1;
+                    }
+                }
+                let cell = cells.entry(key).or_default();
+                cell.count += 1;
+                for f in &spec.fields {
+                    if let Some(n) = value(f).and_then(|v| v.as_f64()) {
+                        *cell.sums.entry(f.clone()).or_default() += n;
+                    }
+                }
+            }
+            // Each resident sees this among their accesses (recorded with
+            // the page, below: a few group commits for many entries).
+            includes.push(AuditRecord {
+                timestamp: now,
+                actor_id: partner.id.clone(),
+                actor_role: "partner".into(),
+                // A records extract discloses the resident's values (under
+                // a pseudonym); an aggregate only counts them: the latter is
+                // not a disclosure that art. 19 notices follow, and a
+                // partner's pseudonym of each counted resident must not
+                // reach it through such notices.
+                action: if records {
+                    "extract.include"
+                } else {
+                    "extract.aggregate"
+                }
+                .into(),
+                resident_id: Some(resident.clone()),
+                category: Some(spec.categories.join(",")),
+                purpose: Some(purpose.id.clone()),
+                legal_basis: Some(purpose.legal_basis.as_str().into()),
+                allowed: true,
+                reason: format!("extract:{}", row.id),
+                ..Default::default()
+            });
+        }
+        // All of the page's entries at once: the audit writer commits them
+        // in a few group commits instead of one durable commit each.
+        futures_util::future::try_join_all(
+            std::mem::take(&mut includes)
+                .into_iter()
+                .map(|r| state.audit.record(r)),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        state
+            .store
+            .extract_progress(id, seen, total.max(seen))
+            .await
+            .map_err(s)?;
+    }
+    let mut suppression = json!(null);
+    let mut noise = json!(null);
+    if !records {
+        if (cohort as u64) < MIN_CELL {
+            return Err(format!("cohort_too_small: fewer than {MIN_CELL} residents"));
+        }
+        let hidden = suppress(&cells);
+        let new_size: BTreeMap<Vec<String>, u64> =
+            cells.iter().map(|(k, c)| (k.clone(), c.count)).collect();
+        for ((earlier_id, _), joint) in earlier.iter().zip(joints.iter()) {
+            let mut earlier_cells: BTreeMap<Vec<String>, Cell> = BTreeMap::new();
+            for ((e, _), n) in joint {
+                earlier_cells.entry(e.clone()).or_default().count += n;
+            }
+            let earlier_hidden = suppress(&earlier_cells);
+            // The reason the partner reads names no cell: which
+            // combination is small is itself something to keep.
+            if crate::domain::extract::differencing_risk(
+                joint,
+                &earlier_hidden,
+                &new_size,
+                &hidden,
+                MIN_CELL,
+            )
+            .is_some()
+            {
+                return Err(format!(
+                    "differencing_risk: combined with extract {earlier_id}, its cells would isolate fewer than {MIN_CELL} residents"
+                ));
+            }
+        }
+        let rng = ring::rand::SystemRandom::new();
+        let mut header = spec.group_by.clone();
+        header.push("count".into());
+        header.extend(spec.fields.iter().map(|f| format!("sum({f})")));
+        write(csv_line(&header).as_bytes())?;
+        // With sums, ε is split between the counts and each sum.
+        let shares = 1.0 + spec.fields.len() as f64;
+        for (key, cell) in cells.iter().filter(|(k, _)| !hidden.contains(*k)) {
+            let mut line = key.clone();
+            let mut count = cell.count as f64;
+            if let Some(e) = spec.epsilon {
+                count = (count + laplace(shares / e, uniform(&rng)?))
+                    .round()
+                    .max(0.0);
+            }
+            line.push(format!("{count}"));
+            for f in &spec.fields {
+                let mut sum = cell.sums.get(f).copied().unwrap_or(0.0);
+                if let Some(e) = spec.epsilon {
+                    let (c, name) = f.split_once('.').unwrap_or(("", ""));
+                    let bound = match field_type(state, c, name) {
+                        Some(FieldType::Integer { min, max }) => {
+                            min.unsigned_abs().max(max.unsigned_abs()) as f64
+                        }
+                        _ => 1.0,
+                    };
+                    sum = (sum + laplace(shares * bound / e, uniform(&rng)?)).round();
+                }
+                line.push(format!("{sum}"));
+            }
+            write(csv_line(&line).as_bytes())?;
+        }
+        suppression = json!({"min_cell": MIN_CELL, "suppressed": !hidden.is_empty(), "rule": "primary below the threshold; secondary so that no hidden cell is alone or all-ones"});
+        if let Some(e) = spec.epsilon {
+            noise = json!({"mechanism": "laplace", "epsilon": e, "partner_budget": PARTNER_EPSILON_BUDGET});
+        }
+    }
+    out.finish()
+        .and_then(|mut w| w.flush().map(|_| ()))
+        .map_err(|e| e.to_string())?;
+    let sha = hex::encode(digest.finish().as_ref());
+    std::fs::rename(tmp, file_path(state, id)).map_err(|e| e.to_string())?;
+    let built = state
+        .audit
+        .record(AuditRecord {
+            reason: format!("cohort:{cohort}"),
+            ..audit(&partner.id, "partner", "extract.build", &row, now, "")
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let manifest = json!({
+        "extract_id": row.id,
+        "partner": partner.id,
+        "purpose": purpose.id,
+        "notice_version": purpose.notice_version,
+        "legal_basis": purpose.legal_basis.as_str(),
+        "kind": row.kind,
+        "categories": spec.categories,
+        "fields": spec.fields,
+        "group_by": spec.group_by,
+        "filters": spec.filters,
+        "generalised": spec.generalise,
+        // An aggregate's exact cohort would undo its protection: with the
+        // published cells it gives the total of the suppressed ones, and
+        // it is a noiseless count beside noisy ones. Records show it anyway.
+        "cohort_size": if records { json!(cohort) } else { json!(null) },
+        "suppression": suppression,
+        "noise": noise,
+        "audit_leaf_index": built,
+        "plaintext_sha256": sha,
+        "built_at": now,
+        "format": "text/csv; charset=utf-8, encrypted with age to the partner's X25519 recipient",
+    });
+    let jws = crate::crypto::jws::sign(&keys, &manifest).map_err(|e| e.to_string())?;
+    state
+        .store
+        .extract_ready(
+            id,
+            &manifest.to_string(),
+            &jws,
+            now + FILE_RETENTION_SECS,
+            now,
+        )
+        .await
+        .map_err(s)?;
+    tracing::info!(extract = %id, cohort, "extract ready");
+    Ok(())
+}

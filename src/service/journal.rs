@@ -1,0 +1,221 @@
+//! The audit log's use cases: its signed checkpoint and proofs (public),
+//! the auditor's view of entries, and a resident's own accesses, each with
+//! its inclusion proof, with the actors named for the resident's page.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::audit::AuditEntry;
+use crate::domain::Timestamp;
+use crate::error::{AppError, AppResult};
+use crate::service::access::{own_data, role_action};
+use crate::service::{Audited, Caller};
+
+/// At most this many entries per request of the auditor's view.
+pub const MAX_ENTRIES: u64 = 1000;
+
+fn b64(hashes: &[[u8; 32]]) -> Vec<String> {
+    hashes.iter().map(|h| STANDARD.encode(h)).collect()
+}
+
+/// The latest signed checkpoint (C2SP tlog-checkpoint as a signed note).
+pub async fn checkpoint(state: &AppState, now: Timestamp) -> AppResult<String> {
+    let signer = state.checkpoint_signer()?;
+    Ok(state.audit.checkpoint(&signer, now).await?.note)
+}
+
+/// The verifier key of checkpoints, in signed-note form.
+pub fn verifier_key(state: &AppState) -> AppResult<String> {
+    Ok(state.checkpoint_signer()?.verifier_key())
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct InclusionProof {
+    pub leaf_index: u64,
+    pub tree_size: u64,
+    /// Base64 SHA-256 hashes, from the leaf upwards (RFC 9162 §2.1.3).
+    pub proof: Vec<String>,
+}
+
+/// RFC 9162 inclusion proof of one entry in the tree of `tree_size`.
+pub async fn inclusion(
+    state: &AppState,
+    leaf_index: u64,
+    tree_size: u64,
+) -> AppResult<InclusionProof> {
+    let proof = state.audit.inclusion_proof(leaf_index, tree_size).await?;
+    Ok(InclusionProof {
+        leaf_index,
+        tree_size,
+        proof: b64(&proof),
+    })
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ConsistencyProof {
+    pub from: u64,
+    pub to: u64,
+    /// Base64 SHA-256 hashes (RFC 9162 §2.1.4).
+    pub proof: Vec<String>,
+}
+
+/// RFC 9162 consistency proof between two tree sizes.
+pub async fn consistency(state: &AppState, from: u64, to: u64) -> AppResult<ConsistencyProof> {
+    let proof = state.audit.consistency_proof(from, to).await?;
+    Ok(ConsistencyProof {
+        from,
+        to,
+        proof: b64(&proof),
+    })
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EntryView {
+    pub index: u64,
+    /// Base64 of the exact leaf bytes (hash them with a 0x00 prefix).
+    pub leaf: String,
+    #[serde(flatten)]
+    pub fields: AuditEntry,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Entries {
+    pub entries: Vec<EntryView>,
+}
+
+fn entry_view(idx: i64, leaf: &[u8]) -> AppResult<EntryView> {
+    let fields =
+        AuditEntry::decode(leaf).map_err(|e| AppError::internal(format!("entry {idx}: {e}")))?;
+    Ok(EntryView {
+        index: idx as u64,
+        leaf: STANDARD.encode(leaf),
+        fields,
+    })
+}
+
+/// Entries with index in [from, to) (at most [`MAX_ENTRIES`]), for auditors
+/// and the DPO.
+pub async fn entries(
+    state: &AppState,
+    caller: &Caller,
+    from: u64,
+    to: u64,
+) -> AppResult<Audited<Entries>> {
+    if from > to || to - from > MAX_ENTRIES {
+        return Err(AppError::unprocessable(
+            "invalid_range",
+            format!("from ≤ to and at most {MAX_ENTRIES} entries per request"),
+        ));
+    }
+    let index = role_action(state, caller, "audit.read").await?;
+    let rows = state.store.audit_entries(from, to).await?;
+    let entries = rows
+        .into_iter()
+        .map(|(idx, leaf)| entry_view(idx, &leaf))
+        .collect::<AppResult<Vec<_>>>()?;
+    Ok(Audited::new(index, Entries { entries }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AccessView {
+    #[serde(flatten)]
+    pub entry: EntryView,
+    /// Inclusion proof in the tree of `checkpoint`'s size (absent for an
+    /// entry newer than the checkpoint).
+    pub proof: Option<Vec<String>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MyAccesses {
+    /// The signed checkpoint the proofs lead to.
+    pub checkpoint: String,
+    pub tree_size: u64,
+    pub accesses: Vec<AccessView>,
+}
+
+/// Who accessed my data, when and why: every decision about me in the
+/// audit log (newest first, 100 per page, below `before`), each with its
+/// inclusion proof in the signed checkpoint.
+pub async fn my_accesses(
+    state: &AppState,
+    caller: &Caller,
+    before: u64,
+    now: Timestamp,
+) -> AppResult<Audited<MyAccesses>> {
+    let index = own_data(state, caller, "audit.read", None).await?;
+    let signer = state.checkpoint_signer()?;
+    let cp = state.audit.checkpoint(&signer, now).await?;
+    let tree_size = cp.tree_size as u64;
+    let rows = state
+        .store
+        .audit_entries_of(&caller.actor_id, before, 100)
+        .await?;
+    let mut accesses = Vec::with_capacity(rows.len());
+    for (idx, leaf) in rows {
+        let entry = entry_view(idx, &leaf)?;
+        let proof = if entry.index < tree_size {
+            Some(b64(&state
+                .audit
+                .inclusion_proof(entry.index, tree_size)
+                .await?))
+        } else {
+            None
+        };
+        accesses.push(AccessView { entry, proof });
+    }
+    Ok(Audited::new(
+        index,
+        MyAccesses {
+            checkpoint: cp.note,
+            tree_size,
+            accesses,
+        },
+    ))
+}
+
+/// How an actor of the log is named to a resident: a partner's name, or an
+/// agent's display name and their structure's name; `None` when unknown.
+pub struct ActorName {
+    pub name: Option<String>,
+    pub structure: Option<String>,
+}
+
+/// Names the actor of an entry for the resident's page (identifiers in the
+/// log, names on the page). A lookup that fails names no one.
+pub async fn actor_name(
+    state: &AppState,
+    actor_id: &str,
+    role: &str,
+    structure_id: Option<&str>,
+) -> ActorName {
+    let name = match role {
+        "partner" => state
+            .store
+            .find_partner(actor_id)
+            .await
+            .ok()
+            .flatten()
+            .map(|p| p.name),
+        _ => state
+            .store
+            .find_agent(actor_id)
+            .await
+            .ok()
+            .flatten()
+            .map(|a| a.display_name),
+    };
+    let structure = match structure_id {
+        Some(sid) => state
+            .store
+            .find_structure(sid)
+            .await
+            .ok()
+            .flatten()
+            .map(|s| s.name),
+        None => None,
+    };
+    ActorName { name, structure }
+}
