@@ -825,3 +825,380 @@ async fn every_aidant_route_under_every_mandate_state() {
     })
     .await;
 }
+
+// --- the partners' routes, across purpose kinds ---------------------------
+
+/// A partner: its id, OAuth client id and secret.
+type Partner = (&'static str, &'static str, &'static str);
+/// One row of the partner table: the case, what the resident did, who
+/// asks, for which purpose and category, what the read and the listing
+/// answer.
+type PartnerCase = (
+    &'static str,
+    Did,
+    Partner,
+    Option<&'static str>,
+    &'static str,
+    Answer,
+    Answer,
+);
+
+const LABO: Partner = (
+    "labo-mobilite",
+    "demo-labo-mobilite",
+    "demo-secret-labo-mobilite-not-for-production",
+);
+const RENOV: Partner = (
+    "renov-energie",
+    "demo-renov-energie",
+    "demo-secret-renov-energie-not-for-production",
+);
+/// The recipient of the explicit-consent purpose; not a demo partner.
+const OBSERVATOIRE: Partner = (
+    "observatoire-sante",
+    "matrix-observatoire-sante",
+    "matrix-secret-observatoire-sante",
+);
+/// Consent, records (labo-mobilite).
+const STUDY: &str = "etude-mobilite";
+/// Public task, records (renov-energie).
+const RENOVATION: &str = "renovation-energetique";
+/// Consent, extracts only (labo-mobilite).
+const RESEARCH: &str = "aide-decision-publique";
+/// Explicit consent (art. 9), extracts only (observatoire-sante).
+const HEALTH: &str = "sante-territoriale";
+/// Consent, no recipient at all.
+const AGENDA: &str = "agenda-culturel";
+
+/// What the resident did, through their own routes, before partners ask.
+#[derive(Clone, Copy, Debug)]
+enum Did {
+    Nothing,
+    Give(&'static str),
+    /// Gave, for these categories only.
+    GiveOnly(&'static str, &'static [&'static str]),
+    /// Gave, until a day from now (the clock then moves two days on).
+    GiveForADay(&'static str),
+    /// Gave explicit consent (art. 9).
+    GiveExplicit(&'static str),
+    Refuse(&'static str),
+    GiveThenWithdraw(&'static str),
+    GiveThenRestrict(&'static str),
+    GiveThenErase(&'static str),
+    /// Gave, then asked to object to it: refused (422
+    /// `objection_not_applicable`: a consent is withdrawn, not objected to).
+    GiveThenObject(&'static str),
+    /// Objected (art. 21) to a purpose on another basis than consent.
+    Object(&'static str),
+    /// Restricted processing (art. 18).
+    Restrict,
+}
+
+/// What a partner route answers.
+#[derive(Clone, Copy, Debug)]
+enum Answer {
+    /// A read allowed and logged with this basis (`consent`,
+    /// `legal_basis`), the record shown.
+    Reads(&'static str),
+    /// A listing, allowed and logged, that shows the resident's pseudonym.
+    Shows,
+    /// A listing, allowed and logged, without the resident.
+    Hides,
+    /// Refused 403 with this code, logged.
+    Refused(&'static str),
+    /// Refused with this status and code before any decision; no entry.
+    Unlogged(u16, &'static str),
+}
+
+async fn consent(app: &TestApp, s: &Session, body: Value) -> Value {
+    let res = app
+        .as_user(s, Method::POST, "/api/v1/me/consents", Some(body))
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    res.json()
+}
+
+async fn resident_does(app: &TestApp, s: &Session, did: Did) {
+    let give = |purpose: &str| json!({"purpose": purpose, "decision": "given"});
+    let me = |path: &'static str, body: Option<Value>| async move {
+        app.as_user(s, Method::POST, path, body).await
+    };
+    match did {
+        Did::Nothing => {}
+        Did::Give(p) => {
+            consent(app, s, give(p)).await;
+        }
+        Did::GiveOnly(p, categories) => {
+            let body = json!({"purpose": p, "decision": "given", "categories": categories});
+            consent(app, s, body).await;
+        }
+        Did::GiveForADay(p) => {
+            let until = app.clock.now() + DAY;
+            let body = json!({"purpose": p, "decision": "given", "until": until});
+            consent(app, s, body).await;
+        }
+        Did::GiveExplicit(p) => {
+            let body = json!({"purpose": p, "decision": "given", "explicit": true});
+            consent(app, s, body).await;
+        }
+        Did::Refuse(p) => {
+            consent(app, s, json!({"purpose": p, "decision": "refused"})).await;
+        }
+        Did::GiveThenWithdraw(p) => {
+            let id = consent(app, s, give(p)).await["consent"]["id"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            let path = format!("/api/v1/me/consents/{id}/withdraw");
+            let res = app.as_user(s, Method::POST, &path, None).await;
+            assert_eq!(res.status, 200, "{}", res.text());
+        }
+        Did::GiveThenRestrict(p) => {
+            consent(app, s, give(p)).await;
+            let res = me("/api/v1/me/restriction", Some(json!({"restricted": true}))).await;
+            assert_eq!(res.status, 200, "{}", res.text());
+        }
+        Did::GiveThenErase(p) => {
+            consent(app, s, give(p)).await;
+            let res = me("/api/v1/me/erasure", None).await;
+            assert_eq!(res.status, 200, "{}", res.text());
+        }
+        Did::GiveThenObject(p) => {
+            consent(app, s, give(p)).await;
+            me("/api/v1/me/objections", Some(json!({"purpose": p})))
+                .await
+                .assert_error(422, "objection_not_applicable");
+        }
+        Did::Object(p) => {
+            let res = me("/api/v1/me/objections", Some(json!({"purpose": p}))).await;
+            assert_eq!(res.status, 200, "{}", res.text());
+        }
+        Did::Restrict => {
+            let res = me("/api/v1/me/restriction", Some(json!({"restricted": true}))).await;
+            assert_eq!(res.status, 200, "{}", res.text());
+        }
+    }
+}
+
+/// One partner cell (a read, or a listing).
+struct PartnerCell<'a> {
+    partner: &'a str,
+    token: &'a str,
+    resident: &'a str,
+    /// The resident is still a resident (not erased).
+    active: bool,
+    pseudonym: &'a str,
+    purpose: Option<&'a str>,
+    category: &'a str,
+}
+
+/// Checks a partner's read (`listing` false) or listing; `Err` says how it
+/// differs.
+async fn check_partner_cell(
+    app: &TestApp,
+    pool: &sqlx::AnyPool,
+    c: &PartnerCell<'_>,
+    listing: bool,
+    answer: Answer,
+) -> Result<(), String> {
+    let purpose = c
+        .purpose
+        .map(|p| format!("purpose={p}&"))
+        .unwrap_or_default();
+    let path = if listing {
+        format!("/api/v1/partner/residents?{purpose}limit=1000")
+    } else {
+        format!(
+            "/api/v1/partner/residents/{}/data/{}?{purpose}",
+            c.pseudonym, c.category
+        )
+    };
+    let before = fingerprint(app, pool, c.resident).await;
+    let size = app.state.audit.size().await.unwrap();
+    let bearer = format!("Bearer {}", c.token);
+    let res = app
+        .send(Method::GET, &path, &[("authorization", &bearer)], "")
+        .await;
+    let after = fingerprint(app, pool, c.resident).await;
+    let logged = entries_since(app, size).await;
+    if before != after {
+        return Err(format!("the resident changed: {before:?} → {after:?}"));
+    }
+    let status = res.status.as_u16();
+    let action = if listing {
+        "residents.list"
+    } else {
+        "data.read"
+    };
+    let expected: Option<(Decision, &str)> = match answer {
+        Answer::Reads(basis) => {
+            if status != 200 || !res.json()["fields"].is_object() {
+                return Err(format!("{status} {}, expected a record", res.text()));
+            }
+            Some((Decision::Allow, basis))
+        }
+        Answer::Shows | Answer::Hides => {
+            if status != 200 {
+                return Err(format!("{status} {}, expected a listing", res.text()));
+            }
+            let shown = res.json()["residents"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p == c.pseudonym);
+            if shown != matches!(answer, Answer::Shows) {
+                return Err(format!("the listing shows the resident: {shown}"));
+            }
+            Some((Decision::Allow, "legal_basis"))
+        }
+        Answer::Refused(code) | Answer::Unlogged(_, code) => {
+            let want = match answer {
+                Answer::Unlogged(s, _) => s,
+                _ => 403,
+            };
+            let got = refusal_code(&res, false);
+            if status != want || got != code {
+                return Err(format!("{status} {got}, expected {want} {code}"));
+            }
+            matches!(answer, Answer::Refused(_)).then_some((Decision::Deny, code))
+        }
+    };
+    let Some((decision, reason)) = expected else {
+        return match logged.as_slice() {
+            [] => Ok(()),
+            _ => Err(format!("logged although nothing should be: {logged:?}")),
+        };
+    };
+    let [entry] = logged.as_slice() else {
+        return Err(format!("expected one entry, got {logged:?}"));
+    };
+    let basis = c
+        .purpose
+        .and_then(|p| app.state.register.get(p))
+        .map(|p| p.legal_basis.as_str().to_string());
+    // The read names the resident it was about, if they still are one; a
+    // listing names nobody.
+    let named = (!listing && c.active).then(|| c.resident.to_string());
+    let got = (
+        entry.actor_id.as_str(),
+        entry.action.as_str(),
+        entry.decision,
+        entry.reason.as_str(),
+        entry.resident_id.clone(),
+        entry.purpose.as_deref(),
+        entry.legal_basis.clone(),
+    );
+    let want = (c.partner, action, decision, reason, named, c.purpose, basis);
+    if got != want {
+        return Err(format!("logged {got:?}, expected {want:?}"));
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn every_partner_route_under_every_purpose_kind() {
+    each_backend(|app| async move {
+        let started = std::time::Instant::now();
+        use Answer::{Hides, Reads, Refused, Shows, Unlogged};
+        use Did::*;
+        let no_consent = Refused("no_valid_consent");
+        let elsewhere = Refused("not_a_recipient");
+        let extracts = Refused("extracts_only");
+        // The register has consent, explicit consent (art. 9) and public
+        // task purposes, on records or extracts only; none on legitimate
+        // interest, legal obligation, vital interest or contract.
+        #[rustfmt::skip]
+        let table: Vec<PartnerCase> = vec![
+            // case                                                 the resident did            partner       purpose            category     read                                      listing
+            ("consent given",                                        Give(STUDY),                 LABO,         Some(STUDY),       "housing",   Reads("consent"),                         Shows),
+            ("no consent",                                           Nothing,                     LABO,         Some(STUDY),       "housing",   no_consent,                               Hides),
+            ("consent refused",                                      Refuse(STUDY),               LABO,         Some(STUDY),       "housing",   no_consent,                               Hides),
+            ("consent withdrawn",                                    GiveThenWithdraw(STUDY),     LABO,         Some(STUDY),       "housing",   no_consent,                               Hides),
+            ("consent expired",                                      GiveForADay(STUDY),          LABO,         Some(STUDY),       "housing",   no_consent,                               Hides),
+            ("consent to other categories of the purpose only",      GiveOnly(STUDY, &["mobility"]), LABO,      Some(STUDY),       "housing",   no_consent,                               Shows),
+            ("consent given, then processing restricted",            GiveThenRestrict(STUDY),     LABO,         Some(STUDY),       "housing",   Refused("processing_restricted"),         Hides),
+            ("consent given, objection refused (withdraw instead)",  GiveThenObject(STUDY),       LABO,         Some(STUDY),       "housing",   Reads("consent"),                         Shows),
+            ("consent given, then the resident erased",              GiveThenErase(STUDY),        LABO,         Some(STUDY),       "housing",   Refused("resident_not_found"),            Hides),
+            ("consent given, category outside the purpose",          Give(STUDY),                 LABO,         Some(STUDY),       "identity",  Refused("category_outside_purpose"),      Shows),
+            ("public task",                                          Nothing,                     RENOV,        Some(RENOVATION),  "housing",   Reads("legal_basis"),                     Shows),
+            ("public task, objected (art. 21)",                      Object(RENOVATION),          RENOV,        Some(RENOVATION),  "housing",   Refused("objection"),                     Hides),
+            ("public task, processing restricted (art. 18)",         Restrict,                    RENOV,        Some(RENOVATION),  "housing",   Refused("processing_restricted"),         Hides),
+            ("public task, consent refused to another purpose",      Refuse(STUDY),               RENOV,        Some(RENOVATION),  "housing",   Reads("legal_basis"),                     Shows),
+            ("public task, category outside the purpose",            Nothing,                     RENOV,        Some(RENOVATION),  "mobility",  Refused("category_outside_purpose"),      Shows),
+            ("consent given, extracts only",                         Give(RESEARCH),              LABO,         Some(RESEARCH),    "housing",   extracts,                                 extracts),
+            ("explicit consent given (art. 9), extracts only",       GiveExplicit(HEALTH),        OBSERVATOIRE, Some(HEALTH),      "health",    extracts,                                 extracts),
+            ("public task not naming the partner",                   Nothing,                     LABO,         Some(RENOVATION),  "housing",   elsewhere,                                elsewhere),
+            ("consent given, purpose not naming the partner",        Give(STUDY),                 RENOV,        Some(STUDY),       "housing",   elsewhere,                                elsewhere),
+            ("consent given, purpose naming no partner",             Give(AGENDA),                LABO,         Some(AGENDA),      "contact",   elsewhere,                                elsewhere),
+            ("unknown purpose",                                      Give(STUDY),                 LABO,         Some("no-such-purpose"), "housing", Refused("unknown_purpose"),           Refused("unknown_purpose")),
+            ("no purpose",                                           Give(STUDY),                 LABO,         None,              "housing",   Unlogged(400, "missing_parameter"),       Unlogged(400, "missing_parameter")),
+        ];
+
+        // The explicit-consent purpose's recipient, registered as the CLI
+        // would.
+        let (id, client_id, secret) = OBSERVATOIRE;
+        app.store
+            .insert_partner(
+                &coffre::storage::PartnerRow {
+                    id: id.into(),
+                    name: "Observatoire régional de santé".into(),
+                    client_id: client_id.into(),
+                    client_secret_hash: coffre::crypto::sha256_hex(secret),
+                    age_recipient: None,
+                    active: true,
+                    client_jwks: None,
+                },
+                app.clock.now(),
+            )
+            .await
+            .unwrap();
+        let mut residents = Vec::new();
+        for (n, (_, did, ..)) in table.iter().enumerate() {
+            let r = format!("0e0e0000-0000-4000-8000-{:012}", n + 1);
+            let s = resident(&app, &r).await;
+            resident_does(&app, &s, *did).await;
+            residents.push(r);
+        }
+        // A day-long consent ends.
+        app.clock.advance(2 * DAY);
+        let mut tokens = std::collections::HashMap::new();
+        for (id, client_id, secret) in [LABO, RENOV, OBSERVATOIRE] {
+            tokens.insert(id, app.partner_token(client_id, secret).await);
+        }
+
+        let pool = app.raw_pool().await;
+        let keys = app.keys.current();
+        let mut failures = Vec::new();
+        for ((case, did, (partner, ..), purpose, category, read, listing), resident) in
+            table.into_iter().zip(&residents)
+        {
+            // The partner holds the resident's pseudonym (as if shown it by
+            // an earlier listing), so each refusal is the decision's, not an
+            // unknown pseudonym's.
+            let pseudonym = keys.pseudonym(&format!("partner:{partner}"), resident.as_bytes());
+            app.store
+                .remember_pseudonyms(partner, &[(pseudonym.clone(), resident.clone())])
+                .await
+                .unwrap();
+            let cell = PartnerCell {
+                partner,
+                token: &tokens[partner],
+                resident,
+                active: !matches!(did, GiveThenErase(_)),
+                pseudonym: &pseudonym,
+                purpose,
+                category,
+            };
+            for (listing, answer) in [(false, read), (true, listing)] {
+                if let Err(why) = check_partner_cell(&app, &pool, &cell, listing, answer).await {
+                    let route = if listing { "listing" } else { "read" };
+                    failures.push(format!("{route} × {case}: {why}"));
+                }
+            }
+        }
+        pool.close().await;
+        eprintln!("MATRIX partners {}: {} cells in {:?}", app.backend, 2 * residents.len(), started.elapsed());
+        assert!(failures.is_empty(), "{}:\n{}", app.backend, failures.join("\n"));
+    })
+    .await;
+}
