@@ -8,7 +8,7 @@
 //! the audit log gained (an allow, a refusal, or nothing at all), and that
 //! a refused request changed nothing of the resident (records, consents,
 //! mandates, renewal drafts), while an allowed write did. The states are set
-//! up once, through the routes where one exists (a résident gives or
+//! up once, through the routes where one exists (a resident gives or
 //! withdraws a consent, objects, restricts, erases; a référent revokes a
 //! mandate, takes démarches back from the structure or removes an aidant; an
 //! aidant switches structure) and by direct store calls where none does
@@ -347,9 +347,10 @@ async fn resident(app: &TestApp, id: &str) -> Session {
 }
 
 /// A mandate of `structure` made by `aidant` at the app's clock: its id and
-/// signed attestation. Creating one needs the resident's FranceConnect
-/// login, so this is the one step taken past the routes (as
-/// `support::mandate` does for the CCAS).
+/// signed attestation. Creating one through the routes needs the resident's
+/// FranceConnect login, so this (like `support::mandate` for the CCAS) and
+/// the TOTP enrolment in [`agent`] (a CLI command) are the only calls this
+/// file makes past the routes and the store.
 async fn mandate(
     app: &TestApp,
     structure: &str,
@@ -805,6 +806,8 @@ async fn every_aidant_route_under_every_mandate_state() {
             sessions.insert(a, session(&app, a, Role::Aidant).await);
         }
 
+        // A cell is found by its route's place among the columns.
+        assert!(ROUTES.iter().enumerate().all(|(i, r)| *r as usize == i));
         let pool = app.raw_pool().await;
         let mut failures = Vec::new();
         let mut cells = 0;
