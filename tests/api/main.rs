@@ -17,6 +17,7 @@ mod faults;
 mod independent;
 mod mandates;
 mod matrix;
+mod matrix_mandates;
 mod model;
 mod oidc;
 mod ops;
