@@ -113,6 +113,16 @@ pub enum AuthorisationState {
     Revoked,
 }
 
+impl AuthorisationState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthorisationState::Active => "active",
+            AuthorisationState::Expired => "expired",
+            AuthorisationState::Revoked => "revoked",
+        }
+    }
+}
+
 pub fn authorisation_state(
     expires_at: Timestamp,
     revoked_at: Option<Timestamp>,

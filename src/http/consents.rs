@@ -4,17 +4,18 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::Response;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::domain::consent::{GiveRequest, parse_until};
 use crate::domain::purpose::Purpose;
-use crate::error::{AppError, AppResult};
+use crate::error::AppResult;
 use crate::http::ApiJson;
 use crate::http::audit::{RequestId, audited_json};
 use crate::http::session::CurrentUser;
-use crate::service::consents::{self, ConsentOutcome, Decision, MyConsents, Receipts};
+use crate::service::consents::{
+    self, ConsentOutcome, ConsentRequest, MyConsents, Receipts, decision_of,
+};
 
 #[derive(Serialize, ToSchema)]
 pub struct PurposesRegister {
@@ -48,53 +49,6 @@ pub async fn my_consents(
     Ok(audited_json(
         consents::my_consents(&state, &user.caller(&rid), now).await?,
     ))
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum DecisionKind {
-    Given,
-    Refused,
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ConsentRequest {
-    /// A purpose id from `GET /api/v1/purposes`.
-    pub purpose: String,
-    pub decision: DecisionKind,
-    /// Subset of the purpose's categories (default: all of them).
-    pub categories: Option<Vec<String>>,
-    /// End of the consent: `YYYY-MM-DD` or seconds since the Unix epoch
-    /// (default and maximum: the purpose's maximum duration).
-    #[schema(value_type = Option<String>)]
-    pub until: Option<serde_json::Value>,
-    /// Required (true) for special-category purposes (GDPR art. 9).
-    #[serde(default)]
-    pub explicit: bool,
-}
-
-/// The consent decision a request asks for.
-pub fn decision_of(req: &ConsentRequest) -> AppResult<Decision> {
-    Ok(match req.decision {
-        DecisionKind::Refused => Decision::Refuse,
-        DecisionKind::Given => {
-            let until = match &req.until {
-                None => None,
-                Some(v) => Some(parse_until(v).ok_or_else(|| {
-                    AppError::unprocessable(
-                        "invalid_until",
-                        "`until` is a date YYYY-MM-DD or seconds since the Unix epoch",
-                    )
-                })?),
-            };
-            Decision::Give(GiveRequest {
-                categories: req.categories.clone(),
-                until,
-                explicit: req.explicit,
-            })
-        }
-    })
 }
 
 /// Gives or refuses consent to a purpose; answers the consent and its

@@ -5,13 +5,13 @@
 //! the receipt), then the receipt is signed, then event and current state
 //! are stored in one transaction. Nothing is answered before all three.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::audit::AuditRecord;
-use crate::domain::consent::{self, ConsentState, GiveRequest, Recorded};
+use crate::domain::consent::{self, ConsentState, GiveRequest, Recorded, parse_until};
 use crate::domain::purpose::Purpose;
 use crate::domain::{Role, Timestamp};
 use crate::error::{AppError, AppResult};
@@ -476,6 +476,53 @@ pub(crate) fn receipt_claims(
 }
 
 // --- the resident's own consents ---------------------------------------------
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DecisionKind {
+    Given,
+    Refused,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentRequest {
+    /// A purpose id from `GET /api/v1/purposes`.
+    pub purpose: String,
+    pub decision: DecisionKind,
+    /// Subset of the purpose's categories (default: all of them).
+    pub categories: Option<Vec<String>>,
+    /// End of the consent: `YYYY-MM-DD` or seconds since the Unix epoch
+    /// (default and maximum: the purpose's maximum duration).
+    #[schema(value_type = Option<String>)]
+    pub until: Option<serde_json::Value>,
+    /// Required (true) for special-category purposes (GDPR art. 9).
+    #[serde(default)]
+    pub explicit: bool,
+}
+
+/// The consent decision a request asks for.
+pub fn decision_of(req: &ConsentRequest) -> AppResult<Decision> {
+    Ok(match req.decision {
+        DecisionKind::Refused => Decision::Refuse,
+        DecisionKind::Given => {
+            let until = match &req.until {
+                None => None,
+                Some(v) => Some(parse_until(v).ok_or_else(|| {
+                    AppError::unprocessable(
+                        "invalid_until",
+                        "`until` is a date YYYY-MM-DD or seconds since the Unix epoch",
+                    )
+                })?),
+            };
+            Decision::Give(GiveRequest {
+                categories: req.categories.clone(),
+                until,
+                explicit: req.explicit,
+            })
+        }
+    })
+}
 
 #[derive(Serialize, ToSchema)]
 pub struct HistoryEvent {

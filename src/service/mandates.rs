@@ -599,3 +599,57 @@ pub async fn verify(
     };
     Ok((status, reason, claims))
 }
+
+// --- shared by the agents' use cases ----------------------------------------
+
+/// An audit record of an agent's act, in their current structure when
+/// known (an allowed one: a refusal goes through `access::deny`).
+pub(crate) fn record(
+    state: &AppState,
+    caller: &crate::service::Caller,
+    ctx: Option<&AgentContext>,
+    action: &str,
+) -> crate::audit::AuditRecord {
+    crate::audit::AuditRecord {
+        timestamp: state.clock.now(),
+        actor_id: caller.actor_id.clone(),
+        actor_role: caller.role.as_str().into(),
+        structure_id: ctx.map(|c| c.structure.id.clone()),
+        action: action.into(),
+        allowed: true,
+        reason: "mandate".into(),
+        request_id: caller.request_id.clone(),
+        ..Default::default()
+    }
+}
+
+/// The agent context, with a refusal recorded in the audit log.
+pub(crate) async fn agent(
+    state: &AppState,
+    caller: &crate::service::Caller,
+    action: &str,
+) -> AppResult<AgentContext> {
+    match agent_context(state, &caller.actor_id, caller.role).await {
+        Ok(ctx) => Ok(ctx),
+        Err(e) => {
+            Err(crate::service::access::deny(state, record(state, caller, None, action), e).await)
+        }
+    }
+}
+
+pub(crate) fn demarche_defs(
+    state: &AppState,
+    ds: &[Demarche],
+) -> Vec<crate::service::drafts::DemarcheItem> {
+    ds.iter()
+        .filter_map(|d| {
+            state
+                .demarches
+                .get(*d)
+                .map(|def| crate::service::drafts::DemarcheItem {
+                    code: d.as_str().into(),
+                    def: def.clone(),
+                })
+        })
+        .collect()
+}

@@ -8,8 +8,10 @@
 //! rule.
 
 pub mod access;
+pub mod agents;
 pub mod consents;
 pub mod data;
+pub mod drafts;
 pub mod export;
 pub mod extract_build;
 pub mod extracts;
@@ -17,6 +19,7 @@ pub mod journal;
 pub mod mandates;
 pub mod requests;
 pub mod rights;
+pub mod structures;
 pub mod vault;
 
 use crate::audit::AuditRecord;

@@ -2,24 +2,22 @@
 //! (démarches and duration → the resident logs in → recap and TOTP →
 //! printable attestation), renew, revoke, and acting within a démarche.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query};
-use axum::response::Response;
+use axum::extract::Path;
 use maud::html;
-use serde_json::{Value, json};
 
 use super::public::category_label;
 use super::resident::{category_fields, posted_record, state_badge};
-use super::{
-    Ctx, Form, PageError, PageResult, api_json, csrf, date, json_of, list, n, s, state_of,
-};
+use super::{Ctx, Form, PageError, PageResult, csrf, date};
 use crate::domain::Demarche;
 use crate::domain::Role;
 use crate::domain::mandate::DURATIONS;
 use crate::error::AppError;
 use crate::http::session::CurrentUser;
+use crate::service::agents::RevokeRequest;
+use crate::service::drafts::{ConfirmRequest, DraftRequest, RenewRequest};
 
 const AIDANTS: &[Role] = &[Role::Aidant, Role::Referent];
 
@@ -33,20 +31,18 @@ pub async fn overview(ctx: Ctx) -> PageResult {
     let agent = crate::service::mandates::agent_context(&ctx.state, &user.actor_id, user.role)
         .await
         .map_err(|e| ctx.fail(e))?;
-    let all = json_of(
-        crate::http::mandates::mandated_residents(state_of(&ctx), user.clone(), ctx.request_id())
-            .await,
-    )
-    .await
-    .map_err(|e| ctx.fail(e))?;
+    let all = crate::service::agents::mandated_residents(&ctx.state, &ctx.caller(&user))
+        .await
+        .map_err(|e| ctx.fail(e))?
+        .value;
     // One line per mandate: its résident and its live démarches.
     let mut mandates: BTreeMap<String, (String, Vec<String>, i64)> = BTreeMap::new();
-    for a in list(&all, "authorisations") {
+    for a in all.authorisations {
         let e = mandates
-            .entry(s(a, "mandate_id").to_string())
-            .or_insert_with(|| (s(a, "resident_id").to_string(), Vec::new(), i64::MAX));
-        e.1.push(s(a, "demarche").to_string());
-        e.2 = e.2.min(n(a, "expires_at"));
+            .entry(a.mandate_id)
+            .or_insert_with(|| (a.resident_id, Vec::new(), i64::MAX));
+        e.1.push(a.demarche);
+        e.2 = e.2.min(a.expires_at);
     }
     let soon = ctx.state.clock.now() + 30 * 86_400;
     let body = html! {
@@ -152,34 +148,25 @@ pub async fn create_draft(ctx: Ctx, body: Bytes) -> PageResult {
         .get("duration_days")
         .and_then(|d| d.parse().ok())
         .unwrap_or(0);
-    let req = api_json(json!({ "demarches": form.all("demarches"), "duration_days": duration }))
-        .map_err(|e| ctx.fail(e))?;
-    let draft = json_of(
-        crate::http::mandates::create_draft(state_of(&ctx), user, ctx.request_id(), req).await,
-    )
-    .await
-    .map_err(|e| ctx.fail(e))?;
-    Ok(ctx.done(
-        &format!("/aidant/brouillons/{}", s(&draft, "id")),
-        "brouillon",
-    ))
+    let req = DraftRequest {
+        demarches: form.all("demarches"),
+        duration_days: duration,
+    };
+    let draft = crate::service::drafts::create_draft(&ctx.state, &ctx.caller(&user), req)
+        .await
+        .map_err(|e| ctx.fail(e))?
+        .value;
+    Ok(ctx.done(&format!("/aidant/brouillons/{}", draft.id), "brouillon"))
 }
 
 pub async fn draft(ctx: Ctx, Path(id): Path<String>) -> PageResult {
     let user = ctx.user_in(AIDANTS)?;
     let l = ctx.lang;
-    let d = json_of(
-        crate::http::mandates::get_draft(
-            state_of(&ctx),
-            user.clone(),
-            ctx.request_id(),
-            Path(id.clone()),
-        )
-        .await,
-    )
-    .await
-    .map_err(|e| ctx.fail(e))?;
-    let logged_in = d.get("resident_id").is_some_and(|r| !r.is_null());
+    let d = crate::service::drafts::get_draft(&ctx.state, &ctx.caller(&user), &id)
+        .await
+        .map_err(|e| ctx.fail(e))?
+        .value;
+    let logged_in = d.resident_id.is_some();
     let body = html! {
         h1 { (l.t("Créer un mandat", "Create a mandate")) }
         ol.small {
@@ -192,13 +179,13 @@ pub async fn draft(ctx: Ctx, Path(id): Path<String>) -> PageResult {
                 li { (l.t("Récapitulatif, accord de la personne et votre code", "Recap, the resident's agreement and your code")) }
             }
         }
-        p.note { (l.t("Ce projet de mandat expire le ", "This draft expires on ")) (super::date_time(n(&d, "expires_at"), l)) "." }
+        p.note { (l.t("Ce projet de mandat expire le ", "This draft expires on ")) (super::date_time(d.expires_at, l)) "." }
         @if !logged_in {
             h2 { (l.t("La personne se connecte", "The resident logs in")) }
             p { (l.t("Sur cet écran, la personne se connecte elle-même avec FranceConnect : c'est ce qui prouve son identité. Sa connexion n'ouvre pas de session pour elle ; la vôtre continue.",
                       "On this screen, the resident logs in themselves with FranceConnect: that proves who they are. Their login opens no session for them; yours goes on.")) }
             @if ctx.state.resident_login.is_some() {
-                p { a.button href=(s(&d, "resident_login")) { (l.t("Connexion de la personne avec FranceConnect", "Resident's login with FranceConnect")) } }
+                p { a.button href=(d.resident_login) { (l.t("Connexion de la personne avec FranceConnect", "Resident's login with FranceConnect")) } }
             }
             @if ctx.state.demo {
                 form method="post" action="/dev/mandate-login" {
@@ -214,10 +201,10 @@ pub async fn draft(ctx: Ctx, Path(id): Path<String>) -> PageResult {
             p { a href={ "/aidant/brouillons/" (id) } { (l.t("La personne s'est connectée : actualiser", "The resident has logged in: refresh")) } }
         } @else {
             h2 { (l.t("Récapitulatif à lire avec la personne", "Recap to read with the resident")) }
-            @if let Some(name) = d.get("resident_name").and_then(Value::as_str) {
+            @if let Some(name) = &d.resident_name {
                 p { (l.t("Personne : ", "Resident: ")) strong { (name) } }
             }
-            blockquote.note lang="fr" { p { (s(&d, "recap_fr")) } }
+            blockquote.note lang="fr" { p { (d.recap_fr) } }
             form method="post" action={ "/aidant/brouillons/" (id) "/confirmation" } {
                 (csrf(&user))
                 div.choice {
@@ -247,46 +234,36 @@ pub async fn draft(ctx: Ctx, Path(id): Path<String>) -> PageResult {
 pub async fn confirm(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> PageResult {
     let form = Form::parse(&body);
     let user = ctx.form_user(AIDANTS, &form)?;
-    let req = api_json(json!({
-        "resident_confirmed": form.get("resident_confirmed") == Some("true"),
-        "totp": form.get("totp").unwrap_or_default().trim(),
-    }))
-    .map_err(|e| ctx.fail(e))?;
-    let m = json_of(
-        crate::http::mandates::confirm_draft(state_of(&ctx), user, ctx.request_id(), Path(id), req)
-            .await,
-    )
-    .await
-    .map_err(|e| ctx.fail(e))?;
-    Ok(ctx.done(&format!("/aidant/mandats/{}", s(&m, "id")), "mandat"))
+    let req = ConfirmRequest {
+        resident_confirmed: form.get("resident_confirmed") == Some("true"),
+        totp: form.get("totp").unwrap_or_default().trim().to_string(),
+    };
+    let m = crate::service::drafts::confirm_draft(&ctx.state, &ctx.caller(&user), &id, req)
+        .await
+        .map_err(|e| ctx.fail(e))?
+        .value;
+    Ok(ctx.done(&format!("/aidant/mandats/{}", m.id), "mandat"))
 }
 
 pub async fn mandate(ctx: Ctx, Path(id): Path<String>) -> PageResult {
     let user = ctx.user_in(AIDANTS)?;
     let l = ctx.lang;
-    let m = json_of(
-        crate::http::mandates::get_mandate(
-            state_of(&ctx),
-            user.clone(),
-            ctx.request_id(),
-            Path(id.clone()),
-        )
-        .await,
-    )
-    .await
-    .map_err(|e| ctx.fail(e))?;
-    let active = s(&m, "state") == "active";
+    let m = crate::service::agents::get_mandate(&ctx.state, &ctx.caller(&user), &id)
+        .await
+        .map_err(|e| ctx.fail(e))?
+        .value;
+    let active = m.state.as_str() == "active";
     let body = html! {
-        h1 { (l.t("Mandat ", "Mandate ")) (short(&id)) " " (state_badge(s(&m, "state"), l)) }
-        p { (s(&m, "structure_name")) " · " (l.t("conclu le ", "agreed on ")) (date(n(&m, "created_at"))) " · " (l.t("jusqu'au ", "until ")) (date(n(&m, "expires_at"))) }
+        h1 { (l.t("Mandat ", "Mandate ")) (short(&id)) " " (state_badge(m.state.as_str(), l)) }
+        p { (m.structure_name) " · " (l.t("conclu le ", "agreed on ")) (date(m.created_at)) " · " (l.t("jusqu'au ", "until ")) (date(m.expires_at)) }
         p { a href={ "/mandates/" (id) "/attestation" } { (l.t("Attestation imprimable", "Printable attestation")) } }
         h2 { (l.t("Démarches", "Démarches")) }
         ul {
-            @for d in list(&m, "demarches") {
+            @for d in &m.demarches {
                 li {
-                    span lang="fr" { (s(d, "label_fr")) } " " (state_badge(s(d, "state"), l))
-                    @if s(d, "state") == "active" {
-                        " — " a href={ "/aidant/usagers/" (s(&m, "resident_id")) "?demarche=" (s(d, "demarche")) } { (l.t("agir dans cette démarche", "act within this démarche")) }
+                    span lang="fr" { (d.label_fr) } " " (state_badge(d.state.as_str(), l))
+                    @if d.state.as_str() == "active" {
+                        " — " a href={ "/aidant/usagers/" (m.resident_id) "?demarche=" (d.demarche) } { (l.t("agir dans cette démarche", "act within this démarche")) }
                     }
                 }
             }
@@ -318,37 +295,24 @@ pub async fn mandate(ctx: Ctx, Path(id): Path<String>) -> PageResult {
 pub async fn renew(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> PageResult {
     let form = Form::parse(&body);
     let user = ctx.form_user(AIDANTS, &form)?;
-    let d = json_of(
-        crate::http::mandates::renew(
-            state_of(&ctx),
-            user,
-            ctx.request_id(),
-            Path(id),
-            crate::http::ApiJson(Default::default()),
-        )
-        .await,
-    )
-    .await
-    .map_err(|e| ctx.fail(e))?;
-    Ok(ctx.done(&format!("/aidant/brouillons/{}", s(&d, "id")), "brouillon"))
+    let d =
+        crate::service::drafts::renew(&ctx.state, &ctx.caller(&user), &id, RenewRequest::default())
+            .await
+            .map_err(|e| ctx.fail(e))?
+            .value;
+    Ok(ctx.done(&format!("/aidant/brouillons/{}", d.id), "brouillon"))
 }
 
 pub async fn revoke(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> PageResult {
     let form = Form::parse(&body);
     let user = ctx.form_user(AIDANTS, &form)?;
-    let req = match form.text("totp") {
-        Some(code) => json!({ "totp": code }),
-        None => json!({}),
+    let req = RevokeRequest {
+        demarche: None,
+        totp: form.text("totp"),
     };
-    crate::http::mandates::agent_revoke(
-        state_of(&ctx),
-        user,
-        ctx.request_id(),
-        Path(id.clone()),
-        Bytes::from(req.to_string()),
-    )
-    .await
-    .map_err(|e| ctx.fail_at(e, &format!("/aidant/mandats/{id}")))?;
+    crate::service::agents::agent_revoke(&ctx.state, &ctx.caller(&user), &id, req)
+        .await
+        .map_err(|e| ctx.fail_at(e, &format!("/aidant/mandats/{id}")))?;
     Ok(ctx.done(&format!("/aidant/mandats/{id}"), "revoque_aidant"))
 }
 
@@ -374,22 +338,13 @@ pub async fn resident(ctx: Ctx, Path(resident): Path<String>) -> PageResult {
         .get(demarche)
         .ok_or_else(|| ctx.fail(AppError::NotFound))?;
     let mut sections = Vec::new();
+    let caller = ctx.caller(&user);
     for c in &def.categories {
-        let q = Query(HashMap::from([("demarche".to_string(), code.clone())]));
-        let read = crate::http::mandates::read_on_behalf(
-            state_of(&ctx),
-            user.clone(),
-            ctx.request_id(),
-            Path((resident.clone(), c.clone())),
-            q,
-        )
-        .await;
+        let read =
+            crate::service::agents::read_on_behalf(&ctx.state, &caller, &resident, c, demarche)
+                .await;
         let record = match read {
-            Ok(res) => Some(
-                json_of::<Response>(Ok(res))
-                    .await
-                    .map_err(|e| ctx.fail(e))?,
-            ),
+            Ok(done) => Some(done.value),
             Err(AppError::NotFound) => None,
             Err(e) => return Err(ctx.fail(e)),
         };
@@ -401,7 +356,7 @@ pub async fn resident(ctx: Ctx, Path(resident): Path<String>) -> PageResult {
             (l.t("Chaque lecture et chaque modification est inscrite au journal, au nom de votre structure ; la personne la voit dans son espace.",
                  "Every read and change is logged under your structure's name; the resident sees it in their space.")) }
         @for (c, record) in &sections {
-            @let fields = record.as_ref().and_then(|r| r.get("fields")).and_then(Value::as_object);
+            @let fields = record.as_ref().map(|r| &r.fields);
             section.card aria-labelledby={ "c-" (c) } {
                 h2 #{ "c-" (c) } { (category_label(&ctx, c)) }
                 form method="post" action={ "/aidant/usagers/" (resident) "/" (c) "?demarche=" (code) } {
@@ -430,16 +385,16 @@ pub async fn save_category(
 ) -> PageResult {
     let form = Form::parse(&body);
     let user = ctx.form_user(AIDANTS, &form)?;
-    let (_, code) = demarche_of(&ctx)?;
+    let (demarche, code) = demarche_of(&ctx)?;
     let back = format!("/aidant/usagers/{resident}?demarche={code}");
     let record = posted_record(&ctx, &category, &form).map_err(|(_, e)| ctx.fail_at(e, &back))?;
-    crate::http::mandates::write_on_behalf(
-        state_of(&ctx),
-        user,
-        ctx.request_id(),
-        Path((resident.clone(), category)),
-        Query(HashMap::from([("demarche".to_string(), code.clone())])),
-        crate::http::ApiJson(record),
+    crate::service::agents::write_on_behalf(
+        &ctx.state,
+        &ctx.caller(&user),
+        &resident,
+        &category,
+        demarche,
+        record,
     )
     .await
     .map_err(|e| ctx.fail(e))?;
@@ -455,29 +410,12 @@ pub async fn attestation(ctx: Ctx, Path(id): Path<String>) -> PageResult {
     let l = ctx.lang;
     let user: CurrentUser = ctx.user_in(&[Role::Resident, Role::Aidant, Role::Referent])?;
     let state = &ctx.state;
-    let mandate = state
-        .store
-        .find_mandate(&id)
-        .await
-        .map_err(|e| ctx.fail(e.into()))?
-        .ok_or_else(|| ctx.fail(AppError::NotFound))?;
-    if !crate::service::mandates::may_see(state, &user.actor_id, user.role, &mandate).await {
-        return Err(ctx.fail(AppError::NotFound));
-    }
-    // The attestation names the resident's structure and démarches: shown
-    // only once its reading is in the log.
-    crate::service::mandates::record_read(
-        state,
-        &user.actor_id,
-        user.role,
-        &mandate,
-        ctx.request_id().0,
-    )
-    .await
-    .map_err(|e| ctx.fail(e))?;
-    let v = crate::service::mandates::view(state, &mandate, state.clock.now())
-        .await
-        .map_err(|e| ctx.fail(e))?;
+    let attestation =
+        crate::service::agents::attestation(state, &ctx.caller(&user), &id, state.clock.now())
+            .await
+            .map_err(|e| ctx.fail(e))?
+            .value;
+    let v = &attestation.mandate;
     let verify = format!(
         "{}/api/v1/mandates/verify",
         state.config.public_url.as_str().trim_end_matches('/')
@@ -489,10 +427,10 @@ pub async fn attestation(ctx: Ctx, Path(id): Path<String>) -> PageResult {
         p { (l.t("La personne autorise les aidants habilités de cette structure à réaliser à sa place les démarches suivantes :", "The resident authorises this structure's aidants to do the following démarches for them:")) }
         ul {
             @for d in &v.demarches {
-                li { span lang="fr" { (d.label_fr) } " " (state_badge(&serde_json::to_value(d.state).ok().and_then(|s| s.as_str().map(str::to_string)).unwrap_or_default(), l)) }
+                li { span lang="fr" { (d.label_fr) } " " (state_badge(d.state.as_str(), l)) }
             }
         }
-        p { (l.t("Modèle de mandat : ", "Mandate template: ")) (mandate.template_version) ". "
+        p { (l.t("Modèle de mandat : ", "Mandate template: ")) (attestation.template_version) ". "
             (l.t("Chaque action faite au titre de ce mandat est enregistrée dans un journal vérifiable.", "Every action under this mandate is written to a verifiable log.")) }
         p { (l.t("Vérifier cette attestation : ", "Verify this attestation: ")) a href=(v.verify_url) { (verify) } }
     };

@@ -15,14 +15,13 @@
 use std::collections::HashMap;
 
 use axum::Router;
-use axum::extract::{FromRequestParts, State};
+use axum::extract::FromRequestParts;
 use axum::http::header::{self, HeaderValue};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use maud::{DOCTYPE, Markup, html};
-use serde_json::Value;
 
 use crate::AppState;
 use crate::domain::Role;
@@ -563,25 +562,6 @@ fn flash_text(code: &str, l: Lang) -> Option<&'static str> {
     })
 }
 
-/// Turns an API handler's answer into its JSON body, so that a page shows
-/// exactly what the JSON route answers.
-pub async fn json_of<R: IntoResponse>(res: Result<R, AppError>) -> Result<Value, AppError> {
-    let res = res?.into_response();
-    let bytes = axum::body::to_bytes(res.into_body(), 16 * 1024 * 1024)
-        .await
-        .map_err(|e| AppError::internal(format!("page body: {e}")))?;
-    serde_json::from_slice(&bytes).map_err(|e| AppError::internal(format!("page json: {e}")))
-}
-
-/// The JSON body of `v` as an API handler would receive it.
-pub fn api_json<T: serde::de::DeserializeOwned>(
-    v: Value,
-) -> Result<crate::http::ApiJson<T>, AppError> {
-    serde_json::from_value(v)
-        .map(crate::http::ApiJson)
-        .map_err(|e| AppError::unprocessable("invalid_form", e.to_string()))
-}
-
 /// Paris time, from the IANA time-zone database (`chrono-tz`), the same
 /// calendar the legal deadlines are counted on (`rights::legal_deadline`).
 pub fn paris(ts: i64) -> Option<chrono::NaiveDateTime> {
@@ -604,26 +584,6 @@ pub fn date_time(ts: i64, l: Lang) -> String {
             Lang::En => d.format("%Y-%m-%d %H:%M (Paris time)").to_string(),
         })
         .unwrap_or_default()
-}
-
-/// A string field of a JSON value ("" when absent).
-pub fn s<'a>(v: &'a Value, key: &str) -> &'a str {
-    v.get(key).and_then(Value::as_str).unwrap_or("")
-}
-
-pub fn n(v: &Value, key: &str) -> i64 {
-    v.get(key).and_then(Value::as_i64).unwrap_or(0)
-}
-
-pub fn list<'a>(v: &'a Value, key: &str) -> &'a [Value] {
-    v.get(key)
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or(&[])
-}
-
-pub(crate) fn state_of(ctx: &Ctx) -> State<AppState> {
-    State(ctx.state.clone())
 }
 
 #[cfg(test)]

@@ -10,9 +10,7 @@ use maud::{Markup, html};
 use serde_json::{Map, Value, json};
 
 use super::public::{basis_text, category_label, purpose_title};
-use super::{
-    Ctx, Form, Lang, PageError, PageResult, csrf, date, date_time, json_of, list, n, s, state_of,
-};
+use super::{Ctx, Form, Lang, PageError, PageResult, csrf, date, date_time};
 use crate::audit::AuditEntry;
 use crate::domain::Role;
 use crate::domain::category::FieldType;
@@ -927,34 +925,33 @@ pub async fn accesses(ctx: Ctx) -> PageResult {
 pub async fn mandates(ctx: Ctx) -> PageResult {
     let user = ctx.user_in(RESIDENT)?;
     let l = ctx.lang;
-    let mine = json_of(
-        crate::http::mandates::my_mandates(state_of(&ctx), user.clone(), ctx.request_id()).await,
-    )
-    .await
-    .map_err(|e| ctx.fail(e))?;
-    let ms = list(&mine, "mandates");
+    let ms = crate::service::agents::my_mandates(&ctx.state, &ctx.caller(&user))
+        .await
+        .map_err(|e| ctx.fail(e))?
+        .value
+        .mandates;
     let body = html! {
         h1 { (l.t("Mes mandats", "My mandates")) }
         p { (l.t("Un mandat permet aux aidants d'une structure habilitée de faire certaines démarches à votre place. Vous pouvez le révoquer à tout moment.",
                   "A mandate lets the aidants of an authorised structure do some démarches for you. You can revoke it at any time.")) }
         @if ms.is_empty() { p { (l.t("Aucun mandat.", "No mandate.")) } }
-        @for m in ms {
-            @let state = s(m, "state");
+        @for m in &ms {
+            @let state = m.state.as_str();
             section.card {
-                h2 { (s(m, "structure_name")) " " (state_badge(state, l)) }
-                p { (l.t("Conclu le ", "Agreed on ")) (date(n(m, "created_at"))) (l.t(", valable jusqu'au ", ", valid until ")) (date(n(m, "expires_at"))) "." }
+                h2 { (m.structure_name) " " (state_badge(state, l)) }
+                p { (l.t("Conclu le ", "Agreed on ")) (date(m.created_at)) (l.t(", valable jusqu'au ", ", valid until ")) (date(m.expires_at)) "." }
                 ul {
-                    @for d in list(m, "demarches") {
-                        li { span lang="fr" { (s(d, "label_fr")) } " " (state_badge(s(d, "state"), l)) }
+                    @for d in &m.demarches {
+                        li { span lang="fr" { (d.label_fr) } " " (state_badge(d.state.as_str(), l)) }
                     }
                 }
-                p { a href={ "/mandates/" (s(m, "id")) "/attestation" } { (l.t("Voir l'attestation", "See the attestation")) } }
+                p { a href={ "/mandates/" (m.id) "/attestation" } { (l.t("Voir l'attestation", "See the attestation")) } }
                 @if state == "active" {
-                    form method="post" action={ "/moi/mandats/" (s(m, "id")) "/revocation" } {
+                    form method="post" action={ "/moi/mandats/" (m.id) "/revocation" } {
                         (csrf(&user))
                         div.choice {
-                            input type="checkbox" id={ "confirm-" (s(m, "id")) } name="confirm" value="yes" required;
-                            label for={ "confirm-" (s(m, "id")) } { (l.t("Je veux que ces aidants ne puissent plus agir pour moi.", "I want these aidants to no longer act for me.")) }
+                            input type="checkbox" id={ "confirm-" (m.id) } name="confirm" value="yes" required;
+                            label for={ "confirm-" (m.id) } { (l.t("Je veux que ces aidants ne puissent plus agir pour moi.", "I want these aidants to no longer act for me.")) }
                         }
                         button.danger { (l.t("Révoquer ce mandat", "Revoke this mandate")) }
                     }
@@ -977,12 +974,11 @@ pub async fn revoke(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> PageResult
             "/moi/mandats",
         ));
     }
-    crate::http::mandates::resident_revoke(
-        state_of(&ctx),
-        user,
-        ctx.request_id(),
-        Path(id),
-        Bytes::new(),
+    crate::service::agents::resident_revoke(
+        &ctx.state,
+        &ctx.caller(&user),
+        &id,
+        crate::service::agents::RevokeRequest::default(),
     )
     .await
     .map_err(|e| ctx.fail_at(e, "/moi/mandats"))?;

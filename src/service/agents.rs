@@ -1,0 +1,443 @@
+//! What an agent does under a mandate, and what a resident does with
+//! theirs: read, correct and consent on a resident's behalf within a
+//! démarche of an active mandate; list the structure's mandated residents;
+//! read, verify and revoke mandates.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::audit::AuditRecord;
+use crate::domain::{Demarche, Role, Timestamp};
+use crate::error::{AppError, AppResult};
+use crate::service::access::{AccessRequest, decide};
+use crate::service::data::Rectified;
+use crate::service::mandates::{AgentContext, MandateView, agent, record};
+use crate::service::vault::RecordView;
+use crate::service::{Audited, Caller};
+use crate::storage::MandateRow;
+
+/// "Expiring soon" for a structure's list.
+const EXPIRING_SECS: i64 = 30 * 86_400;
+
+/// A mandate of the agent's current structure.
+pub(crate) async fn structure_mandate(
+    state: &AppState,
+    ctx: &AgentContext,
+    id: &str,
+) -> AppResult<MandateRow> {
+    state
+        .store
+        .find_mandate(id)
+        .await?
+        .filter(|m| m.structure_id == ctx.structure.id)
+        .ok_or(AppError::NotFound)
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeRequest {
+    /// One démarche only (default: the whole mandate).
+    pub demarche: Option<String>,
+    /// An aidant's TOTP code (step-up); référents and residents send none.
+    pub totp: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RevocationReceipt {
+    /// A signed JWS (EdDSA) of the revocation: mandate, démarches, time, by whom.
+    pub receipt: String,
+    pub mandate: MandateView,
+}
+
+fn one_demarche(code: Option<&str>) -> AppResult<Option<Demarche>> {
+    code.map(|c| {
+        Demarche::parse(c).ok_or_else(|| {
+            AppError::unprocessable("unknown_demarche", "Démarche inconnue. / Unknown démarche.")
+        })
+    })
+    .transpose()
+}
+
+/// Revokes a mandate of the structure (or one démarche): an aidant with
+/// their TOTP code, or a référent.
+pub async fn agent_revoke(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    body: RevokeRequest,
+) -> AppResult<Audited<RevocationReceipt>> {
+    let ctx = agent(state, caller, "mandate.revoke").await?;
+    let mandate = structure_mandate(state, &ctx, id).await?;
+    let demarche = one_demarche(body.demarche.as_deref())?;
+    let now = state.clock.now();
+    let base = AuditRecord {
+        on_behalf_of: Some(mandate.resident_id.clone()),
+        resident_id: Some(mandate.resident_id.clone()),
+        purpose: demarche.map(|d| format!("demarche:{}", d.as_str())),
+        ..record(state, caller, Some(&ctx), "mandate.revoke")
+    };
+    // Aidants confirm with their TOTP code; a référent manages the
+    // structure's mandates without one.
+    if caller.role == Role::Aidant
+        && let Err(e) =
+            crate::service::mandates::check_totp(state, &caller.actor_id, body.totp.as_deref(), now)
+                .await
+    {
+        return Err(crate::service::access::deny(state, base, e).await);
+    }
+    let entry = state.audit.record(base).await?;
+    let receipt = crate::service::mandates::revoke(
+        state,
+        &mandate,
+        demarche,
+        caller.role,
+        &caller.actor_id,
+        now,
+    )
+    .await?;
+    let view = crate::service::mandates::view(state, &mandate, now).await?;
+    Ok(Audited::new(
+        entry,
+        RevocationReceipt {
+            receipt,
+            mandate: view,
+        },
+    ))
+}
+
+/// A resident revokes one of their mandates (or one démarche of it), at once.
+pub async fn resident_revoke(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    body: RevokeRequest,
+) -> AppResult<Audited<RevocationReceipt>> {
+    let demarche = one_demarche(body.demarche.as_deref())?;
+    let entry = crate::service::access::own_data(state, caller, "mandate.revoke", None).await?;
+    let mandate = state
+        .store
+        .find_mandate(id)
+        .await?
+        .filter(|m| m.resident_id == caller.actor_id)
+        .ok_or(AppError::NotFound)?;
+    let now = state.clock.now();
+    let receipt = crate::service::mandates::revoke(
+        state,
+        &mandate,
+        demarche,
+        Role::Resident,
+        &caller.actor_id,
+        now,
+    )
+    .await?;
+    let view = crate::service::mandates::view(state, &mandate, now).await?;
+    tracing::info!(mandate = %mandate.id, "mandate revoked by the resident");
+    Ok(Audited::new(
+        entry,
+        RevocationReceipt {
+            receipt,
+            mandate: view,
+        },
+    ))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MyMandates {
+    pub mandates: Vec<MandateView>,
+}
+
+/// My mandates, with their state and attestation.
+pub async fn my_mandates(state: &AppState, caller: &Caller) -> AppResult<Audited<MyMandates>> {
+    let entry = crate::service::access::own_data(state, caller, "mandate.read", None).await?;
+    let now = state.clock.now();
+    let mut mandates = Vec::new();
+    for m in state.store.mandates_of_resident(&caller.actor_id).await? {
+        mandates.push(crate::service::mandates::view(state, &m, now).await?);
+    }
+    Ok(Audited::new(entry, MyMandates { mandates }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MandatedResident {
+    pub resident_id: String,
+    pub mandate_id: String,
+    pub demarche: String,
+    pub expires_at: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct StructureMandates {
+    pub structure_id: String,
+    pub authorisations: Vec<MandatedResident>,
+}
+
+async fn structure_list(
+    state: &AppState,
+    caller: &Caller,
+    until: i64,
+    action: &str,
+) -> AppResult<Audited<StructureMandates>> {
+    let ctx = agent(state, caller, action).await?;
+    let now = state.clock.now();
+    let rows = state
+        .store
+        .structure_authorisations(&ctx.structure.id, now, until)
+        .await?;
+    let entry = state
+        .audit
+        .record(record(state, caller, Some(&ctx), action))
+        .await?;
+    Ok(Audited::new(
+        entry,
+        StructureMandates {
+            structure_id: ctx.structure.id.clone(),
+            authorisations: rows
+                .into_iter()
+                .map(|a| MandatedResident {
+                    resident_id: a.resident_id,
+                    mandate_id: a.mandate_id,
+                    demarche: a.demarche,
+                    expires_at: a.expires_at,
+                })
+                .collect(),
+        },
+    ))
+}
+
+/// Residents under an active mandate of my current structure, one row per
+/// démarche.
+pub async fn mandated_residents(
+    state: &AppState,
+    caller: &Caller,
+) -> AppResult<Audited<StructureMandates>> {
+    structure_list(state, caller, i64::MAX, "mandate.list").await
+}
+
+/// Authorisations of my structure expiring within 30 days.
+pub async fn expiring(state: &AppState, caller: &Caller) -> AppResult<Audited<StructureMandates>> {
+    let until = state.clock.now() + EXPIRING_SECS;
+    structure_list(state, caller, until, "mandate.list").await
+}
+
+/// One mandate of my structure, with its attestation.
+pub async fn get_mandate(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> AppResult<Audited<MandateView>> {
+    let ctx = agent(state, caller, "mandate.read").await?;
+    let mandate = structure_mandate(state, &ctx, id).await?;
+    // Who a structure acts for, and for what, is the resident's data.
+    let entry = crate::service::mandates::record_read(
+        state,
+        &caller.actor_id,
+        caller.role,
+        &mandate,
+        caller.request_id.clone(),
+    )
+    .await?;
+    Ok(Audited::new(
+        entry,
+        crate::service::mandates::view(state, &mandate, state.clock.now()).await?,
+    ))
+}
+
+async fn on_behalf(
+    state: &AppState,
+    caller: &Caller,
+    resident: &str,
+    category: &str,
+    demarche: Demarche,
+    action: &str,
+) -> AppResult<(u64, crate::domain::category::Category)> {
+    let ctx = agent(state, caller, action).await?;
+    let vault = state.vault()?;
+    let cat = vault
+        .categories()
+        .category(category)
+        .map_err(crate::service::vault::VaultError::from)?;
+    let entry = decide(
+        state,
+        AccessRequest {
+            resident_id: Some(resident),
+            category: Some(cat.as_str()),
+            structure_id: Some(&ctx.structure.id),
+            demarche: Some(demarche),
+            request_id: caller.request_id.clone(),
+            ..AccessRequest::new(&caller.actor_id, caller.role, action)
+        },
+    )
+    .await?;
+    Ok((entry, cat))
+}
+
+/// Reads a resident's category within a démarche of an active mandate.
+pub async fn read_on_behalf(
+    state: &AppState,
+    caller: &Caller,
+    resident: &str,
+    category: &str,
+    demarche: Demarche,
+) -> AppResult<Audited<RecordView>> {
+    let (entry, cat) = on_behalf(state, caller, resident, category, demarche, "data.read").await?;
+    let record = state
+        .vault()?
+        .read_current_category(resident, &cat)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    Ok(Audited::new(entry, record))
+}
+
+/// Writes a new version of a resident's category within a démarche of an
+/// active mandate.
+pub async fn write_on_behalf(
+    state: &AppState,
+    caller: &Caller,
+    resident: &str,
+    category: &str,
+    demarche: Demarche,
+    body: Value,
+) -> AppResult<Audited<Rectified>> {
+    // Bad input is refused before the decision is recorded.
+    let vault = state.vault()?;
+    let cat = vault
+        .categories()
+        .category(category)
+        .map_err(crate::service::vault::VaultError::from)?;
+    vault
+        .categories()
+        .validate(&cat, &body)
+        .map_err(crate::service::vault::VaultError::from)?;
+    let (entry, cat) = on_behalf(state, caller, resident, category, demarche, "data.write").await?;
+    // A rectification on the resident's behalf is told to the recipients
+    // (art. 19) as the resident's own is, in the same transaction.
+    let (record, notified) =
+        crate::service::rights::rectify(state, resident, &cat, &body, state.clock.now()).await?;
+    Ok(Audited::new(entry, Rectified { record, notified }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Verification {
+    /// `valid`, `revoked` or `expired`.
+    pub status: crate::service::mandates::AttestationStatus,
+    /// When revoked: by whom or why (`resident`, `aidant`, `referent`,
+    /// `superseded`, `resident_erased`), if every démarche ended alike.
+    pub reason: Option<String>,
+    pub mandate: crate::service::mandates::AttestationClaims,
+}
+
+/// Checks an attestation: signed by this service, and the mandate's state
+/// now. Public: anyone shown an attestation may check it.
+pub async fn verify(state: &AppState, jws: &str, now: Timestamp) -> AppResult<Verification> {
+    let (status, reason, mandate) = crate::service::mandates::verify(state, jws, now).await?;
+    Ok(Verification {
+        status,
+        reason,
+        mandate,
+    })
+}
+
+/// An aidant gives, refuses or withdraws a consent for a resident, within a
+/// démarche of an active mandate whose categories cover the purpose's; the
+/// consent is recorded as given on the resident's behalf, with the aidant
+/// and the structure.
+pub async fn consent_on_behalf(
+    state: &AppState,
+    caller: &Caller,
+    resident: &str,
+    demarche: Demarche,
+    req: crate::service::consents::ConsentRequest,
+) -> AppResult<crate::service::consents::ConsentOutcome> {
+    let ctx = agent(state, caller, "consent.give").await?;
+    let purpose = state.register.get(&req.purpose).ok_or_else(|| {
+        AppError::unprocessable("unknown_purpose", "Finalité inconnue. / Unknown purpose.")
+    })?;
+    let access = AccessRequest {
+        resident_id: Some(&resident),
+        structure_id: Some(&ctx.structure.id),
+        demarche: Some(demarche),
+        purpose_id: Some(&purpose.id),
+        request_id: caller.request_id.clone(),
+        ..AccessRequest::new(&caller.actor_id, caller.role, "consent.give")
+    };
+    // A consent recorded on someone's behalf stays within the mandate: the
+    // démarche must reach every category of the purpose (a consent is given
+    // to the purpose, whatever subset is asked), and explicit consent to a
+    // special-category purpose (art. 9(2)(a)) is the resident's own act.
+    let covered = purpose
+        .categories
+        .iter()
+        .chain(req.categories.iter().flatten())
+        .all(|c| state.demarches.covers(demarche, c));
+    let (verdict, facts) = crate::service::access::evaluate(state, &access).await?;
+    let verdict = match verdict {
+        crate::domain::access::Verdict::Allow(_)
+            if purpose.special_category
+                || purpose.legal_basis == crate::domain::purpose::LegalBasis::ExplicitConsent =>
+        {
+            crate::domain::access::Verdict::Deny("explicit_consent_resident_only")
+        }
+        crate::domain::access::Verdict::Allow(_) if !covered => {
+            crate::domain::access::Verdict::Deny("outside_demarche")
+        }
+        v => v,
+    };
+    if let crate::domain::access::Verdict::Deny(_) = verdict {
+        crate::service::access::record(state, access, &verdict, &facts).await?;
+        return Err(AppError::internal(
+            "unreachable: a denial is returned by record",
+        ));
+    }
+    let decision = crate::service::consents::decision_of(&req)?;
+    let actor = crate::service::consents::Actor {
+        id: caller.actor_id.clone(),
+        role: caller.role,
+        structure_id: Some(ctx.structure.id.clone()),
+        request_id: caller.request_id.clone(),
+    };
+    crate::service::consents::decide(state, &actor, resident, &purpose.id, decision).await
+}
+
+/// A mandate's printable attestation, and the template it was made under.
+pub struct Attestation {
+    pub mandate: MandateView,
+    pub template_version: String,
+}
+
+/// The printable attestation of a mandate, for its resident or an agent of
+/// its structure (anyone else: `not_found`); it names the resident's
+/// structure and démarches, so it is shown only once its reading is in the
+/// log.
+pub async fn attestation(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    now: Timestamp,
+) -> AppResult<Audited<Attestation>> {
+    let mandate = state
+        .store
+        .find_mandate(id)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    if !crate::service::mandates::may_see(state, &caller.actor_id, caller.role, &mandate).await {
+        return Err(AppError::NotFound);
+    }
+    let entry = crate::service::mandates::record_read(
+        state,
+        &caller.actor_id,
+        caller.role,
+        &mandate,
+        caller.request_id.clone(),
+    )
+    .await?;
+    let view = crate::service::mandates::view(state, &mandate, now).await?;
+    Ok(Audited::new(
+        entry,
+        Attestation {
+            mandate: view,
+            template_version: mandate.template_version,
+        },
+    ))
+}
