@@ -14,8 +14,6 @@ use crate::domain::Timestamp;
 #[async_trait]
 pub trait InstanceStore: Send + Sync {
     fn backend(&self) -> Backend;
-    /// Applies pending migrations (idempotent; safe from several processes).
-    async fn migrate(&self) -> StorageResult<()>;
     /// A cheap round trip, for `/readyz`.
     async fn ping(&self) -> StorageResult<()>;
     /// Closes the pool, waiting for connections to return.
@@ -31,15 +29,20 @@ pub trait InstanceStore: Send + Sync {
 /// `impl InstanceStore` for a backend (see `storage::impl_store!`).
 macro_rules! impl_instance_store {
     ($store:ty, $backend:expr, $migrations:literal) => {
+    impl $store {
+        /// Applies pending migrations (idempotent; safe from several
+        /// processes). Only `open` runs them, before the store is handed
+        /// out, so this is not part of the trait.
+        async fn migrate(&self) -> $crate::storage::StorageResult<()> {
+            sqlx::migrate!($migrations).run(&self.pool).await?;
+            Ok(())
+        }
+    }
+
     #[async_trait::async_trait]
     impl $crate::storage::InstanceStore for $store {
         fn backend(&self) -> $crate::storage::Backend {
             $backend
-        }
-
-        async fn migrate(&self) -> $crate::storage::StorageResult<()> {
-            sqlx::migrate!($migrations).run(&self.pool).await?;
-            Ok(())
         }
 
         async fn ping(&self) -> $crate::storage::StorageResult<()> {

@@ -87,7 +87,6 @@ pub trait SessionStore: Send + Sync {
         expires_at: Timestamp,
         now: Timestamp,
     ) -> StorageResult<bool>;
-    async fn delete_sessions_of(&self, actor_id: &str) -> StorageResult<()>;
     /// Expired login attempts and mandate drafts.
     async fn purge_expired_logins_and_drafts(&self, now: Timestamp) -> StorageResult<u64>;
 }
@@ -230,14 +229,6 @@ macro_rules! impl_session_store {
             .await?;
             tx.commit().await?;
             Ok(fresh.rows_affected() == 1)
-        }
-
-        async fn delete_sessions_of(&self, actor_id: &str) -> $crate::storage::StorageResult<()> {
-            sqlx::query("DELETE FROM sessions WHERE actor_id = $1")
-                .bind(actor_id)
-                .execute(&self.pool)
-                .await?;
-            Ok(())
         }
 
         async fn purge_expired_logins_and_drafts(
