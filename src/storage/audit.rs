@@ -114,8 +114,9 @@ pub trait AuditStore: Send + Sync {
     /// Adds at most `limit` entries past the resident index's end to it, in
     /// one transaction; returns how many were covered (0: up to date).
     async fn audit_index_residents(&self, limit: u64) -> StorageResult<u64>;
-    /// Empties the resident and recipients indexes; the writer (or `coffre audit reindex`)
-    /// then rebuilds it from the entries. Readers meanwhile scan the log.
+    /// Empties the resident and recipients indexes; the writer (or
+    /// `coffre audit reindex`) then rebuilds them from the entries. Readers
+    /// meanwhile scan the log.
     async fn audit_reset_resident_index(&self) -> StorageResult<()>;
     /// How far the recipients index reaches, and the log's size: entries
     /// `upto..size` are committed and not indexed yet.
@@ -141,7 +142,6 @@ pub trait AuditStore: Send + Sync {
     async fn audit_nodes(&self, coords: &[(u8, u64)]) -> StorageResult<Vec<(u8, u64, [u8; 32])>>;
     /// Entries with index in [from, to), in order: (index, leaf).
     async fn audit_entries(&self, from: u64, to: u64) -> StorageResult<Vec<(i64, Vec<u8>)>>;
-    /// Level-0 nodes (leaf hashes) with index in [from, to), in order.
     /// Stored node hashes of one tree level, `from <= idx < to`, by index.
     async fn audit_level_hashes(
         &self,

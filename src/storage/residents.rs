@@ -15,6 +15,7 @@ use crate::domain::Timestamp;
 /// with, and their erasure (which reaches into every other aggregate).
 #[async_trait]
 pub trait ResidentStore: Send + Sync {
+    /// Active residents (erased ones are not counted).
     async fn count_residents(&self) -> StorageResult<i64>;
     /// Whether any resident exists, whatever the status: one index probe,
     /// where counting would read every resident (start-up asks this).
@@ -29,9 +30,11 @@ pub trait ResidentStore: Send + Sync {
         new_resident_id: &str,
         now: Timestamp,
     ) -> StorageResult<(String, bool)>;
-    /// Erasure: deletes the data key and every record, ends sessions and
-    /// marks the resident erased, in one transaction. `false` if unknown.
-    /// With the art. 19 notices to the recipients, in the same transaction.
+    /// Erasure: deletes the data key and every record, withdraws the given
+    /// consents, ends the mandates, sessions, drafts and provider logins,
+    /// and marks the resident erased, in one transaction. `false` if unknown
+    /// or already erased. With the art. 19 notices to the recipients, in
+    /// the same transaction.
     async fn erase_resident(
         &self,
         resident_id: &str,

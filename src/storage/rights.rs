@@ -93,7 +93,9 @@ pub trait RightsStore: Send + Sync {
         event: &RightsEventRow,
     ) -> StorageResult<bool>;
     async fn insert_notifications(&self, rows: &[NotificationRow]) -> StorageResult<()>;
-    /// A partner's notifications (marking them fetched at `now`).
+    /// A partner's notifications, oldest first (at most 1,000), those not
+    /// fetched before marked fetched at `now`. Fetched ones are returned
+    /// again: nothing is deleted.
     async fn take_notifications(
         &self,
         partner_id: &str,

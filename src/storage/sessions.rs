@@ -87,7 +87,7 @@ pub trait SessionStore: Send + Sync {
         expires_at: Timestamp,
         now: Timestamp,
     ) -> StorageResult<bool>;
-    /// Expired login attempts and mandate drafts.
+    /// Expired login attempts, mandate drafts and client assertion jtis.
     async fn purge_expired_logins_and_drafts(&self, now: Timestamp) -> StorageResult<u64>;
 }
 
