@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
-use super::{StorageError, StorageResult, Store};
+use super::{StorageError, StorageResult};
 
 pub struct PgStore {
     pub(crate) pool: PgPool,

@@ -9,7 +9,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::{StorageError, StorageResult, Store};
+use super::{StorageError, StorageResult};
 
 pub struct SqliteStore {
     pub(crate) pool: SqlitePool,

@@ -29,5 +29,6 @@ mod rights;
 mod rotation;
 mod seed;
 mod session;
+mod storage;
 mod trust;
 mod vault;

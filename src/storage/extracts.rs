@@ -1,0 +1,353 @@
+//! Partners' extracts: request, approval against the partner's ε budget
+//! (check and spend in one transaction), build progress, manifest, expiry,
+//! and the pages of the cohort an extract is built from.
+//!
+//! Storage stores and fetches; it never decides who may do what.
+
+use async_trait::async_trait;
+
+use super::StorageResult;
+use crate::domain::Timestamp;
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct ExtractRow {
+    pub id: String,
+    pub partner_id: String,
+    pub purpose: String,
+    pub kind: String,
+    pub spec: String,
+    pub state: String,
+    pub reason: Option<String>,
+    pub rows_done: i64,
+    pub rows_total: i64,
+    pub manifest: Option<String>,
+    pub manifest_jws: Option<String>,
+    pub epsilon: Option<f64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub expires_at: Option<i64>,
+}
+
+/// What [`ExtractStore::extract_approve`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApproveOutcome {
+    Approved,
+    /// Still requested: its ε would take the partner over budget.
+    BudgetExhausted,
+    /// Not (or no longer) a request.
+    NotRequested,
+}
+
+/// Partners' extracts: their life cycle, the ε budget, and the cohort an
+/// extract is built from.
+#[async_trait]
+pub trait ExtractStore: Send + Sync {
+    async fn insert_extract(&self, e: &ExtractRow) -> StorageResult<()>;
+    async fn find_extract(&self, id: &str) -> StorageResult<Option<ExtractRow>>;
+    async fn extracts_of_partner(&self, partner_id: &str) -> StorageResult<Vec<ExtractRow>>;
+    async fn all_extracts(&self, limit: i64) -> StorageResult<Vec<ExtractRow>>;
+    /// Approves a requested extract if the partner's ε budget still holds
+    /// its ε, atomically: concurrent approvals for one partner are
+    /// serialised on the partner's row, so check and spend cannot
+    /// interleave (both backends).
+    async fn extract_approve(
+        &self,
+        id: &str,
+        budget: f64,
+        now: Timestamp,
+    ) -> StorageResult<ApproveOutcome>;
+    /// Moves an extract from `from` to `to` (with a reason); false when it
+    /// was not in `from`.
+    async fn extract_transition(
+        &self,
+        id: &str,
+        from: &str,
+        to: &str,
+        reason: Option<&str>,
+        now: Timestamp,
+    ) -> StorageResult<bool>;
+    async fn extract_progress(&self, id: &str, done: i64, total: i64) -> StorageResult<()>;
+    async fn extract_ready(
+        &self,
+        id: &str,
+        manifest: &str,
+        jws: &str,
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> StorageResult<()>;
+    /// ε already spent by a partner (extracts approved with noise).
+    async fn epsilon_spent(&self, partner_id: &str) -> StorageResult<f64>;
+    /// Ready or downloaded extracts whose file is past its retention.
+    async fn extracts_to_expire(&self, now: Timestamp) -> StorageResult<Vec<String>>;
+    /// One page of an extract's cohort, by resident id after `after`:
+    /// active, not restricted, not objecting to the purpose; for a consent
+    /// purpose, with a consent given, valid at `now`, under the current
+    /// notice (its categories returned, for the caller to check).
+    async fn cohort_page(
+        &self,
+        purpose: &str,
+        consent_based: bool,
+        notice_version: &str,
+        now: Timestamp,
+        after: &str,
+        limit: i64,
+    ) -> StorageResult<Vec<(String, Option<String>)>>;
+    /// How many candidates `cohort_page` will go through (for progress).
+    async fn count_cohort(
+        &self,
+        purpose: &str,
+        consent_based: bool,
+        notice_version: &str,
+        now: Timestamp,
+    ) -> StorageResult<i64>;
+}
+
+/// `impl ExtractStore` for a backend (see `storage::impl_store!`).
+macro_rules! impl_extract_store {
+    ($store:ty) => {
+    #[async_trait::async_trait]
+    impl $crate::storage::ExtractStore for $store {
+        async fn insert_extract(&self, e: &$crate::storage::ExtractRow) -> $crate::storage::StorageResult<()> {
+            sqlx::query(
+                "INSERT INTO extracts (id, partner_id, purpose, kind, spec, state, reason, rows_done, rows_total, epsilon, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 0, 0, $8, $9, $9)",
+            )
+            .bind(&e.id)
+            .bind(&e.partner_id)
+            .bind(&e.purpose)
+            .bind(&e.kind)
+            .bind(&e.spec)
+            .bind(&e.state)
+            .bind(&e.reason)
+            .bind(e.epsilon)
+            .bind(e.created_at)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        }
+
+        async fn find_extract(&self, id: &str) -> $crate::storage::StorageResult<Option<$crate::storage::ExtractRow>> {
+            Ok(sqlx::query_as(
+                "SELECT id, partner_id, purpose, kind, spec, state, reason, rows_done, rows_total, manifest, manifest_jws, epsilon, created_at, updated_at, expires_at \
+                 FROM extracts WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+        }
+
+        async fn extracts_of_partner(&self, partner_id: &str) -> $crate::storage::StorageResult<Vec<$crate::storage::ExtractRow>> {
+            Ok(sqlx::query_as(
+                "SELECT id, partner_id, purpose, kind, spec, state, reason, rows_done, rows_total, manifest, manifest_jws, epsilon, created_at, updated_at, expires_at \
+                 FROM extracts WHERE partner_id = $1 ORDER BY created_at DESC, id",
+            )
+            .bind(partner_id)
+            .fetch_all(&self.pool)
+            .await?)
+        }
+
+        async fn all_extracts(&self, limit: i64) -> $crate::storage::StorageResult<Vec<$crate::storage::ExtractRow>> {
+            Ok(sqlx::query_as(
+                "SELECT id, partner_id, purpose, kind, spec, state, reason, rows_done, rows_total, manifest, manifest_jws, epsilon, created_at, updated_at, expires_at \
+                 FROM extracts ORDER BY CASE WHEN state = 'requested' THEN 0 ELSE 1 END, created_at DESC, id LIMIT $1",
+            )
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
+        }
+
+        async fn extract_approve(
+            &self,
+            id: &str,
+            budget: f64,
+            now: $crate::domain::Timestamp,
+        ) -> $crate::storage::StorageResult<$crate::storage::ApproveOutcome> {
+            let mut tx = self.pool.begin().await?;
+            // A write on the partner's row first: PostgreSQL holds its row
+            // lock, SQLite its write lock, until the commit, so a second
+            // approval for the same partner waits and then sees this one's
+            // spend (the UPDATE below reads a fresh snapshot).
+            let partner: Option<(String,)> = sqlx::query_as(
+                "UPDATE partners SET id = id WHERE id = (SELECT partner_id FROM extracts WHERE id = $1) \
+                 RETURNING id",
+            )
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if partner.is_none() {
+                return Ok($crate::storage::ApproveOutcome::NotRequested);
+            }
+            let done = sqlx::query(
+                "UPDATE extracts SET state = 'approved', updated_at = $3 \
+                 WHERE id = $1 AND state = 'requested' AND (epsilon IS NULL OR epsilon + \
+                   (SELECT COALESCE(SUM(s.epsilon), 0) FROM extracts s \
+                    WHERE s.partner_id = extracts.partner_id AND s.epsilon IS NOT NULL \
+                    AND s.state IN ('approved', 'building', 'ready', 'downloaded', 'expired')) <= $2)",
+            )
+            .bind(id)
+            .bind(budget)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            let outcome = if done.rows_affected() == 1 {
+                $crate::storage::ApproveOutcome::Approved
+            } else {
+                let (state,): (String,) = sqlx::query_as("SELECT state FROM extracts WHERE id = $1")
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if state == "requested" {
+                    $crate::storage::ApproveOutcome::BudgetExhausted
+                } else {
+                    $crate::storage::ApproveOutcome::NotRequested
+                }
+            };
+            tx.commit().await?;
+            Ok(outcome)
+        }
+
+        async fn extract_transition(
+            &self,
+            id: &str,
+            from: &str,
+            to: &str,
+            reason: Option<&str>,
+            now: $crate::domain::Timestamp,
+        ) -> $crate::storage::StorageResult<bool> {
+            let done = sqlx::query(
+                "UPDATE extracts SET state = $3, reason = COALESCE($4, reason), updated_at = $5 WHERE id = $1 AND state = $2",
+            )
+            .bind(id)
+            .bind(from)
+            .bind(to)
+            .bind(reason)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+            Ok(done.rows_affected() == 1)
+        }
+
+        async fn extract_progress(&self, id: &str, done: i64, total: i64) -> $crate::storage::StorageResult<()> {
+            sqlx::query("UPDATE extracts SET rows_done = $2, rows_total = $3 WHERE id = $1")
+                .bind(id)
+                .bind(done)
+                .bind(total)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        }
+
+        async fn extract_ready(
+            &self,
+            id: &str,
+            manifest: &str,
+            jws: &str,
+            expires_at: $crate::domain::Timestamp,
+            now: $crate::domain::Timestamp,
+        ) -> $crate::storage::StorageResult<()> {
+            sqlx::query(
+                "UPDATE extracts SET state = 'ready', manifest = $2, manifest_jws = $3, expires_at = $4, updated_at = $5 \
+                 WHERE id = $1 AND state = 'building'",
+            )
+            .bind(id)
+            .bind(manifest)
+            .bind(jws)
+            .bind(expires_at)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        }
+
+        async fn epsilon_spent(&self, partner_id: &str) -> $crate::storage::StorageResult<f64> {
+            let (sum,): (Option<f64>,) = sqlx::query_as(
+                "SELECT SUM(epsilon) FROM extracts WHERE partner_id = $1 AND epsilon IS NOT NULL \
+                 AND state IN ('approved', 'building', 'ready', 'downloaded', 'expired')",
+            )
+            .bind(partner_id)
+            .fetch_one(&self.pool)
+            .await?;
+            Ok(sum.unwrap_or(0.0))
+        }
+
+        async fn extracts_to_expire(&self, now: $crate::domain::Timestamp) -> $crate::storage::StorageResult<Vec<String>> {
+            let rows: Vec<(String,)> = sqlx::query_as(
+                "SELECT id FROM extracts WHERE state IN ('ready', 'downloaded') AND expires_at <= $1",
+            )
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?;
+            Ok(rows.into_iter().map(|(i,)| i).collect())
+        }
+
+        async fn cohort_page(
+            &self,
+            purpose: &str,
+            consent_based: bool,
+            notice_version: &str,
+            now: $crate::domain::Timestamp,
+            after: &str,
+            limit: i64,
+        ) -> $crate::storage::StorageResult<Vec<(String, Option<String>)>> {
+            if consent_based {
+                Ok(sqlx::query_as(
+                    "SELECT c.resident_id, c.categories FROM consents c JOIN residents r ON r.id = c.resident_id \
+                     WHERE c.purpose = $1 AND c.state = 'given' AND c.valid_until > $2 AND c.notice_version = $3 \
+                     AND r.status = 'active' AND r.restricted_at IS NULL AND c.resident_id > $4 \
+                     ORDER BY c.resident_id LIMIT $5",
+                )
+                .bind(purpose)
+                .bind(now)
+                .bind(notice_version)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?)
+            } else {
+                let rows: Vec<(String,)> = sqlx::query_as(
+                    "SELECT r.id FROM residents r WHERE r.status = 'active' AND r.restricted_at IS NULL \
+                     AND NOT EXISTS (SELECT 1 FROM objections o WHERE o.resident_id = r.id AND o.purpose = $1) \
+                     AND r.id > $2 ORDER BY r.id LIMIT $3",
+                )
+                .bind(purpose)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.into_iter().map(|(r,)| (r, None)).collect())
+            }
+        }
+
+        async fn count_cohort(
+            &self,
+            purpose: &str,
+            consent_based: bool,
+            notice_version: &str,
+            now: $crate::domain::Timestamp,
+        ) -> $crate::storage::StorageResult<i64> {
+            let (n,): (i64,) = if consent_based {
+                sqlx::query_as(
+                    "SELECT COUNT(*) FROM consents c JOIN residents r ON r.id = c.resident_id \
+                     WHERE c.purpose = $1 AND c.state = 'given' AND c.valid_until > $2 AND c.notice_version = $3 \
+                     AND r.status = 'active' AND r.restricted_at IS NULL",
+                )
+                .bind(purpose)
+                .bind(now)
+                .bind(notice_version)
+                .fetch_one(&self.pool)
+                .await?
+            } else {
+                sqlx::query_as(
+                    "SELECT COUNT(*) FROM residents r WHERE r.status = 'active' AND r.restricted_at IS NULL \
+                     AND NOT EXISTS (SELECT 1 FROM objections o WHERE o.resident_id = r.id AND o.purpose = $1)",
+                )
+                .bind(purpose)
+                .fetch_one(&self.pool)
+                .await?
+            };
+            Ok(n)
+        }
+    }
+    };
+}
+pub(crate) use impl_extract_store;

@@ -1,0 +1,268 @@
+//! MandateStore: drafts, mandates with one live authorisation per
+//! démarche, revocation and the purge of ended mandates.
+
+use coffre::storage::MandateDraftRow;
+
+use super::{
+    T0, assert_conflict, assert_not_found, each_store, mandate, on, residents,
+    structure_with_aidant,
+};
+
+fn demarches(list: &[&str]) -> Vec<String> {
+    list.iter().map(|d| d.to_string()).collect()
+}
+
+#[tokio::test]
+async fn a_mandate_holds_one_live_authorisation_per_demarche_and_supersedes_the_last() {
+    each_store(|store| async move {
+        let b = on(&store);
+        structure_with_aidant(&store).await;
+        residents(&store, &["awa"]).await;
+        let m1 = mandate("m1", "awa", T0, T0 + 1000);
+        store
+            .create_mandate(&m1, &demarches(&["impots", "caf"]), T0)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.find_mandate("m1").await.unwrap().unwrap().expires_at,
+            T0 + 1000
+        );
+        let auths = store.mandate_authorisations("m1").await.unwrap();
+        let listed: Vec<_> = auths.iter().map(|a| a.demarche.as_str()).collect();
+        assert_eq!(listed, ["caf", "impots"], "by démarche ({b})");
+        assert!(
+            auths
+                .iter()
+                .all(|a| a.revoked_at.is_none() && a.expires_at == T0 + 1000)
+        );
+        assert_conflict(
+            store.create_mandate(&m1, &demarches(&["caf"]), T0).await,
+            "same mandate id",
+        );
+        assert_not_found(
+            store
+                .create_mandate(
+                    &mandate("m9", "ghost", T0, T0 + 10),
+                    &demarches(&["caf"]),
+                    T0,
+                )
+                .await,
+            "unknown resident",
+        );
+
+        // A new mandate for one démarche supersedes that one only.
+        let m2 = mandate("m2", "awa", T0 + 10, T0 + 2000);
+        store
+            .create_mandate(&m2, &demarches(&["impots"]), T0 + 10)
+            .await
+            .unwrap();
+        let old = store.mandate_authorisations("m1").await.unwrap();
+        assert_eq!(old[0].revoked_at, None, "caf stays ({b})");
+        assert_eq!(old[1].revoked_at, Some(T0 + 10), "{b}");
+        assert_eq!(old[1].revoked_by.as_deref(), Some("superseded"), "{b}");
+        let live = |demarche: &'static str, now| {
+            let store = store.clone();
+            async move {
+                store
+                    .live_authorisation("awa", "s1", demarche, now)
+                    .await
+                    .unwrap()
+                    .map(|a| a.mandate_id)
+            }
+        };
+        assert_eq!(live("impots", T0 + 20).await.as_deref(), Some("m2"), "{b}");
+        assert_eq!(live("caf", T0 + 20).await.as_deref(), Some("m1"), "{b}");
+        assert_eq!(live("caf", T0 + 1000).await, None, "expired ({b})");
+        let mine: Vec<_> = store
+            .mandates_of_resident("awa")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(mine, ["m2", "m1"], "newest first ({b})");
+
+        // Revocation: one démarche, then the rest; never twice.
+        let revoked = store
+            .revoke_authorisations("m1", Some("caf"), "awa", T0 + 30)
+            .await
+            .unwrap();
+        assert_eq!(revoked, 1, "{b}");
+        assert_eq!(
+            store
+                .revoke_authorisations("m1", None, "awa", T0 + 31)
+                .await
+                .unwrap(),
+            0,
+            "{b}"
+        );
+        assert_eq!(
+            store
+                .revoke_authorisations("m2", None, "ag1", T0 + 32)
+                .await
+                .unwrap(),
+            1,
+            "{b}"
+        );
+        let m2_auths = store.mandate_authorisations("m2").await.unwrap();
+        assert_eq!(m2_auths[0].revoked_by.as_deref(), Some("ag1"), "{b}");
+        assert_eq!(live("impots", T0 + 40).await, None, "{b}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn drafts_round_trip_and_a_structure_sees_its_authorisations_by_expiry() {
+    each_store(|store| async move {
+        let b = on(&store);
+        structure_with_aidant(&store).await;
+        residents(&store, &["awa", "basile", "chloe"]).await;
+        let draft = MandateDraftRow {
+            id: "d1".into(),
+            aidant_id: "ag1".into(),
+            structure_id: "s1".into(),
+            demarches: "caf,impots".into(),
+            duration_days: 31,
+            renews: None,
+            resident_id: None,
+            created_at: T0,
+            expires_at: T0 + 600,
+        };
+        store.insert_mandate_draft(&draft).await.unwrap();
+        assert_conflict(store.insert_mandate_draft(&draft).await, "same draft id");
+        store.set_draft_resident("d1", "awa").await.unwrap();
+        let found = store.find_mandate_draft("d1").await.unwrap().unwrap();
+        assert_eq!(found.resident_id.as_deref(), Some("awa"), "{b}");
+        assert_eq!(found.demarches, "caf,impots", "{b}");
+        store.delete_mandate_draft("d1").await.unwrap();
+        assert!(
+            store.find_mandate_draft("d1").await.unwrap().is_none(),
+            "{b}"
+        );
+
+        store
+            .create_mandate(
+                &mandate("late", "awa", T0, T0 + 900),
+                &demarches(&["caf"]),
+                T0,
+            )
+            .await
+            .unwrap();
+        store
+            .create_mandate(
+                &mandate("soon", "basile", T0, T0 + 100),
+                &demarches(&["impots", "caf"]),
+                T0,
+            )
+            .await
+            .unwrap();
+        store
+            .create_mandate(
+                &mandate("gone", "chloe", T0, T0 + 50),
+                &demarches(&["caf"]),
+                T0,
+            )
+            .await
+            .unwrap();
+        store
+            .revoke_authorisations("gone", None, "chloe", T0)
+            .await
+            .unwrap();
+
+        let seen = |now, until| {
+            let store = store.clone();
+            async move {
+                store
+                    .structure_authorisations("s1", now, until)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|a| (a.mandate_id, a.demarche))
+                    .collect::<Vec<_>>()
+            }
+        };
+        let all = seen(T0, i64::MAX).await;
+        let expected = [("soon", "caf"), ("soon", "impots"), ("late", "caf")];
+        let expected: Vec<_> = expected
+            .iter()
+            .map(|(m, d)| (m.to_string(), d.to_string()))
+            .collect();
+        assert_eq!(all, expected, "by expiry, live only ({b})");
+        assert_eq!(seen(T0, T0 + 100).await.len(), 2, "expiring by then ({b})");
+        assert_eq!(
+            seen(T0 + 100, i64::MAX).await.len(),
+            1,
+            "expired left out ({b})"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn ended_mandates_are_purged_unless_renewed_or_still_running() {
+    each_store(|store| async move {
+        let b = on(&store);
+        structure_with_aidant(&store).await;
+        residents(&store, &["awa", "basile", "chloe", "dora", "eve"]).await;
+        let caf = demarches(&["caf"]);
+        let make = |id: &'static str, resident: &'static str, expires_at, renews: Option<&str>| {
+            let mut m = mandate(id, resident, T0, expires_at);
+            m.renews = renews.map(Into::into);
+            m
+        };
+        for m in [
+            make("ended", "awa", T0 + 100, None),
+            make("running", "basile", T0 + 10_000, None),
+            make("revoked", "chloe", T0 + 10_000, None),
+            make("renewed", "dora", T0 + 100, None),
+            make("renewal", "dora", T0 + 10_000, Some("renewed")),
+            make("drafted", "eve", T0 + 100, None),
+        ] {
+            store.create_mandate(&m, &caf, T0).await.unwrap();
+        }
+        store
+            .revoke_authorisations("revoked", None, "chloe", T0 + 50)
+            .await
+            .unwrap();
+        // A draft renewing a mandate keeps it too.
+        store
+            .insert_mandate_draft(&MandateDraftRow {
+                id: "d1".into(),
+                aidant_id: "ag1".into(),
+                structure_id: "s1".into(),
+                demarches: "caf".into(),
+                duration_days: 31,
+                renews: Some("drafted".into()),
+                resident_id: None,
+                created_at: T0,
+                expires_at: T0 + 100_000,
+            })
+            .await
+            .unwrap();
+
+        let purged = store.purge_ended_mandates(T0 + 200).await.unwrap();
+        assert_eq!(purged, 2, "{b}");
+        for gone in ["ended", "revoked"] {
+            assert!(
+                store.find_mandate(gone).await.unwrap().is_none(),
+                "{gone} ({b})"
+            );
+            assert!(
+                store.mandate_authorisations(gone).await.unwrap().is_empty(),
+                "{b}"
+            );
+        }
+        for kept in ["running", "renewed", "renewal", "drafted"] {
+            assert!(
+                store.find_mandate(kept).await.unwrap().is_some(),
+                "{kept} ({b})"
+            );
+        }
+        assert_eq!(
+            store.purge_ended_mandates(T0 + 200).await.unwrap(),
+            0,
+            "{b}"
+        );
+    })
+    .await;
+}
