@@ -360,9 +360,9 @@ async fn mandate(
     days: i64,
 ) -> (String, String) {
     let structure = app.store.find_structure(structure).await.unwrap().unwrap();
-    let (m, attestation) = coffre::mandates::create(
+    let (m, attestation) = coffre::service::mandates::create(
         &app.state,
-        coffre::mandates::NewMandate {
+        coffre::service::mandates::NewMandate {
             aidant_id: aidant,
             structure: &structure,
             resident_id: resident,
@@ -410,7 +410,7 @@ async fn agent(app: &TestApp, id: &str, role: Role, structure: &str, can_create:
         .await
         .unwrap();
     if role == Role::Aidant {
-        coffre::mandates::enroll_totp_secret(
+        coffre::service::mandates::enroll_totp_secret(
             &app.state,
             id,
             coffre::demo::DEMO_TOTP_SECRET,
