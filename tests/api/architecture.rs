@@ -931,29 +931,55 @@ fn check_graph(graph: &Graph, known: &[(&str, &str, &str)]) -> String {
             .cloned()
             .unwrap_or_default()
     };
-    // Cycles, once the known edges are set aside: one per edge that closes
-    // one, each named once.
-    let mut named: BTreeSet<BTreeSet<String>> = BTreeSet::new();
+    // Cycles, once the known edges are set aside. The modules caught in one
+    // tangle (a strongly connected component) are reported together, with
+    // the shortest cycle among them, which names the edge to look at first.
+    let mut reported: BTreeSet<String> = BTreeSet::new();
     for (a, b) in graph.edges.keys() {
-        if skip.contains(&(a.clone(), b.clone())) {
+        if skip.contains(&(a.clone(), b.clone())) || reported.contains(a) {
             continue;
         }
-        if let Some(mut back) = graph.path(b, a, &skip) {
-            back.insert(0, a.clone());
-            let members: BTreeSet<String> = back.iter().cloned().collect();
-            if named.insert(members) {
-                let hops: Vec<String> = back
-                    .windows(2)
-                    .map(|w| format!("{} → {} ({})", w[0], w[1], at(&w[0], &w[1])))
-                    .collect();
-                let _ = writeln!(
-                    report,
-                    "\ncycle: {}\n  {}",
-                    back.join(" → "),
-                    hops.join("\n  ")
-                );
-            }
+        if graph.path(b, a, &skip).is_none() {
+            continue;
         }
+        let tangle: BTreeSet<String> = graph
+            .edges
+            .keys()
+            .flat_map(|(x, y)| [x, y])
+            .filter(|n| {
+                *n == a || (graph.path(a, n, &skip).is_some() && graph.path(n, a, &skip).is_some())
+            })
+            .cloned()
+            .collect();
+        let shortest = graph
+            .edges
+            .keys()
+            .filter(|(x, y)| {
+                tangle.contains(x) && tangle.contains(y) && !skip.contains(&(x.clone(), y.clone()))
+            })
+            .filter_map(|(x, y)| {
+                graph.path(y, x, &skip).map(|mut back| {
+                    back.insert(0, x.clone());
+                    back
+                })
+            })
+            .min_by_key(Vec::len)
+            .unwrap_or_default();
+        let hops: Vec<String> = shortest
+            .windows(2)
+            .map(|w| format!("{} → {} ({})", w[0], w[1], at(&w[0], &w[1])))
+            .collect();
+        let _ = writeln!(
+            report,
+            "
+cycle: {}
+  {}
+  modules caught in it: {}",
+            shortest.join(" → "),
+            hops.join("\n  "),
+            tangle.iter().cloned().collect::<Vec<_>>().join(", ")
+        );
+        reported.extend(tangle);
     }
     // Direction rules.
     for (a, b) in graph.edges.keys() {
