@@ -6,6 +6,7 @@
 #[allow(dead_code)]
 mod support;
 
+mod architecture;
 mod audit;
 mod binary;
 mod browser;
