@@ -512,7 +512,7 @@ async fn agent_add(
     };
     let keys = load_keys(&config)?;
     let state = build_state(config, store.clone(), Clock::system(), false, Ok(keys)).await?;
-    let digest = crate::http::login::agent_email_digest(&state, email)
+    let digest = crate::service::login::agent_email_digest(&state, email)
         .map_err(|e| Fatal::runtime(e.to_string()))?;
     let id = uuid::Uuid::new_v4().to_string();
     record_operator_act(&state, "agent.add", None).await?;
@@ -587,7 +587,7 @@ async fn agent_by_email(
     let store = open_store(&config).await?;
     let keys = load_keys(&config)?;
     let state = build_state(config, store, Clock::system(), false, Ok(keys)).await?;
-    let digest = crate::http::login::agent_email_digest(&state, email)
+    let digest = crate::service::login::agent_email_digest(&state, email)
         .map_err(|e| Fatal::runtime(e.to_string()))?;
     let agent = state
         .store
@@ -1325,7 +1325,7 @@ fn spawn_session_purge(state: AppState) {
                 .store
                 .purge_expired_sessions(
                     state.clock.now(),
-                    state.clock.now() - crate::http::session::SESSION_IDLE_SECS,
+                    state.clock.now() - crate::service::sessions::SESSION_IDLE_SECS,
                 )
                 .await
             {

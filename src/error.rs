@@ -87,28 +87,6 @@ impl From<crate::audit::AuditError> for AppError {
     }
 }
 
-impl From<crate::service::vault::VaultError> for AppError {
-    fn from(e: crate::service::vault::VaultError) -> Self {
-        use crate::crypto::CryptoError;
-        use crate::service::vault::VaultError as V;
-        match e {
-            V::Storage(s) => AppError::Storage(s),
-            V::Crypto(CryptoError::Integrity) => AppError::Integrity,
-            V::Crypto(CryptoError::UnknownKekVersion { .. }) | V::Keys(_) => AppError::unavailable(
-                "keys_unavailable",
-                "Une clé de chiffrement nécessaire n'est pas chargée. / A needed encryption key is not loaded.",
-            ),
-            V::Crypto(other) => AppError::internal(other.to_string()),
-            V::Record(r) => AppError::unprocessable(r.code(), r.to_string()),
-            V::NoSuchResident => AppError::NotFound,
-            V::ConcurrentUpdate => AppError::Conflict {
-                code: "concurrent_update",
-                message: "Une autre modification est en cours ; réessayez. / A concurrent update happened; retry.".into(),
-            },
-        }
-    }
-}
-
 impl AppError {
     pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
         Self::Unprocessable {

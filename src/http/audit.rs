@@ -1,6 +1,7 @@
 //! The audit log over HTTP: the signed checkpoint, proofs, the auditor's
 //! view of entries, and a resident's own accesses with inclusion proofs.
-//! Also the small helpers handlers use to record their decisions.
+//! Also the request id extractor and the `X-Audit-Entry` answer every
+//! audited route gives.
 
 use std::collections::HashMap;
 
@@ -74,7 +75,7 @@ fn number(q: &HashMap<String, String>, name: &'static str) -> AppResult<u64> {
     responses((status = 200, description = "signed note: origin, tree size, base64 root hash, signature", content_type = "text/plain"),
               (status = 503, description = "`keys_unavailable`, `audit_unavailable`", body = crate::error::ErrorBody)))]
 pub async fn checkpoint(State(state): State<AppState>) -> AppResult<Response> {
-    let note = journal::checkpoint(&state, state.clock.now()).await?;
+    let note = journal::checkpoint(&state, state.clock.now()).await?.note;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], note).into_response())
 }
 

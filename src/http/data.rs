@@ -51,8 +51,6 @@ pub async fn my_category(
 
 /// Stores a new version of one category (the body is the object of its
 /// fields). Earlier versions are kept. Refused values change nothing.
-/// Partners that received this category are told (art. 19) and named to
-/// the resident in `X-Notified-Partners`.
 #[utoipa::path(put, path = "/api/v1/me/data/{category}", tag = "resident",
     params(("category" = String, Path, description = "a data category, e.g. `contact`")),
     request_body(content = Object, description = "the category's fields, e.g. {\"email\": \"…\", \"phone\": \"…\"}"),

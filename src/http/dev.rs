@@ -45,19 +45,8 @@ pub async fn login(
             "Ce profil de démonstration n'existe pas. / No such demo persona.",
         )
     })?;
-    state
-        .audit
-        .record(crate::audit::AuditRecord {
-            timestamp: state.clock.now(),
-            actor_id: persona.id.to_string(),
-            actor_role: persona.role.as_str().to_string(),
-            action: "login".into(),
-            allowed: true,
-            reason: "demo_login".into(),
-            request_id: rid.0,
-            ..Default::default()
-        })
-        .await?;
+    let caller = crate::service::Caller::new(persona.id, persona.role, rid.0);
+    crate::service::login::record_demo_login(&state, &caller, state.clock.now()).await?;
     let cookie = open_session(&state, persona.id, persona.role, "demo", None).await?;
     tracing::info!(
         actor = persona.id,
@@ -111,18 +100,20 @@ pub async fn mandate_login(
                 "Ce profil de démonstration n'existe pas. / No such demo persona.",
             )
         })?;
-    let draft = crate::http::login::mandate_draft_of(
+    let draft = crate::service::login::mandate_draft_of(
         &state,
-        Some(&user),
+        Some(&user.caller(&rid)),
         form.draft.as_deref().unwrap_or(""),
     )
     .await?;
-    let audit = crate::audit::AuditRecord {
-        timestamp: state.clock.now(),
-        request_id: rid.0,
-        ..Default::default()
-    };
-    crate::http::login::attach_resident(&state, &draft, persona.id, audit, "demo_login").await?;
+    crate::service::login::attach_demo_resident(
+        &state,
+        &draft,
+        persona.id,
+        rid.0,
+        state.clock.now(),
+    )
+    .await?;
     let location = header::HeaderValue::from_str(&format!("/aidant/brouillons/{}", draft.id))
         .map_err(|_| AppError::internal("draft location"))?;
     Ok((StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response())

@@ -6,7 +6,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::error::{AppError, AppResult};
+use crate::error::AppResult;
 
 #[derive(Serialize, ToSchema)]
 pub struct Health {
@@ -40,23 +40,10 @@ pub struct Readiness {
     responses((status = 200, body = Readiness),
               (status = 503, description = "not ready: `database_unavailable` or `keys_unavailable`", body = crate::error::ErrorBody)))]
 pub async fn readyz(State(state): State<AppState>) -> AppResult<Json<Readiness>> {
-    state.store.ping().await.map_err(|e| {
-        tracing::warn!(error = %e, "readiness: database unreachable");
-        AppError::unavailable(
-            "database_unavailable",
-            "La base de données ne répond pas. / The database does not answer.",
-        )
-    })?;
-    if let Some(reason) = state.keys_problem() {
-        tracing::warn!(reason, "readiness: keys unavailable");
-        return Err(AppError::unavailable(
-            "keys_unavailable",
-            "Les clés de chiffrement ne sont pas chargées. / Encryption keys are not loaded.",
-        ));
-    }
+    let database = crate::service::sessions::readiness(&state).await?;
     Ok(Json(Readiness {
         status: "ready",
-        database: state.store.backend().as_str(),
+        database,
         register: state.register_source.clone(),
     }))
 }

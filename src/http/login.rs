@@ -1,41 +1,29 @@
-//! Browser login through OpenID Connect: residents at `/auth/login` and
-//! `/auth/callback` (FranceConnect-like provider), agents at
-//! `/auth/agent/login` and `/auth/agent/callback` (ProConnect-like).
-//!
-//! Between the two legs the login is kept server-side (`login_attempts`),
-//! keyed by a digest of the OAuth `state`, bound to the browser that started
-//! it by a short-lived cookie, with the nonce and PKCE verifier sealed under a
-//! key derived from that cookie. A state works once and for ten minutes.
-//!
-//! A resident's provider `sub` is never stored: only its keyed digest. The
-//! identity the provider vouches for goes to the vault's `identity` category
-//! (and the e-mail to `contact`). An agent is matched by a keyed digest of
-//! their e-mail; their role comes from coffre's database, never from claims.
-//!
-//! Every completed or refused login whose state was genuine is audited;
-//! requests with an unknown state are only logged (they carry nothing to
-//! attribute, and would let anyone fill the audit log).
+//! Browser login through OpenID Connect over HTTP: the two legs' routes,
+//! the cookie that binds a login to the browser that started it, and the
+//! session cookie at the end. The rules are in `service::login`.
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::{Map, Value};
 
 use crate::AppState;
-use crate::audit::AuditRecord;
-use crate::crypto::{open_for_bearer, seal_for_bearer, sha256_hex};
-use crate::domain::Role;
 use crate::error::{AppError, AppResult};
 use crate::http::audit::RequestId;
 use crate::http::session::{MaybeUser, cookie_value, open_session, random_token};
-use crate::oidc::{IdentityClaims, IdentityProvider, LoginKind, OidcError, VerifiedLogin};
-use crate::storage::LoginAttemptRow;
+use crate::oidc::LoginKind;
+use crate::service::login::{self as login_service, CallbackQuery, LoginDone};
 
-/// How long a login may stay between the two legs.
-pub const LOGIN_ATTEMPT_SECS: i64 = 600;
-const ATTEMPT_SEAL: &str = "login-attempt";
+use crate::service::login::LOGIN_ATTEMPT_SECS;
+
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+pub struct LoginQuery {
+    /// A mandate draft the resident logs in to confirm, in the aidant's
+    /// browser session: the login then opens no resident session.
+    pub mandate_draft: Option<String>,
+}
+
 const LOGIN_COOKIE: &str = "coffre_login";
 const HOST_LOGIN_COOKIE: &str = "__Host-coffre_login";
 
@@ -60,56 +48,6 @@ fn login_cookie(state: &AppState, value: &str, max_age: i64) -> AppResult<Header
     .map_err(|_| AppError::internal("login cookie header"))
 }
 
-fn provider(state: &AppState, kind: LoginKind) -> AppResult<&IdentityProvider> {
-    let configured = match kind {
-        LoginKind::Resident => state.resident_login.as_deref(),
-        LoginKind::Agent => state.agent_login.as_deref(),
-    };
-    configured.ok_or_else(|| match kind {
-        LoginKind::Resident => AppError::unavailable(
-            "login_not_configured",
-            "La connexion des usagers n'est pas configurée sur ce service. / Resident login is not configured (COFFRE_OIDC_ISSUER).",
-        ),
-        LoginKind::Agent => AppError::unavailable(
-            "agent_login_not_configured",
-            "La connexion des agents n'est pas configurée sur ce service. / Agent login is not configured (COFFRE_AGENT_OIDC_ISSUER).",
-        ),
-    })
-}
-
-fn provider_unavailable(detail: &str) -> AppError {
-    tracing::warn!(detail, "identity provider unavailable");
-    AppError::unavailable(
-        "identity_provider_unavailable",
-        "Le fournisseur d'identité ne répond pas ; réessayez plus tard. / The identity provider is unavailable; try again later.",
-    )
-}
-
-fn refusal(e: &OidcError) -> AppError {
-    match e {
-        OidcError::Unavailable(detail) => provider_unavailable(detail),
-        OidcError::CodeRejected(_) => AppError::Unauthorized {
-            code: "oidc_code_rejected",
-            message: "Le fournisseur d'identité a refusé la connexion (code expiré ou déjà utilisé) ; recommencez. / The provider refused the authorization code (expired or used); log in again.".into(),
-        },
-        OidcError::IdTokenInvalid(_) => AppError::Unauthorized {
-            code: "oidc_id_token_invalid",
-            message: "La réponse du fournisseur d'identité n'a pas pu être vérifiée. / The provider's ID token failed verification.".into(),
-        },
-        OidcError::UserInfoInvalid(_) => AppError::Unauthorized {
-            code: "oidc_userinfo_invalid",
-            message: "Les informations d'identité n'ont pas pu être vérifiées. / The provider's userinfo failed verification.".into(),
-        },
-    }
-}
-
-fn state_invalid() -> AppError {
-    AppError::bad_request(
-        "oidc_state_invalid",
-        "Cette connexion a expiré ou a été commencée ailleurs ; recommencez. / Unknown, expired or foreign login state; log in again.",
-    )
-}
-
 /// Starts a resident's login at the residents' provider.
 #[utoipa::path(get, path = "/auth/login", tag = "resident", params(LoginQuery),
     responses((status = 303, description = "redirect to the identity provider"),
@@ -117,41 +55,21 @@ fn state_invalid() -> AppError {
 pub async fn resident_login(
     State(state): State<AppState>,
     MaybeUser(user): MaybeUser,
+    rid: RequestId,
     Query(q): Query<LoginQuery>,
 ) -> AppResult<Response> {
     let draft = match q.mandate_draft {
         None => None,
-        Some(id) => Some(mandate_draft_of(&state, user.as_ref(), &id).await?.id),
+        Some(id) => {
+            let caller = user.as_ref().map(|u| u.caller(&rid));
+            Some(
+                login_service::mandate_draft_of(&state, caller.as_ref(), &id)
+                    .await?
+                    .id,
+            )
+        }
     };
     start(&state, LoginKind::Resident, draft).await
-}
-
-#[derive(Deserialize, Default, utoipa::IntoParams)]
-pub struct LoginQuery {
-    /// A mandate draft the resident logs in to confirm, in the aidant's
-    /// browser session: the login then opens no resident session.
-    pub mandate_draft: Option<String>,
-}
-
-/// The live draft `id` of the aidant logged in in this browser.
-pub(crate) async fn mandate_draft_of(
-    state: &AppState,
-    user: Option<&crate::http::session::CurrentUser>,
-    id: &str,
-) -> AppResult<crate::storage::MandateDraftRow> {
-    let refused = || {
-        AppError::forbidden(
-            "mandate_draft_invalid",
-            "Ce projet de mandat n'existe pas, a expiré, ou n'est pas celui de l'aidant connecté. / Unknown or expired mandate draft, or not the logged-in aidant's.",
-        )
-    };
-    let user = user.ok_or_else(refused)?;
-    state
-        .store
-        .find_mandate_draft(id)
-        .await?
-        .filter(|d| d.aidant_id == user.actor_id && d.expires_at > state.clock.now())
-        .ok_or_else(refused)
 }
 
 /// Starts an agent's login at the agents' provider.
@@ -167,44 +85,16 @@ async fn start(
     kind: LoginKind,
     mandate_draft: Option<String>,
 ) -> AppResult<Response> {
-    let idp = provider(state, kind)?;
-    let auth = idp
-        .authorize(mandate_draft.is_some())
-        .await
-        .map_err(|e| refusal(&e))?;
     let browser = random_token()?;
-    let secrets = serde_json::json!({"nonce": auth.nonce, "pkce_verifier": auth.pkce_verifier});
-    let sealed = seal_for_bearer(&browser, ATTEMPT_SEAL, secrets.to_string().as_bytes())
-        .map_err(|_| AppError::internal("sealing a login attempt"))?;
-    let now = state.clock.now();
-    state
-        .store
-        .insert_login_attempt(&LoginAttemptRow {
-            state_digest: sha256_hex(&auth.state),
-            browser_digest: sha256_hex(&browser),
-            provider: kind.as_str().to_string(),
-            sealed,
-            created_at: now,
-            expires_at: now + LOGIN_ATTEMPT_SECS,
-            mandate_draft,
-        })
-        .await?;
-    let location = HeaderValue::from_str(auth.url.as_str())
-        .map_err(|_| AppError::internal("authorization URL"))?;
+    let url = login_service::start(state, kind, mandate_draft, &browser, state.clock.now()).await?;
+    let location =
+        HeaderValue::from_str(&url).map_err(|_| AppError::internal("authorization URL"))?;
     let mut res = (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response();
     res.headers_mut().insert(
         header::SET_COOKIE,
         login_cookie(state, &browser, LOGIN_ATTEMPT_SECS)?,
     );
     Ok(res)
-}
-
-#[derive(Deserialize, Default, utoipa::IntoParams)]
-pub struct CallbackQuery {
-    pub code: Option<String>,
-    pub state: Option<String>,
-    /// Set by the provider when the person cancelled or the login failed.
-    pub error: Option<String>,
 }
 
 /// The residents' provider sends the browser back here.
@@ -220,7 +110,16 @@ pub async fn resident_callback(
     headers: HeaderMap,
     Query(q): Query<CallbackQuery>,
 ) -> AppResult<Response> {
-    callback(&state, LoginKind::Resident, rid, user.as_ref(), &headers, q).await
+    let caller = user.as_ref().map(|u| u.caller(&rid));
+    callback(
+        &state,
+        LoginKind::Resident,
+        rid,
+        caller.as_ref(),
+        &headers,
+        q,
+    )
+    .await
 }
 
 /// The agents' provider sends the browser back here.
@@ -239,371 +138,37 @@ pub async fn agent_callback(
     callback(&state, LoginKind::Agent, rid, None, &headers, q).await
 }
 
-#[derive(Deserialize)]
-struct AttemptSecrets {
-    nonce: String,
-    pkce_verifier: String,
-}
-
 async fn callback(
     state: &AppState,
     kind: LoginKind,
     rid: RequestId,
-    user: Option<&crate::http::session::CurrentUser>,
+    user: Option<&crate::service::Caller>,
     headers: &HeaderMap,
     q: CallbackQuery,
 ) -> AppResult<Response> {
-    let idp = provider(state, kind)?;
-    let now = state.clock.now();
-    let Some(st) = q
-        .state
-        .as_deref()
-        .filter(|s| !s.is_empty() && s.len() <= 512)
-    else {
-        return Err(state_invalid());
-    };
-    // Consumed whatever happens next: a state works once.
-    let Some(attempt) = state.store.take_login_attempt(&sha256_hex(st)).await? else {
-        tracing::warn!(
-            provider = kind.as_str(),
-            "login callback with an unknown state"
-        );
-        return Err(state_invalid());
-    };
-    let audit = AuditRecord {
-        timestamp: now,
-        actor_id: "anonymous".into(),
-        actor_role: kind.as_str().into(),
-        action: "login".into(),
-        request_id: rid.0.clone(),
-        ..Default::default()
-    };
     let browser = cookie_value(headers, login_cookie_name(state)).unwrap_or_default();
-    let secrets: Option<AttemptSecrets> = if attempt.provider == kind.as_str()
-        && attempt.expires_at > now
-        && !browser.is_empty()
-        && sha256_hex(browser) == attempt.browser_digest
-    {
-        open_for_bearer(browser, ATTEMPT_SEAL, &attempt.sealed)
-            .and_then(|b| serde_json::from_slice(&b).ok())
-    } else {
-        None
-    };
-    let Some(secrets) = secrets else {
-        return Err(crate::service::access::deny(state, audit, state_invalid()).await);
-    };
-    if q.error.is_some() {
-        let refused = AppError::Unauthorized {
-            code: "oidc_login_refused",
-            message: "La connexion a été annulée ou refusée chez le fournisseur d'identité. / The login was cancelled or refused at the identity provider.".into(),
-        };
-        return Err(crate::service::access::deny(state, audit, refused).await);
-    }
-    let Some(code) = q
-        .code
-        .as_deref()
-        .filter(|c| !c.is_empty() && c.len() <= 2048)
-    else {
-        return Err(crate::service::access::deny(state, audit, state_invalid()).await);
-    };
-    let login = match idp
-        .finish(
-            code,
-            &secrets.pkce_verifier,
-            &secrets.nonce,
-            now,
-            attempt.mandate_draft.as_ref().map(|_| attempt.created_at),
-        )
-        .await
-    {
-        Ok(login) => login,
-        Err(e) => {
-            tracing::warn!(provider = kind.as_str(), error = %e, "login refused");
-            return Err(crate::service::access::deny(state, audit, refusal(&e)).await);
+    let now = state.clock.now();
+    match login_service::callback(state, kind, rid.0, user, browser, q, now).await? {
+        LoginDone::Session {
+            actor_id,
+            role,
+            id_token,
+        } => {
+            let cookie =
+                open_session(state, &actor_id, role, kind.as_str(), Some(&id_token)).await?;
+            let mut res = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
+            res.headers_mut().append(header::SET_COOKIE, cookie);
+            res.headers_mut()
+                .append(header::SET_COOKIE, login_cookie(state, "", 0)?);
+            Ok(res)
         }
-    };
-    if let Some(draft_id) = &attempt.mandate_draft {
-        return mandate_login(state, idp, &login, draft_id, user, &rid, audit, now).await;
-    }
-    let (actor_id, role) = match kind {
-        LoginKind::Resident => (
-            resident_from_login(state, idp, &login, &rid, now).await?,
-            Role::Resident,
-        ),
-        LoginKind::Agent => agent_from_login(state, &login, audit.clone()).await?,
-    };
-    state
-        .audit
-        .record(AuditRecord {
-            actor_id: actor_id.clone(),
-            actor_role: role.as_str().into(),
-            allowed: true,
-            reason: format!("oidc_{}", kind.as_str()),
-            resident_id: (role == Role::Resident).then(|| actor_id.clone()),
-            ..audit
-        })
-        .await?;
-    let cookie = open_session(state, &actor_id, role, kind.as_str(), Some(&login.id_token)).await?;
-    tracing::info!(actor = %actor_id, role = role.as_str(), acr = ?login.acr, "login");
-    let mut res = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
-    res.headers_mut().append(header::SET_COOKIE, cookie);
-    res.headers_mut()
-        .append(header::SET_COOKIE, login_cookie(state, "", 0)?);
-    Ok(res)
-}
-
-/// A resident's login to confirm an aidant's mandate draft, in the aidant's
-/// browser: the resident is attached to the draft and no resident session
-/// is opened (the aidant's goes on). A renewal must be confirmed by the
-/// mandate's own resident.
-#[allow(clippy::too_many_arguments)]
-async fn mandate_login(
-    state: &AppState,
-    idp: &IdentityProvider,
-    login: &VerifiedLogin,
-    draft_id: &str,
-    user: Option<&crate::http::session::CurrentUser>,
-    rid: &RequestId,
-    audit: AuditRecord,
-    now: i64,
-) -> AppResult<Response> {
-    let draft = match mandate_draft_of(state, user, draft_id).await {
-        Ok(d) => d,
-        Err(e) => return Err(crate::service::access::deny(state, audit, e).await),
-    };
-    let resident_id = resident_from_login(state, idp, login, rid, now).await?;
-    attach_resident(state, &draft, &resident_id, audit, "mandate_draft").await?;
-    let location = HeaderValue::from_str(&format!("/aidant/brouillons/{}", draft.id))
-        .map_err(|_| AppError::internal("draft location"))?;
-    let mut res = (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response();
-    res.headers_mut()
-        .append(header::SET_COOKIE, login_cookie(state, "", 0)?);
-    Ok(res)
-}
-
-/// Attaches the resident who just logged in (for real, or in demo mode) to
-/// an aidant's draft: a renewal only by the mandate's own resident. The
-/// login is recorded, allowed (`reason`) or refused.
-pub(crate) async fn attach_resident(
-    state: &AppState,
-    draft: &crate::storage::MandateDraftRow,
-    resident_id: &str,
-    audit: AuditRecord,
-    reason: &str,
-) -> AppResult<()> {
-    let audit = AuditRecord {
-        actor_id: resident_id.to_string(),
-        actor_role: Role::Resident.as_str().into(),
-        resident_id: Some(resident_id.to_string()),
-        structure_id: Some(draft.structure_id.clone()),
-        action: "mandate.resident_login".into(),
-        ..audit
-    };
-    if let Some(renewed) = &draft.renews {
-        let same = state
-            .store
-            .find_mandate(renewed)
-            .await?
-            .is_some_and(|m| m.resident_id == resident_id);
-        if !same {
-            let refused = AppError::forbidden(
-                "renewal_other_resident",
-                "Le renouvellement doit être confirmé par la personne du mandat. / A renewal must be confirmed by the mandate's own resident.",
-            );
-            return Err(crate::service::access::deny(state, audit, refused).await);
+        LoginDone::Draft { draft_id } => {
+            let location = HeaderValue::from_str(&format!("/aidant/brouillons/{draft_id}"))
+                .map_err(|_| AppError::internal("draft location"))?;
+            let mut res = (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response();
+            res.headers_mut()
+                .append(header::SET_COOKIE, login_cookie(state, "", 0)?);
+            Ok(res)
         }
     }
-    state
-        .store
-        .set_draft_resident(&draft.id, resident_id)
-        .await?;
-    state
-        .audit
-        .record(AuditRecord {
-            allowed: true,
-            reason: reason.into(),
-            ..audit
-        })
-        .await?;
-    Ok(())
-}
-
-/// Finds or creates the resident behind a verified login, and refreshes the
-/// identity the provider vouches for in the vault.
-async fn resident_from_login(
-    state: &AppState,
-    idp: &IdentityProvider,
-    login: &VerifiedLogin,
-    rid: &RequestId,
-    now: i64,
-) -> AppResult<String> {
-    let vault = state.vault()?;
-    let digest = vault.keys().current().pseudonym(
-        &format!("oidc-sub:{}", idp.issuer()),
-        login.subject.as_bytes(),
-    );
-    let new_id = uuid::Uuid::new_v4().to_string();
-    let (resident_id, created) = state
-        .store
-        .resident_for_login(&digest, &new_id, now)
-        .await?;
-    if created {
-        state
-            .audit
-            .record(AuditRecord {
-                timestamp: now,
-                actor_id: resident_id.clone(),
-                actor_role: Role::Resident.as_str().into(),
-                action: "resident.create".into(),
-                resident_id: Some(resident_id.clone()),
-                allowed: true,
-                reason: "first_login".into(),
-                request_id: rid.0.clone(),
-                ..Default::default()
-            })
-            .await?;
-        tracing::info!(resident = %resident_id, "resident created at first login");
-    }
-    let (identity, contact) = vault_fields(&login.claims);
-    for (category, fields) in [("identity", identity), ("contact", contact)] {
-        refresh_category(state, &resident_id, category, fields, rid, now).await?;
-    }
-    Ok(resident_id)
-}
-
-/// The provider's claims as vault fields: identity, and contact (e-mail).
-fn vault_fields(c: &IdentityClaims) -> (Map<String, Value>, Map<String, Value>) {
-    let mut identity = Map::new();
-    let mut put = |k: &str, v: &Option<String>| {
-        if let Some(v) = v {
-            identity.insert(k.to_string(), Value::String(v.clone()));
-        }
-    };
-    put("given_name", &c.given_name);
-    put("family_name", &c.family_name);
-    put("birthdate", &c.birthdate);
-    put("gender", &c.gender);
-    put("birthplace", &c.birthplace);
-    put("birthcountry", &c.birthcountry);
-    put("preferred_username", &c.preferred_username);
-    let mut contact = Map::new();
-    if let (Some(email), Some(true) | None) = (&c.email, c.email_verified) {
-        contact.insert("email".into(), Value::String(email.clone()));
-    }
-    (identity, contact)
-}
-
-/// Writes a new version of `category` with the provider's fields merged over
-/// the current ones, when they differ. A field the category refuses (an
-/// unexpected format from the provider) is left out and named in the log,
-/// never its value.
-async fn refresh_category(
-    state: &AppState,
-    resident_id: &str,
-    category: &str,
-    from_provider: Map<String, Value>,
-    rid: &RequestId,
-    now: i64,
-) -> AppResult<()> {
-    if from_provider.is_empty() {
-        return Ok(());
-    }
-    let vault = state.vault()?;
-    let category = vault
-        .categories()
-        .category(category)
-        .map_err(crate::service::vault::VaultError::from)?;
-    let current = vault
-        .read_current_category(resident_id, &category)
-        .await?
-        .map(|r| r.fields)
-        .unwrap_or_default();
-    let mut merged = current.clone();
-    for (field, value) in from_provider {
-        let one = Value::Object(Map::from_iter([(field.clone(), value.clone())]));
-        if vault.categories().validate(&category, &one).is_ok() {
-            merged.insert(field, value);
-        } else {
-            tracing::warn!(category = category.as_str(), field = %field, "provider claim refused by the category; left out");
-        }
-    }
-    if merged == current {
-        return Ok(());
-    }
-    let entry = state
-        .audit
-        .record(AuditRecord {
-            timestamp: now,
-            actor_id: resident_id.to_string(),
-            actor_role: Role::Resident.as_str().into(),
-            action: "data.write".into(),
-            resident_id: Some(resident_id.to_string()),
-            category: Some(category.as_str().to_string()),
-            allowed: true,
-            reason: "identity_provider".into(),
-            request_id: rid.0.clone(),
-            ..Default::default()
-        })
-        .await?;
-    vault
-        .write(resident_id, &category, &Value::Object(merged), now)
-        .await?;
-    tracing::info!(resident = %resident_id, category = category.as_str(), audit_entry = entry, "identity refreshed from the provider");
-    Ok(())
-}
-
-/// The agent behind a verified login, matched by e-mail digest; the role is
-/// the one in coffre's database.
-async fn agent_from_login(
-    state: &AppState,
-    login: &VerifiedLogin,
-    audit: AuditRecord,
-) -> AppResult<(String, Role)> {
-    let Some(email) = login.claims.email.as_deref() else {
-        let refused = AppError::forbidden(
-            "agent_email_missing",
-            "Le fournisseur d'identité n'a pas transmis d'adresse électronique. / The agents' provider sent no e-mail.",
-        );
-        return Err(crate::service::access::deny(state, audit, refused).await);
-    };
-    if login.claims.email_verified == Some(false) {
-        let refused = AppError::forbidden(
-            "agent_email_unverified",
-            "Adresse électronique non vérifiée. / The e-mail is not verified by the provider.",
-        );
-        return Err(crate::service::access::deny(state, audit, refused).await);
-    }
-    let digest = agent_email_digest(state, email)?;
-    let Some(agent) = state.store.find_agent_by_email_digest(&digest).await? else {
-        let refused = AppError::forbidden(
-            "agent_unknown",
-            "Aucun compte agent ne correspond à cette adresse ; demandez à votre référent. / No agent account for this e-mail; ask your administrator (`coffre agent add`).",
-        );
-        return Err(crate::service::access::deny(state, audit, refused).await);
-    };
-    let role = Role::parse(&agent.role).ok_or_else(|| AppError::internal("unknown agent role"))?;
-    let audit = AuditRecord {
-        actor_id: agent.id.clone(),
-        actor_role: role.as_str().into(),
-        structure_id: agent.structure_id.clone(),
-        ..audit
-    };
-    if !agent.active {
-        let refused = AppError::forbidden(
-            "agent_inactive",
-            "Ce compte agent est désactivé. / This agent account is deactivated.",
-        );
-        return Err(crate::service::access::deny(state, audit, refused).await);
-    }
-    Ok((agent.id, role))
-}
-
-/// Keyed digest of an agent's e-mail (case-insensitive): how agents are
-/// matched at login without their address being stored in clear.
-pub fn agent_email_digest(state: &AppState, email: &str) -> AppResult<String> {
-    let vault = state.vault()?;
-    Ok(vault
-        .keys()
-        .current()
-        .pseudonym("agent-email", email.trim().to_lowercase().as_bytes()))
 }

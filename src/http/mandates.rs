@@ -51,12 +51,15 @@ fn demarche_param(q: &HashMap<String, String>) -> AppResult<Demarche> {
     })
 }
 
+/// The démarches, their French labels and the data categories each reaches.
 #[utoipa::path(get, path = "/api/v1/demarches", tag = "public",
     responses((status = 200, body = [DemarcheItem])))]
 pub async fn demarches(State(state): State<AppState>) -> Json<Vec<DemarcheItem>> {
     Json(drafts::all_demarches(&state))
 }
 
+/// Starts a mandate: the aidant's choices. The resident then logs in at
+/// `resident_login`, in this browser.
 #[utoipa::path(post, path = "/api/v1/mandates/drafts", tag = "agent", request_body = DraftRequest,
     responses((status = 201, body = DraftView),
               (status = 403, description = "`aidant_only`, `agent_inactive`, `cannot_create_mandates`", body = crate::error::ErrorBody),
@@ -74,6 +77,7 @@ pub async fn create_draft(
     ))
 }
 
+/// The recap the resident confirms (after their login).
 #[utoipa::path(get, path = "/api/v1/mandates/drafts/{id}", tag = "agent",
     responses((status = 200, body = DraftView), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn get_draft(
@@ -87,6 +91,8 @@ pub async fn get_draft(
     ))
 }
 
+/// Creates the mandate from a draft the resident has logged in to and
+/// confirmed, with the aidant's TOTP code.
 #[utoipa::path(post, path = "/api/v1/mandates/drafts/{id}/confirm", tag = "agent", request_body = ConfirmRequest,
     responses((status = 201, body = MandateView),
               (status = 403, description = "`totp_invalid`, `totp_locked`, `totp_not_enrolled`", body = crate::error::ErrorBody),
@@ -106,6 +112,8 @@ pub async fn confirm_draft(
     ))
 }
 
+/// Renews a mandate of the structure: a new draft, which the same resident
+/// must confirm with a fresh login.
 #[utoipa::path(post, path = "/api/v1/mandates/{id}/renew", tag = "agent", request_body = RenewRequest,
     responses((status = 201, body = DraftView), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn renew(
@@ -122,6 +130,8 @@ pub async fn renew(
     ))
 }
 
+/// Revokes a mandate of the structure (or one démarche): an aidant with
+/// their TOTP code, or a référent.
 #[utoipa::path(post, path = "/api/v1/mandates/{id}/revoke", tag = "agent", request_body = RevokeRequest,
     responses((status = 200, body = RevocationReceipt),
               (status = 403, description = "`totp_invalid`, `totp_locked`", body = crate::error::ErrorBody),
@@ -139,6 +149,7 @@ pub async fn agent_revoke(
     ))
 }
 
+/// A resident revokes one of their mandates (or one démarche of it), at once.
 #[utoipa::path(post, path = "/api/v1/me/mandates/{id}/revoke", tag = "resident", request_body = RevokeRequest,
     responses((status = 200, body = RevocationReceipt),
               (status = 404, body = crate::error::ErrorBody),
@@ -156,6 +167,7 @@ pub async fn resident_revoke(
     ))
 }
 
+/// My mandates, with their state and attestation.
 #[utoipa::path(get, path = "/api/v1/me/mandates", tag = "resident",
     responses((status = 200, body = MyMandates), (status = 403, body = crate::error::ErrorBody)))]
 pub async fn my_mandates(
@@ -168,6 +180,8 @@ pub async fn my_mandates(
     ))
 }
 
+/// Residents under an active mandate of my current structure, one row per
+/// démarche.
 #[utoipa::path(get, path = "/api/v1/aidant/residents", tag = "agent",
     responses((status = 200, body = StructureMandates), (status = 403, body = crate::error::ErrorBody)))]
 pub async fn mandated_residents(
@@ -180,6 +194,7 @@ pub async fn mandated_residents(
     ))
 }
 
+/// Authorisations of my structure expiring within 30 days.
 #[utoipa::path(get, path = "/api/v1/aidant/mandates/expiring", tag = "agent",
     responses((status = 200, body = StructureMandates), (status = 403, body = crate::error::ErrorBody)))]
 pub async fn expiring(
@@ -192,6 +207,7 @@ pub async fn expiring(
     ))
 }
 
+/// One mandate of my structure, with its attestation.
 #[utoipa::path(get, path = "/api/v1/mandates/{id}", tag = "agent",
     responses((status = 200, body = MandateView), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn get_mandate(
@@ -205,6 +221,7 @@ pub async fn get_mandate(
     ))
 }
 
+/// Reads a resident's category within a démarche of an active mandate.
 #[utoipa::path(get, path = "/api/v1/aidant/residents/{resident}/data/{category}", tag = "agent",
     params(("demarche" = String, Query,)),
     responses((status = 200, body = crate::service::vault::RecordView),
@@ -223,6 +240,8 @@ pub async fn read_on_behalf(
     ))
 }
 
+/// Writes a new version of a resident's category within a démarche of an
+/// active mandate.
 #[utoipa::path(put, path = "/api/v1/aidant/residents/{resident}/data/{category}", tag = "agent",
     params(("demarche" = String, Query,)),
     responses((status = 200, body = crate::service::vault::RecordView),
@@ -251,6 +270,8 @@ pub async fn write_on_behalf(
     ))
 }
 
+/// Checks an attestation: signed by this service, and the mandate's state
+/// now. Public: anyone shown an attestation may check it.
 #[utoipa::path(get, path = "/api/v1/mandates/verify", tag = "public",
     params(("attestation" = String, Query,)),
     responses((status = 200, body = Verification),
@@ -268,6 +289,10 @@ pub async fn verify(
     Ok(Json(agents::verify(&state, jws, state.clock.now()).await?))
 }
 
+/// An aidant gives, refuses or withdraws a consent for a resident, within a
+/// démarche of an active mandate whose categories cover the purpose's; the
+/// consent is recorded as given on the resident's behalf, with the aidant
+/// and the structure.
 #[utoipa::path(post, path = "/api/v1/aidant/residents/{resident}/consents", tag = "agent",
     params(("demarche" = String, Query,)),
     request_body = crate::service::consents::ConsentRequest,
@@ -287,6 +312,7 @@ pub async fn consent_on_behalf(
     ))
 }
 
+/// The référent's structure: its allowed démarches and its agents.
 #[utoipa::path(get, path = "/api/v1/referent/structure", tag = "agent",
     responses((status = 200, body = StructureView), (status = 403, description = "`referent_only`", body = crate::error::ErrorBody)))]
 pub async fn referent_structure(
@@ -299,6 +325,8 @@ pub async fn referent_structure(
     ))
 }
 
+/// The référent sets the démarches the structure's aidants may take on
+/// (new mandates only: live ones keep theirs until they end or are revoked).
 #[utoipa::path(put, path = "/api/v1/referent/structure/demarches", tag = "agent", request_body = DemarchesRequest,
     responses((status = 200, body = StructureView), (status = 403, description = "`referent_only`", body = crate::error::ErrorBody)))]
 pub async fn set_demarches(
@@ -312,6 +340,9 @@ pub async fn set_demarches(
     ))
 }
 
+/// The référent removes an aidant from the structure (or takes them back).
+/// The agent's account is untouched: an aidant of several structures keeps
+/// working for the others, and an administrator's deactivation stands.
 #[utoipa::path(post, path = "/api/v1/referent/aidants/{id}/{action}", tag = "agent",
     params(("id" = String, Path,), ("action" = String, Path, description = "`deactivate` or `activate`")),
     responses((status = 200, body = StructureView), (status = 403, description = "`referent_only`", body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
@@ -326,6 +357,8 @@ pub async fn set_aidant_active(
     ))
 }
 
+/// An aidant who works for several structures picks the current one; their
+/// mandates and acts are those of the current structure.
 #[utoipa::path(put, path = "/api/v1/aidant/structure", tag = "agent", request_body = CurrentStructureRequest,
     responses((status = 204, description = "switched"), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn switch_structure(

@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 use crate::AppState;
 use crate::domain::Role;
 use crate::error::AppResult;
+use crate::http::audit::RequestId;
 use crate::http::session::CurrentUser;
 
 #[derive(Serialize, ToSchema)]
@@ -25,26 +26,20 @@ pub struct Me {
 /// Who is logged in, and the session's CSRF token.
 #[utoipa::path(get, path = "/api/v1/me", tag = "resident",
     responses((status = 200, body = Me), (status = 401, body = crate::error::ErrorBody)))]
-pub async fn me(State(state): State<AppState>, user: CurrentUser) -> AppResult<Json<Me>> {
-    let display_name = display_name(&state, &user).await?;
+pub async fn me(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    rid: RequestId,
+) -> AppResult<Json<Me>> {
+    let mut display_name =
+        crate::service::sessions::agent_display_name(&state, &user.caller(&rid)).await?;
+    if display_name.is_none() && state.demo {
+        display_name = crate::demo::find_login_persona(&user.actor_id).map(|p| p.name.to_string());
+    }
     Ok(Json(Me {
         id: user.actor_id,
         role: user.role,
         display_name,
         csrf_token: user.csrf_token,
     }))
-}
-
-async fn display_name(state: &AppState, user: &CurrentUser) -> AppResult<Option<String>> {
-    if user.role.is_agent() {
-        return Ok(state
-            .store
-            .find_agent(&user.actor_id)
-            .await?
-            .map(|a| a.display_name));
-    }
-    if state.demo {
-        return Ok(crate::demo::find_login_persona(&user.actor_id).map(|p| p.name.to_string()));
-    }
-    Ok(None)
 }

@@ -63,8 +63,10 @@ pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id"
 )]
 struct ApiDoc;
 
-/// The whole application router. Tests call this with a state of their own.
-pub fn app(state: AppState) -> Router {
+/// The application router: the API, and `pages` (the HTML pages of
+/// `web/`, which the crate root hands in so that `http` does not depend on
+/// `web`), behind one stack of middleware. [`crate::app`] assembles it.
+pub fn router(state: AppState, pages: Router<AppState>) -> Router {
     let mut api = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
@@ -150,7 +152,7 @@ pub fn app(state: AppState) -> Router {
                 async move { axum::Json(doc.as_ref().clone()) }
             }),
         )
-        .merge(crate::web::routes())
+        .merge(pages)
         .fallback(|| async { AppError::NotFound })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .with_state(state)

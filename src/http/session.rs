@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use crate::AppState;
 use crate::domain::Role;
 use crate::error::{AppError, AppResult};
-use crate::storage::NewSession;
+use crate::service::sessions::{self, digest};
 
 pub const COOKIE_NAME: &str = "coffre_session";
 /// Under https the cookie carries the `__Host-` prefix, which makes browsers
@@ -26,14 +26,7 @@ fn cookie_name(state: &AppState) -> &'static str {
         COOKIE_NAME
     }
 }
-/// Sessions end after 8 hours, a working day, whatever the activity.
-pub const SESSION_LIFETIME_SECS: i64 = 8 * 3600;
-/// ... and after 30 minutes without a request (ANSSI's recommendation for
-/// sensitive services; a shared computer at a France Services desk is the
-/// case to protect).
-pub const SESSION_IDLE_SECS: i64 = 30 * 60;
-/// Activity is written at most once a minute per session, not per request.
-const TOUCH_EVERY_SECS: i64 = 60;
+use crate::service::sessions::SESSION_LIFETIME_SECS;
 /// Purpose bound into the sealing of the ID token kept for logout.
 const ID_TOKEN_SEAL: &str = "session-id-token";
 pub const CSRF_HEADER: &str = "x-csrf-token";
@@ -70,13 +63,6 @@ pub(crate) fn random_token() -> AppResult<String> {
     crate::crypto::random_token().map_err(|_| AppError::internal("system random generator failed"))
 }
 
-fn digest(token: &str) -> String {
-    hex::encode(ring::digest::digest(
-        &ring::digest::SHA256,
-        token.as_bytes(),
-    ))
-}
-
 pub(crate) fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
@@ -105,26 +91,21 @@ pub async fn open_session(
     id_token: Option<&str>,
 ) -> AppResult<HeaderValue> {
     let token = random_token()?;
-    let csrf = random_token()?;
     let now = state.clock.now();
-    let token_hash = digest(&token);
     let id_token_sealed = id_token
         .map(|t| crate::crypto::seal_for_bearer(&token, ID_TOKEN_SEAL, t.as_bytes()))
         .transpose()
         .map_err(|_| AppError::internal("sealing the ID token"))?;
-    state
-        .store
-        .create_session(&NewSession {
-            token_hash: &token_hash,
-            actor_id,
-            role,
-            csrf_token: &csrf,
-            now,
-            expires_at: now + SESSION_LIFETIME_SECS,
-            provider,
-            id_token_sealed: id_token_sealed.as_deref(),
-        })
-        .await?;
+    sessions::open(
+        state,
+        &token,
+        actor_id,
+        role,
+        provider,
+        id_token_sealed.as_deref(),
+        now,
+    )
+    .await?;
     let secure = if state.config.is_https() {
         "; Secure"
     } else {
@@ -151,28 +132,17 @@ async fn load(parts: &Parts, state: &AppState) -> AppResult<Option<CurrentUser>>
     let Some(token) = cookie_value(&parts.headers, cookie_name(state)) else {
         return Ok(None);
     };
-    let token_hash = digest(token);
-    let now = state.clock.now();
-    let Some(row) = state
-        .store
-        .find_session(&token_hash, now, now - SESSION_IDLE_SECS)
-        .await?
-    else {
+    let Some(session) = sessions::find(state, token, state.clock.now()).await? else {
         return Ok(None);
     };
-    let role =
-        Role::parse(&row.role).ok_or_else(|| AppError::internal("unknown role in session"))?;
-    if now - row.last_seen_at >= TOUCH_EVERY_SECS {
-        state.store.touch_session(&token_hash, now).await?;
-    }
     Ok(Some(CurrentUser {
-        actor_id: row.actor_id,
-        role,
-        csrf_token: row.csrf_token,
-        provider: row.provider,
-        token_hash,
+        actor_id: session.actor_id,
+        role: session.role,
+        csrf_token: session.csrf_token,
+        provider: session.provider,
+        token_hash: session.token_hash,
         bearer: token.to_string(),
-        id_token_sealed: row.id_token_sealed,
+        id_token_sealed: session.id_token_sealed,
     }))
 }
 
@@ -248,23 +218,12 @@ pub async fn logout(
             "Jeton anti-falsification absent ou invalide. / Missing or invalid CSRF token.",
         ));
     }
-    state
-        .audit
-        .record(crate::audit::AuditRecord {
-            timestamp: state.clock.now(),
-            actor_id: user.actor_id.clone(),
-            actor_role: user.role.as_str().to_string(),
-            action: "logout".into(),
-            allowed: true,
-            reason: "own_session".into(),
-            request_id: headers
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-                .map(|s| s.chars().take(64).collect()),
-            ..Default::default()
-        })
-        .await?;
-    state.store.delete_session(&user.token_hash).await?;
+    let request_id = headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.chars().take(64).collect());
+    let caller = crate::service::Caller::new(&user.actor_id, user.role, request_id);
+    sessions::logout(&state, &caller, &user.token_hash, state.clock.now()).await?;
     // Ends the provider's session too (RP-initiated logout with
     // `id_token_hint`), so the next person at a shared computer does not
     // find the previous one still logged in at FranceConnect.

@@ -21,10 +21,14 @@ fn b64(hashes: &[[u8; 32]]) -> Vec<String> {
     hashes.iter().map(|h| STANDARD.encode(h)).collect()
 }
 
-/// The latest signed checkpoint (C2SP tlog-checkpoint as a signed note).
-pub async fn checkpoint(state: &AppState, now: Timestamp) -> AppResult<String> {
+/// The latest signed checkpoint (C2SP tlog-checkpoint as a signed note),
+/// with its tree size.
+pub async fn checkpoint(
+    state: &AppState,
+    now: Timestamp,
+) -> AppResult<crate::storage::CheckpointRow> {
     let signer = state.checkpoint_signer()?;
-    Ok(state.audit.checkpoint(&signer, now).await?.note)
+    Ok(state.audit.checkpoint(&signer, now).await?)
 }
 
 /// The verifier key of checkpoints, in signed-note form.

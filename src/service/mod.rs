@@ -16,9 +16,13 @@ pub mod export;
 pub mod extract_build;
 pub mod extracts;
 pub mod journal;
+pub mod login;
 pub mod mandates;
+pub mod partners;
 pub mod requests;
 pub mod rights;
+pub mod sessions;
+pub mod state;
 pub mod structures;
 pub mod vault;
 

@@ -145,7 +145,7 @@ pub async fn run_retention(state: &AppState, now: Timestamp) -> AppResult<Retent
     }
     report.sessions = state
         .store
-        .purge_expired_sessions(now, now - crate::http::session::SESSION_IDLE_SECS)
+        .purge_expired_sessions(now, now - crate::service::sessions::SESSION_IDLE_SECS)
         .await?;
     report.logins_and_drafts = state.store.purge_expired_logins_and_drafts(now).await?;
     report.ended_mandates = state

@@ -466,3 +466,28 @@ fn record_row(r: crate::storage::PageRecordRow) -> RecordRow {
         created_at: r.created_at,
     }
 }
+
+/// How a vault failure reaches the person: a missing key is 503
+/// `keys_unavailable`, a failed integrity check 500, a bad record 422.
+impl From<VaultError> for crate::error::AppError {
+    fn from(e: crate::service::vault::VaultError) -> Self {
+        use crate::crypto::CryptoError;
+        use crate::error::AppError;
+        use VaultError as V;
+        match e {
+            V::Storage(s) => AppError::Storage(s),
+            V::Crypto(CryptoError::Integrity) => AppError::Integrity,
+            V::Crypto(CryptoError::UnknownKekVersion { .. }) | V::Keys(_) => AppError::unavailable(
+                "keys_unavailable",
+                "Une clé de chiffrement nécessaire n'est pas chargée. / A needed encryption key is not loaded.",
+            ),
+            V::Crypto(other) => AppError::internal(other.to_string()),
+            V::Record(r) => AppError::unprocessable(r.code(), r.to_string()),
+            V::NoSuchResident => AppError::NotFound,
+            V::ConcurrentUpdate => AppError::Conflict {
+                code: "concurrent_update",
+                message: "Une autre modification est en cours ; réessayez. / A concurrent update happened; retry.".into(),
+            },
+        }
+    }
+}

@@ -5,9 +5,10 @@
 //! - Every page works without JavaScript: state changes are HTML forms that
 //!   post, then redirect (post/redirect/get) to a page that says what
 //!   happened. The forms carry the session's CSRF token.
-//! - Pages never decide anything: a form handler calls the very API handler
-//!   the JSON route uses, so access checks, audit entries and error codes
-//!   are the same whether a resident clicks or a program calls.
+//! - Pages never decide anything: a page calls the very use case of
+//!   `service/` the JSON route calls and renders its typed view, so access
+//!   checks, audit entries and error codes are the same whether a resident
+//!   clicks or a program calls.
 //! - One small stylesheet and one icon, served by us with long caching; no
 //!   font, script or request to anyone else (CSP `default-src 'self'`).
 //! - Markup comes from `maud`, which escapes every interpolated value.

@@ -232,14 +232,10 @@ pub async fn register(ctx: Ctx) -> PageResult {
 /// anyone can check that the log was never rewritten.
 pub async fn journal(ctx: Ctx) -> PageResult {
     let l = ctx.lang;
-    let signer = ctx.state.checkpoint_signer().map_err(|e| ctx.fail(e))?;
-    let cp = ctx
-        .state
-        .audit
-        .checkpoint(&signer, ctx.state.clock.now())
+    let cp = crate::service::journal::checkpoint(&ctx.state, ctx.state.clock.now())
         .await
-        .map_err(|e| ctx.fail(e.into()))?;
-    let key = signer.verifier_key();
+        .map_err(|e| ctx.fail(e))?;
+    let key = crate::service::journal::verifier_key(&ctx.state).map_err(|e| ctx.fail(e))?;
     let body = html! {
         h1 { (l.t("Le journal vérifiable", "The verifiable log")) }
         p { (l.t(

@@ -614,9 +614,11 @@ async fn agents_log_in_with_the_role_coffre_gives_them_and_strangers_are_refused
     support::each_backend_setup(setup(peer), |app| async move {
         app.clock.set(real_now());
         let base = app.serve();
-        let digest =
-            coffre::http::login::agent_email_digest(&app.state, "Claire.Aidante@ccas.example.org")
-                .unwrap();
+        let digest = coffre::service::login::agent_email_digest(
+            &app.state,
+            "Claire.Aidante@ccas.example.org",
+        )
+        .unwrap();
         app.store
             .insert_agent(
                 &coffre::storage::AgentRow {
