@@ -33,17 +33,6 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
     }
 }
 
-/// See [`crate::service::access::own_data`].
-pub async fn own_data(
-    state: &AppState,
-    user: &CurrentUser,
-    rid: &RequestId,
-    action: &str,
-    category: Option<&str>,
-) -> AppResult<u64> {
-    crate::service::access::own_data(state, &user.caller(rid), action, category).await
-}
-
 /// The `X-Audit-Entry` header: the index of the entry that recorded this
 /// request's decision, so a client can ask for its inclusion proof.
 pub fn with_entry(index: u64, body: impl IntoResponse) -> Response {

@@ -30,7 +30,9 @@ use crate::error::AppError;
 use crate::http::audit::RequestId;
 use crate::http::session::{CurrentUser, MaybeUser};
 
+pub mod accesses;
 pub mod aidant;
+pub mod consents;
 pub mod dpo;
 pub mod public;
 pub mod resident;
@@ -71,15 +73,15 @@ pub fn routes() -> Router<AppState> {
         .route("/moi/donnees/{category}", post(resident::save_category))
         .route(
             "/moi/consentements",
-            get(resident::consents).post(resident::decide),
+            get(consents::consents).post(consents::decide),
         )
-        .route("/moi/consentements/{id}/retrait", post(resident::withdraw))
-        .route("/moi/consentements/{id}/retire", get(resident::withdrawn))
-        .route("/moi/acces", get(resident::accesses))
+        .route("/moi/consentements/{id}/retrait", post(consents::withdraw))
+        .route("/moi/consentements/{id}/retire", get(consents::withdrawn))
+        .route("/moi/acces", get(accesses::accesses))
         .route("/moi/mandats", get(resident::mandates))
         .route("/moi/mandats/{id}/revocation", post(resident::revoke))
-        .route("/moi/recus", get(resident::receipts))
-        .route("/moi/recus/{consent}/{n}", get(resident::receipt_file))
+        .route("/moi/recus", get(consents::receipts))
+        .route("/moi/recus/{consent}/{n}", get(consents::receipt_file))
         .route(
             "/moi/effacement",
             get(resident::erasure).post(resident::erase),
