@@ -355,7 +355,7 @@ pub async fn consent_on_behalf(
         AppError::unprocessable("unknown_purpose", "Finalité inconnue. / Unknown purpose.")
     })?;
     let access = AccessRequest {
-        resident_id: Some(&resident),
+        resident_id: Some(resident),
         structure_id: Some(&ctx.structure.id),
         demarche: Some(demarche),
         purpose_id: Some(&purpose.id),
