@@ -1,0 +1,139 @@
+//! `coffre audit`: verifying the log, printing its checkpoint or verifier
+//! key, rebuilding its derived indexes.
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+
+use super::{Fatal, build_state, load_keys, open_store};
+use crate::Clock;
+use crate::config::Config;
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Recompute the Merkle tree from the stored entries and check every
+    /// checkpoint; exit 1 naming the first bad index.
+    Verify {
+        /// Also check against a checkpoint kept outside the database.
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<PathBuf>,
+        /// Verifier key (`name+hexid+base64`) to trust instead of the local
+        /// key set, e.g. for an auditor without the keys folder.
+        #[arg(long, value_name = "VKEY")]
+        key: Option<String>,
+    },
+    /// Print the latest signed checkpoint (signing a new one if the log grew).
+    Checkpoint,
+    /// Print the checkpoint verifier key in signed-note form.
+    Key,
+    /// Rebuild the index of each resident's entries (`audit_by_resident`,
+    /// derived data outside the tree) from the entries themselves.
+    Reindex,
+}
+
+pub(super) async fn audit_command(config: Config, command: AuditCommand) -> Result<(), Fatal> {
+    match command {
+        AuditCommand::Verify { checkpoint, key } => {
+            let store = open_store(&config).await?;
+            let verifier_key = match key {
+                Some(k) => k,
+                None => {
+                    let keys = load_keys(&config)?;
+                    crate::audit::note::NoteSigner::from_seed(
+                        &config.audit_log_name,
+                        keys.current().signing_seed(),
+                    )
+                    .map_err(|e| Fatal::runtime(format!("signing key: {e}")))?
+                    .verifier_key()
+                }
+            };
+            let verifier = crate::audit::note::NoteVerifier::parse(&verifier_key)
+                .map_err(|e| Fatal::config(format!("--key: {e}")))?;
+            let external = match checkpoint {
+                Some(path) => Some(std::fs::read_to_string(&path).map_err(|e| {
+                    Fatal::config(format!("cannot read {} ({})", path.display(), e.kind()))
+                })?),
+                None => None,
+            };
+            let outcome = crate::audit::verify::verify(
+                &store,
+                &verifier,
+                &config.audit_log_name,
+                external.as_deref(),
+            )
+            .await;
+            store.close().await;
+            match outcome {
+                Ok(r) => {
+                    use base64::Engine;
+                    if external.is_none() {
+                        println!(
+                            "note: without --checkpoint FILE (a checkpoint kept outside this database), a log cut after its last stored checkpoint cannot be detected"
+                        );
+                    }
+                    println!(
+                        "audit log OK: {} entries, root {}, {} signed checkpoints verified and consistent",
+                        r.size,
+                        base64::engine::general_purpose::STANDARD.encode(r.root),
+                        r.checkpoints
+                    );
+                    Ok(())
+                }
+                Err(e) => Err(Fatal::runtime(format!(
+                    "audit log verification FAILED: {e}"
+                ))),
+            }
+        }
+        AuditCommand::Reindex => {
+            let store = open_store(&config).await?;
+            let outcome = async {
+                store.audit_reset_resident_index().await?;
+                let mut covered = 0u64;
+                loop {
+                    match store.audit_index_residents(100_000).await? {
+                        0 => break,
+                        n => covered += n,
+                    }
+                }
+                while crate::audit::log::index_recipients(&store, 100_000).await? > 0 {}
+                Ok(covered)
+            }
+            .await;
+            store.close().await;
+            let covered = outcome.map_err(|e: crate::storage::StorageError| {
+                Fatal::runtime(format!("reindexing the audit log: {e}"))
+            })?;
+            println!(
+                "audit log: the resident and recipients indexes cover {covered} entries again"
+            );
+            Ok(())
+        }
+        AuditCommand::Checkpoint => {
+            let store = open_store(&config).await?;
+            let keys = load_keys(&config)?;
+            let state =
+                build_state(config, store.clone(), Clock::system(), false, Ok(keys)).await?;
+            let signer = state
+                .checkpoint_signer()
+                .map_err(|e| Fatal::runtime(e.to_string()))?;
+            let row = state
+                .audit
+                .checkpoint(&signer, state.clock.now())
+                .await
+                .map_err(|e| Fatal::runtime(e.to_string()))?;
+            store.close().await;
+            print!("{}", row.note);
+            Ok(())
+        }
+        AuditCommand::Key => {
+            let keys = load_keys(&config)?;
+            let signer = crate::audit::note::NoteSigner::from_seed(
+                &config.audit_log_name,
+                keys.current().signing_seed(),
+            )
+            .map_err(|e| Fatal::runtime(format!("signing key: {e}")))?;
+            println!("{}", signer.verifier_key());
+            Ok(())
+        }
+    }
+}

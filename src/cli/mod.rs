@@ -1,0 +1,314 @@
+//! The command line: parses arguments, loads configuration, starts tracing
+//! and runs one subcommand. Every failure ends as one clear line on stderr
+//! and a non-zero exit code, never a panic or a backtrace.
+//!
+//! `mod.rs` holds the clap `Cli` and `Command`, `main`, the dispatch and the
+//! helpers the families share (opening the store, loading keys, building
+//! the state, recording an operator's act). One file per command family:
+//! `serve` (the server, its background jobs, signals and the demo banner),
+//! `keys`, `audit`, `partners`, `residents`, `agents` (agents and
+//! structures), `retention` and `seed`.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use std::sync::Arc;
+
+use crate::config::{Config, LogFormat};
+use crate::crypto::LiveKeys;
+use crate::{AppState, Clock};
+
+mod agents;
+mod audit;
+mod keys;
+mod partners;
+mod residents;
+mod retention;
+mod seed;
+mod serve;
+
+pub use agents::{AgentCommand, StructureCommand};
+pub use audit::AuditCommand;
+pub use keys::KeysCommand;
+pub use partners::PartnerCommand;
+pub use residents::ResidentCommand;
+pub use retention::RetentionCommand;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "coffre",
+    version,
+    about = "Registre des consentements et coffre-fort de données personnelles (tiers de confiance).\nConsent registry and encrypted personal-data vault run by a local authority.",
+    long_about = None,
+    after_help = "Configuration: built-in defaults, then coffre.toml (or --config FILE), then COFFRE_* environment variables.\nQuick start: coffre serve --demo   (then open http://127.0.0.1:8080/)"
+)]
+pub struct Cli {
+    /// Configuration file (default: ./coffre.toml when it exists).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the HTTP server (applies pending migrations first).
+    Serve {
+        /// Seed a small fictional territory into an empty database and enable
+        /// the development login. Refused unless listening on loopback.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Print the version and exit.
+    Version,
+    /// Manage the key set (KEK ring, signing key, pseudonymisation key).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// The audit log: verify it, print its checkpoint or verifier key.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Register partners (OAuth2 clients).
+    #[command(subcommand)]
+    Partner(PartnerCommand),
+    /// Act on one resident (DPO operations).
+    #[command(subcommand)]
+    Resident(ResidentCommand),
+    /// Register agents (aidants, référents, DPO, auditors, admins).
+    #[command(subcommand)]
+    Agent(AgentCommand),
+    /// Register structures habilitées.
+    #[command(subcommand)]
+    Structure(StructureCommand),
+    /// Retention: delete what its retention period no longer justifies.
+    #[command(subcommand)]
+    Retention(RetentionCommand),
+    /// Seed a deterministic synthetic territory into an empty database.
+    Seed {
+        /// How many residents.
+        #[arg(long)]
+        residents: u64,
+        /// The same seed gives the same territory.
+        #[arg(long, default_value_t = 2026)]
+        seed: u64,
+    },
+}
+
+/// A failure that ends the process with one line.
+#[derive(Debug)]
+pub struct Fatal {
+    pub message: String,
+    pub code: u8,
+}
+
+impl Fatal {
+    fn config(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            code: 2,
+        }
+    }
+    fn runtime(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            code: 1,
+        }
+    }
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    // A panic's message can quote data (a value being parsed, say): log
+    // where it happened, never what it said.
+    std::panic::set_hook(Box::new(|info| {
+        let at = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        // Never `eprintln!` here: it panics when stderr cannot be written
+        // (a full disk under a redirected log), and a panic inside the panic
+        // hook aborts the process.
+        let _ = writeln!(
+            std::io::stderr(),
+            "coffre: internal error (panic at {at}); details withheld"
+        );
+        tracing::error!(at, "panic");
+    }));
+    let cli = Cli::parse();
+    if let Command::Version = cli.command {
+        println!("coffre {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("coffre: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(fatal) => {
+            eprintln!("coffre: {}", fatal.message);
+            tracing::error!(message = %fatal.message, "exiting");
+            ExitCode::from(fatal.code)
+        }
+    }
+}
+
+fn init_tracing(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        // On a write error (the log's disk full) tracing-subscriber would
+        // report it with `eprintln!`, which panics on the same full stderr:
+        // a lost log line must not take the service down.
+        .log_internal_errors(false);
+    // A second init (tests) is harmless: try_init reports and we ignore it.
+    let _ = match config.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Human => builder.try_init(),
+    };
+}
+
+pub async fn run(cli: Cli) -> Result<(), Fatal> {
+    let config = Config::load(cli.config.as_deref()).map_err(|e| Fatal::config(e.to_string()))?;
+    init_tracing(&config);
+    match cli.command {
+        Command::Serve { demo } => serve::serve(config, demo).await,
+        Command::Migrate => {
+            let store = crate::storage::open(&config.database_url)
+                .await
+                .map_err(|e| Fatal::runtime(e.to_string()))?;
+            store.close().await;
+            println!("migrations applied to {}", config.database_url.redacted());
+            Ok(())
+        }
+        Command::Version => Ok(()),
+        Command::Keys(k) => keys::keys_command(&config, k).await,
+        Command::Audit(a) => audit::audit_command(config, a).await,
+        Command::Partner(PartnerCommand::Add {
+            id,
+            name,
+            age_recipient,
+            jwks_file,
+            json,
+        }) => {
+            partners::partner_add(
+                &config,
+                &id,
+                &name,
+                age_recipient.as_deref(),
+                jwks_file.as_deref(),
+                json,
+            )
+            .await
+        }
+        Command::Partner(PartnerCommand::Deactivate { id }) => {
+            partners::partner_set_active(config, &id, false).await
+        }
+        Command::Partner(PartnerCommand::Activate { id }) => {
+            partners::partner_set_active(config, &id, true).await
+        }
+        Command::Agent(AgentCommand::Add {
+            email,
+            role,
+            name,
+            structure,
+            no_mandates,
+            json,
+        }) => {
+            agents::agent_add(
+                config,
+                &email,
+                &role,
+                &name,
+                structure.as_deref(),
+                !no_mandates,
+                json,
+            )
+            .await
+        }
+        Command::Agent(AgentCommand::Join { email, structure }) => {
+            agents::agent_join(config, &email, &structure).await
+        }
+        Command::Agent(AgentCommand::Totp { email }) => agents::agent_totp(config, &email).await,
+        Command::Agent(AgentCommand::Deactivate { email }) => {
+            agents::agent_deactivate(config, &email).await
+        }
+        Command::Structure(StructureCommand::Add {
+            siret,
+            name,
+            demarches,
+            json,
+        }) => agents::structure_add(&config, &siret, &name, &demarches, json).await,
+        Command::Seed { residents, seed } => seed::seed_command(config, residents, seed).await,
+        Command::Retention(RetentionCommand::Run { at }) => {
+            retention::retention_run(config, at).await
+        }
+        Command::Resident(ResidentCommand::Erase { id }) => {
+            residents::resident_erase(config, id).await
+        }
+    }
+}
+
+/// An operator's act from the command line. The CLI does not know who runs
+/// it, so the actor is `cli` (the host's own logs say which account ran it).
+fn operator_record(action: &str, resident: Option<&str>, now: i64) -> crate::audit::AuditRecord {
+    crate::audit::AuditRecord {
+        timestamp: now,
+        actor_id: "cli".into(),
+        actor_role: "admin".into(),
+        action: action.into(),
+        resident_id: resident.map(str::to_string),
+        allowed: true,
+        reason: "operator".into(),
+        ..Default::default()
+    }
+}
+
+async fn record_operator_act(
+    state: &AppState,
+    action: &str,
+    resident: Option<&str>,
+) -> Result<u64, Fatal> {
+    state
+        .audit
+        .record(operator_record(action, resident, state.clock.now()))
+        .await
+        .map_err(|e| Fatal::runtime(format!("refusing to act unaudited: {e}")))
+}
+
+async fn open_store(config: &Config) -> Result<crate::storage::DynStore, Fatal> {
+    crate::storage::open(&config.database_url)
+        .await
+        .map_err(|e| Fatal::runtime(e.to_string()))
+}
+
+async fn build_state(
+    config: Config,
+    store: crate::storage::DynStore,
+    clock: Clock,
+    demo: bool,
+    keys: Result<Arc<LiveKeys>, String>,
+) -> Result<AppState, Fatal> {
+    AppState::new(config, store, clock, demo, keys)
+        .await
+        .map_err(Fatal::config)
+}
+
+fn load_keys(config: &Config) -> Result<Arc<LiveKeys>, Fatal> {
+    LiveKeys::load(config.keys_dir.clone(), config.unlock_identity_file.clone())
+        .map(Arc::new)
+        .map_err(|e| Fatal::runtime(format!("keys: {e}")))
+}
