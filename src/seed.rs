@@ -607,15 +607,7 @@ pub async fn seed_territory(
     }
     state
         .audit
-        .record(AuditRecord {
-            timestamp: now,
-            actor_id: "cli".into(),
-            actor_role: "admin".into(),
-            action: "seed".into(),
-            allowed: true,
-            reason: format!("count:{n}"),
-            ..Default::default()
-        })
+        .record(AuditRecord::new("cli", "admin", "seed", now).allow(&format!("count:{n}")))
         .await?;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)

@@ -141,6 +141,18 @@ impl AuditRecord {
             ..Self::default()
         }
     }
+    /// Who acted, once known (a login is recorded for an `anonymous`
+    /// caller until the provider has said who it is).
+    pub fn by(mut self, actor_id: &str, actor_role: &str) -> Self {
+        self.actor_id = actor_id.to_string();
+        self.actor_role = actor_role.to_string();
+        self
+    }
+    /// Another action of the same actor, at the same time.
+    pub fn action(mut self, action: &str) -> Self {
+        self.action = action.to_string();
+        self
+    }
     /// Allowed, for this stable reason.
     pub fn allow(mut self, reason: &str) -> Self {
         self.allowed = true;

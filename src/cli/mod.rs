@@ -265,16 +265,9 @@ pub async fn run(cli: Cli) -> Result<(), Fatal> {
 /// An operator's act from the command line. The CLI does not know who runs
 /// it, so the actor is `cli` (the host's own logs say which account ran it).
 fn operator_record(action: &str, resident: Option<&str>, now: i64) -> crate::audit::AuditRecord {
-    crate::audit::AuditRecord {
-        timestamp: now,
-        actor_id: "cli".into(),
-        actor_role: "admin".into(),
-        action: action.into(),
-        resident_id: resident.map(str::to_string),
-        allowed: true,
-        reason: "operator".into(),
-        ..Default::default()
-    }
+    crate::audit::AuditRecord::new("cli", "admin", action, now)
+        .resident(resident)
+        .allow("operator")
 }
 
 async fn record_operator_act(

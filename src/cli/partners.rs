@@ -235,8 +235,5 @@ async fn partner_set_active_in(
 /// (`partner:{id}`, as an extract is `extract:{id}`): a partner id is not
 /// personal data.
 fn partner_act(action: &str, partner_id: &str, now: i64) -> crate::audit::AuditRecord {
-    crate::audit::AuditRecord {
-        category: Some(format!("partner:{partner_id}")),
-        ..operator_record(action, None, now)
-    }
+    operator_record(action, None, now).category(format!("partner:{partner_id}"))
 }

@@ -217,29 +217,30 @@ pub async fn record(
         .flatten();
     let index = state
         .audit
-        .record(AuditRecord {
-            timestamp: now,
-            actor_id: req.actor_id.to_string(),
-            actor_role: req.role.as_str().into(),
-            on_behalf_of,
-            structure_id: req.structure_id.map(str::to_string),
-            action: req.action.into(),
-            // Only a resident who exists is named; a probe for an unknown
-            // id leaves no trace of that id.
-            resident_id: req
-                .resident_id
-                .filter(|_| resident_active || req.role == Role::Resident)
-                .map(str::to_string),
-            category: req.category.map(|c| c.chars().take(40).collect()),
-            // An aidant's act names the démarche where a purpose would be.
-            purpose: req
-                .purpose_id
-                .map(|p| p.chars().take(60).collect())
-                .or_else(|| req.demarche.map(|d| format!("demarche:{}", d.as_str()))),
-            legal_basis: purpose.map(|p| p.legal_basis.as_str().to_string()),
-            allowed,
-            reason: reason.to_string(),
-            request_id: req.request_id,
+        .record({
+            let record = AuditRecord::new(req.actor_id, req.role.as_str(), req.action, now)
+                .on_behalf_of(on_behalf_of)
+                .structure(req.structure_id)
+                // Only a resident who exists is named; a probe for an
+                // unknown id leaves no trace of that id.
+                .resident(
+                    req.resident_id
+                        .filter(|_| resident_active || req.role == Role::Resident),
+                )
+                .category(req.category.map(|c| c.chars().take(40).collect::<String>()))
+                // An aidant's act names the démarche where a purpose would be.
+                .purpose(
+                    req.purpose_id
+                        .map(|p| p.chars().take(60).collect::<String>())
+                        .or_else(|| req.demarche.map(|d| format!("demarche:{}", d.as_str()))),
+                )
+                .legal_basis(purpose.map(|p| p.legal_basis.as_str()))
+                .request(req.request_id);
+            if allowed {
+                record.allow(reason)
+            } else {
+                record.deny(reason)
+            }
         })
         .await?;
     match *verdict {

@@ -8,7 +8,6 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::audit::AuditRecord;
 use crate::domain::{Demarche, Role, Timestamp};
 use crate::error::{AppError, AppResult};
 use crate::service::access::{AccessRequest, decide};
@@ -72,12 +71,10 @@ pub async fn agent_revoke(
     let mandate = structure_mandate(state, &ctx, id).await?;
     let demarche = one_demarche(body.demarche.as_deref())?;
     let now = state.clock.now();
-    let base = AuditRecord {
-        on_behalf_of: Some(mandate.resident_id.clone()),
-        resident_id: Some(mandate.resident_id.clone()),
-        purpose: demarche.map(|d| format!("demarche:{}", d.as_str())),
-        ..record(state, caller, Some(&ctx), "mandate.revoke")
-    };
+    let base = record(state, caller, Some(&ctx), "mandate.revoke")
+        .on_behalf_of(&mandate.resident_id)
+        .resident(&mandate.resident_id)
+        .purpose(demarche.map(|d| format!("demarche:{}", d.as_str())));
     // Aidants confirm with their TOTP code; a référent manages the
     // structure's mandates without one.
     if caller.role == Role::Aidant

@@ -29,6 +29,13 @@ pub struct Actor {
     pub request_id: Option<String>,
 }
 
+impl Actor {
+    /// An audit record of this actor doing `action` at `now`.
+    fn record(&self, action: &str, now: Timestamp) -> AuditRecord {
+        AuditRecord::new(&self.id, self.role.as_str(), action, now).request(&self.request_id)
+    }
+}
+
 #[derive(Clone, Debug)]
 pub enum Decision {
     Give(GiveRequest),
@@ -211,26 +218,20 @@ pub async fn decide(
 
     let audit_index = state
         .audit
-        .record(AuditRecord {
-            timestamp: now,
-            actor_id: actor.id.clone(),
-            actor_role: actor.role.as_str().to_string(),
-            on_behalf_of: on_behalf.then(|| resident_id.to_string()),
-            structure_id: actor.structure_id.clone(),
-            action: decision.action().to_string(),
-            resident_id: Some(resident_id.to_string()),
-            purpose: Some(purpose.id.clone()),
-            legal_basis: Some(purpose.legal_basis.as_str().to_string()),
-            allowed: true,
-            reason: if on_behalf {
-                "mandate"
-            } else {
-                "resident_decision"
-            }
-            .to_string(),
-            request_id: actor.request_id.clone(),
-            ..Default::default()
-        })
+        .record(
+            actor
+                .record(decision.action(), now)
+                .on_behalf_of(on_behalf.then_some(resident_id))
+                .structure(&actor.structure_id)
+                .resident(resident_id)
+                .purpose(&purpose.id)
+                .legal_basis(purpose.legal_basis.as_str())
+                .allow(if on_behalf {
+                    "mandate"
+                } else {
+                    "resident_decision"
+                }),
+        )
         .await?;
 
     let consent_id = current_row
@@ -291,18 +292,13 @@ pub async fn decide(
             // void, and the log says so next to its "allow".
             state
                 .audit
-                .record(AuditRecord {
-                    timestamp: now,
-                    actor_id: actor.id.clone(),
-                    actor_role: actor.role.as_str().to_string(),
-                    action: decision.action().to_string(),
-                    resident_id: Some(resident_id.to_string()),
-                    purpose: Some(purpose.id.clone()),
-                    allowed: false,
-                    reason: "concurrent_update".into(),
-                    request_id: actor.request_id.clone(),
-                    ..Default::default()
-                })
+                .record(
+                    actor
+                        .record(decision.action(), now)
+                        .resident(resident_id)
+                        .purpose(&purpose.id)
+                        .deny("concurrent_update"),
+                )
                 .await?;
             return Err(AppError::Conflict {
                 code: "concurrent_update",
@@ -365,21 +361,16 @@ async fn refuse_beyond_mandate(
     };
     state
         .audit
-        .record(AuditRecord {
-            timestamp: now,
-            actor_id: actor.id.clone(),
-            actor_role: actor.role.as_str().to_string(),
-            on_behalf_of: Some(resident_id.to_string()),
-            structure_id: actor.structure_id.clone(),
-            action: decision.action().to_string(),
-            resident_id: Some(resident_id.to_string()),
-            purpose: Some(purpose.id.clone()),
-            legal_basis: Some(purpose.legal_basis.as_str().to_string()),
-            allowed: false,
-            reason: reason.to_string(),
-            request_id: actor.request_id.clone(),
-            ..Default::default()
-        })
+        .record(
+            actor
+                .record(decision.action(), now)
+                .on_behalf_of(resident_id)
+                .structure(&actor.structure_id)
+                .resident(resident_id)
+                .purpose(&purpose.id)
+                .legal_basis(purpose.legal_basis.as_str())
+                .deny(reason),
+        )
         .await?;
     Err(match reason {
         "resident_decision_stands" => AppError::Conflict {

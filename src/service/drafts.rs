@@ -9,7 +9,6 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::audit::AuditRecord;
 use crate::domain::Demarche;
 use crate::domain::mandate::{DemarcheDef, parse_demarches};
 use crate::error::{AppError, AppResult};
@@ -224,12 +223,12 @@ pub async fn get_draft(
         Some(r) => {
             state
                 .audit
-                .record(AuditRecord {
-                    on_behalf_of: Some(r.clone()),
-                    resident_id: Some(r.clone()),
-                    category: Some("identity".into()),
-                    ..record(state, caller, Some(&ctx), "mandate.recap")
-                })
+                .record(
+                    record(state, caller, Some(&ctx), "mandate.recap")
+                        .on_behalf_of(r)
+                        .resident(r)
+                        .category("identity"),
+                )
                 .await?
         }
         // A draft before the resident's login is the aidant's own; read
@@ -278,11 +277,9 @@ pub async fn confirm_draft(
         ));
     }
     let now = state.clock.now();
-    let base = AuditRecord {
-        on_behalf_of: Some(resident_id.clone()),
-        resident_id: Some(resident_id.clone()),
-        ..record(state, caller, Some(&ctx), "mandate.create")
-    };
+    let base = record(state, caller, Some(&ctx), "mandate.create")
+        .on_behalf_of(&resident_id)
+        .resident(&resident_id);
     if let Err(e) =
         crate::service::mandates::check_totp(state, &caller.actor_id, Some(&body.totp), now).await
     {
@@ -361,11 +358,11 @@ pub async fn renew(
     let draft = new_draft(state, &ctx, &ds, duration_days, Some(mandate.id.clone()));
     let entry = state
         .audit
-        .record(AuditRecord {
-            on_behalf_of: Some(mandate.resident_id.clone()),
-            resident_id: Some(mandate.resident_id.clone()),
-            ..record(state, caller, Some(&ctx), "mandate.renew")
-        })
+        .record(
+            record(state, caller, Some(&ctx), "mandate.renew")
+                .on_behalf_of(&mandate.resident_id)
+                .resident(&mandate.resident_id),
+        )
         .await?;
     state.store.insert_mandate_draft(&draft).await?;
     Ok(Audited::new(entry, draft_view(state, &ctx, &draft).await?))

@@ -250,29 +250,24 @@ async fn build_inner(
             }
             // Each resident sees this among their accesses (recorded with
             // the page, below: a few group commits for many entries).
-            includes.push(AuditRecord {
-                timestamp: now,
-                actor_id: partner.id.clone(),
-                actor_role: "partner".into(),
-                // A records extract discloses the resident's values (under
-                // a pseudonym); an aggregate only counts them: the latter is
-                // not a disclosure that art. 19 notices follow, and a
-                // partner's pseudonym of each counted resident must not
-                // reach it through such notices.
-                action: if records {
-                    "extract.include"
-                } else {
-                    "extract.aggregate"
-                }
-                .into(),
-                resident_id: Some(resident.clone()),
-                category: Some(spec.categories.join(",")),
-                purpose: Some(purpose.id.clone()),
-                legal_basis: Some(purpose.legal_basis.as_str().into()),
-                allowed: true,
-                reason: format!("extract:{}", row.id),
-                ..Default::default()
-            });
+            // A records extract discloses the resident's values (under a
+            // pseudonym); an aggregate only counts them: the latter is not a
+            // disclosure that art. 19 notices follow, and a partner's
+            // pseudonym of each counted resident must not reach it through
+            // such notices.
+            let action = if records {
+                "extract.include"
+            } else {
+                "extract.aggregate"
+            };
+            includes.push(
+                AuditRecord::new(&partner.id, "partner", action, now)
+                    .resident(resident.as_str())
+                    .category(spec.categories.join(","))
+                    .purpose(&purpose.id)
+                    .legal_basis(purpose.legal_basis.as_str())
+                    .allow(&format!("extract:{}", row.id)),
+            );
         }
         // All of the page's entries at once: the audit writer commits them
         // in a few group commits instead of one durable commit each.
@@ -364,10 +359,10 @@ async fn build_inner(
     std::fs::rename(tmp, file_path(state, id)).map_err(|e| e.to_string())?;
     let built = state
         .audit
-        .record(AuditRecord {
-            reason: format!("cohort:{cohort}"),
-            ..audit(&partner.id, "partner", "extract.build", &row, now, "")
-        })
+        .record(
+            audit(&partner.id, "partner", "extract.build", &row, now, "")
+                .allow(&format!("cohort:{cohort}")),
+        )
         .await
         .map_err(|e| e.to_string())?;
     let manifest = json!({

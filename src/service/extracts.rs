@@ -215,17 +215,10 @@ pub(crate) fn audit(
     now: Timestamp,
     reason: &str,
 ) -> AuditRecord {
-    AuditRecord {
-        timestamp: now,
-        actor_id: actor.into(),
-        actor_role: role.into(),
-        action: action.into(),
-        purpose: Some(row.purpose.clone()),
-        category: Some(format!("extract:{}", row.id)),
-        allowed: true,
-        reason: reason.into(),
-        ..Default::default()
-    }
+    AuditRecord::new(actor, role, action, now)
+        .purpose(&row.purpose)
+        .category(format!("extract:{}", row.id))
+        .allow(reason)
 }
 
 /// Validates and records a partner's request.
@@ -387,11 +380,7 @@ pub async fn decide(
             "Budget ε du partenaire épuisé ({PARTNER_EPSILON_BUDGET}). / The partner's ε budget is spent."
         ),
     };
-    let refused = |reason: &str| AuditRecord {
-        allowed: false,
-        reason: reason.to_string(),
-        ..audit(dpo_id, "dpo", action, &row, now, "dpo")
-    };
+    let refused = |reason: &str| audit(dpo_id, "dpo", action, &row, now, "dpo").deny(reason);
     // The register may have changed since the request.
     if approve && let Err(reason) = still_recipient(state, &row.partner_id, &row.purpose) {
         state.audit.record(refused(reason)).await?;
@@ -470,17 +459,10 @@ pub async fn authorise_download(
     request_id: Option<String>,
     now: Timestamp,
 ) -> AppResult<u64> {
-    let entry = |allowed: bool, reason: &str| AuditRecord {
-        timestamp: now,
-        actor_id: partner_id.to_string(),
-        actor_role: "partner".into(),
-        action: "extract.download".into(),
-        purpose: Some(row.purpose.clone()),
-        category: Some(format!("extract:{}", row.id)),
-        allowed,
-        reason: reason.into(),
-        request_id: request_id.clone(),
-        ..Default::default()
+    let entry = |allowed: bool, reason: &str| {
+        let record =
+            audit(partner_id, "partner", "extract.download", row, now, reason).request(&request_id);
+        if allowed { record } else { record.deny(reason) }
     };
     if let Err(reason) = still_recipient(state, partner_id, &row.purpose) {
         state.audit.record(entry(false, reason)).await?;

@@ -196,14 +196,7 @@ pub async fn callback(
         );
         return Err(state_invalid());
     };
-    let audit = AuditRecord {
-        timestamp: now,
-        actor_id: "anonymous".into(),
-        actor_role: kind.as_str().into(),
-        action: "login".into(),
-        request_id: request_id.clone(),
-        ..Default::default()
-    };
+    let audit = AuditRecord::new("anonymous", kind.as_str(), "login", now).request(&request_id);
     let secrets: Option<AttemptSecrets> = if attempt.provider == kind.as_str()
         && attempt.expires_at > now
         && !browser.is_empty()
@@ -259,14 +252,12 @@ pub async fn callback(
     };
     state
         .audit
-        .record(AuditRecord {
-            actor_id: actor_id.clone(),
-            actor_role: role.as_str().into(),
-            allowed: true,
-            reason: format!("oidc_{}", kind.as_str()),
-            resident_id: (role == Role::Resident).then(|| actor_id.clone()),
-            ..audit
-        })
+        .record(
+            audit
+                .by(&actor_id, role.as_str())
+                .resident((role == Role::Resident).then(|| actor_id.clone()))
+                .allow(&format!("oidc_{}", kind.as_str())),
+        )
         .await?;
     tracing::info!(actor = %actor_id, role = role.as_str(), acr = ?login.acr, "login");
     Ok(LoginDone::Session {
@@ -310,14 +301,11 @@ pub async fn attach_resident(
     audit: AuditRecord,
     reason: &str,
 ) -> AppResult<()> {
-    let audit = AuditRecord {
-        actor_id: resident_id.to_string(),
-        actor_role: Role::Resident.as_str().into(),
-        resident_id: Some(resident_id.to_string()),
-        structure_id: Some(draft.structure_id.clone()),
-        action: "mandate.resident_login".into(),
-        ..audit
-    };
+    let audit = audit
+        .by(resident_id, Role::Resident.as_str())
+        .resident(resident_id)
+        .structure(&draft.structure_id)
+        .action("mandate.resident_login");
     if let Some(renewed) = &draft.renews {
         let same = state
             .store
@@ -336,14 +324,7 @@ pub async fn attach_resident(
         .store
         .set_draft_resident(&draft.id, resident_id)
         .await?;
-    state
-        .audit
-        .record(AuditRecord {
-            allowed: true,
-            reason: reason.into(),
-            ..audit
-        })
-        .await?;
+    state.audit.record(audit.allow(reason)).await?;
     Ok(())
 }
 
@@ -369,17 +350,17 @@ async fn resident_from_login(
     if created {
         state
             .audit
-            .record(AuditRecord {
-                timestamp: now,
-                actor_id: resident_id.clone(),
-                actor_role: Role::Resident.as_str().into(),
-                action: "resident.create".into(),
-                resident_id: Some(resident_id.clone()),
-                allowed: true,
-                reason: "first_login".into(),
-                request_id: request_id.clone(),
-                ..Default::default()
-            })
+            .record(
+                AuditRecord::new(
+                    &resident_id,
+                    Role::Resident.as_str(),
+                    "resident.create",
+                    now,
+                )
+                .resident(&resident_id)
+                .request(request_id)
+                .allow("first_login"),
+            )
             .await?;
         tracing::info!(resident = %resident_id, "resident created at first login");
     }
@@ -451,18 +432,13 @@ async fn refresh_category(
     }
     let entry = state
         .audit
-        .record(AuditRecord {
-            timestamp: now,
-            actor_id: resident_id.to_string(),
-            actor_role: Role::Resident.as_str().into(),
-            action: "data.write".into(),
-            resident_id: Some(resident_id.to_string()),
-            category: Some(category.as_str().to_string()),
-            allowed: true,
-            reason: "identity_provider".into(),
-            request_id: request_id.clone(),
-            ..Default::default()
-        })
+        .record(
+            AuditRecord::new(resident_id, Role::Resident.as_str(), "data.write", now)
+                .resident(resident_id)
+                .category(category.as_str())
+                .request(request_id)
+                .allow("identity_provider"),
+        )
         .await?;
     vault
         .write(resident_id, &category, &Value::Object(merged), now)
@@ -501,12 +477,9 @@ async fn agent_from_login(
         return Err(crate::service::access::deny(state, audit, refused).await);
     };
     let role = Role::parse(&agent.role).ok_or_else(|| AppError::internal("unknown agent role"))?;
-    let audit = AuditRecord {
-        actor_id: agent.id.clone(),
-        actor_role: role.as_str().into(),
-        structure_id: agent.structure_id.clone(),
-        ..audit
-    };
+    let audit = audit
+        .by(&agent.id, role.as_str())
+        .structure(&agent.structure_id);
     if !agent.active {
         let refused = AppError::forbidden(
             "agent_inactive",

@@ -394,19 +394,19 @@ pub async fn record_read(
     let agent = role != Role::Resident;
     Ok(state
         .audit
-        .record(crate::audit::AuditRecord {
-            timestamp: state.clock.now(),
-            actor_id: actor_id.to_string(),
-            actor_role: role.as_str().into(),
-            on_behalf_of: agent.then(|| m.resident_id.clone()),
-            structure_id: agent.then(|| m.structure_id.clone()),
-            action: "mandate.read".into(),
-            resident_id: Some(m.resident_id.clone()),
-            allowed: true,
-            reason: if agent { "mandate" } else { "own_data" }.into(),
-            request_id,
-            ..Default::default()
-        })
+        .record(
+            crate::audit::AuditRecord::new(
+                actor_id,
+                role.as_str(),
+                "mandate.read",
+                state.clock.now(),
+            )
+            .on_behalf_of(agent.then(|| m.resident_id.clone()))
+            .structure(agent.then(|| m.structure_id.clone()))
+            .resident(&m.resident_id)
+            .request(request_id)
+            .allow(if agent { "mandate" } else { "own_data" }),
+        )
         .await?)
 }
 
@@ -610,17 +610,10 @@ pub(crate) fn record(
     ctx: Option<&AgentContext>,
     action: &str,
 ) -> crate::audit::AuditRecord {
-    crate::audit::AuditRecord {
-        timestamp: state.clock.now(),
-        actor_id: caller.actor_id.clone(),
-        actor_role: caller.role.as_str().into(),
-        structure_id: ctx.map(|c| c.structure.id.clone()),
-        action: action.into(),
-        allowed: true,
-        reason: "mandate".into(),
-        request_id: caller.request_id.clone(),
-        ..Default::default()
-    }
+    caller
+        .record(action, state.clock.now())
+        .structure(ctx.map(|c| c.structure.id.clone()))
+        .allow("mandate")
 }
 
 /// The agent context, with a refusal recorded in the audit log.

@@ -47,17 +47,10 @@ pub fn is_late(state: &str, due_at: Timestamp, now: Timestamp) -> bool {
 }
 
 fn purge_record(now: Timestamp, what: &str, count: u64) -> AuditRecord {
-    AuditRecord {
-        timestamp: now,
-        actor_id: "retention".into(),
-        actor_role: "system".into(),
-        action: "retention.purge".into(),
-        // What was purged and how many: never which values.
-        category: Some(what.into()),
-        allowed: true,
-        reason: format!("count:{count}"),
-        ..Default::default()
-    }
+    // What was purged and how many: never which values.
+    AuditRecord::new("retention", "system", "retention.purge", now)
+        .category(what)
+        .allow(&format!("count:{count}"))
 }
 
 /// What one run of the retention job deleted.
@@ -215,18 +208,13 @@ pub async fn erase_after_withdrawal(
     if !erased.is_empty() {
         state
             .audit
-            .record(AuditRecord {
-                timestamp: now,
-                actor_id: resident_id.to_string(),
-                actor_role: "resident".into(),
-                action: "erasure.purpose".into(),
-                resident_id: Some(resident_id.to_string()),
-                category: Some(erased.join(",")),
-                purpose: Some(purpose.id.clone()),
-                allowed: true,
-                reason: "withdrawal_erases".into(),
-                ..Default::default()
-            })
+            .record(
+                AuditRecord::new(resident_id, "resident", "erasure.purpose", now)
+                    .resident(resident_id)
+                    .category(erased.join(","))
+                    .purpose(&purpose.id)
+                    .allow("withdrawal_erases"),
+            )
             .await?;
     }
     Ok(erased)

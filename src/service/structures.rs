@@ -5,7 +5,6 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::audit::AuditRecord;
 use crate::domain::Role;
 use crate::domain::mandate::parse_demarches;
 use crate::error::{AppError, AppResult};
@@ -151,10 +150,10 @@ pub async fn set_aidant_active(
     }
     let entry = state
         .audit
-        .record(AuditRecord {
-            category: Some(format!("agent:{action}")),
-            ..record(state, caller, Some(&ctx), "structure.manage")
-        })
+        .record(
+            record(state, caller, Some(&ctx), "structure.manage")
+                .category(format!("agent:{action}")),
+        )
         .await?;
     // The référent acts on their structure only: the aidant leaves (or
     // rejoins) it; the account, which other structures and an
@@ -200,13 +199,12 @@ pub async fn switch_structure(
     // Audited before the change; the change itself re-checks membership.
     let entry = state
         .audit
-        .record(AuditRecord {
-            category: Some(format!(
+        .record(
+            record(state, caller, ctx.as_ref(), "structure.switch").category(format!(
                 "structure:{}",
                 body.structure_id.chars().take(40).collect::<String>()
             )),
-            ..record(state, caller, ctx.as_ref(), "structure.switch")
-        })
+        )
         .await?;
     if !state
         .store
