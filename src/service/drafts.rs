@@ -295,7 +295,7 @@ pub async fn confirm_draft(
             .collect::<Vec<_>>(),
     )?;
     let entry = state.audit.record(base).await?;
-    let (mandate, _) = crate::service::mandates::create(
+    let (mandate, _) = crate::service::mandates::create_from_draft(
         state,
         crate::service::mandates::NewMandate {
             aidant_id: &caller.actor_id,
@@ -305,17 +305,10 @@ pub async fn confirm_draft(
             duration_days: draft.duration_days,
             renews: draft.renews.as_deref(),
         },
+        &draft.id,
         now,
     )
     .await?;
-    if let Some(old) = &draft.renews {
-        // The renewed mandate's remaining démarches end with the new one.
-        state
-            .store
-            .revoke_authorisations(old, None, "superseded", now)
-            .await?;
-    }
-    state.store.delete_mandate_draft(&draft.id).await?;
     tracing::info!(mandate = %mandate.id, resident = %resident_id, structure = %ctx.structure.id, "mandate created");
     let view = crate::service::mandates::view(state, &mandate, now).await?;
     Ok(Audited::new(entry, view))

@@ -290,6 +290,28 @@ pub async fn create(
     m: NewMandate<'_>,
     now: Timestamp,
 ) -> AppResult<(MandateRow, String)> {
+    create_with(state, m, None, now).await
+}
+
+/// [`create`] from a confirmed draft, in one transaction with consuming the
+/// draft and, for a renewal, ending the renewed mandate's remaining
+/// démarches: all of it happens, or none. A draft already consumed (a
+/// second confirmation) is `not_found`.
+pub async fn create_from_draft(
+    state: &AppState,
+    m: NewMandate<'_>,
+    draft_id: &str,
+    now: Timestamp,
+) -> AppResult<(MandateRow, String)> {
+    create_with(state, m, Some(draft_id), now).await
+}
+
+async fn create_with(
+    state: &AppState,
+    m: NewMandate<'_>,
+    draft_id: Option<&str>,
+    now: Timestamp,
+) -> AppResult<(MandateRow, String)> {
     check_duration(m.duration_days)?;
     let row = MandateRow {
         id: uuid::Uuid::new_v4().to_string(),
@@ -305,7 +327,16 @@ pub async fn create(
     let codes: Vec<String> = m.demarches.iter().map(|d| d.as_str().to_string()).collect();
     let mut tries = 0;
     loop {
-        match state.store.create_mandate(&row, &codes, now).await {
+        let made = match draft_id {
+            Some(draft) => {
+                state
+                    .store
+                    .create_mandate_from_draft(&row, &codes, draft, now)
+                    .await
+            }
+            None => state.store.create_mandate(&row, &codes, now).await,
+        };
+        match made {
             Ok(()) => break,
             Err(StorageError::Conflict(_)) if tries == 0 => tries += 1,
             Err(StorageError::Conflict(_)) => {

@@ -66,6 +66,18 @@ pub trait MandateStore: Send + Sync {
         demarches: &[String],
         now: Timestamp,
     ) -> StorageResult<()>;
+    /// A mandate confirmed from its draft, in one transaction: the draft is
+    /// consumed (`NotFound` when it is gone: a confirmation runs once), the
+    /// mandate created as [`MandateStore::create_mandate`] does, and when
+    /// it renews another, the old one's remaining authorisations end
+    /// (`superseded`).
+    async fn create_mandate_from_draft(
+        &self,
+        m: &MandateRow,
+        demarches: &[String],
+        draft_id: &str,
+        now: Timestamp,
+    ) -> StorageResult<()>;
     async fn find_mandate(&self, id: &str) -> StorageResult<Option<MandateRow>>;
     async fn mandate_authorisations(
         &self,
@@ -104,7 +116,67 @@ pub trait MandateStore: Send + Sync {
 
 /// `impl MandateStore` for a backend (see `storage::impl_store!`).
 macro_rules! impl_mandate_store {
-    ($store:ty, $for_share:literal) => {
+    ($store:ty, $db:ty, $for_share:literal) => {
+    impl $store {
+        /// The statements of [`MandateStore::create_mandate`], inside the
+        /// caller's transaction.
+        async fn create_mandate_on(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            m: &$crate::storage::MandateRow,
+            demarches: &[String],
+            now: $crate::domain::Timestamp,
+        ) -> $crate::storage::StorageResult<()> {
+            for d in demarches {
+                sqlx::query(
+                    "UPDATE mandate_authorisations SET revoked_at = $4, revoked_by = 'superseded' \
+                     WHERE resident_id = $1 AND structure_id = $2 AND demarche = $3 AND revoked_at IS NULL",
+                )
+                .bind(&m.resident_id)
+                .bind(&m.structure_id)
+                .bind(d)
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
+            }
+            // Only for a resident still active, checked in the statement
+            // (share-locked on PostgreSQL; SQLite's write lock is held
+            // already): a resident erased meanwhile gets no mandate.
+            let made = sqlx::query(concat!(
+                "INSERT INTO mandates (id, resident_id, structure_id, aidant_id, duration_days, template_version, renews, created_at, expires_at) \
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 WHERE EXISTS \
+                   (SELECT 1 FROM residents WHERE id = $2 AND status = 'active'", $for_share, ")",
+            ))
+            .bind(&m.id)
+            .bind(&m.resident_id)
+            .bind(&m.structure_id)
+            .bind(&m.aidant_id)
+            .bind(m.duration_days)
+            .bind(&m.template_version)
+            .bind(&m.renews)
+            .bind(m.created_at)
+            .bind(m.expires_at)
+            .execute(&mut **tx)
+            .await?;
+            if made.rows_affected() == 0 {
+                return Err($crate::storage::StorageError::NotFound);
+            }
+            for d in demarches {
+                sqlx::query(
+                    "INSERT INTO mandate_authorisations (mandate_id, resident_id, structure_id, demarche, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&m.id)
+                .bind(&m.resident_id)
+                .bind(&m.structure_id)
+                .bind(d)
+                .bind(m.expires_at)
+                .execute(&mut **tx)
+                .await?;
+            }
+            Ok(())
+        }
+    }
+
     #[async_trait::async_trait]
     impl $crate::storage::MandateStore for $store {
         async fn insert_mandate_draft(
@@ -166,50 +238,38 @@ macro_rules! impl_mandate_store {
             now: $crate::domain::Timestamp,
         ) -> $crate::storage::StorageResult<()> {
             let mut tx = self.pool.begin().await?;
-            for d in demarches {
-                sqlx::query(
-                    "UPDATE mandate_authorisations SET revoked_at = $4, revoked_by = 'superseded' \
-                     WHERE resident_id = $1 AND structure_id = $2 AND demarche = $3 AND revoked_at IS NULL",
-                )
-                .bind(&m.resident_id)
-                .bind(&m.structure_id)
-                .bind(d)
-                .bind(now)
+            Self::create_mandate_on(&mut tx, m, demarches, now).await?;
+            tx.commit().await?;
+            Ok(())
+        }
+
+        async fn create_mandate_from_draft(
+            &self,
+            m: &$crate::storage::MandateRow,
+            demarches: &[String],
+            draft_id: &str,
+            now: $crate::domain::Timestamp,
+        ) -> $crate::storage::StorageResult<()> {
+            let mut tx = self.pool.begin().await?;
+            // The draft is taken first: of two confirmations of one draft,
+            // the second finds nothing and changes nothing.
+            let taken = sqlx::query("DELETE FROM mandate_drafts WHERE id = $1")
+                .bind(draft_id)
                 .execute(&mut *tx)
-                .await?;
-            }
-            // Only for a resident still active, checked in the statement
-            // (share-locked on PostgreSQL; SQLite's write lock is held
-            // already): a resident erased meanwhile gets no mandate.
-            let made = sqlx::query(concat!(
-                "INSERT INTO mandates (id, resident_id, structure_id, aidant_id, duration_days, template_version, renews, created_at, expires_at) \
-                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 WHERE EXISTS \
-                   (SELECT 1 FROM residents WHERE id = $2 AND status = 'active'", $for_share, ")",
-            ))
-            .bind(&m.id)
-            .bind(&m.resident_id)
-            .bind(&m.structure_id)
-            .bind(&m.aidant_id)
-            .bind(m.duration_days)
-            .bind(&m.template_version)
-            .bind(&m.renews)
-            .bind(m.created_at)
-            .bind(m.expires_at)
-            .execute(&mut *tx)
-            .await?;
-            if made.rows_affected() == 0 {
+                .await?
+                .rows_affected();
+            if taken == 0 {
                 return Err($crate::storage::StorageError::NotFound);
             }
-            for d in demarches {
+            Self::create_mandate_on(&mut tx, m, demarches, now).await?;
+            if let Some(old) = &m.renews {
+                // The renewed mandate's remaining démarches end with the new one.
                 sqlx::query(
-                    "INSERT INTO mandate_authorisations (mandate_id, resident_id, structure_id, demarche, expires_at) \
-                     VALUES ($1, $2, $3, $4, $5)",
+                    "UPDATE mandate_authorisations SET revoked_at = $2, revoked_by = 'superseded' \
+                     WHERE mandate_id = $1 AND revoked_at IS NULL",
                 )
-                .bind(&m.id)
-                .bind(&m.resident_id)
-                .bind(&m.structure_id)
-                .bind(d)
-                .bind(m.expires_at)
+                .bind(old)
+                .bind(now)
                 .execute(&mut *tx)
                 .await?;
             }

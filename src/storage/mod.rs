@@ -209,7 +209,7 @@ macro_rules! impl_store {
         $crate::storage::partners::impl_partner_store!($store, $db);
         $crate::storage::sessions::impl_session_store!($store);
         $crate::storage::consents::impl_consent_store!($store);
-        $crate::storage::mandates::impl_mandate_store!($store, $for_share);
+        $crate::storage::mandates::impl_mandate_store!($store, $db, $for_share);
         $crate::storage::rights::impl_rights_store!($store, $db);
         $crate::storage::records::impl_record_store!($store, $db, $for_share);
         $crate::storage::access::impl_access_store!($store);

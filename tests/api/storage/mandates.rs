@@ -266,3 +266,92 @@ async fn ended_mandates_are_purged_unless_renewed_or_still_running() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_draft_is_confirmed_once_with_its_renewal_in_one_transaction() {
+    each_store(|store| async move {
+        let b = on(&store);
+        structure_with_aidant(&store).await;
+        residents(&store, &["awa"]).await;
+        let old = mandate("old", "awa", T0, T0 + 1000);
+        store
+            .create_mandate(&old, &demarches(&["impots", "caf"]), T0)
+            .await
+            .unwrap();
+        let draft = |id: &str| MandateDraftRow {
+            id: id.into(),
+            aidant_id: "ag1".into(),
+            structure_id: "s1".into(),
+            demarches: "caf".into(),
+            duration_days: 31,
+            renews: Some("old".into()),
+            resident_id: Some("awa".into()),
+            created_at: T0,
+            expires_at: T0 + 600,
+        };
+        store.insert_mandate_draft(&draft("d1")).await.unwrap();
+        let mut renewal = mandate("new", "awa", T0 + 10, T0 + 2000);
+        renewal.renews = Some("old".into());
+
+        // A creation that fails (an unknown resident) leaves the draft and
+        // the renewed mandate as they were.
+        let mut stranger = renewal.clone();
+        stranger.id = "stranger".into();
+        stranger.resident_id = "nobody".into();
+        assert_not_found(
+            store
+                .create_mandate_from_draft(&stranger, &demarches(&["caf"]), "d1", T0 + 10)
+                .await,
+            "unknown resident",
+        );
+        assert!(
+            store.find_mandate_draft("d1").await.unwrap().is_some(),
+            "{b}"
+        );
+        assert!(
+            store
+                .mandate_authorisations("old")
+                .await
+                .unwrap()
+                .iter()
+                .all(|a| a.revoked_at.is_none()),
+            "{b}"
+        );
+
+        store
+            .create_mandate_from_draft(&renewal, &demarches(&["caf"]), "d1", T0 + 10)
+            .await
+            .unwrap();
+        assert!(
+            store.find_mandate_draft("d1").await.unwrap().is_none(),
+            "{b}"
+        );
+        // Every démarche of the renewed mandate ended: `caf` taken over by
+        // the new one, `impots` with it.
+        let old_auths = store.mandate_authorisations("old").await.unwrap();
+        assert_eq!(old_auths.len(), 2, "{b}");
+        for a in &old_auths {
+            assert_eq!(a.revoked_at, Some(T0 + 10), "{} ({b})", a.demarche);
+            assert_eq!(a.revoked_by.as_deref(), Some("superseded"), "{b}");
+        }
+
+        // A second confirmation of the same draft finds nothing and makes
+        // no second mandate.
+        let mut again = renewal.clone();
+        again.id = "again".into();
+        assert_not_found(
+            store
+                .create_mandate_from_draft(&again, &demarches(&["caf"]), "d1", T0 + 20)
+                .await,
+            "draft already confirmed",
+        );
+        assert!(store.find_mandate("again").await.unwrap().is_none(), "{b}");
+        let live = store
+            .live_authorisation("awa", "s1", "caf", T0 + 30)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(live.mandate_id, "new", "{b}");
+    })
+    .await;
+}
