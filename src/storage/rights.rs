@@ -93,9 +93,11 @@ pub trait RightsStore: Send + Sync {
         event: &RightsEventRow,
     ) -> StorageResult<bool>;
     async fn insert_notifications(&self, rows: &[NotificationRow]) -> StorageResult<()>;
-    /// A partner's notifications, oldest first (at most 1,000), those not
-    /// fetched before marked fetched at `now`. Fetched ones are returned
-    /// again: nothing is deleted.
+    /// A partner's notifications, at most 1,000: those not delivered yet
+    /// first (oldest first), then those delivered before (oldest first);
+    /// the undelivered ones returned are marked fetched at `now`, in the
+    /// same transaction. Nothing is deleted, and a long history never
+    /// keeps a new notice from being delivered.
     async fn take_notifications(
         &self,
         partner_id: &str,
@@ -360,18 +362,41 @@ macro_rules! impl_rights_store {
             partner_id: &str,
             now: $crate::domain::Timestamp,
         ) -> $crate::storage::StorageResult<Vec<$crate::storage::NotificationRow>> {
-            let rows: Vec<$crate::storage::NotificationRow> = sqlx::query_as(
-                "SELECT id, partner_id, pseudonym, kind, category, created_at, fetched_at FROM recipient_notifications \
-                 WHERE partner_id = $1 ORDER BY created_at, id LIMIT 1000",
+            const MAX: usize = 1000;
+            // The write comes first, so the transaction holds the write lock
+            // from its first statement (SQLite) and a concurrent take skips
+            // what this one delivers (PostgreSQL re-checks `fetched_at`).
+            let mut tx = self.pool.begin().await?;
+            let mut rows: Vec<$crate::storage::NotificationRow> = sqlx::query_as(
+                "UPDATE recipient_notifications SET fetched_at = $2 \
+                 WHERE fetched_at IS NULL AND id IN (SELECT id FROM recipient_notifications \
+                   WHERE partner_id = $1 AND fetched_at IS NULL ORDER BY created_at, id LIMIT 1000) \
+                 RETURNING id, partner_id, pseudonym, kind, category, created_at, fetched_at",
             )
             .bind(partner_id)
-            .fetch_all(&self.pool)
+            .bind(now)
+            .fetch_all(&mut *tx)
             .await?;
-            sqlx::query("UPDATE recipient_notifications SET fetched_at = $2 WHERE partner_id = $1 AND fetched_at IS NULL")
+            rows.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+            // Delivered by this very call: shown as not fetched before.
+            for n in &mut rows {
+                n.fetched_at = None;
+            }
+            if rows.len() < MAX {
+                let fresh: std::collections::HashSet<String> =
+                    rows.iter().map(|n| n.id.clone()).collect();
+                let earlier: Vec<$crate::storage::NotificationRow> = sqlx::query_as(
+                    "SELECT id, partner_id, pseudonym, kind, category, created_at, fetched_at FROM recipient_notifications \
+                     WHERE partner_id = $1 AND fetched_at IS NOT NULL ORDER BY created_at, id LIMIT $2",
+                )
                 .bind(partner_id)
-                .bind(now)
-                .execute(&self.pool)
+                .bind((MAX + fresh.len()) as i64)
+                .fetch_all(&mut *tx)
                 .await?;
+                let room = MAX - rows.len();
+                rows.extend(earlier.into_iter().filter(|n| !fresh.contains(&n.id)).take(room));
+            }
+            tx.commit().await?;
             Ok(rows)
         }
     }

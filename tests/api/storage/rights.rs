@@ -315,3 +315,55 @@ async fn notifications_are_a_partners_own_oldest_first_and_marked_fetched_once()
     })
     .await;
 }
+
+/// More notices than one answer holds: the ones not yet delivered come
+/// first, so a partner with a long history still receives every new one;
+/// only what was delivered is marked fetched.
+#[tokio::test]
+async fn new_notifications_are_delivered_past_a_full_page_of_old_ones() {
+    each_store(|store| async move {
+        let b = on(&store);
+        let old: Vec<_> = (0..1000)
+            .map(|i| notice(&format!("old-{i:04}"), "p1", "erasure", T0 + i))
+            .collect();
+        store.insert_notifications(&old).await.unwrap();
+        assert_eq!(
+            store
+                .take_notifications("p1", T0 + 2000)
+                .await
+                .unwrap()
+                .len(),
+            1000,
+            "{b}"
+        );
+        // Five more arrive after the first thousand were delivered.
+        let new: Vec<_> = (0..5)
+            .map(|i| notice(&format!("new-{i}"), "p1", "rectification", T0 + 3000 + i))
+            .collect();
+        store.insert_notifications(&new).await.unwrap();
+        let next = store.take_notifications("p1", T0 + 4000).await.unwrap();
+        assert_eq!(next.len(), 1000, "{b}");
+        let first: Vec<_> = next.iter().take(5).map(|n| n.id.as_str()).collect();
+        assert_eq!(
+            first,
+            ["new-0", "new-1", "new-2", "new-3", "new-4"],
+            "undelivered first ({b})"
+        );
+        assert!(next[..5].iter().all(|n| n.fetched_at.is_none()), "{b}");
+        assert!(
+            next[5..].iter().all(|n| n.fetched_at == Some(T0 + 2000)),
+            "{b}"
+        );
+        // Delivered now, they are marked; none is delivered as new twice.
+        let after = store.take_notifications("p1", T0 + 5000).await.unwrap();
+        assert!(after.iter().all(|n| n.fetched_at.is_some()), "{b}");
+        assert!(
+            after
+                .iter()
+                .filter(|n| n.id.starts_with("new-"))
+                .all(|n| n.fetched_at == Some(T0 + 4000)),
+            "{b}"
+        );
+    })
+    .await;
+}
