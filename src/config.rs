@@ -482,6 +482,12 @@ impl Config {
     pub fn is_https(&self) -> bool {
         self.public_url.scheme() == "https"
     }
+
+    /// The public URL without its trailing slash: the issuer of every token,
+    /// receipt and attestation coffre signs, and the base of its links.
+    pub fn public_base(&self) -> &str {
+        self.public_url.as_str().trim_end_matches('/')
+    }
 }
 
 fn default_log_name(public_url: &url::Url) -> String {

@@ -9,9 +9,10 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::AppState;
+use crate::crypto::sha256_hex;
 use crate::domain::Role;
 use crate::error::{AppError, AppResult};
-use crate::service::sessions::{self, digest};
+use crate::service::sessions;
 
 pub const COOKIE_NAME: &str = "coffre_session";
 /// Under https the cookie carries the `__Host-` prefix, which makes browsers
@@ -77,7 +78,7 @@ pub(crate) fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a
 /// Compares digests rather than the tokens, so response timing says nothing
 /// about how many leading bytes of a guessed token were right.
 pub(crate) fn same(a: &str, b: &str) -> bool {
-    !a.is_empty() && digest(a) == digest(b)
+    !a.is_empty() && sha256_hex(a) == sha256_hex(b)
 }
 
 /// Opens a session for `actor_id` and returns the `Set-Cookie` value.
@@ -201,6 +202,7 @@ pub struct LogoutForm {
 pub async fn logout(
     State(state): State<AppState>,
     MaybeUser(user): MaybeUser,
+    rid: crate::http::audit::RequestId,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> AppResult<Response> {
@@ -218,12 +220,13 @@ pub async fn logout(
             "Jeton anti-falsification absent ou invalide. / Missing or invalid CSRF token.",
         ));
     }
-    let request_id = headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(|s| s.chars().take(64).collect());
-    let caller = crate::service::Caller::new(&user.actor_id, user.role, request_id);
-    sessions::logout(&state, &caller, &user.token_hash, state.clock.now()).await?;
+    sessions::logout(
+        &state,
+        &user.caller(&rid),
+        &user.token_hash,
+        state.clock.now(),
+    )
+    .await?;
     // Ends the provider's session too (RP-initiated logout with
     // `id_token_hint`), so the next person at a shared computer does not
     // find the previous one still logged in at FranceConnect.

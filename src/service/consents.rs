@@ -399,7 +399,7 @@ pub(crate) fn receipt_claims(
     actor: &Actor,
     now: Timestamp,
 ) -> Value {
-    let public = state.config.public_url.as_str().trim_end_matches('/');
+    let public = state.config.public_base();
     let special: Vec<&String> = if purpose.special_category {
         next.categories
             .iter()

@@ -247,12 +247,7 @@ pub struct RevocationClaims {
 }
 
 fn issuer(state: &AppState) -> String {
-    state
-        .config
-        .public_url
-        .as_str()
-        .trim_end_matches('/')
-        .to_string()
+    state.config.public_base().to_string()
 }
 
 fn sign<T: Serialize>(state: &AppState, claims: &T) -> AppResult<String> {

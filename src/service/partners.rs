@@ -121,7 +121,7 @@ async fn partner_from_assertion(
     if key.family() == jsonwebtoken::AlgorithmFamily::Hmac || key.family() != header.alg.family() {
         return Err(refuse("algorithm does not fit the key"));
     }
-    let public = state.config.public_url.as_str().trim_end_matches('/');
+    let public = state.config.public_base();
     let mut v = Validation::new(header.alg);
     v.set_audience(&[format!("{public}/oauth/token"), public.to_string()]);
     v.set_issuer(&[client_id.as_str()]);
@@ -229,12 +229,7 @@ pub async fn issue_token(
         .map(|p| p.id.clone())
         .collect();
     let claims = AccessClaims {
-        iss: state
-            .config
-            .public_url
-            .as_str()
-            .trim_end_matches('/')
-            .to_string(),
+        iss: state.config.public_base().to_string(),
         sub: partner.id.clone(),
         aud: AUDIENCE.into(),
         iat: now,
@@ -320,7 +315,7 @@ fn verify_access_token(
     // The algorithm is pinned: `none`, HS256 with the public key as a
     // secret, and every other algorithm are refused by the library.
     let mut v = Validation::new(Algorithm::EdDSA);
-    v.set_issuer(&[state.config.public_url.as_str().trim_end_matches('/')]);
+    v.set_issuer(&[state.config.public_base()]);
     v.set_audience(&[AUDIENCE]);
     v.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
     v.validate_exp = false;

@@ -6,6 +6,7 @@
 //! SHA-256 and its row. The token never reaches the database or a log.
 
 use crate::AppState;
+use crate::crypto::sha256_hex;
 use crate::domain::{Role, Timestamp};
 use crate::error::{AppError, AppResult};
 use crate::service::Caller;
@@ -19,14 +20,6 @@ pub const SESSION_LIFETIME_SECS: i64 = 8 * 3600;
 pub const SESSION_IDLE_SECS: i64 = 30 * 60;
 /// Activity is written at most once a minute per session, not per request.
 const TOUCH_EVERY_SECS: i64 = 60;
-
-/// The SHA-256 of a session token, as stored.
-pub fn digest(token: &str) -> String {
-    hex::encode(ring::digest::digest(
-        &ring::digest::SHA256,
-        token.as_bytes(),
-    ))
-}
 
 /// A live session, found by its token's digest.
 pub struct Session {
@@ -56,7 +49,7 @@ pub async fn open(
     state
         .store
         .create_session(&NewSession {
-            token_hash: &digest(token),
+            token_hash: &sha256_hex(token),
             actor_id,
             role,
             csrf_token: &csrf,
@@ -72,7 +65,7 @@ pub async fn open(
 /// The live session of `token` at `now`, if any (touched at most once a
 /// minute, so the idle limit counts from the last use).
 pub async fn find(state: &AppState, token: &str, now: Timestamp) -> AppResult<Option<Session>> {
-    let token_hash = digest(token);
+    let token_hash = sha256_hex(token);
     let Some(row) = state
         .store
         .find_session(&token_hash, now, now - SESSION_IDLE_SECS)

@@ -370,11 +370,12 @@ macro_rules! impl_rights_store {
             let mut rows: Vec<$crate::storage::NotificationRow> = sqlx::query_as(
                 "UPDATE recipient_notifications SET fetched_at = $2 \
                  WHERE fetched_at IS NULL AND id IN (SELECT id FROM recipient_notifications \
-                   WHERE partner_id = $1 AND fetched_at IS NULL ORDER BY created_at, id LIMIT 1000) \
+                   WHERE partner_id = $1 AND fetched_at IS NULL ORDER BY created_at, id LIMIT $3) \
                  RETURNING id, partner_id, pseudonym, kind, category, created_at, fetched_at",
             )
             .bind(partner_id)
             .bind(now)
+            .bind(MAX as i64)
             .fetch_all(&mut *tx)
             .await?;
             rows.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));

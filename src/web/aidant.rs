@@ -416,10 +416,7 @@ pub async fn attestation(ctx: Ctx, Path(id): Path<String>) -> PageResult {
             .map_err(|e| ctx.fail(e))?
             .value;
     let v = &attestation.mandate;
-    let verify = format!(
-        "{}/api/v1/mandates/verify",
-        state.config.public_url.as_str().trim_end_matches('/')
-    );
+    let verify = format!("{}/api/v1/mandates/verify", state.config.public_base());
     let title = l.t("Attestation de mandat", "Mandate attestation");
     let body = html! {
         h1 { (title) }
