@@ -16,6 +16,7 @@ use crate::crypto::{DataKey, SealContext};
 use crate::domain::Demarche;
 use crate::domain::consent::{ConsentState, Recorded};
 use crate::domain::{Role, Timestamp};
+use crate::error::ErrorCode;
 use crate::error::{AppError, AppResult};
 use crate::service::consents::Actor;
 use crate::storage::{
@@ -327,10 +328,7 @@ pub async fn seed(
     progress: impl FnMut(u64, u64),
 ) -> AppResult<SeedReport> {
     if state.store.has_residents().await? {
-        return Err(AppError::Conflict {
-            code: "not_empty",
-            message: "The database already has residents: seed an empty one.".into(),
-        });
+        return Err(ErrorCode::NotEmpty.into());
     }
     seed_territory(state, n, seed, now, progress).await
 }

@@ -38,8 +38,15 @@ const INDEX_STEP: u64 = 16_384;
 pub enum AuditError {
     #[error("audit log unavailable: {0}")]
     Unavailable(String),
-    #[error("{message}")]
-    BadRequest { code: &'static str, message: String },
+    /// A proof asked for a tree larger than the log.
+    #[error("the log holds {size} entries")]
+    TreeSizeTooLarge { size: u64 },
+    /// An inclusion proof for a leaf outside the tree.
+    #[error("leaf_index must be below tree_size")]
+    LeafIndexOutOfRange,
+    /// A consistency proof from a larger tree to a smaller one.
+    #[error("from must not exceed to")]
+    InvalidRange,
     #[error("audit log integrity: {0}")]
     Integrity(String),
 }
@@ -135,10 +142,7 @@ impl AuditLog {
     async fn check_size(&self, tree_size: u64) -> Result<(), AuditError> {
         let current = self.size().await?;
         if tree_size > current {
-            return Err(AuditError::BadRequest {
-                code: "tree_size_too_large",
-                message: format!("the log holds {current} entries"),
-            });
+            return Err(AuditError::TreeSizeTooLarge { size: current });
         }
         Ok(())
     }
@@ -150,10 +154,7 @@ impl AuditLog {
         tree_size: u64,
     ) -> Result<Vec<Hash>, AuditError> {
         if leaf_index >= tree_size {
-            return Err(AuditError::BadRequest {
-                code: "leaf_index_out_of_range",
-                message: "leaf_index must be below tree_size".into(),
-            });
+            return Err(AuditError::LeafIndexOutOfRange);
         }
         self.check_size(tree_size).await?;
         let coords = merkle::inclusion_proof_coords(leaf_index, tree_size)
@@ -166,10 +167,7 @@ impl AuditLog {
     /// RFC 9162 consistency proof between the trees of sizes `from` and `to`.
     pub async fn consistency_proof(&self, from: u64, to: u64) -> Result<Vec<Hash>, AuditError> {
         if from > to {
-            return Err(AuditError::BadRequest {
-                code: "invalid_range",
-                message: "from must not exceed to".into(),
-            });
+            return Err(AuditError::InvalidRange);
         }
         self.check_size(to).await?;
         let coords = merkle::consistency_proof_coords(from, to)

@@ -39,8 +39,85 @@ impl Basis {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
     Allow(Basis),
-    /// A stable reason code.
-    Deny(&'static str),
+    /// Why not: its stable code is both the audit entry's reason and the
+    /// refusal's error code.
+    Deny(Denial),
+}
+
+/// Why the decision refuses. Each has its entry in the error catalogue
+/// (`crate::error::ErrorCode`, all 403).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Denial {
+    /// A resident's own action (`…:own`) asked by someone else.
+    ResidentOnly,
+    /// The audit log, read by someone other than an auditor or the DPO.
+    AuditorOnly,
+    /// The role's policy does not allow the action.
+    RoleNotAllowed,
+    /// A resident asking for another resident's data.
+    NotOwnData,
+    /// No active resident has this id.
+    ResidentNotFound,
+    NoActiveMandate,
+    /// The purpose reaches beyond the mandate's démarches.
+    OutsideDemarche,
+    PurposeRequired,
+    /// The purpose named is not in the register.
+    UnknownPurpose,
+    CategoryOutsidePurpose,
+    NotARecipient,
+    /// The purpose gives access through extracts only.
+    ExtractsOnly,
+    NoValidConsent,
+    /// The resident objected (art. 21).
+    Objection,
+    /// The resident's processing is restricted (art. 18).
+    ProcessingRestricted,
+    /// Explicit consent (art. 9) is the resident's own act.
+    ExplicitConsentResidentOnly,
+}
+
+impl Denial {
+    /// The stable code: the audit entry's reason.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Denial::ResidentOnly => "resident_only",
+            Denial::AuditorOnly => "auditor_only",
+            Denial::RoleNotAllowed => "role_not_allowed",
+            Denial::NotOwnData => "not_own_data",
+            Denial::ResidentNotFound => "resident_not_found",
+            Denial::NoActiveMandate => "no_active_mandate",
+            Denial::OutsideDemarche => "outside_demarche",
+            Denial::PurposeRequired => "purpose_required",
+            Denial::UnknownPurpose => "unknown_purpose",
+            Denial::CategoryOutsidePurpose => "category_outside_purpose",
+            Denial::NotARecipient => "not_a_recipient",
+            Denial::ExtractsOnly => "extracts_only",
+            Denial::NoValidConsent => "no_valid_consent",
+            Denial::Objection => "objection",
+            Denial::ProcessingRestricted => "processing_restricted",
+            Denial::ExplicitConsentResidentOnly => "explicit_consent_resident_only",
+        }
+    }
+
+    pub const ALL: [Denial; 16] = [
+        Denial::ResidentOnly,
+        Denial::AuditorOnly,
+        Denial::RoleNotAllowed,
+        Denial::NotOwnData,
+        Denial::ResidentNotFound,
+        Denial::NoActiveMandate,
+        Denial::OutsideDemarche,
+        Denial::PurposeRequired,
+        Denial::UnknownPurpose,
+        Denial::CategoryOutsidePurpose,
+        Denial::NotARecipient,
+        Denial::ExtractsOnly,
+        Denial::NoValidConsent,
+        Denial::Objection,
+        Denial::ProcessingRestricted,
+        Denial::ExplicitConsentResidentOnly,
+    ];
 }
 
 /// Everything the decision needs, gathered beforehand with indexed queries
@@ -75,13 +152,13 @@ pub struct AccessQuery<'a> {
 }
 
 /// The reason code when the policy does not let a role do an action.
-fn role_refusal(action: &str) -> &'static str {
+fn role_refusal(action: &str) -> Denial {
     if action.ends_with(":own") {
-        "resident_only"
+        Denial::ResidentOnly
     } else if action == "audit.read" {
-        "auditor_only"
+        Denial::AuditorOnly
     } else {
-        "role_not_allowed"
+        Denial::RoleNotAllowed
     }
 }
 
@@ -95,7 +172,7 @@ pub fn decide(q: &AccessQuery<'_>) -> Verdict {
     match q.role {
         Role::Partner => partner_decision(q),
         Role::Resident => match q.resident_id {
-            Some(r) if r != q.actor_id => Verdict::Deny("not_own_data"),
+            Some(r) if r != q.actor_id => Verdict::Deny(Denial::NotOwnData),
             _ => Verdict::Allow(Basis::OwnData),
         },
         // An aidant learns nothing of whether an id they hold no mandate
@@ -104,11 +181,11 @@ pub fn decide(q: &AccessQuery<'_>) -> Verdict {
         // is judged first).
         Role::Aidant | Role::Referent => match q.resident_id {
             None => Verdict::Allow(Basis::Role),
-            Some(_) if !q.demarche_covers_category => Verdict::Deny("outside_demarche"),
-            Some(_) if !q.resident_active => Verdict::Deny("no_active_mandate"),
+            Some(_) if !q.demarche_covers_category => Verdict::Deny(Denial::OutsideDemarche),
+            Some(_) if !q.resident_active => Verdict::Deny(Denial::NoActiveMandate),
             Some(_) => match &q.active_mandate {
                 Some(id) => Verdict::Allow(Basis::Mandate(id.clone())),
-                None => Verdict::Deny("no_active_mandate"),
+                None => Verdict::Deny(Denial::NoActiveMandate),
             },
         },
         // The DPO, auditors and admins reach what the policy gives their
@@ -120,17 +197,17 @@ pub fn decide(q: &AccessQuery<'_>) -> Verdict {
 
 fn partner_decision(q: &AccessQuery<'_>) -> Verdict {
     if q.purpose.is_none() && !q.purpose_asked {
-        return Verdict::Deny("purpose_required");
+        return Verdict::Deny(Denial::PurposeRequired);
     }
     let Some(purpose) = q.purpose else {
-        return Verdict::Deny("unknown_purpose");
+        return Verdict::Deny(Denial::UnknownPurpose);
     };
     if !purpose.names_recipient(q.actor_id) {
-        return Verdict::Deny("not_a_recipient");
+        return Verdict::Deny(Denial::NotARecipient);
     }
     // Some purposes reach partners only through approved extracts.
     if purpose.access == PartnerAccess::ExtractsOnly {
-        return Verdict::Deny("extracts_only");
+        return Verdict::Deny(Denial::ExtractsOnly);
     }
     let Some(_) = q.resident_id else {
         // Listing: only the partner's own pseudonyms of reachable residents.
@@ -138,23 +215,23 @@ fn partner_decision(q: &AccessQuery<'_>) -> Verdict {
     };
     match q.category {
         Some(c) if purpose.covers_category(c) => {}
-        _ => return Verdict::Deny("category_outside_purpose"),
+        _ => return Verdict::Deny(Denial::CategoryOutsidePurpose),
     }
     if !q.resident_active {
-        return Verdict::Deny("resident_not_found");
+        return Verdict::Deny(Denial::ResidentNotFound);
     }
     // Restriction: the data is kept but not used; objection: not for this
     // purpose. Both take effect at once.
     if q.restricted {
-        return Verdict::Deny("processing_restricted");
+        return Verdict::Deny(Denial::ProcessingRestricted);
     }
     if q.objected {
-        return Verdict::Deny("objection");
+        return Verdict::Deny(Denial::Objection);
     }
     if purpose.legal_basis.needs_consent() {
         return match &q.valid_consent {
             Some(id) => Verdict::Allow(Basis::Consent(id.clone())),
-            None => Verdict::Deny("no_valid_consent"),
+            None => Verdict::Deny(Denial::NoValidConsent),
         };
     }
     Verdict::Allow(Basis::LegalBasis(purpose.legal_basis))
@@ -201,49 +278,49 @@ mod tests {
             valid_consent: None,
             ..base("etude-mobilite", "mobility")
         };
-        assert_eq!(decide(&q), Verdict::Deny("no_valid_consent"));
+        assert_eq!(decide(&q), Verdict::Deny(Denial::NoValidConsent));
         assert_eq!(
             decide(&base("etude-mobilite", "health")),
-            Verdict::Deny("category_outside_purpose")
+            Verdict::Deny(Denial::CategoryOutsidePurpose)
         );
         assert_eq!(
             decide(&base("renovation-energetique", "housing")),
-            Verdict::Deny("not_a_recipient")
+            Verdict::Deny(Denial::NotARecipient)
         );
         assert_eq!(
             decide(&base("aide-decision-publique", "housing")),
-            Verdict::Deny("extracts_only")
+            Verdict::Deny(Denial::ExtractsOnly)
         );
         assert_eq!(
             decide(&base("nope", "housing")),
-            Verdict::Deny("unknown_purpose")
+            Verdict::Deny(Denial::UnknownPurpose)
         );
         let q = AccessQuery {
             purpose_asked: false,
             ..base("nope", "housing")
         };
-        assert_eq!(decide(&q), Verdict::Deny("purpose_required"));
+        assert_eq!(decide(&q), Verdict::Deny(Denial::PurposeRequired));
         let q = AccessQuery {
             role_allows: false,
             ..base("etude-mobilite", "mobility")
         };
-        assert_eq!(decide(&q), Verdict::Deny("role_not_allowed"));
+        assert_eq!(decide(&q), Verdict::Deny(Denial::RoleNotAllowed));
         let q = AccessQuery {
             resident_active: false,
             ..base("etude-mobilite", "mobility")
         };
-        assert_eq!(decide(&q), Verdict::Deny("resident_not_found"));
+        assert_eq!(decide(&q), Verdict::Deny(Denial::ResidentNotFound));
         let q = AccessQuery {
             restricted: true,
             ..base("etude-mobilite", "mobility")
         };
-        assert_eq!(decide(&q), Verdict::Deny("processing_restricted"));
+        assert_eq!(decide(&q), Verdict::Deny(Denial::ProcessingRestricted));
         let q = AccessQuery {
             actor_id: "renov-energie",
             objected: true,
             ..base("renovation-energetique", "housing")
         };
-        assert_eq!(decide(&q), Verdict::Deny("objection"));
+        assert_eq!(decide(&q), Verdict::Deny(Denial::Objection));
         let renov = AccessQuery {
             actor_id: "renov-energie",
             valid_consent: None,
@@ -279,13 +356,13 @@ mod tests {
             resident_id: Some("r2"),
             ..own
         };
-        assert_eq!(decide(&other), Verdict::Deny("not_own_data"));
+        assert_eq!(decide(&other), Verdict::Deny(Denial::NotOwnData));
         let not_allowed = AccessQuery {
             role: Role::Dpo,
             role_allows: false,
             ..other
         };
-        assert_eq!(decide(&not_allowed), Verdict::Deny("resident_only"));
+        assert_eq!(decide(&not_allowed), Verdict::Deny(Denial::ResidentOnly));
     }
 
     #[test]
@@ -298,7 +375,7 @@ mod tests {
             valid_consent: None,
             ..query(&reg, Role::Aidant, "data.read")
         };
-        assert_eq!(decide(&q), Verdict::Deny("no_active_mandate"));
+        assert_eq!(decide(&q), Verdict::Deny(Denial::NoActiveMandate));
         let q = AccessQuery {
             active_mandate: Some("m1".into()),
             ..q
@@ -308,19 +385,19 @@ mod tests {
             resident_active: false,
             ..q
         };
-        assert_eq!(decide(&q), Verdict::Deny("no_active_mandate"));
+        assert_eq!(decide(&q), Verdict::Deny(Denial::NoActiveMandate));
         let q = AccessQuery {
             resident_active: true,
             demarche_covers_category: false,
             ..q
         };
-        assert_eq!(decide(&q), Verdict::Deny("outside_demarche"));
+        assert_eq!(decide(&q), Verdict::Deny(Denial::OutsideDemarche));
     }
 
     #[test]
     fn policy_refusals_have_stable_codes() {
-        assert_eq!(role_refusal("audit.read"), "auditor_only");
-        assert_eq!(role_refusal("consent.give:own"), "resident_only");
-        assert_eq!(role_refusal("data.read"), "role_not_allowed");
+        assert_eq!(role_refusal("audit.read"), Denial::AuditorOnly);
+        assert_eq!(role_refusal("consent.give:own"), Denial::ResidentOnly);
+        assert_eq!(role_refusal("data.read"), Denial::RoleNotAllowed);
     }
 }

@@ -3,6 +3,7 @@
 //! Also the request id extractor and the `X-Audit-Entry` answer every
 //! audited route gives.
 
+use crate::error::ErrorCode;
 use std::collections::HashMap;
 
 use axum::Json;
@@ -12,7 +13,7 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 
 use crate::AppState;
-use crate::error::{AppError, AppResult};
+use crate::error::AppResult;
 use crate::http::session::CurrentUser;
 use crate::service::journal::{self, ConsistencyProof, Entries, InclusionProof, MyAccesses};
 
@@ -45,18 +46,11 @@ pub fn audited_json<T: serde::Serialize>(done: crate::service::Audited<T>) -> Re
 }
 
 fn number(q: &HashMap<String, String>, name: &'static str) -> AppResult<u64> {
-    let raw = q.get(name).ok_or_else(|| {
-        AppError::bad_request(
-            "missing_parameter",
-            format!("query parameter `{name}` is required"),
-        )
-    })?;
-    raw.parse().map_err(|_| {
-        AppError::bad_request(
-            "invalid_parameter",
-            format!("query parameter `{name}` must be a whole number"),
-        )
-    })
+    let raw = q
+        .get(name)
+        .ok_or_else(|| ErrorCode::MissingParameter.with(format!("`{name}`")))?;
+    raw.parse()
+        .map_err(|_| ErrorCode::InvalidParameter.with(format!("`{name}`: a whole number")))
 }
 
 /// The latest signed checkpoint (C2SP tlog-checkpoint as a signed note).

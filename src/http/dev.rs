@@ -1,6 +1,7 @@
 //! The development login of demo mode: pick a persona, get a session. Only
 //! mounted when `serve --demo` runs, which itself is refused off loopback.
 
+use crate::error::ErrorCode;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -39,12 +40,8 @@ pub async fn login(
 ) -> AppResult<Response> {
     let form: DevLoginForm = serde_urlencoded_form(&body);
     let id = form.persona.unwrap_or_default();
-    let persona = demo::find_login_persona(&id).ok_or_else(|| {
-        AppError::unprocessable(
-            "unknown_persona",
-            "Ce profil de démonstration n'existe pas. / No such demo persona.",
-        )
-    })?;
+    let persona =
+        demo::find_login_persona(&id).ok_or_else(|| AppError::from(ErrorCode::UnknownPersona))?;
     let caller = crate::service::Caller::new(persona.id, persona.role, rid.0);
     crate::service::login::record_demo_login(&state, &caller, state.clock.now()).await?;
     let cookie = open_session(&state, persona.id, persona.role, "demo", None).await?;
@@ -85,21 +82,13 @@ pub async fn mandate_login(
     let form: DevMandateLoginForm = serde_urlencoded_form(&body);
     let user = user.ok_or(AppError::Unauthenticated)?;
     if !crate::http::session::same(form.csrf_token.as_deref().unwrap_or(""), &user.csrf_token) {
-        return Err(AppError::forbidden(
-            "csrf_token_invalid",
-            "Jeton anti-falsification absent ou invalide. / Missing or invalid CSRF token.",
-        ));
+        return Err(ErrorCode::CsrfTokenInvalid.into());
     }
     let persona = form
         .persona
         .as_deref()
         .and_then(|id| demo::RESIDENTS.iter().find(|p| p.id == id))
-        .ok_or_else(|| {
-            AppError::unprocessable(
-                "unknown_persona",
-                "Ce profil de démonstration n'existe pas. / No such demo persona.",
-            )
-        })?;
+        .ok_or_else(|| AppError::from(ErrorCode::UnknownPersona))?;
     let draft = crate::service::login::mandate_draft_of(
         &state,
         Some(&user.caller(&rid)),

@@ -2,6 +2,7 @@
 //! message built from positions and field names only: serde's own messages
 //! can quote the submitted value, which may be personal data.
 
+use crate::error::ErrorCode;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::header::CONTENT_TYPE;
@@ -36,7 +37,7 @@ where
             if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
                 AppError::PayloadTooLarge
             } else {
-                AppError::bad_request("unreadable_body", "the request body could not be read")
+                AppError::from(ErrorCode::UnreadableBody)
             }
         })?;
         parse_json(&bytes).map(ApiJson)

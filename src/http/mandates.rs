@@ -2,6 +2,7 @@
 //! acting for a resident under a mandate; the référent's structure. The
 //! rules are in `service::{drafts, agents, structures, mandates}`.
 
+use crate::error::ErrorCode;
 use std::collections::HashMap;
 
 use axum::Json;
@@ -12,7 +13,7 @@ use serde_json::Value;
 
 use crate::AppState;
 use crate::domain::Demarche;
-use crate::error::{AppError, AppResult};
+use crate::error::AppResult;
 use crate::http::ApiJson;
 use crate::http::audit::{RequestId, audited_json, with_entry};
 use crate::http::session::CurrentUser;
@@ -31,24 +32,14 @@ fn revoke_body(body: &[u8]) -> AppResult<RevokeRequest> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(RevokeRequest::default());
     }
-    serde_json::from_slice(body).map_err(|_| {
-        AppError::bad_request(
-            "invalid_json",
-            "Corps JSON invalide : {\"demarche\"?, \"totp\"?} attendu. / Expected {\"demarche\"?, \"totp\"?}.",
-        )
-    })
+    serde_json::from_slice(body).map_err(|_| ErrorCode::InvalidJson.into())
 }
 
 fn demarche_param(q: &HashMap<String, String>) -> AppResult<Demarche> {
-    let code = q.get("demarche").ok_or_else(|| {
-        AppError::bad_request(
-            "missing_parameter",
-            "query parameter `demarche` is required",
-        )
-    })?;
-    Demarche::parse(code).ok_or_else(|| {
-        AppError::unprocessable("unknown_demarche", "Démarche inconnue. / Unknown démarche.")
-    })
+    let code = q
+        .get("demarche")
+        .ok_or_else(|| ErrorCode::MissingParameter.with("`demarche`"))?;
+    Demarche::parse(code).ok_or_else(|| ErrorCode::UnknownDemarche.into())
 }
 
 /// The démarches, their French labels and the data categories each reaches.
@@ -280,12 +271,9 @@ pub async fn verify(
     State(state): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> AppResult<Json<Verification>> {
-    let jws = q.get("attestation").ok_or_else(|| {
-        AppError::bad_request(
-            "missing_parameter",
-            "query parameter `attestation` is required",
-        )
-    })?;
+    let jws = q
+        .get("attestation")
+        .ok_or_else(|| ErrorCode::MissingParameter.with("`attestation`"))?;
     Ok(Json(agents::verify(&state, jws, state.clock.now()).await?))
 }
 

@@ -2,6 +2,7 @@
 //! guarantee that no error leaves as plain text (the framework's own 404,
 //! 405, 413, timeouts and panics are rewritten into our JSON error model).
 
+use crate::error::ErrorCode;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::header::{self, HeaderValue};
@@ -73,9 +74,11 @@ pub async fn json_errors(req: Request, next: Next) -> Response {
     if content_type.starts_with("application/json") || content_type.starts_with("text/html") {
         return res;
     }
-    let (code, message) = describe_status(status);
+    let code = describe_status(status);
     let (parts, _) = res.into_parts();
-    let mut rebuilt = error_response(status, code, message.to_string());
+    let mut rebuilt = error_response(code, code.message());
+    // A status the catalogue has no entry of keeps its own number.
+    *rebuilt.status_mut() = status;
     for (name, value) in parts.headers.iter() {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
             rebuilt.headers_mut().insert(name.clone(), value.clone());
@@ -84,39 +87,19 @@ pub async fn json_errors(req: Request, next: Next) -> Response {
     rebuilt
 }
 
-fn describe_status(status: StatusCode) -> (&'static str, &'static str) {
+fn describe_status(status: StatusCode) -> ErrorCode {
     match status {
-        StatusCode::NOT_FOUND => ("not_found", "Ressource introuvable. / No such resource."),
-        StatusCode::METHOD_NOT_ALLOWED => (
-            "method_not_allowed",
-            "Méthode non autorisée pour cette ressource. / Method not allowed on this resource.",
-        ),
-        StatusCode::PAYLOAD_TOO_LARGE => (
-            "payload_too_large",
-            "Le corps de la requête est trop volumineux. / Request body too large.",
-        ),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
-            "unsupported_media_type",
-            "Type de contenu non pris en charge. / Unsupported content type.",
-        ),
-        StatusCode::REQUEST_TIMEOUT => (
-            "request_timeout",
-            "La requête a pris trop de temps. / The request took too long.",
-        ),
-        StatusCode::UNAUTHORIZED => (
-            "unauthenticated",
-            "Connexion requise. / Authentication required.",
-        ),
-        StatusCode::FORBIDDEN => ("forbidden", "Accès refusé. / Access denied."),
-        StatusCode::UNPROCESSABLE_ENTITY => {
-            ("unprocessable", "Requête invalide. / Invalid request.")
-        }
-        StatusCode::SERVICE_UNAVAILABLE => (
-            "unavailable",
-            "Service momentanément indisponible. / Service temporarily unavailable.",
-        ),
-        s if s.is_server_error() => ("internal_error", "Erreur interne. / Internal error."),
-        _ => ("bad_request", "Requête invalide. / Bad request."),
+        StatusCode::NOT_FOUND => ErrorCode::NotFound,
+        StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
+        StatusCode::REQUEST_TIMEOUT => ErrorCode::RequestTimeout,
+        StatusCode::UNAUTHORIZED => ErrorCode::Unauthenticated,
+        StatusCode::FORBIDDEN => ErrorCode::Forbidden,
+        StatusCode::UNPROCESSABLE_ENTITY => ErrorCode::Unprocessable,
+        StatusCode::SERVICE_UNAVAILABLE => ErrorCode::Unavailable,
+        s if s.is_server_error() => ErrorCode::InternalError,
+        _ => ErrorCode::BadRequest,
     }
 }
 
@@ -124,11 +107,7 @@ fn describe_status(status: StatusCode) -> (&'static str, &'static str) {
 /// logged by the layer; nothing of it reaches the client).
 pub fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
     tracing::error!("handler panicked");
-    error_response(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal_error",
-        "Erreur interne. / Internal error.".into(),
-    )
+    error_response(ErrorCode::InternalError, ErrorCode::InternalError.message())
 }
 
 /// The header under which a client's own request id is kept, for the

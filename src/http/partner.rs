@@ -2,6 +2,7 @@
 //! valid bearer token of a partner still active) and the partner's routes.
 //! The rules are in `service::partners`.
 
+use crate::error::ErrorCode;
 use axum::Json;
 use axum::extract::{FromRequestParts, State};
 use axum::http::HeaderMap;
@@ -132,12 +133,9 @@ fn query_value<'a>(
     q: &'a std::collections::HashMap<String, String>,
     name: &'static str,
 ) -> AppResult<&'a str> {
-    q.get(name).map(String::as_str).ok_or_else(|| {
-        AppError::bad_request(
-            "missing_parameter",
-            format!("query parameter `{name}` is required"),
-        )
-    })
+    q.get(name)
+        .map(String::as_str)
+        .ok_or_else(|| ErrorCode::MissingParameter.with(format!("`{name}`")))
 }
 
 fn small_number(
@@ -153,10 +151,8 @@ fn small_number(
             .ok()
             .filter(|n| (0..=max).contains(n))
             .ok_or_else(|| {
-                AppError::bad_request(
-                    "invalid_parameter",
-                    format!("`{name}` must be a whole number from 0 to {max}"),
-                )
+                ErrorCode::InvalidParameter
+                    .with(format!("`{name}` must be a whole number from 0 to {max}"))
             }),
     }
 }

@@ -2,6 +2,7 @@
 //! database (shared by every process), and the CSRF token that every
 //! state-changing request under a cookie session must carry.
 
+use crate::error::ErrorCode;
 use axum::extract::{FromRequestParts, State};
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::request::Parts;
@@ -165,10 +166,7 @@ impl FromRequestParts<AppState> for CurrentUser {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default();
             if !same(sent, &user.csrf_token) {
-                return Err(AppError::forbidden(
-                    "csrf_token_invalid",
-                    "Jeton anti-falsification absent ou invalide. / Missing or invalid X-CSRF-Token.",
-                ));
+                return Err(ErrorCode::CsrfTokenInvalid.into());
             }
         }
         Ok(user)
@@ -215,10 +213,7 @@ pub async fn logout(
         .or(form.csrf_token)
         .unwrap_or_default();
     if !same(&sent, &user.csrf_token) {
-        return Err(AppError::forbidden(
-            "csrf_token_invalid",
-            "Jeton anti-falsification absent ou invalide. / Missing or invalid CSRF token.",
-        ));
+        return Err(ErrorCode::CsrfTokenInvalid.into());
     }
     sessions::logout(
         &state,

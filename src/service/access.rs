@@ -204,7 +204,7 @@ pub async fn record(
     } = *facts;
     let (allowed, reason) = match verdict {
         Verdict::Allow(basis) => (true, basis.reason()),
-        Verdict::Deny(reason) => (false, *reason),
+        Verdict::Deny(denial) => (false, denial.as_str()),
     };
     // Only a resident who exists is named, here as below: a probe for an
     // unknown id leaves no trace of that id.
@@ -245,7 +245,7 @@ pub async fn record(
         .await?;
     match *verdict {
         Verdict::Allow(_) => Ok(index),
-        Verdict::Deny(reason) => Err(AppError::forbidden(reason, refusal_message(reason))),
+        Verdict::Deny(denial) => Err(denial.into()),
     }
 }
 
@@ -293,48 +293,5 @@ pub async fn deny(state: &AppState, record: AuditRecord, refusal: AppError) -> A
     match state.audit.record(record.deny(code)).await {
         Ok(_) => refusal,
         Err(e) => e.into(),
-    }
-}
-
-fn refusal_message(reason: &str) -> String {
-    match reason {
-        "resident_only" => {
-            "Réservé à l'usager lui-même. / Only the resident themself may do this.".into()
-        }
-        "auditor_only" => "Réservé aux auditeurs et au DPO. / Auditors and the DPO only.".into(),
-        "no_active_mandate" => {
-            "Aucun mandat actif ne couvre cette démarche. / No active mandate covers this.".into()
-        }
-        "no_valid_consent" => {
-            "Aucun consentement valide pour cette finalité. / No valid consent for this purpose."
-                .into()
-        }
-        "explicit_consent_resident_only" => "Un consentement explicite (données sensibles) ne peut être donné que par l'usager lui-même. / Explicit consent (special-category data) is given by the resident only.".into(),
-        "outside_demarche" => "La finalité dépasse les démarches du mandat. / The purpose reaches beyond the mandate's démarches.".into(),
-        _ => format!("Accès refusé ({reason}). / Access denied ({reason})."),
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-mod tests {
-    use super::refusal_message;
-
-    #[test]
-    fn each_known_refusal_says_why_in_both_languages() {
-        for (reason, words) in [
-            ("resident_only", "usager"),
-            ("auditor_only", "auditeurs"),
-            ("no_active_mandate", "mandat"),
-            ("no_valid_consent", "consentement"),
-            ("explicit_consent_resident_only", "explicite"),
-            ("outside_demarche", "démarches"),
-        ] {
-            let m = refusal_message(reason);
-            assert!(m.contains(words) && m.contains(" / "), "{reason}: {m}");
-            assert!(!m.contains(reason), "{reason} has its own wording: {m}");
-        }
-        let other = refusal_message("objection");
-        assert!(other.contains("(objection)"), "{other}");
     }
 }

@@ -3,6 +3,7 @@
 //! démarche of an active mandate; list the structure's mandated residents;
 //! read, verify and revoke mandates.
 
+use crate::error::ErrorCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -51,12 +52,8 @@ pub struct RevocationReceipt {
 }
 
 fn one_demarche(code: Option<&str>) -> AppResult<Option<Demarche>> {
-    code.map(|c| {
-        Demarche::parse(c).ok_or_else(|| {
-            AppError::unprocessable("unknown_demarche", "Démarche inconnue. / Unknown démarche.")
-        })
-    })
-    .transpose()
+    code.map(|c| Demarche::parse(c).ok_or_else(|| ErrorCode::UnknownDemarche.into()))
+        .transpose()
 }
 
 /// Revokes a mandate of the structure (or one démarche): an aidant with
@@ -348,9 +345,10 @@ pub async fn consent_on_behalf(
     req: crate::service::consents::ConsentRequest,
 ) -> AppResult<crate::service::consents::ConsentOutcome> {
     let ctx = agent(state, caller, "consent.give").await?;
-    let purpose = state.register.get(&req.purpose).ok_or_else(|| {
-        AppError::unprocessable("unknown_purpose", "Finalité inconnue. / Unknown purpose.")
-    })?;
+    let purpose = state
+        .register
+        .get(&req.purpose)
+        .ok_or_else(|| AppError::from(ErrorCode::UnknownPurpose))?;
     let access = AccessRequest {
         resident_id: Some(resident),
         structure_id: Some(&ctx.structure.id),
@@ -374,10 +372,12 @@ pub async fn consent_on_behalf(
             if purpose.special_category
                 || purpose.legal_basis == crate::domain::purpose::LegalBasis::ExplicitConsent =>
         {
-            crate::domain::access::Verdict::Deny("explicit_consent_resident_only")
+            crate::domain::access::Verdict::Deny(
+                crate::domain::access::Denial::ExplicitConsentResidentOnly,
+            )
         }
         crate::domain::access::Verdict::Allow(_) if !covered => {
-            crate::domain::access::Verdict::Deny("outside_demarche")
+            crate::domain::access::Verdict::Deny(crate::domain::access::Denial::OutsideDemarche)
         }
         v => v,
     };

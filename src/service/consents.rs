@@ -5,6 +5,7 @@
 //! the receipt), then the receipt is signed, then event and current state
 //! are stored in one transaction. Nothing is answered before all three.
 
+use crate::error::ErrorCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
@@ -161,25 +162,15 @@ pub fn view(row: &ConsentRow, now: Timestamp) -> AppResult<ConsentView> {
 }
 
 fn consent_error(e: consent::ConsentError) -> AppError {
-    if e.is_conflict() {
-        AppError::Conflict {
-            code: e.code(),
-            message: e.to_string(),
-        }
-    } else {
-        AppError::unprocessable(e.code(), e.to_string())
-    }
+    e.into()
 }
 
 pub fn purpose<'a>(state: &'a AppState, id: &str) -> AppResult<&'a Purpose> {
     state.register.get(id).ok_or_else(|| {
-        AppError::unprocessable(
-            "unknown_purpose",
-            format!(
-                "no purpose `{}` in the register",
-                id.chars().take(60).collect::<String>()
-            ),
-        )
+        ErrorCode::UnknownPurpose.with(format!(
+            "no purpose `{}` in the register",
+            id.chars().take(60).collect::<String>()
+        ))
     })
 }
 
@@ -300,10 +291,7 @@ pub async fn decide(
                         .deny("concurrent_update"),
                 )
                 .await?;
-            return Err(AppError::Conflict {
-                code: "concurrent_update",
-                message: "Une autre décision sur ce consentement vient d'être enregistrée ; réessayez. / Another decision on this consent was just recorded; retry.".into(),
-            });
+            return Err(ErrorCode::ConcurrentUpdate.into());
         }
         Err(e) => return Err(e.into()),
     }
@@ -335,7 +323,7 @@ async fn refuse_beyond_mandate(
     let explicit = purpose.special_category
         || purpose.legal_basis == crate::domain::purpose::LegalBasis::ExplicitConsent;
     let reason = if explicit && !matches!(decision, Decision::Withdraw) {
-        Some("explicit_consent_resident_only")
+        Some(ErrorCode::ExplicitConsentResidentOnly)
     } else if matches!(decision, Decision::Withdraw) {
         None
     } else {
@@ -351,7 +339,7 @@ async fn refuse_beyond_mandate(
                         e.actor_role == Role::Resident.as_str()
                             && matches!(e.state.as_str(), "given" | "refused")
                     })
-                    .then_some("resident_decision_stands")
+                    .then_some(ErrorCode::ResidentDecisionStands)
             }
             None => None,
         }
@@ -369,19 +357,10 @@ async fn refuse_beyond_mandate(
                 .resident(resident_id)
                 .purpose(&purpose.id)
                 .legal_basis(purpose.legal_basis.as_str())
-                .deny(reason),
+                .deny(reason.code()),
         )
         .await?;
-    Err(match reason {
-        "resident_decision_stands" => AppError::Conflict {
-            code: "resident_decision_stands",
-            message: "L'usager a pris lui-même cette décision ; seul l'usager peut la changer (un retrait reste possible). / The resident took this decision themself; only they can change it (withdrawal stays possible).".into(),
-        },
-        _ => AppError::forbidden(
-            "explicit_consent_resident_only",
-            "Un consentement explicite (données sensibles) ne peut être donné que par l'usager lui-même. / Explicit consent (special-category data) is given by the resident only.",
-        ),
-    })
+    Err(reason.into())
 }
 
 /// The Kantara Initiative Consent Receipt v1.1 fields, plus the DPV state,
@@ -500,10 +479,8 @@ pub fn decision_of(req: &ConsentRequest) -> AppResult<Decision> {
             let until = match &req.until {
                 None => None,
                 Some(v) => Some(parse_until(v).ok_or_else(|| {
-                    AppError::unprocessable(
-                        "invalid_until",
-                        "`until` is a date YYYY-MM-DD or seconds since the Unix epoch",
-                    )
+                    ErrorCode::InvalidUntil
+                        .with("`until` is a date YYYY-MM-DD or seconds since the Unix epoch")
                 })?),
             };
             Decision::Give(GiveRequest {

@@ -4,6 +4,7 @@
 //! draft the same resident confirms. The right to create mandates is
 //! checked at every step that creates or widens one.
 
+use crate::error::ErrorCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -62,19 +63,13 @@ pub struct DraftView {
 
 fn validated_demarches(ctx: &AgentContext, codes: &[String]) -> AppResult<Vec<Demarche>> {
     let ds = parse_demarches(codes.iter().map(String::as_str))
-        .map_err(|m| AppError::unprocessable("unknown_demarche", m))?;
+        .map_err(|m| ErrorCode::UnknownDemarche.with(m))?;
     if ds.is_empty() {
-        return Err(AppError::unprocessable(
-            "demarches_required",
-            "Choisissez au moins une démarche. / Pick at least one démarche.",
-        ));
+        return Err(ErrorCode::DemarchesRequired.into());
     }
     let allowed = ctx.allowed_demarches();
     if ds.iter().any(|d| !allowed.contains(d)) {
-        return Err(AppError::unprocessable(
-            "demarche_not_allowed",
-            "Cette démarche n'est pas autorisée pour votre structure. / A démarche outside your structure's allowed ones.",
-        ));
+        return Err(ErrorCode::DemarcheNotAllowed.into());
     }
     Ok(ds)
 }
@@ -112,10 +107,7 @@ async fn may_create_mandates(
     if ctx.agent.can_create_mandates {
         return Ok(());
     }
-    let e = AppError::forbidden(
-        "cannot_create_mandates",
-        "Ce compte ne peut pas créer de mandat. / This account may not create mandates.",
-    );
+    let e = ErrorCode::CannotCreateMandates.into();
     Err(crate::service::access::deny(state, record(state, caller, Some(ctx), action), e).await)
 }
 
@@ -265,16 +257,10 @@ pub async fn confirm_draft(
     may_create_mandates(state, caller, &ctx, "mandate.create").await?;
     let draft = own_draft(state, &ctx, id).await?;
     let Some(resident_id) = draft.resident_id.clone() else {
-        return Err(AppError::Conflict {
-            code: "resident_login_required",
-            message: "La personne doit d'abord se connecter avec FranceConnect. / The resident must log in first.".into(),
-        });
+        return Err(ErrorCode::ResidentLoginRequired.into());
     };
     if !body.resident_confirmed {
-        return Err(AppError::unprocessable(
-            "resident_confirmation_required",
-            "La personne doit confirmer le récapitulatif. / The resident must confirm the recap.",
-        ));
+        return Err(ErrorCode::ResidentConfirmationRequired.into());
     }
     let now = state.clock.now();
     let base = record(state, caller, Some(&ctx), "mandate.create")

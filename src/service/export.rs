@@ -4,6 +4,7 @@
 //! passphrase; every audit entry about the resident comes with its
 //! inclusion proof in a signed checkpoint.
 
+use crate::error::ErrorCode;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
@@ -42,12 +43,7 @@ pub async fn start(
         .as_ref()
         .is_some_and(|p| p.chars().count() < PASSPHRASE_MIN)
     {
-        return Err(AppError::unprocessable(
-            "passphrase_too_short",
-            format!(
-                "La phrase de passe doit compter au moins {PASSPHRASE_MIN} caractères. / The passphrase needs at least {PASSPHRASE_MIN} characters."
-            ),
-        ));
+        return Err(ErrorCode::PassphraseTooShort.with(format!("≥ {PASSPHRASE_MIN}")));
     }
     // Fail closed before the first byte: no keys, no export.
     state.vault()?;

@@ -83,8 +83,12 @@ async fn build_inner(
     if !partner.active {
         return Err("partner deactivated".into());
     }
-    still_recipient(state, &partner.id, &purpose.id)
-        .map_err(|code| format!("{code}: the partner is no longer a recipient of the purpose"))?;
+    still_recipient(state, &partner.id, &purpose.id).map_err(|code| {
+        format!(
+            "{}: the partner is no longer a recipient of the purpose",
+            code.code()
+        )
+    })?;
     let recipient: age::x25519::Recipient = partner
         .age_recipient
         .as_deref()

@@ -9,6 +9,7 @@
 //! counted into its cell (aggregates, whose memory grows with the number of
 //! cells only).
 
+use crate::error::ErrorCode;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -103,18 +104,15 @@ pub fn still_recipient(
     state: &AppState,
     partner_id: &str,
     purpose_id: &str,
-) -> Result<(), &'static str> {
+) -> Result<(), ErrorCode> {
     match state.register.get(purpose_id) {
         Some(p) if p.names_recipient(partner_id) => Ok(()),
-        _ => Err("not_a_recipient"),
+        _ => Err(ErrorCode::NotARecipient),
     }
 }
 
 pub(crate) fn not_a_recipient() -> AppError {
-    AppError::forbidden(
-        "not_a_recipient",
-        "Le partenaire n'est plus destinataire de cette finalité dans le registre. / The partner is no longer a recipient of this purpose in the register.",
-    )
+    ErrorCode::NotARecipient.into()
 }
 
 pub fn view(state: &AppState, row: &ExtractRow) -> AppResult<ExtractView> {
@@ -145,7 +143,7 @@ pub fn view(state: &AppState, row: &ExtractRow) -> AppResult<ExtractView> {
         )
         .then(|| still_recipient(state, &row.partner_id, &row.purpose).err())
         .flatten()
-        .map(str::to_string),
+        .map(|code| code.code().to_string()),
     })
 }
 
@@ -169,10 +167,6 @@ pub(crate) fn group_key(spec: &ExtractSpec, value: &impl Fn(&str) -> Option<Valu
         .collect()
 }
 
-fn refuse(code: &'static str, message: impl Into<String>) -> AppError {
-    AppError::unprocessable(code, message)
-}
-
 /// Splits `category.field`, checking both exist and the category is asked.
 pub(crate) fn field_of<'a>(
     state: &AppState,
@@ -181,23 +175,20 @@ pub(crate) fn field_of<'a>(
 ) -> AppResult<(&'a str, &'a str)> {
     let (c, f) = name
         .split_once('.')
-        .ok_or_else(|| refuse("unknown_field", "fields are `category.field`"))?;
+        .ok_or_else(|| ErrorCode::UnknownField.with("fields are `category.field`"))?;
     if !categories.iter().any(|x| x == c) {
-        return Err(refuse(
-            "field_outside_categories",
-            "a field's category is not among the extract's",
-        ));
+        return Err(AppError::from(ErrorCode::FieldOutsideCategories));
     }
     let category = state
         .categories
         .category(c)
-        .map_err(|_| refuse("unknown_field", "unknown category"))?;
+        .map_err(|_| ErrorCode::UnknownField.with("unknown category"))?;
     let known = state
         .categories
         .def(&category)
         .is_some_and(|d| d.fields.contains_key(f));
     if !known {
-        return Err(refuse("unknown_field", "unknown field"));
+        return Err(AppError::from(ErrorCode::UnknownField));
     }
     Ok((c, f))
 }
@@ -231,12 +222,9 @@ pub async fn request(
     let purpose = state
         .register
         .get(&req.purpose)
-        .ok_or_else(|| refuse("unknown_purpose", "Finalité inconnue. / Unknown purpose."))?;
+        .ok_or_else(|| AppError::from(ErrorCode::UnknownPurpose))?;
     if !purpose.names_recipient(partner_id) {
-        return Err(AppError::forbidden(
-            "not_a_recipient",
-            "Vous n'êtes pas destinataire de cette finalité. / You are not a recipient of this purpose.",
-        ));
+        return Err(ErrorCode::NotARecipient.into());
     }
     let partner = state
         .store
@@ -244,20 +232,14 @@ pub async fn request(
         .await?
         .ok_or_else(|| AppError::internal("partner vanished"))?;
     if partner.age_recipient.is_none() {
-        return Err(refuse(
-            "no_age_recipient",
-            "Aucune clé age n'est enregistrée pour vous : l'extraction ne pourrait pas être chiffrée. / No age recipient registered for you.",
-        ));
+        return Err(AppError::from(ErrorCode::NoAgeRecipient));
     }
     let kind = req.kind.as_str();
     if !matches!(kind, "records" | "aggregate") {
-        return Err(refuse("invalid_kind", "kind: `records` or `aggregate`"));
+        return Err(AppError::from(ErrorCode::InvalidKind));
     }
     if req.categories.is_empty() || req.categories.iter().any(|c| !purpose.covers_category(c)) {
-        return Err(refuse(
-            "categories_outside_purpose",
-            "Catégories hors de la finalité. / Categories outside the purpose.",
-        ));
+        return Err(AppError::from(ErrorCode::CategoriesOutsidePurpose));
     }
     let mut fields = Vec::new();
     match &req.fields {
@@ -272,7 +254,7 @@ pub async fn request(
                 let category = state
                     .categories
                     .category(c)
-                    .map_err(|_| refuse("unknown_field", "unknown category"))?;
+                    .map_err(|_| ErrorCode::UnknownField.with("unknown category"))?;
                 if let Some(def) = state.categories.def(&category) {
                     fields.extend(def.fields.keys().map(|f| format!("{c}.{f}")));
                 }
@@ -291,19 +273,16 @@ pub async fn request(
     }
     if kind == "aggregate" {
         if group_by.is_empty() {
-            return Err(refuse("group_by_required", "an aggregate needs `group_by`"));
+            return Err(AppError::from(ErrorCode::GroupByRequired));
         }
         for f in &fields {
             let (c, name) = field_of(state, &req.categories, f)?;
             if !matches!(field_type(state, c, name), Some(FieldType::Integer { .. })) {
-                return Err(refuse("not_summable", "aggregates sum integer fields only"));
+                return Err(AppError::from(ErrorCode::NotSummable));
             }
         }
     } else if !group_by.is_empty() || req.epsilon.is_some() {
-        return Err(refuse(
-            "invalid_for_records",
-            "`group_by` and `epsilon` are for aggregates",
-        ));
+        return Err(AppError::from(ErrorCode::InvalidForRecords));
     }
     let filters = req.filters.clone().unwrap_or_default();
     for name in filters.keys() {
@@ -312,7 +291,7 @@ pub async fn request(
     if let Some(e) = req.epsilon
         && !(e > 0.0 && e <= 2.0)
     {
-        return Err(refuse("invalid_epsilon", "0 < ε ≤ 2"));
+        return Err(ErrorCode::InvalidEpsilon.into());
     }
     let spec = ExtractSpec {
         categories: req.categories,
@@ -374,16 +353,12 @@ pub async fn decide(
     } else {
         "extract.reject"
     };
-    let over_budget = || AppError::Conflict {
-        code: "epsilon_budget_exhausted",
-        message: format!(
-            "Budget ε du partenaire épuisé ({PARTNER_EPSILON_BUDGET}). / The partner's ε budget is spent."
-        ),
-    };
+    let over_budget =
+        || ErrorCode::EpsilonBudgetExhausted.with(format!("ε ≤ {PARTNER_EPSILON_BUDGET}"));
     let refused = |reason: &str| audit(dpo_id, "dpo", action, &row, now, "dpo").deny(reason);
     // The register may have changed since the request.
     if approve && let Err(reason) = still_recipient(state, &row.partner_id, &row.purpose) {
-        state.audit.record(refused(reason)).await?;
+        state.audit.record(refused(reason.code())).await?;
         return Err(not_a_recipient());
     }
     // A first look spares the log an "allow" that the atomic check below
@@ -394,7 +369,7 @@ pub async fn decide(
     {
         state
             .audit
-            .record(refused("epsilon_budget_exhausted"))
+            .record(refused(ErrorCode::EpsilonBudgetExhausted.code()))
             .await?;
         return Err(over_budget());
     }
@@ -414,7 +389,7 @@ pub async fn decide(
             crate::storage::ApproveOutcome::BudgetExhausted => {
                 state
                     .audit
-                    .record(refused("epsilon_budget_exhausted"))
+                    .record(refused(ErrorCode::EpsilonBudgetExhausted.code()))
                     .await?;
                 return Err(over_budget());
             }
@@ -426,10 +401,7 @@ pub async fn decide(
             .await?
     };
     if !moved {
-        return Err(AppError::Conflict {
-            code: "invalid_transition",
-            message: format!("{} → {to}", row.state),
-        });
+        return Err(ErrorCode::InvalidTransition.with(format!("{} → {to}", row.state)));
     }
     if approve {
         let state = state.clone();
@@ -465,27 +437,21 @@ pub async fn authorise_download(
         if allowed { record } else { record.deny(reason) }
     };
     if let Err(reason) = still_recipient(state, partner_id, &row.purpose) {
-        state.audit.record(entry(false, reason)).await?;
+        state.audit.record(entry(false, reason.code())).await?;
         return Err(not_a_recipient());
     }
     let live = matches!(row.state.as_str(), "ready" | "downloaded");
     if live && row.expires_at.is_some_and(|at| at <= now) {
-        state.audit.record(entry(false, "extract_expired")).await?;
-        return Err(AppError::Gone {
-            code: "extract_expired",
-            message: "Ce fichier a atteint la fin de sa durée de conservation. / The file reached the end of its retention.".into(),
-        });
+        state
+            .audit
+            .record(entry(false, ErrorCode::ExtractExpired.code()))
+            .await?;
+        return Err(ErrorCode::ExtractExpired.into());
     }
     match row.state.as_str() {
         "ready" | "downloaded" => Ok(state.audit.record(entry(true, "recipient")).await?),
-        "expired" => Err(AppError::Gone {
-            code: "extract_expired",
-            message: "Ce fichier a été supprimé à la fin de sa durée de conservation. / The file was deleted when its retention ended.".into(),
-        }),
-        _ => Err(AppError::Conflict {
-            code: "extract_not_ready",
-            message: format!("État : {}. / State: {}.", row.state, row.state),
-        }),
+        "expired" => Err(ErrorCode::ExtractExpired.into()),
+        _ => Err(ErrorCode::ExtractNotReady.with(row.state.clone())),
     }
 }
 
@@ -597,10 +563,7 @@ pub async fn dpo_reject(
     now: Timestamp,
 ) -> AppResult<Audited<ExtractView>> {
     if reason.trim().is_empty() || reason.len() > 500 {
-        return Err(AppError::unprocessable(
-            "invalid_reason",
-            "a reason of 1 to 500 characters",
-        ));
+        return Err(ErrorCode::InvalidReason.with("a reason of 1 to 500 characters"));
     }
     let entry = role_action(state, caller, "extract.approve").await?;
     let row = decide(state, &caller.actor_id, id, false, Some(reason.trim()), now).await?;

@@ -2,6 +2,7 @@
 //! the auditor's view of entries, and a resident's own accesses, each with
 //! its inclusion proof, with the actors named for the resident's page.
 
+use crate::error::ErrorCode;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::Serialize;
@@ -109,10 +110,9 @@ pub async fn entries(
     to: u64,
 ) -> AppResult<Audited<Entries>> {
     if from > to || to - from > MAX_ENTRIES {
-        return Err(AppError::unprocessable(
-            "invalid_range",
-            format!("from ≤ to and at most {MAX_ENTRIES} entries per request"),
-        ));
+        return Err(ErrorCode::InvalidRange.with(format!(
+            "from ≤ to and at most {MAX_ENTRIES} entries per request"
+        )));
     }
     let index = role_action(state, caller, "audit.read").await?;
     let rows = state.store.audit_entries(from, to).await?;

@@ -16,6 +16,7 @@
 //! requests with an unknown state are only logged (they carry nothing to
 //! attribute, and would let anyone fill the audit log).
 
+use crate::error::ErrorCode;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -38,48 +39,27 @@ pub fn provider(state: &AppState, kind: LoginKind) -> AppResult<&IdentityProvide
         LoginKind::Agent => state.agent_login.as_deref(),
     };
     configured.ok_or_else(|| match kind {
-        LoginKind::Resident => AppError::unavailable(
-            "login_not_configured",
-            "La connexion des usagers n'est pas configurée sur ce service. / Resident login is not configured (COFFRE_OIDC_ISSUER).",
-        ),
-        LoginKind::Agent => AppError::unavailable(
-            "agent_login_not_configured",
-            "La connexion des agents n'est pas configurée sur ce service. / Agent login is not configured (COFFRE_AGENT_OIDC_ISSUER).",
-        ),
+        LoginKind::Resident => ErrorCode::LoginNotConfigured.into(),
+        LoginKind::Agent => ErrorCode::AgentLoginNotConfigured.into(),
     })
 }
 
 fn provider_unavailable(detail: &str) -> AppError {
     tracing::warn!(detail, "identity provider unavailable");
-    AppError::unavailable(
-        "identity_provider_unavailable",
-        "Le fournisseur d'identité ne répond pas ; réessayez plus tard. / The identity provider is unavailable; try again later.",
-    )
+    ErrorCode::IdentityProviderUnavailable.into()
 }
 
 fn refusal(e: &OidcError) -> AppError {
     match e {
         OidcError::Unavailable(detail) => provider_unavailable(detail),
-        OidcError::CodeRejected(_) => AppError::Unauthorized {
-            code: "oidc_code_rejected",
-            message: "Le fournisseur d'identité a refusé la connexion (code expiré ou déjà utilisé) ; recommencez. / The provider refused the authorization code (expired or used); log in again.".into(),
-        },
-        OidcError::IdTokenInvalid(_) => AppError::Unauthorized {
-            code: "oidc_id_token_invalid",
-            message: "La réponse du fournisseur d'identité n'a pas pu être vérifiée. / The provider's ID token failed verification.".into(),
-        },
-        OidcError::UserInfoInvalid(_) => AppError::Unauthorized {
-            code: "oidc_userinfo_invalid",
-            message: "Les informations d'identité n'ont pas pu être vérifiées. / The provider's userinfo failed verification.".into(),
-        },
+        OidcError::CodeRejected(_) => ErrorCode::OidcCodeRejected.into(),
+        OidcError::IdTokenInvalid(_) => ErrorCode::OidcIdTokenInvalid.into(),
+        OidcError::UserInfoInvalid(_) => ErrorCode::OidcUserinfoInvalid.into(),
     }
 }
 
 fn state_invalid() -> AppError {
-    AppError::bad_request(
-        "oidc_state_invalid",
-        "Cette connexion a expiré ou a été commencée ailleurs ; recommencez. / Unknown, expired or foreign login state; log in again.",
-    )
+    ErrorCode::OidcStateInvalid.into()
 }
 
 /// The live draft `id` of the aidant logged in in this browser.
@@ -88,12 +68,7 @@ pub async fn mandate_draft_of(
     user: Option<&Caller>,
     id: &str,
 ) -> AppResult<crate::storage::MandateDraftRow> {
-    let refused = || {
-        AppError::forbidden(
-            "mandate_draft_invalid",
-            "Ce projet de mandat n'existe pas, a expiré, ou n'est pas celui de l'aidant connecté. / Unknown or expired mandate draft, or not the logged-in aidant's.",
-        )
-    };
+    let refused = || ErrorCode::MandateDraftInvalid.into();
     let user = user.ok_or_else(refused)?;
     state
         .store
@@ -211,10 +186,7 @@ pub async fn callback(
         return Err(crate::service::access::deny(state, audit, state_invalid()).await);
     };
     if q.error.is_some() {
-        let refused = AppError::Unauthorized {
-            code: "oidc_login_refused",
-            message: "La connexion a été annulée ou refusée chez le fournisseur d'identité. / The login was cancelled or refused at the identity provider.".into(),
-        };
+        let refused = ErrorCode::OidcLoginRefused.into();
         return Err(crate::service::access::deny(state, audit, refused).await);
     }
     let Some(code) = q
@@ -313,10 +285,7 @@ pub async fn attach_resident(
             .await?
             .is_some_and(|m| m.resident_id == resident_id);
         if !same {
-            let refused = AppError::forbidden(
-                "renewal_other_resident",
-                "Le renouvellement doit être confirmé par la personne du mandat. / A renewal must be confirmed by the mandate's own resident.",
-            );
+            let refused = ErrorCode::RenewalOtherResident.into();
             return Err(crate::service::access::deny(state, audit, refused).await);
         }
     }
@@ -455,25 +424,16 @@ async fn agent_from_login(
     audit: AuditRecord,
 ) -> AppResult<(String, Role)> {
     let Some(email) = login.claims.email.as_deref() else {
-        let refused = AppError::forbidden(
-            "agent_email_missing",
-            "Le fournisseur d'identité n'a pas transmis d'adresse électronique. / The agents' provider sent no e-mail.",
-        );
+        let refused = ErrorCode::AgentEmailMissing.into();
         return Err(crate::service::access::deny(state, audit, refused).await);
     };
     if login.claims.email_verified == Some(false) {
-        let refused = AppError::forbidden(
-            "agent_email_unverified",
-            "Adresse électronique non vérifiée. / The e-mail is not verified by the provider.",
-        );
+        let refused = ErrorCode::AgentEmailUnverified.into();
         return Err(crate::service::access::deny(state, audit, refused).await);
     }
     let digest = agent_email_digest(state, email)?;
     let Some(agent) = state.store.find_agent_by_email_digest(&digest).await? else {
-        let refused = AppError::forbidden(
-            "agent_unknown",
-            "Aucun compte agent ne correspond à cette adresse ; demandez à votre référent. / No agent account for this e-mail; ask your administrator (`coffre agent add`).",
-        );
+        let refused = ErrorCode::AgentUnknown.into();
         return Err(crate::service::access::deny(state, audit, refused).await);
     };
     let role = Role::parse(&agent.role).ok_or_else(|| AppError::internal("unknown agent role"))?;
@@ -481,10 +441,7 @@ async fn agent_from_login(
         .by(&agent.id, role.as_str())
         .structure(&agent.structure_id);
     if !agent.active {
-        let refused = AppError::forbidden(
-            "agent_inactive",
-            "Ce compte agent est désactivé. / This agent account is deactivated.",
-        );
+        let refused = ErrorCode::AgentInactive.into();
         return Err(crate::service::access::deny(state, audit, refused).await);
     }
     Ok((agent.id, role))

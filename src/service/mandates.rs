@@ -6,6 +6,7 @@
 //! is the database's (a partial unique index); this module never relies on
 //! having checked first.
 
+use crate::error::ErrorCode;
 use std::sync::Arc;
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -44,19 +45,15 @@ pub async fn agent_context(
     role: Role,
 ) -> AppResult<AgentContext> {
     if !matches!(role, Role::Aidant | Role::Referent) {
-        return Err(AppError::forbidden(
-            "aidant_only",
-            "Réservé aux aidants et référents habilités. / Aidants and référents only.",
-        ));
+        return Err(ErrorCode::AidantOnly.into());
     }
-    let agent = state.store.find_agent(agent_id).await?.ok_or_else(|| {
-        AppError::forbidden("agent_unknown", "Compte agent inconnu. / Unknown agent.")
-    })?;
+    let agent = state
+        .store
+        .find_agent(agent_id)
+        .await?
+        .ok_or_else(|| AppError::from(ErrorCode::AgentUnknown))?;
     if !agent.active {
-        return Err(AppError::forbidden(
-            "agent_inactive",
-            "Ce compte agent est désactivé. / This agent account is deactivated.",
-        ));
+        return Err(ErrorCode::AgentInactive.into());
     }
     // The current structure, if it is active and the agent still belongs
     // to it (a référent may have removed them): one query.
@@ -64,12 +61,7 @@ pub async fn agent_context(
         Some(id) => state.store.active_structure_of(&agent.id, id).await?,
         None => None,
     }
-    .ok_or_else(|| {
-        AppError::forbidden(
-            "structure_inactive",
-            "Aucune structure habilitée active pour ce compte. / No active structure for this agent.",
-        )
-    })?;
+    .ok_or_else(|| AppError::from(ErrorCode::StructureInactive))?;
     Ok(AgentContext {
         agent,
         role,
@@ -153,10 +145,7 @@ pub async fn check_totp(
     now: Timestamp,
 ) -> AppResult<()> {
     let Some(device) = state.store.find_totp(agent_id).await? else {
-        return Err(AppError::forbidden(
-            "totp_not_enrolled",
-            "Aucune carte TOTP n'est associée à ce compte. / No TOTP device enrolled (`coffre agent totp`).",
-        ));
+        return Err(ErrorCode::TotpNotEnrolled.into());
     };
     // The attempt is counted before the code is looked at: parallel wrong
     // codes each take a slot, and none is evaluated once the lock is set.
@@ -165,10 +154,7 @@ pub async fn check_totp(
         .totp_claim_attempt(agent_id, totp::MAX_FAILURES, now + totp::LOCK_SECS, now)
         .await?
     {
-        return Err(AppError::forbidden(
-            "totp_locked",
-            "Trop de codes erronés : réessayez dans quelques minutes. / Too many wrong codes; try again later.",
-        ));
+        return Err(ErrorCode::TotpLocked.into());
     }
     let vault = state.vault()?;
     let version =
@@ -182,22 +168,12 @@ pub async fn check_totp(
                 bytes: device.wrapped_key.clone(),
             },
         )
-        .map_err(|_| {
-            AppError::unavailable(
-                "keys_unavailable",
-                "La clé de la carte TOTP est illisible. / The TOTP key cannot be read.",
-            )
-        })?;
+        .map_err(|_| AppError::from(ErrorCode::KeysUnavailable))?;
     let secret = zeroize::Zeroizing::new(
         crate::crypto::open(&dk, &totp_context(agent_id), &device.sealed_secret)
             .map_err(|_| AppError::Integrity)?,
     );
-    let invalid = || {
-        AppError::forbidden(
-            "totp_invalid",
-            "Code TOTP erroné ou déjà utilisé. / Wrong or already used TOTP code.",
-        )
-    };
+    let invalid = || ErrorCode::TotpInvalid.into();
     let step = code.and_then(|c| totp::matching_step(&secret, c, now, device.last_step));
     match step {
         // Accepting clears the attempt counted above.
@@ -260,10 +236,7 @@ pub fn check_duration(days: i64) -> AppResult<()> {
     if crate::domain::mandate::DURATIONS.contains(&days) {
         Ok(())
     } else {
-        Err(AppError::unprocessable(
-            "invalid_duration",
-            "Durée : 1, 31, 182 ou 365 jours. / Duration must be 1, 31, 182 or 365 days.",
-        ))
+        Err(ErrorCode::InvalidDuration.into())
     }
 }
 
@@ -335,10 +308,7 @@ async fn create_with(
             Ok(()) => break,
             Err(StorageError::Conflict(_)) if tries == 0 => tries += 1,
             Err(StorageError::Conflict(_)) => {
-                return Err(AppError::Conflict {
-                    code: "mandate_conflict",
-                    message: "Un autre mandat vient d'être créé pour ces démarches ; réessayez. / Another mandate was just created for these démarches; try again.".into(),
-                });
+                return Err(ErrorCode::MandateConflict.into());
             }
             Err(e) => return Err(e.into()),
         }
@@ -522,10 +492,7 @@ pub async fn revoke(
         .map(|a| a.demarche)
         .collect();
     if live.is_empty() {
-        return Err(AppError::Conflict {
-            code: "nothing_to_revoke",
-            message: "Rien d'actif à révoquer dans ce mandat. / Nothing active to revoke in this mandate.".into(),
-        });
+        return Err(ErrorCode::NothingToRevoke.into());
     }
     state
         .store
@@ -563,12 +530,7 @@ pub async fn verify(
     jws: &str,
     now: Timestamp,
 ) -> AppResult<(AttestationStatus, Option<String>, AttestationClaims)> {
-    let invalid = || {
-        AppError::unprocessable(
-            "attestation_invalid",
-            "Cette attestation n'a pas été délivrée par ce service, ou a été modifiée. / Not an attestation signed by this service.",
-        )
-    };
+    let invalid = || ErrorCode::AttestationInvalid.into();
     let keys: Arc<crate::crypto::KeySet> = state.vault()?.keys().current();
     let x = base64::Engine::encode(
         &base64::engine::general_purpose::URL_SAFE_NO_PAD,

@@ -9,6 +9,7 @@
 //! A partner's purposes are those of the register that name it as a
 //! recipient: the register is the one source of truth the DPO reviews.
 
+use crate::error::ErrorCode;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -174,18 +175,12 @@ pub struct TokenResponse {
 }
 
 pub(crate) fn invalid_client() -> AppError {
-    AppError::Unauthorized {
-        code: "invalid_client",
-        message: "Identifiants du partenaire invalides. / Invalid client credentials.".into(),
-    }
+    ErrorCode::InvalidClient.into()
 }
 
 fn invalid_token(why: &str) -> AppError {
     tracing::info!(why, "partner token refused");
-    AppError::Unauthorized {
-        code: "invalid_token",
-        message: "Jeton d'accès invalide ou expiré. / Invalid or expired access token.".into(),
-    }
+    ErrorCode::InvalidToken.into()
 }
 
 /// Issues an access token to a registered, active partner (client
@@ -197,10 +192,7 @@ pub async fn issue_token(
     basic: Option<(String, String)>,
 ) -> AppResult<TokenResponse> {
     if form.grant_type.as_deref() != Some("client_credentials") {
-        return Err(AppError::bad_request(
-            "unsupported_grant_type",
-            "grant_type must be client_credentials",
-        ));
+        return Err(ErrorCode::UnsupportedGrantType.into());
     }
     let partner = if form.client_assertion_type.is_some() || form.client_assertion.is_some() {
         if form.client_assertion_type.as_deref() != Some(JWT_BEARER) {
@@ -498,18 +490,13 @@ pub async fn read_resident_data(
     category: &str,
     purpose: Option<&str>,
 ) -> AppResult<Audited<PartnerRecord>> {
-    let missing_purpose =
-        || AppError::bad_request("missing_parameter", "query parameter `purpose` is required");
+    let missing_purpose = || ErrorCode::MissingParameter.with("`purpose`");
     let Some(resident) = resident_of(state, &partner.id, &pseudonym).await? else {
         // An inactive partner learns nothing, not even that a pseudonym is
         // unknown.
         active_partner(state, partner).await?;
         purpose.ok_or_else(missing_purpose)?;
-        return Err(AppError::Unprocessable {
-            code: "unknown_pseudonym",
-            message: "Pseudonyme inconnu pour ce partenaire. / Unknown pseudonym for this partner."
-                .into(),
-        });
+        return Err(ErrorCode::UnknownPseudonym.into());
     };
     // Whether the partner is still active, the decision's facts and the
     // sealed record: one query. The record stays sealed until the decision

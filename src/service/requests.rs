@@ -2,6 +2,7 @@
 //! DPO extends or closes it within the legal deadlines; the register of
 //! processing (art. 30) the DPO keeps; the art. 19 notices partners take.
 
+use crate::error::ErrorCode;
 use serde::Serialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
@@ -94,18 +95,14 @@ pub async fn new_request(
     now: Timestamp,
 ) -> AppResult<Audited<RightsRequestView>> {
     if !KINDS.contains(&kind.as_str()) {
-        return Err(AppError::unprocessable(
-            "unknown_request_kind",
-            format!("kind: one of {}", KINDS.join(", ")),
-        ));
+        return Err(
+            ErrorCode::UnknownRequestKind.with(format!("kind: one of {}", KINDS.join(", ")))
+        );
     }
     if let Some(p) = &purpose
         && state.register.get(p).is_none()
     {
-        return Err(AppError::unprocessable(
-            "unknown_purpose",
-            "Finalité inconnue. / Unknown purpose.",
-        ));
+        return Err(ErrorCode::UnknownPurpose.into());
     }
     let entry = own_data(state, caller, "rights.request", None).await?;
     let row = RightsRequestRow {
@@ -170,10 +167,8 @@ pub async fn extend(
     now: Timestamp,
 ) -> AppResult<Audited<RightsRequestView>> {
     if !matches!(reason.as_str(), "complexity" | "number_of_requests") {
-        return Err(AppError::unprocessable(
-            "invalid_reason",
-            "reason: `complexity` or `number_of_requests` (GDPR art. 12(3))",
-        ));
+        return Err(ErrorCode::InvalidReason
+            .with("reason: `complexity` or `number_of_requests` (GDPR art. 12(3))"));
     }
     transition(state, caller, id, "extended", Some(reason), now).await
 }
@@ -189,10 +184,7 @@ pub async fn close(
     now: Timestamp,
 ) -> AppResult<Audited<RightsRequestView>> {
     if !matches!(outcome.as_str(), "granted" | "refused") {
-        return Err(AppError::unprocessable(
-            "invalid_outcome",
-            "outcome: `granted` or `refused`",
-        ));
+        return Err(ErrorCode::InvalidOutcome.into());
     }
     let reason = closing_reason(&outcome, reason)?;
     transition(state, caller, id, &outcome, reason, now).await
@@ -220,17 +212,11 @@ async fn transition(
             ("received", legal_deadline(r.created_at, 3))
         }
         ("received", "extended") => {
-            return Err(AppError::Conflict {
-                code: "extension_too_late",
-                message: "Une prolongation se notifie dans le premier mois. / An extension must be given within the first month.".into(),
-            });
+            return Err(ErrorCode::ExtensionTooLate.into());
         }
         ("received" | "extended", "granted" | "refused") => (r.state.as_str(), r.due_at),
         _ => {
-            return Err(AppError::Conflict {
-                code: "invalid_transition",
-                message: format!("{} → {to}", r.state),
-            });
+            return Err(ErrorCode::InvalidTransition.with(format!("{} → {to}", r.state)));
         }
     };
     let event = RightsEventRow {
@@ -247,10 +233,7 @@ async fn transition(
         .update_rights_request(&r.id, from, to, due, &event)
         .await?
     {
-        return Err(AppError::Conflict {
-            code: "concurrent_update",
-            message: "La demande a changé entre-temps. / The request changed meanwhile.".into(),
-        });
+        return Err(ErrorCode::ConcurrentUpdate.into());
     }
     state
         .audit

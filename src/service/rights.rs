@@ -4,6 +4,7 @@
 //!
 //! Time is a parameter everywhere: the job and the deadlines take `now`.
 
+use crate::error::ErrorCode;
 use std::collections::BTreeSet;
 
 use crate::AppState;
@@ -89,15 +90,10 @@ pub const REFUSAL_REASONS: [&str; 6] = [
 /// records none.
 pub fn closing_reason(outcome: &str, reason: Option<String>) -> AppResult<Option<String>> {
     match (outcome, reason) {
-        ("refused", None) => Err(AppError::unprocessable(
-            "refusal_reason_required",
-            "Un refus doit donner sa raison à la personne (RGPD art. 12-4). / A refusal must give the resident its reason (GDPR art. 12(4)).",
-        )),
+        ("refused", None) => Err(ErrorCode::RefusalReasonRequired.into()),
         ("refused", Some(r)) if !REFUSAL_REASONS.contains(&r.as_str()) => {
-            Err(AppError::unprocessable(
-                "unknown_refusal_reason",
-                format!("reason: one of {}", REFUSAL_REASONS.join(", ")),
-            ))
+            Err(ErrorCode::UnknownRefusalReason
+                .with(format!("reason: one of {}", REFUSAL_REASONS.join(", "))))
         }
         ("refused", Some(r)) => Ok(Some(r)),
         _ => Ok(None),
@@ -537,14 +533,12 @@ pub async fn object(
     purpose: &str,
     now: Timestamp,
 ) -> AppResult<Audited<RightsView>> {
-    let purpose = state.register.get(purpose).ok_or_else(|| {
-        AppError::unprocessable("unknown_purpose", "Finalité inconnue. / Unknown purpose.")
-    })?;
+    let purpose = state
+        .register
+        .get(purpose)
+        .ok_or_else(|| AppError::from(ErrorCode::UnknownPurpose))?;
     if purpose.legal_basis.needs_consent() {
-        return Err(AppError::unprocessable(
-            "objection_not_applicable",
-            "Cette finalité repose sur votre consentement : retirez-le plutôt. / This purpose rests on your consent: withdraw it instead.",
-        ));
+        return Err(ErrorCode::ObjectionNotApplicable.into());
     }
     let entry = own_data(state, caller, "objection", None).await?;
     state

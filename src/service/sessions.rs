@@ -8,6 +8,7 @@
 use crate::AppState;
 use crate::crypto::sha256_hex;
 use crate::domain::{Role, Timestamp};
+use crate::error::ErrorCode;
 use crate::error::{AppError, AppResult};
 use crate::service::Caller;
 use crate::storage::NewSession;
@@ -121,17 +122,11 @@ pub async fn agent_display_name(state: &AppState, caller: &Caller) -> AppResult<
 pub async fn readiness(state: &AppState) -> AppResult<&'static str> {
     state.store.ping().await.map_err(|e| {
         tracing::warn!(error = %e, "readiness: database unreachable");
-        AppError::unavailable(
-            "database_unavailable",
-            "La base de données ne répond pas. / The database does not answer.",
-        )
+        AppError::from(ErrorCode::DatabaseUnavailable)
     })?;
     if let Some(reason) = state.keys_problem() {
         tracing::warn!(reason, "readiness: keys unavailable");
-        return Err(AppError::unavailable(
-            "keys_unavailable",
-            "Les clés de chiffrement ne sont pas chargées. / Encryption keys are not loaded.",
-        ));
+        return Err(ErrorCode::KeysUnavailable.into());
     }
     Ok(state.store.backend().as_str())
 }

@@ -181,12 +181,10 @@ impl AppState {
 
     /// The vault, or 503 `keys_unavailable`.
     pub fn vault(&self) -> Result<&Vault, error::AppError> {
-        self.inner.vault.as_deref().map_err(|_| {
-            error::AppError::unavailable(
-                "keys_unavailable",
-                "Les clés de chiffrement ne sont pas chargées. / Encryption keys are not loaded.",
-            )
-        })
+        self.inner
+            .vault
+            .as_deref()
+            .map_err(|_| error::ErrorCode::KeysUnavailable.into())
     }
 
     /// The signer of audit checkpoints (the vault's Ed25519 key, named after

@@ -1,6 +1,7 @@
 //! A structure as its référent manages it (its allowed démarches, its
 //! aidants' membership) and an aidant's choice of current structure.
 
+use crate::error::ErrorCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -32,7 +33,7 @@ pub struct StructureView {
 async fn referent(state: &AppState, caller: &Caller, action: &str) -> AppResult<AgentContext> {
     let ctx = agent(state, caller, action).await?;
     if ctx.role != Role::Referent {
-        let e = AppError::forbidden("referent_only", "Réservé aux référents. / Référents only.");
+        let e = ErrorCode::ReferentOnly.into();
         return Err(crate::service::access::deny(
             state,
             record(state, caller, Some(&ctx), action),
@@ -104,12 +105,9 @@ pub async fn set_demarches(
     body: DemarchesRequest,
 ) -> AppResult<Audited<StructureView>> {
     let ds = parse_demarches(body.demarches.iter().map(String::as_str))
-        .map_err(|m| AppError::unprocessable("unknown_demarche", m))?;
+        .map_err(|m| ErrorCode::UnknownDemarche.with(m))?;
     if ds.is_empty() {
-        return Err(AppError::unprocessable(
-            "demarches_required",
-            "Au moins une démarche. / At least one démarche.",
-        ));
+        return Err(ErrorCode::DemarchesRequired.into());
     }
     let ctx = referent(state, caller, "structure.manage").await?;
     let entry = state
@@ -182,8 +180,8 @@ pub async fn switch_structure(
     // another of theirs: only that refusal is let through here.
     let ctx = match agent(state, caller, "structure.switch").await {
         Ok(ctx) => Some(ctx),
-        Err(AppError::Forbidden {
-            code: "structure_inactive",
+        Err(AppError::Coded {
+            code: ErrorCode::StructureInactive,
             ..
         }) => None,
         Err(e) => return Err(e),

@@ -7,6 +7,7 @@
 //! happen before these functions are called; the vault does not decide who
 //! may read.
 
+use crate::error::ErrorCode;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -477,17 +478,13 @@ impl From<VaultError> for crate::error::AppError {
         match e {
             V::Storage(s) => AppError::Storage(s),
             V::Crypto(CryptoError::Integrity) => AppError::Integrity,
-            V::Crypto(CryptoError::UnknownKekVersion { .. }) | V::Keys(_) => AppError::unavailable(
-                "keys_unavailable",
-                "Une clé de chiffrement nécessaire n'est pas chargée. / A needed encryption key is not loaded.",
-            ),
+            V::Crypto(CryptoError::UnknownKekVersion { .. }) | V::Keys(_) => {
+                ErrorCode::KeysUnavailable.into()
+            }
             V::Crypto(other) => AppError::internal(other.to_string()),
-            V::Record(r) => AppError::unprocessable(r.code(), r.to_string()),
+            V::Record(r) => r.into(),
             V::NoSuchResident => AppError::NotFound,
-            V::ConcurrentUpdate => AppError::Conflict {
-                code: "concurrent_update",
-                message: "Une autre modification est en cours ; réessayez. / A concurrent update happened; retry.".into(),
-            },
+            V::ConcurrentUpdate => ErrorCode::ConcurrentUpdate.into(),
         }
     }
 }

@@ -1,13 +1,13 @@
 //! Who saw my data: every decision about the resident in the audit log,
 //! told in sentences, with the actors named.
 
+use crate::error::ErrorCode;
 use maud::html;
 
 use super::public::{category_label, purpose_title};
 use super::resident::RESIDENT;
 use super::{Ctx, Lang, PageResult, date_time};
 use crate::audit::AuditEntry;
-use crate::error::AppError;
 
 fn sentence(who: &str, action: &str, l: Lang) -> String {
     if who != l.t("Vous", "You") {
@@ -154,12 +154,9 @@ pub async fn accesses(ctx: Ctx) -> PageResult {
     let user = ctx.user_in(RESIDENT)?;
     let l = ctx.lang;
     let before = match ctx.query.get("avant") {
-        Some(b) => b.parse::<u64>().map_err(|_| {
-            ctx.fail(AppError::bad_request(
-                "invalid_parameter",
-                "query parameter `before` must be a whole number",
-            ))
-        })?,
+        Some(b) => b
+            .parse::<u64>()
+            .map_err(|_| ctx.fail(ErrorCode::InvalidParameter.with("`before`: a whole number")))?,
         None => u64::MAX,
     };
     let now = ctx.state.clock.now();

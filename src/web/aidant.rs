@@ -2,6 +2,7 @@
 //! (démarches and duration → the resident logs in → recap and TOTP →
 //! printable attestation), renew, revoke, and acting within a démarche.
 
+use crate::error::ErrorCode;
 use std::collections::BTreeMap;
 
 use axum::body::Bytes;
@@ -318,12 +319,9 @@ pub async fn revoke(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> PageResult
 
 fn demarche_of(ctx: &Ctx) -> Result<(Demarche, String), PageError> {
     let code = ctx.query.get("demarche").cloned().unwrap_or_default();
-    Demarche::parse(&code).map(|d| (d, code)).ok_or_else(|| {
-        ctx.fail(AppError::unprocessable(
-            "unknown_demarche",
-            "Démarche inconnue. / Unknown démarche.",
-        ))
-    })
+    Demarche::parse(&code)
+        .map(|d| (d, code))
+        .ok_or_else(|| ctx.fail(ErrorCode::UnknownDemarche.into()))
 }
 
 /// Acting within one démarche: the resident's categories it reaches, each

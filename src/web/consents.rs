@@ -1,6 +1,7 @@
 //! The resident's consents: give, refuse, withdraw (and what a withdrawal
 //! means), and the signed receipt of every decision, to keep.
 
+use crate::error::ErrorCode;
 use axum::body::Bytes;
 use axum::extract::Path;
 use axum::http::header::{self, HeaderValue};
@@ -122,10 +123,7 @@ pub async fn decide(ctx: Ctx, body: Bytes) -> PageResult {
     let decision = form.get("decision").unwrap_or_default().to_string();
     let categories = form.all("categories");
     if decision == "given" && categories.is_empty() {
-        return Err(ctx.fail_at(AppError::unprocessable(
-            "categories_required",
-            "Cochez au moins une catégorie de données avant de donner votre consentement. / Tick at least one data category before giving your consent.",
-        ), "/moi/consentements"));
+        return Err(ctx.fail_at(ErrorCode::CategoriesRequired.into(), "/moi/consentements"));
     }
     let back = "/moi/consentements";
     let explicit = form.get("explicit") == Some("true");
@@ -138,7 +136,7 @@ pub async fn decide(ctx: Ctx, body: Bytes) -> PageResult {
         "refused" => Decision::Refuse,
         _ => {
             return Err(ctx.fail_at(
-                AppError::unprocessable("invalid_form", "decision: `given` or `refused`"),
+                ErrorCode::InvalidForm.with("decision: `given` or `refused`"),
                 back,
             ));
         }

@@ -4,7 +4,7 @@
 use super::public::{category_label, purpose_title};
 use super::{Ctx, Form, PageResult, csrf, date};
 use crate::domain::Role;
-use crate::error::AppError;
+use crate::error::ErrorCode;
 use crate::service::extracts::ExtractView;
 use axum::body::Bytes;
 use axum::extract::Path;
@@ -203,13 +203,7 @@ pub async fn decide_extract(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> Pa
                 .map_err(|e| ctx.fail_at(e, "/dpo"))?;
             Ok(ctx.done("/dpo", "rejete"))
         }
-        _ => Err(ctx.fail_at(
-            AppError::unprocessable(
-                "invalid_decision",
-                "Choisissez approuver ou rejeter. / Choose approve or reject.",
-            ),
-            "/dpo",
-        )),
+        _ => Err(ctx.fail_at(ErrorCode::InvalidDecision.into(), "/dpo")),
     }
 }
 
@@ -236,9 +230,6 @@ pub async fn handle_request(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> Pa
                 .map_err(|e| ctx.fail_at(e, "/dpo"))?;
             Ok(ctx.done("/dpo", "cloture"))
         }
-        _ => Err(ctx.fail(AppError::unprocessable(
-            "invalid_action",
-            "Action inconnue. / Unknown action.",
-        ))),
+        _ => Err(ctx.fail(ErrorCode::InvalidAction.into())),
     }
 }

@@ -13,6 +13,7 @@
 //!   font, script or request to anyone else (CSP `default-src 'self'`).
 //! - Markup comes from `maud`, which escapes every interpolated value.
 
+use crate::error::ErrorCode;
 use std::collections::HashMap;
 
 use axum::Router;
@@ -242,10 +243,7 @@ impl Ctx {
         match &self.user {
             None => Err(self.login_needed()),
             Some(u) if roles.contains(&u.role) => Ok(u.clone()),
-            Some(_) => Err(self.fail(AppError::forbidden(
-                "role_not_allowed",
-                "Cet espace n'est pas le vôtre. / This space is not yours.",
-            ))),
+            Some(_) => Err(self.fail(ErrorCode::RoleNotAllowed.into())),
         }
     }
 
@@ -255,10 +253,7 @@ impl Ctx {
         let user = self.user_in(roles)?;
         let sent = form.get("csrf_token").unwrap_or_default();
         if !crate::http::session::same(sent, &user.csrf_token) {
-            return Err(self.fail(AppError::forbidden(
-                "csrf_token_invalid",
-                "Ce formulaire a expiré ou ne vient pas de ce site ; rechargez la page et recommencez. / This form expired or did not come from this site; reload the page and try again.",
-            )));
+            return Err(self.fail(ErrorCode::CsrfTokenInvalid.into()));
         }
         Ok(user)
     }
@@ -308,7 +303,7 @@ impl Ctx {
                 .t("Le service a rencontré une erreur ; rien n'a été modifié. Réessayez plus tard.",
                    "The service hit an error; nothing was changed. Please try again later.")
                 .to_string(),
-            other => in_lang(&other.to_string(), self.lang),
+            other => other.message_in(self.lang == Lang::Fr),
         };
         let title = if status == StatusCode::NOT_FOUND {
             self.t("Erreur : page introuvable", "Error: page not found")
@@ -503,17 +498,6 @@ pub fn local_path(p: &str) -> bool {
         && p.bytes().all(|b| b.is_ascii_graphic())
         && !p.contains('\\')
         && !p.contains("://")
-}
-
-/// Our error messages are "français / English": the half in `lang`.
-pub fn in_lang(message: &str, lang: Lang) -> String {
-    match message.split_once(" / ") {
-        Some((fr, en)) => match lang {
-            Lang::Fr => fr.to_string(),
-            Lang::En => en.to_string(),
-        },
-        None => message.to_string(),
-    }
 }
 
 /// What the previous action did, for the message at the top of the page.

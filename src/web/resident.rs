@@ -2,6 +2,7 @@
 //! erase my data. My consents and receipts are in `consents.rs`, who saw
 //! my data in `accesses.rs`.
 
+use crate::error::ErrorCode;
 use axum::body::Bytes;
 use axum::extract::Path;
 use maud::{Markup, html};
@@ -314,15 +315,7 @@ pub type FormError = (Option<String>, AppError);
 /// field in words, in both languages (the vault's own message names it by
 /// its code).
 pub fn posted_record(ctx: &Ctx, category: &str, form: &Form) -> Result<Value, FormError> {
-    let unknown = || {
-        (
-            None,
-            AppError::unprocessable(
-                "unknown_category",
-                "Catégorie inconnue. / Unknown category.",
-            ),
-        )
-    };
+    let unknown = || (None, ErrorCode::UnknownCategory.into());
     let def = ctx
         .state
         .categories
@@ -367,26 +360,19 @@ pub fn posted_record(ctx: &Ctx, category: &str, form: &Form) -> Result<Value, Fo
             let e = invalid_field(&field);
             Err((Some(field), e))
         }
-        Err(crate::domain::category::RecordError::NotAnObject) => Err((
-            None,
-            AppError::unprocessable(
-                "invalid_record",
-                "Remplissez au moins un champ. / Fill in at least one field.",
-            ),
-        )),
-        Err(e) => Err((None, AppError::unprocessable(e.code(), e.to_string()))),
+        Err(crate::domain::category::RecordError::NotAnObject) => {
+            Err((None, ErrorCode::InvalidRecord.into()))
+        }
+        Err(e) => Err((None, e.into())),
     }
 }
 
 fn invalid_field(name: &str) -> AppError {
-    let fr = field_label(name, Lang::Fr);
-    let en = field_label(name, Lang::En);
-    AppError::unprocessable(
-        "invalid_field",
-        format!(
-            "Le champ « {fr} » n'a pas la bonne forme. / The field \"{en}\" is not in the right form."
-        ),
-    )
+    ErrorCode::InvalidField.with(format!(
+        "« {} » / \"{}\"",
+        field_label(name, Lang::Fr),
+        field_label(name, Lang::En)
+    ))
 }
 
 pub async fn data(ctx: Ctx) -> PageResult {
@@ -411,9 +397,7 @@ async fn render_data(ctx: &Ctx, user: &CurrentUser, refused: Option<Refused<'_>>
         .value
         .records;
     let current = |c: &str| records.iter().find(|r| r.category == c).map(|r| &r.fields);
-    let message = refused
-        .as_ref()
-        .map(|r| super::in_lang(&r.error.to_string(), l));
+    let message = refused.as_ref().map(|r| r.error.message_in(l == Lang::Fr));
     let body = html! {
         h1 { (l.t("Mes données", "My data")) }
         @if let (Some(r), Some(m)) = (&refused, &message) {
@@ -557,13 +541,7 @@ pub async fn revoke(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> PageResult
     let form = Form::parse(&body);
     let user = ctx.form_user(RESIDENT, &form)?;
     if form.get("confirm") != Some("yes") {
-        return Err(ctx.fail_at(
-            AppError::unprocessable(
-                "confirmation_required",
-                "Cochez la case pour confirmer la révocation. / Tick the box to confirm the revocation.",
-            ),
-            "/moi/mandats",
-        ));
+        return Err(ctx.fail_at(ErrorCode::ConfirmationRequired.into(), "/moi/mandats"));
     }
     crate::service::agents::resident_revoke(
         &ctx.state,
@@ -603,10 +581,7 @@ pub async fn erase(ctx: Ctx, body: Bytes) -> PageResult {
     let form = Form::parse(&body);
     let user = ctx.form_user(RESIDENT, &form)?;
     if form.get("confirm") != Some("yes") {
-        return Err(ctx.fail_at(AppError::unprocessable(
-            "confirmation_required",
-            "Cochez la case pour confirmer l'effacement. / Tick the box to confirm the erasure.",
-        ), "/moi/effacement"));
+        return Err(ctx.fail_at(ErrorCode::ConfirmationRequired.into(), "/moi/effacement"));
     }
     let now = ctx.state.clock.now();
     crate::service::data::erase_own(&ctx.state, &ctx.caller(&user), now)

@@ -13,6 +13,7 @@ mod browser;
 mod cli;
 mod consents;
 mod disclosure;
+mod errors;
 mod extracts;
 mod faults;
 mod independent;

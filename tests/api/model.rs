@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use coffre::domain::access::Verdict;
+use coffre::domain::access::{Denial, Verdict};
 use coffre::domain::{Demarche, Role};
 use coffre::service::access::{AccessRequest, evaluate};
 use proptest::prelude::*;
@@ -567,7 +567,7 @@ async fn facts_handed_in_for_another_resident_or_purpose_are_not_used() {
                 ..AccessRequest::new("labo-mobilite", Role::Partner, "data.read")
             };
             let (verdict, _) = evaluate(&app.state, &req).await.unwrap();
-            assert_eq!(verdict, Verdict::Deny("no_valid_consent"));
+            assert_eq!(verdict, Verdict::Deny(Denial::NoValidConsent));
         }
         // The same facts for the very pair asked are used.
         let req = AccessRequest {
