@@ -14,8 +14,9 @@ use std::path::{Path, PathBuf};
 use secrecy::SecretString;
 
 /// The files of a policies folder (the register and its companions).
-pub const POLICY_FILES: [&str; 5] = [
+pub const POLICY_FILES: [&str; 6] = [
     "purposes.toml",
+    "sources.toml",
     "categories.toml",
     "demarches.toml",
     "model.conf",
@@ -52,7 +53,7 @@ pub const KEYS: &[(&str, Option<&str>, &str)] = &[
     (
         "policies_dir",
         None,
-        "folder of the reviewed register (purposes.toml, categories.toml, demarches.toml, model.conf, policy.csv); default ./policies if present, else the built-in copies; when set, the folder must hold all five",
+        "folder of the reviewed register (purposes.toml, sources.toml, categories.toml, demarches.toml, model.conf, policy.csv); default ./policies if present, else the built-in copies; when set, the folder must hold all six",
     ),
     (
         "unlock_identity_file",

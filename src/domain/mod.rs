@@ -8,6 +8,7 @@ pub mod consent;
 pub mod extract;
 pub mod mandate;
 pub mod purpose;
+pub mod source;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

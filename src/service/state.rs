@@ -31,6 +31,8 @@ pub struct AppInner {
     pub categories: Arc<Categories>,
     /// The register of processing (`policies/purposes.toml`).
     pub register: Arc<Register>,
+    /// The register of data sources (`policies/sources.toml`).
+    pub sources: Arc<domain::source::Sources>,
     /// Where the register was read and the hash of its files.
     pub register_source: RegisterSource,
     /// The démarches of mandates and the categories each reaches
@@ -82,6 +84,15 @@ impl AppState {
             Register::parse(&purposes_text, &categories)
                 .map_err(|e| format!("{purposes_file} {e}"))?,
         );
+        let (sources_text, sources_file) = policy_text(
+            &config.policies_dir,
+            "sources.toml",
+            domain::source::BUILTIN_SOURCES,
+        )?;
+        let sources = Arc::new(
+            domain::source::Sources::parse(&sources_text, &categories)
+                .map_err(|e| format!("{sources_file} {e}"))?,
+        );
         let (demarches_text, demarches_file) = policy_text(
             &config.policies_dir,
             "demarches.toml",
@@ -108,11 +119,12 @@ impl AppState {
         );
         // Which register this process applies, for the operator (log), the
         // DPO (their page) and monitoring (`/readyz`): where it was read
-        // and a hash of all five files as read.
+        // and a hash of all six files as read.
         let register_source = {
             let mut h = ring::digest::Context::new(&ring::digest::SHA256);
             for text in [
                 &purposes_text,
+                &sources_text,
                 &categories_text,
                 &demarches_text,
                 &model_text,
@@ -166,6 +178,7 @@ impl AppState {
                 demo,
                 categories,
                 register,
+                sources,
                 register_source,
                 demarches,
                 policy,

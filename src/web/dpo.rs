@@ -101,6 +101,7 @@ pub async fn overview(ctx: Ctx) -> PageResult {
         h1 { (l.t("Espace du délégué à la protection des données", "Data protection officer's space")) }
         p { a href="/registre" { (l.t("Le registre des traitements (article 30)", "The register of processing (article 30)")) } }
         p { (l.t("Registre appliqué : ", "Register in force: ")) code { (ctx.state.register_source.location) } " — SHA-256 " code { (ctx.state.register_source.sha256) } }
+        (super::public::sources_section(&ctx))
         h2 { (l.t("Extractions à examiner", "Extracts to review")) }
         @if pending.is_empty() { p { (l.t("Aucune demande en attente.", "No pending request.")) } }
         @for x in &pending {

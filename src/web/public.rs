@@ -221,11 +221,60 @@ pub async fn register(ctx: Ctx) -> PageResult {
                 }
             }
         }
+        (sources_section(&ctx))
     };
     Ok(ctx.page(
         l.t("Registre des traitements", "Register of processing"),
         body,
     ))
+}
+
+/// The register of data sources (`policies/sources.toml`), beside the
+/// purposes: who may deposit which data, on what basis, how they name a
+/// resident, how long it is kept. On `/registre` and the DPO's page.
+pub fn sources_section(ctx: &Ctx) -> Markup {
+    let l = ctx.lang;
+    html! {
+        h2 #sources { (l.t("Sources de données", "Data sources")) }
+        p { (l.t(
+            "Les services publics et les opérateurs qui déposent des données dans le coffre. Une source dépose, elle ne lit jamais ; chaque dépôt est inscrit au journal et sa provenance reste attachée à la donnée.",
+            "The public services and operators that deposit data into the vault. A source deposits, it never reads; each deposit is logged and its provenance stays bound to the data.")) }
+        @if ctx.state.sources.all().next().is_none() {
+            p { (l.t("Aucune source n'est déclarée.", "No source is declared.")) }
+        }
+        @for s in ctx.state.sources.all() {
+            section.card aria-labelledby={ "s-" (s.id) } {
+                h3 #{ "s-" (s.id) } { (s.name(l == Lang::Fr)) }
+                p { (l.t(&s.description_fr, &s.description_en)) }
+                dl {
+                    dt { (l.t("Identifiant", "Identifier")) }
+                    dd { code { (s.id) } }
+                    dt { (l.t("Responsable", "Controller")) }
+                    dd { (s.controller) }
+                    dt { (l.t("Base", "Basis")) }
+                    dd { (source_basis_text(s.basis, l)) }
+                    dt { (l.t("Catégories déposées", "Categories deposited")) }
+                    dd { (s.categories.iter().map(|c| category_label(ctx, c)).collect::<Vec<_>>().join(", ")) }
+                    dt { (l.t("Conservation", "Retention")) }
+                    dd { (s.retention_days) (l.t(" jours", " days")) }
+                }
+            }
+        }
+    }
+}
+
+pub fn source_basis_text(b: crate::domain::source::SourceBasis, l: Lang) -> &'static str {
+    use crate::domain::source::SourceBasis::*;
+    match b {
+        ResidentAuthorisation => l.t(
+            "votre autorisation, que vous pouvez retirer à tout moment",
+            "your authorisation, which you may revoke at any time",
+        ),
+        PublicTask => l.t(
+            "une mission de service public (RGPD art. 6-1-e) ; vous pouvez vous opposer",
+            "a public task (GDPR art. 6-1-e); you may object",
+        ),
+    }
 }
 
 /// The current signed checkpoint of the audit log and, in plain words, how

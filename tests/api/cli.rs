@@ -377,6 +377,34 @@ fn a_bad_purposes_register_stops_the_start_naming_the_line() {
     assert_one_clear_line(&out, "purposes.toml line ");
 }
 
+/// C11: a source the register cannot allow (pivot matching for a source
+/// on the resident's authorisation) stops the start, naming its line and id.
+#[test]
+fn a_bad_sources_register_stops_the_start_naming_the_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("policies")).unwrap();
+    let good = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/policies/sources.toml"
+    ))
+    .unwrap();
+    let bad = good.replacen(
+        "basis = \"resident_authorisation\"\nmatching = \"link\"",
+        "basis = \"resident_authorisation\"\nmatching = \"pivot\"",
+        1,
+    );
+    assert_ne!(bad, good);
+    std::fs::write(d.join("policies/sources.toml"), bad).unwrap();
+    let out = coffre(d, &["serve"], &[]).output().unwrap();
+    assert_one_clear_line(&out, "sources.toml line ");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("source `energie-locale`"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn partner_add_prints_credentials_once_and_refuses_bad_input() {
     let dir = tempfile::tempdir().unwrap();

@@ -647,6 +647,18 @@ async fn the_dpo_reads_the_register_of_processing() {
         assert_eq!(page.status, 200);
         assert!(page.text().contains("Registre des activités de traitement"));
         assert!(page.text().contains("mission de service public"));
+        // C11: the sources stand beside the purposes, on the public page
+        // and the DPO's.
+        for source in ["regie-eau", "energie-locale"] {
+            assert!(
+                page.text().contains(&format!("id=\"s-{source}\"")),
+                "{source}"
+            );
+        }
+        assert!(page.text().contains("Sources de données"));
+        let space = as_(&app, &dpo, Method::GET, "/dpo", None).await;
+        assert_eq!(space.status, 200);
+        assert!(space.text().contains("Régie des eaux") && space.text().contains("Énergie Locale"));
         let awa = app.login(AWA).await;
         as_(&app, &awa, Method::GET, "/api/v1/dpo/register", None)
             .await
