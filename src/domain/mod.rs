@@ -5,6 +5,7 @@
 pub mod access;
 pub mod category;
 pub mod consent;
+pub mod deposit;
 pub mod extract;
 pub mod mandate;
 pub mod purpose;

@@ -192,6 +192,11 @@ catalogue! {
     ExtractNotReady = 409, "extract_not_ready", "Cette extraction n'est pas prête.", "This extract is not ready.";
     ExtractExpired = 410, "extract_expired", "Ce fichier a atteint la fin de sa durée de conservation.", "The file reached the end of its retention.";
 
+    # "Deposits from data sources (each refused line of a stream answers its code; the stream goes on)"
+    LineTooLong = 413, "line_too_long", "Ligne de plus de 64 Ko.", "A line over 64 KB.";
+    InvalidDeposit = 422, "invalid_deposit", "Dépôt mal formé : `id`, `handle` ou `pivot`, `category`, `fields` et `observed_at` attendus.", "Malformed deposit: `id`, `handle` or `pivot`, `category`, `fields` and `observed_at` expected.";
+    InvalidObservedAt = 422, "invalid_observed_at", "`observed_at` : une date RFC 3339 ou des secondes depuis l'époque Unix, pas dans le futur.", "`observed_at`: an RFC 3339 date or seconds since the Unix epoch, not in the future.";
+
     # "The audit log"
     InvalidRange = 422, "invalid_range", "Intervalle invalide.", "Invalid range.";
     TreeSizeTooLarge = 422, "tree_size_too_large", "Le journal ne compte pas autant d'entrées.", "The log does not hold that many entries.";

@@ -130,6 +130,18 @@ impl From<crate::domain::access::Denial> for AppError {
     }
 }
 
+impl From<crate::domain::deposit::LineRefusal> for ErrorCode {
+    fn from(r: crate::domain::deposit::LineRefusal) -> Self {
+        use crate::domain::deposit::LineRefusal as L;
+        match r {
+            L::InvalidJson => ErrorCode::InvalidJson,
+            L::LineTooLong => ErrorCode::LineTooLong,
+            L::InvalidDeposit => ErrorCode::InvalidDeposit,
+            L::InvalidObservedAt => ErrorCode::InvalidObservedAt,
+        }
+    }
+}
+
 impl From<crate::domain::consent::ConsentError> for AppError {
     fn from(e: crate::domain::consent::ConsentError) -> Self {
         use crate::domain::consent::ConsentError as C;

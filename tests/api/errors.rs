@@ -35,6 +35,19 @@ fn each_refusal_of_the_access_decision_is_a_403_under_its_own_code() {
     }
 }
 
+#[test]
+fn each_refusal_of_a_deposit_line_is_in_the_catalogue_under_its_own_code() {
+    use coffre::domain::deposit::LineRefusal as L;
+    for r in [
+        L::InvalidJson,
+        L::LineTooLong,
+        L::InvalidDeposit,
+        L::InvalidObservedAt,
+    ] {
+        assert_eq!(ErrorCode::from(r).code(), r.as_str(), "{r:?}");
+    }
+}
+
 /// Reads `assert_error(STATUS, "code")` in every test file: a test that
 /// expects a pair the catalogue does not declare expects something the
 /// service cannot answer.
