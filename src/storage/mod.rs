@@ -17,6 +17,8 @@
 //! - `residents` ([`ResidentStore`]): registration, provider logins, erasure;
 //! - `agents` ([`AgentStore`]): agents, structures, memberships, TOTP devices;
 //! - `partners` ([`PartnerStore`]): partners, reachable residents, pseudonyms;
+//! - `sources` ([`SourceStore`]): data sources' credentials, residents' links
+//!   to them and the one-time codes that make a link;
 //! - `sessions` ([`SessionStore`]): sessions, logins under way, assertion jtis;
 //! - `consents` ([`ConsentStore`]): consents and their events;
 //! - `mandates` ([`MandateStore`]): mandates, authorisations, drafts;
@@ -46,6 +48,7 @@ mod residents;
 mod rights;
 mod seed;
 mod sessions;
+pub(crate) mod sources;
 mod sqlite;
 
 pub use access::{AccessStore, PartnerRead, PartnerReadFacts};
@@ -62,6 +65,7 @@ pub use residents::ResidentStore;
 pub use rights::{NotificationRow, RightsEventRow, RightsRequestRow, RightsStore};
 pub use seed::{SeedBatch, SeedStore};
 pub use sessions::{LoginAttemptRow, NewSession, SessionRow, SessionStore};
+pub use sources::{LinkCodeKind, SourceClientRow, SourceLinkRow, SourceStore, TakenLinkCode};
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +153,7 @@ pub trait Store:
     + ResidentStore
     + AgentStore
     + PartnerStore
+    + SourceStore
     + SessionStore
     + ConsentStore
     + MandateStore
@@ -169,6 +174,7 @@ impl<T> Store for T where
         + ResidentStore
         + AgentStore
         + PartnerStore
+        + SourceStore
         + SessionStore
         + ConsentStore
         + MandateStore
@@ -207,6 +213,7 @@ macro_rules! impl_store {
         $crate::storage::residents::impl_resident_store!($store);
         $crate::storage::agents::impl_agent_store!($store);
         $crate::storage::partners::impl_partner_store!($store, $db);
+        $crate::storage::sources::impl_source_store!($store);
         $crate::storage::sessions::impl_session_store!($store);
         $crate::storage::consents::impl_consent_store!($store);
         $crate::storage::mandates::impl_mandate_store!($store, $db, $for_share);

@@ -175,6 +175,9 @@ macro_rules! impl_resident_store {
                 "DELETE FROM mandate_drafts WHERE resident_id = $1",
                 // The next login with the same provider account starts afresh.
                 "DELETE FROM resident_logins WHERE resident_id = $1",
+                // No source names an erased resident any more.
+                "DELETE FROM source_links WHERE resident_id = $1",
+                "DELETE FROM source_link_codes WHERE resident_id = $1",
             ] {
                 sqlx::query(sql).bind(resident_id).execute(&mut *tx).await?;
             }

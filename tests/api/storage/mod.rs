@@ -18,6 +18,7 @@ mod residents;
 mod rights;
 mod seed;
 mod sessions;
+mod sources;
 
 use std::future::Future;
 
