@@ -29,6 +29,7 @@ mod residents;
 mod retention;
 mod seed;
 mod serve;
+mod sources;
 
 pub use agents::{AgentCommand, StructureCommand};
 pub use audit::AuditCommand;
@@ -36,6 +37,7 @@ pub use keys::KeysCommand;
 pub use partners::PartnerCommand;
 pub use residents::ResidentCommand;
 pub use retention::RetentionCommand;
+pub use sources::SourceCommand;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -73,6 +75,9 @@ pub enum Command {
     /// The audit log: verify it, print its checkpoint or verifier key.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Client credentials for the data sources of policies/sources.toml.
+    #[command(subcommand)]
+    Source(SourceCommand),
     /// Register partners (OAuth2 clients).
     #[command(subcommand)]
     Partner(PartnerCommand),
@@ -214,6 +219,7 @@ pub async fn run(cli: Cli) -> Result<(), Fatal> {
             )
             .await
         }
+        Command::Source(command) => sources::run(config, command).await,
         Command::Partner(PartnerCommand::Deactivate { id }) => {
             partners::partner_set_active(config, &id, false).await
         }

@@ -192,6 +192,10 @@ pub fn decide(q: &AccessQuery<'_>) -> Verdict {
         // role (register, audit log, requests), never a resident's data:
         // the policy grants them no data action.
         Role::Dpo | Role::Auditor | Role::Admin => Verdict::Allow(Basis::Role),
+        // A source's acts (a link's exchange, deposits) are checked by its
+        // own use cases against the register and the link; the policy
+        // grants it no read.
+        Role::Source => Verdict::Allow(Basis::Role),
     }
 }
 

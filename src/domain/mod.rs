@@ -48,10 +48,12 @@ pub enum Role {
     Admin,
     /// partenaire: an OAuth2 client with declared purposes.
     Partner,
+    /// source de données: deposits residents' data (BRIEF C11); never reads.
+    Source,
 }
 
 impl Role {
-    pub const ALL: [Role; 7] = [
+    pub const ALL: [Role; 8] = [
         Role::Resident,
         Role::Aidant,
         Role::Referent,
@@ -59,6 +61,7 @@ impl Role {
         Role::Auditor,
         Role::Admin,
         Role::Partner,
+        Role::Source,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -70,6 +73,7 @@ impl Role {
             Role::Auditor => "auditor",
             Role::Admin => "admin",
             Role::Partner => "partner",
+            Role::Source => "source",
         }
     }
 

@@ -192,6 +192,13 @@ catalogue! {
     ExtractNotReady = 409, "extract_not_ready", "Cette extraction n'est pas prête.", "This extract is not ready.";
     ExtractExpired = 410, "extract_expired", "Ce fichier a atteint la fin de sa durée de conservation.", "The file reached the end of its retention.";
 
+    # "Data sources and their links"
+    UnknownSource = 422, "unknown_source", "Source inconnue du registre des sources.", "No such source in the register of sources.";
+    SourceNotLinkable = 422, "source_not_linkable", "Cette source ne se lie pas : elle vous reconnaît par votre identité (mission de service public).", "This source does not link: it matches you by your identity (public task).";
+    RedirectUriNotRegistered = 422, "redirect_uri_not_registered", "Cette adresse de retour n'est pas enregistrée pour cette source.", "This redirect URI is not registered for this source.";
+    InvalidGrant = 422, "invalid_grant", "Code inconnu, expiré ou déjà utilisé.", "Unknown, expired or already used code.";
+    NoLink = 409, "no_link", "Aucune autorisation en cours pour cette source.", "No standing authorisation for this source.";
+
     # "Deposits from data sources (each refused line of a stream answers its code; the stream goes on)"
     LineTooLong = 413, "line_too_long", "Ligne de plus de 64 Ko.", "A line over 64 KB.";
     InvalidDeposit = 422, "invalid_deposit", "Dépôt mal formé : `id`, `handle` ou `pivot`, `category`, `fields` et `observed_at` attendus.", "Malformed deposit: `id`, `handle` or `pivot`, `category`, `fields` and `observed_at` expected.";

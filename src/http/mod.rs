@@ -38,6 +38,7 @@ pub mod partner;
 pub mod ratelimit;
 pub mod rights;
 pub mod session;
+pub mod sources;
 
 pub use json::ApiJson;
 
@@ -57,6 +58,7 @@ pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id"
         (name = "resident", description = "A resident's own space"),
         (name = "agent", description = "Agents: aidants, référents, DPO, auditors, admins"),
         (name = "partner", description = "Partners: OAuth2 client credentials and purpose-limited access"),
+        (name = "source", description = "Data sources: OAuth2 client credentials, residents' links, deposits"),
         (name = "audit", description = "The tamper-evident audit log: checkpoints, proofs, entries"),
         (name = "demo", description = "Development login (demo mode only)")
     )
@@ -130,7 +132,10 @@ pub fn router(state: AppState, pages: Router<AppState>) -> Router {
         .routes(routes!(extracts::file))
         .routes(routes!(extracts::dpo_list))
         .routes(routes!(extracts::approve))
-        .routes(routes!(extracts::reject));
+        .routes(routes!(extracts::reject))
+        .routes(routes!(sources::my_sources))
+        .routes(routes!(sources::start_pairing, sources::revoke))
+        .routes(routes!(sources::exchange));
     if state.demo {
         api = api
             .routes(routes!(dev::personas))

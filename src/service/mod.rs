@@ -22,6 +22,7 @@ pub mod partners;
 pub mod requests;
 pub mod rights;
 pub mod sessions;
+pub mod sources;
 pub mod state;
 pub mod structures;
 pub mod vault;

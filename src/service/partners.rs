@@ -29,11 +29,11 @@ pub const AUDIENCE: &str = "coffre";
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct AccessClaims {
     iss: String,
-    sub: String,
+    pub(crate) sub: String,
     aud: String,
-    iat: i64,
-    nbf: i64,
-    exp: i64,
+    pub(crate) iat: i64,
+    pub(crate) nbf: i64,
+    pub(crate) exp: i64,
     jti: String,
     /// The purposes whose recipients name this partner, at issue time.
     purposes: Vec<String>,
@@ -201,29 +201,46 @@ pub async fn issue_token(
         partner_from_assertion(state, form).await?
     } else {
         let (client_id, secret) = basic.ok_or_else(invalid_client)?;
-        let partner = state
-            .store
-            .find_partner_by_client_id(&client_id)
-            .await?
-            .filter(|p| p.active)
-            .ok_or_else(invalid_client)?;
+        let Some(partner) = state.store.find_partner_by_client_id(&client_id).await? else {
+            // Not a partner: perhaps a data source (same endpoint, same
+            // credentials' form, a token for another audience).
+            return super::sources::issue_token(state, &client_id, &secret).await;
+        };
+        if !partner.active {
+            return Err(invalid_client());
+        }
         // Digests are compared, so timing says nothing about the secret.
         if crate::crypto::sha256_hex(&secret) != partner.client_secret_hash {
             return Err(invalid_client());
         }
         partner
     };
-    let keys = state.vault()?.keys().current();
-    let now = state.clock.now();
     let purposes: Vec<String> = state
         .register
         .purposes_of_partner(&partner.id)
         .map(|p| p.id.clone())
         .collect();
+    let response = sign_access_token(state, &partner.id, AUDIENCE, purposes)?;
+    tracing::info!(partner = %partner.id, "access token issued");
+    Ok(response)
+}
+
+/// Signs a short-lived access token for `sub` with the service's key. The
+/// audience keeps the kinds of client apart: a partner's token (`coffre`)
+/// is refused on a source's routes and a source's (`coffre-source`) on a
+/// partner's, whatever their ids.
+pub(crate) fn sign_access_token(
+    state: &AppState,
+    sub: &str,
+    audience: &str,
+    purposes: Vec<String>,
+) -> AppResult<TokenResponse> {
+    let keys = state.vault()?.keys().current();
+    let now = state.clock.now();
     let claims = AccessClaims {
         iss: state.config.public_base().to_string(),
-        sub: partner.id.clone(),
-        aud: AUDIENCE.into(),
+        sub: sub.to_string(),
+        aud: audience.into(),
         iat: now,
         nbf: now,
         exp: now + TOKEN_LIFETIME_SECS,
@@ -232,7 +249,6 @@ pub async fn issue_token(
     };
     let access_token = crate::crypto::jws::sign(&keys, &claims)
         .map_err(|e| AppError::internal(format!("token signing: {e}")))?;
-    tracing::info!(partner = %partner.id, "access token issued");
     Ok(TokenResponse {
         access_token,
         token_type: "Bearer",
@@ -258,7 +274,7 @@ pub fn verify_token(state: &AppState, token: &str, now: Timestamp) -> AppResult<
     let c = match state.partner_tokens.get(token, &signing_key) {
         Some(claims) => claims,
         None => {
-            let claims = verify_access_token(state, token, &signing_key)?;
+            let claims = verify_access_token(state, token, &signing_key, AUDIENCE)?;
             state
                 .partner_tokens
                 .insert(token, &signing_key, &claims, now);
@@ -296,10 +312,11 @@ pub async fn active_partner(state: &AppState, token: TokenHolder) -> AppResult<T
 /// Checks an access token's signature (EdDSA with `signing_key`, the
 /// algorithm pinned), issuer, audience and required claims. Time is checked
 /// by the caller, against the service clock, on every request.
-fn verify_access_token(
+pub(crate) fn verify_access_token(
     state: &AppState,
     token: &str,
     signing_key: &[u8; 32],
+    audience: &str,
 ) -> AppResult<AccessClaims> {
     let x = URL_SAFE_NO_PAD.encode(signing_key);
     let key =
@@ -308,7 +325,7 @@ fn verify_access_token(
     // secret, and every other algorithm are refused by the library.
     let mut v = Validation::new(Algorithm::EdDSA);
     v.set_issuer(&[state.config.public_base()]);
-    v.set_audience(&[AUDIENCE]);
+    v.set_audience(&[audience]);
     v.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
     v.validate_exp = false;
     v.validate_nbf = false;

@@ -31,6 +31,7 @@ mod rights;
 mod rotation;
 mod seed;
 mod session;
+mod sources;
 mod storage;
 mod trust;
 mod vault;

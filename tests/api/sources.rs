@@ -1,0 +1,340 @@
+//! Data sources (BRIEF C11): credentials and tokens kept apart from the
+//! partners', and both ways a resident authorises a link source — a
+//! pairing code read aloud, or an approval sent back to a registered
+//! redirect URI — exchanged once for a handle unlinkable across sources.
+
+use axum::http::Method;
+use coffre::domain::Role;
+use coffre::service::Caller;
+use coffre::service::sources;
+
+use crate::support::{TestApp, each_backend};
+
+const AWA: &str = "0b9a3c1e-5d6f-4a7b-8c9d-000000000001";
+const LUCIE: &str = "0b9a3c1e-5d6f-4a7b-8c9d-000000000003";
+
+/// Credentials for a source of the register, as `coffre source add` makes
+/// them.
+async fn register(app: &TestApp, id: &str) -> sources::SourceCredentials {
+    let operator = Caller::new("cli", Role::Admin, None);
+    sources::register_client(&app.state, &operator, id, "Test", app.clock.now())
+        .await
+        .unwrap()
+        .value
+}
+
+/// A source's access token, from the same token endpoint as partners'.
+async fn token(app: &TestApp, c: &sources::SourceCredentials) -> String {
+    app.partner_token(&c.client_id, &c.client_secret).await
+}
+
+/// Credentials and a token.
+async fn source_token(app: &TestApp, id: &str) -> String {
+    let c = register(app, id).await;
+    token(app, &c).await
+}
+
+async fn as_source(
+    app: &TestApp,
+    token: &str,
+    method: Method,
+    path: &str,
+    body: serde_json::Value,
+) -> crate::support::TestResponse {
+    app.send(
+        method,
+        path,
+        &[
+            ("authorization", &format!("Bearer {token}")),
+            ("content-type", "application/json"),
+        ],
+        body.to_string(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_pairing_code_read_aloud_links_the_resident_once() {
+    each_backend(|app| async move {
+        let token = source_token(&app, "energie-locale").await;
+        let awa = app.login(AWA).await;
+        let mine = app
+            .as_user(&awa, Method::GET, "/api/v1/me/sources", None)
+            .await;
+        assert_eq!(mine.status, 200, "{}", mine.text());
+        let links: Vec<_> = mine
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["id"].as_str().unwrap().to_string(),
+                    s["link"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        assert!(
+            links.contains(&("energie-locale".into(), "not_linked".into())),
+            "{links:?}"
+        );
+        assert!(
+            links.contains(&("regie-eau".into(), "public_task".into())),
+            "{links:?}"
+        );
+
+        let started = app
+            .as_user(
+                &awa,
+                Method::POST,
+                "/api/v1/me/sources/energie-locale/links",
+                None,
+            )
+            .await;
+        assert_eq!(started.status, 201, "{}", started.text());
+        assert!(started.header("x-audit-entry").is_some());
+        let code = started.json()["pairing_code"].as_str().unwrap().to_string();
+        assert_eq!(code.len(), 9, "{code}");
+        // Typed back by hand: lower case, no dash.
+        let typed = code.replace('-', "").to_lowercase();
+        let got = as_source(
+            &app,
+            &token,
+            Method::POST,
+            "/api/v1/source/links",
+            serde_json::json!({"code": typed}),
+        )
+        .await;
+        assert_eq!(got.status, 200, "{}", got.text());
+        let handle = got.json()["handle"].as_str().unwrap().to_string();
+        assert_eq!(handle.len(), 64);
+        assert!(!handle.contains(AWA));
+        let entry = app.last_entry().await;
+        assert_eq!(
+            (entry.action.as_str(), entry.actor_role.as_str()),
+            ("source.link.exchange", "source")
+        );
+        assert_eq!(entry.resident_id.as_deref(), Some(AWA));
+        // Used once: a second exchange is refused, and logged.
+        as_source(
+            &app,
+            &token,
+            Method::POST,
+            "/api/v1/source/links",
+            serde_json::json!({"code": code}),
+        )
+        .await
+        .assert_error(422, "invalid_grant");
+        assert_eq!(
+            app.last_entry().await.decision,
+            coffre::audit::Decision::Deny
+        );
+        let mine = app
+            .as_user(&awa, Method::GET, "/api/v1/me/sources", None)
+            .await;
+        let energie = mine
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == "energie-locale")
+            .unwrap()
+            .clone();
+        assert_eq!(energie["link"], "linked", "{energie}");
+
+        // A second code gives the same handle; revocation ends the link.
+        let again = app
+            .as_user(
+                &awa,
+                Method::POST,
+                "/api/v1/me/sources/energie-locale/links",
+                None,
+            )
+            .await;
+        let code = again.json()["pairing_code"].as_str().unwrap().to_string();
+        let got = as_source(
+            &app,
+            &token,
+            Method::POST,
+            "/api/v1/source/links",
+            serde_json::json!({"code": code}),
+        )
+        .await;
+        assert_eq!(got.json()["handle"], handle.as_str());
+        let revoked = app
+            .as_user(
+                &awa,
+                Method::DELETE,
+                "/api/v1/me/sources/energie-locale/links",
+                None,
+            )
+            .await;
+        assert_eq!(revoked.status, 204, "{}", revoked.text());
+        app.as_user(
+            &awa,
+            Method::DELETE,
+            "/api/v1/me/sources/energie-locale/links",
+            None,
+        )
+        .await
+        .assert_error(409, "no_link");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn codes_expire_belong_to_one_source_and_pivot_sources_do_not_link() {
+    each_backend(|app| async move {
+        let energie = register(&app, "energie-locale").await;
+        let water = source_token(&app, "regie-eau").await;
+        let awa = app.login(AWA).await;
+        app.as_user(
+            &awa,
+            Method::POST,
+            "/api/v1/me/sources/regie-eau/links",
+            None,
+        )
+        .await
+        .assert_error(422, "source_not_linkable");
+        app.as_user(&awa, Method::POST, "/api/v1/me/sources/nope/links", None)
+            .await
+            .assert_error(404, "not_found");
+        let code = |res: crate::support::TestResponse| {
+            res.json()["pairing_code"].as_str().unwrap().to_string()
+        };
+        let first = code(
+            app.as_user(
+                &awa,
+                Method::POST,
+                "/api/v1/me/sources/energie-locale/links",
+                None,
+            )
+            .await,
+        );
+        // The water utility matches by pivot and links no one.
+        as_source(
+            &app,
+            &water,
+            Method::POST,
+            "/api/v1/source/links",
+            serde_json::json!({"code": first}),
+        )
+        .await
+        .assert_error(422, "source_not_linkable");
+        // 15 minutes later the code is gone (and the 5-minute token too).
+        app.clock.advance(15 * 60);
+        let fresh = token(&app, &energie).await;
+        as_source(
+            &app,
+            &fresh,
+            Method::POST,
+            "/api/v1/source/links",
+            serde_json::json!({"code": first}),
+        )
+        .await
+        .assert_error(422, "invalid_grant");
+        // Garbage and over-long codes are the same refusal.
+        for bad in ["", "x", &"A".repeat(500)] {
+            as_source(
+                &app,
+                &fresh,
+                Method::POST,
+                "/api/v1/source/links",
+                serde_json::json!({"code": bad}),
+            )
+            .await
+            .assert_error(422, "invalid_grant");
+        }
+        // Another resident's code links that resident, not Awa.
+        let lucie = app.login(LUCIE).await;
+        let hers = code(
+            app.as_user(
+                &lucie,
+                Method::POST,
+                "/api/v1/me/sources/energie-locale/links",
+                None,
+            )
+            .await,
+        );
+        let got = as_source(
+            &app,
+            &fresh,
+            Method::POST,
+            "/api/v1/source/links",
+            serde_json::json!({"code": hers}),
+        )
+        .await;
+        assert_eq!(got.status, 200, "{}", got.text());
+        assert_eq!(app.last_entry().await.resident_id.as_deref(), Some(LUCIE));
+        let awa_sources = app
+            .as_user(&awa, Method::GET, "/api/v1/me/sources", None)
+            .await;
+        let e = awa_sources
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == "energie-locale")
+            .unwrap()
+            .clone();
+        assert_eq!(e["link"], "not_linked", "{e}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_partner_token_never_reaches_a_source_route_nor_a_source_token_a_partner_route() {
+    each_backend(|app| async move {
+        let source = source_token(&app, "energie-locale").await;
+        as_source(
+            &app,
+            &source,
+            Method::GET,
+            "/api/v1/partner/me",
+            serde_json::json!({}),
+        )
+        .await
+        .assert_error(401, "invalid_token");
+        let partner = app
+            .partner_token(
+                "demo-renov-energie",
+                "demo-secret-renov-energie-not-for-production",
+            )
+            .await;
+        as_source(
+            &app,
+            &partner,
+            Method::POST,
+            "/api/v1/source/links",
+            serde_json::json!({"code": "ACDE-FGHJ"}),
+        )
+        .await
+        .assert_error(401, "invalid_token");
+        // A deactivated source's unexpired token is refused at once.
+        let operator = Caller::new("cli", Role::Admin, None);
+        sources::set_client_active(
+            &app.state,
+            &operator,
+            "energie-locale",
+            false,
+            app.clock.now(),
+        )
+        .await
+        .unwrap();
+        as_source(
+            &app,
+            &source,
+            Method::POST,
+            "/api/v1/source/links",
+            serde_json::json!({"code": "ACDE-FGHJ"}),
+        )
+        .await
+        .assert_error(401, "invalid_token");
+        // A source not in the register gets no credentials.
+        let err = sources::register_client(&app.state, &operator, "ghost", "G", app.clock.now())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code_and_status().0, "unknown_source");
+    })
+    .await;
+}
