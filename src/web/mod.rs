@@ -37,6 +37,7 @@ pub mod consents;
 pub mod dpo;
 pub mod public;
 pub mod resident;
+pub mod sources;
 
 /// What a page handler returns: a page, or a page explaining a refusal.
 pub type PageResult = Result<Response, PageError>;
@@ -81,6 +82,13 @@ pub fn routes() -> Router<AppState> {
         .route("/moi/acces", get(accesses::accesses))
         .route("/moi/mandats", get(resident::mandates))
         .route("/moi/mandats/{id}/revocation", post(resident::revoke))
+        .route("/moi/sources", get(sources::sources))
+        .route("/moi/sources/{id}/code", post(sources::pairing_code))
+        .route("/moi/sources/{id}/retrait", post(sources::revoke))
+        .route(
+            "/moi/sources/{id}/autoriser",
+            get(sources::authorise_page).post(sources::authorise),
+        )
         .route("/moi/recus", get(consents::receipts))
         .route("/moi/recus/{consent}/{n}", get(consents::receipt_file))
         .route(
@@ -423,6 +431,7 @@ impl Ctx {
                 ),
                 ("/moi/acces", l.t("Qui a vu mes données", "Who saw my data")),
                 ("/moi/mandats", l.t("Mes mandats", "My mandates")),
+                ("/moi/sources", l.t("Mes sources", "My sources")),
             ],
             Some(Role::Aidant) | Some(Role::Referent) => vec![
                 ("/aidant", l.t("Mes usagers", "My residents")),
@@ -503,6 +512,10 @@ pub fn local_path(p: &str) -> bool {
 /// What the previous action did, for the message at the top of the page.
 fn flash_text(code: &str, l: Lang) -> Option<&'static str> {
     Some(match code {
+        "source_retiree" => l.t(
+            "L'autorisation est retirée : cette source ne peut plus rien déposer à votre sujet.",
+            "The authorisation is revoked: this source can no longer deposit anything about you.",
+        ),
         "donnees" => l.t(
             "Vos données ont été enregistrées. L'ancienne version est gardée dans l'historique.",
             "Your data was saved. The previous version is kept in the history.",

@@ -338,3 +338,148 @@ async fn a_partner_token_never_reaches_a_source_route_nor_a_source_token_a_partn
     })
     .await;
 }
+
+async fn post_form(
+    app: &TestApp,
+    s: &crate::support::Session,
+    path: &str,
+    form: &[(&str, &str)],
+) -> crate::support::TestResponse {
+    let body = {
+        let mut body = url::form_urlencoded::Serializer::new(String::new());
+        body.append_pair("csrf_token", &s.csrf);
+        for (k, v) in form {
+            body.append_pair(k, v);
+        }
+        body.finish()
+    };
+    app.send(
+        Method::POST,
+        path,
+        &[
+            ("cookie", s.cookie.as_str()),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ],
+        body,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn from_the_source_site_the_resident_approves_and_is_sent_back_with_a_code() {
+    each_backend(|app| async move {
+        let energie = register(&app, "energie-locale").await;
+        let awa = app.login(AWA).await;
+        let back = "https://energie-locale.example/coffre/retour";
+        let page = app
+            .as_user(
+                &awa,
+                Method::GET,
+                &format!("/moi/sources/energie-locale/autoriser?state=xyz-1&redirect_uri={back}"),
+                None,
+            )
+            .await;
+        assert_eq!(page.status, 200, "{}", page.text());
+        assert!(page.text().contains("Énergie Locale") && page.text().contains("J'autorise"));
+        // An unregistered redirect URI (here a look-alike) is an error page,
+        // never a redirect — on the page and on its form alike.
+        let evil = "https://energie-locale.example.evil.example/coffre/retour";
+        let refused = app
+            .as_user(
+                &awa,
+                Method::GET,
+                &format!("/moi/sources/energie-locale/autoriser?state=xyz-1&redirect_uri={evil}"),
+                None,
+            )
+            .await;
+        assert_eq!(refused.status, 422, "{}", refused.text());
+        assert!(refused.header("location").is_none());
+        let refused = post_form(
+            &app,
+            &awa,
+            "/moi/sources/energie-locale/autoriser",
+            &[("redirect_uri", evil), ("state", "xyz-1")],
+        )
+        .await;
+        assert_eq!(refused.status, 422, "{}", refused.text());
+        assert!(refused.header("location").is_none());
+        // Without the session's CSRF token nothing happens.
+        let forged = app
+            .send(
+                Method::POST,
+                "/moi/sources/energie-locale/autoriser",
+                &[
+                    ("cookie", awa.cookie.as_str()),
+                    ("content-type", "application/x-www-form-urlencoded"),
+                ],
+                format!("redirect_uri={back}&state=xyz-1"),
+            )
+            .await;
+        assert_eq!(forged.status, 403, "{}", forged.text());
+
+        let approved = post_form(
+            &app,
+            &awa,
+            "/moi/sources/energie-locale/autoriser",
+            &[("redirect_uri", back), ("state", "xyz-1")],
+        )
+        .await;
+        assert_eq!(approved.status, 303, "{}", approved.text());
+        let location = approved.header("location").unwrap().to_string();
+        let (base, query) = location.split_once('?').unwrap();
+        assert_eq!(base, back);
+        let q: std::collections::HashMap<String, String> =
+            url::form_urlencoded::parse(query.as_bytes())
+                .into_owned()
+                .collect();
+        assert_eq!(q["state"], "xyz-1");
+        let fresh = token(&app, &energie).await;
+        let got = as_source(
+            &app,
+            &fresh,
+            Method::POST,
+            "/api/v1/source/links",
+            serde_json::json!({"code": q["code"]}),
+        )
+        .await;
+        assert_eq!(got.status, 200, "{}", got.text());
+        as_source(
+            &app,
+            &fresh,
+            Method::POST,
+            "/api/v1/source/links",
+            serde_json::json!({"code": q["code"]}),
+        )
+        .await
+        .assert_error(422, "invalid_grant");
+        let list = app.as_user(&awa, Method::GET, "/moi/sources", None).await;
+        assert_eq!(list.status, 200);
+        assert!(
+            list.text().contains("Retirer l'autorisation"),
+            "{}",
+            list.text()
+        );
+        // Revoked from the page, with the box ticked.
+        let done = post_form(
+            &app,
+            &awa,
+            "/moi/sources/energie-locale/retrait",
+            &[("confirm", "yes")],
+        )
+        .await;
+        assert_eq!(done.status, 303, "{}", done.text());
+        let mine = app
+            .as_user(&awa, Method::GET, "/api/v1/me/sources", None)
+            .await;
+        let e = mine
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == "energie-locale")
+            .unwrap()
+            .clone();
+        assert_eq!(e["link"], "revoked", "{e}");
+    })
+    .await;
+}

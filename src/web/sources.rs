@@ -1,0 +1,158 @@
+//! The resident's data sources (`/moi/sources`): which sources may deposit
+//! about them, a pairing code to give a link source at a counter, revoking
+//! a link; and the approval page a link source sends the resident to
+//! (`/moi/sources/{id}/autoriser`), which sends them back to the source's
+//! registered redirect URI with a one-time code.
+
+use axum::body::Bytes;
+use axum::extract::Path;
+use maud::html;
+
+use super::public::{category_label, source_basis_text};
+use super::resident::RESIDENT;
+use super::{Ctx, Form, Lang, PageResult, csrf, date, date_time, redirect};
+use crate::domain::source::Matching;
+use crate::error::ErrorCode;
+
+pub async fn sources(ctx: Ctx) -> PageResult {
+    let user = ctx.user_in(RESIDENT)?;
+    let l = ctx.lang;
+    let mine = crate::service::sources::my_sources(&ctx.state, &ctx.caller(&user))
+        .await
+        .map_err(|e| ctx.fail(e))?
+        .value;
+    let body = html! {
+        h1 { (l.t("Mes sources de données", "My data sources")) }
+        p { (l.t(
+            "Des services publics et des opérateurs peuvent déposer des données dans votre coffre. Chaque dépôt est inscrit au journal, et sa provenance reste attachée à la donnée. Un opérateur privé ne dépose que si vous l'y autorisez.",
+            "Public services and operators may deposit data into your vault. Each deposit is logged, and its provenance stays bound to the data. A private operator deposits only if you authorise it.")) }
+        @for s in &mine {
+            section.card aria-labelledby={ "s-" (s.id) } {
+                h2 #{ "s-" (s.id) } { (if l == Lang::Fr { &s.name_fr } else { &s.name_en }) }
+                @if let Some(def) = ctx.state.sources.get(&s.id) {
+                    p { (l.t(&def.description_fr, &def.description_en)) }
+                    p.small {
+                        (l.t("Base : ", "Basis: ")) (source_basis_text(def.basis, l)) ". "
+                        (l.t("Catégories déposées : ", "Categories deposited: "))
+                        (s.categories.iter().map(|c| category_label(&ctx, c)).collect::<Vec<_>>().join(", ")) "."
+                    }
+                }
+                @match s.link.as_str() {
+                    "linked" => {
+                        p { strong { (l.t("Autorisée", "Authorised")) } @if let Some(at) = s.linked_at { " " (l.t("depuis le ", "since ")) (date(at)) } "."
+                            @if let Some(at) = s.last_deposit_at { " " (l.t("Dernier dépôt : ", "Last deposit: ")) (date_time(at, l)) "." } }
+                        form method="post" action={ "/moi/sources/" (s.id) "/retrait" } {
+                            (csrf(&user))
+                            div.choice {
+                                input type="checkbox" id={ "c-" (s.id) } name="confirm" value="yes" required;
+                                label for={ "c-" (s.id) } { (l.t("Je retire mon autorisation : cette source ne pourra plus rien déposer à mon sujet.", "I revoke my authorisation: this source can no longer deposit anything about me.")) }
+                            }
+                            p { button.danger { (l.t("Retirer l'autorisation", "Revoke the authorisation")) } }
+                        }
+                    }
+                    "public_task" => {
+                        p { (l.t("Cette source est un service public : elle vous reconnaît par votre identité, sans autorisation à donner. Vous pouvez vous opposer à ses dépôts.", "This source is a public service: it matches you by your identity, with no authorisation to give. You may object to its deposits.")) }
+                    }
+                    other => {
+                        @if other == "revoked" { p { (l.t("Autorisation retirée.", "Authorisation revoked.")) } }
+                        form method="post" action={ "/moi/sources/" (s.id) "/code" } {
+                            (csrf(&user))
+                            p { button { (l.t("Obtenir un code à donner à cette source", "Get a code to give this source")) } }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    Ok(ctx.page(l.t("Mes sources de données", "My data sources"), body))
+}
+
+/// A pairing code, shown once, to read aloud at the source's counter.
+pub async fn pairing_code(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> PageResult {
+    let form = Form::parse(&body);
+    let user = ctx.form_user(RESIDENT, &form)?;
+    let l = ctx.lang;
+    let now = ctx.state.clock.now();
+    let code = crate::service::sources::start_pairing(&ctx.state, &ctx.caller(&user), &id, now)
+        .await
+        .map_err(|e| ctx.fail_at(e, "/moi/sources"))?
+        .value;
+    let body = html! {
+        h1 { (l.t("Votre code", "Your code")) }
+        p { (l.t("Donnez ce code à la source (au guichet, par téléphone ou sur son site). Il ne sert qu'une fois et expire à ", "Give this code to the source (at its counter, by phone or on its site). It works once and expires at "))
+            (date_time(code.expires_at, l)) "." }
+        p.code aria-label=(l.t("Code", "Code")) { strong { (code.pairing_code) } }
+        p { a href="/moi/sources" { (l.t("Retour à mes sources", "Back to my sources")) } }
+    };
+    Ok(ctx.page(l.t("Votre code", "Your code"), body))
+}
+
+pub async fn revoke(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> PageResult {
+    let form = Form::parse(&body);
+    let user = ctx.form_user(RESIDENT, &form)?;
+    if form.get("confirm") != Some("yes") {
+        return Err(ctx.fail_at(ErrorCode::ConfirmationRequired.into(), "/moi/sources"));
+    }
+    let now = ctx.state.clock.now();
+    crate::service::sources::revoke(&ctx.state, &ctx.caller(&user), &id, now)
+        .await
+        .map_err(|e| ctx.fail_at(e, "/moi/sources"))?;
+    Ok(ctx.done("/moi/sources", "source_retiree"))
+}
+
+/// The approval page a link source sends the resident to: what the source
+/// will deposit, and the choice. The redirect URI is checked before
+/// anything is shown: an unregistered one gets an error page, never a
+/// redirect.
+pub async fn authorise_page(ctx: Ctx, Path(id): Path<String>) -> PageResult {
+    let user = ctx.user_in(RESIDENT)?;
+    let l = ctx.lang;
+    let source = ctx
+        .state
+        .sources
+        .get(&id)
+        .ok_or_else(|| ctx.fail(crate::error::AppError::NotFound))?;
+    if source.matching != Matching::Link {
+        return Err(ctx.fail(ErrorCode::SourceNotLinkable.into()));
+    }
+    let redirect_uri = ctx.query.get("redirect_uri").cloned().unwrap_or_default();
+    let client_state = ctx.query.get("state").cloned().unwrap_or_default();
+    if !source.redirect_allowed(&redirect_uri) {
+        return Err(ctx.fail(ErrorCode::RedirectUriNotRegistered.into()));
+    }
+    let body = html! {
+        h1 { (l.t("Autoriser ", "Authorise ")) (source.name(l == Lang::Fr)) }
+        p { (l.t(&source.description_fr, &source.description_en)) }
+        p { (l.t("Si vous acceptez, cette source pourra déposer dans votre coffre : ", "If you accept, this source may deposit into your vault: "))
+            strong { (source.categories.iter().map(|c| category_label(&ctx, c)).collect::<Vec<_>>().join(", ")) } "." }
+        p.small { (l.t("Responsable : ", "Controller: ")) (source.controller) ". "
+            (l.t("Vous pourrez retirer cette autorisation à tout moment dans « Mes sources de données ».", "You may revoke this authorisation at any time in \"My data sources\".")) }
+        form method="post" action={ "/moi/sources/" (source.id) "/autoriser" } {
+            (csrf(&user))
+            input type="hidden" name="redirect_uri" value=(redirect_uri);
+            input type="hidden" name="state" value=(client_state);
+            p { button { (l.t("J'autorise", "I authorise")) } " " a href="/moi/sources" { (l.t("Ne pas autoriser", "Do not authorise")) } }
+        }
+    };
+    Ok(ctx.page(l.t("Autoriser une source", "Authorise a source"), body))
+}
+
+/// The approval: a one-time code, and back to the source's registered
+/// redirect URI.
+pub async fn authorise(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> PageResult {
+    let form = Form::parse(&body);
+    let user = ctx.form_user(RESIDENT, &form)?;
+    let now = ctx.state.clock.now();
+    let back = crate::service::sources::authorise(
+        &ctx.state,
+        &ctx.caller(&user),
+        &id,
+        form.get("redirect_uri").unwrap_or_default(),
+        form.get("state").unwrap_or_default(),
+        now,
+    )
+    .await
+    .map_err(|e| ctx.fail_at(e, "/moi/sources"))?
+    .value;
+    Ok(redirect(&back))
+}
