@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::audit::AuditRecord;
+use crate::domain::category::Category;
 use crate::domain::consent::{self, ConsentState, GiveRequest, Recorded, parse_until};
 use crate::domain::purpose::Purpose;
 use crate::domain::{Role, Timestamp};
@@ -91,7 +92,7 @@ pub async fn valid_consent(
         return Ok(None);
     }
     let row = store.consent_for_decision(resident_id, &purpose.id).await?;
-    covering_consent(purpose, row, category, now)
+    Ok(covering_consent(purpose, row, category, now))
 }
 
 /// Whether a consent could allow this use at all: the purpose rests on
@@ -109,47 +110,52 @@ pub fn covering_consent(
     row: Option<ConsentForDecision>,
     category: &str,
     now: Timestamp,
-) -> AppResult<Option<String>> {
-    let Some(row) = row else {
-        return Ok(None);
-    };
+) -> Option<String> {
+    let row = row?;
     // A consent covers the notice it was given under: when the register's
     // text of the purpose changes (new recipients, say), it must be given again.
     if row.notice_version != purpose.notice_version {
-        return Ok(None);
+        return None;
     }
-    let consent = recorded_parts(&row.id, &row.state, &row.categories, row.valid_until)?;
-    Ok(consent.covers(category, now).then_some(row.id))
+    let consent = recorded_parts(row.state, &row.categories, row.valid_until);
+    consent.covers(category, now).then_some(row.id)
 }
 
-pub fn split_categories(s: &str) -> Vec<String> {
-    s.split(',')
-        .filter(|c| !c.is_empty())
-        .map(str::to_string)
+/// A decision's categories as they are recorded: names the decision took
+/// from the purpose or from the consent it changes.
+fn recorded_categories(names: &[String]) -> AppResult<Vec<Category>> {
+    names
+        .iter()
+        .map(|n| {
+            Category::recorded(n).ok_or_else(|| AppError::internal("consent category malformed"))
+        })
         .collect()
 }
 
-pub fn recorded(row: &ConsentRow) -> AppResult<Recorded> {
-    recorded_parts(&row.id, &row.state, &row.categories, row.valid_until)
+/// The names of recorded categories, as views and receipts show them.
+pub fn category_names(categories: &[Category]) -> Vec<String> {
+    categories.iter().map(|c| c.as_str().to_string()).collect()
+}
+
+pub fn recorded(row: &ConsentRow) -> Recorded {
+    recorded_parts(row.state, &row.categories, row.valid_until)
 }
 
 fn recorded_parts(
-    id: &str,
-    state: &str,
-    categories: &str,
+    state: ConsentState,
+    categories: &[Category],
     valid_until: Option<Timestamp>,
-) -> AppResult<Recorded> {
-    Ok(Recorded {
-        state: ConsentState::parse(state)
-            .ok_or_else(|| AppError::internal(format!("consent {id}: unknown state")))?,
-        categories: split_categories(categories),
+) -> Recorded {
+    Recorded {
+        state,
+        categories: category_names(categories),
         valid_until,
-    })
+    }
 }
 
-pub fn view(row: &ConsentRow, now: Timestamp) -> AppResult<ConsentView> {
-    let r = recorded(row)?;
-    Ok(ConsentView {
+pub fn view(row: &ConsentRow, now: Timestamp) -> ConsentView {
+    let r = recorded(row);
+    ConsentView {
         id: row.id.clone(),
         purpose: row.purpose.clone(),
         state: r.effective(now),
@@ -157,7 +163,7 @@ pub fn view(row: &ConsentRow, now: Timestamp) -> AppResult<ConsentView> {
         valid_until: row.valid_until,
         notice_version: row.notice_version.clone(),
         updated_at: row.updated_at,
-    })
+    }
 }
 
 fn consent_error(e: consent::ConsentError) -> AppError {
@@ -195,7 +201,7 @@ pub async fn decide(
     let purpose = purpose(state, purpose_id)?;
     let keys = state.vault()?.keys().current();
     let current_row = state.store.find_consent(resident_id, &purpose.id).await?;
-    let current = current_row.as_ref().map(recorded).transpose()?;
+    let current = current_row.as_ref().map(recorded);
     let on_behalf = actor.id != resident_id;
     if on_behalf {
         refuse_beyond_mandate(
@@ -258,8 +264,8 @@ pub async fn decide(
         id: consent_id.clone(),
         resident_id: resident_id.to_string(),
         purpose: purpose.id.clone(),
-        state: next.state.as_str().to_string(),
-        categories: next.categories.join(","),
+        state: next.state,
+        categories: recorded_categories(&next.categories)?,
         valid_until: next.valid_until,
         notice_version: purpose.notice_version.clone(),
         updated_at: now,
@@ -269,12 +275,12 @@ pub async fn decide(
         id: event_id,
         consent_id,
         purpose: purpose.id.clone(),
-        state: row.state.clone(),
+        state: row.state,
         categories: row.categories.clone(),
         valid_until: row.valid_until,
         notice_version: row.notice_version.clone(),
         actor_id: actor.id.clone(),
-        actor_role: actor.role.as_str().to_string(),
+        actor_role: actor.role,
         structure_id: actor.structure_id.clone(),
         audit_index: audit_index as i64,
         receipt: receipt.clone(),
@@ -313,7 +319,7 @@ pub async fn decide(
             .await?;
     }
     Ok(ConsentOutcome {
-        consent: view(&row, now)?,
+        consent: view(&row, now),
         receipt,
     })
 }
@@ -348,8 +354,8 @@ async fn refuse_beyond_mandate(
                 events
                     .iter()
                     .any(|e| {
-                        e.actor_role == Role::Resident.as_str()
-                            && matches!(e.state.as_str(), "given" | "refused")
+                        e.actor_role == Role::Resident
+                            && matches!(e.state, ConsentState::Given | ConsentState::Refused)
                     })
                     .then_some("resident_decision_stands")
             }
@@ -562,18 +568,18 @@ pub async fn my_consents(
             .await?
             .into_iter()
             .map(|e| HistoryEvent {
-                state: e.state,
-                categories: split_categories(&e.categories),
+                state: e.state.as_str().to_string(),
+                categories: category_names(&e.categories),
                 valid_until: e.valid_until,
                 notice_version: e.notice_version,
-                recorded_by: e.actor_role,
+                recorded_by: e.actor_role.as_str().to_string(),
                 structure_id: e.structure_id,
                 audit_index: e.audit_index,
                 at: e.created_at,
             })
             .collect();
         out.push(ConsentWithHistory {
-            consent: view(&row, now)?,
+            consent: view(&row, now),
             history,
         });
     }
@@ -661,7 +667,7 @@ pub async fn withdraw_own(
 /// what a withdrawal means); anything else is `not_found`.
 pub async fn own_withdrawn(state: &AppState, caller: &Caller, id: &str) -> AppResult<ConsentRow> {
     let row = own_consent(state, caller, id).await?;
-    if row.state == "withdrawn" {
+    if row.state == ConsentState::Withdrawn {
         Ok(row)
     } else {
         Err(AppError::NotFound)

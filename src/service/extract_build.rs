@@ -14,7 +14,9 @@ use crate::AppState;
 use crate::audit::AuditRecord;
 use crate::domain::Timestamp;
 use crate::domain::category::FieldType;
-use crate::domain::extract::{Cell, MIN_CELL, csv_line, generalise, laplace, suppress, text_of};
+use crate::domain::extract::{
+    Cell, ExtractKind, ExtractState, MIN_CELL, csv_line, generalise, laplace, suppress, text_of,
+};
 use crate::service::extracts::{
     ExtractSpec, FILE_RETENTION_SECS, PAGE, PARTNER_EPSILON_BUDGET, audit, field_type, file_path,
     group_key, passes_filters, still_recipient,
@@ -38,7 +40,13 @@ pub async fn build(state: &AppState, id: &str, now: Timestamp) -> Result<(), Str
             let _ = std::fs::remove_file(&tmp);
             let _ = state
                 .store
-                .extract_transition(id, "building", "failed", Some(&e), now)
+                .extract_transition(
+                    id,
+                    ExtractState::Building,
+                    ExtractState::Failed,
+                    Some(&e),
+                    now,
+                )
                 .await;
             Err(e)
         }
@@ -60,7 +68,13 @@ async fn build_inner(
         .ok_or("no such extract")?;
     if !state
         .store
-        .extract_transition(id, "approved", "building", None, now)
+        .extract_transition(
+            id,
+            ExtractState::Approved,
+            ExtractState::Building,
+            None,
+            now,
+        )
         .await
         .map_err(s)?
     {
@@ -124,7 +138,7 @@ async fn build_inner(
         .count_cohort(&purpose.id, consent_based, &purpose.notice_version, now)
         .await
         .map_err(s)?;
-    let records = row.kind == "records";
+    let records = row.kind == ExtractKind::Records;
     if records {
         let mut header = vec!["pseudonym".to_string()];
         header.extend(spec.fields.iter().cloned());
@@ -146,12 +160,16 @@ async fn build_inner(
             .filter(|e| {
                 e.id != row.id
                     && e.purpose == row.purpose
-                    && e.kind == "aggregate"
+                    && e.kind == ExtractKind::Aggregate
                     // Those being built too: two approved close together
                     // would otherwise each miss the other.
                     && matches!(
-                        e.state.as_str(),
-                        "approved" | "building" | "ready" | "downloaded" | "expired"
+                        e.state,
+                        ExtractState::Approved
+                            | ExtractState::Building
+                            | ExtractState::Ready
+                            | ExtractState::Downloaded
+                            | ExtractState::Expired
                     )
             })
             .filter_map(|e| Some((e.id.clone(), serde_json::from_str(&e.spec).ok()?)))
@@ -190,10 +208,10 @@ async fn build_inner(
         let eligible: Vec<String> = page
             .iter()
             .filter(|(_, consented)| match consented {
-                Some(cats) => {
-                    let cats = crate::service::consents::split_categories(cats);
-                    spec.categories.iter().all(|c| cats.contains(c))
-                }
+                Some(cats) => spec
+                    .categories
+                    .iter()
+                    .all(|c| cats.iter().any(|x| x.as_str() == c)),
                 None => true,
             })
             .map(|(resident, _)| resident.clone())
@@ -371,7 +389,7 @@ async fn build_inner(
         "purpose": purpose.id,
         "notice_version": purpose.notice_version,
         "legal_basis": purpose.legal_basis.as_str(),
-        "kind": row.kind,
+        "kind": row.kind.as_str(),
         "categories": spec.categories,
         "fields": spec.fields,
         "group_by": spec.group_by,

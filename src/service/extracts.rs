@@ -20,7 +20,7 @@ use crate::AppState;
 use crate::audit::AuditRecord;
 use crate::domain::Timestamp;
 use crate::domain::category::FieldType;
-use crate::domain::extract::{generalise, text_of};
+use crate::domain::extract::{ExtractKind, ExtractState, generalise, text_of};
 use crate::error::{AppError, AppResult};
 use crate::service::access::role_action;
 use crate::service::{Audited, Caller};
@@ -124,9 +124,9 @@ pub fn view(state: &AppState, row: &ExtractRow) -> AppResult<ExtractView> {
         id: row.id.clone(),
         partner_id: row.partner_id.clone(),
         purpose: row.purpose.clone(),
-        kind: row.kind.clone(),
+        kind: row.kind.as_str().to_string(),
         spec,
-        state: row.state.clone(),
+        state: row.state.as_str().to_string(),
         reason: row.reason.clone(),
         progress: Progress {
             rows_done: row.rows_done,
@@ -140,8 +140,12 @@ pub fn view(state: &AppState, row: &ExtractRow) -> AppResult<ExtractView> {
         created_at: row.created_at,
         expires_at: row.expires_at,
         blocked: matches!(
-            row.state.as_str(),
-            "requested" | "approved" | "building" | "ready" | "downloaded"
+            row.state,
+            ExtractState::Requested
+                | ExtractState::Approved
+                | ExtractState::Building
+                | ExtractState::Ready
+                | ExtractState::Downloaded
         )
         .then(|| still_recipient(state, &row.partner_id, &row.purpose).err())
         .flatten()
@@ -249,10 +253,10 @@ pub async fn request(
             "Aucune clé age n'est enregistrée pour vous : l'extraction ne pourrait pas être chiffrée. / No age recipient registered for you.",
         ));
     }
-    let kind = req.kind.as_str();
-    if !matches!(kind, "records" | "aggregate") {
+    let Some(extract_kind) = ExtractKind::parse(&req.kind) else {
         return Err(refuse("invalid_kind", "kind: `records` or `aggregate`"));
-    }
+    };
+    let kind = extract_kind.as_str();
     if req.categories.is_empty() || req.categories.iter().any(|c| !purpose.covers_category(c)) {
         return Err(refuse(
             "categories_outside_purpose",
@@ -326,9 +330,9 @@ pub async fn request(
         id: uuid::Uuid::new_v4().to_string(),
         partner_id: partner_id.to_string(),
         purpose: purpose.id.clone(),
-        kind: kind.into(),
+        kind: extract_kind,
         spec: serde_json::to_string(&spec).map_err(|_| AppError::internal("spec"))?,
-        state: "requested".into(),
+        state: ExtractState::Requested,
         reason: None,
         rows_done: 0,
         rows_total: 0,
@@ -368,7 +372,11 @@ pub async fn decide(
         .find_extract(id)
         .await?
         .ok_or(AppError::NotFound)?;
-    let to = if approve { "approved" } else { "rejected" };
+    let to = if approve {
+        ExtractState::Approved
+    } else {
+        ExtractState::Rejected
+    };
     let action = if approve {
         "extract.approve"
     } else {
@@ -422,7 +430,7 @@ pub async fn decide(
     } else {
         state
             .store
-            .extract_transition(id, "requested", to, reason, now)
+            .extract_transition(id, ExtractState::Requested, to, reason, now)
             .await?
     };
     if !moved {
@@ -468,7 +476,7 @@ pub async fn authorise_download(
         state.audit.record(entry(false, reason)).await?;
         return Err(not_a_recipient());
     }
-    let live = matches!(row.state.as_str(), "ready" | "downloaded");
+    let live = matches!(row.state, ExtractState::Ready | ExtractState::Downloaded);
     if live && row.expires_at.is_some_and(|at| at <= now) {
         state.audit.record(entry(false, "extract_expired")).await?;
         return Err(AppError::Gone {
@@ -476,9 +484,11 @@ pub async fn authorise_download(
             message: "Ce fichier a atteint la fin de sa durée de conservation. / The file reached the end of its retention.".into(),
         });
     }
-    match row.state.as_str() {
-        "ready" | "downloaded" => Ok(state.audit.record(entry(true, "recipient")).await?),
-        "expired" => Err(AppError::Gone {
+    match row.state {
+        ExtractState::Ready | ExtractState::Downloaded => {
+            Ok(state.audit.record(entry(true, "recipient")).await?)
+        }
+        ExtractState::Expired => Err(AppError::Gone {
             code: "extract_expired",
             message: "Ce fichier a été supprimé à la fin de sa durée de conservation. / The file was deleted when its retention ended.".into(),
         }),
@@ -563,7 +573,7 @@ pub async fn download(
         .map_err(|_| AppError::internal("extract file missing"))?;
     state
         .store
-        .extract_transition(id, "ready", "downloaded", None, now)
+        .extract_transition(id, ExtractState::Ready, ExtractState::Downloaded, None, now)
         .await?;
     Ok(Audited::new(entry, file))
 }
@@ -612,10 +622,10 @@ pub async fn expire_due(state: &AppState, now: Timestamp) -> AppResult<u64> {
     let mut n = 0;
     for id in state.store.extracts_to_expire(now).await? {
         let _ = std::fs::remove_file(file_path(state, &id));
-        for from in ["ready", "downloaded"] {
+        for from in [ExtractState::Ready, ExtractState::Downloaded] {
             if state
                 .store
-                .extract_transition(&id, from, "expired", None, now)
+                .extract_transition(&id, from, ExtractState::Expired, None, now)
                 .await?
             {
                 n += 1;

@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::domain::Timestamp;
+use crate::domain::rights::{RightsRequestKind, RightsRequestState};
 use crate::error::{AppError, AppResult};
 use crate::service::access::{own_data, role_action};
 use crate::service::rights::{closing_reason, is_late, legal_deadline};
@@ -65,19 +66,19 @@ pub(crate) async fn request_view(
         .await?
         .into_iter()
         .map(|e| RightsEventView {
-            state: e.state,
-            by: e.actor_role,
+            state: e.state.as_str().to_string(),
+            by: e.actor_role.as_str().to_string(),
             reason: e.reason,
             at: e.at,
         })
         .collect();
     Ok(RightsRequestView {
-        late: is_late(&r.state, r.due_at, now),
+        late: is_late(r.state, r.due_at, now),
         id: r.id,
         resident_id: r.resident_id,
-        kind: r.kind,
+        kind: r.kind.as_str().to_string(),
         purpose: r.purpose,
-        state: r.state,
+        state: r.state.as_str().to_string(),
         created_at: r.created_at,
         due_at: r.due_at,
         history,
@@ -93,12 +94,12 @@ pub async fn new_request(
     purpose: Option<String>,
     now: Timestamp,
 ) -> AppResult<Audited<RightsRequestView>> {
-    if !KINDS.contains(&kind.as_str()) {
+    let Some(kind) = RightsRequestKind::parse(&kind) else {
         return Err(AppError::unprocessable(
             "unknown_request_kind",
             format!("kind: one of {}", KINDS.join(", ")),
         ));
-    }
+    };
     if let Some(p) = &purpose
         && state.register.get(p).is_none()
     {
@@ -113,7 +114,7 @@ pub async fn new_request(
         resident_id: caller.actor_id.clone(),
         kind,
         purpose,
-        state: "received".into(),
+        state: RightsRequestState::Received,
         created_at: now,
         due_at: legal_deadline(now, 1),
         updated_at: now,
@@ -121,9 +122,9 @@ pub async fn new_request(
     let event = RightsEventRow {
         request_id: row.id.clone(),
         seq: 1,
-        state: "received".into(),
+        state: RightsRequestState::Received,
         actor_id: caller.actor_id.clone(),
-        actor_role: "resident".into(),
+        actor_role: crate::domain::Role::Resident,
         reason: None,
         at: now,
     };
@@ -175,7 +176,15 @@ pub async fn extend(
             "reason: `complexity` or `number_of_requests` (GDPR art. 12(3))",
         ));
     }
-    transition(state, caller, id, "extended", Some(reason), now).await
+    transition(
+        state,
+        caller,
+        id,
+        RightsRequestState::Extended,
+        Some(reason),
+        now,
+    )
+    .await
 }
 
 /// Closes a request: `granted`, or `refused` with one of
@@ -188,14 +197,18 @@ pub async fn close(
     reason: Option<String>,
     now: Timestamp,
 ) -> AppResult<Audited<RightsRequestView>> {
-    if !matches!(outcome.as_str(), "granted" | "refused") {
-        return Err(AppError::unprocessable(
-            "invalid_outcome",
-            "outcome: `granted` or `refused`",
-        ));
-    }
+    let to = match outcome.as_str() {
+        "granted" => RightsRequestState::Granted,
+        "refused" => RightsRequestState::Refused,
+        _ => {
+            return Err(AppError::unprocessable(
+                "invalid_outcome",
+                "outcome: `granted` or `refused`",
+            ));
+        }
+    };
     let reason = closing_reason(&outcome, reason)?;
-    transition(state, caller, id, &outcome, reason, now).await
+    transition(state, caller, id, to, reason, now).await
 }
 
 /// The request's state machine: received → extended (within the first
@@ -204,7 +217,7 @@ async fn transition(
     state: &AppState,
     caller: &Caller,
     id: &str,
-    to: &str,
+    to: RightsRequestState,
     reason: Option<String>,
     now: Timestamp,
 ) -> AppResult<Audited<RightsRequestView>> {
@@ -214,18 +227,17 @@ async fn transition(
         .find_rights_request(id)
         .await?
         .ok_or(AppError::NotFound)?;
-    let (from, due) = match (r.state.as_str(), to) {
+    use RightsRequestState::{Extended, Granted, Received, Refused};
+    let (from, due) = match (r.state, to) {
         // An extension is given within the first month, once.
-        ("received", "extended") if now <= r.due_at => {
-            ("received", legal_deadline(r.created_at, 3))
-        }
-        ("received", "extended") => {
+        (Received, Extended) if now <= r.due_at => (Received, legal_deadline(r.created_at, 3)),
+        (Received, Extended) => {
             return Err(AppError::Conflict {
                 code: "extension_too_late",
                 message: "Une prolongation se notifie dans le premier mois. / An extension must be given within the first month.".into(),
             });
         }
-        ("received" | "extended", "granted" | "refused") => (r.state.as_str(), r.due_at),
+        (Received | Extended, Granted | Refused) => (r.state, r.due_at),
         _ => {
             return Err(AppError::Conflict {
                 code: "invalid_transition",
@@ -236,9 +248,9 @@ async fn transition(
     let event = RightsEventRow {
         request_id: r.id.clone(),
         seq: 0,
-        state: to.into(),
+        state: to,
         actor_id: caller.actor_id.clone(),
-        actor_role: caller.role.as_str().into(),
+        actor_role: caller.role,
         reason,
         at: now,
     };
@@ -330,8 +342,8 @@ pub async fn take_notifications(
                 .map(|n| NotificationView {
                     id: n.id,
                     pseudonym: n.pseudonym,
-                    kind: n.kind,
-                    category: n.category,
+                    kind: n.kind.as_str().to_string(),
+                    category: n.category.map(|c| c.as_str().to_string()),
                     created_at: n.created_at,
                 })
                 .collect(),

@@ -7,15 +7,19 @@
 use async_trait::async_trait;
 
 use super::StorageResult;
+use super::columns::CategoryList;
+use crate::domain::Role;
+use crate::domain::category::Category;
+use crate::domain::consent::ConsentState;
 
 /// The columns of a consent the access decision reads.
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct ConsentForDecision {
     pub id: String,
-    /// `given`, `refused` or `withdrawn`.
-    pub state: String,
-    /// Comma-separated data categories.
-    pub categories: String,
+    /// Given, refused or withdrawn.
+    pub state: ConsentState,
+    #[sqlx(try_from = "CategoryList")]
+    pub categories: Vec<Category>,
     pub valid_until: Option<i64>,
     pub notice_version: String,
 }
@@ -26,10 +30,10 @@ pub struct ConsentRow {
     pub id: String,
     pub resident_id: String,
     pub purpose: String,
-    /// `given`, `refused` or `withdrawn` (expiry is derived from the clock).
-    pub state: String,
-    /// Comma-separated data categories.
-    pub categories: String,
+    /// Given, refused or withdrawn (expiry is derived from the clock).
+    pub state: ConsentState,
+    #[sqlx(try_from = "CategoryList")]
+    pub categories: Vec<Category>,
     pub valid_until: Option<i64>,
     pub notice_version: String,
     pub updated_at: i64,
@@ -43,12 +47,13 @@ pub struct ConsentEventRow {
     pub id: String,
     pub consent_id: String,
     pub purpose: String,
-    pub state: String,
-    pub categories: String,
+    pub state: ConsentState,
+    #[sqlx(try_from = "CategoryList")]
+    pub categories: Vec<Category>,
     pub valid_until: Option<i64>,
     pub notice_version: String,
     pub actor_id: String,
-    pub actor_role: String,
+    pub actor_role: Role,
     pub structure_id: Option<String>,
     pub audit_index: i64,
     pub receipt: String,
@@ -179,8 +184,8 @@ macro_rules! impl_consent_store {
                     .bind(&c.id)
                     .bind(&c.resident_id)
                     .bind(&c.purpose)
-                    .bind(&c.state)
-                    .bind(&c.categories)
+                    .bind(c.state)
+                    .bind($crate::storage::columns::joined(&c.categories))
                     .bind(c.valid_until)
                     .bind(&c.notice_version)
                     .bind(c.updated_at)
@@ -192,8 +197,8 @@ macro_rules! impl_consent_store {
                         "UPDATE consents SET state = $1, categories = $2, valid_until = $3, notice_version = $4, \
                          updated_at = $5, seq = seq + 1 WHERE id = $6 AND seq = $7",
                     )
-                    .bind(&c.state)
-                    .bind(&c.categories)
+                    .bind(c.state)
+                    .bind($crate::storage::columns::joined(&c.categories))
                     .bind(c.valid_until)
                     .bind(&c.notice_version)
                     .bind(c.updated_at)
@@ -215,12 +220,12 @@ macro_rules! impl_consent_store {
             .bind(&e.consent_id)
             .bind(&c.resident_id)
             .bind(&e.purpose)
-            .bind(&e.state)
-            .bind(&e.categories)
+            .bind(e.state)
+            .bind($crate::storage::columns::joined(&e.categories))
             .bind(e.valid_until)
             .bind(&e.notice_version)
             .bind(&e.actor_id)
-            .bind(&e.actor_role)
+            .bind(e.actor_role)
             .bind(&e.structure_id)
             .bind(e.audit_index)
             .bind(&e.receipt)

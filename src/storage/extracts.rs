@@ -8,15 +8,17 @@ use async_trait::async_trait;
 
 use super::StorageResult;
 use crate::domain::Timestamp;
+use crate::domain::category::Category;
+use crate::domain::extract::{ExtractKind, ExtractState};
 
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct ExtractRow {
     pub id: String,
     pub partner_id: String,
     pub purpose: String,
-    pub kind: String,
+    pub kind: ExtractKind,
     pub spec: String,
-    pub state: String,
+    pub state: ExtractState,
     pub reason: Option<String>,
     pub rows_done: i64,
     pub rows_total: i64,
@@ -61,8 +63,8 @@ pub trait ExtractStore: Send + Sync {
     async fn extract_transition(
         &self,
         id: &str,
-        from: &str,
-        to: &str,
+        from: ExtractState,
+        to: ExtractState,
         reason: Option<&str>,
         now: Timestamp,
     ) -> StorageResult<bool>;
@@ -91,7 +93,7 @@ pub trait ExtractStore: Send + Sync {
         now: Timestamp,
         after: &str,
         limit: i64,
-    ) -> StorageResult<Vec<(String, Option<String>)>>;
+    ) -> StorageResult<Vec<(String, Option<Vec<Category>>)>>;
     /// How many candidates `cohort_page` will go through (for progress).
     async fn count_cohort(
         &self,
@@ -115,9 +117,9 @@ macro_rules! impl_extract_store {
             .bind(&e.id)
             .bind(&e.partner_id)
             .bind(&e.purpose)
-            .bind(&e.kind)
+            .bind(e.kind)
             .bind(&e.spec)
-            .bind(&e.state)
+            .bind(e.state)
             .bind(&e.reason)
             .bind(e.epsilon)
             .bind(e.created_at)
@@ -192,11 +194,11 @@ macro_rules! impl_extract_store {
             let outcome = if done.rows_affected() == 1 {
                 $crate::storage::ApproveOutcome::Approved
             } else {
-                let (state,): (String,) = sqlx::query_as("SELECT state FROM extracts WHERE id = $1")
+                let (state,): ($crate::domain::extract::ExtractState,) = sqlx::query_as("SELECT state FROM extracts WHERE id = $1")
                     .bind(id)
                     .fetch_one(&mut *tx)
                     .await?;
-                if state == "requested" {
+                if state == $crate::domain::extract::ExtractState::Requested {
                     $crate::storage::ApproveOutcome::BudgetExhausted
                 } else {
                     $crate::storage::ApproveOutcome::NotRequested
@@ -209,8 +211,8 @@ macro_rules! impl_extract_store {
         async fn extract_transition(
             &self,
             id: &str,
-            from: &str,
-            to: &str,
+            from: $crate::domain::extract::ExtractState,
+            to: $crate::domain::extract::ExtractState,
             reason: Option<&str>,
             now: $crate::domain::Timestamp,
         ) -> $crate::storage::StorageResult<bool> {
@@ -288,9 +290,9 @@ macro_rules! impl_extract_store {
             now: $crate::domain::Timestamp,
             after: &str,
             limit: i64,
-        ) -> $crate::storage::StorageResult<Vec<(String, Option<String>)>> {
+        ) -> $crate::storage::StorageResult<Vec<(String, Option<Vec<$crate::domain::category::Category>>)>> {
             if consent_based {
-                Ok(sqlx::query_as(
+                let rows: Vec<(String, $crate::storage::columns::CategoryList)> = sqlx::query_as(
                     "SELECT c.resident_id, c.categories FROM consents c JOIN residents r ON r.id = c.resident_id \
                      WHERE c.purpose = $1 AND c.state = 'given' AND c.valid_until > $2 AND c.notice_version = $3 \
                      AND r.status = 'active' AND r.restricted_at IS NULL AND c.resident_id > $4 \
@@ -302,7 +304,8 @@ macro_rules! impl_extract_store {
                 .bind(after)
                 .bind(limit)
                 .fetch_all(&self.pool)
-                .await?)
+                .await?;
+                Ok(rows.into_iter().map(|(r, c)| (r, Some(c.into()))).collect())
             } else {
                 let rows: Vec<(String,)> = sqlx::query_as(
                     "SELECT r.id FROM residents r WHERE r.status = 'active' AND r.restricted_at IS NULL \

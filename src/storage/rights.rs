@@ -9,15 +9,17 @@
 use async_trait::async_trait;
 
 use super::StorageResult;
-use crate::domain::Timestamp;
+use crate::domain::category::Category;
+use crate::domain::rights::{NoticeKind, RightsRequestKind, RightsRequestState};
+use crate::domain::{Role, Timestamp};
 
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct RightsRequestRow {
     pub id: String,
     pub resident_id: String,
-    pub kind: String,
+    pub kind: RightsRequestKind,
     pub purpose: Option<String>,
-    pub state: String,
+    pub state: RightsRequestState,
     pub created_at: i64,
     pub due_at: i64,
     pub updated_at: i64,
@@ -27,9 +29,9 @@ pub struct RightsRequestRow {
 pub struct RightsEventRow {
     pub request_id: String,
     pub seq: i64,
-    pub state: String,
+    pub state: RightsRequestState,
     pub actor_id: String,
-    pub actor_role: String,
+    pub actor_role: Role,
     pub reason: Option<String>,
     pub at: i64,
 }
@@ -39,8 +41,8 @@ pub struct NotificationRow {
     pub id: String,
     pub partner_id: String,
     pub pseudonym: String,
-    pub kind: String,
-    pub category: Option<String>,
+    pub kind: NoticeKind,
+    pub category: Option<Category>,
     pub created_at: i64,
     pub fetched_at: Option<i64>,
 }
@@ -87,8 +89,8 @@ pub trait RightsStore: Send + Sync {
     async fn update_rights_request(
         &self,
         id: &str,
-        from_state: &str,
-        state: &str,
+        from_state: RightsRequestState,
+        state: RightsRequestState,
         due_at: Timestamp,
         event: &RightsEventRow,
     ) -> StorageResult<bool>;
@@ -121,7 +123,7 @@ macro_rules! impl_rights_store {
                 .bind(&n.id)
                 .bind(&n.partner_id)
                 .bind(&n.pseudonym)
-                .bind(&n.kind)
+                .bind(n.kind)
                 .bind(&n.category)
                 .bind(n.created_at)
                 .execute(&mut **tx)
@@ -225,9 +227,9 @@ macro_rules! impl_rights_store {
             )
             .bind(&r.id)
             .bind(&r.resident_id)
-            .bind(&r.kind)
+            .bind(r.kind)
             .bind(&r.purpose)
-            .bind(&r.state)
+            .bind(r.state)
             .bind(r.created_at)
             .bind(r.due_at)
             .bind(r.updated_at)
@@ -239,7 +241,7 @@ macro_rules! impl_rights_store {
             )
             .bind(&e.request_id)
             .bind(e.seq)
-            .bind(&e.state)
+            .bind(e.state)
             .bind(&e.actor_id)
             .bind(&e.actor_role)
             .bind(&e.reason)
@@ -304,8 +306,8 @@ macro_rules! impl_rights_store {
         async fn update_rights_request(
             &self,
             id: &str,
-            from_state: &str,
-            state: &str,
+            from_state: $crate::domain::rights::RightsRequestState,
+            state: $crate::domain::rights::RightsRequestState,
             due_at: $crate::domain::Timestamp,
             event: &$crate::storage::RightsEventRow,
         ) -> $crate::storage::StorageResult<bool> {
@@ -336,7 +338,7 @@ macro_rules! impl_rights_store {
             )
             .bind(&event.request_id)
             .bind(event.seq)
-            .bind(&event.state)
+            .bind(event.state)
             .bind(&event.actor_id)
             .bind(&event.actor_role)
             .bind(&event.reason)

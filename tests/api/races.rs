@@ -152,9 +152,9 @@ async fn concurrent_extract_decisions_apply_one() {
         let row = app.store.find_extract(&id).await.unwrap().unwrap();
         let approved = winners(&a) == 1;
         if approved {
-            assert_ne!(row.state, "rejected");
+            assert_ne!(row.state.as_str(), "rejected");
         } else {
-            assert_eq!(row.state, "rejected");
+            assert_eq!(row.state.as_str(), "rejected");
         }
     })
     .await;
@@ -212,14 +212,14 @@ async fn concurrent_rights_request_transitions_apply_one() {
         let closes = events
             .iter()
             .filter(|e| {
-                e.state == "closed"
-                    || e.state.starts_with("granted")
-                    || e.state.starts_with("refused")
+                e.state.as_str() == "closed"
+                    || e.state.as_str().starts_with("granted")
+                    || e.state.as_str().starts_with("refused")
             })
             .count();
         assert!(closes <= 1, "{events:?}");
         if winners(&c) == 1 {
-            assert_ne!(row.state, "open", "{row:?}");
+            assert_ne!(row.state.as_str(), "open", "{row:?}");
         }
     })
     .await;

@@ -102,7 +102,7 @@ async fn a_partner_taken_off_a_purpose_gets_no_extract_of_it() {
         .await
         .assert_error(403, "not_a_recipient");
         assert_eq!(
-            app.store.find_extract(&pending).await.unwrap().unwrap().state,
+            app.store.find_extract(&pending).await.unwrap().unwrap().state.as_str(),
             "requested"
         );
         let size = app.state.audit.size().await.unwrap();
@@ -123,7 +123,7 @@ async fn a_partner_taken_off_a_purpose_gets_no_extract_of_it() {
         app.store
             .insert_extract(&coffre::storage::ExtractRow {
                 id: id.clone(),
-                state: "approved".into(),
+                state: "approved".parse().unwrap(),
                 ..app.store.find_extract(&pending).await.unwrap().unwrap()
             })
             .await
@@ -133,7 +133,7 @@ async fn a_partner_taken_off_a_purpose_gets_no_extract_of_it() {
             .unwrap_err();
         assert!(err.starts_with("not_a_recipient"), "{err}");
         assert_eq!(
-            app.store.find_extract(&id).await.unwrap().unwrap().state,
+            app.store.find_extract(&id).await.unwrap().unwrap().state.as_str(),
             "failed"
         );
     })
@@ -167,7 +167,7 @@ async fn an_extract_past_its_expiry_never_downloads() {
         .assert_error(410, "extract_expired");
         // The purge has not run: the row still says ready.
         assert_eq!(
-            app.store.find_extract(&id).await.unwrap().unwrap().state,
+            app.store.find_extract(&id).await.unwrap().unwrap().state.as_str(),
             "ready"
         );
     })
@@ -288,7 +288,7 @@ async fn an_erasure_ends_every_mandate_of_the_resident() {
             .live_authorisation(
                 LUCIE,
                 coffre::demo::STRUCTURE_CCAS,
-                "logement",
+                coffre::domain::Demarche::Logement,
                 app.clock.now(),
             )
             .await

@@ -473,3 +473,29 @@ impl TestApp {
         m.id
     }
 }
+
+/// Démarches from a fixture's comma-joined codes.
+pub fn demarches(codes: &str) -> Vec<coffre::domain::Demarche> {
+    codes
+        .split(',')
+        .map(|c| coffre::domain::Demarche::parse(c).unwrap())
+        .collect()
+}
+
+/// Recorded data categories from a fixture's comma-joined names.
+pub fn categories(names: &str) -> Vec<coffre::domain::category::Category> {
+    names
+        .split(',')
+        .filter(|n| !n.is_empty())
+        .map(|n| coffre::domain::category::Category::recorded(n).unwrap())
+        .collect()
+}
+
+/// A fixture's comma-joined form of recorded categories or démarches.
+pub fn joined<T: std::fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}

@@ -15,9 +15,10 @@ fn extract(id: &str, partner_id: &str, epsilon: Option<f64>, created_at: i64) ->
         } else {
             "records"
         }
-        .into(),
+        .parse()
+        .unwrap(),
         spec: "{}".into(),
-        state: "requested".into(),
+        state: "requested".parse().unwrap(),
         reason: None,
         rows_done: 0,
         rows_total: 0,
@@ -31,7 +32,13 @@ fn extract(id: &str, partner_id: &str, epsilon: Option<f64>, created_at: i64) ->
 }
 
 async fn state_of(store: &DynStore, id: &str) -> String {
-    store.find_extract(id).await.unwrap().unwrap().state
+    store
+        .find_extract(id)
+        .await
+        .unwrap()
+        .unwrap()
+        .state
+        .to_string()
 }
 
 #[tokio::test]
@@ -79,19 +86,37 @@ async fn an_approval_spends_the_partners_budget_at_most_once() {
         // A failed build gives its ε back.
         assert!(
             store
-                .extract_transition("e1", "approved", "building", None, T0 + 11)
+                .extract_transition(
+                    "e1",
+                    "approved".parse().unwrap(),
+                    "building".parse().unwrap(),
+                    None,
+                    T0 + 11
+                )
                 .await
                 .unwrap()
         );
         assert!(
             !store
-                .extract_transition("e1", "approved", "building", None, T0 + 12)
+                .extract_transition(
+                    "e1",
+                    "approved".parse().unwrap(),
+                    "building".parse().unwrap(),
+                    None,
+                    T0 + 12
+                )
                 .await
                 .unwrap()
         );
         assert!(
             store
-                .extract_transition("e1", "building", "failed", Some("disk"), T0 + 13)
+                .extract_transition(
+                    "e1",
+                    "building".parse().unwrap(),
+                    "failed".parse().unwrap(),
+                    Some("disk"),
+                    T0 + 13
+                )
                 .await
                 .unwrap()
         );
@@ -163,7 +188,13 @@ async fn an_extract_moves_only_from_the_state_it_is_in_and_expires_when_due() {
         assert_eq!(state_of(&store, "e1").await, "requested", "{b}");
         store.extract_approve("e1", 1.0, T0).await.unwrap();
         store
-            .extract_transition("e1", "approved", "building", Some("started"), T0 + 1)
+            .extract_transition(
+                "e1",
+                "approved".parse().unwrap(),
+                "building".parse().unwrap(),
+                Some("started"),
+                T0 + 1,
+            )
             .await
             .unwrap();
         store.extract_progress("e1", 5, 10).await.unwrap();
@@ -178,7 +209,7 @@ async fn an_extract_moves_only_from_the_state_it_is_in_and_expires_when_due() {
             .await
             .unwrap();
         let e = store.find_extract("e1").await.unwrap().unwrap();
-        assert_eq!(e.state, "ready", "{b}");
+        assert_eq!(e.state.as_str(), "ready", "{b}");
         assert_eq!(
             (e.manifest.as_deref(), e.manifest_jws.as_deref()),
             (Some("{\"rows\":10}"), Some("jws"))
@@ -190,7 +221,13 @@ async fn an_extract_moves_only_from_the_state_it_is_in_and_expires_when_due() {
         );
         // A transition without a reason keeps the last one.
         store
-            .extract_transition("e1", "ready", "downloaded", None, T0 + 3)
+            .extract_transition(
+                "e1",
+                "ready".parse().unwrap(),
+                "downloaded".parse().unwrap(),
+                None,
+                T0 + 3,
+            )
             .await
             .unwrap();
         assert_eq!(
@@ -264,7 +301,10 @@ async fn the_cohort_is_paged_by_resident_and_counted_alike() {
         let first = page(true, "", 1).await;
         assert_eq!(
             first,
-            [("r1".to_string(), Some("contact,housing".to_string()))],
+            [(
+                "r1".to_string(),
+                Some(crate::support::categories("contact,housing"))
+            )],
             "{b}"
         );
         let rest: Vec<_> = page(true, "r1", 10)

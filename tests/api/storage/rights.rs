@@ -96,9 +96,9 @@ fn request(
         RightsRequestRow {
             id: id.into(),
             resident_id: "awa".into(),
-            kind: "erasure".into(),
+            kind: "erasure".parse().unwrap(),
             purpose: None,
-            state: state.into(),
+            state: state.parse().unwrap(),
             created_at,
             due_at,
             updated_at: created_at,
@@ -111,9 +111,9 @@ fn event(request_id: &str, state: &str, at: i64) -> RightsEventRow {
     RightsEventRow {
         request_id: request_id.into(),
         seq: 1,
-        state: state.into(),
+        state: state.parse().unwrap(),
         actor_id: "dpo".into(),
-        actor_role: "dpo".into(),
+        actor_role: coffre::domain::Role::Dpo,
         reason: Some(format!("to {state}")),
         at,
     }
@@ -144,8 +144,8 @@ async fn a_rights_request_moves_only_from_the_state_it_is_in() {
         let moved = store
             .update_rights_request(
                 "r1",
-                "extended",
-                "granted",
+                "extended".parse().unwrap(),
+                "granted".parse().unwrap(),
                 T0 + 30,
                 &event("r1", "granted", T0 + 5),
             )
@@ -155,8 +155,8 @@ async fn a_rights_request_moves_only_from_the_state_it_is_in() {
         let moved = store
             .update_rights_request(
                 "r1",
-                "received",
-                "extended",
+                "received".parse().unwrap(),
+                "extended".parse().unwrap(),
                 T0 + 90,
                 &event("r1", "extended", T0 + 5),
             )
@@ -171,8 +171,8 @@ async fn a_rights_request_moves_only_from_the_state_it_is_in() {
         store
             .update_rights_request(
                 "r1",
-                "extended",
-                "granted",
+                "extended".parse().unwrap(),
+                "granted".parse().unwrap(),
                 T0 + 90,
                 &event("r1", "granted", T0 + 6),
             )
@@ -184,7 +184,7 @@ async fn a_rights_request_moves_only_from_the_state_it_is_in() {
             .await
             .unwrap()
             .into_iter()
-            .map(|e| (e.seq, e.state))
+            .map(|e| (e.seq, e.state.to_string()))
             .collect();
         let expected = [(1, "received"), (2, "extended"), (3, "granted")];
         let expected: Vec<_> = expected
@@ -200,7 +200,13 @@ async fn a_rights_request_moves_only_from_the_state_it_is_in() {
             async move {
                 let to = if i % 2 == 0 { "granted" } else { "refused" };
                 store
-                    .update_rights_request("r2", "received", to, T0 + 20, &event("r2", to, T0 + 7))
+                    .update_rights_request(
+                        "r2",
+                        "received".parse().unwrap(),
+                        to.parse().unwrap(),
+                        T0 + 20,
+                        &event("r2", to, T0 + 7),
+                    )
                     .await
                     .unwrap()
             }
