@@ -60,6 +60,12 @@ macro_rules! id_type {
                 Ok(Self(s.to_owned()))
             }
 
+            /// A new id from a UUID the caller drew (the domain draws no
+            /// randomness of its own); a UUID's text is always valid.
+            pub fn from_uuid(id: uuid::Uuid) -> Self {
+                Self(id.to_string())
+            }
+
             pub fn as_str(&self) -> &str {
                 &self.0
             }

@@ -12,11 +12,11 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::audit::AuditRecord;
-use crate::domain::Timestamp;
 use crate::domain::category::FieldType;
 use crate::domain::extract::{
     Cell, ExtractKind, ExtractState, MIN_CELL, csv_line, generalise, laplace, suppress, text_of,
 };
+use crate::domain::{ExtractId, Timestamp};
 use crate::service::extracts::{
     ExtractSpec, FILE_RETENTION_SECS, PAGE, PARTNER_EPSILON_BUDGET, audit, field_type, file_path,
     group_key, passes_filters, still_recipient,
@@ -32,7 +32,7 @@ fn uniform(rng: &ring::rand::SystemRandom) -> Result<f64, String> {
 
 /// Builds an approved extract at `now`. On failure the extract is marked
 /// `failed` with the reason and no file is left.
-pub async fn build(state: &AppState, id: &str, now: Timestamp) -> Result<(), String> {
+pub async fn build(state: &AppState, id: &ExtractId, now: Timestamp) -> Result<(), String> {
     let tmp = state.config.extracts_dir.join(format!("{id}.csv.age.part"));
     match build_inner(state, id, now, &tmp).await {
         Ok(()) => Ok(()),
@@ -55,7 +55,7 @@ pub async fn build(state: &AppState, id: &str, now: Timestamp) -> Result<(), Str
 
 async fn build_inner(
     state: &AppState,
-    id: &str,
+    id: &ExtractId,
     now: Timestamp,
     tmp: &std::path::Path,
 ) -> Result<(), String> {
@@ -172,7 +172,7 @@ async fn build_inner(
                             | ExtractState::Expired
                     )
             })
-            .filter_map(|e| Some((e.id.clone(), serde_json::from_str(&e.spec).ok()?)))
+            .filter_map(|e| Some((e.id.to_string(), serde_json::from_str(&e.spec).ok()?)))
             .collect()
     };
     let mut joints: Vec<crate::domain::extract::Joint> = vec![Default::default(); earlier.len()];

@@ -18,9 +18,9 @@ use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::audit::AuditRecord;
-use crate::domain::Timestamp;
 use crate::domain::category::FieldType;
 use crate::domain::extract::{ExtractKind, ExtractState, generalise, text_of};
+use crate::domain::{ExtractId, Timestamp};
 use crate::error::{AppError, AppResult};
 use crate::service::access::role_action;
 use crate::service::{Audited, Caller};
@@ -121,7 +121,7 @@ pub fn view(state: &AppState, row: &ExtractRow) -> AppResult<ExtractView> {
     let spec: ExtractSpec =
         serde_json::from_str(&row.spec).map_err(|_| AppError::internal("stored extract spec"))?;
     Ok(ExtractView {
-        id: row.id.clone(),
+        id: row.id.to_string(),
         partner_id: row.partner_id.clone(),
         purpose: row.purpose.clone(),
         kind: row.kind.as_str().to_string(),
@@ -327,7 +327,7 @@ pub async fn request(
         epsilon: req.epsilon,
     };
     let row = ExtractRow {
-        id: uuid::Uuid::new_v4().to_string(),
+        id: ExtractId::from_uuid(uuid::Uuid::new_v4()),
         partner_id: partner_id.to_string(),
         purpose: purpose.id.clone(),
         kind: extract_kind,
@@ -362,7 +362,7 @@ pub async fn request(
 pub async fn decide(
     state: &AppState,
     dpo_id: &str,
-    id: &str,
+    id: &ExtractId,
     approve: bool,
     reason: Option<&str>,
     now: Timestamp,
@@ -441,7 +441,7 @@ pub async fn decide(
     }
     if approve {
         let state = state.clone();
-        let id = id.to_string();
+        let id = id.clone();
         tokio::spawn(async move {
             let now = state.clock.now();
             if let Err(e) = crate::service::extract_build::build(&state, &id, now).await {
@@ -499,7 +499,7 @@ pub async fn authorise_download(
     }
 }
 
-pub fn file_path(state: &AppState, id: &str) -> PathBuf {
+pub fn file_path(state: &AppState, id: &ExtractId) -> PathBuf {
     state.config.extracts_dir.join(format!("{id}.csv.age"))
 }
 
@@ -524,7 +524,7 @@ pub async fn partner_list(state: &AppState, partner: &Caller) -> AppResult<Extra
 }
 
 /// One of the partner's own extracts (another's is `not_found`).
-async fn own(state: &AppState, partner: &Caller, id: &str) -> AppResult<ExtractRow> {
+async fn own(state: &AppState, partner: &Caller, id: &ExtractId) -> AppResult<ExtractRow> {
     state
         .store
         .find_extract(id)
@@ -535,7 +535,11 @@ async fn own(state: &AppState, partner: &Caller, id: &str) -> AppResult<ExtractR
 
 /// One of the partner's extracts: its state, progress and, once built, its
 /// signed manifest.
-pub async fn partner_get(state: &AppState, partner: &Caller, id: &str) -> AppResult<ExtractView> {
+pub async fn partner_get(
+    state: &AppState,
+    partner: &Caller,
+    id: &ExtractId,
+) -> AppResult<ExtractView> {
     view(state, &own(state, partner, id).await?)
 }
 
@@ -556,7 +560,7 @@ pub async fn partner_request(
 pub async fn download(
     state: &AppState,
     partner: &Caller,
-    id: &str,
+    id: &ExtractId,
     now: Timestamp,
 ) -> AppResult<Audited<tokio::fs::File>> {
     let row = own(state, partner, id).await?;
@@ -586,23 +590,27 @@ pub async fn dpo_list(state: &AppState, caller: &Caller) -> AppResult<Audited<Ex
 }
 
 /// The DPO approves an extract (it is then built in the background).
+/// `id` is `None` when the path could name no extract (a malformed id): it
+/// is then `not_found` at the point an unknown extract is, after the
+/// caller's right was checked and recorded.
 pub async fn dpo_approve(
     state: &AppState,
     caller: &Caller,
-    id: &str,
+    id: Option<&ExtractId>,
     now: Timestamp,
 ) -> AppResult<Audited<ExtractView>> {
     let entry = role_action(state, caller, "extract.approve").await?;
+    let id = id.ok_or(AppError::NotFound)?;
     let row = decide(state, &caller.actor_id, id, true, None, now).await?;
     Ok(Audited::new(entry, view(state, &row)?))
 }
 
 /// The DPO rejects an extract, with a reason the partner sees (1 to 500
-/// characters).
+/// characters). `id` as for [`dpo_approve`].
 pub async fn dpo_reject(
     state: &AppState,
     caller: &Caller,
-    id: &str,
+    id: Option<&ExtractId>,
     reason: &str,
     now: Timestamp,
 ) -> AppResult<Audited<ExtractView>> {
@@ -613,6 +621,7 @@ pub async fn dpo_reject(
         ));
     }
     let entry = role_action(state, caller, "extract.approve").await?;
+    let id = id.ok_or(AppError::NotFound)?;
     let row = decide(state, &caller.actor_id, id, false, Some(reason.trim()), now).await?;
     Ok(Audited::new(entry, view(state, &row)?))
 }

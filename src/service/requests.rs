@@ -7,8 +7,8 @@ use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::domain::Timestamp;
 use crate::domain::rights::{RightsRequestKind, RightsRequestState};
+use crate::domain::{RightsRequestId, Timestamp};
 use crate::error::{AppError, AppResult};
 use crate::service::access::{own_data, role_action};
 use crate::service::rights::{closing_reason, is_late, legal_deadline};
@@ -74,7 +74,7 @@ pub(crate) async fn request_view(
         .collect();
     Ok(RightsRequestView {
         late: is_late(r.state, r.due_at, now),
-        id: r.id,
+        id: r.id.into_string(),
         resident_id: r.resident_id,
         kind: r.kind.as_str().to_string(),
         purpose: r.purpose,
@@ -110,7 +110,7 @@ pub async fn new_request(
     }
     let entry = own_data(state, caller, "rights.request", None).await?;
     let row = RightsRequestRow {
-        id: uuid::Uuid::new_v4().to_string(),
+        id: RightsRequestId::from_uuid(uuid::Uuid::new_v4()),
         resident_id: caller.actor_id.clone(),
         kind,
         purpose,
@@ -162,11 +162,13 @@ pub async fn all_requests(
 }
 
 /// Extends a request by two months (GDPR art. 12(3)), with the reason the
-/// resident sees: `complexity` or `number_of_requests`.
+/// resident sees: `complexity` or `number_of_requests`. `id` is `None` when
+/// the path could name no request (a malformed id): it is then `not_found`
+/// where an unknown request is, after the checks that come first.
 pub async fn extend(
     state: &AppState,
     caller: &Caller,
-    id: &str,
+    id: Option<&RightsRequestId>,
     reason: String,
     now: Timestamp,
 ) -> AppResult<Audited<RightsRequestView>> {
@@ -188,11 +190,11 @@ pub async fn extend(
 }
 
 /// Closes a request: `granted`, or `refused` with one of
-/// [`crate::service::rights::REFUSAL_REASONS`].
+/// [`crate::service::rights::REFUSAL_REASONS`]. `id` as for [`extend`].
 pub async fn close(
     state: &AppState,
     caller: &Caller,
-    id: &str,
+    id: Option<&RightsRequestId>,
     outcome: String,
     reason: Option<String>,
     now: Timestamp,
@@ -216,12 +218,13 @@ pub async fn close(
 async fn transition(
     state: &AppState,
     caller: &Caller,
-    id: &str,
+    id: Option<&RightsRequestId>,
     to: RightsRequestState,
     reason: Option<String>,
     now: Timestamp,
 ) -> AppResult<Audited<RightsRequestView>> {
     let entry = role_action(state, caller, "rights.manage").await?;
+    let id = id.ok_or(AppError::NotFound)?;
     let r = state
         .store
         .find_rights_request(id)

@@ -7,13 +7,13 @@
 use async_trait::async_trait;
 
 use super::StorageResult;
-use crate::domain::Timestamp;
 use crate::domain::category::Category;
 use crate::domain::extract::{ExtractKind, ExtractState};
+use crate::domain::{ExtractId, Timestamp};
 
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct ExtractRow {
-    pub id: String,
+    pub id: ExtractId,
     pub partner_id: String,
     pub purpose: String,
     pub kind: ExtractKind,
@@ -45,7 +45,7 @@ pub enum ApproveOutcome {
 #[async_trait]
 pub trait ExtractStore: Send + Sync {
     async fn insert_extract(&self, e: &ExtractRow) -> StorageResult<()>;
-    async fn find_extract(&self, id: &str) -> StorageResult<Option<ExtractRow>>;
+    async fn find_extract(&self, id: &ExtractId) -> StorageResult<Option<ExtractRow>>;
     async fn extracts_of_partner(&self, partner_id: &str) -> StorageResult<Vec<ExtractRow>>;
     async fn all_extracts(&self, limit: i64) -> StorageResult<Vec<ExtractRow>>;
     /// Approves a requested extract if the partner's ε budget still holds
@@ -54,7 +54,7 @@ pub trait ExtractStore: Send + Sync {
     /// interleave (both backends).
     async fn extract_approve(
         &self,
-        id: &str,
+        id: &ExtractId,
         budget: f64,
         now: Timestamp,
     ) -> StorageResult<ApproveOutcome>;
@@ -62,16 +62,16 @@ pub trait ExtractStore: Send + Sync {
     /// was not in `from`.
     async fn extract_transition(
         &self,
-        id: &str,
+        id: &ExtractId,
         from: ExtractState,
         to: ExtractState,
         reason: Option<&str>,
         now: Timestamp,
     ) -> StorageResult<bool>;
-    async fn extract_progress(&self, id: &str, done: i64, total: i64) -> StorageResult<()>;
+    async fn extract_progress(&self, id: &ExtractId, done: i64, total: i64) -> StorageResult<()>;
     async fn extract_ready(
         &self,
-        id: &str,
+        id: &ExtractId,
         manifest: &str,
         jws: &str,
         expires_at: Timestamp,
@@ -80,7 +80,7 @@ pub trait ExtractStore: Send + Sync {
     /// ε already spent by a partner (extracts approved with noise).
     async fn epsilon_spent(&self, partner_id: &str) -> StorageResult<f64>;
     /// Ready or downloaded extracts whose file is past its retention.
-    async fn extracts_to_expire(&self, now: Timestamp) -> StorageResult<Vec<String>>;
+    async fn extracts_to_expire(&self, now: Timestamp) -> StorageResult<Vec<ExtractId>>;
     /// One page of an extract's cohort, by resident id after `after`:
     /// active, not restricted, not objecting to the purpose; for a consent
     /// purpose, with a consent given, valid at `now`, under the current
@@ -128,7 +128,7 @@ macro_rules! impl_extract_store {
             Ok(())
         }
 
-        async fn find_extract(&self, id: &str) -> $crate::storage::StorageResult<Option<$crate::storage::ExtractRow>> {
+        async fn find_extract(&self, id: &$crate::domain::ExtractId) -> $crate::storage::StorageResult<Option<$crate::storage::ExtractRow>> {
             Ok(sqlx::query_as(
                 "SELECT id, partner_id, purpose, kind, spec, state, reason, rows_done, rows_total, manifest, manifest_jws, epsilon, created_at, updated_at, expires_at \
                  FROM extracts WHERE id = $1",
@@ -160,7 +160,7 @@ macro_rules! impl_extract_store {
 
         async fn extract_approve(
             &self,
-            id: &str,
+            id: &$crate::domain::ExtractId,
             budget: f64,
             now: $crate::domain::Timestamp,
         ) -> $crate::storage::StorageResult<$crate::storage::ApproveOutcome> {
@@ -210,7 +210,7 @@ macro_rules! impl_extract_store {
 
         async fn extract_transition(
             &self,
-            id: &str,
+            id: &$crate::domain::ExtractId,
             from: $crate::domain::extract::ExtractState,
             to: $crate::domain::extract::ExtractState,
             reason: Option<&str>,
@@ -229,7 +229,7 @@ macro_rules! impl_extract_store {
             Ok(done.rows_affected() == 1)
         }
 
-        async fn extract_progress(&self, id: &str, done: i64, total: i64) -> $crate::storage::StorageResult<()> {
+        async fn extract_progress(&self, id: &$crate::domain::ExtractId, done: i64, total: i64) -> $crate::storage::StorageResult<()> {
             sqlx::query("UPDATE extracts SET rows_done = $2, rows_total = $3 WHERE id = $1")
                 .bind(id)
                 .bind(done)
@@ -241,7 +241,7 @@ macro_rules! impl_extract_store {
 
         async fn extract_ready(
             &self,
-            id: &str,
+            id: &$crate::domain::ExtractId,
             manifest: &str,
             jws: &str,
             expires_at: $crate::domain::Timestamp,
@@ -272,8 +272,8 @@ macro_rules! impl_extract_store {
             Ok(sum.unwrap_or(0.0))
         }
 
-        async fn extracts_to_expire(&self, now: $crate::domain::Timestamp) -> $crate::storage::StorageResult<Vec<String>> {
-            let rows: Vec<(String,)> = sqlx::query_as(
+        async fn extracts_to_expire(&self, now: $crate::domain::Timestamp) -> $crate::storage::StorageResult<Vec<$crate::domain::ExtractId>> {
+            let rows: Vec<($crate::domain::ExtractId,)> = sqlx::query_as(
                 "SELECT id FROM extracts WHERE state IN ('ready', 'downloaded') AND expires_at <= $1",
             )
             .bind(now)

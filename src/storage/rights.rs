@@ -11,11 +11,11 @@ use async_trait::async_trait;
 use super::StorageResult;
 use crate::domain::category::Category;
 use crate::domain::rights::{NoticeKind, RightsRequestKind, RightsRequestState};
-use crate::domain::{Role, Timestamp};
+use crate::domain::{RightsRequestId, Role, Timestamp};
 
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct RightsRequestRow {
-    pub id: String,
+    pub id: RightsRequestId,
     pub resident_id: String,
     pub kind: RightsRequestKind,
     pub purpose: Option<String>,
@@ -27,7 +27,7 @@ pub struct RightsRequestRow {
 
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct RightsEventRow {
-    pub request_id: String,
+    pub request_id: RightsRequestId,
     pub seq: i64,
     pub state: RightsRequestState,
     pub actor_id: String,
@@ -79,16 +79,22 @@ pub trait RightsStore: Send + Sync {
         r: &RightsRequestRow,
         e: &RightsEventRow,
     ) -> StorageResult<()>;
-    async fn find_rights_request(&self, id: &str) -> StorageResult<Option<RightsRequestRow>>;
+    async fn find_rights_request(
+        &self,
+        id: &RightsRequestId,
+    ) -> StorageResult<Option<RightsRequestRow>>;
     async fn rights_requests_of(&self, resident_id: &str) -> StorageResult<Vec<RightsRequestRow>>;
     /// Every request, open ones first by due date (the DPO's list).
     async fn all_rights_requests(&self, limit: i64) -> StorageResult<Vec<RightsRequestRow>>;
-    async fn rights_request_events(&self, id: &str) -> StorageResult<Vec<RightsEventRow>>;
+    async fn rights_request_events(
+        &self,
+        id: &RightsRequestId,
+    ) -> StorageResult<Vec<RightsEventRow>>;
     /// Moves a request to `state` (and `due_at`) if it is still in
     /// `from_state`; appends the event. False when it was not.
     async fn update_rights_request(
         &self,
-        id: &str,
+        id: &RightsRequestId,
         from_state: RightsRequestState,
         state: RightsRequestState,
         due_at: Timestamp,
@@ -254,7 +260,7 @@ macro_rules! impl_rights_store {
 
         async fn find_rights_request(
             &self,
-            id: &str,
+            id: &$crate::domain::RightsRequestId,
         ) -> $crate::storage::StorageResult<Option<$crate::storage::RightsRequestRow>> {
             Ok(sqlx::query_as(
                 "SELECT id, resident_id, kind, purpose, state, created_at, due_at, updated_at FROM rights_requests WHERE id = $1",
@@ -292,7 +298,7 @@ macro_rules! impl_rights_store {
 
         async fn rights_request_events(
             &self,
-            id: &str,
+            id: &$crate::domain::RightsRequestId,
         ) -> $crate::storage::StorageResult<Vec<$crate::storage::RightsEventRow>> {
             Ok(sqlx::query_as(
                 "SELECT request_id, seq, state, actor_id, actor_role, reason, at FROM rights_request_events \
@@ -305,7 +311,7 @@ macro_rules! impl_rights_store {
 
         async fn update_rights_request(
             &self,
-            id: &str,
+            id: &$crate::domain::RightsRequestId,
             from_state: $crate::domain::rights::RightsRequestState,
             state: $crate::domain::rights::RightsRequestState,
             due_at: $crate::domain::Timestamp,

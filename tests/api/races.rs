@@ -149,7 +149,7 @@ async fn concurrent_extract_decisions_apply_one() {
         let all: Vec<_> = a.iter().chain(r.iter()).cloned().collect();
         assert_eq!(winners(&all), 1, "{all:?}");
         assert_losers_say(&all, &["invalid_transition"]);
-        let row = app.store.find_extract(&id).await.unwrap().unwrap();
+        let row = app.store.find_extract(&crate::support::eid(&id)).await.unwrap().unwrap();
         let approved = winners(&a) == 1;
         if approved {
             assert_ne!(row.state.as_str(), "rejected");
@@ -207,8 +207,17 @@ async fn concurrent_rights_request_transitions_apply_one() {
                 "already_extended",
             ],
         );
-        let row = app.store.find_rights_request(&id).await.unwrap().unwrap();
-        let events = app.store.rights_request_events(&id).await.unwrap();
+        let row = app
+            .store
+            .find_rights_request(&crate::support::rid(&id))
+            .await
+            .unwrap()
+            .unwrap();
+        let events = app
+            .store
+            .rights_request_events(&crate::support::rid(&id))
+            .await
+            .unwrap();
         let closes = events
             .iter()
             .filter(|e| {

@@ -499,3 +499,13 @@ pub fn joined<T: std::fmt::Display>(items: &[T]) -> String {
         .collect::<Vec<_>>()
         .join(",")
 }
+
+/// An extract id a test holds as text.
+pub fn eid(id: &str) -> coffre::domain::ExtractId {
+    coffre::domain::ExtractId::parse(id).unwrap()
+}
+
+/// A rights request id a test holds as text.
+pub fn rid(id: &str) -> coffre::domain::RightsRequestId {
+    coffre::domain::RightsRequestId::parse(id).unwrap()
+}

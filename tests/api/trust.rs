@@ -315,7 +315,7 @@ async fn concurrent_approvals_never_overspend_the_epsilon_budget() {
         let outcomes = futures_util::future::join_all(ids.iter().map(|id| {
             let store = app.store.clone();
             let id = id.clone();
-            tokio::spawn(async move { store.extract_approve(&id, 5.0, now).await.unwrap() })
+            tokio::spawn(async move { store.extract_approve(&crate::support::eid(&id), 5.0, now).await.unwrap() })
         }))
         .await;
         let approved = outcomes

@@ -94,7 +94,7 @@ fn request(
 ) -> (RightsRequestRow, RightsEventRow) {
     (
         RightsRequestRow {
-            id: id.into(),
+            id: crate::support::rid(id),
             resident_id: "awa".into(),
             kind: "erasure".parse().unwrap(),
             purpose: None,
@@ -109,7 +109,7 @@ fn request(
 
 fn event(request_id: &str, state: &str, at: i64) -> RightsEventRow {
     RightsEventRow {
-        request_id: request_id.into(),
+        request_id: crate::support::rid(request_id),
         seq: 1,
         state: state.parse().unwrap(),
         actor_id: "dpo".into(),
@@ -136,14 +136,18 @@ async fn a_rights_request_moves_only_from_the_state_it_is_in() {
             "same id",
         );
         assert_eq!(
-            store.rights_request_events("r1").await.unwrap().len(),
+            store
+                .rights_request_events(&crate::support::rid("r1"))
+                .await
+                .unwrap()
+                .len(),
             1,
             "{b}"
         );
 
         let moved = store
             .update_rights_request(
-                "r1",
+                &crate::support::rid("r1"),
                 "extended".parse().unwrap(),
                 "granted".parse().unwrap(),
                 T0 + 30,
@@ -154,7 +158,7 @@ async fn a_rights_request_moves_only_from_the_state_it_is_in() {
         assert!(!moved, "not in that state ({b})");
         let moved = store
             .update_rights_request(
-                "r1",
+                &crate::support::rid("r1"),
                 "received".parse().unwrap(),
                 "extended".parse().unwrap(),
                 T0 + 90,
@@ -163,14 +167,18 @@ async fn a_rights_request_moves_only_from_the_state_it_is_in() {
             .await
             .unwrap();
         assert!(moved, "{b}");
-        let r = store.find_rights_request("r1").await.unwrap().unwrap();
+        let r = store
+            .find_rights_request(&crate::support::rid("r1"))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
             (r.state.as_str(), r.due_at, r.updated_at),
             ("extended", T0 + 90, T0 + 5)
         );
         store
             .update_rights_request(
-                "r1",
+                &crate::support::rid("r1"),
                 "extended".parse().unwrap(),
                 "granted".parse().unwrap(),
                 T0 + 90,
@@ -180,7 +188,7 @@ async fn a_rights_request_moves_only_from_the_state_it_is_in() {
             .unwrap();
         // Events numbered by the store, in order.
         let events: Vec<_> = store
-            .rights_request_events("r1")
+            .rights_request_events(&crate::support::rid("r1"))
             .await
             .unwrap()
             .into_iter()
@@ -201,7 +209,7 @@ async fn a_rights_request_moves_only_from_the_state_it_is_in() {
                 let to = if i % 2 == 0 { "granted" } else { "refused" };
                 store
                     .update_rights_request(
-                        "r2",
+                        &crate::support::rid("r2"),
                         "received".parse().unwrap(),
                         to.parse().unwrap(),
                         T0 + 20,
@@ -218,7 +226,11 @@ async fn a_rights_request_moves_only_from_the_state_it_is_in() {
             "{b}: {outcomes:?}"
         );
         assert_eq!(
-            store.rights_request_events("r2").await.unwrap().len(),
+            store
+                .rights_request_events(&crate::support::rid("r2"))
+                .await
+                .unwrap()
+                .len(),
             2,
             "{b}"
         );
