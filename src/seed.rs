@@ -518,7 +518,8 @@ pub async fn seed_territory(
                         categories: purpose.categories.clone(),
                         valid_until: Some(until),
                     };
-                    let consent_id = format!("{id}-{purpose_id}");
+                    let consent_id = crate::domain::ConsentId::parse(&format!("{id}-{purpose_id}"))
+                        .map_err(|e| AppError::internal(format!("seed consent id: {e}")))?;
                     let event_id = format!("{consent_id}-1");
                     let actor = Actor {
                         id: id.clone(),
@@ -531,7 +532,7 @@ pub async fn seed_territory(
                         purpose,
                         &keys,
                         &id,
-                        &consent_id,
+                        consent_id.as_str(),
                         &event_id,
                         &recorded,
                         0,

@@ -14,7 +14,7 @@ use crate::audit::AuditRecord;
 use crate::domain::category::Category;
 use crate::domain::consent::{self, ConsentState, GiveRequest, Recorded, parse_until};
 use crate::domain::purpose::Purpose;
-use crate::domain::{Role, Timestamp};
+use crate::domain::{ConsentId, Role, Timestamp};
 use crate::error::{AppError, AppResult};
 use crate::service::access::own_data;
 use crate::service::{Audited, Caller};
@@ -118,7 +118,7 @@ pub fn covering_consent(
         return None;
     }
     let consent = recorded_parts(row.state, &row.categories, row.valid_until);
-    consent.covers(category, now).then_some(row.id)
+    consent.covers(category, now).then(|| row.id.into_string())
 }
 
 /// A decision's categories as they are recorded: names the decision took
@@ -156,7 +156,7 @@ fn recorded_parts(
 pub fn view(row: &ConsentRow, now: Timestamp) -> ConsentView {
     let r = recorded(row);
     ConsentView {
-        id: row.id.clone(),
+        id: row.id.to_string(),
         purpose: row.purpose.clone(),
         state: r.effective(now),
         categories: r.categories,
@@ -243,14 +243,14 @@ pub async fn decide(
     let consent_id = current_row
         .as_ref()
         .map(|c| c.id.clone())
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        .unwrap_or_else(|| ConsentId::from_uuid(uuid::Uuid::new_v4()));
     let event_id = uuid::Uuid::new_v4().to_string();
     let claims = receipt_claims(
         state,
         purpose,
         &keys,
         resident_id,
-        &consent_id,
+        consent_id.as_str(),
         &event_id,
         &next,
         audit_index,
@@ -638,7 +638,7 @@ pub async fn decide_own(
 
 /// One of the caller's own consents; someone else's is indistinguishable
 /// from none.
-async fn own_consent(state: &AppState, caller: &Caller, id: &str) -> AppResult<ConsentRow> {
+async fn own_consent(state: &AppState, caller: &Caller, id: &ConsentId) -> AppResult<ConsentRow> {
     match state.store.find_consent_by_id(id).await? {
         Some(row) if row.resident_id == caller.actor_id => Ok(row),
         _ => Err(AppError::NotFound),
@@ -646,13 +646,16 @@ async fn own_consent(state: &AppState, caller: &Caller, id: &str) -> AppResult<C
 }
 
 /// The resident withdraws a consent: effective at once, never retroactive.
+/// `id` is `None` when the path could name no consent (a malformed id): it
+/// is then `not_found`, after the caller's right was checked and recorded,
+/// as an unknown consent is.
 pub async fn withdraw_own(
     state: &AppState,
     caller: &Caller,
-    id: &str,
+    id: Option<&ConsentId>,
 ) -> AppResult<ConsentOutcome> {
     resident_only(state, caller, "consent.withdraw").await?;
-    let row = own_consent(state, caller, id).await?;
+    let row = own_consent(state, caller, id.ok_or(AppError::NotFound)?).await?;
     decide(
         state,
         &own_actor(caller),
@@ -665,7 +668,11 @@ pub async fn withdraw_own(
 
 /// One of the caller's own consents once withdrawn (the page that says
 /// what a withdrawal means); anything else is `not_found`.
-pub async fn own_withdrawn(state: &AppState, caller: &Caller, id: &str) -> AppResult<ConsentRow> {
+pub async fn own_withdrawn(
+    state: &AppState,
+    caller: &Caller,
+    id: &ConsentId,
+) -> AppResult<ConsentRow> {
     let row = own_consent(state, caller, id).await?;
     if row.state == ConsentState::Withdrawn {
         Ok(row)
@@ -674,10 +681,15 @@ pub async fn own_withdrawn(state: &AppState, caller: &Caller, id: &str) -> AppRe
     }
 }
 
-/// The signed receipts of one of the caller's consents.
-pub async fn receipts(state: &AppState, caller: &Caller, id: &str) -> AppResult<Audited<Receipts>> {
+/// The signed receipts of one of the caller's consents. `id` as for
+/// [`withdraw_own`].
+pub async fn receipts(
+    state: &AppState,
+    caller: &Caller,
+    id: Option<&ConsentId>,
+) -> AppResult<Audited<Receipts>> {
     let entry = own_data(state, caller, "consent.read", None).await?;
-    let row = own_consent(state, caller, id).await?;
+    let row = own_consent(state, caller, id.ok_or(AppError::NotFound)?).await?;
     let receipts = state
         .store
         .consent_events(&row.id)

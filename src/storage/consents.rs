@@ -8,14 +8,14 @@ use async_trait::async_trait;
 
 use super::StorageResult;
 use super::columns::CategoryList;
-use crate::domain::Role;
 use crate::domain::category::Category;
 use crate::domain::consent::ConsentState;
+use crate::domain::{ConsentId, Role};
 
 /// The columns of a consent the access decision reads.
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct ConsentForDecision {
-    pub id: String,
+    pub id: ConsentId,
     /// Given, refused or withdrawn.
     pub state: ConsentState,
     #[sqlx(try_from = "CategoryList")]
@@ -27,7 +27,7 @@ pub struct ConsentForDecision {
 /// The current recorded state of one (resident, purpose) consent.
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct ConsentRow {
-    pub id: String,
+    pub id: ConsentId,
     pub resident_id: String,
     pub purpose: String,
     /// Given, refused or withdrawn (expiry is derived from the clock).
@@ -45,7 +45,7 @@ pub struct ConsentRow {
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct ConsentEventRow {
     pub id: String,
-    pub consent_id: String,
+    pub consent_id: ConsentId,
     pub purpose: String,
     pub state: ConsentState,
     #[sqlx(try_from = "CategoryList")]
@@ -77,10 +77,10 @@ pub trait ConsentStore: Send + Sync {
         resident_id: &str,
         purpose: &str,
     ) -> StorageResult<Option<ConsentForDecision>>;
-    async fn find_consent_by_id(&self, id: &str) -> StorageResult<Option<ConsentRow>>;
+    async fn find_consent_by_id(&self, id: &ConsentId) -> StorageResult<Option<ConsentRow>>;
     async fn consents_of(&self, resident_id: &str) -> StorageResult<Vec<ConsentRow>>;
     /// A consent's history, oldest first.
-    async fn consent_events(&self, consent_id: &str) -> StorageResult<Vec<ConsentEventRow>>;
+    async fn consent_events(&self, consent_id: &ConsentId) -> StorageResult<Vec<ConsentEventRow>>;
     /// Appends an event and sets the current state, in one transaction, only
     /// if the current state is still the one the decision was made on
     /// (`expected_seq`: `None` when there was no consent yet). Otherwise
@@ -130,7 +130,7 @@ macro_rules! impl_consent_store {
 
         async fn find_consent_by_id(
             &self,
-            id: &str,
+            id: &$crate::domain::ConsentId,
         ) -> $crate::storage::StorageResult<Option<$crate::storage::ConsentRow>> {
             Ok(sqlx::query_as(
                 "SELECT id, resident_id, purpose, state, categories, valid_until, notice_version, updated_at, seq \
@@ -156,7 +156,7 @@ macro_rules! impl_consent_store {
 
         async fn consent_events(
             &self,
-            consent_id: &str,
+            consent_id: &$crate::domain::ConsentId,
         ) -> $crate::storage::StorageResult<Vec<$crate::storage::ConsentEventRow>> {
             Ok(sqlx::query_as(
                 "SELECT id, consent_id, purpose, state, categories, valid_until, notice_version, \

@@ -347,7 +347,7 @@ async fn run_case(
                         .clone(),
                 ),
             };
-            let id = uuid::Uuid::new_v4().to_string();
+            let id = crate::support::cid(&uuid::Uuid::new_v4().to_string());
             let row = coffre::storage::ConsentRow {
                 id: id.clone(),
                 resident_id: resident.clone(),
@@ -546,7 +546,7 @@ async fn facts_handed_in_for_another_resident_or_purpose_are_not_used() {
             purpose: p.to_string(),
             resident_active: true,
             consent: Some(coffre::storage::ConsentForDecision {
-                id: "forged".into(),
+                id: crate::support::cid("forged"),
                 state: "given".parse().unwrap(),
                 categories: crate::support::categories("mobility,household,housing"),
                 valid_until: Some(now + 86_400),

@@ -509,3 +509,8 @@ pub fn eid(id: &str) -> coffre::domain::ExtractId {
 pub fn rid(id: &str) -> coffre::domain::RightsRequestId {
     coffre::domain::RightsRequestId::parse(id).unwrap()
 }
+
+/// A consent id a test holds as text.
+pub fn cid(id: &str) -> coffre::domain::ConsentId {
+    coffre::domain::ConsentId::parse(id).unwrap()
+}

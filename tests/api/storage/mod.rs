@@ -221,7 +221,7 @@ impl Decision<'_> {
     }
 
     pub fn rows(&self, audit_index: i64) -> (ConsentRow, ConsentEventRow) {
-        let consent_id = format!("c-{}-{}", self.resident, self.purpose);
+        let consent_id = crate::support::cid(&format!("c-{}-{}", self.resident, self.purpose));
         let current = ConsentRow {
             id: consent_id.clone(),
             resident_id: self.resident.into(),

@@ -29,7 +29,7 @@ async fn a_seed_batch_is_written_whole_or_not_at_all() {
                     .push((id.clone(), record(&format!("rec-{id}"), "contact", 1, T0)));
             }
             if i < 600 {
-                let consent_id = format!("c-{id}");
+                let consent_id = crate::support::cid(&format!("c-{id}"));
                 batch.consents.push(ConsentRow {
                     id: consent_id.clone(),
                     resident_id: id.clone(),
