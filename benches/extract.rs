@@ -152,7 +152,7 @@ fn main() {
         )
         .await
         .unwrap();
-        store.extract_transition(&row.id, "requested", "approved", None, clock.now()).await.unwrap();
+        store.extract_transition(&row.id, coffre::domain::extract::ExtractState::Requested, coffre::domain::extract::ExtractState::Approved, None, clock.now()).await.unwrap();
         let t = Instant::now();
         coffre::service::extract_build::build(&state, &row.id, clock.now()).await.unwrap();
         let built = t.elapsed().as_secs_f64();

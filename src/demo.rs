@@ -276,14 +276,13 @@ pub async fn seed_directory(store: &dyn Store, now: Timestamp) -> StorageResult<
     }
     // Marked first: `serve --demo` later accepts this database as its own.
     store.set_instance_mark(DEMO_MARK, now).await?;
-    let allowed: Vec<&str> = Demarche::ALL.iter().map(|d| d.as_str()).collect();
     store
         .insert_structure(
             &StructureRow {
                 id: STRUCTURE_CCAS.into(),
                 siret: "26340001200013".into(),
                 name: "CCAS de l'Agglo (démo)".into(),
-                allowed_demarches: allowed.join(","),
+                allowed_demarches: Demarche::ALL.to_vec(),
                 active: true,
             },
             now,
@@ -299,7 +298,7 @@ pub async fn seed_directory(store: &dyn Store, now: Timestamp) -> StorageResult<
             .insert_agent(
                 &AgentRow {
                     id: p.id.into(),
-                    role: p.role.as_str().into(),
+                    role: p.role,
                     display_name: p.name.into(),
                     structure_id,
                     active: true,

@@ -203,7 +203,12 @@ pub fn agent_id(insee: &str, k: u64) -> String {
 }
 
 /// The démarches a CCAS handles for the people it helps.
-const CCAS_DEMARCHES: [&str; 4] = ["social", "logement", "papiers", "argent"];
+const CCAS_DEMARCHES: [Demarche; 4] = [
+    Demarche::Social,
+    Demarche::Logement,
+    Demarche::Papiers,
+    Demarche::Argent,
+];
 
 /// The territory's services: one CCAS per commune, each with a référent and
 /// two aidants, and the partners the register names as recipients. Only
@@ -215,7 +220,6 @@ async fn seed_directory(
     now: Timestamp,
     report: &mut SeedReport,
 ) -> AppResult<()> {
-    let allowed: Vec<&str> = Demarche::ALL.iter().map(|d| d.as_str()).collect();
     for (n, (insee, _, _)) in communes.iter().enumerate() {
         let sid = structure_id(insee);
         if state.store.find_structure(&sid).await?.is_none() {
@@ -227,7 +231,7 @@ async fn seed_directory(
                         // INSEE-format but synthetic: no real SIRET starts 2631900.
                         siret: format!("2631900{n:02}00019"),
                         name: format!("CCAS de la commune {insee} (synthétique)"),
-                        allowed_demarches: allowed.join(","),
+                        allowed_demarches: Demarche::ALL.to_vec(),
                         active: true,
                     },
                     now,
@@ -252,7 +256,7 @@ async fn seed_directory(
                 .insert_agent(
                     &AgentRow {
                         id,
-                        role: role.as_str().into(),
+                        role,
                         display_name: name,
                         structure_id: Some(sid.clone()),
                         active: true,
@@ -370,7 +374,7 @@ pub async fn seed_territory(
         };
         let end = (i + BATCH).min(n);
         // Mandates of this batch, made once its residents exist.
-        let mut mandates: Vec<(String, usize, Vec<String>, u64)> = Vec::new();
+        let mut mandates: Vec<(String, usize, Vec<Demarche>, u64)> = Vec::new();
         for k in i..end {
             if household_left == 0 {
                 let size = 1 + rng.weighted(&[36, 33, 14, 12, 5]) as u64;
@@ -512,7 +516,8 @@ pub async fn seed_territory(
                         categories: purpose.categories.clone(),
                         valid_until: Some(until),
                     };
-                    let consent_id = format!("{id}-{purpose_id}");
+                    let consent_id = crate::domain::ConsentId::parse(&format!("{id}-{purpose_id}"))
+                        .map_err(|e| AppError::internal(format!("seed consent id: {e}")))?;
                     let event_id = format!("{consent_id}-1");
                     let actor = Actor {
                         id: id.clone(),
@@ -525,7 +530,7 @@ pub async fn seed_territory(
                         purpose,
                         &keys,
                         &id,
-                        &consent_id,
+                        consent_id.as_str(),
                         &event_id,
                         &recorded,
                         0,
@@ -534,12 +539,15 @@ pub async fn seed_territory(
                     );
                     let receipt = crate::crypto::jws::sign(&keys, &claims)
                         .map_err(|_| AppError::internal("receipt"))?;
-                    let categories = purpose.categories.join(",");
+                    let categories = state
+                        .categories
+                        .all_of(&purpose.categories)
+                        .map_err(|e| AppError::internal(format!("seed purpose invalid: {e}")))?;
                     batch.consents.push(ConsentRow {
                         id: consent_id.clone(),
                         resident_id: id.clone(),
                         purpose: purpose.id.clone(),
-                        state: "given".into(),
+                        state: ConsentState::Given,
                         categories: categories.clone(),
                         valid_until: Some(until),
                         notice_version: purpose.notice_version.clone(),
@@ -550,12 +558,12 @@ pub async fn seed_territory(
                         id: event_id,
                         consent_id,
                         purpose: purpose.id.clone(),
-                        state: "given".into(),
+                        state: ConsentState::Given,
                         categories,
                         valid_until: Some(until),
                         notice_version: purpose.notice_version.clone(),
                         actor_id: id.clone(),
-                        actor_role: "resident".into(),
+                        actor_role: Role::Resident,
                         structure_id: None,
                         audit_index: 0,
                         receipt,
@@ -571,9 +579,9 @@ pub async fn seed_territory(
             };
             if mandated {
                 let first = rng.below(CCAS_DEMARCHES.len() as u64) as usize;
-                let mut ds = vec![CCAS_DEMARCHES[first].to_string()];
+                let mut ds = vec![CCAS_DEMARCHES[first]];
                 if rng.chance(50) {
-                    ds.push(CCAS_DEMARCHES[(first + 1) % CCAS_DEMARCHES.len()].to_string());
+                    ds.push(CCAS_DEMARCHES[(first + 1) % CCAS_DEMARCHES.len()]);
                 }
                 mandates.push((id.clone(), commune, ds, 1 + rng.below(2)));
             }

@@ -128,7 +128,7 @@ pub(super) async fn agent_add(
         .insert_agent(
             &crate::storage::AgentRow {
                 id: id.clone(),
-                role: role.as_str().to_string(),
+                role,
                 display_name: name.trim().to_string(),
                 structure_id,
                 active: true,
@@ -259,7 +259,7 @@ pub(super) async fn structure_add(
                 id: id.clone(),
                 siret: siret.as_str().to_string(),
                 name: name.trim().to_string(),
-                allowed_demarches: ds.iter().map(|d| d.as_str()).collect::<Vec<_>>().join(","),
+                allowed_demarches: ds,
                 active: true,
             },
             clock.now(),

@@ -49,9 +49,23 @@ fn default_history_days() -> u32 {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Category(String);
 
+impl std::fmt::Display for Category {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 impl Category {
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// A category name read back from what was recorded (a consent, a
+    /// record): it was checked against the register when it was written,
+    /// and the register may have dropped it since, so only its form is
+    /// checked here.
+    pub fn recorded(name: &str) -> Option<Category> {
+        is_identifier(name).then(|| Category(name.to_string()))
     }
 }
 
@@ -108,6 +122,12 @@ impl Categories {
 
     pub fn builtin() -> Result<Self, String> {
         Self::parse(BUILTIN_CATEGORIES)
+    }
+
+    /// Every category of a list of names (a purpose's, a consent's), or the
+    /// first unknown one.
+    pub fn all_of(&self, names: &[String]) -> Result<Vec<Category>, RecordError> {
+        names.iter().map(|n| self.category(n)).collect()
     }
 
     /// A category by name, or `unknown_category`.

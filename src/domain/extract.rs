@@ -18,6 +18,29 @@ use std::collections::{BTreeMap, BTreeSet};
 /// The smallest cell published (INSEE's statistical secrecy rule).
 pub const MIN_CELL: u64 = 11;
 
+code_enum!(
+    /// What an extract holds: pseudonymised rows, or aggregates.
+    ExtractKind {
+        Records => "records",
+        Aggregate => "aggregate",
+    }
+);
+
+code_enum!(
+    /// Where an extract is in its life: asked, decided by the DPO, built,
+    /// taken, gone.
+    ExtractState {
+        Requested => "requested",
+        Approved => "approved",
+        Rejected => "rejected",
+        Building => "building",
+        Ready => "ready",
+        Downloaded => "downloaded",
+        Expired => "expired",
+        Failed => "failed",
+    }
+);
+
 /// One cell of an aggregate: how many residents, and sums of numeric fields.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Cell {

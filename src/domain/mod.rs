@@ -2,14 +2,89 @@
 //!
 //! Types here can only be built valid; the rest of the code never re-checks.
 
+/// A closed set of codes, stored and sent as text: `ALL`, `as_str`,
+/// `parse` (an unknown code is `None`) and `Display`.
+macro_rules! code_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $code:literal,)+ }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant,)+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $code,)+
+                }
+            }
+
+            pub fn parse(s: &str) -> Option<Self> {
+                Self::ALL.iter().copied().find(|x| x.as_str() == s)
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = $crate::domain::UnknownCode;
+            fn from_str(s: &str) -> Result<Self, $crate::domain::UnknownCode> {
+                Self::parse(s).ok_or($crate::domain::UnknownCode(stringify!($name)))
+            }
+        }
+    };
+}
+
+/// A text that is not one of a closed set's codes; names the set, not the
+/// text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("not a {0} code")]
+pub struct UnknownCode(pub &'static str);
+
+/// `Display` and `FromStr` through the codes of an enum that has `as_str`
+/// and `parse` of its own.
+macro_rules! code_text {
+    ($name:ty) => {
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = $crate::domain::UnknownCode;
+            fn from_str(s: &str) -> Result<Self, $crate::domain::UnknownCode> {
+                Self::parse(s).ok_or($crate::domain::UnknownCode(stringify!($name)))
+            }
+        }
+    };
+}
+
+code_text!(Role);
+code_text!(Demarche);
+code_text!(consent::ConsentState);
+
 pub mod access;
 pub mod category;
 pub mod consent;
 pub mod deposit;
 pub mod extract;
+pub mod ids;
 pub mod mandate;
 pub mod purpose;
+pub mod rights;
 pub mod source;
+
+pub use ids::{
+    AgentId, ConsentId, DraftId, ExtractId, IdError, MandateId, PartnerId, Pseudonym, PurposeId,
+    ResidentId, RightsRequestId, StructureId,
+};
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

@@ -8,6 +8,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::AppState;
+use crate::domain::ConsentId;
 use crate::domain::purpose::Purpose;
 use crate::error::AppResult;
 use crate::http::ApiJson;
@@ -84,7 +85,7 @@ pub async fn withdraw(
     Path(id): Path<String>,
 ) -> AppResult<Json<ConsentOutcome>> {
     Ok(Json(
-        consents::withdraw_own(&state, &user.caller(&rid), &id).await?,
+        consents::withdraw_own(&state, &user.caller(&rid), consent_id(&id).as_ref()).await?,
     ))
 }
 
@@ -99,6 +100,12 @@ pub async fn receipts(
     Path(id): Path<String>,
 ) -> AppResult<Response> {
     Ok(audited_json(
-        consents::receipts(&state, &user.caller(&rid), &id).await?,
+        consents::receipts(&state, &user.caller(&rid), consent_id(&id).as_ref()).await?,
     ))
+}
+
+/// The consent a path names, parsed once; a malformed id names none, and
+/// the use case answers it as an unknown one.
+fn consent_id(raw: &str) -> Option<ConsentId> {
+    ConsentId::parse(raw).ok()
 }

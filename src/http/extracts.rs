@@ -10,7 +10,8 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::error::AppResult;
+use crate::domain::ExtractId;
+use crate::error::{AppError, AppResult};
 use crate::http::ApiJson;
 use crate::http::audit::{RequestId, audited_json, with_entry};
 use crate::http::partner::Partner;
@@ -56,7 +57,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> AppResult<Json<ExtractView>> {
     Ok(Json(
-        extracts::partner_get(&state, &partner.caller(&rid), &id).await?,
+        extracts::partner_get(&state, &partner.caller(&rid), &extract_id(&id)?).await?,
     ))
 }
 
@@ -73,7 +74,7 @@ pub async fn file(
     Path(id): Path<String>,
 ) -> AppResult<Response> {
     let now = state.clock.now();
-    let done = extracts::download(&state, &partner.caller(&rid), &id, now).await?;
+    let done = extracts::download(&state, &partner.caller(&rid), &extract_id(&id)?, now).await?;
     // 64 KiB at a time: memory does not grow with the file.
     let stream = futures_util::stream::unfold(done.value, |mut file| async move {
         use tokio::io::AsyncReadExt;
@@ -131,7 +132,13 @@ pub async fn approve(
 ) -> AppResult<Response> {
     let now = state.clock.now();
     Ok(audited_json(
-        extracts::dpo_approve(&state, &user.caller(&rid), &id, now).await?,
+        extracts::dpo_approve(
+            &state,
+            &user.caller(&rid),
+            ExtractId::parse(&id).ok().as_ref(),
+            now,
+        )
+        .await?,
     ))
 }
 
@@ -147,6 +154,20 @@ pub async fn reject(
 ) -> AppResult<Response> {
     let now = state.clock.now();
     Ok(audited_json(
-        extracts::dpo_reject(&state, &user.caller(&rid), &id, &body.reason, now).await?,
+        extracts::dpo_reject(
+            &state,
+            &user.caller(&rid),
+            ExtractId::parse(&id).ok().as_ref(),
+            &body.reason,
+            now,
+        )
+        .await?,
     ))
+}
+
+/// The extract a partner's path names: a malformed id names none, and is
+/// `not_found` as an unknown one is (nothing is decided or recorded before
+/// a partner's extract is found).
+fn extract_id(raw: &str) -> AppResult<ExtractId> {
+    ExtractId::parse(raw).map_err(|_| AppError::NotFound)
 }

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use crate::AppState;
+use crate::domain::RightsRequestId;
 use crate::error::AppResult;
 use crate::http::ApiJson;
 use crate::http::audit::{RequestId, audited_json, with_entry};
@@ -201,7 +202,14 @@ pub async fn extend(
 ) -> AppResult<Response> {
     let now = state.clock.now();
     Ok(audited_json(
-        requests::extend(&state, &user.caller(&rid), &id, body.reason, now).await?,
+        requests::extend(
+            &state,
+            &user.caller(&rid),
+            RightsRequestId::parse(&id).ok().as_ref(),
+            body.reason,
+            now,
+        )
+        .await?,
     ))
 }
 
@@ -220,7 +228,9 @@ pub async fn close(
         requests::close(
             &state,
             &user.caller(&rid),
-            &id,
+            // A malformed id names no request: the use case answers it as
+            // unknown, after the checks that come first.
+            RightsRequestId::parse(&id).ok().as_ref(),
             body.outcome,
             body.reason,
             now,

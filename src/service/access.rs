@@ -135,7 +135,7 @@ pub async fn evaluate<'r>(
             if resident_active
                 && crate::service::consents::consent_could_cover(p, c, Some(req.actor_id)) =>
         {
-            crate::service::consents::covering_consent(p, facts.consent.clone(), c, now)?
+            crate::service::consents::covering_consent(p, facts.consent.clone(), c, now)
         }
         _ => None,
     };
@@ -152,7 +152,7 @@ pub async fn evaluate<'r>(
         {
             state
                 .store
-                .live_authorisation(r, s, d.as_str(), now)
+                .live_authorisation(r, s, d, now)
                 .await?
                 .map(|a| a.mandate_id)
         }

@@ -192,7 +192,7 @@ async fn structure_list(
                 .map(|a| MandatedResident {
                     resident_id: a.resident_id,
                     mandate_id: a.mandate_id,
-                    demarche: a.demarche,
+                    demarche: a.demarche.as_str().to_string(),
                     expires_at: a.expires_at,
                 })
                 .collect(),

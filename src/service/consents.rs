@@ -12,9 +12,10 @@ use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::audit::AuditRecord;
+use crate::domain::category::Category;
 use crate::domain::consent::{self, ConsentState, GiveRequest, Recorded, parse_until};
 use crate::domain::purpose::Purpose;
-use crate::domain::{Role, Timestamp};
+use crate::domain::{ConsentId, Role, Timestamp};
 use crate::error::{AppError, AppResult};
 use crate::service::access::own_data;
 use crate::service::{Audited, Caller};
@@ -92,7 +93,7 @@ pub async fn valid_consent(
         return Ok(None);
     }
     let row = store.consent_for_decision(resident_id, &purpose.id).await?;
-    covering_consent(purpose, row, category, now)
+    Ok(covering_consent(purpose, row, category, now))
 }
 
 /// Whether a consent could allow this use at all: the purpose rests on
@@ -110,55 +111,60 @@ pub fn covering_consent(
     row: Option<ConsentForDecision>,
     category: &str,
     now: Timestamp,
-) -> AppResult<Option<String>> {
-    let Some(row) = row else {
-        return Ok(None);
-    };
+) -> Option<String> {
+    let row = row?;
     // A consent covers the notice it was given under: when the register's
     // text of the purpose changes (new recipients, say), it must be given again.
     if row.notice_version != purpose.notice_version {
-        return Ok(None);
+        return None;
     }
-    let consent = recorded_parts(&row.id, &row.state, &row.categories, row.valid_until)?;
-    Ok(consent.covers(category, now).then_some(row.id))
+    let consent = recorded_parts(row.state, &row.categories, row.valid_until);
+    consent.covers(category, now).then(|| row.id.into_string())
 }
 
-pub fn split_categories(s: &str) -> Vec<String> {
-    s.split(',')
-        .filter(|c| !c.is_empty())
-        .map(str::to_string)
+/// A decision's categories as they are recorded: names the decision took
+/// from the purpose or from the consent it changes.
+fn recorded_categories(names: &[String]) -> AppResult<Vec<Category>> {
+    names
+        .iter()
+        .map(|n| {
+            Category::recorded(n).ok_or_else(|| AppError::internal("consent category malformed"))
+        })
         .collect()
 }
 
-pub fn recorded(row: &ConsentRow) -> AppResult<Recorded> {
-    recorded_parts(&row.id, &row.state, &row.categories, row.valid_until)
+/// The names of recorded categories, as views and receipts show them.
+pub fn category_names(categories: &[Category]) -> Vec<String> {
+    categories.iter().map(|c| c.as_str().to_string()).collect()
+}
+
+pub fn recorded(row: &ConsentRow) -> Recorded {
+    recorded_parts(row.state, &row.categories, row.valid_until)
 }
 
 fn recorded_parts(
-    id: &str,
-    state: &str,
-    categories: &str,
+    state: ConsentState,
+    categories: &[Category],
     valid_until: Option<Timestamp>,
-) -> AppResult<Recorded> {
-    Ok(Recorded {
-        state: ConsentState::parse(state)
-            .ok_or_else(|| AppError::internal(format!("consent {id}: unknown state")))?,
-        categories: split_categories(categories),
+) -> Recorded {
+    Recorded {
+        state,
+        categories: category_names(categories),
         valid_until,
-    })
+    }
 }
 
-pub fn view(row: &ConsentRow, now: Timestamp) -> AppResult<ConsentView> {
-    let r = recorded(row)?;
-    Ok(ConsentView {
-        id: row.id.clone(),
+pub fn view(row: &ConsentRow, now: Timestamp) -> ConsentView {
+    let r = recorded(row);
+    ConsentView {
+        id: row.id.to_string(),
         purpose: row.purpose.clone(),
         state: r.effective(now),
         categories: r.categories,
         valid_until: row.valid_until,
         notice_version: row.notice_version.clone(),
         updated_at: row.updated_at,
-    })
+    }
 }
 
 fn consent_error(e: consent::ConsentError) -> AppError {
@@ -186,7 +192,7 @@ pub async fn decide(
     let purpose = purpose(state, purpose_id)?;
     let keys = state.vault()?.keys().current();
     let current_row = state.store.find_consent(resident_id, &purpose.id).await?;
-    let current = current_row.as_ref().map(recorded).transpose()?;
+    let current = current_row.as_ref().map(recorded);
     let on_behalf = actor.id != resident_id;
     if on_behalf {
         refuse_beyond_mandate(
@@ -228,14 +234,14 @@ pub async fn decide(
     let consent_id = current_row
         .as_ref()
         .map(|c| c.id.clone())
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        .unwrap_or_else(|| ConsentId::from_uuid(uuid::Uuid::new_v4()));
     let event_id = uuid::Uuid::new_v4().to_string();
     let claims = receipt_claims(
         state,
         purpose,
         &keys,
         resident_id,
-        &consent_id,
+        consent_id.as_str(),
         &event_id,
         &next,
         audit_index,
@@ -249,8 +255,8 @@ pub async fn decide(
         id: consent_id.clone(),
         resident_id: resident_id.to_string(),
         purpose: purpose.id.clone(),
-        state: next.state.as_str().to_string(),
-        categories: next.categories.join(","),
+        state: next.state,
+        categories: recorded_categories(&next.categories)?,
         valid_until: next.valid_until,
         notice_version: purpose.notice_version.clone(),
         updated_at: now,
@@ -260,12 +266,12 @@ pub async fn decide(
         id: event_id,
         consent_id,
         purpose: purpose.id.clone(),
-        state: row.state.clone(),
+        state: row.state,
         categories: row.categories.clone(),
         valid_until: row.valid_until,
         notice_version: row.notice_version.clone(),
         actor_id: actor.id.clone(),
-        actor_role: actor.role.as_str().to_string(),
+        actor_role: actor.role,
         structure_id: actor.structure_id.clone(),
         audit_index: audit_index as i64,
         receipt: receipt.clone(),
@@ -301,7 +307,7 @@ pub async fn decide(
             .await?;
     }
     Ok(ConsentOutcome {
-        consent: view(&row, now)?,
+        consent: view(&row, now),
         receipt,
     })
 }
@@ -336,8 +342,8 @@ async fn refuse_beyond_mandate(
                 events
                     .iter()
                     .any(|e| {
-                        e.actor_role == Role::Resident.as_str()
-                            && matches!(e.state.as_str(), "given" | "refused")
+                        e.actor_role == Role::Resident
+                            && matches!(e.state, ConsentState::Given | ConsentState::Refused)
                     })
                     .then_some(ErrorCode::ResidentDecisionStands)
             }
@@ -539,18 +545,18 @@ pub async fn my_consents(
             .await?
             .into_iter()
             .map(|e| HistoryEvent {
-                state: e.state,
-                categories: split_categories(&e.categories),
+                state: e.state.as_str().to_string(),
+                categories: category_names(&e.categories),
                 valid_until: e.valid_until,
                 notice_version: e.notice_version,
-                recorded_by: e.actor_role,
+                recorded_by: e.actor_role.as_str().to_string(),
                 structure_id: e.structure_id,
                 audit_index: e.audit_index,
                 at: e.created_at,
             })
             .collect();
         out.push(ConsentWithHistory {
-            consent: view(&row, now)?,
+            consent: view(&row, now),
             history,
         });
     }
@@ -609,7 +615,7 @@ pub async fn decide_own(
 
 /// One of the caller's own consents; someone else's is indistinguishable
 /// from none.
-async fn own_consent(state: &AppState, caller: &Caller, id: &str) -> AppResult<ConsentRow> {
+async fn own_consent(state: &AppState, caller: &Caller, id: &ConsentId) -> AppResult<ConsentRow> {
     match state.store.find_consent_by_id(id).await? {
         Some(row) if row.resident_id == caller.actor_id => Ok(row),
         _ => Err(AppError::NotFound),
@@ -617,13 +623,16 @@ async fn own_consent(state: &AppState, caller: &Caller, id: &str) -> AppResult<C
 }
 
 /// The resident withdraws a consent: effective at once, never retroactive.
+/// `id` is `None` when the path could name no consent (a malformed id): it
+/// is then `not_found`, after the caller's right was checked and recorded,
+/// as an unknown consent is.
 pub async fn withdraw_own(
     state: &AppState,
     caller: &Caller,
-    id: &str,
+    id: Option<&ConsentId>,
 ) -> AppResult<ConsentOutcome> {
     resident_only(state, caller, "consent.withdraw").await?;
-    let row = own_consent(state, caller, id).await?;
+    let row = own_consent(state, caller, id.ok_or(AppError::NotFound)?).await?;
     decide(
         state,
         &own_actor(caller),
@@ -636,19 +645,28 @@ pub async fn withdraw_own(
 
 /// One of the caller's own consents once withdrawn (the page that says
 /// what a withdrawal means); anything else is `not_found`.
-pub async fn own_withdrawn(state: &AppState, caller: &Caller, id: &str) -> AppResult<ConsentRow> {
+pub async fn own_withdrawn(
+    state: &AppState,
+    caller: &Caller,
+    id: &ConsentId,
+) -> AppResult<ConsentRow> {
     let row = own_consent(state, caller, id).await?;
-    if row.state == "withdrawn" {
+    if row.state == ConsentState::Withdrawn {
         Ok(row)
     } else {
         Err(AppError::NotFound)
     }
 }
 
-/// The signed receipts of one of the caller's consents.
-pub async fn receipts(state: &AppState, caller: &Caller, id: &str) -> AppResult<Audited<Receipts>> {
+/// The signed receipts of one of the caller's consents. `id` as for
+/// [`withdraw_own`].
+pub async fn receipts(
+    state: &AppState,
+    caller: &Caller,
+    id: Option<&ConsentId>,
+) -> AppResult<Audited<Receipts>> {
     let entry = own_data(state, caller, "consent.read", None).await?;
-    let row = own_consent(state, caller, id).await?;
+    let row = own_consent(state, caller, id.ok_or(AppError::NotFound)?).await?;
     let receipts = state
         .store
         .consent_events(&row.id)

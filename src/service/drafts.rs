@@ -64,6 +64,14 @@ pub struct DraftView {
 fn validated_demarches(ctx: &AgentContext, codes: &[String]) -> AppResult<Vec<Demarche>> {
     let ds = parse_demarches(codes.iter().map(String::as_str))
         .map_err(|m| ErrorCode::UnknownDemarche.with(m))?;
+    allowed_demarches(ctx, ds)
+}
+
+/// `ds`, sorted and without duplicates, if it is not empty and the
+/// structure allows each of them.
+fn allowed_demarches(ctx: &AgentContext, mut ds: Vec<Demarche>) -> AppResult<Vec<Demarche>> {
+    ds.sort();
+    ds.dedup();
     if ds.is_empty() {
         return Err(ErrorCode::DemarchesRequired.into());
     }
@@ -125,7 +133,7 @@ fn new_draft(
         id: uuid::Uuid::new_v4().to_string(),
         aidant_id: ctx.agent.id.clone(),
         structure_id: ctx.structure.id.clone(),
-        demarches: ds.iter().map(|d| d.as_str()).collect::<Vec<_>>().join(","),
+        demarches: ds.to_vec(),
         duration_days,
         renews,
         resident_id: None,
@@ -139,7 +147,7 @@ async fn draft_view(
     ctx: &AgentContext,
     d: &MandateDraftRow,
 ) -> AppResult<DraftView> {
-    let ds = parse_demarches(d.demarches.split(',')).map_err(AppError::internal)?;
+    let ds = &d.demarches;
     let resident_name = match &d.resident_id {
         Some(r) => resident_name(state, r).await?,
         None => None,
@@ -158,7 +166,7 @@ async fn draft_view(
     );
     Ok(DraftView {
         id: d.id.clone(),
-        demarches: demarche_defs(state, &ds),
+        demarches: demarche_defs(state, ds),
         duration_days: d.duration_days,
         structure_name: ctx.structure.name.clone(),
         resident_id: d.resident_id.clone(),
@@ -272,14 +280,7 @@ pub async fn confirm_draft(
         return Err(crate::service::access::deny(state, base, e).await);
     }
     // The structure may have narrowed its démarches since the draft.
-    let ds = validated_demarches(
-        &ctx,
-        &draft
-            .demarches
-            .split(',')
-            .map(str::to_string)
-            .collect::<Vec<_>>(),
-    )?;
+    let ds = allowed_demarches(&ctx, draft.demarches.clone())?;
     let entry = state.audit.record(base).await?;
     let (mandate, _) = crate::service::mandates::create_from_draft(
         state,
@@ -320,18 +321,20 @@ pub async fn renew(
     let ctx = agent(state, caller, "mandate.renew").await?;
     may_create_mandates(state, caller, &ctx, "mandate.renew").await?;
     let mandate = structure_mandate(state, &ctx, id).await?;
-    let codes = match body.demarches {
-        Some(c) => c,
-        None => state
-            .store
-            .mandate_authorisations(&mandate.id)
-            .await?
-            .into_iter()
-            .filter(|a| a.revoked_at.is_none())
-            .map(|a| a.demarche)
-            .collect(),
+    let ds = match body.demarches {
+        Some(codes) => validated_demarches(&ctx, &codes)?,
+        None => allowed_demarches(
+            &ctx,
+            state
+                .store
+                .mandate_authorisations(&mandate.id)
+                .await?
+                .into_iter()
+                .filter(|a| a.revoked_at.is_none())
+                .map(|a| a.demarche)
+                .collect(),
+        )?,
     };
-    let ds = validated_demarches(&ctx, &codes)?;
     let duration_days = body.duration_days.unwrap_or(mandate.duration_days);
     crate::service::mandates::check_duration(duration_days)?;
     let draft = new_draft(state, &ctx, &ds, duration_days, Some(mandate.id.clone()));

@@ -205,13 +205,13 @@ async fn write_export(
             .consent_events(&row.id)
             .await
             .map_err(|e| io(e.into()))?;
-        let view = crate::service::consents::view(row, now).map_err(io)?;
+        let view = crate::service::consents::view(row, now);
         let history: Vec<Value> = events
             .into_iter()
             .map(|e| {
-                json!({"state": e.state, "categories": crate::service::consents::split_categories(&e.categories),
+                json!({"state": e.state.as_str(), "categories": crate::service::consents::category_names(&e.categories),
                        "valid_until": e.valid_until, "notice_version": e.notice_version,
-                       "recorded_by": e.actor_role, "structure_id": e.structure_id,
+                       "recorded_by": e.actor_role.as_str(), "structure_id": e.structure_id,
                        "audit_index": e.audit_index, "at": e.created_at, "receipt": e.receipt})
             })
             .collect();

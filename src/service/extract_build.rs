@@ -12,9 +12,11 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::audit::AuditRecord;
-use crate::domain::Timestamp;
 use crate::domain::category::FieldType;
-use crate::domain::extract::{Cell, MIN_CELL, csv_line, generalise, laplace, suppress, text_of};
+use crate::domain::extract::{
+    Cell, ExtractKind, ExtractState, MIN_CELL, csv_line, generalise, laplace, suppress, text_of,
+};
+use crate::domain::{ExtractId, Timestamp};
 use crate::service::extracts::{
     ExtractSpec, FILE_RETENTION_SECS, PAGE, PARTNER_EPSILON_BUDGET, audit, field_type, file_path,
     group_key, passes_filters, still_recipient,
@@ -30,7 +32,7 @@ fn uniform(rng: &ring::rand::SystemRandom) -> Result<f64, String> {
 
 /// Builds an approved extract at `now`. On failure the extract is marked
 /// `failed` with the reason and no file is left.
-pub async fn build(state: &AppState, id: &str, now: Timestamp) -> Result<(), String> {
+pub async fn build(state: &AppState, id: &ExtractId, now: Timestamp) -> Result<(), String> {
     let tmp = state.config.extracts_dir.join(format!("{id}.csv.age.part"));
     match build_inner(state, id, now, &tmp).await {
         Ok(()) => Ok(()),
@@ -38,7 +40,13 @@ pub async fn build(state: &AppState, id: &str, now: Timestamp) -> Result<(), Str
             let _ = std::fs::remove_file(&tmp);
             let _ = state
                 .store
-                .extract_transition(id, "building", "failed", Some(&e), now)
+                .extract_transition(
+                    id,
+                    ExtractState::Building,
+                    ExtractState::Failed,
+                    Some(&e),
+                    now,
+                )
                 .await;
             Err(e)
         }
@@ -47,7 +55,7 @@ pub async fn build(state: &AppState, id: &str, now: Timestamp) -> Result<(), Str
 
 async fn build_inner(
     state: &AppState,
-    id: &str,
+    id: &ExtractId,
     now: Timestamp,
     tmp: &std::path::Path,
 ) -> Result<(), String> {
@@ -60,7 +68,13 @@ async fn build_inner(
         .ok_or("no such extract")?;
     if !state
         .store
-        .extract_transition(id, "approved", "building", None, now)
+        .extract_transition(
+            id,
+            ExtractState::Approved,
+            ExtractState::Building,
+            None,
+            now,
+        )
         .await
         .map_err(s)?
     {
@@ -128,7 +142,7 @@ async fn build_inner(
         .count_cohort(&purpose.id, consent_based, &purpose.notice_version, now)
         .await
         .map_err(s)?;
-    let records = row.kind == "records";
+    let records = row.kind == ExtractKind::Records;
     if records {
         let mut header = vec!["pseudonym".to_string()];
         header.extend(spec.fields.iter().cloned());
@@ -150,15 +164,19 @@ async fn build_inner(
             .filter(|e| {
                 e.id != row.id
                     && e.purpose == row.purpose
-                    && e.kind == "aggregate"
+                    && e.kind == ExtractKind::Aggregate
                     // Those being built too: two approved close together
                     // would otherwise each miss the other.
                     && matches!(
-                        e.state.as_str(),
-                        "approved" | "building" | "ready" | "downloaded" | "expired"
+                        e.state,
+                        ExtractState::Approved
+                            | ExtractState::Building
+                            | ExtractState::Ready
+                            | ExtractState::Downloaded
+                            | ExtractState::Expired
                     )
             })
-            .filter_map(|e| Some((e.id.clone(), serde_json::from_str(&e.spec).ok()?)))
+            .filter_map(|e| Some((e.id.to_string(), serde_json::from_str(&e.spec).ok()?)))
             .collect()
     };
     let mut joints: Vec<crate::domain::extract::Joint> = vec![Default::default(); earlier.len()];
@@ -194,10 +212,10 @@ async fn build_inner(
         let eligible: Vec<String> = page
             .iter()
             .filter(|(_, consented)| match consented {
-                Some(cats) => {
-                    let cats = crate::service::consents::split_categories(cats);
-                    spec.categories.iter().all(|c| cats.contains(c))
-                }
+                Some(cats) => spec
+                    .categories
+                    .iter()
+                    .all(|c| cats.iter().any(|x| x.as_str() == c)),
                 None => true,
             })
             .map(|(resident, _)| resident.clone())
@@ -375,7 +393,7 @@ async fn build_inner(
         "purpose": purpose.id,
         "notice_version": purpose.notice_version,
         "legal_basis": purpose.legal_basis.as_str(),
-        "kind": row.kind,
+        "kind": row.kind.as_str(),
         "categories": spec.categories,
         "fields": spec.fields,
         "group_by": spec.group_by,

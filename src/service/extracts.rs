@@ -19,9 +19,9 @@ use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::audit::AuditRecord;
-use crate::domain::Timestamp;
 use crate::domain::category::FieldType;
-use crate::domain::extract::{generalise, text_of};
+use crate::domain::extract::{ExtractKind, ExtractState, generalise, text_of};
+use crate::domain::{ExtractId, Timestamp};
 use crate::error::{AppError, AppResult};
 use crate::service::access::role_action;
 use crate::service::{Audited, Caller};
@@ -119,12 +119,12 @@ pub fn view(state: &AppState, row: &ExtractRow) -> AppResult<ExtractView> {
     let spec: ExtractSpec =
         serde_json::from_str(&row.spec).map_err(|_| AppError::internal("stored extract spec"))?;
     Ok(ExtractView {
-        id: row.id.clone(),
+        id: row.id.to_string(),
         partner_id: row.partner_id.clone(),
         purpose: row.purpose.clone(),
-        kind: row.kind.clone(),
+        kind: row.kind.as_str().to_string(),
         spec,
-        state: row.state.clone(),
+        state: row.state.as_str().to_string(),
         reason: row.reason.clone(),
         progress: Progress {
             rows_done: row.rows_done,
@@ -138,8 +138,12 @@ pub fn view(state: &AppState, row: &ExtractRow) -> AppResult<ExtractView> {
         created_at: row.created_at,
         expires_at: row.expires_at,
         blocked: matches!(
-            row.state.as_str(),
-            "requested" | "approved" | "building" | "ready" | "downloaded"
+            row.state,
+            ExtractState::Requested
+                | ExtractState::Approved
+                | ExtractState::Building
+                | ExtractState::Ready
+                | ExtractState::Downloaded
         )
         .then(|| still_recipient(state, &row.partner_id, &row.purpose).err())
         .flatten()
@@ -234,10 +238,10 @@ pub async fn request(
     if partner.age_recipient.is_none() {
         return Err(AppError::from(ErrorCode::NoAgeRecipient));
     }
-    let kind = req.kind.as_str();
-    if !matches!(kind, "records" | "aggregate") {
+    let Some(extract_kind) = ExtractKind::parse(&req.kind) else {
         return Err(AppError::from(ErrorCode::InvalidKind));
-    }
+    };
+    let kind = extract_kind.as_str();
     if req.categories.is_empty() || req.categories.iter().any(|c| !purpose.covers_category(c)) {
         return Err(AppError::from(ErrorCode::CategoriesOutsidePurpose));
     }
@@ -302,12 +306,12 @@ pub async fn request(
         epsilon: req.epsilon,
     };
     let row = ExtractRow {
-        id: uuid::Uuid::new_v4().to_string(),
+        id: ExtractId::from_uuid(uuid::Uuid::new_v4()),
         partner_id: partner_id.to_string(),
         purpose: purpose.id.clone(),
-        kind: kind.into(),
+        kind: extract_kind,
         spec: serde_json::to_string(&spec).map_err(|_| AppError::internal("spec"))?,
-        state: "requested".into(),
+        state: ExtractState::Requested,
         reason: None,
         rows_done: 0,
         rows_total: 0,
@@ -337,7 +341,7 @@ pub async fn request(
 pub async fn decide(
     state: &AppState,
     dpo_id: &str,
-    id: &str,
+    id: &ExtractId,
     approve: bool,
     reason: Option<&str>,
     now: Timestamp,
@@ -347,7 +351,11 @@ pub async fn decide(
         .find_extract(id)
         .await?
         .ok_or(AppError::NotFound)?;
-    let to = if approve { "approved" } else { "rejected" };
+    let to = if approve {
+        ExtractState::Approved
+    } else {
+        ExtractState::Rejected
+    };
     let action = if approve {
         "extract.approve"
     } else {
@@ -397,7 +405,7 @@ pub async fn decide(
     } else {
         state
             .store
-            .extract_transition(id, "requested", to, reason, now)
+            .extract_transition(id, ExtractState::Requested, to, reason, now)
             .await?
     };
     if !moved {
@@ -405,7 +413,7 @@ pub async fn decide(
     }
     if approve {
         let state = state.clone();
-        let id = id.to_string();
+        let id = id.clone();
         tokio::spawn(async move {
             let now = state.clock.now();
             if let Err(e) = crate::service::extract_build::build(&state, &id, now).await {
@@ -440,7 +448,7 @@ pub async fn authorise_download(
         state.audit.record(entry(false, reason.code())).await?;
         return Err(not_a_recipient());
     }
-    let live = matches!(row.state.as_str(), "ready" | "downloaded");
+    let live = matches!(row.state, ExtractState::Ready | ExtractState::Downloaded);
     if live && row.expires_at.is_some_and(|at| at <= now) {
         state
             .audit
@@ -448,14 +456,16 @@ pub async fn authorise_download(
             .await?;
         return Err(ErrorCode::ExtractExpired.into());
     }
-    match row.state.as_str() {
-        "ready" | "downloaded" => Ok(state.audit.record(entry(true, "recipient")).await?),
-        "expired" => Err(ErrorCode::ExtractExpired.into()),
-        _ => Err(ErrorCode::ExtractNotReady.with(row.state.clone())),
+    match row.state {
+        ExtractState::Ready | ExtractState::Downloaded => {
+            Ok(state.audit.record(entry(true, "recipient")).await?)
+        }
+        ExtractState::Expired => Err(ErrorCode::ExtractExpired.into()),
+        _ => Err(ErrorCode::ExtractNotReady.with(row.state.to_string())),
     }
 }
 
-pub fn file_path(state: &AppState, id: &str) -> PathBuf {
+pub fn file_path(state: &AppState, id: &ExtractId) -> PathBuf {
     state.config.extracts_dir.join(format!("{id}.csv.age"))
 }
 
@@ -480,7 +490,7 @@ pub async fn partner_list(state: &AppState, partner: &Caller) -> AppResult<Extra
 }
 
 /// One of the partner's own extracts (another's is `not_found`).
-async fn own(state: &AppState, partner: &Caller, id: &str) -> AppResult<ExtractRow> {
+async fn own(state: &AppState, partner: &Caller, id: &ExtractId) -> AppResult<ExtractRow> {
     state
         .store
         .find_extract(id)
@@ -491,7 +501,11 @@ async fn own(state: &AppState, partner: &Caller, id: &str) -> AppResult<ExtractR
 
 /// One of the partner's extracts: its state, progress and, once built, its
 /// signed manifest.
-pub async fn partner_get(state: &AppState, partner: &Caller, id: &str) -> AppResult<ExtractView> {
+pub async fn partner_get(
+    state: &AppState,
+    partner: &Caller,
+    id: &ExtractId,
+) -> AppResult<ExtractView> {
     view(state, &own(state, partner, id).await?)
 }
 
@@ -512,7 +526,7 @@ pub async fn partner_request(
 pub async fn download(
     state: &AppState,
     partner: &Caller,
-    id: &str,
+    id: &ExtractId,
     now: Timestamp,
 ) -> AppResult<Audited<tokio::fs::File>> {
     let row = own(state, partner, id).await?;
@@ -529,7 +543,7 @@ pub async fn download(
         .map_err(|_| AppError::internal("extract file missing"))?;
     state
         .store
-        .extract_transition(id, "ready", "downloaded", None, now)
+        .extract_transition(id, ExtractState::Ready, ExtractState::Downloaded, None, now)
         .await?;
     Ok(Audited::new(entry, file))
 }
@@ -542,23 +556,27 @@ pub async fn dpo_list(state: &AppState, caller: &Caller) -> AppResult<Audited<Ex
 }
 
 /// The DPO approves an extract (it is then built in the background).
+/// `id` is `None` when the path could name no extract (a malformed id): it
+/// is then `not_found` at the point an unknown extract is, after the
+/// caller's right was checked and recorded.
 pub async fn dpo_approve(
     state: &AppState,
     caller: &Caller,
-    id: &str,
+    id: Option<&ExtractId>,
     now: Timestamp,
 ) -> AppResult<Audited<ExtractView>> {
     let entry = role_action(state, caller, "extract.approve").await?;
+    let id = id.ok_or(AppError::NotFound)?;
     let row = decide(state, &caller.actor_id, id, true, None, now).await?;
     Ok(Audited::new(entry, view(state, &row)?))
 }
 
 /// The DPO rejects an extract, with a reason the partner sees (1 to 500
-/// characters).
+/// characters). `id` as for [`dpo_approve`].
 pub async fn dpo_reject(
     state: &AppState,
     caller: &Caller,
-    id: &str,
+    id: Option<&ExtractId>,
     reason: &str,
     now: Timestamp,
 ) -> AppResult<Audited<ExtractView>> {
@@ -566,6 +584,7 @@ pub async fn dpo_reject(
         return Err(ErrorCode::InvalidReason.with("a reason of 1 to 500 characters"));
     }
     let entry = role_action(state, caller, "extract.approve").await?;
+    let id = id.ok_or(AppError::NotFound)?;
     let row = decide(state, &caller.actor_id, id, false, Some(reason.trim()), now).await?;
     Ok(Audited::new(entry, view(state, &row)?))
 }
@@ -575,10 +594,10 @@ pub async fn expire_due(state: &AppState, now: Timestamp) -> AppResult<u64> {
     let mut n = 0;
     for id in state.store.extracts_to_expire(now).await? {
         let _ = std::fs::remove_file(file_path(state, &id));
-        for from in ["ready", "downloaded"] {
+        for from in [ExtractState::Ready, ExtractState::Downloaded] {
             if state
                 .store
-                .extract_transition(&id, from, "expired", None, now)
+                .extract_transition(&id, from, ExtractState::Expired, None, now)
                 .await?
             {
                 n += 1;

@@ -436,7 +436,7 @@ async fn agent_from_login(
         let refused = ErrorCode::AgentUnknown.into();
         return Err(crate::service::access::deny(state, audit, refused).await);
     };
-    let role = Role::parse(&agent.role).ok_or_else(|| AppError::internal("unknown agent role"))?;
+    let role = agent.role;
     let audit = audit
         .by(&agent.id, role.as_str())
         .structure(&agent.structure_id);

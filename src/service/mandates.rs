@@ -32,8 +32,10 @@ pub struct AgentContext {
 
 impl AgentContext {
     pub fn allowed_demarches(&self) -> Vec<Demarche> {
-        crate::domain::mandate::parse_demarches(self.structure.allowed_demarches.split(','))
-            .unwrap_or_default()
+        let mut ds = self.structure.allowed_demarches.clone();
+        ds.sort();
+        ds.dedup();
+        ds
     }
 }
 
@@ -292,17 +294,16 @@ async fn create_with(
         created_at: now,
         expires_at: now + m.duration_days * DAY,
     };
-    let codes: Vec<String> = m.demarches.iter().map(|d| d.as_str().to_string()).collect();
     let mut tries = 0;
     loop {
         let made = match draft_id {
             Some(draft) => {
                 state
                     .store
-                    .create_mandate_from_draft(&row, &codes, draft, now)
+                    .create_mandate_from_draft(&row, m.demarches, draft, now)
                     .await
             }
-            None => state.store.create_mandate(&row, &codes, now).await,
+            None => state.store.create_mandate(&row, m.demarches, now).await,
         };
         match made {
             Ok(()) => break,
@@ -313,6 +314,7 @@ async fn create_with(
             Err(e) => return Err(e.into()),
         }
     }
+    let codes: Vec<String> = m.demarches.iter().map(|d| d.as_str().to_string()).collect();
     let attestation = attestation(state, &row, m.structure, &codes)?;
     Ok((row, attestation))
 }
@@ -427,9 +429,10 @@ pub async fn view(state: &AppState, m: &MandateRow, now: Timestamp) -> AppResult
     let demarches: Vec<AuthorisationView> = auths
         .iter()
         .map(|a| AuthorisationView {
-            demarche: a.demarche.clone(),
-            label_fr: Demarche::parse(&a.demarche)
-                .and_then(|d| state.demarches.get(d))
+            demarche: a.demarche.as_str().to_string(),
+            label_fr: state
+                .demarches
+                .get(a.demarche)
                 .map(|d| d.label_fr.clone())
                 .unwrap_or_default(),
             state: authorisation_state(a.expires_at, a.revoked_at, now),
@@ -437,7 +440,10 @@ pub async fn view(state: &AppState, m: &MandateRow, now: Timestamp) -> AppResult
             revoked_by: a.revoked_by.clone(),
         })
         .collect();
-    let codes: Vec<String> = auths.iter().map(|a| a.demarche.clone()).collect();
+    let codes: Vec<String> = auths
+        .iter()
+        .map(|a| a.demarche.as_str().to_string())
+        .collect();
     let attestation = attestation(state, m, &structure, &codes)?;
     let verify_url = format!(
         "{}/api/v1/mandates/verify?attestation={attestation}",
@@ -488,15 +494,15 @@ pub async fn revoke(
         .filter(|a| {
             authorisation_state(a.expires_at, a.revoked_at, now) == AuthorisationState::Active
         })
-        .filter(|a| demarche.is_none_or(|d| a.demarche == d.as_str()))
-        .map(|a| a.demarche)
+        .filter(|a| demarche.is_none_or(|d| a.demarche == d))
+        .map(|a| a.demarche.as_str().to_string())
         .collect();
     if live.is_empty() {
         return Err(ErrorCode::NothingToRevoke.into());
     }
     state
         .store
-        .revoke_authorisations(&m.id, demarche.map(|d| d.as_str()), by.as_str(), now)
+        .revoke_authorisations(&m.id, demarche, by.as_str(), now)
         .await?;
     sign(
         state,
@@ -562,7 +568,7 @@ pub async fn verify(
     let auths = state.store.mandate_authorisations(&mandate.id).await?;
     let states: Vec<AuthorisationState> = auths
         .iter()
-        .filter(|a| claims.demarches.contains(&a.demarche))
+        .filter(|a| claims.demarches.iter().any(|d| d == a.demarche.as_str()))
         .map(|a| authorisation_state(a.expires_at, a.revoked_at, now))
         .collect();
     let status = if states.contains(&AuthorisationState::Active) {
@@ -578,7 +584,7 @@ pub async fn verify(
         AttestationStatus::Revoked => {
             let mut by = auths
                 .iter()
-                .filter(|a| claims.demarches.contains(&a.demarche))
+                .filter(|a| claims.demarches.iter().any(|d| d == a.demarche.as_str()))
                 .filter_map(|a| a.revoked_by.clone());
             let first = by.next();
             first.filter(|f| by.all(|b| &b == f))

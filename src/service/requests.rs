@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::domain::Timestamp;
+use crate::domain::rights::{RightsRequestKind, RightsRequestState};
+use crate::domain::{RightsRequestId, Timestamp};
 use crate::error::{AppError, AppResult};
 use crate::service::access::{own_data, role_action};
 use crate::service::rights::{closing_reason, is_late, legal_deadline};
@@ -66,19 +67,19 @@ pub(crate) async fn request_view(
         .await?
         .into_iter()
         .map(|e| RightsEventView {
-            state: e.state,
-            by: e.actor_role,
+            state: e.state.as_str().to_string(),
+            by: e.actor_role.as_str().to_string(),
             reason: e.reason,
             at: e.at,
         })
         .collect();
     Ok(RightsRequestView {
-        late: is_late(&r.state, r.due_at, now),
-        id: r.id,
+        late: is_late(r.state, r.due_at, now),
+        id: r.id.into_string(),
         resident_id: r.resident_id,
-        kind: r.kind,
+        kind: r.kind.as_str().to_string(),
         purpose: r.purpose,
-        state: r.state,
+        state: r.state.as_str().to_string(),
         created_at: r.created_at,
         due_at: r.due_at,
         history,
@@ -94,11 +95,11 @@ pub async fn new_request(
     purpose: Option<String>,
     now: Timestamp,
 ) -> AppResult<Audited<RightsRequestView>> {
-    if !KINDS.contains(&kind.as_str()) {
+    let Some(kind) = RightsRequestKind::parse(&kind) else {
         return Err(
             ErrorCode::UnknownRequestKind.with(format!("kind: one of {}", KINDS.join(", ")))
         );
-    }
+    };
     if let Some(p) = &purpose
         && state.register.get(p).is_none()
     {
@@ -106,11 +107,11 @@ pub async fn new_request(
     }
     let entry = own_data(state, caller, "rights.request", None).await?;
     let row = RightsRequestRow {
-        id: uuid::Uuid::new_v4().to_string(),
+        id: RightsRequestId::from_uuid(uuid::Uuid::new_v4()),
         resident_id: caller.actor_id.clone(),
         kind,
         purpose,
-        state: "received".into(),
+        state: RightsRequestState::Received,
         created_at: now,
         due_at: legal_deadline(now, 1),
         updated_at: now,
@@ -118,9 +119,9 @@ pub async fn new_request(
     let event = RightsEventRow {
         request_id: row.id.clone(),
         seq: 1,
-        state: "received".into(),
+        state: RightsRequestState::Received,
         actor_id: caller.actor_id.clone(),
-        actor_role: "resident".into(),
+        actor_role: crate::domain::Role::Resident,
         reason: None,
         at: now,
     };
@@ -158,11 +159,13 @@ pub async fn all_requests(
 }
 
 /// Extends a request by two months (GDPR art. 12(3)), with the reason the
-/// resident sees: `complexity` or `number_of_requests`.
+/// resident sees: `complexity` or `number_of_requests`. `id` is `None` when
+/// the path could name no request (a malformed id): it is then `not_found`
+/// where an unknown request is, after the checks that come first.
 pub async fn extend(
     state: &AppState,
     caller: &Caller,
-    id: &str,
+    id: Option<&RightsRequestId>,
     reason: String,
     now: Timestamp,
 ) -> AppResult<Audited<RightsRequestView>> {
@@ -170,24 +173,36 @@ pub async fn extend(
         return Err(ErrorCode::InvalidReason
             .with("reason: `complexity` or `number_of_requests` (GDPR art. 12(3))"));
     }
-    transition(state, caller, id, "extended", Some(reason), now).await
+    transition(
+        state,
+        caller,
+        id,
+        RightsRequestState::Extended,
+        Some(reason),
+        now,
+    )
+    .await
 }
 
 /// Closes a request: `granted`, or `refused` with one of
-/// [`crate::service::rights::REFUSAL_REASONS`].
+/// [`crate::service::rights::REFUSAL_REASONS`]. `id` as for [`extend`].
 pub async fn close(
     state: &AppState,
     caller: &Caller,
-    id: &str,
+    id: Option<&RightsRequestId>,
     outcome: String,
     reason: Option<String>,
     now: Timestamp,
 ) -> AppResult<Audited<RightsRequestView>> {
-    if !matches!(outcome.as_str(), "granted" | "refused") {
-        return Err(ErrorCode::InvalidOutcome.into());
-    }
+    let to = match outcome.as_str() {
+        "granted" => RightsRequestState::Granted,
+        "refused" => RightsRequestState::Refused,
+        _ => {
+            return Err(ErrorCode::InvalidOutcome.with("outcome: `granted` or `refused`"));
+        }
+    };
     let reason = closing_reason(&outcome, reason)?;
-    transition(state, caller, id, &outcome, reason, now).await
+    transition(state, caller, id, to, reason, now).await
 }
 
 /// The request's state machine: received → extended (within the first
@@ -195,26 +210,26 @@ pub async fn close(
 async fn transition(
     state: &AppState,
     caller: &Caller,
-    id: &str,
-    to: &str,
+    id: Option<&RightsRequestId>,
+    to: RightsRequestState,
     reason: Option<String>,
     now: Timestamp,
 ) -> AppResult<Audited<RightsRequestView>> {
     let entry = role_action(state, caller, "rights.manage").await?;
+    let id = id.ok_or(AppError::NotFound)?;
     let r = state
         .store
         .find_rights_request(id)
         .await?
         .ok_or(AppError::NotFound)?;
-    let (from, due) = match (r.state.as_str(), to) {
+    use RightsRequestState::{Extended, Granted, Received, Refused};
+    let (from, due) = match (r.state, to) {
         // An extension is given within the first month, once.
-        ("received", "extended") if now <= r.due_at => {
-            ("received", legal_deadline(r.created_at, 3))
-        }
-        ("received", "extended") => {
+        (Received, Extended) if now <= r.due_at => (Received, legal_deadline(r.created_at, 3)),
+        (Received, Extended) => {
             return Err(ErrorCode::ExtensionTooLate.into());
         }
-        ("received" | "extended", "granted" | "refused") => (r.state.as_str(), r.due_at),
+        (Received | Extended, Granted | Refused) => (r.state, r.due_at),
         _ => {
             return Err(ErrorCode::InvalidTransition.with(format!("{} → {to}", r.state)));
         }
@@ -222,9 +237,9 @@ async fn transition(
     let event = RightsEventRow {
         request_id: r.id.clone(),
         seq: 0,
-        state: to.into(),
+        state: to,
         actor_id: caller.actor_id.clone(),
-        actor_role: caller.role.as_str().into(),
+        actor_role: caller.role,
         reason,
         at: now,
     };
@@ -313,8 +328,8 @@ pub async fn take_notifications(
                 .map(|n| NotificationView {
                     id: n.id,
                     pseudonym: n.pseudonym,
-                    kind: n.kind,
-                    category: n.category,
+                    kind: n.kind.as_str().to_string(),
+                    category: n.category.map(|c| c.as_str().to_string()),
                     created_at: n.created_at,
                 })
                 .collect(),

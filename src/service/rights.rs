@@ -10,6 +10,8 @@ use std::collections::BTreeSet;
 use crate::AppState;
 use crate::audit::AuditRecord;
 use crate::domain::Timestamp;
+use crate::domain::category::Category;
+use crate::domain::rights::{NoticeKind, RightsRequestState};
 use crate::error::{AppError, AppResult};
 use crate::service::access::own_data;
 use crate::service::{Audited, Caller};
@@ -43,8 +45,8 @@ pub fn legal_deadline(received: Timestamp, months: u32) -> Timestamp {
 }
 
 /// A request is late when still open after its due date.
-pub fn is_late(state: &str, due_at: Timestamp, now: Timestamp) -> bool {
-    matches!(state, "received" | "extended") && now > due_at
+pub fn is_late(state: RightsRequestState, due_at: Timestamp, now: Timestamp) -> bool {
+    state.is_open() && now > due_at
 }
 
 fn purge_record(now: Timestamp, what: &str, count: u64) -> AuditRecord {
@@ -280,8 +282,8 @@ fn notices_to(
     state: &AppState,
     partners: &BTreeSet<String>,
     resident_id: &str,
-    kind: &str,
-    category: Option<&str>,
+    kind: NoticeKind,
+    category: Option<&Category>,
     now: Timestamp,
 ) -> AppResult<Vec<NotificationRow>> {
     if partners.is_empty() {
@@ -294,8 +296,8 @@ fn notices_to(
             id: uuid::Uuid::new_v4().to_string(),
             partner_id: p.clone(),
             pseudonym: keys.pseudonym(&format!("partner:{p}"), resident_id.as_bytes()),
-            kind: kind.to_string(),
-            category: category.map(str::to_string),
+            kind,
+            category: category.cloned(),
             created_at: now,
             fetched_at: None,
         })
@@ -335,18 +337,18 @@ pub async fn apply_with_notices(
     now: Timestamp,
 ) -> AppResult<Applied> {
     let (kind, category) = match &change {
-        Change::Rectification { category, .. } => ("rectification", Some(category.as_str())),
-        Change::Erasure => ("erasure", None),
-        Change::Restriction(_) => ("restriction", None),
+        Change::Rectification { category, .. } => (NoticeKind::Rectification, Some(category)),
+        Change::Erasure => (NoticeKind::Erasure, None),
+        Change::Restriction(_) => (NoticeKind::Restriction, None),
     };
     let tells = !matches!(change, Change::Restriction(false));
     let since = state.audit.size().await?;
     let told = if tells {
-        recipients_of(state, resident_id, category).await?
+        recipients_of(state, resident_id, category.map(|c| c.as_str())).await?
     } else {
         BTreeSet::new()
     };
-    let notices = notices_to(state, &told, resident_id, kind, category, now)?;
+    let notices = notices_to(state, &told, resident_id, kind, category.copied(), now)?;
     let mut applied = Applied {
         record: None,
         erased: false,
@@ -376,8 +378,16 @@ pub async fn apply_with_notices(
         }
     }
     if tells {
-        let late =
-            notify_late_recipients(state, resident_id, kind, category, since, &told, now).await;
+        let late = notify_late_recipients(
+            state,
+            resident_id,
+            kind,
+            category.copied(),
+            since,
+            &told,
+            now,
+        )
+        .await;
         applied.notified.extend(late);
     }
     Ok(applied)
@@ -413,14 +423,15 @@ pub async fn rectify(
 pub async fn notify_late_recipients(
     state: &AppState,
     resident_id: &str,
-    kind: &str,
-    category: Option<&str>,
+    kind: NoticeKind,
+    category: Option<&Category>,
     since: u64,
     told: &BTreeSet<String>,
     now: Timestamp,
 ) -> Vec<String> {
     let late = async {
-        let mut partners = recipients_since(state, resident_id, category, since).await?;
+        let mut partners =
+            recipients_since(state, resident_id, category.map(Category::as_str), since).await?;
         partners.retain(|p| !told.contains(p));
         let rows = notices_to(state, &partners, resident_id, kind, category, now)?;
         if !rows.is_empty() {
@@ -624,9 +635,10 @@ mod tests {
 
     #[test]
     fn only_open_requests_are_late() {
-        assert!(is_late("received", 100, 101));
-        assert!(is_late("extended", 100, 101));
-        assert!(!is_late("received", 100, 100));
-        assert!(!is_late("granted", 100, 101));
+        use crate::domain::rights::RightsRequestState::{Extended, Granted, Received};
+        assert!(is_late(Received, 100, 101));
+        assert!(is_late(Extended, 100, 101));
+        assert!(!is_late(Received, 100, 100));
+        assert!(!is_late(Granted, 100, 101));
     }
 }

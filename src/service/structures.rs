@@ -57,7 +57,7 @@ async fn structure_view(state: &AppState, ctx: &AgentContext) -> AppResult<Struc
         .into_iter()
         .map(|a| StructureAgent {
             id: a.id,
-            role: a.role,
+            role: a.role.as_str().to_string(),
             display_name: a.display_name,
             active: a.active,
             can_create_mandates: a.can_create_mandates,
@@ -69,9 +69,8 @@ async fn structure_view(state: &AppState, ctx: &AgentContext) -> AppResult<Struc
         name: s.name,
         allowed_demarches: s
             .allowed_demarches
-            .split(',')
-            .filter(|d| !d.is_empty())
-            .map(str::to_string)
+            .iter()
+            .map(|d| d.as_str().to_string())
             .collect(),
         agents,
     })
@@ -114,10 +113,9 @@ pub async fn set_demarches(
         .audit
         .record(record(state, caller, Some(&ctx), "structure.manage"))
         .await?;
-    let codes = ds.iter().map(|d| d.as_str()).collect::<Vec<_>>().join(",");
     state
         .store
-        .set_structure_demarches(&ctx.structure.id, &codes)
+        .set_structure_demarches(&ctx.structure.id, &ds)
         .await?;
     Ok(Audited::new(entry, structure_view(state, &ctx).await?))
 }
@@ -142,7 +140,7 @@ pub async fn set_aidant_active(
         .agents_of_structure(&ctx.structure.id)
         .await?
         .into_iter()
-        .any(|a| a.id == id && a.role == Role::Aidant.as_str());
+        .any(|a| a.id == id && a.role == Role::Aidant);
     if !member {
         return Err(AppError::NotFound);
     }

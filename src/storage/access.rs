@@ -57,9 +57,9 @@ pub(crate) struct FactColumns {
     pub(crate) status: Option<String>,
     pub(crate) restricted_at: Option<i64>,
     pub(crate) objections: Option<i64>,
-    pub(crate) consent_id: Option<String>,
-    pub(crate) consent_state: Option<String>,
-    pub(crate) consent_categories: Option<String>,
+    pub(crate) consent_id: Option<crate::domain::ConsentId>,
+    pub(crate) consent_state: Option<crate::domain::consent::ConsentState>,
+    pub(crate) consent_categories: Option<super::columns::CategoryList>,
     pub(crate) consent_valid_until: Option<i64>,
     pub(crate) consent_notice_version: Option<String>,
 }
@@ -79,7 +79,7 @@ impl FactColumns {
                 Some(ConsentForDecision {
                     id,
                     state,
-                    categories,
+                    categories: categories.into(),
                     valid_until: self.consent_valid_until,
                     notice_version,
                 })

@@ -8,22 +8,23 @@
 use async_trait::async_trait;
 
 use super::StorageResult;
-use crate::domain::Timestamp;
+use super::columns::DemarcheList;
+use crate::domain::{Demarche, Role, Timestamp};
 
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct StructureRow {
     pub id: String,
     pub siret: String,
     pub name: String,
-    /// Comma-separated démarche codes.
-    pub allowed_demarches: String,
+    #[sqlx(try_from = "DemarcheList")]
+    pub allowed_demarches: Vec<Demarche>,
     pub active: bool,
 }
 
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct AgentRow {
     pub id: String,
-    pub role: String,
+    pub role: Role,
     pub display_name: String,
     /// The current structure (aidants and référents).
     pub structure_id: Option<String>,
@@ -53,7 +54,7 @@ pub trait AgentStore: Send + Sync {
     async fn set_structure_demarches(
         &self,
         structure_id: &str,
-        demarches: &str,
+        demarches: &[Demarche],
     ) -> StorageResult<()>;
     async fn insert_agent(
         &self,
@@ -142,7 +143,7 @@ macro_rules! impl_agent_store {
             .bind(&s.id)
             .bind(&s.siret)
             .bind(&s.name)
-            .bind(&s.allowed_demarches)
+            .bind($crate::storage::columns::joined(&s.allowed_demarches))
             .bind(s.active)
             .bind(now)
             .execute(&self.pool)
@@ -175,11 +176,11 @@ macro_rules! impl_agent_store {
         async fn set_structure_demarches(
             &self,
             structure_id: &str,
-            demarches: &str,
+            demarches: &[$crate::domain::Demarche],
         ) -> $crate::storage::StorageResult<()> {
             sqlx::query("UPDATE structures SET allowed_demarches = $2 WHERE id = $1")
                 .bind(structure_id)
-                .bind(demarches)
+                .bind($crate::storage::columns::joined(demarches))
                 .execute(&self.pool)
                 .await?;
             Ok(())
@@ -196,7 +197,7 @@ macro_rules! impl_agent_store {
                  can_create_mandates, habilitated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $7)",
             )
             .bind(&a.id)
-            .bind(&a.role)
+            .bind(a.role)
             .bind(&a.display_name)
             .bind(email_digest)
             .bind(&a.structure_id)

@@ -7,15 +7,19 @@
 use async_trait::async_trait;
 
 use super::StorageResult;
+use super::columns::CategoryList;
+use crate::domain::category::Category;
+use crate::domain::consent::ConsentState;
+use crate::domain::{ConsentId, Role};
 
 /// The columns of a consent the access decision reads.
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct ConsentForDecision {
-    pub id: String,
-    /// `given`, `refused` or `withdrawn`.
-    pub state: String,
-    /// Comma-separated data categories.
-    pub categories: String,
+    pub id: ConsentId,
+    /// Given, refused or withdrawn.
+    pub state: ConsentState,
+    #[sqlx(try_from = "CategoryList")]
+    pub categories: Vec<Category>,
     pub valid_until: Option<i64>,
     pub notice_version: String,
 }
@@ -23,13 +27,13 @@ pub struct ConsentForDecision {
 /// The current recorded state of one (resident, purpose) consent.
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct ConsentRow {
-    pub id: String,
+    pub id: ConsentId,
     pub resident_id: String,
     pub purpose: String,
-    /// `given`, `refused` or `withdrawn` (expiry is derived from the clock).
-    pub state: String,
-    /// Comma-separated data categories.
-    pub categories: String,
+    /// Given, refused or withdrawn (expiry is derived from the clock).
+    pub state: ConsentState,
+    #[sqlx(try_from = "CategoryList")]
+    pub categories: Vec<Category>,
     pub valid_until: Option<i64>,
     pub notice_version: String,
     pub updated_at: i64,
@@ -41,14 +45,15 @@ pub struct ConsentRow {
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct ConsentEventRow {
     pub id: String,
-    pub consent_id: String,
+    pub consent_id: ConsentId,
     pub purpose: String,
-    pub state: String,
-    pub categories: String,
+    pub state: ConsentState,
+    #[sqlx(try_from = "CategoryList")]
+    pub categories: Vec<Category>,
     pub valid_until: Option<i64>,
     pub notice_version: String,
     pub actor_id: String,
-    pub actor_role: String,
+    pub actor_role: Role,
     pub structure_id: Option<String>,
     pub audit_index: i64,
     pub receipt: String,
@@ -72,10 +77,10 @@ pub trait ConsentStore: Send + Sync {
         resident_id: &str,
         purpose: &str,
     ) -> StorageResult<Option<ConsentForDecision>>;
-    async fn find_consent_by_id(&self, id: &str) -> StorageResult<Option<ConsentRow>>;
+    async fn find_consent_by_id(&self, id: &ConsentId) -> StorageResult<Option<ConsentRow>>;
     async fn consents_of(&self, resident_id: &str) -> StorageResult<Vec<ConsentRow>>;
     /// A consent's history, oldest first.
-    async fn consent_events(&self, consent_id: &str) -> StorageResult<Vec<ConsentEventRow>>;
+    async fn consent_events(&self, consent_id: &ConsentId) -> StorageResult<Vec<ConsentEventRow>>;
     /// Appends an event and sets the current state, in one transaction, only
     /// if the current state is still the one the decision was made on
     /// (`expected_seq`: `None` when there was no consent yet). Otherwise
@@ -125,7 +130,7 @@ macro_rules! impl_consent_store {
 
         async fn find_consent_by_id(
             &self,
-            id: &str,
+            id: &$crate::domain::ConsentId,
         ) -> $crate::storage::StorageResult<Option<$crate::storage::ConsentRow>> {
             Ok(sqlx::query_as(
                 "SELECT id, resident_id, purpose, state, categories, valid_until, notice_version, updated_at, seq \
@@ -151,7 +156,7 @@ macro_rules! impl_consent_store {
 
         async fn consent_events(
             &self,
-            consent_id: &str,
+            consent_id: &$crate::domain::ConsentId,
         ) -> $crate::storage::StorageResult<Vec<$crate::storage::ConsentEventRow>> {
             Ok(sqlx::query_as(
                 "SELECT id, consent_id, purpose, state, categories, valid_until, notice_version, \
@@ -179,8 +184,8 @@ macro_rules! impl_consent_store {
                     .bind(&c.id)
                     .bind(&c.resident_id)
                     .bind(&c.purpose)
-                    .bind(&c.state)
-                    .bind(&c.categories)
+                    .bind(c.state)
+                    .bind($crate::storage::columns::joined(&c.categories))
                     .bind(c.valid_until)
                     .bind(&c.notice_version)
                     .bind(c.updated_at)
@@ -192,8 +197,8 @@ macro_rules! impl_consent_store {
                         "UPDATE consents SET state = $1, categories = $2, valid_until = $3, notice_version = $4, \
                          updated_at = $5, seq = seq + 1 WHERE id = $6 AND seq = $7",
                     )
-                    .bind(&c.state)
-                    .bind(&c.categories)
+                    .bind(c.state)
+                    .bind($crate::storage::columns::joined(&c.categories))
                     .bind(c.valid_until)
                     .bind(&c.notice_version)
                     .bind(c.updated_at)
@@ -215,12 +220,12 @@ macro_rules! impl_consent_store {
             .bind(&e.consent_id)
             .bind(&c.resident_id)
             .bind(&e.purpose)
-            .bind(&e.state)
-            .bind(&e.categories)
+            .bind(e.state)
+            .bind($crate::storage::columns::joined(&e.categories))
             .bind(e.valid_until)
             .bind(&e.notice_version)
             .bind(&e.actor_id)
-            .bind(&e.actor_role)
+            .bind(e.actor_role)
             .bind(&e.structure_id)
             .bind(e.audit_index)
             .bind(&e.receipt)

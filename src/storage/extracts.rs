@@ -7,16 +7,18 @@
 use async_trait::async_trait;
 
 use super::StorageResult;
-use crate::domain::Timestamp;
+use crate::domain::category::Category;
+use crate::domain::extract::{ExtractKind, ExtractState};
+use crate::domain::{ExtractId, Timestamp};
 
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct ExtractRow {
-    pub id: String,
+    pub id: ExtractId,
     pub partner_id: String,
     pub purpose: String,
-    pub kind: String,
+    pub kind: ExtractKind,
     pub spec: String,
-    pub state: String,
+    pub state: ExtractState,
     pub reason: Option<String>,
     pub rows_done: i64,
     pub rows_total: i64,
@@ -43,7 +45,7 @@ pub enum ApproveOutcome {
 #[async_trait]
 pub trait ExtractStore: Send + Sync {
     async fn insert_extract(&self, e: &ExtractRow) -> StorageResult<()>;
-    async fn find_extract(&self, id: &str) -> StorageResult<Option<ExtractRow>>;
+    async fn find_extract(&self, id: &ExtractId) -> StorageResult<Option<ExtractRow>>;
     async fn extracts_of_partner(&self, partner_id: &str) -> StorageResult<Vec<ExtractRow>>;
     async fn all_extracts(&self, limit: i64) -> StorageResult<Vec<ExtractRow>>;
     /// Approves a requested extract if the partner's ε budget still holds
@@ -52,7 +54,7 @@ pub trait ExtractStore: Send + Sync {
     /// interleave (both backends).
     async fn extract_approve(
         &self,
-        id: &str,
+        id: &ExtractId,
         budget: f64,
         now: Timestamp,
     ) -> StorageResult<ApproveOutcome>;
@@ -60,16 +62,16 @@ pub trait ExtractStore: Send + Sync {
     /// was not in `from`.
     async fn extract_transition(
         &self,
-        id: &str,
-        from: &str,
-        to: &str,
+        id: &ExtractId,
+        from: ExtractState,
+        to: ExtractState,
         reason: Option<&str>,
         now: Timestamp,
     ) -> StorageResult<bool>;
-    async fn extract_progress(&self, id: &str, done: i64, total: i64) -> StorageResult<()>;
+    async fn extract_progress(&self, id: &ExtractId, done: i64, total: i64) -> StorageResult<()>;
     async fn extract_ready(
         &self,
-        id: &str,
+        id: &ExtractId,
         manifest: &str,
         jws: &str,
         expires_at: Timestamp,
@@ -78,7 +80,7 @@ pub trait ExtractStore: Send + Sync {
     /// ε already spent by a partner (extracts approved with noise).
     async fn epsilon_spent(&self, partner_id: &str) -> StorageResult<f64>;
     /// Ready or downloaded extracts whose file is past its retention.
-    async fn extracts_to_expire(&self, now: Timestamp) -> StorageResult<Vec<String>>;
+    async fn extracts_to_expire(&self, now: Timestamp) -> StorageResult<Vec<ExtractId>>;
     /// One page of an extract's cohort, by resident id after `after`:
     /// active, not restricted, not objecting to the purpose; for a consent
     /// purpose, with a consent given, valid at `now`, under the current
@@ -91,7 +93,7 @@ pub trait ExtractStore: Send + Sync {
         now: Timestamp,
         after: &str,
         limit: i64,
-    ) -> StorageResult<Vec<(String, Option<String>)>>;
+    ) -> StorageResult<Vec<(String, Option<Vec<Category>>)>>;
     /// How many candidates `cohort_page` will go through (for progress).
     async fn count_cohort(
         &self,
@@ -115,9 +117,9 @@ macro_rules! impl_extract_store {
             .bind(&e.id)
             .bind(&e.partner_id)
             .bind(&e.purpose)
-            .bind(&e.kind)
+            .bind(e.kind)
             .bind(&e.spec)
-            .bind(&e.state)
+            .bind(e.state)
             .bind(&e.reason)
             .bind(e.epsilon)
             .bind(e.created_at)
@@ -126,7 +128,7 @@ macro_rules! impl_extract_store {
             Ok(())
         }
 
-        async fn find_extract(&self, id: &str) -> $crate::storage::StorageResult<Option<$crate::storage::ExtractRow>> {
+        async fn find_extract(&self, id: &$crate::domain::ExtractId) -> $crate::storage::StorageResult<Option<$crate::storage::ExtractRow>> {
             Ok(sqlx::query_as(
                 "SELECT id, partner_id, purpose, kind, spec, state, reason, rows_done, rows_total, manifest, manifest_jws, epsilon, created_at, updated_at, expires_at \
                  FROM extracts WHERE id = $1",
@@ -158,7 +160,7 @@ macro_rules! impl_extract_store {
 
         async fn extract_approve(
             &self,
-            id: &str,
+            id: &$crate::domain::ExtractId,
             budget: f64,
             now: $crate::domain::Timestamp,
         ) -> $crate::storage::StorageResult<$crate::storage::ApproveOutcome> {
@@ -192,11 +194,11 @@ macro_rules! impl_extract_store {
             let outcome = if done.rows_affected() == 1 {
                 $crate::storage::ApproveOutcome::Approved
             } else {
-                let (state,): (String,) = sqlx::query_as("SELECT state FROM extracts WHERE id = $1")
+                let (state,): ($crate::domain::extract::ExtractState,) = sqlx::query_as("SELECT state FROM extracts WHERE id = $1")
                     .bind(id)
                     .fetch_one(&mut *tx)
                     .await?;
-                if state == "requested" {
+                if state == $crate::domain::extract::ExtractState::Requested {
                     $crate::storage::ApproveOutcome::BudgetExhausted
                 } else {
                     $crate::storage::ApproveOutcome::NotRequested
@@ -208,9 +210,9 @@ macro_rules! impl_extract_store {
 
         async fn extract_transition(
             &self,
-            id: &str,
-            from: &str,
-            to: &str,
+            id: &$crate::domain::ExtractId,
+            from: $crate::domain::extract::ExtractState,
+            to: $crate::domain::extract::ExtractState,
             reason: Option<&str>,
             now: $crate::domain::Timestamp,
         ) -> $crate::storage::StorageResult<bool> {
@@ -227,7 +229,7 @@ macro_rules! impl_extract_store {
             Ok(done.rows_affected() == 1)
         }
 
-        async fn extract_progress(&self, id: &str, done: i64, total: i64) -> $crate::storage::StorageResult<()> {
+        async fn extract_progress(&self, id: &$crate::domain::ExtractId, done: i64, total: i64) -> $crate::storage::StorageResult<()> {
             sqlx::query("UPDATE extracts SET rows_done = $2, rows_total = $3 WHERE id = $1")
                 .bind(id)
                 .bind(done)
@@ -239,7 +241,7 @@ macro_rules! impl_extract_store {
 
         async fn extract_ready(
             &self,
-            id: &str,
+            id: &$crate::domain::ExtractId,
             manifest: &str,
             jws: &str,
             expires_at: $crate::domain::Timestamp,
@@ -270,8 +272,8 @@ macro_rules! impl_extract_store {
             Ok(sum.unwrap_or(0.0))
         }
 
-        async fn extracts_to_expire(&self, now: $crate::domain::Timestamp) -> $crate::storage::StorageResult<Vec<String>> {
-            let rows: Vec<(String,)> = sqlx::query_as(
+        async fn extracts_to_expire(&self, now: $crate::domain::Timestamp) -> $crate::storage::StorageResult<Vec<$crate::domain::ExtractId>> {
+            let rows: Vec<($crate::domain::ExtractId,)> = sqlx::query_as(
                 "SELECT id FROM extracts WHERE state IN ('ready', 'downloaded') AND expires_at <= $1",
             )
             .bind(now)
@@ -288,9 +290,9 @@ macro_rules! impl_extract_store {
             now: $crate::domain::Timestamp,
             after: &str,
             limit: i64,
-        ) -> $crate::storage::StorageResult<Vec<(String, Option<String>)>> {
+        ) -> $crate::storage::StorageResult<Vec<(String, Option<Vec<$crate::domain::category::Category>>)>> {
             if consent_based {
-                Ok(sqlx::query_as(
+                let rows: Vec<(String, $crate::storage::columns::CategoryList)> = sqlx::query_as(
                     "SELECT c.resident_id, c.categories FROM consents c JOIN residents r ON r.id = c.resident_id \
                      WHERE c.purpose = $1 AND c.state = 'given' AND c.valid_until > $2 AND c.notice_version = $3 \
                      AND r.status = 'active' AND r.restricted_at IS NULL AND c.resident_id > $4 \
@@ -302,7 +304,8 @@ macro_rules! impl_extract_store {
                 .bind(after)
                 .bind(limit)
                 .fetch_all(&self.pool)
-                .await?)
+                .await?;
+                Ok(rows.into_iter().map(|(r, c)| (r, Some(c.into()))).collect())
             } else {
                 let rows: Vec<(String,)> = sqlx::query_as(
                     "SELECT r.id FROM residents r WHERE r.status = 'active' AND r.restricted_at IS NULL \

@@ -8,7 +8,8 @@
 use async_trait::async_trait;
 
 use super::StorageResult;
-use crate::domain::Timestamp;
+use super::columns::DemarcheList;
+use crate::domain::{Demarche, Timestamp};
 
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct MandateRow {
@@ -29,7 +30,7 @@ pub struct AuthorisationRow {
     pub mandate_id: String,
     pub resident_id: String,
     pub structure_id: String,
-    pub demarche: String,
+    pub demarche: Demarche,
     pub expires_at: i64,
     pub revoked_at: Option<i64>,
     pub revoked_by: Option<String>,
@@ -40,8 +41,8 @@ pub struct MandateDraftRow {
     pub id: String,
     pub aidant_id: String,
     pub structure_id: String,
-    /// Comma-separated démarche codes.
-    pub demarches: String,
+    #[sqlx(try_from = "DemarcheList")]
+    pub demarches: Vec<Demarche>,
     pub duration_days: i64,
     pub renews: Option<String>,
     pub resident_id: Option<String>,
@@ -63,7 +64,7 @@ pub trait MandateStore: Send + Sync {
     async fn create_mandate(
         &self,
         m: &MandateRow,
-        demarches: &[String],
+        demarches: &[Demarche],
         now: Timestamp,
     ) -> StorageResult<()>;
     /// A mandate confirmed from its draft, in one transaction: the draft is
@@ -74,7 +75,7 @@ pub trait MandateStore: Send + Sync {
     async fn create_mandate_from_draft(
         &self,
         m: &MandateRow,
-        demarches: &[String],
+        demarches: &[Demarche],
         draft_id: &str,
         now: Timestamp,
     ) -> StorageResult<()>;
@@ -89,7 +90,7 @@ pub trait MandateStore: Send + Sync {
     async fn revoke_authorisations(
         &self,
         mandate_id: &str,
-        demarche: Option<&str>,
+        demarche: Option<Demarche>,
         by: &str,
         now: Timestamp,
     ) -> StorageResult<u64>;
@@ -98,7 +99,7 @@ pub trait MandateStore: Send + Sync {
         &self,
         resident_id: &str,
         structure_id: &str,
-        demarche: &str,
+        demarche: Demarche,
         now: Timestamp,
     ) -> StorageResult<Option<AuthorisationRow>>;
     /// Live, unexpired authorisations of a structure expiring before
@@ -123,7 +124,7 @@ macro_rules! impl_mandate_store {
         async fn create_mandate_on(
             tx: &mut sqlx::Transaction<'_, $db>,
             m: &$crate::storage::MandateRow,
-            demarches: &[String],
+            demarches: &[$crate::domain::Demarche],
             now: $crate::domain::Timestamp,
         ) -> $crate::storage::StorageResult<()> {
             for d in demarches {
@@ -190,7 +191,7 @@ macro_rules! impl_mandate_store {
             .bind(&d.id)
             .bind(&d.aidant_id)
             .bind(&d.structure_id)
-            .bind(&d.demarches)
+            .bind($crate::storage::columns::joined(&d.demarches))
             .bind(d.duration_days)
             .bind(&d.renews)
             .bind(&d.resident_id)
@@ -234,7 +235,7 @@ macro_rules! impl_mandate_store {
         async fn create_mandate(
             &self,
             m: &$crate::storage::MandateRow,
-            demarches: &[String],
+            demarches: &[$crate::domain::Demarche],
             now: $crate::domain::Timestamp,
         ) -> $crate::storage::StorageResult<()> {
             let mut tx = self.pool.begin().await?;
@@ -246,7 +247,7 @@ macro_rules! impl_mandate_store {
         async fn create_mandate_from_draft(
             &self,
             m: &$crate::storage::MandateRow,
-            demarches: &[String],
+            demarches: &[$crate::domain::Demarche],
             draft_id: &str,
             now: $crate::domain::Timestamp,
         ) -> $crate::storage::StorageResult<()> {
@@ -319,7 +320,7 @@ macro_rules! impl_mandate_store {
         async fn revoke_authorisations(
             &self,
             mandate_id: &str,
-            demarche: Option<&str>,
+            demarche: Option<$crate::domain::Demarche>,
             by: &str,
             now: $crate::domain::Timestamp,
         ) -> $crate::storage::StorageResult<u64> {
@@ -340,7 +341,7 @@ macro_rules! impl_mandate_store {
             &self,
             resident_id: &str,
             structure_id: &str,
-            demarche: &str,
+            demarche: $crate::domain::Demarche,
             now: $crate::domain::Timestamp,
         ) -> $crate::storage::StorageResult<Option<$crate::storage::AuthorisationRow>> {
             Ok(sqlx::query_as(

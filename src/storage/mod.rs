@@ -37,6 +37,7 @@ use crate::config::DatabaseUrl;
 mod access;
 mod agents;
 mod audit;
+mod columns;
 mod consents;
 mod extracts;
 mod instance;
@@ -94,6 +95,9 @@ impl From<sqlx::Error> for StorageError {
                 StorageError::Unavailable(e.to_string())
             }
             sqlx::Error::WorkerCrashed => StorageError::Unavailable(e.to_string()),
+            // A stored text that is not a value of its domain type
+            // (`storage::columns`): the database holds what coffre never writes.
+            sqlx::Error::ColumnDecode { .. } => StorageError::Integrity(e.to_string()),
             sqlx::Error::Database(db)
                 if db.is_unique_violation() || db.is_foreign_key_violation() =>
             {

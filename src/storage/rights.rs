@@ -9,15 +9,17 @@
 use async_trait::async_trait;
 
 use super::StorageResult;
-use crate::domain::Timestamp;
+use crate::domain::category::Category;
+use crate::domain::rights::{NoticeKind, RightsRequestKind, RightsRequestState};
+use crate::domain::{RightsRequestId, Role, Timestamp};
 
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct RightsRequestRow {
-    pub id: String,
+    pub id: RightsRequestId,
     pub resident_id: String,
-    pub kind: String,
+    pub kind: RightsRequestKind,
     pub purpose: Option<String>,
-    pub state: String,
+    pub state: RightsRequestState,
     pub created_at: i64,
     pub due_at: i64,
     pub updated_at: i64,
@@ -25,11 +27,11 @@ pub struct RightsRequestRow {
 
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct RightsEventRow {
-    pub request_id: String,
+    pub request_id: RightsRequestId,
     pub seq: i64,
-    pub state: String,
+    pub state: RightsRequestState,
     pub actor_id: String,
-    pub actor_role: String,
+    pub actor_role: Role,
     pub reason: Option<String>,
     pub at: i64,
 }
@@ -39,8 +41,8 @@ pub struct NotificationRow {
     pub id: String,
     pub partner_id: String,
     pub pseudonym: String,
-    pub kind: String,
-    pub category: Option<String>,
+    pub kind: NoticeKind,
+    pub category: Option<Category>,
     pub created_at: i64,
     pub fetched_at: Option<i64>,
 }
@@ -77,18 +79,24 @@ pub trait RightsStore: Send + Sync {
         r: &RightsRequestRow,
         e: &RightsEventRow,
     ) -> StorageResult<()>;
-    async fn find_rights_request(&self, id: &str) -> StorageResult<Option<RightsRequestRow>>;
+    async fn find_rights_request(
+        &self,
+        id: &RightsRequestId,
+    ) -> StorageResult<Option<RightsRequestRow>>;
     async fn rights_requests_of(&self, resident_id: &str) -> StorageResult<Vec<RightsRequestRow>>;
     /// Every request, open ones first by due date (the DPO's list).
     async fn all_rights_requests(&self, limit: i64) -> StorageResult<Vec<RightsRequestRow>>;
-    async fn rights_request_events(&self, id: &str) -> StorageResult<Vec<RightsEventRow>>;
+    async fn rights_request_events(
+        &self,
+        id: &RightsRequestId,
+    ) -> StorageResult<Vec<RightsEventRow>>;
     /// Moves a request to `state` (and `due_at`) if it is still in
     /// `from_state`; appends the event. False when it was not.
     async fn update_rights_request(
         &self,
-        id: &str,
-        from_state: &str,
-        state: &str,
+        id: &RightsRequestId,
+        from_state: RightsRequestState,
+        state: RightsRequestState,
         due_at: Timestamp,
         event: &RightsEventRow,
     ) -> StorageResult<bool>;
@@ -121,7 +129,7 @@ macro_rules! impl_rights_store {
                 .bind(&n.id)
                 .bind(&n.partner_id)
                 .bind(&n.pseudonym)
-                .bind(&n.kind)
+                .bind(n.kind)
                 .bind(&n.category)
                 .bind(n.created_at)
                 .execute(&mut **tx)
@@ -225,9 +233,9 @@ macro_rules! impl_rights_store {
             )
             .bind(&r.id)
             .bind(&r.resident_id)
-            .bind(&r.kind)
+            .bind(r.kind)
             .bind(&r.purpose)
-            .bind(&r.state)
+            .bind(r.state)
             .bind(r.created_at)
             .bind(r.due_at)
             .bind(r.updated_at)
@@ -239,7 +247,7 @@ macro_rules! impl_rights_store {
             )
             .bind(&e.request_id)
             .bind(e.seq)
-            .bind(&e.state)
+            .bind(e.state)
             .bind(&e.actor_id)
             .bind(&e.actor_role)
             .bind(&e.reason)
@@ -252,7 +260,7 @@ macro_rules! impl_rights_store {
 
         async fn find_rights_request(
             &self,
-            id: &str,
+            id: &$crate::domain::RightsRequestId,
         ) -> $crate::storage::StorageResult<Option<$crate::storage::RightsRequestRow>> {
             Ok(sqlx::query_as(
                 "SELECT id, resident_id, kind, purpose, state, created_at, due_at, updated_at FROM rights_requests WHERE id = $1",
@@ -290,7 +298,7 @@ macro_rules! impl_rights_store {
 
         async fn rights_request_events(
             &self,
-            id: &str,
+            id: &$crate::domain::RightsRequestId,
         ) -> $crate::storage::StorageResult<Vec<$crate::storage::RightsEventRow>> {
             Ok(sqlx::query_as(
                 "SELECT request_id, seq, state, actor_id, actor_role, reason, at FROM rights_request_events \
@@ -303,9 +311,9 @@ macro_rules! impl_rights_store {
 
         async fn update_rights_request(
             &self,
-            id: &str,
-            from_state: &str,
-            state: &str,
+            id: &$crate::domain::RightsRequestId,
+            from_state: $crate::domain::rights::RightsRequestState,
+            state: $crate::domain::rights::RightsRequestState,
             due_at: $crate::domain::Timestamp,
             event: &$crate::storage::RightsEventRow,
         ) -> $crate::storage::StorageResult<bool> {
@@ -336,7 +344,7 @@ macro_rules! impl_rights_store {
             )
             .bind(&event.request_id)
             .bind(event.seq)
-            .bind(&event.state)
+            .bind(event.state)
             .bind(&event.actor_id)
             .bind(&event.actor_role)
             .bind(&event.reason)

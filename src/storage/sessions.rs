@@ -26,7 +26,7 @@ pub struct NewSession<'a> {
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct SessionRow {
     pub actor_id: String,
-    pub role: String,
+    pub role: Role,
     pub csrf_token: String,
     pub expires_at: i64,
     pub last_seen_at: i64,

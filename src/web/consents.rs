@@ -162,9 +162,12 @@ pub async fn withdraw(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> PageResu
     let form = Form::parse(&body);
     let user = ctx.form_user(RESIDENT, &form)?;
     let back = "/moi/consentements";
-    let _receipt = crate::service::consents::withdraw_own(&ctx.state, &ctx.caller(&user), &id)
-        .await
-        .map_err(|e| ctx.fail_at(e, back))?;
+    // A malformed id names no consent: the use case answers it as unknown.
+    let consent = crate::domain::ConsentId::parse(&id).ok();
+    let _receipt =
+        crate::service::consents::withdraw_own(&ctx.state, &ctx.caller(&user), consent.as_ref())
+            .await
+            .map_err(|e| ctx.fail_at(e, back))?;
     // The consent's id, not its purpose, goes in the address: a purpose
     // (health, say) says something about the person.
     Ok(super::redirect(&format!("/moi/consentements/{id}/retire")))
@@ -174,7 +177,9 @@ pub async fn withdraw(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> PageResu
 pub async fn withdrawn(ctx: Ctx, Path(id): Path<String>) -> PageResult {
     let user = ctx.user_in(RESIDENT)?;
     let l = ctx.lang;
-    // Only the person's own consent, and only once withdrawn.
+    // Only the person's own consent, and only once withdrawn; a malformed
+    // id names none.
+    let id = crate::domain::ConsentId::parse(&id).map_err(|_| ctx.fail(AppError::NotFound))?;
     let consent = crate::service::consents::own_withdrawn(&ctx.state, &ctx.caller(&user), &id)
         .await
         .map_err(|e| ctx.fail(e))?;
@@ -207,7 +212,9 @@ async fn receipts_of(
     user: &CurrentUser,
     consent: &str,
 ) -> Result<Vec<String>, PageError> {
-    crate::service::consents::receipts(&ctx.state, &ctx.caller(user), consent)
+    // A malformed id names no consent: the use case answers it as unknown.
+    let consent = crate::domain::ConsentId::parse(consent).ok();
+    crate::service::consents::receipts(&ctx.state, &ctx.caller(user), consent.as_ref())
         .await
         .map(|done| done.value.receipts)
         .map_err(|e| ctx.fail(e))

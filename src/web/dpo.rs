@@ -190,16 +190,18 @@ pub async fn decide_extract(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> Pa
     let user = ctx.form_user(DPO, &form)?;
     let caller = ctx.caller(&user);
     let now = ctx.state.clock.now();
+    // A malformed id names no extract: the use case answers it as unknown.
+    let id = crate::domain::ExtractId::parse(&id).ok();
     match form.get("decision") {
         Some("approve") => {
-            crate::service::extracts::dpo_approve(&ctx.state, &caller, &id, now)
+            crate::service::extracts::dpo_approve(&ctx.state, &caller, id.as_ref(), now)
                 .await
                 .map_err(|e| ctx.fail_at(e, "/dpo"))?;
             Ok(ctx.done("/dpo", "approuve"))
         }
         Some("reject") => {
             let reason = form.get("reason").unwrap_or_default();
-            crate::service::extracts::dpo_reject(&ctx.state, &caller, &id, reason, now)
+            crate::service::extracts::dpo_reject(&ctx.state, &caller, id.as_ref(), reason, now)
                 .await
                 .map_err(|e| ctx.fail_at(e, "/dpo"))?;
             Ok(ctx.done("/dpo", "rejete"))
@@ -213,11 +215,19 @@ pub async fn handle_request(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> Pa
     let user = ctx.form_user(DPO, &form)?;
     let caller = ctx.caller(&user);
     let now = ctx.state.clock.now();
+    // A malformed id names no request: the use case answers it as unknown.
+    let id = crate::domain::RightsRequestId::parse(&id).ok();
     match form.get("action") {
         Some("extend") => {
-            crate::service::requests::extend(&ctx.state, &caller, &id, "complexity".into(), now)
-                .await
-                .map_err(|e| ctx.fail_at(e, "/dpo"))?;
+            crate::service::requests::extend(
+                &ctx.state,
+                &caller,
+                id.as_ref(),
+                "complexity".into(),
+                now,
+            )
+            .await
+            .map_err(|e| ctx.fail_at(e, "/dpo"))?;
             Ok(ctx.done("/dpo", "prolonge"))
         }
         Some(outcome @ ("granted" | "refused")) => {
@@ -226,9 +236,16 @@ pub async fn handle_request(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> Pa
             } else {
                 None
             };
-            crate::service::requests::close(&ctx.state, &caller, &id, outcome.into(), reason, now)
-                .await
-                .map_err(|e| ctx.fail_at(e, "/dpo"))?;
+            crate::service::requests::close(
+                &ctx.state,
+                &caller,
+                id.as_ref(),
+                outcome.into(),
+                reason,
+                now,
+            )
+            .await
+            .map_err(|e| ctx.fail_at(e, "/dpo"))?;
             Ok(ctx.done("/dpo", "cloture"))
         }
         _ => Err(ctx.fail(ErrorCode::InvalidAction.into())),

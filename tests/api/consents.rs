@@ -420,3 +420,39 @@ async fn concurrent_decisions_never_overwrite_each_other() {
     })
     .await;
 }
+
+/// A consent id the path cannot hold (parsed once at the edge) is answered
+/// as an unknown one: 404 to the resident, after the right to act that is
+/// checked first, as for any id.
+#[tokio::test]
+async fn a_malformed_consent_id_is_answered_as_an_unknown_one() {
+    each_backend(|app| async move {
+        let lucie = app.login(LUCIE).await;
+        let aidant = app.login("a1d00000-0000-4000-8000-000000000001").await;
+        for id in ["no-such-consent", "bad%20id", "%C3%A9t%C3%A9"] {
+            let withdraw = format!("/api/v1/me/consents/{id}/withdraw");
+            let receipts = format!("/api/v1/me/consents/{id}/receipts");
+            app.as_user(&lucie, Method::POST, &withdraw, None)
+                .await
+                .assert_error(404, "not_found");
+            app.as_user(&lucie, Method::GET, &receipts, None)
+                .await
+                .assert_error(404, "not_found");
+            let other = app.as_user(&aidant, Method::POST, &withdraw, None).await;
+            let known = app
+                .as_user(
+                    &aidant,
+                    Method::POST,
+                    "/api/v1/me/consents/no-such-consent/withdraw",
+                    None,
+                )
+                .await;
+            assert_eq!(
+                (other.status, other.json()["error"]["code"].clone()),
+                (known.status, known.json()["error"]["code"].clone()),
+                "{id}"
+            );
+        }
+    })
+    .await;
+}

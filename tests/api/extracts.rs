@@ -196,7 +196,7 @@ async fn a_records_extract_is_approved_built_downloaded_and_decrypts_with_age() 
         partner(&app, &token, Method::GET, &format!("/api/v1/partner/extracts/{id}/file"), None)
             .await
             .assert_error(410, "extract_expired");
-        assert!(!coffre::service::extracts::file_path(&app.state, &id).exists());
+        assert!(!coffre::service::extracts::file_path(&app.state, &crate::support::eid(&id)).exists());
     })
     .await;
 }
@@ -313,7 +313,7 @@ async fn no_extract_is_built_for_a_partner_deactivated_after_asking() {
         let res = app.as_user(&dpo, Method::POST, &format!("/api/v1/dpo/extracts/{id}/approve"), None).await;
         assert_eq!(res.status, 200, "{}", res.text());
         for _ in 0..200 {
-            let row = app.store.find_extract(&id).await.unwrap().unwrap();
+            let row = app.store.find_extract(&crate::support::eid(&id)).await.unwrap().unwrap();
             if !matches!(row.state.as_str(), "approved" | "building") {
                 assert_eq!((row.state.as_str(), row.reason.as_deref()), ("failed", Some("partner deactivated")));
                 for name in [format!("{id}.csv.age"), format!("{id}.csv.age.part")] {
@@ -393,6 +393,71 @@ async fn two_overlapping_aggregates_never_subtract_to_a_few_people() {
         // grouping as A again.
         let again = built(&app, &token, serde_json::json!({"purpose": "etude-mobilite", "kind": "aggregate", "categories": ["household", "mobility", "housing"], "group_by": ["household.size"], "fields": fields})).await;
         assert_eq!(again["state"], "ready", "{again}");
+    })
+    .await;
+}
+
+/// An extract id the path cannot hold (parsed once at the edge) is answered
+/// as an unknown one: 404 to its partner and to the DPO, and the right to
+/// decide checked first, as for any id.
+#[tokio::test]
+async fn a_malformed_extract_id_is_answered_as_an_unknown_one() {
+    each_backend(|app| async move {
+        let token = labo(&app).await;
+        let dpo = app.login(DPO).await;
+        let awa = app.login(AWA).await;
+        for id in ["no-such-extract", "bad%20id", "%C3%A9t%C3%A9"] {
+            partner(
+                &app,
+                &token,
+                Method::GET,
+                &format!("/api/v1/partner/extracts/{id}"),
+                None,
+            )
+            .await
+            .assert_error(404, "not_found");
+            partner(
+                &app,
+                &token,
+                Method::GET,
+                &format!("/api/v1/partner/extracts/{id}/file"),
+                None,
+            )
+            .await
+            .assert_error(404, "not_found");
+            app.as_user(
+                &dpo,
+                Method::POST,
+                &format!("/api/v1/dpo/extracts/{id}/approve"),
+                None,
+            )
+            .await
+            .assert_error(404, "not_found");
+            app.as_user(
+                &dpo,
+                Method::POST,
+                &format!("/api/v1/dpo/extracts/{id}/reject"),
+                Some(serde_json::json!({"reason": "trop large"})),
+            )
+            .await
+            .assert_error(404, "not_found");
+            app.as_user(
+                &dpo,
+                Method::POST,
+                &format!("/api/v1/dpo/extracts/{id}/reject"),
+                Some(serde_json::json!({"reason": ""})),
+            )
+            .await
+            .assert_error(422, "invalid_reason");
+            app.as_user(
+                &awa,
+                Method::POST,
+                &format!("/api/v1/dpo/extracts/{id}/approve"),
+                None,
+            )
+            .await
+            .assert_error(403, "role_not_allowed");
+        }
     })
     .await;
 }

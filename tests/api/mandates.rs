@@ -158,7 +158,7 @@ async fn an_aidant_acts_only_within_a_live_mandate_of_their_structure() {
                     id: "other-structure".into(),
                     siret: "73282932000074".into(),
                     name: "France Services (autre)".into(),
-                    allowed_demarches: "logement".into(),
+                    allowed_demarches: crate::support::demarches("logement"),
                     active: true,
                 },
                 app.clock.now(),
@@ -169,7 +169,7 @@ async fn an_aidant_acts_only_within_a_live_mandate_of_their_structure() {
             .insert_agent(
                 &coffre::storage::AgentRow {
                     id: "aidant-elsewhere".into(),
-                    role: "aidant".into(),
+                    role: coffre::domain::Role::Aidant,
                     display_name: "Ailleurs".into(),
                     structure_id: Some("other-structure".into()),
                     active: true,
@@ -596,10 +596,10 @@ async fn one_live_authorisation_per_demarche_even_when_created_at_once() {
         // A newer mandate takes the démarche over; the old one keeps the rest.
         let second = app.mandate(LUCIE, &[Demarche::Logement], 365).await;
         let old = app.store.mandate_authorisations(&first).await.unwrap();
-        let logement = old.iter().find(|a| a.demarche == "logement").unwrap();
+        let logement = old.iter().find(|a| a.demarche.as_str() == "logement").unwrap();
         assert_eq!(logement.revoked_by.as_deref(), Some("superseded"));
-        assert!(old.iter().find(|a| a.demarche == "famille").unwrap().revoked_at.is_none());
-        let live = app.store.live_authorisation(LUCIE, CCAS, "logement", app.clock.now()).await.unwrap().unwrap();
+        assert!(old.iter().find(|a| a.demarche.as_str() == "famille").unwrap().revoked_at.is_none());
+        let live = app.store.live_authorisation(LUCIE, CCAS, "logement".parse().unwrap(), app.clock.now()).await.unwrap().unwrap();
         assert_eq!(live.mandate_id, second);
 
         // Eight creations at once for the same démarche.
@@ -641,7 +641,7 @@ async fn one_live_authorisation_per_demarche_even_when_created_at_once() {
             .await
             .unwrap()
             .into_iter()
-            .filter(|a| a.resident_id == JP && a.demarche == "transports")
+            .filter(|a| a.resident_id == JP && a.demarche.as_str() == "transports")
             .collect();
         assert_eq!(live.len(), 1, "{live:?}");
 
@@ -866,7 +866,7 @@ async fn an_aidant_of_two_structures_acts_for_the_current_one() {
                     id: "france-services".into(),
                     siret: "73282932000074".into(),
                     name: "France Services".into(),
-                    allowed_demarches: "logement".into(),
+                    allowed_demarches: crate::support::demarches("logement"),
                     active: true,
                 },
                 app.clock.now(),

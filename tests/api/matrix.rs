@@ -76,7 +76,7 @@ async fn callers(app: &TestApp) -> Vec<(&'static str, Caller)> {
         .insert_agent(
             &coffre::storage::AgentRow {
                 id: ADMIN.into(),
-                role: "admin".into(),
+                role: coffre::domain::Role::Admin,
                 display_name: "Admin".into(),
                 structure_id: None,
                 active: true,

@@ -384,7 +384,7 @@ async fn structure(app: &TestApp, id: &str, siret: &str, demarches: &str) {
                 id: id.into(),
                 siret: siret.into(),
                 name: format!("Structure {id}"),
-                allowed_demarches: demarches.into(),
+                allowed_demarches: crate::support::demarches(demarches),
                 active: true,
             },
             app.clock.now(),
@@ -398,7 +398,7 @@ async fn agent(app: &TestApp, id: &str, role: Role, structure: &str, can_create:
         .insert_agent(
             &coffre::storage::AgentRow {
                 id: id.into(),
-                role: role.as_str().into(),
+                role,
                 display_name: id.into(),
                 structure_id: Some(structure.into()),
                 active: true,
@@ -432,7 +432,11 @@ async fn fingerprint(app: &TestApp, pool: &sqlx::AnyPool, resident: &str) -> Vec
     for c in app.store.consents_of(resident).await.unwrap() {
         out.push(format!(
             "consent {} {} [{}] until {:?} seq {}",
-            c.purpose, c.state, c.categories, c.valid_until, c.seq
+            c.purpose,
+            c.state,
+            crate::support::joined(&c.categories),
+            c.valid_until,
+            c.seq
         ));
     }
     for m in app.store.mandates_of_resident(resident).await.unwrap() {

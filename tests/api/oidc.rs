@@ -623,7 +623,7 @@ async fn agents_log_in_with_the_role_coffre_gives_them_and_strangers_are_refused
             .insert_agent(
                 &coffre::storage::AgentRow {
                     id: "agent-claire".into(),
-                    role: "dpo".into(),
+                    role: coffre::domain::Role::Dpo,
                     display_name: "Claire".into(),
                     structure_id: None,
                     active: true,
@@ -718,7 +718,7 @@ async fn a_mandate_is_made_with_the_residents_login_in_the_aidants_browser() {
                     id: "ccas".into(),
                     siret: "26340001200013".into(),
                     name: "CCAS de test".into(),
-                    allowed_demarches: "logement,papiers".into(),
+                    allowed_demarches: crate::support::demarches("logement,papiers"),
                     active: true,
                 },
                 now,
@@ -729,7 +729,7 @@ async fn a_mandate_is_made_with_the_residents_login_in_the_aidants_browser() {
             .insert_agent(
                 &coffre::storage::AgentRow {
                     id: "aidant-1".into(),
-                    role: "aidant".into(),
+                    role: coffre::domain::Role::Aidant,
                     display_name: "Camille".into(),
                     structure_id: Some("ccas".into()),
                     active: true,

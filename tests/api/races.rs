@@ -149,12 +149,12 @@ async fn concurrent_extract_decisions_apply_one() {
         let all: Vec<_> = a.iter().chain(r.iter()).cloned().collect();
         assert_eq!(winners(&all), 1, "{all:?}");
         assert_losers_say(&all, &["invalid_transition"]);
-        let row = app.store.find_extract(&id).await.unwrap().unwrap();
+        let row = app.store.find_extract(&crate::support::eid(&id)).await.unwrap().unwrap();
         let approved = winners(&a) == 1;
         if approved {
-            assert_ne!(row.state, "rejected");
+            assert_ne!(row.state.as_str(), "rejected");
         } else {
-            assert_eq!(row.state, "rejected");
+            assert_eq!(row.state.as_str(), "rejected");
         }
     })
     .await;
@@ -207,19 +207,28 @@ async fn concurrent_rights_request_transitions_apply_one() {
                 "already_extended",
             ],
         );
-        let row = app.store.find_rights_request(&id).await.unwrap().unwrap();
-        let events = app.store.rights_request_events(&id).await.unwrap();
+        let row = app
+            .store
+            .find_rights_request(&crate::support::rid(&id))
+            .await
+            .unwrap()
+            .unwrap();
+        let events = app
+            .store
+            .rights_request_events(&crate::support::rid(&id))
+            .await
+            .unwrap();
         let closes = events
             .iter()
             .filter(|e| {
-                e.state == "closed"
-                    || e.state.starts_with("granted")
-                    || e.state.starts_with("refused")
+                e.state.as_str() == "closed"
+                    || e.state.as_str().starts_with("granted")
+                    || e.state.as_str().starts_with("refused")
             })
             .count();
         assert!(closes <= 1, "{events:?}");
         if winners(&c) == 1 {
-            assert_ne!(row.state, "open", "{row:?}");
+            assert_ne!(row.state.as_str(), "open", "{row:?}");
         }
     })
     .await;

@@ -102,7 +102,7 @@ async fn a_partner_taken_off_a_purpose_gets_no_extract_of_it() {
         .await
         .assert_error(403, "not_a_recipient");
         assert_eq!(
-            app.store.find_extract(&pending).await.unwrap().unwrap().state,
+            app.store.find_extract(&crate::support::eid(&pending)).await.unwrap().unwrap().state.as_str(),
             "requested"
         );
         let size = app.state.audit.size().await.unwrap();
@@ -122,18 +122,18 @@ async fn a_partner_taken_off_a_purpose_gets_no_extract_of_it() {
         let id = uuid::Uuid::new_v4().to_string();
         app.store
             .insert_extract(&coffre::storage::ExtractRow {
-                id: id.clone(),
-                state: "approved".into(),
-                ..app.store.find_extract(&pending).await.unwrap().unwrap()
+                id: crate::support::eid(&id),
+                state: "approved".parse().unwrap(),
+                ..app.store.find_extract(&crate::support::eid(&pending)).await.unwrap().unwrap()
             })
             .await
             .unwrap();
-        let err = coffre::service::extract_build::build(&app.state, &id, app.clock.now())
+        let err = coffre::service::extract_build::build(&app.state, &crate::support::eid(&id), app.clock.now())
             .await
             .unwrap_err();
         assert!(err.starts_with("not_a_recipient"), "{err}");
         assert_eq!(
-            app.store.find_extract(&id).await.unwrap().unwrap().state,
+            app.store.find_extract(&crate::support::eid(&id)).await.unwrap().unwrap().state.as_str(),
             "failed"
         );
     })
@@ -167,7 +167,7 @@ async fn an_extract_past_its_expiry_never_downloads() {
         .assert_error(410, "extract_expired");
         // The purge has not run: the row still says ready.
         assert_eq!(
-            app.store.find_extract(&id).await.unwrap().unwrap().state,
+            app.store.find_extract(&crate::support::eid(&id)).await.unwrap().unwrap().state.as_str(),
             "ready"
         );
     })
@@ -288,7 +288,7 @@ async fn an_erasure_ends_every_mandate_of_the_resident() {
             .live_authorisation(
                 LUCIE,
                 coffre::demo::STRUCTURE_CCAS,
-                "logement",
+                coffre::domain::Demarche::Logement,
                 app.clock.now(),
             )
             .await

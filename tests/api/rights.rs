@@ -666,3 +666,53 @@ async fn the_dpo_reads_the_register_of_processing() {
     })
     .await;
 }
+
+/// A rights request id the path cannot hold (parsed once at the edge) is
+/// answered as an unknown one: 404 to the DPO, after the checks of the
+/// body and of the caller's role that come first, as for any id.
+#[tokio::test]
+async fn a_malformed_request_id_is_answered_as_an_unknown_one() {
+    each_backend(|app| async move {
+        let dpo = app.login(DPO).await;
+        let awa = app.login(AWA).await;
+        for id in ["no-such-request", "bad%20id", "%C3%A9t%C3%A9"] {
+            let extend = format!("/api/v1/dpo/requests/{id}/extend");
+            let close = format!("/api/v1/dpo/requests/{id}/close");
+            let complexity = serde_json::json!({"reason": "complexity"});
+            as_(&app, &dpo, Method::POST, &extend, Some(complexity.clone()))
+                .await
+                .assert_error(404, "not_found");
+            as_(
+                &app,
+                &dpo,
+                Method::POST,
+                &extend,
+                Some(serde_json::json!({"reason": "x"})),
+            )
+            .await
+            .assert_error(422, "invalid_reason");
+            as_(
+                &app,
+                &dpo,
+                Method::POST,
+                &close,
+                Some(serde_json::json!({"outcome": "granted"})),
+            )
+            .await
+            .assert_error(404, "not_found");
+            as_(
+                &app,
+                &dpo,
+                Method::POST,
+                &close,
+                Some(serde_json::json!({"outcome": "maybe"})),
+            )
+            .await
+            .assert_error(422, "invalid_outcome");
+            as_(&app, &awa, Method::POST, &extend, Some(complexity))
+                .await
+                .assert_error(403, "role_not_allowed");
+        }
+    })
+    .await;
+}

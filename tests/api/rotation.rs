@@ -199,7 +199,7 @@ async fn rotation_rewraps_the_agents_totp_keys_too() {
             .insert_agent(
                 &coffre::storage::AgentRow {
                     id: "aidant-1".into(),
-                    role: "dpo".into(),
+                    role: coffre::domain::Role::Dpo,
                     display_name: "A".into(),
                     structure_id: None,
                     active: true,

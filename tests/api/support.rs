@@ -473,3 +473,44 @@ impl TestApp {
         m.id
     }
 }
+
+/// Démarches from a fixture's comma-joined codes.
+pub fn demarches(codes: &str) -> Vec<coffre::domain::Demarche> {
+    codes
+        .split(',')
+        .map(|c| coffre::domain::Demarche::parse(c).unwrap())
+        .collect()
+}
+
+/// Recorded data categories from a fixture's comma-joined names.
+pub fn categories(names: &str) -> Vec<coffre::domain::category::Category> {
+    names
+        .split(',')
+        .filter(|n| !n.is_empty())
+        .map(|n| coffre::domain::category::Category::recorded(n).unwrap())
+        .collect()
+}
+
+/// A fixture's comma-joined form of recorded categories or démarches.
+pub fn joined<T: std::fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// An extract id a test holds as text.
+pub fn eid(id: &str) -> coffre::domain::ExtractId {
+    coffre::domain::ExtractId::parse(id).unwrap()
+}
+
+/// A rights request id a test holds as text.
+pub fn rid(id: &str) -> coffre::domain::RightsRequestId {
+    coffre::domain::RightsRequestId::parse(id).unwrap()
+}
+
+/// A consent id a test holds as text.
+pub fn cid(id: &str) -> coffre::domain::ConsentId {
+    coffre::domain::ConsentId::parse(id).unwrap()
+}

@@ -109,7 +109,7 @@ async fn an_aidant_never_consents_beyond_the_mandate_nor_over_the_residents_deci
             .await
             .unwrap()
             .unwrap();
-        assert_eq!((c.state.as_str(), c.categories.as_str()), ("given", "school"));
+        assert_eq!((c.state.as_str(), crate::support::joined(&c.categories).as_str()), ("given", "school"));
     })
     .await;
 }
@@ -201,7 +201,7 @@ async fn a_referent_acts_on_their_structure_only() {
                     id: "france-services".into(),
                     siret: "73282932000074".into(),
                     name: "France Services".into(),
-                    allowed_demarches: "logement".into(),
+                    allowed_demarches: crate::support::demarches("logement"),
                     active: true,
                 },
                 app.clock.now(),
@@ -315,7 +315,7 @@ async fn concurrent_approvals_never_overspend_the_epsilon_budget() {
         let outcomes = futures_util::future::join_all(ids.iter().map(|id| {
             let store = app.store.clone();
             let id = id.clone();
-            tokio::spawn(async move { store.extract_approve(&id, 5.0, now).await.unwrap() })
+            tokio::spawn(async move { store.extract_approve(&crate::support::eid(&id), 5.0, now).await.unwrap() })
         }))
         .await;
         let approved = outcomes
@@ -971,8 +971,8 @@ async fn a_read_racing_a_rectification_is_told_too() {
         let late = coffre::service::rights::notify_late_recipients(
             &app.state,
             AWA,
-            "rectification",
-            Some("housing"),
+            coffre::domain::rights::NoticeKind::Rectification,
+            coffre::domain::category::Category::recorded("housing").as_ref(),
             since,
             &told,
             app.clock.now(),
@@ -987,8 +987,8 @@ async fn a_read_racing_a_rectification_is_told_too() {
             let again = coffre::service::rights::notify_late_recipients(
                 &app.state,
                 AWA,
-                "rectification",
-                category,
+                coffre::domain::rights::NoticeKind::Rectification,
+                coffre::domain::category::Category::recorded(category.unwrap_or_default()).as_ref(),
                 since,
                 &told,
                 app.clock.now(),

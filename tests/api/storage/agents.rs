@@ -38,11 +38,17 @@ async fn structures_and_agents_round_trip_with_unique_siret_and_email() {
             .collect();
         assert_eq!(names, ["Abri", "Zola"], "by name ({b})");
 
-        store.set_structure_demarches("s1", "caf").await.unwrap();
+        store
+            .set_structure_demarches("s1", &crate::support::demarches("famille"))
+            .await
+            .unwrap();
         let s1 = store.find_structure("s1").await.unwrap().unwrap();
         assert_eq!(
-            (s1.siret.as_str(), s1.allowed_demarches.as_str()),
-            ("11111111111111", "caf")
+            (
+                s1.siret.as_str(),
+                crate::support::joined(&s1.allowed_demarches).as_str()
+            ),
+            ("11111111111111", "famille")
         );
         assert!(store.find_structure("s9").await.unwrap().is_none(), "{b}");
 

@@ -7,7 +7,7 @@ use super::{Decision, T0, assert_conflict, at_once, each_store, on, partner, res
 
 fn extract(id: &str, partner_id: &str, epsilon: Option<f64>, created_at: i64) -> ExtractRow {
     ExtractRow {
-        id: id.into(),
+        id: crate::support::eid(id),
         partner_id: partner_id.into(),
         purpose: "p-stats".into(),
         kind: if epsilon.is_some() {
@@ -15,9 +15,10 @@ fn extract(id: &str, partner_id: &str, epsilon: Option<f64>, created_at: i64) ->
         } else {
             "records"
         }
-        .into(),
+        .parse()
+        .unwrap(),
         spec: "{}".into(),
-        state: "requested".into(),
+        state: "requested".parse().unwrap(),
         reason: None,
         rows_done: 0,
         rows_total: 0,
@@ -31,7 +32,13 @@ fn extract(id: &str, partner_id: &str, epsilon: Option<f64>, created_at: i64) ->
 }
 
 async fn state_of(store: &DynStore, id: &str) -> String {
-    store.find_extract(id).await.unwrap().unwrap().state
+    store
+        .find_extract(&crate::support::eid(id))
+        .await
+        .unwrap()
+        .unwrap()
+        .state
+        .to_string()
 }
 
 #[tokio::test]
@@ -53,7 +60,12 @@ async fn an_approval_spends_the_partners_budget_at_most_once() {
 
         let approve = |id: &'static str| {
             let store = store.clone();
-            async move { store.extract_approve(id, 1.0, T0 + 10).await.unwrap() }
+            async move {
+                store
+                    .extract_approve(&crate::support::eid(id), 1.0, T0 + 10)
+                    .await
+                    .unwrap()
+            }
         };
         assert_eq!(approve("e1").await, ApproveOutcome::Approved, "{b}");
         assert_eq!(
@@ -79,19 +91,37 @@ async fn an_approval_spends_the_partners_budget_at_most_once() {
         // A failed build gives its ε back.
         assert!(
             store
-                .extract_transition("e1", "approved", "building", None, T0 + 11)
+                .extract_transition(
+                    &crate::support::eid("e1"),
+                    "approved".parse().unwrap(),
+                    "building".parse().unwrap(),
+                    None,
+                    T0 + 11
+                )
                 .await
                 .unwrap()
         );
         assert!(
             !store
-                .extract_transition("e1", "approved", "building", None, T0 + 12)
+                .extract_transition(
+                    &crate::support::eid("e1"),
+                    "approved".parse().unwrap(),
+                    "building".parse().unwrap(),
+                    None,
+                    T0 + 12
+                )
                 .await
                 .unwrap()
         );
         assert!(
             store
-                .extract_transition("e1", "building", "failed", Some("disk"), T0 + 13)
+                .extract_transition(
+                    &crate::support::eid("e1"),
+                    "building".parse().unwrap(),
+                    "failed".parse().unwrap(),
+                    Some("disk"),
+                    T0 + 13
+                )
                 .await
                 .unwrap()
         );
@@ -114,7 +144,7 @@ async fn concurrent_approvals_never_spend_past_the_budget() {
             let store = store.clone();
             async move {
                 store
-                    .extract_approve(&format!("e{i}"), 1.0, T0 + 10)
+                    .extract_approve(&crate::support::eid(&format!("e{i}")), 1.0, T0 + 10)
                     .await
                     .unwrap()
             }
@@ -157,28 +187,54 @@ async fn an_extract_moves_only_from_the_state_it_is_in_and_expires_when_due() {
 
         // Ready only from building.
         store
-            .extract_ready("e1", "{}", "jws", T0 + 100, T0 + 1)
+            .extract_ready(&crate::support::eid("e1"), "{}", "jws", T0 + 100, T0 + 1)
             .await
             .unwrap();
         assert_eq!(state_of(&store, "e1").await, "requested", "{b}");
-        store.extract_approve("e1", 1.0, T0).await.unwrap();
         store
-            .extract_transition("e1", "approved", "building", Some("started"), T0 + 1)
+            .extract_approve(&crate::support::eid("e1"), 1.0, T0)
             .await
             .unwrap();
-        store.extract_progress("e1", 5, 10).await.unwrap();
-        let e = store.find_extract("e1").await.unwrap().unwrap();
+        store
+            .extract_transition(
+                &crate::support::eid("e1"),
+                "approved".parse().unwrap(),
+                "building".parse().unwrap(),
+                Some("started"),
+                T0 + 1,
+            )
+            .await
+            .unwrap();
+        store
+            .extract_progress(&crate::support::eid("e1"), 5, 10)
+            .await
+            .unwrap();
+        let e = store
+            .find_extract(&crate::support::eid("e1"))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
             (e.rows_done, e.rows_total, e.updated_at),
             (5, 10, T0 + 1),
             "{b}"
         );
         store
-            .extract_ready("e1", "{\"rows\":10}", "jws", T0 + 100, T0 + 2)
+            .extract_ready(
+                &crate::support::eid("e1"),
+                "{\"rows\":10}",
+                "jws",
+                T0 + 100,
+                T0 + 2,
+            )
             .await
             .unwrap();
-        let e = store.find_extract("e1").await.unwrap().unwrap();
-        assert_eq!(e.state, "ready", "{b}");
+        let e = store
+            .find_extract(&crate::support::eid("e1"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(e.state.as_str(), "ready", "{b}");
         assert_eq!(
             (e.manifest.as_deref(), e.manifest_jws.as_deref()),
             (Some("{\"rows\":10}"), Some("jws"))
@@ -190,12 +246,18 @@ async fn an_extract_moves_only_from_the_state_it_is_in_and_expires_when_due() {
         );
         // A transition without a reason keeps the last one.
         store
-            .extract_transition("e1", "ready", "downloaded", None, T0 + 3)
+            .extract_transition(
+                &crate::support::eid("e1"),
+                "ready".parse().unwrap(),
+                "downloaded".parse().unwrap(),
+                None,
+                T0 + 3,
+            )
             .await
             .unwrap();
         assert_eq!(
             store
-                .find_extract("e1")
+                .find_extract(&crate::support::eid("e1"))
                 .await
                 .unwrap()
                 .unwrap()
@@ -264,7 +326,10 @@ async fn the_cohort_is_paged_by_resident_and_counted_alike() {
         let first = page(true, "", 1).await;
         assert_eq!(
             first,
-            [("r1".to_string(), Some("contact,housing".to_string()))],
+            [(
+                "r1".to_string(),
+                Some(crate::support::categories("contact,housing"))
+            )],
             "{b}"
         );
         let rest: Vec<_> = page(true, "r1", 10)

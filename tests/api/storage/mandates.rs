@@ -8,8 +8,8 @@ use super::{
     structure_with_aidant,
 };
 
-fn demarches(list: &[&str]) -> Vec<String> {
-    list.iter().map(|d| d.to_string()).collect()
+fn demarches(list: &[&str]) -> Vec<coffre::domain::Demarche> {
+    list.iter().map(|d| d.parse().unwrap()).collect()
 }
 
 #[tokio::test]
@@ -20,7 +20,7 @@ async fn a_mandate_holds_one_live_authorisation_per_demarche_and_supersedes_the_
         residents(&store, &["awa"]).await;
         let m1 = mandate("m1", "awa", T0, T0 + 1000);
         store
-            .create_mandate(&m1, &demarches(&["impots", "caf"]), T0)
+            .create_mandate(&m1, &demarches(&["logement", "famille"]), T0)
             .await
             .unwrap();
         assert_eq!(
@@ -29,21 +29,23 @@ async fn a_mandate_holds_one_live_authorisation_per_demarche_and_supersedes_the_
         );
         let auths = store.mandate_authorisations("m1").await.unwrap();
         let listed: Vec<_> = auths.iter().map(|a| a.demarche.as_str()).collect();
-        assert_eq!(listed, ["caf", "impots"], "by démarche ({b})");
+        assert_eq!(listed, ["famille", "logement"], "by démarche ({b})");
         assert!(
             auths
                 .iter()
                 .all(|a| a.revoked_at.is_none() && a.expires_at == T0 + 1000)
         );
         assert_conflict(
-            store.create_mandate(&m1, &demarches(&["caf"]), T0).await,
+            store
+                .create_mandate(&m1, &demarches(&["famille"]), T0)
+                .await,
             "same mandate id",
         );
         assert_not_found(
             store
                 .create_mandate(
                     &mandate("m9", "ghost", T0, T0 + 10),
-                    &demarches(&["caf"]),
+                    &demarches(&["famille"]),
                     T0,
                 )
                 .await,
@@ -53,26 +55,30 @@ async fn a_mandate_holds_one_live_authorisation_per_demarche_and_supersedes_the_
         // A new mandate for one démarche supersedes that one only.
         let m2 = mandate("m2", "awa", T0 + 10, T0 + 2000);
         store
-            .create_mandate(&m2, &demarches(&["impots"]), T0 + 10)
+            .create_mandate(&m2, &demarches(&["logement"]), T0 + 10)
             .await
             .unwrap();
         let old = store.mandate_authorisations("m1").await.unwrap();
-        assert_eq!(old[0].revoked_at, None, "caf stays ({b})");
+        assert_eq!(old[0].revoked_at, None, "famille stays ({b})");
         assert_eq!(old[1].revoked_at, Some(T0 + 10), "{b}");
         assert_eq!(old[1].revoked_by.as_deref(), Some("superseded"), "{b}");
         let live = |demarche: &'static str, now| {
             let store = store.clone();
             async move {
                 store
-                    .live_authorisation("awa", "s1", demarche, now)
+                    .live_authorisation("awa", "s1", demarche.parse().unwrap(), now)
                     .await
                     .unwrap()
                     .map(|a| a.mandate_id)
             }
         };
-        assert_eq!(live("impots", T0 + 20).await.as_deref(), Some("m2"), "{b}");
-        assert_eq!(live("caf", T0 + 20).await.as_deref(), Some("m1"), "{b}");
-        assert_eq!(live("caf", T0 + 1000).await, None, "expired ({b})");
+        assert_eq!(
+            live("logement", T0 + 20).await.as_deref(),
+            Some("m2"),
+            "{b}"
+        );
+        assert_eq!(live("famille", T0 + 20).await.as_deref(), Some("m1"), "{b}");
+        assert_eq!(live("famille", T0 + 1000).await, None, "expired ({b})");
         let mine: Vec<_> = store
             .mandates_of_resident("awa")
             .await
@@ -84,7 +90,7 @@ async fn a_mandate_holds_one_live_authorisation_per_demarche_and_supersedes_the_
 
         // Revocation: one démarche, then the rest; never twice.
         let revoked = store
-            .revoke_authorisations("m1", Some("caf"), "awa", T0 + 30)
+            .revoke_authorisations("m1", Some("famille".parse().unwrap()), "awa", T0 + 30)
             .await
             .unwrap();
         assert_eq!(revoked, 1, "{b}");
@@ -106,7 +112,7 @@ async fn a_mandate_holds_one_live_authorisation_per_demarche_and_supersedes_the_
         );
         let m2_auths = store.mandate_authorisations("m2").await.unwrap();
         assert_eq!(m2_auths[0].revoked_by.as_deref(), Some("ag1"), "{b}");
-        assert_eq!(live("impots", T0 + 40).await, None, "{b}");
+        assert_eq!(live("logement", T0 + 40).await, None, "{b}");
     })
     .await;
 }
@@ -121,7 +127,7 @@ async fn drafts_round_trip_and_a_structure_sees_its_authorisations_by_expiry() {
             id: "d1".into(),
             aidant_id: "ag1".into(),
             structure_id: "s1".into(),
-            demarches: "caf,impots".into(),
+            demarches: crate::support::demarches("famille,logement"),
             duration_days: 31,
             renews: None,
             resident_id: None,
@@ -133,7 +139,11 @@ async fn drafts_round_trip_and_a_structure_sees_its_authorisations_by_expiry() {
         store.set_draft_resident("d1", "awa").await.unwrap();
         let found = store.find_mandate_draft("d1").await.unwrap().unwrap();
         assert_eq!(found.resident_id.as_deref(), Some("awa"), "{b}");
-        assert_eq!(found.demarches, "caf,impots", "{b}");
+        assert_eq!(
+            crate::support::joined(&found.demarches),
+            "famille,logement",
+            "{b}"
+        );
         store.delete_mandate_draft("d1").await.unwrap();
         assert!(
             store.find_mandate_draft("d1").await.unwrap().is_none(),
@@ -143,7 +153,7 @@ async fn drafts_round_trip_and_a_structure_sees_its_authorisations_by_expiry() {
         store
             .create_mandate(
                 &mandate("late", "awa", T0, T0 + 900),
-                &demarches(&["caf"]),
+                &demarches(&["famille"]),
                 T0,
             )
             .await
@@ -151,7 +161,7 @@ async fn drafts_round_trip_and_a_structure_sees_its_authorisations_by_expiry() {
         store
             .create_mandate(
                 &mandate("soon", "basile", T0, T0 + 100),
-                &demarches(&["impots", "caf"]),
+                &demarches(&["logement", "famille"]),
                 T0,
             )
             .await
@@ -159,7 +169,7 @@ async fn drafts_round_trip_and_a_structure_sees_its_authorisations_by_expiry() {
         store
             .create_mandate(
                 &mandate("gone", "chloe", T0, T0 + 50),
-                &demarches(&["caf"]),
+                &demarches(&["famille"]),
                 T0,
             )
             .await
@@ -177,12 +187,16 @@ async fn drafts_round_trip_and_a_structure_sees_its_authorisations_by_expiry() {
                     .await
                     .unwrap()
                     .into_iter()
-                    .map(|a| (a.mandate_id, a.demarche))
+                    .map(|a| (a.mandate_id, a.demarche.to_string()))
                     .collect::<Vec<_>>()
             }
         };
         let all = seen(T0, i64::MAX).await;
-        let expected = [("soon", "caf"), ("soon", "impots"), ("late", "caf")];
+        let expected = [
+            ("soon", "famille"),
+            ("soon", "logement"),
+            ("late", "famille"),
+        ];
         let expected: Vec<_> = expected
             .iter()
             .map(|(m, d)| (m.to_string(), d.to_string()))
@@ -204,7 +218,7 @@ async fn ended_mandates_are_purged_unless_renewed_or_still_running() {
         let b = on(&store);
         structure_with_aidant(&store).await;
         residents(&store, &["awa", "basile", "chloe", "dora", "eve"]).await;
-        let caf = demarches(&["caf"]);
+        let famille = demarches(&["famille"]);
         let make = |id: &'static str, resident: &'static str, expires_at, renews: Option<&str>| {
             let mut m = mandate(id, resident, T0, expires_at);
             m.renews = renews.map(Into::into);
@@ -218,7 +232,7 @@ async fn ended_mandates_are_purged_unless_renewed_or_still_running() {
             make("renewal", "dora", T0 + 10_000, Some("renewed")),
             make("drafted", "eve", T0 + 100, None),
         ] {
-            store.create_mandate(&m, &caf, T0).await.unwrap();
+            store.create_mandate(&m, &famille, T0).await.unwrap();
         }
         store
             .revoke_authorisations("revoked", None, "chloe", T0 + 50)
@@ -230,7 +244,7 @@ async fn ended_mandates_are_purged_unless_renewed_or_still_running() {
                 id: "d1".into(),
                 aidant_id: "ag1".into(),
                 structure_id: "s1".into(),
-                demarches: "caf".into(),
+                demarches: crate::support::demarches("famille"),
                 duration_days: 31,
                 renews: Some("drafted".into()),
                 resident_id: None,
@@ -275,14 +289,14 @@ async fn a_draft_is_confirmed_once_with_its_renewal_in_one_transaction() {
         residents(&store, &["awa"]).await;
         let old = mandate("old", "awa", T0, T0 + 1000);
         store
-            .create_mandate(&old, &demarches(&["impots", "caf"]), T0)
+            .create_mandate(&old, &demarches(&["logement", "famille"]), T0)
             .await
             .unwrap();
         let draft = |id: &str| MandateDraftRow {
             id: id.into(),
             aidant_id: "ag1".into(),
             structure_id: "s1".into(),
-            demarches: "caf".into(),
+            demarches: crate::support::demarches("famille"),
             duration_days: 31,
             renews: Some("old".into()),
             resident_id: Some("awa".into()),
@@ -300,7 +314,7 @@ async fn a_draft_is_confirmed_once_with_its_renewal_in_one_transaction() {
         stranger.resident_id = "nobody".into();
         assert_not_found(
             store
-                .create_mandate_from_draft(&stranger, &demarches(&["caf"]), "d1", T0 + 10)
+                .create_mandate_from_draft(&stranger, &demarches(&["famille"]), "d1", T0 + 10)
                 .await,
             "unknown resident",
         );
@@ -319,15 +333,15 @@ async fn a_draft_is_confirmed_once_with_its_renewal_in_one_transaction() {
         );
 
         store
-            .create_mandate_from_draft(&renewal, &demarches(&["caf"]), "d1", T0 + 10)
+            .create_mandate_from_draft(&renewal, &demarches(&["famille"]), "d1", T0 + 10)
             .await
             .unwrap();
         assert!(
             store.find_mandate_draft("d1").await.unwrap().is_none(),
             "{b}"
         );
-        // Every démarche of the renewed mandate ended: `caf` taken over by
-        // the new one, `impots` with it.
+        // Every démarche of the renewed mandate ended: `famille` taken over by
+        // the new one, `logement` with it.
         let old_auths = store.mandate_authorisations("old").await.unwrap();
         assert_eq!(old_auths.len(), 2, "{b}");
         for a in &old_auths {
@@ -341,13 +355,13 @@ async fn a_draft_is_confirmed_once_with_its_renewal_in_one_transaction() {
         again.id = "again".into();
         assert_not_found(
             store
-                .create_mandate_from_draft(&again, &demarches(&["caf"]), "d1", T0 + 20)
+                .create_mandate_from_draft(&again, &demarches(&["famille"]), "d1", T0 + 20)
                 .await,
             "draft already confirmed",
         );
         assert!(store.find_mandate("again").await.unwrap().is_none(), "{b}");
         let live = store
-            .live_authorisation("awa", "s1", "caf", T0 + 30)
+            .live_authorisation("awa", "s1", "famille".parse().unwrap(), T0 + 30)
             .await
             .unwrap()
             .unwrap();

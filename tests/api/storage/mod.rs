@@ -106,7 +106,7 @@ pub fn structure(id: &str, siret: &str, name: &str) -> StructureRow {
         id: id.into(),
         siret: siret.into(),
         name: name.into(),
-        allowed_demarches: "caf,impots".into(),
+        allowed_demarches: crate::support::demarches("famille,logement"),
         active: true,
     }
 }
@@ -114,7 +114,7 @@ pub fn structure(id: &str, siret: &str, name: &str) -> StructureRow {
 pub fn agent(id: &str, structure_id: Option<&str>) -> AgentRow {
     AgentRow {
         id: id.into(),
-        role: "aidant".into(),
+        role: coffre::domain::Role::Aidant,
         display_name: format!("Agent {id}"),
         structure_id: structure_id.map(Into::into),
         active: true,
@@ -188,8 +188,8 @@ pub fn notice(id: &str, partner_id: &str, kind: &str, created_at: i64) -> Notifi
         id: id.into(),
         partner_id: partner_id.into(),
         pseudonym: format!("ps-{id}"),
-        kind: kind.into(),
-        category: Some("contact".into()),
+        kind: kind.parse().unwrap(),
+        category: coffre::domain::category::Category::recorded("contact"),
         created_at,
         fetched_at: None,
     }
@@ -222,13 +222,13 @@ impl Decision<'_> {
     }
 
     pub fn rows(&self, audit_index: i64) -> (ConsentRow, ConsentEventRow) {
-        let consent_id = format!("c-{}-{}", self.resident, self.purpose);
+        let consent_id = crate::support::cid(&format!("c-{}-{}", self.resident, self.purpose));
         let current = ConsentRow {
             id: consent_id.clone(),
             resident_id: self.resident.into(),
             purpose: self.purpose.into(),
-            state: self.state.into(),
-            categories: self.categories.into(),
+            state: self.state.parse().unwrap(),
+            categories: crate::support::categories(self.categories),
             valid_until: self.valid_until,
             notice_version: self.notice_version.into(),
             updated_at: self.at,
@@ -238,12 +238,12 @@ impl Decision<'_> {
             id: format!("{consent_id}-e{audit_index}"),
             consent_id,
             purpose: self.purpose.into(),
-            state: self.state.into(),
-            categories: self.categories.into(),
+            state: self.state.parse().unwrap(),
+            categories: crate::support::categories(self.categories),
             valid_until: self.valid_until,
             notice_version: self.notice_version.into(),
             actor_id: self.resident.into(),
-            actor_role: "resident".into(),
+            actor_role: coffre::domain::Role::Resident,
             structure_id: None,
             audit_index,
             receipt: "receipt".into(),

@@ -102,7 +102,7 @@ async fn awa_everywhere(store: &DynStore) {
     store
         .create_mandate(
             &mandate("m1", "awa", T0, T0 + 10_000),
-            &["caf".into(), "impots".into()],
+            &crate::support::demarches("famille,logement"),
             T0,
         )
         .await
@@ -112,7 +112,7 @@ async fn awa_everywhere(store: &DynStore) {
             id: "d1".into(),
             aidant_id: "ag1".into(),
             structure_id: "s1".into(),
-            demarches: "caf".into(),
+            demarches: crate::support::demarches("famille"),
             duration_days: 31,
             renews: None,
             resident_id: Some("awa".into()),
@@ -176,7 +176,7 @@ async fn the_erasure_reaches_every_aggregate_in_one_transaction() {
 
         // Consents kept as proof; the given one withdrawn at `now`.
         let given = store.find_consent("awa", "p-given").await.unwrap().unwrap();
-        assert_eq!(given.state, "withdrawn", "{b}");
+        assert_eq!(given.state.as_str(), "withdrawn", "{b}");
         assert_eq!(
             (given.valid_until, given.updated_at, given.seq),
             (Some(now), now, 2),
@@ -221,7 +221,7 @@ async fn the_erasure_reaches_every_aggregate_in_one_transaction() {
         // The notice was written with it.
         let notices = store.take_notifications("p1", now).await.unwrap();
         assert_eq!(notices.len(), 1, "{b}");
-        assert_eq!(notices[0].kind, "erasure", "{b}");
+        assert_eq!(notices[0].kind.as_str(), "erasure", "{b}");
 
         // Nothing new attaches to the erased resident.
         assert_not_found(
@@ -238,7 +238,11 @@ async fn the_erasure_reaches_every_aggregate_in_one_transaction() {
         assert!(!store.insert_data_key(&key, now).await.unwrap(), "{b}");
         assert_not_found(
             store
-                .create_mandate(&mandate("m2", "awa", now, now + 100), &["caf".into()], now)
+                .create_mandate(
+                    &mandate("m2", "awa", now, now + 100),
+                    &crate::support::demarches("famille"),
+                    now,
+                )
                 .await,
             "mandate after erasure",
         );

@@ -94,11 +94,11 @@ fn request(
 ) -> (RightsRequestRow, RightsEventRow) {
     (
         RightsRequestRow {
-            id: id.into(),
+            id: crate::support::rid(id),
             resident_id: "awa".into(),
-            kind: "erasure".into(),
+            kind: "erasure".parse().unwrap(),
             purpose: None,
-            state: state.into(),
+            state: state.parse().unwrap(),
             created_at,
             due_at,
             updated_at: created_at,
@@ -109,11 +109,11 @@ fn request(
 
 fn event(request_id: &str, state: &str, at: i64) -> RightsEventRow {
     RightsEventRow {
-        request_id: request_id.into(),
+        request_id: crate::support::rid(request_id),
         seq: 1,
-        state: state.into(),
+        state: state.parse().unwrap(),
         actor_id: "dpo".into(),
-        actor_role: "dpo".into(),
+        actor_role: coffre::domain::Role::Dpo,
         reason: Some(format!("to {state}")),
         at,
     }
@@ -136,16 +136,20 @@ async fn a_rights_request_moves_only_from_the_state_it_is_in() {
             "same id",
         );
         assert_eq!(
-            store.rights_request_events("r1").await.unwrap().len(),
+            store
+                .rights_request_events(&crate::support::rid("r1"))
+                .await
+                .unwrap()
+                .len(),
             1,
             "{b}"
         );
 
         let moved = store
             .update_rights_request(
-                "r1",
-                "extended",
-                "granted",
+                &crate::support::rid("r1"),
+                "extended".parse().unwrap(),
+                "granted".parse().unwrap(),
                 T0 + 30,
                 &event("r1", "granted", T0 + 5),
             )
@@ -154,25 +158,29 @@ async fn a_rights_request_moves_only_from_the_state_it_is_in() {
         assert!(!moved, "not in that state ({b})");
         let moved = store
             .update_rights_request(
-                "r1",
-                "received",
-                "extended",
+                &crate::support::rid("r1"),
+                "received".parse().unwrap(),
+                "extended".parse().unwrap(),
                 T0 + 90,
                 &event("r1", "extended", T0 + 5),
             )
             .await
             .unwrap();
         assert!(moved, "{b}");
-        let r = store.find_rights_request("r1").await.unwrap().unwrap();
+        let r = store
+            .find_rights_request(&crate::support::rid("r1"))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
             (r.state.as_str(), r.due_at, r.updated_at),
             ("extended", T0 + 90, T0 + 5)
         );
         store
             .update_rights_request(
-                "r1",
-                "extended",
-                "granted",
+                &crate::support::rid("r1"),
+                "extended".parse().unwrap(),
+                "granted".parse().unwrap(),
                 T0 + 90,
                 &event("r1", "granted", T0 + 6),
             )
@@ -180,11 +188,11 @@ async fn a_rights_request_moves_only_from_the_state_it_is_in() {
             .unwrap();
         // Events numbered by the store, in order.
         let events: Vec<_> = store
-            .rights_request_events("r1")
+            .rights_request_events(&crate::support::rid("r1"))
             .await
             .unwrap()
             .into_iter()
-            .map(|e| (e.seq, e.state))
+            .map(|e| (e.seq, e.state.to_string()))
             .collect();
         let expected = [(1, "received"), (2, "extended"), (3, "granted")];
         let expected: Vec<_> = expected
@@ -200,7 +208,13 @@ async fn a_rights_request_moves_only_from_the_state_it_is_in() {
             async move {
                 let to = if i % 2 == 0 { "granted" } else { "refused" };
                 store
-                    .update_rights_request("r2", "received", to, T0 + 20, &event("r2", to, T0 + 7))
+                    .update_rights_request(
+                        &crate::support::rid("r2"),
+                        "received".parse().unwrap(),
+                        to.parse().unwrap(),
+                        T0 + 20,
+                        &event("r2", to, T0 + 7),
+                    )
                     .await
                     .unwrap()
             }
@@ -212,7 +226,11 @@ async fn a_rights_request_moves_only_from_the_state_it_is_in() {
             "{b}: {outcomes:?}"
         );
         assert_eq!(
-            store.rights_request_events("r2").await.unwrap().len(),
+            store
+                .rights_request_events(&crate::support::rid("r2"))
+                .await
+                .unwrap()
+                .len(),
             2,
             "{b}"
         );

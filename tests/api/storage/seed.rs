@@ -29,13 +29,13 @@ async fn a_seed_batch_is_written_whole_or_not_at_all() {
                     .push((id.clone(), record(&format!("rec-{id}"), "contact", 1, T0)));
             }
             if i < 600 {
-                let consent_id = format!("c-{id}");
+                let consent_id = crate::support::cid(&format!("c-{id}"));
                 batch.consents.push(ConsentRow {
                     id: consent_id.clone(),
                     resident_id: id.clone(),
                     purpose: "p1".into(),
-                    state: "given".into(),
-                    categories: "contact".into(),
+                    state: "given".parse().unwrap(),
+                    categories: crate::support::categories("contact"),
                     valid_until: Some(T0 + 1000),
                     notice_version: "v1".into(),
                     updated_at: T0,
@@ -45,13 +45,13 @@ async fn a_seed_batch_is_written_whole_or_not_at_all() {
                     id: format!("ev-{id}"),
                     consent_id,
                     purpose: "p1".into(),
-                    state: "given".into(),
-                    categories: "contact".into(),
+                    state: "given".parse().unwrap(),
+                    categories: crate::support::categories("contact"),
                     valid_until: Some(T0 + 1000),
                     notice_version: "v1".into(),
                     // The seed's residents give their own consents.
                     actor_id: id.clone(),
-                    actor_role: "resident".into(),
+                    actor_role: coffre::domain::Role::Resident,
                     structure_id: None,
                     audit_index: i as i64,
                     receipt: "receipt".into(),

@@ -225,7 +225,7 @@ async fn the_login_purge_takes_expired_attempts_drafts_and_jtis() {
             id: id.into(),
             aidant_id: "ag1".into(),
             structure_id: "s1".into(),
-            demarches: "caf".into(),
+            demarches: crate::support::demarches("famille"),
             duration_days: 31,
             renews: None,
             resident_id: None,

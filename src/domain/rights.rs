@@ -1,0 +1,45 @@
+//! The data subject's rights requests (GDPR arts. 15–22): what a resident
+//! may ask, the states a request goes through, and the art. 19 notices a
+//! change causes. Pure codes; the deadlines are in `service::rights`.
+
+code_enum!(
+    /// What a resident asks the DPO for.
+    RightsRequestKind {
+        Erasure => "erasure",
+        Objection => "objection",
+        Rectification => "rectification",
+        Restriction => "restriction",
+        Access => "access",
+        Portability => "portability",
+        Other => "other",
+    }
+);
+
+code_enum!(
+    /// Where a rights request is: open (received, extended) or closed.
+    RightsRequestState {
+        Received => "received",
+        Extended => "extended",
+        Granted => "granted",
+        Refused => "refused",
+    }
+);
+
+impl RightsRequestState {
+    /// Still awaiting the DPO's answer.
+    pub fn is_open(self) -> bool {
+        matches!(
+            self,
+            RightsRequestState::Received | RightsRequestState::Extended
+        )
+    }
+}
+
+code_enum!(
+    /// Why a recipient is told about a resident (art. 19).
+    NoticeKind {
+        Rectification => "rectification",
+        Erasure => "erasure",
+        Restriction => "restriction",
+    }
+);
