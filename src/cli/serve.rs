@@ -197,6 +197,11 @@ fn spawn_session_purge(state: AppState) {
                 Ok(n) => tracing::debug!(n, "expired sessions purged"),
                 Err(e) => tracing::warn!(error = %e, "session purge failed"),
             }
+            if let Err(e) =
+                crate::service::sources::purge_expired_codes(&state, state.clock.now()).await
+            {
+                tracing::warn!(error = %e, "link code purge failed");
+            }
         }
     });
 }

@@ -192,10 +192,14 @@ pub fn decide(q: &AccessQuery<'_>) -> Verdict {
         // role (register, audit log, requests), never a resident's data:
         // the policy grants them no data action.
         Role::Dpo | Role::Auditor | Role::Admin => Verdict::Allow(Basis::Role),
-        // A source's acts (a link's exchange, deposits) are checked by its
-        // own use cases against the register and the link; the policy
-        // grants it no read.
-        Role::Source => Verdict::Allow(Basis::Role),
+        // A source acts only about a resident its use case has matched
+        // (through a code the resident gave, a link or a pivot): the
+        // policy grants it no read, and never anything about no one.
+        Role::Source => match q.resident_id {
+            Some(_) if q.resident_active => Verdict::Allow(Basis::Role),
+            Some(_) => Verdict::Deny(Denial::ResidentNotFound),
+            None => Verdict::Deny(Denial::RoleNotAllowed),
+        },
     }
 }
 

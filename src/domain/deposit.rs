@@ -65,10 +65,22 @@ pub struct PivotIdentity {
     pub given_names: String,
     /// `YYYY-MM-DD`.
     pub birthdate: String,
-    /// The INSEE code of the birthplace (5 characters; `99…` abroad).
+    /// The INSEE code of the birthplace (5 characters); empty for a person
+    /// born abroad, as FranceConnect gives it.
+    #[serde(default)]
     pub birthplace: String,
+    /// The INSEE code of the birth country (`99100` for France).
+    #[serde(default = "france")]
+    pub birthcountry: String,
     /// `female` or `male`, as FranceConnect gives it.
     pub gender: String,
+}
+
+/// FranceConnect's code of France as a birth country.
+const FRANCE: &str = "99100";
+
+fn france() -> String {
+    FRANCE.to_string()
 }
 
 impl PivotIdentity {
@@ -77,26 +89,10 @@ impl PivotIdentity {
     /// made one space; fields joined by `|` (which the normalisation never
     /// leaves inside a field). `None` when a field cannot be a pivot's.
     pub fn canonical(&self) -> Option<String> {
-        let name = |s: &str| {
-            let mut out = String::new();
-            for c in s.chars() {
-                let c = fold_accent(c);
-                if c.is_alphabetic() {
-                    out.extend(c.to_uppercase());
-                } else if matches!(c, ' ' | '-' | '\'' | '’') || c.is_whitespace() {
-                    if !out.ends_with(' ') && !out.is_empty() {
-                        out.push(' ');
-                    }
-                } else {
-                    return None;
-                }
-            }
-            let out = out.trim_end().to_string();
-            (!out.is_empty() && out.chars().count() <= 200).then_some(out)
-        };
-        let family = name(&self.family_name)?;
-        let given = name(&self.given_names)?;
-        let b = self.birthdate.as_bytes();
+        let family = canonical_name(&self.family_name)?;
+        let given = canonical_name(&self.given_names)?;
+        let birthdate = self.birthdate.trim();
+        let b = birthdate.as_bytes();
         let date_ok = b.len() == 10
             && b[4] == b'-'
             && b[7] == b'-'
@@ -106,12 +102,24 @@ impl PivotIdentity {
         if !date_ok {
             return None;
         }
+        let country = self.birthcountry.trim();
+        if country.len() != 5
+            || !country.starts_with("99")
+            || !country.bytes().all(|c| c.is_ascii_digit())
+        {
+            return None;
+        }
         let place = self.birthplace.trim().to_ascii_uppercase();
-        // INSEE codes: five digits, or Corsica's 2A/2B followed by three.
-        let place_ok = place.len() == 5
-            && (place.bytes().all(|c| c.is_ascii_digit())
-                || ((place.starts_with("2A") || place.starts_with("2B"))
-                    && place[2..].bytes().all(|c| c.is_ascii_digit())));
+        // INSEE codes: five digits, or Corsica's 2A/2B followed by three;
+        // none for a person born abroad.
+        let place_ok = if country == FRANCE {
+            place.len() == 5
+                && (place.bytes().all(|c| c.is_ascii_digit())
+                    || ((place.starts_with("2A") || place.starts_with("2B"))
+                        && place[2..].bytes().all(|c| c.is_ascii_digit())))
+        } else {
+            place.is_empty()
+        };
         if !place_ok {
             return None;
         }
@@ -121,33 +129,39 @@ impl PivotIdentity {
             _ => return None,
         };
         Some(format!(
-            "{family}|{given}|{}|{place}|{gender}",
-            self.birthdate
+            "{family}|{given}|{birthdate}|{place}|{country}|{gender}"
         ))
     }
 }
 
-/// The letter without its accent, for the letters French names use.
-fn fold_accent(c: char) -> char {
-    match c {
-        'à' | 'â' | 'ä' | 'á' | 'ã' | 'å' => 'a',
-        'À' | 'Â' | 'Ä' | 'Á' | 'Ã' | 'Å' => 'A',
-        'ç' => 'c',
-        'Ç' => 'C',
-        'é' | 'è' | 'ê' | 'ë' => 'e',
-        'É' | 'È' | 'Ê' | 'Ë' => 'E',
-        'î' | 'ï' | 'í' | 'ì' => 'i',
-        'Î' | 'Ï' | 'Í' | 'Ì' => 'I',
-        'ô' | 'ö' | 'ó' | 'ò' | 'õ' => 'o',
-        'Ô' | 'Ö' | 'Ó' | 'Ò' | 'Õ' => 'O',
-        'ù' | 'û' | 'ü' | 'ú' => 'u',
-        'Ù' | 'Û' | 'Ü' | 'Ú' => 'U',
-        'ÿ' => 'y',
-        'Ÿ' => 'Y',
-        'ñ' => 'n',
-        'Ñ' => 'N',
-        other => other,
+/// A name in canonical form: decomposed (NFD) and stripped of its marks,
+/// ligatures spelt out, upper case, runs of spaces, hyphens and apostrophes
+/// made one space. `None` when it holds anything else (digits, `|`…).
+fn canonical_name(s: &str) -> Option<String> {
+    use unicode_normalization::UnicodeNormalization;
+    use unicode_normalization::char::is_combining_mark;
+    let mut out = String::new();
+    for c in s.nfd().filter(|c| !is_combining_mark(*c)) {
+        match c {
+            'œ' | 'Œ' => out.push_str("OE"),
+            'æ' | 'Æ' => out.push_str("AE"),
+            'ß' => out.push_str("SS"),
+            c if c.is_alphabetic() && c != '\u{2BC}' => out.extend(c.to_uppercase()),
+            ' ' | '-' | '\'' | '\u{2019}' | '\u{2BC}' | '\u{2010}' | '\u{2011}' | '\u{2013}' => {
+                if !out.is_empty() && !out.ends_with(' ') {
+                    out.push(' ');
+                }
+            }
+            c if c.is_whitespace() => {
+                if !out.is_empty() && !out.ends_with(' ') {
+                    out.push(' ');
+                }
+            }
+            _ => return None,
+        }
     }
+    let out = out.trim_end().to_string();
+    (!out.is_empty() && out.chars().count() <= 200).then_some(out)
 }
 
 /// One deposit, well formed (its category and fields are checked against
@@ -249,6 +263,10 @@ pub fn parse_line(line: &[u8], now: Timestamp) -> Result<Deposit, LineRefusal> {
 /// The alphabet of pairing codes: no 0/O, 1/I/L, 2/Z, 5/S, 8/B, U/V
 /// pairs, so a code read aloud or copied by hand cannot be misread.
 const PAIRING_ALPHABET: &[u8] = b"ACDEFGHJKMNPQRTWXY34679";
+// Rejection sampling needs a limit below 256: the alphabet's size must
+// not divide 256 (else `limit` would wrap to 0 and nothing be accepted).
+const _: () = assert!(256 % PAIRING_ALPHABET.len() != 0);
+
 /// Characters of a pairing code (two groups of four).
 pub const PAIRING_LEN: usize = 8;
 /// A pairing code or an authorisation code lives this long.
@@ -257,7 +275,8 @@ pub const LINK_CODE_SECS: i64 = 15 * 60;
 /// A pairing code, `XXXX-XXXX`, from a source of random bytes. Bytes at or
 /// above the largest multiple of the alphabet's size are drawn again, so
 /// every character is equally likely (23^8 ≈ 7.8e10 codes, living 15
-/// minutes, each tried at most a few times before the rate limit).
+/// minutes; a source's failed exchanges are rate-limited to 10 and then
+/// one every 6 seconds, per token and per address).
 pub fn pairing_code(mut random_byte: impl FnMut() -> u8) -> String {
     let n = PAIRING_ALPHABET.len();
     let limit = (256 / n * n) as u8;
@@ -396,7 +415,7 @@ mod tests {
         assert_eq!(a.canonical(), b.canonical());
         assert_eq!(
             a.canonical().unwrap(),
-            "DIALLO|AWA MARIE|1984-03-02|69123|F"
+            "DIALLO|AWA MARIE|1984-03-02|69123|99100|F"
         );
         let accents = PivotIdentity {
             family_name: "Lefèvre d'Açores".into(),
@@ -404,7 +423,7 @@ mod tests {
         };
         assert_eq!(
             accents.canonical().unwrap(),
-            "LEFEVRE D ACORES|AWA MARIE|1984-03-02|69123|F"
+            "LEFEVRE D ACORES|AWA MARIE|1984-03-02|69123|99100|F"
         );
         for bad in [
             PivotIdentity {

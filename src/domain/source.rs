@@ -124,9 +124,13 @@ fn acceptable_redirect(uri: &str) -> Result<(), &'static str> {
     let rest = if let Some(rest) = uri.strip_prefix("https://") {
         rest
     } else if let Some(rest) = uri.strip_prefix("http://") {
-        let host = rest.split(['/', '?']).next().unwrap_or_default();
-        let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
-        if !matches!(host, "127.0.0.1" | "[::1]" | "localhost") {
+        let authority = rest.split(['/', '?']).next().unwrap_or_default();
+        // `[::1]:8080`, `[::1]`, `127.0.0.1:8080`, `localhost`.
+        let host = match authority.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().map_or("", |h| h),
+            None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+        };
+        if !matches!(host, "127.0.0.1" | "::1" | "localhost") {
             return Err("http is for the loopback interface only; use https");
         }
         rest
@@ -341,5 +345,14 @@ mod tests {
             assert!(!e.redirect_allowed(other), "{other}");
         }
         assert!(s.get("regie-eau").unwrap().redirect_uris.is_empty());
+        for loopback in [
+            "http://[::1]/r",
+            "http://[::1]:8080/r",
+            "http://localhost/r",
+            "http://127.0.0.1:1/r",
+        ] {
+            assert!(acceptable_redirect(loopback).is_ok(), "{loopback}");
+        }
+        assert!(acceptable_redirect("http://[::2]/r").is_err());
     }
 }

@@ -55,6 +55,21 @@ pub const TOKEN_FAILURES_PER_CLIENT: Rule = Rule {
     refill_secs: 2,
 };
 
+/// Failed code exchanges by a data source (per address and per token): a
+/// pairing code has ~36 bits and lives 15 minutes; 10 tries and then one
+/// every 6 seconds make guessing one hopeless (and keep the log's deny
+/// entries bounded).
+pub const LINK_EXCHANGE_FAILURES: Rule = Rule {
+    burst: 10,
+    refill_secs: 6,
+};
+/// Link codes a resident may ask for (per session): enough for a counter
+/// visit and a retry, not a flood of rows and entries.
+pub const LINK_CODES_PER_SESSION: Rule = Rule {
+    burst: 10,
+    refill_secs: 60,
+};
+
 /// Most keys kept; past it, full buckets (idle keys) are forgotten first.
 const MAX_KEYS: usize = 50_000;
 
@@ -240,6 +255,36 @@ fn keys_of(req: &Request) -> Vec<(String, Rule, Charge)> {
             None => format!("totp:addr:{}", address_key(req)),
         };
         return vec![(key, TOTP_PER_ADDRESS, Charge::Always)];
+    }
+    if post && path == "/api/v1/source/links" {
+        let mut keys = vec![(
+            format!("link:addr:{}", address_key(req)),
+            LINK_EXCHANGE_FAILURES,
+            Charge::OnFailure,
+        )];
+        if let Some(token) = req
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+        {
+            keys.push((
+                format!("link:token:{}", crate::crypto::sha256_hex(token)),
+                LINK_EXCHANGE_FAILURES,
+                Charge::OnFailure,
+            ));
+        }
+        return keys;
+    }
+    let link_code = post
+        && ((path.starts_with("/api/v1/me/sources/") && path.ends_with("/links"))
+            || (path.starts_with("/moi/sources/")
+                && (path.ends_with("/code") || path.ends_with("/autoriser"))));
+    if link_code {
+        let key = match session_key(req) {
+            Some(s) => format!("linkcode:session:{s}"),
+            None => format!("linkcode:addr:{}", address_key(req)),
+        };
+        return vec![(key, LINK_CODES_PER_SESSION, Charge::Always)];
     }
     Vec::new()
 }

@@ -107,8 +107,12 @@ async fn own_link_act(
     .await
 }
 
-fn code_digest(code: &str) -> String {
-    crate::crypto::sha256_hex(code)
+/// A link code as stored: keyed (a pairing code has ~36 bits; a stolen
+/// database must not yield the waiting codes by brute force), within the
+/// source's own domain.
+fn code_digest(state: &AppState, source_id: &str, code: &str) -> AppResult<String> {
+    let keys = state.vault()?.keys().current();
+    Ok(keys.pseudonym(&format!("source-link-code:{source_id}"), code.as_bytes()))
 }
 
 /// The handle of a resident for a source: a keyed pseudonym within the
@@ -122,10 +126,18 @@ fn handle_of(state: &AppState, source_id: &str, resident_id: &str) -> AppResult<
 }
 
 /// A source's credentials, printed once by `coffre source add`.
-#[derive(Debug)]
 pub struct SourceCredentials {
     pub client_id: String,
     pub client_secret: String,
+}
+
+impl std::fmt::Debug for SourceCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceCredentials")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"[redacted]")
+            .finish()
+    }
 }
 
 /// An operator's act on a source, which the entry names as its resource
@@ -161,8 +173,10 @@ pub async fn register_client(
     let random = |what: &str| AppError::internal(format!("system random generator failed: {what}"));
     let client_secret = crate::crypto::random_token().map_err(|_| random("secret"))?;
     let suffix = crate::crypto::random_token().map_err(|_| random("client id"))?;
+    // `src-`: a source's client id can never shadow a partner's at the
+    // shared token endpoint (partners' are `{id}-{hex}`).
     let client_id = format!(
-        "{id}-{}",
+        "src-{id}-{}",
         suffix
             .chars()
             .filter(char::is_ascii_alphanumeric)
@@ -318,7 +332,7 @@ pub async fn start_pairing(
     let stored = state
         .store
         .insert_link_code(
-            &code_digest(&code),
+            &code_digest(state, &source.id, &code)?,
             &source.id,
             &caller.actor_id,
             LinkCodeKind::Pairing,
@@ -339,6 +353,15 @@ pub async fn start_pairing(
     ))
 }
 
+/// A source's `state` parameter, echoed in the redirect: unreserved URL
+/// characters only (nothing to escape, no header to break), 1 to 256.
+pub fn valid_client_state(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 256
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+}
+
 /// The resident approved a link on coffre's page, coming from the
 /// source's site: an authorisation code for the registered `redirect_uri`
 /// (compared exactly). Returns the URL to send the resident back to.
@@ -351,16 +374,19 @@ pub async fn authorise(
     now: Timestamp,
 ) -> AppResult<Audited<String>> {
     let source = link_source_of(state, source_id)?;
+    // A refused redirect is recorded: probing for open redirects shows.
+    let refuse = |e: AppError| {
+        let entry = caller
+            .record("source.link.authorise", now)
+            .resident(&caller.actor_id)
+            .purpose(format!("source:{}", source.id));
+        super::access::deny(state, entry, e)
+    };
     if !source.redirect_allowed(redirect_uri) {
-        return Err(ErrorCode::RedirectUriNotRegistered.into());
+        return Err(refuse(ErrorCode::RedirectUriNotRegistered.into()).await);
     }
-    if client_state.is_empty()
-        || client_state.len() > 256
-        || !client_state
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
-    {
-        return Err(ErrorCode::InvalidParameter.with("`state`"));
+    if !valid_client_state(client_state) {
+        return Err(refuse(ErrorCode::InvalidParameter.with("`state`")).await);
     }
     let entry = own_link_act(state, caller, "source.link.authorise", source).await?;
     let code = crate::crypto::random_token()
@@ -368,7 +394,7 @@ pub async fn authorise(
     let stored = state
         .store
         .insert_link_code(
-            &code_digest(&code),
+            &code_digest(state, &source.id, &code)?,
             &source.id,
             &caller.actor_id,
             LinkCodeKind::Authorisation,
@@ -388,8 +414,10 @@ pub async fn authorise(
 }
 
 /// The source exchanges a pairing or authorisation code for the
-/// resident's handle. A code is consumed by the first try, whatever its
-/// outcome; an expired, reused, foreign or unknown code is `invalid_grant`.
+/// resident's handle. The code is looked up, the one decision asked and its
+/// entry written, and only then is the code consumed and the link made, in
+/// one transaction. An expired, reused, foreign or unknown code is
+/// `invalid_grant`, and recorded.
 pub async fn exchange(
     state: &AppState,
     caller: &SourceCaller,
@@ -397,37 +425,51 @@ pub async fn exchange(
     now: Timestamp,
 ) -> AppResult<Audited<LinkHandle>> {
     let source = link_source_of(state, &caller.source_id)?;
+    let refuse = |resident: Option<&str>| {
+        let entry = caller
+            .record("source.link.exchange", now)
+            .resident(resident)
+            .purpose(format!("source:{}", source.id));
+        super::access::deny(state, entry, ErrorCode::InvalidGrant.into())
+    };
     // A pairing code may come typed by hand; an authorisation code as sent.
     let code = canonical_pairing_code(code).unwrap_or_else(|| code.to_string());
     if code.is_empty() || code.len() > 128 {
-        return Err(ErrorCode::InvalidGrant.into());
+        return Err(refuse(None).await);
     }
-    let taken = state
+    let digest = code_digest(state, &source.id, &code)?;
+    let Some(found) = state
         .store
-        .take_link_code(&code_digest(&code), &source.id)
-        .await?;
-    let Some(taken) = taken.filter(|t| t.expires_at > now) else {
-        let entry = caller.record("source.link.exchange", now);
-        return Err(super::access::deny(state, entry, ErrorCode::InvalidGrant.into()).await);
+        .peek_link_code(&digest, &source.id)
+        .await?
+        .filter(|c| c.expires_at > now)
+    else {
+        return Err(refuse(None).await);
     };
-    let handle = handle_of(state, &source.id, &taken.resident_id)?;
-    let entry = state
-        .audit
-        .record(
-            caller
-                .record("source.link.exchange", now)
-                .resident(&taken.resident_id)
-                .purpose(format!("source:{}", source.id))
-                .allow("resident_authorisation"),
-        )
-        .await?;
+    let handle = handle_of(state, &source.id, &found.resident_id)?;
+    let about = format!("source:{}", source.id);
+    let entry = super::access::decide(
+        state,
+        super::access::AccessRequest {
+            resident_id: Some(&found.resident_id),
+            purpose_id: Some(&about),
+            request_id: caller.request_id.clone(),
+            ..super::access::AccessRequest::new(
+                &caller.source_id,
+                Role::Source,
+                "source.link.exchange",
+            )
+        },
+    )
+    .await?;
     if !state
         .store
-        .link_source(&source.id, &taken.resident_id, &handle, now)
+        .exchange_link_code(&digest, &source.id, &found.resident_id, &handle, now)
         .await?
     {
-        // Erased between the code and its exchange.
-        return Err(ErrorCode::InvalidGrant.into());
+        // Taken by a concurrent exchange, revoked, or the resident erased
+        // between the look and the act.
+        return Err(refuse(Some(&found.resident_id)).await);
     }
     Ok(Audited::new(entry, LinkHandle { handle }))
 }
@@ -475,6 +517,26 @@ pub async fn revoke(
     now: Timestamp,
 ) -> AppResult<Audited<()>> {
     let source = link_source_of(state, source_id)?;
+    // Nothing standing (no link, no waiting code): a recorded refusal, not
+    // an allowed act that then changes nothing.
+    let standing = state
+        .store
+        .source_links_of(&caller.actor_id)
+        .await?
+        .iter()
+        .any(|l| l.source_id == source.id && l.revoked_at.is_none());
+    if !standing
+        && !state
+            .store
+            .has_link_codes(&source.id, &caller.actor_id)
+            .await?
+    {
+        let entry = caller
+            .record("source.link.revoke", now)
+            .resident(&caller.actor_id)
+            .purpose(format!("source:{}", source.id));
+        return Err(super::access::deny(state, entry, ErrorCode::NoLink.into()).await);
+    }
     let entry = own_link_act(state, caller, "source.link.revoke", source).await?;
     if !state
         .store
@@ -484,4 +546,10 @@ pub async fn revoke(
         return Err(ErrorCode::NoLink.into());
     }
     Ok(Audited::new(entry, ()))
+}
+
+/// Deletes the link codes whose 15 minutes are over (a background job):
+/// no code names a resident longer than it can be used.
+pub async fn purge_expired_codes(state: &AppState, now: Timestamp) -> AppResult<u64> {
+    Ok(state.store.purge_link_codes(now).await?)
 }

@@ -19,6 +19,8 @@
 //! - `partners` ([`PartnerStore`]): partners, reachable residents, pseudonyms;
 //! - `sources` ([`SourceStore`]): data sources' credentials, residents' links
 //!   to them and the one-time codes that make a link;
+//! - `deposits` ([`DepositStore`]): deposited record versions with their
+//!   provenance, idempotency, residents' pivot digests;
 //! - `sessions` ([`SessionStore`]): sessions, logins under way, assertion jtis;
 //! - `consents` ([`ConsentStore`]): consents and their events;
 //! - `mandates` ([`MandateStore`]): mandates, authorisations, drafts;
@@ -39,6 +41,7 @@ mod agents;
 mod audit;
 mod columns;
 mod consents;
+pub(crate) mod deposits;
 mod extracts;
 mod instance;
 mod mandates;
@@ -56,6 +59,7 @@ pub use access::{AccessStore, PartnerRead, PartnerReadFacts};
 pub use agents::{AgentRow, AgentStore, StructureRow, TotpRow};
 pub use audit::{AuditAppend, AuditPlanner, AuditStore, CheckpointRow};
 pub use consents::{ConsentEventRow, ConsentForDecision, ConsentRow, ConsentStore};
+pub use deposits::{DepositOutcome, DepositRow, DepositStore};
 pub use extracts::{ApproveOutcome, ExtractRow, ExtractStore};
 pub use instance::InstanceStore;
 pub use mandates::{AuthorisationRow, MandateDraftRow, MandateRow, MandateStore};
@@ -158,6 +162,7 @@ pub trait Store:
     + AgentStore
     + PartnerStore
     + SourceStore
+    + DepositStore
     + SessionStore
     + ConsentStore
     + MandateStore
@@ -179,6 +184,7 @@ impl<T> Store for T where
         + AgentStore
         + PartnerStore
         + SourceStore
+        + DepositStore
         + SessionStore
         + ConsentStore
         + MandateStore
@@ -217,7 +223,8 @@ macro_rules! impl_store {
         $crate::storage::residents::impl_resident_store!($store);
         $crate::storage::agents::impl_agent_store!($store);
         $crate::storage::partners::impl_partner_store!($store, $db);
-        $crate::storage::sources::impl_source_store!($store);
+        $crate::storage::sources::impl_source_store!($store, $for_share);
+        $crate::storage::deposits::impl_deposit_store!($store, $backend);
         $crate::storage::sessions::impl_session_store!($store);
         $crate::storage::consents::impl_consent_store!($store);
         $crate::storage::mandates::impl_mandate_store!($store, $db, $for_share);

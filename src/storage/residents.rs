@@ -178,6 +178,8 @@ macro_rules! impl_resident_store {
                 // No source names an erased resident any more.
                 "DELETE FROM source_links WHERE resident_id = $1",
                 "DELETE FROM source_link_codes WHERE resident_id = $1",
+                "DELETE FROM source_deposits WHERE resident_id = $1",
+                "DELETE FROM resident_pivots WHERE resident_id = $1",
             ] {
                 sqlx::query(sql).bind(resident_id).execute(&mut *tx).await?;
             }

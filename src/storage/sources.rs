@@ -78,8 +78,9 @@ pub trait SourceStore: Send + Sync {
     async fn find_source_client(&self, id: &str) -> StorageResult<Option<SourceClientRow>>;
     /// `false` if there is no such source.
     async fn set_source_client_active(&self, id: &str, active: bool) -> StorageResult<bool>;
-    /// Stores a one-time code (its digest) for an active resident; `false`
-    /// if the resident is not active (erased or unknown).
+    /// Stores a one-time code (its digest) for an active resident, replacing
+    /// the resident's waiting code of the same kind for this source (one at a
+    /// time); `false` if the resident is not active (erased or unknown).
     #[allow(clippy::too_many_arguments)]
     async fn insert_link_code(
         &self,
@@ -99,6 +100,25 @@ pub trait SourceStore: Send + Sync {
         code_digest: &str,
         source_id: &str,
     ) -> StorageResult<Option<TakenLinkCode>>;
+    /// A code of this source, without consuming it (the exchange decides
+    /// and records before it consumes).
+    async fn peek_link_code(
+        &self,
+        code_digest: &str,
+        source_id: &str,
+    ) -> StorageResult<Option<TakenLinkCode>>;
+    /// The exchange, in one transaction: consumes the code (still unexpired
+    /// at `now`, still the resident's) and makes or renews the link of the
+    /// still active resident. `false` if the code is gone or expired, or the
+    /// resident erased: nothing changed then but the code's consumption.
+    async fn exchange_link_code(
+        &self,
+        code_digest: &str,
+        source_id: &str,
+        resident_id: &str,
+        handle: &str,
+        now: Timestamp,
+    ) -> StorageResult<bool>;
     /// Makes or renews the link of an active resident to a source with its
     /// handle (a revoked link stands again, with the same handle). `false`
     /// if the resident is not active.
@@ -109,7 +129,9 @@ pub trait SourceStore: Send + Sync {
         handle: &str,
         now: Timestamp,
     ) -> StorageResult<bool>;
-    /// Revokes a standing link; `false` if there was none.
+    /// Revokes a standing link and deletes the codes still waiting to be
+    /// exchanged, in one transaction (a code handed out before cannot bring
+    /// the link back); `false` if there was neither.
     async fn revoke_source_link(
         &self,
         source_id: &str,
@@ -124,6 +146,8 @@ pub trait SourceStore: Send + Sync {
         source_id: &str,
         handle: &str,
     ) -> StorageResult<Option<SourceLinkRow>>;
+    /// Whether codes of this source wait to be exchanged for the resident.
+    async fn has_link_codes(&self, source_id: &str, resident_id: &str) -> StorageResult<bool>;
     /// Deletes expired codes; returns how many.
     async fn purge_link_codes(&self, now: Timestamp) -> StorageResult<u64>;
 }
@@ -133,7 +157,7 @@ pub(crate) const LINK_COLUMNS: &str =
 
 /// `impl SourceStore` for a backend (see `storage::impl_store!`).
 macro_rules! impl_source_store {
-    ($store:ty) => {
+    ($store:ty, $for_share:literal) => {
     #[async_trait::async_trait]
     impl $crate::storage::SourceStore for $store {
         async fn insert_source_client(
@@ -203,13 +227,23 @@ macro_rules! impl_source_store {
             now: $crate::domain::Timestamp,
             expires_at: $crate::domain::Timestamp,
         ) -> $crate::storage::StorageResult<bool> {
-            // The resident's state is checked in the same statement: no code
-            // outlives an erasure that committed before it.
-            let done = sqlx::query(
+            // The resident row is share-locked (PostgreSQL) or checked in the
+            // same statement (SQLite), so a concurrent erasure either waits for
+            // this insert or makes it insert nothing: no code outlives it.
+            let mut tx = self.pool.begin().await?;
+            sqlx::query(
+                "DELETE FROM source_link_codes WHERE source_id = $1 AND resident_id = $2 AND kind = $3",
+            )
+            .bind(source_id)
+            .bind(resident_id)
+            .bind(kind.as_str())
+            .execute(&mut *tx)
+            .await?;
+            let done = sqlx::query(concat!(
                 "INSERT INTO source_link_codes (code_digest, source_id, resident_id, kind, redirect_uri, created_at, expires_at) \
                  SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS \
-                   (SELECT 1 FROM residents WHERE id = $3 AND status = 'active')",
-            )
+                   (SELECT 1 FROM residents WHERE id = $3 AND status = 'active'", $for_share, ")",
+            ))
             .bind(code_digest)
             .bind(source_id)
             .bind(resident_id)
@@ -217,8 +251,9 @@ macro_rules! impl_source_store {
             .bind(redirect_uri)
             .bind(now)
             .bind(expires_at)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+            tx.commit().await?;
             Ok(done.rows_affected() == 1)
         }
 
@@ -247,6 +282,71 @@ macro_rules! impl_source_store {
             .transpose()
         }
 
+        async fn peek_link_code(
+            &self,
+            code_digest: &str,
+            source_id: &str,
+        ) -> $crate::storage::StorageResult<Option<$crate::storage::TakenLinkCode>> {
+            let row: Option<(String, String, Option<String>, i64)> = sqlx::query_as(
+                "SELECT resident_id, kind, redirect_uri, expires_at FROM source_link_codes \
+                 WHERE code_digest = $1 AND source_id = $2",
+            )
+            .bind(code_digest)
+            .bind(source_id)
+            .fetch_optional(&self.pool)
+            .await?;
+            row.map(|(resident_id, kind, redirect_uri, expires_at)| {
+                let kind = $crate::storage::sources::link_code_kind(&kind)?;
+                Ok($crate::storage::TakenLinkCode {
+                    resident_id,
+                    kind,
+                    redirect_uri,
+                    expires_at,
+                })
+            })
+            .transpose()
+        }
+
+        async fn exchange_link_code(
+            &self,
+            code_digest: &str,
+            source_id: &str,
+            resident_id: &str,
+            handle: &str,
+            now: $crate::domain::Timestamp,
+        ) -> $crate::storage::StorageResult<bool> {
+            let mut tx = self.pool.begin().await?;
+            // The first statement writes: the code is this exchange's alone.
+            let taken = sqlx::query(
+                "DELETE FROM source_link_codes \
+                 WHERE code_digest = $1 AND source_id = $2 AND resident_id = $3 AND expires_at > $4",
+            )
+            .bind(code_digest)
+            .bind(source_id)
+            .bind(resident_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            if taken.rows_affected() != 1 {
+                tx.commit().await?;
+                return Ok(false);
+            }
+            let linked = sqlx::query(concat!(
+                "INSERT INTO source_links (source_id, resident_id, handle, created_at) \
+                 SELECT $1, $2, $3, $4 WHERE EXISTS \
+                   (SELECT 1 FROM residents WHERE id = $2 AND status = 'active'", $for_share, ") \
+                 ON CONFLICT (source_id, resident_id) DO UPDATE SET revoked_at = NULL, created_at = excluded.created_at",
+            ))
+            .bind(source_id)
+            .bind(resident_id)
+            .bind(handle)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(linked.rows_affected() == 1)
+        }
+
         async fn link_source(
             &self,
             source_id: &str,
@@ -254,12 +354,12 @@ macro_rules! impl_source_store {
             handle: &str,
             now: $crate::domain::Timestamp,
         ) -> $crate::storage::StorageResult<bool> {
-            let done = sqlx::query(
+            let done = sqlx::query(concat!(
                 "INSERT INTO source_links (source_id, resident_id, handle, created_at) \
                  SELECT $1, $2, $3, $4 WHERE EXISTS \
-                   (SELECT 1 FROM residents WHERE id = $2 AND status = 'active') \
-                 ON CONFLICT (source_id, resident_id) DO UPDATE SET revoked_at = NULL",
-            )
+                   (SELECT 1 FROM residents WHERE id = $2 AND status = 'active'", $for_share, ") \
+                 ON CONFLICT (source_id, resident_id) DO UPDATE SET revoked_at = NULL, created_at = excluded.created_at",
+            ))
             .bind(source_id)
             .bind(resident_id)
             .bind(handle)
@@ -275,16 +375,27 @@ macro_rules! impl_source_store {
             resident_id: &str,
             now: $crate::domain::Timestamp,
         ) -> $crate::storage::StorageResult<bool> {
-            let done = sqlx::query(
+            let mut tx = self.pool.begin().await?;
+            // Codes first: on PostgreSQL this waits for an exchange in
+            // progress to commit, so the update below sees its link.
+            let codes = sqlx::query(
+                "DELETE FROM source_link_codes WHERE source_id = $1 AND resident_id = $2",
+            )
+            .bind(source_id)
+            .bind(resident_id)
+            .execute(&mut *tx)
+            .await?;
+            let link = sqlx::query(
                 "UPDATE source_links SET revoked_at = $3 \
                  WHERE source_id = $1 AND resident_id = $2 AND revoked_at IS NULL",
             )
             .bind(source_id)
             .bind(resident_id)
             .bind(now)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-            Ok(done.rows_affected() == 1)
+            tx.commit().await?;
+            Ok(codes.rows_affected() + link.rows_affected() > 0)
         }
 
         async fn source_links_of(
@@ -313,6 +424,21 @@ macro_rules! impl_source_store {
             .bind(handle)
             .fetch_optional(&self.pool)
             .await?)
+        }
+
+        async fn has_link_codes(
+            &self,
+            source_id: &str,
+            resident_id: &str,
+        ) -> $crate::storage::StorageResult<bool> {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM source_link_codes WHERE source_id = $1 AND resident_id = $2",
+            )
+            .bind(source_id)
+            .bind(resident_id)
+            .fetch_one(&self.pool)
+            .await?;
+            Ok(n > 0)
         }
 
         async fn purge_link_codes(

@@ -312,8 +312,8 @@ pub type FormError = (Option<String>, AppError);
 /// The JSON object of a category from its posted form, checked as the vault
 /// will check it: blank fields are left out, numbers and yes/no become JSON
 /// numbers and booleans, lists are split on commas. A refusal names the
-/// field in words, in both languages (the vault's own message names it by
-/// its code).
+/// field in words, in the page's language (the vault's own message names
+/// it by its code).
 pub fn posted_record(ctx: &Ctx, category: &str, form: &Form) -> Result<Value, FormError> {
     let unknown = || (None, ErrorCode::UnknownCategory.into());
     let def = ctx
@@ -326,7 +326,7 @@ pub fn posted_record(ctx: &Ctx, category: &str, form: &Form) -> Result<Value, Fo
         let Some(text) = form.text(name) else {
             continue;
         };
-        let unreadable = || (Some(name.clone()), invalid_field(name));
+        let unreadable = || (Some(name.clone()), invalid_field(name, ctx.lang));
         let value = match ty {
             FieldType::Boolean => match text.as_str() {
                 "true" => Value::Bool(true),
@@ -357,7 +357,7 @@ pub fn posted_record(ctx: &Ctx, category: &str, form: &Form) -> Result<Value, Fo
     match ctx.state.categories.validate(&cat, &record) {
         Ok(_) => Ok(record),
         Err(crate::domain::category::RecordError::InvalidField { field, .. }) => {
-            let e = invalid_field(&field);
+            let e = invalid_field(&field, ctx.lang);
             Err((Some(field), e))
         }
         Err(crate::domain::category::RecordError::NotAnObject) => {
@@ -367,12 +367,14 @@ pub fn posted_record(ctx: &Ctx, category: &str, form: &Form) -> Result<Value, Fo
     }
 }
 
-fn invalid_field(name: &str) -> AppError {
-    ErrorCode::InvalidField.with(format!(
-        "« {} » / \"{}\"",
-        field_label(name, Lang::Fr),
-        field_label(name, Lang::En)
-    ))
+/// The field named in words, in the page's language only (the detail
+/// follows the message of the page's language).
+fn invalid_field(name: &str, l: Lang) -> AppError {
+    let label = field_label(name, l);
+    ErrorCode::InvalidField.with(match l {
+        Lang::Fr => format!("« {label} »"),
+        Lang::En => format!("\"{label}\""),
+    })
 }
 
 pub async fn data(ctx: Ctx) -> PageResult {

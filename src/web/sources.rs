@@ -10,7 +10,7 @@ use maud::html;
 
 use super::public::{category_label, source_basis_text};
 use super::resident::RESIDENT;
-use super::{Ctx, Form, Lang, PageResult, csrf, date, date_time, redirect};
+use super::{Ctx, Form, Lang, PageResult, csrf, date, date_time};
 use crate::domain::source::Matching;
 use crate::error::ErrorCode;
 
@@ -120,6 +120,9 @@ pub async fn authorise_page(ctx: Ctx, Path(id): Path<String>) -> PageResult {
     if !source.redirect_allowed(&redirect_uri) {
         return Err(ctx.fail(ErrorCode::RedirectUriNotRegistered.into()));
     }
+    if !crate::service::sources::valid_client_state(&client_state) {
+        return Err(ctx.fail(ErrorCode::InvalidParameter.with("`state`")));
+    }
     let body = html! {
         h1 { (l.t("Autoriser ", "Authorise ")) (source.name(l == Lang::Fr)) }
         p { (l.t(&source.description_fr, &source.description_en)) }
@@ -137,8 +140,10 @@ pub async fn authorise_page(ctx: Ctx, Path(id): Path<String>) -> PageResult {
     Ok(ctx.page(l.t("Autoriser une source", "Authorise a source"), body))
 }
 
-/// The approval: a one-time code, and back to the source's registered
-/// redirect URI.
+/// The approval: a one-time code, and a link back to the source's
+/// registered redirect URI. A link, not a redirect: the pages' CSP
+/// (`form-action 'self'`) rightly stops a form's answer from sending the
+/// browser to another site, and the resident sees where they go.
 pub async fn authorise(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> PageResult {
     let form = Form::parse(&body);
     let user = ctx.form_user(RESIDENT, &form)?;
@@ -154,5 +159,17 @@ pub async fn authorise(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> PageRes
     .await
     .map_err(|e| ctx.fail_at(e, "/moi/sources"))?
     .value;
-    Ok(redirect(&back))
+    let l = ctx.lang;
+    let name = ctx
+        .state
+        .sources
+        .get(&id)
+        .map(|s| s.name(l == Lang::Fr).to_string())
+        .unwrap_or_default();
+    let body = html! {
+        h1 { (l.t("Autorisation donnée", "Authorisation given")) }
+        p { (l.t("Vous pouvez la retirer à tout moment dans « Mes sources de données ».", "You may revoke it at any time in \"My data sources\".")) }
+        p { a.button #continue href=(back) { (l.t("Retourner sur le site de ", "Back to the site of ")) (name) } }
+    };
+    Ok(ctx.page(l.t("Autorisation donnée", "Authorisation given"), body))
 }

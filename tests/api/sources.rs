@@ -424,8 +424,14 @@ async fn from_the_source_site_the_resident_approves_and_is_sent_back_with_a_code
             &[("redirect_uri", back), ("state", "xyz-1")],
         )
         .await;
-        assert_eq!(approved.status, 303, "{}", approved.text());
-        let location = approved.header("location").unwrap().to_string();
+        // A page with a link back (the CSP's form-action forbids a form's
+        // answer from redirecting to another site), never a redirect.
+        assert_eq!(approved.status, 200, "{}", approved.text());
+        assert!(approved.header("location").is_none());
+        let text = approved.text();
+        let marker = "id=\"continue\" href=\"";
+        let at = text.find(marker).unwrap() + marker.len();
+        let location = text[at..].split('"').next().unwrap().replace("&amp;", "&");
         let (base, query) = location.split_once('?').unwrap();
         assert_eq!(base, back);
         let q: std::collections::HashMap<String, String> =
@@ -480,6 +486,125 @@ async fn from_the_source_site_the_resident_approves_and_is_sent_back_with_a_code
             .unwrap()
             .clone();
         assert_eq!(e["link"], "revoked", "{e}");
+    })
+    .await;
+}
+
+/// Review finding: a code handed out before a revocation must not bring the
+/// link back, and a resident can cancel a code they gave.
+#[tokio::test]
+async fn revoking_cancels_the_codes_still_waiting() {
+    each_backend(|app| async move {
+        let token = source_token(&app, "energie-locale").await;
+        let awa = app.login(AWA).await;
+        let new_code = || async {
+            app.as_user(
+                &awa,
+                Method::POST,
+                "/api/v1/me/sources/energie-locale/links",
+                None,
+            )
+            .await
+            .json()["pairing_code"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        let exchange = |code: String| {
+            as_source(
+                &app,
+                &token,
+                Method::POST,
+                "/api/v1/source/links",
+                serde_json::json!({"code": code}),
+            )
+        };
+        // Not linked yet: revoking cancels the code given at the counter.
+        let given = new_code().await;
+        let revoked = app
+            .as_user(
+                &awa,
+                Method::DELETE,
+                "/api/v1/me/sources/energie-locale/links",
+                None,
+            )
+            .await;
+        assert_eq!(revoked.status, 204, "{}", revoked.text());
+        exchange(given).await.assert_error(422, "invalid_grant");
+        // Linked, a second code handed out, then revoked: the second code
+        // does not bring the link back.
+        assert_eq!(exchange(new_code().await).await.status, 200);
+        let second = new_code().await;
+        let revoked = app
+            .as_user(
+                &awa,
+                Method::DELETE,
+                "/api/v1/me/sources/energie-locale/links",
+                None,
+            )
+            .await;
+        assert_eq!(revoked.status, 204, "{}", revoked.text());
+        exchange(second).await.assert_error(422, "invalid_grant");
+        let mine = app
+            .as_user(&awa, Method::GET, "/api/v1/me/sources", None)
+            .await;
+        let e = mine
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == "energie-locale")
+            .unwrap()
+            .clone();
+        assert_eq!(e["link"], "revoked", "{e}");
+        // One waiting code at a time: a new one replaces the last.
+        let first = new_code().await;
+        let newer = new_code().await;
+        exchange(first).await.assert_error(422, "invalid_grant");
+        assert_eq!(exchange(newer).await.status, 200);
+        // Nothing standing: a recorded refusal.
+        app.as_user(
+            &awa,
+            Method::DELETE,
+            "/api/v1/me/sources/energie-locale/links",
+            None,
+        )
+        .await;
+        app.as_user(
+            &awa,
+            Method::DELETE,
+            "/api/v1/me/sources/energie-locale/links",
+            None,
+        )
+        .await
+        .assert_error(409, "no_link");
+        assert_eq!(
+            app.last_entry().await.decision,
+            coffre::audit::Decision::Deny
+        );
+    })
+    .await;
+}
+
+/// Review finding: guessing codes is rate-limited per token and address.
+#[tokio::test]
+async fn guessing_link_codes_is_rate_limited() {
+    each_backend(|app| async move {
+        let token = source_token(&app, "energie-locale").await;
+        let mut statuses = vec![];
+        for i in 0..14 {
+            let res = as_source(
+                &app,
+                &token,
+                Method::POST,
+                "/api/v1/source/links",
+                serde_json::json!({"code": format!("ACDE-FG{i:02}")}),
+            )
+            .await;
+            statuses.push(res.status.as_u16());
+        }
+        assert!(statuses[..10].iter().all(|s| *s == 422), "{statuses:?}");
+        assert!(statuses[10..].iter().all(|s| *s == 429), "{statuses:?}");
     })
     .await;
 }

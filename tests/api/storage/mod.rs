@@ -9,6 +9,7 @@ mod access;
 mod agents;
 mod audit;
 mod consents;
+mod deposits;
 mod extracts;
 mod instance;
 mod mandates;

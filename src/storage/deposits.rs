@@ -1,0 +1,216 @@
+//! Deposits from data sources: a record version with its provenance, the
+//! idempotency row of (source, source's record id), and the keyed digests
+//! of residents' pivot identities that public-task sources match by.
+//!
+//! Storage stores and fetches; it never decides who may do what.
+
+use async_trait::async_trait;
+
+use super::{RecordRow, StorageResult};
+use crate::domain::Timestamp;
+
+/// One deposit to store: the sealed version (its `version` is the one its
+/// seal was made for) and where it came from.
+#[derive(Clone, Debug)]
+pub struct DepositRow {
+    pub source_id: String,
+    pub source_record_id: String,
+    pub resident_id: String,
+    /// Keyed digest of the category, the validated fields and
+    /// `observed_at`: equal digests are the same content.
+    pub content_digest: String,
+    pub observed_at: Timestamp,
+    pub record: RecordRow,
+}
+
+/// What became of a deposit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DepositOutcome {
+    /// A new version, with its provenance.
+    Accepted,
+    /// The same content as this source's last deposit of this record.
+    Unchanged,
+    /// The current version was written by the resident (or an aidant for
+    /// them) after the deposit was observed: it stands.
+    SupersededByResident,
+    /// Another version was written since the seal was made (its version
+    /// number is taken): seal again and retry.
+    VersionTaken,
+    /// The resident is not active (erased meanwhile).
+    NoResident,
+}
+
+#[async_trait]
+pub trait DepositStore: Send + Sync {
+    /// The content digest of this source's last accepted deposit of this
+    /// record, if any (a cheap first look: `record_deposit` decides).
+    async fn deposit_digest(
+        &self,
+        source_id: &str,
+        source_record_id: &str,
+    ) -> StorageResult<Option<String>>;
+    /// Stores a deposit in one transaction whose first statement takes the
+    /// write lock: the idempotency check, the resident's own correction
+    /// check, the record version, the idempotency row and the link's last
+    /// deposit time — all or nothing.
+    async fn record_deposit(&self, d: &DepositRow, now: Timestamp)
+    -> StorageResult<DepositOutcome>;
+    /// The resident whose pivot identity has this keyed digest.
+    async fn resident_by_pivot(&self, pivot_digest: &str) -> StorageResult<Option<String>>;
+    /// Records a resident's pivot digest (from their FranceConnect login);
+    /// a digest already recorded keeps its resident.
+    async fn set_resident_pivot(&self, pivot_digest: &str, resident_id: &str) -> StorageResult<()>;
+}
+
+/// `impl DepositStore` for a backend (see `storage::impl_store!`).
+macro_rules! impl_deposit_store {
+    ($store:ty, $backend:expr) => {
+    #[async_trait::async_trait]
+    impl $crate::storage::DepositStore for $store {
+        async fn deposit_digest(
+            &self,
+            source_id: &str,
+            source_record_id: &str,
+        ) -> $crate::storage::StorageResult<Option<String>> {
+            Ok(sqlx::query_scalar(
+                "SELECT content_digest FROM source_deposits WHERE source_id = $1 AND source_record_id = $2",
+            )
+            .bind(source_id)
+            .bind(source_record_id)
+            .fetch_optional(&self.pool)
+            .await?)
+        }
+
+        async fn record_deposit(
+            &self,
+            d: &$crate::storage::DepositRow,
+            now: $crate::domain::Timestamp,
+        ) -> $crate::storage::StorageResult<$crate::storage::DepositOutcome> {
+            use $crate::storage::DepositOutcome as O;
+            // BEGIN IMMEDIATE on SQLite: the write lock before the first
+            // read, so the checks below still hold at the insert. On
+            // PostgreSQL a concurrent deposit of the same version fails on
+            // the (resident, category, version) key and is retried.
+            let begin = match $backend {
+                $crate::storage::Backend::Sqlite => "BEGIN IMMEDIATE",
+                $crate::storage::Backend::Postgres => "BEGIN",
+            };
+            let mut conn = self.pool.acquire().await?;
+            let mut tx = sqlx::Connection::begin_with(&mut *conn, begin).await?;
+            let previous: Option<String> = sqlx::query_scalar(
+                "SELECT content_digest FROM source_deposits WHERE source_id = $1 AND source_record_id = $2",
+            )
+            .bind(&d.source_id)
+            .bind(&d.source_record_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if previous.as_deref() == Some(d.content_digest.as_str()) {
+                tx.commit().await?;
+                return Ok(O::Unchanged);
+            }
+            let active: Option<String> = sqlx::query_scalar(
+                "SELECT id FROM residents WHERE id = $1 AND status = 'active'",
+            )
+            .bind(&d.resident_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if active.is_none() {
+                tx.commit().await?;
+                return Ok(O::NoResident);
+            }
+            let latest: Option<(i64, Option<String>, i64)> = sqlx::query_as(
+                "SELECT version, origin, created_at FROM personal_records \
+                 WHERE resident_id = $1 AND category = $2 ORDER BY version DESC LIMIT 1",
+            )
+            .bind(&d.resident_id)
+            .bind(&d.record.category)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some((_, None, written_at)) = &latest
+                && *written_at > d.observed_at
+            {
+                tx.commit().await?;
+                return Ok(O::SupersededByResident);
+            }
+            if latest.as_ref().map_or(0, |(v, _, _)| *v) + 1 != d.record.version {
+                tx.commit().await?;
+                return Ok(O::VersionTaken);
+            }
+            sqlx::query(
+                "INSERT INTO personal_records \
+                 (id, resident_id, category, version, sealed, created_at, origin, source_id, source_record_id, observed_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 'source', $7, $8, $9)",
+            )
+            .bind(&d.record.id)
+            .bind(&d.resident_id)
+            .bind(&d.record.category)
+            .bind(d.record.version)
+            .bind(&d.record.sealed)
+            .bind(d.record.created_at)
+            .bind(&d.source_id)
+            .bind(&d.source_record_id)
+            .bind(d.observed_at)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO source_deposits \
+                 (source_id, source_record_id, resident_id, category, content_digest, record_id, deposited_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (source_id, source_record_id) DO UPDATE SET \
+                 resident_id = excluded.resident_id, category = excluded.category, \
+                 content_digest = excluded.content_digest, record_id = excluded.record_id, \
+                 deposited_at = excluded.deposited_at",
+            )
+            .bind(&d.source_id)
+            .bind(&d.source_record_id)
+            .bind(&d.resident_id)
+            .bind(&d.record.category)
+            .bind(&d.content_digest)
+            .bind(&d.record.id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE source_links SET last_deposit_at = $3 WHERE source_id = $1 AND resident_id = $2",
+            )
+            .bind(&d.source_id)
+            .bind(&d.resident_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(O::Accepted)
+        }
+
+        async fn resident_by_pivot(
+            &self,
+            pivot_digest: &str,
+        ) -> $crate::storage::StorageResult<Option<String>> {
+            Ok(sqlx::query_scalar(
+                "SELECT p.resident_id FROM resident_pivots p JOIN residents r ON r.id = p.resident_id \
+                 WHERE p.pivot_digest = $1 AND r.status = 'active'",
+            )
+            .bind(pivot_digest)
+            .fetch_optional(&self.pool)
+            .await?)
+        }
+
+        async fn set_resident_pivot(
+            &self,
+            pivot_digest: &str,
+            resident_id: &str,
+        ) -> $crate::storage::StorageResult<()> {
+            sqlx::query(
+                "INSERT INTO resident_pivots (pivot_digest, resident_id) VALUES ($1, $2) \
+                 ON CONFLICT (pivot_digest) DO NOTHING",
+            )
+            .bind(pivot_digest)
+            .bind(resident_id)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        }
+    }
+    };
+}
+pub(crate) use impl_deposit_store;

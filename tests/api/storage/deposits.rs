@@ -1,0 +1,131 @@
+//! DepositStore: deposited versions with their provenance, idempotency by
+//! (source, source's record id), the resident's own correction standing,
+//! and residents' pivot digests.
+
+use coffre::storage::{DepositOutcome, DepositRow};
+
+use super::{T0, each_store, on, record, residents};
+
+fn deposit(source_record_id: &str, digest: &str, version: i64, observed_at: i64) -> DepositRow {
+    DepositRow {
+        source_id: "s1".into(),
+        source_record_id: source_record_id.into(),
+        resident_id: "r1".into(),
+        content_digest: digest.into(),
+        observed_at,
+        record: record(
+            &format!("rec-{source_record_id}-{version}"),
+            "energy",
+            version,
+            T0 + version,
+        ),
+    }
+}
+
+#[tokio::test]
+async fn a_deposit_is_idempotent_and_new_content_makes_a_new_version() {
+    each_store(|store| async move {
+        let b = on(&store);
+        residents(&store, &["r1"]).await;
+        store.link_source("s1", "r1", "h1", T0).await.unwrap();
+        let d = deposit("m-1", "d1", 1, T0 - 10);
+        assert_eq!(
+            store.record_deposit(&d, T0 + 1).await.unwrap(),
+            DepositOutcome::Accepted,
+            "{b}"
+        );
+        assert_eq!(
+            store.deposit_digest("s1", "m-1").await.unwrap().as_deref(),
+            Some("d1")
+        );
+        // The same content again: unchanged, nothing written.
+        let again = deposit("m-1", "d1", 2, T0 - 10);
+        assert_eq!(
+            store.record_deposit(&again, T0 + 2).await.unwrap(),
+            DepositOutcome::Unchanged,
+            "{b}"
+        );
+        assert_eq!(
+            store.latest_record_version("r1", "energy").await.unwrap(),
+            1,
+            "{b}"
+        );
+        // New content: version 2; a seal made for a taken version is refused.
+        let stale = deposit("m-1", "d2", 1, T0 - 5);
+        assert_eq!(
+            store.record_deposit(&stale, T0 + 3).await.unwrap(),
+            DepositOutcome::VersionTaken,
+            "{b}"
+        );
+        let newer = deposit("m-1", "d2", 2, T0 - 5);
+        assert_eq!(
+            store.record_deposit(&newer, T0 + 3).await.unwrap(),
+            DepositOutcome::Accepted,
+            "{b}"
+        );
+        assert_eq!(
+            store.deposit_digest("s1", "m-1").await.unwrap().as_deref(),
+            Some("d2")
+        );
+        let links = store.source_links_of("r1").await.unwrap();
+        assert_eq!(links[0].last_deposit_at, Some(T0 + 3), "{b}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_residents_own_later_correction_stands_and_erasure_ends_everything() {
+    each_store(|store| async move {
+        let b = on(&store);
+        residents(&store, &["r1"]).await;
+        // The resident wrote version 1 at T0 + 1 (no provenance: their own).
+        store
+            .insert_record("r1", &record("own-1", "energy", 1, T0 + 1), &[])
+            .await
+            .unwrap();
+        // Observed before their correction: refused, their value stays.
+        let old = deposit("m-1", "d1", 2, T0);
+        assert_eq!(
+            store.record_deposit(&old, T0 + 5).await.unwrap(),
+            DepositOutcome::SupersededByResident,
+            "{b}"
+        );
+        assert_eq!(
+            store.latest_record_version("r1", "energy").await.unwrap(),
+            1,
+            "{b}"
+        );
+        // Observed after it: a new version.
+        let new = deposit("m-2", "d2", 2, T0 + 2);
+        assert_eq!(
+            store.record_deposit(&new, T0 + 6).await.unwrap(),
+            DepositOutcome::Accepted,
+            "{b}"
+        );
+
+        store.set_resident_pivot("p1", "r1").await.unwrap();
+        store.set_resident_pivot("p1", "r9").await.unwrap();
+        assert_eq!(
+            store.resident_by_pivot("p1").await.unwrap().as_deref(),
+            Some("r1"),
+            "{b}"
+        );
+        assert!(
+            store.erase_resident("r1", T0 + 10, &[]).await.unwrap(),
+            "{b}"
+        );
+        assert_eq!(store.resident_by_pivot("p1").await.unwrap(), None, "{b}");
+        assert_eq!(
+            store.deposit_digest("s1", "m-2").await.unwrap(),
+            None,
+            "{b}"
+        );
+        let late = deposit("m-3", "d3", 1, T0 + 9);
+        assert_eq!(
+            store.record_deposit(&late, T0 + 11).await.unwrap(),
+            DepositOutcome::NoResident,
+            "{b}"
+        );
+    })
+    .await;
+}
