@@ -204,6 +204,12 @@ catalogue! {
     InvalidDeposit = 422, "invalid_deposit", "Dépôt mal formé : `id`, `handle` ou `pivot`, `category`, `fields` et `observed_at` attendus.", "Malformed deposit: `id`, `handle` or `pivot`, `category`, `fields` and `observed_at` expected.";
     InvalidObservedAt = 422, "invalid_observed_at", "`observed_at` : une date RFC 3339 ou des secondes depuis l'époque Unix, pas dans le futur.", "`observed_at`: an RFC 3339 date or seconds since the Unix epoch, not in the future.";
 
+    CategoryNotDeposited = 403, "category_not_deposited", "Cette source n'est pas enregistrée pour déposer cette catégorie.", "This source is not registered to deposit this category.";
+    /// No active resident has this pivot identity (the answer says nothing
+    /// of whether the person exists elsewhere).
+    UnknownPivot = 422, "unknown_pivot", "Identité pivot inconnue.", "Unknown pivot identity.";
+    ResidentCorrectionStands = 409, "resident_correction_stands", "La personne a corrigé cette donnée après l'observation déposée : sa correction reste.", "The resident corrected this data after the deposited observation: their correction stands.";
+
     # "The audit log"
     InvalidRange = 422, "invalid_range", "Intervalle invalide.", "Invalid range.";
     TreeSizeTooLarge = 422, "tree_size_too_large", "Le journal ne compte pas autant d'entrées.", "The log does not hold that many entries.";

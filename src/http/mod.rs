@@ -135,7 +135,8 @@ pub fn router(state: AppState, pages: Router<AppState>) -> Router {
         .routes(routes!(extracts::reject))
         .routes(routes!(sources::my_sources))
         .routes(routes!(sources::start_pairing, sources::revoke))
-        .routes(routes!(sources::exchange));
+        .routes(routes!(sources::exchange))
+        .routes(routes!(sources::deposits));
     if state.demo {
         api = api
             .routes(routes!(dev::personas))

@@ -109,3 +109,137 @@ pub async fn exchange(
         sources::exchange(&state, &source, &body.code, state.clock.now()).await?,
     ))
 }
+
+/// Deposits: `application/x-ndjson`, one deposit a line. The answer is a
+/// stream too, one line a line in order (`{"line","id","status","code"?}`)
+/// and then `{"summary":{…}}`; memory stays flat whatever the length (one
+/// line held at a time, at most 64 KB of it). A stream cut in the middle
+/// keeps what was answered before the cut; sent again, those lines are
+/// `unchanged`. A failure of the log, the keys or the database ends the
+/// answer with `{"error":{…}}`: nothing after it was stored.
+#[utoipa::path(post, path = "/api/v1/source/deposits", tag = "source",
+    request_body(content = String, content_type = "application/x-ndjson",
+        description = "one JSON object a line: `{\"id\", \"handle\" | \"pivot\", \"category\", \"fields\", \"observed_at\"}`"),
+    responses((status = 200, content_type = "application/x-ndjson",
+               description = "one `LineAnswer` a line, then `{\"summary\": Summary}`"),
+              (status = 401, description = "`unauthenticated`, `invalid_token`", body = crate::error::ErrorBody),
+              (status = 415, body = crate::error::ErrorBody)))]
+pub async fn deposits(
+    State(state): State<AppState>,
+    Source(source): Source,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> AppResult<Response> {
+    use futures_util::StreamExt;
+    let ndjson = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-ndjson"));
+    if !ndjson {
+        return Err(AppError::UnsupportedMediaType);
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<axum::body::Bytes>(32);
+    tokio::spawn(async move {
+        let max = crate::domain::deposit::MAX_LINE_BYTES;
+        let mut input = body.into_data_stream();
+        let mut line: Vec<u8> = Vec::new();
+        let mut line_no: u64 = 0;
+        let mut summary = crate::service::deposits::Summary::default();
+        // Answers one complete line; false when the stream must stop.
+        async fn answer(
+            state: &AppState,
+            source: &SourceCaller,
+            tx: &tokio::sync::mpsc::Sender<axum::body::Bytes>,
+            summary: &mut crate::service::deposits::Summary,
+            line_no: u64,
+            line: &[u8],
+        ) -> bool {
+            let now = state.clock.now();
+            let out =
+                match crate::service::deposits::deposit_line(state, source, line_no, line, now)
+                    .await
+                {
+                    Ok(a) => {
+                        summary.count(&a);
+                        serde_json::to_vec(&a)
+                    }
+                    Err(e) => {
+                        let (code, _) = e.code_and_status();
+                        tracing::error!(code, error = ?e, "deposit stream stopped");
+                        let _ = tx
+                            .send(axum::body::Bytes::from(format!(
+                                "{}\n",
+                                serde_json::json!({"error": {"code": code, "line": line_no}})
+                            )))
+                            .await;
+                        return false;
+                    }
+                };
+            match out {
+                Ok(mut v) => {
+                    v.push(b'\n');
+                    tx.send(axum::body::Bytes::from(v)).await.is_ok()
+                }
+                Err(_) => false,
+            }
+        }
+        let mut complete = true;
+        'stream: loop {
+            let chunk = match input.next().await {
+                Some(Ok(c)) => c,
+                // Cut: what was answered stays; the partial line is dropped.
+                Some(Err(_)) => {
+                    complete = false;
+                    break;
+                }
+                None => break,
+            };
+            for piece in chunk.split_inclusive(|b| *b == b'\n') {
+                let ends = piece.last() == Some(&b'\n');
+                let body = if ends {
+                    &piece[..piece.len() - 1]
+                } else {
+                    piece
+                };
+                // Past the limit the rest of the line is not kept: the line
+                // is refused as too long once its end comes.
+                if line.len() <= max {
+                    let room = max + 1 - line.len();
+                    line.extend_from_slice(&body[..body.len().min(room)]);
+                }
+                if ends {
+                    line_no += 1;
+                    let blank = line.iter().all(u8::is_ascii_whitespace);
+                    if !blank && !answer(&state, &source, &tx, &mut summary, line_no, &line).await {
+                        complete = false;
+                        break 'stream;
+                    }
+                    line.clear();
+                }
+            }
+        }
+        if complete {
+            if !line.iter().all(u8::is_ascii_whitespace) {
+                line_no += 1;
+                complete = answer(&state, &source, &tx, &mut summary, line_no, &line).await;
+            }
+            if complete {
+                let _ = tx
+                    .send(axum::body::Bytes::from(format!(
+                        "{}\n",
+                        serde_json::json!({"summary": summary})
+                    )))
+                    .await;
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
+    });
+    let mut res = Response::new(axum::body::Body::from_stream(stream));
+    res.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/x-ndjson"),
+    );
+    Ok(res)
+}

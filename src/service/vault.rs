@@ -197,6 +197,48 @@ impl Vault {
         })
     }
 
+    /// A new version of `category` for a deposit: the fields (already
+    /// validated) sealed under the resident's data key for the version after
+    /// the latest, with a fresh record id. The caller stores it with its
+    /// provenance; if another version took the number meanwhile, it seals
+    /// again.
+    pub async fn seal_next_version(
+        &self,
+        resident_id: &str,
+        category: &Category,
+        fields: &serde_json::Map<String, Value>,
+        now: Timestamp,
+    ) -> Result<RecordRow, VaultError> {
+        let dk = self
+            .data_key(resident_id, true, now)
+            .await?
+            .ok_or(VaultError::NoSuchResident)?;
+        let version = self
+            .store
+            .latest_record_version(resident_id, category.as_str())
+            .await?
+            + 1;
+        let record_id = uuid::Uuid::new_v4().to_string();
+        let plaintext =
+            Zeroizing::new(serde_json::to_vec(fields).map_err(|_| CryptoError::Internal)?);
+        let sealed = dk.sealer()?.seal(
+            &SealContext {
+                resident_id,
+                category: category.as_str(),
+                record_id: &record_id,
+                version,
+            },
+            &plaintext,
+        )?;
+        Ok(RecordRow {
+            id: record_id,
+            category: category.as_str().to_string(),
+            version,
+            sealed,
+            created_at: now,
+        })
+    }
+
     fn open_rows(
         &self,
         resident_id: &str,

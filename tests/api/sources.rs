@@ -608,3 +608,148 @@ async fn guessing_link_codes_is_rate_limited() {
     })
     .await;
 }
+
+async fn deposit_stream(app: &TestApp, token: &str, body: String) -> Vec<serde_json::Value> {
+    let res = app
+        .send(
+            Method::POST,
+            "/api/v1/source/deposits",
+            &[
+                ("authorization", &format!("Bearer {token}")),
+                ("content-type", "application/x-ndjson"),
+            ],
+            body,
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.header("content-type"), Some("application/x-ndjson"));
+    res.text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Links Awa to the electricity supplier; returns (token, handle).
+async fn linked_awa(app: &TestApp) -> (String, String) {
+    let token = source_token(app, "energie-locale").await;
+    let awa = app.login(AWA).await;
+    let code = app
+        .as_user(
+            &awa,
+            Method::POST,
+            "/api/v1/me/sources/energie-locale/links",
+            None,
+        )
+        .await
+        .json()["pairing_code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let got = as_source(
+        app,
+        &token,
+        Method::POST,
+        "/api/v1/source/links",
+        serde_json::json!({"code": code}),
+    )
+    .await;
+    (token, got.json()["handle"].as_str().unwrap().to_string())
+}
+
+#[tokio::test]
+async fn a_deposit_stream_answers_each_line_in_order_and_is_idempotent() {
+    each_backend(|app| async move {
+        let (token, handle) = linked_awa(&app).await;
+        let at = app.clock.now() - 3600;
+        let good = serde_json::json!({"id": "m-1", "handle": handle, "category": "energy", "fields": {"annual_kwh": 4200}, "observed_at": at});
+        let lines = [
+            good.to_string(),
+            "{not json".to_string(),
+            serde_json::json!({"id": "m-2", "handle": handle, "category": "income", "fields": {"x": 1}, "observed_at": at}).to_string(),
+            serde_json::json!({"id": "m-3", "handle": "0000", "category": "energy", "fields": {"annual_kwh": 1}, "observed_at": at}).to_string(),
+            serde_json::json!({"id": "m-4", "handle": handle, "category": "energy", "fields": {"nope": 1}, "observed_at": at}).to_string(),
+            serde_json::json!({"id": "m-5", "handle": handle, "category": "energy", "fields": {"annual_kwh": -3}, "observed_at": at}).to_string(),
+            String::new(),
+            format!("{{\"id\": \"m-6\", \"pad\": \"{}\"}}", "x".repeat(70_000)),
+        ];
+        let answers = deposit_stream(&app, &token, lines.join("\n")).await;
+        let got: Vec<(u64, &str, Option<&str>)> = answers[..answers.len() - 1]
+            .iter()
+            .map(|a| (a["line"].as_u64().unwrap(), a["status"].as_str().unwrap(), a["code"].as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (1, "accepted", None),
+                (2, "rejected", Some("invalid_json")),
+                (3, "rejected", Some("category_not_deposited")),
+                (4, "rejected", Some("no_link")),
+                (5, "rejected", Some("unknown_field")),
+                (6, "rejected", Some("invalid_field")),
+                (8, "rejected", Some("line_too_long")),
+            ]
+        );
+        assert_eq!(answers[0]["id"], "m-1");
+        assert_eq!(answers.last().unwrap()["summary"], serde_json::json!({"accepted": 1, "unchanged": 0, "rejected": 6}));
+        // One audit entry per line; the last, a refusal of the long line.
+        let last = app.last_entry().await;
+        assert_eq!((last.action.as_str(), last.decision), ("source.deposit", coffre::audit::Decision::Deny));
+        // Sent again: unchanged; new content: a new version.
+        let again = deposit_stream(&app, &token, format!("{good}\n")).await;
+        assert_eq!(again[0]["status"], "unchanged", "{again:?}");
+        let newer = serde_json::json!({"id": "m-1", "handle": handle, "category": "energy", "fields": {"annual_kwh": 4300}, "observed_at": at + 60});
+        let answers = deposit_stream(&app, &token, newer.to_string()).await;
+        assert_eq!(answers[0]["status"], "accepted", "{answers:?}");
+        // Awa sees the value; her later correction stands against an older observation.
+        let awa = app.login(AWA).await;
+        let mine = app.as_user(&awa, Method::GET, "/api/v1/me/data/energy", None).await;
+        assert_eq!(mine.status, 200, "{}", mine.text());
+        assert!(mine.text().contains("4300"), "{}", mine.text());
+        app.clock.advance(10);
+        let own = app
+            .as_user(&awa, Method::PUT, "/api/v1/me/data/energy", Some(serde_json::json!({"annual_kwh": 1000})))
+            .await;
+        assert!(own.status.is_success(), "{}", own.text());
+        let stale = serde_json::json!({"id": "m-7", "handle": handle, "category": "energy", "fields": {"annual_kwh": 9999}, "observed_at": at + 120});
+        let answers = deposit_stream(&app, &token, stale.to_string()).await;
+        assert_eq!(answers[0]["code"], "resident_correction_stands", "{answers:?}");
+        let mine = app.as_user(&awa, Method::GET, "/api/v1/me/data/energy", None).await;
+        assert!(mine.text().contains("1000") && !mine.text().contains("9999"), "{}", mine.text());
+        // Revoked: the handle no longer deposits.
+        app.as_user(&awa, Method::DELETE, "/api/v1/me/sources/energie-locale/links", None).await;
+        let answers = deposit_stream(&app, &token, newer.to_string().replace("4300", "4400")).await;
+        assert_eq!(answers[0]["code"], "no_link", "{answers:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_public_task_source_matches_by_pivot_and_says_nothing_of_unknown_people() {
+    each_backend(|app| async move {
+        let token = source_token(&app, "regie-eau").await;
+        let pivot = serde_json::json!({"family_name": "Diallo", "given_names": "Awa", "birthdate": "1984-03-02", "birthplace": "69123", "gender": "female"});
+        let p: coffre::domain::deposit::PivotIdentity = serde_json::from_value(pivot.clone()).unwrap();
+        coffre::service::deposits::register_pivot(&app.state, AWA, &p).await.unwrap();
+        // Observed now: Awa's own housing record (the demo's) is older.
+        let at = app.clock.now();
+        let mut other = pivot.clone();
+        other["given_names"] = "Aïcha".into();
+        let lines = [
+            serde_json::json!({"id": "w-1", "pivot": {"family_name": "DIALLO", "given_names": "awa", "birthdate": "1984-03-02", "birthplace": "69123", "gender": "F"}, "category": "housing", "fields": {"postal_code": "69001"}, "observed_at": at}),
+            serde_json::json!({"id": "w-2", "pivot": other, "category": "housing", "fields": {"postal_code": "69001"}, "observed_at": at}),
+            serde_json::json!({"id": "w-3", "handle": "abc", "category": "housing", "fields": {"postal_code": "69001"}, "observed_at": at}),
+        ];
+        let body = lines.iter().map(|l| l.to_string()).collect::<Vec<_>>().join("\n");
+        let answers = deposit_stream(&app, &token, body).await;
+        let codes: Vec<_> = answers[..3].iter().map(|a| (a["status"].as_str().unwrap(), a["code"].as_str())).collect();
+        assert_eq!(codes, [("accepted", None), ("rejected", Some("unknown_pivot")), ("rejected", Some("invalid_deposit"))]);
+        // No marker value in clear in the database file.
+        if app.backend == "sqlite" {
+            let path = app.database_url.trim_start_matches("sqlite://").split('?').next().unwrap().to_string();
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(!bytes.windows(5).any(|w| w == b"69001"), "a deposited value in clear");
+            assert!(!bytes.windows(6).any(|w| w == b"DIALLO"), "a pivot in clear");
+        }
+    })
+    .await;
+}

@@ -1,0 +1,283 @@
+//! Deposits (BRIEF C11): one line of a source's stream, from its bytes to
+//! its answer. Parsed and checked for form (`domain::deposit`), the
+//! category against the register of sources and the categories, the
+//! subject resolved (a standing link's handle, or a pivot identity for a
+//! public-task source), the resident's restriction and objection
+//! honoured; then the one decision is asked and its entry written (one per
+//! line, allow or deny, through the group-commit writer) before the
+//! version is sealed and stored with its provenance.
+//!
+//! Idempotent by (source, source's record id): the same content again is
+//! `unchanged`. A resident's own correction is never silently overwritten:
+//! a deposit observed before the resident (or an aidant for them) last
+//! wrote the category is `rejected` (`resident_correction_stands`), and the
+//! resident's value stays current; one observed after it makes a new
+//! version (the history keeps theirs).
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::sources::SourceCaller;
+use crate::AppState;
+use crate::domain::deposit::{Deposit, Subject, parse_line};
+use crate::domain::source::{Matching, Source};
+use crate::domain::{Role, Timestamp};
+use crate::error::{AppError, AppResult, ErrorCode};
+use crate::storage::{DepositOutcome, DepositRow};
+
+/// The answer to one line, in the order of the lines.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LineAnswer {
+    /// 1-based line number in the stream.
+    pub line: u64,
+    /// The source's record id, when the line had a readable one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// `accepted`, `unchanged` or `rejected`.
+    pub status: &'static str,
+    /// The stable code of a rejection (see docs/errors.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<&'static str>,
+}
+
+/// The last line of the answer.
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct Summary {
+    pub accepted: u64,
+    pub unchanged: u64,
+    pub rejected: u64,
+}
+
+impl Summary {
+    pub fn count(&mut self, a: &LineAnswer) {
+        match a.status {
+            "accepted" => self.accepted += 1,
+            "unchanged" => self.unchanged += 1,
+            _ => self.rejected += 1,
+        }
+    }
+}
+
+/// How a line ended: stored, the same as before, or refused with a code.
+enum Done {
+    Accepted,
+    Unchanged,
+}
+
+/// One line of a deposit stream at `now`. Only a failure of the log, the
+/// keys or the database is an `Err` (the stream stops: nothing is
+/// acknowledged that was not recorded); every refusal of the line itself
+/// is an answer, recorded.
+pub async fn deposit_line(
+    state: &AppState,
+    caller: &SourceCaller,
+    line: u64,
+    bytes: &[u8],
+    now: Timestamp,
+) -> AppResult<LineAnswer> {
+    let id = crate::domain::deposit::line_id(bytes);
+    let answer = |status, code: Option<ErrorCode>| LineAnswer {
+        line,
+        id: id.clone(),
+        status,
+        code: code.map(ErrorCode::code),
+    };
+    match deposit(state, caller, bytes, now).await {
+        Ok(Done::Accepted) => Ok(answer("accepted", None)),
+        Ok(Done::Unchanged) => Ok(answer("unchanged", None)),
+        Err(AppError::Coded { code, .. }) if code.status().is_client_error() => {
+            Ok(answer("rejected", Some(code)))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A recorded refusal of a line (about `resident` once it is known).
+async fn refuse(
+    state: &AppState,
+    caller: &SourceCaller,
+    source: &Source,
+    resident: Option<&str>,
+    category: Option<&str>,
+    code: ErrorCode,
+    now: Timestamp,
+) -> AppError {
+    let entry = crate::audit::AuditRecord::new(
+        &caller.source_id,
+        Role::Source.as_str(),
+        "source.deposit",
+        now,
+    )
+    .request(&caller.request_id)
+    .resident(resident)
+    .category(category)
+    .purpose(format!("source:{}", source.id));
+    super::access::deny(state, entry, code.into()).await
+}
+
+async fn deposit(
+    state: &AppState,
+    caller: &SourceCaller,
+    bytes: &[u8],
+    now: Timestamp,
+) -> AppResult<Done> {
+    let source = state
+        .sources
+        .get(&caller.source_id)
+        .ok_or_else(|| AppError::from(ErrorCode::InvalidToken))?;
+    let d: Deposit = match parse_line(bytes, now) {
+        Ok(d) => d,
+        Err(r) => return Err(refuse(state, caller, source, None, None, r.into(), now).await),
+    };
+    let category = d.category.as_str();
+    let no = |code| refuse(state, caller, source, None, Some(category), code, now);
+    if !source.may_deposit(category) {
+        return Err(no(ErrorCode::CategoryNotDeposited).await);
+    }
+    let Ok(cat) = state.categories.category(category) else {
+        return Err(no(ErrorCode::UnknownCategory).await);
+    };
+    let fields = match state
+        .categories
+        .validate(&cat, &serde_json::Value::Object(d.fields.clone()))
+    {
+        Ok(f) => f,
+        Err(e) => {
+            let code = AppError::from(e).error_code();
+            return Err(no(code).await);
+        }
+    };
+    let resident_id = match resolve(state, source, &d.subject).await? {
+        Ok(r) => r,
+        Err(code) => return Err(no(code).await),
+    };
+    let about = format!("source:{}", source.id);
+    let (restricted, objected) = state.store.rights_state(&resident_id, Some(&about)).await?;
+    let refusal = if restricted {
+        Some(ErrorCode::ProcessingRestricted)
+    } else if objected {
+        Some(ErrorCode::Objection)
+    } else {
+        None
+    };
+    if let Some(code) = refusal {
+        return Err(refuse(
+            state,
+            caller,
+            source,
+            Some(&resident_id),
+            Some(category),
+            code,
+            now,
+        )
+        .await);
+    }
+    // The one decision, recorded before anything is sealed or stored.
+    super::access::decide(
+        state,
+        super::access::AccessRequest {
+            resident_id: Some(&resident_id),
+            category: Some(category),
+            purpose_id: Some(&about),
+            request_id: caller.request_id.clone(),
+            ..super::access::AccessRequest::new(&caller.source_id, Role::Source, "source.deposit")
+        },
+    )
+    .await?;
+    let vault = state.vault()?;
+    let keys = vault.keys().current();
+    let canonical = serde_json::json!({
+        "category": category,
+        "fields": fields,
+        "observed_at": d.observed_at,
+    });
+    let content_digest = keys.pseudonym(
+        &format!("source-deposit:{}", source.id),
+        canonical.to_string().as_bytes(),
+    );
+    if state
+        .store
+        .deposit_digest(&source.id, &d.id)
+        .await?
+        .as_deref()
+        == Some(content_digest.as_str())
+    {
+        return Ok(Done::Unchanged);
+    }
+    // Sealed for the next version; sealed again once if another version
+    // took the number meanwhile.
+    for _ in 0..2 {
+        let record = vault
+            .seal_next_version(&resident_id, &cat, &fields, now)
+            .await
+            .map_err(AppError::from)?;
+        let row = DepositRow {
+            source_id: source.id.clone(),
+            source_record_id: d.id.clone(),
+            resident_id: resident_id.clone(),
+            content_digest: content_digest.clone(),
+            observed_at: d.observed_at,
+            record,
+        };
+        let outcome = match state.store.record_deposit(&row, now).await {
+            Err(crate::storage::StorageError::Conflict(_)) => DepositOutcome::VersionTaken,
+            other => other?,
+        };
+        return match outcome {
+            DepositOutcome::Accepted => Ok(Done::Accepted),
+            DepositOutcome::Unchanged => Ok(Done::Unchanged),
+            DepositOutcome::SupersededByResident => Err(ErrorCode::ResidentCorrectionStands.into()),
+            DepositOutcome::NoResident => Err(ErrorCode::NoLink.into()),
+            DepositOutcome::VersionTaken => continue,
+        };
+    }
+    Err(ErrorCode::ConcurrentUpdate.into())
+}
+
+/// The resident a line is about, or the refusal's code: a standing link's
+/// handle for a link source, a known pivot for a pivot source. An unknown
+/// pivot says nothing of whether the person exists.
+async fn resolve(
+    state: &AppState,
+    source: &Source,
+    subject: &Subject,
+) -> AppResult<Result<String, ErrorCode>> {
+    match (source.matching, subject) {
+        (Matching::Link, Subject::Handle(h)) => Ok(state
+            .store
+            .source_link_by_handle(&source.id, h)
+            .await?
+            .filter(|l| l.revoked_at.is_none())
+            .map(|l| l.resident_id)
+            .ok_or(ErrorCode::NoLink)),
+        (Matching::Pivot, Subject::Pivot(p)) => {
+            let Some(canonical) = p.canonical() else {
+                return Ok(Err(ErrorCode::UnknownPivot));
+            };
+            let keys = state.vault()?.keys().current();
+            let digest = keys.pseudonym("pivot", canonical.as_bytes());
+            Ok(state
+                .store
+                .resident_by_pivot(&digest)
+                .await?
+                .ok_or(ErrorCode::UnknownPivot))
+        }
+        _ => Ok(Err(ErrorCode::InvalidDeposit)),
+    }
+}
+
+/// Records a resident's pivot identity (its keyed digest only), for the
+/// public-task sources that match by pivot: from their FranceConnect
+/// login, the seed or the demo.
+pub async fn register_pivot(
+    state: &AppState,
+    resident_id: &str,
+    pivot: &crate::domain::deposit::PivotIdentity,
+) -> AppResult<()> {
+    let canonical = pivot
+        .canonical()
+        .ok_or_else(|| AppError::from(ErrorCode::UnknownPivot))?;
+    let keys = state.vault()?.keys().current();
+    let digest = keys.pseudonym("pivot", canonical.as_bytes());
+    Ok(state.store.set_resident_pivot(&digest, resident_id).await?)
+}
