@@ -70,6 +70,10 @@ pub struct MySource {
     pub link: String,
     pub linked_at: Option<Timestamp>,
     pub last_deposit_at: Option<Timestamp>,
+    /// GDPR art. 14: when this source first deposited data about me, and
+    /// how many versions of my records it deposited (none: absent).
+    pub first_deposit_at: Option<Timestamp>,
+    pub deposits: u64,
 }
 
 fn source_of<'a>(state: &'a AppState, id: &str) -> AppResult<&'a Source> {
@@ -479,6 +483,7 @@ pub async fn exchange(
 pub async fn my_sources(state: &AppState, caller: &Caller) -> AppResult<Audited<Vec<MySource>>> {
     let entry = super::access::own_data(state, caller, "source.read", None).await?;
     let links = state.store.source_links_of(&caller.actor_id).await?;
+    let deposited = state.store.deposited_versions(&caller.actor_id).await?;
     let out = state
         .sources
         .all()
@@ -500,7 +505,17 @@ pub async fn my_sources(state: &AppState, caller: &Caller) -> AppResult<Audited<
                 }
                 .to_string(),
                 linked_at: link.map(|l| l.created_at),
-                last_deposit_at: link.and_then(|l| l.last_deposit_at),
+                last_deposit_at: deposited
+                    .iter()
+                    .filter(|d| d.source_id == s.id)
+                    .map(|d| d.created_at)
+                    .max(),
+                first_deposit_at: deposited
+                    .iter()
+                    .filter(|d| d.source_id == s.id)
+                    .map(|d| d.created_at)
+                    .min(),
+                deposits: deposited.iter().filter(|d| d.source_id == s.id).count() as u64,
             }
         })
         .collect();

@@ -46,6 +46,20 @@ pub struct RecordView {
     pub created_at: i64,
     #[schema(value_type = Object)]
     pub fields: Map<String, Value>,
+    /// Where this version came from when a data source deposited it (GDPR
+    /// art. 15(1)(g)); absent when the resident, or an aidant for them,
+    /// wrote it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<RecordSource>,
+}
+
+/// The provenance of a deposited version.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct RecordSource {
+    /// The source's id in the register of sources.
+    pub id: String,
+    /// When the source observed the data (seconds since the Unix epoch).
+    pub observed_at: i64,
 }
 
 pub struct Vault {
@@ -194,6 +208,7 @@ impl Vault {
             version,
             created_at: now,
             fields,
+            source: None,
         })
     }
 
@@ -268,6 +283,7 @@ impl Vault {
                     version: row.version,
                     created_at: row.created_at,
                     fields,
+                    source: None,
                 })
             })
             .collect()
@@ -279,7 +295,30 @@ impl Vault {
             return Ok(Vec::new());
         };
         let rows = self.store.current_records(resident_id).await?;
-        self.open_rows(resident_id, &dk, rows)
+        let views = self.open_rows(resident_id, &dk, rows)?;
+        self.with_provenance(resident_id, views).await
+    }
+
+    /// The provenance of the deposited versions among `views` (one query).
+    async fn with_provenance(
+        &self,
+        resident_id: &str,
+        mut views: Vec<RecordView>,
+    ) -> Result<Vec<RecordView>, VaultError> {
+        let deposited = self.store.deposited_versions(resident_id).await?;
+        if deposited.is_empty() {
+            return Ok(views);
+        }
+        for v in &mut views {
+            v.source = deposited
+                .iter()
+                .find(|d| d.category == v.category && d.version == v.version)
+                .map(|d| RecordSource {
+                    id: d.source_id.clone(),
+                    observed_at: d.observed_at,
+                });
+        }
+        Ok(views)
     }
 
     /// The current records of `categories` for a page of residents, read in
@@ -363,7 +402,8 @@ impl Vault {
             .store
             .record_history(resident_id, category.as_str())
             .await?;
-        self.open_rows(resident_id, &dk, rows)
+        let views = self.open_rows(resident_id, &dk, rows)?;
+        self.with_provenance(resident_id, views).await
     }
 
     /// Crypto-shredding erasure: the data key and every record go in one

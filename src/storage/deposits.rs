@@ -40,8 +40,21 @@ pub enum DepositOutcome {
     NoResident,
 }
 
+/// A deposited version of a resident's record and where it came from.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct DepositedVersion {
+    pub category: String,
+    pub version: i64,
+    pub source_id: String,
+    pub observed_at: Timestamp,
+    pub created_at: Timestamp,
+}
+
 #[async_trait]
 pub trait DepositStore: Send + Sync {
+    /// Every version of the resident's records a source deposited, with its
+    /// provenance (the resident's page, art. 15(1)(g)).
+    async fn deposited_versions(&self, resident_id: &str) -> StorageResult<Vec<DepositedVersion>>;
     /// The content digest of this source's last accepted deposit of this
     /// record, if any (a cheap first look: `record_deposit` decides).
     async fn deposit_digest(
@@ -67,6 +80,19 @@ macro_rules! impl_deposit_store {
     ($store:ty, $backend:expr) => {
     #[async_trait::async_trait]
     impl $crate::storage::DepositStore for $store {
+        async fn deposited_versions(
+            &self,
+            resident_id: &str,
+        ) -> $crate::storage::StorageResult<Vec<$crate::storage::DepositedVersion>> {
+            Ok(sqlx::query_as(
+                "SELECT category, version, source_id, observed_at, created_at FROM personal_records \
+                 WHERE resident_id = $1 AND origin = 'source' ORDER BY category, version",
+            )
+            .bind(resident_id)
+            .fetch_all(&self.pool)
+            .await?)
+        }
+
         async fn deposit_digest(
             &self,
             source_id: &str,

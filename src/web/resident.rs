@@ -45,6 +45,14 @@ pub async fn overview(ctx: Ctx) -> PageResult {
             ),
         ),
         (
+            "/moi/sources",
+            l.t("Mes sources de données", "My data sources"),
+            l.t(
+                "Qui dépose des données à votre sujet, et vos autorisations.",
+                "Who deposits data about you, and your authorisations.",
+            ),
+        ),
+        (
             "/moi/mandats",
             l.t("Mes mandats", "My mandates"),
             l.t(
@@ -399,6 +407,12 @@ async fn render_data(ctx: &Ctx, user: &CurrentUser, refused: Option<Refused<'_>>
         .value
         .records;
     let current = |c: &str| records.iter().find(|r| r.category == c).map(|r| &r.fields);
+    let origin = |c: &str| {
+        records
+            .iter()
+            .find(|r| r.category == c)
+            .map(|r| (r.created_at, r.source.as_ref()))
+    };
     let message = refused.as_ref().map(|r| r.error.message_in(l == Lang::Fr));
     let body = html! {
         h1 { (l.t("Mes données", "My data")) }
@@ -426,6 +440,18 @@ async fn render_data(ctx: &Ctx, user: &CurrentUser, refused: Option<Refused<'_>>
                 }
                 @if current(name).is_none() {
                     p { (l.t("Rien n'est enregistré.", "Nothing is stored.")) }
+                }
+                @if let Some((written, source)) = origin(name) {
+                    p.small {
+                        @if let Some(s) = source {
+                            (l.t("Déposé par ", "Deposited by "))
+                            strong { (ctx.state.sources.get(&s.id).map(|d| d.name(l == Lang::Fr).to_string()).unwrap_or_else(|| s.id.clone())) }
+                            (l.t(" le ", " on ")) (super::date(written))
+                            (l.t(" (observé le ", " (observed on ")) (super::date(s.observed_at)) ")."
+                        } @else {
+                            (l.t("Enregistré par vous ou un aidant le ", "Saved by you or an aidant on ")) (super::date(written)) "."
+                        }
+                    }
                 }
                 details open[this.is_some()] {
                     summary { (if current(name).is_some() { l.t("Voir et corriger", "See and correct") } else { l.t("Ajouter", "Add") }) }

@@ -37,6 +37,14 @@ pub async fn sources(ctx: Ctx) -> PageResult {
                         (s.categories.iter().map(|c| category_label(&ctx, c)).collect::<Vec<_>>().join(", ")) "."
                     }
                 }
+                @if let Some(first) = s.first_deposit_at {
+                    p.note role="note" {
+                        strong { (l.t("Données reçues de cette source. ", "Data received from this source. ")) }
+                        (l.t("Elle a déposé des données à votre sujet pour la première fois le ", "It first deposited data about you on ")) (date(first))
+                        @if let Some(last) = s.last_deposit_at { (l.t(", la dernière fois le ", ", last on ")) (date(last)) }
+                        (l.t(" (", " (")) (s.deposits) (l.t(" version(s)). Vous les voyez dans « Mes données », avec leur provenance.", " version(s)). You see them in \"My data\", with their provenance."))
+                    }
+                }
                 @match s.link.as_str() {
                     "linked" => {
                         p { strong { (l.t("Autorisée", "Authorised")) } @if let Some(at) = s.linked_at { " " (l.t("depuis le ", "since ")) (date(at)) } "."

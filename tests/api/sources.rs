@@ -705,6 +705,20 @@ async fn a_deposit_stream_answers_each_line_in_order_and_is_idempotent() {
         let mine = app.as_user(&awa, Method::GET, "/api/v1/me/data/energy", None).await;
         assert_eq!(mine.status, 200, "{}", mine.text());
         assert!(mine.text().contains("4300"), "{}", mine.text());
+        // Provenance: in the data (art. 15(1)(g)), on the page, and the
+        // art. 14 notice on the sources page.
+        let all = app.as_user(&awa, Method::GET, "/api/v1/me/data", None).await;
+        let energy = all.json()["records"].as_array().unwrap().iter().find(|r| r["category"] == "energy").unwrap().clone();
+        assert_eq!(energy["source"]["id"], "energie-locale", "{energy}");
+        assert_eq!(energy["source"]["observed_at"], at + 60, "{energy}");
+        let page = app.as_user(&awa, Method::GET, "/moi/donnees", None).await;
+        assert!(page.text().contains("Déposé par"), "{}", page.text());
+        let listed = app.as_user(&awa, Method::GET, "/api/v1/me/sources", None).await;
+        let e = listed.json().as_array().unwrap().iter().find(|s| s["id"] == "energie-locale").unwrap().clone();
+        assert_eq!(e["deposits"], 2, "{e}");
+        assert!(e["first_deposit_at"].is_i64(), "{e}");
+        let notice = app.as_user(&awa, Method::GET, "/moi/sources", None).await;
+        assert!(notice.text().contains("Données reçues de cette source"), "{}", notice.text());
         app.clock.advance(10);
         let own = app
             .as_user(&awa, Method::PUT, "/api/v1/me/data/energy", Some(serde_json::json!({"annual_kwh": 1000})))
