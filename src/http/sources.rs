@@ -71,8 +71,15 @@ pub async fn start_pairing(
     ))
 }
 
-/// Revokes my link to a source: its later deposits about me are refused.
-#[utoipa::path(delete, path = "/api/v1/me/sources/{id}/links", tag = "resident",
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct RevokeQuery {
+    /// `true`: also erase every version this source deposited about me.
+    pub erase: Option<bool>,
+}
+
+/// Revokes my link to a source: its later deposits about me are refused;
+/// with `?erase=true`, what it deposited goes too.
+#[utoipa::path(delete, path = "/api/v1/me/sources/{id}/links", tag = "resident", params(RevokeQuery),
     responses((status = 204),
               (status = 404, body = crate::error::ErrorBody),
               (status = 409, description = "`no_link`", body = crate::error::ErrorBody)))]
@@ -81,8 +88,10 @@ pub async fn revoke(
     user: CurrentUser,
     rid: RequestId,
     Path(id): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<RevokeQuery>,
 ) -> AppResult<Response> {
-    let done = sources::revoke(&state, &user.caller(&rid), &id, state.clock.now()).await?;
+    let erase = q.erase.unwrap_or(false);
+    let done = sources::revoke(&state, &user.caller(&rid), &id, erase, state.clock.now()).await?;
     Ok(with_entry(done.entry, StatusCode::NO_CONTENT))
 }
 

@@ -524,11 +524,13 @@ pub async fn my_sources(state: &AppState, caller: &Caller) -> AppResult<Audited<
 
 /// The resident revokes a source's link: from now on its deposits about
 /// them are refused (`no_link`). What it deposited before stays unless the
-/// resident asks to erase it.
+/// resident asks to erase it (`erase`): every version it deposited goes,
+/// recorded as its own act; the resident's own versions stay.
 pub async fn revoke(
     state: &AppState,
     caller: &Caller,
     source_id: &str,
+    erase: bool,
     now: Timestamp,
 ) -> AppResult<Audited<()>> {
     let source = link_source_of(state, source_id)?;
@@ -559,6 +561,14 @@ pub async fn revoke(
         .await?
     {
         return Err(ErrorCode::NoLink.into());
+    }
+    if erase {
+        own_link_act(state, caller, "source.deposits.erase", source).await?;
+        let n = state
+            .store
+            .erase_source_deposits(&source.id, &caller.actor_id)
+            .await?;
+        tracing::info!(source = %source.id, versions = n, "a source's deposits erased at the resident's request");
     }
     Ok(Audited::new(entry, ()))
 }

@@ -68,6 +68,11 @@ pub trait DepositStore: Send + Sync {
     /// deposit time — all or nothing.
     async fn record_deposit(&self, d: &DepositRow, now: Timestamp)
     -> StorageResult<DepositOutcome>;
+    /// Erases what a source deposited about a resident (every version it
+    /// deposited, and its idempotency rows), in one transaction; the
+    /// resident's own versions stay. Returns how many versions went.
+    async fn erase_source_deposits(&self, source_id: &str, resident_id: &str)
+    -> StorageResult<u64>;
     /// The resident whose pivot identity has this keyed digest.
     async fn resident_by_pivot(&self, pivot_digest: &str) -> StorageResult<Option<String>>;
     /// Records a resident's pivot digest (from their FranceConnect login);
@@ -206,6 +211,28 @@ macro_rules! impl_deposit_store {
             .await?;
             tx.commit().await?;
             Ok(O::Accepted)
+        }
+
+        async fn erase_source_deposits(
+            &self,
+            source_id: &str,
+            resident_id: &str,
+        ) -> $crate::storage::StorageResult<u64> {
+            let mut tx = self.pool.begin().await?;
+            let versions = sqlx::query(
+                "DELETE FROM personal_records WHERE resident_id = $1 AND origin = 'source' AND source_id = $2",
+            )
+            .bind(resident_id)
+            .bind(source_id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM source_deposits WHERE resident_id = $1 AND source_id = $2")
+                .bind(resident_id)
+                .bind(source_id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(versions.rows_affected())
         }
 
         async fn resident_by_pivot(

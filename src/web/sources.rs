@@ -55,6 +55,10 @@ pub async fn sources(ctx: Ctx) -> PageResult {
                                 input type="checkbox" id={ "c-" (s.id) } name="confirm" value="yes" required;
                                 label for={ "c-" (s.id) } { (l.t("Je retire mon autorisation : cette source ne pourra plus rien déposer à mon sujet.", "I revoke my authorisation: this source can no longer deposit anything about me.")) }
                             }
+                            div.choice {
+                                input type="checkbox" id={ "e-" (s.id) } name="erase" value="yes";
+                                label for={ "e-" (s.id) } { (l.t("Effacer aussi ce qu'elle a déposé à mon sujet.", "Also erase what it deposited about me.")) }
+                            }
                             p { button.danger { (l.t("Retirer l'autorisation", "Revoke the authorisation")) } }
                         }
                     }
@@ -102,7 +106,8 @@ pub async fn revoke(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> PageResult
         return Err(ctx.fail_at(ErrorCode::ConfirmationRequired.into(), "/moi/sources"));
     }
     let now = ctx.state.clock.now();
-    crate::service::sources::revoke(&ctx.state, &ctx.caller(&user), &id, now)
+    let erase = form.get("erase") == Some("yes");
+    crate::service::sources::revoke(&ctx.state, &ctx.caller(&user), &id, erase, now)
         .await
         .map_err(|e| ctx.fail_at(e, "/moi/sources"))?;
     Ok(ctx.done("/moi/sources", "source_retiree"))

@@ -767,3 +767,46 @@ async fn a_public_task_source_matches_by_pivot_and_says_nothing_of_unknown_peopl
     })
     .await;
 }
+
+#[tokio::test]
+async fn revoking_with_erasure_removes_what_the_source_deposited_and_only_that() {
+    each_backend(|app| async move {
+        let (token, handle) = linked_awa(&app).await;
+        let awa = app.login(AWA).await;
+        // Awa's own mobility record, and a deposited energy one.
+        let at = app.clock.now();
+        let d = serde_json::json!({"id": "m-1", "handle": handle, "category": "energy", "fields": {"annual_kwh": 4200}, "observed_at": at});
+        assert_eq!(deposit_stream(&app, &token, d.to_string()).await[0]["status"], "accepted");
+        let before = app.as_user(&awa, Method::GET, "/api/v1/me/data", None).await.json();
+        let categories = |v: &serde_json::Value| -> Vec<String> {
+            v["records"].as_array().unwrap().iter().map(|r| r["category"].as_str().unwrap().to_string()).collect()
+        };
+        assert!(categories(&before).contains(&"energy".to_string()));
+        // Keep: the data stays.
+        let kept = app.as_user(&awa, Method::DELETE, "/api/v1/me/sources/energie-locale/links", None).await;
+        assert_eq!(kept.status, 204, "{}", kept.text());
+        let after = app.as_user(&awa, Method::GET, "/api/v1/me/data", None).await.json();
+        assert_eq!(categories(&after), categories(&before));
+        // Linked again, then revoked with erasure: the energy versions it
+        // deposited go, the rest stays.
+        let (_, _) = {
+            let code = app.as_user(&awa, Method::POST, "/api/v1/me/sources/energie-locale/links", None).await.json()["pairing_code"].as_str().unwrap().to_string();
+            let got = as_source(&app, &token, Method::POST, "/api/v1/source/links", serde_json::json!({"code": code})).await;
+            assert_eq!(got.status, 200);
+            ((), ())
+        };
+        let erased = app.as_user(&awa, Method::DELETE, "/api/v1/me/sources/energie-locale/links?erase=true", None).await;
+        assert_eq!(erased.status, 204, "{}", erased.text());
+        let entry = app.last_entry().await;
+        assert_eq!(entry.action, "source.deposits.erase");
+        let after = app.as_user(&awa, Method::GET, "/api/v1/me/data", None).await.json();
+        let mut want = categories(&before);
+        want.retain(|c| c != "energy");
+        assert_eq!(categories(&after), want);
+        // Sent again after erasure and a new link, it is new content.
+        let code = app.as_user(&awa, Method::POST, "/api/v1/me/sources/energie-locale/links", None).await.json()["pairing_code"].as_str().unwrap().to_string();
+        as_source(&app, &token, Method::POST, "/api/v1/source/links", serde_json::json!({"code": code})).await;
+        assert_eq!(deposit_stream(&app, &token, d.to_string()).await[0]["status"], "accepted");
+    })
+    .await;
+}
