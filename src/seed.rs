@@ -594,7 +594,8 @@ pub async fn seed_territory(
             let insee = &communes[commune].0;
             let days = if demarches.len() > 1 { 365 } else { 182 };
             let row = MandateRow {
-                id: format!("{resident}-mandate"),
+                id: crate::domain::MandateId::parse(&format!("{resident}-mandate"))
+                    .map_err(|e| AppError::internal(format!("seed mandate id: {e}")))?,
                 resident_id: resident,
                 structure_id: structure_id(insee),
                 aidant_id: agent_id(insee, aidant),

@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 use crate::AppState;
 use crate::crypto::{DataKey, SealContext, WrappedDataKey};
 use crate::domain::mandate::{AuthorisationState, TEMPLATE_VERSION, authorisation_state, totp};
-use crate::domain::{Demarche, Role, Timestamp};
+use crate::domain::{Demarche, DraftId, MandateId, Role, Timestamp};
 use crate::error::{AppError, AppResult};
 use crate::storage::{AgentRow, MandateRow, StorageError, StructureRow, TotpRow};
 
@@ -248,7 +248,7 @@ pub struct NewMandate<'a> {
     pub resident_id: &'a str,
     pub demarches: &'a [Demarche],
     pub duration_days: i64,
-    pub renews: Option<&'a str>,
+    pub renews: Option<&'a MandateId>,
 }
 
 /// Creates a mandate and its authorisations (the newer mandate takes over
@@ -270,7 +270,7 @@ pub async fn create(
 pub async fn create_from_draft(
     state: &AppState,
     m: NewMandate<'_>,
-    draft_id: &str,
+    draft_id: &DraftId,
     now: Timestamp,
 ) -> AppResult<(MandateRow, String)> {
     create_with(state, m, Some(draft_id), now).await
@@ -279,18 +279,18 @@ pub async fn create_from_draft(
 async fn create_with(
     state: &AppState,
     m: NewMandate<'_>,
-    draft_id: Option<&str>,
+    draft_id: Option<&DraftId>,
     now: Timestamp,
 ) -> AppResult<(MandateRow, String)> {
     check_duration(m.duration_days)?;
     let row = MandateRow {
-        id: uuid::Uuid::new_v4().to_string(),
+        id: MandateId::from_uuid(uuid::Uuid::new_v4()),
         resident_id: m.resident_id.to_string(),
         structure_id: m.structure.id.clone(),
         aidant_id: m.aidant_id.to_string(),
         duration_days: m.duration_days,
         template_version: TEMPLATE_VERSION.to_string(),
-        renews: m.renews.map(str::to_string),
+        renews: m.renews.cloned(),
         created_at: now,
         expires_at: now + m.duration_days * DAY,
     };
@@ -329,7 +329,7 @@ pub fn attestation(
         state,
         &AttestationClaims {
             iss: issuer(state),
-            sub: m.id.clone(),
+            sub: m.id.to_string(),
             typ: "coffre-mandate".into(),
             resident: m.resident_id.clone(),
             structure: s.id.clone(),
@@ -341,7 +341,7 @@ pub fn attestation(
             nbf: m.created_at,
             exp: m.expires_at,
             template: m.template_version.clone(),
-            renews: m.renews.clone(),
+            renews: m.renews.as_ref().map(MandateId::to_string),
         },
     )
 }
@@ -450,7 +450,7 @@ pub async fn view(state: &AppState, m: &MandateRow, now: Timestamp) -> AppResult
         issuer(state)
     );
     Ok(MandateView {
-        id: m.id.clone(),
+        id: m.id.to_string(),
         resident_id: m.resident_id.clone(),
         structure_id: m.structure_id.clone(),
         structure_name: structure.name,
@@ -460,7 +460,7 @@ pub async fn view(state: &AppState, m: &MandateRow, now: Timestamp) -> AppResult
         duration_days: m.duration_days,
         state: overall_state(&demarches),
         demarches,
-        renews: m.renews.clone(),
+        renews: m.renews.as_ref().map(MandateId::to_string),
         attestation,
         verify_url,
     })
@@ -508,7 +508,7 @@ pub async fn revoke(
         state,
         &RevocationClaims {
             iss: issuer(state),
-            sub: m.id.clone(),
+            sub: m.id.to_string(),
             typ: "coffre-mandate-revocation".into(),
             demarches: live,
             revoked_at: now,
@@ -560,11 +560,9 @@ pub async fn verify(
     if claims.typ != "coffre-mandate" {
         return Err(invalid());
     }
-    let mandate = state
-        .store
-        .find_mandate(&claims.sub)
-        .await?
-        .ok_or_else(invalid)?;
+    // A subject that is no mandate id names no mandate.
+    let sub = MandateId::parse(&claims.sub).map_err(|_| invalid())?;
+    let mandate = state.store.find_mandate(&sub).await?.ok_or_else(invalid)?;
     let auths = state.store.mandate_authorisations(&mandate.id).await?;
     let states: Vec<AuthorisationState> = auths
         .iter()

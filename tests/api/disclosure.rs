@@ -182,7 +182,7 @@ async fn nothing_personal_is_disclosed_while_the_log_cannot_be_written() {
 
         let fill = |template: &str| -> String {
             let path = template
-                .replace("{id}", &mandate.id)
+                .replace("{id}", mandate.id.as_str())
                 .replace("{category}", "housing")
                 .replace("{resident}", AWA)
                 .replace("{pseudonym}", &pseudonym)

@@ -595,12 +595,12 @@ async fn one_live_authorisation_per_demarche_even_when_created_at_once() {
         let first = app.mandate(LUCIE, &[Demarche::Logement, Demarche::Famille], 31).await;
         // A newer mandate takes the démarche over; the old one keeps the rest.
         let second = app.mandate(LUCIE, &[Demarche::Logement], 365).await;
-        let old = app.store.mandate_authorisations(&first).await.unwrap();
+        let old = app.store.mandate_authorisations(&crate::support::mid(&first)).await.unwrap();
         let logement = old.iter().find(|a| a.demarche.as_str() == "logement").unwrap();
         assert_eq!(logement.revoked_by.as_deref(), Some("superseded"));
         assert!(old.iter().find(|a| a.demarche.as_str() == "famille").unwrap().revoked_at.is_none());
         let live = app.store.live_authorisation(LUCIE, CCAS, "logement".parse().unwrap(), app.clock.now()).await.unwrap().unwrap();
-        assert_eq!(live.mandate_id, second);
+        assert_eq!(live.mandate_id.as_str(), second);
 
         // Eight creations at once for the same démarche.
         let structure = app.store.find_structure(CCAS).await.unwrap().unwrap();
@@ -906,6 +906,91 @@ async fn an_aidant_of_two_structures_acts_for_the_current_one() {
         )
         .await
         .assert_error(404, "not_found");
+    })
+    .await;
+}
+
+/// A mandate or draft id the path cannot hold (parsed once at the edge) is
+/// answered as an unknown one, by the JSON routes and the pages, to each
+/// role, after the checks that come first.
+#[tokio::test]
+async fn a_malformed_mandate_or_draft_id_is_answered_as_an_unknown_one() {
+    each_backend(|app| async move {
+        let sessions = [
+            app.login(AIDANT).await,
+            app.login(REFERENT).await,
+            app.login(LUCIE).await,
+        ];
+        let api: [(Method, &str, Option<serde_json::Value>); 7] = [
+            (Method::GET, "/api/v1/mandates/drafts/{id}", None),
+            (
+                Method::POST,
+                "/api/v1/mandates/drafts/{id}/confirm",
+                Some(serde_json::json!({"resident_confirmed": true, "totp": "000000"})),
+            ),
+            (
+                Method::POST,
+                "/api/v1/mandates/{id}/renew",
+                Some(serde_json::json!({})),
+            ),
+            (
+                Method::POST,
+                "/api/v1/mandates/{id}/revoke",
+                Some(serde_json::json!({})),
+            ),
+            (
+                Method::POST,
+                "/api/v1/me/mandates/{id}/revoke",
+                Some(serde_json::json!({})),
+            ),
+            (Method::GET, "/api/v1/mandates/{id}", None),
+            (Method::GET, "/auth/login?mandate_draft={id}", None),
+        ];
+        let pages = [
+            "/aidant/brouillons/{id}",
+            "/aidant/mandats/{id}",
+            "/mandates/{id}/attestation",
+        ];
+        for s in &sessions {
+            for (method, template, body) in &api {
+                let path = |id: &str| template.replace("{id}", id);
+                let known = as_(&app, s, method.clone(), &path("no-such-id"), body.clone()).await;
+                assert!(
+                    known.status.is_client_error(),
+                    "{template}: {}",
+                    known.status
+                );
+                for bad in ["bad%20id", "%C3%A9t%C3%A9", "a%2Fb"] {
+                    let got = as_(&app, s, method.clone(), &path(bad), body.clone()).await;
+                    assert_eq!(
+                        (got.status, got.json()["error"]["code"].clone()),
+                        (known.status, known.json()["error"]["code"].clone()),
+                        "{template} {bad}"
+                    );
+                }
+            }
+            for template in pages {
+                let get = |id: &str| {
+                    let path = template.replace("{id}", id);
+                    let cookie = s.cookie.clone();
+                    let app = &app;
+                    async move {
+                        app.send(
+                            Method::GET,
+                            &path,
+                            &[("cookie", &cookie)],
+                            axum::body::Body::empty(),
+                        )
+                        .await
+                        .status
+                    }
+                };
+                let known = get("no-such-id").await;
+                for bad in ["bad%20id", "%C3%A9t%C3%A9"] {
+                    assert_eq!(get(bad).await, known, "{template} {bad}");
+                }
+            }
+        }
     })
     .await;
 }

@@ -374,7 +374,7 @@ async fn mandate(
     )
     .await
     .unwrap();
-    (m.id, attestation)
+    (m.id.into_string(), attestation)
 }
 
 async fn structure(app: &TestApp, id: &str, siret: &str, demarches: &str) {

@@ -470,7 +470,7 @@ impl TestApp {
         )
         .await
         .unwrap();
-        m.id
+        m.id.into_string()
     }
 }
 
@@ -513,4 +513,14 @@ pub fn rid(id: &str) -> coffre::domain::RightsRequestId {
 /// A consent id a test holds as text.
 pub fn cid(id: &str) -> coffre::domain::ConsentId {
     coffre::domain::ConsentId::parse(id).unwrap()
+}
+
+/// A mandate id a test holds as text.
+pub fn mid(id: &str) -> coffre::domain::MandateId {
+    coffre::domain::MandateId::parse(id).unwrap()
+}
+
+/// A mandate draft id a test holds as text.
+pub fn did(id: &str) -> coffre::domain::DraftId {
+    coffre::domain::DraftId::parse(id).unwrap()
 }

@@ -148,7 +148,7 @@ pub fn partner(id: &str) -> PartnerRow {
 
 pub fn mandate(id: &str, resident: &str, created_at: i64, expires_at: i64) -> MandateRow {
     MandateRow {
-        id: id.into(),
+        id: crate::support::mid(id),
         resident_id: resident.into(),
         structure_id: "s1".into(),
         aidant_id: "ag1".into(),

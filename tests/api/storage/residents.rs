@@ -109,7 +109,7 @@ async fn awa_everywhere(store: &DynStore) {
         .unwrap();
     store
         .insert_mandate_draft(&MandateDraftRow {
-            id: "d1".into(),
+            id: crate::support::did("d1"),
             aidant_id: "ag1".into(),
             structure_id: "s1".into(),
             demarches: crate::support::demarches("famille"),
@@ -195,8 +195,18 @@ async fn the_erasure_reaches_every_aggregate_in_one_transaction() {
         );
 
         // Mandate kept, every authorisation ended by the erasure.
-        assert!(store.find_mandate("m1").await.unwrap().is_some(), "{b}");
-        let auths = store.mandate_authorisations("m1").await.unwrap();
+        assert!(
+            store
+                .find_mandate(&crate::support::mid("m1"))
+                .await
+                .unwrap()
+                .is_some(),
+            "{b}"
+        );
+        let auths = store
+            .mandate_authorisations(&crate::support::mid("m1"))
+            .await
+            .unwrap();
         assert_eq!(auths.len(), 2, "{b}");
         for a in &auths {
             assert_eq!(a.revoked_at, Some(now), "{b}");
@@ -209,7 +219,11 @@ async fn the_erasure_reaches_every_aggregate_in_one_transaction() {
             "{b}"
         );
         assert!(
-            store.find_mandate_draft("d1").await.unwrap().is_none(),
+            store
+                .find_mandate_draft(&crate::support::did("d1"))
+                .await
+                .unwrap()
+                .is_none(),
             "{b}"
         );
         let next = store
