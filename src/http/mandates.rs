@@ -12,7 +12,7 @@ use axum::response::Response;
 use serde_json::Value;
 
 use crate::AppState;
-use crate::domain::{Demarche, DraftId, MandateId};
+use crate::domain::{AgentId, Demarche, DraftId, MandateId};
 use crate::error::AppResult;
 use crate::http::ApiJson;
 use crate::http::audit::{RequestId, audited_json, with_entry};
@@ -342,7 +342,13 @@ pub async fn set_aidant_active(
     Path((id, action)): Path<(String, String)>,
 ) -> AppResult<Response> {
     Ok(audited_json(
-        structures::set_aidant_active(&state, &user.caller(&rid), &id, &action).await?,
+        structures::set_aidant_active(
+            &state,
+            &user.caller(&rid),
+            AgentId::parse(&id).ok().as_ref(),
+            &action,
+        )
+        .await?,
     ))
 }
 

@@ -79,7 +79,7 @@ pub async fn agent_revoke(
     // structure's mandates without one.
     if caller.role == Role::Aidant
         && let Err(e) =
-            crate::service::mandates::check_totp(state, &caller.actor_id, body.totp.as_deref(), now)
+            crate::service::mandates::check_totp(state, &ctx.agent.id, body.totp.as_deref(), now)
                 .await
     {
         return Err(crate::service::access::deny(state, base, e).await);
@@ -191,7 +191,7 @@ async fn structure_list(
     Ok(Audited::new(
         entry,
         StructureMandates {
-            structure_id: ctx.structure.id.clone(),
+            structure_id: ctx.structure.id.to_string(),
             authorisations: rows
                 .into_iter()
                 .map(|a| MandatedResident {
@@ -397,7 +397,7 @@ pub async fn consent_on_behalf(
     let actor = crate::service::consents::Actor {
         id: caller.actor_id.clone(),
         role: caller.role,
-        structure_id: Some(ctx.structure.id.clone()),
+        structure_id: Some(ctx.structure.id.to_string()),
         request_id: caller.request_id.clone(),
     };
     crate::service::consents::decide(state, &actor, resident, &purpose.id, decision).await

@@ -282,7 +282,7 @@ pub async fn confirm_draft(
         .on_behalf_of(&resident_id)
         .resident(&resident_id);
     if let Err(e) =
-        crate::service::mandates::check_totp(state, &caller.actor_id, Some(&body.totp), now).await
+        crate::service::mandates::check_totp(state, &ctx.agent.id, Some(&body.totp), now).await
     {
         return Err(crate::service::access::deny(state, base, e).await);
     }
@@ -292,7 +292,7 @@ pub async fn confirm_draft(
     let (mandate, _) = crate::service::mandates::create_from_draft(
         state,
         crate::service::mandates::NewMandate {
-            aidant_id: &caller.actor_id,
+            aidant_id: &ctx.agent.id,
             structure: &ctx.structure,
             resident_id: &resident_id,
             demarches: &ds,

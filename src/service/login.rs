@@ -77,7 +77,7 @@ pub async fn mandate_draft_of(
         .store
         .find_mandate_draft(id)
         .await?
-        .filter(|d| d.aidant_id == user.actor_id && d.expires_at > state.clock.now())
+        .filter(|d| d.aidant_id == user.actor_id.as_str() && d.expires_at > state.clock.now())
         .ok_or_else(refused)
 }
 
@@ -441,13 +441,13 @@ async fn agent_from_login(
     };
     let role = agent.role;
     let audit = audit
-        .by(&agent.id, role.as_str())
+        .by(agent.id.as_str(), role.as_str())
         .structure(&agent.structure_id);
     if !agent.active {
         let refused = ErrorCode::AgentInactive.into();
         return Err(crate::service::access::deny(state, audit, refused).await);
     }
-    Ok((agent.id, role))
+    Ok((agent.id.into_string(), role))
 }
 
 /// Keyed digest of an agent's e-mail (case-insensitive): how agents are

@@ -9,14 +9,14 @@ use async_trait::async_trait;
 
 use super::StorageResult;
 use super::columns::DemarcheList;
-use crate::domain::{Demarche, DraftId, MandateId, Timestamp};
+use crate::domain::{AgentId, Demarche, DraftId, MandateId, StructureId, Timestamp};
 
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct MandateRow {
     pub id: MandateId,
     pub resident_id: String,
-    pub structure_id: String,
-    pub aidant_id: String,
+    pub structure_id: StructureId,
+    pub aidant_id: AgentId,
     pub duration_days: i64,
     pub template_version: String,
     pub renews: Option<MandateId>,
@@ -29,7 +29,7 @@ pub struct MandateRow {
 pub struct AuthorisationRow {
     pub mandate_id: MandateId,
     pub resident_id: String,
-    pub structure_id: String,
+    pub structure_id: StructureId,
     pub demarche: Demarche,
     pub expires_at: i64,
     pub revoked_at: Option<i64>,
@@ -39,8 +39,8 @@ pub struct AuthorisationRow {
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct MandateDraftRow {
     pub id: DraftId,
-    pub aidant_id: String,
-    pub structure_id: String,
+    pub aidant_id: AgentId,
+    pub structure_id: StructureId,
     #[sqlx(try_from = "DemarcheList")]
     pub demarches: Vec<Demarche>,
     pub duration_days: i64,
@@ -98,7 +98,7 @@ pub trait MandateStore: Send + Sync {
     async fn live_authorisation(
         &self,
         resident_id: &str,
-        structure_id: &str,
+        structure_id: &StructureId,
         demarche: Demarche,
         now: Timestamp,
     ) -> StorageResult<Option<AuthorisationRow>>;
@@ -106,7 +106,7 @@ pub trait MandateStore: Send + Sync {
     /// `until` (all of them with `until` = i64::MAX).
     async fn structure_authorisations(
         &self,
-        structure_id: &str,
+        structure_id: &StructureId,
         now: Timestamp,
         until: Timestamp,
     ) -> StorageResult<Vec<AuthorisationRow>>;
@@ -340,7 +340,7 @@ macro_rules! impl_mandate_store {
         async fn live_authorisation(
             &self,
             resident_id: &str,
-            structure_id: &str,
+            structure_id: &$crate::domain::StructureId,
             demarche: $crate::domain::Demarche,
             now: $crate::domain::Timestamp,
         ) -> $crate::storage::StorageResult<Option<$crate::storage::AuthorisationRow>> {
@@ -359,7 +359,7 @@ macro_rules! impl_mandate_store {
 
         async fn structure_authorisations(
             &self,
-            structure_id: &str,
+            structure_id: &$crate::domain::StructureId,
             now: $crate::domain::Timestamp,
             until: $crate::domain::Timestamp,
         ) -> $crate::storage::StorageResult<Vec<$crate::storage::AuthorisationRow>> {

@@ -452,14 +452,14 @@ impl TestApp {
     ) -> String {
         let structure = self
             .store
-            .find_structure(coffre::demo::STRUCTURE_CCAS)
+            .find_structure(&crate::support::sid(coffre::demo::STRUCTURE_CCAS))
             .await
             .unwrap()
             .unwrap();
         let (m, _) = coffre::service::mandates::create(
             &self.state,
             coffre::service::mandates::NewMandate {
-                aidant_id: "a1d00000-0000-4000-8000-000000000001",
+                aidant_id: &crate::support::aid("a1d00000-0000-4000-8000-000000000001"),
                 structure: &structure,
                 resident_id: resident,
                 demarches,
@@ -523,4 +523,14 @@ pub fn mid(id: &str) -> coffre::domain::MandateId {
 /// A mandate draft id a test holds as text.
 pub fn did(id: &str) -> coffre::domain::DraftId {
     coffre::domain::DraftId::parse(id).unwrap()
+}
+
+/// An agent id a test holds as text.
+pub fn aid(id: &str) -> coffre::domain::AgentId {
+    coffre::domain::AgentId::parse(id).unwrap()
+}
+
+/// A structure id a test holds as text.
+pub fn sid(id: &str) -> coffre::domain::StructureId {
+    coffre::domain::StructureId::parse(id).unwrap()
 }

@@ -77,7 +77,12 @@ async fn a_mandate_holds_one_live_authorisation_per_demarche_and_supersedes_the_
             let store = store.clone();
             async move {
                 store
-                    .live_authorisation("awa", "s1", demarche.parse().unwrap(), now)
+                    .live_authorisation(
+                        "awa",
+                        &crate::support::sid("s1"),
+                        demarche.parse().unwrap(),
+                        now,
+                    )
                     .await
                     .unwrap()
                     .map(|a| a.mandate_id.into_string())
@@ -144,8 +149,8 @@ async fn drafts_round_trip_and_a_structure_sees_its_authorisations_by_expiry() {
         residents(&store, &["awa", "basile", "chloe"]).await;
         let draft = MandateDraftRow {
             id: crate::support::did("d1"),
-            aidant_id: "ag1".into(),
-            structure_id: "s1".into(),
+            aidant_id: crate::support::aid("ag1"),
+            structure_id: crate::support::sid("s1"),
             demarches: crate::support::demarches("famille,logement"),
             duration_days: 31,
             renews: None,
@@ -216,7 +221,7 @@ async fn drafts_round_trip_and_a_structure_sees_its_authorisations_by_expiry() {
             let store = store.clone();
             async move {
                 store
-                    .structure_authorisations("s1", now, until)
+                    .structure_authorisations(&crate::support::sid("s1"), now, until)
                     .await
                     .unwrap()
                     .into_iter()
@@ -275,8 +280,8 @@ async fn ended_mandates_are_purged_unless_renewed_or_still_running() {
         store
             .insert_mandate_draft(&MandateDraftRow {
                 id: crate::support::did("d1"),
-                aidant_id: "ag1".into(),
-                structure_id: "s1".into(),
+                aidant_id: crate::support::aid("ag1"),
+                structure_id: crate::support::sid("s1"),
                 demarches: crate::support::demarches("famille"),
                 duration_days: 31,
                 renews: Some(crate::support::mid("drafted")),
@@ -339,8 +344,8 @@ async fn a_draft_is_confirmed_once_with_its_renewal_in_one_transaction() {
             .unwrap();
         let draft = |id: &str| MandateDraftRow {
             id: crate::support::did(id),
-            aidant_id: "ag1".into(),
-            structure_id: "s1".into(),
+            aidant_id: crate::support::aid("ag1"),
+            structure_id: crate::support::sid("s1"),
             demarches: crate::support::demarches("famille"),
             duration_days: 31,
             renews: Some(crate::support::mid("old")),
@@ -439,7 +444,12 @@ async fn a_draft_is_confirmed_once_with_its_renewal_in_one_transaction() {
             "{b}"
         );
         let live = store
-            .live_authorisation("awa", "s1", "famille".parse().unwrap(), T0 + 30)
+            .live_authorisation(
+                "awa",
+                &crate::support::sid("s1"),
+                "famille".parse().unwrap(),
+                T0 + 30,
+            )
             .await
             .unwrap()
             .unwrap();

@@ -103,7 +103,7 @@ pub async fn residents(store: &DynStore, ids: &[&str]) {
 
 pub fn structure(id: &str, siret: &str, name: &str) -> StructureRow {
     StructureRow {
-        id: id.into(),
+        id: crate::support::sid(id),
         siret: siret.into(),
         name: name.into(),
         allowed_demarches: crate::support::demarches("famille,logement"),
@@ -113,10 +113,10 @@ pub fn structure(id: &str, siret: &str, name: &str) -> StructureRow {
 
 pub fn agent(id: &str, structure_id: Option<&str>) -> AgentRow {
     AgentRow {
-        id: id.into(),
+        id: crate::support::aid(id),
         role: coffre::domain::Role::Aidant,
         display_name: format!("Agent {id}"),
-        structure_id: structure_id.map(Into::into),
+        structure_id: structure_id.map(crate::support::sid),
         active: true,
         can_create_mandates: true,
     }
@@ -150,8 +150,8 @@ pub fn mandate(id: &str, resident: &str, created_at: i64, expires_at: i64) -> Ma
     MandateRow {
         id: crate::support::mid(id),
         resident_id: resident.into(),
-        structure_id: "s1".into(),
-        aidant_id: "ag1".into(),
+        structure_id: crate::support::sid("s1"),
+        aidant_id: crate::support::aid("ag1"),
         duration_days: 31,
         template_version: "v1".into(),
         renews: None,

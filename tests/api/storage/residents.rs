@@ -110,8 +110,8 @@ async fn awa_everywhere(store: &DynStore) {
     store
         .insert_mandate_draft(&MandateDraftRow {
             id: crate::support::did("d1"),
-            aidant_id: "ag1".into(),
-            structure_id: "s1".into(),
+            aidant_id: crate::support::aid("ag1"),
+            structure_id: crate::support::sid("s1"),
             demarches: crate::support::demarches("famille"),
             duration_days: 31,
             renews: None,

@@ -227,8 +227,8 @@ async fn the_login_purge_takes_expired_attempts_drafts_and_jtis() {
         structure_with_aidant(&store).await;
         let draft = |id: &str, expires_at| MandateDraftRow {
             id: crate::support::did(id),
-            aidant_id: "ag1".into(),
-            structure_id: "s1".into(),
+            aidant_id: crate::support::aid("ag1"),
+            structure_id: crate::support::sid("s1"),
             demarches: crate::support::demarches("famille"),
             duration_days: 31,
             renews: None,
