@@ -320,7 +320,7 @@ pub async fn seed_directory(store: &dyn Store, now: Timestamp) -> StorageResult<
         store
             .insert_partner(
                 &PartnerRow {
-                    id: p.id.into(),
+                    id: demo_id(p.id)?,
                     name: p.name.into(),
                     client_id: p.client_id.into(),
                     client_secret_hash: crate::crypto::sha256_hex(p.client_secret),

@@ -279,7 +279,9 @@ async fn seed_directory(
     recipients.sort_unstable();
     recipients.dedup();
     for id in recipients {
-        if state.store.find_partner(id).await?.is_some() {
+        let typed = crate::domain::PartnerId::parse(id)
+            .map_err(|e| AppError::internal(format!("seed partner id: {e}")))?;
+        if state.store.find_partner(&typed).await?.is_some() {
             continue;
         }
         let secret = crate::crypto::random_token()
@@ -289,7 +291,7 @@ async fn seed_directory(
             .store
             .insert_partner(
                 &PartnerRow {
-                    id: id.into(),
+                    id: typed,
                     name: id.into(),
                     client_id: client_id.clone(),
                     client_secret_hash: crate::crypto::sha256_hex(&secret),

@@ -196,13 +196,16 @@ pub async fn actor_name(
     structure_id: Option<&str>,
 ) -> ActorName {
     let name = match role {
-        "partner" => state
-            .store
-            .find_partner(actor_id)
-            .await
-            .ok()
-            .flatten()
-            .map(|p| p.name),
+        "partner" => match crate::domain::PartnerId::parse(actor_id) {
+            Ok(id) => state
+                .store
+                .find_partner(&id)
+                .await
+                .ok()
+                .flatten()
+                .map(|p| p.name),
+            Err(_) => None,
+        },
         // An actor id that is no agent id names no agent.
         _ => match crate::domain::AgentId::parse(actor_id) {
             Ok(id) => state

@@ -48,6 +48,12 @@ impl Caller {
         crate::domain::AgentId::parse(&self.actor_id).ok()
     }
 
+    /// The caller as a partner: `None` when their id is no partner id (it
+    /// then names no partner, as an unknown one does).
+    pub fn partner_id(&self) -> Option<crate::domain::PartnerId> {
+        crate::domain::PartnerId::parse(&self.actor_id).ok()
+    }
+
     pub fn new(actor_id: impl Into<String>, role: Role, request_id: Option<String>) -> Self {
         Self {
             actor_id: actor_id.into(),

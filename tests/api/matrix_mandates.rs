@@ -1155,7 +1155,7 @@ async fn every_partner_route_under_every_purpose_kind() {
         app.store
             .insert_partner(
                 &coffre::storage::PartnerRow {
-                    id: id.into(),
+                    id: crate::support::pid(id),
                     name: "Observatoire régional de santé".into(),
                     client_id: client_id.into(),
                     client_secret_hash: coffre::crypto::sha256_hex(secret),
@@ -1192,7 +1192,7 @@ async fn every_partner_route_under_every_purpose_kind() {
             // unknown pseudonym's.
             let pseudonym = keys.pseudonym(&format!("partner:{partner}"), resident.as_bytes());
             app.store
-                .remember_pseudonyms(partner, &[(pseudonym.clone(), resident.clone())])
+                .remember_pseudonyms(&crate::support::pid(partner), &[(crate::support::psd(&pseudonym), resident.clone())])
                 .await
                 .unwrap();
             let cell = PartnerCell {

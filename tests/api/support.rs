@@ -534,3 +534,13 @@ pub fn aid(id: &str) -> coffre::domain::AgentId {
 pub fn sid(id: &str) -> coffre::domain::StructureId {
     coffre::domain::StructureId::parse(id).unwrap()
 }
+
+/// A partner id a test holds as text.
+pub fn pid(id: &str) -> coffre::domain::PartnerId {
+    coffre::domain::PartnerId::parse(id).unwrap()
+}
+
+/// A pseudonym a test holds as text.
+pub fn psd(p: &str) -> coffre::domain::Pseudonym {
+    coffre::domain::Pseudonym::parse(p).unwrap()
+}

@@ -345,7 +345,7 @@ async fn concurrent_approvals_never_overspend_the_epsilon_budget() {
             Ok(coffre::storage::ApproveOutcome::Approved
                 | coffre::storage::ApproveOutcome::BudgetExhausted)
         )));
-        let spent = app.store.epsilon_spent("labo-mobilite").await.unwrap();
+        let spent = app.store.epsilon_spent(&crate::support::pid("labo-mobilite")).await.unwrap();
         assert!((spent - 4.0).abs() < 1e-9, "spent {spent}");
         // Through the DPO's route, the refusal is audited with its reason.
         let dpo = app.login(DPO).await;

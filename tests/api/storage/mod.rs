@@ -136,7 +136,7 @@ pub async fn structure_with_aidant(store: &DynStore) {
 
 pub fn partner(id: &str) -> PartnerRow {
     PartnerRow {
-        id: id.into(),
+        id: crate::support::pid(id),
         name: format!("Partner {id}"),
         client_id: format!("client-{id}"),
         client_secret_hash: "hash".into(),
@@ -186,8 +186,8 @@ pub fn record(id: &str, category: &str, version: i64, created_at: i64) -> Record
 pub fn notice(id: &str, partner_id: &str, kind: &str, created_at: i64) -> NotificationRow {
     NotificationRow {
         id: id.into(),
-        partner_id: partner_id.into(),
-        pseudonym: format!("ps-{id}"),
+        partner_id: crate::support::pid(partner_id),
+        pseudonym: crate::support::psd(&format!("ps-{id}")),
         kind: kind.parse().unwrap(),
         category: coffre::domain::category::Category::recorded("contact"),
         created_at,

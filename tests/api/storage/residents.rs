@@ -233,7 +233,10 @@ async fn the_erasure_reaches_every_aggregate_in_one_transaction() {
         assert_eq!(next, ("awa-2".to_string(), true), "a fresh start ({b})");
 
         // The notice was written with it.
-        let notices = store.take_notifications("p1", now).await.unwrap();
+        let notices = store
+            .take_notifications(&crate::support::pid("p1"), now)
+            .await
+            .unwrap();
         assert_eq!(notices.len(), 1, "{b}");
         assert_eq!(notices[0].kind.as_str(), "erasure", "{b}");
 
