@@ -71,11 +71,11 @@ fn main() {
             .execute(&pool)
             .await
             .unwrap();
-        if store.find_partner("renov-energie").await.unwrap().is_none() {
+        if store.find_partner(&coffre::domain::PartnerId::parse("renov-energie").unwrap()).await.unwrap().is_none() {
             store
                 .insert_partner(
                     &coffre::storage::PartnerRow {
-                        id: "renov-energie".into(),
+                        id: coffre::domain::PartnerId::parse("renov-energie").unwrap(),
                         name: "Guichet rénovation".into(),
                         client_id: "bench-renov".into(),
                         client_secret_hash: "!".into(),

@@ -211,18 +211,23 @@ async fn seed_mandates(state: &AppState, now: Timestamp) -> AppResult<()> {
         .iter()
         .filter(|a| matches!(a.role, Role::Aidant | Role::Referent))
     {
-        crate::service::mandates::enroll_totp_secret(state, agent.id, DEMO_TOTP_SECRET, now)
-            .await?;
+        crate::service::mandates::enroll_totp_secret(
+            state,
+            &demo_id(agent.id)?,
+            DEMO_TOTP_SECRET,
+            now,
+        )
+        .await?;
     }
     let structure = state
         .store
-        .find_structure(STRUCTURE_CCAS)
+        .find_structure(&demo_id(STRUCTURE_CCAS)?)
         .await?
         .ok_or_else(|| crate::error::AppError::internal("demo structure missing"))?;
     crate::service::mandates::create(
         state,
         crate::service::mandates::NewMandate {
-            aidant_id: AGENTS[0].id,
+            aidant_id: &demo_id(AGENTS[0].id)?,
             structure: &structure,
             resident_id: RESIDENTS[0].id,
             demarches: &[Demarche::Logement, Demarche::Papiers],
@@ -279,7 +284,7 @@ pub async fn seed_directory(store: &dyn Store, now: Timestamp) -> StorageResult<
     store
         .insert_structure(
             &StructureRow {
-                id: STRUCTURE_CCAS.into(),
+                id: demo_id(STRUCTURE_CCAS)?,
                 siret: "26340001200013".into(),
                 name: "CCAS de l'Agglo (démo)".into(),
                 allowed_demarches: Demarche::ALL.to_vec(),
@@ -292,12 +297,14 @@ pub async fn seed_directory(store: &dyn Store, now: Timestamp) -> StorageResult<
         store.insert_resident(p.id, now).await?;
     }
     for p in AGENTS {
-        let structure_id =
-            matches!(p.role, Role::Aidant | Role::Referent).then(|| STRUCTURE_CCAS.to_string());
+        let structure_id = match p.role {
+            Role::Aidant | Role::Referent => Some(demo_id(STRUCTURE_CCAS)?),
+            _ => None,
+        };
         store
             .insert_agent(
                 &AgentRow {
-                    id: p.id.into(),
+                    id: demo_id(p.id)?,
                     role: p.role,
                     display_name: p.name.into(),
                     structure_id,
@@ -313,7 +320,7 @@ pub async fn seed_directory(store: &dyn Store, now: Timestamp) -> StorageResult<
         store
             .insert_partner(
                 &PartnerRow {
-                    id: p.id.into(),
+                    id: demo_id(p.id)?,
                     name: p.name.into(),
                     client_id: p.client_id.into(),
                     client_secret_hash: crate::crypto::sha256_hex(p.client_secret),
@@ -344,4 +351,11 @@ pub async fn request_pending_extract(state: &AppState, now: Timestamp) -> AppRes
     .map_err(|e| AppError::internal(format!("demo extract: {e}")))?;
     crate::service::extracts::request(state, PARTNERS[0].id, req, now).await?;
     Ok(())
+}
+
+/// A demo persona's or structure's id, typed (every one of them is a valid
+/// id; a broken constant is an integrity error, not a panic).
+fn demo_id<T: std::str::FromStr<Err = crate::domain::IdError>>(s: &str) -> StorageResult<T> {
+    s.parse()
+        .map_err(|e| crate::storage::StorageError::Integrity(format!("demo id: {e}")))
 }

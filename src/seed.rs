@@ -193,13 +193,15 @@ pub struct SeededPartner {
 }
 
 /// The CCAS of a commune of the territory.
-pub fn structure_id(insee: &str) -> String {
-    format!("seed-ccas-{insee}")
+pub fn structure_id(insee: &str) -> AppResult<crate::domain::StructureId> {
+    crate::domain::StructureId::parse(&format!("seed-ccas-{insee}"))
+        .map_err(|e| AppError::internal(format!("seed structure id: {e}")))
 }
 
 /// Agent `k` of a commune's CCAS: 0 is its référent, 1 and 2 its aidants.
-pub fn agent_id(insee: &str, k: u64) -> String {
-    format!("seed-agent-{insee}-{k}")
+pub fn agent_id(insee: &str, k: u64) -> AppResult<crate::domain::AgentId> {
+    crate::domain::AgentId::parse(&format!("seed-agent-{insee}-{k}"))
+        .map_err(|e| AppError::internal(format!("seed agent id: {e}")))
 }
 
 /// The démarches a CCAS handles for the people it helps.
@@ -221,7 +223,7 @@ async fn seed_directory(
     report: &mut SeedReport,
 ) -> AppResult<()> {
     for (n, (insee, _, _)) in communes.iter().enumerate() {
-        let sid = structure_id(insee);
+        let sid = structure_id(insee)?;
         if state.store.find_structure(&sid).await?.is_none() {
             state
                 .store
@@ -240,7 +242,7 @@ async fn seed_directory(
             report.structures += 1;
         }
         for k in 0..3 {
-            let id = agent_id(insee, k);
+            let id = agent_id(insee, k)?;
             let given = if rng.chance(50) {
                 rng.pick(GIVEN_F)
             } else {
@@ -277,7 +279,9 @@ async fn seed_directory(
     recipients.sort_unstable();
     recipients.dedup();
     for id in recipients {
-        if state.store.find_partner(id).await?.is_some() {
+        let typed = crate::domain::PartnerId::parse(id)
+            .map_err(|e| AppError::internal(format!("seed partner id: {e}")))?;
+        if state.store.find_partner(&typed).await?.is_some() {
             continue;
         }
         let secret = crate::crypto::random_token()
@@ -287,7 +291,7 @@ async fn seed_directory(
             .store
             .insert_partner(
                 &PartnerRow {
-                    id: id.into(),
+                    id: typed,
                     name: id.into(),
                     client_id: client_id.clone(),
                     client_secret_hash: crate::crypto::sha256_hex(&secret),
@@ -594,10 +598,11 @@ pub async fn seed_territory(
             let insee = &communes[commune].0;
             let days = if demarches.len() > 1 { 365 } else { 182 };
             let row = MandateRow {
-                id: format!("{resident}-mandate"),
+                id: crate::domain::MandateId::parse(&format!("{resident}-mandate"))
+                    .map_err(|e| AppError::internal(format!("seed mandate id: {e}")))?,
                 resident_id: resident,
-                structure_id: structure_id(insee),
-                aidant_id: agent_id(insee, aidant),
+                structure_id: structure_id(insee)?,
+                aidant_id: agent_id(insee, aidant)?,
                 duration_days: days,
                 template_version: crate::domain::mandate::TEMPLATE_VERSION.to_string(),
                 renews: None,

@@ -128,6 +128,28 @@ impl Field for &Option<String> {
     }
 }
 
+/// An id of `domain::ids` is recorded as its text.
+macro_rules! id_field {
+    ($($ty:ty),*) => {$(
+        impl Field for &$ty {
+            fn field(self) -> Option<String> {
+                Some(self.to_string())
+            }
+        }
+        impl Field for Option<$ty> {
+            fn field(self) -> Option<String> {
+                self.map(<$ty>::into_string)
+            }
+        }
+        impl Field for &Option<$ty> {
+            fn field(self) -> Option<String> {
+                self.as_ref().map(ToString::to_string)
+            }
+        }
+    )*};
+}
+id_field!(crate::domain::StructureId, crate::domain::AgentId);
+
 /// The one builder of audit records: who acted, what they did and when,
 /// then the optional fields. A record starts as a refusal with no reason:
 /// it says "allowed" only where [`AuditRecord::allow`] says so.

@@ -122,7 +122,7 @@ pub(super) async fn agent_add(
     let state = build_state(config, store.clone(), Clock::system(), false, Ok(keys)).await?;
     let digest = crate::service::login::agent_email_digest(&state, email)
         .map_err(|e| Fatal::runtime(e.to_string()))?;
-    let id = uuid::Uuid::new_v4().to_string();
+    let id = crate::domain::AgentId::from_uuid(uuid::Uuid::new_v4());
     record_operator_act(&state, "agent.add", None).await?;
     store
         .insert_agent(
@@ -252,7 +252,7 @@ pub(super) async fn structure_add(
         .record(operator_record("structure.add", None, clock.now()))
         .await
         .map_err(|e| Fatal::runtime(format!("refusing to act unaudited: {e}")))?;
-    let id = uuid::Uuid::new_v4().to_string();
+    let id = crate::domain::StructureId::from_uuid(uuid::Uuid::new_v4());
     store
         .insert_structure(
             &crate::storage::StructureRow {

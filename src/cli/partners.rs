@@ -116,9 +116,11 @@ pub(super) async fn partner_add(
     let client_secret = crate::crypto::random_token()
         .map_err(|_| Fatal::runtime("system random generator failed"))?;
     let client_id = format!("{id}-{}", hex::encode(suffix));
+    let typed = crate::domain::PartnerId::parse(id)
+        .map_err(|_| Fatal::config("--id: lower-case letters, digits and '-' only"))?;
     let store = open_store(config).await?;
     let row = crate::storage::PartnerRow {
-        id: id.to_string(),
+        id: typed.clone(),
         name: name.trim().to_string(),
         client_id: client_id.clone(),
         // With keys, no secret works: no digest equals "!".
@@ -134,7 +136,7 @@ pub(super) async fn partner_add(
     // Refused before it is recorded: the log keeps acts, not failed tries
     // (a concurrent add still fails on the key, below).
     let exists = store
-        .find_partner(id)
+        .find_partner(&typed)
         .await
         .map_err(|e| Fatal::runtime(e.to_string()))?
         .is_some();
@@ -203,14 +205,19 @@ async fn partner_set_active_in(
     id: &str,
     active: bool,
 ) -> Result<(), Fatal> {
-    let known = store
-        .find_partner(id)
-        .await
-        .map_err(|e| Fatal::runtime(e.to_string()))?
-        .is_some();
-    if !known {
+    // An id that is no partner id names no partner.
+    let typed = crate::domain::PartnerId::parse(id).ok();
+    let known = match &typed {
+        Some(typed) => store
+            .find_partner(typed)
+            .await
+            .map_err(|e| Fatal::runtime(e.to_string()))?
+            .is_some(),
+        None => false,
+    };
+    let Some(typed) = typed.filter(|_| known) else {
         return Err(Fatal::runtime(format!("no partner `{id}`")));
-    }
+    };
     let action = if active {
         "partner.activate"
     } else {
@@ -222,7 +229,7 @@ async fn partner_set_active_in(
         .await
         .map_err(|e| Fatal::runtime(format!("refusing to act unaudited: {e}")))?;
     let changed = store
-        .set_partner_active(id, active)
+        .set_partner_active(&typed, active)
         .await
         .map_err(|e| Fatal::runtime(e.to_string()))?;
     if !changed {

@@ -142,7 +142,7 @@ pub struct AccessQuery<'a> {
     pub valid_consent: Option<String>,
     /// A mandate active now that lets this aidant act for the resident
     /// within the démarche asked for.
-    pub active_mandate: Option<String>,
+    pub active_mandate: Option<super::MandateId>,
     /// The démarche asked for reaches the category (`policies/demarches.toml`).
     pub demarche_covers_category: bool,
     /// The resident restricted processing (art. 18).
@@ -184,7 +184,7 @@ pub fn decide(q: &AccessQuery<'_>) -> Verdict {
             Some(_) if !q.demarche_covers_category => Verdict::Deny(Denial::OutsideDemarche),
             Some(_) if !q.resident_active => Verdict::Deny(Denial::NoActiveMandate),
             Some(_) => match &q.active_mandate {
-                Some(id) => Verdict::Allow(Basis::Mandate(id.clone())),
+                Some(id) => Verdict::Allow(Basis::Mandate(id.to_string())),
                 None => Verdict::Deny(Denial::NoActiveMandate),
             },
         },
@@ -385,7 +385,7 @@ mod tests {
         };
         assert_eq!(decide(&q), Verdict::Deny(Denial::NoActiveMandate));
         let q = AccessQuery {
-            active_mandate: Some("m1".into()),
+            active_mandate: Some(crate::domain::MandateId::parse("m1").unwrap()),
             ..q
         };
         assert_eq!(decide(&q), Verdict::Allow(Basis::Mandate("m1".into())));

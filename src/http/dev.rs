@@ -92,7 +92,10 @@ pub async fn mandate_login(
     let draft = crate::service::login::mandate_draft_of(
         &state,
         Some(&user.caller(&rid)),
-        form.draft.as_deref().unwrap_or(""),
+        form.draft
+            .as_deref()
+            .and_then(|d| crate::domain::DraftId::parse(d).ok())
+            .as_ref(),
     )
     .await?;
     crate::service::login::attach_demo_resident(

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::AppState;
+use crate::domain::DraftId;
 use crate::error::{AppError, AppResult};
 use crate::http::audit::RequestId;
 use crate::http::session::{MaybeUser, cookie_value, open_session, random_token};
@@ -63,9 +64,13 @@ pub async fn resident_login(
         Some(id) => {
             let caller = user.as_ref().map(|u| u.caller(&rid));
             Some(
-                login_service::mandate_draft_of(&state, caller.as_ref(), &id)
-                    .await?
-                    .id,
+                login_service::mandate_draft_of(
+                    &state,
+                    caller.as_ref(),
+                    DraftId::parse(&id).ok().as_ref(),
+                )
+                .await?
+                .id,
             )
         }
     };
@@ -83,7 +88,7 @@ pub async fn agent_login(State(state): State<AppState>) -> AppResult<Response> {
 async fn start(
     state: &AppState,
     kind: LoginKind,
-    mandate_draft: Option<String>,
+    mandate_draft: Option<DraftId>,
 ) -> AppResult<Response> {
     let browser = random_token()?;
     let url = login_service::start(state, kind, mandate_draft, &browser, state.clock.now()).await?;

@@ -12,7 +12,7 @@ use axum::response::Response;
 use serde_json::Value;
 
 use crate::AppState;
-use crate::domain::Demarche;
+use crate::domain::{AgentId, Demarche, DraftId, MandateId};
 use crate::error::AppResult;
 use crate::http::ApiJson;
 use crate::http::audit::{RequestId, audited_json, with_entry};
@@ -78,7 +78,7 @@ pub async fn get_draft(
     Path(id): Path<String>,
 ) -> AppResult<Response> {
     Ok(audited_json(
-        drafts::get_draft(&state, &user.caller(&rid), &id).await?,
+        drafts::get_draft(&state, &user.caller(&rid), draft_id(&id).as_ref()).await?,
     ))
 }
 
@@ -96,7 +96,8 @@ pub async fn confirm_draft(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ConfirmRequest>,
 ) -> AppResult<Response> {
-    let done = drafts::confirm_draft(&state, &user.caller(&rid), &id, body).await?;
+    let done =
+        drafts::confirm_draft(&state, &user.caller(&rid), draft_id(&id).as_ref(), body).await?;
     Ok(with_entry(
         done.entry,
         (StatusCode::CREATED, Json(done.value)),
@@ -114,7 +115,7 @@ pub async fn renew(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<RenewRequest>,
 ) -> AppResult<Response> {
-    let done = drafts::renew(&state, &user.caller(&rid), &id, body).await?;
+    let done = drafts::renew(&state, &user.caller(&rid), mandate_id(&id).as_ref(), body).await?;
     Ok(with_entry(
         done.entry,
         (StatusCode::CREATED, Json(done.value)),
@@ -136,7 +137,7 @@ pub async fn agent_revoke(
 ) -> AppResult<Response> {
     let body = revoke_body(&body)?;
     Ok(audited_json(
-        agents::agent_revoke(&state, &user.caller(&rid), &id, body).await?,
+        agents::agent_revoke(&state, &user.caller(&rid), mandate_id(&id).as_ref(), body).await?,
     ))
 }
 
@@ -154,7 +155,7 @@ pub async fn resident_revoke(
 ) -> AppResult<Response> {
     let body = revoke_body(&body)?;
     Ok(audited_json(
-        agents::resident_revoke(&state, &user.caller(&rid), &id, body).await?,
+        agents::resident_revoke(&state, &user.caller(&rid), mandate_id(&id).as_ref(), body).await?,
     ))
 }
 
@@ -208,7 +209,7 @@ pub async fn get_mandate(
     Path(id): Path<String>,
 ) -> AppResult<Response> {
     Ok(audited_json(
-        agents::get_mandate(&state, &user.caller(&rid), &id).await?,
+        agents::get_mandate(&state, &user.caller(&rid), mandate_id(&id).as_ref()).await?,
     ))
 }
 
@@ -341,7 +342,13 @@ pub async fn set_aidant_active(
     Path((id, action)): Path<(String, String)>,
 ) -> AppResult<Response> {
     Ok(audited_json(
-        structures::set_aidant_active(&state, &user.caller(&rid), &id, &action).await?,
+        structures::set_aidant_active(
+            &state,
+            &user.caller(&rid),
+            AgentId::parse(&id).ok().as_ref(),
+            &action,
+        )
+        .await?,
     ))
 }
 
@@ -357,4 +364,16 @@ pub async fn switch_structure(
 ) -> AppResult<Response> {
     let done = structures::switch_structure(&state, &user.caller(&rid), body).await?;
     Ok(with_entry(done.entry, StatusCode::NO_CONTENT))
+}
+
+/// The mandate a path names, parsed once; a malformed id names none, and
+/// the use case answers it as an unknown one (after the checks it makes
+/// first).
+fn mandate_id(raw: &str) -> Option<MandateId> {
+    MandateId::parse(raw).ok()
+}
+
+/// The draft a path names, parsed once, as [`mandate_id`].
+fn draft_id(raw: &str) -> Option<DraftId> {
+    DraftId::parse(raw).ok()
 }

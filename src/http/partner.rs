@@ -204,6 +204,15 @@ pub(crate) async fn resident_data(
 ) -> AppResult<axum::response::Response> {
     let purpose = q.get("purpose").map(String::as_str);
     Ok(audited_json(
-        partners::read_resident_data(&state, partner, rid.0, pseudonym, &category, purpose).await?,
+        partners::read_resident_data(
+            &state,
+            partner,
+            rid.0,
+            // A malformed pseudonym stands for nobody, as an unknown one.
+            crate::domain::Pseudonym::parse(&pseudonym).ok(),
+            &category,
+            purpose,
+        )
+        .await?,
     ))
 }

@@ -43,7 +43,7 @@ pub struct AccessRequest<'a> {
     pub resident_id: Option<&'a str>,
     pub category: Option<&'a str>,
     pub purpose_id: Option<&'a str>,
-    pub structure_id: Option<&'a str>,
+    pub structure_id: Option<&'a crate::domain::StructureId>,
     /// The démarche an aidant acts within (mandates).
     pub demarche: Option<crate::domain::Demarche>,
     pub request_id: Option<String>,
@@ -220,7 +220,7 @@ pub async fn record(
         .record({
             let record = AuditRecord::new(req.actor_id, req.role.as_str(), req.action, now)
                 .on_behalf_of(on_behalf_of)
-                .structure(req.structure_id)
+                .structure(req.structure_id.map(|s| s.as_str()))
                 // Only a resident who exists is named; a probe for an
                 // unknown id leaves no trace of that id.
                 .resident(

@@ -9,7 +9,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::domain::{Demarche, Role, Timestamp};
+use crate::domain::{Demarche, MandateId, Role, Timestamp};
 use crate::error::{AppError, AppResult};
 use crate::service::access::{AccessRequest, decide};
 use crate::service::data::Rectified;
@@ -21,12 +21,15 @@ use crate::storage::MandateRow;
 /// "Expiring soon" for a structure's list.
 const EXPIRING_SECS: i64 = 30 * 86_400;
 
-/// A mandate of the agent's current structure.
+/// A mandate of the agent's current structure. `id` is `None` when the
+/// path could name no mandate (a malformed id): `not_found`, as an unknown
+/// one, after the checks the caller made first.
 pub(crate) async fn structure_mandate(
     state: &AppState,
     ctx: &AgentContext,
-    id: &str,
+    id: Option<&MandateId>,
 ) -> AppResult<MandateRow> {
+    let id = id.ok_or(AppError::NotFound)?;
     state
         .store
         .find_mandate(id)
@@ -57,11 +60,11 @@ fn one_demarche(code: Option<&str>) -> AppResult<Option<Demarche>> {
 }
 
 /// Revokes a mandate of the structure (or one démarche): an aidant with
-/// their TOTP code, or a référent.
+/// their TOTP code, or a référent. `id` as for `structure_mandate`.
 pub async fn agent_revoke(
     state: &AppState,
     caller: &Caller,
-    id: &str,
+    id: Option<&MandateId>,
     body: RevokeRequest,
 ) -> AppResult<Audited<RevocationReceipt>> {
     let ctx = agent(state, caller, "mandate.revoke").await?;
@@ -76,7 +79,7 @@ pub async fn agent_revoke(
     // structure's mandates without one.
     if caller.role == Role::Aidant
         && let Err(e) =
-            crate::service::mandates::check_totp(state, &caller.actor_id, body.totp.as_deref(), now)
+            crate::service::mandates::check_totp(state, &ctx.agent.id, body.totp.as_deref(), now)
                 .await
     {
         return Err(crate::service::access::deny(state, base, e).await);
@@ -102,17 +105,19 @@ pub async fn agent_revoke(
 }
 
 /// A resident revokes one of their mandates (or one démarche of it), at once.
+/// `id` is `None` when the path could name no mandate: `not_found` once the
+/// right was checked and recorded, as an unknown one.
 pub async fn resident_revoke(
     state: &AppState,
     caller: &Caller,
-    id: &str,
+    id: Option<&MandateId>,
     body: RevokeRequest,
 ) -> AppResult<Audited<RevocationReceipt>> {
     let demarche = one_demarche(body.demarche.as_deref())?;
     let entry = crate::service::access::own_data(state, caller, "mandate.revoke", None).await?;
     let mandate = state
         .store
-        .find_mandate(id)
+        .find_mandate(id.ok_or(AppError::NotFound)?)
         .await?
         .filter(|m| m.resident_id == caller.actor_id)
         .ok_or(AppError::NotFound)?;
@@ -186,12 +191,12 @@ async fn structure_list(
     Ok(Audited::new(
         entry,
         StructureMandates {
-            structure_id: ctx.structure.id.clone(),
+            structure_id: ctx.structure.id.to_string(),
             authorisations: rows
                 .into_iter()
                 .map(|a| MandatedResident {
                     resident_id: a.resident_id,
-                    mandate_id: a.mandate_id,
+                    mandate_id: a.mandate_id.into_string(),
                     demarche: a.demarche.as_str().to_string(),
                     expires_at: a.expires_at,
                 })
@@ -216,10 +221,11 @@ pub async fn expiring(state: &AppState, caller: &Caller) -> AppResult<Audited<St
 }
 
 /// One mandate of my structure, with its attestation.
+/// `id` as for `structure_mandate`.
 pub async fn get_mandate(
     state: &AppState,
     caller: &Caller,
-    id: &str,
+    id: Option<&MandateId>,
 ) -> AppResult<Audited<MandateView>> {
     let ctx = agent(state, caller, "mandate.read").await?;
     let mandate = structure_mandate(state, &ctx, id).await?;
@@ -391,7 +397,7 @@ pub async fn consent_on_behalf(
     let actor = crate::service::consents::Actor {
         id: caller.actor_id.clone(),
         role: caller.role,
-        structure_id: Some(ctx.structure.id.clone()),
+        structure_id: Some(ctx.structure.id.to_string()),
         request_id: caller.request_id.clone(),
     };
     crate::service::consents::decide(state, &actor, resident, &purpose.id, decision).await
@@ -410,7 +416,7 @@ pub struct Attestation {
 pub async fn attestation(
     state: &AppState,
     caller: &Caller,
-    id: &str,
+    id: &MandateId,
     now: Timestamp,
 ) -> AppResult<Audited<Attestation>> {
     let mandate = state

@@ -10,8 +10,8 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::domain::Demarche;
 use crate::domain::mandate::{DemarcheDef, parse_demarches};
+use crate::domain::{Demarche, DraftId, MandateId};
 use crate::error::{AppError, AppResult};
 use crate::service::agents::structure_mandate;
 use crate::service::mandates::{AgentContext, MandateView, agent, demarche_defs, record};
@@ -126,11 +126,11 @@ fn new_draft(
     ctx: &AgentContext,
     ds: &[Demarche],
     duration_days: i64,
-    renews: Option<String>,
+    renews: Option<MandateId>,
 ) -> MandateDraftRow {
     let now = state.clock.now();
     MandateDraftRow {
-        id: uuid::Uuid::new_v4().to_string(),
+        id: DraftId::from_uuid(uuid::Uuid::new_v4()),
         aidant_id: ctx.agent.id.clone(),
         structure_id: ctx.structure.id.clone(),
         demarches: ds.to_vec(),
@@ -165,13 +165,13 @@ async fn draft_view(
         labels.join(", ")
     );
     Ok(DraftView {
-        id: d.id.clone(),
+        id: d.id.to_string(),
         demarches: demarche_defs(state, ds),
         duration_days: d.duration_days,
         structure_name: ctx.structure.name.clone(),
         resident_id: d.resident_id.clone(),
         resident_name,
-        renews: d.renews.clone(),
+        renews: d.renews.as_ref().map(MandateId::to_string),
         resident_login: format!("/auth/login?mandate_draft={}", d.id),
         recap_fr,
         expires_at: d.expires_at,
@@ -199,8 +199,14 @@ async fn resident_name(state: &AppState, resident_id: &str) -> AppResult<Option<
     Ok(Some(name.trim().to_string()).filter(|n| !n.is_empty()))
 }
 
-/// The aidant's own draft, live.
-async fn own_draft(state: &AppState, ctx: &AgentContext, id: &str) -> AppResult<MandateDraftRow> {
+/// The aidant's own draft, live. `id` is `None` when the path could name
+/// no draft (a malformed id): `not_found`, as an unknown draft is.
+async fn own_draft(
+    state: &AppState,
+    ctx: &AgentContext,
+    id: Option<&DraftId>,
+) -> AppResult<MandateDraftRow> {
+    let id = id.ok_or(AppError::NotFound)?;
     state
         .store
         .find_mandate_draft(id)
@@ -210,11 +216,12 @@ async fn own_draft(state: &AppState, ctx: &AgentContext, id: &str) -> AppResult<
         .ok_or(AppError::NotFound)
 }
 
-/// The recap the resident confirms (after their login).
+/// The recap the resident confirms (after their login). `id` as for
+/// `own_draft`: checked after the caller's right.
 pub async fn get_draft(
     state: &AppState,
     caller: &Caller,
-    id: &str,
+    id: Option<&DraftId>,
 ) -> AppResult<Audited<DraftView>> {
     let ctx = agent(state, caller, "mandate.draft").await?;
     let draft = own_draft(state, &ctx, id).await?;
@@ -254,11 +261,11 @@ pub struct ConfirmRequest {
 }
 
 /// Creates the mandate from a draft the resident has logged in to and
-/// confirmed, with the aidant's TOTP code.
+/// confirmed, with the aidant's TOTP code. `id` as for `own_draft`.
 pub async fn confirm_draft(
     state: &AppState,
     caller: &Caller,
-    id: &str,
+    id: Option<&DraftId>,
     body: ConfirmRequest,
 ) -> AppResult<Audited<MandateView>> {
     let ctx = agent(state, caller, "mandate.create").await?;
@@ -275,7 +282,7 @@ pub async fn confirm_draft(
         .on_behalf_of(&resident_id)
         .resident(&resident_id);
     if let Err(e) =
-        crate::service::mandates::check_totp(state, &caller.actor_id, Some(&body.totp), now).await
+        crate::service::mandates::check_totp(state, &ctx.agent.id, Some(&body.totp), now).await
     {
         return Err(crate::service::access::deny(state, base, e).await);
     }
@@ -285,12 +292,12 @@ pub async fn confirm_draft(
     let (mandate, _) = crate::service::mandates::create_from_draft(
         state,
         crate::service::mandates::NewMandate {
-            aidant_id: &caller.actor_id,
+            aidant_id: &ctx.agent.id,
             structure: &ctx.structure,
             resident_id: &resident_id,
             demarches: &ds,
             duration_days: draft.duration_days,
-            renews: draft.renews.as_deref(),
+            renews: draft.renews.as_ref(),
         },
         &draft.id,
         now,
@@ -311,11 +318,12 @@ pub struct RenewRequest {
 }
 
 /// Renews a mandate of the structure: a new draft, which the same resident
-/// must confirm with a fresh login.
+/// must confirm with a fresh login. `id` is `None` when the path could name
+/// no mandate: `not_found` after the caller's rights, as an unknown one.
 pub async fn renew(
     state: &AppState,
     caller: &Caller,
-    id: &str,
+    id: Option<&MandateId>,
     body: RenewRequest,
 ) -> AppResult<Audited<DraftView>> {
     let ctx = agent(state, caller, "mandate.renew").await?;

@@ -97,7 +97,7 @@ async fn build_inner(
     if !partner.active {
         return Err("partner deactivated".into());
     }
-    still_recipient(state, &partner.id, &purpose.id).map_err(|code| {
+    still_recipient(state, partner.id.as_str(), &purpose.id).map_err(|code| {
         format!(
             "{}: the partner is no longer a recipient of the purpose",
             code.code()
@@ -283,7 +283,7 @@ async fn build_inner(
                 "extract.aggregate"
             };
             includes.push(
-                AuditRecord::new(&partner.id, "partner", action, now)
+                AuditRecord::new(partner.id.as_str(), "partner", action, now)
                     .resident(resident.as_str())
                     .category(spec.categories.join(","))
                     .purpose(&purpose.id)
@@ -382,8 +382,15 @@ async fn build_inner(
     let built = state
         .audit
         .record(
-            audit(&partner.id, "partner", "extract.build", &row, now, "")
-                .allow(&format!("cohort:{cohort}")),
+            audit(
+                partner.id.as_str(),
+                "partner",
+                "extract.build",
+                &row,
+                now,
+                "",
+            )
+            .allow(&format!("cohort:{cohort}")),
         )
         .await
         .map_err(|e| e.to_string())?;

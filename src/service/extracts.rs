@@ -21,7 +21,7 @@ use crate::AppState;
 use crate::audit::AuditRecord;
 use crate::domain::category::FieldType;
 use crate::domain::extract::{ExtractKind, ExtractState, generalise, text_of};
-use crate::domain::{ExtractId, Timestamp};
+use crate::domain::{ExtractId, PartnerId, Timestamp};
 use crate::error::{AppError, AppResult};
 use crate::service::access::role_action;
 use crate::service::{Audited, Caller};
@@ -120,7 +120,7 @@ pub fn view(state: &AppState, row: &ExtractRow) -> AppResult<ExtractView> {
         serde_json::from_str(&row.spec).map_err(|_| AppError::internal("stored extract spec"))?;
     Ok(ExtractView {
         id: row.id.to_string(),
-        partner_id: row.partner_id.clone(),
+        partner_id: row.partner_id.to_string(),
         purpose: row.purpose.clone(),
         kind: row.kind.as_str().to_string(),
         spec,
@@ -145,7 +145,7 @@ pub fn view(state: &AppState, row: &ExtractRow) -> AppResult<ExtractView> {
                 | ExtractState::Ready
                 | ExtractState::Downloaded
         )
-        .then(|| still_recipient(state, &row.partner_id, &row.purpose).err())
+        .then(|| still_recipient(state, row.partner_id.as_str(), &row.purpose).err())
         .flatten()
         .map(|code| code.code().to_string()),
     })
@@ -230,11 +230,13 @@ pub async fn request(
     if !purpose.names_recipient(partner_id) {
         return Err(ErrorCode::NotARecipient.into());
     }
+    let vanished = || AppError::internal("partner vanished");
+    let partner_id = PartnerId::parse(partner_id).map_err(|_| vanished())?;
     let partner = state
         .store
-        .find_partner(partner_id)
+        .find_partner(&partner_id)
         .await?
-        .ok_or_else(|| AppError::internal("partner vanished"))?;
+        .ok_or_else(vanished)?;
     if partner.age_recipient.is_none() {
         return Err(AppError::from(ErrorCode::NoAgeRecipient));
     }
@@ -307,7 +309,7 @@ pub async fn request(
     };
     let row = ExtractRow {
         id: ExtractId::from_uuid(uuid::Uuid::new_v4()),
-        partner_id: partner_id.to_string(),
+        partner_id: partner_id.clone(),
         purpose: purpose.id.clone(),
         kind: extract_kind,
         spec: serde_json::to_string(&spec).map_err(|_| AppError::internal("spec"))?,
@@ -325,7 +327,7 @@ pub async fn request(
     state
         .audit
         .record(audit(
-            partner_id,
+            partner_id.as_str(),
             "partner",
             "extract.request",
             &row,
@@ -365,7 +367,7 @@ pub async fn decide(
         || ErrorCode::EpsilonBudgetExhausted.with(format!("ε ≤ {PARTNER_EPSILON_BUDGET}"));
     let refused = |reason: &str| audit(dpo_id, "dpo", action, &row, now, "dpo").deny(reason);
     // The register may have changed since the request.
-    if approve && let Err(reason) = still_recipient(state, &row.partner_id, &row.purpose) {
+    if approve && let Err(reason) = still_recipient(state, row.partner_id.as_str(), &row.purpose) {
         state.audit.record(refused(reason.code())).await?;
         return Err(not_a_recipient());
     }
@@ -485,7 +487,10 @@ fn list_of(state: &AppState, rows: &[ExtractRow]) -> AppResult<ExtractList> {
 
 /// A partner's own extracts.
 pub async fn partner_list(state: &AppState, partner: &Caller) -> AppResult<ExtractList> {
-    let rows = state.store.extracts_of_partner(&partner.actor_id).await?;
+    let rows = match partner.partner_id() {
+        Some(id) => state.store.extracts_of_partner(&id).await?,
+        None => Vec::new(),
+    };
     list_of(state, &rows)
 }
 
@@ -495,7 +500,7 @@ async fn own(state: &AppState, partner: &Caller, id: &ExtractId) -> AppResult<Ex
         .store
         .find_extract(id)
         .await?
-        .filter(|e| e.partner_id == partner.actor_id)
+        .filter(|e| e.partner_id == partner.actor_id.as_str())
         .ok_or(AppError::NotFound)
 }
 

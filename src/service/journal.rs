@@ -196,29 +196,39 @@ pub async fn actor_name(
     structure_id: Option<&str>,
 ) -> ActorName {
     let name = match role {
-        "partner" => state
-            .store
-            .find_partner(actor_id)
-            .await
-            .ok()
-            .flatten()
-            .map(|p| p.name),
-        _ => state
-            .store
-            .find_agent(actor_id)
-            .await
-            .ok()
-            .flatten()
-            .map(|a| a.display_name),
+        "partner" => match crate::domain::PartnerId::parse(actor_id) {
+            Ok(id) => state
+                .store
+                .find_partner(&id)
+                .await
+                .ok()
+                .flatten()
+                .map(|p| p.name),
+            Err(_) => None,
+        },
+        // An actor id that is no agent id names no agent.
+        _ => match crate::domain::AgentId::parse(actor_id) {
+            Ok(id) => state
+                .store
+                .find_agent(&id)
+                .await
+                .ok()
+                .flatten()
+                .map(|a| a.display_name),
+            Err(_) => None,
+        },
     };
     let structure = match structure_id {
-        Some(sid) => state
-            .store
-            .find_structure(sid)
-            .await
-            .ok()
-            .flatten()
-            .map(|s| s.name),
+        Some(sid) => match crate::domain::StructureId::parse(sid) {
+            Ok(sid) => state
+                .store
+                .find_structure(&sid)
+                .await
+                .ok()
+                .flatten()
+                .map(|s| s.name),
+            Err(_) => None,
+        },
         None => None,
     };
     ActorName { name, structure }

@@ -23,7 +23,7 @@ use serde_json::{Map, Value};
 use crate::AppState;
 use crate::audit::AuditRecord;
 use crate::crypto::{open_for_bearer, seal_for_bearer, sha256_hex};
-use crate::domain::{Role, Timestamp};
+use crate::domain::{DraftId, Role, Timestamp};
 use crate::error::{AppError, AppResult};
 use crate::oidc::{IdentityClaims, IdentityProvider, LoginKind, OidcError, VerifiedLogin};
 use crate::service::Caller;
@@ -62,19 +62,22 @@ fn state_invalid() -> AppError {
     ErrorCode::OidcStateInvalid.into()
 }
 
-/// The live draft `id` of the aidant logged in in this browser.
+/// The live draft `id` of the aidant logged in in this browser (`None`: a
+/// text that could name no draft).
 pub async fn mandate_draft_of(
     state: &AppState,
     user: Option<&Caller>,
-    id: &str,
+    id: Option<&DraftId>,
 ) -> AppResult<crate::storage::MandateDraftRow> {
     let refused = || ErrorCode::MandateDraftInvalid.into();
     let user = user.ok_or_else(refused)?;
+    // A malformed id (`None`) names no draft: refused as an unknown one.
+    let id = id.ok_or_else(refused)?;
     state
         .store
         .find_mandate_draft(id)
         .await?
-        .filter(|d| d.aidant_id == user.actor_id && d.expires_at > state.clock.now())
+        .filter(|d| d.aidant_id == user.actor_id.as_str() && d.expires_at > state.clock.now())
         .ok_or_else(refused)
 }
 
@@ -85,7 +88,7 @@ pub async fn mandate_draft_of(
 pub async fn start(
     state: &AppState,
     kind: LoginKind,
-    mandate_draft: Option<String>,
+    mandate_draft: Option<DraftId>,
     browser: &str,
     now: Timestamp,
 ) -> AppResult<String> {
@@ -137,7 +140,7 @@ pub enum LoginDone {
     },
     /// A resident confirmed who they are for an aidant's mandate draft, in
     /// the aidant's browser: no session for them; back to the draft.
-    Draft { draft_id: String },
+    Draft { draft_id: DraftId },
 }
 
 /// The provider sent the browser back: the attempt of `q.state` is taken
@@ -248,13 +251,13 @@ async fn mandate_login(
     state: &AppState,
     idp: &IdentityProvider,
     login: &VerifiedLogin,
-    draft_id: &str,
+    draft_id: &DraftId,
     user: Option<&Caller>,
     request_id: &Option<String>,
     audit: AuditRecord,
     now: i64,
 ) -> AppResult<LoginDone> {
-    let draft = match mandate_draft_of(state, user, draft_id).await {
+    let draft = match mandate_draft_of(state, user, Some(draft_id)).await {
         Ok(d) => d,
         Err(e) => return Err(crate::service::access::deny(state, audit, e).await),
     };
@@ -438,13 +441,13 @@ async fn agent_from_login(
     };
     let role = agent.role;
     let audit = audit
-        .by(&agent.id, role.as_str())
+        .by(agent.id.as_str(), role.as_str())
         .structure(&agent.structure_id);
     if !agent.active {
         let refused = ErrorCode::AgentInactive.into();
         return Err(crate::service::access::deny(state, audit, refused).await);
     }
-    Ok((agent.id, role))
+    Ok((agent.id.into_string(), role))
 }
 
 /// Keyed digest of an agent's e-mail (case-insensitive): how agents are

@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 use crate::AppState;
 use crate::crypto::{DataKey, SealContext, WrappedDataKey};
 use crate::domain::mandate::{AuthorisationState, TEMPLATE_VERSION, authorisation_state, totp};
-use crate::domain::{Demarche, Role, Timestamp};
+use crate::domain::{AgentId, Demarche, DraftId, MandateId, Role, Timestamp};
 use crate::error::{AppError, AppResult};
 use crate::storage::{AgentRow, MandateRow, StorageError, StructureRow, TotpRow};
 
@@ -49,11 +49,12 @@ pub async fn agent_context(
     if !matches!(role, Role::Aidant | Role::Referent) {
         return Err(ErrorCode::AidantOnly.into());
     }
-    let agent = state
-        .store
-        .find_agent(agent_id)
-        .await?
-        .ok_or_else(|| AppError::from(ErrorCode::AgentUnknown))?;
+    // A session's actor id that is no agent id names no agent.
+    let agent = match AgentId::parse(agent_id) {
+        Ok(id) => state.store.find_agent(&id).await?,
+        Err(_) => None,
+    }
+    .ok_or_else(|| AppError::from(ErrorCode::AgentUnknown))?;
     if !agent.active {
         return Err(ErrorCode::AgentInactive.into());
     }
@@ -73,11 +74,11 @@ pub async fn agent_context(
 
 // --- TOTP step-up ---------------------------------------------------------
 
-fn totp_context(agent_id: &str) -> SealContext<'_> {
+fn totp_context(agent_id: &AgentId) -> SealContext<'_> {
     SealContext {
-        resident_id: agent_id,
+        resident_id: agent_id.as_str(),
         category: "totp",
-        record_id: agent_id,
+        record_id: agent_id.as_str(),
         version: 1,
     }
 }
@@ -85,7 +86,11 @@ fn totp_context(agent_id: &str) -> SealContext<'_> {
 /// Gives an agent a new TOTP secret (replacing any), sealed under a data key
 /// of its own wrapped by the current KEK. Returns the secret, to be shown
 /// once (as an `otpauth://` URI) and never again.
-pub async fn enroll_totp(state: &AppState, agent_id: &str, now: Timestamp) -> AppResult<Vec<u8>> {
+pub async fn enroll_totp(
+    state: &AppState,
+    agent_id: &AgentId,
+    now: Timestamp,
+) -> AppResult<Vec<u8>> {
     let mut secret = vec![0u8; 20];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
         .map_err(|_| AppError::internal("system random generator failed"))?;
@@ -97,7 +102,7 @@ pub async fn enroll_totp(state: &AppState, agent_id: &str, now: Timestamp) -> Ap
 /// card's factory secret).
 pub async fn enroll_totp_secret(
     state: &AppState,
-    agent_id: &str,
+    agent_id: &AgentId,
     secret: &[u8],
     now: Timestamp,
 ) -> AppResult<()> {
@@ -112,7 +117,7 @@ pub async fn enroll_totp_secret(
     state
         .store
         .upsert_totp(&TotpRow {
-            agent_id: agent_id.to_string(),
+            agent_id: agent_id.clone(),
             kek_version: i64::from(wrapped.kek_version),
             wrapped_key: wrapped.bytes,
             sealed_secret: sealed,
@@ -142,7 +147,7 @@ pub fn otpauth_uri(issuer: &str, account: &str, secret: &[u8]) -> String {
 /// already used, at most five failures then a 15-minute lock.
 pub async fn check_totp(
     state: &AppState,
-    agent_id: &str,
+    agent_id: &AgentId,
     code: Option<&str>,
     now: Timestamp,
 ) -> AppResult<()> {
@@ -243,12 +248,12 @@ pub fn check_duration(days: i64) -> AppResult<()> {
 }
 
 pub struct NewMandate<'a> {
-    pub aidant_id: &'a str,
+    pub aidant_id: &'a AgentId,
     pub structure: &'a StructureRow,
     pub resident_id: &'a str,
     pub demarches: &'a [Demarche],
     pub duration_days: i64,
-    pub renews: Option<&'a str>,
+    pub renews: Option<&'a MandateId>,
 }
 
 /// Creates a mandate and its authorisations (the newer mandate takes over
@@ -270,7 +275,7 @@ pub async fn create(
 pub async fn create_from_draft(
     state: &AppState,
     m: NewMandate<'_>,
-    draft_id: &str,
+    draft_id: &DraftId,
     now: Timestamp,
 ) -> AppResult<(MandateRow, String)> {
     create_with(state, m, Some(draft_id), now).await
@@ -279,18 +284,18 @@ pub async fn create_from_draft(
 async fn create_with(
     state: &AppState,
     m: NewMandate<'_>,
-    draft_id: Option<&str>,
+    draft_id: Option<&DraftId>,
     now: Timestamp,
 ) -> AppResult<(MandateRow, String)> {
     check_duration(m.duration_days)?;
     let row = MandateRow {
-        id: uuid::Uuid::new_v4().to_string(),
+        id: MandateId::from_uuid(uuid::Uuid::new_v4()),
         resident_id: m.resident_id.to_string(),
         structure_id: m.structure.id.clone(),
-        aidant_id: m.aidant_id.to_string(),
+        aidant_id: m.aidant_id.clone(),
         duration_days: m.duration_days,
         template_version: TEMPLATE_VERSION.to_string(),
-        renews: m.renews.map(str::to_string),
+        renews: m.renews.cloned(),
         created_at: now,
         expires_at: now + m.duration_days * DAY,
     };
@@ -329,19 +334,19 @@ pub fn attestation(
         state,
         &AttestationClaims {
             iss: issuer(state),
-            sub: m.id.clone(),
+            sub: m.id.to_string(),
             typ: "coffre-mandate".into(),
             resident: m.resident_id.clone(),
-            structure: s.id.clone(),
+            structure: s.id.to_string(),
             structure_siret: s.siret.clone(),
             structure_name: s.name.clone(),
-            aidant: m.aidant_id.clone(),
+            aidant: m.aidant_id.to_string(),
             demarches: demarches.to_vec(),
             iat: m.created_at,
             nbf: m.created_at,
             exp: m.expires_at,
             template: m.template_version.clone(),
-            renews: m.renews.clone(),
+            renews: m.renews.as_ref().map(MandateId::to_string),
         },
     )
 }
@@ -450,17 +455,17 @@ pub async fn view(state: &AppState, m: &MandateRow, now: Timestamp) -> AppResult
         issuer(state)
     );
     Ok(MandateView {
-        id: m.id.clone(),
+        id: m.id.to_string(),
         resident_id: m.resident_id.clone(),
-        structure_id: m.structure_id.clone(),
+        structure_id: m.structure_id.to_string(),
         structure_name: structure.name,
-        aidant_id: m.aidant_id.clone(),
+        aidant_id: m.aidant_id.to_string(),
         created_at: m.created_at,
         expires_at: m.expires_at,
         duration_days: m.duration_days,
         state: overall_state(&demarches),
         demarches,
-        renews: m.renews.clone(),
+        renews: m.renews.as_ref().map(MandateId::to_string),
         attestation,
         verify_url,
     })
@@ -508,7 +513,7 @@ pub async fn revoke(
         state,
         &RevocationClaims {
             iss: issuer(state),
-            sub: m.id.clone(),
+            sub: m.id.to_string(),
             typ: "coffre-mandate-revocation".into(),
             demarches: live,
             revoked_at: now,
@@ -560,11 +565,9 @@ pub async fn verify(
     if claims.typ != "coffre-mandate" {
         return Err(invalid());
     }
-    let mandate = state
-        .store
-        .find_mandate(&claims.sub)
-        .await?
-        .ok_or_else(invalid)?;
+    // A subject that is no mandate id names no mandate.
+    let sub = MandateId::parse(&claims.sub).map_err(|_| invalid())?;
+    let mandate = state.store.find_mandate(&sub).await?.ok_or_else(invalid)?;
     let auths = state.store.mandate_authorisations(&mandate.id).await?;
     let states: Vec<AuthorisationState> = auths
         .iter()

@@ -43,6 +43,18 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// The caller as an agent: `None` when their id is no agent id (it then
+    /// names no agent, as an unknown one does).
+    pub fn agent_id(&self) -> Option<crate::domain::AgentId> {
+        crate::domain::AgentId::parse(&self.actor_id).ok()
+    }
+
+    /// The caller as a partner: `None` when their id is no partner id (it
+    /// then names no partner, as an unknown one does).
+    pub fn partner_id(&self) -> Option<crate::domain::PartnerId> {
+        crate::domain::PartnerId::parse(&self.actor_id).ok()
+    }
+
     pub fn new(actor_id: impl Into<String>, role: Role, request_id: Option<String>) -> Self {
         Self {
             actor_id: actor_id.into(),

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::domain::{Role, Timestamp};
+use crate::domain::{PartnerId, Pseudonym, Role, Timestamp};
 use crate::error::{AppError, AppResult};
 use crate::service::{Audited, Caller};
 
@@ -217,10 +217,10 @@ pub async fn issue_token(
     };
     let purposes: Vec<String> = state
         .register
-        .purposes_of_partner(&partner.id)
+        .purposes_of_partner(partner.id.as_str())
         .map(|p| p.id.clone())
         .collect();
-    let response = sign_access_token(state, &partner.id, AUDIENCE, purposes)?;
+    let response = sign_access_token(state, partner.id.as_str(), AUDIENCE, purposes)?;
     tracing::info!(partner = %partner.id, "access token issued");
     Ok(response)
 }
@@ -298,11 +298,15 @@ fn partner_inactive() -> AppError {
 /// The token's partner, if it is still active: a partner deactivated since
 /// the token was issued is refused at once.
 pub async fn active_partner(state: &AppState, token: TokenHolder) -> AppResult<TokenHolder> {
-    let active = state
-        .store
-        .find_partner(&token.id)
-        .await?
-        .is_some_and(|p| p.active);
+    // A token's subject that is no partner id names no partner.
+    let active = match PartnerId::parse(&token.id) {
+        Ok(id) => state
+            .store
+            .find_partner(&id)
+            .await?
+            .is_some_and(|p| p.active),
+        Err(_) => false,
+    };
     if !active {
         return Err(partner_inactive());
     }
@@ -398,13 +402,18 @@ pub const MAX_REMEMBERED_PSEUDONYMS: usize = 16_384;
 async fn resident_of(
     state: &AppState,
     partner: &str,
-    pseudonym: &str,
+    pseudonym: Option<&Pseudonym>,
 ) -> AppResult<Option<String>> {
+    // A token's subject that is no partner id, or a text that is no
+    // pseudonym, stands for nobody.
+    let (Ok(partner), Some(pseudonym)) = (PartnerId::parse(partner), pseudonym) else {
+        return Ok(None);
+    };
     let key = (partner.to_string(), pseudonym.to_string());
     if let Some(resident) = state.pseudonyms.get(&key) {
         return Ok(Some(resident));
     }
-    let resident = state.store.resolve_pseudonym(partner, pseudonym).await?;
+    let resident = state.store.resolve_pseudonym(&partner, pseudonym).await?;
     if let Some(r) = &resident {
         state.pseudonyms.insert(key, r.clone(), |_| false);
     }
@@ -461,26 +470,23 @@ pub async fn list_residents(
         )
         .await?;
     let more = ids.len() as i64 > limit;
-    let pairs: Vec<(String, String)> = ids
+    let typed = |e| AppError::internal(format!("partner's ids: {e}"));
+    let partner_id = PartnerId::parse(&partner.actor_id).map_err(typed)?;
+    let pairs: Vec<(Pseudonym, String)> = ids
         .into_iter()
         .take(limit as usize)
         .map(|r| {
-            (
-                keys.pseudonym(&format!("partner:{}", partner.actor_id), r.as_bytes()),
-                r,
-            )
+            let p = keys.pseudonym(&format!("partner:{partner_id}"), r.as_bytes());
+            Ok((Pseudonym::parse(&p).map_err(typed)?, r))
         })
-        .collect();
-    state
-        .store
-        .remember_pseudonyms(&partner.actor_id, &pairs)
-        .await?;
+        .collect::<AppResult<_>>()?;
+    state.store.remember_pseudonyms(&partner_id, &pairs).await?;
     Ok(Audited::new(
         index,
         ReachableResidents {
             purpose: purpose.id.clone(),
             next_offset: more.then_some(offset + limit),
-            residents: pairs.into_iter().map(|(p, _)| p).collect(),
+            residents: pairs.into_iter().map(|(p, _)| p.into_string()).collect(),
         },
     ))
 }
@@ -503,12 +509,12 @@ pub async fn read_resident_data(
     state: &AppState,
     partner: TokenHolder,
     request_id: Option<String>,
-    pseudonym: String,
+    pseudonym: Option<Pseudonym>,
     category: &str,
     purpose: Option<&str>,
 ) -> AppResult<Audited<PartnerRecord>> {
     let missing_purpose = || ErrorCode::MissingParameter.with("`purpose`");
-    let Some(resident) = resident_of(state, &partner.id, &pseudonym).await? else {
+    let Some(resident) = resident_of(state, &partner.id, pseudonym.as_ref()).await? else {
         // An inactive partner learns nothing, not even that a pseudonym is
         // unknown.
         active_partner(state, partner).await?;
@@ -521,9 +527,13 @@ pub async fn read_resident_data(
     // is refused before anything else is said (a missing purpose, a locked
     // vault), as on every other partner route.
     let asked_purpose = purpose.unwrap_or_default();
+    // A known pseudonym was resolved for this partner: its id is a partner id.
+    let Ok(partner_id) = PartnerId::parse(&partner.id) else {
+        return Err(partner_inactive());
+    };
     let read = state
         .store
-        .partner_read(&partner.id, &resident, asked_purpose, category)
+        .partner_read(&partner_id, &resident, asked_purpose, category)
         .await?;
     if !read.partner_active {
         return Err(partner_inactive());
@@ -546,7 +556,7 @@ pub async fn read_resident_data(
     Ok(Audited::new(
         index,
         PartnerRecord {
-            pseudonym,
+            pseudonym: pseudonym.map(Pseudonym::into_string).unwrap_or_default(),
             category: record.category,
             version: record.version,
             fields: record.fields,

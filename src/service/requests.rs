@@ -316,10 +316,10 @@ pub async fn take_notifications(
                 .allow("art19_notice"),
         )
         .await?;
-    let rows = state
-        .store
-        .take_notifications(&partner.actor_id, now)
-        .await?;
+    let rows = match partner.partner_id() {
+        Some(id) => state.store.take_notifications(&id, now).await?,
+        None => Vec::new(),
+    };
     Ok(Audited::new(
         entry,
         Notifications {
@@ -327,7 +327,7 @@ pub async fn take_notifications(
                 .into_iter()
                 .map(|n| NotificationView {
                     id: n.id,
-                    pseudonym: n.pseudonym,
+                    pseudonym: n.pseudonym.into_string(),
                     kind: n.kind.as_str().to_string(),
                     category: n.category.map(|c| c.as_str().to_string()),
                     created_at: n.created_at,

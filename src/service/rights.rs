@@ -290,18 +290,24 @@ fn notices_to(
         return Ok(Vec::new());
     }
     let keys = state.vault()?.keys().current();
-    Ok(partners
+    partners
         .iter()
-        .map(|p| NotificationRow {
-            id: uuid::Uuid::new_v4().to_string(),
-            partner_id: p.clone(),
-            pseudonym: keys.pseudonym(&format!("partner:{p}"), resident_id.as_bytes()),
-            kind,
-            category: category.cloned(),
-            created_at: now,
-            fetched_at: None,
+        .map(|p| {
+            let typed = |e| AppError::internal(format!("recipient's ids: {e}"));
+            Ok(NotificationRow {
+                id: uuid::Uuid::new_v4().to_string(),
+                partner_id: crate::domain::PartnerId::parse(p).map_err(typed)?,
+                pseudonym: crate::domain::Pseudonym::parse(
+                    &keys.pseudonym(&format!("partner:{p}"), resident_id.as_bytes()),
+                )
+                .map_err(typed)?,
+                kind,
+                category: category.cloned(),
+                created_at: now,
+                fetched_at: None,
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// One change that art. 19 makes the recipients hear of.

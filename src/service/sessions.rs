@@ -109,11 +109,10 @@ pub async fn agent_display_name(state: &AppState, caller: &Caller) -> AppResult<
     if !caller.role.is_agent() {
         return Ok(None);
     }
-    Ok(state
-        .store
-        .find_agent(&caller.actor_id)
-        .await?
-        .map(|a| a.display_name))
+    let Some(id) = caller.agent_id() else {
+        return Ok(None);
+    };
+    Ok(state.store.find_agent(&id).await?.map(|a| a.display_name))
 }
 
 /// The service can do its work: the database answers and the keys are

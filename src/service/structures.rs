@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::domain::Role;
 use crate::domain::mandate::parse_demarches;
+use crate::domain::{AgentId, Role, StructureId};
 use crate::error::{AppError, AppResult};
 use crate::service::mandates::{AgentContext, agent, record};
 use crate::service::{Audited, Caller};
@@ -56,7 +56,7 @@ async fn structure_view(state: &AppState, ctx: &AgentContext) -> AppResult<Struc
         .await?
         .into_iter()
         .map(|a| StructureAgent {
-            id: a.id,
+            id: a.id.into_string(),
             role: a.role.as_str().to_string(),
             display_name: a.display_name,
             active: a.active,
@@ -64,7 +64,7 @@ async fn structure_view(state: &AppState, ctx: &AgentContext) -> AppResult<Struc
         })
         .collect();
     Ok(StructureView {
-        id: s.id,
+        id: s.id.into_string(),
         siret: s.siret,
         name: s.name,
         allowed_demarches: s
@@ -126,7 +126,7 @@ pub async fn set_demarches(
 pub async fn set_aidant_active(
     state: &AppState,
     caller: &Caller,
-    id: &str,
+    id: Option<&AgentId>,
     action: &str,
 ) -> AppResult<Audited<StructureView>> {
     let active = match action {
@@ -140,10 +140,11 @@ pub async fn set_aidant_active(
         .agents_of_structure(&ctx.structure.id)
         .await?
         .into_iter()
-        .any(|a| a.id == id && a.role == Role::Aidant);
-    if !member {
+        .any(|a| Some(&a.id) == id && a.role == Role::Aidant);
+    // A malformed id (`None`) names no member, as an unknown one.
+    let (true, Some(id)) = (member, id) else {
         return Err(AppError::NotFound);
-    }
+    };
     let entry = state
         .audit
         .record(
@@ -184,11 +185,18 @@ pub async fn switch_structure(
         }) => None,
         Err(e) => return Err(e),
     };
+    // The body's structure and the caller, typed; either malformed names
+    // nothing the caller belongs to, as an unknown structure.
+    let (Some(agent_id), Ok(structure_id)) =
+        (caller.agent_id(), StructureId::parse(&body.structure_id))
+    else {
+        return Err(AppError::NotFound);
+    };
     let member = state
         .store
-        .agent_structures(&caller.actor_id)
+        .agent_structures(&agent_id)
         .await?
-        .contains(&body.structure_id);
+        .contains(&structure_id);
     if !member {
         return Err(AppError::NotFound);
     }
@@ -204,7 +212,7 @@ pub async fn switch_structure(
         .await?;
     if !state
         .store
-        .set_current_structure(&caller.actor_id, &body.structure_id)
+        .set_current_structure(&agent_id, &structure_id)
         .await?
     {
         return Err(AppError::NotFound);

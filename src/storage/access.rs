@@ -168,7 +168,7 @@ pub trait AccessStore: Send + Sync {
     /// all false.
     async fn partner_read(
         &self,
-        partner_id: &str,
+        partner_id: &crate::domain::PartnerId,
         resident_id: &str,
         purpose: &str,
         category: &str,
@@ -205,7 +205,7 @@ macro_rules! impl_access_store {
 
         async fn partner_read(
             &self,
-            partner_id: &str,
+            partner_id: &$crate::domain::PartnerId,
             resident_id: &str,
             purpose: &str,
             category: &str,

@@ -9,11 +9,11 @@ use async_trait::async_trait;
 
 use super::StorageResult;
 use super::columns::DemarcheList;
-use crate::domain::{Demarche, Role, Timestamp};
+use crate::domain::{AgentId, Demarche, Role, StructureId, Timestamp};
 
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct StructureRow {
-    pub id: String,
+    pub id: StructureId,
     pub siret: String,
     pub name: String,
     #[sqlx(try_from = "DemarcheList")]
@@ -23,11 +23,11 @@ pub struct StructureRow {
 
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct AgentRow {
-    pub id: String,
+    pub id: AgentId,
     pub role: Role,
     pub display_name: String,
     /// The current structure (aidants and référents).
-    pub structure_id: Option<String>,
+    pub structure_id: Option<StructureId>,
     pub active: bool,
     pub can_create_mandates: bool,
 }
@@ -35,7 +35,7 @@ pub struct AgentRow {
 /// An agent's TOTP device: the secret sealed under its own wrapped data key.
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct TotpRow {
-    pub agent_id: String,
+    pub agent_id: AgentId,
     pub kek_version: i64,
     pub wrapped_key: Vec<u8>,
     pub sealed_secret: Vec<u8>,
@@ -50,10 +50,10 @@ pub struct TotpRow {
 pub trait AgentStore: Send + Sync {
     async fn insert_structure(&self, s: &StructureRow, now: Timestamp) -> StorageResult<()>;
     async fn list_structures(&self) -> StorageResult<Vec<StructureRow>>;
-    async fn find_structure(&self, id: &str) -> StorageResult<Option<StructureRow>>;
+    async fn find_structure(&self, id: &StructureId) -> StorageResult<Option<StructureRow>>;
     async fn set_structure_demarches(
         &self,
-        structure_id: &str,
+        structure_id: &StructureId,
         demarches: &[Demarche],
     ) -> StorageResult<()>;
     async fn insert_agent(
@@ -62,56 +62,61 @@ pub trait AgentStore: Send + Sync {
         email_digest: Option<&str>,
         now: Timestamp,
     ) -> StorageResult<()>;
-    async fn find_agent(&self, id: &str) -> StorageResult<Option<AgentRow>>;
+    async fn find_agent(&self, id: &AgentId) -> StorageResult<Option<AgentRow>>;
     async fn find_agent_by_email_digest(&self, digest: &str) -> StorageResult<Option<AgentRow>>;
-    async fn agent_structures(&self, agent_id: &str) -> StorageResult<Vec<String>>;
+    async fn agent_structures(&self, agent_id: &AgentId) -> StorageResult<Vec<StructureId>>;
     /// Adds a structure to an agent's (idempotent).
-    async fn add_agent_structure(&self, agent_id: &str, structure_id: &str) -> StorageResult<()>;
+    async fn add_agent_structure(
+        &self,
+        agent_id: &AgentId,
+        structure_id: &StructureId,
+    ) -> StorageResult<()>;
     /// Makes one of the agent's structures the current one.
     async fn set_current_structure(
         &self,
-        agent_id: &str,
-        structure_id: &str,
+        agent_id: &AgentId,
+        structure_id: &StructureId,
     ) -> StorageResult<bool>;
     /// The agents who belong to a structure; `active` is false when either
     /// the account or the membership is.
-    async fn agents_of_structure(&self, structure_id: &str) -> StorageResult<Vec<AgentRow>>;
+    async fn agents_of_structure(&self, structure_id: &StructureId)
+    -> StorageResult<Vec<AgentRow>>;
     /// Ends or restores one agent's membership of one structure (a
     /// référent's act); the account itself is untouched. False when the
     /// agent does not belong to the structure.
     async fn set_membership_active(
         &self,
-        agent_id: &str,
-        structure_id: &str,
+        agent_id: &AgentId,
+        structure_id: &StructureId,
         active: bool,
     ) -> StorageResult<bool>;
     /// The structure, if it is active and the agent belongs to it actively.
     async fn active_structure_of(
         &self,
-        agent_id: &str,
-        structure_id: &str,
+        agent_id: &AgentId,
+        structure_id: &StructureId,
     ) -> StorageResult<Option<StructureRow>>;
     async fn set_agent_active(
         &self,
-        agent_id: &str,
+        agent_id: &AgentId,
         active: bool,
         now: Timestamp,
     ) -> StorageResult<bool>;
     async fn upsert_totp(&self, row: &TotpRow) -> StorageResult<()>;
-    async fn find_totp(&self, agent_id: &str) -> StorageResult<Option<TotpRow>>;
+    async fn find_totp(&self, agent_id: &AgentId) -> StorageResult<Option<TotpRow>>;
     /// TOTP devices whose key is wrapped under another KEK version.
     async fn totp_not_at(&self, version: i64) -> StorageResult<Vec<TotpRow>>;
     /// Re-wraps a TOTP device's key if it is still under `old_version`.
     async fn rewrap_totp(
         &self,
-        agent_id: &str,
+        agent_id: &AgentId,
         old_version: i64,
         version: i64,
         wrapped: &[u8],
     ) -> StorageResult<bool>;
     /// Accepts time step `step` for the agent if it is newer than the last
     /// one accepted (no replay); resets the failure count.
-    async fn totp_accept(&self, agent_id: &str, step: i64) -> StorageResult<bool>;
+    async fn totp_accept(&self, agent_id: &AgentId, step: i64) -> StorageResult<bool>;
     /// Claims one attempt before a code is evaluated, counting it as a
     /// failure until [`AgentStore::totp_accept`] clears the count: false
     /// while the device is locked at `now`; the claim that reaches
@@ -119,7 +124,7 @@ pub trait AgentStore: Send + Sync {
     /// parallel wrong codes cannot all be evaluated before the lock.
     async fn totp_claim_attempt(
         &self,
-        agent_id: &str,
+        agent_id: &AgentId,
         max_failures: i64,
         lock_until: Timestamp,
         now: Timestamp,
@@ -163,7 +168,7 @@ macro_rules! impl_agent_store {
 
         async fn find_structure(
             &self,
-            id: &str,
+            id: &$crate::domain::StructureId,
         ) -> $crate::storage::StorageResult<Option<$crate::storage::StructureRow>> {
             Ok(sqlx::query_as(
                 "SELECT id, siret, name, allowed_demarches, active FROM structures WHERE id = $1",
@@ -175,7 +180,7 @@ macro_rules! impl_agent_store {
 
         async fn set_structure_demarches(
             &self,
-            structure_id: &str,
+            structure_id: &$crate::domain::StructureId,
             demarches: &[$crate::domain::Demarche],
         ) -> $crate::storage::StorageResult<()> {
             sqlx::query("UPDATE structures SET allowed_demarches = $2 WHERE id = $1")
@@ -221,7 +226,7 @@ macro_rules! impl_agent_store {
 
         async fn find_agent(
             &self,
-            id: &str,
+            id: &$crate::domain::AgentId,
         ) -> $crate::storage::StorageResult<Option<$crate::storage::AgentRow>> {
             Ok(sqlx::query_as(
                 "SELECT id, role, display_name, structure_id, active, can_create_mandates FROM agents WHERE id = $1",
@@ -243,8 +248,8 @@ macro_rules! impl_agent_store {
             .await?)
         }
 
-        async fn agent_structures(&self, agent_id: &str) -> $crate::storage::StorageResult<Vec<String>> {
-            let rows: Vec<(String,)> = sqlx::query_as(
+        async fn agent_structures(&self, agent_id: &$crate::domain::AgentId) -> $crate::storage::StorageResult<Vec<$crate::domain::StructureId>> {
+            let rows: Vec<($crate::domain::StructureId,)> = sqlx::query_as(
                 "SELECT structure_id FROM agent_structures WHERE agent_id = $1 AND active ORDER BY structure_id",
             )
             .bind(agent_id)
@@ -255,8 +260,8 @@ macro_rules! impl_agent_store {
 
         async fn add_agent_structure(
             &self,
-            agent_id: &str,
-            structure_id: &str,
+            agent_id: &$crate::domain::AgentId,
+            structure_id: &$crate::domain::StructureId,
         ) -> $crate::storage::StorageResult<()> {
             sqlx::query(
                 "INSERT INTO agent_structures (agent_id, structure_id) VALUES ($1, $2) \
@@ -271,8 +276,8 @@ macro_rules! impl_agent_store {
 
         async fn set_current_structure(
             &self,
-            agent_id: &str,
-            structure_id: &str,
+            agent_id: &$crate::domain::AgentId,
+            structure_id: &$crate::domain::StructureId,
         ) -> $crate::storage::StorageResult<bool> {
             let done = sqlx::query(
                 "UPDATE agents SET structure_id = $2 WHERE id = $1 AND EXISTS \
@@ -287,7 +292,7 @@ macro_rules! impl_agent_store {
 
         async fn agents_of_structure(
             &self,
-            structure_id: &str,
+            structure_id: &$crate::domain::StructureId,
         ) -> $crate::storage::StorageResult<Vec<$crate::storage::AgentRow>> {
             Ok(sqlx::query_as(
                 "SELECT a.id, a.role, a.display_name, a.structure_id, \
@@ -302,8 +307,8 @@ macro_rules! impl_agent_store {
 
         async fn set_membership_active(
             &self,
-            agent_id: &str,
-            structure_id: &str,
+            agent_id: &$crate::domain::AgentId,
+            structure_id: &$crate::domain::StructureId,
             active: bool,
         ) -> $crate::storage::StorageResult<bool> {
             let done = sqlx::query(
@@ -319,8 +324,8 @@ macro_rules! impl_agent_store {
 
         async fn active_structure_of(
             &self,
-            agent_id: &str,
-            structure_id: &str,
+            agent_id: &$crate::domain::AgentId,
+            structure_id: &$crate::domain::StructureId,
         ) -> $crate::storage::StorageResult<Option<$crate::storage::StructureRow>> {
             Ok(sqlx::query_as(
                 "SELECT s.id, s.siret, s.name, s.allowed_demarches, s.active FROM structures s \
@@ -335,7 +340,7 @@ macro_rules! impl_agent_store {
 
         async fn set_agent_active(
             &self,
-            agent_id: &str,
+            agent_id: &$crate::domain::AgentId,
             active: bool,
             now: $crate::domain::Timestamp,
         ) -> $crate::storage::StorageResult<bool> {
@@ -376,7 +381,7 @@ macro_rules! impl_agent_store {
 
         async fn find_totp(
             &self,
-            agent_id: &str,
+            agent_id: &$crate::domain::AgentId,
         ) -> $crate::storage::StorageResult<Option<$crate::storage::TotpRow>> {
             Ok(sqlx::query_as(
                 "SELECT agent_id, kek_version, wrapped_key, sealed_secret, last_step, failures, locked_until, created_at \
@@ -402,7 +407,7 @@ macro_rules! impl_agent_store {
 
         async fn rewrap_totp(
             &self,
-            agent_id: &str,
+            agent_id: &$crate::domain::AgentId,
             old_version: i64,
             version: i64,
             wrapped: &[u8],
@@ -419,7 +424,7 @@ macro_rules! impl_agent_store {
             Ok(done.rows_affected() == 1)
         }
 
-        async fn totp_accept(&self, agent_id: &str, step: i64) -> $crate::storage::StorageResult<bool> {
+        async fn totp_accept(&self, agent_id: &$crate::domain::AgentId, step: i64) -> $crate::storage::StorageResult<bool> {
             let done = sqlx::query(
                 "UPDATE totp_devices SET last_step = $2, failures = 0, locked_until = 0 \
                  WHERE agent_id = $1 AND last_step < $2",
@@ -433,7 +438,7 @@ macro_rules! impl_agent_store {
 
         async fn totp_claim_attempt(
             &self,
-            agent_id: &str,
+            agent_id: &$crate::domain::AgentId,
             max_failures: i64,
             lock_until: $crate::domain::Timestamp,
             now: $crate::domain::Timestamp,

@@ -9,12 +9,12 @@ use async_trait::async_trait;
 use super::StorageResult;
 use crate::domain::category::Category;
 use crate::domain::extract::{ExtractKind, ExtractState};
-use crate::domain::{ExtractId, Timestamp};
+use crate::domain::{ExtractId, PartnerId, Timestamp};
 
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct ExtractRow {
     pub id: ExtractId,
-    pub partner_id: String,
+    pub partner_id: PartnerId,
     pub purpose: String,
     pub kind: ExtractKind,
     pub spec: String,
@@ -46,7 +46,7 @@ pub enum ApproveOutcome {
 pub trait ExtractStore: Send + Sync {
     async fn insert_extract(&self, e: &ExtractRow) -> StorageResult<()>;
     async fn find_extract(&self, id: &ExtractId) -> StorageResult<Option<ExtractRow>>;
-    async fn extracts_of_partner(&self, partner_id: &str) -> StorageResult<Vec<ExtractRow>>;
+    async fn extracts_of_partner(&self, partner_id: &PartnerId) -> StorageResult<Vec<ExtractRow>>;
     async fn all_extracts(&self, limit: i64) -> StorageResult<Vec<ExtractRow>>;
     /// Approves a requested extract if the partner's ε budget still holds
     /// its ε, atomically: concurrent approvals for one partner are
@@ -78,7 +78,7 @@ pub trait ExtractStore: Send + Sync {
         now: Timestamp,
     ) -> StorageResult<()>;
     /// ε already spent by a partner (extracts approved with noise).
-    async fn epsilon_spent(&self, partner_id: &str) -> StorageResult<f64>;
+    async fn epsilon_spent(&self, partner_id: &PartnerId) -> StorageResult<f64>;
     /// Ready or downloaded extracts whose file is past its retention.
     async fn extracts_to_expire(&self, now: Timestamp) -> StorageResult<Vec<ExtractId>>;
     /// One page of an extract's cohort, by resident id after `after`:
@@ -138,7 +138,7 @@ macro_rules! impl_extract_store {
             .await?)
         }
 
-        async fn extracts_of_partner(&self, partner_id: &str) -> $crate::storage::StorageResult<Vec<$crate::storage::ExtractRow>> {
+        async fn extracts_of_partner(&self, partner_id: &$crate::domain::PartnerId) -> $crate::storage::StorageResult<Vec<$crate::storage::ExtractRow>> {
             Ok(sqlx::query_as(
                 "SELECT id, partner_id, purpose, kind, spec, state, reason, rows_done, rows_total, manifest, manifest_jws, epsilon, created_at, updated_at, expires_at \
                  FROM extracts WHERE partner_id = $1 ORDER BY created_at DESC, id",
@@ -261,7 +261,7 @@ macro_rules! impl_extract_store {
             Ok(())
         }
 
-        async fn epsilon_spent(&self, partner_id: &str) -> $crate::storage::StorageResult<f64> {
+        async fn epsilon_spent(&self, partner_id: &$crate::domain::PartnerId) -> $crate::storage::StorageResult<f64> {
             let (sum,): (Option<f64>,) = sqlx::query_as(
                 "SELECT SUM(epsilon) FROM extracts WHERE partner_id = $1 AND epsilon IS NOT NULL \
                  AND state IN ('approved', 'building', 'ready', 'downloaded', 'expired')",

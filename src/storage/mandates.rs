@@ -9,17 +9,17 @@ use async_trait::async_trait;
 
 use super::StorageResult;
 use super::columns::DemarcheList;
-use crate::domain::{Demarche, Timestamp};
+use crate::domain::{AgentId, Demarche, DraftId, MandateId, StructureId, Timestamp};
 
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct MandateRow {
-    pub id: String,
+    pub id: MandateId,
     pub resident_id: String,
-    pub structure_id: String,
-    pub aidant_id: String,
+    pub structure_id: StructureId,
+    pub aidant_id: AgentId,
     pub duration_days: i64,
     pub template_version: String,
-    pub renews: Option<String>,
+    pub renews: Option<MandateId>,
     pub created_at: i64,
     pub expires_at: i64,
 }
@@ -27,9 +27,9 @@ pub struct MandateRow {
 /// One démarche of one mandate.
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct AuthorisationRow {
-    pub mandate_id: String,
+    pub mandate_id: MandateId,
     pub resident_id: String,
-    pub structure_id: String,
+    pub structure_id: StructureId,
     pub demarche: Demarche,
     pub expires_at: i64,
     pub revoked_at: Option<i64>,
@@ -38,13 +38,13 @@ pub struct AuthorisationRow {
 
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct MandateDraftRow {
-    pub id: String,
-    pub aidant_id: String,
-    pub structure_id: String,
+    pub id: DraftId,
+    pub aidant_id: AgentId,
+    pub structure_id: StructureId,
     #[sqlx(try_from = "DemarcheList")]
     pub demarches: Vec<Demarche>,
     pub duration_days: i64,
-    pub renews: Option<String>,
+    pub renews: Option<MandateId>,
     pub resident_id: Option<String>,
     pub created_at: i64,
     pub expires_at: i64,
@@ -55,9 +55,9 @@ pub struct MandateDraftRow {
 #[async_trait]
 pub trait MandateStore: Send + Sync {
     async fn insert_mandate_draft(&self, d: &MandateDraftRow) -> StorageResult<()>;
-    async fn find_mandate_draft(&self, id: &str) -> StorageResult<Option<MandateDraftRow>>;
-    async fn set_draft_resident(&self, id: &str, resident_id: &str) -> StorageResult<()>;
-    async fn delete_mandate_draft(&self, id: &str) -> StorageResult<()>;
+    async fn find_mandate_draft(&self, id: &DraftId) -> StorageResult<Option<MandateDraftRow>>;
+    async fn set_draft_resident(&self, id: &DraftId, resident_id: &str) -> StorageResult<()>;
+    async fn delete_mandate_draft(&self, id: &DraftId) -> StorageResult<()>;
     /// Creates a mandate with one authorisation per démarche, revoking (as
     /// `superseded`) the live ones of the same (resident, structure,
     /// démarche), in one transaction.
@@ -76,20 +76,20 @@ pub trait MandateStore: Send + Sync {
         &self,
         m: &MandateRow,
         demarches: &[Demarche],
-        draft_id: &str,
+        draft_id: &DraftId,
         now: Timestamp,
     ) -> StorageResult<()>;
-    async fn find_mandate(&self, id: &str) -> StorageResult<Option<MandateRow>>;
+    async fn find_mandate(&self, id: &MandateId) -> StorageResult<Option<MandateRow>>;
     async fn mandate_authorisations(
         &self,
-        mandate_id: &str,
+        mandate_id: &MandateId,
     ) -> StorageResult<Vec<AuthorisationRow>>;
     async fn mandates_of_resident(&self, resident_id: &str) -> StorageResult<Vec<MandateRow>>;
     /// Revokes the live authorisations of a mandate (one démarche, or all);
     /// returns how many.
     async fn revoke_authorisations(
         &self,
-        mandate_id: &str,
+        mandate_id: &MandateId,
         demarche: Option<Demarche>,
         by: &str,
         now: Timestamp,
@@ -98,7 +98,7 @@ pub trait MandateStore: Send + Sync {
     async fn live_authorisation(
         &self,
         resident_id: &str,
-        structure_id: &str,
+        structure_id: &StructureId,
         demarche: Demarche,
         now: Timestamp,
     ) -> StorageResult<Option<AuthorisationRow>>;
@@ -106,7 +106,7 @@ pub trait MandateStore: Send + Sync {
     /// `until` (all of them with `until` = i64::MAX).
     async fn structure_authorisations(
         &self,
-        structure_id: &str,
+        structure_id: &StructureId,
         now: Timestamp,
         until: Timestamp,
     ) -> StorageResult<Vec<AuthorisationRow>>;
@@ -204,7 +204,7 @@ macro_rules! impl_mandate_store {
 
         async fn find_mandate_draft(
             &self,
-            id: &str,
+            id: &$crate::domain::DraftId,
         ) -> $crate::storage::StorageResult<Option<$crate::storage::MandateDraftRow>> {
             Ok(sqlx::query_as(
                 "SELECT id, aidant_id, structure_id, demarches, duration_days, renews, resident_id, created_at, expires_at \
@@ -215,7 +215,7 @@ macro_rules! impl_mandate_store {
             .await?)
         }
 
-        async fn set_draft_resident(&self, id: &str, resident_id: &str) -> $crate::storage::StorageResult<()> {
+        async fn set_draft_resident(&self, id: &$crate::domain::DraftId, resident_id: &str) -> $crate::storage::StorageResult<()> {
             sqlx::query("UPDATE mandate_drafts SET resident_id = $2 WHERE id = $1")
                 .bind(id)
                 .bind(resident_id)
@@ -224,7 +224,7 @@ macro_rules! impl_mandate_store {
             Ok(())
         }
 
-        async fn delete_mandate_draft(&self, id: &str) -> $crate::storage::StorageResult<()> {
+        async fn delete_mandate_draft(&self, id: &$crate::domain::DraftId) -> $crate::storage::StorageResult<()> {
             sqlx::query("DELETE FROM mandate_drafts WHERE id = $1")
                 .bind(id)
                 .execute(&self.pool)
@@ -248,7 +248,7 @@ macro_rules! impl_mandate_store {
             &self,
             m: &$crate::storage::MandateRow,
             demarches: &[$crate::domain::Demarche],
-            draft_id: &str,
+            draft_id: &$crate::domain::DraftId,
             now: $crate::domain::Timestamp,
         ) -> $crate::storage::StorageResult<()> {
             let mut tx = self.pool.begin().await?;
@@ -280,7 +280,7 @@ macro_rules! impl_mandate_store {
 
         async fn find_mandate(
             &self,
-            id: &str,
+            id: &$crate::domain::MandateId,
         ) -> $crate::storage::StorageResult<Option<$crate::storage::MandateRow>> {
             Ok(sqlx::query_as(
                 "SELECT id, resident_id, structure_id, aidant_id, duration_days, template_version, renews, created_at, expires_at \
@@ -293,7 +293,7 @@ macro_rules! impl_mandate_store {
 
         async fn mandate_authorisations(
             &self,
-            mandate_id: &str,
+            mandate_id: &$crate::domain::MandateId,
         ) -> $crate::storage::StorageResult<Vec<$crate::storage::AuthorisationRow>> {
             Ok(sqlx::query_as(
                 "SELECT mandate_id, resident_id, structure_id, demarche, expires_at, revoked_at, revoked_by \
@@ -319,7 +319,7 @@ macro_rules! impl_mandate_store {
 
         async fn revoke_authorisations(
             &self,
-            mandate_id: &str,
+            mandate_id: &$crate::domain::MandateId,
             demarche: Option<$crate::domain::Demarche>,
             by: &str,
             now: $crate::domain::Timestamp,
@@ -340,7 +340,7 @@ macro_rules! impl_mandate_store {
         async fn live_authorisation(
             &self,
             resident_id: &str,
-            structure_id: &str,
+            structure_id: &$crate::domain::StructureId,
             demarche: $crate::domain::Demarche,
             now: $crate::domain::Timestamp,
         ) -> $crate::storage::StorageResult<Option<$crate::storage::AuthorisationRow>> {
@@ -359,7 +359,7 @@ macro_rules! impl_mandate_store {
 
         async fn structure_authorisations(
             &self,
-            structure_id: &str,
+            structure_id: &$crate::domain::StructureId,
             now: $crate::domain::Timestamp,
             until: $crate::domain::Timestamp,
         ) -> $crate::storage::StorageResult<Vec<$crate::storage::AuthorisationRow>> {

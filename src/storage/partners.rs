@@ -7,11 +7,11 @@
 use async_trait::async_trait;
 
 use super::StorageResult;
-use crate::domain::Timestamp;
+use crate::domain::{PartnerId, Pseudonym, Timestamp};
 
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct PartnerRow {
-    pub id: String,
+    pub id: PartnerId,
     pub name: String,
     pub client_id: String,
     pub client_secret_hash: String,
@@ -28,9 +28,9 @@ pub trait PartnerStore: Send + Sync {
     async fn insert_partner(&self, p: &PartnerRow, now: Timestamp) -> StorageResult<()>;
     async fn find_partner_by_client_id(&self, client_id: &str)
     -> StorageResult<Option<PartnerRow>>;
-    async fn find_partner(&self, id: &str) -> StorageResult<Option<PartnerRow>>;
+    async fn find_partner(&self, id: &PartnerId) -> StorageResult<Option<PartnerRow>>;
     /// Activates or deactivates a partner; `false` if there is no such partner.
-    async fn set_partner_active(&self, id: &str, active: bool) -> StorageResult<bool>;
+    async fn set_partner_active(&self, id: &PartnerId, active: bool) -> StorageResult<bool>;
     /// Residents a partner may be shown for a purpose, in a stable order:
     /// those with a given, unexpired consent under the current notice when
     /// the purpose rests on consent, every active resident otherwise.
@@ -45,13 +45,13 @@ pub trait PartnerStore: Send + Sync {
     ) -> StorageResult<Vec<String>>;
     async fn remember_pseudonyms(
         &self,
-        partner_id: &str,
-        pairs: &[(String, String)],
+        partner_id: &PartnerId,
+        pairs: &[(Pseudonym, String)],
     ) -> StorageResult<()>;
     async fn resolve_pseudonym(
         &self,
-        partner_id: &str,
-        pseudonym: &str,
+        partner_id: &PartnerId,
+        pseudonym: &Pseudonym,
     ) -> StorageResult<Option<String>>;
 }
 
@@ -97,7 +97,7 @@ macro_rules! impl_partner_store {
 
         async fn find_partner(
             &self,
-            id: &str,
+            id: &$crate::domain::PartnerId,
         ) -> $crate::storage::StorageResult<Option<$crate::storage::PartnerRow>> {
             Ok(sqlx::query_as(
                 "SELECT id, name, client_id, client_secret_hash, age_recipient, active, client_jwks \
@@ -110,7 +110,7 @@ macro_rules! impl_partner_store {
 
         async fn set_partner_active(
             &self,
-            id: &str,
+            id: &$crate::domain::PartnerId,
             active: bool,
         ) -> $crate::storage::StorageResult<bool> {
             let done = sqlx::query("UPDATE partners SET active = $2 WHERE id = $1")
@@ -163,8 +163,8 @@ macro_rules! impl_partner_store {
 
         async fn remember_pseudonyms(
             &self,
-            partner_id: &str,
-            pairs: &[(String, String)],
+            partner_id: &$crate::domain::PartnerId,
+            pairs: &[($crate::domain::Pseudonym, String)],
         ) -> $crate::storage::StorageResult<()> {
             for chunk in pairs.chunks(500) {
                 let mut q = sqlx::QueryBuilder::<$db>::new(
@@ -183,8 +183,8 @@ macro_rules! impl_partner_store {
 
         async fn resolve_pseudonym(
             &self,
-            partner_id: &str,
-            pseudonym: &str,
+            partner_id: &$crate::domain::PartnerId,
+            pseudonym: &$crate::domain::Pseudonym,
         ) -> $crate::storage::StorageResult<Option<String>> {
             let row: Option<(String,)> = sqlx::query_as(
                 "SELECT resident_id FROM partner_pseudonyms WHERE partner_id = $1 AND pseudonym = $2",

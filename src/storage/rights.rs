@@ -39,8 +39,8 @@ pub struct RightsEventRow {
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct NotificationRow {
     pub id: String,
-    pub partner_id: String,
-    pub pseudonym: String,
+    pub partner_id: crate::domain::PartnerId,
+    pub pseudonym: crate::domain::Pseudonym,
     pub kind: NoticeKind,
     pub category: Option<Category>,
     pub created_at: i64,
@@ -108,7 +108,7 @@ pub trait RightsStore: Send + Sync {
     /// keeps a new notice from being delivered.
     async fn take_notifications(
         &self,
-        partner_id: &str,
+        partner_id: &crate::domain::PartnerId,
         now: Timestamp,
     ) -> StorageResult<Vec<NotificationRow>>;
 }
@@ -367,7 +367,7 @@ macro_rules! impl_rights_store {
 
         async fn take_notifications(
             &self,
-            partner_id: &str,
+            partner_id: &$crate::domain::PartnerId,
             now: $crate::domain::Timestamp,
         ) -> $crate::storage::StorageResult<Vec<$crate::storage::NotificationRow>> {
             const MAX: usize = 1000;

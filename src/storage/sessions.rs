@@ -8,7 +8,7 @@
 use async_trait::async_trait;
 
 use super::StorageResult;
-use crate::domain::{Role, Timestamp};
+use crate::domain::{DraftId, Role, Timestamp};
 
 #[derive(Clone, Debug)]
 pub struct NewSession<'a> {
@@ -46,7 +46,7 @@ pub struct LoginAttemptRow {
     pub expires_at: i64,
     /// The mandate draft this resident login confirms, if any (the login
     /// then opens no resident session: the aidant's session goes on).
-    pub mandate_draft: Option<String>,
+    pub mandate_draft: Option<DraftId>,
 }
 
 /// Sessions, OpenID Connect logins under way, and partners' client

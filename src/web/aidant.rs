@@ -12,9 +12,9 @@ use maud::html;
 use super::public::category_label;
 use super::resident::{category_fields, posted_record, state_badge};
 use super::{Ctx, Form, PageError, PageResult, csrf, date};
-use crate::domain::Demarche;
 use crate::domain::Role;
 use crate::domain::mandate::DURATIONS;
+use crate::domain::{Demarche, DraftId, MandateId};
 use crate::error::AppError;
 use crate::http::session::CurrentUser;
 use crate::service::agents::RevokeRequest;
@@ -163,10 +163,11 @@ pub async fn create_draft(ctx: Ctx, body: Bytes) -> PageResult {
 pub async fn draft(ctx: Ctx, Path(id): Path<String>) -> PageResult {
     let user = ctx.user_in(AIDANTS)?;
     let l = ctx.lang;
-    let d = crate::service::drafts::get_draft(&ctx.state, &ctx.caller(&user), &id)
-        .await
-        .map_err(|e| ctx.fail(e))?
-        .value;
+    let d =
+        crate::service::drafts::get_draft(&ctx.state, &ctx.caller(&user), draft_id(&id).as_ref())
+            .await
+            .map_err(|e| ctx.fail(e))?
+            .value;
     let logged_in = d.resident_id.is_some();
     let body = html! {
         h1 { (l.t("Créer un mandat", "Create a mandate")) }
@@ -239,20 +240,29 @@ pub async fn confirm(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> PageResul
         resident_confirmed: form.get("resident_confirmed") == Some("true"),
         totp: form.get("totp").unwrap_or_default().trim().to_string(),
     };
-    let m = crate::service::drafts::confirm_draft(&ctx.state, &ctx.caller(&user), &id, req)
-        .await
-        .map_err(|e| ctx.fail(e))?
-        .value;
+    let m = crate::service::drafts::confirm_draft(
+        &ctx.state,
+        &ctx.caller(&user),
+        draft_id(&id).as_ref(),
+        req,
+    )
+    .await
+    .map_err(|e| ctx.fail(e))?
+    .value;
     Ok(ctx.done(&format!("/aidant/mandats/{}", m.id), "mandat"))
 }
 
 pub async fn mandate(ctx: Ctx, Path(id): Path<String>) -> PageResult {
     let user = ctx.user_in(AIDANTS)?;
     let l = ctx.lang;
-    let m = crate::service::agents::get_mandate(&ctx.state, &ctx.caller(&user), &id)
-        .await
-        .map_err(|e| ctx.fail(e))?
-        .value;
+    let m = crate::service::agents::get_mandate(
+        &ctx.state,
+        &ctx.caller(&user),
+        mandate_id(&id).as_ref(),
+    )
+    .await
+    .map_err(|e| ctx.fail(e))?
+    .value;
     let active = m.state.as_str() == "active";
     let body = html! {
         h1 { (l.t("Mandat ", "Mandate ")) (short(&id)) " " (state_badge(m.state.as_str(), l)) }
@@ -296,11 +306,15 @@ pub async fn mandate(ctx: Ctx, Path(id): Path<String>) -> PageResult {
 pub async fn renew(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> PageResult {
     let form = Form::parse(&body);
     let user = ctx.form_user(AIDANTS, &form)?;
-    let d =
-        crate::service::drafts::renew(&ctx.state, &ctx.caller(&user), &id, RenewRequest::default())
-            .await
-            .map_err(|e| ctx.fail(e))?
-            .value;
+    let d = crate::service::drafts::renew(
+        &ctx.state,
+        &ctx.caller(&user),
+        mandate_id(&id).as_ref(),
+        RenewRequest::default(),
+    )
+    .await
+    .map_err(|e| ctx.fail(e))?
+    .value;
     Ok(ctx.done(&format!("/aidant/brouillons/{}", d.id), "brouillon"))
 }
 
@@ -311,9 +325,14 @@ pub async fn revoke(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> PageResult
         demarche: None,
         totp: form.text("totp"),
     };
-    crate::service::agents::agent_revoke(&ctx.state, &ctx.caller(&user), &id, req)
-        .await
-        .map_err(|e| ctx.fail_at(e, &format!("/aidant/mandats/{id}")))?;
+    crate::service::agents::agent_revoke(
+        &ctx.state,
+        &ctx.caller(&user),
+        mandate_id(&id).as_ref(),
+        req,
+    )
+    .await
+    .map_err(|e| ctx.fail_at(e, &format!("/aidant/mandats/{id}")))?;
     Ok(ctx.done(&format!("/aidant/mandats/{id}"), "revoque_aidant"))
 }
 
@@ -407,6 +426,8 @@ pub async fn save_category(
 pub async fn attestation(ctx: Ctx, Path(id): Path<String>) -> PageResult {
     let l = ctx.lang;
     let user: CurrentUser = ctx.user_in(&[Role::Resident, Role::Aidant, Role::Referent])?;
+    // A malformed id names no mandate.
+    let id = MandateId::parse(&id).map_err(|_| ctx.fail(AppError::NotFound))?;
     let state = &ctx.state;
     let attestation =
         crate::service::agents::attestation(state, &ctx.caller(&user), &id, state.clock.now())
@@ -430,4 +451,15 @@ pub async fn attestation(ctx: Ctx, Path(id): Path<String>) -> PageResult {
         p { (l.t("Vérifier cette attestation : ", "Verify this attestation: ")) a href=(v.verify_url) { (verify) } }
     };
     Ok(ctx.page(title, body))
+}
+
+/// The mandate a path names; a malformed id names none, and the use case
+/// answers it as an unknown one.
+fn mandate_id(raw: &str) -> Option<MandateId> {
+    MandateId::parse(raw).ok()
+}
+
+/// The draft a path names, as [`mandate_id`].
+fn draft_id(raw: &str) -> Option<DraftId> {
+    DraftId::parse(raw).ok()
 }

@@ -574,7 +574,8 @@ pub async fn revoke(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> PageResult
     crate::service::agents::resident_revoke(
         &ctx.state,
         &ctx.caller(&user),
-        &id,
+        // A malformed id names no mandate: answered as an unknown one.
+        crate::domain::MandateId::parse(&id).ok().as_ref(),
         crate::service::agents::RevokeRequest::default(),
     )
     .await

@@ -103,14 +103,14 @@ async fn nothing_personal_is_disclosed_while_the_log_cannot_be_written() {
         // Fixtures: a mandate, a draft, a consent, an extract, a request.
         let structure = app
             .store
-            .find_structure(coffre::demo::STRUCTURE_CCAS)
+            .find_structure(&crate::support::sid(coffre::demo::STRUCTURE_CCAS))
             .await
             .unwrap()
             .unwrap();
         let (mandate, attestation) = create(
             &app.state,
             NewMandate {
-                aidant_id: AIDANT,
+                aidant_id: &crate::support::aid(AIDANT),
                 structure: &structure,
                 resident_id: AWA,
                 demarches: &[Demarche::Logement],
@@ -182,7 +182,7 @@ async fn nothing_personal_is_disclosed_while_the_log_cannot_be_written() {
 
         let fill = |template: &str| -> String {
             let path = template
-                .replace("{id}", &mandate.id)
+                .replace("{id}", mandate.id.as_str())
                 .replace("{category}", "housing")
                 .replace("{resident}", AWA)
                 .replace("{pseudonym}", &pseudonym)

@@ -234,7 +234,7 @@ async fn requests_are_checked_and_the_dpo_decides() {
         app.store
             .insert_partner(
                 &coffre::storage::PartnerRow {
-                    id: "observatoire".into(),
+                    id: crate::support::pid("observatoire"),
                     name: "Observatoire".into(),
                     client_id: "observatoire-1".into(),
                     client_secret_hash: coffre::crypto::sha256_hex("s3cret-s3cret-s3cret"),
@@ -308,7 +308,7 @@ async fn no_extract_is_built_for_a_partner_deactivated_after_asking() {
         let res = partner(&app, &token, Method::POST, "/api/v1/partner/extracts", Some(serde_json::json!({"purpose": "renovation-energetique", "kind": "records", "categories": ["housing"]}))).await;
         assert_eq!(res.status, 201, "{}", res.text());
         let id = res.json()["id"].as_str().unwrap().to_string();
-        assert!(app.store.set_partner_active("renov-energie", false).await.unwrap());
+        assert!(app.store.set_partner_active(&crate::support::pid("renov-energie"), false).await.unwrap());
         let dpo = app.login(DPO).await;
         let res = app.as_user(&dpo, Method::POST, &format!("/api/v1/dpo/extracts/{id}/approve"), None).await;
         assert_eq!(res.status, 200, "{}", res.text());

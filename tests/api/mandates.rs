@@ -155,7 +155,7 @@ async fn an_aidant_acts_only_within_a_live_mandate_of_their_structure() {
         app.store
             .insert_structure(
                 &coffre::storage::StructureRow {
-                    id: "other-structure".into(),
+                    id: crate::support::sid("other-structure"),
                     siret: "73282932000074".into(),
                     name: "France Services (autre)".into(),
                     allowed_demarches: crate::support::demarches("logement"),
@@ -168,10 +168,10 @@ async fn an_aidant_acts_only_within_a_live_mandate_of_their_structure() {
         app.store
             .insert_agent(
                 &coffre::storage::AgentRow {
-                    id: "aidant-elsewhere".into(),
+                    id: crate::support::aid("aidant-elsewhere"),
                     role: coffre::domain::Role::Aidant,
                     display_name: "Ailleurs".into(),
-                    structure_id: Some("other-structure".into()),
+                    structure_id: Some(crate::support::sid("other-structure")),
                     active: true,
                     can_create_mandates: true,
                 },
@@ -250,9 +250,10 @@ async fn an_aidant_acts_only_within_a_live_mandate_of_their_structure() {
 async fn residents_aidants_and_referents_revoke_with_signed_receipts() {
     each_backend(|app| async move {
         let now = app.clock.now();
-        let secret = coffre::service::mandates::enroll_totp(&app.state, AIDANT, now)
-            .await
-            .unwrap();
+        let secret =
+            coffre::service::mandates::enroll_totp(&app.state, &crate::support::aid(AIDANT), now)
+                .await
+                .unwrap();
         let id = app
             .mandate(
                 LUCIE,
@@ -386,15 +387,16 @@ async fn verify_offline(app: &TestApp, jws: &str) -> serde_json::Value {
 async fn the_totp_step_up_is_rate_limited_and_never_replayed() {
     each_backend(|app| async move {
         let now = app.clock.now();
-        let secret = coffre::service::mandates::enroll_totp(&app.state, AIDANT, now)
-            .await
-            .unwrap();
+        let secret =
+            coffre::service::mandates::enroll_totp(&app.state, &crate::support::aid(AIDANT), now)
+                .await
+                .unwrap();
         let check = |c: Option<String>| {
             let app = &app;
             async move {
                 match coffre::service::mandates::check_totp(
                     &app.state,
-                    AIDANT,
+                    &crate::support::aid(AIDANT),
                     c.as_deref(),
                     app.clock.now(),
                 )
@@ -423,12 +425,22 @@ async fn the_totp_step_up_is_rate_limited_and_never_replayed() {
         app.clock.advance(15 * 60);
         assert_eq!(check(Some(code(&secret, app.clock.now(), 0))).await, "ok");
         // An agent without a device.
-        let none = coffre::service::mandates::check_totp(&app.state, DPO, Some("123456"), now)
-            .await
-            .unwrap_err();
+        let none = coffre::service::mandates::check_totp(
+            &app.state,
+            &crate::support::aid(DPO),
+            Some("123456"),
+            now,
+        )
+        .await
+        .unwrap_err();
         assert_eq!(none.code_and_status().0, "totp_not_enrolled");
         // The secret is not stored in clear.
-        let row = app.store.find_totp(AIDANT).await.unwrap().unwrap();
+        let row = app
+            .store
+            .find_totp(&crate::support::aid(AIDANT))
+            .await
+            .unwrap()
+            .unwrap();
         assert!(
             !row.sealed_secret
                 .windows(secret.len())
@@ -450,7 +462,7 @@ async fn a_deactivated_aidant_is_refused_everything() {
         );
         assert!(
             app.store
-                .set_agent_active(AIDANT, false, app.clock.now())
+                .set_agent_active(&crate::support::aid(AIDANT), false, app.clock.now())
                 .await
                 .unwrap()
         );
@@ -595,15 +607,15 @@ async fn one_live_authorisation_per_demarche_even_when_created_at_once() {
         let first = app.mandate(LUCIE, &[Demarche::Logement, Demarche::Famille], 31).await;
         // A newer mandate takes the démarche over; the old one keeps the rest.
         let second = app.mandate(LUCIE, &[Demarche::Logement], 365).await;
-        let old = app.store.mandate_authorisations(&first).await.unwrap();
+        let old = app.store.mandate_authorisations(&crate::support::mid(&first)).await.unwrap();
         let logement = old.iter().find(|a| a.demarche.as_str() == "logement").unwrap();
         assert_eq!(logement.revoked_by.as_deref(), Some("superseded"));
         assert!(old.iter().find(|a| a.demarche.as_str() == "famille").unwrap().revoked_at.is_none());
-        let live = app.store.live_authorisation(LUCIE, CCAS, "logement".parse().unwrap(), app.clock.now()).await.unwrap().unwrap();
-        assert_eq!(live.mandate_id, second);
+        let live = app.store.live_authorisation(LUCIE, &crate::support::sid(CCAS), "logement".parse().unwrap(), app.clock.now()).await.unwrap().unwrap();
+        assert_eq!(live.mandate_id.as_str(), second);
 
         // Eight creations at once for the same démarche.
-        let structure = app.store.find_structure(CCAS).await.unwrap().unwrap();
+        let structure = app.store.find_structure(&crate::support::sid(CCAS)).await.unwrap().unwrap();
         let mut tasks = Vec::new();
         for _ in 0..8 {
             let state = app.state.clone();
@@ -613,7 +625,7 @@ async fn one_live_authorisation_per_demarche_even_when_created_at_once() {
                 create(
                     &state,
                     NewMandate {
-                        aidant_id: AIDANT,
+                        aidant_id: &crate::support::aid(AIDANT),
                         structure: &structure,
                         resident_id: JP,
                         demarches: &[Demarche::Transports],
@@ -637,7 +649,7 @@ async fn one_live_authorisation_per_demarche_even_when_created_at_once() {
         assert!(!created.is_empty());
         let live: Vec<_> = app
             .store
-            .structure_authorisations(CCAS, app.clock.now(), i64::MAX)
+            .structure_authorisations(&crate::support::sid(CCAS), app.clock.now(), i64::MAX)
             .await
             .unwrap()
             .into_iter()
@@ -863,7 +875,7 @@ async fn an_aidant_of_two_structures_acts_for_the_current_one() {
         app.store
             .insert_structure(
                 &coffre::storage::StructureRow {
-                    id: "france-services".into(),
+                    id: crate::support::sid("france-services"),
                     siret: "73282932000074".into(),
                     name: "France Services".into(),
                     allowed_demarches: crate::support::demarches("logement"),
@@ -874,7 +886,10 @@ async fn an_aidant_of_two_structures_acts_for_the_current_one() {
             .await
             .unwrap();
         app.store
-            .add_agent_structure(AIDANT, "france-services")
+            .add_agent_structure(
+                &crate::support::aid(AIDANT),
+                &crate::support::sid("france-services"),
+            )
             .await
             .unwrap();
         app.mandate(LUCIE, &[Demarche::Logement], 31).await; // a CCAS mandate
@@ -906,6 +921,146 @@ async fn an_aidant_of_two_structures_acts_for_the_current_one() {
         )
         .await
         .assert_error(404, "not_found");
+    })
+    .await;
+}
+
+/// A mandate or draft id the path cannot hold (parsed once at the edge) is
+/// answered as an unknown one, by the JSON routes and the pages, to each
+/// role, after the checks that come first.
+#[tokio::test]
+async fn a_malformed_mandate_or_draft_id_is_answered_as_an_unknown_one() {
+    each_backend(|app| async move {
+        let sessions = [
+            app.login(AIDANT).await,
+            app.login(REFERENT).await,
+            app.login(LUCIE).await,
+        ];
+        let api: [(Method, &str, Option<serde_json::Value>); 7] = [
+            (Method::GET, "/api/v1/mandates/drafts/{id}", None),
+            (
+                Method::POST,
+                "/api/v1/mandates/drafts/{id}/confirm",
+                Some(serde_json::json!({"resident_confirmed": true, "totp": "000000"})),
+            ),
+            (
+                Method::POST,
+                "/api/v1/mandates/{id}/renew",
+                Some(serde_json::json!({})),
+            ),
+            (
+                Method::POST,
+                "/api/v1/mandates/{id}/revoke",
+                Some(serde_json::json!({})),
+            ),
+            (
+                Method::POST,
+                "/api/v1/me/mandates/{id}/revoke",
+                Some(serde_json::json!({})),
+            ),
+            (Method::GET, "/api/v1/mandates/{id}", None),
+            (Method::GET, "/auth/login?mandate_draft={id}", None),
+        ];
+        let pages = [
+            "/aidant/brouillons/{id}",
+            "/aidant/mandats/{id}",
+            "/mandates/{id}/attestation",
+        ];
+        for s in &sessions {
+            for (method, template, body) in &api {
+                let path = |id: &str| template.replace("{id}", id);
+                let known = as_(&app, s, method.clone(), &path("no-such-id"), body.clone()).await;
+                assert!(
+                    known.status.is_client_error(),
+                    "{template}: {}",
+                    known.status
+                );
+                for bad in ["bad%20id", "%C3%A9t%C3%A9", "a%2Fb"] {
+                    let got = as_(&app, s, method.clone(), &path(bad), body.clone()).await;
+                    assert_eq!(
+                        (got.status, got.json()["error"]["code"].clone()),
+                        (known.status, known.json()["error"]["code"].clone()),
+                        "{template} {bad}"
+                    );
+                }
+            }
+            for template in pages {
+                let get = |id: &str| {
+                    let path = template.replace("{id}", id);
+                    let cookie = s.cookie.clone();
+                    let app = &app;
+                    async move {
+                        app.send(
+                            Method::GET,
+                            &path,
+                            &[("cookie", &cookie)],
+                            axum::body::Body::empty(),
+                        )
+                        .await
+                        .status
+                    }
+                };
+                let known = get("no-such-id").await;
+                for bad in ["bad%20id", "%C3%A9t%C3%A9"] {
+                    assert_eq!(get(bad).await, known, "{template} {bad}");
+                }
+            }
+        }
+    })
+    .await;
+}
+
+/// An agent id in a référent's path, or a structure id in an aidant's
+/// switch, that could name nothing (parsed once at the edge) is answered as
+/// an unknown one, to each role.
+#[tokio::test]
+async fn a_malformed_agent_or_structure_id_is_answered_as_an_unknown_one() {
+    each_backend(|app| async move {
+        let sessions = [
+            app.login(AIDANT).await,
+            app.login(REFERENT).await,
+            app.login(LUCIE).await,
+        ];
+        for s in &sessions {
+            for action in ["deactivate", "activate"] {
+                let path = |id: &str| format!("/api/v1/referent/aidants/{id}/{action}");
+                let known = as_(&app, s, Method::POST, &path("no-such-agent"), None).await;
+                assert!(known.status.is_client_error(), "{}", known.status);
+                for bad in ["bad%20id", "%C3%A9t%C3%A9", "a%2Fb"] {
+                    let got = as_(&app, s, Method::POST, &path(bad), None).await;
+                    assert_eq!(
+                        (got.status, got.json()["error"]["code"].clone()),
+                        (known.status, known.json()["error"]["code"].clone()),
+                        "{action} {bad}"
+                    );
+                }
+            }
+            let switch = |id: &str| Some(serde_json::json!({ "structure_id": id }));
+            let known = as_(
+                &app,
+                s,
+                Method::PUT,
+                "/api/v1/aidant/structure",
+                switch("no-such-structure"),
+            )
+            .await;
+            assert!(known.status.is_client_error(), "{}", known.status);
+            for bad in ["bad id", "été", "", "a/b"] {
+                let got = as_(
+                    &app,
+                    s,
+                    Method::PUT,
+                    "/api/v1/aidant/structure",
+                    switch(bad),
+                )
+                .await;
+                assert_eq!(
+                    (got.status, got.json()["error"]["code"].clone()),
+                    (known.status, known.json()["error"]["code"].clone()),
+                    "switch {bad:?}"
+                );
+            }
+        }
     })
     .await;
 }

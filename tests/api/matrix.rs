@@ -75,7 +75,7 @@ async fn callers(app: &TestApp) -> Vec<(&'static str, Caller)> {
     app.store
         .insert_agent(
             &coffre::storage::AgentRow {
-                id: ADMIN.into(),
+                id: crate::support::aid(ADMIN),
                 role: coffre::domain::Role::Admin,
                 display_name: "Admin".into(),
                 structure_id: None,
@@ -291,7 +291,7 @@ async fn the_decision_never_crosses_residents_mandates_or_consents() {
                 decide(
                     &app.state,
                     AccessRequest {
-                        structure_id: Some(coffre::demo::STRUCTURE_CCAS),
+                        structure_id: Some(&crate::support::sid(coffre::demo::STRUCTURE_CCAS)),
                         demarche: Some(coffre::domain::Demarche::Logement),
                         ..ask(AIDANT, Role::Aidant, "data.read", JP)
                     }

@@ -359,11 +359,16 @@ async fn mandate(
     demarches: &[Demarche],
     days: i64,
 ) -> (String, String) {
-    let structure = app.store.find_structure(structure).await.unwrap().unwrap();
+    let structure = app
+        .store
+        .find_structure(&crate::support::sid(structure))
+        .await
+        .unwrap()
+        .unwrap();
     let (m, attestation) = coffre::service::mandates::create(
         &app.state,
         coffre::service::mandates::NewMandate {
-            aidant_id: aidant,
+            aidant_id: &crate::support::aid(aidant),
             structure: &structure,
             resident_id: resident,
             demarches,
@@ -374,14 +379,14 @@ async fn mandate(
     )
     .await
     .unwrap();
-    (m.id, attestation)
+    (m.id.into_string(), attestation)
 }
 
 async fn structure(app: &TestApp, id: &str, siret: &str, demarches: &str) {
     app.store
         .insert_structure(
             &coffre::storage::StructureRow {
-                id: id.into(),
+                id: crate::support::sid(id),
                 siret: siret.into(),
                 name: format!("Structure {id}"),
                 allowed_demarches: crate::support::demarches(demarches),
@@ -397,10 +402,10 @@ async fn agent(app: &TestApp, id: &str, role: Role, structure: &str, can_create:
     app.store
         .insert_agent(
             &coffre::storage::AgentRow {
-                id: id.into(),
+                id: crate::support::aid(id),
                 role,
                 display_name: id.into(),
-                structure_id: Some(structure.into()),
+                structure_id: Some(crate::support::sid(structure)),
                 active: true,
                 can_create_mandates: can_create,
             },
@@ -412,7 +417,7 @@ async fn agent(app: &TestApp, id: &str, role: Role, structure: &str, can_create:
     if role == Role::Aidant {
         coffre::service::mandates::enroll_totp_secret(
             &app.state,
-            id,
+            &crate::support::aid(id),
             coffre::demo::DEMO_TOTP_SECRET,
             app.clock.now(),
         )
@@ -681,7 +686,10 @@ async fn set_up_agents(app: &TestApp) {
     agent(app, NARROWED_REFERENT, Role::Referent, NARROWED, true).await;
     agent(app, SWITCHED_AIDANT, Role::Aidant, CCAS, true).await;
     app.store
-        .add_agent_structure(SWITCHED_AIDANT, SECOND)
+        .add_agent_structure(
+            &crate::support::aid(SWITCHED_AIDANT),
+            &crate::support::sid(SECOND),
+        )
         .await
         .unwrap();
     agent(app, ELSEWHERE_AIDANT, Role::Aidant, ELSEWHERE, true).await;
@@ -1147,7 +1155,7 @@ async fn every_partner_route_under_every_purpose_kind() {
         app.store
             .insert_partner(
                 &coffre::storage::PartnerRow {
-                    id: id.into(),
+                    id: crate::support::pid(id),
                     name: "Observatoire régional de santé".into(),
                     client_id: client_id.into(),
                     client_secret_hash: coffre::crypto::sha256_hex(secret),
@@ -1184,7 +1192,7 @@ async fn every_partner_route_under_every_purpose_kind() {
             // unknown pseudonym's.
             let pseudonym = keys.pseudonym(&format!("partner:{partner}"), resident.as_bytes());
             app.store
-                .remember_pseudonyms(partner, &[(pseudonym.clone(), resident.clone())])
+                .remember_pseudonyms(&crate::support::pid(partner), &[(crate::support::psd(&pseudonym), resident.clone())])
                 .await
                 .unwrap();
             let cell = PartnerCell {

@@ -402,7 +402,7 @@ async fn run_case(
             };
             let structure = app
                 .store
-                .find_structure(structure_id)
+                .find_structure(&crate::support::sid(structure_id))
                 .await
                 .unwrap()
                 .unwrap();
@@ -414,7 +414,7 @@ async fn run_case(
             let (m, _) = coffre::service::mandates::create(
                 &app.state,
                 coffre::service::mandates::NewMandate {
-                    aidant_id: AIDANT,
+                    aidant_id: &crate::support::aid(AIDANT),
                     structure: &structure,
                     resident_id: &resident,
                     demarches: &[Demarche::parse(DEMARCHES[c.held]).unwrap()],
@@ -446,13 +446,14 @@ async fn run_case(
         Actor::Dpo => (DPO, Role::Dpo, resident.as_str(), false),
         Actor::Auditor => (AUDITOR, Role::Auditor, resident.as_str(), false),
     };
+    let ccas = crate::support::sid(coffre::demo::STRUCTURE_CCAS);
     let demarche = Demarche::parse(DEMARCHES[c.asked]).unwrap();
     let req = AccessRequest {
         own,
         resident_id: Some(asked_resident),
         category: Some(category),
         purpose_id: matches!(c.actor, Actor::Partner(_)).then_some(purpose_id.as_str()),
-        structure_id: matches!(c.actor, Actor::Aidant).then_some(coffre::demo::STRUCTURE_CCAS),
+        structure_id: matches!(c.actor, Actor::Aidant).then_some(&ccas),
         demarche: matches!(c.actor, Actor::Aidant).then_some(demarche),
         ..AccessRequest::new(actor, role, "data.read")
     };
@@ -481,7 +482,7 @@ async fn the_decision_agrees_with_a_reference_model_of_the_rules() {
             app.store
                 .insert_structure(
                     &coffre::storage::StructureRow {
-                        id: "model-other-structure".into(),
+                        id: crate::support::sid("model-other-structure"),
                         siret: "73282932000074".into(),
                         name: "Other".into(),
                         allowed_demarches: crate::support::demarches(&DEMARCHES.join(",")),
@@ -594,7 +595,7 @@ async fn a_refusal_names_no_unknown_resident_and_says_why() {
             let req = AccessRequest {
                 resident_id: Some(resident),
                 category: Some("housing"),
-                structure_id: Some(coffre::demo::STRUCTURE_CCAS),
+                structure_id: Some(&crate::support::sid(coffre::demo::STRUCTURE_CCAS)),
                 demarche: Some(Demarche::Logement),
                 ..AccessRequest::new(AIDANT, Role::Aidant, "data.read")
             };

@@ -622,7 +622,7 @@ async fn agents_log_in_with_the_role_coffre_gives_them_and_strangers_are_refused
         app.store
             .insert_agent(
                 &coffre::storage::AgentRow {
-                    id: "agent-claire".into(),
+                    id: crate::support::aid("agent-claire"),
                     role: coffre::domain::Role::Dpo,
                     display_name: "Claire".into(),
                     structure_id: None,
@@ -715,7 +715,7 @@ async fn a_mandate_is_made_with_the_residents_login_in_the_aidants_browser() {
         app.store
             .insert_structure(
                 &coffre::storage::StructureRow {
-                    id: "ccas".into(),
+                    id: crate::support::sid("ccas"),
                     siret: "26340001200013".into(),
                     name: "CCAS de test".into(),
                     allowed_demarches: crate::support::demarches("logement,papiers"),
@@ -728,10 +728,10 @@ async fn a_mandate_is_made_with_the_residents_login_in_the_aidants_browser() {
         app.store
             .insert_agent(
                 &coffre::storage::AgentRow {
-                    id: "aidant-1".into(),
+                    id: crate::support::aid("aidant-1"),
                     role: coffre::domain::Role::Aidant,
                     display_name: "Camille".into(),
-                    structure_id: Some("ccas".into()),
+                    structure_id: Some(crate::support::sid("ccas")),
                     active: true,
                     can_create_mandates: true,
                 },
@@ -740,9 +740,13 @@ async fn a_mandate_is_made_with_the_residents_login_in_the_aidants_browser() {
             )
             .await
             .unwrap();
-        let secret = coffre::service::mandates::enroll_totp(&app.state, "aidant-1", now)
-            .await
-            .unwrap();
+        let secret = coffre::service::mandates::enroll_totp(
+            &app.state,
+            &crate::support::aid("aidant-1"),
+            now,
+        )
+        .await
+        .unwrap();
         let totp = |offset: i64| {
             let t = real_now();
             format!(

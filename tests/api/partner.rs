@@ -296,7 +296,7 @@ async fn private_key_jwt_authenticates_a_partner_once_per_assertion() {
         app.store
             .insert_partner(
                 &coffre::storage::PartnerRow {
-                    id: "labo-mobilite".into(),
+                    id: crate::support::pid("labo-mobilite"),
                     name: "Labo".into(),
                     client_id: "labo-mobilite-1234".into(),
                     client_secret_hash: "!".into(),
@@ -414,13 +414,13 @@ async fn a_partner_deactivated_after_its_token_was_issued_is_refused_at_once() {
         // What `coffre partner deactivate` does, from another process.
         assert!(
             app.store
-                .set_partner_active("renov-energie", false)
+                .set_partner_active(&crate::support::pid("renov-energie"), false)
                 .await
                 .unwrap()
         );
         assert!(
             !app.store
-                .set_partner_active("no-such-partner", false)
+                .set_partner_active(&crate::support::pid("no-such-partner"), false)
                 .await
                 .unwrap()
         );
@@ -443,6 +443,30 @@ async fn a_partner_deactivated_after_its_token_was_issued_is_refused_at_once() {
             size,
             "nothing decided for it"
         );
+    })
+    .await;
+}
+
+/// A pseudonym the path cannot hold (parsed once at the edge) stands for
+/// nobody, as an unknown one: the same answer, with or without a purpose,
+/// and for a deactivated partner the same refusal.
+#[tokio::test]
+async fn a_malformed_pseudonym_is_answered_as_an_unknown_one() {
+    each_backend(|app| async move {
+        let labo = bearer(&app, LABO_ID, LABO_SECRET).await;
+        for query in ["?purpose=etude-mobilite", ""] {
+            let path = |p: &str| format!("/api/v1/partner/residents/{p}/data/housing{query}");
+            let known = get_as(&app, &labo, &path("not-a-pseudonym")).await;
+            assert!(known.status.is_client_error(), "{}", known.status);
+            for bad in ["bad%20id", "%C3%A9t%C3%A9", "a%2Fb"] {
+                let got = get_as(&app, &labo, &path(bad)).await;
+                assert_eq!(
+                    (got.status, got.json()["error"]["code"].clone()),
+                    (known.status, known.json()["error"]["code"].clone()),
+                    "{bad} {query}"
+                );
+            }
+        }
     })
     .await;
 }

@@ -236,14 +236,14 @@ async fn an_erasure_ends_every_mandate_of_the_resident() {
     each_backend(|app| async move {
         let structure = app
             .store
-            .find_structure(coffre::demo::STRUCTURE_CCAS)
+            .find_structure(&crate::support::sid(coffre::demo::STRUCTURE_CCAS))
             .await
             .unwrap()
             .unwrap();
         let (_, attestation) = coffre::service::mandates::create(
             &app.state,
             coffre::service::mandates::NewMandate {
-                aidant_id: AIDANT,
+                aidant_id: &crate::support::aid(AIDANT),
                 structure: &structure,
                 resident_id: LUCIE,
                 demarches: &[Demarche::Logement, Demarche::Famille],
@@ -271,7 +271,7 @@ async fn an_erasure_ends_every_mandate_of_the_resident() {
         let again = coffre::service::mandates::create(
             &app.state,
             coffre::service::mandates::NewMandate {
-                aidant_id: AIDANT,
+                aidant_id: &crate::support::aid(AIDANT),
                 structure: &structure,
                 resident_id: LUCIE,
                 demarches: &[Demarche::Logement],
@@ -287,7 +287,7 @@ async fn an_erasure_ends_every_mandate_of_the_resident() {
             .store
             .live_authorisation(
                 LUCIE,
-                coffre::demo::STRUCTURE_CCAS,
+                &crate::support::sid(coffre::demo::STRUCTURE_CCAS),
                 coffre::domain::Demarche::Logement,
                 app.clock.now(),
             )

@@ -198,7 +198,7 @@ async fn rotation_rewraps_the_agents_totp_keys_too() {
         store
             .insert_agent(
                 &coffre::storage::AgentRow {
-                    id: "aidant-1".into(),
+                    id: crate::support::aid("aidant-1"),
                     role: coffre::domain::Role::Dpo,
                     display_name: "A".into(),
                     structure_id: None,
@@ -220,7 +220,7 @@ async fn rotation_rewraps_the_agents_totp_keys_too() {
         let wrapped = set.wrap_data_key("agent:aidant-1", &dk).unwrap();
         store
             .upsert_totp(&coffre::storage::TotpRow {
-                agent_id: "aidant-1".into(),
+                agent_id: crate::support::aid("aidant-1"),
                 kek_version: 1,
                 wrapped_key: wrapped.bytes,
                 sealed_secret: coffre::crypto::seal(&dk, &ctx, b"12345678901234567890").unwrap(),
@@ -236,7 +236,11 @@ async fn rotation_rewraps_the_agents_totp_keys_too() {
                 .await
                 .unwrap();
         assert_eq!(report.retired, vec![1]);
-        let row = store.find_totp("aidant-1").await.unwrap().unwrap();
+        let row = store
+            .find_totp(&crate::support::aid("aidant-1"))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(row.kek_version, 2);
         let fresh = KeySet::load(&dir, &unlock).unwrap();
         let dk = fresh

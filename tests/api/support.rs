@@ -452,14 +452,14 @@ impl TestApp {
     ) -> String {
         let structure = self
             .store
-            .find_structure(coffre::demo::STRUCTURE_CCAS)
+            .find_structure(&crate::support::sid(coffre::demo::STRUCTURE_CCAS))
             .await
             .unwrap()
             .unwrap();
         let (m, _) = coffre::service::mandates::create(
             &self.state,
             coffre::service::mandates::NewMandate {
-                aidant_id: "a1d00000-0000-4000-8000-000000000001",
+                aidant_id: &crate::support::aid("a1d00000-0000-4000-8000-000000000001"),
                 structure: &structure,
                 resident_id: resident,
                 demarches,
@@ -470,7 +470,7 @@ impl TestApp {
         )
         .await
         .unwrap();
-        m.id
+        m.id.into_string()
     }
 }
 
@@ -513,4 +513,34 @@ pub fn rid(id: &str) -> coffre::domain::RightsRequestId {
 /// A consent id a test holds as text.
 pub fn cid(id: &str) -> coffre::domain::ConsentId {
     coffre::domain::ConsentId::parse(id).unwrap()
+}
+
+/// A mandate id a test holds as text.
+pub fn mid(id: &str) -> coffre::domain::MandateId {
+    coffre::domain::MandateId::parse(id).unwrap()
+}
+
+/// A mandate draft id a test holds as text.
+pub fn did(id: &str) -> coffre::domain::DraftId {
+    coffre::domain::DraftId::parse(id).unwrap()
+}
+
+/// An agent id a test holds as text.
+pub fn aid(id: &str) -> coffre::domain::AgentId {
+    coffre::domain::AgentId::parse(id).unwrap()
+}
+
+/// A structure id a test holds as text.
+pub fn sid(id: &str) -> coffre::domain::StructureId {
+    coffre::domain::StructureId::parse(id).unwrap()
+}
+
+/// A partner id a test holds as text.
+pub fn pid(id: &str) -> coffre::domain::PartnerId {
+    coffre::domain::PartnerId::parse(id).unwrap()
+}
+
+/// A pseudonym a test holds as text.
+pub fn psd(p: &str) -> coffre::domain::Pseudonym {
+    coffre::domain::Pseudonym::parse(p).unwrap()
 }

@@ -198,7 +198,7 @@ async fn a_referent_acts_on_their_structure_only() {
         app.store
             .insert_structure(
                 &coffre::storage::StructureRow {
-                    id: "france-services".into(),
+                    id: crate::support::sid("france-services"),
                     siret: "73282932000074".into(),
                     name: "France Services".into(),
                     allowed_demarches: crate::support::demarches("logement"),
@@ -209,7 +209,10 @@ async fn a_referent_acts_on_their_structure_only() {
             .await
             .unwrap();
         app.store
-            .add_agent_structure(AIDANT, "france-services")
+            .add_agent_structure(
+                &crate::support::aid(AIDANT),
+                &crate::support::sid("france-services"),
+            )
             .await
             .unwrap();
         let referent = app.login(REFERENT).await;
@@ -232,7 +235,14 @@ async fn a_referent_acts_on_their_structure_only() {
             .clone();
         assert_eq!(listed["active"], false);
         // The account stands: out of the CCAS only.
-        assert!(app.store.find_agent(AIDANT).await.unwrap().unwrap().active);
+        assert!(
+            app.store
+                .find_agent(&crate::support::aid(AIDANT))
+                .await
+                .unwrap()
+                .unwrap()
+                .active
+        );
         app.as_user(&aidant, Method::GET, "/api/v1/aidant/residents", None)
             .await
             .assert_error(403, "structure_inactive");
@@ -263,7 +273,7 @@ async fn a_referent_acts_on_their_structure_only() {
         // An administrator's deactivation is not undone by the référent.
         assert!(
             app.store
-                .set_agent_active(AIDANT, false, app.clock.now())
+                .set_agent_active(&crate::support::aid(AIDANT), false, app.clock.now())
                 .await
                 .unwrap()
         );
@@ -276,7 +286,14 @@ async fn a_referent_acts_on_their_structure_only() {
             )
             .await;
         assert_eq!(res.status, 200, "{}", res.text());
-        assert!(!app.store.find_agent(AIDANT).await.unwrap().unwrap().active);
+        assert!(
+            !app.store
+                .find_agent(&crate::support::aid(AIDANT))
+                .await
+                .unwrap()
+                .unwrap()
+                .active
+        );
     })
     .await;
 }
@@ -328,7 +345,7 @@ async fn concurrent_approvals_never_overspend_the_epsilon_budget() {
             Ok(coffre::storage::ApproveOutcome::Approved
                 | coffre::storage::ApproveOutcome::BudgetExhausted)
         )));
-        let spent = app.store.epsilon_spent("labo-mobilite").await.unwrap();
+        let spent = app.store.epsilon_spent(&crate::support::pid("labo-mobilite")).await.unwrap();
         assert!((spent - 4.0).abs() < 1e-9, "spent {spent}");
         // Through the DPO's route, the refusal is audited with its reason.
         let dpo = app.login(DPO).await;
@@ -357,9 +374,10 @@ async fn concurrent_approvals_never_overspend_the_epsilon_budget() {
 async fn parallel_wrong_totp_codes_get_at_most_five_tries() {
     each_backend(|app| async move {
         let now = app.clock.now();
-        let secret = coffre::service::mandates::enroll_totp(&app.state, AIDANT, now)
-            .await
-            .unwrap();
+        let secret =
+            coffre::service::mandates::enroll_totp(&app.state, &crate::support::aid(AIDANT), now)
+                .await
+                .unwrap();
         let right = format!("{:06}", totp::code(&secret, totp::step_at(now)));
         let wrong = if right == "000000" {
             "111111"
@@ -369,7 +387,13 @@ async fn parallel_wrong_totp_codes_get_at_most_five_tries() {
         let outcomes = futures_util::future::join_all((0..64).map(|_| {
             let state = app.state.clone();
             tokio::spawn(async move {
-                match coffre::service::mandates::check_totp(&state, AIDANT, Some(wrong), now).await
+                match coffre::service::mandates::check_totp(
+                    &state,
+                    &crate::support::aid(AIDANT),
+                    Some(wrong),
+                    now,
+                )
+                .await
                 {
                     Ok(()) => "ok".to_string(),
                     Err(e) => e.code_and_status().0.to_string(),
@@ -387,9 +411,14 @@ async fn parallel_wrong_totp_codes_get_at_most_five_tries() {
             .count();
         assert_eq!((evaluated, locked), (5, 59), "{outcomes:?}");
         // Locked even against the right code.
-        let e = coffre::service::mandates::check_totp(&app.state, AIDANT, Some(&right), now)
-            .await
-            .unwrap_err();
+        let e = coffre::service::mandates::check_totp(
+            &app.state,
+            &crate::support::aid(AIDANT),
+            Some(&right),
+            now,
+        )
+        .await
+        .unwrap_err();
         assert_eq!(e.code_and_status().0, "totp_locked");
     })
     .await;

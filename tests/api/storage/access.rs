@@ -29,7 +29,7 @@ async fn a_partner_read_gathers_partner_resident_consent_rights_and_record_at_on
             .unwrap();
 
         let read = store
-            .partner_read("p1", "awa", "p-consent", "contact")
+            .partner_read(&crate::support::pid("p1"), "awa", "p-consent", "contact")
             .await
             .unwrap();
         assert!(read.partner_active, "{b}");
@@ -70,7 +70,7 @@ async fn a_partner_read_gathers_partner_resident_consent_rights_and_record_at_on
         // An inactive partner still gets the facts (the decision refuses it);
         // an unknown one gets nothing.
         let inactive = store
-            .partner_read("p2", "awa", "p-consent", "contact")
+            .partner_read(&crate::support::pid("p2"), "awa", "p-consent", "contact")
             .await
             .unwrap();
         assert!(
@@ -78,7 +78,7 @@ async fn a_partner_read_gathers_partner_resident_consent_rights_and_record_at_on
             "{b}"
         );
         let unknown = store
-            .partner_read("p9", "awa", "p-consent", "contact")
+            .partner_read(&crate::support::pid("p9"), "awa", "p-consent", "contact")
             .await
             .unwrap();
         assert!(
@@ -92,12 +92,12 @@ async fn a_partner_read_gathers_partner_resident_consent_rights_and_record_at_on
 
         // No record of the category, no consent for the purpose, no resident.
         let none = store
-            .partner_read("p1", "awa", "p-other", "housing")
+            .partner_read(&crate::support::pid("p1"), "awa", "p-other", "housing")
             .await
             .unwrap();
         assert!(none.facts.consent.is_none() && none.record.is_none(), "{b}");
         let nobody = store
-            .partner_read("p1", "ghost", "p-consent", "contact")
+            .partner_read(&crate::support::pid("p1"), "ghost", "p-consent", "contact")
             .await
             .unwrap();
         assert!(
@@ -107,7 +107,7 @@ async fn a_partner_read_gathers_partner_resident_consent_rights_and_record_at_on
         let empty = PartnerReadFacts::unknown_resident("ghost", "p-consent");
         assert_eq!(format!("{:?}", nobody.facts), format!("{empty:?}"), "{b}");
         let basile = store
-            .partner_read("p1", "basile", "p-consent", "contact")
+            .partner_read(&crate::support::pid("p1"), "basile", "p-consent", "contact")
             .await
             .unwrap();
         assert!(
@@ -119,7 +119,7 @@ async fn a_partner_read_gathers_partner_resident_consent_rights_and_record_at_on
         store.set_restricted("awa", Some(T0), &[]).await.unwrap();
         store.add_objection("awa", "p-consent", T0).await.unwrap();
         let read = store
-            .partner_read("p1", "awa", "p-consent", "contact")
+            .partner_read(&crate::support::pid("p1"), "awa", "p-consent", "contact")
             .await
             .unwrap();
         assert!(read.facts.restricted && read.facts.objected, "{b}");
@@ -129,7 +129,7 @@ async fn a_partner_read_gathers_partner_resident_consent_rights_and_record_at_on
         // After the erasure: inactive, the consent withdrawn, no record.
         store.erase_resident("awa", T0 + 5, &[]).await.unwrap();
         let read = store
-            .partner_read("p1", "awa", "p-consent", "contact")
+            .partner_read(&crate::support::pid("p1"), "awa", "p-consent", "contact")
             .await
             .unwrap();
         assert!(!read.facts.resident_active && read.record.is_none(), "{b}");

@@ -39,10 +39,17 @@ async fn structures_and_agents_round_trip_with_unique_siret_and_email() {
         assert_eq!(names, ["Abri", "Zola"], "by name ({b})");
 
         store
-            .set_structure_demarches("s1", &crate::support::demarches("famille"))
+            .set_structure_demarches(
+                &crate::support::sid("s1"),
+                &crate::support::demarches("famille"),
+            )
             .await
             .unwrap();
-        let s1 = store.find_structure("s1").await.unwrap().unwrap();
+        let s1 = store
+            .find_structure(&crate::support::sid("s1"))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
             (
                 s1.siret.as_str(),
@@ -50,17 +57,36 @@ async fn structures_and_agents_round_trip_with_unique_siret_and_email() {
             ),
             ("11111111111111", "famille")
         );
-        assert!(store.find_structure("s9").await.unwrap().is_none(), "{b}");
+        assert!(
+            store
+                .find_structure(&crate::support::sid("s9"))
+                .await
+                .unwrap()
+                .is_none(),
+            "{b}"
+        );
 
         store
             .insert_agent(&agent("ag1", Some("s1")), Some("digest-1"), T0)
             .await
             .unwrap();
-        let found = store.find_agent("ag1").await.unwrap().unwrap();
-        assert_eq!(found.structure_id.as_deref(), Some("s1"), "{b}");
+        let found = store
+            .find_agent(&crate::support::aid("ag1"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            found.structure_id.as_ref().map(|s| s.as_str()),
+            Some("s1"),
+            "{b}"
+        );
         assert!(found.active && found.can_create_mandates, "{b}");
         let by_email = store.find_agent_by_email_digest("digest-1").await.unwrap();
-        assert_eq!(by_email.map(|a| a.id).as_deref(), Some("ag1"), "{b}");
+        assert_eq!(
+            by_email.map(|a| a.id.into_string()).as_deref(),
+            Some("ag1"),
+            "{b}"
+        );
         assert!(
             store
                 .find_agent_by_email_digest("digest-9")
@@ -69,7 +95,14 @@ async fn structures_and_agents_round_trip_with_unique_siret_and_email() {
                 .is_none()
         );
         // Inserting an agent with a structure makes it a member.
-        assert_eq!(store.agent_structures("ag1").await.unwrap(), ["s1"], "{b}");
+        assert_eq!(
+            store
+                .agent_structures(&crate::support::aid("ag1"))
+                .await
+                .unwrap(),
+            ["s1"],
+            "{b}"
+        );
 
         assert_conflict(
             store
@@ -87,7 +120,11 @@ async fn structures_and_agents_round_trip_with_unique_siret_and_email() {
             .await
             .unwrap();
         assert!(
-            store.agent_structures("dpo1").await.unwrap().is_empty(),
+            store
+                .agent_structures(&crate::support::aid("dpo1"))
+                .await
+                .unwrap()
+                .is_empty(),
             "{b}"
         );
     })
@@ -128,26 +165,46 @@ async fn memberships_gate_the_current_structure_and_deactivation_ends_sessions()
             .await
             .unwrap();
 
-        store.add_agent_structure("ag1", "s2").await.unwrap();
-        store.add_agent_structure("ag1", "s2").await.unwrap();
+        store
+            .add_agent_structure(&crate::support::aid("ag1"), &crate::support::sid("s2"))
+            .await
+            .unwrap();
+        store
+            .add_agent_structure(&crate::support::aid("ag1"), &crate::support::sid("s2"))
+            .await
+            .unwrap();
         assert_eq!(
-            store.agent_structures("ag1").await.unwrap(),
+            store
+                .agent_structures(&crate::support::aid("ag1"))
+                .await
+                .unwrap(),
             ["s1", "s2"],
             "{b}"
         );
         assert!(
-            store.set_current_structure("ag1", "s2").await.unwrap(),
+            store
+                .set_current_structure(&crate::support::aid("ag1"), &crate::support::sid("s2"))
+                .await
+                .unwrap(),
             "{b}"
         );
-        let current = store.find_agent("ag1").await.unwrap().unwrap().structure_id;
-        assert_eq!(current.as_deref(), Some("s2"), "{b}");
+        let current = store
+            .find_agent(&crate::support::aid("ag1"))
+            .await
+            .unwrap()
+            .unwrap()
+            .structure_id;
+        assert_eq!(current.as_ref().map(|s| s.as_str()), Some("s2"), "{b}");
         assert!(
-            !store.set_current_structure("ag1", "s3").await.unwrap(),
+            !store
+                .set_current_structure(&crate::support::aid("ag1"), &crate::support::sid("s3"))
+                .await
+                .unwrap(),
             "not a member ({b})"
         );
         assert!(
             store
-                .active_structure_of("ag1", "s2")
+                .active_structure_of(&crate::support::aid("ag1"), &crate::support::sid("s2"))
                 .await
                 .unwrap()
                 .is_some(),
@@ -158,47 +215,76 @@ async fn memberships_gate_the_current_structure_and_deactivation_ends_sessions()
         // agent's, though the account stays active.
         assert!(
             store
-                .set_membership_active("ag1", "s2", false)
+                .set_membership_active(
+                    &crate::support::aid("ag1"),
+                    &crate::support::sid("s2"),
+                    false
+                )
                 .await
                 .unwrap(),
             "{b}"
         );
-        assert_eq!(store.agent_structures("ag1").await.unwrap(), ["s1"], "{b}");
+        assert_eq!(
+            store
+                .agent_structures(&crate::support::aid("ag1"))
+                .await
+                .unwrap(),
+            ["s1"],
+            "{b}"
+        );
         assert!(
             store
-                .active_structure_of("ag1", "s2")
+                .active_structure_of(&crate::support::aid("ag1"), &crate::support::sid("s2"))
                 .await
                 .unwrap()
                 .is_none(),
             "{b}"
         );
         assert!(
-            !store.set_current_structure("ag1", "s2").await.unwrap(),
+            !store
+                .set_current_structure(&crate::support::aid("ag1"), &crate::support::sid("s2"))
+                .await
+                .unwrap(),
             "{b}"
         );
-        let members = store.agents_of_structure("s2").await.unwrap();
+        let members = store
+            .agents_of_structure(&crate::support::sid("s2"))
+            .await
+            .unwrap();
         assert_eq!(members.len(), 1, "{b}");
         assert!(
             !members[0].active,
             "an ended membership shows inactive ({b})"
         );
         assert!(
-            store.find_agent("ag1").await.unwrap().unwrap().active,
+            store
+                .find_agent(&crate::support::aid("ag1"))
+                .await
+                .unwrap()
+                .unwrap()
+                .active,
             "{b}"
         );
         assert!(
             !store
-                .set_membership_active("ag1", "s9", false)
+                .set_membership_active(
+                    &crate::support::aid("ag1"),
+                    &crate::support::sid("s9"),
+                    false
+                )
                 .await
                 .unwrap(),
             "{b}"
         );
 
         // Adding it again restores it.
-        store.add_agent_structure("ag1", "s2").await.unwrap();
+        store
+            .add_agent_structure(&crate::support::aid("ag1"), &crate::support::sid("s2"))
+            .await
+            .unwrap();
         assert!(
             store
-                .active_structure_of("ag1", "s2")
+                .active_structure_of(&crate::support::aid("ag1"), &crate::support::sid("s2"))
                 .await
                 .unwrap()
                 .is_some(),
@@ -206,10 +292,13 @@ async fn memberships_gate_the_current_structure_and_deactivation_ends_sessions()
         );
 
         // An inactive structure is nobody's active structure.
-        store.add_agent_structure("ag1", "s3").await.unwrap();
+        store
+            .add_agent_structure(&crate::support::aid("ag1"), &crate::support::sid("s3"))
+            .await
+            .unwrap();
         assert!(
             store
-                .active_structure_of("ag1", "s3")
+                .active_structure_of(&crate::support::aid("ag1"), &crate::support::sid("s3"))
                 .await
                 .unwrap()
                 .is_none(),
@@ -219,7 +308,10 @@ async fn memberships_gate_the_current_structure_and_deactivation_ends_sessions()
         // Deactivating the account ends its sessions at once.
         session_of(&store, "t-ag1", "ag1").await;
         assert!(
-            store.set_agent_active("ag1", false, T0 + 5).await.unwrap(),
+            store
+                .set_agent_active(&crate::support::aid("ag1"), false, T0 + 5)
+                .await
+                .unwrap(),
             "{b}"
         );
         assert!(
@@ -231,21 +323,40 @@ async fn memberships_gate_the_current_structure_and_deactivation_ends_sessions()
             "{b}"
         );
         assert!(
-            !store.find_agent("ag1").await.unwrap().unwrap().active,
+            !store
+                .find_agent(&crate::support::aid("ag1"))
+                .await
+                .unwrap()
+                .unwrap()
+                .active,
             "{b}"
         );
-        let members = store.agents_of_structure("s1").await.unwrap();
+        let members = store
+            .agents_of_structure(&crate::support::sid("s1"))
+            .await
+            .unwrap();
         assert!(!members[0].active, "{b}");
         assert!(
-            !store.set_agent_active("nobody", false, T0).await.unwrap(),
+            !store
+                .set_agent_active(&crate::support::aid("nobody"), false, T0)
+                .await
+                .unwrap(),
             "{b}"
         );
         assert!(
-            store.set_agent_active("ag1", true, T0 + 7).await.unwrap(),
+            store
+                .set_agent_active(&crate::support::aid("ag1"), true, T0 + 7)
+                .await
+                .unwrap(),
             "{b}"
         );
         assert!(
-            store.find_agent("ag1").await.unwrap().unwrap().active,
+            store
+                .find_agent(&crate::support::aid("ag1"))
+                .await
+                .unwrap()
+                .unwrap()
+                .active,
             "{b}"
         );
     })
@@ -254,7 +365,7 @@ async fn memberships_gate_the_current_structure_and_deactivation_ends_sessions()
 
 fn device(agent_id: &str, wrapped: &[u8]) -> TotpRow {
     TotpRow {
-        agent_id: agent_id.into(),
+        agent_id: crate::support::aid(agent_id),
         kek_version: 1,
         wrapped_key: wrapped.to_vec(),
         sealed_secret: b"sealed-secret".to_vec(),
@@ -279,33 +390,71 @@ async fn a_totp_step_is_accepted_once_and_wrong_codes_lock_the_device() {
     each_store(|store| async move {
         let b = on(&store);
         agent_with_device(&store).await;
-        let d = store.find_totp("ag1").await.unwrap().unwrap();
+        let d = store
+            .find_totp(&crate::support::aid("ag1"))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!((d.last_step, d.failures, d.locked_until), (0, 0, 0), "{b}");
         assert_eq!(d.sealed_secret, b"sealed-secret", "{b}");
 
         // A step works once, and never an older one.
-        assert!(store.totp_accept("ag1", 100).await.unwrap(), "{b}");
         assert!(
-            !store.totp_accept("ag1", 100).await.unwrap(),
+            store
+                .totp_accept(&crate::support::aid("ag1"), 100)
+                .await
+                .unwrap(),
+            "{b}"
+        );
+        assert!(
+            !store
+                .totp_accept(&crate::support::aid("ag1"), 100)
+                .await
+                .unwrap(),
             "replay ({b})"
         );
-        assert!(!store.totp_accept("ag1", 99).await.unwrap(), "older ({b})");
-        assert!(store.totp_accept("ag1", 101).await.unwrap(), "{b}");
-        assert!(!store.totp_accept("nobody", 500).await.unwrap(), "{b}");
+        assert!(
+            !store
+                .totp_accept(&crate::support::aid("ag1"), 99)
+                .await
+                .unwrap(),
+            "older ({b})"
+        );
+        assert!(
+            store
+                .totp_accept(&crate::support::aid("ag1"), 101)
+                .await
+                .unwrap(),
+            "{b}"
+        );
+        assert!(
+            !store
+                .totp_accept(&crate::support::aid("nobody"), 500)
+                .await
+                .unwrap(),
+            "{b}"
+        );
 
         // Three claims, the third locks until T0 + 300.
         let lock = T0 + 300;
         for _ in 0..3 {
             assert!(
-                store.totp_claim_attempt("ag1", 3, lock, T0).await.unwrap(),
+                store
+                    .totp_claim_attempt(&crate::support::aid("ag1"), 3, lock, T0)
+                    .await
+                    .unwrap(),
                 "{b}"
             );
         }
-        let d = store.find_totp("ag1").await.unwrap().unwrap();
+        let d = store
+            .find_totp(&crate::support::aid("ag1"))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!((d.failures, d.locked_until), (3, lock), "{b}");
         assert!(
             !store
-                .totp_claim_attempt("ag1", 3, lock, T0 + 299)
+                .totp_claim_attempt(&crate::support::aid("ag1"), 3, lock, T0 + 299)
                 .await
                 .unwrap(),
             "{b}"
@@ -314,29 +463,39 @@ async fn a_totp_step_is_accepted_once_and_wrong_codes_lock_the_device() {
         // over the limit, locks again).
         assert!(
             store
-                .totp_claim_attempt("ag1", 3, T0 + 900, lock)
+                .totp_claim_attempt(&crate::support::aid("ag1"), 3, T0 + 900, lock)
                 .await
                 .unwrap(),
             "{b}"
         );
         assert!(
             !store
-                .totp_claim_attempt("ag1", 3, T0 + 900, lock)
+                .totp_claim_attempt(&crate::support::aid("ag1"), 3, T0 + 900, lock)
                 .await
                 .unwrap(),
             "{b}"
         );
         assert!(
             !store
-                .totp_claim_attempt("nobody", 3, lock, T0)
+                .totp_claim_attempt(&crate::support::aid("nobody"), 3, lock, T0)
                 .await
                 .unwrap(),
             "{b}"
         );
 
         // A good code clears the count and the lock.
-        assert!(store.totp_accept("ag1", 102).await.unwrap(), "{b}");
-        let d = store.find_totp("ag1").await.unwrap().unwrap();
+        assert!(
+            store
+                .totp_accept(&crate::support::aid("ag1"), 102)
+                .await
+                .unwrap(),
+            "{b}"
+        );
+        let d = store
+            .find_totp(&crate::support::aid("ag1"))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
             (d.last_step, d.failures, d.locked_until),
             (102, 0, 0),
@@ -345,7 +504,11 @@ async fn a_totp_step_is_accepted_once_and_wrong_codes_lock_the_device() {
 
         // Enrolling again starts the device afresh.
         store.upsert_totp(&device("ag1", b"key-2")).await.unwrap();
-        let d = store.find_totp("ag1").await.unwrap().unwrap();
+        let d = store
+            .find_totp(&crate::support::aid("ag1"))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
             (d.last_step, d.wrapped_key.as_slice()),
             (0, &b"key-2"[..]),
@@ -364,7 +527,7 @@ async fn parallel_wrong_codes_get_no_more_claims_than_the_limit() {
             let store = store.clone();
             async move {
                 store
-                    .totp_claim_attempt("ag1", 3, T0 + 300, T0)
+                    .totp_claim_attempt(&crate::support::aid("ag1"), 3, T0 + 300, T0)
                     .await
                     .unwrap()
             }
@@ -373,7 +536,12 @@ async fn parallel_wrong_codes_get_no_more_claims_than_the_limit() {
         assert_eq!(claims.iter().filter(|c| **c).count(), 3, "{b}: {claims:?}");
         let steps = at_once(6, |_| {
             let store = store.clone();
-            async move { store.totp_accept("ag1", 200).await.unwrap() }
+            async move {
+                store
+                    .totp_accept(&crate::support::aid("ag1"), 200)
+                    .await
+                    .unwrap()
+            }
         })
         .await;
         assert_eq!(steps.iter().filter(|s| **s).count(), 1, "{b}: {steps:?}");
@@ -396,19 +564,32 @@ async fn a_totp_key_is_rewrapped_only_from_its_current_kek_version() {
             .collect();
         assert_eq!(stale, ["ag1"], "{b}");
         assert!(
-            !store.rewrap_totp("ag1", 2, 2, b"other").await.unwrap(),
+            !store
+                .rewrap_totp(&crate::support::aid("ag1"), 2, 2, b"other")
+                .await
+                .unwrap(),
             "{b}"
         );
         assert!(
-            store.rewrap_totp("ag1", 1, 2, b"key-2").await.unwrap(),
+            store
+                .rewrap_totp(&crate::support::aid("ag1"), 1, 2, b"key-2")
+                .await
+                .unwrap(),
             "{b}"
         );
         assert!(
-            !store.rewrap_totp("ag1", 1, 2, b"again").await.unwrap(),
+            !store
+                .rewrap_totp(&crate::support::aid("ag1"), 1, 2, b"again")
+                .await
+                .unwrap(),
             "{b}"
         );
         assert!(store.totp_not_at(2).await.unwrap().is_empty(), "{b}");
-        let d = store.find_totp("ag1").await.unwrap().unwrap();
+        let d = store
+            .find_totp(&crate::support::aid("ag1"))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
             (d.kek_version, d.wrapped_key.as_slice()),
             (2, &b"key-2"[..]),

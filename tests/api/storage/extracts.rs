@@ -8,7 +8,7 @@ use super::{Decision, T0, assert_conflict, at_once, each_store, on, partner, res
 fn extract(id: &str, partner_id: &str, epsilon: Option<f64>, created_at: i64) -> ExtractRow {
     ExtractRow {
         id: crate::support::eid(id),
-        partner_id: partner_id.into(),
+        partner_id: crate::support::pid(partner_id),
         purpose: "p-stats".into(),
         kind: if epsilon.is_some() {
             "aggregate"
@@ -85,8 +85,22 @@ async fn an_approval_spends_the_partners_budget_at_most_once() {
             "no ε, no budget ({b})"
         );
         assert_eq!(approve("ghost").await, ApproveOutcome::NotRequested, "{b}");
-        assert_eq!(store.epsilon_spent("p1").await.unwrap(), 0.6, "{b}");
-        assert_eq!(store.epsilon_spent("p9").await.unwrap(), 0.0, "{b}");
+        assert_eq!(
+            store
+                .epsilon_spent(&crate::support::pid("p1"))
+                .await
+                .unwrap(),
+            0.6,
+            "{b}"
+        );
+        assert_eq!(
+            store
+                .epsilon_spent(&crate::support::pid("p9"))
+                .await
+                .unwrap(),
+            0.0,
+            "{b}"
+        );
 
         // A failed build gives its ε back.
         assert!(
@@ -125,7 +139,14 @@ async fn an_approval_spends_the_partners_budget_at_most_once() {
                 .await
                 .unwrap()
         );
-        assert_eq!(store.epsilon_spent("p1").await.unwrap(), 0.0, "{b}");
+        assert_eq!(
+            store
+                .epsilon_spent(&crate::support::pid("p1"))
+                .await
+                .unwrap(),
+            0.0,
+            "{b}"
+        );
         assert_eq!(approve("e2").await, ApproveOutcome::Approved, "{b}");
     })
     .await;
@@ -162,7 +183,14 @@ async fn concurrent_approvals_never_spend_past_the_budget() {
             )),
             "{b}: {outcomes:?}"
         );
-        assert_eq!(store.epsilon_spent("p1").await.unwrap(), 1.0, "{b}");
+        assert_eq!(
+            store
+                .epsilon_spent(&crate::support::pid("p1"))
+                .await
+                .unwrap(),
+            1.0,
+            "{b}"
+        );
     })
     .await;
 }
@@ -277,7 +305,10 @@ async fn an_extract_moves_only_from_the_state_it_is_in_and_expires_when_due() {
         );
 
         let ids = |rows: Vec<ExtractRow>| rows.into_iter().map(|e| e.id).collect::<Vec<_>>();
-        let mine = ids(store.extracts_of_partner("p1").await.unwrap());
+        let mine = ids(store
+            .extracts_of_partner(&crate::support::pid("p1"))
+            .await
+            .unwrap());
         assert_eq!(mine, ["e2", "e1"], "newest first ({b})");
         // Requests first, then the newest.
         assert_eq!(

@@ -24,10 +24,18 @@ async fn a_mandate_holds_one_live_authorisation_per_demarche_and_supersedes_the_
             .await
             .unwrap();
         assert_eq!(
-            store.find_mandate("m1").await.unwrap().unwrap().expires_at,
+            store
+                .find_mandate(&crate::support::mid("m1"))
+                .await
+                .unwrap()
+                .unwrap()
+                .expires_at,
             T0 + 1000
         );
-        let auths = store.mandate_authorisations("m1").await.unwrap();
+        let auths = store
+            .mandate_authorisations(&crate::support::mid("m1"))
+            .await
+            .unwrap();
         let listed: Vec<_> = auths.iter().map(|a| a.demarche.as_str()).collect();
         assert_eq!(listed, ["famille", "logement"], "by démarche ({b})");
         assert!(
@@ -58,7 +66,10 @@ async fn a_mandate_holds_one_live_authorisation_per_demarche_and_supersedes_the_
             .create_mandate(&m2, &demarches(&["logement"]), T0 + 10)
             .await
             .unwrap();
-        let old = store.mandate_authorisations("m1").await.unwrap();
+        let old = store
+            .mandate_authorisations(&crate::support::mid("m1"))
+            .await
+            .unwrap();
         assert_eq!(old[0].revoked_at, None, "famille stays ({b})");
         assert_eq!(old[1].revoked_at, Some(T0 + 10), "{b}");
         assert_eq!(old[1].revoked_by.as_deref(), Some("superseded"), "{b}");
@@ -66,10 +77,15 @@ async fn a_mandate_holds_one_live_authorisation_per_demarche_and_supersedes_the_
             let store = store.clone();
             async move {
                 store
-                    .live_authorisation("awa", "s1", demarche.parse().unwrap(), now)
+                    .live_authorisation(
+                        "awa",
+                        &crate::support::sid("s1"),
+                        demarche.parse().unwrap(),
+                        now,
+                    )
                     .await
                     .unwrap()
-                    .map(|a| a.mandate_id)
+                    .map(|a| a.mandate_id.into_string())
             }
         };
         assert_eq!(
@@ -90,13 +106,18 @@ async fn a_mandate_holds_one_live_authorisation_per_demarche_and_supersedes_the_
 
         // Revocation: one démarche, then the rest; never twice.
         let revoked = store
-            .revoke_authorisations("m1", Some("famille".parse().unwrap()), "awa", T0 + 30)
+            .revoke_authorisations(
+                &crate::support::mid("m1"),
+                Some("famille".parse().unwrap()),
+                "awa",
+                T0 + 30,
+            )
             .await
             .unwrap();
         assert_eq!(revoked, 1, "{b}");
         assert_eq!(
             store
-                .revoke_authorisations("m1", None, "awa", T0 + 31)
+                .revoke_authorisations(&crate::support::mid("m1"), None, "awa", T0 + 31)
                 .await
                 .unwrap(),
             0,
@@ -104,13 +125,16 @@ async fn a_mandate_holds_one_live_authorisation_per_demarche_and_supersedes_the_
         );
         assert_eq!(
             store
-                .revoke_authorisations("m2", None, "ag1", T0 + 32)
+                .revoke_authorisations(&crate::support::mid("m2"), None, "ag1", T0 + 32)
                 .await
                 .unwrap(),
             1,
             "{b}"
         );
-        let m2_auths = store.mandate_authorisations("m2").await.unwrap();
+        let m2_auths = store
+            .mandate_authorisations(&crate::support::mid("m2"))
+            .await
+            .unwrap();
         assert_eq!(m2_auths[0].revoked_by.as_deref(), Some("ag1"), "{b}");
         assert_eq!(live("logement", T0 + 40).await, None, "{b}");
     })
@@ -124,9 +148,9 @@ async fn drafts_round_trip_and_a_structure_sees_its_authorisations_by_expiry() {
         structure_with_aidant(&store).await;
         residents(&store, &["awa", "basile", "chloe"]).await;
         let draft = MandateDraftRow {
-            id: "d1".into(),
-            aidant_id: "ag1".into(),
-            structure_id: "s1".into(),
+            id: crate::support::did("d1"),
+            aidant_id: crate::support::aid("ag1"),
+            structure_id: crate::support::sid("s1"),
             demarches: crate::support::demarches("famille,logement"),
             duration_days: 31,
             renews: None,
@@ -136,17 +160,31 @@ async fn drafts_round_trip_and_a_structure_sees_its_authorisations_by_expiry() {
         };
         store.insert_mandate_draft(&draft).await.unwrap();
         assert_conflict(store.insert_mandate_draft(&draft).await, "same draft id");
-        store.set_draft_resident("d1", "awa").await.unwrap();
-        let found = store.find_mandate_draft("d1").await.unwrap().unwrap();
+        store
+            .set_draft_resident(&crate::support::did("d1"), "awa")
+            .await
+            .unwrap();
+        let found = store
+            .find_mandate_draft(&crate::support::did("d1"))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(found.resident_id.as_deref(), Some("awa"), "{b}");
         assert_eq!(
             crate::support::joined(&found.demarches),
             "famille,logement",
             "{b}"
         );
-        store.delete_mandate_draft("d1").await.unwrap();
+        store
+            .delete_mandate_draft(&crate::support::did("d1"))
+            .await
+            .unwrap();
         assert!(
-            store.find_mandate_draft("d1").await.unwrap().is_none(),
+            store
+                .find_mandate_draft(&crate::support::did("d1"))
+                .await
+                .unwrap()
+                .is_none(),
             "{b}"
         );
 
@@ -175,7 +213,7 @@ async fn drafts_round_trip_and_a_structure_sees_its_authorisations_by_expiry() {
             .await
             .unwrap();
         store
-            .revoke_authorisations("gone", None, "chloe", T0)
+            .revoke_authorisations(&crate::support::mid("gone"), None, "chloe", T0)
             .await
             .unwrap();
 
@@ -183,11 +221,11 @@ async fn drafts_round_trip_and_a_structure_sees_its_authorisations_by_expiry() {
             let store = store.clone();
             async move {
                 store
-                    .structure_authorisations("s1", now, until)
+                    .structure_authorisations(&crate::support::sid("s1"), now, until)
                     .await
                     .unwrap()
                     .into_iter()
-                    .map(|a| (a.mandate_id, a.demarche.to_string()))
+                    .map(|a| (a.mandate_id.into_string(), a.demarche.to_string()))
                     .collect::<Vec<_>>()
             }
         };
@@ -221,7 +259,7 @@ async fn ended_mandates_are_purged_unless_renewed_or_still_running() {
         let famille = demarches(&["famille"]);
         let make = |id: &'static str, resident: &'static str, expires_at, renews: Option<&str>| {
             let mut m = mandate(id, resident, T0, expires_at);
-            m.renews = renews.map(Into::into);
+            m.renews = renews.map(crate::support::mid);
             m
         };
         for m in [
@@ -235,18 +273,18 @@ async fn ended_mandates_are_purged_unless_renewed_or_still_running() {
             store.create_mandate(&m, &famille, T0).await.unwrap();
         }
         store
-            .revoke_authorisations("revoked", None, "chloe", T0 + 50)
+            .revoke_authorisations(&crate::support::mid("revoked"), None, "chloe", T0 + 50)
             .await
             .unwrap();
         // A draft renewing a mandate keeps it too.
         store
             .insert_mandate_draft(&MandateDraftRow {
-                id: "d1".into(),
-                aidant_id: "ag1".into(),
-                structure_id: "s1".into(),
+                id: crate::support::did("d1"),
+                aidant_id: crate::support::aid("ag1"),
+                structure_id: crate::support::sid("s1"),
                 demarches: crate::support::demarches("famille"),
                 duration_days: 31,
-                renews: Some("drafted".into()),
+                renews: Some(crate::support::mid("drafted")),
                 resident_id: None,
                 created_at: T0,
                 expires_at: T0 + 100_000,
@@ -258,17 +296,29 @@ async fn ended_mandates_are_purged_unless_renewed_or_still_running() {
         assert_eq!(purged, 2, "{b}");
         for gone in ["ended", "revoked"] {
             assert!(
-                store.find_mandate(gone).await.unwrap().is_none(),
+                store
+                    .find_mandate(&crate::support::mid(gone))
+                    .await
+                    .unwrap()
+                    .is_none(),
                 "{gone} ({b})"
             );
             assert!(
-                store.mandate_authorisations(gone).await.unwrap().is_empty(),
+                store
+                    .mandate_authorisations(&crate::support::mid(gone))
+                    .await
+                    .unwrap()
+                    .is_empty(),
                 "{b}"
             );
         }
         for kept in ["running", "renewed", "renewal", "drafted"] {
             assert!(
-                store.find_mandate(kept).await.unwrap().is_some(),
+                store
+                    .find_mandate(&crate::support::mid(kept))
+                    .await
+                    .unwrap()
+                    .is_some(),
                 "{kept} ({b})"
             );
         }
@@ -293,38 +343,47 @@ async fn a_draft_is_confirmed_once_with_its_renewal_in_one_transaction() {
             .await
             .unwrap();
         let draft = |id: &str| MandateDraftRow {
-            id: id.into(),
-            aidant_id: "ag1".into(),
-            structure_id: "s1".into(),
+            id: crate::support::did(id),
+            aidant_id: crate::support::aid("ag1"),
+            structure_id: crate::support::sid("s1"),
             demarches: crate::support::demarches("famille"),
             duration_days: 31,
-            renews: Some("old".into()),
+            renews: Some(crate::support::mid("old")),
             resident_id: Some("awa".into()),
             created_at: T0,
             expires_at: T0 + 600,
         };
         store.insert_mandate_draft(&draft("d1")).await.unwrap();
         let mut renewal = mandate("new", "awa", T0 + 10, T0 + 2000);
-        renewal.renews = Some("old".into());
+        renewal.renews = Some(crate::support::mid("old"));
 
         // A creation that fails (an unknown resident) leaves the draft and
         // the renewed mandate as they were.
         let mut stranger = renewal.clone();
-        stranger.id = "stranger".into();
+        stranger.id = crate::support::mid("stranger");
         stranger.resident_id = "nobody".into();
         assert_not_found(
             store
-                .create_mandate_from_draft(&stranger, &demarches(&["famille"]), "d1", T0 + 10)
+                .create_mandate_from_draft(
+                    &stranger,
+                    &demarches(&["famille"]),
+                    &crate::support::did("d1"),
+                    T0 + 10,
+                )
                 .await,
             "unknown resident",
         );
         assert!(
-            store.find_mandate_draft("d1").await.unwrap().is_some(),
+            store
+                .find_mandate_draft(&crate::support::did("d1"))
+                .await
+                .unwrap()
+                .is_some(),
             "{b}"
         );
         assert!(
             store
-                .mandate_authorisations("old")
+                .mandate_authorisations(&crate::support::mid("old"))
                 .await
                 .unwrap()
                 .iter()
@@ -333,16 +392,28 @@ async fn a_draft_is_confirmed_once_with_its_renewal_in_one_transaction() {
         );
 
         store
-            .create_mandate_from_draft(&renewal, &demarches(&["famille"]), "d1", T0 + 10)
+            .create_mandate_from_draft(
+                &renewal,
+                &demarches(&["famille"]),
+                &crate::support::did("d1"),
+                T0 + 10,
+            )
             .await
             .unwrap();
         assert!(
-            store.find_mandate_draft("d1").await.unwrap().is_none(),
+            store
+                .find_mandate_draft(&crate::support::did("d1"))
+                .await
+                .unwrap()
+                .is_none(),
             "{b}"
         );
         // Every démarche of the renewed mandate ended: `famille` taken over by
         // the new one, `logement` with it.
-        let old_auths = store.mandate_authorisations("old").await.unwrap();
+        let old_auths = store
+            .mandate_authorisations(&crate::support::mid("old"))
+            .await
+            .unwrap();
         assert_eq!(old_auths.len(), 2, "{b}");
         for a in &old_auths {
             assert_eq!(a.revoked_at, Some(T0 + 10), "{} ({b})", a.demarche);
@@ -352,16 +423,33 @@ async fn a_draft_is_confirmed_once_with_its_renewal_in_one_transaction() {
         // A second confirmation of the same draft finds nothing and makes
         // no second mandate.
         let mut again = renewal.clone();
-        again.id = "again".into();
+        again.id = crate::support::mid("again");
         assert_not_found(
             store
-                .create_mandate_from_draft(&again, &demarches(&["famille"]), "d1", T0 + 20)
+                .create_mandate_from_draft(
+                    &again,
+                    &demarches(&["famille"]),
+                    &crate::support::did("d1"),
+                    T0 + 20,
+                )
                 .await,
             "draft already confirmed",
         );
-        assert!(store.find_mandate("again").await.unwrap().is_none(), "{b}");
+        assert!(
+            store
+                .find_mandate(&crate::support::mid("again"))
+                .await
+                .unwrap()
+                .is_none(),
+            "{b}"
+        );
         let live = store
-            .live_authorisation("awa", "s1", "famille".parse().unwrap(), T0 + 30)
+            .live_authorisation(
+                "awa",
+                &crate::support::sid("s1"),
+                "famille".parse().unwrap(),
+                T0 + 30,
+            )
             .await
             .unwrap()
             .unwrap();

@@ -104,7 +104,7 @@ pub async fn residents(store: &DynStore, ids: &[&str]) {
 
 pub fn structure(id: &str, siret: &str, name: &str) -> StructureRow {
     StructureRow {
-        id: id.into(),
+        id: crate::support::sid(id),
         siret: siret.into(),
         name: name.into(),
         allowed_demarches: crate::support::demarches("famille,logement"),
@@ -114,10 +114,10 @@ pub fn structure(id: &str, siret: &str, name: &str) -> StructureRow {
 
 pub fn agent(id: &str, structure_id: Option<&str>) -> AgentRow {
     AgentRow {
-        id: id.into(),
+        id: crate::support::aid(id),
         role: coffre::domain::Role::Aidant,
         display_name: format!("Agent {id}"),
-        structure_id: structure_id.map(Into::into),
+        structure_id: structure_id.map(crate::support::sid),
         active: true,
         can_create_mandates: true,
     }
@@ -137,7 +137,7 @@ pub async fn structure_with_aidant(store: &DynStore) {
 
 pub fn partner(id: &str) -> PartnerRow {
     PartnerRow {
-        id: id.into(),
+        id: crate::support::pid(id),
         name: format!("Partner {id}"),
         client_id: format!("client-{id}"),
         client_secret_hash: "hash".into(),
@@ -149,10 +149,10 @@ pub fn partner(id: &str) -> PartnerRow {
 
 pub fn mandate(id: &str, resident: &str, created_at: i64, expires_at: i64) -> MandateRow {
     MandateRow {
-        id: id.into(),
+        id: crate::support::mid(id),
         resident_id: resident.into(),
-        structure_id: "s1".into(),
-        aidant_id: "ag1".into(),
+        structure_id: crate::support::sid("s1"),
+        aidant_id: crate::support::aid("ag1"),
         duration_days: 31,
         template_version: "v1".into(),
         renews: None,
@@ -187,8 +187,8 @@ pub fn record(id: &str, category: &str, version: i64, created_at: i64) -> Record
 pub fn notice(id: &str, partner_id: &str, kind: &str, created_at: i64) -> NotificationRow {
     NotificationRow {
         id: id.into(),
-        partner_id: partner_id.into(),
-        pseudonym: format!("ps-{id}"),
+        partner_id: crate::support::pid(partner_id),
+        pseudonym: crate::support::psd(&format!("ps-{id}")),
         kind: kind.parse().unwrap(),
         category: coffre::domain::category::Category::recorded("contact"),
         created_at,

@@ -18,19 +18,51 @@ async fn partners_round_trip_with_a_unique_client_id() {
         assert_conflict(store.insert_partner(&copy, T0).await, "same client id");
         assert_conflict(store.insert_partner(&partner("p1"), T0).await, "same id");
 
-        let found = store.find_partner("p1").await.unwrap().unwrap();
+        let found = store
+            .find_partner(&crate::support::pid("p1"))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(found.age_recipient.as_deref(), Some("age1xyz"), "{b}");
         assert_eq!(found.client_jwks, p1.client_jwks, "{b}");
         let by_client = store.find_partner_by_client_id("client-p1").await.unwrap();
-        assert_eq!(by_client.map(|p| p.id).as_deref(), Some("p1"), "{b}");
-        assert!(store.find_partner("p9").await.unwrap().is_none(), "{b}");
-
-        assert!(store.set_partner_active("p1", false).await.unwrap(), "{b}");
-        assert!(
-            !store.find_partner("p1").await.unwrap().unwrap().active,
+        assert_eq!(
+            by_client.map(|p| p.id.into_string()).as_deref(),
+            Some("p1"),
             "{b}"
         );
-        assert!(!store.set_partner_active("p9", false).await.unwrap(), "{b}");
+        assert!(
+            store
+                .find_partner(&crate::support::pid("p9"))
+                .await
+                .unwrap()
+                .is_none(),
+            "{b}"
+        );
+
+        assert!(
+            store
+                .set_partner_active(&crate::support::pid("p1"), false)
+                .await
+                .unwrap(),
+            "{b}"
+        );
+        assert!(
+            !store
+                .find_partner(&crate::support::pid("p1"))
+                .await
+                .unwrap()
+                .unwrap()
+                .active,
+            "{b}"
+        );
+        assert!(
+            !store
+                .set_partner_active(&crate::support::pid("p9"), false)
+                .await
+                .unwrap(),
+            "{b}"
+        );
     })
     .await;
 }
@@ -49,23 +81,37 @@ async fn pseudonyms_belong_to_one_partner_and_the_first_mapping_stays() {
             })
             .await
             .unwrap();
-        let pairs: Vec<(String, String)> =
-            ids.iter().map(|r| (format!("ps-{r}"), r.clone())).collect();
-        store.remember_pseudonyms("p1", &pairs).await.unwrap();
-        let last = store.resolve_pseudonym("p1", "ps-r1099").await.unwrap();
+        let pairs: Vec<(coffre::domain::Pseudonym, String)> = ids
+            .iter()
+            .map(|r| (crate::support::psd(&format!("ps-{r}")), r.clone()))
+            .collect();
+        store
+            .remember_pseudonyms(&crate::support::pid("p1"), &pairs)
+            .await
+            .unwrap();
+        let last = store
+            .resolve_pseudonym(&crate::support::pid("p1"), &crate::support::psd("ps-r1099"))
+            .await
+            .unwrap();
         assert_eq!(last.as_deref(), Some("r1099"), "{b}");
 
         // Remembering again, even for another resident, keeps the first.
         store
-            .remember_pseudonyms("p1", &[("ps-r0000".into(), "r0001".into())])
+            .remember_pseudonyms(
+                &crate::support::pid("p1"),
+                &[(crate::support::psd("ps-r0000"), "r0001".into())],
+            )
             .await
             .unwrap();
-        let first = store.resolve_pseudonym("p1", "ps-r0000").await.unwrap();
+        let first = store
+            .resolve_pseudonym(&crate::support::pid("p1"), &crate::support::psd("ps-r0000"))
+            .await
+            .unwrap();
         assert_eq!(first.as_deref(), Some("r0000"), "{b}");
         // Another partner's pseudonyms are not this one's.
         assert!(
             store
-                .resolve_pseudonym("p2", "ps-r0000")
+                .resolve_pseudonym(&crate::support::pid("p2"), &crate::support::psd("ps-r0000"))
                 .await
                 .unwrap()
                 .is_none(),
@@ -73,7 +119,7 @@ async fn pseudonyms_belong_to_one_partner_and_the_first_mapping_stays() {
         );
         assert!(
             store
-                .resolve_pseudonym("p1", "ps-none")
+                .resolve_pseudonym(&crate::support::pid("p1"), &crate::support::psd("ps-none"))
                 .await
                 .unwrap()
                 .is_none(),
@@ -81,7 +127,10 @@ async fn pseudonyms_belong_to_one_partner_and_the_first_mapping_stays() {
         );
         assert_conflict(
             store
-                .remember_pseudonyms("p1", &[("ps-ghost".into(), "ghost".into())])
+                .remember_pseudonyms(
+                    &crate::support::pid("p1"),
+                    &[(crate::support::psd("ps-ghost"), "ghost".into())],
+                )
                 .await,
             "unknown resident",
         );

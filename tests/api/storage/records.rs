@@ -190,7 +190,11 @@ async fn record_versions_current_history_and_a_page_of_residents() {
             "unknown resident",
         );
         assert!(
-            store.take_notifications("p1", T0).await.unwrap().is_empty(),
+            store
+                .take_notifications(&crate::support::pid("p1"), T0)
+                .await
+                .unwrap()
+                .is_empty(),
             "{b}"
         );
         store
@@ -198,7 +202,11 @@ async fn record_versions_current_history_and_a_page_of_residents() {
             .await
             .unwrap();
         assert_eq!(
-            store.take_notifications("p1", T0).await.unwrap().len(),
+            store
+                .take_notifications(&crate::support::pid("p1"), T0)
+                .await
+                .unwrap()
+                .len(),
             1,
             "{b}"
         );

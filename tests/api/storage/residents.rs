@@ -109,9 +109,9 @@ async fn awa_everywhere(store: &DynStore) {
         .unwrap();
     store
         .insert_mandate_draft(&MandateDraftRow {
-            id: "d1".into(),
-            aidant_id: "ag1".into(),
-            structure_id: "s1".into(),
+            id: crate::support::did("d1"),
+            aidant_id: crate::support::aid("ag1"),
+            structure_id: crate::support::sid("s1"),
             demarches: crate::support::demarches("famille"),
             duration_days: 31,
             renews: None,
@@ -195,8 +195,18 @@ async fn the_erasure_reaches_every_aggregate_in_one_transaction() {
         );
 
         // Mandate kept, every authorisation ended by the erasure.
-        assert!(store.find_mandate("m1").await.unwrap().is_some(), "{b}");
-        let auths = store.mandate_authorisations("m1").await.unwrap();
+        assert!(
+            store
+                .find_mandate(&crate::support::mid("m1"))
+                .await
+                .unwrap()
+                .is_some(),
+            "{b}"
+        );
+        let auths = store
+            .mandate_authorisations(&crate::support::mid("m1"))
+            .await
+            .unwrap();
         assert_eq!(auths.len(), 2, "{b}");
         for a in &auths {
             assert_eq!(a.revoked_at, Some(now), "{b}");
@@ -209,7 +219,11 @@ async fn the_erasure_reaches_every_aggregate_in_one_transaction() {
             "{b}"
         );
         assert!(
-            store.find_mandate_draft("d1").await.unwrap().is_none(),
+            store
+                .find_mandate_draft(&crate::support::did("d1"))
+                .await
+                .unwrap()
+                .is_none(),
             "{b}"
         );
         let next = store
@@ -219,7 +233,10 @@ async fn the_erasure_reaches_every_aggregate_in_one_transaction() {
         assert_eq!(next, ("awa-2".to_string(), true), "a fresh start ({b})");
 
         // The notice was written with it.
-        let notices = store.take_notifications("p1", now).await.unwrap();
+        let notices = store
+            .take_notifications(&crate::support::pid("p1"), now)
+            .await
+            .unwrap();
         assert_eq!(notices.len(), 1, "{b}");
         assert_eq!(notices[0].kind.as_str(), "erasure", "{b}");
 

@@ -36,7 +36,7 @@ async fn restriction_and_objections_round_trip_with_their_notices() {
         );
         assert_eq!(
             store
-                .take_notifications("partner-1", T0)
+                .take_notifications(&crate::support::pid("partner-1"), T0)
                 .await
                 .unwrap()
                 .len(),
@@ -297,7 +297,10 @@ async fn notifications_are_a_partners_own_oldest_first_and_marked_fetched_once()
             ])
             .await
             .unwrap();
-        let first = store.take_notifications("p1", T0 + 10).await.unwrap();
+        let first = store
+            .take_notifications(&crate::support::pid("p1"), T0 + 10)
+            .await
+            .unwrap();
         let seen: Vec<_> = first
             .iter()
             .map(|n| (n.id.as_str(), n.fetched_at))
@@ -306,13 +309,19 @@ async fn notifications_are_a_partners_own_oldest_first_and_marked_fetched_once()
         assert_eq!(first[0].pseudonym, "ps-n1", "{b}");
 
         // Taken again, they come back marked with the first fetch.
-        let again = store.take_notifications("p1", T0 + 20).await.unwrap();
+        let again = store
+            .take_notifications(&crate::support::pid("p1"), T0 + 20)
+            .await
+            .unwrap();
         let seen: Vec<_> = again
             .iter()
             .map(|n| (n.id.as_str(), n.fetched_at))
             .collect();
         assert_eq!(seen, [("n1", Some(T0 + 10)), ("n2", Some(T0 + 10))], "{b}");
-        let other = store.take_notifications("p2", T0 + 20).await.unwrap();
+        let other = store
+            .take_notifications(&crate::support::pid("p2"), T0 + 20)
+            .await
+            .unwrap();
         assert_eq!(other.len(), 1, "{b}");
 
         // A batch is written whole or not at all.
@@ -326,7 +335,11 @@ async fn notifications_are_a_partners_own_oldest_first_and_marked_fetched_once()
             "a notice id twice",
         );
         assert_eq!(
-            store.take_notifications("p1", T0 + 30).await.unwrap().len(),
+            store
+                .take_notifications(&crate::support::pid("p1"), T0 + 30)
+                .await
+                .unwrap()
+                .len(),
             2,
             "{b}"
         );
@@ -347,7 +360,7 @@ async fn new_notifications_are_delivered_past_a_full_page_of_old_ones() {
         store.insert_notifications(&old).await.unwrap();
         assert_eq!(
             store
-                .take_notifications("p1", T0 + 2000)
+                .take_notifications(&crate::support::pid("p1"), T0 + 2000)
                 .await
                 .unwrap()
                 .len(),
@@ -359,7 +372,10 @@ async fn new_notifications_are_delivered_past_a_full_page_of_old_ones() {
             .map(|i| notice(&format!("new-{i}"), "p1", "rectification", T0 + 3000 + i))
             .collect();
         store.insert_notifications(&new).await.unwrap();
-        let next = store.take_notifications("p1", T0 + 4000).await.unwrap();
+        let next = store
+            .take_notifications(&crate::support::pid("p1"), T0 + 4000)
+            .await
+            .unwrap();
         assert_eq!(next.len(), 1000, "{b}");
         let first: Vec<_> = next.iter().take(5).map(|n| n.id.as_str()).collect();
         assert_eq!(
@@ -373,7 +389,10 @@ async fn new_notifications_are_delivered_past_a_full_page_of_old_ones() {
             "{b}"
         );
         // Delivered now, they are marked; none is delivered as new twice.
-        let after = store.take_notifications("p1", T0 + 5000).await.unwrap();
+        let after = store
+            .take_notifications(&crate::support::pid("p1"), T0 + 5000)
+            .await
+            .unwrap();
         assert!(after.iter().all(|n| n.fetched_at.is_some()), "{b}");
         assert!(
             after

@@ -125,7 +125,7 @@ fn attempt(state: &str, created_at: i64, expires_at: i64) -> LoginAttemptRow {
         sealed: "sealed".into(),
         created_at,
         expires_at,
-        mandate_draft: Some("d1".into()),
+        mandate_draft: Some(crate::support::did("d1")),
     }
 }
 
@@ -139,7 +139,11 @@ async fn a_login_state_is_taken_once() {
             .unwrap();
         let taken = store.take_login_attempt("s1").await.unwrap().unwrap();
         assert_eq!(taken.browser_digest, "browser-s1", "{b}");
-        assert_eq!(taken.mandate_draft.as_deref(), Some("d1"), "{b}");
+        assert_eq!(
+            taken.mandate_draft.as_ref().map(|d| d.as_str()),
+            Some("d1"),
+            "{b}"
+        );
         assert_eq!((taken.created_at, taken.expires_at), (T0, T0 + 600), "{b}");
         assert!(
             store.take_login_attempt("s1").await.unwrap().is_none(),
@@ -222,9 +226,9 @@ async fn the_login_purge_takes_expired_attempts_drafts_and_jtis() {
         let b = on(&store);
         structure_with_aidant(&store).await;
         let draft = |id: &str, expires_at| MandateDraftRow {
-            id: id.into(),
-            aidant_id: "ag1".into(),
-            structure_id: "s1".into(),
+            id: crate::support::did(id),
+            aidant_id: crate::support::aid("ag1"),
+            structure_id: crate::support::sid("s1"),
             demarches: crate::support::demarches("famille"),
             duration_days: 31,
             renews: None,
@@ -263,11 +267,19 @@ async fn the_login_purge_takes_expired_attempts_drafts_and_jtis() {
             .unwrap();
         assert_eq!(purged, 3, "{b}");
         assert!(
-            store.find_mandate_draft("d-old").await.unwrap().is_none(),
+            store
+                .find_mandate_draft(&crate::support::did("d-old"))
+                .await
+                .unwrap()
+                .is_none(),
             "{b}"
         );
         assert!(
-            store.find_mandate_draft("d-live").await.unwrap().is_some(),
+            store
+                .find_mandate_draft(&crate::support::did("d-live"))
+                .await
+                .unwrap()
+                .is_some(),
             "{b}"
         );
         assert!(
