@@ -106,13 +106,37 @@ pub const PARTNERS: [DemoPartner; 2] = [
     },
 ];
 
+/// A data source of the demo (the built-in register's two), with its
+/// published client credentials.
+pub struct DemoSource {
+    pub id: &'static str,
+    pub name: &'static str,
+    pub client_id: &'static str,
+    pub client_secret: &'static str,
+}
+
+pub const SOURCES: [DemoSource; 2] = [
+    DemoSource {
+        id: "regie-eau",
+        name: "Régie des eaux de l'agglomération",
+        client_id: "src-demo-regie-eau",
+        client_secret: "demo-secret-regie-eau-not-for-production",
+    },
+    DemoSource {
+        id: "energie-locale",
+        name: "Énergie Locale (fournisseur d'électricité)",
+        client_id: "src-demo-energie-locale",
+        client_secret: "demo-secret-energie-locale-not-for-production",
+    },
+];
+
 /// One entry of `GET /dev/personas`.
 #[derive(Serialize, ToSchema)]
 pub struct PersonaView {
     pub id: String,
     pub role: Role,
     pub name: String,
-    /// Partners only: the OAuth2 client credentials of the demo.
+    /// Partners and sources only: the OAuth2 client credentials of the demo.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -139,7 +163,15 @@ pub fn personas() -> Vec<PersonaView> {
         client_secret: Some(p.client_secret.into()),
         age_identity: Some(p.age_identity.into()),
     });
-    people.chain(partners).collect()
+    let sources = SOURCES.iter().map(|s| PersonaView {
+        id: s.id.into(),
+        role: Role::Source,
+        name: s.name.into(),
+        client_id: Some(s.client_id.into()),
+        client_secret: Some(s.client_secret.into()),
+        age_identity: None,
+    });
+    people.chain(partners).chain(sources).collect()
 }
 
 /// A person one can log in as through `POST /dev/login` (partners use
@@ -197,7 +229,42 @@ pub async fn seed_if_empty(state: &AppState) -> AppResult<bool> {
     }
     seed_consents(state).await?;
     seed_mandates(state, now).await?;
+    seed_sources(state, now).await?;
     Ok(true)
+}
+
+/// The sources' side of the demo: the residents' pivot identities (their
+/// keyed digests, birthplace Toulouse) and Lucie linked to the electricity
+/// supplier.
+async fn seed_sources(state: &AppState, now: Timestamp) -> AppResult<()> {
+    use crate::domain::deposit::PivotIdentity;
+    let pivots = [
+        (RESIDENTS[0].id, "Diallo", "Awa", "1987-04-12", "female"),
+        (
+            RESIDENTS[1].id,
+            "Martin",
+            "Jean-Pierre",
+            "1946-11-02",
+            "male",
+        ),
+        (RESIDENTS[2].id, "Bernard", "Lucie", "1999-06-30", "female"),
+    ];
+    for (id, family, given, birthdate, gender) in pivots {
+        let pivot = PivotIdentity {
+            family_name: family.into(),
+            given_names: given.into(),
+            birthdate: birthdate.into(),
+            birthplace: "31555".into(),
+            birthcountry: "99100".into(),
+            gender: gender.into(),
+        };
+        crate::service::deposits::register_pivot(state, id, &pivot).await?;
+    }
+    // Lucie linked the electricity supplier; the deposits are the
+    // newcomer's to send (README, "Data sources"), by her handle or by a
+    // resident's pivot for the water utility.
+    crate::service::sources::link_for_demo(state, "energie-locale", RESIDENTS[2].id, now).await?;
+    Ok(())
 }
 
 /// The demo agents' TOTP secret (published: demo only). Any authenticator
@@ -327,6 +394,20 @@ pub async fn seed_directory(store: &dyn Store, now: Timestamp) -> StorageResult<
                     age_recipient: Some(p.age_recipient.into()),
                     active: true,
                     client_jwks: None,
+                },
+                now,
+            )
+            .await?;
+    }
+    for s in SOURCES {
+        store
+            .insert_source_client(
+                &crate::storage::SourceClientRow {
+                    id: s.id.into(),
+                    name: s.name.into(),
+                    client_id: s.client_id.into(),
+                    client_secret_hash: crate::crypto::sha256_hex(s.client_secret),
+                    active: true,
                 },
                 now,
             )

@@ -578,3 +578,34 @@ pub async fn revoke(
 pub async fn purge_expired_codes(state: &AppState, now: Timestamp) -> AppResult<u64> {
     Ok(state.store.purge_link_codes(now).await?)
 }
+
+/// The demo's link: as if the resident had given the source a code
+/// (`coffre serve --demo` only; recorded like an exchange). Returns the
+/// handle.
+pub(crate) async fn link_for_demo(
+    state: &AppState,
+    source_id: &str,
+    resident_id: &str,
+    now: Timestamp,
+) -> AppResult<String> {
+    let handle = handle_of(state, source_id, resident_id)?;
+    state
+        .audit
+        .record(
+            AuditRecord::new(
+                source_id,
+                Role::Source.as_str(),
+                "source.link.exchange",
+                now,
+            )
+            .resident(resident_id)
+            .purpose(format!("source:{source_id}"))
+            .allow("demo"),
+        )
+        .await?;
+    state
+        .store
+        .link_source(source_id, resident_id, &handle, now)
+        .await?;
+    Ok(handle)
+}

@@ -13,14 +13,14 @@ use crate::support::{TestApp, each_backend};
 const AWA: &str = "0b9a3c1e-5d6f-4a7b-8c9d-000000000001";
 const LUCIE: &str = "0b9a3c1e-5d6f-4a7b-8c9d-000000000003";
 
-/// Credentials for a source of the register, as `coffre source add` makes
-/// them.
-async fn register(app: &TestApp, id: &str) -> sources::SourceCredentials {
-    let operator = Caller::new("cli", Role::Admin, None);
-    sources::register_client(&app.state, &operator, id, "Test", app.clock.now())
-        .await
-        .unwrap()
-        .value
+/// Credentials for a source of the register: the demo's published ones
+/// (the demo registers both sources, as `coffre source add` would).
+async fn register(_app: &TestApp, id: &str) -> sources::SourceCredentials {
+    let s = coffre::demo::SOURCES.iter().find(|s| s.id == id).unwrap();
+    sources::SourceCredentials {
+        client_id: s.client_id.into(),
+        client_secret: s.client_secret.into(),
+    }
 }
 
 /// A source's access token, from the same token endpoint as partners'.
@@ -807,6 +807,32 @@ async fn revoking_with_erasure_removes_what_the_source_deposited_and_only_that()
         let code = app.as_user(&awa, Method::POST, "/api/v1/me/sources/energie-locale/links", None).await.json()["pairing_code"].as_str().unwrap().to_string();
         as_source(&app, &token, Method::POST, "/api/v1/source/links", serde_json::json!({"code": code})).await;
         assert_eq!(deposit_stream(&app, &token, d.to_string()).await[0]["status"], "accepted");
+    })
+    .await;
+}
+
+/// The demo lists both sources with their published credentials, and they
+/// work at the token endpoint.
+#[tokio::test]
+async fn the_demo_lists_its_sources_and_their_credentials_work() {
+    each_backend(|app| async move {
+        let personas = app.get("/dev/personas").await.json();
+        let sources: Vec<_> = personas
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["role"] == "source")
+            .collect();
+        assert_eq!(sources.len(), 2, "{personas}");
+        for s in sources {
+            let token = app
+                .partner_token(
+                    s["client_id"].as_str().unwrap(),
+                    s["client_secret"].as_str().unwrap(),
+                )
+                .await;
+            assert!(!token.is_empty());
+        }
     })
     .await;
 }
