@@ -135,6 +135,7 @@ pub fn router(state: AppState, pages: Router<AppState>) -> Router {
         .routes(routes!(extracts::reject))
         .routes(routes!(sources::my_sources))
         .routes(routes!(sources::start_pairing, sources::revoke))
+        .routes(routes!(sources::object, sources::lift_objection))
         .routes(routes!(sources::exchange))
         .routes(routes!(sources::deposits));
     if state.demo {

@@ -80,16 +80,22 @@ impl Partner {
 #[derive(Clone, Debug)]
 pub(crate) struct PartnerToken(TokenHolder);
 
+/// The bearer token of a request (`Authorization: Bearer …`), partners' and
+/// sources' alike.
+pub(crate) fn bearer(parts: &Parts) -> AppResult<&str> {
+    parts
+        .headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(AppError::Unauthenticated)
+}
+
 impl FromRequestParts<AppState> for PartnerToken {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> AppResult<Self> {
-        let token = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or(AppError::Unauthenticated)?;
+        let token = bearer(parts)?;
         Ok(PartnerToken(partners::verify_token(
             state,
             token,

@@ -4,7 +4,6 @@
 
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
-use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::response::Response;
 use serde::Deserialize;
@@ -26,12 +25,7 @@ impl FromRequestParts<AppState> for Source {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> AppResult<Self> {
         let Ok(RequestId(request_id)) = RequestId::from_request_parts(parts, state).await;
-        let token = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or(AppError::Unauthenticated)?;
+        let token = crate::http::partner::bearer(parts)?;
         Ok(Source(
             sources::verify_token(state, token, request_id, state.clock.now()).await?,
         ))
@@ -92,6 +86,34 @@ pub async fn revoke(
 ) -> AppResult<Response> {
     let erase = q.erase.unwrap_or(false);
     let done = sources::revoke(&state, &user.caller(&rid), &id, erase, state.clock.now()).await?;
+    Ok(with_entry(done.entry, StatusCode::NO_CONTENT))
+}
+
+/// Objects (art. 21) to a public-task source's deposits about me.
+#[utoipa::path(post, path = "/api/v1/me/sources/{id}/objection", tag = "resident",
+    responses((status = 204),
+              (status = 404, body = crate::error::ErrorBody),
+              (status = 422, description = "`objection_not_applicable`", body = crate::error::ErrorBody)))]
+pub async fn object(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    rid: RequestId,
+    Path(id): Path<String>,
+) -> AppResult<Response> {
+    let done = sources::object(&state, &user.caller(&rid), &id, state.clock.now()).await?;
+    Ok(with_entry(done.entry, StatusCode::NO_CONTENT))
+}
+
+/// Lifts my objection to a public-task source.
+#[utoipa::path(delete, path = "/api/v1/me/sources/{id}/objection", tag = "resident",
+    responses((status = 204), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn lift_objection(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    rid: RequestId,
+    Path(id): Path<String>,
+) -> AppResult<Response> {
+    let done = sources::lift_objection(&state, &user.caller(&rid), &id).await?;
     Ok(with_entry(done.entry, StatusCode::NO_CONTENT))
 }
 

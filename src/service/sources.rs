@@ -74,6 +74,9 @@ pub struct MySource {
     /// how many versions of my records it deposited (none: absent).
     pub first_deposit_at: Option<Timestamp>,
     pub deposits: u64,
+    /// A public-task source I objected to (art. 21): its deposits about me
+    /// are refused.
+    pub objected: bool,
 }
 
 fn source_of<'a>(state: &'a AppState, id: &str) -> AppResult<&'a Source> {
@@ -484,6 +487,7 @@ pub async fn my_sources(state: &AppState, caller: &Caller) -> AppResult<Audited<
     let entry = super::access::own_data(state, caller, "source.read", None).await?;
     let links = state.store.source_links_of(&caller.actor_id).await?;
     let deposited = state.store.deposited_versions(&caller.actor_id).await?;
+    let objections = state.store.objections_of(&caller.actor_id).await?;
     let out = state
         .sources
         .all()
@@ -516,6 +520,9 @@ pub async fn my_sources(state: &AppState, caller: &Caller) -> AppResult<Audited<
                     .map(|d| d.created_at)
                     .min(),
                 deposits: deposited.iter().filter(|d| d.source_id == s.id).count() as u64,
+                objected: objections
+                    .iter()
+                    .any(|(p, _)| p.strip_prefix("source:") == Some(s.id.as_str())),
             }
         })
         .collect();
@@ -608,4 +615,43 @@ pub(crate) async fn link_for_demo(
         .link_source(source_id, resident_id, &handle, now)
         .await?;
     Ok(handle)
+}
+
+/// The resident objects (GDPR art. 21) to a public-task source's deposits
+/// about them: from now on its lines about them are refused (`objection`).
+/// A source on the resident's authorisation is revoked instead.
+pub async fn object(
+    state: &AppState,
+    caller: &Caller,
+    source_id: &str,
+    now: Timestamp,
+) -> AppResult<Audited<()>> {
+    let source = source_of(state, source_id)?;
+    if source.basis != crate::domain::source::SourceBasis::PublicTask {
+        return Err(ErrorCode::ObjectionNotApplicable.into());
+    }
+    let entry = own_link_act(state, caller, "source.objection", source).await?;
+    state
+        .store
+        .add_objection(&caller.actor_id, &format!("source:{}", source.id), now)
+        .await?;
+    Ok(Audited::new(entry, ()))
+}
+
+/// Lifts an objection to a public-task source.
+pub async fn lift_objection(
+    state: &AppState,
+    caller: &Caller,
+    source_id: &str,
+) -> AppResult<Audited<()>> {
+    let source = source_of(state, source_id)?;
+    let entry = own_link_act(state, caller, "source.objection", source).await?;
+    if !state
+        .store
+        .remove_objection(&caller.actor_id, &format!("source:{}", source.id))
+        .await?
+    {
+        return Err(AppError::NotFound);
+    }
+    Ok(Audited::new(entry, ()))
 }

@@ -270,16 +270,7 @@ macro_rules! impl_source_store {
             .bind(source_id)
             .fetch_optional(&self.pool)
             .await?;
-            row.map(|(resident_id, kind, redirect_uri, expires_at)| {
-                let kind = $crate::storage::sources::link_code_kind(&kind)?;
-                Ok($crate::storage::TakenLinkCode {
-                    resident_id,
-                    kind,
-                    redirect_uri,
-                    expires_at,
-                })
-            })
-            .transpose()
+            row.map($crate::storage::sources::taken_link_code).transpose()
         }
 
         async fn peek_link_code(
@@ -295,16 +286,7 @@ macro_rules! impl_source_store {
             .bind(source_id)
             .fetch_optional(&self.pool)
             .await?;
-            row.map(|(resident_id, kind, redirect_uri, expires_at)| {
-                let kind = $crate::storage::sources::link_code_kind(&kind)?;
-                Ok($crate::storage::TakenLinkCode {
-                    resident_id,
-                    kind,
-                    redirect_uri,
-                    expires_at,
-                })
-            })
-            .transpose()
+            row.map($crate::storage::sources::taken_link_code).transpose()
         }
 
         async fn exchange_link_code(
@@ -455,6 +437,18 @@ macro_rules! impl_source_store {
     };
 }
 pub(crate) use impl_source_store;
+
+/// A code's row as read back (resident, kind, redirect URI, expiry).
+pub(crate) fn taken_link_code(
+    (resident_id, kind, redirect_uri, expires_at): (String, String, Option<String>, i64),
+) -> StorageResult<TakenLinkCode> {
+    Ok(TakenLinkCode {
+        resident_id,
+        kind: link_code_kind(&kind)?,
+        redirect_uri,
+        expires_at,
+    })
+}
 
 /// A stored code kind, or an integrity error (only this module writes it).
 pub(crate) fn link_code_kind(s: &str) -> StorageResult<LinkCodeKind> {

@@ -85,6 +85,7 @@ pub fn routes() -> Router<AppState> {
         .route("/moi/sources", get(sources::sources))
         .route("/moi/sources/{id}/code", post(sources::pairing_code))
         .route("/moi/sources/{id}/retrait", post(sources::revoke))
+        .route("/moi/sources/{id}/opposition", post(sources::objection))
         .route(
             "/moi/sources/{id}/autoriser",
             get(sources::authorise_page).post(sources::authorise),
@@ -512,6 +513,7 @@ pub fn local_path(p: &str) -> bool {
 /// What the previous action did, for the message at the top of the page.
 fn flash_text(code: &str, l: Lang) -> Option<&'static str> {
     Some(match code {
+        "opposition_source" => l.t("C'est enregistré.", "Recorded."),
         "source_retiree" => l.t(
             "L'autorisation est retirée : cette source ne peut plus rien déposer à votre sujet.",
             "The authorisation is revoked: this source can no longer deposit anything about you.",

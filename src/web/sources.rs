@@ -64,6 +64,16 @@ pub async fn sources(ctx: Ctx) -> PageResult {
                     }
                     "public_task" => {
                         p { (l.t("Cette source est un service public : elle vous reconnaît par votre identité, sans autorisation à donner. Vous pouvez vous opposer à ses dépôts.", "This source is a public service: it matches you by your identity, with no authorisation to give. You may object to its deposits.")) }
+                        form method="post" action={ "/moi/sources/" (s.id) "/opposition" } {
+                            (csrf(&user))
+                            @if s.objected {
+                                p { strong { (l.t("Vous vous êtes opposé(e) à ses dépôts.", "You objected to its deposits.")) } }
+                                input type="hidden" name="lift" value="yes";
+                                p { button { (l.t("Lever mon opposition", "Lift my objection")) } }
+                            } @else {
+                                p { button { (l.t("Je m'oppose à ses dépôts", "I object to its deposits")) } }
+                            }
+                        }
                     }
                     other => {
                         @if other == "revoked" { p { (l.t("Autorisation retirée.", "Authorisation revoked.")) } }
@@ -185,4 +195,18 @@ pub async fn authorise(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> PageRes
         p { a.button #continue href=(back) { (l.t("Retourner sur le site de ", "Back to the site of ")) (name) } }
     };
     Ok(ctx.page(l.t("Autorisation donnée", "Authorisation given"), body))
+}
+
+/// Objecting to a public-task source, or lifting the objection.
+pub async fn objection(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> PageResult {
+    let form = Form::parse(&body);
+    let user = ctx.form_user(RESIDENT, &form)?;
+    let caller = ctx.caller(&user);
+    let done = if form.get("lift") == Some("yes") {
+        crate::service::sources::lift_objection(&ctx.state, &caller, &id).await
+    } else {
+        crate::service::sources::object(&ctx.state, &caller, &id, ctx.state.clock.now()).await
+    };
+    done.map_err(|e| ctx.fail_at(e, "/moi/sources"))?;
+    Ok(ctx.done("/moi/sources", "opposition_source"))
 }

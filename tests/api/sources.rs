@@ -836,3 +836,33 @@ async fn the_demo_lists_its_sources_and_their_credentials_work() {
     })
     .await;
 }
+
+/// Art. 21: a resident objects to a public-task source's deposits; a source
+/// on the resident's authorisation is revoked instead.
+#[tokio::test]
+async fn an_objection_to_a_public_task_source_refuses_its_deposits_until_lifted() {
+    each_backend(|app| async move {
+        let token = source_token(&app, "regie-eau").await;
+        let awa = app.login(AWA).await;
+        app.as_user(&awa, Method::POST, "/api/v1/me/sources/energie-locale/objection", None)
+            .await
+            .assert_error(422, "objection_not_applicable");
+        let objected = app.as_user(&awa, Method::POST, "/api/v1/me/sources/regie-eau/objection", None).await;
+        assert_eq!(objected.status, 204, "{}", objected.text());
+        let mine = app.as_user(&awa, Method::GET, "/api/v1/me/sources", None).await;
+        let water = mine.json().as_array().unwrap().iter().find(|s| s["id"] == "regie-eau").unwrap().clone();
+        assert_eq!(water["objected"], true, "{water}");
+        // The demo registered Awa's pivot (born in Toulouse).
+        let line = |id: &str| {
+            serde_json::json!({"id": id, "pivot": {"family_name": "Diallo", "given_names": "Awa", "birthdate": "1987-04-12", "birthplace": "31555", "gender": "female"}, "category": "energy", "fields": {"heating": "gas"}, "observed_at": app.clock.now()})
+                .to_string()
+        };
+        let answers = deposit_stream(&app, &token, line("w-1")).await;
+        assert_eq!(answers[0]["code"], "objection", "{answers:?}");
+        let lifted = app.as_user(&awa, Method::DELETE, "/api/v1/me/sources/regie-eau/objection", None).await;
+        assert_eq!(lifted.status, 204, "{}", lifted.text());
+        let answers = deposit_stream(&app, &token, line("w-1")).await;
+        assert_eq!(answers[0]["status"], "accepted", "{answers:?}");
+    })
+    .await;
+}
