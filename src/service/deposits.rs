@@ -223,11 +223,27 @@ async fn deposit(
             Err(crate::storage::StorageError::Conflict(_)) => DepositOutcome::VersionTaken,
             other => other?,
         };
+        // A refusal found inside the transaction is recorded too, after
+        // the decision's allow: the log says both what was allowed and why
+        // nothing was stored.
+        let refused = |code| {
+            refuse(
+                state,
+                caller,
+                source,
+                Some(&resident_id),
+                Some(category),
+                code,
+                now,
+            )
+        };
         return match outcome {
             DepositOutcome::Accepted => Ok(Done::Accepted),
             DepositOutcome::Unchanged => Ok(Done::Unchanged),
-            DepositOutcome::SupersededByResident => Err(ErrorCode::ResidentCorrectionStands.into()),
-            DepositOutcome::NoResident => Err(ErrorCode::NoLink.into()),
+            DepositOutcome::SupersededByResident => {
+                Err(refused(ErrorCode::ResidentCorrectionStands).await)
+            }
+            DepositOutcome::NoResident => Err(refused(ErrorCode::NoLink).await),
             DepositOutcome::VersionTaken => continue,
         };
     }

@@ -727,6 +727,11 @@ async fn a_deposit_stream_answers_each_line_in_order_and_is_idempotent() {
         let stale = serde_json::json!({"id": "m-7", "handle": handle, "category": "energy", "fields": {"annual_kwh": 9999}, "observed_at": at + 120});
         let answers = deposit_stream(&app, &token, stale.to_string()).await;
         assert_eq!(answers[0]["code"], "resident_correction_stands", "{answers:?}");
+        let last = app.last_entry().await;
+        assert_eq!(
+            (last.action.as_str(), last.decision, last.reason.as_str()),
+            ("source.deposit", coffre::audit::Decision::Deny, "resident_correction_stands")
+        );
         let mine = app.as_user(&awa, Method::GET, "/api/v1/me/data/energy", None).await;
         assert!(mine.text().contains("1000") && !mine.text().contains("9999"), "{}", mine.text());
         // Revoked: the handle no longer deposits.
