@@ -128,6 +128,11 @@ pub const KEYS: &[(&str, Option<&str>, &str)] = &[
         "largest accepted request body in bytes",
     ),
     (
+        "max_deposit_bytes",
+        Some("1073741824"),
+        "largest accepted deposit stream (POST /api/v1/source/deposits) in bytes",
+    ),
+    (
         "shutdown_timeout_secs",
         Some("10"),
         "how long in-flight requests may drain at shutdown",
@@ -263,6 +268,9 @@ pub struct Config {
     pub log_format: LogFormat,
     pub log_filter: String,
     pub max_body_bytes: usize,
+    /// A data source's deposit stream is read a line at a time, so it may
+    /// be far larger than any other body.
+    pub max_deposit_bytes: usize,
     pub shutdown_timeout_secs: u64,
 }
 
@@ -423,6 +431,14 @@ impl Config {
         if max_body_bytes < 1024 {
             return Err(invalid("max_body_bytes", "must be at least 1024".into()));
         }
+        let max_deposit_bytes: usize = parse_number(get("max_deposit_bytes"), 1 << 30)
+            .map_err(|m| invalid("max_deposit_bytes", m))?;
+        if max_deposit_bytes < max_body_bytes {
+            return Err(invalid(
+                "max_deposit_bytes",
+                "must be at least max_body_bytes".into(),
+            ));
+        }
         let shutdown_timeout_secs: u64 = parse_number(get("shutdown_timeout_secs"), 10)
             .map_err(|m| invalid("shutdown_timeout_secs", m))?;
 
@@ -441,6 +457,7 @@ impl Config {
             log_format,
             log_filter,
             max_body_bytes,
+            max_deposit_bytes,
             shutdown_timeout_secs,
         })
     }

@@ -150,3 +150,35 @@ pub async fn sanitize_request_id(mut req: Request, next: Next) -> Response {
     }
     res
 }
+
+/// The path whose body is a data source's deposit stream.
+pub const DEPOSITS_PATH: &str = "/api/v1/source/deposits";
+
+/// Limits every request body: `max_body_bytes`, or `max_deposit_bytes` for
+/// a deposit stream (read a line at a time). A declared length over the
+/// limit is refused at once (413, before anything is read or written); a
+/// body without one is cut where it passes the limit.
+pub async fn body_limit(
+    axum::extract::State((max_body, max_deposit)): axum::extract::State<(usize, usize)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let limit = if req.uri().path() == DEPOSITS_PATH {
+        max_deposit
+    } else {
+        max_body
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return axum::response::IntoResponse::into_response(
+            crate::error::AppError::PayloadTooLarge,
+        );
+    }
+    let (parts, body) = req.into_parts();
+    let body = Body::new(http_body_util::Limited::new(body, limit));
+    next.run(Request::from_parts(parts, body)).await
+}

@@ -12,7 +12,6 @@ use axum::http::{HeaderName, StatusCode};
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::get;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -148,6 +147,7 @@ pub fn router(state: AppState, pages: Router<AppState>) -> Router {
     let openapi_json = std::sync::Arc::new(openapi);
 
     let max_body = state.config.max_body_bytes;
+    let max_deposit = state.config.max_deposit_bytes;
     let state_clock = state.clock.clone();
     let hsts = middleware::Hsts(state.config.is_https());
 
@@ -165,7 +165,10 @@ pub fn router(state: AppState, pages: Router<AppState>) -> Router {
         .with_state(state)
         .layer(DefaultBodyLimit::max(max_body))
         // Layers below wrap those above: the last one added sees requests first.
-        .layer(RequestBodyLimitLayer::new(max_body))
+        .layer(from_fn_with_state(
+            (max_body, max_deposit),
+            middleware::body_limit,
+        ))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(30),

@@ -871,3 +871,71 @@ async fn an_objection_to_a_public_task_source_refuses_its_deposits_until_lifted(
     })
     .await;
 }
+
+/// A deposit stream may pass `max_body_bytes` (it is read a line at a
+/// time); past `max_deposit_bytes` a declared length is refused before
+/// anything is read, and an undeclared one is cut, keeping the lines
+/// answered before the cut.
+#[tokio::test]
+async fn deposit_streams_have_their_own_limit() {
+    let setup = crate::support::Setup {
+        demo: true,
+        configure: Some(std::sync::Arc::new(|c: &mut coffre::Config| {
+            c.max_deposit_bytes = 3_000_000;
+        })),
+        ..Default::default()
+    };
+    crate::support::each_backend_setup(setup, |app| async move {
+        let token = source_token(&app, "energie-locale").await;
+        let bad = r#"{"id":"x"}"#;
+        // 2 MB of blank lines (skipped) around two lines: over the
+        // general 1 MiB limit, under the deposit one.
+        let padding = "\n".repeat(1_000_000);
+        let body = format!("{bad}\n{padding}{padding}{bad}\n");
+        let answers = deposit_stream(&app, &token, body).await;
+        assert_eq!(answers.len(), 3, "two answers and the summary");
+        assert_eq!(answers[2]["summary"]["rejected"], 2);
+        // Declared over the limit: 413, nothing read.
+        let res = app
+            .send(
+                Method::POST,
+                "/api/v1/source/deposits",
+                &[
+                    ("authorization", &format!("Bearer {token}")),
+                    ("content-type", "application/x-ndjson"),
+                    ("content-length", "3000001"),
+                ],
+                "x".repeat(3_000_001),
+            )
+            .await;
+        res.assert_error(413, "payload_too_large");
+        // Undeclared and over: cut; the line before the cut is answered,
+        // no summary follows (sent as a client streams it, in chunks).
+        let chunks: Vec<Result<String, std::io::Error>> = vec![
+            Ok(format!("{bad}\n")),
+            Ok("y".repeat(1_500_000)),
+            Ok("y".repeat(1_600_000)),
+        ];
+        let body = axum::body::Body::from_stream(futures_util::stream::iter(chunks));
+        let res = app
+            .send(
+                Method::POST,
+                "/api/v1/source/deposits",
+                &[
+                    ("authorization", &format!("Bearer {token}")),
+                    ("content-type", "application/x-ndjson"),
+                ],
+                body,
+            )
+            .await;
+        assert_eq!(res.status, 200);
+        let lines: Vec<serde_json::Value> = res
+            .text()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines[0]["line"], 1);
+    })
+    .await;
+}
