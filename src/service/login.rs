@@ -340,7 +340,36 @@ async fn resident_from_login(
     for (category, fields) in [("identity", identity), ("contact", contact)] {
         refresh_category(state, &resident_id, category, fields, request_id, now).await?;
     }
+    register_pivot(state, &resident_id, &login.claims).await;
     Ok(resident_id)
+}
+
+/// The resident's FranceConnect pivot identity, when the provider gave all
+/// of it, kept as its keyed digest only (for the public-task sources that
+/// match by pivot; the identity itself is in the vault). A pivot that
+/// cannot be one is left out and logged, never its value; a failure here
+/// does not fail the login.
+async fn register_pivot(state: &AppState, resident_id: &str, c: &IdentityClaims) {
+    let (Some(family_name), Some(given_names), Some(birthdate), Some(gender)) = (
+        c.family_name.clone(),
+        c.given_name.clone(),
+        c.birthdate.clone(),
+        c.gender.clone(),
+    ) else {
+        return;
+    };
+    let pivot = crate::domain::deposit::PivotIdentity {
+        family_name,
+        given_names,
+        birthdate,
+        birthplace: c.birthplace.clone().unwrap_or_default(),
+        birthcountry: c.birthcountry.clone().unwrap_or_else(|| "99100".into()),
+        gender,
+    };
+    if let Err(e) = super::deposits::register_pivot(state, resident_id, &pivot).await {
+        let (code, _) = e.code_and_status();
+        tracing::warn!(resident = %resident_id, code, "pivot identity not registered");
+    }
 }
 
 /// The provider's claims as vault fields: identity, and contact (e-mail).

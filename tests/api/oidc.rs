@@ -327,6 +327,28 @@ async fn a_resident_logs_in_is_created_once_gets_their_identity_and_logs_out() {
         assert_eq!(identity["current"]["fields"]["birthplace"], "16015");
         assert_eq!(identity["current"]["fields"]["birthcountry"], "99100");
         assert_eq!(identity["current"]["version"], 1);
+        // C11: her pivot identity is registered (its keyed digest only), so
+        // a public-task source can match her.
+        let pivot = coffre::domain::deposit::PivotIdentity {
+            family_name: "MARTIN".into(),
+            given_names: "alice".into(),
+            birthdate: "1950-03-02".into(),
+            birthplace: "16015".into(),
+            birthcountry: "99100".into(),
+            gender: "female".into(),
+        };
+        let digest = app
+            .keys
+            .current()
+            .pseudonym("pivot", pivot.canonical().unwrap().as_bytes());
+        assert_eq!(
+            app.store
+                .resident_by_pivot(&digest)
+                .await
+                .unwrap()
+                .as_deref(),
+            Some(alice.as_str())
+        );
         let contact: serde_json::Value = browser
             .get(&format!("{base}/api/v1/me/data/contact"))
             .await
