@@ -64,7 +64,9 @@ catalogue! {
     MethodNotAllowed = 405, "method_not_allowed", "Méthode non autorisée pour cette ressource.", "Method not allowed on this resource.";
     RequestTimeout = 408, "request_timeout", "La requête a pris trop de temps.", "The request took too long.";
     PayloadTooLarge = 413, "payload_too_large", "Le corps de la requête est trop volumineux.", "Request body too large.";
-    UnsupportedMediaType = 415, "unsupported_media_type", "Le corps doit être du JSON (Content-Type: application/json).", "Body must be JSON (Content-Type: application/json).";
+    /// The route's documented content type is the one to send
+    /// (`application/json`, or `application/x-ndjson` for deposits).
+    UnsupportedMediaType = 415, "unsupported_media_type", "Type de contenu non pris en charge : envoyez celui que la route documente.", "Unsupported content type: send the one the route documents.";
     RateLimited = 429, "rate_limited", "Trop de tentatives : réessayez plus tard.", "Too many attempts; retry later.";
     BadRequest = 400, "bad_request", "Requête invalide.", "Bad request.";
     InvalidJson = 400, "invalid_json", "JSON invalide.", "Malformed JSON.";
