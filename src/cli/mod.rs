@@ -23,6 +23,7 @@ use crate::{AppState, Clock};
 
 mod agents;
 mod audit;
+mod import;
 mod keys;
 mod partners;
 mod residents;
@@ -93,6 +94,17 @@ pub enum Command {
     /// Retention: delete what its retention period no longer justifies.
     #[command(subcommand)]
     Retention(RetentionCommand),
+    /// Deposit a file (NDJSON: one deposit a line, as the deposit stream
+    /// takes) as one of the agglomération's own sources; prints one answer
+    /// a line and a summary; safe to rerun.
+    Import {
+        /// The source's id in policies/sources.toml, e.g. regie-eau.
+        #[arg(long)]
+        source: String,
+        /// The NDJSON file.
+        #[arg(long, value_name = "FILE")]
+        file: std::path::PathBuf,
+    },
     /// Seed a deterministic synthetic territory into an empty database.
     Seed {
         /// How many residents.
@@ -259,6 +271,7 @@ pub async fn run(cli: Cli) -> Result<(), Fatal> {
             json,
         }) => agents::structure_add(&config, &siret, &name, &demarches, json).await,
         Command::Seed { residents, seed } => seed::seed_command(config, residents, seed).await,
+        Command::Import { source, file } => import::import_command(config, source, file).await,
         Command::Retention(RetentionCommand::Run { at }) => {
             retention::retention_run(config, at).await
         }

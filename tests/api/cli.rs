@@ -852,3 +852,87 @@ fn the_policies_folder_is_accepted_and_the_register_in_force_is_shown() {
     .unwrap();
     assert_one_clear_line(&out, "policies_dir");
 }
+
+/// C11: `coffre import` deposits a file as one of the agglomération's own
+/// sources through the deposit use case: one answer a line and a summary,
+/// the same refusals, safe to rerun; an unknown source is one clear line.
+#[test]
+fn import_deposits_a_file_line_by_line_and_reports_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let unlock = d.join("secret/unlock.key");
+    std::fs::create_dir_all(d.join("secret")).unwrap();
+    let env = [("COFFRE_UNLOCK_IDENTITY_FILE", unlock.to_str().unwrap())];
+    succeeded(
+        &coffre(d, &["keys", "init", "--generate-unlock-identity"], &env)
+            .output()
+            .unwrap(),
+    );
+    let pivot = r#"{"family_name":"Nobody","given_names":"Jo","birthdate":"1970-01-01","birthplace":"31555","gender":"male"}"#;
+    let file = d.join("releves.ndjson");
+    std::fs::write(
+        &file,
+        format!(
+            "{{\"id\":\"c-1\",\"pivot\":{pivot},\"category\":\"energy\",\"fields\":{{\"heating\":\"gas\"}},\"observed_at\":1}}\n\
+             not json\n\
+             \n\
+             {{\"id\":\"c-2\",\"pivot\":{pivot},\"category\":\"income\",\"fields\":{{\"x\":1}},\"observed_at\":1}}\n"
+        ),
+    )
+    .unwrap();
+    let run = || {
+        coffre(
+            d,
+            &[
+                "import",
+                "--source",
+                "regie-eau",
+                "--file",
+                file.to_str().unwrap(),
+            ],
+            &env,
+        )
+        .output()
+        .unwrap()
+    };
+    for _ in 0..2 {
+        let out = run();
+        succeeded(&out);
+        let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let codes: Vec<_> = lines[..3]
+            .iter()
+            .map(|l| {
+                (
+                    l["line"].as_u64().unwrap(),
+                    l["code"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            codes,
+            [
+                (1, "unknown_pivot".to_string()),
+                (2, "invalid_json".to_string()),
+                (4, "category_not_deposited".to_string())
+            ]
+        );
+        assert_eq!(lines[3]["summary"]["rejected"], 3);
+    }
+    let out = coffre(
+        d,
+        &[
+            "import",
+            "--source",
+            "ghost",
+            "--file",
+            file.to_str().unwrap(),
+        ],
+        &env,
+    )
+    .output()
+    .unwrap();
+    assert_one_clear_line(&out, "not in sources.toml");
+}
