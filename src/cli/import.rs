@@ -76,7 +76,7 @@ pub(super) async fn import_command(
         if let Err(e) = written {
             break Err(e);
         }
-        if progress && n % 1000 == 0 {
+        if progress && n.is_multiple_of(1000) {
             let rate = n as f64 / started.elapsed().as_secs_f64().max(0.001);
             eprint!("\r{n} lines, {rate:.0}/s");
         }
