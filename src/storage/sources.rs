@@ -57,7 +57,7 @@ impl LinkCodeKind {
     }
 }
 
-/// A one-time code, as taken (consumed) by a source.
+/// A one-time code as stored, read by the exchange before it consumes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TakenLinkCode {
     pub resident_id: String,
@@ -92,14 +92,6 @@ pub trait SourceStore: Send + Sync {
         now: Timestamp,
         expires_at: Timestamp,
     ) -> StorageResult<bool>;
-    /// Consumes a code of this source, whatever its expiry (an expired code
-    /// is gone once tried): one statement, so two exchanges of one code
-    /// cannot both get it. `None` if there is no such code for this source.
-    async fn take_link_code(
-        &self,
-        code_digest: &str,
-        source_id: &str,
-    ) -> StorageResult<Option<TakenLinkCode>>;
     /// A code of this source, without consuming it (the exchange decides
     /// and records before it consumes).
     async fn peek_link_code(
@@ -154,6 +146,23 @@ pub trait SourceStore: Send + Sync {
 
 pub(crate) const LINK_COLUMNS: &str =
     "source_id, resident_id, handle, created_at, revoked_at, last_deposit_at";
+
+/// Makes or renews an active resident's link (a revoked one stands again,
+/// with the same handle); the resident row share-locked on PostgreSQL, so
+/// no link outlives a concurrent erasure. Binds: source, resident, handle,
+/// now.
+macro_rules! link_upsert_sql {
+    ($for_share:literal) => {
+        concat!(
+            "INSERT INTO source_links (source_id, resident_id, handle, created_at) \
+             SELECT $1, $2, $3, $4 WHERE EXISTS \
+               (SELECT 1 FROM residents WHERE id = $2 AND status = 'active'",
+            $for_share,
+            ") ON CONFLICT (source_id, resident_id) DO UPDATE SET revoked_at = NULL, created_at = excluded.created_at",
+        )
+    };
+}
+pub(crate) use link_upsert_sql;
 
 /// `impl SourceStore` for a backend (see `storage::impl_store!`).
 macro_rules! impl_source_store {
@@ -257,22 +266,6 @@ macro_rules! impl_source_store {
             Ok(done.rows_affected() == 1)
         }
 
-        async fn take_link_code(
-            &self,
-            code_digest: &str,
-            source_id: &str,
-        ) -> $crate::storage::StorageResult<Option<$crate::storage::TakenLinkCode>> {
-            let row: Option<(String, String, Option<String>, i64)> = sqlx::query_as(
-                "DELETE FROM source_link_codes WHERE code_digest = $1 AND source_id = $2 \
-                 RETURNING resident_id, kind, redirect_uri, expires_at",
-            )
-            .bind(code_digest)
-            .bind(source_id)
-            .fetch_optional(&self.pool)
-            .await?;
-            row.map($crate::storage::sources::taken_link_code).transpose()
-        }
-
         async fn peek_link_code(
             &self,
             code_digest: &str,
@@ -313,12 +306,7 @@ macro_rules! impl_source_store {
                 tx.commit().await?;
                 return Ok(false);
             }
-            let linked = sqlx::query(concat!(
-                "INSERT INTO source_links (source_id, resident_id, handle, created_at) \
-                 SELECT $1, $2, $3, $4 WHERE EXISTS \
-                   (SELECT 1 FROM residents WHERE id = $2 AND status = 'active'", $for_share, ") \
-                 ON CONFLICT (source_id, resident_id) DO UPDATE SET revoked_at = NULL, created_at = excluded.created_at",
-            ))
+            let linked = sqlx::query($crate::storage::sources::link_upsert_sql!($for_share))
             .bind(source_id)
             .bind(resident_id)
             .bind(handle)
@@ -336,12 +324,7 @@ macro_rules! impl_source_store {
             handle: &str,
             now: $crate::domain::Timestamp,
         ) -> $crate::storage::StorageResult<bool> {
-            let done = sqlx::query(concat!(
-                "INSERT INTO source_links (source_id, resident_id, handle, created_at) \
-                 SELECT $1, $2, $3, $4 WHERE EXISTS \
-                   (SELECT 1 FROM residents WHERE id = $2 AND status = 'active'", $for_share, ") \
-                 ON CONFLICT (source_id, resident_id) DO UPDATE SET revoked_at = NULL, created_at = excluded.created_at",
-            ))
+            let done = sqlx::query($crate::storage::sources::link_upsert_sql!($for_share))
             .bind(source_id)
             .bind(resident_id)
             .bind(handle)

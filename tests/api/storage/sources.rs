@@ -85,26 +85,40 @@ async fn a_link_code_is_taken_once_by_its_own_source_only() {
                 .unwrap(),
             "{b}"
         );
-        // Another source cannot take it, and trying does not consume it.
+        // Another source does not see it; its own does, without consuming it.
         assert!(
-            store.take_link_code("d1", "s2").await.unwrap().is_none(),
+            store.peek_link_code("d1", "s2").await.unwrap().is_none(),
+            "{b}"
+        );
+        let seen = store.peek_link_code("d1", "s1").await.unwrap().unwrap();
+        assert_eq!(seen.resident_id, "r1");
+        assert_eq!(seen.kind, LinkCodeKind::Authorisation);
+        assert_eq!(seen.redirect_uri.as_deref(), Some("https://a.example/r"));
+        assert_eq!(seen.expires_at, T0 + 900);
+        // Another source cannot exchange it.
+        assert!(
+            !store
+                .exchange_link_code("d1", "s2", "r1", "h1", T0)
+                .await
+                .unwrap(),
             "{b}"
         );
         // Eight concurrent exchanges: exactly one gets the code.
         let got = at_once(8, |_| {
             let store = store.clone();
-            async move { store.take_link_code("d1", "s1").await.unwrap() }
+            async move {
+                store
+                    .exchange_link_code("d1", "s1", "r1", "h1", T0)
+                    .await
+                    .unwrap()
+            }
         })
         .await;
-        let taken: Vec<_> = got.into_iter().flatten().collect();
-        assert_eq!(taken.len(), 1, "{b}");
-        assert_eq!(taken[0].resident_id, "r1");
-        assert_eq!(taken[0].kind, LinkCodeKind::Authorisation);
-        assert_eq!(
-            taken[0].redirect_uri.as_deref(),
-            Some("https://a.example/r")
+        assert_eq!(got.iter().filter(|won| **won).count(), 1, "{b}");
+        assert!(
+            store.peek_link_code("d1", "s1").await.unwrap().is_none(),
+            "{b}"
         );
-        assert_eq!(taken[0].expires_at, T0 + 900);
         // No code for an unknown resident.
         assert!(
             !store
@@ -200,7 +214,7 @@ async fn a_link_is_revoked_and_made_again_with_the_same_handle_and_erasure_ends_
         );
         assert!(store.source_links_of("r1").await.unwrap().is_empty(), "{b}");
         assert!(
-            store.take_link_code("d1", "s1").await.unwrap().is_none(),
+            store.peek_link_code("d3", "s1").await.unwrap().is_none(),
             "{b}"
         );
     })
