@@ -151,6 +151,9 @@ async fn deposit(
         Ok(r) => r,
         Err(code) => return Err(no(code).await),
     };
+    // A first look, so a line the resident's choices refuse is recorded as
+    // a denial without an allow before it; `record_deposit` checks again in
+    // its transaction (a choice that commits in between wins).
     let about = format!("source:{}", source.id);
     let (restricted, objected) = state.store.rights_state(&resident_id, Some(&about)).await?;
     let refusal = if restricted {
@@ -204,50 +207,61 @@ async fn deposit(
     {
         return Ok(Done::Unchanged);
     }
+    // A refusal found inside the storage transaction is recorded too,
+    // after the decision's allow: the log says both what was allowed and
+    // why nothing was stored.
+    let refused = |code| {
+        refuse(
+            state,
+            caller,
+            source,
+            Some(&resident_id),
+            Some(category),
+            code,
+            now,
+        )
+    };
+    // Gone since it was resolved: the answer `resolve` gives for no one.
+    let no_subject = match source.matching {
+        Matching::Link => ErrorCode::NoLink,
+        Matching::Pivot => ErrorCode::UnknownPivot,
+    };
     // Sealed for the next version; sealed again once if another version
     // took the number meanwhile.
     for _ in 0..2 {
-        let record = vault
+        let record = match vault
             .seal_next_version(&resident_id, &cat, &fields, now)
             .await
-            .map_err(AppError::from)?;
+        {
+            Ok(r) => r,
+            Err(super::vault::VaultError::NoSuchResident) => return Err(refused(no_subject).await),
+            Err(e) => return Err(e.into()),
+        };
         let row = DepositRow {
             source_id: source.id.clone(),
             source_record_id: d.id.clone(),
             resident_id: resident_id.clone(),
             content_digest: content_digest.clone(),
             observed_at: d.observed_at,
+            via_link: source.matching == Matching::Link,
             record,
         };
         let outcome = match state.store.record_deposit(&row, now).await {
             Err(crate::storage::StorageError::Conflict(_)) => DepositOutcome::VersionTaken,
             other => other?,
         };
-        // A refusal found inside the transaction is recorded too, after
-        // the decision's allow: the log says both what was allowed and why
-        // nothing was stored.
-        let refused = |code| {
-            refuse(
-                state,
-                caller,
-                source,
-                Some(&resident_id),
-                Some(category),
-                code,
-                now,
-            )
-        };
-        return match outcome {
-            DepositOutcome::Accepted => Ok(Done::Accepted),
-            DepositOutcome::Unchanged => Ok(Done::Unchanged),
-            DepositOutcome::SupersededByResident => {
-                Err(refused(ErrorCode::ResidentCorrectionStands).await)
-            }
-            DepositOutcome::NoResident => Err(refused(ErrorCode::NoLink).await),
+        let code = match outcome {
+            DepositOutcome::Accepted => return Ok(Done::Accepted),
+            DepositOutcome::Unchanged => return Ok(Done::Unchanged),
             DepositOutcome::VersionTaken => continue,
+            DepositOutcome::SupersededByResident => ErrorCode::ResidentCorrectionStands,
+            DepositOutcome::NoResident | DepositOutcome::NoLink => no_subject,
+            DepositOutcome::Restricted => ErrorCode::ProcessingRestricted,
+            DepositOutcome::Objected => ErrorCode::Objection,
         };
+        return Err(refused(code).await);
     }
-    Err(ErrorCode::ConcurrentUpdate.into())
+    Err(refused(ErrorCode::ConcurrentUpdate).await)
 }
 
 /// The resident a line is about, or the refusal's code: a standing link's

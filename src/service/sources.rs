@@ -645,7 +645,7 @@ pub async fn lift_objection(
     source_id: &str,
 ) -> AppResult<Audited<()>> {
     let source = source_of(state, source_id)?;
-    let entry = own_link_act(state, caller, "source.objection", source).await?;
+    let entry = own_link_act(state, caller, "source.objection.lift", source).await?;
     if !state
         .store
         .remove_objection(&caller.actor_id, &format!("source:{}", source.id))

@@ -20,6 +20,10 @@ pub struct DepositRow {
     /// `observed_at`: equal digests are the same content.
     pub content_digest: String,
     pub observed_at: Timestamp,
+    /// The resident was named by a link's handle: the link must still
+    /// stand when the deposit is stored (a revocation that committed first
+    /// wins).
+    pub via_link: bool,
     pub record: RecordRow,
 }
 
@@ -38,6 +42,12 @@ pub enum DepositOutcome {
     VersionTaken,
     /// The resident is not active (erased meanwhile).
     NoResident,
+    /// The link the handle named was revoked meanwhile.
+    NoLink,
+    /// The resident restricted processing (art. 18) meanwhile.
+    Restricted,
+    /// The resident objected to this source (art. 21) meanwhile.
+    Objected,
 }
 
 /// A deposited version of a resident's record and where it came from.
@@ -62,10 +72,13 @@ pub trait DepositStore: Send + Sync {
         source_id: &str,
         source_record_id: &str,
     ) -> StorageResult<Option<String>>;
-    /// Stores a deposit in one transaction whose first statement takes the
-    /// write lock: the idempotency check, the resident's own correction
-    /// check, the record version, the idempotency row and the link's last
-    /// deposit time — all or nothing.
+    /// Stores a deposit in one transaction that holds the write lock
+    /// (SQLite) or locks the link and the resident's row (PostgreSQL): the
+    /// idempotency check, the link still standing, the resident still
+    /// active, unrestricted and not objecting, the resident's own
+    /// correction check, the record version and the idempotency row — all
+    /// checked and written in the same unit, so a revocation, restriction,
+    /// objection or erasure that commits first wins.
     async fn record_deposit(&self, d: &DepositRow, now: Timestamp)
     -> StorageResult<DepositOutcome>;
     /// Erases what a source deposited about a resident (every version it
@@ -82,7 +95,7 @@ pub trait DepositStore: Send + Sync {
 
 /// `impl DepositStore` for a backend (see `storage::impl_store!`).
 macro_rules! impl_deposit_store {
-    ($store:ty, $backend:expr) => {
+    ($store:ty, $backend:expr, $for_share:literal) => {
     #[async_trait::async_trait]
     impl $crate::storage::DepositStore for $store {
         async fn deposited_versions(
@@ -135,36 +148,66 @@ macro_rules! impl_deposit_store {
             .bind(&d.source_record_id)
             .fetch_optional(&mut *tx)
             .await?;
+            // Every answer but `Accepted` rolls back: nothing of a refused
+            // deposit stays (not even the link's last deposit time).
             if previous.as_deref() == Some(d.content_digest.as_str()) {
-                tx.commit().await?;
+                tx.rollback().await?;
                 return Ok(O::Unchanged);
             }
-            let active: Option<String> = sqlx::query_scalar(
-                "SELECT id FROM residents WHERE id = $1 AND status = 'active'",
-            )
+            if d.via_link {
+                // The link row's write lock orders this deposit with a
+                // revocation on PostgreSQL (SQLite holds the database's).
+                let standing = sqlx::query(
+                    "UPDATE source_links SET last_deposit_at = $3 \
+                     WHERE source_id = $1 AND resident_id = $2 AND revoked_at IS NULL",
+                )
+                .bind(&d.source_id)
+                .bind(&d.resident_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                if standing.rows_affected() != 1 {
+                tx.rollback().await?;
+                    return Ok(O::NoLink);
+                }
+            }
+            let facts: Option<(Option<i64>, i64)> = sqlx::query_as(concat!(
+                "SELECT r.restricted_at, \
+                   (SELECT COUNT(*) FROM objections o WHERE o.resident_id = r.id AND o.purpose = $2) \
+                 FROM residents r WHERE r.id = $1 AND r.status = 'active'",
+                $for_share,
+            ))
             .bind(&d.resident_id)
+            .bind(format!("source:{}", d.source_id))
             .fetch_optional(&mut *tx)
             .await?;
-            if active.is_none() {
-                tx.commit().await?;
-                return Ok(O::NoResident);
+            let outcome = match facts {
+                None => Some(O::NoResident),
+                Some((Some(_), _)) => Some(O::Restricted),
+                Some((None, n)) if n > 0 => Some(O::Objected),
+                Some(_) => None,
+            };
+            if let Some(o) = outcome {
+                tx.rollback().await?;
+                return Ok(o);
             }
-            let latest: Option<(i64, Option<String>, i64)> = sqlx::query_as(
-                "SELECT version, origin, created_at FROM personal_records \
-                 WHERE resident_id = $1 AND category = $2 ORDER BY version DESC LIMIT 1",
+            // The resident's own latest writing (no origin: theirs or an
+            // aidant's), whatever sources deposited since: it stands against
+            // an older observation.
+            let (latest, own): (Option<i64>, Option<i64>) = sqlx::query_as(
+                "SELECT MAX(version), MAX(CASE WHEN origin IS NULL THEN created_at END) \
+                 FROM personal_records WHERE resident_id = $1 AND category = $2",
             )
             .bind(&d.resident_id)
             .bind(&d.record.category)
-            .fetch_optional(&mut *tx)
+            .fetch_one(&mut *tx)
             .await?;
-            if let Some((_, None, written_at)) = &latest
-                && *written_at > d.observed_at
-            {
-                tx.commit().await?;
+            if own.is_some_and(|written_at| written_at > d.observed_at) {
+                tx.rollback().await?;
                 return Ok(O::SupersededByResident);
             }
-            if latest.as_ref().map_or(0, |(v, _, _)| *v) + 1 != d.record.version {
-                tx.commit().await?;
+            if latest.unwrap_or(0) + 1 != d.record.version {
+                tx.rollback().await?;
                 return Ok(O::VersionTaken);
             }
             sqlx::query(
@@ -198,14 +241,6 @@ macro_rules! impl_deposit_store {
             .bind(&d.record.category)
             .bind(&d.content_digest)
             .bind(&d.record.id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "UPDATE source_links SET last_deposit_at = $3 WHERE source_id = $1 AND resident_id = $2",
-            )
-            .bind(&d.source_id)
-            .bind(&d.resident_id)
             .bind(now)
             .execute(&mut *tx)
             .await?;

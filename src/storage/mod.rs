@@ -224,7 +224,7 @@ macro_rules! impl_store {
         $crate::storage::agents::impl_agent_store!($store);
         $crate::storage::partners::impl_partner_store!($store, $db);
         $crate::storage::sources::impl_source_store!($store, $for_share);
-        $crate::storage::deposits::impl_deposit_store!($store, $backend);
+        $crate::storage::deposits::impl_deposit_store!($store, $backend, $for_share);
         $crate::storage::sessions::impl_session_store!($store);
         $crate::storage::consents::impl_consent_store!($store);
         $crate::storage::mandates::impl_mandate_store!($store, $db, $for_share);

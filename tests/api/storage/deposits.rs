@@ -13,6 +13,7 @@ fn deposit(source_record_id: &str, digest: &str, version: i64, observed_at: i64)
         resident_id: "r1".into(),
         content_digest: digest.into(),
         observed_at,
+        via_link: true,
         record: record(
             &format!("rec-{source_record_id}-{version}"),
             "energy",
@@ -67,6 +68,18 @@ async fn a_deposit_is_idempotent_and_new_content_makes_a_new_version() {
             store.deposit_digest("s1", "m-1").await.unwrap().as_deref(),
             Some("d2")
         );
+        // The resident's later choices win inside the transaction.
+        store
+            .add_objection("r1", "source:s1", T0 + 4)
+            .await
+            .unwrap();
+        let objected = deposit("m-9", "d9", 3, T0 - 1);
+        assert_eq!(
+            store.record_deposit(&objected, T0 + 4).await.unwrap(),
+            DepositOutcome::Objected,
+            "{b}"
+        );
+        store.remove_objection("r1", "source:s1").await.unwrap();
         let links = store.source_links_of("r1").await.unwrap();
         assert_eq!(links[0].last_deposit_at, Some(T0 + 3), "{b}");
     })
@@ -78,6 +91,7 @@ async fn the_residents_own_later_correction_stands_and_erasure_ends_everything()
     each_store(|store| async move {
         let b = on(&store);
         residents(&store, &["r1"]).await;
+        store.link_source("s1", "r1", "h1", T0).await.unwrap();
         // The resident wrote version 1 at T0 + 1 (no provenance: their own).
         store
             .insert_record("r1", &record("own-1", "energy", 1, T0 + 1), &[])
@@ -120,10 +134,60 @@ async fn the_residents_own_later_correction_stands_and_erasure_ends_everything()
             None,
             "{b}"
         );
-        let late = deposit("m-3", "d3", 1, T0 + 9);
+        let late = DepositRow {
+            via_link: false,
+            ..deposit("m-3", "d3", 1, T0 + 9)
+        };
         assert_eq!(
             store.record_deposit(&late, T0 + 11).await.unwrap(),
             DepositOutcome::NoResident,
+            "{b}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_revoked_link_and_an_older_observation_than_the_residents_own_writing_refuse() {
+    each_store(|store| async move {
+        let b = on(&store);
+        residents(&store, &["r1"]).await;
+        store.link_source("s1", "r1", "h1", T0).await.unwrap();
+        // Own v1 at T0 + 1, then a source's v2: an observation older than
+        // the resident's own writing is still refused (not only the latest
+        // version is looked at).
+        store
+            .insert_record("r1", &record("own-1", "energy", 1, T0 + 1), &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .record_deposit(&deposit("m-1", "d1", 2, T0 + 5), T0 + 6)
+                .await
+                .unwrap(),
+            DepositOutcome::Accepted,
+            "{b}"
+        );
+        assert_eq!(
+            store
+                .record_deposit(&deposit("m-2", "d2", 3, T0), T0 + 7)
+                .await
+                .unwrap(),
+            DepositOutcome::SupersededByResident,
+            "{b}"
+        );
+        assert!(store.revoke_source_link("s1", "r1", T0 + 8).await.unwrap());
+        assert_eq!(
+            store
+                .record_deposit(&deposit("m-3", "d3", 3, T0 + 8), T0 + 9)
+                .await
+                .unwrap(),
+            DepositOutcome::NoLink,
+            "{b}"
+        );
+        assert_eq!(
+            store.latest_record_version("r1", "energy").await.unwrap(),
+            2,
             "{b}"
         );
     })
