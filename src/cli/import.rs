@@ -4,7 +4,7 @@
 //! entry per line, same per-line report (NDJSON on stdout, then the
 //! summary), safe to rerun (a line already deposited is `unchanged`).
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::PathBuf;
 
 use super::{Fatal, build_state, load_keys, open_store, record_operator_act};
@@ -45,7 +45,12 @@ pub(super) async fn import_command(
     let mut n: u64 = 0;
     let result = loop {
         line.clear();
-        match reader.read_until(b'\n', &mut line) {
+        // At most one byte past the limit is kept; the rest of an
+        // over-long line is skipped, not held in memory.
+        let read = (&mut reader)
+            .take(MAX_LINE_BYTES as u64 + 1)
+            .read_until(b'\n', &mut line);
+        match read {
             Ok(0) => break Ok(()),
             Ok(_) => {}
             Err(e) => break Err(Fatal::runtime(format!("reading --file: {}", e.kind()))),
@@ -53,13 +58,14 @@ pub(super) async fn import_command(
         n += 1;
         if line.last() == Some(&b'\n') {
             line.pop();
+        } else if line.len() > MAX_LINE_BYTES
+            && let Err(e) = skip_line(&mut reader)
+        {
+            break Err(Fatal::runtime(format!("reading --file: {}", e.kind())));
         }
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        // Past the limit the rest is not looked at: the line is refused as
-        // too long.
-        line.truncate(MAX_LINE_BYTES + 1);
         let answer = match deposit_line(&state, &caller, n, &line, clock.now()).await {
             Ok(a) => a,
             Err(e) => {
@@ -89,4 +95,25 @@ pub(super) async fn import_command(
     writeln!(out, "{}", serde_json::json!({"summary": summary}))
         .map_err(|e| Fatal::runtime(e.to_string()))?;
     Ok(())
+}
+
+/// Reads past the rest of a line (up to and including its line break)
+/// without keeping it.
+fn skip_line(reader: &mut impl BufRead) -> std::io::Result<()> {
+    loop {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        match buf.iter().position(|b| *b == b'\n') {
+            Some(at) => {
+                reader.consume(at + 1);
+                return Ok(());
+            }
+            None => {
+                let n = buf.len();
+                reader.consume(n);
+            }
+        }
+    }
 }

@@ -281,11 +281,9 @@ async fn resolve(
             .map(|l| l.resident_id)
             .ok_or(ErrorCode::NoLink)),
         (Matching::Pivot, Subject::Pivot(p)) => {
-            let Some(canonical) = p.canonical() else {
+            let Some(digest) = pivot_digest(state, p)? else {
                 return Ok(Err(ErrorCode::UnknownPivot));
             };
-            let keys = state.vault()?.keys().current();
-            let digest = keys.pseudonym("pivot", canonical.as_bytes());
             Ok(state
                 .store
                 .resident_by_pivot(&digest)
@@ -304,10 +302,21 @@ pub async fn register_pivot(
     resident_id: &str,
     pivot: &crate::domain::deposit::PivotIdentity,
 ) -> AppResult<()> {
-    let canonical = pivot
-        .canonical()
-        .ok_or_else(|| AppError::from(ErrorCode::UnknownPivot))?;
-    let keys = state.vault()?.keys().current();
-    let digest = keys.pseudonym("pivot", canonical.as_bytes());
+    let digest =
+        pivot_digest(state, pivot)?.ok_or_else(|| AppError::from(ErrorCode::UnknownPivot))?;
     Ok(state.store.set_resident_pivot(&digest, resident_id).await?)
+}
+
+/// The keyed digest a pivot identity is stored and looked up by (`None`
+/// when it cannot be a pivot's): the one construction, for registering and
+/// for matching alike.
+fn pivot_digest(
+    state: &AppState,
+    pivot: &crate::domain::deposit::PivotIdentity,
+) -> AppResult<Option<String>> {
+    let Some(canonical) = pivot.canonical() else {
+        return Ok(None);
+    };
+    let keys = state.vault()?.keys().current();
+    Ok(Some(keys.pseudonym("pivot", canonical.as_bytes())))
 }

@@ -350,11 +350,14 @@ async fn resident_from_login(
 /// cannot be one is left out and logged, never its value; a failure here
 /// does not fail the login.
 async fn register_pivot(state: &AppState, resident_id: &str, c: &IdentityClaims) {
-    let (Some(family_name), Some(given_names), Some(birthdate), Some(gender)) = (
+    // Every part, the birth country included: guessing France for a
+    // missing one would register a digest nobody's pivot matches.
+    let (Some(family_name), Some(given_names), Some(birthdate), Some(gender), Some(birthcountry)) = (
         c.family_name.clone(),
         c.given_name.clone(),
         c.birthdate.clone(),
         c.gender.clone(),
+        c.birthcountry.clone(),
     ) else {
         return;
     };
@@ -363,7 +366,7 @@ async fn register_pivot(state: &AppState, resident_id: &str, c: &IdentityClaims)
         given_names,
         birthdate,
         birthplace: c.birthplace.clone().unwrap_or_default(),
-        birthcountry: c.birthcountry.clone().unwrap_or_else(|| "99100".into()),
+        birthcountry,
         gender,
     };
     if let Err(e) = super::deposits::register_pivot(state, resident_id, &pivot).await {

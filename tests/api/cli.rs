@@ -876,7 +876,9 @@ fn import_deposits_a_file_line_by_line_and_reports_each() {
             "{{\"id\":\"c-1\",\"pivot\":{pivot},\"category\":\"energy\",\"fields\":{{\"heating\":\"gas\"}},\"observed_at\":1}}\n\
              not json\n\
              \n\
-             {{\"id\":\"c-2\",\"pivot\":{pivot},\"category\":\"income\",\"fields\":{{\"x\":1}},\"observed_at\":1}}\n"
+             {{\"id\":\"c-2\",\"pivot\":{pivot},\"category\":\"income\",\"fields\":{{\"x\":1}},\"observed_at\":1}}\n\
+             {{\"id\":\"c-3\",\"pad\":\"{}\"}}\n",
+            "x".repeat(200_000)
         ),
     )
     .unwrap();
@@ -902,7 +904,7 @@ fn import_deposits_a_file_line_by_line_and_reports_each() {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
-        let codes: Vec<_> = lines[..3]
+        let codes: Vec<_> = lines[..4]
             .iter()
             .map(|l| {
                 (
@@ -916,10 +918,11 @@ fn import_deposits_a_file_line_by_line_and_reports_each() {
             [
                 (1, "unknown_pivot".to_string()),
                 (2, "invalid_json".to_string()),
-                (4, "category_not_deposited".to_string())
+                (4, "category_not_deposited".to_string()),
+                (5, "line_too_long".to_string())
             ]
         );
-        assert_eq!(lines[3]["summary"]["rejected"], 3);
+        assert_eq!(lines[4]["summary"]["rejected"], 4);
     }
     let out = coffre(
         d,
