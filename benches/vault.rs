@@ -57,6 +57,7 @@ const CTX: SealContext<'static> = SealContext {
     category: "contact",
     record_id: "5f0c2d7e-7a43-4c8e-9a0b-1b2c3d4e5f60",
     version: 3,
+    provenance: None,
 };
 
 fn bench(c: &mut Criterion) {

@@ -485,6 +485,7 @@ pub async fn seed_territory(
                             category,
                             record_id: &record_id,
                             version: 1,
+                            provenance: None,
                         },
                         &plain,
                     )
@@ -497,6 +498,7 @@ pub async fn seed_territory(
                         version: 1,
                         sealed,
                         created_at: now,
+                        origin: Default::default(),
                     },
                 ));
             }

@@ -21,6 +21,14 @@
 //! be64(version as i64)`. `lp(x)` is `be64(len(x)) || x`, so field boundaries are
 //! unambiguous (`("ab","c")` and `("a","bc")` encode differently).
 //!
+//! Deposited value (format 2, BRIEF C11): `0x02 || nonce(12) || ciphertext || tag(16)`,
+//! associated data as format 1 with `0x02` for the format byte, followed by its provenance:
+//! `lp(source_id) || lp(source_record_id) || lp(basis) || be64(observed_at) ||
+//! be64(deposited_at)`. The format byte says which the opener must use, and the context
+//! must agree: a deposited value whose provenance was stripped from its row (to pass it
+//! off as the resident's own writing), or a resident's value given a made-up provenance,
+//! or a provenance changed in any field, fails with [`CryptoError::Integrity`].
+//!
 //! # Nonce budget
 //!
 //! With random 96-bit nonces, NIST SP 800-38D caps one key at 2^32 encryptions to keep the
@@ -41,6 +49,8 @@ use super::{CryptoError, KeySet};
 const KEY_LEN: usize = 32;
 const TAG_LEN: usize = 16;
 const FORMAT_V1: u8 = 0x01;
+/// A sealed value that carries its provenance in its associated data.
+const FORMAT_V2_PROVENANCE: u8 = 0x02;
 const HEADER_LEN: usize = 1 + NONCE_LEN;
 const WRAPPED_LEN: usize = HEADER_LEN + KEY_LEN + TAG_LEN;
 const WRAP_LABEL: &[u8] = b"coffre/v1/data-key-wrap";
@@ -97,31 +107,67 @@ pub struct WrappedDataKey {
 }
 
 /// Where a sealed value belongs. Bound into the AEAD associated data so a ciphertext moved
-/// to another resident, category, record or version fails to open.
+/// to another resident, category, record or version, or given another provenance, fails
+/// to open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SealContext<'a> {
     pub resident_id: &'a str,
     pub category: &'a str,
     pub record_id: &'a str,
     pub version: i64,
+    /// Where a deposited value came from; `None` for the resident's own writing (or an
+    /// aidant's for them).
+    pub provenance: Option<SealProvenance<'a>>,
+}
+
+/// A deposited value's provenance (art. 15(1)(g)), part of what its seal authenticates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SealProvenance<'a> {
+    pub source_id: &'a str,
+    /// The source's own id of the record.
+    pub source_record_id: &'a str,
+    /// The source's legal basis (`resident_authorisation` or `public_task`).
+    pub basis: &'a str,
+    pub observed_at: i64,
+    pub deposited_at: i64,
 }
 
 impl SealContext<'_> {
-    fn associated_data(&self, format: u8) -> Vec<u8> {
+    /// The format a value sealed in this context has.
+    fn format(&self) -> u8 {
+        if self.provenance.is_some() {
+            FORMAT_V2_PROVENANCE
+        } else {
+            FORMAT_V1
+        }
+    }
+
+    fn associated_data(&self) -> Vec<u8> {
+        let provenance_len = self.provenance.map_or(0, |p| {
+            8 * 5 + p.source_id.len() + p.source_record_id.len() + p.basis.len()
+        });
         let mut aad = Vec::with_capacity(
             8 * 5
                 + 1
                 + SEAL_LABEL.len()
                 + self.resident_id.len()
                 + self.category.len()
-                + self.record_id.len(),
+                + self.record_id.len()
+                + provenance_len,
         );
         push_field(&mut aad, SEAL_LABEL);
-        aad.push(format);
+        aad.push(self.format());
         push_field(&mut aad, self.resident_id.as_bytes());
         push_field(&mut aad, self.category.as_bytes());
         push_field(&mut aad, self.record_id.as_bytes());
         aad.extend_from_slice(&self.version.to_be_bytes());
+        if let Some(p) = self.provenance {
+            push_field(&mut aad, p.source_id.as_bytes());
+            push_field(&mut aad, p.source_record_id.as_bytes());
+            push_field(&mut aad, p.basis.as_bytes());
+            aad.extend_from_slice(&p.observed_at.to_be_bytes());
+            aad.extend_from_slice(&p.deposited_at.to_be_bytes());
+        }
         aad
     }
 }
@@ -151,13 +197,14 @@ fn aead_key(bytes: &[u8; KEY_LEN]) -> Result<LessSafeKey, CryptoError> {
 fn seal_with(
     key: &LessSafeKey,
     rng: &SystemRandom,
+    format: u8,
     aad: &[u8],
     plaintext: &[u8],
 ) -> Result<Vec<u8>, CryptoError> {
     let mut nonce = [0u8; NONCE_LEN];
     rng.fill(&mut nonce).map_err(|_| CryptoError::Random)?;
     let mut out = Vec::with_capacity(HEADER_LEN + plaintext.len() + TAG_LEN);
-    out.push(FORMAT_V1);
+    out.push(format);
     out.extend_from_slice(&nonce);
     out.extend_from_slice(plaintext);
     let sealed = match out.get_mut(HEADER_LEN..) {
@@ -182,8 +229,13 @@ fn seal_with(
 }
 
 /// Inverse of [`seal_with`]. Every failure is [`CryptoError::Integrity`].
-fn open_with(key: &LessSafeKey, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
-    if sealed.len() < HEADER_LEN + TAG_LEN || sealed.first() != Some(&FORMAT_V1) {
+fn open_with(
+    key: &LessSafeKey,
+    format: u8,
+    aad: &[u8],
+    sealed: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    if sealed.len() < HEADER_LEN + TAG_LEN || sealed.first() != Some(&format) {
         return Err(CryptoError::Integrity);
     }
     let nonce = sealed
@@ -214,7 +266,8 @@ impl Sealer {
         seal_with(
             &self.key,
             &self.rng,
-            &ctx.associated_data(FORMAT_V1),
+            ctx.format(),
+            &ctx.associated_data(),
             plaintext,
         )
     }
@@ -222,7 +275,8 @@ impl Sealer {
     /// Decrypts a value sealed under the same data key and the same `ctx`. The returned
     /// plaintext is the caller's to protect (e.g. wrap in `Zeroizing`).
     pub fn open(&self, ctx: &SealContext<'_>, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        open_with(&self.key, &ctx.associated_data(FORMAT_V1), sealed)
+        // The value's format byte must be the one its context calls for.
+        open_with(&self.key, ctx.format(), &ctx.associated_data(), sealed)
     }
 }
 
@@ -261,6 +315,7 @@ impl KeySet {
         let bytes = seal_with(
             &key,
             &SystemRandom::new(),
+            FORMAT_V1,
             &wrap_associated_data(resident_id, version),
             dk.key.expose_secret(),
         )?;
@@ -286,6 +341,7 @@ impl KeySet {
         let key = aead_key(kek.bytes())?;
         let plaintext = Zeroizing::new(open_with(
             &key,
+            FORMAT_V1,
             &wrap_associated_data(resident_id, version),
             &wrapped.bytes,
         )?);
@@ -308,7 +364,74 @@ mod tests {
         category: "health",
         record_id: "rec-42",
         version: 3,
+        provenance: None,
     };
+
+    const DEPOSITED: SealContext<'static> = SealContext {
+        provenance: Some(SealProvenance {
+            source_id: "eau-agglo",
+            source_record_id: "contrat-17",
+            basis: "public_task",
+            observed_at: 1_700_000_000,
+            deposited_at: 1_700_000_100,
+        }),
+        ..CTX
+    };
+
+    #[test]
+    fn a_deposited_value_is_bound_to_its_provenance() {
+        let dk = DataKey::generate().unwrap();
+        let sealer = dk.sealer().unwrap();
+        let sealed = sealer.seal(&DEPOSITED, b"12 m3").unwrap();
+        assert_eq!(sealed[0], FORMAT_V2_PROVENANCE);
+        assert_eq!(sealer.open(&DEPOSITED, &sealed).unwrap(), b"12 m3");
+        let p = DEPOSITED.provenance.unwrap();
+        let changed = [
+            SealProvenance {
+                source_id: "energie-locale",
+                ..p
+            },
+            SealProvenance {
+                source_record_id: "contrat-18",
+                ..p
+            },
+            SealProvenance {
+                basis: "resident_authorisation",
+                ..p
+            },
+            SealProvenance {
+                observed_at: p.observed_at + 1,
+                ..p
+            },
+            SealProvenance {
+                deposited_at: p.deposited_at - 1,
+                ..p
+            },
+        ];
+        for other in changed {
+            let ctx = SealContext {
+                provenance: Some(other),
+                ..DEPOSITED
+            };
+            assert_eq!(sealer.open(&ctx, &sealed), Err(CryptoError::Integrity));
+        }
+        // Provenance stripped from the row: the value does not pass for
+        // the resident's own writing, even with its format byte rewritten.
+        assert_eq!(sealer.open(&CTX, &sealed), Err(CryptoError::Integrity));
+        let mut relabelled = sealed.clone();
+        relabelled[0] = FORMAT_V1;
+        assert_eq!(sealer.open(&CTX, &relabelled), Err(CryptoError::Integrity));
+        // And the resident's own value cannot be given a provenance.
+        let own = sealer.seal(&CTX, b"12 m3").unwrap();
+        assert_eq!(own[0], FORMAT_V1);
+        assert_eq!(sealer.open(&DEPOSITED, &own), Err(CryptoError::Integrity));
+        let mut relabelled = own;
+        relabelled[0] = FORMAT_V2_PROVENANCE;
+        assert_eq!(
+            sealer.open(&DEPOSITED, &relabelled),
+            Err(CryptoError::Integrity)
+        );
+    }
 
     #[test]
     fn seal_open_round_trip_with_fresh_nonces() {

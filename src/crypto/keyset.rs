@@ -505,6 +505,7 @@ mod tests {
             category: "health",
             record_id: record,
             version: 1,
+            provenance: None,
         }
     }
 

@@ -27,7 +27,7 @@ pub mod live;
 pub mod pseudonym;
 
 pub use bearer_seal::{open_for_bearer, seal_for_bearer};
-pub use envelope::{DataKey, SealContext, Sealer, WrappedDataKey, open, seal};
+pub use envelope::{DataKey, SealContext, SealProvenance, Sealer, WrappedDataKey, open, seal};
 pub use jwks::jwks;
 
 /// Lower-case hex SHA-256: how high-entropy secrets (session tokens, partner

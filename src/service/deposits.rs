@@ -23,7 +23,7 @@ use crate::domain::deposit::{Deposit, Subject, parse_line};
 use crate::domain::source::{Matching, Source};
 use crate::domain::{Role, Timestamp};
 use crate::error::{AppError, AppResult, ErrorCode};
-use crate::storage::{DepositOutcome, DepositRow};
+use crate::storage::{DepositOutcome, DepositRow, RecordOrigin};
 
 /// The answer to one line, in the order of the lines.
 #[derive(Debug, Serialize, ToSchema)]
@@ -89,6 +89,31 @@ pub async fn deposit_line(
             Ok(answer("rejected", Some(code)))
         }
         Err(e) => Err(e),
+    }
+}
+
+/// A line refused before it could be read as a deposit (an import file's
+/// row that stands for no line: not UTF-8, more cells than the header):
+/// recorded and answered as a stream's line would be.
+pub async fn refuse_line(
+    state: &AppState,
+    caller: &SourceCaller,
+    line: u64,
+    refusal: crate::domain::deposit::LineRefusal,
+    now: Timestamp,
+) -> AppResult<LineAnswer> {
+    let source = state
+        .sources
+        .get(&caller.source_id)
+        .ok_or_else(|| AppError::from(ErrorCode::InvalidToken))?;
+    match refuse(state, caller, source, None, None, refusal.into(), now).await {
+        AppError::Coded { code, .. } if code.status().is_client_error() => Ok(LineAnswer {
+            line,
+            id: None,
+            status: "rejected",
+            code: Some(code.code()),
+        }),
+        e => Err(e),
     }
 }
 
@@ -230,7 +255,13 @@ async fn deposit(
     // took the number meanwhile.
     for _ in 0..2 {
         let record = match vault
-            .seal_next_version(&resident_id, &cat, &fields, now)
+            .seal_next_version(
+                &resident_id,
+                &cat,
+                &fields,
+                RecordOrigin::deposit(&source.id, &d.id, source.basis.as_str(), d.observed_at),
+                now,
+            )
             .await
         {
             Ok(r) => r,

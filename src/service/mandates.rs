@@ -80,6 +80,7 @@ fn totp_context(agent_id: &AgentId) -> SealContext<'_> {
         category: "totp",
         record_id: agent_id.as_str(),
         version: 1,
+        provenance: None,
     }
 }
 

@@ -15,11 +15,12 @@ use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
 use crate::crypto::{
-    CryptoError, DataKey, KeyError, KeySet, LiveKeys, SealContext, UnlockIdentity, WrappedDataKey,
+    CryptoError, DataKey, KeyError, KeySet, LiveKeys, SealContext, SealProvenance, UnlockIdentity,
+    WrappedDataKey,
 };
 use crate::domain::Timestamp;
 use crate::domain::category::{Categories, Category, RecordError};
-use crate::storage::{DataKeyRow, DynStore, RecordRow, StorageError};
+use crate::storage::{DataKeyRow, DynStore, RecordOrigin, RecordRow, StorageError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VaultError {
@@ -187,6 +188,7 @@ impl Vault {
                 category: category.as_str(),
                 record_id: &record_id,
                 version,
+                provenance: None,
             },
             &plaintext,
         )?;
@@ -196,6 +198,7 @@ impl Vault {
             version,
             sealed,
             created_at: now,
+            origin: RecordOrigin::default(),
         };
         match self.store.insert_record(resident_id, &row, notices).await {
             Ok(()) => {}
@@ -214,14 +217,16 @@ impl Vault {
 
     /// A new version of `category` for a deposit: the fields (already
     /// validated) sealed under the resident's data key for the version after
-    /// the latest, with a fresh record id. The caller stores it with its
-    /// provenance; if another version took the number meanwhile, it seals
-    /// again.
+    /// the latest, with a fresh record id, and bound to `origin` (its
+    /// deposit time is `now`, the version's creation). The caller stores it
+    /// with that origin; if another version took the number meanwhile, it
+    /// seals again.
     pub async fn seal_next_version(
         &self,
         resident_id: &str,
         category: &Category,
         fields: &serde_json::Map<String, Value>,
+        origin: RecordOrigin,
         now: Timestamp,
     ) -> Result<RecordRow, VaultError> {
         let dk = self
@@ -242,6 +247,7 @@ impl Vault {
                 category: category.as_str(),
                 record_id: &record_id,
                 version,
+                provenance: seal_provenance(&origin, now),
             },
             &plaintext,
         )?;
@@ -251,6 +257,7 @@ impl Vault {
             version,
             sealed,
             created_at: now,
+            origin,
         })
     }
 
@@ -271,6 +278,7 @@ impl Vault {
                                 category: &row.category,
                                 record_id: &row.id,
                                 version: row.version,
+                                provenance: seal_provenance(&row.origin, row.created_at),
                             },
                             &row.sealed,
                         )
@@ -278,12 +286,17 @@ impl Vault {
                 );
                 let fields: Map<String, Value> = serde_json::from_slice(&plaintext)
                     .map_err(|_| log_crypto(CryptoError::Integrity, resident_id, &row.category))?;
+                // The origin shown is the one the seal has just vouched for.
+                let source = match (row.origin.source_id, row.origin.observed_at) {
+                    (Some(id), Some(observed_at)) => Some(RecordSource { id, observed_at }),
+                    _ => None,
+                };
                 Ok(RecordView {
                     category: row.category,
                     version: row.version,
                     created_at: row.created_at,
                     fields,
-                    source: None,
+                    source,
                 })
             })
             .collect()
@@ -295,30 +308,7 @@ impl Vault {
             return Ok(Vec::new());
         };
         let rows = self.store.current_records(resident_id).await?;
-        let views = self.open_rows(resident_id, &dk, rows)?;
-        self.with_provenance(resident_id, views).await
-    }
-
-    /// The provenance of the deposited versions among `views` (one query).
-    async fn with_provenance(
-        &self,
-        resident_id: &str,
-        mut views: Vec<RecordView>,
-    ) -> Result<Vec<RecordView>, VaultError> {
-        let deposited = self.store.deposited_versions(resident_id).await?;
-        if deposited.is_empty() {
-            return Ok(views);
-        }
-        for v in &mut views {
-            v.source = deposited
-                .iter()
-                .find(|d| d.category == v.category && d.version == v.version)
-                .map(|d| RecordSource {
-                    id: d.source_id.clone(),
-                    observed_at: d.observed_at,
-                });
-        }
-        Ok(views)
+        self.open_rows(resident_id, &dk, rows)
     }
 
     /// The current records of `categories` for a page of residents, read in
@@ -402,8 +392,7 @@ impl Vault {
             .store
             .record_history(resident_id, category.as_str())
             .await?;
-        let views = self.open_rows(resident_id, &dk, rows)?;
-        self.with_provenance(resident_id, views).await
+        self.open_rows(resident_id, &dk, rows)
     }
 
     /// Crypto-shredding erasure: the data key and every record go in one
@@ -547,7 +536,23 @@ fn record_row(r: crate::storage::PageRecordRow) -> RecordRow {
         version: r.version,
         sealed: r.sealed,
         created_at: r.created_at,
+        origin: r.origin,
     }
+}
+
+/// The provenance a version's seal was made with: a deposit's when its row
+/// names a source, the deposit time being the version's creation. A row
+/// naming a source with a part missing (only an edit of the database makes
+/// one) gets a provenance that opens nothing.
+fn seal_provenance(origin: &RecordOrigin, deposited_at: Timestamp) -> Option<SealProvenance<'_>> {
+    let source_id = origin.source_id.as_deref()?;
+    Some(SealProvenance {
+        source_id,
+        source_record_id: origin.source_record_id.as_deref().unwrap_or_default(),
+        basis: origin.source_basis.as_deref().unwrap_or_default(),
+        observed_at: origin.observed_at.unwrap_or(Timestamp::MIN),
+        deposited_at,
+    })
 }
 
 /// How a vault failure reaches the person: a missing key is 503

@@ -110,6 +110,8 @@ pub(crate) struct PartnerReadRow {
     pub(crate) record_version: Option<i64>,
     pub(crate) sealed: Option<Vec<u8>>,
     pub(crate) record_created_at: Option<i64>,
+    #[sqlx(flatten)]
+    pub(crate) record_origin: super::RecordOrigin,
 }
 
 impl PartnerReadRow {
@@ -140,6 +142,7 @@ impl PartnerReadRow {
                 version,
                 sealed,
                 created_at,
+                origin: self.record_origin,
             }),
             _ => None,
         };
@@ -219,7 +222,8 @@ macro_rules! impl_access_store {
                    c.id AS consent_id, c.state AS consent_state, c.categories AS consent_categories, \
                    c.valid_until AS consent_valid_until, c.notice_version AS consent_notice_version, \
                    k.kek_version, k.wrapped, pr.id AS record_id, pr.category AS record_category, \
-                   pr.version AS record_version, pr.sealed, pr.created_at AS record_created_at \
+                   pr.version AS record_version, pr.sealed, pr.created_at AS record_created_at, \
+                   pr.source_id, pr.source_record_id, pr.source_basis, pr.observed_at \
                  FROM partners p \
                  LEFT JOIN residents r ON r.id = $2 \
                  LEFT JOIN consents c ON c.resident_id = r.id AND c.purpose = $3 \

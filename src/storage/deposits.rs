@@ -195,7 +195,7 @@ macro_rules! impl_deposit_store {
             // aidant's), whatever sources deposited since: it stands against
             // an older observation.
             let (latest, own): (Option<i64>, Option<i64>) = sqlx::query_as(
-                "SELECT MAX(version), MAX(CASE WHEN origin IS NULL THEN created_at END) \
+                "SELECT MAX(version), MAX(CASE WHEN source_id IS NULL THEN created_at END) \
                  FROM personal_records WHERE resident_id = $1 AND category = $2",
             )
             .bind(&d.resident_id)
@@ -212,8 +212,9 @@ macro_rules! impl_deposit_store {
             }
             sqlx::query(
                 "INSERT INTO personal_records \
-                 (id, resident_id, category, version, sealed, created_at, origin, source_id, source_record_id, observed_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, 'source', $7, $8, $9)",
+                 (id, resident_id, category, version, sealed, created_at, origin, \
+                  source_id, source_record_id, observed_at, source_basis) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 'source', $7, $8, $9, $10)",
             )
             .bind(&d.record.id)
             .bind(&d.resident_id)
@@ -221,9 +222,12 @@ macro_rules! impl_deposit_store {
             .bind(d.record.version)
             .bind(&d.record.sealed)
             .bind(d.record.created_at)
-            .bind(&d.source_id)
-            .bind(&d.source_record_id)
-            .bind(d.observed_at)
+            // The provenance columns are exactly what the seal was made
+            // with (`seal_next_version`), or the version would not open.
+            .bind(&d.record.origin.source_id)
+            .bind(&d.record.origin.source_record_id)
+            .bind(d.record.origin.observed_at)
+            .bind(&d.record.origin.source_basis)
             .execute(&mut *tx)
             .await?;
             sqlx::query(

@@ -65,7 +65,7 @@ pub use instance::InstanceStore;
 pub use mandates::{AuthorisationRow, MandateDraftRow, MandateRow, MandateStore};
 pub use partners::{PartnerRow, PartnerStore};
 pub use postgres::PgStore;
-pub use records::{DataKeyRow, PageRecordRow, RecordRow, RecordStore};
+pub use records::{DataKeyRow, PageRecordRow, RecordOrigin, RecordRow, RecordStore};
 pub use residents::ResidentStore;
 pub use rights::{NotificationRow, RightsEventRow, RightsRequestRow, RightsStore};
 pub use seed::{SeedBatch, SeedStore};

@@ -18,6 +18,38 @@ pub struct RecordRow {
     pub version: i64,
     pub sealed: Vec<u8>,
     pub created_at: i64,
+    #[sqlx(flatten)]
+    pub origin: RecordOrigin,
+}
+
+/// Where a stored version came from: nothing for the resident's own
+/// writing (or an aidant's for them); for a source's deposit, the source,
+/// its own id of the record, the legal basis and when it observed the
+/// value. All of it is bound into the version's seal (envelope format 2,
+/// `crypto::SealProvenance`), so the columns cannot be edited,
+/// added or stripped without the version failing to open.
+#[derive(Clone, Debug, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct RecordOrigin {
+    pub source_id: Option<String>,
+    pub source_record_id: Option<String>,
+    pub source_basis: Option<String>,
+    pub observed_at: Option<i64>,
+}
+
+impl RecordOrigin {
+    pub fn deposit(
+        source_id: &str,
+        source_record_id: &str,
+        basis: &str,
+        observed_at: Timestamp,
+    ) -> Self {
+        Self {
+            source_id: Some(source_id.to_string()),
+            source_record_id: Some(source_record_id.to_string()),
+            source_basis: Some(basis.to_string()),
+            observed_at: Some(observed_at),
+        }
+    }
 }
 
 /// One current record of a resident of a page, with the resident's
@@ -32,6 +64,8 @@ pub struct PageRecordRow {
     pub version: i64,
     pub sealed: Vec<u8>,
     pub created_at: i64,
+    #[sqlx(flatten)]
+    pub origin: RecordOrigin,
 }
 
 /// A data key as stored: wrapped by the KEK of `kek_version`.
@@ -240,7 +274,9 @@ macro_rules! impl_record_store {
             resident_id: &str,
         ) -> $crate::storage::StorageResult<Vec<$crate::storage::RecordRow>> {
             Ok(sqlx::query_as(
-                "SELECT r.id, r.category, r.version, r.sealed, r.created_at FROM personal_records r \
+                "SELECT r.id, r.category, r.version, r.sealed, r.created_at, \
+                   r.source_id, r.source_record_id, r.source_basis, r.observed_at \
+                 FROM personal_records r \
                  WHERE r.resident_id = $1 AND r.version = \
                    (SELECT MAX(l.version) FROM personal_records l \
                     WHERE l.resident_id = r.resident_id AND l.category = r.category) \
@@ -267,7 +303,8 @@ macro_rules! impl_record_store {
                     .join(",")
             };
             let sql = format!(
-                "SELECT r.resident_id, k.kek_version, k.wrapped, r.id, r.category, r.version, r.sealed, r.created_at \
+                "SELECT r.resident_id, k.kek_version, k.wrapped, r.id, r.category, r.version, r.sealed, r.created_at, \
+                   r.source_id, r.source_record_id, r.source_basis, r.observed_at \
                  FROM personal_records r JOIN data_keys k ON k.resident_id = r.resident_id \
                  WHERE r.resident_id IN ({}) AND r.category IN ({}) AND r.version = \
                    (SELECT MAX(l.version) FROM personal_records l \
@@ -292,7 +329,9 @@ macro_rules! impl_record_store {
             category: &str,
         ) -> $crate::storage::StorageResult<Vec<$crate::storage::RecordRow>> {
             Ok(sqlx::query_as(
-                "SELECT id, category, version, sealed, created_at FROM personal_records \
+                "SELECT id, category, version, sealed, created_at, \
+                   source_id, source_record_id, source_basis, observed_at \
+                 FROM personal_records \
                  WHERE resident_id = $1 AND category = $2 ORDER BY version DESC LIMIT 100",
             )
             .bind(resident_id)

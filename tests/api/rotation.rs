@@ -31,6 +31,7 @@ async fn fill(app: &TestApp, set: &KeySet) {
                 category: "contact",
                 record_id: &record_id,
                 version: 1,
+                provenance: None,
             },
             format!("{{\"email\":\"r{i}@example.org\"}}").as_bytes(),
         )
@@ -93,6 +94,7 @@ async fn assert_all_readable(app: &TestApp, set: &KeySet, expected_version: i64)
                 category: "contact",
                 record_id: &record_id,
                 version: 1,
+                provenance: None,
             },
             &sealed,
         )
@@ -215,6 +217,7 @@ async fn rotation_rewraps_the_agents_totp_keys_too() {
             category: "totp",
             record_id: "aidant-1",
             version: 1,
+            provenance: None,
         };
         let dk = coffre::crypto::DataKey::generate().unwrap();
         let wrapped = set.wrap_data_key("agent:aidant-1", &dk).unwrap();

@@ -939,3 +939,60 @@ async fn deposit_streams_have_their_own_limit() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_deposited_version_is_sealed_with_its_provenance() {
+    each_backend(|app| async move {
+        let (token, handle) = linked_awa(&app).await;
+        let at = app.clock.now() - 3600;
+        let line = serde_json::json!({"id": "m-1", "handle": handle, "category": "energy", "fields": {"annual_kwh": 4200}, "observed_at": at});
+        let answers = deposit_stream(&app, &token, line.to_string()).await;
+        assert_eq!(answers[0]["status"], "accepted", "{answers:?}");
+        let awa = app.login(AWA).await;
+        assert_eq!(app.as_user(&awa, Method::GET, "/api/v1/me/data/energy", None).await.status, 200);
+        let pool = app.raw_pool().await;
+        let (basis,): (Option<String>,) =
+            sqlx::query_as("SELECT source_basis FROM personal_records WHERE source_record_id = 'm-1'")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(basis.as_deref(), Some("resident_authorisation"));
+        // Each way of rewriting the provenance in the database makes the
+        // version fail to open, rather than be shown with a false origin
+        // (or as Awa's own writing, which a later deposit could not
+        // overwrite).
+        for (tamper, undo) in [
+            ("UPDATE personal_records SET source_id = NULL, origin = NULL WHERE source_record_id = 'm-1'",
+             "UPDATE personal_records SET source_id = 'energie-locale', origin = 'source' WHERE source_record_id = 'm-1'"),
+            ("UPDATE personal_records SET source_id = 'eau-agglo' WHERE source_record_id = 'm-1'",
+             "UPDATE personal_records SET source_id = 'energie-locale' WHERE source_record_id = 'm-1'"),
+            ("UPDATE personal_records SET observed_at = observed_at + 1 WHERE source_record_id = 'm-1'",
+             "UPDATE personal_records SET observed_at = observed_at - 1 WHERE source_record_id = 'm-1'"),
+            ("UPDATE personal_records SET source_basis = 'public_task' WHERE source_record_id = 'm-1'",
+             "UPDATE personal_records SET source_basis = 'resident_authorisation' WHERE source_record_id = 'm-1'"),
+        ] {
+            sqlx::query(tamper).execute(&pool).await.unwrap();
+            let res = app.as_user(&awa, Method::GET, "/api/v1/me/data/energy", None).await;
+            assert_eq!(res.status, 500, "{tamper}: {}", res.text());
+            sqlx::query(undo).execute(&pool).await.unwrap();
+            assert_eq!(app.as_user(&awa, Method::GET, "/api/v1/me/data/energy", None).await.status, 200, "{undo}");
+        }
+        // Awa's own writing cannot be given a source's provenance either.
+        app.clock.advance(10);
+        let own = app
+            .as_user(&awa, Method::PUT, "/api/v1/me/data/energy", Some(serde_json::json!({"annual_kwh": 1000})))
+            .await;
+        assert!(own.status.is_success(), "{}", own.text());
+        sqlx::query(
+            "UPDATE personal_records SET source_id = 'energie-locale', source_record_id = 'm-1', \
+             source_basis = 'resident_authorisation', observed_at = $1, origin = 'source' \
+             WHERE category = 'energy' AND source_id IS NULL",
+        )
+        .bind(at)
+        .execute(&pool)
+        .await
+        .unwrap();
+        assert_eq!(app.as_user(&awa, Method::GET, "/api/v1/me/data/energy", None).await.status, 500);
+    })
+    .await;
+}

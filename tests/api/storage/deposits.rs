@@ -2,7 +2,7 @@
 //! (source, source's record id), the resident's own correction standing,
 //! and residents' pivot digests.
 
-use coffre::storage::{DepositOutcome, DepositRow};
+use coffre::storage::{DepositOutcome, DepositRow, RecordOrigin, RecordRow};
 
 use super::{T0, each_store, on, record, residents};
 
@@ -14,12 +14,20 @@ fn deposit(source_record_id: &str, digest: &str, version: i64, observed_at: i64)
         content_digest: digest.into(),
         observed_at,
         via_link: true,
-        record: record(
-            &format!("rec-{source_record_id}-{version}"),
-            "energy",
-            version,
-            T0 + version,
-        ),
+        record: RecordRow {
+            origin: RecordOrigin::deposit(
+                "s1",
+                source_record_id,
+                "resident_authorisation",
+                observed_at,
+            ),
+            ..record(
+                &format!("rec-{source_record_id}-{version}"),
+                "energy",
+                version,
+                T0 + version,
+            )
+        },
     }
 }
 

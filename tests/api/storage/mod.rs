@@ -181,6 +181,7 @@ pub fn record(id: &str, category: &str, version: i64, created_at: i64) -> Record
         version,
         sealed: format!("sealed-{id}").into_bytes(),
         created_at,
+        origin: Default::default(),
     }
 }
 
