@@ -100,6 +100,7 @@ fn main() {
             .unwrap();
         let set = keys.current();
         let mut rows = 0u64;
+        let csv = coffre::domain::extract::CsvRows::default();
         let mut after = String::new();
         loop {
             let page = sqlx::query(
@@ -126,7 +127,7 @@ fn main() {
                 let plain = dk
                     .sealer()
                     .unwrap()
-                    .open(&SealContext { resident_id: &resident, category: "housing", record_id: &record_id, version }, &sealed)
+                    .open(&SealContext { resident_id: &resident, category: "housing", record_id: &record_id, version, provenance: None }, &sealed)
                     .unwrap();
                 let fields: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&plain).unwrap();
                 let pseudonym = set.pseudonym("partner:renov-energie", resident.as_bytes());
@@ -134,7 +135,7 @@ fn main() {
                 for f in ["commune_insee", "construction_year", "dwelling_type", "postal_code", "surface_m2", "tenure"] {
                     line.push(fields.get(f).map(coffre::domain::extract::text_of).unwrap_or_default());
                 }
-                w.write_all(coffre::domain::extract::csv_line(&line).as_bytes()).unwrap();
+                w.write_all(&csv.row(&line).unwrap()).unwrap();
                 rows += 1;
             }
         }

@@ -14,7 +14,6 @@ pub mod demo;
 pub mod domain;
 pub mod error;
 pub mod http;
-pub mod memo;
 pub mod oidc;
 pub mod seed;
 pub mod service;

@@ -124,6 +124,7 @@ pub(super) async fn keys_command(config: &Config, command: KeysCommand) -> Resul
                 .record(operator_record("keys.rotate", None, clock.now()))
                 .await
                 .map_err(|e| Fatal::runtime(format!("refusing to rotate unaudited: {e}")))?;
+            let bar = super::progress::bar(0, "data keys");
             let report = crate::service::vault::rotate(
                 &store,
                 &mut set,
@@ -132,13 +133,14 @@ pub(super) async fn keys_command(config: &Config, command: KeysCommand) -> Resul
                 batch,
                 clock.now(),
                 |done, total| {
-                    if total > 0 {
-                        println!("re-wrapped {done} / {total} data keys");
-                    }
+                    bar.set_length(total);
+                    bar.set_position(done);
                 },
             )
             .await
-            .map_err(|e| Fatal::runtime(format!("rotation stopped (run again to resume): {e}")))?;
+            .map_err(|e| Fatal::runtime(format!("rotation stopped (run again to resume): {e}")));
+            bar.finish_and_clear();
+            let report = report?;
             store.close().await;
             println!(
                 "rotation complete: current KEK version {}{}; {} data keys re-wrapped; retired {:?}",

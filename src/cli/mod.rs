@@ -26,6 +26,7 @@ mod audit;
 mod import;
 mod keys;
 mod partners;
+mod progress;
 mod residents;
 mod retention;
 mod seed;
@@ -94,16 +95,22 @@ pub enum Command {
     /// Retention: delete what its retention period no longer justifies.
     #[command(subcommand)]
     Retention(RetentionCommand),
-    /// Deposit a file (NDJSON: one deposit a line, as the deposit stream
-    /// takes) as one of the agglomération's own sources; prints one answer
-    /// a line and a summary; safe to rerun.
+    /// Deposit a file as one of the agglomération's own sources: NDJSON
+    /// (one deposit a line, as the deposit stream takes) or CSV with a
+    /// header (columns `id`, `category`, `observed_at`, `handle` or
+    /// `pivot.<member>`, then the category's fields); prints one answer a
+    /// line and a summary; safe to rerun.
     Import {
         /// The source's id in policies/sources.toml, e.g. regie-eau.
         #[arg(long)]
         source: String,
-        /// The NDJSON file.
+        /// The file.
         #[arg(long, value_name = "FILE")]
         file: std::path::PathBuf,
+        /// The file's format; by default CSV when its name ends in `.csv`,
+        /// NDJSON otherwise.
+        #[arg(long, value_enum)]
+        format: Option<import::ImportFormat>,
     },
     /// Seed a deterministic synthetic territory into an empty database.
     Seed {
@@ -271,7 +278,11 @@ pub async fn run(cli: Cli) -> Result<(), Fatal> {
             json,
         }) => agents::structure_add(&config, &siret, &name, &demarches, json).await,
         Command::Seed { residents, seed } => seed::seed_command(config, residents, seed).await,
-        Command::Import { source, file } => import::import_command(config, source, file).await,
+        Command::Import {
+            source,
+            file,
+            format,
+        } => import::import_command(config, source, file, format).await,
         Command::Retention(RetentionCommand::Run { at }) => {
             retention::retention_run(config, at).await
         }

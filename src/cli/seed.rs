@@ -1,5 +1,5 @@
 //! `coffre seed`: the command wrapper around `crate::seed`, with its
-//! progress bar on stderr and the report on stdout.
+//! progress bar on stderr (a terminal only) and the report on stdout.
 
 use super::{Fatal, build_state, load_keys, open_store};
 use crate::Clock;
@@ -10,21 +10,14 @@ pub(super) async fn seed_command(config: Config, residents: u64, seed: u64) -> R
     let keys = load_keys(&config)?;
     let clock = Clock::system();
     let state = build_state(config, store.clone(), clock.clone(), false, Ok(keys)).await?;
-    let started = std::time::Instant::now();
-    let report = crate::seed::seed(&state, residents, seed, clock.now(), |done, total| {
-        // A progress bar on stderr, one line redrawn.
-        let width = 40u64;
-        let filled = (done * width).checked_div(total).unwrap_or(width);
-        let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);
-        eprint!(
-            "\r[{}{}] {done}/{total} residents, {rate:.0}/s",
-            "#".repeat(filled as usize),
-            " ".repeat((width - filled) as usize)
-        );
+    let bar = super::progress::bar(residents, "residents");
+    let report = crate::seed::seed(&state, residents, seed, clock.now(), |done, _| {
+        bar.set_position(done);
     })
     .await
-    .map_err(|e| Fatal::runtime(format!("seed: {e}")))?;
-    eprintln!();
+    .map_err(|e| Fatal::runtime(format!("seed: {e}")));
+    bar.finish_and_clear();
+    let report = report?;
     store.close().await;
     println!(
         "{}",

@@ -272,6 +272,93 @@ pub const PAIRING_LEN: usize = 8;
 /// A pairing code or an authorisation code lives this long.
 pub const LINK_CODE_SECS: i64 = 15 * 60;
 
+/// The columns of an import file in CSV (`coffre import`) that are not
+/// fields of the category: the record id, the category, when the source
+/// observed the value, and whom it is about (a handle, or the pivot
+/// identity's members prefixed with `pivot.`). Every other column is a
+/// field of the category; an empty cell is a field left out.
+pub const CSV_ID: &str = "id";
+pub const CSV_CATEGORY: &str = "category";
+pub const CSV_OBSERVED_AT: &str = "observed_at";
+pub const CSV_HANDLE: &str = "handle";
+pub const CSV_PIVOT_PREFIX: &str = "pivot.";
+
+/// One CSV row of an import file as the deposit line it stands for (the
+/// same JSON object a source streams), so it goes through the same parsing
+/// and checks. A cell is typed by the category's field: an integer field's
+/// cell is a number when it reads as one, a boolean's `true`/`false`, a
+/// list's items are separated by `;` (as extracts write them); anything
+/// else stays text, for validation to judge. `header` and `row` come from
+/// the CSV reader; a row with more cells than the header is refused.
+pub fn csv_row_as_line(
+    header: &[&str],
+    row: &[&str],
+    categories: &super::category::Categories,
+) -> Result<Vec<u8>, LineRefusal> {
+    use super::category::FieldType;
+    if row.len() > header.len() {
+        return Err(LineRefusal::InvalidDeposit);
+    }
+    let cell = |name: &str| {
+        header
+            .iter()
+            .position(|h| *h == name)
+            .and_then(|i| row.get(i))
+            .copied()
+            .filter(|c| !c.is_empty())
+    };
+    let mut line = Map::new();
+    for member in [CSV_ID, CSV_CATEGORY, CSV_HANDLE] {
+        if let Some(v) = cell(member) {
+            line.insert(member.into(), Value::String(v.into()));
+        }
+    }
+    if let Some(at) = cell(CSV_OBSERVED_AT) {
+        // Seconds since the epoch or RFC 3339, as in a stream.
+        let value = at
+            .parse::<i64>()
+            .map_or_else(|_| Value::String(at.into()), Value::from);
+        line.insert(CSV_OBSERVED_AT.into(), value);
+    }
+    let types = cell(CSV_CATEGORY)
+        .and_then(|c| categories.def_named(c))
+        .map(|d| &d.fields);
+    let mut pivot = Map::new();
+    let mut fields = Map::new();
+    for (name, value) in header.iter().zip(row) {
+        if value.is_empty() || [CSV_ID, CSV_CATEGORY, CSV_HANDLE, CSV_OBSERVED_AT].contains(name) {
+            continue;
+        }
+        if let Some(member) = name.strip_prefix(CSV_PIVOT_PREFIX) {
+            pivot.insert(member.into(), Value::String((*value).into()));
+            continue;
+        }
+        let typed = match types.and_then(|t| t.get(*name)) {
+            Some(FieldType::Integer { .. }) => value
+                .parse::<i64>()
+                .map_or_else(|_| Value::String((*value).into()), Value::from),
+            Some(FieldType::Boolean) => match *value {
+                "true" => Value::Bool(true),
+                "false" => Value::Bool(false),
+                other => Value::String(other.into()),
+            },
+            Some(FieldType::StringList { .. }) => Value::Array(
+                value
+                    .split(';')
+                    .map(|item| Value::String(item.trim().into()))
+                    .collect(),
+            ),
+            _ => Value::String((*value).into()),
+        };
+        fields.insert((*name).into(), typed);
+    }
+    if !pivot.is_empty() {
+        line.insert("pivot".into(), Value::Object(pivot));
+    }
+    line.insert("fields".into(), Value::Object(fields));
+    serde_json::to_vec(&Value::Object(line)).map_err(|_| LineRefusal::InvalidDeposit)
+}
+
 /// A pairing code, `XXXX-XXXX`, from a source of random bytes. Bytes at or
 /// above the largest multiple of the alphabet's size are drawn again, so
 /// every character is equally likely (23^8 ≈ 7.8e10 codes, living 15
@@ -475,5 +562,89 @@ mod tests {
             let c = pairing_code(|| b);
             assert_eq!(canonical_pairing_code(&c), Some(c.clone()));
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod csv_tests {
+    use super::*;
+    use crate::domain::category::Categories;
+
+    fn line(header: &[&str], row: &[&str]) -> Value {
+        let categories = Categories::builtin().unwrap();
+        serde_json::from_slice(&csv_row_as_line(header, row, &categories).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_csv_row_is_the_line_a_source_would_stream_typed_by_the_category() {
+        let header = [
+            "id",
+            "category",
+            "observed_at",
+            "pivot.family_name",
+            "pivot.given_names",
+            "annual_kwh",
+            "renovation_interest",
+            "heating",
+            "energy_label",
+        ];
+        let got = line(
+            &header,
+            &[
+                "c-1",
+                "energy",
+                "1700000000",
+                "Diallo",
+                "Awa",
+                "4200",
+                "true",
+                "gas",
+                "",
+            ],
+        );
+        assert_eq!(
+            got,
+            serde_json::json!({
+                "id": "c-1", "category": "energy", "observed_at": 1_700_000_000,
+                "pivot": {"family_name": "Diallo", "given_names": "Awa"},
+                "fields": {"annual_kwh": 4200, "renovation_interest": true, "heating": "gas"}
+            })
+        );
+        // A cell that does not read as its type stays text: validation
+        // refuses it with the field's name, as for a stream.
+        let got = line(
+            &header,
+            &[
+                "c-2",
+                "energy",
+                "2023-11-14T22:13:20Z",
+                "",
+                "",
+                "beaucoup",
+                "oui",
+                "",
+                "",
+            ],
+        );
+        assert_eq!(
+            got["fields"],
+            serde_json::json!({"annual_kwh": "beaucoup", "renovation_interest": "oui"})
+        );
+        assert_eq!(got["observed_at"], "2023-11-14T22:13:20Z");
+        assert!(got.get("pivot").is_none());
+        // Lists as extracts write them.
+        let got = line(
+            &["id", "category", "handle", "benefits"],
+            &["c-3", "income", "h", "rsa; apl"],
+        );
+        assert_eq!(got["fields"]["benefits"], serde_json::json!(["rsa", "apl"]));
+        assert_eq!(got["handle"], "h");
+        // More cells than the header.
+        let categories = Categories::builtin().unwrap();
+        assert_eq!(
+            csv_row_as_line(&["id"], &["a", "b"], &categories),
+            Err(LineRefusal::InvalidDeposit)
+        );
     }
 }

@@ -195,30 +195,49 @@ pub fn dropped_when_generalising(field: &str) -> bool {
     field.ends_with("postal_address")
 }
 
-/// One CSV field (RFC 4180): quoted when it holds a comma, a quote or a line
-/// break; a leading `=`, `+`, `-` or `@` is prefixed with `'` so that a
-/// spreadsheet never runs it as a formula.
-pub fn csv_field(value: &str) -> String {
-    let value = if value.starts_with(['=', '+', '-', '@']) && value.parse::<f64>().is_err() {
-        format!("'{value}")
+/// A cell as written to an extract: a leading `=`, `+`, `-`, `@`, tab or
+/// carriage return is prefixed with `'` (unless the cell is a number), so
+/// that a spreadsheet never runs it as a formula (OWASP CSV injection).
+pub fn defuse(value: &str) -> std::borrow::Cow<'_, str> {
+    if value.starts_with(['=', '+', '-', '@', '\t', '\r']) && value.parse::<f64>().is_err() {
+        std::borrow::Cow::Owned(format!("'{value}"))
     } else {
-        value.to_string()
-    };
-    if value.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", value.replace('"', "\"\""))
-    } else {
-        value
+        std::borrow::Cow::Borrowed(value)
     }
 }
 
-pub fn csv_line(fields: &[String]) -> String {
-    let mut line = fields
-        .iter()
-        .map(|f| csv_field(f))
-        .collect::<Vec<_>>()
-        .join(",");
-    line.push('\n');
-    line
+/// Extract rows as CSV: RFC 4180 quoting by the `csv` crate (a cell is
+/// quoted when it holds a comma, a quote or a line break), `\n` line
+/// ends, every cell defused first. One encoder serves a whole extract.
+pub struct CsvRows {
+    builder: csv::WriterBuilder,
+}
+
+impl Default for CsvRows {
+    fn default() -> Self {
+        let mut builder = csv::WriterBuilder::new();
+        builder
+            .terminator(csv::Terminator::Any(b'\n'))
+            .quote_style(csv::QuoteStyle::Necessary)
+            // One row at a time: a small buffer, flushed at the end of it.
+            .buffer_capacity(1024);
+        Self { builder }
+    }
+}
+
+impl CsvRows {
+    /// One row's bytes, line end included.
+    pub fn row(&self, cells: &[String]) -> Result<Vec<u8>, csv::Error> {
+        let mut writer = self.builder.from_writer(Vec::with_capacity(128));
+        for cell in cells {
+            writer.write_field(defuse(cell).as_bytes())?;
+        }
+        // An empty record ends the row the fields above began.
+        writer.write_record(None::<&[u8]>)?;
+        writer
+            .into_inner()
+            .map_err(|e| csv::Error::from(e.into_error()))
+    }
 }
 
 /// A JSON field value as CSV text (lists joined with `;`).
@@ -385,12 +404,26 @@ mod tests {
 
     #[test]
     fn csv_quotes_and_defuses_formulas() {
+        let csv = CsvRows::default();
+        let row = |csv: &CsvRows, cells: &[&str]| {
+            let cells: Vec<String> = cells.iter().map(|c| c.to_string()).collect();
+            String::from_utf8(csv.row(&cells).unwrap()).unwrap()
+        };
+        assert_eq!(row(&csv, &["a", "b,c", "d\"e"]), "a,\"b,c\",\"d\"\"e\"\n");
+        // A formula, quoted because of its comma, is defused inside the
+        // quotes; a number keeps its sign; a line break stays in its cell.
         assert_eq!(
-            csv_line(&["a".into(), "b,c".into(), "d\"e".into()]),
-            "a,\"b,c\",\"d\"\"e\"\n"
+            row(
+                &csv,
+                &["=HYPERLINK(\"http://x\",\"y\")", "-3", "+33 6", "l1\nl2"]
+            ),
+            "\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\",-3,'+33 6,\"l1\nl2\"\n"
         );
-        assert_eq!(csv_field("=SUM(A1)"), "'=SUM(A1)");
-        assert_eq!(csv_field("-3"), "-3");
-        assert_eq!(generalise("birthdate", "1987-04-12"), "1987");
+        assert_eq!(
+            row(&csv, &["@SUM(A1)", "\tcmd", "ok"]),
+            "'@SUM(A1),'\tcmd,ok\n"
+        );
+        // The encoder carries nothing over from one row to the next.
+        assert_eq!(row(&csv, &["x"]), "x\n");
     }
 }

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 
-use ring::hmac;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -136,33 +135,47 @@ pub fn authorisation_state(
 }
 
 /// TOTP (RFC 6238): HMAC-SHA1, 30-second steps, 6 digits — what the
-/// Aidants Connect cards and common authenticator apps produce.
+/// Aidants Connect cards and common authenticator apps produce. The codes
+/// and their comparison are `totp-rs`'s; coffre's rules sit on top: one
+/// step either side, never a step already used, time passed in (the
+/// library's own clock is never read), lockout after failures
+/// (`service::mandates::check_totp`).
 pub mod totp {
     use super::*;
+    use totp_rs::{Algorithm, TOTP};
 
     pub const STEP_SECS: i64 = 30;
-    pub const DIGITS: u32 = 6;
+    pub const DIGITS: usize = 6;
     /// Failed codes before the device is locked, and for how long.
     pub const MAX_FAILURES: i64 = 5;
     pub const LOCK_SECS: i64 = 15 * 60;
+
+    /// A generator for one secret, checking one step at a time (no skew:
+    /// the window is ours). `new_unchecked`: a card's factory secret may be
+    /// shorter than the 128 bits the library asks of new secrets; coffre's
+    /// own are 160.
+    fn generator(secret: &[u8]) -> TOTP {
+        TOTP::new_unchecked(
+            Algorithm::SHA1,
+            DIGITS,
+            0,
+            STEP_SECS.unsigned_abs(),
+            secret.to_vec(),
+        )
+    }
+
+    /// The first second of `step`; none before the epoch.
+    fn start_of(step: i64) -> Option<u64> {
+        u64::try_from(step.checked_mul(STEP_SECS)?).ok()
+    }
 
     pub fn step_at(now: Timestamp) -> i64 {
         now.div_euclid(STEP_SECS)
     }
 
-    /// The code for time step `step` (RFC 4226 dynamic truncation).
-    pub fn code(secret: &[u8], step: i64) -> u32 {
-        let key = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, secret);
-        let tag = hmac::sign(&key, &(step as u64).to_be_bytes());
-        let h = tag.as_ref();
-        let offset = (h[h.len() - 1] & 0x0f) as usize;
-        let bin = u32::from_be_bytes([
-            h[offset] & 0x7f,
-            h[offset + 1],
-            h[offset + 2],
-            h[offset + 3],
-        ]);
-        bin % 10u32.pow(DIGITS)
+    /// The code of time step `step` (a card's display; tests).
+    pub fn code(secret: &[u8], step: i64) -> String {
+        generator(secret).generate(start_of(step).unwrap_or(0))
     }
 
     /// The step whose code is `submitted`, among the current one and one
@@ -174,15 +187,16 @@ pub mod totp {
         last_step: i64,
     ) -> Option<i64> {
         let submitted = submitted.trim();
-        if submitted.len() != DIGITS as usize || !submitted.bytes().all(|b| b.is_ascii_digit()) {
+        if submitted.len() != DIGITS || !submitted.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
-        let value: u32 = submitted.parse().ok()?;
+        let totp = generator(secret);
         let current = step_at(now);
         let mut found = None;
-        // Every candidate is computed, so timing does not tell which matched.
+        // Every candidate is checked (in constant time by the library), so
+        // timing does not tell which matched.
         for step in [current - 1, current, current + 1] {
-            let ok = (code(secret, step) ^ value) == 0;
+            let ok = start_of(step).is_some_and(|t| totp.check(submitted, t));
             if ok && step > last_step && found.is_none() {
                 found = Some(step);
             }
@@ -191,23 +205,8 @@ pub mod totp {
     }
 
     /// RFC 4648 base32 without padding, for `otpauth://` URIs.
-    pub fn base32(bytes: &[u8]) -> String {
-        const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-        let mut out = String::new();
-        let mut buffer: u32 = 0;
-        let mut bits = 0;
-        for &b in bytes {
-            buffer = (buffer << 8) | u32::from(b);
-            bits += 8;
-            while bits >= 5 {
-                out.push(ALPHABET[((buffer >> (bits - 5)) & 31) as usize] as char);
-                bits -= 5;
-            }
-        }
-        if bits > 0 {
-            out.push(ALPHABET[((buffer << (5 - bits)) & 31) as usize] as char);
-        }
-        out
+    pub fn base32(secret: &[u8]) -> String {
+        generator(secret).get_secret_base32()
     }
 }
 
@@ -229,7 +228,7 @@ mod tests {
         ] {
             assert_eq!(
                 totp::code(secret, totp::step_at(time)),
-                expected % 1_000_000,
+                format!("{:06}", expected % 1_000_000),
                 "{time}"
             );
         }
@@ -240,7 +239,7 @@ mod tests {
         let secret = b"12345678901234567890";
         let now = 1_795_867_200;
         let step = totp::step_at(now);
-        let code = |s| format!("{:06}", totp::code(secret, s));
+        let code = |s| totp::code(secret, s);
         assert_eq!(totp::matching_step(secret, &code(step), now, 0), Some(step));
         assert_eq!(
             totp::matching_step(secret, &code(step - 1), now, 0),
@@ -261,6 +260,10 @@ mod tests {
     fn base32_matches_rfc4648() {
         assert_eq!(totp::base32(b"foobar"), "MZXW6YTBOI");
         assert_eq!(totp::base32(b"f"), "MY");
+        assert_eq!(
+            totp::base32(b"12345678901234567890"),
+            "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::AppState;
 use crate::audit::AuditRecord;
 use crate::domain::category::FieldType;
 use crate::domain::extract::{
-    Cell, ExtractKind, ExtractState, MIN_CELL, csv_line, generalise, laplace, suppress, text_of,
+    Cell, CsvRows, ExtractKind, ExtractState, MIN_CELL, generalise, laplace, suppress, text_of,
 };
 use crate::domain::{ExtractId, Timestamp};
 use crate::service::extracts::{
@@ -131,6 +131,7 @@ async fn build_inner(
         .wrap_output(BufWriter::new(file))
         .map_err(|e| e.to_string())?;
     let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+    let csv = CsvRows::default();
     let mut write = |bytes: &[u8]| -> Result<(), String> {
         digest.update(bytes);
         out.write_all(bytes).map_err(|e| e.to_string())
@@ -146,7 +147,7 @@ async fn build_inner(
     if records {
         let mut header = vec!["pseudonym".to_string()];
         header.extend(spec.fields.iter().cloned());
-        write(csv_line(&header).as_bytes())?;
+        write(&csv.row(&header).map_err(|e| e.to_string())?)?;
     }
     let mut cells: BTreeMap<Vec<String>, Cell> = BTreeMap::new();
     // Differencing (issue 27): the partner's earlier aggregates of this
@@ -252,7 +253,7 @@ async fn build_inner(
                         text
                     });
                 }
-                write(csv_line(&line).as_bytes())?;
+                write(&csv.row(&line).map_err(|e| e.to_string())?)?;
             } else {
                 let key = group_key(&spec, &value);
                 for ((_, e), joint) in earlier.iter().zip(joints.iter_mut()) {
@@ -341,7 +342,7 @@ async fn build_inner(
         let mut header = spec.group_by.clone();
         header.push("count".into());
         header.extend(spec.fields.iter().map(|f| format!("sum({f})")));
-        write(csv_line(&header).as_bytes())?;
+        write(&csv.row(&header).map_err(|e| e.to_string())?)?;
         // With sums, ε is split between the counts and each sum.
         let shares = 1.0 + spec.fields.len() as f64;
         for (key, cell) in cells.iter().filter(|(k, _)| !hidden.contains(*k)) {
@@ -367,7 +368,7 @@ async fn build_inner(
                 }
                 line.push(format!("{sum}"));
             }
-            write(csv_line(&line).as_bytes())?;
+            write(&csv.row(&line).map_err(|e| e.to_string())?)?;
         }
         suppression = json!({"min_cell": MIN_CELL, "suppressed": !hidden.is_empty(), "rule": "primary below the threshold; secondary so that no hidden cell is alone or all-ones"});
         if let Some(e) = spec.epsilon {

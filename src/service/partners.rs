@@ -275,9 +275,7 @@ pub fn verify_token(state: &AppState, token: &str, now: Timestamp) -> AppResult<
         Some(claims) => claims,
         None => {
             let claims = verify_access_token(state, token, &signing_key, AUDIENCE)?;
-            state
-                .partner_tokens
-                .insert(token, &signing_key, &claims, now);
+            state.partner_tokens.insert(token, &signing_key, &claims);
             claims
         }
     };
@@ -338,8 +336,9 @@ pub(crate) fn verify_access_token(
         .map_err(|e| invalid_token(&format!("{:?}", e.kind())))
 }
 
-/// Most tokens [`VerifiedTokens`] remembers; past that, expired ones are
-/// dropped, and if none had expired, all of them.
+/// Most tokens [`VerifiedTokens`] remembers; past that, the cache evicts
+/// the least useful (an expired token is never asked for again, so it goes
+/// first in practice).
 const MAX_VERIFIED_TOKENS: usize = 4096;
 
 /// Partner access tokens this process has already verified, by SHA-256 of
@@ -351,13 +350,13 @@ const MAX_VERIFIED_TOKENS: usize = 4096;
 /// every request.
 pub struct VerifiedTokens {
     /// SHA-256 of the token → (the signing key that verified it, its claims).
-    by_digest: crate::memo::Memo<[u8; 32], ([u8; 32], AccessClaims)>,
+    by_digest: quick_cache::sync::Cache<[u8; 32], ([u8; 32], AccessClaims)>,
 }
 
 impl Default for VerifiedTokens {
     fn default() -> Self {
         Self {
-            by_digest: crate::memo::Memo::new(MAX_VERIFIED_TOKENS),
+            by_digest: quick_cache::sync::Cache::new(MAX_VERIFIED_TOKENS),
         }
     }
 }
@@ -377,18 +376,9 @@ impl VerifiedTokens {
             .map(|(_, claims)| claims)
     }
 
-    fn insert(
-        &self,
-        token: &str,
-        signing_key: &[u8; 32],
-        claims: &AccessClaims,
-        now: crate::domain::Timestamp,
-    ) {
-        self.by_digest.insert(
-            Self::digest(token),
-            (*signing_key, claims.clone()),
-            |(_, c)| c.exp > now,
-        );
+    fn insert(&self, token: &str, signing_key: &[u8; 32], claims: &AccessClaims) {
+        self.by_digest
+            .insert(Self::digest(token), (*signing_key, claims.clone()));
     }
 }
 
@@ -415,7 +405,7 @@ async fn resident_of(
     }
     let resident = state.store.resolve_pseudonym(&partner, pseudonym).await?;
     if let Some(r) = &resident {
-        state.pseudonyms.insert(key, r.clone(), |_| false);
+        state.pseudonyms.insert(key, r.clone());
     }
     Ok(resident)
 }

@@ -14,7 +14,7 @@ use crate::domain::category::Categories;
 use crate::domain::purpose::Register;
 use crate::service::vault::Vault;
 use crate::storage::DynStore;
-use crate::{Clock, domain, error, memo, oidc, service};
+use crate::{Clock, domain, error, oidc, service};
 
 /// Everything a use case may need.
 #[derive(Clone)]
@@ -54,7 +54,10 @@ pub struct AppInner {
     pub partner_tokens: service::partners::VerifiedTokens,
     /// (partner, pseudonym) → resident, as this process has resolved them:
     /// a pseudonym stands for one resident forever (see `partner_pseudonyms`).
-    pub pseudonyms: memo::Memo<(String, String), String>,
+    /// A bounded cache (`quick_cache`): only facts that cannot change are
+    /// kept in a process, never state that can (consents, mandates, whether
+    /// a partner is active), so processes sharing a database never disagree.
+    pub pseudonyms: quick_cache::sync::Cache<(String, String), String>,
 }
 
 impl AppState {
@@ -187,7 +190,9 @@ impl AppState {
                 resident_login,
                 agent_login,
                 partner_tokens: Default::default(),
-                pseudonyms: memo::Memo::new(service::partners::MAX_REMEMBERED_PSEUDONYMS),
+                pseudonyms: quick_cache::sync::Cache::new(
+                    service::partners::MAX_REMEMBERED_PSEUDONYMS,
+                ),
             }),
         })
     }

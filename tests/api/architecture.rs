@@ -51,7 +51,6 @@ const MAY_ONLY_IMPORT: &[(&str, &[&str])] = &[
     ("audit", &["domain", "storage", "crypto"]),
     ("clock", &["domain"]),
     ("config", &[]),
-    ("memo", &[]),
 ];
 
 /// What a module must never import.

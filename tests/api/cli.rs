@@ -291,6 +291,7 @@ fn keys_lifecycle_through_the_binary() {
     let out = coffre(d, &["keys", "rotate"], &env).output().unwrap();
     succeeded(&out);
     assert!(String::from_utf8_lossy(&out.stdout).contains("current KEK version 2"));
+    assert_no_progress_bar(&out);
 
     // Group-readable key files stop the start with one line.
     use std::os::unix::fs::PermissionsExt;
@@ -853,6 +854,16 @@ fn the_policies_folder_is_accepted_and_the_register_in_force_is_shown() {
     assert_one_clear_line(&out, "policies_dir");
 }
 
+/// A progress bar is for a terminal: redrawn lines (`\r`, erase-line) and
+/// its rate and time left never reach a pipe or a log.
+fn assert_no_progress_bar(out: &std::process::Output) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains('\r') && !err.contains("\x1b[2K") && !err.contains(" left"),
+        "{err}"
+    );
+}
+
 /// C11: `coffre import` deposits a file as one of the agglomération's own
 /// sources through the deposit use case: one answer a line and a summary,
 /// the same refusals, safe to rerun; an unknown source is one clear line.
@@ -868,6 +879,14 @@ fn import_deposits_a_file_line_by_line_and_reports_each() {
             .output()
             .unwrap(),
     );
+    // A small territory: its report on stdout, no progress bar in a pipe.
+    let out = coffre(d, &["seed", "--residents", "20"], &env)
+        .output()
+        .unwrap();
+    succeeded(&out);
+    assert_no_progress_bar(&out);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["residents"], 20, "{report}");
     let pivot = r#"{"family_name":"Nobody","given_names":"Jo","birthdate":"1970-01-01","birthplace":"31555","gender":"male"}"#;
     let file = d.join("releves.ndjson");
     std::fs::write(
@@ -923,7 +942,65 @@ fn import_deposits_a_file_line_by_line_and_reports_each() {
             ]
         );
         assert_eq!(lines[4]["summary"]["rejected"], 4);
+        // Not a terminal: no progress bar (only the log lines).
+        assert_no_progress_bar(&out);
     }
+    // The same as CSV with a header: each row is the line a source would
+    // stream, its cells typed by the category (4200 an integer, so the
+    // first row passes validation and is refused only for its unknown
+    // person), quoted cells read as RFC 4180 says.
+    let csv = d.join("releves.csv");
+    std::fs::write(
+        &csv,
+        "id,category,observed_at,pivot.family_name,pivot.given_names,pivot.birthdate,pivot.birthplace,pivot.gender,annual_kwh,heating\n\
+         c-1,energy,1,Nobody,Jo,1970-01-01,31555,male,4200,gas\n\
+         c-2,energy,1,Nobody,Jo,1970-01-01,31555,male,beaucoup,gas\n\
+         c-3,income,1,Nobody,Jo,1970-01-01,31555,male,1,\n\
+         \"c-4\",energy,1,\"Nobody, \"\"Jo\"\"\",Jo,1970-01-01,31555,male,1,\"gas\nand wood\"\n\
+         c-5,energy,1,Nobody,Jo,1970-01-01,31555,male,1,gas,extra\n",
+    )
+    .unwrap();
+    let out = coffre(
+        d,
+        &[
+            "import",
+            "--source",
+            "regie-eau",
+            "--file",
+            csv.to_str().unwrap(),
+        ],
+        &env,
+    )
+    .output()
+    .unwrap();
+    succeeded(&out);
+    assert_no_progress_bar(&out);
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let codes: Vec<_> = lines[..5]
+        .iter()
+        .map(|l| {
+            (
+                l["line"].as_u64().unwrap(),
+                l["id"].as_str().unwrap_or("").to_string(),
+                l["code"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let expected = [
+        (2, "c-1", "unknown_pivot"),
+        (3, "c-2", "invalid_field"),
+        (4, "c-3", "category_not_deposited"),
+        (5, "c-4", "invalid_field"),
+        (7, "", "invalid_deposit"),
+    ];
+    assert_eq!(
+        codes,
+        expected.map(|(l, id, c)| (l, id.to_string(), c.to_string()))
+    );
+    assert_eq!(lines[5]["summary"]["rejected"], 5);
     let out = coffre(
         d,
         &[

@@ -526,7 +526,7 @@ async fn check_cell(
     if matches!(route, Route::Revoke | Route::RevokePage) {
         app.clock.advance(30);
         let step = totp::step_at(app.clock.now());
-        code = format!("{:06}", totp::code(coffre::demo::DEMO_TOTP_SECRET, step));
+        code = totp::code(coffre::demo::DEMO_TOTP_SECRET, step);
     }
     let (method, path, payload) = route.request(row, &session.csrf, &code);
     let before = fingerprint(app, pool, &row.resident).await;

@@ -771,12 +771,9 @@ async fn a_mandate_is_made_with_the_residents_login_in_the_aidants_browser() {
         .unwrap();
         let totp = |offset: i64| {
             let t = real_now();
-            format!(
-                "{:06}",
-                coffre::domain::mandate::totp::code(
-                    &secret,
-                    coffre::domain::mandate::totp::step_at(t) + offset
-                )
+            coffre::domain::mandate::totp::code(
+                &secret,
+                coffre::domain::mandate::totp::step_at(t) + offset,
             )
         };
         let cookie = coffre::http::session::open_session(
