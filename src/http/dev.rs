@@ -25,6 +25,9 @@ pub async fn personas() -> Json<Vec<PersonaView>> {
 pub struct DevLoginForm {
     /// A persona id from `GET /dev/personas`.
     pub persona: Option<String>,
+    /// A page of the resident's space to come back to (as `/auth/login`'s
+    /// `next`); anything else is ignored.
+    pub next: Option<String>,
 }
 
 /// Logs in as a demo persona (form field `persona`); answers 303 to `/` with
@@ -50,7 +53,15 @@ pub async fn login(
         role = persona.role.as_str(),
         "demo login"
     );
-    let mut res = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
+    // Only a resident persona goes back to a page of the resident's space.
+    let return_to = form
+        .next
+        .as_deref()
+        .filter(|_| persona.role == crate::domain::Role::Resident)
+        .and_then(crate::service::login::return_path);
+    let location = header::HeaderValue::from_str(return_to.as_deref().unwrap_or("/"))
+        .map_err(|_| AppError::internal("return location"))?;
+    let mut res = (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response();
     res.headers_mut().insert(header::SET_COOKIE, cookie);
     Ok(res)
 }

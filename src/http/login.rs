@@ -23,6 +23,9 @@ pub struct LoginQuery {
     /// A mandate draft the resident logs in to confirm, in the aidant's
     /// browser session: the login then opens no resident session.
     pub mandate_draft: Option<String>,
+    /// A page of the resident's space (`/moi…`) to come back to once
+    /// logged in, e.g. a source's approval page; anything else is ignored.
+    pub next: Option<String>,
 }
 
 const LOGIN_COOKIE: &str = "coffre_login";
@@ -74,7 +77,7 @@ pub async fn resident_login(
             )
         }
     };
-    start(&state, LoginKind::Resident, draft).await
+    start(&state, LoginKind::Resident, draft, q.next.as_deref()).await
 }
 
 /// Starts an agent's login at the agents' provider.
@@ -82,16 +85,25 @@ pub async fn resident_login(
     responses((status = 303, description = "redirect to the agents' identity provider"),
               (status = 503, description = "`agent_login_not_configured`, `identity_provider_unavailable`", body = crate::error::ErrorBody)))]
 pub async fn agent_login(State(state): State<AppState>) -> AppResult<Response> {
-    start(&state, LoginKind::Agent, None).await
+    start(&state, LoginKind::Agent, None, None).await
 }
 
 async fn start(
     state: &AppState,
     kind: LoginKind,
     mandate_draft: Option<DraftId>,
+    return_to: Option<&str>,
 ) -> AppResult<Response> {
     let browser = random_token()?;
-    let url = login_service::start(state, kind, mandate_draft, &browser, state.clock.now()).await?;
+    let url = login_service::start(
+        state,
+        kind,
+        mandate_draft,
+        return_to,
+        &browser,
+        state.clock.now(),
+    )
+    .await?;
     let location =
         HeaderValue::from_str(&url).map_err(|_| AppError::internal("authorization URL"))?;
     let mut res = (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response();
@@ -158,10 +170,13 @@ async fn callback(
             actor_id,
             role,
             id_token,
+            return_to,
         } => {
             let cookie =
                 open_session(state, &actor_id, role, kind.as_str(), Some(&id_token)).await?;
-            let mut res = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
+            let location = HeaderValue::from_str(return_to.as_deref().unwrap_or("/"))
+                .map_err(|_| AppError::internal("return location"))?;
+            let mut res = (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response();
             res.headers_mut().append(header::SET_COOKIE, cookie);
             res.headers_mut()
                 .append(header::SET_COOKIE, login_cookie(state, "", 0)?);

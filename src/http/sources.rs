@@ -10,7 +10,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, ErrorCode};
 use crate::http::ApiJson;
 use crate::http::audit::{RequestId, audited_json, with_entry};
 use crate::http::session::CurrentUser;
@@ -219,7 +219,20 @@ pub async fn deposits(
             let chunk = match input.next().await {
                 Some(Ok(c)) => c,
                 // Cut: what was answered stays; the partial line is dropped.
-                Some(Err(_)) => {
+                // Cut by the stream's limit, the source is told after the
+                // lines answered (a client gone away reads nothing).
+                Some(Err(e)) => {
+                    if cut_by_limit(&e) {
+                        let _ = tx
+                            .send(axum::body::Bytes::from(format!(
+                                "{}\n",
+                                serde_json::json!({"error": {
+                                    "code": ErrorCode::PayloadTooLarge.code(),
+                                    "line": line_no + 1,
+                                }})
+                            )))
+                            .await;
+                    }
                     complete = false;
                     break;
                 }
@@ -273,4 +286,17 @@ pub async fn deposits(
         axum::http::HeaderValue::from_static("application/x-ndjson"),
     );
     Ok(res)
+}
+
+/// Whether a body stopped because it went past its limit (the per-path
+/// limit of `http::middleware`), rather than because the client went away.
+fn cut_by_limit(e: &axum::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }

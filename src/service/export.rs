@@ -190,7 +190,14 @@ async fn write_export(
         out.put(b":").await?;
         out.json(&history).await?;
     }
-    out.put(b"},\"consents\":[").await?;
+    // The sources (art. 15(1)(g)): who may deposit about me, on what
+    // basis, whether I linked or objected, and what each deposited.
+    out.put(b"},\"sources\":").await?;
+    let sources = crate::service::sources::sources_of(state, resident)
+        .await
+        .map_err(io)?;
+    out.json(&sources).await?;
+    out.put(b",\"consents\":[").await?;
     let consents = state
         .store
         .consents_of(resident)

@@ -89,6 +89,7 @@ pub async fn start(
     state: &AppState,
     kind: LoginKind,
     mandate_draft: Option<DraftId>,
+    return_to: Option<&str>,
     browser: &str,
     now: Timestamp,
 ) -> AppResult<String> {
@@ -97,7 +98,10 @@ pub async fn start(
         .authorize(mandate_draft.is_some())
         .await
         .map_err(|e| refusal(&e))?;
-    let secrets = serde_json::json!({"nonce": auth.nonce, "pkce_verifier": auth.pkce_verifier});
+    // Where to go once logged in travels sealed with the attempt: only a
+    // page of the resident's own space, never another site.
+    let return_to = return_to.and_then(return_path);
+    let secrets = serde_json::json!({"nonce": auth.nonce, "pkce_verifier": auth.pkce_verifier, "return_to": return_to});
     let sealed = seal_for_bearer(browser, ATTEMPT_SEAL, secrets.to_string().as_bytes())
         .map_err(|_| AppError::internal("sealing a login attempt"))?;
     state
@@ -127,6 +131,21 @@ pub struct CallbackQuery {
 struct AttemptSecrets {
     nonce: String,
     pkce_verifier: String,
+    #[serde(default)]
+    return_to: Option<String>,
+}
+
+/// `path` if it is a page of the resident's space to come back to after a
+/// login (e.g. a source's approval page with its query): a local path
+/// under `/moi`, visible ASCII, no `//` or `\\` that a browser could read
+/// as another host. Anything else is no return path.
+pub fn return_path(path: &str) -> Option<String> {
+    let local = path.len() <= 2048
+        && (path == "/moi" || path.starts_with("/moi/") || path.starts_with("/moi?"))
+        && !path.contains("//")
+        && !path.contains('\\')
+        && path.bytes().all(|b| (0x21..=0x7e).contains(&b));
+    local.then(|| path.to_string())
 }
 
 /// What a completed login leads to.
@@ -137,6 +156,8 @@ pub enum LoginDone {
         actor_id: String,
         role: Role,
         id_token: String,
+        /// The page the login was started from, to go back to.
+        return_to: Option<String>,
     },
     /// A resident confirmed who they are for an aidant's mandate draft, in
     /// the aidant's browser: no session for them; back to the draft.
@@ -239,6 +260,7 @@ pub async fn callback(
         actor_id,
         role,
         id_token: login.id_token.clone(),
+        return_to: secrets.return_to.as_deref().and_then(return_path),
     })
 }
 
@@ -518,4 +540,38 @@ pub async fn attach_demo_resident(
     let audit =
         AuditRecord::new("anonymous", Role::Resident.as_str(), "login", now).request(request_id);
     attach_resident(state, draft, resident_id, audit, "demo_login").await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::return_path;
+
+    #[test]
+    fn only_a_page_of_the_residents_space_is_a_return_path() {
+        for good in [
+            "/moi",
+            "/moi/sources",
+            "/moi?lang=en",
+            "/moi/sources/x/autoriser?state=a&redirect_uri=https%3A%2F%2Fs.example%2F",
+        ] {
+            assert_eq!(return_path(good).as_deref(), Some(good));
+        }
+        for bad in [
+            "",
+            "/",
+            "moi",
+            "/moiré",
+            "//evil.example/moi",
+            "/moi//evil.example",
+            "/moi/\\evil",
+            "https://evil.example/moi",
+            "/moi/\n",
+            "/moi/ x",
+            "/dpo",
+            "/aidant/moi",
+        ] {
+            assert_eq!(return_path(bad), None, "{bad:?}");
+        }
+        assert_eq!(return_path(&format!("/moi/{}", "a".repeat(2100))), None);
+    }
 }

@@ -485,9 +485,16 @@ pub async fn exchange(
 /// about them, what it may deposit, and the link.
 pub async fn my_sources(state: &AppState, caller: &Caller) -> AppResult<Audited<Vec<MySource>>> {
     let entry = super::access::own_data(state, caller, "source.read", None).await?;
-    let links = state.store.source_links_of(&caller.actor_id).await?;
-    let deposited = state.store.deposited_versions(&caller.actor_id).await?;
-    let objections = state.store.objections_of(&caller.actor_id).await?;
+    let out = sources_of(state, &caller.actor_id).await?;
+    Ok(Audited::new(entry, out))
+}
+
+/// The sources of the register as they stand for `resident` (for their
+/// page, and their export, whose own entry covers the read).
+pub(crate) async fn sources_of(state: &AppState, resident: &str) -> AppResult<Vec<MySource>> {
+    let links = state.store.source_links_of(resident).await?;
+    let deposited = state.store.deposited_versions(resident).await?;
+    let objections = state.store.objections_of(resident).await?;
     let out = state
         .sources
         .all()
@@ -526,7 +533,7 @@ pub async fn my_sources(state: &AppState, caller: &Caller) -> AppResult<Audited<
             }
         })
         .collect();
-    Ok(Audited::new(entry, out))
+    Ok(out)
 }
 
 /// The resident revokes a source's link: from now on its deposits about

@@ -72,9 +72,29 @@ pub async fn set_lang(ctx: Ctx, Path(lang): Path<String>) -> Response {
 /// in demo mode the demo personas.
 pub fn login_choices(ctx: &Ctx) -> Markup {
     let l = ctx.lang;
+    // A page of the resident's space asked for a login: come back to it
+    // (a source's approval page keeps its request).
+    let here = if ctx.query.is_empty() {
+        ctx.path.clone()
+    } else {
+        let query: String = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(ctx.query.iter())
+            .finish();
+        format!("{}?{query}", ctx.path)
+    };
+    let next = crate::service::login::return_path(&here);
+    let resident_login = match &next {
+        Some(next) => format!(
+            "/auth/login?{}",
+            url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("next", next)
+                .finish()
+        ),
+        None => "/auth/login".to_string(),
+    };
     html! {
         @if ctx.state.resident_login.is_some() {
-            p { a.button href="/auth/login" { (l.t("Me connecter avec FranceConnect", "Log in with FranceConnect")) } }
+            p { a.button href=(resident_login) { (l.t("Me connecter avec FranceConnect", "Log in with FranceConnect")) } }
         }
         @if ctx.state.agent_login.is_some() {
             p { a href="/auth/agent/login" { (l.t("Connexion des agents et aidants", "Staff and aidant login")) } }
@@ -91,6 +111,9 @@ pub fn login_choices(ctx: &Ctx) -> Markup {
                         li {
                             form method="post" action="/dev/login" {
                                 input type="hidden" name="persona" value=(p.id);
+                                @if let Some(next) = &next {
+                                    input type="hidden" name="next" value=(next);
+                                }
                                 button { (l.t("Se connecter en tant que ", "Log in as ")) (p.name) }
                             }
                         }

@@ -389,9 +389,16 @@ async fn a_resident_logs_in_is_created_once_gets_their_identity_and_logs_out() {
         assert_eq!(q["post_logout_redirect_uri"], format!("{base}/"));
         assert_eq!(browser.me().await.status(), StatusCode::UNAUTHORIZED);
 
-        // The same person again: the same resident, no new identity version.
-        let res = browser.login("/auth/login", "alice").await;
+        // The same person again: the same resident, no new identity version;
+        // started from a page of her space (a source's approval page), the
+        // login brings her back to it.
+        let approval = "/moi/sources/energie-locale/autoriser?state=s1&redirect_uri=https%3A%2F%2Fenergie-locale.example%2Fcoffre%2Fretour";
+        let next = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("next", approval)
+            .finish();
+        let res = browser.login(&format!("/auth/login?{next}"), "alice").await;
         assert_eq!(res.status(), StatusCode::SEE_OTHER);
+        assert_eq!(res.headers()[LOCATION].to_str().unwrap(), approval);
         let me: serde_json::Value = browser.me().await.json().await.unwrap();
         assert_eq!(me["id"], alice.as_str());
         let identity: serde_json::Value = browser

@@ -412,6 +412,57 @@ where
 }
 
 impl TestApp {
+    /// Where `marker` is stored in clear, as `table.column` names: on
+    /// SQLite, anywhere in the database file (and its WAL); on PostgreSQL,
+    /// in any column of any table, a text column read as text and a binary
+    /// one as its bytes. Empty when the marker is nowhere in clear.
+    pub async fn stored_in_clear(&self, marker: &str) -> Vec<String> {
+        if self.backend == "sqlite" {
+            let path = self
+                .database_url
+                .trim_start_matches("sqlite://")
+                .split('?')
+                .next()
+                .unwrap()
+                .to_string();
+            let mut found = Vec::new();
+            for file in [path.clone(), format!("{path}-wal")] {
+                let bytes = std::fs::read(&file).unwrap_or_default();
+                if bytes.windows(marker.len()).any(|w| w == marker.as_bytes()) {
+                    found.push(file);
+                }
+            }
+            return found;
+        }
+        let pool = self.raw_pool().await;
+        let columns: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT table_name::text, column_name::text, data_type::text FROM information_schema.columns \
+             WHERE table_schema = current_schema() ORDER BY table_name, column_name",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert!(columns.len() > 50, "{columns:?}");
+        let mut found = Vec::new();
+        for (table, column, kind) in columns {
+            let test = if kind == "bytea" {
+                format!("position(convert_to($1, 'UTF8') in \"{column}\") > 0")
+            } else {
+                format!("strpos(CAST(\"{column}\" AS TEXT), $1) > 0")
+            };
+            let (n,): (i64,) =
+                sqlx::query_as(&format!("SELECT COUNT(*) FROM \"{table}\" WHERE {test}"))
+                    .bind(marker)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+            if n > 0 {
+                found.push(format!("{table}.{column}"));
+            }
+        }
+        found
+    }
+
     /// A pool of the test database's own, for what the service would never
     /// do (tamper with the log, drop a table, flip a flag).
     pub async fn raw_pool(&self) -> sqlx::AnyPool {
