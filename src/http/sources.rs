@@ -169,6 +169,20 @@ pub async fn deposits(
     if !ndjson {
         return Err(AppError::UnsupportedMediaType);
     }
+    // The token is checked again during a long stream: a source
+    // deactivated, or a token expired, stops depositing within
+    // `RECHECK_LINES` lines or `RECHECK_SECS` seconds, not at the end of
+    // a stream that may last hours.
+    let mut recheck = Recheck {
+        token: headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default()
+            .to_string(),
+        checked_at: state.clock.now(),
+        lines: 0,
+    };
     let (tx, rx) = tokio::sync::mpsc::channel::<axum::body::Bytes>(32);
     tokio::spawn(async move {
         let max = crate::domain::deposit::MAX_LINE_BYTES;
@@ -180,32 +194,44 @@ pub async fn deposits(
         async fn answer(
             state: &AppState,
             source: &SourceCaller,
+            recheck: &mut Recheck,
             tx: &tokio::sync::mpsc::Sender<axum::body::Bytes>,
             summary: &mut crate::service::deposits::Summary,
             line_no: u64,
             line: &[u8],
         ) -> bool {
             let now = state.clock.now();
-            let out =
-                match crate::service::deposits::deposit_line(state, source, line_no, line, now)
-                    .await
-                {
-                    Ok(a) => {
-                        summary.count(&a);
-                        serde_json::to_vec(&a)
-                    }
-                    Err(e) => {
-                        let (code, _) = e.code_and_status();
-                        tracing::error!(code, error = ?e, "deposit stream stopped");
-                        let _ = tx
-                            .send(axum::body::Bytes::from(format!(
-                                "{}\n",
-                                serde_json::json!({"error": {"code": code, "line": line_no}})
-                            )))
-                            .await;
-                        return false;
-                    }
-                };
+            let still_valid = match recheck.due(now) {
+                false => Ok(()),
+                true => {
+                    sources::verify_token(state, &recheck.token, source.request_id.clone(), now)
+                        .await
+                        .map(|_| recheck.done(now))
+                }
+            };
+            let result = match still_valid {
+                Ok(()) => {
+                    crate::service::deposits::deposit_line(state, source, line_no, line, now).await
+                }
+                Err(e) => Err(e),
+            };
+            let out = match result {
+                Ok(a) => {
+                    summary.count(&a);
+                    serde_json::to_vec(&a)
+                }
+                Err(e) => {
+                    let (code, _) = e.code_and_status();
+                    tracing::error!(code, error = ?e, "deposit stream stopped");
+                    let _ = tx
+                        .send(axum::body::Bytes::from(format!(
+                            "{}\n",
+                            serde_json::json!({"error": {"code": code, "line": line_no}})
+                        )))
+                        .await;
+                    return false;
+                }
+            };
             match out {
                 Ok(mut v) => {
                     v.push(b'\n');
@@ -254,7 +280,18 @@ pub async fn deposits(
                 if ends {
                     line_no += 1;
                     let blank = line.iter().all(u8::is_ascii_whitespace);
-                    if !blank && !answer(&state, &source, &tx, &mut summary, line_no, &line).await {
+                    if !blank
+                        && !answer(
+                            &state,
+                            &source,
+                            &mut recheck,
+                            &tx,
+                            &mut summary,
+                            line_no,
+                            &line,
+                        )
+                        .await
+                    {
                         complete = false;
                         break 'stream;
                     }
@@ -265,7 +302,16 @@ pub async fn deposits(
         if complete {
             if !line.iter().all(u8::is_ascii_whitespace) {
                 line_no += 1;
-                complete = answer(&state, &source, &tx, &mut summary, line_no, &line).await;
+                complete = answer(
+                    &state,
+                    &source,
+                    &mut recheck,
+                    &tx,
+                    &mut summary,
+                    line_no,
+                    &line,
+                )
+                .await;
             }
             if complete {
                 let _ = tx
@@ -286,6 +332,30 @@ pub async fn deposits(
         axum::http::HeaderValue::from_static("application/x-ndjson"),
     );
     Ok(res)
+}
+
+/// How often a deposit stream checks its token again.
+const RECHECK_LINES: u64 = 1000;
+const RECHECK_SECS: i64 = 30;
+
+/// When a deposit stream last checked its token.
+struct Recheck {
+    token: String,
+    checked_at: crate::domain::Timestamp,
+    lines: u64,
+}
+
+impl Recheck {
+    /// Whether the token must be checked before the next line.
+    fn due(&mut self, now: crate::domain::Timestamp) -> bool {
+        self.lines += 1;
+        self.lines > RECHECK_LINES || now - self.checked_at >= RECHECK_SECS
+    }
+
+    fn done(&mut self, now: crate::domain::Timestamp) {
+        self.checked_at = now;
+        self.lines = 1;
+    }
 }
 
 /// Whether a body stopped because it went past its limit (the per-path

@@ -178,7 +178,10 @@ async fn draft_view(
     })
 }
 
-async fn resident_name(state: &AppState, resident_id: &str) -> AppResult<Option<String>> {
+pub(crate) async fn resident_name(
+    state: &AppState,
+    resident_id: &str,
+) -> AppResult<Option<String>> {
     let vault = state.vault()?;
     let category = vault
         .categories()

@@ -481,6 +481,20 @@ pub async fn exchange(
     Ok(Audited::new(entry, LinkHandle { handle }))
 }
 
+/// The name of the account the resident is logged in to, for the approval
+/// page: a browser logged in to someone else's account (a login CSRF)
+/// shows a name that is not theirs before a source is linked to it.
+/// Reading one's own identity is recorded like any read of one's data.
+pub async fn approving_account(
+    state: &AppState,
+    caller: &Caller,
+) -> AppResult<Audited<Option<String>>> {
+    let entry =
+        super::access::own_data(state, caller, "source.link.view", Some("identity")).await?;
+    let name = super::drafts::resident_name(state, &caller.actor_id).await?;
+    Ok(Audited::new(entry, name))
+}
+
 /// The resident's sources: every source of the register that may deposit
 /// about them, what it may deposit, and the link.
 pub async fn my_sources(state: &AppState, caller: &Caller) -> AppResult<Audited<Vec<MySource>>> {

@@ -146,8 +146,17 @@ pub async fn authorise_page(ctx: Ctx, Path(id): Path<String>) -> PageResult {
     if !crate::service::sources::valid_client_state(&client_state) {
         return Err(ctx.fail(ErrorCode::InvalidParameter.with("`state`")));
     }
+    let account = crate::service::sources::approving_account(&ctx.state, &ctx.caller(&user))
+        .await
+        .map_err(|e| ctx.fail(e))?
+        .value;
     let body = html! {
         h1 { (l.t("Autoriser ", "Authorise ")) (source.name(l == Lang::Fr)) }
+        p #account {
+            (l.t("Vous êtes connecté·e au coffre de ", "You are logged in to the vault of "))
+            strong { (account.as_deref().unwrap_or(l.t("(nom non renseigné)", "(no name given)"))) } ". "
+            (l.t("Si ce n'est pas vous, n'autorisez pas : déconnectez-vous d'abord.", "If this is not you, do not authorise: log out first."))
+        }
         p { (l.t(&source.description_fr, &source.description_en)) }
         p { (l.t("Si vous acceptez, cette source pourra déposer dans votre coffre : ", "If you accept, this source may deposit into your vault: "))
             strong { (source.categories.iter().map(|c| category_label(&ctx, c)).collect::<Vec<_>>().join(", ")) } "." }

@@ -433,6 +433,19 @@ async fn from_the_source_site_the_resident_approves_and_is_sent_back_with_a_code
             .await;
         assert_eq!(page.status, 200, "{}", page.text());
         assert!(page.text().contains("Énergie Locale") && page.text().contains("J'autorise"));
+        // The page names the account it would link (a browser logged in
+        // to someone else's account shows it), and that read is recorded.
+        assert!(
+            page.text()
+                .contains("Vous êtes connecté·e au coffre de <strong>Awa Diallo</strong>"),
+            "{}",
+            page.text()
+        );
+        let last = app.last_entry().await;
+        assert_eq!(
+            (last.action.as_str(), last.category.as_deref()),
+            ("source.link.view", Some("identity"))
+        );
         // An unregistered redirect URI (here a look-alike) is an error page,
         // never a redirect — on the page and on its form alike.
         let evil = "https://energie-locale.example.evil.example/coffre/retour";
@@ -1112,6 +1125,92 @@ async fn a_cut_stream_keeps_the_lines_before_the_cut_and_a_retry_finds_them_unch
         let got: Vec<_> = answers[..2].iter().map(|a| a["status"].as_str().unwrap()).collect();
         assert_eq!(got, ["unchanged", "accepted"]);
         assert_eq!(answers[2]["summary"], serde_json::json!({"accepted": 1, "unchanged": 1, "rejected": 0}));
+    })
+    .await;
+}
+
+/// The resident's later choices win over a source: restricted (art. 18),
+/// their lines are refused `processing_restricted` until lifted; erased,
+/// the handle names nobody (`no_link`, the answer for no one), and nothing
+/// of them is stored again.
+#[tokio::test]
+async fn restriction_and_erasure_refuse_a_sources_lines() {
+    each_backend(|app| async move {
+        let (token, handle) = linked_awa(&app).await;
+        let at = app.clock.now() - 3600;
+        let line = |id: &str, kwh: i64| {
+            serde_json::json!({"id": id, "handle": handle, "category": "energy", "fields": {"annual_kwh": kwh}, "observed_at": at})
+                .to_string()
+        };
+        let awa = app.login(AWA).await;
+        let restrict = |on: bool| {
+            app.as_user(&awa, Method::POST, "/api/v1/me/restriction", Some(serde_json::json!({"restricted": on})))
+        };
+        assert_eq!(restrict(true).await.status, 200);
+        let answers = deposit_stream(&app, &token, line("r-1", 1)).await;
+        assert_eq!(answers[0]["code"], "processing_restricted", "{answers:?}");
+        let last = app.last_entry().await;
+        assert_eq!((last.action.as_str(), last.reason.as_str()), ("source.deposit", "processing_restricted"));
+        assert_eq!(restrict(false).await.status, 200);
+        let answers = deposit_stream(&app, &token, line("r-1", 1)).await;
+        assert_eq!(answers[0]["status"], "accepted", "{answers:?}");
+        let erased = app.as_user(&awa, Method::POST, "/api/v1/me/erasure", None).await;
+        assert_eq!(erased.status, 200, "{}", erased.text());
+        let answers = deposit_stream(&app, &token, line("r-2", 2)).await;
+        assert_eq!(answers[0]["code"], "no_link", "{answers:?}");
+        let pool = app.raw_pool().await;
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM personal_records WHERE resident_id = $1")
+            .bind(AWA)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(n, 0, "nothing of an erased resident is stored again");
+    })
+    .await;
+}
+
+/// A long stream checks its token again as it goes: once the token has
+/// expired (or the source was deactivated), the next line is not
+/// deposited and the stream ends with why.
+#[tokio::test]
+async fn a_long_stream_stops_when_its_token_expires() {
+    each_backend(|app| async move {
+        let (token, handle) = linked_awa(&app).await;
+        let at = app.clock.now() - 3600;
+        let line = |id: &str| {
+            serde_json::json!({"id": id, "handle": handle, "category": "energy", "fields": {"annual_kwh": 7}, "observed_at": at})
+                .to_string()
+        };
+        // The second line comes six minutes later (the clock moves as the
+        // server asks for it): the token has expired by then.
+        let clock = app.clock.clone();
+        let chunks = vec![format!("{}\n", line("t-1")), format!("{}\n", line("t-2"))];
+        let body = futures_util::stream::unfold((0usize, chunks, clock), |(i, chunks, clock)| async move {
+            let chunk = chunks.get(i)?.clone();
+            if i == 1 {
+                clock.advance(360);
+            }
+            Some((Ok::<_, std::io::Error>(chunk), (i + 1, chunks, clock)))
+        });
+        let res = app
+            .send(
+                Method::POST,
+                "/api/v1/source/deposits",
+                &[("authorization", &format!("Bearer {token}")), ("content-type", "application/x-ndjson")],
+                axum::body::Body::from_stream(body),
+            )
+            .await;
+        assert_eq!(res.status, 200);
+        let lines: Vec<serde_json::Value> = res.text().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert_eq!(lines[0]["status"], "accepted");
+        assert_eq!(lines[1], serde_json::json!({"error": {"code": "invalid_token", "line": 2}}));
+        let pool = app.raw_pool().await;
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM personal_records WHERE source_record_id = 't-2'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(n, 0);
     })
     .await;
 }
