@@ -562,42 +562,48 @@ pub async fn revoke(
     now: Timestamp,
 ) -> AppResult<Audited<()>> {
     let source = link_source_of(state, source_id)?;
-    // Nothing standing (no link, no waiting code): a recorded refusal, not
-    // an allowed act that then changes nothing.
-    let standing = state
-        .store
-        .source_links_of(&caller.actor_id)
-        .await?
-        .iter()
-        .any(|l| l.source_id == source.id && l.revoked_at.is_none());
-    if !standing
-        && !state
+    let links = state.store.source_links_of(&caller.actor_id).await?;
+    let link = links.iter().find(|l| l.source_id == source.id);
+    let standing = link.is_some_and(|l| l.revoked_at.is_none());
+    let waiting = !standing
+        && state
             .store
             .has_link_codes(&source.id, &caller.actor_id)
-            .await?
-    {
+            .await?;
+    // Erasing what a source deposited stays possible once the link is gone:
+    // revoked earlier without erasure, or a revocation whose erasure did
+    // not finish (asking again completes it).
+    let erasable = erase && link.is_some();
+    // Nothing to act on (no link, no waiting code): a recorded refusal,
+    // not an allowed act that then changes nothing.
+    if !standing && !waiting && !erasable {
         let entry = caller
             .record("source.link.revoke", now)
             .resident(&caller.actor_id)
             .purpose(format!("source:{}", source.id));
         return Err(super::access::deny(state, entry, ErrorCode::NoLink.into()).await);
     }
-    let entry = own_link_act(state, caller, "source.link.revoke", source).await?;
-    if !state
-        .store
-        .revoke_source_link(&source.id, &caller.actor_id, now)
-        .await?
-    {
-        return Err(ErrorCode::NoLink.into());
+    let mut entry = None;
+    if standing || waiting {
+        entry = Some(own_link_act(state, caller, "source.link.revoke", source).await?);
+        let revoked = state
+            .store
+            .revoke_source_link(&source.id, &caller.actor_id, now)
+            .await?;
+        if !revoked && !erasable {
+            return Err(ErrorCode::NoLink.into());
+        }
     }
     if erase {
-        own_link_act(state, caller, "source.deposits.erase", source).await?;
+        let erased = own_link_act(state, caller, "source.deposits.erase", source).await?;
         let n = state
             .store
             .erase_source_deposits(&source.id, &caller.actor_id)
             .await?;
         tracing::info!(source = %source.id, versions = n, "a source's deposits erased at the resident's request");
+        entry = entry.or(Some(erased));
     }
+    let entry = entry.ok_or_else(|| AppError::from(ErrorCode::NoLink))?;
     Ok(Audited::new(entry, ()))
 }
 

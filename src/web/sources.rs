@@ -77,6 +77,18 @@ pub async fn sources(ctx: Ctx) -> PageResult {
                     }
                     other => {
                         @if other == "revoked" { p { (l.t("Autorisation retirée.", "Authorisation revoked.")) } }
+                        @if other == "revoked" && s.deposits > 0 {
+                            // What it deposited before may still be erased.
+                            form method="post" action={ "/moi/sources/" (s.id) "/retrait" } {
+                                (csrf(&user))
+                                input type="hidden" name="erase" value="yes";
+                                div.choice {
+                                    input type="checkbox" id={ "c-" (s.id) } name="confirm" value="yes" required;
+                                    label for={ "c-" (s.id) } { (l.t("J'efface ce que cette source a déposé à mon sujet.", "I erase what this source deposited about me.")) }
+                                }
+                                p { button.danger { (l.t("Effacer ses dépôts", "Erase its deposits")) } }
+                            }
+                        }
                         form method="post" action={ "/moi/sources/" (s.id) "/code" } {
                             (csrf(&user))
                             p { button { (l.t("Obtenir un code à donner à cette source", "Get a code to give this source")) } }

@@ -896,6 +896,25 @@ async fn revoking_with_erasure_removes_what_the_source_deposited_and_only_that()
         let code = app.as_user(&awa, Method::POST, "/api/v1/me/sources/energie-locale/links", None).await.json()["pairing_code"].as_str().unwrap().to_string();
         as_source(&app, &token, Method::POST, "/api/v1/source/links", serde_json::json!({"code": code})).await;
         assert_eq!(deposit_stream(&app, &token, d.to_string()).await[0]["status"], "accepted");
+        // Revoked keeping the data, then erased later: the erasure is still
+        // hers to ask (and asking twice is harmless); a revocation with
+        // nothing left to revoke is refused.
+        let kept = app.as_user(&awa, Method::DELETE, "/api/v1/me/sources/energie-locale/links", None).await;
+        assert_eq!(kept.status, 204, "{}", kept.text());
+        let page = app.as_user(&awa, Method::GET, "/moi/sources", None).await;
+        assert!(page.text().contains("Effacer ses dépôts"), "{}", page.text());
+        let again = app.as_user(&awa, Method::DELETE, "/api/v1/me/sources/energie-locale/links", None).await;
+        again.assert_error(409, "no_link");
+        for _ in 0..2 {
+            let later = app.as_user(&awa, Method::DELETE, "/api/v1/me/sources/energie-locale/links?erase=true", None).await;
+            assert_eq!(later.status, 204, "{}", later.text());
+            assert_eq!(app.last_entry().await.action, "source.deposits.erase");
+        }
+        let after = app.as_user(&awa, Method::GET, "/api/v1/me/data", None).await.json();
+        assert_eq!(categories(&after), want);
+        // A source never linked: nothing to erase either.
+        let never = app.as_user(&awa, Method::DELETE, "/api/v1/me/sources/regie-eau/links?erase=true", None).await;
+        assert!(never.status.is_client_error(), "{}", never.text());
     })
     .await;
 }
