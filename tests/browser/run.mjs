@@ -222,6 +222,38 @@ async function api(page, method, path, body) {
   await context.close();
 }
 
+// ---------------------------------------------------------------- a source's approval page, from logged out, keyboard only
+{
+  const { context, page } = await session(null);
+  const back = 'https://energie-locale.example/coffre/retour';
+  const approval = `/moi/sources/energie-locale/autoriser?state=browser-1&redirect_uri=${encodeURIComponent(back)}`;
+  await r.step('source: logged out, the approval page asks for a login that comes back to it', async () => {
+    await page.goto(`${BASE}${approval}`);
+    await Promise.all([
+      page.waitForNavigation(),
+      page.locator(`form[action="/dev/login"]:has(input[value="${RESIDENT_2}"]) button`).click(),
+    ]);
+    const url = new URL(page.url());
+    check(url.pathname === '/moi/sources/energie-locale/autoriser', `on ${page.url()}`);
+    check(url.searchParams.get('state') === 'browser-1' && url.searchParams.get('redirect_uri') === back, `request lost: ${page.url()}`);
+    check(await page.locator('#account strong').count() === 1, 'the account is not named');
+  });
+  await checkPage('resident', page, approval, 'source-autoriser');
+  await r.step('source: approve with the keyboard only; a link back to the source carries the code', async () => {
+    await page.goto(`${BASE}${approval}`);
+    await tabUntil(page, 'form[action$="/autoriser"] button');
+    await Promise.all([page.waitForNavigation(), activate(page)]);
+    const href = await page.locator('#continue').getAttribute('href');
+    const u = new URL(href);
+    check(`${u.origin}${u.pathname}` === back, `back to ${href}`);
+    check(u.searchParams.get('state') === 'browser-1' && (u.searchParams.get('code') || '').length > 0, `no code: ${href}`);
+    const v = await axeViolations(page);
+    check(v.length === 0, JSON.stringify(v, null, 2));
+  });
+  await checkPage('resident', page, '/moi/sources', 'resident-sources');
+  await context.close();
+}
+
 // ---------------------------------------------------------------- aidant and the mandate journey, keyboard only
 {
   const { context, page } = await session(AIDANT);
