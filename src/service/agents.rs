@@ -164,12 +164,70 @@ pub struct MandatedResident {
     pub mandate_id: String,
     pub demarche: String,
     pub expires_at: i64,
+    /// The person's given and family names, read from their vault under
+    /// the mandate for this list (absent when they gave none).
+    pub name: Option<String>,
+    /// The INSEE code of the commune of their contact address, likewise.
+    pub commune_insee: Option<String>,
+}
+
+/// An authorisation that ended: the person's name is no longer read from
+/// their vault once the mandate no longer covers it.
+#[derive(Serialize, ToSchema)]
+pub struct EndedAuthorisation {
+    pub resident_id: String,
+    pub mandate_id: String,
+    pub demarche: String,
+    /// When it ended: its revocation, or its expiry.
+    pub ended_at: i64,
+    pub revoked: bool,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct StructureMandates {
     pub structure_id: String,
     pub authorisations: Vec<MandatedResident>,
+    /// The structure's most recently ended authorisations (at most
+    /// `ENDED_SHOWN`), for renewals; empty in the expiring list.
+    pub ended: Vec<EndedAuthorisation>,
+}
+
+/// How many ended authorisations the structure's list shows.
+pub const ENDED_SHOWN: i64 = 200;
+
+/// The name and commune of each of `residents` (all under an active
+/// mandate of the caller's structure, the list's entry recorded before),
+/// read in pages from their vaults.
+async fn names_and_communes(
+    state: &AppState,
+    residents: &[String],
+) -> AppResult<std::collections::HashMap<String, (Option<String>, Option<String>)>> {
+    let vault = state.vault()?;
+    let categories = ["identity".to_string(), "contact".to_string()];
+    let mut out = std::collections::HashMap::with_capacity(residents.len());
+    for page in residents.chunks(500) {
+        for (resident, records) in vault.read_page(page, &categories).await? {
+            let field = |category: &str, name: &str| {
+                records
+                    .iter()
+                    .find(|r| r.category == category)
+                    .and_then(|r| r.fields.get(name))
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            };
+            let name = [
+                field("identity", "given_name"),
+                field("identity", "family_name"),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" ");
+            let name = Some(name).filter(|n| !n.trim().is_empty());
+            out.insert(resident, (name, field("contact", "commune_insee")));
+        }
+    }
+    Ok(out)
 }
 
 async fn structure_list(
@@ -184,21 +242,51 @@ async fn structure_list(
         .store
         .structure_authorisations(&ctx.structure.id, now, until)
         .await?;
+    let ended = if until == i64::MAX {
+        state
+            .store
+            .structure_ended_authorisations(&ctx.structure.id, now, ENDED_SHOWN)
+            .await?
+    } else {
+        Vec::new()
+    };
+    // One entry for the list, names and communes included, recorded
+    // before anything is read from the vaults.
     let entry = state
         .audit
-        .record(record(state, caller, Some(&ctx), action))
+        .record(record(state, caller, Some(&ctx), action).category(Some("identity")))
         .await?;
+    let mut residents: Vec<String> = rows.iter().map(|a| a.resident_id.clone()).collect();
+    residents.sort();
+    residents.dedup();
+    let people = names_and_communes(state, &residents).await?;
     Ok(Audited::new(
         entry,
         StructureMandates {
             structure_id: ctx.structure.id.to_string(),
             authorisations: rows
                 .into_iter()
-                .map(|a| MandatedResident {
+                .map(|a| {
+                    let (name, commune_insee) =
+                        people.get(&a.resident_id).cloned().unwrap_or_default();
+                    MandatedResident {
+                        resident_id: a.resident_id,
+                        mandate_id: a.mandate_id.into_string(),
+                        demarche: a.demarche.as_str().to_string(),
+                        expires_at: a.expires_at,
+                        name,
+                        commune_insee,
+                    }
+                })
+                .collect(),
+            ended: ended
+                .into_iter()
+                .map(|a| EndedAuthorisation {
                     resident_id: a.resident_id,
                     mandate_id: a.mandate_id.into_string(),
                     demarche: a.demarche.as_str().to_string(),
-                    expires_at: a.expires_at,
+                    ended_at: a.revoked_at.unwrap_or(a.expires_at),
+                    revoked: a.revoked_at.is_some(),
                 })
                 .collect(),
         },

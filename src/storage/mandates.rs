@@ -112,6 +112,14 @@ pub trait MandateStore: Send + Sync {
     ) -> StorageResult<Vec<AuthorisationRow>>;
     /// Mandates whose every authorisation ended (expired or revoked) at or
     /// before `cutoff`, with their authorisations.
+    /// The structure's authorisations that ended (revoked or expired) by
+    /// `now`, the most recently ended first, at most `limit`.
+    async fn structure_ended_authorisations(
+        &self,
+        structure_id: &StructureId,
+        now: Timestamp,
+        limit: i64,
+    ) -> StorageResult<Vec<AuthorisationRow>>;
     async fn purge_ended_mandates(&self, cutoff: Timestamp) -> StorageResult<u64>;
 }
 
@@ -372,6 +380,25 @@ macro_rules! impl_mandate_store {
             .bind(structure_id)
             .bind(now)
             .bind(until)
+            .fetch_all(&self.pool)
+            .await?)
+        }
+
+        async fn structure_ended_authorisations(
+            &self,
+            structure_id: &$crate::domain::StructureId,
+            now: $crate::domain::Timestamp,
+            limit: i64,
+        ) -> $crate::storage::StorageResult<Vec<$crate::storage::AuthorisationRow>> {
+            Ok(sqlx::query_as(
+                "SELECT mandate_id, resident_id, structure_id, demarche, expires_at, revoked_at, revoked_by \
+                 FROM mandate_authorisations \
+                 WHERE structure_id = $1 AND COALESCE(revoked_at, expires_at) <= $2 \
+                 ORDER BY COALESCE(revoked_at, expires_at) DESC, mandate_id, demarche LIMIT $3",
+            )
+            .bind(structure_id)
+            .bind(now)
+            .bind(limit)
             .fetch_all(&self.pool)
             .await?)
         }

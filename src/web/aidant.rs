@@ -36,14 +36,56 @@ pub async fn overview(ctx: Ctx) -> PageResult {
         .await
         .map_err(|e| ctx.fail(e))?
         .value;
-    // One line per mandate: its résident and its live démarches.
-    let mut mandates: BTreeMap<String, (String, Vec<String>, i64)> = BTreeMap::new();
+    // One line per mandate: its person and its live démarches, filtered
+    // by the search (a name, a commune code or a mandate number).
+    let wanted = ctx
+        .query
+        .get("q")
+        .map(|q| q.trim().to_lowercase())
+        .filter(|q| !q.is_empty());
+    struct Line {
+        resident: String,
+        name: Option<String>,
+        commune: Option<String>,
+        demarches: Vec<String>,
+        expires: i64,
+    }
+    let mut mandates: BTreeMap<String, Line> = BTreeMap::new();
     for a in all.authorisations {
-        let e = mandates
+        let e = mandates.entry(a.mandate_id).or_insert_with(|| Line {
+            resident: a.resident_id,
+            name: a.name,
+            commune: a.commune_insee,
+            demarches: Vec::new(),
+            expires: i64::MAX,
+        });
+        e.demarches.push(a.demarche);
+        e.expires = e.expires.min(a.expires_at);
+    }
+    let mut shown: Vec<(&String, &Line)> = mandates
+        .iter()
+        .filter(|(mandate, line)| match &wanted {
+            None => true,
+            Some(q) => {
+                line.name
+                    .as_deref()
+                    .unwrap_or("")
+                    .to_lowercase()
+                    .contains(q.as_str())
+                    || line.commune.as_deref() == Some(q.as_str())
+                    || mandate.starts_with(q.as_str())
+            }
+        })
+        .collect();
+    shown.sort_by_key(|(_, line)| line.name.as_deref().unwrap_or("~").to_lowercase());
+    // Ended mandates, one line each, without names.
+    let mut ended: BTreeMap<String, (String, Vec<String>, i64, bool)> = BTreeMap::new();
+    for a in all.ended {
+        let e = ended
             .entry(a.mandate_id)
-            .or_insert_with(|| (a.resident_id, Vec::new(), i64::MAX));
+            .or_insert_with(|| (a.resident_id, Vec::new(), a.ended_at, a.revoked));
         e.1.push(a.demarche);
-        e.2 = e.2.min(a.expires_at);
+        e.2 = e.2.max(a.ended_at);
     }
     let soon = ctx.state.clock.now() + 30 * 86_400;
     let body = html! {
@@ -51,19 +93,44 @@ pub async fn overview(ctx: Ctx) -> PageResult {
         p { (l.t("Structure : ", "Structure: ")) strong { (agent.structure.name) } }
         p { a.button href="/aidant/mandats/nouveau" { (l.t("Créer un mandat", "Create a mandate")) } }
         h2 { (l.t("Personnes sous mandat actif", "People under an active mandate")) }
+        form method="get" action="/aidant" role="search" {
+            label for="q" { (l.t("Chercher une personne (nom, code commune ou n° de mandat)", "Find a person (name, commune code or mandate number)")) }
+            " " input #q type="search" name="q" value=(wanted.clone().unwrap_or_default());
+            " " button { (l.t("Chercher", "Search")) }
+        }
         @if mandates.is_empty() { p { (l.t("Aucun mandat actif dans votre structure.", "No active mandate in your structure.")) } }
+        @else if shown.is_empty() { p { (l.t("Personne ne correspond à cette recherche.", "Nobody matches this search.")) } }
         ul.plain {
-            @for (mandate, (resident, demarches, expires)) in &mandates {
+            @for (mandate, line) in &shown {
                 li.card {
-                    h3 { a href={ "/aidant/mandats/" (mandate) } { (l.t("Mandat ", "Mandate ")) (short(mandate)) } }
-                    p { (l.t("Personne n° ", "Resident #")) code { (short(resident)) } " · "
-                        (l.t("jusqu'au ", "until ")) (date(*expires))
-                        @if *expires < soon { " " strong { (l.t("(expire bientôt)", "(expires soon)")) } } }
+                    h3 { a href={ "/aidant/mandats/" (mandate) } {
+                        @match &line.name { Some(n) => (n), None => { (l.t("Personne n° ", "Resident #")) (short(&line.resident)) } }
+                    } }
+                    p {
+                        @if let Some(c) = &line.commune { (l.t("Commune ", "Commune ")) (c) " · " }
+                        (l.t("Mandat ", "Mandate ")) code { (short(mandate)) } " · "
+                        (l.t("jusqu'au ", "until ")) (date(line.expires))
+                        @if line.expires < soon { " " strong { (l.t("(expire bientôt)", "(expires soon)")) } } }
                     p { (l.t("Démarches : ", "Démarches: "))
-                        @for (i, d) in demarches.iter().enumerate() {
+                        @for (i, d) in line.demarches.iter().enumerate() {
                             @if i > 0 { ", " }
-                            a href={ "/aidant/usagers/" (resident) "?demarche=" (d) } { (demarche_label(&ctx, d)) }
+                            a href={ "/aidant/usagers/" (line.resident) "?demarche=" (d) } { (demarche_label(&ctx, d)) }
                         }
+                    }
+                }
+            }
+        }
+        @if !ended.is_empty() {
+            h2 { (l.t("Mandats terminés", "Ended mandates")) }
+            p.small { (l.t("Un mandat terminé ne permet plus de lire le coffre de la personne : son nom n'est donc plus affiché. Pour agir à nouveau, créez un mandat avec elle.",
+                           "An ended mandate no longer allows reading the person's vault, so their name is no longer shown. To act again, create a mandate with them.")) }
+            ul.plain {
+                @for (mandate, (resident, demarches, ended_at, revoked)) in &ended {
+                    li {
+                        a href={ "/aidant/mandats/" (mandate) } { (l.t("Mandat ", "Mandate ")) (short(mandate)) }
+                        " · " (l.t("personne n° ", "resident #")) code { (short(resident)) }
+                        " · " (if *revoked { l.t("révoqué le ", "revoked on ") } else { l.t("expiré le ", "expired on ") }) (date(*ended_at))
+                        " · " (demarches.iter().map(|d| demarche_label(&ctx, d)).collect::<Vec<_>>().join(", "))
                     }
                 }
             }

@@ -14,6 +14,7 @@ use crate::support::{Session, TestApp, TestResponse, each_backend};
 
 /// Lucie: no mandate in the demo (Awa has one, with the CCAS).
 const LUCIE: &str = "0b9a3c1e-5d6f-4a7b-8c9d-000000000003";
+const AWA: &str = "0b9a3c1e-5d6f-4a7b-8c9d-000000000001";
 const JP: &str = "0b9a3c1e-5d6f-4a7b-8c9d-000000000002";
 const AIDANT: &str = "a1d00000-0000-4000-8000-000000000001";
 const REFERENT: &str = "a1d00000-0000-4000-8000-000000000003";
@@ -1061,6 +1062,99 @@ async fn a_malformed_agent_or_structure_id_is_answered_as_an_unknown_one() {
                 );
             }
         }
+    })
+    .await;
+}
+
+/// The aidant's list shows people, not ids: each person under an active
+/// mandate of the structure with their name and commune, read for the
+/// list under one audit entry; nobody else; ended mandates apart, without
+/// names (the vault is no longer read for them); the page searches.
+#[tokio::test]
+async fn the_aidants_list_names_the_people_under_mandate_and_nobody_else() {
+    each_backend(|app| async move {
+        app.mandate(LUCIE, &[Demarche::Logement], 31).await;
+        let aidant = app.login(AIDANT).await;
+        let before = app.state.audit.size().await.unwrap();
+        let list = as_(&app, &aidant, Method::GET, "/api/v1/aidant/residents", None).await;
+        assert_eq!(list.status, 200, "{}", list.text());
+        assert_eq!(
+            app.state.audit.size().await.unwrap(),
+            before + 1,
+            "one entry for the list read"
+        );
+        let entry = app.last_entry().await;
+        assert_eq!(
+            (entry.action.as_str(), entry.category.as_deref()),
+            ("mandate.list", Some("identity"))
+        );
+        let rows = list.json()["authorisations"].as_array().unwrap().clone();
+        let lucie = rows.iter().find(|r| r["resident_id"] == LUCIE).unwrap();
+        assert_eq!(lucie["name"], "Lucie Bernard", "{lucie}");
+        assert!(lucie["commune_insee"].is_string(), "{lucie}");
+        let awa = rows.iter().find(|r| r["resident_id"] == AWA).unwrap();
+        assert_eq!(awa["name"], "Awa Diallo", "{awa}");
+        // Jean-Pierre (the demo's second resident) has no mandate here: absent.
+        assert!(
+            rows.iter()
+                .all(|r| r["resident_id"] == LUCIE || r["resident_id"] == AWA),
+            "{rows:?}"
+        );
+        let text = list.text();
+        assert!(
+            !text.contains("Jean-Pierre") && !text.contains(JP),
+            "{text}"
+        );
+        // The page: names, the search, and Lucie's mandate once revoked.
+        let page = as_(&app, &aidant, Method::GET, "/aidant", None).await;
+        assert!(
+            page.text().contains("Lucie Bernard") && page.text().contains("Awa Diallo"),
+            "{}",
+            page.text()
+        );
+        let found = as_(&app, &aidant, Method::GET, "/aidant?q=lucie", None).await;
+        assert!(
+            found.text().contains("Lucie Bernard") && !found.text().contains("Awa Diallo"),
+            "{}",
+            found.text()
+        );
+        let mandate = lucie["mandate_id"].as_str().unwrap().to_string();
+        let lucie_session = app.login(LUCIE).await;
+        let revoked = as_(
+            &app,
+            &lucie_session,
+            Method::POST,
+            &format!("/api/v1/me/mandates/{mandate}/revoke"),
+            Some(serde_json::json!({"demarche": "logement"})),
+        )
+        .await;
+        assert!(revoked.status.is_success(), "{}", revoked.text());
+        let list = as_(&app, &aidant, Method::GET, "/api/v1/aidant/residents", None)
+            .await
+            .json();
+        assert!(
+            list["authorisations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|r| r["resident_id"] != LUCIE)
+        );
+        let ended = list["ended"].as_array().unwrap();
+        let gone = ended
+            .iter()
+            .find(|r| r["mandate_id"] == mandate.as_str())
+            .unwrap();
+        assert_eq!(
+            (gone["revoked"].as_bool(), gone.get("name")),
+            (Some(true), None),
+            "{gone}"
+        );
+        let page = as_(&app, &aidant, Method::GET, "/aidant", None).await;
+        assert!(
+            page.text().contains("Mandats terminés") && !page.text().contains("Lucie Bernard"),
+            "{}",
+            page.text()
+        );
     })
     .await;
 }
