@@ -169,77 +169,32 @@ pub async fn deposits(
     if !ndjson {
         return Err(AppError::UnsupportedMediaType);
     }
-    // The token is checked again during a long stream: a source
-    // deactivated, or a token expired, stops depositing within
-    // `RECHECK_LINES` lines or `RECHECK_SECS` seconds, not at the end of
-    // a stream that may last hours.
-    let mut recheck = Recheck {
-        token: headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or_default()
-            .to_string(),
-        checked_at: state.clock.now(),
-        lines: 0,
-    };
     let (tx, rx) = tokio::sync::mpsc::channel::<axum::body::Bytes>(32);
+    let mut out = DepositStream {
+        // The token is checked again during a long stream: a source
+        // deactivated, or a token expired, stops depositing within
+        // `RECHECK_LINES` lines or `RECHECK_SECS` seconds, not at the end
+        // of a stream that may last hours.
+        recheck: Recheck {
+            token: headers
+                .get(axum::http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or_default()
+                .to_string(),
+            checked_at: state.clock.now(),
+            lines: 0,
+        },
+        state,
+        source,
+        tx,
+        summary: crate::service::deposits::Summary::default(),
+    };
     tokio::spawn(async move {
         let max = crate::domain::deposit::MAX_LINE_BYTES;
         let mut input = body.into_data_stream();
         let mut line: Vec<u8> = Vec::new();
         let mut line_no: u64 = 0;
-        let mut summary = crate::service::deposits::Summary::default();
-        // Answers one complete line; false when the stream must stop.
-        async fn answer(
-            state: &AppState,
-            source: &SourceCaller,
-            recheck: &mut Recheck,
-            tx: &tokio::sync::mpsc::Sender<axum::body::Bytes>,
-            summary: &mut crate::service::deposits::Summary,
-            line_no: u64,
-            line: &[u8],
-        ) -> bool {
-            let now = state.clock.now();
-            let still_valid = match recheck.due(now) {
-                false => Ok(()),
-                true => {
-                    sources::verify_token(state, &recheck.token, source.request_id.clone(), now)
-                        .await
-                        .map(|_| recheck.done(now))
-                }
-            };
-            let result = match still_valid {
-                Ok(()) => {
-                    crate::service::deposits::deposit_line(state, source, line_no, line, now).await
-                }
-                Err(e) => Err(e),
-            };
-            let out = match result {
-                Ok(a) => {
-                    summary.count(&a);
-                    serde_json::to_vec(&a)
-                }
-                Err(e) => {
-                    let (code, _) = e.code_and_status();
-                    tracing::error!(code, error = ?e, "deposit stream stopped");
-                    let _ = tx
-                        .send(axum::body::Bytes::from(format!(
-                            "{}\n",
-                            serde_json::json!({"error": {"code": code, "line": line_no}})
-                        )))
-                        .await;
-                    return false;
-                }
-            };
-            match out {
-                Ok(mut v) => {
-                    v.push(b'\n');
-                    tx.send(axum::body::Bytes::from(v)).await.is_ok()
-                }
-                Err(_) => false,
-            }
-        }
         let mut complete = true;
         'stream: loop {
             let chunk = match input.next().await {
@@ -249,14 +204,7 @@ pub async fn deposits(
                 // lines answered (a client gone away reads nothing).
                 Some(Err(e)) => {
                     if cut_by_limit(&e) {
-                        let _ = tx
-                            .send(axum::body::Bytes::from(format!(
-                                "{}\n",
-                                serde_json::json!({"error": {
-                                    "code": ErrorCode::PayloadTooLarge.code(),
-                                    "line": line_no + 1,
-                                }})
-                            )))
+                        out.stopped(ErrorCode::PayloadTooLarge.code(), line_no + 1)
                             .await;
                     }
                     complete = false;
@@ -280,18 +228,7 @@ pub async fn deposits(
                 if ends {
                     line_no += 1;
                     let blank = line.iter().all(u8::is_ascii_whitespace);
-                    if !blank
-                        && !answer(
-                            &state,
-                            &source,
-                            &mut recheck,
-                            &tx,
-                            &mut summary,
-                            line_no,
-                            &line,
-                        )
-                        .await
-                    {
+                    if !blank && !out.answer(line_no, &line).await {
                         complete = false;
                         break 'stream;
                     }
@@ -302,24 +239,11 @@ pub async fn deposits(
         if complete {
             if !line.iter().all(u8::is_ascii_whitespace) {
                 line_no += 1;
-                complete = answer(
-                    &state,
-                    &source,
-                    &mut recheck,
-                    &tx,
-                    &mut summary,
-                    line_no,
-                    &line,
-                )
-                .await;
+                complete = out.answer(line_no, &line).await;
             }
             if complete {
-                let _ = tx
-                    .send(axum::body::Bytes::from(format!(
-                        "{}\n",
-                        serde_json::json!({"summary": summary})
-                    )))
-                    .await;
+                let summary = serde_json::json!({"summary": out.summary});
+                out.send(&summary).await;
             }
         }
     });
@@ -332,6 +256,83 @@ pub async fn deposits(
         axum::http::HeaderValue::from_static("application/x-ndjson"),
     );
     Ok(res)
+}
+
+/// The answering side of one deposit stream.
+struct DepositStream {
+    state: AppState,
+    source: SourceCaller,
+    recheck: Recheck,
+    tx: tokio::sync::mpsc::Sender<axum::body::Bytes>,
+    summary: crate::service::deposits::Summary,
+}
+
+impl DepositStream {
+    /// Sends one line of the answer; false once nobody reads it.
+    async fn send(&self, value: &impl serde::Serialize) -> bool {
+        match serde_json::to_vec(value) {
+            Ok(mut v) => {
+                v.push(b'\n');
+                self.tx.send(axum::body::Bytes::from(v)).await.is_ok()
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// The last line of a stream that stops early: why, and where.
+    async fn stopped(&self, code: &str, line_no: u64) {
+        let _ = self
+            .send(&serde_json::json!({"error": {"code": code, "line": line_no}}))
+            .await;
+    }
+
+    /// Answers one complete line; false when the stream must stop (the
+    /// token no longer valid, a failure of the log, the keys or the
+    /// database, or nobody reading).
+    async fn answer(&mut self, line_no: u64, line: &[u8]) -> bool {
+        let now = self.state.clock.now();
+        let still_valid = if self.recheck.due(now) {
+            sources::verify_token(
+                &self.state,
+                &self.recheck.token,
+                self.source.request_id.clone(),
+                now,
+            )
+            .await
+            .map(|_| self.recheck.done(now))
+        } else {
+            Ok(())
+        };
+        let answered = match still_valid {
+            Ok(()) => {
+                crate::service::deposits::deposit_line(
+                    &self.state,
+                    &self.source,
+                    line_no,
+                    line,
+                    now,
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        match answered {
+            Ok(a) => {
+                self.summary.count(&a);
+                self.send(&a).await
+            }
+            Err(e) => {
+                let (code, status) = e.code_and_status();
+                if status.is_server_error() {
+                    tracing::error!(code, error = ?e, "deposit stream stopped");
+                } else {
+                    tracing::info!(code, "deposit stream stopped");
+                }
+                self.stopped(code, line_no).await;
+                false
+            }
+        }
+    }
 }
 
 /// How often a deposit stream checks its token again.
