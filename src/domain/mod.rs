@@ -79,6 +79,7 @@ pub mod ids;
 pub mod mandate;
 pub mod purpose;
 pub mod rights;
+pub mod paths;
 pub mod source;
 
 pub use ids::{

@@ -171,17 +171,11 @@ pub async fn deposits(
     }
     let (tx, rx) = tokio::sync::mpsc::channel::<axum::body::Bytes>(32);
     let mut out = DepositStream {
-        // The token is checked again during a long stream: a source
-        // deactivated, or a token expired, stops depositing within
-        // `RECHECK_LINES` lines or `RECHECK_SECS` seconds, not at the end
-        // of a stream that may last hours.
+        // The token was checked when the stream began; a stream may last
+        // hours, so whether the source is still active is asked again as
+        // it goes: a deactivated source stops depositing within
+        // `RECHECK_LINES` lines or `RECHECK_SECS` seconds.
         recheck: Recheck {
-            token: headers
-                .get(axum::http::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .unwrap_or_default()
-                .to_string(),
             checked_at: state.clock.now(),
             lines: 0,
         },
@@ -287,19 +281,14 @@ impl DepositStream {
     }
 
     /// Answers one complete line; false when the stream must stop (the
-    /// token no longer valid, a failure of the log, the keys or the
-    /// database, or nobody reading).
+    /// source deactivated, a failure of the log, the keys or the database,
+    /// or nobody reading).
     async fn answer(&mut self, line_no: u64, line: &[u8]) -> bool {
         let now = self.state.clock.now();
         let still_valid = if self.recheck.due(now) {
-            sources::verify_token(
-                &self.state,
-                &self.recheck.token,
-                self.source.request_id.clone(),
-                now,
-            )
-            .await
-            .map(|_| self.recheck.done(now))
+            sources::still_depositing(&self.state, &self.source)
+                .await
+                .map(|_| self.recheck.done(now))
         } else {
             Ok(())
         };
@@ -335,19 +324,18 @@ impl DepositStream {
     }
 }
 
-/// How often a deposit stream checks its token again.
+/// How often a deposit stream asks again whether its source is active.
 const RECHECK_LINES: u64 = 1000;
 const RECHECK_SECS: i64 = 30;
 
-/// When a deposit stream last checked its token.
+/// When a deposit stream last asked whether its source is active.
 struct Recheck {
-    token: String,
     checked_at: crate::domain::Timestamp,
     lines: u64,
 }
 
 impl Recheck {
-    /// Whether the token must be checked before the next line.
+    /// Whether to ask again before the next line.
     fn due(&mut self, now: crate::domain::Timestamp) -> bool {
         self.lines += 1;
         self.lines > RECHECK_LINES || now - self.checked_at >= RECHECK_SECS

@@ -237,6 +237,19 @@ async fn structure_list(
     action: &str,
 ) -> AppResult<Audited<StructureMandates>> {
     let ctx = agent(state, caller, action).await?;
+    // One decision and one entry for the list, the names and communes it
+    // shows included, recorded before anything is read: the list itself is
+    // read after it, so a mandate revoked before the entry is not listed.
+    let entry = decide(
+        state,
+        AccessRequest {
+            category: Some("identity"),
+            structure_id: Some(&ctx.structure.id),
+            request_id: caller.request_id.clone(),
+            ..AccessRequest::new(&caller.actor_id, caller.role, action)
+        },
+    )
+    .await?;
     let now = state.clock.now();
     let rows = state
         .store
@@ -250,12 +263,6 @@ async fn structure_list(
     } else {
         Vec::new()
     };
-    // One entry for the list, names and communes included, recorded
-    // before anything is read from the vaults.
-    let entry = state
-        .audit
-        .record(record(state, caller, Some(&ctx), action).category(Some("identity")))
-        .await?;
     let mut residents: Vec<String> = rows.iter().map(|a| a.resident_id.clone()).collect();
     residents.sort();
     residents.dedup();

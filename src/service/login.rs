@@ -136,18 +136,10 @@ struct AttemptSecrets {
 }
 
 /// `path` if it is a page of the resident's space to come back to after a
-/// login (e.g. a source's approval page with its query): a local path
-/// under `/moi`, visible ASCII, no `//` or `\\` that a browser could read
-/// as another host. Anything else is no return path.
+/// login: see [`crate::domain::paths::resident_return_path`].
 pub fn return_path(path: &str) -> Option<String> {
-    let local = path.len() <= 2048
-        && (path == "/moi" || path.starts_with("/moi/") || path.starts_with("/moi?"))
-        && !path.contains("//")
-        && !path.contains('\\')
-        && path.bytes().all(|b| (0x21..=0x7e).contains(&b));
-    local.then(|| path.to_string())
+    crate::domain::paths::resident_return_path(path)
 }
-
 /// What a completed login leads to.
 pub enum LoginDone {
     /// Open a session for this person (the provider's ID token is kept,
@@ -540,38 +532,4 @@ pub async fn attach_demo_resident(
     let audit =
         AuditRecord::new("anonymous", Role::Resident.as_str(), "login", now).request(request_id);
     attach_resident(state, draft, resident_id, audit, "demo_login").await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::return_path;
-
-    #[test]
-    fn only_a_page_of_the_residents_space_is_a_return_path() {
-        for good in [
-            "/moi",
-            "/moi/sources",
-            "/moi?lang=en",
-            "/moi/sources/x/autoriser?state=a&redirect_uri=https%3A%2F%2Fs.example%2F",
-        ] {
-            assert_eq!(return_path(good).as_deref(), Some(good));
-        }
-        for bad in [
-            "",
-            "/",
-            "moi",
-            "/moiré",
-            "//evil.example/moi",
-            "/moi//evil.example",
-            "/moi/\\evil",
-            "https://evil.example/moi",
-            "/moi/\n",
-            "/moi/ x",
-            "/dpo",
-            "/aidant/moi",
-        ] {
-            assert_eq!(return_path(bad), None, "{bad:?}");
-        }
-        assert_eq!(return_path(&format!("/moi/{}", "a".repeat(2100))), None);
-    }
 }

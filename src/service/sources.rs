@@ -312,6 +312,23 @@ pub async fn verify_token(
     })
 }
 
+/// Whether a source whose token was valid when its stream began may go on
+/// depositing: it is still active and still in the register. A long
+/// stream asks this as it goes (a stream may outlast its token's five
+/// minutes; a deactivation must not wait for the stream's end).
+pub async fn still_depositing(state: &AppState, caller: &SourceCaller) -> AppResult<()> {
+    let active = state
+        .store
+        .find_source_client(&caller.source_id)
+        .await?
+        .is_some_and(|s| s.active);
+    if !active || state.sources.get(&caller.source_id).is_none() {
+        tracing::info!(source = %caller.source_id, "deposit stream stopped: source inactive or off the register");
+        return Err(ErrorCode::InvalidToken.into());
+    }
+    Ok(())
+}
+
 /// The resident asks for a pairing code to give a link source.
 pub async fn start_pairing(
     state: &AppState,

@@ -499,16 +499,7 @@ pub fn redirect(location: &str) -> Response {
     }
 }
 
-/// A path on this site (never `//host` or a scheme), safe to redirect to.
-pub fn local_path(p: &str) -> bool {
-    // Printable ASCII only: browsers drop tabs and newlines from URLs, so
-    // `/\t/evil.example` would become `//evil.example`.
-    p.starts_with('/')
-        && !p.starts_with("//")
-        && p.bytes().all(|b| b.is_ascii_graphic())
-        && !p.contains('\\')
-        && !p.contains("://")
-}
+pub use crate::domain::paths::local_path;
 
 /// What the previous action did, for the message at the top of the page.
 fn flash_text(code: &str, l: Lang) -> Option<&'static str> {

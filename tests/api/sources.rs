@@ -1188,11 +1188,12 @@ async fn restriction_and_erasure_refuse_a_sources_lines() {
     .await;
 }
 
-/// A long stream checks its token again as it goes: once the token has
-/// expired (or the source was deactivated), the next line is not
-/// deposited and the stream ends with why.
+/// A long stream outlives its token (checked when the stream began) but
+/// not its source's deactivation: whether the source is still active is
+/// asked again as the stream goes, and the next line after a deactivation
+/// is not deposited; the stream ends with why.
 #[tokio::test]
-async fn a_long_stream_stops_when_its_token_expires() {
+async fn a_long_stream_outlives_its_token_but_stops_when_the_source_is_deactivated() {
     each_backend(|app| async move {
         let (token, handle) = linked_awa(&app).await;
         let at = app.clock.now() - 3600;
@@ -1200,16 +1201,22 @@ async fn a_long_stream_stops_when_its_token_expires() {
             serde_json::json!({"id": id, "handle": handle, "category": "energy", "fields": {"annual_kwh": 7}, "observed_at": at})
                 .to_string()
         };
-        // The second line comes six minutes later (the clock moves as the
-        // server asks for it): the token has expired by then.
+        // The second line comes six minutes later (past the token's five),
+        // the third after the source was deactivated (the clock and the
+        // store move as the server asks for the next chunk).
         let clock = app.clock.clone();
-        let chunks = vec![format!("{}\n", line("t-1")), format!("{}\n", line("t-2"))];
-        let body = futures_util::stream::unfold((0usize, chunks, clock), |(i, chunks, clock)| async move {
+        let store = app.store.clone();
+        let chunks = vec![format!("{}\n", line("t-1")), format!("{}\n", line("t-2")), format!("{}\n", line("t-3"))];
+        let body = futures_util::stream::unfold((0usize, chunks, clock, store), |(i, chunks, clock, store)| async move {
             let chunk = chunks.get(i)?.clone();
             if i == 1 {
                 clock.advance(360);
             }
-            Some((Ok::<_, std::io::Error>(chunk), (i + 1, chunks, clock)))
+            if i == 2 {
+                clock.advance(60);
+                assert!(store.set_source_client_active("energie-locale", false).await.unwrap());
+            }
+            Some((Ok::<_, std::io::Error>(chunk), (i + 1, chunks, clock, store)))
         });
         let res = app
             .send(
@@ -1221,11 +1228,11 @@ async fn a_long_stream_stops_when_its_token_expires() {
             .await;
         assert_eq!(res.status, 200);
         let lines: Vec<serde_json::Value> = res.text().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-        assert_eq!(lines.len(), 2, "{lines:?}");
-        assert_eq!(lines[0]["status"], "accepted");
-        assert_eq!(lines[1], serde_json::json!({"error": {"code": "invalid_token", "line": 2}}));
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert_eq!((lines[0]["status"].as_str(), lines[1]["status"].as_str()), (Some("accepted"), Some("accepted")));
+        assert_eq!(lines[2], serde_json::json!({"error": {"code": "invalid_token", "line": 3}}));
         let pool = app.raw_pool().await;
-        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM personal_records WHERE source_record_id = 't-2'")
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM personal_records WHERE source_record_id = 't-3'")
             .fetch_one(&pool)
             .await
             .unwrap();
