@@ -156,26 +156,47 @@ async fn import_csv(
     input: std::fs::File,
     report: &mut Report<'_>,
 ) -> Result<(), Fatal> {
+    let since_record = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         // A row's cell count is checked against the header per row, so a
         // bad row is one refused line, not the end of the import.
         .flexible(true)
-        .from_reader(std::io::BufReader::new(input));
+        .from_reader(RecordBound {
+            inner: std::io::BufReader::new(input),
+            since_record: since_record.clone(),
+        });
+    let too_long = |after: u64| {
+        Fatal::runtime(format!(
+            "a CSV row after line {after} runs past {MAX_LINE_BYTES} bytes (an unclosed quote?); nothing after it was imported"
+        ))
+    };
     let header: Vec<String> = reader
         .headers()
-        .map_err(|e| Fatal::config(format!("--file: no CSV header ({e})")))?
+        .map_err(|e| match e.kind() {
+            csv::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => too_long(0),
+            _ => Fatal::config(format!("--file: no CSV header ({e})")),
+        })?
         .iter()
         .map(|h| h.trim().to_string())
         .collect();
     let header: Vec<&str> = header.iter().map(String::as_str).collect();
     let mut row = csv::ByteRecord::new();
+    let mut last_line = 1;
     loop {
+        since_record.store(0, std::sync::atomic::Ordering::Relaxed);
         let more = match reader.read_byte_record(&mut row) {
             Ok(more) => more,
-            // Only reading the file fails here: a row the parser accepts
-            // (any bytes) is judged below.
-            Err(e) => return Err(Fatal::runtime(format!("reading --file: {e}"))),
+            // Only reading the file fails here (or a row past the limit):
+            // a row the parser accepts (any bytes) is judged below.
+            Err(e) => {
+                return Err(match e.kind() {
+                    csv::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+                        too_long(last_line)
+                    }
+                    _ => Fatal::runtime(format!("reading --file: {e}")),
+                });
+            }
         };
         if !more {
             return Ok(());
@@ -183,6 +204,7 @@ async fn import_csv(
         let (line, read_so_far) = row.position().map_or((0, 0), |p| {
             (p.line(), p.byte() + row.as_slice().len() as u64)
         });
+        last_line = line;
         if row
             .iter()
             .all(|cell| cell.iter().all(u8::is_ascii_whitespace))
@@ -204,6 +226,34 @@ async fn import_csv(
         }
         .map_err(|e| stopped(line, &e))?;
         report.answer(&answer, read_so_far)?;
+    }
+}
+
+/// The file under the CSV parser, which holds a whole record in memory
+/// before it can be judged: past the line limit (and the parser's own
+/// read-ahead) since the current record began, reading fails, so a stray
+/// quote cannot turn the rest of a file into one record held in memory.
+struct RecordBound<R> {
+    inner: R,
+    /// Bytes read since the current record began (reset by the loop).
+    since_record: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// What the parser may read ahead of a record (its buffer is 8 KiB).
+const CSV_READ_AHEAD: u64 = 64 * 1024;
+
+impl<R: Read> Read for RecordBound<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::sync::atomic::Ordering;
+        let n = self.inner.read(buf)?;
+        let total = self.since_record.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+        if total > MAX_LINE_BYTES as u64 + CSV_READ_AHEAD {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "a CSV record past the line limit",
+            ));
+        }
+        Ok(n)
     }
 }
 

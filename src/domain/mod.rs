@@ -77,9 +77,9 @@ pub mod deposit;
 pub mod extract;
 pub mod ids;
 pub mod mandate;
+pub mod paths;
 pub mod purpose;
 pub mod rights;
-pub mod paths;
 pub mod source;
 
 pub use ids::{

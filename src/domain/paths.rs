@@ -19,7 +19,9 @@ pub fn local_path(p: &str) -> bool {
         && !path.contains(';')
         && !path.contains("//")
         && !["%2e", "%2f", "%5c"].iter().any(|e| lowered.contains(e))
-        && !path.split('/').any(|segment| segment == "." || segment == "..")
+        && !path
+            .split('/')
+            .any(|segment| segment == "." || segment == "..")
 }
 
 /// `path` if it is a page of the resident's space to come back to after a
@@ -36,13 +38,31 @@ mod tests {
 
     #[test]
     fn only_plain_paths_of_this_site_are_local() {
-        for good in ["/", "/registre", "/moi/sources?state=a&redirect_uri=https%3A%2F%2Fs.example%2F", "/moi/donnees?x=..%2F"] {
+        for good in [
+            "/",
+            "/registre",
+            "/moi/sources?state=a&redirect_uri=https%3A%2F%2Fs.example%2F",
+            "/moi/donnees?x=..%2F",
+        ] {
             assert!(local_path(good), "{good}");
         }
         for bad in [
-            "", "moi", "//evil.example", "/\\evil.example", "https://evil.example/", "/a\tb",
-            "/moi/../api/v1/me/export", "/moi/./x", "/moi/..", "/moi/%2e%2e/dpo", "/moi/%2E%2E/dpo",
-            "/moi/.%2e/dpo", "/moi%2f..%2fdpo", "/moi/%5c..", "/moi;x=1/../dpo", "/moi/x://y",
+            "",
+            "moi",
+            "//evil.example",
+            "/\\evil.example",
+            "https://evil.example/",
+            "/a\tb",
+            "/moi/../api/v1/me/export",
+            "/moi/./x",
+            "/moi/..",
+            "/moi/%2e%2e/dpo",
+            "/moi/%2E%2E/dpo",
+            "/moi/.%2e/dpo",
+            "/moi%2f..%2fdpo",
+            "/moi/%5c..",
+            "/moi;x=1/../dpo",
+            "/moi/x://y",
         ] {
             assert!(!local_path(bad), "{bad}");
         }
@@ -50,16 +70,35 @@ mod tests {
 
     #[test]
     fn only_a_page_of_the_residents_space_is_a_return_path() {
-        for good in ["/moi", "/moi/sources", "/moi?lang=en", "/moi/sources/x/autoriser?state=a&redirect_uri=https%3A%2F%2Fs.example%2F"] {
+        for good in [
+            "/moi",
+            "/moi/sources",
+            "/moi?lang=en",
+            "/moi/sources/x/autoriser?state=a&redirect_uri=https%3A%2F%2Fs.example%2F",
+        ] {
             assert_eq!(resident_return_path(good).as_deref(), Some(good));
         }
         for bad in [
-            "", "/", "moi", "/moiré", "//evil.example/moi", "/moi//evil.example", "/moi/\\evil",
-            "https://evil.example/moi", "/moi/\n", "/moi/ x", "/dpo", "/aidant/moi",
-            "/moi/../api/v1/me/export", "/moi/%2e%2e/dpo",
+            "",
+            "/",
+            "moi",
+            "/moiré",
+            "//evil.example/moi",
+            "/moi//evil.example",
+            "/moi/\\evil",
+            "https://evil.example/moi",
+            "/moi/\n",
+            "/moi/ x",
+            "/dpo",
+            "/aidant/moi",
+            "/moi/../api/v1/me/export",
+            "/moi/%2e%2e/dpo",
         ] {
             assert_eq!(resident_return_path(bad), None, "{bad:?}");
         }
-        assert_eq!(resident_return_path(&format!("/moi/{}", "a".repeat(2100))), None);
+        assert_eq!(
+            resident_return_path(&format!("/moi/{}", "a".repeat(2100))),
+            None
+        );
     }
 }

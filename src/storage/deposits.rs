@@ -104,7 +104,7 @@ macro_rules! impl_deposit_store {
         ) -> $crate::storage::StorageResult<Vec<$crate::storage::DepositedVersion>> {
             Ok(sqlx::query_as(
                 "SELECT category, version, source_id, observed_at, created_at FROM personal_records \
-                 WHERE resident_id = $1 AND origin = 'source' ORDER BY category, version",
+                 WHERE resident_id = $1 AND source_id IS NOT NULL ORDER BY category, version",
             )
             .bind(resident_id)
             .fetch_all(&self.pool)
@@ -259,7 +259,7 @@ macro_rules! impl_deposit_store {
         ) -> $crate::storage::StorageResult<u64> {
             let mut tx = self.pool.begin().await?;
             let versions = sqlx::query(
-                "DELETE FROM personal_records WHERE resident_id = $1 AND origin = 'source' AND source_id = $2",
+                "DELETE FROM personal_records WHERE resident_id = $1 AND source_id = $2",
             )
             .bind(resident_id)
             .bind(source_id)

@@ -28,6 +28,19 @@ fn short(id: &str) -> &str {
 
 pub async fn overview(ctx: Ctx) -> PageResult {
     let user = ctx.user_in(AIDANTS)?;
+    overview_page(ctx, user, None).await
+}
+
+/// The list filtered by a search. Posted, not in the address: a name
+/// typed in it must not land in proxies' logs or the browser's history.
+pub async fn search(ctx: Ctx, body: Bytes) -> PageResult {
+    let form = Form::parse(&body);
+    let user = ctx.form_user(AIDANTS, &form)?;
+    let wanted = form.get("q").map(str::to_string);
+    overview_page(ctx, user, wanted).await
+}
+
+async fn overview_page(ctx: Ctx, user: CurrentUser, wanted: Option<String>) -> PageResult {
     let l = ctx.lang;
     let agent = crate::service::mandates::agent_context(&ctx.state, &user.actor_id, user.role)
         .await
@@ -38,9 +51,7 @@ pub async fn overview(ctx: Ctx) -> PageResult {
         .value;
     // One line per mandate: its person and its live démarches, filtered
     // by the search (a name, a commune code or a mandate number).
-    let wanted = ctx
-        .query
-        .get("q")
+    let wanted = wanted
         .map(|q| q.trim().to_lowercase())
         .filter(|q| !q.is_empty());
     struct Line {
@@ -93,7 +104,8 @@ pub async fn overview(ctx: Ctx) -> PageResult {
         p { (l.t("Structure : ", "Structure: ")) strong { (agent.structure.name) } }
         p { a.button href="/aidant/mandats/nouveau" { (l.t("Créer un mandat", "Create a mandate")) } }
         h2 { (l.t("Personnes sous mandat actif", "People under an active mandate")) }
-        form method="get" action="/aidant" role="search" {
+        form method="post" action="/aidant" role="search" {
+            (csrf(&user))
             label for="q" { (l.t("Chercher une personne (nom, code commune ou n° de mandat)", "Find a person (name, commune code or mandate number)")) }
             " " input #q type="search" name="q" value=(wanted.clone().unwrap_or_default());
             " " button { (l.t("Chercher", "Search")) }

@@ -96,7 +96,7 @@ pub fn routes() -> Router<AppState> {
             "/moi/effacement",
             get(resident::erasure).post(resident::erase),
         )
-        .route("/aidant", get(aidant::overview))
+        .route("/aidant", get(aidant::overview).post(aidant::search))
         .route(
             "/aidant/mandats/nouveau",
             get(aidant::new_mandate).post(aidant::create_draft),

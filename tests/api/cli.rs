@@ -1001,6 +1001,35 @@ fn import_deposits_a_file_line_by_line_and_reports_each() {
         expected.map(|(l, id, c)| (l, id.to_string(), c.to_string()))
     );
     assert_eq!(lines[5]["summary"]["rejected"], 5);
+    // An unclosed quote would make the rest of the file one record held in
+    // memory: past the line limit the import stops, with the line after
+    // which it happened; the rows before were answered.
+    let runaway = d.join("runaway.csv");
+    std::fs::write(
+        &runaway,
+        format!(
+            "id,category,observed_at,pivot.family_name,heating\nc-1,energy,1,Nobody,gas\n\"c-2,energy,1,Nobody,gas\n{}",
+            "x,y,z\n".repeat(50_000)
+        ),
+    )
+    .unwrap();
+    let out = coffre(
+        d,
+        &[
+            "import",
+            "--source",
+            "regie-eau",
+            "--file",
+            runaway.to_str().unwrap(),
+        ],
+        &env,
+    )
+    .output()
+    .unwrap();
+    assert_one_clear_line(&out, "after line 2 runs past 65536 bytes");
+    let answered = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(answered.lines().count(), 1, "{answered}");
+    assert!(answered.contains("\"id\":\"c-1\""), "{answered}");
     let out = coffre(
         d,
         &[

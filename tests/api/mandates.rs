@@ -1112,7 +1112,19 @@ async fn the_aidants_list_names_the_people_under_mandate_and_nobody_else() {
             "{}",
             page.text()
         );
-        let found = as_(&app, &aidant, Method::GET, "/aidant?q=lucie", None).await;
+        // The search is posted (a name never in the address).
+        let found = app
+            .send(
+                Method::POST,
+                "/aidant",
+                &[
+                    ("cookie", &aidant.cookie),
+                    ("content-type", "application/x-www-form-urlencoded"),
+                ],
+                format!("csrf_token={}&q=lucie", aidant.csrf),
+            )
+            .await;
+        assert_eq!(found.status, 200, "{}", found.text());
         assert!(
             found.text().contains("Lucie Bernard") && !found.text().contains("Awa Diallo"),
             "{}",
