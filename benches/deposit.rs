@@ -501,10 +501,11 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let temp = tempfile::tempdir().unwrap();
+        // Removed at the end; kept after a failure, to look into.
         let run = Run {
-            dir: temp.path().to_path_buf(),
+            dir: std::env::temp_dir().join(format!("coffre-bench-deposit-{}", std::process::id())),
         };
+        std::fs::create_dir_all(&run.dir).unwrap();
         let t = Instant::now();
         run.coffre(&["keys", "init", "--generate-unlock-identity"]);
         run.coffre(&["seed", "--residents", &residents_n.to_string()]);
@@ -545,7 +546,34 @@ fn main() {
         }
         let handles = Arc::new(handles);
         coffre::storage::InstanceStore::close(&store).await;
+        // Everything into the database file before it is copied (a copy
+        // of the file alone misses what is still in the WAL), then checked
+        // in the copy.
+        let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", run.db().display()))
+            .await
+            .unwrap();
+        let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        assert_eq!(busy, 0, "the WAL checkpoint was blocked");
+        db.close().await;
         std::fs::copy(run.db(), run.snapshot()).unwrap();
+        let snapshot = sqlx::SqlitePool::connect(&format!(
+            "sqlite://{}?mode=ro",
+            run.snapshot().display()
+        ))
+        .await
+        .unwrap();
+        let linked: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM source_links WHERE source_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(SOURCE)
+        .fetch_one(&snapshot)
+        .await
+        .unwrap();
+        snapshot.close().await;
+        assert_eq!(linked as u64, residents_n, "links in the snapshot");
         println!(
             "deposit: SQLite synchronous=FULL, {residents_n} seeded residents linked to `{SOURCE}` (set-up {:.0} s); one deposit per transaction in both runs",
             t.elapsed().as_secs_f64()
@@ -590,6 +618,7 @@ fn main() {
             );
             peaks.push((lines, s.peak_mb));
         }
+        std::fs::remove_dir_all(&run.dir).unwrap();
         if peaks.len() > 1 {
             let (min, max) = peaks.iter().fold((f64::MAX, 0.0f64), |(lo, hi), (_, p)| {
                 (lo.min(*p), hi.max(*p))
