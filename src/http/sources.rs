@@ -143,11 +143,15 @@ pub async fn exchange(
 
 /// Deposits: `application/x-ndjson`, one deposit a line. The answer is a
 /// stream too, one line a line in order (`{"line","id","status","code"?}`)
-/// and then `{"summary":{…}}`; memory stays flat whatever the length (one
-/// line held at a time, at most 64 KB of it). A stream cut in the middle
-/// keeps what was answered before the cut; sent again, those lines are
-/// `unchanged`. A failure of the log, the keys or the database ends the
-/// answer with `{"error":{…}}`: nothing after it was stored.
+/// and then `{"summary":{…}}`; memory stays flat whatever the length (at
+/// most 16 lines in flight, each at most 64 KB). Lines are deposited up to
+/// 16 at a time, answered in their order; two lines about the same record
+/// (or the same person and category) run one after the other. A stream cut
+/// in the middle keeps what was answered before the cut; sent again, those
+/// lines are `unchanged`. A failure of the log, the keys or the database,
+/// or the source's deactivation, ends the answer with `{"error":{…}}`: no
+/// line after it is answered (one already in flight may have been stored:
+/// sent again, it is `unchanged`).
 #[utoipa::path(post, path = "/api/v1/source/deposits", tag = "source",
     request_body(content = String, content_type = "application/x-ndjson",
         description = "one JSON object a line: `{\"id\", \"handle\" | \"pivot\", \"category\", \"fields\", \"observed_at\"}`"),
@@ -183,6 +187,9 @@ pub async fn deposits(
         source,
         tx,
         summary: crate::service::deposits::Summary::default(),
+        in_flight: futures_util::stream::FuturesOrdered::new(),
+        busy: std::collections::HashMap::new(),
+        failed: false,
     };
     tokio::spawn(async move {
         let max = crate::domain::deposit::MAX_LINE_BYTES;
@@ -197,7 +204,9 @@ pub async fn deposits(
                 // Cut by the stream's limit, the source is told after the
                 // lines answered (a client gone away reads nothing).
                 Some(Err(e)) => {
-                    if cut_by_limit(&e) {
+                    // The lines before the cut are answered first.
+                    let answered = out.drain(0).await;
+                    if answered && cut_by_limit(&e) {
                         out.stopped(ErrorCode::PayloadTooLarge.code(), line_no + 1)
                             .await;
                     }
@@ -230,15 +239,16 @@ pub async fn deposits(
                 }
             }
         }
+        if complete && !line.iter().all(u8::is_ascii_whitespace) {
+            line_no += 1;
+            complete = out.answer(line_no, &line).await;
+        }
+        // The lines still in flight are answered, in order, unless one
+        // before them failed.
+        complete = out.drain(0).await && complete;
         if complete {
-            if !line.iter().all(u8::is_ascii_whitespace) {
-                line_no += 1;
-                complete = out.answer(line_no, &line).await;
-            }
-            if complete {
-                let summary = serde_json::json!({"summary": out.summary});
-                out.send(&summary).await;
-            }
+            let summary = serde_json::json!({"summary": out.summary});
+            out.send(&summary).await;
         }
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
@@ -252,6 +262,18 @@ pub async fn deposits(
     Ok(res)
 }
 
+/// How many lines of one stream are deposited at once. Lines are answered
+/// in their order; two lines about the same record, or the same subject
+/// and category, never run at once (the later waits), so a later line's
+/// version is the later one.
+const LINES_IN_FLIGHT: usize = 16;
+
+type LineDone = (
+    u64,
+    Vec<String>,
+    crate::error::AppResult<crate::service::deposits::LineAnswer>,
+);
+
 /// The answering side of one deposit stream.
 struct DepositStream {
     state: AppState,
@@ -259,11 +281,19 @@ struct DepositStream {
     recheck: Recheck,
     tx: tokio::sync::mpsc::Sender<axum::body::Bytes>,
     summary: crate::service::deposits::Summary,
+    /// The lines being deposited, in their order.
+    in_flight:
+        futures_util::stream::FuturesOrdered<futures_util::future::BoxFuture<'static, LineDone>>,
+    /// What the lines in flight are about (record id; subject and
+    /// category), with how many of them.
+    busy: std::collections::HashMap<String, usize>,
+    /// A line failed for a reason not its own: nothing more is answered.
+    failed: bool,
 }
 
 impl DepositStream {
     /// Sends one line of the answer; false once nobody reads it.
-    async fn send(&self, value: &impl serde::Serialize) -> bool {
+    async fn send(&mut self, value: &impl serde::Serialize) -> bool {
         match serde_json::to_vec(value) {
             Ok(mut v) => {
                 v.push(b'\n');
@@ -274,53 +304,123 @@ impl DepositStream {
     }
 
     /// The last line of a stream that stops early: why, and where.
-    async fn stopped(&self, code: &str, line_no: u64) {
+    async fn stopped(&mut self, code: &str, line_no: u64) {
         let _ = self
             .send(&serde_json::json!({"error": {"code": code, "line": line_no}}))
             .await;
     }
 
-    /// Answers one complete line; false when the stream must stop (the
-    /// source deactivated, a failure of the log, the keys or the database,
-    /// or nobody reading).
+    /// Starts depositing one complete line (answered in order as lines
+    /// finish); false when the stream must stop (the source deactivated, a
+    /// failure of the log, the keys or the database, or nobody reading).
     async fn answer(&mut self, line_no: u64, line: &[u8]) -> bool {
         let now = self.state.clock.now();
-        let still_valid = if self.recheck.due(now) {
-            sources::still_depositing(&self.state, &self.source)
-                .await
-                .map(|_| self.recheck.done(now))
-        } else {
-            Ok(())
-        };
-        let answered = match still_valid {
-            Ok(()) => {
-                crate::service::deposits::deposit_line(
-                    &self.state,
-                    &self.source,
-                    line_no,
-                    line,
-                    now,
-                )
-                .await
+        if self.recheck.due(now) {
+            // Asked once the lines before are answered: a deactivation
+            // stops what comes after it.
+            if !self.drain(0).await {
+                return false;
             }
-            Err(e) => Err(e),
-        };
-        match answered {
-            Ok(a) => {
-                self.summary.count(&a);
-                self.send(&a).await
+            if let Err(e) = sources::still_depositing(&self.state, &self.source).await {
+                self.fail(&e, line_no).await;
+                return false;
             }
-            Err(e) => {
-                let (code, status) = e.code_and_status();
-                if status.is_server_error() {
-                    tracing::error!(code, error = ?e, "deposit stream stopped");
-                } else {
-                    tracing::info!(code, "deposit stream stopped");
-                }
-                self.stopped(code, line_no).await;
-                false
+            self.recheck.done(now);
+        }
+        let keys = line_keys(line, now);
+        // A line about what a line in flight is about waits for it.
+        while keys.iter().any(|k| self.busy.contains_key(k)) {
+            if !self.next_done().await {
+                return false;
             }
         }
+        if !self.drain(LINES_IN_FLIGHT - 1).await {
+            return false;
+        }
+        for k in &keys {
+            *self.busy.entry(k.clone()).or_default() += 1;
+        }
+        let (state, source, bytes) = (self.state.clone(), self.source.clone(), line.to_vec());
+        self.in_flight.push_back(Box::pin(async move {
+            let answer =
+                crate::service::deposits::deposit_line(&state, &source, line_no, &bytes, now).await;
+            (line_no, keys, answer)
+        }));
+        true
+    }
+
+    /// Answers finished lines until at most `left` are in flight.
+    async fn drain(&mut self, left: usize) -> bool {
+        while self.in_flight.len() > left {
+            if !self.next_done().await {
+                return false;
+            }
+        }
+        !self.failed
+    }
+
+    /// Answers the next line in order once it is done.
+    async fn next_done(&mut self) -> bool {
+        use futures_util::StreamExt;
+        let Some((line_no, keys, answer)) = self.in_flight.next().await else {
+            return !self.failed;
+        };
+        for k in keys {
+            if let Some(n) = self.busy.get_mut(&k) {
+                *n -= 1;
+                if *n == 0 {
+                    self.busy.remove(&k);
+                }
+            }
+        }
+        if self.failed {
+            // Stored or not, a line after a failure is not answered; sent
+            // again, a stored one is `unchanged`.
+            return false;
+        }
+        match answer {
+            Ok(a) => {
+                self.summary.count(&a);
+                if !self.send(&a).await {
+                    self.failed = true;
+                }
+            }
+            Err(e) => self.fail(&e, line_no).await,
+        }
+        !self.failed
+    }
+
+    async fn fail(&mut self, e: &AppError, line_no: u64) {
+        let (code, status) = e.code_and_status();
+        if status.is_server_error() {
+            tracing::error!(code, error = ?e, "deposit stream stopped");
+        } else {
+            tracing::info!(code, "deposit stream stopped");
+        }
+        self.failed = true;
+        self.stopped(code, line_no).await;
+    }
+}
+
+/// What a line is about, for keeping two lines about the same thing in
+/// order: its record id, and its subject with its category. A line that
+/// does not parse is about nothing (it is refused).
+fn line_keys(line: &[u8], now: crate::domain::Timestamp) -> Vec<String> {
+    use crate::domain::deposit::{Subject, parse_line};
+    match parse_line(line, now) {
+        Ok(d) => {
+            let subject = match &d.subject {
+                Subject::Handle(h) => format!("h:{h}"),
+                Subject::Pivot(p) => format!(
+                    "p:{}|{}|{}",
+                    p.family_name.to_lowercase(),
+                    p.given_names.to_lowercase(),
+                    p.birthdate
+                ),
+            };
+            vec![format!("id:{}", d.id), format!("{subject}|{}", d.category)]
+        }
+        Err(_) => Vec::new(),
     }
 }
 

@@ -1240,3 +1240,32 @@ async fn a_long_stream_outlives_its_token_but_stops_when_the_source_is_deactivat
     })
     .await;
 }
+
+/// Lines are deposited several at a time but answered in their order, and
+/// two lines about the same record (or the same person and category) keep
+/// their order: the later one's version is the current one.
+#[tokio::test]
+async fn lines_about_the_same_record_keep_their_order_in_a_busy_stream() {
+    each_backend(|app| async move {
+        let (token, handle) = linked_awa(&app).await;
+        let at = app.clock.now() - 3600;
+        let mut lines = Vec::new();
+        for i in 0..40 {
+            // The same record, new content each time, with refusals between.
+            lines.push(serde_json::json!({"id": "same", "handle": handle, "category": "energy", "fields": {"annual_kwh": i}, "observed_at": at + i}).to_string());
+            lines.push(serde_json::json!({"id": format!("x-{i}"), "handle": "nobody", "category": "energy", "fields": {"annual_kwh": i}, "observed_at": at}).to_string());
+        }
+        let answers = deposit_stream(&app, &token, lines.join("\n")).await;
+        assert_eq!(answers.len(), 81, "{answers:?}");
+        for (i, a) in answers[..80].iter().enumerate() {
+            assert_eq!(a["line"], i as u64 + 1, "{a}");
+            let expected = if i % 2 == 0 { "accepted" } else { "rejected" };
+            assert_eq!(a["status"], expected, "{a}");
+        }
+        let awa = app.login(AWA).await;
+        let mine = app.as_user(&awa, Method::GET, "/api/v1/me/data/energy", None).await.json();
+        assert_eq!(mine["current"]["fields"]["annual_kwh"], 39, "{mine}");
+        assert_eq!(mine["current"]["version"], 40, "{mine}");
+    })
+    .await;
+}
