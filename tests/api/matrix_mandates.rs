@@ -572,7 +572,14 @@ async fn check_cell(
             if route == Route::Read && !res.json()["fields"].is_object() {
                 return Err(format!("no record: {}", res.text()));
             }
-            Some((Decision::Allow, allowed_action, "mandate"))
+            // The structure's list is decided on the agent's role (one
+            // entry for the whole list); an act on a resident, on the
+            // mandate.
+            let basis = match route {
+                Route::List | Route::Expiring | Route::HomePage => "role",
+                _ => "mandate",
+            };
+            Some((Decision::Allow, allowed_action, basis))
         }
         Cell::Says(want) => {
             let got = serde_json::from_slice::<Value>(&res.body)
