@@ -91,6 +91,7 @@ catalogue! {
 
     # "Logging in and sessions"
     Unauthenticated = 401, "unauthenticated", "Connexion requise.", "Authentication required.";
+    CrossSiteRequest = 403, "cross_site_request", "Cette demande vient d'un autre site : faites-la depuis votre espace.", "This request came from another site: make it from your space.";
     CsrfTokenInvalid = 403, "csrf_token_invalid", "Ce formulaire a expiré ou ne vient pas de ce site ; rechargez la page et recommencez.", "Missing or invalid anti-forgery (CSRF) token: reload the page and try again.";
     LoginNotConfigured = 503, "login_not_configured", "La connexion des usagers n'est pas configurée sur ce service.", "Resident login is not configured (COFFRE_OIDC_ISSUER).";
     AgentLoginNotConfigured = 503, "agent_login_not_configured", "La connexion des agents n'est pas configurée sur ce service.", "Agent login is not configured (COFFRE_AGENT_OIDC_ISSUER).";

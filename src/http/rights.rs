@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::domain::RightsRequestId;
-use crate::error::AppResult;
+use crate::error::{AppResult, ErrorCode};
 use crate::http::ApiJson;
 use crate::http::audit::{RequestId, audited_json, with_entry};
 use crate::http::partner::Partner;
@@ -281,6 +281,7 @@ pub const PASSPHRASE_HEADER: &str = "x-export-passphrase";
 #[utoipa::path(get, path = "/api/v1/me/export", tag = "resident",
     params(("x-export-passphrase" = Option<String>, Header, description = "at least 12 characters; the export is then an age file")),
     responses((status = 200, description = "application/json, or application/age with a passphrase"),
+              (status = 403, description = "`cross_site_request`: asked from another site", body = crate::error::ErrorBody),
               (status = 422, description = "`passphrase_too_short`", body = crate::error::ErrorBody)))]
 pub async fn export(
     State(state): State<AppState>,
@@ -288,6 +289,18 @@ pub async fn export(
     rid: RequestId,
     headers: HeaderMap,
 ) -> AppResult<Response> {
+    // The export is a navigation from the resident's page (a download
+    // link), so it carries their cookie; a link on another site would too
+    // (SameSite=Lax), and would make a logged-in resident download their
+    // whole export, unencrypted, onto whatever computer they are at. A
+    // browser says where a request comes from: another site is refused.
+    let cross_site = headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("cross-site"));
+    if cross_site {
+        return Err(ErrorCode::CrossSiteRequest.into());
+    }
     let passphrase = headers
         .get(PASSPHRASE_HEADER)
         .and_then(|v| v.to_str().ok())

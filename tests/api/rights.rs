@@ -84,6 +84,25 @@ async fn the_export_holds_everything_about_me_and_nothing_about_anyone_else() {
             .await;
         }
 
+        // Asked from another site (a link there, followed by a logged-in
+        // resident): refused; from coffre's own page: given.
+        let headers = [
+            ("cookie", awa.cookie.as_str()),
+            ("sec-fetch-site", "cross-site"),
+        ];
+        app.send(Method::GET, "/api/v1/me/export", &headers, "")
+            .await
+            .assert_error(403, "cross_site_request");
+        let headers = [
+            ("cookie", awa.cookie.as_str()),
+            ("sec-fetch-site", "same-origin"),
+        ];
+        assert_eq!(
+            app.send(Method::GET, "/api/v1/me/export", &headers, "")
+                .await
+                .status,
+            200
+        );
         let res = as_(&app, &awa, Method::GET, "/api/v1/me/export", None).await;
         assert_eq!(res.status, 200, "{}", res.text());
         assert_eq!(res.header("content-type"), Some("application/json"));
