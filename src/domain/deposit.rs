@@ -192,6 +192,23 @@ struct RawDeposit {
 
 /// The source's record id as given on a line, when it can be read, so the
 /// answer to a refused line can name it (printable ASCII only: it is echoed).
+/// A line read once: its record id when one is readable (for the answer,
+/// even when the line is refused) and the deposit or the refusal.
+pub struct ReadLine {
+    pub id: Option<String>,
+    pub deposit: Result<Deposit, LineRefusal>,
+}
+
+/// Reads a line once, for every use the stream makes of it.
+pub fn read_line(line: &[u8], now: Timestamp) -> ReadLine {
+    let deposit = parse_line(line, now);
+    let id = match &deposit {
+        Ok(d) => Some(d.id.clone()),
+        Err(_) => line_id(line),
+    };
+    ReadLine { id, deposit }
+}
+
 pub fn line_id(line: &[u8]) -> Option<String> {
     let v: Value = serde_json::from_slice(line).ok()?;
     let id = v.get("id")?.as_str()?;

@@ -58,7 +58,7 @@ pub async fn login(
         .next
         .as_deref()
         .filter(|_| persona.role == crate::domain::Role::Resident)
-        .and_then(crate::service::login::return_path);
+        .and_then(crate::domain::paths::resident_return_path);
     let location = header::HeaderValue::from_str(return_to.as_deref().unwrap_or("/"))
         .map_err(|_| AppError::internal("return location"))?;
     let mut res = (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response();

@@ -327,7 +327,9 @@ impl DepositStream {
             }
             self.recheck.done(now);
         }
-        let keys = line_keys(line, now);
+        // Read once: for the keys here and for the deposit.
+        let read = crate::domain::deposit::read_line(line, now);
+        let keys = line_keys(&read.deposit);
         // A line about what a line in flight is about waits for it.
         while keys.iter().any(|k| self.busy.contains_key(k)) {
             if !self.next_done().await {
@@ -340,10 +342,11 @@ impl DepositStream {
         for k in &keys {
             *self.busy.entry(k.clone()).or_default() += 1;
         }
-        let (state, source, bytes) = (self.state.clone(), self.source.clone(), line.to_vec());
+        let (state, source) = (self.state.clone(), self.source.clone());
         self.in_flight.push_back(Box::pin(async move {
             let answer =
-                crate::service::deposits::deposit_line(&state, &source, line_no, &bytes, now).await;
+                crate::service::deposits::deposit_read_line(&state, &source, line_no, read, now)
+                    .await;
             (line_no, keys, answer)
         }));
         true
@@ -405,9 +408,11 @@ impl DepositStream {
 /// What a line is about, for keeping two lines about the same thing in
 /// order: its record id, and its subject with its category. A line that
 /// does not parse is about nothing (it is refused).
-fn line_keys(line: &[u8], now: crate::domain::Timestamp) -> Vec<String> {
-    use crate::domain::deposit::{Subject, parse_line};
-    match parse_line(line, now) {
+fn line_keys(
+    deposit: &Result<crate::domain::deposit::Deposit, crate::domain::deposit::LineRefusal>,
+) -> Vec<String> {
+    use crate::domain::deposit::Subject;
+    match deposit {
         Ok(d) => {
             let subject = match &d.subject {
                 Subject::Handle(h) => format!("h:{h}"),

@@ -207,24 +207,13 @@ async fn names_and_communes(
     let mut out = std::collections::HashMap::with_capacity(residents.len());
     for page in residents.chunks(500) {
         for (resident, records) in vault.read_page(page, &categories).await? {
-            let field = |category: &str, name: &str| {
-                records
-                    .iter()
-                    .find(|r| r.category == category)
-                    .and_then(|r| r.fields.get(name))
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-            };
-            let name = [
-                field("identity", "given_name"),
-                field("identity", "family_name"),
-            ]
-            .into_iter()
-            .flatten()
-            .collect::<Vec<_>>()
-            .join(" ");
-            let name = Some(name).filter(|n| !n.trim().is_empty());
-            out.insert(resident, (name, field("contact", "commune_insee")));
+            let of = |category: &str| records.iter().find(|r| r.category == category);
+            let name = of("identity").and_then(|r| super::drafts::person_name(&r.fields));
+            let commune = of("contact")
+                .and_then(|r| r.fields.get("commune_insee"))
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            out.insert(resident, (name, commune));
         }
     }
     Ok(out)

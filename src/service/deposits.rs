@@ -19,7 +19,7 @@ use utoipa::ToSchema;
 
 use super::sources::SourceCaller;
 use crate::AppState;
-use crate::domain::deposit::{Deposit, Subject, parse_line};
+use crate::domain::deposit::{Deposit, ReadLine, Subject, read_line};
 use crate::domain::source::{Matching, Source};
 use crate::domain::{Role, Timestamp};
 use crate::error::{AppError, AppResult, ErrorCode};
@@ -75,14 +75,29 @@ pub async fn deposit_line(
     bytes: &[u8],
     now: Timestamp,
 ) -> AppResult<LineAnswer> {
-    let id = crate::domain::deposit::line_id(bytes);
+    deposit_read_line(state, caller, line, read_line(bytes, now), now).await
+}
+
+/// As [`deposit_line`], for a line its caller has already read (the stream
+/// reads each line once, to keep lines about the same record in order).
+pub async fn deposit_read_line(
+    state: &AppState,
+    caller: &SourceCaller,
+    line: u64,
+    read: ReadLine,
+    now: Timestamp,
+) -> AppResult<LineAnswer> {
+    let ReadLine {
+        id,
+        deposit: parsed,
+    } = read;
     let answer = |status, code: Option<ErrorCode>| LineAnswer {
         line,
         id: id.clone(),
         status,
         code: code.map(ErrorCode::code),
     };
-    match deposit(state, caller, bytes, now).await {
+    match deposit(state, caller, parsed, now).await {
         Ok(Done::Accepted) => Ok(answer("accepted", None)),
         Ok(Done::Unchanged) => Ok(answer("unchanged", None)),
         Err(AppError::Coded { code, .. }) if code.status().is_client_error() => {
@@ -127,30 +142,25 @@ async fn refuse(
     code: ErrorCode,
     now: Timestamp,
 ) -> AppError {
-    let entry = crate::audit::AuditRecord::new(
-        &caller.source_id,
-        Role::Source.as_str(),
-        "source.deposit",
-        now,
-    )
-    .request(&caller.request_id)
-    .resident(resident)
-    .category(category)
-    .purpose(format!("source:{}", source.id));
+    let entry = caller
+        .record("source.deposit", now)
+        .resident(resident)
+        .category(category)
+        .purpose(format!("source:{}", source.id));
     super::access::deny(state, entry, code.into()).await
 }
 
 async fn deposit(
     state: &AppState,
     caller: &SourceCaller,
-    bytes: &[u8],
+    parsed: Result<Deposit, crate::domain::deposit::LineRefusal>,
     now: Timestamp,
 ) -> AppResult<Done> {
     let source = state
         .sources
         .get(&caller.source_id)
         .ok_or_else(|| AppError::from(ErrorCode::InvalidToken))?;
-    let d: Deposit = match parse_line(bytes, now) {
+    let d: Deposit = match parsed {
         Ok(d) => d,
         Err(r) => return Err(refuse(state, caller, source, None, None, r.into(), now).await),
     };

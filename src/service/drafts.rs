@@ -190,16 +190,15 @@ pub(crate) async fn resident_name(
     let Some(record) = vault.read_current_category(resident_id, &category).await? else {
         return Ok(None);
     };
-    let field = |k: &str| {
-        record
-            .fields
-            .get(k)
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string()
-    };
+    Ok(person_name(&record.fields))
+}
+
+/// "Given-name Family-name" from an identity record's fields; `None` when
+/// it holds neither.
+pub(crate) fn person_name(identity: &serde_json::Map<String, Value>) -> Option<String> {
+    let field = |k: &str| identity.get(k).and_then(Value::as_str).unwrap_or("");
     let name = format!("{} {}", field("given_name"), field("family_name"));
-    Ok(Some(name.trim().to_string()).filter(|n| !n.is_empty()))
+    Some(name.trim().to_string()).filter(|n| !n.is_empty())
 }
 
 /// The aidant's own draft, live. `id` is `None` when the path could name

@@ -23,6 +23,7 @@ use serde_json::{Map, Value};
 use crate::AppState;
 use crate::audit::AuditRecord;
 use crate::crypto::{open_for_bearer, seal_for_bearer, sha256_hex};
+use crate::domain::paths::resident_return_path;
 use crate::domain::{DraftId, Role, Timestamp};
 use crate::error::{AppError, AppResult};
 use crate::oidc::{IdentityClaims, IdentityProvider, LoginKind, OidcError, VerifiedLogin};
@@ -100,7 +101,7 @@ pub async fn start(
         .map_err(|e| refusal(&e))?;
     // Where to go once logged in travels sealed with the attempt: only a
     // page of the resident's own space, never another site.
-    let return_to = return_to.and_then(return_path);
+    let return_to = return_to.and_then(resident_return_path);
     let secrets = serde_json::json!({"nonce": auth.nonce, "pkce_verifier": auth.pkce_verifier, "return_to": return_to});
     let sealed = seal_for_bearer(browser, ATTEMPT_SEAL, secrets.to_string().as_bytes())
         .map_err(|_| AppError::internal("sealing a login attempt"))?;
@@ -135,11 +136,6 @@ struct AttemptSecrets {
     return_to: Option<String>,
 }
 
-/// `path` if it is a page of the resident's space to come back to after a
-/// login: see [`crate::domain::paths::resident_return_path`].
-pub fn return_path(path: &str) -> Option<String> {
-    crate::domain::paths::resident_return_path(path)
-}
 /// What a completed login leads to.
 pub enum LoginDone {
     /// Open a session for this person (the provider's ID token is kept,
@@ -252,7 +248,7 @@ pub async fn callback(
         actor_id,
         role,
         id_token: login.id_token.clone(),
-        return_to: secrets.return_to.as_deref().and_then(return_path),
+        return_to: secrets.return_to.as_deref().and_then(resident_return_path),
     })
 }
 

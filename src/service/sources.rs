@@ -33,7 +33,7 @@ pub struct SourceCaller {
 }
 
 impl SourceCaller {
-    fn record(&self, action: &str, now: Timestamp) -> AuditRecord {
+    pub(crate) fn record(&self, action: &str, now: Timestamp) -> AuditRecord {
         AuditRecord::new(&self.source_id, Role::Source.as_str(), action, now)
             .request(&self.request_id)
     }

@@ -167,7 +167,7 @@ macro_rules! impl_deposit_store {
                 .execute(&mut *tx)
                 .await?;
                 if standing.rows_affected() != 1 {
-                tx.rollback().await?;
+                    tx.rollback().await?;
                     return Ok(O::NoLink);
                 }
             }

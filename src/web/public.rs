@@ -82,7 +82,7 @@ pub fn login_choices(ctx: &Ctx) -> Markup {
             .finish();
         format!("{}?{query}", ctx.path)
     };
-    let next = crate::service::login::return_path(&here);
+    let next = crate::domain::paths::resident_return_path(&here);
     let resident_login = match &next {
         Some(next) => format!(
             "/auth/login?{}",
