@@ -287,7 +287,7 @@ async fn deposit(
             via_link: source.matching == Matching::Link,
             record,
         };
-        let outcome = match state.store.record_deposit(&row, now).await {
+        let outcome = match state.deposit_writer.store(row, now).await {
             Err(crate::storage::StorageError::Conflict(_)) => DepositOutcome::VersionTaken,
             other => other?,
         };

@@ -11,6 +11,7 @@ pub mod access;
 pub mod agents;
 pub mod consents;
 pub mod data;
+pub mod deposit_writer;
 pub mod deposits;
 pub mod drafts;
 pub mod export;

@@ -42,6 +42,8 @@ pub struct AppInner {
     pub policy: Arc<casbin::Enforcer>,
     /// This process's audit log writer (group commit).
     pub audit: Arc<AuditLog>,
+    /// This process's deposit writer (group commit of sources' deposits).
+    pub deposit_writer: service::deposit_writer::DepositWriter,
     /// The vault, or why it is unavailable (keys missing or undecryptable):
     /// then every route that needs it fails closed with `keys_unavailable`.
     vault: Result<Arc<Vault>, String>,
@@ -162,6 +164,7 @@ impl AppState {
         }
         let vault = keys.map(|k| Arc::new(Vault::new(store.clone(), k, categories.clone())));
         let audit = AuditLog::start(store.clone(), config.audit_log_name.clone());
+        let deposit_writer = service::deposit_writer::DepositWriter::start(store.clone());
         let http = oidc::http_client()?;
         let provider = |kind, c: &Option<config::OidcClient>| {
             c.as_ref()
@@ -186,6 +189,7 @@ impl AppState {
                 demarches,
                 policy,
                 audit,
+                deposit_writer,
                 vault,
                 resident_login,
                 agent_login,

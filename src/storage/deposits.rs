@@ -79,8 +79,27 @@ pub trait DepositStore: Send + Sync {
     /// correction check, the record version and the idempotency row — all
     /// checked and written in the same unit, so a revocation, restriction,
     /// objection or erasure that commits first wins.
-    async fn record_deposit(&self, d: &DepositRow, now: Timestamp)
-    -> StorageResult<DepositOutcome>;
+    async fn record_deposit(
+        &self,
+        d: &DepositRow,
+        now: Timestamp,
+    ) -> StorageResult<DepositOutcome> {
+        let mut outcomes = self.record_deposits(&[(d.clone(), now)]).await?;
+        outcomes
+            .pop()
+            .ok_or_else(|| super::StorageError::Other("no outcome for the deposit".into()))
+    }
+    /// Stores several deposits (each with its own time) in one transaction,
+    /// each one checked and written as [`DepositStore::record_deposit`]
+    /// does, inside a savepoint of its own: a deposit refused, or whose
+    /// version another took (`VersionTaken`, also for a concurrent insert
+    /// on PostgreSQL), leaves nothing behind and does not touch the others.
+    /// One outcome per deposit, in their order. An error fails them all
+    /// (nothing of the batch stays).
+    async fn record_deposits(
+        &self,
+        rows: &[(DepositRow, Timestamp)],
+    ) -> StorageResult<Vec<DepositOutcome>>;
     /// Erases what a source deposited about a resident (every version it
     /// deposited, and its idempotency rows), in one transaction; the
     /// resident's own versions stay. Returns how many versions went.
@@ -125,50 +144,54 @@ macro_rules! impl_deposit_store {
             .await?)
         }
 
-        async fn record_deposit(
+        async fn record_deposits(
             &self,
-            d: &$crate::storage::DepositRow,
-            now: $crate::domain::Timestamp,
-        ) -> $crate::storage::StorageResult<$crate::storage::DepositOutcome> {
+            rows: &[($crate::storage::DepositRow, $crate::domain::Timestamp)],
+        ) -> $crate::storage::StorageResult<Vec<$crate::storage::DepositOutcome>> {
             use $crate::storage::DepositOutcome as O;
+            use sqlx::Acquire;
             // BEGIN IMMEDIATE on SQLite: the write lock before the first
             // read, so the checks below still hold at the insert. On
             // PostgreSQL a concurrent deposit of the same version fails on
-            // the (resident, category, version) key and is retried.
+            // the (resident, category, version) key: that deposit's
+            // savepoint rolls back and it is sealed again.
             let begin = match $backend {
                 $crate::storage::Backend::Sqlite => "BEGIN IMMEDIATE",
                 $crate::storage::Backend::Postgres => "BEGIN",
             };
             let mut conn = self.pool.acquire().await?;
             let mut tx = sqlx::Connection::begin_with(&mut *conn, begin).await?;
-            let previous: Option<String> = sqlx::query_scalar(
-                "SELECT content_digest FROM source_deposits WHERE source_id = $1 AND source_record_id = $2",
-            )
-            .bind(&d.source_id)
-            .bind(&d.source_record_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-            // Every answer but `Accepted` rolls back: nothing of a refused
-            // deposit stays (not even the link's last deposit time).
-            if previous.as_deref() == Some(d.content_digest.as_str()) {
-                tx.rollback().await?;
-                return Ok(O::Unchanged);
-            }
-            if d.via_link {
-                // The link row's write lock orders this deposit with a
-                // revocation on PostgreSQL (SQLite holds the database's).
-                let standing = sqlx::query(
-                    "UPDATE source_links SET last_deposit_at = $3 \
-                     WHERE source_id = $1 AND resident_id = $2 AND revoked_at IS NULL",
-                )
-                .bind(&d.source_id)
-                .bind(&d.resident_id)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                if standing.rows_affected() != 1 {
-                    tx.rollback().await?;
-                    return Ok(O::NoLink);
+            let mut outcomes = Vec::with_capacity(rows.len());
+            for (d, now) in rows {
+                let mut one = (&mut tx).begin().await?;
+                let outcome = async {
+                    let previous: Option<String> = sqlx::query_scalar(
+                        "SELECT content_digest FROM source_deposits WHERE source_id = $1 AND source_record_id = $2",
+                    )
+                    .bind(&d.source_id)
+                    .bind(&d.source_record_id)
+                    .fetch_optional(&mut *one)
+                    .await?;
+                    // Every answer but `Accepted` rolls back its savepoint: nothing
+                    // of a refused deposit stays (not even the link's last deposit
+                    // time).
+                    if previous.as_deref() == Some(d.content_digest.as_str()) {
+                        return Ok(O::Unchanged);
+                    }
+                    if d.via_link {
+                        // The link row's write lock orders this deposit with a
+                        // revocation on PostgreSQL (SQLite holds the database's).
+                        let standing = sqlx::query(
+                            "UPDATE source_links SET last_deposit_at = $3 \
+                             WHERE source_id = $1 AND resident_id = $2 AND revoked_at IS NULL",
+                        )
+                        .bind(&d.source_id)
+                        .bind(&d.resident_id)
+                        .bind(*now)
+                        .execute(&mut *one)
+                        .await?;
+                        if standing.rows_affected() != 1 {
+                            return Ok(O::NoLink);
                 }
             }
             let facts: Option<(Option<i64>, i64)> = sqlx::query_as(concat!(
@@ -179,17 +202,13 @@ macro_rules! impl_deposit_store {
             ))
             .bind(&d.resident_id)
             .bind(format!("source:{}", d.source_id))
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut *one)
             .await?;
-            let outcome = match facts {
-                None => Some(O::NoResident),
-                Some((Some(_), _)) => Some(O::Restricted),
-                Some((None, n)) if n > 0 => Some(O::Objected),
-                Some(_) => None,
-            };
-            if let Some(o) = outcome {
-                tx.rollback().await?;
-                return Ok(o);
+            match facts {
+                None => return Ok(O::NoResident),
+                Some((Some(_), _)) => return Ok(O::Restricted),
+                Some((None, n)) if n > 0 => return Ok(O::Objected),
+                Some(_) => {}
             }
             // The resident's own latest writing (no origin: theirs or an
             // aidant's), whatever sources deposited since: it stands against
@@ -200,14 +219,12 @@ macro_rules! impl_deposit_store {
             )
             .bind(&d.resident_id)
             .bind(&d.record.category)
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut *one)
             .await?;
             if own.is_some_and(|written_at| written_at > d.observed_at) {
-                tx.rollback().await?;
                 return Ok(O::SupersededByResident);
             }
             if latest.unwrap_or(0) + 1 != d.record.version {
-                tx.rollback().await?;
                 return Ok(O::VersionTaken);
             }
             sqlx::query(
@@ -228,7 +245,7 @@ macro_rules! impl_deposit_store {
             .bind(&d.record.origin.source_record_id)
             .bind(d.record.origin.observed_at)
             .bind(&d.record.origin.source_basis)
-            .execute(&mut *tx)
+            .execute(&mut *one)
             .await?;
             sqlx::query(
                 "INSERT INTO source_deposits \
@@ -245,11 +262,32 @@ macro_rules! impl_deposit_store {
             .bind(&d.record.category)
             .bind(&d.content_digest)
             .bind(&d.record.id)
-            .bind(now)
-            .execute(&mut *tx)
+            .bind(*now)
+            .execute(&mut *one)
             .await?;
+            Ok::<_, $crate::storage::StorageError>(O::Accepted)
+                }
+                .await;
+                let outcome = match outcome {
+                    Ok(O::Accepted) => {
+                        one.commit().await?;
+                        O::Accepted
+                    }
+                    Ok(other) => {
+                        one.rollback().await?;
+                        other
+                    }
+                    // Another transaction took the version first (PostgreSQL).
+                    Err($crate::storage::StorageError::Conflict(_)) => {
+                        one.rollback().await?;
+                        O::VersionTaken
+                    }
+                    Err(e) => return Err(e),
+                };
+                outcomes.push(outcome);
+            }
             tx.commit().await?;
-            Ok(O::Accepted)
+            Ok(outcomes)
         }
 
         async fn erase_source_deposits(

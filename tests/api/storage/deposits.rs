@@ -201,3 +201,69 @@ async fn a_revoked_link_and_an_older_observation_than_the_residents_own_writing_
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_batch_of_deposits_gives_each_its_own_outcome_and_keeps_only_the_accepted() {
+    each_store(|store| async move {
+        let b = on(&store);
+        residents(&store, &["r1", "r2"]).await;
+        store.link_source("s1", "r1", "h1", T0).await.unwrap();
+        assert_eq!(
+            store
+                .record_deposit(&deposit("m-0", "d0", 1, T0), T0 + 1)
+                .await
+                .unwrap(),
+            DepositOutcome::Accepted,
+            "{b}"
+        );
+        // r2 has no link: its deposit is refused without touching the rest.
+        let unlinked = DepositRow {
+            resident_id: "r2".into(),
+            ..deposit("m-9", "d9", 1, T0)
+        };
+        let batch = vec![
+            (deposit("m-1", "d1", 2, T0), T0 + 2),
+            // The same content as m-0 again.
+            (deposit("m-0", "d0", 3, T0), T0 + 2),
+            (unlinked, T0 + 2),
+            // Sealed for version 2 too: the first of the batch took it.
+            (deposit("m-2", "d2", 2, T0), T0 + 2),
+            (deposit("m-3", "d3", 3, T0), T0 + 2),
+        ];
+        assert_eq!(
+            store.record_deposits(&batch).await.unwrap(),
+            vec![
+                DepositOutcome::Accepted,
+                DepositOutcome::Unchanged,
+                DepositOutcome::NoLink,
+                DepositOutcome::VersionTaken,
+                DepositOutcome::Accepted,
+            ],
+            "{b}"
+        );
+        assert_eq!(
+            store.latest_record_version("r1", "energy").await.unwrap(),
+            3,
+            "{b}"
+        );
+        assert_eq!(
+            store.latest_record_version("r2", "energy").await.unwrap(),
+            0,
+            "{b}"
+        );
+        // Nothing of the refused ones stayed, not even an idempotency row.
+        for refused in ["m-9", "m-2"] {
+            assert_eq!(
+                store.deposit_digest("s1", refused).await.unwrap(),
+                None,
+                "{b} {refused}"
+            );
+        }
+        assert_eq!(
+            store.deposit_digest("s1", "m-3").await.unwrap().as_deref(),
+            Some("d3"),
+            "{b}"
+        );
+    })
+    .await;
+}
