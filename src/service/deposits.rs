@@ -187,13 +187,20 @@ async fn deposit(
         Err(code) => return Err(no(code).await),
     };
     // A first look, so a line the resident's choices refuse is recorded as
-    // a denial without an allow before it; `record_deposit` checks again in
-    // its transaction (a choice that commits in between wins).
+    // a denial without an allow before it; `record_deposits` checks again
+    // in its transaction (a choice that commits in between wins). The
+    // same read gives the last digest, the latest version and the data key
+    // (one statement for the line's facts). No resident: the decision
+    // refuses.
     let about = format!("source:{}", source.id);
-    let (restricted, objected) = state.store.rights_state(&resident_id, Some(&about)).await?;
-    let refusal = if restricted {
+    let facts = state
+        .store
+        .deposit_facts(&source.id, &d.id, &resident_id, category)
+        .await?
+        .unwrap_or_default();
+    let refusal = if facts.restricted {
         Some(ErrorCode::ProcessingRestricted)
-    } else if objected {
+    } else if facts.objected {
         Some(ErrorCode::Objection)
     } else {
         None
@@ -233,13 +240,7 @@ async fn deposit(
         &format!("source-deposit:{}", source.id),
         canonical.to_string().as_bytes(),
     );
-    if state
-        .store
-        .deposit_digest(&source.id, &d.id)
-        .await?
-        .as_deref()
-        == Some(content_digest.as_str())
-    {
+    if facts.previous_digest.as_deref() == Some(content_digest.as_str()) {
         return Ok(Done::Unchanged);
     }
     // A refusal found inside the storage transaction is recorded too,
@@ -261,15 +262,20 @@ async fn deposit(
         Matching::Link => ErrorCode::NoLink,
         Matching::Pivot => ErrorCode::UnknownPivot,
     };
-    // Sealed for the next version; sealed again once if another version
-    // took the number meanwhile.
-    for _ in 0..2 {
+    // Sealed for the version after the one just read; sealed again once
+    // (reading afresh) if another version took the number meanwhile.
+    for attempt in 0..2 {
+        let known = match (&facts.data_key, attempt) {
+            (Some(key), 0) => Some((key, facts.latest_version)),
+            _ => None,
+        };
         let record = match vault
-            .seal_next_version(
+            .seal_after(
                 &resident_id,
                 &cat,
                 &fields,
                 RecordOrigin::deposit(&source.id, &d.id, source.basis.as_str(), d.observed_at),
+                known,
                 now,
             )
             .await

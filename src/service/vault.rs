@@ -229,15 +229,35 @@ impl Vault {
         origin: RecordOrigin,
         now: Timestamp,
     ) -> Result<RecordRow, VaultError> {
-        let dk = self
-            .data_key(resident_id, true, now)
-            .await?
-            .ok_or(VaultError::NoSuchResident)?;
-        let version = self
-            .store
-            .latest_record_version(resident_id, category.as_str())
-            .await?
-            + 1;
+        self.seal_after(resident_id, category, fields, origin, None, now)
+            .await
+    }
+
+    /// As [`Vault::seal_next_version`], with the resident's wrapped data key
+    /// and latest version when the caller has just read them (a deposit's
+    /// facts, `DepositStore::deposit_facts`); read here otherwise. A stale
+    /// version only makes the store answer `VersionTaken` (seal again).
+    pub async fn seal_after(
+        &self,
+        resident_id: &str,
+        category: &Category,
+        fields: &serde_json::Map<String, Value>,
+        origin: RecordOrigin,
+        known: Option<(&DataKeyRow, i64)>,
+        now: Timestamp,
+    ) -> Result<RecordRow, VaultError> {
+        let (dk, latest) = match known {
+            Some((row, latest)) => (self.unwrap(resident_id, row)?, latest),
+            None => (
+                self.data_key(resident_id, true, now)
+                    .await?
+                    .ok_or(VaultError::NoSuchResident)?,
+                self.store
+                    .latest_record_version(resident_id, category.as_str())
+                    .await?,
+            ),
+        };
+        let version = latest + 1;
         let record_id = uuid::Uuid::new_v4().to_string();
         let plaintext =
             Zeroizing::new(serde_json::to_vec(fields).map_err(|_| CryptoError::Internal)?);

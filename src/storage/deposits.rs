@@ -6,7 +6,7 @@
 
 use async_trait::async_trait;
 
-use super::{RecordRow, StorageResult};
+use super::{DataKeyRow, RecordRow, StorageResult};
 use crate::domain::Timestamp;
 
 /// One deposit to store: the sealed version (its `version` is the one its
@@ -50,6 +50,26 @@ pub enum DepositOutcome {
     Objected,
 }
 
+/// What a deposit line needs to know of its resident before it is decided
+/// and sealed, read in one statement (a stream's hot path: each statement
+/// is a hand-off to the database's thread). A first look only:
+/// `record_deposits` checks again where it writes.
+#[derive(Clone, Debug, Default)]
+pub struct DepositFacts {
+    /// Processing restricted (art. 18).
+    pub restricted: bool,
+    /// The resident objected to this source (art. 21).
+    pub objected: bool,
+    /// The content digest of this source's last accepted deposit of this
+    /// record.
+    pub previous_digest: Option<String>,
+    /// The latest version of the resident's record of the category (0:
+    /// none yet).
+    pub latest_version: i64,
+    /// The resident's wrapped data key, once they have one.
+    pub data_key: Option<DataKeyRow>,
+}
+
 /// A deposited version of a resident's record and where it came from.
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct DepositedVersion {
@@ -65,6 +85,15 @@ pub trait DepositStore: Send + Sync {
     /// Every version of the resident's records a source deposited, with its
     /// provenance (the resident's page, art. 15(1)(g)).
     async fn deposited_versions(&self, resident_id: &str) -> StorageResult<Vec<DepositedVersion>>;
+    /// The resident's facts for a deposit of `category` under this source's
+    /// record id, in one statement; `None` when there is no such resident.
+    async fn deposit_facts(
+        &self,
+        source_id: &str,
+        source_record_id: &str,
+        resident_id: &str,
+        category: &str,
+    ) -> StorageResult<Option<DepositFacts>>;
     /// The content digest of this source's last accepted deposit of this
     /// record, if any (a cheap first look: `record_deposit` decides).
     async fn deposit_digest(
@@ -128,6 +157,58 @@ macro_rules! impl_deposit_store {
             .bind(resident_id)
             .fetch_all(&self.pool)
             .await?)
+        }
+
+        async fn deposit_facts(
+            &self,
+            source_id: &str,
+            source_record_id: &str,
+            resident_id: &str,
+            category: &str,
+        ) -> $crate::storage::StorageResult<Option<$crate::storage::DepositFacts>> {
+            type Row = (
+                Option<i64>,
+                i64,
+                Option<String>,
+                Option<i64>,
+                Option<i64>,
+                Option<Vec<u8>>,
+            );
+            let row: Option<Row> = sqlx::query_as(
+                "SELECT r.restricted_at, \
+                   (SELECT COUNT(*) FROM objections o WHERE o.resident_id = r.id AND o.purpose = $4), \
+                   (SELECT d.content_digest FROM source_deposits d \
+                    WHERE d.source_id = $2 AND d.source_record_id = $3), \
+                   (SELECT MAX(p.version) FROM personal_records p \
+                    WHERE p.resident_id = r.id AND p.category = $5), \
+                   k.kek_version, k.wrapped \
+                 FROM residents r LEFT JOIN data_keys k ON k.resident_id = r.id \
+                 WHERE r.id = $1",
+            )
+            .bind(resident_id)
+            .bind(source_id)
+            .bind(source_record_id)
+            .bind(format!("source:{source_id}"))
+            .bind(category)
+            .fetch_optional(&self.pool)
+            .await?;
+            Ok(row.map(
+                |(restricted_at, objections, previous_digest, latest, kek_version, wrapped)| {
+                    $crate::storage::DepositFacts {
+                        restricted: restricted_at.is_some(),
+                        objected: objections > 0,
+                        previous_digest,
+                        latest_version: latest.unwrap_or(0),
+                        data_key: kek_version.zip(wrapped).map(|(kek_version, wrapped)| {
+                            $crate::storage::DataKeyRow {
+                                resident_id: resident_id.to_string(),
+                                kek_version,
+                                wrapped,
+                            }
+                        }),
+                    }
+                },
+            ))
         }
 
         async fn deposit_digest(

@@ -59,7 +59,7 @@ pub use access::{AccessStore, PartnerRead, PartnerReadFacts};
 pub use agents::{AgentRow, AgentStore, StructureRow, TotpRow};
 pub use audit::{AuditAppend, AuditPlanner, AuditStore, CheckpointRow};
 pub use consents::{ConsentEventRow, ConsentForDecision, ConsentRow, ConsentStore};
-pub use deposits::{DepositOutcome, DepositRow, DepositStore, DepositedVersion};
+pub use deposits::{DepositFacts, DepositOutcome, DepositRow, DepositStore, DepositedVersion};
 pub use extracts::{ApproveOutcome, ExtractRow, ExtractStore};
 pub use instance::InstanceStore;
 pub use mandates::{AuthorisationRow, MandateDraftRow, MandateRow, MandateStore};

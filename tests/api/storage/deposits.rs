@@ -4,7 +4,7 @@
 
 use coffre::storage::{DepositOutcome, DepositRow, RecordOrigin, RecordRow};
 
-use super::{T0, each_store, on, record, residents};
+use super::{T0, data_keys, each_store, on, record, residents};
 
 fn deposit(source_record_id: &str, digest: &str, version: i64, observed_at: i64) -> DepositRow {
     DepositRow {
@@ -264,6 +264,85 @@ async fn a_batch_of_deposits_gives_each_its_own_outcome_and_keeps_only_the_accep
             Some("d3"),
             "{b}"
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_deposits_facts_come_in_one_read_and_follow_what_they_read() {
+    each_store(|store| async move {
+        let b = on(&store);
+        residents(&store, &["r1", "r2"]).await;
+        store.link_source("s1", "r1", "h1", T0).await.unwrap();
+        assert!(
+            store
+                .deposit_facts("s1", "m-1", "nobody", "energy")
+                .await
+                .unwrap()
+                .is_none(),
+            "{b}"
+        );
+        let fresh = store
+            .deposit_facts("s1", "m-1", "r1", "energy")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!fresh.restricted && !fresh.objected, "{b}");
+        assert_eq!(fresh.previous_digest, None, "{b}");
+        assert_eq!(fresh.latest_version, 0, "{b}");
+        assert!(fresh.data_key.is_none(), "{b}");
+
+        data_keys(&store, &["r1", "r2"]).await;
+        assert_eq!(
+            store
+                .record_deposit(&deposit("m-1", "d1", 1, T0), T0 + 1)
+                .await
+                .unwrap(),
+            DepositOutcome::Accepted,
+            "{b}"
+        );
+        store
+            .add_objection("r1", "source:s1", T0 + 2)
+            .await
+            .unwrap();
+        // Another source's objection and another resident's restriction
+        // are not this line's.
+        store
+            .add_objection("r1", "source:s2", T0 + 2)
+            .await
+            .unwrap();
+        store.set_restricted("r2", Some(T0 + 2), &[]).await.unwrap();
+        let after = store
+            .deposit_facts("s1", "m-1", "r1", "energy")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!after.restricted && after.objected, "{b}");
+        assert_eq!(after.previous_digest.as_deref(), Some("d1"), "{b}");
+        assert_eq!(after.latest_version, 1, "{b}");
+        let key = after.data_key.unwrap();
+        assert_eq!(
+            (key.resident_id.as_str(), key.kek_version, key.wrapped),
+            ("r1", 1, b"wrapped-r1".to_vec()),
+            "{b}"
+        );
+        // Another category, another record id of the source.
+        let other = store
+            .deposit_facts("s1", "m-2", "r1", "contact")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (other.previous_digest, other.latest_version),
+            (None, 0),
+            "{b}"
+        );
+        let restricted = store
+            .deposit_facts("s1", "m-1", "r2", "energy")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(restricted.restricted && !restricted.objected, "{b}");
     })
     .await;
 }
