@@ -42,6 +42,14 @@ pub async fn serve(
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
     // The peer's address reaches the rate limiter (`http::ratelimit`).
     let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    // TCP_NODELAY: a streamed answer (a deposit stream's line by line) is
+    // many small writes; with Nagle's algorithm each waits for the peer's
+    // acknowledgement of the one before, which the peer may delay.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set on a connection");
+        }
+    });
     let graceful = axum::serve(listener, service).with_graceful_shutdown(async move {
         shutdown.await;
         let _ = drain_tx.send(());

@@ -343,10 +343,19 @@ impl DepositStream {
             *self.busy.entry(k.clone()).or_default() += 1;
         }
         let (state, source) = (self.state.clone(), self.source.clone());
+        // A task of its own, so the lines in flight run on every core (in
+        // this stream's task they would share one thread). A line once
+        // started finishes even if the stream stops; sent again, a stored
+        // one is `unchanged`.
+        let line = tokio::spawn(async move {
+            crate::service::deposits::deposit_read_line(&state, &source, line_no, read, now).await
+        });
         self.in_flight.push_back(Box::pin(async move {
-            let answer =
-                crate::service::deposits::deposit_read_line(&state, &source, line_no, read, now)
-                    .await;
+            let answer = line.await.unwrap_or_else(|e| {
+                Err(AppError::internal(format!(
+                    "deposit of line {line_no} ended abnormally: {e}"
+                )))
+            });
             (line_no, keys, answer)
         }));
         true
