@@ -287,7 +287,7 @@ macro_rules! impl_audit_store {
             cached: Option<&(u64, Vec<[u8; 32]>)>,
             planner: $crate::storage::AuditPlanner<'_>,
         ) -> $crate::storage::StorageResult<$crate::storage::AuditAppend> {
-            let mut conn = self.writer.acquire().await?;
+            let mut conn = self.audit_writer.acquire().await?;
             let outcome = Self::audit_append_on(&mut conn, now, cached, planner).await;
             if outcome.is_err() {
                 // Never reuse a connection an append failed on: a COMMIT that

@@ -51,7 +51,7 @@ macro_rules! impl_instance_store {
         }
 
         async fn close(&self) {
-            self.writer.close().await;
+            self.audit_writer.close().await;
             self.pool.close().await;
         }
 

@@ -12,7 +12,7 @@ pub struct PgStore {
     pub(crate) pool: PgPool,
     /// The audit log's writer has a connection of its own, so a group
     /// commit never waits for a connection behind readers.
-    pub(crate) writer: PgPool,
+    pub(crate) audit_writer: PgPool,
 }
 
 impl PgStore {
@@ -45,10 +45,10 @@ impl PgStore {
             .await
             .map_err(|e| StorageError::Open(format!("PostgreSQL ({e})")))?;
         // Opened at its first use, after the migrations.
-        let writer = pool_of(1)
+        let audit_writer = pool_of(1)
             .connect_lazy(url)
             .map_err(|e| StorageError::Open(format!("PostgreSQL ({e})")))?;
-        let store = Self { pool, writer };
+        let store = Self { pool, audit_writer };
         store.migrate().await?;
         Ok(store)
     }

@@ -13,16 +13,12 @@ use super::{StorageError, StorageResult};
 
 pub struct SqliteStore {
     pub(crate) pool: SqlitePool,
-    /// The group-commit writers (the audit log's and the deposits') share a
-    /// connection of their own. sqlx hands out idle connections first in,
-    /// first out, so through the shared pool each group commit ran on
-    /// another connection than the last, whose page cache the other
-    /// connections' commits had made stale: every batch re-read the pages
-    /// it appends to. It also never waits behind readers. And the two
-    /// writers take turns in this process (waiting for the one connection)
-    /// instead of through SQLite's busy handler, which sleeps 1, 2, 5, 10…
-    /// ms between tries of a lock the other holds.
-    pub(crate) writer: SqlitePool,
+    /// The audit log's writer has a connection of its own. sqlx hands out
+    /// idle connections first in, first out, so through the shared pool each
+    /// group commit ran on another connection than the last, whose page
+    /// cache the other connections' commits had made stale: every batch
+    /// re-read the pages it appends to. It also never waits behind readers.
+    pub(crate) audit_writer: SqlitePool,
 }
 
 impl SqliteStore {
@@ -89,8 +85,8 @@ impl SqliteStore {
             .await
             .map_err(|e| StorageError::Open(format!("{} ({e})", path.display())))?;
         // Opened at its first use, after the migrations.
-        let writer = pool_of(1).connect_lazy_with(options);
-        let store = Self { pool, writer };
+        let audit_writer = pool_of(1).connect_lazy_with(options);
+        let store = Self { pool, audit_writer };
         store.migrate().await?;
         Ok(store)
     }
