@@ -344,16 +344,23 @@ impl DepositStream {
         }
         let (state, source) = (self.state.clone(), self.source.clone());
         // A task of its own, so the lines in flight run on every core (in
-        // this stream's task they would share one thread). A line once
-        // started finishes even if the stream stops; sent again, a stored
-        // one is `unchanged`.
-        let line = tokio::spawn(async move {
+        // this stream's task they would share one thread). A stream that
+        // stops (a failure, the client gone) aborts its lines still in
+        // flight, as dropping them in its own task did: none outlives the
+        // stream's ordering of lines about the same record.
+        let line = AbortOnDrop(tokio::spawn(async move {
             crate::service::deposits::deposit_read_line(&state, &source, line_no, read, now).await
-        });
+        }));
         self.in_flight.push_back(Box::pin(async move {
             let answer = line.await.unwrap_or_else(|e| {
+                // Not the panic's text: it may quote a value.
+                let how = if e.is_panic() {
+                    "panicked"
+                } else {
+                    "was cancelled"
+                };
                 Err(AppError::internal(format!(
-                    "deposit of line {line_no} ended abnormally: {e}"
+                    "the deposit of line {line_no} {how}"
                 )))
             });
             (line_no, keys, answer)
@@ -411,6 +418,25 @@ impl DepositStream {
         }
         self.failed = true;
         self.stopped(code, line_no).await;
+    }
+}
+
+/// A line's task, aborted when the stream lets go of it unfinished.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> std::future::Future for AbortOnDrop<T> {
+    type Output = Result<T, tokio::task::JoinError>;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -19,9 +19,11 @@ use tokio::sync::{mpsc, oneshot};
 use crate::domain::Timestamp;
 use crate::storage::{DepositOutcome, DepositRow, DynStore, StorageError, StorageResult};
 
-/// Most deposits one transaction carries (it holds SQLite's write lock for
-/// its length).
-const MAX_BATCH: usize = 256;
+/// Most deposits one transaction carries: it holds SQLite's write lock for
+/// its length, and on PostgreSQL each deposit is a savepoint (past 64
+/// subtransactions a backend's cache overflows and every session's
+/// snapshots slow down).
+const MAX_BATCH: usize = 48;
 
 struct Pending {
     row: DepositRow,
@@ -87,6 +89,11 @@ async fn writer(store: DynStore, mut rx: mpsc::Receiver<Pending>) {
                 Err(_) => break,
             }
         }
+        // In one order of (resident, category, source, record) for every
+        // batch of every process, so two batches on PostgreSQL lock the
+        // same rows in the same order (no deadlock between them); stable,
+        // so two deposits about the same record keep their order.
+        batch.sort_by(|a, b| deposit_key(&a.row).cmp(&deposit_key(&b.row)));
         let (rows, replies): (Vec<_>, Vec<_>) =
             batch.into_iter().map(|p| ((p.row, p.now), p.reply)).unzip();
         deposits += rows.len() as u64;
@@ -97,9 +104,18 @@ async fn writer(store: DynStore, mut rx: mpsc::Receiver<Pending>) {
                     let _ = reply.send(Ok(outcome));
                 }
             }
+            // The database itself failed (unreachable, its disk, a pool
+            // timeout): so would each deposit alone. Every line of the
+            // batch gets the error at once, rather than a wait each.
+            Err(StorageError::Unavailable(e)) => {
+                tracing::error!(error = %e, deposits = rows.len(), "deposit batch failed: database unavailable");
+                for reply in replies {
+                    let _ = reply.send(Err(StorageError::Unavailable(e.clone())));
+                }
+            }
             failed => {
-                // Nothing of the batch stayed: each deposit alone, so each
-                // gets its own outcome or error.
+                // Nothing of the batch stayed: each deposit alone, so an
+                // error that is one deposit's fails that line only.
                 if let Err(e) = failed {
                     tracing::warn!(error = %e, deposits = rows.len(), "deposit batch failed; storing one by one");
                 }
@@ -109,4 +125,14 @@ async fn writer(store: DynStore, mut rx: mpsc::Receiver<Pending>) {
             }
         }
     }
+}
+
+/// The order deposits are written in within a batch.
+fn deposit_key(row: &DepositRow) -> (&str, &str, &str, &str) {
+    (
+        &row.resident_id,
+        &row.record.category,
+        &row.source_id,
+        &row.source_record_id,
+    )
 }

@@ -246,8 +246,18 @@ impl Vault {
         known: Option<(&DataKeyRow, i64)>,
         now: Timestamp,
     ) -> Result<RecordRow, VaultError> {
+        // A key read before may have been rewrapped since (a KEK
+        // rotation): then it is read afresh, as when none was handed in.
+        let known = known.and_then(|(row, latest)| {
+            let wrapped = WrappedDataKey {
+                kek_version: u32::try_from(row.kek_version).ok()?,
+                bytes: row.wrapped.clone(),
+            };
+            let dk = self.keys.unwrap_data_key(resident_id, &wrapped).ok()?;
+            Some((dk, latest))
+        });
         let (dk, latest) = match known {
-            Some((row, latest)) => (self.unwrap(resident_id, row)?, latest),
+            Some(known) => known,
             None => (
                 self.data_key(resident_id, true, now)
                     .await?

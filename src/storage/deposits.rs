@@ -241,134 +241,144 @@ macro_rules! impl_deposit_store {
                 $crate::storage::Backend::Postgres => "BEGIN",
             };
             let mut conn = self.pool.acquire().await?;
-            let mut tx = sqlx::Connection::begin_with(&mut *conn, begin).await?;
-            let mut outcomes = Vec::with_capacity(rows.len());
-            for (d, now) in rows {
-                let mut one = (&mut tx).begin().await?;
-                let outcome = async {
-                    let previous: Option<String> = sqlx::query_scalar(
-                        "SELECT content_digest FROM source_deposits WHERE source_id = $1 AND source_record_id = $2",
-                    )
-                    .bind(&d.source_id)
-                    .bind(&d.source_record_id)
-                    .fetch_optional(&mut *one)
-                    .await?;
-                    // Every answer but `Accepted` rolls back its savepoint: nothing
-                    // of a refused deposit stays (not even the link's last deposit
-                    // time).
-                    if previous.as_deref() == Some(d.content_digest.as_str()) {
-                        return Ok(O::Unchanged);
-                    }
-                    if d.via_link {
-                        // The link row's write lock orders this deposit with a
-                        // revocation on PostgreSQL (SQLite holds the database's).
-                        let standing = sqlx::query(
-                            "UPDATE source_links SET last_deposit_at = $3 \
-                             WHERE source_id = $1 AND resident_id = $2 AND revoked_at IS NULL",
+            let stored = async {
+                let mut tx = sqlx::Connection::begin_with(&mut *conn, begin).await?;
+                let mut outcomes = Vec::with_capacity(rows.len());
+                for (d, now) in rows {
+                    let mut one = (&mut tx).begin().await?;
+                    let outcome = async {
+                        let previous: Option<String> = sqlx::query_scalar(
+                            "SELECT content_digest FROM source_deposits WHERE source_id = $1 AND source_record_id = $2",
                         )
                         .bind(&d.source_id)
-                        .bind(&d.resident_id)
-                        .bind(*now)
-                        .execute(&mut *one)
+                        .bind(&d.source_record_id)
+                        .fetch_optional(&mut *one)
                         .await?;
-                        if standing.rows_affected() != 1 {
-                            return Ok(O::NoLink);
+                        // Every answer but `Accepted` rolls back its savepoint: nothing
+                        // of a refused deposit stays (not even the link's last deposit
+                        // time).
+                        if previous.as_deref() == Some(d.content_digest.as_str()) {
+                            return Ok(O::Unchanged);
+                        }
+                        if d.via_link {
+                            // The link row's write lock orders this deposit with a
+                            // revocation on PostgreSQL (SQLite holds the database's).
+                            let standing = sqlx::query(
+                                "UPDATE source_links SET last_deposit_at = $3 \
+                                 WHERE source_id = $1 AND resident_id = $2 AND revoked_at IS NULL",
+                            )
+                            .bind(&d.source_id)
+                            .bind(&d.resident_id)
+                            .bind(*now)
+                            .execute(&mut *one)
+                            .await?;
+                            if standing.rows_affected() != 1 {
+                                return Ok(O::NoLink);
+                    }
                 }
-            }
-            let facts: Option<(Option<i64>, i64)> = sqlx::query_as(concat!(
-                "SELECT r.restricted_at, \
-                   (SELECT COUNT(*) FROM objections o WHERE o.resident_id = r.id AND o.purpose = $2) \
-                 FROM residents r WHERE r.id = $1 AND r.status = 'active'",
-                $for_share,
-            ))
-            .bind(&d.resident_id)
-            .bind(format!("source:{}", d.source_id))
-            .fetch_optional(&mut *one)
-            .await?;
-            match facts {
-                None => return Ok(O::NoResident),
-                Some((Some(_), _)) => return Ok(O::Restricted),
-                Some((None, n)) if n > 0 => return Ok(O::Objected),
-                Some(_) => {}
-            }
-            // The resident's own latest writing (no origin: theirs or an
-            // aidant's), whatever sources deposited since: it stands against
-            // an older observation.
-            let (latest, own): (Option<i64>, Option<i64>) = sqlx::query_as(
-                "SELECT MAX(version), MAX(CASE WHEN source_id IS NULL THEN created_at END) \
-                 FROM personal_records WHERE resident_id = $1 AND category = $2",
-            )
-            .bind(&d.resident_id)
-            .bind(&d.record.category)
-            .fetch_one(&mut *one)
-            .await?;
-            if own.is_some_and(|written_at| written_at > d.observed_at) {
-                return Ok(O::SupersededByResident);
-            }
-            if latest.unwrap_or(0) + 1 != d.record.version {
-                return Ok(O::VersionTaken);
-            }
-            sqlx::query(
-                "INSERT INTO personal_records \
-                 (id, resident_id, category, version, sealed, created_at, origin, \
-                  source_id, source_record_id, observed_at, source_basis) \
-                 VALUES ($1, $2, $3, $4, $5, $6, 'source', $7, $8, $9, $10)",
-            )
-            .bind(&d.record.id)
-            .bind(&d.resident_id)
-            .bind(&d.record.category)
-            .bind(d.record.version)
-            .bind(&d.record.sealed)
-            .bind(d.record.created_at)
-            // The provenance columns are exactly what the seal was made
-            // with (`seal_next_version`), or the version would not open.
-            .bind(&d.record.origin.source_id)
-            .bind(&d.record.origin.source_record_id)
-            .bind(d.record.origin.observed_at)
-            .bind(&d.record.origin.source_basis)
-            .execute(&mut *one)
-            .await?;
-            sqlx::query(
-                "INSERT INTO source_deposits \
-                 (source_id, source_record_id, resident_id, category, content_digest, record_id, deposited_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
-                 ON CONFLICT (source_id, source_record_id) DO UPDATE SET \
-                 resident_id = excluded.resident_id, category = excluded.category, \
-                 content_digest = excluded.content_digest, record_id = excluded.record_id, \
-                 deposited_at = excluded.deposited_at",
-            )
-            .bind(&d.source_id)
-            .bind(&d.source_record_id)
-            .bind(&d.resident_id)
-            .bind(&d.record.category)
-            .bind(&d.content_digest)
-            .bind(&d.record.id)
-            .bind(*now)
-            .execute(&mut *one)
-            .await?;
-            Ok::<_, $crate::storage::StorageError>(O::Accepted)
+                let facts: Option<(Option<i64>, i64)> = sqlx::query_as(concat!(
+                    "SELECT r.restricted_at, \
+                       (SELECT COUNT(*) FROM objections o WHERE o.resident_id = r.id AND o.purpose = $2) \
+                     FROM residents r WHERE r.id = $1 AND r.status = 'active'",
+                    $for_share,
+                ))
+                .bind(&d.resident_id)
+                .bind(format!("source:{}", d.source_id))
+                .fetch_optional(&mut *one)
+                .await?;
+                match facts {
+                    None => return Ok(O::NoResident),
+                    Some((Some(_), _)) => return Ok(O::Restricted),
+                    Some((None, n)) if n > 0 => return Ok(O::Objected),
+                    Some(_) => {}
                 }
-                .await;
-                let outcome = match outcome {
-                    Ok(O::Accepted) => {
-                        one.commit().await?;
-                        O::Accepted
+                // The resident's own latest writing (no origin: theirs or an
+                // aidant's), whatever sources deposited since: it stands against
+                // an older observation.
+                let (latest, own): (Option<i64>, Option<i64>) = sqlx::query_as(
+                    "SELECT MAX(version), MAX(CASE WHEN source_id IS NULL THEN created_at END) \
+                     FROM personal_records WHERE resident_id = $1 AND category = $2",
+                )
+                .bind(&d.resident_id)
+                .bind(&d.record.category)
+                .fetch_one(&mut *one)
+                .await?;
+                if own.is_some_and(|written_at| written_at > d.observed_at) {
+                    return Ok(O::SupersededByResident);
+                }
+                if latest.unwrap_or(0) + 1 != d.record.version {
+                    return Ok(O::VersionTaken);
+                }
+                sqlx::query(
+                    "INSERT INTO personal_records \
+                     (id, resident_id, category, version, sealed, created_at, origin, \
+                      source_id, source_record_id, observed_at, source_basis) \
+                     VALUES ($1, $2, $3, $4, $5, $6, 'source', $7, $8, $9, $10)",
+                )
+                .bind(&d.record.id)
+                .bind(&d.resident_id)
+                .bind(&d.record.category)
+                .bind(d.record.version)
+                .bind(&d.record.sealed)
+                .bind(d.record.created_at)
+                // The provenance columns are exactly what the seal was made
+                // with (`seal_next_version`), or the version would not open.
+                .bind(&d.record.origin.source_id)
+                .bind(&d.record.origin.source_record_id)
+                .bind(d.record.origin.observed_at)
+                .bind(&d.record.origin.source_basis)
+                .execute(&mut *one)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO source_deposits \
+                     (source_id, source_record_id, resident_id, category, content_digest, record_id, deposited_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                     ON CONFLICT (source_id, source_record_id) DO UPDATE SET \
+                     resident_id = excluded.resident_id, category = excluded.category, \
+                     content_digest = excluded.content_digest, record_id = excluded.record_id, \
+                     deposited_at = excluded.deposited_at",
+                )
+                .bind(&d.source_id)
+                .bind(&d.source_record_id)
+                .bind(&d.resident_id)
+                .bind(&d.record.category)
+                .bind(&d.content_digest)
+                .bind(&d.record.id)
+                .bind(*now)
+                .execute(&mut *one)
+                .await?;
+                Ok::<_, $crate::storage::StorageError>(O::Accepted)
                     }
-                    Ok(other) => {
-                        one.rollback().await?;
-                        other
-                    }
-                    // Another transaction took the version first (PostgreSQL).
-                    Err($crate::storage::StorageError::Conflict(_)) => {
-                        one.rollback().await?;
-                        O::VersionTaken
-                    }
-                    Err(e) => return Err(e),
-                };
-                outcomes.push(outcome);
+                    .await;
+                    let outcome = match outcome {
+                        Ok(O::Accepted) => {
+                            one.commit().await?;
+                            O::Accepted
+                        }
+                        Ok(other) => {
+                            one.rollback().await?;
+                            other
+                        }
+                        // Another transaction took the version first (PostgreSQL).
+                        Err($crate::storage::StorageError::Conflict(_)) => {
+                            one.rollback().await?;
+                            O::VersionTaken
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    outcomes.push(outcome);
+                }
+                tx.commit().await?;
+                Ok::<_, $crate::storage::StorageError>(outcomes)
             }
-            tx.commit().await?;
-            Ok(outcomes)
+            .await;
+            if stored.is_err() {
+                // As the audit log's append: a connection a write failed on
+                // (a failed COMMIT can leave it inside a transaction) is
+                // never reused.
+                conn.close_on_drop();
+            }
+            stored
         }
 
         async fn erase_source_deposits(

@@ -192,14 +192,25 @@ macro_rules! impl_rights_store {
             purpose: &str,
             now: $crate::domain::Timestamp,
         ) -> $crate::storage::StorageResult<bool> {
+            let mut tx = self.pool.begin().await?;
+            // The resident's row locked first (a no-op update: on
+            // PostgreSQL a lock that conflicts with the `FOR SHARE` a
+            // deposit's transaction holds on it), so an objection that
+            // commits first is seen by every deposit stored after it; an
+            // insert alone would only take a key-share lock, which does not.
+            sqlx::query("UPDATE residents SET status = status WHERE id = $1")
+                .bind(resident_id)
+                .execute(&mut *tx)
+                .await?;
             let done = sqlx::query(
                 "INSERT INTO objections (resident_id, purpose, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
             )
             .bind(resident_id)
             .bind(purpose)
             .bind(now)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+            tx.commit().await?;
             Ok(done.rows_affected() == 1)
         }
 

@@ -1269,3 +1269,59 @@ async fn lines_about_the_same_record_keep_their_order_in_a_busy_stream() {
     })
     .await;
 }
+
+/// Two streams at once about the same resident and category (the group
+/// commit puts their lines in the same transactions, sealed for the same
+/// version): no version is lost or doubled; a line that lost the version
+/// twice is refused `concurrent_update` and accepted when sent again.
+#[tokio::test]
+async fn two_streams_about_the_same_record_lose_nothing_and_double_nothing() {
+    each_backend(|app| async move {
+        let (token, handle) = linked_awa(&app).await;
+        let before = app.state.store.latest_record_version(AWA, "energy").await.unwrap();
+        let at = app.clock.now() - 3600;
+        let body = |stream: &str| {
+            (1..=12)
+                .map(|i| {
+                    serde_json::json!({"id": format!("{stream}-{i}"), "handle": handle, "category": "energy", "fields": {"annual_kwh": i}, "observed_at": at}).to_string()
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let (a, b) = tokio::join!(
+            deposit_stream(&app, &token, body("a")),
+            deposit_stream(&app, &token, body("b"))
+        );
+        let mut accepted = 0;
+        let mut again = Vec::new();
+        for (answers, stream) in [(&a, "a"), (&b, "b")] {
+            for answer in &answers[..answers.len() - 1] {
+                match (answer["status"].as_str(), answer["code"].as_str()) {
+                    (Some("accepted"), None) => accepted += 1,
+                    (Some("rejected"), Some("concurrent_update")) => {
+                        let i = answer["line"].as_u64().unwrap();
+                        again.push(body(stream).lines().nth(i as usize - 1).unwrap().to_string());
+                    }
+                    other => panic!("{other:?} in {answers:?}"),
+                }
+            }
+        }
+        assert_eq!(accepted + again.len(), 24);
+        let latest = |app: &TestApp| {
+            let store = app.state.store.clone();
+            async move { store.latest_record_version(AWA, "energy").await.unwrap() }
+        };
+        // One version each, in a row (the key (resident, category, version)
+        // would refuse a double).
+        assert_eq!(latest(&app).await, before + accepted as i64);
+        if !again.is_empty() {
+            let answers = deposit_stream(&app, &token, again.join("\n")).await;
+            assert!(
+                answers[..answers.len() - 1].iter().all(|a| a["status"] == "accepted"),
+                "{answers:?}"
+            );
+        }
+        assert_eq!(latest(&app).await, before + 24);
+    })
+    .await;
+}

@@ -346,3 +346,50 @@ async fn a_deposits_facts_come_in_one_read_and_follow_what_they_read() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_deposit_that_breaks_a_key_inside_a_batch_rolls_back_alone() {
+    // A unique violation inside the batch's transaction (on PostgreSQL it
+    // would abort the whole transaction without the deposit's savepoint):
+    // that deposit is answered `VersionTaken` (sealed again by the
+    // service), the others stand.
+    each_store(|store| async move {
+        let b = on(&store);
+        residents(&store, &["r1"]).await;
+        store.link_source("s1", "r1", "h1", T0).await.unwrap();
+        let first = deposit("m-1", "d1", 1, T0);
+        // Version 2 under the first one's record id (a primary key).
+        let clash = DepositRow {
+            record: RecordRow {
+                id: first.record.id.clone(),
+                ..deposit("m-2", "d2", 2, T0).record
+            },
+            ..deposit("m-2", "d2", 2, T0)
+        };
+        let batch = vec![
+            (first, T0 + 1),
+            (clash, T0 + 1),
+            (deposit("m-3", "d3", 2, T0), T0 + 1),
+        ];
+        assert_eq!(
+            store.record_deposits(&batch).await.unwrap(),
+            vec![
+                DepositOutcome::Accepted,
+                DepositOutcome::VersionTaken,
+                DepositOutcome::Accepted,
+            ],
+            "{b}"
+        );
+        assert_eq!(
+            store.latest_record_version("r1", "energy").await.unwrap(),
+            2,
+            "{b}"
+        );
+        assert_eq!(
+            store.deposit_digest("s1", "m-2").await.unwrap(),
+            None,
+            "{b}"
+        );
+    })
+    .await;
+}
