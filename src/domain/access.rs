@@ -408,4 +408,30 @@ mod tests {
         assert_eq!(role_refusal("consent.give:own"), Denial::ResidentOnly);
         assert_eq!(role_refusal("data.read"), Denial::RoleNotAllowed);
     }
+
+    /// cargo-mutants found the source's branch untested here (a guard
+    /// forced either way survived the lib's tests).
+    #[test]
+    fn a_source_acts_only_about_an_active_resident_it_matched() {
+        let reg = Register::builtin(&Categories::builtin().unwrap()).unwrap();
+        let q = |resident_id, resident_active| AccessQuery {
+            actor_id: "energie-locale",
+            purpose: None,
+            purpose_asked: false,
+            valid_consent: None,
+            category: Some("energy"),
+            resident_id,
+            resident_active,
+            ..query(&reg, Role::Source, "source.deposit")
+        };
+        assert_eq!(decide(&q(Some("r1"), true)), Verdict::Allow(Basis::Role));
+        assert_eq!(
+            decide(&q(Some("r1"), false)),
+            Verdict::Deny(Denial::ResidentNotFound)
+        );
+        assert_eq!(
+            decide(&q(None, true)),
+            Verdict::Deny(Denial::RoleNotAllowed)
+        );
+    }
 }

@@ -344,3 +344,24 @@ async fn public_keys_and_categories_are_published() {
     })
     .await;
 }
+
+/// cargo-mutants: dropping the resident or the category from the request
+/// of a resident's own read survived every test. The entry of an own read
+/// names whose data and which category (the resident's journal and the
+/// DPO's review rely on both).
+#[tokio::test]
+async fn a_residents_own_read_is_recorded_with_their_id_and_the_category() {
+    each_backend(|app| async move {
+        let s = app.login(AWA).await;
+        let res = app
+            .as_user(&s, Method::GET, "/api/v1/me/data/contact", None)
+            .await;
+        assert!(res.status == 200 || res.status == 404, "{}", res.text());
+        let entry = app.last_entry().await;
+        assert_eq!(entry.actor_id, AWA);
+        assert_eq!(entry.resident_id.as_deref(), Some(AWA));
+        assert_eq!(entry.category.as_deref(), Some("contact"));
+        assert_eq!(entry.decision, coffre::audit::Decision::Allow);
+    })
+    .await;
+}
