@@ -293,10 +293,9 @@ async fn deposit(
             via_link: source.matching == Matching::Link,
             record,
         };
-        let outcome = match state.deposit_writer.store(row, now).await {
-            Err(crate::storage::StorageError::Conflict(_)) => DepositOutcome::VersionTaken,
-            other => other?,
-        };
+        // A version number taken meanwhile (on PostgreSQL a unique
+        // violation) comes back as `VersionTaken` from the store.
+        let outcome = state.deposit_writer.store(row, now).await?;
         let code = match outcome {
             DepositOutcome::Accepted => return Ok(Done::Accepted),
             DepositOutcome::Unchanged => return Ok(Done::Unchanged),

@@ -220,22 +220,9 @@ impl Vault {
     /// the latest, with a fresh record id, and bound to `origin` (its
     /// deposit time is `now`, the version's creation). The caller stores it
     /// with that origin; if another version took the number meanwhile, it
-    /// seals again.
-    pub async fn seal_next_version(
-        &self,
-        resident_id: &str,
-        category: &Category,
-        fields: &serde_json::Map<String, Value>,
-        origin: RecordOrigin,
-        now: Timestamp,
-    ) -> Result<RecordRow, VaultError> {
-        self.seal_after(resident_id, category, fields, origin, None, now)
-            .await
-    }
-
-    /// As [`Vault::seal_next_version`], with the resident's wrapped data key
-    /// and latest version when the caller has just read them (a deposit's
-    /// facts, `DepositStore::deposit_facts`); read here otherwise. A stale
+    /// seals again. `known`: the resident's wrapped data key and latest
+    /// version when the caller has just read them (a deposit's facts,
+    /// `DepositStore::deposit_facts`); read here otherwise. A stale
     /// version only makes the store answer `VersionTaken` (seal again).
     pub async fn seal_after(
         &self,

@@ -322,7 +322,7 @@ macro_rules! impl_deposit_store {
                 .bind(&d.record.sealed)
                 .bind(d.record.created_at)
                 // The provenance columns are exactly what the seal was made
-                // with (`seal_next_version`), or the version would not open.
+                // with (`Vault::seal_after`), or the version would not open.
                 .bind(&d.record.origin.source_id)
                 .bind(&d.record.origin.source_record_id)
                 .bind(d.record.origin.observed_at)
