@@ -51,6 +51,22 @@ pub async fn verify(
     origin: &str,
     external: Option<&str>,
 ) -> Result<VerifyReport, VerifyFailure> {
+    verify_in_batches(store, verifier, origin, external, BATCH).await
+}
+
+/// [`verify`], reading `batch` entries (and the nodes they complete) at a
+/// time. Public so that tests can make a short log span several batches:
+/// the nodes a batch completes may lie over entries of earlier batches,
+/// which a log read in one batch never exercises.
+pub async fn verify_in_batches(
+    store: &DynStore,
+    verifier: &NoteVerifier,
+    origin: &str,
+    external: Option<&str>,
+    batch: u64,
+) -> Result<VerifyReport, VerifyFailure> {
+    // A batch of 0 would never advance.
+    let batch = batch.max(1);
     let storage = |e: crate::storage::StorageError| VerifyFailure::Storage(e.to_string());
     let size = store.audit_size().await.map_err(storage)?;
 
@@ -114,7 +130,7 @@ pub async fn verify(
 
     let mut expected = 0u64;
     while expected < size {
-        let to = (expected + BATCH).min(size);
+        let to = (expected + batch).min(size);
         let rows = store.audit_entries(expected, to).await.map_err(storage)?;
         // Every node this batch completes, at every level: the stored
         // interior nodes serve proofs, so each one is checked, not only the
