@@ -57,12 +57,13 @@ async fn state(dir: &std::path::Path) -> (AppState, DynStore) {
     (state, store)
 }
 
-fn resident(i: u64) -> String {
-    format!(
+fn resident(i: u64) -> coffre::domain::ResidentId {
+    let id = format!(
         "{:08x}-0000-4000-8000-{:012x}",
         i.wrapping_mul(2_654_435_761) & 0xffff_ffff,
         i
-    )
+    );
+    coffre::domain::ResidentId::parse(&id).expect("a UUID-shaped id")
 }
 
 async fn validity() {
@@ -183,7 +184,7 @@ async fn validity() {
     // is measured over as many lookups again, on fresh random residents.
     // `ask` is the question as a partner's read asks it: is this resident's
     // consent to the mobility study valid for its lab, now?
-    let ask = |r: String| {
+    let ask = |r: coffre::domain::ResidentId| {
         let (store, purpose) = (&store, &purpose);
         async move {
             valid_consent(
@@ -264,7 +265,7 @@ async fn decisions() {
         tasks.push(tokio::spawn(async move {
             let r = resident(i);
             let actor = Actor {
-                id: r.clone(),
+                id: r.to_string(),
                 role: Role::Resident,
                 structure_id: None,
                 request_id: None,

@@ -638,7 +638,13 @@ fn main() {
         for r in &residents {
             let handle = set.pseudonym(&format!("source-handle:{SOURCE}"), r.as_bytes());
             assert!(
-                coffre::storage::SourceStore::link_source(&store, SOURCE, r, &handle, link_time)
+                coffre::storage::SourceStore::link_source(
+                    &store,
+                    SOURCE,
+                    &coffre::domain::ResidentId::parse(r).expect("a seeded resident id"),
+                    &handle,
+                    link_time,
+                )
                     .await
                     .unwrap()
             );

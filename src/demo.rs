@@ -224,7 +224,7 @@ pub async fn seed_if_empty(state: &AppState) -> AppResult<bool> {
                 .categories()
                 .category(category)
                 .map_err(crate::service::vault::VaultError::from)?;
-            vault.write(id, &c, &record, now).await?;
+            vault.write(&demo_id(id)?, &c, &record, now).await?;
         }
     }
     seed_consents(state).await?;
@@ -258,12 +258,18 @@ async fn seed_sources(state: &AppState, now: Timestamp) -> AppResult<()> {
             birthcountry: "99100".into(),
             gender: gender.into(),
         };
-        crate::service::deposits::register_pivot(state, id, &pivot).await?;
+        crate::service::deposits::register_pivot(state, &demo_id(id)?, &pivot).await?;
     }
     // Lucie linked the electricity supplier; the deposits are the
     // newcomer's to send (README, "Data sources"), by her handle or by a
     // resident's pivot for the water utility.
-    crate::service::sources::link_for_demo(state, "energie-locale", RESIDENTS[2].id, now).await?;
+    crate::service::sources::link_for_demo(
+        state,
+        "energie-locale",
+        &demo_id(RESIDENTS[2].id)?,
+        now,
+    )
+    .await?;
     Ok(())
 }
 
@@ -296,7 +302,7 @@ async fn seed_mandates(state: &AppState, now: Timestamp) -> AppResult<()> {
         crate::service::mandates::NewMandate {
             aidant_id: &demo_id(AGENTS[0].id)?,
             structure: &structure,
-            resident_id: RESIDENTS[0].id,
+            resident_id: &demo_id(RESIDENTS[0].id)?,
             demarches: &[Demarche::Logement, Demarche::Papiers],
             duration_days: 365,
             renews: None,
@@ -335,7 +341,7 @@ async fn seed_consents(state: &AppState) -> AppResult<()> {
             structure_id: None,
             request_id: None,
         };
-        decide(state, &actor, resident, purpose, decision).await?;
+        decide(state, &actor, &demo_id(resident)?, purpose, decision).await?;
     }
     Ok(())
 }
@@ -361,7 +367,7 @@ pub async fn seed_directory(store: &dyn Store, now: Timestamp) -> StorageResult<
         )
         .await?;
     for p in RESIDENTS {
-        store.insert_resident(p.id, now).await?;
+        store.insert_resident(&demo_id(p.id)?, now).await?;
     }
     for p in AGENTS {
         let structure_id = match p.role {

@@ -378,7 +378,7 @@ pub async fn seed_territory(
         };
         let end = (i + BATCH).min(n);
         // Mandates of this batch, made once its residents exist.
-        let mut mandates: Vec<(String, usize, Vec<Demarche>, u64)> = Vec::new();
+        let mut mandates: Vec<(crate::domain::ResidentId, usize, Vec<Demarche>, u64)> = Vec::new();
         for k in i..end {
             if household_left == 0 {
                 let size = 1 + rng.weighted(&[36, 33, 14, 12, 5]) as u64;
@@ -395,6 +395,8 @@ pub async fn seed_territory(
             let (size, adults, children, commune) = household;
             let (insee, postal, _) = &communes[commune];
             let id = resident_id(seed, k);
+            let typed = crate::domain::ResidentId::parse(&id)
+                .map_err(|e| AppError::internal(format!("seed resident id: {e}")))?;
             let female = rng.chance(51);
             let band = AGES[rng.weighted(&AGES.iter().map(|a| a.1).collect::<Vec<_>>())].0;
             let age = band + rng.below(5);
@@ -462,7 +464,7 @@ pub async fn seed_territory(
                 .wrap_data_key_at(&id, &dk, kek)
                 .map_err(|_| AppError::internal("wrapping a data key"))?;
             batch.data_keys.push(DataKeyRow {
-                resident_id: id.clone(),
+                resident_id: typed.clone(),
                 kek_version: i64::from(wrapped.kek_version),
                 wrapped: wrapped.bytes,
             });
@@ -535,7 +537,7 @@ pub async fn seed_territory(
                         state,
                         purpose,
                         &keys,
-                        &id,
+                        &typed,
                         consent_id.as_str(),
                         &event_id,
                         &recorded,
@@ -551,7 +553,7 @@ pub async fn seed_territory(
                         .map_err(|e| AppError::internal(format!("seed purpose invalid: {e}")))?;
                     batch.consents.push(ConsentRow {
                         id: consent_id.clone(),
-                        resident_id: id.clone(),
+                        resident_id: typed.clone(),
                         purpose: purpose.id.clone(),
                         state: ConsentState::Given,
                         categories: categories.clone(),
@@ -589,7 +591,7 @@ pub async fn seed_territory(
                 if rng.chance(50) {
                     ds.push(CCAS_DEMARCHES[(first + 1) % CCAS_DEMARCHES.len()]);
                 }
-                mandates.push((id.clone(), commune, ds, 1 + rng.below(2)));
+                mandates.push((typed.clone(), commune, ds, 1 + rng.below(2)));
             }
             batch.residents.push(id);
         }

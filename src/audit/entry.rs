@@ -146,9 +146,18 @@ macro_rules! id_field {
                 self.as_ref().map(ToString::to_string)
             }
         }
+        impl Field for Option<&$ty> {
+            fn field(self) -> Option<String> {
+                self.map(ToString::to_string)
+            }
+        }
     )*};
 }
-id_field!(crate::domain::StructureId, crate::domain::AgentId);
+id_field!(
+    crate::domain::StructureId,
+    crate::domain::AgentId,
+    crate::domain::ResidentId
+);
 
 /// The one builder of audit records: who acted, what they did and when,
 /// then the optional fields. A record starts as a refusal with no reason:

@@ -112,7 +112,8 @@ pub async fn mandate_login(
     crate::service::login::attach_demo_resident(
         &state,
         &draft,
-        persona.id,
+        &crate::domain::ResidentId::parse(persona.id)
+            .map_err(|_| AppError::from(ErrorCode::UnknownPersona))?,
         rid.0,
         state.clock.now(),
     )

@@ -39,7 +39,9 @@ pub struct AccessRequest<'a> {
     /// The actor acts on their own data (the `/api/v1/me` routes): the
     /// policy is asked about `{action}:own`.
     pub own: bool,
-    /// Whose data, when a resident's data is concerned.
+    /// Whose data, when a resident's data is concerned, as asked: an id
+    /// that is not well-formed names no one, and is decided as an unknown
+    /// resident is (the one place that rule lives).
     pub resident_id: Option<&'a str>,
     pub category: Option<&'a str>,
     pub purpose_id: Option<&'a str>,
@@ -112,7 +114,10 @@ pub async fn evaluate<'r>(
     let handed_in = req.partner_facts.as_ref().filter(|f| {
         Some(f.resident_id.as_str()) == req.resident_id && f.purpose == req.purpose_id.unwrap_or("")
     });
-    let partner_facts = match (req.role, req.resident_id, handed_in) {
+    let named = req
+        .resident_id
+        .and_then(|r| crate::domain::ResidentId::parse(r).ok());
+    let partner_facts = match (req.role, named.as_ref(), handed_in) {
         (Role::Partner, Some(_), Some(facts)) if role_allows => Some(facts.clone()),
         (Role::Partner, Some(r), _) if role_allows => Some(
             state
@@ -126,7 +131,10 @@ pub async fn evaluate<'r>(
         (Some(_), Some(facts)) => facts.resident_active,
         // A resident's own session proves the account exists.
         (Some(_), None) if req.role == Role::Resident => true,
-        (Some(r), None) if role_allows => state.store.resident_exists(r).await?,
+        (Some(_), None) if role_allows => match &named {
+            Some(r) => state.store.resident_exists(r).await?,
+            None => false,
+        },
         _ => false,
     };
     // Consents matter only to a partner's read for a consent-based purpose.
@@ -146,7 +154,7 @@ pub async fn evaluate<'r>(
         (Some(_), None) => true,
         (None, _) => false,
     };
-    let active_mandate = match (req.role, req.resident_id, req.structure_id, req.demarche) {
+    let active_mandate = match (req.role, named.as_ref(), req.structure_id, req.demarche) {
         (Role::Aidant | Role::Referent, Some(r), Some(s), Some(d))
             if resident_active && demarche_covers_category =>
         {

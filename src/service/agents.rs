@@ -119,7 +119,7 @@ pub async fn resident_revoke(
         .store
         .find_mandate(id.ok_or(AppError::NotFound)?)
         .await?
-        .filter(|m| m.resident_id == caller.actor_id)
+        .filter(|m| m.resident_id == *caller.actor_id)
         .ok_or(AppError::NotFound)?;
     let now = state.clock.now();
     let receipt = crate::service::mandates::revoke(
@@ -150,9 +150,10 @@ pub struct MyMandates {
 /// My mandates, with their state and attestation.
 pub async fn my_mandates(state: &AppState, caller: &Caller) -> AppResult<Audited<MyMandates>> {
     let entry = crate::service::access::own_data(state, caller, "mandate.read", None).await?;
+    let me = caller.resident_id()?;
     let now = state.clock.now();
     let mut mandates = Vec::new();
-    for m in state.store.mandates_of_resident(&caller.actor_id).await? {
+    for m in state.store.mandates_of_resident(&me).await? {
         mandates.push(crate::service::mandates::view(state, &m, now).await?);
     }
     Ok(Audited::new(entry, MyMandates { mandates }))
@@ -200,8 +201,9 @@ pub const ENDED_SHOWN: i64 = 200;
 /// read in pages from their vaults.
 async fn names_and_communes(
     state: &AppState,
-    residents: &[String],
-) -> AppResult<std::collections::HashMap<String, (Option<String>, Option<String>)>> {
+    residents: &[crate::domain::ResidentId],
+) -> AppResult<std::collections::HashMap<crate::domain::ResidentId, (Option<String>, Option<String>)>>
+{
     let vault = state.vault()?;
     let categories = ["identity".to_string(), "contact".to_string()];
     let mut out = std::collections::HashMap::with_capacity(residents.len());
@@ -252,7 +254,8 @@ async fn structure_list(
     } else {
         Vec::new()
     };
-    let mut residents: Vec<String> = rows.iter().map(|a| a.resident_id.clone()).collect();
+    let mut residents: Vec<crate::domain::ResidentId> =
+        rows.iter().map(|a| a.resident_id.clone()).collect();
     residents.sort();
     residents.dedup();
     let people = names_and_communes(state, &residents).await?;
@@ -266,7 +269,7 @@ async fn structure_list(
                     let (name, commune_insee) =
                         people.get(&a.resident_id).cloned().unwrap_or_default();
                     MandatedResident {
-                        resident_id: a.resident_id,
+                        resident_id: a.resident_id.into_string(),
                         mandate_id: a.mandate_id.into_string(),
                         demarche: a.demarche.as_str().to_string(),
                         expires_at: a.expires_at,
@@ -278,7 +281,7 @@ async fn structure_list(
             ended: ended
                 .into_iter()
                 .map(|a| EndedAuthorisation {
-                    resident_id: a.resident_id,
+                    resident_id: a.resident_id.into_string(),
                     mandate_id: a.mandate_id.into_string(),
                     demarche: a.demarche.as_str().to_string(),
                     ended_at: a.revoked_at.unwrap_or(a.expires_at),
@@ -366,9 +369,10 @@ pub async fn read_on_behalf(
     demarche: Demarche,
 ) -> AppResult<Audited<RecordView>> {
     let (entry, cat) = on_behalf(state, caller, resident, category, demarche, "data.read").await?;
+    let resident = decided_resident(resident)?;
     let record = state
         .vault()?
-        .read_current_category(resident, &cat)
+        .read_current_category(&resident, &cat)
         .await?
         .ok_or(AppError::NotFound)?;
     Ok(Audited::new(entry, record))
@@ -395,10 +399,11 @@ pub async fn write_on_behalf(
         .validate(&cat, &body)
         .map_err(crate::service::vault::VaultError::from)?;
     let (entry, cat) = on_behalf(state, caller, resident, category, demarche, "data.write").await?;
+    let resident = decided_resident(resident)?;
     // A rectification on the resident's behalf is told to the recipients
     // (art. 19) as the resident's own is, in the same transaction.
     let (record, notified) =
-        crate::service::rights::rectify(state, resident, &cat, &body, state.clock.now()).await?;
+        crate::service::rights::rectify(state, &resident, &cat, &body, state.clock.now()).await?;
     Ok(Audited::new(entry, Rectified { record, notified }))
 }
 
@@ -484,7 +489,16 @@ pub async fn consent_on_behalf(
         structure_id: Some(ctx.structure.id.to_string()),
         request_id: caller.request_id.clone(),
     };
-    crate::service::consents::decide(state, &actor, resident, &purpose.id, decision).await
+    let resident = decided_resident(resident)?;
+    crate::service::consents::decide(state, &actor, &resident, &purpose.id, decision).await
+}
+
+/// The resident a path named, once the decision allowed acting for them.
+/// The decision parses the id (a malformed one names no one and is refused
+/// as an unknown one); an allowed decision named an active resident, so
+/// this cannot fail after it.
+fn decided_resident(resident: &str) -> AppResult<crate::domain::ResidentId> {
+    crate::domain::ResidentId::parse(resident).map_err(|_| AppError::NotFound)
 }
 
 /// A mandate's printable attestation, and the template it was made under.

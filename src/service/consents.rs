@@ -84,7 +84,7 @@ pub struct ConsentOutcome {
 pub async fn valid_consent(
     store: &dyn crate::storage::Store,
     purpose: &Purpose,
-    resident_id: &str,
+    resident_id: &crate::domain::ResidentId,
     category: &str,
     recipient: Option<&str>,
     now: Timestamp,
@@ -184,7 +184,7 @@ pub fn purpose<'a>(state: &'a AppState, id: &str) -> AppResult<&'a Purpose> {
 pub async fn decide(
     state: &AppState,
     actor: &Actor,
-    resident_id: &str,
+    resident_id: &crate::domain::ResidentId,
     purpose_id: &str,
     decision: Decision,
 ) -> AppResult<ConsentOutcome> {
@@ -193,7 +193,7 @@ pub async fn decide(
     let keys = state.vault()?.keys().current();
     let current_row = state.store.find_consent(resident_id, &purpose.id).await?;
     let current = current_row.as_ref().map(recorded);
-    let on_behalf = actor.id != resident_id;
+    let on_behalf = actor.id != resident_id.as_str();
     if on_behalf {
         refuse_beyond_mandate(
             state,
@@ -253,7 +253,7 @@ pub async fn decide(
 
     let row = ConsentRow {
         id: consent_id.clone(),
-        resident_id: resident_id.to_string(),
+        resident_id: resident_id.clone(),
         purpose: purpose.id.clone(),
         state: next.state,
         categories: recorded_categories(&next.categories)?,
@@ -320,7 +320,7 @@ pub async fn decide(
 async fn refuse_beyond_mandate(
     state: &AppState,
     actor: &Actor,
-    resident_id: &str,
+    resident_id: &crate::domain::ResidentId,
     purpose: &Purpose,
     decision: &Decision,
     current: Option<&ConsentRow>,
@@ -376,7 +376,7 @@ pub(crate) fn receipt_claims(
     state: &AppState,
     purpose: &Purpose,
     keys: &crate::crypto::KeySet,
-    resident_id: &str,
+    resident_id: &crate::domain::ResidentId,
     consent_id: &str,
     event_id: &str,
     next: &Recorded,
@@ -411,10 +411,10 @@ pub(crate) fn receipt_claims(
         "version": "KI-CR-v1.1.0",
         "jurisdiction": "FR",
         "consentTimestamp": now,
-        "collectionMethod": if actor.id == resident_id { "resident's own space (coffre)" } else { "aidant under a mandate, resident present (coffre)" },
+        "collectionMethod": if actor.id == resident_id.as_str() { "resident's own space (coffre)" } else { "aidant under a mandate, resident present (coffre)" },
         "consentReceiptID": event_id,
         "language": "fr",
-        "piiPrincipalId": keys.pseudonym("consent-receipt", resident_id.as_bytes()),
+        "piiPrincipalId": keys.pseudonym("consent-receipt", resident_id.as_str().as_bytes()),
         "piiControllers": [{
             "piiController": purpose.controller,
             "onBehalf": false,
@@ -537,8 +537,9 @@ pub async fn my_consents(
     now: Timestamp,
 ) -> AppResult<Audited<MyConsents>> {
     let entry = own_data(state, caller, "consent.read", None).await?;
+    let me = caller.resident_id()?;
     let mut out = Vec::new();
-    for row in state.store.consents_of(&caller.actor_id).await? {
+    for row in state.store.consents_of(&me).await? {
         let history = state
             .store
             .consent_events(&row.id)
@@ -602,22 +603,16 @@ pub async fn decide_own(
     decision: impl FnOnce() -> AppResult<Decision>,
 ) -> AppResult<ConsentOutcome> {
     resident_only(state, caller, "consent.give").await?;
+    let me = caller.resident_id()?;
     let decision = decision()?;
-    decide(
-        state,
-        &own_actor(caller),
-        &caller.actor_id,
-        purpose_id,
-        decision,
-    )
-    .await
+    decide(state, &own_actor(caller), &me, purpose_id, decision).await
 }
 
 /// One of the caller's own consents; someone else's is indistinguishable
 /// from none.
 async fn own_consent(state: &AppState, caller: &Caller, id: &ConsentId) -> AppResult<ConsentRow> {
     match state.store.find_consent_by_id(id).await? {
-        Some(row) if row.resident_id == caller.actor_id => Ok(row),
+        Some(row) if row.resident_id == *caller.actor_id => Ok(row),
         _ => Err(AppError::NotFound),
     }
 }
@@ -636,7 +631,7 @@ pub async fn withdraw_own(
     decide(
         state,
         &own_actor(caller),
-        &caller.actor_id,
+        &row.resident_id,
         &row.purpose,
         Decision::Withdraw,
     )

@@ -55,7 +55,8 @@ pub struct Rectified {
 pub async fn my_data(state: &AppState, caller: &Caller) -> AppResult<Audited<MyData>> {
     let vault = state.vault()?;
     let entry = own_data(state, caller, "data.read", None).await?;
-    let records = vault.read_current(&caller.actor_id).await?;
+    let me = caller.resident_id()?;
+    let records = vault.read_current(&me).await?;
     Ok(Audited::new(entry, MyData { records }))
 }
 
@@ -68,7 +69,8 @@ pub async fn my_category(
     let vault = state.vault()?;
     let category = known_category(vault, category)?;
     let entry = own_data(state, caller, "data.read", Some(category.as_str())).await?;
-    let history = vault.read_history(&caller.actor_id, &category).await?;
+    let me = caller.resident_id()?;
+    let history = vault.read_history(&me, &category).await?;
     Ok(Audited::new(
         entry,
         MyCategory {
@@ -98,8 +100,9 @@ pub async fn rectify_own(
         .validate(&category, fields)
         .map_err(VaultError::from)?;
     let entry = own_data(state, caller, "data.write", Some(category.as_str())).await?;
-    let (record, notified) = rectify(state, &caller.actor_id, &category, fields, now).await?;
-    tracing::info!(resident = %caller.actor_id, category = category.as_str(), version = record.version, "record rectified");
+    let me = caller.resident_id()?;
+    let (record, notified) = rectify(state, &me, &category, fields, now).await?;
+    tracing::info!(resident = %me, category = category.as_str(), version = record.version, "record rectified");
     Ok(Audited::new(entry, Rectified { record, notified }))
 }
 
@@ -114,8 +117,9 @@ pub async fn erase_own(
     // Keys unavailable: refused before anything is recorded or changed.
     state.vault()?;
     let entry = own_data(state, caller, "erasure", None).await?;
-    let applied = apply_with_notices(state, &caller.actor_id, Change::Erasure, now).await?;
-    tracing::info!(resident = %caller.actor_id, erased = applied.erased, "erasure");
+    let me = caller.resident_id()?;
+    let applied = apply_with_notices(state, &me, Change::Erasure, now).await?;
+    tracing::info!(resident = %me, erased = applied.erased, "erasure");
     Ok(Audited::new(
         entry,
         Erased {

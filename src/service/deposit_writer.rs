@@ -130,7 +130,7 @@ async fn writer(store: DynStore, mut rx: mpsc::Receiver<Pending>) {
 /// The order deposits are written in within a batch.
 fn deposit_key(row: &DepositRow) -> (&str, &str, &str, &str) {
     (
-        &row.resident_id,
+        row.resident_id.as_str(),
         &row.record.category,
         &row.source_id,
         &row.source_record_id,

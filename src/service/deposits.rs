@@ -137,7 +137,7 @@ async fn refuse(
     state: &AppState,
     caller: &SourceCaller,
     source: &Source,
-    resident: Option<&str>,
+    resident: Option<&crate::domain::ResidentId>,
     category: Option<&str>,
     code: ErrorCode,
     now: Timestamp,
@@ -221,7 +221,7 @@ async fn deposit(
     super::access::decide(
         state,
         super::access::AccessRequest {
-            resident_id: Some(&resident_id),
+            resident_id: Some(resident_id.as_str()),
             category: Some(category),
             purpose_id: Some(&about),
             request_id: caller.request_id.clone(),
@@ -317,7 +317,7 @@ async fn resolve(
     state: &AppState,
     source: &Source,
     subject: &Subject,
-) -> AppResult<Result<String, ErrorCode>> {
+) -> AppResult<Result<crate::domain::ResidentId, ErrorCode>> {
     match (source.matching, subject) {
         (Matching::Link, Subject::Handle(h)) => Ok(state
             .store
@@ -345,7 +345,7 @@ async fn resolve(
 /// login, the seed or the demo.
 pub async fn register_pivot(
     state: &AppState,
-    resident_id: &str,
+    resident_id: &crate::domain::ResidentId,
     pivot: &crate::domain::deposit::PivotIdentity,
 ) -> AppResult<()> {
     let digest =

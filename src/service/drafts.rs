@@ -169,7 +169,7 @@ async fn draft_view(
         demarches: demarche_defs(state, ds),
         duration_days: d.duration_days,
         structure_name: ctx.structure.name.clone(),
-        resident_id: d.resident_id.clone(),
+        resident_id: d.resident_id.as_ref().map(ToString::to_string),
         resident_name,
         renews: d.renews.as_ref().map(MandateId::to_string),
         resident_login: format!("/auth/login?mandate_draft={}", d.id),
@@ -180,7 +180,7 @@ async fn draft_view(
 
 pub(crate) async fn resident_name(
     state: &AppState,
-    resident_id: &str,
+    resident_id: &crate::domain::ResidentId,
 ) -> AppResult<Option<String>> {
     let vault = state.vault()?;
     let category = vault

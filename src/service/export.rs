@@ -48,6 +48,7 @@ pub async fn start(
     // Fail closed before the first byte: no keys, no export.
     state.vault()?;
     let entry = own_data(state, caller, "export", None).await?;
+    let resident = caller.resident_id()?;
     let (tx, chunks) = tokio::sync::mpsc::channel(8);
     let channel = Channel { tx };
     let encrypted = passphrase.is_some();
@@ -63,7 +64,6 @@ pub async fn start(
             Sink::Age(channel, Box::new(writer), out)
         }
     };
-    let resident = caller.actor_id.clone();
     let state = state.clone();
     tokio::spawn(async move {
         if let Err(e) = write_export(&state, &resident, sink, now).await {
@@ -157,7 +157,7 @@ impl Channel {
 
 async fn write_export(
     state: &AppState,
-    resident: &str,
+    resident: &crate::domain::ResidentId,
     mut out: Sink,
     now: Timestamp,
 ) -> Result<(), std::io::Error> {

@@ -207,10 +207,10 @@ async fn build_inner(
             .await
             .map_err(s)?;
         let Some((last, _)) = page.last() else { break };
-        after = last.clone();
+        after = last.to_string();
         seen += page.len() as i64;
         // The consent must cover every category asked for.
-        let eligible: Vec<String> = page
+        let eligible: Vec<crate::domain::ResidentId> = page
             .iter()
             .filter(|(_, consented)| match consented {
                 Some(cats) => spec
@@ -243,8 +243,10 @@ async fn build_inner(
             }
             cohort += 1;
             if records {
-                let mut line =
-                    vec![keys.pseudonym(&format!("partner:{}", partner.id), resident.as_bytes())];
+                let mut line = vec![keys.pseudonym(
+                    &format!("partner:{}", partner.id),
+                    resident.as_str().as_bytes(),
+                )];
                 for f in &spec.fields {
                     let text = value(f).map(|v| text_of(&v)).unwrap_or_default();
                     line.push(if spec.generalise {

@@ -150,13 +150,11 @@ pub async fn my_accesses(
     now: Timestamp,
 ) -> AppResult<Audited<MyAccesses>> {
     let index = own_data(state, caller, "audit.read", None).await?;
+    let me = caller.resident_id()?;
     let signer = state.checkpoint_signer()?;
     let cp = state.audit.checkpoint(&signer, now).await?;
     let tree_size = cp.tree_size as u64;
-    let rows = state
-        .store
-        .audit_entries_of(&caller.actor_id, before, 100)
-        .await?;
+    let rows = state.store.audit_entries_of(&me, before, 100).await?;
     let mut accesses = Vec::with_capacity(rows.len());
     for (idx, leaf) in rows {
         let entry = entry_view(idx, &leaf)?;

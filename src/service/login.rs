@@ -229,7 +229,9 @@ pub async fn callback(
     }
     let (actor_id, role) = match kind {
         LoginKind::Resident => (
-            resident_from_login(state, idp, &login, &request_id, now).await?,
+            resident_from_login(state, idp, &login, &request_id, now)
+                .await?
+                .into_string(),
             Role::Resident,
         ),
         LoginKind::Agent => agent_from_login(state, &login, audit.clone()).await?,
@@ -282,12 +284,12 @@ async fn mandate_login(
 pub async fn attach_resident(
     state: &AppState,
     draft: &crate::storage::MandateDraftRow,
-    resident_id: &str,
+    resident_id: &crate::domain::ResidentId,
     audit: AuditRecord,
     reason: &str,
 ) -> AppResult<()> {
     let audit = audit
-        .by(resident_id, Role::Resident.as_str())
+        .by(resident_id.as_str(), Role::Resident.as_str())
         .resident(resident_id)
         .structure(&draft.structure_id)
         .action("mandate.resident_login");
@@ -296,7 +298,7 @@ pub async fn attach_resident(
             .store
             .find_mandate(renewed)
             .await?
-            .is_some_and(|m| m.resident_id == resident_id);
+            .is_some_and(|m| m.resident_id == *resident_id);
         if !same {
             let refused = ErrorCode::RenewalOtherResident.into();
             return Err(crate::service::access::deny(state, audit, refused).await);
@@ -318,13 +320,13 @@ async fn resident_from_login(
     login: &VerifiedLogin,
     request_id: &Option<String>,
     now: i64,
-) -> AppResult<String> {
+) -> AppResult<crate::domain::ResidentId> {
     let vault = state.vault()?;
     let digest = vault.keys().current().pseudonym(
         &format!("oidc-sub:{}", idp.issuer()),
         login.subject.as_bytes(),
     );
-    let new_id = uuid::Uuid::new_v4().to_string();
+    let new_id = crate::domain::ResidentId::from_uuid(uuid::Uuid::new_v4());
     let (resident_id, created) = state
         .store
         .resident_for_login(&digest, &new_id, now)
@@ -334,7 +336,7 @@ async fn resident_from_login(
             .audit
             .record(
                 AuditRecord::new(
-                    &resident_id,
+                    resident_id.as_str(),
                     Role::Resident.as_str(),
                     "resident.create",
                     now,
@@ -359,7 +361,11 @@ async fn resident_from_login(
 /// match by pivot; the identity itself is in the vault). A pivot that
 /// cannot be one is left out and logged, never its value; a failure here
 /// does not fail the login.
-async fn register_pivot(state: &AppState, resident_id: &str, c: &IdentityClaims) {
+async fn register_pivot(
+    state: &AppState,
+    resident_id: &crate::domain::ResidentId,
+    c: &IdentityClaims,
+) {
     // Every part, the birth country included: guessing France for a
     // missing one would register a digest nobody's pivot matches.
     let (Some(family_name), Some(given_names), Some(birthdate), Some(gender), Some(birthcountry)) = (
@@ -413,7 +419,7 @@ fn vault_fields(c: &IdentityClaims) -> (Map<String, Value>, Map<String, Value>) 
 /// never its value.
 async fn refresh_category(
     state: &AppState,
-    resident_id: &str,
+    resident_id: &crate::domain::ResidentId,
     category: &str,
     from_provider: Map<String, Value>,
     request_id: &Option<String>,
@@ -447,11 +453,16 @@ async fn refresh_category(
     let entry = state
         .audit
         .record(
-            AuditRecord::new(resident_id, Role::Resident.as_str(), "data.write", now)
-                .resident(resident_id)
-                .category(category.as_str())
-                .request(request_id)
-                .allow("identity_provider"),
+            AuditRecord::new(
+                resident_id.as_str(),
+                Role::Resident.as_str(),
+                "data.write",
+                now,
+            )
+            .resident(resident_id)
+            .category(category.as_str())
+            .request(request_id)
+            .allow("identity_provider"),
         )
         .await?;
     vault
@@ -521,7 +532,7 @@ pub async fn record_demo_login(
 pub async fn attach_demo_resident(
     state: &AppState,
     draft: &crate::storage::MandateDraftRow,
-    resident_id: &str,
+    resident_id: &crate::domain::ResidentId,
     request_id: Option<String>,
     now: Timestamp,
 ) -> AppResult<()> {

@@ -251,7 +251,7 @@ pub fn check_duration(days: i64) -> AppResult<()> {
 pub struct NewMandate<'a> {
     pub aidant_id: &'a AgentId,
     pub structure: &'a StructureRow,
-    pub resident_id: &'a str,
+    pub resident_id: &'a crate::domain::ResidentId,
     pub demarches: &'a [Demarche],
     pub duration_days: i64,
     pub renews: Option<&'a MandateId>,
@@ -291,7 +291,7 @@ async fn create_with(
     check_duration(m.duration_days)?;
     let row = MandateRow {
         id: MandateId::from_uuid(uuid::Uuid::new_v4()),
-        resident_id: m.resident_id.to_string(),
+        resident_id: m.resident_id.clone(),
         structure_id: m.structure.id.clone(),
         aidant_id: m.aidant_id.clone(),
         duration_days: m.duration_days,
@@ -337,7 +337,7 @@ pub fn attestation(
             iss: issuer(state),
             sub: m.id.to_string(),
             typ: "coffre-mandate".into(),
-            resident: m.resident_id.clone(),
+            resident: m.resident_id.to_string(),
             structure: s.id.to_string(),
             structure_siret: s.siret.clone(),
             structure_name: s.name.clone(),
@@ -457,7 +457,7 @@ pub async fn view(state: &AppState, m: &MandateRow, now: Timestamp) -> AppResult
     );
     Ok(MandateView {
         id: m.id.to_string(),
-        resident_id: m.resident_id.clone(),
+        resident_id: m.resident_id.to_string(),
         structure_id: m.structure_id.to_string(),
         structure_name: structure.name,
         aidant_id: m.aidant_id.to_string(),

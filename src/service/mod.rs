@@ -50,6 +50,16 @@ impl Caller {
         crate::domain::AgentId::parse(&self.actor_id).ok()
     }
 
+    /// The caller as a resident, acting on their own data: refused
+    /// `resident_only` when they are not a resident (or their id is no
+    /// resident id, which names no one).
+    pub fn resident_id(&self) -> crate::error::AppResult<crate::domain::ResidentId> {
+        match (self.role, crate::domain::ResidentId::parse(&self.actor_id)) {
+            (Role::Resident, Ok(id)) => Ok(id),
+            _ => Err(crate::error::ErrorCode::ResidentOnly.into()),
+        }
+    }
+
     /// The caller as a partner: `None` when their id is no partner id (it
     /// then names no partner, as an unknown one does).
     pub fn partner_id(&self) -> Option<crate::domain::PartnerId> {

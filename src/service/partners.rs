@@ -393,7 +393,7 @@ async fn resident_of(
     state: &AppState,
     partner: &str,
     pseudonym: Option<&Pseudonym>,
-) -> AppResult<Option<String>> {
+) -> AppResult<Option<crate::domain::ResidentId>> {
     // A token's subject that is no partner id, or a text that is no
     // pseudonym, stands for nobody.
     let (Ok(partner), Some(pseudonym)) = (PartnerId::parse(partner), pseudonym) else {
@@ -533,7 +533,7 @@ pub async fn read_resident_data(
     let index = crate::service::access::decide(
         state,
         crate::service::access::AccessRequest {
-            resident_id: Some(&resident),
+            resident_id: Some(resident.as_str()),
             category: Some(category),
             purpose_id: Some(purpose_id),
             request_id,

@@ -76,7 +76,7 @@ pub(crate) async fn request_view(
     Ok(RightsRequestView {
         late: is_late(r.state, r.due_at, now),
         id: r.id.into_string(),
-        resident_id: r.resident_id,
+        resident_id: r.resident_id.into_string(),
         kind: r.kind.as_str().to_string(),
         purpose: r.purpose,
         state: r.state.as_str().to_string(),
@@ -108,7 +108,7 @@ pub async fn new_request(
     let entry = own_data(state, caller, "rights.request", None).await?;
     let row = RightsRequestRow {
         id: RightsRequestId::from_uuid(uuid::Uuid::new_v4()),
-        resident_id: caller.actor_id.clone(),
+        resident_id: caller.resident_id()?,
         kind,
         purpose,
         state: RightsRequestState::Received,
@@ -136,8 +136,9 @@ pub async fn my_requests(
     now: Timestamp,
 ) -> AppResult<Audited<RightsRequests>> {
     let entry = own_data(state, caller, "rights.read", None).await?;
+    let me = caller.resident_id()?;
     let mut requests = Vec::new();
-    for r in state.store.rights_requests_of(&caller.actor_id).await? {
+    for r in state.store.rights_requests_of(&me).await? {
         requests.push(request_view(state, r, now).await?);
     }
     Ok(Audited::new(entry, RightsRequests { requests }))

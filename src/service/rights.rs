@@ -166,7 +166,7 @@ pub async fn run_retention(state: &AppState, now: Timestamp) -> AppResult<Retent
 /// still valid. Returns the categories erased.
 pub async fn erase_after_withdrawal(
     state: &AppState,
-    resident_id: &str,
+    resident_id: &crate::domain::ResidentId,
     purpose_id: &str,
     now: Timestamp,
 ) -> AppResult<Vec<String>> {
@@ -207,7 +207,7 @@ pub async fn erase_after_withdrawal(
         state
             .audit
             .record(
-                AuditRecord::new(resident_id, "resident", "erasure.purpose", now)
+                AuditRecord::new(resident_id.as_str(), "resident", "erasure.purpose", now)
                     .resident(resident_id)
                     .category(erased.join(","))
                     .purpose(&purpose.id)
@@ -225,7 +225,7 @@ pub async fn erase_after_withdrawal(
 /// the resident's own entries.
 pub async fn recipients_of(
     state: &AppState,
-    resident_id: &str,
+    resident_id: &crate::domain::ResidentId,
     category: Option<&str>,
 ) -> AppResult<BTreeSet<String>> {
     let (indexed, upto) = state.store.audit_recipients_of(resident_id).await?;
@@ -243,7 +243,7 @@ pub async fn recipients_of(
 /// resident's own entries, newest first, down to `since`.
 async fn recipients_since(
     state: &AppState,
-    resident_id: &str,
+    resident_id: &crate::domain::ResidentId,
     category: Option<&str>,
     since: u64,
 ) -> AppResult<BTreeSet<String>> {
@@ -281,7 +281,7 @@ async fn recipients_since(
 fn notices_to(
     state: &AppState,
     partners: &BTreeSet<String>,
-    resident_id: &str,
+    resident_id: &crate::domain::ResidentId,
     kind: NoticeKind,
     category: Option<&Category>,
     now: Timestamp,
@@ -298,7 +298,7 @@ fn notices_to(
                 id: uuid::Uuid::new_v4().to_string(),
                 partner_id: crate::domain::PartnerId::parse(p).map_err(typed)?,
                 pseudonym: crate::domain::Pseudonym::parse(
-                    &keys.pseudonym(&format!("partner:{p}"), resident_id.as_bytes()),
+                    &keys.pseudonym(&format!("partner:{p}"), resident_id.as_str().as_bytes()),
                 )
                 .map_err(typed)?,
                 kind,
@@ -338,7 +338,7 @@ pub struct Applied {
 /// second write, best effort. The caller has recorded the decision.
 pub async fn apply_with_notices(
     state: &AppState,
-    resident_id: &str,
+    resident_id: &crate::domain::ResidentId,
     change: Change<'_>,
     now: Timestamp,
 ) -> AppResult<Applied> {
@@ -403,7 +403,7 @@ pub async fn apply_with_notices(
 /// new version and the partners told.
 pub async fn rectify(
     state: &AppState,
-    resident_id: &str,
+    resident_id: &crate::domain::ResidentId,
     category: &crate::domain::category::Category,
     record: &serde_json::Value,
     now: Timestamp,
@@ -428,7 +428,7 @@ pub async fn rectify(
 /// its own notices with it). Returns the partners added.
 pub async fn notify_late_recipients(
     state: &AppState,
-    resident_id: &str,
+    resident_id: &crate::domain::ResidentId,
     kind: NoticeKind,
     category: Option<&Category>,
     since: u64,
@@ -448,7 +448,7 @@ pub async fn notify_late_recipients(
     match late.await {
         Ok(added) => added,
         Err(e) => {
-            tracing::warn!(resident = resident_id, error = %e, "late art. 19 notices not written");
+            tracing::warn!(resident = resident_id.as_str(), error = %e, "late art. 19 notices not written");
             Vec::new()
         }
     }
@@ -480,7 +480,7 @@ pub struct Recipients {
 
 async fn rights_view(
     state: &AppState,
-    resident: &str,
+    resident: &crate::domain::ResidentId,
     notified: Vec<String>,
 ) -> AppResult<RightsView> {
     Ok(RightsView {
@@ -500,7 +500,8 @@ async fn rights_view(
 /// restriction is told to).
 pub async fn my_recipients(state: &AppState, caller: &Caller) -> AppResult<Audited<Recipients>> {
     let entry = own_data(state, caller, "rights.read", None).await?;
-    let partners = recipients_of(state, &caller.actor_id, None).await?;
+    let me = caller.resident_id()?;
+    let partners = recipients_of(state, &me, None).await?;
     Ok(Audited::new(
         entry,
         Recipients {
@@ -512,9 +513,10 @@ pub async fn my_recipients(state: &AppState, caller: &Caller) -> AppResult<Audit
 /// My restriction and objections.
 pub async fn my_rights(state: &AppState, caller: &Caller) -> AppResult<Audited<RightsView>> {
     let entry = own_data(state, caller, "rights.read", None).await?;
+    let me = caller.resident_id()?;
     Ok(Audited::new(
         entry,
-        rights_view(state, &caller.actor_id, Vec::new()).await?,
+        rights_view(state, &me, Vec::new()).await?,
     ))
 }
 
@@ -528,17 +530,13 @@ pub async fn restrict(
     now: Timestamp,
 ) -> AppResult<Audited<RightsView>> {
     let entry = own_data(state, caller, "restriction", None).await?;
-    let notified = apply_with_notices(
-        state,
-        &caller.actor_id,
-        Change::Restriction(restricted),
-        now,
-    )
-    .await?
-    .notified;
+    let me = caller.resident_id()?;
+    let notified = apply_with_notices(state, &me, Change::Restriction(restricted), now)
+        .await?
+        .notified;
     Ok(Audited::new(
         entry,
-        rights_view(state, &caller.actor_id, notified).await?,
+        rights_view(state, &me, notified).await?,
     ))
 }
 
@@ -558,13 +556,11 @@ pub async fn object(
         return Err(ErrorCode::ObjectionNotApplicable.into());
     }
     let entry = own_data(state, caller, "objection", None).await?;
-    state
-        .store
-        .add_objection(&caller.actor_id, &purpose.id, now)
-        .await?;
+    let me = caller.resident_id()?;
+    state.store.add_objection(&me, &purpose.id, now).await?;
     Ok(Audited::new(
         entry,
-        rights_view(state, &caller.actor_id, Vec::new()).await?,
+        rights_view(state, &me, Vec::new()).await?,
     ))
 }
 
@@ -575,16 +571,13 @@ pub async fn lift_objection(
     purpose: &str,
 ) -> AppResult<Audited<RightsView>> {
     let entry = own_data(state, caller, "objection", None).await?;
-    if !state
-        .store
-        .remove_objection(&caller.actor_id, purpose)
-        .await?
-    {
+    let me = caller.resident_id()?;
+    if !state.store.remove_objection(&me, purpose).await? {
         return Err(AppError::NotFound);
     }
     Ok(Audited::new(
         entry,
-        rights_view(state, &caller.actor_id, Vec::new()).await?,
+        rights_view(state, &me, Vec::new()).await?,
     ))
 }
 

@@ -124,11 +124,15 @@ fn code_digest(state: &AppState, source_id: &str, code: &str) -> AppResult<Strin
 
 /// The handle of a resident for a source: a keyed pseudonym within the
 /// source's own domain.
-fn handle_of(state: &AppState, source_id: &str, resident_id: &str) -> AppResult<String> {
+fn handle_of(
+    state: &AppState,
+    source_id: &str,
+    resident_id: &crate::domain::ResidentId,
+) -> AppResult<String> {
     let keys = state.vault()?.keys().current();
     Ok(keys.pseudonym(
         &format!("source-handle:{source_id}"),
-        resident_id.as_bytes(),
+        resident_id.as_str().as_bytes(),
     ))
 }
 
@@ -338,6 +342,7 @@ pub async fn start_pairing(
 ) -> AppResult<Audited<PairingCode>> {
     let source = link_source_of(state, source_id)?;
     let entry = own_link_act(state, caller, "source.link.start", source).await?;
+    let me = caller.resident_id()?;
     let code = {
         use ring::rand::SecureRandom;
         let rng = ring::rand::SystemRandom::new();
@@ -358,7 +363,7 @@ pub async fn start_pairing(
         .insert_link_code(
             &code_digest(state, &source.id, &code)?,
             &source.id,
-            &caller.actor_id,
+            &me,
             LinkCodeKind::Pairing,
             None,
             now,
@@ -413,6 +418,7 @@ pub async fn authorise(
         return Err(refuse(ErrorCode::InvalidParameter.with("`state`")).await);
     }
     let entry = own_link_act(state, caller, "source.link.authorise", source).await?;
+    let me = caller.resident_id()?;
     let code = crate::crypto::random_token()
         .map_err(|_| AppError::internal("system random generator failed"))?;
     let stored = state
@@ -420,7 +426,7 @@ pub async fn authorise(
         .insert_link_code(
             &code_digest(state, &source.id, &code)?,
             &source.id,
-            &caller.actor_id,
+            &me,
             LinkCodeKind::Authorisation,
             Some(redirect_uri),
             now,
@@ -475,7 +481,7 @@ pub async fn exchange(
     let entry = super::access::decide(
         state,
         super::access::AccessRequest {
-            resident_id: Some(&found.resident_id),
+            resident_id: Some(found.resident_id.as_str()),
             purpose_id: Some(&about),
             request_id: caller.request_id.clone(),
             ..super::access::AccessRequest::new(
@@ -493,7 +499,7 @@ pub async fn exchange(
     {
         // Taken by a concurrent exchange, revoked, or the resident erased
         // between the look and the act.
-        return Err(refuse(Some(&found.resident_id)).await);
+        return Err(refuse(Some(found.resident_id.as_str())).await);
     }
     Ok(Audited::new(entry, LinkHandle { handle }))
 }
@@ -508,7 +514,8 @@ pub async fn approving_account(
 ) -> AppResult<Audited<Option<String>>> {
     let entry =
         super::access::own_data(state, caller, "source.link.view", Some("identity")).await?;
-    let name = super::drafts::resident_name(state, &caller.actor_id).await?;
+    let me = caller.resident_id()?;
+    let name = super::drafts::resident_name(state, &me).await?;
     Ok(Audited::new(entry, name))
 }
 
@@ -516,13 +523,17 @@ pub async fn approving_account(
 /// about them, what it may deposit, and the link.
 pub async fn my_sources(state: &AppState, caller: &Caller) -> AppResult<Audited<Vec<MySource>>> {
     let entry = super::access::own_data(state, caller, "source.read", None).await?;
-    let out = sources_of(state, &caller.actor_id).await?;
+    let me = caller.resident_id()?;
+    let out = sources_of(state, &me).await?;
     Ok(Audited::new(entry, out))
 }
 
 /// The sources of the register as they stand for `resident` (for their
 /// page, and their export, whose own entry covers the read).
-pub(crate) async fn sources_of(state: &AppState, resident: &str) -> AppResult<Vec<MySource>> {
+pub(crate) async fn sources_of(
+    state: &AppState,
+    resident: &crate::domain::ResidentId,
+) -> AppResult<Vec<MySource>> {
     let links = state.store.source_links_of(resident).await?;
     let deposited = state.store.deposited_versions(resident).await?;
     let objections = state.store.objections_of(resident).await?;
@@ -579,14 +590,19 @@ pub async fn revoke(
     now: Timestamp,
 ) -> AppResult<Audited<()>> {
     let source = link_source_of(state, source_id)?;
-    let links = state.store.source_links_of(&caller.actor_id).await?;
+    // Someone who is not a resident has no link: refused below, recorded.
+    let me = caller.resident_id().ok();
+    let links = match &me {
+        Some(me) => state.store.source_links_of(me).await?,
+        None => Vec::new(),
+    };
     let link = links.iter().find(|l| l.source_id == source.id);
     let standing = link.is_some_and(|l| l.revoked_at.is_none());
     let waiting = !standing
-        && state
-            .store
-            .has_link_codes(&source.id, &caller.actor_id)
-            .await?;
+        && match &me {
+            Some(me) => state.store.has_link_codes(&source.id, me).await?,
+            None => false,
+        };
     // Erasing what a source deposited stays possible once the link is gone:
     // revoked earlier without erasure, or a revocation whose erasure did
     // not finish (asking again completes it).
@@ -600,23 +616,18 @@ pub async fn revoke(
             .purpose(format!("source:{}", source.id));
         return Err(super::access::deny(state, entry, ErrorCode::NoLink.into()).await);
     }
+    let me = me.ok_or_else(|| AppError::from(ErrorCode::ResidentOnly))?;
     let mut entry = None;
     if standing || waiting {
         entry = Some(own_link_act(state, caller, "source.link.revoke", source).await?);
-        let revoked = state
-            .store
-            .revoke_source_link(&source.id, &caller.actor_id, now)
-            .await?;
+        let revoked = state.store.revoke_source_link(&source.id, &me, now).await?;
         if !revoked && !erasable {
             return Err(ErrorCode::NoLink.into());
         }
     }
     if erase {
         let erased = own_link_act(state, caller, "source.deposits.erase", source).await?;
-        let n = state
-            .store
-            .erase_source_deposits(&source.id, &caller.actor_id)
-            .await?;
+        let n = state.store.erase_source_deposits(&source.id, &me).await?;
         tracing::info!(source = %source.id, versions = n, "a source's deposits erased at the resident's request");
         entry = entry.or(Some(erased));
     }
@@ -636,7 +647,7 @@ pub async fn purge_expired_codes(state: &AppState, now: Timestamp) -> AppResult<
 pub(crate) async fn link_for_demo(
     state: &AppState,
     source_id: &str,
-    resident_id: &str,
+    resident_id: &crate::domain::ResidentId,
     now: Timestamp,
 ) -> AppResult<String> {
     let handle = handle_of(state, source_id, resident_id)?;
@@ -675,9 +686,10 @@ pub async fn object(
         return Err(ErrorCode::ObjectionNotApplicable.into());
     }
     let entry = own_link_act(state, caller, "source.objection", source).await?;
+    let me = caller.resident_id()?;
     state
         .store
-        .add_objection(&caller.actor_id, &format!("source:{}", source.id), now)
+        .add_objection(&me, &format!("source:{}", source.id), now)
         .await?;
     Ok(Audited::new(entry, ()))
 }
@@ -690,9 +702,10 @@ pub async fn lift_objection(
 ) -> AppResult<Audited<()>> {
     let source = source_of(state, source_id)?;
     let entry = own_link_act(state, caller, "source.objection.lift", source).await?;
+    let me = caller.resident_id()?;
     if !state
         .store
-        .remove_objection(&caller.actor_id, &format!("source:{}", source.id))
+        .remove_objection(&me, &format!("source:{}", source.id))
         .await?
     {
         return Err(AppError::NotFound);

@@ -59,7 +59,7 @@ pub struct AppInner {
     /// A bounded cache (`quick_cache`): only facts that cannot change are
     /// kept in a process, never state that can (consents, mandates, whether
     /// a partner is active), so processes sharing a database never disagree.
-    pub pseudonyms: quick_cache::sync::Cache<(String, String), String>,
+    pub pseudonyms: quick_cache::sync::Cache<(String, String), crate::domain::ResidentId>,
 }
 
 impl AppState {

@@ -97,7 +97,7 @@ impl Vault {
 
     async fn data_key(
         &self,
-        resident_id: &str,
+        resident_id: &crate::domain::ResidentId,
         create: bool,
         now: Timestamp,
     ) -> Result<Option<DataKey>, VaultError> {
@@ -114,12 +114,13 @@ impl Vault {
             .and_then(|v| u32::try_from(v).ok())
             .unwrap_or_else(|| self.keys.current().current_kek_version());
         let dk = DataKey::generate()?;
-        let wrapped =
-            self.keys
-                .with_version(version)?
-                .wrap_data_key_at(resident_id, &dk, version)?;
+        let wrapped = self.keys.with_version(version)?.wrap_data_key_at(
+            resident_id.as_str(),
+            &dk,
+            version,
+        )?;
         let row = DataKeyRow {
-            resident_id: resident_id.to_string(),
+            resident_id: resident_id.clone(),
             kek_version: i64::from(wrapped.kek_version),
             wrapped: wrapped.bytes,
         };
@@ -133,21 +134,25 @@ impl Vault {
         }
     }
 
-    fn unwrap(&self, resident_id: &str, row: &DataKeyRow) -> Result<DataKey, VaultError> {
+    fn unwrap(
+        &self,
+        resident_id: &crate::domain::ResidentId,
+        row: &DataKeyRow,
+    ) -> Result<DataKey, VaultError> {
         let kek_version = u32::try_from(row.kek_version).map_err(|_| CryptoError::Integrity)?;
         let wrapped = WrappedDataKey {
             kek_version,
             bytes: row.wrapped.clone(),
         };
         self.keys
-            .unwrap_data_key(resident_id, &wrapped)
+            .unwrap_data_key(resident_id.as_str(), &wrapped)
             .map_err(|e| log_crypto(e, resident_id, "data key"))
     }
 
     /// Validates and stores a new version of one category's record.
     pub async fn write(
         &self,
-        resident_id: &str,
+        resident_id: &crate::domain::ResidentId,
         category: &Category,
         submitted: &Value,
         now: Timestamp,
@@ -160,7 +165,7 @@ impl Vault {
     /// written in the same transaction as the new version.
     pub async fn write_with_notices(
         &self,
-        resident_id: &str,
+        resident_id: &crate::domain::ResidentId,
         category: &Category,
         submitted: &Value,
         now: Timestamp,
@@ -184,7 +189,7 @@ impl Vault {
             Zeroizing::new(serde_json::to_vec(&fields).map_err(|_| CryptoError::Internal)?);
         let sealed = dk.sealer()?.seal(
             &SealContext {
-                resident_id,
+                resident_id: resident_id.as_str(),
                 category: category.as_str(),
                 record_id: &record_id,
                 version,
@@ -226,7 +231,7 @@ impl Vault {
     /// version only makes the store answer `VersionTaken` (seal again).
     pub async fn seal_after(
         &self,
-        resident_id: &str,
+        resident_id: &crate::domain::ResidentId,
         category: &Category,
         fields: &serde_json::Map<String, Value>,
         origin: RecordOrigin,
@@ -240,7 +245,10 @@ impl Vault {
                 kek_version: u32::try_from(row.kek_version).ok()?,
                 bytes: row.wrapped.clone(),
             };
-            let dk = self.keys.unwrap_data_key(resident_id, &wrapped).ok()?;
+            let dk = self
+                .keys
+                .unwrap_data_key(resident_id.as_str(), &wrapped)
+                .ok()?;
             Some((dk, latest))
         });
         let (dk, latest) = match known {
@@ -260,7 +268,7 @@ impl Vault {
             Zeroizing::new(serde_json::to_vec(fields).map_err(|_| CryptoError::Internal)?);
         let sealed = dk.sealer()?.seal(
             &SealContext {
-                resident_id,
+                resident_id: resident_id.as_str(),
                 category: category.as_str(),
                 record_id: &record_id,
                 version,
@@ -280,7 +288,7 @@ impl Vault {
 
     fn open_rows(
         &self,
-        resident_id: &str,
+        resident_id: &crate::domain::ResidentId,
         dk: &DataKey,
         rows: Vec<RecordRow>,
     ) -> Result<Vec<RecordView>, VaultError> {
@@ -291,7 +299,7 @@ impl Vault {
                     sealer
                         .open(
                             &SealContext {
-                                resident_id,
+                                resident_id: resident_id.as_str(),
                                 category: &row.category,
                                 record_id: &row.id,
                                 version: row.version,
@@ -320,7 +328,10 @@ impl Vault {
     }
 
     /// The latest version of every category the resident has.
-    pub async fn read_current(&self, resident_id: &str) -> Result<Vec<RecordView>, VaultError> {
+    pub async fn read_current(
+        &self,
+        resident_id: &crate::domain::ResidentId,
+    ) -> Result<Vec<RecordView>, VaultError> {
         let Some(dk) = self.data_key(resident_id, false, 0).await? else {
             return Ok(Vec::new());
         };
@@ -333,14 +344,15 @@ impl Vault {
     /// resident without records in those categories is absent.
     pub async fn read_page(
         &self,
-        residents: &[String],
+        residents: &[crate::domain::ResidentId],
         categories: &[String],
-    ) -> Result<std::collections::HashMap<String, Vec<RecordView>>, VaultError> {
+    ) -> Result<std::collections::HashMap<crate::domain::ResidentId, Vec<RecordView>>, VaultError>
+    {
         let rows = self
             .store
             .current_records_of_page(residents, categories)
             .await?;
-        let mut out: std::collections::HashMap<String, Vec<RecordView>> =
+        let mut out: std::collections::HashMap<crate::domain::ResidentId, Vec<RecordView>> =
             std::collections::HashMap::with_capacity(residents.len());
         let mut rows = rows.into_iter().peekable();
         while let Some(first) = rows.next() {
@@ -384,12 +396,15 @@ impl Vault {
     /// The latest version of one category, if the resident has it.
     pub async fn read_current_category(
         &self,
-        resident_id: &str,
+        resident_id: &crate::domain::ResidentId,
         category: &Category,
     ) -> Result<Option<RecordView>, VaultError> {
         // The record with its wrapped data key, in one query.
         let mut page = self
-            .read_page(&[resident_id.to_string()], &[category.as_str().to_string()])
+            .read_page(
+                std::slice::from_ref(resident_id),
+                &[category.as_str().to_string()],
+            )
             .await?;
         Ok(page
             .remove(resident_id)
@@ -399,7 +414,7 @@ impl Vault {
     /// Every version of one category, newest first (empty when none).
     pub async fn read_history(
         &self,
-        resident_id: &str,
+        resident_id: &crate::domain::ResidentId,
         category: &Category,
     ) -> Result<Vec<RecordView>, VaultError> {
         let Some(dk) = self.data_key(resident_id, false, 0).await? else {
@@ -418,7 +433,7 @@ impl Vault {
     /// transaction.
     pub async fn erase(
         &self,
-        resident_id: &str,
+        resident_id: &crate::domain::ResidentId,
         now: Timestamp,
         notices: &[crate::storage::NotificationRow],
     ) -> Result<bool, VaultError> {
@@ -428,8 +443,8 @@ impl Vault {
 
 /// Integrity failures are logged with identifiers only, then reported with
 /// the stable code `integrity_error`.
-fn log_crypto(e: CryptoError, resident_id: &str, what: &str) -> VaultError {
-    tracing::error!(code = "integrity_error", resident = resident_id, what, error = %e, "vault integrity failure");
+fn log_crypto(e: CryptoError, resident_id: &crate::domain::ResidentId, what: &str) -> VaultError {
+    tracing::error!(code = "integrity_error", resident = resident_id.as_str(), what, error = %e, "vault integrity failure");
     VaultError::Crypto(e)
 }
 
@@ -486,13 +501,13 @@ pub async fn rotate(
             for row in rows {
                 let old = u32::try_from(row.kek_version).map_err(|_| CryptoError::Integrity)?;
                 let dk = set.unwrap_data_key(
-                    &row.resident_id,
+                    row.resident_id.as_str(),
                     &WrappedDataKey {
                         kek_version: old,
                         bytes: row.wrapped,
                     },
                 )?;
-                let fresh = set.wrap_data_key_at(&row.resident_id, &dk, target)?;
+                let fresh = set.wrap_data_key_at(row.resident_id.as_str(), &dk, target)?;
                 rewrapped.push((
                     DataKeyRow {
                         resident_id: row.resident_id,

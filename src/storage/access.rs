@@ -12,11 +12,11 @@ use super::{ConsentForDecision, PageRecordRow, StorageResult};
 
 /// See [`AccessStore::partner_read_facts`]. All false / none for an unknown
 /// resident.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct PartnerReadFacts {
     /// The (resident, purpose) these facts were read for: a decision uses
     /// facts handed to it only for the same pair.
-    pub resident_id: String,
+    pub resident_id: crate::domain::ResidentId,
     pub purpose: String,
     pub resident_active: bool,
     pub consent: Option<ConsentForDecision>,
@@ -26,11 +26,14 @@ pub struct PartnerReadFacts {
 
 impl PartnerReadFacts {
     /// The facts of a resident who does not exist: nothing is allowed.
-    pub fn unknown_resident(resident_id: &str, purpose: &str) -> Self {
+    pub fn unknown_resident(resident_id: &crate::domain::ResidentId, purpose: &str) -> Self {
         Self {
-            resident_id: resident_id.to_string(),
+            resident_id: resident_id.clone(),
             purpose: purpose.to_string(),
-            ..Self::default()
+            resident_active: false,
+            consent: None,
+            restricted: false,
+            objected: false,
         }
     }
 }
@@ -38,7 +41,7 @@ impl PartnerReadFacts {
 /// Everything a partner's read of one category needs from the database,
 /// read in one statement ([`AccessStore::partner_read`]): the busiest route
 /// pays one round trip to the database instead of three.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct PartnerRead {
     /// The partner exists and is active (checked on every request).
     pub partner_active: bool,
@@ -65,7 +68,11 @@ pub(crate) struct FactColumns {
 }
 
 impl FactColumns {
-    pub(crate) fn into_facts(self, resident_id: &str, purpose: &str) -> PartnerReadFacts {
+    pub(crate) fn into_facts(
+        self,
+        resident_id: &crate::domain::ResidentId,
+        purpose: &str,
+    ) -> PartnerReadFacts {
         let Some(status) = self.status else {
             return PartnerReadFacts::unknown_resident(resident_id, purpose);
         };
@@ -87,7 +94,7 @@ impl FactColumns {
             _ => None,
         };
         PartnerReadFacts {
-            resident_id: resident_id.to_string(),
+            resident_id: resident_id.clone(),
             purpose: purpose.to_string(),
             resident_active: status == "active",
             consent,
@@ -115,7 +122,11 @@ pub(crate) struct PartnerReadRow {
 }
 
 impl PartnerReadRow {
-    pub(crate) fn into_read(self, resident_id: &str, purpose: &str) -> PartnerRead {
+    pub(crate) fn into_read(
+        self,
+        resident_id: &crate::domain::ResidentId,
+        purpose: &str,
+    ) -> PartnerRead {
         let record = match (
             self.kek_version,
             self.wrapped,
@@ -134,7 +145,7 @@ impl PartnerReadRow {
                 Some(sealed),
                 Some(created_at),
             ) => Some(PageRecordRow {
-                resident_id: resident_id.to_string(),
+                resident_id: resident_id.clone(),
                 kek_version,
                 wrapped,
                 id,
@@ -162,7 +173,7 @@ pub trait AccessStore: Send + Sync {
     /// active, the consent for the purpose, restriction and objection.
     async fn partner_read_facts(
         &self,
-        resident_id: &str,
+        resident_id: &crate::domain::ResidentId,
         purpose: &str,
     ) -> StorageResult<PartnerReadFacts>;
     /// A partner's read of one category of one resident, in one statement:
@@ -172,7 +183,7 @@ pub trait AccessStore: Send + Sync {
     async fn partner_read(
         &self,
         partner_id: &crate::domain::PartnerId,
-        resident_id: &str,
+        resident_id: &crate::domain::ResidentId,
         purpose: &str,
         category: &str,
     ) -> StorageResult<PartnerRead>;
@@ -185,7 +196,7 @@ macro_rules! impl_access_store {
     impl $crate::storage::AccessStore for $store {
         async fn partner_read_facts(
             &self,
-            resident_id: &str,
+            resident_id: &$crate::domain::ResidentId,
             purpose: &str,
         ) -> $crate::storage::StorageResult<$crate::storage::PartnerReadFacts> {
             let row: Option<$crate::storage::access::FactColumns> = sqlx::query_as(
@@ -209,7 +220,7 @@ macro_rules! impl_access_store {
         async fn partner_read(
             &self,
             partner_id: &$crate::domain::PartnerId,
-            resident_id: &str,
+            resident_id: &$crate::domain::ResidentId,
             purpose: &str,
             category: &str,
         ) -> $crate::storage::StorageResult<$crate::storage::PartnerRead> {

@@ -135,7 +135,7 @@ pub trait AuditStore: Send + Sync {
     /// from the log by the caller).
     async fn audit_recipients_of(
         &self,
-        resident_id: &str,
+        resident_id: &crate::domain::ResidentId,
     ) -> StorageResult<(Vec<(String, String)>, u64)>;
     async fn audit_size(&self) -> StorageResult<u64>;
     /// Stored node hashes for these (level, index) coordinates, one query.
@@ -152,7 +152,7 @@ pub trait AuditStore: Send + Sync {
     /// Entries concerning one resident, newest first, below `before`.
     async fn audit_entries_of(
         &self,
-        resident_id: &str,
+        resident_id: &crate::domain::ResidentId,
         before: u64,
         limit: i64,
     ) -> StorageResult<Vec<(i64, Vec<u8>)>>;
@@ -422,7 +422,7 @@ macro_rules! impl_audit_store {
 
         async fn audit_recipients_of(
             &self,
-            resident_id: &str,
+            resident_id: &$crate::domain::ResidentId,
         ) -> $crate::storage::StorageResult<(Vec<(String, String)>, u64)> {
             // The cursor first: under READ COMMITTED (PostgreSQL) each
             // statement sees its own snapshot, and an indexer committing in
@@ -511,7 +511,7 @@ macro_rules! impl_audit_store {
 
         async fn audit_entries_of(
             &self,
-            resident_id: &str,
+            resident_id: &$crate::domain::ResidentId,
             before: u64,
             limit: i64,
         ) -> $crate::storage::StorageResult<Vec<(i64, Vec<u8>)>> {

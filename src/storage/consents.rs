@@ -28,7 +28,7 @@ pub struct ConsentForDecision {
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct ConsentRow {
     pub id: ConsentId,
-    pub resident_id: String,
+    pub resident_id: crate::domain::ResidentId,
     pub purpose: String,
     /// Given, refused or withdrawn (expiry is derived from the clock).
     pub state: ConsentState,
@@ -67,18 +67,21 @@ pub trait ConsentStore: Send + Sync {
     /// The consent of a resident for a purpose: one indexed lookup.
     async fn find_consent(
         &self,
-        resident_id: &str,
+        resident_id: &crate::domain::ResidentId,
         purpose: &str,
     ) -> StorageResult<Option<ConsentRow>>;
     /// What the access decision needs of a (resident, purpose) consent, and
     /// nothing more: it is asked on every consent-based read.
     async fn consent_for_decision(
         &self,
-        resident_id: &str,
+        resident_id: &crate::domain::ResidentId,
         purpose: &str,
     ) -> StorageResult<Option<ConsentForDecision>>;
     async fn find_consent_by_id(&self, id: &ConsentId) -> StorageResult<Option<ConsentRow>>;
-    async fn consents_of(&self, resident_id: &str) -> StorageResult<Vec<ConsentRow>>;
+    async fn consents_of(
+        &self,
+        resident_id: &crate::domain::ResidentId,
+    ) -> StorageResult<Vec<ConsentRow>>;
     /// A consent's history, oldest first.
     async fn consent_events(&self, consent_id: &ConsentId) -> StorageResult<Vec<ConsentEventRow>>;
     /// Appends an event and sets the current state, in one transaction, only
@@ -100,7 +103,7 @@ macro_rules! impl_consent_store {
     impl $crate::storage::ConsentStore for $store {
         async fn find_consent(
             &self,
-            resident_id: &str,
+            resident_id: &$crate::domain::ResidentId,
             purpose: &str,
         ) -> $crate::storage::StorageResult<Option<$crate::storage::ConsentRow>> {
             Ok(sqlx::query_as(
@@ -115,7 +118,7 @@ macro_rules! impl_consent_store {
 
         async fn consent_for_decision(
             &self,
-            resident_id: &str,
+            resident_id: &$crate::domain::ResidentId,
             purpose: &str,
         ) -> $crate::storage::StorageResult<Option<$crate::storage::ConsentForDecision>> {
             Ok(sqlx::query_as(
@@ -143,7 +146,7 @@ macro_rules! impl_consent_store {
 
         async fn consents_of(
             &self,
-            resident_id: &str,
+            resident_id: &$crate::domain::ResidentId,
         ) -> $crate::storage::StorageResult<Vec<$crate::storage::ConsentRow>> {
             Ok(sqlx::query_as(
                 "SELECT id, resident_id, purpose, state, categories, valid_until, notice_version, updated_at, seq \

@@ -15,7 +15,7 @@ use crate::domain::Timestamp;
 pub struct DepositRow {
     pub source_id: String,
     pub source_record_id: String,
-    pub resident_id: String,
+    pub resident_id: crate::domain::ResidentId,
     /// Keyed digest of the category, the validated fields and
     /// `observed_at`: equal digests are the same content.
     pub content_digest: String,
@@ -84,14 +84,17 @@ pub struct DepositedVersion {
 pub trait DepositStore: Send + Sync {
     /// Every version of the resident's records a source deposited, with its
     /// provenance (the resident's page, art. 15(1)(g)).
-    async fn deposited_versions(&self, resident_id: &str) -> StorageResult<Vec<DepositedVersion>>;
+    async fn deposited_versions(
+        &self,
+        resident_id: &crate::domain::ResidentId,
+    ) -> StorageResult<Vec<DepositedVersion>>;
     /// The resident's facts for a deposit of `category` under this source's
     /// record id, in one statement; `None` when there is no such resident.
     async fn deposit_facts(
         &self,
         source_id: &str,
         source_record_id: &str,
-        resident_id: &str,
+        resident_id: &crate::domain::ResidentId,
         category: &str,
     ) -> StorageResult<Option<DepositFacts>>;
     /// The content digest of this source's last accepted deposit of this
@@ -132,13 +135,23 @@ pub trait DepositStore: Send + Sync {
     /// Erases what a source deposited about a resident (every version it
     /// deposited, and its idempotency rows), in one transaction; the
     /// resident's own versions stay. Returns how many versions went.
-    async fn erase_source_deposits(&self, source_id: &str, resident_id: &str)
-    -> StorageResult<u64>;
+    async fn erase_source_deposits(
+        &self,
+        source_id: &str,
+        resident_id: &crate::domain::ResidentId,
+    ) -> StorageResult<u64>;
     /// The resident whose pivot identity has this keyed digest.
-    async fn resident_by_pivot(&self, pivot_digest: &str) -> StorageResult<Option<String>>;
+    async fn resident_by_pivot(
+        &self,
+        pivot_digest: &str,
+    ) -> StorageResult<Option<crate::domain::ResidentId>>;
     /// Records a resident's pivot digest (from their FranceConnect login);
     /// a digest already recorded keeps its resident.
-    async fn set_resident_pivot(&self, pivot_digest: &str, resident_id: &str) -> StorageResult<()>;
+    async fn set_resident_pivot(
+        &self,
+        pivot_digest: &str,
+        resident_id: &crate::domain::ResidentId,
+    ) -> StorageResult<()>;
 }
 
 /// `impl DepositStore` for a backend (see `storage::impl_store!`).
@@ -148,7 +161,7 @@ macro_rules! impl_deposit_store {
     impl $crate::storage::DepositStore for $store {
         async fn deposited_versions(
             &self,
-            resident_id: &str,
+            resident_id: &$crate::domain::ResidentId,
         ) -> $crate::storage::StorageResult<Vec<$crate::storage::DepositedVersion>> {
             Ok(sqlx::query_as(
                 "SELECT category, version, source_id, observed_at, created_at FROM personal_records \
@@ -163,7 +176,7 @@ macro_rules! impl_deposit_store {
             &self,
             source_id: &str,
             source_record_id: &str,
-            resident_id: &str,
+            resident_id: &$crate::domain::ResidentId,
             category: &str,
         ) -> $crate::storage::StorageResult<Option<$crate::storage::DepositFacts>> {
             type Row = (
@@ -201,7 +214,7 @@ macro_rules! impl_deposit_store {
                         latest_version: latest.unwrap_or(0),
                         data_key: kek_version.zip(wrapped).map(|(kek_version, wrapped)| {
                             $crate::storage::DataKeyRow {
-                                resident_id: resident_id.to_string(),
+                                resident_id: resident_id.clone(),
                                 kek_version,
                                 wrapped,
                             }
@@ -384,7 +397,7 @@ macro_rules! impl_deposit_store {
         async fn erase_source_deposits(
             &self,
             source_id: &str,
-            resident_id: &str,
+            resident_id: &$crate::domain::ResidentId,
         ) -> $crate::storage::StorageResult<u64> {
             let mut tx = self.pool.begin().await?;
             let versions = sqlx::query(
@@ -406,7 +419,7 @@ macro_rules! impl_deposit_store {
         async fn resident_by_pivot(
             &self,
             pivot_digest: &str,
-        ) -> $crate::storage::StorageResult<Option<String>> {
+        ) -> $crate::storage::StorageResult<Option<$crate::domain::ResidentId>> {
             Ok(sqlx::query_scalar(
                 "SELECT p.resident_id FROM resident_pivots p JOIN residents r ON r.id = p.resident_id \
                  WHERE p.pivot_digest = $1 AND r.status = 'active'",
@@ -419,7 +432,7 @@ macro_rules! impl_deposit_store {
         async fn set_resident_pivot(
             &self,
             pivot_digest: &str,
-            resident_id: &str,
+            resident_id: &$crate::domain::ResidentId,
         ) -> $crate::storage::StorageResult<()> {
             sqlx::query(
                 "INSERT INTO resident_pivots (pivot_digest, resident_id) VALUES ($1, $2) \

@@ -93,7 +93,7 @@ pub trait ExtractStore: Send + Sync {
         now: Timestamp,
         after: &str,
         limit: i64,
-    ) -> StorageResult<Vec<(String, Option<Vec<Category>>)>>;
+    ) -> StorageResult<Vec<(crate::domain::ResidentId, Option<Vec<Category>>)>>;
     /// How many candidates `cohort_page` will go through (for progress).
     async fn count_cohort(
         &self,
@@ -290,9 +290,9 @@ macro_rules! impl_extract_store {
             now: $crate::domain::Timestamp,
             after: &str,
             limit: i64,
-        ) -> $crate::storage::StorageResult<Vec<(String, Option<Vec<$crate::domain::category::Category>>)>> {
+        ) -> $crate::storage::StorageResult<Vec<($crate::domain::ResidentId, Option<Vec<$crate::domain::category::Category>>)>> {
             if consent_based {
-                let rows: Vec<(String, $crate::storage::columns::CategoryList)> = sqlx::query_as(
+                let rows: Vec<($crate::domain::ResidentId, $crate::storage::columns::CategoryList)> = sqlx::query_as(
                     "SELECT c.resident_id, c.categories FROM consents c JOIN residents r ON r.id = c.resident_id \
                      WHERE c.purpose = $1 AND c.state = 'given' AND c.valid_until > $2 AND c.notice_version = $3 \
                      AND r.status = 'active' AND r.restricted_at IS NULL AND c.resident_id > $4 \
@@ -307,7 +307,7 @@ macro_rules! impl_extract_store {
                 .await?;
                 Ok(rows.into_iter().map(|(r, c)| (r, Some(c.into()))).collect())
             } else {
-                let rows: Vec<(String,)> = sqlx::query_as(
+                let rows: Vec<($crate::domain::ResidentId,)> = sqlx::query_as(
                     "SELECT r.id FROM residents r WHERE r.status = 'active' AND r.restricted_at IS NULL \
                      AND NOT EXISTS (SELECT 1 FROM objections o WHERE o.resident_id = r.id AND o.purpose = $1) \
                      AND r.id > $2 ORDER BY r.id LIMIT $3",

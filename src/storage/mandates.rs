@@ -14,7 +14,7 @@ use crate::domain::{AgentId, Demarche, DraftId, MandateId, StructureId, Timestam
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct MandateRow {
     pub id: MandateId,
-    pub resident_id: String,
+    pub resident_id: crate::domain::ResidentId,
     pub structure_id: StructureId,
     pub aidant_id: AgentId,
     pub duration_days: i64,
@@ -28,7 +28,7 @@ pub struct MandateRow {
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct AuthorisationRow {
     pub mandate_id: MandateId,
-    pub resident_id: String,
+    pub resident_id: crate::domain::ResidentId,
     pub structure_id: StructureId,
     pub demarche: Demarche,
     pub expires_at: i64,
@@ -45,7 +45,7 @@ pub struct MandateDraftRow {
     pub demarches: Vec<Demarche>,
     pub duration_days: i64,
     pub renews: Option<MandateId>,
-    pub resident_id: Option<String>,
+    pub resident_id: Option<crate::domain::ResidentId>,
     pub created_at: i64,
     pub expires_at: i64,
 }
@@ -56,7 +56,11 @@ pub struct MandateDraftRow {
 pub trait MandateStore: Send + Sync {
     async fn insert_mandate_draft(&self, d: &MandateDraftRow) -> StorageResult<()>;
     async fn find_mandate_draft(&self, id: &DraftId) -> StorageResult<Option<MandateDraftRow>>;
-    async fn set_draft_resident(&self, id: &DraftId, resident_id: &str) -> StorageResult<()>;
+    async fn set_draft_resident(
+        &self,
+        id: &DraftId,
+        resident_id: &crate::domain::ResidentId,
+    ) -> StorageResult<()>;
     async fn delete_mandate_draft(&self, id: &DraftId) -> StorageResult<()>;
     /// Creates a mandate with one authorisation per démarche, revoking (as
     /// `superseded`) the live ones of the same (resident, structure,
@@ -84,7 +88,10 @@ pub trait MandateStore: Send + Sync {
         &self,
         mandate_id: &MandateId,
     ) -> StorageResult<Vec<AuthorisationRow>>;
-    async fn mandates_of_resident(&self, resident_id: &str) -> StorageResult<Vec<MandateRow>>;
+    async fn mandates_of_resident(
+        &self,
+        resident_id: &crate::domain::ResidentId,
+    ) -> StorageResult<Vec<MandateRow>>;
     /// Revokes the live authorisations of a mandate (one démarche, or all);
     /// returns how many.
     async fn revoke_authorisations(
@@ -97,7 +104,7 @@ pub trait MandateStore: Send + Sync {
     /// The live, unexpired authorisation of (resident, structure, démarche).
     async fn live_authorisation(
         &self,
-        resident_id: &str,
+        resident_id: &crate::domain::ResidentId,
         structure_id: &StructureId,
         demarche: Demarche,
         now: Timestamp,
@@ -223,7 +230,7 @@ macro_rules! impl_mandate_store {
             .await?)
         }
 
-        async fn set_draft_resident(&self, id: &$crate::domain::DraftId, resident_id: &str) -> $crate::storage::StorageResult<()> {
+        async fn set_draft_resident(&self, id: &$crate::domain::DraftId, resident_id: &$crate::domain::ResidentId) -> $crate::storage::StorageResult<()> {
             sqlx::query("UPDATE mandate_drafts SET resident_id = $2 WHERE id = $1")
                 .bind(id)
                 .bind(resident_id)
@@ -314,7 +321,7 @@ macro_rules! impl_mandate_store {
 
         async fn mandates_of_resident(
             &self,
-            resident_id: &str,
+            resident_id: &$crate::domain::ResidentId,
         ) -> $crate::storage::StorageResult<Vec<$crate::storage::MandateRow>> {
             Ok(sqlx::query_as(
                 "SELECT id, resident_id, structure_id, aidant_id, duration_days, template_version, renews, created_at, expires_at \
@@ -347,7 +354,7 @@ macro_rules! impl_mandate_store {
 
         async fn live_authorisation(
             &self,
-            resident_id: &str,
+            resident_id: &$crate::domain::ResidentId,
             structure_id: &$crate::domain::StructureId,
             demarche: $crate::domain::Demarche,
             now: $crate::domain::Timestamp,

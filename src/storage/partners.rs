@@ -52,7 +52,7 @@ pub trait PartnerStore: Send + Sync {
         &self,
         partner_id: &PartnerId,
         pseudonym: &Pseudonym,
-    ) -> StorageResult<Option<String>>;
+    ) -> StorageResult<Option<crate::domain::ResidentId>>;
 }
 
 /// `impl PartnerStore` for a backend (see `storage::impl_store!`).
@@ -185,8 +185,8 @@ macro_rules! impl_partner_store {
             &self,
             partner_id: &$crate::domain::PartnerId,
             pseudonym: &$crate::domain::Pseudonym,
-        ) -> $crate::storage::StorageResult<Option<String>> {
-            let row: Option<(String,)> = sqlx::query_as(
+        ) -> $crate::storage::StorageResult<Option<$crate::domain::ResidentId>> {
+            let row: Option<($crate::domain::ResidentId,)> = sqlx::query_as(
                 "SELECT resident_id FROM partner_pseudonyms WHERE partner_id = $1 AND pseudonym = $2",
             )
             .bind(partner_id)

@@ -56,7 +56,7 @@ impl RecordOrigin {
 /// wrapped data key (an extract reads a page of residents in one query).
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct PageRecordRow {
-    pub resident_id: String,
+    pub resident_id: crate::domain::ResidentId,
     pub kek_version: i64,
     pub wrapped: Vec<u8>,
     pub id: String,
@@ -71,7 +71,7 @@ pub struct PageRecordRow {
 /// A data key as stored: wrapped by the KEK of `kek_version`.
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct DataKeyRow {
-    pub resident_id: String,
+    pub resident_id: crate::domain::ResidentId,
     pub kek_version: i64,
     pub wrapped: Vec<u8>,
 }
@@ -86,7 +86,10 @@ pub trait RecordStore: Send + Sync {
     /// Removes a KEK version from the database; `false` while a data key
     /// still uses it (the foreign key refuses).
     async fn unregister_kek_version(&self, version: i64) -> StorageResult<bool>;
-    async fn find_data_key(&self, resident_id: &str) -> StorageResult<Option<DataKeyRow>>;
+    async fn find_data_key(
+        &self,
+        resident_id: &crate::domain::ResidentId,
+    ) -> StorageResult<Option<DataKeyRow>>;
     /// Stores a resident's first data key; `false` if one exists already
     /// (another request won the race: use that one).
     async fn insert_data_key(&self, key: &DataKeyRow, now: Timestamp) -> StorageResult<bool>;
@@ -94,25 +97,32 @@ pub trait RecordStore: Send + Sync {
     /// notices it causes (none: one statement).
     async fn insert_record(
         &self,
-        resident_id: &str,
+        resident_id: &crate::domain::ResidentId,
         record: &RecordRow,
         notices: &[NotificationRow],
     ) -> StorageResult<()>;
-    async fn latest_record_version(&self, resident_id: &str, category: &str) -> StorageResult<i64>;
+    async fn latest_record_version(
+        &self,
+        resident_id: &crate::domain::ResidentId,
+        category: &str,
+    ) -> StorageResult<i64>;
     /// The latest version of each category the resident has.
-    async fn current_records(&self, resident_id: &str) -> StorageResult<Vec<RecordRow>>;
+    async fn current_records(
+        &self,
+        resident_id: &crate::domain::ResidentId,
+    ) -> StorageResult<Vec<RecordRow>>;
     /// The latest version of each of `categories` for every resident of
     /// `residents`, each with the resident's wrapped data key, ordered by
     /// resident: one query for a page of an extract.
     async fn current_records_of_page(
         &self,
-        residents: &[String],
+        residents: &[crate::domain::ResidentId],
         categories: &[String],
     ) -> StorageResult<Vec<PageRecordRow>>;
     /// Every version of one category, newest first.
     async fn record_history(
         &self,
-        resident_id: &str,
+        resident_id: &crate::domain::ResidentId,
         category: &str,
     ) -> StorageResult<Vec<RecordRow>>;
     /// Data keys not yet wrapped by `version`, in resident order.
@@ -126,7 +136,11 @@ pub trait RecordStore: Send + Sync {
         now: Timestamp,
     ) -> StorageResult<u64>;
     /// Every version of a resident's category (erasure for one purpose).
-    async fn delete_category(&self, resident_id: &str, category: &str) -> StorageResult<u64>;
+    async fn delete_category(
+        &self,
+        resident_id: &crate::domain::ResidentId,
+        category: &str,
+    ) -> StorageResult<u64>;
     /// Deletes versions of `category` superseded by a version written at or
     /// before `cutoff`.
     async fn purge_superseded(&self, category: &str, cutoff: Timestamp) -> StorageResult<u64>;
@@ -140,7 +154,7 @@ pub trait RecordStore: Send + Sync {
         purposes: &[String],
         category: &str,
         ended_before: Timestamp,
-    ) -> StorageResult<Vec<String>>;
+    ) -> StorageResult<Vec<crate::domain::ResidentId>>;
 }
 
 /// `impl RecordStore` for a backend (see `storage::impl_store!`).
@@ -187,7 +201,7 @@ macro_rules! impl_record_store {
 
         async fn find_data_key(
             &self,
-            resident_id: &str,
+            resident_id: &$crate::domain::ResidentId,
         ) -> $crate::storage::StorageResult<Option<$crate::storage::DataKeyRow>> {
             Ok(sqlx::query_as(
                 "SELECT resident_id, kek_version, wrapped FROM data_keys WHERE resident_id = $1",
@@ -219,7 +233,7 @@ macro_rules! impl_record_store {
 
         async fn insert_record(
             &self,
-            resident_id: &str,
+            resident_id: &$crate::domain::ResidentId,
             r: &$crate::storage::RecordRow,
             notices: &[$crate::storage::NotificationRow],
         ) -> $crate::storage::StorageResult<()> {
@@ -256,7 +270,7 @@ macro_rules! impl_record_store {
 
         async fn latest_record_version(
             &self,
-            resident_id: &str,
+            resident_id: &$crate::domain::ResidentId,
             category: &str,
         ) -> $crate::storage::StorageResult<i64> {
             let (v,): (Option<i64>,) = sqlx::query_as(
@@ -271,7 +285,7 @@ macro_rules! impl_record_store {
 
         async fn current_records(
             &self,
-            resident_id: &str,
+            resident_id: &$crate::domain::ResidentId,
         ) -> $crate::storage::StorageResult<Vec<$crate::storage::RecordRow>> {
             Ok(sqlx::query_as(
                 "SELECT r.id, r.category, r.version, r.sealed, r.created_at, \
@@ -289,7 +303,7 @@ macro_rules! impl_record_store {
 
         async fn current_records_of_page(
             &self,
-            residents: &[String],
+            residents: &[$crate::domain::ResidentId],
             categories: &[String],
         ) -> $crate::storage::StorageResult<Vec<$crate::storage::PageRecordRow>> {
             if residents.is_empty() || categories.is_empty() {
@@ -325,7 +339,7 @@ macro_rules! impl_record_store {
 
         async fn record_history(
             &self,
-            resident_id: &str,
+            resident_id: &$crate::domain::ResidentId,
             category: &str,
         ) -> $crate::storage::StorageResult<Vec<$crate::storage::RecordRow>> {
             Ok(sqlx::query_as(
@@ -389,7 +403,7 @@ macro_rules! impl_record_store {
             Ok(n)
         }
 
-        async fn delete_category(&self, resident_id: &str, category: &str) -> $crate::storage::StorageResult<u64> {
+        async fn delete_category(&self, resident_id: &$crate::domain::ResidentId, category: &str) -> $crate::storage::StorageResult<u64> {
             let done = sqlx::query("DELETE FROM personal_records WHERE resident_id = $1 AND category = $2")
                 .bind(resident_id)
                 .bind(category)
@@ -425,7 +439,7 @@ macro_rules! impl_record_store {
             purposes: &[String],
             category: &str,
             ended_before: $crate::domain::Timestamp,
-        ) -> $crate::storage::StorageResult<Vec<String>> {
+        ) -> $crate::storage::StorageResult<Vec<$crate::domain::ResidentId>> {
             if purposes.is_empty() {
                 return Ok(Vec::new());
             }
@@ -455,8 +469,8 @@ macro_rules! impl_record_store {
             q.push(" || ',%') AND (v.valid_until IS NULL OR v.valid_until > ");
             q.push_bind(ended_before);
             q.push("))))");
-            let rows: Vec<(String,)> = q.build_query_as().fetch_all(&self.pool).await?;
-            let residents: std::collections::BTreeSet<String> =
+            let rows: Vec<($crate::domain::ResidentId,)> = q.build_query_as().fetch_all(&self.pool).await?;
+            let residents: std::collections::BTreeSet<$crate::domain::ResidentId> =
                 rows.into_iter().map(|(r,)| r).collect();
             Ok(residents.into_iter().collect())
         }

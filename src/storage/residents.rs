@@ -20,16 +20,20 @@ pub trait ResidentStore: Send + Sync {
     /// Whether any resident exists, whatever the status: one index probe,
     /// where counting would read every resident (start-up asks this).
     async fn has_residents(&self) -> StorageResult<bool>;
-    async fn insert_resident(&self, id: &str, now: Timestamp) -> StorageResult<()>;
-    async fn resident_exists(&self, id: &str) -> StorageResult<bool>;
+    async fn insert_resident(
+        &self,
+        id: &crate::domain::ResidentId,
+        now: Timestamp,
+    ) -> StorageResult<()>;
+    async fn resident_exists(&self, id: &crate::domain::ResidentId) -> StorageResult<bool>;
     /// The resident whose provider account has this subject digest, created
     /// with `new_resident_id` on the first login. Returns (id, created).
     async fn resident_for_login(
         &self,
         subject_digest: &str,
-        new_resident_id: &str,
+        new_resident_id: &crate::domain::ResidentId,
         now: Timestamp,
-    ) -> StorageResult<(String, bool)>;
+    ) -> StorageResult<(crate::domain::ResidentId, bool)>;
     /// Erasure: deletes the data key and every record, withdraws the given
     /// consents, ends the mandates, sessions, drafts and provider logins,
     /// and marks the resident erased, in one transaction. `false` if unknown
@@ -37,7 +41,7 @@ pub trait ResidentStore: Send + Sync {
     /// the same transaction.
     async fn erase_resident(
         &self,
-        resident_id: &str,
+        resident_id: &crate::domain::ResidentId,
         now: Timestamp,
         notices: &[NotificationRow],
     ) -> StorageResult<bool>;
@@ -64,7 +68,7 @@ macro_rules! impl_resident_store {
 
         async fn insert_resident(
             &self,
-            id: &str,
+            id: &$crate::domain::ResidentId,
             now: $crate::domain::Timestamp,
         ) -> $crate::storage::StorageResult<()> {
             sqlx::query("INSERT INTO residents (id, status, created_at) VALUES ($1, 'active', $2)")
@@ -75,7 +79,7 @@ macro_rules! impl_resident_store {
             Ok(())
         }
 
-        async fn resident_exists(&self, id: &str) -> $crate::storage::StorageResult<bool> {
+        async fn resident_exists(&self, id: &$crate::domain::ResidentId) -> $crate::storage::StorageResult<bool> {
             let row: Option<(String,)> =
                 sqlx::query_as("SELECT id FROM residents WHERE id = $1 AND status = 'active'")
                     .bind(id)
@@ -87,13 +91,13 @@ macro_rules! impl_resident_store {
         async fn resident_for_login(
             &self,
             subject_digest: &str,
-            new_resident_id: &str,
+            new_resident_id: &$crate::domain::ResidentId,
             now: $crate::domain::Timestamp,
-        ) -> $crate::storage::StorageResult<(String, bool)> {
+        ) -> $crate::storage::StorageResult<($crate::domain::ResidentId, bool)> {
             // Two tries: a concurrent first login of the same account may win
             // the insert, and then this one finds its resident.
             for _ in 0..2 {
-                let found: Option<(String,)> = sqlx::query_as(
+                let found: Option<($crate::domain::ResidentId,)> = sqlx::query_as(
                     "UPDATE resident_logins SET last_login_at = $2 WHERE subject_digest = $1 \
                      RETURNING resident_id",
                 )
@@ -121,7 +125,7 @@ macro_rules! impl_resident_store {
                 .await?;
                 if linked.rows_affected() == 1 {
                     tx.commit().await?;
-                    return Ok((new_resident_id.to_string(), true));
+                    return Ok((new_resident_id.clone(), true));
                 }
                 tx.rollback().await?;
             }
@@ -132,7 +136,7 @@ macro_rules! impl_resident_store {
 
         async fn erase_resident(
             &self,
-            resident_id: &str,
+            resident_id: &$crate::domain::ResidentId,
             _now: $crate::domain::Timestamp,
             notices: &[$crate::storage::NotificationRow],
         ) -> $crate::storage::StorageResult<bool> {

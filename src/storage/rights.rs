@@ -16,7 +16,7 @@ use crate::domain::{RightsRequestId, Role, Timestamp};
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct RightsRequestRow {
     pub id: RightsRequestId,
-    pub resident_id: String,
+    pub resident_id: crate::domain::ResidentId,
     pub kind: RightsRequestKind,
     pub purpose: Option<String>,
     pub state: RightsRequestState,
@@ -55,25 +55,35 @@ pub trait RightsStore: Send + Sync {
     /// (restricted, objected to `purpose`) for the access decision.
     async fn rights_state(
         &self,
-        resident_id: &str,
+        resident_id: &crate::domain::ResidentId,
         purpose: Option<&str>,
     ) -> StorageResult<(bool, bool)>;
     /// With the art. 19 notices a restriction causes, in one transaction.
     async fn set_restricted(
         &self,
-        resident_id: &str,
+        resident_id: &crate::domain::ResidentId,
         at: Option<Timestamp>,
         notices: &[NotificationRow],
     ) -> StorageResult<()>;
-    async fn restricted_since(&self, resident_id: &str) -> StorageResult<Option<Timestamp>>;
+    async fn restricted_since(
+        &self,
+        resident_id: &crate::domain::ResidentId,
+    ) -> StorageResult<Option<Timestamp>>;
     async fn add_objection(
         &self,
-        resident_id: &str,
+        resident_id: &crate::domain::ResidentId,
         purpose: &str,
         now: Timestamp,
     ) -> StorageResult<bool>;
-    async fn remove_objection(&self, resident_id: &str, purpose: &str) -> StorageResult<bool>;
-    async fn objections_of(&self, resident_id: &str) -> StorageResult<Vec<(String, i64)>>;
+    async fn remove_objection(
+        &self,
+        resident_id: &crate::domain::ResidentId,
+        purpose: &str,
+    ) -> StorageResult<bool>;
+    async fn objections_of(
+        &self,
+        resident_id: &crate::domain::ResidentId,
+    ) -> StorageResult<Vec<(String, i64)>>;
     async fn insert_rights_request(
         &self,
         r: &RightsRequestRow,
@@ -83,7 +93,10 @@ pub trait RightsStore: Send + Sync {
         &self,
         id: &RightsRequestId,
     ) -> StorageResult<Option<RightsRequestRow>>;
-    async fn rights_requests_of(&self, resident_id: &str) -> StorageResult<Vec<RightsRequestRow>>;
+    async fn rights_requests_of(
+        &self,
+        resident_id: &crate::domain::ResidentId,
+    ) -> StorageResult<Vec<RightsRequestRow>>;
     /// Every request, open ones first by due date (the DPO's list).
     async fn all_rights_requests(&self, limit: i64) -> StorageResult<Vec<RightsRequestRow>>;
     async fn rights_request_events(
@@ -143,7 +156,7 @@ macro_rules! impl_rights_store {
     impl $crate::storage::RightsStore for $store {
         async fn rights_state(
             &self,
-            resident_id: &str,
+            resident_id: &$crate::domain::ResidentId,
             purpose: Option<&str>,
         ) -> $crate::storage::StorageResult<(bool, bool)> {
             let row: Option<(Option<i64>, i64)> = sqlx::query_as(
@@ -159,7 +172,7 @@ macro_rules! impl_rights_store {
 
         async fn set_restricted(
             &self,
-            resident_id: &str,
+            resident_id: &$crate::domain::ResidentId,
             at: Option<$crate::domain::Timestamp>,
             notices: &[$crate::storage::NotificationRow],
         ) -> $crate::storage::StorageResult<()> {
@@ -176,7 +189,7 @@ macro_rules! impl_rights_store {
 
         async fn restricted_since(
             &self,
-            resident_id: &str,
+            resident_id: &$crate::domain::ResidentId,
         ) -> $crate::storage::StorageResult<Option<$crate::domain::Timestamp>> {
             let row: Option<(Option<i64>,)> =
                 sqlx::query_as("SELECT restricted_at FROM residents WHERE id = $1")
@@ -188,7 +201,7 @@ macro_rules! impl_rights_store {
 
         async fn add_objection(
             &self,
-            resident_id: &str,
+            resident_id: &$crate::domain::ResidentId,
             purpose: &str,
             now: $crate::domain::Timestamp,
         ) -> $crate::storage::StorageResult<bool> {
@@ -214,7 +227,7 @@ macro_rules! impl_rights_store {
             Ok(done.rows_affected() == 1)
         }
 
-        async fn remove_objection(&self, resident_id: &str, purpose: &str) -> $crate::storage::StorageResult<bool> {
+        async fn remove_objection(&self, resident_id: &$crate::domain::ResidentId, purpose: &str) -> $crate::storage::StorageResult<bool> {
             let done = sqlx::query("DELETE FROM objections WHERE resident_id = $1 AND purpose = $2")
                 .bind(resident_id)
                 .bind(purpose)
@@ -223,7 +236,7 @@ macro_rules! impl_rights_store {
             Ok(done.rows_affected() == 1)
         }
 
-        async fn objections_of(&self, resident_id: &str) -> $crate::storage::StorageResult<Vec<(String, i64)>> {
+        async fn objections_of(&self, resident_id: &$crate::domain::ResidentId) -> $crate::storage::StorageResult<Vec<(String, i64)>> {
             Ok(sqlx::query_as(
                 "SELECT purpose, created_at FROM objections WHERE resident_id = $1 ORDER BY purpose",
             )
@@ -283,7 +296,7 @@ macro_rules! impl_rights_store {
 
         async fn rights_requests_of(
             &self,
-            resident_id: &str,
+            resident_id: &$crate::domain::ResidentId,
         ) -> $crate::storage::StorageResult<Vec<$crate::storage::RightsRequestRow>> {
             Ok(sqlx::query_as(
                 "SELECT id, resident_id, kind, purpose, state, created_at, due_at, updated_at FROM rights_requests \

@@ -24,7 +24,7 @@ pub struct SourceClientRow {
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct SourceLinkRow {
     pub source_id: String,
-    pub resident_id: String,
+    pub resident_id: crate::domain::ResidentId,
     pub handle: String,
     pub created_at: Timestamp,
     pub revoked_at: Option<Timestamp>,
@@ -60,7 +60,7 @@ impl LinkCodeKind {
 /// A one-time code as stored, read by the exchange before it consumes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TakenLinkCode {
-    pub resident_id: String,
+    pub resident_id: crate::domain::ResidentId,
     pub kind: LinkCodeKind,
     pub redirect_uri: Option<String>,
     pub expires_at: Timestamp,
@@ -86,7 +86,7 @@ pub trait SourceStore: Send + Sync {
         &self,
         code_digest: &str,
         source_id: &str,
-        resident_id: &str,
+        resident_id: &crate::domain::ResidentId,
         kind: LinkCodeKind,
         redirect_uri: Option<&str>,
         now: Timestamp,
@@ -107,7 +107,7 @@ pub trait SourceStore: Send + Sync {
         &self,
         code_digest: &str,
         source_id: &str,
-        resident_id: &str,
+        resident_id: &crate::domain::ResidentId,
         handle: &str,
         now: Timestamp,
     ) -> StorageResult<bool>;
@@ -117,7 +117,7 @@ pub trait SourceStore: Send + Sync {
     async fn link_source(
         &self,
         source_id: &str,
-        resident_id: &str,
+        resident_id: &crate::domain::ResidentId,
         handle: &str,
         now: Timestamp,
     ) -> StorageResult<bool>;
@@ -127,11 +127,14 @@ pub trait SourceStore: Send + Sync {
     async fn revoke_source_link(
         &self,
         source_id: &str,
-        resident_id: &str,
+        resident_id: &crate::domain::ResidentId,
         now: Timestamp,
     ) -> StorageResult<bool>;
     /// Every link of a resident, standing or revoked, by source id.
-    async fn source_links_of(&self, resident_id: &str) -> StorageResult<Vec<SourceLinkRow>>;
+    async fn source_links_of(
+        &self,
+        resident_id: &crate::domain::ResidentId,
+    ) -> StorageResult<Vec<SourceLinkRow>>;
     /// The link a handle names for a source, if any.
     async fn source_link_by_handle(
         &self,
@@ -139,7 +142,11 @@ pub trait SourceStore: Send + Sync {
         handle: &str,
     ) -> StorageResult<Option<SourceLinkRow>>;
     /// Whether codes of this source wait to be exchanged for the resident.
-    async fn has_link_codes(&self, source_id: &str, resident_id: &str) -> StorageResult<bool>;
+    async fn has_link_codes(
+        &self,
+        source_id: &str,
+        resident_id: &crate::domain::ResidentId,
+    ) -> StorageResult<bool>;
     /// Deletes expired codes; returns how many.
     async fn purge_link_codes(&self, now: Timestamp) -> StorageResult<u64>;
 }
@@ -230,7 +237,7 @@ macro_rules! impl_source_store {
             &self,
             code_digest: &str,
             source_id: &str,
-            resident_id: &str,
+            resident_id: &$crate::domain::ResidentId,
             kind: $crate::storage::LinkCodeKind,
             redirect_uri: Option<&str>,
             now: $crate::domain::Timestamp,
@@ -271,7 +278,7 @@ macro_rules! impl_source_store {
             code_digest: &str,
             source_id: &str,
         ) -> $crate::storage::StorageResult<Option<$crate::storage::TakenLinkCode>> {
-            let row: Option<(String, String, Option<String>, i64)> = sqlx::query_as(
+            let row: Option<($crate::domain::ResidentId, String, Option<String>, i64)> = sqlx::query_as(
                 "SELECT resident_id, kind, redirect_uri, expires_at FROM source_link_codes \
                  WHERE code_digest = $1 AND source_id = $2",
             )
@@ -286,7 +293,7 @@ macro_rules! impl_source_store {
             &self,
             code_digest: &str,
             source_id: &str,
-            resident_id: &str,
+            resident_id: &$crate::domain::ResidentId,
             handle: &str,
             now: $crate::domain::Timestamp,
         ) -> $crate::storage::StorageResult<bool> {
@@ -320,7 +327,7 @@ macro_rules! impl_source_store {
         async fn link_source(
             &self,
             source_id: &str,
-            resident_id: &str,
+            resident_id: &$crate::domain::ResidentId,
             handle: &str,
             now: $crate::domain::Timestamp,
         ) -> $crate::storage::StorageResult<bool> {
@@ -337,7 +344,7 @@ macro_rules! impl_source_store {
         async fn revoke_source_link(
             &self,
             source_id: &str,
-            resident_id: &str,
+            resident_id: &$crate::domain::ResidentId,
             now: $crate::domain::Timestamp,
         ) -> $crate::storage::StorageResult<bool> {
             let mut tx = self.pool.begin().await?;
@@ -365,7 +372,7 @@ macro_rules! impl_source_store {
 
         async fn source_links_of(
             &self,
-            resident_id: &str,
+            resident_id: &$crate::domain::ResidentId,
         ) -> $crate::storage::StorageResult<Vec<$crate::storage::SourceLinkRow>> {
             Ok(sqlx::query_as(&format!(
                 "SELECT {} FROM source_links WHERE resident_id = $1 ORDER BY source_id",
@@ -394,7 +401,7 @@ macro_rules! impl_source_store {
         async fn has_link_codes(
             &self,
             source_id: &str,
-            resident_id: &str,
+            resident_id: &$crate::domain::ResidentId,
         ) -> $crate::storage::StorageResult<bool> {
             let n: i64 = sqlx::query_scalar(
                 "SELECT COUNT(*) FROM source_link_codes WHERE source_id = $1 AND resident_id = $2",
@@ -423,7 +430,12 @@ pub(crate) use impl_source_store;
 
 /// A code's row as read back (resident, kind, redirect URI, expiry).
 pub(crate) fn taken_link_code(
-    (resident_id, kind, redirect_uri, expires_at): (String, String, Option<String>, i64),
+    (resident_id, kind, redirect_uri, expires_at): (
+        crate::domain::ResidentId,
+        String,
+        Option<String>,
+        i64,
+    ),
 ) -> StorageResult<TakenLinkCode> {
     Ok(TakenLinkCode {
         resident_id,

@@ -444,7 +444,7 @@ async fn a_residents_entries_are_found_indexed_or_not() {
             let store = store.clone();
             async move {
                 store
-                    .audit_entries_of(AWA, before, limit)
+                    .audit_entries_of(&crate::support::resident_id(AWA), before, limit)
                     .await
                     .unwrap()
                     .into_iter()

@@ -269,7 +269,7 @@ async fn an_aidant_under_mandate_is_recorded_with_the_structure() {
         let out = coffre::service::consents::decide(
             &app.state,
             &actor,
-            JP,
+            &crate::support::resident_id(JP),
             "cantine-scolaire",
             coffre::service::consents::Decision::Give(Default::default()),
         )
@@ -311,6 +311,11 @@ async fn the_validity_question_is_answered_per_category_recipient_and_time() {
         let mobility = reg.get("etude-mobilite").unwrap();
         let public = reg.get("renovation-energetique").unwrap();
         let store = app.store.as_ref();
+        let (awa, jp, lucie) = (
+            crate::support::resident_id(AWA),
+            crate::support::resident_id(JP),
+            crate::support::resident_id(LUCIE),
+        );
         let ask = |purpose, resident, category, recipient, now| {
             coffre::service::consents::valid_consent(
                 store, purpose, resident, category, recipient, now,
@@ -318,47 +323,47 @@ async fn the_validity_question_is_answered_per_category_recipient_and_time() {
         };
         // Awa gave the mobility study (demo); Jean-Pierre withdrew it.
         assert!(
-            ask(mobility, AWA, "mobility", Some("labo-mobilite"), T0)
+            ask(mobility, &awa, "mobility", Some("labo-mobilite"), T0)
                 .await
                 .unwrap()
                 .is_some()
         );
         assert!(
-            ask(mobility, AWA, "mobility", None, T0)
+            ask(mobility, &awa, "mobility", None, T0)
                 .await
                 .unwrap()
                 .is_some()
         );
         assert!(
-            ask(mobility, AWA, "health", Some("labo-mobilite"), T0)
+            ask(mobility, &awa, "health", Some("labo-mobilite"), T0)
                 .await
                 .unwrap()
                 .is_none(),
             "category outside the purpose"
         );
         assert!(
-            ask(mobility, AWA, "mobility", Some("renov-energie"), T0)
+            ask(mobility, &awa, "mobility", Some("renov-energie"), T0)
                 .await
                 .unwrap()
                 .is_none(),
             "not a recipient"
         );
         assert!(
-            ask(mobility, AWA, "mobility", None, T0 + 366 * DAY)
+            ask(mobility, &awa, "mobility", None, T0 + 366 * DAY)
                 .await
                 .unwrap()
                 .is_none(),
             "expired"
         );
         assert!(
-            ask(mobility, JP, "mobility", None, T0)
+            ask(mobility, &jp, "mobility", None, T0)
                 .await
                 .unwrap()
                 .is_none(),
             "withdrawn"
         );
         assert!(
-            ask(mobility, LUCIE, "mobility", None, T0)
+            ask(mobility, &lucie, "mobility", None, T0)
                 .await
                 .unwrap()
                 .is_none(),
@@ -366,7 +371,7 @@ async fn the_validity_question_is_answered_per_category_recipient_and_time() {
         );
         // A public-task purpose is not a consent question at all.
         assert!(
-            ask(public, AWA, "housing", None, T0)
+            ask(public, &awa, "housing", None, T0)
                 .await
                 .unwrap()
                 .is_none()
@@ -393,7 +398,14 @@ async fn concurrent_decisions_never_overwrite_each_other() {
                 } else {
                     coffre::service::consents::Decision::Give(Default::default())
                 };
-                coffre::service::consents::decide(&state, &actor, AWA, "etude-mobilite", d).await
+                coffre::service::consents::decide(
+                    &state,
+                    &actor,
+                    &crate::support::resident_id(AWA),
+                    "etude-mobilite",
+                    d,
+                )
+                .await
             }));
         }
         for t in tasks {

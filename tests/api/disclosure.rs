@@ -112,7 +112,7 @@ async fn nothing_personal_is_disclosed_while_the_log_cannot_be_written() {
             NewMandate {
                 aidant_id: &crate::support::aid(AIDANT),
                 structure: &structure,
-                resident_id: AWA,
+                resident_id: &crate::support::resident_id(AWA),
                 demarches: &[Demarche::Logement],
                 duration_days: 31,
                 renews: None,

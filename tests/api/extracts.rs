@@ -259,9 +259,9 @@ async fn aggregates_hide_small_cells_and_residents_without_a_covering_consent_st
         let housing = vault.categories().category("housing").unwrap();
         for i in 0..14 {
             let id = format!("00000000-0000-4000-8000-{i:012}");
-            app.store.insert_resident(&id, app.clock.now()).await.unwrap();
+            app.store.insert_resident(&crate::support::resident_id(&id), app.clock.now()).await.unwrap();
             let tenure = if i < 12 { "social_tenant" } else { "owner" };
-            vault.write(&id, &housing, &serde_json::json!({"tenure": tenure, "surface_m2": 50 + i}), app.clock.now()).await.unwrap();
+            vault.write(&crate::support::resident_id(&id), &housing, &serde_json::json!({"tenure": tenure, "surface_m2": 50 + i}), app.clock.now()).await.unwrap();
         }
         let token = renov(&app).await;
         let v = built(&app, &token, serde_json::json!({"purpose": "renovation-energetique", "kind": "aggregate", "categories": ["housing"], "group_by": ["housing.tenure"], "fields": ["housing.surface_m2"]})).await;
@@ -355,10 +355,10 @@ async fn two_overlapping_aggregates_never_subtract_to_a_few_people() {
         }
         for (n, (size, single, km, m2)) in people.into_iter().enumerate() {
             let id = format!("00000000-0000-4000-8000-{:012}", 900 + n);
-            app.store.insert_resident(&id, now).await.unwrap();
-            vault.write(&id, &cat("household"), &serde_json::json!({"size": size, "single_parent": single}), now).await.unwrap();
-            vault.write(&id, &cat("mobility"), &serde_json::json!({"commute_km": km}), now).await.unwrap();
-            vault.write(&id, &cat("housing"), &serde_json::json!({"surface_m2": m2}), now).await.unwrap();
+            app.store.insert_resident(&crate::support::resident_id(&id), now).await.unwrap();
+            vault.write(&crate::support::resident_id(&id), &cat("household"), &serde_json::json!({"size": size, "single_parent": single}), now).await.unwrap();
+            vault.write(&crate::support::resident_id(&id), &cat("mobility"), &serde_json::json!({"commute_km": km}), now).await.unwrap();
+            vault.write(&crate::support::resident_id(&id), &cat("housing"), &serde_json::json!({"surface_m2": m2}), now).await.unwrap();
             coffre::service::consents::decide(
                 &app.state,
                 &coffre::service::consents::Actor {
@@ -367,7 +367,7 @@ async fn two_overlapping_aggregates_never_subtract_to_a_few_people() {
                     structure_id: None,
                     request_id: None,
                 },
-                &id,
+                &crate::support::resident_id(&id),
                 "etude-mobilite",
                 coffre::service::consents::Decision::Give(Default::default()),
             )

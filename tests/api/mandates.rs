@@ -612,7 +612,7 @@ async fn one_live_authorisation_per_demarche_even_when_created_at_once() {
         let logement = old.iter().find(|a| a.demarche.as_str() == "logement").unwrap();
         assert_eq!(logement.revoked_by.as_deref(), Some("superseded"));
         assert!(old.iter().find(|a| a.demarche.as_str() == "famille").unwrap().revoked_at.is_none());
-        let live = app.store.live_authorisation(LUCIE, &crate::support::sid(CCAS), "logement".parse().unwrap(), app.clock.now()).await.unwrap().unwrap();
+        let live = app.store.live_authorisation(&crate::support::resident_id(LUCIE), &crate::support::sid(CCAS), "logement".parse().unwrap(), app.clock.now()).await.unwrap().unwrap();
         assert_eq!(live.mandate_id.as_str(), second);
 
         // Eight creations at once for the same démarche.
@@ -628,7 +628,7 @@ async fn one_live_authorisation_per_demarche_even_when_created_at_once() {
                     NewMandate {
                         aidant_id: &crate::support::aid(AIDANT),
                         structure: &structure,
-                        resident_id: JP,
+                        resident_id: &crate::support::resident_id(JP),
                         demarches: &[Demarche::Transports],
                         duration_days: 31,
                         renews: None,

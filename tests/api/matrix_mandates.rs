@@ -330,7 +330,7 @@ async fn session(app: &TestApp, id: &str, role: Role) -> Session {
 /// A resident with a housing record they wrote themself; their session.
 async fn resident(app: &TestApp, id: &str) -> Session {
     app.store
-        .insert_resident(id, app.clock.now())
+        .insert_resident(&crate::support::resident_id(id), app.clock.now())
         .await
         .unwrap();
     let s = session(app, id, Role::Resident).await;
@@ -370,7 +370,7 @@ async fn mandate(
         coffre::service::mandates::NewMandate {
             aidant_id: &crate::support::aid(aidant),
             structure: &structure,
-            resident_id: resident,
+            resident_id: &crate::support::resident_id(resident),
             demarches,
             duration_days: days,
             renews: None,
@@ -431,10 +431,20 @@ async fn agent(app: &TestApp, id: &str, role: Role, structure: &str, can_create:
 /// renewing them.
 async fn fingerprint(app: &TestApp, pool: &sqlx::AnyPool, resident: &str) -> Vec<String> {
     let mut out = Vec::new();
-    for r in app.store.current_records(resident).await.unwrap() {
+    for r in app
+        .store
+        .current_records(&crate::support::resident_id(resident))
+        .await
+        .unwrap()
+    {
         out.push(format!("record {} v{}", r.category, r.version));
     }
-    for c in app.store.consents_of(resident).await.unwrap() {
+    for c in app
+        .store
+        .consents_of(&crate::support::resident_id(resident))
+        .await
+        .unwrap()
+    {
         out.push(format!(
             "consent {} {} [{}] until {:?} seq {}",
             c.purpose,
@@ -444,7 +454,12 @@ async fn fingerprint(app: &TestApp, pool: &sqlx::AnyPool, resident: &str) -> Vec
             c.seq
         ));
     }
-    for m in app.store.mandates_of_resident(resident).await.unwrap() {
+    for m in app
+        .store
+        .mandates_of_resident(&crate::support::resident_id(resident))
+        .await
+        .unwrap()
+    {
         for a in app.store.mandate_authorisations(&m.id).await.unwrap() {
             out.push(format!(
                 "mandate {} {} revoked {:?} by {:?}",

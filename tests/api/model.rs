@@ -303,7 +303,10 @@ async fn run_case(
         _ => "",
     };
     if c.existence != Existence::Unknown {
-        app.store.insert_resident(&resident, now).await.unwrap();
+        app.store
+            .insert_resident(&crate::support::resident_id(&resident), now)
+            .await
+            .unwrap();
     }
     // A consent, stored as the registry stores one.
     let mut consent_categories = Vec::new();
@@ -350,7 +353,7 @@ async fn run_case(
             let id = crate::support::cid(&uuid::Uuid::new_v4().to_string());
             let row = coffre::storage::ConsentRow {
                 id: id.clone(),
-                resident_id: resident.clone(),
+                resident_id: crate::support::resident_id(resident.clone()),
                 purpose: purpose_id.clone(),
                 state: state.parse().unwrap(),
                 categories: crate::support::categories(&consent_categories.join(",")),
@@ -383,13 +386,13 @@ async fn run_case(
     if c.existence != Existence::Unknown {
         if c.restricted {
             app.store
-                .set_restricted(&resident, Some(now), &[])
+                .set_restricted(&crate::support::resident_id(&resident), Some(now), &[])
                 .await
                 .unwrap();
         }
         if c.objected {
             app.store
-                .add_objection(&resident, &purpose_id, now)
+                .add_objection(&crate::support::resident_id(&resident), &purpose_id, now)
                 .await
                 .unwrap();
         }
@@ -416,7 +419,7 @@ async fn run_case(
                 coffre::service::mandates::NewMandate {
                     aidant_id: &crate::support::aid(AIDANT),
                     structure: &structure,
-                    resident_id: &resident,
+                    resident_id: &crate::support::resident_id(&resident),
                     demarches: &[Demarche::parse(DEMARCHES[c.held]).unwrap()],
                     duration_days: 31,
                     renews: None,
@@ -433,7 +436,10 @@ async fn run_case(
             }
         }
         if c.existence == Existence::Erased {
-            app.store.erase_resident(&resident, now, &[]).await.unwrap();
+            app.store
+                .erase_resident(&crate::support::resident_id(&resident), now, &[])
+                .await
+                .unwrap();
         }
     }
 
@@ -538,12 +544,15 @@ async fn facts_handed_in_for_another_resident_or_purpose_are_not_used() {
     crate::support::each_backend(|app| async move {
         let now = app.clock.now();
         let resident = "0c0c0000-0000-4000-8000-aaaaaaaaaaaa";
-        app.store.insert_resident(resident, now).await.unwrap();
+        app.store
+            .insert_resident(&crate::support::resident_id(resident), now)
+            .await
+            .unwrap();
         let purpose = app.state.register.get("etude-mobilite").unwrap();
         // Everything a read would need, for someone else, or for another
         // purpose of the same resident.
         let favourable = |r: &str, p: &str| coffre::storage::PartnerReadFacts {
-            resident_id: r.to_string(),
+            resident_id: crate::support::resident_id(r),
             purpose: p.to_string(),
             resident_active: true,
             consent: Some(coffre::storage::ConsentForDecision {

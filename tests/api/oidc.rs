@@ -346,7 +346,7 @@ async fn a_resident_logs_in_is_created_once_gets_their_identity_and_logs_out() {
                 .resident_by_pivot(&digest)
                 .await
                 .unwrap()
-                .as_deref(),
+                .as_ref().map(|r| r.as_str()),
             Some(alice.as_str())
         );
         let contact: serde_json::Value = browser
@@ -367,7 +367,7 @@ async fn a_resident_logs_in_is_created_once_gets_their_identity_and_logs_out() {
             .pseudonym(&format!("oidc-sub:{}", peer.resident), b"alice");
         let (again, created) = app
             .store
-            .resident_for_login(&digest, "unused", app.clock.now())
+            .resident_for_login(&digest, &crate::support::resident_id("unused"), app.clock.now())
             .await
             .unwrap();
         assert_eq!((again.as_str(), created), (alice.as_str(), false));

@@ -87,7 +87,10 @@ async fn concurrent_consent_decisions_lose_none_and_double_none() {
         assert_losers_say(&outcomes, &["concurrent_update"]);
         let c = app
             .store
-            .find_consent(LUCIE, "inventaire-arbres-patrimoine")
+            .find_consent(
+                &crate::support::resident_id(LUCIE),
+                "inventaire-arbres-patrimoine",
+            )
             .await
             .unwrap()
             .unwrap();

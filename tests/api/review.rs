@@ -199,7 +199,7 @@ async fn retention_removes_data_that_no_consent_ever_covered() {
         assert!(r.records_without_consent >= 1, "{r:?}");
         assert!(
             app.store
-                .record_history(LUCIE, "culture")
+                .record_history(&crate::support::resident_id(LUCIE), "culture")
                 .await
                 .unwrap()
                 .is_empty()
@@ -207,7 +207,7 @@ async fn retention_removes_data_that_no_consent_ever_covered() {
         // Nothing of a category held on another basis goes.
         assert!(
             !app.store
-                .record_history(LUCIE, "contact")
+                .record_history(&crate::support::resident_id(LUCIE), "contact")
                 .await
                 .unwrap()
                 .is_empty()
@@ -245,7 +245,7 @@ async fn an_erasure_ends_every_mandate_of_the_resident() {
             coffre::service::mandates::NewMandate {
                 aidant_id: &crate::support::aid(AIDANT),
                 structure: &structure,
-                resident_id: LUCIE,
+                resident_id: &crate::support::resident_id(LUCIE),
                 demarches: &[Demarche::Logement, Demarche::Famille],
                 duration_days: 365,
                 renews: None,
@@ -273,7 +273,7 @@ async fn an_erasure_ends_every_mandate_of_the_resident() {
             coffre::service::mandates::NewMandate {
                 aidant_id: &crate::support::aid(AIDANT),
                 structure: &structure,
-                resident_id: LUCIE,
+                resident_id: &crate::support::resident_id(LUCIE),
                 demarches: &[Demarche::Logement],
                 duration_days: 31,
                 renews: None,
@@ -286,7 +286,7 @@ async fn an_erasure_ends_every_mandate_of_the_resident() {
         let live = app
             .store
             .live_authorisation(
-                LUCIE,
+                &crate::support::resident_id(LUCIE),
                 &crate::support::sid(coffre::demo::STRUCTURE_CCAS),
                 coffre::domain::Demarche::Logement,
                 app.clock.now(),

@@ -469,7 +469,11 @@ async fn requests_keep_their_deadlines_and_show_late_ones() {
 async fn history_len(app: &TestApp, resident: &str, category: &str) -> usize {
     let vault = app.state.vault().unwrap();
     let c = vault.categories().category(category).unwrap();
-    vault.read_history(resident, &c).await.unwrap().len()
+    vault
+        .read_history(&crate::support::resident_id(resident), &c)
+        .await
+        .unwrap()
+        .len()
 }
 
 async fn verify_log(app: &TestApp) {
@@ -503,7 +507,12 @@ async fn the_retention_job_deletes_exactly_what_is_due_and_the_log_still_verifie
                 app.state
                     .vault()
                     .unwrap()
-                    .write(resident, &c, &v, app.clock.now())
+                    .write(
+                        &crate::support::resident_id(resident),
+                        &c,
+                        &v,
+                        app.clock.now(),
+                    )
                     .await
                     .unwrap();
             }

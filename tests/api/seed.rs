@@ -27,7 +27,10 @@ async fn a_seeded_territory_is_deterministic_and_works_end_to_end() {
             .reachable_residents("renovation-energetique", false, "", T0, 0, 1)
             .await
             .unwrap();
-        let records = vault.read_current(&first[0]).await.unwrap();
+        let records = vault
+            .read_current(&crate::support::resident_id(&first[0]))
+            .await
+            .unwrap();
         let identity = records.iter().find(|r| r.category == "identity").unwrap();
         assert!(identity.fields["family_name"].is_string());
         let other = tempfile::tempdir().unwrap();
@@ -46,7 +49,7 @@ async fn a_seeded_territory_is_deterministic_and_works_end_to_end() {
             .state
             .vault()
             .unwrap()
-            .read_current(&twin_first[0])
+            .read_current(&crate::support::resident_id(&twin_first[0]))
             .await
             .unwrap();
         let twin_identity = twin_records
@@ -66,7 +69,7 @@ async fn a_seeded_territory_is_deterministic_and_works_end_to_end() {
         let c = coffre::service::consents::valid_consent(
             app.store.as_ref(),
             purpose,
-            &consenting[0],
+            &crate::support::resident_id(&consenting[0]),
             "mobility",
             Some("labo-mobilite"),
             T0,
@@ -74,7 +77,11 @@ async fn a_seeded_territory_is_deterministic_and_works_end_to_end() {
         .await
         .unwrap();
         assert!(c.is_some());
-        let consent = app.store.consents_of(&consenting[0]).await.unwrap();
+        let consent = app
+            .store
+            .consents_of(&crate::support::resident_id(&consenting[0]))
+            .await
+            .unwrap();
         let events = app.store.consent_events(&consent[0].id).await.unwrap();
         assert_eq!(events[0].receipt.split('.').count(), 3);
 

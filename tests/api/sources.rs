@@ -832,7 +832,7 @@ async fn a_public_task_source_matches_by_pivot_and_says_nothing_of_unknown_peopl
         let token = source_token(&app, "regie-eau").await;
         let pivot = serde_json::json!({"family_name": "Diallo", "given_names": "Awa", "birthdate": "1984-03-02", "birthplace": "69123", "gender": "female"});
         let p: coffre::domain::deposit::PivotIdentity = serde_json::from_value(pivot.clone()).unwrap();
-        coffre::service::deposits::register_pivot(&app.state, AWA, &p).await.unwrap();
+        coffre::service::deposits::register_pivot(&app.state, &crate::support::resident_id(AWA), &p).await.unwrap();
         // Observed now: Awa's own housing record (the demo's) is older.
         let at = app.clock.now();
         let mut other = pivot.clone();
@@ -1278,7 +1278,7 @@ async fn lines_about_the_same_record_keep_their_order_in_a_busy_stream() {
 async fn two_streams_about_the_same_record_lose_nothing_and_double_nothing() {
     each_backend(|app| async move {
         let (token, handle) = linked_awa(&app).await;
-        let before = app.state.store.latest_record_version(AWA, "energy").await.unwrap();
+        let before = app.state.store.latest_record_version(&crate::support::resident_id(AWA), "energy").await.unwrap();
         let at = app.clock.now() - 3600;
         let body = |stream: &str| {
             (1..=12)
@@ -1309,7 +1309,7 @@ async fn two_streams_about_the_same_record_lose_nothing_and_double_nothing() {
         assert_eq!(accepted + again.len(), 24);
         let latest = |app: &TestApp| {
             let store = app.state.store.clone();
-            async move { store.latest_record_version(AWA, "energy").await.unwrap() }
+            async move { store.latest_record_version(&crate::support::resident_id(AWA), "energy").await.unwrap() }
         };
         // One version each, in a row (the key (resident, category, version)
         // would refuse a double).

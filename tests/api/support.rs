@@ -512,7 +512,7 @@ impl TestApp {
             coffre::service::mandates::NewMandate {
                 aidant_id: &crate::support::aid("a1d00000-0000-4000-8000-000000000001"),
                 structure: &structure,
-                resident_id: resident,
+                resident_id: &crate::support::resident_id(resident),
                 demarches,
                 duration_days: days,
                 renews: None,
@@ -594,4 +594,10 @@ pub fn pid(id: &str) -> coffre::domain::PartnerId {
 /// A pseudonym a test holds as text.
 pub fn psd(p: &str) -> coffre::domain::Pseudonym {
     coffre::domain::Pseudonym::parse(p).unwrap()
+}
+
+/// A resident id from a test's text (a constant, a row's id): the tests'
+/// ids are all well-formed.
+pub fn resident_id(id: impl AsRef<str>) -> coffre::domain::ResidentId {
+    coffre::domain::ResidentId::parse(id.as_ref()).expect("a test's resident id is well-formed")
 }

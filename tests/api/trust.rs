@@ -25,7 +25,7 @@ async fn an_aidant_never_consents_beyond_the_mandate_nor_over_the_residents_deci
         app.mandate(LUCIE, &[Demarche::Logement, Demarche::Famille], 31).await;
         let before: Vec<_> = app
             .store
-            .consents_of(LUCIE)
+            .consents_of(&crate::support::resident_id(LUCIE))
             .await
             .unwrap()
             .into_iter()
@@ -68,7 +68,7 @@ async fn an_aidant_never_consents_beyond_the_mandate_nor_over_the_residents_deci
         // Nothing was recorded for Lucie.
         let after: Vec<_> = app
             .store
-            .consents_of(LUCIE)
+            .consents_of(&crate::support::resident_id(LUCIE))
             .await
             .unwrap()
             .into_iter()
@@ -105,7 +105,7 @@ async fn an_aidant_never_consents_beyond_the_mandate_nor_over_the_residents_deci
             .assert_error(409, "resident_decision_stands");
         let c = app
             .store
-            .find_consent(LUCIE, "cantine-scolaire")
+            .find_consent(&crate::support::resident_id(LUCIE), "cantine-scolaire")
             .await
             .unwrap()
             .unwrap();
@@ -865,9 +865,13 @@ async fn art19_notices_come_from_the_recipients_index_and_commit_with_the_change
             .await;
         assert_eq!(res.status, 200, "{}", res.text());
         // Not indexed yet: found in the tail.
-        let tail = coffre::service::rights::recipients_of(&app.state, AWA, Some("housing"))
-            .await
-            .unwrap();
+        let tail = coffre::service::rights::recipients_of(
+            &app.state,
+            &crate::support::resident_id(AWA),
+            Some("housing"),
+        )
+        .await
+        .unwrap();
         assert_eq!(tail.into_iter().collect::<Vec<_>>(), ["renov-energie"]);
         // Indexed: found in the index, and only for what was received.
         while coffre::audit::log::index_recipients(&app.store, 7)
@@ -875,7 +879,11 @@ async fn art19_notices_come_from_the_recipients_index_and_commit_with_the_change
             .unwrap()
             > 0
         {}
-        let (indexed, upto) = app.store.audit_recipients_of(AWA).await.unwrap();
+        let (indexed, upto) = app
+            .store
+            .audit_recipients_of(&crate::support::resident_id(AWA))
+            .await
+            .unwrap();
         assert_eq!(upto, app.state.audit.size().await.unwrap());
         assert_eq!(
             indexed,
@@ -886,24 +894,32 @@ async fn art19_notices_come_from_the_recipients_index_and_commit_with_the_change
             (Some("contact"), vec![]),
             (None, vec!["renov-energie"]),
         ] {
-            let got = coffre::service::rights::recipients_of(&app.state, AWA, category)
-                .await
-                .unwrap();
+            let got = coffre::service::rights::recipients_of(
+                &app.state,
+                &crate::support::resident_id(AWA),
+                category,
+            )
+            .await
+            .unwrap();
             assert_eq!(got.into_iter().collect::<Vec<_>>(), want, "{category:?}");
         }
         // Another resident, who nobody read: nobody to tell.
         assert!(
-            coffre::service::rights::recipients_of(&app.state, LUCIE, None)
-                .await
-                .unwrap()
-                .is_empty()
+            coffre::service::rights::recipients_of(
+                &app.state,
+                &crate::support::resident_id(LUCIE),
+                None
+            )
+            .await
+            .unwrap()
+            .is_empty()
         );
 
         // The notice cannot be written: the rectification does not stand.
         let awa = app.login(AWA).await;
         let before = app
             .store
-            .latest_record_version(AWA, "housing")
+            .latest_record_version(&crate::support::resident_id(AWA), "housing")
             .await
             .unwrap();
         let p = app.raw_pool().await;
@@ -922,7 +938,7 @@ async fn art19_notices_come_from_the_recipients_index_and_commit_with_the_change
         assert!(res.status.is_server_error(), "{}", res.text());
         assert_eq!(
             app.store
-                .latest_record_version(AWA, "housing")
+                .latest_record_version(&crate::support::resident_id(AWA), "housing")
                 .await
                 .unwrap(),
             before
@@ -936,7 +952,13 @@ async fn art19_notices_come_from_the_recipients_index_and_commit_with_the_change
             )
             .await;
         assert!(res.status.is_server_error(), "{}", res.text());
-        assert_eq!(app.store.restricted_since(AWA).await.unwrap(), None);
+        assert_eq!(
+            app.store
+                .restricted_since(&crate::support::resident_id(AWA))
+                .await
+                .unwrap(),
+            None
+        );
         sqlx::query("ALTER TABLE recipient_notifications_away RENAME TO recipient_notifications")
             .execute(&p)
             .await
@@ -981,9 +1003,13 @@ async fn a_read_racing_a_rectification_is_told_too() {
         let (auth, awa_p) = renov_knowing_awa(&app).await;
         // The notices were computed here (nobody to tell)…
         let since = app.state.audit.size().await.unwrap();
-        let told = coffre::service::rights::recipients_of(&app.state, AWA, Some("housing"))
-            .await
-            .unwrap();
+        let told = coffre::service::rights::recipients_of(
+            &app.state,
+            &crate::support::resident_id(AWA),
+            Some("housing"),
+        )
+        .await
+        .unwrap();
         assert!(told.is_empty());
         // …then the partner reads, before the change commits.
         let res = app
@@ -999,7 +1025,7 @@ async fn a_read_racing_a_rectification_is_told_too() {
         assert_eq!(res.status, 200, "{}", res.text());
         let late = coffre::service::rights::notify_late_recipients(
             &app.state,
-            AWA,
+            &crate::support::resident_id(AWA),
             coffre::domain::rights::NoticeKind::Rectification,
             coffre::domain::category::Category::recorded("housing").as_ref(),
             since,
@@ -1015,7 +1041,7 @@ async fn a_read_racing_a_rectification_is_told_too() {
         ] {
             let again = coffre::service::rights::notify_late_recipients(
                 &app.state,
-                AWA,
+                &crate::support::resident_id(AWA),
                 coffre::domain::rights::NoticeKind::Rectification,
                 coffre::domain::category::Category::recorded(category.unwrap_or_default()).as_ref(),
                 since,

@@ -202,7 +202,13 @@ async fn erasure_destroys_the_key_and_the_data() {
         assert_eq!((keys, records), (0, 0));
         // Every key present cannot bring it back: the vault finds nothing to open.
         let vault = app.state.vault().unwrap();
-        assert!(vault.read_current(AWA).await.unwrap().is_empty());
+        assert!(
+            vault
+                .read_current(&crate::support::resident_id(AWA))
+                .await
+                .unwrap()
+                .is_empty()
+        );
         if app.backend == "sqlite" {
             // secure_delete + WAL truncation: not even the wrapped key's bytes remain.
             for file in sqlite_files(&app) {

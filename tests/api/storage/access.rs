@@ -16,11 +16,19 @@ async fn a_partner_read_gathers_partner_resident_consent_rights_and_record_at_on
         residents(&store, &["awa", "basile"]).await;
         data_keys(&store, &["awa"]).await;
         store
-            .insert_record("awa", &record("c1", "contact", 1, T0), &[])
+            .insert_record(
+                &crate::support::resident_id("awa"),
+                &record("c1", "contact", 1, T0),
+                &[],
+            )
             .await
             .unwrap();
         store
-            .insert_record("awa", &record("c2", "contact", 2, T0 + 1), &[])
+            .insert_record(
+                &crate::support::resident_id("awa"),
+                &record("c2", "contact", 2, T0 + 1),
+                &[],
+            )
             .await
             .unwrap();
         Decision::new("awa", "p-consent", "given")
@@ -29,7 +37,12 @@ async fn a_partner_read_gathers_partner_resident_consent_rights_and_record_at_on
             .unwrap();
 
         let read = store
-            .partner_read(&crate::support::pid("p1"), "awa", "p-consent", "contact")
+            .partner_read(
+                &crate::support::pid("p1"),
+                &crate::support::resident_id("awa"),
+                "p-consent",
+                "contact",
+            )
             .await
             .unwrap();
         assert!(read.partner_active, "{b}");
@@ -64,13 +77,21 @@ async fn a_partner_read_gathers_partner_resident_consent_rights_and_record_at_on
         assert_eq!(rec.sealed, b"sealed-c2", "{b}");
 
         // The facts alone read the same.
-        let alone = store.partner_read_facts("awa", "p-consent").await.unwrap();
+        let alone = store
+            .partner_read_facts(&crate::support::resident_id("awa"), "p-consent")
+            .await
+            .unwrap();
         assert_eq!(format!("{alone:?}"), format!("{facts:?}"), "{b}");
 
         // An inactive partner still gets the facts (the decision refuses it);
         // an unknown one gets nothing.
         let inactive = store
-            .partner_read(&crate::support::pid("p2"), "awa", "p-consent", "contact")
+            .partner_read(
+                &crate::support::pid("p2"),
+                &crate::support::resident_id("awa"),
+                "p-consent",
+                "contact",
+            )
             .await
             .unwrap();
         assert!(
@@ -78,7 +99,12 @@ async fn a_partner_read_gathers_partner_resident_consent_rights_and_record_at_on
             "{b}"
         );
         let unknown = store
-            .partner_read(&crate::support::pid("p9"), "awa", "p-consent", "contact")
+            .partner_read(
+                &crate::support::pid("p9"),
+                &crate::support::resident_id("awa"),
+                "p-consent",
+                "contact",
+            )
             .await
             .unwrap();
         assert!(
@@ -92,22 +118,38 @@ async fn a_partner_read_gathers_partner_resident_consent_rights_and_record_at_on
 
         // No record of the category, no consent for the purpose, no resident.
         let none = store
-            .partner_read(&crate::support::pid("p1"), "awa", "p-other", "housing")
+            .partner_read(
+                &crate::support::pid("p1"),
+                &crate::support::resident_id("awa"),
+                "p-other",
+                "housing",
+            )
             .await
             .unwrap();
         assert!(none.facts.consent.is_none() && none.record.is_none(), "{b}");
         let nobody = store
-            .partner_read(&crate::support::pid("p1"), "ghost", "p-consent", "contact")
+            .partner_read(
+                &crate::support::pid("p1"),
+                &crate::support::resident_id("ghost"),
+                "p-consent",
+                "contact",
+            )
             .await
             .unwrap();
         assert!(
             nobody.partner_active && !nobody.facts.resident_active,
             "{b}"
         );
-        let empty = PartnerReadFacts::unknown_resident("ghost", "p-consent");
+        let empty =
+            PartnerReadFacts::unknown_resident(&crate::support::resident_id("ghost"), "p-consent");
         assert_eq!(format!("{:?}", nobody.facts), format!("{empty:?}"), "{b}");
         let basile = store
-            .partner_read(&crate::support::pid("p1"), "basile", "p-consent", "contact")
+            .partner_read(
+                &crate::support::pid("p1"),
+                &crate::support::resident_id("basile"),
+                "p-consent",
+                "contact",
+            )
             .await
             .unwrap();
         assert!(
@@ -116,20 +158,42 @@ async fn a_partner_read_gathers_partner_resident_consent_rights_and_record_at_on
         );
 
         // Restriction and objection (to this purpose only) show.
-        store.set_restricted("awa", Some(T0), &[]).await.unwrap();
-        store.add_objection("awa", "p-consent", T0).await.unwrap();
+        store
+            .set_restricted(&crate::support::resident_id("awa"), Some(T0), &[])
+            .await
+            .unwrap();
+        store
+            .add_objection(&crate::support::resident_id("awa"), "p-consent", T0)
+            .await
+            .unwrap();
         let read = store
-            .partner_read(&crate::support::pid("p1"), "awa", "p-consent", "contact")
+            .partner_read(
+                &crate::support::pid("p1"),
+                &crate::support::resident_id("awa"),
+                "p-consent",
+                "contact",
+            )
             .await
             .unwrap();
         assert!(read.facts.restricted && read.facts.objected, "{b}");
-        let other = store.partner_read_facts("awa", "p-other").await.unwrap();
+        let other = store
+            .partner_read_facts(&crate::support::resident_id("awa"), "p-other")
+            .await
+            .unwrap();
         assert!(other.restricted && !other.objected, "{b}");
 
         // After the erasure: inactive, the consent withdrawn, no record.
-        store.erase_resident("awa", T0 + 5, &[]).await.unwrap();
+        store
+            .erase_resident(&crate::support::resident_id("awa"), T0 + 5, &[])
+            .await
+            .unwrap();
         let read = store
-            .partner_read(&crate::support::pid("p1"), "awa", "p-consent", "contact")
+            .partner_read(
+                &crate::support::pid("p1"),
+                &crate::support::resident_id("awa"),
+                "p-consent",
+                "contact",
+            )
             .await
             .unwrap();
         assert!(!read.facts.resident_active && read.record.is_none(), "{b}");

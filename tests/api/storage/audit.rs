@@ -158,7 +158,7 @@ async fn a_residents_entries_are_found_indexed_or_not_newest_first() {
             let store = store.clone();
             async move {
                 store
-                    .audit_entries_of("awa", before, limit)
+                    .audit_entries_of(&crate::support::resident_id("awa"), before, limit)
                     .await
                     .unwrap()
                     .into_iter()
@@ -228,7 +228,10 @@ async fn the_recipients_cursor_moves_once_and_a_checkpoint_keeps_its_first_note(
             !store.audit_add_recipients(0, 3, &rows).await.unwrap(),
             "moved already ({b})"
         );
-        let (pairs, upto) = store.audit_recipients_of("awa").await.unwrap();
+        let (pairs, upto) = store
+            .audit_recipients_of(&crate::support::resident_id("awa"))
+            .await
+            .unwrap();
         assert_eq!(
             (pairs, upto),
             (vec![("p1".into(), "contact".into())], 3),
@@ -239,7 +242,10 @@ async fn the_recipients_cursor_moves_once_and_a_checkpoint_keeps_its_first_note(
             store.audit_add_recipients(3, 5, &more).await.unwrap(),
             "{b}"
         );
-        let (mut pairs, upto) = store.audit_recipients_of("awa").await.unwrap();
+        let (mut pairs, upto) = store
+            .audit_recipients_of(&crate::support::resident_id("awa"))
+            .await
+            .unwrap();
         pairs.sort();
         let expected = vec![
             ("p1".to_string(), "contact".to_string()),
@@ -247,7 +253,10 @@ async fn the_recipients_cursor_moves_once_and_a_checkpoint_keeps_its_first_note(
         ];
         assert_eq!((pairs, upto), (expected, 5), "{b}");
         assert_eq!(
-            store.audit_recipients_of("basile").await.unwrap(),
+            store
+                .audit_recipients_of(&crate::support::resident_id("basile"))
+                .await
+                .unwrap(),
             (vec![], 5),
             "{b}"
         );
@@ -259,7 +268,10 @@ async fn the_recipients_cursor_moves_once_and_a_checkpoint_keeps_its_first_note(
             "{b}"
         );
         assert_eq!(
-            store.audit_recipients_of("awa").await.unwrap(),
+            store
+                .audit_recipients_of(&crate::support::resident_id("awa"))
+                .await
+                .unwrap(),
             (vec![], 0),
             "{b}"
         );

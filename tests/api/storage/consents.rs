@@ -15,7 +15,11 @@ async fn a_consent_decision_is_compare_and_set_on_its_sequence() {
             ..Decision::new("awa", "p1", "given")
         };
         give.record(&store, None, 10).await.unwrap();
-        let c = store.find_consent("awa", "p1").await.unwrap().unwrap();
+        let c = store
+            .find_consent(&crate::support::resident_id("awa"), "p1")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!((c.state.as_str(), c.seq), ("given", 1), "{b}");
         assert_eq!(
             (
@@ -31,7 +35,7 @@ async fn a_consent_decision_is_compare_and_set_on_its_sequence() {
             "{b}"
         );
         let d = store
-            .consent_for_decision("awa", "p1")
+            .consent_for_decision(&crate::support::resident_id("awa"), "p1")
             .await
             .unwrap()
             .unwrap();
@@ -43,7 +47,7 @@ async fn a_consent_decision_is_compare_and_set_on_its_sequence() {
         assert_eq!(d.notice_version, "v1", "{b}");
         assert!(
             store
-                .consent_for_decision("awa", "p9")
+                .consent_for_decision(&crate::support::resident_id("awa"), "p9")
                 .await
                 .unwrap()
                 .is_none(),
@@ -61,7 +65,11 @@ async fn a_consent_decision_is_compare_and_set_on_its_sequence() {
         assert_eq!(store.consent_events(&c.id).await.unwrap().len(), 1, "{b}");
 
         withdraw.record(&store, Some(1), 20).await.unwrap();
-        let c = store.find_consent("awa", "p1").await.unwrap().unwrap();
+        let c = store
+            .find_consent(&crate::support::resident_id("awa"), "p1")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
             (c.state.as_str(), c.seq, c.updated_at),
             ("withdrawn", 2, T0 + 5),
@@ -85,7 +93,7 @@ async fn a_consent_decision_is_compare_and_set_on_its_sequence() {
             .await
             .unwrap();
         let purposes: Vec<_> = store
-            .consents_of("awa")
+            .consents_of(&crate::support::resident_id("awa"))
             .await
             .unwrap()
             .into_iter()
@@ -129,7 +137,11 @@ async fn concurrent_decisions_on_one_sequence_let_exactly_one_win() {
                 .all(|o| matches!(o, Ok(()) | Err(StorageError::Conflict(_)))),
             "{b}: {outcomes:?}"
         );
-        let c = store.find_consent("awa", "p1").await.unwrap().unwrap();
+        let c = store
+            .find_consent(&crate::support::resident_id("awa"), "p1")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(c.seq, 2, "{b}");
         assert_eq!(store.consent_events(&c.id).await.unwrap().len(), 2, "{b}");
     })

@@ -10,7 +10,7 @@ fn deposit(source_record_id: &str, digest: &str, version: i64, observed_at: i64)
     DepositRow {
         source_id: "s1".into(),
         source_record_id: source_record_id.into(),
-        resident_id: "r1".into(),
+        resident_id: crate::support::resident_id("r1"),
         content_digest: digest.into(),
         observed_at,
         via_link: true,
@@ -36,7 +36,10 @@ async fn a_deposit_is_idempotent_and_new_content_makes_a_new_version() {
     each_store(|store| async move {
         let b = on(&store);
         residents(&store, &["r1"]).await;
-        store.link_source("s1", "r1", "h1", T0).await.unwrap();
+        store
+            .link_source("s1", &crate::support::resident_id("r1"), "h1", T0)
+            .await
+            .unwrap();
         let d = deposit("m-1", "d1", 1, T0 - 10);
         assert_eq!(
             store.record_deposit(&d, T0 + 1).await.unwrap(),
@@ -55,7 +58,10 @@ async fn a_deposit_is_idempotent_and_new_content_makes_a_new_version() {
             "{b}"
         );
         assert_eq!(
-            store.latest_record_version("r1", "energy").await.unwrap(),
+            store
+                .latest_record_version(&crate::support::resident_id("r1"), "energy")
+                .await
+                .unwrap(),
             1,
             "{b}"
         );
@@ -78,7 +84,7 @@ async fn a_deposit_is_idempotent_and_new_content_makes_a_new_version() {
         );
         // The resident's later choices win inside the transaction.
         store
-            .add_objection("r1", "source:s1", T0 + 4)
+            .add_objection(&crate::support::resident_id("r1"), "source:s1", T0 + 4)
             .await
             .unwrap();
         let objected = deposit("m-9", "d9", 3, T0 - 1);
@@ -87,8 +93,14 @@ async fn a_deposit_is_idempotent_and_new_content_makes_a_new_version() {
             DepositOutcome::Objected,
             "{b}"
         );
-        store.remove_objection("r1", "source:s1").await.unwrap();
-        let links = store.source_links_of("r1").await.unwrap();
+        store
+            .remove_objection(&crate::support::resident_id("r1"), "source:s1")
+            .await
+            .unwrap();
+        let links = store
+            .source_links_of(&crate::support::resident_id("r1"))
+            .await
+            .unwrap();
         assert_eq!(links[0].last_deposit_at, Some(T0 + 3), "{b}");
     })
     .await;
@@ -99,10 +111,17 @@ async fn the_residents_own_later_correction_stands_and_erasure_ends_everything()
     each_store(|store| async move {
         let b = on(&store);
         residents(&store, &["r1"]).await;
-        store.link_source("s1", "r1", "h1", T0).await.unwrap();
+        store
+            .link_source("s1", &crate::support::resident_id("r1"), "h1", T0)
+            .await
+            .unwrap();
         // The resident wrote version 1 at T0 + 1 (no provenance: their own).
         store
-            .insert_record("r1", &record("own-1", "energy", 1, T0 + 1), &[])
+            .insert_record(
+                &crate::support::resident_id("r1"),
+                &record("own-1", "energy", 1, T0 + 1),
+                &[],
+            )
             .await
             .unwrap();
         // Observed before their correction: refused, their value stays.
@@ -113,7 +132,10 @@ async fn the_residents_own_later_correction_stands_and_erasure_ends_everything()
             "{b}"
         );
         assert_eq!(
-            store.latest_record_version("r1", "energy").await.unwrap(),
+            store
+                .latest_record_version(&crate::support::resident_id("r1"), "energy")
+                .await
+                .unwrap(),
             1,
             "{b}"
         );
@@ -125,15 +147,29 @@ async fn the_residents_own_later_correction_stands_and_erasure_ends_everything()
             "{b}"
         );
 
-        store.set_resident_pivot("p1", "r1").await.unwrap();
-        store.set_resident_pivot("p1", "r9").await.unwrap();
+        store
+            .set_resident_pivot("p1", &crate::support::resident_id("r1"))
+            .await
+            .unwrap();
+        store
+            .set_resident_pivot("p1", &crate::support::resident_id("r9"))
+            .await
+            .unwrap();
         assert_eq!(
-            store.resident_by_pivot("p1").await.unwrap().as_deref(),
+            store
+                .resident_by_pivot("p1")
+                .await
+                .unwrap()
+                .as_ref()
+                .map(|r| r.as_str()),
             Some("r1"),
             "{b}"
         );
         assert!(
-            store.erase_resident("r1", T0 + 10, &[]).await.unwrap(),
+            store
+                .erase_resident(&crate::support::resident_id("r1"), T0 + 10, &[])
+                .await
+                .unwrap(),
             "{b}"
         );
         assert_eq!(store.resident_by_pivot("p1").await.unwrap(), None, "{b}");
@@ -160,12 +196,19 @@ async fn a_revoked_link_and_an_older_observation_than_the_residents_own_writing_
     each_store(|store| async move {
         let b = on(&store);
         residents(&store, &["r1"]).await;
-        store.link_source("s1", "r1", "h1", T0).await.unwrap();
+        store
+            .link_source("s1", &crate::support::resident_id("r1"), "h1", T0)
+            .await
+            .unwrap();
         // Own v1 at T0 + 1, then a source's v2: an observation older than
         // the resident's own writing is still refused (not only the latest
         // version is looked at).
         store
-            .insert_record("r1", &record("own-1", "energy", 1, T0 + 1), &[])
+            .insert_record(
+                &crate::support::resident_id("r1"),
+                &record("own-1", "energy", 1, T0 + 1),
+                &[],
+            )
             .await
             .unwrap();
         assert_eq!(
@@ -184,7 +227,12 @@ async fn a_revoked_link_and_an_older_observation_than_the_residents_own_writing_
             DepositOutcome::SupersededByResident,
             "{b}"
         );
-        assert!(store.revoke_source_link("s1", "r1", T0 + 8).await.unwrap());
+        assert!(
+            store
+                .revoke_source_link("s1", &crate::support::resident_id("r1"), T0 + 8)
+                .await
+                .unwrap()
+        );
         assert_eq!(
             store
                 .record_deposit(&deposit("m-3", "d3", 3, T0 + 8), T0 + 9)
@@ -194,7 +242,10 @@ async fn a_revoked_link_and_an_older_observation_than_the_residents_own_writing_
             "{b}"
         );
         assert_eq!(
-            store.latest_record_version("r1", "energy").await.unwrap(),
+            store
+                .latest_record_version(&crate::support::resident_id("r1"), "energy")
+                .await
+                .unwrap(),
             2,
             "{b}"
         );
@@ -207,7 +258,10 @@ async fn a_batch_of_deposits_gives_each_its_own_outcome_and_keeps_only_the_accep
     each_store(|store| async move {
         let b = on(&store);
         residents(&store, &["r1", "r2"]).await;
-        store.link_source("s1", "r1", "h1", T0).await.unwrap();
+        store
+            .link_source("s1", &crate::support::resident_id("r1"), "h1", T0)
+            .await
+            .unwrap();
         assert_eq!(
             store
                 .record_deposit(&deposit("m-0", "d0", 1, T0), T0 + 1)
@@ -218,7 +272,7 @@ async fn a_batch_of_deposits_gives_each_its_own_outcome_and_keeps_only_the_accep
         );
         // r2 has no link: its deposit is refused without touching the rest.
         let unlinked = DepositRow {
-            resident_id: "r2".into(),
+            resident_id: crate::support::resident_id("r2"),
             ..deposit("m-9", "d9", 1, T0)
         };
         let batch = vec![
@@ -242,12 +296,18 @@ async fn a_batch_of_deposits_gives_each_its_own_outcome_and_keeps_only_the_accep
             "{b}"
         );
         assert_eq!(
-            store.latest_record_version("r1", "energy").await.unwrap(),
+            store
+                .latest_record_version(&crate::support::resident_id("r1"), "energy")
+                .await
+                .unwrap(),
             3,
             "{b}"
         );
         assert_eq!(
-            store.latest_record_version("r2", "energy").await.unwrap(),
+            store
+                .latest_record_version(&crate::support::resident_id("r2"), "energy")
+                .await
+                .unwrap(),
             0,
             "{b}"
         );
@@ -273,17 +333,25 @@ async fn a_deposits_facts_come_in_one_read_and_follow_what_they_read() {
     each_store(|store| async move {
         let b = on(&store);
         residents(&store, &["r1", "r2"]).await;
-        store.link_source("s1", "r1", "h1", T0).await.unwrap();
+        store
+            .link_source("s1", &crate::support::resident_id("r1"), "h1", T0)
+            .await
+            .unwrap();
         assert!(
             store
-                .deposit_facts("s1", "m-1", "nobody", "energy")
+                .deposit_facts(
+                    "s1",
+                    "m-1",
+                    &crate::support::resident_id("nobody"),
+                    "energy"
+                )
                 .await
                 .unwrap()
                 .is_none(),
             "{b}"
         );
         let fresh = store
-            .deposit_facts("s1", "m-1", "r1", "energy")
+            .deposit_facts("s1", "m-1", &crate::support::resident_id("r1"), "energy")
             .await
             .unwrap()
             .unwrap();
@@ -302,18 +370,21 @@ async fn a_deposits_facts_come_in_one_read_and_follow_what_they_read() {
             "{b}"
         );
         store
-            .add_objection("r1", "source:s1", T0 + 2)
+            .add_objection(&crate::support::resident_id("r1"), "source:s1", T0 + 2)
             .await
             .unwrap();
         // Another source's objection and another resident's restriction
         // are not this line's.
         store
-            .add_objection("r1", "source:s2", T0 + 2)
+            .add_objection(&crate::support::resident_id("r1"), "source:s2", T0 + 2)
             .await
             .unwrap();
-        store.set_restricted("r2", Some(T0 + 2), &[]).await.unwrap();
+        store
+            .set_restricted(&crate::support::resident_id("r2"), Some(T0 + 2), &[])
+            .await
+            .unwrap();
         let after = store
-            .deposit_facts("s1", "m-1", "r1", "energy")
+            .deposit_facts("s1", "m-1", &crate::support::resident_id("r1"), "energy")
             .await
             .unwrap()
             .unwrap();
@@ -328,7 +399,7 @@ async fn a_deposits_facts_come_in_one_read_and_follow_what_they_read() {
         );
         // Another category, another record id of the source.
         let other = store
-            .deposit_facts("s1", "m-2", "r1", "contact")
+            .deposit_facts("s1", "m-2", &crate::support::resident_id("r1"), "contact")
             .await
             .unwrap()
             .unwrap();
@@ -338,7 +409,7 @@ async fn a_deposits_facts_come_in_one_read_and_follow_what_they_read() {
             "{b}"
         );
         let restricted = store
-            .deposit_facts("s1", "m-1", "r2", "energy")
+            .deposit_facts("s1", "m-1", &crate::support::resident_id("r2"), "energy")
             .await
             .unwrap()
             .unwrap();
@@ -356,7 +427,10 @@ async fn a_deposit_that_breaks_a_key_inside_a_batch_rolls_back_alone() {
     each_store(|store| async move {
         let b = on(&store);
         residents(&store, &["r1"]).await;
-        store.link_source("s1", "r1", "h1", T0).await.unwrap();
+        store
+            .link_source("s1", &crate::support::resident_id("r1"), "h1", T0)
+            .await
+            .unwrap();
         let first = deposit("m-1", "d1", 1, T0);
         // Version 2 under the first one's record id (a primary key).
         let clash = DepositRow {
@@ -381,7 +455,10 @@ async fn a_deposit_that_breaks_a_key_inside_a_batch_rolls_back_alone() {
             "{b}"
         );
         assert_eq!(
-            store.latest_record_version("r1", "energy").await.unwrap(),
+            store
+                .latest_record_version(&crate::support::resident_id("r1"), "energy")
+                .await
+                .unwrap(),
             2,
             "{b}"
         );

@@ -336,9 +336,18 @@ async fn the_cohort_is_paged_by_resident_and_counted_alike() {
             .await
             .unwrap();
         }
-        store.set_restricted("r3", Some(T0), &[]).await.unwrap();
-        store.add_objection("r5", "p-legit", T0).await.unwrap();
-        store.erase_resident("r6", T0, &[]).await.unwrap();
+        store
+            .set_restricted(&crate::support::resident_id("r3"), Some(T0), &[])
+            .await
+            .unwrap();
+        store
+            .add_objection(&crate::support::resident_id("r5"), "p-legit", T0)
+            .await
+            .unwrap();
+        store
+            .erase_resident(&crate::support::resident_id("r6"), T0, &[])
+            .await
+            .unwrap();
 
         let page = |consent_based, after: &'static str, limit| {
             let store = store.clone();
@@ -358,7 +367,7 @@ async fn the_cohort_is_paged_by_resident_and_counted_alike() {
         assert_eq!(
             first,
             [(
-                "r1".to_string(),
+                crate::support::resident_id("r1"),
                 Some(crate::support::categories("contact,housing"))
             )],
             "{b}"

@@ -78,7 +78,7 @@ async fn a_mandate_holds_one_live_authorisation_per_demarche_and_supersedes_the_
             async move {
                 store
                     .live_authorisation(
-                        "awa",
+                        &crate::support::resident_id("awa"),
                         &crate::support::sid("s1"),
                         demarche.parse().unwrap(),
                         now,
@@ -96,7 +96,7 @@ async fn a_mandate_holds_one_live_authorisation_per_demarche_and_supersedes_the_
         assert_eq!(live("famille", T0 + 20).await.as_deref(), Some("m1"), "{b}");
         assert_eq!(live("famille", T0 + 1000).await, None, "expired ({b})");
         let mine: Vec<_> = store
-            .mandates_of_resident("awa")
+            .mandates_of_resident(&crate::support::resident_id("awa"))
             .await
             .unwrap()
             .into_iter()
@@ -161,7 +161,10 @@ async fn drafts_round_trip_and_a_structure_sees_its_authorisations_by_expiry() {
         store.insert_mandate_draft(&draft).await.unwrap();
         assert_conflict(store.insert_mandate_draft(&draft).await, "same draft id");
         store
-            .set_draft_resident(&crate::support::did("d1"), "awa")
+            .set_draft_resident(
+                &crate::support::did("d1"),
+                &crate::support::resident_id("awa"),
+            )
             .await
             .unwrap();
         let found = store
@@ -169,7 +172,11 @@ async fn drafts_round_trip_and_a_structure_sees_its_authorisations_by_expiry() {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(found.resident_id.as_deref(), Some("awa"), "{b}");
+        assert_eq!(
+            found.resident_id.as_ref().map(|r| r.as_str()),
+            Some("awa"),
+            "{b}"
+        );
         assert_eq!(
             crate::support::joined(&found.demarches),
             "famille,logement",
@@ -349,7 +356,7 @@ async fn a_draft_is_confirmed_once_with_its_renewal_in_one_transaction() {
             demarches: crate::support::demarches("famille"),
             duration_days: 31,
             renews: Some(crate::support::mid("old")),
-            resident_id: Some("awa".into()),
+            resident_id: Some(crate::support::resident_id("awa")),
             created_at: T0,
             expires_at: T0 + 600,
         };
@@ -361,7 +368,7 @@ async fn a_draft_is_confirmed_once_with_its_renewal_in_one_transaction() {
         // the renewed mandate as they were.
         let mut stranger = renewal.clone();
         stranger.id = crate::support::mid("stranger");
-        stranger.resident_id = "nobody".into();
+        stranger.resident_id = crate::support::resident_id("nobody");
         assert_not_found(
             store
                 .create_mandate_from_draft(
@@ -445,7 +452,7 @@ async fn a_draft_is_confirmed_once_with_its_renewal_in_one_transaction() {
         );
         let live = store
             .live_authorisation(
-                "awa",
+                &crate::support::resident_id("awa"),
                 &crate::support::sid("s1"),
                 "famille".parse().unwrap(),
                 T0 + 30,

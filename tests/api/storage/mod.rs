@@ -98,7 +98,10 @@ where
 
 pub async fn residents(store: &DynStore, ids: &[&str]) {
     for id in ids {
-        store.insert_resident(id, T0).await.unwrap();
+        store
+            .insert_resident(&crate::support::resident_id(id), T0)
+            .await
+            .unwrap();
     }
 }
 
@@ -150,7 +153,7 @@ pub fn partner(id: &str) -> PartnerRow {
 pub fn mandate(id: &str, resident: &str, created_at: i64, expires_at: i64) -> MandateRow {
     MandateRow {
         id: crate::support::mid(id),
-        resident_id: resident.into(),
+        resident_id: crate::support::resident_id(resident),
         structure_id: crate::support::sid("s1"),
         aidant_id: crate::support::aid("ag1"),
         duration_days: 31,
@@ -166,7 +169,7 @@ pub async fn data_keys(store: &DynStore, residents: &[&str]) {
     store.register_kek_version(1, T0).await.unwrap();
     for r in residents {
         let key = DataKeyRow {
-            resident_id: r.to_string(),
+            resident_id: crate::support::resident_id(r),
             kek_version: 1,
             wrapped: format!("wrapped-{r}").into_bytes(),
         };
@@ -227,7 +230,7 @@ impl Decision<'_> {
         let consent_id = crate::support::cid(&format!("c-{}-{}", self.resident, self.purpose));
         let current = ConsentRow {
             id: consent_id.clone(),
-            resident_id: self.resident.into(),
+            resident_id: crate::support::resident_id(self.resident),
             purpose: self.purpose.into(),
             state: self.state.parse().unwrap(),
             categories: crate::support::categories(self.categories),

@@ -10,7 +10,7 @@ use super::{
 
 fn key(resident: &str, version: i64, wrapped: &str) -> DataKeyRow {
     DataKeyRow {
-        resident_id: resident.into(),
+        resident_id: crate::support::resident_id(resident),
         kek_version: version,
         wrapped: wrapped.as_bytes().to_vec(),
     }
@@ -42,7 +42,11 @@ async fn a_data_key_is_stored_once_and_rewrapped_only_from_its_version() {
                 .unwrap(),
             "{b}"
         );
-        let found = store.find_data_key("a").await.unwrap().unwrap();
+        let found = store
+            .find_data_key(&crate::support::resident_id("a"))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(found.wrapped, b"first", "{b}");
         assert!(
             !store
@@ -73,7 +77,11 @@ async fn a_data_key_is_stored_once_and_rewrapped_only_from_its_version() {
             .await
             .unwrap();
         assert_eq!(rewrapped, 1, "b was not at version 2 ({b})");
-        let a = store.find_data_key("a").await.unwrap().unwrap();
+        let a = store
+            .find_data_key(&crate::support::resident_id("a"))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
             (a.kek_version, a.wrapped.as_slice()),
             (2, &b"a@2"[..]),
@@ -105,25 +113,38 @@ async fn record_versions_current_history_and_a_page_of_residents() {
             ("awa", record("a-h1", "housing", 1, T0 + 5)),
             ("basile", record("b-c1", "contact", 1, T0)),
         ] {
-            store.insert_record(resident, &r, &[]).await.unwrap();
+            store
+                .insert_record(&crate::support::resident_id(resident), &r, &[])
+                .await
+                .unwrap();
         }
         assert_conflict(
             store
-                .insert_record("awa", &record("a-c2bis", "contact", 2, T0 + 11), &[])
+                .insert_record(
+                    &crate::support::resident_id("awa"),
+                    &record("a-c2bis", "contact", 2, T0 + 11),
+                    &[],
+                )
                 .await,
             "same version twice",
         );
         assert_eq!(
-            store.latest_record_version("awa", "contact").await.unwrap(),
+            store
+                .latest_record_version(&crate::support::resident_id("awa"), "contact")
+                .await
+                .unwrap(),
             2
         );
         assert_eq!(
-            store.latest_record_version("awa", "culture").await.unwrap(),
+            store
+                .latest_record_version(&crate::support::resident_id("awa"), "culture")
+                .await
+                .unwrap(),
             0
         );
 
         let current: Vec<_> = store
-            .current_records("awa")
+            .current_records(&crate::support::resident_id("awa"))
             .await
             .unwrap()
             .into_iter()
@@ -135,7 +156,7 @@ async fn record_versions_current_history_and_a_page_of_residents() {
             "{b}"
         );
         let history: Vec<_> = store
-            .record_history("awa", "contact")
+            .record_history(&crate::support::resident_id("awa"), "contact")
             .await
             .unwrap()
             .into_iter()
@@ -152,7 +173,11 @@ async fn record_versions_current_history_and_a_page_of_residents() {
 
         let page = store
             .current_records_of_page(
-                &["basile".into(), "awa".into(), "ghost".into()],
+                &[
+                    crate::support::resident_id("basile"),
+                    crate::support::resident_id("awa"),
+                    crate::support::resident_id("ghost"),
+                ],
                 &["contact".into()],
             )
             .await
@@ -182,7 +207,7 @@ async fn record_versions_current_history_and_a_page_of_residents() {
         assert_not_found(
             store
                 .insert_record(
-                    "ghost",
+                    &crate::support::resident_id("ghost"),
                     &record("g-1", "contact", 1, T0),
                     std::slice::from_ref(&n),
                 )
@@ -198,7 +223,11 @@ async fn record_versions_current_history_and_a_page_of_residents() {
             "{b}"
         );
         store
-            .insert_record("awa", &record("a-c3", "contact", 3, T0 + 20), &[n])
+            .insert_record(
+                &crate::support::resident_id("awa"),
+                &record("a-c3", "contact", 3, T0 + 20),
+                &[n],
+            )
             .await
             .unwrap();
         assert_eq!(
@@ -212,12 +241,15 @@ async fn record_versions_current_history_and_a_page_of_residents() {
         );
 
         assert_eq!(
-            store.delete_category("awa", "contact").await.unwrap(),
+            store
+                .delete_category(&crate::support::resident_id("awa"), "contact")
+                .await
+                .unwrap(),
             3,
             "{b}"
         );
         let left: Vec<_> = store
-            .current_records("awa")
+            .current_records(&crate::support::resident_id("awa"))
             .await
             .unwrap()
             .into_iter()
@@ -246,7 +278,10 @@ async fn retention_deletes_superseded_versions_and_data_no_consent_covers() {
             ("basile", record("b-1", "contact", 1, T0)),
             ("basile", record("b-2", "contact", 2, T0 + 500)),
         ] {
-            store.insert_record(resident, &r, &[]).await.unwrap();
+            store
+                .insert_record(&crate::support::resident_id(resident), &r, &[])
+                .await
+                .unwrap();
         }
         assert_eq!(
             store.purge_superseded("contact", grace_end).await.unwrap(),
@@ -254,12 +289,16 @@ async fn retention_deletes_superseded_versions_and_data_no_consent_covers() {
             "{b}"
         );
         assert_eq!(
-            store.record_history("awa", "contact").await.unwrap().len(),
+            store
+                .record_history(&crate::support::resident_id("awa"), "contact")
+                .await
+                .unwrap()
+                .len(),
             1
         );
         assert_eq!(
             store
-                .record_history("basile", "contact")
+                .record_history(&crate::support::resident_id("basile"), "contact")
                 .await
                 .unwrap()
                 .len(),
@@ -278,7 +317,10 @@ async fn retention_deletes_superseded_versions_and_data_no_consent_covers() {
             ("ivy", T0),
         ] {
             let r = record(&format!("{resident}-1"), "contact", 1, at);
-            store.insert_record(resident, &r, &[]).await.unwrap();
+            store
+                .insert_record(&crate::support::resident_id(resident), &r, &[])
+                .await
+                .unwrap();
         }
         let decide = |resident, state, categories, valid_until, at| Decision {
             categories,

@@ -17,22 +17,50 @@ async fn residents_register_once_and_only_active_ones_count() {
         assert_eq!(store.count_residents().await.unwrap(), 0, "{b}");
 
         residents(&store, &["awa", "basile"]).await;
-        assert_conflict(store.insert_resident("awa", T0).await, "same id twice");
+        assert_conflict(
+            store
+                .insert_resident(&crate::support::resident_id("awa"), T0)
+                .await,
+            "same id twice",
+        );
         assert!(store.has_residents().await.unwrap(), "{b}");
         assert_eq!(store.count_residents().await.unwrap(), 2, "{b}");
-        assert!(store.resident_exists("awa").await.unwrap(), "{b}");
-        assert!(!store.resident_exists("nobody").await.unwrap(), "{b}");
-
         assert!(
-            store.erase_resident("basile", T0, &[]).await.unwrap(),
+            store
+                .resident_exists(&crate::support::resident_id("awa"))
+                .await
+                .unwrap(),
             "{b}"
         );
-        assert!(!store.resident_exists("basile").await.unwrap(), "{b}");
+        assert!(
+            !store
+                .resident_exists(&crate::support::resident_id("nobody"))
+                .await
+                .unwrap(),
+            "{b}"
+        );
+
+        assert!(
+            store
+                .erase_resident(&crate::support::resident_id("basile"), T0, &[])
+                .await
+                .unwrap(),
+            "{b}"
+        );
+        assert!(
+            !store
+                .resident_exists(&crate::support::resident_id("basile"))
+                .await
+                .unwrap(),
+            "{b}"
+        );
         assert_eq!(store.count_residents().await.unwrap(), 1, "{b}");
         // Any status: an erased resident still holds its id.
         assert!(store.has_residents().await.unwrap(), "{b}");
         assert_conflict(
-            store.insert_resident("basile", T0).await,
+            store
+                .insert_resident(&crate::support::resident_id("basile"), T0)
+                .await,
             "erased id reused",
         );
     })
@@ -43,20 +71,33 @@ async fn residents_register_once_and_only_active_ones_count() {
 async fn a_provider_account_maps_to_one_resident_even_when_first_logins_race() {
     each_store(|store| async move {
         let b = on(&store);
-        let first = store.resident_for_login("sub-1", "r-1", T0).await.unwrap();
-        assert_eq!(first, ("r-1".to_string(), true), "{b}");
-        let again = store
-            .resident_for_login("sub-1", "r-2", T0 + 5)
+        let first = store
+            .resident_for_login("sub-1", &crate::support::resident_id("r-1"), T0)
             .await
             .unwrap();
-        assert_eq!(again, ("r-1".to_string(), false), "{b}");
-        assert!(!store.resident_exists("r-2").await.unwrap(), "{b}");
+        assert_eq!(first, (crate::support::resident_id("r-1"), true), "{b}");
+        let again = store
+            .resident_for_login("sub-1", &crate::support::resident_id("r-2"), T0 + 5)
+            .await
+            .unwrap();
+        assert_eq!(again, (crate::support::resident_id("r-1"), false), "{b}");
+        assert!(
+            !store
+                .resident_exists(&crate::support::resident_id("r-2"))
+                .await
+                .unwrap(),
+            "{b}"
+        );
 
         let outcomes = at_once(8, |i| {
             let store = store.clone();
             async move {
                 store
-                    .resident_for_login("sub-2", &format!("racer-{i}"), T0)
+                    .resident_for_login(
+                        "sub-2",
+                        &crate::support::resident_id(format!("racer-{i}")),
+                        T0,
+                    )
                     .await
                     .unwrap()
             }
@@ -81,14 +122,18 @@ async fn a_provider_account_maps_to_one_resident_even_when_first_logins_race() {
 /// Awa with something in every aggregate the erasure reaches.
 async fn awa_everywhere(store: &DynStore) {
     let (id, created) = store
-        .resident_for_login("sub-awa", "awa", T0)
+        .resident_for_login("sub-awa", &crate::support::resident_id("awa"), T0)
         .await
         .unwrap();
     assert!(created && id == "awa");
     structure_with_aidant(store).await;
     data_keys(store, &["awa"]).await;
     store
-        .insert_record("awa", &record("rec-1", "contact", 1, T0), &[])
+        .insert_record(
+            &crate::support::resident_id("awa"),
+            &record("rec-1", "contact", 1, T0),
+            &[],
+        )
         .await
         .unwrap();
     Decision::new("awa", "p-given", "given")
@@ -115,7 +160,7 @@ async fn awa_everywhere(store: &DynStore) {
             demarches: crate::support::demarches("famille"),
             duration_days: 31,
             renews: None,
-            resident_id: Some("awa".into()),
+            resident_id: Some(crate::support::resident_id("awa")),
             created_at: T0,
             expires_at: T0 + 600,
         })
@@ -145,29 +190,56 @@ async fn the_erasure_reaches_every_aggregate_in_one_transaction() {
         let now = T0 + 10;
 
         let erased = store
-            .erase_resident("awa", now, &[notice("n1", "p1", "erasure", now)])
+            .erase_resident(
+                &crate::support::resident_id("awa"),
+                now,
+                &[notice("n1", "p1", "erasure", now)],
+            )
             .await
             .unwrap();
         assert!(erased, "{b}");
         assert!(
-            !store.erase_resident("awa", now, &[]).await.unwrap(),
+            !store
+                .erase_resident(&crate::support::resident_id("awa"), now, &[])
+                .await
+                .unwrap(),
             "twice ({b})"
         );
         assert!(
-            !store.erase_resident("nobody", now, &[]).await.unwrap(),
+            !store
+                .erase_resident(&crate::support::resident_id("nobody"), now, &[])
+                .await
+                .unwrap(),
             "{b}"
         );
-        assert!(!store.resident_exists("awa").await.unwrap(), "{b}");
+        assert!(
+            !store
+                .resident_exists(&crate::support::resident_id("awa"))
+                .await
+                .unwrap(),
+            "{b}"
+        );
 
         // Key and data gone.
-        assert!(store.find_data_key("awa").await.unwrap().is_none(), "{b}");
         assert!(
-            store.current_records("awa").await.unwrap().is_empty(),
+            store
+                .find_data_key(&crate::support::resident_id("awa"))
+                .await
+                .unwrap()
+                .is_none(),
             "{b}"
         );
         assert!(
             store
-                .record_history("awa", "contact")
+                .current_records(&crate::support::resident_id("awa"))
+                .await
+                .unwrap()
+                .is_empty(),
+            "{b}"
+        );
+        assert!(
+            store
+                .record_history(&crate::support::resident_id("awa"), "contact")
                 .await
                 .unwrap()
                 .is_empty(),
@@ -175,7 +247,11 @@ async fn the_erasure_reaches_every_aggregate_in_one_transaction() {
         );
 
         // Consents kept as proof; the given one withdrawn at `now`.
-        let given = store.find_consent("awa", "p-given").await.unwrap().unwrap();
+        let given = store
+            .find_consent(&crate::support::resident_id("awa"), "p-given")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(given.state.as_str(), "withdrawn", "{b}");
         assert_eq!(
             (given.valid_until, given.updated_at, given.seq),
@@ -183,7 +259,7 @@ async fn the_erasure_reaches_every_aggregate_in_one_transaction() {
             "{b}"
         );
         let refused = store
-            .find_consent("awa", "p-refused")
+            .find_consent(&crate::support::resident_id("awa"), "p-refused")
             .await
             .unwrap()
             .unwrap();
@@ -227,10 +303,14 @@ async fn the_erasure_reaches_every_aggregate_in_one_transaction() {
             "{b}"
         );
         let next = store
-            .resident_for_login("sub-awa", "awa-2", now)
+            .resident_for_login("sub-awa", &crate::support::resident_id("awa-2"), now)
             .await
             .unwrap();
-        assert_eq!(next, ("awa-2".to_string(), true), "a fresh start ({b})");
+        assert_eq!(
+            next,
+            (crate::support::resident_id("awa-2"), true),
+            "a fresh start ({b})"
+        );
 
         // The notice was written with it.
         let notices = store
@@ -243,12 +323,16 @@ async fn the_erasure_reaches_every_aggregate_in_one_transaction() {
         // Nothing new attaches to the erased resident.
         assert_not_found(
             store
-                .insert_record("awa", &record("rec-2", "contact", 2, now), &[])
+                .insert_record(
+                    &crate::support::resident_id("awa"),
+                    &record("rec-2", "contact", 2, now),
+                    &[],
+                )
                 .await,
             "record after erasure",
         );
         let key = coffre::storage::DataKeyRow {
-            resident_id: "awa".into(),
+            resident_id: crate::support::resident_id("awa"),
             kek_version: 1,
             wrapped: b"again".to_vec(),
         };

@@ -11,26 +11,42 @@ async fn restriction_and_objections_round_trip_with_their_notices() {
         let b = on(&store);
         residents(&store, &["awa"]).await;
         assert_eq!(
-            store.rights_state("awa", Some("p1")).await.unwrap(),
+            store
+                .rights_state(&crate::support::resident_id("awa"), Some("p1"))
+                .await
+                .unwrap(),
             (false, false)
         );
         assert_eq!(
-            store.rights_state("ghost", None).await.unwrap(),
+            store
+                .rights_state(&crate::support::resident_id("ghost"), None)
+                .await
+                .unwrap(),
             (false, false)
         );
 
         let n1 = notice("n1", "partner-1", "restriction", T0);
         store
-            .set_restricted("awa", Some(T0), std::slice::from_ref(&n1))
+            .set_restricted(
+                &crate::support::resident_id("awa"),
+                Some(T0),
+                std::slice::from_ref(&n1),
+            )
             .await
             .unwrap();
         assert_eq!(
-            store.restricted_since("awa").await.unwrap(),
+            store
+                .restricted_since(&crate::support::resident_id("awa"))
+                .await
+                .unwrap(),
             Some(T0),
             "{b}"
         );
         assert_eq!(
-            store.rights_state("awa", None).await.unwrap(),
+            store
+                .rights_state(&crate::support::resident_id("awa"), None)
+                .await
+                .unwrap(),
             (true, false),
             "{b}"
         );
@@ -43,43 +59,97 @@ async fn restriction_and_objections_round_trip_with_their_notices() {
             1
         );
 
-        store.set_restricted("awa", None, &[]).await.unwrap();
-        assert_eq!(store.restricted_since("awa").await.unwrap(), None, "{b}");
+        store
+            .set_restricted(&crate::support::resident_id("awa"), None, &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .restricted_since(&crate::support::resident_id("awa"))
+                .await
+                .unwrap(),
+            None,
+            "{b}"
+        );
         // The restriction and its notices are one transaction: a notice that
         // cannot be written leaves the resident unrestricted.
         assert_conflict(
-            store.set_restricted("awa", Some(T0 + 5), &[n1]).await,
+            store
+                .set_restricted(&crate::support::resident_id("awa"), Some(T0 + 5), &[n1])
+                .await,
             "notice written twice",
         );
-        assert_eq!(store.restricted_since("awa").await.unwrap(), None, "{b}");
+        assert_eq!(
+            store
+                .restricted_since(&crate::support::resident_id("awa"))
+                .await
+                .unwrap(),
+            None,
+            "{b}"
+        );
 
-        assert!(store.add_objection("awa", "p1", T0).await.unwrap(), "{b}");
         assert!(
-            !store.add_objection("awa", "p1", T0 + 1).await.unwrap(),
+            store
+                .add_objection(&crate::support::resident_id("awa"), "p1", T0)
+                .await
+                .unwrap(),
+            "{b}"
+        );
+        assert!(
+            !store
+                .add_objection(&crate::support::resident_id("awa"), "p1", T0 + 1)
+                .await
+                .unwrap(),
             "twice ({b})"
         );
         assert!(
-            store.add_objection("awa", "p0", T0 + 2).await.unwrap(),
+            store
+                .add_objection(&crate::support::resident_id("awa"), "p0", T0 + 2)
+                .await
+                .unwrap(),
             "{b}"
         );
-        let objections = store.objections_of("awa").await.unwrap();
+        let objections = store
+            .objections_of(&crate::support::resident_id("awa"))
+            .await
+            .unwrap();
         assert_eq!(
             objections,
             [("p0".to_string(), T0 + 2), ("p1".to_string(), T0)],
             "{b}"
         );
         assert_eq!(
-            store.rights_state("awa", Some("p1")).await.unwrap(),
+            store
+                .rights_state(&crate::support::resident_id("awa"), Some("p1"))
+                .await
+                .unwrap(),
             (false, true)
         );
         assert_eq!(
-            store.rights_state("awa", Some("p2")).await.unwrap(),
+            store
+                .rights_state(&crate::support::resident_id("awa"), Some("p2"))
+                .await
+                .unwrap(),
             (false, false)
         );
-        assert!(store.remove_objection("awa", "p1").await.unwrap(), "{b}");
-        assert!(!store.remove_objection("awa", "p1").await.unwrap(), "{b}");
+        assert!(
+            store
+                .remove_objection(&crate::support::resident_id("awa"), "p1")
+                .await
+                .unwrap(),
+            "{b}"
+        );
+        assert!(
+            !store
+                .remove_objection(&crate::support::resident_id("awa"), "p1")
+                .await
+                .unwrap(),
+            "{b}"
+        );
         assert_conflict(
-            store.add_objection("ghost", "p1", T0).await,
+            store
+                .add_objection(&crate::support::resident_id("ghost"), "p1", T0)
+                .await,
             "unknown resident",
         );
     })
@@ -95,7 +165,7 @@ fn request(
     (
         RightsRequestRow {
             id: crate::support::rid(id),
-            resident_id: "awa".into(),
+            resident_id: crate::support::resident_id("awa"),
             kind: "erasure".parse().unwrap(),
             purpose: None,
             state: state.parse().unwrap(),
@@ -266,7 +336,7 @@ async fn the_dpo_sees_open_requests_first_by_due_date() {
         );
         assert_eq!(ids(2).await, ["sooner", "later"], "{b}");
         let mine: Vec<_> = store
-            .rights_requests_of("awa")
+            .rights_requests_of(&crate::support::resident_id("awa"))
             .await
             .unwrap()
             .into_iter()
@@ -278,7 +348,11 @@ async fn the_dpo_sees_open_requests_first_by_due_date() {
             "newest first ({b})"
         );
         assert!(
-            store.rights_requests_of("basile").await.unwrap().is_empty(),
+            store
+                .rights_requests_of(&crate::support::resident_id("basile"))
+                .await
+                .unwrap()
+                .is_empty(),
             "{b}"
         );
     })

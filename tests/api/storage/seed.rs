@@ -19,7 +19,7 @@ async fn a_seed_batch_is_written_whole_or_not_at_all() {
         };
         for (i, id) in ids.iter().enumerate() {
             batch.data_keys.push(DataKeyRow {
-                resident_id: id.clone(),
+                resident_id: crate::support::resident_id(id.clone()),
                 kek_version: 1,
                 wrapped: id.as_bytes().to_vec(),
             });
@@ -32,7 +32,7 @@ async fn a_seed_batch_is_written_whole_or_not_at_all() {
                 let consent_id = crate::support::cid(&format!("c-{id}"));
                 batch.consents.push(ConsentRow {
                     id: consent_id.clone(),
-                    resident_id: id.clone(),
+                    resident_id: crate::support::resident_id(id.clone()),
                     purpose: "p1".into(),
                     state: "given".parse().unwrap(),
                     categories: crate::support::categories("contact"),
@@ -61,18 +61,34 @@ async fn a_seed_batch_is_written_whole_or_not_at_all() {
         }
         store.seed_batch(&batch).await.unwrap();
         assert_eq!(store.count_residents().await.unwrap(), 1500, "{b}");
-        let key = store.find_data_key("s1499").await.unwrap().unwrap();
+        let key = store
+            .find_data_key(&crate::support::resident_id("s1499"))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(key.wrapped, b"s1499", "{b}");
         assert_eq!(
-            store.current_records("s0099").await.unwrap().len(),
+            store
+                .current_records(&crate::support::resident_id("s0099"))
+                .await
+                .unwrap()
+                .len(),
             1,
             "{b}"
         );
         assert!(
-            store.current_records("s0100").await.unwrap().is_empty(),
+            store
+                .current_records(&crate::support::resident_id("s0100"))
+                .await
+                .unwrap()
+                .is_empty(),
             "{b}"
         );
-        let consent = store.find_consent("s0599", "p1").await.unwrap().unwrap();
+        let consent = store
+            .find_consent(&crate::support::resident_id("s0599"), "p1")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!((consent.state.as_str(), consent.seq), ("given", 1), "{b}");
         assert_eq!(
             store.consent_events(&consent.id).await.unwrap().len(),
@@ -87,7 +103,13 @@ async fn a_seed_batch_is_written_whole_or_not_at_all() {
             ..SeedBatch::default()
         };
         assert_conflict(store.seed_batch(&clash).await, "a resident seeded twice");
-        assert!(!store.resident_exists("new-1").await.unwrap(), "{b}");
+        assert!(
+            !store
+                .resident_exists(&crate::support::resident_id("new-1"))
+                .await
+                .unwrap(),
+            "{b}"
+        );
         assert_eq!(store.count_residents().await.unwrap(), 1500, "{b}");
     })
     .await;

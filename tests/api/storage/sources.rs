@@ -75,7 +75,7 @@ async fn a_link_code_is_taken_once_by_its_own_source_only() {
                 .insert_link_code(
                     "d1",
                     "s1",
-                    "r1",
+                    &crate::support::resident_id("r1"),
                     LinkCodeKind::Authorisation,
                     Some("https://a.example/r"),
                     T0,
@@ -98,7 +98,7 @@ async fn a_link_code_is_taken_once_by_its_own_source_only() {
         // Another source cannot exchange it.
         assert!(
             !store
-                .exchange_link_code("d1", "s2", "r1", "h1", T0)
+                .exchange_link_code("d1", "s2", &crate::support::resident_id("r1"), "h1", T0)
                 .await
                 .unwrap(),
             "{b}"
@@ -108,7 +108,7 @@ async fn a_link_code_is_taken_once_by_its_own_source_only() {
             let store = store.clone();
             async move {
                 store
-                    .exchange_link_code("d1", "s1", "r1", "h1", T0)
+                    .exchange_link_code("d1", "s1", &crate::support::resident_id("r1"), "h1", T0)
                     .await
                     .unwrap()
             }
@@ -125,7 +125,7 @@ async fn a_link_code_is_taken_once_by_its_own_source_only() {
                 .insert_link_code(
                     "d2",
                     "s1",
-                    "nobody",
+                    &crate::support::resident_id("nobody"),
                     LinkCodeKind::Pairing,
                     None,
                     T0,
@@ -136,7 +136,15 @@ async fn a_link_code_is_taken_once_by_its_own_source_only() {
             "{b}"
         );
         store
-            .insert_link_code("d3", "s1", "r1", LinkCodeKind::Pairing, None, T0, T0 + 900)
+            .insert_link_code(
+                "d3",
+                "s1",
+                &crate::support::resident_id("r1"),
+                LinkCodeKind::Pairing,
+                None,
+                T0,
+                T0 + 900,
+            )
             .await
             .unwrap();
         assert_eq!(store.purge_link_codes(T0 + 899).await.unwrap(), 0, "{b}");
@@ -151,19 +159,33 @@ async fn a_link_is_revoked_and_made_again_with_the_same_handle_and_erasure_ends_
         let b = on(&store);
         residents(&store, &["r1", "r2"]).await;
         assert!(
-            store.link_source("s1", "r1", "h1", T0).await.unwrap(),
+            store
+                .link_source("s1", &crate::support::resident_id("r1"), "h1", T0)
+                .await
+                .unwrap(),
             "{b}"
         );
         assert!(
-            store.link_source("s2", "r1", "h2", T0).await.unwrap(),
+            store
+                .link_source("s2", &crate::support::resident_id("r1"), "h2", T0)
+                .await
+                .unwrap(),
             "{b}"
         );
         assert!(
-            !store.link_source("s1", "nobody", "h9", T0).await.unwrap(),
+            !store
+                .link_source("s1", &crate::support::resident_id("nobody"), "h9", T0)
+                .await
+                .unwrap(),
             "{b}"
         );
         // A handle names one resident per source.
-        assert_conflict(store.link_source("s1", "r2", "h1", T0).await, "same handle");
+        assert_conflict(
+            store
+                .link_source("s1", &crate::support::resident_id("r2"), "h1", T0)
+                .await,
+            "same handle",
+        );
         let l = store
             .source_link_by_handle("s1", "h1")
             .await
@@ -180,11 +202,17 @@ async fn a_link_is_revoked_and_made_again_with_the_same_handle_and_erasure_ends_
         );
 
         assert!(
-            store.revoke_source_link("s1", "r1", T0 + 5).await.unwrap(),
+            store
+                .revoke_source_link("s1", &crate::support::resident_id("r1"), T0 + 5)
+                .await
+                .unwrap(),
             "{b}"
         );
         assert!(
-            !store.revoke_source_link("s1", "r1", T0 + 6).await.unwrap(),
+            !store
+                .revoke_source_link("s1", &crate::support::resident_id("r1"), T0 + 6)
+                .await
+                .unwrap(),
             "{b}"
         );
         let l = store
@@ -194,10 +222,16 @@ async fn a_link_is_revoked_and_made_again_with_the_same_handle_and_erasure_ends_
             .unwrap();
         assert_eq!(l.revoked_at, Some(T0 + 5), "{b}");
         assert!(
-            store.link_source("s1", "r1", "h1", T0 + 9).await.unwrap(),
+            store
+                .link_source("s1", &crate::support::resident_id("r1"), "h1", T0 + 9)
+                .await
+                .unwrap(),
             "{b}"
         );
-        let links = store.source_links_of("r1").await.unwrap();
+        let links = store
+            .source_links_of(&crate::support::resident_id("r1"))
+            .await
+            .unwrap();
         let ids: Vec<_> = links
             .iter()
             .map(|l| (l.source_id.as_str(), l.revoked_at))
@@ -205,14 +239,32 @@ async fn a_link_is_revoked_and_made_again_with_the_same_handle_and_erasure_ends_
         assert_eq!(ids, [("s1", None), ("s2", None)], "{b}");
 
         store
-            .insert_link_code("d1", "s1", "r1", LinkCodeKind::Pairing, None, T0, T0 + 900)
+            .insert_link_code(
+                "d1",
+                "s1",
+                &crate::support::resident_id("r1"),
+                LinkCodeKind::Pairing,
+                None,
+                T0,
+                T0 + 900,
+            )
             .await
             .unwrap();
         assert!(
-            store.erase_resident("r1", T0 + 10, &[]).await.unwrap(),
+            store
+                .erase_resident(&crate::support::resident_id("r1"), T0 + 10, &[])
+                .await
+                .unwrap(),
             "{b}"
         );
-        assert!(store.source_links_of("r1").await.unwrap().is_empty(), "{b}");
+        assert!(
+            store
+                .source_links_of(&crate::support::resident_id("r1"))
+                .await
+                .unwrap()
+                .is_empty(),
+            "{b}"
+        );
         assert!(
             store.peek_link_code("d3", "s1").await.unwrap().is_none(),
             "{b}"
