@@ -354,6 +354,66 @@ mod tests {
         }
     }
 
+    /// The one builder sets each field it names, from every kind of text
+    /// a caller holds (found by cargo-mutants: a builder method or a
+    /// `Field` conversion that dropped its value survived the unit tests).
+    #[test]
+    // The borrows are the point: each is another `Field` impl.
+    #[allow(clippy::needless_borrows_for_generic_args)]
+    fn the_builder_sets_every_field_from_every_kind_of_text() {
+        let resident = crate::domain::ResidentId::parse("r-1").unwrap();
+        let agent = crate::domain::AgentId::parse("a-2").unwrap();
+        let structure = crate::domain::StructureId::parse("s-1").unwrap();
+        let request = Some("req-9".to_string());
+        let built = AuditRecord::new("anonymous", "resident", "login", 1_795_867_200)
+            .by("a1d0", "aidant")
+            .action("data.read")
+            .deny("first")
+            .allow("mandate")
+            .on_behalf_of(&resident)
+            .resident(Some(&resident))
+            .structure(&structure)
+            .category("contact".to_string())
+            .purpose(Option::<&str>::None)
+            .legal_basis(&"public_task".to_string())
+            .request(&request);
+        assert_eq!(built, sample());
+        // Each remaining kind of text, and the typed ids.
+        let f = |r: AuditRecord| r.category;
+        let base = || AuditRecord::new("x", "y", "z", 0);
+        assert_eq!(f(base().category(Some("c"))), Some("c".into()));
+        assert_eq!(f(base().category(Some("c".to_string()))), Some("c".into()));
+        assert_eq!(f(base().category(&Some("c".to_string()))), Some("c".into()));
+        assert_eq!(f(base().category(Option::<String>::None)), None);
+        assert_eq!(f(base().category(&agent)), Some("a-2".into()));
+        assert_eq!(f(base().category(Some(agent.clone()))), Some("a-2".into()));
+        assert_eq!(f(base().category(&Some(structure))), Some("s-1".into()));
+        assert_eq!(f(base().category(Some(resident))), Some("r-1".into()));
+        // A refusal undoes an earlier allow.
+        let refused = base().allow("a").deny("b");
+        assert!(!refused.allowed);
+        assert_eq!(refused.reason, "b");
+    }
+
+    /// A field of exactly the limit is encoded; one byte more is refused.
+    #[test]
+    fn a_field_may_reach_the_limit_but_not_pass_it() {
+        let at = AuditRecord::new(&"a".repeat(MAX_FIELD), "r", "x", 0);
+        assert!(at.encode(0).is_ok());
+        let past = AuditRecord::new(&"a".repeat(MAX_FIELD + 1), "r", "x", 0);
+        assert_eq!(past.encode(0), Err(EntryError::FieldTooLong));
+    }
+
+    /// A refusal is decoded as a refusal (the leaf's decision byte 0).
+    #[test]
+    fn a_refusal_round_trips_as_a_refusal() {
+        let mut r = sample();
+        r.allowed = false;
+        let e = AuditEntry::decode(&r.encode(7).unwrap()).unwrap();
+        assert_eq!(e.decision, Decision::Deny);
+        assert_eq!(e.index, 7);
+    }
+
     #[test]
     fn round_trip_and_canonical() {
         let leaf = sample().encode(42).unwrap();
