@@ -97,13 +97,6 @@ pub trait DepositStore: Send + Sync {
         resident_id: &crate::domain::ResidentId,
         category: &str,
     ) -> StorageResult<Option<DepositFacts>>;
-    /// The content digest of this source's last accepted deposit of this
-    /// record, if any (a cheap first look: `record_deposit` decides).
-    async fn deposit_digest(
-        &self,
-        source_id: &str,
-        source_record_id: &str,
-    ) -> StorageResult<Option<String>>;
     /// Stores a deposit in one transaction that holds the write lock
     /// (SQLite) or locks the link and the resident's row (PostgreSQL): the
     /// idempotency check, the link still standing, the resident still
@@ -222,20 +215,6 @@ macro_rules! impl_deposit_store {
                     }
                 },
             ))
-        }
-
-        async fn deposit_digest(
-            &self,
-            source_id: &str,
-            source_record_id: &str,
-        ) -> $crate::storage::StorageResult<Option<String>> {
-            Ok(sqlx::query_scalar(
-                "SELECT content_digest FROM source_deposits WHERE source_id = $1 AND source_record_id = $2",
-            )
-            .bind(source_id)
-            .bind(source_record_id)
-            .fetch_optional(&self.pool)
-            .await?)
         }
 
         async fn record_deposits(
