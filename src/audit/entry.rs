@@ -381,6 +381,7 @@ mod tests {
         // Each remaining kind of text, and the typed ids.
         let f = |r: AuditRecord| r.category;
         let base = || AuditRecord::new("x", "y", "z", 0);
+        assert_eq!(f(base().category("c")), Some("c".into()));
         assert_eq!(f(base().category(Some("c"))), Some("c".into()));
         assert_eq!(f(base().category(Some("c".to_string()))), Some("c".into()));
         assert_eq!(f(base().category(&Some("c".to_string()))), Some("c".into()));
