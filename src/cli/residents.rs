@@ -21,9 +21,11 @@ pub(super) async fn resident_erase(config: Config, id: String) -> Result<(), Fat
     let keys = load_keys(&config)?;
     let state = build_state(config, store.clone(), Clock::system(), false, Ok(keys)).await?;
     record_operator_act(&state, "erasure", Some(&id)).await?;
-    // Not a resident's id: it names no one, as an unknown id.
-    let resident = crate::domain::ResidentId::parse(&id)
-        .map_err(|_| Fatal::runtime(format!("no active resident {id}")))?;
+    // Not a resident's id: it names no one, answered as an unknown id.
+    let Ok(resident) = crate::domain::ResidentId::parse(&id) else {
+        store.close().await;
+        return Err(Fatal::runtime(format!("no active resident {id}")));
+    };
     // The recipients are told (art. 19), in the erasure's transaction.
     let erased = crate::service::rights::apply_with_notices(
         &state,

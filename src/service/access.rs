@@ -40,8 +40,9 @@ pub struct AccessRequest<'a> {
     /// policy is asked about `{action}:own`.
     pub own: bool,
     /// Whose data, when a resident's data is concerned, as asked: an id
-    /// that is not well-formed names no one, and is decided as an unknown
-    /// resident is (the one place that rule lives).
+    /// that is not well-formed names no one, and `evaluate` decides it as
+    /// an unknown resident (a use case parses the id again only once the
+    /// decision allowed, which needs an active resident).
     pub resident_id: Option<&'a str>,
     pub category: Option<&'a str>,
     pub purpose_id: Option<&'a str>,

@@ -52,7 +52,11 @@ impl Caller {
 
     /// The caller as a resident, acting on their own data: refused
     /// `resident_only` when they are not a resident (or their id is no
-    /// resident id, which names no one).
+    /// resident id, which names no one). Call it only after the decision
+    /// that records refusals (`access::own_data` and its kin): this
+    /// refusal of its own is not recorded. (Only residents hold `…:own`
+    /// actions, and a resident's session id is always a resident id, so
+    /// after an allowed decision it cannot fail.)
     pub fn resident_id(&self) -> crate::error::AppResult<crate::domain::ResidentId> {
         match (self.role, crate::domain::ResidentId::parse(&self.actor_id)) {
             (Role::Resident, Ok(id)) => Ok(id),

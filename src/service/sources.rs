@@ -616,6 +616,8 @@ pub async fn revoke(
             .purpose(format!("source:{}", source.id));
         return Err(super::access::deny(state, entry, ErrorCode::NoLink.into()).await);
     }
+    // Invariant: with no resident id there is no link nor code, so the
+    // recorded refusal above has answered already; never reached.
     let me = me.ok_or_else(|| AppError::from(ErrorCode::ResidentOnly))?;
     let mut entry = None;
     if standing || waiting {
