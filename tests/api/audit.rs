@@ -81,6 +81,37 @@ async fn pool(app: &TestApp) -> sqlx::AnyPool {
     sqlx::AnyPool::connect(&app.database_url).await.unwrap()
 }
 
+/// The stored hash of interior node (`level`, `idx`).
+async fn stored_node(p: &sqlx::AnyPool, level: i64, idx: i64) -> Vec<u8> {
+    let (h,): (Vec<u8>,) =
+        sqlx::query_as("SELECT hash FROM audit_nodes WHERE level = $1 AND idx = $2")
+            .bind(level)
+            .bind(idx)
+            .fetch_one(p)
+            .await
+            .unwrap();
+    h
+}
+
+/// Replaces node (`level`, `idx`) with `hash`, or deletes it (`None`).
+async fn set_node(p: &sqlx::AnyPool, level: i64, idx: i64, hash: Option<Vec<u8>>) {
+    sqlx::query("DELETE FROM audit_nodes WHERE level = $1 AND idx = $2")
+        .bind(level)
+        .bind(idx)
+        .execute(p)
+        .await
+        .unwrap();
+    if let Some(hash) = hash {
+        sqlx::query("INSERT INTO audit_nodes (level, idx, hash) VALUES ($1, $2, $3)")
+            .bind(level)
+            .bind(idx)
+            .bind(hash)
+            .execute(p)
+            .await
+            .unwrap();
+    }
+}
+
 async fn leaf(pool: &sqlx::AnyPool, idx: i64) -> Vec<u8> {
     let (leaf,): (Vec<u8>,) = sqlx::query_as("SELECT leaf FROM audit_entries WHERE idx = $1")
         .bind(idx)
@@ -515,60 +546,24 @@ async fn altered_or_deleted_interior_nodes_are_found() {
         let (ok, text) = audit_verify(&app, &[]);
         assert!(ok, "{text}");
         let p = pool(&app).await;
-        let node = |level: i64, idx: i64| {
-            let p = p.clone();
-            async move {
-                let (h,): (Vec<u8>,) =
-                    sqlx::query_as("SELECT hash FROM audit_nodes WHERE level = $1 AND idx = $2")
-                        .bind(level)
-                        .bind(idx)
-                        .fetch_one(&p)
-                        .await
-                        .unwrap();
-                h
-            }
-        };
-        let set_node = |level: i64, idx: i64, hash: Vec<u8>| {
-            let p = p.clone();
-            async move {
-                sqlx::query("UPDATE audit_nodes SET hash = $1 WHERE level = $2 AND idx = $3")
-                    .bind(hash)
-                    .bind(level)
-                    .bind(idx)
-                    .execute(&p)
-                    .await
-                    .unwrap();
-            }
-        };
         // Zeroed (1, 0).
-        let kept = node(1, 0).await;
-        set_node(1, 0, vec![0u8; 32]).await;
+        let kept = stored_node(&p, 1, 0).await;
+        set_node(&p, 1, 0, Some(vec![0u8; 32])).await;
         let (ok, text) = audit_verify(&app, &[]);
         assert!(!ok && text.contains("stored node (1, 0)"), "{text}");
         assert!(text.contains("altered"), "{text}");
-        set_node(1, 0, kept).await;
+        set_node(&p, 1, 0, Some(kept)).await;
         // Deleted (3, 2), then (2, 5).
         for (level, idx) in [(3i64, 2i64), (2, 5)] {
-            let kept = node(level, idx).await;
-            sqlx::query("DELETE FROM audit_nodes WHERE level = $1 AND idx = $2")
-                .bind(level)
-                .bind(idx)
-                .execute(&p)
-                .await
-                .unwrap();
+            let kept = stored_node(&p, level, idx).await;
+            set_node(&p, level, idx, None).await;
             let (ok, text) = audit_verify(&app, &[]);
             assert!(
                 !ok && text.contains(&format!("stored node ({level}, {idx})")),
                 "{text}"
             );
             assert!(text.contains("missing"), "{text}");
-            sqlx::query("INSERT INTO audit_nodes (level, idx, hash) VALUES ($1, $2, $3)")
-                .bind(level)
-                .bind(idx)
-                .bind(kept)
-                .execute(&p)
-                .await
-                .unwrap();
+            set_node(&p, level, idx, Some(kept)).await;
         }
         p.close().await;
         let (ok, text) = audit_verify(&app, &[]);
@@ -609,46 +604,13 @@ async fn a_log_read_in_several_batches_verifies_and_names_the_bad_node() {
             assert!(report.checkpoints > 1, "batches of {batch}");
         }
         let p = pool(&app).await;
-        let node = |level: i64, idx: i64| {
-            let p = p.clone();
-            async move {
-                let (h,): (Vec<u8>,) =
-                    sqlx::query_as("SELECT hash FROM audit_nodes WHERE level = $1 AND idx = $2")
-                        .bind(level)
-                        .bind(idx)
-                        .fetch_one(&p)
-                        .await
-                        .unwrap();
-                h
-            }
-        };
-        let set_node = |level: i64, idx: i64, hash: Option<Vec<u8>>| {
-            let p = p.clone();
-            async move {
-                sqlx::query("DELETE FROM audit_nodes WHERE level = $1 AND idx = $2")
-                    .bind(level)
-                    .bind(idx)
-                    .execute(&p)
-                    .await
-                    .unwrap();
-                if let Some(hash) = hash {
-                    sqlx::query("INSERT INTO audit_nodes (level, idx, hash) VALUES ($1, $2, $3)")
-                        .bind(level)
-                        .bind(idx)
-                        .bind(hash)
-                        .execute(&p)
-                        .await
-                        .unwrap();
-                }
-            }
-        };
         // (1, 9) over entries 18..=19, (2, 5) over 20..=23, (3, 2) over
         // 16..=23: read in batches of 7, each is completed in the third
         // batch (14..21) or the fourth (21..28), past the first.
         for (level, idx, first, last) in [(1i64, 9i64, 18, 19), (2, 5, 20, 23), (3, 2, 16, 23)] {
-            let kept = node(level, idx).await;
+            let kept = stored_node(&p, level, idx).await;
             for (damage, word) in [(Some(vec![0u8; 32]), "altered"), (None, "missing")] {
-                set_node(level, idx, damage).await;
+                set_node(&p, level, idx, damage).await;
                 let failure = run(7)
                     .await
                     .expect_err("a damaged node must fail verification");
@@ -659,7 +621,7 @@ async fn a_log_read_in_several_batches_verifies_and_names_the_bad_node() {
                     )),
                     "{text}"
                 );
-                set_node(level, idx, Some(kept.clone())).await;
+                set_node(&p, level, idx, Some(kept.clone())).await;
             }
         }
         p.close().await;
