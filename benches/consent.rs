@@ -277,9 +277,15 @@ async fn decisions() {
                 } else {
                     Decision::Withdraw
                 };
-                decide(&state, &actor, &r, "etude-mobilite", d)
-                    .await
-                    .unwrap();
+                decide(
+                    &state,
+                    &actor,
+                    &r,
+                    state.register.get("etude-mobilite").unwrap(),
+                    d,
+                )
+                .await
+                .unwrap();
                 n += 1;
             }
             n

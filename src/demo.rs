@@ -341,6 +341,7 @@ async fn seed_consents(state: &AppState) -> AppResult<()> {
             structure_id: None,
             request_id: None,
         };
+        let purpose = crate::service::consents::purpose(state, purpose)?;
         decide(state, &actor, &demo_id(resident)?, purpose, decision).await?;
     }
     Ok(())

@@ -156,7 +156,8 @@ macro_rules! id_field {
 id_field!(
     crate::domain::StructureId,
     crate::domain::AgentId,
-    crate::domain::ResidentId
+    crate::domain::ResidentId,
+    crate::domain::PurposeId
 );
 
 /// The one builder of audit records: who acted, what they did and when,

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::category::Categories;
+use super::ids::PurposeId;
 
 pub const BUILTIN_PURPOSES: &str = include_str!("../../policies/purposes.toml");
 
@@ -57,7 +58,9 @@ pub enum PartnerAccess {
 #[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Purpose {
-    pub id: String,
+    /// Checked further at load: lower-case words joined by '-'.
+    #[schema(value_type = String)]
+    pub id: PurposeId,
     pub title_fr: String,
     pub title_en: String,
     pub description_fr: String,
@@ -86,14 +89,14 @@ impl Purpose {
     /// of wording, categories, recipients or durations is a new version.
     fn compute_notice_version(&self) -> String {
         let mut text = String::new();
-        for part in [
-            &self.id,
+        let parts: [&str; 14] = [
+            self.id.as_str(),
             &self.title_fr,
             &self.title_en,
             &self.description_fr,
             &self.description_en,
             &self.controller,
-            &self.legal_basis.as_str().to_string(),
+            self.legal_basis.as_str(),
             &self.categories.join(","),
             &self.recipients.join(","),
             &self.retention_days.to_string(),
@@ -101,7 +104,8 @@ impl Purpose {
             &self.special_category.to_string(),
             &self.dpv_purpose,
             &self.withdrawal_erases.to_string(),
-        ] {
+        ];
+        for part in parts {
             text.push_str(&format!("{}:{}\n", part.len(), part));
         }
         let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
@@ -142,11 +146,11 @@ impl Register {
         for mut p in file.purpose {
             let at = line_of(text, &format!("id = \"{}\"", p.id));
             let fail = |m: String| format!("line {at}: purpose `{}`: {m}", p.id);
-            if p.id.is_empty()
-                || !p
-                    .id
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            if !p
+                .id
+                .as_str()
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             {
                 return Err(fail("ids are lower-case words joined by '-'".into()));
             }
@@ -202,7 +206,7 @@ impl Register {
                 }
             }
             p.notice_version = p.compute_notice_version();
-            let id = p.id.clone();
+            let id = p.id.to_string();
             if purposes.insert(id.clone(), p).is_some() {
                 return Err(format!("line {at}: purpose `{id}` is declared twice"));
             }
@@ -217,6 +221,9 @@ impl Register {
         Self::parse(BUILTIN_PURPOSES, categories)
     }
 
+    /// The purpose of the register named `id`: the one place a purpose id
+    /// from outside (a path, a body, a token's request) is checked, so
+    /// services below take the `PurposeId` of the purpose found here.
     pub fn get(&self, id: &str) -> Option<&Purpose> {
         self.purposes.get(id)
     }

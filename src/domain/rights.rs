@@ -43,3 +43,23 @@ code_enum!(
         Restriction => "restriction",
     }
 );
+
+/// What an objection (art. 21) is to: a purpose of the register, or a
+/// public-task data source. Both live in one table, keyed by text: a
+/// purpose by its id, a source as `source:{id}` (a purpose id has no ':',
+/// so the two cannot meet).
+#[derive(Clone, Copy, Debug)]
+pub enum ObjectionTo<'a> {
+    Purpose(&'a super::PurposeId),
+    Source(&'a str),
+}
+
+impl ObjectionTo<'_> {
+    /// The stored key.
+    pub fn key(self) -> String {
+        match self {
+            Self::Purpose(p) => p.to_string(),
+            Self::Source(s) => format!("source:{s}"),
+        }
+    }
+}

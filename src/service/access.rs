@@ -113,7 +113,8 @@ pub async fn evaluate<'r>(
     // Facts handed in are used only if they were read for this very
     // (resident, purpose); otherwise they are read here.
     let handed_in = req.partner_facts.as_ref().filter(|f| {
-        Some(f.resident_id.as_str()) == req.resident_id && f.purpose == req.purpose_id.unwrap_or("")
+        Some(f.resident_id.as_str()) == req.resident_id
+            && f.purpose.as_ref() == purpose.map(|p| &p.id)
     });
     let named = req
         .resident_id
@@ -123,7 +124,7 @@ pub async fn evaluate<'r>(
         (Role::Partner, Some(r), _) if role_allows => Some(
             state
                 .store
-                .partner_read_facts(r, req.purpose_id.unwrap_or(""))
+                .partner_read_facts(r, purpose.map(|p| &p.id))
                 .await?,
         ),
         _ => None,

@@ -448,7 +448,7 @@ pub async fn consent_on_behalf(
         resident_id: Some(resident),
         structure_id: Some(&ctx.structure.id),
         demarche: Some(demarche),
-        purpose_id: Some(&purpose.id),
+        purpose_id: Some(purpose.id.as_str()),
         request_id: caller.request_id.clone(),
         ..AccessRequest::new(&caller.actor_id, caller.role, "consent.give")
     };
@@ -490,7 +490,7 @@ pub async fn consent_on_behalf(
         request_id: caller.request_id.clone(),
     };
     let resident = decided_resident(resident)?;
-    crate::service::consents::decide(state, &actor, &resident, &purpose.id, decision).await
+    crate::service::consents::decide(state, &actor, &resident, purpose, decision).await
 }
 
 /// The resident a path named, once the decision allowed acting for them.

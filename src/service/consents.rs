@@ -158,7 +158,7 @@ pub fn view(row: &ConsentRow, now: Timestamp) -> ConsentView {
     let r = recorded(row);
     ConsentView {
         id: row.id.to_string(),
-        purpose: row.purpose.clone(),
+        purpose: row.purpose.to_string(),
         state: r.effective(now),
         categories: r.categories,
         valid_until: row.valid_until,
@@ -180,16 +180,15 @@ pub fn purpose<'a>(state: &'a AppState, id: &str) -> AppResult<&'a Purpose> {
     })
 }
 
-/// Applies one decision of (or for) `resident_id` about `purpose_id`.
+/// Applies one decision of (or for) `resident_id` about `purpose`.
 pub async fn decide(
     state: &AppState,
     actor: &Actor,
     resident_id: &crate::domain::ResidentId,
-    purpose_id: &str,
+    purpose: &Purpose,
     decision: Decision,
 ) -> AppResult<ConsentOutcome> {
     let now = state.clock.now();
-    let purpose = purpose(state, purpose_id)?;
     let keys = state.vault()?.keys().current();
     let current_row = state.store.find_consent(resident_id, &purpose.id).await?;
     let current = current_row.as_ref().map(recorded);
@@ -605,7 +604,8 @@ pub async fn decide_own(
     resident_only(state, caller, "consent.give").await?;
     let me = caller.resident_id()?;
     let decision = decision()?;
-    decide(state, &own_actor(caller), &me, purpose_id, decision).await
+    let purpose = purpose(state, purpose_id)?;
+    decide(state, &own_actor(caller), &me, purpose, decision).await
 }
 
 /// One of the caller's own consents; someone else's is indistinguishable
@@ -628,11 +628,12 @@ pub async fn withdraw_own(
 ) -> AppResult<ConsentOutcome> {
     resident_only(state, caller, "consent.withdraw").await?;
     let row = own_consent(state, caller, id.ok_or(AppError::NotFound)?).await?;
+    let purpose = purpose(state, row.purpose.as_str())?;
     decide(
         state,
         &own_actor(caller),
         &row.resident_id,
-        &row.purpose,
+        purpose,
         Decision::Withdraw,
     )
     .await

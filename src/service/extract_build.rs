@@ -83,7 +83,7 @@ async fn build_inner(
     let spec: ExtractSpec = serde_json::from_str(&row.spec).map_err(|e| e.to_string())?;
     let purpose = state
         .register
-        .get(&row.purpose)
+        .get(row.purpose.as_str())
         .ok_or("purpose left the register")?
         .clone();
     let partner = state

@@ -103,9 +103,9 @@ pub struct Progress {
 pub fn still_recipient(
     state: &AppState,
     partner_id: &str,
-    purpose_id: &str,
+    purpose_id: &crate::domain::PurposeId,
 ) -> Result<(), ErrorCode> {
-    match state.register.get(purpose_id) {
+    match state.register.get(purpose_id.as_str()) {
         Some(p) if p.names_recipient(partner_id) => Ok(()),
         _ => Err(ErrorCode::NotARecipient),
     }
@@ -121,7 +121,7 @@ pub fn view(state: &AppState, row: &ExtractRow) -> AppResult<ExtractView> {
     Ok(ExtractView {
         id: row.id.to_string(),
         partner_id: row.partner_id.to_string(),
-        purpose: row.purpose.clone(),
+        purpose: row.purpose.to_string(),
         kind: row.kind.as_str().to_string(),
         spec,
         state: row.state.as_str().to_string(),

@@ -218,7 +218,7 @@ pub async fn issue_token(
     let purposes: Vec<String> = state
         .register
         .purposes_of_partner(partner.id.as_str())
-        .map(|p| p.id.clone())
+        .map(|p| p.id.to_string())
         .collect();
     let response = sign_access_token(state, partner.id.as_str(), AUDIENCE, purposes)?;
     tracing::info!(partner = %partner.id, "access token issued");
@@ -474,7 +474,7 @@ pub async fn list_residents(
     Ok(Audited::new(
         index,
         ReachableResidents {
-            purpose: purpose.id.clone(),
+            purpose: purpose.id.to_string(),
             next_offset: more.then_some(offset + limit),
             residents: pairs.into_iter().map(|(p, _)| p.into_string()).collect(),
         },
@@ -516,14 +516,16 @@ pub async fn read_resident_data(
     // allowed the read and the audit log recorded it. An inactive partner
     // is refused before anything else is said (a missing purpose, a locked
     // vault), as on every other partner route.
-    let asked_purpose = purpose.unwrap_or_default();
+    // Only a purpose of the register reaches the store (an unknown one
+    // matches no consent and is refused by the decision).
+    let registered = purpose.and_then(|p| state.register.get(p)).map(|p| &p.id);
     // A known pseudonym was resolved for this partner: its id is a partner id.
     let Ok(partner_id) = PartnerId::parse(&partner.id) else {
         return Err(partner_inactive());
     };
     let read = state
         .store
-        .partner_read(&partner_id, &resident, asked_purpose, category)
+        .partner_read(&partner_id, &resident, registered, category)
         .await?;
     if !read.partner_active {
         return Err(partner_inactive());

@@ -78,7 +78,7 @@ pub(crate) async fn request_view(
         id: r.id.into_string(),
         resident_id: r.resident_id.into_string(),
         kind: r.kind.as_str().to_string(),
-        purpose: r.purpose,
+        purpose: r.purpose.map(crate::domain::PurposeId::into_string),
         state: r.state.as_str().to_string(),
         created_at: r.created_at,
         due_at: r.due_at,
@@ -100,11 +100,17 @@ pub async fn new_request(
             ErrorCode::UnknownRequestKind.with(format!("kind: one of {}", KINDS.join(", ")))
         );
     };
-    if let Some(p) = &purpose
-        && state.register.get(p).is_none()
-    {
-        return Err(ErrorCode::UnknownPurpose.into());
-    }
+    let purpose = match purpose {
+        Some(p) => Some(
+            state
+                .register
+                .get(&p)
+                .ok_or_else(|| AppError::from(ErrorCode::UnknownPurpose))?
+                .id
+                .clone(),
+        ),
+        None => None,
+    };
     let entry = own_data(state, caller, "rights.request", None).await?;
     let row = RightsRequestRow {
         id: RightsRequestId::from_uuid(uuid::Uuid::new_v4()),

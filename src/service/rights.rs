@@ -124,7 +124,7 @@ pub async fn run_retention(state: &AppState, now: Timestamp) -> AppResult<Retent
         if covering.is_empty() || covering.iter().any(|p| !p.legal_basis.needs_consent()) {
             continue;
         }
-        let ids: Vec<String> = covering.iter().map(|p| p.id.clone()).collect();
+        let ids: Vec<crate::domain::PurposeId> = covering.iter().map(|p| p.id.clone()).collect();
         let ended_before = now - CONSENT_GRACE_DAYS * 86_400;
         for resident in state
             .store
@@ -167,10 +167,10 @@ pub async fn run_retention(state: &AppState, now: Timestamp) -> AppResult<Retent
 pub async fn erase_after_withdrawal(
     state: &AppState,
     resident_id: &crate::domain::ResidentId,
-    purpose_id: &str,
+    purpose_id: &crate::domain::PurposeId,
     now: Timestamp,
 ) -> AppResult<Vec<String>> {
-    let Some(purpose) = state.register.get(purpose_id) else {
+    let Some(purpose) = state.register.get(purpose_id.as_str()) else {
         return Ok(Vec::new());
     };
     if !purpose.withdrawal_erases {
@@ -557,7 +557,14 @@ pub async fn object(
     }
     let entry = own_data(state, caller, "objection", None).await?;
     let me = caller.resident_id()?;
-    state.store.add_objection(&me, &purpose.id, now).await?;
+    state
+        .store
+        .add_objection(
+            &me,
+            crate::domain::rights::ObjectionTo::Purpose(&purpose.id),
+            now,
+        )
+        .await?;
     Ok(Audited::new(
         entry,
         rights_view(state, &me, Vec::new()).await?,
@@ -572,7 +579,13 @@ pub async fn lift_objection(
 ) -> AppResult<Audited<RightsView>> {
     let entry = own_data(state, caller, "objection", None).await?;
     let me = caller.resident_id()?;
-    if !state.store.remove_objection(&me, purpose).await? {
+    // A malformed id names no objection: `not_found`, as an unknown one.
+    let purpose = crate::domain::PurposeId::parse(purpose).map_err(|_| AppError::NotFound)?;
+    if !state
+        .store
+        .remove_objection(&me, crate::domain::rights::ObjectionTo::Purpose(&purpose))
+        .await?
+    {
         return Err(AppError::NotFound);
     }
     Ok(Audited::new(

@@ -16,6 +16,7 @@ use super::{Audited, Caller};
 use crate::AppState;
 use crate::audit::AuditRecord;
 use crate::domain::deposit::{LINK_CODE_SECS, canonical_pairing_code, pairing_code};
+use crate::domain::rights::ObjectionTo;
 use crate::domain::source::{Matching, Source};
 use crate::domain::{Role, Timestamp};
 use crate::error::{AppError, AppResult, ErrorCode};
@@ -691,7 +692,7 @@ pub async fn object(
     let me = caller.resident_id()?;
     state
         .store
-        .add_objection(&me, &format!("source:{}", source.id), now)
+        .add_objection(&me, ObjectionTo::Source(&source.id), now)
         .await?;
     Ok(Audited::new(entry, ()))
 }
@@ -707,7 +708,7 @@ pub async fn lift_objection(
     let me = caller.resident_id()?;
     if !state
         .store
-        .remove_objection(&me, &format!("source:{}", source.id))
+        .remove_objection(&me, ObjectionTo::Source(&source.id))
         .await?
     {
         return Err(AppError::NotFound);

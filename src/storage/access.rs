@@ -17,7 +17,9 @@ pub struct PartnerReadFacts {
     /// The (resident, purpose) these facts were read for: a decision uses
     /// facts handed to it only for the same pair.
     pub resident_id: crate::domain::ResidentId,
-    pub purpose: String,
+    /// The purpose of the register asked for; `None` when the purpose asked
+    /// is not in the register (no consent or objection can match it).
+    pub purpose: Option<crate::domain::PurposeId>,
     pub resident_active: bool,
     pub consent: Option<ConsentForDecision>,
     pub restricted: bool,
@@ -26,10 +28,13 @@ pub struct PartnerReadFacts {
 
 impl PartnerReadFacts {
     /// The facts of a resident who does not exist: nothing is allowed.
-    pub fn unknown_resident(resident_id: &crate::domain::ResidentId, purpose: &str) -> Self {
+    pub fn unknown_resident(
+        resident_id: &crate::domain::ResidentId,
+        purpose: Option<&crate::domain::PurposeId>,
+    ) -> Self {
         Self {
             resident_id: resident_id.clone(),
-            purpose: purpose.to_string(),
+            purpose: purpose.cloned(),
             resident_active: false,
             consent: None,
             restricted: false,
@@ -71,7 +76,7 @@ impl FactColumns {
     pub(crate) fn into_facts(
         self,
         resident_id: &crate::domain::ResidentId,
-        purpose: &str,
+        purpose: Option<&crate::domain::PurposeId>,
     ) -> PartnerReadFacts {
         let Some(status) = self.status else {
             return PartnerReadFacts::unknown_resident(resident_id, purpose);
@@ -95,7 +100,7 @@ impl FactColumns {
         };
         PartnerReadFacts {
             resident_id: resident_id.clone(),
-            purpose: purpose.to_string(),
+            purpose: purpose.cloned(),
             resident_active: status == "active",
             consent,
             restricted: self.restricted_at.is_some(),
@@ -125,7 +130,7 @@ impl PartnerReadRow {
     pub(crate) fn into_read(
         self,
         resident_id: &crate::domain::ResidentId,
-        purpose: &str,
+        purpose: Option<&crate::domain::PurposeId>,
     ) -> PartnerRead {
         let record = match (
             self.kek_version,
@@ -171,10 +176,11 @@ pub trait AccessStore: Send + Sync {
     /// Everything a partner's read for `purpose` must know of a resident, in
     /// one query (it runs on every partner read): whether the resident is
     /// active, the consent for the purpose, restriction and objection.
+    /// `purpose` is `None` when the one asked is not in the register.
     async fn partner_read_facts(
         &self,
         resident_id: &crate::domain::ResidentId,
-        purpose: &str,
+        purpose: Option<&crate::domain::PurposeId>,
     ) -> StorageResult<PartnerReadFacts>;
     /// A partner's read of one category of one resident, in one statement:
     /// whether the partner is active, [`AccessStore::partner_read_facts`],
@@ -184,7 +190,7 @@ pub trait AccessStore: Send + Sync {
         &self,
         partner_id: &crate::domain::PartnerId,
         resident_id: &crate::domain::ResidentId,
-        purpose: &str,
+        purpose: Option<&crate::domain::PurposeId>,
         category: &str,
     ) -> StorageResult<PartnerRead>;
 }
@@ -197,7 +203,7 @@ macro_rules! impl_access_store {
         async fn partner_read_facts(
             &self,
             resident_id: &$crate::domain::ResidentId,
-            purpose: &str,
+            purpose: Option<&$crate::domain::PurposeId>,
         ) -> $crate::storage::StorageResult<$crate::storage::PartnerReadFacts> {
             let row: Option<$crate::storage::access::FactColumns> = sqlx::query_as(
                 "SELECT r.status, r.restricted_at, \
@@ -221,7 +227,7 @@ macro_rules! impl_access_store {
             &self,
             partner_id: &$crate::domain::PartnerId,
             resident_id: &$crate::domain::ResidentId,
-            purpose: &str,
+            purpose: Option<&$crate::domain::PurposeId>,
             category: &str,
         ) -> $crate::storage::StorageResult<$crate::storage::PartnerRead> {
             // Every join is on a primary key or an index: the partner, the

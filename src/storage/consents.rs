@@ -29,7 +29,7 @@ pub struct ConsentForDecision {
 pub struct ConsentRow {
     pub id: ConsentId,
     pub resident_id: crate::domain::ResidentId,
-    pub purpose: String,
+    pub purpose: crate::domain::PurposeId,
     /// Given, refused or withdrawn (expiry is derived from the clock).
     pub state: ConsentState,
     #[sqlx(try_from = "CategoryList")]
@@ -46,7 +46,7 @@ pub struct ConsentRow {
 pub struct ConsentEventRow {
     pub id: String,
     pub consent_id: ConsentId,
-    pub purpose: String,
+    pub purpose: crate::domain::PurposeId,
     pub state: ConsentState,
     #[sqlx(try_from = "CategoryList")]
     pub categories: Vec<Category>,
@@ -68,14 +68,14 @@ pub trait ConsentStore: Send + Sync {
     async fn find_consent(
         &self,
         resident_id: &crate::domain::ResidentId,
-        purpose: &str,
+        purpose: &crate::domain::PurposeId,
     ) -> StorageResult<Option<ConsentRow>>;
     /// What the access decision needs of a (resident, purpose) consent, and
     /// nothing more: it is asked on every consent-based read.
     async fn consent_for_decision(
         &self,
         resident_id: &crate::domain::ResidentId,
-        purpose: &str,
+        purpose: &crate::domain::PurposeId,
     ) -> StorageResult<Option<ConsentForDecision>>;
     async fn find_consent_by_id(&self, id: &ConsentId) -> StorageResult<Option<ConsentRow>>;
     async fn consents_of(
@@ -104,7 +104,7 @@ macro_rules! impl_consent_store {
         async fn find_consent(
             &self,
             resident_id: &$crate::domain::ResidentId,
-            purpose: &str,
+            purpose: &$crate::domain::PurposeId,
         ) -> $crate::storage::StorageResult<Option<$crate::storage::ConsentRow>> {
             Ok(sqlx::query_as(
                 "SELECT id, resident_id, purpose, state, categories, valid_until, notice_version, updated_at, seq \
@@ -119,7 +119,7 @@ macro_rules! impl_consent_store {
         async fn consent_for_decision(
             &self,
             resident_id: &$crate::domain::ResidentId,
-            purpose: &str,
+            purpose: &$crate::domain::PurposeId,
         ) -> $crate::storage::StorageResult<Option<$crate::storage::ConsentForDecision>> {
             Ok(sqlx::query_as(
                 "SELECT id, state, categories, valid_until, notice_version \

@@ -15,7 +15,7 @@ use crate::domain::{ExtractId, PartnerId, Timestamp};
 pub struct ExtractRow {
     pub id: ExtractId,
     pub partner_id: PartnerId,
-    pub purpose: String,
+    pub purpose: crate::domain::PurposeId,
     pub kind: ExtractKind,
     pub spec: String,
     pub state: ExtractState,
@@ -87,7 +87,7 @@ pub trait ExtractStore: Send + Sync {
     /// notice (its categories returned, for the caller to check).
     async fn cohort_page(
         &self,
-        purpose: &str,
+        purpose: &crate::domain::PurposeId,
         consent_based: bool,
         notice_version: &str,
         now: Timestamp,
@@ -97,7 +97,7 @@ pub trait ExtractStore: Send + Sync {
     /// How many candidates `cohort_page` will go through (for progress).
     async fn count_cohort(
         &self,
-        purpose: &str,
+        purpose: &crate::domain::PurposeId,
         consent_based: bool,
         notice_version: &str,
         now: Timestamp,
@@ -284,7 +284,7 @@ macro_rules! impl_extract_store {
 
         async fn cohort_page(
             &self,
-            purpose: &str,
+            purpose: &$crate::domain::PurposeId,
             consent_based: bool,
             notice_version: &str,
             now: $crate::domain::Timestamp,
@@ -323,7 +323,7 @@ macro_rules! impl_extract_store {
 
         async fn count_cohort(
             &self,
-            purpose: &str,
+            purpose: &$crate::domain::PurposeId,
             consent_based: bool,
             notice_version: &str,
             now: $crate::domain::Timestamp,

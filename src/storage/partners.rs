@@ -36,7 +36,7 @@ pub trait PartnerStore: Send + Sync {
     /// the purpose rests on consent, every active resident otherwise.
     async fn reachable_residents(
         &self,
-        purpose: &str,
+        purpose: &crate::domain::PurposeId,
         consent_based: bool,
         notice_version: &str,
         now: Timestamp,
@@ -123,7 +123,7 @@ macro_rules! impl_partner_store {
 
         async fn reachable_residents(
             &self,
-            purpose: &str,
+            purpose: &$crate::domain::PurposeId,
             consent_based: bool,
             notice_version: &str,
             now: $crate::domain::Timestamp,

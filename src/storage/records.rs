@@ -151,7 +151,7 @@ pub trait RecordStore: Send + Sync {
     /// period that ends at `ended_before`.
     async fn consent_orphaned_records(
         &self,
-        purposes: &[String],
+        purposes: &[crate::domain::PurposeId],
         category: &str,
         ended_before: Timestamp,
     ) -> StorageResult<Vec<crate::domain::ResidentId>>;
@@ -436,7 +436,7 @@ macro_rules! impl_record_store {
 
         async fn consent_orphaned_records(
             &self,
-            purposes: &[String],
+            purposes: &[$crate::domain::PurposeId],
             category: &str,
             ended_before: $crate::domain::Timestamp,
         ) -> $crate::storage::StorageResult<Vec<$crate::domain::ResidentId>> {

@@ -18,7 +18,7 @@ pub struct RightsRequestRow {
     pub id: RightsRequestId,
     pub resident_id: crate::domain::ResidentId,
     pub kind: RightsRequestKind,
-    pub purpose: Option<String>,
+    pub purpose: Option<crate::domain::PurposeId>,
     pub state: RightsRequestState,
     pub created_at: i64,
     pub due_at: i64,
@@ -56,7 +56,7 @@ pub trait RightsStore: Send + Sync {
     async fn rights_state(
         &self,
         resident_id: &crate::domain::ResidentId,
-        purpose: Option<&str>,
+        purpose: Option<&crate::domain::PurposeId>,
     ) -> StorageResult<(bool, bool)>;
     /// With the art. 19 notices a restriction causes, in one transaction.
     async fn set_restricted(
@@ -72,13 +72,13 @@ pub trait RightsStore: Send + Sync {
     async fn add_objection(
         &self,
         resident_id: &crate::domain::ResidentId,
-        purpose: &str,
+        to: crate::domain::rights::ObjectionTo<'_>,
         now: Timestamp,
     ) -> StorageResult<bool>;
     async fn remove_objection(
         &self,
         resident_id: &crate::domain::ResidentId,
-        purpose: &str,
+        to: crate::domain::rights::ObjectionTo<'_>,
     ) -> StorageResult<bool>;
     async fn objections_of(
         &self,
@@ -157,14 +157,14 @@ macro_rules! impl_rights_store {
         async fn rights_state(
             &self,
             resident_id: &$crate::domain::ResidentId,
-            purpose: Option<&str>,
+            purpose: Option<&$crate::domain::PurposeId>,
         ) -> $crate::storage::StorageResult<(bool, bool)> {
             let row: Option<(Option<i64>, i64)> = sqlx::query_as(
                 "SELECT r.restricted_at, (SELECT COUNT(*) FROM objections o WHERE o.resident_id = r.id AND o.purpose = $2) \
                  FROM residents r WHERE r.id = $1",
             )
             .bind(resident_id)
-            .bind(purpose.unwrap_or(""))
+            .bind(purpose)
             .fetch_optional(&self.pool)
             .await?;
             Ok(row.map(|(r, o)| (r.is_some(), o > 0)).unwrap_or((false, false)))
@@ -202,7 +202,7 @@ macro_rules! impl_rights_store {
         async fn add_objection(
             &self,
             resident_id: &$crate::domain::ResidentId,
-            purpose: &str,
+            to: $crate::domain::rights::ObjectionTo<'_>,
             now: $crate::domain::Timestamp,
         ) -> $crate::storage::StorageResult<bool> {
             let mut tx = self.pool.begin().await?;
@@ -219,7 +219,7 @@ macro_rules! impl_rights_store {
                 "INSERT INTO objections (resident_id, purpose, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
             )
             .bind(resident_id)
-            .bind(purpose)
+            .bind(to.key())
             .bind(now)
             .execute(&mut *tx)
             .await?;
@@ -227,10 +227,10 @@ macro_rules! impl_rights_store {
             Ok(done.rows_affected() == 1)
         }
 
-        async fn remove_objection(&self, resident_id: &$crate::domain::ResidentId, purpose: &str) -> $crate::storage::StorageResult<bool> {
+        async fn remove_objection(&self, resident_id: &$crate::domain::ResidentId, to: $crate::domain::rights::ObjectionTo<'_>) -> $crate::storage::StorageResult<bool> {
             let done = sqlx::query("DELETE FROM objections WHERE resident_id = $1 AND purpose = $2")
                 .bind(resident_id)
-                .bind(purpose)
+                .bind(to.key())
                 .execute(&self.pool)
                 .await?;
             Ok(done.rows_affected() == 1)

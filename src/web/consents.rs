@@ -47,7 +47,7 @@ pub async fn consents(ctx: Ctx) -> PageResult {
         p { (l.t("Pour chaque finalité ci-dessous, vous choisissez. Rien n'est coché d'avance. Vous pouvez retirer votre consentement à tout moment, en un clic ; ce retrait vaut pour l'avenir.",
                   "For each purpose below, you choose. Nothing is ticked in advance. You can withdraw your consent at any time, in one click; the withdrawal applies from then on.")) }
         @for p in &asked {
-            @let current = of(&p.id);
+            @let current = of(p.id.as_str());
             @let state = current.map(|c| c.state.as_str()).unwrap_or("");
             section.card aria-labelledby={ "f-" (p.id) } {
                 h2 #{ "f-" (p.id) } { (purpose_title(p, l)) }
@@ -183,7 +183,7 @@ pub async fn withdrawn(ctx: Ctx, Path(id): Path<String>) -> PageResult {
     let consent = crate::service::consents::own_withdrawn(&ctx.state, &ctx.caller(&user), &id)
         .await
         .map_err(|e| ctx.fail(e))?;
-    let purpose = ctx.state.register.get(&consent.purpose);
+    let purpose = ctx.state.register.get(consent.purpose.as_str());
     let title = l.t("Consentement retiré", "Consent withdrawn");
     let body = html! {
         h1 { (title) }

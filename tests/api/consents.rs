@@ -270,7 +270,7 @@ async fn an_aidant_under_mandate_is_recorded_with_the_structure() {
             &app.state,
             &actor,
             &crate::support::resident_id(JP),
-            "cantine-scolaire",
+            app.state.register.get("cantine-scolaire").unwrap(),
             coffre::service::consents::Decision::Give(Default::default()),
         )
         .await
@@ -402,7 +402,7 @@ async fn concurrent_decisions_never_overwrite_each_other() {
                     &state,
                     &actor,
                     &crate::support::resident_id(AWA),
-                    "etude-mobilite",
+                    state.register.get("etude-mobilite").unwrap(),
                     d,
                 )
                 .await

@@ -368,7 +368,7 @@ async fn two_overlapping_aggregates_never_subtract_to_a_few_people() {
                     request_id: None,
                 },
                 &crate::support::resident_id(&id),
-                "etude-mobilite",
+                app.state.register.get("etude-mobilite").unwrap(),
                 coffre::service::consents::Decision::Give(Default::default()),
             )
             .await

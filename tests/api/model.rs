@@ -354,7 +354,7 @@ async fn run_case(
             let row = coffre::storage::ConsentRow {
                 id: id.clone(),
                 resident_id: crate::support::resident_id(resident.clone()),
-                purpose: purpose_id.clone(),
+                purpose: crate::support::purpose_id(&purpose_id),
                 state: state.parse().unwrap(),
                 categories: crate::support::categories(&consent_categories.join(",")),
                 valid_until: until,
@@ -365,7 +365,7 @@ async fn run_case(
             let event = coffre::storage::ConsentEventRow {
                 id: uuid::Uuid::new_v4().to_string(),
                 consent_id: id,
-                purpose: purpose_id.clone(),
+                purpose: crate::support::purpose_id(&purpose_id),
                 state: state.parse().unwrap(),
                 categories: row.categories.clone(),
                 valid_until: until,
@@ -392,7 +392,13 @@ async fn run_case(
         }
         if c.objected {
             app.store
-                .add_objection(&crate::support::resident_id(&resident), &purpose_id, now)
+                .add_objection(
+                    &crate::support::resident_id(&resident),
+                    coffre::domain::rights::ObjectionTo::Purpose(&crate::support::purpose_id(
+                        &purpose_id,
+                    )),
+                    now,
+                )
                 .await
                 .unwrap();
         }
@@ -553,7 +559,7 @@ async fn facts_handed_in_for_another_resident_or_purpose_are_not_used() {
         // purpose of the same resident.
         let favourable = |r: &str, p: &str| coffre::storage::PartnerReadFacts {
             resident_id: crate::support::resident_id(r),
-            purpose: p.to_string(),
+            purpose: Some(crate::support::purpose_id(p)),
             resident_active: true,
             consent: Some(coffre::storage::ConsentForDecision {
                 id: crate::support::cid("forged"),

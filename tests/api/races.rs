@@ -89,7 +89,7 @@ async fn concurrent_consent_decisions_lose_none_and_double_none() {
             .store
             .find_consent(
                 &crate::support::resident_id(LUCIE),
-                "inventaire-arbres-patrimoine",
+                &crate::support::purpose_id("inventaire-arbres-patrimoine"),
             )
             .await
             .unwrap()

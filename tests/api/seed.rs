@@ -24,7 +24,14 @@ async fn a_seeded_territory_is_deterministic_and_works_end_to_end() {
         let vault = app.state.vault().unwrap();
         let first = app
             .store
-            .reachable_residents("renovation-energetique", false, "", T0, 0, 1)
+            .reachable_residents(
+                &crate::support::purpose_id("renovation-energetique"),
+                false,
+                "",
+                T0,
+                0,
+                1,
+            )
             .await
             .unwrap();
         let records = vault
@@ -41,7 +48,14 @@ async fn a_seeded_territory_is_deterministic_and_works_end_to_end() {
             .unwrap();
         let twin_first = twin
             .store
-            .reachable_residents("renovation-energetique", false, "", T0, 0, 1)
+            .reachable_residents(
+                &crate::support::purpose_id("renovation-energetique"),
+                false,
+                "",
+                T0,
+                0,
+                1,
+            )
             .await
             .unwrap();
         assert_eq!(twin_first, first);
@@ -62,7 +76,14 @@ async fn a_seeded_territory_is_deterministic_and_works_end_to_end() {
         let purpose = app.state.register.get("etude-mobilite").unwrap();
         let consenting = app
             .store
-            .reachable_residents("etude-mobilite", true, &purpose.notice_version, T0, 0, 1000)
+            .reachable_residents(
+                &crate::support::purpose_id("etude-mobilite"),
+                true,
+                &purpose.notice_version,
+                T0,
+                0,
+                1000,
+            )
             .await
             .unwrap();
         assert!(!consenting.is_empty() && consenting.len() < 600);

@@ -601,3 +601,7 @@ pub fn psd(p: &str) -> coffre::domain::Pseudonym {
 pub fn resident_id(id: impl AsRef<str>) -> coffre::domain::ResidentId {
     coffre::domain::ResidentId::parse(id.as_ref()).expect("a test's resident id is well-formed")
 }
+
+pub fn purpose_id(id: impl AsRef<str>) -> coffre::domain::PurposeId {
+    coffre::domain::PurposeId::parse(id.as_ref()).expect("a test's purpose id is well-formed")
+}

@@ -105,7 +105,7 @@ async fn an_aidant_never_consents_beyond_the_mandate_nor_over_the_residents_deci
             .assert_error(409, "resident_decision_stands");
         let c = app
             .store
-            .find_consent(&crate::support::resident_id(LUCIE), "cantine-scolaire")
+            .find_consent(&crate::support::resident_id(LUCIE), &crate::support::purpose_id("cantine-scolaire"))
             .await
             .unwrap()
             .unwrap();

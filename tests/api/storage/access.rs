@@ -40,7 +40,7 @@ async fn a_partner_read_gathers_partner_resident_consent_rights_and_record_at_on
             .partner_read(
                 &crate::support::pid("p1"),
                 &crate::support::resident_id("awa"),
-                "p-consent",
+                Some(&crate::support::purpose_id("p-consent")),
                 "contact",
             )
             .await
@@ -48,8 +48,11 @@ async fn a_partner_read_gathers_partner_resident_consent_rights_and_record_at_on
         assert!(read.partner_active, "{b}");
         let facts = &read.facts;
         assert_eq!(
-            (facts.resident_id.as_str(), facts.purpose.as_str()),
-            ("awa", "p-consent")
+            (
+                facts.resident_id.as_str(),
+                facts.purpose.as_ref().map(|p| p.as_str())
+            ),
+            ("awa", Some("p-consent"))
         );
         assert!(
             facts.resident_active && !facts.restricted && !facts.objected,
@@ -78,7 +81,10 @@ async fn a_partner_read_gathers_partner_resident_consent_rights_and_record_at_on
 
         // The facts alone read the same.
         let alone = store
-            .partner_read_facts(&crate::support::resident_id("awa"), "p-consent")
+            .partner_read_facts(
+                &crate::support::resident_id("awa"),
+                Some(&crate::support::purpose_id("p-consent")),
+            )
             .await
             .unwrap();
         assert_eq!(format!("{alone:?}"), format!("{facts:?}"), "{b}");
@@ -89,7 +95,7 @@ async fn a_partner_read_gathers_partner_resident_consent_rights_and_record_at_on
             .partner_read(
                 &crate::support::pid("p2"),
                 &crate::support::resident_id("awa"),
-                "p-consent",
+                Some(&crate::support::purpose_id("p-consent")),
                 "contact",
             )
             .await
@@ -102,7 +108,7 @@ async fn a_partner_read_gathers_partner_resident_consent_rights_and_record_at_on
             .partner_read(
                 &crate::support::pid("p9"),
                 &crate::support::resident_id("awa"),
-                "p-consent",
+                Some(&crate::support::purpose_id("p-consent")),
                 "contact",
             )
             .await
@@ -121,7 +127,7 @@ async fn a_partner_read_gathers_partner_resident_consent_rights_and_record_at_on
             .partner_read(
                 &crate::support::pid("p1"),
                 &crate::support::resident_id("awa"),
-                "p-other",
+                Some(&crate::support::purpose_id("p-other")),
                 "housing",
             )
             .await
@@ -131,7 +137,7 @@ async fn a_partner_read_gathers_partner_resident_consent_rights_and_record_at_on
             .partner_read(
                 &crate::support::pid("p1"),
                 &crate::support::resident_id("ghost"),
-                "p-consent",
+                Some(&crate::support::purpose_id("p-consent")),
                 "contact",
             )
             .await
@@ -140,14 +146,16 @@ async fn a_partner_read_gathers_partner_resident_consent_rights_and_record_at_on
             nobody.partner_active && !nobody.facts.resident_active,
             "{b}"
         );
-        let empty =
-            PartnerReadFacts::unknown_resident(&crate::support::resident_id("ghost"), "p-consent");
+        let empty = PartnerReadFacts::unknown_resident(
+            &crate::support::resident_id("ghost"),
+            Some(&crate::support::purpose_id("p-consent")),
+        );
         assert_eq!(format!("{:?}", nobody.facts), format!("{empty:?}"), "{b}");
         let basile = store
             .partner_read(
                 &crate::support::pid("p1"),
                 &crate::support::resident_id("basile"),
-                "p-consent",
+                Some(&crate::support::purpose_id("p-consent")),
                 "contact",
             )
             .await
@@ -163,21 +171,30 @@ async fn a_partner_read_gathers_partner_resident_consent_rights_and_record_at_on
             .await
             .unwrap();
         store
-            .add_objection(&crate::support::resident_id("awa"), "p-consent", T0)
+            .add_objection(
+                &crate::support::resident_id("awa"),
+                coffre::domain::rights::ObjectionTo::Purpose(&crate::support::purpose_id(
+                    "p-consent",
+                )),
+                T0,
+            )
             .await
             .unwrap();
         let read = store
             .partner_read(
                 &crate::support::pid("p1"),
                 &crate::support::resident_id("awa"),
-                "p-consent",
+                Some(&crate::support::purpose_id("p-consent")),
                 "contact",
             )
             .await
             .unwrap();
         assert!(read.facts.restricted && read.facts.objected, "{b}");
         let other = store
-            .partner_read_facts(&crate::support::resident_id("awa"), "p-other")
+            .partner_read_facts(
+                &crate::support::resident_id("awa"),
+                Some(&crate::support::purpose_id("p-other")),
+            )
             .await
             .unwrap();
         assert!(other.restricted && !other.objected, "{b}");
@@ -191,7 +208,7 @@ async fn a_partner_read_gathers_partner_resident_consent_rights_and_record_at_on
             .partner_read(
                 &crate::support::pid("p1"),
                 &crate::support::resident_id("awa"),
-                "p-consent",
+                Some(&crate::support::purpose_id("p-consent")),
                 "contact",
             )
             .await

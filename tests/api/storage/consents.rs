@@ -16,7 +16,10 @@ async fn a_consent_decision_is_compare_and_set_on_its_sequence() {
         };
         give.record(&store, None, 10).await.unwrap();
         let c = store
-            .find_consent(&crate::support::resident_id("awa"), "p1")
+            .find_consent(
+                &crate::support::resident_id("awa"),
+                &crate::support::purpose_id("p1"),
+            )
             .await
             .unwrap()
             .unwrap();
@@ -35,7 +38,10 @@ async fn a_consent_decision_is_compare_and_set_on_its_sequence() {
             "{b}"
         );
         let d = store
-            .consent_for_decision(&crate::support::resident_id("awa"), "p1")
+            .consent_for_decision(
+                &crate::support::resident_id("awa"),
+                &crate::support::purpose_id("p1"),
+            )
             .await
             .unwrap()
             .unwrap();
@@ -47,7 +53,10 @@ async fn a_consent_decision_is_compare_and_set_on_its_sequence() {
         assert_eq!(d.notice_version, "v1", "{b}");
         assert!(
             store
-                .consent_for_decision(&crate::support::resident_id("awa"), "p9")
+                .consent_for_decision(
+                    &crate::support::resident_id("awa"),
+                    &crate::support::purpose_id("p9")
+                )
                 .await
                 .unwrap()
                 .is_none(),
@@ -66,7 +75,10 @@ async fn a_consent_decision_is_compare_and_set_on_its_sequence() {
 
         withdraw.record(&store, Some(1), 20).await.unwrap();
         let c = store
-            .find_consent(&crate::support::resident_id("awa"), "p1")
+            .find_consent(
+                &crate::support::resident_id("awa"),
+                &crate::support::purpose_id("p1"),
+            )
             .await
             .unwrap()
             .unwrap();
@@ -138,7 +150,10 @@ async fn concurrent_decisions_on_one_sequence_let_exactly_one_win() {
             "{b}: {outcomes:?}"
         );
         let c = store
-            .find_consent(&crate::support::resident_id("awa"), "p1")
+            .find_consent(
+                &crate::support::resident_id("awa"),
+                &crate::support::purpose_id("p1"),
+            )
             .await
             .unwrap()
             .unwrap();

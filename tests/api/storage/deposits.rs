@@ -88,7 +88,11 @@ async fn a_deposit_is_idempotent_and_new_content_makes_a_new_version() {
         assert_eq!(digest(&store, "m-1").await.as_deref(), Some("d2"));
         // The resident's later choices win inside the transaction.
         store
-            .add_objection(&crate::support::resident_id("r1"), "source:s1", T0 + 4)
+            .add_objection(
+                &crate::support::resident_id("r1"),
+                coffre::domain::rights::ObjectionTo::Source("s1"),
+                T0 + 4,
+            )
             .await
             .unwrap();
         let objected = deposit("m-9", "d9", 3, T0 - 1);
@@ -98,7 +102,10 @@ async fn a_deposit_is_idempotent_and_new_content_makes_a_new_version() {
             "{b}"
         );
         store
-            .remove_objection(&crate::support::resident_id("r1"), "source:s1")
+            .remove_objection(
+                &crate::support::resident_id("r1"),
+                coffre::domain::rights::ObjectionTo::Source("s1"),
+            )
             .await
             .unwrap();
         let links = store
@@ -362,13 +369,21 @@ async fn a_deposits_facts_come_in_one_read_and_follow_what_they_read() {
             "{b}"
         );
         store
-            .add_objection(&crate::support::resident_id("r1"), "source:s1", T0 + 2)
+            .add_objection(
+                &crate::support::resident_id("r1"),
+                coffre::domain::rights::ObjectionTo::Source("s1"),
+                T0 + 2,
+            )
             .await
             .unwrap();
         // Another source's objection and another resident's restriction
         // are not this line's.
         store
-            .add_objection(&crate::support::resident_id("r1"), "source:s2", T0 + 2)
+            .add_objection(
+                &crate::support::resident_id("r1"),
+                coffre::domain::rights::ObjectionTo::Source("s2"),
+                T0 + 2,
+            )
             .await
             .unwrap();
         store

@@ -9,7 +9,7 @@ fn extract(id: &str, partner_id: &str, epsilon: Option<f64>, created_at: i64) ->
     ExtractRow {
         id: crate::support::eid(id),
         partner_id: crate::support::pid(partner_id),
-        purpose: "p-stats".into(),
+        purpose: crate::support::purpose_id("p-stats"),
         kind: if epsilon.is_some() {
             "aggregate"
         } else {
@@ -341,7 +341,13 @@ async fn the_cohort_is_paged_by_resident_and_counted_alike() {
             .await
             .unwrap();
         store
-            .add_objection(&crate::support::resident_id("r5"), "p-legit", T0)
+            .add_objection(
+                &crate::support::resident_id("r5"),
+                coffre::domain::rights::ObjectionTo::Purpose(&crate::support::purpose_id(
+                    "p-legit",
+                )),
+                T0,
+            )
             .await
             .unwrap();
         store
@@ -358,7 +364,14 @@ async fn the_cohort_is_paged_by_resident_and_counted_alike() {
             };
             async move {
                 store
-                    .cohort_page(purpose, consent_based, "v1", T0, after, limit)
+                    .cohort_page(
+                        &crate::support::purpose_id(purpose),
+                        consent_based,
+                        "v1",
+                        T0,
+                        after,
+                        limit,
+                    )
                     .await
                     .unwrap()
             }
@@ -380,7 +393,7 @@ async fn the_cohort_is_paged_by_resident_and_counted_alike() {
         assert_eq!(rest, ["r2"], "{b}");
         assert_eq!(
             store
-                .count_cohort("p-consent", true, "v1", T0)
+                .count_cohort(&crate::support::purpose_id("p-consent"), true, "v1", T0)
                 .await
                 .unwrap(),
             2,
@@ -393,7 +406,10 @@ async fn the_cohort_is_paged_by_resident_and_counted_alike() {
         assert!(legit.iter().all(|(_, c)| c.is_none()), "{b}");
         assert_eq!(page(false, "r2", 10).await.len(), 1, "{b}");
         assert_eq!(
-            store.count_cohort("p-legit", false, "", T0).await.unwrap(),
+            store
+                .count_cohort(&crate::support::purpose_id("p-legit"), false, "", T0)
+                .await
+                .unwrap(),
             3,
             "{b}"
         );

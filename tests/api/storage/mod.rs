@@ -231,7 +231,7 @@ impl Decision<'_> {
         let current = ConsentRow {
             id: consent_id.clone(),
             resident_id: crate::support::resident_id(self.resident),
-            purpose: self.purpose.into(),
+            purpose: crate::support::purpose_id(self.purpose),
             state: self.state.parse().unwrap(),
             categories: crate::support::categories(self.categories),
             valid_until: self.valid_until,
@@ -242,7 +242,7 @@ impl Decision<'_> {
         let event = ConsentEventRow {
             id: format!("{consent_id}-e{audit_index}"),
             consent_id,
-            purpose: self.purpose.into(),
+            purpose: crate::support::purpose_id(self.purpose),
             state: self.state.parse().unwrap(),
             categories: crate::support::categories(self.categories),
             valid_until: self.valid_until,

@@ -148,7 +148,13 @@ async fn reachable_residents_follow_consent_restriction_and_objection_in_a_stabl
             .await
             .unwrap();
         store
-            .add_objection(&crate::support::resident_id("r3"), "p-legit", T0)
+            .add_objection(
+                &crate::support::resident_id("r3"),
+                coffre::domain::rights::ObjectionTo::Purpose(&crate::support::purpose_id(
+                    "p-legit",
+                )),
+                T0,
+            )
             .await
             .unwrap();
         store
@@ -162,7 +168,14 @@ async fn reachable_residents_follow_consent_restriction_and_objection_in_a_stabl
             let store = store.clone();
             async move {
                 store
-                    .reachable_residents("p-legit", false, "", T0, offset, limit)
+                    .reachable_residents(
+                        &crate::support::purpose_id("p-legit"),
+                        false,
+                        "",
+                        T0,
+                        offset,
+                        limit,
+                    )
                     .await
                     .unwrap()
             }
@@ -196,7 +209,14 @@ async fn reachable_residents_follow_consent_restriction_and_objection_in_a_stabl
             .await
             .unwrap();
         let consented = store
-            .reachable_residents("p-consent", true, "v2", T0, 0, 10)
+            .reachable_residents(
+                &crate::support::purpose_id("p-consent"),
+                true,
+                "v2",
+                T0,
+                0,
+                10,
+            )
             .await
             .unwrap();
         assert_eq!(consented, ["r1"], "{b}");

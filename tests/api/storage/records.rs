@@ -362,7 +362,14 @@ async fn retention_deletes_superseded_versions_and_data_no_consent_covers() {
         // recent (written after the grace period began).
 
         let orphans = store
-            .consent_orphaned_records(&["p1".into(), "p2".into()], "contact", grace_end)
+            .consent_orphaned_records(
+                &[
+                    crate::support::purpose_id("p1"),
+                    crate::support::purpose_id("p2"),
+                ],
+                "contact",
+                grace_end,
+            )
             .await
             .unwrap();
         assert_eq!(orphans, ["eve", "fay", "gus", "hal", "ivy"], "{b}");

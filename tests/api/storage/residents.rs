@@ -248,7 +248,10 @@ async fn the_erasure_reaches_every_aggregate_in_one_transaction() {
 
         // Consents kept as proof; the given one withdrawn at `now`.
         let given = store
-            .find_consent(&crate::support::resident_id("awa"), "p-given")
+            .find_consent(
+                &crate::support::resident_id("awa"),
+                &crate::support::purpose_id("p-given"),
+            )
             .await
             .unwrap()
             .unwrap();
@@ -259,7 +262,10 @@ async fn the_erasure_reaches_every_aggregate_in_one_transaction() {
             "{b}"
         );
         let refused = store
-            .find_consent(&crate::support::resident_id("awa"), "p-refused")
+            .find_consent(
+                &crate::support::resident_id("awa"),
+                &crate::support::purpose_id("p-refused"),
+            )
             .await
             .unwrap()
             .unwrap();

@@ -12,7 +12,10 @@ async fn restriction_and_objections_round_trip_with_their_notices() {
         residents(&store, &["awa"]).await;
         assert_eq!(
             store
-                .rights_state(&crate::support::resident_id("awa"), Some("p1"))
+                .rights_state(
+                    &crate::support::resident_id("awa"),
+                    Some(&crate::support::purpose_id("p1"))
+                )
                 .await
                 .unwrap(),
             (false, false)
@@ -90,21 +93,33 @@ async fn restriction_and_objections_round_trip_with_their_notices() {
 
         assert!(
             store
-                .add_objection(&crate::support::resident_id("awa"), "p1", T0)
+                .add_objection(
+                    &crate::support::resident_id("awa"),
+                    coffre::domain::rights::ObjectionTo::Purpose(&crate::support::purpose_id("p1")),
+                    T0
+                )
                 .await
                 .unwrap(),
             "{b}"
         );
         assert!(
             !store
-                .add_objection(&crate::support::resident_id("awa"), "p1", T0 + 1)
+                .add_objection(
+                    &crate::support::resident_id("awa"),
+                    coffre::domain::rights::ObjectionTo::Purpose(&crate::support::purpose_id("p1")),
+                    T0 + 1
+                )
                 .await
                 .unwrap(),
             "twice ({b})"
         );
         assert!(
             store
-                .add_objection(&crate::support::resident_id("awa"), "p0", T0 + 2)
+                .add_objection(
+                    &crate::support::resident_id("awa"),
+                    coffre::domain::rights::ObjectionTo::Purpose(&crate::support::purpose_id("p0")),
+                    T0 + 2
+                )
                 .await
                 .unwrap(),
             "{b}"
@@ -120,35 +135,51 @@ async fn restriction_and_objections_round_trip_with_their_notices() {
         );
         assert_eq!(
             store
-                .rights_state(&crate::support::resident_id("awa"), Some("p1"))
+                .rights_state(
+                    &crate::support::resident_id("awa"),
+                    Some(&crate::support::purpose_id("p1"))
+                )
                 .await
                 .unwrap(),
             (false, true)
         );
         assert_eq!(
             store
-                .rights_state(&crate::support::resident_id("awa"), Some("p2"))
+                .rights_state(
+                    &crate::support::resident_id("awa"),
+                    Some(&crate::support::purpose_id("p2"))
+                )
                 .await
                 .unwrap(),
             (false, false)
         );
         assert!(
             store
-                .remove_objection(&crate::support::resident_id("awa"), "p1")
+                .remove_objection(
+                    &crate::support::resident_id("awa"),
+                    coffre::domain::rights::ObjectionTo::Purpose(&crate::support::purpose_id("p1"))
+                )
                 .await
                 .unwrap(),
             "{b}"
         );
         assert!(
             !store
-                .remove_objection(&crate::support::resident_id("awa"), "p1")
+                .remove_objection(
+                    &crate::support::resident_id("awa"),
+                    coffre::domain::rights::ObjectionTo::Purpose(&crate::support::purpose_id("p1"))
+                )
                 .await
                 .unwrap(),
             "{b}"
         );
         assert_conflict(
             store
-                .add_objection(&crate::support::resident_id("ghost"), "p1", T0)
+                .add_objection(
+                    &crate::support::resident_id("ghost"),
+                    coffre::domain::rights::ObjectionTo::Purpose(&crate::support::purpose_id("p1")),
+                    T0,
+                )
                 .await,
             "unknown resident",
         );

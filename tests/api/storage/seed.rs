@@ -33,7 +33,7 @@ async fn a_seed_batch_is_written_whole_or_not_at_all() {
                 batch.consents.push(ConsentRow {
                     id: consent_id.clone(),
                     resident_id: crate::support::resident_id(id.clone()),
-                    purpose: "p1".into(),
+                    purpose: crate::support::purpose_id("p1"),
                     state: "given".parse().unwrap(),
                     categories: crate::support::categories("contact"),
                     valid_until: Some(T0 + 1000),
@@ -44,7 +44,7 @@ async fn a_seed_batch_is_written_whole_or_not_at_all() {
                 batch.events.push(ConsentEventRow {
                     id: format!("ev-{id}"),
                     consent_id,
-                    purpose: "p1".into(),
+                    purpose: crate::support::purpose_id("p1"),
                     state: "given".parse().unwrap(),
                     categories: crate::support::categories("contact"),
                     valid_until: Some(T0 + 1000),
@@ -85,7 +85,10 @@ async fn a_seed_batch_is_written_whole_or_not_at_all() {
             "{b}"
         );
         let consent = store
-            .find_consent(&crate::support::resident_id("s0599"), "p1")
+            .find_consent(
+                &crate::support::resident_id("s0599"),
+                &crate::support::purpose_id("p1"),
+            )
             .await
             .unwrap()
             .unwrap();
