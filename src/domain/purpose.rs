@@ -58,7 +58,8 @@ pub enum PartnerAccess {
 #[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Purpose {
-    /// Checked further at load: lower-case words joined by '-'.
+    // Checked further at load: lower-case words joined by '-' (a plain
+    // comment: a doc comment would change the OpenAPI document).
     #[schema(value_type = String)]
     pub id: PurposeId,
     pub title_fr: String,
