@@ -10,3 +10,9 @@ use crate::AppState;
 pub fn app(state: AppState) -> Router {
     crate::http::router(state, crate::web::routes())
 }
+
+/// The metrics listener's router (`GET /metrics` only), served apart from
+/// [`app`] on `metrics_listen`.
+pub fn metrics_app(state: AppState) -> Router {
+    crate::http::metrics::router(state)
+}

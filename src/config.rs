@@ -41,6 +41,11 @@ pub const KEYS: &[(&str, Option<&str>, &str)] = &[
         "address:port to listen on",
     ),
     (
+        "metrics_listen",
+        None,
+        "address:port of the Prometheus /metrics listener; off when unset; keep it off the public network",
+    ),
+    (
         "extracts_dir",
         Some("data/extracts"),
         "folder of the encrypted extract files (age, for partners)",
@@ -255,6 +260,9 @@ pub enum LogFormat {
 pub struct Config {
     pub database_url: DatabaseUrl,
     pub listen: SocketAddr,
+    /// Where `/metrics` is served, apart from the public listener; `None`:
+    /// not served.
+    pub metrics_listen: Option<SocketAddr>,
     pub keys_dir: PathBuf,
     pub policies_dir: PathBuf,
     /// `policies_dir` was configured (not the default).
@@ -344,6 +352,15 @@ impl Config {
                 )
             })?,
             None => return Err(invalid("listen", "missing".into())),
+        };
+        let metrics_listen: Option<SocketAddr> = match get("metrics_listen") {
+            Some((v, _)) if !v.is_empty() => Some(v.parse().map_err(|_| {
+                invalid(
+                    "metrics_listen",
+                    "expected ADDRESS:PORT, e.g. 127.0.0.1:9464".into(),
+                )
+            })?),
+            _ => None,
         };
         let keys_dir = PathBuf::from(get("keys_dir").map(|(v, _)| v).unwrap_or("keys"));
         // Set explicitly, the folder must be there (a reviewed register that
@@ -445,6 +462,7 @@ impl Config {
         Ok(Self {
             database_url,
             listen,
+            metrics_listen,
             keys_dir,
             policies_dir,
             policies_dir_explicit,

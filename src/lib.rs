@@ -26,7 +26,7 @@ use std::time::Duration;
 use axum::Router;
 use tokio::net::TcpListener;
 
-pub use app::app;
+pub use app::{app, metrics_app};
 pub use clock::Clock;
 pub use config::Config;
 pub use service::state::{AppInner, AppState, RegisterSource};

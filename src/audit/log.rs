@@ -6,7 +6,7 @@
 //! store fails, they fail closed with `audit_unavailable`.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -65,6 +65,55 @@ struct Pending {
     reply: oneshot::Sender<Result<u64, AuditError>>,
 }
 
+/// What the writer measures of its commits, for `/metrics`
+/// (`service::metrics` registers them). Counts of this process's writer.
+#[derive(Clone)]
+pub struct AuditMetrics {
+    batches: prometheus::IntCounter,
+    batch_entries: prometheus::Histogram,
+    commit_seconds: prometheus::Histogram,
+    failures: prometheus::IntCounter,
+}
+
+impl AuditMetrics {
+    pub fn new() -> prometheus::Result<Self> {
+        Ok(Self {
+            batches: prometheus::IntCounter::new(
+                "audit_batches_total",
+                "Batches of audit entries committed durably by this process's writer.",
+            )?,
+            batch_entries: prometheus::Histogram::with_opts(
+                prometheus::HistogramOpts::new(
+                    "audit_batch_entries",
+                    "Entries per committed batch (group commit).",
+                )
+                .buckets(prometheus::exponential_buckets(1.0, 2.0, 11)?),
+            )?,
+            commit_seconds: prometheus::Histogram::with_opts(
+                prometheus::HistogramOpts::new(
+                    "audit_commit_duration_seconds",
+                    "Time to append and durably commit one batch.",
+                )
+                .buckets(prometheus::exponential_buckets(0.000_25, 2.0, 14)?),
+            )?,
+            failures: prometheus::IntCounter::new(
+                "audit_append_failures_total",
+                "Batches whose commit failed: every caller was refused (fail closed).",
+            )?,
+        })
+    }
+
+    /// The instruments, for a registry.
+    pub fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![
+            Box::new(self.batches.clone()),
+            Box::new(self.batch_entries.clone()),
+            Box::new(self.commit_seconds.clone()),
+            Box::new(self.failures.clone()),
+        ]
+    }
+}
+
 pub struct AuditLog {
     queue: mpsc::Sender<Pending>,
     store: DynStore,
@@ -73,6 +122,9 @@ pub struct AuditLog {
     /// before signing a new one, the new tree must extend it, so a log
     /// rewritten in the database behind a running server is not re-signed.
     last_signed: std::sync::Mutex<Option<(u64, Hash)>>,
+    /// Set once by the service that serves metrics; the writer records
+    /// into it when set.
+    metrics: Arc<OnceLock<AuditMetrics>>,
 }
 
 impl AuditLog {
@@ -87,14 +139,22 @@ impl AuditLog {
     pub fn start_with_batch(store: DynStore, origin: String, max_batch: usize) -> Arc<Self> {
         let max_batch = max_batch.clamp(1, MAX_BATCH);
         let (queue, rx) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(writer(store.clone(), rx, max_batch));
+        let metrics = Arc::new(OnceLock::new());
+        tokio::spawn(writer(store.clone(), rx, max_batch, metrics.clone()));
         tokio::spawn(recipients_indexer(store.clone(), queue.downgrade()));
         Arc::new(Self {
             queue,
             store,
             origin,
             last_signed: std::sync::Mutex::new(None),
+            metrics,
         })
+    }
+
+    /// Makes the writer record its commits into `metrics` (once; a second
+    /// call is ignored).
+    pub fn attach_metrics(&self, metrics: AuditMetrics) {
+        let _ = self.metrics.set(metrics);
     }
 
     pub fn origin(&self) -> &str {
@@ -274,11 +334,21 @@ impl AuditLog {
 /// that arrives is queued into the next one; when the commit ends, every
 /// caller of the batch is answered and the next batch starts at once. So the
 /// durable commit, the real cost, is paid once per batch, not per entry.
-async fn writer(store: DynStore, mut rx: mpsc::Receiver<Pending>, max_batch: usize) {
+async fn writer(
+    store: DynStore,
+    mut rx: mpsc::Receiver<Pending>,
+    max_batch: usize,
+    metrics: Arc<OnceLock<AuditMetrics>>,
+) {
     type Commit = std::pin::Pin<
         Box<
-            dyn std::future::Future<Output = (Vec<Pending>, Result<AuditAppend, StorageError>)>
-                + Send,
+            dyn std::future::Future<
+                    Output = (
+                        Vec<Pending>,
+                        Result<AuditAppend, StorageError>,
+                        std::time::Duration,
+                    ),
+                > + Send,
         >,
     >;
     let mut next: Vec<Pending> = Vec::new();
@@ -302,9 +372,12 @@ async fn writer(store: DynStore, mut rx: mpsc::Receiver<Pending>, max_batch: usi
                 let records: Vec<&AuditRecord> = batch.iter().map(|p| &p.record).collect();
                 let now = records.iter().map(|r| r.timestamp).max().unwrap_or(0);
                 let planner = |size: u64, f: Vec<Hash>| plan(size, f, &records);
+                // A duration for metrics, not a time of the log's.
+                let started = std::time::Instant::now();
                 let outcome = store.audit_append(now, cached.as_ref(), &planner).await;
+                let took = started.elapsed();
                 drop(records);
-                (batch, outcome)
+                (batch, outcome, took)
             }));
         }
         if !open && inflight.is_none() && next.is_empty() {
@@ -320,7 +393,7 @@ async fn writer(store: DynStore, mut rx: mpsc::Receiver<Pending>, max_batch: usi
                 Some(p) => next.push(p),
                 None => open = false,
             },
-            (batch, outcome) = async {
+            (batch, outcome, took) = async {
                 match inflight.as_mut() {
                     Some(commit) => commit.await,
                     None => std::future::pending().await,
@@ -331,6 +404,11 @@ async fn writer(store: DynStore, mut rx: mpsc::Receiver<Pending>, max_batch: usi
                     Ok(done) => {
                         frontier = Some((done.new_size as u64, done.frontier.clone()));
                         let released = batch.len();
+                        if let Some(m) = metrics.get() {
+                            m.batches.inc();
+                            m.batch_entries.observe(released as f64);
+                            m.commit_seconds.observe(took.as_secs_f64());
+                        }
                         unindexed = unindexed.saturating_add(released as u64);
                         for (p, (idx, ..)) in batch.into_iter().zip(done.entries.iter()) {
                             let _ = p.reply.send(Ok(*idx as u64));
@@ -352,6 +430,9 @@ async fn writer(store: DynStore, mut rx: mpsc::Receiver<Pending>, max_batch: usi
                         }
                     }
                     Err(e) => {
+                        if let Some(m) = metrics.get() {
+                            m.failures.inc();
+                        }
                         tracing::error!(error = %e, entries = batch.len(), "audit append failed; failing closed");
                         for p in batch {
                             let _ = p.reply.send(Err(AuditError::Unavailable(e.to_string())));

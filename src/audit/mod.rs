@@ -8,7 +8,7 @@ pub mod note;
 pub mod verify;
 
 pub use entry::{AuditEntry, AuditRecord, Decision};
-pub use log::{AuditError, AuditLog};
+pub use log::{AuditError, AuditLog, AuditMetrics};
 
 /// The published test vectors, copied into the repository with their licence.
 #[cfg(test)]

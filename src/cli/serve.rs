@@ -70,6 +70,7 @@ pub(super) async fn serve(config: Config, demo: bool) -> Result<(), Fatal> {
         refuse_foreign_database_in_demo(&store).await?;
     }
     let listen = config.listen;
+    let metrics_listen = config.metrics_listen;
     let drain = Duration::from_secs(config.shutdown_timeout_secs);
     let database = config.database_url.redacted();
     let state = build_state(config, store.clone(), clock, demo, keys).await?;
@@ -112,6 +113,11 @@ pub(super) async fn serve(config: Config, demo: bool) -> Result<(), Fatal> {
         .map_err(|e| Fatal::runtime(e.to_string()))?;
     let shutdown = crate::shutdown_signal()
         .map_err(|e| Fatal::runtime(format!("cannot install the SIGTERM handler ({e})")))?;
+    // Before "listening": once the service says it listens, so do metrics.
+    let metrics = match metrics_listen {
+        Some(at) => Some(spawn_metrics(at, state.clone()).await?),
+        None => None,
+    };
     tracing::info!(
         address = %local,
         database = %database,
@@ -126,8 +132,33 @@ pub(super) async fn serve(config: Config, demo: bool) -> Result<(), Fatal> {
     spawn_checkpointer(state.clone());
     let router = crate::app(state);
     let result = crate::serve(listener, router, shutdown, drain).await;
+    if let Some(metrics) = metrics {
+        metrics.abort();
+    }
     store.close().await;
     result.map_err(|e| Fatal::runtime(format!("server error: {e}")))
+}
+
+/// Serves `GET /metrics` on its own listener (never the public one), until
+/// the main server stops. A listener that cannot be bound stops the start:
+/// an operator who asked for metrics learns at once that none will come.
+async fn spawn_metrics(
+    at: std::net::SocketAddr,
+    state: crate::AppState,
+) -> Result<tokio::task::JoinHandle<()>, Fatal> {
+    let listener = tokio::net::TcpListener::bind(at)
+        .await
+        .map_err(|e| Fatal::runtime(format!("cannot listen for metrics on {at} ({e})")))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| Fatal::runtime(e.to_string()))?;
+    tracing::info!(address = %local, "metrics listening (GET /metrics)");
+    let router = crate::metrics_app(state);
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!(error = %e, "metrics listener stopped");
+        }
+    }))
 }
 
 /// Demo mode's password-less logins must only ever reach a browser on this

@@ -32,6 +32,7 @@ pub mod json;
 pub mod login;
 pub mod mandates;
 pub mod me;
+pub mod metrics;
 pub mod middleware;
 pub mod partner;
 pub mod ratelimit;
@@ -150,6 +151,7 @@ pub fn router(state: AppState, pages: Router<AppState>) -> Router {
     let max_deposit = state.config.max_deposit_bytes;
     let state_clock = state.clock.clone();
     let hsts = middleware::Hsts(state.config.is_https());
+    let metrics = state.metrics.clone();
 
     router
         .route(
@@ -209,4 +211,6 @@ pub fn router(state: AppState, pages: Router<AppState>) -> Router {
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(from_fn(middleware::sanitize_request_id))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
+        // Outermost: every answer is counted, a caught panic's 500 too.
+        .layer(from_fn_with_state(metrics, metrics::track))
 }

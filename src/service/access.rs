@@ -253,6 +253,7 @@ pub async fn record(
             }
         })
         .await?;
+    state.metrics.decision(allowed, reason);
     match *verdict {
         Verdict::Allow(_) => Ok(index),
         Verdict::Deny(denial) => Err(denial.into()),
@@ -301,7 +302,10 @@ pub async fn role_action(state: &AppState, caller: &super::Caller, action: &str)
 pub async fn deny(state: &AppState, record: AuditRecord, refusal: AppError) -> AppError {
     let (code, _) = refusal.code_and_status();
     match state.audit.record(record.deny(code)).await {
-        Ok(_) => refusal,
+        Ok(_) => {
+            state.metrics.refusal(code);
+            refusal
+        }
         Err(e) => e.into(),
     }
 }

@@ -20,6 +20,7 @@ pub mod extracts;
 pub mod journal;
 pub mod login;
 pub mod mandates;
+pub mod metrics;
 pub mod partners;
 pub mod requests;
 pub mod rights;

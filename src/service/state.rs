@@ -44,6 +44,9 @@ pub struct AppInner {
     pub audit: Arc<AuditLog>,
     /// This process's deposit writer (group commit of sources' deposits).
     pub deposit_writer: service::deposit_writer::DepositWriter,
+    /// This process's metrics (`/metrics` on `metrics_listen`): counters
+    /// of this process, never read by a decision.
+    pub metrics: Arc<service::metrics::Metrics>,
     /// The vault, or why it is unavailable (keys missing or undecryptable):
     /// then every route that needs it fails closed with `keys_unavailable`.
     vault: Result<Arc<Vault>, String>,
@@ -162,8 +165,21 @@ impl AppState {
                 "register of processing loaded"
             );
         }
-        let vault = keys.map(|k| Arc::new(Vault::new(store.clone(), k, categories.clone())));
         let audit = AuditLog::start(store.clone(), config.audit_log_name.clone());
+        let audit_metrics =
+            crate::audit::AuditMetrics::new().map_err(|e| format!("metrics: {e}"))?;
+        audit.attach_metrics(audit_metrics.clone());
+        let metrics = Arc::new(
+            service::metrics::Metrics::new(&audit_metrics).map_err(|e| format!("metrics: {e}"))?,
+        );
+        let vault = keys.map(|k| {
+            Arc::new(Vault::new(
+                store.clone(),
+                k,
+                categories.clone(),
+                metrics.clone(),
+            ))
+        });
         let deposit_writer = service::deposit_writer::DepositWriter::start(store.clone());
         let http = oidc::http_client()?;
         let provider = |kind, c: &Option<config::OidcClient>| {
@@ -190,6 +206,7 @@ impl AppState {
                 policy,
                 audit,
                 deposit_writer,
+                metrics,
                 vault,
                 resident_login,
                 agent_login,

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
+use super::metrics::{Metrics, VaultOp};
 use crate::crypto::{
     CryptoError, DataKey, KeyError, KeySet, LiveKeys, SealContext, SealProvenance, UnlockIdentity,
     WrappedDataKey,
@@ -67,14 +68,21 @@ pub struct Vault {
     store: DynStore,
     keys: Arc<LiveKeys>,
     categories: Arc<Categories>,
+    metrics: Arc<Metrics>,
 }
 
 impl Vault {
-    pub fn new(store: DynStore, keys: Arc<LiveKeys>, categories: Arc<Categories>) -> Self {
+    pub fn new(
+        store: DynStore,
+        keys: Arc<LiveKeys>,
+        categories: Arc<Categories>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             store,
             keys,
             categories,
+            metrics,
         }
     }
 
@@ -197,6 +205,7 @@ impl Vault {
             },
             &plaintext,
         )?;
+        self.metrics.vault(VaultOp::Seal, 1);
         let row = RecordRow {
             id: record_id,
             category: category.as_str().to_string(),
@@ -276,6 +285,7 @@ impl Vault {
             },
             &plaintext,
         )?;
+        self.metrics.vault(VaultOp::Seal, 1);
         Ok(RecordRow {
             id: record_id,
             category: category.as_str().to_string(),
@@ -293,6 +303,7 @@ impl Vault {
         rows: Vec<RecordRow>,
     ) -> Result<Vec<RecordView>, VaultError> {
         let sealer = dk.sealer()?;
+        self.metrics.vault(VaultOp::Open, rows.len() as u64);
         rows.into_iter()
             .map(|row| {
                 let plaintext = Zeroizing::new(
@@ -437,7 +448,11 @@ impl Vault {
         now: Timestamp,
         notices: &[crate::storage::NotificationRow],
     ) -> Result<bool, VaultError> {
-        Ok(self.store.erase_resident(resident_id, now, notices).await?)
+        let erased = self.store.erase_resident(resident_id, now, notices).await?;
+        if erased {
+            self.metrics.vault(VaultOp::Erase, 1);
+        }
+        Ok(erased)
     }
 }
 

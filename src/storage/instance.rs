@@ -18,6 +18,8 @@ pub trait InstanceStore: Send + Sync {
     async fn ping(&self) -> StorageResult<()>;
     /// Closes the pool, waiting for connections to return.
     async fn close(&self);
+    /// The shared pool's connections now: (open, idle), for `/metrics`.
+    fn pool_usage(&self) -> (u32, usize);
     /// Whether nobody was ever registered: no resident, agent, partner or
     /// structure.
     async fn is_blank(&self) -> StorageResult<bool>;
@@ -53,6 +55,10 @@ macro_rules! impl_instance_store {
         async fn close(&self) {
             self.audit_writer.close().await;
             self.pool.close().await;
+        }
+
+        fn pool_usage(&self) -> (u32, usize) {
+            (self.pool.size(), self.pool.num_idle())
         }
 
         async fn is_blank(&self) -> $crate::storage::StorageResult<bool> {

@@ -20,6 +20,7 @@ mod independent;
 mod mandates;
 mod matrix;
 mod matrix_mandates;
+mod metrics;
 mod model;
 mod oidc;
 mod ops;

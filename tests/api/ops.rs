@@ -37,7 +37,9 @@ async fn openapi_document_lists_the_routes() {
         let res = app.get("/api/openapi.json").await;
         assert_eq!(res.status, 200);
         let doc = res.json();
-        if let Ok(p) = std::env::var("DUMP_OPENAPI") { std::fs::write(p, serde_json::to_string_pretty(&doc).unwrap()).unwrap(); }
+        if let Ok(p) = std::env::var("DUMP_OPENAPI") {
+            std::fs::write(p, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
+        }
         assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{doc}");
         for path in [
             "/healthz",
