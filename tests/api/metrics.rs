@@ -269,3 +269,37 @@ fn the_binary_serves_metrics_on_their_own_listener_only() {
     );
     assert!(stop(child).success());
 }
+
+/// A log that cannot commit shows in the failures counter (every caller of
+/// the batch was refused), and the scrape still answers.
+#[tokio::test]
+async fn a_failed_audit_commit_is_counted() {
+    each_backend(|app| async move {
+        let awa = app.login(AWA).await;
+        app.audit_down().await;
+        app.as_user(&awa, Method::GET, "/api/v1/me/data", None)
+            .await
+            .assert_error(503, "audit_unavailable");
+        let text = scrape(&app).await;
+        assert!(
+            sample(&text, "coffre_audit_append_failures_total").is_some_and(|n| n >= 1.0),
+            "{text}"
+        );
+        assert!(
+            sample(
+                &text,
+                "coffre_http_requests_total{method=\"GET\",route=\"/api/v1/me/data\",status=\"503\"}"
+            )
+            .is_some_and(|n| n >= 1.0),
+            "{text}"
+        );
+        // Nothing was allowed after the failure: the own read's decision
+        // was not recorded, so it is not counted either.
+        assert_eq!(
+            sample(&text, "coffre_access_decisions_total{reason=\"own_data\",verdict=\"allow\"}"),
+            None,
+            "{text}"
+        );
+    })
+    .await;
+}
