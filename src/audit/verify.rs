@@ -27,6 +27,15 @@ pub enum VerifyFailure {
     Tree(String),
     #[error("cannot read the log: {0}")]
     Storage(String),
+    /// Everything stored is consistent, but a checkpoint kept outside the
+    /// database signs a longer log: the database was restored from an older
+    /// copy (or cut after its last stored checkpoint). Not tampering with
+    /// what is there; a loss of what was published.
+    #[error(
+        "rolled back: the log holds {size} entries and is consistent, but the checkpoint kept outside signs {published}; {lost} published entries are missing (an older backup restored, or the log cut)",
+        lost = published - size
+    )]
+    Rollback { size: u64, published: u64 },
 }
 
 fn parse_signed(verifier: &NoteVerifier, note: &str, origin: &str) -> Result<Checkpoint, String> {
@@ -87,13 +96,21 @@ pub async fn verify_in_batches(
         }
         checkpoints.push(cp);
     }
+    // A checkpoint kept outside that signs more than the log holds is
+    // judged last: if everything stored is consistent, the log was rolled
+    // back, which is said as such (not as an entry altered).
+    let mut rolled_back_from = None;
     if let Some(note) = external {
         let cp =
             parse_signed(verifier, note, origin).map_err(|reason| VerifyFailure::Checkpoint {
                 size: 0,
                 reason: format!("external checkpoint: {reason}"),
             })?;
-        checkpoints.push(cp);
+        if cp.size > size {
+            rolled_back_from = Some(cp.size);
+        } else {
+            checkpoints.push(cp);
+        }
     }
     checkpoints.sort_by_key(|c| c.size);
     if let Some(last) = checkpoints.last()
@@ -229,6 +246,9 @@ pub async fn verify_in_batches(
         return Err(VerifyFailure::Tree(
             "stored node hashes do not match the entries; proofs would be wrong".into(),
         ));
+    }
+    if let Some(published) = rolled_back_from {
+        return Err(VerifyFailure::Rollback { size, published });
     }
     Ok(VerifyReport {
         size,

@@ -79,6 +79,10 @@ pub(super) async fn audit_command(config: Config, command: AuditCommand) -> Resu
                     );
                     Ok(())
                 }
+                Err(e @ crate::audit::verify::VerifyFailure::Rollback { .. }) => Err(Fatal {
+                    message: format!("audit log ROLLED BACK: {e}"),
+                    code: 3,
+                }),
                 Err(e) => Err(Fatal::runtime(format!(
                     "audit log verification FAILED: {e}"
                 ))),

@@ -667,11 +667,31 @@ async fn a_tail_cut_below_a_signed_checkpoint_is_found() {
             .execute(&p)
             .await
             .unwrap();
-        p.close().await;
         let (ok, _) = audit_verify(&app, &[]);
         assert!(ok, "without a checkpoint over the cut, nothing can tell");
+        // What is left is consistent: the checkpoint kept outside reports a
+        // rollback, as such (an older copy restored looks exactly so).
         let (ok, text) = audit_verify(&app, &["--checkpoint", file.to_str().unwrap()]);
-        assert!(!ok && text.contains("entries were deleted"), "{text}");
+        assert!(!ok && text.contains("ROLLED BACK"), "{text}");
+        assert!(
+            text.contains(&format!("holds {cut} entries"))
+                && text.contains(&format!("signs {size}"))
+                && !text.contains("altered"),
+            "{text}"
+        );
+        // A rolled-back log that was also rewritten: the rewrite is named
+        // first (a rollback is only said of a consistent log).
+        let kept = leaf(&p, 3).await;
+        let mut altered = kept.clone();
+        altered[10] ^= 1;
+        set_leaf(&p, 3, altered).await;
+        let (ok, text) = audit_verify(&app, &["--checkpoint", file.to_str().unwrap()]);
+        assert!(
+            !ok && text.contains("entry 3:") && !text.contains("ROLLED BACK"),
+            "{text}"
+        );
+        set_leaf(&p, 3, kept).await;
+        p.close().await;
     })
     .await;
 }
