@@ -23,6 +23,7 @@ use crate::{AppState, Clock};
 
 mod agents;
 mod audit;
+mod backup;
 mod import;
 mod keys;
 mod partners;
@@ -111,6 +112,20 @@ pub enum Command {
         /// NDJSON otherwise.
         #[arg(long, value_enum)]
         format: Option<import::ImportFormat>,
+    },
+    /// Copy the database (SQLite, while serving), the key files, the
+    /// policies and the latest checkpoint into a new folder, with a
+    /// manifest of SHA-256 hashes. PostgreSQL: everything but the database
+    /// (use pg_dump).
+    Backup {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Restore a backup into the configured (empty) locations; refused if
+    /// any file differs from the manifest.
+    Restore {
+        #[arg(long, value_name = "DIR")]
+        from: PathBuf,
     },
     /// Seed a deterministic synthetic territory into an empty database.
     Seed {
@@ -220,6 +235,8 @@ pub async fn run(cli: Cli) -> Result<(), Fatal> {
         }
         Command::Version => Ok(()),
         Command::Keys(k) => keys::keys_command(&config, k).await,
+        Command::Backup { out } => backup::backup(&config, &out).await,
+        Command::Restore { from } => backup::restore(&config, &from).await,
         Command::Audit(a) => audit::audit_command(config, a).await,
         Command::Partner(PartnerCommand::Add {
             id,

@@ -20,6 +20,11 @@ pub trait InstanceStore: Send + Sync {
     async fn close(&self);
     /// The shared pool's connections now: (open, idle), for `/metrics`.
     fn pool_usage(&self) -> (u32, usize);
+    /// A consistent copy of the whole database into the new file `to`,
+    /// taken while others keep writing (SQLite's `VACUUM INTO`: one read
+    /// transaction). PostgreSQL: `Other` (its backups are `pg_dump` or
+    /// physical ones, taken outside coffre).
+    async fn snapshot_into(&self, to: &std::path::Path) -> StorageResult<()>;
     /// Whether nobody was ever registered: no resident, agent, partner or
     /// structure.
     async fn is_blank(&self) -> StorageResult<bool>;
@@ -59,6 +64,21 @@ macro_rules! impl_instance_store {
 
         fn pool_usage(&self) -> (u32, usize) {
             (self.pool.size(), self.pool.num_idle())
+        }
+
+        async fn snapshot_into(&self, to: &std::path::Path) -> $crate::storage::StorageResult<()> {
+            // The one statement of SQLite's own dialect outside connection
+            // set-up: PostgreSQL has no equivalent inside a session.
+            if self.backend() != $crate::storage::Backend::Sqlite {
+                return Err($crate::storage::StorageError::Other(
+                    "PostgreSQL is backed up with pg_dump or a physical backup".into(),
+                ));
+            }
+            let to = to.to_str().ok_or_else(|| {
+                $crate::storage::StorageError::Other("the backup path is not UTF-8".into())
+            })?;
+            sqlx::query("VACUUM INTO $1").bind(to).execute(&self.pool).await?;
+            Ok(())
         }
 
         async fn is_blank(&self) -> $crate::storage::StorageResult<bool> {

@@ -8,6 +8,7 @@ mod support;
 
 mod architecture;
 mod audit;
+mod backup;
 mod binary;
 mod browser;
 mod cli;
