@@ -582,3 +582,276 @@ fn plan(size: u64, frontier: Vec<Hash>, records: &[&AuditRecord]) -> Result<Audi
     out.frontier = range.hashes().to_vec();
     Ok(out)
 }
+
+/// The writer and its proofs on a real SQLite store (the API tests drive
+/// them through the routes on both backends; these are the library's own,
+/// fast enough for cargo-mutants to run on every mutant).
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    const ORIGIN: &str = "test.example/coffre/audit";
+
+    async fn store(dir: &tempfile::TempDir) -> DynStore {
+        let path = dir.path().join("log.db");
+        crate::storage::open(&crate::config::DatabaseUrl::Sqlite { path })
+            .await
+            .unwrap()
+    }
+
+    fn record(n: u64) -> AuditRecord {
+        AuditRecord::new("agent-1", "dpo", "test.act", 1_000 + n as i64).allow("test")
+    }
+
+    /// The stored leaf hash of entry `idx`.
+    async fn leaf_at(store: &DynStore, idx: u64) -> Hash {
+        let rows = store.audit_entries(idx, idx + 1).await.unwrap();
+        assert_eq!(rows.len(), 1, "entry {idx}");
+        merkle::leaf_hash(&rows[0].1)
+    }
+
+    /// The root recomputed from the stored leaves alone.
+    async fn recomputed_root(store: &DynStore, size: u64) -> Hash {
+        let mut range = CompactRange::new();
+        for (_, leaf) in store.audit_entries(0, size).await.unwrap() {
+            range.append(merkle::leaf_hash(&leaf)).unwrap();
+        }
+        range.root()
+    }
+
+    async fn append(log: &Arc<AuditLog>, n: u64) -> Vec<u64> {
+        let calls = (0..n).map(|i| {
+            let log = log.clone();
+            tokio::spawn(async move { log.record(record(i)).await.unwrap() })
+        });
+        let mut out = Vec::new();
+        for c in calls.collect::<Vec<_>>() {
+            out.push(c.await.unwrap());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn concurrent_appends_get_every_index_once_and_the_tree_is_the_leaves() {
+        for max_batch in [1, 7, MAX_BATCH] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = store(&dir).await;
+            let log = AuditLog::start_with_batch(store.clone(), ORIGIN.into(), max_batch);
+            let mut got = append(&log, 45).await;
+            got.sort_unstable();
+            assert_eq!(got, (0..45).collect::<Vec<_>>(), "batches of {max_batch}");
+            assert_eq!(log.size().await.unwrap(), 45);
+            assert_eq!(
+                log.root(45).await.unwrap(),
+                recomputed_root(&store, 45).await,
+                "batches of {max_batch}"
+            );
+            // Every smaller tree's root too (the stored nodes serve them).
+            for size in [1, 2, 3, 16, 17, 44] {
+                assert_eq!(
+                    log.root(size).await.unwrap(),
+                    recomputed_root(&store, size).await,
+                    "size {size}, batches of {max_batch}"
+                );
+            }
+            // An entry carries its own index.
+            let rows = store.audit_entries(10, 11).await.unwrap();
+            let entry = crate::audit::AuditEntry::decode(&rows[0].1).unwrap();
+            assert_eq!(entry.index, 10);
+        }
+    }
+
+    #[tokio::test]
+    async fn proofs_verify_and_bad_ranges_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let log = AuditLog::start(store.clone(), ORIGIN.into());
+        append(&log, 21).await;
+        for size in [1u64, 2, 5, 8, 13, 21] {
+            let root = log.root(size).await.unwrap();
+            for leaf in [0, size / 2, size - 1] {
+                let proof = log.inclusion_proof(leaf, size).await.unwrap();
+                merkle::verify_inclusion(leaf, size, &leaf_at(&store, leaf).await, &proof, &root)
+                    .unwrap_or_else(|e| panic!("inclusion of {leaf} in {size}: {e}"));
+            }
+            for from in [1, size / 2, size] {
+                if from == 0 {
+                    continue;
+                }
+                let proof = log.consistency_proof(from, size).await.unwrap();
+                let old = log.root(from).await.unwrap();
+                merkle::verify_consistency(from, size, &old, &root, &proof)
+                    .unwrap_or_else(|e| panic!("consistency {from}..{size}: {e}"));
+            }
+        }
+        assert!(matches!(
+            log.inclusion_proof(21, 21).await,
+            Err(AuditError::LeafIndexOutOfRange)
+        ));
+        assert!(matches!(
+            log.inclusion_proof(3, 22).await,
+            Err(AuditError::TreeSizeTooLarge { size: 21 })
+        ));
+        assert!(matches!(
+            log.consistency_proof(5, 4).await,
+            Err(AuditError::InvalidRange)
+        ));
+        assert!(matches!(
+            log.consistency_proof(5, 22).await,
+            Err(AuditError::TreeSizeTooLarge { size: 21 })
+        ));
+        // The edges that are allowed.
+        log.inclusion_proof(20, 21).await.unwrap();
+        log.consistency_proof(21, 21).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn checkpoints_are_signed_when_the_log_grew_at_most_once_a_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let log = AuditLog::start(store.clone(), ORIGIN.into());
+        let signer = NoteSigner::from_seed(ORIGIN, &[7u8; 32]).unwrap();
+        let verifier = super::super::note::NoteVerifier::parse(&signer.verifier_key()).unwrap();
+        append(&log, 5).await;
+        let first = log.checkpoint(&signer, 100).await.unwrap();
+        assert_eq!(first.tree_size, 5);
+        assert_eq!(first.created_at, 100);
+        let text = verifier.verify(&first.note).unwrap();
+        let cp = Checkpoint::parse(&text).unwrap();
+        assert_eq!((cp.origin.as_str(), cp.size), (ORIGIN, 5));
+        assert_eq!(cp.root, log.root(5).await.unwrap());
+        assert_eq!(first.root, cp.root.to_vec());
+        // Nothing new: the same checkpoint, even later.
+        let again = log.checkpoint(&signer, 200).await.unwrap();
+        assert_eq!((again.tree_size, again.created_at), (5, 100));
+        // Grown, but within the same second: reused.
+        append(&log, 3).await;
+        let same_second = log.checkpoint(&signer, 100).await.unwrap();
+        assert_eq!((same_second.tree_size, same_second.created_at), (5, 100));
+        // Grown, a second later: a new one over 8.
+        let next = log.checkpoint(&signer, 101).await.unwrap();
+        assert_eq!((next.tree_size, next.created_at), (8, 101));
+        assert_eq!(store.audit_checkpoints().await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_log_rewritten_behind_the_writer_is_not_signed_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let log = AuditLog::start(store.clone(), ORIGIN.into());
+        let signer = NoteSigner::from_seed(ORIGIN, &[7u8; 32]).unwrap();
+        append(&log, 6).await;
+        log.checkpoint(&signer, 100).await.unwrap();
+        append(&log, 4).await;
+        // Another history of the same length: a node under the old
+        // checkpoint replaced (as a rewrite that kept the tree's shape).
+        let raw =
+            sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.path().join("log.db").display()))
+                .await
+                .unwrap();
+        sqlx::query("UPDATE audit_nodes SET hash = $1 WHERE level = 2 AND idx = 0")
+            .bind(vec![9u8; 32])
+            .execute(&raw)
+            .await
+            .unwrap();
+        let refused = log.checkpoint(&signer, 101).await;
+        match refused {
+            Err(AuditError::Integrity(why)) => {
+                assert!(
+                    why.contains("does not extend the checkpoint of size 6"),
+                    "{why}"
+                )
+            }
+            other => panic!("signed over a rewritten log: {other:?}"),
+        }
+        assert_eq!(store.audit_checkpoints().await.unwrap().len(), 1);
+        raw.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_fails_every_caller_closed_and_is_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let log = AuditLog::start(store.clone(), ORIGIN.into());
+        let metrics = AuditMetrics::new().unwrap();
+        log.attach_metrics(metrics.clone());
+        append(&log, 3).await;
+        assert!(metrics.batches.get() >= 1);
+        let raw =
+            sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.path().join("log.db").display()))
+                .await
+                .unwrap();
+        sqlx::query("DROP TABLE audit_nodes")
+            .execute(&raw)
+            .await
+            .unwrap();
+        raw.close().await;
+        match log.record(record(9)).await {
+            Err(AuditError::Unavailable(_)) => {}
+            other => panic!("acknowledged without a commit: {other:?}"),
+        }
+        assert_eq!(metrics.failures.get(), 1);
+        assert_eq!(store.audit_size().await.unwrap(), 3);
+    }
+
+    #[test]
+    fn a_plan_numbers_leaves_from_the_size_and_carries_the_frontier() {
+        let records: Vec<AuditRecord> = (0..5).map(record).collect();
+        let refs: Vec<&AuditRecord> = records.iter().collect();
+        let whole = plan(0, Vec::new(), &refs).unwrap();
+        assert_eq!(whole.new_size, 5);
+        let idx: Vec<i64> = whole.entries.iter().map(|e| e.0).collect();
+        assert_eq!(idx, vec![0, 1, 2, 3, 4]);
+        // In two steps, from the first step's frontier: the same tree.
+        let first = plan(0, Vec::new(), &refs[..2]).unwrap();
+        let second = plan(2, first.frontier.clone(), &refs[2..]).unwrap();
+        assert_eq!(second.new_size, 5);
+        assert_eq!(second.entries[0].0, 2);
+        assert_eq!(second.frontier, whole.frontier);
+        let mut nodes = first.nodes.clone();
+        nodes.extend(second.nodes.clone());
+        nodes.sort();
+        let mut all = whole.nodes.clone();
+        all.sort();
+        assert_eq!(nodes, all);
+        // A frontier that does not fit the size is refused.
+        assert!(plan(3, first.frontier, &refs[2..]).is_err());
+    }
+
+    #[test]
+    fn only_a_partners_allowed_reads_and_extract_inclusions_are_receipts() {
+        let entry = |role: &str, action: &str, allow: bool, category: Option<&str>| {
+            let r = AuditRecord::new("labo", role, action, 1)
+                .resident(Some("r1"))
+                .category(category.map(str::to_string));
+            let r = if allow {
+                r.allow("consent")
+            } else {
+                r.deny("no")
+            };
+            crate::audit::AuditEntry::decode(&r.encode(0).unwrap()).unwrap()
+        };
+        let read = entry("partner", "data.read", true, Some("contact,housing"));
+        assert_eq!(
+            received(&read),
+            Some(("r1", "labo", vec!["contact", "housing"]))
+        );
+        assert_eq!(
+            received(&entry("partner", "extract.include", true, None)),
+            Some(("r1", "labo", vec![]))
+        );
+        assert_eq!(
+            received(&entry("partner", "data.read", false, Some("contact"))),
+            None
+        );
+        assert_eq!(
+            received(&entry("aidant", "data.read", true, Some("contact"))),
+            None
+        );
+        assert_eq!(
+            received(&entry("partner", "residents.list", true, None)),
+            None
+        );
+    }
+}
