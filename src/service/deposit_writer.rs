@@ -136,3 +136,62 @@ fn deposit_key(row: &DepositRow) -> (&str, &str, &str, &str) {
         &row.source_record_id,
     )
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::storage::RecordRow;
+
+    fn row(n: usize) -> DepositRow {
+        DepositRow {
+            source_id: "s1".into(),
+            source_record_id: format!("rec-{n}"),
+            resident_id: crate::domain::ResidentId::parse("r1").unwrap(),
+            content_digest: "d".into(),
+            observed_at: 1,
+            via_link: false,
+            record: RecordRow {
+                id: format!("v-{n}"),
+                category: "contact".into(),
+                version: 1,
+                sealed: vec![0; 8],
+                created_at: 2,
+                origin: Default::default(),
+            },
+        }
+    }
+
+    /// A database that cannot serve (here: its pool closed under the
+    /// writer) fails every deposit of the batch with `Unavailable` (503
+    /// to the source, which sends the lines again), at once, and the writer
+    /// keeps serving: nothing is acknowledged that was not stored.
+    #[tokio::test]
+    async fn an_unavailable_database_fails_every_queued_deposit_and_the_writer_lives_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::storage::open(&crate::config::DatabaseUrl::Sqlite {
+            path: dir.path().join("d.db"),
+        })
+        .await
+        .unwrap();
+        let writer = std::sync::Arc::new(DepositWriter::start(store.clone()));
+        store.close().await;
+        let lines: Vec<_> = (0..10)
+            .map(|n| {
+                let writer = writer.clone();
+                tokio::spawn(async move { writer.store(row(n), 3).await })
+            })
+            .collect();
+        for line in lines {
+            match line.await.unwrap() {
+                Err(StorageError::Unavailable(_)) => {}
+                other => panic!("a deposit was answered {other:?} with no database"),
+            }
+        }
+        // The writer is still there for the next line.
+        assert!(matches!(
+            writer.store(row(11), 3).await,
+            Err(StorageError::Unavailable(_))
+        ));
+    }
+}
