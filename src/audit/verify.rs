@@ -27,12 +27,14 @@ pub enum VerifyFailure {
     Tree(String),
     #[error("cannot read the log: {0}")]
     Storage(String),
-    /// Everything stored is consistent, but a checkpoint kept outside the
-    /// database signs a longer log: the database was restored from an older
-    /// copy (or cut after its last stored checkpoint). Not tampering with
-    /// what is there; a loss of what was published.
+    /// Everything stored is consistent with the stored checkpoints, but a
+    /// checkpoint kept outside the database signs a longer log: published
+    /// entries are missing. An older copy restored looks exactly so; so
+    /// does a log cut (and perhaps rewritten past its last stored
+    /// checkpoint) by someone with write access, which nothing here can
+    /// tell apart: an incident unless a restore has just been made.
     #[error(
-        "rolled back: the log holds {size} entries and is consistent, but the checkpoint kept outside signs {published}; {lost} published entries are missing (an older backup restored, or the log cut)",
+        "rolled back: the log holds {size} entries, consistent with its stored checkpoints, but the checkpoint kept outside signs {published}: {lost} published entries are missing (an older copy restored, or the log cut by someone with write access: an incident unless you have just restored a backup)",
         lost = published - size
     )]
     Rollback { size: u64, published: u64 },

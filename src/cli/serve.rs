@@ -153,6 +153,9 @@ async fn spawn_metrics(
         .local_addr()
         .map_err(|e| Fatal::runtime(e.to_string()))?;
     tracing::info!(address = %local, "metrics listening (GET /metrics)");
+    if !local.ip().is_loopback() {
+        tracing::warn!(address = %local, "metrics listen beyond loopback: /metrics has no authentication; keep this address on an operations network");
+    }
     let router = crate::metrics_app(state);
     Ok(tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {

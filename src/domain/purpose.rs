@@ -133,6 +133,17 @@ pub struct Register {
     purposes: BTreeMap<String, Purpose>,
 }
 
+/// A purpose id of the register's shape (lower-case words joined by '-'),
+/// the one rule for the register's ids and for ids a client names where
+/// only a purpose may stand (never a source's `source:…`).
+pub fn register_id(text: &str) -> Option<PurposeId> {
+    let shaped = !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    shaped.then(|| PurposeId::parse(text).ok()).flatten()
+}
+
 fn line_of(text: &str, needle: &str) -> usize {
     text.find(needle)
         .map(|at| text[..at].lines().count() + 1)
@@ -147,12 +158,7 @@ impl Register {
         for mut p in file.purpose {
             let at = line_of(text, &format!("id = \"{}\"", p.id));
             let fail = |m: String| format!("line {at}: purpose `{}`: {m}", p.id);
-            if !p
-                .id
-                .as_str()
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            {
+            if register_id(p.id.as_str()).is_none() {
                 return Err(fail("ids are lower-case words joined by '-'".into()));
             }
             if p.categories.is_empty() {

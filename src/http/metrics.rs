@@ -44,6 +44,9 @@ pub fn router(state: AppState) -> Router {
 async fn scrape(State(state): State<AppState>) -> Response {
     match state.metrics.render(&state).await {
         Ok(body) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], body).into_response(),
+        Err(crate::service::metrics::ScrapeError::Busy) => {
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
         Err(e) => {
             tracing::error!(error = %e, "metrics not rendered");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()

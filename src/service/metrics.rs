@@ -50,8 +50,20 @@ impl VaultOp {
     }
 }
 
+/// Why a scrape was not rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum ScrapeError {
+    /// Another scrape is being rendered (each reads the database once; a
+    /// flood of scrapes must not take the pool from the service).
+    #[error("another scrape is in progress")]
+    Busy,
+    #[error("metrics not encoded: {0}")]
+    Encode(String),
+}
+
 /// The registry and the instruments the service records into.
 pub struct Metrics {
+    scraping: tokio::sync::Mutex<()>,
     registry: Registry,
     http_requests: IntCounterVec,
     http_seconds: HistogramVec,
@@ -92,7 +104,7 @@ impl Metrics {
         let refusals = IntCounterVec::new(
             Opts::new(
                 "refusals_total",
-                "Refusals recorded outside the access decision (a wrong code, a lockout…), by error code.",
+                "Refusals recorded through service::access::deny (outside the one decision: a wrong code, a lockout…), by error code; a use case's own refusal entries are not counted here.",
             ),
             &["code"],
         )?;
@@ -130,6 +142,7 @@ impl Metrics {
             registry.register(collector)?;
         }
         Ok(Self {
+            scraping: tokio::sync::Mutex::new(()),
             registry,
             http_requests,
             http_seconds,
@@ -180,7 +193,10 @@ impl Metrics {
     /// The scrape: the gauges read now, then every family in the text
     /// format. The log's size is read from the database (the log is
     /// shared by every process).
-    pub async fn render(&self, state: &AppState) -> Result<String, String> {
+    pub async fn render(&self, state: &AppState) -> Result<String, ScrapeError> {
+        let Ok(_one_at_a_time) = self.scraping.try_lock() else {
+            return Err(ScrapeError::Busy);
+        };
         match state.audit.size().await {
             Ok(size) => self
                 .audit_tree_size
@@ -197,7 +213,7 @@ impl Metrics {
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
-            .map_err(|e| e.to_string())?;
-        String::from_utf8(out).map_err(|e| e.to_string())
+            .map_err(|e| ScrapeError::Encode(e.to_string()))?;
+        String::from_utf8(out).map_err(|e| ScrapeError::Encode(e.to_string()))
     }
 }

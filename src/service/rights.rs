@@ -579,8 +579,10 @@ pub async fn lift_objection(
 ) -> AppResult<Audited<RightsView>> {
     let entry = own_data(state, caller, "objection", None).await?;
     let me = caller.resident_id()?;
-    // A malformed id names no objection: `not_found`, as an unknown one.
-    let purpose = crate::domain::PurposeId::parse(purpose).map_err(|_| AppError::NotFound)?;
+    // Only a purpose id of the register's shape names an objection here (a
+    // source's, `source:…`, is lifted on the source's route, audited as
+    // such): anything else is `not_found`, as an unknown one.
+    let purpose = crate::domain::purpose::register_id(purpose).ok_or(AppError::NotFound)?;
     if !state
         .store
         .remove_objection(&me, crate::domain::rights::ObjectionTo::Purpose(&purpose))

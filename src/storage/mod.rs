@@ -72,6 +72,7 @@ pub use seed::{SeedBatch, SeedStore};
 pub use sessions::{LoginAttemptRow, NewSession, SessionRow, SessionStore};
 pub use sources::{LinkCodeKind, SourceClientRow, SourceLinkRow, SourceStore, TakenLinkCode};
 pub use sqlite::SqliteStore;
+pub use sqlite::snapshot_kek_versions;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {

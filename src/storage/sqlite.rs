@@ -158,3 +158,23 @@ super::impl_store!(
     "migrations/sqlite",
     ""
 );
+
+/// The KEK versions registered in a database snapshot (`coffre backup`'s
+/// copy), read without writing anything beside it (`immutable`: no
+/// journal, no lock): every one of them needs its key file in the backup.
+pub async fn snapshot_kek_versions(path: &Path) -> StorageResult<Vec<i64>> {
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true)
+        .immutable(true);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await?;
+    let versions: Result<Vec<(i64,)>, sqlx::Error> =
+        sqlx::query_as("SELECT version FROM kek_versions ORDER BY version")
+            .fetch_all(&pool)
+            .await;
+    pool.close().await;
+    Ok(versions?.into_iter().map(|(v,)| v).collect())
+}

@@ -176,6 +176,132 @@ fn a_damaged_or_padded_backup_is_refused_before_anything_is_written() {
         "{text}"
     );
     assert!(!c.path().join("data/coffre.db").exists(), "nothing written");
+    std::fs::remove_file(out.join("keys/kek-v9.age")).unwrap();
+
+    // A manifest that names a path elsewhere (`keys//…` would join as an
+    // absolute path), with the planted file and its true hash: refused,
+    // and nothing is written there or anywhere.
+    let victim = tempfile::tempdir().unwrap();
+    let target = victim.path().join("planted");
+    let nested = out.join(format!("keys{}", victim.path().display()));
+    std::fs::create_dir_all(&nested).unwrap();
+    std::fs::write(nested.join("planted"), b"x").unwrap();
+    let manifest = std::fs::read_to_string(out.join("MANIFEST")).unwrap();
+    let sha = "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881";
+    std::fs::write(
+        out.join("MANIFEST"),
+        format!(
+            "{manifest}{sha}  keys/{}/planted\n",
+            victim.path().display()
+        ),
+    )
+    .unwrap();
+    let c = fresh_with_identity(a.path());
+    let (ok, _, text) = run(c.path(), &["restore", "--from", out.to_str().unwrap()]);
+    assert!(
+        !ok && text.contains("names a file a backup never holds"),
+        "{text}"
+    );
+    assert!(!target.exists() && !c.path().join("data/coffre.db").exists());
+    std::fs::write(out.join("MANIFEST"), &manifest).unwrap();
+    let top = victim.path().components().nth(1).unwrap();
+    std::fs::remove_dir_all(out.join("keys").join(top)).unwrap();
+
+    // A key file swapped for a symlink to a file elsewhere (its hash the
+    // manifest's): refused, the link is never followed.
+    let signing = out.join("keys/signing.age");
+    let elsewhere = victim.path().join("signing.age");
+    std::fs::rename(&signing, &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &signing).unwrap();
+    let c = fresh_with_identity(a.path());
+    let (ok, _, text) = run(c.path(), &["restore", "--from", out.to_str().unwrap()]);
+    assert!(
+        !ok && text.contains("keys/signing.age is not a file a backup holds"),
+        "{text}"
+    );
+    assert!(!c.path().join("keys/signing.age").exists());
+    std::fs::remove_file(&signing).unwrap();
+    std::fs::rename(&elsewhere, &signing).unwrap();
+
+    // Intact again: restored.
+    let c = fresh_with_identity(a.path());
+    let (ok, _, text) = run(c.path(), &["restore", "--from", out.to_str().unwrap()]);
+    assert!(ok, "{text}");
+}
+
+/// A backup run without the service's settings (another folder, no
+/// database there) is refused rather than backing up an empty database;
+/// a symlink among the key files is refused rather than followed; a key
+/// file missing for a version the database uses (a rotation during the
+/// backup) makes the backup fail; the unlock identity never goes in.
+#[test]
+fn a_backup_refuses_what_would_make_it_useless_or_leak() {
+    let a = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let server = start_demo(a.path(), port, &[]);
+    assert!(stop(server).success());
+    let elsewhere = tempfile::tempdir().unwrap();
+    let backup = tempfile::tempdir().unwrap();
+    let to = |name: &str| backup.path().join(name).to_str().unwrap().to_string();
+    let (ok, _, text) = run(elsewhere.path(), &["backup", "--out", &to("x")]);
+    assert!(!ok && text.contains("no database at"), "{text}");
+    assert!(
+        !elsewhere.path().join("data/coffre.db").exists(),
+        "no database created"
+    );
+
+    // The unlock identity named like a key file and linked in: refused.
+    let link = a.path().join("keys/kek-v99.age");
+    std::os::unix::fs::symlink(a.path().join("keys/unlock.key"), &link).unwrap();
+    let (ok, _, text) = run(a.path(), &["backup", "--out", &to("y")]);
+    assert!(!ok && text.contains("not a regular file"), "{text}");
+    std::fs::remove_file(&link).unwrap();
+
+    // The KEK file of a version the database uses is missing.
+    let kek = a.path().join("keys/kek-v1.age");
+    let kept = backup.path().join("kek-v1.age.kept");
+    std::fs::rename(&kek, &kept).unwrap();
+    let (ok, _, text) = run(a.path(), &["backup", "--out", &to("z")]);
+    assert!(!ok && text.contains("uses KEK version 1"), "{text}");
+    std::fs::rename(&kept, &kek).unwrap();
+    let (ok, _, text) = run(a.path(), &["backup", "--out", &to("w")]);
+    assert!(ok, "{text}");
+    // Only key files went in, and no file holds the unlock identity.
+    let names: Vec<String> = std::fs::read_dir(backup.path().join("w/keys"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().all(|n| n.ends_with(".age")) && names.len() >= 3,
+        "{names:?}"
+    );
+    let unlock = std::fs::read_to_string(a.path().join("keys/unlock.key")).unwrap();
+    let secret = unlock
+        .lines()
+        .find(|l| l.starts_with("AGE-SECRET-KEY-"))
+        .unwrap()
+        .to_string();
+    for file in files_below(&backup.path().join("w")) {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{} holds the unlock identity",
+            file.display()
+        );
+    }
+}
+
+fn files_below(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files_below(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }
 
 #[test]
@@ -183,6 +309,9 @@ fn an_older_backup_restored_is_reported_as_a_rollback() {
     let a = tempfile::tempdir().unwrap();
     let port = free_port();
     let server = start_demo(a.path(), port, &[]);
+    // A checkpoint over the log as it is (none may be signed yet), which
+    // the backup then carries: nothing writes between the two.
+    published_checkpoint(port);
     let backup = tempfile::tempdir().unwrap();
     let out = backup.path().join("old");
     let (ok, _, text) = run(a.path(), &["backup", "--out", out.to_str().unwrap()]);
@@ -192,8 +321,26 @@ fn an_older_backup_restored_is_reported_as_a_rollback() {
     for _ in 0..5 {
         awa_data(port);
     }
+    // (A checkpoint is signed at most once a second: wait for one over
+    // the grown log.)
+    let backed_up: u64 = std::fs::read_to_string(out.join("checkpoint"))
+        .unwrap()
+        .lines()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut later = published_checkpoint(port);
+    for _ in 0..30 {
+        let size: u64 = later.lines().nth(1).unwrap().parse().unwrap();
+        if size > backed_up {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        later = published_checkpoint(port);
+    }
     let kept = backup.path().join("later.checkpoint");
-    std::fs::write(&kept, published_checkpoint(port)).unwrap();
+    std::fs::write(&kept, later).unwrap();
     assert!(stop(server).success());
 
     let c = fresh_with_identity(a.path());
