@@ -117,10 +117,6 @@ impl NoteSigner {
         Self::new(name, key)
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     pub fn key_id(&self) -> [u8; 4] {
         self.key_id
     }
@@ -394,6 +390,28 @@ mod tests {
 
     fn signer(name: &str, byte: u8) -> NoteSigner {
         NoteSigner::from_seed(name, &[byte; 32]).unwrap()
+    }
+
+    /// The key id must be exactly 8 hex digits: a shorter one, or 8
+    /// characters that are not all hex, is malformed (not a mismatch found
+    /// later by luck of the parse).
+    #[test]
+    fn a_verifier_key_id_is_eight_hex_digits() {
+        let (_, vkey) = example();
+        let mut parts = vkey.splitn(3, '+');
+        let (name, _, key) = (
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+        );
+        for id in ["c74f20a", "c74f20a3f", "c74f20g3", "", "+c74f20a"] {
+            match NoteVerifier::parse(&format!("{name}+{id}+{key}")) {
+                Err(NoteError::MalformedVerifierKey(why)) => {
+                    assert_eq!(why, "key id must be 8 hex digits", "{id:?}")
+                }
+                other => panic!("{id:?}: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -30,7 +30,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::Fatal;
-use crate::config::{Config, DatabaseUrl};
+use crate::config::{Config, DatabaseUrl, POLICY_FILES};
 
 const MANIFEST: &str = "MANIFEST";
 const INFO: &str = "backup.toml";
@@ -38,15 +38,6 @@ const DATABASE: &str = "database.sqlite";
 const CHECKPOINT: &str = "checkpoint";
 const KEYS: &str = "keys";
 const POLICIES: &str = "policies";
-/// The policy files a policies folder holds (README, `policies_dir`).
-const POLICY_FILES: &[&str] = &[
-    "purposes.toml",
-    "sources.toml",
-    "categories.toml",
-    "demarches.toml",
-    "model.conf",
-    "policy.csv",
-];
 
 fn io(what: &str, path: &Path, e: std::io::Error) -> Fatal {
     Fatal::runtime(format!("{what} {} ({})", path.display(), e.kind()))
@@ -104,17 +95,25 @@ fn regular(path: &Path) -> Result<bool, Fatal> {
 /// Copies `from` into the new file `to` (mode `mode`, never over an existing
 /// file, synced), streaming; returns the SHA-256 of what was copied.
 fn copy_hashed(from: &Path, to: &Path, mode: u32) -> Result<String, Fatal> {
-    let mut src = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc_o_nofollow())
-        .open(from)
-        .map_err(|e| io("cannot read", from, e))?;
     let mut dst = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(mode)
         .open(to)
         .map_err(|e| io("cannot create", to, e))?;
+    let hash = stream(from, Some((&mut dst, to)))?;
+    dst.sync_all().map_err(|e| io("cannot write", to, e))?;
+    Ok(hash)
+}
+
+/// The SHA-256 of `from`, read once (never through a symlink), each chunk
+/// also written to `copy` when given.
+fn stream(from: &Path, mut copy: Option<(&mut fs::File, &Path)>) -> Result<String, Fatal> {
+    let mut src = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc_o_nofollow())
+        .open(from)
+        .map_err(|e| io("cannot read", from, e))?;
     let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
     let mut buf = vec![0u8; 1 << 16];
     loop {
@@ -123,10 +122,11 @@ fn copy_hashed(from: &Path, to: &Path, mode: u32) -> Result<String, Fatal> {
             break;
         }
         hash.update(&buf[..n]);
-        dst.write_all(&buf[..n])
-            .map_err(|e| io("cannot write", to, e))?;
+        if let Some((dst, to)) = copy.as_mut() {
+            dst.write_all(&buf[..n])
+                .map_err(|e| io("cannot write", to, e))?;
+        }
     }
-    dst.sync_all().map_err(|e| io("cannot write", to, e))?;
     Ok(hex::encode(hash.finish().as_ref()))
 }
 
@@ -137,21 +137,7 @@ const fn libc_o_nofollow() -> i32 {
 }
 
 fn sha256_file(path: &Path) -> Result<String, Fatal> {
-    let mut f = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc_o_nofollow())
-        .open(path)
-        .map_err(|e| io("cannot read", path, e))?;
-    let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| io("cannot read", path, e))?;
-        if n == 0 {
-            break;
-        }
-        hash.update(&buf[..n]);
-    }
-    Ok(hex::encode(hash.finish().as_ref()))
+    stream(path, None)
 }
 
 /// Creates `path` (and its parents) when missing; sets `mode` only on a

@@ -28,6 +28,19 @@ fn run(dir: &Path, args: &[&str]) -> (bool, Option<i32>, String) {
     )
 }
 
+/// `coffre audit verify --checkpoint FILE` in `dir`.
+fn verify_against(dir: &Path, checkpoint: &Path) -> (bool, Option<i32>, String) {
+    run(
+        dir,
+        &[
+            "audit",
+            "verify",
+            "--checkpoint",
+            checkpoint.to_str().unwrap(),
+        ],
+    )
+}
+
 /// Awa's own data, as a server in `port` answers it.
 fn awa_data(port: u16) -> serde_json::Value {
     let (cookie, _) = login(port, AWA);
@@ -119,15 +132,7 @@ fn a_backup_under_write_load_restores_verifies_and_reads_back() {
     let c = fresh_with_identity(a.path());
     let (ok, _, text) = run(c.path(), &["restore", "--from", out.to_str().unwrap()]);
     assert!(ok, "{text}");
-    let (ok, _, text) = run(
-        c.path(),
-        &[
-            "audit",
-            "verify",
-            "--checkpoint",
-            out.join("checkpoint").to_str().unwrap(),
-        ],
-    );
+    let (ok, _, text) = verify_against(c.path(), &out.join("checkpoint"));
     assert!(ok, "{text}");
     // Restoring twice into the same place is refused: nothing is overwritten.
     let (ok, _, text) = run(c.path(), &["restore", "--from", out.to_str().unwrap()]);
@@ -346,24 +351,13 @@ fn an_older_backup_restored_is_reported_as_a_rollback() {
     let c = fresh_with_identity(a.path());
     let (ok, _, text) = run(c.path(), &["restore", "--from", out.to_str().unwrap()]);
     assert!(ok, "{text}");
-    let (ok, code, text) = run(
-        c.path(),
-        &["audit", "verify", "--checkpoint", kept.to_str().unwrap()],
-    );
+    let (ok, code, text) = verify_against(c.path(), &kept);
     assert!(!ok && code == Some(3), "{text}");
     assert!(
         text.contains("ROLLED BACK") && text.contains("published entries are missing"),
         "{text}"
     );
     // Against the backup's own checkpoint, the restored log is fine.
-    let (ok, _, text) = run(
-        c.path(),
-        &[
-            "audit",
-            "verify",
-            "--checkpoint",
-            out.join("checkpoint").to_str().unwrap(),
-        ],
-    );
+    let (ok, _, text) = verify_against(c.path(), &out.join("checkpoint"));
     assert!(ok, "{text}");
 }
