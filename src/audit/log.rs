@@ -767,6 +767,50 @@ mod tests {
         raw.close().await;
     }
 
+    /// What `checkpoint` compares a new tree with, beyond the stored
+    /// latest: a log cut below a signed size is refused as shrunk; with the
+    /// stored checkpoints deleted, the same log is signed again, but one of
+    /// the same size with another root is refused.
+    #[tokio::test]
+    async fn the_last_signed_tree_is_remembered_and_a_shrunk_or_forked_log_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let log = AuditLog::start(store.clone(), ORIGIN.into());
+        let signer = NoteSigner::from_seed(ORIGIN, &[7u8; 32]).unwrap();
+        append(&log, 10).await;
+        log.checkpoint(&signer, 100).await.unwrap();
+        let raw =
+            sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.path().join("log.db").display()))
+                .await
+                .unwrap();
+        let run = |sql: &'static str| {
+            let raw = raw.clone();
+            async move { sqlx::query(sql).execute(&raw).await.unwrap() }
+        };
+        // The stored checkpoints deleted: the same log is signed again (the
+        // process remembers what it signed, and this extends it).
+        run("DELETE FROM audit_checkpoints").await;
+        let again = log.checkpoint(&signer, 101).await.unwrap();
+        assert_eq!(again.tree_size, 10);
+        // The same size, another root: refused.
+        run("DELETE FROM audit_checkpoints").await;
+        run("UPDATE audit_nodes SET hash = zeroblob(32) WHERE level = 3 AND idx = 0").await;
+        match log.checkpoint(&signer, 102).await {
+            Err(AuditError::Integrity(why)) => {
+                assert!(why.contains("same size, other root"), "{why}")
+            }
+            other => panic!("signed a forked log: {other:?}"),
+        }
+        // Cut below what was signed: refused as shrunk.
+        run("DELETE FROM audit_entries WHERE idx >= 8").await;
+        run("UPDATE audit_head SET size = 8").await;
+        match log.checkpoint(&signer, 103).await {
+            Err(AuditError::Integrity(why)) => assert!(why.contains("it shrank"), "{why}"),
+            other => panic!("signed a shrunk log: {other:?}"),
+        }
+        raw.close().await;
+    }
+
     #[tokio::test]
     async fn a_failed_commit_fails_every_caller_closed_and_is_counted() {
         let dir = tempfile::tempdir().unwrap();
