@@ -811,6 +811,49 @@ mod tests {
         raw.close().await;
     }
 
+    /// The recipients index (art. 19) catches up with the log once it is
+    /// quiet, beside the writer: a partner's allowed read is found there.
+    #[tokio::test]
+    async fn the_recipients_index_catches_up_when_the_log_is_quiet() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let log = AuditLog::start(store.clone(), ORIGIN.into());
+        for category in ["contact", "housing"] {
+            log.record(
+                AuditRecord::new("labo", "partner", "data.read", 1)
+                    .resident(Some("r1"))
+                    .category(Some(category.to_string()))
+                    .allow("consent"),
+            )
+            .await
+            .unwrap();
+        }
+        append(&log, 3).await;
+        // Indexed within a few ticks of a second once nothing is appended
+        // (polled, so a slow machine only waits longer).
+        let mut caught_up = false;
+        for _ in 0..100 {
+            let (upto, size) = store.audit_recipients_cursor().await.unwrap();
+            if upto == size && size == 5 {
+                caught_up = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(caught_up, "the recipients index did not catch up");
+        let r1 = crate::domain::ResidentId::parse("r1").unwrap();
+        let (mut pairs, upto) = store.audit_recipients_of(&r1).await.unwrap();
+        pairs.sort();
+        assert_eq!(upto, 5);
+        assert_eq!(
+            pairs,
+            vec![
+                ("labo".to_string(), "contact".to_string()),
+                ("labo".to_string(), "housing".to_string())
+            ]
+        );
+    }
+
     #[tokio::test]
     async fn a_failed_commit_fails_every_caller_closed_and_is_counted() {
         let dir = tempfile::tempdir().unwrap();
