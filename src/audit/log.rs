@@ -598,6 +598,14 @@ mod tests {
         Arc::new(crate::storage::SqliteStore::open(&path).await.unwrap())
     }
 
+    /// A second connection to the test's database, to damage it as an
+    /// attacker with write access would.
+    async fn raw_pool(dir: &tempfile::TempDir) -> sqlx::SqlitePool {
+        sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.path().join("log.db").display()))
+            .await
+            .unwrap()
+    }
+
     fn record(n: u64) -> AuditRecord {
         AuditRecord::new("agent-1", "dpo", "test.act", 1_000 + n as i64).allow("test")
     }
@@ -744,10 +752,7 @@ mod tests {
         append(&log, 4).await;
         // Another history of the same length: a node under the old
         // checkpoint replaced (as a rewrite that kept the tree's shape).
-        let raw =
-            sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.path().join("log.db").display()))
-                .await
-                .unwrap();
+        let raw = raw_pool(&dir).await;
         sqlx::query("UPDATE audit_nodes SET hash = $1 WHERE level = 2 AND idx = 0")
             .bind(vec![9u8; 32])
             .execute(&raw)
@@ -779,10 +784,7 @@ mod tests {
         let signer = NoteSigner::from_seed(ORIGIN, &[7u8; 32]).unwrap();
         append(&log, 10).await;
         log.checkpoint(&signer, 100).await.unwrap();
-        let raw =
-            sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.path().join("log.db").display()))
-                .await
-                .unwrap();
+        let raw = raw_pool(&dir).await;
         let run = |sql: &'static str| {
             let raw = raw.clone();
             async move { sqlx::query(sql).execute(&raw).await.unwrap() }
@@ -863,10 +865,7 @@ mod tests {
         log.attach_metrics(metrics.clone());
         append(&log, 3).await;
         assert!(metrics.batches.get() >= 1);
-        let raw =
-            sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.path().join("log.db").display()))
-                .await
-                .unwrap();
+        let raw = raw_pool(&dir).await;
         sqlx::query("DROP TABLE audit_nodes")
             .execute(&raw)
             .await
