@@ -106,12 +106,13 @@ fn copy_hashed(from: &Path, to: &Path, mode: u32) -> Result<String, Fatal> {
     Ok(hash)
 }
 
-/// The SHA-256 of `from`, read once (never through a symlink), each chunk
+/// The SHA-256 of `from`, read once (never through a symlink: `O_NOFOLLOW`
+/// fails on one, even planted after the folder was listed), each chunk
 /// also written to `copy` when given.
 fn stream(from: &Path, mut copy: Option<(&mut fs::File, &Path)>) -> Result<String, Fatal> {
     let mut src = fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc_o_nofollow())
+        .custom_flags(libc::O_NOFOLLOW)
         .open(from)
         .map_err(|e| io("cannot read", from, e))?;
     let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
@@ -128,12 +129,6 @@ fn stream(from: &Path, mut copy: Option<(&mut fs::File, &Path)>) -> Result<Strin
         }
     }
     Ok(hex::encode(hash.finish().as_ref()))
-}
-
-/// `O_NOFOLLOW`: opening a symlink fails, even one planted after the
-/// folder was listed.
-const fn libc_o_nofollow() -> i32 {
-    libc::O_NOFOLLOW
 }
 
 fn sha256_file(path: &Path) -> Result<String, Fatal> {
@@ -188,6 +183,21 @@ pub(super) async fn backup(config: &Config, out: &Path) -> Result<(), Fatal> {
         .audit_latest_checkpoint()
         .await
         .map_err(|e| Fatal::runtime(format!("reading the latest checkpoint: {e}")))?;
+    // Taking a copy of the whole database is an act like any other
+    // operator's: recorded (and durable) before anything is copied, or not
+    // done. The entry is inside the copy.
+    let audit = crate::audit::AuditLog::start(store.clone(), config.audit_log_name.clone());
+    if let Err(e) = audit
+        .record(super::operator_record(
+            "backup.take",
+            None,
+            crate::Clock::system().now(),
+        ))
+        .await
+    {
+        store.close().await;
+        return Err(Fatal::runtime(format!("refusing to act unaudited: {e}")));
+    }
     let snapshot = out.join(DATABASE);
     let database = match &config.database_url {
         DatabaseUrl::Sqlite { .. } => {
