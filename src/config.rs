@@ -66,6 +66,11 @@ pub const KEYS: &[(&str, Option<&str>, &str)] = &[
         "age identity (age-keygen format) that decrypts the key files; default KEYS_DIR/unlock.key",
     ),
     (
+        "admin_socket",
+        Some("data/admin.sock"),
+        "Unix socket (0600) where custodians submit their shares (`coffre unseal`) and the operator seals; only when the key set is held by custodians",
+    ),
+    (
         "public_url",
         None,
         "URL users reach the service at; default http://LISTEN",
@@ -269,6 +274,9 @@ pub struct Config {
     pub policies_dir_explicit: bool,
     pub extracts_dir: PathBuf,
     pub unlock_identity_file: PathBuf,
+    /// The local admin socket of a custodians' key set (unseal, seal,
+    /// rotate), never the public listener.
+    pub admin_socket: PathBuf,
     pub public_url: url::Url,
     pub audit_log_name: String,
     pub resident_oidc: Option<OidcClient>,
@@ -388,6 +396,11 @@ impl Config {
         let unlock_identity_file = get("unlock_identity_file")
             .map(|(v, _)| PathBuf::from(v))
             .unwrap_or_else(|| keys_dir.join("unlock.key"));
+        let admin_socket = PathBuf::from(
+            get("admin_socket")
+                .map(|(v, _)| v)
+                .unwrap_or("data/admin.sock"),
+        );
 
         let public_url = match get("public_url") {
             Some((v, _)) => parse_http_url(v).map_err(|m| invalid("public_url", m))?,
@@ -468,6 +481,7 @@ impl Config {
             policies_dir_explicit,
             extracts_dir,
             unlock_identity_file,
+            admin_socket,
             public_url,
             audit_log_name,
             resident_oidc,

@@ -239,6 +239,12 @@ impl AuditLog {
 
     /// The latest signed checkpoint, signing a new one if the tree grew —
     /// at most one per second, so a checkpoint of the same second is reused.
+    /// The latest checkpoint signed and stored, without signing a new one
+    /// (what a sealed process publishes).
+    pub async fn latest_checkpoint(&self) -> Result<Option<CheckpointRow>, AuditError> {
+        Ok(self.store.audit_latest_checkpoint().await?)
+    }
+
     pub async fn checkpoint(
         &self,
         signer: &NoteSigner,

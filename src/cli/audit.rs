@@ -37,15 +37,7 @@ pub(super) async fn audit_command(config: Config, command: AuditCommand) -> Resu
             let store = open_store(&config).await?;
             let verifier_key = match key {
                 Some(k) => k,
-                None => {
-                    let keys = load_keys(&config)?;
-                    crate::audit::note::NoteSigner::from_seed(
-                        &config.audit_log_name,
-                        keys.current().signing_seed(),
-                    )
-                    .map_err(|e| Fatal::runtime(format!("signing key: {e}")))?
-                    .verifier_key()
-                }
+                None => super::verifier_key(&config)?,
             };
             let verifier = crate::audit::note::NoteVerifier::parse(&verifier_key)
                 .map_err(|e| Fatal::config(format!("--key: {e}")))?;
@@ -130,13 +122,7 @@ pub(super) async fn audit_command(config: Config, command: AuditCommand) -> Resu
             Ok(())
         }
         AuditCommand::Key => {
-            let keys = load_keys(&config)?;
-            let signer = crate::audit::note::NoteSigner::from_seed(
-                &config.audit_log_name,
-                keys.current().signing_seed(),
-            )
-            .map_err(|e| Fatal::runtime(format!("signing key: {e}")))?;
-            println!("{}", signer.verifier_key());
+            println!("{}", super::verifier_key(&config)?);
             Ok(())
         }
     }

@@ -7,6 +7,7 @@ use clap::Subcommand;
 use super::{Fatal, load_keys, open_store, operator_record};
 use crate::Clock;
 use crate::config::Config;
+use crate::crypto::custodians::{Manifest, parse_custodians, split_new_identity, write_shares};
 use crate::crypto::{KeySet, UnlockIdentity, generate_unlock_identity, read_unlock_identity};
 
 #[derive(Subcommand, Debug)]
@@ -15,8 +16,23 @@ pub enum KeysCommand {
     Init {
         /// Also create the unlock identity (age-keygen format) when it does not
         /// exist. In production, provision it yourself on a secret mount.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "custodians")]
         generate_unlock_identity: bool,
+        /// Hold the key set by custodians instead of one identity file: a
+        /// file of `name age1…` lines. A new unlock identity is split into
+        /// one Shamir share per custodian, each encrypted to their age
+        /// recipient; the identity itself is never written, and `serve`
+        /// starts sealed until THRESHOLD of them run `coffre unseal`.
+        #[arg(long, value_name = "FILE", requires = "threshold")]
+        custodians: Option<std::path::PathBuf>,
+        /// Shares needed to unseal (at least 2, at most the number of
+        /// custodians).
+        #[arg(long, value_name = "K", requires = "custodians")]
+        threshold: Option<u8>,
+        /// Where the custodians' share files are written, one
+        /// `NAME.share.age` each, to hand to them.
+        #[arg(long, value_name = "DIR", default_value = "custodian-shares")]
+        shares_out: std::path::PathBuf,
     },
     /// Print only public parts: the JWKS and the audit log's signed-note verifier key.
     Show,
@@ -56,7 +72,14 @@ pub(super) fn private_dir(dir: &std::path::Path) -> Result<(), Fatal> {
 pub(super) async fn keys_command(config: &Config, command: KeysCommand) -> Result<(), Fatal> {
     match command {
         KeysCommand::Init {
+            custodians: Some(file),
+            threshold: Some(threshold),
+            shares_out,
+            ..
+        } => init_with_custodians(config, &file, threshold, &shares_out),
+        KeysCommand::Init {
             generate_unlock_identity: generate,
+            ..
         } => {
             private_dir(&config.keys_dir)?;
             let unlock = if generate && !config.unlock_identity_file.exists() {
@@ -85,6 +108,31 @@ pub(super) async fn keys_command(config: &Config, command: KeysCommand) -> Resul
                 set.current_kek_version()
             );
             Ok(())
+        }
+        KeysCommand::Show if Manifest::present(&config.keys_dir) => {
+            let manifest = super::custodians_manifest(config)?;
+            println!(
+                "held by custodians: {} of {} shares unseal it",
+                manifest.threshold,
+                manifest.custodians.len()
+            );
+            for c in &manifest.custodians {
+                println!("  custodian {} ({})", c.name, c.recipient);
+            }
+            println!("unlock recipient: {}", manifest.unlock_recipient);
+            println!(
+                "audit log verifier key (signed note): {}",
+                manifest.verifier_key
+            );
+            println!(
+                "the JWKS and the KEK versions: ask the unsealed server (GET /.well-known/jwks.json)"
+            );
+            Ok(())
+        }
+        KeysCommand::Rotate { batch } if Manifest::present(&config.keys_dir) => {
+            // Only the unsealed server holds the identity the custodians
+            // rebuilt: the rotation runs there.
+            super::admin::rotate(config, batch).await
         }
         KeysCommand::Show => {
             let keys = load_keys(config)?;
@@ -156,4 +204,71 @@ pub(super) async fn keys_command(config: &Config, command: KeysCommand) -> Resul
             Ok(())
         }
     }
+}
+
+/// `keys init --custodians FILE --threshold K`: the key set, encrypted to a
+/// new identity that only exists split among the custodians. Order: the
+/// shares first (they are what will open the set), then the key set, then
+/// the manifest; a failure part-way leaves files to delete before a new
+/// attempt, never a set nobody can open silently.
+fn init_with_custodians(
+    config: &Config,
+    file: &std::path::Path,
+    threshold: u8,
+    shares_out: &std::path::Path,
+) -> Result<(), Fatal> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| Fatal::config(format!("cannot read {} ({})", file.display(), e.kind())))?;
+    let custodians =
+        parse_custodians(&text).map_err(|e| Fatal::config(format!("{}: {e}", file.display())))?;
+    if KeySet::is_initialised(&config.keys_dir) || Manifest::present(&config.keys_dir) {
+        return Err(Fatal::runtime(format!(
+            "key directory {} is already initialised",
+            config.keys_dir.display()
+        )));
+    }
+    if config.unlock_identity_file.exists() {
+        return Err(Fatal::config(format!(
+            "an unlock identity exists at {}: with custodians no file may open the key set; move it away first",
+            config.unlock_identity_file.display()
+        )));
+    }
+    for c in &custodians {
+        let path = shares_out.join(format!("{}.share.age", c.name));
+        if path.exists() {
+            return Err(Fatal::runtime(format!(
+                "{} already exists; refusing to overwrite a share",
+                path.display()
+            )));
+        }
+    }
+    private_dir(&config.keys_dir)?;
+    let (identity, mut manifest, sealed) = split_new_identity(&custodians, threshold)
+        .map_err(|e| Fatal::config(format!("custodians: {e}")))?;
+    let written =
+        write_shares(shares_out, &sealed).map_err(|e| Fatal::runtime(format!("shares: {e}")))?;
+    let set = KeySet::init(&config.keys_dir, &identity)
+        .map_err(|e| Fatal::runtime(format!("keys init: {e}")))?;
+    manifest.verifier_key =
+        crate::audit::note::NoteSigner::from_seed(&config.audit_log_name, set.signing_seed())
+            .map_err(|e| Fatal::runtime(format!("signing key: {e}")))?
+            .verifier_key();
+    drop(set);
+    drop(identity);
+    manifest
+        .write(&config.keys_dir)
+        .map_err(|e| Fatal::runtime(format!("custodians manifest: {e}")))?;
+    println!(
+        "key set created in {}, held by {} custodians ({} needed to unseal); the unlock identity was never written",
+        config.keys_dir.display(),
+        custodians.len(),
+        threshold
+    );
+    for path in written {
+        println!("  share: {}", path.display());
+    }
+    println!(
+        "hand each share to its custodian only; `coffre serve` starts sealed until {threshold} of them run `coffre unseal --share FILE --identity THEIR_AGE_IDENTITY`"
+    );
+    Ok(())
 }

@@ -21,6 +21,7 @@ use crate::config::{Config, LogFormat};
 use crate::crypto::LiveKeys;
 use crate::{AppState, Clock};
 
+mod admin;
 mod agents;
 mod audit;
 mod backup;
@@ -127,6 +128,21 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         from: PathBuf,
     },
+    /// A custodian submits their share to the running server (over its
+    /// local admin socket): decrypted here with their own age identity.
+    Unseal {
+        /// Their share file (`NAME.share.age`, from `keys init --custodians`).
+        #[arg(long, value_name = "FILE")]
+        share: PathBuf,
+        /// Their age identity (age-keygen format, mode 0600).
+        #[arg(long, value_name = "FILE")]
+        identity: PathBuf,
+    },
+    /// Seal the running server again: its keys are dropped from memory and
+    /// every data route answers 503 `sealed` until the custodians unseal it.
+    Seal,
+    /// Whether the running server is sealed, and how many shares it has.
+    SealStatus,
     /// Seed a deterministic synthetic territory into an empty database.
     Seed {
         /// How many residents.
@@ -235,6 +251,9 @@ pub async fn run(cli: Cli) -> Result<(), Fatal> {
         }
         Command::Version => Ok(()),
         Command::Keys(k) => keys::keys_command(&config, k).await,
+        Command::Unseal { share, identity } => admin::unseal(&config, &share, &identity).await,
+        Command::Seal => admin::seal(&config).await,
+        Command::SealStatus => admin::status(&config).await,
         Command::Backup { out } => backup::backup(&config, &out).await,
         Command::Restore { from } => backup::restore(&config, &from).await,
         Command::Audit(a) => audit::audit_command(config, a).await,
@@ -340,7 +359,7 @@ async fn build_state(
     store: crate::storage::DynStore,
     clock: Clock,
     demo: bool,
-    keys: Result<Arc<LiveKeys>, String>,
+    keys: impl Into<crate::service::seal::VaultAtStart>,
 ) -> Result<AppState, Fatal> {
     AppState::new(config, store, clock, demo, keys)
         .await
@@ -348,7 +367,40 @@ async fn build_state(
 }
 
 fn load_keys(config: &Config) -> Result<Arc<LiveKeys>, Fatal> {
+    if crate::crypto::custodians::Manifest::present(&config.keys_dir) {
+        return Err(Fatal::runtime(format!(
+            "the key set in {} is held by custodians: no file opens it, so this command cannot run outside the unsealed server",
+            config.keys_dir.display()
+        )));
+    }
     LiveKeys::load(config.keys_dir.clone(), config.unlock_identity_file.clone())
         .map(Arc::new)
         .map_err(|e| Fatal::runtime(format!("keys: {e}")))
+}
+
+/// The custodians' manifest of the keys folder (it must be there).
+fn custodians_manifest(config: &Config) -> Result<crate::crypto::custodians::Manifest, Fatal> {
+    crate::crypto::custodians::Manifest::read(&config.keys_dir)
+        .map_err(|e| Fatal::config(format!("custodians: {e}")))?
+        .ok_or_else(|| {
+            Fatal::config(format!(
+                "{} holds no custodians manifest",
+                config.keys_dir.display()
+            ))
+        })
+}
+
+/// The audit log's verifier key: the custodians' manifest publishes it
+/// (no key needed); else derived from the signing key.
+fn verifier_key(config: &Config) -> Result<String, Fatal> {
+    if crate::crypto::custodians::Manifest::present(&config.keys_dir) {
+        return Ok(custodians_manifest(config)?.verifier_key);
+    }
+    let keys = load_keys(config)?;
+    Ok(crate::audit::note::NoteSigner::from_seed(
+        &config.audit_log_name,
+        keys.current().signing_seed(),
+    )
+    .map_err(|e| Fatal::runtime(format!("signing key: {e}")))?
+    .verifier_key())
 }

@@ -9,14 +9,40 @@ use std::time::Duration;
 use super::keys::{private_dir, read_unlock};
 use super::{Fatal, build_state, open_store};
 use crate::config::Config;
+use crate::crypto::custodians::Manifest;
 use crate::crypto::{KeyError, KeySet, LiveKeys, generate_unlock_identity};
+use crate::service::seal::VaultAtStart;
 use crate::{AppState, Clock};
 
 /// At `serve`: loads the key set, initialising it first in demo mode.
 /// Insecure permissions stop the start; any other failure leaves the
 /// service up but failing closed (readyz 503, `keys_unavailable`).
-fn prepare_keys(config: &Config, demo: bool) -> Result<Result<Arc<LiveKeys>, String>, Fatal> {
+fn prepare_keys(config: &Config, demo: bool) -> Result<VaultAtStart, Fatal> {
     let dir = &config.keys_dir;
+    if Manifest::present(dir) {
+        // Held by custodians: no file may open the set, and the process
+        // starts sealed until K of them submit their shares.
+        if config.unlock_identity_file.exists() {
+            return Err(Fatal::config(format!(
+                "the key set in {} is held by custodians, yet an unlock identity exists at {}: no file may open it; remove the file",
+                dir.display(),
+                config.unlock_identity_file.display()
+            )));
+        }
+        let manifest = Manifest::read(dir)
+            .map_err(|e| Fatal::config(format!("custodians: {e}")))?
+            .ok_or_else(|| Fatal::config("custodians manifest vanished"))?;
+        tracing::warn!(
+            threshold = manifest.threshold,
+            custodians = manifest.custodians.len(),
+            socket = %config.admin_socket.display(),
+            "starting SEALED: every data route answers 503 until the custodians run `coffre unseal`"
+        );
+        return Ok(VaultAtStart::Sealed {
+            manifest,
+            keys_dir: dir.clone(),
+        });
+    }
     if demo && !KeySet::is_initialised(dir) {
         private_dir(dir)?;
         let unlock = if config.unlock_identity_file.exists() {
@@ -40,14 +66,14 @@ fn prepare_keys(config: &Config, demo: bool) -> Result<Result<Arc<LiveKeys>, Str
         );
     }
     match LiveKeys::load(dir.clone(), config.unlock_identity_file.clone()) {
-        Ok(keys) => Ok(Ok(Arc::new(keys))),
+        Ok(keys) => Ok(VaultAtStart::Loaded(Arc::new(keys))),
         Err(e @ KeyError::InsecurePermissions { .. }) => Err(Fatal::config(format!("keys: {e}"))),
         Err(e) => {
             let reason = format!("keys unavailable: {e}");
             tracing::error!(
                 "{reason}; serving with every data route closed (readyz 503) until fixed — see `coffre keys init`"
             );
-            Ok(Err(reason))
+            Ok(VaultAtStart::Unavailable(reason))
         }
     }
 }
@@ -73,6 +99,7 @@ pub(super) async fn serve(config: Config, demo: bool) -> Result<(), Fatal> {
     let metrics_listen = config.metrics_listen;
     let drain = Duration::from_secs(config.shutdown_timeout_secs);
     let database = config.database_url.redacted();
+    let admin_socket = config.admin_socket.clone();
     let state = build_state(config, store.clone(), clock, demo, keys).await?;
     if let Ok(vault) = state.vault() {
         vault
@@ -80,7 +107,19 @@ pub(super) async fn serve(config: Config, demo: bool) -> Result<(), Fatal> {
             .await
             .map_err(|e| Fatal::runtime(e.to_string()))?;
     }
-    if demo {
+    // Custodians submit their shares over the local admin socket, bound
+    // before "listening" so that they can unseal as soon as it is said.
+    let admin = match &state.custodians {
+        Some(_) => {
+            Some(super::admin::spawn(&state.config.admin_socket.clone(), state.clone()).await?)
+        }
+        None => None,
+    };
+    if demo && state.is_sealed() {
+        tracing::warn!(
+            "DEMO: sealed by custodians; the demo territory is seeded only into an open vault"
+        );
+    } else if demo {
         let seeded = crate::demo::seed_if_empty(&state)
             .await
             .map_err(|e| Fatal::runtime(format!("demo seeding failed: {e}")))?;
@@ -134,6 +173,11 @@ pub(super) async fn serve(config: Config, demo: bool) -> Result<(), Fatal> {
     let result = crate::serve(listener, router, shutdown, drain).await;
     if let Some(metrics) = metrics {
         metrics.abort();
+    }
+    if let Some(admin) = admin {
+        admin.abort();
+        // The socket file would only mislead the next `coffre unseal`.
+        let _ = std::fs::remove_file(&admin_socket);
     }
     store.close().await;
     result.map_err(|e| Fatal::runtime(format!("server error: {e}")))

@@ -391,8 +391,12 @@ fn list_kek_versions(dir: &Path) -> Result<Vec<u32>, KeyError> {
             versions.push(version);
         } else if name.starts_with('.') && name.ends_with(".tmp") {
             tracing::warn!(file = name, "ignoring leftover temp file in keys dir");
-        } else if matches!(name, "README.md" | ".gitignore" | "unlock.key") {
-            // Expected neighbours: the folder's docs, and the demo's unlock identity.
+        } else if matches!(
+            name,
+            "README.md" | ".gitignore" | "unlock.key" | super::custodians::MANIFEST_FILE
+        ) {
+            // Expected neighbours: the folder's docs, the demo's unlock
+            // identity, the custodians' public manifest.
         } else if name != SIGNING_FILE && name != PSEUDONYM_FILE {
             tracing::warn!(file = name, "ignoring unexpected file in keys dir");
         }

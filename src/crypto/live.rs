@@ -7,12 +7,23 @@
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
-use super::{CryptoError, DataKey, KeyError, KeySet, WrappedDataKey, read_unlock_identity};
+use super::{
+    CryptoError, DataKey, KeyError, KeySet, UnlockIdentity, WrappedDataKey, read_unlock_identity,
+};
 
 pub struct LiveKeys {
     set: RwLock<Arc<KeySet>>,
     /// Where to reload from; `None` for an in-memory set (tests, benchmarks).
-    source: Option<(PathBuf, PathBuf)>,
+    source: Option<(PathBuf, Unlock)>,
+}
+
+/// What opens the keys folder again on a reload.
+enum Unlock {
+    /// The single-file identity, re-read each time.
+    File(PathBuf),
+    /// The identity the custodians' shares rebuilt: held in memory while
+    /// unsealed (it zeroizes on drop), never written.
+    Held(Arc<UnlockIdentity>),
 }
 
 impl std::fmt::Debug for LiveKeys {
@@ -38,8 +49,28 @@ impl LiveKeys {
         let set = KeySet::load(&dir, &unlock)?;
         Ok(Self {
             set: RwLock::new(Arc::new(set)),
-            source: Some((dir, unlock_path)),
+            source: Some((dir, Unlock::File(unlock_path))),
         })
+    }
+
+    /// Loads the key set from `dir` with an identity the custodians'
+    /// shares rebuilt; the identity is kept (in memory only) to follow
+    /// rotations and to rotate.
+    pub fn unsealed(dir: PathBuf, unlock: UnlockIdentity) -> Result<Self, KeyError> {
+        let set = KeySet::load(&dir, &unlock)?;
+        Ok(Self {
+            set: RwLock::new(Arc::new(set)),
+            source: Some((dir, Unlock::Held(Arc::new(unlock)))),
+        })
+    }
+
+    /// The identity this process holds, when custodians unsealed it (for a
+    /// rotation run inside the process).
+    pub(crate) fn held_identity(&self) -> Option<(PathBuf, Arc<UnlockIdentity>)> {
+        match &self.source {
+            Some((dir, Unlock::Held(id))) => Some((dir.clone(), id.clone())),
+            _ => None,
+        }
     }
 
     pub fn current(&self) -> Arc<KeySet> {
@@ -53,11 +84,13 @@ impl LiveKeys {
 
     /// Re-reads the keys folder (after a rotation by another process).
     pub fn reload(&self) -> Result<(), KeyError> {
-        let Some((dir, unlock_path)) = &self.source else {
-            return Ok(());
+        let fresh = match &self.source {
+            None => return Ok(()),
+            Some((dir, Unlock::File(path))) => {
+                Arc::new(KeySet::load(dir, &read_unlock_identity(path)?)?)
+            }
+            Some((dir, Unlock::Held(unlock))) => Arc::new(KeySet::load(dir, unlock)?),
         };
-        let unlock = read_unlock_identity(unlock_path)?;
-        let fresh = Arc::new(KeySet::load(dir, &unlock)?);
         tracing::info!(versions = ?fresh.kek_versions(), "key set reloaded");
         match self.set.write() {
             Ok(mut g) => *g = fresh,

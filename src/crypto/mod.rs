@@ -19,6 +19,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod bearer_seal;
+pub mod custodians;
 pub mod envelope;
 pub mod jwks;
 pub mod jws;

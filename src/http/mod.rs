@@ -37,6 +37,7 @@ pub mod middleware;
 pub mod partner;
 pub mod ratelimit;
 pub mod rights;
+pub mod sealed;
 pub mod session;
 pub mod sources;
 
@@ -164,8 +165,10 @@ pub fn router(state: AppState, pages: Router<AppState>) -> Router {
         .merge(pages)
         .fallback(|| async { AppError::NotFound })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
-        .with_state(state)
+        .with_state(state.clone())
         .layer(DefaultBodyLimit::max(max_body))
+        // Sealed: only the public routes answer; the refusal is audited.
+        .layer(from_fn_with_state(state, sealed::refuse_while_sealed))
         // Layers below wrap those above: the last one added sees requests first.
         .layer(from_fn_with_state(
             (max_body, max_deposit),

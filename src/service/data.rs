@@ -67,7 +67,7 @@ pub async fn my_category(
     category: &str,
 ) -> AppResult<Audited<MyCategory>> {
     let vault = state.vault()?;
-    let category = known_category(vault, category)?;
+    let category = known_category(&vault, category)?;
     let entry = own_data(state, caller, "data.read", Some(category.as_str())).await?;
     let me = caller.resident_id()?;
     let history = vault.read_history(&me, &category).await?;
@@ -93,7 +93,7 @@ pub async fn rectify_own(
     now: Timestamp,
 ) -> AppResult<Audited<Rectified>> {
     let vault = state.vault()?;
-    let category = known_category(vault, category)?;
+    let category = known_category(&vault, category)?;
     // Bad input is refused before anything, including the audit log, changes.
     vault
         .categories()

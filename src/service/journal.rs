@@ -28,12 +28,26 @@ pub async fn checkpoint(
     state: &AppState,
     now: Timestamp,
 ) -> AppResult<crate::storage::CheckpointRow> {
+    // Sealed, the process cannot sign: it serves the latest checkpoint
+    // signed before (the log's public routes keep working).
+    if state.is_sealed()
+        && let Some(latest) = state.audit.latest_checkpoint().await?
+    {
+        return Ok(latest);
+    }
     let signer = state.checkpoint_signer()?;
     Ok(state.audit.checkpoint(&signer, now).await?)
 }
 
-/// The verifier key of checkpoints, in signed-note form.
+/// The verifier key of checkpoints, in signed-note form (sealed, as the
+/// custodians' manifest publishes it).
 pub fn verifier_key(state: &AppState) -> AppResult<String> {
+    if state.is_sealed()
+        && let Some(c) = &state.custodians
+        && !c.verifier_key().is_empty()
+    {
+        return Ok(c.verifier_key().to_string());
+    }
     Ok(state.checkpoint_signer()?.verifier_key())
 }
 

@@ -73,6 +73,7 @@ pub struct Metrics {
     audit_tree_size: IntGauge,
     pool_connections: IntGaugeVec,
     keys_loaded: IntGauge,
+    sealed: IntGauge,
 }
 
 impl Metrics {
@@ -137,7 +138,12 @@ impl Metrics {
         registry.register(Box::new(vault_operations.clone()))?;
         registry.register(Box::new(audit_tree_size.clone()))?;
         registry.register(Box::new(pool_connections.clone()))?;
+        let sealed = IntGauge::new(
+            "vault_sealed",
+            "1 while the vault waits for its custodians' shares (every data route answers 503 sealed).",
+        )?;
         registry.register(Box::new(keys_loaded.clone()))?;
+        registry.register(Box::new(sealed.clone()))?;
         for collector in audit.collectors() {
             registry.register(collector)?;
         }
@@ -152,6 +158,7 @@ impl Metrics {
             audit_tree_size,
             pool_connections,
             keys_loaded,
+            sealed,
         })
     }
 
@@ -210,6 +217,7 @@ impl Metrics {
             .with_label_values(&["in_use"])
             .set((i64::from(open) - idle).max(0));
         self.keys_loaded.set(i64::from(state.vault().is_ok()));
+        self.sealed.set(i64::from(state.is_sealed()));
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)

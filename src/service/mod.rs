@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod partners;
 pub mod requests;
 pub mod rights;
+pub mod seal;
 pub mod sessions;
 pub mod sources;
 pub mod state;

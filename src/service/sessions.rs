@@ -122,6 +122,9 @@ pub async fn readiness(state: &AppState) -> AppResult<&'static str> {
         tracing::warn!(error = %e, "readiness: database unreachable");
         AppError::from(ErrorCode::DatabaseUnavailable)
     })?;
+    if state.is_sealed() {
+        return Err(ErrorCode::Sealed.into());
+    }
     if let Some(reason) = state.keys_problem() {
         tracing::warn!(reason, "readiness: keys unavailable");
         return Err(ErrorCode::KeysUnavailable.into());

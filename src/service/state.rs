@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use crate::audit::{self, AuditLog};
 use crate::config::{self, Config};
-use crate::crypto::LiveKeys;
 use crate::domain::category::Categories;
 use crate::domain::purpose::Register;
 use crate::service::vault::Vault;
@@ -47,9 +46,14 @@ pub struct AppInner {
     /// This process's metrics (`/metrics` on `metrics_listen`): counters
     /// of this process, never read by a decision.
     pub metrics: Arc<service::metrics::Metrics>,
-    /// The vault, or why it is unavailable (keys missing or undecryptable):
-    /// then every route that needs it fails closed with `keys_unavailable`.
-    vault: Result<Arc<Vault>, String>,
+    /// The vault: open, sealed (custodians have not unsealed this process
+    /// yet; routes fail closed with `sealed`), or unavailable and why
+    /// (keys missing or undecryptable; `keys_unavailable`). Changes only
+    /// through `service::seal`.
+    vault: std::sync::RwLock<service::seal::VaultSlot>,
+    /// The custodians' shares received so far, when the key set is held
+    /// by custodians (`keys init --custodians`).
+    pub custodians: Option<service::seal::Custodians>,
     /// The residents' OpenID provider, when configured.
     pub resident_login: Option<Arc<oidc::IdentityProvider>>,
     /// The agents' OpenID provider, when configured.
@@ -73,7 +77,7 @@ impl AppState {
         store: DynStore,
         clock: Clock,
         demo: bool,
-        keys: Result<Arc<LiveKeys>, String>,
+        keys: impl Into<service::seal::VaultAtStart>,
     ) -> Result<Self, String> {
         let (categories_text, categories_file) = policy_text(
             &config.policies_dir,
@@ -172,14 +176,25 @@ impl AppState {
         let metrics = Arc::new(
             service::metrics::Metrics::new(&audit_metrics).map_err(|e| format!("metrics: {e}"))?,
         );
-        let vault = keys.map(|k| {
-            Arc::new(Vault::new(
-                store.clone(),
-                k,
-                categories.clone(),
-                metrics.clone(),
-            ))
-        });
+        let (vault, custodians) = match keys.into() {
+            service::seal::VaultAtStart::Loaded(k) => (
+                service::seal::VaultSlot::Open(Arc::new(Vault::new(
+                    store.clone(),
+                    k,
+                    categories.clone(),
+                    metrics.clone(),
+                ))),
+                None,
+            ),
+            service::seal::VaultAtStart::Sealed { manifest, keys_dir } => (
+                service::seal::VaultSlot::Sealed,
+                Some(service::seal::Custodians::new(manifest, keys_dir)),
+            ),
+            service::seal::VaultAtStart::Unavailable(reason) => {
+                (service::seal::VaultSlot::Unavailable(reason), None)
+            }
+        };
+        let vault = std::sync::RwLock::new(vault);
         let deposit_writer = service::deposit_writer::DepositWriter::start(store.clone());
         let http = oidc::http_client()?;
         let provider = |kind, c: &Option<config::OidcClient>| {
@@ -208,6 +223,7 @@ impl AppState {
                 deposit_writer,
                 metrics,
                 vault,
+                custodians,
                 resident_login,
                 agent_login,
                 partner_tokens: Default::default(),
@@ -218,25 +234,53 @@ impl AppState {
         })
     }
 
-    /// The vault, or 503 `keys_unavailable`.
-    pub fn vault(&self) -> Result<&Vault, error::AppError> {
-        self.inner
-            .vault
-            .as_deref()
-            .map_err(|_| error::ErrorCode::KeysUnavailable.into())
+    /// The vault, or 503 `sealed` or `keys_unavailable`.
+    pub fn vault(&self) -> Result<Arc<Vault>, error::AppError> {
+        match &*self.slot() {
+            service::seal::VaultSlot::Open(v) => Ok(v.clone()),
+            service::seal::VaultSlot::Sealed => Err(error::ErrorCode::Sealed.into()),
+            service::seal::VaultSlot::Unavailable(_) => {
+                Err(error::ErrorCode::KeysUnavailable.into())
+            }
+        }
+    }
+
+    fn slot(&self) -> std::sync::RwLockReadGuard<'_, service::seal::VaultSlot> {
+        // A poisoned lock only means a panic while swapping Arcs; the slot
+        // inside is still whole.
+        match self.inner.vault.read() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    pub(crate) fn set_vault(&self, slot: service::seal::VaultSlot) {
+        match self.inner.vault.write() {
+            Ok(mut g) => *g = slot,
+            Err(p) => *p.into_inner() = slot,
+        }
+    }
+
+    /// Custodians have not unsealed this process (yet, or since `seal`).
+    pub fn is_sealed(&self) -> bool {
+        matches!(&*self.slot(), service::seal::VaultSlot::Sealed)
     }
 
     /// The signer of audit checkpoints (the vault's Ed25519 key, named after
-    /// the log), or 503 `keys_unavailable`.
+    /// the log), or 503 `sealed` or `keys_unavailable`.
     pub fn checkpoint_signer(&self) -> Result<audit::note::NoteSigner, error::AppError> {
         let set = self.vault()?.keys().current();
         audit::note::NoteSigner::from_seed(&self.config.audit_log_name, set.signing_seed())
             .map_err(|e| error::AppError::internal(format!("checkpoint signer: {e}")))
     }
 
-    /// Why the keys are unavailable, if they are.
-    pub fn keys_problem(&self) -> Option<&str> {
-        self.inner.vault.as_ref().err().map(String::as_str)
+    /// Why the keys are unavailable, if they are (sealed is not
+    /// unavailable: see [`Self::is_sealed`]).
+    pub fn keys_problem(&self) -> Option<String> {
+        match &*self.slot() {
+            service::seal::VaultSlot::Unavailable(reason) => Some(reason.clone()),
+            _ => None,
+        }
     }
 }
 

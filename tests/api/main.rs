@@ -13,6 +13,7 @@ mod binary;
 mod browser;
 mod cli;
 mod consents;
+mod custodians;
 mod disclosure;
 mod errors;
 mod extracts;

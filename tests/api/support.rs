@@ -317,6 +317,29 @@ pub async fn build_app_with(database_url: &str, backend: &'static str, setup: &S
 }
 
 impl TestApp {
+    /// A test app around a state built by the test itself (e.g. sealed).
+    pub fn from_state(
+        state: AppState,
+        store: DynStore,
+        clock: Clock,
+        backend: &'static str,
+        dir: tempfile::TempDir,
+        database_url: &str,
+        keys: Arc<LiveKeys>,
+    ) -> TestApp {
+        TestApp {
+            router: coffre::app(state.clone()),
+            state,
+            store,
+            clock,
+            backend,
+            dir,
+            database_url: database_url.to_string(),
+            keys,
+            listener: std::sync::Mutex::new(None),
+        }
+    }
+
     /// The same database, keys and clock under another configuration: a
     /// restart of the service (e.g. with another register).
     pub async fn restart_with(&self, configure: impl Fn(&mut Config)) -> TestApp {

@@ -1,0 +1,62 @@
+//! While custodians have not unsealed the process, only what is public
+//! answers: the public pages, health, the register, and the audit log's
+//! public routes (checkpoint, verifier key, proofs). Every other route
+//! reaches data, or a login that needs the keys: it is refused here with
+//! 503 `sealed`, and the refusal is audited (`service::seal`).
+//!
+//! Deny by default: a route added later is closed while sealed until it
+//! is listed here, never the other way round.
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::AppState;
+
+/// Paths that answer while sealed, exactly.
+const PUBLIC_PATHS: &[&str] = &[
+    "/healthz",
+    "/readyz",
+    "/api/openapi.json",
+    "/api/v1/audit/checkpoint",
+    "/api/v1/audit/key",
+    "/api/v1/audit/proofs/inclusion",
+    "/api/v1/audit/proofs/consistency",
+    "/api/v1/categories",
+    "/api/v1/purposes",
+    "/api/v1/demarches",
+    "/.well-known/jwks.json",
+    "/",
+    "/registre",
+    "/journal",
+    "/accessibilite",
+    "/mentions-legales",
+    "/favicon.ico",
+];
+
+/// Path prefixes that answer while sealed (static files, the language
+/// switch).
+const PUBLIC_PREFIXES: &[&str] = &["/static/", "/langue/"];
+
+/// True when `path` answers while the vault is sealed.
+pub fn public_while_sealed(path: &str) -> bool {
+    PUBLIC_PATHS.contains(&path) || PUBLIC_PREFIXES.iter().any(|p| path.starts_with(p))
+}
+
+pub async fn refuse_while_sealed(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if !state.is_sealed() || public_while_sealed(request.uri().path()) {
+        return next.run(request).await;
+    }
+    let request_id = request
+        .headers()
+        .get(super::REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    crate::service::seal::refuse_sealed(&state, request_id.as_deref(), state.clock.now())
+        .await
+        .into_response()
+}
