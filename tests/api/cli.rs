@@ -1045,3 +1045,147 @@ fn import_deposits_a_file_line_by_line_and_reports_each() {
     .unwrap();
     assert_one_clear_line(&out, "not in sources.toml");
 }
+
+/// Custodians through the binary (issue 25): `keys init --custodians`,
+/// a server that starts sealed, `coffre unseal` over the 0600 admin socket
+/// (a wrong and a repeated share refused), `seal`, `seal-status`, `keys
+/// rotate` refused while sealed and run inside the unsealed server, and no
+/// identity in clear anywhere in the service's folder.
+#[test]
+fn custodians_unseal_a_server_through_its_admin_socket() {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // The custodians' own identities live elsewhere (their own machines).
+    let theirs = tempfile::tempdir().unwrap();
+    let mut list = String::from("# DSI custodians\n");
+    let mut identity_files = Vec::new();
+    for name in ["dsi-alice", "dsi-bob", "dgs-carole"] {
+        let id = age::x25519::Identity::generate();
+        let path = theirs.path().join(format!("{name}.key"));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .unwrap();
+        use secrecy::ExposeSecret;
+        writeln!(f, "{}", id.to_string().expose_secret()).unwrap();
+        list.push_str(&format!("{name} {}\n", id.to_public()));
+        identity_files.push(path);
+    }
+    std::fs::write(d.join("custodians.txt"), &list).unwrap();
+    let socket = d.join("run/admin.sock");
+    let env = [("COFFRE_ADMIN_SOCKET", socket.to_str().unwrap())];
+
+    let out = coffre(
+        d,
+        &["keys", "init", "--custodians", "custodians.txt", "--threshold", "4"],
+        &env,
+    )
+    .output()
+    .unwrap();
+    assert_one_clear_line(&out, "threshold");
+    let out = coffre(
+        d,
+        &["keys", "init", "--custodians", "custodians.txt", "--threshold", "2"],
+        &env,
+    )
+    .output()
+    .unwrap();
+    let text = succeeded(&out);
+    assert!(text.contains("never written"), "{text}");
+    assert!(!d.join("keys/unlock.key").exists());
+    let share = |name: &str| d.join(format!("custodian-shares/{name}.share.age"));
+    let id_of = |i: usize| identity_files[i].to_str().unwrap().to_string();
+    let out = coffre(d, &["keys", "show"], &env).output().unwrap();
+    let shown = succeeded(&out);
+    assert!(shown.contains("2 of 3") && shown.contains("dsi-bob"), "{shown}");
+
+    let (child, port, lines) = serve_until_listening(d, &["serve"]);
+    let drained = std::thread::spawn(move || lines.map_while(Result::ok).count());
+    // Env of serve_until_listening has no COFFRE_ADMIN_SOCKET: the default.
+    let socket = d.join("data/admin.sock");
+    let env = [("COFFRE_ADMIN_SOCKET", socket.to_str().unwrap())];
+    let meta = std::fs::symlink_metadata(&socket).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+
+    let res = http_get(port, "/readyz").unwrap();
+    assert!(res.starts_with("HTTP/1.1 503") && res.contains("\"sealed\""), "{res}");
+    let res = http_get(port, "/api/v1/me/data").unwrap();
+    assert!(res.starts_with("HTTP/1.1 503") && res.contains("\"sealed\""), "{res}");
+    let res = http_get(port, "/api/v1/audit/key").unwrap();
+    assert!(res.starts_with("HTTP/1.1 200"), "{res}");
+    let out = coffre(d, &["seal-status"], &env).output().unwrap();
+    assert!(succeeded(&out).contains("sealed: 0 of 2"));
+    let out = coffre(d, &["keys", "rotate"], &env).output().unwrap();
+    assert_one_clear_line(&out, "sealed");
+
+    // Bob's share with Alice's identity: it does not even decrypt.
+    let unseal = |share_of: &str, id: usize| {
+        coffre(
+            d,
+            &[
+                "unseal",
+                "--share",
+                share(share_of).to_str().unwrap(),
+                "--identity",
+                &id_of(id),
+            ],
+            &env,
+        )
+        .output()
+        .unwrap()
+    };
+    assert_one_clear_line(&unseal("dsi-bob", 0), "cannot decrypt");
+    let out = unseal("dsi-alice", 0);
+    assert!(succeeded(&out).contains("1 of 2"));
+    assert_one_clear_line(&unseal("dsi-alice", 0), "repeated_share");
+    let out = unseal("dgs-carole", 2);
+    assert!(succeeded(&out).contains("unsealed"));
+    let res = http_get(port, "/readyz").unwrap();
+    assert!(res.starts_with("HTTP/1.1 200"), "{res}");
+
+    let out = coffre(d, &["keys", "rotate"], &env).output().unwrap();
+    assert!(succeeded(&out).contains("current KEK version 2"));
+    assert!(d.join("keys/kek-v2.age").exists());
+
+    let out = coffre(d, &["seal"], &env).output().unwrap();
+    succeeded(&out);
+    let res = http_get(port, "/readyz").unwrap();
+    assert!(res.contains("\"sealed\""), "{res}");
+    // The rotated set opens again with a quorum.
+    succeeded(&unseal("dsi-bob", 1));
+    succeeded(&unseal("dsi-alice", 0));
+    let res = http_get(port, "/readyz").unwrap();
+    assert!(res.starts_with("HTTP/1.1 200"), "{res}");
+
+    stop(child);
+    drained.join().unwrap();
+    assert!(!socket.exists(), "the socket is removed at a clean stop");
+    // The audit log holds every submission, with names, never a share.
+    let out = coffre(d, &["audit", "verify"], &[]).output().unwrap();
+    succeeded(&out);
+    // No identity in clear anywhere in the service's folder.
+    fn walk(p: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(p).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    let mut all = Vec::new();
+    walk(d, &mut all);
+    for path in all {
+        let bytes = std::fs::read(&path).unwrap_or_default();
+        assert!(
+            !bytes.windows(16).any(|w| w == b"AGE-SECRET-KEY-1"),
+            "{} holds an identity in clear",
+            path.display()
+        );
+    }
+}
