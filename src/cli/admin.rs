@@ -4,8 +4,8 @@
 //! runs inside the unsealed process, the only holder of the keys).
 //!
 //! The socket is a Unix socket, mode 0600, in a folder the service owns;
-//! a connection whose peer is not the socket's owner is dropped before it
-//! is read. One JSON request a line, one JSON answer a line. It is never
+//! a connection whose peer is neither the socket's owner nor root is
+//! dropped before it is read. One JSON request a line, one JSON answer a line. It is never
 //! served on the public listener: a share crosses only this machine's
 //! kernel.
 
@@ -172,7 +172,10 @@ pub(super) async fn spawn(
                 }
             };
             match stream.peer_cred() {
-                Ok(cred) if cred.uid() == owner => {}
+                // The service's own user, or root (who can read the
+                // process's memory anyway: `sudo coffre unseal` under a
+                // systemd DynamicUser).
+                Ok(cred) if cred.uid() == owner || cred.uid() == 0 => {}
                 _ => {
                     tracing::warn!("admin socket: a connection from another user was dropped");
                     continue;

@@ -1080,7 +1080,14 @@ fn custodians_unseal_a_server_through_its_admin_socket() {
 
     let out = coffre(
         d,
-        &["keys", "init", "--custodians", "custodians.txt", "--threshold", "4"],
+        &[
+            "keys",
+            "init",
+            "--custodians",
+            "custodians.txt",
+            "--threshold",
+            "4",
+        ],
         &env,
     )
     .output()
@@ -1088,7 +1095,14 @@ fn custodians_unseal_a_server_through_its_admin_socket() {
     assert_one_clear_line(&out, "threshold");
     let out = coffre(
         d,
-        &["keys", "init", "--custodians", "custodians.txt", "--threshold", "2"],
+        &[
+            "keys",
+            "init",
+            "--custodians",
+            "custodians.txt",
+            "--threshold",
+            "2",
+        ],
         &env,
     )
     .output()
@@ -1100,7 +1114,10 @@ fn custodians_unseal_a_server_through_its_admin_socket() {
     let id_of = |i: usize| identity_files[i].to_str().unwrap().to_string();
     let out = coffre(d, &["keys", "show"], &env).output().unwrap();
     let shown = succeeded(&out);
-    assert!(shown.contains("2 of 3") && shown.contains("dsi-bob"), "{shown}");
+    assert!(
+        shown.contains("2 of 3") && shown.contains("dsi-bob"),
+        "{shown}"
+    );
 
     let (child, port, lines) = serve_until_listening(d, &["serve"]);
     let drained = std::thread::spawn(move || lines.map_while(Result::ok).count());
@@ -1112,9 +1129,15 @@ fn custodians_unseal_a_server_through_its_admin_socket() {
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
 
     let res = http_get(port, "/readyz").unwrap();
-    assert!(res.starts_with("HTTP/1.1 503") && res.contains("\"sealed\""), "{res}");
+    assert!(
+        res.starts_with("HTTP/1.1 503") && res.contains("\"sealed\""),
+        "{res}"
+    );
     let res = http_get(port, "/api/v1/me/data").unwrap();
-    assert!(res.starts_with("HTTP/1.1 503") && res.contains("\"sealed\""), "{res}");
+    assert!(
+        res.starts_with("HTTP/1.1 503") && res.contains("\"sealed\""),
+        "{res}"
+    );
     let res = http_get(port, "/api/v1/audit/key").unwrap();
     assert!(res.starts_with("HTTP/1.1 200"), "{res}");
     let out = coffre(d, &["seal-status"], &env).output().unwrap();
