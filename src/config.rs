@@ -67,8 +67,8 @@ pub const KEYS: &[(&str, Option<&str>, &str)] = &[
     ),
     (
         "admin_socket",
-        Some("data/admin.sock"),
-        "Unix socket (0600) where custodians submit their shares (`coffre unseal`) and the operator seals; only when the key set is held by custodians",
+        Some("/run/coffre/admin.sock"),
+        "absolute path of the Unix socket (0600, in a 0700 folder) where custodians submit their shares (`coffre unseal`) and the operator seals; only when the key set is held by custodians",
     ),
     (
         "public_url",
@@ -399,8 +399,14 @@ impl Config {
         let admin_socket = PathBuf::from(
             get("admin_socket")
                 .map(|(v, _)| v)
-                .unwrap_or("data/admin.sock"),
+                .unwrap_or("/run/coffre/admin.sock"),
         );
+        if !admin_socket.is_absolute() {
+            return Err(invalid(
+                "admin_socket",
+                "expected an absolute path, e.g. /run/coffre/admin.sock".into(),
+            ));
+        }
 
         let public_url = match get("public_url") {
             Some((v, _)) => parse_http_url(v).map_err(|m| invalid("public_url", m))?,

@@ -130,16 +130,35 @@ pub(super) async fn spawn(
             e.kind()
         ))
     };
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| cannot("cannot create its folder", e))?;
+    // The folder is private to the service (0700): nobody else can swap
+    // the socket between bind and chmod, or plant one for a custodian.
+    let parent = private_parent(path)?;
+    if !parent.exists() {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&parent)
+            .map_err(|e| cannot("cannot create its folder", e))?;
+    }
+    let folder =
+        std::fs::symlink_metadata(&parent).map_err(|e| cannot("cannot inspect its folder", e))?;
+    if !folder.is_dir() || folder.permissions().mode() & 0o077 != 0 {
+        return Err(Fatal::config(format!(
+            "admin socket {}: its folder must be a directory only the service reaches (0700)",
+            path.display()
+        )));
     }
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
-            if UnixStream::connect(path).await.is_ok() {
-                return Err(Fatal::runtime(format!(
-                    "admin socket {}: another coffre process answers on it",
-                    path.display()
-                )));
+            match UnixStream::connect(path).await {
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+                _ => {
+                    return Err(Fatal::runtime(format!(
+                        "admin socket {}: another process answers on it (or it cannot be probed)",
+                        path.display()
+                    )));
+                }
             }
             std::fs::remove_file(path).map_err(|e| cannot("cannot remove the stale socket", e))?;
         }
@@ -262,8 +281,24 @@ async fn act(state: &AppState, request: &AdminRequest) -> AdminAnswer {
     }
 }
 
-/// Sends one request to the running process and reads its answer.
+/// The socket's folder; the path must be absolute (a relative one would
+/// depend on where a custodian stands when they run `coffre unseal`).
+fn private_parent(path: &Path) -> Result<std::path::PathBuf, Fatal> {
+    match path.parent() {
+        Some(p) if path.is_absolute() && !p.as_os_str().is_empty() => Ok(p.to_path_buf()),
+        _ => Err(Fatal::config(format!(
+            "admin_socket {}: must be an absolute path, e.g. /run/coffre/admin.sock",
+            path.display()
+        ))),
+    }
+}
+
+/// Sends one request to the running process and reads its answer. The
+/// socket must sit in a folder that only the process answering on it
+/// owns and can write (0700 or at least not writable by group or others):
+/// a share is never handed to a socket someone else could have planted.
 async fn ask(socket: &Path, request: &AdminRequest) -> Result<AdminAnswer, Fatal> {
+    let parent = private_parent(socket)?;
     let unreachable = |e: std::io::Error| {
         Fatal::runtime(format!(
             "no coffre process answers on the admin socket {} ({}); is `coffre serve` running with this configuration?",
@@ -271,7 +306,18 @@ async fn ask(socket: &Path, request: &AdminRequest) -> Result<AdminAnswer, Fatal
             e.kind()
         ))
     };
-    let mut stream = UnixStream::connect(socket).await.map_err(unreachable)?;
+    let mut stream = tokio::time::timeout(IO_TIMEOUT, UnixStream::connect(socket))
+        .await
+        .map_err(|_| Fatal::runtime("the admin socket did not answer".to_string()))?
+        .map_err(unreachable)?;
+    let folder = std::fs::metadata(&parent).map_err(unreachable)?;
+    let server = stream.peer_cred().map_err(unreachable)?;
+    if folder.permissions().mode() & 0o022 != 0 || folder.uid() != server.uid() {
+        return Err(Fatal::runtime(format!(
+            "refusing to send anything to {}: its folder is writable by others or not owned by the process answering on it",
+            socket.display()
+        )));
+    }
     let mut text = Zeroizing::new(
         serde_json::to_vec(request).map_err(|e| Fatal::runtime(format!("request: {e}")))?,
     );
@@ -279,10 +325,17 @@ async fn ask(socket: &Path, request: &AdminRequest) -> Result<AdminAnswer, Fatal
     stream.write_all(&text).await.map_err(unreachable)?;
     let mut line = String::new();
     // A rotation may take minutes; the rest answers at once.
-    BufReader::new(stream.take(MAX_REQUEST))
-        .read_line(&mut line)
-        .await
-        .map_err(unreachable)?;
+    let limit = match request {
+        AdminRequest::Rotate { .. } => Duration::from_secs(24 * 3600),
+        _ => IO_TIMEOUT * 3,
+    };
+    tokio::time::timeout(
+        limit,
+        BufReader::new(stream.take(MAX_REQUEST)).read_line(&mut line),
+    )
+    .await
+    .map_err(|_| Fatal::runtime("the admin socket did not answer in time".to_string()))?
+    .map_err(unreachable)?;
     serde_json::from_str(&line).map_err(|_| {
         Fatal::runtime("the admin socket answered something that is not an answer".to_string())
     })

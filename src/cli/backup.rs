@@ -43,13 +43,17 @@ fn io(what: &str, path: &Path, e: std::io::Error) -> Fatal {
     Fatal::runtime(format!("{what} {} ({})", path.display(), e.kind()))
 }
 
-/// A key file's name: `signing.age`, `pseudonym.age` or `kek-vN.age`.
+/// A key file's name: `signing.age`, `pseudonym.age` or `kek-vN.age`, or
+/// the custodians' public manifest (without it a restored custodians' set
+/// could never be unsealed again).
 fn is_key_file(name: &str) -> bool {
-    matches!(name, "signing.age" | "pseudonym.age")
-        || name
-            .strip_prefix("kek-v")
-            .and_then(|r| r.strip_suffix(".age"))
-            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    matches!(
+        name,
+        "signing.age" | "pseudonym.age" | crate::crypto::custodians::MANIFEST_FILE
+    ) || name
+        .strip_prefix("kek-v")
+        .and_then(|r| r.strip_suffix(".age"))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Where a file of a backup goes, by its name in the manifest; `None` for

@@ -66,6 +66,13 @@ pub struct Custodians {
     /// One submission at a time, held across its audit write.
     unsealing: tokio::sync::Mutex<Unsealing>,
     verifier_key: String,
+    /// The second whose first refusal while sealed was audited: at most
+    /// one `request.sealed` entry a second, so that anyone on the network
+    /// cannot fill the log (and the writer's queue the custodians' entries
+    /// wait in) while the service is sealed.
+    last_refusal_audited: std::sync::atomic::AtomicI64,
+    /// One rotation at a time.
+    rotating: tokio::sync::Mutex<()>,
 }
 
 impl Custodians {
@@ -75,6 +82,8 @@ impl Custodians {
             keys_dir,
             unsealing: tokio::sync::Mutex::new(Unsealing::new(manifest)),
             verifier_key,
+            last_refusal_audited: std::sync::atomic::AtomicI64::new(i64::MIN),
+            rotating: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -204,7 +213,25 @@ pub async fn submit_share(
     let Some(identity) = unsealing.accept(checked) else {
         return Err(SealError::Refused(Refusal::Reconstruction));
     };
-    let keys = match LiveKeys::unsealed(custodians.keys_dir.clone(), identity) {
+    let keys = match LiveKeys::unsealed(custodians.keys_dir.clone(), identity)
+        .map_err(|e| e.to_string())
+        .and_then(|k| {
+            // The manifest (a file the service can write) publishes the
+            // verifier key a sealed process serves: it must be the one the
+            // signing key gives, or the manifest was altered.
+            let derived = crate::audit::note::NoteSigner::from_seed(
+                &state.config.audit_log_name,
+                k.current().signing_seed(),
+            )
+            .map_err(|e| e.to_string())?
+            .verifier_key();
+            if derived != custodians.verifier_key {
+                return Err(
+                    "the custodians manifest's verifier key is not the signing key's (altered manifest, or another audit_log_name)".to_string(),
+                );
+            }
+            Ok(k)
+        }) {
         Ok(k) => Arc::new(k),
         Err(e) => {
             let entry =
@@ -213,7 +240,8 @@ pub async fn submit_share(
             if let Err(a) = state.audit.record(entry).await {
                 tracing::error!(error = %a, "the failed unseal could not be audited");
             }
-            return Err(SealError::Keys(e.to_string()));
+            tracing::error!(error = %e, "unseal: the key set did not open");
+            return Err(SealError::Keys(e));
         }
     };
     let entry = custodian_record(Some(&custodian), "vault.unseal", now).allow("threshold_reached");
@@ -241,32 +269,60 @@ pub async fn submit_share(
     })
 }
 
-/// `coffre seal`: audited, then the vault and the identity are dropped
-/// (their keys zeroize), and any share received so far is wiped.
+/// `coffre seal`: the protective act, so it never waits and never fails
+/// to seal: the vault and the identity are dropped first (their keys
+/// zeroize once the requests in flight that hold them finish), any share
+/// received is wiped, then the act is audited; an audit failure is
+/// reported, the process stays sealed.
 pub async fn seal(state: &AppState, now: Timestamp) -> Result<SealStatus, SealError> {
     let custodians = state.custodians.as_ref().ok_or(SealError::NotCustodians)?;
-    let mut unsealing = custodians.unsealing.lock().await;
-    let entry = AuditRecord::new("admin-socket", "operator", "vault.seal", now).allow("operator");
-    state
-        .audit
-        .record(entry)
-        .await
-        .map_err(|e| SealError::Unaudited(e.to_string()))?;
-    unsealing.clear();
     state.set_vault(VaultSlot::Sealed);
     tracing::warn!("vault sealed");
+    let threshold = {
+        let mut unsealing = custodians.unsealing.lock().await;
+        unsealing.clear();
+        unsealing.progress().1
+    };
+    let entry = AuditRecord::new("admin-socket", "operator", "vault.seal", now).allow("operator");
+    match tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        state.audit.record(entry),
+    )
+    .await
+    {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(SealError::Unaudited(format!("sealed, but {e}"))),
+        Err(_) => {
+            return Err(SealError::Unaudited(
+                "sealed, but the audit log did not answer in 10 s".into(),
+            ));
+        }
+    }
     Ok(SealStatus {
         sealed: true,
         custodians: true,
         shares: 0,
-        threshold: unsealing.progress().1,
+        threshold,
     })
 }
 
-/// A request that needs the vault reached a sealed process: audited, then
-/// answered 503 `sealed`. The caller is not identified (sessions and
+/// A request that needs the vault reached a sealed process: answered 503
+/// `sealed`; the first refusal of each second is audited (the others are
+/// logged), so that the log records that the sealed service was asked
+/// without letting anyone on the network write to it at will. The caller is not identified (sessions and
 /// tokens need the keys); the request id ties the entry to the logs.
 pub async fn refuse_sealed(state: &AppState, request_id: Option<&str>, now: Timestamp) -> AppError {
+    if let Some(c) = &state.custodians
+        && c.last_refusal_audited
+            .swap(now, std::sync::atomic::Ordering::Relaxed)
+            == now
+    {
+        tracing::debug!(
+            request_id,
+            "request refused while sealed (this second's first refusal is audited)"
+        );
+        return ErrorCode::Sealed.into();
+    }
     let entry = AuditRecord::new("unknown", "anonymous", "request.sealed", now)
         .deny("sealed")
         .request(request_id);
@@ -284,6 +340,8 @@ pub async fn rotate(
     batch: i64,
     now: Timestamp,
 ) -> Result<crate::service::vault::RotationReport, SealError> {
+    let custodians = state.custodians.as_ref().ok_or(SealError::NotCustodians)?;
+    let _one_at_a_time = custodians.rotating.lock().await;
     let vault = state.vault().map_err(|_| SealError::Sealed)?;
     let (dir, identity) = vault
         .keys()

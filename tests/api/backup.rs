@@ -50,6 +50,23 @@ fn awa_data(port: u16) -> serde_json::Value {
     serde_json::from_str(&body).unwrap()
 }
 
+/// Write load until `stop` is set: one login, then reads of Awa's data
+/// (an audit entry each; logins are rate-limited per peer, reads are
+/// not). Answers how many reads were made.
+fn load_until(port: u16, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let (cookie, _) = login(port, AWA);
+        let mut n = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let (status, _, body) =
+                http(port, "GET", "/api/v1/me/data", &[("cookie", &cookie)], "").unwrap();
+            assert_eq!(status, 200, "{body}");
+            n += 1;
+        }
+        n
+    })
+}
+
 /// The signed checkpoint a server in `port` publishes now.
 fn published_checkpoint(port: u16) -> String {
     let (status, _, body) = http(port, "GET", "/api/v1/audit/checkpoint", &[], "").unwrap();
@@ -87,20 +104,9 @@ fn a_backup_under_write_load_restores_verifies_and_reads_back() {
     let port = free_port();
     let server = start_demo(a.path(), port, &[]);
     let before = awa_data(port);
-    // Write load: logins (a session and an audit entry each) and reads
-    // (an entry each), until the backup is taken.
+    // Write load: reads (an audit entry each) until the backup is taken.
     let stop_load = Arc::new(AtomicBool::new(false));
-    let load = {
-        let stop_load = stop_load.clone();
-        std::thread::spawn(move || {
-            let mut n = 0;
-            while !stop_load.load(Ordering::Relaxed) {
-                awa_data(port);
-                n += 1;
-            }
-            n
-        })
-    };
+    let load = load_until(port, stop_load.clone());
     std::thread::sleep(std::time::Duration::from_millis(300));
     let backup = tempfile::tempdir().unwrap();
     let out = backup.path().join("b");
@@ -436,17 +442,7 @@ fn on_postgres_a_pg_dump_beside_the_backup_restores_and_an_older_one_is_a_rollba
 
     // The backup under write load.
     let stop_load = Arc::new(AtomicBool::new(false));
-    let load = {
-        let stop_load = stop_load.clone();
-        std::thread::spawn(move || {
-            let mut n = 0;
-            while !stop_load.load(Ordering::Relaxed) {
-                awa_data(port);
-                n += 1;
-            }
-            n
-        })
-    };
+    let load = load_until(port, stop_load.clone());
     std::thread::sleep(std::time::Duration::from_millis(300));
     let b = backups.path().join("b");
     let (ok, _, text) = run_env(a.path(), &["backup", "--out", b.to_str().unwrap()], &env);

@@ -107,7 +107,7 @@ pub fn start_demo(dir: &Path, port: u16, env: &[(&str, &str)]) -> Child {
 
 /// A demo persona's (cookie, CSRF token).
 pub fn login(port: u16, persona: &str) -> (String, String) {
-    let (_, head, _) = http(
+    let (status, head, body) = http(
         port,
         "POST",
         "/dev/login",
@@ -116,7 +116,7 @@ pub fn login(port: u16, persona: &str) -> (String, String) {
     )
     .unwrap();
     let cookie = header(&head, "set-cookie")
-        .unwrap()
+        .unwrap_or_else(|| panic!("login refused: {status} {body}"))
         .split(';')
         .next()
         .unwrap()

@@ -1112,6 +1112,14 @@ fn custodians_unseal_a_server_through_its_admin_socket() {
     assert!(!d.join("keys/unlock.key").exists());
     let share = |name: &str| d.join(format!("custodian-shares/{name}.share.age"));
     let id_of = |i: usize| identity_files[i].to_str().unwrap().to_string();
+    let out = coffre(
+        d,
+        &["seal-status"],
+        &[("COFFRE_ADMIN_SOCKET", "data/admin.sock")],
+    )
+    .output()
+    .unwrap();
+    assert_one_clear_line(&out, "absolute");
     let out = coffre(d, &["keys", "show"], &env).output().unwrap();
     let shown = succeeded(&out);
     assert!(
@@ -1119,11 +1127,23 @@ fn custodians_unseal_a_server_through_its_admin_socket() {
         "{shown}"
     );
 
-    let (child, port, lines) = serve_until_listening(d, &["serve"]);
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = coffre(d, &["serve"], &[env[0], ("COFFRE_LISTEN", &listen)])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    loop {
+        let line = lines.next().expect("server exited").unwrap();
+        if line.contains("listening") && !line.contains("admin socket") {
+            break;
+        }
+    }
     let drained = std::thread::spawn(move || lines.map_while(Result::ok).count());
-    // Env of serve_until_listening has no COFFRE_ADMIN_SOCKET: the default.
-    let socket = d.join("data/admin.sock");
-    let env = [("COFFRE_ADMIN_SOCKET", socket.to_str().unwrap())];
+    let folder = std::fs::metadata(d.join("run")).unwrap();
+    assert_eq!(folder.permissions().mode() & 0o777, 0o700);
     let meta = std::fs::symlink_metadata(&socket).unwrap();
     assert!(meta.file_type().is_socket());
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
@@ -1190,6 +1210,15 @@ fn custodians_unseal_a_server_through_its_admin_socket() {
     // The audit log holds every submission, with names, never a share.
     let out = coffre(d, &["audit", "verify"], &[]).output().unwrap();
     succeeded(&out);
+    // A backup carries the custodians' manifest (without it a restored
+    // set could never be unsealed), and no share.
+    let out = coffre(d, &["backup", "--out", "backup"], &[])
+        .output()
+        .unwrap();
+    succeeded(&out);
+    let listed = std::fs::read_to_string(d.join("backup/MANIFEST")).unwrap();
+    assert!(listed.contains("  keys/custodians.json\n"), "{listed}");
+    assert!(!listed.contains("share"), "{listed}");
     // No identity in clear anywhere in the service's folder.
     fn walk(p: &Path, out: &mut Vec<std::path::PathBuf>) {
         for e in std::fs::read_dir(p).unwrap() {
