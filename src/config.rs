@@ -71,6 +71,16 @@ pub const KEYS: &[(&str, Option<&str>, &str)] = &[
         "absolute path of the Unix socket (0600, in a 0700 folder) where custodians submit their shares (`coffre unseal`) and the operator seals; only when the key set is held by custodians",
     ),
     (
+        "smtp_url",
+        None,
+        "SMTP relay for residents' notices: smtp://HOST:PORT (plain, loopback or trusted network), smtp://HOST:PORT?tls=required (STARTTLS) or smtps://HOST:PORT; user:password@ allowed (secret); unset: notices stay queued",
+    ),
+    (
+        "smtp_from",
+        Some("coffre@localhost"),
+        "the From address of residents' notices",
+    ),
+    (
         "public_url",
         None,
         "URL users reach the service at; default http://LISTEN",
@@ -277,6 +287,10 @@ pub struct Config {
     /// The local admin socket of a custodians' key set (unseal, seal,
     /// rotate), never the public listener.
     pub admin_socket: PathBuf,
+    /// The SMTP relay of residents' notices (may hold a password); `None`:
+    /// notices stay queued.
+    pub smtp_url: Option<SecretString>,
+    pub smtp_from: String,
     pub public_url: url::Url,
     pub audit_log_name: String,
     pub resident_oidc: Option<OidcClient>,
@@ -401,6 +415,29 @@ impl Config {
                 .map(|(v, _)| v)
                 .unwrap_or("/run/coffre/admin.sock"),
         );
+        let smtp_url = match get("smtp_url") {
+            Some((v, _)) if !v.is_empty() => {
+                let ok = url::Url::parse(v)
+                    .ok()
+                    .is_some_and(|u| matches!(u.scheme(), "smtp" | "smtps") && u.host().is_some());
+                if !ok {
+                    // The value may hold a password: never echoed.
+                    return Err(invalid(
+                        "smtp_url",
+                        "expected smtp://HOST:PORT or smtps://HOST:PORT".into(),
+                    ));
+                }
+                Some(SecretString::from(v.to_string()))
+            }
+            _ => None,
+        };
+        let smtp_from = get("smtp_from")
+            .map(|(v, _)| v)
+            .unwrap_or("coffre@localhost")
+            .to_string();
+        if smtp_from.parse::<lettre::Address>().is_err() {
+            return Err(invalid("smtp_from", "expected an e-mail address".into()));
+        }
         if !admin_socket.is_absolute() {
             return Err(invalid(
                 "admin_socket",
@@ -488,6 +525,8 @@ impl Config {
             extracts_dir,
             unlock_identity_file,
             admin_socket,
+            smtp_url,
+            smtp_from,
             public_url,
             audit_log_name,
             resident_oidc,

@@ -613,7 +613,11 @@ pub async fn seed_territory(
                 created_at: now,
                 expires_at: now + days * 86_400,
             };
-            state.store.create_mandate(&row, &demarches, now).await?;
+            // Seeded history, not an act: no message to the fictional residents.
+            state
+                .store
+                .create_mandate(&row, &demarches, now, &[])
+                .await?;
             report.mandates += 1;
         }
         report.residents = end;

@@ -61,6 +61,15 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum OutboxCommand {
+    /// Counts by state.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the HTTP server (applies pending migrations first).
     Serve {
@@ -138,6 +147,10 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         identity: PathBuf,
     },
+    /// Residents' notices (the outbox): how many are pending, sent,
+    /// failed, or waiting for a postal letter.
+    #[command(subcommand)]
+    Outbox(OutboxCommand),
     /// Seal the running server again: its keys are dropped from memory and
     /// every data route answers 503 `sealed` until the custodians unseal it.
     Seal,
@@ -253,6 +266,29 @@ pub async fn run(cli: Cli) -> Result<(), Fatal> {
         Command::Keys(k) => keys::keys_command(&config, k).await,
         Command::Unseal { share, identity } => admin::unseal(&config, &share, &identity).await,
         Command::Seal => admin::seal(&config).await,
+        Command::Outbox(OutboxCommand::Status { json }) => {
+            let store = open_store(&config).await?;
+            let counts = store.outbox_counts().await;
+            store.close().await;
+            let c = counts.map_err(|e| Fatal::runtime(e.to_string()))?;
+            if json {
+                println!("{}", serde_json::to_string(&c).unwrap_or_default());
+            } else {
+                println!(
+                    "outbox: {} pending, {} sent, {} failed, {} waiting for a letter{}",
+                    c.pending,
+                    c.sent,
+                    c.failed,
+                    c.post,
+                    if config.smtp_url.is_none() {
+                        " (no smtp_url: e-mail notices stay queued)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            Ok(())
+        }
         Command::SealStatus => admin::status(&config).await,
         Command::Backup { out } => backup::backup(&config, &out).await,
         Command::Restore { from } => backup::restore(&config, &from).await,

@@ -169,6 +169,7 @@ pub(super) async fn serve(config: Config, demo: bool) -> Result<(), Fatal> {
     }
     spawn_session_purge(state.clone());
     spawn_checkpointer(state.clone());
+    spawn_notifier(state.clone())?;
     let router = crate::app(state);
     let result = crate::serve(listener, router, shutdown, drain).await;
     if let Some(metrics) = metrics {
@@ -301,6 +302,40 @@ fn spawn_checkpointer(state: AppState) {
             }
         }
     });
+}
+
+/// Delivers the outbox's messages every five seconds, when an SMTP relay is
+/// configured (any process may: messages are claimed under a lease). While
+/// sealed, nothing is claimed (the notifier needs the vault).
+fn spawn_notifier(state: AppState) -> Result<(), Fatal> {
+    let mailer =
+        crate::service::notify::Mailer::from_config(&state.config).map_err(Fatal::config)?;
+    let Some(mailer) = mailer else {
+        tracing::warn!("no smtp_url: residents' notices stay queued (coffre outbox status)");
+        return Ok(());
+    };
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            if state.vault().is_err() {
+                continue;
+            }
+            match crate::service::notify::deliver_due(&state, &mailer, state.clock.now()).await {
+                Ok(r) if r != Default::default() => tracing::info!(
+                    sent = r.sent,
+                    retried = r.retried,
+                    failed = r.failed,
+                    post = r.post,
+                    "notices delivered"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "notice delivery failed"),
+            }
+        }
+    });
+    Ok(())
 }
 
 fn print_demo_banner(local: &std::net::SocketAddr) {

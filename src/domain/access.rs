@@ -165,6 +165,10 @@ fn role_refusal(action: &str) -> Denial {
 /// The one access decision. Allow with its basis, or deny with a stable
 /// reason code; the caller records either in the audit log before anything
 /// is disclosed.
+/// The register's purpose under which the service tells residents what is
+/// done in their name (the notifier's only purpose).
+pub const INFORMATION_PURPOSE: &str = "information-des-personnes";
+
 pub fn decide(q: &AccessQuery<'_>) -> Verdict {
     if !q.role_allows {
         return Verdict::Deny(role_refusal(q.action));
@@ -199,6 +203,21 @@ pub fn decide(q: &AccessQuery<'_>) -> Verdict {
             Some(_) if q.resident_active => Verdict::Allow(Basis::Role),
             Some(_) => Verdict::Deny(Denial::ResidentNotFound),
             None => Verdict::Deny(Denial::RoleNotAllowed),
+        },
+        // The service's information duty (BRIEF C13): an active resident's
+        // contact details, for the information purpose, within the
+        // categories the register gives it; nothing else, for no one else.
+        Role::Notifier => match (q.resident_id, q.purpose, q.category) {
+            (None, _, _) => Verdict::Deny(Denial::RoleNotAllowed),
+            (Some(_), _, _) if !q.resident_active => Verdict::Deny(Denial::ResidentNotFound),
+            (Some(_), None, _) if q.purpose_asked => Verdict::Deny(Denial::UnknownPurpose),
+            (Some(_), None, _) => Verdict::Deny(Denial::PurposeRequired),
+            (Some(_), Some(p), Some(c))
+                if p.id.as_str() == INFORMATION_PURPOSE && p.categories.iter().any(|x| x == c) =>
+            {
+                Verdict::Allow(Basis::LegalBasis(p.legal_basis))
+            }
+            (Some(_), Some(_), _) => Verdict::Deny(Denial::CategoryOutsidePurpose),
         },
     }
 }

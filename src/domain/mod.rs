@@ -77,6 +77,7 @@ pub mod deposit;
 pub mod extract;
 pub mod ids;
 pub mod mandate;
+pub mod notice;
 pub mod paths;
 pub mod purpose;
 pub mod rights;
@@ -126,10 +127,14 @@ pub enum Role {
     Partner,
     /// source de données: deposits residents' data (BRIEF C11); never reads.
     Source,
+    /// The service's own notifier (BRIEF C13): reads a resident's contact
+    /// address, for the information purpose only, to tell them of acts
+    /// done in their name.
+    Notifier,
 }
 
 impl Role {
-    pub const ALL: [Role; 8] = [
+    pub const ALL: [Role; 9] = [
         Role::Resident,
         Role::Aidant,
         Role::Referent,
@@ -138,6 +143,7 @@ impl Role {
         Role::Admin,
         Role::Partner,
         Role::Source,
+        Role::Notifier,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -150,6 +156,7 @@ impl Role {
             Role::Admin => "admin",
             Role::Partner => "partner",
             Role::Source => "source",
+            Role::Notifier => "notifier",
         }
     }
 

@@ -6,7 +6,9 @@
 //! is the database's (a partial unique index); this module never relies on
 //! having checked first.
 
+use crate::domain::notice::NoticeEvent;
 use crate::error::ErrorCode;
+use crate::storage::OutboxMessage;
 use std::sync::Arc;
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -300,16 +302,35 @@ async fn create_with(
         created_at: now,
         expires_at: now + m.duration_days * DAY,
     };
+    // The resident is told, by a message written with the mandate (the
+    // outbox): no mandate without its message, no message without it.
+    let event = if row.renews.is_some() {
+        NoticeEvent::MandateRenewed
+    } else {
+        NoticeEvent::MandateCreated
+    };
+    let notices = [OutboxMessage::new(
+        event,
+        &row.resident_id,
+        row.id.as_str(),
+        &m.structure.name,
+        now,
+    )];
     let mut tries = 0;
     loop {
         let made = match draft_id {
             Some(draft) => {
                 state
                     .store
-                    .create_mandate_from_draft(&row, m.demarches, draft, now)
+                    .create_mandate_from_draft(&row, m.demarches, draft, now, &notices)
                     .await
             }
-            None => state.store.create_mandate(&row, m.demarches, now).await,
+            None => {
+                state
+                    .store
+                    .create_mandate(&row, m.demarches, now, &notices)
+                    .await
+            }
         };
         match made {
             Ok(()) => break,
@@ -506,9 +527,22 @@ pub async fn revoke(
     if live.is_empty() {
         return Err(ErrorCode::NothingToRevoke.into());
     }
+    let structure = state
+        .store
+        .find_structure(&m.structure_id)
+        .await?
+        .map(|s| s.name)
+        .unwrap_or_else(|| m.structure_id.to_string());
+    let notices = [OutboxMessage::new(
+        NoticeEvent::MandateRevoked,
+        &m.resident_id,
+        m.id.as_str(),
+        &structure,
+        now,
+    )];
     state
         .store
-        .revoke_authorisations(&m.id, demarche, by.as_str(), now)
+        .revoke_authorisations(&m.id, demarche, by.as_str(), now, &notices)
         .await?;
     sign(
         state,

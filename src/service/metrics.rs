@@ -74,6 +74,7 @@ pub struct Metrics {
     pool_connections: IntGaugeVec,
     keys_loaded: IntGauge,
     sealed: IntGauge,
+    outbox: IntGaugeVec,
 }
 
 impl Metrics {
@@ -144,6 +145,14 @@ impl Metrics {
         )?;
         registry.register(Box::new(keys_loaded.clone()))?;
         registry.register(Box::new(sealed.clone()))?;
+        let outbox = IntGaugeVec::new(
+            Opts::new(
+                "outbox_messages",
+                "Residents' notices in the outbox, by state (pending, sent, failed, post), read at the scrape.",
+            ),
+            &["state"],
+        )?;
+        registry.register(Box::new(outbox.clone()))?;
         for collector in audit.collectors() {
             registry.register(collector)?;
         }
@@ -159,6 +168,7 @@ impl Metrics {
             pool_connections,
             keys_loaded,
             sealed,
+            outbox,
         })
     }
 
@@ -218,6 +228,19 @@ impl Metrics {
             .set((i64::from(open) - idle).max(0));
         self.keys_loaded.set(i64::from(state.vault().is_ok()));
         self.sealed.set(i64::from(state.is_sealed()));
+        match state.store.outbox_counts().await {
+            Ok(c) => {
+                for (name, n) in [
+                    ("pending", c.pending),
+                    ("sent", c.sent),
+                    ("failed", c.failed),
+                    ("post", c.post),
+                ] {
+                    self.outbox.with_label_values(&[name]).set(n);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "metrics: outbox not read"),
+        }
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)

@@ -21,6 +21,7 @@ pub mod journal;
 pub mod login;
 pub mod mandates;
 pub mod metrics;
+pub mod notify;
 pub mod partners;
 pub mod requests;
 pub mod rights;

@@ -70,6 +70,7 @@ pub trait MandateStore: Send + Sync {
         m: &MandateRow,
         demarches: &[Demarche],
         now: Timestamp,
+        notices: &[crate::storage::OutboxMessage],
     ) -> StorageResult<()>;
     /// A mandate confirmed from its draft, in one transaction: the draft is
     /// consumed (`NotFound` when it is gone: a confirmation runs once), the
@@ -82,6 +83,7 @@ pub trait MandateStore: Send + Sync {
         demarches: &[Demarche],
         draft_id: &DraftId,
         now: Timestamp,
+        notices: &[crate::storage::OutboxMessage],
     ) -> StorageResult<()>;
     async fn find_mandate(&self, id: &MandateId) -> StorageResult<Option<MandateRow>>;
     async fn mandate_authorisations(
@@ -93,13 +95,15 @@ pub trait MandateStore: Send + Sync {
         resident_id: &crate::domain::ResidentId,
     ) -> StorageResult<Vec<MandateRow>>;
     /// Revokes the live authorisations of a mandate (one démarche, or all);
-    /// returns how many.
+    /// returns how many. `notices` are written with it when it revoked
+    /// anything, in the same transaction.
     async fn revoke_authorisations(
         &self,
         mandate_id: &MandateId,
         demarche: Option<Demarche>,
         by: &str,
         now: Timestamp,
+        notices: &[crate::storage::OutboxMessage],
     ) -> StorageResult<u64>;
     /// The live, unexpired authorisation of (resident, structure, démarche).
     async fn live_authorisation(
@@ -252,9 +256,11 @@ macro_rules! impl_mandate_store {
             m: &$crate::storage::MandateRow,
             demarches: &[$crate::domain::Demarche],
             now: $crate::domain::Timestamp,
+            notices: &[$crate::storage::OutboxMessage],
         ) -> $crate::storage::StorageResult<()> {
             let mut tx = self.pool.begin().await?;
             Self::create_mandate_on(&mut tx, m, demarches, now).await?;
+            Self::insert_outbox_on(&mut tx, notices).await?;
             tx.commit().await?;
             Ok(())
         }
@@ -265,6 +271,7 @@ macro_rules! impl_mandate_store {
             demarches: &[$crate::domain::Demarche],
             draft_id: &$crate::domain::DraftId,
             now: $crate::domain::Timestamp,
+            notices: &[$crate::storage::OutboxMessage],
         ) -> $crate::storage::StorageResult<()> {
             let mut tx = self.pool.begin().await?;
             // The draft is taken first: of two confirmations of one draft,
@@ -289,6 +296,7 @@ macro_rules! impl_mandate_store {
                 .execute(&mut *tx)
                 .await?;
             }
+            Self::insert_outbox_on(&mut tx, notices).await?;
             tx.commit().await?;
             Ok(())
         }
@@ -338,7 +346,9 @@ macro_rules! impl_mandate_store {
             demarche: Option<$crate::domain::Demarche>,
             by: &str,
             now: $crate::domain::Timestamp,
+            notices: &[$crate::storage::OutboxMessage],
         ) -> $crate::storage::StorageResult<u64> {
+            let mut tx = self.pool.begin().await?;
             let done = sqlx::query(
                 "UPDATE mandate_authorisations SET revoked_at = $3, revoked_by = $4 \
                  WHERE mandate_id = $1 AND ($2 IS NULL OR demarche = $2) AND revoked_at IS NULL",
@@ -347,9 +357,14 @@ macro_rules! impl_mandate_store {
             .bind(demarche)
             .bind(now)
             .bind(by)
-            .execute(&self.pool)
-            .await?;
-            Ok(done.rows_affected())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if done > 0 {
+                Self::insert_outbox_on(&mut tx, notices).await?;
+            }
+            tx.commit().await?;
+            Ok(done)
         }
 
         async fn live_authorisation(

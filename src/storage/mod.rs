@@ -45,6 +45,7 @@ pub(crate) mod deposits;
 mod extracts;
 mod instance;
 mod mandates;
+mod outbox;
 mod partners;
 mod postgres;
 mod records;
@@ -63,6 +64,7 @@ pub use deposits::{DepositFacts, DepositOutcome, DepositRow, DepositStore, Depos
 pub use extracts::{ApproveOutcome, ExtractRow, ExtractStore};
 pub use instance::InstanceStore;
 pub use mandates::{AuthorisationRow, MandateDraftRow, MandateRow, MandateStore};
+pub use outbox::{OutboxClaim, OutboxCounts, OutboxMessage, OutboxStore};
 pub use partners::{PartnerRow, PartnerStore};
 pub use postgres::PgStore;
 pub use records::{DataKeyRow, PageRecordRow, RecordOrigin, RecordRow, RecordStore};
@@ -167,6 +169,7 @@ pub trait Store:
     + SessionStore
     + ConsentStore
     + MandateStore
+    + OutboxStore
     + RightsStore
     + RecordStore
     + AccessStore
@@ -189,6 +192,7 @@ impl<T> Store for T where
         + SessionStore
         + ConsentStore
         + MandateStore
+        + OutboxStore
         + RightsStore
         + RecordStore
         + AccessStore
@@ -229,6 +233,7 @@ macro_rules! impl_store {
         $crate::storage::sessions::impl_session_store!($store);
         $crate::storage::consents::impl_consent_store!($store);
         $crate::storage::mandates::impl_mandate_store!($store, $db, $for_share);
+        $crate::storage::outbox::impl_outbox_store!($store, $db, $backend);
         $crate::storage::rights::impl_rights_store!($store, $db);
         $crate::storage::records::impl_record_store!($store, $db, $for_share);
         $crate::storage::access::impl_access_store!($store);

@@ -24,6 +24,7 @@ mod matrix;
 mod matrix_mandates;
 mod metrics;
 mod model;
+mod notices;
 mod oidc;
 mod ops;
 mod pages;

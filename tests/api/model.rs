@@ -436,7 +436,7 @@ async fn run_case(
             .unwrap();
             if c.mandate == MandateCase::Revoked {
                 app.store
-                    .revoke_authorisations(&m.id, None, "resident", now)
+                    .revoke_authorisations(&m.id, None, "resident", now, &[])
                     .await
                     .unwrap();
             }

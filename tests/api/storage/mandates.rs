@@ -20,7 +20,7 @@ async fn a_mandate_holds_one_live_authorisation_per_demarche_and_supersedes_the_
         residents(&store, &["awa"]).await;
         let m1 = mandate("m1", "awa", T0, T0 + 1000);
         store
-            .create_mandate(&m1, &demarches(&["logement", "famille"]), T0)
+            .create_mandate(&m1, &demarches(&["logement", "famille"]), T0, &[])
             .await
             .unwrap();
         assert_eq!(
@@ -45,7 +45,7 @@ async fn a_mandate_holds_one_live_authorisation_per_demarche_and_supersedes_the_
         );
         assert_conflict(
             store
-                .create_mandate(&m1, &demarches(&["famille"]), T0)
+                .create_mandate(&m1, &demarches(&["famille"]), T0, &[])
                 .await,
             "same mandate id",
         );
@@ -55,6 +55,7 @@ async fn a_mandate_holds_one_live_authorisation_per_demarche_and_supersedes_the_
                     &mandate("m9", "ghost", T0, T0 + 10),
                     &demarches(&["famille"]),
                     T0,
+                    &[],
                 )
                 .await,
             "unknown resident",
@@ -63,7 +64,7 @@ async fn a_mandate_holds_one_live_authorisation_per_demarche_and_supersedes_the_
         // A new mandate for one démarche supersedes that one only.
         let m2 = mandate("m2", "awa", T0 + 10, T0 + 2000);
         store
-            .create_mandate(&m2, &demarches(&["logement"]), T0 + 10)
+            .create_mandate(&m2, &demarches(&["logement"]), T0 + 10, &[])
             .await
             .unwrap();
         let old = store
@@ -111,13 +112,14 @@ async fn a_mandate_holds_one_live_authorisation_per_demarche_and_supersedes_the_
                 Some("famille".parse().unwrap()),
                 "awa",
                 T0 + 30,
+                &[],
             )
             .await
             .unwrap();
         assert_eq!(revoked, 1, "{b}");
         assert_eq!(
             store
-                .revoke_authorisations(&crate::support::mid("m1"), None, "awa", T0 + 31)
+                .revoke_authorisations(&crate::support::mid("m1"), None, "awa", T0 + 31, &[])
                 .await
                 .unwrap(),
             0,
@@ -125,7 +127,7 @@ async fn a_mandate_holds_one_live_authorisation_per_demarche_and_supersedes_the_
         );
         assert_eq!(
             store
-                .revoke_authorisations(&crate::support::mid("m2"), None, "ag1", T0 + 32)
+                .revoke_authorisations(&crate::support::mid("m2"), None, "ag1", T0 + 32, &[])
                 .await
                 .unwrap(),
             1,
@@ -200,6 +202,7 @@ async fn drafts_round_trip_and_a_structure_sees_its_authorisations_by_expiry() {
                 &mandate("late", "awa", T0, T0 + 900),
                 &demarches(&["famille"]),
                 T0,
+                &[],
             )
             .await
             .unwrap();
@@ -208,6 +211,7 @@ async fn drafts_round_trip_and_a_structure_sees_its_authorisations_by_expiry() {
                 &mandate("soon", "basile", T0, T0 + 100),
                 &demarches(&["logement", "famille"]),
                 T0,
+                &[],
             )
             .await
             .unwrap();
@@ -216,11 +220,12 @@ async fn drafts_round_trip_and_a_structure_sees_its_authorisations_by_expiry() {
                 &mandate("gone", "chloe", T0, T0 + 50),
                 &demarches(&["famille"]),
                 T0,
+                &[],
             )
             .await
             .unwrap();
         store
-            .revoke_authorisations(&crate::support::mid("gone"), None, "chloe", T0)
+            .revoke_authorisations(&crate::support::mid("gone"), None, "chloe", T0, &[])
             .await
             .unwrap();
 
@@ -277,10 +282,10 @@ async fn ended_mandates_are_purged_unless_renewed_or_still_running() {
             make("renewal", "dora", T0 + 10_000, Some("renewed")),
             make("drafted", "eve", T0 + 100, None),
         ] {
-            store.create_mandate(&m, &famille, T0).await.unwrap();
+            store.create_mandate(&m, &famille, T0, &[]).await.unwrap();
         }
         store
-            .revoke_authorisations(&crate::support::mid("revoked"), None, "chloe", T0 + 50)
+            .revoke_authorisations(&crate::support::mid("revoked"), None, "chloe", T0 + 50, &[])
             .await
             .unwrap();
         // A draft renewing a mandate keeps it too.
@@ -346,7 +351,7 @@ async fn a_draft_is_confirmed_once_with_its_renewal_in_one_transaction() {
         residents(&store, &["awa"]).await;
         let old = mandate("old", "awa", T0, T0 + 1000);
         store
-            .create_mandate(&old, &demarches(&["logement", "famille"]), T0)
+            .create_mandate(&old, &demarches(&["logement", "famille"]), T0, &[])
             .await
             .unwrap();
         let draft = |id: &str| MandateDraftRow {
@@ -376,6 +381,7 @@ async fn a_draft_is_confirmed_once_with_its_renewal_in_one_transaction() {
                     &demarches(&["famille"]),
                     &crate::support::did("d1"),
                     T0 + 10,
+                    &[],
                 )
                 .await,
             "unknown resident",
@@ -404,6 +410,7 @@ async fn a_draft_is_confirmed_once_with_its_renewal_in_one_transaction() {
                 &demarches(&["famille"]),
                 &crate::support::did("d1"),
                 T0 + 10,
+                &[],
             )
             .await
             .unwrap();
@@ -438,6 +445,7 @@ async fn a_draft_is_confirmed_once_with_its_renewal_in_one_transaction() {
                     &demarches(&["famille"]),
                     &crate::support::did("d1"),
                     T0 + 20,
+                    &[],
                 )
                 .await,
             "draft already confirmed",

@@ -1,0 +1,239 @@
+//! The outbox (BRIEF C13): messages to residents, inserted in the same
+//! transaction as the act they report (by the aggregate that performs it,
+//! through [`insert_outbox_on`]), then claimed by delivery workers under a
+//! lease, so that several processes sharing PostgreSQL never take the same
+//! message at once (`FOR UPDATE SKIP LOCKED`; SQLite's write lock
+//! serialises claims).
+//!
+//! Storage stores and fetches; it never decides who may do what.
+
+use async_trait::async_trait;
+
+use super::StorageResult;
+use crate::domain::notice::NoticeEvent;
+use crate::domain::{ResidentId, Timestamp};
+
+/// A message as an act writes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxMessage {
+    /// A UUID: the message's `Message-ID` is made of it.
+    pub id: String,
+    pub event: NoticeEvent,
+    pub resident_id: ResidentId,
+    /// The object of the event (a mandate's id).
+    pub subject_id: String,
+    /// Who acted, by public name (a structure, a partner).
+    pub actor_name: String,
+    pub created_at: Timestamp,
+}
+
+impl OutboxMessage {
+    pub fn new(
+        event: NoticeEvent,
+        resident_id: &ResidentId,
+        subject_id: &str,
+        actor_name: &str,
+        now: Timestamp,
+    ) -> Self {
+        Self {
+            id: uuid::Uuid::new_v4().to_string(),
+            event,
+            resident_id: resident_id.clone(),
+            subject_id: subject_id.to_string(),
+            actor_name: actor_name.to_string(),
+            created_at: now,
+        }
+    }
+}
+
+/// A message a worker claimed, with how many times it was tried.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct OutboxClaim {
+    pub id: String,
+    pub event: NoticeEvent,
+    pub resident_id: ResidentId,
+    pub subject_id: String,
+    pub actor_name: String,
+    pub created_at: i64,
+    pub attempts: i64,
+}
+
+/// How many messages are in each state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct OutboxCounts {
+    pub pending: i64,
+    pub sent: i64,
+    pub failed: i64,
+    /// No e-mail address: waiting for a postal letter.
+    pub post: i64,
+}
+
+#[async_trait]
+pub trait OutboxStore: Send + Sync {
+    /// Takes up to `limit` due messages for `lease` seconds (their attempt
+    /// counted). A message under another worker's lease is skipped.
+    async fn outbox_claim(
+        &self,
+        now: Timestamp,
+        lease: i64,
+        limit: i64,
+    ) -> StorageResult<Vec<OutboxClaim>>;
+    /// Delivered.
+    async fn outbox_sent(&self, id: &str, now: Timestamp) -> StorageResult<()>;
+    /// Not delivered; tried again from `next_at`. `error` is a stable code.
+    async fn outbox_retry(&self, id: &str, next_at: Timestamp, error: &str) -> StorageResult<()>;
+    /// Given up (`failed`) or handed to the postal batch (`post`).
+    async fn outbox_settle(&self, id: &str, state: &str, error: &str) -> StorageResult<()>;
+    async fn outbox_counts(&self) -> StorageResult<OutboxCounts>;
+    /// Every message about one resident, oldest first (tests, the DPO).
+    async fn outbox_of_resident(&self, resident_id: &ResidentId)
+    -> StorageResult<Vec<OutboxClaim>>;
+}
+
+macro_rules! impl_outbox_store {
+    ($store:ty, $db:ty, $backend:expr) => {
+    impl $store {
+        /// Writes `messages` inside the caller's transaction: the act and
+        /// its messages commit or roll back together.
+        pub(crate) async fn insert_outbox_on(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            messages: &[$crate::storage::OutboxMessage],
+        ) -> $crate::storage::StorageResult<()> {
+            for m in messages {
+                sqlx::query(
+                    "INSERT INTO outbox (id, event, resident_id, subject_id, actor_name, created_at, next_attempt_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $6)",
+                )
+                .bind(&m.id)
+                .bind(m.event)
+                .bind(&m.resident_id)
+                .bind(&m.subject_id)
+                .bind(&m.actor_name)
+                .bind(m.created_at)
+                .execute(&mut **tx)
+                .await?;
+            }
+            Ok(())
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl $crate::storage::OutboxStore for $store {
+        async fn outbox_claim(
+            &self,
+            now: $crate::domain::Timestamp,
+            lease: i64,
+            limit: i64,
+        ) -> $crate::storage::StorageResult<Vec<$crate::storage::OutboxClaim>> {
+            // One statement: the rows chosen are locked (PostgreSQL) and
+            // leased in the same breath; a second worker's choice skips
+            // them, and sees the lease once this one commits.
+            let skip_locked = match $backend {
+                $crate::storage::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+                $crate::storage::Backend::Sqlite => "",
+            };
+            let sql = format!(
+                "UPDATE outbox SET claimed_until = $1 + $2, attempts = attempts + 1 \
+                 WHERE id IN (SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at <= $1 \
+                   AND (claimed_until IS NULL OR claimed_until <= $1) \
+                   ORDER BY created_at, id LIMIT $3{skip_locked}) \
+                 RETURNING id, event, resident_id, subject_id, actor_name, created_at, CAST(attempts AS BIGINT) AS attempts"
+            );
+            Ok(sqlx::query_as(&sql)
+                .bind(now)
+                .bind(lease)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?)
+        }
+
+        async fn outbox_sent(
+            &self,
+            id: &str,
+            now: $crate::domain::Timestamp,
+        ) -> $crate::storage::StorageResult<()> {
+            sqlx::query(
+                "UPDATE outbox SET state = 'sent', sent_at = $2, claimed_until = NULL, last_error = NULL WHERE id = $1",
+            )
+            .bind(id)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        }
+
+        async fn outbox_retry(
+            &self,
+            id: &str,
+            next_at: $crate::domain::Timestamp,
+            error: &str,
+        ) -> $crate::storage::StorageResult<()> {
+            sqlx::query(
+                "UPDATE outbox SET next_attempt_at = $2, claimed_until = NULL, last_error = $3 \
+                 WHERE id = $1 AND state = 'pending'",
+            )
+            .bind(id)
+            .bind(next_at)
+            .bind(error)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        }
+
+        async fn outbox_settle(
+            &self,
+            id: &str,
+            state: &str,
+            error: &str,
+        ) -> $crate::storage::StorageResult<()> {
+            sqlx::query(
+                "UPDATE outbox SET state = $2, claimed_until = NULL, last_error = $3 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(state)
+            .bind(error)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        }
+
+        async fn outbox_counts(
+            &self,
+        ) -> $crate::storage::StorageResult<$crate::storage::OutboxCounts> {
+            let rows: Vec<(String, i64)> =
+                sqlx::query_as("SELECT state, COUNT(*) FROM outbox GROUP BY state")
+                    .fetch_all(&self.pool)
+                    .await?;
+            let mut c = $crate::storage::OutboxCounts::default();
+            for (state, n) in rows {
+                match state.as_str() {
+                    "pending" => c.pending = n,
+                    "sent" => c.sent = n,
+                    "failed" => c.failed = n,
+                    "post" => c.post = n,
+                    other => {
+                        return Err($crate::storage::StorageError::Integrity(format!(
+                            "outbox state {other:?}"
+                        )));
+                    }
+                }
+            }
+            Ok(c)
+        }
+
+        async fn outbox_of_resident(
+            &self,
+            resident_id: &$crate::domain::ResidentId,
+        ) -> $crate::storage::StorageResult<Vec<$crate::storage::OutboxClaim>> {
+            Ok(sqlx::query_as(
+                "SELECT id, event, resident_id, subject_id, actor_name, created_at, CAST(attempts AS BIGINT) AS attempts \
+                 FROM outbox WHERE resident_id = $1 ORDER BY created_at, id",
+            )
+            .bind(resident_id)
+            .fetch_all(&self.pool)
+            .await?)
+        }
+    }
+    };
+}
+pub(crate) use impl_outbox_store;
