@@ -65,6 +65,9 @@ pub struct RetentionReport {
     pub logins_and_drafts: u64,
     pub ended_mandates: u64,
     pub extract_files: u64,
+    /// Residents' notices delivered (or given up) longer ago than the
+    /// information purpose keeps them.
+    pub notices: u64,
 }
 
 /// After a consent ended, its data stays this long (time to renew it)
@@ -144,6 +147,11 @@ pub async fn run_retention(state: &AppState, now: Timestamp) -> AppResult<Retent
         .purge_ended_mandates(now - MANDATE_ARCHIVE_DAYS * 86_400)
         .await?;
     report.extract_files = crate::service::extracts::expire_due(state, now).await?;
+    let notice_days = state
+        .register
+        .get(crate::domain::access::INFORMATION_PURPOSE)
+        .map_or(365, |p| i64::from(p.retention_days));
+    report.notices = state.store.outbox_purge(now - notice_days * 86_400).await?;
     for (what, count) in [
         ("extract_files", report.extract_files),
         ("superseded_versions", report.superseded_versions),
@@ -151,6 +159,7 @@ pub async fn run_retention(state: &AppState, now: Timestamp) -> AppResult<Retent
         ("sessions", report.sessions),
         ("logins_and_drafts", report.logins_and_drafts),
         ("ended_mandates", report.ended_mandates),
+        ("notices", report.notices),
     ] {
         if count > 0 {
             state.audit.record(purge_record(now, what, count)).await?;

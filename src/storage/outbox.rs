@@ -85,6 +85,8 @@ pub trait OutboxStore: Send + Sync {
     /// Given up (`failed`) or handed to the postal batch (`post`).
     async fn outbox_settle(&self, id: &str, state: &str, error: &str) -> StorageResult<()>;
     async fn outbox_counts(&self) -> StorageResult<OutboxCounts>;
+    /// Deletes messages sent or given up before `before`; returns how many.
+    async fn outbox_purge(&self, before: Timestamp) -> StorageResult<u64>;
     /// Every message about one resident, oldest first (tests, the DPO).
     async fn outbox_of_resident(&self, resident_id: &ResidentId)
     -> StorageResult<Vec<OutboxClaim>>;
@@ -219,6 +221,19 @@ macro_rules! impl_outbox_store {
                 }
             }
             Ok(c)
+        }
+
+        async fn outbox_purge(
+            &self,
+            before: $crate::domain::Timestamp,
+        ) -> $crate::storage::StorageResult<u64> {
+            Ok(sqlx::query(
+                "DELETE FROM outbox WHERE state IN ('sent', 'failed') AND created_at < $1",
+            )
+            .bind(before)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
         }
 
         async fn outbox_of_resident(

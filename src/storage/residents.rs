@@ -184,6 +184,8 @@ macro_rules! impl_resident_store {
                 "DELETE FROM source_link_codes WHERE resident_id = $1",
                 "DELETE FROM source_deposits WHERE resident_id = $1",
                 "DELETE FROM resident_pivots WHERE resident_id = $1",
+                // Nobody to tell any more.
+                "DELETE FROM outbox WHERE resident_id = $1",
             ] {
                 sqlx::query(sql).bind(resident_id).execute(&mut *tx).await?;
             }

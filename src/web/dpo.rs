@@ -95,6 +95,9 @@ pub async fn overview(ctx: Ctx) -> PageResult {
         .map_err(|e| ctx.fail(e))?
         .value
         .requests;
+    let outbox = crate::service::notify::counts(&ctx.state)
+        .await
+        .map_err(|e| ctx.fail(e))?;
     let (pending, decided): (Vec<&ExtractView>, Vec<&ExtractView>) =
         extracts.iter().partition(|x| x.state == "requested");
     let body = html! {
@@ -102,6 +105,11 @@ pub async fn overview(ctx: Ctx) -> PageResult {
         p { a href="/registre" { (l.t("Le registre des traitements (article 30)", "The register of processing (article 30)")) } }
         p { (l.t("Registre appliqué : ", "Register in force: ")) code { (ctx.state.register_source.location) } " — SHA-256 " code { (ctx.state.register_source.sha256) } }
         (super::public::sources_section(&ctx))
+        h2 { (l.t("Messages aux usagers", "Messages to residents")) }
+        @if ctx.state.config.smtp_url.is_none() {
+            p role="status" { strong { (l.t("Attention : ", "Warning: ")) } (l.t("aucun serveur de messagerie n'est configuré (smtp_url) ; les messages par e-mail restent en attente.", "no mail relay is configured (smtp_url); e-mail messages stay queued.")) }
+        }
+        p { (outbox.pending) (l.t(" en attente · ", " pending · ")) (outbox.sent) (l.t(" envoyés · ", " sent · ")) (outbox.failed) (l.t(" en échec · ", " failed · ")) (outbox.post) (l.t(" à envoyer par courrier (pas d'adresse e-mail)", " to send by post (no e-mail address)")) }
         h2 { (l.t("Extractions à examiner", "Extracts to review")) }
         @if pending.is_empty() { p { (l.t("Aucune demande en attente.", "No pending request.")) } }
         @for x in &pending {

@@ -229,6 +229,20 @@ async fn a_mandate_reaches_the_resident_by_email_with_no_personal_value() {
         assert_eq!(smtp.messages().len(), 1);
         let counts = app.store.outbox_counts().await.unwrap();
         assert_eq!(counts.pending, 0);
+        // Kept as long as the information purpose says, then purged by the
+        // retention job.
+        let r = coffre::service::rights::run_retention(&app.state, app.clock.now() + 366 * 86_400)
+            .await
+            .unwrap();
+        assert!(r.notices >= 1, "{r:?}");
+        assert!(
+            !app.store
+                .outbox_of_resident(&resident_id(AWA))
+                .await
+                .unwrap()
+                .iter()
+                .any(|m| m.subject_id == mandate)
+        );
     })
     .await;
 }
