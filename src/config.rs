@@ -77,8 +77,8 @@ pub const KEYS: &[(&str, Option<&str>, &str)] = &[
     ),
     (
         "smtp_from",
-        Some("coffre@localhost"),
-        "the From address of residents' notices",
+        None,
+        "the From address of residents' notices (required with smtp_url)",
     ),
     (
         "public_url",
@@ -417,20 +417,18 @@ impl Config {
         );
         let smtp_url = match get("smtp_url") {
             Some((v, _)) if !v.is_empty() => {
-                let ok = url::Url::parse(v)
-                    .ok()
-                    .is_some_and(|u| matches!(u.scheme(), "smtp" | "smtps") && u.host().is_some());
-                if !ok {
-                    // The value may hold a password: never echoed.
-                    return Err(invalid(
-                        "smtp_url",
-                        "expected smtp://HOST:PORT or smtps://HOST:PORT".into(),
-                    ));
-                }
+                // The value may hold a password: never echoed.
+                check_smtp_url(v).map_err(|m| invalid("smtp_url", m.into()))?;
                 Some(SecretString::from(v.to_string()))
             }
             _ => None,
         };
+        if smtp_url.is_some() && get("smtp_from").is_none() {
+            return Err(invalid(
+                "smtp_from",
+                "required with smtp_url: a no-reply address of the authority's domain".into(),
+            ));
+        }
         let smtp_from = get("smtp_from")
             .map(|(v, _)| v)
             .unwrap_or("coffre@localhost")
@@ -818,6 +816,45 @@ mod tests {
     }
 
     #[test]
+    fn smtp_relays_must_protect_what_they_carry() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "").unwrap();
+        let from = ("COFFRE_SMTP_FROM", "ne-pas-repondre@agglo.example");
+        for ok in [
+            "smtp://127.0.0.1:25",
+            "smtp://localhost:2525",
+            "smtps://relay.example:465",
+            "smtp://u:p@relay.example:587?tls=required",
+        ] {
+            Config::load_from(Some(&f), &env(&[("COFFRE_SMTP_URL", ok), from]))
+                .unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for bad in [
+            "smtp://relay.example:25",
+            "smtp://u:hunter2@127.0.0.1:25",
+            "smtp://relay.example:587?tls=opportunistic",
+            "http://relay.example",
+        ] {
+            let e = Config::load_from(Some(&f), &env(&[("COFFRE_SMTP_URL", bad), from]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("`smtp_url`") && !e.contains("hunter2"),
+                "{bad}: {e}"
+            );
+        }
+        // A relay needs a real From address.
+        let e = Config::load_from(
+            Some(&f),
+            &env(&[("COFFRE_SMTP_URL", "smtps://relay.example")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("`smtp_from`"), "{e}");
+    }
+
+    #[test]
     fn secrets_and_passwords_are_redacted() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
@@ -841,5 +878,48 @@ mod tests {
             !shown.contains("pw-secret") && !shown.contains("qs-secret"),
             "{shown}"
         );
+    }
+}
+
+/// An SMTP relay URL coffre accepts: `smtps://`, or `smtp://` with
+/// `tls=required` (STARTTLS); plain `smtp://` only to this machine and
+/// without credentials (a password never crosses a network in clear);
+/// never `tls=opportunistic` (downgradable).
+fn check_smtp_url(v: &str) -> Result<(), &'static str> {
+    let u = url::Url::parse(v).map_err(|_| "expected smtp://HOST:PORT or smtps://HOST:PORT")?;
+    let host = u
+        .host()
+        .ok_or("expected smtp://HOST:PORT or smtps://HOST:PORT")?;
+    let tls = u
+        .query_pairs()
+        .find(|(k, _)| k == "tls")
+        .map(|(_, v)| v.into_owned());
+    match (u.scheme(), tls.as_deref()) {
+        ("smtps", _) => Ok(()),
+        ("smtp", Some("required")) => Ok(()),
+        ("smtp", Some(_)) => Err("tls must be `required` (opportunistic TLS can be stripped)"),
+        ("smtp", None) => {
+            let loopback = match host {
+                // `smtp` is no special scheme: the url crate leaves an IP
+                // literal as a domain.
+                url::Host::Domain(d) => {
+                    d.eq_ignore_ascii_case("localhost")
+                        || d.trim_start_matches('[')
+                            .trim_end_matches(']')
+                            .parse::<std::net::IpAddr>()
+                            .is_ok_and(|ip| ip.is_loopback())
+                }
+                url::Host::Ipv4(ip) => ip.is_loopback(),
+                url::Host::Ipv6(ip) => ip.is_loopback(),
+            };
+            if !loopback {
+                Err("plain smtp:// only to this machine: use smtps:// or smtp://…?tls=required")
+            } else if !u.username().is_empty() || u.password().is_some() {
+                Err("credentials need TLS: use smtps:// or smtp://…?tls=required")
+            } else {
+                Ok(())
+            }
+        }
+        _ => Err("expected smtp://HOST:PORT or smtps://HOST:PORT"),
     }
 }

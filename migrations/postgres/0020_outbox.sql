@@ -16,8 +16,10 @@ CREATE TABLE outbox (
     state TEXT NOT NULL DEFAULT 'pending',
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_at BIGINT NOT NULL,
-    -- A worker's lease: until then no other worker takes the message.
+    -- A worker's lease: until then no other worker takes the message; only
+    -- the claim that holds it (its token) may settle it.
     claimed_until BIGINT,
+    claimed_by TEXT,
     -- A stable code, never a server's reply text.
     last_error TEXT,
     sent_at BIGINT

@@ -314,6 +314,19 @@ fn spawn_notifier(state: AppState) -> Result<(), Fatal> {
         tracing::warn!("no smtp_url: residents' notices stay queued (coffre outbox status)");
         return Ok(());
     };
+    // A register or policy without the notifier would refuse every
+    // message: said at the start, not discovered in the log a day later.
+    if state
+        .register
+        .get(crate::domain::access::INFORMATION_PURPOSE)
+        .is_none()
+        || !crate::service::access::role_may(&state, "notifier", "notice.address")
+    {
+        return Err(Fatal::config(format!(
+            "smtp_url is set but the register has no purpose `{}` or the policy no `p, notifier, notice.address`: residents' notices could not be sent",
+            crate::domain::access::INFORMATION_PURPOSE
+        )));
+    }
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);

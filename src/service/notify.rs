@@ -26,15 +26,21 @@ use crate::AppState;
 use crate::domain::access::INFORMATION_PURPOSE;
 use crate::domain::notice::{MAX_ATTEMPTS, render, retry_after};
 use crate::domain::{Role, Timestamp};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, ErrorCode};
 use crate::service::access::{AccessRequest, decide};
 use crate::storage::{OutboxClaim, OutboxCounts};
 
-/// A worker's lease on the messages it claimed (seconds): long enough for
-/// an SMTP exchange; a worker that died is relieved after it.
-pub const LEASE_SECS: i64 = 300;
+/// A worker's lease on the messages it claimed (seconds): longer than a
+/// whole batch at the per-message bound below, so that a live worker never
+/// sees its lease lapse; a worker that died is relieved after it. (A worker
+/// that dies between an SMTP acknowledgement and marking the message sent
+/// makes the next one send it again, with the same Message-ID: delivery is
+/// at least once.)
+pub const LEASE_SECS: i64 = 1800;
 /// Messages claimed at a time by one worker.
 pub const BATCH: i64 = 20;
+/// The longest one message may take, SMTP exchange included.
+const PER_MESSAGE: Duration = Duration::from_secs(60);
 
 /// The SMTP relay and the From address.
 #[derive(Clone)]
@@ -101,7 +107,8 @@ pub struct DeliveryReport {
     pub sent: u64,
     pub retried: u64,
     pub failed: u64,
-    /// No e-mail address: left for the postal batch.
+    /// No usable e-mail address, or the resident prefers post: left for
+    /// the postal batch.
     pub post: u64,
 }
 
@@ -113,32 +120,43 @@ pub async fn deliver_due(
     now: Timestamp,
 ) -> AppResult<DeliveryReport> {
     let mut report = DeliveryReport::default();
-    for claim in state.store.outbox_claim(now, LEASE_SECS, BATCH).await? {
-        match deliver_one(state, mailer, &claim, now).await {
-            Ok(Outcome::Sent) => {
-                state.store.outbox_sent(&claim.id, now).await?;
-                report.sent += 1;
+    let token = uuid::Uuid::new_v4().to_string();
+    for claim in state
+        .store
+        .outbox_claim(&token, now, LEASE_SECS, BATCH)
+        .await?
+    {
+        let outcome = tokio::time::timeout(PER_MESSAGE, deliver_one(state, mailer, &claim, now))
+            .await
+            .unwrap_or(Outcome::Retry("timeout", true));
+        match outcome {
+            Outcome::Sent => {
+                if state.store.outbox_sent(&claim, now).await? {
+                    report.sent += 1;
+                } else {
+                    tracing::warn!(notice = %claim.id, "a notice was sent after its lease lapsed");
+                }
             }
-            Ok(Outcome::Post) => {
-                state
-                    .store
-                    .outbox_settle(&claim.id, "post", "no_email")
-                    .await?;
+            Outcome::Post(code) => {
+                state.store.outbox_settle(&claim, "post", code).await?;
                 report.post += 1;
             }
-            Ok(Outcome::Gone(code)) => {
-                state.store.outbox_settle(&claim.id, "failed", code).await?;
+            Outcome::Gone(code) => {
+                state.store.outbox_settle(&claim, "failed", code).await?;
                 report.failed += 1;
             }
-            Err(code) if claim.attempts >= MAX_ATTEMPTS => {
-                tracing::warn!(message = %claim.id, error = code, "notice given up");
-                state.store.outbox_settle(&claim.id, "failed", code).await?;
+            Outcome::Retry(code, true) if claim.attempts >= MAX_ATTEMPTS => {
+                tracing::warn!(notice = %claim.id, error = code, "notice given up");
+                state.store.outbox_settle(&claim, "failed", code).await?;
                 report.failed += 1;
             }
-            Err(code) => {
+            Outcome::Retry(code, counted) => {
                 let next = now + retry_after(claim.attempts);
-                tracing::info!(message = %claim.id, error = code, next, "notice not delivered; will retry");
-                state.store.outbox_retry(&claim.id, next, code).await?;
+                tracing::warn!(notice = %claim.id, error = code, next, "notice not delivered; will retry");
+                state
+                    .store
+                    .outbox_retry(&claim, next, code, counted)
+                    .await?;
                 report.retried += 1;
             }
         }
@@ -148,19 +166,31 @@ pub async fn deliver_due(
 
 enum Outcome {
     Sent,
-    /// No e-mail address: a letter.
-    Post,
-    /// Nobody to tell any more (erased), or the address refused for good.
+    /// A letter instead (a stable code says why).
+    Post(&'static str),
+    /// Nobody to tell any more (erased), or a message that can never be
+    /// built.
     Gone(&'static str),
+    /// Try again later; `false`: the failure was ours (audit log, store,
+    /// vault), so the attempt is not counted against the message.
+    Retry(&'static str, bool),
 }
 
-/// One message. `Err` is a stable code of a failure worth a retry.
+/// The e-mail address of a contact version, if it is one a relay may be
+/// given (no domain literal: `x@[10.0.0.5]` would make the relay deliver
+/// to an internal host).
+fn address_of(fields: &serde_json::Map<String, serde_json::Value>) -> Option<lettre::Address> {
+    let a: lettre::Address = fields.get("email")?.as_str()?.parse().ok()?;
+    (!a.domain().starts_with('[')).then_some(a)
+}
+
+/// One message.
 async fn deliver_one(
     state: &AppState,
     mailer: &Mailer,
     claim: &OutboxClaim,
     now: Timestamp,
-) -> Result<Outcome, &'static str> {
+) -> Outcome {
     // The decision first, recorded before the address is opened.
     let request = AccessRequest {
         resident_id: Some(claim.resident_id.as_str()),
@@ -171,28 +201,56 @@ async fn deliver_one(
     };
     match decide(state, request).await {
         Ok(_) => {}
+        Err(AppError::Coded {
+            code: ErrorCode::ResidentNotFound,
+            ..
+        }) => return Outcome::Gone("resident_gone"),
+        // Any other refusal is a misconfigured register or policy: loud,
+        // and the message waits for the fix.
         Err(AppError::Coded { code, .. }) if code.status().as_u16() == 403 => {
-            return Ok(Outcome::Gone("resident_gone"));
+            tracing::error!(
+                reason = code.code(),
+                "the notifier was refused: check the register (information-des-personnes) and the policy (notifier, notice.address)"
+            );
+            return Outcome::Retry("notifier_refused", false);
         }
-        Err(_) => return Err("audit_or_store_unavailable"),
+        Err(_) => return Outcome::Retry("audit_or_store_unavailable", false),
     }
-    let vault = state.vault().map_err(|_| "vault_unavailable")?;
-    let contact = state
-        .categories
-        .category("contact")
-        .map_err(|_| "no_contact_category")?;
-    let record = vault
-        .read_current_category(&claim.resident_id, &contact)
-        .await
-        .map_err(|_| "vault_read_failed")?;
-    let Some(to) = record
-        .as_ref()
-        .and_then(|r| r.fields.get("email"))
-        .and_then(|v| v.as_str())
-        .and_then(|s| s.parse::<lettre::Address>().ok())
-    else {
-        return Ok(Outcome::Post);
+    let Ok(vault) = state.vault() else {
+        return Outcome::Retry("vault_unavailable", false);
     };
+    let Ok(contact) = state.categories.category("contact") else {
+        return Outcome::Gone("no_contact_category");
+    };
+    // Newest first. The address the resident had before the act is told,
+    // not only the one held now: an aidant who changed it right after
+    // creating the mandate must not be the only one to hear of it.
+    let Ok(history) = vault.read_history(&claim.resident_id, &contact).await else {
+        return Outcome::Retry("vault_read_failed", false);
+    };
+    let current = history.first();
+    if current
+        .and_then(|r| r.fields.get("preferred_channel"))
+        .and_then(|v| v.as_str())
+        == Some("post")
+    {
+        return Outcome::Post("prefers_post");
+    }
+    // The version held before the act's second, every version of that
+    // very second (their order within it is unknown), and the current one.
+    let before = history.iter().find(|r| r.created_at < claim.created_at);
+    let same_second = history.iter().filter(|r| r.created_at == claim.created_at);
+    let mut to: Vec<lettre::Address> = Vec::new();
+    for version in before.into_iter().chain(same_second).chain(current) {
+        if let Some(a) = address_of(&version.fields)
+            && !to.contains(&a)
+        {
+            to.push(a);
+        }
+    }
+    if to.is_empty() {
+        return Outcome::Post("no_email");
+    }
     let login = state
         .config
         .public_url
@@ -201,33 +259,174 @@ async fn deliver_one(
         .unwrap_or_else(|_| state.config.public_url.to_string());
     let text = render(claim.event, &claim.actor_name, claim.created_at, &login);
     let date = std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(now).unwrap_or(0));
-    let message = Message::builder()
+    let mut builder = Message::builder()
         .from(mailer.from.clone())
-        .to(Mailbox::new(None, to))
         .subject(text.subject)
         .date(date)
         .message_id(Some(format!("<{}@{}>", claim.id, mailer.domain)))
-        .header(AutoSubmitted)
-        .multipart(
-            MultiPart::alternative()
-                .singlepart(
-                    SinglePart::builder()
-                        .header(ContentType::TEXT_PLAIN)
-                        .body(text.text),
-                )
-                .singlepart(
-                    SinglePart::builder()
-                        .header(ContentType::TEXT_HTML)
-                        .body(text.html),
-                ),
-        )
-        .map_err(|_| "message_build_failed")?;
-    match mailer.transport.send(message).await {
-        Ok(_) => Ok(Outcome::Sent),
-        // The reply may quote the address: only its class is kept.
-        Err(e) if e.is_permanent() => Ok(Outcome::Gone("smtp_rejected")),
-        Err(_) => Err("smtp_unavailable"),
+        .header(AutoSubmitted);
+    for a in to {
+        builder = builder.to(Mailbox::new(None, a));
     }
+    let Ok(message) = builder.multipart(
+        MultiPart::alternative()
+            .singlepart(
+                SinglePart::builder()
+                    .header(ContentType::TEXT_PLAIN)
+                    .body(text.text),
+            )
+            .singlepart(
+                SinglePart::builder()
+                    .header(ContentType::TEXT_HTML)
+                    .body(text.html),
+            ),
+    ) else {
+        return Outcome::Gone("message_build_failed");
+    };
+    match mailer.transport.send(message).await {
+        Ok(_) => Outcome::Sent,
+        // A relay's refusal (5xx) is retried too: a bad login, a sender
+        // the relay does not accept or TLS it requires would otherwise
+        // fail every message at once; the retries are logged, and the
+        // message is given up after MAX_ATTEMPTS. The reply may quote the
+        // address: only its class is kept.
+        Err(e) if e.is_permanent() => Outcome::Retry("smtp_rejected", true),
+        Err(_) => Outcome::Retry("smtp_unavailable", true),
+    }
+}
+
+/// A postal letter, as the DPO prints it: the address block and the text.
+#[derive(Debug, Clone)]
+pub struct Letter {
+    pub id: String,
+    /// The addressee's name (from `identity`), then the postal address's
+    /// lines (from `contact`).
+    pub address: Vec<String>,
+    pub text: crate::domain::notice::Rendered,
+}
+
+/// At most this many letters a batch (a page to print).
+pub const LETTERS_PER_BATCH: i64 = 30;
+
+/// The letters waiting to be printed, for the DPO (`/dpo/courriers`). Each
+/// letter's name and address are read through the notifier's decision
+/// (purpose `information-des-personnes`, categories `identity` and
+/// `contact`), each recorded before the record is opened. A resident with
+/// no postal address is left out (and counted).
+pub async fn letters(
+    state: &AppState,
+    caller: &crate::service::Caller,
+) -> AppResult<(Vec<Letter>, usize)> {
+    crate::service::access::role_action(state, caller, "notice.letters").await?;
+    let vault = state.vault()?;
+    let mut out = Vec::new();
+    let mut without_address = 0;
+    for claim in state.store.outbox_letters(LETTERS_PER_BATCH).await? {
+        // The DPO reads, as the notifier (the service's information duty),
+        // each decision recorded before the records are opened; a refusal
+        // (an erased resident) leaves that letter out, an unavailable
+        // audit log stops the batch.
+        let mut refused = false;
+        for category in ["identity", "contact"] {
+            let asked = decide(
+                state,
+                AccessRequest {
+                    resident_id: Some(claim.resident_id.as_str()),
+                    category: Some(category),
+                    purpose_id: Some(INFORMATION_PURPOSE),
+                    request_id: caller.request_id.clone(),
+                    ..AccessRequest::new(&caller.actor_id, Role::Notifier, "notice.address")
+                },
+            )
+            .await;
+            match asked {
+                Ok(_) => {}
+                Err(AppError::Coded { code, .. }) if code.status().as_u16() == 403 => {
+                    refused = true;
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if refused {
+            without_address += 1;
+            continue;
+        }
+        let page = vault
+            .read_page(
+                std::slice::from_ref(&claim.resident_id),
+                &["identity".to_string(), "contact".to_string()],
+            )
+            .await?;
+        let records = page.get(&claim.resident_id);
+        let field = |category: &str, name: &str| {
+            records
+                .and_then(|rs| rs.iter().find(|r| r.category == category))
+                .and_then(|r| r.fields.get(name))
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        };
+        let Some(postal) = field("contact", "postal_address") else {
+            without_address += 1;
+            continue;
+        };
+        let name = [
+            field("identity", "given_name"),
+            field("identity", "family_name"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" ");
+        let mut address = vec![name];
+        address.extend(postal.split(',').map(|l| l.trim().to_string()));
+        let login = state
+            .config
+            .public_url
+            .join("/moi/mandats")
+            .map(|u| u.to_string())
+            .unwrap_or_else(|_| state.config.public_url.to_string());
+        out.push(Letter {
+            id: claim.id.clone(),
+            address,
+            text: render(claim.event, &claim.actor_name, claim.created_at, &login),
+        });
+    }
+    Ok((out, without_address))
+}
+
+/// The DPO marks printed letters as posted: each one audited
+/// (`notice.letter_posted`, by the DPO, about its resident) before it is
+/// marked. Ids not waiting for a letter are ignored. Answers how many.
+pub async fn letters_posted(
+    state: &AppState,
+    caller: &crate::service::Caller,
+    ids: &[String],
+    now: Timestamp,
+) -> AppResult<u64> {
+    crate::service::access::role_action(state, caller, "notice.letters").await?;
+    let waiting = state.store.outbox_letters(LETTERS_PER_BATCH * 4).await?;
+    let mut done = 0;
+    for claim in waiting.iter().filter(|c| ids.contains(&c.id)) {
+        state
+            .audit
+            .record(
+                crate::audit::AuditRecord::new(
+                    &caller.actor_id,
+                    caller.role.as_str(),
+                    "notice.letter_posted",
+                    now,
+                )
+                .resident(claim.resident_id.as_str())
+                .request(caller.request_id.clone())
+                .allow("role"),
+            )
+            .await?;
+        if state.store.outbox_posted(&claim.id, now).await? {
+            done += 1;
+        }
+    }
+    Ok(done)
 }
 
 /// The outbox's counts (`coffre outbox status`, metrics, the DPO).

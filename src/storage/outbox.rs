@@ -50,6 +50,9 @@ impl OutboxMessage {
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct OutboxClaim {
     pub id: String,
+    /// The claim's token: only it settles the message (empty when read
+    /// outside a claim).
+    pub claimed_by: String,
     pub event: NoticeEvent,
     pub resident_id: ResidentId,
     pub subject_id: String,
@@ -70,21 +73,38 @@ pub struct OutboxCounts {
 
 #[async_trait]
 pub trait OutboxStore: Send + Sync {
-    /// Takes up to `limit` due messages for `lease` seconds (their attempt
-    /// counted). A message under another worker's lease is skipped.
+    /// Takes up to `limit` due messages for `lease` seconds under the
+    /// claim token `token` (their attempt counted), oldest first. A message
+    /// under another worker's lease is skipped.
     async fn outbox_claim(
         &self,
+        token: &str,
         now: Timestamp,
         lease: i64,
         limit: i64,
     ) -> StorageResult<Vec<OutboxClaim>>;
-    /// Delivered.
-    async fn outbox_sent(&self, id: &str, now: Timestamp) -> StorageResult<()>;
+    /// Delivered. Only by the claim that holds it (a worker whose lease
+    /// lapsed changes nothing); false when it did not hold it.
+    async fn outbox_sent(&self, c: &OutboxClaim, now: Timestamp) -> StorageResult<bool>;
     /// Not delivered; tried again from `next_at`. `error` is a stable code.
-    async fn outbox_retry(&self, id: &str, next_at: Timestamp, error: &str) -> StorageResult<()>;
-    /// Given up (`failed`) or handed to the postal batch (`post`).
-    async fn outbox_settle(&self, id: &str, state: &str, error: &str) -> StorageResult<()>;
+    /// `counted`: false gives the attempt back (the failure was ours, not
+    /// the message's: audit log, store or vault unavailable).
+    async fn outbox_retry(
+        &self,
+        c: &OutboxClaim,
+        next_at: Timestamp,
+        error: &str,
+        counted: bool,
+    ) -> StorageResult<()>;
+    /// Given up (`failed`) or handed to the postal batch (`post`), by the
+    /// claim that holds it.
+    async fn outbox_settle(&self, c: &OutboxClaim, state: &str, error: &str) -> StorageResult<()>;
     async fn outbox_counts(&self) -> StorageResult<OutboxCounts>;
+    /// Up to `limit` messages waiting for a postal letter, oldest first.
+    async fn outbox_letters(&self, limit: i64) -> StorageResult<Vec<OutboxClaim>>;
+    /// A letter printed and posted: `sent`, if it was still waiting for
+    /// one (true) — a second click changes nothing.
+    async fn outbox_posted(&self, id: &str, now: Timestamp) -> StorageResult<bool>;
     /// Deletes messages sent or given up before `before`; returns how many.
     async fn outbox_purge(&self, before: Timestamp) -> StorageResult<u64>;
     /// Every message about one resident, oldest first (tests, the DPO).
@@ -123,6 +143,7 @@ macro_rules! impl_outbox_store {
     impl $crate::storage::OutboxStore for $store {
         async fn outbox_claim(
             &self,
+            token: &str,
             now: $crate::domain::Timestamp,
             lease: i64,
             limit: i64,
@@ -135,48 +156,59 @@ macro_rules! impl_outbox_store {
                 $crate::storage::Backend::Sqlite => "",
             };
             let sql = format!(
-                "UPDATE outbox SET claimed_until = $1 + $2, attempts = attempts + 1 \
+                "UPDATE outbox SET claimed_until = $1 + $2, claimed_by = $4, attempts = attempts + 1 \
                  WHERE id IN (SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at <= $1 \
                    AND (claimed_until IS NULL OR claimed_until <= $1) \
                    ORDER BY created_at, id LIMIT $3{skip_locked}) \
-                 RETURNING id, event, resident_id, subject_id, actor_name, created_at, CAST(attempts AS BIGINT) AS attempts"
+                 RETURNING id, claimed_by, event, resident_id, subject_id, actor_name, created_at, CAST(attempts AS BIGINT) AS attempts"
             );
-            Ok(sqlx::query_as(&sql)
+            let mut claimed: Vec<$crate::storage::OutboxClaim> = sqlx::query_as(&sql)
                 .bind(now)
                 .bind(lease)
                 .bind(limit)
+                .bind(token)
                 .fetch_all(&self.pool)
-                .await?)
+                .await?;
+            // RETURNING's order is unspecified: oldest first, here.
+            claimed.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+            Ok(claimed)
         }
 
         async fn outbox_sent(
             &self,
-            id: &str,
+            c: &$crate::storage::OutboxClaim,
             now: $crate::domain::Timestamp,
-        ) -> $crate::storage::StorageResult<()> {
-            sqlx::query(
-                "UPDATE outbox SET state = 'sent', sent_at = $2, claimed_until = NULL, last_error = NULL WHERE id = $1",
+        ) -> $crate::storage::StorageResult<bool> {
+            Ok(sqlx::query(
+                "UPDATE outbox SET state = 'sent', sent_at = $3, claimed_until = NULL, last_error = NULL \
+                 WHERE id = $1 AND claimed_by = $2 AND state = 'pending'",
             )
-            .bind(id)
+            .bind(&c.id)
+            .bind(&c.claimed_by)
             .bind(now)
             .execute(&self.pool)
-            .await?;
-            Ok(())
+            .await?
+            .rows_affected()
+                == 1)
         }
 
         async fn outbox_retry(
             &self,
-            id: &str,
+            c: &$crate::storage::OutboxClaim,
             next_at: $crate::domain::Timestamp,
             error: &str,
+            counted: bool,
         ) -> $crate::storage::StorageResult<()> {
             sqlx::query(
-                "UPDATE outbox SET next_attempt_at = $2, claimed_until = NULL, last_error = $3 \
-                 WHERE id = $1 AND state = 'pending'",
+                "UPDATE outbox SET next_attempt_at = $3, claimed_until = NULL, last_error = $4, \
+                   attempts = attempts - $5 \
+                 WHERE id = $1 AND claimed_by = $2 AND state = 'pending'",
             )
-            .bind(id)
+            .bind(&c.id)
+            .bind(&c.claimed_by)
             .bind(next_at)
             .bind(error)
+            .bind(if counted { 0_i32 } else { 1_i32 })
             .execute(&self.pool)
             .await?;
             Ok(())
@@ -184,14 +216,16 @@ macro_rules! impl_outbox_store {
 
         async fn outbox_settle(
             &self,
-            id: &str,
+            c: &$crate::storage::OutboxClaim,
             state: &str,
             error: &str,
         ) -> $crate::storage::StorageResult<()> {
             sqlx::query(
-                "UPDATE outbox SET state = $2, claimed_until = NULL, last_error = $3 WHERE id = $1",
+                "UPDATE outbox SET state = $3, claimed_until = NULL, last_error = $4 \
+                 WHERE id = $1 AND claimed_by = $2 AND state = 'pending'",
             )
-            .bind(id)
+            .bind(&c.id)
+            .bind(&c.claimed_by)
             .bind(state)
             .bind(error)
             .execute(&self.pool)
@@ -223,6 +257,35 @@ macro_rules! impl_outbox_store {
             Ok(c)
         }
 
+        async fn outbox_letters(
+            &self,
+            limit: i64,
+        ) -> $crate::storage::StorageResult<Vec<$crate::storage::OutboxClaim>> {
+            Ok(sqlx::query_as(
+                "SELECT id, COALESCE(claimed_by, '') AS claimed_by, event, resident_id, subject_id, actor_name, created_at, CAST(attempts AS BIGINT) AS attempts \
+                 FROM outbox WHERE state = 'post' ORDER BY created_at, id LIMIT $1",
+            )
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
+        }
+
+        async fn outbox_posted(
+            &self,
+            id: &str,
+            now: $crate::domain::Timestamp,
+        ) -> $crate::storage::StorageResult<bool> {
+            Ok(sqlx::query(
+                "UPDATE outbox SET state = 'sent', sent_at = $2, last_error = NULL WHERE id = $1 AND state = 'post'",
+            )
+            .bind(id)
+            .bind(now)
+            .execute(&self.pool)
+            .await?
+            .rows_affected()
+                == 1)
+        }
+
         async fn outbox_purge(
             &self,
             before: $crate::domain::Timestamp,
@@ -241,7 +304,7 @@ macro_rules! impl_outbox_store {
             resident_id: &$crate::domain::ResidentId,
         ) -> $crate::storage::StorageResult<Vec<$crate::storage::OutboxClaim>> {
             Ok(sqlx::query_as(
-                "SELECT id, event, resident_id, subject_id, actor_name, created_at, CAST(attempts AS BIGINT) AS attempts \
+                "SELECT id, COALESCE(claimed_by, '') AS claimed_by, event, resident_id, subject_id, actor_name, created_at, CAST(attempts AS BIGINT) AS attempts \
                  FROM outbox WHERE resident_id = $1 ORDER BY created_at, id",
             )
             .bind(resident_id)

@@ -106,8 +106,9 @@ pub async fn overview(ctx: Ctx) -> PageResult {
         p { (l.t("Registre appliqué : ", "Register in force: ")) code { (ctx.state.register_source.location) } " — SHA-256 " code { (ctx.state.register_source.sha256) } }
         (super::public::sources_section(&ctx))
         h2 { (l.t("Messages aux usagers", "Messages to residents")) }
+        p { a href="/dpo/courriers" { (l.t("Les courriers à imprimer et poster", "Letters to print and post")) } }
         @if ctx.state.config.smtp_url.is_none() {
-            p role="status" { strong { (l.t("Attention : ", "Warning: ")) } (l.t("aucun serveur de messagerie n'est configuré (smtp_url) ; les messages par e-mail restent en attente.", "no mail relay is configured (smtp_url); e-mail messages stay queued.")) }
+            p { strong { (l.t("Attention : ", "Warning: ")) } (l.t("aucun serveur de messagerie n'est configuré (smtp_url) ; les messages par e-mail restent en attente.", "no mail relay is configured (smtp_url); e-mail messages stay queued.")) }
         }
         p { (outbox.pending) (l.t(" en attente · ", " pending · ")) (outbox.sent) (l.t(" envoyés · ", " sent · ")) (outbox.failed) (l.t(" en échec · ", " failed · ")) (outbox.post) (l.t(" à envoyer par courrier (pas d'adresse e-mail)", " to send by post (no e-mail address)")) }
         h2 { (l.t("Extractions à examiner", "Extracts to review")) }
@@ -258,4 +259,52 @@ pub async fn handle_request(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> Pa
         }
         _ => Err(ctx.fail(ErrorCode::InvalidAction.into())),
     }
+}
+
+/// The postal batch: one letter a page (printed with the browser), for the
+/// residents who have no e-mail address; then "posted", audited.
+pub async fn letters(ctx: Ctx) -> PageResult {
+    let user = ctx.user_in(DPO)?;
+    let l = ctx.lang;
+    let caller = ctx.caller(&user);
+    let (letters, without_address) = crate::service::notify::letters(&ctx.state, &caller)
+        .await
+        .map_err(|e| ctx.fail(e))?;
+    let body = html! {
+        h1 { (l.t("Courriers à envoyer", "Letters to post")) }
+        div.screen-only {
+            p { (l.t("Ces personnes n'ont pas d'adresse e-mail : imprimez ces lettres (une par page), mettez-les sous pli, puis indiquez qu'elles sont parties. Chaque lecture d'adresse est inscrite au journal.", "These residents have no e-mail address: print these letters (one a page), post them, then say they are posted. Each address read is in the audit log.")) }
+            @if without_address > 0 {
+                p { strong { (without_address) } (l.t(" message(s) sans adresse postale non plus : voir avec la structure.", " message(s) with no postal address either: see with the structure.")) }
+            }
+            @if letters.is_empty() { p { (l.t("Aucun courrier en attente.", "No letter waiting.")) } }
+        }
+        @for (n, letter) in letters.iter().enumerate() {
+            article.letter aria-label={ (l.t("Courrier ", "Letter ")) (n + 1) } {
+                p.address { @for line in &letter.address { (line) "\n" } }
+                h2 { (letter.text.subject) }
+                p.body { (letter.text.text) }
+            }
+        }
+        @if !letters.is_empty() {
+            form method="post" action="/dpo/courriers" {
+                (csrf(&user))
+                @for letter in &letters { input type="hidden" name="id" value=(letter.id); }
+                p { button { (l.t("Ces courriers sont postés", "These letters are posted")) } }
+            }
+        }
+        p.screen-only { a href="/dpo" { (l.t("Retour à l'espace DPO", "Back to the DPO space")) } }
+    };
+    Ok(ctx.page(l.t("Courriers à envoyer", "Letters to post"), body))
+}
+
+pub async fn letters_posted(ctx: Ctx, body: Bytes) -> PageResult {
+    let form = Form::parse(&body);
+    let user = ctx.form_user(DPO, &form)?;
+    let caller = ctx.caller(&user);
+    let ids: Vec<String> = form.all("id");
+    crate::service::notify::letters_posted(&ctx.state, &caller, &ids, ctx.state.clock.now())
+        .await
+        .map_err(|e| ctx.fail_at(e, "/dpo/courriers"))?;
+    Ok(ctx.done("/dpo/courriers", "courriers_postes"))
 }

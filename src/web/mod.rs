@@ -116,6 +116,10 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/mandates/{id}/attestation", get(aidant::attestation))
         .route("/dpo", get(dpo::overview))
+        .route(
+            "/dpo/courriers",
+            get(dpo::letters).post(dpo::letters_posted),
+        )
         .route("/dpo/extractions/{id}", post(dpo::decide_extract))
         .route("/dpo/demandes/{id}", post(dpo::handle_request))
 }
@@ -547,6 +551,10 @@ fn flash_text(code: &str, l: Lang) -> Option<&'static str> {
             "The deadline is extended.",
         ),
         "cloture" => l.t("La demande est close.", "The request is closed."),
+        "courriers_postes" => l.t(
+            "Les courriers sont notés comme postés.",
+            "The letters are recorded as posted.",
+        ),
         "efface" => l.t(
             "Vos données sont effacées et votre session est fermée.",
             "Your data is erased and your session is closed.",

@@ -419,3 +419,120 @@ async fn two_processes_never_send_a_message_twice() {
     })
     .await;
 }
+
+/// An aidant who changes the resident's e-mail address right after the
+/// mandate does not become the only one told: the address held before the
+/// act hears of it too.
+#[tokio::test]
+async fn the_address_held_before_the_act_is_told_too() {
+    if !aiosmtpd_available() {
+        return;
+    }
+    each_backend(|app| async move {
+        settle_demo_messages(&app).await;
+        let smtp = Smtpd::start_on(free_port());
+        let mailer = mailer(&app, smtp.port);
+        app.clock.advance(60);
+        app.mandate(AWA, &demarches("famille"), 31).await;
+        app.clock.advance(1);
+        let session = app.login(AWA).await;
+        let res = app
+            .as_user(
+                &session,
+                axum::http::Method::PUT,
+                "/api/v1/me/data/contact",
+                Some(serde_json::json!({"email": "someone.else@example.net", "commune_insee": "31901"})),
+            )
+            .await;
+        assert_eq!(res.status, 200, "{}", res.text());
+        let report = deliver_due(&app.state, &mailer, app.clock.now()).await.unwrap();
+        assert_eq!(report.sent, 1, "{report:?}");
+        let mail = smtp.messages();
+        assert_eq!(mail.len(), 1);
+        let to = mail[0]["headers"]["To"].as_str().unwrap();
+        assert!(
+            to.contains("awa.diallo@example.org") && to.contains("someone.else@example.net"),
+            "{to}"
+        );
+    })
+    .await;
+}
+
+/// A resident with no e-mail address gets a letter: the DPO's printable
+/// batch shows the name and postal address (each read recorded, with the
+/// DPO as the actor), and marking it posted is recorded too.
+#[tokio::test]
+async fn letters_are_printed_by_the_dpo_and_marked_posted() {
+    if !aiosmtpd_available() {
+        return;
+    }
+    each_backend(|app| async move {
+        const DPO: &str = "a1d00000-0000-4000-8000-000000000004";
+        settle_demo_messages(&app).await;
+        let smtp = Smtpd::start_on(free_port());
+        let mailer = mailer(&app, smtp.port);
+        app.mandate(JEAN_PIERRE, &demarches("famille"), 31).await;
+        let report = deliver_due(&app.state, &mailer, app.clock.now())
+            .await
+            .unwrap();
+        assert_eq!(report.post, 1, "{report:?}");
+
+        let dpo = app.login(DPO).await;
+        let page = app
+            .as_user(&dpo, axum::http::Method::GET, "/dpo/courriers", None)
+            .await;
+        assert_eq!(page.status, 200);
+        let html = page.text();
+        assert!(
+            html.contains("Jean-Pierre Martin") && html.contains("3 chemin du Mas"),
+            "{html}"
+        );
+        let entry = app.last_entry().await;
+        assert_eq!(
+            (
+                entry.actor_id.as_str(),
+                entry.actor_role.as_str(),
+                entry.action.as_str()
+            ),
+            (DPO, "notifier", "notice.address")
+        );
+        let id = app
+            .store
+            .outbox_of_resident(&resident_id(JEAN_PIERRE))
+            .await
+            .unwrap()
+            .into_iter()
+            .last()
+            .unwrap()
+            .id;
+        let res = app
+            .send(
+                axum::http::Method::POST,
+                "/dpo/courriers",
+                &[
+                    ("cookie", dpo.cookie.as_str()),
+                    ("content-type", "application/x-www-form-urlencoded"),
+                ],
+                format!("csrf_token={}&id={id}", dpo.csrf),
+            )
+            .await;
+        assert_eq!(res.status, 303, "{}", res.text());
+        assert_eq!(app.store.outbox_counts().await.unwrap().post, 0);
+        let entry = app.last_entry().await;
+        assert_eq!(
+            (
+                entry.actor_id.as_str(),
+                entry.action.as_str(),
+                entry.resident_id.as_deref()
+            ),
+            (DPO, "notice.letter_posted", Some(JEAN_PIERRE))
+        );
+        // Nobody else prints letters.
+        let awa = app.login(AWA).await;
+        let res = app
+            .as_user(&awa, axum::http::Method::GET, "/dpo/courriers", None)
+            .await;
+        assert_ne!(res.status, 200);
+    })
+    .await;
+}

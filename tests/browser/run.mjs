@@ -317,6 +317,7 @@ async function api(page, method, path, body) {
 {
   const { context, page } = await session(DPO);
   await checkPage('dpo', page, '/dpo', 'dpo');
+  await checkPage('dpo', page, '/dpo/courriers', 'dpo-courriers');
   await r.step('dpo: approve an extract and close a request', async () => {
     await page.goto(`${BASE}/dpo`);
     await Promise.all([page.waitForNavigation(), page.locator('button[value="approve"]').first().click()]);
