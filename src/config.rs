@@ -745,6 +745,49 @@ fn layer_env(
     Ok(())
 }
 
+/// An SMTP relay URL coffre accepts: `smtps://`, or `smtp://` with
+/// `tls=required` (STARTTLS); plain `smtp://` only to this machine and
+/// without credentials (a password never crosses a network in clear);
+/// never `tls=opportunistic` (downgradable).
+fn check_smtp_url(v: &str) -> Result<(), &'static str> {
+    let u = url::Url::parse(v).map_err(|_| "expected smtp://HOST:PORT or smtps://HOST:PORT")?;
+    let host = u
+        .host()
+        .ok_or("expected smtp://HOST:PORT or smtps://HOST:PORT")?;
+    let tls = u
+        .query_pairs()
+        .find(|(k, _)| k == "tls")
+        .map(|(_, v)| v.into_owned());
+    match (u.scheme(), tls.as_deref()) {
+        ("smtps", _) => Ok(()),
+        ("smtp", Some("required")) => Ok(()),
+        ("smtp", Some(_)) => Err("tls must be `required` (opportunistic TLS can be stripped)"),
+        ("smtp", None) => {
+            let loopback = match host {
+                // `smtp` is no special scheme: the url crate leaves an IP
+                // literal as a domain.
+                url::Host::Domain(d) => {
+                    d.eq_ignore_ascii_case("localhost")
+                        || d.trim_start_matches('[')
+                            .trim_end_matches(']')
+                            .parse::<std::net::IpAddr>()
+                            .is_ok_and(|ip| ip.is_loopback())
+                }
+                url::Host::Ipv4(ip) => ip.is_loopback(),
+                url::Host::Ipv6(ip) => ip.is_loopback(),
+            };
+            if !loopback {
+                Err("plain smtp:// only to this machine: use smtps:// or smtp://…?tls=required")
+            } else if !u.username().is_empty() || u.password().is_some() {
+                Err("credentials need TLS: use smtps:// or smtp://…?tls=required")
+            } else {
+                Ok(())
+            }
+        }
+        _ => Err("expected smtp://HOST:PORT or smtps://HOST:PORT"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -878,48 +921,5 @@ mod tests {
             !shown.contains("pw-secret") && !shown.contains("qs-secret"),
             "{shown}"
         );
-    }
-}
-
-/// An SMTP relay URL coffre accepts: `smtps://`, or `smtp://` with
-/// `tls=required` (STARTTLS); plain `smtp://` only to this machine and
-/// without credentials (a password never crosses a network in clear);
-/// never `tls=opportunistic` (downgradable).
-fn check_smtp_url(v: &str) -> Result<(), &'static str> {
-    let u = url::Url::parse(v).map_err(|_| "expected smtp://HOST:PORT or smtps://HOST:PORT")?;
-    let host = u
-        .host()
-        .ok_or("expected smtp://HOST:PORT or smtps://HOST:PORT")?;
-    let tls = u
-        .query_pairs()
-        .find(|(k, _)| k == "tls")
-        .map(|(_, v)| v.into_owned());
-    match (u.scheme(), tls.as_deref()) {
-        ("smtps", _) => Ok(()),
-        ("smtp", Some("required")) => Ok(()),
-        ("smtp", Some(_)) => Err("tls must be `required` (opportunistic TLS can be stripped)"),
-        ("smtp", None) => {
-            let loopback = match host {
-                // `smtp` is no special scheme: the url crate leaves an IP
-                // literal as a domain.
-                url::Host::Domain(d) => {
-                    d.eq_ignore_ascii_case("localhost")
-                        || d.trim_start_matches('[')
-                            .trim_end_matches(']')
-                            .parse::<std::net::IpAddr>()
-                            .is_ok_and(|ip| ip.is_loopback())
-                }
-                url::Host::Ipv4(ip) => ip.is_loopback(),
-                url::Host::Ipv6(ip) => ip.is_loopback(),
-            };
-            if !loopback {
-                Err("plain smtp:// only to this machine: use smtps:// or smtp://…?tls=required")
-            } else if !u.username().is_empty() || u.password().is_some() {
-                Err("credentials need TLS: use smtps:// or smtp://…?tls=required")
-            } else {
-                Ok(())
-            }
-        }
-        _ => Err("expected smtp://HOST:PORT or smtps://HOST:PORT"),
     }
 }
