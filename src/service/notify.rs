@@ -176,6 +176,16 @@ enum Outcome {
     Retry(&'static str, bool),
 }
 
+/// Where a message sends the resident: their mandates, after a login.
+fn mandates_page(state: &AppState) -> String {
+    state
+        .config
+        .public_url
+        .join("/moi/mandats")
+        .map(|u| u.to_string())
+        .unwrap_or_else(|_| state.config.public_url.to_string())
+}
+
 /// The e-mail address of a contact version, if it is one a relay may be
 /// given (no domain literal: `x@[10.0.0.5]` would make the relay deliver
 /// to an internal host).
@@ -251,13 +261,12 @@ async fn deliver_one(
     if to.is_empty() {
         return Outcome::Post("no_email");
     }
-    let login = state
-        .config
-        .public_url
-        .join("/moi/mandats")
-        .map(|u| u.to_string())
-        .unwrap_or_else(|_| state.config.public_url.to_string());
-    let text = render(claim.event, &claim.actor_name, claim.created_at, &login);
+    let text = render(
+        claim.event,
+        &claim.actor_name,
+        claim.created_at,
+        &mandates_page(state),
+    );
     let date = std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(now).unwrap_or(0));
     let mut builder = Message::builder()
         .from(mailer.from.clone())
@@ -380,16 +389,15 @@ pub async fn letters(
         .join(" ");
         let mut address = vec![name];
         address.extend(postal.split(',').map(|l| l.trim().to_string()));
-        let login = state
-            .config
-            .public_url
-            .join("/moi/mandats")
-            .map(|u| u.to_string())
-            .unwrap_or_else(|_| state.config.public_url.to_string());
         out.push(Letter {
             id: claim.id.clone(),
             address,
-            text: render(claim.event, &claim.actor_name, claim.created_at, &login),
+            text: render(
+                claim.event,
+                &claim.actor_name,
+                claim.created_at,
+                &mandates_page(state),
+            ),
         });
     }
     Ok((out, without_address))
