@@ -71,6 +71,7 @@ code_text!(Demarche);
 code_text!(consent::ConsentState);
 
 pub mod access;
+pub mod alert;
 pub mod category;
 pub mod consent;
 pub mod deposit;

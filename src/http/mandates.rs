@@ -377,3 +377,47 @@ fn mandate_id(raw: &str) -> Option<MandateId> {
 fn draft_id(raw: &str) -> Option<DraftId> {
     DraftId::parse(raw).ok()
 }
+
+/// The référent's alerts about their structure's aidants (out of hours,
+/// bursts, acts at night), with the structure's rules.
+#[utoipa::path(get, path = "/api/v1/referent/alerts", tag = "agent",
+    responses((status = 200, body = crate::service::alerts::AlertsView), (status = 403, description = "`referent_only`", body = crate::error::ErrorBody)))]
+pub async fn referent_alerts(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    rid: RequestId,
+) -> AppResult<Response> {
+    Ok(audited_json(
+        crate::service::alerts::list(&state, &user.caller(&rid)).await?,
+    ))
+}
+
+/// The référent marks an alert reviewed (audited; once).
+#[utoipa::path(post, path = "/api/v1/referent/alerts/{id}/review", tag = "agent",
+    params(("id" = String, Path,)),
+    responses((status = 200, body = crate::service::alerts::AlertsView), (status = 403, description = "`referent_only`", body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn review_alert(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    rid: RequestId,
+    Path(id): Path<String>,
+) -> AppResult<Response> {
+    Ok(audited_json(
+        crate::service::alerts::review(&state, &user.caller(&rid), &id, state.clock.now()).await?,
+    ))
+}
+
+/// The référent sets the structure's opening hours and burst limit.
+#[utoipa::path(put, path = "/api/v1/referent/structure/alert-rules", tag = "agent", request_body = crate::service::alerts::AlertRulesRequest,
+    responses((status = 200, body = crate::service::alerts::AlertsView), (status = 403, description = "`referent_only`", body = crate::error::ErrorBody), (status = 422, description = "`invalid_alert_rules`", body = crate::error::ErrorBody)))]
+pub async fn set_alert_rules(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    rid: RequestId,
+    ApiJson(body): ApiJson<crate::service::alerts::AlertRulesRequest>,
+) -> AppResult<Response> {
+    Ok(audited_json(
+        crate::service::alerts::set_rules(&state, &user.caller(&rid), body, state.clock.now())
+            .await?,
+    ))
+}

@@ -357,6 +357,14 @@ async fn on_behalf(
         },
     )
     .await?;
+    crate::service::alerts::after_act_on_behalf(
+        state,
+        &ctx.agent.id,
+        &ctx.structure.id,
+        entry,
+        state.clock.now(),
+    )
+    .await;
     Ok((entry, cat))
 }
 

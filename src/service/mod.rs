@@ -9,6 +9,7 @@
 
 pub mod access;
 pub mod agents;
+pub mod alerts;
 pub mod consents;
 pub mod data;
 pub mod deposit_writer;

@@ -30,7 +30,11 @@ pub struct StructureView {
     pub agents: Vec<StructureAgent>,
 }
 
-async fn referent(state: &AppState, caller: &Caller, action: &str) -> AppResult<AgentContext> {
+pub(crate) async fn referent(
+    state: &AppState,
+    caller: &Caller,
+    action: &str,
+) -> AppResult<AgentContext> {
     let ctx = agent(state, caller, action).await?;
     if ctx.role != Role::Referent {
         let e = ErrorCode::ReferentOnly.into();

@@ -38,6 +38,7 @@ use crate::config::DatabaseUrl;
 
 mod access;
 mod agents;
+mod alerts;
 mod audit;
 mod columns;
 mod consents;
@@ -58,6 +59,7 @@ mod sqlite;
 
 pub use access::{AccessStore, PartnerRead, PartnerReadFacts};
 pub use agents::{AgentRow, AgentStore, StructureRow, TotpRow};
+pub use alerts::{AlertRow, AlertRulesRow, AlertStore};
 pub use audit::{AuditAppend, AuditPlanner, AuditStore, CheckpointRow};
 pub use consents::{ConsentEventRow, ConsentForDecision, ConsentRow, ConsentStore};
 pub use deposits::{DepositFacts, DepositOutcome, DepositRow, DepositStore, DepositedVersion};
@@ -170,6 +172,7 @@ pub trait Store:
     + ConsentStore
     + MandateStore
     + OutboxStore
+    + AlertStore
     + RightsStore
     + RecordStore
     + AccessStore
@@ -193,6 +196,7 @@ impl<T> Store for T where
         + ConsentStore
         + MandateStore
         + OutboxStore
+        + AlertStore
         + RightsStore
         + RecordStore
         + AccessStore
@@ -234,6 +238,7 @@ macro_rules! impl_store {
         $crate::storage::consents::impl_consent_store!($store);
         $crate::storage::mandates::impl_mandate_store!($store, $db, $for_share);
         $crate::storage::outbox::impl_outbox_store!($store, $db, $backend);
+        $crate::storage::alerts::impl_alert_store!($store);
         $crate::storage::rights::impl_rights_store!($store, $db);
         $crate::storage::records::impl_record_store!($store, $db, $for_share);
         $crate::storage::access::impl_access_store!($store);

@@ -542,3 +542,80 @@ fn mandate_id(raw: &str) -> Option<MandateId> {
 fn draft_id(raw: &str) -> Option<DraftId> {
     DraftId::parse(raw).ok()
 }
+
+fn alert_kind(kind: &str, l: super::Lang) -> &'static str {
+    match kind {
+        "out_of_hours" => l.t(
+            "mandat créé en dehors des horaires d'ouverture",
+            "mandate created outside opening hours",
+        ),
+        "burst" => l.t(
+            "nombreux mandats en peu de temps",
+            "many mandates in a short time",
+        ),
+        "night_act" => l.t("acte pour un usager la nuit", "act on behalf at night"),
+        _ => l.t("autre", "other"),
+    }
+}
+
+/// The référent's alerts about their structure's aidants.
+pub async fn alerts(ctx: Ctx) -> PageResult {
+    let user = ctx.user_in(&[Role::Referent])?;
+    let l = ctx.lang;
+    let caller = ctx.caller(&user);
+    let view = crate::service::alerts::list(&ctx.state, &caller)
+        .await
+        .map_err(|e| ctx.fail(e))?
+        .value;
+    let (open, reviewed): (Vec<_>, Vec<_>) =
+        view.alerts.iter().partition(|a| a.reviewed_at.is_none());
+    let body = html! {
+        h1 { (l.t("Alertes sur l'activité des aidants", "Alerts about the aidants' activity")) }
+        p { (l.t("Horaires d'ouverture (heure de Paris) : ", "Opening hours (Paris time): ")) code { (view.hours) }
+            " · " (l.t("alerte au-delà de ", "alert beyond ")) (view.burst_max) (l.t(" mandats par aidant en ", " mandates by one aidant within ")) (view.burst_minutes) " min" }
+        h2 { (l.t("À examiner", "To review")) }
+        @if open.is_empty() { p { (l.t("Aucune alerte à examiner.", "No alert to review.")) } }
+        @for a in &open {
+            section.card aria-labelledby={ "al-" (a.id) } {
+                h3 #{ "al-" (a.id) } { (alert_kind(&a.kind, l)) }
+                dl {
+                    dt { (l.t("Aidant", "Aidant")) }
+                    dd { (a.aidant_name) }
+                    dt { (l.t("Quand", "When")) }
+                    dd { (date(a.created_at)) }
+                    dt { (l.t("Acte", "Act")) }
+                    dd {
+                        @if let Some(m) = a.subject.strip_prefix("mandate:") {
+                            a href={ "/aidant/mandats/" (m) } { (l.t("le mandat", "the mandate")) }
+                        } @else {
+                            (l.t("entrée du journal n° ", "audit entry #")) (a.subject.trim_start_matches("audit:"))
+                        }
+                    }
+                }
+                form method="post" action={ "/referent/alertes/" (a.id) } {
+                    (csrf(&user))
+                    button { (l.t("Marquer comme examinée", "Mark reviewed")) }
+                }
+            }
+        }
+        @if !reviewed.is_empty() {
+            h2 { (l.t("Déjà examinées", "Already reviewed")) }
+            ul {
+                @for a in reviewed.iter().take(50) {
+                    li { (alert_kind(&a.kind, l)) " — " (a.aidant_name) " — " (date(a.created_at)) }
+                }
+            }
+        }
+    };
+    Ok(ctx.page(l.t("Alertes", "Alerts"), body))
+}
+
+pub async fn review_alert(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> PageResult {
+    let form = Form::parse(&body);
+    let user = ctx.form_user(&[Role::Referent], &form)?;
+    let caller = ctx.caller(&user);
+    crate::service::alerts::review(&ctx.state, &caller, &id, ctx.state.clock.now())
+        .await
+        .map_err(|e| ctx.fail_at(e, "/referent/alertes"))?;
+    Ok(ctx.done("/referent/alertes", "alerte_examinee"))
+}

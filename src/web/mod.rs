@@ -115,6 +115,8 @@ pub fn routes() -> Router<AppState> {
             post(aidant::save_category),
         )
         .route("/mandates/{id}/attestation", get(aidant::attestation))
+        .route("/referent/alertes", get(aidant::alerts))
+        .route("/referent/alertes/{id}", post(aidant::review_alert))
         .route("/dpo", get(dpo::overview))
         .route(
             "/dpo/courriers",
@@ -438,12 +440,20 @@ impl Ctx {
                 ("/moi/mandats", l.t("Mes mandats", "My mandates")),
                 ("/moi/sources", l.t("Mes sources", "My sources")),
             ],
-            Some(Role::Aidant) | Some(Role::Referent) => vec![
+            Some(Role::Aidant) => vec![
                 ("/aidant", l.t("Mes usagers", "My residents")),
                 (
                     "/aidant/mandats/nouveau",
                     l.t("Nouveau mandat", "New mandate"),
                 ),
+            ],
+            Some(Role::Referent) => vec![
+                ("/aidant", l.t("Mes usagers", "My residents")),
+                (
+                    "/aidant/mandats/nouveau",
+                    l.t("Nouveau mandat", "New mandate"),
+                ),
+                ("/referent/alertes", l.t("Alertes", "Alerts")),
             ],
             Some(Role::Dpo) => vec![
                 ("/dpo", l.t("Espace DPO", "DPO space")),
@@ -551,6 +561,10 @@ fn flash_text(code: &str, l: Lang) -> Option<&'static str> {
             "The deadline is extended.",
         ),
         "cloture" => l.t("La demande est close.", "The request is closed."),
+        "alerte_examinee" => l.t(
+            "L'alerte est notée comme examinée.",
+            "The alert is marked reviewed.",
+        ),
         "courriers_postes" => l.t(
             "Les courriers sont notés comme postés.",
             "The letters are recorded as posted.",

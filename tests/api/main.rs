@@ -6,6 +6,7 @@
 #[allow(dead_code)]
 mod support;
 
+mod alerts;
 mod architecture;
 mod audit;
 mod backup;

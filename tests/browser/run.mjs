@@ -28,6 +28,7 @@ const RESIDENT = '0b9a3c1e-5d6f-4a7b-8c9d-000000000001'; // Awa, who has a manda
 const RESIDENT_2 = '0b9a3c1e-5d6f-4a7b-8c9d-000000000002';
 const RESIDENT_3 = '0b9a3c1e-5d6f-4a7b-8c9d-000000000003';
 const AIDANT = 'a1d00000-0000-4000-8000-000000000001';
+const REFERENT = 'a1d00000-0000-4000-8000-000000000003';
 const DPO = 'a1d00000-0000-4000-8000-000000000004';
 const MAX_REQUESTS = 3;
 const MAX_BYTES = 30 * 1024;
@@ -310,6 +311,13 @@ async function api(page, method, path, body) {
       check(await page.locator('[role=status]').count() === 1, await page.locator('main').innerText());
     });
   }
+  await context.close();
+}
+
+// ---------------------------------------------------------------- référent
+{
+  const { context, page } = await session(REFERENT);
+  await checkPage('referent', page, '/referent/alertes', 'referent-alertes');
   await context.close();
 }
 

@@ -1,0 +1,253 @@
+//! Alerts to a structure's référent about unusual aidant activity (BRIEF
+//! C13; the national Aidants Connect terms promise them): a mandate created
+//! outside the structure's opening hours, a burst of mandates by one
+//! aidant, an act on behalf at night. Raised after the act (an alert is
+//! never a reason to refuse it, and its failure never undoes it: logged);
+//! listed and reviewed by the référent, every review audited.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::domain::alert::{AlertKind, AlertRules, is_night};
+use crate::domain::{AgentId, StructureId, Timestamp};
+use crate::error::{AppError, AppResult, ErrorCode};
+use crate::service::mandates::record;
+use crate::service::structures::referent;
+use crate::service::{Audited, Caller};
+use crate::storage::{AlertRow, AlertRulesRow, MandateRow};
+
+/// Alerts shown at a time.
+pub const MAX_LISTED: i64 = 200;
+
+/// The structure's rules, or the defaults when it set none (a stored rule
+/// that no longer parses falls back to the defaults, logged).
+pub async fn rules_of(state: &AppState, structure: &StructureId) -> AppResult<AlertRules> {
+    Ok(match state.store.alert_rules(structure).await? {
+        Some(r) => AlertRules::new(
+            &r.hours,
+            u32::try_from(r.burst_max).unwrap_or(0),
+            u32::try_from(r.burst_minutes).unwrap_or(0),
+        )
+        .unwrap_or_else(|e| {
+            tracing::warn!(structure = %structure, error = %e, "stored alert rules unusable; defaults apply");
+            AlertRules::default()
+        }),
+        None => AlertRules::default(),
+    })
+}
+
+async fn raise(
+    state: &AppState,
+    structure: &StructureId,
+    aidant: &AgentId,
+    kind: AlertKind,
+    subject: String,
+    now: Timestamp,
+) {
+    let row = AlertRow {
+        id: uuid::Uuid::new_v4().to_string(),
+        structure_id: structure.clone(),
+        aidant_id: aidant.clone(),
+        kind,
+        subject,
+        created_at: now,
+        reviewed_at: None,
+        reviewed_by: None,
+    };
+    match state.store.insert_alert(&row).await {
+        Ok(()) => {
+            tracing::info!(structure = %structure, aidant = %aidant, kind = kind.as_str(), "référent alert raised")
+        }
+        Err(e) => {
+            tracing::error!(structure = %structure, kind = kind.as_str(), error = %e, "référent alert NOT recorded")
+        }
+    }
+}
+
+/// After a mandate was created (committed): out of hours, burst.
+pub async fn after_mandate(state: &AppState, m: &MandateRow, now: Timestamp) {
+    let rules = match rules_of(state, &m.structure_id).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "alert rules not read; no alert checked");
+            return;
+        }
+    };
+    let since = now - i64::from(rules.burst_minutes) * 60;
+    let recent = match state
+        .store
+        .aidant_mandates_since(&m.aidant_id, &m.structure_id, since)
+        .await
+    {
+        Ok(n) => u32::try_from(n).unwrap_or(u32::MAX),
+        Err(e) => {
+            tracing::error!(error = %e, "mandate count not read; burst not checked");
+            0
+        }
+    };
+    for kind in rules.on_mandate(now, recent) {
+        raise(
+            state,
+            &m.structure_id,
+            &m.aidant_id,
+            kind,
+            format!("mandate:{}", m.id),
+            now,
+        )
+        .await;
+    }
+}
+
+/// After an act on behalf was decided (its audit entry `entry`): at night?
+pub async fn after_act_on_behalf(
+    state: &AppState,
+    aidant: &AgentId,
+    structure: &StructureId,
+    entry: u64,
+    now: Timestamp,
+) {
+    if is_night(now) {
+        raise(
+            state,
+            structure,
+            aidant,
+            AlertKind::NightAct,
+            format!("audit:{entry}"),
+            now,
+        )
+        .await;
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AlertView {
+    pub id: String,
+    /// `out_of_hours`, `burst` or `night_act`.
+    pub kind: String,
+    pub aidant_id: String,
+    /// The aidant's display name (a public agent's work identity).
+    pub aidant_name: String,
+    /// The act: `mandate:{id}` or `audit:{index}`.
+    pub subject: String,
+    pub created_at: i64,
+    pub reviewed_at: Option<i64>,
+    pub reviewed_by: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AlertsView {
+    pub hours: String,
+    pub burst_max: u32,
+    pub burst_minutes: u32,
+    pub alerts: Vec<AlertView>,
+}
+
+async fn view(state: &AppState, structure: &StructureId) -> AppResult<AlertsView> {
+    let rules = rules_of(state, structure).await?;
+    let names: std::collections::HashMap<String, String> = state
+        .store
+        .agents_of_structure(structure)
+        .await?
+        .into_iter()
+        .map(|a| (a.id.into_string(), a.display_name))
+        .collect();
+    let alerts = state
+        .store
+        .structure_alerts(structure, MAX_LISTED)
+        .await?
+        .into_iter()
+        .map(|a| AlertView {
+            id: a.id,
+            kind: a.kind.as_str().to_string(),
+            aidant_name: names.get(a.aidant_id.as_str()).cloned().unwrap_or_default(),
+            aidant_id: a.aidant_id.into_string(),
+            subject: a.subject,
+            created_at: a.created_at,
+            reviewed_at: a.reviewed_at,
+            reviewed_by: a.reviewed_by,
+        })
+        .collect();
+    Ok(AlertsView {
+        hours: rules.hours.as_text(),
+        burst_max: rules.burst_max,
+        burst_minutes: rules.burst_minutes,
+        alerts,
+    })
+}
+
+/// The référent's alerts (their structure's), with its rules.
+pub async fn list(state: &AppState, caller: &Caller) -> AppResult<Audited<AlertsView>> {
+    let ctx = referent(state, caller, "structure.read").await?;
+    let entry = state
+        .audit
+        .record(record(state, caller, Some(&ctx), "alerts.read"))
+        .await?;
+    Ok(Audited::new(entry, view(state, &ctx.structure.id).await?))
+}
+
+/// The référent marks one of their structure's alerts reviewed (once; an
+/// alert of another structure is `not_found`).
+pub async fn review(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    now: Timestamp,
+) -> AppResult<Audited<AlertsView>> {
+    let ctx = referent(state, caller, "structure.manage").await?;
+    let Some(me) = caller.agent_id() else {
+        return Err(AppError::NotFound);
+    };
+    let entry = state
+        .audit
+        .record(record(state, caller, Some(&ctx), "alert.review").request(Some(id.to_string())))
+        .await?;
+    if !state
+        .store
+        .review_alert(id, &ctx.structure.id, &me, now)
+        .await?
+    {
+        return Err(AppError::NotFound);
+    }
+    Ok(Audited::new(entry, view(state, &ctx.structure.id).await?))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AlertRulesRequest {
+    /// e.g. `mon-fri 08:30-12:00,13:30-17:30; sat 09:00-12:00` (Paris time).
+    pub hours: String,
+    /// More than this many mandates by one aidant…
+    pub burst_max: u32,
+    /// …within this many minutes raise an alert.
+    pub burst_minutes: u32,
+}
+
+/// The référent sets the structure's alert rules.
+pub async fn set_rules(
+    state: &AppState,
+    caller: &Caller,
+    body: AlertRulesRequest,
+    now: Timestamp,
+) -> AppResult<Audited<AlertsView>> {
+    let rules = AlertRules::new(&body.hours, body.burst_max, body.burst_minutes)
+        .map_err(|m| ErrorCode::InvalidAlertRules.with(m))?;
+    let ctx = referent(state, caller, "structure.manage").await?;
+    let entry = state
+        .audit
+        .record(record(state, caller, Some(&ctx), "alert.rules"))
+        .await?;
+    state
+        .store
+        .set_alert_rules(
+            &ctx.structure.id,
+            &AlertRulesRow {
+                hours: rules.hours.as_text(),
+                burst_max: i64::from(rules.burst_max),
+                burst_minutes: i64::from(rules.burst_minutes),
+            },
+            now,
+        )
+        .await?;
+    Ok(Audited::new(entry, view(state, &ctx.structure.id).await?))
+}

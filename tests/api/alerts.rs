@@ -1,0 +1,172 @@
+//! Alerts to the référent (issue 23): a mandate out of hours, a burst of
+//! mandates by one aidant and an act on behalf at night raise alerts; an
+//! ordinary day raises none; the référent alone reads and reviews them,
+//! each review audited; the rules are the structure's.
+
+use axum::http::Method;
+use coffre::domain::{Demarche, Role};
+use coffre::service::Caller;
+
+use crate::support::{TestApp, each_backend};
+
+const AWA: &str = "0b9a3c1e-5d6f-4a7b-8c9d-000000000001";
+const LUCIE: &str = "0b9a3c1e-5d6f-4a7b-8c9d-000000000003";
+const AIDANT: &str = "a1d00000-0000-4000-8000-000000000001";
+const REFERENT: &str = "a1d00000-0000-4000-8000-000000000003";
+/// Tuesday 1 December 2026, 10:00 in Paris (UTC+1).
+const TUESDAY_10H: i64 = 1_796_115_600;
+
+async fn alerts(app: &TestApp) -> Vec<serde_json::Value> {
+    let s = app.login(REFERENT).await;
+    let res = app
+        .as_user(&s, Method::GET, "/api/v1/referent/alerts", None)
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    res.json()["alerts"].as_array().unwrap().clone()
+}
+
+fn kinds(all: &[serde_json::Value], since: i64) -> Vec<String> {
+    let mut k: Vec<String> = all
+        .iter()
+        .filter(|a| a["created_at"].as_i64().unwrap() >= since)
+        .map(|a| a["kind"].as_str().unwrap().to_string())
+        .collect();
+    k.sort();
+    k
+}
+
+#[tokio::test]
+async fn out_of_hours_bursts_and_nights_raise_alerts_and_ordinary_days_none() {
+    each_backend(|app| async move {
+        // An ordinary Tuesday morning: two mandates, no alert.
+        app.clock.set(TUESDAY_10H);
+        app.mandate(AWA, &[Demarche::Logement], 31).await;
+        app.clock.advance(600);
+        app.mandate(LUCIE, &[Demarche::Logement], 31).await;
+        assert_eq!(
+            kinds(&alerts(&app).await, TUESDAY_10H),
+            Vec::<String>::new()
+        );
+
+        // Four more within the half hour: the sixth goes over the limit of
+        // five (raised once, not again by the seventh).
+        for _ in 0..5 {
+            app.clock.advance(60);
+            app.mandate(AWA, &[Demarche::Famille], 31).await;
+        }
+        let all = alerts(&app).await;
+        assert_eq!(kinds(&all, TUESDAY_10H), ["burst"]);
+        let burst = all.iter().find(|a| a["kind"] == "burst").unwrap();
+        assert_eq!(burst["aidant_id"], AIDANT);
+        assert!(burst["aidant_name"].as_str().unwrap().contains("Camille"));
+        assert!(burst["subject"].as_str().unwrap().starts_with("mandate:"));
+
+        // 21:00 in Paris: out of hours. 23:00: an act on behalf at night.
+        let evening = TUESDAY_10H + 11 * 3600;
+        app.clock.set(evening);
+        app.mandate(LUCIE, &[Demarche::Famille], 31).await;
+        app.clock.set(evening + 2 * 3600);
+        let caller = Caller {
+            actor_id: AIDANT.into(),
+            role: Role::Aidant,
+            request_id: None,
+        };
+        coffre::service::agents::read_on_behalf(
+            &app.state,
+            &caller,
+            AWA,
+            "housing",
+            Demarche::Logement,
+        )
+        .await
+        .unwrap();
+        let all = alerts(&app).await;
+        assert_eq!(
+            kinds(&all, evening),
+            ["night_act", "out_of_hours"],
+            "{all:#?}"
+        );
+        let night = all.iter().find(|a| a["kind"] == "night_act").unwrap();
+        assert!(night["subject"].as_str().unwrap().starts_with("audit:"));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_referent_alone_reviews_alerts_once_and_sets_the_rules() {
+    each_backend(|app| async move {
+        app.clock.set(TUESDAY_10H + 11 * 3600);
+        app.mandate(AWA, &[Demarche::Logement], 31).await;
+        let all = alerts(&app).await;
+        let id = all
+            .iter()
+            .find(|a| a["reviewed_at"].is_null())
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+
+        // An aidant does not see the alerts about them.
+        let aidant = app.login(AIDANT).await;
+        app.as_user(&aidant, Method::GET, "/api/v1/referent/alerts", None)
+            .await
+            .assert_error(403, "referent_only");
+
+        let s = app.login(REFERENT).await;
+        let path = format!("/api/v1/referent/alerts/{id}/review");
+        let res = app.as_user(&s, Method::POST, &path, None).await;
+        assert_eq!(res.status, 200, "{}", res.text());
+        let entry = app.last_entry().await;
+        assert_eq!(
+            (entry.actor_id.as_str(), entry.action.as_str()),
+            (REFERENT, "alert.review")
+        );
+        let reviewed = res.json()["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["id"] == id.as_str())
+            .unwrap()
+            .clone();
+        assert_eq!(reviewed["reviewed_by"], REFERENT);
+        // Once.
+        app.as_user(&s, Method::POST, &path, None)
+            .await
+            .assert_error(404, "not_found");
+        app.as_user(&s, Method::POST, "/api/v1/referent/alerts/nope/review", None)
+            .await
+            .assert_error(404, "not_found");
+
+        // The rules: bad ones refused, good ones applied.
+        for bad in [
+            serde_json::json!({"hours": "lun 08:00-12:00", "burst_max": 5, "burst_minutes": 30}),
+            serde_json::json!({"hours": "mon-fri 08:00-18:00", "burst_max": 0, "burst_minutes": 30}),
+        ] {
+            app.as_user(&s, Method::PUT, "/api/v1/referent/structure/alert-rules", Some(bad))
+                .await
+                .assert_error(422, "invalid_alert_rules");
+        }
+        let res = app
+            .as_user(
+                &s,
+                Method::PUT,
+                "/api/v1/referent/structure/alert-rules",
+                Some(serde_json::json!({"hours": "mon-sat 08:00-22:00", "burst_max": 2, "burst_minutes": 60})),
+            )
+            .await;
+        assert_eq!(res.status, 200, "{}", res.text());
+        assert_eq!(res.json()["hours"], "mon 08:00-22:00; tue 08:00-22:00; wed 08:00-22:00; thu 08:00-22:00; fri 08:00-22:00; sat 08:00-22:00");
+        // 21:00 is now within the hours: no new out-of-hours alert.
+        let before = alerts(&app).await.len();
+        app.clock.advance(3600 * 24 * 7);
+        app.mandate(LUCIE, &[Demarche::Logement], 31).await;
+        assert_eq!(alerts(&app).await.len(), before);
+
+        // The page (a fresh session: a week went by).
+        let s = app.login(REFERENT).await;
+        let page = app.as_user(&s, Method::GET, "/referent/alertes", None).await;
+        assert_eq!(page.status, 200);
+        assert!(page.text().contains("Camille"));
+    })
+    .await;
+}
