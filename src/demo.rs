@@ -310,6 +310,47 @@ async fn seed_mandates(state: &AppState, now: Timestamp) -> AppResult<()> {
         now,
     )
     .await?;
+    // The CCAS's opening hours, and one alert for its référent to review
+    // (raised here whatever the hour the demo starts at).
+    state
+        .store
+        .set_alert_rules(
+            &structure.id,
+            &crate::storage::AlertRulesRow {
+                hours: "mon-fri 08:30-12:00,13:30-17:30".into(),
+                burst_max: i64::from(crate::domain::alert::DEFAULT_BURST_MAX),
+                burst_minutes: i64::from(crate::domain::alert::DEFAULT_BURST_MINUTES),
+            },
+            now,
+        )
+        .await?;
+    if state
+        .store
+        .structure_alerts(&structure.id, 1)
+        .await?
+        .is_empty()
+    {
+        let mandate = state
+            .store
+            .mandates_of_resident(&demo_id(RESIDENTS[0].id)?)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| crate::error::AppError::internal("demo mandate missing"))?;
+        state
+            .store
+            .insert_alert(&crate::storage::AlertRow {
+                id: uuid::Uuid::new_v4().to_string(),
+                structure_id: structure.id.clone(),
+                aidant_id: demo_id(AGENTS[0].id)?,
+                kind: crate::domain::alert::AlertKind::OutOfHours,
+                subject: format!("mandate:{}", mandate.id),
+                created_at: now,
+                reviewed_at: None,
+                reviewed_by: None,
+            })
+            .await?;
+    }
     Ok(())
 }
 

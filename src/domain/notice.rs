@@ -17,13 +17,20 @@ pub enum NoticeEvent {
     /// A mandate in the resident's name was revoked (by the resident, the
     /// aidant or the structure's référent).
     MandateRevoked,
+    /// The DPO answered the resident's rights request (granted, refused
+    /// or closed).
+    RightsAnswered,
+    /// The DPO extended the deadline of the resident's rights request.
+    RightsExtended,
 }
 
 impl NoticeEvent {
-    pub const ALL: [NoticeEvent; 3] = [
+    pub const ALL: [NoticeEvent; 5] = [
         NoticeEvent::MandateCreated,
         NoticeEvent::MandateRenewed,
         NoticeEvent::MandateRevoked,
+        NoticeEvent::RightsAnswered,
+        NoticeEvent::RightsExtended,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -31,6 +38,8 @@ impl NoticeEvent {
             NoticeEvent::MandateCreated => "mandate.created",
             NoticeEvent::MandateRenewed => "mandate.renewed",
             NoticeEvent::MandateRevoked => "mandate.revoked",
+            NoticeEvent::RightsAnswered => "rights.answered",
+            NoticeEvent::RightsExtended => "rights.extended",
         }
     }
 
@@ -38,30 +47,98 @@ impl NoticeEvent {
         Self::ALL.into_iter().find(|e| e.as_str() == s)
     }
 
-    fn texts(self) -> (&'static str, &'static str, &'static str, &'static str) {
-        // (subject fr, subject en, sentence fr, sentence en); the sentence
-        // ends with the acting structure's name.
+    /// Where the resident sees the details, after logging in.
+    pub fn path(self) -> &'static str {
         match self {
-            NoticeEvent::MandateCreated => (
-                "Un mandat a été créé en votre nom",
-                "A mandate was created in your name",
-                "Un aidant a créé un mandat pour agir en votre nom. Structure :",
-                "An aidant created a mandate to act in your name. Structure:",
-            ),
-            NoticeEvent::MandateRenewed => (
-                "Un mandat en votre nom a été renouvelé",
-                "A mandate in your name was renewed",
-                "Un mandat pour agir en votre nom a été renouvelé. Structure :",
-                "A mandate to act in your name was renewed. Structure:",
-            ),
-            NoticeEvent::MandateRevoked => (
-                "Un mandat en votre nom a été révoqué",
-                "A mandate in your name was revoked",
-                "Un mandat pour agir en votre nom a été révoqué. Structure :",
-                "A mandate to act in your name was revoked. Structure:",
-            ),
+            NoticeEvent::MandateCreated
+            | NoticeEvent::MandateRenewed
+            | NoticeEvent::MandateRevoked => "/moi/mandats",
+            NoticeEvent::RightsAnswered | NoticeEvent::RightsExtended => "/moi",
         }
     }
+
+    fn texts(self) -> Texts {
+        // The sentence ends with who acted.
+        const MANDATE_FR: &str = "Pour voir le détail, ou révoquer ce mandat, connectez-vous";
+        const MANDATE_EN: &str = "To see the details, or revoke this mandate, log in";
+        const ASKED_FR: &str = "Si vous n'êtes pas à l'origine de cette démarche, contactez la structure ou le délégué à la protection des données.";
+        const ASKED_EN: &str =
+            "If you did not ask for this, contact the structure or the data protection officer.";
+        const RIGHTS_FR: &str = "Pour lire la réponse, connectez-vous";
+        const RIGHTS_EN: &str = "To read the answer, log in";
+        const CNIL_FR: &str = "Vous pouvez aussi saisir la CNIL (www.cnil.fr).";
+        const CNIL_EN: &str = "You may also complain to the CNIL (www.cnil.fr).";
+        match self {
+            NoticeEvent::MandateCreated => Texts {
+                subject: (
+                    "Un mandat a été créé en votre nom",
+                    "A mandate was created in your name",
+                ),
+                sentence: (
+                    "Un aidant a créé un mandat pour agir en votre nom. Structure :",
+                    "An aidant created a mandate to act in your name. Structure:",
+                ),
+                action: (MANDATE_FR, MANDATE_EN),
+                after: (ASKED_FR, ASKED_EN),
+            },
+            NoticeEvent::MandateRenewed => Texts {
+                subject: (
+                    "Un mandat en votre nom a été renouvelé",
+                    "A mandate in your name was renewed",
+                ),
+                sentence: (
+                    "Un mandat pour agir en votre nom a été renouvelé. Structure :",
+                    "A mandate to act in your name was renewed. Structure:",
+                ),
+                action: (MANDATE_FR, MANDATE_EN),
+                after: (ASKED_FR, ASKED_EN),
+            },
+            NoticeEvent::MandateRevoked => Texts {
+                subject: (
+                    "Un mandat en votre nom a été révoqué",
+                    "A mandate in your name was revoked",
+                ),
+                sentence: (
+                    "Un mandat pour agir en votre nom a été révoqué. Structure :",
+                    "A mandate to act in your name was revoked. Structure:",
+                ),
+                action: (MANDATE_FR, MANDATE_EN),
+                after: (ASKED_FR, ASKED_EN),
+            },
+            NoticeEvent::RightsAnswered => Texts {
+                subject: (
+                    "Votre demande a reçu une réponse",
+                    "Your request was answered",
+                ),
+                sentence: (
+                    "Votre demande d'exercice de vos droits a reçu une réponse. De :",
+                    "Your request to exercise your rights was answered. From:",
+                ),
+                action: (RIGHTS_FR, RIGHTS_EN),
+                after: (CNIL_FR, CNIL_EN),
+            },
+            NoticeEvent::RightsExtended => Texts {
+                subject: (
+                    "Le délai de réponse à votre demande est prolongé",
+                    "The deadline of your request is extended",
+                ),
+                sentence: (
+                    "Le délai de réponse à votre demande d'exercice de vos droits a été prolongé de deux mois (article 12-3 du RGPD). De :",
+                    "The deadline to answer your request to exercise your rights was extended by two months (GDPR article 12(3)). From:",
+                ),
+                action: (RIGHTS_FR, RIGHTS_EN),
+                after: (CNIL_FR, CNIL_EN),
+            },
+        }
+    }
+}
+
+/// (French, English) pairs of a message's parts.
+struct Texts {
+    subject: (&'static str, &'static str),
+    sentence: (&'static str, &'static str),
+    action: (&'static str, &'static str),
+    after: (&'static str, &'static str),
 }
 
 /// A message, ready for a transport.
@@ -90,35 +167,39 @@ fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// The message of `event`, done by `actor_name` at `at`; `login_url` is
-/// where the resident sees the details after logging in.
-pub fn render(event: NoticeEvent, actor_name: &str, at: i64, login_url: &str) -> Rendered {
-    let (subject_fr, subject_en, fr, en) = event.texts();
+/// The message of `event`, done by `actor_name` at `at`; `base_url` is the
+/// service's public address (the event's page is joined to it).
+pub fn render(event: NoticeEvent, actor_name: &str, at: i64, base_url: &str) -> Rendered {
+    let t = event.texts();
     let when = paris(at);
+    let link = format!("{}{}", base_url.trim_end_matches('/'), event.path());
     let text = format!(
-        "Bonjour,\n\n{fr} {actor_name}.\nDate : {when} (heure de Paris).\n\n\
-         Pour voir le détail, ou révoquer ce mandat, connectez-vous : {login_url}\n\
-         Si vous n'êtes pas à l'origine de cette démarche, contactez la structure ou le délégué à la protection des données.\n\n\
+        "Bonjour,\n\n{} {actor_name}.\nDate : {when} (heure de Paris).\n\n\
+         {} : {link}\n{}\n\n\
          Ce message est envoyé automatiquement ; n'y répondez pas.\n\n\
-         ---\n\nHello,\n\n{en} {actor_name}.\nDate: {when} (Paris time).\n\n\
-         To see the details, or revoke this mandate, log in: {login_url}\n\
-         If you did not ask for this, contact the structure or the data protection officer.\n\n\
-         This message is sent automatically; do not reply to it.\n"
+         ---\n\nHello,\n\n{} {actor_name}.\nDate: {when} (Paris time).\n\n\
+         {}: {link}\n{}\n\n\
+         This message is sent automatically; do not reply to it.\n",
+        t.sentence.0, t.action.0, t.after.0, t.sentence.1, t.action.1, t.after.1
     );
-    let (a, u, w) = (escape(actor_name), escape(login_url), escape(&when));
+    let (a, u, w) = (escape(actor_name), escape(&link), escape(&when));
     let html = format!(
         "<!DOCTYPE html><html lang=\"fr\"><body>\
-         <p>Bonjour,</p><p>{fr} {a}.<br>Date : {w} (heure de Paris).</p>\
-         <p>Pour voir le détail, ou révoquer ce mandat, <a href=\"{u}\">connectez-vous</a>.</p>\
-         <p>Si vous n'êtes pas à l'origine de cette démarche, contactez la structure ou le délégué à la protection des données.</p>\
+         <p>Bonjour,</p><p>{} {a}.<br>Date : {w} (heure de Paris).</p>\
+         <p><a href=\"{u}\">{}</a>.</p><p>{}</p>\
          <p>Ce message est envoyé automatiquement ; n'y répondez pas.</p><hr>\
-         <div lang=\"en\"><p>Hello,</p><p>{en} {a}.<br>Date: {w} (Paris time).</p>\
-         <p>To see the details, or revoke this mandate, <a href=\"{u}\">log in</a>.</p>\
-         <p>If you did not ask for this, contact the structure or the data protection officer.</p>\
-         <p>This message is sent automatically; do not reply to it.</p></div></body></html>"
+         <div lang=\"en\"><p>Hello,</p><p>{} {a}.<br>Date: {w} (Paris time).</p>\
+         <p><a href=\"{u}\">{}</a>.</p><p>{}</p>\
+         <p>This message is sent automatically; do not reply to it.</p></div></body></html>",
+        t.sentence.0,
+        escape(t.action.0),
+        escape(t.after.0),
+        t.sentence.1,
+        escape(t.action.1),
+        escape(t.after.1)
     );
     Rendered {
-        subject: format!("{subject_fr} / {subject_en}"),
+        subject: format!("{} / {}", t.subject.0, t.subject.1),
         text,
         html,
     }
@@ -153,8 +234,9 @@ mod tests {
             NoticeEvent::MandateCreated,
             "CCAS <b>",
             1_782_900_000,
-            "https://coffre.example/moi/mandats",
+            "https://coffre.example/",
         );
+        assert!(r.text.contains("https://coffre.example/moi/mandats"));
         assert!(r.subject.starts_with("Un mandat a été créé"));
         let fr = r.text.find("Bonjour").unwrap_or(usize::MAX);
         let en = r.text.find("Hello").unwrap_or(0);

@@ -176,14 +176,9 @@ enum Outcome {
     Retry(&'static str, bool),
 }
 
-/// Where a message sends the resident: their mandates, after a login.
-fn mandates_page(state: &AppState) -> String {
-    state
-        .config
-        .public_url
-        .join("/moi/mandats")
-        .map(|u| u.to_string())
-        .unwrap_or_else(|_| state.config.public_url.to_string())
+/// The service's public address, which a message's link starts with.
+fn public_base(state: &AppState) -> String {
+    state.config.public_url.to_string()
 }
 
 /// The e-mail address of a contact version, if it is one a relay may be
@@ -265,7 +260,7 @@ async fn deliver_one(
         claim.event,
         &claim.actor_name,
         claim.created_at,
-        &mandates_page(state),
+        &public_base(state),
     );
     let date = std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(now).unwrap_or(0));
     let mut builder = Message::builder()
@@ -396,7 +391,7 @@ pub async fn letters(
                 claim.event,
                 &claim.actor_name,
                 claim.created_at,
-                &mandates_page(state),
+                &public_base(state),
             ),
         });
     }

@@ -212,6 +212,9 @@ pub async fn close(
     transition(state, caller, id, to, reason, now).await
 }
 
+/// Who answers, as a message to the resident names them.
+const DPO_NAME: &str = "DPO (délégué à la protection des données / data protection officer)";
+
 /// The request's state machine: received → extended (within the first
 /// month, once) → granted | refused; one winner under concurrency.
 async fn transition(
@@ -250,9 +253,21 @@ async fn transition(
         reason,
         at: now,
     };
+    // The resident is told, with the change (the outbox).
+    let notices = [crate::storage::OutboxMessage::new(
+        if to == Extended {
+            crate::domain::notice::NoticeEvent::RightsExtended
+        } else {
+            crate::domain::notice::NoticeEvent::RightsAnswered
+        },
+        &r.resident_id,
+        r.id.as_str(),
+        DPO_NAME,
+        now,
+    )];
     if !state
         .store
-        .update_rights_request(&r.id, from, to, due, &event)
+        .update_rights_request(&r.id, from, to, due, &event, &notices)
         .await?
     {
         return Err(ErrorCode::ConcurrentUpdate.into());

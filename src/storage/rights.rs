@@ -104,7 +104,8 @@ pub trait RightsStore: Send + Sync {
         id: &RightsRequestId,
     ) -> StorageResult<Vec<RightsEventRow>>;
     /// Moves a request to `state` (and `due_at`) if it is still in
-    /// `from_state`; appends the event. False when it was not.
+    /// `from_state`; appends the event and writes `notices` (the outbox),
+    /// in one transaction. False when it was not.
     async fn update_rights_request(
         &self,
         id: &RightsRequestId,
@@ -112,6 +113,7 @@ pub trait RightsStore: Send + Sync {
         state: RightsRequestState,
         due_at: Timestamp,
         event: &RightsEventRow,
+        notices: &[crate::storage::OutboxMessage],
     ) -> StorageResult<bool>;
     async fn insert_notifications(&self, rows: &[NotificationRow]) -> StorageResult<()>;
     /// A partner's notifications, at most 1,000: those not delivered yet
@@ -340,6 +342,7 @@ macro_rules! impl_rights_store {
             state: $crate::domain::rights::RightsRequestState,
             due_at: $crate::domain::Timestamp,
             event: &$crate::storage::RightsEventRow,
+            notices: &[$crate::storage::OutboxMessage],
         ) -> $crate::storage::StorageResult<bool> {
             let mut tx = self.pool.begin().await?;
             let done = sqlx::query(
@@ -375,6 +378,7 @@ macro_rules! impl_rights_store {
             .bind(event.at)
             .execute(&mut *tx)
             .await?;
+            Self::insert_outbox_on(&mut tx, notices).await?;
             tx.commit().await?;
             Ok(true)
         }

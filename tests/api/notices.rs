@@ -536,3 +536,65 @@ async fn letters_are_printed_by_the_dpo_and_marked_posted() {
     })
     .await;
 }
+
+/// A rights request extended, then answered: the resident is told each
+/// time, the message written with the change and pointing to their space.
+#[tokio::test]
+async fn a_rights_request_extended_then_answered_is_told() {
+    if !aiosmtpd_available() {
+        return;
+    }
+    each_backend(|app| async move {
+        const DPO: &str = "a1d00000-0000-4000-8000-000000000004";
+        settle_demo_messages(&app).await;
+        let smtp = Smtpd::start_on(free_port());
+        let mailer = mailer(&app, smtp.port);
+        let awa = app.login(AWA).await;
+        let made = app
+            .as_user(
+                &awa,
+                axum::http::Method::POST,
+                "/api/v1/me/requests",
+                Some(serde_json::json!({"kind": "access"})),
+            )
+            .await;
+        assert_eq!(made.status.as_u16() / 100, 2, "{}", made.text());
+        let id = made.json()["id"].as_str().unwrap().to_string();
+        let dpo = app.login(DPO).await;
+        for (path, body) in [
+            ("extend", serde_json::json!({"reason": "complexity"})),
+            ("close", serde_json::json!({"outcome": "granted"})),
+        ] {
+            let res = app
+                .as_user(
+                    &dpo,
+                    axum::http::Method::POST,
+                    &format!("/api/v1/dpo/requests/{id}/{path}"),
+                    Some(body),
+                )
+                .await;
+            assert_eq!(res.status, 200, "{}", res.text());
+        }
+        let mut events: Vec<String> = app
+            .store
+            .outbox_of_resident(&resident_id(AWA))
+            .await
+            .unwrap()
+            .iter()
+            .filter(|m| m.subject_id == id)
+            .map(|m| m.event.as_str().to_string())
+            .collect();
+        events.sort();
+        assert_eq!(events, ["rights.answered", "rights.extended"]);
+        let report = deliver_due(&app.state, &mailer, app.clock.now())
+            .await
+            .unwrap();
+        assert_eq!(report.sent, 2, "{report:?}");
+        for m in smtp.messages() {
+            let text = m["parts"][0]["text"].as_str().unwrap().to_string();
+            assert!(text.contains("/moi") && text.contains("CNIL"), "{text}");
+            assert!(!text.contains("Awa"), "{text}");
+        }
+    })
+    .await;
+}

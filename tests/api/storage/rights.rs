@@ -253,6 +253,7 @@ async fn a_rights_request_moves_only_from_the_state_it_is_in() {
                 "granted".parse().unwrap(),
                 T0 + 30,
                 &event("r1", "granted", T0 + 5),
+                &[],
             )
             .await
             .unwrap();
@@ -264,6 +265,7 @@ async fn a_rights_request_moves_only_from_the_state_it_is_in() {
                 "extended".parse().unwrap(),
                 T0 + 90,
                 &event("r1", "extended", T0 + 5),
+                &[],
             )
             .await
             .unwrap();
@@ -284,6 +286,7 @@ async fn a_rights_request_moves_only_from_the_state_it_is_in() {
                 "granted".parse().unwrap(),
                 T0 + 90,
                 &event("r1", "granted", T0 + 6),
+                &[],
             )
             .await
             .unwrap();
@@ -315,6 +318,7 @@ async fn a_rights_request_moves_only_from_the_state_it_is_in() {
                         to.parse().unwrap(),
                         T0 + 20,
                         &event("r2", to, T0 + 7),
+                        &[],
                     )
                     .await
                     .unwrap()
