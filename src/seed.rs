@@ -616,7 +616,7 @@ pub async fn seed_territory(
             // Seeded history, not an act: no message to the fictional residents.
             state
                 .store
-                .create_mandate(&row, &demarches, now, &[])
+                .create_mandate(&row, &demarches, now, &Default::default())
                 .await?;
             report.mandates += 1;
         }

@@ -68,6 +68,9 @@ fn day(name: &str) -> Option<usize> {
 
 impl OpeningHours {
     pub fn parse(text: &str) -> Result<Self, String> {
+        if text.len() > 512 {
+            return Err("at most 512 characters".into());
+        }
         let mut days: [Vec<(u16, u16)>; 7] = Default::default();
         for part in text.split(';').map(str::trim).filter(|p| !p.is_empty()) {
             let (which, spans) = part
@@ -97,6 +100,14 @@ impl OpeningHours {
                     d.push((from, to));
                 }
             }
+        }
+        if days.iter().all(Vec::is_empty) {
+            // "Never open" would make every mandate an alert: refused.
+            return Err("at least one day with opening hours".into());
+        }
+        for d in &mut days {
+            d.sort_unstable();
+            d.dedup();
         }
         Ok(Self { days })
     }
@@ -183,14 +194,19 @@ impl AlertRules {
 
     /// The alerts a mandate created at `at` raises, given how many
     /// mandates its aidant created in the window ending at `at`, this one
-    /// included.
-    pub fn on_mandate(&self, at: Timestamp, aidants_recent: u32) -> Vec<AlertKind> {
+    /// included, and whether a burst alert was raised in that window
+    /// already (the storage applies the same rule in one statement).
+    pub fn on_mandate(
+        &self,
+        at: Timestamp,
+        aidants_recent: u32,
+        burst_raised: bool,
+    ) -> Vec<AlertKind> {
         let mut out = Vec::new();
         if !self.hours.is_open(at) {
             out.push(AlertKind::OutOfHours);
         }
-        // Raised once, by the mandate that goes over the limit.
-        if aidants_recent == self.burst_max + 1 {
+        if aidants_recent > self.burst_max && !burst_raised {
             out.push(AlertKind::Burst);
         }
         out
@@ -241,14 +257,17 @@ mod tests {
     #[test]
     fn a_mandate_raises_out_of_hours_and_burst_once() {
         let r = AlertRules::default();
-        assert!(r.on_mandate(TUE_0900_UTC, 1).is_empty());
-        assert_eq!(r.on_mandate(TUE_0900_UTC, 5), vec![]);
-        assert_eq!(r.on_mandate(TUE_0900_UTC, 6), vec![AlertKind::Burst]);
-        assert_eq!(r.on_mandate(TUE_0900_UTC, 7), vec![]);
+        assert!(r.on_mandate(TUE_0900_UTC, 1, false).is_empty());
+        assert_eq!(r.on_mandate(TUE_0900_UTC, 5, false), vec![]);
+        assert_eq!(r.on_mandate(TUE_0900_UTC, 6, false), vec![AlertKind::Burst]);
+        // Two at once may both count seven: still raised, once.
+        assert_eq!(r.on_mandate(TUE_0900_UTC, 7, false), vec![AlertKind::Burst]);
+        assert_eq!(r.on_mandate(TUE_0900_UTC, 7, true), vec![]);
         assert_eq!(
-            r.on_mandate(TUE_0900_UTC + 11 * 3600, 1),
+            r.on_mandate(TUE_0900_UTC + 11 * 3600, 1, false),
             vec![AlertKind::OutOfHours]
         );
+        assert!(OpeningHours::parse("").is_err());
         assert!(AlertRules::new("mon 08:00-12:00", 0, 30).is_err());
         assert!(AlertRules::new("mon 08:00-12:00", 5, 2000).is_err());
     }

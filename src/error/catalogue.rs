@@ -86,6 +86,7 @@ catalogue! {
     DatabaseUnavailable = 503, "database_unavailable", "La base de données est momentanément indisponible.", "The database is temporarily unavailable.";
     AuditUnavailable = 503, "audit_unavailable", "Le journal d'audit est indisponible : rien n'a été communiqué.", "The audit log is unavailable: nothing was disclosed.";
     KeysUnavailable = 503, "keys_unavailable", "Une clé de chiffrement nécessaire n'est pas chargée.", "A needed encryption key is not loaded.";
+    SelfReview = 403, "self_review", "Cette alerte porte sur vos propres actes : un autre référent ou le DPO doit l'examiner.", "This alert is about your own acts: another référent or the DPO must review it.";
     InvalidAlertRules = 422, "invalid_alert_rules", "Règles d'alerte invalides (horaires « mon-fri 08:30-12:00,13:30-17:30 », limite de 1 à 100 mandats en 1 à 1440 minutes).", "Invalid alert rules (hours `mon-fri 08:30-12:00,13:30-17:30`, a limit of 1 to 100 mandates within 1 to 1440 minutes).";
     Sealed = 503, "sealed", "Le coffre est scellé : ses gardiens doivent le desceller avant tout accès aux données.", "The vault is sealed: its custodians must unseal it before any access to data.";
     InternalError = 500, "internal_error", "Erreur interne.", "Internal error.";

@@ -361,7 +361,7 @@ async fn on_behalf(
         state,
         &ctx.agent.id,
         &ctx.structure.id,
-        entry,
+        format!("audit:{entry}"),
         state.clock.now(),
     )
     .await;
@@ -498,7 +498,17 @@ pub async fn consent_on_behalf(
         request_id: caller.request_id.clone(),
     };
     let resident = decided_resident(resident)?;
-    crate::service::consents::decide(state, &actor, &resident, purpose, decision).await
+    let made =
+        crate::service::consents::decide(state, &actor, &resident, purpose, decision).await?;
+    crate::service::alerts::after_act_on_behalf(
+        state,
+        &ctx.agent.id,
+        &ctx.structure.id,
+        format!("consent:{}", made.consent.id),
+        state.clock.now(),
+    )
+    .await;
+    Ok(made)
 }
 
 /// The resident a path named, once the decision allowed acting for them.

@@ -15,7 +15,7 @@ use crate::error::{AppError, AppResult, ErrorCode};
 use crate::service::mandates::record;
 use crate::service::structures::referent;
 use crate::service::{Audited, Caller};
-use crate::storage::{AlertRow, AlertRulesRow, MandateRow};
+use crate::storage::{AlertRow, AlertRulesRow, BurstCheck, MandateEffects, MandateRow};
 
 /// Alerts shown at a time.
 pub const MAX_LISTED: i64 = 200;
@@ -65,58 +65,50 @@ async fn raise(
     }
 }
 
-/// After a mandate was created (committed): out of hours, burst.
-pub async fn after_mandate(state: &AppState, m: &MandateRow, now: Timestamp) {
-    let rules = match rules_of(state, &m.structure_id).await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(error = %e, "alert rules not read; no alert checked");
-            return;
-        }
+/// The alerts a mandate about to be created carries into its transaction:
+/// out of hours (decided here), and the burst rule (checked in the
+/// transaction). Rules that cannot be read: the defaults, logged.
+pub async fn on_mandate(state: &AppState, m: &MandateRow, now: Timestamp) -> MandateEffects {
+    let rules = rules_of(state, &m.structure_id).await.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "alert rules not read; the defaults apply");
+        AlertRules::default()
+    });
+    let alert = |kind| AlertRow {
+        id: uuid::Uuid::new_v4().to_string(),
+        structure_id: m.structure_id.clone(),
+        aidant_id: m.aidant_id.clone(),
+        kind,
+        subject: format!("mandate:{}", m.id),
+        created_at: now,
+        reviewed_at: None,
+        reviewed_by: None,
     };
-    let since = now - i64::from(rules.burst_minutes) * 60;
-    let recent = match state
-        .store
-        .aidant_mandates_since(&m.aidant_id, &m.structure_id, since)
-        .await
-    {
-        Ok(n) => u32::try_from(n).unwrap_or(u32::MAX),
-        Err(e) => {
-            tracing::error!(error = %e, "mandate count not read; burst not checked");
-            0
-        }
-    };
-    for kind in rules.on_mandate(now, recent) {
-        raise(
-            state,
-            &m.structure_id,
-            &m.aidant_id,
-            kind,
-            format!("mandate:{}", m.id),
-            now,
-        )
-        .await;
+    MandateEffects {
+        notices: Vec::new(),
+        alerts: if rules.hours.is_open(now) {
+            Vec::new()
+        } else {
+            vec![alert(AlertKind::OutOfHours)]
+        },
+        burst: Some(BurstCheck {
+            max: i64::from(rules.burst_max),
+            since: now - i64::from(rules.burst_minutes) * 60,
+            alert: alert(AlertKind::Burst),
+        }),
     }
 }
 
-/// After an act on behalf was decided (its audit entry `entry`): at night?
+/// After an act on behalf was decided: at night? `subject` names the act
+/// (`audit:{index}` of its decision, or `consent:{id}`).
 pub async fn after_act_on_behalf(
     state: &AppState,
     aidant: &AgentId,
     structure: &StructureId,
-    entry: u64,
+    subject: String,
     now: Timestamp,
 ) {
     if is_night(now) {
-        raise(
-            state,
-            structure,
-            aidant,
-            AlertKind::NightAct,
-            format!("audit:{entry}"),
-            now,
-        )
-        .await;
+        raise(state, structure, aidant, AlertKind::NightAct, subject, now).await;
     }
 }
 
@@ -160,7 +152,10 @@ async fn view(state: &AppState, structure: &StructureId) -> AppResult<AlertsView
         .map(|a| AlertView {
             id: a.id,
             kind: a.kind.as_str().to_string(),
-            aidant_name: names.get(a.aidant_id.as_str()).cloned().unwrap_or_default(),
+            aidant_name: names
+                .get(a.aidant_id.as_str())
+                .cloned()
+                .unwrap_or_else(|| a.aidant_id.to_string()),
             aidant_id: a.aidant_id.into_string(),
             subject: a.subject,
             created_at: a.created_at,
@@ -187,7 +182,9 @@ pub async fn list(state: &AppState, caller: &Caller) -> AppResult<Audited<Alerts
 }
 
 /// The référent marks one of their structure's alerts reviewed (once; an
-/// alert of another structure is `not_found`).
+/// alert of another structure, or an id that is none, is `not_found`; an
+/// alert about the référent's own acts is not theirs to close:
+/// `self_review`).
 pub async fn review(
     state: &AppState,
     caller: &Caller,
@@ -195,16 +192,30 @@ pub async fn review(
     now: Timestamp,
 ) -> AppResult<Audited<AlertsView>> {
     let ctx = referent(state, caller, "structure.manage").await?;
-    let Some(me) = caller.agent_id() else {
+    let (Some(me), Ok(id)) = (caller.agent_id(), uuid::Uuid::parse_str(id)) else {
         return Err(AppError::NotFound);
     };
+    let id = id.to_string();
+    let alert = state
+        .store
+        .find_alert(&id, &ctx.structure.id)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    if alert.aidant_id == me {
+        return Err(crate::service::access::deny(
+            state,
+            record(state, caller, Some(&ctx), "alert.review"),
+            ErrorCode::SelfReview.into(),
+        )
+        .await);
+    }
     let entry = state
         .audit
-        .record(record(state, caller, Some(&ctx), "alert.review").request(Some(id.to_string())))
+        .record(record(state, caller, Some(&ctx), "alert.review"))
         .await?;
     if !state
         .store
-        .review_alert(id, &ctx.structure.id, &me, now)
+        .review_alert(&id, &ctx.structure.id, &me, now)
         .await?
     {
         return Err(AppError::NotFound);

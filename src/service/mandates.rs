@@ -309,26 +309,32 @@ async fn create_with(
     } else {
         NoticeEvent::MandateCreated
     };
-    let notices = [OutboxMessage::new(
-        event,
-        &row.resident_id,
-        row.id.as_str(),
-        &m.structure.name,
-        now,
-    )];
+    // …and the structure's référent is alerted in the same transaction
+    // when the mandate is out of hours or one too many (no mandate whose
+    // alert could be lost).
+    let effects = crate::storage::MandateEffects {
+        notices: vec![OutboxMessage::new(
+            event,
+            &row.resident_id,
+            row.id.as_str(),
+            &m.structure.name,
+            now,
+        )],
+        ..crate::service::alerts::on_mandate(state, &row, now).await
+    };
     let mut tries = 0;
     loop {
         let made = match draft_id {
             Some(draft) => {
                 state
                     .store
-                    .create_mandate_from_draft(&row, m.demarches, draft, now, &notices)
+                    .create_mandate_from_draft(&row, m.demarches, draft, now, &effects)
                     .await
             }
             None => {
                 state
                     .store
-                    .create_mandate(&row, m.demarches, now, &notices)
+                    .create_mandate(&row, m.demarches, now, &effects)
                     .await
             }
         };
@@ -341,7 +347,6 @@ async fn create_with(
             Err(e) => return Err(e.into()),
         }
     }
-    crate::service::alerts::after_mandate(state, &row, now).await;
     let codes: Vec<String> = m.demarches.iter().map(|d| d.as_str().to_string()).collect();
     let attestation = attestation(state, &row, m.structure, &codes)?;
     Ok((row, attestation))

@@ -21,6 +21,26 @@ pub struct AlertRow {
     pub reviewed_by: Option<String>,
 }
 
+/// The burst rule, checked inside a mandate's transaction: `alert` is
+/// written when the aidant created more than `max` mandates since `since`
+/// and no burst alert about them was raised since.
+#[derive(Clone, Debug)]
+pub struct BurstCheck {
+    pub max: i64,
+    pub since: Timestamp,
+    pub alert: AlertRow,
+}
+
+/// What a mandate's creation writes in its own transaction: the messages
+/// to the resident (the outbox) and the alerts to the référent.
+#[derive(Clone, Debug, Default)]
+pub struct MandateEffects {
+    pub notices: Vec<crate::storage::OutboxMessage>,
+    /// Alerts decided before the transaction (out of hours).
+    pub alerts: Vec<AlertRow>,
+    pub burst: Option<BurstCheck>,
+}
+
 /// A structure's rules as stored: (hours, burst_max, burst_minutes).
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct AlertRulesRow {
@@ -39,16 +59,14 @@ pub trait AlertStore: Send + Sync {
         rules: &AlertRulesRow,
         now: Timestamp,
     ) -> StorageResult<()>;
-    /// Mandates `aidant_id` created for `structure_id` since `since`
-    /// (inclusive).
-    async fn aidant_mandates_since(
+    /// One alert of `structure_id`.
+    async fn find_alert(
         &self,
-        aidant_id: &AgentId,
+        id: &str,
         structure_id: &StructureId,
-        since: Timestamp,
-    ) -> StorageResult<i64>;
+    ) -> StorageResult<Option<AlertRow>>;
     async fn insert_alert(&self, a: &AlertRow) -> StorageResult<()>;
-    /// The structure's alerts, newest first.
+    /// The structure's alerts: every unreviewed one first, newest first.
     async fn structure_alerts(
         &self,
         structure_id: &StructureId,
@@ -66,7 +84,51 @@ pub trait AlertStore: Send + Sync {
 }
 
 macro_rules! impl_alert_store {
-    ($store:ty) => {
+    ($store:ty, $db:ty) => {
+    impl $store {
+        /// Writes a mandate's alerts inside its transaction: those decided
+        /// before, and the burst rule checked here, against every mandate
+        /// of the aidant (whatever the structure) and once per window.
+        pub(crate) async fn insert_alerts_on(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            effects: &$crate::storage::MandateEffects,
+        ) -> $crate::storage::StorageResult<()> {
+            for a in &effects.alerts {
+                sqlx::query(
+                    "INSERT INTO referent_alerts (id, structure_id, aidant_id, kind, subject, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&a.id)
+                .bind(&a.structure_id)
+                .bind(&a.aidant_id)
+                .bind(a.kind)
+                .bind(&a.subject)
+                .bind(a.created_at)
+                .execute(&mut **tx)
+                .await?;
+            }
+            if let Some(b) = &effects.burst {
+                sqlx::query(
+                    "INSERT INTO referent_alerts (id, structure_id, aidant_id, kind, subject, created_at) \
+                     SELECT $1, $2, $3, $4, $5, $6 \
+                     WHERE (SELECT COUNT(*) FROM mandates WHERE aidant_id = $3 AND created_at >= $7) > $8 \
+                       AND NOT EXISTS (SELECT 1 FROM referent_alerts WHERE aidant_id = $3 AND kind = $4 AND created_at >= $7)",
+                )
+                .bind(&b.alert.id)
+                .bind(&b.alert.structure_id)
+                .bind(&b.alert.aidant_id)
+                .bind(b.alert.kind)
+                .bind(&b.alert.subject)
+                .bind(b.alert.created_at)
+                .bind(b.since)
+                .bind(b.max)
+                .execute(&mut **tx)
+                .await?;
+            }
+            Ok(())
+        }
+    }
+
     #[async_trait::async_trait]
     impl $crate::storage::AlertStore for $store {
         async fn alert_rules(
@@ -103,21 +165,19 @@ macro_rules! impl_alert_store {
             Ok(())
         }
 
-        async fn aidant_mandates_since(
+        async fn find_alert(
             &self,
-            aidant_id: &$crate::domain::AgentId,
+            id: &str,
             structure_id: &$crate::domain::StructureId,
-            since: $crate::domain::Timestamp,
-        ) -> $crate::storage::StorageResult<i64> {
-            let (n,): (i64,) = sqlx::query_as(
-                "SELECT COUNT(*) FROM mandates WHERE aidant_id = $1 AND structure_id = $2 AND created_at >= $3",
+        ) -> $crate::storage::StorageResult<Option<$crate::storage::AlertRow>> {
+            Ok(sqlx::query_as(
+                "SELECT id, structure_id, aidant_id, kind, subject, created_at, reviewed_at, reviewed_by \
+                 FROM referent_alerts WHERE id = $1 AND structure_id = $2",
             )
-            .bind(aidant_id)
+            .bind(id)
             .bind(structure_id)
-            .bind(since)
-            .fetch_one(&self.pool)
-            .await?;
-            Ok(n)
+            .fetch_optional(&self.pool)
+            .await?)
         }
 
         async fn insert_alert(
@@ -146,7 +206,8 @@ macro_rules! impl_alert_store {
         ) -> $crate::storage::StorageResult<Vec<$crate::storage::AlertRow>> {
             Ok(sqlx::query_as(
                 "SELECT id, structure_id, aidant_id, kind, subject, created_at, reviewed_at, reviewed_by \
-                 FROM referent_alerts WHERE structure_id = $1 ORDER BY created_at DESC, id LIMIT $2",
+                 FROM referent_alerts WHERE structure_id = $1 \
+                 ORDER BY CASE WHEN reviewed_at IS NULL THEN 0 ELSE 1 END, created_at DESC, id LIMIT $2",
             )
             .bind(structure_id)
             .bind(limit)

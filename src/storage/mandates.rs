@@ -70,7 +70,7 @@ pub trait MandateStore: Send + Sync {
         m: &MandateRow,
         demarches: &[Demarche],
         now: Timestamp,
-        notices: &[crate::storage::OutboxMessage],
+        effects: &crate::storage::MandateEffects,
     ) -> StorageResult<()>;
     /// A mandate confirmed from its draft, in one transaction: the draft is
     /// consumed (`NotFound` when it is gone: a confirmation runs once), the
@@ -83,7 +83,7 @@ pub trait MandateStore: Send + Sync {
         demarches: &[Demarche],
         draft_id: &DraftId,
         now: Timestamp,
-        notices: &[crate::storage::OutboxMessage],
+        effects: &crate::storage::MandateEffects,
     ) -> StorageResult<()>;
     async fn find_mandate(&self, id: &MandateId) -> StorageResult<Option<MandateRow>>;
     async fn mandate_authorisations(
@@ -256,11 +256,12 @@ macro_rules! impl_mandate_store {
             m: &$crate::storage::MandateRow,
             demarches: &[$crate::domain::Demarche],
             now: $crate::domain::Timestamp,
-            notices: &[$crate::storage::OutboxMessage],
+            effects: &$crate::storage::MandateEffects,
         ) -> $crate::storage::StorageResult<()> {
             let mut tx = self.pool.begin().await?;
             Self::create_mandate_on(&mut tx, m, demarches, now).await?;
-            Self::insert_outbox_on(&mut tx, notices).await?;
+            Self::insert_outbox_on(&mut tx, &effects.notices).await?;
+            Self::insert_alerts_on(&mut tx, effects).await?;
             tx.commit().await?;
             Ok(())
         }
@@ -271,7 +272,7 @@ macro_rules! impl_mandate_store {
             demarches: &[$crate::domain::Demarche],
             draft_id: &$crate::domain::DraftId,
             now: $crate::domain::Timestamp,
-            notices: &[$crate::storage::OutboxMessage],
+            effects: &$crate::storage::MandateEffects,
         ) -> $crate::storage::StorageResult<()> {
             let mut tx = self.pool.begin().await?;
             // The draft is taken first: of two confirmations of one draft,
@@ -296,7 +297,8 @@ macro_rules! impl_mandate_store {
                 .execute(&mut *tx)
                 .await?;
             }
-            Self::insert_outbox_on(&mut tx, notices).await?;
+            Self::insert_outbox_on(&mut tx, &effects.notices).await?;
+            Self::insert_alerts_on(&mut tx, effects).await?;
             tx.commit().await?;
             Ok(())
         }

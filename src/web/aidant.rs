@@ -587,8 +587,12 @@ pub async fn alerts(ctx: Ctx) -> PageResult {
                     dd {
                         @if let Some(m) = a.subject.strip_prefix("mandate:") {
                             a href={ "/aidant/mandats/" (m) } { (l.t("le mandat", "the mandate")) }
+                        } @else if let Some(n) = a.subject.strip_prefix("audit:") {
+                            (l.t("entrée du journal n° ", "audit entry #")) (n)
+                        } @else if let Some(c) = a.subject.strip_prefix("consent:") {
+                            (l.t("consentement n° ", "consent #")) code { (c.get(..8).unwrap_or(c)) }
                         } @else {
-                            (l.t("entrée du journal n° ", "audit entry #")) (a.subject.trim_start_matches("audit:"))
+                            (a.subject)
                         }
                     }
                 }

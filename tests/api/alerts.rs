@@ -137,10 +137,47 @@ async fn the_referent_alone_reviews_alerts_once_and_sets_the_rules() {
             .await
             .assert_error(404, "not_found");
 
+        // An alert about the référent's own mandate is not hers to close.
+        let structure = app
+            .store
+            .find_structure(&crate::support::sid(coffre::demo::STRUCTURE_CCAS))
+            .await
+            .unwrap()
+            .unwrap();
+        let (own, _) = coffre::service::mandates::create(
+            &app.state,
+            coffre::service::mandates::NewMandate {
+                aidant_id: &crate::support::aid(REFERENT),
+                structure: &structure,
+                resident_id: &crate::support::resident_id(LUCIE),
+                demarches: &[Demarche::Famille],
+                duration_days: 31,
+                renews: None,
+            },
+            app.clock.now(),
+        )
+        .await
+        .unwrap();
+        let mine = alerts(&app)
+            .await
+            .into_iter()
+            .find(|a| a["subject"] == format!("mandate:{}", own.id).as_str())
+            .unwrap();
+        let s = app.login(REFERENT).await;
+        app.as_user(
+            &s,
+            Method::POST,
+            &format!("/api/v1/referent/alerts/{}/review", mine["id"].as_str().unwrap()),
+            None,
+        )
+        .await
+        .assert_error(403, "self_review");
+
         // The rules: bad ones refused, good ones applied.
         for bad in [
             serde_json::json!({"hours": "lun 08:00-12:00", "burst_max": 5, "burst_minutes": 30}),
             serde_json::json!({"hours": "mon-fri 08:00-18:00", "burst_max": 0, "burst_minutes": 30}),
+            serde_json::json!({"hours": "", "burst_max": 5, "burst_minutes": 30}),
         ] {
             app.as_user(&s, Method::PUT, "/api/v1/referent/structure/alert-rules", Some(bad))
                 .await

@@ -20,7 +20,12 @@ async fn a_mandate_holds_one_live_authorisation_per_demarche_and_supersedes_the_
         residents(&store, &["awa"]).await;
         let m1 = mandate("m1", "awa", T0, T0 + 1000);
         store
-            .create_mandate(&m1, &demarches(&["logement", "famille"]), T0, &[])
+            .create_mandate(
+                &m1,
+                &demarches(&["logement", "famille"]),
+                T0,
+                &Default::default(),
+            )
             .await
             .unwrap();
         assert_eq!(
@@ -45,7 +50,7 @@ async fn a_mandate_holds_one_live_authorisation_per_demarche_and_supersedes_the_
         );
         assert_conflict(
             store
-                .create_mandate(&m1, &demarches(&["famille"]), T0, &[])
+                .create_mandate(&m1, &demarches(&["famille"]), T0, &Default::default())
                 .await,
             "same mandate id",
         );
@@ -55,7 +60,7 @@ async fn a_mandate_holds_one_live_authorisation_per_demarche_and_supersedes_the_
                     &mandate("m9", "ghost", T0, T0 + 10),
                     &demarches(&["famille"]),
                     T0,
-                    &[],
+                    &Default::default(),
                 )
                 .await,
             "unknown resident",
@@ -64,7 +69,7 @@ async fn a_mandate_holds_one_live_authorisation_per_demarche_and_supersedes_the_
         // A new mandate for one démarche supersedes that one only.
         let m2 = mandate("m2", "awa", T0 + 10, T0 + 2000);
         store
-            .create_mandate(&m2, &demarches(&["logement"]), T0 + 10, &[])
+            .create_mandate(&m2, &demarches(&["logement"]), T0 + 10, &Default::default())
             .await
             .unwrap();
         let old = store
@@ -202,7 +207,7 @@ async fn drafts_round_trip_and_a_structure_sees_its_authorisations_by_expiry() {
                 &mandate("late", "awa", T0, T0 + 900),
                 &demarches(&["famille"]),
                 T0,
-                &[],
+                &Default::default(),
             )
             .await
             .unwrap();
@@ -211,7 +216,7 @@ async fn drafts_round_trip_and_a_structure_sees_its_authorisations_by_expiry() {
                 &mandate("soon", "basile", T0, T0 + 100),
                 &demarches(&["logement", "famille"]),
                 T0,
-                &[],
+                &Default::default(),
             )
             .await
             .unwrap();
@@ -220,7 +225,7 @@ async fn drafts_round_trip_and_a_structure_sees_its_authorisations_by_expiry() {
                 &mandate("gone", "chloe", T0, T0 + 50),
                 &demarches(&["famille"]),
                 T0,
-                &[],
+                &Default::default(),
             )
             .await
             .unwrap();
@@ -282,7 +287,10 @@ async fn ended_mandates_are_purged_unless_renewed_or_still_running() {
             make("renewal", "dora", T0 + 10_000, Some("renewed")),
             make("drafted", "eve", T0 + 100, None),
         ] {
-            store.create_mandate(&m, &famille, T0, &[]).await.unwrap();
+            store
+                .create_mandate(&m, &famille, T0, &Default::default())
+                .await
+                .unwrap();
         }
         store
             .revoke_authorisations(&crate::support::mid("revoked"), None, "chloe", T0 + 50, &[])
@@ -351,7 +359,12 @@ async fn a_draft_is_confirmed_once_with_its_renewal_in_one_transaction() {
         residents(&store, &["awa"]).await;
         let old = mandate("old", "awa", T0, T0 + 1000);
         store
-            .create_mandate(&old, &demarches(&["logement", "famille"]), T0, &[])
+            .create_mandate(
+                &old,
+                &demarches(&["logement", "famille"]),
+                T0,
+                &Default::default(),
+            )
             .await
             .unwrap();
         let draft = |id: &str| MandateDraftRow {
@@ -381,7 +394,7 @@ async fn a_draft_is_confirmed_once_with_its_renewal_in_one_transaction() {
                     &demarches(&["famille"]),
                     &crate::support::did("d1"),
                     T0 + 10,
-                    &[],
+                    &Default::default(),
                 )
                 .await,
             "unknown resident",
@@ -410,7 +423,7 @@ async fn a_draft_is_confirmed_once_with_its_renewal_in_one_transaction() {
                 &demarches(&["famille"]),
                 &crate::support::did("d1"),
                 T0 + 10,
-                &[],
+                &Default::default(),
             )
             .await
             .unwrap();
@@ -445,7 +458,7 @@ async fn a_draft_is_confirmed_once_with_its_renewal_in_one_transaction() {
                     &demarches(&["famille"]),
                     &crate::support::did("d1"),
                     T0 + 20,
-                    &[],
+                    &Default::default(),
                 )
                 .await,
             "draft already confirmed",

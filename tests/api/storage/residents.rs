@@ -149,7 +149,7 @@ async fn awa_everywhere(store: &DynStore) {
             &mandate("m1", "awa", T0, T0 + 10_000),
             &crate::support::demarches("famille,logement"),
             T0,
-            &[],
+            &Default::default(),
         )
         .await
         .unwrap();
@@ -350,7 +350,7 @@ async fn the_erasure_reaches_every_aggregate_in_one_transaction() {
                     &mandate("m2", "awa", now, now + 100),
                     &crate::support::demarches("famille"),
                     now,
-                    &[],
+                    &Default::default(),
                 )
                 .await,
             "mandate after erasure",
