@@ -53,7 +53,7 @@ impl NoticeEvent {
             NoticeEvent::MandateCreated
             | NoticeEvent::MandateRenewed
             | NoticeEvent::MandateRevoked => "/moi/mandats",
-            NoticeEvent::RightsAnswered | NoticeEvent::RightsExtended => "/moi",
+            NoticeEvent::RightsAnswered | NoticeEvent::RightsExtended => "/moi/demandes",
         }
     }
 

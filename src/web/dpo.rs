@@ -26,7 +26,7 @@ fn extract_state(state: &str, l: super::Lang) -> &'static str {
     }
 }
 
-fn request_kind(kind: &str, l: super::Lang) -> &'static str {
+pub(super) fn request_kind(kind: &str, l: super::Lang) -> &'static str {
     match kind {
         "erasure" => l.t("effacement", "erasure"),
         "objection" => l.t("opposition", "objection"),
@@ -38,7 +38,7 @@ fn request_kind(kind: &str, l: super::Lang) -> &'static str {
     }
 }
 
-fn refusal_label(reason: &str, l: super::Lang) -> &'static str {
+pub(super) fn refusal_label(reason: &str, l: super::Lang) -> &'static str {
     match reason {
         "manifestly_unfounded" => l.t(
             "demande manifestement infondée (art. 12-5)",
@@ -68,7 +68,7 @@ fn refusal_label(reason: &str, l: super::Lang) -> &'static str {
     }
 }
 
-fn request_state(state: &str, l: super::Lang) -> &'static str {
+pub(super) fn request_state(state: &str, l: super::Lang) -> &'static str {
     match state {
         "received" => l.t("reçue", "received"),
         "in_progress" => l.t("en cours", "in progress"),

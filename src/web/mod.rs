@@ -81,6 +81,7 @@ pub fn routes() -> Router<AppState> {
         .route("/moi/consentements/{id}/retire", get(consents::withdrawn))
         .route("/moi/acces", get(accesses::accesses))
         .route("/moi/mandats", get(resident::mandates))
+        .route("/moi/demandes", get(resident::requests))
         .route("/moi/mandats/{id}/revocation", post(resident::revoke))
         .route("/moi/sources", get(sources::sources))
         .route("/moi/sources/{id}/code", post(sources::pairing_code))

@@ -69,6 +69,14 @@ pub async fn overview(ctx: Ctx) -> PageResult {
             ),
         ),
         (
+            "/moi/demandes",
+            l.t("Mes demandes", "My requests"),
+            l.t(
+                "Vos demandes d'exercice de vos droits et leurs réponses.",
+                "Your requests to exercise your rights, and their answers.",
+            ),
+        ),
+        (
             "/moi/effacement",
             l.t("Effacer mes données", "Erase my data"),
             l.t(
@@ -617,4 +625,53 @@ pub async fn erase(ctx: Ctx, body: Bytes) -> PageResult {
         .await
         .map_err(|e| ctx.fail_at(e, "/moi/effacement"))?;
     Ok(ctx.done("/", "efface"))
+}
+
+fn extension_reason(reason: &str, l: super::Lang) -> &'static str {
+    match reason {
+        "complexity" => l.t("la complexité de la demande", "the request's complexity"),
+        "number_of_requests" => l.t("le nombre de demandes", "the number of requests"),
+        _ => l.t("autre", "other"),
+    }
+}
+
+/// The resident's rights requests: each one's state, deadline and history
+/// (an extension with its reason, a refusal with its reason and the right
+/// to complain to the CNIL). Where a notice about a request leads.
+pub async fn requests(ctx: Ctx) -> PageResult {
+    let user = ctx.user_in(RESIDENT)?;
+    let l = ctx.lang;
+    let caller = ctx.caller(&user);
+    let now = ctx.state.clock.now();
+    let list = crate::service::requests::my_requests(&ctx.state, &caller, now)
+        .await
+        .map_err(|e| ctx.fail(e))?
+        .value
+        .requests;
+    let body = html! {
+        h1 { (l.t("Mes demandes", "My requests")) }
+        p { (l.t("Le délégué à la protection des données répond dans un délai d'un mois, prolongeable de deux mois si la demande est complexe (article 12 du RGPD).", "The data protection officer answers within one month, which may be extended by two months for a complex request (GDPR article 12).")) }
+        @if list.is_empty() { p { (l.t("Vous n'avez fait aucune demande.", "You have made no request.")) } }
+        @for r in &list {
+            section.card aria-labelledby={ "d-" (r.id) } {
+                h2 #{ "d-" (r.id) } { (super::dpo::request_kind(&r.kind, l)) }
+                p { (l.t("Faite le ", "Made on ")) (date(r.created_at)) " · " (l.t("état : ", "state: ")) strong { (super::dpo::request_state(&r.state, l)) }
+                    " · " (l.t("réponse attendue avant le ", "answer due by ")) (date(r.due_at)) }
+                ol {
+                    @for e in &r.history {
+                        li { (date(e.at)) " — " (super::dpo::request_state(&e.state, l))
+                            @if let Some(reason) = &e.reason {
+                                @if e.state == "extended" { " (" (extension_reason(reason, l)) ")" }
+                                @else if e.state == "refused" { " (" (super::dpo::refusal_label(reason, l)) ")" }
+                            }
+                        }
+                    }
+                }
+                @if r.state == "refused" {
+                    p { (l.t("Vous pouvez saisir la CNIL (www.cnil.fr) ou un juge.", "You may complain to the CNIL (www.cnil.fr) or go to court.")) }
+                }
+            }
+        }
+    };
+    Ok(ctx.page(l.t("Mes demandes", "My requests"), body))
 }

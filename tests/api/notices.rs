@@ -586,13 +586,26 @@ async fn a_rights_request_extended_then_answered_is_told() {
             .collect();
         events.sort();
         assert_eq!(events, ["rights.answered", "rights.extended"]);
+        // Where the message leads: the resident's requests, answered.
+        let page = app
+            .as_user(&awa, axum::http::Method::GET, "/moi/demandes", None)
+            .await;
+        assert_eq!(page.status, 200);
+        let html = page.text();
+        assert!(
+            html.contains("acceptée") && html.contains("complexité"),
+            "{html}"
+        );
         let report = deliver_due(&app.state, &mailer, app.clock.now())
             .await
             .unwrap();
         assert_eq!(report.sent, 2, "{report:?}");
         for m in smtp.messages() {
             let text = m["parts"][0]["text"].as_str().unwrap().to_string();
-            assert!(text.contains("/moi") && text.contains("CNIL"), "{text}");
+            assert!(
+                text.contains("/moi/demandes") && text.contains("CNIL"),
+                "{text}"
+            );
             assert!(!text.contains("Awa"), "{text}");
         }
     })

@@ -140,7 +140,7 @@ async function api(page, method, path, body) {
     ['/moi', 'resident-espace'], ['/moi/donnees', 'resident-donnees'],
     ['/moi/consentements', 'resident-consentements'], ['/moi/acces', 'resident-acces'],
     ['/moi/mandats', 'resident-mandats'], ['/moi/recus', 'resident-recus'],
-    ['/moi/effacement', null],
+    ['/moi/demandes', 'resident-demandes'], ['/moi/effacement', null],
   ]) await checkPage('resident', page, path, name);
   await page.goto(`${BASE}/moi/mandats`);
   const attestation = await page.locator('a[href$="/attestation"]').first().getAttribute('href');
