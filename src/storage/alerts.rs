@@ -184,18 +184,14 @@ macro_rules! impl_alert_store {
             &self,
             a: &$crate::storage::AlertRow,
         ) -> $crate::storage::StorageResult<()> {
-            sqlx::query(
-                "INSERT INTO referent_alerts (id, structure_id, aidant_id, kind, subject, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(&a.id)
-            .bind(&a.structure_id)
-            .bind(&a.aidant_id)
-            .bind(a.kind)
-            .bind(&a.subject)
-            .bind(a.created_at)
-            .execute(&self.pool)
-            .await?;
+            // The one INSERT of an alert, as a mandate's transaction does it.
+            let mut tx = self.pool.begin().await?;
+            let effects = $crate::storage::MandateEffects {
+                alerts: vec![a.clone()],
+                ..Default::default()
+            };
+            Self::insert_alerts_on(&mut tx, &effects).await?;
+            tx.commit().await?;
             Ok(())
         }
 

@@ -138,26 +138,10 @@ async fn the_referent_alone_reviews_alerts_once_and_sets_the_rules() {
             .assert_error(404, "not_found");
 
         // An alert about the référent's own mandate is not hers to close.
-        let structure = app
-            .store
-            .find_structure(&crate::support::sid(coffre::demo::STRUCTURE_CCAS))
+        let own = app
+            .try_mandate_by(REFERENT, LUCIE, &[Demarche::Famille], 31)
             .await
-            .unwrap()
             .unwrap();
-        let (own, _) = coffre::service::mandates::create(
-            &app.state,
-            coffre::service::mandates::NewMandate {
-                aidant_id: &crate::support::aid(REFERENT),
-                structure: &structure,
-                resident_id: &crate::support::resident_id(LUCIE),
-                demarches: &[Demarche::Famille],
-                duration_days: 31,
-                renews: None,
-            },
-            app.clock.now(),
-        )
-        .await
-        .unwrap();
         let mine = alerts(&app)
             .await
             .into_iter()

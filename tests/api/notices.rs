@@ -307,26 +307,15 @@ async fn no_address_means_a_letter_and_a_failed_act_means_no_message() {
         // A mandate that cannot be made (no such resident) leaves no
         // message: act and message commit together or not at all.
         let before = app.store.outbox_counts().await.unwrap();
-        let structure = app
-            .store
-            .find_structure(&crate::support::sid(coffre::demo::STRUCTURE_CCAS))
-            .await
-            .unwrap()
-            .unwrap();
         let ghost = resident_id("0b9a3c1e-5d6f-4a7b-8c9d-000000000999");
-        let made = coffre::service::mandates::create(
-            &app.state,
-            coffre::service::mandates::NewMandate {
-                aidant_id: &crate::support::aid("a1d00000-0000-4000-8000-000000000001"),
-                structure: &structure,
-                resident_id: &ghost,
-                demarches: &demarches("famille"),
-                duration_days: 31,
-                renews: None,
-            },
-            app.clock.now(),
-        )
-        .await;
+        let made = app
+            .try_mandate_by(
+                "a1d00000-0000-4000-8000-000000000001",
+                ghost.as_str(),
+                &demarches("famille"),
+                31,
+            )
+            .await;
         assert!(made.is_err());
         assert_eq!(app.store.outbox_counts().await.unwrap(), before);
         assert!(

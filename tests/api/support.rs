@@ -524,16 +524,37 @@ impl TestApp {
         demarches: &[coffre::domain::Demarche],
         days: i64,
     ) -> String {
+        self.try_mandate_by(
+            "a1d00000-0000-4000-8000-000000000001",
+            resident,
+            demarches,
+            days,
+        )
+        .await
+        .unwrap()
+        .id
+        .into_string()
+    }
+
+    /// A mandate of the demo's CCAS made by `agent` (an aidant or its
+    /// référent) at the app's clock, or why it was refused.
+    pub async fn try_mandate_by(
+        &self,
+        agent: &str,
+        resident: &str,
+        demarches: &[coffre::domain::Demarche],
+        days: i64,
+    ) -> coffre::error::AppResult<coffre::storage::MandateRow> {
         let structure = self
             .store
             .find_structure(&crate::support::sid(coffre::demo::STRUCTURE_CCAS))
             .await
             .unwrap()
             .unwrap();
-        let (m, _) = coffre::service::mandates::create(
+        coffre::service::mandates::create(
             &self.state,
             coffre::service::mandates::NewMandate {
-                aidant_id: &crate::support::aid("a1d00000-0000-4000-8000-000000000001"),
+                aidant_id: &crate::support::aid(agent),
                 structure: &structure,
                 resident_id: &crate::support::resident_id(resident),
                 demarches,
@@ -543,8 +564,7 @@ impl TestApp {
             self.clock.now(),
         )
         .await
-        .unwrap();
-        m.id.into_string()
+        .map(|(m, _)| m)
     }
 }
 
