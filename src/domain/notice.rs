@@ -22,15 +22,18 @@ pub enum NoticeEvent {
     RightsAnswered,
     /// The DPO extended the deadline of the resident's rights request.
     RightsExtended,
+    /// A consent the resident gave ends within 30 days.
+    ConsentExpiring,
 }
 
 impl NoticeEvent {
-    pub const ALL: [NoticeEvent; 5] = [
+    pub const ALL: [NoticeEvent; 6] = [
         NoticeEvent::MandateCreated,
         NoticeEvent::MandateRenewed,
         NoticeEvent::MandateRevoked,
         NoticeEvent::RightsAnswered,
         NoticeEvent::RightsExtended,
+        NoticeEvent::ConsentExpiring,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -40,6 +43,7 @@ impl NoticeEvent {
             NoticeEvent::MandateRevoked => "mandate.revoked",
             NoticeEvent::RightsAnswered => "rights.answered",
             NoticeEvent::RightsExtended => "rights.extended",
+            NoticeEvent::ConsentExpiring => "consent.expiring",
         }
     }
 
@@ -54,6 +58,7 @@ impl NoticeEvent {
             | NoticeEvent::MandateRenewed
             | NoticeEvent::MandateRevoked => "/moi/mandats",
             NoticeEvent::RightsAnswered | NoticeEvent::RightsExtended => "/moi/demandes",
+            NoticeEvent::ConsentExpiring => "/moi/consentements",
         }
     }
 
@@ -116,6 +121,24 @@ impl NoticeEvent {
                 ),
                 action: (RIGHTS_FR, RIGHTS_EN),
                 after: (CNIL_FR, CNIL_EN),
+            },
+            NoticeEvent::ConsentExpiring => Texts {
+                subject: (
+                    "Un de vos consentements arrive à échéance",
+                    "One of your consents is about to end",
+                ),
+                sentence: (
+                    "Un consentement que vous avez donné prend fin dans moins de 30 jours. Finalité :",
+                    "A consent you gave ends in less than 30 days. Purpose:",
+                ),
+                action: (
+                    "Pour le renouveler, ou le laisser prendre fin, connectez-vous",
+                    "To renew it, or let it end, log in",
+                ),
+                after: (
+                    "Sans action de votre part, il prendra fin à sa date et vos données ne seront plus utilisées pour cette finalité.",
+                    "If you do nothing, it ends on its date and your data is no longer used for this purpose.",
+                ),
             },
             NoticeEvent::RightsExtended => Texts {
                 subject: (

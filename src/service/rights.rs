@@ -68,6 +68,9 @@ pub struct RetentionReport {
     /// Residents' notices delivered (or given up) longer ago than the
     /// information purpose keeps them.
     pub notices: u64,
+    /// Messages written to tell residents a consent of theirs ends within
+    /// 30 days.
+    pub consents_ending_told: u64,
 }
 
 /// After a consent ended, its data stays this long (time to renew it)
@@ -151,6 +154,10 @@ pub async fn run_retention(state: &AppState, now: Timestamp) -> AppResult<Retent
         .register
         .get(crate::domain::access::INFORMATION_PURPOSE)
         .map_or(365, |p| i64::from(p.retention_days));
+    report.consents_ending_told = state
+        .store
+        .outbox_expiring_consents(now, now + 30 * 86_400)
+        .await?;
     report.notices = state.store.outbox_purge(now - notice_days * 86_400).await?;
     for (what, count) in [
         ("extract_files", report.extract_files),

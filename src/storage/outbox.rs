@@ -105,6 +105,15 @@ pub trait OutboxStore: Send + Sync {
     /// A letter printed and posted: `sent`, if it was still waiting for
     /// one (true) — a second click changes nothing.
     async fn outbox_posted(&self, id: &str, now: Timestamp) -> StorageResult<bool>;
+    /// Writes one `consent.expiring` message for each given consent of an
+    /// active resident that ends after `now` and by `until`, once per
+    /// consent and end date (its id says which: a second run adds
+    /// nothing); returns how many were written.
+    async fn outbox_expiring_consents(
+        &self,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> StorageResult<u64>;
     /// Deletes messages sent or given up before `before`; returns how many.
     async fn outbox_purge(&self, before: Timestamp) -> StorageResult<u64>;
     /// Every message about one resident, oldest first (tests, the DPO).
@@ -284,6 +293,26 @@ macro_rules! impl_outbox_store {
             .await?
             .rows_affected()
                 == 1)
+        }
+
+        async fn outbox_expiring_consents(
+            &self,
+            now: $crate::domain::Timestamp,
+            until: $crate::domain::Timestamp,
+        ) -> $crate::storage::StorageResult<u64> {
+            Ok(sqlx::query(
+                "INSERT INTO outbox (id, event, resident_id, subject_id, actor_name, created_at, next_attempt_at) \
+                 SELECT 'consent-expiring-' || c.id || '-' || CAST(c.valid_until AS TEXT), 'consent.expiring', \
+                        c.resident_id, c.id, c.purpose, $1, $1 \
+                 FROM consents c JOIN residents r ON r.id = c.resident_id \
+                 WHERE c.state = 'given' AND c.valid_until > $1 AND c.valid_until <= $2 AND r.status = 'active' \
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(now)
+            .bind(until)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
         }
 
         async fn outbox_purge(

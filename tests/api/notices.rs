@@ -600,3 +600,66 @@ async fn a_rights_request_extended_then_answered_is_told() {
     })
     .await;
 }
+
+/// A consent that ends within 30 days is told once (the retention job,
+/// hourly, writes the message; a second run adds nothing), and the message
+/// leads to the resident's consents.
+#[tokio::test]
+async fn a_consent_ending_within_thirty_days_is_told_once() {
+    if !aiosmtpd_available() {
+        return;
+    }
+    each_backend(|app| async move {
+        settle_demo_messages(&app).await;
+        let smtp = Smtpd::start_on(free_port());
+        let mailer = mailer(&app, smtp.port);
+        let consent = app
+            .store
+            .consents_of(&resident_id(AWA))
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|c| c.state.as_str() == "given" && c.valid_until.is_some())
+            .unwrap();
+        let ends = consent.valid_until.unwrap();
+        // Forty days before: nothing yet.
+        app.clock.set(ends - 40 * 86_400);
+        let r = coffre::service::rights::run_retention(&app.state, app.clock.now())
+            .await
+            .unwrap();
+        assert_eq!(r.consents_ending_told, 0);
+        // Ten days before: told, once.
+        app.clock.set(ends - 10 * 86_400);
+        for expected in [1, 0] {
+            let r = coffre::service::rights::run_retention(&app.state, app.clock.now())
+                .await
+                .unwrap();
+            assert!(
+                (expected == 0 && r.consents_ending_told == 0)
+                    || (expected == 1 && r.consents_ending_told >= 1),
+                "{r:?}"
+            );
+        }
+        let told: Vec<_> = app
+            .store
+            .outbox_of_resident(&resident_id(AWA))
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|m| m.subject_id == consent.id.as_str())
+            .collect();
+        assert_eq!(told.len(), 1);
+        assert_eq!(told[0].event.as_str(), "consent.expiring");
+        let report = deliver_due(&app.state, &mailer, app.clock.now())
+            .await
+            .unwrap();
+        assert!(report.sent >= 1, "{report:?}");
+        assert!(smtp.messages().iter().any(|m| {
+            m["parts"][0]["text"]
+                .as_str()
+                .unwrap()
+                .contains("/moi/consentements")
+        }));
+    })
+    .await;
+}
