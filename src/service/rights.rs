@@ -71,11 +71,16 @@ pub struct RetentionReport {
     /// Messages written to tell residents a consent of theirs ends within
     /// 30 days.
     pub consents_ending_told: u64,
+    /// Alerts to référents reviewed longer ago than a year.
+    pub reviewed_alerts: u64,
 }
 
 /// After a consent ended, its data stays this long (time to renew it)
 /// before the job deletes what no other basis holds.
 pub const CONSENT_GRACE_DAYS: i64 = 30;
+/// A reviewed alert to a référent is kept this long (it names an agent's
+/// acts; a year covers an annual review of the structure), then deleted.
+pub const REVIEWED_ALERT_DAYS: i64 = 365;
 /// Ended mandates are archived this long (Aidants Connect keeps them for
 /// the period a resident may contest an act), then deleted.
 pub const MANDATE_ARCHIVE_DAYS: i64 = 5 * 365;
@@ -154,6 +159,10 @@ pub async fn run_retention(state: &AppState, now: Timestamp) -> AppResult<Retent
         .register
         .get(crate::domain::access::INFORMATION_PURPOSE)
         .map_or(365, |p| i64::from(p.retention_days));
+    report.reviewed_alerts = state
+        .store
+        .purge_reviewed_alerts(now - REVIEWED_ALERT_DAYS * 86_400)
+        .await?;
     report.consents_ending_told = state
         .store
         .outbox_expiring_consents(now, now + 30 * 86_400)
@@ -167,6 +176,7 @@ pub async fn run_retention(state: &AppState, now: Timestamp) -> AppResult<Retent
         ("logins_and_drafts", report.logins_and_drafts),
         ("ended_mandates", report.ended_mandates),
         ("notices", report.notices),
+        ("reviewed_alerts", report.reviewed_alerts),
     ] {
         if count > 0 {
             state.audit.record(purge_record(now, what, count)).await?;

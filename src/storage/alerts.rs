@@ -72,6 +72,8 @@ pub trait AlertStore: Send + Sync {
         structure_id: &StructureId,
         limit: i64,
     ) -> StorageResult<Vec<AlertRow>>;
+    /// Deletes alerts reviewed before `before`; returns how many.
+    async fn purge_reviewed_alerts(&self, before: Timestamp) -> StorageResult<u64>;
     /// Marks an alert of `structure_id` reviewed, once; false when there is
     /// no such unreviewed alert of that structure.
     async fn review_alert(
@@ -209,6 +211,17 @@ macro_rules! impl_alert_store {
             .bind(limit)
             .fetch_all(&self.pool)
             .await?)
+        }
+
+        async fn purge_reviewed_alerts(
+            &self,
+            before: $crate::domain::Timestamp,
+        ) -> $crate::storage::StorageResult<u64> {
+            Ok(sqlx::query("DELETE FROM referent_alerts WHERE reviewed_at < $1")
+                .bind(before)
+                .execute(&self.pool)
+                .await?
+                .rows_affected())
         }
 
         async fn review_alert(

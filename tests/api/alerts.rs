@@ -106,6 +106,18 @@ async fn the_referent_alone_reviews_alerts_once_and_sets_the_rules() {
             .unwrap()
             .to_string();
 
+        // A reviewed alert is kept a year, then the retention job deletes
+        // it (an unreviewed one stays).
+        let purge_probe = |app: &TestApp, at: i64| {
+            let state = app.state.clone();
+            async move {
+                coffre::service::rights::run_retention(&state, at)
+                    .await
+                    .unwrap()
+                    .reviewed_alerts
+            }
+        };
+        assert_eq!(purge_probe(&app, app.clock.now()).await, 0);
         // An aidant does not see the alerts about them.
         let aidant = app.login(AIDANT).await;
         app.as_user(&aidant, Method::GET, "/api/v1/referent/alerts", None)
@@ -129,7 +141,11 @@ async fn the_referent_alone_reviews_alerts_once_and_sets_the_rules() {
             .unwrap()
             .clone();
         assert_eq!(reviewed["reviewed_by"], REFERENT);
-        // Once.
+        assert_eq!(purge_probe(&app, app.clock.now() + 30 * 86_400).await, 0);
+        assert_eq!(purge_probe(&app, app.clock.now() + 366 * 86_400).await, 1);
+        // (That run, a year ahead, also ended the session.)
+        let s = app.login(REFERENT).await;
+        // Once (and gone, after the purge).
         app.as_user(&s, Method::POST, &path, None)
             .await
             .assert_error(404, "not_found");
