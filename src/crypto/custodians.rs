@@ -23,8 +23,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::{Read, Write};
-use std::iter;
+
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -34,7 +33,10 @@ use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
-use super::{KeyError, UnlockIdentity, read_private_file, write_new_private_file};
+use super::{
+    KeyError, UnlockIdentity, age_decrypt_with, age_encrypt_to, read_private_file,
+    write_new_private_file,
+};
 
 /// The public manifest's name in the keys folder.
 pub const MANIFEST_FILE: &str = "custodians.json";
@@ -307,7 +309,11 @@ pub fn split_new_identity(
         );
         sealed.push(SealedShare {
             custodian: custodian.name.clone(),
-            ciphertext: encrypt_to(&custodian.recipient, &plain)?,
+            ciphertext: age_encrypt_to(
+                &custodian.recipient,
+                &plain,
+                Path::new(&format!("{}.share.age", custodian.name)),
+            )?,
         });
     }
     let manifest = Manifest {
@@ -336,20 +342,6 @@ fn split(
     let shares = vsss_rs::Gf256::split_array(usize::from(threshold), n, secret, rng)
         .map_err(|e| CustodianError::Invalid(format!("splitting failed: {e:?}")))?;
     Ok(shares.into_iter().map(Zeroizing::new).collect())
-}
-
-fn encrypt_to(recipient: &age::x25519::Recipient, plain: &[u8]) -> Result<Vec<u8>, KeyError> {
-    let encryptor = age::Encryptor::with_recipients(iter::once(recipient as &dyn age::Recipient))
-        .map_err(KeyError::Encrypt)?;
-    let mut out = Vec::with_capacity(plain.len() + 256);
-    let io = |e| KeyError::Io {
-        path: PathBuf::from("(share)"),
-        source: e,
-    };
-    let mut writer = encryptor.wrap_output(&mut out).map_err(io)?;
-    writer.write_all(plain).map_err(io)?;
-    writer.finish().map_err(io)?;
-    Ok(out)
 }
 
 /// Writes each sealed share as `out/{custodian}.share.age` (0600, new
@@ -394,17 +386,8 @@ pub fn open_share_file(
     if bytes.len() > MAX_SHARE_LEN {
         return Err(bad("larger than any share file"));
     }
-    let decryptor = age::Decryptor::new_buffered(&bytes[..]).map_err(|_| bad("not an age file"))?;
-    let reader = decryptor
-        .decrypt(iter::once(
-            custodian_identity.identity() as &dyn age::Identity
-        ))
-        .map_err(|_| bad("this identity cannot decrypt it (not your share, or tampered)"))?;
-    let mut plain = Zeroizing::new(Vec::with_capacity(MAX_SHARE_LEN + 1));
-    reader
-        .take(MAX_SHARE_LEN as u64 + 1)
-        .read_to_end(&mut plain)
-        .map_err(|_| bad("this identity cannot decrypt it (tampered)"))?;
+    let plain = age_decrypt_with(&bytes, custodian_identity, MAX_SHARE_LEN)
+        .ok_or_else(|| bad("this identity cannot decrypt it (not your share, or tampered)"))?;
     if plain.len() > MAX_SHARE_LEN {
         return Err(bad("larger than any share"));
     }

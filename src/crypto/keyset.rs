@@ -35,8 +35,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
-use std::io::{self, Read, Write};
-use std::iter;
+use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -46,8 +45,8 @@ use secrecy::{ExposeSecret, ExposeSecretMut, SecretBox};
 use zeroize::Zeroizing;
 
 use super::{
-    KeyError, UnlockIdentity, ensure_private_dir, read_private_file, sync_dir,
-    write_new_private_file,
+    KeyError, UnlockIdentity, age_decrypt_with, age_encrypt_to, ensure_private_dir,
+    read_private_file, sync_dir, write_new_private_file,
 };
 
 const KEY_LEN: usize = 32;
@@ -442,18 +441,7 @@ fn write_key_file(
     unlock: &UnlockIdentity,
 ) -> Result<PathBuf, KeyError> {
     let payload = encode_payload(kind, version, key);
-    let recipient = unlock.recipient();
-    let encryptor = age::Encryptor::with_recipients(iter::once(&recipient as &dyn age::Recipient))
-        .map_err(KeyError::Encrypt)?;
-    let path = dir.join(name);
-    let mut ciphertext = Vec::with_capacity(512);
-    let mut writer = encryptor
-        .wrap_output(&mut ciphertext)
-        .map_err(|e| KeyError::io(&path, e))?;
-    writer
-        .write_all(&payload)
-        .map_err(|e| KeyError::io(&path, e))?;
-    writer.finish().map_err(|e| KeyError::io(&path, e))?;
+    let ciphertext = age_encrypt_to(&unlock.recipient(), &payload, &dir.join(name))?;
     write_new_private_file(dir, name, &ciphertext)
 }
 
@@ -466,17 +454,8 @@ fn read_key_file(
 ) -> Result<Secret32, KeyError> {
     let path = dir.join(name);
     let ciphertext = read_private_file(&path, MAX_KEY_FILE_LEN)?;
-    let undecryptable = || KeyError::Undecryptable { file: path.clone() };
-    let decryptor = age::Decryptor::new_buffered(&ciphertext[..]).map_err(|_| undecryptable())?;
-    let reader = decryptor
-        .decrypt(iter::once(unlock.identity() as &dyn age::Identity))
-        .map_err(|_| undecryptable())?;
-    // Payload authentication failures surface here, chunk by chunk.
-    let mut payload = Zeroizing::new(Vec::with_capacity(PAYLOAD_LEN + 1));
-    reader
-        .take(PAYLOAD_LEN as u64 + 1)
-        .read_to_end(&mut payload)
-        .map_err(|_| undecryptable())?;
+    let payload = age_decrypt_with(&ciphertext, unlock, PAYLOAD_LEN)
+        .ok_or_else(|| KeyError::Undecryptable { file: path.clone() })?;
     decode_payload(&payload, kind, version).ok_or(KeyError::Corrupt { file: path })
 }
 

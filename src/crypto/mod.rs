@@ -230,6 +230,45 @@ fn split_path(path: &Path) -> Result<(&Path, &str), KeyError> {
     Ok((dir, name))
 }
 
+/// age-encrypts `plain` to one X25519 recipient, in memory (binary age v1).
+/// `path` names the file it is for, in errors.
+fn age_encrypt_to(
+    recipient: &age::x25519::Recipient,
+    plain: &[u8],
+    path: &Path,
+) -> Result<Vec<u8>, KeyError> {
+    let encryptor =
+        age::Encryptor::with_recipients(std::iter::once(recipient as &dyn age::Recipient))
+            .map_err(KeyError::Encrypt)?;
+    let mut out = Vec::with_capacity(plain.len() + 256);
+    let mut writer = encryptor
+        .wrap_output(&mut out)
+        .map_err(|e| KeyError::io(path, e))?;
+    writer.write_all(plain).map_err(|e| KeyError::io(path, e))?;
+    writer.finish().map_err(|e| KeyError::io(path, e))?;
+    Ok(out)
+}
+
+/// Decrypts an age file held in memory with `identity`, reading at most
+/// `max + 1` plaintext bytes into a buffer reserved up front (no
+/// reallocation, so no stray copy), so that the caller sees an overlong
+/// payload. `None` when it does not decrypt (wrong identity, tampered):
+/// which check failed is not said.
+fn age_decrypt_with(
+    ciphertext: &[u8],
+    identity: &UnlockIdentity,
+    max: usize,
+) -> Option<Zeroizing<Vec<u8>>> {
+    let decryptor = age::Decryptor::new_buffered(ciphertext).ok()?;
+    let reader = decryptor
+        .decrypt(std::iter::once(identity.identity() as &dyn age::Identity))
+        .ok()?;
+    // Payload authentication failures surface here, chunk by chunk.
+    let mut plain = Zeroizing::new(Vec::with_capacity(max + 1));
+    reader.take(max as u64 + 1).read_to_end(&mut plain).ok()?;
+    Some(plain)
+}
+
 /// Refuses any group/other permission bit. Applied to files and directories alike:
 /// even `x` on a directory or `r` on an encrypted file leaks more than we need to.
 fn ensure_private_mode(path: &Path, mode: u32) -> Result<(), KeyError> {
