@@ -745,6 +745,22 @@ fn layer_env(
     Ok(())
 }
 
+/// This machine: `localhost` or a loopback address. (For a scheme the url
+/// crate does not know, such as `smtp`, an IP literal stays a domain.)
+pub fn is_loopback_host(host: &url::Host<&str>) -> bool {
+    match host {
+        url::Host::Domain(d) => {
+            d.eq_ignore_ascii_case("localhost")
+                || d.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_loopback(),
+    }
+}
+
 /// An SMTP relay URL coffre accepts: `smtps://`, or `smtp://` with
 /// `tls=required` (STARTTLS); plain `smtp://` only to this machine and
 /// without credentials (a password never crosses a network in clear);
@@ -763,20 +779,7 @@ fn check_smtp_url(v: &str) -> Result<(), &'static str> {
         ("smtp", Some("required")) => Ok(()),
         ("smtp", Some(_)) => Err("tls must be `required` (opportunistic TLS can be stripped)"),
         ("smtp", None) => {
-            let loopback = match host {
-                // `smtp` is no special scheme: the url crate leaves an IP
-                // literal as a domain.
-                url::Host::Domain(d) => {
-                    d.eq_ignore_ascii_case("localhost")
-                        || d.trim_start_matches('[')
-                            .trim_end_matches(']')
-                            .parse::<std::net::IpAddr>()
-                            .is_ok_and(|ip| ip.is_loopback())
-                }
-                url::Host::Ipv4(ip) => ip.is_loopback(),
-                url::Host::Ipv6(ip) => ip.is_loopback(),
-            };
-            if !loopback {
+            if !is_loopback_host(&host) {
                 Err("plain smtp:// only to this machine: use smtps:// or smtp://…?tls=required")
             } else if !u.username().is_empty() || u.password().is_some() {
                 Err("credentials need TLS: use smtps:// or smtp://…?tls=required")

@@ -213,12 +213,10 @@ async fn spawn_metrics(
 /// machine: a public URL elsewhere (or behind a TLS front) means a real
 /// deployment.
 fn refuse_demo_public_url(config: &Config) -> Result<(), Fatal> {
-    let loopback = match config.public_url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    };
+    let loopback = config
+        .public_url
+        .host()
+        .is_some_and(|h| crate::config::is_loopback_host(&h));
     if loopback {
         return Ok(());
     }
@@ -316,17 +314,7 @@ fn spawn_notifier(state: AppState) -> Result<(), Fatal> {
     };
     // A register or policy without the notifier would refuse every
     // message: said at the start, not discovered in the log a day later.
-    if state
-        .register
-        .get(crate::domain::access::INFORMATION_PURPOSE)
-        .is_none()
-        || !crate::service::access::role_may(&state, "notifier", "notice.address")
-    {
-        return Err(Fatal::config(format!(
-            "smtp_url is set but the register has no purpose `{}` or the policy no `p, notifier, notice.address`: residents' notices could not be sent",
-            crate::domain::access::INFORMATION_PURPOSE
-        )));
-    }
+    crate::service::notify::check_ready(&state).map_err(Fatal::config)?;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);

@@ -83,6 +83,19 @@ impl Mailer {
     }
 }
 
+/// The register and the policy let the notifier read addresses (else
+/// every message would be refused): the one-line reason when they do not.
+pub fn check_ready(state: &AppState) -> Result<(), String> {
+    if state.register.get(INFORMATION_PURPOSE).is_none()
+        || !crate::service::access::role_may(state, Role::Notifier.as_str(), "notice.address")
+    {
+        return Err(format!(
+            "smtp_url is set but the register has no purpose `{INFORMATION_PURPOSE}` or the policy no `p, notifier, notice.address`: residents' notices could not be sent"
+        ));
+    }
+    Ok(())
+}
+
 /// `Auto-Submitted: auto-generated` (RFC 3834): no auto-reply loops.
 #[derive(Clone)]
 struct AutoSubmitted;
