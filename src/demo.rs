@@ -339,16 +339,13 @@ async fn seed_mandates(state: &AppState, now: Timestamp) -> AppResult<()> {
             .ok_or_else(|| crate::error::AppError::internal("demo mandate missing"))?;
         state
             .store
-            .insert_alert(&crate::storage::AlertRow {
-                id: uuid::Uuid::new_v4().to_string(),
-                structure_id: structure.id.clone(),
-                aidant_id: demo_id(AGENTS[0].id)?,
-                kind: crate::domain::alert::AlertKind::OutOfHours,
-                subject: format!("mandate:{}", mandate.id),
-                created_at: now,
-                reviewed_at: None,
-                reviewed_by: None,
-            })
+            .insert_alert(&crate::storage::AlertRow::new(
+                &structure.id,
+                &demo_id(AGENTS[0].id)?,
+                crate::domain::alert::AlertKind::OutOfHours,
+                format!("mandate:{}", mandate.id),
+                now,
+            ))
             .await?;
     }
     Ok(())

@@ -45,16 +45,7 @@ async fn raise(
     subject: String,
     now: Timestamp,
 ) {
-    let row = AlertRow {
-        id: uuid::Uuid::new_v4().to_string(),
-        structure_id: structure.clone(),
-        aidant_id: aidant.clone(),
-        kind,
-        subject,
-        created_at: now,
-        reviewed_at: None,
-        reviewed_by: None,
-    };
+    let row = AlertRow::new(structure, aidant, kind, subject, now);
     match state.store.insert_alert(&row).await {
         Ok(()) => {
             tracing::info!(structure = %structure, aidant = %aidant, kind = kind.as_str(), "référent alert raised")
@@ -73,15 +64,14 @@ pub async fn on_mandate(state: &AppState, m: &MandateRow, now: Timestamp) -> Man
         tracing::error!(error = %e, "alert rules not read; the defaults apply");
         AlertRules::default()
     });
-    let alert = |kind| AlertRow {
-        id: uuid::Uuid::new_v4().to_string(),
-        structure_id: m.structure_id.clone(),
-        aidant_id: m.aidant_id.clone(),
-        kind,
-        subject: format!("mandate:{}", m.id),
-        created_at: now,
-        reviewed_at: None,
-        reviewed_by: None,
+    let alert = |kind| {
+        AlertRow::new(
+            &m.structure_id,
+            &m.aidant_id,
+            kind,
+            format!("mandate:{}", m.id),
+            now,
+        )
     };
     MandateEffects {
         notices: Vec::new(),

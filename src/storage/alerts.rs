@@ -21,6 +21,28 @@ pub struct AlertRow {
     pub reviewed_by: Option<String>,
 }
 
+impl AlertRow {
+    /// A new, unreviewed alert about `aidant`'s act `subject`.
+    pub fn new(
+        structure_id: &StructureId,
+        aidant_id: &AgentId,
+        kind: AlertKind,
+        subject: String,
+        now: Timestamp,
+    ) -> Self {
+        Self {
+            id: uuid::Uuid::new_v4().to_string(),
+            structure_id: structure_id.clone(),
+            aidant_id: aidant_id.clone(),
+            kind,
+            subject,
+            created_at: now,
+            reviewed_at: None,
+            reviewed_by: None,
+        }
+    }
+}
+
 /// The burst rule, checked inside a mandate's transaction: `alert` is
 /// written when the aidant created more than `max` mandates since `since`
 /// and no burst alert about them was raised since.
