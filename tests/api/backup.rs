@@ -67,6 +67,23 @@ fn load_until(port: u16, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> 
     })
 }
 
+/// A checkpoint the server in `port` signs over more entries than the
+/// checkpoint file `kept` (a checkpoint is signed at most once a second:
+/// waited for, up to 3 s).
+fn checkpoint_beyond(port: u16, kept: &Path) -> String {
+    let size = |note: &str| -> u64 { note.lines().nth(1).unwrap().parse().unwrap() };
+    let backed_up = size(&std::fs::read_to_string(kept).unwrap());
+    let mut later = published_checkpoint(port);
+    for _ in 0..30 {
+        if size(&later) > backed_up {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        later = published_checkpoint(port);
+    }
+    later
+}
+
 /// The signed checkpoint a server in `port` publishes now.
 fn published_checkpoint(port: u16) -> String {
     let (status, _, body) = http(port, "GET", "/api/v1/audit/checkpoint", &[], "").unwrap();
@@ -334,22 +351,7 @@ fn an_older_backup_restored_is_reported_as_a_rollback() {
     }
     // (A checkpoint is signed at most once a second: wait for one over
     // the grown log.)
-    let backed_up: u64 = std::fs::read_to_string(out.join("checkpoint"))
-        .unwrap()
-        .lines()
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let mut later = published_checkpoint(port);
-    for _ in 0..30 {
-        let size: u64 = later.lines().nth(1).unwrap().parse().unwrap();
-        if size > backed_up {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        later = published_checkpoint(port);
-    }
+    let later = checkpoint_beyond(port, &out.join("checkpoint"));
     let kept = backup.path().join("later.checkpoint");
     std::fs::write(&kept, later).unwrap();
     assert!(stop(server).success());
@@ -462,21 +464,7 @@ fn on_postgres_a_pg_dump_beside_the_backup_restores_and_an_older_one_is_a_rollba
     stop_load.store(true, Ordering::Relaxed);
     assert!(load.join().unwrap() > 0);
     // A checkpoint over the grown log, kept outside.
-    let backed_up: u64 = std::fs::read_to_string(old.join("checkpoint"))
-        .unwrap()
-        .lines()
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let mut later = published_checkpoint(port);
-    for _ in 0..30 {
-        if later.lines().nth(1).unwrap().parse::<u64>().unwrap() > backed_up {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        later = published_checkpoint(port);
-    }
+    let later = checkpoint_beyond(port, &old.join("checkpoint"));
     let kept = backups.path().join("later.checkpoint");
     std::fs::write(&kept, later).unwrap();
     assert!(stop(server).success());

@@ -113,9 +113,25 @@ fn serve_until_listening(
     u16,
     std::io::Lines<BufReader<std::process::ChildStderr>>,
 ) {
+    serve_with_env_until_listening(dir, args, &[])
+}
+
+/// [`serve_until_listening`] with more environment.
+#[allow(clippy::zombie_processes)]
+fn serve_with_env_until_listening(
+    dir: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (
+    std::process::Child,
+    u16,
+    std::io::Lines<BufReader<std::process::ChildStderr>>,
+) {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let mut child = coffre(dir, args, &[("COFFRE_LISTEN", &listen)])
+    let mut all = vec![("COFFRE_LISTEN", listen.as_str())];
+    all.extend_from_slice(env);
+    let mut child = coffre(dir, args, &all)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -127,7 +143,7 @@ fn serve_until_listening(
             .next()
             .expect("server exited before listening")
             .unwrap();
-        if line.contains("listening") {
+        if line.contains("listening") && !line.contains("admin socket") {
             return (child, port, lines);
         }
         assert!(Instant::now() < deadline, "no 'listening' line");
@@ -1127,20 +1143,7 @@ fn custodians_unseal_a_server_through_its_admin_socket() {
         "{shown}"
     );
 
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut child = coffre(d, &["serve"], &[env[0], ("COFFRE_LISTEN", &listen)])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    loop {
-        let line = lines.next().expect("server exited").unwrap();
-        if line.contains("listening") && !line.contains("admin socket") {
-            break;
-        }
-    }
+    let (child, port, lines) = serve_with_env_until_listening(d, &["serve"], &env);
     let drained = std::thread::spawn(move || lines.map_while(Result::ok).count());
     let folder = std::fs::metadata(d.join("run")).unwrap();
     assert_eq!(folder.permissions().mode() & 0o777, 0o700);

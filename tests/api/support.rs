@@ -354,17 +354,15 @@ impl TestApp {
         )
         .await
         .unwrap();
-        TestApp {
-            router: coffre::app(state.clone()),
+        TestApp::from_state(
             state,
-            store: self.store.clone(),
-            clock: self.clock.clone(),
-            backend: self.backend,
-            dir: tempfile::tempdir().unwrap(),
-            database_url: self.database_url.clone(),
-            keys: self.keys.clone(),
-            listener: std::sync::Mutex::new(None),
-        }
+            self.store.clone(),
+            self.clock.clone(),
+            self.backend,
+            tempfile::tempdir().unwrap(),
+            &self.database_url,
+            self.keys.clone(),
+        )
     }
 
     /// Serves the app on its listener (built with [`Setup::live`]) and
