@@ -275,11 +275,13 @@ pub async fn run(cli: Cli) -> Result<(), Fatal> {
                 println!("{}", serde_json::to_string(&c).unwrap_or_default());
             } else {
                 println!(
-                    "outbox: {} pending, {} sent, {} failed, {} waiting for a letter{}",
+                    "outbox: {} pending, {} sent, {} failed, {} waiting for a letter, {} held (an extract being built), {} turned off by the resident{}",
                     c.pending,
                     c.sent,
                     c.failed,
                     c.post,
+                    c.held,
+                    c.muted,
                     if config.smtp_url.is_none() {
                         " (no smtp_url: e-mail notices stay queued)"
                     } else {

@@ -329,6 +329,7 @@ fn spawn_notifier(state: AppState) -> Result<(), Fatal> {
                     retried = r.retried,
                     failed = r.failed,
                     post = r.post,
+                    muted = r.muted,
                     "notices delivered"
                 ),
                 Ok(_) => {}

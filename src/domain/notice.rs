@@ -24,17 +24,85 @@ pub enum NoticeEvent {
     RightsExtended,
     /// A consent the resident gave ends within 30 days.
     ConsentExpiring,
+    /// The resident's values went to a partner in a records extract
+    /// (under the partner's pseudonym): they learn who received them, so
+    /// that they may object, withdraw, or ask that a later correction be
+    /// passed on (art. 19). Aggregate extracts only count: no message.
+    ExtractIncluded,
+    /// A source deposited data about the resident for the first time
+    /// (art. 14: data not obtained from the person).
+    SourceFirstDeposit,
+    /// The week's accesses to the resident's data by others, counted
+    /// (only for residents who asked for it).
+    AccessesDigest,
+}
+
+/// How a resident wants an event's messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Channel {
+    /// By e-mail, or by post when there is no usable address.
+    Email,
+    /// By post (a letter the CCAS prints).
+    Post,
+    /// Not at all (only events the resident may turn off).
+    Off,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 3] = [Channel::Email, Channel::Post, Channel::Off];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Email => "email",
+            Channel::Post => "post",
+            Channel::Off => "off",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s)
+    }
 }
 
 impl NoticeEvent {
-    pub const ALL: [NoticeEvent; 6] = [
+    pub const ALL: [NoticeEvent; 9] = [
         NoticeEvent::MandateCreated,
         NoticeEvent::MandateRenewed,
         NoticeEvent::MandateRevoked,
         NoticeEvent::RightsAnswered,
         NoticeEvent::RightsExtended,
         NoticeEvent::ConsentExpiring,
+        NoticeEvent::ExtractIncluded,
+        NoticeEvent::SourceFirstDeposit,
+        NoticeEvent::AccessesDigest,
     ];
+
+    /// Whether the resident may stop these messages. Never for what
+    /// guards them or what the law says they must be told: a mandate in
+    /// their name (the safeguard against an aidant's abuse), the answer to
+    /// their request (art. 12) and a source's first deposit (art. 14).
+    pub fn may_be_turned_off(self) -> bool {
+        matches!(
+            self,
+            NoticeEvent::ConsentExpiring
+                | NoticeEvent::ExtractIncluded
+                | NoticeEvent::AccessesDigest
+        )
+    }
+
+    /// The channel before the resident chooses: e-mail (a letter without
+    /// an address); the digest only for those who ask for it.
+    pub fn default_channel(self) -> Channel {
+        match self {
+            NoticeEvent::AccessesDigest => Channel::Off,
+            _ => Channel::Email,
+        }
+    }
+
+    /// The channel a resident may choose for this event.
+    pub fn allows(self, channel: Channel) -> bool {
+        channel != Channel::Off || self.may_be_turned_off()
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -44,6 +112,9 @@ impl NoticeEvent {
             NoticeEvent::RightsAnswered => "rights.answered",
             NoticeEvent::RightsExtended => "rights.extended",
             NoticeEvent::ConsentExpiring => "consent.expiring",
+            NoticeEvent::ExtractIncluded => "extract.included",
+            NoticeEvent::SourceFirstDeposit => "source.first_deposit",
+            NoticeEvent::AccessesDigest => "accesses.digest",
         }
     }
 
@@ -59,6 +130,8 @@ impl NoticeEvent {
             | NoticeEvent::MandateRevoked => "/moi/mandats",
             NoticeEvent::RightsAnswered | NoticeEvent::RightsExtended => "/moi/demandes",
             NoticeEvent::ConsentExpiring => "/moi/consentements",
+            NoticeEvent::ExtractIncluded | NoticeEvent::AccessesDigest => "/moi/acces",
+            NoticeEvent::SourceFirstDeposit => "/moi/sources",
         }
     }
 
@@ -138,6 +211,60 @@ impl NoticeEvent {
                 after: (
                     "Sans action de votre part, il prendra fin à sa date et vos données ne seront plus utilisées pour cette finalité.",
                     "If you do nothing, it ends on its date and your data is no longer used for this purpose.",
+                ),
+            },
+            NoticeEvent::ExtractIncluded => Texts {
+                subject: (
+                    "Vos données ont été transmises dans une extraction",
+                    "Your data was sent in an extract",
+                ),
+                sentence: (
+                    "Des données vous concernant ont été transmises, sous pseudonyme, dans une extraction approuvée par le délégué à la protection des données. Destinataire :",
+                    "Data about you was sent, under a pseudonym, in an extract approved by the data protection officer. Recipient:",
+                ),
+                action: (
+                    "Pour voir le détail, vous opposer à ce traitement ou retirer votre consentement, connectez-vous",
+                    "To see the details, object to this processing or withdraw your consent, log in",
+                ),
+                after: (
+                    "Si vous corrigez ou effacez ces données, le destinataire en sera informé (article 19 du RGPD).",
+                    "If you correct or erase this data, the recipient is told (GDPR article 19).",
+                ),
+            },
+            NoticeEvent::SourceFirstDeposit => Texts {
+                subject: (
+                    "Une source a déposé des données à votre sujet",
+                    "A source deposited data about you",
+                ),
+                sentence: (
+                    "Une source a déposé pour la première fois des données à votre sujet dans votre coffre (article 14 du RGPD). Source :",
+                    "A source deposited data about you into your vault for the first time (GDPR article 14). Source:",
+                ),
+                action: (
+                    "Pour voir ces données et leur provenance, ou vous y opposer, connectez-vous",
+                    "To see this data and where it came from, or object to it, log in",
+                ),
+                after: (
+                    "Si vous ne connaissez pas cette source, contactez le délégué à la protection des données.",
+                    "If you do not know this source, contact the data protection officer.",
+                ),
+            },
+            NoticeEvent::AccessesDigest => Texts {
+                subject: (
+                    "Les accès à vos données cette semaine",
+                    "Accesses to your data this week",
+                ),
+                sentence: (
+                    "Accès à vos données par d'autres que vous, inscrits au journal au cours de la semaine écoulée :",
+                    "Accesses to your data by others than you, recorded in the log over the past week:",
+                ),
+                action: (
+                    "Pour voir qui, quand et pourquoi, connectez-vous",
+                    "To see who, when and why, log in",
+                ),
+                after: (
+                    "Vous recevez ce résumé parce que vous l'avez demandé ; vous pouvez l'arrêter dans vos préférences de notification.",
+                    "You receive this digest because you asked for it; you can stop it in your notification preferences.",
                 ),
             },
             NoticeEvent::RightsExtended => Texts {
@@ -238,6 +365,15 @@ pub fn retry_after(attempts: i64) -> i64 {
 /// message is `failed` and shown to the DPO.
 pub const MAX_ATTEMPTS: i64 = 40;
 
+/// The number of the week `at` falls in, weeks starting on Monday 00:00
+/// UTC (1970-01-05 is week 0's Monday), and that week's first second.
+pub fn week_of(at: i64) -> (i64, i64) {
+    const FIRST_MONDAY: i64 = 4 * 86_400;
+    const WEEK: i64 = 7 * 86_400;
+    let week = (at - FIRST_MONDAY).div_euclid(WEEK);
+    (week, FIRST_MONDAY + week * WEEK)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,6 +402,40 @@ mod tests {
         assert!(fr < en);
         assert!(r.text.contains("01/07/2026 12:00"), "{}", r.text);
         assert!(r.html.contains("CCAS &lt;b&gt;") && !r.html.contains("<b>"));
+    }
+
+    #[test]
+    fn what_may_be_turned_off_and_the_channels() {
+        for e in NoticeEvent::ALL {
+            assert!(e.allows(Channel::Email) && e.allows(Channel::Post));
+            assert!(e.allows(e.default_channel()));
+        }
+        for e in [
+            NoticeEvent::MandateCreated,
+            NoticeEvent::MandateRenewed,
+            NoticeEvent::MandateRevoked,
+            NoticeEvent::RightsAnswered,
+            NoticeEvent::RightsExtended,
+            NoticeEvent::SourceFirstDeposit,
+        ] {
+            assert!(!e.allows(Channel::Off), "{e:?}");
+        }
+        assert!(NoticeEvent::ExtractIncluded.allows(Channel::Off));
+        assert_eq!(NoticeEvent::AccessesDigest.default_channel(), Channel::Off);
+        for c in Channel::ALL {
+            assert_eq!(Channel::parse(c.as_str()), Some(c));
+        }
+        assert_eq!(Channel::parse("pigeon"), None);
+    }
+
+    #[test]
+    fn weeks_start_on_monday() {
+        // 2026-12-07 is a Monday.
+        let monday = 1_796_601_600;
+        let (w, start) = week_of(monday + 3600);
+        assert_eq!(start, monday);
+        assert_eq!(week_of(monday - 1).0, w - 1);
+        assert_eq!(week_of(monday + 7 * 86_400 - 1), (w, monday));
     }
 
     #[test]

@@ -88,6 +88,7 @@ catalogue! {
     KeysUnavailable = 503, "keys_unavailable", "Une clé de chiffrement nécessaire n'est pas chargée.", "A needed encryption key is not loaded.";
     SelfReview = 403, "self_review", "Cette alerte porte sur vos propres actes : un autre référent ou le DPO doit l'examiner.", "This alert is about your own acts: another référent or the DPO must review it.";
     InvalidAlertRules = 422, "invalid_alert_rules", "Règles d'alerte invalides (horaires « mon-fri 08:30-12:00,13:30-17:30 », limite de 1 à 100 mandats en 1 à 1440 minutes).", "Invalid alert rules (hours `mon-fri 08:30-12:00,13:30-17:30`, a limit of 1 to 100 mandates within 1 to 1440 minutes).";
+    InvalidNoticePreference = 422, "invalid_notice_preference", "Préférence de notification invalide (événement inconnu, canal autre que email, post ou off, ou événement qui ne peut pas être désactivé).", "Invalid notification preference (unknown event, a channel other than email, post or off, or an event that cannot be turned off).";
     Sealed = 503, "sealed", "Le coffre est scellé : ses gardiens doivent le desceller avant tout accès aux données.", "The vault is sealed: its custodians must unseal it before any access to data.";
     InternalError = 500, "internal_error", "Erreur interne.", "Internal error.";
     IntegrityError = 500, "integrity_error", "Une donnée chiffrée n'a pas passé le contrôle d'intégrité.", "Stored data failed its integrity check.";

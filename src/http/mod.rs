@@ -34,6 +34,7 @@ pub mod mandates;
 pub mod me;
 pub mod metrics;
 pub mod middleware;
+pub mod notices;
 pub mod partner;
 pub mod ratelimit;
 pub mod rights;
@@ -119,6 +120,7 @@ pub fn router(state: AppState, pages: Router<AppState>) -> Router {
         .routes(routes!(mandates::set_alert_rules))
         .routes(routes!(mandates::set_aidant_active))
         .routes(routes!(mandates::switch_structure))
+        .routes(routes!(notices::my_preferences, notices::set_preferences))
         .routes(routes!(rights::my_rights))
         .routes(routes!(rights::my_recipients))
         .routes(routes!(rights::restriction))

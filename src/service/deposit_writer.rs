@@ -146,6 +146,7 @@ mod tests {
     fn row(n: usize) -> DepositRow {
         DepositRow {
             source_id: "s1".into(),
+            source_name: "Source 1".into(),
             source_record_id: format!("rec-{n}"),
             resident_id: crate::domain::ResidentId::parse("r1").unwrap(),
             content_digest: "d".into(),

@@ -286,6 +286,7 @@ async fn deposit(
         };
         let row = DepositRow {
             source_id: source.id.clone(),
+            source_name: source.name_fr.clone(),
             source_record_id: d.id.clone(),
             resident_id: resident_id.clone(),
             content_digest: content_digest.clone(),

@@ -193,6 +193,7 @@ async fn build_inner(
     let mut seen: i64 = 0;
     let mut after = String::new();
     let mut includes: Vec<AuditRecord> = Vec::new();
+    let mut told: Vec<crate::storage::OutboxMessage> = Vec::new();
     loop {
         let page = state
             .store
@@ -285,6 +286,17 @@ async fn build_inner(
             } else {
                 "extract.aggregate"
             };
+            if records {
+                // Art. 19: the resident learns who received their values,
+                // once the file exists (held until then).
+                told.push(crate::storage::OutboxMessage::new(
+                    crate::domain::notice::NoticeEvent::ExtractIncluded,
+                    resident,
+                    row.id.as_str(),
+                    &partner.name,
+                    now,
+                ));
+            }
             includes.push(
                 AuditRecord::new(partner.id.as_str(), "partner", action, now)
                     .resident(resident.as_str())
@@ -303,6 +315,11 @@ async fn build_inner(
         )
         .await
         .map_err(|e| e.to_string())?;
+        state
+            .store
+            .outbox_hold(&std::mem::take(&mut told))
+            .await
+            .map_err(s)?;
         state
             .store
             .extract_progress(id, seen, total.max(seen))

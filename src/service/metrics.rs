@@ -235,6 +235,8 @@ impl Metrics {
                     ("sent", c.sent),
                     ("failed", c.failed),
                     ("post", c.post),
+                    ("held", c.held),
+                    ("muted", c.muted),
                 ] {
                     self.outbox.with_label_values(&[name]).set(n);
                 }

@@ -24,7 +24,7 @@ use secrecy::ExposeSecret;
 
 use crate::AppState;
 use crate::domain::access::INFORMATION_PURPOSE;
-use crate::domain::notice::{MAX_ATTEMPTS, render, retry_after};
+use crate::domain::notice::{Channel, MAX_ATTEMPTS, render, retry_after};
 use crate::domain::{Role, Timestamp};
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::service::access::{AccessRequest, decide};
@@ -123,6 +123,8 @@ pub struct DeliveryReport {
     /// No usable e-mail address, or the resident prefers post: left for
     /// the postal batch.
     pub post: u64,
+    /// The resident turned these messages off: not sent, nothing opened.
+    pub muted: u64,
 }
 
 /// Delivers the messages due at `now` (one batch). Without a mailer,
@@ -154,6 +156,13 @@ pub async fn deliver_due(
                 state.store.outbox_settle(&claim, "post", code).await?;
                 report.post += 1;
             }
+            Outcome::Muted => {
+                state
+                    .store
+                    .outbox_settle(&claim, "muted", "turned_off")
+                    .await?;
+                report.muted += 1;
+            }
             Outcome::Gone(code) => {
                 state.store.outbox_settle(&claim, "failed", code).await?;
                 report.failed += 1;
@@ -179,6 +188,8 @@ pub async fn deliver_due(
 
 enum Outcome {
     Sent,
+    /// The resident turned this event's messages off.
+    Muted,
     /// A letter instead (a stable code says why).
     Post(&'static str),
     /// Nobody to tell any more (erased), or a message that can never be
@@ -209,6 +220,25 @@ async fn deliver_one(
     claim: &OutboxClaim,
     now: Timestamp,
 ) -> Outcome {
+    // The resident's choice first: a message turned off opens nothing. A
+    // choice the event does not allow (`off` for a mandate) is not one.
+    let chosen = match state
+        .store
+        .notice_preference(&claim.resident_id, claim.event)
+        .await
+    {
+        Ok(c) => c
+            .filter(|c| claim.event.allows(*c))
+            .unwrap_or(claim.event.default_channel()),
+        Err(_) => return Outcome::Retry("store_unavailable", false),
+    };
+    match chosen {
+        // The digest's default is off, but it is written only for those
+        // who asked for it: a choice withdrawn since mutes it here.
+        Channel::Off => return Outcome::Muted,
+        Channel::Post => return Outcome::Post("prefers_post"),
+        Channel::Email => {}
+    }
     // The decision first, recorded before the address is opened.
     let request = AccessRequest {
         resident_id: Some(claim.resident_id.as_str()),

@@ -71,6 +71,8 @@ pub struct RetentionReport {
     /// Messages written to tell residents a consent of theirs ends within
     /// 30 days.
     pub consents_ending_told: u64,
+    /// Weekly digests of accesses written (for residents who asked).
+    pub digests: u64,
     /// Alerts to référents reviewed longer ago than a year.
     pub reviewed_alerts: u64,
 }
@@ -167,6 +169,7 @@ pub async fn run_retention(state: &AppState, now: Timestamp) -> AppResult<Retent
         .store
         .outbox_expiring_consents(now, now + 30 * 86_400)
         .await?;
+    report.digests = crate::service::notices::weekly_digests(state, now).await?;
     report.notices = state.store.outbox_purge(now - notice_days * 86_400).await?;
     for (what, count) in [
         ("extract_files", report.extract_files),

@@ -103,6 +103,7 @@ code_column!(crate::domain::rights::NoticeKind, "notice kind");
 code_column!(crate::domain::extract::ExtractKind, "extract kind");
 code_column!(crate::domain::extract::ExtractState, "extract state");
 code_column!(crate::domain::notice::NoticeEvent, "notice event");
+code_column!(crate::domain::notice::Channel, "notice channel");
 code_column!(crate::domain::alert::AlertKind, "alert kind");
 text_column!(Category, "category", |v| v.as_str().to_owned(), |s| {
     Category::recorded(&s)

@@ -14,6 +14,9 @@ use crate::domain::Timestamp;
 #[derive(Clone, Debug)]
 pub struct DepositRow {
     pub source_id: String,
+    /// The source's public name, for the resident's message about its
+    /// first deposit.
+    pub source_name: String,
     pub source_record_id: String,
     pub resident_id: crate::domain::ResidentId,
     /// Keyed digest of the category, the validated fields and
@@ -321,6 +324,29 @@ macro_rules! impl_deposit_store {
                 .bind(&d.record.origin.source_basis)
                 .execute(&mut *one)
                 .await?;
+                if previous.is_none() {
+                    // Art. 14: the first deposit from this source about this
+                    // resident (none of its deposits stands) tells them, in
+                    // this transaction. The id is fixed per source and
+                    // resident: two processes racing on PostgreSQL write one
+                    // message (a resident told less than a year ago, the
+                    // outbox's retention, of a source that deposits again
+                    // after an erasure is not told twice).
+                    sqlx::query(
+                        "INSERT INTO outbox (id, event, resident_id, subject_id, actor_name, created_at, next_attempt_at) \
+                         SELECT $1, $2, $3, $4, $5, $6, $6 \
+                         WHERE NOT EXISTS (SELECT 1 FROM source_deposits WHERE resident_id = $3 AND source_id = $4) \
+                         ON CONFLICT (id) DO NOTHING",
+                    )
+                    .bind(format!("source-first-{}-{}", d.source_id, d.resident_id.as_str()))
+                    .bind($crate::domain::notice::NoticeEvent::SourceFirstDeposit)
+                    .bind(&d.resident_id)
+                    .bind(&d.source_id)
+                    .bind(&d.source_name)
+                    .bind(*now)
+                    .execute(&mut *one)
+                    .await?;
+                }
                 sqlx::query(
                     "INSERT INTO source_deposits \
                      (source_id, source_record_id, resident_id, category, content_digest, record_id, deposited_at) \

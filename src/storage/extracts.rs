@@ -216,6 +216,7 @@ macro_rules! impl_extract_store {
             reason: Option<&str>,
             now: $crate::domain::Timestamp,
         ) -> $crate::storage::StorageResult<bool> {
+            let mut tx = self.pool.begin().await?;
             let done = sqlx::query(
                 "UPDATE extracts SET state = $3, reason = COALESCE($4, reason), updated_at = $5 WHERE id = $1 AND state = $2",
             )
@@ -224,8 +225,17 @@ macro_rules! impl_extract_store {
             .bind(to)
             .bind(reason)
             .bind(now)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+            // An extract that failed was never delivered: the messages
+            // written for its pages go with it.
+            if done.rows_affected() == 1 && to == $crate::domain::extract::ExtractState::Failed {
+                sqlx::query("DELETE FROM outbox WHERE subject_id = $1 AND state = 'held'")
+                    .bind(id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
             Ok(done.rows_affected() == 1)
         }
 
@@ -247,7 +257,10 @@ macro_rules! impl_extract_store {
             expires_at: $crate::domain::Timestamp,
             now: $crate::domain::Timestamp,
         ) -> $crate::storage::StorageResult<()> {
-            sqlx::query(
+            // The file becomes available and the residents' messages due
+            // in one transaction: none before, none lost.
+            let mut tx = self.pool.begin().await?;
+            let ready = sqlx::query(
                 "UPDATE extracts SET state = 'ready', manifest = $2, manifest_jws = $3, expires_at = $4, updated_at = $5 \
                  WHERE id = $1 AND state = 'building'",
             )
@@ -256,8 +269,18 @@ macro_rules! impl_extract_store {
             .bind(jws)
             .bind(expires_at)
             .bind(now)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+            if ready.rows_affected() == 1 {
+                sqlx::query(
+                    "UPDATE outbox SET state = 'pending', next_attempt_at = $2 WHERE subject_id = $1 AND state = 'held'",
+                )
+                .bind(id.as_str())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
             Ok(())
         }
 

@@ -10,7 +10,7 @@
 use async_trait::async_trait;
 
 use super::StorageResult;
-use crate::domain::notice::NoticeEvent;
+use crate::domain::notice::{Channel, NoticeEvent};
 use crate::domain::{ResidentId, Timestamp};
 
 /// A message as an act writes it.
@@ -69,6 +69,11 @@ pub struct OutboxCounts {
     pub failed: i64,
     /// No e-mail address: waiting for a postal letter.
     pub post: i64,
+    /// Written with an act not finished yet (an extract being built): sent
+    /// once it is, deleted if it fails.
+    pub held: i64,
+    /// Not sent: the resident turned these messages off.
+    pub muted: i64,
 }
 
 #[async_trait]
@@ -114,8 +119,42 @@ pub trait OutboxStore: Send + Sync {
         now: Timestamp,
         until: Timestamp,
     ) -> StorageResult<u64>;
-    /// Deletes messages sent or given up before `before`; returns how many.
+    /// Deletes messages sent, given up, muted, or held by an act that never
+    /// finished, written before `before`; returns how many.
     async fn outbox_purge(&self, before: Timestamp) -> StorageResult<u64>;
+    /// Writes messages that wait (`held`) for the act they report to
+    /// finish (an extract's file), in one transaction.
+    async fn outbox_hold(&self, messages: &[OutboxMessage]) -> StorageResult<()>;
+    /// Writes a message unless one with its id exists (a job that runs
+    /// again adds nothing); true when written.
+    async fn outbox_insert_once(&self, message: &OutboxMessage) -> StorageResult<bool>;
+    /// A resident's choices, event by event (events without a row keep
+    /// their default).
+    async fn notice_preferences(
+        &self,
+        resident_id: &ResidentId,
+    ) -> StorageResult<Vec<(NoticeEvent, Channel)>>;
+    /// The resident's choice for one event, if they made one.
+    async fn notice_preference(
+        &self,
+        resident_id: &ResidentId,
+        event: NoticeEvent,
+    ) -> StorageResult<Option<Channel>>;
+    /// Records the resident's choices, all in one transaction.
+    async fn set_notice_preferences(
+        &self,
+        resident_id: &ResidentId,
+        choices: &[(NoticeEvent, Channel)],
+        now: Timestamp,
+    ) -> StorageResult<()>;
+    /// Active residents who chose `channel`-other-than-off for `event`
+    /// (the digest's readers), by id after `after`, at most `limit`.
+    async fn residents_opted_in(
+        &self,
+        event: NoticeEvent,
+        after: &str,
+        limit: i64,
+    ) -> StorageResult<Vec<ResidentId>>;
     /// Every message about one resident, oldest first (tests, the DPO).
     async fn outbox_of_resident(&self, resident_id: &ResidentId)
     -> StorageResult<Vec<OutboxClaim>>;
@@ -256,6 +295,8 @@ macro_rules! impl_outbox_store {
                     "sent" => c.sent = n,
                     "failed" => c.failed = n,
                     "post" => c.post = n,
+                    "held" => c.held = n,
+                    "muted" => c.muted = n,
                     other => {
                         return Err($crate::storage::StorageError::Integrity(format!(
                             "outbox state {other:?}"
@@ -320,12 +361,127 @@ macro_rules! impl_outbox_store {
             before: $crate::domain::Timestamp,
         ) -> $crate::storage::StorageResult<u64> {
             Ok(sqlx::query(
-                "DELETE FROM outbox WHERE state IN ('sent', 'failed') AND created_at < $1",
+                "DELETE FROM outbox WHERE state IN ('sent', 'failed', 'muted', 'held') AND created_at < $1",
             )
             .bind(before)
             .execute(&self.pool)
             .await?
             .rows_affected())
+        }
+
+        async fn outbox_hold(
+            &self,
+            messages: &[$crate::storage::OutboxMessage],
+        ) -> $crate::storage::StorageResult<()> {
+            // A page of an extract at a time: a few multi-row statements
+            // (7 parameters a row, far under either backend's limit).
+            let mut tx = self.pool.begin().await?;
+            for chunk in messages.chunks(500) {
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO outbox (id, event, resident_id, subject_id, actor_name, created_at, next_attempt_at, state) ",
+                );
+                q.push_values(chunk, |mut b, m| {
+                    b.push_bind(&m.id)
+                        .push_bind(m.event)
+                        .push_bind(&m.resident_id)
+                        .push_bind(&m.subject_id)
+                        .push_bind(&m.actor_name)
+                        .push_bind(m.created_at)
+                        .push_bind(m.created_at)
+                        .push_bind("held");
+                });
+                q.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        }
+
+        async fn outbox_insert_once(
+            &self,
+            m: &$crate::storage::OutboxMessage,
+        ) -> $crate::storage::StorageResult<bool> {
+            Ok(sqlx::query(
+                "INSERT INTO outbox (id, event, resident_id, subject_id, actor_name, created_at, next_attempt_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&m.id)
+            .bind(m.event)
+            .bind(&m.resident_id)
+            .bind(&m.subject_id)
+            .bind(&m.actor_name)
+            .bind(m.created_at)
+            .execute(&self.pool)
+            .await?
+            .rows_affected()
+                == 1)
+        }
+
+        async fn notice_preferences(
+            &self,
+            resident_id: &$crate::domain::ResidentId,
+        ) -> $crate::storage::StorageResult<Vec<($crate::domain::notice::NoticeEvent, $crate::domain::notice::Channel)>> {
+            Ok(sqlx::query_as(
+                "SELECT event, channel FROM notice_preferences WHERE resident_id = $1 ORDER BY event",
+            )
+            .bind(resident_id)
+            .fetch_all(&self.pool)
+            .await?)
+        }
+
+        async fn notice_preference(
+            &self,
+            resident_id: &$crate::domain::ResidentId,
+            event: $crate::domain::notice::NoticeEvent,
+        ) -> $crate::storage::StorageResult<Option<$crate::domain::notice::Channel>> {
+            Ok(sqlx::query_scalar(
+                "SELECT channel FROM notice_preferences WHERE resident_id = $1 AND event = $2",
+            )
+            .bind(resident_id)
+            .bind(event)
+            .fetch_optional(&self.pool)
+            .await?)
+        }
+
+        async fn set_notice_preferences(
+            &self,
+            resident_id: &$crate::domain::ResidentId,
+            choices: &[($crate::domain::notice::NoticeEvent, $crate::domain::notice::Channel)],
+            now: $crate::domain::Timestamp,
+        ) -> $crate::storage::StorageResult<()> {
+            let mut tx = self.pool.begin().await?;
+            for (event, channel) in choices {
+                sqlx::query(
+                    "INSERT INTO notice_preferences (resident_id, event, channel, updated_at) \
+                     VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (resident_id, event) DO UPDATE SET channel = excluded.channel, updated_at = excluded.updated_at",
+                )
+                .bind(resident_id)
+                .bind(*event)
+                .bind(*channel)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        }
+
+        async fn residents_opted_in(
+            &self,
+            event: $crate::domain::notice::NoticeEvent,
+            after: &str,
+            limit: i64,
+        ) -> $crate::storage::StorageResult<Vec<$crate::domain::ResidentId>> {
+            Ok(sqlx::query_scalar(
+                "SELECT p.resident_id FROM notice_preferences p JOIN residents r ON r.id = p.resident_id \
+                 WHERE p.event = $1 AND p.channel <> 'off' AND r.status = 'active' AND p.resident_id > $2 \
+                 ORDER BY p.resident_id LIMIT $3",
+            )
+            .bind(event)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
         }
 
         async fn outbox_of_resident(

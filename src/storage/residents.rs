@@ -186,6 +186,7 @@ macro_rules! impl_resident_store {
                 "DELETE FROM resident_pivots WHERE resident_id = $1",
                 // Nobody to tell any more.
                 "DELETE FROM outbox WHERE resident_id = $1",
+                "DELETE FROM notice_preferences WHERE resident_id = $1",
             ] {
                 sqlx::query(sql).bind(resident_id).execute(&mut *tx).await?;
             }

@@ -110,7 +110,8 @@ pub async fn overview(ctx: Ctx) -> PageResult {
         @if ctx.state.config.smtp_url.is_none() {
             p { strong { (l.t("Attention : ", "Warning: ")) } (l.t("aucun serveur de messagerie n'est configuré (smtp_url) ; les messages par e-mail restent en attente.", "no mail relay is configured (smtp_url); e-mail messages stay queued.")) }
         }
-        p { (outbox.pending) (l.t(" en attente · ", " pending · ")) (outbox.sent) (l.t(" envoyés · ", " sent · ")) (outbox.failed) (l.t(" en échec · ", " failed · ")) (outbox.post) (l.t(" à envoyer par courrier (pas d'adresse e-mail)", " to send by post (no e-mail address)")) }
+        p { (outbox.pending) (l.t(" en attente · ", " pending · ")) (outbox.sent) (l.t(" envoyés · ", " sent · ")) (outbox.failed) (l.t(" en échec · ", " failed · ")) (outbox.post) (l.t(" à envoyer par courrier (pas d'adresse e-mail, ou courrier choisi)", " to send by post (no e-mail address, or post chosen)"))
+            " · " (outbox.held) (l.t(" en attente d'une extraction en cours", " waiting for an extract being built")) " · " (outbox.muted) (l.t(" non envoyés (désactivés par la personne)", " not sent (turned off by the person)")) }
         h2 { (l.t("Extractions à examiner", "Extracts to review")) }
         @if pending.is_empty() { p { (l.t("Aucune demande en attente.", "No pending request.")) } }
         @for x in &pending {

@@ -35,6 +35,7 @@ pub mod accesses;
 pub mod aidant;
 pub mod consents;
 pub mod dpo;
+pub mod notices;
 pub mod public;
 pub mod resident;
 pub mod sources;
@@ -82,6 +83,10 @@ pub fn routes() -> Router<AppState> {
         .route("/moi/acces", get(accesses::accesses))
         .route("/moi/mandats", get(resident::mandates))
         .route("/moi/demandes", get(resident::requests))
+        .route(
+            "/moi/notifications",
+            get(notices::preferences).post(notices::save),
+        )
         .route("/moi/mandats/{id}/revocation", post(resident::revoke))
         .route("/moi/sources", get(sources::sources))
         .route("/moi/sources/{id}/code", post(sources::pairing_code))
@@ -520,6 +525,7 @@ pub use crate::domain::paths::local_path;
 fn flash_text(code: &str, l: Lang) -> Option<&'static str> {
     Some(match code {
         "opposition_source" => l.t("C'est enregistré.", "Recorded."),
+        "notifications" => l.t("Vos choix sont enregistrés.", "Your choices are saved."),
         "source_retiree" => l.t(
             "L'autorisation est retirée : cette source ne peut plus rien déposer à votre sujet.",
             "The authorisation is revoked: this source can no longer deposit anything about you.",

@@ -77,6 +77,14 @@ pub async fn overview(ctx: Ctx) -> PageResult {
             ),
         ),
         (
+            "/moi/notifications",
+            l.t("Mes notifications", "My notifications"),
+            l.t(
+                "Comment être prévenu(e) de ce qui se passe en votre nom.",
+                "How you are told of what happens in your name.",
+            ),
+        ),
+        (
             "/moi/effacement",
             l.t("Effacer mes données", "Erase my data"),
             l.t(

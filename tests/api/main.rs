@@ -25,6 +25,7 @@ mod matrix;
 mod matrix_mandates;
 mod metrics;
 mod model;
+mod notice_events;
 mod notices;
 mod oidc;
 mod ops;

@@ -20,13 +20,13 @@ const JEAN_PIERRE: &str = "0b9a3c1e-5d6f-4a7b-8c9d-000000000002";
 const PYTHON: &str = "/usr/bin/python3";
 
 /// A real SMTP server writing what it receives to a Maildir.
-struct Smtpd {
+pub(crate) struct Smtpd {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
     dir: tempfile::TempDir,
 }
 
-fn aiosmtpd_available() -> bool {
+pub(crate) fn aiosmtpd_available() -> bool {
     let ok = Command::new(PYTHON)
         .args(["-c", "import aiosmtpd"])
         .stderr(Stdio::null())
@@ -43,7 +43,7 @@ fn aiosmtpd_available() -> bool {
 impl Smtpd {
     // Drop kills and waits for the child.
     #[allow(clippy::zombie_processes)]
-    fn start_on(port: u16) -> Smtpd {
+    pub(crate) fn start_on(port: u16) -> Smtpd {
         let dir = tempfile::tempdir().unwrap();
         let child = Command::new(PYTHON)
             .args(["-m", "aiosmtpd", "-n", "-l"])
@@ -69,7 +69,7 @@ impl Smtpd {
 
     /// Every message received, parsed by Python's `email` package (so
     /// transfer encodings are undone): headers and the text parts.
-    fn messages(&self) -> Vec<serde_json::Value> {
+    pub(crate) fn messages(&self) -> Vec<serde_json::Value> {
         parse_maildir(&self.maildir())
     }
 }
@@ -109,7 +109,7 @@ print(json.dumps(out))
 
 /// The demo's own mandates wrote messages while it was seeded: marked
 /// sent here, so that each test counts its own.
-async fn settle_demo_messages(app: &TestApp) {
+pub(crate) async fn settle_demo_messages(app: &TestApp) {
     let pool = app.raw_pool().await;
     sqlx::query("UPDATE outbox SET state = 'sent'")
         .execute(&pool)
@@ -118,7 +118,7 @@ async fn settle_demo_messages(app: &TestApp) {
     pool.close().await;
 }
 
-fn mailer(app: &TestApp, port: u16) -> Mailer {
+pub(crate) fn mailer(app: &TestApp, port: u16) -> Mailer {
     let mut config = app.state.config.clone();
     config.smtp_url = Some(SecretString::from(format!("smtp://127.0.0.1:{port}")));
     config.smtp_from = "coffre@agglo.example".into();

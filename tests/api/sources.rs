@@ -674,7 +674,11 @@ async fn guessing_link_codes_is_rate_limited() {
     .await;
 }
 
-async fn deposit_stream(app: &TestApp, token: &str, body: String) -> Vec<serde_json::Value> {
+pub(crate) async fn deposit_stream(
+    app: &TestApp,
+    token: &str,
+    body: String,
+) -> Vec<serde_json::Value> {
     let res = app
         .send(
             Method::POST,
@@ -695,7 +699,7 @@ async fn deposit_stream(app: &TestApp, token: &str, body: String) -> Vec<serde_j
 }
 
 /// Links Awa to the electricity supplier; returns (token, handle).
-async fn linked_awa(app: &TestApp) -> (String, String) {
+pub(crate) async fn linked_awa(app: &TestApp) -> (String, String) {
     let token = source_token(app, "energie-locale").await;
     let awa = app.login(AWA).await;
     let code = app

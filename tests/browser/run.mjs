@@ -140,7 +140,8 @@ async function api(page, method, path, body) {
     ['/moi', 'resident-espace'], ['/moi/donnees', 'resident-donnees'],
     ['/moi/consentements', 'resident-consentements'], ['/moi/acces', 'resident-acces'],
     ['/moi/mandats', 'resident-mandats'], ['/moi/recus', 'resident-recus'],
-    ['/moi/demandes', 'resident-demandes'], ['/moi/effacement', null],
+    ['/moi/demandes', 'resident-demandes'], ['/moi/notifications', 'resident-notifications'],
+    ['/moi/effacement', null],
   ]) await checkPage('resident', page, path, name);
   await page.goto(`${BASE}/moi/mandats`);
   const attestation = await page.locator('a[href$="/attestation"]').first().getAttribute('href');

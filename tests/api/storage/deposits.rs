@@ -9,6 +9,7 @@ use super::{T0, data_keys, each_store, on, record, residents};
 fn deposit(source_record_id: &str, digest: &str, version: i64, observed_at: i64) -> DepositRow {
     DepositRow {
         source_id: "s1".into(),
+        source_name: "Source 1".into(),
         source_record_id: source_record_id.into(),
         resident_id: crate::support::resident_id("r1"),
         content_digest: digest.into(),
