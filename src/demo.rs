@@ -297,6 +297,23 @@ async fn seed_mandates(state: &AppState, now: Timestamp) -> AppResult<()> {
         .find_structure(&demo_id(STRUCTURE_CCAS)?)
         .await?
         .ok_or_else(|| crate::error::AppError::internal("demo structure missing"))?;
+    // The CCAS's opening hours and alert mailbox, before its first
+    // mandate; then one alert for its référent to review (raised below
+    // whatever the hour the demo starts at).
+    state
+        .store
+        .set_alert_rules(
+            &structure.id,
+            &crate::storage::AlertRulesRow {
+                hours: "mon-fri 08:30-12:00,13:30-17:30".into(),
+                burst_max: i64::from(crate::domain::alert::DEFAULT_BURST_MAX),
+                burst_minutes: i64::from(crate::domain::alert::DEFAULT_BURST_MINUTES),
+                // Mailed only when the demo runs with `smtp_url`.
+                alert_email: Some("alertes-ccas@example.org".into()),
+            },
+            now,
+        )
+        .await?;
     crate::service::mandates::create(
         state,
         crate::service::mandates::NewMandate {
@@ -310,20 +327,6 @@ async fn seed_mandates(state: &AppState, now: Timestamp) -> AppResult<()> {
         now,
     )
     .await?;
-    // The CCAS's opening hours, and one alert for its référent to review
-    // (raised here whatever the hour the demo starts at).
-    state
-        .store
-        .set_alert_rules(
-            &structure.id,
-            &crate::storage::AlertRulesRow {
-                hours: "mon-fri 08:30-12:00,13:30-17:30".into(),
-                burst_max: i64::from(crate::domain::alert::DEFAULT_BURST_MAX),
-                burst_minutes: i64::from(crate::domain::alert::DEFAULT_BURST_MINUTES),
-            },
-            now,
-        )
-        .await?;
     if state
         .store
         .structure_alerts(&structure.id, 1)

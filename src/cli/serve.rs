@@ -335,6 +335,16 @@ fn spawn_notifier(state: AppState) -> Result<(), Fatal> {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "notice delivery failed"),
             }
+            match crate::service::notify::deliver_alerts(&state, &mailer, state.clock.now()).await {
+                Ok(r) if r != Default::default() => tracing::info!(
+                    sent = r.sent,
+                    retried = r.retried,
+                    failed = r.failed,
+                    "référents' alerts e-mailed"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "alert e-mail delivery failed"),
+            }
         }
     });
     Ok(())

@@ -17,6 +17,9 @@ pub enum NoticeEvent {
     /// A mandate in the resident's name was revoked (by the resident, the
     /// aidant or the structure's référent).
     MandateRevoked,
+    /// A mandate in the resident's name reached its end date (told by the
+    /// hourly job).
+    MandateEnded,
     /// The DPO answered the resident's rights request (granted, refused
     /// or closed).
     RightsAnswered,
@@ -65,10 +68,11 @@ impl Channel {
 }
 
 impl NoticeEvent {
-    pub const ALL: [NoticeEvent; 9] = [
+    pub const ALL: [NoticeEvent; 10] = [
         NoticeEvent::MandateCreated,
         NoticeEvent::MandateRenewed,
         NoticeEvent::MandateRevoked,
+        NoticeEvent::MandateEnded,
         NoticeEvent::RightsAnswered,
         NoticeEvent::RightsExtended,
         NoticeEvent::ConsentExpiring,
@@ -109,6 +113,7 @@ impl NoticeEvent {
             NoticeEvent::MandateCreated => "mandate.created",
             NoticeEvent::MandateRenewed => "mandate.renewed",
             NoticeEvent::MandateRevoked => "mandate.revoked",
+            NoticeEvent::MandateEnded => "mandate.ended",
             NoticeEvent::RightsAnswered => "rights.answered",
             NoticeEvent::RightsExtended => "rights.extended",
             NoticeEvent::ConsentExpiring => "consent.expiring",
@@ -127,7 +132,8 @@ impl NoticeEvent {
         match self {
             NoticeEvent::MandateCreated
             | NoticeEvent::MandateRenewed
-            | NoticeEvent::MandateRevoked => "/moi/mandats",
+            | NoticeEvent::MandateRevoked
+            | NoticeEvent::MandateEnded => "/moi/mandats",
             NoticeEvent::RightsAnswered | NoticeEvent::RightsExtended => "/moi/demandes",
             NoticeEvent::ConsentExpiring => "/moi/consentements",
             NoticeEvent::ExtractIncluded | NoticeEvent::AccessesDigest => "/moi/acces",
@@ -182,6 +188,24 @@ impl NoticeEvent {
                 ),
                 action: (MANDATE_FR, MANDATE_EN),
                 after: (ASKED_FR, ASKED_EN),
+            },
+            NoticeEvent::MandateEnded => Texts {
+                subject: (
+                    "Un mandat en votre nom a pris fin",
+                    "A mandate in your name has ended",
+                ),
+                sentence: (
+                    "Un mandat pour agir en votre nom est arrivé à sa date de fin : l'aidant ne peut plus agir pour vous. Structure :",
+                    "A mandate to act in your name reached its end date: the aidant can no longer act for you. Structure:",
+                ),
+                action: (
+                    "Pour voir vos mandats, connectez-vous",
+                    "To see your mandates, log in",
+                ),
+                after: (
+                    "Pour continuer à être aidé(e), demandez à la structure de le renouveler avec vous.",
+                    "To go on being helped, ask the structure to renew it with you.",
+                ),
             },
             NoticeEvent::RightsAnswered => Texts {
                 subject: (
@@ -355,6 +379,58 @@ pub fn render(event: NoticeEvent, actor_name: &str, at: i64, base_url: &str) -> 
     }
 }
 
+/// The e-mail to a structure's alert mailbox about an alert raised at
+/// `at`: its kind and where to see it, never the aidant's or the
+/// resident's name (the référent sees them after logging in).
+pub fn render_alert(
+    kind: crate::domain::alert::AlertKind,
+    structure_name: &str,
+    at: i64,
+    base_url: &str,
+) -> Rendered {
+    use crate::domain::alert::AlertKind;
+    let (fr, en) = match kind {
+        AlertKind::OutOfHours => (
+            "un mandat a été créé en dehors des horaires d'ouverture",
+            "a mandate was created outside opening hours",
+        ),
+        AlertKind::Burst => (
+            "un aidant a créé de nombreux mandats en peu de temps",
+            "an aidant created many mandates in a short time",
+        ),
+        AlertKind::NightAct => (
+            "un aidant a agi pour un usager la nuit",
+            "an aidant acted on behalf of a resident at night",
+        ),
+    };
+    let when = paris(at);
+    let link = format!("{}/referent/alertes", base_url.trim_end_matches('/'));
+    let text = format!(
+        "Bonjour,\n\nUne alerte a été levée pour {structure_name} : {fr}.\n\
+         Date : {when} (heure de Paris).\n\n\
+         Pour voir l'aidant et l'acte concernés, et marquer l'alerte comme examinée, connectez-vous : {link}\n\n\
+         Ce message est envoyé automatiquement ; n'y répondez pas.\n\n---\n\n\
+         Hello,\n\nAn alert was raised for {structure_name}: {en}.\nDate: {when} (Paris time).\n\n\
+         To see the aidant and the act, and mark the alert reviewed, log in: {link}\n\n\
+         This message is sent automatically; do not reply to it.\n"
+    );
+    let (s, u, w) = (escape(structure_name), escape(&link), escape(&when));
+    let html = format!(
+        "<!DOCTYPE html><html lang=\"fr\"><body>\
+         <p>Bonjour,</p><p>Une alerte a été levée pour {s} : {fr}.<br>Date : {w} (heure de Paris).</p>\
+         <p><a href=\"{u}\">Voir l'alerte</a>.</p>\
+         <p>Ce message est envoyé automatiquement ; n'y répondez pas.</p><hr>\
+         <div lang=\"en\"><p>Hello,</p><p>An alert was raised for {s}: {en}.<br>Date: {w} (Paris time).</p>\
+         <p><a href=\"{u}\">See the alert</a>.</p>\
+         <p>This message is sent automatically; do not reply to it.</p></div></body></html>"
+    );
+    Rendered {
+        subject: "Alerte sur l'activité d'un aidant / Alert about an aidant's activity".into(),
+        text,
+        html,
+    }
+}
+
 /// When a failed delivery is tried again: 30 s, doubling, at most an hour.
 pub fn retry_after(attempts: i64) -> i64 {
     let exp = attempts.clamp(1, 8) - 1;
@@ -414,6 +490,7 @@ mod tests {
             NoticeEvent::MandateCreated,
             NoticeEvent::MandateRenewed,
             NoticeEvent::MandateRevoked,
+            NoticeEvent::MandateEnded,
             NoticeEvent::RightsAnswered,
             NoticeEvent::RightsExtended,
             NoticeEvent::SourceFirstDeposit,

@@ -122,11 +122,18 @@ pub struct AlertsView {
     pub hours: String,
     pub burst_max: u32,
     pub burst_minutes: u32,
+    /// Where alerts are also e-mailed (none: the page only).
+    pub alert_email: Option<String>,
     pub alerts: Vec<AlertView>,
 }
 
 async fn view(state: &AppState, structure: &StructureId) -> AppResult<AlertsView> {
     let rules = rules_of(state, structure).await?;
+    let alert_email = state
+        .store
+        .alert_rules(structure)
+        .await?
+        .and_then(|r| r.alert_email);
     let names: std::collections::HashMap<String, String> = state
         .store
         .agents_of_structure(structure)
@@ -157,6 +164,7 @@ async fn view(state: &AppState, structure: &StructureId) -> AppResult<AlertsView
         hours: rules.hours.as_text(),
         burst_max: rules.burst_max,
         burst_minutes: rules.burst_minutes,
+        alert_email,
         alerts,
     })
 }
@@ -222,6 +230,10 @@ pub struct AlertRulesRequest {
     pub burst_max: u32,
     /// …within this many minutes raise an alert.
     pub burst_minutes: u32,
+    /// The structure's functional mailbox that alerts are also sent to
+    /// (e.g. `alertes@ccas.example`); left out, alerts are on the page only.
+    #[serde(default)]
+    pub alert_email: Option<String>,
 }
 
 /// The référent sets the structure's alert rules.
@@ -233,6 +245,17 @@ pub async fn set_rules(
 ) -> AppResult<Audited<AlertsView>> {
     let rules = AlertRules::new(&body.hours, body.burst_max, body.burst_minutes)
         .map_err(|m| ErrorCode::InvalidAlertRules.with(m))?;
+    let alert_email = match body.alert_email.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(a) => Some(
+            crate::service::notify::usable_address(a)
+                .ok_or_else(|| {
+                    ErrorCode::InvalidAlertRules
+                        .with("alert_email: not an e-mail address a relay may be given")
+                })?
+                .to_string(),
+        ),
+    };
     let ctx = referent(state, caller, "structure.manage").await?;
     let entry = state
         .audit
@@ -246,6 +269,7 @@ pub async fn set_rules(
                 hours: rules.hours.as_text(),
                 burst_max: i64::from(rules.burst_max),
                 burst_minutes: i64::from(rules.burst_minutes),
+                alert_email,
             },
             now,
         )

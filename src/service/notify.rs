@@ -209,7 +209,13 @@ fn public_base(state: &AppState) -> String {
 /// given (no domain literal: `x@[10.0.0.5]` would make the relay deliver
 /// to an internal host).
 fn address_of(fields: &serde_json::Map<String, serde_json::Value>) -> Option<lettre::Address> {
-    let a: lettre::Address = fields.get("email")?.as_str()?.parse().ok()?;
+    usable_address(fields.get("email")?.as_str()?)
+}
+
+/// `text` as an address a relay may be given: no domain literal
+/// (`x@[10.0.0.5]` would make the relay deliver to an internal host).
+pub fn usable_address(text: &str) -> Option<lettre::Address> {
+    let a: lettre::Address = text.parse().ok()?;
     (!a.domain().starts_with('[')).then_some(a)
 }
 
@@ -305,31 +311,50 @@ async fn deliver_one(
         claim.created_at,
         &public_base(state),
     );
+    let Some(message) = compose(mailer, to, text, &claim.id, now) else {
+        return Outcome::Gone("message_build_failed");
+    };
+    send(mailer, message).await
+}
+
+/// A message of coffre's: From, To, subject, Date, a `Message-ID` made of
+/// `id` (a retry is the same message), `Auto-Submitted`, plain text and
+/// HTML.
+fn compose(
+    mailer: &Mailer,
+    to: Vec<lettre::Address>,
+    text: crate::domain::notice::Rendered,
+    id: &str,
+    now: Timestamp,
+) -> Option<Message> {
     let date = std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(now).unwrap_or(0));
     let mut builder = Message::builder()
         .from(mailer.from.clone())
         .subject(text.subject)
         .date(date)
-        .message_id(Some(format!("<{}@{}>", claim.id, mailer.domain)))
+        .message_id(Some(format!("<{id}@{}>", mailer.domain)))
         .header(AutoSubmitted);
     for a in to {
         builder = builder.to(Mailbox::new(None, a));
     }
-    let Ok(message) = builder.multipart(
-        MultiPart::alternative()
-            .singlepart(
-                SinglePart::builder()
-                    .header(ContentType::TEXT_PLAIN)
-                    .body(text.text),
-            )
-            .singlepart(
-                SinglePart::builder()
-                    .header(ContentType::TEXT_HTML)
-                    .body(text.html),
-            ),
-    ) else {
-        return Outcome::Gone("message_build_failed");
-    };
+    builder
+        .multipart(
+            MultiPart::alternative()
+                .singlepart(
+                    SinglePart::builder()
+                        .header(ContentType::TEXT_PLAIN)
+                        .body(text.text),
+                )
+                .singlepart(
+                    SinglePart::builder()
+                        .header(ContentType::TEXT_HTML)
+                        .body(text.html),
+                ),
+        )
+        .ok()
+}
+
+async fn send(mailer: &Mailer, message: Message) -> Outcome {
     match mailer.transport.send(message).await {
         Ok(_) => Outcome::Sent,
         // A relay's refusal (5xx) is retried too: a bad login, a sender
@@ -340,6 +365,73 @@ async fn deliver_one(
         Err(e) if e.is_permanent() => Outcome::Retry("smtp_rejected", true),
         Err(_) => Outcome::Retry("smtp_unavailable", true),
     }
+}
+
+/// E-mails the alerts due to their structures' mailboxes (one batch): the
+/// alert's kind, its date and the link to the référent's page, no name.
+/// Claimed under a lease as the residents' messages are; a structure whose
+/// mailbox was removed since gets none (`failed`).
+pub async fn deliver_alerts(
+    state: &AppState,
+    mailer: &Mailer,
+    now: Timestamp,
+) -> AppResult<DeliveryReport> {
+    let mut report = DeliveryReport::default();
+    let token = uuid::Uuid::new_v4().to_string();
+    for claim in state
+        .store
+        .alert_mail_claim(&token, now, LEASE_SECS, BATCH)
+        .await?
+    {
+        let mailbox = state
+            .store
+            .alert_rules(&claim.structure_id)
+            .await?
+            .and_then(|r| r.alert_email)
+            .and_then(|a| usable_address(&a));
+        let Some(to) = mailbox else {
+            state.store.alert_mail_settle(&claim, "failed", now).await?;
+            report.failed += 1;
+            continue;
+        };
+        let name = state
+            .store
+            .find_structure(&claim.structure_id)
+            .await?
+            .map(|s| s.name)
+            .unwrap_or_default();
+        let text = crate::domain::notice::render_alert(
+            claim.kind,
+            &name,
+            claim.created_at,
+            &public_base(state),
+        );
+        let outcome = match compose(mailer, vec![to], text, &format!("alert-{}", claim.id), now) {
+            Some(message) => tokio::time::timeout(PER_MESSAGE, send(mailer, message))
+                .await
+                .unwrap_or(Outcome::Retry("timeout", true)),
+            None => Outcome::Gone("message_build_failed"),
+        };
+        match outcome {
+            Outcome::Sent => {
+                state.store.alert_mail_settle(&claim, "sent", now).await?;
+                report.sent += 1;
+            }
+            Outcome::Retry(code, _) if claim.mail_attempts < MAX_ATTEMPTS => {
+                tracing::warn!(alert = %claim.id, error = code, "alert e-mail not delivered; will retry");
+                state
+                    .store
+                    .alert_mail_settle(&claim, "pending", now + retry_after(claim.mail_attempts))
+                    .await?;
+                report.retried += 1;
+            }
+            _ => {
+                state.store.alert_mail_settle(&claim, "failed", now).await?;
+                report.failed += 1;
+            }
+        }
+    }
+    Ok(report)
 }
 
 /// A postal letter, as the DPO prints it: the address block and the text.

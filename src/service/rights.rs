@@ -73,6 +73,8 @@ pub struct RetentionReport {
     pub consents_ending_told: u64,
     /// Weekly digests of accesses written (for residents who asked).
     pub digests: u64,
+    /// Messages written to tell residents a mandate in their name ended.
+    pub mandates_ended_told: u64,
     /// Alerts to référents reviewed longer ago than a year.
     pub reviewed_alerts: u64,
 }
@@ -170,6 +172,11 @@ pub async fn run_retention(state: &AppState, now: Timestamp) -> AppResult<Retent
         .outbox_expiring_consents(now, now + 30 * 86_400)
         .await?;
     report.digests = crate::service::notices::weekly_digests(state, now).await?;
+    // A week back: a job that did not run for a few days still tells.
+    report.mandates_ended_told = state
+        .store
+        .outbox_ended_mandates(now - 7 * 86_400, now)
+        .await?;
     report.notices = state.store.outbox_purge(now - notice_days * 86_400).await?;
     for (what, count) in [
         ("extract_files", report.extract_files),

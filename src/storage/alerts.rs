@@ -63,12 +63,26 @@ pub struct MandateEffects {
     pub burst: Option<BurstCheck>,
 }
 
-/// A structure's rules as stored: (hours, burst_max, burst_minutes).
+/// A structure's rules as stored.
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct AlertRulesRow {
     pub hours: String,
     pub burst_max: i64,
     pub burst_minutes: i64,
+    /// The structure's functional mailbox for alerts (none: the page only).
+    pub alert_email: Option<String>,
+}
+
+/// An alert a delivery worker claimed for its e-mail to the structure.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct AlertMailClaim {
+    pub id: String,
+    /// The claim's token: only it settles the e-mail.
+    pub mail_claimed_by: String,
+    pub structure_id: StructureId,
+    pub kind: AlertKind,
+    pub created_at: i64,
+    pub mail_attempts: i64,
 }
 
 #[async_trait]
@@ -105,10 +119,28 @@ pub trait AlertStore: Send + Sync {
         by: &AgentId,
         now: Timestamp,
     ) -> StorageResult<bool>;
+    /// Takes up to `limit` alerts whose e-mail is due (written while their
+    /// structure had a mailbox) for `lease` seconds under `token`, oldest
+    /// first; one under another worker's lease is skipped.
+    async fn alert_mail_claim(
+        &self,
+        token: &str,
+        now: Timestamp,
+        lease: i64,
+        limit: i64,
+    ) -> StorageResult<Vec<AlertMailClaim>>;
+    /// Settles a claimed alert's e-mail: `sent` or `failed`, or `pending`
+    /// again from `next_at` (a retry). Only by the claim that holds it.
+    async fn alert_mail_settle(
+        &self,
+        c: &AlertMailClaim,
+        state: &str,
+        next_at: Timestamp,
+    ) -> StorageResult<()>;
 }
 
 macro_rules! impl_alert_store {
-    ($store:ty, $db:ty) => {
+    ($store:ty, $db:ty, $backend:expr) => {
     impl $store {
         /// Writes a mandate's alerts inside its transaction: those decided
         /// before, and the burst rule checked here, against every mandate
@@ -119,8 +151,9 @@ macro_rules! impl_alert_store {
         ) -> $crate::storage::StorageResult<()> {
             for a in &effects.alerts {
                 sqlx::query(
-                    "INSERT INTO referent_alerts (id, structure_id, aidant_id, kind, subject, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
+                    // Its e-mail is due when the structure has a mailbox now.
+                    "INSERT INTO referent_alerts (id, structure_id, aidant_id, kind, subject, created_at, mail_state) \
+                     VALUES ($1, $2, $3, $4, $5, $6, (SELECT 'pending' FROM structure_alert_rules WHERE structure_id = $2 AND alert_email IS NOT NULL))",
                 )
                 .bind(&a.id)
                 .bind(&a.structure_id)
@@ -133,8 +166,8 @@ macro_rules! impl_alert_store {
             }
             if let Some(b) = &effects.burst {
                 sqlx::query(
-                    "INSERT INTO referent_alerts (id, structure_id, aidant_id, kind, subject, created_at) \
-                     SELECT $1, $2, $3, $4, $5, $6 \
+                    "INSERT INTO referent_alerts (id, structure_id, aidant_id, kind, subject, created_at, mail_state) \
+                     SELECT $1, $2, $3, $4, $5, $6, (SELECT 'pending' FROM structure_alert_rules WHERE structure_id = $2 AND alert_email IS NOT NULL) \
                      WHERE (SELECT COUNT(*) FROM mandates WHERE aidant_id = $3 AND created_at >= $7) > $8 \
                        AND NOT EXISTS (SELECT 1 FROM referent_alerts WHERE aidant_id = $3 AND kind = $4 AND created_at >= $7)",
                 )
@@ -160,7 +193,7 @@ macro_rules! impl_alert_store {
             structure_id: &$crate::domain::StructureId,
         ) -> $crate::storage::StorageResult<Option<$crate::storage::AlertRulesRow>> {
             Ok(sqlx::query_as(
-                "SELECT hours, CAST(burst_max AS BIGINT) AS burst_max, CAST(burst_minutes AS BIGINT) AS burst_minutes \
+                "SELECT hours, CAST(burst_max AS BIGINT) AS burst_max, CAST(burst_minutes AS BIGINT) AS burst_minutes, alert_email \
                  FROM structure_alert_rules WHERE structure_id = $1",
             )
             .bind(structure_id)
@@ -175,15 +208,16 @@ macro_rules! impl_alert_store {
             now: $crate::domain::Timestamp,
         ) -> $crate::storage::StorageResult<()> {
             sqlx::query(
-                "INSERT INTO structure_alert_rules (structure_id, hours, burst_max, burst_minutes, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (structure_id) DO UPDATE SET hours = $2, burst_max = $3, burst_minutes = $4, updated_at = $5",
+                "INSERT INTO structure_alert_rules (structure_id, hours, burst_max, burst_minutes, updated_at, alert_email) \
+                 VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (structure_id) DO UPDATE SET hours = $2, burst_max = $3, burst_minutes = $4, updated_at = $5, alert_email = $6",
             )
             .bind(structure_id)
             .bind(&rules.hours)
             .bind(rules.burst_max)
             .bind(rules.burst_minutes)
             .bind(now)
+            .bind(&rules.alert_email)
             .execute(&self.pool)
             .await?;
             Ok(())
@@ -244,6 +278,55 @@ macro_rules! impl_alert_store {
                 .execute(&self.pool)
                 .await?
                 .rows_affected())
+        }
+
+        async fn alert_mail_claim(
+            &self,
+            token: &str,
+            now: $crate::domain::Timestamp,
+            lease: i64,
+            limit: i64,
+        ) -> $crate::storage::StorageResult<Vec<$crate::storage::AlertMailClaim>> {
+            // As the outbox's claim: chosen, locked and leased at once.
+            let skip_locked = match $backend {
+                $crate::storage::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+                $crate::storage::Backend::Sqlite => "",
+            };
+            let sql = format!(
+                "UPDATE referent_alerts SET mail_claimed_until = $1 + $2, mail_claimed_by = $4, mail_attempts = mail_attempts + 1 \
+                 WHERE id IN (SELECT id FROM referent_alerts WHERE mail_state = 'pending' AND COALESCE(mail_next_at, 0) <= $1 \
+                   AND (mail_claimed_until IS NULL OR mail_claimed_until <= $1) \
+                   ORDER BY created_at, id LIMIT $3{skip_locked}) \
+                 RETURNING id, mail_claimed_by, structure_id, kind, created_at, CAST(mail_attempts AS BIGINT) AS mail_attempts"
+            );
+            let mut claimed: Vec<$crate::storage::AlertMailClaim> = sqlx::query_as(&sql)
+                .bind(now)
+                .bind(lease)
+                .bind(limit)
+                .bind(token)
+                .fetch_all(&self.pool)
+                .await?;
+            claimed.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+            Ok(claimed)
+        }
+
+        async fn alert_mail_settle(
+            &self,
+            c: &$crate::storage::AlertMailClaim,
+            state: &str,
+            next_at: $crate::domain::Timestamp,
+        ) -> $crate::storage::StorageResult<()> {
+            sqlx::query(
+                "UPDATE referent_alerts SET mail_state = $3, mail_next_at = $4, mail_claimed_until = NULL \
+                 WHERE id = $1 AND mail_claimed_by = $2 AND mail_state = 'pending'",
+            )
+            .bind(&c.id)
+            .bind(&c.mail_claimed_by)
+            .bind(state)
+            .bind(next_at)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
         }
 
         async fn review_alert(

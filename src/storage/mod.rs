@@ -59,7 +59,7 @@ mod sqlite;
 
 pub use access::{AccessStore, PartnerRead, PartnerReadFacts};
 pub use agents::{AgentRow, AgentStore, StructureRow, TotpRow};
-pub use alerts::{AlertRow, AlertRulesRow, AlertStore, BurstCheck, MandateEffects};
+pub use alerts::{AlertMailClaim, AlertRow, AlertRulesRow, AlertStore, BurstCheck, MandateEffects};
 pub use audit::{AuditAppend, AuditPlanner, AuditStore, CheckpointRow};
 pub use consents::{ConsentEventRow, ConsentForDecision, ConsentRow, ConsentStore};
 pub use deposits::{DepositFacts, DepositOutcome, DepositRow, DepositStore, DepositedVersion};
@@ -238,7 +238,7 @@ macro_rules! impl_store {
         $crate::storage::consents::impl_consent_store!($store);
         $crate::storage::mandates::impl_mandate_store!($store, $db, $for_share);
         $crate::storage::outbox::impl_outbox_store!($store, $db, $backend);
-        $crate::storage::alerts::impl_alert_store!($store, $db);
+        $crate::storage::alerts::impl_alert_store!($store, $db, $backend);
         $crate::storage::rights::impl_rights_store!($store, $db);
         $crate::storage::records::impl_record_store!($store, $db, $for_share);
         $crate::storage::access::impl_access_store!($store);

@@ -119,6 +119,12 @@ pub trait OutboxStore: Send + Sync {
         now: Timestamp,
         until: Timestamp,
     ) -> StorageResult<u64>;
+    /// Writes one `mandate.ended` message for each mandate of an active
+    /// resident that reached its end date after `since` and by `now` with
+    /// an authorisation still standing (not revoked nor superseded: those
+    /// were told when it happened), once per mandate (its id says which);
+    /// returns how many were written.
+    async fn outbox_ended_mandates(&self, since: Timestamp, now: Timestamp) -> StorageResult<u64>;
     /// Deletes messages sent, given up, muted, or held by an act that never
     /// finished, written before `before`; returns how many.
     async fn outbox_purge(&self, before: Timestamp) -> StorageResult<u64>;
@@ -351,6 +357,26 @@ macro_rules! impl_outbox_store {
             )
             .bind(now)
             .bind(until)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+        }
+
+        async fn outbox_ended_mandates(
+            &self,
+            since: $crate::domain::Timestamp,
+            now: $crate::domain::Timestamp,
+        ) -> $crate::storage::StorageResult<u64> {
+            Ok(sqlx::query(
+                "INSERT INTO outbox (id, event, resident_id, subject_id, actor_name, created_at, next_attempt_at) \
+                 SELECT 'mandate-ended-' || m.id, 'mandate.ended', m.resident_id, m.id, s.name, m.expires_at, $2 \
+                 FROM mandates m JOIN structures s ON s.id = m.structure_id JOIN residents r ON r.id = m.resident_id \
+                 WHERE m.expires_at > $1 AND m.expires_at <= $2 AND r.status = 'active' \
+                   AND EXISTS (SELECT 1 FROM mandate_authorisations a WHERE a.mandate_id = m.id AND a.revoked_at IS NULL) \
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(since)
+            .bind(now)
             .execute(&self.pool)
             .await?
             .rows_affected())

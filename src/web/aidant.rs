@@ -602,6 +602,33 @@ pub async fn alerts(ctx: Ctx) -> PageResult {
                 }
             }
         }
+        h2 #regles { (l.t("Règles et adresse d'alerte", "Rules and alert address")) }
+        p { @if let Some(a) = &view.alert_email {
+                (l.t("Les alertes sont aussi envoyées à ", "Alerts are also sent to ")) strong { (a) } "."
+            } @else {
+                (l.t("Aucune adresse de la structure : les alertes ne sont que sur cette page.", "No structure address: alerts are on this page only."))
+            } }
+        form method="post" action="/referent/alertes/regles" {
+            (csrf(&user))
+            div.field {
+                label for="hours" { (l.t("Horaires d'ouverture (heure de Paris)", "Opening hours (Paris time)")) }
+                p.hint #hours-hint { (l.t("Par exemple : mon-fri 08:30-12:00,13:30-17:30; sat 09:00-12:00", "For example: mon-fri 08:30-12:00,13:30-17:30; sat 09:00-12:00")) }
+                input type="text" id="hours" name="hours" value=(view.hours) aria-describedby="hours-hint" required;
+            }
+            div.field {
+                label for="burst_max" { (l.t("Alerte au-delà de ce nombre de mandats par aidant…", "Alert beyond this many mandates by one aidant…")) }
+                input type="number" id="burst_max" name="burst_max" value=(view.burst_max) min="1" max="100" inputmode="numeric" required;
+            }
+            div.field {
+                label for="burst_minutes" { (l.t("…en ce nombre de minutes", "…within this many minutes")) }
+                input type="number" id="burst_minutes" name="burst_minutes" value=(view.burst_minutes) min="1" max="1440" inputmode="numeric" required;
+            }
+            div.field {
+                label for="alert_email" { (l.t("Adresse de la structure pour les alertes (facultative ; une boîte de service, pas une adresse personnelle)", "The structure's address for alerts (optional; a service mailbox, not a personal address)")) }
+                input type="email" id="alert_email" name="alert_email" value=(view.alert_email.as_deref().unwrap_or("")) autocomplete="off";
+            }
+            p { button { (l.t("Enregistrer les règles", "Save the rules")) } }
+        }
         @if !reviewed.is_empty() {
             h2 { (l.t("Déjà examinées", "Already reviewed")) }
             ul {
@@ -612,6 +639,28 @@ pub async fn alerts(ctx: Ctx) -> PageResult {
         }
     };
     Ok(ctx.page(l.t("Alertes", "Alerts"), body))
+}
+
+/// The référent sets the structure's rules and alert address.
+pub async fn alert_rules(ctx: Ctx, body: Bytes) -> PageResult {
+    let form = Form::parse(&body);
+    let user = ctx.form_user(&[Role::Referent], &form)?;
+    let caller = ctx.caller(&user);
+    let number = |name: &str| {
+        form.get(name)
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .unwrap_or(0)
+    };
+    let request = crate::service::alerts::AlertRulesRequest {
+        hours: form.get("hours").unwrap_or("").to_string(),
+        burst_max: number("burst_max"),
+        burst_minutes: number("burst_minutes"),
+        alert_email: form.get("alert_email").map(str::to_string),
+    };
+    crate::service::alerts::set_rules(&ctx.state, &caller, request, ctx.state.clock.now())
+        .await
+        .map_err(|e| ctx.fail_at(e, "/referent/alertes"))?;
+    Ok(ctx.done("/referent/alertes", "regles_alerte"))
 }
 
 pub async fn review_alert(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> PageResult {

@@ -122,6 +122,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/mandates/{id}/attestation", get(aidant::attestation))
         .route("/referent/alertes", get(aidant::alerts))
+        .route("/referent/alertes/regles", post(aidant::alert_rules))
         .route("/referent/alertes/{id}", post(aidant::review_alert))
         .route("/dpo", get(dpo::overview))
         .route(
@@ -568,6 +569,7 @@ fn flash_text(code: &str, l: Lang) -> Option<&'static str> {
             "The deadline is extended.",
         ),
         "cloture" => l.t("La demande est close.", "The request is closed."),
+        "regles_alerte" => l.t("Les règles sont enregistrées.", "The rules are saved."),
         "alerte_examinee" => l.t(
             "L'alerte est notée comme examinée.",
             "The alert is marked reviewed.",

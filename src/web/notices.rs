@@ -21,8 +21,12 @@ fn event_label(event: &str, l: Lang) -> &'static str {
             "A mandate in my name is renewed",
         ),
         "mandate.revoked" => l.t(
-            "Un mandat en mon nom est révoqué ou prend fin",
-            "A mandate in my name is revoked or ends",
+            "Un mandat en mon nom est révoqué",
+            "A mandate in my name is revoked",
+        ),
+        "mandate.ended" => l.t(
+            "Un mandat en mon nom arrive à sa date de fin",
+            "A mandate in my name reaches its end date",
         ),
         "rights.answered" => l.t(
             "Ma demande d'exercice de mes droits reçoit une réponse",

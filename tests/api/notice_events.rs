@@ -421,3 +421,174 @@ async fn the_weekly_digest_reaches_only_those_who_asked_once_a_week() {
     })
     .await;
 }
+
+/// A mandate that reaches its end date is told once by the hourly job; a
+/// revoked one was told when it was revoked and is not told again.
+#[tokio::test]
+async fn a_mandate_that_reaches_its_end_is_told_once() {
+    each_backend(|app| async move {
+        settle_demo_messages(&app).await;
+        let ends = app
+            .mandate(JEAN_PIERRE, &crate::support::demarches("social"), 1)
+            .await;
+        let revoked = app
+            .mandate(JEAN_PIERRE, &crate::support::demarches("logement"), 1)
+            .await;
+        coffre::service::agents::resident_revoke(
+            &app.state,
+            &coffre::service::Caller {
+                actor_id: JEAN_PIERRE.into(),
+                role: coffre::domain::Role::Resident,
+                request_id: None,
+            },
+            Some(&crate::support::mid(&revoked)),
+            coffre::service::agents::RevokeRequest {
+                demarche: None,
+                totp: None,
+            },
+        )
+        .await
+        .unwrap();
+        // Still running: nothing.
+        coffre::service::rights::run_retention(&app.state, app.clock.now())
+            .await
+            .unwrap();
+        assert!(!ended_told(&app).await.contains(&ends));
+        app.clock.advance(86_400 + 60);
+        for expected in [1, 0] {
+            let r = coffre::service::rights::run_retention(&app.state, app.clock.now())
+                .await
+                .unwrap();
+            assert!(r.mandates_ended_told >= expected, "{r:?}");
+            let told = ended_told(&app).await;
+            assert_eq!(told.iter().filter(|s| **s == ends).count(), 1, "{told:?}");
+            assert!(!told.contains(&revoked), "{told:?}");
+        }
+    })
+    .await;
+}
+
+/// The mandates told as ended.
+async fn ended_told(app: &TestApp) -> Vec<String> {
+    let pool = app.raw_pool().await;
+    let rows: Vec<(String,)> =
+        sqlx::query_as("SELECT subject_id FROM outbox WHERE event = 'mandate.ended'")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    pool.close().await;
+    rows.into_iter().map(|(s,)| s).collect()
+}
+
+/// An alert is e-mailed to the structure's functional mailbox (set by its
+/// référent), with its kind and the link to the page, never a name; a
+/// structure without a mailbox gets none, and a bad mailbox is refused.
+#[tokio::test]
+async fn alerts_reach_the_structures_mailbox_without_a_name() {
+    if !aiosmtpd_available() {
+        return;
+    }
+    const REFERENT: &str = "a1d00000-0000-4000-8000-000000000003";
+    const TUESDAY_21H: i64 = 1_796_115_600 + 11 * 3600;
+    each_backend(|app| async move {
+        let smtp = Smtpd::start_on(crate::binary::free_port());
+        let mailer = mailer(&app, smtp.port);
+        // The demo's own alert (its mailbox is the demo's) goes first.
+        coffre::service::notify::deliver_alerts(&app.state, &mailer, app.clock.now())
+            .await
+            .unwrap();
+        let demo_mails = smtp.messages().len();
+        let s = app.login(REFERENT).await;
+        for bad in ["pas une adresse", "x@[10.0.0.5]"] {
+            app.as_user(
+                &s,
+                Method::PUT,
+                "/api/v1/referent/structure/alert-rules",
+                Some(serde_json::json!({"hours": "mon-fri 08:30-17:30", "burst_max": 5, "burst_minutes": 30, "alert_email": bad})),
+            )
+            .await
+            .assert_error(422, "invalid_alert_rules");
+        }
+        let res = app
+            .as_user(
+                &s,
+                Method::PUT,
+                "/api/v1/referent/structure/alert-rules",
+                Some(serde_json::json!({"hours": "mon-fri 08:30-17:30", "burst_max": 5, "burst_minutes": 30, "alert_email": "alertes@ccas.example"})),
+            )
+            .await;
+        assert_eq!(res.status, 200, "{}", res.text());
+        assert_eq!(res.json()["alert_email"], "alertes@ccas.example");
+        // A mandate at 21:00: an out-of-hours alert, e-mailed once.
+        app.clock.set(TUESDAY_21H);
+        app.mandate(AWA, &crate::support::demarches("logement"), 31).await;
+        for expected in [1, 0] {
+            let r = coffre::service::notify::deliver_alerts(&app.state, &mailer, app.clock.now())
+                .await
+                .unwrap();
+            assert_eq!(r.sent, expected, "{r:?}");
+        }
+        let got = smtp.messages();
+        assert_eq!(got.len(), demo_mails + 1);
+        let m = got.last().unwrap();
+        assert_eq!(m["headers"]["To"], "alertes@ccas.example");
+        assert_eq!(m["headers"]["Auto-Submitted"], "auto-generated");
+        let text = m["parts"][0]["text"].as_str().unwrap();
+        assert!(text.contains("/referent/alertes"), "{text}");
+        assert!(text.contains("horaires d'ouverture"), "{text}");
+        // No aidant's name, no resident's.
+        for name in ["Awa", "Diallo", "Camille", "Roux", "Sophie"] {
+            assert!(!m["raw"].as_str().unwrap().contains(name), "{name}: {text}");
+        }
+        // Without a mailbox: the page only.
+        let s = app.login(REFERENT).await;
+        let res = app
+            .as_user(
+                &s,
+                Method::PUT,
+                "/api/v1/referent/structure/alert-rules",
+                Some(serde_json::json!({"hours": "mon-fri 08:30-17:30", "burst_max": 5, "burst_minutes": 30})),
+            )
+            .await;
+        assert_eq!(res.status, 200, "{}", res.text());
+        assert_eq!(res.json()["alert_email"], serde_json::Value::Null);
+        app.clock.advance(3600);
+        app.mandate(JEAN_PIERRE, &crate::support::demarches("logement"), 31).await;
+        let r = coffre::service::notify::deliver_alerts(&app.state, &mailer, app.clock.now())
+            .await
+            .unwrap();
+        assert_eq!(r, Default::default());
+        // The référent's page sets the same rules (audited).
+        let s = app.login(REFERENT).await;
+        let res = app
+            .send(
+                Method::POST,
+                "/referent/alertes/regles",
+                &[
+                    ("cookie", s.cookie.as_str()),
+                    ("content-type", "application/x-www-form-urlencoded"),
+                ],
+                format!(
+                    "csrf_token={}&hours=mon-fri+09%3A00-17%3A00&burst_max=4&burst_minutes=20&alert_email=alertes%40ccas.example",
+                    s.csrf
+                ),
+            )
+            .await;
+        assert_eq!(res.status, 303, "{}", res.text());
+        assert_eq!(app.last_entry().await.action, "alert.rules");
+        let v = app
+            .as_user(&s, Method::GET, "/api/v1/referent/alerts", None)
+            .await
+            .json();
+        assert_eq!(
+            (v["burst_max"].as_u64(), v["alert_email"].as_str()),
+            (Some(4), Some("alertes@ccas.example"))
+        );
+        let page = app
+            .send(Method::GET, "/referent/alertes", &[("cookie", s.cookie.as_str())], "")
+            .await
+            .text();
+        assert!(page.contains("alertes@ccas.example"), "{page}");
+    })
+    .await;
+}
