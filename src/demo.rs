@@ -310,6 +310,9 @@ async fn seed_mandates(state: &AppState, now: Timestamp) -> AppResult<()> {
                 burst_minutes: i64::from(crate::domain::alert::DEFAULT_BURST_MINUTES),
                 // Mailed only when the demo runs with `smtp_url`.
                 alert_email: Some("alertes-ccas@example.org".into()),
+                // No commune check in the demo: its residents live in two
+                // communes and every persona may be helped by the CCAS.
+                communes: Default::default(),
             },
             now,
         )

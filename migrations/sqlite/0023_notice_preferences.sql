@@ -28,3 +28,6 @@ ALTER TABLE referent_alerts ADD COLUMN mail_next_at BIGINT;
 ALTER TABLE referent_alerts ADD COLUMN mail_claimed_until BIGINT;
 ALTER TABLE referent_alerts ADD COLUMN mail_claimed_by TEXT;
 CREATE INDEX referent_alerts_mail_due ON referent_alerts (mail_state, mail_next_at);
+-- The communes a structure serves (INSEE codes, space-separated; empty:
+-- no check): a mandate for a resident living elsewhere raises an alert.
+ALTER TABLE structure_alert_rules ADD COLUMN communes TEXT NOT NULL DEFAULT '';

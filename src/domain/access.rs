@@ -162,13 +162,17 @@ fn role_refusal(action: &str) -> Denial {
     }
 }
 
-/// The one access decision. Allow with its basis, or deny with a stable
-/// reason code; the caller records either in the audit log before anything
-/// is disclosed.
 /// The register's purpose under which the service tells residents what is
 /// done in their name (the notifier's only purpose).
 pub const INFORMATION_PURPOSE: &str = "information-des-personnes";
 
+/// The purpose under which the supervisor reads a resident's commune to
+/// check a mandate against the communes its structure serves.
+pub const SUPERVISION_PURPOSE: &str = "controle-des-mandats";
+
+/// The one access decision. Allow with its basis, or deny with a stable
+/// reason code; the caller records either in the audit log before anything
+/// is disclosed.
 pub fn decide(q: &AccessQuery<'_>) -> Verdict {
     if !q.role_allows {
         return Verdict::Deny(role_refusal(q.action));
@@ -207,18 +211,28 @@ pub fn decide(q: &AccessQuery<'_>) -> Verdict {
         // The service's information duty (BRIEF C13): an active resident's
         // contact details, for the information purpose, within the
         // categories the register gives it; nothing else, for no one else.
-        Role::Notifier => match (q.resident_id, q.purpose, q.category) {
-            (None, _, _) => Verdict::Deny(Denial::RoleNotAllowed),
-            (Some(_), _, _) if !q.resident_active => Verdict::Deny(Denial::ResidentNotFound),
-            (Some(_), None, _) if q.purpose_asked => Verdict::Deny(Denial::UnknownPurpose),
-            (Some(_), None, _) => Verdict::Deny(Denial::PurposeRequired),
-            (Some(_), Some(p), Some(c))
-                if p.id.as_str() == INFORMATION_PURPOSE && p.categories.iter().any(|x| x == c) =>
-            {
-                Verdict::Allow(Basis::LegalBasis(p.legal_basis))
-            }
-            (Some(_), Some(_), _) => Verdict::Deny(Denial::CategoryOutsidePurpose),
-        },
+        Role::Notifier => service_reader(q, INFORMATION_PURPOSE),
+        // The service's supervision of mandates (BRIEF C13): likewise, for
+        // the supervision purpose only.
+        Role::Supervisor => service_reader(q, SUPERVISION_PURPOSE),
+    }
+}
+
+/// One of the service's own readers: an active resident's data, for its
+/// one purpose, within the categories the register gives it; nothing
+/// else, for no one else.
+fn service_reader(q: &AccessQuery<'_>, purpose_id: &str) -> Verdict {
+    match (q.resident_id, q.purpose, q.category) {
+        (None, _, _) => Verdict::Deny(Denial::RoleNotAllowed),
+        (Some(_), _, _) if !q.resident_active => Verdict::Deny(Denial::ResidentNotFound),
+        (Some(_), None, _) if q.purpose_asked => Verdict::Deny(Denial::UnknownPurpose),
+        (Some(_), None, _) => Verdict::Deny(Denial::PurposeRequired),
+        (Some(_), Some(p), Some(c))
+            if p.id.as_str() == purpose_id && p.categories.iter().any(|x| x == c) =>
+        {
+            Verdict::Allow(Basis::LegalBasis(p.legal_basis))
+        }
+        (Some(_), Some(_), _) => Verdict::Deny(Denial::CategoryOutsidePurpose),
     }
 }
 

@@ -16,21 +16,80 @@ pub enum AlertKind {
     Burst,
     /// An act on behalf (a read or a write under a mandate) at night.
     NightAct,
+    /// A mandate for a resident whose commune is not one the structure
+    /// serves.
+    OutsideCommune,
 }
 
 impl AlertKind {
-    pub const ALL: [AlertKind; 3] = [AlertKind::OutOfHours, AlertKind::Burst, AlertKind::NightAct];
+    pub const ALL: [AlertKind; 4] = [
+        AlertKind::OutOfHours,
+        AlertKind::Burst,
+        AlertKind::NightAct,
+        AlertKind::OutsideCommune,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             AlertKind::OutOfHours => "out_of_hours",
             AlertKind::Burst => "burst",
             AlertKind::NightAct => "night_act",
+            AlertKind::OutsideCommune => "outside_commune",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// The communes a structure serves (INSEE codes), sorted, without
+/// repeats; empty: no commune check.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Communes(Vec<String>);
+
+/// At most this many communes a structure.
+pub const MAX_COMMUNES: usize = 500;
+
+impl Communes {
+    /// Every code valid, at most [`MAX_COMMUNES`].
+    pub fn new<S: AsRef<str>>(codes: &[S]) -> Result<Self, String> {
+        if codes.len() > MAX_COMMUNES {
+            return Err(format!("at most {MAX_COMMUNES} communes"));
+        }
+        let mut out = Vec::with_capacity(codes.len());
+        for c in codes {
+            let c = c.as_ref().trim();
+            if !super::category::is_insee_code(c) {
+                return Err("communes: INSEE codes such as 31555 or 2A004".into());
+            }
+            out.push(c.to_string());
+        }
+        out.sort();
+        out.dedup();
+        Ok(Communes(out))
+    }
+
+    /// The stored form: codes separated by spaces.
+    pub fn as_text(&self) -> String {
+        self.0.join(" ")
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        let codes: Vec<&str> = text.split_whitespace().collect();
+        Communes::new(&codes).ok()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn contains(&self, code: &str) -> bool {
+        self.0.binary_search_by(|c| c.as_str().cmp(code)).is_ok()
+    }
+
+    pub fn codes(&self) -> &[String] {
+        &self.0
     }
 }
 

@@ -306,11 +306,7 @@ fn check(ty: &FieldType, v: &Value) -> Result<Value, String> {
         }
         FieldType::InseeCode => {
             let s = text()?;
-            let b = s.as_bytes();
-            let ok = b.len() == 5
-                && (b[..2].iter().all(u8::is_ascii_digit) || &b[..2] == b"2A" || &b[..2] == b"2B")
-                && b[2..].iter().all(u8::is_ascii_digit);
-            if !ok {
+            if !is_insee_code(s) {
                 return Err("expected a 5-character INSEE code".into());
             }
             Ok(Value::String(s.to_string()))
@@ -354,6 +350,15 @@ fn valid_date(s: &str) -> bool {
         _ => return false,
     };
     (1900..=2200).contains(&y) && (1..=days).contains(&d)
+}
+
+/// A commune's INSEE code: five digits, or 2A/2B and three digits
+/// (Corsica).
+pub fn is_insee_code(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 5
+        && (b[..2].iter().all(u8::is_ascii_digit) || &b[..2] == b"2A" || &b[..2] == b"2B")
+        && b[2..].iter().all(u8::is_ascii_digit)
 }
 
 #[cfg(test)]

@@ -132,10 +132,14 @@ pub enum Role {
     /// address, for the information purpose only, to tell them of acts
     /// done in their name.
     Notifier,
+    /// The service's supervision of mandates (BRIEF C13): reads a
+    /// resident's commune, for the supervision purpose only, to alert a
+    /// référent when a mandate reaches beyond the structure's communes.
+    Supervisor,
 }
 
 impl Role {
-    pub const ALL: [Role; 9] = [
+    pub const ALL: [Role; 10] = [
         Role::Resident,
         Role::Aidant,
         Role::Referent,
@@ -145,6 +149,7 @@ impl Role {
         Role::Partner,
         Role::Source,
         Role::Notifier,
+        Role::Supervisor,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -158,6 +163,7 @@ impl Role {
             Role::Partner => "partner",
             Role::Source => "source",
             Role::Notifier => "notifier",
+            Role::Supervisor => "supervisor",
         }
     }
 

@@ -402,6 +402,10 @@ pub fn render_alert(
             "un aidant a agi pour un usager la nuit",
             "an aidant acted on behalf of a resident at night",
         ),
+        AlertKind::OutsideCommune => (
+            "un mandat a été créé pour une personne qui n'habite pas une commune de la structure",
+            "a mandate was created for a person who lives outside the structure's communes",
+        ),
     };
     let when = paris(at);
     let link = format!("{}/referent/alertes", base_url.trim_end_matches('/'));

@@ -94,6 +94,16 @@ pub async fn agent_revoke(
         now,
     )
     .await?;
+    // A revocation is an act on the resident's behalf too: at night, the
+    // référent hears of it.
+    crate::service::alerts::after_act_on_behalf(
+        state,
+        &ctx.agent.id,
+        &ctx.structure.id,
+        format!("audit:{entry}"),
+        now,
+    )
+    .await;
     let view = crate::service::mandates::view(state, &mandate, now).await?;
     Ok(Audited::new(
         entry,

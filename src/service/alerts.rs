@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::domain::alert::{AlertKind, AlertRules, is_night};
-use crate::domain::{AgentId, StructureId, Timestamp};
+use crate::domain::{AgentId, Role, StructureId, Timestamp};
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::service::mandates::record;
 use crate::service::structures::referent;
@@ -88,6 +88,66 @@ pub async fn on_mandate(state: &AppState, m: &MandateRow, now: Timestamp) -> Man
     }
 }
 
+/// After a mandate was created: when its structure lists the communes it
+/// serves, the resident's commune (their `contact` record's
+/// `commune_insee`) is read by the supervisor, through the one decision
+/// (purpose `controle-des-mandats`), recorded before it is opened; a
+/// commune outside the list raises an alert. Never a reason to undo the
+/// mandate: a failure is logged.
+pub async fn after_mandate(state: &AppState, m: &MandateRow, now: Timestamp) {
+    let communes = match state.store.alert_rules(&m.structure_id).await {
+        Ok(Some(r)) if !r.communes.is_empty() => r.communes,
+        Ok(_) => return,
+        Err(e) => {
+            tracing::error!(error = %e, "alert rules not read; no commune check");
+            return;
+        }
+    };
+    match resident_commune(state, m).await {
+        Ok(Some(c)) if !communes.contains(&c) => {
+            raise(
+                state,
+                &m.structure_id,
+                &m.aidant_id,
+                AlertKind::OutsideCommune,
+                format!("mandate:{}", m.id),
+                now,
+            )
+            .await;
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::error!(mandate = %m.id, error = %e, "the resident's commune was not checked")
+        }
+    }
+}
+
+async fn resident_commune(state: &AppState, m: &MandateRow) -> AppResult<Option<String>> {
+    crate::service::access::decide(
+        state,
+        crate::service::access::AccessRequest {
+            resident_id: Some(m.resident_id.as_str()),
+            category: Some("contact"),
+            purpose_id: Some(crate::domain::access::SUPERVISION_PURPOSE),
+            request_id: Some(format!("mandate:{}", m.id)),
+            ..crate::service::access::AccessRequest::new(
+                "supervisor",
+                Role::Supervisor,
+                "alert.commune",
+            )
+        },
+    )
+    .await?;
+    let contact = state.categories.category("contact")?;
+    let current = state
+        .vault()?
+        .read_current_category(&m.resident_id, &contact)
+        .await?;
+    Ok(current
+        .and_then(|r| r.fields.get("commune_insee").cloned())
+        .and_then(|v| v.as_str().map(str::to_string)))
+}
+
 /// After an act on behalf was decided: at night? `subject` names the act
 /// (`audit:{index}` of its decision, or `consent:{id}`).
 pub async fn after_act_on_behalf(
@@ -124,16 +184,19 @@ pub struct AlertsView {
     pub burst_minutes: u32,
     /// Where alerts are also e-mailed (none: the page only).
     pub alert_email: Option<String>,
+    /// The communes the structure serves (empty: no check).
+    pub communes: Vec<String>,
     pub alerts: Vec<AlertView>,
 }
 
 async fn view(state: &AppState, structure: &StructureId) -> AppResult<AlertsView> {
     let rules = rules_of(state, structure).await?;
-    let alert_email = state
-        .store
-        .alert_rules(structure)
-        .await?
-        .and_then(|r| r.alert_email);
+    let stored = state.store.alert_rules(structure).await?;
+    let communes = stored
+        .as_ref()
+        .map(|r| r.communes.codes().to_vec())
+        .unwrap_or_default();
+    let alert_email = stored.and_then(|r| r.alert_email);
     let names: std::collections::HashMap<String, String> = state
         .store
         .agents_of_structure(structure)
@@ -165,6 +228,7 @@ async fn view(state: &AppState, structure: &StructureId) -> AppResult<AlertsView
         burst_max: rules.burst_max,
         burst_minutes: rules.burst_minutes,
         alert_email,
+        communes,
         alerts,
     })
 }
@@ -234,6 +298,10 @@ pub struct AlertRulesRequest {
     /// (e.g. `alertes@ccas.example`); left out, alerts are on the page only.
     #[serde(default)]
     pub alert_email: Option<String>,
+    /// The communes the structure serves (INSEE codes); a mandate for a
+    /// resident living elsewhere raises an alert. Left out: no check.
+    #[serde(default)]
+    pub communes: Vec<String>,
 }
 
 /// The référent sets the structure's alert rules.
@@ -256,6 +324,8 @@ pub async fn set_rules(
                 .to_string(),
         ),
     };
+    let communes = crate::domain::alert::Communes::new(&body.communes)
+        .map_err(|m| ErrorCode::InvalidAlertRules.with(m))?;
     let ctx = referent(state, caller, "structure.manage").await?;
     let entry = state
         .audit
@@ -270,6 +340,7 @@ pub async fn set_rules(
                 burst_max: i64::from(rules.burst_max),
                 burst_minutes: i64::from(rules.burst_minutes),
                 alert_email,
+                communes,
             },
             now,
         )

@@ -347,6 +347,7 @@ async fn create_with(
             Err(e) => return Err(e.into()),
         }
     }
+    crate::service::alerts::after_mandate(state, &row, now).await;
     let codes: Vec<String> = m.demarches.iter().map(|d| d.as_str().to_string()).collect();
     let attestation = attestation(state, &row, m.structure, &codes)?;
     Ok((row, attestation))

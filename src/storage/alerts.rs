@@ -71,6 +71,8 @@ pub struct AlertRulesRow {
     pub burst_minutes: i64,
     /// The structure's functional mailbox for alerts (none: the page only).
     pub alert_email: Option<String>,
+    /// The communes it serves (empty: no commune check).
+    pub communes: crate::domain::alert::Communes,
 }
 
 /// An alert a delivery worker claimed for its e-mail to the structure.
@@ -193,7 +195,7 @@ macro_rules! impl_alert_store {
             structure_id: &$crate::domain::StructureId,
         ) -> $crate::storage::StorageResult<Option<$crate::storage::AlertRulesRow>> {
             Ok(sqlx::query_as(
-                "SELECT hours, CAST(burst_max AS BIGINT) AS burst_max, CAST(burst_minutes AS BIGINT) AS burst_minutes, alert_email \
+                "SELECT hours, CAST(burst_max AS BIGINT) AS burst_max, CAST(burst_minutes AS BIGINT) AS burst_minutes, alert_email, communes \
                  FROM structure_alert_rules WHERE structure_id = $1",
             )
             .bind(structure_id)
@@ -208,9 +210,9 @@ macro_rules! impl_alert_store {
             now: $crate::domain::Timestamp,
         ) -> $crate::storage::StorageResult<()> {
             sqlx::query(
-                "INSERT INTO structure_alert_rules (structure_id, hours, burst_max, burst_minutes, updated_at, alert_email) \
-                 VALUES ($1, $2, $3, $4, $5, $6) \
-                 ON CONFLICT (structure_id) DO UPDATE SET hours = $2, burst_max = $3, burst_minutes = $4, updated_at = $5, alert_email = $6",
+                "INSERT INTO structure_alert_rules (structure_id, hours, burst_max, burst_minutes, updated_at, alert_email, communes) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (structure_id) DO UPDATE SET hours = $2, burst_max = $3, burst_minutes = $4, updated_at = $5, alert_email = $6, communes = $7",
             )
             .bind(structure_id)
             .bind(&rules.hours)
@@ -218,6 +220,7 @@ macro_rules! impl_alert_store {
             .bind(rules.burst_minutes)
             .bind(now)
             .bind(&rules.alert_email)
+            .bind(&rules.communes)
             .execute(&self.pool)
             .await?;
             Ok(())

@@ -105,6 +105,12 @@ code_column!(crate::domain::extract::ExtractState, "extract state");
 code_column!(crate::domain::notice::NoticeEvent, "notice event");
 code_column!(crate::domain::notice::Channel, "notice channel");
 code_column!(crate::domain::alert::AlertKind, "alert kind");
+text_column!(
+    crate::domain::alert::Communes,
+    "communes",
+    |v| v.as_text(),
+    |s| crate::domain::alert::Communes::parse(&s)
+);
 text_column!(Category, "category", |v| v.as_str().to_owned(), |s| {
     Category::recorded(&s)
 });

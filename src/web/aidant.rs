@@ -554,6 +554,10 @@ fn alert_kind(kind: &str, l: super::Lang) -> &'static str {
             "many mandates in a short time",
         ),
         "night_act" => l.t("acte pour un usager la nuit", "act on behalf at night"),
+        "outside_commune" => l.t(
+            "mandat pour une personne hors des communes de la structure",
+            "mandate for a person outside the structure's communes",
+        ),
         _ => l.t("autre", "other"),
     }
 }
@@ -627,6 +631,10 @@ pub async fn alerts(ctx: Ctx) -> PageResult {
                 label for="alert_email" { (l.t("Adresse de la structure pour les alertes (facultative ; une boîte de service, pas une adresse personnelle)", "The structure's address for alerts (optional; a service mailbox, not a personal address)")) }
                 input type="email" id="alert_email" name="alert_email" value=(view.alert_email.as_deref().unwrap_or("")) autocomplete="off";
             }
+            div.field {
+                label for="communes" { (l.t("Communes servies (codes INSEE séparés par des espaces ; vide : pas de contrôle)", "Communes served (INSEE codes separated by spaces; empty: no check)")) }
+                input type="text" id="communes" name="communes" value=(view.communes.join(" ")) inputmode="numeric";
+            }
             p { button { (l.t("Enregistrer les règles", "Save the rules")) } }
         }
         @if !reviewed.is_empty() {
@@ -656,6 +664,13 @@ pub async fn alert_rules(ctx: Ctx, body: Bytes) -> PageResult {
         burst_max: number("burst_max"),
         burst_minutes: number("burst_minutes"),
         alert_email: form.get("alert_email").map(str::to_string),
+        communes: form
+            .get("communes")
+            .unwrap_or("")
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|c| !c.is_empty())
+            .map(str::to_string)
+            .collect(),
     };
     crate::service::alerts::set_rules(&ctx.state, &caller, request, ctx.state.clock.now())
         .await

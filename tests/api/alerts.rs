@@ -88,6 +88,35 @@ async fn out_of_hours_bursts_and_nights_raise_alerts_and_ordinary_days_none() {
         );
         let night = all.iter().find(|a| a["kind"] == "night_act").unwrap();
         assert!(night["subject"].as_str().unwrap().starts_with("audit:"));
+
+        // 23:30: a revocation by the structure is an act on behalf too.
+        let late = evening + 2 * 3600 + 1800;
+        app.clock.set(late);
+        let m = app.mandate(AWA, &[Demarche::Papiers], 31).await;
+        app.clock.advance(60);
+        coffre::service::agents::agent_revoke(
+            &app.state,
+            &Caller {
+                actor_id: REFERENT.into(),
+                role: Role::Referent,
+                request_id: None,
+            },
+            Some(&crate::support::mid(&m)),
+            coffre::service::agents::RevokeRequest {
+                demarche: None,
+                totp: None,
+            },
+        )
+        .await
+        .unwrap();
+        let all = alerts(&app).await;
+        assert_eq!(
+            all.iter()
+                .filter(|a| a["kind"] == "night_act" && a["created_at"].as_i64() == Some(late + 60))
+                .count(),
+            1,
+            "{all:#?}"
+        );
     })
     .await;
 }
@@ -206,4 +235,76 @@ async fn the_referent_alone_reviews_alerts_once_and_sets_the_rules() {
         assert!(page.text().contains("Camille"));
     })
     .await;
+}
+
+/// A structure that lists the communes it serves is alerted when a
+/// mandate is made for a resident living elsewhere: the resident's commune
+/// is read by the supervisor through the one decision, recorded first;
+/// a resident of a listed commune raises nothing, nor does a structure
+/// with no list (no read at all).
+#[tokio::test]
+async fn a_mandate_for_a_resident_outside_the_structures_communes_is_alerted() {
+    const JEAN_PIERRE: &str = "0b9a3c1e-5d6f-4a7b-8c9d-000000000002";
+    each_backend(|app| async move {
+        app.clock.set(TUESDAY_10H);
+        let s = app.login(REFERENT).await;
+        let rules = |communes: serde_json::Value| {
+            serde_json::json!({"hours": "mon-fri 08:00-18:00", "burst_max": 5, "burst_minutes": 30, "communes": communes})
+        };
+        for bad in [serde_json::json!(["3190"]), serde_json::json!(["ABCDE"])] {
+            app.as_user(&s, Method::PUT, "/api/v1/referent/structure/alert-rules", Some(rules(bad)))
+                .await
+                .assert_error(422, "invalid_alert_rules");
+        }
+        app.as_user(&s, Method::PUT, "/api/v1/referent/structure/alert-rules", Some(rules(serde_json::json!("31909"))))
+            .await
+            .assert_error(400, "invalid_json");
+        // No list: nothing read, nothing raised.
+        let before = app.state.audit.size().await.unwrap();
+        app.mandate(AWA, &[Demarche::Logement], 31).await;
+        let supervisor_reads = |from: u64| {
+            let store = app.store.clone();
+            async move {
+                let to = app_size(&store).await;
+                store
+                    .audit_entries(from, to)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|(_, leaf)| coffre::audit::AuditEntry::decode(&leaf).unwrap())
+                    .filter(|e| e.actor_role == "supervisor")
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert!(supervisor_reads(before).await.is_empty());
+        let res = app
+            .as_user(&s, Method::PUT, "/api/v1/referent/structure/alert-rules", Some(rules(serde_json::json!(["31909", " 31909 "]))))
+            .await;
+        assert_eq!(res.status, 200, "{}", res.text());
+        assert_eq!(res.json()["communes"], serde_json::json!(["31909"]));
+        // Awa lives in 31901: alerted, after a recorded read.
+        let before = app.state.audit.size().await.unwrap();
+        app.clock.advance(60);
+        let m = app.mandate(AWA, &[Demarche::Famille], 31).await;
+        let reads = supervisor_reads(before).await;
+        assert_eq!(reads.len(), 1, "{reads:?}");
+        assert_eq!(
+            (reads[0].action.as_str(), reads[0].resident_id.as_deref(), reads[0].category.as_deref(), reads[0].purpose.as_deref()),
+            ("alert.commune", Some(AWA), Some("contact"), Some("controle-des-mandats"))
+        );
+        let all = alerts(&app).await;
+        let outside: Vec<_> = all.iter().filter(|a| a["kind"] == "outside_commune").collect();
+        assert_eq!(outside.len(), 1, "{all:?}");
+        assert_eq!(outside[0]["subject"], format!("mandate:{m}").as_str());
+        // Jean-Pierre lives in 31909: nothing.
+        app.clock.advance(60);
+        app.mandate(JEAN_PIERRE, &[Demarche::Famille], 31).await;
+        let all = alerts(&app).await;
+        assert_eq!(all.iter().filter(|a| a["kind"] == "outside_commune").count(), 1);
+    })
+    .await;
+}
+
+async fn app_size(store: &coffre::storage::DynStore) -> u64 {
+    store.audit_size().await.unwrap()
 }
