@@ -5,6 +5,7 @@ pub mod entry;
 pub mod log;
 pub mod merkle;
 pub mod note;
+pub mod tiles;
 pub mod verify;
 
 pub use entry::{AuditEntry, AuditRecord, Decision};

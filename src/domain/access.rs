@@ -214,6 +214,12 @@ pub fn decide(q: &AccessQuery<'_>) -> Verdict {
         Role::Notifier => service_reader(q, INFORMATION_PURPOSE),
         // The service's supervision of mandates (BRIEF C13): likewise, for
         // the supervision purpose only.
+        // The resident may object to it (art. 21) or restrict processing
+        // (art. 18): then no check, and no alert.
+        Role::Supervisor if q.resident_active && q.objected => Verdict::Deny(Denial::Objection),
+        Role::Supervisor if q.resident_active && q.restricted => {
+            Verdict::Deny(Denial::ProcessingRestricted)
+        }
         Role::Supervisor => service_reader(q, SUPERVISION_PURPOSE),
     }
 }

@@ -19,14 +19,19 @@ pub enum AlertKind {
     /// A mandate for a resident whose commune is not one the structure
     /// serves.
     OutsideCommune,
+    /// A mandate for a resident whose commune could not be checked (none
+    /// in their contact record, or the read failed): a list of communes
+    /// must not be evaded by clearing the field.
+    CommuneUnknown,
 }
 
 impl AlertKind {
-    pub const ALL: [AlertKind; 4] = [
+    pub const ALL: [AlertKind; 5] = [
         AlertKind::OutOfHours,
         AlertKind::Burst,
         AlertKind::NightAct,
         AlertKind::OutsideCommune,
+        AlertKind::CommuneUnknown,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -35,6 +40,7 @@ impl AlertKind {
             AlertKind::Burst => "burst",
             AlertKind::NightAct => "night_act",
             AlertKind::OutsideCommune => "outside_commune",
+            AlertKind::CommuneUnknown => "commune_unknown",
         }
     }
 

@@ -406,6 +406,10 @@ pub fn render_alert(
             "un mandat a été créé pour une personne qui n'habite pas une commune de la structure",
             "a mandate was created for a person who lives outside the structure's communes",
         ),
+        AlertKind::CommuneUnknown => (
+            "un mandat a été créé pour une personne dont la commune n'a pas pu être vérifiée",
+            "a mandate was created for a person whose commune could not be checked",
+        ),
     };
     let when = paris(at);
     let link = format!("{}/referent/alertes", base_url.trim_end_matches('/'));

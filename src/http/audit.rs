@@ -13,6 +13,7 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 
 use crate::AppState;
+use crate::audit::tiles::TileRef;
 use crate::error::AppResult;
 use crate::http::session::CurrentUser;
 use crate::service::journal::{self, ConsistencyProof, Entries, InclusionProof, MyAccesses};
@@ -60,6 +61,67 @@ fn number(q: &HashMap<String, String>, name: &'static str) -> AppResult<u64> {
 pub async fn checkpoint(State(state): State<AppState>) -> AppResult<Response> {
     let note = journal::checkpoint(&state, state.clock.now()).await?.note;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], note).into_response())
+}
+
+/// The latest signed checkpoint at the C2SP tlog-tiles location
+/// (`/audit/checkpoint`, beside the tiles): the same note.
+pub async fn tlog_checkpoint(State(state): State<AppState>) -> AppResult<Response> {
+    let note = journal::checkpoint(&state, state.clock.now()).await?.note;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        note,
+    )
+        .into_response())
+}
+
+/// A hash tile (`/audit/tile/<L>/<N>[.p/<W>]`, C2SP tlog-tiles), for
+/// anyone; full tiles never change and are cached for a year.
+pub async fn hash_tile(
+    State(state): State<AppState>,
+    axum::extract::Path(path): axum::extract::Path<String>,
+) -> AppResult<Response> {
+    let tile = TileRef::parse(&path).ok_or(crate::error::AppError::NotFound)?;
+    let bytes = journal::hash_tile(&state, &tile).await?;
+    Ok(tile_response(&tile, bytes))
+}
+
+/// An entry bundle (`/audit/tile/entries/<N>[.p/<W>]`), for auditors and
+/// the DPO (the entries name residents by id), audited.
+pub async fn entry_bundle(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    rid: RequestId,
+    axum::extract::Path(path): axum::extract::Path<String>,
+) -> AppResult<Response> {
+    let tile =
+        TileRef::parse(&format!("entries/{path}")).ok_or(crate::error::AppError::NotFound)?;
+    let bundle = journal::entry_bundle(&state, &user.caller(&rid), &tile).await?;
+    let mut res = tile_response(&tile, bundle.value);
+    // Personal identifiers: never in a shared cache.
+    res.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("private, no-store"),
+    );
+    Ok(res)
+}
+
+fn tile_response(tile: &TileRef, bytes: Vec<u8>) -> Response {
+    let cache = if tile.is_full() {
+        "public, max-age=31536000, immutable"
+    } else {
+        "public, max-age=60"
+    };
+    (
+        [
+            (header::CONTENT_TYPE, "application/octet-stream"),
+            (header::CACHE_CONTROL, cache),
+        ],
+        bytes,
+    )
+        .into_response()
 }
 
 /// The verifier key of checkpoints, in signed-note form (`name+hexid+base64`).

@@ -167,6 +167,11 @@ pub fn router(state: AppState, pages: Router<AppState>) -> Router {
                 async move { axum::Json(doc.as_ref().clone()) }
             }),
         )
+        // The log as C2SP tlog-tiles, for standard clients (beside the
+        // JSON proofs of /api/v1/audit).
+        .route("/audit/checkpoint", get(audit::tlog_checkpoint))
+        .route("/audit/tile/entries/{*path}", get(audit::entry_bundle))
+        .route("/audit/tile/{*path}", get(audit::hash_tile))
         .merge(pages)
         .fallback(|| async { AppError::NotFound })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })

@@ -19,6 +19,7 @@ const PUBLIC_PATHS: &[&str] = &[
     "/readyz",
     "/api/openapi.json",
     "/api/v1/audit/checkpoint",
+    "/audit/checkpoint",
     "/api/v1/audit/key",
     "/api/v1/audit/proofs/inclusion",
     "/api/v1/audit/proofs/consistency",
@@ -40,7 +41,10 @@ const PUBLIC_PREFIXES: &[&str] = &["/static/", "/langue/"];
 
 /// True when `path` answers while the vault is sealed.
 pub fn public_while_sealed(path: &str) -> bool {
-    PUBLIC_PATHS.contains(&path) || PUBLIC_PREFIXES.iter().any(|p| path.starts_with(p))
+    PUBLIC_PATHS.contains(&path)
+        || PUBLIC_PREFIXES.iter().any(|p| path.starts_with(p))
+        // The log's hash tiles, as its proofs; not its entries.
+        || (path.starts_with("/audit/tile/") && !path.starts_with("/audit/tile/entries/"))
 }
 
 pub async fn refuse_while_sealed(

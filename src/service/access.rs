@@ -121,7 +121,9 @@ pub async fn evaluate<'r>(
         .and_then(|r| crate::domain::ResidentId::parse(r).ok());
     let partner_facts = match (req.role, named.as_ref(), handed_in) {
         (Role::Partner, Some(_), Some(facts)) if role_allows => Some(facts.clone()),
-        (Role::Partner, Some(r), _) if role_allows => Some(
+        // The supervisor's read is bound by the resident's objection to
+        // its purpose and their restriction, as a partner's is.
+        (Role::Partner | Role::Supervisor, Some(r), _) if role_allows => Some(
             state
                 .store
                 .partner_read_facts(r, purpose.map(|p| &p.id))

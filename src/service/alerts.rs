@@ -103,22 +103,32 @@ pub async fn after_mandate(state: &AppState, m: &MandateRow, now: Timestamp) {
             return;
         }
     };
-    match resident_commune(state, m).await {
-        Ok(Some(c)) if !communes.contains(&c) => {
-            raise(
-                state,
-                &m.structure_id,
-                &m.aidant_id,
-                AlertKind::OutsideCommune,
-                format!("mandate:{}", m.id),
-                now,
-            )
-            .await;
-        }
-        Ok(_) => {}
+    let kind = match resident_commune(state, m).await {
+        Ok(Some(c)) if communes.contains(&c) => None,
+        Ok(Some(_)) => Some(AlertKind::OutsideCommune),
+        // No commune to check: the list must not be evaded by clearing it.
+        Ok(None) => Some(AlertKind::CommuneUnknown),
+        // The resident objected to the check or restricted processing:
+        // respected, and not held against them.
+        Err(AppError::Coded {
+            code: ErrorCode::Objection | ErrorCode::ProcessingRestricted,
+            ..
+        }) => None,
         Err(e) => {
-            tracing::error!(mandate = %m.id, error = %e, "the resident's commune was not checked")
+            tracing::error!(mandate = %m.id, error = %e, "the resident's commune was not checked");
+            Some(AlertKind::CommuneUnknown)
         }
+    };
+    if let Some(kind) = kind {
+        raise(
+            state,
+            &m.structure_id,
+            &m.aidant_id,
+            kind,
+            format!("mandate:{}", m.id),
+            now,
+        )
+        .await;
     }
 }
 
@@ -295,13 +305,15 @@ pub struct AlertRulesRequest {
     /// …within this many minutes raise an alert.
     pub burst_minutes: u32,
     /// The structure's functional mailbox that alerts are also sent to
-    /// (e.g. `alertes@ccas.example`); left out, alerts are on the page only.
+    /// (e.g. `alertes@ccas.example`); `""` removes it; left out, the one
+    /// set stays.
     #[serde(default)]
     pub alert_email: Option<String>,
     /// The communes the structure serves (INSEE codes); a mandate for a
-    /// resident living elsewhere raises an alert. Left out: no check.
+    /// resident living elsewhere raises an alert. `[]`: no check; left
+    /// out, the list set stays.
     #[serde(default)]
-    pub communes: Vec<String>,
+    pub communes: Option<Vec<String>>,
 }
 
 /// The référent sets the structure's alert rules.
@@ -314,19 +326,34 @@ pub async fn set_rules(
     let rules = AlertRules::new(&body.hours, body.burst_max, body.burst_minutes)
         .map_err(|m| ErrorCode::InvalidAlertRules.with(m))?;
     let alert_email = match body.alert_email.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(a) => Some(
+        None => None,
+        Some("") => Some(None),
+        Some(a) => Some(Some(
             crate::service::notify::usable_address(a)
                 .ok_or_else(|| {
                     ErrorCode::InvalidAlertRules
                         .with("alert_email: not an e-mail address a relay may be given")
                 })?
                 .to_string(),
-        ),
+        )),
     };
-    let communes = crate::domain::alert::Communes::new(&body.communes)
+    let communes = body
+        .communes
+        .as_deref()
+        .map(crate::domain::alert::Communes::new)
+        .transpose()
         .map_err(|m| ErrorCode::InvalidAlertRules.with(m))?;
     let ctx = referent(state, caller, "structure.manage").await?;
+    // A field left out keeps what is stored.
+    let stored = state.store.alert_rules(&ctx.structure.id).await?;
+    let alert_email = match alert_email {
+        Some(set) => set,
+        None => stored.as_ref().and_then(|r| r.alert_email.clone()),
+    };
+    let communes = match communes {
+        Some(set) => set,
+        None => stored.map(|r| r.communes).unwrap_or_default(),
+    };
     let entry = state
         .audit
         .record(record(state, caller, Some(&ctx), "alert.rules"))

@@ -30,15 +30,21 @@ fn uniform(rng: &ring::rand::SystemRandom) -> Result<f64, String> {
     Ok((u64::from_be_bytes(b) >> 11) as f64 / (1u64 << 53) as f64 - 0.5)
 }
 
+/// The refusal of a build that is not this one's to make.
+const NOT_APPROVED: &str = "not approved";
+
 /// Builds an approved extract at `now`. On failure the extract is marked
 /// `failed` with the reason and no file is left.
 pub async fn build(state: &AppState, id: &ExtractId, now: Timestamp) -> Result<(), String> {
     let tmp = state.config.extracts_dir.join(format!("{id}.csv.age.part"));
     match build_inner(state, id, now, &tmp).await {
         Ok(()) => Ok(()),
+        // Another build holds it (or it was never approved): not ours to
+        // fail, nor its files to remove.
+        Err(e) if e.starts_with(NOT_APPROVED) => Err(e),
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
-            let _ = state
+            let failed = state
                 .store
                 .extract_transition(
                     id,
@@ -48,6 +54,12 @@ pub async fn build(state: &AppState, id: &ExtractId, now: Timestamp) -> Result<(
                     now,
                 )
                 .await;
+            // The file may already be in place when only its ready state
+            // failed to commit: a failed extract keeps no file. (Its held
+            // messages went with the transition.)
+            if matches!(failed, Ok(true)) {
+                let _ = std::fs::remove_file(file_path(state, id));
+            }
             Err(e)
         }
     }
@@ -78,7 +90,7 @@ async fn build_inner(
         .await
         .map_err(s)?
     {
-        return Err(format!("not approved (state {})", row.state));
+        return Err(format!("{NOT_APPROVED} (state {})", row.state));
     }
     let spec: ExtractSpec = serde_json::from_str(&row.spec).map_err(|e| e.to_string())?;
     let purpose = state

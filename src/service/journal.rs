@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::audit::AuditEntry;
+use crate::audit::tiles::{TileKind, TileRef};
 use crate::domain::Timestamp;
 use crate::error::{AppError, AppResult};
 use crate::service::access::{own_data, role_action};
@@ -152,6 +153,63 @@ pub struct MyAccesses {
     pub checkpoint: String,
     pub tree_size: u64,
     pub accesses: Vec<AccessView>,
+}
+
+/// One hash tile of the tree (C2SP tlog-tiles), for anyone: hashes of
+/// subtrees reveal nothing of the entries. `not_found` until the tree
+/// holds it whole (a tile, once served, never changes).
+pub async fn hash_tile(state: &AppState, tile: &TileRef) -> AppResult<Vec<u8>> {
+    if !matches!(tile.kind, TileKind::Hashes { .. }) {
+        return Err(AppError::NotFound);
+    }
+    let size = state.store.audit_size().await?;
+    let (from, to) = tile.range().ok_or(AppError::NotFound)?;
+    let height = u8::try_from(tile.height()).map_err(|_| AppError::NotFound)?;
+    if !tile.within(size) {
+        return Err(AppError::NotFound);
+    }
+    let rows = state.store.audit_level_hashes(height, from, to).await?;
+    let mut out = Vec::with_capacity(rows.len() * 32);
+    for (expected, (idx, hash)) in (from..to).zip(&rows) {
+        if u64::try_from(*idx).ok() != Some(expected) || hash.len() != 32 {
+            return Err(AppError::Integrity);
+        }
+        out.extend_from_slice(hash);
+    }
+    if rows.len() as u64 != tile.width {
+        // A node the tree's size says exists is missing: the log's storage
+        // is damaged (`coffre audit verify` names where).
+        return Err(AppError::Integrity);
+    }
+    Ok(out)
+}
+
+/// One entry bundle (C2SP tlog-tiles): the leaves themselves. They name
+/// residents by their internal ids, so only the roles that may read the
+/// log's entries get them (auditors, the DPO), recorded as any read of
+/// entries is.
+pub async fn entry_bundle(
+    state: &AppState,
+    caller: &Caller,
+    tile: &TileRef,
+) -> AppResult<Audited<Vec<u8>>> {
+    let index = role_action(state, caller, "audit.read").await?;
+    if tile.kind != TileKind::Entries {
+        return Err(AppError::NotFound);
+    }
+    let size = state.store.audit_size().await?;
+    let (from, to) = tile.range().ok_or(AppError::NotFound)?;
+    if !tile.within(size) {
+        return Err(AppError::NotFound);
+    }
+    let rows = state.store.audit_entries(from, to).await?;
+    if rows.len() as u64 != tile.width {
+        return Err(AppError::Integrity);
+    }
+    let leaves: Vec<Vec<u8>> = rows.into_iter().map(|(_, leaf)| leaf).collect();
+    let bundle = crate::audit::tiles::entry_bundle(&leaves)
+        .ok_or_else(|| AppError::internal("an entry is longer than a bundle allows"))?;
+    Ok(Audited::new(index, bundle))
 }
 
 /// Who accessed my data, when and why: every decision about me in the

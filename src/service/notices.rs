@@ -146,64 +146,93 @@ fn counts_in_digest(e: &AuditEntry, resident: &str) -> bool {
 /// Writes the digest of the week before `now`'s week for every resident
 /// who asked for it and whose data others touched in it: one message per
 /// resident and week (its id says which, so a second run, or a second
-/// process, adds nothing). Returns how many were written.
+/// process, adds nothing, and a resident already told this week is not
+/// read again). A resident whose entries cannot be read is skipped and
+/// logged: one damaged entry stops no one else's digest, nor the rest of
+/// the hourly job. Returns how many were written.
 pub async fn weekly_digests(state: &AppState, now: Timestamp) -> AppResult<u64> {
     let (week, this_monday) = week_of(now);
     let from = this_monday - 7 * 86_400;
+    let told_suffix = format!("-{}", week - 1);
     let mut written = 0;
     let mut after = String::new();
     loop {
         let residents = state
             .store
-            .residents_opted_in(NoticeEvent::AccessesDigest, &after, DIGEST_RESIDENTS)
+            .residents_opted_in(
+                NoticeEvent::AccessesDigest,
+                "digest-",
+                &told_suffix,
+                &after,
+                DIGEST_RESIDENTS,
+            )
             .await?;
         let Some(last) = residents.last() else { break };
         after = last.as_str().to_string();
         for resident in &residents {
-            let mut count: u64 = 0;
-            let mut before = u64::MAX;
-            'entries: loop {
-                let rows = state
-                    .store
-                    .audit_entries_of(resident, before, DIGEST_PAGE)
-                    .await?;
-                let Some((oldest, _)) = rows.last() else {
-                    break;
-                };
-                let full = rows.len() as i64 == DIGEST_PAGE;
-                before = u64::try_from(*oldest).unwrap_or(0);
-                for (idx, leaf) in &rows {
-                    let e = AuditEntry::decode(leaf).map_err(|err| {
-                        crate::error::AppError::internal(format!("entry {idx}: {err}"))
-                    })?;
-                    if e.timestamp < from {
-                        break 'entries;
-                    }
-                    if e.timestamp < this_monday && counts_in_digest(&e, resident.as_str()) {
-                        count += 1;
-                    }
+            match digest_of(state, resident, from, this_monday, week, now).await {
+                Ok(true) => written += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(resident = %resident, error = %e, "weekly digest not written")
                 }
-                if !full {
-                    break;
-                }
-            }
-            if count == 0 {
-                continue;
-            }
-            let mut message = OutboxMessage::new(
-                NoticeEvent::AccessesDigest,
-                resident,
-                &format!("week-{week}"),
-                &count.to_string(),
-                now,
-            );
-            message.id = format!("digest-{}-{}", resident.as_str(), week - 1);
-            if state.store.outbox_insert_once(&message).await? {
-                written += 1;
             }
         }
     }
     Ok(written)
+}
+
+/// One resident's digest of `[from, to)`, written if anyone else touched
+/// their data then; true when written.
+async fn digest_of(
+    state: &AppState,
+    resident: &crate::domain::ResidentId,
+    from: Timestamp,
+    to: Timestamp,
+    week: i64,
+    now: Timestamp,
+) -> AppResult<bool> {
+    let mut count: u64 = 0;
+    let mut before = u64::MAX;
+    // Newest first; entries are stamped when decided and indexed when
+    // committed, so a few may sit out of time order near the boundary:
+    // the scan stops a day past it.
+    'entries: loop {
+        let rows = state
+            .store
+            .audit_entries_of(resident, before, DIGEST_PAGE)
+            .await?;
+        let Some((oldest, _)) = rows.last() else {
+            break;
+        };
+        let full = rows.len() as i64 == DIGEST_PAGE;
+        before = u64::try_from(*oldest).unwrap_or(0);
+        for (idx, leaf) in &rows {
+            let e = AuditEntry::decode(leaf)
+                .map_err(|err| crate::error::AppError::internal(format!("entry {idx}: {err}")))?;
+            if e.timestamp < from - 86_400 {
+                break 'entries;
+            }
+            if e.timestamp >= from && e.timestamp < to && counts_in_digest(&e, resident.as_str()) {
+                count += 1;
+            }
+        }
+        if !full {
+            break;
+        }
+    }
+    if count == 0 {
+        return Ok(false);
+    }
+    let mut message = OutboxMessage::new(
+        NoticeEvent::AccessesDigest,
+        resident,
+        &format!("week-{}", week - 1),
+        &count.to_string(),
+        now,
+    );
+    message.id = format!("digest-{}-{}", resident.as_str(), week - 1);
+    Ok(state.store.outbox_insert_once(&message).await?)
 }
 
 #[cfg(test)]

@@ -212,11 +212,26 @@ fn address_of(fields: &serde_json::Map<String, serde_json::Value>) -> Option<let
     usable_address(fields.get("email")?.as_str()?)
 }
 
-/// `text` as an address a relay may be given: no domain literal
-/// (`x@[10.0.0.5]` would make the relay deliver to an internal host).
+/// `text` as an address a relay may be given: a domain name of at least
+/// two labels, never an IP address, bracketed or not (`x@[10.0.0.5]`,
+/// `x@10.0.0.5`, `x@localhost` would make the relay deliver to an internal
+/// host).
 pub fn usable_address(text: &str) -> Option<lettre::Address> {
     let a: lettre::Address = text.parse().ok()?;
-    (!a.domain().starts_with('[')).then_some(a)
+    let domain = a.domain();
+    let bare = domain.trim_start_matches('[').trim_end_matches(']');
+    let is_ip = bare.parse::<std::net::IpAddr>().is_ok()
+        || bare
+            .strip_prefix("IPv6:")
+            .is_some_and(|v6| v6.parse::<std::net::Ipv6Addr>().is_ok());
+    let named = domain.contains('.')
+        && !domain.starts_with('[')
+        && !domain.ends_with('.')
+        && domain
+            .rsplit('.')
+            .next()
+            .is_some_and(|tld| tld.chars().any(|c| c.is_ascii_alphabetic()));
+    (named && !is_ip).then_some(a)
 }
 
 /// One message.
@@ -238,12 +253,10 @@ async fn deliver_one(
             .unwrap_or(claim.event.default_channel()),
         Err(_) => return Outcome::Retry("store_unavailable", false),
     };
-    match chosen {
-        // The digest's default is off, but it is written only for those
-        // who asked for it: a choice withdrawn since mutes it here.
-        Channel::Off => return Outcome::Muted,
-        Channel::Post => return Outcome::Post("prefers_post"),
-        Channel::Email => {}
+    // The digest's default is off, but it is written only for those who
+    // asked for it: a choice withdrawn since mutes it here.
+    if chosen == Channel::Off {
+        return Outcome::Muted;
     }
     // The decision first, recorded before the address is opened.
     let request = AccessRequest {
@@ -283,11 +296,20 @@ async fn deliver_one(
         return Outcome::Retry("vault_read_failed", false);
     };
     let current = history.first();
-    if current
-        .and_then(|r| r.fields.get("preferred_channel"))
+    // Post when the resident prefers it (for this event, or in their
+    // contact record) and has a postal address to write to; without one,
+    // e-mail still reaches them (a message that cannot be turned off is
+    // never parked where it cannot be printed).
+    let prefers_post = chosen == Channel::Post
+        || current
+            .and_then(|r| r.fields.get("preferred_channel"))
+            .and_then(|v| v.as_str())
+            == Some("post");
+    let has_postal = current
+        .and_then(|r| r.fields.get("postal_address"))
         .and_then(|v| v.as_str())
-        == Some("post")
-    {
+        .is_some_and(|a| !a.trim().is_empty());
+    if prefers_post && has_postal {
         return Outcome::Post("prefers_post");
     }
     // The version held before the act's second, every version of that
@@ -303,7 +325,13 @@ async fn deliver_one(
         }
     }
     if to.is_empty() {
-        return Outcome::Post("no_email");
+        // Neither address: the DPO sees it failed, rather than a letter
+        // that could never be printed.
+        return if has_postal {
+            Outcome::Post("no_email")
+        } else {
+            Outcome::Gone("no_address")
+        };
     }
     let text = render(
         claim.event,
@@ -460,7 +488,12 @@ pub async fn letters(
     let vault = state.vault()?;
     let mut out = Vec::new();
     let mut without_address = 0;
-    for claim in state.store.outbox_letters(LETTERS_PER_BATCH).await? {
+    // A few more than a batch: a letter whose address went meanwhile is
+    // left out without holding back those after it.
+    for claim in state.store.outbox_letters(LETTERS_PER_BATCH * 2).await? {
+        if out.len() as i64 >= LETTERS_PER_BATCH {
+            break;
+        }
         // The DPO reads, as the notifier (the service's information duty),
         // each decision recorded before the records are opened; a refusal
         // (an erased resident) leaves that letter out, an unavailable
@@ -570,4 +603,28 @@ pub async fn letters_posted(
 /// The outbox's counts (`coffre outbox status`, metrics, the DPO).
 pub async fn counts(state: &AppState) -> AppResult<OutboxCounts> {
     Ok(state.store.outbox_counts().await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::usable_address;
+
+    #[test]
+    fn only_named_domains_are_given_to_the_relay() {
+        assert!(usable_address("awa@example.org").is_some());
+        assert!(usable_address("alertes@ccas.mairie.example").is_some());
+        for bad in [
+            "x@[10.0.0.5]",
+            "x@10.0.0.5",
+            "x@[IPv6:::1]",
+            "x@localhost",
+            "x@intranet",
+            "x@example.",
+            "x@127.0.0.1",
+            "pas une adresse",
+            "x@example.org\r\nBcc: y@example.org",
+        ] {
+            assert!(usable_address(bad).is_none(), "{bad}");
+        }
+    }
 }

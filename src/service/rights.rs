@@ -171,7 +171,13 @@ pub async fn run_retention(state: &AppState, now: Timestamp) -> AppResult<Retent
         .store
         .outbox_expiring_consents(now, now + 30 * 86_400)
         .await?;
-    report.digests = crate::service::notices::weekly_digests(state, now).await?;
+    // The digest never stops the rest of the job.
+    report.digests = crate::service::notices::weekly_digests(state, now)
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "weekly digests not written");
+            0
+        });
     // A week back: a job that did not run for a few days still tells.
     report.mandates_ended_told = state
         .store

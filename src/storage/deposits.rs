@@ -324,10 +324,11 @@ macro_rules! impl_deposit_store {
                 .bind(&d.record.origin.source_basis)
                 .execute(&mut *one)
                 .await?;
-                if previous.is_none() {
+                {
                     // Art. 14: the first deposit from this source about this
                     // resident (none of its deposits stands) tells them, in
-                    // this transaction. The id is fixed per source and
+                    // this transaction (whatever this record id's past: a
+                    // record a source moves to another resident tells them). The id is fixed per source and
                     // resident: two processes racing on PostgreSQL write one
                     // message (a resident told less than a year ago, the
                     // outbox's retention, of a source that deposits again

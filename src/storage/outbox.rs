@@ -153,11 +153,15 @@ pub trait OutboxStore: Send + Sync {
         choices: &[(NoticeEvent, Channel)],
         now: Timestamp,
     ) -> StorageResult<()>;
-    /// Active residents who chose `channel`-other-than-off for `event`
-    /// (the digest's readers), by id after `after`, at most `limit`.
+    /// Active residents who chose a channel other than off for `event`
+    /// (the digest's readers) and have no message of id
+    /// `{id_prefix}{resident}{id_suffix}` yet, by id after `after`, at most
+    /// `limit`.
     async fn residents_opted_in(
         &self,
         event: NoticeEvent,
+        id_prefix: &str,
+        id_suffix: &str,
         after: &str,
         limit: i64,
     ) -> StorageResult<Vec<ResidentId>>;
@@ -414,7 +418,7 @@ macro_rules! impl_outbox_store {
                         .push_bind(&m.actor_name)
                         .push_bind(m.created_at)
                         .push_bind(m.created_at)
-                        .push_bind("held");
+                        .push("'held'");
                 });
                 q.build().execute(&mut *tx).await?;
             }
@@ -495,17 +499,22 @@ macro_rules! impl_outbox_store {
         async fn residents_opted_in(
             &self,
             event: $crate::domain::notice::NoticeEvent,
+            id_prefix: &str,
+            id_suffix: &str,
             after: &str,
             limit: i64,
         ) -> $crate::storage::StorageResult<Vec<$crate::domain::ResidentId>> {
             Ok(sqlx::query_scalar(
                 "SELECT p.resident_id FROM notice_preferences p JOIN residents r ON r.id = p.resident_id \
                  WHERE p.event = $1 AND p.channel <> 'off' AND r.status = 'active' AND p.resident_id > $2 \
+                   AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.id = $4 || p.resident_id || $5) \
                  ORDER BY p.resident_id LIMIT $3",
             )
             .bind(event)
             .bind(after)
             .bind(limit)
+            .bind(id_prefix)
+            .bind(id_suffix)
             .fetch_all(&self.pool)
             .await?)
         }

@@ -558,6 +558,10 @@ fn alert_kind(kind: &str, l: super::Lang) -> &'static str {
             "mandat pour une personne hors des communes de la structure",
             "mandate for a person outside the structure's communes",
         ),
+        "commune_unknown" => l.t(
+            "mandat pour une personne dont la commune n'a pas pu être vérifiée",
+            "mandate for a person whose commune could not be checked",
+        ),
         _ => l.t("autre", "other"),
     }
 }
@@ -664,13 +668,14 @@ pub async fn alert_rules(ctx: Ctx, body: Bytes) -> PageResult {
         burst_max: number("burst_max"),
         burst_minutes: number("burst_minutes"),
         alert_email: form.get("alert_email").map(str::to_string),
-        communes: form
-            .get("communes")
-            .unwrap_or("")
-            .split(|c: char| c == ',' || c.is_whitespace())
-            .filter(|c| !c.is_empty())
-            .map(str::to_string)
-            .collect(),
+        communes: Some(
+            form.get("communes")
+                .unwrap_or("")
+                .split(|c: char| c == ',' || c.is_whitespace())
+                .filter(|c| !c.is_empty())
+                .map(str::to_string)
+                .collect(),
+        ),
     };
     crate::service::alerts::set_rules(&ctx.state, &caller, request, ctx.state.clock.now())
         .await

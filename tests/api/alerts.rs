@@ -301,6 +301,43 @@ async fn a_mandate_for_a_resident_outside_the_structures_communes_is_alerted() {
         app.mandate(JEAN_PIERRE, &[Demarche::Famille], 31).await;
         let all = alerts(&app).await;
         assert_eq!(all.iter().filter(|a| a["kind"] == "outside_commune").count(), 1);
+        // A field left out keeps the list.
+        let res = app
+            .as_user(&s, Method::PUT, "/api/v1/referent/structure/alert-rules",
+                Some(serde_json::json!({"hours": "mon-fri 08:00-18:00", "burst_max": 5, "burst_minutes": 30})))
+            .await;
+        assert_eq!(res.json()["communes"], serde_json::json!(["31909"]));
+
+        // Lucie has no commune in her contact record any more: the check
+        // cannot be evaded that way.
+        let lucie = app.login(LUCIE).await;
+        let res = app
+            .as_user(&lucie, Method::PUT, "/api/v1/me/data/contact",
+                Some(serde_json::json!({"email": "lucie.bernard@example.org"})))
+            .await;
+        assert_eq!(res.status, 200, "{}", res.text());
+        app.clock.advance(60);
+        app.mandate(LUCIE, &[Demarche::Famille], 31).await;
+        let all = alerts(&app).await;
+        assert_eq!(all.iter().filter(|a| a["kind"] == "commune_unknown").count(), 1, "{all:?}");
+
+        // Awa objects to the check (art. 21): no read, no alert.
+        let awa = app.login(AWA).await;
+        let res = app
+            .as_user(&awa, Method::POST, "/api/v1/me/objections",
+                Some(serde_json::json!({"purpose": "controle-des-mandats"})))
+            .await;
+        assert_eq!(res.status, 200, "{}", res.text());
+        let before = app.state.audit.size().await.unwrap();
+        app.clock.advance(60);
+        app.mandate(AWA, &[Demarche::Travail], 31).await;
+        let reads = supervisor_reads(before).await;
+        assert_eq!(reads.len(), 1);
+        assert_eq!(reads[0].decision, coffre::audit::Decision::Deny);
+        assert_eq!(reads[0].reason, "objection");
+        let all = alerts(&app).await;
+        assert_eq!(all.iter().filter(|a| a["kind"] == "outside_commune").count(), 1);
+        assert_eq!(all.iter().filter(|a| a["kind"] == "commune_unknown").count(), 1);
     })
     .await;
 }

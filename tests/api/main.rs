@@ -39,5 +39,6 @@ mod seed;
 mod session;
 mod sources;
 mod storage;
+mod tiles;
 mod trust;
 mod vault;

@@ -82,7 +82,9 @@ async fn a_records_extract_tells_its_residents_once_the_file_exists() {
             .keys
             .current()
             .pseudonym("partner:labo-mobilite", AWA.as_bytes());
-        assert!(!m["raw"].as_str().unwrap().contains(&pseudonym));
+        for part in [text, m["parts"][1]["text"].as_str().unwrap(), m["raw"].as_str().unwrap()] {
+            assert!(!part.contains(&pseudonym) && !part.contains(AWA), "{part}");
+        }
 
         // An aggregate only counts: nobody is told.
         let before = messages_of(&app, AWA).await.len();
@@ -339,6 +341,31 @@ async fn preferences_turn_off_only_what_may_be_and_are_applied_at_delivery() {
             messages_of(&app, AWA).await.last().unwrap(),
             &("extract.included".to_string(), "muted".to_string())
         );
+        // Mandates by post: a letter, since she has a postal address…
+        app.mandate(AWA, &crate::support::demarches("travail"), 31)
+            .await;
+        let report = deliver_due(&app.state, &mailer, app.clock.now())
+            .await
+            .unwrap();
+        assert_eq!((report.post, report.sent), (1, 0), "{report:?}");
+        // …and an e-mail once she has none: a mandate's message is never
+        // parked where it cannot be printed.
+        let res = app
+            .as_user(
+                &awa,
+                Method::PUT,
+                "/api/v1/me/data/contact",
+                Some(serde_json::json!({"email": "awa.diallo@example.org"})),
+            )
+            .await;
+        assert_eq!(res.status, 200, "{}", res.text());
+        app.clock.advance(60);
+        app.mandate(AWA, &crate::support::demarches("loisirs"), 31)
+            .await;
+        let report = deliver_due(&app.state, &mailer, app.clock.now())
+            .await
+            .unwrap();
+        assert_eq!((report.post, report.sent), (0, 1), "{report:?}");
         // Another resident's preferences are theirs: Awa's cannot be read
         // as anyone else's, and a partner has no such route.
         app.send(
@@ -530,15 +557,21 @@ async fn alerts_reach_the_structures_mailbox_without_a_name() {
         }
         let got = smtp.messages();
         assert_eq!(got.len(), demo_mails + 1);
-        let m = got.last().unwrap();
-        assert_eq!(m["headers"]["To"], "alertes@ccas.example");
+        // (Maildir names do not sort by arrival.)
+        let m = got
+            .iter()
+            .find(|m| m["headers"]["To"] == "alertes@ccas.example")
+            .unwrap();
         assert_eq!(m["headers"]["Auto-Submitted"], "auto-generated");
         let text = m["parts"][0]["text"].as_str().unwrap();
         assert!(text.contains("/referent/alertes"), "{text}");
         assert!(text.contains("horaires d'ouverture"), "{text}");
         // No aidant's name, no resident's.
+        let html = m["parts"][1]["text"].as_str().unwrap();
         for name in ["Awa", "Diallo", "Camille", "Roux", "Sophie"] {
-            assert!(!m["raw"].as_str().unwrap().contains(name), "{name}: {text}");
+            for part in [text, html, m["raw"].as_str().unwrap()] {
+                assert!(!part.contains(name), "{name}: {part}");
+            }
         }
         // Without a mailbox: the page only.
         let s = app.login(REFERENT).await;
@@ -548,6 +581,16 @@ async fn alerts_reach_the_structures_mailbox_without_a_name() {
                 Method::PUT,
                 "/api/v1/referent/structure/alert-rules",
                 Some(serde_json::json!({"hours": "mon-fri 08:30-17:30", "burst_max": 5, "burst_minutes": 30})),
+            )
+            .await;
+        // A field left out keeps what is set; "" removes the mailbox.
+        assert_eq!(res.json()["alert_email"], "alertes@ccas.example");
+        let res = app
+            .as_user(
+                &s,
+                Method::PUT,
+                "/api/v1/referent/structure/alert-rules",
+                Some(serde_json::json!({"hours": "mon-fri 08:30-17:30", "burst_max": 5, "burst_minutes": 30, "alert_email": ""})),
             )
             .await;
         assert_eq!(res.status, 200, "{}", res.text());
