@@ -81,6 +81,11 @@ pub const KEYS: &[(&str, Option<&str>, &str)] = &[
         "the From address of residents' notices (required with smtp_url)",
     ),
     (
+        "witnesses_file",
+        None,
+        "file of the audit log's witnesses (C2SP tlog-witness): one `VKEY URL` line each, the witness's cosignature verifier key and its submission URL; unset: no witness",
+    ),
+    (
         "public_url",
         None,
         "URL users reach the service at; default http://LISTEN",
@@ -291,6 +296,8 @@ pub struct Config {
     /// notices stay queued.
     pub smtp_url: Option<SecretString>,
     pub smtp_from: String,
+    /// The audit log's witnesses (one `VKEY URL` line each); `None`: none.
+    pub witnesses_file: Option<PathBuf>,
     pub public_url: url::Url,
     pub audit_log_name: String,
     pub resident_oidc: Option<OidcClient>,
@@ -436,6 +443,9 @@ impl Config {
         if smtp_from.parse::<lettre::Address>().is_err() {
             return Err(invalid("smtp_from", "expected an e-mail address".into()));
         }
+        let witnesses_file = get("witnesses_file")
+            .filter(|(v, _)| !v.is_empty())
+            .map(|(v, _)| PathBuf::from(v));
         if !admin_socket.is_absolute() {
             return Err(invalid(
                 "admin_socket",
@@ -525,6 +535,7 @@ impl Config {
             admin_socket,
             smtp_url,
             smtp_from,
+            witnesses_file,
             public_url,
             audit_log_name,
             resident_oidc,

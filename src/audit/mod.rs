@@ -7,6 +7,7 @@ pub mod merkle;
 pub mod note;
 pub mod tiles;
 pub mod verify;
+pub mod witness;
 
 pub use entry::{AuditEntry, AuditRecord, Decision};
 pub use log::{AuditError, AuditLog, AuditMetrics};

@@ -13,7 +13,7 @@ use thiserror::Error;
 
 /// Signature type byte for Ed25519 in key ids and verifier keys.
 const ALG_ED25519: u8 = 0x01;
-const SIG_PREFIX: &str = "\u{2014} ";
+pub(crate) const SIG_PREFIX: &str = "\u{2014} ";
 const ED25519_SIG_LEN: usize = 64;
 
 /// Bound on signature lines per note, so a hostile note cannot make a
@@ -47,7 +47,7 @@ pub enum NoteError {
     MalformedCheckpoint(&'static str),
 }
 
-fn is_valid_name(name: &str) -> bool {
+pub(crate) fn is_valid_name(name: &str) -> bool {
     !name.is_empty()
         && !name
             .chars()
@@ -56,15 +56,21 @@ fn is_valid_name(name: &str) -> bool {
 
 /// Signed notes must be free of control characters other than newline; `&str`
 /// already guarantees valid UTF-8.
-fn has_forbidden_control(s: &str) -> bool {
+pub(crate) fn has_forbidden_control(s: &str) -> bool {
     s.chars().any(|c| c < ' ' && c != '\n')
 }
 
 fn key_id(name: &str, public_key: &[u8; 32]) -> [u8; 4] {
+    key_id_of(name, ALG_ED25519, public_key)
+}
+
+/// A signed-note key id: the first four bytes of
+/// `SHA-256(name || "\n" || alg || public key)`.
+pub(crate) fn key_id_of(name: &str, alg: u8, public_key: &[u8; 32]) -> [u8; 4] {
     let mut input = Vec::with_capacity(name.len() + 2 + public_key.len());
     input.extend_from_slice(name.as_bytes());
     input.push(b'\n');
-    input.push(ALG_ED25519);
+    input.push(alg);
     input.extend_from_slice(public_key);
     let hash = digest(&SHA256, &input);
     let mut id = [0u8; 4];

@@ -21,6 +21,15 @@ pub enum AuditCommand {
         /// key set, e.g. for an auditor without the keys folder.
         #[arg(long, value_name = "VKEY")]
         key: Option<String>,
+        /// A witness's cosignature verifier key (C2SP tlog-cosignature);
+        /// repeat for each witness trusted.
+        #[arg(long = "witness", value_name = "VKEY")]
+        witnesses: Vec<String>,
+        /// Refuse the checkpoint (the one of --checkpoint, else the latest
+        /// stored with its cosignatures) unless at least K of the
+        /// --witness keys validly cosigned it.
+        #[arg(long, value_name = "K")]
+        quorum: Option<usize>,
     },
     /// Print the latest signed checkpoint (signing a new one if the log grew).
     Checkpoint,
@@ -33,7 +42,25 @@ pub enum AuditCommand {
 
 pub(super) async fn audit_command(config: Config, command: AuditCommand) -> Result<(), Fatal> {
     match command {
-        AuditCommand::Verify { checkpoint, key } => {
+        AuditCommand::Verify {
+            checkpoint,
+            key,
+            witnesses,
+            quorum,
+        } => {
+            let witness_keys = witnesses
+                .iter()
+                .map(|w| crate::audit::witness::WitnessKey::parse(w))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| Fatal::config(format!("--witness: {e}")))?;
+            if let Some(k) = quorum
+                && (k == 0 || k > witness_keys.len())
+            {
+                return Err(Fatal::config(format!(
+                    "--quorum {k}: needs 1 to {} (the --witness keys given)",
+                    witness_keys.len()
+                )));
+            }
             let store = open_store(&config).await?;
             let verifier_key = match key {
                 Some(k) => k,
@@ -47,6 +74,57 @@ pub(super) async fn audit_command(config: Config, command: AuditCommand) -> Resu
                 })?),
                 None => None,
             };
+            if let Some(k) = quorum {
+                // What the auditor kept, or else what the database serves.
+                let note = match &external {
+                    Some(note) => Some(note.clone()),
+                    None => match store.audit_latest_checkpoint().await {
+                        Ok(Some(cp)) => {
+                            let lines = store.cosignatures(cp.tree_size).await.unwrap_or_default();
+                            Some(crate::audit::witness::with_cosignatures(&cp.note, &lines))
+                        }
+                        _ => None,
+                    },
+                };
+                let got = note
+                    .as_deref()
+                    .map(|n| crate::audit::witness::cosigners(n, &witness_keys));
+                match got {
+                    Some(Ok(n)) if n >= k => {
+                        println!(
+                            "checkpoint cosigned by {n} of the {} witnesses given (quorum {k})",
+                            witness_keys.len()
+                        );
+                    }
+                    Some(Ok(n)) => {
+                        store.close().await;
+                        return Err(Fatal {
+                            message: format!(
+                                "audit checkpoint REFUSED: cosigned by {n} of the witnesses given, the quorum is {k}"
+                            ),
+                            code: 4,
+                        });
+                    }
+                    Some(Err(e)) => {
+                        store.close().await;
+                        return Err(Fatal {
+                            message: format!(
+                                "audit checkpoint REFUSED: a cosignature does not verify ({e})"
+                            ),
+                            code: 4,
+                        });
+                    }
+                    None => {
+                        store.close().await;
+                        return Err(Fatal {
+                            message:
+                                "audit checkpoint REFUSED: no checkpoint to check the quorum of"
+                                    .into(),
+                            code: 4,
+                        });
+                    }
+                }
+            }
             let outcome = crate::audit::verify::verify(
                 &store,
                 &verifier,

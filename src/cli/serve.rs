@@ -170,6 +170,7 @@ pub(super) async fn serve(config: Config, demo: bool) -> Result<(), Fatal> {
     spawn_session_purge(state.clone());
     spawn_checkpointer(state.clone());
     spawn_notifier(state.clone())?;
+    spawn_witnesses(state.clone())?;
     let router = crate::app(state);
     let result = crate::serve(listener, router, shutdown, drain).await;
     if let Some(metrics) = metrics {
@@ -305,6 +306,35 @@ fn spawn_checkpointer(state: AppState) {
 /// Delivers the outbox's messages every five seconds, when an SMTP relay is
 /// configured (any process may: messages are claimed under a lease). While
 /// sealed, nothing is claimed (the notifier needs the vault).
+/// Sends new checkpoints to the log's witnesses every ten seconds (any
+/// process may: a witness answers a checkpoint it already cosigned with
+/// its cosignature again, or a 409 that the next round follows).
+fn spawn_witnesses(state: AppState) -> Result<(), Fatal> {
+    let witnesses = crate::service::witness::load(&state.config).map_err(Fatal::config)?;
+    if witnesses.is_empty() {
+        return Ok(());
+    }
+    tracing::info!(count = witnesses.len(), "audit log witnesses configured");
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            match crate::service::witness::round(&state, &witnesses, state.clock.now()).await {
+                Ok(r) if r != Default::default() => tracing::info!(
+                    cosigned = r.cosigned,
+                    refused = r.refused,
+                    unreachable = r.unreachable,
+                    "witness round"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "witness round failed"),
+            }
+        }
+    });
+    Ok(())
+}
+
 fn spawn_notifier(state: AppState) -> Result<(), Fatal> {
     let mailer =
         crate::service::notify::Mailer::from_config(&state.config).map_err(Fatal::config)?;

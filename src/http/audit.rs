@@ -59,14 +59,14 @@ fn number(q: &HashMap<String, String>, name: &'static str) -> AppResult<u64> {
     responses((status = 200, description = "signed note: origin, tree size, base64 root hash, signature", content_type = "text/plain"),
               (status = 503, description = "`keys_unavailable`, `audit_unavailable`", body = crate::error::ErrorBody)))]
 pub async fn checkpoint(State(state): State<AppState>) -> AppResult<Response> {
-    let note = journal::checkpoint(&state, state.clock.now()).await?.note;
+    let note = journal::checkpoint_note(&state, state.clock.now()).await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], note).into_response())
 }
 
 /// The latest signed checkpoint at the C2SP tlog-tiles location
 /// (`/audit/checkpoint`, beside the tiles): the same note.
 pub async fn tlog_checkpoint(State(state): State<AppState>) -> AppResult<Response> {
-    let note = journal::checkpoint(&state, state.clock.now()).await?.note;
+    let note = journal::checkpoint_note(&state, state.clock.now()).await?;
     Ok((
         [
             (header::CONTENT_TYPE, "text/plain; charset=utf-8"),

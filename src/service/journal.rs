@@ -40,6 +40,14 @@ pub async fn checkpoint(
     Ok(state.audit.checkpoint(&signer, now).await?)
 }
 
+/// The latest signed checkpoint as served: the log's signature, then the
+/// witnesses' cosignatures of that very checkpoint.
+pub async fn checkpoint_note(state: &AppState, now: Timestamp) -> AppResult<String> {
+    let cp = checkpoint(state, now).await?;
+    let lines = state.store.cosignatures(cp.tree_size).await?;
+    Ok(crate::audit::witness::with_cosignatures(&cp.note, &lines))
+}
+
 /// The verifier key of checkpoints, in signed-note form (sealed, as the
 /// custodians' manifest publishes it).
 pub fn verifier_key(state: &AppState) -> AppResult<String> {

@@ -33,6 +33,7 @@ pub mod sources;
 pub mod state;
 pub mod structures;
 pub mod vault;
+pub mod witness;
 
 use crate::audit::AuditRecord;
 use crate::domain::{Role, Timestamp};

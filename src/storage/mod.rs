@@ -30,6 +30,8 @@
 //! - `access` ([`AccessStore`]): what a partner's read needs, in one statement;
 //! - `extracts` ([`ExtractStore`]): extracts, the ε budget, cohorts;
 //! - `audit` ([`AuditStore`]): the audit log's tables;
+//! - `witnesses` ([`WitnessStore`]): the log's witnesses and their
+//!   cosignatures;
 //! - `seed` ([`SeedStore`]): the synthetic territory.
 
 use std::sync::Arc;
@@ -56,6 +58,7 @@ mod seed;
 mod sessions;
 pub(crate) mod sources;
 mod sqlite;
+mod witnesses;
 
 pub use access::{AccessStore, PartnerRead, PartnerReadFacts};
 pub use agents::{AgentRow, AgentStore, StructureRow, TotpRow};
@@ -77,6 +80,7 @@ pub use sessions::{LoginAttemptRow, NewSession, SessionRow, SessionStore};
 pub use sources::{LinkCodeKind, SourceClientRow, SourceLinkRow, SourceStore, TakenLinkCode};
 pub use sqlite::SqliteStore;
 pub use sqlite::snapshot_kek_versions;
+pub use witnesses::{WitnessRow, WitnessStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -178,6 +182,7 @@ pub trait Store:
     + AccessStore
     + ExtractStore
     + AuditStore
+    + WitnessStore
     + SeedStore
     + Send
     + Sync
@@ -202,6 +207,7 @@ impl<T> Store for T where
         + AccessStore
         + ExtractStore
         + AuditStore
+        + WitnessStore
         + SeedStore
         + Send
         + Sync
@@ -245,6 +251,7 @@ macro_rules! impl_store {
         $crate::storage::extracts::impl_extract_store!($store);
         $crate::storage::audit::impl_audit_store!($store, $db, $backend);
         $crate::storage::seed::impl_seed_store!($store, $db);
+        $crate::storage::witnesses::impl_witness_store!($store);
     };
 }
 pub(crate) use impl_store;

@@ -308,6 +308,12 @@ pub async fn journal(ctx: Ctx) -> PageResult {
         .await
         .map_err(|e| ctx.fail(e))?;
     let key = crate::service::journal::verifier_key(&ctx.state).map_err(|e| ctx.fail(e))?;
+    let note = crate::service::journal::checkpoint_note(&ctx.state, ctx.state.clock.now())
+        .await
+        .map_err(|e| ctx.fail(e))?;
+    let witnesses = crate::service::witness::statuses(&ctx.state)
+        .await
+        .map_err(|e| ctx.fail(e))?;
     let body = html! {
         h1 { (l.t("Le journal vérifiable", "The verifiable log")) }
         p { (l.t(
@@ -318,8 +324,30 @@ pub async fn journal(ctx: Ctx) -> PageResult {
             "The log is built like Certificate Transparency's (RFC 9162): each state is summed up by a signed fingerprint, the checkpoint. If a single past entry were changed, removed or added, the proofs would no longer match.")) }
         h2 { (l.t("Point de contrôle actuel", "Current checkpoint")) }
         p { (l.t("Taille de l'arbre : ", "Tree size: ")) strong { (cp.tree_size) } }
-        pre { code { (cp.note) } }
+        pre { code { (note) } }
         p { a href="/api/v1/audit/checkpoint" { (l.t("Ce point de contrôle en texte brut", "This checkpoint as plain text")) } }
+        h2 { (l.t("Les témoins", "The witnesses")) }
+        p { (l.t(
+            "L'exploitant signe lui-même ses points de contrôle : il pourrait, en théorie, montrer un historique à un auditeur et un autre à un juge. Des témoins indépendants l'en empêchent. Avant de contresigner un point de contrôle, chaque témoin vérifie qu'il prolonge celui qu'il a vu la fois précédente, sans rien réécrire. Un point de contrôle contresigné par plusieurs témoins est donc le même pour tout le monde.",
+            "The operator signs its own checkpoints: in theory it could show one history to an auditor and another to a judge. Independent witnesses prevent this. Before cosigning a checkpoint, each witness checks that it extends the one it saw last time, rewriting nothing. A checkpoint cosigned by several witnesses is therefore the same for everyone.")) }
+        @if witnesses.is_empty() {
+            p { (l.t("Aucun témoin n'est configuré pour ce service.", "No witness is configured for this service.")) }
+        } @else {
+            table {
+                thead { tr { th scope="col" { (l.t("Témoin", "Witness")) } th scope="col" { (l.t("Dernier point contresigné", "Last cosigned checkpoint")) } th scope="col" { (l.t("État", "State")) } } }
+                tbody {
+                    @for w in &witnesses {
+                        tr {
+                            td { code { (w.name) } }
+                            td { (w.cosigned_size) @if let Some(at) = w.last_ok_at { " (" (super::date_time(at, l)) ")" } }
+                            td { @if let Some(e) = &w.last_error {
+                                    (l.t("refus ou silence : ", "refused or silent: ")) code { (e) }
+                                } @else { (l.t("à jour", "up to date")) } }
+                        }
+                    }
+                }
+            }
+        }
         h2 { (l.t("Clé de vérification", "Verifier key")) }
         pre { code { (key) } }
         h2 { (l.t("Comment vérifier", "How to verify")) }

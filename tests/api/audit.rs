@@ -14,7 +14,7 @@ use crate::vault::{AWA, JP};
 
 const AUDITOR: &str = "a1d00000-0000-4000-8000-000000000005";
 
-fn verifier_key(app: &TestApp) -> String {
+pub(crate) fn verifier_key(app: &TestApp) -> String {
     let set = app.keys.current();
     NoteSigner::from_seed(&app.state.config.audit_log_name, set.signing_seed())
         .unwrap()
@@ -31,7 +31,7 @@ fn audit_verify(app: &TestApp, extra: &[&str]) -> (bool, String) {
 }
 
 /// Runs the real `coffre` binary with `args` on the test database.
-fn coffre_cli(app: &TestApp, args: &[&str]) -> (bool, String) {
+pub(crate) fn coffre_cli(app: &TestApp, args: &[&str]) -> (bool, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_coffre"));
     for (k, _) in std::env::vars() {
         if k.starts_with("COFFRE_") {

@@ -20,7 +20,7 @@ const AUDITOR: &str = "a1d00000-0000-4000-8000-000000000005";
 /// It deliberately shares no code with coffre: nothing here uses a `coffre`
 /// item, and nothing is copied from `src/audit/`. Its only dependencies are
 /// `ring` (SHA-256, Ed25519), `base64` and `serde_json`.
-mod verifier {
+pub(crate) mod verifier {
     use base64::Engine;
     use base64::engine::general_purpose::STANDARD;
     use ring::digest::{SHA256, digest};

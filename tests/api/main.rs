@@ -42,3 +42,4 @@ mod storage;
 mod tiles;
 mod trust;
 mod vault;
+mod witness;
