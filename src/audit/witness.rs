@@ -71,6 +71,10 @@ impl WitnessKey {
         &self.name
     }
 
+    pub fn public_key(&self) -> &[u8; 32] {
+        &self.public_key
+    }
+
     /// The timestamp of this witness's valid cosignature of `text` (the
     /// checkpoint's text, up to its blank line) on `line`
     /// (`— <name> <base64(key id || timestamp || signature)>`); `None`

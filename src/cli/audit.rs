@@ -53,6 +53,22 @@ pub(super) async fn audit_command(config: Config, command: AuditCommand) -> Resu
                 .map(|w| crate::audit::witness::WitnessKey::parse(w))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| Fatal::config(format!("--witness: {e}")))?;
+            if quorum.is_none() && !witness_keys.is_empty() {
+                return Err(Fatal::config("--witness needs --quorum K".to_string()));
+            }
+            // One witness counts once: the same key twice (or under two
+            // names, which its signatures do not bind) is refused.
+            for (i, a) in witness_keys.iter().enumerate() {
+                if witness_keys[..i]
+                    .iter()
+                    .any(|b| b.public_key() == a.public_key())
+                {
+                    return Err(Fatal::config(format!(
+                        "--witness {}: the same key is given twice",
+                        a.name()
+                    )));
+                }
+            }
             if let Some(k) = quorum
                 && (k == 0 || k > witness_keys.len())
             {
@@ -78,7 +94,9 @@ pub(super) async fn audit_command(config: Config, command: AuditCommand) -> Resu
                 // What the auditor kept, or else what the database serves.
                 let note = match &external {
                     Some(note) => Some(note.clone()),
-                    None => match store.audit_latest_checkpoint().await {
+                    // The latest checkpoint witnesses cosigned (a newer
+                    // one may not be cosigned yet).
+                    None => match store.latest_cosigned_checkpoint().await {
                         Ok(Some(cp)) => {
                             let lines = store.cosignatures(cp.tree_size).await.unwrap_or_default();
                             Some(crate::audit::witness::with_cosignatures(&cp.note, &lines))

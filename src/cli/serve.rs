@@ -303,12 +303,9 @@ fn spawn_checkpointer(state: AppState) {
     });
 }
 
-/// Delivers the outbox's messages every five seconds, when an SMTP relay is
-/// configured (any process may: messages are claimed under a lease). While
-/// sealed, nothing is claimed (the notifier needs the vault).
 /// Sends new checkpoints to the log's witnesses every ten seconds (any
-/// process may: a witness answers a checkpoint it already cosigned with
-/// its cosignature again, or a 409 that the next round follows).
+/// process may: the witnesses' state only moves forward, and a 409 tells
+/// the size a witness knows).
 fn spawn_witnesses(state: AppState) -> Result<(), Fatal> {
     let witnesses = crate::service::witness::load(&state.config).map_err(Fatal::config)?;
     if witnesses.is_empty() {
@@ -335,6 +332,9 @@ fn spawn_witnesses(state: AppState) -> Result<(), Fatal> {
     Ok(())
 }
 
+/// Delivers the outbox's messages every five seconds, when an SMTP relay is
+/// configured (any process may: messages are claimed under a lease). While
+/// sealed, nothing is claimed (the notifier needs the vault).
 fn spawn_notifier(state: AppState) -> Result<(), Fatal> {
     let mailer =
         crate::service::notify::Mailer::from_config(&state.config).map_err(Fatal::config)?;

@@ -59,14 +59,15 @@ fn number(q: &HashMap<String, String>, name: &'static str) -> AppResult<u64> {
     responses((status = 200, description = "signed note: origin, tree size, base64 root hash, signature", content_type = "text/plain"),
               (status = 503, description = "`keys_unavailable`, `audit_unavailable`", body = crate::error::ErrorBody)))]
 pub async fn checkpoint(State(state): State<AppState>) -> AppResult<Response> {
-    let note = journal::checkpoint_note(&state, state.clock.now()).await?;
+    let (_, note) = journal::checkpoint_note(&state, state.clock.now()).await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], note).into_response())
 }
 
-/// The latest signed checkpoint at the C2SP tlog-tiles location
-/// (`/audit/checkpoint`, beside the tiles): the same note.
+/// The checkpoint at the C2SP tlog-tiles location (`/audit/checkpoint`,
+/// beside the tiles): the latest one witnesses cosigned, with their
+/// cosignatures (the latest signed while none has).
 pub async fn tlog_checkpoint(State(state): State<AppState>) -> AppResult<Response> {
-    let note = journal::checkpoint_note(&state, state.clock.now()).await?;
+    let note = journal::witnessed_note(&state, state.clock.now()).await?;
     Ok((
         [
             (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
@@ -100,6 +101,9 @@ pub async fn entry_bundle(
         TileRef::parse(&format!("entries/{path}")).ok_or(crate::error::AppError::NotFound)?;
     let bundle = journal::entry_bundle(&state, &user.caller(&rid), &tile).await?;
     let mut res = tile_response(&tile, bundle.value);
+    if let Ok(v) = header::HeaderValue::from_str(&bundle.entry.to_string()) {
+        res.headers_mut().insert("x-audit-entry", v);
+    }
     // Personal identifiers: never in a shared cache.
     res.headers_mut().insert(
         header::CACHE_CONTROL,

@@ -64,3 +64,18 @@ pub async fn refuse_while_sealed(
         .await
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::public_while_sealed;
+
+    #[test]
+    fn the_logs_hash_tiles_answer_while_sealed_not_its_entries() {
+        assert!(public_while_sealed("/audit/checkpoint"));
+        assert!(public_while_sealed("/audit/tile/0/000"));
+        assert!(public_while_sealed("/audit/tile/1/x001/002.p/3"));
+        assert!(!public_while_sealed("/audit/tile/entries/000"));
+        assert!(!public_while_sealed("/api/v1/audit/entries"));
+        assert!(!public_while_sealed("/audit/tiles"));
+    }
+}

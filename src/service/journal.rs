@@ -41,11 +41,30 @@ pub async fn checkpoint(
 }
 
 /// The latest signed checkpoint as served: the log's signature, then the
-/// witnesses' cosignatures of that very checkpoint.
-pub async fn checkpoint_note(state: &AppState, now: Timestamp) -> AppResult<String> {
+/// witnesses' cosignatures of that very checkpoint (none yet, usually: a
+/// checkpoint is signed each second the log grows, witnesses are asked
+/// every ten).
+pub async fn checkpoint_note(
+    state: &AppState,
+    now: Timestamp,
+) -> AppResult<(crate::storage::CheckpointRow, String)> {
     let cp = checkpoint(state, now).await?;
     let lines = state.store.cosignatures(cp.tree_size).await?;
-    Ok(crate::audit::witness::with_cosignatures(&cp.note, &lines))
+    let note = crate::audit::witness::with_cosignatures(&cp.note, &lines);
+    Ok((cp, note))
+}
+
+/// The checkpoint standard clients read (`/audit/checkpoint`): the latest
+/// one a witness cosigned, with its cosignatures, once the log has any;
+/// before that, the latest signed.
+pub async fn witnessed_note(state: &AppState, now: Timestamp) -> AppResult<String> {
+    match state.store.latest_cosigned_checkpoint().await? {
+        Some(cp) => {
+            let lines = state.store.cosignatures(cp.tree_size).await?;
+            Ok(crate::audit::witness::with_cosignatures(&cp.note, &lines))
+        }
+        None => Ok(checkpoint_note(state, now).await?.1),
+    }
 }
 
 /// The verifier key of checkpoints, in signed-note form (sealed, as the

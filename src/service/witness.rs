@@ -13,6 +13,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::AppState;
+use crate::audit::note::SIG_PREFIX;
 use crate::audit::witness::{WitnessKey, add_checkpoint_body};
 use crate::domain::Timestamp;
 use crate::error::AppResult;
@@ -95,91 +96,42 @@ pub async fn round(
         .map_err(|_| crate::error::AppError::internal("no HTTP client"))?;
     for w in witnesses {
         let name = w.key.name();
-        let known = state.store.witness(name).await?.unwrap_or_default();
-        if known.cosigned_size >= cp.tree_size {
-            continue;
-        }
-        // Twice at most: a 409 tells the size the witness knows.
-        let mut old = known.size;
-        let mut outcome = Err("refused");
-        for _ in 0..2 {
-            if old > cp.tree_size {
-                outcome = Err("witness_ahead");
-                break;
+        // One witness's trouble (a bad reply, a proof that cannot be read)
+        // is its failure, never the round's: the others are still asked.
+        let outcome = match submit(state, &client, w, &cp, text).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                tracing::warn!(witness = name, error = %e, "witness round step failed");
+                Err("internal")
             }
-            let proof = if old == 0 || old == cp.tree_size {
-                Vec::new()
-            } else {
-                state
-                    .audit
-                    .consistency_proof(old as u64, cp.tree_size as u64)
-                    .await?
-            };
-            let body = add_checkpoint_body(old as u64, &proof, &cp.note);
-            let url = format!("{}/add-checkpoint", w.url.as_str().trim_end_matches('/'));
-            let sent = client.post(&url).body(body).send().await;
-            let Ok(res) = sent else {
-                outcome = Err("unreachable");
-                break;
-            };
-            let status = res.status().as_u16();
-            let reply = res.text().await.unwrap_or_default();
-            match status {
-                200 => {
-                    outcome = reply
-                        .lines()
-                        .find_map(|l| match w.key.check_line(text, l) {
-                            Ok(Some(_)) => Some(Ok(l.to_string())),
-                            _ => None,
-                        })
-                        .unwrap_or(Err("bad_cosignature"));
-                    break;
-                }
-                // The witness knows another size: its body says which.
-                409 => match reply.trim().parse::<i64>() {
-                    Ok(size) if size != old => {
-                        state.store.witness_knows(name, size).await?;
-                        old = size;
-                        outcome = Err("refused_409");
-                    }
-                    _ => {
-                        outcome = Err("refused_409");
-                        break;
-                    }
-                },
-                403 => {
-                    outcome = Err("refused_403");
-                    break;
-                }
-                404 => {
-                    outcome = Err("refused_404");
-                    break;
-                }
-                422 => {
-                    outcome = Err("refused_422");
-                    break;
-                }
-                _ => {
-                    outcome = Err("refused");
-                    break;
-                }
-            }
-        }
+        };
         match outcome {
-            Ok(line) => {
+            Ok(Some(line)) => {
                 state
                     .store
                     .witness_cosigned(name, cp.tree_size, &line, now)
                     .await?;
                 report.cosigned += 1;
             }
+            // Nothing to do (already cosigned, or another process ahead).
+            Ok(None) => {}
             Err(code) => {
-                tracing::warn!(
-                    witness = name,
-                    code,
-                    tree_size = cp.tree_size,
-                    "a witness did not cosign the checkpoint"
-                );
+                if code == "witness_ahead" {
+                    // It cosigned a larger tree under this key than this
+                    // database holds: a fork, or a database rolled back.
+                    tracing::error!(
+                        witness = name,
+                        tree_size = cp.tree_size,
+                        "a witness has cosigned a larger tree than this log holds: fork or rollback"
+                    );
+                } else {
+                    tracing::warn!(
+                        witness = name,
+                        code,
+                        tree_size = cp.tree_size,
+                        "a witness did not cosign the checkpoint"
+                    );
+                }
                 state.store.witness_failed(name, code, now).await?;
                 if code == "unreachable" {
                     report.unreachable += 1;
@@ -190,6 +142,100 @@ pub async fn round(
         }
     }
     Ok(report)
+}
+
+/// The largest reply read from a witness (a cosignature line is under a
+/// hundred bytes): a hostile one cannot fill the memory.
+const MAX_REPLY: usize = 16 * 1024;
+
+/// Asks one witness to cosign `cp`: `Some(line)` when it did (its line
+/// checked against its key), `None` when there was nothing to ask, or the
+/// stable code of its refusal.
+async fn submit(
+    state: &AppState,
+    client: &reqwest::Client,
+    w: &Witness,
+    cp: &crate::storage::CheckpointRow,
+    text: &str,
+) -> AppResult<Result<Option<String>, &'static str>> {
+    let name = w.key.name();
+    let known = state.store.witness(name).await?.unwrap_or_default();
+    if known.cosigned_size >= cp.tree_size {
+        return Ok(Ok(None));
+    }
+    let url = format!("{}/add-checkpoint", w.url.as_str().trim_end_matches('/'));
+    // Twice at most: a 409 tells the size the witness knows.
+    let mut old = u64::try_from(known.size).unwrap_or(0);
+    let size = u64::try_from(cp.tree_size).unwrap_or(0);
+    for _ in 0..2 {
+        if old > size {
+            // Ahead of this checkpoint: of the log too, or only of this
+            // process's view (another process is submitting a newer one)?
+            return Ok(if old <= state.store.audit_size().await? {
+                Ok(None)
+            } else {
+                Err("witness_ahead")
+            });
+        }
+        let proof = if old == 0 || old == size {
+            Vec::new()
+        } else {
+            state.audit.consistency_proof(old, size).await?
+        };
+        let body = add_checkpoint_body(old, &proof, &cp.note);
+        let Ok(mut res) = client.post(&url).body(body).send().await else {
+            return Ok(Err("unreachable"));
+        };
+        let status = res.status().as_u16();
+        let mut reply = Vec::new();
+        while let Ok(Some(chunk)) = res.chunk().await {
+            reply.extend_from_slice(&chunk);
+            if reply.len() > MAX_REPLY {
+                return Ok(Err("reply_too_long"));
+            }
+        }
+        let reply = String::from_utf8_lossy(&reply);
+        match status {
+            200 => {
+                let line = reply.lines().take(16).find_map(|l| {
+                    let l = l.trim_end();
+                    match w.key.check_line(text, l) {
+                        // Rebuilt from its parts: nothing of the reply
+                        // but the checked signature is kept.
+                        Ok(Some(_)) => l
+                            .rsplit_once(' ')
+                            .map(|(_, b64)| format!("{SIG_PREFIX}{name} {b64}")),
+                        _ => None,
+                    }
+                });
+                return Ok(line.map(Some).ok_or("bad_cosignature"));
+            }
+            // The witness knows another size: its body says which (plain
+            // decimal digits only).
+            409 => {
+                let said = reply.trim();
+                let size_said = (!said.is_empty() && said.bytes().all(|b| b.is_ascii_digit()))
+                    .then(|| said.parse::<u64>().ok())
+                    .flatten()
+                    .filter(|n| i64::try_from(*n).is_ok());
+                match size_said {
+                    Some(n) if n != old => {
+                        state
+                            .store
+                            .witness_knows(name, i64::try_from(n).unwrap_or(0))
+                            .await?;
+                        old = n;
+                    }
+                    _ => return Ok(Err("refused_409")),
+                }
+            }
+            403 => return Ok(Err("refused_403")),
+            404 => return Ok(Err("refused_404")),
+            422 => return Ok(Err("refused_422")),
+            _ => return Ok(Err("refused")),
+        }
+    }
+    Ok(Err("refused_409"))
 }
 
 /// A witness as `/journal` shows it.

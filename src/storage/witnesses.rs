@@ -41,6 +41,8 @@ pub trait WitnessStore: Send + Sync {
     async fn witness_failed(&self, name: &str, code: &str, now: Timestamp) -> StorageResult<()>;
     /// The cosignature lines of the checkpoint of `tree_size`, by witness.
     async fn cosignatures(&self, tree_size: i64) -> StorageResult<Vec<String>>;
+    /// The largest signed checkpoint that some witness cosigned.
+    async fn latest_cosigned_checkpoint(&self) -> StorageResult<Option<super::CheckpointRow>>;
 }
 
 macro_rules! impl_witness_store {
@@ -90,10 +92,14 @@ macro_rules! impl_witness_store {
                 .execute(&mut *tx)
                 .await?;
                 sqlx::query(
+                    // Only forward: a slower process with an older
+                    // checkpoint never moves the state back.
                     "INSERT INTO audit_witnesses (name, size, cosigned_size, last_ok_at) VALUES ($1, $2, $2, $3) \
-                     ON CONFLICT (name) DO UPDATE SET size = excluded.size, \
-                       cosigned_size = excluded.cosigned_size, last_ok_at = excluded.last_ok_at, \
-                       last_error = NULL, last_error_at = NULL",
+                     ON CONFLICT (name) DO UPDATE SET \
+                       size = CASE WHEN excluded.size > audit_witnesses.size THEN excluded.size ELSE audit_witnesses.size END, \
+                       cosigned_size = CASE WHEN excluded.cosigned_size > audit_witnesses.cosigned_size \
+                         THEN excluded.cosigned_size ELSE audit_witnesses.cosigned_size END, \
+                       last_ok_at = excluded.last_ok_at, last_error = NULL, last_error_at = NULL",
                 )
                 .bind(name)
                 .bind(size)
@@ -111,7 +117,8 @@ macro_rules! impl_witness_store {
             ) -> $crate::storage::StorageResult<()> {
                 sqlx::query(
                     "INSERT INTO audit_witnesses (name, size) VALUES ($1, $2) \
-                     ON CONFLICT (name) DO UPDATE SET size = excluded.size",
+                     ON CONFLICT (name) DO UPDATE SET \
+                       size = CASE WHEN excluded.size > audit_witnesses.size THEN excluded.size ELSE audit_witnesses.size END",
                 )
                 .bind(name)
                 .bind(size)
@@ -148,6 +155,17 @@ macro_rules! impl_witness_store {
                 )
                 .bind(tree_size)
                 .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn latest_cosigned_checkpoint(
+                &self,
+            ) -> $crate::storage::StorageResult<Option<$crate::storage::CheckpointRow>> {
+                Ok(sqlx::query_as(
+                    "SELECT c.tree_size, c.root, c.note, c.created_at FROM audit_checkpoints c \
+                     WHERE c.tree_size = (SELECT MAX(tree_size) FROM audit_cosignatures)",
+                )
+                .fetch_optional(&self.pool)
                 .await?)
             }
         }

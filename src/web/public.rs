@@ -304,13 +304,10 @@ pub fn source_basis_text(b: crate::domain::source::SourceBasis, l: Lang) -> &'st
 /// anyone can check that the log was never rewritten.
 pub async fn journal(ctx: Ctx) -> PageResult {
     let l = ctx.lang;
-    let cp = crate::service::journal::checkpoint(&ctx.state, ctx.state.clock.now())
+    let (cp, note) = crate::service::journal::checkpoint_note(&ctx.state, ctx.state.clock.now())
         .await
         .map_err(|e| ctx.fail(e))?;
     let key = crate::service::journal::verifier_key(&ctx.state).map_err(|e| ctx.fail(e))?;
-    let note = crate::service::journal::checkpoint_note(&ctx.state, ctx.state.clock.now())
-        .await
-        .map_err(|e| ctx.fail(e))?;
     let witnesses = crate::service::witness::statuses(&ctx.state)
         .await
         .map_err(|e| ctx.fail(e))?;

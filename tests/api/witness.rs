@@ -139,6 +139,19 @@ async fn serve_witness(w: Arc<TestWitness>) -> url::Url {
     url
 }
 
+/// The latest witnessed checkpoint with its cosignature, as stored.
+async fn note_after(app: &TestApp) -> String {
+    let cp = app
+        .store
+        .latest_cosigned_checkpoint()
+        .await
+        .unwrap()
+        .unwrap();
+    let lines = app.store.cosignatures(cp.tree_size).await.unwrap();
+    assert_eq!(lines.len(), 1);
+    format!("{}{}\n", cp.note, lines[0])
+}
+
 /// Some entries in `app`'s log, then a fresh checkpoint.
 async fn grow(app: &TestApp, n: usize) {
     for i in 0..n {
@@ -228,6 +241,16 @@ async fn a_witness_cosigns_the_log_and_refuses_a_fork() {
             "{page}"
         );
 
+        // The log moves on and signs a newer checkpoint before the next
+        // round: standard clients still get a witnessed one.
+        grow(&app, 5).await;
+        let newer = app.get("/api/v1/audit/checkpoint").await.text();
+        assert!(!newer.contains("witness.example/w1"), "{newer}");
+        assert_eq!(
+            app.get("/audit/checkpoint").await.text(),
+            note_after(&app).await
+        );
+
         // `audit verify` with the witness's key and a quorum of one.
         let wkey = witness.vkey();
         let (ok, text) = coffre_cli(
@@ -245,6 +268,55 @@ async fn a_witness_cosigns_the_log_and_refuses_a_fork() {
         );
         assert!(ok, "{text}");
         assert!(text.contains("cosigned by 1"), "{text}");
+        // One witness counts once, and a key needs a quorum.
+        let (ok, text) = coffre_cli(
+            &app,
+            &[
+                "audit",
+                "verify",
+                "--key",
+                &log_vkey,
+                "--witness",
+                &wkey,
+                "--witness",
+                &wkey,
+                "--quorum",
+                "2",
+            ],
+        );
+        assert!(!ok && text.contains("twice"), "{text}");
+        let (ok, text) = coffre_cli(
+            &app,
+            &["audit", "verify", "--key", &log_vkey, "--witness", &wkey],
+        );
+        assert!(!ok && text.contains("--quorum"), "{text}");
+
+        // A reply signed by another key than the one configured is not
+        // a cosignature: nothing is stored or served.
+        let configured = TestWitness::new("witness.example/w2", 11, &log_vkey, &origin);
+        let impostor = TestWitness::new("witness.example/w2", 12, &log_vkey, &origin);
+        let wrong = vec![Witness {
+            key: coffre::audit::witness::WitnessKey::parse(&configured.vkey()).unwrap(),
+            url: serve_witness(impostor).await,
+        }];
+        let r = round(&app.state, &wrong, app.clock.now()).await.unwrap();
+        assert_eq!((r.cosigned, r.refused), (0, 1), "{r:?}");
+        let w2 = app
+            .store
+            .witness("witness.example/w2")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (w2.cosigned_size, w2.last_error.as_deref()),
+            (0, Some("bad_cosignature"))
+        );
+        assert!(
+            !app.get("/audit/checkpoint")
+                .await
+                .text()
+                .contains("witness.example/w2")
+        );
 
         // A fork: the same key, another history, a larger tree.
         let fork = fork_of(&app).await;
