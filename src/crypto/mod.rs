@@ -20,6 +20,7 @@
 
 pub mod bearer_seal;
 pub mod custodians;
+pub mod dp;
 pub mod envelope;
 pub mod jwks;
 pub mod jws;

@@ -175,12 +175,6 @@ pub fn differencing_risk(
     None
 }
 
-/// A Laplace(0, scale) sample from `u`, uniform in (-0.5, 0.5).
-pub fn laplace(scale: f64, u: f64) -> f64 {
-    let u = u.clamp(-0.499_999_999, 0.499_999_999);
-    -scale * u.signum() * (1.0 - 2.0 * u.abs()).ln()
-}
-
 /// Generalises a value for a records extract: a birthdate becomes its year.
 pub fn generalise(field: &str, value: &str) -> String {
     if field.ends_with("birthdate") && value.len() >= 4 {
@@ -388,18 +382,6 @@ mod tests {
             }
             assert!(!recoverable(&t, &hidden), "{counts:?} hidden {hidden:?}");
         }
-    }
-
-    #[test]
-    fn laplace_is_centred_with_the_right_scale() {
-        let n = 20_000;
-        let samples: Vec<f64> = (0..n)
-            .map(|i| laplace(2.0, (i as f64 + 0.5) / n as f64 - 0.5))
-            .collect();
-        let mean = samples.iter().sum::<f64>() / n as f64;
-        let mad = samples.iter().map(|x| x.abs()).sum::<f64>() / n as f64;
-        assert!(mean.abs() < 0.01, "{mean}");
-        assert!((mad - 2.0).abs() < 0.05, "{mad}");
     }
 
     #[test]

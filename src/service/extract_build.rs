@@ -14,21 +14,13 @@ use crate::AppState;
 use crate::audit::AuditRecord;
 use crate::domain::category::FieldType;
 use crate::domain::extract::{
-    Cell, CsvRows, ExtractKind, ExtractState, MIN_CELL, generalise, laplace, suppress, text_of,
+    Cell, CsvRows, ExtractKind, ExtractState, MIN_CELL, generalise, suppress, text_of,
 };
 use crate::domain::{ExtractId, Timestamp};
 use crate::service::extracts::{
     ExtractSpec, FILE_RETENTION_SECS, PAGE, PARTNER_EPSILON_BUDGET, audit, field_type, file_path,
     group_key, passes_filters, still_recipient,
 };
-
-fn uniform(rng: &ring::rand::SystemRandom) -> Result<f64, String> {
-    let mut b = [0u8; 8];
-    ring::rand::SecureRandom::fill(rng, &mut b)
-        .map_err(|_| "random generator failed".to_string())?;
-    // 53 random bits in [0, 1), shifted to [-0.5, 0.5).
-    Ok((u64::from_be_bytes(b) >> 11) as f64 / (1u64 << 53) as f64 - 0.5)
-}
 
 /// The refusal of a build that is not this one's to make.
 const NOT_APPROVED: &str = "not approved";
@@ -369,41 +361,72 @@ async fn build_inner(
                 ));
             }
         }
-        let rng = ring::rand::SystemRandom::new();
+        let dp = |e: crate::crypto::dp::DpError| format!("noise_failed: {e}");
         let mut header = spec.group_by.clone();
         header.push("count".into());
         header.extend(spec.fields.iter().map(|f| format!("sum({f})")));
         write(&csv.row(&header).map_err(|e| e.to_string())?)?;
-        // With sums, ε is split between the counts and each sum.
-        let shares = 1.0 + spec.fields.len() as f64;
+        // With sums, ε is split between the counts and each sum: each is
+        // released with OpenDP's exact discrete Laplace noise of scale
+        // (its sensitivity × shares) / ε (crypto::dp).
+        let shares = 1 + spec.fields.len() as u64;
+        let count_scale = spec
+            .epsilon
+            .map(|e| crate::crypto::dp::laplace_scale(shares, e))
+            .transpose()
+            .map_err(dp)?;
         for (key, cell) in cells.iter().filter(|(k, _)| !hidden.contains(*k)) {
             let mut line = key.clone();
-            let mut count = cell.count as f64;
-            if let Some(e) = spec.epsilon {
-                count = (count + laplace(shares / e, uniform(&rng)?))
-                    .round()
-                    .max(0.0);
-            }
-            line.push(format!("{count}"));
-            for f in &spec.fields {
-                let mut sum = cell.sums.get(f).copied().unwrap_or(0.0);
-                if let Some(e) = spec.epsilon {
-                    let (c, name) = f.split_once('.').unwrap_or(("", ""));
-                    let bound = match field_type(state, c, name) {
-                        Some(FieldType::Integer { min, max }) => {
-                            min.unsigned_abs().max(max.unsigned_abs()) as f64
-                        }
-                        _ => 1.0,
-                    };
-                    sum = (sum + laplace(shares * bound / e, uniform(&rng)?)).round();
+            match &count_scale {
+                Some(scale) => {
+                    let exact = i64::try_from(cell.count).unwrap_or(i64::MAX);
+                    let noisy = exact
+                        .saturating_add(crate::crypto::dp::discrete_laplace(scale).map_err(dp)?)
+                        .max(0);
+                    // Post-processing: a count the noise took under the
+                    // threshold is published as such, not as a number.
+                    line.push(if noisy < MIN_CELL as i64 {
+                        format!("< {MIN_CELL}")
+                    } else {
+                        noisy.to_string()
+                    });
                 }
-                line.push(format!("{sum}"));
+                None => line.push(cell.count.to_string()),
+            }
+            for f in &spec.fields {
+                let sum = cell.sums.get(f).copied().unwrap_or(0.0);
+                match spec.epsilon {
+                    Some(e) => {
+                        let (c, name) = f.split_once('.').unwrap_or(("", ""));
+                        let bound = match field_type(state, c, name) {
+                            Some(FieldType::Integer { min, max }) => {
+                                min.unsigned_abs().max(max.unsigned_abs())
+                            }
+                            _ => 1,
+                        };
+                        let scale =
+                            crate::crypto::dp::laplace_scale(shares.saturating_mul(bound), e)
+                                .map_err(dp)?;
+                        let noisy = (sum.round() as i64).saturating_add(
+                            crate::crypto::dp::discrete_laplace(&scale).map_err(dp)?,
+                        );
+                        line.push(noisy.to_string());
+                    }
+                    None => line.push(format!("{sum}")),
+                }
             }
             write(&csv.row(&line).map_err(|e| e.to_string())?)?;
         }
         suppression = json!({"min_cell": MIN_CELL, "suppressed": !hidden.is_empty(), "rule": "primary below the threshold; secondary so that no hidden cell is alone or all-ones"});
         if let Some(e) = spec.epsilon {
-            noise = json!({"mechanism": "laplace", "epsilon": e, "partner_budget": PARTNER_EPSILON_BUDGET});
+            noise = json!({
+                "mechanism": "discrete_laplace",
+                "library": "OpenDP (CKS20 exact sampler; random bits from OpenSSL RAND_bytes)",
+                "epsilon": e,
+                "split": "equally between the counts and each sum",
+                "small_counts": format!("a noisy count under {MIN_CELL} is published as \"< {MIN_CELL}\""),
+                "partner_budget": PARTNER_EPSILON_BUDGET
+            });
         }
     }
     out.finish()

@@ -281,6 +281,21 @@ async fn aggregates_hide_small_cells_and_residents_without_a_covering_consent_st
             assert!(r[1].parse::<u64>().unwrap() >= 11);
         }
 
+        // With ε: OpenDP's discrete noise, whole numbers only, a count
+        // the noise took under 11 published as "< 11", the mechanism said.
+        let v = built(&app, &token, serde_json::json!({"purpose": "renovation-energetique", "kind": "aggregate", "categories": ["housing"], "group_by": ["housing.tenure"], "fields": ["housing.surface_m2"], "epsilon": 1.0})).await;
+        assert_eq!(v["state"], "ready", "{v}");
+        assert_eq!(v["manifest"]["noise"]["mechanism"], "discrete_laplace", "{v}");
+        assert!(v["manifest"]["noise"]["library"].as_str().unwrap().contains("OpenDP"));
+        let res = partner(&app, &token, Method::GET, &format!("/api/v1/partner/extracts/{}/file", v["id"].as_str().unwrap()), None).await;
+        if let Some(csv) = age_decrypt(&app, coffre::demo::PARTNERS[1].age_identity, &res.body) {
+            let rows: Vec<Vec<String>> = csv.lines().skip(1).map(|l| l.split(',').map(str::to_string).collect()).collect();
+            assert_eq!(rows.len(), 1, "{csv}");
+            let count = &rows[0][1];
+            assert!(count == "< 11" || count.parse::<u64>().is_ok_and(|n| n >= 11), "{csv}");
+            assert!(rows[0][2].parse::<i64>().is_ok(), "a whole sum: {csv}");
+        }
+
         // Too small a cohort: refused, nothing published.
         let token = labo(&app).await;
         let v = built(&app, &token, serde_json::json!({"purpose": "etude-mobilite", "kind": "aggregate", "categories": ["housing"], "group_by": ["housing.tenure"]})).await;
