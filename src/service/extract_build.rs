@@ -377,12 +377,36 @@ async fn build_inner(
             .map_err(dp)?;
         for (key, cell) in cells.iter().filter(|(k, _)| !hidden.contains(*k)) {
             let mut line = key.clone();
+            // Cell-key stability: the noise of a cell asked again (same
+            // partner, purpose, filters, grouping, values, measure and
+            // scale) is the noise drawn the first time, so repeated
+            // requests cannot be averaged out.
+            let cell_of = |measure: &str, scale: &dashu::rational::RBig| {
+                keys.pseudonym(
+                    "dp-cell",
+                    json!({
+                        "partner": partner.id.as_str(),
+                        "purpose": purpose.id.as_str(),
+                        "filters": spec.filters,
+                        "group_by": spec.group_by,
+                        "cell": key,
+                        "measure": measure,
+                        "scale": scale.to_string(),
+                    })
+                    .to_string()
+                    .as_bytes(),
+                )
+            };
             match &count_scale {
                 Some(scale) => {
                     let exact = i64::try_from(cell.count).unwrap_or(i64::MAX);
-                    let noisy = exact
-                        .saturating_add(crate::crypto::dp::discrete_laplace(scale).map_err(dp)?)
-                        .max(0);
+                    let drawn = crate::crypto::dp::discrete_laplace(scale).map_err(dp)?;
+                    let noise = state
+                        .store
+                        .stable_noise(&cell_of("count", scale), drawn, now)
+                        .await
+                        .map_err(s)?;
+                    let noisy = exact.saturating_add(noise).max(0);
                     // Post-processing: a count the noise took under the
                     // threshold is published as such, not as a number.
                     line.push(if noisy < MIN_CELL as i64 {
@@ -407,9 +431,13 @@ async fn build_inner(
                         let scale =
                             crate::crypto::dp::laplace_scale(shares.saturating_mul(bound), e)
                                 .map_err(dp)?;
-                        let noisy = (sum.round() as i64).saturating_add(
-                            crate::crypto::dp::discrete_laplace(&scale).map_err(dp)?,
-                        );
+                        let drawn = crate::crypto::dp::discrete_laplace(&scale).map_err(dp)?;
+                        let noise = state
+                            .store
+                            .stable_noise(&cell_of(f, &scale), drawn, now)
+                            .await
+                            .map_err(s)?;
+                        let noisy = (sum.round() as i64).saturating_add(noise);
                         line.push(noisy.to_string());
                     }
                     None => line.push(format!("{sum}")),
