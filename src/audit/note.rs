@@ -82,6 +82,47 @@ fn hex8(id: &[u8; 4]) -> String {
     format!("{:08x}", u32::from_be_bytes(*id))
 }
 
+/// Parses a verifier key `<name>+<hex key id>+<base64(alg || key)>` of
+/// signature type `alg` (0x01 a note signature, 0x04 a witness's
+/// cosignature), rejecting a key id that does not match the name and key.
+pub(crate) fn parse_vkey(vkey: &str, alg: u8) -> Result<(String, [u8; 4], [u8; 32]), NoteError> {
+    // Names cannot contain '+', but standard base64 can: split twice only.
+    let mut parts = vkey.trim().splitn(3, '+');
+    let (Some(name), Some(id_hex), Some(key_b64)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(NoteError::MalformedVerifierKey(
+            "expected <name>+<key id>+<key>",
+        ));
+    };
+    if !is_valid_name(name) {
+        return Err(NoteError::InvalidKeyName);
+    }
+    if id_hex.len() != 8 || !id_hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(NoteError::MalformedVerifierKey(
+            "key id must be 8 hex digits",
+        ));
+    }
+    let claimed_id = u32::from_str_radix(id_hex, 16)
+        .map_err(|_| NoteError::MalformedVerifierKey("key id must be 8 hex digits"))?
+        .to_be_bytes();
+    let key = STANDARD
+        .decode(key_b64)
+        .map_err(|_| NoteError::MalformedVerifierKey("key is not valid base64"))?;
+    let (&found, public) = key
+        .split_first()
+        .ok_or(NoteError::MalformedVerifierKey("key is empty"))?;
+    if found != alg {
+        return Err(NoteError::UnsupportedAlgorithm(found));
+    }
+    let public_key: [u8; 32] = public
+        .try_into()
+        .map_err(|_| NoteError::MalformedVerifierKey("Ed25519 key must be 32 bytes"))?;
+    if key_id_of(name, alg, &public_key) != claimed_id {
+        return Err(NoteError::KeyIdMismatch);
+    }
+    Ok((name.to_owned(), claimed_id, public_key))
+}
+
 /// Signs notes as one named Ed25519 key.
 #[derive(Debug)]
 pub struct NoteSigner {
@@ -181,43 +222,10 @@ impl NoteVerifier {
     /// Parses `<name>+<hex key id>+<base64(0x01 || public key)>`, rejecting a
     /// key id that does not match the name and key.
     pub fn parse(vkey: &str) -> Result<Self, NoteError> {
-        // Names cannot contain '+', but standard base64 can: split twice only.
-        let mut parts = vkey.splitn(3, '+');
-        let (Some(name), Some(id_hex), Some(key_b64)) = (parts.next(), parts.next(), parts.next())
-        else {
-            return Err(NoteError::MalformedVerifierKey(
-                "expected <name>+<key id>+<key>",
-            ));
-        };
-        if !is_valid_name(name) {
-            return Err(NoteError::InvalidKeyName);
-        }
-        if id_hex.len() != 8 || !id_hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(NoteError::MalformedVerifierKey(
-                "key id must be 8 hex digits",
-            ));
-        }
-        let claimed_id = u32::from_str_radix(id_hex, 16)
-            .map_err(|_| NoteError::MalformedVerifierKey("key id must be 8 hex digits"))?
-            .to_be_bytes();
-        let key = STANDARD
-            .decode(key_b64)
-            .map_err(|_| NoteError::MalformedVerifierKey("key is not valid base64"))?;
-        let (&alg, public) = key
-            .split_first()
-            .ok_or(NoteError::MalformedVerifierKey("key is empty"))?;
-        if alg != ALG_ED25519 {
-            return Err(NoteError::UnsupportedAlgorithm(alg));
-        }
-        let public_key: [u8; 32] = public
-            .try_into()
-            .map_err(|_| NoteError::MalformedVerifierKey("Ed25519 key must be 32 bytes"))?;
-        if key_id(name, &public_key) != claimed_id {
-            return Err(NoteError::KeyIdMismatch);
-        }
+        let (name, key_id, public_key) = parse_vkey(vkey, ALG_ED25519)?;
         Ok(Self {
-            name: name.to_owned(),
-            key_id: claimed_id,
+            name,
+            key_id,
             public_key,
         })
     }

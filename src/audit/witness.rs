@@ -12,7 +12,7 @@ use base64::engine::general_purpose::STANDARD;
 use ring::signature::{ED25519, UnparsedPublicKey};
 
 use super::merkle::Hash;
-use super::note::{NoteError, SIG_PREFIX, has_forbidden_control, is_valid_name, key_id_of};
+use super::note::{NoteError, SIG_PREFIX, has_forbidden_control, parse_vkey};
 
 /// The signature type of a `cosignature/v1` Ed25519 key.
 pub const ALG_COSIGNATURE_V1: u8 = 0x04;
@@ -27,42 +27,10 @@ pub struct WitnessKey {
 
 impl WitnessKey {
     pub fn parse(vkey: &str) -> Result<Self, NoteError> {
-        let mut parts = vkey.trim().splitn(3, '+');
-        let (Some(name), Some(id_hex), Some(key_b64)) = (parts.next(), parts.next(), parts.next())
-        else {
-            return Err(NoteError::MalformedVerifierKey(
-                "expected <name>+<key id>+<key>",
-            ));
-        };
-        if !is_valid_name(name) {
-            return Err(NoteError::InvalidKeyName);
-        }
-        if id_hex.len() != 8 || !id_hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(NoteError::MalformedVerifierKey(
-                "key id must be 8 hex digits",
-            ));
-        }
-        let claimed = u32::from_str_radix(id_hex, 16)
-            .map_err(|_| NoteError::MalformedVerifierKey("key id must be 8 hex digits"))?
-            .to_be_bytes();
-        let key = STANDARD
-            .decode(key_b64)
-            .map_err(|_| NoteError::MalformedVerifierKey("key is not valid base64"))?;
-        let (&alg, public) = key
-            .split_first()
-            .ok_or(NoteError::MalformedVerifierKey("key is empty"))?;
-        if alg != ALG_COSIGNATURE_V1 {
-            return Err(NoteError::UnsupportedAlgorithm(alg));
-        }
-        let public_key: [u8; 32] = public
-            .try_into()
-            .map_err(|_| NoteError::MalformedVerifierKey("Ed25519 key must be 32 bytes"))?;
-        if key_id_of(name, ALG_COSIGNATURE_V1, &public_key) != claimed {
-            return Err(NoteError::KeyIdMismatch);
-        }
+        let (name, key_id, public_key) = parse_vkey(vkey, ALG_COSIGNATURE_V1)?;
         Ok(Self {
-            name: name.to_string(),
-            key_id: claimed,
+            name,
+            key_id,
             public_key,
         })
     }
@@ -178,6 +146,7 @@ pub fn cosigners(note: &str, witnesses: &[WitnessKey]) -> Result<usize, NoteErro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::note::key_id_of;
     use ring::signature::{Ed25519KeyPair, KeyPair};
 
     fn witness(name: &str, seed: u8) -> (Ed25519KeyPair, String) {

@@ -287,39 +287,31 @@ async fn preferences_turn_off_only_what_may_be_and_are_applied_at_delivery() {
             "{html}"
         );
         assert!(!html.contains("name=\"mandate.created\" value=\"off\""));
-        let res = app
-            .send(
-                Method::POST,
-                "/moi/notifications",
-                &[
-                    ("cookie", awa.cookie.as_str()),
-                    ("content-type", "application/x-www-form-urlencoded"),
-                ],
-                format!(
-                    "csrf_token={}&extract.included=off&mandate.created=post",
-                    awa.csrf
-                ),
-            )
-            .await;
+        let res = crate::pages::post_form(
+            &app,
+            &awa,
+            "/moi/notifications",
+            &format!(
+                "csrf_token={}&extract.included=off&mandate.created=post",
+                awa.csrf
+            ),
+        )
+        .await;
         assert_eq!(res.status, 303, "{}", res.text());
         let entry = app.last_entry().await;
         assert_eq!(entry.action, "notice.preferences");
         assert_eq!(entry.actor_id, AWA);
         // A form that tries to turn a mandate's message off changes nothing.
-        let res = app
-            .send(
-                Method::POST,
-                "/moi/notifications",
-                &[
-                    ("cookie", awa.cookie.as_str()),
-                    ("content-type", "application/x-www-form-urlencoded"),
-                ],
-                format!(
-                    "csrf_token={}&mandate.created=off&extract.included=email",
-                    awa.csrf
-                ),
-            )
-            .await;
+        let res = crate::pages::post_form(
+            &app,
+            &awa,
+            "/moi/notifications",
+            &format!(
+                "csrf_token={}&mandate.created=off&extract.included=email",
+                awa.csrf
+            ),
+        )
+        .await;
         assert!(res.status.as_u16() >= 300, "{}", res.status);
         let v = app
             .as_user(&awa, Method::GET, "/api/v1/me/notifications", None)
@@ -603,19 +595,10 @@ async fn alerts_reach_the_structures_mailbox_without_a_name() {
         assert_eq!(r, Default::default());
         // The référent's page sets the same rules (audited).
         let s = app.login(REFERENT).await;
-        let res = app
-            .send(
-                Method::POST,
-                "/referent/alertes/regles",
-                &[
-                    ("cookie", s.cookie.as_str()),
-                    ("content-type", "application/x-www-form-urlencoded"),
-                ],
-                format!(
+        let res = crate::pages::post_form(&app, &s, "/referent/alertes/regles", &format!(
                     "csrf_token={}&hours=mon-fri+09%3A00-17%3A00&burst_max=4&burst_minutes=20&alert_email=alertes%40ccas.example",
                     s.csrf
-                ),
-            )
+                ))
             .await;
         assert_eq!(res.status, 303, "{}", res.text());
         assert_eq!(app.last_entry().await.action, "alert.rules");

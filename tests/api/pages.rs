@@ -10,7 +10,7 @@ use crate::support::{Session, TestApp, each_backend};
 const AWA: &str = "0b9a3c1e-5d6f-4a7b-8c9d-000000000001";
 const AIDANT: &str = "a1d00000-0000-4000-8000-000000000001";
 
-async fn post_form(
+pub(crate) async fn post_form(
     app: &TestApp,
     s: &Session,
     path: &str,

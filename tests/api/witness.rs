@@ -342,22 +342,7 @@ async fn a_witness_cosigns_the_log_and_refuses_a_fork() {
         let fork_note = fork.get("/audit/checkpoint").await.text();
         let file = fork.dir.path().join("fork.checkpoint");
         std::fs::write(&file, &fork_note).unwrap();
-        let (ok, text) = coffre_cli(
-            &fork,
-            &[
-                "audit",
-                "verify",
-                "--key",
-                &log_vkey,
-                "--checkpoint",
-                file.to_str().unwrap(),
-                "--witness",
-                &wkey,
-                "--quorum",
-                "1",
-            ],
-        );
-        assert!(!ok && text.contains("REFUSED"), "{text}");
+        assert_quorum_refused(&fork, &log_vkey, &file, &wkey);
         // Nor does a cosignature lifted from the real log's checkpoint
         // make it pass: it signs another tree.
         let lifted = note
@@ -365,24 +350,30 @@ async fn a_witness_cosigns_the_log_and_refuses_a_fork() {
             .find(|l| l.contains("witness.example/w1"))
             .unwrap();
         std::fs::write(&file, format!("{fork_note}{lifted}\n")).unwrap();
-        let (ok, text) = coffre_cli(
-            &fork,
-            &[
-                "audit",
-                "verify",
-                "--key",
-                &log_vkey,
-                "--checkpoint",
-                file.to_str().unwrap(),
-                "--witness",
-                &wkey,
-                "--quorum",
-                "1",
-            ],
-        );
-        assert!(!ok && text.contains("REFUSED"), "{text}");
+        assert_quorum_refused(&fork, &log_vkey, &file, &wkey);
     })
     .await;
+}
+
+/// `coffre audit verify --checkpoint FILE --witness WKEY --quorum 1` on
+/// `app`'s database refuses the checkpoint.
+fn assert_quorum_refused(app: &TestApp, log_vkey: &str, file: &std::path::Path, wkey: &str) {
+    let (ok, text) = coffre_cli(
+        app,
+        &[
+            "audit",
+            "verify",
+            "--key",
+            log_vkey,
+            "--checkpoint",
+            file.to_str().unwrap(),
+            "--witness",
+            wkey,
+            "--quorum",
+            "1",
+        ],
+    );
+    assert!(!ok && text.contains("REFUSED"), "{text}");
 }
 
 #[test]
