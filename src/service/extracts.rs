@@ -474,6 +474,18 @@ pub fn file_path(state: &AppState, id: &ExtractId) -> PathBuf {
 #[derive(Serialize, ToSchema)]
 pub struct ExtractList {
     pub extracts: Vec<ExtractView>,
+    /// The privacy-loss ledger of the partners listed (the DPO's list
+    /// only): ε spent by their approved noisy aggregates, and the budget.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub budgets: Vec<EpsilonBudget>,
+}
+
+/// One partner's line of the ε ledger.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct EpsilonBudget {
+    pub partner_id: String,
+    pub spent: f64,
+    pub budget: f64,
 }
 
 fn list_of(state: &AppState, rows: &[ExtractRow]) -> AppResult<ExtractList> {
@@ -482,6 +494,7 @@ fn list_of(state: &AppState, rows: &[ExtractRow]) -> AppResult<ExtractList> {
             .iter()
             .map(|r| view(state, r))
             .collect::<AppResult<_>>()?,
+        budgets: Vec::new(),
     })
 }
 
@@ -557,7 +570,18 @@ pub async fn download(
 pub async fn dpo_list(state: &AppState, caller: &Caller) -> AppResult<Audited<ExtractList>> {
     let entry = role_action(state, caller, "extract.approve").await?;
     let rows = state.store.all_extracts(500).await?;
-    Ok(Audited::new(entry, list_of(state, &rows)?))
+    let mut list = list_of(state, &rows)?;
+    let mut partners: Vec<&crate::domain::PartnerId> = rows.iter().map(|r| &r.partner_id).collect();
+    partners.sort();
+    partners.dedup();
+    for p in partners {
+        list.budgets.push(EpsilonBudget {
+            partner_id: p.to_string(),
+            spent: state.store.epsilon_spent(p).await?,
+            budget: PARTNER_EPSILON_BUDGET,
+        });
+    }
+    Ok(Audited::new(entry, list))
 }
 
 /// The DPO approves an extract (it is then built in the background).

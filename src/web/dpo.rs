@@ -85,11 +85,11 @@ pub async fn overview(ctx: Ctx) -> PageResult {
     let l = ctx.lang;
     let caller = ctx.caller(&user);
     let now = ctx.state.clock.now();
-    let extracts = crate::service::extracts::dpo_list(&ctx.state, &caller)
+    let list = crate::service::extracts::dpo_list(&ctx.state, &caller)
         .await
         .map_err(|e| ctx.fail(e))?
-        .value
-        .extracts;
+        .value;
+    let (extracts, budgets) = (list.extracts, list.budgets);
     let requests = crate::service::requests::all_requests(&ctx.state, &caller, now)
         .await
         .map_err(|e| ctx.fail(e))?
@@ -159,6 +159,14 @@ pub async fn overview(ctx: Ctx) -> PageResult {
                         @if x.blocked.as_deref() == Some("not_a_recipient") { " — " strong { (l.t("bloquée : plus destinataire", "blocked: no longer a recipient")) } }
                         " — " (date(x.created_at)) }
                 }
+            }
+        }
+        @if !budgets.is_empty() {
+            h2 { (l.t("Budget de confidentialité des partenaires (ε)", "Partners' privacy budget (ε)")) }
+            p { (l.t("Chaque agrégat bruité approuvé dépense son ε sur le budget de son partenaire ; au-delà, l'approbation est refusée.", "Each approved noisy aggregate spends its ε from its partner's budget; beyond it, approval is refused.")) }
+            table {
+                thead { tr { th scope="col" { (l.t("Partenaire", "Partner")) } th scope="col" { (l.t("ε dépensé", "ε spent")) } th scope="col" { (l.t("Budget", "Budget")) } } }
+                tbody { @for b in &budgets { tr { td { (b.partner_id) } td { (format!("{:.2}", b.spent)) } td { (format!("{:.2}", b.budget)) } } } }
             }
         }
         h2 { (l.t("Demandes d'exercice des droits", "Rights requests")) }

@@ -302,6 +302,12 @@ async fn aggregates_hide_small_cells_and_residents_without_a_covering_consent_st
             let csv2 = age_decrypt(&app, coffre::demo::PARTNERS[1].age_identity, &res.body).unwrap();
             assert_eq!(csv2, csv);
         }
+        // The DPO sees the ledger: both requests were charged.
+        let dpo = app.login(DPO).await;
+        let list = app.as_user(&dpo, Method::GET, "/api/v1/dpo/extracts", None).await.json();
+        let renov = list["budgets"].as_array().unwrap().iter().find(|b| b["partner_id"] == "renov-energie").cloned().unwrap();
+        assert_eq!((renov["spent"].as_f64(), renov["budget"].as_f64()), (Some(2.0), Some(5.0)), "{list}");
+        assert!(app.as_user(&dpo, Method::GET, "/dpo", None).await.text().contains("ε"));
 
         // Too small a cohort: refused, nothing published.
         let token = labo(&app).await;
