@@ -1,6 +1,6 @@
 //! Extract rules, pure: cell suppression (INSEE's threshold of 11 residents,
-//! with secondary suppression), Laplace noise, generalisation and CSV
-//! encoding. No I/O; randomness passed in.
+//! with secondary suppression), generalisation and CSV encoding. No I/O,
+//! no randomness (the noise is `crypto::dp`'s).
 //!
 //! The suppression guarantee, stated so a test can check it. The partner
 //! learns the cohort size (at least 11: smaller cohorts are refused) and the

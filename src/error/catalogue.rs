@@ -191,7 +191,7 @@ catalogue! {
     GroupByRequired = 422, "group_by_required", "Un agrégat doit nommer `group_by`.", "An aggregate needs `group_by`.";
     NotSummable = 422, "not_summable", "Un agrégat ne somme que des champs entiers.", "Aggregates sum integer fields only.";
     InvalidForRecords = 422, "invalid_for_records", "`group_by` et `epsilon` sont réservés aux agrégats.", "`group_by` and `epsilon` are for aggregates.";
-    InvalidEpsilon = 422, "invalid_epsilon", "ε doit être compris entre 0 (exclu) et 2.", "ε must be above 0 and at most 2.";
+    InvalidEpsilon = 422, "invalid_epsilon", "ε doit être compris entre 0,01 et 2.", "ε must be between 0.01 and 2.";
     NoAgeRecipient = 422, "no_age_recipient", "Aucune clé age n'est enregistrée pour vous : l'extraction ne pourrait pas être chiffrée.", "No age recipient registered for you.";
     InvalidDecision = 422, "invalid_decision", "Choisissez approuver ou rejeter.", "Choose approve or reject.";
     InvalidAction = 422, "invalid_action", "Action inconnue.", "Unknown action.";

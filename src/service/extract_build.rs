@@ -274,6 +274,16 @@ async fn build_inner(
                 cell.count += 1;
                 for f in &spec.fields {
                     if let Some(n) = value(f).and_then(|v| v.as_f64()) {
+                        // Within the field's declared range, as the noise's
+                        // sensitivity assumes (a range narrowed after the
+                        // value was written must not widen a contribution).
+                        let (c, name) = f.split_once('.').unwrap_or(("", ""));
+                        let n = match field_type(state, c, name) {
+                            Some(FieldType::Integer { min, max }) => {
+                                n.clamp(*min as f64, *max as f64)
+                            }
+                            _ => n,
+                        };
                         *cell.sums.entry(f.clone()).or_default() += n;
                     }
                 }
@@ -377,36 +387,12 @@ async fn build_inner(
             .map_err(dp)?;
         for (key, cell) in cells.iter().filter(|(k, _)| !hidden.contains(*k)) {
             let mut line = key.clone();
-            // Cell-key stability: the noise of a cell asked again (same
-            // partner, purpose, filters, grouping, values, measure and
-            // scale) is the noise drawn the first time, so repeated
-            // requests cannot be averaged out.
-            let cell_of = |measure: &str, scale: &dashu::rational::RBig| {
-                keys.pseudonym(
-                    "dp-cell",
-                    json!({
-                        "partner": partner.id.as_str(),
-                        "purpose": purpose.id.as_str(),
-                        "filters": spec.filters,
-                        "group_by": spec.group_by,
-                        "cell": key,
-                        "measure": measure,
-                        "scale": scale.to_string(),
-                    })
-                    .to_string()
-                    .as_bytes(),
-                )
-            };
             match &count_scale {
                 Some(scale) => {
                     let exact = i64::try_from(cell.count).unwrap_or(i64::MAX);
-                    let drawn = crate::crypto::dp::discrete_laplace(scale).map_err(dp)?;
-                    let noise = state
-                        .store
-                        .stable_noise(&cell_of("count", scale), drawn, now)
-                        .await
-                        .map_err(s)?;
-                    let noisy = exact.saturating_add(noise).max(0);
+                    let noisy = exact
+                        .saturating_add(crate::crypto::dp::discrete_laplace(scale).map_err(dp)?)
+                        .max(0);
                     // Post-processing: a count the noise took under the
                     // threshold is published as such, not as a number.
                     line.push(if noisy < MIN_CELL as i64 {
@@ -422,22 +408,20 @@ async fn build_inner(
                 match spec.epsilon {
                     Some(e) => {
                         let (c, name) = f.split_once('.').unwrap_or(("", ""));
-                        let bound = match field_type(state, c, name) {
-                            Some(FieldType::Integer { min, max }) => {
-                                min.unsigned_abs().max(max.unsigned_abs())
-                            }
-                            _ => 1,
+                        // A field that is no longer an integer with a
+                        // range has no known sensitivity: no release.
+                        let Some(FieldType::Integer { min, max }) = field_type(state, c, name)
+                        else {
+                            return Err(format!("noise_failed: {f} has no integer range"));
                         };
-                        let scale =
-                            crate::crypto::dp::laplace_scale(shares.saturating_mul(bound), e)
-                                .map_err(dp)?;
-                        let drawn = crate::crypto::dp::discrete_laplace(&scale).map_err(dp)?;
-                        let noise = state
-                            .store
-                            .stable_noise(&cell_of(f, &scale), drawn, now)
-                            .await
-                            .map_err(s)?;
-                        let noisy = (sum.round() as i64).saturating_add(noise);
+                        let bound = min.unsigned_abs().max(max.unsigned_abs());
+                        let sensitivity = shares
+                            .checked_mul(bound)
+                            .ok_or_else(|| format!("noise_failed: {f}'s range is too wide"))?;
+                        let scale = crate::crypto::dp::laplace_scale(sensitivity, e).map_err(dp)?;
+                        let noisy = (sum.round() as i64).saturating_add(
+                            crate::crypto::dp::discrete_laplace(&scale).map_err(dp)?,
+                        );
                         line.push(noisy.to_string());
                     }
                     None => line.push(format!("{sum}")),

@@ -294,8 +294,9 @@ pub async fn request(
     for name in filters.keys() {
         field_of(state, &req.categories, name)?;
     }
+    // Below 0.01 the noise's scale outgrows any count it hides.
     if let Some(e) = req.epsilon
-        && !(e > 0.0 && e <= 2.0)
+        && !(0.01..=2.0).contains(&e)
     {
         return Err(ErrorCode::InvalidEpsilon.into());
     }
