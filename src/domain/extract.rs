@@ -41,11 +41,17 @@ code_enum!(
     }
 );
 
-/// One cell of an aggregate: how many residents, and sums of numeric fields.
+/// One cell of an aggregate: how many residents, and sums of numeric
+/// fields; with, for its noise, the cell's contents as a key (the sum,
+/// modulo 2^128, of a keyed digest of each resident counted, and of each
+/// (resident, value) summed): the same residents give the same key
+/// whatever the request, one resident more or less another key.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Cell {
     pub count: u64,
     pub sums: BTreeMap<String, f64>,
+    pub key: u128,
+    pub sum_keys: BTreeMap<String, u128>,
 }
 
 /// The keys of the cells to withhold.
@@ -307,7 +313,7 @@ mod tests {
                     vec![format!("k{i:03}")],
                     Cell {
                         count: *c,
-                        sums: BTreeMap::new(),
+                        ..Cell::default()
                     },
                 )
             })

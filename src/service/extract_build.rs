@@ -270,8 +270,17 @@ async fn build_inner(
                             .or_default() += 1;
                     }
                 }
+                // The cell-key method: each contribution adds a keyed
+                // digest of who (and what) it is to its cell's key.
+                let record_key = |label: &str, data: &[u8]| -> u128 {
+                    let h = keys.pseudonym(label, data);
+                    u128::from_str_radix(h.get(..32).unwrap_or("0"), 16).unwrap_or(0)
+                };
                 let cell = cells.entry(key).or_default();
                 cell.count += 1;
+                cell.key = cell
+                    .key
+                    .wrapping_add(record_key("dp-record", resident.as_str().as_bytes()));
                 for f in &spec.fields {
                     if let Some(n) = value(f).and_then(|v| v.as_f64()) {
                         // Within the field's declared range, as the noise's
@@ -285,6 +294,12 @@ async fn build_inner(
                             _ => n,
                         };
                         *cell.sums.entry(f.clone()).or_default() += n;
+                        let k = record_key(
+                            "dp-record-value",
+                            format!("{}\n{f}\n{n}", resident.as_str()).as_bytes(),
+                        );
+                        let slot = cell.sum_keys.entry(f.clone()).or_default();
+                        *slot = slot.wrapping_add(k);
                     }
                 }
             }
@@ -387,12 +402,36 @@ async fn build_inner(
             .map_err(dp)?;
         for (key, cell) in cells.iter().filter(|(k, _)| !hidden.contains(*k)) {
             let mut line = key.clone();
+            // Cell-key stability (Eurostat's cell-key method): the noise of
+            // a cell is keyed by its contents, measure and scale. The same
+            // residents (and values) asked again, by any request, get the
+            // noise drawn the first time, so repeated requests cannot be
+            // averaged out; one resident more or less is another key, so
+            // two releases on changed data never subtract to an exact
+            // difference. (Each request is still charged its ε.)
+            let noise_of = |measure: &str, contents: u128, scale: &dashu::rational::RBig| {
+                let cell_id = keys.pseudonym(
+                    "dp-cell",
+                    json!({"measure": measure, "contents": format!("{contents:032x}"), "scale": scale.to_string()})
+                        .to_string()
+                        .as_bytes(),
+                );
+                let scale = scale.clone();
+                async move {
+                    let drawn = crate::crypto::dp::discrete_laplace(&scale)
+                        .map_err(|e| format!("noise_failed: {e}"))?;
+                    state
+                        .store
+                        .stable_noise(&cell_id, drawn, now)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+            };
             match &count_scale {
                 Some(scale) => {
                     let exact = i64::try_from(cell.count).unwrap_or(i64::MAX);
-                    let noisy = exact
-                        .saturating_add(crate::crypto::dp::discrete_laplace(scale).map_err(dp)?)
-                        .max(0);
+                    let noise = noise_of("count", cell.key, scale).await?;
+                    let noisy = exact.saturating_add(noise).max(0);
                     // Post-processing: a count the noise took under the
                     // threshold is published as such, not as a number.
                     line.push(if noisy < MIN_CELL as i64 {
@@ -419,9 +458,9 @@ async fn build_inner(
                             .checked_mul(bound)
                             .ok_or_else(|| format!("noise_failed: {f}'s range is too wide"))?;
                         let scale = crate::crypto::dp::laplace_scale(sensitivity, e).map_err(dp)?;
-                        let noisy = (sum.round() as i64).saturating_add(
-                            crate::crypto::dp::discrete_laplace(&scale).map_err(dp)?,
-                        );
+                        let contents = cell.sum_keys.get(f).copied().unwrap_or(0);
+                        let noise = noise_of(f, contents, &scale).await?;
+                        let noisy = (sum.round() as i64).saturating_add(noise);
                         line.push(noisy.to_string());
                     }
                     None => line.push(format!("{sum}")),

@@ -102,6 +102,11 @@ pub trait ExtractStore: Send + Sync {
         notice_version: &str,
         now: Timestamp,
     ) -> StorageResult<i64>;
+    /// The noise of an aggregate's cell: the one stored for `cell` (a
+    /// keyed digest of its definition) if it was drawn before, else
+    /// `drawn`, stored now. Concurrent builders of the same cell get the
+    /// same value (the first insert wins).
+    async fn stable_noise(&self, cell: &str, drawn: i64, now: Timestamp) -> StorageResult<i64>;
 }
 
 /// `impl ExtractStore` for a backend (see `storage::impl_store!`).
@@ -342,6 +347,26 @@ macro_rules! impl_extract_store {
                 .await?;
                 Ok(rows.into_iter().map(|(r,)| (r, None)).collect())
             }
+        }
+
+        async fn stable_noise(
+            &self,
+            cell: &str,
+            drawn: i64,
+            now: $crate::domain::Timestamp,
+        ) -> $crate::storage::StorageResult<i64> {
+            sqlx::query(
+                "INSERT INTO dp_noise (cell, noise, created_at) VALUES ($1, $2, $3) ON CONFLICT (cell) DO NOTHING",
+            )
+            .bind(cell)
+            .bind(drawn)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+            Ok(sqlx::query_scalar("SELECT noise FROM dp_noise WHERE cell = $1")
+                .bind(cell)
+                .fetch_one(&self.pool)
+                .await?)
         }
 
         async fn count_cohort(

@@ -95,6 +95,27 @@ pub async fn built(app: &TestApp, token: &str, request: serde_json::Value) -> se
     panic!("extract {id} never finished building");
 }
 
+/// How many cells' noise the cell-key method has drawn.
+async fn noise_rows(app: &TestApp) -> i64 {
+    let pool = app.raw_pool().await;
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM dp_noise")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    n
+}
+
+/// An extract's file, decrypted (`age` is installed by `.ci/run`).
+async fn file_of(app: &TestApp, token: &str, v: &serde_json::Value) -> String {
+    let path = format!(
+        "/api/v1/partner/extracts/{}/file",
+        v["id"].as_str().unwrap()
+    );
+    let res = partner(app, token, Method::GET, &path, None).await;
+    age_decrypt(app, coffre::demo::PARTNERS[1].age_identity, &res.body).unwrap()
+}
+
 /// Decrypts with the `age` command-line tool (Debian's), as a partner would.
 fn age_decrypt(app: &TestApp, identity: &str, ciphertext: &[u8]) -> Option<String> {
     let dir = app.dir.path();
@@ -295,15 +316,26 @@ async fn aggregates_hide_small_cells_and_residents_without_a_covering_consent_st
             assert!(count == "< 11" || count.parse::<u64>().is_ok_and(|n| n >= 11), "{csv}");
             assert!(rows[0][2].parse::<i64>().is_ok(), "a whole sum: {csv}");
         }
-        // Asked again: fresh noise, and charged again (the ledger, not a
-        // fixed noise, bounds what averaging can reach).
+        // The cell-key method: asked again on the same residents, the same
+        // noise (charged again all the same); one resident more, other
+        // contents, other noise drawn.
+        assert_eq!(noise_rows(&app).await, 2, "one count and one sum");
+        let first = file_of(&app, &token, &v).await;
         let again = built(&app, &token, serde_json::json!({"purpose": "renovation-energetique", "kind": "aggregate", "categories": ["housing"], "group_by": ["housing.tenure"], "fields": ["housing.surface_m2"], "epsilon": 1.0})).await;
         assert_eq!(again["state"], "ready", "{again}");
-        // The DPO sees the ledger: both requests were charged.
+        assert_eq!(file_of(&app, &token, &again).await, first);
+        assert_eq!(noise_rows(&app).await, 2);
+        let id = "00000000-0000-4000-8000-000000000099";
+        app.store.insert_resident(&crate::support::resident_id(id), app.clock.now()).await.unwrap();
+        vault.write(&crate::support::resident_id(id), &housing, &serde_json::json!({"tenure": "social_tenant", "surface_m2": 70}), app.clock.now()).await.unwrap();
+        let third = built(&app, &token, serde_json::json!({"purpose": "renovation-energetique", "kind": "aggregate", "categories": ["housing"], "group_by": ["housing.tenure"], "fields": ["housing.surface_m2"], "epsilon": 1.0})).await;
+        assert_eq!(third["state"], "ready", "{third}");
+        assert_eq!(noise_rows(&app).await, 4, "new contents, new noise");
+        // The DPO sees the ledger: every request was charged.
         let dpo = app.login(DPO).await;
         let list = app.as_user(&dpo, Method::GET, "/api/v1/dpo/extracts", None).await.json();
         let renov = list["budgets"].as_array().unwrap().iter().find(|b| b["partner_id"] == "renov-energie").cloned().unwrap();
-        assert_eq!((renov["spent"].as_f64(), renov["budget"].as_f64()), (Some(2.0), Some(5.0)), "{list}");
+        assert_eq!((renov["spent"].as_f64(), renov["budget"].as_f64()), (Some(3.0), Some(5.0)), "{list}");
         assert!(app.as_user(&dpo, Method::GET, "/dpo", None).await.text().contains("ε"));
 
         // Too small a cohort: refused, nothing published.
