@@ -272,15 +272,19 @@ async fn build_inner(
                 }
                 // The cell-key method: each contribution adds a keyed
                 // digest of who (and what) it is to its cell's key.
-                let record_key = |label: &str, data: &[u8]| -> u128 {
+                // Fails closed: a digest that did not parse must not
+                // become a constant every cell would share.
+                let record_key = |label: &str, data: &[u8]| -> Result<u128, String> {
                     let h = keys.pseudonym(label, data);
-                    u128::from_str_radix(h.get(..32).unwrap_or("0"), 16).unwrap_or(0)
+                    h.get(..32)
+                        .and_then(|x| u128::from_str_radix(x, 16).ok())
+                        .ok_or_else(|| "noise_failed: record digest".to_string())
                 };
                 let cell = cells.entry(key).or_default();
                 cell.count += 1;
                 cell.key = cell
                     .key
-                    .wrapping_add(record_key("dp-record", resident.as_str().as_bytes()));
+                    .wrapping_add(record_key("dp-record", resident.as_str().as_bytes())?);
                 for f in &spec.fields {
                     if let Some(n) = value(f).and_then(|v| v.as_f64()) {
                         // Within the field's declared range, as the noise's
@@ -297,7 +301,7 @@ async fn build_inner(
                         let k = record_key(
                             "dp-record-value",
                             format!("{}\n{f}\n{n}", resident.as_str()).as_bytes(),
-                        );
+                        )?;
                         let slot = cell.sum_keys.entry(f.clone()).or_default();
                         *slot = slot.wrapping_add(k);
                     }
@@ -416,15 +420,25 @@ async fn build_inner(
                         .to_string()
                         .as_bytes(),
                 );
+                // The noise is stored masked by a keyed pad of its cell (one
+                // noise per cell, so the pad is used once): the database
+                // alone, beside a released file, gives no exact value.
+                let mask = keys
+                    .pseudonym("dp-mask", cell_id.as_bytes())
+                    .get(..16)
+                    .and_then(|x| u64::from_str_radix(x, 16).ok())
+                    .map(|m| m as i64);
                 let scale = scale.clone();
                 async move {
+                    let mask = mask.ok_or_else(|| "noise_failed: mask".to_string())?;
                     let drawn = crate::crypto::dp::discrete_laplace(&scale)
                         .map_err(|e| format!("noise_failed: {e}"))?;
-                    state
+                    let stored = state
                         .store
-                        .stable_noise(&cell_id, drawn, now)
+                        .stable_noise(&cell_id, drawn.wrapping_add(mask), now)
                         .await
-                        .map_err(|e| e.to_string())
+                        .map_err(|e| e.to_string())?;
+                    Ok::<i64, String>(stored.wrapping_sub(mask))
                 }
             };
             match &count_scale {

@@ -102,8 +102,8 @@ pub trait ExtractStore: Send + Sync {
         notice_version: &str,
         now: Timestamp,
     ) -> StorageResult<i64>;
-    /// The noise of an aggregate's cell: the one stored for `cell` (a
-    /// keyed digest of its definition) if it was drawn before, else
+    /// The (masked) noise of an aggregate's cell: the one stored for `cell`
+    /// (a keyed digest of its contents) if it was drawn before, else
     /// `drawn`, stored now. Concurrent builders of the same cell get the
     /// same value (the first insert wins).
     async fn stable_noise(&self, cell: &str, drawn: i64, now: Timestamp) -> StorageResult<i64>;
@@ -355,18 +355,18 @@ macro_rules! impl_extract_store {
             drawn: i64,
             now: $crate::domain::Timestamp,
         ) -> $crate::storage::StorageResult<i64> {
-            sqlx::query(
-                "INSERT INTO dp_noise (cell, noise, created_at) VALUES ($1, $2, $3) ON CONFLICT (cell) DO NOTHING",
+            // One statement: the first insert wins, and a later one gets
+            // the stored value back. The date only, not the build's
+            // second (which would tie a row to its extract).
+            Ok(sqlx::query_scalar(
+                "INSERT INTO dp_noise (cell, noise, created_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (cell) DO UPDATE SET noise = dp_noise.noise RETURNING noise",
             )
             .bind(cell)
             .bind(drawn)
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
-            Ok(sqlx::query_scalar("SELECT noise FROM dp_noise WHERE cell = $1")
-                .bind(cell)
-                .fetch_one(&self.pool)
-                .await?)
+            .bind(now - now.rem_euclid(86_400))
+            .fetch_one(&self.pool)
+            .await?)
         }
 
         async fn count_cohort(
