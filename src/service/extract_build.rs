@@ -355,7 +355,7 @@ async fn build_inner(
             .map_err(s)?;
         state
             .store
-            .extract_progress(id, seen, total.max(seen))
+            .extract_progress(id, seen, total.max(seen), now)
             .await
             .map_err(s)?;
     }

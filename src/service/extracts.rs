@@ -620,6 +620,41 @@ pub async fn dpo_reject(
 }
 
 /// Deletes the files of extracts past their retention (the retention job).
+/// A build with no progress for this long was interrupted (a page of
+/// residents takes seconds).
+pub const INTERRUPTED_AFTER_SECS: i64 = 3600;
+
+/// Fails the builds interrupted by a crash or a kill (still `building`,
+/// no progress for an hour): their held messages go with the transition
+/// (nobody is told of a file that was never made) and their partial file
+/// is removed. The partner may ask again. Returns how many.
+pub async fn fail_interrupted(state: &AppState, now: Timestamp) -> AppResult<u64> {
+    let mut n = 0;
+    for id in state
+        .store
+        .extracts_interrupted(now - INTERRUPTED_AFTER_SECS)
+        .await?
+    {
+        if state
+            .store
+            .extract_transition(
+                &id,
+                ExtractState::Building,
+                ExtractState::Failed,
+                Some("interrupted: the build stopped (restart) before its file was made"),
+                now,
+            )
+            .await?
+        {
+            let part = state.config.extracts_dir.join(format!("{id}.csv.age.part"));
+            let _ = std::fs::remove_file(part);
+            let _ = std::fs::remove_file(file_path(state, &id));
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
 pub async fn expire_due(state: &AppState, now: Timestamp) -> AppResult<u64> {
     let mut n = 0;
     for id in state.store.extracts_to_expire(now).await? {

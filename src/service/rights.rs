@@ -73,6 +73,8 @@ pub struct RetentionReport {
     pub consents_ending_told: u64,
     /// Weekly digests of accesses written (for residents who asked).
     pub digests: u64,
+    /// Extract builds interrupted (no progress for an hour) marked failed.
+    pub interrupted_extracts: u64,
     /// Messages written to tell residents a mandate in their name ended.
     pub mandates_ended_told: u64,
     /// Alerts to référents reviewed longer ago than a year.
@@ -159,6 +161,7 @@ pub async fn run_retention(state: &AppState, now: Timestamp) -> AppResult<Retent
         .purge_ended_mandates(now - MANDATE_ARCHIVE_DAYS * 86_400)
         .await?;
     report.extract_files = crate::service::extracts::expire_due(state, now).await?;
+    report.interrupted_extracts = crate::service::extracts::fail_interrupted(state, now).await?;
     let notice_days = state
         .register
         .get(crate::domain::access::INFORMATION_PURPOSE)

@@ -68,7 +68,17 @@ pub trait ExtractStore: Send + Sync {
         reason: Option<&str>,
         now: Timestamp,
     ) -> StorageResult<bool>;
-    async fn extract_progress(&self, id: &ExtractId, done: i64, total: i64) -> StorageResult<()>;
+    /// A build's progress; `now` marks it alive.
+    async fn extract_progress(
+        &self,
+        id: &ExtractId,
+        done: i64,
+        total: i64,
+        now: Timestamp,
+    ) -> StorageResult<()>;
+    /// Extracts still `building` with no progress since `before`: their
+    /// build was interrupted (a crash, a kill).
+    async fn extracts_interrupted(&self, before: Timestamp) -> StorageResult<Vec<ExtractId>>;
     async fn extract_ready(
         &self,
         id: &ExtractId,
@@ -244,11 +254,24 @@ macro_rules! impl_extract_store {
             Ok(done.rows_affected() == 1)
         }
 
-        async fn extract_progress(&self, id: &$crate::domain::ExtractId, done: i64, total: i64) -> $crate::storage::StorageResult<()> {
-            sqlx::query("UPDATE extracts SET rows_done = $2, rows_total = $3 WHERE id = $1")
+        async fn extracts_interrupted(
+            &self,
+            before: $crate::domain::Timestamp,
+        ) -> $crate::storage::StorageResult<Vec<$crate::domain::ExtractId>> {
+            Ok(sqlx::query_scalar(
+                "SELECT id FROM extracts WHERE state = 'building' AND updated_at < $1 ORDER BY id",
+            )
+            .bind(before)
+            .fetch_all(&self.pool)
+            .await?)
+        }
+
+        async fn extract_progress(&self, id: &$crate::domain::ExtractId, done: i64, total: i64, now: $crate::domain::Timestamp) -> $crate::storage::StorageResult<()> {
+            sqlx::query("UPDATE extracts SET rows_done = $2, rows_total = $3, updated_at = $4 WHERE id = $1")
                 .bind(id)
                 .bind(done)
                 .bind(total)
+                .bind(now)
                 .execute(&self.pool)
                 .await?;
             Ok(())

@@ -618,3 +618,80 @@ async fn alerts_reach_the_structures_mailbox_without_a_name() {
     })
     .await;
 }
+
+/// A build interrupted by a crash (still `building`, no progress for an
+/// hour) is failed by the hourly job: its held messages and partial file
+/// go; one that is still making progress is left alone.
+#[tokio::test]
+async fn an_interrupted_build_is_failed_and_its_messages_go() {
+    each_backend(|app| async move {
+        settle_demo_messages(&app).await;
+        let now = app.clock.now();
+        let row = |id: &str| coffre::storage::ExtractRow {
+            id: eid(id),
+            partner_id: pid("labo-mobilite"),
+            purpose: purpose_id("etude-mobilite"),
+            kind: ExtractKind::Records,
+            spec: "{}".into(),
+            state: ExtractState::Building,
+            reason: None,
+            rows_done: 0,
+            rows_total: 0,
+            manifest: None,
+            manifest_jws: None,
+            epsilon: None,
+            created_at: now,
+            updated_at: now,
+            expires_at: None,
+        };
+        for id in ["x-stuck", "x-alive"] {
+            app.store.insert_extract(&row(id)).await.unwrap();
+            let held = coffre::storage::OutboxMessage::new(
+                coffre::domain::notice::NoticeEvent::ExtractIncluded,
+                &resident_id(AWA),
+                id,
+                "Laboratoire",
+                now,
+            );
+            app.store.outbox_hold(&[held]).await.unwrap();
+        }
+        let dir = &app.state.config.extracts_dir;
+        std::fs::create_dir_all(dir).unwrap();
+        let part = dir.join("x-stuck.csv.age.part");
+        std::fs::write(&part, b"half").unwrap();
+        // Half an hour on: nothing yet. Then "x-alive" makes progress.
+        let r = coffre::service::rights::run_retention(&app.state, now + 1800)
+            .await
+            .unwrap();
+        assert_eq!(r.interrupted_extracts, 0);
+        app.store
+            .extract_progress(&eid("x-alive"), 1, 2, now + 3000)
+            .await
+            .unwrap();
+        let r = coffre::service::rights::run_retention(&app.state, now + 4000)
+            .await
+            .unwrap();
+        assert_eq!(r.interrupted_extracts, 1, "{r:?}");
+        let stuck = app
+            .store
+            .find_extract(&eid("x-stuck"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stuck.state, ExtractState::Failed);
+        assert!(!part.exists());
+        let alive = app
+            .store
+            .find_extract(&eid("x-alive"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(alive.state, ExtractState::Building);
+        assert_eq!(
+            app.store.outbox_counts().await.unwrap().held,
+            1,
+            "only x-alive's"
+        );
+    })
+    .await;
+}
