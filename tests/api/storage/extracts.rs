@@ -234,7 +234,7 @@ async fn an_extract_moves_only_from_the_state_it_is_in_and_expires_when_due() {
             .await
             .unwrap();
         store
-            .extract_progress(&crate::support::eid("e1"), 5, 10, T0)
+            .extract_progress(&crate::support::eid("e1"), 5, 10, T0 + 2)
             .await
             .unwrap();
         let e = store
@@ -244,7 +244,7 @@ async fn an_extract_moves_only_from_the_state_it_is_in_and_expires_when_due() {
             .unwrap();
         assert_eq!(
             (e.rows_done, e.rows_total, e.updated_at),
-            (5, 10, T0 + 1),
+            (5, 10, T0 + 2),
             "{b}"
         );
         store
