@@ -32,6 +32,43 @@ async fn messages_of(app: &TestApp, resident: &str) -> Vec<(String, String)> {
     rows
 }
 
+/// A records extract of the laboratory being built since `now`.
+fn building_extract(id: &str, now: i64) -> coffre::storage::ExtractRow {
+    coffre::storage::ExtractRow {
+        id: eid(id),
+        partner_id: pid("labo-mobilite"),
+        purpose: purpose_id("etude-mobilite"),
+        kind: ExtractKind::Records,
+        spec: "{}".into(),
+        state: ExtractState::Building,
+        reason: None,
+        rows_done: 0,
+        rows_total: 0,
+        manifest: None,
+        manifest_jws: None,
+        epsilon: None,
+        created_at: now,
+        updated_at: now,
+        expires_at: None,
+    }
+}
+
+/// An extract being built since `now`, with Awa's message held for it.
+async fn building_with_a_held_message(app: &TestApp, id: &str, now: i64) {
+    app.store
+        .insert_extract(&building_extract(id, now))
+        .await
+        .unwrap();
+    let held = coffre::storage::OutboxMessage::new(
+        coffre::domain::notice::NoticeEvent::ExtractIncluded,
+        &resident_id(AWA),
+        id,
+        "Laboratoire",
+        now,
+    );
+    app.store.outbox_hold(&[held]).await.unwrap();
+}
+
 async fn labo(app: &TestApp) -> String {
     app.partner_token(
         "demo-labo-mobilite",
@@ -109,34 +146,7 @@ async fn an_extracts_messages_wait_for_its_file_and_go_with_its_failure() {
         let now = app.clock.now();
         let store = &app.store;
         for (id, end) in [("x-ready", "ready"), ("x-failed", "failed")] {
-            store
-                .insert_extract(&coffre::storage::ExtractRow {
-                    id: eid(id),
-                    partner_id: pid("labo-mobilite"),
-                    purpose: purpose_id("etude-mobilite"),
-                    kind: ExtractKind::Records,
-                    spec: "{}".into(),
-                    state: ExtractState::Building,
-                    reason: None,
-                    rows_done: 0,
-                    rows_total: 0,
-                    manifest: None,
-                    manifest_jws: None,
-                    epsilon: None,
-                    created_at: now,
-                    updated_at: now,
-                    expires_at: None,
-                })
-                .await
-                .unwrap();
-            let held = coffre::storage::OutboxMessage::new(
-                coffre::domain::notice::NoticeEvent::ExtractIncluded,
-                &resident_id(AWA),
-                id,
-                "Laboratoire",
-                now,
-            );
-            store.outbox_hold(&[held]).await.unwrap();
+            building_with_a_held_message(&app, id, now).await;
             let counts = store.outbox_counts().await.unwrap();
             assert_eq!(counts.held, 1, "{end}: {counts:?}");
             // Held: no worker takes it.
@@ -627,33 +637,8 @@ async fn an_interrupted_build_is_failed_and_its_messages_go() {
     each_backend(|app| async move {
         settle_demo_messages(&app).await;
         let now = app.clock.now();
-        let row = |id: &str| coffre::storage::ExtractRow {
-            id: eid(id),
-            partner_id: pid("labo-mobilite"),
-            purpose: purpose_id("etude-mobilite"),
-            kind: ExtractKind::Records,
-            spec: "{}".into(),
-            state: ExtractState::Building,
-            reason: None,
-            rows_done: 0,
-            rows_total: 0,
-            manifest: None,
-            manifest_jws: None,
-            epsilon: None,
-            created_at: now,
-            updated_at: now,
-            expires_at: None,
-        };
         for id in ["x-stuck", "x-alive"] {
-            app.store.insert_extract(&row(id)).await.unwrap();
-            let held = coffre::storage::OutboxMessage::new(
-                coffre::domain::notice::NoticeEvent::ExtractIncluded,
-                &resident_id(AWA),
-                id,
-                "Laboratoire",
-                now,
-            );
-            app.store.outbox_hold(&[held]).await.unwrap();
+            building_with_a_held_message(&app, id, now).await;
         }
         let dir = &app.state.config.extracts_dir;
         std::fs::create_dir_all(dir).unwrap();
