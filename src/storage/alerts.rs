@@ -291,10 +291,7 @@ macro_rules! impl_alert_store {
             limit: i64,
         ) -> $crate::storage::StorageResult<Vec<$crate::storage::AlertMailClaim>> {
             // As the outbox's claim: chosen, locked and leased at once.
-            let skip_locked = match $backend {
-                $crate::storage::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-                $crate::storage::Backend::Sqlite => "",
-            };
+            let skip_locked = $backend.skip_locked();
             let sql = format!(
                 "UPDATE referent_alerts SET mail_claimed_until = $1 + $2, mail_claimed_by = $4, mail_attempts = mail_attempts + 1 \
                  WHERE id IN (SELECT id FROM referent_alerts WHERE mail_state = 'pending' AND COALESCE(mail_next_at, 0) <= $1 \

@@ -155,6 +155,15 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The clause that makes a queue's claim skip rows another worker
+    /// holds (PostgreSQL); SQLite's write lock serialises claims anyway.
+    pub fn skip_locked(self) -> &'static str {
+        match self {
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Backend::Sqlite => "sqlite",

@@ -179,21 +179,38 @@ macro_rules! impl_outbox_store {
             tx: &mut sqlx::Transaction<'_, $db>,
             messages: &[$crate::storage::OutboxMessage],
         ) -> $crate::storage::StorageResult<()> {
-            for m in messages {
-                sqlx::query(
-                    "INSERT INTO outbox (id, event, resident_id, subject_id, actor_name, created_at, next_attempt_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $6)",
-                )
-                .bind(&m.id)
-                .bind(m.event)
-                .bind(&m.resident_id)
-                .bind(&m.subject_id)
-                .bind(&m.actor_name)
-                .bind(m.created_at)
-                .execute(&mut **tx)
-                .await?;
+            Self::push_outbox_on(tx, messages, "pending").await.map(|_| ())
+        }
+
+        /// The one INSERT of messages, in `state`: a few multi-row
+        /// statements (7 parameters a row, far under either backend's
+        /// limit); a message whose id exists is skipped (ids made of what
+        /// they report, such as a job's, are written once). Answers how
+        /// many were written.
+        async fn push_outbox_on(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            messages: &[$crate::storage::OutboxMessage],
+            state: &'static str,
+        ) -> $crate::storage::StorageResult<u64> {
+            let mut written = 0;
+            for chunk in messages.chunks(500) {
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO outbox (id, event, resident_id, subject_id, actor_name, created_at, next_attempt_at, state) ",
+                );
+                q.push_values(chunk, |mut b, m| {
+                    b.push_bind(&m.id)
+                        .push_bind(m.event)
+                        .push_bind(&m.resident_id)
+                        .push_bind(&m.subject_id)
+                        .push_bind(&m.actor_name)
+                        .push_bind(m.created_at)
+                        .push_bind(m.created_at)
+                        .push_bind(state);
+                });
+                q.push(" ON CONFLICT (id) DO NOTHING");
+                written += q.build().execute(&mut **tx).await?.rows_affected();
             }
-            Ok(())
+            Ok(written)
         }
     }
 
@@ -209,10 +226,7 @@ macro_rules! impl_outbox_store {
             // One statement: the rows chosen are locked (PostgreSQL) and
             // leased in the same breath; a second worker's choice skips
             // them, and sees the lease once this one commits.
-            let skip_locked = match $backend {
-                $crate::storage::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-                $crate::storage::Backend::Sqlite => "",
-            };
+            let skip_locked = $backend.skip_locked();
             let sql = format!(
                 "UPDATE outbox SET claimed_until = $1 + $2, claimed_by = $4, attempts = attempts + 1 \
                  WHERE id IN (SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at <= $1 \
@@ -403,25 +417,8 @@ macro_rules! impl_outbox_store {
             &self,
             messages: &[$crate::storage::OutboxMessage],
         ) -> $crate::storage::StorageResult<()> {
-            // A page of an extract at a time: a few multi-row statements
-            // (7 parameters a row, far under either backend's limit).
             let mut tx = self.pool.begin().await?;
-            for chunk in messages.chunks(500) {
-                let mut q = sqlx::QueryBuilder::<$db>::new(
-                    "INSERT INTO outbox (id, event, resident_id, subject_id, actor_name, created_at, next_attempt_at, state) ",
-                );
-                q.push_values(chunk, |mut b, m| {
-                    b.push_bind(&m.id)
-                        .push_bind(m.event)
-                        .push_bind(&m.resident_id)
-                        .push_bind(&m.subject_id)
-                        .push_bind(&m.actor_name)
-                        .push_bind(m.created_at)
-                        .push_bind(m.created_at)
-                        .push("'held'");
-                });
-                q.build().execute(&mut *tx).await?;
-            }
+            Self::push_outbox_on(&mut tx, messages, "held").await?;
             tx.commit().await?;
             Ok(())
         }
@@ -430,20 +427,10 @@ macro_rules! impl_outbox_store {
             &self,
             m: &$crate::storage::OutboxMessage,
         ) -> $crate::storage::StorageResult<bool> {
-            Ok(sqlx::query(
-                "INSERT INTO outbox (id, event, resident_id, subject_id, actor_name, created_at, next_attempt_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(&m.id)
-            .bind(m.event)
-            .bind(&m.resident_id)
-            .bind(&m.subject_id)
-            .bind(&m.actor_name)
-            .bind(m.created_at)
-            .execute(&self.pool)
-            .await?
-            .rows_affected()
-                == 1)
+            let mut tx = self.pool.begin().await?;
+            let written = Self::push_outbox_on(&mut tx, std::slice::from_ref(m), "pending").await?;
+            tx.commit().await?;
+            Ok(written == 1)
         }
 
         async fn notice_preferences(
