@@ -198,6 +198,21 @@ async fn build_inner(
     let mut after = String::new();
     let mut includes: Vec<AuditRecord> = Vec::new();
     let mut told: Vec<crate::storage::OutboxMessage> = Vec::new();
+    // Each summed field's declared range, read once (not per resident):
+    // contributions are clamped to it, and it is the noise's sensitivity.
+    let ranges: BTreeMap<&str, Option<(i64, i64)>> = spec
+        .fields
+        .iter()
+        .map(|f| {
+            let (c, name) = f.split_once('.').unwrap_or(("", ""));
+            let range = match field_type(state, c, name) {
+                Some(FieldType::Integer { min, max }) => Some((*min, *max)),
+                _ => None,
+            };
+            (f.as_str(), range)
+        })
+        .collect();
+    let noisy = spec.epsilon.is_some();
     loop {
         let page = state
             .store
@@ -280,30 +295,32 @@ async fn build_inner(
                         .and_then(|x| u128::from_str_radix(x, 16).ok())
                         .ok_or_else(|| "noise_failed: record digest".to_string())
                 };
+                // Without noise there are no keys to keep.
                 let cell = cells.entry(key).or_default();
                 cell.count += 1;
-                cell.key = cell
-                    .key
-                    .wrapping_add(record_key("dp-record", resident.as_str().as_bytes())?);
+                if noisy {
+                    cell.key = cell
+                        .key
+                        .wrapping_add(record_key("dp-record", resident.as_str().as_bytes())?);
+                }
                 for f in &spec.fields {
                     if let Some(n) = value(f).and_then(|v| v.as_f64()) {
                         // Within the field's declared range, as the noise's
                         // sensitivity assumes (a range narrowed after the
                         // value was written must not widen a contribution).
-                        let (c, name) = f.split_once('.').unwrap_or(("", ""));
-                        let n = match field_type(state, c, name) {
-                            Some(FieldType::Integer { min, max }) => {
-                                n.clamp(*min as f64, *max as f64)
-                            }
-                            _ => n,
+                        let n = match ranges.get(f.as_str()).copied().flatten() {
+                            Some((min, max)) => n.clamp(min as f64, max as f64),
+                            None => n,
                         };
                         *cell.sums.entry(f.clone()).or_default() += n;
-                        let k = record_key(
-                            "dp-record-value",
-                            format!("{}\n{f}\n{n}", resident.as_str()).as_bytes(),
-                        )?;
-                        let slot = cell.sum_keys.entry(f.clone()).or_default();
-                        *slot = slot.wrapping_add(k);
+                        if noisy {
+                            let k = record_key(
+                                "dp-record-value",
+                                format!("{}\n{f}\n{n}", resident.as_str()).as_bytes(),
+                            )?;
+                            let slot = cell.sum_keys.entry(f.clone()).or_default();
+                            *slot = slot.wrapping_add(k);
+                        }
                     }
                 }
             }
@@ -355,7 +372,7 @@ async fn build_inner(
             .map_err(s)?;
         state
             .store
-            .extract_progress(id, seen, total.max(seen), now)
+            .extract_progress(id, seen, total.max(seen), state.clock.now())
             .await
             .map_err(s)?;
     }
@@ -460,11 +477,9 @@ async fn build_inner(
                 let sum = cell.sums.get(f).copied().unwrap_or(0.0);
                 match spec.epsilon {
                     Some(e) => {
-                        let (c, name) = f.split_once('.').unwrap_or(("", ""));
                         // A field that is no longer an integer with a
                         // range has no known sensitivity: no release.
-                        let Some(FieldType::Integer { min, max }) = field_type(state, c, name)
-                        else {
+                        let Some((min, max)) = ranges.get(f.as_str()).copied().flatten() else {
                             return Err(format!("noise_failed: {f} has no integer range"));
                         };
                         let bound = min.unsigned_abs().max(max.unsigned_abs());
@@ -538,7 +553,10 @@ async fn build_inner(
         "format": "text/csv; charset=utf-8, encrypted with age to the partner's X25519 recipient",
     });
     let jws = crate::crypto::jws::sign(&keys, &manifest).map_err(|e| e.to_string())?;
-    state
+    // The file is in place; the extract is ready only if it is still
+    // ours to finish (not failed meanwhile as interrupted): else the file
+    // goes, and the build fails.
+    if !state
         .store
         .extract_ready(
             id,
@@ -548,7 +566,11 @@ async fn build_inner(
             now,
         )
         .await
-        .map_err(s)?;
+        .map_err(s)?
+    {
+        let _ = std::fs::remove_file(file_path(state, id));
+        return Err(format!("{NOT_APPROVED}: no longer building"));
+    }
     tracing::info!(extract = %id, cohort, "extract ready");
     Ok(())
 }

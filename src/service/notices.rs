@@ -136,12 +136,16 @@ const DIGEST_PAGE: i64 = 200;
 const DIGEST_RESIDENTS: i64 = 500;
 
 /// Whether an entry counts in the digest: an act about the resident by
-/// someone else (a partner, an aidant, the DPO…), allowed or refused; not
-/// the service telling them (the notifier reading their address for the
-/// digest itself would make every week's digest count the last one).
+/// someone else (a partner, an aidant, the DPO, the DPO reading their
+/// address for a letter…), allowed or refused; not the service's own
+/// notifier telling them (its read of their address for the digest itself
+/// would make every week's digest count the last one).
 fn counts_in_digest(e: &AuditEntry, resident: &str) -> bool {
-    e.actor_id != resident && e.actor_role != "notifier"
+    e.actor_id != resident && e.actor_id != NOTIFIER
 }
+
+/// The actor id of the service's own delivery of messages.
+pub const NOTIFIER: &str = "notifier";
 
 /// Writes the digest of the week before `now`'s week for every resident
 /// who asked for it and whose data others touched in it: one message per
@@ -269,6 +273,8 @@ mod tests {
         assert!(counts_in_digest(&entry("p1", "partner", None), "r1"));
         assert!(counts_in_digest(&entry("a1", "aidant", Some("r1")), "r1"));
         assert!(counts_in_digest(&entry("dpo", "dpo", None), "r1"));
+        // The DPO reading an address for a letter is someone reading it.
+        assert!(counts_in_digest(&entry("dpo-1", "notifier", None), "r1"));
     }
 
     #[test]

@@ -264,7 +264,11 @@ async fn deliver_one(
         category: Some("contact"),
         purpose_id: Some(INFORMATION_PURPOSE),
         request_id: Some(format!("outbox:{}", claim.id)),
-        ..AccessRequest::new("notifier", Role::Notifier, "notice.address")
+        ..AccessRequest::new(
+            crate::service::notices::NOTIFIER,
+            Role::Notifier,
+            "notice.address",
+        )
     };
     match decide(state, request).await {
         Ok(_) => {}

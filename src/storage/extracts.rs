@@ -86,7 +86,7 @@ pub trait ExtractStore: Send + Sync {
         jws: &str,
         expires_at: Timestamp,
         now: Timestamp,
-    ) -> StorageResult<()>;
+    ) -> StorageResult<bool>;
     /// ε already spent by a partner (extracts approved with noise).
     async fn epsilon_spent(&self, partner_id: &PartnerId) -> StorageResult<f64>;
     /// Ready or downloaded extracts whose file is past its retention.
@@ -284,7 +284,7 @@ macro_rules! impl_extract_store {
             jws: &str,
             expires_at: $crate::domain::Timestamp,
             now: $crate::domain::Timestamp,
-        ) -> $crate::storage::StorageResult<()> {
+        ) -> $crate::storage::StorageResult<bool> {
             // The file becomes available and the residents' messages due
             // in one transaction: none before, none lost.
             let mut tx = self.pool.begin().await?;
@@ -309,7 +309,7 @@ macro_rules! impl_extract_store {
                 .await?;
             }
             tx.commit().await?;
-            Ok(())
+            Ok(ready.rows_affected() == 1)
         }
 
         async fn epsilon_spent(&self, partner_id: &$crate::domain::PartnerId) -> $crate::storage::StorageResult<f64> {
