@@ -153,6 +153,16 @@ pub const KEYS: &[(&str, Option<&str>, &str)] = &[
         "largest accepted request body in bytes",
     ),
     (
+        "stats_release_epsilon",
+        Some("1"),
+        "privacy loss (ε) each monthly open-statistics release spends, 0.01 to 10",
+    ),
+    (
+        "stats_annual_epsilon",
+        Some("12"),
+        "the most ε the open-statistics releases of one calendar year may spend together",
+    ),
+    (
         "max_deposit_bytes",
         Some("1073741824"),
         "largest accepted deposit stream (POST /api/v1/source/deposits) in bytes",
@@ -305,6 +315,10 @@ pub struct Config {
     pub log_format: LogFormat,
     pub log_filter: String,
     pub max_body_bytes: usize,
+    /// ε each monthly open-statistics release spends.
+    pub stats_release_epsilon: f64,
+    /// The most ε the releases of one calendar year may spend together.
+    pub stats_annual_epsilon: f64,
     /// A data source's deposit stream is read a line at a time, so it may
     /// be far larger than any other body.
     pub max_deposit_bytes: usize,
@@ -520,6 +534,22 @@ impl Config {
                 "must be at least max_body_bytes".into(),
             ));
         }
+        let stats_release_epsilon: f64 = parse_number(get("stats_release_epsilon"), 1.0)
+            .map_err(|m| invalid("stats_release_epsilon", m))?;
+        if !(0.01..=10.0).contains(&stats_release_epsilon) {
+            return Err(invalid(
+                "stats_release_epsilon",
+                "must be between 0.01 and 10".into(),
+            ));
+        }
+        let stats_annual_epsilon: f64 = parse_number(get("stats_annual_epsilon"), 12.0)
+            .map_err(|m| invalid("stats_annual_epsilon", m))?;
+        if !(stats_release_epsilon..=1000.0).contains(&stats_annual_epsilon) {
+            return Err(invalid(
+                "stats_annual_epsilon",
+                "must be at least stats_release_epsilon and at most 1000".into(),
+            ));
+        }
         let shutdown_timeout_secs: u64 = parse_number(get("shutdown_timeout_secs"), 10)
             .map_err(|m| invalid("shutdown_timeout_secs", m))?;
 
@@ -543,6 +573,8 @@ impl Config {
             log_format,
             log_filter,
             max_body_bytes,
+            stats_release_epsilon,
+            stats_annual_epsilon,
             max_deposit_bytes,
             shutdown_timeout_secs,
         })

@@ -34,6 +34,7 @@ mod retention;
 mod seed;
 mod serve;
 mod sources;
+mod stats;
 
 pub use agents::{AgentCommand, StructureCommand};
 pub use audit::AuditCommand;
@@ -42,6 +43,7 @@ pub use partners::PartnerCommand;
 pub use residents::ResidentCommand;
 pub use retention::RetentionCommand;
 pub use sources::SourceCommand;
+pub use stats::StatsCommand;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -106,6 +108,10 @@ pub enum Command {
     /// Retention: delete what its retention period no longer justifies.
     #[command(subcommand)]
     Retention(RetentionCommand),
+    /// Open statistics: publish a month's release (CSV, data package, its
+    /// SHA-256 in the audit log, its ε charged to the public ledger).
+    #[command(subcommand)]
+    Stats(StatsCommand),
     /// Deposit a file as one of the agglomération's own sources: NDJSON
     /// (one deposit a line, as the deposit stream takes) or CSV with a
     /// header (columns `id`, `category`, `observed_at`, `handle` or
@@ -360,6 +366,7 @@ pub async fn run(cli: Cli) -> Result<(), Fatal> {
         Command::Retention(RetentionCommand::Run { at }) => {
             retention::retention_run(config, at).await
         }
+        Command::Stats(command) => stats::run(config, command).await,
         Command::Resident(ResidentCommand::Erase { id }) => {
             residents::resident_erase(config, id).await
         }

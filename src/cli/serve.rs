@@ -261,6 +261,10 @@ fn spawn_session_purge(state: AppState) {
                 {
                     tracing::warn!(error = %e, "retention run failed");
                 }
+                // Last month's open statistics, once: a month already
+                // published is left as it is (any process may try; one
+                // stores it).
+                crate::service::stats::publish_due(&state, state.clock.now()).await;
                 continue;
             }
             match state

@@ -70,6 +70,50 @@ mod tests {
         assert!(xs.iter().any(|x| *x != xs[0]));
     }
 
+    /// No floating-point noise sampler anywhere in the crate (Mironov
+    /// 2012): noise is drawn here, by OpenDP, and nowhere else. Looks for
+    /// the marks of an inverse-CDF Laplace or Gaussian on floats.
+    #[test]
+    fn no_floating_point_sampler_remains() {
+        fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for e in std::fs::read_dir(dir)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .flatten()
+            {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    out.push(p);
+                }
+            }
+        }
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        walk(&root, &mut files);
+        assert!(files.len() > 50);
+        let marks = [
+            concat!(".l", "n()"),
+            concat!("gen::<f", "64>"),
+            concat!("random::<f", "64>"),
+            concat!("gen_range(0", "."),
+            concat!("fn lapl", "ace("),
+            concat!("fn gauss", "ian("),
+            concat!("Uni", "form"),
+            concat!("rand_distr", ""),
+        ];
+        let mut found = Vec::new();
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap_or_else(|e| panic!("{e}"));
+            for m in marks {
+                if text.contains(m) {
+                    found.push(format!("{}: {m}", f.display()));
+                }
+            }
+        }
+        assert!(found.is_empty(), "floating-point sampling: {found:?}");
+    }
+
     #[test]
     fn epsilon_must_be_positive_and_finite() {
         for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {

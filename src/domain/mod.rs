@@ -83,6 +83,7 @@ pub mod paths;
 pub mod purpose;
 pub mod rights;
 pub mod source;
+pub mod stats;
 
 pub use ids::{
     AgentId, ConsentId, DraftId, ExtractId, IdError, MandateId, PartnerId, Pseudonym, PurposeId,

@@ -221,6 +221,11 @@ catalogue! {
     InvalidRange = 422, "invalid_range", "Intervalle invalide.", "Invalid range.";
     TreeSizeTooLarge = 422, "tree_size_too_large", "Le journal ne compte pas autant d'entrées.", "The log does not hold that many entries.";
     LeafIndexOutOfRange = 422, "leaf_index_out_of_range", "L'entrée demandée est hors de l'arbre.", "leaf_index must be below tree_size.";
+
+    # "Open statistics"
+    InvalidPeriod = 422, "invalid_period", "Le mois s'écrit AAAA-MM (de 2000 à 2999).", "A month is written YYYY-MM (2000 to 2999).";
+    PeriodNotOver = 409, "period_not_over", "Ce mois n'est pas terminé : seul un mois entier est publié.", "This month is not over: only a whole month is published.";
+    StatsBudgetExhausted = 409, "stats_budget_exhausted", "Le budget de confidentialité (ε) de l'année est dépensé : aucune publication de plus cette année.", "The year's privacy budget (ε) is spent: no more releases this year.";
 }
 
 impl ErrorCode {

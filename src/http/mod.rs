@@ -41,6 +41,7 @@ pub mod rights;
 pub mod sealed;
 pub mod session;
 pub mod sources;
+pub mod stats;
 
 pub use json::ApiJson;
 
@@ -143,7 +144,13 @@ pub fn router(state: AppState, pages: Router<AppState>) -> Router {
         .routes(routes!(sources::start_pairing, sources::revoke))
         .routes(routes!(sources::object, sources::lift_objection))
         .routes(routes!(sources::exchange))
-        .routes(routes!(sources::deposits));
+        .routes(routes!(sources::deposits))
+        .routes(routes!(stats::releases))
+        .routes(routes!(stats::release))
+        .routes(routes!(stats::table))
+        .routes(routes!(stats::catalog))
+        .routes(routes!(stats::ledger))
+        .routes(routes!(stats::dpo_report));
     if state.demo {
         api = api
             .routes(routes!(dev::personas))

@@ -30,14 +30,15 @@ const PUBLIC_PATHS: &[&str] = &[
     "/",
     "/registre",
     "/journal",
+    "/statistiques",
     "/accessibilite",
     "/mentions-legales",
     "/favicon.ico",
 ];
 
 /// Path prefixes that answer while sealed (static files, the language
-/// switch).
-const PUBLIC_PREFIXES: &[&str] = &["/static/", "/langue/"];
+/// switch, the open statistics: published releases need no key).
+const PUBLIC_PREFIXES: &[&str] = &["/static/", "/langue/", "/api/v1/stats/"];
 
 /// True when `path` answers while the vault is sealed.
 pub fn public_while_sealed(path: &str) -> bool {

@@ -431,31 +431,11 @@ async fn build_inner(
             // two releases on changed data never subtract to an exact
             // difference. (Each request is still charged its ε.)
             let noise_of = |measure: &str, contents: u128, scale: &dashu::rational::RBig| {
-                let cell_id = keys.pseudonym(
-                    "dp-cell",
-                    json!({"measure": measure, "contents": format!("{contents:032x}"), "scale": scale.to_string()})
-                        .to_string()
-                        .as_bytes(),
-                );
-                // The noise is stored masked by a keyed pad of its cell (one
-                // noise per cell, so the pad is used once): the database
-                // alone, beside a released file, gives no exact value.
-                let mask = keys
-                    .pseudonym("dp-mask", cell_id.as_bytes())
-                    .get(..16)
-                    .and_then(|x| u64::from_str_radix(x, 16).ok())
-                    .map(|m| m as i64);
+                let cell = json!({"measure": measure, "contents": format!("{contents:032x}"), "scale": scale.to_string()});
+                let keys = keys.clone();
                 let scale = scale.clone();
                 async move {
-                    let mask = mask.ok_or_else(|| "noise_failed: mask".to_string())?;
-                    let drawn = crate::crypto::dp::discrete_laplace(&scale)
-                        .map_err(|e| format!("noise_failed: {e}"))?;
-                    let stored = state
-                        .store
-                        .stable_noise(&cell_id, drawn.wrapping_add(mask), now)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    Ok::<i64, String>(stored.wrapping_sub(mask))
+                    crate::service::stats::stable_noise(state, &keys, &cell, &scale, now).await
                 }
             };
             match &count_scale {

@@ -32,6 +32,8 @@
 //! - `audit` ([`AuditStore`]): the audit log's tables;
 //! - `witnesses` ([`WitnessStore`]): the log's witnesses and their
 //!   cosignatures;
+//! - `stats` ([`StatsStore`]): the exact counts of the open statistics, the
+//!   immutable releases and the public ε ledger;
 //! - `seed` ([`SeedStore`]): the synthetic territory.
 
 use std::sync::Arc;
@@ -58,6 +60,7 @@ mod seed;
 mod sessions;
 pub(crate) mod sources;
 mod sqlite;
+pub(crate) mod stats;
 mod witnesses;
 
 pub use access::{AccessStore, PartnerRead, PartnerReadFacts};
@@ -80,6 +83,7 @@ pub use sessions::{LoginAttemptRow, NewSession, SessionRow, SessionStore};
 pub use sources::{LinkCodeKind, SourceClientRow, SourceLinkRow, SourceStore, TakenLinkCode};
 pub use sqlite::SqliteStore;
 pub use sqlite::snapshot_kek_versions;
+pub use stats::{PublishOutcome, StatCount, StatsBudgetRow, StatsReleaseRow, StatsStore};
 pub use witnesses::{WitnessRow, WitnessStore};
 
 #[derive(Debug, thiserror::Error)]
@@ -192,6 +196,7 @@ pub trait Store:
     + ExtractStore
     + AuditStore
     + WitnessStore
+    + StatsStore
     + SeedStore
     + Send
     + Sync
@@ -217,6 +222,7 @@ impl<T> Store for T where
         + ExtractStore
         + AuditStore
         + WitnessStore
+        + StatsStore
         + SeedStore
         + Send
         + Sync
@@ -261,6 +267,7 @@ macro_rules! impl_store {
         $crate::storage::audit::impl_audit_store!($store, $db, $backend);
         $crate::storage::seed::impl_seed_store!($store, $db);
         $crate::storage::witnesses::impl_witness_store!($store);
+        $crate::storage::stats::impl_stats_store!($store);
     };
 }
 pub(crate) use impl_store;

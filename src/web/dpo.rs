@@ -103,6 +103,7 @@ pub async fn overview(ctx: Ctx) -> PageResult {
     let body = html! {
         h1 { (l.t("Espace du délégué à la protection des données", "Data protection officer's space")) }
         p { a href="/registre" { (l.t("Le registre des traitements (article 30)", "The register of processing (article 30)")) } }
+        p { a href="/dpo/rapport" { (l.t("Le rapport annuel d'activité (gouvernance des données, article 20)", "The annual activity report (Data Governance Act, article 20)")) } }
         p { (l.t("Registre appliqué : ", "Register in force: ")) code { (ctx.state.register_source.location) } " — SHA-256 " code { (ctx.state.register_source.sha256) } }
         (super::public::sources_section(&ctx))
         h2 { (l.t("Messages aux usagers", "Messages to residents")) }
@@ -316,4 +317,78 @@ pub async fn letters_posted(ctx: Ctx, body: Bytes) -> PageResult {
         .await
         .map_err(|e| ctx.fail_at(e, "/dpo/courriers"))?;
     Ok(ctx.done("/dpo/courriers", "courriers_postes"))
+}
+
+/// `/dpo/rapport?annee=YYYY`: the annual transparency report (DGA art.
+/// 20(2)), printable (the print style hides the navigation).
+pub async fn annual_report(ctx: Ctx) -> PageResult {
+    let user = ctx.user_in(DPO)?;
+    let l = ctx.lang;
+    let now = ctx.state.clock.now();
+    let year = match ctx.query.get("annee") {
+        Some(y) => crate::service::report::parse_year(y).map_err(|e| ctx.fail_at(e, "/dpo"))?,
+        None => crate::domain::stats::Period::containing(now).year() - 1,
+    };
+    let caller = ctx.caller(&user);
+    let report = crate::service::report::annual(&ctx.state, &caller, year, now)
+        .await
+        .map_err(|e| ctx.fail(e))?
+        .value;
+    let body = html! {
+        h1 { (l.t("Rapport annuel d'activité ", "Annual activity report ")) (year) }
+        p { (l.t(
+            "Rapport du tiers de confiance au titre de l'article 20, paragraphe 2, du règlement européen sur la gouvernance des données : les utilisateurs des données, leurs finalités, les moyens techniques employés, les extractions et lectures, les dépôts des sources, les demandes de droits et les refus. Il ne contient aucune donnée personnelle.",
+            "The trusted third party's report under article 20(2) of the EU Data Governance Act: data users, their purposes, the technical means used, extracts and reads, sources' deposits, rights requests and refusals. It holds no personal data.")) }
+        form.screen-only method="get" action="/dpo/rapport" {
+            label for="annee" { (l.t("Année", "Year")) }
+            " " input #annee name="annee" type="number" min="2000" max="2999" value=(year);
+            " " button type="submit" { (l.t("Afficher", "Show")) }
+        }
+        p.screen-only { a href={ "/api/v1/dpo/report?year=" (year) } { (l.t("Le même rapport en JSON", "The same report as JSON")) } }
+        h2 { (l.t("Utilisateurs des données", "Data users")) }
+        @for u in &report.data_users {
+            h3 { (u.name) " " code { (u.partner_id) } @if !u.active { " " (l.t("(désactivé)", "(deactivated)")) } }
+            p { (l.t("Responsable : ", "Controller: ")) (u.contact.join(" ; ")) }
+            ul { @for p in &u.purposes { li { (p.title) " — " code { (p.id) } " (" (p.legal_basis) ", " (p.access) ")" } } }
+            p {
+                (l.t("Lectures autorisées : ", "Reads allowed: ")) strong { (u.reads_allowed) }
+                (l.t(" ; refusées : ", "; refused: ")) strong { (u.reads_refused) }
+                @if let (Some(f), Some(t)) = (u.first_access, u.last_access) {
+                    (l.t(" ; du ", "; from ")) (date(f)) (l.t(" au ", " to ")) (date(t))
+                }
+                "."
+            }
+            @if !u.extracts.is_empty() {
+                p { (l.t("Extractions (type/état) : ", "Extracts (kind/state): "))
+                    (u.extracts.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")) }
+            }
+            p { (l.t("Moyens techniques : ", "Technical means: ")) (u.means.join(" ; ")) }
+        }
+        h2 { (l.t("Dépôts des sources", "Sources' deposits")) }
+        @if report.deposits.is_empty() { p { (l.t("Aucun dépôt cette année.", "No deposit this year.")) } } @else {
+            table {
+                thead { tr { th scope="col" { (l.t("Source", "Source")) } th scope="col" { (l.t("Catégorie", "Category")) } th scope="col" { (l.t("Enregistrements", "Records")) } } }
+                tbody { @for d in &report.deposits { tr { td { (d.name) } td { (d.category) } td { (d.records) } } } }
+            }
+        }
+        h2 { (l.t("Demandes de droits", "Rights requests")) }
+        @if report.rights_requests.is_empty() { p { (l.t("Aucune demande cette année.", "No request this year.")) } } @else {
+            table {
+                thead { tr { th scope="col" { (l.t("Type", "Kind")) } th scope="col" { (l.t("État", "State")) } th scope="col" { (l.t("Délai", "Deadline")) } th scope="col" { (l.t("Nombre", "Count")) } } }
+                tbody { @for r in &report.rights_requests { tr { td { (r.kind) } td { (r.state) } td { (r.deadline) } td { (r.count) } } } }
+            }
+        }
+        h2 { (l.t("Refus du coffre", "The vault's refusals")) }
+        @if report.refusals.is_empty() { p { (l.t("Aucun refus cette année.", "No refusal this year.")) } } @else {
+            table {
+                thead { tr { th scope="col" { (l.t("Motif", "Reason")) } th scope="col" { (l.t("Nombre", "Count")) } th scope="col" { (l.t("Incident (le coffre s'est fermé)", "Incident (the vault failed closed)")) } } }
+                tbody { @for r in &report.refusals { tr { td { code { (r.reason) } } td { (r.count) } td { @if r.fail_closed { (l.t("oui", "yes")) } @else { (l.t("non", "no")) } } } } }
+            }
+        }
+        h2 { (l.t("Statistiques ouvertes publiées", "Open statistics published")) }
+        @if report.statistics_releases.is_empty() { p { (l.t("Aucune publication cette année.", "No release this year.")) } } @else {
+            ul { @for r in &report.statistics_releases { li { a href={ "/statistiques?periode=" (r.release) } { (r.release) } " — ε = " (r.epsilon) } } }
+        }
+    };
+    Ok(ctx.page(l.t("Rapport annuel", "Annual report"), body))
 }

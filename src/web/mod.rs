@@ -39,6 +39,7 @@ pub mod notices;
 pub mod public;
 pub mod resident;
 pub mod sources;
+pub mod stats;
 
 /// What a page handler returns: a page, or a page explaining a refusal.
 pub type PageResult = Result<Response, PageError>;
@@ -65,6 +66,7 @@ pub fn routes() -> Router<AppState> {
         .route("/", get(public::home))
         .route("/registre", get(public::register))
         .route("/journal", get(public::journal))
+        .route("/statistiques", get(stats::statistics))
         .route("/accessibilite", get(public::accessibility))
         .route("/mentions-legales", get(public::legal))
         .route("/langue/{lang}", get(public::set_lang))
@@ -125,6 +127,7 @@ pub fn routes() -> Router<AppState> {
         .route("/referent/alertes/regles", post(aidant::alert_rules))
         .route("/referent/alertes/{id}", post(aidant::review_alert))
         .route("/dpo", get(dpo::overview))
+        .route("/dpo/rapport", get(dpo::annual_report))
         .route(
             "/dpo/courriers",
             get(dpo::letters).post(dpo::letters_posted),
@@ -414,6 +417,7 @@ impl Ctx {
                         ul {
                             li { a href="/registre" { (lang.t("Registre des traitements", "Register of processing")) } }
                             li { a href="/journal" { (lang.t("Journal vérifiable", "Verifiable log")) } }
+                            li { a href="/statistiques" { (lang.t("Statistiques ouvertes", "Open statistics")) } }
                             li { a href="/accessibilite" { (lang.t("Accessibilité : non conforme", "Accessibility: not compliant")) } }
                             li { a href="/mentions-legales" { (lang.t("Mentions légales", "Legal notice")) } }
                         }

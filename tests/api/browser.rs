@@ -51,6 +51,14 @@ async fn every_page_is_accessible_light_and_usable_with_the_keyboard() {
     )
     .await;
     let base = app.serve();
+    // A release for `/statistiques` to show (October is over at T0).
+    coffre::service::stats::publish(
+        &app.state,
+        coffre::domain::stats::Period::parse("2026-10"),
+        T0,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{:?}", e.code_and_status()));
     // The test clock stands still, so this code stays the current one.
     let code = totp::code(DEMO_TOTP_SECRET, totp::step_at(T0));
     let mut cmd = Command::new("node");

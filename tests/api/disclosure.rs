@@ -38,6 +38,23 @@ const DISCLOSE_NOTHING: &[(&str, &str)] = &[
         "/api/v1/audit/proofs/consistency",
         "hashes only, public by design",
     ),
+    (
+        "/api/v1/stats/releases",
+        "published open statistics: noise-protected counts, immutable",
+    ),
+    (
+        "/api/v1/stats/releases/{id}",
+        "a published release's data package: noise-protected counts",
+    ),
+    (
+        "/api/v1/stats/releases/{id}/{file}",
+        "a published release's table: noise-protected counts",
+    ),
+    (
+        "/api/v1/stats/catalog.jsonld",
+        "the open-data catalogue of the published releases",
+    ),
+    ("/api/v1/stats/ledger", "the public ε ledger"),
     ("/dev/personas", "the demo's fictional personas"),
     (
         "/api/v1/me",
@@ -63,6 +80,10 @@ const DISCLOSE_NOTHING: &[(&str, &str)] = &[
     ("/", "public page"),
     ("/registre", "public page: the register"),
     ("/journal", "public page: the log's checkpoint"),
+    (
+        "/statistiques",
+        "public page: published, noise-protected statistics",
+    ),
     ("/accessibilite", "public page"),
     ("/mentions-legales", "public page"),
     ("/static/coffre.css", "static"),

@@ -391,7 +391,7 @@ fn flip_bit(h: &Hash) -> Hash {
     h
 }
 
-async fn checkpoint(app: &TestApp) -> String {
+pub(crate) async fn checkpoint(app: &TestApp) -> String {
     let res = app.get("/api/v1/audit/checkpoint").await;
     assert_eq!(res.status, 200, "{}", res.text());
     assert!(
@@ -404,13 +404,13 @@ async fn checkpoint(app: &TestApp) -> String {
     res.text()
 }
 
-async fn published_key(app: &TestApp) -> VerifierKey {
+pub(crate) async fn published_key(app: &TestApp) -> VerifierKey {
     let res = app.get("/api/v1/audit/key").await;
     assert_eq!(res.status, 200, "{}", res.text());
     VerifierKey::parse(&res.text()).unwrap_or_else(|e| panic!("{e}: {:?}", res.text()))
 }
 
-async fn inclusion(app: &TestApp, leaf_index: u64, tree_size: u64) -> Vec<Hash> {
+pub(crate) async fn inclusion(app: &TestApp, leaf_index: u64, tree_size: u64) -> Vec<Hash> {
     let res = app
         .get(&format!(
             "/api/v1/audit/proofs/inclusion?leaf_index={leaf_index}&tree_size={tree_size}"

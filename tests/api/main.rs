@@ -38,6 +38,7 @@ mod rotation;
 mod seed;
 mod session;
 mod sources;
+mod stats;
 mod storage;
 mod tiles;
 mod trust;

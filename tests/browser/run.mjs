@@ -92,7 +92,7 @@ async function api(page, method, path, body) {
 {
   const { context, page } = await session(null);
   for (const [path, name] of [
-    ['/', 'accueil'], ['/registre', 'registre'], ['/journal', 'journal'],
+    ['/', 'accueil'], ['/registre', 'registre'], ['/journal', 'journal'], ['/statistiques', 'statistiques'],
     ['/accessibilite', 'accessibilite'], ['/mentions-legales', null], ['/moi', null],
   ]) await checkPage('public', page, path, name);
   await r.step('public: English is available and remembered', async () => {
@@ -326,6 +326,7 @@ async function api(page, method, path, body) {
 {
   const { context, page } = await session(DPO);
   await checkPage('dpo', page, '/dpo', 'dpo');
+  await checkPage('dpo', page, '/dpo/rapport?annee=2026', 'rapport-annuel');
   await checkPage('dpo', page, '/dpo/courriers', 'dpo-courriers');
   await r.step('dpo: approve an extract and close a request', async () => {
     await page.goto(`${BASE}/dpo`);

@@ -1,0 +1,322 @@
+//! The DPO's annual transparency report (EU Data Governance Act art.
+//! 20(2), BRIEF C12): who used the commons' data, for what, when and by
+//! which technical means; extracts and reads per user; deposits per
+//! source; rights requests and the deadlines met; the refusals the vault
+//! made (fail-closed events included); the open-statistics releases and
+//! their ε. Counts and identifiers only: no personal value.
+
+use std::collections::BTreeMap;
+
+use chrono::{NaiveDate, TimeZone, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::audit::{AuditEntry, Decision};
+use crate::domain::Timestamp;
+use crate::domain::stats::Period;
+use crate::error::{AppResult, ErrorCode};
+use crate::service::access::role_action;
+use crate::service::{Audited, Caller};
+
+const AUDIT_PAGE: u64 = 5_000;
+
+/// Refusal reasons that are the vault failing closed on its own state
+/// (keys, seal, log), not a decision about a request.
+const FAIL_CLOSED: &[&str] = &[
+    "sealed",
+    "keys_unavailable",
+    "audit_unavailable",
+    "vault_unavailable",
+];
+
+#[derive(Clone, Debug, Default, Serialize, ToSchema)]
+pub struct AnnualReport {
+    pub year: i32,
+    /// When the report was computed.
+    pub generated_at: Timestamp,
+    /// Data users (DGA art. 20(2)(a) and (b)): partners, their purposes
+    /// and means.
+    pub data_users: Vec<DataUser>,
+    pub deposits: Vec<SourceDeposits>,
+    pub rights_requests: Vec<RightsLine>,
+    /// Refusals by reason; `fail_closed` marks the vault's own state.
+    pub refusals: Vec<RefusalLine>,
+    pub statistics_releases: Vec<ReleaseLine>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, ToSchema)]
+pub struct DataUser {
+    pub partner_id: String,
+    pub name: String,
+    /// Who answers for the processing: the controller named by its
+    /// purposes in the register.
+    pub contact: Vec<String>,
+    pub active: bool,
+    pub purposes: Vec<UserPurpose>,
+    pub reads_allowed: u64,
+    pub reads_refused: u64,
+    pub first_access: Option<Timestamp>,
+    pub last_access: Option<Timestamp>,
+    /// Extracts requested in the year: `kind/state` → count.
+    pub extracts: BTreeMap<String, i64>,
+    /// ε spent by its approved noisy aggregates of the year.
+    pub epsilon: f64,
+    /// The technical means (art. 20(2)(b)).
+    pub means: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, ToSchema)]
+pub struct UserPurpose {
+    pub id: String,
+    pub title: String,
+    pub legal_basis: String,
+    pub access: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, ToSchema)]
+pub struct SourceDeposits {
+    pub source_id: String,
+    pub name: String,
+    pub category: String,
+    pub records: i64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, ToSchema)]
+pub struct RightsLine {
+    pub kind: String,
+    pub state: String,
+    /// `on_time`, `late`, `open` or `overdue`.
+    pub deadline: String,
+    pub count: i64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, ToSchema)]
+pub struct RefusalLine {
+    pub reason: String,
+    pub count: u64,
+    pub fail_closed: bool,
+}
+
+#[derive(Clone, Debug, Default, Serialize, ToSchema)]
+pub struct ReleaseLine {
+    pub release: String,
+    pub epsilon: f64,
+    pub sha256: String,
+    pub audit_index: i64,
+}
+
+/// The year named by a request (2000 to 2999).
+pub fn parse_year(text: &str) -> AppResult<i32> {
+    text.parse::<i32>()
+        .ok()
+        .filter(|y| (2000..=2999).contains(y))
+        .ok_or_else(|| ErrorCode::InvalidParameter.with("`year`: YYYY, 2000 to 2999"))
+}
+
+fn year_bounds(year: i32) -> (Timestamp, Timestamp) {
+    let at = |y: i32| {
+        NaiveDate::from_ymd_opt(y, 1, 1)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map(|d| Utc.from_utc_datetime(&d).timestamp())
+            .unwrap_or_default()
+    };
+    (at(year), at(year + 1))
+}
+
+/// The report of `year`, for the DPO (recorded as their read first).
+pub async fn annual(
+    state: &AppState,
+    caller: &Caller,
+    year: i32,
+    now: Timestamp,
+) -> AppResult<Audited<AnnualReport>> {
+    let entry = role_action(state, caller, "report.read").await?;
+    let (start, end) = year_bounds(year);
+    let store = &state.store;
+
+    // Reads and refusals, from the log's entries of the year.
+    let from = store.audit_index_at(start).await?;
+    let to = store.audit_index_at(end).await?;
+    #[derive(Default)]
+    struct Reads {
+        allowed: u64,
+        refused: u64,
+        first: Option<Timestamp>,
+        last: Option<Timestamp>,
+    }
+    let mut reads: BTreeMap<String, Reads> = BTreeMap::new();
+    let mut refusals: BTreeMap<String, u64> = BTreeMap::new();
+    let mut at = from;
+    while at < to {
+        let upto = (at + AUDIT_PAGE).min(to);
+        for (_, leaf) in store.audit_entries(at, upto).await? {
+            let Ok(e) = AuditEntry::decode(&leaf) else {
+                continue;
+            };
+            if e.timestamp < start || e.timestamp >= end {
+                continue;
+            }
+            if e.decision == Decision::Deny {
+                *refusals.entry(e.reason.clone()).or_default() += 1;
+            }
+            if e.actor_role == "partner" && e.action == "data.read" {
+                let r = reads.entry(e.actor_id.clone()).or_default();
+                match e.decision {
+                    Decision::Allow => {
+                        r.allowed += 1;
+                        r.first = Some(r.first.map_or(e.timestamp, |f| f.min(e.timestamp)));
+                        r.last = Some(r.last.map_or(e.timestamp, |l| l.max(e.timestamp)));
+                    }
+                    Decision::Deny => r.refused += 1,
+                }
+            }
+        }
+        at = upto;
+    }
+
+    let mut extracts: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+    for c in store.report_extracts(start, end).await? {
+        extracts
+            .entry(c.a)
+            .or_default()
+            .insert(format!("{}/{}", c.b, c.c), c.n);
+    }
+    let epsilon: BTreeMap<String, f64> = store
+        .report_epsilon(start, end)
+        .await?
+        .into_iter()
+        .collect();
+
+    // Every partner the register names, and any other that acted.
+    let mut partners: Vec<String> = state
+        .register
+        .all()
+        .flat_map(|p| p.recipients.iter().cloned())
+        .chain(reads.keys().cloned())
+        .chain(extracts.keys().cloned())
+        .collect();
+    partners.sort();
+    partners.dedup();
+    let mut data_users = Vec::new();
+    for id in partners {
+        let row = match crate::domain::PartnerId::parse(&id) {
+            Ok(pid) => store.find_partner(&pid).await?,
+            Err(_) => None,
+        };
+        let purposes: Vec<_> = state.register.purposes_of_partner(&id).collect();
+        let mut contact: Vec<String> = purposes.iter().map(|p| p.controller.clone()).collect();
+        contact.sort();
+        contact.dedup();
+        let r = reads.remove(&id).unwrap_or_default();
+        let mut means = vec![
+            "pseudonymisation: a keyed pseudonym per partner, unlinkable across partners"
+                .to_string(),
+        ];
+        if purposes
+            .iter()
+            .any(|p| p.access == crate::domain::purpose::PartnerAccess::ExtractsOnly)
+            || extracts.contains_key(&id)
+        {
+            means.push(format!(
+                "extracts encrypted with age to the partner's key; aggregates with cells under {} withheld (primary and secondary suppression)",
+                crate::domain::extract::MIN_CELL
+            ));
+        }
+        let eps = epsilon.get(&id).copied().unwrap_or(0.0);
+        if eps > 0.0 {
+            means.push(format!(
+                "differential privacy: OpenDP discrete Laplace noise, ε = {eps} spent this year (budget {} per partner)",
+                crate::service::extracts::PARTNER_EPSILON_BUDGET
+            ));
+        }
+        data_users.push(DataUser {
+            name: row
+                .as_ref()
+                .map(|p| p.name.clone())
+                .unwrap_or_else(|| id.clone()),
+            active: row.as_ref().map(|p| p.active).unwrap_or(false),
+            contact,
+            purposes: purposes
+                .iter()
+                .map(|p| UserPurpose {
+                    id: p.id.to_string(),
+                    title: p.title_fr.clone(),
+                    legal_basis: p.legal_basis.as_str().to_string(),
+                    access: match p.access {
+                        crate::domain::purpose::PartnerAccess::Records => "records",
+                        crate::domain::purpose::PartnerAccess::ExtractsOnly => "extracts_only",
+                    }
+                    .to_string(),
+                })
+                .collect(),
+            reads_allowed: r.allowed,
+            reads_refused: r.refused,
+            first_access: r.first,
+            last_access: r.last,
+            extracts: extracts.remove(&id).unwrap_or_default(),
+            epsilon: eps,
+            means,
+            partner_id: id,
+        });
+    }
+
+    let deposits = store
+        .report_deposits(start, end)
+        .await?
+        .into_iter()
+        .map(|c| SourceDeposits {
+            name: state
+                .sources
+                .get(&c.a)
+                .map(|s| s.name_fr.clone())
+                .unwrap_or_else(|| c.a.clone()),
+            source_id: c.a,
+            category: c.b,
+            records: c.n,
+        })
+        .collect();
+    let rights_requests = store
+        .report_rights(start, end, now)
+        .await?
+        .into_iter()
+        .map(|c| RightsLine {
+            kind: c.a,
+            state: c.b,
+            deadline: c.c,
+            count: c.n,
+        })
+        .collect();
+    let refusals = refusals
+        .into_iter()
+        .map(|(reason, count)| RefusalLine {
+            fail_closed: FAIL_CLOSED.contains(&reason.as_str()),
+            reason,
+            count,
+        })
+        .collect();
+    let statistics_releases = store
+        .stats_releases()
+        .await?
+        .into_iter()
+        .filter(|r| Period::parse(&r.period).is_some_and(|p| p.year() == year))
+        .map(|r| ReleaseLine {
+            release: r.period,
+            epsilon: r.epsilon,
+            sha256: r.sha256,
+            audit_index: r.audit_index,
+        })
+        .collect();
+    Ok(Audited::new(
+        entry,
+        AnnualReport {
+            year,
+            generated_at: now,
+            data_users,
+            deposits,
+            rights_requests,
+            refusals,
+            statistics_releases,
+        },
+    ))
+}

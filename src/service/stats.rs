@@ -1,0 +1,806 @@
+//! Open statistics of the commons (BRIEF C12): monthly releases built from
+//! the registry's own tables and the audit log, protected by one layer
+//! (OpenDP's discrete Laplace noise with cell-key stability, then
+//! `domain::stats::protect`), published as CSV with a Frictionless data
+//! package and a DCAT catalogue, each release's SHA-256 in the audit log
+//! before it is stored, and its ε charged to the public ledger in the same
+//! transaction.
+//!
+//! A release is immutable: publishing a month again gives the stored one.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use dashu::rational::RBig;
+use serde::Serialize;
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::audit::{AuditEntry, AuditRecord, Decision};
+use crate::crypto::keyset::KeySet;
+use crate::domain::Timestamp;
+use crate::domain::access::Denial;
+use crate::domain::extract::{CsvRows, ExtractKind, MIN_CELL};
+use crate::domain::purpose::LegalBasis;
+use crate::domain::rights::RightsRequestKind;
+use crate::domain::stats::{Period, ProtectedTable, StatTable, protect};
+use crate::error::{AppError, AppResult, ErrorCode};
+use crate::storage::{PublishOutcome, StatCount, StatsReleaseRow};
+
+// ε charged by one monthly release (`stats_release_epsilon`) is split
+// equally between its tables (a person may be in all of them: sequential
+// composition); the releases of a calendar year spend at most
+// `stats_annual_epsilon` together.
+/// The licence of the releases: Etalab's Open Licence 2.0, the French
+/// public sector's default for open data.
+pub const LICENSE_URL: &str = "https://www.etalab.gouv.fr/licence-ouverte-open-licence/";
+const LIBRARY: &str = "OpenDP 0.14 (exact discrete Laplace sampler of Canonne, Kamath and Steinke; random bits from OpenSSL RAND_bytes)";
+
+/// Entries of the audit log read per query when counting accesses.
+const AUDIT_PAGE: u64 = 5_000;
+
+/// The cell-key method (Eurostat), shared by releases and partners'
+/// aggregate extracts: the noise of a cell is drawn once and stored under a
+/// keyed digest of what identifies it (`cell`: its table or measure, its
+/// contents and the noise scale); the same cell asked again gets the same
+/// noise, so repeated requests cannot be averaged out. The noise is stored
+/// masked by a keyed pad of its cell (one noise per cell, so the pad is
+/// used once): the database alone, beside a released file, gives no exact
+/// value.
+pub(crate) async fn stable_noise(
+    state: &AppState,
+    keys: &KeySet,
+    cell: &Value,
+    scale: &RBig,
+    now: Timestamp,
+) -> Result<i64, String> {
+    let cell_id = keys.pseudonym("dp-cell", cell.to_string().as_bytes());
+    let mask = keys
+        .pseudonym("dp-mask", cell_id.as_bytes())
+        .get(..16)
+        .and_then(|x| u64::from_str_radix(x, 16).ok())
+        .map(|m| m as i64)
+        .ok_or_else(|| "noise_failed: mask".to_string())?;
+    let drawn =
+        crate::crypto::dp::discrete_laplace(scale).map_err(|e| format!("noise_failed: {e}"))?;
+    let stored = state
+        .store
+        .stable_noise(&cell_id, drawn.wrapping_add(mask), now)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(stored.wrapping_sub(mask))
+}
+
+/// One release as listed.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ReleaseSummary {
+    /// `YYYY-MM`.
+    pub id: String,
+    pub published_at: Timestamp,
+    pub epsilon: f64,
+    /// SHA-256 of the data package, as in the audit log.
+    pub sha256: String,
+    /// The audit log entry that holds the hash (its inclusion proof:
+    /// `/api/v1/audit/proofs/inclusion`).
+    pub audit_index: i64,
+    /// The data package's URL.
+    pub datapackage: String,
+    /// The tables' CSV URLs.
+    pub tables: Vec<String>,
+}
+
+/// The public ledger of privacy loss.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct Ledger {
+    pub mechanism: String,
+    pub release_epsilon: f64,
+    pub annual_cap: f64,
+    pub years: Vec<LedgerYear>,
+    pub releases: Vec<LedgerEntry>,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct LedgerYear {
+    pub year: i64,
+    pub spent: f64,
+    pub cap: f64,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct LedgerEntry {
+    pub release: String,
+    pub epsilon: f64,
+    pub published_at: Timestamp,
+    pub sha256: String,
+    pub audit_index: i64,
+}
+
+/// A release's table as a page shows it.
+#[derive(Clone, Debug)]
+pub struct TableView {
+    pub table: StatTable,
+    pub cells: Vec<(Vec<String>, String)>,
+    pub total: u64,
+}
+
+/// A release as the page shows it.
+#[derive(Clone, Debug)]
+pub struct ReleaseView {
+    pub row: StatsReleaseRow,
+    pub tables: Vec<TableView>,
+}
+
+fn base(state: &AppState) -> String {
+    state
+        .config
+        .public_url
+        .as_str()
+        .trim_end_matches('/')
+        .to_string()
+}
+
+fn release_url(state: &AppState, period: &str) -> String {
+    format!("{}/api/v1/stats/releases/{period}", base(state))
+}
+
+fn summary(state: &AppState, row: &StatsReleaseRow) -> ReleaseSummary {
+    let url = release_url(state, &row.period);
+    ReleaseSummary {
+        id: row.period.clone(),
+        published_at: row.published_at,
+        epsilon: row.epsilon,
+        sha256: row.sha256.clone(),
+        audit_index: row.audit_index,
+        tables: StatTable::ALL
+            .iter()
+            .map(|t| format!("{url}/{}.csv", t.as_str()))
+            .collect(),
+        datapackage: url,
+    }
+}
+
+/// The month named by a request, or the error a client reads.
+pub fn parse_period(text: &str) -> AppResult<Period> {
+    Period::parse(text).ok_or_else(|| AppError::from(ErrorCode::InvalidPeriod))
+}
+
+/// Publishes the release of `period` (by default the last whole month):
+/// built, hashed, the hash written to the audit log, then stored with its
+/// ε charged. A month already published gives the stored release
+/// (`false`): releases never change.
+pub async fn publish(
+    state: &AppState,
+    period: Option<Period>,
+    now: Timestamp,
+) -> AppResult<(StatsReleaseRow, bool)> {
+    let period = period.unwrap_or_else(|| Period::containing(now).previous());
+    if !period.is_over(now) {
+        return Err(ErrorCode::PeriodNotOver.into());
+    }
+    let id = period.to_string();
+    if let Some(row) = state.store.stats_release(&id).await? {
+        return Ok((row, false));
+    }
+    // A clear refusal before any work when the year is spent (the
+    // transaction below is the guarantee).
+    let cap = (state.config.stats_annual_epsilon * 1e6).round() as i64;
+    let spent = state
+        .store
+        .stats_budgets()
+        .await?
+        .into_iter()
+        .find(|b| b.year == i64::from(period.year()))
+        .map(|b| b.spent_micro)
+        .unwrap_or(0);
+    if spent + (state.config.stats_release_epsilon * 1e6).round() as i64 > cap {
+        return Err(ErrorCode::StatsBudgetExhausted.into());
+    }
+    let vault = state.vault()?;
+    let keys = vault.keys().current();
+    let built = build(state, &keys, period, now).await?;
+    let sha256 = hex::encode(
+        ring::digest::digest(&ring::digest::SHA256, built.datapackage.as_bytes()).as_ref(),
+    );
+    // The hash is in the log before the release exists: a release cannot
+    // be rewritten, or published, unseen.
+    let audit_index = state
+        .audit
+        .record(
+            AuditRecord::new("stats", "system", "stats.publish", now)
+                .allow(&format!("release:{id}:sha256:{sha256}")),
+        )
+        .await?;
+    let row = StatsReleaseRow {
+        period: id.clone(),
+        epsilon: state.config.stats_release_epsilon,
+        datapackage: built.datapackage,
+        sha256,
+        audit_index: audit_index as i64,
+        published_at: now,
+    };
+    match state
+        .store
+        .stats_publish(&row, &built.tables, i64::from(period.year()), cap)
+        .await?
+    {
+        PublishOutcome::Published => {
+            tracing::info!(release = %id, audit_index, "statistics release published");
+            Ok((row, true))
+        }
+        PublishOutcome::AlreadyPublished => {
+            // Another process published it meanwhile: its release stands.
+            let stored = state.store.stats_release(&id).await?;
+            stored
+                .map(|r| (r, false))
+                .ok_or_else(|| ErrorCode::NotFound.into())
+        }
+        PublishOutcome::BudgetExhausted => Err(ErrorCode::StatsBudgetExhausted.into()),
+    }
+}
+
+/// The monthly job of `serve`: publishes last month's release when it is
+/// missing (a process without its keys, or a year spent, logs and waits).
+pub async fn publish_due(state: &AppState, now: Timestamp) {
+    let period = Period::containing(now).previous();
+    match state.store.stats_release(&period.to_string()).await {
+        Ok(Some(_)) => {}
+        Ok(None) => match publish(state, Some(period), now).await {
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(release = %period, error = ?e.code_and_status().0, "statistics release not published")
+            }
+        },
+        Err(e) => tracing::warn!(error = %e, "statistics releases unreadable"),
+    }
+}
+
+struct Built {
+    datapackage: String,
+    tables: Vec<(String, String)>,
+}
+
+/// Exact counts of one table, keyed by dimension values, with the public
+/// domain filled in (a cell nobody is in is published too, with its
+/// noise, so that a missing row says nothing).
+type Exact = BTreeMap<Vec<String>, i64>;
+
+fn from_rows(rows: Vec<StatCount>, dims: usize) -> Exact {
+    rows.into_iter()
+        .map(|r| {
+            let key: Vec<String> = [r.a, r.b, r.c].into_iter().take(dims).collect();
+            (key, r.n)
+        })
+        .collect()
+}
+
+fn fill(exact: &mut Exact, domain: impl IntoIterator<Item = Vec<String>>) {
+    for key in domain {
+        exact.entry(key).or_insert(0);
+    }
+}
+
+fn v(parts: &[&str]) -> Vec<String> {
+    parts.iter().map(|s| s.to_string()).collect()
+}
+
+/// Accesses and refusals, from the audit log entries of the month: each
+/// subject (the resident, else the actor) counted once per cell and in at
+/// most the table's bound cells (its first ones in key order).
+async fn from_log(state: &AppState, period: Period) -> AppResult<(Exact, Exact)> {
+    let from = state.store.audit_index_at(period.start()).await?;
+    let to = state.store.audit_index_at(period.end()).await?;
+    let mut reads: HashMap<String, BTreeSet<Vec<String>>> = HashMap::new();
+    let mut refusals: HashMap<String, BTreeSet<Vec<String>>> = HashMap::new();
+    let mut at = from;
+    while at < to {
+        let upto = (at + AUDIT_PAGE).min(to);
+        for (_, leaf) in state.store.audit_entries(at, upto).await? {
+            let Ok(e) = AuditEntry::decode(&leaf) else {
+                // `coffre audit verify` names a bad leaf; statistics skip it.
+                continue;
+            };
+            if e.timestamp < period.start() || e.timestamp >= period.end() {
+                continue;
+            }
+            let subject = e.resident_id.clone().unwrap_or_else(|| e.actor_id.clone());
+            if e.action == "data.read"
+                && let Some(resident) = &e.resident_id
+                && *resident != e.actor_id
+            {
+                let recipient = if e.actor_role == "partner" {
+                    e.actor_id.clone()
+                } else {
+                    e.actor_role.clone()
+                };
+                let decision = match e.decision {
+                    Decision::Allow => "allow",
+                    Decision::Deny => "deny",
+                };
+                reads.entry(resident.clone()).or_default().insert(vec![
+                    recipient,
+                    e.purpose.clone().unwrap_or_else(|| "-".into()),
+                    decision.into(),
+                ]);
+            }
+            if e.decision == Decision::Deny {
+                refusals
+                    .entry(subject)
+                    .or_default()
+                    .insert(vec![e.reason.clone()]);
+            }
+        }
+        at = upto;
+    }
+    let tally = |by: HashMap<String, BTreeSet<Vec<String>>>, bound: u64| {
+        let mut out = Exact::new();
+        for cells in by.into_values() {
+            for key in cells.into_iter().take(bound as usize) {
+                *out.entry(key).or_insert(0) += 1;
+            }
+        }
+        out
+    };
+    Ok((
+        tally(reads, StatTable::Accesses.bound(0)),
+        tally(refusals, StatTable::Refusals.bound(0)),
+    ))
+}
+
+async fn exact_tables(state: &AppState, period: Period) -> AppResult<Vec<(StatTable, Exact)>> {
+    let (start, end) = (period.start(), period.end());
+    let store = &state.store;
+    let consent_purposes: Vec<String> = state
+        .register
+        .all()
+        .filter(|p| {
+            matches!(
+                p.legal_basis,
+                LegalBasis::Consent | LegalBasis::ExplicitConsent
+            )
+        })
+        .map(|p| p.id.to_string())
+        .collect();
+    let partners: BTreeSet<String> = state
+        .register
+        .all()
+        .flat_map(|p| p.recipients.iter().cloned())
+        .collect();
+
+    let mut consents = from_rows(store.stats_consents(end).await?, 2);
+    fill(
+        &mut consents,
+        consent_purposes
+            .iter()
+            .flat_map(|p| ["given", "refused", "withdrawn", "expired"].map(|s| v(&[p, s]))),
+    );
+
+    let (mut accesses, mut refusals) = from_log(state, period).await?;
+    fill(
+        &mut accesses,
+        state.register.all().flat_map(|p| {
+            p.recipients
+                .iter()
+                .flat_map(|r| ["allow", "deny"].map(|d| v(&[r, p.id.as_str(), d])))
+                .collect::<Vec<_>>()
+        }),
+    );
+    fill(&mut refusals, Denial::ALL.iter().map(|d| v(&[d.as_str()])));
+
+    let mut extracts = from_rows(store.stats_extracts(start, end).await?, 2);
+    fill(
+        &mut extracts,
+        partners
+            .iter()
+            .flat_map(|p| ExtractKind::ALL.iter().map(|k| v(&[p, k.as_str()]))),
+    );
+
+    let bound = |t: StatTable| t.bound(consent_purposes.len()) as i64;
+    let mut mandates = from_rows(
+        store
+            .stats_mandates(start, end, bound(StatTable::Mandates))
+            .await?,
+        2,
+    );
+    for s in store
+        .list_structures()
+        .await?
+        .into_iter()
+        .filter(|s| s.active)
+    {
+        fill(
+            &mut mandates,
+            s.allowed_demarches
+                .iter()
+                .map(|d| v(&[s.id.as_str(), d.as_str()])),
+        );
+    }
+
+    let mut rights = from_rows(
+        store
+            .stats_rights(start, end, bound(StatTable::Rights))
+            .await?,
+        3,
+    );
+    fill(
+        &mut rights,
+        RightsRequestKind::ALL.iter().flat_map(|k| {
+            ["granted", "refused"]
+                .iter()
+                .flat_map(|o| ["yes", "no"].map(|t| v(&[k.as_str(), o, t])))
+                .collect::<Vec<_>>()
+        }),
+    );
+
+    let mut deposits = from_rows(
+        store
+            .stats_deposits(start, end, bound(StatTable::Deposits))
+            .await?,
+        2,
+    );
+    fill(
+        &mut deposits,
+        state.sources.all().flat_map(|s| {
+            s.categories
+                .iter()
+                .map(|c| v(&[&s.id, c]))
+                .collect::<Vec<_>>()
+        }),
+    );
+
+    Ok(vec![
+        (StatTable::Consents, consents),
+        (StatTable::Accesses, accesses),
+        (StatTable::Refusals, refusals),
+        (StatTable::Extracts, extracts),
+        (StatTable::Mandates, mandates),
+        (StatTable::Rights, rights),
+        (StatTable::Deposits, deposits),
+    ])
+}
+
+async fn build(
+    state: &AppState,
+    keys: &KeySet,
+    period: Period,
+    now: Timestamp,
+) -> AppResult<Built> {
+    let purposes = state
+        .register
+        .all()
+        .filter(|p| {
+            matches!(
+                p.legal_basis,
+                LegalBasis::Consent | LegalBasis::ExplicitConsent
+            )
+        })
+        .count();
+    let exact = exact_tables(state, period).await?;
+    let table_epsilon = state.config.stats_release_epsilon / exact.len() as f64;
+    let noise_failed = |e: String| {
+        tracing::error!(error = %e, "statistics noise failed");
+        AppError::from(ErrorCode::InternalError)
+    };
+    let id = period.to_string();
+    let mut resources = Vec::new();
+    let mut tables = Vec::new();
+    let mut protection = serde_json::Map::new();
+    for (table, cells) in exact {
+        let sensitivity = table.bound(purposes);
+        let scale = crate::crypto::dp::laplace_scale(sensitivity, table_epsilon)
+            .map_err(|e| noise_failed(e.to_string()))?;
+        let mut noisy = BTreeMap::new();
+        for (key, count) in &cells {
+            // The cell is its table, its dimensions and its exact count
+            // (and the scale): the same cell with the same count gets the
+            // same noise in every release.
+            let cell = json!({"table": table.as_str(), "cell": key, "count": count, "scale": scale.to_string()});
+            let noise = stable_noise(state, keys, &cell, &scale, now)
+                .await
+                .map_err(noise_failed)?;
+            noisy.insert(key.clone(), count.saturating_add(noise));
+        }
+        let protected = protect(&noisy);
+        let csv = render_csv(table, &id, &protected).map_err(|e| noise_failed(e.to_string()))?;
+        let digest =
+            hex::encode(ring::digest::digest(&ring::digest::SHA256, csv.as_bytes()).as_ref());
+        resources.push(resource(table, csv.len(), &digest));
+        protection.insert(
+            table.as_str().into(),
+            json!({"sensitivity": sensitivity, "epsilon": table_epsilon, "scale": scale.to_string(), "total": protected.total}),
+        );
+        tables.push((table.as_str().to_string(), csv));
+    }
+    let base = base(state);
+    let package = json!({
+        "profile": "tabular-data-package",
+        "name": format!("coffre-statistiques-{id}"),
+        "id": release_url(state, &id),
+        "title": format!("Statistiques ouvertes du coffre de données, {id}"),
+        "description": "Consentements, lectures, refus, extractions, mandats, demandes de droits et dépôts du coffre de données personnelles de l'agglomération, pour un mois. Chaque nombre est protégé par un bruit de confidentialité différentielle ; un nombre inférieur à 11 après bruit est publié « < 11 », et une case retirée pour qu'aucune petite case ne se déduise du total est publiée « s ».",
+        "version": id,
+        "created": chrono::DateTime::from_timestamp(now, 0).map(|d| d.to_rfc3339()).unwrap_or_default(),
+        "homepage": format!("{base}/statistiques"),
+        "keywords": ["données personnelles", "consentement", "RGPD", "transparence", "tiers de confiance"],
+        "licenses": [{"name": "etalab-2.0", "path": LICENSE_URL, "title": "Licence Ouverte / Open Licence version 2.0"}],
+        "resources": resources,
+        "protection": {
+            "mechanism": "discrete_laplace",
+            "library": LIBRARY,
+            "unit": "a person: a resident (for a refusal without a resident, the actor; for extracts, the extract)",
+            "epsilon": state.config.stats_release_epsilon,
+            "epsilon_split": "equally between the tables (sequential composition)",
+            "annual_cap": state.config.stats_annual_epsilon,
+            "cell_key": "the noise of a cell is drawn once per (table, cell, exact count, scale) and reused: the same cell asked again gets the same noise",
+            "post_processing": "negative values become 0; a count under 11 after noise is published as \"< 11\"; secondary suppression (\"s\") so that no cell under 11 is recoverable from the total; each total is the sum of its table's noisy cells",
+            "min_cell": MIN_CELL,
+            "tables": protection,
+        },
+    });
+    Ok(Built {
+        datapackage: serde_json::to_string_pretty(&package)
+            .map_err(|e| noise_failed(e.to_string()))?,
+        tables,
+    })
+}
+
+fn render_csv(table: StatTable, period: &str, t: &ProtectedTable) -> Result<String, csv::Error> {
+    let rows = CsvRows::default();
+    let mut out = Vec::new();
+    let mut header = vec!["period".to_string()];
+    header.extend(table.dimensions().iter().map(|d| d.name.to_string()));
+    header.push("count".into());
+    out.extend(rows.row(&header)?);
+    for (key, value) in &t.cells {
+        let mut line = vec![period.to_string()];
+        line.extend(key.iter().cloned());
+        line.push(value.text());
+        out.extend(rows.row(&line)?);
+    }
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// A table's Frictionless resource (Table Schema).
+fn resource(table: StatTable, bytes: usize, sha256: &str) -> Value {
+    let (title_fr, _) = table.title();
+    let (sentence_fr, sentence_en) = table.sentence();
+    let mut fields = vec![
+        json!({"name": "period", "type": "yearmonth", "title": "Mois", "description": "The month counted (UTC), YYYY-MM."}),
+    ];
+    for d in table.dimensions() {
+        fields.push(json!({"name": d.name, "type": "string", "title": d.fr, "description": d.en, "constraints": {"required": true}}));
+    }
+    fields.push(json!({
+        "name": "count",
+        "type": "integer",
+        "title": "Nombre (protégé)",
+        "description": "The protected count: an integer of at least 11, or \"< 11\", or \"s\" (withheld), both read as missing values.",
+        "constraints": {"minimum": MIN_CELL}
+    }));
+    let mut key = vec!["period".to_string()];
+    key.extend(table.dimensions().iter().map(|d| d.name.to_string()));
+    json!({
+        "name": table.as_str(),
+        "path": format!("{}.csv", table.as_str()),
+        "profile": "tabular-data-resource",
+        "title": title_fr,
+        "description": format!("{sentence_fr} / {sentence_en}"),
+        "format": "csv",
+        "mediatype": "text/csv",
+        "encoding": "utf-8",
+        "bytes": bytes,
+        "hash": format!("sha256:{sha256}"),
+        "schema": {
+            "fields": fields,
+            "missingValues": [crate::domain::stats::small_mark(), crate::domain::stats::SECRET_MARK],
+            "primaryKey": key,
+        }
+    })
+}
+
+pub async fn releases(state: &AppState) -> AppResult<Vec<ReleaseSummary>> {
+    Ok(state
+        .store
+        .stats_releases()
+        .await?
+        .iter()
+        .map(|r| summary(state, r))
+        .collect())
+}
+
+async fn release_row(state: &AppState, id: &str) -> AppResult<StatsReleaseRow> {
+    let period = parse_period(id)?;
+    state
+        .store
+        .stats_release(&period.to_string())
+        .await?
+        .ok_or_else(|| ErrorCode::NotFound.into())
+}
+
+/// The data package of a release, exactly as hashed.
+pub async fn datapackage(state: &AppState, id: &str) -> AppResult<String> {
+    Ok(release_row(state, id).await?.datapackage)
+}
+
+/// A table of a release as CSV (`file` is `{table}.csv`).
+pub async fn table_csv(state: &AppState, id: &str, file: &str) -> AppResult<String> {
+    let period = parse_period(id)?;
+    let table = file
+        .strip_suffix(".csv")
+        .and_then(StatTable::parse)
+        .ok_or_else(|| AppError::from(ErrorCode::NotFound))?;
+    state
+        .store
+        .stats_table(&period.to_string(), table.as_str())
+        .await?
+        .ok_or_else(|| ErrorCode::NotFound.into())
+}
+
+pub async fn ledger(state: &AppState) -> AppResult<Ledger> {
+    let releases = state.store.stats_releases().await?;
+    let years = state
+        .store
+        .stats_budgets()
+        .await?
+        .into_iter()
+        .map(|b| LedgerYear {
+            year: b.year,
+            spent: b.spent_micro as f64 / 1e6,
+            cap: state.config.stats_annual_epsilon,
+        })
+        .collect();
+    Ok(Ledger {
+        mechanism: LIBRARY.into(),
+        release_epsilon: state.config.stats_release_epsilon,
+        annual_cap: state.config.stats_annual_epsilon,
+        years,
+        releases: releases
+            .into_iter()
+            .map(|r| LedgerEntry {
+                release: r.period,
+                epsilon: r.epsilon,
+                published_at: r.published_at,
+                sha256: r.sha256,
+                audit_index: r.audit_index,
+            })
+            .collect(),
+    })
+}
+
+/// The DCAT catalogue (DCAT-AP, JSON-LD with its context inline, so that
+/// it parses offline) data.gouv.fr harvests: one dataset per release, one
+/// distribution per table and one for the data package.
+pub async fn catalog(state: &AppState) -> AppResult<Value> {
+    let base = base(state);
+    let rows = state.store.stats_releases().await?;
+    let iso = |t: Timestamp| {
+        chrono::DateTime::from_timestamp(t, 0)
+            .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_default()
+    };
+    let mut datasets = Vec::new();
+    for r in &rows {
+        let Some(period) = Period::parse(&r.period) else {
+            continue;
+        };
+        let url = release_url(state, &r.period);
+        let mut distributions = vec![json!({
+            "@id": format!("{url}#datapackage"),
+            "@type": "dcat:Distribution",
+            "dct:title": {"@value": "Data package (Frictionless)", "@language": "en"},
+            "dcat:accessURL": {"@id": url},
+            "dcat:downloadURL": {"@id": url},
+            "dcat:mediaType": {"@id": "https://www.iana.org/assignments/media-types/application/json"},
+            "dct:format": "JSON",
+            "dct:license": {"@id": LICENSE_URL},
+            "spdx:checksum": {"@type": "spdx:Checksum", "spdx:algorithm": {"@id": "spdx:checksumAlgorithm_sha256"}, "spdx:checksumValue": r.sha256},
+        })];
+        for t in StatTable::ALL {
+            let csv = format!("{url}/{}.csv", t.as_str());
+            distributions.push(json!({
+                "@id": csv,
+                "@type": "dcat:Distribution",
+                "dct:title": [{"@value": t.title().0, "@language": "fr"}, {"@value": t.title().1, "@language": "en"}],
+                "dct:description": [{"@value": t.sentence().0, "@language": "fr"}, {"@value": t.sentence().1, "@language": "en"}],
+                "dcat:accessURL": {"@id": csv},
+                "dcat:downloadURL": {"@id": csv},
+                "dcat:mediaType": {"@id": "https://www.iana.org/assignments/media-types/text/csv"},
+                "dct:format": "CSV",
+                "dct:license": {"@id": LICENSE_URL},
+                "dct:conformsTo": {"@id": url},
+            }));
+        }
+        datasets.push(json!({
+            "@id": url,
+            "@type": "dcat:Dataset",
+            "dct:identifier": format!("coffre-statistiques-{}", r.period),
+            "dct:title": [
+                {"@value": format!("Statistiques ouvertes du coffre de données, {}", r.period), "@language": "fr"},
+                {"@value": format!("Open statistics of the data vault, {}", r.period), "@language": "en"}
+            ],
+            "dct:description": [
+                {"@value": "Consentements, lectures, refus, extractions, mandats, demandes de droits et dépôts, protégés par confidentialité différentielle (OpenDP).", "@language": "fr"},
+                {"@value": "Consents, reads, refusals, extracts, mandates, rights requests and deposits, protected by differential privacy (OpenDP).", "@language": "en"}
+            ],
+            "dct:issued": {"@value": iso(r.published_at), "@type": "xsd:dateTime"},
+            "dct:temporal": {
+                "@type": "dct:PeriodOfTime",
+                "dcat:startDate": {"@value": iso(period.start()), "@type": "xsd:dateTime"},
+                "dcat:endDate": {"@value": iso(period.end() - 1), "@type": "xsd:dateTime"}
+            },
+            "dct:accrualPeriodicity": {"@id": "http://publications.europa.eu/resource/authority/frequency/MONTHLY"},
+            "dct:publisher": {"@id": format!("{base}/#publisher")},
+            "dct:license": {"@id": LICENSE_URL},
+            "dcat:keyword": ["données personnelles", "consentement", "RGPD", "transparence"],
+            "dcat:landingPage": {"@id": format!("{base}/statistiques?periode={}", r.period)},
+            "dcat:distribution": distributions,
+        }));
+    }
+    Ok(json!({
+        "@context": {
+            "dcat": "http://www.w3.org/ns/dcat#",
+            "dct": "http://purl.org/dc/terms/",
+            "foaf": "http://xmlns.com/foaf/0.1/",
+            "spdx": "http://spdx.org/rdf/terms#",
+            "xsd": "http://www.w3.org/2001/XMLSchema#"
+        },
+        "@id": format!("{base}/api/v1/stats/catalog.jsonld"),
+        "@type": "dcat:Catalog",
+        "dct:title": [
+            {"@value": "Statistiques ouvertes du coffre de données personnelles", "@language": "fr"},
+            {"@value": "Open statistics of the personal-data vault", "@language": "en"}
+        ],
+        "dct:description": {"@value": "Publications mensuelles, immuables, dont l'empreinte SHA-256 est inscrite au journal d'audit.", "@language": "fr"},
+        "dct:publisher": {"@id": format!("{base}/#publisher"), "@type": "foaf:Organization", "foaf:name": "Agglomération (tiers de confiance du coffre)"},
+        "dct:license": {"@id": LICENSE_URL, "@type": "dct:LicenseDocument"},
+        "foaf:homepage": {"@id": format!("{base}/statistiques")},
+        "dcat:dataset": datasets,
+    }))
+}
+
+/// A release for the page (`None`: the latest), its tables read back from
+/// the stored CSV, totals from the data package.
+pub async fn view(state: &AppState, period: Option<Period>) -> AppResult<Option<ReleaseView>> {
+    let row = match period {
+        Some(p) => state.store.stats_release(&p.to_string()).await?,
+        None => state.store.stats_releases().await?.into_iter().next(),
+    };
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let package: Value = serde_json::from_str(&row.datapackage).unwrap_or(Value::Null);
+    let mut tables = Vec::new();
+    for t in StatTable::ALL {
+        let Some(csv) = state.store.stats_table(&row.period, t.as_str()).await? else {
+            continue;
+        };
+        let mut reader = csv::ReaderBuilder::new().from_reader(csv.as_bytes());
+        let mut cells = Vec::new();
+        for rec in reader.records().flatten() {
+            let fields: Vec<String> = rec.iter().map(str::to_string).collect();
+            if let Some((value, rest)) = fields.split_last() {
+                cells.push((rest.iter().skip(1).cloned().collect(), value.clone()));
+            }
+        }
+        let total = package["protection"]["tables"][t.as_str()]["total"]
+            .as_u64()
+            .unwrap_or(0);
+        tables.push(TableView {
+            table: *t,
+            cells,
+            total,
+        });
+    }
+    Ok(Some(ReleaseView { row, tables }))
+}
+
+/// The ε spent in a year (for the page).
+pub async fn spent_in(state: &AppState, year: i64) -> AppResult<f64> {
+    Ok(state
+        .store
+        .stats_budgets()
+        .await?
+        .into_iter()
+        .find(|b| b.year == year)
+        .map(|b| b.spent_micro as f64 / 1e6)
+        .unwrap_or(0.0))
+}
