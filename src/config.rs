@@ -155,7 +155,7 @@ pub const KEYS: &[(&str, Option<&str>, &str)] = &[
     (
         "stats_release_epsilon",
         Some("1"),
-        "privacy loss (ε) each monthly open-statistics release spends, 0.01 to 10",
+        "privacy loss (ε) each monthly open-statistics release spends, 0.01 to 5",
     ),
     (
         "stats_annual_epsilon",
@@ -536,18 +536,18 @@ impl Config {
         }
         let stats_release_epsilon: f64 = parse_number(get("stats_release_epsilon"), 1.0)
             .map_err(|m| invalid("stats_release_epsilon", m))?;
-        if !(0.01..=10.0).contains(&stats_release_epsilon) {
+        if !(0.01..=5.0).contains(&stats_release_epsilon) {
             return Err(invalid(
                 "stats_release_epsilon",
-                "must be between 0.01 and 10".into(),
+                "must be between 0.01 and 5".into(),
             ));
         }
         let stats_annual_epsilon: f64 = parse_number(get("stats_annual_epsilon"), 12.0)
             .map_err(|m| invalid("stats_annual_epsilon", m))?;
-        if !(stats_release_epsilon..=1000.0).contains(&stats_annual_epsilon) {
+        if !(stats_release_epsilon..=60.0).contains(&stats_annual_epsilon) {
             return Err(invalid(
                 "stats_annual_epsilon",
-                "must be at least stats_release_epsilon and at most 1000".into(),
+                "must be at least stats_release_epsilon and at most 60".into(),
             ));
         }
         let shutdown_timeout_secs: u64 = parse_number(get("shutdown_timeout_secs"), 10)

@@ -35,3 +35,22 @@ CREATE TRIGGER stats_releases_immutable BEFORE UPDATE OR DELETE ON stats_release
     FOR EACH ROW EXECUTE FUNCTION stats_release_immutable();
 CREATE TRIGGER stats_tables_immutable BEFORE UPDATE OR DELETE ON stats_tables
     FOR EACH ROW EXECUTE FUNCTION stats_release_immutable();
+-- TRUNCATE skips row triggers: refused by a statement trigger.
+CREATE TRIGGER stats_releases_no_truncate BEFORE TRUNCATE ON stats_releases
+    FOR EACH STATEMENT EXECUTE FUNCTION stats_release_immutable();
+CREATE TRIGGER stats_tables_no_truncate BEFORE TRUNCATE ON stats_tables
+    FOR EACH STATEMENT EXECUTE FUNCTION stats_release_immutable();
+
+-- The ledger only grows: a year's spend is never lowered, moved or deleted.
+CREATE FUNCTION stats_budget_only_grows() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP <> 'UPDATE' OR NEW.spent_micro < OLD.spent_micro OR NEW.year <> OLD.year THEN
+        RAISE EXCEPTION 'the privacy ledger only grows';
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER stats_budget_only_grows BEFORE UPDATE OR DELETE ON stats_budget
+    FOR EACH ROW EXECUTE FUNCTION stats_budget_only_grows();
+CREATE TRIGGER stats_budget_no_truncate BEFORE TRUNCATE ON stats_budget
+    FOR EACH STATEMENT EXECUTE FUNCTION stats_budget_only_grows();

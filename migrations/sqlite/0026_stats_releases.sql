@@ -34,3 +34,9 @@ CREATE TRIGGER stats_tables_no_update BEFORE UPDATE ON stats_tables
 BEGIN SELECT RAISE(ABORT, 'a statistics release is immutable'); END;
 CREATE TRIGGER stats_tables_no_delete BEFORE DELETE ON stats_tables
 BEGIN SELECT RAISE(ABORT, 'a statistics release is immutable'); END;
+-- The ledger only grows: a year's spend is never lowered, moved or deleted.
+CREATE TRIGGER stats_budget_only_grows BEFORE UPDATE ON stats_budget
+WHEN NEW.spent_micro < OLD.spent_micro OR NEW.year <> OLD.year
+BEGIN SELECT RAISE(ABORT, 'the privacy ledger only grows'); END;
+CREATE TRIGGER stats_budget_no_delete BEFORE DELETE ON stats_budget
+BEGIN SELECT RAISE(ABORT, 'the privacy ledger only grows'); END;

@@ -18,8 +18,8 @@ pub enum StatsCommand {
         /// The month, YYYY-MM.
         #[arg(long, value_name = "YYYY-MM")]
         period: Option<String>,
-        /// Publish as of this time (seconds since the Unix epoch) instead
-        /// of now.
+        /// Publish as of this earlier time (seconds since the Unix epoch)
+        /// instead of now: which months count as over.
         #[arg(long, value_name = "UNIX_SECONDS")]
         at: Option<i64>,
     },
@@ -37,7 +37,16 @@ pub(super) async fn run(config: Config, command: StatsCommand) -> Result<(), Fat
     let keys = load_keys(&config)?;
     let clock = Clock::system();
     let state = build_state(config, store.clone(), clock.clone(), false, Ok(keys)).await?;
-    let now = at.unwrap_or_else(|| clock.now());
+    // An earlier time only: a later one would publish a month before it is
+    // over, for ever.
+    let now = match at {
+        Some(t) if t > clock.now() => {
+            store.close().await;
+            return Err(Fatal::config("--at: a time in the future is refused"));
+        }
+        Some(t) => t,
+        None => clock.now(),
+    };
     let outcome = crate::service::stats::publish(&state, period, now).await;
     store.close().await;
     let (row, created) = outcome.map_err(|e| {

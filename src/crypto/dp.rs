@@ -100,7 +100,7 @@ mod tests {
             concat!("fn lapl", "ace("),
             concat!("fn gauss", "ian("),
             concat!("Uni", "form"),
-            concat!("rand_distr", ""),
+            concat!("rand_", "distr"),
         ];
         let mut found = Vec::new();
         for f in files {

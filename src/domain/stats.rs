@@ -20,6 +20,9 @@ use chrono::{Datelike, NaiveDate};
 use super::Timestamp;
 use super::extract::{Cell, MIN_CELL, suppress};
 
+/// How long after a month's end its release may be published.
+pub const PUBLISH_GRACE_SECS: i64 = 86_400;
+
 /// The calendar month (UTC) a release covers: its id, `YYYY-MM`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Period {
@@ -103,9 +106,12 @@ impl Period {
         self.next().start()
     }
 
-    /// Whether the month is over at `now` (only a whole month is published).
+    /// Whether the month is over at `now`, with a day's grace (only a
+    /// whole month is published, and acts still being committed at
+    /// midnight, or written by a process whose clock is a little behind,
+    /// get the time to land in it).
     pub fn is_over(self, now: Timestamp) -> bool {
-        self.end() <= now
+        self.end() + PUBLISH_GRACE_SECS <= now
     }
 }
 
@@ -367,7 +373,8 @@ mod tests {
             Period::parse("2027-01").map(|p| p.previous().to_string()),
             Some("2026-12".into())
         );
-        assert!(p.is_over(p.end()) && !p.is_over(p.end() - 1));
+        assert!(p.is_over(p.end() + PUBLISH_GRACE_SECS));
+        assert!(!p.is_over(p.end() + PUBLISH_GRACE_SECS - 1));
         for bad in [
             "2026-13",
             "2026-00",

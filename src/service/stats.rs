@@ -21,7 +21,6 @@ use crate::crypto::keyset::KeySet;
 use crate::domain::Timestamp;
 use crate::domain::access::Denial;
 use crate::domain::extract::{CsvRows, ExtractKind, MIN_CELL};
-use crate::domain::purpose::LegalBasis;
 use crate::domain::rights::RightsRequestKind;
 use crate::domain::stats::{Period, ProtectedTable, StatTable, protect};
 use crate::error::{AppError, AppResult, ErrorCode};
@@ -35,6 +34,15 @@ use crate::storage::{PublishOutcome, StatCount, StatsReleaseRow};
 /// public sector's default for open data.
 pub const LICENSE_URL: &str = "https://www.etalab.gouv.fr/licence-ouverte-open-licence/";
 const LIBRARY: &str = "OpenDP 0.14 (exact discrete Laplace sampler of Canonne, Kamath and Steinke; random bits from OpenSSL RAND_bytes)";
+
+/// The value of a dimension outside the public domain (a purpose no
+/// longer in the register, a reason that is not a refusal code, a role's
+/// démarche…): such cells are merged into one, always published, so that
+/// nothing is published about a value because someone was counted in it,
+/// and no text from a request reaches a release.
+pub const OTHER: &str = "autre";
+/// A read that named no purpose.
+const NONE: &str = "aucune";
 
 /// Entries of the audit log read per query when counting accesses.
 const AUDIT_PAGE: u64 = 5_000;
@@ -173,7 +181,9 @@ pub async fn publish(
     period: Option<Period>,
     now: Timestamp,
 ) -> AppResult<(StatsReleaseRow, bool)> {
-    let period = period.unwrap_or_else(|| Period::containing(now).previous());
+    let period = period.unwrap_or_else(|| {
+        Period::containing(now - crate::domain::stats::PUBLISH_GRACE_SECS).previous()
+    });
     if !period.is_over(now) {
         return Err(ErrorCode::PeriodNotOver.into());
     }
@@ -206,7 +216,8 @@ pub async fn publish(
     let audit_index = state
         .audit
         .record(
-            AuditRecord::new("stats", "system", "stats.publish", now)
+            // The log's own time, whatever `now` the months were judged at.
+            AuditRecord::new("stats", "system", "stats.publish", state.clock.now())
                 .allow(&format!("release:{id}:sha256:{sha256}")),
         )
         .await?;
@@ -241,7 +252,7 @@ pub async fn publish(
 /// The monthly job of `serve`: publishes last month's release when it is
 /// missing (a process without its keys, or a year spent, logs and waits).
 pub async fn publish_due(state: &AppState, now: Timestamp) {
-    let period = Period::containing(now).previous();
+    let period = Period::containing(now - crate::domain::stats::PUBLISH_GRACE_SECS).previous();
     match state.store.stats_release(&period.to_string()).await {
         Ok(Some(_)) => {}
         Ok(None) => match publish(state, Some(period), now).await {
@@ -273,10 +284,29 @@ fn from_rows(rows: Vec<StatCount>, dims: usize) -> Exact {
         .collect()
 }
 
-fn fill(exact: &mut Exact, domain: impl IntoIterator<Item = Vec<String>>) {
-    for key in domain {
-        exact.entry(key).or_insert(0);
+/// The table over its public domain: every key of `domain` (0 when nobody
+/// is in it); counts under keys outside it merged into the all-`autre`
+/// key, itself always present, or dropped when `other` is false (merging
+/// cells never raises a person's weight on the table).
+fn confine(
+    exact: Exact,
+    domain: impl IntoIterator<Item = Vec<String>>,
+    dims: usize,
+    other: bool,
+) -> Exact {
+    let mut out: Exact = domain.into_iter().map(|k| (k, 0)).collect();
+    let other_key = vec![OTHER.to_string(); dims];
+    if other {
+        out.insert(other_key.clone(), 0);
     }
+    for (key, n) in exact {
+        match out.get_mut(&key) {
+            Some(slot) => *slot += n,
+            None if other => *out.entry(other_key.clone()).or_insert(0) += n,
+            None => {}
+        }
+    }
+    out
 }
 
 fn v(parts: &[&str]) -> Vec<String> {
@@ -318,7 +348,7 @@ async fn from_log(state: &AppState, period: Period) -> AppResult<(Exact, Exact)>
                 };
                 reads.entry(resident.clone()).or_default().insert(vec![
                     recipient,
-                    e.purpose.clone().unwrap_or_else(|| "-".into()),
+                    e.purpose.clone().unwrap_or_else(|| NONE.into()),
                     decision.into(),
                 ]);
             }
@@ -352,12 +382,7 @@ async fn exact_tables(state: &AppState, period: Period) -> AppResult<Vec<(StatTa
     let consent_purposes: Vec<String> = state
         .register
         .all()
-        .filter(|p| {
-            matches!(
-                p.legal_basis,
-                LegalBasis::Consent | LegalBasis::ExplicitConsent
-            )
-        })
+        .filter(|p| p.legal_basis.needs_consent())
         .map(|p| p.id.to_string())
         .collect();
     let partners: BTreeSet<String> = state
@@ -366,85 +391,103 @@ async fn exact_tables(state: &AppState, period: Period) -> AppResult<Vec<(StatTa
         .flat_map(|p| p.recipients.iter().cloned())
         .collect();
 
-    let mut consents = from_rows(store.stats_consents(end).await?, 2);
-    fill(
-        &mut consents,
+    // Consents to purposes that are not (or no longer) consent purposes of
+    // the register are left out, so a resident is in at most one cell per
+    // consent purpose: the table's bound.
+    let consents = confine(
+        from_rows(store.stats_consents(end).await?, 2),
         consent_purposes
             .iter()
             .flat_map(|p| ["given", "refused", "withdrawn", "expired"].map(|s| v(&[p, s]))),
+        2,
+        false,
     );
 
-    let (mut accesses, mut refusals) = from_log(state, period).await?;
-    fill(
-        &mut accesses,
+    let (accesses, refusals) = from_log(state, period).await?;
+    let accesses = confine(
+        accesses,
         state.register.all().flat_map(|p| {
             p.recipients
                 .iter()
                 .flat_map(|r| ["allow", "deny"].map(|d| v(&[r, p.id.as_str(), d])))
                 .collect::<Vec<_>>()
         }),
+        3,
+        true,
     );
-    fill(&mut refusals, Denial::ALL.iter().map(|d| v(&[d.as_str()])));
+    let refusals = confine(
+        refusals,
+        Denial::ALL.iter().map(|d| v(&[d.as_str()])),
+        1,
+        true,
+    );
 
-    let mut extracts = from_rows(store.stats_extracts(start, end).await?, 2);
-    fill(
-        &mut extracts,
+    let extracts = confine(
+        from_rows(store.stats_extracts(start, end).await?, 2),
         partners
             .iter()
             .flat_map(|p| ExtractKind::ALL.iter().map(|k| v(&[p, k.as_str()]))),
+        2,
+        true,
     );
 
     let bound = |t: StatTable| t.bound(consent_purposes.len()) as i64;
-    let mut mandates = from_rows(
-        store
-            .stats_mandates(start, end, bound(StatTable::Mandates))
-            .await?,
-        2,
-    );
-    for s in store
+    let structures: Vec<Vec<String>> = store
         .list_structures()
         .await?
         .into_iter()
         .filter(|s| s.active)
-    {
-        fill(
-            &mut mandates,
+        .flat_map(|s| {
             s.allowed_demarches
                 .iter()
-                .map(|d| v(&[s.id.as_str(), d.as_str()])),
-        );
-    }
-
-    let mut rights = from_rows(
-        store
-            .stats_rights(start, end, bound(StatTable::Rights))
-            .await?,
-        3,
+                .map(|d| v(&[s.id.as_str(), d.as_str()]))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let mandates = confine(
+        from_rows(
+            store
+                .stats_mandates(start, end, bound(StatTable::Mandates))
+                .await?,
+            2,
+        ),
+        structures,
+        2,
+        true,
     );
-    fill(
-        &mut rights,
+
+    let rights = confine(
+        from_rows(
+            store
+                .stats_rights(start, end, bound(StatTable::Rights))
+                .await?,
+            3,
+        ),
         RightsRequestKind::ALL.iter().flat_map(|k| {
             ["granted", "refused"]
                 .iter()
                 .flat_map(|o| ["yes", "no"].map(|t| v(&[k.as_str(), o, t])))
                 .collect::<Vec<_>>()
         }),
+        3,
+        true,
     );
 
-    let mut deposits = from_rows(
-        store
-            .stats_deposits(start, end, bound(StatTable::Deposits))
-            .await?,
-        2,
-    );
-    fill(
-        &mut deposits,
+    let deposits = confine(
+        from_rows(
+            store
+                .stats_deposits(start, end, bound(StatTable::Deposits))
+                .await?,
+            2,
+        ),
         state.sources.all().flat_map(|s| {
             s.categories
                 .iter()
                 .map(|c| v(&[&s.id, c]))
                 .collect::<Vec<_>>()
         }),
+        2,
+        true,
     );
 
     Ok(vec![
@@ -467,12 +510,7 @@ async fn build(
     let purposes = state
         .register
         .all()
-        .filter(|p| {
-            matches!(
-                p.legal_basis,
-                LegalBasis::Consent | LegalBasis::ExplicitConsent
-            )
-        })
+        .filter(|p| p.legal_basis.needs_consent())
         .count();
     let exact = exact_tables(state, period).await?;
     let table_epsilon = state.config.stats_release_epsilon / exact.len() as f64;
@@ -490,10 +528,14 @@ async fn build(
             .map_err(|e| noise_failed(e.to_string()))?;
         let mut noisy = BTreeMap::new();
         for (key, count) in &cells {
-            // The cell is its table, its dimensions and its exact count
-            // (and the scale): the same cell with the same count gets the
-            // same noise in every release.
-            let cell = json!({"table": table.as_str(), "cell": key, "count": count, "scale": scale.to_string()});
+            // The cell is its month, table, dimensions and exact count
+            // (and the scale): built again (a second process, a retry),
+            // the same cell gets the same noise, so a release cannot be
+            // redrawn to average it; another month is another cell with
+            // noise of its own (each release is charged its ε), so that
+            // months with equal published values say nothing about their
+            // true counts being equal.
+            let cell = json!({"period": id, "table": table.as_str(), "cell": key, "count": count, "scale": scale.to_string()});
             let noise = stable_noise(state, keys, &cell, &scale, now)
                 .await
                 .map_err(noise_failed)?;
@@ -518,7 +560,9 @@ async fn build(
         "title": format!("Statistiques ouvertes du coffre de données, {id}"),
         "description": "Consentements, lectures, refus, extractions, mandats, demandes de droits et dépôts du coffre de données personnelles de l'agglomération, pour un mois. Chaque nombre est protégé par un bruit de confidentialité différentielle ; un nombre inférieur à 11 après bruit est publié « < 11 », et une case retirée pour qu'aucune petite case ne se déduise du total est publiée « s ».",
         "version": id,
-        "created": chrono::DateTime::from_timestamp(now, 0).map(|d| d.to_rfc3339()).unwrap_or_default(),
+        // The month's end, not the time of the build: two processes
+        // building the same month produce the same bytes, so the same hash.
+        "created": chrono::DateTime::from_timestamp(period.end(), 0).map(|d| d.to_rfc3339()).unwrap_or_default(),
         "homepage": format!("{base}/statistiques"),
         "keywords": ["données personnelles", "consentement", "RGPD", "transparence", "tiers de confiance"],
         "licenses": [{"name": "etalab-2.0", "path": LICENSE_URL, "title": "Licence Ouverte / Open Licence version 2.0"}],
@@ -530,7 +574,7 @@ async fn build(
             "epsilon": state.config.stats_release_epsilon,
             "epsilon_split": "equally between the tables (sequential composition)",
             "annual_cap": state.config.stats_annual_epsilon,
-            "cell_key": "the noise of a cell is drawn once per (table, cell, exact count, scale) and reused: the same cell asked again gets the same noise",
+            "cell_key": "the noise of a cell is drawn once per (month, table, cell, exact count, scale) and reused: the same cell built again gets the same noise; another month draws its own",
             "post_processing": "negative values become 0; a count under 11 after noise is published as \"< 11\"; secondary suppression (\"s\") so that no cell under 11 is recoverable from the total; each total is the sum of its table's noisy cells",
             "min_cell": MIN_CELL,
             "tables": protection,
