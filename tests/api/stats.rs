@@ -55,25 +55,16 @@ async fn a_release_is_protected_consistent_hashed_in_the_log_and_immutable() {
             app.as_user(&awa, axum::http::Method::GET, "/api/v1/me/data", None)
                 .await;
         }
-        // A month not over is refused, and nothing is charged.
-        let err = stats::publish(
-            &app.state,
-            Some(Period::parse("2026-11").unwrap()),
-            app.clock.now(),
-        )
-        .await
-        .unwrap_err();
-        assert_eq!(err.code_and_status().0, "period_not_over");
-        // Nor on the first hours of December (a day of grace).
-        app.clock.set(DEC_1 - 2 * 3600);
-        let err = stats::publish(
-            &app.state,
-            Some(Period::parse("2026-11").unwrap()),
-            app.clock.now(),
-        )
-        .await
-        .unwrap_err();
-        assert_eq!(err.code_and_status().0, "period_not_over");
+        // A month not over is refused, nor on the first hours after it (a
+        // day of grace), and nothing is stored or charged.
+        for at in [app.clock.now(), DEC_1 - 2 * 3600] {
+            app.clock.set(at);
+            let err = stats::publish(&app.state, Period::parse("2026-11"), at)
+                .await
+                .unwrap_err();
+            assert_eq!(err.code_and_status().0, "period_not_over");
+        }
+        assert!(app.store.stats_budgets().await.unwrap().is_empty());
         app.clock.set(DEC_1);
         let size_before = app.state.audit.size().await.unwrap();
         let (row, created) = publish(&app, "2026-11").await;
