@@ -32,8 +32,9 @@ pub use bearer_seal::{open_for_bearer, seal_for_bearer};
 pub use envelope::{DataKey, SealContext, SealProvenance, Sealer, WrappedDataKey, open, seal};
 pub use jwks::jwks;
 
-/// Lower-case hex SHA-256: how high-entropy secrets (session tokens, partner
-/// client secrets) are stored. They carry 256 random bits, so no password
+/// Lower-case hex SHA-256 of a text: how high-entropy secrets (session
+/// tokens, partner client secrets) are stored, and the published digest of
+/// a statistics release and its tables. They carry 256 random bits, so no password
 /// stretching is needed; comparing digests keeps timing independent of how
 /// many leading bytes of a guess were right.
 pub fn sha256_hex(secret: &str) -> String {

@@ -18,6 +18,11 @@ use std::collections::{BTreeMap, BTreeSet};
 /// The smallest cell published (INSEE's statistical secrecy rule).
 pub const MIN_CELL: u64 = 11;
 
+/// How a noisy count under [`MIN_CELL`] is published: "< 11".
+pub fn small_mark() -> String {
+    format!("< {MIN_CELL}")
+}
+
 code_enum!(
     /// What an extract holds: pseudonymised rows, or aggregates.
     ExtractKind {

@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use chrono::{Datelike, NaiveDate};
 
 use super::Timestamp;
+pub use super::extract::small_mark;
 use super::extract::{Cell, MIN_CELL, suppress};
 
 /// How long after a month's end its release may be published.
@@ -48,6 +49,30 @@ impl Period {
         let month: u32 = s.get(5..)?.parse().ok()?;
         ((2000..=2999).contains(&year) && (1..=12).contains(&month))
             .then_some(Period { year, month })
+    }
+
+    /// The month whose release is due at `now`: the last one over, its day
+    /// of grace included.
+    pub fn due(now: Timestamp) -> Period {
+        Period::containing(now - PUBLISH_GRACE_SECS).previous()
+    }
+
+    /// The first second of `year` and of the next (a year as releases and
+    /// the annual report count it, UTC).
+    pub fn year_span(year: i32) -> (Timestamp, Timestamp) {
+        (
+            Period { year, month: 1 }.start(),
+            Period {
+                year: year + 1,
+                month: 1,
+            }
+            .start(),
+        )
+    }
+
+    /// A year as written in a request: `YYYY`, in the range of [`Period`].
+    pub fn parse_year(s: &str) -> Option<i32> {
+        Period::parse(&format!("{s}-01")).map(|p| p.year)
     }
 
     /// The month `t` falls in.
@@ -280,11 +305,6 @@ pub enum Published {
     Secret,
 }
 
-/// What "< 11" reads as in the tables.
-pub fn small_mark() -> String {
-    format!("< {MIN_CELL}")
-}
-
 /// INSEE's mark of a cell withheld by secondary suppression.
 pub const SECRET_MARK: &str = "s";
 
@@ -373,6 +393,13 @@ mod tests {
             Period::parse("2027-01").map(|p| p.previous().to_string()),
             Some("2026-12".into())
         );
+        assert_eq!(Period::due(p.end() + PUBLISH_GRACE_SECS), p);
+        assert_eq!(Period::due(p.end() + PUBLISH_GRACE_SECS - 1), p.previous());
+        assert_eq!(Period::year_span(2026), (1_767_225_600, 1_798_761_600));
+        assert_eq!(Period::parse_year("2026"), Some(2026));
+        for bad in ["26", "1999", "3000", "2026-01", "+026", " 2026"] {
+            assert_eq!(Period::parse_year(bad), None, "{bad}");
+        }
         assert!(p.is_over(p.end() + PUBLISH_GRACE_SECS));
         assert!(!p.is_over(p.end() + PUBLISH_GRACE_SECS - 1));
         for bad in [

@@ -150,7 +150,7 @@ pub fn router(state: AppState, pages: Router<AppState>) -> Router {
         .routes(routes!(stats::table))
         .routes(routes!(stats::catalog))
         .routes(routes!(stats::ledger))
-        .routes(routes!(stats::dpo_report));
+        .routes(routes!(rights::dpo_report));
     if state.demo {
         api = api
             .routes(routes!(dev::personas))

@@ -5,7 +5,7 @@
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -249,6 +249,30 @@ pub async fn register(
 ) -> AppResult<Response> {
     Ok(audited_json(
         requests::register(&state, &user.caller(&rid)).await?,
+    ))
+}
+
+/// The DPO's annual report (DGA art. 20(2)): data users, their purposes,
+/// means, reads and extracts; deposits per source; rights requests and
+/// deadlines; refusals; statistics releases. DPO only, and recorded.
+#[utoipa::path(get, path = "/api/v1/dpo/report", tag = "agent",
+    params(("year" = i32, Query, description = "YYYY")),
+    responses((status = 200, body = crate::service::report::AnnualReport),
+              (status = 400, description = "`missing_parameter`, `invalid_parameter`", body = crate::error::ErrorBody),
+              (status = 403, body = crate::error::ErrorBody)))]
+pub async fn dpo_report(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    rid: RequestId,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> AppResult<Response> {
+    let year = q
+        .get("year")
+        .ok_or_else(|| ErrorCode::MissingParameter.with("`year`"))?;
+    let year = crate::service::report::parse_year(year)?;
+    let now = state.clock.now();
+    Ok(audited_json(
+        crate::service::report::annual(&state, &user.caller(&rid), year, now).await?,
     ))
 }
 

@@ -78,27 +78,3 @@ pub async fn catalog(State(state): State<AppState>) -> AppResult<Response> {
 pub async fn ledger(State(state): State<AppState>) -> AppResult<Json<Ledger>> {
     Ok(Json(stats::ledger(&state).await?))
 }
-
-/// The DPO's annual report (DGA art. 20(2)): data users, their purposes,
-/// means, reads and extracts; deposits per source; rights requests and
-/// deadlines; refusals; statistics releases. DPO only, and recorded.
-#[utoipa::path(get, path = "/api/v1/dpo/report", tag = "agent",
-    params(("year" = i32, Query, description = "YYYY")),
-    responses((status = 200, body = crate::service::report::AnnualReport),
-              (status = 400, description = "`missing_parameter`, `invalid_parameter`", body = crate::error::ErrorBody),
-              (status = 403, body = crate::error::ErrorBody)))]
-pub async fn dpo_report(
-    State(state): State<AppState>,
-    user: crate::http::session::CurrentUser,
-    rid: crate::http::audit::RequestId,
-    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
-) -> AppResult<Response> {
-    let year = q
-        .get("year")
-        .ok_or_else(|| crate::error::ErrorCode::MissingParameter.with("`year`"))?;
-    let year = crate::service::report::parse_year(year)?;
-    let now = state.clock.now();
-    Ok(crate::http::audit::audited_json(
-        crate::service::report::annual(&state, &user.caller(&rid), year, now).await?,
-    ))
-}

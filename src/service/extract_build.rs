@@ -430,23 +430,18 @@ async fn build_inner(
             // averaged out; one resident more or less is another key, so
             // two releases on changed data never subtract to an exact
             // difference. (Each request is still charged its ε.)
-            let noise_of = |measure: &str, contents: u128, scale: &dashu::rational::RBig| {
-                let cell = json!({"measure": measure, "contents": format!("{contents:032x}"), "scale": scale.to_string()});
-                let keys = keys.clone();
-                let scale = scale.clone();
-                async move {
-                    crate::service::stats::stable_noise(state, &keys, &cell, &scale, now).await
-                }
-            };
+            let cell_of = |measure: &str, contents: u128, scale: &dashu::rational::RBig| json!({"measure": measure, "contents": format!("{contents:032x}"), "scale": scale.to_string()});
+            let draw = crate::service::noise::stable_noise;
             match &count_scale {
                 Some(scale) => {
                     let exact = i64::try_from(cell.count).unwrap_or(i64::MAX);
-                    let noise = noise_of("count", cell.key, scale).await?;
+                    let noise =
+                        draw(state, &keys, cell_of("count", cell.key, scale), scale, now).await?;
                     let noisy = exact.saturating_add(noise).max(0);
                     // Post-processing: a count the noise took under the
                     // threshold is published as such, not as a number.
                     line.push(if noisy < MIN_CELL as i64 {
-                        format!("< {MIN_CELL}")
+                        crate::domain::extract::small_mark()
                     } else {
                         noisy.to_string()
                     });
@@ -468,7 +463,8 @@ async fn build_inner(
                             .ok_or_else(|| format!("noise_failed: {f}'s range is too wide"))?;
                         let scale = crate::crypto::dp::laplace_scale(sensitivity, e).map_err(dp)?;
                         let contents = cell.sum_keys.get(f).copied().unwrap_or(0);
-                        let noise = noise_of(f, contents, &scale).await?;
+                        let noise =
+                            draw(state, &keys, cell_of(f, contents, &scale), &scale, now).await?;
                         let noisy = (sum.round() as i64).saturating_add(noise);
                         line.push(noisy.to_string());
                     }

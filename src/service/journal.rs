@@ -19,6 +19,36 @@ use crate::service::{Audited, Caller};
 /// At most this many entries per request of the auditor's view.
 pub const MAX_ENTRIES: u64 = 1000;
 
+/// Entries read per query by [`scan`].
+const SCAN_PAGE: u64 = 5_000;
+
+/// Calls `f` on each entry of the log written in [start, end), in index
+/// order: the statistics' and the annual report's pass over a month or a
+/// year. The range is found by a binary search on the entries' times (which
+/// grow with their index), then read a page at a time. A leaf that does not
+/// decode is skipped (`coffre audit verify` names it).
+pub(crate) async fn scan(
+    state: &AppState,
+    start: Timestamp,
+    end: Timestamp,
+    mut f: impl FnMut(AuditEntry),
+) -> AppResult<()> {
+    let mut at = state.store.audit_index_at(start).await?;
+    let to = state.store.audit_index_at(end).await?;
+    while at < to {
+        let upto = (at + SCAN_PAGE).min(to);
+        for (_, leaf) in state.store.audit_entries(at, upto).await? {
+            if let Ok(e) = AuditEntry::decode(&leaf)
+                && (start..end).contains(&e.timestamp)
+            {
+                f(e);
+            }
+        }
+        at = upto;
+    }
+    Ok(())
+}
+
 fn b64(hashes: &[[u8; 32]]) -> Vec<String> {
     hashes.iter().map(|h| STANDARD.encode(h)).collect()
 }

@@ -22,6 +22,7 @@ pub mod journal;
 pub mod login;
 pub mod mandates;
 pub mod metrics;
+pub mod noise;
 pub mod notices;
 pub mod notify;
 pub mod partners;

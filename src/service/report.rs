@@ -7,28 +7,28 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{NaiveDate, TimeZone, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::audit::{AuditEntry, Decision};
+use crate::audit::Decision;
 use crate::domain::Timestamp;
 use crate::domain::stats::Period;
 use crate::error::{AppResult, ErrorCode};
 use crate::service::access::role_action;
 use crate::service::{Audited, Caller};
 
-const AUDIT_PAGE: u64 = 5_000;
-
-/// Refusal reasons that are the vault failing closed on its own state
-/// (keys, seal, log), not a decision about a request.
-const FAIL_CLOSED: &[&str] = &[
-    "sealed",
-    "keys_unavailable",
-    "audit_unavailable",
-    "vault_unavailable",
-];
+/// Whether a refusal's reason is the vault failing closed on its own state
+/// (seal, keys, log), not a decision about a request.
+fn fail_closed(reason: &str) -> bool {
+    [
+        ErrorCode::Sealed,
+        ErrorCode::KeysUnavailable,
+        ErrorCode::AuditUnavailable,
+    ]
+    .iter()
+    .any(|c| c.code() == reason)
+}
 
 #[derive(Clone, Debug, Default, Serialize, ToSchema)]
 pub struct AnnualReport {
@@ -108,20 +108,13 @@ pub struct ReleaseLine {
 
 /// The year named by a request (2000 to 2999).
 pub fn parse_year(text: &str) -> AppResult<i32> {
-    text.parse::<i32>()
-        .ok()
-        .filter(|y| (2000..=2999).contains(y))
+    Period::parse_year(text)
         .ok_or_else(|| ErrorCode::InvalidParameter.with("`year`: YYYY, 2000 to 2999"))
 }
 
-fn year_bounds(year: i32) -> (Timestamp, Timestamp) {
-    let at = |y: i32| {
-        NaiveDate::from_ymd_opt(y, 1, 1)
-            .and_then(|d| d.and_hms_opt(0, 0, 0))
-            .map(|d| Utc.from_utc_datetime(&d).timestamp())
-            .unwrap_or_default()
-    };
-    (at(year), at(year + 1))
+/// The year a report is of when none is named: the last whole one.
+pub fn default_year(now: Timestamp) -> i32 {
+    Period::containing(now).year() - 1
 }
 
 /// The report of `year`, for the DPO (recorded as their read first).
@@ -132,12 +125,10 @@ pub async fn annual(
     now: Timestamp,
 ) -> AppResult<Audited<AnnualReport>> {
     let entry = role_action(state, caller, "report.read").await?;
-    let (start, end) = year_bounds(year);
+    let (start, end) = Period::year_span(year);
     let store = &state.store;
 
     // Reads and refusals, from the log's entries of the year.
-    let from = store.audit_index_at(start).await?;
-    let to = store.audit_index_at(end).await?;
     #[derive(Default)]
     struct Reads {
         allowed: u64,
@@ -147,33 +138,23 @@ pub async fn annual(
     }
     let mut reads: BTreeMap<String, Reads> = BTreeMap::new();
     let mut refusals: BTreeMap<String, u64> = BTreeMap::new();
-    let mut at = from;
-    while at < to {
-        let upto = (at + AUDIT_PAGE).min(to);
-        for (_, leaf) in store.audit_entries(at, upto).await? {
-            let Ok(e) = AuditEntry::decode(&leaf) else {
-                continue;
-            };
-            if e.timestamp < start || e.timestamp >= end {
-                continue;
-            }
-            if e.decision == Decision::Deny {
-                *refusals.entry(e.reason.clone()).or_default() += 1;
-            }
-            if e.actor_role == "partner" && e.action == "data.read" {
-                let r = reads.entry(e.actor_id.clone()).or_default();
-                match e.decision {
-                    Decision::Allow => {
-                        r.allowed += 1;
-                        r.first = Some(r.first.map_or(e.timestamp, |f| f.min(e.timestamp)));
-                        r.last = Some(r.last.map_or(e.timestamp, |l| l.max(e.timestamp)));
-                    }
-                    Decision::Deny => r.refused += 1,
+    crate::service::journal::scan(state, start, end, |e| {
+        if e.decision == Decision::Deny {
+            *refusals.entry(e.reason.clone()).or_default() += 1;
+        }
+        if e.actor_role == "partner" && e.action == "data.read" {
+            let r = reads.entry(e.actor_id).or_default();
+            match e.decision {
+                Decision::Allow => {
+                    r.allowed += 1;
+                    r.first = Some(r.first.map_or(e.timestamp, |f| f.min(e.timestamp)));
+                    r.last = Some(r.last.map_or(e.timestamp, |l| l.max(e.timestamp)));
                 }
+                Decision::Deny => r.refused += 1,
             }
         }
-        at = upto;
-    }
+    })
+    .await?;
 
     let mut extracts: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
     for c in store.report_extracts(start, end).await? {
@@ -290,7 +271,7 @@ pub async fn annual(
     let refusals = refusals
         .into_iter()
         .map(|(reason, count)| RefusalLine {
-            fail_closed: FAIL_CLOSED.contains(&reason.as_str()),
+            fail_closed: fail_closed(&reason),
             reason,
             count,
         })

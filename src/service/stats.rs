@@ -10,13 +10,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use dashu::rational::RBig;
 use serde::Serialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::audit::{AuditEntry, AuditRecord, Decision};
+use crate::audit::{AuditRecord, Decision};
 use crate::crypto::keyset::KeySet;
 use crate::domain::Timestamp;
 use crate::domain::access::Denial;
@@ -32,7 +31,7 @@ use crate::storage::{PublishOutcome, StatCount, StatsReleaseRow};
 // `stats_annual_epsilon` together.
 /// The licence of the releases: Etalab's Open Licence 2.0, the French
 /// public sector's default for open data.
-pub const LICENSE_URL: &str = "https://www.etalab.gouv.fr/licence-ouverte-open-licence/";
+const LICENSE_URL: &str = "https://www.etalab.gouv.fr/licence-ouverte-open-licence/";
 const LIBRARY: &str = "OpenDP 0.14 (exact discrete Laplace sampler of Canonne, Kamath and Steinke; random bits from OpenSSL RAND_bytes)";
 
 /// The value of a dimension outside the public domain (a purpose no
@@ -40,44 +39,9 @@ const LIBRARY: &str = "OpenDP 0.14 (exact discrete Laplace sampler of Canonne, K
 /// démarche…): such cells are merged into one, always published, so that
 /// nothing is published about a value because someone was counted in it,
 /// and no text from a request reaches a release.
-pub const OTHER: &str = "autre";
+const OTHER: &str = "autre";
 /// A read that named no purpose.
 const NONE: &str = "aucune";
-
-/// Entries of the audit log read per query when counting accesses.
-const AUDIT_PAGE: u64 = 5_000;
-
-/// The cell-key method (Eurostat), shared by releases and partners'
-/// aggregate extracts: the noise of a cell is drawn once and stored under a
-/// keyed digest of what identifies it (`cell`: its table or measure, its
-/// contents and the noise scale); the same cell asked again gets the same
-/// noise, so repeated requests cannot be averaged out. The noise is stored
-/// masked by a keyed pad of its cell (one noise per cell, so the pad is
-/// used once): the database alone, beside a released file, gives no exact
-/// value.
-pub(crate) async fn stable_noise(
-    state: &AppState,
-    keys: &KeySet,
-    cell: &Value,
-    scale: &RBig,
-    now: Timestamp,
-) -> Result<i64, String> {
-    let cell_id = keys.pseudonym("dp-cell", cell.to_string().as_bytes());
-    let mask = keys
-        .pseudonym("dp-mask", cell_id.as_bytes())
-        .get(..16)
-        .and_then(|x| u64::from_str_radix(x, 16).ok())
-        .map(|m| m as i64)
-        .ok_or_else(|| "noise_failed: mask".to_string())?;
-    let drawn =
-        crate::crypto::dp::discrete_laplace(scale).map_err(|e| format!("noise_failed: {e}"))?;
-    let stored = state
-        .store
-        .stable_noise(&cell_id, drawn.wrapping_add(mask), now)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(stored.wrapping_sub(mask))
-}
 
 /// One release as listed.
 #[derive(Clone, Debug, Serialize, ToSchema)]
@@ -131,6 +95,16 @@ pub struct TableView {
     pub total: u64,
 }
 
+/// The page of the statistics (see [`page`]).
+#[derive(Clone, Debug)]
+pub struct StatsPage {
+    pub shown: Option<ReleaseView>,
+    /// Every release's id, newest first.
+    pub releases: Vec<String>,
+    pub year: i32,
+    pub spent: f64,
+}
+
 /// A release as the page shows it.
 #[derive(Clone, Debug)]
 pub struct ReleaseView {
@@ -138,17 +112,11 @@ pub struct ReleaseView {
     pub tables: Vec<TableView>,
 }
 
-fn base(state: &AppState) -> String {
-    state
-        .config
-        .public_url
-        .as_str()
-        .trim_end_matches('/')
-        .to_string()
-}
-
 fn release_url(state: &AppState, period: &str) -> String {
-    format!("{}/api/v1/stats/releases/{period}", base(state))
+    format!(
+        "{}/api/v1/stats/releases/{period}",
+        state.config.public_base()
+    )
 }
 
 fn summary(state: &AppState, row: &StatsReleaseRow) -> ReleaseSummary {
@@ -181,9 +149,7 @@ pub async fn publish(
     period: Option<Period>,
     now: Timestamp,
 ) -> AppResult<(StatsReleaseRow, bool)> {
-    let period = period.unwrap_or_else(|| {
-        Period::containing(now - crate::domain::stats::PUBLISH_GRACE_SECS).previous()
-    });
+    let period = period.unwrap_or_else(|| Period::due(now));
     if !period.is_over(now) {
         return Err(ErrorCode::PeriodNotOver.into());
     }
@@ -193,24 +159,14 @@ pub async fn publish(
     }
     // A clear refusal before any work when the year is spent (the
     // transaction below is the guarantee).
-    let cap = (state.config.stats_annual_epsilon * 1e6).round() as i64;
-    let spent = state
-        .store
-        .stats_budgets()
-        .await?
-        .into_iter()
-        .find(|b| b.year == i64::from(period.year()))
-        .map(|b| b.spent_micro)
-        .unwrap_or(0);
-    if spent + (state.config.stats_release_epsilon * 1e6).round() as i64 > cap {
+    let cap = micro(state.config.stats_annual_epsilon);
+    if spent_micro(state, period.year()).await? + micro(state.config.stats_release_epsilon) > cap {
         return Err(ErrorCode::StatsBudgetExhausted.into());
     }
     let vault = state.vault()?;
     let keys = vault.keys().current();
     let built = build(state, &keys, period, now).await?;
-    let sha256 = hex::encode(
-        ring::digest::digest(&ring::digest::SHA256, built.datapackage.as_bytes()).as_ref(),
-    );
+    let sha256 = crate::crypto::sha256_hex(&built.datapackage);
     // The hash is in the log before the release exists: a release cannot
     // be rewritten, or published, unseen.
     let audit_index = state
@@ -252,17 +208,27 @@ pub async fn publish(
 /// The monthly job of `serve`: publishes last month's release when it is
 /// missing (a process without its keys, or a year spent, logs and waits).
 pub async fn publish_due(state: &AppState, now: Timestamp) {
-    let period = Period::containing(now - crate::domain::stats::PUBLISH_GRACE_SECS).previous();
-    match state.store.stats_release(&period.to_string()).await {
-        Ok(Some(_)) => {}
-        Ok(None) => match publish(state, Some(period), now).await {
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(release = %period, error = ?e.code_and_status().0, "statistics release not published")
-            }
-        },
-        Err(e) => tracing::warn!(error = %e, "statistics releases unreadable"),
+    if let Err(e) = publish(state, None, now).await {
+        let (code, _) = e.code_and_status();
+        tracing::warn!(release = %Period::due(now), error = code, "statistics release not published");
     }
+}
+
+/// ε in millionths: how the ledger counts it (integers, compared exactly).
+fn micro(epsilon: f64) -> i64 {
+    (epsilon * 1e6).round() as i64
+}
+
+/// The ε spent in `year`, in millionths.
+async fn spent_micro(state: &AppState, year: i32) -> AppResult<i64> {
+    Ok(state
+        .store
+        .stats_budgets()
+        .await?
+        .into_iter()
+        .find(|b| b.year == i64::from(year))
+        .map(|b| b.spent_micro)
+        .unwrap_or(0))
 }
 
 struct Built {
@@ -316,51 +282,39 @@ fn v(parts: &[&str]) -> Vec<String> {
 /// Accesses and refusals, from the audit log entries of the month: each
 /// subject (the resident, else the actor) counted once per cell and in at
 /// most the table's bound cells (its first ones in key order).
-async fn from_log(state: &AppState, period: Period) -> AppResult<(Exact, Exact)> {
-    let from = state.store.audit_index_at(period.start()).await?;
-    let to = state.store.audit_index_at(period.end()).await?;
+async fn from_log(
+    state: &AppState,
+    period: Period,
+    bound: impl Fn(StatTable) -> u64,
+) -> AppResult<(Exact, Exact)> {
     let mut reads: HashMap<String, BTreeSet<Vec<String>>> = HashMap::new();
     let mut refusals: HashMap<String, BTreeSet<Vec<String>>> = HashMap::new();
-    let mut at = from;
-    while at < to {
-        let upto = (at + AUDIT_PAGE).min(to);
-        for (_, leaf) in state.store.audit_entries(at, upto).await? {
-            let Ok(e) = AuditEntry::decode(&leaf) else {
-                // `coffre audit verify` names a bad leaf; statistics skip it.
-                continue;
+    crate::service::journal::scan(state, period.start(), period.end(), |e| {
+        if e.action == "data.read"
+            && let Some(resident) = &e.resident_id
+            && *resident != e.actor_id
+        {
+            let recipient = if e.actor_role == "partner" {
+                e.actor_id.clone()
+            } else {
+                e.actor_role.clone()
             };
-            if e.timestamp < period.start() || e.timestamp >= period.end() {
-                continue;
-            }
-            let subject = e.resident_id.clone().unwrap_or_else(|| e.actor_id.clone());
-            if e.action == "data.read"
-                && let Some(resident) = &e.resident_id
-                && *resident != e.actor_id
-            {
-                let recipient = if e.actor_role == "partner" {
-                    e.actor_id.clone()
-                } else {
-                    e.actor_role.clone()
-                };
-                let decision = match e.decision {
-                    Decision::Allow => "allow",
-                    Decision::Deny => "deny",
-                };
-                reads.entry(resident.clone()).or_default().insert(vec![
-                    recipient,
-                    e.purpose.clone().unwrap_or_else(|| NONE.into()),
-                    decision.into(),
-                ]);
-            }
-            if e.decision == Decision::Deny {
-                refusals
-                    .entry(subject)
-                    .or_default()
-                    .insert(vec![e.reason.clone()]);
-            }
+            let decision = match e.decision {
+                Decision::Allow => "allow",
+                Decision::Deny => "deny",
+            };
+            reads.entry(resident.clone()).or_default().insert(vec![
+                recipient,
+                e.purpose.clone().unwrap_or_else(|| NONE.into()),
+                decision.into(),
+            ]);
         }
-        at = upto;
-    }
+        if e.decision == Decision::Deny {
+            let subject = e.resident_id.unwrap_or(e.actor_id);
+            refusals.entry(subject).or_default().insert(vec![e.reason]);
+        }
+    })
+    .await?;
     let tally = |by: HashMap<String, BTreeSet<Vec<String>>>, bound: u64| {
         let mut out = Exact::new();
         for cells in by.into_values() {
@@ -371,20 +325,19 @@ async fn from_log(state: &AppState, period: Period) -> AppResult<(Exact, Exact)>
         out
     };
     Ok((
-        tally(reads, StatTable::Accesses.bound(0)),
-        tally(refusals, StatTable::Refusals.bound(0)),
+        tally(reads, bound(StatTable::Accesses)),
+        tally(refusals, bound(StatTable::Refusals)),
     ))
 }
 
-async fn exact_tables(state: &AppState, period: Period) -> AppResult<Vec<(StatTable, Exact)>> {
+async fn exact_tables(
+    state: &AppState,
+    period: Period,
+    consent_purposes: &[String],
+) -> AppResult<Vec<(StatTable, Exact)>> {
     let (start, end) = (period.start(), period.end());
     let store = &state.store;
-    let consent_purposes: Vec<String> = state
-        .register
-        .all()
-        .filter(|p| p.legal_basis.needs_consent())
-        .map(|p| p.id.to_string())
-        .collect();
+    let bound = |t: StatTable| t.bound(consent_purposes.len());
     let partners: BTreeSet<String> = state
         .register
         .all()
@@ -403,7 +356,7 @@ async fn exact_tables(state: &AppState, period: Period) -> AppResult<Vec<(StatTa
         false,
     );
 
-    let (accesses, refusals) = from_log(state, period).await?;
+    let (accesses, refusals) = from_log(state, period, bound).await?;
     let accesses = confine(
         accesses,
         state.register.all().flat_map(|p| {
@@ -431,7 +384,6 @@ async fn exact_tables(state: &AppState, period: Period) -> AppResult<Vec<(StatTa
         true,
     );
 
-    let bound = |t: StatTable| t.bound(consent_purposes.len()) as i64;
     let structures: Vec<Vec<String>> = store
         .list_structures()
         .await?
@@ -447,7 +399,7 @@ async fn exact_tables(state: &AppState, period: Period) -> AppResult<Vec<(StatTa
     let mandates = confine(
         from_rows(
             store
-                .stats_mandates(start, end, bound(StatTable::Mandates))
+                .stats_mandates(start, end, bound(StatTable::Mandates) as i64)
                 .await?,
             2,
         ),
@@ -459,7 +411,7 @@ async fn exact_tables(state: &AppState, period: Period) -> AppResult<Vec<(StatTa
     let rights = confine(
         from_rows(
             store
-                .stats_rights(start, end, bound(StatTable::Rights))
+                .stats_rights(start, end, bound(StatTable::Rights) as i64)
                 .await?,
             3,
         ),
@@ -476,7 +428,7 @@ async fn exact_tables(state: &AppState, period: Period) -> AppResult<Vec<(StatTa
     let deposits = confine(
         from_rows(
             store
-                .stats_deposits(start, end, bound(StatTable::Deposits))
+                .stats_deposits(start, end, bound(StatTable::Deposits) as i64)
                 .await?,
             2,
         ),
@@ -507,12 +459,15 @@ async fn build(
     period: Period,
     now: Timestamp,
 ) -> AppResult<Built> {
-    let purposes = state
+    // The consent purposes of the register: the consents table's domain,
+    // and its bound (one consent per resident and purpose).
+    let consent_purposes: Vec<String> = state
         .register
         .all()
         .filter(|p| p.legal_basis.needs_consent())
-        .count();
-    let exact = exact_tables(state, period).await?;
+        .map(|p| p.id.to_string())
+        .collect();
+    let exact = exact_tables(state, period, &consent_purposes).await?;
     let table_epsilon = state.config.stats_release_epsilon / exact.len() as f64;
     let noise_failed = |e: String| {
         tracing::error!(error = %e, "statistics noise failed");
@@ -523,7 +478,7 @@ async fn build(
     let mut tables = Vec::new();
     let mut protection = serde_json::Map::new();
     for (table, cells) in exact {
-        let sensitivity = table.bound(purposes);
+        let sensitivity = table.bound(consent_purposes.len());
         let scale = crate::crypto::dp::laplace_scale(sensitivity, table_epsilon)
             .map_err(|e| noise_failed(e.to_string()))?;
         let mut noisy = BTreeMap::new();
@@ -536,15 +491,14 @@ async fn build(
             // months with equal published values say nothing about their
             // true counts being equal.
             let cell = json!({"period": id, "table": table.as_str(), "cell": key, "count": count, "scale": scale.to_string()});
-            let noise = stable_noise(state, keys, &cell, &scale, now)
+            let noise = crate::service::noise::stable_noise(state, keys, cell, &scale, now)
                 .await
                 .map_err(noise_failed)?;
             noisy.insert(key.clone(), count.saturating_add(noise));
         }
         let protected = protect(&noisy);
         let csv = render_csv(table, &id, &protected).map_err(|e| noise_failed(e.to_string()))?;
-        let digest =
-            hex::encode(ring::digest::digest(&ring::digest::SHA256, csv.as_bytes()).as_ref());
+        let digest = crate::crypto::sha256_hex(&csv);
         resources.push(resource(table, csv.len(), &digest));
         protection.insert(
             table.as_str().into(),
@@ -552,7 +506,7 @@ async fn build(
         );
         tables.push((table.as_str().to_string(), csv));
     }
-    let base = base(state);
+    let base = state.config.public_base();
     let package = json!({
         "profile": "tabular-data-package",
         "name": format!("coffre-statistiques-{id}"),
@@ -714,7 +668,7 @@ pub async fn ledger(state: &AppState) -> AppResult<Ledger> {
 /// it parses offline) data.gouv.fr harvests: one dataset per release, one
 /// distribution per table and one for the data package.
 pub async fn catalog(state: &AppState) -> AppResult<Value> {
-    let base = base(state);
+    let base = state.config.public_base();
     let rows = state.store.stats_releases().await?;
     let iso = |t: Timestamp| {
         chrono::DateTime::from_timestamp(t, 0)
@@ -801,16 +755,41 @@ pub async fn catalog(state: &AppState) -> AppResult<Value> {
     }))
 }
 
-/// A release for the page (`None`: the latest), its tables read back from
-/// the stored CSV, totals from the data package.
-pub async fn view(state: &AppState, period: Option<Period>) -> AppResult<Option<ReleaseView>> {
+/// What `/statistiques` shows: a release (`None`: the latest), the ids of
+/// every release, and the ε spent in the shown release's year (else the
+/// current one).
+pub async fn page(
+    state: &AppState,
+    period: Option<Period>,
+    now: Timestamp,
+) -> AppResult<StatsPage> {
+    let rows = state.store.stats_releases().await?;
+    let releases = rows.iter().map(|r| r.period.clone()).collect();
     let row = match period {
-        Some(p) => state.store.stats_release(&p.to_string()).await?,
-        None => state.store.stats_releases().await?.into_iter().next(),
+        Some(p) => rows.into_iter().find(|r| r.period == p.to_string()),
+        None => rows.into_iter().next(),
     };
-    let Some(row) = row else {
-        return Ok(None);
+    let shown = match row {
+        Some(row) => Some(view(state, row).await?),
+        None => None,
     };
+    let year = shown
+        .as_ref()
+        .and_then(|r| Period::parse(&r.row.period))
+        .unwrap_or_else(|| Period::containing(now))
+        .year();
+    let spent = spent_micro(state, year).await? as f64 / 1e6;
+    Ok(StatsPage {
+        shown,
+        releases,
+        year,
+        spent,
+    })
+}
+
+/// A release with its tables read back from the stored CSV, totals from
+/// the data package.
+async fn view(state: &AppState, row: StatsReleaseRow) -> AppResult<ReleaseView> {
     let package: Value = serde_json::from_str(&row.datapackage).unwrap_or(Value::Null);
     let mut tables = Vec::new();
     for t in StatTable::ALL {
@@ -834,17 +813,5 @@ pub async fn view(state: &AppState, period: Option<Period>) -> AppResult<Option<
             total,
         });
     }
-    Ok(Some(ReleaseView { row, tables }))
-}
-
-/// The ε spent in a year (for the page).
-pub async fn spent_in(state: &AppState, year: i64) -> AppResult<f64> {
-    Ok(state
-        .store
-        .stats_budgets()
-        .await?
-        .into_iter()
-        .find(|b| b.year == year)
-        .map(|b| b.spent_micro as f64 / 1e6)
-        .unwrap_or(0.0))
+    Ok(ReleaseView { row, tables })
 }

@@ -138,6 +138,10 @@ pub trait AuditStore: Send + Sync {
         resident_id: &crate::domain::ResidentId,
     ) -> StorageResult<(Vec<(String, String)>, u64)>;
     async fn audit_size(&self) -> StorageResult<u64>;
+    /// The first index of the audit log written at or after `t` (the log's
+    /// size when none): a binary search on the entries' times, which grow
+    /// with their index.
+    async fn audit_index_at(&self, t: Timestamp) -> StorageResult<u64>;
     /// Stored node hashes for these (level, index) coordinates, one query.
     async fn audit_nodes(&self, coords: &[(u8, u64)]) -> StorageResult<Vec<(u8, u64, [u8; 32])>>;
     /// Entries with index in [from, to), in order: (index, leaf).
@@ -440,6 +444,30 @@ macro_rules! impl_audit_store {
             .await?;
             tx.commit().await?;
             Ok((rows, u64::try_from(upto).unwrap_or(0)))
+        }
+
+        async fn audit_index_at(
+            &self,
+            t: $crate::domain::Timestamp,
+        ) -> $crate::storage::StorageResult<u64> {
+            let (size,): (i64,) = sqlx::query_as("SELECT size FROM audit_head WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?;
+            // The first index in [lo, hi) written at or after t.
+            let (mut lo, mut hi) = (0i64, size);
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                let at: Option<(i64,)> =
+                    sqlx::query_as("SELECT created_at FROM audit_entries WHERE idx = $1")
+                        .bind(mid)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                match at {
+                    Some((at,)) if at < t => lo = mid + 1,
+                    _ => hi = mid,
+                }
+            }
+            Ok(lo.max(0) as u64)
         }
 
         async fn audit_size(&self) -> $crate::storage::StorageResult<u64> {

@@ -88,10 +88,6 @@ pub trait StatsStore: Send + Sync {
         start: Timestamp,
         end: Timestamp,
     ) -> StorageResult<Vec<StatCount>>;
-    /// The first index of the audit log written at or after `t` (the log's
-    /// size when none): a binary search on the entries' times, which grow
-    /// with their index.
-    async fn audit_index_at(&self, t: Timestamp) -> StorageResult<u64>;
 
     /// Stores a release and charges its ε to its year, in one transaction:
     /// nothing is stored when the month has a release already or when the
@@ -255,30 +251,6 @@ macro_rules! impl_stats_store {
                 .bind(end)
                 .fetch_all(&self.pool)
                 .await?)
-            }
-
-            async fn audit_index_at(
-                &self,
-                t: $crate::domain::Timestamp,
-            ) -> $crate::storage::StorageResult<u64> {
-                let (size,): (i64,) = sqlx::query_as("SELECT size FROM audit_head WHERE id = 1")
-                    .fetch_one(&self.pool)
-                    .await?;
-                // The first index in [lo, hi) written at or after t.
-                let (mut lo, mut hi) = (0i64, size);
-                while lo < hi {
-                    let mid = lo + (hi - lo) / 2;
-                    let at: Option<(i64,)> =
-                        sqlx::query_as("SELECT created_at FROM audit_entries WHERE idx = $1")
-                            .bind(mid)
-                            .fetch_optional(&self.pool)
-                            .await?;
-                    match at {
-                        Some((at,)) if at < t => lo = mid + 1,
-                        _ => hi = mid,
-                    }
-                }
-                Ok(lo.max(0) as u64)
             }
 
             async fn stats_publish(

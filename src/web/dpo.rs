@@ -327,7 +327,7 @@ pub async fn annual_report(ctx: Ctx) -> PageResult {
     let now = ctx.state.clock.now();
     let year = match ctx.query.get("annee") {
         Some(y) => crate::service::report::parse_year(y).map_err(|e| ctx.fail_at(e, "/dpo"))?,
-        None => crate::domain::stats::Period::containing(now).year() - 1,
+        None => crate::service::report::default_year(now),
     };
     let caller = ctx.caller(&user);
     let report = crate::service::report::annual(&ctx.state, &caller, year, now)

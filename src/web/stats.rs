@@ -6,7 +6,6 @@
 use maud::{Markup, html};
 
 use super::{Ctx, Lang, PageResult};
-use crate::domain::stats::Period;
 use crate::service::stats::{self, TableView};
 
 /// Bars per chart: the largest published cells (the CSV holds them all).
@@ -18,16 +17,12 @@ pub async fn statistics(ctx: Ctx) -> PageResult {
         Some(p) => Some(stats::parse_period(p).map_err(|e| ctx.fail_at(e, "/statistiques"))?),
         None => None,
     };
-    let shown = stats::view(&ctx.state, period)
-        .await
-        .map_err(|e| ctx.fail(e))?;
-    let releases = stats::releases(&ctx.state).await.map_err(|e| ctx.fail(e))?;
-    let year = shown
-        .as_ref()
-        .and_then(|r| Period::parse(&r.row.period))
-        .map(|p| p.year())
-        .unwrap_or_else(|| Period::containing(ctx.state.clock.now()).year());
-    let spent = stats::spent_in(&ctx.state, i64::from(year))
+    let stats::StatsPage {
+        shown,
+        releases,
+        year,
+        spent,
+    } = stats::page(&ctx.state, period, ctx.state.clock.now())
         .await
         .map_err(|e| ctx.fail(e))?;
     let body = html! {
@@ -64,7 +59,7 @@ pub async fn statistics(ctx: Ctx) -> PageResult {
         }
         @if releases.len() > 1 {
             h2 { (l.t("Toutes les publications", "Every release")) }
-            ul { @for r in &releases { li { a href={ "/statistiques?periode=" (r.id) } { (r.id) } } } }
+            ul { @for r in &releases { li { a href={ "/statistiques?periode=" (r) } { (r) } } } }
         }
     };
     Ok(ctx.page(l.t("Statistiques ouvertes", "Open statistics"), body))
