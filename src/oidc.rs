@@ -139,7 +139,8 @@ pub struct IdentityProvider {
     metadata: RwLock<Option<Arc<ProviderMetadataWithLogout>>>,
 }
 
-/// The one HTTP client for talking to providers: no redirects, bounded time.
+/// The one HTTP client for talking to outside services (OpenID providers,
+/// the log's witnesses): no redirects, bounded time.
 pub fn http_client() -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())

@@ -96,13 +96,25 @@ pub(super) async fn audit_command(config: Config, command: AuditCommand) -> Resu
                     Some(note) => Some(note.clone()),
                     // The latest checkpoint witnesses cosigned (a newer
                     // one may not be cosigned yet).
-                    None => match store.latest_cosigned_checkpoint().await {
-                        Ok(Some(cp)) => {
-                            let lines = store.cosignatures(cp.tree_size).await.unwrap_or_default();
-                            Some(crate::audit::witness::with_cosignatures(&cp.note, &lines))
+                    // A database that cannot be read is an error, not a
+                    // checkpoint lacking cosignatures.
+                    None => {
+                        let unreadable = |e: crate::storage::StorageError| {
+                            Fatal::runtime(format!("cannot read the checkpoints: {e}"))
+                        };
+                        match store
+                            .latest_cosigned_checkpoint()
+                            .await
+                            .map_err(unreadable)?
+                        {
+                            Some(cp) => Some(
+                                crate::service::journal::cosigned(&store, &cp)
+                                    .await
+                                    .map_err(unreadable)?,
+                            ),
+                            None => None,
                         }
-                        _ => None,
-                    },
+                    }
                 };
                 let got = note
                     .as_deref()

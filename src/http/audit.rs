@@ -100,10 +100,7 @@ pub async fn entry_bundle(
     let tile =
         TileRef::parse(&format!("entries/{path}")).ok_or(crate::error::AppError::NotFound)?;
     let bundle = journal::entry_bundle(&state, &user.caller(&rid), &tile).await?;
-    let mut res = tile_response(&tile, bundle.value);
-    if let Ok(v) = header::HeaderValue::from_str(&bundle.entry.to_string()) {
-        res.headers_mut().insert("x-audit-entry", v);
-    }
+    let mut res = with_entry(bundle.entry, tile_response(&tile, bundle.value));
     // Personal identifiers: never in a shared cache.
     res.headers_mut().insert(
         header::CACHE_CONTROL,

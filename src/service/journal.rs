@@ -79,9 +79,17 @@ pub async fn checkpoint_note(
     now: Timestamp,
 ) -> AppResult<(crate::storage::CheckpointRow, String)> {
     let cp = checkpoint(state, now).await?;
-    let lines = state.store.cosignatures(cp.tree_size).await?;
-    let note = crate::audit::witness::with_cosignatures(&cp.note, &lines);
+    let note = cosigned(&state.store, &cp).await?;
     Ok((cp, note))
+}
+
+/// A signed checkpoint with the witnesses' stored cosignatures of it.
+pub async fn cosigned(
+    store: &crate::storage::DynStore,
+    cp: &crate::storage::CheckpointRow,
+) -> Result<String, crate::storage::StorageError> {
+    let lines = store.cosignatures(cp.tree_size).await?;
+    Ok(crate::audit::witness::with_cosignatures(&cp.note, &lines))
 }
 
 /// The checkpoint standard clients read (`/audit/checkpoint`): the latest
@@ -89,10 +97,7 @@ pub async fn checkpoint_note(
 /// before that, the latest signed.
 pub async fn witnessed_note(state: &AppState, now: Timestamp) -> AppResult<String> {
     match state.store.latest_cosigned_checkpoint().await? {
-        Some(cp) => {
-            let lines = state.store.cosignatures(cp.tree_size).await?;
-            Ok(crate::audit::witness::with_cosignatures(&cp.note, &lines))
-        }
+        Some(cp) => Ok(cosigned(&state.store, &cp).await?),
         None => Ok(checkpoint_note(state, now).await?.1),
     }
 }

@@ -7,8 +7,6 @@
 //! Never: trust a witness's reply without checking its signature; store or
 //! log a witness's reply text (a stable code only).
 
-use std::time::Duration;
-
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -68,8 +66,19 @@ pub struct RoundReport {
     pub unreachable: u64,
 }
 
-/// A request's bound: a silent witness delays nothing else for long.
-const TIMEOUT: Duration = Duration::from_secs(10);
+/// The HTTP client of the rounds, built once per process (its TLS roots
+/// and connections are kept): the project's client for outside services,
+/// no redirects and bounded time, so a silent witness delays nothing else
+/// for long.
+fn client() -> AppResult<&'static reqwest::Client> {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    if let Some(c) = CLIENT.get() {
+        return Ok(c);
+    }
+    let built = crate::oidc::http_client()
+        .map_err(|_| crate::error::AppError::internal("no HTTP client"))?;
+    Ok(CLIENT.get_or_init(|| built))
+}
 
 /// Sends the latest signed checkpoint to every witness that has not
 /// cosigned it yet, with the consistency proof from the size it knows.
@@ -89,16 +98,12 @@ pub async fn round(
         return Ok(report);
     };
     let text = &cp.note[..split + 1];
-    let client = reqwest::Client::builder()
-        .timeout(TIMEOUT)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|_| crate::error::AppError::internal("no HTTP client"))?;
+    let client = client()?;
     for w in witnesses {
         let name = w.key.name();
         // One witness's trouble (a bad reply, a proof that cannot be read)
         // is its failure, never the round's: the others are still asked.
-        let outcome = match submit(state, &client, w, &cp, text).await {
+        let outcome = match submit(state, client, w, &cp, text).await {
             Ok(outcome) => outcome,
             Err(e) => {
                 tracing::warn!(witness = name, error = %e, "witness round step failed");
@@ -211,7 +216,10 @@ async fn submit(
                 return Ok(line.map(Some).ok_or("bad_cosignature"));
             }
             // The witness knows another size: its body says which (plain
-            // decimal digits only).
+            // decimal digits only). Used for this round's retry only, never
+            // stored: the body is unsigned, and a size kept from it (a
+            // hostile witness, or anyone on a plain-HTTP path) would stop
+            // every later round at `witness_ahead`.
             409 => {
                 let said = reply.trim();
                 let size_said = (!said.is_empty() && said.bytes().all(|b| b.is_ascii_digit()))
@@ -219,13 +227,7 @@ async fn submit(
                     .flatten()
                     .filter(|n| i64::try_from(*n).is_ok());
                 match size_said {
-                    Some(n) if n != old => {
-                        state
-                            .store
-                            .witness_knows(name, i64::try_from(n).unwrap_or(0))
-                            .await?;
-                        old = n;
-                    }
+                    Some(n) if n != old => old = n,
                     _ => return Ok(Err("refused_409")),
                 }
             }

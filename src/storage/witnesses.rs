@@ -36,8 +36,6 @@ pub trait WitnessStore: Send + Sync {
         line: &str,
         now: Timestamp,
     ) -> StorageResult<()>;
-    /// The witness says it knows `size` (its answer to a stale `old`).
-    async fn witness_knows(&self, name: &str, size: i64) -> StorageResult<()>;
     async fn witness_failed(&self, name: &str, code: &str, now: Timestamp) -> StorageResult<()>;
     /// The cosignature lines of the checkpoint of `tree_size`, by witness.
     async fn cosignatures(&self, tree_size: i64) -> StorageResult<Vec<String>>;
@@ -107,23 +105,6 @@ macro_rules! impl_witness_store {
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;
-                Ok(())
-            }
-
-            async fn witness_knows(
-                &self,
-                name: &str,
-                size: i64,
-            ) -> $crate::storage::StorageResult<()> {
-                sqlx::query(
-                    "INSERT INTO audit_witnesses (name, size) VALUES ($1, $2) \
-                     ON CONFLICT (name) DO UPDATE SET \
-                       size = CASE WHEN excluded.size > audit_witnesses.size THEN excluded.size ELSE audit_witnesses.size END",
-                )
-                .bind(name)
-                .bind(size)
-                .execute(&self.pool)
-                .await?;
                 Ok(())
             }
 

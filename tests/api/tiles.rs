@@ -186,6 +186,13 @@ async fn a_standard_tiles_client_recomputes_the_root_and_proves_entries() {
             // Entry bundles are the auditors' only; malformed or future
             // tiles are not found; full tiles are cached for good.
             assert_eq!(http_get(&base, "/audit/tile/entries/000", None).0, 401);
+            // An encoded `entries` misses the bundles' route and reaches
+            // the hash tiles' one, which the sealed gate lets through: it
+            // must not serve the entries there.
+            for sneaky in ["/audit/tile/%65ntries/000", "/audit/tile/%65ntries/000.p/1"] {
+                let (status, body) = http_get(&base, sneaky, None);
+                assert_eq!(status, 404, "{sneaky}: {}", String::from_utf8_lossy(&body));
+            }
             for bad in [
                 "/audit/tile/0/5",
                 "/audit/tile/0/x000/000",
