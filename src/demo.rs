@@ -314,6 +314,8 @@ async fn seed_mandates(state: &AppState, now: Timestamp) -> AppResult<()> {
                 // communes and every persona may be helped by the CCAS.
                 communes: Default::default(),
             },
+            true,
+            true,
             now,
         )
         .await?;

@@ -108,6 +108,14 @@ impl NoticeEvent {
         channel != Channel::Off || self.may_be_turned_off()
     }
 
+    /// The channel that applies: the resident's choice when the event
+    /// allows it (`off` for a mandate is not a choice), else the default.
+    pub fn channel(self, chosen: Option<Channel>) -> Channel {
+        chosen
+            .filter(|c| self.allows(*c))
+            .unwrap_or(self.default_channel())
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             NoticeEvent::MandateCreated => "mandate.created",

@@ -23,7 +23,16 @@ pub const MAX_LISTED: i64 = 200;
 /// The structure's rules, or the defaults when it set none (a stored rule
 /// that no longer parses falls back to the defaults, logged).
 pub async fn rules_of(state: &AppState, structure: &StructureId) -> AppResult<AlertRules> {
-    Ok(match state.store.alert_rules(structure).await? {
+    Ok(rules_from(
+        structure,
+        state.store.alert_rules(structure).await?.as_ref(),
+    ))
+}
+
+/// The rules a stored row gives (the defaults when none, or when it no
+/// longer parses).
+fn rules_from(structure: &StructureId, stored: Option<&AlertRulesRow>) -> AlertRules {
+    match stored {
         Some(r) => AlertRules::new(
             &r.hours,
             u32::try_from(r.burst_max).unwrap_or(0),
@@ -34,7 +43,7 @@ pub async fn rules_of(state: &AppState, structure: &StructureId) -> AppResult<Al
             AlertRules::default()
         }),
         None => AlertRules::default(),
-    })
+    }
 }
 
 async fn raise(
@@ -200,8 +209,8 @@ pub struct AlertsView {
 }
 
 async fn view(state: &AppState, structure: &StructureId) -> AppResult<AlertsView> {
-    let rules = rules_of(state, structure).await?;
     let stored = state.store.alert_rules(structure).await?;
+    let rules = rules_from(structure, stored.as_ref());
     let communes = stored
         .as_ref()
         .map(|r| r.communes.codes().to_vec())
@@ -344,15 +353,15 @@ pub async fn set_rules(
         .transpose()
         .map_err(|m| ErrorCode::InvalidAlertRules.with(m))?;
     let ctx = referent(state, caller, "structure.manage").await?;
-    // A field left out keeps what is stored.
-    let stored = state.store.alert_rules(&ctx.structure.id).await?;
-    let alert_email = match alert_email {
-        Some(set) => set,
-        None => stored.as_ref().and_then(|r| r.alert_email.clone()),
+    // A field left out keeps what is stored (decided by the one upsert,
+    // not read here first: two référents at once lose nothing).
+    let (set_email, alert_email) = match alert_email {
+        Some(set) => (true, set),
+        None => (false, None),
     };
-    let communes = match communes {
-        Some(set) => set,
-        None => stored.map(|r| r.communes).unwrap_or_default(),
+    let (set_communes, communes) = match communes {
+        Some(set) => (true, set),
+        None => (false, Default::default()),
     };
     let entry = state
         .audit
@@ -369,6 +378,8 @@ pub async fn set_rules(
                 alert_email,
                 communes,
             },
+            set_email,
+            set_communes,
             now,
         )
         .await?;

@@ -28,7 +28,7 @@ const NOT_APPROVED: &str = "not approved";
 /// Builds an approved extract at `now`. On failure the extract is marked
 /// `failed` with the reason and no file is left.
 pub async fn build(state: &AppState, id: &ExtractId, now: Timestamp) -> Result<(), String> {
-    let tmp = state.config.extracts_dir.join(format!("{id}.csv.age.part"));
+    let tmp = crate::service::extracts::part_path(state, id);
     match build_inner(state, id, now, &tmp).await {
         Ok(()) => Ok(()),
         // Another build holds it (or it was never approved): not ours to

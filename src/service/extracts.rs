@@ -472,6 +472,12 @@ pub fn file_path(state: &AppState, id: &ExtractId) -> PathBuf {
     state.config.extracts_dir.join(format!("{id}.csv.age"))
 }
 
+/// Where a build writes its file until it is complete (then renamed to
+/// [`file_path`]).
+pub fn part_path(state: &AppState, id: &ExtractId) -> PathBuf {
+    state.config.extracts_dir.join(format!("{id}.csv.age.part"))
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct ExtractList {
     pub extracts: Vec<ExtractView>,
@@ -619,7 +625,6 @@ pub async fn dpo_reject(
     Ok(Audited::new(entry, view(state, &row)?))
 }
 
-/// Deletes the files of extracts past their retention (the retention job).
 /// A build with no progress for this long was interrupted (a page of
 /// residents takes seconds).
 pub const INTERRUPTED_AFTER_SECS: i64 = 3600;
@@ -646,8 +651,7 @@ pub async fn fail_interrupted(state: &AppState, now: Timestamp) -> AppResult<u64
             )
             .await?
         {
-            let part = state.config.extracts_dir.join(format!("{id}.csv.age.part"));
-            let _ = std::fs::remove_file(part);
+            let _ = std::fs::remove_file(part_path(state, &id));
             let _ = std::fs::remove_file(file_path(state, &id));
             n += 1;
         }
@@ -655,6 +659,7 @@ pub async fn fail_interrupted(state: &AppState, now: Timestamp) -> AppResult<u64
     Ok(n)
 }
 
+/// Deletes the files of extracts past their retention (the retention job).
 pub async fn expire_due(state: &AppState, now: Timestamp) -> AppResult<u64> {
     let mut n = 0;
     for id in state.store.extracts_to_expire(now).await? {

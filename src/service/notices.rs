@@ -55,12 +55,7 @@ fn view(chosen: &[(NoticeEvent, Channel)]) -> NoticePreferences {
         events: NoticeEvent::ALL
             .into_iter()
             .map(|e| {
-                let channel = chosen
-                    .iter()
-                    .find(|(c, _)| *c == e)
-                    .map(|(_, ch)| *ch)
-                    .filter(|ch| e.allows(*ch))
-                    .unwrap_or(e.default_channel());
+                let channel = e.channel(chosen.iter().find(|(c, _)| *c == e).map(|(_, ch)| *ch));
                 EventPreference {
                     event: e.as_str().to_string(),
                     channel: channel.as_str().to_string(),

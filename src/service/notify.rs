@@ -248,9 +248,7 @@ async fn deliver_one(
         .notice_preference(&claim.resident_id, claim.event)
         .await
     {
-        Ok(c) => c
-            .filter(|c| claim.event.allows(*c))
-            .unwrap_or(claim.event.default_channel()),
+        Ok(c) => claim.event.channel(c),
         Err(_) => return Outcome::Retry("store_unavailable", false),
     };
     // The digest's default is off, but it is written only for those who
@@ -410,39 +408,50 @@ pub async fn deliver_alerts(
 ) -> AppResult<DeliveryReport> {
     let mut report = DeliveryReport::default();
     let token = uuid::Uuid::new_v4().to_string();
+    let mut structures: std::collections::HashMap<String, (Option<lettre::Address>, String)> =
+        std::collections::HashMap::new();
     for claim in state
         .store
         .alert_mail_claim(&token, now, LEASE_SECS, BATCH)
         .await?
     {
-        let mailbox = state
-            .store
-            .alert_rules(&claim.structure_id)
-            .await?
-            .and_then(|r| r.alert_email)
-            .and_then(|a| usable_address(&a));
-        let Some(to) = mailbox else {
-            state.store.alert_mail_settle(&claim, "failed", now).await?;
-            report.failed += 1;
-            continue;
-        };
-        let name = state
-            .store
-            .find_structure(&claim.structure_id)
-            .await?
-            .map(|s| s.name)
-            .unwrap_or_default();
-        let text = crate::domain::notice::render_alert(
-            claim.kind,
-            &name,
-            claim.created_at,
-            &public_base(state),
-        );
-        let outcome = match compose(mailer, vec![to], text, &format!("alert-{}", claim.id), now) {
-            Some(message) => tokio::time::timeout(PER_MESSAGE, send(mailer, message))
-                .await
-                .unwrap_or(Outcome::Retry("timeout", true)),
-            None => Outcome::Gone("message_build_failed"),
+        // The structure's mailbox and name, read once per structure of the
+        // batch; a store that cannot be read is a retry of this alert, not
+        // the end of the batch (whose other claims would wait their lease).
+        let key = claim.structure_id.to_string();
+        if !structures.contains_key(&key) {
+            match structure_mail(state, &claim.structure_id).await {
+                Ok(found) => {
+                    structures.insert(key.clone(), found);
+                }
+                Err(e) => {
+                    tracing::warn!(alert = %claim.id, error = %e, "alert e-mail: structure unreadable")
+                }
+            }
+        }
+        let outcome = match structures.get(&key) {
+            None => Outcome::Retry("store_unavailable", false),
+            Some((None, _)) => Outcome::Gone("no_mailbox"),
+            Some((Some(to), name)) => {
+                let text = crate::domain::notice::render_alert(
+                    claim.kind,
+                    name,
+                    claim.created_at,
+                    &public_base(state),
+                );
+                match compose(
+                    mailer,
+                    vec![to.clone()],
+                    text,
+                    &format!("alert-{}", claim.id),
+                    now,
+                ) {
+                    Some(message) => tokio::time::timeout(PER_MESSAGE, send(mailer, message))
+                        .await
+                        .unwrap_or(Outcome::Retry("timeout", true)),
+                    None => Outcome::Gone("message_build_failed"),
+                }
+            }
         };
         match outcome {
             Outcome::Sent => {
@@ -464,6 +473,26 @@ pub async fn deliver_alerts(
         }
     }
     Ok(report)
+}
+
+/// A structure's alert mailbox (when a relay may be given it) and name.
+async fn structure_mail(
+    state: &AppState,
+    structure: &crate::domain::StructureId,
+) -> Result<(Option<lettre::Address>, String), crate::storage::StorageError> {
+    let mailbox = state
+        .store
+        .alert_rules(structure)
+        .await?
+        .and_then(|r| r.alert_email)
+        .and_then(|a| usable_address(&a));
+    let name = state
+        .store
+        .find_structure(structure)
+        .await?
+        .map(|s| s.name)
+        .unwrap_or_default();
+    Ok((mailbox, name))
 }
 
 /// A postal letter, as the DPO prints it: the address block and the text.

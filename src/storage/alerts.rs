@@ -91,10 +91,15 @@ pub struct AlertMailClaim {
 pub trait AlertStore: Send + Sync {
     async fn alert_rules(&self, structure_id: &StructureId)
     -> StorageResult<Option<AlertRulesRow>>;
+    /// Sets the rules; `alert_email` and `communes` only when `set_email`
+    /// and `set_communes` (else what is stored stays), in one statement, so
+    /// two référents changing different fields at once lose neither.
     async fn set_alert_rules(
         &self,
         structure_id: &StructureId,
         rules: &AlertRulesRow,
+        set_email: bool,
+        set_communes: bool,
         now: Timestamp,
     ) -> StorageResult<()>;
     /// One alert of `structure_id`.
@@ -207,12 +212,16 @@ macro_rules! impl_alert_store {
             &self,
             structure_id: &$crate::domain::StructureId,
             rules: &$crate::storage::AlertRulesRow,
+            set_email: bool,
+            set_communes: bool,
             now: $crate::domain::Timestamp,
         ) -> $crate::storage::StorageResult<()> {
             sqlx::query(
                 "INSERT INTO structure_alert_rules (structure_id, hours, burst_max, burst_minutes, updated_at, alert_email, communes) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7) \
-                 ON CONFLICT (structure_id) DO UPDATE SET hours = $2, burst_max = $3, burst_minutes = $4, updated_at = $5, alert_email = $6, communes = $7",
+                 ON CONFLICT (structure_id) DO UPDATE SET hours = $2, burst_max = $3, burst_minutes = $4, updated_at = $5, \
+                   alert_email = CASE WHEN $8 THEN $6 ELSE structure_alert_rules.alert_email END, \
+                   communes = CASE WHEN $9 THEN $7 ELSE structure_alert_rules.communes END",
             )
             .bind(structure_id)
             .bind(&rules.hours)
@@ -221,6 +230,8 @@ macro_rules! impl_alert_store {
             .bind(now)
             .bind(&rules.alert_email)
             .bind(&rules.communes)
+            .bind(set_email)
+            .bind(set_communes)
             .execute(&self.pool)
             .await?;
             Ok(())

@@ -345,3 +345,29 @@ async fn a_mandate_for_a_resident_outside_the_structures_communes_is_alerted() {
 async fn app_size(store: &coffre::storage::DynStore) -> u64 {
     store.audit_size().await.unwrap()
 }
+
+#[tokio::test]
+async fn two_referents_setting_different_rules_at_once_lose_neither() {
+    each_backend(|app| async move {
+        let s = app.login(REFERENT).await;
+        let hours = "mon-fri 08:30-12:00,13:30-17:30";
+        for round in 0..5 {
+            let mailbox = format!("alertes-{round}@ccas.example");
+            let commune = format!("3190{round}");
+            let email_only = serde_json::json!({"hours": hours, "burst_max": 5, "burst_minutes": 30, "alert_email": mailbox});
+            let communes_only = serde_json::json!({"hours": hours, "burst_max": 5, "burst_minutes": 30, "communes": [commune]});
+            let (a, b) = tokio::join!(
+                app.as_user(&s, Method::PUT, "/api/v1/referent/structure/alert-rules", Some(email_only)),
+                app.as_user(&s, Method::PUT, "/api/v1/referent/structure/alert-rules", Some(communes_only)),
+            );
+            assert_eq!((a.status.as_u16(), b.status.as_u16()), (200, 200), "{} {}", a.text(), b.text());
+            let view = app
+                .as_user(&s, Method::GET, "/api/v1/referent/alerts", None)
+                .await
+                .json();
+            assert_eq!(view["alert_email"], mailbox.as_str(), "{view}");
+            assert_eq!(view["communes"], serde_json::json!([commune]), "{view}");
+        }
+    })
+    .await;
+}
