@@ -790,7 +790,13 @@ pub async fn page(
 /// A release with its tables read back from the stored CSV, totals from
 /// the data package.
 async fn view(state: &AppState, row: StatsReleaseRow) -> AppResult<ReleaseView> {
-    let package: Value = serde_json::from_str(&row.datapackage).unwrap_or(Value::Null);
+    // The totals come from the package (they count the withheld cells, so
+    // the CSV cannot give them): one that does not parse is an error, not
+    // zeros.
+    let package: Value = serde_json::from_str(&row.datapackage).map_err(|e| {
+        tracing::error!(release = %row.period, error = %e, "stored data package unreadable");
+        AppError::from(ErrorCode::InternalError)
+    })?;
     let mut tables = Vec::new();
     for t in StatTable::ALL {
         let Some(csv) = state.store.stats_table(&row.period, t.as_str()).await? else {
