@@ -14,11 +14,12 @@ use std::path::{Path, PathBuf};
 use secrecy::SecretString;
 
 /// The files of a policies folder (the register and its companions).
-pub const POLICY_FILES: [&str; 6] = [
+pub const POLICY_FILES: [&str; 7] = [
     "purposes.toml",
     "sources.toml",
     "categories.toml",
     "demarches.toml",
+    "territory.toml",
     "model.conf",
     "policy.csv",
 ];
@@ -58,7 +59,7 @@ pub const KEYS: &[(&str, Option<&str>, &str)] = &[
     (
         "policies_dir",
         None,
-        "folder of the reviewed register (purposes.toml, sources.toml, categories.toml, demarches.toml, model.conf, policy.csv); default ./policies if present, else the built-in copies; when set, the folder must hold all six",
+        "folder of the reviewed register (purposes.toml, sources.toml, categories.toml, demarches.toml, territory.toml, model.conf, policy.csv); default ./policies if present, else the built-in copies; when set, the folder must hold all seven",
     ),
     (
         "unlock_identity_file",

@@ -170,6 +170,10 @@ pub const INFORMATION_PURPOSE: &str = "information-des-personnes";
 /// check a mandate against the communes its structure serves.
 pub const SUPERVISION_PURPOSE: &str = "controle-des-mandats";
 
+/// The purpose under which the open statistics read each resident's
+/// commune (the releases' residents-by-commune table).
+pub const STATISTICS_PURPOSE: &str = "statistiques-publiques";
+
 /// The one access decision. Allow with its basis, or deny with a stable
 /// reason code; the caller records either in the audit log before anything
 /// is disclosed.

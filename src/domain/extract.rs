@@ -1,17 +1,17 @@
-//! Extract rules, pure: cell suppression (INSEE's threshold of 11 residents,
-//! with secondary suppression), generalisation and CSV encoding. No I/O,
-//! no randomness (the noise is `crypto::dp`'s).
+//! Extract rules, pure: cell suppression (INSEE's threshold of 11, with
+//! secondary suppression), generalisation and CSV encoding. No I/O, no
+//! randomness (the noise is `crypto::dp`'s).
 //!
-//! The suppression guarantee, stated so a test can check it. The partner
-//! learns the cohort size (at least 11: smaller cohorts are refused) and the
-//! published cells; suppressed cells are omitted. Assume, to be safe, that
-//! the partner also knows which keys were suppressed (the values of a
-//! dimension are often public). Each suppressed cell holds at least one
-//! resident. A suppressed cell's count is then recoverable if it is the only
-//! suppressed cell (total minus the rest), or if the suppressed cells hold
-//! exactly as many residents as there are of them (all ones) while some
+//! Suppression runs on noisy counts only (`domain::stats::protect`, for
+//! releases and partners' aggregates alike): it is post-processing of the
+//! differentially private values, never a decision on exact ones. Its
+//! guarantee, stated so a test can check it: the reader learns the total
+//! and the published cells, and which keys were withheld. Each withheld
+//! cell is at least one. A withheld cell's value is then recoverable if it
+//! is the only one withheld (total minus the rest), or if the withheld
+//! cells hold exactly as many as there are of them (all ones) while some
 //! cell is published. `suppress` never leaves either case: it adds the
-//! smallest published cells to the suppressed set until neither holds.
+//! smallest published cells to the withheld set until neither holds.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -94,98 +94,6 @@ pub fn suppress(cells: &BTreeMap<Vec<String>, Cell>) -> BTreeSet<Vec<String>> {
     }
 }
 
-/// Two aggregates of one partner over the same people, tabulated jointly:
-/// (cell of the earlier one, cell of the new one) → residents in both.
-pub type Joint = BTreeMap<(Vec<String>, Vec<String>), u64>;
-
-/// Whether publishing the new aggregate beside an earlier one of the same
-/// partner would isolate fewer than `min` people by differencing: a
-/// published cell of one minus a published cell of the other that overlaps
-/// it, or minus the published cells of the other nested in it, leaving
-/// between 1 and `min - 1` residents (whose sums are then exact). `new_size`
-/// gives the new cells' full counts (some of their residents may lie
-/// outside the earlier table). Returns a description of the first group
-/// found (cell keys only, no value), or `None`.
-///
-/// This is the fallback the second review asked for until the open
-/// statistics' noise and budget land; it recomputes the earlier table on
-/// today's data, which approximates what the partner holds.
-pub fn differencing_risk(
-    joint: &Joint,
-    earlier_hidden: &BTreeSet<Vec<String>>,
-    new_size: &BTreeMap<Vec<String>, u64>,
-    new_hidden: &BTreeSet<Vec<String>>,
-    min: u64,
-) -> Option<String> {
-    let mut e_size: BTreeMap<&Vec<String>, u64> = BTreeMap::new();
-    for ((e, _), n) in joint {
-        *e_size.entry(e).or_default() += n;
-    }
-    let small = |d: u64| d > 0 && d < min;
-    let e_published = |e: &Vec<String>| !earlier_hidden.contains(e);
-    let n_published = |n: &Vec<String>| !new_hidden.contains(n);
-    // Pairs of overlapping published cells.
-    for ((e, n), both) in joint {
-        if *both == 0 || !e_published(e) || !n_published(n) {
-            continue;
-        }
-        let e_all = e_size.get(e).copied().unwrap_or(0);
-        let n_all = new_size.get(n).copied().unwrap_or(0);
-        if small(e_all.saturating_sub(*both)) || small(n_all.saturating_sub(*both)) {
-            return Some(format!("cells {e:?} and {n:?}"));
-        }
-    }
-    // A published cell minus the published cells of the other table that
-    // lie wholly inside it.
-    let mut inside_e: BTreeMap<&Vec<String>, u64> = BTreeMap::new();
-    for (n, n_all) in new_size {
-        if !n_published(n) {
-            continue;
-        }
-        let parts: Vec<(&Vec<String>, u64)> = joint
-            .iter()
-            .filter(|((_, nn), c)| nn == n && **c > 0)
-            .map(|((e, _), c)| (e, *c))
-            .collect();
-        if let [(e, c)] = parts.as_slice()
-            && c == n_all
-            && e_published(e)
-        {
-            *inside_e.entry(*e).or_default() += c;
-        }
-    }
-    for (e, inside) in inside_e {
-        let e_all = e_size.get(e).copied().unwrap_or(0);
-        if small(e_all.saturating_sub(inside)) {
-            return Some(format!("cell {e:?} minus the new cells inside it"));
-        }
-    }
-    let mut inside_n: BTreeMap<&Vec<String>, u64> = BTreeMap::new();
-    for (e, e_all) in &e_size {
-        if !e_published(e) {
-            continue;
-        }
-        let parts: Vec<(&Vec<String>, u64)> = joint
-            .iter()
-            .filter(|((ee, _), c)| ee == *e && **c > 0)
-            .map(|((_, n), c)| (n, *c))
-            .collect();
-        if let [(n, c)] = parts.as_slice()
-            && c == e_all
-            && n_published(n)
-        {
-            *inside_n.entry(*n).or_default() += c;
-        }
-    }
-    for (n, inside) in inside_n {
-        let n_all = new_size.get(n).copied().unwrap_or(0);
-        if small(n_all.saturating_sub(inside)) {
-            return Some(format!("new cell {n:?} minus the earlier cells inside it"));
-        }
-    }
-    None
-}
-
 /// Generalises a value for a records extract: a birthdate becomes its year.
 pub fn generalise(field: &str, value: &str) -> String {
     if field.ends_with("birthdate") && value.len() >= 4 {
@@ -259,55 +167,6 @@ pub fn text_of(v: &serde_json::Value) -> String {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
-
-    fn k(v: &[&str]) -> Vec<String> {
-        v.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn overlapping_aggregates_that_subtract_to_a_few_people_are_caught() {
-        // The review's attack: A by household size, B by size × single
-        // parent; A's size-4 cell (12) minus B's only published size-4 cell
-        // (11) is one person.
-        let mut joint = Joint::new();
-        joint.insert((k(&["4"]), k(&["4", "true"])), 11);
-        joint.insert((k(&["4"]), k(&["4", "false"])), 1);
-        joint.insert((k(&["3"]), k(&["3", "true"])), 20);
-        joint.insert((k(&["3"]), k(&["3", "false"])), 15);
-        let mut new_size: BTreeMap<Vec<String>, u64> = [
-            (k(&["4", "true"]), 11),
-            (k(&["4", "false"]), 1),
-            (k(&["3", "true"]), 20),
-            (k(&["3", "false"]), 15),
-        ]
-        .into_iter()
-        .collect();
-        let new_hidden: BTreeSet<Vec<String>> = [k(&["4", "false"])].into_iter().collect();
-        assert!(
-            differencing_risk(&joint, &BTreeSet::new(), &new_size, &new_hidden, MIN_CELL).is_some()
-        );
-        // With 11 in that cell instead, nothing small is isolated.
-        joint.insert((k(&["4"]), k(&["4", "false"])), 11);
-        new_size.insert(k(&["4", "false"]), 11);
-        assert_eq!(
-            differencing_risk(
-                &joint,
-                &BTreeSet::new(),
-                &new_size,
-                &BTreeSet::new(),
-                MIN_CELL
-            ),
-            None
-        );
-        // The same table again: nothing to subtract.
-        let mut same = Joint::new();
-        same.insert((k(&["4"]), k(&["4"])), 12);
-        let size: BTreeMap<Vec<String>, u64> = [(k(&["4"]), 12)].into_iter().collect();
-        assert_eq!(
-            differencing_risk(&same, &BTreeSet::new(), &size, &BTreeSet::new(), MIN_CELL),
-            None
-        );
-    }
 
     fn table(counts: &[u64]) -> BTreeMap<Vec<String>, Cell> {
         counts

@@ -84,6 +84,7 @@ pub mod purpose;
 pub mod rights;
 pub mod source;
 pub mod stats;
+pub mod territory;
 
 pub use ids::{
     AgentId, ConsentId, DraftId, ExtractId, IdError, MandateId, PartnerId, Pseudonym, PurposeId,

@@ -168,6 +168,7 @@ code_enum!(
         Mandates => "mandates",
         Rights => "rights_requests",
         Deposits => "deposits",
+        Residents => "residents",
     }
 );
 
@@ -199,6 +200,10 @@ impl StatTable {
             StatTable::Deposits => (
                 "Dépôts par source et catégorie",
                 "Deposits by source and category",
+            ),
+            StatTable::Residents => (
+                "Usagers du coffre par commune",
+                "Residents in the commons by commune",
             ),
         }
     }
@@ -234,6 +239,10 @@ impl StatTable {
                 "Nombre d'usagers au sujet desquels une source a déposé des données dans le mois, par source et catégorie.",
                 "Number of residents about whom a source deposited data during the month, by source and category.",
             ),
+            StatTable::Residents => (
+                "Nombre d'usagers inscrits au coffre, par commune de leur adresse de contact telle qu'enregistrée à la publication (« autre » : hors du territoire ou non renseignée ; ceux qui s'y sont opposés ne sont pas comptés).",
+                "Number of residents registered in the vault, by the commune of their contact address as held at publication (\"autre\": outside the territory or not given; those who objected are not counted).",
+            ),
         }
     }
 
@@ -266,6 +275,11 @@ impl StatTable {
             dim("source", "Source", "Source"),
             dim("category", "Catégorie", "Category"),
         ];
+        const RESIDENTS: &[Dimension] = &[dim(
+            "commune",
+            "Commune (code INSEE)",
+            "Commune (INSEE code)",
+        )];
         match self {
             StatTable::Consents => CONSENTS,
             StatTable::Accesses => ACCESSES,
@@ -274,6 +288,7 @@ impl StatTable {
             StatTable::Mandates => MANDATES,
             StatTable::Rights => RIGHTS,
             StatTable::Deposits => DEPOSITS,
+            StatTable::Residents => RESIDENTS,
         }
     }
 
@@ -287,7 +302,7 @@ impl StatTable {
             StatTable::Accesses | StatTable::Mandates | StatTable::Deposits => 4,
             StatTable::Refusals => 2,
             StatTable::Rights => 2,
-            StatTable::Extracts => 1,
+            StatTable::Extracts | StatTable::Residents => 1,
         }
     }
 }
@@ -307,6 +322,13 @@ pub enum Published {
 
 /// INSEE's mark of a cell withheld by secondary suppression.
 pub const SECRET_MARK: &str = "s";
+
+/// The value of a dimension outside the public domain (a purpose no
+/// longer in the register, a reason that is not a refusal code, a commune
+/// outside the territory…): such cells are merged into one, always
+/// published, so that nothing is published about a value because someone
+/// was counted in it, and no text from a request reaches a release.
+pub const OTHER: &str = "autre";
 
 impl Published {
     pub fn text(self) -> String {

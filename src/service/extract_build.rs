@@ -14,12 +14,13 @@ use crate::AppState;
 use crate::audit::AuditRecord;
 use crate::domain::category::FieldType;
 use crate::domain::extract::{
-    Cell, CsvRows, ExtractKind, ExtractState, MIN_CELL, generalise, suppress, text_of,
+    Cell, CsvRows, ExtractKind, ExtractState, MIN_CELL, generalise, text_of,
 };
+use crate::domain::stats::{OTHER, Published, protect};
 use crate::domain::{ExtractId, Timestamp};
 use crate::service::extracts::{
     ExtractSpec, FILE_RETENTION_SECS, PAGE, PARTNER_EPSILON_BUDGET, audit, field_type, file_path,
-    group_key, passes_filters, still_recipient,
+    group_domain, group_key, passes_filters, still_recipient,
 };
 
 /// The refusal of a build that is not this one's to make.
@@ -153,46 +154,37 @@ async fn build_inner(
         header.extend(spec.fields.iter().cloned());
         write(&csv.row(&header).map_err(|e| e.to_string())?)?;
     }
-    let mut cells: BTreeMap<Vec<String>, Cell> = BTreeMap::new();
-    // Differencing (issue 27): the partner's earlier aggregates of this
-    // purpose are tabulated jointly with this one over the same residents,
-    // so that no pair of releases isolates fewer than 11 people.
-    let earlier: Vec<(String, ExtractSpec)> = if records {
-        Vec::new()
-    } else {
-        state
-            .store
-            .extracts_of_partner(&partner.id)
-            .await
-            .map_err(s)?
-            .into_iter()
-            .filter(|e| {
-                e.id != row.id
-                    && e.purpose == row.purpose
-                    && e.kind == ExtractKind::Aggregate
-                    // Those being built too: two approved close together
-                    // would otherwise each miss the other.
-                    && matches!(
-                        e.state,
-                        ExtractState::Approved
-                            | ExtractState::Building
-                            | ExtractState::Ready
-                            | ExtractState::Downloaded
-                            | ExtractState::Expired
-                    )
-            })
-            .filter_map(|e| Some((e.id.to_string(), serde_json::from_str(&e.spec).ok()?)))
-            .collect()
-    };
-    let mut joints: Vec<crate::domain::extract::Joint> = vec![Default::default(); earlier.len()];
-    let mut read_categories = spec.categories.clone();
-    for (_, e) in &earlier {
-        for c in &e.categories {
-            if !read_categories.contains(c) {
-                read_categories.push(c.clone());
-            }
+    // An aggregate is published over its public domain: every cell of the
+    // product of its group-by fields' declared values, each with `autre`
+    // (a value outside them, or none), with its noise even when nobody is
+    // in it, so that no cell exists because someone was counted in it.
+    let mut domains: Vec<Vec<String>> = Vec::new();
+    if !records {
+        for g in &spec.group_by {
+            let mut values = group_domain(state, g)
+                .ok_or_else(|| format!("undeclared_group_by: {g} declares no values"))?;
+            values.push(OTHER.to_string());
+            domains.push(values);
         }
     }
+    let mut cells: BTreeMap<Vec<String>, Cell> = BTreeMap::new();
+    if !records {
+        let mut keys: Vec<Vec<String>> = vec![Vec::new()];
+        for values in &domains {
+            keys = keys
+                .into_iter()
+                .flat_map(|k| {
+                    values.iter().map(move |v| {
+                        let mut k = k.clone();
+                        k.push(v.clone());
+                        k
+                    })
+                })
+                .collect();
+        }
+        cells = keys.into_iter().map(|k| (k, Cell::default())).collect();
+    }
+    let read_categories = spec.categories.clone();
     let mut cohort: i64 = 0;
     let mut seen: i64 = 0;
     let mut after = String::new();
@@ -212,7 +204,6 @@ async fn build_inner(
             (f.as_str(), range)
         })
         .collect();
-    let noisy = spec.epsilon.is_some();
     loop {
         let page = state
             .store
@@ -277,14 +268,17 @@ async fn build_inner(
                 }
                 write(&csv.row(&line).map_err(|e| e.to_string())?)?;
             } else {
-                let key = group_key(&spec, &value);
-                for ((_, e), joint) in earlier.iter().zip(joints.iter_mut()) {
-                    if passes_filters(e, &value) {
-                        *joint
-                            .entry((group_key(e, &value), key.clone()))
-                            .or_default() += 1;
-                    }
-                }
+                let key: Vec<String> = group_key(&spec, &value)
+                    .into_iter()
+                    .zip(&domains)
+                    .map(|(v, values)| {
+                        if values.contains(&v) {
+                            v
+                        } else {
+                            OTHER.to_string()
+                        }
+                    })
+                    .collect();
                 // The cell-key method: each contribution adds a keyed
                 // digest of who (and what) it is to its cell's key.
                 // Fails closed: a digest that did not parse must not
@@ -295,14 +289,11 @@ async fn build_inner(
                         .and_then(|x| u128::from_str_radix(x, 16).ok())
                         .ok_or_else(|| "noise_failed: record digest".to_string())
                 };
-                // Without noise there are no keys to keep.
                 let cell = cells.entry(key).or_default();
                 cell.count += 1;
-                if noisy {
-                    cell.key = cell
-                        .key
-                        .wrapping_add(record_key("dp-record", resident.as_str().as_bytes())?);
-                }
+                cell.key = cell
+                    .key
+                    .wrapping_add(record_key("dp-record", resident.as_str().as_bytes())?);
                 for f in &spec.fields {
                     if let Some(n) = value(f).and_then(|v| v.as_f64()) {
                         // Within the field's declared range, as the noise's
@@ -313,14 +304,12 @@ async fn build_inner(
                             None => n,
                         };
                         *cell.sums.entry(f.clone()).or_default() += n;
-                        if noisy {
-                            let k = record_key(
-                                "dp-record-value",
-                                format!("{}\n{f}\n{n}", resident.as_str()).as_bytes(),
-                            )?;
-                            let slot = cell.sum_keys.entry(f.clone()).or_default();
-                            *slot = slot.wrapping_add(k);
-                        }
+                        let k = record_key(
+                            "dp-record-value",
+                            format!("{}\n{f}\n{n}", resident.as_str()).as_bytes(),
+                        )?;
+                        let slot = cell.sum_keys.entry(f.clone()).or_default();
+                        *slot = slot.wrapping_add(k);
                     }
                 }
             }
@@ -379,111 +368,105 @@ async fn build_inner(
     let mut suppression = json!(null);
     let mut noise = json!(null);
     if !records {
-        if (cohort as u64) < MIN_CELL {
-            return Err(format!("cohort_too_small: fewer than {MIN_CELL} residents"));
-        }
-        let hidden = suppress(&cells);
-        let new_size: BTreeMap<Vec<String>, u64> =
-            cells.iter().map(|(k, c)| (k.clone(), c.count)).collect();
-        for ((earlier_id, _), joint) in earlier.iter().zip(joints.iter()) {
-            let mut earlier_cells: BTreeMap<Vec<String>, Cell> = BTreeMap::new();
-            for ((e, _), n) in joint {
-                earlier_cells.entry(e.clone()).or_default().count += n;
-            }
-            let earlier_hidden = suppress(&earlier_cells);
-            // The reason the partner reads names no cell: which
-            // combination is small is itself something to keep.
-            if crate::domain::extract::differencing_risk(
-                joint,
-                &earlier_hidden,
-                &new_size,
-                &hidden,
-                MIN_CELL,
-            )
-            .is_some()
-            {
-                return Err(format!(
-                    "differencing_risk: combined with extract {earlier_id}, its cells would isolate fewer than {MIN_CELL} residents"
-                ));
-            }
-        }
+        // Every aggregate is noisy (its ε charged at approval): an older
+        // request stored without one is not built.
+        let epsilon = spec
+            .epsilon
+            .ok_or_else(|| "noise_failed: an aggregate without ε".to_string())?;
         let dp = |e: crate::crypto::dp::DpError| format!("noise_failed: {e}");
         let mut header = spec.group_by.clone();
         header.push("count".into());
         header.extend(spec.fields.iter().map(|f| format!("sum({f})")));
         write(&csv.row(&header).map_err(|e| e.to_string())?)?;
-        // With sums, ε is split between the counts and each sum: each is
-        // released with OpenDP's exact discrete Laplace noise of scale
-        // (its sensitivity × shares) / ε (crypto::dp).
+        // ε is split between the counts and each sum: each is released
+        // with OpenDP's exact discrete Laplace noise of scale (its
+        // sensitivity × shares) / ε (crypto::dp).
         let shares = 1 + spec.fields.len() as u64;
-        let count_scale = spec
-            .epsilon
-            .map(|e| crate::crypto::dp::laplace_scale(shares, e))
-            .transpose()
-            .map_err(dp)?;
-        for (key, cell) in cells.iter().filter(|(k, _)| !hidden.contains(*k)) {
-            let mut line = key.clone();
-            // Cell-key stability (Eurostat's cell-key method): the noise of
-            // a cell is keyed by its contents, measure and scale. The same
-            // residents (and values) asked again, by any request, get the
-            // noise drawn the first time, so repeated requests cannot be
-            // averaged out; one resident more or less is another key, so
-            // two releases on changed data never subtract to an exact
-            // difference. (Each request is still charged its ε.)
-            let cell_of = |measure: &str, contents: u128, scale: &dashu::rational::RBig| json!({"measure": measure, "contents": format!("{contents:032x}"), "scale": scale.to_string()});
-            let draw = crate::service::noise::stable_noise;
-            match &count_scale {
-                Some(scale) => {
-                    let exact = i64::try_from(cell.count).unwrap_or(i64::MAX);
-                    let noise =
-                        draw(state, &keys, cell_of("count", cell.key, scale), scale, now).await?;
-                    let noisy = exact.saturating_add(noise).max(0);
-                    // Post-processing: a count the noise took under the
-                    // threshold is published as such, not as a number.
-                    line.push(if noisy < MIN_CELL as i64 {
-                        crate::domain::extract::small_mark()
-                    } else {
-                        noisy.to_string()
-                    });
-                }
-                None => line.push(cell.count.to_string()),
-            }
+        let count_scale = crate::crypto::dp::laplace_scale(shares, epsilon).map_err(dp)?;
+        // Cell-key stability (Eurostat's cell-key method): the noise of a
+        // cell is keyed by the cell, its contents, measure and scale. The
+        // same residents (and values) asked again, by any request, get the
+        // noise drawn the first time, so repeated requests cannot be
+        // averaged out; one resident more or less is another key, so two
+        // releases on changed data never subtract to an exact difference.
+        // (Each request is still charged its ε.)
+        let cell_of = |key: &Vec<String>,
+                       measure: &str,
+                       contents: u128,
+                       scale: &dashu::rational::RBig| {
+            json!({"cell": key, "measure": measure, "contents": format!("{contents:032x}"), "scale": scale.to_string()})
+        };
+        let draw = crate::service::noise::stable_noise;
+        let mut noisy_counts: BTreeMap<Vec<String>, i64> = BTreeMap::new();
+        let mut noisy_sums: BTreeMap<(Vec<String>, String), i64> = BTreeMap::new();
+        for (key, cell) in &cells {
+            let exact = i64::try_from(cell.count).unwrap_or(i64::MAX);
+            let noise = draw(
+                state,
+                &keys,
+                cell_of(key, "count", cell.key, &count_scale),
+                &count_scale,
+                now,
+            )
+            .await?;
+            noisy_counts.insert(key.clone(), exact.saturating_add(noise));
             for f in &spec.fields {
+                // A field that is no longer an integer with a range has
+                // no known sensitivity: no release.
+                let Some((min, max)) = ranges.get(f.as_str()).copied().flatten() else {
+                    return Err(format!("noise_failed: {f} has no integer range"));
+                };
+                let bound = min.unsigned_abs().max(max.unsigned_abs());
+                let sensitivity = shares
+                    .checked_mul(bound)
+                    .ok_or_else(|| format!("noise_failed: {f}'s range is too wide"))?;
+                let scale = crate::crypto::dp::laplace_scale(sensitivity, epsilon).map_err(dp)?;
                 let sum = cell.sums.get(f).copied().unwrap_or(0.0);
-                match spec.epsilon {
-                    Some(e) => {
-                        // A field that is no longer an integer with a
-                        // range has no known sensitivity: no release.
-                        let Some((min, max)) = ranges.get(f.as_str()).copied().flatten() else {
-                            return Err(format!("noise_failed: {f} has no integer range"));
-                        };
-                        let bound = min.unsigned_abs().max(max.unsigned_abs());
-                        let sensitivity = shares
-                            .checked_mul(bound)
-                            .ok_or_else(|| format!("noise_failed: {f}'s range is too wide"))?;
-                        let scale = crate::crypto::dp::laplace_scale(sensitivity, e).map_err(dp)?;
-                        let contents = cell.sum_keys.get(f).copied().unwrap_or(0);
-                        let noise =
-                            draw(state, &keys, cell_of(f, contents, &scale), &scale, now).await?;
-                        let noisy = (sum.round() as i64).saturating_add(noise);
-                        line.push(noisy.to_string());
-                    }
-                    None => line.push(format!("{sum}")),
-                }
+                let contents = cell.sum_keys.get(f).copied().unwrap_or(0);
+                let noise =
+                    draw(state, &keys, cell_of(key, f, contents, &scale), &scale, now).await?;
+                noisy_sums.insert(
+                    (key.clone(), f.clone()),
+                    (sum.round() as i64).saturating_add(noise),
+                );
+            }
+        }
+        // The one post-processing of every aggregate number (as the open
+        // statistics'): non-negative counts, "< 11" under the threshold,
+        // secondary suppression on the noisy values, a total that is the
+        // sum of the cells. A cell not published as a count has its sums
+        // withheld with the same mark.
+        let protected = protect(&noisy_counts);
+        for (key, published) in &protected.cells {
+            let mut line = key.clone();
+            line.push(published.text());
+            for f in &spec.fields {
+                line.push(match published {
+                    Published::Count(_) => noisy_sums
+                        .get(&(key.clone(), f.clone()))
+                        .copied()
+                        .unwrap_or(0)
+                        .to_string(),
+                    other => other.text(),
+                });
             }
             write(&csv.row(&line).map_err(|e| e.to_string())?)?;
         }
-        suppression = json!({"min_cell": MIN_CELL, "suppressed": !hidden.is_empty(), "rule": "primary below the threshold; secondary so that no hidden cell is alone or all-ones"});
-        if let Some(e) = spec.epsilon {
-            noise = json!({
-                "mechanism": "discrete_laplace",
-                "library": "OpenDP (CKS20 exact sampler; random bits from OpenSSL RAND_bytes)",
-                "epsilon": e,
-                "split": "equally between the counts and each sum",
-                "small_counts": format!("a noisy count under {MIN_CELL} is published as \"< {MIN_CELL}\""),
-                "partner_budget": PARTNER_EPSILON_BUDGET
-            });
-        }
+        suppression = json!({
+            "min_cell": MIN_CELL,
+            "suppressed": protected.cells.iter().any(|(_, p)| !matches!(p, Published::Count(_))),
+            "rule": "after noise: a count under 11 is published as \"< 11\"; secondary suppression (\"s\") so that no such cell is recoverable from the total; a cell's sums are withheld with its count",
+            "cells": protected.cells.len(),
+            "total": protected.total,
+        });
+        noise = json!({
+            "mechanism": "discrete_laplace",
+            "library": "OpenDP (CKS20 exact sampler; random bits from OpenSSL RAND_bytes)",
+            "epsilon": epsilon,
+            "split": "equally between the counts and each sum",
+            "domain": "every combination of the group-by fields' declared values, each with \"autre\", published even when empty",
+            "partner_budget": PARTNER_EPSILON_BUDGET
+        });
     }
     out.finish()
         .and_then(|mut w| w.flush().map(|_| ()))

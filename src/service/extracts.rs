@@ -32,6 +32,14 @@ pub const FILE_RETENTION_SECS: i64 = 7 * 86_400;
 /// Total ε a partner may spend on noisy aggregates.
 pub const PARTNER_EPSILON_BUDGET: f64 = 5.0;
 pub(crate) const PAGE: i64 = 500;
+/// ε of an aggregate that names none: every aggregate is noisy, and
+/// charged.
+pub const DEFAULT_AGGREGATE_EPSILON: f64 = 1.0;
+/// The most cells an aggregate's public domain may hold (each is published,
+/// with its noise, even when nobody is in it).
+pub const MAX_AGGREGATE_CELLS: usize = 5_000;
+/// The widest integer range a group-by field may have.
+const MAX_INTEGER_VALUES: i64 = 200;
 
 /// What a partner asks for.
 #[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
@@ -51,8 +59,8 @@ pub struct ExtractRequest {
     pub filters: Option<BTreeMap<String, String>>,
     /// Records: birthdate → year, exact address dropped (default true).
     pub generalise: Option<bool>,
-    /// Aggregates: Laplace noise with this ε (0 < ε ≤ 2), from the
-    /// partner's budget.
+    /// Aggregates: discrete Laplace noise with this ε (0.01 ≤ ε ≤ 2,
+    /// default 1), from the partner's budget.
     pub epsilon: Option<f64>,
 }
 
@@ -171,6 +179,30 @@ pub(crate) fn group_key(spec: &ExtractSpec, value: &impl Fn(&str) -> Option<Valu
         .collect()
 }
 
+/// The public domain of a group-by field: the values its type declares, in
+/// order (an enum's values; `true`, `false`; a bounded integer's range of at
+/// most 200 values; the territory's communes). `None` when its type declares
+/// none: a value typed by a resident must never name a cell.
+pub(crate) fn group_domain(state: &AppState, name: &str) -> Option<Vec<String>> {
+    let (c, f) = name.split_once('.')?;
+    match field_type(state, c, f)? {
+        FieldType::Enum { values } => Some(values.clone()),
+        FieldType::Boolean => Some(vec!["true".into(), "false".into()]),
+        FieldType::Integer { min, max } if max.saturating_sub(*min) < MAX_INTEGER_VALUES => {
+            Some((*min..=*max).map(|n| n.to_string()).collect())
+        }
+        FieldType::InseeCode => Some(
+            state
+                .territory
+                .communes()
+                .iter()
+                .map(|c| c.insee.clone())
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
 /// Splits `category.field`, checking both exist and the category is asked.
 pub(crate) fn field_of<'a>(
     state: &AppState,
@@ -287,6 +319,17 @@ pub async fn request(
                 return Err(AppError::from(ErrorCode::NotSummable));
             }
         }
+        // Every cell of the product of the fields' domains (each with its
+        // `autre`) is published.
+        let mut cells: usize = 1;
+        for g in &group_by {
+            let values = group_domain(state, g)
+                .ok_or_else(|| AppError::from(ErrorCode::UndeclaredGroupBy))?;
+            cells = cells.saturating_mul(values.len() + 1);
+            if cells > MAX_AGGREGATE_CELLS {
+                return Err(ErrorCode::UndeclaredGroupBy.into());
+            }
+        }
     } else if !group_by.is_empty() || req.epsilon.is_some() {
         return Err(AppError::from(ErrorCode::InvalidForRecords));
     }
@@ -300,13 +343,17 @@ pub async fn request(
     {
         return Err(ErrorCode::InvalidEpsilon.into());
     }
+    let epsilon = match kind {
+        "aggregate" => Some(req.epsilon.unwrap_or(DEFAULT_AGGREGATE_EPSILON)),
+        _ => None,
+    };
     let spec = ExtractSpec {
         categories: req.categories,
         fields,
         group_by,
         filters,
         generalise,
-        epsilon: req.epsilon,
+        epsilon,
     };
     let row = ExtractRow {
         id: ExtractId::from_uuid(uuid::Uuid::new_v4()),

@@ -34,6 +34,9 @@ pub struct AppInner {
     pub sources: Arc<domain::source::Sources>,
     /// Where the register was read and the hash of its files.
     pub register_source: RegisterSource,
+    /// The territory's communes (`policies/territory.toml`): the public
+    /// domain of counts by commune.
+    pub territory: Arc<domain::territory::Territory>,
     /// The démarches of mandates and the categories each reaches
     /// (`policies/demarches.toml`).
     pub demarches: Arc<domain::mandate::Demarches>,
@@ -114,6 +117,15 @@ impl AppState {
             domain::mandate::Demarches::parse(&demarches_text, &categories)
                 .map_err(|e| format!("{demarches_file} {e}"))?,
         );
+        let (territory_text, territory_file) = policy_text(
+            &config.policies_dir,
+            "territory.toml",
+            domain::territory::BUILTIN_TERRITORY,
+        )?;
+        let territory = Arc::new(
+            domain::territory::Territory::parse(&territory_text)
+                .map_err(|e| format!("{territory_file} {e}"))?,
+        );
         let (model_text, model_file) = policy_text(
             &config.policies_dir,
             "model.conf",
@@ -131,7 +143,7 @@ impl AppState {
         );
         // Which register this process applies, for the operator (log), the
         // DPO (their page) and monitoring (`/readyz`): where it was read
-        // and a hash of all six files as read.
+        // and a hash of all seven files as read.
         let register_source = {
             let mut h = ring::digest::Context::new(&ring::digest::SHA256);
             for text in [
@@ -139,6 +151,7 @@ impl AppState {
                 &sources_text,
                 &categories_text,
                 &demarches_text,
+                &territory_text,
                 &model_text,
                 &policy_csv,
             ] {
@@ -218,6 +231,7 @@ impl AppState {
                 sources,
                 register_source,
                 demarches,
+                territory,
                 policy,
                 audit,
                 deposit_writer,

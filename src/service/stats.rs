@@ -21,7 +21,7 @@ use crate::domain::Timestamp;
 use crate::domain::access::Denial;
 use crate::domain::extract::{CsvRows, ExtractKind, MIN_CELL};
 use crate::domain::rights::RightsRequestKind;
-use crate::domain::stats::{Period, ProtectedTable, StatTable, protect};
+use crate::domain::stats::{OTHER, Period, ProtectedTable, StatTable, protect};
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::storage::{PublishOutcome, StatCount, StatsReleaseRow};
 
@@ -34,12 +34,6 @@ use crate::storage::{PublishOutcome, StatCount, StatsReleaseRow};
 const LICENSE_URL: &str = "https://www.etalab.gouv.fr/licence-ouverte-open-licence/";
 const LIBRARY: &str = "OpenDP 0.14 (exact discrete Laplace sampler of Canonne, Kamath and Steinke; random bits from OpenSSL RAND_bytes)";
 
-/// The value of a dimension outside the public domain (a purpose no
-/// longer in the register, a reason that is not a refusal code, a role's
-/// démarche…): such cells are merged into one, always published, so that
-/// nothing is published about a value because someone was counted in it,
-/// and no text from a request reaches a release.
-const OTHER: &str = "autre";
 /// A read that named no purpose.
 const NONE: &str = "aucune";
 
@@ -165,7 +159,7 @@ pub async fn publish(
     }
     let vault = state.vault()?;
     let keys = vault.keys().current();
-    let built = build(state, &keys, period, now).await?;
+    let built = build(state, &vault, &keys, period, now).await?;
     let sha256 = crate::crypto::sha256_hex(&built.datapackage);
     // The hash is in the log before the release exists: a release cannot
     // be rewritten, or published, unseen.
@@ -330,10 +324,75 @@ async fn from_log(
     ))
 }
 
+/// Residents in the commons by commune: each active resident who has not
+/// objected to the statistics purpose (nor restricted processing) is read,
+/// their `contact` record's `commune_insee` only, under
+/// `statistiques-publiques` (public task), in pages whose reads are written
+/// to the audit log before the page is counted, as an extract's are. Each
+/// resident is in one cell: a commune of the territory, or `autre` (outside
+/// it, or no commune given). Read as held at `now`: records are current
+/// values, not a month's history.
+async fn residents_by_commune(
+    state: &AppState,
+    vault: &crate::service::vault::Vault,
+    period: Period,
+    now: Timestamp,
+) -> AppResult<Exact> {
+    let purpose = state
+        .register
+        .get(crate::domain::access::STATISTICS_PURPOSE)
+        .ok_or_else(|| AppError::from(ErrorCode::UnknownPurpose))?;
+    let categories = vec!["contact".to_string()];
+    let mut by_commune = Exact::new();
+    let mut after = String::new();
+    loop {
+        let page = state
+            .store
+            .cohort_page(
+                &purpose.id,
+                false,
+                &purpose.notice_version,
+                now,
+                &after,
+                crate::service::extracts::PAGE,
+            )
+            .await?;
+        let Some((last, _)) = page.last() else { break };
+        after = last.to_string();
+        let residents: Vec<crate::domain::ResidentId> = page.into_iter().map(|(r, _)| r).collect();
+        // Recorded before the page is opened: a read that could not be
+        // logged does not happen.
+        futures_util::future::try_join_all(residents.iter().map(|r| {
+            state.audit.record(
+                AuditRecord::new("stats", "system", "stats.count", state.clock.now())
+                    .resident(r.as_str())
+                    .category("contact")
+                    .purpose(&purpose.id)
+                    .legal_basis(purpose.legal_basis.as_str())
+                    .allow(&format!("release:{period}")),
+            )
+        }))
+        .await?;
+        let opened = vault.read_page(&residents, &categories).await?;
+        for r in &residents {
+            let commune = opened
+                .get(r)
+                .and_then(|records| records.iter().find(|x| x.category == "contact"))
+                .and_then(|x| x.fields.get("commune_insee"))
+                .and_then(Value::as_str)
+                .unwrap_or(OTHER);
+            *by_commune.entry(vec![commune.to_string()]).or_insert(0) += 1;
+        }
+    }
+    Ok(by_commune)
+}
+
 async fn exact_tables(
     state: &AppState,
+    vault: &crate::service::vault::Vault,
     period: Period,
     consent_purposes: &[String],
+    now: Timestamp,
 ) -> AppResult<Vec<(StatTable, Exact)>> {
     let (start, end) = (period.start(), period.end());
     let store = &state.store;
@@ -442,6 +501,17 @@ async fn exact_tables(
         true,
     );
 
+    let residents = confine(
+        residents_by_commune(state, vault, period, now).await?,
+        state
+            .territory
+            .communes()
+            .iter()
+            .map(|c| v(&[c.insee.as_str()])),
+        1,
+        true,
+    );
+
     Ok(vec![
         (StatTable::Consents, consents),
         (StatTable::Accesses, accesses),
@@ -450,11 +520,13 @@ async fn exact_tables(
         (StatTable::Mandates, mandates),
         (StatTable::Rights, rights),
         (StatTable::Deposits, deposits),
+        (StatTable::Residents, residents),
     ])
 }
 
 async fn build(
     state: &AppState,
+    vault: &crate::service::vault::Vault,
     keys: &KeySet,
     period: Period,
     now: Timestamp,
@@ -467,7 +539,7 @@ async fn build(
         .filter(|p| p.legal_basis.needs_consent())
         .map(|p| p.id.to_string())
         .collect();
-    let exact = exact_tables(state, period, &consent_purposes).await?;
+    let exact = exact_tables(state, vault, period, &consent_purposes, now).await?;
     let table_epsilon = state.config.stats_release_epsilon / exact.len() as f64;
     let noise_failed = |e: String| {
         tracing::error!(error = %e, "statistics noise failed");
@@ -512,7 +584,7 @@ async fn build(
         "name": format!("coffre-statistiques-{id}"),
         "id": release_url(state, &id),
         "title": format!("Statistiques ouvertes du coffre de données, {id}"),
-        "description": "Consentements, lectures, refus, extractions, mandats, demandes de droits et dépôts du coffre de données personnelles de l'agglomération, pour un mois. Chaque nombre est protégé par un bruit de confidentialité différentielle ; un nombre inférieur à 11 après bruit est publié « < 11 », et une case retirée pour qu'aucune petite case ne se déduise du total est publiée « s ».",
+        "description": "Consentements, lectures, refus, extractions, mandats, demandes de droits, dépôts et usagers par commune du coffre de données personnelles de l'agglomération, pour un mois. Chaque nombre est protégé par un bruit de confidentialité différentielle ; un nombre inférieur à 11 après bruit est publié « < 11 », et une case retirée pour qu'aucune petite case ne se déduise du total est publiée « s ».",
         "version": id,
         // The month's end, not the time of the build: two processes
         // building the same month produce the same bytes, so the same hash.
@@ -716,8 +788,8 @@ pub async fn catalog(state: &AppState) -> AppResult<Value> {
                 {"@value": format!("Open statistics of the data vault, {}", r.period), "@language": "en"}
             ],
             "dct:description": [
-                {"@value": "Consentements, lectures, refus, extractions, mandats, demandes de droits et dépôts, protégés par confidentialité différentielle (OpenDP).", "@language": "fr"},
-                {"@value": "Consents, reads, refusals, extracts, mandates, rights requests and deposits, protected by differential privacy (OpenDP).", "@language": "en"}
+                {"@value": "Consentements, lectures, refus, extractions, mandats, demandes de droits, dépôts et usagers par commune, protégés par confidentialité différentielle (OpenDP).", "@language": "fr"},
+                {"@value": "Consents, reads, refusals, extracts, mandates, rights requests, deposits and residents by commune, protected by differential privacy (OpenDP).", "@language": "en"}
             ],
             "dct:issued": {"@value": iso(r.published_at), "@type": "xsd:dateTime"},
             "dct:temporal": {

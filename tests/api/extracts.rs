@@ -108,12 +108,22 @@ async fn noise_rows(app: &TestApp) -> i64 {
 
 /// An extract's file, decrypted (`age` is installed by `.ci/run`).
 async fn file_of(app: &TestApp, token: &str, v: &serde_json::Value) -> String {
+    file_of_partner(app, token, v, coffre::demo::PARTNERS[1].age_identity).await
+}
+
+/// The same, for the partner holding `identity`.
+async fn file_of_partner(
+    app: &TestApp,
+    token: &str,
+    v: &serde_json::Value,
+    identity: &str,
+) -> String {
     let path = format!(
         "/api/v1/partner/extracts/{}/file",
         v["id"].as_str().unwrap()
     );
     let res = partner(app, token, Method::GET, &path, None).await;
-    age_decrypt(app, coffre::demo::PARTNERS[1].age_identity, &res.body).unwrap()
+    age_decrypt(app, identity, &res.body).unwrap()
 }
 
 /// Decrypts with the `age` command-line tool (Debian's), as a partner would.
@@ -236,6 +246,13 @@ async fn requests_are_checked_and_the_dpo_decides() {
         ask(serde_json::json!({"purpose": "etude-mobilite", "kind": "records", "categories": ["housing"], "fields": ["housing.nope"]})).await.assert_error(422, "unknown_field");
         ask(serde_json::json!({"purpose": "etude-mobilite", "kind": "aggregate", "categories": ["housing"]})).await.assert_error(422, "group_by_required");
         ask(serde_json::json!({"purpose": "etude-mobilite", "kind": "aggregate", "categories": ["housing"], "group_by": ["housing.tenure"], "epsilon": 9})).await.assert_error(422, "invalid_epsilon");
+        // A group-by field whose values are not declared (a postal code, a
+        // range of 1,996 surfaces) would let a typed value name a cell.
+        for g in ["housing.postal_code", "housing.surface_m2"] {
+            ask(serde_json::json!({"purpose": "etude-mobilite", "kind": "aggregate", "categories": ["housing"], "group_by": [g]})).await.assert_error(422, "undeclared_group_by");
+        }
+        // Nor too many cells: 31 sizes × 31 sizes × 6 tenures.
+        ask(serde_json::json!({"purpose": "etude-mobilite", "kind": "aggregate", "categories": ["housing", "household"], "group_by": ["household.size", "household.size", "housing.tenure"]})).await.assert_error(422, "undeclared_group_by");
 
         let res = ask(serde_json::json!({"purpose": "etude-mobilite", "kind": "records", "categories": ["housing"]})).await;
         let id = res.json()["id"].as_str().unwrap().to_string();
@@ -285,52 +302,59 @@ async fn aggregates_hide_small_cells_and_residents_without_a_covering_consent_st
             vault.write(&crate::support::resident_id(&id), &housing, &serde_json::json!({"tenure": tenure, "surface_m2": 50 + i}), app.clock.now()).await.unwrap();
         }
         let token = renov(&app).await;
-        let v = built(&app, &token, serde_json::json!({"purpose": "renovation-energetique", "kind": "aggregate", "categories": ["housing"], "group_by": ["housing.tenure"], "fields": ["housing.surface_m2"]})).await;
+        let ask = serde_json::json!({"purpose": "renovation-energetique", "kind": "aggregate", "categories": ["housing"], "group_by": ["housing.tenure"], "fields": ["housing.surface_m2"]});
+        // No ε named: noisy all the same (ε 1, charged). OpenDP's discrete
+        // noise, over the public domain (the five declared tenures and
+        // `autre`, each published even when empty), then the statistics'
+        // post-processing.
+        let v = built(&app, &token, ask.clone()).await;
         assert_eq!(v["state"], "ready", "{v}");
-        // The exact cohort (17) would give the hidden cells' total (4).
+        // The exact cohort (17) is never shown beside noisy cells.
         assert_eq!(v["manifest"]["cohort_size"], serde_json::Value::Null, "{v}");
-        assert_eq!(v["manifest"]["suppression"]["suppressed"], true);
-        let res = partner(&app, &token, Method::GET, &format!("/api/v1/partner/extracts/{}/file", v["id"].as_str().unwrap()), None).await;
-        let Some(csv) = age_decrypt(&app, coffre::demo::PARTNERS[1].age_identity, &res.body) else { return };
-        let rows: Vec<Vec<String>> = csv.lines().skip(1).map(|l| l.split(',').map(str::to_string).collect()).collect();
-        // Social tenants: 12 new + Awa = 13, published; owners (2 + JP = 3)
-        // and tenants (Lucie) are hidden, and neither alone.
-        assert_eq!(rows.len(), 1, "{csv}");
-        assert_eq!(rows[0][0], "social_tenant");
-        assert_eq!(rows[0][1], "13");
-        for r in &rows {
-            assert!(r[1].parse::<u64>().unwrap() >= 11);
-        }
-
-        // With ε: OpenDP's discrete noise, whole numbers only, a count
-        // the noise took under 11 published as "< 11", the mechanism said.
-        let v = built(&app, &token, serde_json::json!({"purpose": "renovation-energetique", "kind": "aggregate", "categories": ["housing"], "group_by": ["housing.tenure"], "fields": ["housing.surface_m2"], "epsilon": 1.0})).await;
-        assert_eq!(v["state"], "ready", "{v}");
         assert_eq!(v["manifest"]["noise"]["mechanism"], "discrete_laplace", "{v}");
+        assert_eq!(v["manifest"]["noise"]["epsilon"], 1.0, "{v}");
         assert!(v["manifest"]["noise"]["library"].as_str().unwrap().contains("OpenDP"));
-        let res = partner(&app, &token, Method::GET, &format!("/api/v1/partner/extracts/{}/file", v["id"].as_str().unwrap()), None).await;
-        if let Some(csv) = age_decrypt(&app, coffre::demo::PARTNERS[1].age_identity, &res.body) {
-            let rows: Vec<Vec<String>> = csv.lines().skip(1).map(|l| l.split(',').map(str::to_string).collect()).collect();
-            assert_eq!(rows.len(), 1, "{csv}");
-            let count = &rows[0][1];
-            assert!(count == "< 11" || count.parse::<u64>().is_ok_and(|n| n >= 11), "{csv}");
-            assert!(rows[0][2].parse::<i64>().is_ok(), "a whole sum: {csv}");
+        let first = file_of(&app, &token, &v).await;
+        let rows: Vec<Vec<String>> = first.lines().skip(1).map(|l| l.split(',').map(str::to_string).collect()).collect();
+        let keys: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
+        assert_eq!(keys, ["autre", "hosted", "other", "owner", "social_tenant", "tenant"], "{first}");
+        let mut published = 0;
+        let mut withheld = 0;
+        for r in &rows {
+            match r[1].parse::<u64>() {
+                Ok(n) => {
+                    assert!(n >= 11, "{first}");
+                    assert!(r[2].parse::<i64>().is_ok(), "a whole sum: {first}");
+                    published += n;
+                }
+                Err(_) => {
+                    assert!(r[1] == "< 11" || r[1] == "s", "{first}");
+                    assert_eq!(r[2], r[1], "a withheld cell's sum is withheld: {first}");
+                    withheld += 1;
+                }
+            }
         }
+        assert_ne!(withheld, 1, "a lone withheld cell is the total minus the rest: {first}");
+        // The total is the sum of every noisy cell, withheld ones included.
+        let total = v["manifest"]["suppression"]["total"].as_u64().unwrap();
+        assert!(total >= published, "{v}");
+        assert_eq!(withheld == 0, total == published, "{v}");
         // The cell-key method: asked again on the same residents, the same
         // noise (charged again all the same); one resident more, other
         // contents, other noise drawn.
-        assert_eq!(noise_rows(&app).await, 2, "one count and one sum");
-        let first = file_of(&app, &token, &v).await;
-        let again = built(&app, &token, serde_json::json!({"purpose": "renovation-energetique", "kind": "aggregate", "categories": ["housing"], "group_by": ["housing.tenure"], "fields": ["housing.surface_m2"], "epsilon": 1.0})).await;
+        assert_eq!(noise_rows(&app).await, 12, "a count and a sum for each of six cells");
+        let mut explicit = ask.clone();
+        explicit["epsilon"] = serde_json::json!(1.0);
+        let again = built(&app, &token, explicit.clone()).await;
         assert_eq!(again["state"], "ready", "{again}");
         assert_eq!(file_of(&app, &token, &again).await, first);
-        assert_eq!(noise_rows(&app).await, 2);
+        assert_eq!(noise_rows(&app).await, 12);
         let id = "00000000-0000-4000-8000-000000000099";
         app.store.insert_resident(&crate::support::resident_id(id), app.clock.now()).await.unwrap();
         vault.write(&crate::support::resident_id(id), &housing, &serde_json::json!({"tenure": "social_tenant", "surface_m2": 70}), app.clock.now()).await.unwrap();
-        let third = built(&app, &token, serde_json::json!({"purpose": "renovation-energetique", "kind": "aggregate", "categories": ["housing"], "group_by": ["housing.tenure"], "fields": ["housing.surface_m2"], "epsilon": 1.0})).await;
+        let third = built(&app, &token, explicit).await;
         assert_eq!(third["state"], "ready", "{third}");
-        assert_eq!(noise_rows(&app).await, 4, "new contents, new noise");
+        assert_eq!(noise_rows(&app).await, 14, "new contents, new noise");
         // The DPO sees the ledger: every request was charged.
         let dpo = app.login(DPO).await;
         let list = app.as_user(&dpo, Method::GET, "/api/v1/dpo/extracts", None).await.json();
@@ -338,11 +362,15 @@ async fn aggregates_hide_small_cells_and_residents_without_a_covering_consent_st
         assert_eq!((renov["spent"].as_f64(), renov["budget"].as_f64()), (Some(3.0), Some(5.0)), "{list}");
         assert!(app.as_user(&dpo, Method::GET, "/dpo", None).await.text().contains("ε"));
 
-        // Too small a cohort: refused, nothing published.
+        // A cohort of a few: built all the same, and nothing in it is
+        // published as a count (ε 2: the noise's scale is ½).
         let token = labo(&app).await;
-        let v = built(&app, &token, serde_json::json!({"purpose": "etude-mobilite", "kind": "aggregate", "categories": ["housing"], "group_by": ["housing.tenure"]})).await;
-        assert_eq!(v["state"], "failed");
-        assert!(v["reason"].as_str().unwrap().starts_with("cohort_too_small"));
+        let v = built(&app, &token, serde_json::json!({"purpose": "etude-mobilite", "kind": "aggregate", "categories": ["housing"], "group_by": ["housing.tenure"], "epsilon": 2})).await;
+        assert_eq!(v["state"], "ready", "{v}");
+        let small = file_of_partner(&app, &token, &v, coffre::demo::PARTNERS[0].age_identity).await;
+        for line in small.lines().skip(1) {
+            assert!(line.ends_with(",< 11"), "{small}");
+        }
 
         // A consent that does not cover the category asked: out of the cohort.
         let lucie = app.login(LUCIE).await;
@@ -387,9 +415,11 @@ async fn no_extract_is_built_for_a_partner_deactivated_after_asking() {
 
 /// Issue 27 §2, the review's exact attack: as `labo-mobilite` on
 /// `etude-mobilite`, aggregate A by household size and B by size × single
-/// parent, both with the sums of commute and surface. A's size-4 row minus
-/// B's only published size-4 row left one person, with their exact commute
-/// (34 km) and surface (142 m²). B must not be published beside A.
+/// parent, both with the sums of commute and surface. Without noise, A's
+/// size-4 row minus B's only published size-4 row left one person, with
+/// their exact commute (34 km) and surface (142 m²). Now both are noisy
+/// (each charged its ε): B is published, and the lone person's cell gives
+/// neither a count nor their exact values.
 #[tokio::test]
 async fn two_overlapping_aggregates_never_subtract_to_a_few_people() {
     each_backend(|app| async move {
@@ -436,20 +466,24 @@ async fn two_overlapping_aggregates_never_subtract_to_a_few_people() {
         let a = built(&app, &token, serde_json::json!({"purpose": "etude-mobilite", "kind": "aggregate", "categories": ["household", "mobility", "housing"], "group_by": ["household.size"], "fields": fields})).await;
         assert_eq!(a["state"], "ready", "{a}");
         let b = built(&app, &token, serde_json::json!({"purpose": "etude-mobilite", "kind": "aggregate", "categories": ["household", "mobility", "housing"], "group_by": ["household.size", "household.single_parent"], "fields": fields})).await;
-        assert_eq!(b["state"], "failed", "B published beside A: {b}");
-        let reason = b["reason"].as_str().unwrap();
-        assert!(reason.starts_with("differencing_risk"), "{reason}");
-        // The reason names no cell (which combination is small is itself
-        // to keep).
-        assert!(!reason.contains("true") && !reason.contains("[\""), "{reason}");
-        // Nothing of B was left to download.
-        partner(&app, &token, Method::GET, &format!("/api/v1/partner/extracts/{}/file", b["id"].as_str().unwrap()), None)
-            .await
-            .assert_error(409, "extract_not_ready");
-        // A table that adds no small group is still published: the same
-        // grouping as A again.
-        let again = built(&app, &token, serde_json::json!({"purpose": "etude-mobilite", "kind": "aggregate", "categories": ["household", "mobility", "housing"], "group_by": ["household.size"], "fields": fields})).await;
-        assert_eq!(again["state"], "ready", "{again}");
+        assert_eq!(b["state"], "ready", "{b}");
+        let identity = coffre::demo::PARTNERS[0].age_identity;
+        let table_b = file_of_partner(&app, &token, &b, identity).await;
+        // Every size (1 to 30) × yes/no/autre, and `autre` × the same.
+        assert_eq!(table_b.lines().count(), 1 + 31 * 3, "{table_b}");
+        let lone = table_b.lines().find(|l| l.starts_with("4,false,")).unwrap();
+        let cols: Vec<&str> = lone.split(',').collect();
+        // One person: never a count (under 11 after noise it is "< 11").
+        assert_ne!(cols[2], "1", "{lone}");
+        // Their exact values are not there (withheld, or noisy at the
+        // scale of the fields' ranges).
+        assert_ne!((cols[3], cols[4]), ("34", "142"), "{lone}");
+        // Both were charged: the ledger, not a comparison with earlier
+        // tables, bounds what a partner learns by differencing.
+        let dpo = app.login(DPO).await;
+        let list = app.as_user(&dpo, Method::GET, "/api/v1/dpo/extracts", None).await.json();
+        let labo = list["budgets"].as_array().unwrap().iter().find(|b| b["partner_id"] == "labo-mobilite").cloned().unwrap();
+        assert_eq!(labo["spent"].as_f64(), Some(2.0), "{list}");
     })
     .await;
 }

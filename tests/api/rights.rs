@@ -669,7 +669,7 @@ async fn the_dpo_reads_the_register_of_processing() {
         let dpo = app.login(DPO).await;
         let reg = as_(&app, &dpo, Method::GET, "/api/v1/dpo/register", None).await;
         assert_eq!(reg.status, 200, "{}", reg.text());
-        assert_eq!(reg.json()["purposes"].as_array().unwrap().len(), 10);
+        assert_eq!(reg.json()["purposes"].as_array().unwrap().len(), 11);
         // The printable page is public.
         let page = app.get("/registre").await;
         assert_eq!(page.status, 200);

@@ -66,10 +66,66 @@ async fn a_release_is_protected_consistent_hashed_in_the_log_and_immutable() {
         }
         assert!(app.store.stats_budgets().await.unwrap().is_empty());
         app.clock.set(DEC_1);
+        // Awa objects to the statistics purpose (art. 21): she is neither
+        // read nor counted.
+        let awa = app.login("0b9a3c1e-5d6f-4a7b-8c9d-000000000001").await;
+        let res = app
+            .as_user(
+                &awa,
+                axum::http::Method::POST,
+                "/api/v1/me/objections",
+                Some(serde_json::json!({"purpose": "statistiques-publiques"})),
+            )
+            .await;
+        assert_eq!(res.status, 200, "{}", res.text());
         let size_before = app.state.audit.size().await.unwrap();
         let (row, created) = publish(&app, "2026-11").await;
         assert!(created);
-        assert_eq!(app.state.audit.size().await.unwrap(), size_before + 1);
+        // Each resident's commune was read under the statistics purpose,
+        // recorded before the release's own entry, which comes last.
+        let purpose = app.state.register.get("statistiques-publiques").unwrap();
+        let counted = app
+            .store
+            .count_cohort(&purpose.id, false, &purpose.notice_version, DEC_1)
+            .await
+            .unwrap() as u64;
+        assert!(counted >= 2, "Jean-Pierre and Lucie at least");
+        assert_eq!(row.audit_index as u64, size_before + counted);
+        assert_eq!(
+            app.state.audit.size().await.unwrap(),
+            size_before + counted + 1
+        );
+        let reads: Vec<coffre::audit::AuditEntry> = app
+            .store
+            .audit_entries(size_before, size_before + counted)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(_, leaf)| coffre::audit::AuditEntry::decode(&leaf).unwrap())
+            .collect();
+        for e in &reads {
+            assert_eq!(
+                (
+                    e.action.as_str(),
+                    e.category.as_deref(),
+                    e.purpose.as_deref(),
+                    e.reason.as_str()
+                ),
+                (
+                    "stats.count",
+                    Some("contact"),
+                    Some("statistiques-publiques"),
+                    "release:2026-11"
+                ),
+                "{e:?}"
+            );
+        }
+        assert!(
+            !reads
+                .iter()
+                .any(|e| e.resident_id.as_deref() == Some("0b9a3c1e-5d6f-4a7b-8c9d-000000000001")),
+            "Awa objected"
+        );
 
         // Listed, and the data package served is the one hashed.
         let list = app.get("/api/v1/stats/releases").await;
@@ -86,7 +142,7 @@ async fn a_release_is_protected_consistent_hashed_in_the_log_and_immutable() {
         );
         let package = res.json();
         let resources = package["resources"].as_array().unwrap();
-        assert_eq!(resources.len(), 7);
+        assert_eq!(resources.len(), 8);
 
         for r in resources {
             let name = r["name"].as_str().unwrap();
@@ -137,6 +193,24 @@ async fn a_release_is_protected_consistent_hashed_in_the_log_and_immutable() {
             let key = vec!["etude-mobilite".to_string(), state.to_string()];
             assert!(rows.iter().any(|(k, _)| *k == key), "{key:?}\n{consents}");
         }
+
+        // Residents by commune: every commune of the territory and `autre`,
+        // published even when empty; nothing else.
+        let residents = app
+            .get("/api/v1/stats/releases/2026-11/residents.csv")
+            .await
+            .text();
+        let keys: Vec<Vec<String>> = cells(&residents).into_iter().map(|(k, _)| k).collect();
+        let mut expected: Vec<Vec<String>> = app
+            .state
+            .territory
+            .communes()
+            .iter()
+            .map(|c| vec![c.insee.clone()])
+            .collect();
+        expected.push(vec!["autre".to_string()]);
+        expected.sort();
+        assert_eq!(keys, expected, "{residents}");
 
         // The hash is in the log, at its index, with an inclusion proof
         // against a signed checkpoint.
@@ -245,6 +319,7 @@ async fn the_same_cell_gets_the_same_noise_when_built_again() {
         // the same noise cell by cell and the same bytes, so one hash,
         // whichever is stored.
         app.clock.set(DEC_1);
+        let before = app.state.audit.size().await.unwrap();
         let runs = [0, 1].map(|_| {
             let state = app.state.clone();
             let now = app.clock.now();
@@ -272,12 +347,7 @@ async fn the_same_cell_gets_the_same_noise_when_built_again() {
         // Every entry the publishers wrote names that one hash.
         let size = app.state.audit.size().await.unwrap();
         let mut named = 0;
-        for (_, leaf) in app
-            .store
-            .audit_entries(size.saturating_sub(50), size)
-            .await
-            .unwrap()
-        {
+        for (_, leaf) in app.store.audit_entries(before, size).await.unwrap() {
             let e = coffre::audit::AuditEntry::decode(&leaf).unwrap();
             if e.action == "stats.publish" {
                 named += 1;
@@ -436,8 +506,8 @@ print(n(DCAT.Catalog), n(DCAT.Dataset), n(DCAT.Distribution), n(FOAF.Organizatio
                 .split_whitespace()
                 .map(|x| x.parse().unwrap())
                 .collect();
-            assert_eq!(counts[..4], [1, 1, 8, 1], "catalogue, one dataset, 8 distributions, publisher");
-            assert!(counts[4] >= 1 && counts[5] == 8, "{counts:?}");
+            assert_eq!(counts[..4], [1, 1, 9, 1], "catalogue, one dataset, 9 distributions, publisher");
+            assert!(counts[4] >= 1 && counts[5] == 9, "{counts:?}");
         }
     })
     .await;
