@@ -189,7 +189,7 @@ catalogue! {
     InvalidKind = 422, "invalid_kind", "Type d'extraction : `records` ou `aggregate`.", "Kind: `records` or `aggregate`.";
     FieldOutsideCategories = 422, "field_outside_categories", "Un champ demandé n'est pas dans les catégories de l'extraction.", "A field's category is not among the extract's.";
     GroupByRequired = 422, "group_by_required", "Un agrégat doit nommer `group_by`.", "An aggregate needs `group_by`.";
-    UndeclaredGroupBy = 422, "undeclared_group_by", "Un agrégat se groupe par des champs dont les valeurs sont déclarées (une liste, oui/non, un entier de moins de 200 valeurs, une commune du territoire), en 5 000 cases au plus.", "An aggregate groups by fields whose values are declared (a list, yes/no, an integer of fewer than 200 values, a commune of the territory), in at most 5,000 cells.";
+    UndeclaredGroupBy = 422, "undeclared_group_by", "Un agrégat se groupe par des champs dont les valeurs sont déclarées (une liste, oui/non, un entier d'au plus 200 valeurs, une commune du territoire), en 5 000 cases au plus.", "An aggregate groups by fields whose values are declared (a list, yes/no, an integer of at most 200 values, a commune of the territory), in at most 5,000 cells.";
     NotSummable = 422, "not_summable", "Un agrégat ne somme que des champs entiers.", "Aggregates sum integer fields only.";
     InvalidForRecords = 422, "invalid_for_records", "`group_by` et `epsilon` sont réservés aux agrégats.", "`group_by` and `epsilon` are for aggregates.";
     InvalidEpsilon = 422, "invalid_epsilon", "ε doit être compris entre 0,01 et 2.", "ε must be between 0.01 and 2.";

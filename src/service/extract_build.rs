@@ -186,6 +186,11 @@ async fn build_inner(
     }
     let read_categories = spec.categories.clone();
     let mut cohort: i64 = 0;
+    // The sum of the counted residents' keys: part of every cell's noise
+    // key, so that an empty cell's noise is not the same in every request
+    // (a request matching nobody would show it, and a second one
+    // isolating one person would then betray its only non-empty cell).
+    let mut cohort_key: u128 = 0;
     let mut seen: i64 = 0;
     let mut after = String::new();
     let mut includes: Vec<AuditRecord> = Vec::new();
@@ -249,6 +254,20 @@ async fn build_inner(
                     .get(f)
                     .cloned()
             };
+            // An aggregate opens every eligible resident's record: each is
+            // logged whether the filters keep them or not, so that the
+            // log's public growth follows the purpose's cohort, not a
+            // partner's filters (which could isolate one person).
+            if !records {
+                includes.push(
+                    AuditRecord::new(partner.id.as_str(), "partner", "extract.aggregate", now)
+                        .resident(resident.as_str())
+                        .category(spec.categories.join(","))
+                        .purpose(&purpose.id)
+                        .legal_basis(purpose.legal_basis.as_str())
+                        .allow(&format!("extract:{}", row.id)),
+                );
+            }
             if !passes_filters(&spec, &value) {
                 continue;
             }
@@ -291,9 +310,9 @@ async fn build_inner(
                 };
                 let cell = cells.entry(key).or_default();
                 cell.count += 1;
-                cell.key = cell
-                    .key
-                    .wrapping_add(record_key("dp-record", resident.as_str().as_bytes())?);
+                let counted = record_key("dp-record", resident.as_str().as_bytes())?;
+                cell.key = cell.key.wrapping_add(counted);
+                cohort_key = cohort_key.wrapping_add(counted);
                 for f in &spec.fields {
                     if let Some(n) = value(f).and_then(|v| v.as_f64()) {
                         // Within the field's declared range, as the noise's
@@ -313,21 +332,15 @@ async fn build_inner(
                     }
                 }
             }
-            // Each resident sees this among their accesses (recorded with
-            // the page, below: a few group commits for many entries).
             // A records extract discloses the resident's values (under a
-            // pseudonym); an aggregate only counts them: the latter is not a
-            // disclosure that art. 19 notices follow, and a partner's
+            // pseudonym): the resident sees it among their accesses
+            // (recorded with the page, below: a few group commits for many
+            // entries), and art. 19 tells them once the file exists (held
+            // until then). An aggregate only counts them (logged above): not
+            // a disclosure that art. 19 notices follow, and a partner's
             // pseudonym of each counted resident must not reach it through
             // such notices.
-            let action = if records {
-                "extract.include"
-            } else {
-                "extract.aggregate"
-            };
             if records {
-                // Art. 19: the resident learns who received their values,
-                // once the file exists (held until then).
                 told.push(crate::storage::OutboxMessage::new(
                     crate::domain::notice::NoticeEvent::ExtractIncluded,
                     resident,
@@ -335,15 +348,15 @@ async fn build_inner(
                     &partner.name,
                     now,
                 ));
+                includes.push(
+                    AuditRecord::new(partner.id.as_str(), "partner", "extract.include", now)
+                        .resident(resident.as_str())
+                        .category(spec.categories.join(","))
+                        .purpose(&purpose.id)
+                        .legal_basis(purpose.legal_basis.as_str())
+                        .allow(&format!("extract:{}", row.id)),
+                );
             }
-            includes.push(
-                AuditRecord::new(partner.id.as_str(), "partner", action, now)
-                    .resident(resident.as_str())
-                    .category(spec.categories.join(","))
-                    .purpose(&purpose.id)
-                    .legal_basis(purpose.legal_basis.as_str())
-                    .allow(&format!("extract:{}", row.id)),
-            );
         }
         // All of the page's entries at once: the audit writer commits them
         // in a few group commits instead of one durable commit each.
@@ -384,17 +397,19 @@ async fn build_inner(
         let shares = 1 + spec.fields.len() as u64;
         let count_scale = crate::crypto::dp::laplace_scale(shares, epsilon).map_err(dp)?;
         // Cell-key stability (Eurostat's cell-key method): the noise of a
-        // cell is keyed by the cell, its contents, measure and scale. The
-        // same residents (and values) asked again, by any request, get the
-        // noise drawn the first time, so repeated requests cannot be
-        // averaged out; one resident more or less is another key, so two
-        // releases on changed data never subtract to an exact difference.
-        // (Each request is still charged its ε.)
+        // cell is keyed by the cell, its contents, the whole table's
+        // contents (the cohort), measure and scale. The same residents (and
+        // values) asked again, by any request, get the noise drawn the
+        // first time, so repeated requests cannot be averaged out; one
+        // resident more or less anywhere is another key for every cell, so
+        // two tables on changed data never subtract to an exact difference,
+        // nor does an empty cell repeat its noise. (Each request is still
+        // charged its ε.)
         let cell_of = |key: &Vec<String>,
                        measure: &str,
                        contents: u128,
                        scale: &dashu::rational::RBig| {
-            json!({"cell": key, "measure": measure, "contents": format!("{contents:032x}"), "scale": scale.to_string()})
+            json!({"cell": key, "measure": measure, "contents": format!("{contents:032x}"), "cohort": format!("{cohort_key:032x}"), "scale": scale.to_string()})
         };
         let draw = crate::service::noise::stable_noise;
         let mut noisy_counts: BTreeMap<Vec<String>, i64> = BTreeMap::new();

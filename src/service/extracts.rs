@@ -134,9 +134,17 @@ pub fn view(state: &AppState, row: &ExtractRow) -> AppResult<ExtractView> {
         spec,
         state: row.state.as_str().to_string(),
         reason: row.reason.clone(),
-        progress: Progress {
-            rows_done: row.rows_done,
-            rows_total: row.rows_total,
+        // An aggregate's exact cohort is not shown beside its noisy cells:
+        // its progress is counted in pages.
+        progress: match row.kind {
+            ExtractKind::Aggregate => Progress {
+                rows_done: (row.rows_done.max(0) + PAGE - 1) / PAGE * PAGE,
+                rows_total: (row.rows_total.max(0) + PAGE - 1) / PAGE * PAGE,
+            },
+            ExtractKind::Records => Progress {
+                rows_done: row.rows_done,
+                rows_total: row.rows_total,
+            },
         },
         manifest: row
             .manifest
@@ -418,6 +426,15 @@ pub async fn decide(
     if approve && let Err(reason) = still_recipient(state, row.partner_id.as_str(), &row.purpose) {
         state.audit.record(refused(reason.code())).await?;
         return Err(not_a_recipient());
+    }
+    // An aggregate asked before every aggregate was noisy carries no ε: it
+    // could be approved uncharged, then never built.
+    if approve && row.kind == ExtractKind::Aggregate && row.epsilon.is_none() {
+        state
+            .audit
+            .record(refused(ErrorCode::InvalidEpsilon.code()))
+            .await?;
+        return Err(ErrorCode::InvalidEpsilon.into());
     }
     // A first look spares the log an "allow" that the atomic check below
     // would only take back.

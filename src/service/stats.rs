@@ -199,12 +199,35 @@ pub async fn publish(
     }
 }
 
+/// How long the monthly job's claim on a month lasts: one build (reading
+/// every resident) at a time across processes, and after a failure the
+/// next try this long after the last.
+pub const PUBLISH_RETRY_SECS: i64 = 6 * 3600;
+
 /// The monthly job of `serve`: publishes last month's release when it is
-/// missing (a process without its keys, or a year spent, logs and waits).
+/// missing, once it has claimed the month (a process without its keys, or a
+/// year spent, logs and waits for the claim to lapse).
 pub async fn publish_due(state: &AppState, now: Timestamp) {
-    if let Err(e) = publish(state, None, now).await {
+    let period = Period::due(now);
+    let id = period.to_string();
+    let outcome = async {
+        if !period.is_over(now) || state.store.stats_release(&id).await?.is_some() {
+            return Ok(None);
+        }
+        if !state
+            .store
+            .stats_claim(&id, now + PUBLISH_RETRY_SECS, now)
+            .await?
+        {
+            return Ok(None);
+        }
+        publish(state, Some(period), now).await.map(Some)
+    }
+    .await;
+    if let Err(e) = outcome {
+        let e: AppError = e;
         let (code, _) = e.code_and_status();
-        tracing::warn!(release = %Period::due(now), error = code, "statistics release not published");
+        tracing::warn!(release = %id, error = code, retry_in_secs = PUBLISH_RETRY_SECS, "statistics release not published");
     }
 }
 
@@ -342,6 +365,13 @@ async fn residents_by_commune(
         .register
         .get(crate::domain::access::STATISTICS_PURPOSE)
         .ok_or_else(|| AppError::from(ErrorCode::UnknownPurpose))?;
+    // As the register says, not as this code assumes: a purpose edited to
+    // consent reads only those whose consent covers `contact`, and one
+    // that no longer covers `contact` reads nothing.
+    if !purpose.covers_category("contact") {
+        return Err(ErrorCode::CategoryOutsidePurpose.into());
+    }
+    let consent_based = purpose.legal_basis.needs_consent();
     let categories = vec!["contact".to_string()];
     let mut by_commune = Exact::new();
     let mut after = String::new();
@@ -350,7 +380,7 @@ async fn residents_by_commune(
             .store
             .cohort_page(
                 &purpose.id,
-                false,
+                consent_based,
                 &purpose.notice_version,
                 now,
                 &after,
@@ -359,7 +389,14 @@ async fn residents_by_commune(
             .await?;
         let Some((last, _)) = page.last() else { break };
         after = last.to_string();
-        let residents: Vec<crate::domain::ResidentId> = page.into_iter().map(|(r, _)| r).collect();
+        let residents: Vec<crate::domain::ResidentId> = page
+            .into_iter()
+            .filter(|(_, consented)| match consented {
+                Some(cats) => cats.iter().any(|c| c.as_str() == "contact"),
+                None => true,
+            })
+            .map(|(r, _)| r)
+            .collect();
         // Recorded before the page is opened: a read that could not be
         // logged does not happen.
         futures_util::future::try_join_all(residents.iter().map(|r| {

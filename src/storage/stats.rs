@@ -99,6 +99,15 @@ pub trait StatsStore: Send + Sync {
         year: i64,
         cap_micro: i64,
     ) -> StorageResult<PublishOutcome>;
+    /// Claims the building of `period`'s release until `until`: true when
+    /// no claim stands at `now` (one statement: of concurrent claimers, one
+    /// wins).
+    async fn stats_claim(
+        &self,
+        period: &str,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> StorageResult<bool>;
     /// Releases, newest first.
     async fn stats_releases(&self) -> StorageResult<Vec<StatsReleaseRow>>;
     async fn stats_release(&self, period: &str) -> StorageResult<Option<StatsReleaseRow>>;
@@ -313,6 +322,25 @@ macro_rules! impl_stats_store {
                 }
                 tx.commit().await?;
                 Ok($crate::storage::PublishOutcome::Published)
+            }
+
+            async fn stats_claim(
+                &self,
+                period: &str,
+                until: $crate::domain::Timestamp,
+                now: $crate::domain::Timestamp,
+            ) -> $crate::storage::StorageResult<bool> {
+                let claimed = sqlx::query(
+                    "INSERT INTO stats_attempts (period, until) VALUES ($1, $2) \
+                     ON CONFLICT (period) DO UPDATE SET until = excluded.until \
+                     WHERE stats_attempts.until <= $3",
+                )
+                .bind(period)
+                .bind(until)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                Ok(claimed.rows_affected() == 1)
             }
 
             async fn stats_releases(

@@ -117,6 +117,10 @@ fn action_text(action: &str, l: Lang) -> &'static str {
             "vous a inclus dans une extraction",
             "included you in an extract",
         ),
+        "stats.count" => l.t(
+            "a lu votre commune pour la compter dans les statistiques publiques",
+            "read your commune to count it in the open statistics",
+        ),
         "extract.aggregate" => l.t(
             "vous a compté dans des statistiques agrégées",
             "counted you in aggregate statistics",

@@ -594,3 +594,63 @@ async fn the_dpo_reads_the_annual_report_and_nobody_else_does() {
     })
     .await;
 }
+
+/// The monthly job claims the month before it reads every resident: a
+/// month another process is building (or that failed within the last six
+/// hours) is left alone, and nothing is read or logged for it; once the
+/// claim lapses, the job publishes.
+#[tokio::test]
+async fn the_monthly_job_builds_a_month_once_at_a_time() {
+    each_backend(|app| async move {
+        app.clock.set(DEC_1);
+        // Another process holds November.
+        assert!(
+            app.store
+                .stats_claim("2026-11", DEC_1 + stats::PUBLISH_RETRY_SECS, DEC_1)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !app.store
+                .stats_claim("2026-11", DEC_1 + 60, DEC_1)
+                .await
+                .unwrap(),
+            "one claim at a time"
+        );
+        let size = app.state.audit.size().await.unwrap();
+        stats::publish_due(&app.state, DEC_1).await;
+        assert!(app.store.stats_release("2026-11").await.unwrap().is_none());
+        assert_eq!(
+            app.state.audit.size().await.unwrap(),
+            size,
+            "nothing read, nothing logged"
+        );
+        // Six hours later the claim has lapsed: published, once.
+        let later = DEC_1 + stats::PUBLISH_RETRY_SECS;
+        app.clock.set(later);
+        stats::publish_due(&app.state, later).await;
+        let row = app
+            .store
+            .stats_release("2026-11")
+            .await
+            .unwrap()
+            .expect("published");
+        let size = app.state.audit.size().await.unwrap();
+        stats::publish_due(&app.state, later + 3600).await;
+        assert_eq!(
+            app.state.audit.size().await.unwrap(),
+            size,
+            "a month published is left as it is"
+        );
+        assert_eq!(
+            app.store
+                .stats_release("2026-11")
+                .await
+                .unwrap()
+                .unwrap()
+                .sha256,
+            row.sha256
+        );
+    })
+    .await;
+}
