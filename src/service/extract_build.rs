@@ -191,6 +191,7 @@ async fn build_inner(
     // (a request matching nobody would show it, and a second one
     // isolating one person would then betray its only non-empty cell).
     let mut cohort_key: u128 = 0;
+    let mut told_count: u64 = 0;
     let mut seen: i64 = 0;
     let mut after = String::new();
     let mut includes: Vec<AuditRecord> = Vec::new();
@@ -341,13 +342,20 @@ async fn build_inner(
             // pseudonym of each counted resident must not reach it through
             // such notices.
             if records {
-                told.push(crate::storage::OutboxMessage::new(
+                let mut message = crate::storage::OutboxMessage::new(
                     crate::domain::notice::NoticeEvent::ExtractIncluded,
                     resident,
                     row.id.as_str(),
                     &partner.name,
                     now,
-                ));
+                );
+                // Numbered in the build's order: the outbox's key index
+                // grows at its end instead of taking a million random
+                // inserts (measured: 30 of a 1 M-resident extract's 111 s).
+                // The id is the mail's Message-ID: it names no resident.
+                message.id = format!("extract-{}-{:09}", row.id, told_count);
+                told_count += 1;
+                told.push(message);
                 includes.push(
                     AuditRecord::new(partner.id.as_str(), "partner", "extract.include", now)
                         .resident(resident.as_str())
