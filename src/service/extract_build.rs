@@ -191,7 +191,6 @@ async fn build_inner(
     // (a request matching nobody would show it, and a second one
     // isolating one person would then betray its only non-empty cell).
     let mut cohort_key: u128 = 0;
-    let mut told_count: u64 = 0;
     let mut seen: i64 = 0;
     let mut after = String::new();
     let mut includes: Vec<AuditRecord> = Vec::new();
@@ -309,11 +308,17 @@ async fn build_inner(
                         .and_then(|x| u128::from_str_radix(x, 16).ok())
                         .ok_or_else(|| "noise_failed: record digest".to_string())
                 };
+                // The table's contents: who is counted, in which cell, with
+                // which summed values (below), so that one resident moving
+                // or changing a value changes every cell's noise.
+                cohort_key = cohort_key.wrapping_add(record_key(
+                    "dp-table",
+                    format!("{}\n{}", resident.as_str(), key.join("\u{1f}")).as_bytes(),
+                )?);
                 let cell = cells.entry(key).or_default();
                 cell.count += 1;
                 let counted = record_key("dp-record", resident.as_str().as_bytes())?;
                 cell.key = cell.key.wrapping_add(counted);
-                cohort_key = cohort_key.wrapping_add(counted);
                 for f in &spec.fields {
                     if let Some(n) = value(f).and_then(|v| v.as_f64()) {
                         // Within the field's declared range, as the noise's
@@ -330,6 +335,7 @@ async fn build_inner(
                         )?;
                         let slot = cell.sum_keys.entry(f.clone()).or_default();
                         *slot = slot.wrapping_add(k);
+                        cohort_key = cohort_key.wrapping_add(k);
                     }
                 }
             }
@@ -349,12 +355,11 @@ async fn build_inner(
                     &partner.name,
                     now,
                 );
-                // Numbered in the build's order: the outbox's key index
-                // grows at its end instead of taking a million random
-                // inserts (measured: 30 of a 1 M-resident extract's 111 s).
-                // The id is the mail's Message-ID: it names no resident.
-                message.id = format!("extract-{}-{:09}", row.id, told_count);
-                told_count += 1;
+                // Time-ordered (UUIDv7): the outbox's key index grows at its
+                // end instead of taking a million random inserts (measured:
+                // 30 of a 1 M-resident extract's 111 s), and the id, the
+                // mail's Message-ID, names no resident nor their rank.
+                message.id = uuid::Uuid::now_v7().to_string();
                 told.push(message);
                 includes.push(
                     AuditRecord::new(partner.id.as_str(), "partner", "extract.include", now)
@@ -417,7 +422,7 @@ async fn build_inner(
                        measure: &str,
                        contents: u128,
                        scale: &dashu::rational::RBig| {
-            json!({"cell": key, "measure": measure, "contents": format!("{contents:032x}"), "cohort": format!("{cohort_key:032x}"), "scale": scale.to_string()})
+            json!({"fields": spec.group_by, "cell": key, "measure": measure, "contents": format!("{contents:032x}"), "cohort": format!("{cohort_key:032x}"), "scale": scale.to_string()})
         };
         let draw = crate::service::noise::stable_noise;
         let mut noisy_counts: BTreeMap<Vec<String>, i64> = BTreeMap::new();

@@ -153,10 +153,7 @@ pub async fn publish(
     }
     // A clear refusal before any work when the year is spent (the
     // transaction below is the guarantee).
-    let cap = micro(state.config.stats_annual_epsilon);
-    if spent_micro(state, period.year()).await? + micro(state.config.stats_release_epsilon) > cap {
-        return Err(ErrorCode::StatsBudgetExhausted.into());
-    }
+    let cap = budget_left(state, period).await?;
     let vault = state.vault()?;
     let keys = vault.keys().current();
     let built = build(state, &vault, &keys, period, now).await?;
@@ -214,6 +211,10 @@ pub async fn publish_due(state: &AppState, now: Timestamp) {
         if !period.is_over(now) || state.store.stats_release(&id).await?.is_some() {
             return Ok(None);
         }
+        // A process that could not build (sealed, or the year spent) does
+        // not claim the month from one that can.
+        state.vault()?;
+        budget_left(state, period).await?;
         if !state
             .store
             .stats_claim(&id, now + PUBLISH_RETRY_SECS, now)
@@ -229,6 +230,16 @@ pub async fn publish_due(state: &AppState, now: Timestamp) {
         let (code, _) = e.code_and_status();
         tracing::warn!(release = %id, error = code, retry_in_secs = PUBLISH_RETRY_SECS, "statistics release not published");
     }
+}
+
+/// The year's cap in millionths, or `stats_budget_exhausted` when a
+/// release would pass it (a first look: the store's transaction decides).
+async fn budget_left(state: &AppState, period: Period) -> AppResult<i64> {
+    let cap = micro(state.config.stats_annual_epsilon);
+    if spent_micro(state, period.year()).await? + micro(state.config.stats_release_epsilon) > cap {
+        return Err(ErrorCode::StatsBudgetExhausted.into());
+    }
+    Ok(cap)
 }
 
 /// ε in millionths: how the ledger counts it (integers, compared exactly).

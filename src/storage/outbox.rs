@@ -16,7 +16,9 @@ use crate::domain::{ResidentId, Timestamp};
 /// A message as an act writes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutboxMessage {
-    /// A UUID: the message's `Message-ID` is made of it.
+    /// A UUID (v4, or v7 for an extract's messages, written in bulk and in
+    /// order), or a fixed id for a message written once: the message's
+    /// `Message-ID` is made of it.
     pub id: String,
     pub event: NoticeEvent,
     pub resident_id: ResidentId,

@@ -122,8 +122,8 @@ fn action_text(action: &str, l: Lang) -> &'static str {
             "read your commune to count it in the open statistics",
         ),
         "extract.aggregate" => l.t(
-            "vous a compté dans des statistiques agrégées",
-            "counted you in aggregate statistics",
+            "a lu votre dossier pour des statistiques agrégées",
+            "read your record for aggregate statistics",
         ),
         "mandate.create" => l.t("a créé un mandat", "created a mandate"),
         "mandate.revoke" => l.t("a révoqué un mandat", "revoked a mandate"),
