@@ -19,8 +19,8 @@ use crate::domain::extract::{
 use crate::domain::stats::{OTHER, Published, protect};
 use crate::domain::{ExtractId, Timestamp};
 use crate::service::extracts::{
-    ExtractSpec, FILE_RETENTION_SECS, PAGE, PARTNER_EPSILON_BUDGET, audit, field_type, file_path,
-    group_domain, group_key, passes_filters, still_recipient,
+    ExtractSpec, FILE_RETENTION_SECS, PARTNER_EPSILON_BUDGET, audit, eligible_page, field_type,
+    file_path, group_domain, group_key, passes_filters, still_recipient,
 };
 
 /// The refusal of a build that is not this one's to make.
@@ -209,34 +209,13 @@ async fn build_inner(
             (f.as_str(), range)
         })
         .collect();
-    loop {
-        let page = state
-            .store
-            .cohort_page(
-                &purpose.id,
-                consent_based,
-                &purpose.notice_version,
-                now,
-                &after,
-                PAGE,
-            )
+    // The consent must cover every category asked for.
+    while let Some((eligible, candidates)) =
+        eligible_page(state, &purpose, &spec.categories, now, &mut after)
             .await
-            .map_err(s)?;
-        let Some((last, _)) = page.last() else { break };
-        after = last.to_string();
-        seen += page.len() as i64;
-        // The consent must cover every category asked for.
-        let eligible: Vec<crate::domain::ResidentId> = page
-            .iter()
-            .filter(|(_, consented)| match consented {
-                Some(cats) => spec
-                    .categories
-                    .iter()
-                    .all(|c| cats.iter().any(|x| x.as_str() == c)),
-                None => true,
-            })
-            .map(|(resident, _)| resident.clone())
-            .collect();
+            .map_err(s)?
+    {
+        seen += candidates as i64;
         // The page's keys and records in one query, only the categories asked.
         let opened = vault
             .read_page(&eligible, &read_categories)

@@ -187,6 +187,46 @@ pub(crate) fn group_key(spec: &ExtractSpec, value: &impl Fn(&str) -> Option<Valu
         .collect()
 }
 
+/// One page of a purpose's cohort after `after` (which it advances): the
+/// residents whose consent, when the purpose needs one, covers every
+/// category of `categories`, and how many candidates the page held; `None`
+/// past the last page. Extracts and the statistics' commune read page alike.
+pub(crate) async fn eligible_page(
+    state: &AppState,
+    purpose: &crate::domain::purpose::Purpose,
+    categories: &[String],
+    now: Timestamp,
+    after: &mut String,
+) -> Result<Option<(Vec<crate::domain::ResidentId>, usize)>, crate::storage::StorageError> {
+    let page = state
+        .store
+        .cohort_page(
+            &purpose.id,
+            purpose.legal_basis.needs_consent(),
+            &purpose.notice_version,
+            now,
+            after,
+            PAGE,
+        )
+        .await?;
+    let Some((last, _)) = page.last() else {
+        return Ok(None);
+    };
+    *after = last.to_string();
+    let candidates = page.len();
+    let eligible = page
+        .into_iter()
+        .filter(|(_, consented)| match consented {
+            Some(cats) => categories
+                .iter()
+                .all(|c| cats.iter().any(|x| x.as_str() == c)),
+            None => true,
+        })
+        .map(|(resident, _)| resident)
+        .collect();
+    Ok(Some((eligible, candidates)))
+}
+
 /// The public domain of a group-by field: the values its type declares, in
 /// order (an enum's values; `true`, `false`; a bounded integer's range of at
 /// most 200 values; the territory's communes). `None` when its type declares

@@ -382,32 +382,14 @@ async fn residents_by_commune(
     if !purpose.covers_category("contact") {
         return Err(ErrorCode::CategoryOutsidePurpose.into());
     }
-    let consent_based = purpose.legal_basis.needs_consent();
     let categories = vec!["contact".to_string()];
     let mut by_commune = Exact::new();
     let mut after = String::new();
-    loop {
-        let page = state
-            .store
-            .cohort_page(
-                &purpose.id,
-                consent_based,
-                &purpose.notice_version,
-                now,
-                &after,
-                crate::service::extracts::PAGE,
-            )
-            .await?;
-        let Some((last, _)) = page.last() else { break };
-        after = last.to_string();
-        let residents: Vec<crate::domain::ResidentId> = page
-            .into_iter()
-            .filter(|(_, consented)| match consented {
-                Some(cats) => cats.iter().any(|c| c.as_str() == "contact"),
-                None => true,
-            })
-            .map(|(r, _)| r)
-            .collect();
+    // A consent, when the purpose needs one, must cover `contact`.
+    while let Some((residents, _)) =
+        crate::service::extracts::eligible_page(state, purpose, &categories, now, &mut after)
+            .await?
+    {
         // Recorded before the page is opened: a read that could not be
         // logged does not happen.
         futures_util::future::try_join_all(residents.iter().map(|r| {
