@@ -200,7 +200,7 @@ pub async fn annual(
             || extracts.contains_key(&id)
         {
             means.push(format!(
-                "extracts encrypted with age to the partner's key; aggregates with cells under {} withheld (primary and secondary suppression)",
+                "extracts encrypted with age to the partner's key; aggregates always noisy over a declared domain, a noisy count under {} withheld (with secondary suppression)",
                 crate::domain::extract::MIN_CELL
             ));
         }
