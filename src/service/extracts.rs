@@ -760,6 +760,12 @@ pub async fn fail_interrupted(state: &AppState, now: Timestamp) -> AppResult<u64
             n += 1;
         }
     }
+    // A build failed while it was still running may have held a page's
+    // messages after the failure: never to be released, so gone.
+    let orphans = state.store.extract_orphan_messages_delete().await?;
+    if orphans > 0 {
+        tracing::warn!(orphans, "messages held for failed extracts deleted");
+    }
     Ok(n)
 }
 

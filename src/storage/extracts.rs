@@ -79,6 +79,10 @@ pub trait ExtractStore: Send + Sync {
     /// Extracts still `building` with no progress since `before`: their
     /// build was interrupted (a crash, a kill).
     async fn extracts_interrupted(&self, before: Timestamp) -> StorageResult<Vec<ExtractId>>;
+    /// Deletes the messages still held for extracts that failed: a build
+    /// failed as interrupted while it was in fact still running can hold a
+    /// page's messages after its failure deleted the others. How many.
+    async fn extract_orphan_messages_delete(&self) -> StorageResult<u64>;
     async fn extract_ready(
         &self,
         id: &ExtractId,
@@ -252,6 +256,16 @@ macro_rules! impl_extract_store {
             }
             tx.commit().await?;
             Ok(done.rows_affected() == 1)
+        }
+
+        async fn extract_orphan_messages_delete(&self) -> $crate::storage::StorageResult<u64> {
+            Ok(sqlx::query(
+                "DELETE FROM outbox WHERE state = 'held' \
+                 AND subject_id IN (SELECT id FROM extracts WHERE state = 'failed')",
+            )
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
         }
 
         async fn extracts_interrupted(

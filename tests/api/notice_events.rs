@@ -677,6 +677,25 @@ async fn an_interrupted_build_is_failed_and_its_messages_go() {
             1,
             "only x-alive's"
         );
+        // x-stuck was in fact still running: a late page holds a message
+        // after its failure. The next hourly run deletes it.
+        let late = coffre::storage::OutboxMessage::new(
+            coffre::domain::notice::NoticeEvent::ExtractIncluded,
+            &resident_id(AWA),
+            "x-stuck",
+            "Laboratoire",
+            now + 4100,
+        );
+        app.store.outbox_hold(&[late]).await.unwrap();
+        assert_eq!(app.store.outbox_counts().await.unwrap().held, 2);
+        coffre::service::rights::run_retention(&app.state, now + 4200)
+            .await
+            .unwrap();
+        assert_eq!(
+            app.store.outbox_counts().await.unwrap().held,
+            1,
+            "x-stuck's late message went, x-alive's stays"
+        );
     })
     .await;
 }
