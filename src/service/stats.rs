@@ -23,7 +23,7 @@ use crate::domain::extract::{CsvRows, ExtractKind, MIN_CELL};
 use crate::domain::rights::RightsRequestKind;
 use crate::domain::stats::{OTHER, Period, ProtectedTable, StatTable, protect};
 use crate::error::{AppError, AppResult, ErrorCode};
-use crate::storage::{PublishOutcome, StatCount, StatsReleaseRow};
+use crate::storage::{ClampedTable, PublishOutcome, StatCount, StatsReleaseRow};
 
 // ε charged by one monthly release (`stats_release_epsilon`) is split
 // equally between its tables (a person may be in all of them: sequential
@@ -488,7 +488,12 @@ async fn exact_tables(
     let mandates = confine(
         from_rows(
             store
-                .stats_mandates(start, end, bound(StatTable::Mandates) as i64)
+                .stats_clamped(
+                    ClampedTable::Mandates,
+                    start,
+                    end,
+                    bound(StatTable::Mandates) as i64,
+                )
                 .await?,
             2,
         ),
@@ -500,7 +505,12 @@ async fn exact_tables(
     let rights = confine(
         from_rows(
             store
-                .stats_rights(start, end, bound(StatTable::Rights) as i64)
+                .stats_clamped(
+                    ClampedTable::Rights,
+                    start,
+                    end,
+                    bound(StatTable::Rights) as i64,
+                )
                 .await?,
             3,
         ),
@@ -517,7 +527,12 @@ async fn exact_tables(
     let deposits = confine(
         from_rows(
             store
-                .stats_deposits(start, end, bound(StatTable::Deposits) as i64)
+                .stats_clamped(
+                    ClampedTable::Deposits,
+                    start,
+                    end,
+                    bound(StatTable::Deposits) as i64,
+                )
                 .await?,
             2,
         ),

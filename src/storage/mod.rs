@@ -83,7 +83,9 @@ pub use sessions::{LoginAttemptRow, NewSession, SessionRow, SessionStore};
 pub use sources::{LinkCodeKind, SourceClientRow, SourceLinkRow, SourceStore, TakenLinkCode};
 pub use sqlite::SqliteStore;
 pub use sqlite::snapshot_kek_versions;
-pub use stats::{PublishOutcome, StatCount, StatsBudgetRow, StatsReleaseRow, StatsStore};
+pub use stats::{
+    ClampedTable, PublishOutcome, StatCount, StatsBudgetRow, StatsReleaseRow, StatsStore,
+};
 pub use witnesses::{WitnessRow, WitnessStore};
 
 #[derive(Debug, thiserror::Error)]

@@ -58,26 +58,12 @@ pub trait StatsStore: Send + Sync {
     /// `end`: the last event before it, `given` past its end date being
     /// `expired`. One consent per resident and purpose.
     async fn stats_consents(&self, end: Timestamp) -> StorageResult<Vec<StatCount>>;
-    /// Residents with an authorisation of a mandate created in the month,
-    /// by structure and démarche.
-    async fn stats_mandates(
+    /// The month's counts of one table whose unit (a resident) may fall in
+    /// several cells: each resident counted once per cell and in at most
+    /// `bound` cells, the first ones in (a, b, c) order.
+    async fn stats_clamped(
         &self,
-        start: Timestamp,
-        end: Timestamp,
-        bound: i64,
-    ) -> StorageResult<Vec<StatCount>>;
-    /// Residents whose rights request was answered in the month, by kind,
-    /// outcome, and `yes`/`no` for on time.
-    async fn stats_rights(
-        &self,
-        start: Timestamp,
-        end: Timestamp,
-        bound: i64,
-    ) -> StorageResult<Vec<StatCount>>;
-    /// Residents a source deposited about in the month, by source and
-    /// category.
-    async fn stats_deposits(
-        &self,
+        table: ClampedTable,
         start: Timestamp,
         end: Timestamp,
         bound: i64,
@@ -146,39 +132,56 @@ pub trait StatsStore: Send + Sync {
 }
 
 /// Counts distinct (resident, cell) pairs of `pairs` (a query giving
-/// `resident_id, a, b, c`), each resident in at most `$3` cells, the
-/// first ones in (a, b, c) order.
-fn clamped(pairs: &str) -> String {
-    format!(
-        "SELECT a, b, c, COUNT(*) AS n FROM ( \
-           SELECT a, b, c, ROW_NUMBER() OVER (PARTITION BY resident_id ORDER BY a, b, c) AS rn \
-           FROM (SELECT DISTINCT resident_id, a, b, c FROM ({pairs}) p) d \
-         ) r WHERE rn <= $3 GROUP BY a, b, c ORDER BY a, b, c"
-    )
+/// `resident_id, a, b, c` for the month [$1, $2)), each resident in at most
+/// `$3` cells, the first ones in (a, b, c) order. A literal, so each table's
+/// SQL is one constant.
+macro_rules! clamped {
+    ($pairs:literal) => {
+        concat!(
+            "SELECT a, b, c, COUNT(*) AS n FROM ( \
+               SELECT a, b, c, ROW_NUMBER() OVER (PARTITION BY resident_id ORDER BY a, b, c) AS rn \
+               FROM (SELECT DISTINCT resident_id, a, b, c FROM (",
+            $pairs,
+            ") p) d \
+             ) r WHERE rn <= $3 GROUP BY a, b, c ORDER BY a, b, c"
+        )
+    };
 }
 
-pub(crate) fn mandates_sql() -> String {
-    clamped(
-        "SELECT ma.resident_id, ma.structure_id AS a, ma.demarche AS b, '' AS c \
-         FROM mandate_authorisations ma JOIN mandates m ON m.id = ma.mandate_id \
-         WHERE m.created_at >= $1 AND m.created_at < $2",
-    )
+/// The tables counted by [`StatsStore::stats_clamped`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClampedTable {
+    /// Residents with an authorisation of a mandate created in the month,
+    /// by structure and démarche.
+    Mandates,
+    /// Residents whose rights request was answered in the month, by kind,
+    /// outcome, and `yes`/`no` for on time.
+    Rights,
+    /// Residents a source deposited about in the month, by source and
+    /// category.
+    Deposits,
 }
 
-pub(crate) fn rights_sql() -> String {
-    clamped(
-        "SELECT resident_id, kind AS a, state AS b, \
-           CASE WHEN updated_at <= due_at THEN 'yes' ELSE 'no' END AS c \
-         FROM rights_requests \
-         WHERE state IN ('granted', 'refused') AND updated_at >= $1 AND updated_at < $2",
-    )
-}
-
-pub(crate) fn deposits_sql() -> String {
-    clamped(
-        "SELECT resident_id, source_id AS a, category AS b, '' AS c \
-         FROM source_deposits WHERE deposited_at >= $1 AND deposited_at < $2",
-    )
+impl ClampedTable {
+    pub(crate) fn sql(self) -> &'static str {
+        match self {
+            ClampedTable::Mandates => clamped!(
+                "SELECT ma.resident_id, ma.structure_id AS a, ma.demarche AS b, '' AS c \
+                 FROM mandate_authorisations ma JOIN mandates m ON m.id = ma.mandate_id \
+                 WHERE m.created_at >= $1 AND m.created_at < $2"
+            ),
+            ClampedTable::Rights => clamped!(
+                "SELECT resident_id, kind AS a, state AS b, \
+                   CASE WHEN updated_at <= due_at THEN 'yes' ELSE 'no' END AS c \
+                 FROM rights_requests \
+                 WHERE state IN ('granted', 'refused') AND updated_at >= $1 AND updated_at < $2"
+            ),
+            ClampedTable::Deposits => clamped!(
+                "SELECT resident_id, source_id AS a, category AS b, '' AS c \
+                 FROM source_deposits WHERE deposited_at >= $1 AND deposited_at < $2"
+            ),
+        }
+    }
 }
 
 macro_rules! impl_stats_store {
@@ -205,41 +208,14 @@ macro_rules! impl_stats_store {
                 .await?)
             }
 
-            async fn stats_mandates(
+            async fn stats_clamped(
                 &self,
+                table: $crate::storage::stats::ClampedTable,
                 start: $crate::domain::Timestamp,
                 end: $crate::domain::Timestamp,
                 bound: i64,
             ) -> $crate::storage::StorageResult<Vec<$crate::storage::StatCount>> {
-                Ok(sqlx::query_as(&$crate::storage::stats::mandates_sql())
-                    .bind(start)
-                    .bind(end)
-                    .bind(bound)
-                    .fetch_all(&self.pool)
-                    .await?)
-            }
-
-            async fn stats_rights(
-                &self,
-                start: $crate::domain::Timestamp,
-                end: $crate::domain::Timestamp,
-                bound: i64,
-            ) -> $crate::storage::StorageResult<Vec<$crate::storage::StatCount>> {
-                Ok(sqlx::query_as(&$crate::storage::stats::rights_sql())
-                    .bind(start)
-                    .bind(end)
-                    .bind(bound)
-                    .fetch_all(&self.pool)
-                    .await?)
-            }
-
-            async fn stats_deposits(
-                &self,
-                start: $crate::domain::Timestamp,
-                end: $crate::domain::Timestamp,
-                bound: i64,
-            ) -> $crate::storage::StorageResult<Vec<$crate::storage::StatCount>> {
-                Ok(sqlx::query_as(&$crate::storage::stats::deposits_sql())
+                Ok(sqlx::query_as(table.sql())
                     .bind(start)
                     .bind(end)
                     .bind(bound)
