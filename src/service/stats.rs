@@ -178,7 +178,13 @@ pub async fn publish(
     };
     match state
         .store
-        .stats_publish(&row, &built.tables, i64::from(period.year()), cap)
+        .stats_publish(
+            &row,
+            &built.tables,
+            i64::from(period.year()),
+            micro(row.epsilon),
+            cap,
+        )
         .await?
     {
         PublishOutcome::Published => {
@@ -914,9 +920,15 @@ async fn view(state: &AppState, row: StatsReleaseRow) -> AppResult<ReleaseView> 
         tracing::error!(release = %row.period, error = %e, "stored data package unreadable");
         AppError::from(ErrorCode::InternalError)
     })?;
+    let stored: HashMap<String, String> = state
+        .store
+        .stats_tables(&row.period)
+        .await?
+        .into_iter()
+        .collect();
     let mut tables = Vec::new();
     for t in StatTable::ALL {
-        let Some(csv) = state.store.stats_table(&row.period, t.as_str()).await? else {
+        let Some(csv) = stored.get(t.as_str()) else {
             continue;
         };
         let mut reader = csv::ReaderBuilder::new().from_reader(csv.as_bytes());

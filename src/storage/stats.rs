@@ -75,14 +75,16 @@ pub trait StatsStore: Send + Sync {
         end: Timestamp,
     ) -> StorageResult<Vec<StatCount>>;
 
-    /// Stores a release and charges its ε to its year, in one transaction:
-    /// nothing is stored when the month has a release already or when the
-    /// year's spend would pass `cap_micro`.
+    /// Stores a release and charges `charge_micro` (its ε in millionths)
+    /// to its year, in one transaction: nothing is stored when the month
+    /// has a release already or when the year's spend would pass
+    /// `cap_micro`.
     async fn stats_publish(
         &self,
         release: &StatsReleaseRow,
         tables: &[(String, String)],
         year: i64,
+        charge_micro: i64,
         cap_micro: i64,
     ) -> StorageResult<PublishOutcome>;
     /// Claims the building of `period`'s release until `until`: true when
@@ -99,6 +101,8 @@ pub trait StatsStore: Send + Sync {
     async fn stats_release(&self, period: &str) -> StorageResult<Option<StatsReleaseRow>>;
     /// A release's table as CSV.
     async fn stats_table(&self, period: &str, name: &str) -> StorageResult<Option<String>>;
+    /// Every table of a release: (name, CSV).
+    async fn stats_tables(&self, period: &str) -> StorageResult<Vec<(String, String)>>;
     /// ε spent per year, newest first.
     async fn stats_budgets(&self) -> StorageResult<Vec<StatsBudgetRow>>;
 
@@ -243,6 +247,7 @@ macro_rules! impl_stats_store {
                 release: &$crate::storage::StatsReleaseRow,
                 tables: &[(String, String)],
                 year: i64,
+                charge_micro: i64,
                 cap_micro: i64,
             ) -> $crate::storage::StorageResult<$crate::storage::PublishOutcome> {
                 let mut tx = self.pool.begin().await?;
@@ -274,13 +279,13 @@ macro_rules! impl_stats_store {
                 .bind(year)
                 .execute(&mut *tx)
                 .await?;
-                let micro = (release.epsilon * 1e6).round() as i64;
+
                 let charged = sqlx::query(
                     "UPDATE stats_budget SET spent_micro = spent_micro + $2 \
                      WHERE year = $1 AND spent_micro + $2 <= $3",
                 )
                 .bind(year)
-                .bind(micro)
+                .bind(charge_micro)
                 .bind(cap_micro)
                 .execute(&mut *tx)
                 .await?;
@@ -352,6 +357,16 @@ macro_rules! impl_stats_store {
                     .bind(period)
                     .bind(name)
                     .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            async fn stats_tables(
+                &self,
+                period: &str,
+            ) -> $crate::storage::StorageResult<Vec<(String, String)>> {
+                Ok(sqlx::query_as("SELECT name, csv FROM stats_tables WHERE period = $1")
+                    .bind(period)
+                    .fetch_all(&self.pool)
                     .await?)
             }
 
