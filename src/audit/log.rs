@@ -1,20 +1,27 @@
-//! The audit log service: one group-commit writer per process, signed
-//! checkpoints, and proofs.
+//! The audit log service: one group-commit writer per process that
+//! *sequences* entries, one *integrator* among all processes that builds
+//! the tiles, signed checkpoints, and proofs.
 //!
 //! `record(entry).await` returns the entry's index only after the batch it
-//! rode in is committed durably. Callers disclose nothing before that; if the
-//! store fails, they fail closed with `audit_unavailable`.
+//! rode in is sequenced: stored durably at its index, in one short
+//! transaction. Callers disclose nothing before that; if the store fails,
+//! they fail closed with `audit_unavailable`. Integration (hashing the new
+//! entries into the C2SP tiles) follows apart, by whichever process holds
+//! the integrator's lease in the database; proofs and checkpoints cover
+//! what is integrated, and an entry sequenced but not yet integrated is
+//! *pending* (its proof follows within moments).
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use super::entry::AuditRecord;
-use super::merkle::{self, CompactRange, Hash};
+use super::merkle::{self, Hash};
 use super::note::{Checkpoint, NoteSigner};
+use super::tiles::{self, TileAppender};
 use crate::domain::Timestamp;
-use crate::storage::{AuditAppend, CheckpointRow, DynStore, StorageError};
+use crate::storage::{CheckpointRow, DynStore, Sequenced, SequencedEntry, StorageError};
 
 /// Largest batch one commit carries (bounded so one transaction stays short).
 const MAX_BATCH: usize = 1024;
@@ -33,6 +40,27 @@ const INDEX_WHEN_IDLE_FOR: std::time::Duration = std::time::Duration::from_milli
 /// Most entries one indexing transaction covers (it holds SQLite's write
 /// lock for its length).
 const INDEX_STEP: u64 = 16_384;
+
+/// Most entries one integration transaction covers (idem).
+const INTEGRATE_STEP: u64 = 16_384;
+
+/// How long the integrator's lease lasts without renewal: how long the
+/// other processes wait before taking over from one that died.
+const LEASE_MS: i64 = 3_000;
+
+/// How often an integrator looks for entries other processes sequenced
+/// (its own process wakes it after each batch).
+const INTEGRATOR_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Under load, at most one integration per this interval: each is a
+/// durable commit competing with the sequencer's for the database's write
+/// lock, so integrating after every batch would halve the appends; this
+/// way many batches share one. An idle log integrates at once.
+const INTEGRATE_GATHER: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// How long a checkpoint waits for what was sequenced before it asked to
+/// be integrated, before signing what is.
+const CHECKPOINT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
@@ -72,7 +100,9 @@ pub struct AuditMetrics {
     batches: prometheus::IntCounter,
     batch_entries: prometheus::Histogram,
     commit_seconds: prometheus::Histogram,
+    lock_seconds: prometheus::Histogram,
     failures: prometheus::IntCounter,
+    integrated: prometheus::IntGauge,
 }
 
 impl AuditMetrics {
@@ -96,11 +126,32 @@ impl AuditMetrics {
                 )
                 .buckets(prometheus::exponential_buckets(0.000_25, 2.0, 14)?),
             )?,
+            lock_seconds: prometheus::Histogram::with_opts(
+                prometheus::HistogramOpts::new(
+                    "audit_sequence_lock_seconds",
+                    "Time the log's lock (which serialises every process) was held to sequence one batch.",
+                )
+                .buckets(prometheus::exponential_buckets(0.000_25, 2.0, 14)?),
+            )?,
             failures: prometheus::IntCounter::new(
                 "audit_append_failures_total",
                 "Batches whose commit failed: every caller was refused (fail closed).",
             )?,
+            integrated: prometheus::IntGauge::new(
+                "audit_integrated_entries",
+                "Entries integrated into the tiles, as this process last saw it.",
+            )?,
         })
+    }
+
+    /// Batches sequenced, entries in them, and seconds the log's lock was
+    /// held in all (for the benchmark's report).
+    pub fn sequencing(&self) -> (u64, f64, f64) {
+        (
+            self.batches.get(),
+            self.batch_entries.get_sample_sum(),
+            self.lock_seconds.get_sample_sum(),
+        )
     }
 
     /// The instruments, for a registry.
@@ -109,7 +160,9 @@ impl AuditMetrics {
             Box::new(self.batches.clone()),
             Box::new(self.batch_entries.clone()),
             Box::new(self.commit_seconds.clone()),
+            Box::new(self.lock_seconds.clone()),
             Box::new(self.failures.clone()),
+            Box::new(self.integrated.clone()),
         ]
     }
 }
@@ -125,6 +178,12 @@ pub struct AuditLog {
     /// Set once by the service that serves metrics; the writer records
     /// into it when set.
     metrics: Arc<OnceLock<AuditMetrics>>,
+    /// Wakes this process's integrator (after each sequenced batch, or a
+    /// caller waiting for integration).
+    wake: Arc<Notify>,
+    /// The integrated size as this process's integrator last saw it, and
+    /// whether its last attempt failed (waiters then stop waiting).
+    integrated: watch::Receiver<(u64, bool)>,
 }
 
 impl AuditLog {
@@ -140,14 +199,31 @@ impl AuditLog {
         let max_batch = max_batch.clamp(1, MAX_BATCH);
         let (queue, rx) = mpsc::channel(4 * MAX_BATCH);
         let metrics = Arc::new(OnceLock::new());
-        tokio::spawn(writer(store.clone(), rx, max_batch, metrics.clone()));
+        let wake = Arc::new(Notify::new());
+        let (integrated_tx, integrated) = watch::channel((0, false));
+        tokio::spawn(writer(
+            store.clone(),
+            rx,
+            max_batch,
+            metrics.clone(),
+            wake.clone(),
+        ));
         tokio::spawn(recipients_indexer(store.clone(), queue.downgrade()));
+        tokio::spawn(integrator(
+            store.clone(),
+            queue.downgrade(),
+            wake.clone(),
+            integrated_tx,
+            metrics.clone(),
+        ));
         Arc::new(Self {
             queue,
             store,
             origin,
             last_signed: std::sync::Mutex::new(None),
             metrics,
+            wake,
+            integrated,
         })
     }
 
@@ -177,18 +253,41 @@ impl AuditLog {
             .map_err(|_| AuditError::Unavailable("writer stopped".into()))?
     }
 
+    /// The entries sequenced (acknowledged), integrated or not.
     pub async fn size(&self) -> Result<u64, AuditError> {
         Ok(self.store.audit_size().await?)
     }
 
+    /// The entries integrated into the tree: what proofs and checkpoints
+    /// cover.
+    pub async fn integrated_size(&self) -> Result<u64, AuditError> {
+        Ok(self.store.audit_integration().await?.integrated)
+    }
+
+    /// Waits (at most `wait`) until the tree holds the first `size` entries;
+    /// true if it does.
+    pub async fn await_integrated(&self, size: u64, wait: std::time::Duration) -> bool {
+        let mut seen = self.integrated.clone();
+        let reached = async {
+            loop {
+                let (reached, failing) = *seen.borrow_and_update();
+                if reached >= size {
+                    return true;
+                }
+                if failing {
+                    return false;
+                }
+                self.wake.notify_one();
+                if seen.changed().await.is_err() {
+                    return false;
+                }
+            }
+        };
+        tokio::time::timeout(wait, reached).await.unwrap_or(false)
+    }
+
     async fn lookup(&self, coords: &[(u8, u64)]) -> Result<HashMap<(u8, u64), Hash>, AuditError> {
-        Ok(self
-            .store
-            .audit_nodes(coords)
-            .await?
-            .into_iter()
-            .map(|(l, i, h)| ((l, i), h))
-            .collect())
+        Ok(nodes_from_tiles(&self.store, coords).await?)
     }
 
     /// The root hash of the tree at `size` (≤ the current size).
@@ -200,7 +299,7 @@ impl AuditLog {
     }
 
     async fn check_size(&self, tree_size: u64) -> Result<(), AuditError> {
-        let current = self.size().await?;
+        let current = self.integrated_size().await?;
         if tree_size > current {
             return Err(AuditError::TreeSizeTooLarge { size: current });
         }
@@ -257,7 +356,11 @@ impl AuditLog {
             Err(p) => *p.into_inner(),
         };
         let latest = self.store.audit_latest_checkpoint().await?;
-        let size = self.size().await?;
+        // What was acknowledged before this call is signed if it can be
+        // integrated in time; what is integrated is signed in any case.
+        let sequenced = self.size().await?;
+        self.await_integrated(sequenced, CHECKPOINT_WAIT).await;
+        let size = self.integrated_size().await?;
         if let Some(latest) = &latest
             && (latest.tree_size as u64 == size || latest.created_at >= now)
         {
@@ -345,13 +448,14 @@ async fn writer(
     mut rx: mpsc::Receiver<Pending>,
     max_batch: usize,
     metrics: Arc<OnceLock<AuditMetrics>>,
+    integrator: Arc<Notify>,
 ) {
     type Commit = std::pin::Pin<
         Box<
             dyn std::future::Future<
                     Output = (
                         Vec<Pending>,
-                        Result<AuditAppend, StorageError>,
+                        Result<Sequenced, StorageError>,
                         std::time::Duration,
                     ),
                 > + Send,
@@ -359,7 +463,9 @@ async fn writer(
     >;
     let mut next: Vec<Pending> = Vec::new();
     let mut inflight: Option<Commit> = None;
-    let mut frontier: Option<(u64, Vec<Hash>)> = None;
+    // The size after this writer's last batch: if no other process appended
+    // since, the next batch is encoded before the lock is taken.
+    let mut cached: Option<u64> = None;
     let mut open = true;
     // Unknown at start (a crash, or `coffre audit reindex`, may have left
     // entries unindexed): index once the writer is first idle.
@@ -373,14 +479,14 @@ async fn writer(
             let take = next.len().min(max_batch);
             let batch: Vec<Pending> = next.drain(..take).collect();
             let store = store.clone();
-            let cached = frontier.take();
+            let cached = cached.take();
             inflight = Some(Box::pin(async move {
                 let records: Vec<&AuditRecord> = batch.iter().map(|p| &p.record).collect();
                 let now = records.iter().map(|r| r.timestamp).max().unwrap_or(0);
-                let planner = |size: u64, f: Vec<Hash>| plan(size, f, &records);
+                let encode = |first: u64| encode(first, &records);
                 // A duration for metrics, not a time of the log's.
                 let started = std::time::Instant::now();
-                let outcome = store.audit_append(now, cached.as_ref(), &planner).await;
+                let outcome = store.audit_sequence(now, cached, &encode).await;
                 let took = started.elapsed();
                 drop(records);
                 (batch, outcome, took)
@@ -407,17 +513,19 @@ async fn writer(
             }, if inflight.is_some() => {
                 inflight = None;
                 match outcome {
-                    Ok(done) => {
-                        frontier = Some((done.new_size as u64, done.frontier.clone()));
+                    Ok(done) if done.count == batch.len() as u64 => {
+                        cached = Some(done.first + done.count);
+                        integrator.notify_one();
                         let released = batch.len();
                         if let Some(m) = metrics.get() {
                             m.batches.inc();
                             m.batch_entries.observe(released as f64);
                             m.commit_seconds.observe(took.as_secs_f64());
+                            m.lock_seconds.observe(done.lock_held.as_secs_f64());
                         }
                         unindexed = unindexed.saturating_add(released as u64);
-                        for (p, (idx, ..)) in batch.into_iter().zip(done.entries.iter()) {
-                            let _ = p.reply.send(Ok(*idx as u64));
+                        for (i, p) in batch.into_iter().enumerate() {
+                            let _ = p.reply.send(Ok(done.first + i as u64));
                         }
                         // Callers just answered usually append again at once:
                         // give them a moment so they ride the next commit
@@ -435,7 +543,15 @@ async fn writer(
                             tokio::task::yield_now().await;
                         }
                     }
-                    Err(e) => {
+                    outcome => {
+                        let e = match outcome {
+                            Err(e) => e,
+                            Ok(done) => StorageError::Integrity(format!(
+                                "{} entries sequenced for a batch of {}",
+                                done.count,
+                                batch.len()
+                            )),
+                        };
                         if let Some(m) = metrics.get() {
                             m.failures.inc();
                         }
@@ -569,24 +685,197 @@ pub async fn index_recipients(store: &DynStore, limit: u64) -> Result<u64, Stora
     Ok(to - from)
 }
 
-fn plan(size: u64, frontier: Vec<Hash>, records: &[&AuditRecord]) -> Result<AuditAppend, String> {
-    let mut range = CompactRange::from_parts(size, frontier).map_err(|e| e.to_string())?;
-    let mut out = AuditAppend::default();
-    for (i, r) in records.iter().enumerate() {
-        let idx = size + i as u64;
-        let leaf = r.encode(idx).map_err(|e| e.to_string())?;
-        let new_nodes = range
-            .append(merkle::leaf_hash(&leaf))
-            .map_err(|e| e.to_string())?;
-        for ((level, index), hash) in new_nodes {
-            out.nodes.push((i64::from(level), index as i64, hash));
+/// A batch's leaves once its first index is known.
+fn encode(first: u64, records: &[&AuditRecord]) -> Result<Vec<SequencedEntry>, String> {
+    records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let leaf = r.encode(first + i as u64).map_err(|e| e.to_string())?;
+            Ok((leaf, r.resident_id.clone(), r.timestamp))
+        })
+        .collect()
+}
+
+/// The hashes of these tree nodes, each hashed up from the one stored tile
+/// that holds it (one query for all); a node the tiles do not reach is
+/// absent from the answer.
+pub async fn nodes_from_tiles(
+    store: &DynStore,
+    coords: &[(u8, u64)],
+) -> Result<HashMap<(u8, u64), Hash>, StorageError> {
+    let mut keys: Vec<(u8, u64)> = coords
+        .iter()
+        .filter_map(|(h, i)| tiles::tile_of_node(*h, *i))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let stored: HashMap<(u8, u64), Vec<u8>> = store
+        .audit_tiles(&keys)
+        .await?
+        .into_iter()
+        .map(|(l, i, h)| ((l, i), h))
+        .collect();
+    Ok(coords
+        .iter()
+        .filter_map(|(h, i)| {
+            let tile = stored.get(&tiles::tile_of_node(*h, *i)?)?;
+            Some(((*h, *i), tiles::node_from_tile(*h, *i, tile)?))
+        })
+        .collect())
+}
+
+/// Milliseconds since the epoch, for the integrator's lease: a matter of
+/// processes being alive in real time, not a time of the log's (entries
+/// carry the time their caller passed).
+fn lease_clock() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// The integrator: in every process, one task that integrates sequenced
+/// entries into the tiles whenever this process holds the lease (taken
+/// through the database when it is free or expired, renewed while there is
+/// work), and otherwise watches the integrated size for waiters. Stops with
+/// the log, giving the lease up.
+async fn integrator(
+    store: DynStore,
+    log: mpsc::WeakSender<Pending>,
+    wake: Arc<Notify>,
+    integrated: watch::Sender<(u64, bool)>,
+    metrics: Arc<OnceLock<AuditMetrics>>,
+) {
+    // Names the process, so an operator (and the takeover test) can tell
+    // which one integrates; unique per log even within one process.
+    let holder = format!("pid {} {}", std::process::id(), uuid::Uuid::new_v4());
+    let mut failing = false;
+    // A duration between integrations, not a time of the log's.
+    let mut last_step: Option<std::time::Instant> = None;
+    loop {
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(INTEGRATOR_POLL) => {}
         }
-        out.entries
-            .push((idx as i64, leaf, r.resident_id.clone(), r.timestamp));
+        if let Some(gap) = last_step.and_then(|t| INTEGRATE_GATHER.checked_sub(t.elapsed())) {
+            tokio::time::sleep(gap).await;
+        }
+        if log.upgrade().is_none() {
+            let _ = store.audit_release_integrator(&holder).await;
+            return;
+        }
+        let Ok(state) = store.audit_integration().await else {
+            continue;
+        };
+        let publish = |size: u64, failing: bool| {
+            integrated.send_if_modified(|v| {
+                let moved = *v != (size, failing);
+                *v = (size, failing);
+                moved
+            });
+            if let Some(m) = metrics.get() {
+                m.integrated.set(i64::try_from(size).unwrap_or(i64::MAX));
+            }
+        };
+        publish(state.integrated, failing);
+        if state.integrated >= state.sequenced {
+            continue;
+        }
+        let now = lease_clock();
+        let mine = state.holder.as_deref() == Some(holder.as_str());
+        if !mine && state.holder.is_some() && state.lease_until >= now {
+            continue;
+        }
+        let mut from = state.integrated;
+        let mut lease_until = if mine { state.lease_until } else { 0 };
+        loop {
+            let now = lease_clock();
+            if lease_until - now < LEASE_MS / 2 {
+                match store
+                    .audit_claim_integrator(&holder, now, now + LEASE_MS)
+                    .await
+                {
+                    Ok(true) => lease_until = now + LEASE_MS,
+                    _ => break,
+                }
+            }
+            last_step = Some(std::time::Instant::now());
+            match integrate_step(&store, &holder, from).await {
+                Ok(Some(to)) => {
+                    failing = false;
+                    from = to;
+                    publish(to, false);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    // Entries stay sequenced (acknowledged, durable) and
+                    // pending; retried at the next wake-up. Said once per run
+                    // of failures.
+                    if !failing {
+                        tracing::error!(error = %e, from, "audit integration failed; entries stay pending");
+                    }
+                    failing = true;
+                    publish(from, true);
+                    break;
+                }
+            }
+        }
     }
-    out.new_size = range.size() as i64;
-    out.frontier = range.hashes().to_vec();
-    Ok(out)
+}
+
+/// Integrates at most [`INTEGRATE_STEP`] entries from `from`; the new
+/// integrated size, or `None` when there is nothing to do (or another
+/// integrator moved first).
+async fn integrate_step(
+    store: &DynStore,
+    holder: &str,
+    from: u64,
+) -> Result<Option<u64>, StorageError> {
+    let integrity = StorageError::Integrity;
+    let sequenced = store.audit_size().await?;
+    let to = sequenced.min(from.saturating_add(INTEGRATE_STEP));
+    if to <= from {
+        return Ok(None);
+    }
+    let edge: Vec<(u8, u64)> = tiles::edge(from)
+        .into_iter()
+        .map(|(l, i, _)| (l, i))
+        .collect();
+    let mut stored: HashMap<(u8, u64), Vec<u8>> = store
+        .audit_tiles(&edge)
+        .await?
+        .into_iter()
+        .map(|(l, i, h)| ((l, i), h))
+        .collect();
+    let edge_tiles: Vec<(u8, u64, Vec<u8>)> = edge
+        .iter()
+        .filter_map(|k| stored.remove(k).map(|h| (k.0, k.1, h)))
+        .collect();
+    let mut appender = TileAppender::new(from, &edge_tiles).map_err(integrity)?;
+    for (idx, leaf) in store.audit_entries(from, to).await? {
+        // The integrator never hashes into the tree an entry that is not
+        // where it says it is (`coffre audit verify` says which).
+        let at = appender.size();
+        let entry = super::AuditEntry::decode(&leaf)
+            .map_err(|e| integrity(format!("entry {at} undecodable: {e}")))?;
+        if u64::try_from(idx).ok() != Some(at) || entry.index != at {
+            return Err(integrity(format!("entry {at} missing or out of place")));
+        }
+        appender
+            .append(merkle::leaf_hash(&leaf))
+            .map_err(integrity)?;
+    }
+    if appender.size() != to {
+        return Err(integrity(format!(
+            "entries {}..{to} missing",
+            appender.size()
+        )));
+    }
+    Ok(store
+        .audit_integrate(holder, from, to, &appender.tiles())
+        .await?
+        .then_some(to))
 }
 
 /// The writer and its proofs on a real SQLite store (the API tests drive
@@ -596,6 +885,7 @@ fn plan(size: u64, frontier: Vec<Hash>, records: &[&AuditRecord]) -> Result<Audi
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+    use crate::audit::merkle::CompactRange;
 
     const ORIGIN: &str = "test.example/coffre/audit";
 
@@ -641,6 +931,14 @@ mod tests {
         for c in calls.collect::<Vec<_>>() {
             out.push(c.await.unwrap());
         }
+        // Proofs cover what is integrated: this process's integrator is
+        // woken by each batch.
+        let size = log.size().await.unwrap();
+        assert!(
+            log.await_integrated(size, std::time::Duration::from_secs(20))
+                .await,
+            "not integrated"
+        );
         out
     }
 
@@ -759,11 +1057,13 @@ mod tests {
         // Another history of the same length: a node under the old
         // checkpoint replaced (as a rewrite that kept the tree's shape).
         let raw = raw_pool(&dir).await;
-        sqlx::query("UPDATE audit_nodes SET hash = $1 WHERE level = 2 AND idx = 0")
-            .bind(vec![9u8; 32])
-            .execute(&raw)
-            .await
-            .unwrap();
+        sqlx::query(
+            "UPDATE audit_tiles SET hashes = $1 || substr(hashes, 33) WHERE level = 0 AND idx = 0",
+        )
+        .bind(vec![9u8; 32])
+        .execute(&raw)
+        .await
+        .unwrap();
         let refused = log.checkpoint(&signer, 101).await;
         match refused {
             Err(AuditError::Integrity(why)) => {
@@ -802,7 +1102,7 @@ mod tests {
         assert_eq!(again.tree_size, 10);
         // The same size, another root: refused.
         run("DELETE FROM audit_checkpoints").await;
-        run("UPDATE audit_nodes SET hash = zeroblob(32) WHERE level = 3 AND idx = 0").await;
+        run("UPDATE audit_tiles SET hashes = zeroblob(32) || substr(hashes, 33) WHERE level = 0 AND idx = 0").await;
         match log.checkpoint(&signer, 102).await {
             Err(AuditError::Integrity(why)) => {
                 assert!(why.contains("same size, other root"), "{why}")
@@ -812,6 +1112,7 @@ mod tests {
         // Cut below what was signed: refused as shrunk.
         run("DELETE FROM audit_entries WHERE idx >= 8").await;
         run("UPDATE audit_head SET size = 8").await;
+        run("UPDATE audit_integration SET size = 8").await;
         match log.checkpoint(&signer, 103).await {
             Err(AuditError::Integrity(why)) => assert!(why.contains("it shrank"), "{why}"),
             other => panic!("signed a shrunk log: {other:?}"),
@@ -872,7 +1173,7 @@ mod tests {
         append(&log, 3).await;
         assert!(metrics.batches.get() >= 1);
         let raw = raw_pool(&dir).await;
-        sqlx::query("DROP TABLE audit_nodes")
+        sqlx::query("DROP TABLE audit_entries")
             .execute(&raw)
             .await
             .unwrap();
@@ -894,27 +1195,72 @@ mod tests {
     }
 
     #[test]
-    fn a_plan_numbers_leaves_from_the_size_and_carries_the_frontier() {
-        let records: Vec<AuditRecord> = (0..5).map(record).collect();
+    fn a_batch_is_numbered_from_its_first_index() {
+        let records: Vec<AuditRecord> = (0..3).map(record).collect();
         let refs: Vec<&AuditRecord> = records.iter().collect();
-        let whole = plan(0, Vec::new(), &refs).unwrap();
-        assert_eq!(whole.new_size, 5);
-        let idx: Vec<i64> = whole.entries.iter().map(|e| e.0).collect();
-        assert_eq!(idx, vec![0, 1, 2, 3, 4]);
-        // In two steps, from the first step's frontier: the same tree.
-        let first = plan(0, Vec::new(), &refs[..2]).unwrap();
-        let second = plan(2, first.frontier.clone(), &refs[2..]).unwrap();
-        assert_eq!(second.new_size, 5);
-        assert_eq!(second.entries[0].0, 2);
-        assert_eq!(second.frontier, whole.frontier);
-        let mut nodes = first.nodes.clone();
-        nodes.extend(second.nodes.clone());
-        nodes.sort();
-        let mut all = whole.nodes.clone();
-        all.sort();
-        assert_eq!(nodes, all);
-        // A frontier that does not fit the size is refused.
-        assert!(plan(3, first.frontier, &refs[2..]).is_err());
+        let leaves = encode(40, &refs).unwrap();
+        let idx: Vec<u64> = leaves
+            .iter()
+            .map(|(leaf, ..)| crate::audit::AuditEntry::decode(leaf).unwrap().index)
+            .collect();
+        assert_eq!(idx, vec![40, 41, 42]);
+    }
+
+    /// Two logs on one database (two processes): one integrator at a time.
+    /// The first holds the lease while it lives; once it stops, giving the
+    /// lease up, the second integrates what both sequenced; and an
+    /// integrator whose lease was taken over cannot write.
+    #[tokio::test]
+    async fn one_integrator_at_a_time_and_another_takes_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = AuditLog::start(store(&dir).await, ORIGIN.into());
+        append(&first, 5).await;
+        let store2 = store(&dir).await;
+        let state = store2.audit_integration().await.unwrap();
+        let holder = state.holder.clone().expect("the first log holds the lease");
+        assert_eq!(state.integrated, 5);
+        // Another holder is refused while the lease runs.
+        assert!(
+            !store2
+                .audit_claim_integrator("other", lease_clock(), lease_clock() + 1)
+                .await
+                .unwrap()
+        );
+        // The second log sequences; the first (the holder) integrates it.
+        let second = AuditLog::start(store2.clone(), ORIGIN.into());
+        let got = append(&second, 4).await;
+        assert!(got.iter().all(|i| (5..9).contains(i)), "{got:?}");
+        assert_eq!(
+            store2.audit_integration().await.unwrap().holder.as_deref(),
+            Some(holder.as_str())
+        );
+        drop(first);
+        // Stopped: the lease is given up within a poll, and the second log
+        // takes over with its next batch.
+        let mut taken = false;
+        for _ in 0..100 {
+            append(&second, 1).await;
+            let h = store2.audit_integration().await.unwrap().holder;
+            if h.is_some() && h.as_deref() != Some(holder.as_str()) {
+                taken = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(taken, "nobody took the lease over");
+        let size = second.size().await.unwrap();
+        assert_eq!(second.integrated_size().await.unwrap(), size);
+        assert_eq!(
+            second.root(size).await.unwrap(),
+            recomputed_root(&store2, size).await
+        );
+        // The old holder's write is fenced off.
+        assert!(
+            !store2
+                .audit_integrate(&holder, size, size + 1, &[])
+                .await
+                .unwrap()
+        );
     }
 
     #[test]

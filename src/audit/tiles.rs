@@ -5,9 +5,11 @@
 //!
 //! A tile at level `L` and index `N` holds the hashes of the tree's nodes
 //! at height `8·L`, indexes `256·N .. 256·N + W` (`W` = 256 for a full
-//! tile, fewer for the partial tile at the right edge). coffre stores
-//! every perfect subtree's hash (`audit_nodes`), so a tile is a range
-//! read. An entry bundle holds entries `256·N .. 256·N + W`, each as a
+//! tile, fewer for the partial tile at the right edge). coffre stores the
+//! tree as these tiles (`audit_tiles`, one row per tile; the right edge's
+//! rows grow with the tree), built by the integrator with
+//! [`TileAppender`]; any other node is hashed up from one tile
+//! ([`node_from_tile`]). An entry bundle holds entries `256·N .. 256·N + W`, each as a
 //! big-endian `u16` length and the leaf's bytes (whose hash is the tree's
 //! leaf hash, RFC 9162 `SHA-256(0x00 || leaf)`).
 
@@ -163,6 +165,205 @@ pub fn entry_bundle(leaves: &[Vec<u8>]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+use super::merkle::{self, Hash};
+
+/// Tile levels above this are never reached by a 64-bit tree.
+const LEVELS: usize = MAX_TILE_LEVEL as usize + 1;
+
+/// The tiles a tree of `size` entries has at its right edge that are not
+/// full: `(level, index, width)` for each level with one, lowest first.
+pub fn edge(size: u64) -> Vec<(u8, u64, u64)> {
+    let mut out = Vec::new();
+    for level in 0..LEVELS as u8 {
+        let hashes = size
+            .checked_shr(u32::from(level) * TILE_HEIGHT)
+            .unwrap_or(0);
+        if hashes == 0 {
+            break;
+        }
+        if !hashes.is_multiple_of(TILE_WIDTH) {
+            out.push((level, hashes / TILE_WIDTH, hashes % TILE_WIDTH));
+        }
+    }
+    out
+}
+
+/// The root of a perfect subtree given its lowest hashes (a power of two
+/// of them, at least one).
+pub fn subtree_root(hashes: &[Hash]) -> Option<Hash> {
+    if hashes.is_empty() || !hashes.len().is_power_of_two() {
+        return None;
+    }
+    let mut level: Vec<Hash> = hashes.to_vec();
+    while level.len() > 1 {
+        level = level
+            .chunks_exact(2)
+            .map(|p| merkle::node_hash(&p[0], &p[1]))
+            .collect();
+    }
+    level.first().copied()
+}
+
+/// Which tile holds what a node at tree `height`, index `index` is hashed
+/// from: `(tile level, tile index)`.
+pub fn tile_of_node(height: u8, index: u64) -> Option<(u8, u64)> {
+    let level = height / TILE_HEIGHT as u8;
+    let sub = u32::from(height) % TILE_HEIGHT;
+    let first = index.checked_shl(sub)?;
+    if first >> sub != index || level > MAX_TILE_LEVEL {
+        return None;
+    }
+    Some((level, first / TILE_WIDTH))
+}
+
+/// The hash of the node at tree `height`, index `index`, from the tile
+/// [`tile_of_node`] names (its hashes concatenated, as stored); `None` if
+/// the tile does not reach that far or is malformed.
+pub fn node_from_tile(height: u8, index: u64, tile: &[u8]) -> Option<Hash> {
+    if !tile.len().is_multiple_of(32) {
+        return None;
+    }
+    let sub = u32::from(height) % TILE_HEIGHT;
+    let first = usize::try_from((index << sub) % TILE_WIDTH).ok()?;
+    let count = 1usize << sub;
+    let bytes = tile.get(first * 32..(first + count) * 32)?;
+    let hashes: Vec<Hash> = bytes
+        .chunks_exact(32)
+        .map(|c| {
+            let mut h = [0u8; 32];
+            h.copy_from_slice(c);
+            h
+        })
+        .collect();
+    subtree_root(&hashes)
+}
+
+/// Builds the tiles of an integration: starts from the right edge of the
+/// tiles stored for `size` entries, takes leaf hashes in order, and gives
+/// back every tile it completed or extended, whole, ready to be written
+/// over the stored rows. Pure: the integrator reads and writes around it,
+/// and `coffre audit verify` runs the same from the first entry.
+#[derive(Clone, Debug)]
+pub struct TileAppender {
+    size: u64,
+    /// Per tile level, the hashes of its partial (rightmost) tile.
+    edges: Vec<Vec<Hash>>,
+    /// Per tile level, how many hashes it holds in all.
+    counts: Vec<u64>,
+    /// Tiles completed since the start, whole.
+    full: Vec<(u8, u64, Vec<Hash>)>,
+    /// Levels whose partial tile changed since the start.
+    touched: [bool; LEVELS],
+}
+
+impl TileAppender {
+    /// The appender for a tree of `size` entries whose stored edge tiles
+    /// ([`edge`]`(size)`, in that order) hold `edge_tiles` (concatenated
+    /// hashes, as stored; a stored row may be wider than the edge needs,
+    /// never narrower).
+    pub fn new(size: u64, edge_tiles: &[(u8, u64, Vec<u8>)]) -> Result<Self, String> {
+        let mut edges = vec![Vec::new(); LEVELS];
+        let mut counts = vec![0u64; LEVELS];
+        for (level, count) in counts.iter_mut().enumerate() {
+            *count = size.checked_shr(level as u32 * TILE_HEIGHT).unwrap_or(0);
+        }
+        let wanted = edge(size);
+        if wanted.len() != edge_tiles.len() {
+            return Err(format!(
+                "{} edge tiles for size {size}, {} expected",
+                edge_tiles.len(),
+                wanted.len()
+            ));
+        }
+        for ((level, index, width), (l, i, bytes)) in wanted.iter().zip(edge_tiles) {
+            let need = usize::try_from(*width).map_err(|e| e.to_string())? * 32;
+            if (level, index) != (l, i) || bytes.len() < need {
+                return Err(format!("tile ({level}, {index}) missing or too short"));
+            }
+            edges[usize::from(*level)] = bytes[..need]
+                .chunks_exact(32)
+                .map(|c| {
+                    let mut h = [0u8; 32];
+                    h.copy_from_slice(c);
+                    h
+                })
+                .collect();
+        }
+        Ok(Self {
+            size,
+            edges,
+            counts,
+            full: Vec::new(),
+            touched: [false; LEVELS],
+        })
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Appends one leaf hash: every tile it fills hashes up into the level
+    /// above.
+    pub fn append(&mut self, leaf_hash: Hash) -> Result<(), String> {
+        let mut hash = leaf_hash;
+        for level in 0..LEVELS {
+            let index = self.counts[level] / TILE_WIDTH;
+            self.edges[level].push(hash);
+            self.counts[level] += 1;
+            self.touched[level] = true;
+            if (self.edges[level].len() as u64) < TILE_WIDTH {
+                self.size += 1;
+                return Ok(());
+            }
+            let tile = std::mem::take(&mut self.edges[level]);
+            hash = subtree_root(&tile).ok_or("a full tile has no root")?;
+            self.full.push((level as u8, index, tile));
+        }
+        Err("the tree is larger than 2^64 entries".into())
+    }
+
+    /// The tiles to write: `(level, index, hashes concatenated)`, every
+    /// completed tile and every partial tile that changed.
+    pub fn tiles(&self) -> Vec<(u8, u64, Vec<u8>)> {
+        let flat = |hashes: &[Hash]| hashes.iter().flatten().copied().collect::<Vec<u8>>();
+        let mut out: Vec<(u8, u64, Vec<u8>)> = self
+            .full
+            .iter()
+            .map(|(l, i, h)| (*l, *i, flat(h)))
+            .collect();
+        for level in 0..LEVELS {
+            if self.touched[level] && !self.edges[level].is_empty() {
+                out.push((
+                    level as u8,
+                    self.counts[level] / TILE_WIDTH,
+                    flat(&self.edges[level]),
+                ));
+            }
+        }
+        out
+    }
+
+    /// The tiles completed so far, whole (for `coffre audit verify`, which
+    /// compares each as it completes and then forgets it).
+    pub fn take_full(&mut self) -> Vec<(u8, u64, Vec<Hash>)> {
+        std::mem::take(&mut self.full)
+    }
+
+    /// The partial tiles at the right edge now: `(level, index, hashes)`.
+    pub fn edge_tiles(&self) -> Vec<(u8, u64, Vec<u8>)> {
+        (0..LEVELS)
+            .filter(|l| !self.edges[*l].is_empty())
+            .map(|l| {
+                (
+                    l as u8,
+                    self.counts[l] / TILE_WIDTH,
+                    self.edges[l].iter().flatten().copied().collect(),
+                )
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,6 +403,54 @@ mod tests {
         ] {
             assert_eq!(TileRef::parse(bad), None, "{bad}");
         }
+    }
+
+    /// Every node of a tree, from tiles built by the appender in uneven
+    /// steps, equals the node hashed from the leaves directly; so does the
+    /// root.
+    #[test]
+    fn tiles_built_in_steps_serve_every_node_of_the_tree() {
+        let leaves: Vec<Hash> = (0..70_000u32)
+            .map(|i| merkle::leaf_hash(&i.to_be_bytes()))
+            .collect();
+        let mut stored: std::collections::HashMap<(u8, u64), Vec<u8>> = Default::default();
+        let mut size = 0u64;
+        for step in [1usize, 255, 1, 300, 65_000, 4_443] {
+            let edge_tiles: Vec<(u8, u64, Vec<u8>)> = edge(size)
+                .into_iter()
+                .map(|(l, i, _)| (l, i, stored[&(l, i)].clone()))
+                .collect();
+            let mut a = TileAppender::new(size, &edge_tiles).unwrap_or_else(|e| panic!("{e}"));
+            for h in &leaves[size as usize..size as usize + step] {
+                a.append(*h).unwrap_or_else(|e| panic!("{e}"));
+            }
+            for (l, i, bytes) in a.tiles() {
+                stored.insert((l, i), bytes);
+            }
+            size = a.size();
+        }
+        assert_eq!(size, 70_000);
+        assert_eq!(stored[&(0, 0)].len(), 256 * 32);
+        assert_eq!(stored[&(2, 0)].len(), 32, "one full 65,536-leaf subtree");
+        let mut range = merkle::CompactRange::new();
+        for h in &leaves {
+            range.append(*h).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let node = |height: u8, index: u64| {
+            let key = tile_of_node(height, index)?;
+            node_from_tile(height, index, stored.get(&key)?)
+        };
+        assert_eq!(merkle::root_hash(size, node), Some(range.root()));
+        for (height, index) in [(0u8, 69_999u64), (3, 17), (8, 1), (9, 0), (16, 0), (15, 1)] {
+            let first = (index << height) as usize;
+            let direct = subtree_root(&leaves[first..first + (1 << height)]);
+            assert_eq!(node(height, index), direct, "({height}, {index})");
+        }
+        // Past the edge there is nothing to hash up from.
+        assert_eq!(node(0, 70_000), None);
+        assert_eq!(node(8, 273), None);
+        // An edge tile shorter than the size says is refused.
+        assert!(TileAppender::new(300, &[(0, 1, vec![0; 32])]).is_err());
     }
 
     #[test]

@@ -1,18 +1,25 @@
-//! `coffre audit verify`: recomputes the tree from the stored entries and
-//! checks every stored checkpoint's signature and root against it. Any
-//! altered, deleted, reordered or inserted entry is reported at the first
-//! bad index.
+//! `coffre audit verify`: recomputes the tiles from the stored entries,
+//! compares every stored tile with them, and checks every stored
+//! checkpoint's signature and root. Any altered, deleted, reordered or
+//! inserted entry is reported at the first bad index; so is a stored hash
+//! that no longer matches its entries.
+
+use std::collections::HashMap;
 
 use super::entry::AuditEntry;
 use super::merkle::{self, CompactRange};
 use super::note::{Checkpoint, NoteVerifier};
+use super::tiles::{self, TILE_WIDTH, TileAppender};
 use crate::storage::DynStore;
 
 const BATCH: u64 = 10_000;
 
 #[derive(Debug)]
 pub struct VerifyReport {
+    /// Entries integrated into the tree (what the checkpoints sign).
     pub size: u64,
+    /// Entries sequenced past it, checked one by one, not yet in the tree.
+    pub pending: u64,
     pub root: [u8; 32],
     pub checkpoints: usize,
 }
@@ -79,7 +86,14 @@ pub async fn verify_in_batches(
     // A batch of 0 would never advance.
     let batch = batch.max(1);
     let storage = |e: crate::storage::StorageError| VerifyFailure::Storage(e.to_string());
-    let size = store.audit_size().await.map_err(storage)?;
+    let state = store.audit_integration().await.map_err(storage)?;
+    let size = state.integrated;
+    if state.sequenced < size {
+        return Err(VerifyFailure::Tree(format!(
+            "{size} entries integrated but only {} sequenced",
+            state.sequenced
+        )));
+    }
 
     let mut checkpoints: Vec<Checkpoint> = Vec::new();
     for row in store.audit_checkpoints().await.map_err(storage)? {
@@ -147,29 +161,38 @@ pub async fn verify_in_batches(
         };
     check_roots(&range, &mut next_checkpoint)?;
 
+    let mut tiles_now = TileAppender::new(0, &[]).map_err(VerifyFailure::Tree)?;
+    let stored_tile = |level: u8, index: u64| async move {
+        store
+            .audit_tiles(&[(level, index)])
+            .await
+            .map_err(storage)
+            .map(|mut t| t.pop().map(|(_, _, h)| h))
+    };
+    let tile_mismatch = |level: u8, index: u64, found: Option<&Vec<u8>>| {
+        let first = (index * TILE_WIDTH) << (u32::from(level) * tiles::TILE_HEIGHT);
+        VerifyFailure::Tree(format!(
+            "stored tile ({level}, {index}) over entries from {first} is {}; proofs served from it would be wrong",
+            if found.is_some() {
+                "altered"
+            } else {
+                "missing"
+            }
+        ))
+    };
     let mut expected = 0u64;
     while expected < size {
         let to = (expected + batch).min(size);
         let rows = store.audit_entries(expected, to).await.map_err(storage)?;
-        // Every node this batch completes, at every level: the stored
-        // interior nodes serve proofs, so each one is checked, not only the
-        // frontier (a zeroed or deleted inner node would pass a root check
-        // and yet make the proofs served from it fail).
-        let mut stored: std::collections::HashMap<(u8, u64), Vec<u8>> =
-            std::collections::HashMap::new();
-        for level in 0..64u8 {
-            let (lo, hi) = (expected >> level, to >> level);
-            if hi <= lo && level > 0 {
-                break;
-            }
-            for (idx, hash) in store
-                .audit_level_hashes(level, lo, hi.max(lo + 1))
-                .await
-                .map_err(storage)?
-            {
-                stored.insert((level, u64::try_from(idx).unwrap_or(u64::MAX)), hash);
-            }
-        }
+        // The level-0 tiles over this batch: each leaf's stored hash is
+        // checked as it is read, so an altered entry is named by its index.
+        let level0: HashMap<u64, Vec<u8>> = store
+            .audit_tile_range(0, expected / TILE_WIDTH, to.div_ceil(TILE_WIDTH))
+            .await
+            .map_err(storage)?
+            .into_iter()
+            .map(|(_, i, h)| (i, h))
+            .collect();
         for (idx, leaf) in rows {
             let idx = u64::try_from(idx).unwrap_or(u64::MAX);
             if idx != expected {
@@ -178,40 +201,35 @@ pub async fn verify_in_batches(
                     reason: "missing (deleted)".into(),
                 });
             }
-            let entry = AuditEntry::decode(&leaf).map_err(|e| VerifyFailure::Entry {
-                index: idx,
-                reason: format!("undecodable leaf ({e})"),
-            })?;
-            if entry.index != idx {
-                return Err(VerifyFailure::Entry {
-                    index: idx,
-                    reason: format!("holds entry {} (reordered or inserted)", entry.index),
-                });
-            }
+            check_entry(idx, &leaf)?;
             let hash = merkle::leaf_hash(&leaf);
-            if stored.get(&(0, idx)).map(Vec::as_slice) != Some(&hash[..]) {
+            let at = usize::try_from(idx % TILE_WIDTH).unwrap_or(0) * 32;
+            let stored = level0
+                .get(&(idx / TILE_WIDTH))
+                .and_then(|t| t.get(at..at + 32));
+            if stored != Some(&hash[..]) {
                 return Err(VerifyFailure::Entry {
                     index: idx,
                     reason: "its content does not match the tree (altered)".into(),
                 });
             }
-            let completed = range
+            range
                 .append(hash)
                 .map_err(|e| VerifyFailure::Tree(e.to_string()))?;
-            for ((level, at), node) in completed.into_iter().filter(|((l, _), _)| *l > 0) {
-                match stored.get(&(level, at)) {
-                    Some(h) if h.as_slice() == node.as_slice() => {}
-                    found => {
-                        let first = at << level;
-                        return Err(VerifyFailure::Tree(format!(
-                            "stored node ({level}, {at}) over entries {first}..={idx} is {}; proofs served from it would be wrong",
-                            if found.is_some() {
-                                "altered"
-                            } else {
-                                "missing"
-                            }
-                        )));
-                    }
+            tiles_now.append(hash).map_err(VerifyFailure::Tree)?;
+            // Every tile this entry completed, whole: the stored tiles serve
+            // proofs, so each one is checked, not only the root (an altered
+            // upper tile would pass a root check of the entries and yet make
+            // the proofs served from it fail).
+            for (level, index, hashes) in tiles_now.take_full() {
+                let want: Vec<u8> = hashes.iter().flatten().copied().collect();
+                let found = if level == 0 {
+                    level0.get(&index).cloned()
+                } else {
+                    stored_tile(level, index).await?
+                };
+                if found.as_ref() != Some(&want) {
+                    return Err(tile_mismatch(level, index, found.as_ref()));
                 }
             }
             check_roots(&range, &mut next_checkpoint)?;
@@ -224,29 +242,67 @@ pub async fn verify_in_batches(
             });
         }
     }
+    // The partial tiles at the right edge hold exactly the tree's hashes.
+    for (level, index, want) in tiles_now.edge_tiles() {
+        let found = stored_tile(level, index).await?;
+        if found.as_ref() != Some(&want) {
+            return Err(tile_mismatch(level, index, found.as_ref()));
+        }
+    }
+    // No tile past the tree.
+    for level in 0..=tiles::MAX_TILE_LEVEL {
+        let hashes = size
+            .checked_shr(u32::from(level) * tiles::TILE_HEIGHT)
+            .unwrap_or(0);
+        let beyond = store
+            .audit_tile_range(level, hashes.div_ceil(TILE_WIDTH), u64::MAX >> 1)
+            .await
+            .map_err(storage)?;
+        if let Some((_, index, _)) = beyond.first() {
+            return Err(VerifyFailure::Tree(format!(
+                "stored tile ({level}, {index}) lies beyond the tree of {size} entries (inserted)"
+            )));
+        }
+    }
+    // Sequenced entries not integrated yet: each checked on its own.
+    let sequenced = state.sequenced;
+    while expected < sequenced {
+        let to = (expected + batch).min(sequenced);
+        for (idx, leaf) in store.audit_entries(expected, to).await.map_err(storage)? {
+            if u64::try_from(idx).ok() != Some(expected) {
+                return Err(VerifyFailure::Entry {
+                    index: expected,
+                    reason: "missing (deleted)".into(),
+                });
+            }
+            check_entry(expected, &leaf)?;
+            expected += 1;
+        }
+        if expected < to {
+            return Err(VerifyFailure::Entry {
+                index: expected,
+                reason: "missing (deleted)".into(),
+            });
+        }
+    }
     let extra = store
-        .audit_entries(size, u64::MAX >> 1)
+        .audit_entries(sequenced, u64::MAX >> 1)
         .await
         .map_err(storage)?;
     if let Some((idx, _)) = extra.first() {
         return Err(VerifyFailure::Entry {
-            index: u64::try_from(*idx).unwrap_or(size),
-            reason: format!("beyond the log's size {size} (inserted)"),
+            index: u64::try_from(*idx).unwrap_or(sequenced),
+            reason: format!("beyond the log's size {sequenced} (inserted)"),
         });
     }
-    // The stored interior nodes serve proofs: they must agree too.
-    let coords = merkle::root_coords(size);
-    let nodes: std::collections::HashMap<(u8, u64), [u8; 32]> = store
-        .audit_nodes(&coords)
+    // The root the proofs are served from: nodes hashed up from the tiles.
+    let nodes = super::log::nodes_from_tiles(store, &merkle::root_coords(size))
         .await
-        .map_err(storage)?
-        .into_iter()
-        .map(|(l, i, h)| ((l, i), h))
-        .collect();
+        .map_err(storage)?;
     let stored_root = merkle::root_hash(size, |l, i| nodes.get(&(l, i)).copied());
     if stored_root != Some(range.root()) {
         return Err(VerifyFailure::Tree(
-            "stored node hashes do not match the entries; proofs would be wrong".into(),
+            "stored tiles do not match the entries; proofs would be wrong".into(),
         ));
     }
     if let Some(published) = rolled_back_from {
@@ -254,7 +310,23 @@ pub async fn verify_in_batches(
     }
     Ok(VerifyReport {
         size,
+        pending: sequenced - size,
         root: range.root(),
         checkpoints: checkpoints.len(),
     })
+}
+
+/// One entry decodes and holds its own index.
+fn check_entry(idx: u64, leaf: &[u8]) -> Result<(), VerifyFailure> {
+    let entry = AuditEntry::decode(leaf).map_err(|e| VerifyFailure::Entry {
+        index: idx,
+        reason: format!("undecodable leaf ({e})"),
+    })?;
+    if entry.index != idx {
+        return Err(VerifyFailure::Entry {
+            index: idx,
+            reason: format!("holds entry {} (reordered or inserted)", entry.index),
+        });
+    }
+    Ok(())
 }

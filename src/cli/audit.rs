@@ -172,8 +172,9 @@ pub(super) async fn audit_command(config: Config, command: AuditCommand) -> Resu
                         );
                     }
                     println!(
-                        "audit log OK: {} entries, root {}, {} signed checkpoints verified and consistent",
+                        "audit log OK: {} entries in the tree (and {} sequenced, checked, awaiting integration), root {}, {} signed checkpoints verified and consistent",
                         r.size,
+                        r.pending,
                         base64::engine::general_purpose::STANDARD.encode(r.root),
                         r.checkpoints
                     );

@@ -207,6 +207,9 @@ pub struct AccessView {
     /// Inclusion proof in the tree of `checkpoint`'s size (absent for an
     /// entry newer than the checkpoint).
     pub proof: Option<Vec<String>>,
+    /// Stored durably (the act it records happened after that) but not
+    /// yet integrated into the tree: its proof follows within moments.
+    pub pending: bool,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -221,29 +224,22 @@ pub struct MyAccesses {
 /// subtrees reveal nothing of the entries. `not_found` until the tree
 /// holds it whole (a tile, once served, never changes).
 pub async fn hash_tile(state: &AppState, tile: &TileRef) -> AppResult<Vec<u8>> {
-    if !matches!(tile.kind, TileKind::Hashes { .. }) {
+    let TileKind::Hashes { level } = tile.kind else {
         return Err(AppError::NotFound);
-    }
-    let size = state.store.audit_size().await?;
-    let (from, to) = tile.range().ok_or(AppError::NotFound)?;
-    let height = u8::try_from(tile.height()).map_err(|_| AppError::NotFound)?;
+    };
+    let size = state.audit.integrated_size().await?;
     if !tile.within(size) {
         return Err(AppError::NotFound);
     }
-    let rows = state.store.audit_level_hashes(height, from, to).await?;
-    let mut out = Vec::with_capacity(rows.len() * 32);
-    for (expected, (idx, hash)) in (from..to).zip(&rows) {
-        if u64::try_from(*idx).ok() != Some(expected) || hash.len() != 32 {
-            return Err(AppError::Integrity);
-        }
-        out.extend_from_slice(hash);
+    // The stored row may be wider than asked: a partial tile grows in
+    // place, and its first `width` hashes never change.
+    let width = usize::try_from(tile.width).map_err(|_| AppError::NotFound)?;
+    match state.store.audit_tiles(&[(level, tile.index)]).await?.pop() {
+        Some((_, _, hashes)) if hashes.len() >= width * 32 => Ok(hashes[..width * 32].to_vec()),
+        // A tile the tree's size says exists is missing or short: the
+        // log's storage is damaged (`coffre audit verify` names where).
+        _ => Err(AppError::Integrity),
     }
-    if rows.len() as u64 != tile.width {
-        // A node the tree's size says exists is missing: the log's storage
-        // is damaged (`coffre audit verify` names where).
-        return Err(AppError::Integrity);
-    }
-    Ok(out)
 }
 
 /// One entry bundle (C2SP tlog-tiles): the leaves themselves. They name
@@ -259,7 +255,7 @@ pub async fn entry_bundle(
     if tile.kind != TileKind::Entries {
         return Err(AppError::NotFound);
     }
-    let size = state.store.audit_size().await?;
+    let size = state.audit.integrated_size().await?;
     let (from, to) = tile.range().ok_or(AppError::NotFound)?;
     if !tile.within(size) {
         return Err(AppError::NotFound);
@@ -288,6 +284,7 @@ pub async fn my_accesses(
     let signer = state.checkpoint_signer()?;
     let cp = state.audit.checkpoint(&signer, now).await?;
     let tree_size = cp.tree_size as u64;
+    let integrated = state.audit.integrated_size().await?;
     let rows = state.store.audit_entries_of(&me, before, 100).await?;
     let mut accesses = Vec::with_capacity(rows.len());
     for (idx, leaf) in rows {
@@ -300,7 +297,12 @@ pub async fn my_accesses(
         } else {
             None
         };
-        accesses.push(AccessView { entry, proof });
+        let pending = entry.index >= integrated;
+        accesses.push(AccessView {
+            entry,
+            proof,
+            pending,
+        });
     }
     Ok(Audited::new(
         index,

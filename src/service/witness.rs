@@ -176,7 +176,7 @@ async fn submit(
         if old > size {
             // Ahead of this checkpoint: of the log too, or only of this
             // process's view (another process is submitting a newer one)?
-            return Ok(if old <= state.store.audit_size().await? {
+            return Ok(if old <= state.audit.integrated_size().await? {
                 Ok(None)
             } else {
                 Err("witness_ahead")

@@ -1,7 +1,9 @@
-//! The audit log as stored: entries and Merkle nodes written by group
-//! commits under the head row's lock, the resident and recipients indexes
-//! the writer fills when idle, and the signed checkpoints. The tree itself
-//! is computed in `audit`; storage writes what the planner hands it.
+//! The audit log as stored: entries *sequenced* by group commits under the
+//! head row's lock (the moment an entry is acknowledged), the tree as C2SP
+//! tlog-tiles written by the one *integrator* holding the lease, the
+//! resident and recipients indexes the writer fills when idle, and the
+//! signed checkpoints. The tiles themselves are computed in `audit`;
+//! storage writes what it is handed.
 //!
 //! Storage stores and fetches; it never decides who may do what.
 
@@ -10,25 +12,37 @@ use async_trait::async_trait;
 use super::{Backend, StorageError, StorageResult};
 use crate::domain::Timestamp;
 
-/// What one group commit writes: entries, the perfect-subtree nodes they
-/// complete, and the new tree size.
-#[derive(Clone, Debug, Default)]
-pub struct AuditAppend {
-    /// (index, leaf bytes, resident concerned, created_at)
-    pub entries: Vec<(i64, Vec<u8>, Option<String>, i64)>,
-    /// (level, index, hash)
-    pub nodes: Vec<(i64, i64, [u8; 32])>,
-    pub new_size: i64,
-    /// The frontier after the append (see `audit::merkle::root_coords`),
-    /// kept by the writer so the next batch need not read it back.
-    pub frontier: Vec<[u8; 32]>,
+/// One sequenced entry: (leaf bytes, resident concerned, created_at).
+pub type SequencedEntry = (Vec<u8>, Option<String>, i64);
+
+/// Encodes a batch once its first index is known (entries carry their own
+/// index). Called at most twice: before the transaction from the writer's
+/// idea of the size, and again under the lock if another process appended.
+pub type AuditEncoder<'a> = &'a (dyn Fn(u64) -> Result<Vec<SequencedEntry>, String> + Send + Sync);
+
+/// What one sequencing commit did.
+#[derive(Clone, Copy, Debug)]
+pub struct Sequenced {
+    /// The first entry's index; the batch holds `first..first + count`.
+    pub first: u64,
+    pub count: u64,
+    /// How long the log's lock was held (from the transaction's first
+    /// statement to its durable commit): what serialises every process.
+    pub lock_held: std::time::Duration,
 }
 
-/// Plans a group commit from the current tree size and the frontier hashes
-/// (those of `audit::merkle::root_coords(size)`, in order). Called inside the
-/// transaction that holds the log's lock.
-pub type AuditPlanner<'a> =
-    &'a (dyn Fn(u64, Vec<[u8; 32]>) -> Result<AuditAppend, String> + Send + Sync);
+/// The integration's state: how far the tiles reach, how far the entries
+/// do, and who holds the integrator's lease until when (ms since epoch).
+#[derive(Clone, Debug)]
+pub struct IntegrationState {
+    pub integrated: u64,
+    pub sequenced: u64,
+    pub holder: Option<String>,
+    pub lease_until: i64,
+}
+
+/// One stored tile: (tile level, tile index, hashes concatenated).
+pub type TileRow = (u8, u64, Vec<u8>);
 
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct CheckpointRow {
@@ -38,61 +52,81 @@ pub struct CheckpointRow {
     pub created_at: i64,
 }
 
-/// One group commit's rows as JSON documents and blobs, so each table gets
-/// one INSERT whatever the batch size: every statement is a round trip to
-/// the database (through sqlx's worker thread on SQLite), and a multi-row
+/// Many rows as one JSON document and one blob, so each table gets one
+/// INSERT whatever the batch size: every statement is a round trip to the
+/// database (through sqlx's worker thread on SQLite), and a multi-row
 /// VALUES list would need one statement shape per batch size.
-pub(crate) struct AuditRows {
-    /// `[[index, offset in leaves, length, resident or null, created_at], …]`
-    pub(super) entries: String,
-    pub(super) leaves: Vec<u8>,
-    /// `[[level, index], …]`, the hashes in the same order in `hashes`.
-    pub(super) nodes: String,
-    pub(super) hashes: Vec<u8>,
+pub(crate) struct PackedRows {
+    /// `[[…keys, offset in blob, length], …]`
+    pub(super) rows: String,
+    pub(super) blob: Vec<u8>,
+    pub(super) count: u64,
 }
 
-impl AuditRows {
-    pub(crate) fn of(plan: &AuditAppend) -> StorageResult<Self> {
-        let mut leaves = Vec::with_capacity(plan.entries.iter().map(|e| e.1.len()).sum());
-        let mut entries = Vec::with_capacity(plan.entries.len());
-        for (idx, leaf, resident, at) in &plan.entries {
-            entries.push((*idx, leaves.len(), leaf.len(), resident.as_deref(), *at));
-            leaves.extend_from_slice(leaf);
+impl PackedRows {
+    /// A batch of entries: `[index, offset, length, resident or null, created_at]`.
+    pub(crate) fn entries(first: u64, batch: &[SequencedEntry]) -> StorageResult<Self> {
+        let mut blob = Vec::with_capacity(batch.iter().map(|e| e.0.len()).sum());
+        let mut rows = Vec::with_capacity(batch.len());
+        for (i, (leaf, resident, at)) in batch.iter().enumerate() {
+            let idx = first + i as u64;
+            rows.push((idx, blob.len(), leaf.len(), resident.as_deref(), *at));
+            blob.extend_from_slice(leaf);
         }
-        let mut hashes = Vec::with_capacity(32 * plan.nodes.len());
-        let mut nodes = Vec::with_capacity(plan.nodes.len());
-        for (level, idx, hash) in &plan.nodes {
-            nodes.push((*level, *idx));
-            hashes.extend_from_slice(hash);
-        }
-        let json = |e: serde_json::Error| StorageError::Integrity(format!("audit batch: {e}"));
-        Ok(Self {
-            entries: serde_json::to_string(&entries).map_err(json)?,
-            leaves,
-            nodes: serde_json::to_string(&nodes).map_err(json)?,
-            hashes,
-        })
+        Self::packed(&rows, blob)
     }
 
-    /// The two INSERTs (entries, nodes) of `backend`'s dialect: `$1` is the
-    /// blob, `$2` the JSON document.
-    pub(crate) fn statements(backend: Backend) -> (&'static str, &'static str) {
+    /// Tiles: `[level, index, offset, length]`.
+    pub(crate) fn tiles(tiles: &[TileRow]) -> StorageResult<Self> {
+        let mut blob = Vec::with_capacity(tiles.iter().map(|t| t.2.len()).sum());
+        let mut rows = Vec::with_capacity(tiles.len());
+        for (level, idx, hashes) in tiles {
+            rows.push((*level, *idx, blob.len(), hashes.len()));
+            blob.extend_from_slice(hashes);
+        }
+        Self::packed(&rows, blob)
+    }
+
+    fn packed<T: serde::Serialize>(rows: &[T], blob: Vec<u8>) -> StorageResult<Self> {
+        let count = rows.len() as u64;
+        let rows = serde_json::to_string(rows)
+            .map_err(|e| StorageError::Integrity(format!("audit batch: {e}")))?;
+        Ok(Self { rows, blob, count })
+    }
+
+    /// The INSERT of entries in `backend`'s dialect: `$1` is the blob, `$2`
+    /// the JSON document.
+    pub(crate) fn insert_entries(backend: Backend) -> &'static str {
         match backend {
-            Backend::Sqlite => (
+            Backend::Sqlite => {
                 "INSERT INTO audit_entries (idx, leaf, resident_id, created_at) \
                  SELECT value ->> 0, substr($1, (value ->> 1) + 1, value ->> 2), value ->> 3, value ->> 4 \
-                 FROM json_each($2)",
-                "INSERT INTO audit_nodes (level, idx, hash) \
-                 SELECT value ->> 0, value ->> 1, substr($1, key * 32 + 1, 32) FROM json_each($2)",
-            ),
-            Backend::Postgres => (
+                 FROM json_each($2)"
+            }
+            Backend::Postgres => {
                 "INSERT INTO audit_entries (idx, leaf, resident_id, created_at) \
                  SELECT (e ->> 0)::bigint, substring($1 FROM (e ->> 1)::int + 1 FOR (e ->> 2)::int), \
-                 e ->> 3, (e ->> 4)::bigint FROM jsonb_array_elements($2::jsonb) AS e",
-                "INSERT INTO audit_nodes (level, idx, hash) \
-                 SELECT (t.e ->> 0)::bigint, (t.e ->> 1)::bigint, substring($1 FROM (t.n::int - 1) * 32 + 1 FOR 32) \
-                 FROM jsonb_array_elements($2::jsonb) WITH ORDINALITY AS t(e, n)",
-            ),
+                 e ->> 3, (e ->> 4)::bigint FROM jsonb_array_elements($2::jsonb) AS e"
+            }
+        }
+    }
+
+    /// The upsert of tiles (a partial tile's row is rewritten as it grows).
+    pub(crate) fn upsert_tiles(backend: Backend) -> &'static str {
+        match backend {
+            Backend::Sqlite => {
+                "INSERT INTO audit_tiles (level, idx, hashes) \
+                 SELECT value ->> 0, value ->> 1, substr($1, (value ->> 2) + 1, value ->> 3) \
+                 FROM json_each($2) WHERE true \
+                 ON CONFLICT (level, idx) DO UPDATE SET hashes = excluded.hashes"
+            }
+            Backend::Postgres => {
+                "INSERT INTO audit_tiles (level, idx, hashes) \
+                 SELECT (t ->> 0)::bigint, (t ->> 1)::bigint, \
+                 substring($1 FROM (t ->> 2)::int + 1 FOR (t ->> 3)::int) \
+                 FROM jsonb_array_elements($2::jsonb) AS t \
+                 ON CONFLICT (level, idx) DO UPDATE SET hashes = excluded.hashes"
+            }
         }
     }
 }
@@ -101,16 +135,45 @@ impl AuditRows {
 /// recipients indexes, checkpoints.
 #[async_trait]
 pub trait AuditStore: Send + Sync {
-    /// One durable transaction: locks the log (serialising every process),
-    /// reads size and frontier, lets `planner` build the batch, writes it.
-    /// `cached` is the writer's idea of (size, frontier); it is used only if
-    /// the size in the database still matches (no other process appended).
-    async fn audit_append(
+    /// Sequences one batch in one short durable transaction: locks the log
+    /// (the head row, serialising every process), takes the next indexes,
+    /// stores the entries `encode` gives for them. `cached` is the writer's
+    /// idea of the size; it is used only if the database still agrees (no
+    /// other process appended). Committed means acknowledged.
+    async fn audit_sequence(
         &self,
         now: Timestamp,
-        cached: Option<&(u64, Vec<[u8; 32]>)>,
-        planner: AuditPlanner<'_>,
-    ) -> StorageResult<AuditAppend>;
+        cached: Option<u64>,
+        encode: AuditEncoder<'_>,
+    ) -> StorageResult<Sequenced>;
+    /// How far the tiles and the entries reach, and the integrator's lease.
+    async fn audit_integration(&self) -> StorageResult<IntegrationState>;
+    /// Takes (or renews) the integrator's lease for `holder` until `until`
+    /// if it is free, expired at `now`, or already `holder`'s; one
+    /// statement. True if `holder` holds it.
+    async fn audit_claim_integrator(
+        &self,
+        holder: &str,
+        now: i64,
+        until: i64,
+    ) -> StorageResult<bool>;
+    /// Gives the lease up if `holder` holds it (a process stopping).
+    async fn audit_release_integrator(&self, holder: &str) -> StorageResult<()>;
+    /// Integrates entries `from..to`: writes `tiles` over the stored rows and
+    /// moves the integrated size from `from` to `to`, in one transaction,
+    /// only if `holder` still holds the lease and nobody moved the size
+    /// (false, nothing written, otherwise).
+    async fn audit_integrate(
+        &self,
+        holder: &str,
+        from: u64,
+        to: u64,
+        tiles: &[TileRow],
+    ) -> StorageResult<bool>;
+    /// Stored tiles at these (tile level, tile index) keys, one query.
+    async fn audit_tiles(&self, keys: &[(u8, u64)]) -> StorageResult<Vec<TileRow>>;
+    /// Stored tiles of one tile level with `from <= index < to`, by index.
+    async fn audit_tile_range(&self, level: u8, from: u64, to: u64) -> StorageResult<Vec<TileRow>>;
     /// Adds at most `limit` entries past the resident index's end to it, in
     /// one transaction; returns how many were covered (0: up to date).
     async fn audit_index_residents(&self, limit: u64) -> StorageResult<u64>;
@@ -137,22 +200,15 @@ pub trait AuditStore: Send + Sync {
         &self,
         resident_id: &crate::domain::ResidentId,
     ) -> StorageResult<(Vec<(String, String)>, u64)>;
+    /// The entries sequenced (the tree integrated so far may be smaller:
+    /// see [`AuditStore::audit_integration`]).
     async fn audit_size(&self) -> StorageResult<u64>;
     /// The first index of the audit log written at or after `t` (the log's
     /// size when none): a binary search on the entries' times, which grow
     /// with their index.
     async fn audit_index_at(&self, t: Timestamp) -> StorageResult<u64>;
-    /// Stored node hashes for these (level, index) coordinates, one query.
-    async fn audit_nodes(&self, coords: &[(u8, u64)]) -> StorageResult<Vec<(u8, u64, [u8; 32])>>;
     /// Entries with index in [from, to), in order: (index, leaf).
     async fn audit_entries(&self, from: u64, to: u64) -> StorageResult<Vec<(i64, Vec<u8>)>>;
-    /// Stored node hashes of one tree level, `from <= idx < to`, by index.
-    async fn audit_level_hashes(
-        &self,
-        level: u8,
-        from: u64,
-        to: u64,
-    ) -> StorageResult<Vec<(i64, Vec<u8>)>>;
     /// Entries concerning one resident, newest first, below `before`.
     async fn audit_entries_of(
         &self,
@@ -165,42 +221,35 @@ pub trait AuditStore: Send + Sync {
     async fn audit_checkpoints(&self) -> StorageResult<Vec<CheckpointRow>>;
 }
 
+/// A stored tile row, checked: its level and index in range, whole hashes.
+pub(crate) fn tile_row((level, idx, hashes): (i64, i64, Vec<u8>)) -> StorageResult<TileRow> {
+    match (u8::try_from(level), u64::try_from(idx)) {
+        (Ok(level), Ok(idx)) if hashes.len().is_multiple_of(32) && !hashes.is_empty() => {
+            Ok((level, idx, hashes))
+        }
+        _ => Err(StorageError::Integrity(format!(
+            "malformed audit tile ({level}, {idx})"
+        ))),
+    }
+}
+
 /// `impl AuditStore` for a backend (see `storage::impl_store!`).
 macro_rules! impl_audit_store {
     ($store:ty, $db:ty, $backend:expr) => {
     impl $store {
-        /// Writes a planned batch: one statement for the entries, one for
-        /// the nodes (see `AuditRows`).
-        async fn insert_audit_rows(
-            tx: &mut sqlx::Transaction<'_, $db>,
-            plan: &$crate::storage::AuditAppend,
-        ) -> $crate::storage::StorageResult<()> {
-            let rows = $crate::storage::audit::AuditRows::of(plan)?;
-            let (entries, nodes) = $crate::storage::audit::AuditRows::statements($backend);
-            sqlx::query(entries)
-                .bind(rows.leaves)
-                .bind(rows.entries)
-                .execute(&mut **tx)
-                .await?;
-            sqlx::query(nodes)
-                .bind(rows.hashes)
-                .bind(rows.nodes)
-                .execute(&mut **tx)
-                .await?;
-            Ok(())
-        }
-
-        async fn audit_append_on(
+        async fn audit_sequence_on(
             conn: &mut <$db as sqlx::Database>::Connection,
             now: $crate::domain::Timestamp,
-            cached: Option<&(u64, Vec<[u8; 32]>)>,
-            planner: $crate::storage::AuditPlanner<'_>,
-        ) -> $crate::storage::StorageResult<$crate::storage::AuditAppend> {
+            cached: Option<u64>,
+            encode: $crate::storage::AuditEncoder<'_>,
+        ) -> $crate::storage::StorageResult<$crate::storage::Sequenced> {
+            use $crate::storage::audit::PackedRows;
             let integrity = $crate::storage::StorageError::Integrity;
-            // Planned before the transaction from the writer's own idea of
-            // the tree, so the lock is held only for the writes.
+            let as_i64 = |v: u64| i64::try_from(v).map_err(|_| integrity("tree size".into()));
+            // Encoded before the transaction from the writer's own idea of
+            // the size, so the lock is held only for the writes.
             let speculative = match cached {
-                Some((size, frontier)) => Some(planner(*size, frontier.clone()).map_err(integrity)?),
+                Some(size) => Some((size, PackedRows::entries(size, &encode(size).map_err(integrity)?)?)),
                 None => None,
             };
             // An explicit BEGIN (IMMEDIATE on SQLite: the write lock at once)
@@ -210,28 +259,32 @@ macro_rules! impl_audit_store {
                 $crate::storage::Backend::Sqlite => "BEGIN IMMEDIATE",
                 $crate::storage::Backend::Postgres => "BEGIN",
             };
+            // A duration for the metrics and the benchmark, not a time of
+            // the log's.
+            let locked = std::time::Instant::now();
             let mut tx = sqlx::Connection::begin_with(conn, begin).await?;
-            if let (Some(plan), Some((size, _))) = (speculative, cached) {
+            if let Some((size, rows)) = speculative {
+                let count = rows.count;
                 // Taking the head row's write lock serialises appends from
                 // every process; the size condition proves that no other
                 // process appended since this one's last batch.
                 let moved = sqlx::query(
                     "UPDATE audit_head SET size = $1, updated_at = $2 WHERE id = 1 AND size = $3",
                 )
-                .bind(plan.new_size)
+                .bind(as_i64(size + count)?)
                 .bind(now)
-                .bind(i64::try_from(*size).map_err(|_| integrity("tree size".into()))?)
+                .bind(as_i64(size)?)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
                 if moved == 1 {
-                    Self::insert_audit_rows(&mut tx, &plan).await?;
+                    Self::insert_entries(&mut tx, &rows).await?;
                     tx.commit().await?;
-                    return Ok(plan);
+                    return Ok($crate::storage::Sequenced { first: size, count, lock_held: locked.elapsed() });
                 }
             }
             // Another process appended (or this writer just started): read
-            // the size under the lock and the frontier from the stored nodes.
+            // the size under the lock.
             let (size,): (i64,) = sqlx::query_as(
                 "UPDATE audit_head SET updated_at = $1 WHERE id = 1 RETURNING size",
             )
@@ -239,60 +292,43 @@ macro_rules! impl_audit_store {
             .fetch_one(&mut *tx)
             .await?;
             let size = u64::try_from(size).map_err(|_| integrity("negative tree size".into()))?;
-            let coords = $crate::audit::merkle::root_coords(size);
-            let mut frontier = Vec::with_capacity(coords.len());
-            if !coords.is_empty() {
-                let mut sql = String::from("SELECT level, idx, hash FROM audit_nodes WHERE ");
-                for i in 0..coords.len() {
-                    if i > 0 {
-                        sql.push_str(" OR ");
-                    }
-                    sql.push_str(&format!("(level = ${} AND idx = ${})", 2 * i + 1, 2 * i + 2));
-                }
-                let mut q = sqlx::query_as::<_, (i64, i64, Vec<u8>)>(&sql);
-                for (level, idx) in &coords {
-                    q = q.bind(i64::from(*level)).bind(*idx as i64);
-                }
-                let found: std::collections::HashMap<(i64, i64), Vec<u8>> = q
-                    .fetch_all(&mut *tx)
-                    .await?
-                    .into_iter()
-                    .map(|(l, i, h)| ((l, i), h))
-                    .collect();
-                for (level, idx) in &coords {
-                    let hash: [u8; 32] = found
-                        .get(&(i64::from(*level), *idx as i64))
-                        .and_then(|h| h.as_slice().try_into().ok())
-                        .ok_or_else(|| {
-                            integrity(format!("audit node ({level}, {idx}) missing or malformed"))
-                        })?;
-                    frontier.push(hash);
-                }
+            let rows = PackedRows::entries(size, &encode(size).map_err(integrity)?)?;
+            let count = rows.count;
+            if count == 0 {
+                return Ok($crate::storage::Sequenced { first: size, count, lock_held: locked.elapsed() });
             }
-            let plan = planner(size, frontier).map_err(integrity)?;
-            if plan.entries.is_empty() {
-                return Ok(plan);
-            }
-            Self::insert_audit_rows(&mut tx, &plan).await?;
+            Self::insert_entries(&mut tx, &rows).await?;
             sqlx::query("UPDATE audit_head SET size = $1 WHERE id = 1")
-                .bind(plan.new_size)
+                .bind(as_i64(size + count)?)
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
-            Ok(plan)
+            Ok($crate::storage::Sequenced { first: size, count, lock_held: locked.elapsed() })
+        }
+
+        async fn insert_entries(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            rows: &$crate::storage::audit::PackedRows,
+        ) -> $crate::storage::StorageResult<()> {
+            sqlx::query($crate::storage::audit::PackedRows::insert_entries($backend))
+                .bind(&rows.blob)
+                .bind(&rows.rows)
+                .execute(&mut **tx)
+                .await?;
+            Ok(())
         }
     }
 
     #[async_trait::async_trait]
     impl $crate::storage::AuditStore for $store {
-        async fn audit_append(
+        async fn audit_sequence(
             &self,
             now: $crate::domain::Timestamp,
-            cached: Option<&(u64, Vec<[u8; 32]>)>,
-            planner: $crate::storage::AuditPlanner<'_>,
-        ) -> $crate::storage::StorageResult<$crate::storage::AuditAppend> {
+            cached: Option<u64>,
+            encode: $crate::storage::AuditEncoder<'_>,
+        ) -> $crate::storage::StorageResult<$crate::storage::Sequenced> {
             let mut conn = self.audit_writer.acquire().await?;
-            let outcome = Self::audit_append_on(&mut conn, now, cached, planner).await;
+            let outcome = Self::audit_sequence_on(&mut conn, now, cached, encode).await;
             if outcome.is_err() {
                 // Never reuse a connection an append failed on: a COMMIT that
                 // failed (SQLITE_FULL, an I/O error, a lost server) can leave
@@ -303,6 +339,137 @@ macro_rules! impl_audit_store {
                 conn.close_on_drop();
             }
             outcome
+        }
+
+        async fn audit_integration(
+            &self,
+        ) -> $crate::storage::StorageResult<$crate::storage::IntegrationState> {
+            let (integrated, sequenced, holder, lease_until): (i64, i64, Option<String>, i64) =
+                sqlx::query_as(
+                    "SELECT i.size, h.size, i.holder, i.lease_until \
+                     FROM audit_integration i, audit_head h WHERE i.id = 1 AND h.id = 1",
+                )
+                .fetch_one(&self.pool)
+                .await?;
+            let size = |v: i64| {
+                u64::try_from(v).map_err(|_| {
+                    $crate::storage::StorageError::Integrity("negative tree size".into())
+                })
+            };
+            Ok($crate::storage::IntegrationState {
+                integrated: size(integrated)?,
+                sequenced: size(sequenced)?,
+                holder,
+                lease_until,
+            })
+        }
+
+        async fn audit_claim_integrator(
+            &self,
+            holder: &str,
+            now: i64,
+            until: i64,
+        ) -> $crate::storage::StorageResult<bool> {
+            Ok(sqlx::query(
+                "UPDATE audit_integration SET holder = $1, lease_until = $3 \
+                 WHERE id = 1 AND (holder IS NULL OR holder = $1 OR lease_until < $2)",
+            )
+            .bind(holder)
+            .bind(now)
+            .bind(until)
+            .execute(&self.pool)
+            .await?
+            .rows_affected()
+                == 1)
+        }
+
+        async fn audit_release_integrator(&self, holder: &str) -> $crate::storage::StorageResult<()> {
+            sqlx::query(
+                "UPDATE audit_integration SET holder = NULL, lease_until = 0 WHERE id = 1 AND holder = $1",
+            )
+            .bind(holder)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        }
+
+        async fn audit_integrate(
+            &self,
+            holder: &str,
+            from: u64,
+            to: u64,
+            tiles: &[$crate::storage::TileRow],
+        ) -> $crate::storage::StorageResult<bool> {
+            use $crate::storage::audit::PackedRows;
+            let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            let rows = PackedRows::tiles(tiles)?;
+            let mut tx = self.pool.begin().await?;
+            // The lease's row first: SQLite's write lock at once; the holder
+            // condition fences off an integrator whose lease another process
+            // took over while it was working.
+            let moved = sqlx::query(
+                "UPDATE audit_integration SET size = $2 WHERE id = 1 AND size = $1 AND holder = $3",
+            )
+            .bind(as_i64(from))
+            .bind(as_i64(to))
+            .bind(holder)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if moved != 1 {
+                return Ok(false);
+            }
+            if !tiles.is_empty() {
+                sqlx::query(PackedRows::upsert_tiles($backend))
+                    .bind(&rows.blob)
+                    .bind(&rows.rows)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(true)
+        }
+
+        async fn audit_tiles(
+            &self,
+            keys: &[(u8, u64)],
+        ) -> $crate::storage::StorageResult<Vec<$crate::storage::TileRow>> {
+            if keys.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut sql = String::from("SELECT level, idx, hashes FROM audit_tiles WHERE ");
+            for i in 0..keys.len() {
+                if i > 0 {
+                    sql.push_str(" OR ");
+                }
+                sql.push_str(&format!("(level = ${} AND idx = ${})", 2 * i + 1, 2 * i + 2));
+            }
+            let mut q = sqlx::query_as::<_, (i64, i64, Vec<u8>)>(&sql);
+            for (level, idx) in keys {
+                q = q.bind(i64::from(*level)).bind(i64::try_from(*idx).unwrap_or(i64::MAX));
+            }
+            q.fetch_all(&self.pool).await?.into_iter().map($crate::storage::audit::tile_row).collect()
+        }
+
+        async fn audit_tile_range(
+            &self,
+            level: u8,
+            from: u64,
+            to: u64,
+        ) -> $crate::storage::StorageResult<Vec<$crate::storage::TileRow>> {
+            let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            sqlx::query_as::<_, (i64, i64, Vec<u8>)>(
+                "SELECT level, idx, hashes FROM audit_tiles \
+                 WHERE level = $1 AND idx >= $2 AND idx < $3 ORDER BY idx",
+            )
+            .bind(i64::from(level))
+            .bind(as_i64(from))
+            .bind(as_i64(to))
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map($crate::storage::audit::tile_row)
+            .collect()
         }
 
         async fn audit_index_residents(&self, limit: u64) -> $crate::storage::StorageResult<u64> {
@@ -478,35 +645,6 @@ macro_rules! impl_audit_store {
                 .map_err(|_| $crate::storage::StorageError::Integrity("negative tree size".into()))
         }
 
-        async fn audit_nodes(
-            &self,
-            coords: &[(u8, u64)],
-        ) -> $crate::storage::StorageResult<Vec<(u8, u64, [u8; 32])>> {
-            if coords.is_empty() {
-                return Ok(Vec::new());
-            }
-            let mut sql = String::from("SELECT level, idx, hash FROM audit_nodes WHERE ");
-            for i in 0..coords.len() {
-                if i > 0 {
-                    sql.push_str(" OR ");
-                }
-                sql.push_str(&format!("(level = ${} AND idx = ${})", 2 * i + 1, 2 * i + 2));
-            }
-            let mut q = sqlx::query_as::<_, (i64, i64, Vec<u8>)>(&sql);
-            for (level, idx) in coords {
-                q = q.bind(i64::from(*level)).bind(*idx as i64);
-            }
-            let rows = q.fetch_all(&self.pool).await?;
-            rows.into_iter()
-                .map(|(level, idx, hash)| {
-                    let hash: [u8; 32] = hash.try_into().map_err(|_| {
-                        $crate::storage::StorageError::Integrity("malformed audit node".into())
-                    })?;
-                    Ok((level as u8, idx as u64, hash))
-                })
-                .collect()
-        }
-
         async fn audit_entries(
             &self,
             from: u64,
@@ -517,22 +655,6 @@ macro_rules! impl_audit_store {
             )
             .bind(from as i64)
             .bind(to as i64)
-            .fetch_all(&self.pool)
-            .await?)
-        }
-
-        async fn audit_level_hashes(
-            &self,
-            level: u8,
-            from: u64,
-            to: u64,
-        ) -> $crate::storage::StorageResult<Vec<(i64, Vec<u8>)>> {
-            Ok(sqlx::query_as(
-                "SELECT idx, hash FROM audit_nodes WHERE level = $3 AND idx >= $1 AND idx < $2 ORDER BY idx",
-            )
-            .bind(from as i64)
-            .bind(to as i64)
-            .bind(i64::from(level))
             .fetch_all(&self.pool)
             .await?)
         }
@@ -599,6 +721,7 @@ macro_rules! impl_audit_store {
             .await?)
         }
     }
+
     };
 }
 pub(crate) use impl_audit_store;

@@ -66,7 +66,9 @@ mod witnesses;
 pub use access::{AccessStore, PartnerRead, PartnerReadFacts};
 pub use agents::{AgentRow, AgentStore, StructureRow, TotpRow};
 pub use alerts::{AlertMailClaim, AlertRow, AlertRulesRow, AlertStore, BurstCheck, MandateEffects};
-pub use audit::{AuditAppend, AuditPlanner, AuditStore, CheckpointRow};
+pub use audit::{
+    AuditEncoder, AuditStore, CheckpointRow, IntegrationState, Sequenced, SequencedEntry, TileRow,
+};
 pub use consents::{ConsentEventRow, ConsentForDecision, ConsentRow, ConsentStore};
 pub use deposits::{DepositFacts, DepositOutcome, DepositRow, DepositStore, DepositedVersion};
 pub use extracts::{ApproveOutcome, ExtractRow, ExtractStore};

@@ -183,7 +183,7 @@ pub async fn accesses(ctx: Ctx) -> PageResult {
             continue;
         }
         let who = who(&ctx, &user.actor_id, f, &mut seen).await;
-        rows.push((a.entry.index, f, who, a.proof.is_some()));
+        rows.push((a.entry.index, f, who, a.proof.is_some(), a.pending));
     }
     let oldest = all.last().map(|a| a.entry.index);
     let body = html! {
@@ -194,7 +194,7 @@ pub async fn accesses(ctx: Ctx) -> PageResult {
             p { (l.t("Aucun accès pour l'instant.", "No access yet.")) }
         }
         ol.plain {
-            @for (index, f, who, proved) in &rows {
+            @for (index, f, who, proved, pending) in &rows {
                 @let allowed = f.decision == crate::audit::Decision::Allow;
                 li.card {
                     h2 {
@@ -212,7 +212,8 @@ pub async fn accesses(ctx: Ctx) -> PageResult {
                         p { (l.t("Au titre de votre mandat.", "Under your mandate.")) }
                     }
                     p.small { (l.t("Raison : ", "Reason: ")) code { (f.reason) } " · " (l.t("entrée n° ", "entry #")) (index)
-                        @if *proved { " · " (l.t("preuve d'inclusion disponible", "inclusion proof available")) } }
+                        @if *proved { " · " (l.t("preuve d'inclusion disponible", "inclusion proof available")) }
+                        @if *pending { " · " (l.t("inscrite, en cours d'intégration à l'arbre du journal (sa preuve suit dans un instant)", "written, being integrated into the log's tree (its proof follows in a moment)")) } }
                 }
             }
         }

@@ -491,10 +491,10 @@ impl TestApp {
         sqlx::AnyPool::connect(&self.database_url).await.unwrap()
     }
 
-    /// The audit log can no longer commit (its node table is gone).
+    /// The audit log can no longer commit (its entries' table is gone).
     pub async fn audit_down(&self) {
         let p = self.raw_pool().await;
-        sqlx::query("DROP TABLE audit_nodes")
+        sqlx::query("DROP TABLE audit_entries")
             .execute(&p)
             .await
             .unwrap();

@@ -265,7 +265,8 @@ async fn a_witness_cosigns_the_log_and_refuses_a_fork() {
                 "--quorum",
                 "1",
             ],
-        );
+        )
+        .await;
         assert!(ok, "{text}");
         assert!(text.contains("cosigned by 1"), "{text}");
         // One witness counts once, and a key needs a quorum.
@@ -283,12 +284,14 @@ async fn a_witness_cosigns_the_log_and_refuses_a_fork() {
                 "--quorum",
                 "2",
             ],
-        );
+        )
+        .await;
         assert!(!ok && text.contains("twice"), "{text}");
         let (ok, text) = coffre_cli(
             &app,
             &["audit", "verify", "--key", &log_vkey, "--witness", &wkey],
-        );
+        )
+        .await;
         assert!(!ok && text.contains("--quorum"), "{text}");
 
         // A reply signed by another key than the one configured is not
@@ -342,7 +345,7 @@ async fn a_witness_cosigns_the_log_and_refuses_a_fork() {
         let fork_note = fork.get("/audit/checkpoint").await.text();
         let file = fork.dir.path().join("fork.checkpoint");
         std::fs::write(&file, &fork_note).unwrap();
-        assert_quorum_refused(&fork, &log_vkey, &file, &wkey);
+        assert_quorum_refused(&fork, &log_vkey, &file, &wkey).await;
         // Nor does a cosignature lifted from the real log's checkpoint
         // make it pass: it signs another tree.
         let lifted = note
@@ -350,14 +353,14 @@ async fn a_witness_cosigns_the_log_and_refuses_a_fork() {
             .find(|l| l.contains("witness.example/w1"))
             .unwrap();
         std::fs::write(&file, format!("{fork_note}{lifted}\n")).unwrap();
-        assert_quorum_refused(&fork, &log_vkey, &file, &wkey);
+        assert_quorum_refused(&fork, &log_vkey, &file, &wkey).await;
     })
     .await;
 }
 
 /// `coffre audit verify --checkpoint FILE --witness WKEY --quorum 1` on
 /// `app`'s database refuses the checkpoint.
-fn assert_quorum_refused(app: &TestApp, log_vkey: &str, file: &std::path::Path, wkey: &str) {
+async fn assert_quorum_refused(app: &TestApp, log_vkey: &str, file: &std::path::Path, wkey: &str) {
     let (ok, text) = coffre_cli(
         app,
         &[
@@ -372,7 +375,8 @@ fn assert_quorum_refused(app: &TestApp, log_vkey: &str, file: &std::path::Path, 
             "--quorum",
             "1",
         ],
-    );
+    )
+    .await;
     assert!(!ok && text.contains("REFUSED"), "{text}");
 }
 
