@@ -52,15 +52,32 @@ const LEASE_MS: i64 = 3_000;
 /// (its own process wakes it after each batch).
 const INTEGRATOR_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 
-/// Under load, at most one integration per this interval: each is a
-/// durable commit competing with the sequencer's for the database's write
-/// lock, so integrating after every batch would halve the appends; this
-/// way many batches share one. An idle log integrates at once.
-const INTEGRATE_GATHER: std::time::Duration = std::time::Duration::from_millis(20);
+/// Under load (a step integrated at least [`GATHER_FROM`] entries), at most
+/// one integration per this interval: each is a durable commit taking
+/// turns with the sequencer's, so integrating after every batch would
+/// halve the appends; this way many batches share one. A lightly loaded
+/// log integrates at once.
+const INTEGRATE_GATHER: std::time::Duration = std::time::Duration::from_millis(100);
+const GATHER_FROM: u64 = 256;
 
 /// How long a checkpoint waits for what was sequenced before it asked to
 /// be integrated, before signing what is.
-const CHECKPOINT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+const CHECKPOINT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// At most this many entries sequenced and not yet integrated. Past it the
+/// writer waits for the integrator, at most [`BACKLOG_WAIT`], then refuses
+/// (fail closed, `audit_unavailable`): an entry is tamper-evident only once
+/// integrated, so a stalled integration must stop acknowledging, not let
+/// the pending part grow without bound.
+const MAX_BACKLOG: u64 = 4 * INTEGRATE_STEP;
+const BACKLOG_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Full tiles kept in memory for proofs (8 KiB each; a full tile never
+/// changes).
+const TILE_CACHE: usize = 2048;
+
+/// Full tiles by (tile level, tile index).
+type TileCache = HashMap<(u8, u64), Arc<Vec<u8>>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
@@ -184,6 +201,8 @@ pub struct AuditLog {
     /// The integrated size as this process's integrator last saw it, and
     /// whether its last attempt failed (waiters then stop waiting).
     integrated: watch::Receiver<(u64, bool)>,
+    /// Full tiles read for proofs (see [`TILE_CACHE`]).
+    full_tiles: std::sync::Mutex<TileCache>,
 }
 
 impl AuditLog {
@@ -207,6 +226,7 @@ impl AuditLog {
             max_batch,
             metrics.clone(),
             wake.clone(),
+            integrated.clone(),
         ));
         tokio::spawn(recipients_indexer(store.clone(), queue.downgrade()));
         tokio::spawn(integrator(
@@ -224,6 +244,7 @@ impl AuditLog {
             metrics,
             wake,
             integrated,
+            full_tiles: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -287,7 +308,50 @@ impl AuditLog {
     }
 
     async fn lookup(&self, coords: &[(u8, u64)]) -> Result<HashMap<(u8, u64), Hash>, AuditError> {
-        Ok(nodes_from_tiles(&self.store, coords).await?)
+        let mut keys: Vec<(u8, u64)> = coords
+            .iter()
+            .filter_map(|(h, i)| tiles::tile_of_node(*h, *i))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let mut found: HashMap<(u8, u64), Arc<Vec<u8>>> = HashMap::new();
+        {
+            let cache = match self.full_tiles.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            keys.retain(|k| match cache.get(k) {
+                Some(t) => {
+                    found.insert(*k, t.clone());
+                    false
+                }
+                None => true,
+            });
+        }
+        let fetched = self.store.audit_tiles(&keys).await?;
+        {
+            let mut cache = match self.full_tiles.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            for (l, i, hashes) in fetched {
+                let tile = Arc::new(hashes);
+                if tile.len() as u64 == tiles::TILE_WIDTH * 32 {
+                    if cache.len() >= TILE_CACHE {
+                        cache.clear();
+                    }
+                    cache.insert((l, i), tile.clone());
+                }
+                found.insert((l, i), tile);
+            }
+        }
+        Ok(coords
+            .iter()
+            .filter_map(|(h, i)| {
+                let tile = found.get(&tiles::tile_of_node(*h, *i)?)?;
+                Some(((*h, *i), tiles::node_from_tile(*h, *i, tile)?))
+            })
+            .collect())
     }
 
     /// The root hash of the tree at `size` (≤ the current size).
@@ -356,13 +420,18 @@ impl AuditLog {
             Err(p) => *p.into_inner(),
         };
         let latest = self.store.audit_latest_checkpoint().await?;
+        if let Some(latest) = &latest
+            && latest.created_at >= now
+        {
+            return Ok(latest.clone());
+        }
         // What was acknowledged before this call is signed if it can be
         // integrated in time; what is integrated is signed in any case.
         let sequenced = self.size().await?;
         self.await_integrated(sequenced, CHECKPOINT_WAIT).await;
         let size = self.integrated_size().await?;
         if let Some(latest) = &latest
-            && (latest.tree_size as u64 == size || latest.created_at >= now)
+            && latest.tree_size as u64 == size
         {
             return Ok(latest.clone());
         }
@@ -449,6 +518,7 @@ async fn writer(
     max_batch: usize,
     metrics: Arc<OnceLock<AuditMetrics>>,
     integrator: Arc<Notify>,
+    integrated: watch::Receiver<(u64, bool)>,
 ) {
     type Commit = std::pin::Pin<
         Box<
@@ -480,12 +550,19 @@ async fn writer(
             let batch: Vec<Pending> = next.drain(..take).collect();
             let store = store.clone();
             let cached = cached.take();
+            let mut integrated = integrated.clone();
+            let integrator = integrator.clone();
             inflight = Some(Box::pin(async move {
+                // A duration for metrics, not a time of the log's.
+                let started = std::time::Instant::now();
+                if let Some(size) = cached
+                    && let Err(e) = within_backlog(size, &mut integrated, &integrator).await
+                {
+                    return (batch, Err(e), started.elapsed());
+                }
                 let records: Vec<&AuditRecord> = batch.iter().map(|p| &p.record).collect();
                 let now = records.iter().map(|r| r.timestamp).max().unwrap_or(0);
                 let encode = |first: u64| encode(first, &records);
-                // A duration for metrics, not a time of the log's.
-                let started = std::time::Instant::now();
                 let outcome = store.audit_sequence(now, cached, &encode).await;
                 let took = started.elapsed();
                 drop(records);
@@ -685,6 +762,33 @@ pub async fn index_recipients(store: &DynStore, limit: u64) -> Result<u64, Stora
     Ok(to - from)
 }
 
+/// Waits until the entries sequenced (`size`, this writer's last idea) are
+/// at most [`MAX_BACKLOG`] ahead of the integrated tree, as this process's
+/// integrator sees it; refuses after [`BACKLOG_WAIT`].
+async fn within_backlog(
+    size: u64,
+    integrated: &mut watch::Receiver<(u64, bool)>,
+    integrator: &Notify,
+) -> Result<(), StorageError> {
+    let caught_up = async {
+        loop {
+            if size.saturating_sub(integrated.borrow_and_update().0) <= MAX_BACKLOG {
+                return true;
+            }
+            integrator.notify_one();
+            if integrated.changed().await.is_err() {
+                return false;
+            }
+        }
+    };
+    match tokio::time::timeout(BACKLOG_WAIT, caught_up).await {
+        Ok(true) => Ok(()),
+        _ => Err(StorageError::Other(format!(
+            "integration has fallen more than {MAX_BACKLOG} entries behind: refusing to acknowledge more"
+        ))),
+    }
+}
+
 /// A batch's leaves once its first index is known.
 fn encode(first: u64, records: &[&AuditRecord]) -> Result<Vec<SequencedEntry>, String> {
     records
@@ -750,15 +854,18 @@ async fn integrator(
     // Names the process, so an operator (and the takeover test) can tell
     // which one integrates; unique per log even within one process.
     let holder = format!("pid {} {}", std::process::id(), uuid::Uuid::new_v4());
-    let mut failing = false;
-    // A duration between integrations, not a time of the log's.
-    let mut last_step: Option<std::time::Instant> = None;
+    // The integrated size this process's last failed step started from:
+    // waiters stop waiting until the tree moves past it (whoever moves it).
+    let mut failed_at: Option<u64> = None;
+    // When the last step that integrated many entries ended: a duration
+    // between integrations, not a time of the log's.
+    let mut last_busy_step: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             _ = wake.notified() => {}
             _ = tokio::time::sleep(INTEGRATOR_POLL) => {}
         }
-        if let Some(gap) = last_step.and_then(|t| INTEGRATE_GATHER.checked_sub(t.elapsed())) {
+        if let Some(gap) = last_busy_step.and_then(|t| INTEGRATE_GATHER.checked_sub(t.elapsed())) {
             tokio::time::sleep(gap).await;
         }
         if log.upgrade().is_none() {
@@ -778,7 +885,10 @@ async fn integrator(
                 m.integrated.set(i64::try_from(size).unwrap_or(i64::MAX));
             }
         };
-        publish(state.integrated, failing);
+        if failed_at.is_some_and(|at| state.integrated > at) {
+            failed_at = None;
+        }
+        publish(state.integrated, failed_at.is_some());
         if state.integrated >= state.sequenced {
             continue;
         }
@@ -789,6 +899,7 @@ async fn integrator(
         }
         let mut from = state.integrated;
         let mut lease_until = if mine { state.lease_until } else { 0 };
+        last_busy_step = None;
         loop {
             let now = lease_clock();
             if lease_until - now < LEASE_MS / 2 {
@@ -796,26 +907,32 @@ async fn integrator(
                     .audit_claim_integrator(&holder, now, now + LEASE_MS)
                     .await
                 {
-                    Ok(true) => lease_until = now + LEASE_MS,
+                    // Each step then renews it with its own commit.
+                    Ok(true) => {}
                     _ => break,
                 }
             }
-            last_step = Some(std::time::Instant::now());
-            match integrate_step(&store, &holder, from).await {
+            let renewed = lease_clock() + LEASE_MS;
+            match integrate_step(&store, &holder, renewed, from).await {
                 Ok(Some(to)) => {
-                    failing = false;
+                    if to - from >= GATHER_FROM {
+                        last_busy_step = Some(std::time::Instant::now());
+                    }
+                    failed_at = None;
+                    lease_until = renewed;
                     from = to;
                     publish(to, false);
                 }
                 Ok(None) => break,
                 Err(e) => {
                     // Entries stay sequenced (acknowledged, durable) and
-                    // pending; retried at the next wake-up. Said once per run
-                    // of failures.
-                    if !failing {
+                    // pending; retried at the next wake-up; past the backlog
+                    // bound the writers refuse. Said once per run of
+                    // failures.
+                    if failed_at.is_none() {
                         tracing::error!(error = %e, from, "audit integration failed; entries stay pending");
                     }
-                    failing = true;
+                    failed_at = Some(from);
                     publish(from, true);
                     break;
                 }
@@ -830,6 +947,7 @@ async fn integrator(
 async fn integrate_step(
     store: &DynStore,
     holder: &str,
+    lease_until: i64,
     from: u64,
 ) -> Result<Option<u64>, StorageError> {
     let integrity = StorageError::Integrity;
@@ -873,7 +991,7 @@ async fn integrate_step(
         )));
     }
     Ok(store
-        .audit_integrate(holder, from, to, &appender.tiles())
+        .audit_integrate(holder, lease_until, from, to, &appender.tiles())
         .await?
         .then_some(to))
 }
@@ -1257,7 +1375,7 @@ mod tests {
         // The old holder's write is fenced off.
         assert!(
             !store2
-                .audit_integrate(&holder, size, size + 1, &[])
+                .audit_integrate(&holder, lease_clock() + LEASE_MS, size, size + 1, &[])
                 .await
                 .unwrap()
         );

@@ -259,8 +259,9 @@ pub struct TileAppender {
 impl TileAppender {
     /// The appender for a tree of `size` entries whose stored edge tiles
     /// ([`edge`]`(size)`, in that order) hold `edge_tiles` (concatenated
-    /// hashes, as stored; a stored row may be wider than the edge needs,
-    /// never narrower).
+    /// hashes, as stored: exactly as wide as the edge, since a tile and
+    /// the integrated size are written together; a row of another width is
+    /// damage, refused here rather than written over).
     pub fn new(size: u64, edge_tiles: &[(u8, u64, Vec<u8>)]) -> Result<Self, String> {
         let mut edges = vec![Vec::new(); LEVELS];
         let mut counts = vec![0u64; LEVELS];
@@ -277,8 +278,10 @@ impl TileAppender {
         }
         for ((level, index, width), (l, i, bytes)) in wanted.iter().zip(edge_tiles) {
             let need = usize::try_from(*width).map_err(|e| e.to_string())? * 32;
-            if (level, index) != (l, i) || bytes.len() < need {
-                return Err(format!("tile ({level}, {index}) missing or too short"));
+            if (level, index) != (l, i) || bytes.len() != need {
+                return Err(format!(
+                    "tile ({level}, {index}) missing or not {width} hashes wide"
+                ));
             }
             edges[usize::from(*level)] = bytes[..need]
                 .chunks_exact(32)

@@ -210,7 +210,10 @@ pub async fn verify_in_batches(
             if stored != Some(&hash[..]) {
                 return Err(VerifyFailure::Entry {
                     index: idx,
-                    reason: "its content does not match the tree (altered)".into(),
+                    reason: format!(
+                        "its content does not match the tree (the entry, or its hash in tile (0, {}), altered)",
+                        idx / TILE_WIDTH
+                    ),
                 });
             }
             range

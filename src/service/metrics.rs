@@ -119,7 +119,7 @@ impl Metrics {
         )?;
         let audit_tree_size = IntGauge::new(
             "audit_tree_size",
-            "Entries in the audit log (the Merkle tree's size), read at the scrape.",
+            "Entries in the audit log (sequenced: acknowledged, integrated into the tree or not), read at the scrape.",
         )?;
         let pool_connections = IntGaugeVec::new(
             Opts::new(

@@ -159,13 +159,15 @@ pub trait AuditStore: Send + Sync {
     ) -> StorageResult<bool>;
     /// Gives the lease up if `holder` holds it (a process stopping).
     async fn audit_release_integrator(&self, holder: &str) -> StorageResult<()>;
-    /// Integrates entries `from..to`: writes `tiles` over the stored rows and
-    /// moves the integrated size from `from` to `to`, in one transaction,
-    /// only if `holder` still holds the lease and nobody moved the size
-    /// (false, nothing written, otherwise).
+    /// Integrates entries `from..to`: writes `tiles` over the stored rows,
+    /// moves the integrated size from `from` to `to` and renews the lease
+    /// until `lease_until`, in one transaction, only if `holder` still holds
+    /// the lease and nobody moved the size (false, nothing written,
+    /// otherwise).
     async fn audit_integrate(
         &self,
         holder: &str,
+        lease_until: i64,
         from: u64,
         to: u64,
         tiles: &[TileRow],
@@ -377,7 +379,7 @@ macro_rules! impl_audit_store {
             .bind(holder)
             .bind(now)
             .bind(until)
-            .execute(&self.pool)
+            .execute(&mut *self.audit_writer.acquire().await?)
             .await?
             .rows_affected()
                 == 1)
@@ -396,6 +398,7 @@ macro_rules! impl_audit_store {
         async fn audit_integrate(
             &self,
             holder: &str,
+            lease_until: i64,
             from: u64,
             to: u64,
             tiles: &[$crate::storage::TileRow],
@@ -403,21 +406,30 @@ macro_rules! impl_audit_store {
             use $crate::storage::audit::PackedRows;
             let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
             let rows = PackedRows::tiles(tiles)?;
-            let mut tx = self.pool.begin().await?;
+            // On the writer's own connection: in this process, sequencing
+            // and integration then take turns on it (an async queue),
+            // instead of meeting at SQLite's write lock, whose busy handler
+            // sleeps in steps of milliseconds.
+            let mut conn = self.audit_writer.acquire().await?;
+            let outcome = async {
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
             // The lease's row first: SQLite's write lock at once; the holder
             // condition fences off an integrator whose lease another process
-            // took over while it was working.
+            // took over while it was working, and the lease is renewed with
+            // the step.
             let moved = sqlx::query(
-                "UPDATE audit_integration SET size = $2 WHERE id = 1 AND size = $1 AND holder = $3",
+                "UPDATE audit_integration SET size = $2, lease_until = $4 \
+                 WHERE id = 1 AND size = $1 AND holder = $3",
             )
             .bind(as_i64(from))
             .bind(as_i64(to))
             .bind(holder)
+            .bind(lease_until)
             .execute(&mut *tx)
             .await?
             .rows_affected();
             if moved != 1 {
-                return Ok(false);
+                return Ok::<bool, $crate::storage::StorageError>(false);
             }
             if !tiles.is_empty() {
                 sqlx::query(PackedRows::upsert_tiles($backend))
@@ -428,6 +440,14 @@ macro_rules! impl_audit_store {
             }
             tx.commit().await?;
             Ok(true)
+            }
+            .await;
+            if outcome.is_err() {
+                // As for a sequencing batch: never reuse a connection a
+                // transaction failed on.
+                conn.close_on_drop();
+            }
+            outcome
         }
 
         async fn audit_tiles(

@@ -22,8 +22,9 @@ async fn append(
     store.audit_sequence(T0, cached, &encode).await.unwrap()
 }
 
-/// Integrates everything sequenced, as `holder`, in one step.
-async fn integrate(store: &DynStore, holder: &str) -> bool {
+/// Integrates everything sequenced, as `holder`, in one step, renewing the
+/// lease until `until`.
+async fn integrate(store: &DynStore, holder: &str, until: i64) -> bool {
     let state = store.audit_integration().await.unwrap();
     let edge: Vec<(u8, u64)> = tiles::edge(state.integrated)
         .into_iter()
@@ -40,7 +41,7 @@ async fn integrate(store: &DynStore, holder: &str) -> bool {
         a.append(merkle::leaf_hash(&leaf)).unwrap();
     }
     store
-        .audit_integrate(holder, state.integrated, state.sequenced, &a.tiles())
+        .audit_integrate(holder, until, state.integrated, state.sequenced, &a.tiles())
         .await
         .unwrap()
 }
@@ -95,7 +96,7 @@ async fn sequencing_appends_in_order_and_integration_builds_the_tiles_under_a_le
             "{b}"
         );
         // Without the lease, integration writes nothing.
-        assert!(!integrate(&store, "p1").await, "{b}");
+        assert!(!integrate(&store, "p1", 250).await, "{b}");
         // p1 takes it; p2 cannot while it runs, can once it expired.
         assert!(
             store.audit_claim_integrator("p1", 100, 200).await.unwrap(),
@@ -109,7 +110,7 @@ async fn sequencing_appends_in_order_and_integration_builds_the_tiles_under_a_le
             store.audit_claim_integrator("p1", 150, 250).await.unwrap(),
             "renewed ({b})"
         );
-        assert!(integrate(&store, "p1").await, "{b}");
+        assert!(integrate(&store, "p1", 250).await, "{b}");
         let mut reference = CompactRange::new();
         for c in "abcdefg".bytes() {
             reference.append(merkle::leaf_hash(&[c])).unwrap();
@@ -129,8 +130,8 @@ async fn sequencing_appends_in_order_and_integration_builds_the_tiles_under_a_le
             store.audit_claim_integrator("p2", 300, 400).await.unwrap(),
             "{b}"
         );
-        assert!(!integrate(&store, "p1").await, "fenced ({b})");
-        assert!(integrate(&store, "p2").await, "{b}");
+        assert!(!integrate(&store, "p1", 450).await, "fenced ({b})");
+        assert!(integrate(&store, "p2", 400).await, "{b}");
         let state = store.audit_integration().await.unwrap();
         assert_eq!((state.integrated, state.sequenced), (8, 8), "{b}");
         assert_eq!(state.holder.as_deref(), Some("p2"), "{b}");
@@ -139,7 +140,10 @@ async fn sequencing_appends_in_order_and_integration_builds_the_tiles_under_a_le
         assert_eq!((rows.len(), rows[0].2.len()), (1, 8 * 32), "{b}");
         // A stale `from` writes nothing.
         assert!(
-            !store.audit_integrate("p2", 7, 9, &[]).await.unwrap(),
+            !store
+                .audit_integrate("p2", 10_000, 7, 9, &[])
+                .await
+                .unwrap(),
             "{b}"
         );
         store.audit_release_integrator("p1").await.unwrap();
