@@ -82,6 +82,19 @@ async fn busy_log(app: &TestApp) {
     integrated(app).await;
 }
 
+/// An entry an administrator's test act leaves (the `i`-th of `actor`).
+fn test_write(actor: &str, i: impl std::fmt::Display) -> AuditRecord {
+    AuditRecord {
+        timestamp: 1,
+        actor_id: actor.into(),
+        actor_role: "admin".into(),
+        action: "test.write".into(),
+        allowed: true,
+        reason: format!("n{i}"),
+        ..Default::default()
+    }
+}
+
 /// Waits until every sequenced entry is integrated into the tiles (what
 /// `audit verify` and the proofs cover).
 async fn integrated(app: &TestApp) -> u64 {
@@ -447,15 +460,7 @@ async fn two_servers_writing_at_once_keep_one_consistent_tree() {
                 tasks.push(tokio::spawn(async move {
                     state
                         .audit
-                        .record(AuditRecord {
-                            timestamp: 1,
-                            actor_id: format!("server-{n}"),
-                            actor_role: "admin".into(),
-                            action: "test.write".into(),
-                            allowed: true,
-                            reason: format!("n{i}"),
-                            ..Default::default()
-                        })
+                        .record(test_write(&format!("server-{n}"), i))
                         .await
                         .unwrap()
                 }));
@@ -592,15 +597,7 @@ async fn a_log_read_in_several_batches_verifies_and_names_the_bad_tile() {
         for i in before..600 {
             app.state
                 .audit
-                .record(AuditRecord {
-                    timestamp: 1,
-                    actor_id: "agent-1".into(),
-                    actor_role: "admin".into(),
-                    action: "test.write".into(),
-                    allowed: true,
-                    reason: format!("n{i}"),
-                    ..Default::default()
-                })
+                .record(test_write("agent-1", i))
                 .await
                 .unwrap();
         }
