@@ -77,7 +77,7 @@ const BACKLOG_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 const TILE_CACHE: usize = 2048;
 
 /// Full tiles by (tile level, tile index).
-type TileCache = HashMap<(u8, u64), Arc<Vec<u8>>>;
+type TileCache = HashMap<(u8, u64), Arc<[u8]>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
@@ -310,13 +310,8 @@ impl AuditLog {
     }
 
     async fn lookup(&self, coords: &[(u8, u64)]) -> Result<HashMap<(u8, u64), Hash>, AuditError> {
-        let mut keys: Vec<(u8, u64)> = coords
-            .iter()
-            .filter_map(|(h, i)| tiles::tile_of_node(*h, *i))
-            .collect();
-        keys.sort_unstable();
-        keys.dedup();
-        let mut found: HashMap<(u8, u64), Arc<Vec<u8>>> = HashMap::new();
+        let mut keys = tiles::tiles_of_nodes(coords);
+        let mut found: TileCache = HashMap::new();
         {
             let cache = match self.full_tiles.lock() {
                 Ok(g) => g,
@@ -337,7 +332,7 @@ impl AuditLog {
                 Err(p) => p.into_inner(),
             };
             for (l, i, hashes) in fetched {
-                let tile = Arc::new(hashes);
+                let tile: Arc<[u8]> = Arc::from(hashes);
                 if tile.len() as u64 == tiles::TILE_WIDTH * 32 {
                     if cache.len() >= TILE_CACHE {
                         cache.clear();
@@ -347,13 +342,7 @@ impl AuditLog {
                 found.insert((l, i), tile);
             }
         }
-        Ok(coords
-            .iter()
-            .filter_map(|(h, i)| {
-                let tile = found.get(&tiles::tile_of_node(*h, *i)?)?;
-                Some(((*h, *i), tiles::node_from_tile(*h, *i, tile)?))
-            })
-            .collect())
+        Ok(tiles::nodes_from(coords, &found))
     }
 
     /// The root hash of the tree at `size` (≤ the current size).
@@ -810,25 +799,13 @@ pub async fn nodes_from_tiles(
     store: &DynStore,
     coords: &[(u8, u64)],
 ) -> Result<HashMap<(u8, u64), Hash>, StorageError> {
-    let mut keys: Vec<(u8, u64)> = coords
-        .iter()
-        .filter_map(|(h, i)| tiles::tile_of_node(*h, *i))
-        .collect();
-    keys.sort_unstable();
-    keys.dedup();
     let stored: HashMap<(u8, u64), Vec<u8>> = store
-        .audit_tiles(&keys)
+        .audit_tiles(&tiles::tiles_of_nodes(coords))
         .await?
         .into_iter()
         .map(|(l, i, h)| ((l, i), h))
         .collect();
-    Ok(coords
-        .iter()
-        .filter_map(|(h, i)| {
-            let tile = stored.get(&tiles::tile_of_node(*h, *i)?)?;
-            Some(((*h, *i), tiles::node_from_tile(*h, *i, tile)?))
-        })
-        .collect())
+    Ok(tiles::nodes_from(coords, &stored))
 }
 
 /// Milliseconds since the epoch, for the integrator's lease: a matter of

@@ -238,6 +238,33 @@ pub fn node_from_tile(height: u8, index: u64, tile: &[u8]) -> Option<Hash> {
     subtree_root(&hashes)
 }
 
+/// The tiles the nodes at `coords` (height, index) are hashed up from,
+/// each once, in order.
+pub fn tiles_of_nodes(coords: &[(u8, u64)]) -> Vec<(u8, u64)> {
+    let mut keys: Vec<(u8, u64)> = coords
+        .iter()
+        .filter_map(|(h, i)| tile_of_node(*h, *i))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
+/// The nodes at `coords` hashed up from `stored` tiles (by tile level and
+/// index); a node whose tile is absent or too short is absent.
+pub fn nodes_from<T: AsRef<[u8]>>(
+    coords: &[(u8, u64)],
+    stored: &std::collections::HashMap<(u8, u64), T>,
+) -> std::collections::HashMap<(u8, u64), Hash> {
+    coords
+        .iter()
+        .filter_map(|(h, i)| {
+            let tile = stored.get(&tile_of_node(*h, *i)?)?;
+            Some(((*h, *i), node_from_tile(*h, *i, tile.as_ref())?))
+        })
+        .collect()
+}
+
 /// Builds the tiles of an integration: starts from the right edge of the
 /// tiles stored for `size` entries, takes leaf hashes in order, and gives
 /// back every tile it completed or extended, whole, ready to be written
