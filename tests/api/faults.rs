@@ -392,7 +392,12 @@ fn a_postgres_restart_under_load_acknowledges_nothing_uncommitted_and_recovers()
         std::thread::sleep(Duration::from_millis(1500));
         load.fault_on.store(true, Ordering::SeqCst);
         pg.ctl("stop").unwrap();
-        std::thread::sleep(Duration::from_secs(2));
+        // Longer than the pools' 5 s acquire timeout: a request that finds
+        // no live connection waits for one that long, so with a shorter
+        // outage every request could simply wait it out (and the service's
+        // own background reads, such as the audit integrator's poll, may be
+        // the ones to meet the dead connections), leaving no refusal to see.
+        std::thread::sleep(Duration::from_secs(6));
         pg.ctl("start").unwrap();
         load.fault_off.store(true, Ordering::SeqCst);
     });
