@@ -17,48 +17,16 @@ use std::sync::{Arc, OnceLock};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use super::entry::AuditRecord;
+use super::indexes::{INDEX_EVERY, INDEX_WHEN_IDLE_FOR, index_residents, recipients_indexer};
+use super::integrator::{INTEGRATE_STEP, integrator};
 use super::merkle::{self, Hash};
 use super::note::{Checkpoint, NoteSigner};
-use super::tiles::{self, TileAppender};
+use super::tiles;
 use crate::domain::Timestamp;
 use crate::storage::{CheckpointRow, DynStore, Sequenced, SequencedEntry, StorageError};
 
 /// Largest batch one commit carries (bounded so one transaction stays short).
 const MAX_BATCH: usize = 1024;
-
-/// The resident index (`audit_by_resident`) is brought up to date after this
-/// many appended entries, and once the writer has been idle for
-/// [`INDEX_WHEN_IDLE_FOR`]. In bulk, entries of one resident share index
-/// pages; in every commit, each entry dirtied a page of its own inside the
-/// durable transaction.
-const INDEX_EVERY: u64 = 4096;
-
-/// How long the writer waits without anything to append before indexing
-/// (so a lightly loaded server does not pay a second commit per append).
-const INDEX_WHEN_IDLE_FOR: std::time::Duration = std::time::Duration::from_millis(500);
-
-/// Most entries one indexing transaction covers (it holds SQLite's write
-/// lock for its length).
-const INDEX_STEP: u64 = 16_384;
-
-/// Most entries one integration transaction covers (idem).
-const INTEGRATE_STEP: u64 = 16_384;
-
-/// How long the integrator's lease lasts without renewal: how long the
-/// other processes wait before taking over from one that died.
-const LEASE_MS: i64 = 3_000;
-
-/// How often an integrator looks for entries other processes sequenced
-/// (its own process wakes it after each batch).
-const INTEGRATOR_POLL: std::time::Duration = std::time::Duration::from_millis(250);
-
-/// Under load (a step integrated at least [`GATHER_FROM`] entries), at most
-/// one integration per this interval: each is a durable commit taking
-/// turns with the sequencer's, so integrating after every batch would
-/// halve the appends; this way many batches share one. A lightly loaded
-/// log integrates at once.
-const INTEGRATE_GATHER: std::time::Duration = std::time::Duration::from_millis(100);
-const GATHER_FROM: u64 = 256;
 
 /// How long a checkpoint waits for what was sequenced before it asked to
 /// be integrated, before signing what is.
@@ -105,9 +73,9 @@ impl From<StorageError> for AuditError {
     }
 }
 
-struct Pending {
-    record: AuditRecord,
-    reply: oneshot::Sender<Result<u64, AuditError>>,
+pub(super) struct Pending {
+    pub(super) record: AuditRecord,
+    pub(super) reply: oneshot::Sender<Result<u64, AuditError>>,
 }
 
 /// What the writer measures of its commits, for `/metrics`
@@ -119,7 +87,7 @@ pub struct AuditMetrics {
     commit_seconds: prometheus::Histogram,
     lock_seconds: prometheus::Histogram,
     failures: prometheus::IntCounter,
-    integrated: prometheus::IntGauge,
+    pub(super) integrated: prometheus::IntGauge,
 }
 
 /// A histogram of durations around a durable commit: 0.25 ms to 2 s.
@@ -634,125 +602,6 @@ async fn writer(
     }
 }
 
-/// One indexing step; returns what is left to index as the writer counts it
-/// (at least 1 while the step was full, so the next one follows).
-async fn index_residents(store: &DynStore, unindexed: u64) -> u64 {
-    match store.audit_index_residents(INDEX_STEP).await {
-        Ok(covered) if covered == INDEX_STEP => unindexed.max(1),
-        Ok(_) => 0,
-        Err(e) => {
-            // Derived data: readers scan what is not indexed, so this slows
-            // them down but hides nothing. Retried at the next idle moment
-            // after an append, or after INDEX_EVERY more entries.
-            tracing::warn!(error = %e, "audit resident index not updated");
-            0
-        }
-    }
-}
-
-/// How often the recipients index catches up with the log.
-const RECIPIENTS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Past this many unindexed entries the recipients index catches up even
-/// under load (readers scan only a resident's own entries past the index,
-/// through the resident index, so a lag costs them little).
-const RECIPIENTS_MAX_LAG: u64 = 100_000;
-
-/// Keeps the recipients index (art. 19) up to date beside the writer rather
-/// than inside it, and when the log is quiet: the step decodes every entry
-/// it reads, and inside the writer's loop, or under a burst, that work held
-/// appends back (measured: audited partner reads 15 % slower inside the
-/// writer, 8 % beside it every second). Stops with the log.
-async fn recipients_indexer(store: DynStore, log: mpsc::WeakSender<Pending>) {
-    let mut tick = tokio::time::interval(RECIPIENTS_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut failing = false;
-    let mut last_size = None;
-    loop {
-        tick.tick().await;
-        if log.upgrade().is_none() {
-            return;
-        }
-        let Ok((upto, size)) = store.audit_recipients_cursor().await else {
-            continue;
-        };
-        let quiet = last_size == Some(size);
-        last_size = Some(size);
-        if upto >= size || !(quiet || size - upto > RECIPIENTS_MAX_LAG) {
-            continue;
-        }
-        loop {
-            match index_recipients(&store, INDEX_STEP).await {
-                Ok(covered) => {
-                    failing = false;
-                    if covered < INDEX_STEP {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    // Derived data: `recipients_of` scans what is not
-                    // indexed. Said once per run of failures.
-                    if !failing {
-                        tracing::warn!(error = %e, "audit recipients index not updated");
-                    }
-                    failing = true;
-                    break;
-                }
-            }
-        }
-    }
-}
-
-/// Whether an entry tells that a partner received a resident's data, and
-/// which categories: an allowed read, or an inclusion in an extract.
-pub fn received(entry: &super::AuditEntry) -> Option<(&str, &str, Vec<&str>)> {
-    let resident = entry.resident_id.as_deref()?;
-    let disclosed = entry.actor_role == "partner"
-        && entry.decision == super::Decision::Allow
-        && matches!(entry.action.as_str(), "data.read" | "extract.include");
-    disclosed.then(|| {
-        let categories = entry
-            .category
-            .as_deref()
-            .map(|c| c.split(',').filter(|c| !c.is_empty()).collect())
-            .unwrap_or_default();
-        (resident, entry.actor_id.as_str(), categories)
-    })
-}
-
-/// Reads up to `limit` committed entries past the recipients cursor into
-/// the recipients index. Returns how many entries it covered.
-pub async fn index_recipients(store: &DynStore, limit: u64) -> Result<u64, StorageError> {
-    let (from, size) = store.audit_recipients_cursor().await?;
-    let to = size.min(from.saturating_add(limit));
-    if to <= from {
-        return Ok(0);
-    }
-    let mut rows = Vec::new();
-    for (idx, leaf) in store.audit_entries(from, to).await? {
-        let Ok(entry) = super::AuditEntry::decode(&leaf) else {
-            // `audit verify` reports it; the index must not stop on it.
-            continue;
-        };
-        if let Some((resident, partner, mut categories)) = received(&entry) {
-            // Without a category it still counts for whole-resident notices.
-            if categories.is_empty() {
-                categories.push("");
-            }
-            for c in categories {
-                rows.push((
-                    resident.to_string(),
-                    partner.to_string(),
-                    c.to_string(),
-                    idx,
-                ));
-            }
-        }
-    }
-    store.audit_add_recipients(from, to, &rows).await?;
-    Ok(to - from)
-}
-
 /// Waits until the entries sequenced (`size`, this writer's last idea) are
 /// at most [`MAX_BACKLOG`] ahead of the integrated tree, as this process's
 /// integrator sees it; refuses after [`BACKLOG_WAIT`].
@@ -808,173 +657,6 @@ pub async fn nodes_from_tiles(
     Ok(tiles::nodes_from(coords, &stored))
 }
 
-/// Milliseconds since the epoch, for the integrator's lease: a matter of
-/// processes being alive in real time, not a time of the log's (entries
-/// carry the time their caller passed).
-fn lease_clock() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-/// The integrator: in every process, one task that integrates sequenced
-/// entries into the tiles whenever this process holds the lease (taken
-/// through the database when it is free or expired, renewed while there is
-/// work), and otherwise watches the integrated size for waiters. Stops with
-/// the log, giving the lease up.
-async fn integrator(
-    store: DynStore,
-    log: mpsc::WeakSender<Pending>,
-    wake: Arc<Notify>,
-    integrated: watch::Sender<(u64, bool)>,
-    metrics: Arc<OnceLock<AuditMetrics>>,
-) {
-    // Names the process, so an operator (and the takeover test) can tell
-    // which one integrates; unique per log even within one process.
-    let holder = format!("pid {} {}", std::process::id(), uuid::Uuid::new_v4());
-    // The integrated size this process's last failed step started from:
-    // waiters stop waiting until the tree moves past it (whoever moves it).
-    let mut failed_at: Option<u64> = None;
-    // When the last step that integrated many entries ended: a duration
-    // between integrations, not a time of the log's.
-    let mut last_busy_step: Option<std::time::Instant> = None;
-    loop {
-        tokio::select! {
-            _ = wake.notified() => {}
-            _ = tokio::time::sleep(INTEGRATOR_POLL) => {}
-        }
-        if let Some(gap) = last_busy_step.and_then(|t| INTEGRATE_GATHER.checked_sub(t.elapsed())) {
-            tokio::time::sleep(gap).await;
-        }
-        if log.upgrade().is_none() {
-            let _ = store.audit_release_integrator(&holder).await;
-            return;
-        }
-        let Ok(state) = store.audit_integration().await else {
-            continue;
-        };
-        let publish = |size: u64, failing: bool| {
-            integrated.send_if_modified(|v| {
-                let moved = *v != (size, failing);
-                *v = (size, failing);
-                moved
-            });
-            if let Some(m) = metrics.get() {
-                m.integrated.set(i64::try_from(size).unwrap_or(i64::MAX));
-            }
-        };
-        if failed_at.is_some_and(|at| state.integrated > at) {
-            failed_at = None;
-        }
-        publish(state.integrated, failed_at.is_some());
-        if state.integrated >= state.sequenced {
-            continue;
-        }
-        let now = lease_clock();
-        let mine = state.holder.as_deref() == Some(holder.as_str());
-        if !mine && state.holder.is_some() && state.lease_until >= now {
-            continue;
-        }
-        let mut from = state.integrated;
-        let mut lease_until = if mine { state.lease_until } else { 0 };
-        last_busy_step = None;
-        loop {
-            let now = lease_clock();
-            if lease_until - now < LEASE_MS / 2 {
-                match store
-                    .audit_claim_integrator(&holder, now, now + LEASE_MS)
-                    .await
-                {
-                    // Each step then renews it with its own commit.
-                    Ok(true) => {}
-                    _ => break,
-                }
-            }
-            let renewed = lease_clock() + LEASE_MS;
-            match integrate_step(&store, &holder, renewed, from).await {
-                Ok(Some(to)) => {
-                    if to - from >= GATHER_FROM {
-                        last_busy_step = Some(std::time::Instant::now());
-                    }
-                    failed_at = None;
-                    lease_until = renewed;
-                    from = to;
-                    publish(to, false);
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    // Entries stay sequenced (acknowledged, durable) and
-                    // pending; retried at the next wake-up; past the backlog
-                    // bound the writers refuse. Said once per run of
-                    // failures.
-                    if failed_at.is_none() {
-                        tracing::error!(error = %e, from, "audit integration failed; entries stay pending");
-                    }
-                    failed_at = Some(from);
-                    publish(from, true);
-                    break;
-                }
-            }
-        }
-    }
-}
-
-/// Integrates at most [`INTEGRATE_STEP`] entries from `from`; the new
-/// integrated size, or `None` when there is nothing to do (or another
-/// integrator moved first).
-async fn integrate_step(
-    store: &DynStore,
-    holder: &str,
-    lease_until: i64,
-    from: u64,
-) -> Result<Option<u64>, StorageError> {
-    let integrity = StorageError::Integrity;
-    let sequenced = store.audit_size().await?;
-    let to = sequenced.min(from.saturating_add(INTEGRATE_STEP));
-    if to <= from {
-        return Ok(None);
-    }
-    let edge: Vec<(u8, u64)> = tiles::edge(from)
-        .into_iter()
-        .map(|(l, i, _)| (l, i))
-        .collect();
-    let mut stored: HashMap<(u8, u64), Vec<u8>> = store
-        .audit_tiles(&edge)
-        .await?
-        .into_iter()
-        .map(|(l, i, h)| ((l, i), h))
-        .collect();
-    let edge_tiles: Vec<(u8, u64, Vec<u8>)> = edge
-        .iter()
-        .filter_map(|k| stored.remove(k).map(|h| (k.0, k.1, h)))
-        .collect();
-    let mut appender = TileAppender::new(from, &edge_tiles).map_err(integrity)?;
-    for (idx, leaf) in store.audit_entries(from, to).await? {
-        // The integrator never hashes into the tree an entry that is not
-        // where it says it is (`coffre audit verify` says which).
-        let at = appender.size();
-        let entry = super::AuditEntry::decode(&leaf)
-            .map_err(|e| integrity(format!("entry {at} undecodable: {e}")))?;
-        if u64::try_from(idx).ok() != Some(at) || entry.index != at {
-            return Err(integrity(format!("entry {at} missing or out of place")));
-        }
-        appender
-            .append(merkle::leaf_hash(&leaf))
-            .map_err(integrity)?;
-    }
-    if appender.size() != to {
-        return Err(integrity(format!(
-            "entries {}..{to} missing",
-            appender.size()
-        )));
-    }
-    Ok(store
-        .audit_integrate(holder, lease_until, from, to, &appender.tiles())
-        .await?
-        .then_some(to))
-}
-
 /// The writer and its proofs on a real SQLite store (the API tests drive
 /// them through the routes on both backends; these are the library's own,
 /// fast enough for cargo-mutants to run on every mutant).
@@ -982,6 +664,7 @@ async fn integrate_step(
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+    use crate::audit::integrator::{LEASE_MS, lease_clock};
     use crate::audit::merkle::CompactRange;
 
     const ORIGIN: &str = "test.example/coffre/audit";
@@ -1357,42 +1040,6 @@ mod tests {
                 .audit_integrate(&holder, lease_clock() + LEASE_MS, size, size + 1, &[])
                 .await
                 .unwrap()
-        );
-    }
-
-    #[test]
-    fn only_a_partners_allowed_reads_and_extract_inclusions_are_receipts() {
-        let entry = |role: &str, action: &str, allow: bool, category: Option<&str>| {
-            let r = AuditRecord::new("labo", role, action, 1)
-                .resident(Some("r1"))
-                .category(category.map(str::to_string));
-            let r = if allow {
-                r.allow("consent")
-            } else {
-                r.deny("no")
-            };
-            crate::audit::AuditEntry::decode(&r.encode(0).unwrap()).unwrap()
-        };
-        let read = entry("partner", "data.read", true, Some("contact,housing"));
-        assert_eq!(
-            received(&read),
-            Some(("r1", "labo", vec!["contact", "housing"]))
-        );
-        assert_eq!(
-            received(&entry("partner", "extract.include", true, None)),
-            Some(("r1", "labo", vec![]))
-        );
-        assert_eq!(
-            received(&entry("partner", "data.read", false, Some("contact"))),
-            None
-        );
-        assert_eq!(
-            received(&entry("aidant", "data.read", true, Some("contact"))),
-            None
-        );
-        assert_eq!(
-            received(&entry("partner", "residents.list", true, None)),
-            None
         );
     }
 }

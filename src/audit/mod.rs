@@ -2,6 +2,8 @@
 //! checkpoints, inclusion and consistency proofs.
 
 pub mod entry;
+pub mod indexes;
+mod integrator;
 pub mod log;
 pub mod merkle;
 pub mod note;

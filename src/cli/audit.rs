@@ -200,7 +200,7 @@ pub(super) async fn audit_command(config: Config, command: AuditCommand) -> Resu
                         n => covered += n,
                     }
                 }
-                while crate::audit::log::index_recipients(&store, 100_000).await? > 0 {}
+                while crate::audit::indexes::index_recipients(&store, 100_000).await? > 0 {}
                 Ok(covered)
             }
             .await;

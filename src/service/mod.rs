@@ -34,6 +34,7 @@ pub mod sessions;
 pub mod sources;
 pub mod state;
 pub mod stats;
+mod stats_build;
 pub mod structures;
 pub mod vault;
 pub mod witness;

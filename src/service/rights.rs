@@ -308,7 +308,7 @@ async fn recipients_since(
             let Ok(e) = crate::audit::AuditEntry::decode(leaf) else {
                 continue;
             };
-            if let Some((_, partner, categories)) = crate::audit::log::received(&e)
+            if let Some((_, partner, categories)) = crate::audit::indexes::received(&e)
                 && category.is_none_or(|c| categories.contains(&c))
             {
                 partners.insert(partner.to_string());

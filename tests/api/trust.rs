@@ -874,7 +874,7 @@ async fn art19_notices_come_from_the_recipients_index_and_commit_with_the_change
         .unwrap();
         assert_eq!(tail.into_iter().collect::<Vec<_>>(), ["renov-energie"]);
         // Indexed: found in the index, and only for what was received.
-        while coffre::audit::log::index_recipients(&app.store, 7)
+        while coffre::audit::indexes::index_recipients(&app.store, 7)
             .await
             .unwrap()
             > 0
