@@ -18,7 +18,8 @@
 //! `COFFRE_BENCH_PROCESSES=2` (with a PostgreSQL URL): the reads go to two
 //! real `coffre serve` processes (the release binary) sharing the database
 //! and the keys, alternately, as behind a load balancer; the bare baseline
-//! stays in this process.
+//! stays in this process. `COFFRE_BENCH_PROCESSES=1`: one such process, the
+//! comparison for two (unset, this process serves the reads itself).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -147,10 +148,17 @@ fn main() {
         } else {
             "SQLite"
         };
-        let processes = env_u64("COFFRE_BENCH_PROCESSES", 1);
+        // Set (even to 1): the reads go to that many `coffre serve` child
+        // processes; unset: this process serves them too.
+        let processes = std::env::var("COFFRE_BENCH_PROCESSES")
+            .ok()
+            .map(|_| env_u64("COFFRE_BENCH_PROCESSES", 1).max(1));
         let mut children = Children(Vec::new());
-        let (state, coffre_bases): (AppState, Vec<String>) = if processes > 1 {
-            assert!(backend == "PostgreSQL", "several processes need PostgreSQL");
+        let (state, coffre_bases): (AppState, Vec<String>) = if let Some(processes) = processes {
+            assert!(
+                processes == 1 || backend == "PostgreSQL",
+                "several processes need PostgreSQL"
+            );
             // The processes need the keys on disk: the first one generates
             // them (demo mode) in a fresh folder, then the others load them.
             let run = dir.path().join("run");
@@ -299,9 +307,9 @@ fn main() {
             .map(|b| format!("{b}/api/v1/partner/residents/{pseudonym}/data/housing?purpose=renovation-energetique"))
             .collect();
 
-        if processes > 1 {
+        if let Some(processes) = processes {
             println!(
-                "http: {backend}, {concurrency} concurrent keep-alive clients, {secs} s per run, reads spread over {processes} coffre processes sharing the database"
+                "http: {backend}, {concurrency} concurrent keep-alive clients, {secs} s per run, reads spread over {processes} coffre process(es) sharing the database"
             );
         } else {
             println!(
@@ -326,7 +334,7 @@ fn main() {
             read_rps / bare_rps,
             if read_rps / bare_rps >= 0.40 { "met" } else { "NOT met" }
         );
-        if processes == 1 {
+        if processes.is_none() {
             println!("  floors (the bare handler plus one thing an audited read must do):");
             for (path, what) in [
                 ("one-statement", "+ one SELECT through the store's pool"),
