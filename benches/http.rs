@@ -155,9 +155,12 @@ fn main() {
             .map(|_| env_u64("COFFRE_BENCH_PROCESSES", 1).max(1));
         let mut children = Children(Vec::new());
         let (state, coffre_bases): (AppState, Vec<String>) = if let Some(processes) = processes {
+            // This process watches the log through a store and log of its
+            // own: a second writer on a SQLite file would contend with the
+            // child's.
             assert!(
-                processes == 1 || backend == "PostgreSQL",
-                "several processes need PostgreSQL"
+                backend == "PostgreSQL",
+                "coffre processes apart from this one need PostgreSQL"
             );
             // The processes need the keys on disk: the first one generates
             // them (demo mode) in a fresh folder, then the others load them.

@@ -39,6 +39,30 @@ pub(super) async fn index_residents(store: &DynStore, unindexed: u64) -> u64 {
     }
 }
 
+/// On PostgreSQL: brings the resident index up to date whenever the writer
+/// asks (every [`INDEX_EVERY`] entries), beside it, so that its batches do
+/// not wait for the step. Concurrent steps (another process's, or the
+/// writer's own once idle) are harmless: rows already there are skipped
+/// and the mark only moves forward. Stops with the log.
+pub(super) async fn resident_indexer(
+    store: DynStore,
+    log: mpsc::WeakSender<Pending>,
+    wake: std::sync::Arc<tokio::sync::Notify>,
+) {
+    loop {
+        let asked = tokio::select! {
+            _ = wake.notified() => true,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => false,
+        };
+        if log.upgrade().is_none() {
+            return;
+        }
+        if asked {
+            while index_residents(&store, 1).await > 0 {}
+        }
+    }
+}
+
 /// How often the recipients index catches up with the log.
 const RECIPIENTS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 

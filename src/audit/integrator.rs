@@ -28,9 +28,11 @@ const INTEGRATOR_POLL: std::time::Duration = std::time::Duration::from_millis(25
 /// coming: each step is a durable commit taking turns with the sequencer's
 /// on the writer's connection, so integrating after every batch halved the
 /// appends (measured: a step after each 64-entry batch held the connection
-/// 32 % of the time). This way many batches share one step, and an entry
-/// is pending at most about this long. A step that follows a quiet moment
-/// as long, or a full step (catching up), runs at once.
+/// 32 % of the time). This way many batches share one step, and the
+/// integrating process's entries are pending at most about this long
+/// (another process's are seen within [`INTEGRATOR_POLL`]). A step that
+/// follows a quiet moment as long, or a full step (catching up), runs at
+/// once; a failed one waits as long before its retry.
 const INTEGRATE_GATHER: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Milliseconds since the epoch, for the integrator's lease: a matter of
@@ -104,6 +106,12 @@ pub(super) async fn integrator(
             if let Some(gap) = last_step.and_then(|t| INTEGRATE_GATHER.checked_sub(t.elapsed())) {
                 tokio::time::sleep(gap).await;
             }
+            // A log dropped while others keep sequencing: stop here, lease
+            // given up, rather than integrate for them.
+            if log.upgrade().is_none() {
+                let _ = store.audit_release_integrator(&holder).await;
+                return;
+            }
             let now = lease_clock();
             if lease_until - now < LEASE_MS / 2 {
                 match store
@@ -135,6 +143,7 @@ pub(super) async fn integrator(
                         tracing::error!(error = %e, from, "audit integration failed; entries stay pending");
                     }
                     failed_at = Some(from);
+                    last_step = Some(started);
                     publish(from, true);
                     break;
                 }

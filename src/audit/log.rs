@@ -17,7 +17,9 @@ use std::sync::{Arc, OnceLock};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use super::entry::AuditRecord;
-use super::indexes::{INDEX_EVERY, INDEX_WHEN_IDLE_FOR, index_residents, recipients_indexer};
+use super::indexes::{
+    INDEX_EVERY, INDEX_WHEN_IDLE_FOR, index_residents, recipients_indexer, resident_indexer,
+};
 use super::integrator::{INTEGRATE_STEP, integrator};
 use super::merkle::{self, Hash};
 use super::note::{Checkpoint, NoteSigner};
@@ -190,6 +192,20 @@ impl AuditLog {
         let metrics = Arc::new(OnceLock::new());
         let wake = Arc::new(Notify::new());
         let (integrated_tx, integrated) = watch::channel((0, false));
+        // On PostgreSQL, whose writers do not exclude each other, the
+        // resident index's steps under load run beside the writer (measured:
+        // inline they took 28 % of its time under 64 writers); on SQLite
+        // they take turns with the batches, as every writer must there
+        // (its busy handler sleeps in steps of milliseconds).
+        let index_beside = (store.backend() == crate::storage::Backend::Postgres).then(|| {
+            let wake = Arc::new(Notify::new());
+            tokio::spawn(resident_indexer(
+                store.clone(),
+                queue.downgrade(),
+                wake.clone(),
+            ));
+            wake
+        });
         tokio::spawn(writer(
             store.clone(),
             rx,
@@ -197,6 +213,7 @@ impl AuditLog {
             metrics.clone(),
             wake.clone(),
             integrated.clone(),
+            index_beside,
         ));
         tokio::spawn(recipients_indexer(store.clone(), queue.downgrade()));
         tokio::spawn(integrator(
@@ -478,6 +495,7 @@ async fn writer(
     metrics: Arc<OnceLock<AuditMetrics>>,
     integrator: Arc<Notify>,
     integrated: watch::Receiver<(u64, bool)>,
+    index_beside: Option<Arc<Notify>>,
 ) {
     type Commit = std::pin::Pin<
         Box<
@@ -502,7 +520,13 @@ async fn writer(
     loop {
         // Under load, between two batches.
         if inflight.is_none() && unindexed >= INDEX_EVERY {
-            unindexed = index_residents(&store, unindexed).await;
+            match &index_beside {
+                Some(indexer) => {
+                    indexer.notify_one();
+                    unindexed = 0;
+                }
+                None => unindexed = index_residents(&store, unindexed).await,
+            }
         }
         if inflight.is_none() && !next.is_empty() {
             let take = next.len().min(max_batch);

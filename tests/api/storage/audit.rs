@@ -160,6 +160,8 @@ async fn sequencing_appends_in_order_and_integration_builds_the_tiles_under_a_le
         // Nothing to write, or an encoder that fails: the log stays as it was.
         let empty = append(&store, None, &[]).await;
         assert_eq!(empty.count, 0, "{b}");
+        let empty = append(&store, Some(8), &[]).await;
+        assert_eq!((empty.first, empty.count), (8, 0), "{b}");
         let failing = |_: u64| -> Result<Vec<SequencedEntry>, String> { Err("no".into()) };
         let refused = store.audit_sequence(T0, None, &failing).await;
         assert!(
