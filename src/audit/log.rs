@@ -192,12 +192,11 @@ impl AuditLog {
         let metrics = Arc::new(OnceLock::new());
         let wake = Arc::new(Notify::new());
         let (integrated_tx, integrated) = watch::channel((0, false));
-        // On PostgreSQL, whose writers do not exclude each other, the
+        // Where writers do not exclude each other (PostgreSQL), the
         // resident index's steps under load run beside the writer (measured:
-        // inline they took 28 % of its time under 64 writers); on SQLite
-        // they take turns with the batches, as every writer must there
-        // (its busy handler sleeps in steps of milliseconds).
-        let index_beside = (store.backend() == crate::storage::Backend::Postgres).then(|| {
+        // inline they took 28 % of its time under 64 writers); elsewhere
+        // (SQLite) they take turns with the batches.
+        let index_beside = store.writers_run_side_by_side().then(|| {
             let wake = Arc::new(Notify::new());
             tokio::spawn(resident_indexer(
                 store.clone(),
@@ -298,10 +297,7 @@ impl AuditLog {
         let mut keys = tiles::tiles_of_nodes(coords);
         let mut found: TileCache = HashMap::new();
         {
-            let cache = match self.full_tiles.lock() {
-                Ok(g) => g,
-                Err(p) => p.into_inner(),
-            };
+            let cache = unpoisoned(&self.full_tiles);
             keys.retain(|k| match cache.get(k) {
                 Some(t) => {
                     found.insert(*k, t.clone());
@@ -312,10 +308,7 @@ impl AuditLog {
         }
         let fetched = self.store.audit_tiles(&keys).await?;
         {
-            let mut cache = match self.full_tiles.lock() {
-                Ok(g) => g,
-                Err(p) => p.into_inner(),
-            };
+            let mut cache = unpoisoned(&self.full_tiles);
             for (l, i, hashes) in fetched {
                 let tile: Arc<[u8]> = Arc::from(hashes);
                 if tile.len() as u64 == tiles::TILE_WIDTH * 32 {
@@ -376,14 +369,15 @@ impl AuditLog {
             .map_err(|e| AuditError::Integrity(e.to_string()))
     }
 
-    /// The latest signed checkpoint, signing a new one if the tree grew —
-    /// at most one per second, so a checkpoint of the same second is reused.
     /// The latest checkpoint signed and stored, without signing a new one
     /// (what a sealed process publishes).
     pub async fn latest_checkpoint(&self) -> Result<Option<CheckpointRow>, AuditError> {
         Ok(self.store.audit_latest_checkpoint().await?)
     }
 
+    /// The latest signed checkpoint, signing a new one if the integrated
+    /// tree grew — at most one per second, so a checkpoint of the same
+    /// second is reused.
     pub async fn checkpoint(
         &self,
         signer: &NoteSigner,
@@ -391,10 +385,7 @@ impl AuditLog {
     ) -> Result<CheckpointRow, AuditError> {
         // What was signed before is read before the size: the log only grows,
         // so a concurrent signer can never make the size look smaller.
-        let remembered = match self.last_signed.lock() {
-            Ok(g) => *g,
-            Err(p) => *p.into_inner(),
-        };
+        let remembered = *unpoisoned(&self.last_signed);
         let latest = self.store.audit_latest_checkpoint().await?;
         if let Some(latest) = &latest
             && latest.created_at >= now
@@ -439,10 +430,7 @@ impl AuditLog {
             created_at: now,
         };
         self.store.audit_insert_checkpoint(&row).await?;
-        match self.last_signed.lock() {
-            Ok(mut g) => *g = Some((size, root)),
-            Err(p) => *p.into_inner() = Some((size, root)),
-        }
+        *unpoisoned(&self.last_signed) = Some((size, root));
         Ok(row)
     }
 
@@ -651,6 +639,14 @@ async fn within_backlog(
             "integration has fallen more than {MAX_BACKLOG} entries behind: refusing to acknowledge more"
         ))),
     }
+}
+
+/// The guarded value even if a panicking holder poisoned the lock: what
+/// these locks guard (a cache, the last signed tree) stays valid whatever
+/// a holder was doing.
+fn unpoisoned<T>(lock: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    lock.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A batch's leaves once its first index is known.

@@ -310,7 +310,7 @@ impl TileAppender {
                     "tile ({level}, {index}) missing or not {width} hashes wide"
                 ));
             }
-            edges[usize::from(*level)] = bytes[..need]
+            edges[usize::from(*level)] = bytes
                 .chunks_exact(32)
                 .map(|c| {
                     let mut h = [0u8; 32];

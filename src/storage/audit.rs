@@ -209,6 +209,63 @@ pub(crate) fn tile_row((level, idx, hashes): (i64, i64, Vec<u8>)) -> StorageResu
 macro_rules! impl_audit_store {
     ($store:ty, $db:ty, $backend:expr) => {
     impl $store {
+        /// Never reuses the writer's connection after a failure on it: a
+        /// COMMIT that failed (SQLITE_FULL, an I/O error, a lost server) can
+        /// leave it inside a transaction that neither side will end, and
+        /// every later BEGIN/COMMIT would then be a savepoint of it, answered
+        /// as committed while nothing reaches the disk. The next use opens a
+        /// fresh connection (and sequencing re-reads the committed head).
+        fn settle_writer<T>(
+            conn: &mut sqlx::pool::PoolConnection<$db>,
+            outcome: $crate::storage::StorageResult<T>,
+        ) -> $crate::storage::StorageResult<T> {
+            if outcome.is_err() {
+                conn.close_on_drop();
+            }
+            outcome
+        }
+
+        async fn audit_integrate_on(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            holder: &str,
+            lease_until: i64,
+            from: u64,
+            to: u64,
+            tiles: &[$crate::storage::TileRow],
+        ) -> $crate::storage::StorageResult<bool> {
+            use $crate::storage::audit::PackedRows;
+            let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            let rows = PackedRows::tiles(tiles)?;
+            let mut tx = sqlx::Connection::begin(conn).await?;
+            // The lease's row first: SQLite's write lock at once; the holder
+            // condition fences off an integrator whose lease another process
+            // took over while it was working, and the lease is renewed with
+            // the step.
+            let moved = sqlx::query(
+                "UPDATE audit_integration SET size = $2, lease_until = $4 \
+                 WHERE id = 1 AND size = $1 AND holder = $3",
+            )
+            .bind(as_i64(from))
+            .bind(as_i64(to))
+            .bind(holder)
+            .bind(lease_until)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if moved != 1 {
+                return Ok(false);
+            }
+            if !tiles.is_empty() {
+                sqlx::query(PackedRows::upsert_tiles($backend))
+                    .bind(&rows.blob)
+                    .bind(&rows.rows)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(true)
+        }
+
         async fn audit_sequence_on(
             conn: &mut <$db as sqlx::Database>::Connection,
             now: $crate::domain::Timestamp,
@@ -318,16 +375,7 @@ macro_rules! impl_audit_store {
         ) -> $crate::storage::StorageResult<$crate::storage::Sequenced> {
             let mut conn = self.audit_writer.acquire().await?;
             let outcome = Self::audit_sequence_on(&mut conn, now, cached, encode).await;
-            if outcome.is_err() {
-                // Never reuse a connection an append failed on: a COMMIT that
-                // failed (SQLITE_FULL, an I/O error, a lost server) can leave
-                // it inside a transaction that neither side will end, and every
-                // later BEGIN/COMMIT would then be a savepoint of it, answered
-                // as committed while nothing reaches the disk. The next append
-                // opens a fresh connection and re-reads the committed head.
-                conn.close_on_drop();
-            }
-            outcome
+            Self::settle_writer(&mut conn, outcome)
         }
 
         async fn audit_integration(
@@ -359,17 +407,18 @@ macro_rules! impl_audit_store {
             now: i64,
             until: i64,
         ) -> $crate::storage::StorageResult<bool> {
-            Ok(sqlx::query(
+            let mut conn = self.audit_writer.acquire().await?;
+            let outcome = sqlx::query(
                 "UPDATE audit_integration SET holder = $1, lease_until = $3 \
                  WHERE id = 1 AND (holder IS NULL OR holder = $1 OR lease_until < $2)",
             )
             .bind(holder)
             .bind(now)
             .bind(until)
-            .execute(&mut *self.audit_writer.acquire().await?)
-            .await?
-            .rows_affected()
-                == 1)
+            .execute(&mut *conn)
+            .await
+            .map_err($crate::storage::StorageError::from);
+            Ok(Self::settle_writer(&mut conn, outcome)?.rows_affected() == 1)
         }
 
         async fn audit_release_integrator(&self, holder: &str) -> $crate::storage::StorageResult<()> {
@@ -390,51 +439,14 @@ macro_rules! impl_audit_store {
             to: u64,
             tiles: &[$crate::storage::TileRow],
         ) -> $crate::storage::StorageResult<bool> {
-            use $crate::storage::audit::PackedRows;
-            let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-            let rows = PackedRows::tiles(tiles)?;
             // On the writer's own connection: in this process, sequencing
             // and integration then take turns on it (an async queue),
             // instead of meeting at SQLite's write lock, whose busy handler
             // sleeps in steps of milliseconds.
             let mut conn = self.audit_writer.acquire().await?;
-            let outcome = async {
-            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-            // The lease's row first: SQLite's write lock at once; the holder
-            // condition fences off an integrator whose lease another process
-            // took over while it was working, and the lease is renewed with
-            // the step.
-            let moved = sqlx::query(
-                "UPDATE audit_integration SET size = $2, lease_until = $4 \
-                 WHERE id = 1 AND size = $1 AND holder = $3",
-            )
-            .bind(as_i64(from))
-            .bind(as_i64(to))
-            .bind(holder)
-            .bind(lease_until)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if moved != 1 {
-                return Ok::<bool, $crate::storage::StorageError>(false);
-            }
-            if !tiles.is_empty() {
-                sqlx::query(PackedRows::upsert_tiles($backend))
-                    .bind(&rows.blob)
-                    .bind(&rows.rows)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
-            Ok(true)
-            }
-            .await;
-            if outcome.is_err() {
-                // As for a sequencing batch: never reuse a connection a
-                // transaction failed on.
-                conn.close_on_drop();
-            }
-            outcome
+            let outcome =
+                Self::audit_integrate_on(&mut conn, holder, lease_until, from, to, tiles).await;
+            Self::settle_writer(&mut conn, outcome)
         }
 
         async fn audit_tiles(

@@ -14,6 +14,13 @@ use crate::domain::Timestamp;
 #[async_trait]
 pub trait InstanceStore: Send + Sync {
     fn backend(&self) -> Backend;
+    /// Whether two writing transactions progress side by side (PostgreSQL's
+    /// row locks) rather than taking the database's one write lock in turn
+    /// (SQLite, whose busy handler sleeps in steps of milliseconds): a
+    /// background writer may run beside a hot one only in the first case.
+    fn writers_run_side_by_side(&self) -> bool {
+        self.backend() == Backend::Postgres
+    }
     /// A cheap round trip, for `/readyz`.
     async fn ping(&self) -> StorageResult<()>;
     /// Closes the pool, waiting for connections to return.
