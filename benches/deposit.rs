@@ -21,8 +21,8 @@
 //!   min(L, `COFFRE_BENCH_DEPOSIT_CEILING_LINES`) of the same deposits
 //!   with the vault's `Sealer` (each resident's data key unwrapped once
 //!   beforehand) and inserts the same `personal_records` and
-//!   `source_deposits` rows, with the product's SQL, in transactions of
-//!   the batch size the product's deposit writer committed in during the
+//!   `source_deposits` rows with the product's SQL (one multi-row statement per table), in transactions of
+//!   the batch size the product's audit log writer committed deposits in during the
 //!   stream (its mean over the stream, from the writer's report in the
 //!   server's log, rounded up): no HTTP, no parsing, no checks, no audit
 //!   entry.
@@ -187,7 +187,8 @@ fn deposit_of(i: u64, residents: u64) -> (usize, String, Map<String, Value>) {
     ((i % residents) as usize, format!("m-{i:08}"), fields)
 }
 
-/// The ceiling: the same deposits sealed and inserted, one per transaction,
+/// The ceiling: the same deposits sealed and inserted, `batch` per
+/// transaction with one multi-row statement per table (the product's SQL),
 /// on one connection with the product's settings. Returns rows per second.
 async fn ceiling(
     run: &Run,
@@ -256,7 +257,7 @@ async fn ceiling(
     let digest_domain = format!("source-deposit:{SOURCE}");
     let n = residents.len() as u64;
     let started = Instant::now();
-    let mut open = false;
+    let mut pending = Vec::with_capacity(batch as usize);
     for i in 0..lines {
         let (r, record_id_of_source, fields) = deposit_of(i, n);
         let resident = residents[r].as_str();
@@ -287,54 +288,61 @@ async fn ceiling(
             .unwrap();
         let canonical = json!({"category": "energy", "fields": fields, "observed_at": observed_at});
         let digest = set.pseudonym(&digest_domain, canonical.to_string().as_bytes());
-        if !open {
+        pending.push((record_id, r, version, sealed, record_id_of_source, digest));
+        if (i + 1) % batch == 0 || i + 1 == lines {
+            // The product's SQL (`record_deposits`): one multi-row statement
+            // per table and transaction.
             sqlx::query("BEGIN IMMEDIATE")
                 .execute(&mut conn)
                 .await
                 .unwrap();
-            open = true;
-        }
-        sqlx::query(
-            "INSERT INTO personal_records \
-             (id, resident_id, category, version, sealed, created_at, origin, \
-              source_id, source_record_id, observed_at, source_basis) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'source', $7, $8, $9, $10)",
-        )
-        .bind(&record_id)
-        .bind(resident)
-        .bind("energy")
-        .bind(version)
-        .bind(&sealed)
-        .bind(now)
-        .bind(SOURCE)
-        .bind(&record_id_of_source)
-        .bind(observed_at)
-        .bind(BASIS)
-        .execute(&mut conn)
-        .await
-        .unwrap();
-        sqlx::query(
-            "INSERT INTO source_deposits \
-             (source_id, source_record_id, resident_id, category, content_digest, record_id, deposited_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) \
-             ON CONFLICT (source_id, source_record_id) DO UPDATE SET \
-             resident_id = excluded.resident_id, category = excluded.category, \
-             content_digest = excluded.content_digest, record_id = excluded.record_id, \
-             deposited_at = excluded.deposited_at",
-        )
-        .bind(SOURCE)
-        .bind(&record_id_of_source)
-        .bind(resident)
-        .bind("energy")
-        .bind(&digest)
-        .bind(&record_id)
-        .bind(now)
-        .execute(&mut conn)
-        .await
-        .unwrap();
-        if (i + 1) % batch == 0 || i + 1 == lines {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO personal_records \
+                 (id, resident_id, category, version, sealed, created_at, origin, \
+                  source_id, source_record_id, observed_at, source_basis) ",
+            );
+            q.push_values(
+                &pending,
+                |mut b, (record_id, r, version, sealed, of_source, _)| {
+                    b.push_bind(record_id)
+                        .push_bind(residents[*r].as_str())
+                        .push_bind("energy")
+                        .push_bind(*version)
+                        .push_bind(sealed)
+                        .push_bind(observed_at)
+                        .push_bind("source")
+                        .push_bind(SOURCE)
+                        .push_bind(of_source)
+                        .push_bind(observed_at)
+                        .push_bind(BASIS);
+                },
+            );
+            q.build().execute(&mut conn).await.unwrap();
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO source_deposits \
+                 (source_id, source_record_id, resident_id, category, content_digest, record_id, deposited_at) ",
+            );
+            q.push_values(
+                &pending,
+                |mut b, (record_id, r, _, _, of_source, digest)| {
+                    b.push_bind(SOURCE)
+                        .push_bind(of_source)
+                        .push_bind(residents[*r].as_str())
+                        .push_bind("energy")
+                        .push_bind(digest)
+                        .push_bind(record_id)
+                        .push_bind(observed_at);
+                },
+            );
+            q.push(
+                " ON CONFLICT (source_id, source_record_id) DO UPDATE SET \
+                 resident_id = excluded.resident_id, category = excluded.category, \
+                 content_digest = excluded.content_digest, record_id = excluded.record_id, \
+                 deposited_at = excluded.deposited_at",
+            );
+            q.build().execute(&mut conn).await.unwrap();
             sqlx::query("COMMIT").execute(&mut conn).await.unwrap();
-            open = false;
+            pending.clear();
         }
     }
     let rate = lines as f64 / started.elapsed().as_secs_f64();
@@ -348,7 +356,7 @@ async fn ceiling(
 /// What one streamed run measured.
 struct Streamed {
     rate: f64,
-    /// Deposits per transaction, as the server's deposit writer committed
+    /// Deposits per transaction, as the server's audit log writer committed
     /// them.
     mean_batch: f64,
     /// The server's CPU over the stream, in cores (CPU seconds / seconds).
@@ -362,15 +370,15 @@ struct Streamed {
     marks: Vec<(u64, f64, f64)>,
 }
 
-/// The last report of the server's deposit writer in its log: (deposits,
+/// The last report of the server's audit log writer about the deposits it stored, in its log: (deposits,
 /// transactions).
 fn writer_report(log: &Path) -> (u64, u64) {
     let text = std::fs::read_to_string(log).unwrap();
     let found = text
         .lines()
         .rev()
-        .find(|l| l.contains("deposit writer"))
-        .unwrap_or_else(|| panic!("no deposit writer report in {}", log.display()));
+        .find(|l| l.contains("deposits stored since its last report"))
+        .unwrap_or_else(|| panic!("no report of the deposits stored in {}", log.display()));
     // Without the terminal's colours (ESC [ … m).
     let mut line = String::with_capacity(found.len());
     let mut in_escape = false;
@@ -567,12 +575,12 @@ async fn stream(
         json!({"summary": {"accepted": lines, "unchanged": 0, "rejected": 0}})
     );
     let peak_mb = proc_mb(pid, "VmHWM");
-    // The deposit writer reports once idle for a second: how many
+    // The audit log's writer reports its deposits once idle for a second: how many
     // transactions the stream's deposits took.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     drop(server);
     let (deposits, transactions) = writer_report(&log);
-    assert_eq!(deposits, lines, "the deposit writer's report");
+    assert_eq!(deposits, lines, "the audit log writer's report");
     Streamed {
         rate: lines as f64 / elapsed,
         mean_batch: deposits as f64 / transactions as f64,
@@ -691,7 +699,7 @@ fn main() {
             // writing observed later would stand against it).
             let observed_at = chrono_now();
             // The ceiling commits as many rows per transaction as the
-            // server's deposit writer did over the stream (its mean,
+            // server's audit log writer did over the stream (its mean,
             // rounded up: a larger batch only raises the ceiling), so it
             // runs after the stream, twice (the disk's commit latency
             // drifts with other work on the machine), and the stream's

@@ -25,10 +25,22 @@ use super::merkle::{self, Hash};
 use super::note::{Checkpoint, NoteSigner};
 use super::tiles;
 use crate::domain::Timestamp;
-use crate::storage::{CheckpointRow, DynStore, Sequenced, SequencedEntry, StorageError};
+use crate::storage::{
+    CheckpointRow, DepositOutcome, DepositRow, DynStore, Sequenced, SequencedEntry, StorageError,
+};
 
 /// Largest batch one commit carries (bounded so one transaction stays short).
 const MAX_BATCH: usize = 1024;
+
+/// Most deposits one commit carries: each is checked and written in the
+/// transaction that holds the log's lock.
+const MAX_DEPOSITS: usize = 64;
+
+/// After this long without a batch the writer reports the deposits it
+/// stored since its last report (one log line per burst, for the operator
+/// and the deposit benchmark, which compares with a ceiling of the same
+/// batch size).
+const REPORT_WHEN_IDLE_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How long a checkpoint waits for what was sequenced before it asked to
 /// be integrated, before signing what is.
@@ -77,7 +89,10 @@ impl From<StorageError> for AuditError {
 
 pub(super) struct Pending {
     pub(super) record: AuditRecord,
-    pub(super) reply: oneshot::Sender<Result<u64, AuditError>>,
+    /// A data source's deposit the entry allows, written in the batch's
+    /// transaction after the entries (at the time given).
+    pub(super) deposit: Option<(DepositRow, Timestamp)>,
+    pub(super) reply: oneshot::Sender<Result<(u64, Option<DepositOutcome>), AuditError>>,
 }
 
 /// What the writer measures of its commits, for `/metrics`
@@ -246,13 +261,42 @@ impl AuditLog {
 
     /// Appends one entry; resolves to its index once it is durable.
     pub async fn record(&self, record: AuditRecord) -> Result<u64, AuditError> {
+        Ok(self.append(record, None).await?.0)
+    }
+
+    /// Appends one entry that allows a data source's deposit, and checks
+    /// and writes the deposit in the same transaction, after the entry
+    /// (`DepositStore::record_deposits`' checks): the entry and what it
+    /// allowed are durable together, in one commit, or neither is.
+    /// Resolves to the entry's index and the deposit's outcome.
+    pub async fn record_deposit(
+        &self,
+        record: AuditRecord,
+        deposit: DepositRow,
+        now: Timestamp,
+    ) -> Result<(u64, DepositOutcome), AuditError> {
+        match self.append(record, Some((deposit, now))).await? {
+            (index, Some(outcome)) => Ok((index, outcome)),
+            (_, None) => Err(AuditError::Unavailable("no outcome for the deposit".into())),
+        }
+    }
+
+    async fn append(
+        &self,
+        record: AuditRecord,
+        deposit: Option<(DepositRow, Timestamp)>,
+    ) -> Result<(u64, Option<DepositOutcome>), AuditError> {
         // Refuse an unencodable entry here, so it cannot fail a whole batch.
         record
             .encode(0)
             .map_err(|e| AuditError::Unavailable(format!("unencodable entry: {e}")))?;
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send(Pending { record, reply })
+            .send(Pending {
+                record,
+                deposit,
+                reply,
+            })
             .await
             .map_err(|_| AuditError::Unavailable("writer stopped".into()))?;
         answer
@@ -490,7 +534,7 @@ async fn writer(
             dyn std::future::Future<
                     Output = (
                         Vec<Pending>,
-                        Result<Sequenced, StorageError>,
+                        Result<(Sequenced, Vec<Option<DepositOutcome>>), StorageError>,
                         std::time::Duration,
                     ),
                 > + Send,
@@ -505,6 +549,9 @@ async fn writer(
     // Unknown at start (a crash, or `coffre audit reindex`, may have left
     // entries unindexed): index once the writer is first idle.
     let mut unindexed: u64 = 1;
+    // Deposits stored, and the transactions they rode in, since the last
+    // report.
+    let (mut deposits, mut deposit_batches) = (0u64, 0u64);
     loop {
         // Under load, between two batches.
         if inflight.is_none() && unindexed >= INDEX_EVERY {
@@ -517,8 +564,16 @@ async fn writer(
             }
         }
         if inflight.is_none() && !next.is_empty() {
-            let take = next.len().min(max_batch);
-            let batch: Vec<Pending> = next.drain(..take).collect();
+            let mut take = next.len().min(max_batch);
+            if let Some((past, _)) = next
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.deposit.is_some())
+                .nth(MAX_DEPOSITS)
+            {
+                take = take.min(past);
+            }
+            let mut batch: Vec<Pending> = next.drain(..take).collect();
             let store = store.clone();
             let cached = cached.take();
             let mut integrated = integrated.clone();
@@ -531,10 +586,39 @@ async fn writer(
                 {
                     return (batch, Err(e), started.elapsed());
                 }
+                // The deposits, in one order of (resident, category,
+                // source, record) for every batch of every process, so two
+                // batches on PostgreSQL take the same keys in the same
+                // order; stable, so two deposits about the same record
+                // keep theirs.
+                let mut carried: Vec<(usize, (DepositRow, Timestamp))> = batch
+                    .iter_mut()
+                    .enumerate()
+                    .filter_map(|(i, p)| p.deposit.take().map(|d| (i, d)))
+                    .collect();
+                carried.sort_by(|(_, a), (_, b)| deposit_key(&a.0).cmp(&deposit_key(&b.0)));
+                let (slots, rows): (Vec<usize>, Vec<(DepositRow, Timestamp)>) =
+                    carried.into_iter().unzip();
                 let records: Vec<&AuditRecord> = batch.iter().map(|p| &p.record).collect();
                 let now = records.iter().map(|r| r.timestamp).max().unwrap_or(0);
                 let encode = |first: u64| encode(first, &records);
-                let outcome = store.audit_sequence(now, cached, &encode).await;
+                let outcome = store
+                    .audit_sequence(now, cached, &encode, &rows)
+                    .await
+                    .and_then(|done| {
+                        if done.deposits.len() != slots.len() {
+                            return Err(StorageError::Integrity(format!(
+                                "{} deposit outcomes for {} deposits",
+                                done.deposits.len(),
+                                slots.len()
+                            )));
+                        }
+                        let mut outcomes = vec![None; batch.len()];
+                        for (&slot, &outcome) in slots.iter().zip(&done.deposits) {
+                            outcomes[slot] = Some(outcome);
+                        }
+                        Ok((done, outcomes))
+                    });
                 let took = started.elapsed();
                 drop(records);
                 (batch, outcome, took)
@@ -549,6 +633,16 @@ async fn writer(
             {
                 unindexed = index_residents(&store, unindexed).await;
             }
+            _ = tokio::time::sleep(REPORT_WHEN_IDLE_FOR),
+                if inflight.is_none() && next.is_empty() && deposit_batches > 0 =>
+            {
+                tracing::info!(
+                    deposits,
+                    transactions = deposit_batches,
+                    "audit writer: deposits stored since its last report"
+                );
+                (deposits, deposit_batches) = (0, 0);
+            }
             received = rx.recv(), if open && next.len() < 4 * max_batch => match received {
                 Some(p) => next.push(p),
                 None => open = false,
@@ -561,7 +655,7 @@ async fn writer(
             }, if inflight.is_some() => {
                 inflight = None;
                 match outcome {
-                    Ok(done) if done.count == batch.len() as u64 => {
+                    Ok((done, outcomes)) if done.count == batch.len() as u64 => {
                         cached = Some(done.first + done.count);
                         integrator.notify_one();
                         let released = batch.len();
@@ -572,8 +666,12 @@ async fn writer(
                             m.lock_seconds.observe(done.lock_held.as_secs_f64());
                         }
                         unindexed = unindexed.saturating_add(released as u64);
-                        for (i, p) in batch.into_iter().enumerate() {
-                            let _ = p.reply.send(Ok(done.first + i as u64));
+                        if !done.deposits.is_empty() {
+                            deposits += done.deposits.len() as u64;
+                            deposit_batches += 1;
+                        }
+                        for ((i, p), outcome) in batch.into_iter().enumerate().zip(outcomes) {
+                            let _ = p.reply.send(Ok((done.first + i as u64, outcome)));
                         }
                         // Callers just answered usually append again at once:
                         // give them a moment so they ride the next commit
@@ -594,7 +692,7 @@ async fn writer(
                     outcome => {
                         let e = match outcome {
                             Err(e) => e,
-                            Ok(done) => StorageError::Integrity(format!(
+                            Ok((done, _)) => StorageError::Integrity(format!(
                                 "{} entries sequenced for a batch of {}",
                                 done.count,
                                 batch.len()
@@ -612,6 +710,16 @@ async fn writer(
             }
         }
     }
+}
+
+/// The order deposits are written in within a batch.
+fn deposit_key(row: &DepositRow) -> (&str, &str, &str, &str) {
+    (
+        row.resident_id.as_str(),
+        &row.record.category,
+        &row.source_id,
+        &row.source_record_id,
+    )
 }
 
 /// Waits until the entries sequenced (`size`, this writer's last idea) are

@@ -54,6 +54,11 @@ pub struct AccessRequest<'a> {
     /// as the record ([`crate::storage::Store::partner_read`]); otherwise
     /// the decision asks for them.
     pub partner_facts: Option<crate::storage::PartnerReadFacts>,
+    /// Whether the named resident is active, when the caller read it about
+    /// this very resident in the statement that gave its other facts (a
+    /// deposit line, `DepositStore::deposit_facts`); otherwise the
+    /// decision asks.
+    pub resident_active: Option<bool>,
 }
 
 impl<'a> AccessRequest<'a> {
@@ -70,6 +75,7 @@ impl<'a> AccessRequest<'a> {
             demarche: None,
             request_id: None,
             partner_facts: None,
+            resident_active: None,
         }
     }
 }
@@ -135,9 +141,10 @@ pub async fn evaluate<'r>(
         (Some(_), Some(facts)) => facts.resident_active,
         // A resident's own session proves the account exists.
         (Some(_), None) if req.role == Role::Resident => true,
-        (Some(_), None) if role_allows => match &named {
-            Some(r) => state.store.resident_exists(r).await?,
-            None => false,
+        (Some(_), None) if role_allows => match (&named, req.resident_active) {
+            (Some(_), Some(active)) => active,
+            (Some(r), None) => state.store.resident_exists(r).await?,
+            (None, _) => false,
         },
         _ => false,
     };
@@ -201,14 +208,13 @@ pub async fn evaluate<'r>(
     ))
 }
 
-/// Records a verdict in the audit log; `Ok(index)` when it allows, the
-/// refusal (403 with its reason code) when it denies.
-pub async fn record(
-    state: &AppState,
+/// The audit entry of a verdict, allow or deny, with whether it allows and
+/// its reason.
+fn verdict_entry(
     req: AccessRequest<'_>,
     verdict: &Verdict,
     facts: &Facts<'_>,
-) -> AppResult<u64> {
+) -> (AuditRecord, bool, &'static str) {
     let Facts {
         purpose,
         resident_active,
@@ -227,39 +233,75 @@ pub async fn record(
                 .map(str::to_string)
         })
         .flatten();
-    let index = state
-        .audit
-        .record({
-            let record = AuditRecord::new(req.actor_id, req.role.as_str(), req.action, now)
-                .on_behalf_of(on_behalf_of)
-                .structure(req.structure_id.map(|s| s.as_str()))
-                // Only a resident who exists is named; a probe for an
-                // unknown id leaves no trace of that id.
-                .resident(
-                    req.resident_id
-                        .filter(|_| resident_active || req.role == Role::Resident),
-                )
-                .category(req.category.map(|c| c.chars().take(40).collect::<String>()))
-                // An aidant's act names the démarche where a purpose would be.
-                .purpose(
-                    req.purpose_id
-                        .map(|p| p.chars().take(60).collect::<String>())
-                        .or_else(|| req.demarche.map(|d| format!("demarche:{}", d.as_str()))),
-                )
-                .legal_basis(purpose.map(|p| p.legal_basis.as_str()))
-                .request(req.request_id);
-            if allowed {
-                record.allow(reason)
-            } else {
-                record.deny(reason)
-            }
-        })
-        .await?;
+    let record = AuditRecord::new(req.actor_id, req.role.as_str(), req.action, now)
+        .on_behalf_of(on_behalf_of)
+        .structure(req.structure_id.map(|s| s.as_str()))
+        // Only a resident who exists is named; a probe for an
+        // unknown id leaves no trace of that id.
+        .resident(
+            req.resident_id
+                .filter(|_| resident_active || req.role == Role::Resident),
+        )
+        .category(req.category.map(|c| c.chars().take(40).collect::<String>()))
+        // An aidant's act names the démarche where a purpose would be.
+        .purpose(
+            req.purpose_id
+                .map(|p| p.chars().take(60).collect::<String>())
+                .or_else(|| req.demarche.map(|d| format!("demarche:{}", d.as_str()))),
+        )
+        .legal_basis(purpose.map(|p| p.legal_basis.as_str()))
+        .request(req.request_id);
+    (
+        if allowed {
+            record.allow(reason)
+        } else {
+            record.deny(reason)
+        },
+        allowed,
+        reason,
+    )
+}
+
+/// Records a verdict in the audit log; `Ok(index)` when it allows, the
+/// refusal (403 with its reason code) when it denies.
+pub async fn record(
+    state: &AppState,
+    req: AccessRequest<'_>,
+    verdict: &Verdict,
+    facts: &Facts<'_>,
+) -> AppResult<u64> {
+    let (entry, allowed, reason) = verdict_entry(req, verdict, facts);
+    let index = state.audit.record(entry).await?;
     state.metrics.decision(allowed, reason);
     match *verdict {
         Verdict::Allow(_) => Ok(index),
         Verdict::Deny(denial) => Err(denial.into()),
     }
+}
+
+/// The one decision for a data source's deposit: allowed, its entry and
+/// the deposit are written in one transaction (the entry first, the
+/// deposit checked and written after it: `AuditLog::record_deposit`), so
+/// the deposit is never stored without the entry that allowed it, and
+/// the two take one durable commit. A refusal is recorded as [`record`]
+/// does. Returns the deposit's outcome.
+pub async fn decide_deposit(
+    state: &AppState,
+    req: AccessRequest<'_>,
+    deposit: crate::storage::DepositRow,
+    now: crate::domain::Timestamp,
+) -> AppResult<crate::storage::DepositOutcome> {
+    let (verdict, facts) = evaluate(state, &req).await?;
+    if let Verdict::Deny(denial) = verdict {
+        return Err(match record(state, req, &verdict, &facts).await {
+            Err(e) => e,
+            Ok(_) => denial.into(),
+        });
+    }
+    let (entry, allowed, reason) = verdict_entry(req, &verdict, &facts);
+    let (_, outcome) = state.audit.record_deposit(entry, deposit, now).await?;
+    state.metrics.decision(allowed, reason);
+    Ok(outcome)
 }
 
 /// Decides, through the one access decision, about the logged-in person

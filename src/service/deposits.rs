@@ -3,9 +3,10 @@
 //! category against the register of sources and the categories, the
 //! subject resolved (a standing link's handle, or a pivot identity for a
 //! public-task source), the resident's restriction and objection
-//! honoured; then the one decision is asked and its entry written (one per
-//! line, allow or deny, through the group-commit writer) before the
-//! version is sealed and stored with its provenance.
+//! honoured; the version is sealed (in memory) with its provenance, then
+//! the one decision is asked and its entry written (one per line, allow or
+//! deny, through the audit log's group-commit writer), the allow in the
+//! same transaction as the deposit it allows: one durable commit for both.
 //!
 //! Idempotent by (source, source's record id): the same content again is
 //! `unchanged`. A resident's own correction is never silently overwritten:
@@ -23,7 +24,7 @@ use crate::domain::deposit::{Deposit, ReadLine, Subject, read_line};
 use crate::domain::source::{Matching, Source};
 use crate::domain::{Role, Timestamp};
 use crate::error::{AppError, AppResult, ErrorCode};
-use crate::storage::{DepositOutcome, DepositRow, RecordOrigin};
+use crate::storage::{DepositFacts, DepositOutcome, DepositRow, DepositSubject, RecordOrigin};
 
 /// The answer to one line, in the order of the lines.
 #[derive(Debug, Serialize, ToSchema)]
@@ -182,22 +183,18 @@ async fn deposit(
             return Err(no(code).await);
         }
     };
-    let resident_id = match resolve(state, source, &d.subject).await? {
-        Ok(r) => r,
+    // A first look, so a line the resident's choices refuse is recorded as
+    // a denial without an allow before it; the storage transaction checks
+    // again (a choice that commits in between wins). The same read gives
+    // the resident, whether they are active, the last digest, the latest
+    // version and the data key (one statement for the line's facts). A
+    // resident no longer active: the decision refuses.
+    let facts = match subject_facts(state, source, &d.subject, &d.id, category).await? {
+        Ok(f) => f,
         Err(code) => return Err(no(code).await),
     };
-    // A first look, so a line the resident's choices refuse is recorded as
-    // a denial without an allow before it; `record_deposits` checks again
-    // in its transaction (a choice that commits in between wins). The
-    // same read gives the last digest, the latest version and the data key
-    // (one statement for the line's facts). No resident: the decision
-    // refuses.
+    let resident_id = facts.resident_id.clone();
     let about = format!("source:{}", source.id);
-    let facts = state
-        .store
-        .deposit_facts(&source.id, &d.id, &resident_id, category)
-        .await?
-        .unwrap_or_default();
     let refusal = if facts.restricted {
         Some(ErrorCode::ProcessingRestricted)
     } else if facts.objected {
@@ -217,18 +214,16 @@ async fn deposit(
         )
         .await);
     }
-    // The one decision, recorded before anything is sealed or stored.
-    super::access::decide(
-        state,
-        super::access::AccessRequest {
-            resident_id: Some(resident_id.as_str()),
-            category: Some(category),
-            purpose_id: Some(&about),
-            request_id: caller.request_id.clone(),
-            ..super::access::AccessRequest::new(&caller.source_id, Role::Source, "source.deposit")
-        },
-    )
-    .await?;
+    // The one decision, recorded before anything is stored: its entry
+    // and the deposit it allows share one transaction.
+    let about_source = super::access::AccessRequest {
+        resident_id: Some(resident_id.as_str()),
+        category: Some(category),
+        purpose_id: Some(&about),
+        request_id: caller.request_id.clone(),
+        resident_active: Some(facts.active),
+        ..super::access::AccessRequest::new(&caller.source_id, Role::Source, "source.deposit")
+    };
     let vault = state.vault()?;
     let keys = vault.keys().current();
     let canonical = serde_json::json!({
@@ -241,6 +236,7 @@ async fn deposit(
         canonical.to_string().as_bytes(),
     );
     if facts.previous_digest.as_deref() == Some(content_digest.as_str()) {
+        super::access::decide(state, about_source).await?;
         return Ok(Done::Unchanged);
     }
     // A refusal found inside the storage transaction is recorded too,
@@ -262,78 +258,105 @@ async fn deposit(
         Matching::Link => ErrorCode::NoLink,
         Matching::Pivot => ErrorCode::UnknownPivot,
     };
-    // Sealed for the version after the one just read; sealed again once
-    // (reading afresh) if another version took the number meanwhile.
-    for attempt in 0..2 {
-        let known = match (&facts.data_key, attempt) {
-            (Some(key), 0) => Some((key, facts.latest_version)),
-            _ => None,
-        };
-        let record = match vault
+    // Sealed for the version after the one just read with the key just
+    // read (`known`), or reading them afresh (and making the resident's
+    // data key if they have none yet).
+    let (vault, resident, cat, fields, digest, d) =
+        (&vault, &resident_id, &cat, &fields, &content_digest, &d);
+    let row_sealed = |known| async move {
+        let record = vault
             .seal_after(
-                &resident_id,
-                &cat,
-                &fields,
+                resident,
+                cat,
+                fields,
                 RecordOrigin::deposit(&source.id, &d.id, source.basis.as_str(), d.observed_at),
                 known,
                 now,
             )
-            .await
-        {
-            Ok(r) => r,
-            Err(super::vault::VaultError::NoSuchResident) => return Err(refused(no_subject).await),
-            Err(e) => return Err(e.into()),
-        };
-        let row = DepositRow {
+            .await?;
+        Ok::<_, super::vault::VaultError>(DepositRow {
             source_id: source.id.clone(),
             source_name: source.name_fr.clone(),
             source_record_id: d.id.clone(),
-            resident_id: resident_id.clone(),
-            content_digest: content_digest.clone(),
+            resident_id: resident.clone(),
+            content_digest: digest.clone(),
             observed_at: d.observed_at,
             via_link: source.matching == Matching::Link,
             record,
-        };
-        // A version number taken meanwhile (on PostgreSQL a unique
-        // violation) comes back as `VersionTaken` from the store.
-        let outcome = state.deposit_writer.store(row, now).await?;
-        let code = match outcome {
-            DepositOutcome::Accepted => return Ok(Done::Accepted),
-            DepositOutcome::Unchanged => return Ok(Done::Unchanged),
-            DepositOutcome::VersionTaken => continue,
-            DepositOutcome::SupersededByResident => ErrorCode::ResidentCorrectionStands,
-            DepositOutcome::NoResident | DepositOutcome::NoLink => no_subject,
-            DepositOutcome::Restricted => ErrorCode::ProcessingRestricted,
-            DepositOutcome::Objected => ErrorCode::Objection,
-        };
-        return Err(refused(code).await);
-    }
-    Err(refused(ErrorCode::ConcurrentUpdate).await)
+        })
+    };
+    let outcome = match &facts.data_key {
+        // The usual case: sealed first (in memory: nothing is stored or
+        // disclosed), then the decision, whose allow carries the deposit
+        // into the audit log's transaction.
+        Some(key) => match row_sealed(Some((key, facts.latest_version))).await {
+            Ok(row) => super::access::decide_deposit(state, about_source, row, now).await?,
+            Err(super::vault::VaultError::NoSuchResident) => return Err(refused(no_subject).await),
+            Err(e) => return Err(e.into()),
+        },
+        // No data key yet: the decision first, since sealing makes the
+        // key; then the deposit alone.
+        None => {
+            super::access::decide(state, about_source).await?;
+            match row_sealed(None).await {
+                Ok(row) => state.store.record_deposit(&row, now).await?,
+                Err(super::vault::VaultError::NoSuchResident) => {
+                    return Err(refused(no_subject).await);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    // Another version took the number meanwhile (its entry is written):
+    // sealed again once, reading afresh, and stored alone.
+    let outcome = match outcome {
+        DepositOutcome::VersionTaken => match row_sealed(None).await {
+            Ok(row) => state.store.record_deposit(&row, now).await?,
+            Err(super::vault::VaultError::NoSuchResident) => return Err(refused(no_subject).await),
+            Err(e) => return Err(e.into()),
+        },
+        outcome => outcome,
+    };
+    let code = match outcome {
+        DepositOutcome::Accepted => return Ok(Done::Accepted),
+        DepositOutcome::Unchanged => return Ok(Done::Unchanged),
+        DepositOutcome::VersionTaken => ErrorCode::ConcurrentUpdate,
+        DepositOutcome::SupersededByResident => ErrorCode::ResidentCorrectionStands,
+        DepositOutcome::NoResident | DepositOutcome::NoLink => no_subject,
+        DepositOutcome::Restricted => ErrorCode::ProcessingRestricted,
+        DepositOutcome::Objected => ErrorCode::Objection,
+    };
+    Err(refused(code).await)
 }
 
-/// The resident a line is about, or the refusal's code: a standing link's
-/// handle for a link source, a known pivot for a pivot source. An unknown
-/// pivot says nothing of whether the person exists.
-async fn resolve(
+/// The line's facts about the resident it is about, read in one statement
+/// that resolves its subject (a standing link's handle for a link source),
+/// or after matching a known pivot for a pivot source; or the refusal's
+/// code. An unknown pivot says nothing of whether the person exists.
+async fn subject_facts(
     state: &AppState,
     source: &Source,
     subject: &Subject,
-) -> AppResult<Result<crate::domain::ResidentId, ErrorCode>> {
-    match (source.matching, subject) {
-        (Matching::Link, Subject::Handle(h)) => Ok(state
+    source_record_id: &str,
+    category: &str,
+) -> AppResult<Result<DepositFacts, ErrorCode>> {
+    let facts = |about| {
+        state
             .store
-            .source_link_by_handle(&source.id, h)
+            .deposit_facts(&source.id, about, source_record_id, category)
+    };
+    match (source.matching, subject) {
+        (Matching::Link, Subject::Handle(h)) => Ok(facts(DepositSubject::Handle(h))
             .await?
-            .filter(|l| l.revoked_at.is_none())
-            .map(|l| l.resident_id)
             .ok_or(ErrorCode::NoLink)),
         (Matching::Pivot, Subject::Pivot(p)) => {
             let Some(digest) = pivot_digest(state, p)? else {
                 return Ok(Err(ErrorCode::UnknownPivot));
             };
-            Ok(state
-                .store
-                .resident_by_pivot(&digest)
+            let Some(resident) = state.store.resident_by_pivot(&digest).await? else {
+                return Ok(Err(ErrorCode::UnknownPivot));
+            };
+            Ok(facts(DepositSubject::Resident(&resident))
                 .await?
                 .ok_or(ErrorCode::UnknownPivot))
         }

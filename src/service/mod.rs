@@ -12,7 +12,6 @@ pub mod agents;
 pub mod alerts;
 pub mod consents;
 pub mod data;
-pub mod deposit_writer;
 pub mod deposits;
 pub mod drafts;
 pub mod export;

@@ -44,8 +44,6 @@ pub struct AppInner {
     pub policy: Arc<casbin::Enforcer>,
     /// This process's audit log writer (group commit).
     pub audit: Arc<AuditLog>,
-    /// This process's deposit writer (group commit of sources' deposits).
-    pub deposit_writer: service::deposit_writer::DepositWriter,
     /// This process's metrics (`/metrics` on `metrics_listen`): counters
     /// of this process, never read by a decision.
     pub metrics: Arc<service::metrics::Metrics>,
@@ -208,7 +206,6 @@ impl AppState {
             }
         };
         let vault = std::sync::RwLock::new(vault);
-        let deposit_writer = service::deposit_writer::DepositWriter::start(store.clone());
         let http = oidc::http_client()?;
         let provider = |kind, c: &Option<config::OidcClient>| {
             c.as_ref()
@@ -234,7 +231,6 @@ impl AppState {
                 territory,
                 policy,
                 audit,
-                deposit_writer,
                 metrics,
                 vault,
                 custodians,

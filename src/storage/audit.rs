@@ -21,7 +21,7 @@ pub type SequencedEntry = (Vec<u8>, Option<String>, i64);
 pub type AuditEncoder<'a> = &'a (dyn Fn(u64) -> Result<Vec<SequencedEntry>, String> + Send + Sync);
 
 /// What one sequencing commit did.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Sequenced {
     /// The first entry's index; the batch holds `first..first + count`.
     pub first: u64,
@@ -29,6 +29,9 @@ pub struct Sequenced {
     /// How long the log's lock was held (from the transaction's first
     /// statement to its durable commit): what serialises every process.
     pub lock_held: std::time::Duration,
+    /// What became of the deposits that rode in the batch's transaction,
+    /// in their order.
+    pub deposits: Vec<super::DepositOutcome>,
 }
 
 /// The integration's state: how far the tiles reach, how far the entries
@@ -110,11 +113,18 @@ pub trait AuditStore: Send + Sync {
     /// stores the entries `encode` gives for them. `cached` is the writer's
     /// idea of the size; it is used only if the database still agrees (no
     /// other process appended). Committed means acknowledged.
+    ///
+    /// `deposits`: data sources' deposits, each allowed by an entry of the
+    /// batch, checked and written in the same transaction after the
+    /// entries (as [`super::DepositStore::record_deposits`] does): an entry
+    /// and the deposit it allowed commit together or not at all, in one
+    /// durable commit.
     async fn audit_sequence(
         &self,
         now: Timestamp,
         cached: Option<u64>,
         encode: AuditEncoder<'_>,
+        deposits: &[(super::DepositRow, Timestamp)],
     ) -> StorageResult<Sequenced>;
     /// How far the tiles and the entries reach, and the integrator's lease.
     async fn audit_integration(&self) -> StorageResult<IntegrationState>;
@@ -271,6 +281,7 @@ macro_rules! impl_audit_store {
             now: $crate::domain::Timestamp,
             cached: Option<u64>,
             encode: $crate::storage::AuditEncoder<'_>,
+            deposits: &[($crate::storage::DepositRow, $crate::domain::Timestamp)],
         ) -> $crate::storage::StorageResult<$crate::storage::Sequenced> {
             let integrity = $crate::storage::StorageError::Integrity;
             let as_i64 = |v: u64| i64::try_from(v).map_err(|_| integrity("tree size".into()));
@@ -307,8 +318,9 @@ macro_rules! impl_audit_store {
                 .rows_affected();
                 if moved == 1 {
                     Self::insert_entries(&mut tx, size, &rows).await?;
+                    let deposits = Self::deposits_in(&mut tx, deposits).await?;
                     tx.commit().await?;
-                    return Ok($crate::storage::Sequenced { first: size, count, lock_held: locked.elapsed() });
+                    return Ok($crate::storage::Sequenced { first: size, count, lock_held: locked.elapsed(), deposits });
                 }
             }
             // Another process appended (or this writer just started): read
@@ -322,16 +334,18 @@ macro_rules! impl_audit_store {
             let size = u64::try_from(size).map_err(|_| integrity("negative tree size".into()))?;
             let rows = encode(size).map_err(integrity)?;
             let count = rows.len() as u64;
+            // No entry, nothing allowed: not a deposit either.
             if count == 0 {
-                return Ok($crate::storage::Sequenced { first: size, count, lock_held: locked.elapsed() });
+                return Ok($crate::storage::Sequenced { first: size, count, lock_held: locked.elapsed(), deposits: Vec::new() });
             }
             Self::insert_entries(&mut tx, size, &rows).await?;
             sqlx::query("UPDATE audit_head SET size = $1 WHERE id = 1")
                 .bind(as_i64(size + count)?)
                 .execute(&mut *tx)
                 .await?;
+            let deposits = Self::deposits_in(&mut tx, deposits).await?;
             tx.commit().await?;
-            Ok($crate::storage::Sequenced { first: size, count, lock_held: locked.elapsed() })
+            Ok($crate::storage::Sequenced { first: size, count, lock_held: locked.elapsed(), deposits })
         }
 
         /// A batch's entries from index `first` on, as one multi-row VALUES
@@ -372,9 +386,10 @@ macro_rules! impl_audit_store {
             now: $crate::domain::Timestamp,
             cached: Option<u64>,
             encode: $crate::storage::AuditEncoder<'_>,
+            deposits: &[($crate::storage::DepositRow, $crate::domain::Timestamp)],
         ) -> $crate::storage::StorageResult<$crate::storage::Sequenced> {
             let mut conn = self.audit_writer.acquire().await?;
-            let outcome = Self::audit_sequence_on(&mut conn, now, cached, encode).await;
+            let outcome = Self::audit_sequence_on(&mut conn, now, cached, encode, deposits).await;
             Self::settle_writer(&mut conn, outcome)
         }
 

@@ -57,8 +57,12 @@ pub enum DepositOutcome {
 /// and sealed, read in one statement (a stream's hot path: each statement
 /// is a hand-off to the database's thread). A first look only:
 /// `record_deposits` checks again where it writes.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct DepositFacts {
+    /// The resident the line is about.
+    pub resident_id: crate::domain::ResidentId,
+    /// The resident is active (not erased).
+    pub active: bool,
     /// Processing restricted (art. 18).
     pub restricted: bool,
     /// The resident objected to this source (art. 21).
@@ -73,6 +77,15 @@ pub struct DepositFacts {
     pub data_key: Option<DataKeyRow>,
 }
 
+/// Whom a deposit line's facts are read about.
+#[derive(Clone, Copy, Debug)]
+pub enum DepositSubject<'a> {
+    /// A resident already matched (by a pivot source's pivot identity).
+    Resident(&'a crate::domain::ResidentId),
+    /// The resident a standing link of the source names by this handle.
+    Handle(&'a str),
+}
+
 /// A deposited version of a resident's record and where it came from.
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct DepositedVersion {
@@ -83,6 +96,120 @@ pub struct DepositedVersion {
     pub created_at: Timestamp,
 }
 
+/// What a batch's one read found about one of its deposits
+/// (`record_deposits`), before any of the batch is written.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct StoredFacts {
+    /// The content digest of this source's last accepted deposit of the
+    /// record.
+    pub previous_digest: Option<String>,
+    /// The source's link with the resident stands.
+    pub linked: bool,
+    /// The resident is active.
+    pub active: bool,
+    /// Processing restricted (art. 18).
+    pub restricted: bool,
+    /// The resident objected to this source (art. 21).
+    pub objected: bool,
+    /// The latest version of the resident's record of the category (0:
+    /// none yet).
+    pub latest_version: i64,
+    /// When the resident (or an aidant for them) last wrote the category.
+    pub own_written_at: Option<Timestamp>,
+    /// A deposit of this source about this resident stands: they were told
+    /// of its first one.
+    pub told: bool,
+}
+
+/// What a batch writes, as indexes into its deposits, in their order.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct DepositWrites {
+    /// The accepted deposits: a version each.
+    pub accepted: Vec<usize>,
+    /// Those that are their source's first about their resident (art. 14).
+    pub first_from_source: Vec<usize>,
+    /// One idempotency row per (source, source's record id): its last
+    /// accepted deposit's.
+    pub deposits: Vec<usize>,
+    /// One per link whose last deposit time moves.
+    pub links: Vec<usize>,
+    /// That time: the latest of the accepted link deposits'.
+    pub linked_at: Timestamp,
+}
+
+/// The outcome of each deposit of a batch, in the batch's order, from what
+/// its one read found (`facts`, one per deposit), and what to write. A
+/// deposit accepted counts for those after it, as if each were written in
+/// turn: its digest, its version and the resident told of its source. The
+/// checks, in this order: the same content again (`Unchanged`), the link
+/// still standing, the resident active, unrestricted and not objecting,
+/// the resident's own later correction, the version sealed for still the
+/// next one.
+pub(crate) fn decide_deposits(
+    rows: &[(DepositRow, Timestamp)],
+    facts: &[StoredFacts],
+) -> (Vec<DepositOutcome>, DepositWrites) {
+    use std::collections::{HashMap, HashSet};
+    type Pair<'a> = (&'a str, &'a str);
+    let mut digests: HashMap<Pair<'_>, &str> = HashMap::new();
+    let mut versions: HashMap<Pair<'_>, i64> = HashMap::new();
+    let mut told: HashSet<Pair<'_>> = HashSet::new();
+    let mut linked: HashSet<Pair<'_>> = HashSet::new();
+    let mut last_of_record: HashMap<Pair<'_>, usize> = HashMap::new();
+    let mut writes = DepositWrites::default();
+    let outcomes = rows
+        .iter()
+        .zip(facts)
+        .enumerate()
+        .map(|(i, ((d, now), f))| {
+            let record = (d.source_id.as_str(), d.source_record_id.as_str());
+            let series = (d.resident_id.as_str(), d.record.category.as_str());
+            let about = (d.source_id.as_str(), d.resident_id.as_str());
+            let previous = digests
+                .get(&record)
+                .copied()
+                .or(f.previous_digest.as_deref());
+            let latest = versions.get(&series).copied().unwrap_or(f.latest_version);
+            let outcome = if previous == Some(d.content_digest.as_str()) {
+                DepositOutcome::Unchanged
+            } else if d.via_link && !f.linked {
+                DepositOutcome::NoLink
+            } else if !f.active {
+                DepositOutcome::NoResident
+            } else if f.restricted {
+                DepositOutcome::Restricted
+            } else if f.objected {
+                DepositOutcome::Objected
+            } else if f.own_written_at.is_some_and(|at| at > d.observed_at) {
+                DepositOutcome::SupersededByResident
+            } else if latest + 1 != d.record.version {
+                DepositOutcome::VersionTaken
+            } else {
+                DepositOutcome::Accepted
+            };
+            if outcome == DepositOutcome::Accepted {
+                digests.insert(record, &d.content_digest);
+                versions.insert(series, d.record.version);
+                writes.accepted.push(i);
+                if !f.told && told.insert(about) {
+                    writes.first_from_source.push(i);
+                }
+                last_of_record.insert(record, i);
+                if d.via_link {
+                    writes.linked_at = writes.linked_at.max(*now);
+                    if linked.insert(about) {
+                        writes.links.push(i);
+                    }
+                }
+            }
+            outcome
+        })
+        .collect();
+    writes.deposits = last_of_record.into_values().collect();
+    writes.deposits.sort_unstable();
+    (outcomes, writes)
+}
+
 #[async_trait]
 pub trait DepositStore: Send + Sync {
     /// Every version of the resident's records a source deposited, with its
@@ -91,13 +218,15 @@ pub trait DepositStore: Send + Sync {
         &self,
         resident_id: &crate::domain::ResidentId,
     ) -> StorageResult<Vec<DepositedVersion>>;
-    /// The resident's facts for a deposit of `category` under this source's
-    /// record id, in one statement; `None` when there is no such resident.
+    /// The facts of a deposit of `category` under this source's record id
+    /// about `subject`, in one statement (the subject resolved in it);
+    /// `None` when there is no such resident, or no standing link of the
+    /// source with this handle.
     async fn deposit_facts(
         &self,
         source_id: &str,
+        subject: DepositSubject<'_>,
         source_record_id: &str,
-        resident_id: &crate::domain::ResidentId,
         category: &str,
     ) -> StorageResult<Option<DepositFacts>>;
     /// Stores a deposit in one transaction that holds the write lock
@@ -152,7 +281,242 @@ pub trait DepositStore: Send + Sync {
 
 /// `impl DepositStore` for a backend (see `storage::impl_store!`).
 macro_rules! impl_deposit_store {
-    ($store:ty, $backend:expr, $for_share:literal) => {
+    ($store:ty, $db:ty, $backend:expr) => {
+    impl $store {
+        /// Checks and writes a batch of deposits in the open transaction
+        /// `tx` (`DepositStore::record_deposits`, or the audit log's
+        /// sequencing transaction that carries their entries): one outcome
+        /// per deposit, in their order.
+        async fn deposits_in(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            rows: &[($crate::storage::DepositRow, $crate::domain::Timestamp)],
+        ) -> $crate::storage::StorageResult<Vec<$crate::storage::DepositOutcome>> {
+            use $crate::storage::DepositOutcome as O;
+            use sqlx::Acquire;
+            if rows.is_empty() {
+                return Ok(Vec::new());
+            }
+            // The whole batch at once: one read, then one statement per
+            // table written, whatever its size.
+            let mut all = (&mut *tx).begin().await?;
+            let outcomes = match Self::deposit_batch_on(&mut all, rows).await {
+                Ok(outcomes) => {
+                    all.commit().await?;
+                    outcomes
+                }
+                // A key another deposit took (a version taken by another
+                // process on PostgreSQL, a record id clash): nothing of
+                // the batch stayed; each deposit alone in a savepoint of
+                // its own, so only the one that breaks the key is
+                // answered `VersionTaken` (and sealed again).
+                Err($crate::storage::StorageError::Conflict(_)) => {
+                    all.rollback().await?;
+                    let mut outcomes = Vec::with_capacity(rows.len());
+                    for row in rows {
+                        let mut one = (&mut *tx).begin().await?;
+                        match Self::deposit_batch_on(&mut one, std::slice::from_ref(row)).await {
+                            Ok(mut alone) => {
+                                one.commit().await?;
+                                outcomes.push(alone.pop().ok_or_else(|| {
+                                    $crate::storage::StorageError::Other("no outcome for a deposit".into())
+                                })?);
+                            }
+                            Err($crate::storage::StorageError::Conflict(_)) => {
+                                one.rollback().await?;
+                                outcomes.push(O::VersionTaken);
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    outcomes
+                }
+                Err(e) => return Err(e),
+            };
+            Ok(outcomes)
+        }
+
+        /// Checks and writes a batch of deposits in the transaction `conn`
+        /// is in: on PostgreSQL the links and residents they name are
+        /// locked first (SQLite's write lock covers them), then one read
+        /// gives every deposit's facts, the outcomes are decided in the
+        /// batch's order (`decide_deposits`) and the accepted ones are
+        /// written with one statement per table. Nothing is written for a
+        /// deposit that is not accepted (not even its link's last deposit
+        /// time). A broken key fails the whole call (`Conflict`).
+        async fn deposit_batch_on(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            rows: &[($crate::storage::DepositRow, $crate::domain::Timestamp)],
+        ) -> $crate::storage::StorageResult<Vec<$crate::storage::DepositOutcome>> {
+            use $crate::storage::deposits::{DepositWrites, StoredFacts, decide_deposits};
+            if rows.is_empty() {
+                return Ok(Vec::new());
+            }
+            if $backend == $crate::storage::Backend::Postgres {
+                // In one order for every batch of every process (links,
+                // then residents, each sorted): two batches never wait on
+                // each other crosswise. The link row's lock orders a
+                // deposit with a revocation, the resident's with an
+                // erasure, a restriction or an objection.
+                let links: Vec<_> = rows.iter().filter(|(d, _)| d.via_link).collect();
+                if !links.is_empty() {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        "SELECT 1 FROM source_links WHERE (source_id, resident_id) IN (",
+                    );
+                    q.push_values(links, |mut b, (d, _)| {
+                        b.push_bind(&d.source_id).push_bind(&d.resident_id);
+                    });
+                    q.push(") ORDER BY source_id, resident_id FOR UPDATE");
+                    q.build().execute(&mut *conn).await?;
+                }
+                let mut q = sqlx::QueryBuilder::<$db>::new("SELECT 1 FROM residents WHERE id IN (");
+                let mut ids = q.separated(", ");
+                for (d, _) in rows {
+                    ids.push_bind(&d.resident_id);
+                }
+                q.push(") ORDER BY id FOR SHARE");
+                q.build().execute(&mut *conn).await?;
+            }
+            let mut q = sqlx::QueryBuilder::<$db>::new(
+                "WITH b (n, source_id, source_record_id, resident_id, category) AS (",
+            );
+            q.push_values(rows.iter().zip(0i64..), |mut b, ((d, _), n)| {
+                b.push_bind(n)
+                    .push_bind(&d.source_id)
+                    .push_bind(&d.source_record_id)
+                    .push_bind(&d.resident_id)
+                    .push_bind(&d.record.category);
+            });
+            // The resident's own latest writing (no origin: theirs or an
+            // aidant's) is the newest version no source deposited.
+            q.push(
+                ") SELECT b.n, \
+                   (SELECT d.content_digest FROM source_deposits d \
+                    WHERE d.source_id = b.source_id AND d.source_record_id = b.source_record_id), \
+                   EXISTS (SELECT 1 FROM source_links l WHERE l.source_id = b.source_id \
+                           AND l.resident_id = b.resident_id AND l.revoked_at IS NULL), \
+                   r.id IS NOT NULL, \
+                   r.restricted_at IS NOT NULL, \
+                   EXISTS (SELECT 1 FROM objections o WHERE o.resident_id = b.resident_id \
+                           AND o.purpose = 'source:' || b.source_id), \
+                   (SELECT MAX(p.version) FROM personal_records p \
+                    WHERE p.resident_id = b.resident_id AND p.category = b.category), \
+                   (SELECT MAX(p.created_at) FROM personal_records p \
+                    WHERE p.resident_id = b.resident_id AND p.category = b.category \
+                    AND p.source_id IS NULL), \
+                   EXISTS (SELECT 1 FROM source_deposits s \
+                           WHERE s.resident_id = b.resident_id AND s.source_id = b.source_id) \
+                 FROM b LEFT JOIN residents r ON r.id = b.resident_id AND r.status = 'active' \
+                 ORDER BY b.n",
+            );
+            type Row = (i64, Option<String>, bool, bool, bool, bool, Option<i64>, Option<i64>, bool);
+            let found: Vec<Row> = q.build_query_as().fetch_all(&mut *conn).await?;
+            if found.len() != rows.len() || found.iter().zip(0i64..).any(|(r, n)| r.0 != n) {
+                return Err($crate::storage::StorageError::Integrity(
+                    "a deposit batch's facts do not match its deposits".into(),
+                ));
+            }
+            let facts: Vec<StoredFacts> = found
+                .into_iter()
+                .map(|(_, previous_digest, linked, active, restricted, objected, latest, own, told)| {
+                    StoredFacts {
+                        previous_digest,
+                        linked,
+                        active,
+                        restricted,
+                        objected,
+                        latest_version: latest.unwrap_or(0),
+                        own_written_at: own,
+                        told,
+                    }
+                })
+                .collect();
+            let (outcomes, writes) = decide_deposits(rows, &facts);
+            let DepositWrites { accepted, first_from_source, deposits, links, linked_at } = writes;
+            if accepted.is_empty() {
+                return Ok(outcomes);
+            }
+            let mut q = sqlx::QueryBuilder::<$db>::new(
+                "INSERT INTO personal_records \
+                 (id, resident_id, category, version, sealed, created_at, origin, \
+                  source_id, source_record_id, observed_at, source_basis) ",
+            );
+            // The provenance columns are exactly what the seal was made
+            // with (`Vault::seal_after`), or the version would not open.
+            q.push_values(accepted.iter().map(|&i| &rows[i].0), |mut b, d| {
+                b.push_bind(&d.record.id)
+                    .push_bind(&d.resident_id)
+                    .push_bind(&d.record.category)
+                    .push_bind(d.record.version)
+                    .push_bind(&d.record.sealed)
+                    .push_bind(d.record.created_at)
+                    .push_bind("source")
+                    .push_bind(&d.record.origin.source_id)
+                    .push_bind(&d.record.origin.source_record_id)
+                    .push_bind(d.record.origin.observed_at)
+                    .push_bind(&d.record.origin.source_basis);
+            });
+            q.build().execute(&mut *conn).await?;
+            if !first_from_source.is_empty() {
+                // Art. 14: the first deposit from this source about this
+                // resident (none of its deposits stands) tells them, in
+                // this transaction (whatever this record id's past: a
+                // record a source moves to another resident tells them).
+                // The id is fixed per source and resident: two processes
+                // racing on PostgreSQL write one message (a resident told
+                // less than a year ago, the outbox's retention, of a
+                // source that deposits again after an erasure is not told
+                // twice).
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO outbox (id, event, resident_id, subject_id, actor_name, created_at, next_attempt_at) ",
+                );
+                q.push_values(first_from_source.iter().map(|&i| &rows[i]), |mut b, (d, now)| {
+                    b.push_bind(format!("source-first-{}-{}", d.source_id, d.resident_id.as_str()))
+                        .push_bind($crate::domain::notice::NoticeEvent::SourceFirstDeposit)
+                        .push_bind(&d.resident_id)
+                        .push_bind(&d.source_id)
+                        .push_bind(&d.source_name)
+                        .push_bind(*now)
+                        .push_bind(*now);
+                });
+                q.push(" ON CONFLICT (id) DO NOTHING");
+                q.build().execute(&mut *conn).await?;
+            }
+            let mut q = sqlx::QueryBuilder::<$db>::new(
+                "INSERT INTO source_deposits \
+                 (source_id, source_record_id, resident_id, category, content_digest, record_id, deposited_at) ",
+            );
+            q.push_values(deposits.iter().map(|&i| &rows[i]), |mut b, (d, now)| {
+                b.push_bind(&d.source_id)
+                    .push_bind(&d.source_record_id)
+                    .push_bind(&d.resident_id)
+                    .push_bind(&d.record.category)
+                    .push_bind(&d.content_digest)
+                    .push_bind(&d.record.id)
+                    .push_bind(*now);
+            });
+            q.push(
+                " ON CONFLICT (source_id, source_record_id) DO UPDATE SET \
+                 resident_id = excluded.resident_id, category = excluded.category, \
+                 content_digest = excluded.content_digest, record_id = excluded.record_id, \
+                 deposited_at = excluded.deposited_at",
+            );
+            q.build().execute(&mut *conn).await?;
+            if !links.is_empty() {
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "UPDATE source_links SET last_deposit_at = ",
+                );
+                q.push_bind(linked_at);
+                q.push(" WHERE revoked_at IS NULL AND (source_id, resident_id) IN (");
+                q.push_values(links.iter().map(|&i| &rows[i].0), |mut b, d| {
+                    b.push_bind(&d.source_id).push_bind(&d.resident_id);
+                });
+                q.push(")");
+                q.build().execute(&mut *conn).await?;
+            }
+            Ok(outcomes)
+        }
+    }
+
     #[async_trait::async_trait]
     impl $crate::storage::DepositStore for $store {
         async fn deposited_versions(
@@ -171,11 +535,14 @@ macro_rules! impl_deposit_store {
         async fn deposit_facts(
             &self,
             source_id: &str,
+            subject: $crate::storage::DepositSubject<'_>,
             source_record_id: &str,
-            resident_id: &$crate::domain::ResidentId,
             category: &str,
         ) -> $crate::storage::StorageResult<Option<$crate::storage::DepositFacts>> {
+            use $crate::storage::DepositSubject;
             type Row = (
+                $crate::domain::ResidentId,
+                bool,
                 Option<i64>,
                 i64,
                 Option<String>,
@@ -183,18 +550,27 @@ macro_rules! impl_deposit_store {
                 Option<i64>,
                 Option<Vec<u8>>,
             );
-            let row: Option<Row> = sqlx::query_as(
-                "SELECT r.restricted_at, \
+            // $1 names the subject: a resident's id, or a link's handle.
+            let (from, subject) = match subject {
+                DepositSubject::Resident(r) => ("residents r WHERE r.id = $1", r.as_str()),
+                DepositSubject::Handle(h) => (
+                    "source_links l JOIN residents r ON r.id = l.resident_id \
+                     WHERE l.source_id = $2 AND l.handle = $1 AND l.revoked_at IS NULL",
+                    h,
+                ),
+            };
+            let row: Option<Row> = sqlx::query_as(&format!(
+                "SELECT r.id, r.status = 'active', r.restricted_at, \
                    (SELECT COUNT(*) FROM objections o WHERE o.resident_id = r.id AND o.purpose = $4), \
                    (SELECT d.content_digest FROM source_deposits d \
                     WHERE d.source_id = $2 AND d.source_record_id = $3), \
                    (SELECT MAX(p.version) FROM personal_records p \
                     WHERE p.resident_id = r.id AND p.category = $5), \
-                   k.kek_version, k.wrapped \
-                 FROM residents r LEFT JOIN data_keys k ON k.resident_id = r.id \
-                 WHERE r.id = $1",
-            )
-            .bind(resident_id)
+                   (SELECT k.kek_version FROM data_keys k WHERE k.resident_id = r.id), \
+                   (SELECT k.wrapped FROM data_keys k WHERE k.resident_id = r.id) \
+                 FROM {from}"
+            ))
+            .bind(subject)
             .bind(source_id)
             .bind(source_record_id)
             .bind(format!("source:{source_id}"))
@@ -202,19 +578,22 @@ macro_rules! impl_deposit_store {
             .fetch_optional(&self.pool)
             .await?;
             Ok(row.map(
-                |(restricted_at, objections, previous_digest, latest, kek_version, wrapped)| {
+                |(resident_id, active, restricted_at, objections, previous_digest, latest, kek_version, wrapped)| {
+                    let data_key = kek_version.zip(wrapped).map(|(kek_version, wrapped)| {
+                        $crate::storage::DataKeyRow {
+                            resident_id: resident_id.clone(),
+                            kek_version,
+                            wrapped,
+                        }
+                    });
                     $crate::storage::DepositFacts {
+                        resident_id,
+                        active,
                         restricted: restricted_at.is_some(),
                         objected: objections > 0,
                         previous_digest,
                         latest_version: latest.unwrap_or(0),
-                        data_key: kek_version.zip(wrapped).map(|(kek_version, wrapped)| {
-                            $crate::storage::DataKeyRow {
-                                resident_id: resident_id.clone(),
-                                kek_version,
-                                wrapped,
-                            }
-                        }),
+                        data_key,
                     }
                 },
             ))
@@ -224,13 +603,11 @@ macro_rules! impl_deposit_store {
             &self,
             rows: &[($crate::storage::DepositRow, $crate::domain::Timestamp)],
         ) -> $crate::storage::StorageResult<Vec<$crate::storage::DepositOutcome>> {
-            use $crate::storage::DepositOutcome as O;
-            use sqlx::Acquire;
             // BEGIN IMMEDIATE on SQLite: the write lock before the first
             // read, so the checks below still hold at the insert. On
-            // PostgreSQL a concurrent deposit of the same version fails on
-            // the (resident, category, version) key: that deposit's
-            // savepoint rolls back and it is sealed again.
+            // PostgreSQL the rows checked are locked first (`lock_deposit_rows`)
+            // and a concurrent deposit of the same version fails on the
+            // (resident, category, version) key.
             let begin = match $backend {
                 $crate::storage::Backend::Sqlite => "BEGIN IMMEDIATE",
                 $crate::storage::Backend::Postgres => "BEGIN",
@@ -238,155 +615,7 @@ macro_rules! impl_deposit_store {
             let mut conn = self.pool.acquire().await?;
             let stored = async {
                 let mut tx = sqlx::Connection::begin_with(&mut *conn, begin).await?;
-                let mut outcomes = Vec::with_capacity(rows.len());
-                for (d, now) in rows {
-                    let mut one = (&mut tx).begin().await?;
-                    let outcome = async {
-                        let previous: Option<String> = sqlx::query_scalar(
-                            "SELECT content_digest FROM source_deposits WHERE source_id = $1 AND source_record_id = $2",
-                        )
-                        .bind(&d.source_id)
-                        .bind(&d.source_record_id)
-                        .fetch_optional(&mut *one)
-                        .await?;
-                        // Every answer but `Accepted` rolls back its savepoint: nothing
-                        // of a refused deposit stays (not even the link's last deposit
-                        // time).
-                        if previous.as_deref() == Some(d.content_digest.as_str()) {
-                            return Ok(O::Unchanged);
-                        }
-                        if d.via_link {
-                            // The link row's write lock orders this deposit with a
-                            // revocation on PostgreSQL (SQLite holds the database's).
-                            let standing = sqlx::query(
-                                "UPDATE source_links SET last_deposit_at = $3 \
-                                 WHERE source_id = $1 AND resident_id = $2 AND revoked_at IS NULL",
-                            )
-                            .bind(&d.source_id)
-                            .bind(&d.resident_id)
-                            .bind(*now)
-                            .execute(&mut *one)
-                            .await?;
-                            if standing.rows_affected() != 1 {
-                                return Ok(O::NoLink);
-                    }
-                }
-                let facts: Option<(Option<i64>, i64)> = sqlx::query_as(concat!(
-                    "SELECT r.restricted_at, \
-                       (SELECT COUNT(*) FROM objections o WHERE o.resident_id = r.id AND o.purpose = $2) \
-                     FROM residents r WHERE r.id = $1 AND r.status = 'active'",
-                    $for_share,
-                ))
-                .bind(&d.resident_id)
-                .bind(format!("source:{}", d.source_id))
-                .fetch_optional(&mut *one)
-                .await?;
-                match facts {
-                    None => return Ok(O::NoResident),
-                    Some((Some(_), _)) => return Ok(O::Restricted),
-                    Some((None, n)) if n > 0 => return Ok(O::Objected),
-                    Some(_) => {}
-                }
-                // The resident's own latest writing (no origin: theirs or an
-                // aidant's), whatever sources deposited since: it stands against
-                // an older observation.
-                let (latest, own): (Option<i64>, Option<i64>) = sqlx::query_as(
-                    "SELECT MAX(version), MAX(CASE WHEN source_id IS NULL THEN created_at END) \
-                     FROM personal_records WHERE resident_id = $1 AND category = $2",
-                )
-                .bind(&d.resident_id)
-                .bind(&d.record.category)
-                .fetch_one(&mut *one)
-                .await?;
-                if own.is_some_and(|written_at| written_at > d.observed_at) {
-                    return Ok(O::SupersededByResident);
-                }
-                if latest.unwrap_or(0) + 1 != d.record.version {
-                    return Ok(O::VersionTaken);
-                }
-                sqlx::query(
-                    "INSERT INTO personal_records \
-                     (id, resident_id, category, version, sealed, created_at, origin, \
-                      source_id, source_record_id, observed_at, source_basis) \
-                     VALUES ($1, $2, $3, $4, $5, $6, 'source', $7, $8, $9, $10)",
-                )
-                .bind(&d.record.id)
-                .bind(&d.resident_id)
-                .bind(&d.record.category)
-                .bind(d.record.version)
-                .bind(&d.record.sealed)
-                .bind(d.record.created_at)
-                // The provenance columns are exactly what the seal was made
-                // with (`Vault::seal_after`), or the version would not open.
-                .bind(&d.record.origin.source_id)
-                .bind(&d.record.origin.source_record_id)
-                .bind(d.record.origin.observed_at)
-                .bind(&d.record.origin.source_basis)
-                .execute(&mut *one)
-                .await?;
-                {
-                    // Art. 14: the first deposit from this source about this
-                    // resident (none of its deposits stands) tells them, in
-                    // this transaction (whatever this record id's past: a
-                    // record a source moves to another resident tells them). The id is fixed per source and
-                    // resident: two processes racing on PostgreSQL write one
-                    // message (a resident told less than a year ago, the
-                    // outbox's retention, of a source that deposits again
-                    // after an erasure is not told twice).
-                    sqlx::query(
-                        "INSERT INTO outbox (id, event, resident_id, subject_id, actor_name, created_at, next_attempt_at) \
-                         SELECT $1, $2, $3, $4, $5, $6, $6 \
-                         WHERE NOT EXISTS (SELECT 1 FROM source_deposits WHERE resident_id = $3 AND source_id = $4) \
-                         ON CONFLICT (id) DO NOTHING",
-                    )
-                    .bind(format!("source-first-{}-{}", d.source_id, d.resident_id.as_str()))
-                    .bind($crate::domain::notice::NoticeEvent::SourceFirstDeposit)
-                    .bind(&d.resident_id)
-                    .bind(&d.source_id)
-                    .bind(&d.source_name)
-                    .bind(*now)
-                    .execute(&mut *one)
-                    .await?;
-                }
-                sqlx::query(
-                    "INSERT INTO source_deposits \
-                     (source_id, source_record_id, resident_id, category, content_digest, record_id, deposited_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) \
-                     ON CONFLICT (source_id, source_record_id) DO UPDATE SET \
-                     resident_id = excluded.resident_id, category = excluded.category, \
-                     content_digest = excluded.content_digest, record_id = excluded.record_id, \
-                     deposited_at = excluded.deposited_at",
-                )
-                .bind(&d.source_id)
-                .bind(&d.source_record_id)
-                .bind(&d.resident_id)
-                .bind(&d.record.category)
-                .bind(&d.content_digest)
-                .bind(&d.record.id)
-                .bind(*now)
-                .execute(&mut *one)
-                .await?;
-                Ok::<_, $crate::storage::StorageError>(O::Accepted)
-                    }
-                    .await;
-                    let outcome = match outcome {
-                        Ok(O::Accepted) => {
-                            one.commit().await?;
-                            O::Accepted
-                        }
-                        Ok(other) => {
-                            one.rollback().await?;
-                            other
-                        }
-                        // Another transaction took the version first (PostgreSQL).
-                        Err($crate::storage::StorageError::Conflict(_)) => {
-                            one.rollback().await?;
-                            O::VersionTaken
-                        }
-                        Err(e) => return Err(e),
-                    };
-                    outcomes.push(outcome);
-                }
+                let outcomes = Self::deposits_in(&mut tx, rows).await?;
                 tx.commit().await?;
                 Ok::<_, $crate::storage::StorageError>(outcomes)
             }
@@ -454,3 +683,148 @@ macro_rules! impl_deposit_store {
     };
 }
 pub(crate) use impl_deposit_store;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::storage::RecordRow;
+    use DepositOutcome::*;
+
+    fn row(record: &str, resident: &str, digest: &str, version: i64) -> (DepositRow, Timestamp) {
+        let d = DepositRow {
+            source_id: "s1".into(),
+            source_name: "Source 1".into(),
+            source_record_id: record.into(),
+            resident_id: crate::domain::ResidentId::parse(resident).unwrap(),
+            content_digest: digest.into(),
+            observed_at: 10,
+            via_link: true,
+            record: RecordRow {
+                id: format!("{record}-{version}"),
+                category: "energy".into(),
+                version,
+                sealed: vec![0; 8],
+                created_at: 20,
+                origin: Default::default(),
+            },
+        };
+        (d, 100 + version)
+    }
+
+    fn linked() -> StoredFacts {
+        StoredFacts {
+            linked: true,
+            active: true,
+            ..Default::default()
+        }
+    }
+
+    /// Inside one batch a deposit sees those accepted before it: the same
+    /// content again is unchanged, the next version follows the one just
+    /// taken and a second seal for it is refused, the resident is told once
+    /// per source, one idempotency row per record (its last) and one link
+    /// update per link.
+    #[test]
+    fn a_batch_is_decided_as_if_each_deposit_were_written_in_turn() {
+        let rows = vec![
+            row("m-1", "r1", "d1", 1),
+            row("m-1", "r1", "d1", 2),
+            row("m-1", "r1", "d2", 2),
+            row("m-2", "r1", "d3", 2),
+            row("m-3", "r2", "d4", 1),
+        ];
+        let r2_told = StoredFacts {
+            told: true,
+            ..linked()
+        };
+        let facts = vec![linked(), linked(), linked(), linked(), r2_told];
+        let (outcomes, writes) = decide_deposits(&rows, &facts);
+        assert_eq!(
+            outcomes,
+            vec![Accepted, Unchanged, Accepted, VersionTaken, Accepted]
+        );
+        assert_eq!(
+            writes,
+            DepositWrites {
+                accepted: vec![0, 2, 4],
+                first_from_source: vec![0],
+                deposits: vec![2, 4],
+                links: vec![0, 4],
+                linked_at: 102,
+            }
+        );
+    }
+
+    /// Every refusal, in the order the checks are made; none is written.
+    #[test]
+    fn refusals_come_in_their_order_and_write_nothing() {
+        let d = |f: StoredFacts| decide_deposits(&[row("m-1", "r1", "d1", 1)], &[f]);
+        let cases = [
+            (
+                StoredFacts {
+                    previous_digest: Some("d1".into()),
+                    ..Default::default()
+                },
+                Unchanged,
+            ),
+            (
+                StoredFacts {
+                    active: true,
+                    ..Default::default()
+                },
+                NoLink,
+            ),
+            (
+                StoredFacts {
+                    active: false,
+                    restricted: true,
+                    ..linked()
+                },
+                NoResident,
+            ),
+            (
+                StoredFacts {
+                    restricted: true,
+                    objected: true,
+                    ..linked()
+                },
+                Restricted,
+            ),
+            (
+                StoredFacts {
+                    objected: true,
+                    own_written_at: Some(11),
+                    ..linked()
+                },
+                Objected,
+            ),
+            (
+                StoredFacts {
+                    own_written_at: Some(11),
+                    ..linked()
+                },
+                SupersededByResident,
+            ),
+            (
+                StoredFacts {
+                    latest_version: 1,
+                    own_written_at: Some(10),
+                    ..linked()
+                },
+                VersionTaken,
+            ),
+        ];
+        for (facts, expected) in cases {
+            let (outcomes, writes) = d(facts);
+            assert_eq!(outcomes, vec![expected]);
+            assert_eq!(writes, DepositWrites::default(), "{expected:?}");
+        }
+        // Written at the very time it was observed: the deposit stands.
+        let (outcomes, _) = d(StoredFacts {
+            own_written_at: Some(10),
+            ..linked()
+        });
+        assert_eq!(outcomes, vec![Accepted]);
+    }
+}

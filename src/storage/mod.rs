@@ -70,7 +70,9 @@ pub use audit::{
     AuditEncoder, AuditStore, CheckpointRow, IntegrationState, Sequenced, SequencedEntry, TileRow,
 };
 pub use consents::{ConsentEventRow, ConsentForDecision, ConsentRow, ConsentStore};
-pub use deposits::{DepositFacts, DepositOutcome, DepositRow, DepositStore, DepositedVersion};
+pub use deposits::{
+    DepositFacts, DepositOutcome, DepositRow, DepositStore, DepositSubject, DepositedVersion,
+};
 pub use extracts::{ApproveOutcome, ExtractRow, ExtractStore};
 pub use instance::InstanceStore;
 pub use mandates::{AuthorisationRow, MandateDraftRow, MandateRow, MandateStore};
@@ -258,7 +260,7 @@ macro_rules! impl_store {
         $crate::storage::agents::impl_agent_store!($store);
         $crate::storage::partners::impl_partner_store!($store, $db);
         $crate::storage::sources::impl_source_store!($store, $for_share);
-        $crate::storage::deposits::impl_deposit_store!($store, $backend, $for_share);
+        $crate::storage::deposits::impl_deposit_store!($store, $db, $backend);
         $crate::storage::sessions::impl_session_store!($store);
         $crate::storage::consents::impl_consent_store!($store);
         $crate::storage::mandates::impl_mandate_store!($store, $db, $for_share);

@@ -19,7 +19,10 @@ async fn append(
         .map(|(l, r)| (l.as_bytes().to_vec(), r.map(Into::into), T0))
         .collect();
     let encode = move |_first: u64| Ok(leaves.clone());
-    store.audit_sequence(T0, cached, &encode).await.unwrap()
+    store
+        .audit_sequence(T0, cached, &encode, &[])
+        .await
+        .unwrap()
 }
 
 /// Integrates everything sequenced, as `holder`, in one step, renewing the
@@ -163,7 +166,7 @@ async fn sequencing_appends_in_order_and_integration_builds_the_tiles_under_a_le
         let empty = append(&store, Some(8), &[]).await;
         assert_eq!((empty.first, empty.count), (8, 0), "{b}");
         let failing = |_: u64| -> Result<Vec<SequencedEntry>, String> { Err("no".into()) };
-        let refused = store.audit_sequence(T0, None, &failing).await;
+        let refused = store.audit_sequence(T0, None, &failing, &[]).await;
         assert!(
             matches!(refused, Err(StorageError::Integrity(_))),
             "{b}: {refused:?}"

@@ -2,7 +2,7 @@
 //! (source, source's record id), the resident's own correction standing,
 //! and residents' pivot digests.
 
-use coffre::storage::{DepositOutcome, DepositRow, RecordOrigin, RecordRow};
+use coffre::storage::{DepositOutcome, DepositRow, DepositSubject, RecordOrigin, RecordRow};
 
 use super::{T0, data_keys, each_store, on, record, residents};
 
@@ -36,7 +36,12 @@ fn deposit(source_record_id: &str, digest: &str, version: i64, observed_at: i64)
 /// deposit path reads it (`deposit_facts`, about r1's energy).
 async fn digest(store: &coffre::storage::DynStore, record: &str) -> Option<String> {
     store
-        .deposit_facts("s1", record, &crate::support::resident_id("r1"), "energy")
+        .deposit_facts(
+            "s1",
+            DepositSubject::Resident(&crate::support::resident_id("r1")),
+            record,
+            "energy",
+        )
         .await
         .unwrap()
         .and_then(|f| f.previous_digest)
@@ -341,8 +346,8 @@ async fn a_deposits_facts_come_in_one_read_and_follow_what_they_read() {
             store
                 .deposit_facts(
                     "s1",
+                    DepositSubject::Resident(&crate::support::resident_id("nobody")),
                     "m-1",
-                    &crate::support::resident_id("nobody"),
                     "energy"
                 )
                 .await
@@ -350,8 +355,29 @@ async fn a_deposits_facts_come_in_one_read_and_follow_what_they_read() {
                 .is_none(),
             "{b}"
         );
+        // By a link's handle: the subject resolved in the same read; only a
+        // standing link of this source names anyone.
+        let by_handle = |source: &'static str, handle: &'static str| {
+            let store = store.clone();
+            async move {
+                store
+                    .deposit_facts(source, DepositSubject::Handle(handle), "m-1", "energy")
+                    .await
+                    .unwrap()
+            }
+        };
+        let linked = by_handle("s1", "h1").await.unwrap();
+        assert_eq!(linked.resident_id.as_str(), "r1", "{b}");
+        assert!(linked.active && !linked.restricted, "{b}");
+        assert!(by_handle("s2", "h1").await.is_none(), "{b}");
+        assert!(by_handle("s1", "h2").await.is_none(), "{b}");
         let fresh = store
-            .deposit_facts("s1", "m-1", &crate::support::resident_id("r1"), "energy")
+            .deposit_facts(
+                "s1",
+                DepositSubject::Resident(&crate::support::resident_id("r1")),
+                "m-1",
+                "energy",
+            )
             .await
             .unwrap()
             .unwrap();
@@ -392,7 +418,12 @@ async fn a_deposits_facts_come_in_one_read_and_follow_what_they_read() {
             .await
             .unwrap();
         let after = store
-            .deposit_facts("s1", "m-1", &crate::support::resident_id("r1"), "energy")
+            .deposit_facts(
+                "s1",
+                DepositSubject::Resident(&crate::support::resident_id("r1")),
+                "m-1",
+                "energy",
+            )
             .await
             .unwrap()
             .unwrap();
@@ -407,7 +438,12 @@ async fn a_deposits_facts_come_in_one_read_and_follow_what_they_read() {
         );
         // Another category, another record id of the source.
         let other = store
-            .deposit_facts("s1", "m-2", &crate::support::resident_id("r1"), "contact")
+            .deposit_facts(
+                "s1",
+                DepositSubject::Resident(&crate::support::resident_id("r1")),
+                "m-2",
+                "contact",
+            )
             .await
             .unwrap()
             .unwrap();
@@ -417,11 +453,25 @@ async fn a_deposits_facts_come_in_one_read_and_follow_what_they_read() {
             "{b}"
         );
         let restricted = store
-            .deposit_facts("s1", "m-1", &crate::support::resident_id("r2"), "energy")
+            .deposit_facts(
+                "s1",
+                DepositSubject::Resident(&crate::support::resident_id("r2")),
+                "m-1",
+                "energy",
+            )
             .await
             .unwrap()
             .unwrap();
         assert!(restricted.restricted && !restricted.objected, "{b}");
+        // A revoked link names no one.
+        assert!(
+            store
+                .revoke_source_link("s1", &crate::support::resident_id("r1"), T0 + 3)
+                .await
+                .unwrap(),
+            "{b}"
+        );
+        assert!(by_handle("s1", "h1").await.is_none(), "{b}");
     })
     .await;
 }
@@ -471,6 +521,83 @@ async fn a_deposit_that_breaks_a_key_inside_a_batch_rolls_back_alone() {
             "{b}"
         );
         assert_eq!(digest(&store, "m-2").await, None, "{b}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_deposit_rides_in_its_entrys_sequencing_transaction_both_or_neither() {
+    // The audit log's writer carries a batch's deposits in the transaction
+    // that sequences their entries: committed together, or neither.
+    each_store(|store| async move {
+        let b = on(&store);
+        residents(&store, &["r1", "r2"]).await;
+        store
+            .link_source("s1", &crate::support::resident_id("r1"), "h1", T0)
+            .await
+            .unwrap();
+        let entries = |n: usize| {
+            move |_first: u64| -> Result<Vec<coffre::storage::SequencedEntry>, String> {
+                Ok((0..n)
+                    .map(|i| (format!("e{i}").into_bytes(), Some("r1".into()), T0))
+                    .collect())
+            }
+        };
+        let latest = |store: coffre::storage::DynStore| async move {
+            store
+                .latest_record_version(&crate::support::resident_id("r1"), "energy")
+                .await
+                .unwrap()
+        };
+        // An entry that cannot be written: neither it nor the deposit.
+        let failing =
+            |_: u64| -> Result<Vec<coffre::storage::SequencedEntry>, String> { Err("no".into()) };
+        let refused = store
+            .audit_sequence(T0, None, &failing, &[(deposit("m-1", "d1", 1, T0), T0 + 1)])
+            .await;
+        assert!(refused.is_err(), "{b}");
+        assert_eq!(latest(store.clone()).await, 0, "{b}");
+        assert_eq!(store.audit_size().await.unwrap(), 0, "{b}");
+        // Both, in one commit; a refused deposit leaves its entry (the
+        // allow is on record, as is why nothing was stored).
+        let unlinked = DepositRow {
+            resident_id: crate::support::resident_id("r2"),
+            ..deposit("m-9", "d9", 1, T0)
+        };
+        let done = store
+            .audit_sequence(
+                T0,
+                None,
+                &entries(2),
+                &[(deposit("m-1", "d1", 1, T0), T0 + 1), (unlinked, T0 + 1)],
+            )
+            .await
+            .unwrap();
+        assert_eq!((done.first, done.count), (0, 2), "{b}");
+        assert_eq!(
+            done.deposits,
+            vec![DepositOutcome::Accepted, DepositOutcome::NoLink],
+            "{b}"
+        );
+        assert_eq!(latest(store.clone()).await, 1, "{b}");
+        assert_eq!(digest(&store, "m-1").await.as_deref(), Some("d1"), "{b}");
+        // On the writer's fast path (its size still the database's) too.
+        let done = store
+            .audit_sequence(
+                T0,
+                Some(2),
+                &entries(1),
+                &[(deposit("m-2", "d2", 2, T0), T0 + 2)],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (done.first, done.count, done.deposits),
+            (2, 1, vec![DepositOutcome::Accepted]),
+            "{b}"
+        );
+        assert_eq!(latest(store.clone()).await, 2, "{b}");
+        assert_eq!(store.audit_size().await.unwrap(), 3, "{b}");
     })
     .await;
 }
