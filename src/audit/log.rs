@@ -32,9 +32,10 @@ use crate::storage::{
 /// Largest batch one commit carries (bounded so one transaction stays short).
 const MAX_BATCH: usize = 1024;
 
-/// Most deposits one commit carries: each is checked and written in the
-/// transaction that holds the log's lock.
-const MAX_DEPOSITS: usize = 64;
+/// Most deposits one commit carries: they are checked and written in the
+/// transaction that holds the log's lock, at most this many at once
+/// (`storage::deposits::MAX_DEPOSIT_BATCH`).
+const MAX_DEPOSITS: usize = 48;
 
 /// After this long without a batch the writer reports the deposits it
 /// stored since its last report (one log line per burst, for the operator

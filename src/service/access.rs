@@ -54,11 +54,10 @@ pub struct AccessRequest<'a> {
     /// as the record ([`crate::storage::Store::partner_read`]); otherwise
     /// the decision asks for them.
     pub partner_facts: Option<crate::storage::PartnerReadFacts>,
-    /// Whether the named resident is active, when the caller read it about
-    /// this very resident in the statement that gave its other facts (a
-    /// deposit line, `DepositStore::deposit_facts`); otherwise the
-    /// decision asks.
-    pub resident_active: Option<bool>,
+    /// Whether a resident is active, as the caller read it with its other
+    /// facts in one statement (a deposit line, `DepositStore::deposit_facts`):
+    /// used only if it is about `resident_id`; otherwise the decision asks.
+    pub resident_active: Option<(&'a str, bool)>,
 }
 
 impl<'a> AccessRequest<'a> {
@@ -142,8 +141,8 @@ pub async fn evaluate<'r>(
         // A resident's own session proves the account exists.
         (Some(_), None) if req.role == Role::Resident => true,
         (Some(_), None) if role_allows => match (&named, req.resident_active) {
-            (Some(_), Some(active)) => active,
-            (Some(r), None) => state.store.resident_exists(r).await?,
+            (Some(r), Some((about, active))) if about == r.as_str() => active,
+            (Some(r), _) => state.store.resident_exists(r).await?,
             (None, _) => false,
         },
         _ => false,

@@ -221,7 +221,7 @@ async fn deposit(
         category: Some(category),
         purpose_id: Some(&about),
         request_id: caller.request_id.clone(),
-        resident_active: Some(facts.active),
+        resident_active: Some((resident_id.as_str(), facts.active)),
         ..super::access::AccessRequest::new(&caller.source_id, Role::Source, "source.deposit")
     };
     let vault = state.vault()?;
@@ -307,10 +307,11 @@ async fn deposit(
             }
         }
     };
-    // Another version took the number meanwhile (its entry is written):
-    // sealed again once, reading afresh, and stored alone.
+    // Another version took the number meanwhile, or the deposit could not
+    // be written beside its entry (its entry is written): sealed again
+    // once, reading afresh, and stored alone.
     let outcome = match outcome {
-        DepositOutcome::VersionTaken => match row_sealed(None).await {
+        DepositOutcome::VersionTaken | DepositOutcome::StoreAlone => match row_sealed(None).await {
             Ok(row) => state.store.record_deposit(&row, now).await?,
             Err(super::vault::VaultError::NoSuchResident) => return Err(refused(no_subject).await),
             Err(e) => return Err(e.into()),
@@ -320,7 +321,7 @@ async fn deposit(
     let code = match outcome {
         DepositOutcome::Accepted => return Ok(Done::Accepted),
         DepositOutcome::Unchanged => return Ok(Done::Unchanged),
-        DepositOutcome::VersionTaken => ErrorCode::ConcurrentUpdate,
+        DepositOutcome::VersionTaken | DepositOutcome::StoreAlone => ErrorCode::ConcurrentUpdate,
         DepositOutcome::SupersededByResident => ErrorCode::ResidentCorrectionStands,
         DepositOutcome::NoResident | DepositOutcome::NoLink => no_subject,
         DepositOutcome::Restricted => ErrorCode::ProcessingRestricted,

@@ -318,7 +318,7 @@ macro_rules! impl_audit_store {
                 .rows_affected();
                 if moved == 1 {
                     Self::insert_entries(&mut tx, size, &rows).await?;
-                    let deposits = Self::deposits_in(&mut tx, deposits).await?;
+                    let deposits = Self::deposits_in(&mut tx, deposits, true).await?;
                     tx.commit().await?;
                     return Ok($crate::storage::Sequenced { first: size, count, lock_held: locked.elapsed(), deposits });
                 }
@@ -343,7 +343,7 @@ macro_rules! impl_audit_store {
                 .bind(as_i64(size + count)?)
                 .execute(&mut *tx)
                 .await?;
-            let deposits = Self::deposits_in(&mut tx, deposits).await?;
+            let deposits = Self::deposits_in(&mut tx, deposits, true).await?;
             tx.commit().await?;
             Ok($crate::storage::Sequenced { first: size, count, lock_held: locked.elapsed(), deposits })
         }

@@ -51,7 +51,21 @@ pub enum DepositOutcome {
     Restricted,
     /// The resident objected to this source (art. 21) meanwhile.
     Objected,
+    /// Not written in the audit log's transaction beside its entry (a row
+    /// another transaction held longer than the log may wait, a deadlock,
+    /// a failure of the deposits' part): its entry stands; store it alone.
+    StoreAlone,
 }
+
+/// Most deposits checked and written at once (one read, one statement per
+/// table): on PostgreSQL each may take a savepoint after a broken key, and
+/// past 64 subtransactions a backend's cache overflows.
+pub(crate) const MAX_DEPOSIT_BATCH: usize = 48;
+
+/// How long deposits beside their entries wait for a row lock on
+/// PostgreSQL, the log's head row held meanwhile (`SET LOCAL`: for the
+/// rest of that transaction only).
+pub(crate) const DEPOSIT_LOCK_WAIT: &str = "SET LOCAL lock_timeout = '50ms'";
 
 /// What a deposit line needs to know of its resident before it is decided
 /// and sealed, read in one statement (a stream's hot path: each statement
@@ -131,10 +145,9 @@ pub(crate) struct DepositWrites {
     /// One idempotency row per (source, source's record id): its last
     /// accepted deposit's.
     pub deposits: Vec<usize>,
-    /// One per link whose last deposit time moves.
-    pub links: Vec<usize>,
-    /// That time: the latest of the accepted link deposits'.
-    pub linked_at: Timestamp,
+    /// One per link whose last deposit time moves, with that time (its
+    /// latest accepted deposit's).
+    pub links: Vec<(usize, Timestamp)>,
 }
 
 /// The outcome of each deposit of a batch, in the batch's order, from what
@@ -154,7 +167,7 @@ pub(crate) fn decide_deposits(
     let mut digests: HashMap<Pair<'_>, &str> = HashMap::new();
     let mut versions: HashMap<Pair<'_>, i64> = HashMap::new();
     let mut told: HashSet<Pair<'_>> = HashSet::new();
-    let mut linked: HashSet<Pair<'_>> = HashSet::new();
+    let mut linked: HashMap<Pair<'_>, usize> = HashMap::new();
     let mut last_of_record: HashMap<Pair<'_>, usize> = HashMap::new();
     let mut writes = DepositWrites::default();
     let outcomes = rows
@@ -196,9 +209,15 @@ pub(crate) fn decide_deposits(
                 }
                 last_of_record.insert(record, i);
                 if d.via_link {
-                    writes.linked_at = writes.linked_at.max(*now);
-                    if linked.insert(about) {
-                        writes.links.push(i);
+                    match linked.get(&about) {
+                        Some(&at) => {
+                            let link = &mut writes.links[at];
+                            link.1 = link.1.max(*now);
+                        }
+                        None => {
+                            linked.insert(about, writes.links.len());
+                            writes.links.push((i, *now));
+                        }
                     }
                 }
             }
@@ -283,21 +302,67 @@ pub trait DepositStore: Send + Sync {
 macro_rules! impl_deposit_store {
     ($store:ty, $db:ty, $backend:expr) => {
     impl $store {
-        /// Checks and writes a batch of deposits in the open transaction
-        /// `tx` (`DepositStore::record_deposits`, or the audit log's
-        /// sequencing transaction that carries their entries): one outcome
-        /// per deposit, in their order.
+        /// Checks and writes deposits in the open transaction `tx`
+        /// (`DepositStore::record_deposits`, or the audit log's sequencing
+        /// transaction that carries their entries: `beside_entries`), at
+        /// most [`MAX_DEPOSIT_BATCH`] at a time: one outcome per deposit,
+        /// in their order.
+        ///
+        /// Beside the entries (the log's head row locked on PostgreSQL),
+        /// the deposits wait at most [`DEPOSIT_LOCK_WAIT`] for a row another
+        /// transaction holds, and any failure of theirs rolls back their
+        /// part alone and answers them `StoreAlone`: another caller's entry
+        /// in the batch never fails, nor waits, for a deposit.
         async fn deposits_in(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            rows: &[($crate::storage::DepositRow, $crate::domain::Timestamp)],
+            beside_entries: bool,
+        ) -> $crate::storage::StorageResult<Vec<$crate::storage::DepositOutcome>> {
+            use $crate::storage::deposits::{DEPOSIT_LOCK_WAIT, MAX_DEPOSIT_BATCH};
+            use sqlx::Acquire;
+            if rows.is_empty() {
+                return Ok(Vec::new());
+            }
+            if beside_entries && $backend == $crate::storage::Backend::Postgres {
+                // For the rest of this transaction: only its deposits follow.
+                sqlx::query(DEPOSIT_LOCK_WAIT).execute(&mut **tx).await?;
+            }
+            let mut part = (&mut *tx).begin().await?;
+            let mut outcomes = Vec::with_capacity(rows.len());
+            let mut checked = Ok(());
+            for chunk in rows.chunks(MAX_DEPOSIT_BATCH) {
+                match Self::deposits_checked(&mut part, chunk).await {
+                    Ok(o) => outcomes.extend(o),
+                    Err(e) => {
+                        checked = Err(e);
+                        break;
+                    }
+                }
+            }
+            match checked {
+                Ok(()) => {
+                    part.commit().await?;
+                    Ok(outcomes)
+                }
+                Err(e) if beside_entries => {
+                    tracing::warn!(error = %e, deposits = rows.len(),
+                        "deposits beside their entries failed; each is stored alone");
+                    part.rollback().await?;
+                    Ok(vec![$crate::storage::DepositOutcome::StoreAlone; rows.len()])
+                }
+                Err(e) => Err(e),
+            }
+        }
+
+        /// One batch of deposits in `tx`: the whole batch at once (one
+        /// read, then one statement per table written, whatever its size);
+        /// after a broken key each deposit alone, in a savepoint of its own.
+        async fn deposits_checked(
             tx: &mut sqlx::Transaction<'_, $db>,
             rows: &[($crate::storage::DepositRow, $crate::domain::Timestamp)],
         ) -> $crate::storage::StorageResult<Vec<$crate::storage::DepositOutcome>> {
             use $crate::storage::DepositOutcome as O;
             use sqlx::Acquire;
-            if rows.is_empty() {
-                return Ok(Vec::new());
-            }
-            // The whole batch at once: one read, then one statement per
-            // table written, whatever its size.
             let mut all = (&mut *tx).begin().await?;
             let outcomes = match Self::deposit_batch_on(&mut all, rows).await {
                 Ok(outcomes) => {
@@ -352,11 +417,19 @@ macro_rules! impl_deposit_store {
                 return Ok(Vec::new());
             }
             if $backend == $crate::storage::Backend::Postgres {
-                // In one order for every batch of every process (links,
-                // then residents, each sorted): two batches never wait on
-                // each other crosswise. The link row's lock orders a
-                // deposit with a revocation, the resident's with an
-                // erasure, a restriction or an objection.
+                // In one order for every batch of every process, and the
+                // order an erasure takes them in (residents, then links,
+                // each sorted): no two wait on each other crosswise. The
+                // resident's row orders a deposit with an erasure, a
+                // restriction or an objection; the link's with a
+                // revocation.
+                let mut q = sqlx::QueryBuilder::<$db>::new("SELECT 1 FROM residents WHERE id IN (");
+                let mut ids = q.separated(", ");
+                for (d, _) in rows {
+                    ids.push_bind(&d.resident_id);
+                }
+                q.push(") ORDER BY id FOR SHARE");
+                q.build().execute(&mut *conn).await?;
                 let links: Vec<_> = rows.iter().filter(|(d, _)| d.via_link).collect();
                 if !links.is_empty() {
                     let mut q = sqlx::QueryBuilder::<$db>::new(
@@ -368,13 +441,6 @@ macro_rules! impl_deposit_store {
                     q.push(") ORDER BY source_id, resident_id FOR UPDATE");
                     q.build().execute(&mut *conn).await?;
                 }
-                let mut q = sqlx::QueryBuilder::<$db>::new("SELECT 1 FROM residents WHERE id IN (");
-                let mut ids = q.separated(", ");
-                for (d, _) in rows {
-                    ids.push_bind(&d.resident_id);
-                }
-                q.push(") ORDER BY id FOR SHARE");
-                q.build().execute(&mut *conn).await?;
             }
             let mut q = sqlx::QueryBuilder::<$db>::new(
                 "WITH b (n, source_id, source_record_id, resident_id, category) AS (",
@@ -431,7 +497,7 @@ macro_rules! impl_deposit_store {
                 })
                 .collect();
             let (outcomes, writes) = decide_deposits(rows, &facts);
-            let DepositWrites { accepted, first_from_source, deposits, links, linked_at } = writes;
+            let DepositWrites { accepted, first_from_source, deposits, links } = writes;
             if accepted.is_empty() {
                 return Ok(outcomes);
             }
@@ -502,15 +568,19 @@ macro_rules! impl_deposit_store {
             );
             q.build().execute(&mut *conn).await?;
             if !links.is_empty() {
+                // Each link its own latest deposit's time.
                 let mut q = sqlx::QueryBuilder::<$db>::new(
-                    "UPDATE source_links SET last_deposit_at = ",
+                    "UPDATE source_links SET last_deposit_at = v.column3 FROM (",
                 );
-                q.push_bind(linked_at);
-                q.push(" WHERE revoked_at IS NULL AND (source_id, resident_id) IN (");
-                q.push_values(links.iter().map(|&i| &rows[i].0), |mut b, d| {
-                    b.push_bind(&d.source_id).push_bind(&d.resident_id);
+                q.push_values(links.iter(), |mut b, &(i, at)| {
+                    b.push_bind(&rows[i].0.source_id)
+                        .push_bind(&rows[i].0.resident_id)
+                        .push_bind(at);
                 });
-                q.push(")");
+                q.push(
+                    ") AS v WHERE source_links.source_id = v.column1 \
+                     AND source_links.resident_id = v.column2 AND source_links.revoked_at IS NULL",
+                );
                 q.build().execute(&mut *conn).await?;
             }
             Ok(outcomes)
@@ -615,7 +685,7 @@ macro_rules! impl_deposit_store {
             let mut conn = self.pool.acquire().await?;
             let stored = async {
                 let mut tx = sqlx::Connection::begin_with(&mut *conn, begin).await?;
-                let outcomes = Self::deposits_in(&mut tx, rows).await?;
+                let outcomes = Self::deposits_in(&mut tx, rows, false).await?;
                 tx.commit().await?;
                 Ok::<_, $crate::storage::StorageError>(outcomes)
             }
@@ -750,8 +820,7 @@ mod tests {
                 accepted: vec![0, 2, 4],
                 first_from_source: vec![0],
                 deposits: vec![2, 4],
-                links: vec![0, 4],
-                linked_at: 102,
+                links: vec![(0, 102), (4, 101)],
             }
         );
     }

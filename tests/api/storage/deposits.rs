@@ -581,6 +581,14 @@ async fn a_deposit_rides_in_its_entrys_sequencing_transaction_both_or_neither() 
         );
         assert_eq!(latest(store.clone()).await, 1, "{b}");
         assert_eq!(digest(&store, "m-1").await.as_deref(), Some("d1"), "{b}");
+        // The refused one wrote nothing: no idempotency row; the link's
+        // last deposit is the accepted one's.
+        assert_eq!(digest(&store, "m-9").await, None, "{b}");
+        let links = store
+            .source_links_of(&crate::support::resident_id("r1"))
+            .await
+            .unwrap();
+        assert_eq!(links[0].last_deposit_at, Some(T0 + 1), "{b}");
         // On the writer's fast path (its size still the database's) too.
         let done = store
             .audit_sequence(
@@ -598,6 +606,178 @@ async fn a_deposit_rides_in_its_entrys_sequencing_transaction_both_or_neither() 
         );
         assert_eq!(latest(store.clone()).await, 2, "{b}");
         assert_eq!(store.audit_size().await.unwrap(), 3, "{b}");
+    })
+    .await;
+}
+
+/// Runs `test` on a fresh SQLite store and, when configured, a PostgreSQL
+/// one, with a raw pool on the same database (for what the service never
+/// does: take a table away).
+async fn each_store_with_raw<F, Fut>(test: F)
+where
+    F: Fn(coffre::storage::DynStore, sqlx::AnyPool) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    sqlx::any::install_default_drivers();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("coffre.db");
+    let store = coffre::storage::open(&coffre::config::DatabaseUrl::Sqlite { path: path.clone() })
+        .await
+        .unwrap();
+    let raw = sqlx::AnyPool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    test(store.clone(), raw.clone()).await;
+    raw.close().await;
+    store.close().await;
+    if let Some(db) = crate::support::PgDatabase::create().await {
+        let url = db.url.clone();
+        let store =
+            coffre::storage::open(&coffre::config::DatabaseUrl::Postgres { url: url.clone() })
+                .await
+                .unwrap();
+        let raw = sqlx::AnyPool::connect(&url).await.unwrap();
+        let outcome = tokio::spawn(test(store.clone(), raw.clone())).await;
+        raw.close().await;
+        store.close().await;
+        db.drop_now().await;
+        if let Err(e) = outcome {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_failure_of_the_deposits_beside_their_entries_never_fails_the_entries() {
+    // Whatever fails in the deposits' part of a sequencing transaction
+    // (here their table is gone; on PostgreSQL also a row lock held too
+    // long, a deadlock), the batch's entries commit, other callers' among
+    // them, and the deposits are answered `StoreAlone`, nothing of them
+    // written.
+    each_store_with_raw(|store, raw| async move {
+        let b = on(&store);
+        residents(&store, &["r1"]).await;
+        store
+            .link_source("s1", &crate::support::resident_id("r1"), "h1", T0)
+            .await
+            .unwrap();
+        sqlx::query("ALTER TABLE source_deposits RENAME TO source_deposits_gone")
+            .execute(&raw)
+            .await
+            .unwrap();
+        let entries = |_first: u64| -> Result<Vec<coffre::storage::SequencedEntry>, String> {
+            Ok((0..3)
+                .map(|i| (format!("e{i}").into_bytes(), None, T0))
+                .collect())
+        };
+        let done = store
+            .audit_sequence(T0, None, &entries, &[(deposit("m-1", "d1", 1, T0), T0 + 1)])
+            .await
+            .unwrap();
+        assert_eq!(
+            (done.count, done.deposits),
+            (3, vec![DepositOutcome::StoreAlone]),
+            "{b}"
+        );
+        assert_eq!(store.audit_size().await.unwrap(), 3, "{b}");
+        assert_eq!(
+            store
+                .latest_record_version(&crate::support::resident_id("r1"), "energy")
+                .await
+                .unwrap(),
+            0,
+            "{b}"
+        );
+        // Stored alone once its table is back.
+        sqlx::query("ALTER TABLE source_deposits_gone RENAME TO source_deposits")
+            .execute(&raw)
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .record_deposit(&deposit("m-1", "d1", 1, T0), T0 + 2)
+                .await
+                .unwrap(),
+            DepositOutcome::Accepted,
+            "{b}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_audit_log_answers_each_caller_with_its_own_deposits_outcome() {
+    // The writer sorts a batch's deposits before the storage sees them:
+    // each outcome still goes back to its own caller, and a caller with
+    // no deposit gets its index alone.
+    each_store(|store| async move {
+        let b = on(&store);
+        residents(&store, &["r1", "r2"]).await;
+        store
+            .link_source("s1", &crate::support::resident_id("r1"), "h1", T0)
+            .await
+            .unwrap();
+        let log = coffre::audit::AuditLog::start(store.clone(), "test".into());
+        let entry =
+            || coffre::audit::AuditRecord::new("s1", "source", "source.deposit", T0).allow("test");
+        // r2 sorts after r1 but comes first; r2 has no link.
+        let unlinked = DepositRow {
+            resident_id: crate::support::resident_id("r2"),
+            ..deposit("m-2", "d2", 1, T0)
+        };
+        let (first, plain, second) = tokio::join!(
+            log.record_deposit(entry(), unlinked, T0 + 1),
+            log.record(entry()),
+            log.record_deposit(entry(), deposit("m-1", "d1", 1, T0), T0 + 1),
+        );
+        assert_eq!(first.unwrap().1, DepositOutcome::NoLink, "{b}");
+        plain.unwrap();
+        assert_eq!(second.unwrap().1, DepositOutcome::Accepted, "{b}");
+        assert_eq!(digest(&store, "m-1").await.as_deref(), Some("d1"), "{b}");
+        assert_eq!(digest(&store, "m-2").await, None, "{b}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_row_held_by_another_transaction_does_not_hold_the_log() {
+    // PostgreSQL: the sequencing transaction holds the log's head row;
+    // its deposits wait for a resident's row (held here by an erasure that
+    // has not committed) no longer than the log allows, then are answered
+    // `StoreAlone` while the entries commit. (SQLite has no row locks: one
+    // writer at a time.)
+    each_store_with_raw(|store, raw| async move {
+        let b = on(&store);
+        if b == "sqlite" {
+            return;
+        }
+        residents(&store, &["r1"]).await;
+        store
+            .link_source("s1", &crate::support::resident_id("r1"), "h1", T0)
+            .await
+            .unwrap();
+        let mut holder = raw.begin().await.unwrap();
+        sqlx::query("SELECT id FROM residents WHERE id = 'r1' FOR UPDATE")
+            .execute(&mut *holder)
+            .await
+            .unwrap();
+        let entries = |_first: u64| -> Result<Vec<coffre::storage::SequencedEntry>, String> {
+            Ok(vec![(b"e0".to_vec(), None, T0)])
+        };
+        let done = tokio::time::timeout(
+            std::time::Duration::from_secs(3),
+            store.audit_sequence(T0, None, &entries, &[(deposit("m-1", "d1", 1, T0), T0 + 1)]),
+        )
+        .await
+        .expect("the log waited on a deposit's row")
+        .unwrap();
+        assert_eq!(
+            (done.count, done.deposits),
+            (1, vec![DepositOutcome::StoreAlone]),
+            "{b}"
+        );
+        holder.rollback().await.unwrap();
+        assert_eq!(store.audit_size().await.unwrap(), 1, "{b}");
     })
     .await;
 }
