@@ -343,8 +343,8 @@ async fn subject_facts(
 ) -> AppResult<Result<DepositFacts, ErrorCode>> {
     let facts = |about| {
         state
-            .store
-            .deposit_facts(&source.id, about, source_record_id, category)
+            .deposit_facts
+            .read(&source.id, about, source_record_id, category)
     };
     match (source.matching, subject) {
         (Matching::Link, Subject::Handle(h)) => Ok(facts(DepositSubject::Handle(h))

@@ -12,6 +12,7 @@ pub mod agents;
 pub mod alerts;
 pub mod consents;
 pub mod data;
+pub mod deposit_reader;
 pub mod deposits;
 pub mod drafts;
 pub mod export;

@@ -44,6 +44,9 @@ pub struct AppInner {
     pub policy: Arc<casbin::Enforcer>,
     /// This process's audit log writer (group commit).
     pub audit: Arc<AuditLog>,
+    /// This process's reader of deposit lines' facts (one statement for
+    /// the lines in flight).
+    pub deposit_facts: service::deposit_reader::FactsReader,
     /// This process's metrics (`/metrics` on `metrics_listen`): counters
     /// of this process, never read by a decision.
     pub metrics: Arc<service::metrics::Metrics>,
@@ -206,6 +209,7 @@ impl AppState {
             }
         };
         let vault = std::sync::RwLock::new(vault);
+        let deposit_facts = service::deposit_reader::FactsReader::start(store.clone());
         let http = oidc::http_client()?;
         let provider = |kind, c: &Option<config::OidcClient>| {
             c.as_ref()
@@ -231,6 +235,7 @@ impl AppState {
                 territory,
                 policy,
                 audit,
+                deposit_facts,
                 metrics,
                 vault,
                 custodians,

@@ -100,6 +100,15 @@ pub enum DepositSubject<'a> {
     Handle(&'a str),
 }
 
+/// One line's question for [`DepositStore::deposit_facts_of`].
+#[derive(Clone, Copy, Debug)]
+pub struct FactsAsked<'a> {
+    pub source_id: &'a str,
+    pub subject: DepositSubject<'a>,
+    pub source_record_id: &'a str,
+    pub category: &'a str,
+}
+
 /// A deposited version of a resident's record and where it came from.
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct DepositedVersion {
@@ -247,7 +256,26 @@ pub trait DepositStore: Send + Sync {
         subject: DepositSubject<'_>,
         source_record_id: &str,
         category: &str,
-    ) -> StorageResult<Option<DepositFacts>>;
+    ) -> StorageResult<Option<DepositFacts>> {
+        let asked = FactsAsked {
+            source_id,
+            subject,
+            source_record_id,
+            category,
+        };
+        Ok(self
+            .deposit_facts_of(std::slice::from_ref(&asked))
+            .await?
+            .pop()
+            .flatten())
+    }
+    /// [`DepositStore::deposit_facts`] for several lines in one statement
+    /// (a stream's lines in flight share it): one answer per question, in
+    /// their order.
+    async fn deposit_facts_of(
+        &self,
+        asked: &[FactsAsked<'_>],
+    ) -> StorageResult<Vec<Option<DepositFacts>>>;
     /// Stores a deposit in one transaction that holds the write lock
     /// (SQLite) or locks the link and the resident's row (PostgreSQL): the
     /// idempotency check, the link still standing, the resident still
@@ -602,15 +630,13 @@ macro_rules! impl_deposit_store {
             .await?)
         }
 
-        async fn deposit_facts(
+        async fn deposit_facts_of(
             &self,
-            source_id: &str,
-            subject: $crate::storage::DepositSubject<'_>,
-            source_record_id: &str,
-            category: &str,
-        ) -> $crate::storage::StorageResult<Option<$crate::storage::DepositFacts>> {
+            asked: &[$crate::storage::FactsAsked<'_>],
+        ) -> $crate::storage::StorageResult<Vec<Option<$crate::storage::DepositFacts>>> {
             use $crate::storage::DepositSubject;
             type Row = (
+                i64,
                 $crate::domain::ResidentId,
                 bool,
                 Option<i64>,
@@ -620,35 +646,50 @@ macro_rules! impl_deposit_store {
                 Option<i64>,
                 Option<Vec<u8>>,
             );
-            // $1 names the subject: a resident's id, or a link's handle.
-            let (from, subject) = match subject {
-                DepositSubject::Resident(r) => ("residents r WHERE r.id = $1", r.as_str()),
-                DepositSubject::Handle(h) => (
-                    "source_links l JOIN residents r ON r.id = l.resident_id \
-                     WHERE l.source_id = $2 AND l.handle = $1 AND l.revoked_at IS NULL",
-                    h,
-                ),
-            };
-            let row: Option<Row> = sqlx::query_as(&format!(
-                "SELECT r.id, r.status = 'active', r.restricted_at, \
-                   (SELECT COUNT(*) FROM objections o WHERE o.resident_id = r.id AND o.purpose = $4), \
-                   (SELECT d.content_digest FROM source_deposits d \
-                    WHERE d.source_id = $2 AND d.source_record_id = $3), \
-                   (SELECT MAX(p.version) FROM personal_records p \
-                    WHERE p.resident_id = r.id AND p.category = $5), \
-                   (SELECT k.kek_version FROM data_keys k WHERE k.resident_id = r.id), \
-                   (SELECT k.wrapped FROM data_keys k WHERE k.resident_id = r.id) \
-                 FROM {from}"
-            ))
-            .bind(subject)
-            .bind(source_id)
-            .bind(source_record_id)
-            .bind(format!("source:{source_id}"))
-            .bind(category)
-            .fetch_optional(&self.pool)
-            .await?;
-            Ok(row.map(
-                |(resident_id, active, restricted_at, objections, previous_digest, latest, kek_version, wrapped)| {
+            let mut answers = vec![None; asked.len()];
+            for (chunk, offset) in asked.chunks(256).zip((0..).step_by(256)) {
+                // Each question names its subject by a resident's id, or by
+                // a link's handle resolved here through a standing link.
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "WITH q (n, handle, resident, source_id, source_record_id, category) AS (",
+                );
+                q.push_values(chunk.iter().zip(0i64..), |mut b, (a, n)| {
+                    let (handle, resident) = match a.subject {
+                        DepositSubject::Handle(h) => (Some(h), None),
+                        DepositSubject::Resident(r) => (None, Some(r.as_str())),
+                    };
+                    b.push_bind(n)
+                        .push_bind(handle)
+                        .push_bind(resident)
+                        .push_bind(a.source_id)
+                        .push_bind(a.source_record_id)
+                        .push_bind(a.category);
+                });
+                q.push(
+                    "), s (n, resident_id, source_id, source_record_id, category) AS ( \
+                       SELECT q.n, COALESCE(q.resident, \
+                         (SELECT l.resident_id FROM source_links l WHERE l.source_id = q.source_id \
+                          AND l.handle = q.handle AND l.revoked_at IS NULL)), \
+                         q.source_id, q.source_record_id, q.category FROM q) \
+                     SELECT s.n, r.id, r.status = 'active', r.restricted_at, \
+                       (SELECT COUNT(*) FROM objections o WHERE o.resident_id = r.id \
+                        AND o.purpose = 'source:' || s.source_id), \
+                       (SELECT d.content_digest FROM source_deposits d \
+                        WHERE d.source_id = s.source_id AND d.source_record_id = s.source_record_id), \
+                       (SELECT MAX(p.version) FROM personal_records p \
+                        WHERE p.resident_id = r.id AND p.category = s.category), \
+                       (SELECT k.kek_version FROM data_keys k WHERE k.resident_id = r.id), \
+                       (SELECT k.wrapped FROM data_keys k WHERE k.resident_id = r.id) \
+                     FROM s JOIN residents r ON r.id = s.resident_id",
+                );
+                let rows: Vec<Row> = q.build_query_as().fetch_all(&self.pool).await?;
+                for (n, resident_id, active, restricted_at, objections, previous_digest, latest, kek_version, wrapped) in rows {
+                    let at = usize::try_from(n).ok().and_then(|n| n.checked_add(offset));
+                    let Some(slot) = at.and_then(|at| answers.get_mut(at)) else {
+                        return Err($crate::storage::StorageError::Integrity(
+                            "a deposit's facts for no question".into(),
+                        ));
+                    };
                     let data_key = kek_version.zip(wrapped).map(|(kek_version, wrapped)| {
                         $crate::storage::DataKeyRow {
                             resident_id: resident_id.clone(),
@@ -656,7 +697,7 @@ macro_rules! impl_deposit_store {
                             wrapped,
                         }
                     });
-                    $crate::storage::DepositFacts {
+                    *slot = Some($crate::storage::DepositFacts {
                         resident_id,
                         active,
                         restricted: restricted_at.is_some(),
@@ -664,9 +705,10 @@ macro_rules! impl_deposit_store {
                         previous_digest,
                         latest_version: latest.unwrap_or(0),
                         data_key,
-                    }
-                },
-            ))
+                    });
+                }
+            }
+            Ok(answers)
         }
 
         async fn record_deposits(

@@ -72,6 +72,7 @@ pub use audit::{
 pub use consents::{ConsentEventRow, ConsentForDecision, ConsentRow, ConsentStore};
 pub use deposits::{
     DepositFacts, DepositOutcome, DepositRow, DepositStore, DepositSubject, DepositedVersion,
+    FactsAsked,
 };
 pub use extracts::{ApproveOutcome, ExtractRow, ExtractStore};
 pub use instance::InstanceStore;

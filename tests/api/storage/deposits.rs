@@ -463,6 +463,51 @@ async fn a_deposits_facts_come_in_one_read_and_follow_what_they_read() {
             .unwrap()
             .unwrap();
         assert!(restricted.restricted && !restricted.objected, "{b}");
+        // Several lines' questions in one read, answered in their order.
+        let (r1, r2, nobody) = (
+            crate::support::resident_id("r1"),
+            crate::support::resident_id("r2"),
+            crate::support::resident_id("nobody"),
+        );
+        let ask = |subject, record| coffre::storage::FactsAsked {
+            source_id: "s1",
+            subject,
+            source_record_id: record,
+            category: "energy",
+        };
+        let answers = store
+            .deposit_facts_of(&[
+                ask(DepositSubject::Resident(&r2), "m-1"),
+                ask(DepositSubject::Handle("h2"), "m-1"),
+                ask(DepositSubject::Handle("h1"), "m-1"),
+                ask(DepositSubject::Resident(&nobody), "m-1"),
+                ask(DepositSubject::Resident(&r1), "m-2"),
+            ])
+            .await
+            .unwrap();
+        let seen: Vec<_> = answers
+            .iter()
+            .map(|a| {
+                a.as_ref().map(|f| {
+                    (
+                        f.resident_id.as_str().to_string(),
+                        f.restricted,
+                        f.previous_digest.clone(),
+                    )
+                })
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                Some(("r2".into(), true, Some("d1".into()))),
+                None,
+                Some(("r1".into(), false, Some("d1".into()))),
+                None,
+                Some(("r1".into(), false, None)),
+            ],
+            "{b}"
+        );
         // A revoked link names no one.
         assert!(
             store
