@@ -377,7 +377,7 @@ fn writer_report(log: &Path) -> (u64, u64) {
     let found = text
         .lines()
         .rev()
-        .find(|l| l.contains("deposits stored since its last report"))
+        .find(|l| l.contains("deposits carried since its last report"))
         .unwrap_or_else(|| panic!("no report of the deposits stored in {}", log.display()));
     // Without the terminal's colours (ESC [ … m).
     let mut line = String::with_capacity(found.len());

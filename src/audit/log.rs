@@ -38,7 +38,7 @@ const MAX_BATCH: usize = 1024;
 const MAX_DEPOSITS: usize = 48;
 
 /// After this long without a batch the writer reports the deposits it
-/// stored since its last report (one log line per burst, for the operator
+/// carried since its last report (one log line per burst, for the operator
 /// and the deposit benchmark, which compares with a ceiling of the same
 /// batch size).
 const REPORT_WHEN_IDLE_FOR: std::time::Duration = std::time::Duration::from_secs(1);
@@ -550,8 +550,8 @@ async fn writer(
     // Unknown at start (a crash, or `coffre audit reindex`, may have left
     // entries unindexed): index once the writer is first idle.
     let mut unindexed: u64 = 1;
-    // Deposits stored, and the transactions they rode in, since the last
-    // report.
+    // Deposits carried (whatever became of each), and the transactions
+    // they rode in, since the last report.
     let (mut deposits, mut deposit_batches) = (0u64, 0u64);
     loop {
         // Under load, between two batches.
@@ -640,7 +640,7 @@ async fn writer(
                 tracing::info!(
                     deposits,
                     transactions = deposit_batches,
-                    "audit writer: deposits stored since its last report"
+                    "audit writer: deposits carried since its last report"
                 );
                 (deposits, deposit_batches) = (0, 0);
             }

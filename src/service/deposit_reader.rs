@@ -84,48 +84,100 @@ async fn reader(store: DynStore, mut rx: mpsc::Receiver<Question>) {
                 Err(_) => break,
             }
         }
-        let asked: Vec<FactsAsked<'_>> = batch
-            .iter()
-            .map(|q| FactsAsked {
-                source_id: &q.source_id,
-                subject: match &q.subject {
-                    Subject::Resident(r) => DepositSubject::Resident(r),
-                    Subject::Handle(h) => DepositSubject::Handle(h),
-                },
-                source_record_id: &q.source_record_id,
-                category: &q.category,
-            })
-            .collect();
-        let answers = store.deposit_facts_of(&asked).await;
-        drop(asked);
-        match answers {
-            Ok(answers) if answers.len() == batch.len() => {
-                for (q, a) in batch.into_iter().zip(answers) {
-                    let _ = q.reply.send(Ok(a));
+        // In a task of its own: a read that panics fails its questions
+        // (their callers hear the reader stopped) and the reader goes on.
+        let store = store.clone();
+        let read = tokio::spawn(async move {
+            match ask(&store, &batch).await {
+                Ok(answers) => {
+                    for (q, a) in batch.into_iter().zip(answers) {
+                        let _ = q.reply.send(Ok(a));
+                    }
+                }
+                // One question alone, each, so a failure that is one
+                // line's (a stored row that does not decode) fails that
+                // line only, as it would have alone.
+                Err(_) => {
+                    for q in batch {
+                        let answer = ask(&store, std::slice::from_ref(&q))
+                            .await
+                            .map(|mut a| a.pop().flatten());
+                        let _ = q.reply.send(answer);
+                    }
                 }
             }
-            Ok(answers) => {
-                let e = format!("{} answers for {} questions", answers.len(), batch.len());
-                for q in batch {
-                    let _ = q.reply.send(Err(StorageError::Integrity(e.clone())));
-                }
-            }
-            // Every question of the read gets its error (the database's,
-            // for each line to fail as it would alone).
-            Err(e) => {
-                for q in batch {
-                    let _ = q.reply.send(Err(same_error(&e)));
-                }
-            }
+        });
+        if let Err(e) = read.await {
+            tracing::error!(error = %e, "a deposit facts read failed");
         }
     }
 }
 
-/// The read's error for each of its questions.
-fn same_error(e: &StorageError) -> StorageError {
-    match e {
-        StorageError::Unavailable(s) => StorageError::Unavailable(s.clone()),
-        StorageError::Integrity(s) => StorageError::Integrity(s.clone()),
-        other => StorageError::Other(other.to_string()),
+/// One read for `batch`'s questions: one answer each, in their order.
+async fn ask(store: &DynStore, batch: &[Question]) -> StorageResult<Vec<Option<DepositFacts>>> {
+    let asked: Vec<FactsAsked<'_>> = batch
+        .iter()
+        .map(|q| FactsAsked {
+            source_id: &q.source_id,
+            subject: match &q.subject {
+                Subject::Resident(r) => DepositSubject::Resident(r),
+                Subject::Handle(h) => DepositSubject::Handle(h),
+            },
+            source_record_id: &q.source_record_id,
+            category: &q.category,
+        })
+        .collect();
+    let answers = store.deposit_facts_of(&asked).await?;
+    if answers.len() != batch.len() {
+        return Err(StorageError::Integrity(format!(
+            "{} answers for {} questions",
+            answers.len(),
+            batch.len()
+        )));
+    }
+    Ok(answers)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    /// A database that cannot serve (its pool closed under the reader)
+    /// fails every question of the read with the database's own error, each
+    /// asked again alone, and the reader goes on serving.
+    #[tokio::test]
+    async fn an_unavailable_database_fails_each_question_and_the_reader_lives_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::storage::open(&crate::config::DatabaseUrl::Sqlite {
+            path: dir.path().join("d.db"),
+        })
+        .await
+        .unwrap();
+        let reader = std::sync::Arc::new(FactsReader::start(store.clone()));
+        store.close().await;
+        let the_database = |answer: StorageResult<Option<DepositFacts>>| match answer {
+            Err(StorageError::Unavailable(e)) if !e.contains("reader stopped") => {}
+            other => panic!("a question was answered {other:?} with no database"),
+        };
+        let lines: Vec<_> = (0..10)
+            .map(|n| {
+                let reader = reader.clone();
+                tokio::spawn(async move {
+                    let handle = format!("h{n}");
+                    reader
+                        .read("s1", DepositSubject::Handle(&handle), "m-1", "energy")
+                        .await
+                })
+            })
+            .collect();
+        for line in lines {
+            the_database(line.await.unwrap());
+        }
+        the_database(
+            reader
+                .read("s1", DepositSubject::Handle("h"), "m-1", "energy")
+                .await,
+        );
     }
 }

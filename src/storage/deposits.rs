@@ -62,9 +62,10 @@ pub enum DepositOutcome {
 /// past 64 subtransactions a backend's cache overflows.
 pub(crate) const MAX_DEPOSIT_BATCH: usize = 48;
 
-/// How long deposits beside their entries wait for a row lock on
+/// How long deposits beside their entries wait for each row lock on
 /// PostgreSQL, the log's head row held meanwhile (`SET LOCAL`: for the
-/// rest of that transaction only).
+/// rest of that transaction only, its COMMIT included; nothing there takes
+/// a lock: no deferred constraint, no NOTIFY).
 pub(crate) const DEPOSIT_LOCK_WAIT: &str = "SET LOCAL lock_timeout = '50ms'";
 
 /// What a deposit line needs to know of its resident before it is decided
@@ -337,10 +338,12 @@ macro_rules! impl_deposit_store {
         /// in their order.
         ///
         /// Beside the entries (the log's head row locked on PostgreSQL),
-        /// the deposits wait at most [`DEPOSIT_LOCK_WAIT`] for a row another
-        /// transaction holds, and any failure of theirs rolls back their
-        /// part alone and answers them `StoreAlone`: another caller's entry
-        /// in the batch never fails, nor waits, for a deposit.
+        /// each of the deposits' lock waits on a row another transaction
+        /// holds is cut at [`DEPOSIT_LOCK_WAIT`] (per lock: a batch's few
+        /// lock statements can each wait that long), and any failure of
+        /// theirs rolls back their part alone and answers them
+        /// `StoreAlone`: another caller's entry in the batch never fails
+        /// for a deposit, and waits for one only that long.
         async fn deposits_in(
             tx: &mut sqlx::Transaction<'_, $db>,
             rows: &[($crate::storage::DepositRow, $crate::domain::Timestamp)],
@@ -717,9 +720,9 @@ macro_rules! impl_deposit_store {
         ) -> $crate::storage::StorageResult<Vec<$crate::storage::DepositOutcome>> {
             // BEGIN IMMEDIATE on SQLite: the write lock before the first
             // read, so the checks below still hold at the insert. On
-            // PostgreSQL the rows checked are locked first (`lock_deposit_rows`)
-            // and a concurrent deposit of the same version fails on the
-            // (resident, category, version) key.
+            // PostgreSQL the rows checked are locked first
+            // (`deposit_batch_on`) and a concurrent deposit of the same
+            // version fails on the (resident, category, version) key.
             let begin = match $backend {
                 $crate::storage::Backend::Sqlite => "BEGIN IMMEDIATE",
                 $crate::storage::Backend::Postgres => "BEGIN",
