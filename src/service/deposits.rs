@@ -261,10 +261,17 @@ async fn deposit(
     // Sealed for the version after the one just read with the key just
     // read (`known`), or reading them afresh (and making the resident's
     // data key if they have none yet).
-    let (vault, resident, cat, fields, digest, d) =
-        (&vault, &resident_id, &cat, &fields, &content_digest, &d);
+    let (vault, resident, cat, fields, digest, d, refused) = (
+        &vault,
+        &resident_id,
+        &cat,
+        &fields,
+        &content_digest,
+        &d,
+        &refused,
+    );
     let row_sealed = |known| async move {
-        let record = vault
+        let record = match vault
             .seal_after(
                 resident,
                 cat,
@@ -273,8 +280,13 @@ async fn deposit(
                 known,
                 now,
             )
-            .await?;
-        Ok::<_, super::vault::VaultError>(DepositRow {
+            .await
+        {
+            Ok(record) => record,
+            Err(super::vault::VaultError::NoSuchResident) => return Err(refused(no_subject).await),
+            Err(e) => return Err(AppError::from(e)),
+        };
+        Ok(DepositRow {
             source_id: source.id.clone(),
             source_name: source.name_fr.clone(),
             source_record_id: d.id.clone(),
@@ -289,33 +301,30 @@ async fn deposit(
         // The usual case: sealed first (in memory: nothing is stored or
         // disclosed), then the decision, whose allow carries the deposit
         // into the audit log's transaction.
-        Some(key) => match row_sealed(Some((key, facts.latest_version))).await {
-            Ok(row) => super::access::decide_deposit(state, about_source, row, now).await?,
-            Err(super::vault::VaultError::NoSuchResident) => return Err(refused(no_subject).await),
-            Err(e) => return Err(e.into()),
-        },
+        Some(key) => {
+            let row = row_sealed(Some((key, facts.latest_version))).await?;
+            super::access::decide_deposit(state, about_source, row, now).await?
+        }
         // No data key yet: the decision first, since sealing makes the
         // key; then the deposit alone.
         None => {
             super::access::decide(state, about_source).await?;
-            match row_sealed(None).await {
-                Ok(row) => state.store.record_deposit(&row, now).await?,
-                Err(super::vault::VaultError::NoSuchResident) => {
-                    return Err(refused(no_subject).await);
-                }
-                Err(e) => return Err(e.into()),
-            }
+            state
+                .store
+                .record_deposit(&row_sealed(None).await?, now)
+                .await?
         }
     };
     // Another version took the number meanwhile, or the deposit could not
     // be written beside its entry (its entry is written): sealed again
     // once, reading afresh, and stored alone.
     let outcome = match outcome {
-        DepositOutcome::VersionTaken | DepositOutcome::StoreAlone => match row_sealed(None).await {
-            Ok(row) => state.store.record_deposit(&row, now).await?,
-            Err(super::vault::VaultError::NoSuchResident) => return Err(refused(no_subject).await),
-            Err(e) => return Err(e.into()),
-        },
+        DepositOutcome::VersionTaken | DepositOutcome::StoreAlone => {
+            state
+                .store
+                .record_deposit(&row_sealed(None).await?, now)
+                .await?
+        }
         outcome => outcome,
     };
     let code = match outcome {

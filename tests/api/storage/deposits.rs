@@ -32,6 +32,16 @@ fn deposit(source_record_id: &str, digest: &str, version: i64, observed_at: i64)
     }
 }
 
+/// Makes `ids` residents, r1 among them, and links r1 to source s1 by
+/// the handle h1.
+async fn r1_linked(store: &coffre::storage::DynStore, ids: &[&str]) {
+    residents(store, ids).await;
+    store
+        .link_source("s1", &crate::support::resident_id("r1"), "h1", T0)
+        .await
+        .unwrap();
+}
+
 /// The digest of source s1's last accepted deposit of `record`, as the
 /// deposit path reads it (`deposit_facts`, about r1's energy).
 async fn digest(store: &coffre::storage::DynStore, record: &str) -> Option<String> {
@@ -51,11 +61,7 @@ async fn digest(store: &coffre::storage::DynStore, record: &str) -> Option<Strin
 async fn a_deposit_is_idempotent_and_new_content_makes_a_new_version() {
     each_store(|store| async move {
         let b = on(&store);
-        residents(&store, &["r1"]).await;
-        store
-            .link_source("s1", &crate::support::resident_id("r1"), "h1", T0)
-            .await
-            .unwrap();
+        r1_linked(&store, &["r1"]).await;
         let d = deposit("m-1", "d1", 1, T0 - 10);
         assert_eq!(
             store.record_deposit(&d, T0 + 1).await.unwrap(),
@@ -127,11 +133,7 @@ async fn a_deposit_is_idempotent_and_new_content_makes_a_new_version() {
 async fn the_residents_own_later_correction_stands_and_erasure_ends_everything() {
     each_store(|store| async move {
         let b = on(&store);
-        residents(&store, &["r1"]).await;
-        store
-            .link_source("s1", &crate::support::resident_id("r1"), "h1", T0)
-            .await
-            .unwrap();
+        r1_linked(&store, &["r1"]).await;
         // The resident wrote version 1 at T0 + 1 (no provenance: their own).
         store
             .insert_record(
@@ -208,11 +210,7 @@ async fn the_residents_own_later_correction_stands_and_erasure_ends_everything()
 async fn a_revoked_link_and_an_older_observation_than_the_residents_own_writing_refuse() {
     each_store(|store| async move {
         let b = on(&store);
-        residents(&store, &["r1"]).await;
-        store
-            .link_source("s1", &crate::support::resident_id("r1"), "h1", T0)
-            .await
-            .unwrap();
+        r1_linked(&store, &["r1"]).await;
         // Own v1 at T0 + 1, then a source's v2: an observation older than
         // the resident's own writing is still refused (not only the latest
         // version is looked at).
@@ -270,11 +268,7 @@ async fn a_revoked_link_and_an_older_observation_than_the_residents_own_writing_
 async fn a_batch_of_deposits_gives_each_its_own_outcome_and_keeps_only_the_accepted() {
     each_store(|store| async move {
         let b = on(&store);
-        residents(&store, &["r1", "r2"]).await;
-        store
-            .link_source("s1", &crate::support::resident_id("r1"), "h1", T0)
-            .await
-            .unwrap();
+        r1_linked(&store, &["r1", "r2"]).await;
         assert_eq!(
             store
                 .record_deposit(&deposit("m-0", "d0", 1, T0), T0 + 1)
@@ -337,11 +331,7 @@ async fn a_batch_of_deposits_gives_each_its_own_outcome_and_keeps_only_the_accep
 async fn a_deposits_facts_come_in_one_read_and_follow_what_they_read() {
     each_store(|store| async move {
         let b = on(&store);
-        residents(&store, &["r1", "r2"]).await;
-        store
-            .link_source("s1", &crate::support::resident_id("r1"), "h1", T0)
-            .await
-            .unwrap();
+        r1_linked(&store, &["r1", "r2"]).await;
         assert!(
             store
                 .deposit_facts(
@@ -529,11 +519,7 @@ async fn a_deposit_that_breaks_a_key_inside_a_batch_rolls_back_alone() {
     // service), the others stand.
     each_store(|store| async move {
         let b = on(&store);
-        residents(&store, &["r1"]).await;
-        store
-            .link_source("s1", &crate::support::resident_id("r1"), "h1", T0)
-            .await
-            .unwrap();
+        r1_linked(&store, &["r1"]).await;
         let first = deposit("m-1", "d1", 1, T0);
         // Version 2 under the first one's record id (a primary key).
         let clash = DepositRow {
@@ -576,11 +562,7 @@ async fn a_deposit_rides_in_its_entrys_sequencing_transaction_both_or_neither() 
     // that sequences their entries: committed together, or neither.
     each_store(|store| async move {
         let b = on(&store);
-        residents(&store, &["r1", "r2"]).await;
-        store
-            .link_source("s1", &crate::support::resident_id("r1"), "h1", T0)
-            .await
-            .unwrap();
+        r1_linked(&store, &["r1", "r2"]).await;
         let entries = |n: usize| {
             move |_first: u64| -> Result<Vec<coffre::storage::SequencedEntry>, String> {
                 Ok((0..n)
@@ -701,11 +683,7 @@ async fn a_failure_of_the_deposits_beside_their_entries_never_fails_the_entries(
     // written.
     each_store_with_raw(|store, raw| async move {
         let b = on(&store);
-        residents(&store, &["r1"]).await;
-        store
-            .link_source("s1", &crate::support::resident_id("r1"), "h1", T0)
-            .await
-            .unwrap();
+        r1_linked(&store, &["r1"]).await;
         sqlx::query("ALTER TABLE source_deposits RENAME TO source_deposits_gone")
             .execute(&raw)
             .await
@@ -757,11 +735,7 @@ async fn the_audit_log_answers_each_caller_with_its_own_deposits_outcome() {
     // no deposit gets its index alone.
     each_store(|store| async move {
         let b = on(&store);
-        residents(&store, &["r1", "r2"]).await;
-        store
-            .link_source("s1", &crate::support::resident_id("r1"), "h1", T0)
-            .await
-            .unwrap();
+        r1_linked(&store, &["r1", "r2"]).await;
         let log = coffre::audit::AuditLog::start(store.clone(), "test".into());
         let entry =
             || coffre::audit::AuditRecord::new("s1", "source", "source.deposit", T0).allow("test");
@@ -796,11 +770,7 @@ async fn a_row_held_by_another_transaction_does_not_hold_the_log() {
         if b == "sqlite" {
             return;
         }
-        residents(&store, &["r1"]).await;
-        store
-            .link_source("s1", &crate::support::resident_id("r1"), "h1", T0)
-            .await
-            .unwrap();
+        r1_linked(&store, &["r1"]).await;
         let mut holder = raw.begin().await.unwrap();
         sqlx::query("SELECT id FROM residents WHERE id = 'r1' FOR UPDATE")
             .execute(&mut *holder)
