@@ -155,9 +155,6 @@ pub(crate) struct DepositWrites {
     /// One idempotency row per (source, source's record id): its last
     /// accepted deposit's.
     pub deposits: Vec<usize>,
-    /// One per link whose last deposit time moves, with that time (its
-    /// latest accepted deposit's).
-    pub links: Vec<(usize, Timestamp)>,
 }
 
 /// The outcome of each deposit of a batch, in the batch's order, from what
@@ -177,14 +174,13 @@ pub(crate) fn decide_deposits(
     let mut digests: HashMap<Pair<'_>, &str> = HashMap::new();
     let mut versions: HashMap<Pair<'_>, i64> = HashMap::new();
     let mut told: HashSet<Pair<'_>> = HashSet::new();
-    let mut linked: HashMap<Pair<'_>, usize> = HashMap::new();
     let mut last_of_record: HashMap<Pair<'_>, usize> = HashMap::new();
     let mut writes = DepositWrites::default();
     let outcomes = rows
         .iter()
         .zip(facts)
         .enumerate()
-        .map(|(i, ((d, now), f))| {
+        .map(|(i, ((d, _), f))| {
             let record = (d.source_id.as_str(), d.source_record_id.as_str());
             let series = (d.resident_id.as_str(), d.record.category.as_str());
             let about = (d.source_id.as_str(), d.resident_id.as_str());
@@ -218,18 +214,6 @@ pub(crate) fn decide_deposits(
                     writes.first_from_source.push(i);
                 }
                 last_of_record.insert(record, i);
-                if d.via_link {
-                    match linked.get(&about) {
-                        Some(&at) => {
-                            let link = &mut writes.links[at];
-                            link.1 = link.1.max(*now);
-                        }
-                        None => {
-                            linked.insert(about, writes.links.len());
-                            writes.links.push((i, *now));
-                        }
-                    }
-                }
             }
             outcome
         })
@@ -334,23 +318,23 @@ macro_rules! impl_deposit_store {
         /// Checks and writes deposits in the open transaction `tx`
         /// (`DepositStore::record_deposits`, or the audit log's sequencing
         /// transaction that carries their entries: `beside_entries`), at
-        /// most [`MAX_DEPOSIT_BATCH`] at a time: one outcome per deposit,
-        /// in their order.
+        /// most [`MAX_DEPOSIT_BATCH`] at a time, each batch in a savepoint
+        /// of its own: one outcome per deposit, in their order.
         ///
         /// Beside the entries (the log's head row locked on PostgreSQL),
         /// each of the deposits' lock waits on a row another transaction
         /// holds is cut at [`DEPOSIT_LOCK_WAIT`] (per lock: a batch's few
-        /// lock statements can each wait that long), and any failure of
-        /// theirs rolls back their part alone and answers them
-        /// `StoreAlone`: another caller's entry in the batch never fails
-        /// for a deposit, and waits for one only that long.
+        /// lock statements can each wait that long), and any failure of a
+        /// batch rolls back that batch alone and answers its deposits
+        /// `StoreAlone`: another caller's entry in the transaction never
+        /// fails for a deposit, and waits for one only that long. Elsewhere
+        /// a failure is the caller's error (its transaction is dropped).
         async fn deposits_in(
             tx: &mut sqlx::Transaction<'_, $db>,
             rows: &[($crate::storage::DepositRow, $crate::domain::Timestamp)],
             beside_entries: bool,
         ) -> $crate::storage::StorageResult<Vec<$crate::storage::DepositOutcome>> {
             use $crate::storage::deposits::{DEPOSIT_LOCK_WAIT, MAX_DEPOSIT_BATCH};
-            use sqlx::Acquire;
             if rows.is_empty() {
                 return Ok(Vec::new());
             }
@@ -358,77 +342,109 @@ macro_rules! impl_deposit_store {
                 // For the rest of this transaction: only its deposits follow.
                 sqlx::query(DEPOSIT_LOCK_WAIT).execute(&mut **tx).await?;
             }
-            let mut part = (&mut *tx).begin().await?;
             let mut outcomes = Vec::with_capacity(rows.len());
-            let mut checked = Ok(());
             for chunk in rows.chunks(MAX_DEPOSIT_BATCH) {
-                match Self::deposits_checked(&mut part, chunk).await {
-                    Ok(o) => outcomes.extend(o),
+                outcomes.extend(Self::deposits_checked(tx, chunk, beside_entries).await?);
+            }
+            Ok(outcomes)
+        }
+
+        /// One batch of deposits in `tx`, in a savepoint (one read, then
+        /// one statement per table written, whatever its size; one
+        /// savepoint, where a second around the batch's part of the
+        /// transaction cost two more round trips to the database on the
+        /// audit log's critical path). After a broken key, each deposit
+        /// alone. Whatever fails, nothing of the batch stays: beside the
+        /// entries its deposits are then answered `StoreAlone`; elsewhere
+        /// the error is returned.
+        async fn deposits_checked(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            rows: &[($crate::storage::DepositRow, $crate::domain::Timestamp)],
+            beside_entries: bool,
+        ) -> $crate::storage::StorageResult<Vec<$crate::storage::DepositOutcome>> {
+            use sqlx::Acquire;
+            let mut all = (&mut *tx).begin().await?;
+            let failed = match Self::deposit_batch_on(&mut all, rows).await {
+                Ok(outcomes) => {
+                    all.commit().await?;
+                    return Ok(outcomes);
+                }
+                Err(e) => e,
+            };
+            // Rolled back before anything else (on PostgreSQL a failed
+            // statement leaves the savepoint unusable until then); a
+            // rollback that fails is the transaction's end.
+            all.rollback().await?;
+            match failed {
+                // A key another deposit took (a version taken by another
+                // process on PostgreSQL, a record id clash): each deposit
+                // alone, so only the one that breaks the key is answered
+                // `VersionTaken` (and sealed again).
+                $crate::storage::StorageError::Conflict(_) => {
+                    Self::deposits_one_by_one(tx, rows, beside_entries).await
+                }
+                e => Self::stored_alone(e, rows.len(), beside_entries),
+            }
+        }
+
+        /// Each deposit of a batch in a savepoint of its own, all of them
+        /// in one more: a deposit that breaks a key is `VersionTaken` and
+        /// leaves nothing behind; any other failure leaves nothing of the
+        /// batch ([`Self::deposits_checked`]).
+        async fn deposits_one_by_one(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            rows: &[($crate::storage::DepositRow, $crate::domain::Timestamp)],
+            beside_entries: bool,
+        ) -> $crate::storage::StorageResult<Vec<$crate::storage::DepositOutcome>> {
+            use sqlx::Acquire;
+            let mut each = (&mut *tx).begin().await?;
+            let mut outcomes = Vec::with_capacity(rows.len());
+            let mut failed = None;
+            for row in rows {
+                let mut one = (&mut *each).begin().await?;
+                match Self::deposit_batch_on(&mut one, std::slice::from_ref(row)).await {
+                    Ok(mut alone) => {
+                        one.commit().await?;
+                        outcomes.push(alone.pop().ok_or_else(|| {
+                            $crate::storage::StorageError::Other("no outcome for a deposit".into())
+                        })?);
+                    }
+                    Err($crate::storage::StorageError::Conflict(_)) => {
+                        one.rollback().await?;
+                        outcomes.push($crate::storage::DepositOutcome::VersionTaken);
+                    }
                     Err(e) => {
-                        checked = Err(e);
+                        one.rollback().await?;
+                        failed = Some(e);
                         break;
                     }
                 }
             }
-            match checked {
-                Ok(()) => {
-                    part.commit().await?;
+            match failed {
+                None => {
+                    each.commit().await?;
                     Ok(outcomes)
                 }
-                Err(e) if beside_entries => {
-                    tracing::warn!(error = %e, deposits = rows.len(),
-                        "deposits beside their entries failed; each is stored alone");
-                    part.rollback().await?;
-                    Ok(vec![$crate::storage::DepositOutcome::StoreAlone; rows.len()])
+                Some(e) => {
+                    each.rollback().await?;
+                    Self::stored_alone(e, rows.len(), beside_entries)
                 }
-                Err(e) => Err(e),
             }
         }
 
-        /// One batch of deposits in `tx`: the whole batch at once (one
-        /// read, then one statement per table written, whatever its size);
-        /// after a broken key each deposit alone, in a savepoint of its own.
-        async fn deposits_checked(
-            tx: &mut sqlx::Transaction<'_, $db>,
-            rows: &[($crate::storage::DepositRow, $crate::domain::Timestamp)],
+        /// A batch of `count` deposits that failed (rolled back): beside
+        /// the entries, each is to be stored alone; elsewhere, the error.
+        fn stored_alone(
+            e: $crate::storage::StorageError,
+            count: usize,
+            beside_entries: bool,
         ) -> $crate::storage::StorageResult<Vec<$crate::storage::DepositOutcome>> {
-            use $crate::storage::DepositOutcome as O;
-            use sqlx::Acquire;
-            let mut all = (&mut *tx).begin().await?;
-            let outcomes = match Self::deposit_batch_on(&mut all, rows).await {
-                Ok(outcomes) => {
-                    all.commit().await?;
-                    outcomes
-                }
-                // A key another deposit took (a version taken by another
-                // process on PostgreSQL, a record id clash): nothing of
-                // the batch stayed; each deposit alone in a savepoint of
-                // its own, so only the one that breaks the key is
-                // answered `VersionTaken` (and sealed again).
-                Err($crate::storage::StorageError::Conflict(_)) => {
-                    all.rollback().await?;
-                    let mut outcomes = Vec::with_capacity(rows.len());
-                    for row in rows {
-                        let mut one = (&mut *tx).begin().await?;
-                        match Self::deposit_batch_on(&mut one, std::slice::from_ref(row)).await {
-                            Ok(mut alone) => {
-                                one.commit().await?;
-                                outcomes.push(alone.pop().ok_or_else(|| {
-                                    $crate::storage::StorageError::Other("no outcome for a deposit".into())
-                                })?);
-                            }
-                            Err($crate::storage::StorageError::Conflict(_)) => {
-                                one.rollback().await?;
-                                outcomes.push(O::VersionTaken);
-                            }
-                            Err(e) => return Err(e),
-                        }
-                    }
-                    outcomes
-                }
-                Err(e) => return Err(e),
-            };
-            Ok(outcomes)
+            if !beside_entries {
+                return Err(e);
+            }
+            tracing::warn!(error = %e, deposits = count,
+                "deposits beside their entries failed; each is stored alone");
+            Ok(vec![$crate::storage::DepositOutcome::StoreAlone; count])
         }
 
         /// Checks and writes a batch of deposits in the transaction `conn`
@@ -436,9 +452,10 @@ macro_rules! impl_deposit_store {
         /// locked first (SQLite's write lock covers them), then one read
         /// gives every deposit's facts, the outcomes are decided in the
         /// batch's order (`decide_deposits`) and the accepted ones are
-        /// written with one statement per table. Nothing is written for a
-        /// deposit that is not accepted (not even its link's last deposit
-        /// time). A broken key fails the whole call (`Conflict`).
+        /// written with one statement per table (a deposit writes nothing
+        /// to its link: the resident's page reads the last deposit from the
+        /// versions). Nothing is written for a deposit that is not
+        /// accepted. A broken key fails the whole call (`Conflict`).
         async fn deposit_batch_on(
             conn: &mut <$db as sqlx::Database>::Connection,
             rows: &[($crate::storage::DepositRow, $crate::domain::Timestamp)],
@@ -453,7 +470,9 @@ macro_rules! impl_deposit_store {
                 // each sorted): no two wait on each other crosswise. The
                 // resident's row orders a deposit with an erasure, a
                 // restriction or an objection; the link's with a
-                // revocation.
+                // revocation (a share lock: a deposit writes nothing to
+                // the link, so two batches on one link need not wait on
+                // each other; the version key orders them).
                 let mut q = sqlx::QueryBuilder::<$db>::new("SELECT 1 FROM residents WHERE id IN (");
                 let mut ids = q.separated(", ");
                 for (d, _) in rows {
@@ -469,7 +488,7 @@ macro_rules! impl_deposit_store {
                     q.push_values(links, |mut b, (d, _)| {
                         b.push_bind(&d.source_id).push_bind(&d.resident_id);
                     });
-                    q.push(") ORDER BY source_id, resident_id FOR UPDATE");
+                    q.push(") ORDER BY source_id, resident_id FOR SHARE");
                     q.build().execute(&mut *conn).await?;
                 }
             }
@@ -528,7 +547,7 @@ macro_rules! impl_deposit_store {
                 })
                 .collect();
             let (outcomes, writes) = decide_deposits(rows, &facts);
-            let DepositWrites { accepted, first_from_source, deposits, links } = writes;
+            let DepositWrites { accepted, first_from_source, deposits } = writes;
             if accepted.is_empty() {
                 return Ok(outcomes);
             }
@@ -598,22 +617,6 @@ macro_rules! impl_deposit_store {
                  deposited_at = excluded.deposited_at",
             );
             q.build().execute(&mut *conn).await?;
-            if !links.is_empty() {
-                // Each link its own latest deposit's time.
-                let mut q = sqlx::QueryBuilder::<$db>::new(
-                    "UPDATE source_links SET last_deposit_at = v.column3 FROM (",
-                );
-                q.push_values(links.iter(), |mut b, &(i, at)| {
-                    b.push_bind(&rows[i].0.source_id)
-                        .push_bind(&rows[i].0.resident_id)
-                        .push_bind(at);
-                });
-                q.push(
-                    ") AS v WHERE source_links.source_id = v.column1 \
-                     AND source_links.resident_id = v.column2 AND source_links.revoked_at IS NULL",
-                );
-                q.build().execute(&mut *conn).await?;
-            }
             Ok(outcomes)
         }
     }
@@ -838,8 +841,7 @@ mod tests {
     /// Inside one batch a deposit sees those accepted before it: the same
     /// content again is unchanged, the next version follows the one just
     /// taken and a second seal for it is refused, the resident is told once
-    /// per source, one idempotency row per record (its last) and one link
-    /// update per link.
+    /// per source and one idempotency row per record (its last).
     #[test]
     fn a_batch_is_decided_as_if_each_deposit_were_written_in_turn() {
         let rows = vec![
@@ -865,7 +867,6 @@ mod tests {
                 accepted: vec![0, 2, 4],
                 first_from_source: vec![0],
                 deposits: vec![2, 4],
-                links: vec![(0, 102), (4, 101)],
             }
         );
     }

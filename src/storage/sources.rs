@@ -28,7 +28,6 @@ pub struct SourceLinkRow {
     pub handle: String,
     pub created_at: Timestamp,
     pub revoked_at: Option<Timestamp>,
-    pub last_deposit_at: Option<Timestamp>,
 }
 
 /// Which way a one-time link code was made.
@@ -151,8 +150,7 @@ pub trait SourceStore: Send + Sync {
     async fn purge_link_codes(&self, now: Timestamp) -> StorageResult<u64>;
 }
 
-pub(crate) const LINK_COLUMNS: &str =
-    "source_id, resident_id, handle, created_at, revoked_at, last_deposit_at";
+pub(crate) const LINK_COLUMNS: &str = "source_id, resident_id, handle, created_at, revoked_at";
 
 /// Makes or renews an active resident's link (a revoked one stands again,
 /// with the same handle); the resident row share-locked on PostgreSQL, so
