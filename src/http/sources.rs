@@ -144,8 +144,8 @@ pub async fn exchange(
 /// Deposits: `application/x-ndjson`, one deposit a line. The answer is a
 /// stream too, one line a line in order (`{"line","id","status","code"?}`)
 /// and then `{"summary":{…}}`; memory stays flat whatever the length (at
-/// most 32 lines in flight, each at most 64 KB). Lines are deposited up to
-/// 32 at a time, answered in their order; two lines about the same record
+/// most 64 lines in flight, each at most 64 KB). Lines are deposited up to
+/// 64 at a time, answered in their order; two lines about the same record
 /// (or the same person and category) run one after the other. A stream cut
 /// in the middle keeps what was answered before the cut; sent again, those
 /// lines are `unchanged`. A failure of the log, the keys or the database,
@@ -267,11 +267,13 @@ pub async fn deposits(
 /// and category, never run at once (the later waits), so a later line's
 /// version is the later one.
 ///
-/// 32 rather than 16: a line's time is mostly waiting (its facts' read,
-/// then the audit log's batch it rides in), so twice the lines make
-/// batches twice as large for ~1.3× the deposits a second at the same
-/// server CPU (BENCHMARKS row 7; memory: 32 × 64 KB at most per stream).
-const LINES_IN_FLIGHT: usize = 32;
+/// 64: about twice the lines the audit log's writer commits in one batch
+/// (~30), so that while one batch commits, the next one's lines read their
+/// facts and are sealed, and the writer, the one serial stage, never waits
+/// for them (BENCHMARKS row 7: with 32, batches of 15 alternated the same
+/// way; with 16, a batch waited for its lines' reads). Memory: 64 × 64 KB
+/// at most per stream.
+const LINES_IN_FLIGHT: usize = 64;
 
 type LineDone = (
     u64,
