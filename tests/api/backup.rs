@@ -125,6 +125,10 @@ fn a_backup_under_write_load_restores_verifies_and_reads_back() {
     let stop_load = Arc::new(AtomicBool::new(false));
     let load = load_until(port, stop_load.clone());
     std::thread::sleep(std::time::Duration::from_millis(300));
+    // A checkpoint signed before the backup, for it to carry: the server's
+    // own signer ticks once a second, and its first tick can come too late
+    // on a loaded machine (CI failed so once); asking for it signs one.
+    published_checkpoint(port);
     let backup = tempfile::tempdir().unwrap();
     let out = backup.path().join("b");
     let (ok, _, text) = run(a.path(), &["backup", "--out", out.to_str().unwrap()]);
