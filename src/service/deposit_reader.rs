@@ -45,27 +45,21 @@ impl FactsReader {
         Self { queue }
     }
 
-    /// [`crate::storage::DepositStore::deposit_facts`], read with the other
-    /// lines' questions of the moment.
-    pub async fn read(
-        &self,
-        source_id: &str,
-        subject: DepositSubject<'_>,
-        source_record_id: &str,
-        category: &str,
-    ) -> StorageResult<Option<DepositFacts>> {
+    /// One line's question of [`crate::storage::DepositStore::deposit_facts_of`],
+    /// read with the other lines' questions of the moment.
+    pub async fn read(&self, asked: FactsAsked<'_>) -> StorageResult<Option<DepositFacts>> {
         let stopped = || StorageError::Unavailable("deposit facts reader stopped".into());
         let (reply, answer) = oneshot::channel();
-        let subject = match subject {
+        let subject = match asked.subject {
             DepositSubject::Resident(r) => Subject::Resident(r.clone()),
             DepositSubject::Handle(h) => Subject::Handle(h.to_string()),
         };
         self.queue
             .send(Question {
-                source_id: source_id.to_string(),
+                source_id: asked.source_id.to_string(),
                 subject,
-                source_record_id: source_record_id.to_string(),
-                category: category.to_string(),
+                source_record_id: asked.source_record_id.to_string(),
+                category: asked.category.to_string(),
                 reply,
             })
             .await
@@ -160,24 +154,26 @@ mod tests {
             Err(StorageError::Unavailable(e)) if !e.contains("reader stopped") => {}
             other => panic!("a question was answered {other:?} with no database"),
         };
+        fn asked(subject: DepositSubject<'_>) -> FactsAsked<'_> {
+            FactsAsked {
+                source_id: "s1",
+                subject,
+                source_record_id: "m-1",
+                category: "energy",
+            }
+        }
         let lines: Vec<_> = (0..10)
             .map(|n| {
                 let reader = reader.clone();
                 tokio::spawn(async move {
                     let handle = format!("h{n}");
-                    reader
-                        .read("s1", DepositSubject::Handle(&handle), "m-1", "energy")
-                        .await
+                    reader.read(asked(DepositSubject::Handle(&handle))).await
                 })
             })
             .collect();
         for line in lines {
             the_database(line.await.unwrap());
         }
-        the_database(
-            reader
-                .read("s1", DepositSubject::Handle("h"), "m-1", "energy")
-                .await,
-        );
+        the_database(reader.read(asked(DepositSubject::Handle("h"))).await);
     }
 }

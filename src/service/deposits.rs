@@ -350,10 +350,13 @@ async fn subject_facts(
     source_record_id: &str,
     category: &str,
 ) -> AppResult<Result<DepositFacts, ErrorCode>> {
-    let facts = |about| {
-        state
-            .deposit_facts
-            .read(&source.id, about, source_record_id, category)
+    let facts = |subject| {
+        state.deposit_facts.read(crate::storage::FactsAsked {
+            source_id: &source.id,
+            subject,
+            source_record_id,
+            category,
+        })
     };
     match (source.matching, subject) {
         (Matching::Link, Subject::Handle(h)) => Ok(facts(DepositSubject::Handle(h))
