@@ -374,7 +374,7 @@ macro_rules! impl_deposit_store {
             // Rolled back before anything else (on PostgreSQL a failed
             // statement leaves the savepoint unusable until then); a
             // rollback that fails is the transaction's end.
-            all.rollback().await?;
+            let failed = Self::rolled_back(all.rollback().await, failed)?;
             match failed {
                 // A key another deposit took (a version taken by another
                 // process on PostgreSQL, a record id clash): each deposit
@@ -409,13 +409,12 @@ macro_rules! impl_deposit_store {
                             $crate::storage::StorageError::Other("no outcome for a deposit".into())
                         })?);
                     }
-                    Err($crate::storage::StorageError::Conflict(_)) => {
-                        one.rollback().await?;
+                    Err(e @ $crate::storage::StorageError::Conflict(_)) => {
+                        Self::rolled_back(one.rollback().await, e)?;
                         outcomes.push($crate::storage::DepositOutcome::VersionTaken);
                     }
                     Err(e) => {
-                        one.rollback().await?;
-                        failed = Some(e);
+                        failed = Some(Self::rolled_back(one.rollback().await, e)?);
                         break;
                     }
                 }
@@ -426,8 +425,27 @@ macro_rules! impl_deposit_store {
                     Ok(outcomes)
                 }
                 Some(e) => {
-                    each.rollback().await?;
+                    let e = Self::rolled_back(each.rollback().await, e)?;
                     Self::stored_alone(e, rows.len(), beside_entries)
+                }
+            }
+        }
+
+        /// The failure `cause` once its savepoint was rolled back; when the
+        /// rollback failed too (the transaction is gone: SQLite ends it on
+        /// a full disk), the cause is still what is answered, as the
+        /// transaction's end (`Err`), and the rollback's own error is
+        /// logged beside it.
+        fn rolled_back(
+            rollback: Result<(), sqlx::Error>,
+            cause: $crate::storage::StorageError,
+        ) -> $crate::storage::StorageResult<$crate::storage::StorageError> {
+            match rollback {
+                Ok(()) => Ok(cause),
+                Err(e) => {
+                    tracing::error!(error = %e, cause = %cause,
+                        "a deposits savepoint could not be rolled back after a failure");
+                    Err(cause)
                 }
             }
         }
