@@ -799,3 +799,123 @@ async fn a_row_held_by_another_transaction_does_not_hold_the_log() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_failure_after_a_broken_key_beside_the_entries_leaves_none_of_the_batch() {
+    // A broken key makes the batch's deposits go one at a time; another
+    // failure on a later one (here a trigger refuses its idempotency row)
+    // then rolls back the ones before it too, answers every deposit of the
+    // batch `StoreAlone`, and the entries still commit.
+    each_store_with_raw(|store, raw| async move {
+        let b = on(&store);
+        r1_linked(&store, &["r1"]).await;
+        let trigger = if b == "sqlite" {
+            vec![
+                "CREATE TRIGGER refuse_m3 BEFORE INSERT ON source_deposits \
+                 WHEN NEW.source_record_id = 'm-3' BEGIN SELECT RAISE(ABORT, 'refused'); END"
+                    .to_string(),
+            ]
+        } else {
+            vec![
+                "CREATE FUNCTION refuse_m3() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$ BEGIN IF NEW.source_record_id = 'm-3' THEN RAISE EXCEPTION 'refused'; END IF; \
+                 RETURN NEW; END $$"
+                    .to_string(),
+                "CREATE TRIGGER refuse_m3 BEFORE INSERT ON source_deposits \
+                 FOR EACH ROW EXECUTE FUNCTION refuse_m3()"
+                    .to_string(),
+            ]
+        };
+        for sql in trigger {
+            sqlx::query(&sql).execute(&raw).await.unwrap();
+        }
+        let first = deposit("m-1", "d1", 1, T0);
+        // Version 2 under the first one's record id (a primary key).
+        let clash = DepositRow {
+            record: RecordRow {
+                id: first.record.id.clone(),
+                ..deposit("m-2", "d2", 2, T0).record
+            },
+            ..deposit("m-2", "d2", 2, T0)
+        };
+        let batch = vec![
+            (first, T0 + 1),
+            (clash, T0 + 1),
+            (deposit("m-3", "d3", 2, T0), T0 + 1),
+        ];
+        let entries = |_first: u64| -> Result<Vec<coffre::storage::SequencedEntry>, String> {
+            Ok((0..3)
+                .map(|i| (format!("e{i}").into_bytes(), None, T0))
+                .collect())
+        };
+        let done = store
+            .audit_sequence(T0, None, &entries, &batch)
+            .await
+            .unwrap();
+        assert_eq!(
+            (done.count, done.deposits),
+            (3, vec![DepositOutcome::StoreAlone; 3]),
+            "{b}"
+        );
+        assert_eq!(store.audit_size().await.unwrap(), 3, "{b}");
+        // Nothing of the batch, not even the first deposit, which had
+        // been written before the failure.
+        assert_eq!(deposited(&store).await, Vec::<i64>::new(), "{b}");
+        assert_eq!(digest(&store, "m-1").await, None, "{b}");
+        // Outside the entries' transaction the failure is the caller's.
+        assert!(store.record_deposits(&batch).await.is_err(), "{b}");
+        assert_eq!(deposited(&store).await, Vec::<i64>::new(), "{b}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_revocation_not_yet_committed_holds_the_deposits_not_the_log() {
+    // PostgreSQL: a deposit takes its link's row in share mode, so a
+    // revocation that has updated the row but not committed makes the
+    // deposit wait, no longer than the log allows; the entries commit and
+    // the deposit is answered `StoreAlone`. Once the revocation commits,
+    // the deposit stored alone finds no link. (SQLite: one writer at a
+    // time, so the revocation and the batch never overlap.)
+    each_store_with_raw(|store, raw| async move {
+        let b = on(&store);
+        if b == "sqlite" {
+            return;
+        }
+        r1_linked(&store, &["r1"]).await;
+        let mut revocation = raw.begin().await.unwrap();
+        sqlx::query(
+            "UPDATE source_links SET revoked_at = 1 WHERE source_id = 's1' AND resident_id = 'r1'",
+        )
+        .execute(&mut *revocation)
+        .await
+        .unwrap();
+        let entries = |_first: u64| -> Result<Vec<coffre::storage::SequencedEntry>, String> {
+            Ok(vec![(b"e0".to_vec(), None, T0)])
+        };
+        let done = tokio::time::timeout(
+            std::time::Duration::from_secs(3),
+            store.audit_sequence(T0, None, &entries, &[(deposit("m-1", "d1", 1, T0), T0 + 1)]),
+        )
+        .await
+        .expect("the log waited on the link's row")
+        .unwrap();
+        assert_eq!(
+            (done.count, done.deposits),
+            (1, vec![DepositOutcome::StoreAlone]),
+            "{b}"
+        );
+        revocation.commit().await.unwrap();
+        assert_eq!(store.audit_size().await.unwrap(), 1, "{b}");
+        assert_eq!(
+            store
+                .record_deposit(&deposit("m-1", "d1", 1, T0), T0 + 2)
+                .await
+                .unwrap(),
+            DepositOutcome::NoLink,
+            "{b}"
+        );
+        assert_eq!(deposited(&store).await, Vec::<i64>::new(), "{b}");
+    })
+    .await;
+}
