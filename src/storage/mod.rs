@@ -62,6 +62,7 @@ pub(crate) mod sources;
 mod sqlite;
 pub(crate) mod stats;
 mod witnesses;
+mod writer;
 
 pub use access::{AccessStore, PartnerRead, PartnerReadFacts};
 pub use agents::{AgentRow, AgentStore, StructureRow, TotpRow};

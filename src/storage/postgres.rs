@@ -12,7 +12,7 @@ pub struct PgStore {
     pub(crate) pool: PgPool,
     /// The audit log's writer has a connection of its own, so a group
     /// commit never waits for a connection behind readers.
-    pub(crate) audit_writer: PgPool,
+    pub(crate) audit_writer: super::writer::WriterConnection<sqlx::Postgres>,
 }
 
 impl PgStore {
@@ -48,7 +48,10 @@ impl PgStore {
         let audit_writer = pool_of(1)
             .connect_lazy(url)
             .map_err(|e| StorageError::Open(format!("PostgreSQL ({e})")))?;
-        let store = Self { pool, audit_writer };
+        let store = Self {
+            pool,
+            audit_writer: super::writer::WriterConnection::new(audit_writer, false),
+        };
         store.migrate().await?;
         Ok(store)
     }

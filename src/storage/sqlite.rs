@@ -18,7 +18,9 @@ pub struct SqliteStore {
     /// group commit ran on another connection than the last, whose page
     /// cache the other connections' commits had made stale: every batch
     /// re-read the pages it appends to. It also never waits behind readers.
-    pub(crate) audit_writer: SqlitePool,
+    /// The log's other writes (its indexes, its checkpoints) take turns on
+    /// it ([`super::writer::WriterConnection::lend_background`]).
+    pub(crate) audit_writer: super::writer::WriterConnection<sqlx::Sqlite>,
 }
 
 impl SqliteStore {
@@ -86,7 +88,10 @@ impl SqliteStore {
             .map_err(|e| StorageError::Open(format!("{} ({e})", path.display())))?;
         // Opened at its first use, after the migrations.
         let audit_writer = pool_of(1).connect_lazy_with(options);
-        let store = Self { pool, audit_writer };
+        let store = Self {
+            pool,
+            audit_writer: super::writer::WriterConnection::new(audit_writer, true),
+        };
         store.migrate().await?;
         Ok(store)
     }
