@@ -68,6 +68,10 @@ pub(crate) const MAX_DEPOSIT_BATCH: usize = 48;
 /// a lock: no deferred constraint, no NOTIFY).
 pub(crate) const DEPOSIT_LOCK_WAIT: &str = "SET LOCAL lock_timeout = '50ms'";
 
+/// The savepoint a batch of deposits beside the log's entries is written
+/// in on SQLite, opened and released by the batch's own statements.
+pub(crate) const BATCH_SAVEPOINT: &str = "deposits";
+
 /// What a deposit line needs to know of its resident before it is decided
 /// and sealed, read in one statement (a stream's hot path: each statement
 /// is a hand-off to the database's thread). A first look only:
@@ -363,18 +367,37 @@ macro_rules! impl_deposit_store {
             beside_entries: bool,
         ) -> $crate::storage::StorageResult<Vec<$crate::storage::DepositOutcome>> {
             use sqlx::Acquire;
-            let mut all = (&mut *tx).begin().await?;
-            let failed = match Self::deposit_batch_on(&mut all, rows).await {
-                Ok(outcomes) => {
-                    all.commit().await?;
-                    return Ok(outcomes);
+            let failed = if $backend == $crate::storage::Backend::Sqlite {
+                // The savepoint is opened and released by the batch's own
+                // statements (SQLite runs a text of several statements in
+                // one call to its worker thread; each call is a round trip
+                // on the audit log's critical path).
+                use $crate::storage::deposits::BATCH_SAVEPOINT;
+                match Self::deposit_batch_on(&mut **tx, rows, true).await {
+                    Ok(outcomes) => return Ok(outcomes),
+                    Err(e) => Self::rolled_back(
+                        sqlx::query(&format!(
+                            "ROLLBACK TO {BATCH_SAVEPOINT}; RELEASE {BATCH_SAVEPOINT}"
+                        ))
+                        .execute(&mut **tx)
+                        .await
+                        .map(|_| ()),
+                        e,
+                    )?,
                 }
-                Err(e) => e,
+            } else {
+                let mut all = (&mut *tx).begin().await?;
+                match Self::deposit_batch_on(&mut all, rows, false).await {
+                    Ok(outcomes) => {
+                        all.commit().await?;
+                        return Ok(outcomes);
+                    }
+                    // Rolled back before anything else (a failed statement
+                    // leaves the savepoint unusable until then); a rollback
+                    // that fails is the transaction's end.
+                    Err(e) => Self::rolled_back(all.rollback().await, e)?,
+                }
             };
-            // Rolled back before anything else (on PostgreSQL a failed
-            // statement leaves the savepoint unusable until then); a
-            // rollback that fails is the transaction's end.
-            let failed = Self::rolled_back(all.rollback().await, failed)?;
             match failed {
                 // A key another deposit took (a version taken by another
                 // process on PostgreSQL, a record id clash): each deposit
@@ -402,7 +425,7 @@ macro_rules! impl_deposit_store {
             let mut failed = None;
             for row in rows {
                 let mut one = (&mut *each).begin().await?;
-                match Self::deposit_batch_on(&mut one, std::slice::from_ref(row)).await {
+                match Self::deposit_batch_on(&mut one, std::slice::from_ref(row), false).await {
                     Ok(mut alone) => {
                         one.commit().await?;
                         outcomes.push(alone.pop().ok_or_else(|| {
@@ -465,6 +488,22 @@ macro_rules! impl_deposit_store {
             Ok(vec![$crate::storage::DepositOutcome::StoreAlone; count])
         }
 
+        /// Ends the statement `q` holds: `joined` (SQLite), the next one
+        /// follows it in the same text; else it runs now and `q` is emptied.
+        async fn next_statement(
+            q: &mut sqlx::QueryBuilder<'_, $db>,
+            conn: &mut <$db as sqlx::Database>::Connection,
+            joined: bool,
+        ) -> $crate::storage::StorageResult<()> {
+            if joined {
+                q.push("; ");
+            } else {
+                q.build().execute(&mut *conn).await?;
+                q.reset();
+            }
+            Ok(())
+        }
+
         /// Checks and writes a batch of deposits in the transaction `conn`
         /// is in: on PostgreSQL the links and residents they name are
         /// locked first (SQLite's write lock covers them), then one read
@@ -477,11 +516,19 @@ macro_rules! impl_deposit_store {
         async fn deposit_batch_on(
             conn: &mut <$db as sqlx::Database>::Connection,
             rows: &[($crate::storage::DepositRow, $crate::domain::Timestamp)],
+            in_savepoint: bool,
         ) -> $crate::storage::StorageResult<Vec<$crate::storage::DepositOutcome>> {
-            use $crate::storage::deposits::{DepositWrites, StoredFacts, decide_deposits};
+            use $crate::storage::deposits::{BATCH_SAVEPOINT, DepositWrites, StoredFacts, decide_deposits};
             if rows.is_empty() {
                 return Ok(Vec::new());
             }
+            // SQLite only (one text of several statements): opened before
+            // the read, released after the last write.
+            let (open, release) = if in_savepoint {
+                (format!("SAVEPOINT {BATCH_SAVEPOINT}; "), format!("; RELEASE {BATCH_SAVEPOINT}"))
+            } else {
+                (String::new(), String::new())
+            };
             if $backend == $crate::storage::Backend::Postgres {
                 // In one order for every batch of every process, and the
                 // order an erasure takes them in (residents, then links,
@@ -510,9 +557,9 @@ macro_rules! impl_deposit_store {
                     q.build().execute(&mut *conn).await?;
                 }
             }
-            let mut q = sqlx::QueryBuilder::<$db>::new(
-                "WITH b (n, source_id, source_record_id, resident_id, category) AS (",
-            );
+            let mut q = sqlx::QueryBuilder::<$db>::new(format!(
+                "{open}WITH b (n, source_id, source_record_id, resident_id, category) AS ("
+            ));
             q.push_values(rows.iter().zip(0i64..), |mut b, ((d, _), n)| {
                 b.push_bind(n)
                     .push_bind(&d.source_id)
@@ -567,9 +614,21 @@ macro_rules! impl_deposit_store {
             let (outcomes, writes) = decide_deposits(rows, &facts);
             let DepositWrites { accepted, first_from_source, deposits } = writes;
             if accepted.is_empty() {
+                if in_savepoint {
+                    sqlx::query(&format!("RELEASE {BATCH_SAVEPOINT}"))
+                        .execute(&mut *conn)
+                        .await?;
+                }
                 return Ok(outcomes);
             }
-            let mut q = sqlx::QueryBuilder::<$db>::new(
+            // One statement per table. On SQLite they are one text, with
+            // the savepoint's release (SQLite runs a text of several
+            // statements in one call to its worker thread, binding `?`
+            // parameters in order across them); on PostgreSQL a prepared
+            // statement is one statement.
+            let joined = $backend == $crate::storage::Backend::Sqlite;
+            let mut q = sqlx::QueryBuilder::<$db>::new("");
+            q.push(
                 "INSERT INTO personal_records \
                  (id, resident_id, category, version, sealed, created_at, origin, \
                   source_id, source_record_id, observed_at, source_basis) ",
@@ -589,7 +648,7 @@ macro_rules! impl_deposit_store {
                     .push_bind(d.record.origin.observed_at)
                     .push_bind(&d.record.origin.source_basis);
             });
-            q.build().execute(&mut *conn).await?;
+            Self::next_statement(&mut q, &mut *conn, joined).await?;
             if !first_from_source.is_empty() {
                 // Art. 14: the first deposit from this source about this
                 // resident (none of its deposits stands) tells them, in
@@ -600,7 +659,7 @@ macro_rules! impl_deposit_store {
                 // less than a year ago, the outbox's retention, of a
                 // source that deposits again after an erasure is not told
                 // twice).
-                let mut q = sqlx::QueryBuilder::<$db>::new(
+                q.push(
                     "INSERT INTO outbox (id, event, resident_id, subject_id, actor_name, created_at, next_attempt_at) ",
                 );
                 q.push_values(first_from_source.iter().map(|&i| &rows[i]), |mut b, (d, now)| {
@@ -613,9 +672,9 @@ macro_rules! impl_deposit_store {
                         .push_bind(*now);
                 });
                 q.push(" ON CONFLICT (id) DO NOTHING");
-                q.build().execute(&mut *conn).await?;
+                Self::next_statement(&mut q, &mut *conn, joined).await?;
             }
-            let mut q = sqlx::QueryBuilder::<$db>::new(
+            q.push(
                 "INSERT INTO source_deposits \
                  (source_id, source_record_id, resident_id, category, content_digest, record_id, deposited_at) ",
             );
@@ -634,6 +693,7 @@ macro_rules! impl_deposit_store {
                  content_digest = excluded.content_digest, record_id = excluded.record_id, \
                  deposited_at = excluded.deposited_at",
             );
+            q.push(&release);
             q.build().execute(&mut *conn).await?;
             Ok(outcomes)
         }
