@@ -714,6 +714,22 @@ async fn a_failure_of_the_deposits_beside_their_entries_never_fails_the_entries(
             0,
             "{b}"
         );
+        // On the writer's fast path too (its size still the database's).
+        let done = store
+            .audit_sequence(
+                T0,
+                Some(3),
+                &entries,
+                &[(deposit("m-1", "d1", 1, T0), T0 + 1)],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (done.first, done.count, done.deposits),
+            (3, 3, vec![DepositOutcome::StoreAlone]),
+            "{b}"
+        );
+        assert_eq!(store.audit_size().await.unwrap(), 6, "{b}");
         // Stored alone once its table is back.
         sqlx::query("ALTER TABLE source_deposits_gone RENAME TO source_deposits")
             .execute(&raw)
@@ -916,6 +932,53 @@ async fn a_revocation_not_yet_committed_holds_the_deposits_not_the_log() {
             "{b}"
         );
         assert_eq!(deposited(&store).await, Vec::<i64>::new(), "{b}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn entries_that_cannot_be_written_take_their_deposits_with_them() {
+    // On the writer's fast path, entries that cannot be written fail the
+    // batch: nothing of it is written (neither the entries nor the
+    // deposits) and the caller gets the error.
+    each_store_with_raw(|store, raw| async move {
+        let b = on(&store);
+        r1_linked(&store, &["r1"]).await;
+        let entries = |_first: u64| -> Result<Vec<coffre::storage::SequencedEntry>, String> {
+            Ok(vec![(b"e0".to_vec(), None, T0)])
+        };
+        store.audit_sequence(T0, None, &entries, &[]).await.unwrap();
+        let trigger = if b == "sqlite" {
+            vec![
+                "CREATE TRIGGER refuse_entries BEFORE INSERT ON audit_entries \
+                 BEGIN SELECT RAISE(ABORT, 'refused'); END"
+                    .to_string(),
+            ]
+        } else {
+            vec![
+                "CREATE FUNCTION refuse_entries() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$ BEGIN RAISE EXCEPTION 'refused'; END $$"
+                    .to_string(),
+                "CREATE TRIGGER refuse_entries BEFORE INSERT ON audit_entries \
+                 FOR EACH ROW EXECUTE FUNCTION refuse_entries()"
+                    .to_string(),
+            ]
+        };
+        for sql in trigger {
+            sqlx::query(&sql).execute(&raw).await.unwrap();
+        }
+        let refused = store
+            .audit_sequence(
+                T0,
+                Some(1),
+                &entries,
+                &[(deposit("m-1", "d1", 1, T0), T0 + 1)],
+            )
+            .await;
+        assert!(refused.is_err(), "{b}");
+        assert_eq!(store.audit_size().await.unwrap(), 1, "{b}");
+        assert_eq!(deposited(&store).await, Vec::<i64>::new(), "{b}");
+        assert_eq!(digest(&store, "m-1").await, None, "{b}");
     })
     .await;
 }
