@@ -371,7 +371,13 @@ macro_rules! impl_deposit_store {
                 // The savepoint is opened and released by the batch's own
                 // statements (SQLite runs a text of several statements in
                 // one call to its worker thread; each call is a round trip
-                // on the audit log's critical path).
+                // on the audit log's critical path). It is always opened
+                // inside the caller's transaction (`tx`), so its release
+                // never commits by itself. A failure before it opened (a
+                // value that cannot be bound) makes its rollback fail
+                // too: the transaction's end, entries included (closed).
+                // SQLite ends the transaction itself on some errors (a
+                // full disk): the rollback then fails the same way.
                 use $crate::storage::deposits::BATCH_SAVEPOINT;
                 match Self::deposit_batch_on(&mut **tx, rows, true).await {
                     Ok(outcomes) => return Ok(outcomes),

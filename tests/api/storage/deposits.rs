@@ -778,45 +778,6 @@ async fn the_audit_log_answers_each_caller_with_its_own_deposits_outcome() {
 }
 
 #[tokio::test]
-async fn a_row_held_by_another_transaction_does_not_hold_the_log() {
-    // PostgreSQL: the sequencing transaction holds the log's head row;
-    // its deposits wait for a resident's row (held here by an erasure that
-    // has not committed) no longer than the log allows, then are answered
-    // `StoreAlone` while the entries commit. (SQLite has no row locks: one
-    // writer at a time.)
-    each_store_with_raw(|store, raw| async move {
-        let b = on(&store);
-        if b == "sqlite" {
-            return;
-        }
-        r1_linked(&store, &["r1"]).await;
-        let mut holder = raw.begin().await.unwrap();
-        sqlx::query("SELECT id FROM residents WHERE id = 'r1' FOR UPDATE")
-            .execute(&mut *holder)
-            .await
-            .unwrap();
-        let entries = |_first: u64| -> Result<Vec<coffre::storage::SequencedEntry>, String> {
-            Ok(vec![(b"e0".to_vec(), None, T0)])
-        };
-        let done = tokio::time::timeout(
-            std::time::Duration::from_secs(3),
-            store.audit_sequence(T0, None, &entries, &[(deposit("m-1", "d1", 1, T0), T0 + 1)]),
-        )
-        .await
-        .expect("the log waited on a deposit's row")
-        .unwrap();
-        assert_eq!(
-            (done.count, done.deposits),
-            (1, vec![DepositOutcome::StoreAlone]),
-            "{b}"
-        );
-        holder.rollback().await.unwrap();
-        assert_eq!(store.audit_size().await.unwrap(), 1, "{b}");
-    })
-    .await;
-}
-
-#[tokio::test]
 async fn a_failure_after_a_broken_key_beside_the_entries_leaves_none_of_the_batch() {
     // A broken key makes the batch's deposits go one at a time; another
     // failure on a later one (here a trigger refuses its idempotency row)
@@ -825,26 +786,7 @@ async fn a_failure_after_a_broken_key_beside_the_entries_leaves_none_of_the_batc
     each_store_with_raw(|store, raw| async move {
         let b = on(&store);
         r1_linked(&store, &["r1"]).await;
-        let trigger = if b == "sqlite" {
-            vec![
-                "CREATE TRIGGER refuse_m3 BEFORE INSERT ON source_deposits \
-                 WHEN NEW.source_record_id = 'm-3' BEGIN SELECT RAISE(ABORT, 'refused'); END"
-                    .to_string(),
-            ]
-        } else {
-            vec![
-                "CREATE FUNCTION refuse_m3() RETURNS trigger LANGUAGE plpgsql AS \
-                 $$ BEGIN IF NEW.source_record_id = 'm-3' THEN RAISE EXCEPTION 'refused'; END IF; \
-                 RETURN NEW; END $$"
-                    .to_string(),
-                "CREATE TRIGGER refuse_m3 BEFORE INSERT ON source_deposits \
-                 FOR EACH ROW EXECUTE FUNCTION refuse_m3()"
-                    .to_string(),
-            ]
-        };
-        for sql in trigger {
-            sqlx::query(&sql).execute(&raw).await.unwrap();
-        }
+        refuse_inserts(&raw, b, "source_deposits", Some("m-3")).await;
         let first = deposit("m-1", "d1", 1, T0);
         // Version 2 under the first one's record id (a primary key).
         let clash = DepositRow {
@@ -886,43 +828,36 @@ async fn a_failure_after_a_broken_key_beside_the_entries_leaves_none_of_the_batc
 }
 
 #[tokio::test]
-async fn a_revocation_not_yet_committed_holds_the_deposits_not_the_log() {
-    // PostgreSQL: a deposit takes its link's row in share mode, so a
-    // revocation that has updated the row but not committed makes the
-    // deposit wait, no longer than the log allows; the entries commit and
-    // the deposit is answered `StoreAlone`. Once the revocation commits,
-    // the deposit stored alone finds no link. (SQLite: one writer at a
-    // time, so the revocation and the batch never overlap.)
+async fn a_row_held_by_another_transaction_does_not_hold_the_log() {
+    // PostgreSQL: the sequencing transaction holds the log's head row; its
+    // deposits wait for a row another transaction holds no longer than the
+    // log allows, then are answered `StoreAlone` while the entries commit:
+    // a resident's row (an erasure that has not committed), a link's row (a
+    // revocation that has not committed: a deposit takes its link in share
+    // mode). Once the revocation commits, the deposit stored alone finds no
+    // link. (SQLite has no row locks: one writer at a time.)
     each_store_with_raw(|store, raw| async move {
         let b = on(&store);
         if b == "sqlite" {
             return;
         }
         r1_linked(&store, &["r1"]).await;
-        let mut revocation = raw.begin().await.unwrap();
-        sqlx::query(
+        let holders = [
+            "SELECT id FROM residents WHERE id = 'r1' FOR UPDATE",
             "UPDATE source_links SET revoked_at = 1 WHERE source_id = 's1' AND resident_id = 'r1'",
-        )
-        .execute(&mut *revocation)
-        .await
-        .unwrap();
-        let entries = |_first: u64| -> Result<Vec<coffre::storage::SequencedEntry>, String> {
-            Ok(vec![(b"e0".to_vec(), None, T0)])
-        };
-        let done = tokio::time::timeout(
-            std::time::Duration::from_secs(3),
-            store.audit_sequence(T0, None, &entries, &[(deposit("m-1", "d1", 1, T0), T0 + 1)]),
-        )
-        .await
-        .expect("the log waited on the link's row")
-        .unwrap();
-        assert_eq!(
-            (done.count, done.deposits),
-            (1, vec![DepositOutcome::StoreAlone]),
-            "{b}"
-        );
-        revocation.commit().await.unwrap();
-        assert_eq!(store.audit_size().await.unwrap(), 1, "{b}");
+        ];
+        for (held, size) in holders.into_iter().zip(1..) {
+            let mut holder = raw.begin().await.unwrap();
+            sqlx::query(held).execute(&mut *holder).await.unwrap();
+            let done = one_deposit_beside_an_entry_in_time(&store).await;
+            assert_eq!(
+                (done.count, done.deposits),
+                (1, vec![DepositOutcome::StoreAlone]),
+                "{b}: {held}"
+            );
+            holder.commit().await.unwrap();
+            assert_eq!(store.audit_size().await.unwrap(), size, "{b}");
+        }
         assert_eq!(
             store
                 .record_deposit(&deposit("m-1", "d1", 1, T0), T0 + 2)
@@ -948,25 +883,7 @@ async fn entries_that_cannot_be_written_take_their_deposits_with_them() {
             Ok(vec![(b"e0".to_vec(), None, T0)])
         };
         store.audit_sequence(T0, None, &entries, &[]).await.unwrap();
-        let trigger = if b == "sqlite" {
-            vec![
-                "CREATE TRIGGER refuse_entries BEFORE INSERT ON audit_entries \
-                 BEGIN SELECT RAISE(ABORT, 'refused'); END"
-                    .to_string(),
-            ]
-        } else {
-            vec![
-                "CREATE FUNCTION refuse_entries() RETURNS trigger LANGUAGE plpgsql AS \
-                 $$ BEGIN RAISE EXCEPTION 'refused'; END $$"
-                    .to_string(),
-                "CREATE TRIGGER refuse_entries BEFORE INSERT ON audit_entries \
-                 FOR EACH ROW EXECUTE FUNCTION refuse_entries()"
-                    .to_string(),
-            ]
-        };
-        for sql in trigger {
-            sqlx::query(&sql).execute(&raw).await.unwrap();
-        }
+        refuse_inserts(&raw, b, "audit_entries", None).await;
         let refused = store
             .audit_sequence(
                 T0,
@@ -981,4 +898,121 @@ async fn entries_that_cannot_be_written_take_their_deposits_with_them() {
         assert_eq!(digest(&store, "m-1").await, None, "{b}");
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_batch_failing_after_its_first_writes_leaves_nothing_not_even_its_notice() {
+    // The batch's writes beside the entries (the version, the art. 14
+    // notice, the idempotency row; on SQLite one text) fail at the last
+    // one: the ones before it are rolled back with it (no version, no
+    // notice telling the resident of a deposit that is not there), the
+    // entries commit, and the writer's connection serves the next batch.
+    each_store_with_raw(|store, raw| async move {
+        let b = on(&store);
+        r1_linked(&store, &["r1"]).await;
+        refuse_inserts(&raw, b, "source_deposits", None).await;
+        let entries = |_first: u64| -> Result<Vec<coffre::storage::SequencedEntry>, String> {
+            Ok(vec![(b"e0".to_vec(), None, T0)])
+        };
+        let notices = || async {
+            let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM outbox")
+                .fetch_one(&raw)
+                .await
+                .unwrap();
+            n
+        };
+        // Both the writer's paths: its first batch reads the size, the
+        // next one knows it.
+        for (cached, first) in [(None, 0), (Some(1), 1)] {
+            let done = store
+                .audit_sequence(
+                    T0,
+                    cached,
+                    &entries,
+                    &[(deposit("m-1", "d1", 1, T0), T0 + 1)],
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                (done.first, done.deposits),
+                (first, vec![DepositOutcome::StoreAlone]),
+                "{b}"
+            );
+            assert_eq!(deposited(&store).await, Vec::<i64>::new(), "{b}");
+            assert_eq!(notices().await, 0, "{b}");
+        }
+        assert_eq!(store.audit_size().await.unwrap(), 2, "{b}");
+        // The savepoint was ended: the next batch commits on the same
+        // connection.
+        let drop_trigger = if b == "sqlite" {
+            "DROP TRIGGER refuse_source_deposits"
+        } else {
+            "DROP TRIGGER refuse_source_deposits ON source_deposits"
+        };
+        sqlx::query(drop_trigger).execute(&raw).await.unwrap();
+        let done = store
+            .audit_sequence(
+                T0,
+                Some(2),
+                &entries,
+                &[(deposit("m-1", "d1", 1, T0), T0 + 2)],
+            )
+            .await
+            .unwrap();
+        assert_eq!(done.deposits, vec![DepositOutcome::Accepted], "{b}");
+        assert_eq!(deposited(&store).await, vec![1], "{b}");
+        assert_eq!(notices().await, 1, "{b}");
+        assert_eq!(store.audit_size().await.unwrap(), 3, "{b}");
+    })
+    .await;
+}
+
+/// Makes inserts into `table` fail (a trigger, on each backend's own
+/// terms): every one, or only the deposit of source record `record`.
+async fn refuse_inserts(raw: &sqlx::AnyPool, backend: &str, table: &str, record: Option<&str>) {
+    let name = format!("refuse_{table}");
+    let statements = if backend == "sqlite" {
+        let when = record
+            .map(|r| format!("WHEN NEW.source_record_id = '{r}' "))
+            .unwrap_or_default();
+        vec![format!(
+            "CREATE TRIGGER {name} BEFORE INSERT ON {table} {when}\
+             BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )]
+    } else {
+        let when = record
+            .map(|r| format!("NEW.source_record_id = '{r}'"))
+            .unwrap_or_else(|| "true".into());
+        vec![
+            format!(
+                "CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$ BEGIN IF {when} THEN RAISE EXCEPTION 'refused'; END IF; RETURN NEW; END $$"
+            ),
+            format!(
+                "CREATE TRIGGER {name} BEFORE INSERT ON {table} \
+                 FOR EACH ROW EXECUTE FUNCTION {name}()"
+            ),
+        ]
+    };
+    for sql in statements {
+        sqlx::query(&sql).execute(raw).await.unwrap();
+    }
+}
+
+/// One entry and r1's deposit m-1 through the log's storage, which must
+/// answer within 3 s (a row lock another transaction holds only makes the
+/// deposit wait so long).
+async fn one_deposit_beside_an_entry_in_time(
+    store: &coffre::storage::DynStore,
+) -> coffre::storage::Sequenced {
+    let entries = |_first: u64| -> Result<Vec<coffre::storage::SequencedEntry>, String> {
+        Ok(vec![(b"e0".to_vec(), None, T0)])
+    };
+    tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        store.audit_sequence(T0, None, &entries, &[(deposit("m-1", "d1", 1, T0), T0 + 1)]),
+    )
+    .await
+    .expect("the log waited on a row a deposit needed")
+    .unwrap()
 }
