@@ -203,20 +203,6 @@ pub trait AuditStore: Send + Sync {
     async fn audit_checkpoints(&self) -> StorageResult<Vec<CheckpointRow>>;
 }
 
-/// Fails unless `conn` is outside any transaction, once a rollback sqlx
-/// queued when a transaction was dropped has run (a ping lets it run).
-pub(crate) async fn outside_transaction<C: sqlx::Connection>(conn: &mut C) -> StorageResult<()> {
-    if conn.is_in_transaction() {
-        conn.ping().await?;
-    }
-    if conn.is_in_transaction() {
-        return Err(StorageError::Integrity(
-            "the audit log writer's connection is inside a transaction".into(),
-        ));
-    }
-    Ok(())
-}
-
 /// A stored tile row, checked: its level and index in range, whole hashes.
 pub(crate) fn tile_row((level, idx, hashes): (i64, i64, Vec<u8>)) -> StorageResult<TileRow> {
     match (u8::try_from(level), u64::try_from(idx)) {
@@ -289,14 +275,12 @@ macro_rules! impl_audit_store {
                 Some(size) => Some((size, encode(size).map_err(integrity)?)),
                 None => None,
             };
-            // Never a savepoint of a transaction left open on this
-            // connection (sqlx's `begin` would make one): its commit would
-            // be answered while nothing reaches the disk.
-            $crate::storage::audit::outside_transaction(&mut *conn).await?;
             // A duration for the metrics and the benchmark, not a time of
             // the log's.
             let locked = std::time::Instant::now();
-            // A plain BEGIN: the first statement below writes the head row,
+            // A plain BEGIN (the writer's connection is lent outside any
+            // transaction: `WriterConnection::lend`, so it is never a
+            // savepoint): the first statement below writes the head row,
             // which on SQLite takes the write lock at once, as BEGIN
             // IMMEDIATE would. (sqlx answers a BEGIN given as text only
             // after handing the connection's handle back and forth with its
@@ -595,6 +579,9 @@ macro_rules! impl_audit_store {
             rows: &[(String, String, String, i64)],
         ) -> $crate::storage::StorageResult<bool> {
             let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            // Before the writer's connection is taken.
+            let json = serde_json::to_string(rows)
+                .map_err(|e| $crate::storage::StorageError::Other(e.to_string()))?;
             let mut lent = self.audit_writer.lend_background(&self.pool).await?;
             let outcome: $crate::storage::StorageResult<bool> = async {
                 let mut tx = sqlx::Connection::begin(&mut *lent.conn).await?;
@@ -612,8 +599,6 @@ macro_rules! impl_audit_store {
                     return Ok(false);
                 }
                 if !rows.is_empty() {
-                    let json = serde_json::to_string(rows)
-                        .map_err(|e| $crate::storage::StorageError::Other(e.to_string()))?;
                     sqlx::query(match $backend {
                         $crate::storage::Backend::Sqlite => {
                             "INSERT INTO audit_recipients (resident_id, partner_id, category, first_idx) \
@@ -776,26 +761,3 @@ macro_rules! impl_audit_store {
     };
 }
 pub(crate) use impl_audit_store;
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use sqlx::Connection;
-
-    #[tokio::test]
-    async fn the_writer_never_begins_inside_a_transaction_left_open() {
-        let mut conn = sqlx::SqliteConnection::connect("sqlite::memory:")
-            .await
-            .unwrap();
-        super::outside_transaction(&mut conn).await.unwrap();
-        // A transaction dropped unfinished: sqlx queues its rollback, which
-        // the check lets run.
-        drop(conn.begin().await.unwrap());
-        super::outside_transaction(&mut conn).await.unwrap();
-        assert!(!conn.is_in_transaction());
-        // One that nothing will end (as after a COMMIT that failed): refused,
-        // where `begin` would have made a savepoint of it.
-        std::mem::forget(conn.begin().await.unwrap());
-        assert!(super::outside_transaction(&mut conn).await.is_err());
-    }
-}

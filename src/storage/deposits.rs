@@ -69,8 +69,11 @@ pub(crate) const MAX_DEPOSIT_BATCH: usize = 48;
 pub(crate) const DEPOSIT_LOCK_WAIT: &str = "SET LOCAL lock_timeout = '50ms'";
 
 /// The savepoint a batch of deposits beside the log's entries is written
-/// in on SQLite, opened and released by the batch's own statements.
-pub(crate) const BATCH_SAVEPOINT: &str = "deposits";
+/// in on SQLite, opened and released by the batch's own texts
+/// (`deposit_batch_on`), rolled back after a failure (`deposits_checked`).
+pub(crate) const BATCH_SAVEPOINT_OPEN: &str = "SAVEPOINT deposits";
+pub(crate) const BATCH_SAVEPOINT_RELEASE: &str = "RELEASE deposits";
+pub(crate) const BATCH_SAVEPOINT_ROLLBACK: &str = "ROLLBACK TO deposits; RELEASE deposits";
 
 /// What a deposit line needs to know of its resident before it is decided
 /// and sealed, read in one statement (a stream's hot path: each statement
@@ -378,16 +381,11 @@ macro_rules! impl_deposit_store {
                 // too: the transaction's end, entries included (closed).
                 // SQLite ends the transaction itself on some errors (a
                 // full disk): the rollback then fails the same way.
-                use $crate::storage::deposits::BATCH_SAVEPOINT;
+                use $crate::storage::deposits::BATCH_SAVEPOINT_ROLLBACK;
                 match Self::deposit_batch_on(&mut **tx, rows, true).await {
                     Ok(outcomes) => return Ok(outcomes),
                     Err(e) => Self::rolled_back(
-                        sqlx::query(&format!(
-                            "ROLLBACK TO {BATCH_SAVEPOINT}; RELEASE {BATCH_SAVEPOINT}"
-                        ))
-                        .execute(&mut **tx)
-                        .await
-                        .map(|_| ()),
+                        sqlx::query(BATCH_SAVEPOINT_ROLLBACK).execute(&mut **tx).await.map(|_| ()),
                         e,
                     )?,
                 }
@@ -524,17 +522,13 @@ macro_rules! impl_deposit_store {
             rows: &[($crate::storage::DepositRow, $crate::domain::Timestamp)],
             in_savepoint: bool,
         ) -> $crate::storage::StorageResult<Vec<$crate::storage::DepositOutcome>> {
-            use $crate::storage::deposits::{BATCH_SAVEPOINT, DepositWrites, StoredFacts, decide_deposits};
+            use $crate::storage::deposits::{
+                BATCH_SAVEPOINT_OPEN, BATCH_SAVEPOINT_RELEASE, DepositWrites, StoredFacts,
+                decide_deposits,
+            };
             if rows.is_empty() {
                 return Ok(Vec::new());
             }
-            // SQLite only (one text of several statements): opened before
-            // the read, released after the last write.
-            let (open, release) = if in_savepoint {
-                (format!("SAVEPOINT {BATCH_SAVEPOINT}; "), format!("; RELEASE {BATCH_SAVEPOINT}"))
-            } else {
-                (String::new(), String::new())
-            };
             if $backend == $crate::storage::Backend::Postgres {
                 // In one order for every batch of every process, and the
                 // order an erasure takes them in (residents, then links,
@@ -563,9 +557,13 @@ macro_rules! impl_deposit_store {
                     q.build().execute(&mut *conn).await?;
                 }
             }
-            let mut q = sqlx::QueryBuilder::<$db>::new(format!(
-                "{open}WITH b (n, source_id, source_record_id, resident_id, category) AS ("
-            ));
+            let mut q = sqlx::QueryBuilder::<$db>::new("");
+            if in_savepoint {
+                // SQLite only (one text of several statements): opened in
+                // the read's text, released in the last write's.
+                q.push(BATCH_SAVEPOINT_OPEN).push("; ");
+            }
+            q.push("WITH b (n, source_id, source_record_id, resident_id, category) AS (");
             q.push_values(rows.iter().zip(0i64..), |mut b, ((d, _), n)| {
                 b.push_bind(n)
                     .push_bind(&d.source_id)
@@ -621,9 +619,7 @@ macro_rules! impl_deposit_store {
             let DepositWrites { accepted, first_from_source, deposits } = writes;
             if accepted.is_empty() {
                 if in_savepoint {
-                    sqlx::query(&format!("RELEASE {BATCH_SAVEPOINT}"))
-                        .execute(&mut *conn)
-                        .await?;
+                    sqlx::query(BATCH_SAVEPOINT_RELEASE).execute(&mut *conn).await?;
                 }
                 return Ok(outcomes);
             }
@@ -699,7 +695,9 @@ macro_rules! impl_deposit_store {
                  content_digest = excluded.content_digest, record_id = excluded.record_id, \
                  deposited_at = excluded.deposited_at",
             );
-            q.push(&release);
+            if in_savepoint {
+                q.push("; ").push(BATCH_SAVEPOINT_RELEASE);
+            }
             q.build().execute(&mut *conn).await?;
             Ok(outcomes)
         }

@@ -2,7 +2,9 @@
 //! its integration steps and, on SQLite, its other writes (indexes,
 //! checkpoints) take turns on it through the pool's fair queue.
 
-use super::StorageResult;
+use sqlx::Connection;
+
+use super::{StorageError, StorageResult};
 
 pub(crate) struct WriterConnection<DB: sqlx::Database> {
     /// A pool of one connection: it opens, checks and closes the connection.
@@ -28,11 +30,24 @@ impl<DB: sqlx::Database> WriterConnection<DB> {
         }
     }
 
-    /// The writer's connection, for one caller at a time.
+    /// The writer's connection, for one caller at a time, outside any
+    /// transaction: sqlx's `begin` on a connection it counts inside one
+    /// makes a savepoint, whose commit would be answered while nothing
+    /// reaches the disk. A rollback sqlx queued for a transaction dropped
+    /// unfinished is let run first (a ping); a connection still inside one
+    /// (nothing will end it) is closed and the caller refused.
     pub(crate) async fn lend(&self) -> StorageResult<Lent<DB>> {
-        Ok(Lent {
-            conn: self.pool.acquire().await?,
-        })
+        let mut conn = self.pool.acquire().await?;
+        if conn.is_in_transaction() {
+            conn.ping().await?;
+        }
+        if conn.is_in_transaction() {
+            conn.close_on_drop();
+            return Err(StorageError::Integrity(
+                "the audit log writer's connection is inside a transaction".into(),
+            ));
+        }
+        Ok(Lent { conn })
     }
 
     /// A connection for one of the log's writes beside its appends (its
@@ -73,5 +88,33 @@ impl<DB: sqlx::Database> Lent<DB> {
             self.conn.close_on_drop();
         }
         outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use sqlx::Connection;
+
+    #[tokio::test]
+    async fn the_writer_is_never_lent_inside_a_transaction_left_open() {
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect("sqlite::memory:")
+            .await
+            .unwrap();
+        let writer = super::WriterConnection::new(pool, true);
+        let mut lent = writer.lend().await.unwrap();
+        // A transaction dropped unfinished: sqlx queues its rollback, which
+        // the next lend lets run.
+        drop(lent.conn.begin().await.unwrap());
+        drop(lent);
+        let mut lent = writer.lend().await.unwrap();
+        assert!(!lent.conn.is_in_transaction());
+        // One that nothing will end (as after a COMMIT that failed):
+        // refused, where `begin` would have made a savepoint of it.
+        std::mem::forget(lent.conn.begin().await.unwrap());
+        drop(lent);
+        assert!(writer.lend().await.is_err());
     }
 }
