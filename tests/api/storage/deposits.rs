@@ -528,20 +528,7 @@ async fn a_deposit_that_breaks_a_key_inside_a_batch_rolls_back_alone() {
     each_store(|store| async move {
         let b = on(&store);
         r1_linked(&store, &["r1"]).await;
-        let first = deposit("m-1", "d1", 1, T0);
-        // Version 2 under the first one's record id (a primary key).
-        let clash = DepositRow {
-            record: RecordRow {
-                id: first.record.id.clone(),
-                ..deposit("m-2", "d2", 2, T0).record
-            },
-            ..deposit("m-2", "d2", 2, T0)
-        };
-        let batch = vec![
-            (first, T0 + 1),
-            (clash, T0 + 1),
-            (deposit("m-3", "d3", 2, T0), T0 + 1),
-        ];
+        let batch = a_batch_with_a_broken_key();
         assert_eq!(
             store.record_deposits(&batch).await.unwrap(),
             vec![
@@ -691,11 +678,7 @@ async fn a_failure_of_the_deposits_beside_their_entries_never_fails_the_entries(
             .execute(&raw)
             .await
             .unwrap();
-        let entries = |_first: u64| -> Result<Vec<coffre::storage::SequencedEntry>, String> {
-            Ok((0..3)
-                .map(|i| (format!("e{i}").into_bytes(), None, T0))
-                .collect())
-        };
+        let entries = entries(3);
         let done = store
             .audit_sequence(T0, None, &entries, &[(deposit("m-1", "d1", 1, T0), T0 + 1)])
             .await
@@ -787,25 +770,8 @@ async fn a_failure_after_a_broken_key_beside_the_entries_leaves_none_of_the_batc
         let b = on(&store);
         r1_linked(&store, &["r1"]).await;
         refuse_inserts(&raw, b, "source_deposits", Some("m-3")).await;
-        let first = deposit("m-1", "d1", 1, T0);
-        // Version 2 under the first one's record id (a primary key).
-        let clash = DepositRow {
-            record: RecordRow {
-                id: first.record.id.clone(),
-                ..deposit("m-2", "d2", 2, T0).record
-            },
-            ..deposit("m-2", "d2", 2, T0)
-        };
-        let batch = vec![
-            (first, T0 + 1),
-            (clash, T0 + 1),
-            (deposit("m-3", "d3", 2, T0), T0 + 1),
-        ];
-        let entries = |_first: u64| -> Result<Vec<coffre::storage::SequencedEntry>, String> {
-            Ok((0..3)
-                .map(|i| (format!("e{i}").into_bytes(), None, T0))
-                .collect())
-        };
+        let batch = a_batch_with_a_broken_key();
+        let entries = entries(3);
         let done = store
             .audit_sequence(T0, None, &entries, &batch)
             .await
@@ -879,9 +845,7 @@ async fn entries_that_cannot_be_written_take_their_deposits_with_them() {
     each_store_with_raw(|store, raw| async move {
         let b = on(&store);
         r1_linked(&store, &["r1"]).await;
-        let entries = |_first: u64| -> Result<Vec<coffre::storage::SequencedEntry>, String> {
-            Ok(vec![(b"e0".to_vec(), None, T0)])
-        };
+        let entries = entries(1);
         store.audit_sequence(T0, None, &entries, &[]).await.unwrap();
         refuse_inserts(&raw, b, "audit_entries", None).await;
         let refused = store
@@ -911,9 +875,7 @@ async fn a_batch_failing_after_its_first_writes_leaves_nothing_not_even_its_noti
         let b = on(&store);
         r1_linked(&store, &["r1"]).await;
         refuse_inserts(&raw, b, "source_deposits", None).await;
-        let entries = |_first: u64| -> Result<Vec<coffre::storage::SequencedEntry>, String> {
-            Ok(vec![(b"e0".to_vec(), None, T0)])
-        };
+        let entries = entries(1);
         let notices = || async {
             let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM outbox")
                 .fetch_one(&raw)
@@ -1005,9 +967,7 @@ async fn refuse_inserts(raw: &sqlx::AnyPool, backend: &str, table: &str, record:
 async fn one_deposit_beside_an_entry_in_time(
     store: &coffre::storage::DynStore,
 ) -> coffre::storage::Sequenced {
-    let entries = |_first: u64| -> Result<Vec<coffre::storage::SequencedEntry>, String> {
-        Ok(vec![(b"e0".to_vec(), None, T0)])
-    };
+    let entries = entries(1);
     tokio::time::timeout(
         std::time::Duration::from_secs(3),
         store.audit_sequence(T0, None, &entries, &[(deposit("m-1", "d1", 1, T0), T0 + 1)]),
@@ -1015,4 +975,33 @@ async fn one_deposit_beside_an_entry_in_time(
     .await
     .expect("the log waited on a row a deposit needed")
     .unwrap()
+}
+
+/// `n` audit entries about no one, whatever the index they start at.
+fn entries(
+    n: usize,
+) -> impl Fn(u64) -> Result<Vec<coffre::storage::SequencedEntry>, String> + Send + Sync {
+    move |_first| {
+        Ok((0..n)
+            .map(|i| (format!("e{i}").into_bytes(), None, T0))
+            .collect())
+    }
+}
+
+/// r1's deposits m-1 (version 1), m-2 (version 2 under m-1's record id,
+/// a primary key: it breaks a key) and m-3 (version 2).
+fn a_batch_with_a_broken_key() -> Vec<(DepositRow, i64)> {
+    let first = deposit("m-1", "d1", 1, T0);
+    let clash = DepositRow {
+        record: RecordRow {
+            id: first.record.id.clone(),
+            ..deposit("m-2", "d2", 2, T0).record
+        },
+        ..deposit("m-2", "d2", 2, T0)
+    };
+    vec![
+        (first, T0 + 1),
+        (clash, T0 + 1),
+        (deposit("m-3", "d3", 2, T0), T0 + 1),
+    ]
 }
